@@ -1,0 +1,1 @@
+"""Data: streaming readers, curation, deduplication and packing into token shards."""
