@@ -1,0 +1,109 @@
+"""Training throughput: lmkit's models against the matching Hugging Face `transformers` classes.
+
+One training step = forward, loss, backward, gradient clipping, AdamW update, on the same batch
+size, sequence length and parameter count, in one process with the two sides' steps interleaved
+(so machine noise hits both alike). Prints tokens/s medians, the ratio lmkit / HF, and lmkit's
+model FLOPs utilisation against this machine's measured matmul peak.
+
+    python benchmarks/train_throughput.py [--family decoder encoder encdec] [--steps 12]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from typing import Callable
+
+import torch
+
+from lmkit.config import ModelConfig
+from lmkit.models import build_model
+from lmkit.plan import flops_per_token, measure_matmul_peak
+
+VOCAB, D, LAYERS, HEADS, SEQ, BATCH = 8192, 256, 4, 4, 256, 16
+
+
+def _lmkit_decoder() -> tuple[torch.nn.Module, Callable[[torch.Tensor], torch.Tensor], ModelConfig]:
+    cfg = ModelConfig(family="decoder", vocab_size=VOCAB, d_model=D, n_layers=LAYERS, n_heads=HEADS, max_seq_len=SEQ)
+    model = build_model(cfg)
+
+    def loss(ids: torch.Tensor) -> torch.Tensor:
+        return model.loss({"input_ids": ids[:, :-1], "labels": ids[:, 1:]})
+
+    return model, loss, cfg
+
+
+def _hf_decoder(cfg: ModelConfig) -> tuple[torch.nn.Module, Callable[[torch.Tensor], torch.Tensor]]:
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    hf = LlamaForCausalLM(LlamaConfig(
+        vocab_size=VOCAB, hidden_size=D, intermediate_size=cfg.ffn_width, num_hidden_layers=LAYERS,
+        num_attention_heads=HEADS, num_key_value_heads=HEADS, max_position_embeddings=SEQ,
+        tie_word_embeddings=True, attn_implementation="sdpa"))
+
+    def loss(ids: torch.Tensor) -> torch.Tensor:
+        return hf(input_ids=ids[:, :-1], labels=ids[:, :-1]).loss  # HF shifts labels itself
+
+    return hf, loss
+
+
+def _step_fn(model: torch.nn.Module, loss_fn: Callable[[torch.Tensor], torch.Tensor],
+             optimizer: torch.optim.Optimizer) -> Callable[[torch.Tensor], float]:
+    def step(ids: torch.Tensor) -> float:
+        loss = loss_fn(ids)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        return float(loss)
+
+    return step
+
+
+def bench_decoder(steps: int, warmup: int) -> dict[str, float]:
+    torch.manual_seed(0)
+    model, lm_loss, cfg = _lmkit_decoder()
+    hf, hf_loss = _hf_decoder(cfg)
+    n_lm = sum(p.numel() for p in model.parameters())
+    n_hf = sum(p.numel() for p in hf.parameters())
+    from lmkit.train import make_optimizer
+
+    lm_step = _step_fn(model, lm_loss, make_optimizer(model, lr=3e-4, weight_decay=0.1))
+    hf_step = _step_fn(hf, hf_loss, torch.optim.AdamW(hf.parameters(), lr=3e-4, weight_decay=0.1))
+    ids = torch.randint(0, VOCAB, (BATCH, SEQ + 1))
+    times: dict[str, list[float]] = {"lmkit": [], "hf": []}
+    for i in range(warmup + steps):
+        for name, step in (("lmkit", lm_step), ("hf", hf_step)) if i % 2 == 0 else (("hf", hf_step), ("lmkit", lm_step)):
+            t0 = time.perf_counter()
+            step(ids)
+            if i >= warmup:
+                times[name].append(time.perf_counter() - t0)
+    tokens = BATCH * SEQ
+    lm_tps = tokens / statistics.median(times["lmkit"])
+    hf_tps = tokens / statistics.median(times["hf"])
+    peak = measure_matmul_peak()
+    mfu = lm_tps * flops_per_token(cfg, SEQ) / peak
+    print(f"decoder  params lmkit {n_lm:,} / HF {n_hf:,}")
+    print(f"decoder  lmkit {lm_tps:8.0f} tok/s   HF LlamaForCausalLM {hf_tps:8.0f} tok/s   "
+          f"ratio {lm_tps / hf_tps:.2f}x   lmkit MFU {100 * mfu:.0f}% of {peak / 1e9:.0f} GFLOP/s")
+    return {"lmkit_tps": lm_tps, "hf_tps": hf_tps, "ratio": lm_tps / hf_tps, "mfu": mfu}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--family", nargs="+", default=["decoder"], choices=["decoder", "encoder", "encdec"])
+    ap.add_argument("--steps", type=int, default=12)
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; batch {BATCH} x seq {SEQ}, "
+          f"vocab {VOCAB}, d_model {D}, {LAYERS} layers, {HEADS} heads, fp32, AdamW")
+    if "decoder" in args.family:
+        bench_decoder(args.steps, args.warmup)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1377 @@
+"""Curation: from raw text to clean documents, with a report of what every stage removed and why.
+
+What this module owns:
+
+* the curation stages, each a callable ``text -> text | Removed(reason)`` configured by a small
+  dataclass: :class:`Normalise` (Unicode NFC, control characters, whitespace, optional mojibake
+  repair with ``ftfy``), :class:`GopherQuality` and :class:`C4Quality` (the published quality
+  rules, with the papers' thresholds as defaults), :class:`GopherRepetition` (duplicate lines,
+  paragraphs and n-grams), :class:`BlockList` (harmful-content words/phrases with a threshold)
+  and :class:`PiiRedact` (e-mail addresses, phone numbers, IPv4/IPv6 addresses replaced by
+  placeholders). Exact and near-duplicate removal are in :mod:`lmkit.data.dedup`.
+* :class:`CurateConfig` (the YAML ``--config``), :func:`curate` (the streaming, parallel run) and
+  the report (``report.json`` + ``report.md``), and ``lmkit curate``'s runner :func:`cli_curate`.
+
+How a run flows. The main process streams documents from :func:`lmkit.data.read.iter_documents`
+(lenient: a bad file or line is counted in the report with its line number and the rest is
+processed), cuts them into chunks (``chunk_docs`` / ``chunk_chars``) and hands each chunk to a
+worker: the per-document stages run there, in the declared ``order``, and so do the exact-dedup
+hash and the MinHash signature. At most ``2 * workers + 2`` chunks are in flight, so memory
+stays bounded whatever the corpus size. Results come back in input order; the main process keeps
+the dedup index (the only structure that grows: see :mod:`lmkit.data.dedup` for its size per
+million documents), removes duplicates of earlier documents, and writes the kept documents as
+``part-NNNNN.jsonl.gz`` shards of ``{"id", "text", "source"}`` lines. Workers are processes
+(``multiprocessing``) on one machine, or the workers of a Dask cluster (``client=`` /
+``--dask ADDRESS``): the same function runs on every chunk, so the kept documents are the same.
+
+Tokens in the report are counted with the tokenizer given (``tokenizer=``), or else with a fixed
+proxy: the number of regex word tokens ``\\w+|[^\\w\\s]+`` (runs of letters/digits and runs of
+punctuation), the same split the Gopher rules use. The report says which.
+
+Rule notes. Words for the Gopher rules are those regex tokens (``datatrove``, whose defaults we
+follow, uses spaCy's tokenizer). "Top n-gram" fractions count only n-grams that occur at least
+twice (an n-gram seen once is not repetition; counting it, as ``datatrove`` does, removes most
+short documents). C4's line rules assume one paragraph per line; with ``paragraph_aware`` (the
+default), a block of hard-wrapped lines (similar long lengths, mostly not ending a sentence) is
+judged as one paragraph, so books and licences are not emptied line by line.
+
+Written here rather than run through ``datatrove``: its pipeline writes every intermediate
+stage to disk and runs dedup as separate multi-pass jobs, and its rules tokenise with spaCy;
+doing the rules with C-level string operations and dedup with batched numpy in one streaming
+pass is several times faster on the same cores (``benchmarks/curate_speed.py``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import ipaddress
+import json
+import os
+import re
+import shutil
+import sys
+import time
+import unicodedata
+from collections import Counter, deque
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, NamedTuple, Sequence
+
+import numpy as np
+
+from lmkit.errors import LmkitError
+
+# --------------------------------------------------------------------------- configuration
+
+STAGES = ("normalise", "gopher_quality", "c4", "gopher_repetition", "blocklist", "pii", "exact_dedup", "minhash")
+DEDUP_STAGES = ("exact_dedup", "minhash")
+GOPHER_STOP_WORDS = ["the", "be", "to", "of", "and", "that", "have", "with"]
+
+
+@dataclass
+class NormaliseConfig:
+    """Unicode and whitespace clean-up; a document empty afterwards is removed."""
+
+    enabled: bool = True
+    nfc: bool = True  # Unicode NFC composition
+    fix_mojibake: bool = True  # repair UTF-8 read as Latin-1/cp1252 ("cafÃ©") with ftfy
+    remove_control: bool = True  # drop control and zero-width characters; \r\n, \r, \f -> \n
+    collapse_spaces: bool = True  # runs of spaces/tabs -> one space; no spaces at line ends/starts
+    max_blank_lines: int = 1  # longer runs of blank lines shrink to this many
+
+
+@dataclass
+class GopherQualityConfig:
+    """Gopher (Rae et al. 2021) quality rules; ``null`` switches one rule off."""
+
+    enabled: bool = True
+    min_words: int | None = 50  # non-symbol words
+    max_words: int | None = 100_000
+    min_mean_word_length: float | None = 3
+    max_mean_word_length: float | None = 10
+    max_symbol_word_ratio: float | None = 0.1  # '#' per word and '...' per word
+    max_bullet_lines_ratio: float | None = 0.9
+    max_ellipsis_lines_ratio: float | None = 0.3
+    min_alpha_words_ratio: float | None = 0.8  # words with at least one letter
+    min_stop_words: int | None = 2
+    stop_words: list[str] = field(default_factory=lambda: list(GOPHER_STOP_WORDS))
+
+
+@dataclass
+class C4Config:
+    """C4 (Raffel et al. 2020) line and page rules."""
+
+    enabled: bool = True
+    paragraph_aware: bool = True  # judge a hard-wrapped block as one paragraph (see module doc)
+    remove_citations: bool = True  # strip [1], [edit], [citation needed]
+    terminal_punct: bool = True  # drop lines not ending in . ? ! " ' (or ending in ...)
+    min_words_per_line: int = 3
+    max_word_length: int = 1000  # drop a line with a longer word
+    min_sentences: int = 5  # drop the page if fewer sentences are left
+    lorem_ipsum: bool = True  # drop the page
+    javascript: bool = True  # drop lines mentioning javascript
+    curly_bracket: bool = True  # drop the page if it has '{'
+    policy: bool = True  # drop lines with terms-of-use / privacy / cookie phrases
+
+
+@dataclass
+class RepetitionConfig:
+    """Gopher repetition rules: fractions above these remove the document; ``null`` disables."""
+
+    enabled: bool = True
+    dup_line_frac: float | None = 0.30
+    dup_para_frac: float | None = 0.30
+    dup_line_char_frac: float | None = 0.20
+    dup_para_char_frac: float | None = 0.20
+    top_ngram_char_frac: dict[int, float] = field(default_factory=lambda: {2: 0.20, 3: 0.18, 4: 0.16})
+    dup_ngram_char_frac: dict[int, float] = field(
+        default_factory=lambda: {5: 0.15, 6: 0.14, 7: 0.13, 8: 0.12, 9: 0.11, 10: 0.10})
+
+
+@dataclass
+class BlocklistConfig:
+    """Harmful-content filter: remove a document whose share of block-listed words is too high."""
+
+    enabled: bool = True
+    words_file: str | None = None  # one word/phrase per line ('#' comments); replaces the default list
+    extra: list[str] = field(default_factory=list)  # words/phrases added to the list
+    max_fraction: float = 0.001  # remove when hits / words exceeds this (0: any hit removes)
+
+
+@dataclass
+class PiiConfig:
+    """Replace personal data with placeholders (the document is kept)."""
+
+    enabled: bool = True
+    emails: bool = True
+    phones: bool = True
+    ips: bool = True
+    email_placeholder: str = "<EMAIL>"
+    phone_placeholder: str = "<PHONE>"
+    ip_placeholder: str = "<IP_ADDRESS>"
+
+
+@dataclass
+class ExactDedupConfig:
+    """Remove later copies of a document with the same normalised text (case, whitespace)."""
+
+    enabled: bool = True
+
+
+@dataclass
+class MinHashConfig:
+    """Near-duplicate removal with MinHash + LSH (see :mod:`lmkit.data.dedup`)."""
+
+    enabled: bool = True
+    shingle_size: int = 5  # words per shingle
+    num_perm: int = 112  # hash functions (signature length)
+    bands: int = 14  # LSH bands; rows per band = num_perm / bands
+    threshold: float | None = None  # also require this estimated Jaccard; null: LSH alone (~0.72)
+    seed: int = 1
+
+
+@dataclass
+class CurateConfig:
+    """Everything ``lmkit curate --config curate.yaml`` can set (YAML keys = these fields)."""
+
+    order: list[str] = field(default_factory=lambda: list(STAGES))
+    normalise: NormaliseConfig = field(default_factory=NormaliseConfig)
+    gopher_quality: GopherQualityConfig = field(default_factory=GopherQualityConfig)
+    c4: C4Config = field(default_factory=C4Config)
+    gopher_repetition: RepetitionConfig = field(default_factory=RepetitionConfig)
+    blocklist: BlocklistConfig = field(default_factory=BlocklistConfig)
+    pii: PiiConfig = field(default_factory=PiiConfig)
+    exact_dedup: ExactDedupConfig = field(default_factory=ExactDedupConfig)
+    minhash: MinHashConfig = field(default_factory=MinHashConfig)
+    text_field: str = "text"  # JSONL/Parquet field holding the text
+    chunk_docs: int = 1000  # documents per unit of parallel work ...
+    chunk_chars: int = 2_000_000  # ... or this many characters, whichever comes first
+    shard_docs: int = 100_000  # documents per output shard ...
+    shard_chars: int = 256_000_000  # ... or this many characters
+    compress_level: int = 5  # gzip level of the shards
+    examples_per_stage: int = 3  # removed documents shown per stage in the report
+    example_chars: int = 500  # characters of each example shown
+
+    def validate(self) -> None:
+        for name in self.order:
+            if name not in STAGES:
+                raise LmkitError(f"curate config: unknown stage {name!r} in order (stages: {', '.join(STAGES)})")
+        if len(set(self.order)) != len(self.order):
+            raise LmkitError("curate config: a stage is listed twice in order")
+        seen_dedup = False
+        for name in self.order:
+            if name in DEDUP_STAGES:
+                seen_dedup = True
+            elif seen_dedup:
+                raise LmkitError(f"curate config: stage {name!r} comes after a dedup stage; dedup stages "
+                                 "(exact_dedup, minhash) must be last in order")
+        for key, table in (("top_ngram_char_frac", self.gopher_repetition.top_ngram_char_frac),
+                           ("dup_ngram_char_frac", self.gopher_repetition.dup_ngram_char_frac)):
+            if not isinstance(table, dict):
+                raise LmkitError(f"curate config: gopher_repetition.{key} must map n to a fraction, e.g. {{2: 0.2}}")
+            for n, frac in table.items():
+                if not isinstance(n, int) or isinstance(n, bool) or n < 1 or not isinstance(frac, (int, float)):
+                    raise LmkitError(f"curate config: gopher_repetition.{key}: bad entry {n!r}: {frac!r}")
+        m = self.minhash
+        if m.num_perm < 1 or m.bands < 1 or m.num_perm % m.bands:
+            raise LmkitError(f"curate config: minhash.num_perm ({m.num_perm}) must be a multiple of "
+                             f"minhash.bands ({m.bands})")
+        if m.shingle_size < 1:
+            raise LmkitError("curate config: minhash.shingle_size must be at least 1")
+        if m.threshold is not None and not 0.0 < m.threshold <= 1.0:
+            raise LmkitError(f"curate config: minhash.threshold must be in (0, 1], got {m.threshold}")
+        if self.normalise.max_blank_lines < 0:
+            raise LmkitError("curate config: normalise.max_blank_lines must be >= 0")
+        for key in ("chunk_docs", "chunk_chars", "shard_docs", "shard_chars"):
+            if getattr(self, key) < 1:
+                raise LmkitError(f"curate config: {key} must be at least 1")
+        if not 0 <= self.compress_level <= 9:
+            raise LmkitError("curate config: compress_level must be 0..9")
+
+    def enabled_stages(self) -> list[str]:
+        return [n for n in self.order if getattr(self, n).enabled]
+
+
+def load_curate_config(path: str | Path | None) -> CurateConfig:
+    """Read a curate YAML (any subset of :class:`CurateConfig`'s keys); None -> the defaults."""
+    import yaml
+
+    from lmkit.config import ConfigError, from_dict
+
+    if path is None:
+        cfg = CurateConfig()
+    else:
+        p = Path(path)
+        if not p.is_file():
+            raise LmkitError(f"{p}: config file not found")
+        try:
+            raw = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as e:
+            raise LmkitError(f"{p}: not valid YAML ({str(e).splitlines()[0]})") from None
+        if not isinstance(raw, dict):
+            raise LmkitError(f"{p}: top level must be a mapping of curate settings")
+        try:
+            cfg = from_dict(CurateConfig, raw)
+        except ConfigError as e:
+            raise LmkitError(f"{p}: {e}") from None
+    cfg.validate()
+    return cfg
+
+
+def config_to_dict(cfg: CurateConfig) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+def config_from_dict(d: dict[str, Any]) -> CurateConfig:
+    from lmkit.config import from_dict
+
+    cfg: CurateConfig = from_dict(CurateConfig, d)
+    # JSON turns int keys into strings; bring the n-gram tables back
+    rep = cfg.gopher_repetition
+    rep.top_ngram_char_frac = {int(k): float(v) for k, v in rep.top_ngram_char_frac.items()}
+    rep.dup_ngram_char_frac = {int(k): float(v) for k, v in rep.dup_ngram_char_frac.items()}
+    return cfg
+
+
+# --------------------------------------------------------------------------- shared text helpers
+
+
+class Removed(NamedTuple):
+    """A stage's verdict that the document goes, with the reason counted in the report."""
+
+    reason: str
+
+
+_WORD_RE = re.compile(r"\w+|[^\w\s]+")
+_SYM_RE = re.compile(r"[^\w\s]+")
+_NUM_TOKEN_RE = re.compile(r"\b[\d_]+\b")  # word tokens without a letter
+_UNDERSCORE_TOKEN_RE = re.compile(r"\b_+\b")
+_LAST_WORDS: list[Any] = [None, None]
+
+
+def words_of(text: str) -> list[str]:
+    """Regex word tokens (``\\w+`` and ``[^\\w\\s]+`` runs); the last result is memoised by identity."""
+    if _LAST_WORDS[0] is text:
+        return _LAST_WORDS[1]  # type: ignore[no-any-return]
+    words = _WORD_RE.findall(text)
+    _LAST_WORDS[0], _LAST_WORDS[1] = text, words
+    return words
+
+
+def proxy_tokens(text: str) -> int:
+    """The report's default token count: the number of regex word tokens."""
+    return len(words_of(text))
+
+
+# datatrove's punctuation set: a token made only of these is a "symbol", not a word
+PUNCTUATION = set("!/—”:％１〈&(、━\\【#%「」，】；+^]~“《„';’{|∶´[=-`*．（–？！：$～«〉,><》)?）。…@_.\"}►»"
+                  + "".join(map(chr, (x for a, b in ((0, 9), (11, 13), (13, 32), (127, 160)) for x in range(a, b)))))
+_SENT_END_RE = re.compile(r"[.!?…]+[\"'”’)\]]*(?=\s|$)")
+
+
+def count_sentences(line: str) -> int:
+    """Sentences in a line: runs of . ! ? … followed by space or the end (at least 1)."""
+    return max(1, len(_SENT_END_RE.findall(line)))
+
+
+# --------------------------------------------------------------------------- normalisation
+
+_BREAKS_RE = re.compile("\r\n?|[\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]")
+_CTRL_RE = re.compile("[\x00-\x08\x0e-\x1b\x1f\x7f-\x84\x86-\x9f\u200b\u200c\u200d\u2060\ufeff\ufffe\uffff]")
+_USPACE_RE = re.compile("[\u00a0\u1680\u2000-\u200a\u202f\u205f\u3000]")
+_HSPACE_RE = re.compile(r"[ \t]+")
+# a Latin-1/cp1252 reading of UTF-8 leaves a lead character U+00C2..U+00F4 followed by one of these
+_MOJIBAKE_HINT_RE = re.compile("[\u00c2-\u00f4][\u0080-\u00bf\u0152\u0153\u0160\u0161\u0178\u017d\u017e\u0192"
+                               "\u02c6\u02dc\u2013\u2014\u2018-\u201e\u2020-\u2022\u2026\u2030\u2039\u203a"
+                               "\u20ac\u2122]")
+_EDGE_SPACE_RE = re.compile(r" ?\n ?")
+
+
+class Normalise:
+    """NFC, mojibake repair, line breaks and control characters, whitespace; empty -> removed."""
+
+    name = "normalise"
+
+    def __init__(self, cfg: NormaliseConfig) -> None:
+        self.cfg = cfg
+        self._blank_re = re.compile("\n{%d,}" % (cfg.max_blank_lines + 2))
+        self._blank_to = "\n" * (cfg.max_blank_lines + 1)
+        self._ftfy: Any = None
+        if cfg.fix_mojibake:
+            try:
+                import ftfy
+                import ftfy.badness
+            except ImportError:
+                raise LmkitError("normalise.fix_mojibake needs the ftfy package (pip install ftfy), or set "
+                                 "normalise.fix_mojibake: false") from None
+            self._ftfy = ftfy
+
+    def __call__(self, text: str) -> str | Removed:
+        cfg = self.cfg
+        ascii_ = text.isascii()
+        if not ascii_:
+            if cfg.nfc and not unicodedata.is_normalized("NFC", text):
+                text = unicodedata.normalize("NFC", text)
+            if (self._ftfy is not None and _MOJIBAKE_HINT_RE.search(text)  # cheap test first
+                    and self._ftfy.badness.is_bad(text)):
+                text = self._ftfy.fix_encoding(text)
+                if not unicodedata.is_normalized("NFC", text):
+                    text = unicodedata.normalize("NFC", text)
+        if cfg.remove_control:
+            if _BREAKS_RE.search(text):
+                text = _BREAKS_RE.sub("\n", text)
+            if _CTRL_RE.search(text):
+                text = _CTRL_RE.sub("", text)
+        if cfg.collapse_spaces:
+            if not ascii_ and _USPACE_RE.search(text):
+                text = _USPACE_RE.sub(" ", text)
+            if "\t" in text or "  " in text:
+                text = _HSPACE_RE.sub(" ", text)
+            if " \n" in text or "\n " in text:
+                text = _EDGE_SPACE_RE.sub("\n", text)
+        if self._blank_re.search(text):
+            text = self._blank_re.sub(self._blank_to, text)
+        stripped = text.strip()
+        if not stripped:
+            return Removed("empty")
+        return stripped if len(stripped) != len(text) else text
+
+
+# --------------------------------------------------------------------------- Gopher quality
+
+_BULLET_LINE_RE = re.compile(r"^[^\S\n]*[•\-]", re.M)
+_ELLIPSIS_LINE_RE = re.compile(r"(?:\.\.\.|…)[^\S\n]*$", re.M)
+
+
+class GopherQuality:
+    """Gopher's quality rules (word count and length, symbols, bullets, ellipses, letters, stop words)."""
+
+    name = "gopher_quality"
+
+    def __init__(self, cfg: GopherQualityConfig) -> None:
+        self.cfg = cfg
+        self.stop = frozenset(cfg.stop_words)
+
+    def __call__(self, text: str) -> str | Removed:
+        c = self.cfg
+        words = words_of(text)
+        n_words = len(words)
+        if n_words == 0:
+            return Removed("gopher_short_doc")
+        sym = _SYM_RE.findall(text)
+        symbol_only = [s for s in sym if PUNCTUATION.issuperset(s)]
+        under = _UNDERSCORE_TOKEN_RE.findall(text) if "_" in text else []  # '_' is punctuation too
+        n_non_symbol = n_words - len(symbol_only) - len(under)
+        if c.min_words is not None and n_non_symbol < c.min_words:
+            return Removed("gopher_short_doc")
+        if c.max_words is not None and n_non_symbol > c.max_words:
+            return Removed("gopher_long_doc")
+        if n_non_symbol == 0:
+            return Removed("gopher_short_doc")
+        chars = sum(map(len, words)) - sum(map(len, symbol_only)) - sum(map(len, under))
+        mean_len = chars / n_non_symbol
+        if c.min_mean_word_length is not None and mean_len < c.min_mean_word_length:
+            return Removed("gopher_below_avg_word_length")
+        if c.max_mean_word_length is not None and mean_len > c.max_mean_word_length:
+            return Removed("gopher_above_avg_word_length")
+        if c.max_symbol_word_ratio is not None:
+            if text.count("#") / n_words > c.max_symbol_word_ratio:
+                return Removed("gopher_too_many_hashes")
+            if (text.count("...") + text.count("…")) / n_words > c.max_symbol_word_ratio:
+                return Removed("gopher_too_many_ellipsis")
+        if c.max_bullet_lines_ratio is not None or c.max_ellipsis_lines_ratio is not None:
+            n_lines = text.count("\n") + 1
+            if c.max_bullet_lines_ratio is not None and (
+                    len(_BULLET_LINE_RE.findall(text)) / n_lines > c.max_bullet_lines_ratio):
+                return Removed("gopher_too_many_bullets")
+            if c.max_ellipsis_lines_ratio is not None and (
+                    len(_ELLIPSIS_LINE_RE.findall(text)) / n_lines > c.max_ellipsis_lines_ratio):
+                return Removed("gopher_too_many_end_ellipsis")
+        if c.min_alpha_words_ratio is not None:
+            n_alpha = n_words - len(sym) - len(_NUM_TOKEN_RE.findall(text))
+            if n_alpha / n_words < c.min_alpha_words_ratio:
+                return Removed("gopher_below_alpha_threshold")
+        if c.min_stop_words is not None and len(self.stop.intersection(words)) < c.min_stop_words:
+            return Removed("gopher_not_enough_stop_words")
+        return text
+
+
+# --------------------------------------------------------------------------- C4
+
+_CITATION_RE = re.compile(r"\[\d*]|\[edit]|\[citation needed]")
+_END_PUNCT = (".", "?", "!", '"', "'")
+_POLICY = ("terms of use", "privacy policy", "cookie policy", "uses cookies", "use of cookies", "use cookies")
+_BLOCK_SPLIT_RE = re.compile(r"\n[^\S\n]*\n\s*")
+
+
+def _is_wrapped(lines: list[str]) -> bool:
+    """A block of hard-wrapped prose: long lines of similar length, mostly not ending a sentence."""
+    if len(lines) < 2:
+        return False
+    body = lines[:-1]
+    longest = max(len(x) for x in lines)
+    if longest < 40:
+        return False
+    long_ = sum(1 for x in body if len(x) >= 0.6 * longest)
+    ends = sum(1 for x in body if x.endswith(_END_PUNCT))
+    return long_ >= 0.7 * len(body) and ends <= 0.5 * len(body)
+
+
+class C4Quality:
+    """C4's rules: lines without terminal punctuation, short lines, javascript/policy lines are
+    dropped; pages with lorem ipsum, '{' or fewer than ``min_sentences`` sentences are removed."""
+
+    name = "c4"
+
+    def __init__(self, cfg: C4Config) -> None:
+        self.cfg = cfg
+
+    def _keep_unit(self, unit: str, words: list[str]) -> str | Removed | None:
+        """The unit's kept text, None to drop the unit, or Removed for the whole page."""
+        c = self.cfg
+        if c.max_word_length >= 0 and words and max(map(len, words)) > c.max_word_length:
+            return None
+        if c.remove_citations and "[" in unit:
+            unit = _CITATION_RE.sub("", unit)
+        if c.terminal_punct and (not unit.endswith(_END_PUNCT) or unit.endswith("...")):
+            return None
+        if len(words) < c.min_words_per_line:
+            return None
+        low = unit.lower()
+        if c.lorem_ipsum and "lorem ipsum" in low:
+            return Removed("c4_lorem_ipsum")
+        if c.javascript and "javascript" in low:
+            return None
+        if c.curly_bracket and "{" in unit:
+            return Removed("c4_curly_bracket")
+        if c.policy and any(p in low for p in _POLICY):
+            return None
+        return unit
+
+    def __call__(self, text: str) -> str | Removed:
+        c = self.cfg
+        sentences = 0
+        if not c.paragraph_aware:
+            kept: list[str] = []
+            for line in text.splitlines():
+                line = line.strip()
+                r = self._keep_unit(line, line.split())
+                if r is None:
+                    continue
+                if type(r) is Removed:
+                    return r
+                sentences += count_sentences(r)  # type: ignore[arg-type]
+                kept.append(r)  # type: ignore[arg-type]
+            if sentences < c.min_sentences:
+                return Removed("c4_too_few_sentences")
+            out = "\n".join(kept).strip()
+        else:
+            blocks_out: list[str] = []
+            for block in _BLOCK_SPLIT_RE.split(text):
+                lines = [x.strip() for x in block.split("\n")]
+                if _is_wrapped(lines):
+                    joined = " ".join(x for x in lines if x)
+                    r = self._keep_unit(joined, joined.split())
+                    if r is None:
+                        continue
+                    if type(r) is Removed:
+                        return r
+                    sentences += count_sentences(r)  # type: ignore[arg-type]
+                    if c.remove_citations and "[" in block:
+                        lines = [_CITATION_RE.sub("", x) for x in lines]
+                    blocks_out.append("\n".join(x for x in lines if x))
+                    continue
+                kept = []
+                for line in lines:
+                    r = self._keep_unit(line, line.split())
+                    if r is None:
+                        continue
+                    if type(r) is Removed:
+                        return r
+                    sentences += count_sentences(r)  # type: ignore[arg-type]
+                    kept.append(r)  # type: ignore[arg-type]
+                if kept:
+                    blocks_out.append("\n".join(kept))
+            if sentences < c.min_sentences:
+                return Removed("c4_too_few_sentences")
+            out = "\n\n".join(blocks_out).strip()
+        return text if out == text else out
+
+
+# --------------------------------------------------------------------------- Gopher repetition
+
+_PARA_RE = re.compile(r"\n{2,}")
+_LINES_RE = re.compile(r"\n+")
+_NGRAM_MUL = np.uint64(0x9E3779B97F4A7C15)
+
+
+class _TokenIds(dict):  # type: ignore[type-arg]
+    """token -> stable 64-bit id (memoised, bounded)."""
+
+    LIMIT = 1 << 21
+
+    def __missing__(self, tok: str) -> int:
+        from lmkit.data.dedup import hash64
+
+        if len(self) >= self.LIMIT:
+            self.clear()
+        h = hash64(tok.encode("utf-8", "surrogatepass"))
+        self[tok] = h
+        return h
+
+
+def _dup_stats(items: list[str]) -> tuple[int, int]:
+    """(elements that repeat an earlier one, their characters)."""
+    uniq = set(items)
+    return len(items) - len(uniq), sum(map(len, items)) - sum(map(len, uniq))
+
+
+class GopherRepetition:
+    """Gopher's repetition rules: duplicate lines/paragraphs (count and characters), the most
+    common 2-4-gram's share of characters, and the share of characters in duplicated 5-10-grams."""
+
+    name = "gopher_repetition"
+
+    def __init__(self, cfg: RepetitionConfig) -> None:
+        from lmkit.data.dedup import mix64
+
+        self.cfg = cfg
+        self._mix = mix64
+        self._ids = _TokenIds()
+        self.top = sorted((int(n), float(f)) for n, f in cfg.top_ngram_char_frac.items())
+        self.dup = sorted((int(n), float(f)) for n, f in cfg.dup_ngram_char_frac.items())
+
+    def __call__(self, text: str) -> str | Removed:
+        c = self.cfg
+        if not text:
+            return Removed("empty")
+        n_chars = len(text)
+        paras = _PARA_RE.split(text.strip())
+        dup_n, dup_c = _dup_stats(paras)
+        if c.dup_para_frac is not None and dup_n / len(paras) > c.dup_para_frac:
+            return Removed("dup_para_frac")
+        if c.dup_para_char_frac is not None and dup_c / n_chars > c.dup_para_char_frac:
+            return Removed("dup_para_char_frac")
+        lines = _LINES_RE.split(text)
+        dup_n, dup_c = _dup_stats(lines)
+        if c.dup_line_frac is not None and dup_n / len(lines) > c.dup_line_frac:
+            return Removed("dup_line_frac")
+        if c.dup_line_char_frac is not None and dup_c / n_chars > c.dup_line_char_frac:
+            return Removed("dup_line_char_frac")
+        if not self.top and not self.dup:
+            return text
+        words = words_of(text)
+        L = len(words)
+        if L < 2:
+            return text
+        h = np.fromiter(map(self._ids.__getitem__, words), dtype=np.uint64, count=L)
+        lens = np.fromiter(map(len, words), dtype=np.int64, count=L)
+        cs = np.zeros(L + 1, dtype=np.int64)
+        np.cumsum(lens, out=cs[1:])
+        keys: dict[int, np.ndarray] = {1: h}
+        max_n = max([n for n, _ in self.top] + [n for n, _ in self.dup])
+        for n in range(2, min(max_n, L) + 1):  # n-gram keys from the (n-1)-gram keys
+            m = L - n + 1
+            keys[n] = self._mix(keys[n - 1][:m] * _NGRAM_MUL + h[n - 1:])
+        for n, frac in self.top:
+            k = keys.get(n)
+            if k is None or k.shape[0] == 0:
+                continue
+            uniq, first, counts = np.unique(k, return_index=True, return_counts=True)
+            best = counts.max()
+            if best < 2:
+                continue
+            i = int(first[counts == best].min())  # ties: the n-gram that appears first
+            gram_chars = int(cs[i + n] - cs[i]) + n - 1
+            if gram_chars * int(best) / n_chars > frac:
+                return Removed(f"top_{n}_gram")
+        for n, frac in self.dup:
+            k = keys.get(n)
+            if k is None or k.shape[0] == 0:
+                continue
+            uniq, first, inverse = np.unique(k, return_index=True, return_inverse=True)
+            repeats = np.flatnonzero(first[inverse] < np.arange(k.shape[0]))
+            if repeats.size == 0:
+                break  # no repeated n-gram: none of any larger n either
+            if self._dup_chars(k, cs, n, int(repeats[0]), frac * n_chars):
+                return Removed(f"duplicated_{n}_n_grams")
+        return text
+
+    @staticmethod
+    def _dup_chars(k: np.ndarray, cs: np.ndarray, n: int, start: int, limit: float) -> bool:
+        """Whether the characters of duplicated n-grams exceed ``limit``. Walks left to right:
+        an n-gram seen before counts its characters and the walk jumps past it."""
+        keys = k.tolist()
+        seen = set(keys[:start])
+        csl = cs.tolist()
+        total = 0
+        idx = start
+        m = len(keys)
+        while idx < m:
+            key = keys[idx]
+            if key in seen:
+                total += csl[idx + n] - csl[idx]
+                if total > limit:
+                    return True
+                idx += n
+            else:
+                seen.add(key)
+                idx += 1
+        return False
+
+
+# --------------------------------------------------------------------------- block-list
+
+
+def default_blocklist() -> list[str]:
+    """The small default block-list shipped with lmkit (``lmkit/resources/blocklist.txt``)."""
+    text = resources.files("lmkit").joinpath("resources/blocklist.txt").read_text(encoding="utf-8")
+    return _parse_terms(text)
+
+
+def _parse_terms(text: str) -> list[str]:
+    out = []
+    for line in text.splitlines():
+        line = line.split("#", 1)[0].strip().lower()
+        if line:
+            out.append(" ".join(line.split()))
+    return out
+
+
+class BlockList:
+    """Remove a document when block-listed words/phrases make up more than ``max_fraction`` of its words."""
+
+    name = "blocklist"
+
+    def __init__(self, cfg: BlocklistConfig) -> None:
+        self.cfg = cfg
+        if cfg.words_file:
+            p = Path(cfg.words_file).expanduser()
+            try:
+                terms = _parse_terms(p.read_text(encoding="utf-8"))
+            except (OSError, UnicodeDecodeError) as e:
+                raise LmkitError(f"{p}: cannot read block-list ({e})") from None
+        else:
+            terms = default_blocklist()
+        terms += [" ".join(t.lower().split()) for t in cfg.extra if t.strip()]
+        self.words = frozenset(t for t in terms if " " not in t and _WORD_RE.fullmatch(t))
+        self.phrases = [(t, re.compile(r"(?<!\w)" + re.escape(t).replace(r"\ ", r"\s+") + r"(?!\w)"))
+                        for t in sorted(set(terms) - self.words)]
+
+    def __call__(self, text: str) -> str | Removed:
+        words = words_of(text)
+        if not words:
+            return text
+        hits = sum(map(self.words.__contains__, map(str.lower, words))) if self.words else 0
+        if self.phrases:
+            low = text.lower()
+            for first, pat in self.phrases:
+                if first.split(" ", 1)[0] in low:
+                    hits += len(pat.findall(low))
+        if hits and hits / len(words) > self.cfg.max_fraction:
+            return Removed("blocklisted_words")
+        return text
+
+
+# --------------------------------------------------------------------------- PII
+
+_EMAIL_RE = re.compile(
+    r"(?<![\w.%+-])[A-Za-z0-9][A-Za-z0-9._%+-]*@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,24}(?![\w-])")
+_OCTET = r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
+_IPV4_RE = re.compile(rf"(?<![\d.])(?:{_OCTET}\.){{3}}{_OCTET}(?!\d|\.\d)")
+_IPV6_RE = re.compile(r"(?<![\w:.])(?:[0-9A-Fa-f]{0,4}:){2,7}(?:[0-9A-Fa-f]{1,4}|(?:\d{1,3}\.){3}\d{1,3})?(?![\w:])")
+_PHONE_RE = re.compile(
+    r"(?<![\w+])(?:"
+    r"\+\d{1,3}(?:[ .-]?(?:\(\d{1,4}\)|\d{1,5})){1,6}"  # international: +CC then groups
+    r"|(?:1[ .-]?)?(?:\(\d{3}\)[ .-]?|\d{3}[ .-])\d{3}[ .-]\d{4}"  # North American 3-3-4
+    r"|0\d{1,4}(?:[ .-]\d{2,4}){2,4}"  # national trunk prefix 0 then groups (UK, FR, DE, ...)
+    r")(?![\w])")
+
+
+class PiiRedact:
+    """Replace e-mail addresses, phone numbers and IPv4/IPv6 addresses with placeholders."""
+
+    name = "pii"
+
+    def __init__(self, cfg: PiiConfig) -> None:
+        self.cfg = cfg
+        self.counts: Counter[str] = Counter()
+
+    def _ip(self, m: re.Match[str]) -> str:
+        s = m.group(0)
+        try:
+            ipaddress.ip_address(s)
+        except ValueError:
+            return s
+        self.counts["ip_addresses"] += 1
+        return self.cfg.ip_placeholder
+
+    def _phone(self, m: re.Match[str]) -> str:
+        s = m.group(0)
+        digits = sum(ch.isdigit() for ch in s)
+        if not (8 if s.startswith("+") else 10) <= digits <= 15:
+            return s
+        self.counts["phone_numbers"] += 1
+        return self.cfg.phone_placeholder
+
+    def __call__(self, text: str) -> str | Removed:
+        c = self.cfg
+        if c.emails and "@" in text:
+            text, n = _EMAIL_RE.subn(c.email_placeholder, text)
+            self.counts["emails"] += n
+        if c.ips:
+            if "." in text:
+                text = _IPV4_RE.sub(self._ip, text)
+            if ":" in text:
+                text = _IPV6_RE.sub(self._ip, text)
+        if c.phones:
+            text = _PHONE_RE.sub(self._phone, text)
+        return text
+
+
+# --------------------------------------------------------------------------- per-stage statistics
+
+
+@dataclass
+class StageStats:
+    """Counts for one stage: what came in, what went out, why documents were removed."""
+
+    name: str
+    docs_in: int = 0
+    docs_out: int = 0
+    chars_in: int = 0
+    chars_out: int = 0
+    tokens_in: int = 0
+    tokens_out: int = 0
+    modified: int = 0  # documents kept but changed (normalised, lines dropped, PII redacted)
+    reasons: Counter[str] = field(default_factory=Counter)
+    examples: dict[str, list[dict[str, str]]] = field(default_factory=dict)  # a few per reason
+    extra: Counter[str] = field(default_factory=Counter)  # stage-specific counts (e.g. redactions)
+
+    def add_example(self, reason: str, doc_id: str, source: str, text: str, limit: int, chars: int) -> None:
+        lst = self.examples.setdefault(reason, [])
+        if len(lst) < limit:
+            lst.append({"id": doc_id, "source": source, "reason": reason, "text": text[:chars]})
+
+    def merge(self, other: "StageStats", limit: int) -> None:
+        for f in ("docs_in", "docs_out", "chars_in", "chars_out", "tokens_in", "tokens_out", "modified"):
+            setattr(self, f, getattr(self, f) + getattr(other, f))
+        self.reasons.update(other.reasons)
+        self.extra.update(other.extra)
+        for reason, lst in other.examples.items():
+            mine = self.examples.setdefault(reason, [])
+            mine.extend(lst[:max(0, limit - len(mine))])
+
+    @property
+    def removed(self) -> int:
+        return self.docs_in - self.docs_out
+
+    def to_dict(self, n_examples: int) -> dict[str, Any]:
+        # a few examples, taking one reason after another (most frequent reasons first)
+        picked: list[dict[str, str]] = []
+        queues = [list(self.examples.get(r, [])) for r, _ in self.reasons.most_common()]
+        while len(picked) < n_examples and any(queues):
+            for q in queues:
+                if q and len(picked) < n_examples:
+                    picked.append(q.pop(0))
+        return {
+            "name": self.name, "docs_in": self.docs_in, "docs_out": self.docs_out, "removed": self.removed,
+            "docs_kept_pct": _pct(self.docs_out, self.docs_in), "chars_in": self.chars_in,
+            "chars_out": self.chars_out, "tokens_in": self.tokens_in, "tokens_out": self.tokens_out,
+            "tokens_kept_pct": _pct(self.tokens_out, self.tokens_in), "modified": self.modified,
+            "reasons": dict(self.reasons.most_common()), "extra": dict(self.extra), "examples": picked,
+        }
+
+
+def _pct(a: float, b: float) -> float:
+    return round(100.0 * a / b, 3) if b else 0.0
+
+
+# --------------------------------------------------------------------------- the per-document pipeline
+
+Doc = tuple[str, str, str]  # (id, text, source)
+
+
+@dataclass
+class ChunkResult:
+    """What a worker sends back for one chunk: the surviving documents and everything dedup needs."""
+
+    ids: list[str]
+    texts: list[str]
+    sources: list[str]
+    tokens: np.ndarray  # tokens of each surviving document
+    stats: dict[str, StageStats]
+    docs_in: int = 0
+    chars_in: int = 0
+    tokens_in: int = 0
+    exact_keys: np.ndarray | None = None  # uint64 per surviving document
+    band_keys: np.ndarray | None = None  # (n, bands) uint64
+    has_shingles: np.ndarray | None = None  # bool per surviving document
+    sigs: np.ndarray | None = None  # (n, num_perm) uint32, only with a MinHash threshold
+
+
+def build_stage(name: str, cfg: CurateConfig) -> Callable[[str], "str | Removed"]:
+    """The per-document stage called ``name``, configured from ``cfg``."""
+    if name == "normalise":
+        return Normalise(cfg.normalise)
+    if name == "gopher_quality":
+        return GopherQuality(cfg.gopher_quality)
+    if name == "c4":
+        return C4Quality(cfg.c4)
+    if name == "gopher_repetition":
+        return GopherRepetition(cfg.gopher_repetition)
+    if name == "blocklist":
+        return BlockList(cfg.blocklist)
+    if name == "pii":
+        return PiiRedact(cfg.pii)
+    raise LmkitError(f"curate: {name!r} is not a per-document stage")
+
+
+def _token_counter(tokenizer: str | None) -> Callable[[str], int]:
+    if tokenizer is None:
+        return proxy_tokens
+    from lmkit.tokenizer import Tokenizer
+
+    tok = Tokenizer.load(tokenizer, strict=False)
+    return lambda text: len(tok.encode(text))
+
+
+class DocPipeline:
+    """The per-document stages of a config, plus the dedup keys, run over one chunk at a time."""
+
+    def __init__(self, cfg: CurateConfig, tokenizer: str | None = None) -> None:
+        from lmkit.data.dedup import MinHasher
+
+        self.cfg = cfg
+        enabled = cfg.enabled_stages()
+        self.stages = [(n, build_stage(n, cfg)) for n in enabled if n not in DEDUP_STAGES]
+        self.exact = "exact_dedup" in enabled
+        m = cfg.minhash
+        self.minhasher = MinHasher(m.num_perm, m.bands, m.shingle_size, m.seed) if "minhash" in enabled else None
+        self.count_tokens = _token_counter(tokenizer)
+
+    def run(self, docs: Sequence[Doc]) -> ChunkResult:
+        from lmkit.data.dedup import exact_key
+
+        cfg = self.cfg
+        lim, ex_chars = cfg.examples_per_stage, cfg.example_chars
+        stats = {n: StageStats(n) for n, _ in self.stages}
+        res = ChunkResult([], [], [], np.zeros(0, dtype=np.int64), stats)
+        count = self.count_tokens
+        toks: list[int] = []
+        for doc_id, text, source in docs:
+            n_chr = len(text)
+            n_tok = count(text)
+            res.docs_in += 1
+            res.chars_in += n_chr
+            res.tokens_in += n_tok
+            for name, stage in self.stages:
+                st = stats[name]
+                st.docs_in += 1
+                st.chars_in += n_chr
+                st.tokens_in += n_tok
+                out = stage(text)
+                if type(out) is Removed:
+                    st.reasons[out.reason] += 1
+                    st.add_example(out.reason, doc_id, source, text, lim, ex_chars)
+                    break
+                if out is not text:
+                    st.modified += 1
+                    text = out  # type: ignore[assignment]
+                    n_chr = len(text)
+                    n_tok = count(text)
+                st.docs_out += 1
+                st.chars_out += n_chr
+                st.tokens_out += n_tok
+            else:
+                res.ids.append(doc_id)
+                res.texts.append(text)
+                res.sources.append(source)
+                toks.append(n_tok)
+        res.tokens = np.asarray(toks, dtype=np.int64)
+        for name, stage in self.stages:
+            if isinstance(stage, PiiRedact):
+                stats[name].extra.update(stage.counts)
+                stage.counts.clear()
+        if self.exact:
+            res.exact_keys = np.fromiter((exact_key(t) for t in res.texts), dtype=np.uint64, count=len(res.texts))
+        if self.minhasher is not None:
+            sigs, has = self.minhasher.signatures(res.texts)
+            res.band_keys = self.minhasher.band_keys(sigs)
+            res.has_shingles = has
+            if cfg.minhash.threshold is not None:
+                res.sigs = sigs
+        return res
+
+
+_PIPELINES: dict[str, DocPipeline] = {}
+
+
+def process_chunk(spec: str, docs: Sequence[Doc]) -> ChunkResult:
+    """Run the per-document part of curation on one chunk (the unit of work of every engine).
+
+    ``spec`` is the JSON of ``{"config": ..., "tokenizer": ...}``; the pipeline built from it is
+    cached per process, so a worker builds it once.
+    """
+    pipe = _PIPELINES.get(spec)
+    if pipe is None:
+        d = json.loads(spec)
+        pipe = DocPipeline(config_from_dict(d["config"]), d.get("tokenizer"))
+        _PIPELINES.clear()
+        _PIPELINES[spec] = pipe
+    return pipe.run(docs)
+
+
+# --------------------------------------------------------------------------- engines
+
+
+def _chunks(docs: Iterable[Any], max_docs: int, max_chars: int) -> Iterator[list[Doc]]:
+    chunk: list[Doc] = []
+    size = 0
+    for d in docs:
+        chunk.append((d.id, d.text, d.source))
+        size += len(d.text)
+        if len(chunk) >= max_docs or size >= max_chars:
+            yield chunk
+            chunk, size = [], 0
+    if chunk:
+        yield chunk
+
+
+def bounded_ordered_map(submit: Callable[[Any], Callable[[], Any]], items: Iterable[Any],
+                        window: int) -> Iterator[Any]:
+    """Results of ``submit(item)()`` in input order, with at most ``window`` items in flight.
+
+    ``submit`` starts the work and returns a function that waits for the result; items are pulled
+    from ``items`` only as results are taken, which is what bounds memory.
+    """
+    pending: deque[Callable[[], Any]] = deque()
+    for item in items:
+        pending.append(submit(item))
+        if len(pending) >= window:
+            yield pending.popleft()()
+    while pending:
+        yield pending.popleft()()
+
+
+def default_workers() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+# --------------------------------------------------------------------------- output
+
+
+class ShardWriter:
+    """Writes ``part-NNNNN.jsonl.gz`` shards of ``{"id", "text", "source"}`` lines into a folder."""
+
+    def __init__(self, folder: Path, shard_docs: int, shard_chars: int, level: int) -> None:
+        self.folder = folder
+        self.shard_docs, self.shard_chars, self.level = shard_docs, shard_chars, level
+        self.files: list[Path] = []
+        self._f: Any = None
+        self._docs = 0
+        self._chars = 0
+
+    def _open(self) -> None:
+        path = self.folder / f"part-{len(self.files):05d}.jsonl.gz"
+        self.files.append(path)
+        self._f = gzip.open(path, "wb", compresslevel=self.level)
+        self._docs = self._chars = 0
+
+    def write(self, ids: Sequence[str], texts: Sequence[str], sources: Sequence[str]) -> None:
+        lines: list[str] = []
+        for i, t, s in zip(ids, texts, sources):
+            if self._f is None or self._docs >= self.shard_docs or self._chars >= self.shard_chars:
+                self._flush(lines)
+                lines = []
+                if self._f is not None:
+                    self._f.close()
+                self._open()
+            lines.append(json.dumps({"id": i, "text": t, "source": s}, ensure_ascii=False))
+            self._docs += 1
+            self._chars += len(t)
+        self._flush(lines)
+
+    def _flush(self, lines: list[str]) -> None:
+        if lines:
+            self._f.write(("\n".join(lines) + "\n").encode("utf-8", "surrogatepass"))
+
+    def close(self) -> list[Path]:
+        if self._f is not None:
+            self._f.close()
+            self._f = None
+        return self.files
+
+
+OUR_FILES = re.compile(r"part-\d{5}\.jsonl\.gz|report\.json|report\.md")
+
+
+def check_out_dir(out: Path, overwrite: bool, inputs: Sequence[str | Path] = ()) -> None:
+    """Refuse an --out that would overwrite data: non-empty without --overwrite, a file, inside an input."""
+    out_r = out.resolve()
+    for p in inputs:
+        pr = Path(p).expanduser().resolve()
+        if pr.is_dir() and (out_r == pr or pr in out_r.parents):
+            raise LmkitError(f"--out {out} is inside the input folder {p}; choose a folder outside the inputs")
+    if out.exists() and not out.is_dir():
+        raise LmkitError(f"--out {out} exists and is not a folder")
+    if out.is_dir():
+        existing = sorted(x.name for x in out.iterdir())
+        if existing and not overwrite:
+            raise LmkitError(f"--out {out} is not empty (holds {existing[0]!r}{' ...' if len(existing) > 1 else ''});"
+                             " pass --overwrite to replace a previous run, or choose a new folder")
+        foreign = [n for n in existing if not OUR_FILES.fullmatch(n)]
+        if foreign:
+            raise LmkitError(f"--out {out} holds files lmkit did not write (e.g. {foreign[0]!r}); "
+                             "--overwrite only replaces a previous output: choose an empty or new folder")
+
+
+def _publish(tmp: Path, out: Path) -> None:
+    """Move the finished files from the temporary sibling into ``out`` (old outputs removed first)."""
+    out.mkdir(parents=True, exist_ok=True)
+    for old in out.iterdir():
+        if OUR_FILES.fullmatch(old.name):
+            old.unlink()
+    for f in sorted(tmp.iterdir()):
+        os.replace(f, out / f.name)
+    tmp.rmdir()
+
+
+# --------------------------------------------------------------------------- the run
+
+
+def curate(inputs: Sequence[str | Path], out: str | Path, config: CurateConfig | None = None, *,
+           workers: int = 0, overwrite: bool = False, tokenizer: str | None = None, client: Any = None,
+           progress: bool = True) -> dict[str, Any]:
+    """Curate ``inputs`` into ``out`` (shards + report.json + report.md); returns the report.
+
+    ``workers``: processes (0 = all cores, 1 = in this process). ``client``: a
+    ``dask.distributed.Client`` to run the per-document work on its cluster instead. Raises
+    :class:`LmkitError` for an unusable ``out`` or config; unreadable input is reported, not fatal.
+    """
+    from lmkit import __version__
+    from lmkit.data.dedup import ExactDeduper, MinHashDeduper
+    from lmkit.data.read import ReadReport, iter_documents, list_files
+
+    cfg = config if config is not None else CurateConfig()
+    cfg.validate()
+    out = Path(out).expanduser()
+    check_out_dir(out, overwrite, inputs)
+    list_files(inputs)  # a missing input is an error before anything starts
+    DocPipeline(cfg, tokenizer)  # a bad tokenizer or block-list file fails here, not in a worker
+    spec = json.dumps({"config": config_to_dict(cfg), "tokenizer": tokenizer}, sort_keys=True)
+    enabled = cfg.enabled_stages()
+    per_doc = [n for n in enabled if n not in DEDUP_STAGES]
+    dedup_order = [n for n in enabled if n in DEDUP_STAGES]
+    stats = {n: StageStats(n) for n in enabled}
+    exact = ExactDeduper() if "exact_dedup" in enabled else None
+    near = MinHashDeduper(cfg.minhash.bands, cfg.minhash.threshold) if "minhash" in enabled else None
+    lim, ex_chars = cfg.examples_per_stage, cfg.example_chars
+
+    read_report = ReadReport()
+    docs = iter_documents(inputs, text_field=cfg.text_field, lenient=True, report=read_report)
+    chunks = _chunks(docs, cfg.chunk_docs, cfg.chunk_chars)
+
+    n_workers = default_workers() if workers <= 0 else workers
+    pool: Any = None
+    if client is not None:
+        try:
+            threads = sum(client.nthreads().values())
+        except Exception:  # noqa: BLE001 - any client without nthreads(): assume a few
+            threads = 2
+        engine = f"dask ({client.scheduler.address if getattr(client, 'scheduler', None) else 'client'}, " \
+                 f"{threads} threads)"
+        window = 2 * threads + 2
+
+        def submit(chunk: list[Doc]) -> Callable[[], ChunkResult]:
+            fut = client.submit(process_chunk, spec, chunk, pure=False)
+            return fut.result  # type: ignore[no-any-return]
+    elif n_workers == 1:
+        engine, window = "in-process", 1
+
+        def submit(chunk: list[Doc]) -> Callable[[], ChunkResult]:
+            r = process_chunk(spec, chunk)
+            return lambda: r
+    else:
+        import multiprocessing as mp
+
+        pool = mp.get_context().Pool(n_workers)
+        engine, window = f"{n_workers} processes", 2 * n_workers + 2
+
+        def submit(chunk: list[Doc]) -> Callable[[], ChunkResult]:
+            return pool.apply_async(process_chunk, (spec, chunk)).get  # type: ignore[no-any-return]
+
+    tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    writer = ShardWriter(tmp, cfg.shard_docs, cfg.shard_chars, cfg.compress_level)
+    totals = Counter()
+    t0 = time.perf_counter()
+    from tqdm import tqdm
+
+    bar = tqdm(unit="doc", unit_scale=True, desc="curate", file=sys.stderr, disable=not progress,
+               dynamic_ncols=True)
+    try:
+        for res in bounded_ordered_map(submit, chunks, window):
+            totals["docs_in"] += res.docs_in
+            totals["chars_in"] += res.chars_in
+            totals["tokens_in"] += res.tokens_in
+            for n in per_doc:
+                stats[n].merge(res.stats[n], lim)
+            keep = np.ones(len(res.ids), dtype=bool)
+            for n in dedup_order:
+                st = stats[n]
+                idx = np.flatnonzero(keep)
+                st.docs_in += idx.size
+                st.chars_in += sum(len(res.texts[i]) for i in idx)
+                st.tokens_in += int(res.tokens[idx].sum())
+                if n == "exact_dedup":
+                    assert exact is not None and res.exact_keys is not None
+                    dup_local = exact.check(res.exact_keys[idx])
+                    reason = "exact_duplicate"
+                else:
+                    assert near is not None and res.band_keys is not None and res.has_shingles is not None
+                    cand = idx[res.has_shingles[idx]]
+                    flags = near.check(res.band_keys[cand], res.sigs[cand] if res.sigs is not None else None)
+                    dup_local = np.zeros(idx.size, dtype=bool)
+                    dup_local[np.searchsorted(idx, cand)] = flags
+                    reason = "near_duplicate"
+                dups = idx[dup_local]
+                keep[dups] = False
+                if dups.size:
+                    st.reasons[reason] += int(dups.size)
+                    for i in dups[:lim]:
+                        st.add_example(reason, res.ids[i], res.sources[i], res.texts[i], lim, ex_chars)
+                kept = idx[~dup_local]
+                st.docs_out += kept.size
+                st.chars_out += sum(len(res.texts[i]) for i in kept)
+                st.tokens_out += int(res.tokens[kept].sum())
+            kept_idx = np.flatnonzero(keep).tolist()
+            writer.write([res.ids[i] for i in kept_idx], [res.texts[i] for i in kept_idx],
+                         [res.sources[i] for i in kept_idx])
+            totals["docs_out"] += len(kept_idx)
+            totals["chars_out"] += sum(len(res.texts[i]) for i in kept_idx)
+            totals["tokens_out"] += int(res.tokens[kept_idx].sum()) if kept_idx else 0
+            bar.update(res.docs_in)
+            bar.set_postfix(kept=f"{_pct(totals['docs_out'], totals['docs_in']):.1f}%", refresh=False)
+        files = writer.close()
+        bar.close()
+        seconds = time.perf_counter() - t0
+        report = {
+            "lmkit_version": __version__,
+            "inputs": [str(p) for p in inputs],
+            "out": str(out),
+            "engine": engine,
+            "token_counter": (f"tokenizer {tokenizer}" if tokenizer else
+                              "proxy: regex word tokens \\w+|[^\\w\\s]+ (runs of letters/digits, runs of punctuation)"),
+            "totals": {
+                "docs_in": totals["docs_in"], "docs_out": totals["docs_out"],
+                "chars_in": totals["chars_in"], "chars_out": totals["chars_out"],
+                "tokens_in": totals["tokens_in"], "tokens_out": totals["tokens_out"],
+                "docs_kept_pct": _pct(totals["docs_out"], totals["docs_in"]),
+                "chars_kept_pct": _pct(totals["chars_out"], totals["chars_in"]),
+                "tokens_kept_pct": _pct(totals["tokens_out"], totals["tokens_in"]),
+                "removed": totals["docs_in"] - totals["docs_out"],
+            },
+            "stages": [stats[n].to_dict(lim) for n in enabled],
+            "read": read_report.to_dict(),
+            "dedup_index": {
+                "exact_keys": len(exact.index) if exact else 0,
+                "exact_bytes": exact.nbytes if exact else 0,
+                "minhash_keys": len(near.index) if near else 0,
+                "minhash_bytes": near.nbytes if near else 0,
+            },
+            "output": {"shards": [f.name for f in files], "format": "jsonl.gz lines of {id, text, source}"},
+            "seconds": round(seconds, 3),
+            "mb_per_s": round(totals["chars_in"] / 1e6 / seconds, 3) if seconds else 0.0,
+            "docs_per_s": round(totals["docs_in"] / seconds, 1) if seconds else 0.0,
+            "config": config_to_dict(cfg),
+        }
+        _write_text(tmp / "report.json", json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+        _write_text(tmp / "report.md", report_markdown(report))
+        _publish(tmp, out)
+        return report
+    finally:
+        bar.close()
+        writer.close()
+        if pool is not None:
+            pool.terminate()
+            pool.join()
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _write_text(path: Path, text: str) -> None:
+    path.write_text(text, encoding="utf-8")
+
+
+# --------------------------------------------------------------------------- report.md
+
+
+def _fmt_int(n: int) -> str:
+    return f"{n:,}"
+
+
+def _md_escape(s: str) -> str:
+    return s.replace("|", "\\|").replace("\n", " ⏎ ")
+
+
+def report_markdown(r: dict[str, Any]) -> str:
+    """The human-readable report: survival table, reasons, examples, read problems."""
+    t = r["totals"]
+    lines = ["# Curation report", ""]
+    lines.append(f"Inputs: {', '.join(r['inputs'])}  ")
+    lines.append(f"Output: {r['out']} ({len(r['output']['shards'])} shards, {r['output']['format']})  ")
+    lines.append(f"Engine: {r['engine']}; {r['seconds']:.1f} s, {r['mb_per_s']:.2f} M chars/s, "
+                 f"{r['docs_per_s']:.0f} docs/s  ")
+    lines.append(f"Tokens counted with: {r['token_counter']}")
+    lines += ["", "## Overall", "",
+              "| | documents | characters | tokens |", "|---|---:|---:|---:|",
+              f"| in | {_fmt_int(t['docs_in'])} | {_fmt_int(t['chars_in'])} | {_fmt_int(t['tokens_in'])} |",
+              f"| out | {_fmt_int(t['docs_out'])} | {_fmt_int(t['chars_out'])} | {_fmt_int(t['tokens_out'])} |",
+              f"| kept | {t['docs_kept_pct']:.2f}% | {t['chars_kept_pct']:.2f}% | {t['tokens_kept_pct']:.2f}% |",
+              "", "## Stages (in order)", "",
+              "| stage | docs in | docs out | removed | modified | chars in | chars out | tokens in | tokens out "
+              "| tokens kept |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for s in r["stages"]:
+        lines.append(f"| {s['name']} | {_fmt_int(s['docs_in'])} | {_fmt_int(s['docs_out'])} | {_fmt_int(s['removed'])} "
+                     f"| {_fmt_int(s['modified'])} | {_fmt_int(s['chars_in'])} | {_fmt_int(s['chars_out'])} "
+                     f"| {_fmt_int(s['tokens_in'])} | {_fmt_int(s['tokens_out'])} | {s['tokens_kept_pct']:.2f}% |")
+    lines += ["", "## Why documents were removed", ""]
+    for s in r["stages"]:
+        if not s["reasons"] and not s["extra"]:
+            continue
+        lines.append(f"### {s['name']}")
+        lines.append("")
+        for reason, n in s["reasons"].items():
+            lines.append(f"- {reason}: {_fmt_int(n)}")
+        for key, n in s["extra"].items():
+            lines.append(f"- {key} replaced: {_fmt_int(n)}")
+        if s["examples"]:
+            lines += ["", "Examples of removed documents:", ""]
+            for ex in s["examples"]:
+                snippet = _md_escape(ex["text"][:300])
+                lines.append(f"- `{ex['id']}` ({ex['reason']}): {snippet}")
+        lines.append("")
+    rd = r["read"]
+    lines += ["## Reading", "",
+              f"{_fmt_int(rd['files_read'])} files read, {_fmt_int(rd['documents'])} documents; "
+              f"{_fmt_int(rd['skipped_file_count'])} files skipped, {_fmt_int(rd['bad_line_count'])} bad lines "
+              f"skipped, {len(rd['empty_files'])} empty files, {_fmt_int(rd['empty_records'])} empty records.", ""]
+    for path, reason in rd["skipped_files"]:
+        lines.append(f"- skipped file `{path}`: {reason}")
+    for path, line, reason in rd["bad_lines"]:
+        lines.append(f"- `{path}` line {line}: {reason}")
+    for path in rd["empty_files"]:
+        lines.append(f"- empty file `{path}`")
+    di = r["dedup_index"]
+    lines += ["", "## Dedup index", "",
+              f"exact: {_fmt_int(di['exact_keys'])} keys, {di['exact_bytes'] / 1e6:.1f} MB; "
+              f"MinHash: {_fmt_int(di['minhash_keys'])} keys, {di['minhash_bytes'] / 1e6:.1f} MB", ""]
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def cli_curate(args: Any) -> int:
+    """``lmkit curate``: run, print a one-paragraph summary (or the report with --json)."""
+    cfg = load_curate_config(args.config)
+    if getattr(args, "text_field", None):
+        cfg.text_field = args.text_field
+    client = None
+    cluster = None
+    if getattr(args, "dask", None):
+        try:
+            from dask.distributed import Client, LocalCluster
+        except ImportError:
+            raise LmkitError("--dask needs dask[distributed] (pip install 'lmkit[dist]')") from None
+        if args.dask == "local":
+            cluster = LocalCluster(n_workers=args.workers or default_workers(), threads_per_worker=1,
+                                   processes=True, dashboard_address=None)
+            client = Client(cluster)
+        else:
+            try:
+                client = Client(args.dask)
+            except OSError as e:
+                raise LmkitError(f"--dask {args.dask}: cannot reach the scheduler ({e})") from None
+    try:
+        report = curate(args.inputs, args.out, cfg, workers=args.workers, overwrite=args.overwrite,
+                        tokenizer=args.tokenizer, client=client, progress=not args.json)
+    finally:
+        if client is not None:
+            client.close()
+        if cluster is not None:
+            cluster.close()
+    if args.json:
+        print(json.dumps({k: v for k, v in report.items() if k != "config"}, indent=2, ensure_ascii=False))
+        return 0
+    t = report["totals"]
+    print(f"curated {t['docs_in']:,} documents -> kept {t['docs_out']:,} ({t['docs_kept_pct']:.1f}%), "
+          f"tokens {t['tokens_in']:,} -> {t['tokens_out']:,} ({t['tokens_kept_pct']:.1f}%) "
+          f"in {report['seconds']:.1f} s ({report['mb_per_s']:.2f} M chars/s)")
+    for s in report["stages"]:
+        top = ", ".join(f"{k} {v:,}" for k, v in list(s["reasons"].items())[:3])
+        print(f"  {s['name']:<18} removed {s['removed']:>9,}  kept {s['docs_kept_pct']:6.2f}%" + (f"  ({top})" if top else ""))
+    rd = report["read"]
+    if rd["skipped_file_count"] or rd["bad_line_count"]:
+        print(f"  read problems: {rd['skipped_file_count']} files skipped, {rd['bad_line_count']} bad lines "
+              f"(listed in report.md)")
+    print(f"wrote {len(report['output']['shards'])} shards, report.json and report.md to {report['out']}")
+    return 0
+
+
+__all__ = [
+    "CurateConfig", "NormaliseConfig", "GopherQualityConfig", "C4Config", "RepetitionConfig", "BlocklistConfig",
+    "PiiConfig", "ExactDedupConfig", "MinHashConfig", "STAGES", "load_curate_config", "Removed", "Normalise",
+    "GopherQuality", "C4Quality", "GopherRepetition", "BlockList", "PiiRedact", "build_stage", "DocPipeline",
+    "process_chunk", "curate", "report_markdown", "cli_curate", "words_of", "proxy_tokens", "count_sentences",
+    "bounded_ordered_map", "check_out_dir", "StageStats", "default_blocklist",
+]

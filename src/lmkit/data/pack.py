@@ -1,0 +1,608 @@
+"""Packing: documents -> token shards on disk, and fixed-length windows back out of them.
+
+What this module owns:
+
+* :func:`pack` tokenises documents once into memory-mapped shards: flat little-endian
+  ``uint16`` (vocabulary < 65,536) or ``uint32`` ``.bin`` files, every document followed by
+  ``</s>`` (EOS), plus ``meta.json`` (dtype, vocabulary size, tokenizer sha256, tokens per
+  source, documents, text bytes, ...). Two splits, ``train/`` and ``val/``, chosen per document by
+  a hash of its id (deterministic, independent of order and of the number of workers). The
+  output appears atomically: everything is written into a hidden temporary sibling folder that
+  is renamed into place at the end, and removed if anything fails.
+* :class:`TokenShards` opens one split with ``np.memmap`` and hands out batches of random
+  windows that are a pure function of ``(step, seed, rank)``: resuming a run at step N gives
+  exactly the batches an uninterrupted run would have seen, with no iterator state to save.
+  Windows never cross the end of a shard file. ``sequential_batches`` walks the held-out split
+  in order for evaluation.
+* :func:`prepare`, the glue training calls: raw files -> (train a tokenizer if none is given)
+  -> shards, reusing shards already packed from the same inputs with the same tokenizer.
+
+Held-out split of a small corpus. The hash gives each document a ``val_fraction`` chance of
+going to ``val/``, so a corpus of a few documents can end with an empty ``val/`` (or an empty
+``train/``). Then the last ``ceil(val_fraction * N)`` tokens of the token stream (N tokens in
+all) are moved from the end of ``train/`` to ``val/`` (for an empty ``train/``, the first
+tokens of ``val/`` stay and the rest become ``train/``); ``meta.json`` records
+``"split_rule": "tail"``. The cut may fall inside a document; its two parts are then counted in
+both splits' ``documents``. For ``val_fraction`` > 0 neither split is ever empty (given at
+least two tokens).
+
+Parallelism: ``workers`` is the number of encoding threads. Both encoders (tiktoken and
+Hugging Face ``tokenizers``) run in Rust outside the GIL and parallelise a batch themselves, so
+threads inside this process give the parallel speed-up without pickling text to other
+processes or loading the tokenizer once per process (and without fork-after-threads hazards
+when training has already started torch). Reading, decompressing and JSON parsing stay in
+the main thread; they run far faster than encoding. Measured side by side here (17 MB of
+license text, vocabulary 8,192, 2 cores): the whole ``pack`` with 2 threads ran at 7.4-9.5 MB/s,
+while a 2-process pool doing only the encoding ran at 6.7-11.6 MB/s (fork) and 6.7-9.7 MB/s
+(spawn) -- no gain worth the copies. With the Hugging Face fallback, its own thread pool uses all
+cores (``RAYON_NUM_THREADS`` limits it) and ``workers`` has no further effect.
+"""
+
+from __future__ import annotations
+
+import array
+import hashlib
+import json
+import math
+import os
+import shutil
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterable, Iterator
+
+import numpy as np
+
+from lmkit.errors import LmkitError
+
+if TYPE_CHECKING:
+    import torch
+
+    from lmkit.config import DataConfig
+    from lmkit.data.read import Document
+    from lmkit.tokenizer import Tokenizer
+
+SHARD_FORMAT = "lmkit-token-shards"
+SHARD_VERSION = 1
+SPLITS = ("train", "val")
+# Encode documents in batches of about this many characters (or this many documents).
+_BATCH_CHARS = 2 << 20
+_BATCH_DOCS = 1024
+# Before trusting the fast (tiktoken) path on a corpus, compare it with Hugging Face on the
+# first documents, up to this many characters.
+_VERIFY_CHARS = 200_000
+
+
+def token_dtype(vocab_size: int) -> np.dtype:
+    """Little-endian uint16 when every id fits, else uint32."""
+    return np.dtype("<u2") if vocab_size <= 65536 else np.dtype("<u4")
+
+
+def in_val_split(doc_id: str, val_fraction: float, salt: int = 0) -> bool:
+    """Whether a document goes to the held-out split: a hash of its id, compared with the fraction."""
+    if val_fraction <= 0:
+        return False
+    h = hashlib.blake2b(f"{salt}\x00{doc_id}".encode("utf-8", "surrogatepass"), digest_size=8).digest()
+    return int.from_bytes(h, "little") / 2.0**64 < val_fraction
+
+
+# --------------------------------------------------------------------------- writing
+
+
+@dataclass
+class _SplitWriter:
+    """Appends token arrays to ``folder/NNNNNN.bin`` files of at most ``shard_tokens`` tokens."""
+
+    folder: Path
+    dtype: np.dtype
+    shard_tokens: int
+    shards: list[list[Any]] = field(default_factory=list)  # [file name, tokens]
+    documents: int = 0
+    text_bytes: int = 0
+    tokens: int = 0
+    per_source: dict[str, int] = field(default_factory=dict)
+    # per document: source index and token count (with its EOS), to recount after a tail move
+    doc_src: array.array = field(default_factory=lambda: array.array("I"))
+    doc_len: array.array = field(default_factory=lambda: array.array("Q"))
+    _fh: Any = None
+
+    def _open_next(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+        name = f"{len(self.shards):06d}.bin"
+        self._fh = open(self.folder / name, "wb")
+        self.shards.append([name, 0])
+
+    def write(self, tokens: np.ndarray) -> None:
+        pos = 0
+        while pos < len(tokens):
+            if self._fh is None or self.shards[-1][1] >= self.shard_tokens:
+                self._open_next()
+            room = self.shard_tokens - self.shards[-1][1]
+            piece = tokens[pos:pos + room]
+            self._fh.write(piece.tobytes())
+            self.shards[-1][1] += len(piece)
+            pos += len(piece)
+        self.tokens += len(tokens)
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+
+
+def _take_tail(src: _SplitWriter, dst: _SplitWriter, n: int, sources: list[str]) -> None:
+    """Move the last ``n`` tokens of ``src``'s shards to (empty) ``dst``, truncating ``src``."""
+    src.close()
+    pieces: list[np.ndarray] = []
+    need = n
+    while need > 0:
+        name, count = src.shards[-1]
+        path = src.folder / name
+        take = min(need, count)
+        mm = np.memmap(path, dtype=src.dtype, mode="r", shape=(count,))
+        pieces.append(np.array(mm[count - take:]))
+        del mm
+        if take == count:
+            path.unlink()
+            src.shards.pop()
+        else:
+            os.truncate(path, (count - take) * src.dtype.itemsize)
+            src.shards[-1][1] = count - take
+        need -= take
+    for piece in reversed(pieces):
+        dst.write(piece)
+    dst.close()
+    src.tokens -= n
+    # Recount documents and tokens per source on both sides of the cut.
+    lens = np.frombuffer(src.doc_len, dtype=np.uint64).astype(np.int64)
+    srcs = np.frombuffer(src.doc_src, dtype=np.uint32)
+    ends = np.cumsum(lens)
+    starts = ends - lens
+    cut = int(ends[-1]) - n
+    keep = np.clip(cut - starts, 0, lens)  # tokens of each doc that stay
+    moved = lens - keep
+    frac_docs_src = int((keep > 0).sum())
+    frac_docs_dst = int((moved > 0).sum())
+    bytes_total = src.text_bytes
+    src.per_source, dst.per_source = {}, {}
+    for i, name in enumerate(sources):
+        mask = srcs == i
+        if mask.any():
+            k, m = int(keep[mask].sum()), int(moved[mask].sum())
+            if k:
+                src.per_source[name] = k
+            if m:
+                dst.per_source[name] = m
+    share = n / max(1, int(ends[-1]))
+    dst.text_bytes = int(round(bytes_total * share))  # text bytes split in proportion to tokens
+    src.text_bytes = bytes_total - dst.text_bytes
+    src.documents, dst.documents = frac_docs_src, frac_docs_dst
+
+
+def _atomic_json(path: Path, obj: Any) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def is_shard_folder(path: str | Path) -> bool:
+    """True if ``path`` holds lmkit shards (``train/meta.json`` of this format)."""
+    meta = Path(path) / "train" / "meta.json"
+    if not meta.is_file():
+        return False
+    try:
+        return json.loads(meta.read_text(encoding="utf-8")).get("format") == SHARD_FORMAT
+    except (OSError, ValueError):
+        return False
+
+
+def pack(docs: Iterable["Document"], tokenizer: "Tokenizer", out_dir: str | Path, val_fraction: float = 0.01,
+         workers: int = 0, shard_tokens: int = 50_000_000, show_progress: bool = True,
+         overwrite: bool = False, fingerprint: str | None = None, split_salt: int = 0) -> dict[str, Any]:
+    """Tokenise ``docs`` into ``out_dir/train`` and ``out_dir/val`` shards; return a summary.
+
+    ``overwrite`` allows replacing an existing ``out_dir`` (only once the new one is complete).
+    ``fingerprint`` (what the inputs were) and ``split_salt`` (changes which documents are held
+    out) are recorded in ``meta.json``. The tokenizer is saved as ``out_dir/tokenizer.json``.
+    """
+    from tqdm import tqdm
+
+    out = Path(out_dir)
+    if not 0 <= val_fraction < 1:
+        raise LmkitError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    if shard_tokens <= 0:
+        raise LmkitError(f"shard_tokens must be positive, got {shard_tokens}")
+    if workers < 0:
+        raise LmkitError(f"workers must be 0 (all cores) or more, got {workers}")
+    if out.exists() and not overwrite:
+        if not out.is_dir() or any(out.iterdir()):
+            raise LmkitError(f"{out} already exists (remove it or choose another folder for the shards)")
+    threads = workers or (os.cpu_count() or 1)
+    dtype = token_dtype(tokenizer.vocab_size)
+    eos = tokenizer.eos_id
+    if eos < 0:
+        raise LmkitError("tokenizer has no </s> token to separate documents")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    t0 = time.time()
+    try:
+        writers = {}
+        for split in SPLITS:
+            (tmp / split).mkdir(parents=True)
+            writers[split] = _SplitWriter(tmp / split, dtype, shard_tokens)
+        sources: list[str] = []
+        source_idx: dict[str, int] = {}
+        verified = not tokenizer.fast
+        bar = tqdm(desc="packing", unit=" docs", file=sys.stderr, disable=not show_progress,
+                   dynamic_ncols=True, mininterval=0.5)
+        batch: list[Document] = []
+        batch_chars = 0
+        totals = {"bytes": 0, "tokens": 0}
+
+        def flush() -> None:
+            nonlocal verified, batch_chars
+            texts = [d.text for d in batch]
+            if not verified:
+                sample, size = [], 0
+                for t in texts:
+                    if size >= _VERIFY_CHARS:
+                        break
+                    sample.append(t[:_VERIFY_CHARS])
+                    size += len(sample[-1])
+                if not tokenizer.verify_fast(sample):
+                    tokenizer.disable_fast("tiktoken ids differ from Hugging Face on this corpus")
+                    print("lmkit: note: fast tokenizer path disagrees with Hugging Face on this corpus; "
+                          "using Hugging Face (slower)", file=sys.stderr)
+                verified = True
+            encoded = tokenizer.encode_batch(texts, num_threads=threads)
+            for d, ids in zip(batch, encoded):
+                if not ids:
+                    continue
+                split = "val" if in_val_split(d.id, val_fraction, split_salt) else "train"
+                w = writers[split]
+                arr = np.empty(len(ids) + 1, dtype=dtype)
+                arr[:-1] = ids
+                arr[-1] = eos
+                w.write(arr)
+                nbytes = len(d.text.encode("utf-8", "surrogatepass"))
+                w.documents += 1
+                w.text_bytes += nbytes
+                w.per_source[d.source] = w.per_source.get(d.source, 0) + len(arr)
+                if d.source not in source_idx:
+                    source_idx[d.source] = len(sources)
+                    sources.append(d.source)
+                w.doc_src.append(source_idx[d.source])
+                w.doc_len.append(len(arr))
+                totals["bytes"] += nbytes
+                totals["tokens"] += len(arr)
+            bar.update(len(batch))
+            bar.set_postfix_str(f"{totals['bytes'] / 1e6:.1f} MB, {totals['tokens'] / 1e6:.2f} M tokens")
+            batch.clear()
+            batch_chars = 0
+
+        try:
+            for d in docs:
+                batch.append(d)
+                batch_chars += len(d.text)
+                if batch_chars >= _BATCH_CHARS or len(batch) >= _BATCH_DOCS:
+                    flush()
+            if batch:
+                flush()
+        finally:
+            bar.close()
+            for w in writers.values():
+                w.close()
+        train, val = writers["train"], writers["val"]
+        total = train.tokens + val.tokens
+        if total == 0:
+            raise LmkitError("no text to pack: every document was empty")
+        split_rule = "hash(doc id)"
+        if val_fraction > 0 and total >= 2 and (val.tokens == 0 or train.tokens == 0):
+            split_rule = "tail"
+            n_val = min(total - 1, max(1, math.ceil(val_fraction * total)))
+            if val.tokens == 0:
+                _take_tail(train, val, n_val, sources)
+            else:
+                _take_tail(val, train, total - n_val, sources)
+                # ``train`` now holds the end of the stream and ``val`` the start: fine for a
+                # held-out split, and both stay deterministic.
+        tokenizer.save(tmp / "tokenizer.json")
+        created = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        split_meta = {}
+        for split, w in writers.items():
+            meta = {
+                "format": SHARD_FORMAT, "version": SHARD_VERSION, "split": split,
+                "dtype": dtype.name, "byteorder": "little", "vocab_size": tokenizer.vocab_size,
+                "tokenizer_sha256": tokenizer.sha256, "eos_id": eos,
+                "num_tokens": w.tokens, "documents": w.documents, "text_bytes": w.text_bytes,
+                "shards": [{"file": n, "tokens": c} for n, c in w.shards if c > 0],
+                "tokens_per_source": dict(sorted(w.per_source.items())),
+                "val_fraction": val_fraction, "split_rule": split_rule, "split_salt": split_salt,
+                "inputs_fingerprint": fingerprint, "created": created,
+            }
+            for n, c in w.shards:
+                if c == 0:
+                    (w.folder / n).unlink(missing_ok=True)
+            _atomic_json(w.folder / "meta.json", meta)
+            split_meta[split] = meta
+        secs = time.time() - t0
+        summary = {
+            "out_dir": str(out),
+            "train": {k: split_meta["train"][k] for k in ("num_tokens", "documents", "text_bytes")},
+            "val": {k: split_meta["val"][k] for k in ("num_tokens", "documents", "text_bytes")},
+            "tokens": total, "documents": len(train.doc_len) + len(val.doc_len),
+            "text_bytes": totals["bytes"],
+            "bytes_per_token": totals["bytes"] / total, "dtype": dtype.name,
+            "tokenizer_sha256": tokenizer.sha256, "fast_tokenizer": tokenizer.fast,
+            "split_rule": split_rule, "seconds": secs,
+            "mb_per_s": totals["bytes"] / 1e6 / secs if secs > 0 else None,
+        }
+        _atomic_json(tmp / "pack.json", summary)
+        # Swap into place: an old folder is moved aside first and removed only after success.
+        old = None
+        if out.exists():
+            old = out.parent / f".{out.name}.old-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+            os.replace(out, old)
+        os.replace(tmp, out)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+        return summary
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+# --------------------------------------------------------------------------- reading
+
+
+class TokenShards:
+    """One split of packed shards (``train/`` or ``val/``), memory-mapped."""
+
+    def __init__(self, folder: str | Path) -> None:
+        self.folder = Path(folder)
+        meta_path = self.folder / "meta.json"
+        if not meta_path.is_file():
+            hint = " (give the split folder, e.g. shards/train)" if (self.folder / "train").is_dir() else ""
+            raise LmkitError(f"{self.folder}: no meta.json; not a packed shard folder{hint}")
+        try:
+            self.meta: dict[str, Any] = json.loads(meta_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as e:
+            raise LmkitError(f"{meta_path}: unreadable shard metadata ({e})") from None
+        if self.meta.get("format") != SHARD_FORMAT:
+            raise LmkitError(f"{meta_path}: not lmkit shard metadata (format {self.meta.get('format')!r})")
+        self.dtype = np.dtype(self.meta["dtype"]).newbyteorder("<")
+        self._arrays: list[np.ndarray] = []
+        for s in self.meta["shards"]:
+            path = self.folder / s["file"]
+            want = int(s["tokens"]) * self.dtype.itemsize
+            if not path.is_file():
+                raise LmkitError(f"{path}: shard file missing")
+            if path.stat().st_size != want:
+                raise LmkitError(f"{path}: shard is {path.stat().st_size} bytes, meta.json says {want} "
+                                 "(truncated or modified; pack again)")
+            self._arrays.append(np.memmap(path, dtype=self.dtype, mode="r", shape=(int(s["tokens"]),)))
+        self.num_tokens: int = sum(len(a) for a in self._arrays)
+        self.shard_sizes: list[int] = [len(a) for a in self._arrays]
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self.meta["vocab_size"])
+
+    @property
+    def eos_id(self) -> int:
+        return int(self.meta["eos_id"])
+
+    @property
+    def tokenizer_sha256(self) -> str:
+        return str(self.meta["tokenizer_sha256"])
+
+    @property
+    def text_bytes(self) -> int:
+        return int(self.meta.get("text_bytes", 0))
+
+    @property
+    def bytes_per_token(self) -> float:
+        """UTF-8 bytes of text per stored token (EOS separators counted as tokens): the factor
+        that turns a loss in nats per token into bits per byte."""
+        return self.text_bytes / self.num_tokens if self.num_tokens else float("nan")
+
+    def __len__(self) -> int:
+        return self.num_tokens
+
+    def __repr__(self) -> str:
+        return f"TokenShards({str(self.folder)!r}, tokens={self.num_tokens:,}, shards={len(self._arrays)})"
+
+    def _windows_per_shard(self, length: int) -> np.ndarray:
+        if length <= 0:
+            raise LmkitError(f"window length must be positive, got {length}")
+        counts = np.array([max(0, n - length + 1) for n in self.shard_sizes], dtype=np.int64)
+        if counts.sum() == 0:
+            largest = max(self.shard_sizes, default=0)
+            more = f" (largest shard {largest:,})" if len(self.shard_sizes) > 1 else ""
+            raise LmkitError(f"{self.folder}: split '{self.meta.get('split')}' has {self.num_tokens:,} tokens"
+                             f"{more}, fewer than the {length:,} one window needs; use more data, a larger "
+                             "val_fraction or a shorter sequence length")
+        return counts
+
+    def batch(self, step: int, batch_size: int, length: int, seed: int, rank: int = 0) -> "torch.Tensor":
+        """``batch_size`` random windows of ``length`` tokens as int64 (batch_size, length).
+
+        A pure function of ``(step, seed, rank)`` and the shard contents: no hidden state.
+        """
+        import torch
+
+        counts = self._windows_per_shard(length)
+        cum = np.cumsum(counts)
+        mask = (1 << 64) - 1
+        rng = np.random.default_rng([seed & mask, rank & mask, step & mask, 0x6C6D6B6974])
+        picks = rng.integers(0, int(cum[-1]), size=batch_size, dtype=np.int64)
+        shard = np.searchsorted(cum, picks, side="right")
+        starts = picks - (cum[shard] - counts[shard])
+        out = np.empty((batch_size, length), dtype=np.int64)
+        for i, (s, o) in enumerate(zip(shard.tolist(), starts.tolist())):
+            out[i] = self._arrays[s][o:o + length]
+        return torch.from_numpy(out)
+
+    def sequential_batches(self, batch_size: int, length: int, max_batches: int | None = None
+                           ) -> Iterator["torch.Tensor"]:
+        """Non-overlapping windows in shard order, ``batch_size`` at a time (the last batch may be
+        smaller); at most ``max_batches`` batches. Deterministic: for evaluation."""
+        import torch
+
+        self._windows_per_shard(length)
+        rows: list[np.ndarray] = []
+        produced = 0
+        for arr in self._arrays:
+            for o in range(0, len(arr) - length + 1, length):
+                rows.append(np.asarray(arr[o:o + length], dtype=np.int64))
+                if len(rows) == batch_size:
+                    yield torch.from_numpy(np.stack(rows))
+                    rows = []
+                    produced += 1
+                    if max_batches is not None and produced >= max_batches:
+                        return
+        if rows:
+            yield torch.from_numpy(np.stack(rows))
+
+
+# --------------------------------------------------------------------------- the glue for training
+
+
+def inputs_fingerprint(files: list[Path], **settings: Any) -> str:
+    """A hash of the input files (path, size, modification time) and the settings that shape shards."""
+    h = hashlib.sha256()
+    for f in files:
+        st = f.stat()
+        h.update(f"{f.resolve()}\x00{st.st_size}\x00{st.st_mtime_ns}\n".encode("utf-8", "surrogatepass"))
+    h.update(json.dumps(settings, sort_keys=True, default=str).encode("utf-8"))
+    return h.hexdigest()
+
+
+def _read_meta(folder: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads((folder / "train" / "meta.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def _open_splits(folder: Path) -> tuple[TokenShards, TokenShards]:
+    return TokenShards(folder / "train"), TokenShards(folder / "val")
+
+
+def prepare(data_cfg: "DataConfig", out_dir: str | Path, vocab_size: int, seed: int = 0,
+            show_progress: bool = True) -> tuple["Tokenizer", TokenShards, TokenShards]:
+    """Everything training needs from ``data_cfg``: (tokenizer, train shards, val shards).
+
+    * ``data_cfg.paths`` is one packed shard folder: open it. The tokenizer is
+      ``data_cfg.tokenizer`` if given, else the ``tokenizer.json`` saved in the shard folder; its
+      sha256 must match the shards'.
+    * Otherwise the paths are raw files/folders: the tokenizer is ``data_cfg.tokenizer`` or one
+      trained on them (vocabulary ``data_cfg.vocab_size`` or ``vocab_size``) and saved to
+      ``out_dir/tokenizer.json``; the documents are packed into ``data_cfg.shards`` (default
+      ``out_dir/shards``). Shards packed earlier from the same inputs (paths, sizes, modification
+      times, text field, split settings) with the same tokenizer are reused as they are.
+
+    ``seed`` salts the held-out split's hash (0 keeps the default split).
+    """
+    from lmkit.data.read import ReadReport, iter_documents, list_files
+    from lmkit.tokenizer import Tokenizer, train_tokenizer
+
+    out = Path(out_dir)
+    paths = [Path(p).expanduser() for p in data_cfg.paths]
+    if not paths:
+        raise LmkitError("no training data: set data.paths in the config or pass --data PATH")
+    # A packed shard folder (or one of its split folders, by mistake).
+    if len(paths) == 1 and paths[0].is_dir() and not is_shard_folder(paths[0]) \
+            and (paths[0] / "meta.json").is_file() and is_shard_folder(paths[0].parent):
+        paths = [paths[0].parent]
+    if any(is_shard_folder(p) for p in paths):
+        if len(paths) > 1:
+            raise LmkitError(f"{paths[0]}: a packed shard folder cannot be mixed with other data paths")
+        folder = paths[0]
+        train, val = _open_splits(folder)
+        if data_cfg.tokenizer:
+            tok = Tokenizer.load(data_cfg.tokenizer)
+        elif (folder / "tokenizer.json").is_file():
+            tok = Tokenizer.load(folder)
+        else:
+            raise LmkitError(f"{folder}: packed shards without tokenizer.json; set data.tokenizer / --tokenizer")
+        if tok.sha256 != train.tokenizer_sha256:
+            raise LmkitError(f"{tok.source}: tokenizer (sha256 {tok.sha256[:12]}) is not the one {folder} was "
+                             f"packed with (sha256 {train.tokenizer_sha256[:12]})")
+        return tok, train, val
+
+    files = list_files(paths)
+    vocab = int(data_cfg.vocab_size or vocab_size)
+    given_tok = Tokenizer.load(data_cfg.tokenizer) if data_cfg.tokenizer else None
+    tok_key = given_tok.sha256 if given_tok else f"trained:vocab={vocab}:min_frequency=2"
+    fp = inputs_fingerprint(files, text_field=data_cfg.text_field, lenient=data_cfg.lenient,
+                            val_fraction=data_cfg.val_fraction, split_salt=seed, tokenizer=tok_key,
+                            format=SHARD_VERSION)
+    shards_dir = Path(data_cfg.shards).expanduser() if data_cfg.shards else out / "shards"
+    meta = _read_meta(shards_dir) if shards_dir.exists() else None
+
+    # Reuse shards packed from the same inputs with the same tokenizer.
+    if meta is not None and meta.get("format") == SHARD_FORMAT and meta.get("inputs_fingerprint") == fp:
+        tok = given_tok
+        if tok is None and (shards_dir / "tokenizer.json").is_file():
+            tok = Tokenizer.load(shards_dir)
+        if tok is not None and tok.sha256 == meta.get("tokenizer_sha256"):
+            if given_tok is None:
+                _save_if_changed(tok, out)
+            if show_progress:
+                print(f"lmkit: reusing shards in {shards_dir} (same inputs and tokenizer)", file=sys.stderr)
+            train, val = _open_splits(shards_dir)
+            return tok, train, val
+
+    if shards_dir.exists() and any(shards_dir.iterdir()):
+        own_default = data_cfg.shards is None
+        if not (own_default and is_shard_folder(shards_dir)):
+            raise LmkitError(f"{shards_dir} already exists and holds other data (or other inputs' shards); "
+                             "delete it or set data.shards to a new folder")
+
+    def read(report: ReadReport) -> Iterator[Document]:
+        return iter_documents(files, text_field=data_cfg.text_field, lenient=data_cfg.lenient, report=report)
+
+    tok = given_tok
+    if tok is None:
+        from tqdm import tqdm
+
+        report = ReadReport()
+        bar = tqdm(read(report), desc="reading for tokenizer", unit=" docs", file=sys.stderr,
+                   disable=not show_progress, dynamic_ncols=True, mininterval=0.5)
+        tok = train_tokenizer((d.text for d in bar), vocab_size=vocab, min_frequency=2,
+                              show_progress=show_progress and sys.stderr.isatty())
+        bar.close()
+        tok.save(out)
+        if show_progress:
+            print(f"lmkit: trained tokenizer (vocab {tok.vocab_size:,}) -> {out / 'tokenizer.json'}",
+                  file=sys.stderr)
+    report = ReadReport()
+    summary = pack(read(report), tok, shards_dir, val_fraction=data_cfg.val_fraction, workers=data_cfg.workers,
+                   show_progress=show_progress, overwrite=True, fingerprint=fp, split_salt=seed)
+    if show_progress:
+        if report.skipped_file_count or report.bad_line_count:
+            print(f"lmkit: read {report.summary()}", file=sys.stderr)
+        print(f"lmkit: packed {summary['tokens']:,} tokens ({summary['train']['num_tokens']:,} train, "
+              f"{summary['val']['num_tokens']:,} val) from {summary['documents']:,} documents -> {shards_dir}",
+              file=sys.stderr)
+    train, val = _open_splits(shards_dir)
+    return tok, train, val
+
+
+def _save_if_changed(tok: "Tokenizer", out: Path) -> None:
+    """Keep ``out/tokenizer.json`` equal to the tokenizer in use."""
+    path = out / "tokenizer.json"
+    try:
+        if path.is_file() and path.read_text(encoding="utf-8") == tok.to_str():
+            return
+    except OSError:
+        pass
+    tok.save(out)
+
+
+__all__ = ["SHARD_FORMAT", "token_dtype", "in_val_split", "pack", "TokenShards", "prepare",
+           "inputs_fingerprint", "is_shard_folder"]

@@ -1,0 +1,541 @@
+"""Streaming readers: plain text, JSON lines, Parquet, each optionally ``.gz``/``.zst``
+compressed, and folders of them -> an iterator of :class:`Document`.
+
+What this module owns:
+
+* :func:`list_files` expands the user's paths (folders recursively, sorted, hidden files
+  skipped) so that every later stage sees the same files in the same order.
+* :func:`iter_documents` streams documents out of those files without loading a whole file
+  (Parquet is read one record batch at a time, compressed files are decompressed as a stream).
+* Every problem with the input (a missing path, binary or non-UTF-8 bytes, a broken
+  compressed stream, a JSON line that is not JSON, a record without the text field) becomes an
+  :class:`~lmkit.errors.LmkitError` whose message names the file, and the line where there is
+  one. With ``lenient=True`` the bad file (or line) is skipped instead and counted in a
+  :class:`ReadReport`, so a long job over messy data is not stopped by one bad file.
+
+Format by file name (after removing a ``.gz``/``.zst``/``.zstd`` suffix):
+``.jsonl``/``.ndjson``/``.json`` -> JSON lines (a ``.json`` file whose first character is ``[``
+is read as one JSON array of records); ``.parquet``/``.pq`` -> Parquet; anything else -> text.
+
+Plain text: a file is one document, except that a large file is cut into several documents so
+that one big book does not become one giant document for packing, parallel tokenisation and
+the held-out split (which all work per document). A document is closed at the first blank line
+(paragraph break) after :data:`TEXT_DOC_SOFT_CHARS` characters, or at the first line end after
+:data:`TEXT_DOC_HARD_CHARS` when a file has no blank lines. Pieces keep the file's text
+exactly: joining a file's documents gives the file back. A file that yields one document has
+the file path as its id; pieces of a larger file have ``<file>#<k>`` (k = 0, 1, ...).
+
+Readers written by hand rather than taken from a library (e.g. ``datasets``): the formats are
+simple, and hand-written streaming lets every failure name the file and line and lets lenient
+mode skip exactly one bad line or file, which is the point of this module.
+"""
+
+from __future__ import annotations
+
+import codecs
+import gzip
+import io
+import json
+import os
+import tempfile
+import zlib
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import IO, Any, Iterator, Sequence
+
+from lmkit.errors import LmkitError
+
+# A plain-text document is closed at a paragraph break after this many characters ...
+TEXT_DOC_SOFT_CHARS = 1 << 20
+# ... or at any line end after this many (for files with no blank lines).
+TEXT_DOC_HARD_CHARS = 4 << 20
+# Longest piece read at once from a text line (a file with no newlines is read in pieces).
+_READ_PIECE = 1 << 20
+# At most this many skipped files / bad lines are kept with their reason (all are counted).
+MAX_RECORDED = 1000
+
+JSONL_SUFFIXES = {".jsonl", ".ndjson", ".json"}
+PARQUET_SUFFIXES = {".parquet", ".pq"}
+COMPRESSION_SUFFIXES = {".gz": "gzip", ".zst": "zstd", ".zstd": "zstd"}
+
+
+@dataclass
+class Document:
+    """One document: its id (kept from the input when it has one), its text, and its source:
+    a JSON/Parquet record's own ``source`` field when it has one (curated documents keep where
+    they came from), else the path of the file it was read from."""
+
+    id: str
+    text: str
+    source: str
+
+
+@dataclass
+class ReadReport:
+    """What a read did: files read, documents yielded, what was skipped and why."""
+
+    files_read: int = 0
+    documents: int = 0
+    text_chars: int = 0
+    empty_files: list[str] = field(default_factory=list)
+    empty_records: int = 0  # JSON/Parquet records whose text is the empty string
+    skipped_files: list[tuple[str, str]] = field(default_factory=list)  # (file, reason)
+    bad_lines: list[tuple[str, int, str]] = field(default_factory=list)  # (file, line, reason)
+    skipped_file_count: int = 0
+    bad_line_count: int = 0
+
+    def skip_file(self, path: str, reason: str) -> None:
+        self.skipped_file_count += 1
+        if len(self.skipped_files) < MAX_RECORDED:
+            self.skipped_files.append((path, reason))
+
+    def bad_line(self, path: str, line: int, reason: str) -> None:
+        self.bad_line_count += 1
+        if len(self.bad_lines) < MAX_RECORDED:
+            self.bad_lines.append((path, line, reason))
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["skipped_files"] = [list(x) for x in self.skipped_files]
+        d["bad_lines"] = [list(x) for x in self.bad_lines]
+        return d
+
+    def summary(self) -> str:
+        parts = [f"{self.documents:,} documents ({self.text_chars / 1e6:.1f} M chars) from "
+                 f"{self.files_read:,} files"]
+        if self.empty_files:
+            parts.append(f"{len(self.empty_files)} empty files")
+        if self.skipped_file_count:
+            first = self.skipped_files[0]
+            parts.append(f"{self.skipped_file_count} files skipped (first: {first[0]}: {first[1]})")
+        if self.bad_line_count:
+            f, n, why = self.bad_lines[0]
+            parts.append(f"{self.bad_line_count} bad lines skipped (first: {f}:{n}: {why})")
+        return "; ".join(parts)
+
+
+# --------------------------------------------------------------------------- listing files
+
+
+def _is_hidden(name: str) -> bool:
+    return name.startswith(".")
+
+
+def list_files(paths: Sequence[str | Path]) -> list[Path]:
+    """Expand files and folders (recursively) into a sorted, de-duplicated list of files.
+
+    Folders are walked in sorted order; hidden files and folders (name starting with ``.``)
+    inside them are skipped. A path named explicitly is always kept. A path that does not exist,
+    or a folder with no files, is an :class:`LmkitError`.
+    """
+    if isinstance(paths, (str, Path)):
+        paths = [paths]
+    out: list[Path] = []
+    seen: set[Path] = set()
+    for raw in paths:
+        p = Path(raw).expanduser()
+        if not p.exists():
+            raise LmkitError(f"{p}: no such file or folder")
+        if p.is_dir():
+            found: list[Path] = []
+            for root, dirs, files in os.walk(p):
+                dirs[:] = sorted(d for d in dirs if not _is_hidden(d))
+                found.extend(Path(root) / f for f in sorted(files) if not _is_hidden(f))
+            found = sorted((f for f in found if f.is_file()), key=lambda f: f.relative_to(p).parts)
+            if not found:
+                raise LmkitError(f"{p}: folder holds no (non-hidden) files")
+        elif p.is_file():
+            found = [p]
+        else:
+            raise LmkitError(f"{p}: not a regular file or folder")
+        for f in found:
+            if f not in seen:
+                seen.add(f)
+                out.append(f)
+    return out
+
+
+# --------------------------------------------------------------------------- opening files
+
+
+def _split_suffix(path: Path) -> tuple[str | None, str]:
+    """(compression or None, format suffix) from a file name."""
+    suffixes = [s.lower() for s in path.suffixes]
+    comp = None
+    if suffixes and suffixes[-1] in COMPRESSION_SUFFIXES:
+        comp = COMPRESSION_SUFFIXES[suffixes[-1]]
+        suffixes = suffixes[:-1]
+    return comp, (suffixes[-1] if suffixes else "")
+
+
+def file_format(path: str | Path) -> str:
+    """``"jsonl"``, ``"parquet"`` or ``"text"``: how :func:`iter_documents` reads this file."""
+    _, suf = _split_suffix(Path(path))
+    if suf in JSONL_SUFFIXES:
+        return "jsonl"
+    if suf in PARQUET_SUFFIXES:
+        return "parquet"
+    return "text"
+
+
+_MAGIC = {b"\x1f\x8b": "gzip", b"\x28\xb5\x2f\xfd": "zstd", b"PAR1": "parquet", b"PK\x03\x04": "zip",
+          b"\x89PNG": "png", b"%PDF": "pdf", b"\x7fELF": "ELF executable"}
+
+
+def _sniff(head: bytes) -> str | None:
+    for magic, name in _MAGIC.items():
+        if head.startswith(magic):
+            return name
+    return None
+
+
+class _ReadFailure(Exception):
+    """A file could not be read as a whole (the message says why; the file is added by the caller)."""
+
+
+class _ZstdStream(io.RawIOBase):
+    """Decompress a zstd file (one or more frames) as a stream, and notice a truncated one.
+
+    ``zstandard``'s own stream reader returns the data it has when a file ends inside a frame,
+    which would silently drop the end of a damaged file; here that is an error.
+    """
+
+    def __init__(self, raw: IO[bytes]) -> None:
+        import zstandard
+
+        self._zstd = zstandard
+        self._raw = raw
+        self._dctx = zstandard.ZstdDecompressor()
+        self._obj = self._dctx.decompressobj()
+        self._buf = bytearray()
+        self._in_frame = False
+        self._done = False
+
+    def readable(self) -> bool:
+        return True
+
+    def _feed(self, data: bytes) -> None:
+        while data:
+            self._in_frame = True
+            self._buf += self._obj.decompress(data)
+            if self._obj.eof:
+                data = self._obj.unused_data
+                self._obj = self._dctx.decompressobj()
+                self._in_frame = False
+            else:
+                data = b""
+
+    def readinto(self, b: Any) -> int:
+        while not self._buf and not self._done:
+            chunk = self._raw.read(1 << 17)
+            if not chunk:
+                if self._in_frame:
+                    raise self._zstd.ZstdError("file ends inside a frame; truncated")
+                self._done = True
+                break
+            self._feed(chunk)
+        n = min(len(b), len(self._buf))
+        b[:n] = self._buf[:n]
+        del self._buf[:n]
+        return n
+
+
+@contextmanager
+def _open_binary(path: Path) -> Iterator[io.BufferedReader]:
+    """Open ``path`` for reading decompressed bytes, checking the compression magic first."""
+    comp, _ = _split_suffix(path)
+    try:
+        raw = open(path, "rb")
+    except OSError as e:
+        raise _ReadFailure(f"cannot open ({e.strerror or e})") from None
+    try:
+        if comp is None:
+            yield io.BufferedReader(raw, buffer_size=1 << 16)  # type: ignore[arg-type]
+            return
+        head = raw.read(4)
+        raw.seek(0)
+        if comp == "gzip":
+            if not head.startswith(b"\x1f\x8b"):
+                raise _ReadFailure("broken gzip data (not a gzip file despite the .gz name)")
+            stream: IO[bytes] = gzip.GzipFile(fileobj=raw, mode="rb")
+        else:
+            if not head.startswith(b"\x28\xb5\x2f\xfd"):
+                raise _ReadFailure("broken zstd data (not a zstd file despite the .zst name)")
+            stream = _ZstdStream(raw)
+        yield io.BufferedReader(stream, buffer_size=1 << 16)  # type: ignore[arg-type]
+    finally:
+        raw.close()
+
+
+def _compression_errors() -> tuple[type[BaseException], ...]:
+    errs: list[type[BaseException]] = [gzip.BadGzipFile, zlib.error, EOFError]
+    try:
+        import zstandard
+
+        errs.append(zstandard.ZstdError)
+    except ImportError:  # pragma: no cover - zstandard is a core dependency
+        pass
+    return tuple(errs)
+
+
+_COMPRESSION_ERRORS = _compression_errors()
+
+
+# --------------------------------------------------------------------------- format readers
+
+
+def _check_not_binary(stream: io.BufferedReader) -> None:
+    head = stream.peek(8192)[:8192]
+    kind = _sniff(head)
+    if kind is not None and kind != "parquet":
+        raise _ReadFailure(f"looks binary ({kind} data); not text")
+    if kind == "parquet":
+        raise _ReadFailure("looks like Parquet data; name the file .parquet to read it as Parquet")
+    if b"\x00" in head:
+        raise _ReadFailure("looks binary (NUL bytes); not text")
+
+
+def _read_text(path: Path) -> Iterator[Document]:
+    """Plain text: one document per file, cut at paragraph breaks when the file is large."""
+    src = str(path)
+    with _open_binary(path) as stream:
+        _check_not_binary(stream)
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="strict")
+        buf: list[str] = []
+        size = 0
+        line_no = 1
+        at_line_start = True
+        pending: str | None = None  # a finished piece held back until we know if more follows
+        k = 0
+        first = True
+        while True:
+            raw = stream.readline(_READ_PIECE)
+            if not raw:
+                try:
+                    tail = decoder.decode(b"", final=True)
+                except UnicodeDecodeError:
+                    raise _ReadFailure(f"line {line_no}: not valid UTF-8 (file ends inside a character)") from None
+                if tail:
+                    buf.append(tail)
+                break
+            if b"\x00" in raw:
+                raise _ReadFailure(f"line {line_no}: NUL byte; binary data, not text")
+            try:
+                text = decoder.decode(raw)
+            except UnicodeDecodeError as e:
+                raise _ReadFailure(f"line {line_no}: not valid UTF-8 (byte 0x{raw[e.start]:02x})"
+                                   if e.start < len(raw) else f"line {line_no}: not valid UTF-8") from None
+            if first:
+                text = text.removeprefix("\ufeff")
+                first = False
+            blank = at_line_start and raw.endswith(b"\n") and not raw.strip()
+            ends_line = raw.endswith(b"\n")
+            buf.append(text)
+            size += len(text)
+            if ends_line:
+                line_no += 1
+            at_line_start = ends_line
+            if ends_line and ((blank and size >= TEXT_DOC_SOFT_CHARS) or size >= TEXT_DOC_HARD_CHARS):
+                if pending is not None:
+                    yield Document(f"{src}#{k}", pending, src)
+                    k += 1
+                pending = "".join(buf)
+                buf, size = [], 0
+        rest = "".join(buf)
+        if pending is None:
+            final = [rest] if rest.strip() else []
+        elif rest.strip():
+            final = [pending, rest]
+        else:  # a whitespace-only tail joins the last piece, so the file is kept exactly
+            final = [pending + rest]
+        if k == 0 and len(final) == 1:
+            yield Document(src, final[0], src)
+            return
+        for i, text in enumerate(final):
+            yield Document(f"{src}#{k + i}", text, src)
+
+
+def _source_of(rec: dict[str, Any], path: str) -> str:
+    """A record's own ``source`` (curated documents keep where they came from), else the file."""
+    s = rec.get("source")
+    return s if isinstance(s, str) and s else path
+
+
+def _record_text(rec: Any, text_field: str) -> str:
+    if not isinstance(rec, dict):
+        raise ValueError(f"not a JSON object (got {type(rec).__name__})")
+    if text_field not in rec:
+        keys = ", ".join(list(rec)[:8])
+        raise ValueError(f"no {text_field!r} field (fields: {keys or 'none'}); set the text field")
+    text = rec[text_field]
+    if not isinstance(text, str):
+        raise ValueError(f"field {text_field!r} is {type(text).__name__}, not a string")
+    return text
+
+
+def _read_jsonl(path: Path, text_field: str, report: ReadReport, lenient: bool) -> Iterator[Document]:
+    src = str(path)
+    with _open_binary(path) as stream:
+        head = stream.peek(4096)[:4096]
+        kind = _sniff(head)
+        if kind is not None or b"\x00" in head:
+            raise _ReadFailure(f"looks binary ({kind or 'NUL bytes'}); not JSON lines")
+        if head.lstrip().startswith(b"["):
+            yield from _read_json_array(path, stream, text_field, report, lenient)
+            return
+        for line_no, raw in enumerate(stream, start=1):
+            if not raw.strip():
+                continue
+            try:
+                line = raw.decode("utf-8")
+                if line_no == 1:
+                    line = line.removeprefix("\ufeff")
+                rec = json.loads(line)
+                text = _record_text(rec, text_field)
+            except UnicodeDecodeError:
+                reason = "not valid UTF-8"
+            except json.JSONDecodeError as e:
+                reason = f"not valid JSON ({e.msg} at column {e.colno})"
+            except ValueError as e:
+                reason = str(e)
+            else:
+                if not text:
+                    report.empty_records += 1
+                    continue
+                rid = rec.get("id")
+                yield Document(str(rid) if rid is not None else f"{src}:{line_no}", text, _source_of(rec, src))
+                continue
+            if not lenient:
+                raise LmkitError(f"{src}:{line_no}: {reason}")
+            report.bad_line(src, line_no, reason)
+
+
+def _read_json_array(path: Path, stream: IO[bytes], text_field: str, report: ReadReport,
+                     lenient: bool) -> Iterator[Document]:
+    src = str(path)
+    try:
+        data = json.loads(stream.read().decode("utf-8"))
+    except UnicodeDecodeError:
+        raise _ReadFailure("not valid UTF-8") from None
+    except json.JSONDecodeError as e:
+        raise _ReadFailure(f"line {e.lineno}: not valid JSON ({e.msg})") from None
+    if not isinstance(data, list):
+        raise _ReadFailure("a .json file must hold JSON lines or one array of records")
+    for i, rec in enumerate(data, start=1):
+        try:
+            text = _record_text(rec, text_field)
+        except ValueError as e:
+            if not lenient:
+                raise LmkitError(f"{src}: record {i}: {e}") from None
+            report.bad_line(src, i, str(e))
+            continue
+        if not text:
+            report.empty_records += 1
+            continue
+        rid = rec.get("id")
+        yield Document(str(rid) if rid is not None else f"{src}:{i}", text, _source_of(rec, src))
+
+
+def _read_parquet(path: Path, text_field: str, report: ReadReport, lenient: bool) -> Iterator[Document]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    src = str(path)
+    comp, _ = _split_suffix(path)
+    spool: IO[bytes] | None = None
+    try:
+        if comp is not None:  # Parquet needs random access: decompress to a temporary file first
+            spool = tempfile.TemporaryFile()
+            with _open_binary(path) as stream:
+                while chunk := stream.read(1 << 20):
+                    spool.write(chunk)
+            spool.seek(0)
+        try:
+            pf = pq.ParquetFile(spool if spool is not None else path)
+        except (pa.ArrowException, OSError) as e:
+            raise _ReadFailure(f"not a readable Parquet file ({str(e).splitlines()[0]})") from None
+        names = pf.schema_arrow.names
+        if text_field not in names:
+            raise _ReadFailure(f"no {text_field!r} column (columns: {', '.join(names[:8])}); set the text field")
+        ftype = pf.schema_arrow.field(text_field).type
+        if not (pa.types.is_string(ftype) or pa.types.is_large_string(ftype)):
+            raise _ReadFailure(f"column {text_field!r} is {ftype}, not a string")
+        cols = [text_field] + [c for c in ("id", "source") if c in names and c != text_field]
+        row = 0
+        try:
+            for batch in pf.iter_batches(batch_size=1024, columns=cols):
+                texts = batch.column(text_field).to_pylist()
+                ids = batch.column("id").to_pylist() if "id" in cols else [None] * len(texts)
+                srcs = batch.column("source").to_pylist() if "source" in cols else [None] * len(texts)
+                for text, rid, rsrc in zip(texts, ids, srcs):
+                    row += 1
+                    if text is None:
+                        if not lenient:
+                            raise LmkitError(f"{src}: row {row}: {text_field!r} is null")
+                        report.bad_line(src, row, f"{text_field!r} is null")
+                        continue
+                    if not text:
+                        report.empty_records += 1
+                        continue
+                    yield Document(str(rid) if rid is not None else f"{src}:{row}", text,
+                                   rsrc if isinstance(rsrc, str) and rsrc else src)
+        except (pa.ArrowException, OSError) as e:
+            raise _ReadFailure(f"row {row + 1}: broken Parquet data ({str(e).splitlines()[0]})") from None
+    finally:
+        if spool is not None:
+            spool.close()
+
+
+# --------------------------------------------------------------------------- public iterator
+
+
+def iter_documents(paths: Sequence[str | Path], text_field: str = "text", lenient: bool = False,
+                   report: ReadReport | None = None) -> Iterator[Document]:
+    """Stream the documents of every file under ``paths`` (see the module docstring for formats).
+
+    Raises :class:`LmkitError` naming the file (and line) for unreadable input; with
+    ``lenient=True`` such a file or line is skipped and recorded in ``report`` instead. A file
+    that fails part-way in lenient mode keeps the documents it yielded before the failure.
+    """
+    report = report if report is not None else ReadReport()
+    for path in list_files(paths):
+        fmt = file_format(path)
+        n_before, bad_before = report.documents, report.bad_line_count
+        try:
+            if fmt == "jsonl":
+                docs = _read_jsonl(path, text_field, report, lenient)
+            elif fmt == "parquet":
+                docs = _read_parquet(path, text_field, report, lenient)
+            else:
+                docs = _read_text(path)
+            for doc in docs:
+                report.documents += 1
+                report.text_chars += len(doc.text)
+                yield doc
+        except _ReadFailure as e:
+            msg = f"{path}: {e}"
+            if not lenient:
+                raise LmkitError(msg) from None
+            report.skip_file(str(path), str(e))
+            continue
+        except _COMPRESSION_ERRORS as e:
+            comp = _split_suffix(path)[0] or "compressed"
+            reason = f"broken {comp} data ({e or type(e).__name__})"
+            if not lenient:
+                raise LmkitError(f"{path}: {reason}") from None
+            report.skip_file(str(path), reason)
+            continue
+        except OSError as e:
+            reason = f"read error ({e.strerror or e})"
+            if not lenient:
+                raise LmkitError(f"{path}: {reason}") from None
+            report.skip_file(str(path), reason)
+            continue
+        report.files_read += 1
+        if report.documents == n_before and report.bad_line_count == bad_before:
+            report.empty_files.append(str(path))
+
+
+__all__ = ["Document", "ReadReport", "list_files", "iter_documents", "file_format",
+           "TEXT_DOC_SOFT_CHARS", "TEXT_DOC_HARD_CHARS"]

@@ -1,0 +1,251 @@
+"""The pieces the three transformer families really share.
+
+- ``RMSNorm``: root-mean-square layer normalisation (Llama, T5).
+- Positional encodings: rotary (``rope_tables`` / ``apply_rope``), sinusoidal (the original
+  Transformer's fixed table); learned positions are a plain ``nn.Embedding`` in each family.
+- ``Attention``: multi-head scaled dot-product attention for self- and cross-attention, with an
+  optional key/value cache for generation. The softmax(QKᵀ/√d)V itself runs in PyTorch's
+  ``scaled_dot_product_attention``, which picks a fused kernel for the device.
+- ``KVCache``: preallocated per-layer key/value tensors, written in place while decoding.
+- ``linear_cross_entropy``: the output projection and the softmax cross-entropy over the
+  vocabulary in one step, chunked over tokens. Written by hand because it is where time and memory
+  go at small sizes: the usual path materialises logits (tokens × vocab), their log-softmax and
+  their gradient as three full tensors; this computes the gradient of each chunk while its logits
+  are still hot in cache and never holds more than one chunk (see benchmarks/train_throughput.py).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class RMSNorm(nn.Module):
+    """x / sqrt(mean(x²) + eps) · weight, over the last dimension."""
+
+    def __init__(self, dim: int, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.rms_norm(x, (x.shape[-1],), self.weight, self.eps)
+
+
+# --------------------------------------------------------------------------- positional encodings
+
+
+def rope_tables(head_dim: int, max_len: int, theta: float = 10000.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin tables of rotary positions, each (max_len, head_dim).
+
+    Dimension i and i + head_dim/2 form a pair rotated by angle pos · theta^(-2i/head_dim) (the
+    "rotate half" layout that Hugging Face's Llama uses, so weights map over unchanged).
+    """
+    inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))  # (hd/2,)
+    angles = torch.outer(torch.arange(max_len, dtype=torch.float32), inv_freq)  # (T, hd/2)
+    angles = torch.cat([angles, angles], dim=-1)  # (T, hd)
+    return angles.cos(), angles.sin()
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate query/key vectors x (B, H, T, hd) by their positions' angles (cos/sin: (T, hd))."""
+    half = x.shape[-1] // 2
+    rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)  # (B, H, T, hd)
+    return x * cos + rotated * sin
+
+
+def sinusoidal_table(max_len: int, dim: int) -> torch.Tensor:
+    """The fixed sin/cos position table of "Attention is all you need", (max_len, dim)."""
+    pos = torch.arange(max_len, dtype=torch.float32)[:, None]  # (T, 1)
+    div = torch.exp(torch.arange(0, dim, 2, dtype=torch.float32) * (-math.log(10000.0) / dim))  # (dim/2,)
+    table = torch.zeros(max_len, dim)
+    table[:, 0::2] = torch.sin(pos * div)
+    table[:, 1::2] = torch.cos(pos * div)[:, : dim // 2]
+    return table
+
+
+# --------------------------------------------------------------------------- attention
+
+
+class KVCache:
+    """Keys and values of every layer, preallocated to ``max_len`` positions.
+
+    ``k[i]`` and ``v[i]`` are (B, H, max_len, hd); ``length`` is how many positions are filled.
+    A model writes the new positions of each layer, then advances ``length`` once per step.
+    """
+
+    def __init__(self, n_layers: int, batch: int, n_heads: int, max_len: int, head_dim: int,
+                 dtype: torch.dtype, device: torch.device | str) -> None:
+        shape = (batch, n_heads, max_len, head_dim)
+        self.k = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(n_layers)]
+        self.v = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(n_layers)]
+        self.max_len = max_len
+        self.length = 0
+
+    def write(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store k, v (B, H, T, hd) at positions [length, length+T); return all filled positions."""
+        start, end = self.length, self.length + k.shape[2]
+        if end > self.max_len:
+            raise ValueError(f"KV cache full: {end} positions needed, {self.max_len} allocated")
+        self.k[layer][:, :, start:end] = k
+        self.v[layer][:, :, start:end] = v
+        return self.k[layer][:, :, :end], self.v[layer][:, :, :end]
+
+
+class Attention(nn.Module):
+    """Multi-head attention: project to queries, keys, values; attend per head; project back.
+
+    Self-attention when ``context`` is None, cross-attention to ``context`` otherwise.
+    ``scale`` defaults to 1/√head_dim (T5 uses 1 and folds the scale into its initialisation).
+    """
+
+    def __init__(self, d_model: int, n_heads: int, bias: bool = False, scale: float | None = None) -> None:
+        super().__init__()
+        self.n_heads = n_heads
+        self.head_dim = d_model // n_heads
+        self.scale = scale
+        self.q_proj = nn.Linear(d_model, d_model, bias=bias)
+        self.k_proj = nn.Linear(d_model, d_model, bias=bias)
+        self.v_proj = nn.Linear(d_model, d_model, bias=bias)
+        self.o_proj = nn.Linear(d_model, d_model, bias=bias)
+
+    def split_heads(self, x: torch.Tensor) -> torch.Tensor:
+        B, T, _ = x.shape
+        return x.view(B, T, self.n_heads, self.head_dim).transpose(1, 2)  # (B, H, T, hd)
+
+    def forward(
+        self,
+        x: torch.Tensor,  # (B, T, C)
+        *,
+        rope: tuple[torch.Tensor, torch.Tensor] | None = None,  # cos, sin: (T, hd) for these positions
+        causal: bool = False,
+        attn_bias: torch.Tensor | None = None,  # additive (or boolean keep-) mask broadcast to (B, H, T, S)
+        cache: KVCache | None = None,
+        layer: int = 0,
+        context: torch.Tensor | None = None,  # (B, S, C) for cross-attention
+        context_kv: tuple[torch.Tensor, torch.Tensor] | None = None,  # precomputed cross keys/values
+        return_weights: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        B, T, C = x.shape
+        q = self.split_heads(self.q_proj(x))  # (B, H, T, hd)
+        if context_kv is not None:
+            k, v = context_kv
+        else:
+            src = x if context is None else context
+            k = self.split_heads(self.k_proj(src))  # (B, H, S, hd)
+            v = self.split_heads(self.v_proj(src))
+        if rope is not None:
+            cos, sin = rope
+            q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        past = 0
+        if cache is not None:
+            past = cache.length
+            k, v = cache.write(layer, k, v)  # (B, H, past+T, hd)
+        # A caller passing attn_bias together with causal=True must fold causality into the bias.
+        mask = attn_bias
+        is_causal = causal and past == 0 and mask is None
+        if causal and mask is None and past > 0 and T > 1:
+            # queries at positions past..past+T-1 see keys up to their own position
+            mask = torch.ones(T, k.shape[2], dtype=torch.bool, device=x.device).tril(diagonal=past)  # (T, S)
+        if return_weights:
+            weights = self.attention_weights(q, k, mask, causal and T > 1 and attn_bias is None and past == 0)
+            y = weights @ v  # (B, H, T, hd)
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal, scale=self.scale)
+        y = y.transpose(1, 2).reshape(B, T, C)  # (B, T, C)
+        out = self.o_proj(y)
+        return (out, weights) if return_weights else out
+
+    def attention_weights(self, q: torch.Tensor, k: torch.Tensor, mask: torch.Tensor | None,
+                          causal: bool) -> torch.Tensor:
+        """softmax(q·kᵀ·scale + mask) spelled out, (B, H, T, S): for drawing attention maps."""
+        scale = self.scale if self.scale is not None else 1.0 / math.sqrt(q.shape[-1])
+        scores = (q @ k.transpose(-2, -1)) * scale  # (B, H, T, S)
+        if causal:
+            T, S = scores.shape[-2:]
+            keep = torch.ones(T, S, dtype=torch.bool, device=q.device).tril(diagonal=S - T)
+            scores = scores.masked_fill(~keep, float("-inf"))
+        if mask is not None:
+            scores = scores.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else scores + mask
+        return scores.softmax(dim=-1)
+
+
+# --------------------------------------------------------------------------- output layer + loss
+
+
+class _LinearCrossEntropy(torch.autograd.Function):
+    """mean cross-entropy of softmax(hidden · weightᵀ + bias) against targets, chunked.
+
+    The forward pass also computes the gradients (dL/dlogits = softmax − onehot), so backward
+    only scales them; logits never exist for more than ``chunk`` rows at a time.
+    """
+
+    @staticmethod
+    def forward(ctx, hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,  # type: ignore[override]
+                targets: torch.Tensor, ignore_index: int, chunk: int, compute_dtype: torch.dtype) -> torch.Tensor:
+        N = hidden.shape[0]
+        valid_all = targets != ignore_index
+        n_valid = valid_all.sum().clamp(min=1).to(torch.float32)
+        w = weight.to(compute_dtype)  # (V, C)
+        grad_hidden = torch.empty_like(hidden)  # (N, C)
+        grad_weight = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device)  # (V, C)
+        grad_bias = torch.zeros(bias.shape, dtype=torch.float32, device=bias.device) if bias is not None else None
+        total = torch.zeros((), dtype=torch.float32, device=hidden.device)
+        for s in range(0, N, chunk):
+            h = hidden[s:s + chunk].to(compute_dtype)  # (n, C)
+            t = targets[s:s + chunk]  # (n,)
+            valid = valid_all[s:s + chunk]
+            logits = (h @ w.t()).float()  # (n, V)
+            if bias is not None:
+                logits += bias.float()
+            lse = torch.logsumexp(logits, dim=-1)  # (n,)
+            tgt = t.clamp(min=0)
+            rows = torch.arange(t.shape[0], device=t.device)
+            picked = logits[rows, tgt]
+            total += ((lse - picked) * valid).sum()
+            # gradient of this chunk: softmax - onehot, for valid rows, / number of valid targets
+            probs = logits.sub_(lse[:, None]).exp_()
+            probs[rows, tgt] -= 1.0
+            probs.mul_((valid.to(torch.float32) / n_valid)[:, None])
+            g = probs.to(compute_dtype)  # (n, V)
+            grad_hidden[s:s + chunk] = g @ w
+            grad_weight.addmm_(g.t().to(torch.float32), h.to(torch.float32))  # no-op casts in fp32
+            if grad_bias is not None:
+                grad_bias += probs.sum(0)
+        ctx.save_for_backward(grad_hidden, grad_weight.to(weight.dtype),
+                              grad_bias.to(bias.dtype) if grad_bias is not None and bias is not None else None)
+        return total / n_valid
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor):  # type: ignore[override]
+        gh, gw, gb = ctx.saved_tensors
+        return gh * grad_out, gw * grad_out, (gb * grad_out if gb is not None else None), None, None, None, None
+
+
+def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
+                         bias: torch.Tensor | None = None, ignore_index: int = -100,
+                         chunk: int = 1024) -> torch.Tensor:
+    """Mean cross-entropy of the next-token (or masked-token) softmax, without full logits.
+
+    hidden (N, C), weight (V, C) (the output projection, often the tied embedding), targets (N,)
+    with ``ignore_index`` where no prediction is scored. Matches
+    ``F.cross_entropy(hidden @ weight.T + bias, targets)`` in value and gradients.
+    """
+    dtype = hidden.dtype
+    if torch.is_autocast_enabled(hidden.device.type):
+        dtype = torch.get_autocast_dtype(hidden.device.type)
+    needs_grad = torch.is_grad_enabled() and (hidden.requires_grad or weight.requires_grad
+                                              or (bias is not None and bias.requires_grad))
+    if not needs_grad:
+        total = torch.zeros((), dtype=torch.float32, device=hidden.device)
+        w = weight.to(dtype)
+        for s in range(0, hidden.shape[0], chunk):
+            logits = (hidden[s:s + chunk].to(dtype) @ w.t()).float()
+            if bias is not None:
+                logits += bias.float()
+            total += F.cross_entropy(logits, targets[s:s + chunk], ignore_index=ignore_index, reduction="sum")
+        return total / (targets != ignore_index).sum().clamp(min=1)
+    return _LinearCrossEntropy.apply(hidden, weight, bias, targets, ignore_index, chunk, dtype)

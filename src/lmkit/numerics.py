@@ -1,0 +1,289 @@
+"""Number formats and the quantization maths: fp32, fp16, bf16 and int8, side by side.
+
+What this module owns:
+- ``format_info(name)``: the layout (sign / exponent / fraction bits), range, smallest normal and
+  subnormal numbers and machine epsilon of each format, read from ``torch.finfo``/``torch.iinfo``
+  (the exponent and fraction widths are derived from the bit width and epsilon:
+  fraction bits = -log2(eps), exponent bits = bits - 1 - fraction bits).
+- ``represent(value, name)``: what a number becomes when stored in a format, its bit pattern and
+  the step between neighbouring representable numbers there. The rounding is done by PyTorch's own
+  dtype conversion (round to nearest, ties to even), never by hand.
+- Symmetric absmax int8 quantization (``absmax_quantize`` / ``absmax_dequantize``), per tensor or
+  per channel, used by ``lmkit.quantize`` and shown by ``lmkit numerics``. The course writes the
+  quantization factor as 127 / max|x| (q = round(x · 127/max|x|)); we store its reciprocal,
+  ``scale = max|x| / 127``, so that x ≈ q · scale as in PyTorch's quantization convention. The
+  rounding is written out (``torch.round`` then clamp) because torch's quantized-tensor API
+  (``torch.quantize_per_channel``) is deprecated in the PyTorch this project pins.
+- ``cli(args)``: the ``lmkit numerics`` command.
+
+Imports nothing from lmkit except ``lmkit.errors``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import struct
+from dataclasses import asdict, dataclass
+
+import torch
+
+from lmkit.errors import LmkitError
+
+FORMATS: tuple[str, ...] = ("fp32", "fp16", "bf16", "int8")
+
+_DTYPES: dict[str, torch.dtype] = {
+    "fp32": torch.float32,
+    "fp16": torch.float16,
+    "bf16": torch.bfloat16,
+    "int8": torch.int8,
+}
+# integer views with the same width, to read a float's bit pattern
+_BITS_VIEW: dict[str, torch.dtype] = {"fp32": torch.int32, "fp16": torch.int16, "bf16": torch.int16}
+# symmetric int8 uses -127..127 so that +x and -x quantize to +q and -q (-128 stays unused)
+INT8_QMAX = 127
+
+
+def torch_dtype(name: str) -> torch.dtype:
+    """The torch dtype of a format name (fp32, fp16, bf16, int8)."""
+    try:
+        return _DTYPES[name]
+    except KeyError:
+        raise LmkitError(f"unknown number format {name!r} (known: {', '.join(FORMATS)})") from None
+
+
+def bytes_per_value(name: str) -> int:
+    """Storage size of one number in the format: 4, 2, 2 or 1 bytes."""
+    dt = torch_dtype(name)
+    return torch.finfo(dt).bits // 8 if dt.is_floating_point else torch.iinfo(dt).bits // 8
+
+
+@dataclass(frozen=True)
+class FormatInfo:
+    """Layout and range of one number format."""
+
+    name: str
+    kind: str  # "float" or "int"
+    bits: int
+    sign_bits: int
+    exponent_bits: int
+    fraction_bits: int  # for int8: the 7 value bits of two's complement
+    max: float
+    min: float  # most negative value
+    smallest_normal: float | None  # floats only
+    smallest_subnormal: float | None  # floats only
+    epsilon: float  # gap between 1 and the next number (1 for integers)
+    decimal_digits: float  # about how many significant decimal digits the format holds
+
+
+def format_info(name: str) -> FormatInfo:
+    """Bits, range and precision of fp32/fp16/bf16/int8, from torch.finfo / torch.iinfo."""
+    dt = torch_dtype(name)
+    if dt.is_floating_point:
+        fi = torch.finfo(dt)
+        frac = int(round(-math.log2(fi.eps)))
+        return FormatInfo(
+            name=name, kind="float", bits=fi.bits, sign_bits=1, exponent_bits=fi.bits - 1 - frac,
+            fraction_bits=frac, max=float(fi.max), min=float(fi.min),
+            smallest_normal=float(fi.smallest_normal),
+            smallest_subnormal=float(fi.smallest_normal) * float(fi.eps),
+            epsilon=float(fi.eps), decimal_digits=(frac + 1) * math.log10(2),
+        )
+    ii = torch.iinfo(dt)
+    return FormatInfo(
+        name=name, kind="int", bits=ii.bits, sign_bits=1, exponent_bits=0, fraction_bits=ii.bits - 1,
+        max=float(ii.max), min=float(ii.min), smallest_normal=None, smallest_subnormal=None,
+        epsilon=1.0, decimal_digits=(ii.bits - 1) * math.log10(2),
+    )
+
+
+# --------------------------------------------------------------------------- one value in a format
+
+
+@dataclass(frozen=True)
+class Representation:
+    """A number as stored in one format."""
+
+    format: str
+    value: float  # the number asked for
+    stored: float  # what the format holds (for int8: the dequantised value q · scale)
+    error: float  # stored - value
+    relative_error: float | None  # |error| / |value|; None for value 0
+    step: float  # distance to the next representable number away from zero, near the value
+    bits: str  # the bit pattern, fields separated by spaces (sign exponent fraction)
+    overflow: bool  # the value is outside the format's finite range
+    int8_q: int | None = None  # int8 only: the stored integer
+    int8_absmax: float | None = None  # int8 only: the range mapped onto -127..127
+    int8_scale: float | None = None  # int8 only: absmax / 127 (value ≈ q · scale)
+    int8_factor: float | None = None  # int8 only: 127 / absmax, the course's "scale factor"
+
+
+def _float_bits(x: torch.Tensor, name: str, info: FormatInfo) -> str:
+    raw = int(x.view(_BITS_VIEW[name]).item()) & ((1 << info.bits) - 1)
+    s = format(raw, f"0{info.bits}b")
+    e = info.exponent_bits
+    return f"{s[0]} {s[1:1 + e]} {s[1 + e:]}"
+
+
+def represent(value: float, name: str, absmax: float | None = None) -> Representation:
+    """What ``value`` becomes in format ``name``.
+
+    Floats: PyTorch's conversion from float64 (round to nearest even; overflow gives ±inf).
+    int8: symmetric absmax quantization with range ``absmax`` (default |value|): the scale is kept
+    in fp32, as a quantized checkpoint stores it.
+    """
+    info = format_info(name)
+    if info.kind == "float":
+        dt = torch_dtype(name)
+        x = torch.tensor(value, dtype=torch.float64).to(dt)  # the rounding: torch's own conversion
+        stored = float(x.item())
+        overflow = math.isinf(stored) and not math.isinf(value)
+        if math.isfinite(stored):
+            away = torch.tensor(math.copysign(math.inf, value if value != 0 else 1.0), dtype=dt)
+            step = abs(float(torch.nextafter(x, away).item()) - stored)
+        else:
+            step = math.inf
+        err = stored - value if math.isfinite(stored) else math.inf
+        return Representation(
+            format=name, value=value, stored=stored, error=err,
+            relative_error=(abs(err) / abs(value) if value != 0 else None), step=step,
+            bits=_float_bits(x, name, info), overflow=overflow,
+        )
+    a = abs(value) if absmax is None else float(absmax)
+    if a < 0 or not math.isfinite(a):
+        raise LmkitError(f"int8 absmax must be a finite non-negative number, got {absmax!r}")
+    q_t, scale_t = absmax_quantize(torch.tensor([value], dtype=torch.float32), dim=None, absmax=a)
+    q = int(q_t.item())
+    scale = float(scale_t.item())
+    stored = float(absmax_dequantize(q_t, scale_t).item())
+    overflow = abs(value) > a * (1 + 1e-7)
+    return Representation(
+        format=name, value=value, stored=stored, error=stored - value,
+        relative_error=(abs(stored - value) / abs(value) if value != 0 else None), step=scale,
+        bits=f"{format(q & 0xFF, '08b')[0]} {format(q & 0xFF, '08b')[1:]}", overflow=overflow,
+        int8_q=q, int8_absmax=a, int8_scale=scale, int8_factor=(1.0 / scale if scale else math.inf),
+    )
+
+
+def float32_bits(value: float) -> str:
+    """IEEE-754 single precision bit pattern of value, via the struct module (for checking)."""
+    (raw,) = struct.unpack(">I", struct.pack(">f", value))
+    s = format(raw, "032b")
+    return f"{s[0]} {s[1:9]} {s[9:]}"
+
+
+# --------------------------------------------------------------------------- int8 absmax quantization
+
+
+def absmax_quantize(x: torch.Tensor, dim: int | None = 1,
+                    absmax: float | torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric int8 quantization: q = round(x / scale), scale = max|x| / 127.
+
+    ``dim``: the axis along which each channel is reduced (for a Linear weight (out, in), dim=1
+    gives one scale per output row, shape (out, 1)); ``None`` quantizes the whole tensor with one
+    scale (shape ()). ``absmax`` overrides the measured range (values beyond it are clipped).
+    Returns (q int8 of x's shape, scale fp32 broadcastable to x). A channel of zeros gets scale 1.
+    """
+    xf = x.detach().to(torch.float32)
+    if absmax is not None:
+        am = torch.as_tensor(absmax, dtype=torch.float32)
+    elif dim is None:
+        am = xf.abs().amax() if xf.numel() else torch.tensor(0.0)
+    else:
+        am = xf.abs().amax(dim=dim, keepdim=True)
+    scale = torch.where(am > 0, am / INT8_QMAX, torch.ones_like(am))
+    q = torch.round(xf / scale).clamp_(-INT8_QMAX, INT8_QMAX).to(torch.int8)
+    return q, scale
+
+
+def absmax_dequantize(q: torch.Tensor, scale: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """x ≈ q · scale, in ``dtype``."""
+    return (q.to(torch.float32) * scale.to(torch.float32)).to(dtype)
+
+
+def quantization_error(x: torch.Tensor, dim: int | None = 1) -> dict[str, float]:
+    """Round-trip error of absmax int8 on x: max and mean absolute error, and relative RMS error."""
+    q, s = absmax_quantize(x, dim)
+    err = absmax_dequantize(q, s) - x.detach().float()
+    rms = float(x.detach().float().pow(2).mean().sqrt())
+    return {"max_abs": float(err.abs().max()), "mean_abs": float(err.abs().mean()),
+            "relative_rms": float(err.pow(2).mean().sqrt()) / rms if rms else 0.0}
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def parse_value(text: str | float) -> float:
+    """A number, or one of the names pi, e, tau (optionally negative: -pi)."""
+    if isinstance(text, (int, float)):
+        return float(text)
+    t = text.strip().lower()
+    sign = -1.0 if t.startswith("-") else 1.0
+    named = {"pi": math.pi, "π": math.pi, "e": math.e, "tau": math.tau}
+    if t.lstrip("+-") in named:
+        return sign * named[t.lstrip("+-")]
+    try:
+        return float(t)
+    except ValueError:
+        raise LmkitError(f"--value must be a number or pi/e/tau, got {text!r}") from None
+
+
+def report(value: float, absmax: float | None = None) -> dict[str, object]:
+    """Everything ``lmkit numerics`` shows, as plain data."""
+    return {
+        "value": value,
+        "formats": {
+            name: {"info": asdict(format_info(name)), "representation": asdict(represent(value, name, absmax))}
+            for name in FORMATS
+        },
+    }
+
+
+def _g(x: float | None, digits: int = 8) -> str:
+    if x is None:
+        return "-"
+    if math.isinf(x):
+        return "inf" if x > 0 else "-inf"
+    return f"{x:.{digits}g}"
+
+
+def cli(args: argparse.Namespace) -> int:
+    """``lmkit numerics``: the four formats, and what --value becomes in each."""
+    value = parse_value(args.value)
+    rep = report(value, args.absmax)
+    if args.json:
+        print(json.dumps(rep, indent=2, default=lambda o: None if o is None else str(o)))
+        return 0
+    print(f"value: {value!r}\n")
+    head = f"{'format':<6} {'bits s/e/f':<11} {'max':>13} {'smallest normal':>16} {'epsilon':>11}"
+    print(head)
+    print("-" * len(head))
+    for name in FORMATS:
+        i = format_info(name)
+        layout = f"1/{i.exponent_bits}/{i.fraction_bits}" if i.kind == "float" else "1/-/7 (int)"
+        print(f"{name:<6} {layout:<11} {_g(i.max):>13} {_g(i.smallest_normal):>16} {_g(i.epsilon):>11}")
+    print()
+    head = f"{'format':<6} {'stored value':<22} {'error':>12} {'step near it':>13}  bits (sign exponent fraction)"
+    print(head)
+    print("-" * len(head))
+    for name in FORMATS:
+        r = represent(value, name, args.absmax)
+        stored = repr(r.stored) if math.isfinite(r.stored) else _g(r.stored)
+        print(f"{name:<6} {stored:<22} {_g(r.error, 3):>12} {_g(r.step, 4):>13}  {r.bits}"
+              + ("   OVERFLOW" if r.overflow else ""))
+    r8 = represent(value, "int8", args.absmax)
+    print(f"\nint8 is symmetric absmax quantization: q = round(x · 127/absmax) = {r8.int8_q}, with "
+          f"absmax = {_g(r8.int8_absmax)} (factor 127/absmax = {_g(r8.int8_factor)}); "
+          f"x ≈ q · {_g(r8.int8_scale)}.")
+    if args.absmax is None:
+        print("The range defaults to |value| itself; pass --absmax to quantize it inside a wider "
+              "tensor's range, as per-channel weight quantization does.")
+    return 0
+
+
+__all__ = [
+    "FORMATS", "INT8_QMAX", "FormatInfo", "Representation", "format_info", "represent", "torch_dtype",
+    "bytes_per_value", "absmax_quantize", "absmax_dequantize", "quantization_error", "float32_bits",
+    "parse_value", "report", "cli",
+]
