@@ -197,6 +197,249 @@ def _run_mix(args: argparse.Namespace) -> int:
     return mix.cli_mix(args)
 
 
+def _add_plan(sub: Any) -> None:
+    p = sub.add_parser(
+        "plan", help="memory, FLOPs, GPU-hours and Chinchilla-optimal size of a model or a compute budget",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Plan a pre-training run before spending compute on it.\n\n"
+                    "Give a model (--params 1B, or --config run.yaml / a checkpoint folder for exact figures), "
+                    "tokens (--tokens 20B), and/or a budget (--flops, --pf-days, or --gpu-hours with --gpu). "
+                    "Whatever is missing is derived: a budget alone gets the compute-optimal model by "
+                    "Chinchilla's 20 tokens per parameter; a model alone gets 20 tokens per parameter (or its "
+                    "run config's stop conditions).\n\n"
+                    "Reported: parameters (embedding / non-embedding), FLOPs per token (6N + attention) and in "
+                    "total, PF-days (1 PF-day = 8.64e19 FLOPs), device-hours on V100/A100/H100/H200 at a stated "
+                    "utilisation; memory of the weights in fp32/fp16/bf16/int8, training memory by the course's "
+                    "rule of thumb (≈ 24 bytes/parameter) and precisely per device (weights + gradients + Adam "
+                    "states sharded by --sharding, activations of one micro-batch, the loss, the runtime), "
+                    "inference memory with the KV cache; the Chinchilla-optimal size for the budget by the rule "
+                    "and by the parametric fit L(N,D) = E + A/N^a + B/D^b, with its predicted loss.\n"
+                    "Config values can be overridden with dotted flags (--model.d_model 512).\n\n"
+                    "examples:\n"
+                    "  lmkit plan --params 1B                      weights, training memory, optimal tokens\n"
+                    "  lmkit plan --flops 5.76e23                  Chinchilla's budget -> ~70B params, 1.4T tokens\n"
+                    "  lmkit plan --gpu-hours 1000 --gpu H100      what 1,000 H100-hours buy\n"
+                    "  lmkit plan --config configs/gpu-124m.yaml --gpus 8 --sharding fsdp --json\n"
+                    "  lmkit plan --measure configs/cpu-small.yaml time a few real steps here, predict the run\n"
+                    "  lmkit plan --known-models                   GPT-3, Chinchilla, LLaMA ... against the rule")
+    p.add_argument("--params", default=None, help="model size: 7e9, 1.5B, 125M (instead of --config)")
+    p.add_argument("--tokens", default=None, help="training tokens: 300B, 1.4T, 2e12")
+    p.add_argument("--config", default=None,
+                   help="run YAML with a model section (and train section), or a checkpoint folder / its config.json")
+    p.add_argument("--flops", default=None, help="compute budget in FLOPs, e.g. 5.76e23")
+    p.add_argument("--pf-days", default=None, help="compute budget in petaFLOP/s-days (1 PF-day = 8.64e19 FLOPs)")
+    p.add_argument("--gpu-hours", default=None, help="compute budget in device-hours of --gpu at --utilisation")
+    p.add_argument("--gpu", default="A100", help="accelerator for --gpu-hours: V100, A100, H100, H200, or 'here' "
+                                                 "(this machine, measured) (default A100)")
+    p.add_argument("--gpus", type=int, default=1, help="number of devices the run uses (memory is per device)")
+    p.add_argument("--seq-len", type=int, default=None, help="training context length (default: the config's, or 2048)")
+    p.add_argument("--micro-batch", type=int, default=None,
+                   help="sequences per forward pass per device (default: the config's, or 1)")
+    p.add_argument("--sharding", default="ddp", choices=["ddp", "zero1", "zero2", "zero3", "fsdp"],
+                   help="what is split across devices: nothing (ddp), optimizer states (zero1), + gradients "
+                        "(zero2), + weights (zero3 = fsdp) (default ddp)")
+    p.add_argument("--precision", default=None, choices=["fp32", "bf16", "fp16"],
+                   help="training precision (default: the config's; bf16 with --params)")
+    p.add_argument("--activation-checkpointing", action="store_true",
+                   help="keep only each layer's input and recompute the rest in the backward pass")
+    p.add_argument("--fit", default="chinchilla", choices=["chinchilla", "epoch"],
+                   help="parametric loss fit: Hoffmann et al. 2022 or Epoch AI's 2024 replication")
+    p.add_argument("--utilisation", type=float, default=0.4,
+                   help="fraction of the peak FLOP/s a run achieves (MFU) for device-hours (default 0.4)")
+    p.add_argument("--this-machine", action="store_true", help="also time the run on this machine's measured "
+                                                               "matmul peak (measures for about a second)")
+    p.add_argument("--known-models", action="store_true",
+                   help="table of well-known models marked under-trained / about right / over-trained")
+    p.add_argument("--measure", default=None, metavar="CONFIG",
+                   help="run a few real training steps of this run config here and predict the full run's wall "
+                        "time and memory from the measured throughput")
+    p.add_argument("--measure-steps", type=int, default=6, help="steps timed by --measure (default 6)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=_run_plan)
+
+
+def _run_plan(args: argparse.Namespace) -> int:
+    if args.measure:  # runs real training steps: lives beside the trainer, not in the pure maths
+        from lmkit import calibrate
+
+        return calibrate.cli_measure(args)
+    from lmkit import plan
+
+    return plan.cli(args)
+
+
+def _add_numerics(sub: Any) -> None:
+    p = sub.add_parser(
+        "numerics", help="fp32, fp16, bf16 and int8: bits, range, precision, and what a number becomes",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Show the four number formats a model is stored and run in: sign/exponent/fraction bits, "
+                    "largest value, smallest normal value, machine epsilon, and what --value becomes in each "
+                    "(with the step to the next representable number near it and its bit pattern). int8 is "
+                    "symmetric absmax quantization: q = round(x * 127/absmax), x ~ q * absmax/127.\n\n"
+                    "examples:\n  lmkit numerics                 pi in every format\n"
+                    "  lmkit numerics --value 70000   beyond fp16's range (65,504)\n"
+                    "  lmkit numerics --value 0.1 --absmax 4 --json")
+    p.add_argument("--value", default="pi", help="the number to store: a float, or pi / e (default pi)")
+    p.add_argument("--absmax", type=float, default=None,
+                   help="int8 range: the tensor's max |x| that maps to 127 (default |value|)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=_run_numerics)
+
+
+def _run_numerics(args: argparse.Namespace) -> int:
+    from lmkit import numerics
+
+    return numerics.cli(args)
+
+
+def _add_export(sub: Any) -> None:
+    p = sub.add_parser(
+        "export", help="export a checkpoint as a Hugging Face transformers folder (Auto classes load it)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Write a folder that transformers loads offline with its Auto classes:\n"
+                    "  decoder -> LlamaForCausalLM (AutoModelForCausalLM)\n"
+                    "  encoder -> BertForMaskedLM (AutoModelForMaskedLM)\n"
+                    "  encdec  -> T5ForConditionalGeneration (AutoModelForSeq2SeqLM)\n"
+                    "Files: config.json, model.safetensors (explicit weight-name maps), tokenizer.json + "
+                    "tokenizer_config.json + special_tokens_map.json (AutoTokenizer; no special tokens are added "
+                    "to text, as in lmkit), generation_config.json, README.md (the model card) and lmkit_meta.json "
+                    "(the training record, so `lmkit import-hf` can bring it back).\n\n"
+                    "After writing, the folder is loaded with transformers and compared with lmkit: logits within "
+                    "1e-4 x max(1, max|logit|) and identical greedy tokens, or nothing is written (--no-verify "
+                    "skips this). Not exportable: decoders with learned/sinusoidal positions, encoders without "
+                    "learned positions, quantized checkpoints (export the one from before `lmkit quantize`).\n\n"
+                    "example:\n  lmkit export runs/small --format hf --out hf/small --license apache-2.0")
+    p.add_argument("checkpoint", help="checkpoint folder, or a run folder (its newest checkpoint)")
+    p.add_argument("--format", default="hf", choices=["hf"], help="export format (hf: Hugging Face transformers)")
+    p.add_argument("--out", required=True, help="output folder (must be new or empty unless --overwrite)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
+    p.add_argument("--no-verify", action="store_true", help="skip loading the export in transformers to compare")
+    p.add_argument("--license", default=None, help="license id for the card's front matter, e.g. apache-2.0")
+    p.add_argument("--language", nargs="+", default=None, help="language codes of the training data, e.g. en")
+    p.add_argument("--add-section", nargs="+", default=None, metavar="FILE",
+                   help="Markdown files appended to the model card")
+    p.add_argument("--json", action="store_true", help="print the export report (files, parity figures) as JSON")
+    p.set_defaults(func=_run_export)
+
+
+def _run_export(args: argparse.Namespace) -> int:
+    from lmkit import export_hf
+
+    return export_hf.cli_export(args)
+
+
+def _add_import_hf(sub: Any) -> None:
+    p = sub.add_parser(
+        "import-hf", help="import a Hugging Face transformers folder (Llama, BERT, T5) as an lmkit checkpoint",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Read a transformers model saved on disk (config.json + model.safetensors, sharded "
+                    "safetensors, or pytorch_model.bin read without pickles) into an lmkit checkpoint, to evaluate "
+                    "it or continue pre-training it on domain data. Supported: LlamaForCausalLM, BertForMaskedLM "
+                    "and T5ForConditionalGeneration (v1.0, ReLU) whose config lmkit represents exactly; anything "
+                    "else is refused with the setting that has no lmkit equivalent (grouped-query attention, "
+                    "biases, rope scaling, gated MLPs, ...).\n\n"
+                    "The folder's tokenizer.json is carried over when it is an lmkit tokenizer (special tokens "
+                    "<pad> <s> </s> <unk> [MASK] <extra_id_0..99> at ids 0..104); otherwise pass --tokenizer with "
+                    "one of the same vocabulary size, or --no-tokenizer. Weights become float32. meta.json records "
+                    "the source folder and the sha256 of its weights; for an unchanged `lmkit export` folder the "
+                    "original training record is kept.\n\n"
+                    "example:\n  lmkit import-hf hf/small --out runs/small-back")
+    p.add_argument("folder", help="the transformers folder (holding config.json and the weights)")
+    p.add_argument("--out", required=True, help="checkpoint folder to write (new or empty unless --overwrite)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
+    p.add_argument("--tokenizer", default=None, help="an lmkit tokenizer.json (or folder) to use instead of the folder's")
+    p.add_argument("--no-tokenizer", action="store_true", help="import the weights without a tokenizer")
+    p.add_argument("--max-seq-len", type=int, default=None,
+                   help="context window of the lmkit model (default: the config's max_position_embeddings)")
+    p.add_argument("--json", action="store_true", help="print the import report as JSON")
+    p.set_defaults(func=_run_import_hf)
+
+
+def _run_import_hf(args: argparse.Namespace) -> int:
+    from lmkit import export_hf
+
+    return export_hf.cli_import(args)
+
+
+def _add_card(sub: Any) -> None:
+    p = sub.add_parser(
+        "card", help="write a checkpoint's model card (hub README with YAML front matter)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Write the model card of a checkpoint in the hub README format: YAML front matter (license, "
+                    "language, library_name, pipeline_tag, tags, datasets, metrics, model-index), then what the "
+                    "model is and which tasks its family suits, how it was trained (data and mix, curation, tokens, "
+                    "steps, FLOPs and PF-days, hardware, wall time, precision), its held-out evaluation (and "
+                    "quantization deltas), limitations and risks, and how to load it with lmkit and transformers. "
+                    "Every figure comes from the checkpoint; one it did not record is reported as 'not recorded'.\n\n"
+                    "examples:\n  lmkit card runs/small                      writes runs/small/ckpt-.../README.md\n"
+                    "  lmkit card runs/small --out - --license mit  print it\n"
+                    "  lmkit card runs/small --add-section ethics.md --overwrite")
+    p.add_argument("checkpoint", help="checkpoint folder, or a run folder (its newest checkpoint)")
+    p.add_argument("--out", default=None, help="file to write (default CKPT/README.md; '-' prints to stdout)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing card file")
+    p.add_argument("--add-section", nargs="+", default=None, metavar="FILE",
+                   help="Markdown files appended as sections (a '## <file name>' heading is added if missing)")
+    p.add_argument("--license", default=None, help="license id for the front matter (default: unknown)")
+    p.add_argument("--language", nargs="+", default=None, help="language codes of the training data, e.g. en")
+    p.add_argument("--name", default=None, help="model name in the title (default: the run folder's name)")
+    p.set_defaults(func=_run_card)
+
+
+def _run_card(args: argparse.Namespace) -> int:
+    from lmkit import card
+
+    return card.cli_card(args)
+
+
+def _add_hub(sub: Any) -> None:
+    p = sub.add_parser(
+        "hub", help="publish, fetch and browse models in a hub (a folder or any fsspec URL)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="A model hub in a folder or any fsspec URL (s3://, gs:// with s3fs/gcsfs installed; "
+                    "memory:// for tests). Where: --hub URL, else $LMKIT_HUB, else $XDG_CACHE_HOME/lmkit/hub "
+                    "(~/.cache/lmkit/hub).\n\n"
+                    "Names are 'model' or 'namespace/model' (letters, digits, . _ -). Each push makes a new "
+                    "revision (1, 2, ...); NAME@3 is revision 3, NAME the latest. Every file is stored under its "
+                    "sha256 and verified on pull.\n\n"
+                    "examples:\n  lmkit hub push runs/small alice/small-decoder -m 'first run'\n"
+                    "  lmkit hub list\n  lmkit hub search family:decoder size<10M legal\n"
+                    "  lmkit hub show alice/small-decoder\n  lmkit hub pull alice/small-decoder@1 --out models/small")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--hub", default=None, help="hub folder or fsspec URL (default $LMKIT_HUB or ~/.cache/lmkit/hub)")
+    common.add_argument("--json", action="store_true", help="print JSON")
+    hsub = p.add_subparsers(dest="hub_command", required=True, metavar="ACTION")
+    push = hsub.add_parser("push", parents=[common], help="publish a checkpoint as a new revision of NAME")
+    push.add_argument("checkpoint", help="checkpoint folder, or a run folder (its newest checkpoint)")
+    push.add_argument("name", help="model or namespace/model")
+    push.add_argument("-m", "--message", default=None, help="a note stored with the revision")
+    push.add_argument("--card", default=None, help="model card file to publish (default CKPT/README.md or a fresh one)")
+    push.add_argument("--include-train-state", action="store_true",
+                      help="also publish train_state/ (optimizer state, needed only to resume that exact run)")
+    pull = hsub.add_parser("pull", parents=[common], help="fetch NAME[@REV] into a folder, verifying checksums")
+    pull.add_argument("spec", metavar="NAME[@REV]", help="model name, optionally @revision (default latest)")
+    pull.add_argument("--out", required=True, help="folder to write (new or empty unless --overwrite)")
+    pull.add_argument("--overwrite", action="store_true", help="replace an existing non-empty --out")
+    hsub.add_parser("list", parents=[common], help="every model: latest revision, family, task, size, loss")
+    search = hsub.add_parser("search", parents=[common], help="find models by name, family, task, size, card text",
+                             description="Every term must match. family:decoder, task:fill-mask, size<10M, "
+                                         "params>=1M filter; other words are looked for in the name, family, "
+                                         "task, architecture and model card.")
+    search.add_argument("query", nargs="*", help="terms, e.g. family:encoder size<5M legal")
+    search.add_argument("--family", default=None, choices=["encoder", "decoder", "encdec"])
+    search.add_argument("--task", default=None, choices=["text-generation", "fill-mask", "text2text-generation"])
+    search.add_argument("--min-params", default=None, help="smallest size, e.g. 1M")
+    search.add_argument("--max-params", default=None, help="largest size, e.g. 100M")
+    show = hsub.add_parser("show", parents=[common], help="print a model's card (--json: its manifest)")
+    show.add_argument("spec", metavar="NAME[@REV]", help="model name, optionally @revision")
+    p.set_defaults(func=_run_hub)
+
+
+def _run_hub(args: argparse.Namespace) -> int:
+    from lmkit import hub
+
+    return hub.cli_hub(args)
+
+
 # --------------------------------------------------------------------------- parser and main
 
 ADDERS: tuple[Callable[[Any], None], ...] = (
@@ -204,6 +447,12 @@ ADDERS: tuple[Callable[[Any], None], ...] = (
     _add_mix,
     _add_tokenizer,
     _add_pretrain,
+    _add_plan,
+    _add_numerics,
+    _add_export,
+    _add_import_hf,
+    _add_card,
+    _add_hub,
 )
 # Subcommands whose unknown ``--a.b value`` arguments are config overrides.
 TAKES_OVERRIDES = {"pretrain", "demo", "plan"}

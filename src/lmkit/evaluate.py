@@ -12,7 +12,7 @@ count zero bytes.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -34,8 +34,13 @@ def token_byte_lengths(tokenizer: Any) -> torch.Tensor:
 def evaluate(model: nn.Module, shards: Any, model_cfg: ModelConfig, specials: SpecialIds,
              batch_size: int, max_batches: int, token_bytes: torch.Tensor | None = None,
              device: torch.device | str = "cpu", seed: int = 0,
-             autocast: torch.autocast | None = None) -> dict[str, float]:
-    """Loss, perplexity and bits per byte over up to ``max_batches`` held-out windows."""
+             autocast: torch.autocast | None = None,
+             loss_fn: Callable[[dict[str, torch.Tensor]], torch.Tensor] | None = None) -> dict[str, float]:
+    """Loss, perplexity and bits per byte over up to ``max_batches`` held-out windows.
+
+    ``loss_fn`` (default ``model.loss``) lets a distributed wrapper (DDP/FSDP) run the forward pass.
+    """
+    loss_fn = loss_fn or model.loss
     was_training = model.training
     model.eval()
     total_nats = 0.0
@@ -52,9 +57,9 @@ def evaluate(model: nn.Module, shards: Any, model_cfg: ModelConfig, specials: Sp
         batch = {k: v.to(device) for k, v in batch.items()}
         if autocast is not None:
             with autocast:
-                loss = model.loss(batch)
+                loss = loss_fn(batch)
         else:
-            loss = model.loss(batch)
+            loss = loss_fn(batch)
         total_nats += float(loss) * n
         total_tokens += n
         if token_bytes is not None:

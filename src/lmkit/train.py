@@ -251,16 +251,6 @@ def plot_loss_curve(run_dir: str | Path, out_png: str | Path | None = None) -> P
 # --------------------------------------------------------------------------- the trainer
 
 
-def _peak_flops(device: torch.device) -> float:
-    """Dense matmul peak of this device (measured on CPU, datasheet on known GPUs)."""
-    from lmkit.plan import measure_matmul_peak
-
-    try:
-        return float(measure_matmul_peak(device=device))
-    except TypeError:
-        return float(measure_matmul_peak())
-
-
 def hardware_summary(device: torch.device, d: Dist) -> dict[str, Any]:
     info: dict[str, Any] = {"device": str(device), "world_size": d.world, "torch": torch.__version__}
     if device.type == "cuda":
@@ -333,7 +323,7 @@ class Trainer:
         self.autocast = autocast_for(cfg.train.precision, self.device)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.train.precision == "fp16")
 
-        mb = cfg.train.micro_batch_size or cfg.train.batch_size
+        mb = cfg.train.micro_batch_size or max(1, cfg.train.batch_size // self.dist.world)
         if cfg.train.batch_size % (mb * self.dist.world):
             raise LmkitError(f"train.batch_size ({cfg.train.batch_size}) must be a multiple of micro_batch_size "
                              f"({mb}) x processes ({self.dist.world})")
@@ -347,7 +337,9 @@ class Trainer:
         self.flops_per_token = float(flops_per_token(cfg.model, self.seq_len))
         self.horizon = plan_horizon(cfg.train, self.tokens_per_step, self.flops_per_token * self.tokens_per_step,
                                     self.n_params)
-        self.peak_flops = _peak_flops(self.device) if self.dist.main else 0.0
+        from lmkit.plan import device_peak_flops
+
+        self.peak_flops = device_peak_flops(self.device, cfg.train.precision) if self.dist.main else 0.0
         self.step = 0
         self.elapsed_before = 0.0
         self.history: dict[str, Any] = {}
@@ -398,8 +390,9 @@ class Trainer:
 
             opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
             weights = get_model_state_dict(self.wrapped, options=opts)
-            keys = set(model_state(self.model))  # without aliases of tied weights
-            weights = {k.removeprefix("model."): v for k, v in weights.items() if k.removeprefix("model.") in keys}
+            unique = {n for n, _ in self.model.named_parameters()}  # aliases of tied weights dropped
+            aliases = {n for n, _ in self.model.named_parameters(remove_duplicate=False)} - unique
+            weights = {k.removeprefix("model."): v for k, v in weights.items() if k.removeprefix("model.") not in aliases}
             return weights, get_optimizer_state_dict(self.wrapped, self.optimizer, options=opts)
         return model_state(self.model), self.optimizer.state_dict()
 
@@ -443,7 +436,8 @@ class Trainer:
     def run_eval(self) -> dict[str, float]:
         return evaluate(self.model, self.val_shards, self.cfg.model, self.specials,
                         batch_size=self.micro_batch, max_batches=self.cfg.train.eval_batches,
-                        token_bytes=self.token_bytes, device=self.device, autocast=self.autocast)
+                        token_bytes=self.token_bytes, device=self.device, autocast=self.autocast,
+                        loss_fn=self.wrapped)
 
     def save(self, last_metrics: dict[str, Any], elapsed: float) -> Path | None:
         weights, optim = self._full_states()

@@ -29,7 +29,10 @@ proxy: the number of regex word tokens ``\\w+|[^\\w\\s]+`` (runs of letters/digi
 punctuation), the same split the Gopher rules use. The report says which.
 
 Rule notes. Words for the Gopher rules are those regex tokens (``datatrove``, whose defaults we
-follow, uses spaCy's tokenizer). "Top n-gram" fractions count only n-grams that occur at least
+follow, uses spaCy's tokenizer). The paper's "80% of words contain a letter" is measured over
+words, i.e. tokens that are not punctuation (``alpha_ratio_of: tokens`` counts punctuation
+tokens in the denominator as ``datatrove`` does, which removes most legal and technical text
+with many parentheses, dates and addresses). "Top n-gram" fractions count only n-grams that occur at least
 twice (an n-gram seen once is not repetition; counting it, as ``datatrove`` does, removes most
 short documents). C4's line rules assume one paragraph per line; with ``paragraph_aware`` (the
 default), a block of hard-wrapped lines (similar long lengths, mostly not ending a sentence) is
@@ -57,7 +60,7 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, NamedTuple, Sequence
+from typing import Any, Callable, Iterable, Iterator, Literal, NamedTuple, Sequence
 
 import numpy as np
 
@@ -95,6 +98,7 @@ class GopherQualityConfig:
     max_bullet_lines_ratio: float | None = 0.9
     max_ellipsis_lines_ratio: float | None = 0.3
     min_alpha_words_ratio: float | None = 0.8  # words with at least one letter
+    alpha_ratio_of: Literal["words", "tokens"] = "words"  # tokens: punctuation counts too (datatrove)
     min_stop_words: int | None = 2
     stop_words: list[str] = field(default_factory=lambda: list(GOPHER_STOP_WORDS))
 
@@ -285,9 +289,6 @@ class Removed(NamedTuple):
 
 
 _WORD_RE = re.compile(r"\w+|[^\w\s]+")
-_SYM_RE = re.compile(r"[^\w\s]+")
-_NUM_TOKEN_RE = re.compile(r"\b[\d_]+\b")  # word tokens without a letter
-_UNDERSCORE_TOKEN_RE = re.compile(r"\b_+\b")
 _LAST_WORDS: list[Any] = [None, None]
 
 
@@ -300,9 +301,25 @@ def words_of(text: str) -> list[str]:
     return words
 
 
+# ASCII byte -> 0 whitespace, 1 word character, 2 other (punctuation): \s, \w and the rest in `re`
+_ASCII_CLASS = bytes(0 if chr(i).isspace() else 1 if (chr(i).isalnum() or i == 95) else 2 for i in range(128)) \
+    + bytes(128)
+
+
 def proxy_tokens(text: str) -> int:
-    """The report's default token count: the number of regex word tokens."""
-    return len(words_of(text))
+    """The report's default token count: the number of regex word tokens (``len(words_of(text))``).
+
+    Pure-ASCII text is counted without building the token list: classify every byte as space,
+    word or punctuation with ``bytes.translate`` and count where a non-space run starts.
+    """
+    if _LAST_WORDS[0] is text:
+        return len(_LAST_WORDS[1])
+    if not text.isascii() or (_LAST_TOKENS[0] is not None and _LAST_TOKENS[0].text is text):
+        return len(tokens_of(text))
+    a = np.frombuffer(text.encode("ascii").translate(_ASCII_CLASS), dtype=np.uint8)
+    if a.size == 0:
+        return 0
+    return int(np.count_nonzero((a[1:] != a[:-1]) & (a[1:] != 0))) + int(a[0] != 0)
 
 
 # datatrove's punctuation set: a token made only of these is a "symbol", not a word
@@ -316,10 +333,130 @@ def count_sentences(line: str) -> int:
     return max(1, len(_SENT_END_RE.findall(line)))
 
 
+# --------------------------------------------------------------------------- vectorised tokens
+#
+# The rules need counts over the regex tokens (\w+ and [^\w\s]+ runs) of every document, and
+# building those tokens as Python strings is the slowest thing a curation run could do. Instead
+# each character gets a class from a lookup table indexed by its code point (numpy over the
+# UTF-32 code units), runs of word/symbol characters are found with array comparisons, and
+# everything the rules ask (token counts and lengths, letters, symbols, token hashes for n-grams)
+# comes from a few reductions over those arrays.
+
+C_SPACE, C_LETTER, C_ALNUM, C_UNDERSCORE, C_PUNCT, C_SYMBOL = range(6)
+_GROUP = np.array([0, 1, 1, 1, 2, 2], dtype=np.uint8)  # 0 space, 1 word (\w), 2 symbol ([^\w\s])
+_CLASS_TABLE: list[np.ndarray] = []
+
+
+def _char_class(ch: str) -> int:
+    if ch.isspace():
+        return C_SPACE
+    if ch.isalpha():
+        return C_LETTER
+    if ch.isalnum():
+        return C_ALNUM
+    if ch == "_":
+        return C_UNDERSCORE
+    return C_PUNCT if ch in PUNCTUATION else C_SYMBOL
+
+
+def _class_table() -> np.ndarray:
+    """Class of every code point of the Basic Multilingual Plane (built once, ~65k lookups)."""
+    if not _CLASS_TABLE:
+        _CLASS_TABLE.append(np.fromiter((_char_class(chr(i)) for i in range(0x10000)), dtype=np.uint8,
+                                        count=0x10000))
+    return _CLASS_TABLE[0]
+
+
+_TOKEN_BASE = np.uint64(0x100000001B3)
+_TOKEN_BASE_INV = np.uint64(pow(0x100000001B3, -1, 1 << 64))
+
+
+class Tokens:
+    r"""The regex tokens of a text as arrays: ``starts``/``ends`` (character offsets), ``word``
+    (True for \w+ runs, False for punctuation runs) and per-token flags; see :func:`tokens_of`."""
+
+    __slots__ = ("text", "cp", "cls", "starts", "ends", "word", "_hashes")
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        cp = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+        table = _class_table()
+        cls = table[np.minimum(cp, 0xFFFF)]
+        astral = np.flatnonzero(cp > 0xFFFF)
+        if astral.size:  # emoji, rare scripts: classify each distinct one directly
+            for c in np.unique(cp[astral]).tolist():
+                cls[cp == c] = _char_class(chr(c))
+        self.cp, self.cls = cp, cls
+        grp = _GROUP[cls]
+        n = grp.shape[0]
+        if n == 0:
+            self.starts = self.ends = np.zeros(0, dtype=np.int64)
+            self.word = np.zeros(0, dtype=bool)
+        else:
+            diff = grp[1:] != grp[:-1]
+            start = np.empty(n, dtype=bool)
+            start[0] = grp[0] != 0
+            np.logical_and(diff, grp[1:] != 0, out=start[1:])
+            end = np.empty(n, dtype=bool)
+            end[-1] = grp[-1] != 0
+            np.logical_and(diff, grp[:-1] != 0, out=end[:-1])
+            self.starts = np.flatnonzero(start)
+            self.ends = np.flatnonzero(end) + 1
+            self.word = grp[self.starts] == 1
+        self._hashes: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return int(self.starts.shape[0])
+
+    def any_of(self, lo: int, hi: int | None = None) -> np.ndarray:
+        """Per token: does it contain a character of class ``lo`` (or of classes ``lo..hi``)?"""
+        if not len(self):
+            return np.zeros(0, dtype=bool)
+        if hi is None:
+            mask = self.cls == lo
+        else:  # lo <= cls <= hi, in one comparison thanks to uint8 wrap-around
+            mask = (self.cls - np.uint8(lo)) <= np.uint8(hi - lo)
+        return np.maximum.reduceat(mask.view(np.uint8), self.starts) > 0  # spaces after a token add zeros
+
+    def hashes(self) -> np.ndarray:
+        """A 64-bit hash per token, equal for equal token strings (polynomial hash of the code
+        points: differences of prefix sums, divided by the position's power)."""
+        if self._hashes is None:
+            from lmkit.data.dedup import mix64
+
+            n = self.cp.shape[0]
+            pw = np.full(n, _TOKEN_BASE, dtype=np.uint64)
+            pw[0] = 1
+            np.cumprod(pw, out=pw)
+            inv = np.full(n, _TOKEN_BASE_INV, dtype=np.uint64)
+            inv[0] = 1
+            np.cumprod(inv, out=inv)
+            prefix = np.zeros(n + 1, dtype=np.uint64)
+            np.cumsum(self.cp.astype(np.uint64) * pw, out=prefix[1:])
+            h = (prefix[self.ends] - prefix[self.starts]) * inv[self.starts]
+            self._hashes = mix64(h ^ (self.ends - self.starts).astype(np.uint64))
+        return self._hashes
+
+
+_LAST_TOKENS: list[Any] = [None]
+
+
+def tokens_of(text: str) -> Tokens:
+    """:class:`Tokens` of ``text``; the last one is memoised by identity (stages share it)."""
+    t = _LAST_TOKENS[0]
+    if t is not None and t.text is text:
+        return t  # type: ignore[no-any-return]
+    t = Tokens(text)
+    _LAST_TOKENS[0] = t
+    return t
+
+
 # --------------------------------------------------------------------------- normalisation
 
 _BREAKS_RE = re.compile("\r\n?|[\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]")
 _CTRL_RE = re.compile("[\x00-\x08\x0e-\x1b\x1f\x7f-\x84\x86-\x9f\u200b\u200c\u200d\u2060\ufeff\ufffe\uffff]")
+_ASCII_BREAKS = ("\r", "\x0b", "\x0c", "\x1c", "\x1d", "\x1e")
+_ASCII_CTRL = bytes([*range(0, 9), *range(0x0e, 0x1c), 0x1f, 0x7f])
 _USPACE_RE = re.compile("[\u00a0\u1680\u2000-\u200a\u202f\u205f\u3000]")
 _HSPACE_RE = re.compile(r"[ \t]+")
 # a Latin-1/cp1252 reading of UTF-8 leaves a lead character U+00C2..U+00F4 followed by one of these
@@ -348,22 +485,39 @@ class Normalise:
                                  "normalise.fix_mojibake: false") from None
             self._ftfy = ftfy
 
+    def _fix_mojibake(self, text: str) -> str:
+        """ftfy's repair, line by line and only on lines that look broken (ftfy is slow on long text)."""
+        lines = text.split("\n")
+        changed = False
+        for i, line in enumerate(lines):
+            if _MOJIBAKE_HINT_RE.search(line) and self._ftfy.badness.is_bad(line):
+                fixed = self._ftfy.fix_encoding(line)
+                if fixed != line:
+                    lines[i] = unicodedata.normalize("NFC", fixed)
+                    changed = True
+        return "\n".join(lines) if changed else text
+
     def __call__(self, text: str) -> str | Removed:
         cfg = self.cfg
         ascii_ = text.isascii()
         if not ascii_:
             if cfg.nfc and not unicodedata.is_normalized("NFC", text):
                 text = unicodedata.normalize("NFC", text)
-            if (self._ftfy is not None and _MOJIBAKE_HINT_RE.search(text)  # cheap test first
-                    and self._ftfy.badness.is_bad(text)):
-                text = self._ftfy.fix_encoding(text)
-                if not unicodedata.is_normalized("NFC", text):
-                    text = unicodedata.normalize("NFC", text)
+            if self._ftfy is not None and _MOJIBAKE_HINT_RE.search(text):  # cheap test first
+                text = self._fix_mojibake(text)
         if cfg.remove_control:
-            if _BREAKS_RE.search(text):
-                text = _BREAKS_RE.sub("\n", text)
-            if _CTRL_RE.search(text):
-                text = _CTRL_RE.sub("", text)
+            if ascii_:  # substring tests and bytes.translate run at memory speed
+                if any(ch in text for ch in _ASCII_BREAKS):
+                    text = _BREAKS_RE.sub("\n", text)
+                raw = text.encode("ascii")
+                cleaned = raw.translate(None, _ASCII_CTRL)
+                if len(cleaned) != len(raw):
+                    text = cleaned.decode("ascii")
+            else:
+                if _BREAKS_RE.search(text):
+                    text = _BREAKS_RE.sub("\n", text)
+                if _CTRL_RE.search(text):
+                    text = _CTRL_RE.sub("", text)
         if cfg.collapse_spaces:
             if not ascii_ and _USPACE_RE.search(text):
                 text = _USPACE_RE.sub(" ", text)
@@ -371,7 +525,7 @@ class Normalise:
                 text = _HSPACE_RE.sub(" ", text)
             if " \n" in text or "\n " in text:
                 text = _EDGE_SPACE_RE.sub("\n", text)
-        if self._blank_re.search(text):
+        if self._blank_to + "\n" in text:
             text = self._blank_re.sub(self._blank_to, text)
         stripped = text.strip()
         if not stripped:
@@ -381,8 +535,6 @@ class Normalise:
 
 # --------------------------------------------------------------------------- Gopher quality
 
-_BULLET_LINE_RE = re.compile(r"^[^\S\n]*[•\-]", re.M)
-_ELLIPSIS_LINE_RE = re.compile(r"(?:\.\.\.|…)[^\S\n]*$", re.M)
 
 
 class GopherQuality:
@@ -393,25 +545,43 @@ class GopherQuality:
     def __init__(self, cfg: GopherQualityConfig) -> None:
         self.cfg = cfg
         self.stop = frozenset(cfg.stop_words)
+        plain = [w for w in cfg.stop_words if re.fullmatch(r"\w+", w)]
+        # stop words are whole \w+ tokens: a regex finds them without building the token list
+        self._stop_re = (re.compile(r"\b(?:" + "|".join(map(re.escape, sorted(set(plain), key=len, reverse=True)))
+                                    + r")\b") if plain and len(plain) == len(cfg.stop_words) else None)
+
+    def _stop_words(self, text: str, need: int) -> int:
+        """Distinct stop words present, counting only up to ``need``."""
+        if self._stop_re is None:
+            return len(self.stop.intersection(words_of(text)))
+        found: set[str] = set()
+        for m in self._stop_re.finditer(text):
+            found.add(m.group(0))
+            if len(found) >= need:
+                break
+        return len(found)
 
     def __call__(self, text: str) -> str | Removed:
         c = self.cfg
-        words = words_of(text)
-        n_words = len(words)
+        tok = tokens_of(text)
+        n_words = len(tok)
         if n_words == 0:
             return Removed("gopher_short_doc")
-        sym = _SYM_RE.findall(text)
-        symbol_only = [s for s in sym if PUNCTUATION.issuperset(s)]
-        under = _UNDERSCORE_TOKEN_RE.findall(text) if "_" in text else []  # '_' is punctuation too
-        n_non_symbol = n_words - len(symbol_only) - len(under)
+        word = tok.word
+        lens = tok.ends - tok.starts
+        # a token is a symbol if all its characters are punctuation: a punctuation run without
+        # other symbols (e.g. "©"), or a run of underscores
+        symbol = ~word & ~tok.any_of(C_SYMBOL)
+        if "_" in text:
+            symbol |= word & ~tok.any_of(C_LETTER, C_ALNUM)
+        n_non_symbol = n_words - int(np.count_nonzero(symbol))
         if c.min_words is not None and n_non_symbol < c.min_words:
             return Removed("gopher_short_doc")
         if c.max_words is not None and n_non_symbol > c.max_words:
             return Removed("gopher_long_doc")
         if n_non_symbol == 0:
             return Removed("gopher_short_doc")
-        chars = sum(map(len, words)) - sum(map(len, symbol_only)) - sum(map(len, under))
-        mean_len = chars / n_non_symbol
+        mean_len = (int(lens.sum()) - int(lens[symbol].sum())) / n_non_symbol
         if c.min_mean_word_length is not None and mean_len < c.min_mean_word_length:
             return Removed("gopher_below_avg_word_length")
         if c.max_mean_word_length is not None and mean_len > c.max_mean_word_length:
@@ -422,20 +592,48 @@ class GopherQuality:
             if (text.count("...") + text.count("…")) / n_words > c.max_symbol_word_ratio:
                 return Removed("gopher_too_many_ellipsis")
         if c.max_bullet_lines_ratio is not None or c.max_ellipsis_lines_ratio is not None:
-            n_lines = text.count("\n") + 1
-            if c.max_bullet_lines_ratio is not None and (
-                    len(_BULLET_LINE_RE.findall(text)) / n_lines > c.max_bullet_lines_ratio):
+            bullets, ellipses, n_lines = self._line_stats(tok)
+            if c.max_bullet_lines_ratio is not None and bullets / n_lines > c.max_bullet_lines_ratio:
                 return Removed("gopher_too_many_bullets")
-            if c.max_ellipsis_lines_ratio is not None and (
-                    len(_ELLIPSIS_LINE_RE.findall(text)) / n_lines > c.max_ellipsis_lines_ratio):
+            if c.max_ellipsis_lines_ratio is not None and ellipses / n_lines > c.max_ellipsis_lines_ratio:
                 return Removed("gopher_too_many_end_ellipsis")
         if c.min_alpha_words_ratio is not None:
-            n_alpha = n_words - len(sym) - len(_NUM_TOKEN_RE.findall(text))
-            if n_alpha / n_words < c.min_alpha_words_ratio:
+            n_alpha = int(np.count_nonzero(word & tok.any_of(C_LETTER)))
+            denominator = n_non_symbol if c.alpha_ratio_of == "words" else n_words
+            if n_alpha / denominator < c.min_alpha_words_ratio:
                 return Removed("gopher_below_alpha_threshold")
-        if c.min_stop_words is not None and len(self.stop.intersection(words)) < c.min_stop_words:
+        if c.min_stop_words is not None and self._stop_words(text, c.min_stop_words) < c.min_stop_words:
             return Removed("gopher_not_enough_stop_words")
         return text
+
+    @staticmethod
+    def _line_stats(tok: Tokens) -> tuple[int, int, int]:
+        """(lines starting with a bullet, lines ending with an ellipsis, lines), over '\\n' lines."""
+        cp = tok.cp
+        n = cp.shape[0]
+        nl = np.flatnonzero(cp == 10)
+        line_start = np.concatenate(([0], nl + 1))
+        line_end = np.concatenate((nl, [n]))
+        if n and cp[-1] == 10:  # a final newline does not open another line (as str.splitlines)
+            line_start, line_end = line_start[:-1], line_end[:-1]
+        n_lines = max(1, line_start.shape[0])
+        solid = np.flatnonzero(tok.cls != C_SPACE)
+        if solid.size == 0:
+            return 0, 0, n_lines
+        first = np.searchsorted(solid, line_start)  # first non-space character of each line
+        ok = first < solid.size
+        first_pos = solid[np.minimum(first, solid.size - 1)]
+        ok &= first_pos < line_end
+        lead = cp[first_pos]
+        bullets = int(np.count_nonzero(ok & ((lead == 0x2D) | (lead == 0x2022))))  # '-' or '•'
+        last = np.searchsorted(solid, line_end) - 1  # last non-space character of each line
+        okl = last >= 0
+        last_pos = solid[np.maximum(last, 0)]
+        okl &= last_pos >= line_start
+        dots = (cp[last_pos] == 0x2E) & (last_pos >= line_start + 2)
+        dots &= (cp[np.maximum(last_pos - 1, 0)] == 0x2E) & (cp[np.maximum(last_pos - 2, 0)] == 0x2E)
+        ellipses = int(np.count_nonzero(okl & (dots | (cp[last_pos] == 0x2026))))
+        return bullets, ellipses, n_lines
 
 
 # --------------------------------------------------------------------------- C4
@@ -547,21 +745,6 @@ _LINES_RE = re.compile(r"\n+")
 _NGRAM_MUL = np.uint64(0x9E3779B97F4A7C15)
 
 
-class _TokenIds(dict):  # type: ignore[type-arg]
-    """token -> stable 64-bit id (memoised, bounded)."""
-
-    LIMIT = 1 << 21
-
-    def __missing__(self, tok: str) -> int:
-        from lmkit.data.dedup import hash64
-
-        if len(self) >= self.LIMIT:
-            self.clear()
-        h = hash64(tok.encode("utf-8", "surrogatepass"))
-        self[tok] = h
-        return h
-
-
 def _dup_stats(items: list[str]) -> tuple[int, int]:
     """(elements that repeat an earlier one, their characters)."""
     uniq = set(items)
@@ -570,16 +753,19 @@ def _dup_stats(items: list[str]) -> tuple[int, int]:
 
 class GopherRepetition:
     """Gopher's repetition rules: duplicate lines/paragraphs (count and characters), the most
-    common 2-4-gram's share of characters, and the share of characters in duplicated 5-10-grams."""
+    common 2-4-gram's share of characters, and the share of characters in duplicated 5-10-grams.
+
+    N-grams are over the regex tokens, identified by their 64-bit token hashes combined
+    polynomially (no strings are built). The duplicated n-gram share follows the Gopher/datatrove
+    walk: left to right, an n-gram seen before counts its characters (without spaces) and the
+    walk jumps past it; the walk only stops at n-grams that occurred earlier, so its cost is in
+    the number of repeats, not of words.
+    """
 
     name = "gopher_repetition"
 
     def __init__(self, cfg: RepetitionConfig) -> None:
-        from lmkit.data.dedup import mix64
-
         self.cfg = cfg
-        self._mix = mix64
-        self._ids = _TokenIds()
         self.top = sorted((int(n), float(f)) for n, f in cfg.top_ngram_char_frac.items())
         self.dup = sorted((int(n), float(f)) for n, f in cfg.dup_ngram_char_frac.items())
 
@@ -602,63 +788,81 @@ class GopherRepetition:
             return Removed("dup_line_char_frac")
         if not self.top and not self.dup:
             return text
-        words = words_of(text)
-        L = len(words)
+        tok = tokens_of(text)
+        L = len(tok)
         if L < 2:
             return text
-        h = np.fromiter(map(self._ids.__getitem__, words), dtype=np.uint64, count=L)
-        lens = np.fromiter(map(len, words), dtype=np.int64, count=L)
+        h = tok.hashes()
         cs = np.zeros(L + 1, dtype=np.int64)
-        np.cumsum(lens, out=cs[1:])
+        np.cumsum(tok.ends - tok.starts, out=cs[1:])  # characters of tokens before each position
         keys: dict[int, np.ndarray] = {1: h}
-        max_n = max([n for n, _ in self.top] + [n for n, _ in self.dup])
-        for n in range(2, min(max_n, L) + 1):  # n-gram keys from the (n-1)-gram keys
-            m = L - n + 1
-            keys[n] = self._mix(keys[n - 1][:m] * _NGRAM_MUL + h[n - 1:])
+        max_n = min(max([n for n, _ in self.top] + [n for n, _ in self.dup]), L)
+        for n in range(2, max_n + 1):  # n-gram keys from the (n-1)-gram keys
+            keys[n] = keys[n - 1][:L - n + 1] * _NGRAM_MUL + h[n - 1:]
         for n, frac in self.top:
             k = keys.get(n)
-            if k is None or k.shape[0] == 0:
+            if k is None:
                 continue
-            uniq, first, counts = np.unique(k, return_index=True, return_counts=True)
-            best = counts.max()
+            _, first, counts = np.unique(k, return_index=True, return_counts=True)
+            best = int(counts.max())
             if best < 2:
                 continue
             i = int(first[counts == best].min())  # ties: the n-gram that appears first
             gram_chars = int(cs[i + n] - cs[i]) + n - 1
-            if gram_chars * int(best) / n_chars > frac:
+            if gram_chars * best / n_chars > frac:
                 return Removed(f"top_{n}_gram")
         for n, frac in self.dup:
             k = keys.get(n)
-            if k is None or k.shape[0] == 0:
+            if k is None:
                 continue
-            uniq, first, inverse = np.unique(k, return_index=True, return_inverse=True)
-            repeats = np.flatnonzero(first[inverse] < np.arange(k.shape[0]))
-            if repeats.size == 0:
+            order = np.argsort(k, kind="stable")  # equal keys grouped, in position order
+            ks = k[order]
+            same = ks[1:] == ks[:-1]
+            if not same.any():
                 break  # no repeated n-gram: none of any larger n either
-            if self._dup_chars(k, cs, n, int(repeats[0]), frac * n_chars):
+            if self._dup_chars(order, same, cs, n, frac * n_chars):
                 return Removed(f"duplicated_{n}_n_grams")
         return text
 
     @staticmethod
-    def _dup_chars(k: np.ndarray, cs: np.ndarray, n: int, start: int, limit: float) -> bool:
-        """Whether the characters of duplicated n-grams exceed ``limit``. Walks left to right:
-        an n-gram seen before counts its characters and the walk jumps past it."""
-        keys = k.tolist()
-        seen = set(keys[:start])
-        csl = cs.tolist()
+    def _dup_chars(order: np.ndarray, same: np.ndarray, cs: np.ndarray, n: int, limit: float) -> bool:
+        """Whether the greedy walk's duplicated characters exceed ``limit``.
+
+        ``order`` sorts the positions by n-gram (stably); ``same[j]`` says order[j + 1] has the
+        same n-gram as order[j]. A position whose n-gram occurred earlier is a candidate; it
+        counts if one of those earlier occurrences was visited (not jumped over).
+        """
+        m = order.shape[0]
+        # index in ``order`` where each position's group of equal n-grams begins
+        group_start = np.maximum.accumulate(np.where(np.r_[True, ~same], np.arange(m), 0))
+        rank = np.arange(m) - group_start  # occurrences before this one
+        cand_idx = np.flatnonzero(rank > 0)
+        cand_pos = order[cand_idx]
+        by_pos = np.argsort(cand_pos, kind="stable")
+        cand_pos_l = cand_pos[by_pos].tolist()
+        cand_idx_l = cand_idx[by_pos].tolist()
+        gs = group_start.tolist()
+        pos_of = order.tolist()
+        skipped = bytearray(m)
+        idx = 0
         total = 0
-        idx = start
-        m = len(keys)
-        while idx < m:
-            key = keys[idx]
-            if key in seen:
-                total += csl[idx + n] - csl[idx]
+        for p, j in zip(cand_pos_l, cand_idx_l):
+            if p < idx:
+                continue  # jumped over: not visited
+            # visited; its n-gram was seen if an earlier occurrence was visited
+            seen = False
+            for e in range(j - 1, gs[j] - 1, -1):
+                if not skipped[pos_of[e]]:
+                    seen = True
+                    break
+            if seen:
+                total += int(cs[p + n] - cs[p])
                 if total > limit:
                     return True
-                idx += n
+                idx = p + n
+                skipped[p + 1:min(p + n, m)] = b"\x01" * (min(p + n, m) - p - 1)
             else:
-                seen.add(key)
-                idx += 1
+                idx = p + 1
         return False
 
 

@@ -14,7 +14,7 @@ What this module owns:
   input order, so the first copy of a document is kept and later copies are removed.
 
 How near-duplicates are decided. Text is lower-cased, split into words (letters and digits),
-every run of digits becomes ``0`` and diacritics are dropped; each word n-gram (``shingle_size``
+every number becomes ``0`` and diacritics are dropped; each word n-gram (``shingle_size``
 words, 5 by default) is hashed to 32 bits. ``num_perm`` hash functions of the multiply-add-shift
 family ``h(x) = ((a*x + b) mod 2**64) >> 32`` (``a`` odd, ``a`` and ``b`` drawn from ``seed``)
 stand in for random permutations, and a document's signature is the minimum of each over its
@@ -215,18 +215,17 @@ class ExactDeduper:
 # --------------------------------------------------------------------------- MinHash
 
 _MH_WORD = re.compile(r"[^\W_]+")
-_DIGITS = re.compile(r"\d+")
 
 
 class _WordHashes(dict):  # type: ignore[type-arg]
-    """word -> 64-bit hash of its normalised form (digits -> 0, diacritics dropped), memoised."""
+    """word -> 64-bit hash of its normalised form (a number -> 0, diacritics dropped), memoised."""
 
     LIMIT = 1 << 21  # forget everything past this many distinct words (bounded memory)
 
     def __missing__(self, word: str) -> int:
         if len(self) >= self.LIMIT:
             self.clear()
-        norm = _DIGITS.sub("0", word)
+        norm = "0" if word.isdigit() else word
         if not norm.isascii():
             norm = "".join(c for c in unicodedata.normalize("NFD", norm) if not unicodedata.combining(c))
         h = hash64(norm.encode("utf-8", "surrogatepass"))
@@ -318,7 +317,8 @@ class MinHashDeduper:
         need = self._count + sigs.shape[0]
         if self._sigs.shape[0] < need or self._sigs.shape[1] != sigs.shape[1]:
             grown = np.zeros((max(need, 2 * self._sigs.shape[0], 1024), sigs.shape[1]), dtype=np.uint32)
-            grown[:self._count] = self._sigs[:self._count]
+            if self._count:
+                grown[:self._count] = self._sigs[:self._count]
             self._sigs = grown
         self._sigs[self._count:need] = sigs
 

@@ -122,12 +122,22 @@ def _is_hidden(name: str) -> bool:
     return name.startswith(".")
 
 
+# The reports ``lmkit curate``/``lmkit mix`` write beside their ``part-NNNNN.jsonl.gz`` shards.
+_OUTPUT_REPORTS = ("report.json", "report.md")
+
+
+def _is_output_report(name: str, siblings: Sequence[str]) -> bool:
+    return name in _OUTPUT_REPORTS and any(s.startswith("part-") and s.endswith(".jsonl.gz") for s in siblings)
+
+
 def list_files(paths: Sequence[str | Path]) -> list[Path]:
     """Expand files and folders (recursively) into a sorted, de-duplicated list of files.
 
     Folders are walked in sorted order; hidden files and folders (name starting with ``.``)
-    inside them are skipped. A path named explicitly is always kept. A path that does not exist,
-    or a folder with no files, is an :class:`LmkitError`.
+    inside them are skipped, and so are the ``report.json``/``report.md`` of a curated folder
+    (one holding ``part-*.jsonl.gz`` shards), so the folder reads as its documents only. A path
+    named explicitly is always kept. A path that does not exist, or a folder with no files, is
+    an :class:`LmkitError`.
     """
     if isinstance(paths, (str, Path)):
         paths = [paths]
@@ -141,7 +151,8 @@ def list_files(paths: Sequence[str | Path]) -> list[Path]:
             found: list[Path] = []
             for root, dirs, files in os.walk(p):
                 dirs[:] = sorted(d for d in dirs if not _is_hidden(d))
-                found.extend(Path(root) / f for f in sorted(files) if not _is_hidden(f))
+                found.extend(Path(root) / f for f in sorted(files)
+                             if not _is_hidden(f) and not _is_output_report(f, files))
             found = sorted((f for f in found if f.is_file()), key=lambda f: f.relative_to(p).parts)
             if not found:
                 raise LmkitError(f"{p}: folder holds no (non-hidden) files")

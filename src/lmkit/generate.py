@@ -1,0 +1,863 @@
+"""Text generation: greedy and sampled decoding with a KV cache, explained step by step.
+
+What this module owns:
+
+* :class:`GenerationConfig`: the decoding settings (greedy or sampling, temperature, top-k,
+  top-p, seed, end-of-sequence, prompt truncation).
+* The sampling step as pure functions, shared by every family: :func:`apply_temperature`,
+  :func:`top_k_filter`, :func:`top_p_filter` and :func:`choose_next`, which picks the next token
+  from one step's logits and, when asked, explains the choice (top candidates with their
+  probabilities before and after the settings changed the distribution).
+* :func:`generate` (prompt text in, :class:`GenerationResult` out) for decoder and
+  encoder-decoder checkpoints, :func:`generate_ids` (token ids in, token ids out) for decoders,
+  :func:`generate_seq2seq_ids` for encoder-decoders, and the ``lmkit generate`` command.
+
+How decoding runs. A decoder reads the prompt once (the "prefill", which fills the key/value
+cache) and then feeds one new token per step, attending to the cached keys/values of everything
+before it. ``generate_ids(..., cache=False)`` instead recomputes the whole sequence every step:
+slow, but obviously right, and the reference the tests compare the cached path against.
+An encoder-decoder runs its encoder once, projects the encoder states to every decoder layer's
+cross-attention keys/values once, and decodes from a start token with a self-attention cache.
+
+Why part of the decode step is written by hand (:class:`PackedDecoder`): at batch 1 and small
+sizes a decode step is a few hundred tiny operations, so time goes to Python and PyTorch's
+per-operation dispatch, not arithmetic (see ``benchmarks/generate_speed.py``; a plain KV-cache
+loop over the training modules runs ≈1.6x Hugging Face's ``generate``). ``PackedDecoder`` is an
+inference-only view of a :class:`~lmkit.models.decoder.Decoder`'s weights, packed once, that cuts
+the operations per layer roughly in half without changing the maths:
+
+* q, k, v come from ONE matmul with a stacked weight. Rotary positions are applied without the
+  slice/negate/concatenate of "rotate half": rotate_half(W·x) = (P·W)·x for a fixed signed
+  permutation P, so the stacked weight also holds P·W_q and P·W_k, and the rotation is one
+  multiply and one multiply-add against per-position cos/sin rows (ones/zeros over v, so the
+  output is [q_rot | k_rot | v] in one contiguous tensor).
+* k and v are written into the cache with one copy (the cache keeps them side by side per
+  position; attention reads them through strided views, no copies).
+* the residual additions are fused into the output matmuls (``addmm``), the gate and up
+  projections of the MLP are one matmul, and the prefill only projects its last position onto
+  the vocabulary.
+The model's own modules, names and training path are untouched; tests check that the packed
+path gives the same tokens as the plain forward pass. The packed weights cost one extra copy of
+the blocks' weights (plus P·W_q, P·W_k) and are rebuilt when the model's parameters change.
+Models it does not recognise (e.g. a quantized checkpoint's modules) use the model's own
+``forward`` with a :class:`~lmkit.models.layers.KVCache`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+import weakref
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lmkit.errors import LmkitError
+
+Truncate = Literal["error", "left"]
+StopReason = Literal["eos", "max_new_tokens", "context window"]
+N_CANDIDATES = 5  # candidates shown per step by --explain
+
+
+# --------------------------------------------------------------------------- settings
+
+
+@dataclass
+class GenerationConfig:
+    """How to pick tokens.
+
+    Greedy (``do_sample=False``, the default) always takes the most likely next token: the same
+    prompt always gives the same text. Sampling draws the next token from the model's
+    distribution after three optional changes, applied in this order:
+
+    * ``temperature``: logits are divided by it. Below 1 sharpens the distribution (towards
+      greedy; 0 *is* greedy), above 1 flattens it (more surprising choices).
+    * ``top_k``: only the k most likely tokens may be drawn.
+    * ``top_p`` (nucleus): only the smallest set of most likely tokens whose probabilities add
+      up to at least p may be drawn (the top token is always kept).
+
+    ``seed`` makes sampling reproducible; ``truncate="left"`` keeps the end of a prompt that is
+    too long for the context window instead of refusing it.
+    """
+
+    max_new_tokens: int = 64
+    do_sample: bool = False
+    temperature: float = 1.0
+    top_k: int | None = None
+    top_p: float | None = None
+    seed: int | None = None
+    stop_at_eos: bool = True
+    truncate: Truncate = "error"
+
+    def validate(self) -> None:
+        if not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 1:
+            raise LmkitError(f"max new tokens must be a positive integer, got {self.max_new_tokens!r}")
+        if not math.isfinite(self.temperature) or self.temperature < 0:
+            raise LmkitError(f"temperature must be a finite number ≥ 0 (0 = greedy), got {self.temperature}")
+        if self.top_k is not None and self.top_k < 1:
+            raise LmkitError(f"top-k must be at least 1, got {self.top_k}")
+        if self.top_p is not None and not 0.0 < self.top_p <= 1.0:
+            raise LmkitError(f"top-p must be in (0, 1], got {self.top_p}")
+        if self.truncate not in ("error", "left"):
+            raise LmkitError(f"truncate must be 'error' or 'left', got {self.truncate!r}")
+
+    @property
+    def greedy(self) -> bool:
+        """True when the choice is the argmax of the logits (no sampling, or temperature 0)."""
+        return not self.do_sample or self.temperature == 0
+
+    def describe(self) -> str:
+        """The settings in words, e.g. ``sampling: temperature 0.7, top-k 40, top-p 0.9``."""
+        if not self.do_sample:
+            return "greedy (always the most likely token)"
+        if self.temperature == 0:
+            return "greedy (sampling at temperature 0)"
+        parts = [f"temperature {self.temperature:g}"]
+        if self.top_k is not None:
+            parts.append(f"top-k {self.top_k}")
+        if self.top_p is not None:
+            parts.append(f"top-p {self.top_p:g}")
+        return "sampling: " + ", ".join(parts)
+
+
+# --------------------------------------------------------------------------- the sampling step
+
+
+def apply_temperature(logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """logits / temperature (temperature > 0). softmax(logits / t) is sharper for t < 1."""
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0 here (0 means greedy), got {temperature}")
+    return logits if temperature == 1.0 else logits / temperature
+
+
+def top_k_filter(logits: torch.Tensor, k: int) -> torch.Tensor:
+    """Logits (..., V) with all but the k largest of each row set to -inf (exactly k kept)."""
+    if k >= logits.shape[-1]:
+        return logits
+    values, idx = torch.topk(logits, k, dim=-1)  # (..., k)
+    return torch.full_like(logits, float("-inf")).scatter_(-1, idx, values)
+
+
+def top_p_filter(logits: torch.Tensor, p: float) -> torch.Tensor:
+    """Logits (..., V) restricted to the nucleus: the smallest set of most likely tokens whose
+    total probability is ≥ p; the rest become -inf. The most likely token is always kept."""
+    if p >= 1.0:
+        return logits
+    sorted_logits, idx = torch.sort(logits, dim=-1, descending=True)  # (..., V)
+    probs = sorted_logits.float().softmax(dim=-1)
+    mass_before = probs.cumsum(dim=-1) - probs  # probability of the tokens ranked above each one
+    drop = mass_before >= p  # the set above already reaches p: this token is not needed
+    drop[..., 0] = False
+    sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
+    return torch.empty_like(logits).scatter_(-1, idx, sorted_logits)
+
+
+def process_logits(logits: torch.Tensor, gen_cfg: GenerationConfig) -> torch.Tensor:
+    """Temperature, then top-k, then top-p: the logits sampling draws from (float32)."""
+    out = apply_temperature(logits.float(), gen_cfg.temperature)
+    if gen_cfg.top_k is not None:
+        out = top_k_filter(out, gen_cfg.top_k)
+    if gen_cfg.top_p is not None:
+        out = top_p_filter(out, gen_cfg.top_p)
+    return out
+
+
+@dataclass
+class Candidate:
+    """One candidate token of a step: probability before and after the settings."""
+
+    token_id: int
+    p_before: float
+    p_after: float
+    token: str | None = None  # readable form, filled in when a tokenizer is at hand
+
+
+@dataclass
+class StepExplanation:
+    """Why one token was chosen: the top candidates before/after temperature, top-k, top-p."""
+
+    step: int
+    chosen: int
+    candidates: list[Candidate]  # the most likely tokens (and the chosen one if it is not among them)
+    kept: int  # tokens that could still be chosen after the settings (1 for greedy)
+    mode: str  # GenerationConfig.describe()
+
+    @property
+    def chosen_candidate(self) -> Candidate:
+        return next(c for c in self.candidates if c.token_id == self.chosen)
+
+
+def choose_next(logits: torch.Tensor, gen_cfg: GenerationConfig, generator: torch.Generator | None,
+                explain: bool = False, n_candidates: int = N_CANDIDATES, step: int = 0,
+                ) -> tuple[torch.Tensor, list[StepExplanation] | None]:
+    """Pick the next token of each row of logits (B, V) (or (V,)).
+
+    Returns the tokens (B,) (or a 0-d tensor) and, with ``explain``, one
+    :class:`StepExplanation` per row (else None). Family-independent: any model that produces
+    next-token logits uses this.
+    """
+    squeeze = logits.dim() == 1
+    rows = logits[None] if squeeze else logits  # (B, V)
+    if gen_cfg.greedy:
+        token = rows.argmax(dim=-1)  # (B,)
+        after = None
+    else:
+        after = process_logits(rows, gen_cfg).softmax(dim=-1)  # (B, V)
+        token = torch.multinomial(after, 1, generator=generator).squeeze(-1)  # (B,)
+    explanation = None
+    if explain:
+        before = rows.float().softmax(dim=-1)  # (B, V)
+        if after is None:  # greedy: all the probability on the chosen token
+            after = torch.zeros_like(before).scatter_(-1, token[:, None], 1.0)
+        explanation = []
+        n = min(n_candidates, rows.shape[-1])
+        top = torch.topk(before, n, dim=-1).indices  # (B, n)
+        kept = (after > 0).sum(dim=-1)
+        for b in range(rows.shape[0]):
+            ids = top[b].tolist()
+            chosen = int(token[b])
+            if chosen not in ids:
+                ids.append(chosen)
+            cands = [Candidate(i, float(before[b, i]), float(after[b, i])) for i in ids]
+            explanation.append(StepExplanation(step, chosen, cands, int(kept[b]), gen_cfg.describe()))
+    return (token[0] if squeeze else token), explanation
+
+
+def make_generator(seed: int | None, device: torch.device | str = "cpu") -> tuple[torch.Generator, int]:
+    """A random generator for sampling and the seed it was given (a fresh one if seed is None,
+    returned so that the run can be repeated)."""
+    if seed is None:
+        seed = int.from_bytes(os.urandom(8), "little") >> 1
+    gen = torch.Generator(device=device)
+    gen.manual_seed(seed)
+    return gen, seed
+
+
+# --------------------------------------------------------------------------- the decode loop
+
+
+@dataclass
+class _LoopResult:
+    tokens: torch.Tensor  # (B, n) generated ids
+    stop_reason: StopReason
+    steps: list[StepExplanation]
+
+
+def _decode_loop(prefill: Callable[[], torch.Tensor], step: Callable[[torch.Tensor], torch.Tensor],
+                 n_max: int, limit_reason: StopReason, gen_cfg: GenerationConfig,
+                 generator: torch.Generator | None, eos_id: int | None, explain: bool = False,
+                 on_token: Callable[[int], None] | None = None) -> _LoopResult:
+    """Run choose_next / step until EOS (every row), ``n_max`` tokens or the context limit.
+
+    ``prefill()`` returns the first next-token logits (B, V); ``step(tokens (B, 1))`` feeds the
+    chosen tokens and returns the following logits. ``limit_reason`` is the stop reason when
+    ``n_max`` tokens were made (max_new_tokens, or the context window when that is smaller).
+    Rows that have finished keep emitting ``eos_id`` until every row has.
+    """
+    logits = prefill()  # (B, V)
+    B = logits.shape[0]
+    out = torch.empty(B, n_max, dtype=torch.long, device=logits.device)
+    watch_eos = gen_cfg.stop_at_eos and eos_id is not None
+    finished = torch.zeros(B, dtype=torch.bool, device=logits.device) if watch_eos and B > 1 else None
+    fast_greedy = gen_cfg.greedy and not explain
+    steps: list[StepExplanation] = []
+    n, reason = 0, limit_reason
+    while n < n_max:
+        if fast_greedy:
+            token = logits.argmax(dim=-1)  # (B,)
+        else:
+            token, expl = choose_next(logits, gen_cfg, generator, explain=explain, step=n)
+            if expl:
+                steps.append(expl[0])
+        if finished is not None:
+            token = token.masked_fill(finished, eos_id)  # type: ignore[arg-type]
+        out[:, n] = token
+        n += 1
+        if on_token is not None:
+            on_token(int(token[0]))
+        if watch_eos:
+            if finished is None:
+                if int(token[0]) == eos_id:
+                    reason = "eos"
+                    break
+            else:
+                finished |= token == eos_id
+                if bool(finished.all()):
+                    reason = "eos"
+                    break
+        if n < n_max:
+            logits = step(token[:, None])
+    return _LoopResult(out[:, :n], reason, steps)
+
+
+# --------------------------------------------------------------------------- decoder: packed fast path
+
+
+def _rotate_half_rows(w: torch.Tensor, n_heads: int) -> torch.Tensor:
+    """P·w for the signed permutation P with P·x = rotate_half(x) per head: (d, d_in) -> (d, d_in).
+
+    rotate_half(x) = [-x[h/2:], x[:h/2]] within each head of size h, so row i of P·w is -w[i+h/2]
+    for i < h/2 and w[i-h/2] otherwise.
+    """
+    d, d_in = w.shape
+    per_head = w.reshape(n_heads, d // n_heads, d_in)  # (H, hd, d_in)
+    half = per_head.shape[1] // 2
+    return torch.cat([-per_head[:, half:], per_head[:, :half]], dim=1).reshape(d, d_in)
+
+
+class PackedDecoder:
+    """Inference-only copy of a ``Decoder``'s weights, laid out for lean decode steps.
+
+    ``start(batch, max_len)`` allocates a key/value cache; ``forward(ids (B, T))`` appends T
+    tokens and returns the next-token logits (B, V) of the last one. Same maths as
+    ``Decoder.forward`` with a ``KVCache`` (see the module docstring for what is fused).
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        cfg = model.cfg
+        self.cfg = cfg
+        self.d, self.H, self.hd = cfg.d_model, cfg.n_heads, cfg.head_dim
+        self.eps = cfg.norm_eps
+        self.rotary = cfg.pos_encoding == "rotary"
+        with torch.no_grad():
+            self.emb = model.tok_emb.weight.detach()  # (V, d)
+            self.pos: torch.Tensor | None = None
+            if model.pos_emb is not None:
+                self.pos = model.pos_emb.weight.detach()  # (max_seq_len, d)
+            elif model.pos_table is not None:
+                self.pos = model.pos_table  # (max_seq_len, d)
+            self.layers: list[dict[str, torch.Tensor]] = []
+            for block in model.blocks:
+                a, m = block.attn, block.mlp
+                wq, wk, wv = a.q_proj.weight, a.k_proj.weight, a.v_proj.weight  # each (d, d)
+                if self.rotary:
+                    # [q | k | v | P·q | P·k | v]: the second half only meets sin (0 over v)
+                    qkv = torch.cat([wq, wk, wv, _rotate_half_rows(wq, self.H), _rotate_half_rows(wk, self.H), wv])
+                else:
+                    qkv = torch.cat([wq, wk, wv])
+                self.layers.append({
+                    "attn_norm": block.attn_norm.weight.detach(),
+                    "qkv": qkv.detach().contiguous(),  # (6d or 3d, d)
+                    "o_t": a.o_proj.weight.detach().t(),  # (d, d) transposed view for addmm
+                    "mlp_norm": block.mlp_norm.weight.detach(),
+                    "gate_up": torch.cat([m.gate_proj.weight, m.up_proj.weight]).detach().contiguous(),  # (2f, d)
+                    "down_t": m.down_proj.weight.detach().t(),  # (f, d)
+                })
+            self.ffn = cfg.ffn_width
+            self.norm = model.norm.weight.detach()
+            self.out_w = model.output_weight.detach()  # (V, d)
+            if self.rotary:
+                cos, sin = model.rope_cos, model.rope_sin  # (max_seq_len, hd)
+                ones, zeros = torch.ones_like(cos).repeat(1, self.H), torch.zeros_like(sin).repeat(1, self.H)
+                self.cos3 = torch.cat([cos.repeat(1, 2 * self.H), ones], dim=1).contiguous()  # (L, 3d)
+                self.sin3 = torch.cat([sin.repeat(1, 2 * self.H), zeros], dim=1).contiguous()  # (L, 3d)
+        self.kv: list[torch.Tensor] = []
+        self.k_view: list[torch.Tensor] = []
+        self.v_view: list[torch.Tensor] = []
+        self.length = 0
+        self.batch = 0
+
+    def start(self, batch: int, max_len: int) -> None:
+        """A fresh cache for ``batch`` sequences of up to ``max_len`` positions."""
+        d, H, hd = self.d, self.H, self.hd
+        self.batch, self.length, self.max_len = batch, 0, max_len
+        # per layer (B, L, 2d): keys then values of each position side by side
+        self.kv = [torch.empty(batch, max_len, 2 * d, dtype=self.emb.dtype, device=self.emb.device)
+                   for _ in self.layers]
+        self.k_view = [c[..., :d].view(batch, max_len, H, hd).transpose(1, 2) for c in self.kv]  # (B, H, L, hd)
+        self.v_view = [c[..., d:].view(batch, max_len, H, hd).transpose(1, 2) for c in self.kv]
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        """Append ids (B, T) to the cache; logits (B, V) of the token after the last one."""
+        B, T = ids.shape
+        d, H, hd, eps = self.d, self.H, self.hd, self.eps
+        past = self.length
+        end = past + T
+        if end > self.max_len:
+            raise ValueError(f"cache of {self.max_len} positions cannot take {end}")
+        x = F.embedding(ids.reshape(-1), self.emb)  # (N, d), N = B*T
+        if self.pos is not None:
+            x = (x.view(B, T, d) + self.pos[past:end]).view(B * T, d)
+        if self.rotary:
+            cos, sin = self.cos3[past:end], self.sin3[past:end]  # (T, 3d)
+            if B > 1:
+                cos, sin = cos.repeat(B, 1), sin.repeat(B, 1)  # (N, 3d), rows ordered (b, t)
+        mask = None
+        causal = T > 1 and past == 0
+        if T > 1 and past > 0:
+            mask = torch.ones(T, end, dtype=torch.bool, device=x.device).tril(diagonal=past)  # (T, S)
+        for layer, kv, kc, vc in zip(self.layers, self.kv, self.k_view, self.v_view):
+            h = F.rms_norm(x, (d,), layer["attn_norm"], eps)
+            qkv = F.linear(h, layer["qkv"])  # (N, 6d) rotary / (N, 3d)
+            if self.rotary:
+                rot = qkv[:, :3 * d] * cos
+                rot.addcmul_(qkv[:, 3 * d:], sin)  # (N, 3d) = [q_rot | k_rot | v]
+            else:
+                rot = qkv
+            kv[:, past:end] = rot[:, d:].view(B, T, 2 * d)
+            q = rot[:, :d].view(B, T, H, hd).transpose(1, 2)  # (B, H, T, hd)
+            y = F.scaled_dot_product_attention(q, kc[:, :, :end], vc[:, :, :end], attn_mask=mask,
+                                               is_causal=causal)  # (B, H, T, hd)
+            y = y.transpose(1, 2).reshape(B * T, d)
+            x = torch.addmm(x, y, layer["o_t"])  # x + o_proj(y)
+            h = F.rms_norm(x, (d,), layer["mlp_norm"], eps)
+            gu = F.linear(h, layer["gate_up"])  # (N, 2f)
+            a = F.silu(gu[:, :self.ffn]).mul_(gu[:, self.ffn:])
+            x = torch.addmm(x, a, layer["down_t"])  # x + down_proj(silu(gate) * up)
+        self.length = end
+        last = x.view(B, T, d)[:, -1]  # (B, d)
+        return F.linear(F.rms_norm(last, (d,), self.norm, eps), self.out_w)  # (B, V)
+
+
+_PACKED: "weakref.WeakKeyDictionary[nn.Module, tuple[tuple[Any, ...], PackedDecoder]]" = weakref.WeakKeyDictionary()
+
+
+def _packable(model: nn.Module) -> bool:
+    """Is this exactly lmkit's Decoder with plain floating-point Linear layers?"""
+    from lmkit.models.decoder import Decoder, SwiGLU
+    from lmkit.models.layers import Attention
+
+    if type(model) is not Decoder:
+        return False
+    for block in model.blocks:
+        if type(block.attn) is not Attention or type(block.mlp) is not SwiGLU:
+            return False
+        for lin in (block.attn.q_proj, block.attn.k_proj, block.attn.v_proj, block.attn.o_proj,
+                    block.mlp.gate_proj, block.mlp.up_proj, block.mlp.down_proj):
+            if type(lin) is not nn.Linear or lin.bias is not None or not lin.weight.is_floating_point():
+                return False
+    return True
+
+
+def packed_decoder(model: nn.Module) -> PackedDecoder | None:
+    """The model's packed inference weights (built once, rebuilt if parameters changed), or None
+    when the model is not a plain lmkit ``Decoder``."""
+    if not _packable(model):
+        return None
+    key = tuple((p.data_ptr(), p._version, p.dtype) for p in model.parameters())
+    hit = _PACKED.get(model)
+    if hit is not None and hit[0] == key:
+        return hit[1]
+    packed = PackedDecoder(model)
+    _PACKED[model] = (key, packed)
+    return packed
+
+
+class _EvalMode:
+    """Put a module in eval mode for a block and restore its previous mode after."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+        self.was_training = model.training
+
+    def __enter__(self) -> None:
+        if self.was_training:
+            self.model.eval()
+
+    def __exit__(self, *exc: object) -> None:
+        if self.was_training:
+            self.model.train()
+
+
+def _check_family(model: nn.Module) -> str:
+    family = getattr(getattr(model, "cfg", None), "family", None)
+    if family == "encoder":
+        raise LmkitError("encoder models do not generate text; use `lmkit fill-mask`")
+    if family not in ("decoder", "encdec"):
+        raise LmkitError(f"cannot generate with a model of family {family!r} (expected decoder or encdec)")
+    return family
+
+
+def _decoder_loop(model: nn.Module, input_ids: torch.Tensor, gen_cfg: GenerationConfig, cache: bool,
+                  eos_id: int | None, generator: torch.Generator | None, explain: bool = False,
+                  on_token: Callable[[int], None] | None = None) -> _LoopResult:
+    window = model.cfg.max_seq_len
+    B, T = input_ids.shape
+    if T < 1:
+        raise LmkitError("cannot generate from an empty sequence: give at least one token (e.g. BOS)")
+    if T >= window:
+        raise LmkitError(f"prompt is {T} tokens but the context window is {window} tokens "
+                         f"(at most {window - 1} leave room for a new token); shorten it or truncate it "
+                         "from the left (--truncate left)")
+    n_max = min(gen_cfg.max_new_tokens, window - T)
+    limit: StopReason = "max_new_tokens" if n_max == gen_cfg.max_new_tokens else "context window"
+    seq = input_ids
+
+    if not cache:
+        def prefill() -> torch.Tensor:
+            return model(seq)[:, -1]
+
+        def step(tok: torch.Tensor) -> torch.Tensor:
+            nonlocal seq
+            seq = torch.cat([seq, tok], dim=1)  # (B, T + n)
+            return model(seq)[:, -1]
+    else:
+        packed = packed_decoder(model)
+        if packed is not None:
+            packed.start(B, T + n_max)
+
+            def prefill() -> torch.Tensor:
+                return packed.forward(seq)
+
+            step = packed.forward
+        else:
+            kv = model.new_cache(B, T + n_max)
+
+            def prefill() -> torch.Tensor:
+                return model(seq, kv)[:, -1]
+
+            def step(tok: torch.Tensor) -> torch.Tensor:
+                return model(tok, kv)[:, -1]
+
+    return _decode_loop(prefill, step, n_max, limit, gen_cfg, generator, eos_id, explain, on_token)
+
+
+def generate_ids(model: nn.Module, input_ids: torch.Tensor, gen_cfg: GenerationConfig, cache: bool = True,
+                 eos_id: int | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Continue each row of input_ids (B, T) with a decoder; returns (B, T + n) ids.
+
+    ``cache=True`` prefills the prompt once and feeds one token per step through the KV cache;
+    ``cache=False`` recomputes the whole sequence every step (the reference). Stops after
+    ``max_new_tokens``, when the context window is full, or (with ``eos_id`` and
+    ``stop_at_eos``) once every row has produced ``eos_id`` (finished rows are padded with it).
+    ``generator`` defaults to one seeded with ``gen_cfg.seed``.
+    """
+    gen_cfg.validate()
+    if _check_family(model) != "decoder":
+        raise LmkitError("generate_ids is for decoder models; use generate_seq2seq_ids for encoder-decoders")
+    device = model.output_weight.device
+    if generator is None and not gen_cfg.greedy:
+        generator, _ = make_generator(gen_cfg.seed, device)
+    ids = input_ids.to(device)
+    with torch.inference_mode(), _EvalMode(model):
+        res = _decoder_loop(model, ids, gen_cfg, cache, eos_id, generator)
+    return torch.cat([ids, res.tokens], dim=1)
+
+
+# --------------------------------------------------------------------------- encoder-decoder
+
+
+def _seq2seq_loop(model: nn.Module, input_ids: torch.Tensor, gen_cfg: GenerationConfig, start_id: int,
+                  cache: bool, eos_id: int | None, generator: torch.Generator | None, explain: bool = False,
+                  on_token: Callable[[int], None] | None = None,
+                  attention_mask: torch.Tensor | None = None) -> _LoopResult:
+    B, S = input_ids.shape
+    if S > model.cfg.max_seq_len:
+        raise LmkitError(f"input is {S} tokens but the encoder's context window is {model.cfg.max_seq_len} "
+                         "tokens; shorten it or truncate it from the left (--truncate left)")
+    n_max = gen_cfg.max_new_tokens
+    enc = model.encode(input_ids, attention_mask)  # (B, S, C), once
+    start = torch.full((B, 1), start_id, dtype=torch.long, device=input_ids.device)
+    if cache:
+        cross = model.cross_kv(enc)  # every decoder layer's cross keys/values, once
+        kv = model.new_cache(B, n_max)
+
+        def run(tok: torch.Tensor) -> torch.Tensor:
+            h = model.decode(tok, None, attention_mask, cache=kv, cross_kv=cross)  # (B, 1, C)
+            return model.logits(h[:, -1])
+
+        def prefill() -> torch.Tensor:
+            return run(start)
+    else:
+        dec = start
+
+        def prefill() -> torch.Tensor:
+            return model.logits(model.decode(dec, enc, attention_mask)[:, -1])
+
+        def run(tok: torch.Tensor) -> torch.Tensor:
+            nonlocal dec
+            dec = torch.cat([dec, tok], dim=1)
+            return model.logits(model.decode(dec, enc, attention_mask)[:, -1])
+
+    return _decode_loop(prefill, run, n_max, "max_new_tokens", gen_cfg, generator, eos_id, explain, on_token)
+
+
+def generate_seq2seq_ids(model: nn.Module, input_ids: torch.Tensor, gen_cfg: GenerationConfig, start_id: int,
+                         eos_id: int | None = None, cache: bool = True,
+                         attention_mask: torch.Tensor | None = None,
+                         generator: torch.Generator | None = None) -> torch.Tensor:
+    """Encoder-decoder generation: encode input_ids (B, S) once, then decode from ``start_id``.
+
+    Returns the generated decoder ids (B, n) (without the start token). ``cache=False``
+    re-runs the decoder over its whole output every step (the reference for the cached path).
+    The model must provide ``encode``, ``cross_kv``, ``decode``, ``logits`` and ``new_cache``
+    (``lmkit.models.encdec.EncoderDecoder``).
+    """
+    gen_cfg.validate()
+    if _check_family(model) != "encdec":
+        raise LmkitError("generate_seq2seq_ids is for encoder-decoder models")
+    device = model.output_weight.device
+    if generator is None and not gen_cfg.greedy:
+        generator, _ = make_generator(gen_cfg.seed, device)
+    with torch.inference_mode(), _EvalMode(model):
+        res = _seq2seq_loop(model, input_ids.to(device), gen_cfg, start_id, cache, eos_id, generator,
+                            attention_mask=attention_mask)
+    return res.tokens
+
+
+# --------------------------------------------------------------------------- text in, text out
+
+
+@dataclass
+class GenerationResult:
+    """One generation: the prompt, what was added, and how it went."""
+
+    prompt: str
+    completion: str
+    text: str  # prompt + completion
+    prompt_ids: list[int]  # the ids the model read (after truncation)
+    token_ids: list[int]  # generated ids (including a final EOS when it stopped there)
+    stop_reason: StopReason
+    tokens_per_s: float
+    elapsed_s: float
+    truncated_tokens: int = 0  # prompt tokens dropped by truncate="left"
+    steps: list[StepExplanation] = field(default_factory=list)  # with explain=True
+    settings: dict[str, Any] = field(default_factory=dict)  # GenerationConfig fields, seed resolved
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {
+            "prompt": self.prompt, "completion": self.completion, "text": self.text,
+            "tokens": self.token_ids, "prompt_tokens": len(self.prompt_ids),
+            "new_tokens": len(self.token_ids), "truncated_prompt_tokens": self.truncated_tokens,
+            "stop_reason": self.stop_reason, "tokens_per_s": round(self.tokens_per_s, 2),
+            "elapsed_s": round(self.elapsed_s, 4), "settings": self.settings,
+        }
+        if self.steps:
+            d["steps"] = [asdict(s) for s in self.steps]
+        return d
+
+
+def visible(token: str) -> str:
+    """A token quoted with its whitespace and control characters made visible: ``' the'``, ``'\\n'``."""
+    out = []
+    for ch in token:
+        if ch == "\n":
+            out.append("\\n")
+        elif ch == "\t":
+            out.append("\\t")
+        elif ch == "\r":
+            out.append("\\r")
+        elif ch == "'":
+            out.append("\\'")
+        elif ord(ch) < 32 or ord(ch) == 127 or ch in "\u00a0\u200b\ufeff\u2028\u2029":
+            out.append(f"\\u{ord(ch):04x}" if ord(ch) > 255 else f"\\x{ord(ch):02x}")
+        else:
+            out.append(ch)
+    return "'" + "".join(out) + "'"
+
+
+def format_step(step: StepExplanation, width: int = 24) -> str:
+    """A small table of one step: candidates, probability before → after, the chosen one marked."""
+    chosen = step.chosen_candidate
+    lines = [f"step {step.step + 1}: chose {visible(chosen.token or str(chosen.token_id))} "
+             f"(id {chosen.token_id})   {step.mode}; {step.kept} token(s) could be chosen"]
+    lines.append(f"  {'rank':>4}  {'token':<{width}} {'id':>6}  {'before':>7}  {'after':>7}")
+    for rank, c in enumerate(step.candidates, 1):
+        tok = visible(c.token if c.token is not None else str(c.token_id))
+        if len(tok) > width:
+            tok = tok[:width - 1] + "…"
+        after = f"{c.p_after:7.2%}" if c.p_after > 0 else "    cut"
+        label = f"{rank:>4}" if rank <= N_CANDIDATES or c.token_id != step.chosen else "   ·"
+        mark = "  ◀ chosen" if c.token_id == step.chosen else ""
+        lines.append(f"  {label}  {tok:<{width}} {c.token_id:>6}  {c.p_before:7.2%}  {after}{mark}")
+    return "\n".join(lines)
+
+
+def _encode_prompt(tokenizer: Any, prompt: str) -> list[int]:
+    return list(tokenizer.encode(prompt)) if prompt else []
+
+
+def _completion_text(tokenizer: Any, prompt_ids: list[int], new_ids: list[int]) -> str:
+    """Text the new ids add after the prompt, decoded together with the prompt so that a character
+    whose bytes straddle the boundary comes out whole."""
+    if not prompt_ids:
+        return tokenizer.decode(new_ids)
+    before = tokenizer.decode(prompt_ids)
+    full = tokenizer.decode(prompt_ids + new_ids)
+    return full[len(before):] if full.startswith(before) else tokenizer.decode(new_ids)
+
+
+def generate(model: nn.Module, tokenizer: Any, prompt: str, gen_cfg: GenerationConfig | None = None,
+             explain: bool = False, stream: Callable[[str], None] | None = None,
+             start_id: int | None = None) -> GenerationResult:
+    """Complete ``prompt`` with a decoder (or answer it with an encoder-decoder).
+
+    Decoder: the prompt is read once into the KV cache, then one token is added per step; an
+    empty prompt starts from the BOS token. A prompt longer than the context window is an
+    error, or with ``truncate="left"`` loses its first tokens so that the prompt and
+    ``max_new_tokens`` fit. Encoder-decoder: see :func:`generate_seq2seq`.
+    ``stream`` receives the completion piece by piece as it is generated.
+    """
+    gen_cfg = gen_cfg or GenerationConfig()
+    gen_cfg.validate()
+    family = _check_family(model)
+    if family == "encdec":
+        return generate_seq2seq(model, tokenizer, prompt, gen_cfg, explain=explain, stream=stream,
+                                start_id=start_id)
+    ids = _encode_prompt(tokenizer, prompt)
+    if not ids:
+        if tokenizer.bos_id < 0:
+            raise LmkitError("empty prompt and the tokenizer has no BOS token to start from")
+        ids = [tokenizer.bos_id]
+    window = model.cfg.max_seq_len
+    truncated = 0
+    if gen_cfg.truncate == "left":
+        keep = max(1, min(window - 1, window - gen_cfg.max_new_tokens))
+        if len(ids) > keep:
+            truncated = len(ids) - keep
+            ids = ids[truncated:]
+    elif len(ids) >= window:
+        raise LmkitError(f"prompt is {len(ids)} tokens but the context window is {window} tokens "
+                         f"(at most {window - 1} leave room for a new token); shorten it or use --truncate left")
+    return _run_text(model, tokenizer, prompt, ids, truncated, gen_cfg, explain, stream,
+                     lambda inp, g, on_tok: _decoder_loop(model, inp, gen_cfg, True, tokenizer.eos_id, g,
+                                                          explain, on_tok))
+
+
+def generate_seq2seq(model: nn.Module, tokenizer: Any, prompt: str, gen_cfg: GenerationConfig | None = None,
+                     explain: bool = False, stream: Callable[[str], None] | None = None,
+                     start_id: int | None = None) -> GenerationResult:
+    """Encoder-decoder generation from text: the encoder reads ``prompt`` + EOS once, the decoder
+    writes from ``start_id`` (default: the pad token, T5's decoder start) until EOS.
+
+    The prompt may hold special tokens such as ``<extra_id_0>`` (span infilling); the result's
+    ``text`` is the prompt followed by the decoded output.
+    """
+    gen_cfg = gen_cfg or GenerationConfig()
+    gen_cfg.validate()
+    if start_id is None:
+        start_id = tokenizer.pad_id
+    ids = list(tokenizer.encode(prompt, allow_special=True)) if prompt else []
+    if tokenizer.eos_id >= 0:
+        ids.append(tokenizer.eos_id)
+    window = model.cfg.max_seq_len
+    truncated = 0
+    if len(ids) > window:
+        if gen_cfg.truncate != "left":
+            raise LmkitError(f"input is {len(ids)} tokens but the encoder's context window is {window} tokens; "
+                             "shorten it or use --truncate left")
+        truncated = len(ids) - window
+        ids = ids[truncated:]
+    return _run_text(model, tokenizer, prompt, ids, truncated, gen_cfg, explain, stream,
+                     lambda inp, g, on_tok: _seq2seq_loop(model, inp, gen_cfg, start_id, True, tokenizer.eos_id,
+                                                          g, explain, on_tok),
+                     seq2seq=True)
+
+
+def _run_text(model: nn.Module, tokenizer: Any, prompt: str, ids: list[int], truncated: int,
+              gen_cfg: GenerationConfig, explain: bool, stream: Callable[[str], None] | None,
+              loop: Callable[[torch.Tensor, torch.Generator | None, Callable[[int], None] | None], _LoopResult],
+              seq2seq: bool = False) -> GenerationResult:
+    device = model.output_weight.device
+    generator, seed = make_generator(gen_cfg.seed, device) if not gen_cfg.greedy else (None, gen_cfg.seed)
+    context_ids = [] if seq2seq else ids  # what the completion text continues
+    on_token = None
+    if stream is not None:
+        made: list[int] = []
+        shown = [0]
+
+        def on_token(tok: int) -> None:
+            made.append(tok)
+            text = _completion_text(tokenizer, context_ids, made)
+            if text.endswith("\ufffd"):
+                return  # a character's bytes are not all there yet
+            if len(text) > shown[0]:
+                stream(text[shown[0]:])
+                shown[0] = len(text)
+
+    inp = torch.tensor([ids], dtype=torch.long, device=device)
+    t0 = time.perf_counter()
+    with torch.inference_mode(), _EvalMode(model):
+        res = loop(inp, generator, on_token)
+    elapsed = time.perf_counter() - t0
+    new = res.tokens[0].tolist()
+    text_ids = new[:-1] if new and res.stop_reason == "eos" else new
+    completion = _completion_text(tokenizer, context_ids, text_ids)
+    if stream is not None and len(completion) > shown[0]:
+        stream(completion[shown[0]:])
+    for s in res.steps:
+        for c in s.candidates:
+            c.token = tokenizer.token_str(c.token_id)
+    settings = asdict(gen_cfg)
+    settings["seed"] = seed
+    if seq2seq:
+        text = prompt + ("\n" if prompt and completion else "") + completion
+    else:
+        text = prompt + completion
+    return GenerationResult(prompt=prompt, completion=completion, text=text, prompt_ids=ids, token_ids=new,
+                            stop_reason=res.stop_reason, tokens_per_s=len(new) / elapsed if elapsed > 0 else 0.0,
+                            elapsed_s=elapsed, truncated_tokens=truncated, steps=res.steps, settings=settings)
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def _style(text: str, code: str, on: bool) -> str:
+    return f"\x1b[{code}m{text}\x1b[0m" if on and text else text
+
+
+def cli_generate(args: argparse.Namespace) -> int:
+    """``lmkit generate CKPT "prompt" [...]``: print the prompt followed by its completion."""
+    from lmkit.checkpoint import load_model, load_model_config, load_tokenizer
+
+    gen_cfg = GenerationConfig(max_new_tokens=args.max_new_tokens, do_sample=args.sample,
+                               temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed,
+                               stop_at_eos=not args.no_stop_at_eos, truncate=args.truncate)
+    gen_cfg.validate()
+    if not args.sample and (args.temperature != 1.0 or args.top_k is not None or args.top_p is not None):
+        print("lmkit: note: --temperature, --top-k and --top-p change sampling only; without --sample decoding "
+              "is greedy (always the most likely token)", file=sys.stderr)
+    if load_model_config(args.checkpoint).family == "encoder":
+        raise LmkitError("encoder models do not generate text; use `lmkit fill-mask`")
+    device = args.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        torch.empty(0, device=device)
+    except (RuntimeError, AssertionError) as e:
+        raise LmkitError(f"--device {args.device}: not usable here ({str(e).splitlines()[0]})") from None
+    tokenizer = load_tokenizer(args.checkpoint)
+    model = load_model(args.checkpoint, device=device)
+    if tokenizer.vocab_size > model.cfg.vocab_size:
+        raise LmkitError(f"{args.checkpoint}: tokenizer has {tokenizer.vocab_size} tokens but the model only "
+                         f"{model.cfg.vocab_size}")
+
+    color = sys.stdout.isatty() and not os.environ.get("NO_COLOR")
+    streaming = color and not args.json and not args.explain
+    if streaming:  # show the prompt, then the completion as it is made
+        sys.stdout.write(_style(args.prompt, "2", True) + ("\n" if model.cfg.family == "encdec" and args.prompt
+                                                            else ""))
+        sys.stdout.flush()
+
+    def stream(piece: str) -> None:
+        sys.stdout.write(_style(piece, "1", True))
+        sys.stdout.flush()
+
+    res = generate(model, tokenizer, args.prompt, gen_cfg, explain=args.explain,
+                   stream=stream if streaming else None)
+    if res.truncated_tokens:
+        print(f"lmkit: note: the prompt was truncated: its first {res.truncated_tokens} tokens were dropped "
+              f"to fit the context window of {model.cfg.max_seq_len}", file=sys.stderr)
+    if args.json:
+        print(json.dumps(res.to_dict(), ensure_ascii=False, indent=2))
+        return 0
+    if args.explain:
+        for s in res.steps:
+            print(format_step(s))
+            print()
+    if streaming:
+        sys.stdout.write("\n")
+    else:
+        sep = "\n" if model.cfg.family == "encdec" and res.prompt and res.completion else ""
+        print(_style(res.prompt, "2", color) + sep + _style(res.completion, "1", color))
+    print(f"[{len(res.token_ids)} tokens, stopped by {res.stop_reason}, {res.tokens_per_s:.1f} tokens/s, "
+          f"{gen_cfg.describe()}" + (f", seed {res.settings['seed']}" if not gen_cfg.greedy else "") + "]",
+          file=sys.stderr)
+    return 0

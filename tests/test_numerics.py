@@ -1,0 +1,103 @@
+"""Number formats: layouts and ranges of fp32/fp16/bf16/int8, what π becomes, absmax int8 maths."""
+
+from __future__ import annotations
+
+import json
+import math
+import struct
+
+import numpy as np
+import pytest
+import torch
+
+from lmkit.cli import main
+from lmkit.errors import LmkitError
+from lmkit.numerics import (absmax_dequantize, absmax_quantize, float32_bits, format_info, parse_value,
+                            quantization_error, represent)
+
+
+def test_layouts_and_ranges_match_ieee_and_bfloat16() -> None:
+    fp32, fp16, bf16, int8 = (format_info(n) for n in ("fp32", "fp16", "bf16", "int8"))
+    assert (fp32.sign_bits, fp32.exponent_bits, fp32.fraction_bits) == (1, 8, 23)
+    assert (fp16.sign_bits, fp16.exponent_bits, fp16.fraction_bits) == (1, 5, 10)
+    assert (bf16.sign_bits, bf16.exponent_bits, bf16.fraction_bits) == (1, 8, 7)
+    assert fp32.max == pytest.approx(3.4028234663852886e38, rel=1e-12)
+    assert fp16.max == 65504.0
+    assert bf16.max == pytest.approx(3.3895313892515355e38, rel=1e-12)
+    assert fp16.smallest_normal == 2.0 ** -14 and fp16.smallest_subnormal == 2.0 ** -24
+    assert fp32.smallest_subnormal == pytest.approx(2.0 ** -149)
+    assert (fp32.epsilon, fp16.epsilon, bf16.epsilon) == (2.0 ** -23, 2.0 ** -10, 2.0 ** -7)
+    # bf16 keeps fp32's range with far fewer digits
+    assert bf16.smallest_normal == fp32.smallest_normal and bf16.decimal_digits < 3 < fp16.decimal_digits < 4
+    assert (int8.min, int8.max, int8.bits) == (-128.0, 127.0, 8)
+
+
+def test_pi_in_each_format() -> None:
+    assert represent(math.pi, "fp32").stored == 3.1415927410125732
+    assert represent(math.pi, "fp16").stored == 3.140625
+    assert represent(math.pi, "bf16").stored == 3.140625
+    # bit patterns, checked against independent encoders (struct for fp32, numpy for fp16)
+    assert represent(math.pi, "fp32").bits == float32_bits(math.pi) == "0 10000000 10010010000111111011011"
+    raw16 = int(np.array([math.pi], dtype=np.float16).view(np.uint16)[0])
+    assert represent(math.pi, "fp16").bits.replace(" ", "") == format(raw16, "016b")
+    # bf16 is the top half of an fp32 (here π rounds down, so it is the truncation)
+    (raw32,) = struct.unpack(">I", struct.pack(">f", math.pi))
+    assert represent(math.pi, "bf16").bits.replace(" ", "") == format(raw32 >> 16, "016b")
+    # step between neighbours near π: 2 (the exponent) x epsilon
+    assert represent(math.pi, "fp16").step == 2 * 2.0 ** -10
+    assert represent(math.pi, "bf16").step == 2 * 2.0 ** -7
+    assert represent(math.pi, "fp32").step == 2 * 2.0 ** -23
+
+
+def test_pi_in_int8_with_its_absmax_scale() -> None:
+    own = represent(math.pi, "int8")  # the range is the value itself: q = 127
+    assert own.int8_q == 127 and own.int8_scale == pytest.approx(math.pi / 127, rel=1e-7)
+    assert own.int8_factor == pytest.approx(127 / math.pi, rel=1e-6)
+    assert abs(own.stored - math.pi) < 1e-6
+    wide = represent(math.pi, "int8", absmax=4.0)  # inside a tensor whose max |x| is 4
+    assert wide.int8_q == round(math.pi * 127 / 4) == 100
+    assert wide.stored == pytest.approx(100 * 4 / 127, rel=1e-6)
+    assert abs(wide.error) <= wide.int8_scale / 2
+
+
+def test_overflow_and_rounding_of_large_values() -> None:
+    r = represent(70000.0, "fp16")
+    assert r.overflow and math.isinf(r.stored)
+    assert represent(70000.0, "bf16").stored == 70144.0  # in range, but only 8 significant bits
+    assert not represent(65504.0, "fp16").overflow
+    assert represent(1.0, "fp16").step == 2.0 ** -10
+
+
+def test_absmax_quantize_per_channel() -> None:
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(16, 64, generator=g) * torch.logspace(-3, 1, 16)[:, None]  # rows of very different scale
+    w[3] = 0.0
+    q, scale = absmax_quantize(w, dim=1)
+    assert q.dtype == torch.int8 and q.shape == w.shape and scale.shape == (16, 1)
+    assert int(q.abs().max()) == 127 and int(q.min()) >= -127
+    assert torch.all(q[3] == 0) and float(scale[3]) == 1.0  # an all-zero row stays exact
+    back = absmax_dequantize(q, scale)
+    err = (back - w).abs()
+    assert torch.all(err <= scale / 2 + 1e-7)  # round to nearest: at most half a step per row
+    # each row's largest entry maps to ±127 exactly
+    rows = torch.arange(16)
+    idx = w.abs().argmax(dim=1)
+    assert torch.all(q[rows, idx].abs()[torch.arange(16) != 3] == 127)
+    # per-channel beats one scale for the whole tensor when rows differ in scale
+    assert quantization_error(w, dim=1)["relative_rms"] < 0.5 * quantization_error(w, dim=None)["relative_rms"]
+
+
+def test_parse_value_and_cli(capsys: pytest.CaptureFixture[str]) -> None:
+    assert parse_value("pi") == math.pi and parse_value("-e") == -math.e and parse_value("0.5") == 0.5
+    with pytest.raises(LmkitError):
+        parse_value("three")
+    assert main(["numerics", "--json"]) == 0
+    rep = json.loads(capsys.readouterr().out)
+    assert rep["formats"]["fp16"]["representation"]["stored"] == 3.140625
+    assert rep["formats"]["fp32"]["info"]["fraction_bits"] == 23
+    assert rep["formats"]["int8"]["representation"]["int8_q"] == 127
+    assert main(["numerics", "--value", "0.1"]) == 0
+    out = capsys.readouterr().out
+    assert "0.0999755859375" in out and "0.10009765625" in out  # fp16 and bf16 of 0.1
+    assert main(["numerics", "--value", "three"]) == 2
+    assert "lmkit: error:" in capsys.readouterr().err

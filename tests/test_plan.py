@@ -1,0 +1,292 @@
+"""Planning maths against worked examples: parameter counts of the real models, FLOPs counted by
+running them, GPT-3's PF-days, the course's 1B memory figures, Chinchilla's table and fit, and the
+precise memory estimate against the measured peak of real lmkit training steps."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from lmkit.cli import main
+from lmkit.config import ModelConfig, load_run_config
+from lmkit.errors import LmkitError
+from lmkit.plan import (ACCELERATORS, FITS, PF_DAY, count_params, flops_per_token, gpu_hours,
+                        known_models_table, korthikanti_activation_bytes, make_plan, measure_matmul_peak,
+                        model_state_bytes, parse_count, rule_optimal, training_flops, training_memory,
+                        training_rule_of_thumb_bytes, weights_bytes)
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ROOT / "configs" / "tiny.yaml"
+
+
+def n_params_of_model(cfg: ModelConfig) -> int:
+    from lmkit.models import build_model
+
+    return sum(p.numel() for p in build_model(cfg).parameters())
+
+
+# --------------------------------------------------------------------------- parameters
+
+
+@pytest.mark.parametrize("kw", [
+    {},
+    {"pos_encoding": "learned"},
+    {"pos_encoding": "sinusoidal", "tie_embeddings": False},
+    {"d_model": 96, "n_heads": 3, "n_layers": 3, "d_ff": 100, "vocab_size": 1000},
+])
+def test_decoder_params_match_the_model(kw: dict[str, Any]) -> None:
+    cfg = ModelConfig(family="decoder", **kw)
+    p = count_params(cfg)
+    assert p.total == n_params_of_model(cfg)
+    assert p.embedding == cfg.vocab_size * cfg.d_model + (cfg.max_seq_len * cfg.d_model if cfg.pos_encoding == "learned" else 0)
+    assert p.embedding + p.non_embedding == p.total
+
+
+@pytest.mark.parametrize("family,module", [("encoder", "lmkit.models.encoder"), ("encdec", "lmkit.models.encdec")])
+def test_other_families_params_match_the_model(family: str, module: str) -> None:
+    pytest.importorskip(module)
+    for kw in ({}, {"n_layers": 3, "d_model": 128, "n_heads": 4, "vocab_size": 700, "max_seq_len": 96}):
+        cfg = ModelConfig(family=family, **kw)
+        assert count_params(cfg).total == n_params_of_model(cfg)
+
+
+# --------------------------------------------------------------------------- FLOPs
+
+
+class MatmulFlops(TorchDispatchMode):
+    """Counts 2·m·n·k for every matrix product the model really runs (forward and backward)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.flops = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+        name = func.__name__.split(".")[0]
+        if name in ("mm", "addmm", "addmm_", "bmm", "baddbmm"):
+            a, b = (args[0], args[1]) if name in ("mm", "bmm") else (args[1], args[2])
+            batch = a.shape[0] if a.dim() == 3 else 1
+            self.flops += 2 * batch * a.shape[-2] * a.shape[-1] * b.shape[-1]
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("kw", [
+    {"vocab_size": 512, "d_model": 64, "n_layers": 2, "n_heads": 4, "max_seq_len": 64},
+    {"vocab_size": 1000, "d_model": 96, "n_layers": 3, "n_heads": 3, "max_seq_len": 48, "tie_embeddings": False},
+])
+def test_flops_per_token_counts_what_a_training_step_multiplies(kw: dict[str, Any]) -> None:
+    from lmkit.models import build_model
+
+    cfg = ModelConfig(family="decoder", **kw)
+    model = build_model(cfg)
+    B, T = 2, cfg.max_seq_len
+    x = torch.randint(0, cfg.vocab_size, (B, T), generator=torch.Generator().manual_seed(0))
+    counter = MatmulFlops()
+    with counter:
+        model.loss({"input_ids": x, "labels": x}).backward()
+    attention = 12 * cfg.n_layers * cfg.d_model * T  # QK^T and AV, run inside the fused attention kernel
+    predicted = (flops_per_token(cfg, T) - attention) * B * T
+    assert counter.flops == pytest.approx(predicted, rel=1e-9)
+    # forward is a third of training
+    assert flops_per_token(cfg, T, training=False) * 3 == pytest.approx(flops_per_token(cfg, T))
+
+
+def test_flops_attention_term_and_6nd() -> None:
+    cfg = ModelConfig(vocab_size=8192, d_model=256, n_layers=4, n_heads=4, max_seq_len=256)
+    p = count_params(cfg)
+    assert flops_per_token(cfg, 256) == 6 * p.matmul + 12 * 4 * 256 * 256
+    assert flops_per_token(cfg, 512) - flops_per_token(cfg, 256) == 12 * 4 * 256 * 256
+    assert training_flops(1e9, 20e9) == 1.2e20
+
+
+def test_gpt3_training_compute_in_pf_days() -> None:
+    # GPT-3 paper: 3.64e3 PF-days for 175B parameters on 300B tokens
+    pfd = training_flops(175e9, 300e9) / PF_DAY
+    assert pfd == pytest.approx(3645.8, abs=0.1)
+    assert pfd == pytest.approx(3640, rel=0.01)
+    gpt3 = next(r for r in known_models_table() if r["name"] == "GPT-3")
+    assert gpt3["pf_days"] == pytest.approx(pfd)
+
+
+def test_gpu_hours() -> None:
+    # 1 PF-day on 8 V100s at their full 125 TFLOP/s is one day: 192 GPU-hours
+    assert gpu_hours(PF_DAY, ACCELERATORS["V100"], 1.0) == pytest.approx(192.0)
+    assert gpu_hours(PF_DAY, ACCELERATORS["A100"], 0.5) == pytest.approx(1e15 * 86400 / (312e12 * 0.5) / 3600)
+    with pytest.raises(LmkitError):
+        gpu_hours(1e20, 1e12, 0.0)
+
+
+def test_measure_matmul_peak_is_plausible() -> None:
+    peak = measure_matmul_peak(seconds=0.1)
+    assert 1e9 < peak < 1e14
+    assert measure_matmul_peak(seconds=0.1) == peak  # cached for the process
+
+
+# --------------------------------------------------------------------------- memory
+
+
+def test_course_memory_figures_for_1b() -> None:
+    w = weights_bytes(1e9)
+    assert (w["fp32"], w["fp16"], w["bf16"], w["int8"]) == (4e9, 2e9, 2e9, 1e9)
+    assert training_rule_of_thumb_bytes(1e9) == 24e9 == 6 * w["fp32"]
+
+
+def test_zero_sharding_of_model_states() -> None:
+    n = 1e9
+    per_param = {s: sum(model_state_bytes(n, "bf16", s, 8).values()) / n for s in ("ddp", "zero1", "zero2", "zero3", "fsdp")}
+    assert per_param == {"ddp": 16.0, "zero1": 2 + 2 + 12 / 8, "zero2": 2 + 14 / 8, "zero3": 2.0, "fsdp": 2.0}
+    assert sum(model_state_bytes(n, "fp32", "ddp").values()) == 16e9
+    assert sum(model_state_bytes(n, "fp32", "zero1", 4).values()) == (4 + 4 + 2) * n
+    with pytest.raises(LmkitError):
+        model_state_bytes(n, "fp32", "zero4")
+
+
+def test_activation_checkpointing_and_korthikanti() -> None:
+    # Korthikanti et al.: sbh(34 + 5as/h) per layer at 16-bit; 2sbh with full recomputation
+    s, b, h, a, L = 2048, 1, 12288, 96, 96
+    assert korthikanti_activation_bytes(s, b, h, a, L) == L * s * b * h * (34 + 5 * a * s / h)
+    assert korthikanti_activation_bytes(s, b, h, a, L, recompute=True) == L * 2 * s * b * h
+    cfg = ModelConfig(vocab_size=8192, d_model=512, n_layers=12, n_heads=8, max_seq_len=512)
+    full = training_memory(cfg, micro_batch=8)
+    ckpt = training_memory(cfg, micro_batch=8, checkpointing=True)
+    assert ckpt["activations"] < full["activations"] / 4
+    assert ckpt["weights"] == full["weights"]
+    half = training_memory(cfg, micro_batch=8, precision="bf16")
+    assert half["activations"] < 0.75 * full["activations"]
+    # activations grow linearly with the micro-batch
+    two = training_memory(cfg, micro_batch=16)
+    assert two["activations"] == pytest.approx(2 * full["activations"])
+
+
+# --------------------------------------------------------------------------- Chinchilla
+
+# Hoffmann et al. 2022, Table 3: compute-optimal (FLOPs, parameters, tokens)
+CHINCHILLA_TABLE = [
+    (1.92e19, 400e6, 8.0e9), (1.21e20, 1e9, 20.2e9), (1.23e22, 10e9, 205.1e9), (5.76e23, 67e9, 1.5e12),
+    (3.85e24, 175e9, 3.7e12), (9.90e24, 280e9, 5.9e12), (3.43e25, 520e9, 11.0e12), (1.27e26, 1e12, 21.2e12),
+    (1.30e28, 10e12, 216.2e12),
+]
+
+
+@pytest.mark.parametrize("flops,params,tokens", CHINCHILLA_TABLE)
+def test_rule_reproduces_the_chinchilla_table(flops: float, params: float, tokens: float) -> None:
+    n, d = rule_optimal(flops)
+    assert n == pytest.approx(params, rel=0.08) and d == pytest.approx(tokens, rel=0.08)
+    assert 6 * n * d == pytest.approx(flops)
+
+
+def test_chinchilla_budget_by_the_rule() -> None:
+    n, d = rule_optimal(5.76e23)
+    assert n == pytest.approx(70e9, rel=0.02) and d == pytest.approx(1.4e12, rel=0.02)
+
+
+def test_parametric_fit_optimum() -> None:
+    # the fit's optimum from the closed form, typed in here independently of lmkit's constants
+    E, A, B, alpha, beta = 1.69337, 406.401, 410.723, 0.33917, 0.28491
+    C = 5.76e23
+    G = (alpha * A / (beta * B)) ** (1 / (alpha + beta))
+    n_expected = G * (C / 6) ** (beta / (alpha + beta))
+    fit = FITS["chinchilla"]
+    n, d = fit.optimal(C)
+    assert n == pytest.approx(n_expected, rel=1e-9) and d == pytest.approx(C / 6 / n_expected, rel=1e-9)
+    assert 1e10 <= n < 1e11  # tens of billions of parameters
+    loss = fit.loss(n, d)
+    assert loss == pytest.approx(E + A / n ** alpha + B / d ** beta)
+    # it is the minimum along the iso-compute curve
+    for k in (0.8, 0.95, 1.05, 1.25):
+        assert fit.loss(n * k, C / 6 / (n * k)) > loss
+    # the optimal tokens of a model invert the frontier
+    assert fit.optimal(6 * n * fit.optimal_tokens(n))[0] == pytest.approx(n, rel=1e-9)
+    # Epoch AI's replication: about 18 tokens per parameter at this budget
+    ne, de = FITS["epoch"].optimal(C)
+    assert 15 < de / ne < 22
+
+
+def test_known_models_verdicts() -> None:
+    rows = {r["name"]: r for r in known_models_table()}
+    assert rows["GPT-3"]["verdict"].startswith("under-trained")
+    assert rows["Gopher"]["verdict"].startswith("under-trained")
+    assert rows["BLOOM"]["verdict"].startswith("under-trained")
+    assert rows["Chinchilla"]["verdict"] == "about right"
+    assert rows["LLaMA 65B"]["verdict"] == "about right"
+    assert rows["BloombergGPT"]["verdict"] == "about right"
+    assert rows["LLaMA 7B"]["verdict"].startswith("over-trained")
+    assert {"PaLM", "Llama 2 70B"} <= set(rows)
+
+
+# --------------------------------------------------------------------------- the plan and its CLI
+
+REQUIRED = ["params", "tokens", "flops", "pf_days", "memory.weights_bytes.fp32", "memory.weights_bytes.fp16",
+            "memory.weights_bytes.bf16", "memory.weights_bytes.int8", "memory.training_rule_of_thumb_bytes",
+            "memory.training_bytes", "memory.inference_bytes", "chinchilla.rule.params", "chinchilla.rule.tokens",
+            "chinchilla.fit.params", "chinchilla.fit.tokens", "chinchilla.fit.loss"]
+
+
+def _get(d: dict[str, Any], dotted: str) -> Any:
+    for k in dotted.split("."):
+        d = d[k]
+    return d
+
+
+def run_json(capsys: pytest.CaptureFixture[str], *argv: str) -> dict[str, Any]:
+    assert main(["plan", *argv, "--json"]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_plan_json_for_1b(capsys: pytest.CaptureFixture[str]) -> None:
+    out = run_json(capsys, "--params", "1B")
+    for key in REQUIRED:
+        assert isinstance(_get(out, key), (int, float)), key
+    assert out["params"] == 1e9 and out["tokens"] == 20e9
+    assert out["memory"]["weights_bytes"]["fp32"] == 4e9 and out["memory"]["training_rule_of_thumb_bytes"] == 24e9
+    assert 16e9 < out["memory"]["training_bytes"] < 40e9
+    assert out["chinchilla"]["rule"]["params"] == pytest.approx(1e9)
+
+
+def test_plan_from_a_budget(capsys: pytest.CaptureFixture[str]) -> None:
+    out = run_json(capsys, "--flops", "5.76e23")
+    assert out["params"] == pytest.approx(69.3e9, rel=0.01) and out["flops"] == 5.76e23
+    out = run_json(capsys, "--gpu-hours", "1000", "--gpu", "H100")
+    assert out["flops"] == pytest.approx(1000 * 3600 * 989e12 * 0.4)
+    out2 = run_json(capsys, "--pf-days", str(out["flops"] / PF_DAY))
+    assert out2["params"] == pytest.approx(out["params"])
+    out = run_json(capsys, "--params", "7B", "--flops", "8.4e22")  # a model and a budget: the tokens it affords
+    assert out["tokens"] == pytest.approx(8.4e22 / 6 / 7e9)
+
+
+def test_plan_from_a_config_with_overrides_and_sharding(capsys: pytest.CaptureFixture[str]) -> None:
+    out = run_json(capsys, "--config", str(TINY))
+    cfg = load_run_config(TINY)
+    assert out["params"] == count_params(cfg.model).total
+    assert out["tokens"] == cfg.train.max_steps * cfg.train.batch_size * cfg.model.max_seq_len
+    big = run_json(capsys, "--config", str(TINY), "--model.d_model", "128")
+    assert big["params"] > out["params"]
+    one = run_json(capsys, "--params", "7B", "--gpus", "8")
+    fsdp = run_json(capsys, "--params", "7B", "--gpus", "8", "--sharding", "fsdp")
+    assert fsdp["memory"]["training_bytes"] < one["memory"]["training_bytes"] - 7e9 * 16 * 0.8
+
+
+def test_plan_readable_output_and_errors(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["plan", "--params", "125M", "--tokens", "2.5B"]) == 0
+    text = capsys.readouterr().out
+    assert "Chinchilla" in text and "PF-days" in text and "H100" in text
+    assert main(["plan"]) == 0  # nothing to plan: the table of known models
+    assert "GPT-3" in capsys.readouterr().out
+    assert main(["plan", "--params", "1B", "--gpu-hours", "10", "--gpu", "Z80"]) == 2
+    assert "--gpu" in capsys.readouterr().err
+    assert main(["plan", "--params", "lots"]) == 2
+    with pytest.raises(LmkitError):
+        make_plan(params=1e9, tokens=1e10, flops=1e20)
+    assert parse_count("1.4T") == 1.4e12 and parse_count("125M") == 125e6
+
+
+# --------------------------------------------------------------------------- memory against real training
