@@ -56,7 +56,7 @@ def _step_fn(model: torch.nn.Module, loss_fn: Callable[[torch.Tensor], torch.Ten
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        return float(loss)
+        return loss.item()
 
     return step
 

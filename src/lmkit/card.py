@@ -339,9 +339,10 @@ def _training_section(f: dict[str, Any]) -> list[str]:
     if _num(tokens):
         tl = f"- tokens seen: {_int(tokens)} ({_si(tokens)})"
         if _num(data.get("train_tokens")) and data["train_tokens"] > 0:
-            tl += f", {tokens / data['train_tokens']:.2f} passes over the training data"
+            passes = tokens / data["train_tokens"]
+            tl += f", {passes:.3g} pass{'' if passes == 1 else 'es'} over the training data"
         if f["params"]:
-            tl += f", {tokens / f['params']:.2f} tokens per parameter"
+            tl += f", {tokens / f['params']:.2g} tokens per parameter"
         lines.append(tl)
     else:
         lines.append(f"- tokens seen: {NOT_RECORDED}")

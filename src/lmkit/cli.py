@@ -404,6 +404,8 @@ def _add_hub(sub: Any) -> None:
                     "examples:\n  lmkit hub push runs/small alice/small-decoder -m 'first run'\n"
                     "  lmkit hub list\n  lmkit hub search family:decoder size<10M legal\n"
                     "  lmkit hub show alice/small-decoder\n  lmkit hub pull alice/small-decoder@1 --out models/small")
+    p.add_argument("--hub", dest="hub_top", default=None, metavar="URL",
+                   help="hub folder or fsspec URL (also accepted after the action)")
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--hub", default=None, help="hub folder or fsspec URL (default $LMKIT_HUB or ~/.cache/lmkit/hub)")
     common.add_argument("--json", action="store_true", help="print JSON")
@@ -440,6 +442,83 @@ def _run_hub(args: argparse.Namespace) -> int:
     return hub.cli_hub(args)
 
 
+def _add_generate(sub: Any) -> None:
+    p = sub.add_parser(
+        "generate", help="complete a prompt with a trained checkpoint (greedy or sampled), optionally explained",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Print PROMPT followed by the text the model adds to it. On a terminal the prompt is dimmed,\n"
+                    "the completion bold, and the completion appears as it is generated.\n\n"
+                    "How the next token is picked:\n"
+                    "  greedy (default)   always the most likely token: the same prompt always gives the same\n"
+                    "                     text (which tends to repeat itself)\n"
+                    "  --sample           draw the token at random from the model's probabilities, after:\n"
+                    "    --temperature T  divide the logits by T: T < 1 sharpens the distribution (safer;\n"
+                    "                     T = 0 is greedy), T > 1 flattens it (more surprising)\n"
+                    "    --top-k K        only the K most likely tokens can be drawn\n"
+                    "    --top-p P        only the smallest set of most likely tokens whose probabilities add\n"
+                    "                     up to P (the \"nucleus\"; the top token is always in it)\n"
+                    "    --seed S         the same seed gives the same text\n"
+                    "  --explain          print for every step the top candidates with their probabilities\n"
+                    "                     before and after temperature/top-k/top-p, and which one was chosen\n\n"
+                    "The model reads the prompt once (filling its key/value cache), then adds one token per\n"
+                    "step. It stops at the end-of-sequence token, after --max-new-tokens, or when the context\n"
+                    "window is full. An encoder-decoder checkpoint encodes the prompt (which may hold sentinels\n"
+                    "such as <extra_id_0>) and writes its output from a start token. Encoders do not generate\n"
+                    "text (use `lmkit fill-mask`).\n\n"
+                    "examples:\n"
+                    "  lmkit generate runs/x \"Once upon a time\"\n"
+                    "  lmkit generate runs/x \"Once upon a time\" --sample --temperature 0.8 --top-p 0.9 --seed 1\n"
+                    "  lmkit generate runs/x \"The cat\" --max-new-tokens 5 --explain")
+    p.add_argument("checkpoint", help="checkpoint folder, or a run folder (its newest checkpoint is used)")
+    p.add_argument("prompt", help="text to complete (\"\" starts from the beginning-of-sequence token)")
+    p.add_argument("--max-new-tokens", type=int, default=64, help="most tokens to add (default 64)")
+    p.add_argument("--sample", action="store_true", help="sample the next token instead of taking the most likely")
+    p.add_argument("--temperature", type=float, default=1.0,
+                   help="with --sample: divide logits by T (default 1; <1 sharper, >1 flatter, 0 = greedy)")
+    p.add_argument("--top-k", type=int, default=None, help="with --sample: draw only from the K most likely tokens")
+    p.add_argument("--top-p", type=float, default=None,
+                   help="with --sample: draw only from the most likely tokens that together have probability P")
+    p.add_argument("--seed", type=int, default=None, help="random seed of --sample (printed when not given)")
+    p.add_argument("--explain", action="store_true",
+                   help="show each step's top candidates, probabilities before/after the settings, and the choice")
+    p.add_argument("--truncate", choices=["error", "left"], default="error",
+                   help="a prompt too long for the context window: refuse it (error, default) or keep its end (left)")
+    p.add_argument("--no-stop-at-eos", action="store_true",
+                   help="keep going after the end-of-sequence token (until --max-new-tokens or the window)")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, mps... (default auto: cuda if available)")
+    p.add_argument("--json", action="store_true",
+                   help="print one JSON object: prompt, completion, text, tokens, stop_reason, tokens_per_s, settings")
+    p.set_defaults(func=_run_generate)
+
+
+def _run_generate(args: argparse.Namespace) -> int:
+    from lmkit import generate
+
+    return generate.cli_generate(args)
+
+
+def _add_demo(sub: Any) -> None:
+    p = sub.add_parser(
+        "demo", help="the whole pipeline on a built-in corpus, in minutes on a CPU",
+        description="Gather real English text already on this machine (license texts, Debian copyright files, "
+                    "Python's docstrings, fortunes if installed), curate it, train a tokenizer, plan, pre-train a "
+                    "small decoder, evaluate, generate, quantize to int8, write the model card and publish to a "
+                    "local hub. Prints where every artefact went.")
+    p.add_argument("--out", default="runs/demo", help="output folder (a new -2, -3... sibling if it exists)")
+    p.add_argument("--data", nargs="+", default=None, help="use your own text instead of the built-in corpus")
+    p.add_argument("--minutes", type=float, default=3.0, help="rough total time budget (training gets ~60%%)")
+    p.add_argument("--quick", action="store_true", help="a tiny corpus and model: the chain in well under a minute")
+    p.add_argument("--prompt", default=None, help="prompt for the sample completions")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.set_defaults(func=_run_demo)
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    from lmkit import demo
+
+    return demo.cli_demo(args)
+
+
 # --------------------------------------------------------------------------- parser and main
 
 ADDERS: tuple[Callable[[Any], None], ...] = (
@@ -447,6 +526,8 @@ ADDERS: tuple[Callable[[Any], None], ...] = (
     _add_mix,
     _add_tokenizer,
     _add_pretrain,
+    _add_generate,
+    _add_demo,
     _add_plan,
     _add_numerics,
     _add_export,
@@ -455,7 +536,7 @@ ADDERS: tuple[Callable[[Any], None], ...] = (
     _add_hub,
 )
 # Subcommands whose unknown ``--a.b value`` arguments are config overrides.
-TAKES_OVERRIDES = {"pretrain", "demo", "plan"}
+TAKES_OVERRIDES = {"pretrain", "plan"}
 
 
 def build_parser() -> argparse.ArgumentParser:

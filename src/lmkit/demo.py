@@ -118,3 +118,167 @@ def gather_default_corpus(out_dir: str | Path, max_bytes: int = 24_000_000) -> d
         raise LmkitError(f"found only {total:,} bytes of text for the default corpus (need {MIN_CORPUS_BYTES:,}); "
                          "pass your own text: lmkit demo --data PATH")
     return found
+
+
+# --------------------------------------------------------------------------- the pipeline
+
+
+def _fresh_out(out: Path) -> Path:
+    """``out`` if it is new or empty, else the first free ``out-2``, ``out-3``, ... (nothing is overwritten)."""
+    if not out.exists() or not any(out.iterdir()):
+        return out
+    i = 2
+    while True:
+        cand = out.with_name(f"{out.name}-{i}")
+        if not cand.exists():
+            return cand
+        i += 1
+
+
+def _human_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1000
+    return f"{n:.1f} GB"
+
+
+def demo_run_config(out: Path, data: list[str], tokenizer: str, train_seconds: float, quick: bool):
+    """The small decoder the demo trains: sized so a 2-core CPU sees many steps in the budget."""
+    from lmkit.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+
+    if quick:
+        model = ModelConfig(family="decoder", vocab_size=512, d_model=64, n_layers=2, n_heads=4, max_seq_len=64)
+        train = TrainConfig(batch_size=8, lr=3e-3, warmup_steps=5, max_steps=40, eval_every=20, eval_batches=2,
+                            log_every=5, ckpt_every=0, tensorboard=False)
+    else:
+        model = ModelConfig(family="decoder", vocab_size=4096, d_model=128, n_layers=4, n_heads=4, max_seq_len=128)
+        train = TrainConfig(batch_size=16, lr=2e-3, warmup_steps=30, max_steps=None, max_time=train_seconds,
+                            eval_every=100, eval_batches=8, log_every=10, ckpt_every=200)
+    return RunConfig(model=model, train=train, out=str(out / "run"),
+                     data=DataConfig(paths=data, tokenizer=tokenizer, val_fraction=0.02))
+
+
+def run_demo(out: str | Path = "runs/demo", data: list[str] | None = None, minutes: float = 3.0,
+             quick: bool = False, prompt: str | None = None) -> dict[str, Any]:
+    """Run every step; returns a summary with each artefact's path and the figures seen."""
+    from lmkit import checkpoint, plan
+    from lmkit.card import render_card
+    from lmkit.data.curate import curate
+    from lmkit.generate import GenerationConfig, generate
+    from lmkit.hub import Hub
+    from lmkit.quantize import quantize_checkpoint
+    from lmkit.tokenizer import train_tokenizer
+    from lmkit.data.read import iter_documents
+    from lmkit.train import train
+
+    t_start = time.perf_counter()
+    root = _fresh_out(Path(out).expanduser())
+    root.mkdir(parents=True, exist_ok=True)
+    summary: dict[str, Any] = {"out": str(root), "steps": {}}
+
+    def step(title: str) -> None:
+        print(f"\n== {title} " + "=" * max(0, 70 - len(title)), file=sys.stderr, flush=True)
+
+    step("1/8 gather the corpus")
+    if data:
+        raw_paths = list(data)
+        print(f"using your data: {', '.join(raw_paths)}", file=sys.stderr)
+    else:
+        found = gather_default_corpus(root / "raw", max_bytes=2_500_000 if quick else 24_000_000)
+        raw_paths = [str(root / "raw")]
+        for name, info in found.items():
+            print(f"  {name:18s} {info['documents']:7,d} documents {_human_bytes(info['bytes']):>10s}", file=sys.stderr)
+        summary["corpus"] = found
+
+    step("2/8 curate: normalise, filter, redact PII, deduplicate")
+    report = curate(raw_paths, root / "curated", workers=0, progress=True)
+    total = report.get("total", {})
+    summary["curation"] = {k: total.get(k) for k in ("docs_in", "docs_out", "chars_in", "chars_out",
+                                                      "tokens_in", "tokens_out", "token_survival_pct")}
+    print(f"  report: {root / 'curated' / 'report.md'}", file=sys.stderr)
+
+    step("3/8 train a byte-level BPE tokenizer")
+    vocab = 512 if quick else 4096
+    tok = train_tokenizer((d.text for d in iter_documents([root / "curated"])), vocab_size=vocab)
+    tok_path = tok.save(root / "tokenizer")
+    print(f"  {tok.vocab_size:,} tokens -> {tok_path}", file=sys.stderr)
+
+    run_cfg = demo_run_config(root, [str(root / "curated")], str(tok_path), max(20.0, minutes * 60 * 0.6), quick)
+    run_cfg.model.vocab_size = tok.vocab_size
+    step("4/8 plan: parameters, memory, compute")
+    p = plan.make_plan(cfg=run_cfg.model, seq_len=run_cfg.model.max_seq_len, micro_batch=run_cfg.train.batch_size)
+    summary["plan"] = {"params": p["params"], "chinchilla_tokens_for_this_size": 20 * p["params"],
+                       "training_bytes": p["memory"]["training_bytes"]}
+    print(f"  {p['params']:,.0f} parameters; Chinchilla-optimal data for this size ~{20 * p['params']:,.0f} tokens; "
+          f"training memory ~{_human_bytes(p['memory']['training_bytes'])}", file=sys.stderr)
+
+    step("5/8 pre-train a decoder (causal language modeling)")
+    result = train(run_cfg)
+    ckpt = Path(result["checkpoint"])
+    summary["training"] = {k: result[k] for k in ("steps", "tokens", "params", "train_loss", "eval", "wall_time_s",
+                                                   "loss_curve", "checkpoint")}
+
+    step("6/8 generate")
+    model = checkpoint.load_model(ckpt)
+    tokenizer = checkpoint.load_tokenizer(ckpt)
+    prompt = prompt or ("Permission is hereby granted" if not data else "The")
+    greedy = generate(model, tokenizer, prompt, GenerationConfig(max_new_tokens=40))
+    sampled = generate(model, tokenizer, prompt, GenerationConfig(max_new_tokens=40, do_sample=True,
+                                                                  temperature=0.8, top_p=0.95, seed=0))
+    summary["generation"] = {"prompt": prompt, "greedy": greedy.text, "sampled (T=0.8, top-p 0.95)": sampled.text}
+
+    step("7/8 quantize to int8")
+    q = quantize_checkpoint(ckpt, root / "model-int8", to="int8", show_progress=False)
+    summary["quantization"] = q
+
+    step("8/8 model card and local hub")
+    card = render_card(ckpt)
+    (ckpt / "README.md").write_text(card, encoding="utf-8")
+    hub_dir = root / "hub"
+    manifest = Hub(str(hub_dir)).push(ckpt, "demo/lmkit-demo-decoder")
+    summary["card"] = str(ckpt / "README.md")
+    summary["hub"] = {"url": str(hub_dir), "name": "demo/lmkit-demo-decoder", "revision": manifest.get("revision")}
+    summary["wall_time_s"] = time.perf_counter() - t_start
+    return summary
+
+
+def print_summary(s: dict[str, Any]) -> None:
+    tr = s["training"]
+    ev = tr.get("eval") or {}
+    cur = s.get("curation") or {}
+    lines = ["", "lmkit demo: done in %.0f s" % s["wall_time_s"], ""]
+    if cur.get("docs_in"):
+        lines.append(f"curation     {cur['docs_out']:,} of {cur['docs_in']:,} documents kept"
+                     + (f", {cur['token_survival_pct']:.1f}% of tokens" if cur.get("token_survival_pct") is not None else ""))
+    lines += [
+        f"model        {tr['params']:,} parameters, {tr['steps']} steps, {tr['tokens']:,} tokens, {tr['wall_time_s']:.0f} s",
+        f"held-out     loss {ev.get('loss', float('nan')):.3f}, perplexity {ev.get('perplexity', float('nan')):.1f}, "
+        f"bits/byte {ev.get('bits_per_byte', float('nan')):.3f}",
+    ]
+    q = s.get("quantization") or {}
+    if q:
+        lines.append(f"int8         {q.get('summary', '')}".rstrip())
+    lines += ["", "prompt       " + repr(s["generation"]["prompt"])]
+    for k, v in s["generation"].items():
+        if k != "prompt":
+            lines.append(f"{k:12s} {v!r}")
+    lines += ["", "where everything went:",
+              f"  corpus + curation report  {s['out']}/raw, {s['out']}/curated/report.md",
+              f"  tokenizer                 {s['out']}/tokenizer/tokenizer.json",
+              f"  checkpoint                {tr['checkpoint']}",
+              f"  metrics, loss curve       {s['out']}/run/metrics.jsonl, {tr['loss_curve']}",
+              f"  int8 model                {s['out']}/model-int8",
+              f"  model card                {s['card']}",
+              f"  local hub                 {s['hub']['url']}  (lmkit hub --hub {s['hub']['url']} list)",
+              "", "next: lmkit generate %s \"your prompt\" --sample --explain" % tr["checkpoint"]]
+    print("\n".join(lines))
+
+
+def cli_demo(args: argparse.Namespace) -> int:
+    s = run_demo(out=args.out, data=args.data, minutes=args.minutes, quick=args.quick, prompt=args.prompt)
+    if args.json:
+        print(json.dumps(s, indent=2, default=str))
+    else:
+        print_summary(s)
+    return 0

@@ -409,34 +409,26 @@ def probe_ids(cfg: ModelConfig, tok: Tokenizer | None, length: int = 16) -> list
 
 def lmkit_greedy(model: nn.Module, cfg: ModelConfig, ids: list[int], steps: int, eos: int,
                  start: int = 0) -> list[int]:
-    """Greedy continuation by lmkit's forward pass, without a cache (the reference for parity).
+    """Greedy tokens by ``lmkit.generate`` (KV cache, as ``lmkit generate`` runs), for parity checks.
 
-    Decoder: tokens after the prompt ``ids``. Encdec: decoder tokens after ``start`` for input ``ids``.
-    Stops after ``steps`` tokens or at ``eos``.
+    Decoder: the tokens after the prompt ``ids``. Encdec: the decoder tokens after ``start`` for the
+    input ``ids``. At most ``steps`` tokens; with ``eos`` >= 0, stops after producing it.
     """
     import torch
 
+    from lmkit.generate import GenerationConfig, generate_ids, generate_seq2seq_ids
+
+    gen = GenerationConfig(max_new_tokens=steps, do_sample=False, stop_at_eos=eos >= 0)
     x = torch.tensor([ids])
-    out: list[int] = []
-    with torch.no_grad():
-        if cfg.family == "decoder":
-            seq = x
-            for _ in range(min(steps, cfg.max_seq_len - len(ids))):
-                nxt = int(model(seq)[0, -1].argmax())
-                out.append(nxt)
-                if nxt == eos:
-                    break
-                seq = torch.cat([seq, torch.tensor([[nxt]])], dim=1)
-        elif cfg.family == "encdec":
-            dec = [start]
-            for _ in range(steps):
-                nxt = int(model(x, torch.tensor([dec]))[0, -1].argmax())
-                out.append(nxt)
-                if nxt == eos:
-                    break
-                dec.append(nxt)
-        else:
-            raise ValueError("greedy decoding needs a decoder or an encoder-decoder")
+    eos_id = eos if eos >= 0 else None
+    if cfg.family == "decoder":
+        out = generate_ids(model, x, gen, cache=True, eos_id=eos_id)[0, len(ids):].tolist()
+    elif cfg.family == "encdec":
+        out = generate_seq2seq_ids(model, x, gen, start_id=start, eos_id=eos_id, cache=True)[0].tolist()
+    else:
+        raise ValueError("greedy decoding needs a decoder or an encoder-decoder")
+    if eos_id is not None and eos_id in out:
+        out = out[: out.index(eos_id) + 1]  # a finished row is padded with eos
     return out
 
 
@@ -590,10 +582,11 @@ def lmkit_config_from_hf(hf: dict[str, Any], source: str, max_seq_len: int | Non
         _need(d % heads == 0 and hf.get("d_kv", d // heads) == d // heads, source,
               f"d_kv {hf.get('d_kv')} != d_model / num_heads ({d // heads if d % heads == 0 else '?'}): lmkit's "
               "heads split d_model evenly")
-        tie = hf.get("tie_word_embeddings", True) is not False
-        scale = hf.get("scale_decoder_outputs", tie)
-        _need(bool(scale) == tie, source, "decoder output scaling must go with tied embeddings (lmkit scales by "
-                                          "d_model^-0.5 exactly when the head is the embedding)")
+        # T5 v1.0 ties the head to the embedding and scales decoder states by d_model^-0.5; lmkit does
+        # exactly that when tied. A head without the scaling (transformers 5 writes tie_word_embeddings:
+        # true with scale_decoder_outputs: false for such a model) becomes lmkit's untied head, filled
+        # from the file's lm_head or, when the file has none, from the embedding it is tied to.
+        tie = bool(hf.get("scale_decoder_outputs", hf.get("tie_word_embeddings", True) is not False))
         n_enc = geti("num_layers")
         n_dec = hf.get("num_decoder_layers") or n_enc
         cfg = ModelConfig(family="encdec", vocab_size=geti("vocab_size"), d_model=d, n_layers=n_enc, n_heads=heads,
@@ -706,6 +699,9 @@ def import_hf(src: str | Path, out: str | Path, overwrite: bool = False, tokeniz
         cfg = _original_config(record, cfg, max_seq_len)
 
     weights = read_hf_weights(folder)
+    if cfg.family == "encdec" and not cfg.tie_embeddings and "lm_head.weight" not in weights \
+            and "shared.weight" in weights:
+        weights["lm_head.weight"] = weights["shared.weight"].clone()  # transformers ties a missing head
     state = from_hf_state(weights, cfg, str(folder))
     if cfg.family == "encoder" and state["pos_emb.weight"].shape[0] > cfg.max_seq_len:
         state["pos_emb.weight"] = state["pos_emb.weight"][: cfg.max_seq_len].clone()
@@ -732,8 +728,8 @@ def import_hf(src: str | Path, out: str | Path, overwrite: bool = False, tokeniz
     })
     if tok is not None:
         meta["tokenizer_sha256"] = tok.sha256
-    if out.exists() and overwrite and not (out / "config.json").exists():
-        shutil.rmtree(out)  # save_checkpoint only replaces checkpoints; the user asked to replace this folder
+    if out.exists() and not (out / "config.json").exists():
+        shutil.rmtree(out)  # empty, or --overwrite given: save_checkpoint itself only replaces checkpoints
     with torch.no_grad():
         path = save_checkpoint(out, model, cfg, tokenizer=tok, meta=meta)
     return {"checkpoint": str(path), "family": cfg.family, "architecture": TARGETS[cfg.family].architecture,

@@ -300,16 +300,13 @@ def _decode_loop(prefill: Callable[[], torch.Tensor], step: Callable[[torch.Tens
 # --------------------------------------------------------------------------- decoder: packed fast path
 
 
-def _rotate_half_rows(w: torch.Tensor, n_heads: int) -> torch.Tensor:
-    """P·w for the signed permutation P with P·x = rotate_half(x) per head: (d, d_in) -> (d, d_in).
-
-    rotate_half(x) = [-x[h/2:], x[:h/2]] within each head of size h, so row i of P·w is -w[i+h/2]
-    for i < h/2 and w[i-h/2] otherwise.
-    """
+def _pair_rows(w: torch.Tensor, n_heads: int) -> torch.Tensor:
+    """Reorder the rows of a query/key projection (d, d_in) so that, within each head, dimension i
+    and i + head_dim/2 (the pair rotary positions rotate together in the "rotate half" layout) sit
+    side by side, as the real and imaginary part of one complex number."""
     d, d_in = w.shape
-    per_head = w.reshape(n_heads, d // n_heads, d_in)  # (H, hd, d_in)
-    half = per_head.shape[1] // 2
-    return torch.cat([-per_head[:, half:], per_head[:, :half]], dim=1).reshape(d, d_in)
+    per_head = w.reshape(n_heads, 2, d // n_heads // 2, d_in)  # (H, 2, hd/2, d_in): halves
+    return per_head.transpose(1, 2).reshape(d, d_in)  # (H, hd/2, 2, d_in) -> rows [x0, x_h, x1, x_h+1, ...]
 
 
 class PackedDecoder:
@@ -317,15 +314,16 @@ class PackedDecoder:
 
     ``start(batch, max_len)`` allocates a key/value cache; ``forward(ids (B, T))`` appends T
     tokens and returns the next-token logits (B, V) of the last one. Same maths as
-    ``Decoder.forward`` with a ``KVCache`` (see the module docstring for what is fused).
+    ``Decoder.forward`` with a ``KVCache``, rearranged (see the module docstring).
     """
 
     def __init__(self, model: nn.Module) -> None:
         cfg = model.cfg
         self.cfg = cfg
         self.d, self.H, self.hd = cfg.d_model, cfg.n_heads, cfg.head_dim
-        self.eps = cfg.norm_eps
+        self.d_eps = cfg.d_model * cfg.norm_eps
         self.rotary = cfg.pos_encoding == "rotary"
+        self.ffn = cfg.ffn_width
         with torch.no_grad():
             self.emb = model.tok_emb.weight.detach()  # (V, d)
             self.pos: torch.Tensor | None = None
@@ -333,87 +331,91 @@ class PackedDecoder:
                 self.pos = model.pos_emb.weight.detach()  # (max_seq_len, d)
             elif model.pos_table is not None:
                 self.pos = model.pos_table  # (max_seq_len, d)
+
+            def packed(norm_w: torch.Tensor | None, *ws: torch.Tensor) -> torch.Tensor:
+                # (in, out) contiguous: a one-row matmul streams it fastest (≈2x F.linear for
+                # the vocabulary projection here). The RMSNorm weight that precedes it scales
+                # its input dimension, so it folds into the rows (with the √d of _rms).
+                wt = torch.cat(ws).t()  # (in, out)
+                if norm_w is not None:
+                    wt = wt * (norm_w[:, None] * math.sqrt(self.d))
+                return wt.contiguous()
+
             self.layers: list[dict[str, torch.Tensor]] = []
             for block in model.blocks:
                 a, m = block.attn, block.mlp
-                wq, wk, wv = a.q_proj.weight, a.k_proj.weight, a.v_proj.weight  # each (d, d)
+                wq, wk = a.q_proj.weight, a.k_proj.weight
                 if self.rotary:
-                    # [q | k | v | P·q | P·k | v]: the second half only meets sin (0 over v)
-                    qkv = torch.cat([wq, wk, wv, _rotate_half_rows(wq, self.H), _rotate_half_rows(wk, self.H), wv])
-                else:
-                    qkv = torch.cat([wq, wk, wv])
+                    wq, wk = _pair_rows(wq, self.H), _pair_rows(wk, self.H)
                 self.layers.append({
-                    "attn_norm": block.attn_norm.weight.detach(),
-                    "qkv": qkv.detach().contiguous(),  # (6d or 3d, d)
-                    "o_t": a.o_proj.weight.detach().t(),  # (d, d) transposed view for addmm
-                    "mlp_norm": block.mlp_norm.weight.detach(),
-                    "gate_up": torch.cat([m.gate_proj.weight, m.up_proj.weight]).detach().contiguous(),  # (2f, d)
-                    "down_t": m.down_proj.weight.detach().t(),  # (f, d)
+                    "qkv": packed(block.attn_norm.weight, wq, wk, a.v_proj.weight),  # (d, 3d)
+                    "o": packed(None, a.o_proj.weight),  # (d, d)
+                    "gate_up": packed(block.mlp_norm.weight, m.gate_proj.weight, m.up_proj.weight),  # (d, 2f)
+                    "down": packed(None, m.down_proj.weight),  # (f, d)
                 })
-            self.ffn = cfg.ffn_width
-            self.norm = model.norm.weight.detach()
-            self.out_w = model.output_weight.detach()  # (V, d)
+            self.out = packed(model.norm.weight, model.output_weight)  # (d, V)
             if self.rotary:
-                cos, sin = model.rope_cos, model.rope_sin  # (max_seq_len, hd)
-                ones, zeros = torch.ones_like(cos).repeat(1, self.H), torch.zeros_like(sin).repeat(1, self.H)
-                self.cos3 = torch.cat([cos.repeat(1, 2 * self.H), ones], dim=1).contiguous()  # (L, 3d)
-                self.sin3 = torch.cat([sin.repeat(1, 2 * self.H), zeros], dim=1).contiguous()  # (L, 3d)
-        self.kv: list[torch.Tensor] = []
-        self.k_view: list[torch.Tensor] = []
-        self.v_view: list[torch.Tensor] = []
-        self.length = 0
-        self.batch = 0
+                # e^{i·pos·θ_j} for every (q heads, k heads) pair, matching the paired rows: (L, d)
+                cos, sin = model.rope_cos, model.rope_sin  # (max_seq_len, hd), halves repeated
+                half = self.hd // 2
+                rot = torch.complex(cos[:, :half], sin[:, :half])  # (L, hd/2)
+                self.freqs = rot.repeat(1, 2 * self.H).contiguous()  # (L, d) complex
+        self.k: list[torch.Tensor] = []
+        self.v: list[torch.Tensor] = []
+        self.k_heads: list[torch.Tensor] = []
+        self.v_heads: list[torch.Tensor] = []
+        self.length = self.max_len = 0
 
     def start(self, batch: int, max_len: int) -> None:
         """A fresh cache for ``batch`` sequences of up to ``max_len`` positions."""
         d, H, hd = self.d, self.H, self.hd
-        self.batch, self.length, self.max_len = batch, 0, max_len
-        # per layer (B, L, 2d): keys then values of each position side by side
-        self.kv = [torch.empty(batch, max_len, 2 * d, dtype=self.emb.dtype, device=self.emb.device)
-                   for _ in self.layers]
-        self.k_view = [c[..., :d].view(batch, max_len, H, hd).transpose(1, 2) for c in self.kv]  # (B, H, L, hd)
-        self.v_view = [c[..., d:].view(batch, max_len, H, hd).transpose(1, 2) for c in self.kv]
+        self.length, self.max_len = 0, max_len
+        opts = {"dtype": self.emb.dtype, "device": self.emb.device}
+        self.k = [torch.empty(batch, max_len, d, **opts) for _ in self.layers]  # (B, L, d) per layer
+        self.v = [torch.empty(batch, max_len, d, **opts) for _ in self.layers]
+        self.k_heads = [c.view(batch, max_len, H, hd).transpose(1, 2) for c in self.k]  # (B, H, L, hd) views
+        self.v_heads = [c.view(batch, max_len, H, hd).transpose(1, 2) for c in self.v]
+
+    def _rms(self, x: torch.Tensor) -> torch.Tensor:
+        """x / sqrt(sum(x²) + d·eps) = RMSNorm(x) / √d (√d and the weight are folded into the next
+        matmul); a sum instead of a mean saves a cast and a division per call."""
+        return x * x.square().sum(-1, keepdim=True).add_(self.d_eps).rsqrt_()
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         """Append ids (B, T) to the cache; logits (B, V) of the token after the last one."""
         B, T = ids.shape
-        d, H, hd, eps = self.d, self.H, self.hd, self.eps
+        d, H, hd = self.d, self.H, self.hd
         past = self.length
         end = past + T
         if end > self.max_len:
             raise ValueError(f"cache of {self.max_len} positions cannot take {end}")
-        x = F.embedding(ids.reshape(-1), self.emb)  # (N, d), N = B*T
+        x = F.embedding(ids.reshape(-1), self.emb)  # (N, d), N = B*T, rows ordered (b, t)
         if self.pos is not None:
             x = (x.view(B, T, d) + self.pos[past:end]).view(B * T, d)
-        if self.rotary:
-            cos, sin = self.cos3[past:end], self.sin3[past:end]  # (T, 3d)
-            if B > 1:
-                cos, sin = cos.repeat(B, 1), sin.repeat(B, 1)  # (N, 3d), rows ordered (b, t)
+        freqs = self.freqs[past:end] if self.rotary else None  # (T, d) complex
         mask = None
         causal = T > 1 and past == 0
         if T > 1 and past > 0:
             mask = torch.ones(T, end, dtype=torch.bool, device=x.device).tril(diagonal=past)  # (T, S)
-        for layer, kv, kc, vc in zip(self.layers, self.kv, self.k_view, self.v_view):
-            h = F.rms_norm(x, (d,), layer["attn_norm"], eps)
-            qkv = F.linear(h, layer["qkv"])  # (N, 6d) rotary / (N, 3d)
-            if self.rotary:
-                rot = qkv[:, :3 * d] * cos
-                rot.addcmul_(qkv[:, 3 * d:], sin)  # (N, 3d) = [q_rot | k_rot | v]
+        for layer, kc, vc, kh, vh in zip(self.layers, self.k, self.v, self.k_heads, self.v_heads):
+            qkv = torch.mm(self._rms(x), layer["qkv"])  # (N, 3d) = [q | k | v]
+            if freqs is not None:  # rotate each (x_i, x_i+hd/2) pair: one complex multiply
+                qk = torch.view_as_complex(qkv[:, :2 * d].view(B, T, d, 2)) * freqs  # (B, T, d) complex
+                qk = torch.view_as_real(qk).view(B * T, 2 * d)  # (N, 2d) = [q_rot | k_rot]
             else:
-                rot = qkv
-            kv[:, past:end] = rot[:, d:].view(B, T, 2 * d)
-            q = rot[:, :d].view(B, T, H, hd).transpose(1, 2)  # (B, H, T, hd)
-            y = F.scaled_dot_product_attention(q, kc[:, :, :end], vc[:, :, :end], attn_mask=mask,
+                qk = qkv
+            kc[:, past:end] = qk[:, d:2 * d].view(B, T, d)
+            vc[:, past:end] = qkv[:, 2 * d:].view(B, T, d)
+            q = qk[:, :d].view(B, T, H, hd).transpose(1, 2)  # (B, H, T, hd)
+            y = F.scaled_dot_product_attention(q, kh[:, :, :end], vh[:, :, :end], attn_mask=mask,
                                                is_causal=causal)  # (B, H, T, hd)
-            y = y.transpose(1, 2).reshape(B * T, d)
-            x = torch.addmm(x, y, layer["o_t"])  # x + o_proj(y)
-            h = F.rms_norm(x, (d,), layer["mlp_norm"], eps)
-            gu = F.linear(h, layer["gate_up"])  # (N, 2f)
+            x = torch.addmm(x, y.transpose(1, 2).reshape(B * T, d), layer["o"])  # x + o_proj(y)
+            gu = torch.mm(self._rms(x), layer["gate_up"])  # (N, 2f)
             a = F.silu(gu[:, :self.ffn]).mul_(gu[:, self.ffn:])
-            x = torch.addmm(x, a, layer["down_t"])  # x + down_proj(silu(gate) * up)
+            x = torch.addmm(x, a, layer["down"])  # x + down_proj(silu(gate) * up)
         self.length = end
         last = x.view(B, T, d)[:, -1]  # (B, d)
-        return F.linear(F.rms_norm(last, (d,), self.norm, eps), self.out_w)  # (B, V)
+        return torch.mm(self._rms(last), self.out)  # (B, V)
 
 
 _PACKED: "weakref.WeakKeyDictionary[nn.Module, tuple[tuple[Any, ...], PackedDecoder]]" = weakref.WeakKeyDictionary()

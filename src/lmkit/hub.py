@@ -445,7 +445,9 @@ class Hub:
                     if card_text is None:
                         try:
                             card_text = self.read_file(m["name"], m["revision"], CARD_FILE).decode("utf-8").lower()
-                        except LmkitError:
+                        except (LmkitError, UnicodeDecodeError) as e:
+                            # an unverified card is not searched; say so rather than fail the whole search
+                            print(f"lmkit: warning: card not searched: {e}", file=sys.stderr)
                             card_text = ""
                     if w in card_text:
                         score += 1
@@ -481,7 +483,7 @@ def _table(rows: list[list[str]]) -> str:
 
 def cli_hub(args: argparse.Namespace) -> int:
     """``lmkit hub push|pull|list|search|show``."""
-    hub = Hub(args.hub)
+    hub = Hub(args.hub or getattr(args, "hub_top", None))
     action = args.hub_command
     if action == "push":
         m = hub.push(args.checkpoint, args.name, message=args.message, include_train_state=args.include_train_state,
@@ -490,7 +492,8 @@ def cli_hub(args: argparse.Namespace) -> int:
             print(json.dumps(m, indent=2))
         else:
             print(f"pushed {m['name']}@{m['revision']} to {hub.url}: {len(m['files'])} files, "
-                  f"{m['size'] / 1e6:.2f} MB ({m['uploaded_blobs']} new, the rest already in the hub)")
+                  f"{m['size'] / 1e6:.2f} MB ({m['uploaded_blobs']} uploaded, "
+                  f"{len(m['files']) - m['uploaded_blobs']} already in the hub)")
             print(f"  pull it: lmkit hub pull {m['name']}@{m['revision']} --out DIR" +
                   (f" --hub {hub.url}" if args.hub else ""))
         return 0

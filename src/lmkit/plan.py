@@ -42,9 +42,15 @@ TOKENS_PER_PARAM = 20.0  # Chinchilla's rule of thumb
 ABOUT_RIGHT_BAND = (10.0, 40.0)
 DEFAULT_MFU = 0.40  # utilisation assumed for GPU-hours: a well-tuned large run reaches 0.4-0.5
 RULE_OF_THUMB_EXTRA_BYTES = 20  # course: gradients, 2 Adam states, activations, temporaries per parameter
-# Resident memory of Python + torch + lmkit before any tensor (peak RSS measured on this machine's
-# CPU after imports and a first matmul: 0.23 GiB). A CUDA context costs a similar few hundred MB.
-RUNTIME_BASELINE_BYTES = int(0.25 * 2**30)
+# Resident memory of an lmkit training process before its first step: Python, torch, lmkit, the
+# tokenizer and the memory-mapped shards (peak RSS measured on this machine's CPU: 0.33-0.34 GiB;
+# evaluation, saving and the loss-curve plot at the end add about 0.03 GiB). A CUDA context costs
+# a similar few hundred MB of device memory.
+RUNTIME_BASELINE_BYTES = int(0.33 * 2**30)
+# On a CPU, glibc's malloc keeps freed activation blocks mapped, so a process's peak RSS runs above
+# the bytes its tensors need at once: measured 1.24-1.27x the precise estimate here (2 configs);
+# with MALLOC_MMAP_THRESHOLD_=131072 in the environment the RSS follows the estimate (within 5%).
+CPU_RSS_FACTOR = 1.25
 LOSS_CHUNK = 1024  # rows of logits lmkit's fused linear cross-entropy holds at a time (models.layers)
 T5_RELATIVE_BUCKETS = 32
 MLM_SCORED_FRACTION = 0.15  # share of an encoder's positions the MLM loss scores (objectives.MLM_PROBABILITY)
@@ -328,7 +334,8 @@ def activation_bytes(cfg: ModelConfig, micro_batch: int, seq_len: int | None = N
 
     layers: every layer's saved tensors (see ``_layer_activation_elements``) at 4 bytes (fp32) or
     2 bytes (bf16/fp16 autocast, residual stream 4); with activation checkpointing only each
-    layer's input is kept, plus one layer's full set while it is recomputed in the backward pass.
+    layer's input is kept, plus one layer's full set while it is recomputed in the backward pass
+    (not at the same time as the loss workspace, so only the larger of the two counts).
     dropout > 0 adds a 1-byte mask per dropped element (2 per layer of width d).
     outside: the embedding output, the final norm's input and the loss's gradient w.r.t. the
     hidden states. loss: lmkit's fused linear cross-entropy (models.layers) holds at most 1,024
@@ -349,14 +356,17 @@ def activation_bytes(cfg: ModelConfig, micro_batch: int, seq_len: int | None = N
     if cfg.family == "encdec":
         Tt = min(cfg.max_target_len, S)
         Ld = cfg.n_decoder_layers or L
+        H = cfg.n_heads
         # decoder layers: a third norm input (resid), cross-attn norm output, q, output, copy (4d),
-        # on targets; cross keys/values (2d) over the inputs in every decoder layer
+        # on targets; cross keys/values (2d) over the inputs in every decoder layer. T5's learned
+        # position bias is an attention mask that needs a gradient, which sends self-attention
+        # down PyTorch's unfused path on a CPU: it keeps each layer's softmax (H x T x T) as well.
         dec_per_target = per_token_layer + d * 4.0 + 4 * d * act
-        enc_layers = L * b * S * per_token_layer
-        dec_layers = Ld * b * (Tt * dec_per_target + S * 2 * d * act)
+        enc_layer = b * (S * per_token_layer + H * S * S * act)
+        dec_layer = b * (Tt * dec_per_target + S * 2 * d * act + H * Tt * Tt * act)
         layer_inputs = (L * S + Ld * Tt) * b * d * 4.0
-        one_layer = max(b * S * per_token_layer, b * (Tt * dec_per_target + S * 2 * d * act))
-        full = enc_layers + dec_layers
+        one_layer = max(enc_layer, dec_layer)
+        full = L * enc_layer + Ld * dec_layer
         predicted = b * Tt
         outside = b * S * d * 4.0 * 2 + b * Tt * d * 4.0 * 3  # encoder output + final norm; decoder side
     else:
@@ -365,9 +375,14 @@ def activation_bytes(cfg: ModelConfig, micro_batch: int, seq_len: int | None = N
         one_layer = b * S * per_token_layer
         predicted = b * S if cfg.family == "decoder" else max(1, round(0.15 * b * S))
         outside = b * S * d * 4.0 * 3
-    layers = (layer_inputs + one_layer) if checkpointing else full
     rows = min(predicted, LOSS_CHUNK)
     loss = rows * V * 4.0 * (2.0 if precision == "fp32" else 2.5) + V * d * 4.0
+    if checkpointing:
+        # the loss workspace (end of the forward pass) and the one layer recomputed at a time (in the
+        # backward pass) are never held together
+        layers = layer_inputs + max(one_layer - loss, 0.0)
+    else:
+        layers = full
     return {"layers": layers, "outside": outside, "loss": loss, "total": layers + outside + loss}
 
 

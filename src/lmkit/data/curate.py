@@ -56,6 +56,7 @@ import shutil
 import sys
 import time
 import unicodedata
+from time import perf_counter
 from collections import Counter, deque
 from dataclasses import dataclass, field
 from importlib import resources
@@ -322,9 +323,6 @@ def proxy_tokens(text: str) -> int:
     return int(np.count_nonzero((a[1:] != a[:-1]) & (a[1:] != 0))) + int(a[0] != 0)
 
 
-# datatrove's punctuation set: a token made only of these is a "symbol", not a word
-PUNCTUATION = set("!/—”:％１〈&(、━\\【#%「」，】；+^]~“《„';’{|∶´[=-`*．（–？！：$～«〉,><》)?）。…@_.\"}►»"
-                  + "".join(map(chr, (x for a, b in ((0, 9), (11, 13), (13, 32), (127, 160)) for x in range(a, b)))))
 _SENT_END_RE = re.compile(r"[.!?…]+[\"'”’)\]]*(?=\s|$)")
 
 
@@ -342,6 +340,8 @@ def count_sentences(line: str) -> int:
 # everything the rules ask (token counts and lengths, letters, symbols, token hashes for n-grams)
 # comes from a few reductions over those arrays.
 
+# classes: space (\s), letter (isalpha), other \w (digits, numerals), '_', punctuation (a token made
+# only of these is a "symbol", not a word, for the Gopher rules), other symbols (e.g. ©, €, emoji)
 C_SPACE, C_LETTER, C_ALNUM, C_UNDERSCORE, C_PUNCT, C_SYMBOL = range(6)
 _GROUP = np.array([0, 1, 1, 1, 2, 2], dtype=np.uint8)  # 0 space, 1 word (\w), 2 symbol ([^\w\s])
 _CLASS_TABLE: list[np.ndarray] = []
@@ -356,7 +356,9 @@ def _char_class(ch: str) -> int:
         return C_ALNUM
     if ch == "_":
         return C_UNDERSCORE
-    return C_PUNCT if ch in PUNCTUATION else C_SYMBOL
+    cat = unicodedata.category(ch)
+    # punctuation: Unicode P* and control characters, and every ASCII non-word character
+    return C_PUNCT if cat[0] == "P" or cat == "Cc" or ch.isascii() else C_SYMBOL
 
 
 def _class_table() -> np.ndarray:
@@ -368,6 +370,7 @@ def _class_table() -> np.ndarray:
 
 
 _TOKEN_BASE = np.uint64(0x100000001B3)
+_NGRAM_MUL = np.uint64(0x9E3779B97F4A7C15)
 _TOKEN_BASE_INV = np.uint64(pow(0x100000001B3, -1, 1 << 64))
 
 
@@ -425,6 +428,9 @@ class Tokens:
             from lmkit.data.dedup import mix64
 
             n = self.cp.shape[0]
+            if n == 0:
+                self._hashes = np.zeros(0, dtype=np.uint64)
+                return self._hashes
             pw = np.full(n, _TOKEN_BASE, dtype=np.uint64)
             pw[0] = 1
             np.cumprod(pw, out=pw)
@@ -434,7 +440,7 @@ class Tokens:
             prefix = np.zeros(n + 1, dtype=np.uint64)
             np.cumsum(self.cp.astype(np.uint64) * pw, out=prefix[1:])
             h = (prefix[self.ends] - prefix[self.starts]) * inv[self.starts]
-            self._hashes = mix64(h ^ (self.ends - self.starts).astype(np.uint64))
+            self._hashes = mix64(h + (self.ends - self.starts).astype(np.uint64) * _NGRAM_MUL)  # length too
         return self._hashes
 
 
@@ -458,12 +464,12 @@ _CTRL_RE = re.compile("[\x00-\x08\x0e-\x1b\x1f\x7f-\x84\x86-\x9f\u200b\u200c\u20
 _ASCII_BREAKS = ("\r", "\x0b", "\x0c", "\x1c", "\x1d", "\x1e")
 _ASCII_CTRL = bytes([*range(0, 9), *range(0x0e, 0x1c), 0x1f, 0x7f])
 _USPACE_RE = re.compile("[\u00a0\u1680\u2000-\u200a\u202f\u205f\u3000]")
-_HSPACE_RE = re.compile(r"[ \t]+")
+_HSPACE_RE = re.compile(r"(?:\t|  )[ \t]*")  # only runs that change: a tab, or 2+ spaces/tabs
 # a Latin-1/cp1252 reading of UTF-8 leaves a lead character U+00C2..U+00F4 followed by one of these
 _MOJIBAKE_HINT_RE = re.compile("[\u00c2-\u00f4][\u0080-\u00bf\u0152\u0153\u0160\u0161\u0178\u017d\u017e\u0192"
                                "\u02c6\u02dc\u2013\u2014\u2018-\u201e\u2020-\u2022\u2026\u2030\u2039\u203a"
                                "\u20ac\u2122]")
-_EDGE_SPACE_RE = re.compile(r" ?\n ?")
+_EDGE_SPACE_RE = re.compile(r" \n ?|\n ")
 
 
 class Normalise:
@@ -742,7 +748,6 @@ class C4Quality:
 
 _PARA_RE = re.compile(r"\n{2,}")
 _LINES_RE = re.compile(r"\n+")
-_NGRAM_MUL = np.uint64(0x9E3779B97F4A7C15)
 
 
 def _dup_stats(items: list[str]) -> tuple[int, int]:
@@ -833,26 +838,29 @@ class GopherRepetition:
         counts if one of those earlier occurrences was visited (not jumped over).
         """
         m = order.shape[0]
-        # index in ``order`` where each position's group of equal n-grams begins
-        group_start = np.maximum.accumulate(np.where(np.r_[True, ~same], np.arange(m), 0))
-        rank = np.arange(m) - group_start  # occurrences before this one
-        cand_idx = np.flatnonzero(rank > 0)
-        cand_pos = order[cand_idx]
-        by_pos = np.argsort(cand_pos, kind="stable")
-        cand_pos_l = cand_pos[by_pos].tolist()
-        cand_idx_l = cand_idx[by_pos].tolist()
+        in_rep = np.zeros(m, dtype=bool)  # sorted entries of an n-gram that occurs more than once
+        in_rep[:-1] |= same
+        in_rep[1:] |= same
+        sel = np.flatnonzero(in_rep)
+        pos = order[sel]
+        first = np.r_[True, ~same[sel[1:] - 1] | (sel[1:] - 1 != sel[:-1])]  # a new n-gram starts here
+        group_start = np.maximum.accumulate(np.where(first, np.arange(sel.shape[0]), 0))
+        cand = np.flatnonzero(~first)
+        by_pos = np.argsort(pos[cand], kind="stable")
+        cand_l = cand[by_pos].tolist()
+        pos_l = pos.tolist()
         gs = group_start.tolist()
-        pos_of = order.tolist()
         skipped = bytearray(m)
         idx = 0
         total = 0
-        for p, j in zip(cand_pos_l, cand_idx_l):
+        for j in cand_l:
+            p = pos_l[j]
             if p < idx:
                 continue  # jumped over: not visited
             # visited; its n-gram was seen if an earlier occurrence was visited
             seen = False
             for e in range(j - 1, gs[j] - 1, -1):
-                if not skipped[pos_of[e]]:
+                if not skipped[pos_l[e]]:
                     seen = True
                     break
             if seen:
@@ -860,7 +868,8 @@ class GopherRepetition:
                 if total > limit:
                     return True
                 idx = p + n
-                skipped[p + 1:min(p + n, m)] = b"\x01" * (min(p + n, m) - p - 1)
+                stop = min(p + n, m)
+                skipped[p + 1:stop] = bytes([1]) * (stop - p - 1)
             else:
                 idx = p + 1
         return False
@@ -926,6 +935,11 @@ _EMAIL_RE = re.compile(
 _OCTET = r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
 _IPV4_RE = re.compile(rf"(?<![\d.])(?:{_OCTET}\.){{3}}{_OCTET}(?!\d|\.\d)")
 _IPV6_RE = re.compile(r"(?<![\w:.])(?:[0-9A-Fa-f]{0,4}:){2,7}(?:[0-9A-Fa-f]{1,4}|(?:\d{1,3}\.){3}\d{1,3})?(?![\w:])")
+# cheap patterns that every match of the full ones contains: the full patterns only run near them
+_EMAIL_ANCHOR_RE = re.compile("@")
+_IPV4_ANCHOR_RE = re.compile(r"\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}")
+_IPV6_ANCHOR_RE = re.compile(r"[0-9A-Fa-f]{0,4}:[0-9A-Fa-f]{0,4}:")
+_PHONE_ANCHOR_RE = re.compile(r"[+(]?\d[\d .()-]{6,}\d\)?")
 _PHONE_RE = re.compile(
     r"(?<![\w+])(?:"
     r"\+\d{1,3}(?:[ .-]?(?:\(\d{1,4}\)|\d{1,5})){1,6}"  # international: +CC then groups
@@ -960,19 +974,48 @@ class PiiRedact:
         self.counts["phone_numbers"] += 1
         return self.cfg.phone_placeholder
 
+    def _email(self, m: re.Match[str]) -> str:
+        self.counts["emails"] += 1
+        return self.cfg.email_placeholder
+
     def __call__(self, text: str) -> str | Removed:
         c = self.cfg
         if c.emails and "@" in text:
-            text, n = _EMAIL_RE.subn(c.email_placeholder, text)
-            self.counts["emails"] += n
+            text = _sub_near(_EMAIL_RE, text, _EMAIL_ANCHOR_RE, 80, 260, self._email)
         if c.ips:
             if "." in text:
-                text = _IPV4_RE.sub(self._ip, text)
+                text = _sub_near(_IPV4_RE, text, _IPV4_ANCHOR_RE, 1, 2, self._ip)
             if ":" in text:
-                text = _IPV6_RE.sub(self._ip, text)
+                text = _sub_near(_IPV6_RE, text, _IPV6_ANCHOR_RE, 40, 48, self._ip)
         if c.phones:
-            text = _PHONE_RE.sub(self._phone, text)
+            text = _sub_near(_PHONE_RE, text, _PHONE_ANCHOR_RE, 1, 2, self._phone)
         return text
+
+
+def _sub_near(pattern: re.Pattern[str], text: str, anchor: re.Pattern[str], before: int, after: int,
+              repl: Callable[[re.Match[str]], str]) -> str:
+    """``pattern.sub(repl, text)``, searching only within ``before``/``after`` characters of the
+    matches of a cheap ``anchor`` pattern that every match of ``pattern`` contains (the full
+    patterns are slow to try at every position of a long text). ``repl`` may return the match
+    unchanged to keep it."""
+    pieces: list[str] = []
+    last = 0
+    size = len(text)
+    for a in anchor.finditer(text):
+        hi = min(size, a.end() + after)
+        if hi <= last:
+            continue
+        for m in pattern.finditer(text, max(last, a.start() - before), hi):
+            new = repl(m)
+            if new == m.group(0):
+                continue
+            pieces.append(text[last:m.start()])
+            pieces.append(new)
+            last = m.end()
+    if not pieces:
+        return text
+    pieces.append(text[last:])
+    return "".join(pieces)
 
 
 # --------------------------------------------------------------------------- per-stage statistics
@@ -990,6 +1033,7 @@ class StageStats:
     tokens_in: int = 0
     tokens_out: int = 0
     modified: int = 0  # documents kept but changed (normalised, lines dropped, PII redacted)
+    seconds: float = 0.0  # time spent in the stage, summed over workers
     reasons: Counter[str] = field(default_factory=Counter)
     examples: dict[str, list[dict[str, str]]] = field(default_factory=dict)  # a few per reason
     extra: Counter[str] = field(default_factory=Counter)  # stage-specific counts (e.g. redactions)
@@ -1000,7 +1044,7 @@ class StageStats:
             lst.append({"id": doc_id, "source": source, "reason": reason, "text": text[:chars]})
 
     def merge(self, other: "StageStats", limit: int) -> None:
-        for f in ("docs_in", "docs_out", "chars_in", "chars_out", "tokens_in", "tokens_out", "modified"):
+        for f in ("docs_in", "docs_out", "chars_in", "chars_out", "tokens_in", "tokens_out", "modified", "seconds"):
             setattr(self, f, getattr(self, f) + getattr(other, f))
         self.reasons.update(other.reasons)
         self.extra.update(other.extra)
@@ -1025,6 +1069,7 @@ class StageStats:
             "docs_kept_pct": _pct(self.docs_out, self.docs_in), "chars_in": self.chars_in,
             "chars_out": self.chars_out, "tokens_in": self.tokens_in, "tokens_out": self.tokens_out,
             "tokens_kept_pct": _pct(self.tokens_out, self.tokens_in), "modified": self.modified,
+            "seconds": round(self.seconds, 3),
             "reasons": dict(self.reasons.most_common()), "extra": dict(self.extra), "examples": picked,
         }
 
@@ -1054,6 +1099,7 @@ class ChunkResult:
     band_keys: np.ndarray | None = None  # (n, bands) uint64
     has_shingles: np.ndarray | None = None  # bool per surviving document
     sigs: np.ndarray | None = None  # (n, num_perm) uint32, only with a MinHash threshold
+    key_seconds: dict[str, float] = field(default_factory=dict)  # worker time of the dedup keys
 
 
 def build_stage(name: str, cfg: CurateConfig) -> Callable[[str], "str | Removed"]:
@@ -1116,7 +1162,9 @@ class DocPipeline:
                 st.docs_in += 1
                 st.chars_in += n_chr
                 st.tokens_in += n_tok
+                t0 = perf_counter()
                 out = stage(text)
+                st.seconds += perf_counter() - t0
                 if type(out) is Removed:
                     st.reasons[out.reason] += 1
                     st.add_example(out.reason, doc_id, source, text, lim, ex_chars)
@@ -1139,14 +1187,17 @@ class DocPipeline:
             if isinstance(stage, PiiRedact):
                 stats[name].extra.update(stage.counts)
                 stage.counts.clear()
+        t0 = perf_counter()
         if self.exact:
             res.exact_keys = np.fromiter((exact_key(t) for t in res.texts), dtype=np.uint64, count=len(res.texts))
+        t1 = perf_counter()
         if self.minhasher is not None:
             sigs, has = self.minhasher.signatures(res.texts)
             res.band_keys = self.minhasher.band_keys(sigs)
             res.has_shingles = has
             if cfg.minhash.threshold is not None:
                 res.sigs = sigs
+        res.key_seconds = {"exact_dedup": t1 - t0, "minhash": perf_counter() - t1}
         return res
 
 
@@ -1371,6 +1422,7 @@ def curate(inputs: Sequence[str | Path], out: str | Path, config: CurateConfig |
             keep = np.ones(len(res.ids), dtype=bool)
             for n in dedup_order:
                 st = stats[n]
+                t_dedup = time.perf_counter()
                 idx = np.flatnonzero(keep)
                 st.docs_in += idx.size
                 st.chars_in += sum(len(res.texts[i]) for i in idx)
@@ -1393,6 +1445,7 @@ def curate(inputs: Sequence[str | Path], out: str | Path, config: CurateConfig |
                     for i in dups[:lim]:
                         st.add_example(reason, res.ids[i], res.sources[i], res.texts[i], lim, ex_chars)
                 kept = idx[~dup_local]
+                st.seconds += res.key_seconds.get(n, 0.0) + time.perf_counter() - t_dedup
                 st.docs_out += kept.size
                 st.chars_out += sum(len(res.texts[i]) for i in kept)
                 st.tokens_out += int(res.tokens[kept].sum())
@@ -1482,12 +1535,13 @@ def report_markdown(r: dict[str, Any]) -> str:
               f"| kept | {t['docs_kept_pct']:.2f}% | {t['chars_kept_pct']:.2f}% | {t['tokens_kept_pct']:.2f}% |",
               "", "## Stages (in order)", "",
               "| stage | docs in | docs out | removed | modified | chars in | chars out | tokens in | tokens out "
-              "| tokens kept |",
-              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+              "| tokens kept | seconds |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for s in r["stages"]:
         lines.append(f"| {s['name']} | {_fmt_int(s['docs_in'])} | {_fmt_int(s['docs_out'])} | {_fmt_int(s['removed'])} "
                      f"| {_fmt_int(s['modified'])} | {_fmt_int(s['chars_in'])} | {_fmt_int(s['chars_out'])} "
-                     f"| {_fmt_int(s['tokens_in'])} | {_fmt_int(s['tokens_out'])} | {s['tokens_kept_pct']:.2f}% |")
+                     f"| {_fmt_int(s['tokens_in'])} | {_fmt_int(s['tokens_out'])} | {s['tokens_kept_pct']:.2f}% "
+                     f"| {s['seconds']:.1f} |")
     lines += ["", "## Why documents were removed", ""]
     for s in r["stages"]:
         if not s["reasons"] and not s["extra"]:
