@@ -59,6 +59,7 @@ def test_card_of_a_trained_checkpoint_has_its_real_figures(trained: Path) -> Non
     fm, body = parse_front_matter(text)
     assert fm["license"] == "apache-2.0" and fm["language"] == ["en"] and fm["library_name"] == "lmkit"
     assert fm["pipeline_tag"] == "text-generation" and "decoder" in fm["tags"]
+    assert fm["datasets"] == ["corpus.jsonl"]  # the training input, by name
     assert set(fm["metrics"]) == {"loss", "perplexity", "bits-per-byte"}
     results = {m["type"]: m["value"] for m in fm["model-index"][0]["results"][0]["metrics"]}
     assert results["loss"] == pytest.approx(meta["eval"]["loss"], abs=1e-6)
@@ -113,7 +114,9 @@ def test_mix_curation_and_quantization_figures(tmp_path: Path) -> None:
                                          "tokens_kept_pct": 70.0},
                               "stages": [{"name": "gopher_quality", "docs_in": 200, "docs_out": 160,
                                           "docs_kept_pct": 80.0}]}},
-        "quantization": {"to": "int8", "eval_before": {"loss": 2.0, "perplexity": 7.389},
+        "quantization": {"to": "int8", "method": "int8-absmax-per-channel",
+                         "disk_bytes": {"before": 400_000, "after": 100_000, "ratio": 4.0},
+                         "eval_before": {"loss": 2.0, "perplexity": 7.389},
                          "eval_after": {"loss": 2.05, "perplexity": 7.768}},
     }
     fm, body = parse_front_matter(render_card(hand_made(tmp_path / "q", meta=meta)))
@@ -121,7 +124,8 @@ def test_mix_curation_and_quantization_figures(tmp_path: Path) -> None:
     assert "legal: 5,100 (51.0%)" in body and "web: 4,900 (49.0%)" in body
     assert "200 documents in, 150 kept (75.0%)" in body and "gopher_quality: 200 -> 160" in body
     assert "8.64e+15 FLOPs = 0.0001 petaFLOP/s-days" in body  # 1 PF-day = 8.64e19 FLOPs
-    assert "| loss | 2.0000 | 2.0500 | +0.0500 (+2.50%) |" in body
+    assert "| loss | 2.0000 | 2.0500 | +0.05 (+2.5%) |" in body
+    assert "size on disk: 400 kB -> 100 kB (4.00x smaller)" in body
     assert "1 pass over the training data" in body and "0.2 tokens per parameter" in body
 
 

@@ -87,7 +87,7 @@ def _corpus(n: int, seed: int = 0) -> tuple[list[str], list[str], list[str]]:
 
 @pytest.mark.parametrize("threshold", [None, 0.7])
 def test_minhash_recall_and_precision_on_generated_near_copies(threshold: float | None) -> None:
-    originals, copies, distinct = _corpus(300)
+    originals, copies, distinct = _corpus(200)
     mh = MinHasher(num_perm=112, bands=14, shingle_size=5, seed=1)
     dd = MinHashDeduper(bands=14, threshold=threshold)
     docs = originals + distinct + copies  # the copies come last: they are the ones to remove
@@ -106,7 +106,7 @@ def test_minhash_recall_and_precision_on_generated_near_copies(threshold: float 
     assert recall >= 0.9, recall
     assert precision >= 0.95, precision
     assert not dup[:n].any()  # no original is removed
-    assert int(dup[n:2 * n].sum()) <= 3  # and hardly any distinct document (half-overlap ones: J ~ 0.33)
+    assert int(dup[n:2 * n].sum()) <= 2  # and hardly any distinct document (half-overlap ones: J ~ 0.33)
 
 
 def test_minhash_threshold_rejects_weak_candidates() -> None:

@@ -76,7 +76,8 @@ FAMILIES = [("decoder", True), ("decoder", False), ("encoder", True), ("encoder"
 
 @pytest.mark.parametrize("family,tie", FAMILIES)
 def test_export_loads_in_transformers_with_same_logits_and_greedy_tokens(tmp_path: Path, tok: Tokenizer,
-                                                                         family: str, tie: bool) -> None:
+                                                                         family: str, tie: bool,
+                                                                         capsys: pytest.CaptureFixture[str]) -> None:
     cfg = tiny_cfg(family, tok.vocab_size, tie_embeddings=tie)
     ckpt = make_ckpt(tmp_path / "ckpt", cfg, tok)
     export_hf(ckpt, tmp_path / "hf", verify=False)  # the test below is the check (test_verify_* tests verify)
@@ -109,6 +110,13 @@ def test_export_loads_in_transformers_with_same_logits_and_greedy_tokens(tmp_pat
                               max_new_tokens=6, do_sample=False, eos_token_id=None)[0].tolist()
         theirs_gen = seq[len(prompt):] if family == "decoder" else seq[1:]
         assert theirs_gen == mine and len(mine) == 6
+
+    if tie:  # the loading code in the export's README.md runs as printed
+        code = (out / "README.md").read_text().split("```python\n", 1)[1].split("```", 1)[0]
+        assert str(out) in code
+        capsys.readouterr()
+        exec(compile(code, "README.md", "exec"), {})
+        assert capsys.readouterr().out.strip() != ""
 
 
 @pytest.mark.parametrize("family", ["decoder", "encoder", "encdec"])
@@ -293,6 +301,24 @@ def test_verify_catches_a_wrong_weight_map(tmp_path: Path, tok: Tokenizer, monke
     assert not (tmp_path / "hf").exists()
 
 
+@pytest.mark.parametrize("to", ["int8", "bf16"])
+def test_quantized_checkpoint_exports_only_dequantized(tmp_path: Path, tok: Tokenizer, to: str) -> None:
+    from lmkit.quantize import quantize_checkpoint
+
+    ckpt = make_ckpt(tmp_path / "ckpt", tiny_cfg("decoder", tok.vocab_size), tok)
+    quantize_checkpoint(ckpt, out=tmp_path / "q", to=to)
+    with pytest.raises(LmkitError, match="--dequantize"):
+        export_hf(tmp_path / "q", tmp_path / "hf")
+    report = export_hf(tmp_path / "q", tmp_path / "hf", dequantize=True)
+    assert report["parity"]["ok"] and report["dequantized_from"] == to
+    hf = transformers.AutoModelForCausalLM.from_pretrained(str(tmp_path / "hf"), local_files_only=True).eval()
+    quantized = load_model(tmp_path / "q")  # lmkit's own quantized model: the exported values are its values
+    x = torch.randint(5, tok.vocab_size, (2, 12))
+    ours = lm_logits(quantized, "decoder", x).float()
+    assert float((ours - hf_logits(hf, "decoder", x)).abs().max()) <= 2e-2 * max(1.0, float(ours.abs().max()))
+    assert "dequantized from" in (tmp_path / "hf" / "README.md").read_text()
+
+
 def test_export_never_replaces_a_folder_without_overwrite(tmp_path: Path, tok: Tokenizer) -> None:
     ckpt = make_ckpt(tmp_path / "ckpt", tiny_cfg("decoder", tok.vocab_size), tok)
     out = tmp_path / "hf"
@@ -340,16 +366,3 @@ def test_import_reads_sharded_safetensors_and_pickle_free_bin(tmp_path: Path) ->
         ref = hf(input_ids=x).logits
     for ck in ("a", "b"):
         assert torch.allclose(load_model(tmp_path / ck)(x), ref, atol=1e-5)
-
-
-@pytest.mark.parametrize("family", ["decoder", "encoder", "encdec"])
-def test_the_cards_transformers_snippet_runs(tmp_path: Path, tok: Tokenizer, family: str,
-                                             capsys: pytest.CaptureFixture[str]) -> None:
-    """The loading code in the export's README.md works as printed."""
-    ckpt = make_ckpt(tmp_path / "ckpt", tiny_cfg(family, tok.vocab_size), tok)
-    export_hf(ckpt, tmp_path / "hf", verify=False)
-    readme = (tmp_path / "hf" / "README.md").read_text()
-    code = readme.split("```python\n", 1)[1].split("```", 1)[0]
-    assert str(tmp_path / "hf") in code
-    exec(compile(code, "README.md", "exec"), {})
-    assert capsys.readouterr().out.strip() != ""

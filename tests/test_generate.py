@@ -22,12 +22,24 @@ from lmkit.generate import (
     generate_seq2seq_ids,
     make_generator,
     packed_decoder,
+    process_logits,
     top_k_filter,
     top_p_filter,
 )
 from lmkit.models import build_model
 from lmkit.models.decoder import Decoder
 from lmkit.tokenizer import Tokenizer, train_tokenizer
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models gain nothing from a second thread, and on a busy 2-core machine every parallel
+    region (e.g. CPU attention over heads) can wait for a descheduled thread: 1 thread keeps these
+    tests in seconds. Restored afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def tiny_decoder(vocab: int = 96, seed: int = 0, **kw: object) -> Decoder:
@@ -123,6 +135,20 @@ def test_unrecognised_decoder_uses_the_models_own_cache_path() -> None:
     assert torch.equal(out, generate_ids(ref, ids, g, cache=True))
 
 
+def test_quantized_and_half_precision_models_generate_through_their_own_forward() -> None:
+    from lmkit.quantize import quantize_int8
+
+    model = tiny_decoder()
+    ids = torch.tensor([[5, 9, 13, 2]])
+    g = GenerationConfig(max_new_tokens=15, stop_at_eos=False)
+    quantize_int8(model)
+    assert packed_decoder(model) is None
+    assert torch.equal(generate_ids(model, ids, g, cache=True), generate_ids(model, ids, g, cache=False))
+    half = tiny_decoder().to(torch.bfloat16)
+    assert packed_decoder(half) is None
+    assert generate_ids(half, ids, g).shape == (1, 19)
+
+
 # --------------------------------------------------------------------------- the sampling step
 
 
@@ -170,6 +196,20 @@ def test_top_p_never_picks_outside_the_nucleus() -> None:
     assert len(picks) > 1
     # a tiny p keeps only the top token
     assert torch.isfinite(top_p_filter(logits, 1e-9)).sum() == 1
+
+
+def test_sampling_draws_from_the_processed_distribution() -> None:
+    logits = torch.tensor([[3.0, 2.5, 2.0, 1.0, 0.5, 0.0, -1.0, -2.0]])
+    gen, _ = make_generator(5)
+    for g in (GenerationConfig(do_sample=True, temperature=0.7),
+              GenerationConfig(do_sample=True, temperature=1.5, top_k=4),
+              GenerationConfig(do_sample=True, top_p=0.7),
+              GenerationConfig(do_sample=True, temperature=2.0, top_k=6, top_p=0.8)):
+        want = process_logits(logits, g).softmax(-1)[0]
+        draws = torch.stack([choose_next(logits.expand(500, -1), g, gen)[0] for _ in range(40)]).flatten()
+        freq = torch.bincount(draws, minlength=8).float() / draws.numel()
+        assert (freq - want).abs().max() < 0.015, (g, freq, want)
+        assert (freq[want == 0] == 0).all()
 
 
 def test_explanation_shows_probabilities_before_and_after() -> None:
@@ -255,7 +295,7 @@ def test_prompt_longer_than_the_window(lm: Decoder, tok: Tokenizer) -> None:
     assert len(ids) > window
     with pytest.raises(LmkitError, match=rf"prompt is {len(ids)} tokens but the context window is {window} tokens"):
         generate(lm, tok, prompt, GenerationConfig(max_new_tokens=5))
-    res = generate(lm, tok, prompt, GenerationConfig(max_new_tokens=5, truncate="left"))
+    res = generate(lm, tok, prompt, GenerationConfig(max_new_tokens=5, truncate="left", stop_at_eos=False))
     assert res.prompt_ids == ids[-(window - 5):]
     assert res.truncated_tokens == len(ids) - (window - 5)
     assert len(res.token_ids) == 5 and res.stop_reason == "max_new_tokens"
@@ -300,6 +340,24 @@ def test_encoder_decoder_cache_equals_no_cache() -> None:
         fast = generate_seq2seq_ids(model, ids, g, start_id=0, cache=True)
         slow = generate_seq2seq_ids(model, ids, g, start_id=0, cache=False)
         assert fast.shape == (2, 12) and torch.equal(fast, slow)
+
+
+def test_encoder_decoder_generates_from_text(tok: Tokenizer) -> None:
+    cfg = ModelConfig(family="encdec", vocab_size=tok.vocab_size, d_model=32, n_layers=1, n_heads=4,
+                      max_seq_len=24, max_target_len=8)
+    torch.manual_seed(0)
+    model = build_model(cfg).eval()
+    res = generate(model, tok, "the cat <extra_id_0> the river.", GenerationConfig(max_new_tokens=6,
+                                                                                    stop_at_eos=False))
+    # the encoder read the prompt (sentinel as one token) and EOS; the decoder started from <pad>
+    assert res.prompt_ids[-1] == tok.eos_id and tok.sentinel_ids[0] in res.prompt_ids
+    want = generate_seq2seq_ids(model, torch.tensor([res.prompt_ids]), GenerationConfig(max_new_tokens=6,
+                                                                                         stop_at_eos=False),
+                                start_id=tok.pad_id)
+    assert res.token_ids == want[0].tolist() and res.stop_reason == "max_new_tokens"
+    with pytest.raises(LmkitError, match="encoder's context window is 24 tokens"):
+        generate(model, tok, " ".join(sentences(3)), GenerationConfig())
+    assert len(generate(model, tok, " ".join(sentences(3)), GenerationConfig(truncate="left")).prompt_ids) == 24
 
 
 # --------------------------------------------------------------------------- command line
@@ -355,3 +413,7 @@ def test_cli_generate_errors(ckpt: Path, tmp_path: Path, capsys: pytest.CaptureF
     assert "no such checkpoint" in capsys.readouterr().err
     assert main(["generate", str(ckpt), "x", "--top-p", "0"]) == 2
     assert "top-p must be in (0, 1]" in capsys.readouterr().err
+    enc_cfg = ModelConfig(family="encoder", vocab_size=400, d_model=32, n_layers=1, n_heads=4, max_seq_len=32)
+    save_checkpoint(tmp_path / "enc", build_model(enc_cfg), enc_cfg, meta={})
+    assert main(["generate", str(tmp_path / "enc"), "x"]) == 2
+    assert "encoder models do not generate text; use `lmkit fill-mask`" in capsys.readouterr().err

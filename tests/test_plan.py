@@ -360,26 +360,70 @@ def packed(tmp_path_factory: pytest.TempPathFactory) -> dict[int, Path]:
     return out
 
 
-@pytest.mark.parametrize("name,config,vocab,overrides", [
-    ("tiny", TINY, 512, {}),
-    ("tiny, wider, learned positions, activation checkpointing", TINY, 512,
-     {"model.d_model": 128, "model.n_layers": 3, "model.max_seq_len": 128, "model.pos_encoding": "learned",
-      "train.batch_size": 16, "train.activation_checkpointing": True}),
-    ("cpu-small at micro-batch 8", ROOT / "configs" / "cpu-small.yaml", 8192, {"train.batch_size": 8}),
-])
-def test_training_memory_matches_measured_peak(name: str, config: Path, vocab: int, overrides: dict[str, Any],
-                                               packed: dict[int, Path], tmp_path: Path) -> None:
-    ov = {**overrides, "data.paths": [str(packed[vocab])], "out": str(tmp_path / "run"), "train.max_steps": 2,
-          "train.eval_every": 0, "train.eval_batches": 1, "train.ckpt_every": 0, "train.tensorboard": False}
-    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "131072", "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")}
-    res = subprocess.run([sys.executable, "-c", _CHILD, str(config), json.dumps(ov)], capture_output=True,
-                         text=True, env=env, timeout=600)
-    assert res.returncode == 0, res.stderr[-2000:]
-    measured = json.loads(res.stdout.strip().splitlines()[-1])
-    cfg = load_run_config(config, ov)
-    assert measured["vocab_size"] == cfg.model.vocab_size == vocab
+MEMORY_CASES: dict[str, tuple[Path, int, dict[str, Any]]] = {
+    "tiny": (TINY, 512, {}),
+    "tiny, wider, learned positions, activation checkpointing": (TINY, 512, {
+        "model.d_model": 128, "model.n_layers": 3, "model.max_seq_len": 128, "model.pos_encoding": "learned",
+        "train.batch_size": 16, "train.activation_checkpointing": True}),
+    "cpu-small at micro-batch 8": (ROOT / "configs" / "cpu-small.yaml", 8192, {"train.batch_size": 8}),
+}
+
+
+@pytest.fixture(scope="module")
+def measured_peaks(packed: dict[int, Path], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """Peak RSS of 2 real training steps of each case, each in its own process (run side by side:
+    the time they take does not matter here, only their memory)."""
+    root = tmp_path_factory.mktemp("plan_runs")
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "131072"}
+    procs, cfgs = {}, {}
+    for i, (name, (config, vocab, overrides)) in enumerate(MEMORY_CASES.items()):
+        ov = {**overrides, "data.paths": [str(packed[vocab])], "out": str(root / f"run{i}"), "train.max_steps": 2,
+              "train.eval_every": 0, "train.eval_batches": 1, "train.ckpt_every": 0, "train.tensorboard": False}
+        cfgs[name] = load_run_config(config, ov)
+        procs[name] = subprocess.Popen([sys.executable, "-c", _CHILD, str(config), json.dumps(ov)],
+                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    out = {}
+    for name, proc in procs.items():
+        stdout, stderr = proc.communicate(timeout=900)
+        out[name] = (proc.returncode, stdout, stderr, cfgs[name])
+    return out
+
+
+@pytest.mark.parametrize("name", list(MEMORY_CASES))
+def test_training_memory_matches_measured_peak(name: str, measured_peaks: dict[str, Any]) -> None:
+    code, stdout, stderr, cfg = measured_peaks[name]
+    assert code == 0, stderr[-2000:]
+    measured = json.loads(stdout.strip().splitlines()[-1])
+    assert measured["vocab_size"] == cfg.model.vocab_size == MEMORY_CASES[name][1]
     predicted = training_memory(cfg.model, micro_batch=cfg.train.micro_batch_size or cfg.train.batch_size,
                                 seq_len=cfg.model.max_seq_len, precision=cfg.train.precision,
                                 checkpointing=cfg.train.activation_checkpointing)["total"]
     ratio = measured["peak_rss"] / predicted
+    print(f"{name}: measured {measured['peak_rss'] / 2**30:.3f} GiB, predicted {predicted / 2**30:.3f} GiB")
     assert abs(ratio - 1) <= MEMORY_TOLERANCE, (name, measured["peak_rss"] / 2**30, predicted / 2**30)
+
+
+def test_plan_reads_a_checkpoint_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from lmkit.checkpoint import save_checkpoint
+    from lmkit.models import build_model
+
+    cfg = ModelConfig(vocab_size=300, d_model=32, n_layers=2, n_heads=2, max_seq_len=32)
+    ckpt = save_checkpoint(tmp_path / "ckpt", build_model(cfg), cfg, meta={})
+    out = run_json(capsys, "--config", str(ckpt), "--tokens", "1M")
+    assert out["params"] == count_params(cfg).total and out["tokens"] == 1e6
+    assert out["flops"] == pytest.approx(flops_per_token(cfg, 32) * 1e6)
+    assert main(["plan", "--config", str(tmp_path / "missing.yaml")]) == 2
+
+
+def test_measure_times_real_steps_and_predicts_the_run(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["plan", "--measure", str(TINY), "--measure-steps", "2", "--json"]) == 0
+    rep = json.loads(capsys.readouterr().out)
+    cfg = load_run_config(TINY)
+    assert rep["params"] == count_params(cfg.model).total and len(rep["step_seconds"]) == 2
+    run = rep["run"]
+    assert run["steps"] == cfg.train.max_steps and run["tokens"] == cfg.train.max_steps * cfg.train.batch_size * 64
+    assert run["train_seconds"] == pytest.approx(run["steps"] * rep["step_seconds_median"])
+    assert run["wall_seconds"] > run["train_seconds"] > 0
+    assert rep["tokens_per_second"] == pytest.approx(rep["tokens_per_step"] / rep["step_seconds_median"])
+    assert 0 < rep["mfu"] < 1
+    assert rep["memory"]["measured_bytes"] > 0 and rep["memory"]["predicted_bytes"] > 0

@@ -169,3 +169,22 @@ def test_optimizer_does_not_decay_norms_biases_embeddings() -> None:
         expect = p.dim() >= 2 and "emb" not in name
         assert (id(p) in decayed) == expect, name
     assert math.isclose(opt.param_groups[1]["weight_decay"], 0.0)
+
+
+def test_init_continues_pretraining_from_a_checkpoint(tmp_path: Path) -> None:
+    data = learnable_corpus(tmp_path / "data", n_docs=150)
+    base = train(tiny_cfg(tmp_path, data, **{"train.max_steps": 60, "train.eval_every": 0}), show_progress=False)
+    more = learnable_corpus(tmp_path / "domain", n_docs=80, seed=1)
+    cont = train(tiny_cfg(tmp_path, more, out=str(tmp_path / "cont"), **{
+        "train.init": base["checkpoint"], "train.max_steps": 5, "train.eval_every": 0,
+        "model.d_model": 32}), show_progress=False)  # the checkpoint's shape wins over the config's
+    fresh = train(tiny_cfg(tmp_path, more, out=str(tmp_path / "fresh"), **{
+        "train.max_steps": 5, "train.eval_every": 0, "data.tokenizer": str(Path(base["checkpoint"]) / "tokenizer.json")}),
+        show_progress=False)
+    first = [r["loss"] for r in read_metrics(tmp_path / "cont") if "loss" in r][0]
+    first_fresh = [r["loss"] for r in read_metrics(tmp_path / "fresh") if "loss" in r][0]
+    assert first < 0.6 * first_fresh  # starts from what the base model learned
+    assert cont["eval"]["loss"] < fresh["eval"]["loss"]
+    meta = load_meta(cont["checkpoint"])
+    assert meta["init_from"] == base["checkpoint"] and meta["step"] == 5
+    assert load_model(cont["checkpoint"]).cfg.d_model == 64

@@ -196,6 +196,9 @@ def _front_matter(f: dict[str, Any], name: str, license: str | None, language: S
     fm["pipeline_tag"] = PIPELINE_TAG[fam]
     fm["tags"] = tags
     datasets = sorted(_sources(meta))
+    if not datasets:  # no per-source record: the training inputs by name
+        paths = (meta.get("data") or {}).get("paths") or []
+        datasets = sorted({Path(str(p).rstrip("/")).name or str(p) for p in paths})
     if datasets:
         fm["datasets"] = datasets
     ev = meta.get("eval") or {}
@@ -231,7 +234,7 @@ def _sources(meta: dict[str, Any]) -> dict[str, float]:
     return {}
 
 
-def _model_section(f: dict[str, Any], name: str) -> list[str]:
+def _model_section(f: dict[str, Any], name: str, export: bool = False) -> list[str]:
     cfg, meta = f["cfg"], f["meta"]
     fam = cfg.family
     imported = meta.get("imported_from")
@@ -262,8 +265,10 @@ def _model_section(f: dict[str, Any], name: str) -> list[str]:
     blocker = export_blocker(cfg)
     rows.append(("transformers class", f"`{ARCHITECTURE[fam]}`" if blocker is None else f"none: {blocker}"))
     q = f["quantization"]
-    if q:
-        rows.append(("weights stored as", _quant_label(q)))
+    if q and export:
+        rows.append(("weights", f"float32, dequantized from {quant_label(q)}"))
+    elif q:
+        rows.append(("weights stored as", quant_label(q)))
     lines += ["## Model", "", "| | |", "|---|---|"] + [f"| {k} | {v} |" for k, v in rows] + [""]
     intro, uses, not_for = FAMILY_USES[fam]
     lines += ["## Intended uses", "", intro, "", "Suited to:", ""] + [f"- {u}" for u in uses]
@@ -271,11 +276,12 @@ def _model_section(f: dict[str, Any], name: str) -> list[str]:
     return lines
 
 
-def _quant_label(q: Any) -> str:
+def quant_label(q: Any) -> str:
+    """``int8 (int8-absmax-per-channel, per output channel (row))`` from a config's quantization record."""
     if isinstance(q, dict):
-        what = q.get("to") or q.get("dtype") or q.get("method") or q.get("format")
-        extra = q.get("scheme") or q.get("granularity")
-        return f"{what}" + (f" ({extra})" if extra else "") if what else json.dumps(q)
+        what = q.get("dtype") or q.get("to")
+        how = [str(x) for x in (q.get("method"), q.get("granularity")) if x and x != what]
+        return f"{what}" + (f" ({', '.join(how)})" if how else "") if what else json.dumps(q)[:200]
     return str(q)
 
 
@@ -392,29 +398,30 @@ def _training_section(f: dict[str, Any]) -> list[str]:
 
 
 def _quant_lines(q: Any) -> list[str]:
-    """Quantization figures (size and quality before/after) from a meta 'quantization' record."""
+    """Quantization figures (size and quality before/after) from meta.json's 'quantization' record."""
     if not isinstance(q, dict):
         return []
-    lines = ["", "### After quantization", ""]
-    what = _quant_label(q)
-    lines.append(f"- weights: {what}")
-    for key, label in (("size_bytes_before", "size before"), ("size_bytes_after", "size after"),
-                       ("bytes_before", "size before"), ("bytes_after", "size after")):
-        if _num(q.get(key)):
-            lines.append(f"- {label}: {_si(q[key])}B")
-    before, after = q.get("eval_before") or q.get("before"), q.get("eval_after") or q.get("after")
-    if isinstance(before, dict) and isinstance(after, dict):
-        lines += ["", "| | before | after | change |", "|---|---|---|---|"]
+    lines = ["", "### Quantization", ""]
+    what = q.get("to") or q.get("dtype")
+    lines.append(f"- weights quantized to {what or NOT_RECORDED}" + (f" by {q['method']}" if q.get("method") else "")
+                 + (f", from `{q['from']}`" if q.get("from") else ""))
+    for key, label in (("disk_bytes", "size on disk"), ("memory_bytes", "size in memory")):
+        v = q.get(key)
+        if isinstance(v, dict) and _num(v.get("before")) and _num(v.get("after")):
+            ratio = f" ({v['before'] / v['after']:.2f}x smaller)" if v["after"] else ""
+            lines.append(f"- {label}: {_si(v['before'])}B -> {_si(v['after'])}B{ratio}")
+    before, after = q.get("eval_before"), q.get("eval_after")
+    if isinstance(before, dict) and isinstance(after, dict) and before and after:
+        held = f" (held-out text: {q['held_out']})" if isinstance(q.get("held_out"), str) else ""
+        lines += ["", f"Quality before and after quantization{held}:", "",
+                  "| metric | before | after | change |", "|---|---|---|---|"]
         for key in ("loss", "perplexity", "bits_per_byte"):
             if _num(before.get(key)) and _num(after.get(key)):
                 b, a = float(before[key]), float(after[key])
-                lines.append(f"| {key.replace('_', ' ')} | {b:.4f} | {a:.4f} | {a - b:+.4f} ({(a - b) / b:+.2%}) |"
-                             if b else f"| {key} | {b:.4f} | {a:.4f} | {a - b:+.4f} |")
-    skip = {"to", "dtype", "method", "format", "scheme", "granularity", "size_bytes_before", "size_bytes_after",
-            "bytes_before", "bytes_after", "eval_before", "eval_after", "before", "after"}
-    for k, v in q.items():
-        if k not in skip and (_num(v) or isinstance(v, str)):
-            lines.append(f"- {k.replace('_', ' ')}: {v:.4g}" if isinstance(v, float) else f"- {k.replace('_', ' ')}: {v}")
+                rel = f" ({100 * (a - b) / b:+.3g}%)" if b else ""
+                lines.append(f"| {key.replace('_', ' ')} | {b:.4f} | {a:.4f} | {a - b:+.3g}{rel} |")
+    else:
+        lines.append(f"- quality change from quantization: {NOT_RECORDED}")
     return lines
 
 
@@ -441,7 +448,7 @@ def _evaluation_section(f: dict[str, Any]) -> list[str]:
     if q:
         lines += _quant_lines(q)
     elif f["quantization"]:
-        lines += ["", f"Weights are stored as {_quant_label(f['quantization'])}; the quality change from "
+        lines += ["", f"Weights are stored as {quant_label(f['quantization'])}; the quality change from "
                       f"quantization was {NOT_RECORDED}."]
     lines.append("")
     return lines
@@ -518,8 +525,9 @@ def _usage_section(f: dict[str, Any], export: bool, load_path: str | None, hub_n
         lines += [f"Not loadable in transformers: {blocker}.", ""]
         return lines
     if f["quantization"] and not export:
-        lines += ["Export the checkpoint from before quantization (`lmkit export CKPT --format hf --out DIR`); "
-                  "transformers takes the float weights.", ""]
+        lines += ["transformers takes float weights: export the checkpoint from before quantization, or export "
+                  "this one's quantized values as float32 with "
+                  f"`lmkit export {ckpt} --format hf --dequantize --out {default_name(f['path'])}-hf`.", ""]
         return lines
     folder = load_path if export else f"{default_name(f['path'])}-hf"
     if not export:
@@ -583,7 +591,7 @@ def render_card(ckpt: str | Path, sections: Sequence[str | Path] = (), license: 
     user = [_user_section(s) for s in sections]
     fm = _front_matter(f, name, license, language, export)
     body: list[str] = []
-    body += _model_section(f, name)
+    body += _model_section(f, name, export)
     body += _training_section(f)
     body += _evaluation_section(f)
     body += _limitations_section(f)

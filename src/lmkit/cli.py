@@ -114,6 +114,9 @@ def _add_pretrain(sub: Any) -> None:
     p.add_argument("--out", default=None, help="run folder for checkpoints, metrics and plots (default runs/run)")
     p.add_argument("--max-steps", type=int, default=None, help="shortcut for --train.max_steps")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its newest checkpoint")
+    p.add_argument("--init", default=None, metavar="CKPT",
+                   help="start from this checkpoint's weights and tokenizer (continued pre-training / domain "
+                        "adaptation, e.g. of a model imported with `lmkit import-hf`); optimizer and step start fresh")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print the run summary as JSON")
     p.set_defaults(func=_run_pretrain)
@@ -307,13 +310,16 @@ def _add_export(sub: Any) -> None:
                     "After writing, the folder is loaded with transformers and compared with lmkit: logits within "
                     "1e-4 x max(1, max|logit|) and identical greedy tokens, or nothing is written (--no-verify "
                     "skips this). Not exportable: decoders with learned/sinusoidal positions, encoders without "
-                    "learned positions, quantized checkpoints (export the one from before `lmkit quantize`).\n\n"
+                    "learned positions; a quantized checkpoint needs --dequantize (its int8/fp16 values become "
+                    "float32 weights) or export the one from before `lmkit quantize`.\n\n"
                     "example:\n  lmkit export runs/small --format hf --out hf/small --license apache-2.0")
     p.add_argument("checkpoint", help="checkpoint folder, or a run folder (its newest checkpoint)")
     p.add_argument("--format", default="hf", choices=["hf"], help="export format (hf: Hugging Face transformers)")
     p.add_argument("--out", required=True, help="output folder (must be new or empty unless --overwrite)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
     p.add_argument("--no-verify", action="store_true", help="skip loading the export in transformers to compare")
+    p.add_argument("--dequantize", action="store_true",
+                   help="export a quantized checkpoint's values as float32 weights (int8 q*scale, fp16/bf16 widened)")
     p.add_argument("--license", default=None, help="license id for the card's front matter, e.g. apache-2.0")
     p.add_argument("--language", nargs="+", default=None, help="language codes of the training data, e.g. en")
     p.add_argument("--add-section", nargs="+", default=None, metavar="FILE",
@@ -519,6 +525,197 @@ def _run_demo(args: argparse.Namespace) -> int:
     return demo.cli_demo(args)
 
 
+def _add_quantize(sub: Any) -> None:
+    p = sub.add_parser(
+        "quantize", help="store a checkpoint in fp16, bf16 or int8, and report size and quality change",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Write a smaller copy of a checkpoint.\n\n"
+                    "  --to fp16|bf16  cast every weight to 16 bits (half the size)\n"
+                    "  --to int8       symmetric absmax int8 per output channel, with an fp32 scale per row "
+                    "(w ~ q * scale): about a quarter of fp32; weights stay int8 in memory and are "
+                    "dequantised on the fly\n\n"
+                    "The result is an ordinary checkpoint folder: lmkit generate / evaluate load it directly. "
+                    "The report compares size on disk and in memory, and held-out loss / perplexity / bits per "
+                    "byte before and after (on --data, or the run's own validation shards when they are found).\n\n"
+                    "example:\n  lmkit quantize runs/small --to int8 --out runs/small-int8")
+    p.add_argument("checkpoint", help="checkpoint folder (or a run folder: its newest checkpoint)")
+    p.add_argument("--to", required=True, choices=["fp16", "bf16", "int8"], help="target format")
+    p.add_argument("--out", required=True, help="folder for the quantized checkpoint")
+    p.add_argument("--data", default=None,
+                   help="held-out data for the quality check: a packed shard folder (its val split) or text files")
+    p.add_argument("--text-field", default="text", help="JSONL/Parquet field holding the text (with --data)")
+    p.add_argument("--eval-batches", type=int, default=8, help="held-out batches evaluated (default 8)")
+    p.add_argument("--batch-size", type=int, default=8, help="sequences per held-out batch (default 8)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing checkpoint in --out")
+    p.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    p.set_defaults(func=_run_quantize)
+
+
+def _run_quantize(args: argparse.Namespace) -> int:
+    from lmkit import quantize
+
+    return quantize.cli(args)
+
+
+def _add_fill_mask(sub: Any) -> None:
+    p = sub.add_parser(
+        "fill-mask", help="predict the words hidden behind [MASK] with an encoder checkpoint",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Show the most likely tokens, with probabilities, for every [MASK] in TEXT. An encoder\n"
+                    "(masked LM) reads the whole text, left and right of each mask; several masks are predicted\n"
+                    "at once, each independently. The last line is the text with every mask filled by its top\n"
+                    "candidate. Write the mask where a whole word goes, with its usual spaces around it.\n\n"
+                    "Decoders continue text instead (`lmkit generate`); an encoder-decoder fills a blank by span\n"
+                    "infilling: `lmkit generate CKPT \"The <extra_id_0> of the contract\"`.\n\n"
+                    "examples:\n"
+                    "  lmkit fill-mask runs/enc \"The [MASK] of the contract\"\n"
+                    "  lmkit fill-mask runs/enc \"the [MASK] sees the [MASK] .\" --top-k 3 --json")
+    p.add_argument("checkpoint", help="encoder checkpoint folder, or a run folder (its newest checkpoint)")
+    p.add_argument("text", help="text with one or more [MASK]")
+    p.add_argument("--top-k", type=int, default=5, help="candidates shown per mask (default 5)")
+    p.add_argument("--mask-token", default="[MASK]", help="the placeholder written in TEXT (default [MASK])")
+    p.add_argument("--device", default="auto", help="cpu, cuda, mps... (default auto)")
+    p.add_argument("--json", action="store_true", help="print one JSON object: candidates per mask, filled text")
+    p.set_defaults(func=_run_fill_mask)
+
+
+def _run_fill_mask(args: argparse.Namespace) -> int:
+    from lmkit import fillmask
+
+    return fillmask.cli_fill_mask(args)
+
+
+FINETUNE_DATA_FORMATS = """\
+Labelled data: JSON lines, one example per line.
+  sequence-classification (one label per text, e.g. sentiment):
+    {"text": "a gripping, beautifully shot film", "label": "positive"}
+  token-classification (one label per word, e.g. named entities in BIO tags):
+    {"tokens": ["Ada", "Lovelace", "lives", "in", "London"], "labels": ["B-PER", "I-PER", "O", "O", "B-LOC"]}
+  seq2seq (an output text per input text: summarisation, translation, QA):
+    {"input": "question: who wrote it? context: Ada wrote the notes.", "target": "Ada"}
+Labels may be strings or integers."""
+
+
+def _add_finetune_head(sub: Any) -> None:
+    p = sub.add_parser(
+        "finetune-head", help="adapt a pre-trained encoder (classification head) or encoder-decoder to a labelled task",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Fine-tune a pre-trained checkpoint on labelled examples and report held-out scores.\n\n"
+                    "Tasks:\n"
+                    "  sequence-classification  an encoder + a new linear head on the mean of its token states:\n"
+                    "                           one label per text (sentiment, topic). Reports accuracy, macro-F1\n"
+                    "                           and per-label precision/recall/F1 against the majority baseline.\n"
+                    "  token-classification     an encoder + a new linear head on every token: one label per word\n"
+                    "                           (named entities), scored on each word's first token. Reports word\n"
+                    "                           accuracy and, for BIO tags (B-PER, I-PER, O), entity-level F1.\n"
+                    "  seq2seq                  an encoder-decoder trained on input -> target pairs (summarisation,\n"
+                    "                           translation, QA). Reports held-out loss, exact match and word F1\n"
+                    "                           of greedy generations.\n\n"
+                    + FINETUNE_DATA_FORMATS + "\n\n"
+                    "Held-out data: --eval FILE, or a seeded random --val-fraction of --data (default 20%).\n"
+                    "--out DIR saves a checkpoint: the fine-tuned model (still usable by fill-mask / generate)\n"
+                    "and, for classifiers, head.safetensors with the label names in config.json.\n\n"
+                    "examples:\n"
+                    "  lmkit finetune-head runs/enc --task sequence-classification --data reviews.jsonl --out runs/sentiment\n"
+                    "  lmkit finetune-head runs/enc --task token-classification --data ner.jsonl --epochs 5\n"
+                    "  lmkit finetune-head runs/t5 --task seq2seq --data pairs.jsonl --lr 1e-3")
+    p.add_argument("checkpoint", help="pre-trained checkpoint folder, or a run folder (its newest checkpoint)")
+    p.add_argument("--task", required=True, choices=["sequence-classification", "token-classification", "seq2seq"],
+                   help="what to learn (see above)")
+    p.add_argument("--data", required=True, help="labelled JSONL file (formats above)")
+    p.add_argument("--eval", default=None, help="separate held-out JSONL file (default: split --data)")
+    p.add_argument("--val-fraction", type=float, default=0.2, help="share of --data held out (default 0.2)")
+    p.add_argument("--epochs", type=int, default=3, help="passes over the training examples (default 3)")
+    p.add_argument("--lr", type=float, default=1e-4, help="learning rate of the pre-trained weights (default 1e-4)")
+    p.add_argument("--head-lr", type=float, default=1e-3, help="learning rate of the new head (default 1e-3)")
+    p.add_argument("--batch-size", type=int, default=16, help="examples per step (default 16)")
+    p.add_argument("--freeze-encoder", action="store_true",
+                   help="train the head only, keeping the pre-trained weights fixed (a linear probe)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the split, the shuffling and the head (default 0)")
+    p.add_argument("--out", default=None, help="save the fine-tuned checkpoint here")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    p.add_argument("--device", default="auto", help="cpu, cuda, mps... (default auto)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.set_defaults(func=_run_finetune_head)
+
+
+def _run_finetune_head(args: argparse.Namespace) -> int:
+    from lmkit import finetune
+
+    return finetune.cli_finetune(args)
+
+
+def _add_viz(sub: Any) -> None:
+    p = sub.add_parser("viz", help="draw attention maps and token-embedding projections of a checkpoint")
+    vsub = p.add_subparsers(dest="viz_command", required=True, metavar="WHAT")
+    a = vsub.add_parser(
+        "attention", help="token x token attention heat maps, per layer and head, to PNG",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Run TEXT through the model once and draw each layer's self-attention: one heat map per\n"
+                    "layer (rows) and head (columns); row i of a map is how token i spreads its attention over\n"
+                    "the tokens. Decoders only look back (the upper triangle stays dark); encoders, and the\n"
+                    "encoder of an encoder-decoder, look both ways. Also prints, per head, the average attention\n"
+                    "on the token itself, the previous, the next and the first token, and the entropy.\n\n"
+                    "example:\n  lmkit viz attention runs/enc \"the cat sees the bird .\" --out maps.png")
+    a.add_argument("checkpoint", help="checkpoint folder, or a run folder (its newest checkpoint)")
+    a.add_argument("text", help="the text to look at (short: every token becomes a row and a column)")
+    a.add_argument("--out", required=True, help="PNG file to write")
+    a.add_argument("--layers", default=None, help="only these layers, e.g. 0,2 (default all)")
+    a.add_argument("--heads", default=None, help="only these heads, e.g. 0,1 (default all)")
+    a.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    a.add_argument("--device", default="auto", help="cpu, cuda, mps... (default auto)")
+    a.add_argument("--weights", action="store_true", help="with --json: include the full weight tensors")
+    a.add_argument("--json", action="store_true", help="print tokens and per-head figures as JSON")
+    a.set_defaults(func=_run_viz_attention)
+    e = vsub.add_parser(
+        "embeddings", help="project chosen words' token embeddings to 2-D/3-D (PCA) and compare their angles",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Look up each word's input embedding (a word split into several tokens is the mean of its\n"
+                    "token vectors), project them onto their first 2 or 3 principal components (PCA) and draw\n"
+                    "them, and print the cosine similarity and the angle between every pair: words the model\n"
+                    "uses alike point in similar directions (cosine near 1, small angle).\n\n"
+                    "example:\n  lmkit viz embeddings runs/enc --words cat dog bird river house --out emb.png --dims 3")
+    e.add_argument("checkpoint", help="checkpoint folder, or a run folder (its newest checkpoint)")
+    e.add_argument("--words", nargs="+", required=True, help="two or more words to compare")
+    e.add_argument("--out", required=True, help="PNG file to write")
+    e.add_argument("--dims", type=int, choices=[2, 3], default=2, help="2-D or 3-D projection (default 2)")
+    e.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    e.add_argument("--device", default="auto", help="cpu, cuda, mps... (default auto)")
+    e.add_argument("--json", action="store_true", help="print coordinates, cosines and angles as JSON")
+    e.set_defaults(func=_run_viz_embeddings)
+
+
+def _run_viz_attention(args: argparse.Namespace) -> int:
+    from lmkit import viz
+
+    return viz.cli_attention(args)
+
+
+def _run_viz_embeddings(args: argparse.Namespace) -> int:
+    from lmkit import viz
+
+    return viz.cli_embeddings(args)
+
+
+def _add_families(sub: Any) -> None:
+    from lmkit.families import HOW_TO_CHOOSE, table
+
+    p = sub.add_parser(
+        "families", help="the three model families: objective, context, tasks, well-known models",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Which transformer family to pre-train (model.family in the config):\n\n"
+                    + table(96) + "\n\n" + HOW_TO_CHOOSE)
+    p.add_argument("--json", action="store_true", help="print the table as JSON")
+    p.set_defaults(func=_run_families)
+
+
+def _run_families(args: argparse.Namespace) -> int:
+    from lmkit import families
+
+    return families.cli_families(args)
+
+
 # --------------------------------------------------------------------------- parser and main
 
 ADDERS: tuple[Callable[[Any], None], ...] = (
@@ -530,10 +727,15 @@ ADDERS: tuple[Callable[[Any], None], ...] = (
     _add_demo,
     _add_plan,
     _add_numerics,
+    _add_quantize,
     _add_export,
     _add_import_hf,
     _add_card,
     _add_hub,
+    _add_fill_mask,
+    _add_finetune_head,
+    _add_viz,
+    _add_families,
 )
 # Subcommands whose unknown ``--a.b value`` arguments are config overrides.
 TAKES_OVERRIDES = {"pretrain", "plan"}

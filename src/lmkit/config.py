@@ -114,6 +114,7 @@ class TrainConfig:
     ckpt_every: int = 200
     keep_checkpoints: int = 2
     seed: int = 1337
+    init: str | None = None  # start from this checkpoint's weights (continued pre-training, domain adaptation)
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
     distributed: Literal["ddp", "fsdp"] = "ddp"  # used under torchrun
     tensorboard: bool = True

@@ -193,9 +193,7 @@ def run_demo(out: str | Path = "runs/demo", data: list[str] | None = None, minut
 
     step("2/8 curate: normalise, filter, redact PII, deduplicate")
     report = curate(raw_paths, root / "curated", workers=0, progress=True)
-    total = report.get("total", {})
-    summary["curation"] = {k: total.get(k) for k in ("docs_in", "docs_out", "chars_in", "chars_out",
-                                                      "tokens_in", "tokens_out", "token_survival_pct")}
+    summary["curation"] = report["totals"]
     print(f"  report: {root / 'curated' / 'report.md'}", file=sys.stderr)
 
     step("3/8 train a byte-level BPE tokenizer")
@@ -249,8 +247,8 @@ def print_summary(s: dict[str, Any]) -> None:
     cur = s.get("curation") or {}
     lines = ["", "lmkit demo: done in %.0f s" % s["wall_time_s"], ""]
     if cur.get("docs_in"):
-        lines.append(f"curation     {cur['docs_out']:,} of {cur['docs_in']:,} documents kept"
-                     + (f", {cur['token_survival_pct']:.1f}% of tokens" if cur.get("token_survival_pct") is not None else ""))
+        lines.append(f"curation     {cur['docs_out']:,} of {cur['docs_in']:,} documents kept, "
+                     f"{cur['tokens_kept_pct']:.1f}% of tokens")
     lines += [
         f"model        {tr['params']:,} parameters, {tr['steps']} steps, {tr['tokens']:,} tokens, {tr['wall_time_s']:.0f} s",
         f"held-out     loss {ev.get('loss', float('nan')):.3f}, perplexity {ev.get('perplexity', float('nan')):.1f}, "

@@ -29,6 +29,10 @@ What this module owns:
   tolerance is ``max |Δlogit| <= PARITY_RTOL · max(1, max |logit|)`` in fp32; observed differences
   are 0 (decoder, encdec) to about 1e-7 (encoder), i.e. float rounding of a different kernel order.
 
+  Not exportable, with a message saying why: a decoder with learned or sinusoidal positions (Llama
+  has rotary only), an encoder without learned positions, and a quantized checkpoint unless
+  ``--dequantize`` (its int8 ``q · scale`` or fp16/bf16 values are then written as float32).
+
   ``AutoTokenizer.from_pretrained(DIR)`` gives a ``PreTrainedTokenizerFast`` over the same
   ``tokenizer.json``: ordinary text gets exactly lmkit's ids, and **no special tokens are added**
   (no BOS, no EOS, no [CLS]/[SEP]), which is also how lmkit encodes (the packer puts ``</s>``
@@ -318,13 +322,37 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
 # --------------------------------------------------------------------------- export
 
 
+def dequantized_state(state: dict[str, torch.Tensor], quant: dict[str, Any], source: str) -> dict[str, torch.Tensor]:
+    """Float32 weights holding exactly the values of a quantized checkpoint (``lmkit.quantize`` formats).
+
+    ``cast`` (fp16/bf16): every tensor widened to float32 (exact). ``int8-absmax-per-channel``: each
+    listed module's ``qweight`` · ``scale`` becomes its ``weight``; the rest were kept in float.
+    """
+    import torch
+
+    from lmkit.numerics import absmax_dequantize
+
+    method = quant.get("method") if isinstance(quant, dict) else None
+    out = dict(state)
+    if method == "int8-absmax-per-channel":
+        for name in quant.get("modules") or []:
+            q, s = out.pop(f"{name}.qweight", None), out.pop(f"{name}.scale", None)
+            if q is None or s is None:
+                raise LmkitError(f"{source}: quantized module {name!r} lacks its qweight/scale tensors")
+            out[f"{name}.weight"] = absmax_dequantize(q, s)
+    elif method != "cast":
+        raise LmkitError(f"{source}: unknown quantization method {method!r}; cannot dequantize")
+    return {k: v.to(torch.float32) if v.is_floating_point() else v for k, v in out.items()}
+
+
 def export_hf(ckpt: str | Path, out: str | Path, overwrite: bool = False, verify: bool = True,
               card_sections: list[str | Path] | None = None, license: str | None = None,
-              language: list[str] | None = None) -> dict[str, Any]:
+              language: list[str] | None = None, dequantize: bool = False) -> dict[str, Any]:
     """Write the transformers folder of checkpoint ``ckpt`` to ``out``; returns a report.
 
     The report has ``out``, ``architecture``, ``auto_class``, ``files`` and (with ``verify``) the
-    parity check: ``max_abs_diff``, ``tolerance``, ``greedy_match``.
+    parity check: ``max_abs_diff``, ``tolerance``, ``greedy_match``. A quantized checkpoint is
+    refused unless ``dequantize``: then its quantized values are exported as float32 weights.
     """
     import torch
     from safetensors.torch import save_file
@@ -340,11 +368,12 @@ def export_hf(ckpt: str | Path, out: str | Path, overwrite: bool = False, verify
     cfg = model_config_from_dict(raw["model"])
     target = TARGETS[cfg.family]
     quant = raw.get("quantization")
-    if quant:
-        method = quant.get("to") or quant.get("method") or quant.get("dtype") if isinstance(quant, dict) else quant
-        raise LmkitError(f"{path}: is quantized ({method}); {target.architecture} takes the float weights, so export "
-                         "the checkpoint from before `lmkit quantize` (quantization is meant for lmkit's own "
-                         "inference), or load it in transformers and quantize there")
+    if quant and not dequantize:
+        from lmkit.card import quant_label
+
+        raise LmkitError(f"{path}: is quantized ({quant_label(quant)}); {target.architecture} takes float weights: "
+                         "export the checkpoint from before `lmkit quantize`, or pass --dequantize to export this "
+                         "one's quantized values as float32 weights")
     names = name_map(cfg, str(path))  # refuses unmappable configs before any work
     out = Path(out)
     check_out_dir(out, overwrite, "export")
@@ -353,7 +382,10 @@ def export_hf(ckpt: str | Path, out: str | Path, overwrite: bool = False, verify
         raise LmkitError(f"{path}: tokenizer has {tok.vocab_size} tokens but the model only {cfg.vocab_size}")
 
     model = build_model(cfg)
-    load_weights_into(model, load_state(path), path)
+    state = load_state(path)
+    if quant:
+        state = dequantized_state(state, quant, str(path))
+    load_weights_into(model, state, path)
     model.eval()
     dtypes = {t.dtype for t in model.state_dict().values()}
     if dtypes != {torch.float32}:
@@ -380,6 +412,7 @@ def export_hf(ckpt: str | Path, out: str | Path, overwrite: bool = False, verify
                            load_path=str(out))
         (tmp / "README.md").write_text(card, encoding="utf-8")
         report: dict[str, Any] = {"out": str(out), "checkpoint": str(path), "family": cfg.family,
+                                  "dequantized_from": quant.get("dtype") if quant else None,
                                   "architecture": target.architecture, "auto_class": target.auto_class,
                                   "tensors": len(state), "files": sorted(p.name for p in tmp.iterdir())}
         if verify:
@@ -786,11 +819,13 @@ def cli_export(args: argparse.Namespace) -> int:
     if args.format != "hf":
         raise LmkitError(f"--format {args.format!r} is not supported (only hf)")
     report = export_hf(args.checkpoint, args.out, overwrite=args.overwrite, verify=not args.no_verify,
-                       card_sections=args.add_section or [], license=args.license, language=args.language)
+                       card_sections=args.add_section or [], license=args.license, language=args.language,
+                       dequantize=args.dequantize)
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
-    print(f"exported {report['family']} -> {report['architecture']} in {report['out']}")
+    print(f"exported {report['family']} -> {report['architecture']} in {report['out']}"
+          + (f" (weights dequantized from {report['dequantized_from']} to float32)" if report["dequantized_from"] else ""))
     print(f"  files: {', '.join(report['files'])}")
     p = report.get("parity")
     if p:

@@ -20,27 +20,31 @@ An encoder-decoder runs its encoder once, projects the encoder states to every d
 cross-attention keys/values once, and decodes from a start token with a self-attention cache.
 
 Why part of the decode step is written by hand (:class:`PackedDecoder`): at batch 1 and small
-sizes a decode step is a few hundred tiny operations, so time goes to Python and PyTorch's
-per-operation dispatch, not arithmetic (see ``benchmarks/generate_speed.py``; a plain KV-cache
-loop over the training modules runs ≈1.6x Hugging Face's ``generate``). ``PackedDecoder`` is an
-inference-only view of a :class:`~lmkit.models.decoder.Decoder`'s weights, packed once, that cuts
-the operations per layer roughly in half without changing the maths:
+sizes a decode step is a handful of one-row matrix products (each bound by how fast its weights
+stream from memory) plus a few hundred tiny operations whose cost is Python and PyTorch's
+per-operation dispatch, not arithmetic (see ``benchmarks/generate_speed.py``: a plain KV-cache loop
+over the training modules is only ≈1.2-1.6x Hugging Face's ``generate``). ``PackedDecoder`` is an
+inference-only copy of a :class:`~lmkit.models.decoder.Decoder`'s weights, laid out once, that
+does the same maths with fewer, cheaper operations:
 
-* q, k, v come from ONE matmul with a stacked weight. Rotary positions are applied without the
-  slice/negate/concatenate of "rotate half": rotate_half(W·x) = (P·W)·x for a fixed signed
-  permutation P, so the stacked weight also holds P·W_q and P·W_k, and the rotation is one
-  multiply and one multiply-add against per-position cos/sin rows (ones/zeros over v, so the
-  output is [q_rot | k_rot | v] in one contiguous tensor).
-* k and v are written into the cache with one copy (the cache keeps them side by side per
-  position; attention reads them through strided views, no copies).
-* the residual additions are fused into the output matmuls (``addmm``), the gate and up
-  projections of the MLP are one matmul, and the prefill only projects its last position onto
-  the vocabulary.
-The model's own modules, names and training path are untouched; tests check that the packed
-path gives the same tokens as the plain forward pass. The packed weights cost one extra copy of
-the blocks' weights (plus P·W_q, P·W_k) and are rebuilt when the model's parameters change.
-Models it does not recognise (e.g. a quantized checkpoint's modules) use the model's own
-``forward`` with a :class:`~lmkit.models.layers.KVCache`.
+* every weight is stored transposed, (in, out) contiguous: a one-row product streams that layout
+  about twice as fast as ``F.linear``'s (out, in) on this CPU (most of all for the vocabulary
+  projection, the largest matrix);
+* q, k, v are one product, and so are the MLP's gate and up projections; each RMSNorm's weight
+  (and a factor √d) is folded into the rows of the product that follows it, leaving only
+  x·rsqrt(Σx² + d·eps) to compute; the residual additions are fused into the output products
+  (``addmm``);
+* rotary positions are one complex multiply: the rows of W_q and W_k are reordered (per head,
+  identically for both, which leaves every q·k dot product unchanged) so that the pairs that
+  "rotate half" turns together sit side by side as one complex number;
+* keys and values go into a preallocated cache in place, and attention reads it through strided
+  views (no copies, no concatenation); the prefill projects only its last position onto the
+  vocabulary; greedy decoding skips all sampling work.
+The model's own modules, weight names and training path are untouched; tests check the packed
+path against the plain forward pass, logits and tokens. The copy costs one more set of the
+model's weights in memory and is rebuilt when the parameters change (an optimizer step).
+Models it does not recognise (a quantized or 16-bit checkpoint, another class) use the model's
+own ``forward`` with a :class:`~lmkit.models.layers.KVCache`.
 """
 
 from __future__ import annotations
@@ -151,12 +155,16 @@ def top_p_filter(logits: torch.Tensor, p: float) -> torch.Tensor:
     if p >= 1.0:
         return logits
     sorted_logits, idx = torch.sort(logits, dim=-1, descending=True)  # (..., V)
+    return torch.empty_like(logits).scatter_(-1, idx, _nucleus_of_sorted(sorted_logits, p))
+
+
+def _nucleus_of_sorted(sorted_logits: torch.Tensor, p: float) -> torch.Tensor:
+    """top_p_filter for logits already sorted in descending order along the last dimension."""
     probs = sorted_logits.float().softmax(dim=-1)
     mass_before = probs.cumsum(dim=-1) - probs  # probability of the tokens ranked above each one
     drop = mass_before >= p  # the set above already reaches p: this token is not needed
     drop[..., 0] = False
-    sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
-    return torch.empty_like(logits).scatter_(-1, idx, sorted_logits)
+    return sorted_logits.masked_fill(drop, float("-inf"))
 
 
 def process_logits(logits: torch.Tensor, gen_cfg: GenerationConfig) -> torch.Tensor:
@@ -207,15 +215,15 @@ def choose_next(logits: torch.Tensor, gen_cfg: GenerationConfig, generator: torc
     rows = logits[None] if squeeze else logits  # (B, V)
     if gen_cfg.greedy:
         token = rows.argmax(dim=-1)  # (B,)
-        after = None
     else:
-        after = process_logits(rows, gen_cfg).softmax(dim=-1)  # (B, V)
-        token = torch.multinomial(after, 1, generator=generator).squeeze(-1)  # (B,)
+        token = _sample(rows, gen_cfg, generator)
     explanation = None
     if explain:
         before = rows.float().softmax(dim=-1)  # (B, V)
-        if after is None:  # greedy: all the probability on the chosen token
+        if gen_cfg.greedy:  # all the probability on the chosen token
             after = torch.zeros_like(before).scatter_(-1, token[:, None], 1.0)
+        else:
+            after = process_logits(rows, gen_cfg).softmax(dim=-1)  # (B, V)
         explanation = []
         n = min(n_candidates, rows.shape[-1])
         top = torch.topk(before, n, dim=-1).indices  # (B, n)
@@ -228,6 +236,27 @@ def choose_next(logits: torch.Tensor, gen_cfg: GenerationConfig, generator: torc
             cands = [Candidate(i, float(before[b, i]), float(after[b, i])) for i in ids]
             explanation.append(StepExplanation(step, chosen, cands, int(kept[b]), gen_cfg.describe()))
     return (token[0] if squeeze else token), explanation
+
+
+def _sample(rows: torch.Tensor, gen_cfg: GenerationConfig, generator: torch.Generator | None) -> torch.Tensor:
+    """Draw one token per row of logits (B, V) from softmax(process_logits(rows)).
+
+    The same distribution as filtering the whole vocabulary, computed on less: with top-k, only
+    the k best logits (which ``topk`` returns sorted) are scaled, cut to the nucleus and drawn
+    from; with top-p alone, the sorted logits are; no full-vocabulary scatter.
+    """
+    x = apply_temperature(rows.float(), gen_cfg.temperature)
+    k, p = gen_cfg.top_k, gen_cfg.top_p
+    if k is not None and k < x.shape[-1]:
+        vals, idx = torch.topk(x, k, dim=-1)  # (B, k), descending
+    elif p is not None and p < 1.0:
+        vals, idx = torch.sort(x, dim=-1, descending=True)  # (B, V)
+    else:
+        return torch.multinomial(x.softmax(dim=-1), 1, generator=generator).squeeze(-1)
+    if p is not None and p < 1.0:
+        vals = _nucleus_of_sorted(vals, p)
+    pick = torch.multinomial(vals.softmax(dim=-1), 1, generator=generator)  # (B, 1) position among vals
+    return idx.gather(-1, pick).squeeze(-1)
 
 
 def make_generator(seed: int | None, device: torch.device | str = "cpu") -> tuple[torch.Generator, int]:
@@ -379,7 +408,7 @@ class PackedDecoder:
     def _rms(self, x: torch.Tensor) -> torch.Tensor:
         """x / sqrt(sum(x²) + d·eps) = RMSNorm(x) / √d (√d and the weight are folded into the next
         matmul); a sum instead of a mean saves a cast and a division per call."""
-        return x * x.square().sum(-1, keepdim=True).add_(self.d_eps).rsqrt_()
+        return x * (x * x).sum(-1, keepdim=True).add_(self.d_eps).rsqrt_()
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         """Append ids (B, T) to the cache; logits (B, V) of the token after the last one."""
@@ -422,18 +451,21 @@ _PACKED: "weakref.WeakKeyDictionary[nn.Module, tuple[tuple[Any, ...], PackedDeco
 
 
 def _packable(model: nn.Module) -> bool:
-    """Is this exactly lmkit's Decoder with plain floating-point Linear layers?"""
+    """Is this exactly lmkit's Decoder with plain fp32 embedding and Linear layers?"""
     from lmkit.models.decoder import Decoder, SwiGLU
     from lmkit.models.layers import Attention
 
-    if type(model) is not Decoder:
+    if type(model) is not Decoder or type(model.tok_emb) is not nn.Embedding:
         return False
+    if model.tok_emb.weight.dtype != torch.float32 or (model.lm_head is not None and (
+            type(model.lm_head) is not nn.Linear or model.lm_head.weight.dtype != torch.float32)):
+        return False  # e.g. a quantized or 16-bit cast checkpoint: the model's own forward handles it
     for block in model.blocks:
         if type(block.attn) is not Attention or type(block.mlp) is not SwiGLU:
             return False
         for lin in (block.attn.q_proj, block.attn.k_proj, block.attn.v_proj, block.attn.o_proj,
                     block.mlp.gate_proj, block.mlp.up_proj, block.mlp.down_proj):
-            if type(lin) is not nn.Linear or lin.bias is not None or not lin.weight.is_floating_point():
+            if type(lin) is not nn.Linear or lin.bias is not None or lin.weight.dtype != torch.float32:
                 return False
     return True
 
@@ -466,6 +498,15 @@ class _EvalMode:
     def __exit__(self, *exc: object) -> None:
         if self.was_training:
             self.model.train()
+
+
+def _device(model: nn.Module) -> torch.device:
+    """Where the model's tensors live (parameters, or buffers for a fully quantized model)."""
+    for t in model.parameters():
+        return t.device
+    for t in model.buffers():
+        return t.device
+    return torch.device("cpu")
 
 
 def _check_family(model: nn.Module) -> str:
@@ -534,7 +575,7 @@ def generate_ids(model: nn.Module, input_ids: torch.Tensor, gen_cfg: GenerationC
     gen_cfg.validate()
     if _check_family(model) != "decoder":
         raise LmkitError("generate_ids is for decoder models; use generate_seq2seq_ids for encoder-decoders")
-    device = model.output_weight.device
+    device = _device(model)
     if generator is None and not gen_cfg.greedy:
         generator, _ = make_generator(gen_cfg.seed, device)
     ids = input_ids.to(device)
@@ -595,7 +636,7 @@ def generate_seq2seq_ids(model: nn.Module, input_ids: torch.Tensor, gen_cfg: Gen
     gen_cfg.validate()
     if _check_family(model) != "encdec":
         raise LmkitError("generate_seq2seq_ids is for encoder-decoder models")
-    device = model.output_weight.device
+    device = _device(model)
     if generator is None and not gen_cfg.greedy:
         generator, _ = make_generator(gen_cfg.seed, device)
     with torch.inference_mode(), _EvalMode(model):
@@ -658,8 +699,9 @@ def visible(token: str) -> str:
 def format_step(step: StepExplanation, width: int = 24) -> str:
     """A small table of one step: candidates, probability before → after, the chosen one marked."""
     chosen = step.chosen_candidate
+    could = "only it could be chosen" if step.kept == 1 else f"{step.kept} tokens could be chosen"
     lines = [f"step {step.step + 1}: chose {visible(chosen.token or str(chosen.token_id))} "
-             f"(id {chosen.token_id})   {step.mode}; {step.kept} token(s) could be chosen"]
+             f"(id {chosen.token_id}); {could}"]
     lines.append(f"  {'rank':>4}  {'token':<{width}} {'id':>6}  {'before':>7}  {'after':>7}")
     for rank, c in enumerate(step.candidates, 1):
         tok = visible(c.token if c.token is not None else str(c.token_id))
@@ -757,7 +799,7 @@ def _run_text(model: nn.Module, tokenizer: Any, prompt: str, ids: list[int], tru
               gen_cfg: GenerationConfig, explain: bool, stream: Callable[[str], None] | None,
               loop: Callable[[torch.Tensor, torch.Generator | None, Callable[[int], None] | None], _LoopResult],
               seq2seq: bool = False) -> GenerationResult:
-    device = model.output_weight.device
+    device = _device(model)
     generator, seed = make_generator(gen_cfg.seed, device) if not gen_cfg.greedy else (None, gen_cfg.seed)
     context_ids = [] if seq2seq else ids  # what the completion text continues
     on_token = None
@@ -851,6 +893,9 @@ def cli_generate(args: argparse.Namespace) -> int:
         print(json.dumps(res.to_dict(), ensure_ascii=False, indent=2))
         return 0
     if args.explain:
+        print(f"{gen_cfg.describe()}. Each step shows the {N_CANDIDATES} most likely next tokens: 'before' is\n"
+              "the model's probability, 'after' the probability it was chosen with once the settings are applied\n"
+              "('cut' = excluded).\n")
         for s in res.steps:
             print(format_step(s))
             print()

@@ -126,7 +126,7 @@ def _files_of(ckpt: Path, include_train_state: bool) -> Iterator[tuple[str, Path
 
 def _summary(ckpt: Path) -> dict[str, Any]:
     """What list/search show without opening the files: read from the checkpoint's config and meta."""
-    from lmkit.card import ARCHITECTURE, PIPELINE_TAG, card_facts, export_blocker
+    from lmkit.card import ARCHITECTURE, PIPELINE_TAG, quant_label, card_facts, export_blocker
 
     f = card_facts(ckpt)
     cfg, meta = f["cfg"], f["meta"]
@@ -137,7 +137,8 @@ def _summary(ckpt: Path) -> dict[str, Any]:
         "params": f["params"], "vocab_size": cfg.vocab_size, "context": cfg.max_seq_len,
         "tokens": meta.get("tokens"), "steps": meta.get("step"), "eval_loss": ev.get("loss"),
         "perplexity": ev.get("perplexity"), "bits_per_byte": ev.get("bits_per_byte"),
-        "quantization": f["quantization"], "imported": bool(meta.get("imported_from")),
+        "quantization": quant_label(f["quantization"]) if f["quantization"] else None,
+        "imported": bool(meta.get("imported_from")),
         "source": str(ckpt.resolve()),
     }
 

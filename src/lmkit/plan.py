@@ -314,9 +314,9 @@ def _layer_activation_elements(cfg: ModelConfig) -> tuple[float, float]:
 
     decoder block: inputs of the two RMSNorms (2d, residual); norm output, q, k, v, the attention
     output and its contiguous copy for o_proj, the MLP norm output (7d); SwiGLU's gate, silu(gate),
-    up and their product (4f). encoder (post-norm BERT) block: LayerNorm inputs (2d); block input,
-    q, k, v, attention output and copy, attention LayerNorm output (7d... counted as 6d + input);
-    GELU input and output (2f). encdec: encoder block like the decoder's with a ReLU MLP (its
+    up and their product (4f). encoder (post-norm BERT) block: the two LayerNorm inputs (2d); block
+    input, q, k, v, attention output and its copy, attention LayerNorm output (7d); GELU input and
+    output (2f). encdec: encoder block like the decoder's with a ReLU MLP (its
     output only, f); decoder block adds cross-attention (norm output, q, attention output and copy)
     while its keys/values over the encoder output are counted per input token by the caller.
     """

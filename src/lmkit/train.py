@@ -251,6 +251,21 @@ def plot_loss_curve(run_dir: str | Path, out_png: str | Path | None = None) -> P
 # --------------------------------------------------------------------------- the trainer
 
 
+def curation_summary(paths: list[str]) -> dict[str, Any] | None:
+    """The overall figures of ``lmkit curate``'s report.json for curated input folders, if any."""
+    totals: dict[str, Any] = {}
+    for p in paths:
+        report = Path(p) / "report.json"
+        if report.is_file():
+            try:
+                totals[str(p)] = json.loads(report.read_text(encoding="utf-8")).get("totals")
+            except (OSError, ValueError):
+                continue
+    if not totals:
+        return None
+    return next(iter(totals.values())) if len(totals) == 1 else totals
+
+
 def hardware_summary(device: torch.device, d: Dist) -> dict[str, Any]:
     info: dict[str, Any] = {"device": str(device), "world_size": d.world, "torch": torch.__version__}
     if device.type == "cuda":
@@ -282,6 +297,7 @@ class Trainer:
         self.resume_from = resolve_checkpoint(self.out) if resume else None
         self.out.mkdir(parents=True, exist_ok=True)
         torch.manual_seed(cfg.train.seed)
+        self.init_from = self._adopt_init_checkpoint(cfg) if cfg.train.init and not resume else None
 
         from lmkit.data.pack import prepare
 
@@ -293,6 +309,9 @@ class Trainer:
             if not self.dist.main:  # the main rank packed; the others open what it wrote
                 self.tokenizer, self.train_shards, self.val_shards = prepare(
                     cfg.data, self.out, cfg.model.vocab_size, show_progress=False)
+        if self.init_from is not None and cfg.model.vocab_size != self.tokenizer.vocab_size:
+            raise LmkitError(f"{self.tokenizer.source}: has {self.tokenizer.vocab_size} tokens but {self.init_from} was "
+                             f"trained with {cfg.model.vocab_size}; continue pre-training with the checkpoint's tokenizer")
         if cfg.model.vocab_size != self.tokenizer.vocab_size:
             if self.show_progress:
                 print(f"model.vocab_size set to the tokenizer's {self.tokenizer.vocab_size} "
@@ -305,13 +324,15 @@ class Trainer:
         self.token_bytes = token_byte_lengths(tok)
 
         self.model = build_model(cfg.model)
-        if self.resume_from is not None:
-            from lmkit.checkpoint import load_model_config, load_state
+        from lmkit.checkpoint import load_model_config, load_state
 
+        if self.resume_from is not None:
             if to_dict(load_model_config(self.resume_from)) != to_dict(cfg.model):
                 raise LmkitError(f"{self.resume_from}: its model config differs from this run's; resume with the "
                                  "same config (only stop conditions may change)")
             load_weights_into(self.model, load_state(self.resume_from), self.resume_from)
+        elif self.init_from is not None:
+            load_weights_into(self.model, load_state(self.init_from), self.init_from)
         self.model.to(self.device)
         self.model.activation_checkpointing = cfg.train.activation_checkpointing
         self.n_params = count_parameters(self.model)
@@ -347,6 +368,17 @@ class Trainer:
             self._load_train_state()
 
     # ------------------------------------------------------------------ setup helpers
+
+    @staticmethod
+    def _adopt_init_checkpoint(cfg: RunConfig) -> Path:
+        """Continued pre-training: take the model shape and tokenizer of ``train.init``."""
+        from lmkit.checkpoint import load_model_config
+
+        ckpt = resolve_checkpoint(cfg.train.init)
+        if cfg.data.tokenizer is None:
+            cfg.data.tokenizer = str(ckpt / "tokenizer.json")
+        cfg.model = load_model_config(ckpt)
+        return ckpt
 
     def _wrap(self, module: nn.Module) -> nn.Module:
         if self.dist.world == 1:
@@ -465,10 +497,11 @@ class Trainer:
             "train_loss": last.get("loss"), "eval": self.history.get("eval", {}),
             "data": {"paths": self.cfg.data.paths, "train_tokens": self.train_shards.num_tokens,
                      "val_tokens": self.val_shards.num_tokens,
-                     "sources": self.train_shards.meta.get("sources", {}),
+                     "sources": self.train_shards.meta.get("tokens_per_source", {}),
                      "bytes_per_token": self.train_shards.bytes_per_token,
-                     "curation": self.train_shards.meta.get("curation")},
+                     "curation": curation_summary(self.cfg.data.paths)},
             "tokenizer_sha256": self.tokenizer.sha256,
+            "init_from": str(self.init_from) if self.init_from else None,
         }
 
     # ------------------------------------------------------------------ the loop
@@ -576,6 +609,8 @@ def cli_pretrain(args: Any) -> int:
         overrides["out"] = args.out
     if args.max_steps is not None:
         overrides["train.max_steps"] = args.max_steps
+    if getattr(args, "init", None):
+        overrides["train.init"] = args.init
     cfg = load_run_config(args.config, overrides)
     summary = train(cfg, resume=args.resume, show_progress=not args.quiet)
     if int(os.environ.get("RANK", "0")) == 0:

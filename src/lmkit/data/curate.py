@@ -28,20 +28,27 @@ Tokens in the report are counted with the tokenizer given (``tokenizer=``), or e
 proxy: the number of regex word tokens ``\\w+|[^\\w\\s]+`` (runs of letters/digits and runs of
 punctuation), the same split the Gopher rules use. The report says which.
 
-Rule notes. Words for the Gopher rules are those regex tokens (``datatrove``, whose defaults we
-follow, uses spaCy's tokenizer). The paper's "80% of words contain a letter" is measured over
-words, i.e. tokens that are not punctuation (``alpha_ratio_of: tokens`` counts punctuation
-tokens in the denominator as ``datatrove`` does, which removes most legal and technical text
-with many parentheses, dates and addresses). "Top n-gram" fractions count only n-grams that occur at least
-twice (an n-gram seen once is not repetition; counting it, as ``datatrove`` does, removes most
-short documents). C4's line rules assume one paragraph per line; with ``paragraph_aware`` (the
-default), a block of hard-wrapped lines (similar long lengths, mostly not ending a sentence) is
-judged as one paragraph, so books and licences are not emptied line by line.
+Rule notes. Words for the Gopher rules are the same regex tokens (``datatrove``, whose defaults
+we follow, uses spaCy's tokenizer; with the same tokens it keeps the same documents, see the
+benchmark). The paper's "80% of words contain a letter" is measured over words, i.e. tokens
+that are not punctuation (``alpha_ratio_of: tokens`` counts punctuation tokens in the
+denominator as ``datatrove`` does, which removes most legal and technical text with many
+parentheses, dates and addresses). "Top n-gram" fractions count only n-grams that occur at
+least twice (an n-gram seen once is not repetition; counting it, as ``datatrove`` does, removes
+most short documents). C4's line rules assume one paragraph per line; with ``paragraph_aware``
+(the default), a block of hard-wrapped lines (similar long lengths, mostly not ending a
+sentence) is judged as one paragraph, so books and licences are not emptied line by line. PII:
+only globally routable IP addresses are personal data by default (``public_ips_only``); 127.0.0.1
+or 192.168.x.x in technical text are kept.
 
-Written here rather than run through ``datatrove``: its pipeline writes every intermediate
-stage to disk and runs dedup as separate multi-pass jobs, and its rules tokenise with spaCy;
-doing the rules with C-level string operations and dedup with batched numpy in one streaming
-pass is several times faster on the same cores (``benchmarks/curate_speed.py``).
+Speed. Tokenising every document into Python strings would dominate a run, so the rules work on
+arrays: each character's class comes from a table indexed by its code point (numpy over the
+UTF-32 code units), token boundaries from array comparisons, token hashes from prefix sums
+(:class:`Tokens`); the n-gram rules sort hashes instead of counting strings; PII patterns run
+only in windows located with numpy. Written here rather than run through ``datatrove``: its
+pipeline writes every intermediate stage to disk, runs dedup as separate multi-pass jobs and
+tokenises in Python; this one streams once and is several times faster on the same cores
+(``benchmarks/curate_speed.py``).
 """
 
 from __future__ import annotations
@@ -56,7 +63,6 @@ import shutil
 import sys
 import time
 import unicodedata
-from time import perf_counter
 from collections import Counter, deque
 from dataclasses import dataclass, field
 from importlib import resources
@@ -153,6 +159,7 @@ class PiiConfig:
     emails: bool = True
     phones: bool = True
     ips: bool = True
+    public_ips_only: bool = True  # leave private, loopback and documentation addresses (127.0.0.1, 10.x, ...)
     email_placeholder: str = "<EMAIL>"
     phone_placeholder: str = "<PHONE>"
     ip_placeholder: str = "<IP_ADDRESS>"
@@ -378,7 +385,7 @@ class Tokens:
     r"""The regex tokens of a text as arrays: ``starts``/``ends`` (character offsets), ``word``
     (True for \w+ runs, False for punctuation runs) and per-token flags; see :func:`tokens_of`."""
 
-    __slots__ = ("text", "cp", "cls", "starts", "ends", "word", "_hashes")
+    __slots__ = ("text", "cp", "cls", "starts", "ends", "word", "_hashes", "_lower_hashes")
 
     def __init__(self, text: str) -> None:
         self.text = text
@@ -407,6 +414,7 @@ class Tokens:
             self.ends = np.flatnonzero(end) + 1
             self.word = grp[self.starts] == 1
         self._hashes: np.ndarray | None = None
+        self._lower_hashes: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.starts.shape[0])
@@ -421,27 +429,54 @@ class Tokens:
             mask = (self.cls - np.uint8(lo)) <= np.uint8(hi - lo)
         return np.maximum.reduceat(mask.view(np.uint8), self.starts) > 0  # spaces after a token add zeros
 
-    def hashes(self) -> np.ndarray:
+    def hashes(self, lower: bool = False) -> np.ndarray:
         """A 64-bit hash per token, equal for equal token strings (polynomial hash of the code
-        points: differences of prefix sums, divided by the position's power)."""
-        if self._hashes is None:
-            from lmkit.data.dedup import mix64
+        points: differences of prefix sums, divided by the position's power). ``lower``: of the
+        lower-cased tokens."""
+        cached = self._lower_hashes if lower else self._hashes
+        if cached is not None:
+            return cached
+        from lmkit.data.dedup import mix64
 
-            n = self.cp.shape[0]
-            if n == 0:
-                self._hashes = np.zeros(0, dtype=np.uint64)
-                return self._hashes
-            pw = np.full(n, _TOKEN_BASE, dtype=np.uint64)
-            pw[0] = 1
-            np.cumprod(pw, out=pw)
-            inv = np.full(n, _TOKEN_BASE_INV, dtype=np.uint64)
-            inv[0] = 1
-            np.cumprod(inv, out=inv)
-            prefix = np.zeros(n + 1, dtype=np.uint64)
-            np.cumsum(self.cp.astype(np.uint64) * pw, out=prefix[1:])
-            h = (prefix[self.ends] - prefix[self.starts]) * inv[self.starts]
-            self._hashes = mix64(h + (self.ends - self.starts).astype(np.uint64) * _NGRAM_MUL)  # length too
-        return self._hashes
+        n = self.cp.shape[0]
+        if n == 0:
+            return np.zeros(0, dtype=np.uint64)
+        cp = self.cp
+        if lower:
+            cp = _lower_table()[np.minimum(cp, 0xFFFF)]
+            astral = self.cp > 0xFFFF
+            if astral.any():
+                cp[astral] = self.cp[astral]
+        pw = np.full(n, _TOKEN_BASE, dtype=np.uint64)
+        pw[0] = 1
+        np.cumprod(pw, out=pw)
+        inv = np.full(n, _TOKEN_BASE_INV, dtype=np.uint64)
+        inv[0] = 1
+        np.cumprod(inv, out=inv)
+        prefix = np.zeros(n + 1, dtype=np.uint64)
+        np.cumsum(cp.astype(np.uint64) * pw, out=prefix[1:])
+        h = (prefix[self.ends] - prefix[self.starts]) * inv[self.starts]
+        h = mix64(h + (self.ends - self.starts).astype(np.uint64) * _NGRAM_MUL)  # the length too
+        if lower:
+            self._lower_hashes = h
+        else:
+            self._hashes = h
+        return h
+
+
+_LOWER_TABLE: list[np.ndarray] = []
+
+
+def _lower_table() -> np.ndarray:
+    """Lower-case code point of every BMP code point (itself when lower() is not one character)."""
+    if not _LOWER_TABLE:
+        low = np.arange(0x10000, dtype=np.uint32)
+        for i in range(0x10000):
+            x = chr(i).lower()
+            if len(x) == 1 and x != chr(i):
+                low[i] = ord(x)
+        _LOWER_TABLE.append(low)
+    return _LOWER_TABLE[0]
 
 
 _LAST_TOKENS: list[Any] = [None]
@@ -459,17 +494,15 @@ def tokens_of(text: str) -> Tokens:
 
 # --------------------------------------------------------------------------- normalisation
 
-_BREAKS_RE = re.compile("\r\n?|[\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]")
+_BREAKS_RE = re.compile("[\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]")  # -> \n (after \r\n -> \n)
 _CTRL_RE = re.compile("[\x00-\x08\x0e-\x1b\x1f\x7f-\x84\x86-\x9f\u200b\u200c\u200d\u2060\ufeff\ufffe\uffff]")
 _ASCII_BREAKS = ("\r", "\x0b", "\x0c", "\x1c", "\x1d", "\x1e")
 _ASCII_CTRL = bytes([*range(0, 9), *range(0x0e, 0x1c), 0x1f, 0x7f])
 _USPACE_RE = re.compile("[\u00a0\u1680\u2000-\u200a\u202f\u205f\u3000]")
-_HSPACE_RE = re.compile(r"(?:\t|  )[ \t]*")  # only runs that change: a tab, or 2+ spaces/tabs
 # a Latin-1/cp1252 reading of UTF-8 leaves a lead character U+00C2..U+00F4 followed by one of these
 _MOJIBAKE_HINT_RE = re.compile("[\u00c2-\u00f4][\u0080-\u00bf\u0152\u0153\u0160\u0161\u0178\u017d\u017e\u0192"
                                "\u02c6\u02dc\u2013\u2014\u2018-\u201e\u2020-\u2022\u2026\u2030\u2039\u203a"
                                "\u20ac\u2122]")
-_EDGE_SPACE_RE = re.compile(r" \n ?|\n ")
 
 
 class Normalise:
@@ -479,7 +512,7 @@ class Normalise:
 
     def __init__(self, cfg: NormaliseConfig) -> None:
         self.cfg = cfg
-        self._blank_re = re.compile("\n{%d,}" % (cfg.max_blank_lines + 2))
+        self._blank_re = re.compile("\n" * (cfg.max_blank_lines + 1) + "\n+")  # literal prefix: fast
         self._blank_to = "\n" * (cfg.max_blank_lines + 1)
         self._ftfy: Any = None
         if cfg.fix_mojibake:
@@ -492,45 +525,55 @@ class Normalise:
             self._ftfy = ftfy
 
     def _fix_mojibake(self, text: str) -> str:
-        """ftfy's repair, line by line and only on lines that look broken (ftfy is slow on long text)."""
-        lines = text.split("\n")
-        changed = False
-        for i, line in enumerate(lines):
-            if _MOJIBAKE_HINT_RE.search(line) and self._ftfy.badness.is_bad(line):
+        """ftfy's repair, only on the lines that look broken (ftfy is slow on long text)."""
+        spans: dict[int, int] = {}
+        for m in _MOJIBAKE_HINT_RE.finditer(text):
+            a = text.rfind("\n", 0, m.start()) + 1
+            if a not in spans:
+                b = text.find("\n", m.end())
+                spans[a] = len(text) if b < 0 else b
+        pieces: list[str] = []
+        last = 0
+        for a, b in spans.items():  # in text order
+            line = text[a:b]
+            if self._ftfy.badness.is_bad(line):
                 fixed = self._ftfy.fix_encoding(line)
                 if fixed != line:
-                    lines[i] = unicodedata.normalize("NFC", fixed)
-                    changed = True
-        return "\n".join(lines) if changed else text
+                    pieces += [text[last:a], unicodedata.normalize("NFC", fixed)]
+                    last = b
+        if not pieces:
+            return text
+        pieces.append(text[last:])
+        return "".join(pieces)
 
     def __call__(self, text: str) -> str | Removed:
         cfg = self.cfg
         ascii_ = text.isascii()
         if not ascii_:
             if cfg.nfc and not unicodedata.is_normalized("NFC", text):
-                text = unicodedata.normalize("NFC", text)
+                # line by line: only the lines that change pay for normalize()
+                nfc = unicodedata.is_normalized
+                text = "\n".join([x if nfc("NFC", x) else unicodedata.normalize("NFC", x)
+                                  for x in text.split("\n")])
             if self._ftfy is not None and _MOJIBAKE_HINT_RE.search(text):  # cheap test first
                 text = self._fix_mojibake(text)
         if cfg.remove_control:
             if ascii_:  # substring tests and bytes.translate run at memory speed
                 if any(ch in text for ch in _ASCII_BREAKS):
-                    text = _BREAKS_RE.sub("\n", text)
+                    text = _BREAKS_RE.sub("\n", text.replace("\r\n", "\n"))
                 raw = text.encode("ascii")
                 cleaned = raw.translate(None, _ASCII_CTRL)
                 if len(cleaned) != len(raw):
                     text = cleaned.decode("ascii")
             else:
                 if _BREAKS_RE.search(text):
-                    text = _BREAKS_RE.sub("\n", text)
+                    text = _BREAKS_RE.sub("\n", text.replace("\r\n", "\n"))
                 if _CTRL_RE.search(text):
                     text = _CTRL_RE.sub("", text)
-        if cfg.collapse_spaces:
-            if not ascii_ and _USPACE_RE.search(text):
-                text = _USPACE_RE.sub(" ", text)
-            if "\t" in text or "  " in text:
-                text = _HSPACE_RE.sub(" ", text)
-            if " \n" in text or "\n " in text:
-                text = _EDGE_SPACE_RE.sub("\n", text)
+        if cfg.collapse_spaces and ("\t" in text or "  " in text or " \n" in text or "\n " in text
+                                    or (not ascii_ and _USPACE_RE.search(text))):
+            # every run of whitespace inside a line becomes one space, none at the line ends
+            text = "\n".join([" ".join(x.split()) for x in text.split("\n")])
         if self._blank_to + "\n" in text:
             text = self._blank_re.sub(self._blank_to, text)
         stripped = text.strip()
@@ -746,8 +789,16 @@ class C4Quality:
 
 # --------------------------------------------------------------------------- Gopher repetition
 
-_PARA_RE = re.compile(r"\n{2,}")
-_LINES_RE = re.compile(r"\n+")
+_PARA_RE = re.compile(r"\n\n+")  # (a literal prefix lets `re` scan fast)
+
+
+def _split_lines(text: str) -> list[str]:
+    """``re.split(r"\\n+", text)`` without the regex: empty lines dropped except at the two ends."""
+    parts = text.split("\n")
+    if "\n\n" in text:
+        last = len(parts) - 1
+        parts = [x for i, x in enumerate(parts) if x or i == 0 or i == last]
+    return parts
 
 
 def _dup_stats(items: list[str]) -> tuple[int, int]:
@@ -785,7 +836,7 @@ class GopherRepetition:
             return Removed("dup_para_frac")
         if c.dup_para_char_frac is not None and dup_c / n_chars > c.dup_para_char_frac:
             return Removed("dup_para_char_frac")
-        lines = _LINES_RE.split(text)
+        lines = _split_lines(text)
         dup_n, dup_c = _dup_stats(lines)
         if c.dup_line_frac is not None and dup_n / len(lines) > c.dup_line_frac:
             return Removed("dup_line_frac")
@@ -808,25 +859,56 @@ class GopherRepetition:
             k = keys.get(n)
             if k is None:
                 continue
-            _, first, counts = np.unique(k, return_index=True, return_counts=True)
-            best = int(counts.max())
+            srt = np.sort(k)
+            new_run = np.empty(srt.shape[0], dtype=bool)
+            new_run[0] = True
+            np.not_equal(srt[1:], srt[:-1], out=new_run[1:])
+            run_start = np.flatnonzero(new_run)
+            run_len = np.empty(run_start.shape[0], dtype=np.int64)
+            run_len[:-1] = run_start[1:] - run_start[:-1]
+            run_len[-1] = srt.shape[0] - run_start[-1]
+            best = int(run_len.max())
             if best < 2:
                 continue
-            i = int(first[counts == best].min())  # ties: the n-gram that appears first
+            tops = srt[run_start[run_len == best]]
+            # ties: the most common n-gram that appears first
+            if tops.shape[0] <= 4:
+                i = min(int(np.argmax(k == t)) for t in tops)
+            else:
+                i = int(np.argmax(np.isin(k, tops)))
             gram_chars = int(cs[i + n] - cs[i]) + n - 1
             if gram_chars * best / n_chars > frac:
                 return Removed(f"top_{n}_gram")
+        rep: np.ndarray | None = None  # positions whose (prev_n)-gram occurs more than once
+        prev_n = 0
         for n, frac in self.dup:
             k = keys.get(n)
             if k is None:
-                continue
-            order = np.argsort(k, kind="stable")  # equal keys grouped, in position order
-            ks = k[order]
-            same = ks[1:] == ks[:-1]
-            if not same.any():
+                break
+            m = k.shape[0]
+            if rep is None:
+                cand = np.arange(m)
+            else:  # an n-gram can only repeat if every shorter n-gram inside it repeats
+                ok = rep[:m].copy()
+                for j in range(1, n - prev_n + 1):
+                    ok &= rep[j:j + m]
+                cand = np.flatnonzero(ok)
+            if cand.size < 2:
                 break  # no repeated n-gram: none of any larger n either
+            order = np.argsort(k[cand], kind="stable")
+            sk = k[cand][order]
+            same = sk[1:] == sk[:-1]
+            if not same.any():
+                break
+            order = cand[order]  # positions, sorted by n-gram, in position order within a group
             if self._dup_chars(order, same, cs, n, frac * n_chars):
                 return Removed(f"duplicated_{n}_n_grams")
+            in_group = np.zeros(order.shape[0], dtype=bool)
+            in_group[:-1] |= same
+            in_group[1:] |= same
+            rep = np.zeros(m, dtype=bool)
+            rep[order[in_group]] = True
+            prev_n = n
         return text
 
     @staticmethod
@@ -837,13 +919,18 @@ class GopherRepetition:
         same n-gram as order[j]. A position whose n-gram occurred earlier is a candidate; it
         counts if one of those earlier occurrences was visited (not jumped over).
         """
-        m = order.shape[0]
-        in_rep = np.zeros(m, dtype=bool)  # sorted entries of an n-gram that occurs more than once
+        m = int(order.max()) + 1
+        in_rep = np.zeros(order.shape[0], dtype=bool)  # sorted entries of an n-gram occurring more than once
         in_rep[:-1] |= same
         in_rep[1:] |= same
         sel = np.flatnonzero(in_rep)
         pos = order[sel]
-        first = np.r_[True, ~same[sel[1:] - 1] | (sel[1:] - 1 != sel[:-1])]  # a new n-gram starts here
+        later = pos[1:][same[sel[1:] - 1] & (sel[1:] - 1 == sel[:-1])]  # every occurrence after the first
+        if int((cs[later + n] - cs[later]).sum()) <= limit:
+            return False  # even counting every repeat the share stays under the limit: no walk needed
+        first = np.empty(sel.shape[0], dtype=bool)  # a new n-gram starts here
+        first[0] = True
+        first[1:] = ~same[sel[1:] - 1] | (sel[1:] - 1 != sel[:-1])
         group_start = np.maximum.accumulate(np.where(first, np.arange(sel.shape[0]), 0))
         cand = np.flatnonzero(~first)
         by_pos = np.argsort(pos[cand], kind="stable")
@@ -910,20 +997,27 @@ class BlockList:
             terms = default_blocklist()
         terms += [" ".join(t.lower().split()) for t in cfg.extra if t.strip()]
         self.words = frozenset(t for t in terms if " " not in t and _WORD_RE.fullmatch(t))
+        # single words are matched by the lower-case hash of each token (no strings built)
+        self._word_hashes = np.unique(np.array([int(tokens_of(w).hashes(lower=True)[0]) for w in self.words],
+                                               dtype=np.uint64))
         self.phrases = [(t, re.compile(r"(?<!\w)" + re.escape(t).replace(r"\ ", r"\s+") + r"(?!\w)"))
                         for t in sorted(set(terms) - self.words)]
 
     def __call__(self, text: str) -> str | Removed:
-        words = words_of(text)
-        if not words:
+        tok = tokens_of(text)
+        if not len(tok):
             return text
-        hits = sum(map(self.words.__contains__, map(str.lower, words))) if self.words else 0
+        hits = 0
+        if self._word_hashes.size:
+            h = tok.hashes(lower=True)
+            at = np.minimum(np.searchsorted(self._word_hashes, h), self._word_hashes.size - 1)
+            hits = int(np.count_nonzero(self._word_hashes[at] == h))
         if self.phrases:
             low = text.lower()
             for first, pat in self.phrases:
                 if first.split(" ", 1)[0] in low:
                     hits += len(pat.findall(low))
-        if hits and hits / len(words) > self.cfg.max_fraction:
+        if hits and hits / len(tok) > self.cfg.max_fraction:
             return Removed("blocklisted_words")
         return text
 
@@ -935,15 +1029,10 @@ _EMAIL_RE = re.compile(
 _OCTET = r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
 _IPV4_RE = re.compile(rf"(?<![\d.])(?:{_OCTET}\.){{3}}{_OCTET}(?!\d|\.\d)")
 _IPV6_RE = re.compile(r"(?<![\w:.])(?:[0-9A-Fa-f]{0,4}:){2,7}(?:[0-9A-Fa-f]{1,4}|(?:\d{1,3}\.){3}\d{1,3})?(?![\w:])")
-# cheap patterns that every match of the full ones contains: the full patterns only run near them
-_EMAIL_ANCHOR_RE = re.compile("@")
-_IPV4_ANCHOR_RE = re.compile(r"\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}")
-_IPV6_ANCHOR_RE = re.compile(r"[0-9A-Fa-f]{0,4}:[0-9A-Fa-f]{0,4}:")
-_PHONE_ANCHOR_RE = re.compile(r"[+(]?\d[\d .()-]{6,}\d\)?")
 _PHONE_RE = re.compile(
     r"(?<![\w+])(?:"
     r"\+\d{1,3}(?:[ .-]?(?:\(\d{1,4}\)|\d{1,5})){1,6}"  # international: +CC then groups
-    r"|(?:1[ .-]?)?(?:\(\d{3}\)[ .-]?|\d{3}[ .-])\d{3}[ .-]\d{4}"  # North American 3-3-4
+    r"|(?:1[ .-]?)?(?:\(\d{3}\)[ .-]?\d{3}[ .-]|\d{3}(?P<sep>[ .-])\d{3}(?P=sep))\d{4}"  # North American 3-3-4
     r"|0\d{1,4}(?:[ .-]\d{2,4}){2,4}"  # national trunk prefix 0 then groups (UK, FR, DE, ...)
     r")(?![\w])")
 
@@ -960,8 +1049,10 @@ class PiiRedact:
     def _ip(self, m: re.Match[str]) -> str:
         s = m.group(0)
         try:
-            ipaddress.ip_address(s)
+            ip = ipaddress.ip_address(s)
         except ValueError:
+            return s
+        if self.cfg.public_ips_only and not ip.is_global:
             return s
         self.counts["ip_addresses"] += 1
         return self.cfg.ip_placeholder
@@ -980,32 +1071,82 @@ class PiiRedact:
 
     def __call__(self, text: str) -> str | Removed:
         c = self.cfg
+        # where to look is decided on the code points with numpy; the full patterns then run only
+        # in those windows (tried at every position of a long text, they are slow)
         if c.emails and "@" in text:
-            text = _sub_near(_EMAIL_RE, text, _EMAIL_ANCHOR_RE, 80, 260, self._email)
-        if c.ips:
-            if "." in text:
-                text = _sub_near(_IPV4_RE, text, _IPV4_ANCHOR_RE, 1, 2, self._ip)
-            if ":" in text:
-                text = _sub_near(_IPV6_RE, text, _IPV6_ANCHOR_RE, 40, 48, self._ip)
+            cp = _codepoints(text)
+            text = _sub_windows(_EMAIL_RE, text, _windows(np.flatnonzero(cp == 64), 80, 260, cp.size), self._email)
+        if c.ips and "." in text:
+            cp = _codepoints(text)
+            digit = (cp - np.uint32(48)) <= 9
+            dots = np.flatnonzero(digit[:-2] & (cp[1:-1] == 46) & digit[2:]) + 1  # digit.digit
+            if dots.size >= 3:
+                text = _sub_windows(_IPV4_RE, text, _windows(dots, 5, 6, cp.size), self._ip)
+        if c.ips and ":" in text:
+            cp = _codepoints(text)
+            colons = np.flatnonzero(cp == 58)
+            close = colons[:-1][np.diff(colons) <= 5]  # two colons near each other
+            if close.size:
+                text = _sub_windows(_IPV6_RE, text, _windows(close, 45, 50, cp.size), self._ip)
         if c.phones:
-            text = _sub_near(_PHONE_RE, text, _PHONE_ANCHOR_RE, 1, 2, self._phone)
+            cp = _codepoints(text)
+            text = _sub_windows(_PHONE_RE, text, _phone_windows(cp), self._phone)
         return text
 
 
-def _sub_near(pattern: re.Pattern[str], text: str, anchor: re.Pattern[str], before: int, after: int,
-              repl: Callable[[re.Match[str]], str]) -> str:
-    """``pattern.sub(repl, text)``, searching only within ``before``/``after`` characters of the
-    matches of a cheap ``anchor`` pattern that every match of ``pattern`` contains (the full
-    patterns are slow to try at every position of a long text). ``repl`` may return the match
-    unchanged to keep it."""
+def _codepoints(text: str) -> np.ndarray:
+    t = _LAST_TOKENS[0]
+    if t is not None and t.text is text:
+        return t.cp  # type: ignore[no-any-return]
+    return np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+
+
+def _windows(pos: np.ndarray, before: int, after: int, size: int) -> list[tuple[int, int]]:
+    """Merged ``[p - before, p + after)`` windows around sorted positions."""
+    if pos.size == 0:
+        return []
+    lo = np.maximum(pos - before, 0)
+    hi = np.maximum.accumulate(np.minimum(pos + after, size))
+    new = np.empty(pos.size, dtype=bool)
+    new[0] = True
+    new[1:] = lo[1:] > hi[:-1]
+    last = np.empty(pos.size, dtype=bool)
+    last[:-1] = new[1:]
+    last[-1] = True
+    return list(zip(lo[new].tolist(), hi[last].tolist()))
+
+
+_PHONE_CHARS = np.array([32, 40, 41, 43, 45, 46], dtype=np.uint32)  # space ( ) + - .
+
+
+def _phone_windows(cp: np.ndarray) -> list[tuple[int, int]]:
+    """Runs of phone characters (digits, space, ( ) + - .) holding at least 8 digits."""
+    digit = (cp - np.uint32(48)) <= 9
+    if np.count_nonzero(digit) < 8:
+        return []
+    ok = digit | np.isin(cp, _PHONE_CHARS)
+    edge = np.empty(ok.size + 1, dtype=bool)
+    edge[0], edge[-1] = ok[0], ok[-1]
+    np.not_equal(ok[1:], ok[:-1], out=edge[1:-1])
+    b = np.flatnonzero(edge)
+    starts, ends = b[0::2], b[1::2]
+    count = np.zeros(cp.size + 1, dtype=np.int64)
+    np.cumsum(digit, out=count[1:])
+    keep = (count[ends] - count[starts]) >= 8
+    return list(zip(np.maximum(starts[keep] - 1, 0).tolist(), np.minimum(ends[keep] + 1, cp.size).tolist()))
+
+
+def _sub_windows(pattern: re.Pattern[str], text: str, windows: list[tuple[int, int]],
+                 repl: Callable[[re.Match[str]], str]) -> str:
+    """``pattern.sub(repl, text)`` for matches inside the windows (``repl`` may return the match
+    unchanged to keep it). Lookbehinds see the text before a window; a window ends a character
+    after the last one a match can use, so lookaheads see it."""
     pieces: list[str] = []
     last = 0
-    size = len(text)
-    for a in anchor.finditer(text):
-        hi = min(size, a.end() + after)
+    for lo, hi in windows:
         if hi <= last:
             continue
-        for m in pattern.finditer(text, max(last, a.start() - before), hi):
+        for m in pattern.finditer(text, max(lo, last), hi):
             new = repl(m)
             if new == m.group(0):
                 continue
@@ -1162,9 +1303,9 @@ class DocPipeline:
                 st.docs_in += 1
                 st.chars_in += n_chr
                 st.tokens_in += n_tok
-                t0 = perf_counter()
+                t0 = time.perf_counter()
                 out = stage(text)
-                st.seconds += perf_counter() - t0
+                st.seconds += time.perf_counter() - t0
                 if type(out) is Removed:
                     st.reasons[out.reason] += 1
                     st.add_example(out.reason, doc_id, source, text, lim, ex_chars)
@@ -1187,17 +1328,17 @@ class DocPipeline:
             if isinstance(stage, PiiRedact):
                 stats[name].extra.update(stage.counts)
                 stage.counts.clear()
-        t0 = perf_counter()
+        t0 = time.perf_counter()
         if self.exact:
             res.exact_keys = np.fromiter((exact_key(t) for t in res.texts), dtype=np.uint64, count=len(res.texts))
-        t1 = perf_counter()
+        t1 = time.perf_counter()
         if self.minhasher is not None:
             sigs, has = self.minhasher.signatures(res.texts)
             res.band_keys = self.minhasher.band_keys(sigs)
             res.has_shingles = has
             if cfg.minhash.threshold is not None:
                 res.sigs = sigs
-        res.key_seconds = {"exact_dedup": t1 - t0, "minhash": perf_counter() - t1}
+        res.key_seconds = {"exact_dedup": t1 - t0, "minhash": time.perf_counter() - t1}
         return res
 
 

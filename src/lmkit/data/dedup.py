@@ -46,7 +46,6 @@ whole-corpus near-dedup fast and its memory predictable.
 from __future__ import annotations
 
 import hashlib
-import re
 import unicodedata
 from typing import Sequence
 
@@ -214,23 +213,70 @@ class ExactDeduper:
 
 # --------------------------------------------------------------------------- MinHash
 
-_MH_WORD = re.compile(r"[^\W_]+")
+_FOLD_TABLES: list[np.ndarray] = []
+_POLY_BASE = np.uint64(0x100000001B3)
+_POLY_BASE_INV = np.uint64(pow(0x100000001B3, -1, 1 << 64))
+_ZERO_WORD = np.uint64(0x5BD1E9955BD1E995)  # the hash every number gets
 
 
-class _WordHashes(dict):  # type: ignore[type-arg]
-    """word -> 64-bit hash of its normalised form (a number -> 0, diacritics dropped), memoised."""
+def _fold_tables() -> tuple[np.ndarray, np.ndarray]:
+    """For every code point of the Basic Multilingual Plane: its folded form (lower case, no
+    diacritics; 0 for a character that separates words, i.e. not a letter or digit) and
+    whether it is a digit. Built once per process (~65k lookups)."""
+    if not _FOLD_TABLES:
+        fold = np.zeros(0x10000, dtype=np.uint32)
+        digit = np.zeros(0x10000, dtype=bool)
+        for i in range(0x10000):
+            ch = chr(i)
+            if not ch.isalnum():
+                continue
+            low = ch.lower()
+            base = "".join(c for c in unicodedata.normalize("NFD", low) if not unicodedata.combining(c)) or low
+            fold[i] = ord(base[0])
+            digit[i] = ch.isdigit()
+        _FOLD_TABLES[:] = [fold, digit]
+    return _FOLD_TABLES[0], _FOLD_TABLES[1]
 
-    LIMIT = 1 << 21  # forget everything past this many distinct words (bounded memory)
 
-    def __missing__(self, word: str) -> int:
-        if len(self) >= self.LIMIT:
-            self.clear()
-        norm = "0" if word.isdigit() else word
-        if not norm.isascii():
-            norm = "".join(c for c in unicodedata.normalize("NFD", norm) if not unicodedata.combining(c))
-        h = hash64(norm.encode("utf-8", "surrogatepass"))
-        self[word] = h
-        return h
+def word_hashes(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Hashes of the words of all texts (runs of letters/digits, lower-cased, diacritics dropped,
+    every number the same word), and the index of the text each word comes from.
+
+    Vectorised over the whole batch: the texts are joined, their code points folded through a
+    table, runs of word characters found with array comparisons, and each run hashed as a
+    polynomial of its code points (a difference of prefix sums divided by the start's power).
+    """
+    if not texts:
+        return np.zeros(0, dtype=np.uint64), np.zeros(0, dtype=np.int64)
+    fold, digit = _fold_tables()
+    cp = np.frombuffer("\x00".join(texts).encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+    bmp = np.minimum(cp, 0xFFFF)
+    f = fold[bmp]
+    f[cp > 0xFFFF] = 0  # characters beyond the BMP (emoji, rare scripts) separate words
+    isw = f != 0
+    n = isw.shape[0]
+    edge = np.empty(n + 1, dtype=bool)
+    edge[0] = isw[0]
+    edge[n] = isw[-1]
+    np.not_equal(isw[1:], isw[:-1], out=edge[1:n])
+    bounds = np.flatnonzero(edge)
+    starts, ends = bounds[0::2], bounds[1::2]
+    if starts.size == 0:
+        return np.zeros(0, dtype=np.uint64), np.zeros(0, dtype=np.int64)
+    pw = np.full(n, _POLY_BASE, dtype=np.uint64)
+    pw[0] = 1
+    np.cumprod(pw, out=pw)
+    inv = np.full(n, _POLY_BASE_INV, dtype=np.uint64)
+    inv[0] = 1
+    np.cumprod(inv, out=inv)
+    prefix = np.zeros(n + 1, dtype=np.uint64)
+    np.cumsum(f.astype(np.uint64) * pw, out=prefix[1:])
+    h = mix64((prefix[ends] - prefix[starts]) * inv[starts] + (ends - starts).astype(np.uint64) * _FIB)
+    number = np.minimum.reduceat(np.where(isw, digit[bmp], True).view(np.uint8), starts) > 0
+    h[number] = _ZERO_WORD
+    doc_start = np.zeros(len(texts), dtype=np.int64)
+    np.cumsum([len(t) + 1 for t in texts[:-1]], out=doc_start[1:])
+    return h, np.searchsorted(doc_start, starts, side="right") - 1
 
 
 class MinHasher:
@@ -251,24 +297,19 @@ class MinHasher:
         self._a = rng.integers(0, 1 << 63, size=num_perm, dtype=np.uint64) * np.uint64(2) + np.uint64(1)
         self._b = rng.integers(0, 1 << 63, size=num_perm, dtype=np.uint64) * np.uint64(2)
         self._band_seed = mix64(rng.integers(1, 1 << 63, size=bands, dtype=np.uint64))
-        self._words = _WordHashes()
 
     def shingle_hashes(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """32-bit shingle hashes of all texts concatenated, and the document of each shingle."""
         n = self.shingle_size
-        word_lists = [_MH_WORD.findall(t.lower()) for t in texts]
-        lengths = np.fromiter((len(w) for w in word_lists), dtype=np.int64, count=len(word_lists))
-        total = int(lengths.sum())
+        wh, doc_of_word = word_hashes(texts)
+        total = wh.shape[0]
         if total < n:
             return np.zeros(0, dtype=np.uint64), np.zeros(0, dtype=np.int64)
-        get = self._words.__getitem__
-        wh = np.fromiter((get(w) for ws in word_lists for w in ws), dtype=np.uint64, count=total)
         m = total - n + 1
         acc = wh[:m].copy()
         for k in range(1, n):
             acc *= _SHINGLE_MUL
             acc += wh[k:k + m]
-        doc_of_word = np.repeat(np.arange(len(texts)), lengths)
         valid = doc_of_word[:m] == doc_of_word[n - 1:]  # the n-gram does not cross a document end
         sh = mix64(acc[valid]) >> np.uint64(32)
         return sh, doc_of_word[:m][valid]
@@ -288,7 +329,10 @@ class MinHasher:
                 np.multiply(x[:, None], self._a[None, :], out=b)
                 b += self._b
                 b >>= np.uint64(32)
-                starts = np.flatnonzero(np.r_[True, d[1:] != d[:-1]])
+                new_doc = np.empty(d.shape[0], dtype=bool)
+                new_doc[0] = True
+                np.not_equal(d[1:], d[:-1], out=new_doc[1:])
+                starts = np.flatnonzero(new_doc)
                 red = np.minimum.reduceat(b, starts, axis=0)
                 ds = d[starts]
                 sig[ds] = np.minimum(sig[ds], red)

@@ -1,0 +1,209 @@
+"""Calibrate the plan on this machine: ``lmkit plan --measure CONFIG``.
+
+Runs a few real optimizer steps of a run config here — lmkit's own model, AdamW, autocast,
+gradient accumulation and clipping, through ``lmkit.train.Trainer.train_step`` — on random token
+windows (a step's speed and memory do not depend on what the tokens say, so no data has to be
+prepared), then predicts the full run's wall time from the measured step time and compares the
+measured peak memory with ``lmkit.plan``'s precise estimate.
+
+This lives apart from ``lmkit.plan`` because it trains: ``plan`` stays pure maths that the trainer
+itself imports.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import resource
+import statistics
+import sys
+import time
+from typing import Any, Iterator
+
+import torch
+
+from lmkit import plan
+from lmkit.config import RunConfig, load_run_config
+from lmkit.errors import LmkitError
+from lmkit.models import build_model, count_parameters
+from lmkit.objectives import SpecialIds, make_batch, window_length
+from lmkit.train import (Dist, LossModule, Trainer, autocast_for, batch_generator, make_optimizer, plan_horizon,
+                         resolve_device)
+
+N_SPECIAL = 105  # lmkit tokenizers: <pad> <s> </s> <unk> [MASK] and 100 sentinels at ids 0..104
+
+
+class _SyntheticTrainer(Trainer):
+    """The trainer's step on random windows: same model, optimizer, precision and accumulation."""
+
+    def __init__(self, cfg: RunConfig) -> None:  # noqa: D107 - no data, no checkpoints, no logging
+        cfg.validate()
+        self.cfg = cfg
+        self.dist = Dist()
+        self.device = resolve_device(cfg.train.device, self.dist)
+        torch.manual_seed(cfg.train.seed)
+        V = cfg.model.vocab_size
+        if V <= N_SPECIAL + 1:
+            raise LmkitError(f"model.vocab_size ({V}) is too small for lmkit's {N_SPECIAL} special tokens")
+        self.specials = SpecialIds(pad=0, bos=1, eos=2, mask=4, sentinels=tuple(range(5, N_SPECIAL)),
+                                   vocab_size=V, n_special=N_SPECIAL)
+        self.model = build_model(cfg.model).to(self.device)
+        self.model.activation_checkpointing = cfg.train.activation_checkpointing
+        self.n_params = count_parameters(self.model)
+        self.wrapped = LossModule(self.model)
+        if cfg.train.compile:
+            self.wrapped = torch.compile(self.wrapped)
+        self.optimizer = make_optimizer(self.model, cfg.train.lr, cfg.train.weight_decay,
+                                        (cfg.train.beta1, cfg.train.beta2), cfg.train.eps)
+        self.autocast = autocast_for(cfg.train.precision, self.device)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.train.precision == "fp16")
+        self.micro_batch = cfg.train.micro_batch_size or cfg.train.batch_size
+        self.accum = cfg.train.batch_size // self.micro_batch
+        self.seq_len = cfg.model.max_seq_len
+        self.window = window_length(cfg.model)
+        self.tokens_per_step = cfg.train.batch_size * self.seq_len
+        self.flops_per_token = plan.flops_per_token(cfg.model, self.seq_len)
+
+    def micro_batches(self, step: int) -> Iterator[dict[str, torch.Tensor]]:
+        for micro in range(self.accum):
+            gen = batch_generator(self.cfg.train.seed, step, micro, 0)
+            windows = torch.randint(N_SPECIAL, self.cfg.model.vocab_size, (self.micro_batch, self.window),
+                                    generator=gen)
+            yield {k: v.to(self.device) for k, v in make_batch(self.cfg.model, windows, self.specials, gen).items()}
+
+    @torch.no_grad()
+    def eval_batch_seconds(self) -> float:
+        """Time of one held-out batch (a forward pass of a micro-batch)."""
+        self.model.eval()
+        batch = next(iter(self.micro_batches(10**6)))
+        times = []
+        for _ in range(2):
+            t0 = time.perf_counter()
+            if self.autocast is not None:
+                with self.autocast:
+                    self.model.loss(batch)
+            else:
+                self.model.loss(batch)
+            self._sync()
+            times.append(time.perf_counter() - t0)
+        self.model.train()
+        return min(times)
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+
+def _peak_memory(device: torch.device) -> tuple[float, str]:
+    if device.type == "cuda":
+        return float(torch.cuda.max_memory_allocated(device)), "peak CUDA memory allocated by tensors"
+    return float(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024), "peak RSS of this process"
+
+
+def measure(cfg: RunConfig, steps: int = 6, show_progress: bool = True) -> dict[str, Any]:
+    """Time ``steps`` optimizer steps (after one warm-up step) and predict the whole run."""
+    if steps < 1:
+        raise LmkitError(f"--measure-steps must be at least 1, got {steps}")
+    tr = _SyntheticTrainer(cfg)
+    if tr.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(tr.device)
+    times: list[float] = []
+    bar = None
+    if show_progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=steps + 1, unit="step", desc="measuring", file=sys.stderr, dynamic_ncols=True)
+    for step in range(steps + 1):
+        t0 = time.perf_counter()
+        loss, _ = tr.train_step(step, cfg.train.lr)
+        tr._sync()
+        if step > 0:  # the first step pays for allocation and kernel selection
+            times.append(time.perf_counter() - t0)
+        if not math.isfinite(loss):
+            raise LmkitError(f"loss became {loss} while measuring; check train.lr / precision")
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()
+    peak_mem, mem_kind = _peak_memory(tr.device)
+    step_s = statistics.median(times)
+    eval_s = tr.eval_batch_seconds()
+    tokens_per_s = tr.tokens_per_step / step_s
+    horizon = plan_horizon(cfg.train, tr.tokens_per_step, tr.flops_per_token * tr.tokens_per_step, tr.n_params)
+    if horizon.steps is not None:
+        run_steps = horizon.steps
+        if horizon.max_time is not None:
+            run_steps = min(run_steps, int(horizon.max_time / step_s))
+    else:
+        run_steps = int((horizon.max_time or 0) / step_s)
+    n_evals = (run_steps // cfg.train.eval_every if cfg.train.eval_every else 0) + 1
+    eval_total = n_evals * cfg.train.eval_batches * eval_s
+    train_total = run_steps * step_s
+    predicted = plan.training_memory(cfg.model, tr.n_params, tr.micro_batch, tr.seq_len, cfg.train.precision,
+                                     checkpointing=cfg.train.activation_checkpointing)
+    peak_flops = plan.device_peak_flops(tr.device, cfg.train.precision)
+    return {
+        "config": None,
+        "device": str(tr.device),
+        "params": tr.n_params,
+        "steps_measured": steps,
+        "step_seconds_median": step_s,
+        "step_seconds": times,
+        "tokens_per_step": tr.tokens_per_step,
+        "tokens_per_second": tokens_per_s,
+        "flops_per_token": tr.flops_per_token,
+        "mfu": plan.mfu(tokens_per_s, tr.flops_per_token, peak_flops),
+        "peak_flops": peak_flops,
+        "run": {
+            "steps": run_steps,
+            "stop": horizon.reason,
+            "tokens": run_steps * tr.tokens_per_step,
+            "flops": run_steps * tr.tokens_per_step * tr.flops_per_token,
+            "train_seconds": train_total,
+            "eval_seconds": eval_total,
+            "wall_seconds": train_total + eval_total,
+        },
+        "memory": {
+            "measured_bytes": peak_mem,
+            "measured_kind": mem_kind,
+            "predicted_bytes": predicted["total"],
+            "predicted_breakdown": predicted,
+            "measured_over_predicted": peak_mem / predicted["total"],
+        },
+    }
+
+
+def _duration(s: float) -> str:
+    if s < 120:
+        return f"{s:.1f} s"
+    if s < 7200:
+        return f"{s / 60:.1f} min"
+    return f"{s / 3600:.1f} h"
+
+
+def cli_measure(args: argparse.Namespace) -> int:
+    """``lmkit plan --measure CONFIG``."""
+    cfg = load_run_config(args.measure, getattr(args, "overrides", {}) or {})
+    rep = measure(cfg, steps=args.measure_steps, show_progress=not args.json)
+    rep["config"] = str(args.measure)
+    if args.json:
+        print(json.dumps(rep, indent=2))
+        return 0
+    r, m = rep["run"], rep["memory"]
+    print(f"lmkit plan --measure {args.measure}: {cfg.model.family}, {rep['params']:,} parameters, on {rep['device']}")
+    print(f"  measured   {rep['steps_measured']} steps after a warm-up: {rep['step_seconds_median']:.3f} s/step "
+          f"(median), {rep['tokens_per_second']:,.0f} tokens/s, MFU {100 * rep['mfu']:.0f}% of "
+          f"{rep['peak_flops'] / 1e9:,.0f} GFLOP/s")
+    print(f"  the run    {r['steps']:,} steps ({r['stop']}) = {r['tokens']:,} tokens, {r['flops']:.3g} FLOPs")
+    print(f"  wall time  {_duration(r['wall_seconds'])} predicted = training {_duration(r['train_seconds'])} + "
+          f"evaluation {_duration(r['eval_seconds'])} (data preparation and checkpoint writes not included)")
+    print(f"  memory     {m['measured_kind']}: {m['measured_bytes'] / 2**30:.2f} GiB; lmkit plan's estimate "
+          f"{m['predicted_bytes'] / 2**30:.2f} GiB (measured/predicted {m['measured_over_predicted']:.2f})")
+    if rep["device"] == "cpu":
+        print(f"             (on a CPU glibc keeps freed blocks: RSS typically ≈ {plan.CPU_RSS_FACTOR}x the estimate "
+              "unless MALLOC_MMAP_THRESHOLD_=131072 is set)")
+    return 0
+
+
+__all__ = ["measure", "cli_measure"]

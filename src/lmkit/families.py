@@ -1,0 +1,116 @@
+"""The three transformer families side by side: what each learns, what it sees, what it is for.
+
+This is the table a user reads before choosing ``model.family`` (``lmkit families``, also shown
+by ``lmkit families --help``). Each row names the pre-training objective lmkit uses for the
+family, the context a position sees, the tasks the family suits, well-known models of that kind,
+the lmkit commands that use it and the ``transformers`` class its weights map onto.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import textwrap
+from dataclasses import asdict, dataclass
+
+
+@dataclass(frozen=True)
+class Family:
+    """One row of the table."""
+
+    name: str  # the value of model.family
+    kind: str
+    objective: str
+    context: str
+    tasks: str
+    models: str
+    commands: str
+    hf_class: str
+    config: str
+
+
+FAMILIES: tuple[Family, ...] = (
+    Family(
+        name="encoder",
+        kind="encoder-only (BERT / RoBERTa-like)",
+        objective="masked language modeling: 15% of tokens chosen (80% -> [MASK], 10% -> random, "
+                  "10% unchanged); predict the originals",
+        context="bidirectional: every token sees the whole text, left and right",
+        tasks="understanding a given text: sentence classification (sentiment, topic), token "
+              "classification (named entities), filling a blank, embeddings for search; not text generation",
+        models="BERT, RoBERTa, DistilBERT, ALBERT, ELECTRA, DeBERTa, ModernBERT",
+        commands="lmkit fill-mask, lmkit finetune-head --task sequence-classification|token-classification",
+        hf_class="BertForMaskedLM (learned positions) / RoFormerForMaskedLM (rotary)",
+        config="configs/tiny-encoder.yaml, configs/cpu-small-encoder.yaml",
+    ),
+    Family(
+        name="decoder",
+        kind="decoder-only (GPT / Llama-like)",
+        objective="causal language modeling: predict each next token from the ones before it",
+        context="unidirectional: a token sees only the tokens before it",
+        tasks="writing text: completion, chat, code, and (with prompts and few-shot examples) almost any "
+              "task phrased as text to continue",
+        models="GPT-2, GPT-3, GPT-4, Llama, Mistral, Falcon, BLOOM, BloombergGPT, Chinchilla",
+        commands="lmkit generate, lmkit serve, lmkit icl",
+        hf_class="LlamaForCausalLM",
+        config="configs/tiny.yaml, configs/cpu-small.yaml, configs/gpu-124m.yaml",
+    ),
+    Family(
+        name="encdec",
+        kind="encoder-decoder (T5 / BART-like)",
+        objective="span corruption: 15% of tokens in spans of mean length 3 replaced by sentinels "
+                  "<extra_id_i>; the decoder writes <extra_id_0> span0 <extra_id_1> span1 ... </s>",
+        context="encoder bidirectional over the input; decoder unidirectional over its output, with "
+                "cross-attention to the whole input",
+        tasks="text-to-text: translation, summarisation, question answering, rewriting: an input text "
+              "mapped to a new output text",
+        models="T5, Flan-T5, mT5, BART, mBART, UL2",
+        commands="lmkit generate, lmkit finetune-head --task seq2seq",
+        hf_class="T5ForConditionalGeneration",
+        config="configs/tiny-encdec.yaml, configs/cpu-small-encdec.yaml",
+    ),
+)
+
+_ROWS = (("kind", "Kind"), ("objective", "Objective"), ("context", "Context"), ("tasks", "Suits"),
+         ("models", "Known models"), ("commands", "lmkit commands"), ("hf_class", "Hugging Face class"),
+         ("config", "Ready configs"))
+
+
+def family(name: str) -> Family:
+    """The row of ``model.family`` ``name``."""
+    for f in FAMILIES:
+        if f.name == name:
+            return f
+    raise KeyError(name)
+
+
+def table(width: int = 100) -> str:
+    """The families as a readable text table, one block per family."""
+    label_w = max(len(label) for _, label in _ROWS) + 2
+    wrap_w = max(40, width - label_w - 2)
+    blocks = []
+    for f in FAMILIES:
+        lines = [f"model.family: {f.name}"]
+        for key, label in _ROWS:
+            text = textwrap.wrap(getattr(f, key), wrap_w) or [""]
+            lines.append(f"  {label + ':':<{label_w}}{text[0]}")
+            lines.extend(f"  {'':<{label_w}}{t}" for t in text[1:])
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks)
+
+
+HOW_TO_CHOOSE = (
+    "How to choose: to understand or label text you are given, an encoder; to write text, a decoder; "
+    "to turn one text into another (translate, summarise, answer from a passage), an encoder-decoder."
+)
+
+
+def cli_families(args: argparse.Namespace) -> int:
+    """``lmkit families``: print the table (or JSON)."""
+    if getattr(args, "json", False):
+        print(json.dumps([asdict(f) for f in FAMILIES], indent=2))
+        return 0
+    print(table())
+    print()
+    print(textwrap.fill(HOW_TO_CHOOSE, 100))
+    return 0

@@ -1,0 +1,159 @@
+"""Fill-mask inference for encoder checkpoints: the most likely tokens for each ``[MASK]`` in a text.
+
+An encoder pre-trained by masked language modeling predicts, at every ``[MASK]``, a distribution
+over the vocabulary using the words on both sides. ``fill_mask`` runs the text through the model
+once and returns, for each mask (several at once are fine; each is predicted independently, as in
+pre-training), the top-k tokens with their probabilities, plus the text with every mask filled by
+its top token. This module also holds the ``lmkit fill-mask`` command.
+
+How the text becomes tokens: a byte-level BPE glues the space before a word to the word
+(``" contract"``), and pre-training masked such whole tokens, so the space right before a
+``[MASK]`` belongs to the hidden word and is not encoded on its own. The text is wrapped in
+end-of-sequence tokens, as a document sits in the packed pre-training windows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from lmkit.errors import LmkitError
+
+MASK_TEXT = "[MASK]"
+
+
+@dataclass
+class Candidate:
+    token: str  # readable text of the token (a leading space is part of it)
+    token_id: int
+    probability: float
+
+
+@dataclass
+class MaskPrediction:
+    index: int  # which mask of the text (0 = first)
+    position: int  # its token position in the model's input
+    candidates: list[Candidate] = field(default_factory=list)
+
+
+@dataclass
+class FillMaskResult:
+    text: str
+    filled: str  # the text with every mask replaced by its top candidate
+    masks: list[MaskPrediction]
+    input_ids: list[int]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"text": self.text, "filled": self.filled, "masks": [asdict(m) for m in self.masks],
+                "input_tokens": len(self.input_ids)}
+
+
+def encode_with_masks(tokenizer: Any, text: str, mask_text: str = MASK_TEXT) -> tuple[list[int], list[int], list[str]]:
+    """Token ids of ``text`` (wrapped in EOS) with each ``mask_text`` as the mask id.
+
+    Returns (ids, positions of the masks, the text pieces between masks with the space before each
+    mask removed).
+    """
+    pieces = text.split(mask_text)
+    if len(pieces) < 2:
+        raise LmkitError(f"the text has no {mask_text}: write {mask_text} where a word should be predicted, "
+                         f"e.g. \"The {mask_text} of the contract\"")
+    ids: list[int] = [tokenizer.eos_id] if tokenizer.eos_id >= 0 else []
+    positions: list[int] = []
+    kept: list[str] = []
+    for i, piece in enumerate(pieces):
+        if i < len(pieces) - 1 and piece.endswith(" "):
+            piece = piece[:-1]  # the hidden token carries its own leading space
+        kept.append(piece)
+        if piece:
+            ids.extend(tokenizer.encode(piece))
+        if i < len(pieces) - 1:
+            positions.append(len(ids))
+            ids.append(tokenizer.mask_id)
+    if tokenizer.eos_id >= 0:
+        ids.append(tokenizer.eos_id)
+    return ids, positions, kept
+
+
+@torch.no_grad()
+def fill_mask(model: nn.Module, tokenizer: Any, text: str, top_k: int = 5, mask_text: str = MASK_TEXT) -> FillMaskResult:
+    """Top-k candidates with probabilities for each ``[MASK]`` of ``text`` (an encoder model)."""
+    if getattr(getattr(model, "cfg", None), "family", None) != "encoder":
+        raise LmkitError("fill-mask needs an encoder (masked LM) checkpoint")
+    if top_k < 1:
+        raise LmkitError(f"--top-k must be at least 1, got {top_k}")
+    if tokenizer.mask_id < 0:
+        raise LmkitError("the tokenizer has no [MASK] token")
+    ids, positions, pieces = encode_with_masks(tokenizer, text, mask_text)
+    spaced = [piece.endswith(" ") for piece in text.split(mask_text)[:-1]]
+    window = model.cfg.max_seq_len
+    if len(ids) > window:
+        raise LmkitError(f"the text is {len(ids)} tokens but the encoder's context window is {window}; shorten it")
+    was_training = model.training
+    model.eval()
+    device = model.output_weight.device
+    inp = torch.tensor([ids], dtype=torch.long, device=device)
+    h = model.hidden_states(inp)[0, positions]  # (M, C): states at the masks only
+    logits = model.mlm_logits(h).float()  # (M, V)
+    model.train(was_training)
+    specials = sorted(i for i in tokenizer.special_ids if i < logits.shape[-1])
+    logits[:, specials] = float("-inf")  # special tokens are never an answer
+    probs = logits.softmax(dim=-1)
+    k = min(top_k, probs.shape[-1] - len(specials))
+    top = probs.topk(k, dim=-1)
+    masks = []
+    for m, pos in enumerate(positions):
+        cands = [Candidate(tokenizer.token_str(int(i)), int(i), float(p))
+                 for p, i in zip(top.values[m].tolist(), top.indices[m].tolist())]
+        masks.append(MaskPrediction(m, pos, cands))
+    filled = pieces[0]
+    for m, piece in enumerate(pieces[1:]):
+        best = tokenizer.decode([masks[m].candidates[0].token_id])
+        if spaced[m] and not best[:1].isspace():
+            best = " " + best  # the space the text had before this mask
+        filled += best + piece
+    return FillMaskResult(text=text, filled=filled, masks=masks, input_ids=ids)
+
+
+def format_result(res: FillMaskResult) -> str:
+    """A readable report: each mask's candidates with probabilities, then the filled text."""
+    lines = [res.text]
+    for m in res.masks:
+        label = f"{MASK_TEXT} #{m.index + 1}" if len(res.masks) > 1 else MASK_TEXT
+        for rank, c in enumerate(m.candidates):
+            head = f"  {label:<12}" if rank == 0 else " " * 14
+            bar = "█" * max(1, round(20 * c.probability)) if c.probability >= 0.005 else ""
+            lines.append(f"{head}{repr(c.token):<20} {c.probability:7.2%}  {bar}")
+    lines.append(f"filled: {res.filled}")
+    return "\n".join(lines)
+
+
+def cli_fill_mask(args: argparse.Namespace) -> int:
+    """``lmkit fill-mask CKPT "text with [MASK]"``."""
+    from lmkit.checkpoint import load_model, load_model_config, load_tokenizer
+
+    family = load_model_config(args.checkpoint).family
+    if family == "decoder":
+        raise LmkitError(f"{args.checkpoint}: a decoder checkpoint predicts the next token, not a masked one; "
+                         "use `lmkit generate`")
+    if family == "encdec":
+        raise LmkitError(f"{args.checkpoint}: an encoder-decoder fills blanks by span infilling: "
+                         "`lmkit generate CKPT \"The <extra_id_0> of the contract\"`")
+    device = args.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    tokenizer = load_tokenizer(args.checkpoint)
+    model = load_model(args.checkpoint, device=device)
+    res = fill_mask(model, tokenizer, args.text, top_k=args.top_k, mask_text=args.mask_token)
+    if args.json:
+        print(json.dumps(res.to_dict(), ensure_ascii=False, indent=2))
+    else:
+        print(format_result(res))
+    sys.stdout.flush()
+    return 0

@@ -1,0 +1,150 @@
+"""The encoder-decoder family: T5 parity, relative positions, cached decoding, span-corruption pre-training."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from lmkit.checkpoint import load_model, load_tokenizer
+from lmkit.cli import main
+from lmkit.config import ModelConfig, load_run_config
+from lmkit.data.pack import TokenShards
+from lmkit.generate import GenerationConfig, generate, generate_seq2seq_ids
+from lmkit.models import build_model, count_parameters
+from lmkit.models import encdec as ED
+from lmkit.train import train
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def grammar_corpus(folder: Path, n_docs: int = 300, seed: int = 0) -> Path:
+    rng = random.Random(seed)
+    subjects = ["the cat", "a dog", "the old man", "my sister", "the farmer"]
+    verbs = ["sees", "likes", "finds", "feeds", "calls"]
+    objects = ["the bird", "a red ball", "the river", "his friend", "the small house"]
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = []
+    for i in range(n_docs):
+        sents = [f"{rng.choice(subjects)} {rng.choice(verbs)} {rng.choice(objects)}." for _ in range(6)]
+        lines.append(json.dumps({"id": f"doc{i}", "text": " ".join(sents)}))
+    path = folder / "corpus.jsonl"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def unigram_entropy(shards: TokenShards) -> float:
+    tokens = np.concatenate([np.asarray(a) for a in shards._arrays])
+    counts = np.bincount(tokens).astype(np.float64)
+    p = counts[counts > 0] / counts.sum()
+    return float(-(p * np.log(p)).sum())
+
+
+def small_model(seed: int = 0, **kw: object) -> tuple[ModelConfig, ED.EncoderDecoder]:
+    torch.manual_seed(seed)
+    args = dict(family="encdec", vocab_size=300, d_model=32, n_layers=2, n_decoder_layers=3, n_heads=4,
+                max_seq_len=40, max_target_len=16, norm_eps=1e-6)
+    args.update(kw)
+    cfg = ModelConfig(**args)  # type: ignore[arg-type]
+    return cfg, build_model(cfg).eval()
+
+
+def test_logits_match_t5_with_padding() -> None:
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    cfg, model = small_model()
+    names = ED.hf_name_map(cfg)
+    assert set(names) == {n for n, _ in model.named_parameters()}
+    hf_cfg = ED.hf_config(cfg)
+    assert hf_cfg.pop("architectures") == ["T5ForConditionalGeneration"]
+    hf_cfg.pop("model_type")
+    hf = T5ForConditionalGeneration(T5Config(**hf_cfg)).eval()
+    state = model.state_dict()
+    missing, unexpected = hf.load_state_dict({theirs: state[ours] for ours, theirs in names.items()}, strict=False)
+    assert not unexpected
+    assert set(missing) == {"encoder.embed_tokens.weight", "decoder.embed_tokens.weight", "lm_head.weight"}
+    assert hf.lm_head.weight.data_ptr() == hf.shared.weight.data_ptr()  # tied, so filled too
+    assert count_parameters(model) == sum(p.numel() for p in hf.parameters())
+    ids = torch.randint(0, 300, (2, 40))
+    mask = torch.ones(2, 40, dtype=torch.long)
+    mask[1, 25:] = 0
+    dec = torch.randint(0, 300, (2, 16))
+    with torch.no_grad():
+        ours = model(ids, dec, mask)
+        theirs = hf(input_ids=ids, attention_mask=mask, decoder_input_ids=dec).logits
+    assert torch.allclose(ours, theirs, atol=1e-4), (ours - theirs).abs().max()
+
+
+def test_relative_position_buckets_match_t5() -> None:
+    from transformers.models.t5.modeling_t5 import T5Attention
+
+    rel = torch.arange(-300, 301)[None, :] - torch.arange(0, 5)[:, None]
+    for bidirectional in (True, False):
+        ours = ED.relative_position_bucket(rel, bidirectional)
+        theirs = T5Attention._relative_position_bucket(rel, bidirectional=bidirectional, num_buckets=32,
+                                                       max_distance=128)
+        assert torch.equal(ours, theirs)
+    assert ED.relative_position_bucket(torch.tensor([-2, -1, 0, 1, 2]), True).tolist() == [2, 1, 0, 17, 18]
+
+
+def test_cached_decoding_equals_full_decoding() -> None:
+    cfg, model = small_model(1)
+    ids = torch.randint(5, 300, (2, 30))
+    mask = torch.ones(2, 30, dtype=torch.long)
+    mask[0, 20:] = 0
+    dec = torch.randint(5, 300, (2, 12))
+    with torch.no_grad():
+        enc = model.encode(ids, mask)
+        full = model.logits(model.decode(dec, enc, mask))  # (2, 12, V)
+        cache, cross = model.new_cache(2), model.cross_kv(enc)
+        steps = [model.logits(model.decode(dec[:, :5], None, mask, cache=cache, cross_kv=cross))]  # a prefix at once
+        for t in range(5, 12):
+            steps.append(model.logits(model.decode(dec[:, t:t + 1], None, mask, cache=cache, cross_kv=cross)))
+    assert torch.allclose(torch.cat(steps, dim=1), full, atol=1e-5)
+    assert cache.length == 12
+
+
+@pytest.mark.parametrize("sample", [False, True])
+def test_generation_with_cache_equals_without(sample: bool) -> None:
+    cfg, model = small_model(2, vocab_size=120)
+    ids = torch.randint(5, 120, (3, 25))
+    mask = torch.ones(3, 25, dtype=torch.long)
+    mask[2, 18:] = 0
+    g = GenerationConfig(max_new_tokens=14, do_sample=sample, temperature=1.5, top_k=50, seed=3,
+                         stop_at_eos=False)
+    fast = generate_seq2seq_ids(model, ids, g, start_id=0, cache=True, attention_mask=mask)
+    slow = generate_seq2seq_ids(model, ids, g, start_id=0, cache=False, attention_mask=mask)
+    assert fast.shape == (3, 14)
+    assert torch.equal(fast, slow)
+
+
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    tmp = tmp_path_factory.mktemp("encdec")
+    data = grammar_corpus(tmp / "data")
+    cfg = load_run_config(ROOT / "configs" / "tiny-encdec.yaml", {"data.paths": [str(data)], "out": str(tmp / "run")})
+    summary = train(cfg, show_progress=False)
+    return {"summary": summary, "entropy": unigram_entropy(TokenShards(tmp / "run" / "shards" / "train"))}
+
+
+def test_span_corruption_pretraining_beats_the_unigram_entropy(pretrained: dict) -> None:
+    s = pretrained["summary"]
+    assert s["eval"]["loss"] < 0.6 * pretrained["entropy"], (s["eval"], pretrained["entropy"])
+    meta = json.loads((Path(s["checkpoint"]) / "meta.json").read_text())
+    assert meta["family"] == "encdec" and meta["objective"] == "span"
+
+
+def test_pretrained_model_infills_a_span(pretrained: dict, capsys: pytest.CaptureFixture[str]) -> None:
+    ckpt = pretrained["summary"]["checkpoint"]
+    model, tok = load_model(ckpt), load_tokenizer(ckpt)
+    res = generate(model, tok, "the cat sees a red ball. the old <extra_id_0> feeds his friend.",
+                   GenerationConfig(max_new_tokens=8))
+    assert res.token_ids[0] == tok.sentinel_ids[0]  # the target starts with the first sentinel
+    assert res.completion.strip().startswith("man")
+    assert main(["generate", ckpt, "the old <extra_id_0> feeds his friend.", "--max-new-tokens", "8", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["tokens"][0] == tok.sentinel_ids[0] and out["new_tokens"] <= 8
