@@ -5,7 +5,6 @@ precise memory estimate against the measured peak of real lmkit training steps."
 from __future__ import annotations
 
 import json
-import math
 import os
 import random
 import subprocess
@@ -55,7 +54,8 @@ def test_decoder_params_match_the_model(kw: dict[str, Any]) -> None:
 @pytest.mark.parametrize("family,module", [("encoder", "lmkit.models.encoder"), ("encdec", "lmkit.models.encdec")])
 def test_other_families_params_match_the_model(family: str, module: str) -> None:
     pytest.importorskip(module)
-    for kw in ({}, {"n_layers": 3, "d_model": 128, "n_heads": 4, "vocab_size": 700, "max_seq_len": 96}):
+    for kw in ({}, {"n_layers": 3, "d_model": 128, "n_heads": 4, "vocab_size": 700, "max_seq_len": 96},
+               {"tie_embeddings": False, "pos_encoding": "learned", "d_ff": 300, "n_decoder_layers": 2}):
         cfg = ModelConfig(family=family, **kw)
         assert count_params(cfg).total == n_params_of_model(cfg)
 

@@ -78,7 +78,7 @@ def test_int8_checkpoint_is_4x_smaller_and_keeps_quality(trained: Path, tmp_path
 
 
 def test_generate_loads_the_int8_checkpoint(trained: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    quantize_checkpoint(trained, tmp_path / "int8", to="int8", show_progress=False)
+    quantize_checkpoint(trained, tmp_path / "int8", to="int8", eval_batches=1, show_progress=False)
     capsys.readouterr()
     assert main(["generate", str(tmp_path / "int8"), "the cat", "--max-new-tokens", "8"]) == 0
     assert "the cat" in capsys.readouterr().out

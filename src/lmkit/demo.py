@@ -185,7 +185,7 @@ def run_demo(out: str | Path = "runs/demo", data: list[str] | None = None, minut
         raw_paths = list(data)
         print(f"using your data: {', '.join(raw_paths)}", file=sys.stderr)
     else:
-        found = gather_default_corpus(root / "raw", max_bytes=2_500_000 if quick else 24_000_000)
+        found = gather_default_corpus(root / "raw", max_bytes=1_500_000 if quick else 24_000_000)
         raw_paths = [str(root / "raw")]
         for name, info in found.items():
             print(f"  {name:18s} {info['documents']:7,d} documents {_human_bytes(info['bytes']):>10s}", file=sys.stderr)

@@ -384,13 +384,13 @@ class PackedDecoder:
                 })
             self.out = packed(model.norm.weight, model.output_weight)  # (d, V)
             if self.rotary:
-                # e^{i·pos·θ_j} for every (q heads, k heads) pair, matching the paired rows: (L, d)
+                # e^{i·pos·θ_j} for each complex pair of [q | k | v]: the pairs of q and k heads
+                # rotate, those of v are multiplied by 1 (exactly), so one multiply covers all three.
                 cos, sin = model.rope_cos, model.rope_sin  # (max_seq_len, hd), halves repeated
                 half = self.hd // 2
-                rot = torch.complex(cos[:, :half], sin[:, :half])  # (L, hd/2)
-                self.freqs = rot.repeat(1, 2 * self.H).contiguous()  # (L, d) complex
-        self.k: list[torch.Tensor] = []
-        self.v: list[torch.Tensor] = []
+                rot = torch.complex(cos[:, :half], sin[:, :half]).repeat(1, 2 * self.H)  # (L, d)
+                self.freqs = torch.cat([rot, torch.ones_like(rot[:, : self.d // 2])], dim=1).contiguous()  # (L, 3d/2)
+        self.kv: list[torch.Tensor] = []
         self.k_heads: list[torch.Tensor] = []
         self.v_heads: list[torch.Tensor] = []
         self.length = self.max_len = 0
@@ -400,10 +400,20 @@ class PackedDecoder:
         d, H, hd = self.d, self.H, self.hd
         self.length, self.max_len = 0, max_len
         opts = {"dtype": self.emb.dtype, "device": self.emb.device}
-        self.k = [torch.empty(batch, max_len, d, **opts) for _ in self.layers]  # (B, L, d) per layer
-        self.v = [torch.empty(batch, max_len, d, **opts) for _ in self.layers]
-        self.k_heads = [c.view(batch, max_len, H, hd).transpose(1, 2) for c in self.k]  # (B, H, L, hd) views
-        self.v_heads = [c.view(batch, max_len, H, hd).transpose(1, 2) for c in self.v]
+        # per layer (B, L, 2d): the keys then the values of each position, side by side
+        self.kv = [torch.empty(batch, max_len, 2 * d, **opts) for _ in self.layers]
+        self.k_heads = [c[..., :d].view(batch, max_len, H, hd).transpose(1, 2) for c in self.kv]  # (B, H, L, hd)
+        self.v_heads = [c[..., d:].view(batch, max_len, H, hd).transpose(1, 2) for c in self.kv]
+        # buffers of the one-token step, and views of them made once
+        self.qkv_buf = torch.empty(batch, 3 * d, **opts)  # [q | k | v] of the new token
+        self.rot_buf = torch.empty(batch, 3 * d, **opts) if self.rotary else self.qkv_buf  # after rotation
+        if self.rotary:
+            self.qkv_c = torch.view_as_complex(self.qkv_buf.view(batch, 3 * d // 2, 2))
+            self.rot_c = torch.view_as_complex(self.rot_buf.view(batch, 3 * d // 2, 2))
+        self.q_step = self.rot_buf[:, :d].view(batch, H, 1, hd)  # (B, H, 1, hd)
+        self.kv_step = self.rot_buf[:, d:]  # (B, 2d) = [k | v]
+        self.gu_buf = torch.empty(batch, 2 * self.ffn, **opts)
+        self.gate, self.up = self.gu_buf[:, :self.ffn], self.gu_buf[:, self.ffn:]
 
     def _rms(self, x: torch.Tensor) -> torch.Tensor:
         """x / sqrt(sum(x²) + d·eps) = RMSNorm(x) / √d (√d and the weight are folded into the next
@@ -413,29 +423,28 @@ class PackedDecoder:
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         """Append ids (B, T) to the cache; logits (B, V) of the token after the last one."""
         B, T = ids.shape
+        if self.length + T > self.max_len:
+            raise ValueError(f"cache of {self.max_len} positions cannot take {self.length + T}")
+        if T == 1:
+            return self._step(ids)
         d, H, hd = self.d, self.H, self.hd
         past = self.length
         end = past + T
-        if end > self.max_len:
-            raise ValueError(f"cache of {self.max_len} positions cannot take {end}")
         x = F.embedding(ids.reshape(-1), self.emb)  # (N, d), N = B*T, rows ordered (b, t)
         if self.pos is not None:
             x = (x.view(B, T, d) + self.pos[past:end]).view(B * T, d)
-        freqs = self.freqs[past:end] if self.rotary else None  # (T, d) complex
+        freqs = self.freqs[past:end] if self.rotary else None  # (T, 3d/2) complex
         mask = None
-        causal = T > 1 and past == 0
-        if T > 1 and past > 0:
+        causal = past == 0
+        if past > 0:
             mask = torch.ones(T, end, dtype=torch.bool, device=x.device).tril(diagonal=past)  # (T, S)
-        for layer, kc, vc, kh, vh in zip(self.layers, self.k, self.v, self.k_heads, self.v_heads):
+        for layer, kv, kh, vh in zip(self.layers, self.kv, self.k_heads, self.v_heads):
             qkv = torch.mm(self._rms(x), layer["qkv"])  # (N, 3d) = [q | k | v]
-            if freqs is not None:  # rotate each (x_i, x_i+hd/2) pair: one complex multiply
-                qk = torch.view_as_complex(qkv[:, :2 * d].view(B, T, d, 2)) * freqs  # (B, T, d) complex
-                qk = torch.view_as_real(qk).view(B * T, 2 * d)  # (N, 2d) = [q_rot | k_rot]
-            else:
-                qk = qkv
-            kc[:, past:end] = qk[:, d:2 * d].view(B, T, d)
-            vc[:, past:end] = qkv[:, 2 * d:].view(B, T, d)
-            q = qk[:, :d].view(B, T, H, hd).transpose(1, 2)  # (B, H, T, hd)
+            if freqs is not None:  # rotate each (x_i, x_i+hd/2) pair of q and k: one complex multiply
+                qkv = torch.view_as_real(torch.view_as_complex(qkv.view(B, T, 3 * d // 2, 2)) * freqs)
+                qkv = qkv.view(B * T, 3 * d)  # [q_rot | k_rot | v]
+            kv[:, past:end] = qkv[:, d:].view(B, T, 2 * d)
+            q = qkv[:, :d].view(B, T, H, hd).transpose(1, 2)  # (B, H, T, hd)
             y = F.scaled_dot_product_attention(q, kh[:, :, :end], vh[:, :, :end], attn_mask=mask,
                                                is_causal=causal)  # (B, H, T, hd)
             x = torch.addmm(x, y.transpose(1, 2).reshape(B * T, d), layer["o"])  # x + o_proj(y)
@@ -445,6 +454,28 @@ class PackedDecoder:
         self.length = end
         last = x.view(B, T, d)[:, -1]  # (B, d)
         return torch.mm(self._rms(last), self.out)  # (B, V)
+
+    def _step(self, ids: torch.Tensor) -> torch.Tensor:
+        """forward() for one new token per row: the same maths in preallocated buffers, in place."""
+        B, d = ids.shape[0], self.d
+        pos = self.length
+        end = pos + 1
+        x = F.embedding(ids.view(B), self.emb)  # (B, d), a fresh tensor we may update in place
+        if self.pos is not None:
+            x += self.pos[pos]
+        freqs = self.freqs[pos] if self.rotary else None  # (3d/2,) complex
+        for layer, kv, kh, vh in zip(self.layers, self.kv, self.k_heads, self.v_heads):
+            torch.mm(self._rms(x), layer["qkv"], out=self.qkv_buf)  # (B, 3d)
+            if freqs is not None:
+                torch.mul(self.qkv_c, freqs, out=self.rot_c)  # rot_buf = [q_rot | k_rot | v]
+            kv[:, pos] = self.kv_step
+            y = F.scaled_dot_product_attention(self.q_step, kh.narrow(2, 0, end), vh.narrow(2, 0, end))
+            x.addmm_(y.view(B, d), layer["o"])  # x += o_proj(y); y (B, H, 1, hd)
+            torch.mm(self._rms(x), layer["gate_up"], out=self.gu_buf)  # (B, 2f)
+            F.silu(self.gate, inplace=True).mul_(self.up)
+            x.addmm_(self.gate, layer["down"])  # x += down_proj(silu(gate) * up)
+        self.length = end
+        return torch.mm(self._rms(x), self.out)  # (B, V)
 
 
 _PACKED: "weakref.WeakKeyDictionary[nn.Module, tuple[tuple[Any, ...], PackedDecoder]]" = weakref.WeakKeyDictionary()

@@ -427,14 +427,15 @@ def inference_memory(cfg: ModelConfig, params: float | None = None, batch: int =
 
     The KV cache and activations are in the compute precision: fp32 for fp32 and int8 weights
     (lmkit dequantises int8 on the fly), 16-bit for fp16/bf16. Working space: one layer's
-    activations for the whole prompt and the prompt's logits (B·T·V fp32).
+    activations for the whole prompt, and the next-token logits of each sequence (B·V fp32; lmkit's
+    generation projects only the last position to the vocabulary).
     """
     if weight_format not in DTYPE_BYTES:
         raise LmkitError(f"weight format must be one of {'|'.join(DTYPE_BYTES)}, got {weight_format!r}")
     n = float(params if params is not None else count_params(cfg).total)
     T = int(context or cfg.max_seq_len)
     act = 2.0 if weight_format in ("fp16", "bf16") else 4.0
-    workspace = batch * T * (3 * cfg.d_model + 2 * cfg.ffn_width) * act + batch * T * cfg.vocab_size * 4.0
+    workspace = batch * T * (3 * cfg.d_model + 2 * cfg.ffn_width) * act + batch * cfg.vocab_size * 4.0
     out = {"weights": n * DTYPE_BYTES[weight_format], "kv_cache": kv_cache_bytes(cfg, batch, T, act),
            "workspace": float(workspace), "runtime": float(runtime_bytes)}
     out["total"] = sum(out.values())

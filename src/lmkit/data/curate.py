@@ -390,29 +390,26 @@ class Tokens:
     def __init__(self, text: str) -> None:
         self.text = text
         cp = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
-        table = _class_table()
-        cls = table[np.minimum(cp, 0xFFFF)]
-        astral = np.flatnonzero(cp > 0xFFFF)
-        if astral.size:  # emoji, rare scripts: classify each distinct one directly
+        cls = _class_table().take(cp, mode="clip")
+        if cp.size and int(cp.max()) > 0xFFFF:  # emoji, rare scripts: classify each distinct one directly
+            astral = cp > 0xFFFF
             for c in np.unique(cp[astral]).tolist():
                 cls[cp == c] = _char_class(chr(c))
         self.cp, self.cls = cp, cls
-        grp = _GROUP[cls]
+        grp = _GROUP.take(cls)
         n = grp.shape[0]
         if n == 0:
             self.starts = self.ends = np.zeros(0, dtype=np.int64)
             self.word = np.zeros(0, dtype=bool)
         else:
-            diff = grp[1:] != grp[:-1]
-            start = np.empty(n, dtype=bool)
-            start[0] = grp[0] != 0
-            np.logical_and(diff, grp[1:] != 0, out=start[1:])
-            end = np.empty(n, dtype=bool)
-            end[-1] = grp[-1] != 0
-            np.logical_and(diff, grp[:-1] != 0, out=end[:-1])
-            self.starts = np.flatnonzero(start)
-            self.ends = np.flatnonzero(end) + 1
-            self.word = grp[self.starts] == 1
+            # runs of equal group (space / word / symbol); tokens are the runs that are not space
+            change = np.flatnonzero(grp[1:] != grp[:-1]) + 1
+            bounds = np.concatenate(([0], change, [n]))
+            kind = grp.take(bounds[:-1])
+            solid = kind != 0
+            self.starts = bounds[:-1][solid]
+            self.ends = bounds[1:][solid]
+            self.word = kind[solid] == 1
         self._hashes: np.ndarray | None = None
         self._lower_hashes: np.ndarray | None = None
 
