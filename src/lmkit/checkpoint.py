@@ -59,6 +59,17 @@ def model_state(model: nn.Module) -> dict[str, torch.Tensor]:
     return out
 
 
+def replace_dir(tmp: Path, final: Path) -> None:
+    """Move the finished temporary folder ``tmp`` into place, replacing ``final`` if it exists."""
+    if final.exists():
+        old = final.with_name(f".{final.name}.old-{os.getpid()}")
+        os.replace(final, old)
+        os.replace(tmp, final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, final)
+
+
 def save_checkpoint(
     path: str | Path,
     model: nn.Module,
@@ -90,13 +101,7 @@ def save_checkpoint(
             (tmp / "train_state").mkdir()
             torch.save(train_state, tmp / "train_state" / "state.pt")
         (tmp / "meta.json").write_text(json.dumps(meta or {}, indent=2, default=str) + "\n", encoding="utf-8")
-        if final.exists():
-            old = final.with_name(f".{final.name}.old-{os.getpid()}")
-            os.replace(final, old)
-            os.replace(tmp, final)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, final)
+        replace_dir(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -60,7 +60,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
 import shutil
 import sys
 import tempfile
@@ -70,6 +69,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
+from lmkit.checkpoint import replace_dir
 from lmkit.errors import LmkitError
 
 if TYPE_CHECKING:
@@ -294,17 +294,6 @@ def check_out_dir(out: Path, overwrite: bool, what: str = "output") -> None:
         raise LmkitError(f"{out}: exists and is not a folder")
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise LmkitError(f"{out}: {what} folder exists and is not empty (use --overwrite to replace it)")
-
-
-def replace_dir(tmp: Path, final: Path) -> None:
-    """Move the finished temporary folder ``tmp`` into place, replacing ``final`` if it exists."""
-    if final.exists():
-        old = final.with_name(f".{final.name}.old-{os.getpid()}")
-        os.replace(final, old)
-        os.replace(tmp, final)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, final)
 
 
 def _write_json(path: Path, data: Any) -> None:

@@ -347,7 +347,8 @@ class Hub:
         import shutil
         import tempfile
 
-        from lmkit.export_hf import check_out_dir, replace_dir
+        from lmkit.checkpoint import replace_dir
+        from lmkit.export_hf import check_out_dir
         from tqdm import tqdm
 
         name, rev = parse_spec(spec)
