@@ -24,8 +24,9 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m pip install -q -e '.[bench]'
-	$(PY) benchmarks/train_throughput.py
+	$(PY) benchmarks/train_throughput.py --family decoder encoder encdec
 	$(PY) benchmarks/generate_speed.py
+	$(PY) benchmarks/curate_speed.py
 
 clean:
 	rm -rf $(VENV) runs

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -568,3 +569,22 @@ def test_duplicated_ngram_share_matches_the_plain_walk() -> None:
         for frac, expect_removed in ((share - 1e-9, share > 0), (share + 1e-9, False)):
             out = only(dup_ngram_char_frac={n: frac})(text)
             assert (reason(out) == f"duplicated_{n}_n_grams") == expect_removed, (words, n)
+
+
+def test_tokens_counted_with_a_given_tokenizer(tmp_path: Path) -> None:
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    hf = Tokenizer(models.WordLevel(vocab={"[UNK]": 0, "the": 1}, unk_token="[UNK]"))
+    hf.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    hf.save(str(tmp_path / "tok.json"))
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    texts = [prose(10, seed=i) for i in range(3)]
+    write_jsonl(raw / "a.jsonl", texts)
+    cfg = CurateConfig(order=["gopher_quality"])
+    rep = curate([raw], tmp_path / "out", cfg, workers=1, tokenizer=str(tmp_path / "tok.json"), progress=False)
+    assert rep["token_counter"].startswith("tokenizer ")
+    assert rep["totals"]["tokens_in"] == sum(len(t.split()) for t in texts)  # one token per word here
+    rep2 = curate([raw], tmp_path / "out2", cfg, workers=1, progress=False)
+    assert rep2["token_counter"].startswith("proxy")
+    assert rep2["totals"]["tokens_in"] == sum(len(re.findall(r"\w+|[^\w\s]+", t)) for t in texts)

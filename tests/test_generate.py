@@ -99,16 +99,20 @@ def test_packed_logits_match_the_model_forward_pass() -> None:
     assert packed is not None
     with torch.inference_mode():
         full = model(ids)  # (2, 11, V)
-        packed.start(2, 11)
-        first = packed.forward(ids[:, :6])  # prefill 6
-        steps = [packed.forward(ids[:, t:t + 1]) for t in range(6, 11)]
+        session = packed.start(2, 11)
+        other = packed.start(2, 11)  # a second session on the same weights does not disturb the first
+        first = session.forward(ids[:, :6])  # prefill 6
+        other.forward(ids[:, 3:5])
+        steps = [session.forward(ids[:, t:t + 1]) for t in range(6, 11)]
+        with pytest.raises(ValueError):
+            session.forward(ids[:, :1])  # the cache is full
     torch.testing.assert_close(first, full[:, 5], rtol=1e-4, atol=1e-4)
     for t, logits in zip(range(6, 11), steps):
         torch.testing.assert_close(logits, full[:, t], rtol=1e-4, atol=1e-4)
     with torch.inference_mode():  # several new tokens after a prefix: the causal mask over the cache
-        packed.start(2, 11)
-        packed.forward(ids[:, :4])
-        torch.testing.assert_close(packed.forward(ids[:, 4:9]), full[:, 8], rtol=1e-4, atol=1e-4)
+        session = packed.start(2, 11)
+        session.forward(ids[:, :4])
+        torch.testing.assert_close(session.forward(ids[:, 4:9]), full[:, 8], rtol=1e-4, atol=1e-4)
 
 
 def test_packed_weights_follow_parameter_updates() -> None:
@@ -118,6 +122,18 @@ def test_packed_weights_follow_parameter_updates() -> None:
     with torch.no_grad():
         model.blocks[0].mlp.up_proj.weight.mul_(2.0)  # e.g. an optimizer step
     assert packed_decoder(model) is not first
+
+
+def test_concurrent_generations_on_one_model_do_not_interfere() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    model = tiny_decoder()
+    g = GenerationConfig(max_new_tokens=25, stop_at_eos=False)
+    prompts = [torch.tensor([[5 + i, 9, 13 + 2 * i]]) for i in range(6)]
+    alone = [generate_ids(model, p, g) for p in prompts]
+    with ThreadPoolExecutor(3) as pool:
+        together = list(pool.map(lambda p: generate_ids(model, p, g), prompts))
+    assert all(torch.equal(a, b) for a, b in zip(alone, together))
 
 
 def test_unrecognised_decoder_uses_the_models_own_cache_path() -> None:

@@ -73,7 +73,7 @@ def test_mix_is_deterministic_and_default_size_repeats_nothing(tmp_path: Path) -
     by = {s["name"]: s for s in r1["sources"]}
     assert by["a"]["realised_tokens"] == by["a"]["available_tokens"]  # the smaller source is used whole
     assert abs(by["b"]["realised_share"] - 0.5) < 0.02
-    r3 = mix(srcs, tmp_path / "o3", seed=8, progress=False)
+    mix(srcs, tmp_path / "o3", seed=8, progress=False)
     assert read_mix(tmp_path / "o3") != read_mix(tmp_path / "o1")
     assert r2["realised_tokens"] == r1["realised_tokens"]
 

@@ -50,6 +50,7 @@ own ``forward`` with a :class:`~lmkit.models.layers.KVCache`.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import math
 import os
@@ -341,9 +342,9 @@ def _pair_rows(w: torch.Tensor, n_heads: int) -> torch.Tensor:
 class PackedDecoder:
     """Inference-only copy of a ``Decoder``'s weights, laid out for lean decode steps.
 
-    ``start(batch, max_len)`` allocates a key/value cache; ``forward(ids (B, T))`` appends T
-    tokens and returns the next-token logits (B, V) of the last one. Same maths as
-    ``Decoder.forward`` with a ``KVCache``, rearranged (see the module docstring).
+    ``session = packed.start(batch, max_len)`` allocates a key/value cache; ``session.forward(ids
+    (B, T))`` appends T tokens and returns the next-token logits (B, V) of the last one. Same maths
+    as ``Decoder.forward`` with a ``KVCache``, rearranged (see the module docstring).
     """
 
     def __init__(self, model: nn.Module) -> None:
@@ -395,8 +396,15 @@ class PackedDecoder:
         self.v_heads: list[torch.Tensor] = []
         self.length = self.max_len = 0
 
-    def start(self, batch: int, max_len: int) -> None:
-        """A fresh cache for ``batch`` sequences of up to ``max_len`` positions."""
+    def start(self, batch: int, max_len: int) -> "PackedDecoder":
+        """A decoding session: the same (shared) weights with a fresh cache for ``batch`` sequences
+        of up to ``max_len`` positions. Sessions are independent, so concurrent generations
+        (e.g. a server's threads) on one model do not share state."""
+        session = copy.copy(self)
+        session._allocate(batch, max_len)
+        return session
+
+    def _allocate(self, batch: int, max_len: int) -> None:
         d, H, hd = self.d, self.H, self.hd
         self.length, self.max_len = 0, max_len
         opts = {"dtype": self.emb.dtype, "device": self.emb.device}
@@ -575,12 +583,12 @@ def _decoder_loop(model: nn.Module, input_ids: torch.Tensor, gen_cfg: Generation
     else:
         packed = packed_decoder(model)
         if packed is not None:
-            packed.start(B, T + n_max)
+            session = packed.start(B, T + n_max)
 
             def prefill() -> torch.Tensor:
-                return packed.forward(seq)
+                return session.forward(seq)
 
-            step = packed.forward
+            step = session.forward
         else:
             kv = model.new_cache(B, T + n_max)
 

@@ -440,7 +440,7 @@ class Tokens:
             return np.zeros(0, dtype=np.uint64)
         cp = self.cp
         if lower:
-            cp = _lower_table()[np.minimum(cp, 0xFFFF)]
+            cp = _lower_table().take(cp, mode="clip")
             astral = self.cp > 0xFFFF
             if astral.any():
                 cp[astral] = self.cp[astral]
@@ -968,6 +968,19 @@ def default_blocklist() -> list[str]:
     return _parse_terms(text)
 
 
+def blocklist_terms(cfg: BlocklistConfig) -> list[str]:
+    """The block-list a config asks for: ``words_file`` (or the default list) plus ``extra``."""
+    if cfg.words_file:
+        p = Path(cfg.words_file).expanduser()
+        try:
+            terms = _parse_terms(p.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError) as e:
+            raise LmkitError(f"{p}: cannot read block-list ({e})") from None
+    else:
+        terms = default_blocklist()
+    return terms + [" ".join(t.lower().split()) for t in cfg.extra if t.strip()]
+
+
 def _parse_terms(text: str) -> list[str]:
     out = []
     for line in text.splitlines():
@@ -982,17 +995,10 @@ class BlockList:
 
     name = "blocklist"
 
-    def __init__(self, cfg: BlocklistConfig) -> None:
+    def __init__(self, cfg: BlocklistConfig, terms: list[str] | None = None) -> None:
         self.cfg = cfg
-        if cfg.words_file:
-            p = Path(cfg.words_file).expanduser()
-            try:
-                terms = _parse_terms(p.read_text(encoding="utf-8"))
-            except (OSError, UnicodeDecodeError) as e:
-                raise LmkitError(f"{p}: cannot read block-list ({e})") from None
-        else:
-            terms = default_blocklist()
-        terms += [" ".join(t.lower().split()) for t in cfg.extra if t.strip()]
+        self.terms = blocklist_terms(cfg) if terms is None else terms
+        terms = self.terms
         self.words = frozenset(t for t in terms if " " not in t and _WORD_RE.fullmatch(t))
         # single words are matched by the lower-case hash of each token (no strings built)
         self._word_hashes = np.unique(np.array([int(tokens_of(w).hashes(lower=True)[0]) for w in self.words],
@@ -1240,7 +1246,7 @@ class ChunkResult:
     key_seconds: dict[str, float] = field(default_factory=dict)  # worker time of the dedup keys
 
 
-def build_stage(name: str, cfg: CurateConfig) -> Callable[[str], "str | Removed"]:
+def build_stage(name: str, cfg: CurateConfig, blocklist: list[str] | None = None) -> Callable[[str], "str | Removed"]:
     """The per-document stage called ``name``, configured from ``cfg``."""
     if name == "normalise":
         return Normalise(cfg.normalise)
@@ -1251,7 +1257,7 @@ def build_stage(name: str, cfg: CurateConfig) -> Callable[[str], "str | Removed"
     if name == "gopher_repetition":
         return GopherRepetition(cfg.gopher_repetition)
     if name == "blocklist":
-        return BlockList(cfg.blocklist)
+        return BlockList(cfg.blocklist, blocklist)
     if name == "pii":
         return PiiRedact(cfg.pii)
     raise LmkitError(f"curate: {name!r} is not a per-document stage")
@@ -1269,12 +1275,12 @@ def _token_counter(tokenizer: str | None) -> Callable[[str], int]:
 class DocPipeline:
     """The per-document stages of a config, plus the dedup keys, run over one chunk at a time."""
 
-    def __init__(self, cfg: CurateConfig, tokenizer: str | None = None) -> None:
+    def __init__(self, cfg: CurateConfig, tokenizer: str | None = None, blocklist: list[str] | None = None) -> None:
         from lmkit.data.dedup import MinHasher
 
         self.cfg = cfg
         enabled = cfg.enabled_stages()
-        self.stages = [(n, build_stage(n, cfg)) for n in enabled if n not in DEDUP_STAGES]
+        self.stages = [(n, build_stage(n, cfg, blocklist)) for n in enabled if n not in DEDUP_STAGES]
         self.exact = "exact_dedup" in enabled
         m = cfg.minhash
         self.minhasher = MinHasher(m.num_perm, m.bands, m.shingle_size, m.seed) if "minhash" in enabled else None
@@ -1345,13 +1351,13 @@ _PIPELINES: dict[str, DocPipeline] = {}
 def process_chunk(spec: str, docs: Sequence[Doc]) -> ChunkResult:
     """Run the per-document part of curation on one chunk (the unit of work of every engine).
 
-    ``spec`` is the JSON of ``{"config": ..., "tokenizer": ...}``; the pipeline built from it is
-    cached per process, so a worker builds it once.
+    ``spec`` is the JSON of ``{"config": ..., "tokenizer": ..., "blocklist": [...]}``; the pipeline
+    built from it is cached per process, so a worker builds it once.
     """
     pipe = _PIPELINES.get(spec)
     if pipe is None:
         d = json.loads(spec)
-        pipe = DocPipeline(config_from_dict(d["config"]), d.get("tokenizer"))
+        pipe = DocPipeline(config_from_dict(d["config"]), d.get("tokenizer"), d.get("blocklist"))
         _PIPELINES.clear()
         _PIPELINES[spec] = pipe
     return pipe.run(docs)
@@ -1496,8 +1502,11 @@ def curate(inputs: Sequence[str | Path], out: str | Path, config: CurateConfig |
     out = Path(out).expanduser()
     check_out_dir(out, overwrite, inputs)
     list_files(inputs)  # a missing input is an error before anything starts
-    DocPipeline(cfg, tokenizer)  # a bad tokenizer or block-list file fails here, not in a worker
-    spec = json.dumps({"config": config_to_dict(cfg), "tokenizer": tokenizer}, sort_keys=True)
+    # a bad tokenizer or block-list file fails here, not in a worker; the block-list travels with
+    # the work (workers on other machines need not see the file), the tokenizer by its path
+    terms = blocklist_terms(cfg.blocklist) if "blocklist" in cfg.enabled_stages() else []
+    DocPipeline(cfg, tokenizer, terms)
+    spec = json.dumps({"config": config_to_dict(cfg), "tokenizer": tokenizer, "blocklist": terms}, sort_keys=True)
     enabled = cfg.enabled_stages()
     per_doc = [n for n in enabled if n not in DEDUP_STAGES]
     dedup_order = [n for n in enabled if n in DEDUP_STAGES]
