@@ -227,8 +227,8 @@ def _sources(meta: dict[str, Any]) -> dict[str, float]:
     """Source name -> training tokens, from whichever form the data summary recorded."""
     data = meta.get("data") or {}
     src = data.get("sources") or data.get("tokens_per_source") or {}
-    if isinstance(src, dict):
-        return {str(k): float(v) for k, v in src.items() if _num(v)}
+    if isinstance(src, dict):  # raw files are recorded by path: a dataset is named by its file name
+        return {(Path(str(k)).name if "/" in str(k) else str(k)): float(v) for k, v in src.items() if _num(v)}
     if isinstance(src, list):
         return {str(s): float("nan") for s in src}
     return {}
