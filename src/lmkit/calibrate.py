@@ -96,8 +96,18 @@ class _SyntheticTrainer(Trainer):
 
 
 def _peak_memory(device: torch.device) -> tuple[float, str]:
+    """Peak memory so far: CUDA tensors on a GPU; on a CPU the process's peak RSS, read from
+    /proc's VmHWM where there is one (Linux carries getrusage's ru_maxrss over exec from the
+    parent that forked this process, so it can report the parent's size instead)."""
     if device.type == "cuda":
         return float(torch.cuda.max_memory_allocated(device)), "peak CUDA memory allocated by tensors"
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return float(int(line.split()[1]) * 1024), "peak RSS of this process"
+    except OSError:
+        pass
     return float(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024), "peak RSS of this process"
 
 
