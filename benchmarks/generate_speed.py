@@ -11,6 +11,10 @@ medians and the ratio lmkit / HF. Also timed: lmkit's own modules in a plain KV-
 
 Timings include everything a caller waits for (prefill, every step, choosing tokens); lmkit's
 packed weights are built once per model and reused, so the warm-up round builds them.
+
+On a machine other jobs are using, give ``--threads 1``: with two threads every parallel region
+(CPU attention most of all) waits for a descheduled thread, which slows both sides 5-10x and
+makes the figures mostly noise.
 """
 
 from __future__ import annotations

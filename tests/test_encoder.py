@@ -40,6 +40,16 @@ def grammar_corpus(folder: Path, n_docs: int = 300, seed: int = 0) -> Path:
     return path
 
 
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread() -> object:
+    """Tiny models run fastest on one thread, and several test workers share the cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def unigram_entropy(shards: TokenShards) -> float:
     tokens = np.concatenate([np.asarray(a) for a in shards._arrays])
     counts = np.bincount(tokens).astype(np.float64)

@@ -129,7 +129,7 @@ def format_result(res: FillMaskResult) -> str:
         for rank, c in enumerate(m.candidates):
             head = f"  {label:<12}" if rank == 0 else " " * 14
             bar = "█" * max(1, round(20 * c.probability)) if c.probability >= 0.005 else ""
-            lines.append(f"{head}{repr(c.token):<20} {c.probability:7.2%}  {bar}")
+            lines.append(f"{head}{c.token!r:<20} {c.probability:7.2%}  {bar}")
     lines.append(f"filled: {res.filled}")
     return "\n".join(lines)
 

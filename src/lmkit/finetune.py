@@ -36,9 +36,10 @@ import random
 import shutil
 import sys
 import tempfile
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -350,7 +351,7 @@ def _prepare_classification(tokenizer: Any, cfg: FinetuneConfig, train: list[Exa
     if cfg.task == "sequence-classification":
         labels = sorted({e.label for e in train + val})
         index = {lab: i for i, lab in enumerate(labels)}
-        enc = lambda e: (encode_text(tokenizer, e.text, max_len), index[e.label])  # noqa: E731
+        enc = lambda e: (encode_text(tokenizer, e.text, max_len), index[e.label])
         return Prepared(labels, [enc(e) for e in train], [enc(e) for e in val])
     labels = sorted({t for e in train + val for t in e.tags})
     index = {lab: i for i, lab in enumerate(labels)}
@@ -462,7 +463,7 @@ def finetune_classifier(encoder: nn.Module, tokenizer: Any, train: list[Example]
             torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0)
             opt.step()
             opt.zero_grad(set_to_none=True)
-            losses.append(float(loss))
+            losses.append(loss.item())
             step += 1
             if bar is not None:
                 bar.update(1)
@@ -553,7 +554,7 @@ def finetune_seq2seq(model: nn.Module, tokenizer: Any, train: list[Example], val
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
             opt.zero_grad(set_to_none=True)
-            losses.append(float(loss))
+            losses.append(loss.item())
             step += 1
             if bar is not None:
                 bar.update(1)
@@ -638,7 +639,12 @@ def load_finetuned(path: str | Path, device: str | torch.device = "cpu") -> Fine
     """A classifier saved by ``lmkit finetune-head --out`` (encoder + head)."""
     from safetensors.torch import load_file
 
-    from lmkit.checkpoint import load_model, load_tokenizer, read_config, resolve_checkpoint
+    from lmkit.checkpoint import (
+        load_model,
+        load_tokenizer,
+        read_config,
+        resolve_checkpoint,
+    )
 
     ckpt = resolve_checkpoint(path)
     info = read_config(ckpt).get("finetune")

@@ -757,9 +757,13 @@ def _encode_prompt(tokenizer: Any, prompt: str) -> list[int]:
     return list(tokenizer.encode(prompt)) if prompt else []
 
 
-def _completion_text(tokenizer: Any, prompt_ids: list[int], new_ids: list[int]) -> str:
+def _completion_text(tokenizer: Any, prompt_ids: list[int], new_ids: list[int], seq2seq: bool = False) -> str:
     """Text the new ids add after the prompt, decoded together with the prompt so that a character
-    whose bytes straddle the boundary comes out whole."""
+    whose bytes straddle the boundary comes out whole. An encoder-decoder's output keeps its
+    sentinels (``<extra_id_0> filled span <extra_id_1> ...``), which say which gap each span fills."""
+    if seq2seq:
+        plain = {tokenizer.pad_id, tokenizer.bos_id, tokenizer.eos_id}
+        return tokenizer.decode([i for i in new_ids if i not in plain], skip_special=False)
     if not prompt_ids:
         return tokenizer.decode(new_ids)
     before = tokenizer.decode(prompt_ids)
@@ -848,7 +852,7 @@ def _run_text(model: nn.Module, tokenizer: Any, prompt: str, ids: list[int], tru
 
         def on_token(tok: int) -> None:
             made.append(tok)
-            text = _completion_text(tokenizer, context_ids, made)
+            text = _completion_text(tokenizer, context_ids, made, seq2seq)
             if text.endswith("\ufffd"):
                 return  # a character's bytes are not all there yet
             if len(text) > shown[0]:
@@ -862,7 +866,7 @@ def _run_text(model: nn.Module, tokenizer: Any, prompt: str, ids: list[int], tru
     elapsed = time.perf_counter() - t0
     new = res.tokens[0].tolist()
     text_ids = new[:-1] if new and res.stop_reason == "eos" else new
-    completion = _completion_text(tokenizer, context_ids, text_ids)
+    completion = _completion_text(tokenizer, context_ids, text_ids, seq2seq)
     if stream is not None and len(completion) > shown[0]:
         stream(completion[shown[0]:])
     for s in res.steps:

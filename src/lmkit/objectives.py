@@ -106,8 +106,8 @@ MEAN_SPAN_LENGTH = 3.0
 def span_counts(raw_len: int, noise_density: float = NOISE_DENSITY,
                 mean_span_length: float = MEAN_SPAN_LENGTH) -> tuple[int, int]:
     """(noise tokens, noise spans) of a window of ``raw_len`` tokens, as T5 rounds them."""
-    n_noise = min(max(int(round(raw_len * noise_density)), 1), raw_len - 1)
-    n_spans = max(1, int(round(n_noise / mean_span_length)))
+    n_noise = min(max(round(raw_len * noise_density), 1), raw_len - 1)
+    n_spans = max(1, round(n_noise / mean_span_length))
     return n_noise, min(n_spans, raw_len - n_noise)
 
 
@@ -176,7 +176,7 @@ def span_corruption_batch(windows: torch.Tensor, specials: SpecialIds, generator
     (the target shifted right behind the decoder start token, which is the pad id as in T5).
     """
     B, L = windows.shape
-    n_noise, n_spans = span_counts(L, noise_density, mean_span_length)
+    _, n_spans = span_counts(L, noise_density, mean_span_length)
     if n_spans > len(specials.sentinels):
         raise ValueError(f"a window of {L} tokens needs {n_spans} sentinels, the tokenizer has "
                          f"{len(specials.sentinels)}; use a shorter model.max_seq_len")

@@ -24,15 +24,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from torch import nn
 
 from lmkit.errors import LmkitError
-
 
 # --------------------------------------------------------------------------- attention
 
@@ -159,7 +159,7 @@ def plot_attention(maps: AttentionMaps, out: str | Path, overwrite: bool = False
             raise LmkitError(f"no {what} {bad[0]}: the model has {n} {what}s (numbered 0..{n - 1})")
     cell = max(2.2, min(5.0, 0.16 * T + 1.2))
     fig, axes = plt.subplots(len(layers), len(heads), figsize=(cell * len(heads) + 0.8, cell * len(layers) + 0.8),
-                             squeeze=False, dpi=100)
+                             squeeze=False, dpi=100, layout="constrained")
     labels = [t if len(t) <= 12 else t[:11] + "…" for t in maps.tokens]
     show_labels = T <= 40
     for r, layer in enumerate(layers):
@@ -180,7 +180,6 @@ def plot_attention(maps: AttentionMaps, out: str | Path, overwrite: bool = False
             if r == len(layers) - 1:
                 ax.set_xlabel("key (attended) token", fontsize=7)
     fig.suptitle(f"{maps.family}: {maps.stack}, {T} tokens", fontsize=11)
-    fig.tight_layout()
     try:
         return _atomic_savefig(fig, Path(out), overwrite)
     finally:
@@ -355,6 +354,16 @@ def dims_text(proj: EmbeddingProjection) -> str:
     return ", ".join(parts) + f" ({sum(proj.explained):.0%} of the variance)"
 
 
-__all__ = ["AttentionMaps", "attention_maps", "capture_attention", "head_summary", "plot_attention",
-           "EmbeddingProjection", "embedding_projection", "word_vector", "plot_embeddings", "format_similarity",
-           "dims_text"]
+__all__ = [
+    "AttentionMaps",
+    "EmbeddingProjection",
+    "attention_maps",
+    "capture_attention",
+    "dims_text",
+    "embedding_projection",
+    "format_similarity",
+    "head_summary",
+    "plot_attention",
+    "plot_embeddings",
+    "word_vector",
+]

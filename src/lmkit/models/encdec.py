@@ -142,7 +142,7 @@ class Stack(nn.Module):
         keep (B, T) marks real (non-padding) tokens of x for self-attention (encoder);
         context_keep (B, S) marks real tokens of the encoder output for cross-attention.
         """
-        B, T, _ = x.shape
+        T = x.shape[1]
         past = cache.length if cache is not None else 0
         bias = self.position_bias(T, past + T, past)  # (1, H, T, past+T)
         if keep is not None:

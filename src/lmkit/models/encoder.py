@@ -30,7 +30,12 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from lmkit.config import ModelConfig
-from lmkit.models.layers import Attention, linear_cross_entropy, rope_tables, sinusoidal_table
+from lmkit.models.layers import (
+    Attention,
+    linear_cross_entropy,
+    rope_tables,
+    sinusoidal_table,
+)
 
 IGNORE_INDEX = -100
 TYPE_VOCAB_SIZE = 2  # BERT's segment A / segment B
@@ -127,7 +132,7 @@ class Encoder(nn.Module):
 
         ``attention_mask`` (B, T) is 1 for real tokens and 0 for padding (padding is never attended to).
         """
-        B, T = input_ids.shape
+        T = input_ids.shape[1]
         if T > self.cfg.max_seq_len:
             raise ValueError(f"sequence of {T} tokens exceeds the context window of {self.cfg.max_seq_len}")
         x = self.tok_emb(input_ids)  # (B, T, C)
