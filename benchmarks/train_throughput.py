@@ -25,28 +25,13 @@ from lmkit.plan import flops_per_token, measure_matmul_peak
 VOCAB, D, LAYERS, HEADS, SEQ, BATCH = 8192, 256, 4, 4, 256, 16
 
 
-def _lmkit_decoder() -> tuple[torch.nn.Module, Callable[[torch.Tensor], torch.Tensor], ModelConfig]:
-    cfg = ModelConfig(family="decoder", vocab_size=VOCAB, d_model=D, n_layers=LAYERS, n_heads=HEADS, max_seq_len=SEQ)
-    model = build_model(cfg)
-
-    def loss(ids: torch.Tensor) -> torch.Tensor:
-        return model.loss({"input_ids": ids[:, :-1], "labels": ids[:, 1:]})
-
-    return model, loss, cfg
-
-
-def _hf_decoder(cfg: ModelConfig) -> tuple[torch.nn.Module, Callable[[torch.Tensor], torch.Tensor]]:
+def _hf_decoder(cfg: ModelConfig) -> torch.nn.Module:
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    hf = LlamaForCausalLM(LlamaConfig(
+    return LlamaForCausalLM(LlamaConfig(
         vocab_size=VOCAB, hidden_size=D, intermediate_size=cfg.ffn_width, num_hidden_layers=LAYERS,
         num_attention_heads=HEADS, num_key_value_heads=HEADS, max_position_embeddings=SEQ,
         tie_word_embeddings=True, attn_implementation="sdpa"))
-
-    def loss(ids: torch.Tensor) -> torch.Tensor:
-        return hf(input_ids=ids[:, :-1], labels=ids[:, :-1]).loss  # HF shifts labels itself
-
-    return hf, loss
 
 
 def _step_fn(model: torch.nn.Module, loss_fn: Callable[[Any], torch.Tensor],
@@ -62,33 +47,32 @@ def _step_fn(model: torch.nn.Module, loss_fn: Callable[[Any], torch.Tensor],
     return step
 
 
-def bench_decoder(steps: int, warmup: int) -> dict[str, float]:
-    torch.manual_seed(0)
-    model, lm_loss, cfg = _lmkit_decoder()
-    hf, hf_loss = _hf_decoder(cfg)
-    n_lm = sum(p.numel() for p in model.parameters())
-    n_hf = sum(p.numel() for p in hf.parameters())
+def _lmkit_step(model: torch.nn.Module, loss_fn: Callable[[Any], torch.Tensor], compile: bool) -> Callable[[Any], float]:
+    """lmkit's training step as ``lmkit pretrain`` runs it: its AdamW, and with ``compile`` the loss
+    module compiled as ``train.compile: true`` does (the first steps pay for compilation)."""
     from lmkit.train import make_optimizer
 
-    lm_step = _step_fn(model, lm_loss, make_optimizer(model, lr=3e-4, weight_decay=0.1))
-    hf_step = _step_fn(hf, hf_loss, torch.optim.AdamW(hf.parameters(), lr=3e-4, weight_decay=0.1))
+    if compile:
+        loss_fn = torch.compile(loss_fn)
+    return _step_fn(model, loss_fn, make_optimizer(model, lr=3e-4, weight_decay=0.1))
+
+
+def bench_decoder(steps: int, warmup: int, compile: bool = False) -> dict[str, float]:
+    """Causal-LM training step: lmkit's decoder vs LlamaForCausalLM (same weights layout and size)."""
+    from lmkit.train import LossModule
+
+    torch.manual_seed(0)
+    cfg = ModelConfig(family="decoder", vocab_size=VOCAB, d_model=D, n_layers=LAYERS, n_heads=HEADS, max_seq_len=SEQ)
+    model = build_model(cfg)
+    hf = _hf_decoder(cfg)
     ids = torch.randint(0, VOCAB, (BATCH, SEQ + 1))
-    times: dict[str, list[float]] = {"lmkit": [], "hf": []}
-    for i in range(warmup + steps):
-        for name, step in (("lmkit", lm_step), ("hf", hf_step)) if i % 2 == 0 else (("hf", hf_step), ("lmkit", lm_step)):
-            t0 = time.perf_counter()
-            step(ids)
-            if i >= warmup:
-                times[name].append(time.perf_counter() - t0)
-    tokens = BATCH * SEQ
-    lm_tps = tokens / statistics.median(times["lmkit"])
-    hf_tps = tokens / statistics.median(times["hf"])
-    peak = measure_matmul_peak()
-    mfu = lm_tps * flops_per_token(cfg, SEQ) / peak
-    print(f"decoder  params lmkit {n_lm:,} / HF {n_hf:,}")
-    print(f"decoder  lmkit {lm_tps:8.0f} tok/s   HF LlamaForCausalLM {hf_tps:8.0f} tok/s   "
-          f"ratio {lm_tps / hf_tps:.2f}x   lmkit MFU {100 * mfu:.0f}% of {peak / 1e9:.0f} GFLOP/s")
-    return {"lmkit_tps": lm_tps, "hf_tps": hf_tps, "ratio": lm_tps / hf_tps, "mfu": mfu}
+    batch = {"input_ids": ids[:, :-1], "labels": ids[:, 1:]}
+    lm_step = _lmkit_step(model, LossModule(model), compile)
+    # HF shifts the labels itself: it scores input position t against input token t+1
+    hf_step = _step_fn(hf, lambda b: hf(input_ids=b["input_ids"], labels=b["input_ids"]).loss,
+                       torch.optim.AdamW(hf.parameters(), lr=3e-4, weight_decay=0.1))
+    times = _interleaved_times(lm_step, hf_step, batch, steps, warmup)
+    return _report("decoder", "LlamaForCausalLM", cfg, model, hf, times, BATCH * SEQ, " (compiled)" if compile else "")
 
 
 def _interleaved_times(lm_step: Callable[[Any], float], hf_step: Callable[[Any], float], batch: Any,
@@ -124,12 +108,12 @@ def _specials() -> SpecialIds:
     return SpecialIds(pad=0, bos=1, eos=2, mask=4, sentinels=tuple(range(5, 105)), vocab_size=VOCAB, n_special=105)
 
 
-def bench_encoder(steps: int, warmup: int) -> dict[str, float]:
+def bench_encoder(steps: int, warmup: int, compile: bool = False) -> dict[str, float]:
     """Masked-LM training step: lmkit's encoder vs BertForMaskedLM (same layout, learned positions)."""
     from transformers import BertConfig, BertForMaskedLM
 
     from lmkit.models.encoder import hf_config
-    from lmkit.train import make_optimizer
+    from lmkit.train import LossModule
 
     torch.manual_seed(0)
     cfg = ModelConfig(family="encoder", vocab_size=VOCAB, d_model=D, n_layers=LAYERS, n_heads=HEADS, max_seq_len=SEQ,
@@ -139,20 +123,21 @@ def bench_encoder(steps: int, warmup: int) -> dict[str, float]:
     fields.pop("architectures"), fields.pop("model_type")
     hf = BertForMaskedLM(BertConfig(**fields, attn_implementation="sdpa"))
     batch = make_batch(cfg, torch.randint(105, VOCAB, (BATCH, SEQ)), _specials(), torch.Generator().manual_seed(0))
-    lm_step = _step_fn(model, model.loss, make_optimizer(model, lr=3e-4, weight_decay=0.1))
+    lm_step = _lmkit_step(model, LossModule(model), compile)
     hf_step = _step_fn(hf, lambda b: hf(input_ids=b["input_ids"], labels=b["labels"]).loss,
                        torch.optim.AdamW(hf.parameters(), lr=3e-4, weight_decay=0.1))
     times = _interleaved_times(lm_step, hf_step, batch, steps, warmup)
     return _report("encoder", "BertForMaskedLM", cfg, model, hf, times, BATCH * SEQ,
-                   "\n         (lmkit runs the MLM head only at the ~15% scored positions, HF at all of them)")
+                   (" (compiled)" if compile else "")
+                   + "\n         (lmkit runs the MLM head only at the ~15% scored positions, HF at all of them)")
 
 
-def bench_encdec(steps: int, warmup: int) -> dict[str, float]:
+def bench_encdec(steps: int, warmup: int, compile: bool = False) -> dict[str, float]:
     """Span-corruption training step (input 256, target 64): lmkit's encoder-decoder vs T5ForConditionalGeneration."""
     from transformers import T5Config, T5ForConditionalGeneration
 
     from lmkit.models.encdec import hf_config
-    from lmkit.train import make_optimizer
+    from lmkit.train import LossModule
 
     torch.manual_seed(0)
     cfg = ModelConfig(family="encdec", vocab_size=VOCAB, d_model=D, n_layers=LAYERS, n_heads=HEADS, max_seq_len=SEQ,
@@ -163,11 +148,12 @@ def bench_encdec(steps: int, warmup: int) -> dict[str, float]:
     hf = T5ForConditionalGeneration(T5Config(**fields, attn_implementation="sdpa"))
     windows = torch.randint(105, VOCAB, (BATCH, window_length(cfg)))
     batch = make_batch(cfg, windows, _specials(), torch.Generator().manual_seed(0))
-    lm_step = _step_fn(model, model.loss, make_optimizer(model, lr=3e-4, weight_decay=0.1))
+    lm_step = _lmkit_step(model, LossModule(model), compile)
     hf_step = _step_fn(hf, lambda b: hf(**b).loss, torch.optim.AdamW(hf.parameters(), lr=3e-4, weight_decay=0.1))
     times = _interleaved_times(lm_step, hf_step, batch, steps, warmup)
     return _report("encdec", "T5ForConditionalGeneration", cfg, model, hf, times, BATCH * SEQ,
-                   f" (tokens = encoder inputs; targets {batch['labels'].shape[1]} per window)")
+                   (" (compiled)" if compile else "")
+                   + f" (tokens = encoder inputs; targets {batch['labels'].shape[1]} per window)")
 
 
 def main() -> None:
@@ -176,17 +162,18 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=12)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
+    ap.add_argument("--compile", action="store_true",
+                    help="also time lmkit's step compiled (train.compile: true); compiling takes a minute or more")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; batch {BATCH} x seq {SEQ}, "
           f"vocab {VOCAB}, d_model {D}, {LAYERS} layers, {HEADS} heads, fp32, AdamW")
-    if "decoder" in args.family:
-        bench_decoder(args.steps, args.warmup)
-    if "encoder" in args.family:
-        bench_encoder(args.steps, args.warmup)
-    if "encdec" in args.family:
-        bench_encdec(args.steps, args.warmup)
+    benches = {"decoder": bench_decoder, "encoder": bench_encoder, "encdec": bench_encdec}
+    for family in args.family:
+        benches[family](args.steps, args.warmup)
+        if args.compile:
+            benches[family](args.steps, args.warmup, compile=True)
 
 
 if __name__ == "__main__":

@@ -152,3 +152,50 @@ def test_cli_card_writes_appends_sections_and_refuses_overwrite(tmp_path: Path, 
     assert capsys.readouterr().out.startswith("---\n")
     with pytest.raises(LmkitError, match="not found"):
         render_card(ckpt, sections=[tmp_path / "missing.md"])
+
+
+def test_curation_survival_as_the_trainer_records_it(tmp_path: Path) -> None:
+    """`lmkit curate`'s report, summarised by the trainer into meta.json, reaches the card."""
+    from lmkit.data.curate import curate
+    from lmkit.train import curation_summary
+
+    src = corpus(tmp_path / "raw")
+    report = curate([src], tmp_path / "curated", workers=1, progress=False)
+    t = report["totals"]
+    one = {"data": {"paths": [str(tmp_path / "curated")], "curation": curation_summary([str(tmp_path / "curated")])}}
+    body = parse_front_matter(render_card(hand_made(tmp_path / "one", meta=one)))[1]
+    line = (f"- curation: {t['docs_in']:,} documents in, {t['docs_out']:,} kept ({t['docs_kept_pct']:.1f}%); "
+            f"{t['tokens_kept_pct']:.1f}% of tokens kept")
+    assert line in body and "curation survival: not recorded" not in body
+    two = {"data": {"curation": {"web/": t, "legal/": {"totals": t, "stages": report["stages"]}}}}
+    body = parse_front_matter(render_card(hand_made(tmp_path / "two", meta=two)))[1]
+    assert f"- curation of web/: {t['docs_in']:,} documents in" in body
+    assert f"- curation of legal/: {t['docs_in']:,} documents in" in body
+    first = report["stages"][0]
+    assert f"  - {first['name']}: {first['docs_in']:,} -> {first['docs_out']:,} documents" in body
+
+
+def test_card_parses_as_a_hub_model_card_and_renders(trained: Path) -> None:
+    """huggingface_hub reads the front matter (metadata and eval results); the Markdown renders to HTML."""
+    hub = pytest.importorskip("huggingface_hub")
+    markdown_it = pytest.importorskip("markdown_it")
+    meta = load_meta(trained)
+    text = render_card(trained, license="apache-2.0", language=["en"])
+    card = hub.ModelCard(text)
+    assert card.data.license == "apache-2.0" and card.data.pipeline_tag == "text-generation"
+    assert card.data.datasets == ["corpus.jsonl"] and card.data.library_name == "lmkit"
+    results = {r.metric_type: r.metric_value for r in card.data.eval_results}
+    assert results["loss"] == pytest.approx(meta["eval"]["loss"], abs=1e-6)
+    assert results["perplexity"] == pytest.approx(meta["eval"]["perplexity"], abs=1e-5)
+    assert card.text.lstrip().startswith("# ")
+    html = markdown_it.MarkdownIt("commonmark").enable("table").render(card.text)
+    assert html.count("<h2>") >= 5 and "<table>" in html and "<pre><code" in html
+    assert f"{meta['tokens']:,}" in html and f"{meta['eval']['loss']:.4f}" in html
+
+
+def test_rotary_encoder_card_names_roformer(tmp_path: Path) -> None:
+    fm, body = parse_front_matter(render_card(hand_made(tmp_path / "rot", "encoder", pos_encoding="rotary")))
+    assert "roformer" in fm["tags"] and "| transformers class | `RoFormerForMaskedLM` |" in body
+    assert "lmkit export" in body and "AutoModelForMaskedLM" in body
+    fm, body = parse_front_matter(render_card(hand_made(tmp_path / "sin", "encoder", pos_encoding="sinusoidal")))
+    assert "bert" not in fm["tags"] and "Not loadable in transformers: an encoder with sinusoidal positions" in body

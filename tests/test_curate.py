@@ -192,6 +192,38 @@ def test_c4_sentences_both_sides_and_page_rules() -> None:
     assert kept(c4()(five + "\nlorem ipsum"))
 
 
+FIVE = " ".join(f"Sentence number {w} is here." for w in ["one", "two", "three", "four", "five"])
+
+
+def c4_lines(line: str, **kw: object) -> list[str]:
+    """The lines C4 keeps of a page made of five good sentences and ``line``."""
+    out = c4(paragraph_aware=False, **kw)(FIVE + "\n" + line)
+    assert isinstance(out, str)
+    return out.split("\n")[1:]
+
+
+def test_c4_line_thresholds_both_sides() -> None:
+    assert c4_lines("Three words here.") == ["Three words here."]  # min_words_per_line 3
+    assert c4_lines("Two words.") == []
+    assert c4_lines("Two words.", min_words_per_line=2) == ["Two words."]
+    ok_word = "The word " + "x" * 1000 + " is long."  # max_word_length 1000
+    assert c4_lines(ok_word) == [ok_word]
+    assert c4_lines("The word " + "x" * 1001 + " is long.") == []
+    for end in (".", "?", "!", '"', "'"):  # terminal punctuation
+        assert c4_lines(f"He said it was fine{end}") == [f"He said it was fine{end}"]
+    assert c4_lines("He said it was fine") == [] and c4_lines("He said it was fine...") == []
+    assert c4_lines("He said it was fine", terminal_punct=False) == ["He said it was fine"]
+    for phrase in ("JavaScript", "terms of use", "privacy policy", "cookie policy", "uses cookies",
+                   "use of cookies", "use cookies"):
+        assert c4_lines(f"This page mentions {phrase} once.") == [], phrase
+    assert c4_lines("This page mentions Java and cookies once.") == ["This page mentions Java and cookies once."]
+    assert c4_lines("This page mentions javascript once.", javascript=False) == ["This page mentions javascript once."]
+    assert c4_lines("See the privacy policy here.", policy=False) == ["See the privacy policy here."]
+    assert kept(c4()(FIVE + "\nThe code uses braces often."))
+    assert kept(c4(curly_bracket=False)(FIVE + "\nThe code uses {braces} often."))
+    assert kept(c4(lorem_ipsum=False)(FIVE + "\nLorem ipsum dolor sit amet."))
+
+
 def test_c4_paragraph_aware_keeps_hard_wrapped_prose() -> None:
     para = textwrap.fill(prose(6), width=72)
     assert para.count("\n") >= 4
@@ -250,6 +282,38 @@ def test_repetition_top_ngram_both_sides() -> None:
         assert (share <= 0.20) == ok
         out = only(top_ngram_char_frac={2: 0.20})(text)
         assert kept(out) == ok and (ok or reason(out) == "top_2_gram")
+
+
+@pytest.mark.parametrize("n", [2, 3, 4])
+def test_repetition_top_ngram_default_thresholds_both_sides(n: int) -> None:
+    frac = RepetitionConfig().top_ngram_char_frac[n]
+    rule = only(top_ngram_char_frac={n: frac})
+    body = " ".join(distinct_words(100, seed=10 + n))
+    gram = " ".join(["zzzzzz", "yyyyyy", "xxxxxx", "wwwwww"][:n])
+    sides = set()
+    for count in range(2, 40):
+        text = body + (" " + gram) * count
+        share = count * len(gram) / len(text)  # the n-gram with its inner spaces, as datatrove measures
+        out = rule(text)
+        assert kept(out) == (share <= frac) and (kept(out) or reason(out) == f"top_{n}_gram"), (count, share)
+        sides.add(share <= frac)
+    assert sides == {True, False}
+
+
+@pytest.mark.parametrize("n", [5, 6, 7, 8, 9, 10])
+def test_repetition_duplicated_ngram_default_thresholds_both_sides(n: int) -> None:
+    frac = RepetitionConfig().dup_ngram_char_frac[n]
+    rule = only(dup_ngram_char_frac={n: frac})
+    w = distinct_words(200 + n, seed=20 + n)
+    sides = set()
+    for count in range(1, 12):
+        words = w[:200] + w[200:200 + n] * count  # a phrase of n words repeated
+        text = " ".join(words)
+        share = _greedy_dup_chars(words, n) / len(text)
+        out = rule(text)
+        assert kept(out) == (share <= frac) and (kept(out) or reason(out) == f"duplicated_{n}_n_grams"), count
+        sides.add(share <= frac)
+    assert sides == {True, False}
 
 
 def test_repetition_duplicated_ngrams_both_sides() -> None:
@@ -389,6 +453,7 @@ def test_bad_inputs_are_counted_per_file_and_the_rest_processed(tmp_path: Path) 
     skipped = {Path(p).name: why for p, why in rd["skipped_files"]}
     assert set(skipped) == {"binary.txt", "broken.jsonl.gz"}
     assert "binary" in skipped["binary.txt"] and "gzip" in skipped["broken.jsonl.gz"]
+    assert re.match(r"line \d+: broken gzip data", skipped["broken.jsonl.gz"])
     assert [(Path(p).name, line) for p, line, _ in rd["bad_lines"]] == [("mixed.jsonl", 2)]
     assert [Path(p).name for p in rd["empty_files"]] == ["empty.txt"]
     ids = {i for i, _ in read_out(tmp_path / "out")}
@@ -588,3 +653,93 @@ def test_tokens_counted_with_a_given_tokenizer(tmp_path: Path) -> None:
     rep2 = curate([raw], tmp_path / "out2", cfg, workers=1, progress=False)
     assert rep2["token_counter"].startswith("proxy")
     assert rep2["totals"]["tokens_in"] == sum(len(re.findall(r"\w+|[^\w\s]+", t)) for t in texts)
+
+
+# ----------------------------------------------------------------------------- output used downstream
+
+
+def test_curated_output_feeds_tokenizer_train_and_packing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from lmkit.cli import main
+    from lmkit.config import DataConfig
+    from lmkit.data.pack import prepare
+    from lmkit.tokenizer import Tokenizer
+
+    make_corpus(tmp_path / "raw")
+    out = tmp_path / "clean"
+    rep = curate([tmp_path / "raw"], out, workers=1, progress=False)
+    assert main(["tokenizer", "train", str(out), "--out", str(tmp_path / "tok"), "--vocab-size", "400"]) == 0
+    assert "read: " + f"{rep['totals']['docs_out']} documents" in capsys.readouterr().out
+    tok = Tokenizer.load(tmp_path / "tok")
+    cfg = DataConfig(paths=[str(out)], tokenizer=str(tmp_path / "tok"), shards=str(tmp_path / "shards"),
+                     val_fraction=0.0, workers=1)
+    _, train, _ = prepare(cfg, tmp_path / "run", vocab_size=400, show_progress=False)
+    docs = read_out(out)
+    assert train.meta["documents"] == rep["totals"]["docs_out"] == len(docs)
+    # every kept document packed once, each followed by EOS (the reports beside the shards are not data)
+    assert train.num_tokens == sum(len(tok.encode(t)) + 1 for _, t in docs)
+    assert set(train.meta["tokens_per_source"]) == {str(tmp_path / "raw" / "a.jsonl"), str(tmp_path / "raw" / "b.txt")}
+
+
+def test_a_run_that_keeps_nothing_still_writes_a_shard(tmp_path: Path) -> None:
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    write_jsonl(raw / "a.jsonl", ["too short", "also short"])
+    rep = curate([raw], tmp_path / "out", workers=1, progress=False)
+    assert rep["totals"]["docs_out"] == 0 and rep["output"]["shards"] == ["part-00000.jsonl.gz"]
+    # the folder reads as curated data with no documents, not as its report files
+    assert read_out(tmp_path / "out") == []
+
+
+def test_large_text_file_is_curated_in_pieces_not_removed_as_too_long(tmp_path: Path) -> None:
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    paras = [textwrap.fill(prose(8, seed=i), 72) for i in range(40)]
+    book = "\n\n".join(paras[i % 40] for i in range(1200))  # ~620k characters, ~130k words
+    (raw / "book.txt").write_text(book, encoding="utf-8")
+    assert len(re.findall(r"\w+", book)) > GopherQualityConfig().max_words
+    cfg = CurateConfig(order=["normalise", "gopher_quality", "c4"])
+    rep = curate([raw], tmp_path / "out", cfg, workers=1, progress=False)
+    assert rep["totals"]["docs_in"] >= len(book) // 120_000  # cut at paragraph breaks after text_doc_chars
+    assert rep["stages"][1]["reasons"] == {}  # no piece is over Gopher's 100,000 words
+    assert rep["totals"]["docs_out"] == rep["totals"]["docs_in"]
+    assert all(i.startswith(f"{raw / 'book.txt'}#") for i, _ in read_out(tmp_path / "out"))
+
+
+def test_progress_bar_goes_over_the_input_bytes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    make_corpus(tmp_path / "raw")
+    size = sum(f.stat().st_size for f in (tmp_path / "raw").iterdir())
+    curate([tmp_path / "raw"], tmp_path / "out", CurateConfig(chunk_docs=2), workers=1, progress=True)
+    err = capsys.readouterr().err
+    last = err.replace("\r", "\n").strip().splitlines()[-1]
+    from tqdm import tqdm
+
+    total = tqdm.format_sizeof(size, divisor=1024)
+    assert last.startswith("curate: 100%") and f"{total}/{total} [" in last, last
+    assert "docs=20" in last and "kept=" in last  # 20 documents read (the empty record is not one)
+
+
+def test_config_errors_name_the_file_and_line(tmp_path: Path) -> None:
+    p = tmp_path / "c.yaml"
+    p.write_text("c4:\n  enabled: true\n  min_sentences: 3: 4\n")
+    with pytest.raises(LmkitError, match=r"c\.yaml:3: not valid YAML"):
+        load_curate_config(p)
+    p.write_text("minhash: {bands: 5}\n")
+    with pytest.raises(LmkitError, match=r"c\.yaml: curate config: minhash\.num_perm \(112\) must be a multiple"):
+        load_curate_config(p)
+    p.write_text("blocklist: {words_file: /nonexistent/list.txt}\n")
+    with pytest.raises(LmkitError, match=r"^/nonexistent/list\.txt: cannot read block-list \(No such file"):
+        curate([p], tmp_path / "out", load_curate_config(p), workers=1, progress=False)
+
+
+def test_cli_dask_local_cluster_of_processes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("dask.distributed")
+    from lmkit.cli import main
+
+    make_corpus(tmp_path / "raw")
+    curate([tmp_path / "raw"], tmp_path / "local", workers=1, progress=False)
+    # a local Dask cluster of worker processes: the chunks and the config travel between processes
+    assert main(["curate", str(tmp_path / "raw"), "--out", str(tmp_path / "dask"), "--dask", "local",
+                 "--workers", "1", "--json"]) == 0
+    rep = json.loads(capsys.readouterr().out)
+    assert rep["engine"].startswith("dask (tcp://") and rep["engine"].endswith(", 1 thread)")
+    assert read_out(tmp_path / "dask") == read_out(tmp_path / "local")

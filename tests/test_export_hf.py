@@ -23,7 +23,7 @@ from lmkit.cli import main  # noqa: E402
 from lmkit.config import ModelConfig  # noqa: E402
 from lmkit.errors import LmkitError  # noqa: E402
 from lmkit.export_hf import (PARITY_RTOL, TARGETS, export_hf, import_hf, lmkit_greedy,  # noqa: E402
-                             probe_ids)
+                             probe_ids, target_of)
 from lmkit.models import build_model  # noqa: E402
 from lmkit.tokenizer import Tokenizer, train_tokenizer  # noqa: E402
 
@@ -40,8 +40,9 @@ def tok() -> Tokenizer:
 
 
 def tiny_cfg(family: str, vocab: int, **kw: object) -> ModelConfig:
-    base = dict(family=family, vocab_size=vocab, d_model=32, n_layers=2, n_heads=4, max_seq_len=48,
-                pos_encoding="learned" if family == "encoder" else "rotary")
+    """A tiny model of ``family``; ``family`` "roformer" is an encoder with rotary positions."""
+    base = dict(family="encoder" if family == "roformer" else family, vocab_size=vocab, d_model=32, n_layers=2,
+                n_heads=4, max_seq_len=48, pos_encoding="learned" if family == "encoder" else "rotary")
     base.update(kw)
     return ModelConfig(**base)  # type: ignore[arg-type]
 
@@ -70,8 +71,9 @@ def lm_logits(model: torch.nn.Module, family: str, x: torch.Tensor, y: torch.Ten
         return model(x, y) if family == "encdec" else model(x)
 
 
+# "roformer": an encoder with rotary positions (the tiny-encoder recipe), exported as RoFormerForMaskedLM
 FAMILIES = [("decoder", True), ("decoder", False), ("encoder", True), ("encoder", False),
-            ("encdec", True), ("encdec", False)]
+            ("roformer", True), ("roformer", False), ("encdec", True), ("encdec", False)]
 
 
 @pytest.mark.parametrize("family,tie", FAMILIES)
@@ -79,15 +81,23 @@ def test_export_loads_in_transformers_with_same_logits_and_greedy_tokens(tmp_pat
                                                                          family: str, tie: bool,
                                                                          capsys: pytest.CaptureFixture[str]) -> None:
     cfg = tiny_cfg(family, tok.vocab_size, tie_embeddings=tie)
+    family = cfg.family
     ckpt = make_ckpt(tmp_path / "ckpt", cfg, tok)
     export_hf(ckpt, tmp_path / "hf", verify=False)  # the test below is the check (test_verify_* tests verify)
     out = tmp_path / "hf"
     for f in ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",
               "special_tokens_map.json", "generation_config.json", "README.md"):
         assert (out / f).is_file(), f
-    target = TARGETS[family]
-    hf = getattr(transformers, target.auto_class).from_pretrained(str(out), local_files_only=True).eval()
+    target = target_of(cfg)
+    assert json.loads((out / "config.json").read_text())["architectures"] == [target.architecture]
+    hf, info = getattr(transformers, target.auto_class).from_pretrained(str(out), local_files_only=True,
+                                                                        output_loading_info=True)
+    hf.eval()
     assert type(hf).__name__ == target.architecture
+    assert not info["missing_keys"] and not info["unexpected_keys"], info  # every slot filled from the file
+    if family == "encoder" and cfg.pos_encoding == "rotary":  # the sinusoid table is transformers' own, bit for bit
+        table = load_file(str(out / "model.safetensors"))["roformer.encoder.embed_positions.weight"]
+        assert torch.equal(table, hf.roformer.encoder.embed_positions.create_weight())
     model = load_model(ckpt)
 
     g = torch.Generator().manual_seed(1)
@@ -119,7 +129,7 @@ def test_export_loads_in_transformers_with_same_logits_and_greedy_tokens(tmp_pat
         assert capsys.readouterr().out.strip() != ""
 
 
-@pytest.mark.parametrize("family", ["decoder", "encoder", "encdec"])
+@pytest.mark.parametrize("family", ["decoder", "encoder", "roformer", "encdec"])
 def test_round_trip_lmkit_hf_lmkit_gives_identical_weights(tmp_path: Path, tok: Tokenizer, family: str) -> None:
     cfg = tiny_cfg(family, tok.vocab_size, tie_embeddings=family != "decoder")
     ckpt = make_ckpt(tmp_path / "ckpt", cfg, tok, seed=3)
@@ -133,7 +143,7 @@ def test_round_trip_lmkit_hf_lmkit_gives_identical_weights(tmp_path: Path, tok: 
     assert read_config(ckpt)["model"] == read_config(tmp_path / "back")["model"]
     meta = load_meta(tmp_path / "back")
     assert meta["tokens"] == 300 and meta["eval"]["loss"] == 4.0  # the training record came back
-    assert meta["imported_from"]["architecture"] == TARGETS[family].architecture
+    assert meta["imported_from"]["architecture"] == target_of(cfg).architecture
     assert Tokenizer.load(tmp_path / "back").sha256 == tok.sha256
 
 
@@ -150,18 +160,21 @@ def test_changed_weights_drop_the_training_record(tmp_path: Path, tok: Tokenizer
     assert torch.equal(load_state(tmp_path / "back")["norm.weight"], state["model.norm.weight"])
 
 
-def test_auto_tokenizer_gives_lmkit_ids_and_adds_nothing(tmp_path: Path, tok: Tokenizer) -> None:
-    ckpt = make_ckpt(tmp_path / "ckpt", tiny_cfg("decoder", tok.vocab_size), tok)
+@pytest.mark.parametrize("family", ["decoder", "encoder", "roformer", "encdec"])
+def test_auto_tokenizer_gives_lmkit_ids_and_adds_nothing(tmp_path: Path, tok: Tokenizer, family: str) -> None:
+    ckpt = make_ckpt(tmp_path / "ckpt", tiny_cfg(family, tok.vocab_size), tok)
     export_hf(ckpt, tmp_path / "hf", verify=False)
     at = transformers.AutoTokenizer.from_pretrained(str(tmp_path / "hf"), local_files_only=True)
+    assert isinstance(at, transformers.PreTrainedTokenizerFast)  # over tokenizer.json, no model-specific class
     for text in ["the cat sat on the mat.", "Hello   world,\n\tdon't 123 ünïcödé 😀", " leading space"]:
         assert at(text)["input_ids"] == tok.encode(text)  # no BOS/EOS added
         assert at.decode(at(text)["input_ids"]) == text
     assert (at.pad_token_id, at.bos_token_id, at.eos_token_id, at.unk_token_id, at.mask_token_id) == (0, 1, 2, 3, 4)
     assert at.convert_tokens_to_ids("<extra_id_0>") == 5
     # special-token text in the input becomes the special id, as lmkit's allow_special=True does
-    s = "fill <extra_id_0> here </s>"
-    assert at(s)["input_ids"] == tok.encode(s, allow_special=True)
+    for s in ("fill <extra_id_0> here </s>", "the [MASK] sat<pad><s> on <extra_id_99>", "<unk>"):
+        assert at(s)["input_ids"] == tok.encode(s, allow_special=True)
+    assert at.all_special_ids and set(at.all_special_ids) <= set(tok.special_ids)
     gen = json.loads((tmp_path / "hf" / "generation_config.json").read_text())
     assert (gen["bos_token_id"], gen["eos_token_id"], gen["pad_token_id"]) == (1, 2, 0)
 
@@ -174,8 +187,9 @@ def test_t5_export_sets_decoder_start_token(tmp_path: Path, tok: Tokenizer) -> N
     assert cfg["decoder_start_token_id"] == gen["decoder_start_token_id"] == tok.pad_id
 
 
-@pytest.mark.parametrize("family,tie", [("decoder", False), ("decoder", True), ("encoder", True), ("encdec", True),
-                                        ("encdec", False)])
+@pytest.mark.parametrize("family,tie", [("decoder", False), ("decoder", True), ("encoder", True), ("encoder", False),
+                                        ("roformer", True),
+                                        ("roformer", False), ("encdec", True), ("encdec", False)])
 def test_import_of_a_folder_saved_by_transformers(tmp_path: Path, family: str, tie: bool) -> None:
     """A model built and saved by transformers itself (its own file layout) imports with equal logits."""
     V = 300
@@ -187,8 +201,12 @@ def test_import_of_a_folder_saved_by_transformers(tmp_path: Path, family: str, t
         hf = transformers.LlamaForCausalLM(c)
     elif family == "encoder":
         c = transformers.BertConfig(vocab_size=V, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                                    num_attention_heads=4, max_position_embeddings=64)
+                                    num_attention_heads=4, max_position_embeddings=64, tie_word_embeddings=tie)
         hf = transformers.BertForMaskedLM(c)
+    elif family == "roformer":
+        c = transformers.RoFormerConfig(vocab_size=V, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                        num_attention_heads=4, max_position_embeddings=64, tie_word_embeddings=tie)
+        hf = transformers.RoFormerForMaskedLM(c)
     else:
         c = transformers.T5Config(vocab_size=V, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_decoder_layers=3,
                                   num_heads=4, feed_forward_proj="relu", tie_word_embeddings=tie)
@@ -198,8 +216,10 @@ def test_import_of_a_folder_saved_by_transformers(tmp_path: Path, family: str, t
             if p.dim() == 1:
                 p.add_(0.1 * torch.randn_like(p))
     hf.eval().save_pretrained(str(tmp_path / "hf"))
-    import_hf(tmp_path / "hf", tmp_path / "ckpt", no_tokenizer=True)
+    report = import_hf(tmp_path / "hf", tmp_path / "ckpt", no_tokenizer=True)
+    assert report["architecture"] == type(hf).__name__
     model = load_model(tmp_path / "ckpt")
+    family = model.cfg.family
     x = torch.randint(0, V, (2, 12))
     y = torch.randint(0, V, (2, 5)) if family == "encdec" else None
     ours, theirs = lm_logits(model, family, x, y), hf_logits(hf, family, x, y)
@@ -229,12 +249,25 @@ def _llama_folder(path: Path, **overrides: object) -> Path:
       "num_layers": 1, "d_ff": 64, "feed_forward_proj": "gated-gelu"}, "gated"),
     ({"architectures": ["BertForMaskedLM"], "model_type": "bert", "position_embedding_type": "relative_key"},
      "absolute"),
+    ({"architectures": ["RoFormerForMaskedLM"], "model_type": "roformer", "rotary_value": True}, "rotary_value"),
+    ({"architectures": ["RoFormerForMaskedLM"], "model_type": "roformer", "embedding_size": 16}, "embedding_size"),
 ])
 def test_import_refuses_what_lmkit_cannot_represent(tmp_path: Path, overrides: dict, message: str) -> None:
     folder = _llama_folder(tmp_path / "hf", **overrides)
     with pytest.raises(LmkitError, match=message):
         import_hf(folder, tmp_path / "ckpt", no_tokenizer=True)
     assert not (tmp_path / "ckpt").exists()
+
+
+def test_import_refuses_a_roformer_with_another_position_table(tmp_path: Path, tok: Tokenizer) -> None:
+    ckpt = make_ckpt(tmp_path / "ckpt", tiny_cfg("roformer", tok.vocab_size), tok)
+    export_hf(ckpt, tmp_path / "hf", verify=False)
+    state = load_file(str(tmp_path / "hf" / "model.safetensors"))
+    state["roformer.encoder.embed_positions.weight"] = state["roformer.encoder.embed_positions.weight"] * 2
+    save_file(state, str(tmp_path / "hf" / "model.safetensors"), metadata={"format": "pt"})
+    with pytest.raises(LmkitError, match="not RoFormer's sinusoid table"):
+        import_hf(tmp_path / "hf", tmp_path / "back")
+    assert not (tmp_path / "back").exists()
 
 
 def test_import_refuses_unknown_tensors_and_foreign_tokenizers(tmp_path: Path, tok: Tokenizer) -> None:
@@ -262,24 +295,29 @@ def test_export_refuses_unmappable_and_quantized_checkpoints(tmp_path: Path, tok
     learned = make_ckpt(tmp_path / "learned", tiny_cfg("decoder", tok.vocab_size, pos_encoding="learned"), tok)
     with pytest.raises(LmkitError, match="no LlamaForCausalLM equivalent"):
         export_hf(learned, tmp_path / "hf1")
-    enc = make_ckpt(tmp_path / "enc", tiny_cfg("encoder", tok.vocab_size, pos_encoding="rotary"), tok)
-    with pytest.raises(LmkitError, match="BertForMaskedLM"):
+    enc = make_ckpt(tmp_path / "enc", tiny_cfg("encoder", tok.vocab_size, pos_encoding="sinusoidal"), tok)
+    with pytest.raises(LmkitError, match="sinusoidal positions has no transformers equivalent"):
         export_hf(enc, tmp_path / "hf2")
+    theta = make_ckpt(tmp_path / "theta", tiny_cfg("roformer", tok.vocab_size, rope_theta=500.0), tok)
+    with pytest.raises(LmkitError, match="rope_theta 500 has no transformers equivalent"):
+        export_hf(theta, tmp_path / "hf4")
     q = make_ckpt(tmp_path / "q", tiny_cfg("decoder", tok.vocab_size), tok)
     cfg = json.loads((q / "config.json").read_text())
     cfg["quantization"] = {"to": "int8"}
     (q / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(LmkitError, match="before `lmkit quantize`"):
         export_hf(q, tmp_path / "hf3")
-    assert not any((tmp_path / n).exists() for n in ("hf1", "hf2", "hf3"))
+    assert not any((tmp_path / n).exists() for n in ("hf1", "hf2", "hf3", "hf4"))
 
 
-@pytest.mark.parametrize("family", ["encoder", "encdec"])
-def test_verify_reports_parity(tmp_path: Path, tok: Tokenizer, family: str) -> None:
-    ckpt = make_ckpt(tmp_path / "ckpt", tiny_cfg(family, tok.vocab_size), tok)
+@pytest.mark.parametrize("family", ["encoder", "roformer", "encdec"])
+def test_verify_reports_parity(tmp_path: Path, tok: Tokenizer, family: str, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = tiny_cfg(family, tok.vocab_size)
+    ckpt = make_ckpt(tmp_path / "ckpt", cfg, tok)
     p = export_hf(ckpt, tmp_path / "hf")["parity"]
     assert p["ok"] and p["greedy_match"] and p["max_abs_diff"] <= p["tolerance"]
-    assert p["loaded_class"] == TARGETS[family].architecture
+    assert p["loaded_class"] == target_of(cfg).architecture
+    assert "Loading weights" not in capsys.readouterr().err  # transformers' progress bar stays quiet
 
 
 def test_verify_catches_a_wrong_weight_map(tmp_path: Path, tok: Tokenizer, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -366,3 +404,41 @@ def test_import_reads_sharded_safetensors_and_pickle_free_bin(tmp_path: Path) ->
         ref = hf(input_ids=x).logits
     for ck in ("a", "b"):
         assert torch.allclose(load_model(tmp_path / ck)(x), ref, atol=1e-5)
+
+
+@pytest.mark.parametrize("family", ["decoder", "roformer", "encdec"])
+def test_imported_model_continues_pretraining_and_is_evaluated(tmp_path: Path, tok: Tokenizer, family: str,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    """Domain adaptation: a model saved by transformers, imported, then trained on by `lmkit pretrain --init`."""
+    V = tok.vocab_size
+    torch.manual_seed(0)
+    if family == "decoder":
+        hf = transformers.LlamaForCausalLM(transformers.LlamaConfig(
+            vocab_size=V, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=4,
+            max_position_embeddings=64))
+    elif family == "roformer":
+        hf = transformers.RoFormerForMaskedLM(transformers.RoFormerConfig(
+            vocab_size=V, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=4,
+            max_position_embeddings=64))
+    else:
+        hf = transformers.T5ForConditionalGeneration(transformers.T5Config(
+            vocab_size=V, d_model=32, d_kv=8, d_ff=64, num_layers=1, num_heads=4, feed_forward_proj="relu"))
+    hf.save_pretrained(str(tmp_path / "hf"))
+    tok.save(tmp_path / "tokenizer.json")
+    assert main(["import-hf", str(tmp_path / "hf"), "--out", str(tmp_path / "imported"), "--max-seq-len", "32",
+                 "--tokenizer", str(tmp_path / "tokenizer.json")]) == 0
+    capsys.readouterr()
+    (tmp_path / "domain.txt").write_text("\n\n".join(TEXTS * 4), encoding="utf-8")
+    assert main(["pretrain", "--init", str(tmp_path / "imported"), "--data", str(tmp_path / "domain.txt"),
+                 "--out", str(tmp_path / "adapted"), "--max-steps", "2", "--train.lr", "1e-5",
+                 "--train.warmup_steps", "0", "--train.batch_size", "4", "--train.eval_batches", "1",
+                 "--train.eval_every", "0", "--train.ckpt_every", "0", "--quiet", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    adapted = Path(summary["checkpoint"])
+    meta = load_meta(adapted)
+    assert meta["init_from"] == str(tmp_path / "imported") and meta["step"] == 2
+    assert 0 < meta["eval"]["loss"] < 2 * torch.log(torch.tensor(float(V))).item()  # evaluated, finite
+    before, after = load_state(tmp_path / "imported"), load_state(adapted)
+    assert before.keys() == after.keys()
+    moved = max(float((after[k] - before[k]).abs().max()) for k in before)
+    assert 0 < moved < 1e-3  # trained from the imported weights (a fresh start would differ by ~0.02+)

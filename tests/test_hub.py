@@ -31,9 +31,10 @@ def ckpt(path: Path, family: str = "decoder", d_model: int = 32, meta: dict | No
     return save_checkpoint(path, model, cfg, meta=m, train_state={"step": 7} if train_state else None)
 
 
-@pytest.fixture(params=["folder", "memory"])
+@pytest.fixture(params=["folder", "file-url", "memory"])
 def hub(request: pytest.FixtureRequest, tmp_path: Path) -> Hub:
-    url = str(tmp_path / "hub") if request.param == "folder" else f"memory://hub-{uuid.uuid4().hex}"
+    url = {"folder": str(tmp_path / "hub"), "file-url": (tmp_path / "hub").as_uri(),
+           "memory": f"memory://hub-{uuid.uuid4().hex}"}[request.param]
     return Hub(url)
 
 
@@ -153,6 +154,10 @@ def test_search_by_name_family_task_size_and_card(hub: Hub, tmp_path: Path) -> N
     assert names(hub.search("task:fill-mask")) == ["bob/bert-mini"]
     assert names(hub.search("text2text-generation")) == ["t5-small-ish"]
     assert names(hub.search("legal")) == ["alice/legal-gpt"]
+    archs = {m["name"]: m["info"]["architecture"] for m in hub.entries()}
+    assert archs == {"alice/legal-gpt": "LlamaForCausalLM", "bob/bert-mini": "BertForMaskedLM",
+                     "t5-small-ish": "T5ForConditionalGeneration"}
+    assert names(hub.search("t5forconditionalgeneration")) == ["t5-small-ish"]  # by transformers class
     sizes = {m["name"]: m["info"]["params"] for m in hub.entries()}
     big = sizes["t5-small-ish"]
     assert names(hub.search(f"size>={big}")) == ["t5-small-ish"]

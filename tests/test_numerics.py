@@ -68,6 +68,16 @@ def test_overflow_and_rounding_of_large_values() -> None:
     assert represent(1.0, "fp16").step == 2.0 ** -10
 
 
+def test_underflow_to_zero_is_flagged() -> None:
+    tiny = represent(1e-8, "fp16")  # below half of fp16's smallest subnormal, 2^-24
+    assert tiny.stored == 0.0 and tiny.underflow and not tiny.overflow
+    assert represent(2.0 ** -24, "fp16").stored == 2.0 ** -24 and not represent(2.0 ** -24, "fp16").underflow
+    assert not represent(1e-8, "bf16").underflow  # bf16 keeps fp32's exponent range
+    assert not represent(0.0, "fp16").underflow  # zero is stored exactly
+    small = represent(0.01, "int8", absmax=4.0)  # less than half a step of a tensor whose max |x| is 4
+    assert small.int8_q == 0 and small.underflow
+
+
 def test_absmax_quantize_per_channel() -> None:
     g = torch.Generator().manual_seed(0)
     w = torch.randn(16, 64, generator=g) * torch.logspace(-3, 1, 16)[:, None]  # rows of very different scale
@@ -99,5 +109,8 @@ def test_parse_value_and_cli(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["numerics", "--value", "0.1"]) == 0
     out = capsys.readouterr().out
     assert "0.0999755859375" in out and "0.10009765625" in out  # fp16 and bf16 of 0.1
+    assert "±65504" in out and "-128..127" in out and "1/5/10" in out  # ranges and layouts
+    assert main(["numerics", "--value", "1e-8"]) == 0
+    assert "UNDERFLOW" in capsys.readouterr().out
     assert main(["numerics", "--value", "three"]) == 2
     assert "lmkit: error:" in capsys.readouterr().err

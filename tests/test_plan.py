@@ -67,7 +67,10 @@ class MatmulFlops(TorchDispatchMode):
     """Counts 2·m·n·k for every 2-D matrix product the model really runs (forward and backward).
 
     The linear layers and the output projection run as mm/addmm; attention runs in a fused kernel
-    (or, on the math path, as batched bmm), which is left out here and checked by formula.
+    (or, on the math path, as batched bmm), which is left out here and checked by formula. A product
+    with a single row is a reduction written as a matmul (a bias gradient: a row of weights times
+    the rows' gradients), not a token multiplied by a weight matrix, and is left out too: the
+    6N + attention count leaves biases out.
     """
 
     def __init__(self) -> None:
@@ -78,7 +81,8 @@ class MatmulFlops(TorchDispatchMode):
         name = func.__name__.split(".")[0]
         if name in ("mm", "addmm", "addmm_"):
             a, b = (args[0], args[1]) if name == "mm" else (args[1], args[2])
-            self.flops += 2 * a.shape[0] * a.shape[1] * b.shape[1]
+            if a.shape[0] > 1:
+                self.flops += 2 * a.shape[0] * a.shape[1] * b.shape[1]
         return func(*args, **(kwargs or {}))
 
 
@@ -297,6 +301,93 @@ def test_plan_from_a_config_with_overrides_and_sharding(capsys: pytest.CaptureFi
     one = run_json(capsys, "--params", "7B", "--gpus", "8")
     fsdp = run_json(capsys, "--params", "7B", "--gpus", "8", "--sharding", "fsdp")
     assert fsdp["memory"]["training_bytes"] < one["memory"]["training_bytes"] - 7e9 * 16 * 0.8
+
+
+def test_plan_seq_len_micro_batch_and_checkpointing_flags(capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = load_run_config(TINY).model
+    base = run_json(capsys, "--config", str(TINY), "--seq-len", "32", "--micro-batch", "4", "--precision", "fp32")
+    s = base["memory"]["training_settings"]
+    assert (s["seq_len"], s["micro_batch"], s["precision"], s["activation_checkpointing"]) == (32, 4, "fp32", False)
+    assert base["flops_per_token"] == flops_per_token(cfg, 32)
+    assert base["memory"]["training_bytes"] == training_memory(cfg, micro_batch=4, seq_len=32)["total"]
+    double = run_json(capsys, "--config", str(TINY), "--seq-len", "32", "--micro-batch", "8", "--precision", "fp32")
+    acts = base["memory"]["training_breakdown"]["activations"]
+    assert double["memory"]["training_breakdown"]["activations"] == pytest.approx(2 * acts)
+    ckpt = run_json(capsys, "--config", str(TINY), "--seq-len", "32", "--micro-batch", "4", "--precision", "fp32",
+                    "--activation-checkpointing")
+    assert ckpt["memory"]["training_settings"]["activation_checkpointing"] is True
+    assert ckpt["memory"]["training_breakdown"]["activations"] < acts
+    assert ckpt["memory"]["korthikanti_activation_bytes"] == korthikanti_activation_bytes(
+        32, 4, cfg.d_model, cfg.n_heads, cfg.n_layers, recompute=True)
+    # the inference estimate uses the same batch and context
+    assert base["memory"]["inference_settings"] == {"weights": "fp32", "batch": 4, "context": 32}
+
+
+def test_plan_epoch_fit_and_optimal_tokens_of_a_model(capsys: pytest.CaptureFixture[str]) -> None:
+    chin = run_json(capsys, "--params", "1B")["chinchilla"]
+    epoch = run_json(capsys, "--params", "1B", "--fit", "epoch")["chinchilla"]
+    assert chin["fit"]["name"] == "chinchilla" and chin["fit"]["coefficients"]["alpha"] == 0.33917
+    assert epoch["fit"]["name"] == "epoch" and epoch["fit"]["coefficients"] == {
+        "E": 1.8172, "A": 482.01, "B": 2085.43, "alpha": 0.3478, "beta": 0.3658}
+    for out, fit in ((chin, FITS["chinchilla"]), (epoch, FITS["epoch"])):
+        n, d = fit.optimal(out["budget_flops"])
+        assert (out["fit"]["params"], out["fit"]["tokens"]) == pytest.approx((n, d))
+        assert out["fit"]["loss"] == pytest.approx(fit.loss(n, d))
+        assert out["fit"]["optimal_tokens_for_params"] == pytest.approx(fit.optimal_tokens(1e9))
+        assert out["rule_tokens_for_params"] == 20e9
+    assert epoch["fit"]["params"] != pytest.approx(chin["fit"]["params"], rel=0.01)
+
+
+def test_plan_gpu_hours_on_this_machine(capsys: pytest.CaptureFixture[str]) -> None:
+    out = run_json(capsys, "--params", "10M", "--this-machine", "--utilisation", "0.5")
+    c = out["compute"]
+    peak = c["peak_flops"]["this machine"]
+    assert 1e9 < peak < 1e14 and c["utilisation"] == 0.5
+    assert set(ACCELERATORS) <= set(c["gpu_hours"])
+    for name, hours in c["gpu_hours"].items():
+        assert hours == pytest.approx(out["flops"] / (c["peak_flops"][name] * 0.5) / 3600)
+    # a budget in hours of this machine
+    here = run_json(capsys, "--gpu-hours", "2", "--gpu", "here")
+    assert here["compute"]["gpu"] == "this machine"
+    assert here["flops"] == pytest.approx(2 * 3600 * here["compute"]["peak_flops"]["this machine"] * 0.4)
+    assert here["compute"]["gpu_hours"]["this machine"] == pytest.approx(2.0)
+
+
+def test_plan_known_models_table(capsys: pytest.CaptureFixture[str]) -> None:
+    rows = run_json(capsys, "--known-models")["known_models"]
+    assert {r["name"] for r in rows} >= {"GPT-3", "Chinchilla", "LLaMA 7B", "BloombergGPT"}
+    for r in rows:
+        assert r["flops"] == pytest.approx(6 * r["params"] * r["tokens"]) and r["pf_days"] == pytest.approx(r["flops"] / PF_DAY)
+    assert main(["plan", "--known-models"]) == 0
+    text = capsys.readouterr().out
+    assert "under-trained" in text and "about right" in text and "BloombergGPT" in text
+
+
+def test_inference_memory_counts_the_real_kv_cache() -> None:
+    from lmkit.models import build_model
+    from lmkit.plan import inference_memory, kv_cache_bytes
+
+    def nbytes(ts: list[torch.Tensor]) -> int:
+        return sum(t.numel() * t.element_size() for t in ts)
+
+    dec = ModelConfig(vocab_size=300, d_model=64, n_layers=3, n_heads=4, max_seq_len=128)
+    cache = build_model(dec).new_cache(2, 100)
+    assert kv_cache_bytes(dec, 2, 100) == nbytes(cache.k + cache.v)
+    pytest.importorskip("lmkit.models.encdec")
+    ed = ModelConfig(family="encdec", vocab_size=400, d_model=64, n_layers=2, n_heads=4, max_seq_len=64,
+                     max_target_len=16)
+    model = build_model(ed).eval()
+    with torch.no_grad():
+        enc = model.encode(torch.randint(105, 400, (3, 50)))
+        cross = model.cross_kv(enc)
+    cache = model.new_cache(3)
+    assert kv_cache_bytes(ed, 3, 50) == nbytes(cache.k + cache.v) + nbytes([t for kv in cross for t in kv])
+    assert kv_cache_bytes(ModelConfig(family="encoder"), 4, 128) == 0
+    # weights in each format + a KV cache growing with the context
+    short, long = inference_memory(dec, None, 1, 64, "int8"), inference_memory(dec, None, 1, 128, "int8")
+    assert short["weights"] == count_params(dec).total
+    assert long["kv_cache"] == 2 * short["kv_cache"] == 2 * kv_cache_bytes(dec, 1, 64)
+    assert inference_memory(dec, None, 1, 64, "bf16")["kv_cache"] == short["kv_cache"] / 2
 
 
 def test_plan_readable_output_and_errors(capsys: pytest.CaptureFixture[str]) -> None:

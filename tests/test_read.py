@@ -164,7 +164,7 @@ def _bad_inputs(tmp_path: Path) -> dict[str, tuple[str, str]]:
         "bin": ("bin.txt", "bin.txt: looks binary"),
         "latin1": ("latin1.txt", "latin1.txt: line 2: not valid UTF-8"),
         "fake_gz": ("fake.txt.gz", "fake.txt.gz: broken gzip data"),
-        "trunc_gz": ("trunc.txt.gz", "trunc.txt.gz: broken gzip data"),
+        "trunc_gz": ("trunc.txt.gz", "trunc.txt.gz: line 1: broken gzip data"),
         "fake_zst": ("fake.txt.zst", "fake.txt.zst: broken zstd data"),
         "badjson": ("badjson.jsonl", "badjson.jsonl:2: not valid JSON"),
         "nofield": ("nofield.jsonl", "nofield.jsonl:2: no 'text' field"),
@@ -231,7 +231,12 @@ def test_lenient_file_failing_midway_keeps_earlier_documents(tmp_path: Path) -> 
     report = ReadReport()
     docs = _docs([tmp_path / "half.jsonl.gz"], lenient=True, report=report)
     assert 0 < len(docs) < 3000
-    assert report.skipped_file_count == 1 and "broken gzip" in report.skipped_files[0][1]
+    assert report.skipped_file_count == 1
+    # the reason names the line where the compressed data broke: the one after the last document
+    assert report.skipped_files[0][1].startswith(f"line {len(docs) + 1}: broken gzip data")
+    assert report.skipped_files[0][1].endswith(f"the {len(docs):,} documents before it kept")
+    with pytest.raises(LmkitError, match=rf"half.jsonl.gz: line {len(docs) + 1}: broken gzip data"):
+        _docs([tmp_path / "half.jsonl.gz"])
 
 
 def test_truncated_zstd_is_an_error(tmp_path: Path) -> None:
@@ -239,7 +244,7 @@ def test_truncated_zstd_is_an_error(tmp_path: Path) -> None:
     body = "".join(f"line {rng.getrandbits(128):x}\n" for _ in range(20000)).encode()
     comp = zstandard.ZstdCompressor().compress(body)
     (tmp_path / "cut.txt.zst").write_bytes(comp[: len(comp) // 2])
-    with pytest.raises(LmkitError, match="cut.txt.zst: broken zstd data"):
+    with pytest.raises(LmkitError, match=r"cut.txt.zst: line \d+: broken zstd data"):
         _docs([tmp_path / "cut.txt.zst"])
     # several frames concatenated are one valid stream
     two = zstandard.ZstdCompressor().compress(b"one\n") + zstandard.ZstdCompressor().compress(b"two\n")
@@ -253,3 +258,20 @@ def test_record_source_field_is_kept(tmp_path: Path) -> None:
     assert [d.source for d in docs] == ["books/a.txt", str(tmp_path / "c.jsonl")]
     pq.write_table(pa.table({"text": ["a", "b"], "source": ["web", None]}), tmp_path / "s.parquet")
     assert [d.source for d in _docs([tmp_path / "s.parquet"])] == ["web", str(tmp_path / "s.parquet")]
+
+
+def test_text_doc_chars_sets_the_cut_and_bytes_read_follows_the_input(tmp_path: Path) -> None:
+    paras = [f"paragraph {i} " + "word " * 15 + "\n" for i in range(12)]
+    text = "\n".join(paras)
+    (tmp_path / "a.txt").write_text(text, encoding="utf-8")
+    (tmp_path / "b.txt.gz").write_bytes(gzip.compress(text.encode()))
+    report = ReadReport()
+    seen = []
+    for d in iter_documents([tmp_path], report=report, text_doc_chars=200):
+        seen.append(report.bytes_read())
+        assert d.text.startswith("paragraph")
+    assert len(seen) > 4 and seen == sorted(seen)  # pieces of about 200 characters; progress never goes back
+    size = sum(f.stat().st_size for f in tmp_path.iterdir())
+    assert report.bytes_read() == size  # every file finished: its on-disk (compressed) size counted
+    assert "".join(d.text for d in iter_documents([tmp_path / "a.txt"], text_doc_chars=200)) == text
+    assert len(list(iter_documents([tmp_path / "a.txt"]))) == 1  # the default cut is far larger

@@ -32,7 +32,6 @@ from lmkit.errors import LmkitError
 
 NOT_RECORDED = "not recorded"
 PIPELINE_TAG = {"decoder": "text-generation", "encoder": "fill-mask", "encdec": "text2text-generation"}
-ARCHITECTURE = {"decoder": "LlamaForCausalLM", "encoder": "BertForMaskedLM", "encdec": "T5ForConditionalGeneration"}
 AUTO_CLASS = {"decoder": "AutoModelForCausalLM", "encoder": "AutoModelForMaskedLM", "encdec": "AutoModelForSeq2SeqLM"}
 
 FAMILY_TITLE = {
@@ -162,11 +161,16 @@ def card_facts(ckpt: str | Path) -> dict[str, Any]:
 
 def export_blocker(cfg: Any) -> str | None:
     """Why this model has no transformers equivalent, or None when ``lmkit export`` can map it."""
-    if cfg.family == "decoder" and cfg.pos_encoding != "rotary":
-        return f"a decoder with {cfg.pos_encoding} positions has no LlamaForCausalLM equivalent (rotary only)"
-    if cfg.family == "encoder" and cfg.pos_encoding != "learned":
-        return f"an encoder with {cfg.pos_encoding} positions has no BertForMaskedLM equivalent (learned positions only)"
-    return None
+    from lmkit.export_hf import export_blocker as blocker
+
+    return blocker(cfg)
+
+
+def hf_architecture(cfg: Any) -> str | None:
+    """The transformers class ``lmkit export`` maps this model onto, or None when there is none."""
+    from lmkit.export_hf import target_of
+
+    return None if export_blocker(cfg) is not None else target_of(cfg).architecture
 
 
 def default_name(path: Path) -> str:
@@ -182,9 +186,12 @@ def _front_matter(f: dict[str, Any], name: str, license: str | None, language: S
                   export: bool) -> dict[str, Any]:
     cfg, meta = f["cfg"], f["meta"]
     fam = cfg.family
-    tags = ["lmkit", fam, {"decoder": "causal-lm", "encoder": "masked-lm", "encdec": "span-corruption"}[fam],
-            ARCHITECTURE[fam].removesuffix("ForCausalLM").removesuffix("ForMaskedLM")
-            .removesuffix("ForConditionalGeneration").lower(), "pretrained"]
+    arch = hf_architecture(cfg)
+    tags = ["lmkit", fam, {"decoder": "causal-lm", "encoder": "masked-lm", "encdec": "span-corruption"}[fam]]
+    if arch:  # the transformers model type, e.g. llama, bert, roformer, t5
+        tags.append(arch.removesuffix("ForCausalLM").removesuffix("ForMaskedLM")
+                    .removesuffix("ForConditionalGeneration").lower())
+    tags.append("pretrained")
     if f["quantization"]:
         tags.append("quantized")
     if meta.get("imported_from"):
@@ -239,8 +246,8 @@ def _model_section(f: dict[str, Any], name: str, export: bool = False) -> list[s
     fam = cfg.family
     imported = meta.get("imported_from")
     if imported:
-        origin = (f"imported into lmkit from a Hugging Face `{imported.get('architecture', ARCHITECTURE[fam])}` folder "
-                  f"(`{imported.get('path', NOT_RECORDED)}`)")
+        arch = imported.get("architecture") or hf_architecture(cfg) or "transformers"
+        origin = f"imported into lmkit from a Hugging Face `{arch}` folder (`{imported.get('path', NOT_RECORDED)}`)"
     else:
         origin = f"pre-trained from scratch with lmkit by {_objective_text(cfg.objective).split(':')[0]}"
     lines = [f"# {name}", "",
@@ -263,7 +270,7 @@ def _model_section(f: dict[str, Any], name: str, export: bool = False) -> list[s
              ("vocabulary", f"{_int(cfg.vocab_size)} tokens (byte-level BPE)"),
              ("tied input/output embeddings", "yes" if cfg.tie_embeddings else "no")]
     blocker = export_blocker(cfg)
-    rows.append(("transformers class", f"`{ARCHITECTURE[fam]}`" if blocker is None else f"none: {blocker}"))
+    rows.append(("transformers class", f"`{hf_architecture(cfg)}`" if blocker is None else f"none: {blocker}"))
     q = f["quantization"]
     if q and export:
         rows.append(("weights", f"float32, dequantized from {quant_label(q)}"))
@@ -286,21 +293,33 @@ def quant_label(q: Any) -> str:
 
 
 def _curation_lines(cur: Any) -> list[str]:
-    """Survival through curation, from a curate report (or a mapping of several)."""
+    """Survival through curation, from what the checkpoint recorded.
+
+    Accepted forms: ``lmkit curate``'s report (``{"totals": ..., "stages": [...]}``), its bare
+    totals (``{"docs_in": ..., "docs_out": ...}``, what the trainer records for one curated input),
+    or a mapping of input folder -> either (several curated inputs).
+    """
     if not isinstance(cur, dict):
         return []
-    reports = [("", cur)] if "totals" in cur else [(str(k), v) for k, v in cur.items() if isinstance(v, dict) and "totals" in v]
+
+    def is_report(d: Any) -> bool:
+        return isinstance(d, dict) and (isinstance(d.get("totals"), dict) or _num(d.get("docs_in")))
+
+    reports = [("", cur)] if is_report(cur) else [(str(k), v) for k, v in cur.items() if is_report(v)]
     lines: list[str] = []
     for label, r in reports:
-        t = r["totals"]
-        head = f"- curation{f' of {label}' if label else ''}: "
+        t = r["totals"] if isinstance(r.get("totals"), dict) else r
+        figures = []
         if _num(t.get("docs_in")) and _num(t.get("docs_out")):
-            head += f"{_int(t['docs_in'])} documents in, {_int(t['docs_out'])} kept"
+            docs = f"{_int(t['docs_in'])} documents in, {_int(t['docs_out'])} kept"
             if _num(t.get("docs_kept_pct")):
-                head += f" ({t['docs_kept_pct']:.1f}%)"
+                docs += f" ({t['docs_kept_pct']:.1f}%)"
+            figures.append(docs)
         if _num(t.get("tokens_kept_pct")):
-            head += f"; {t['tokens_kept_pct']:.1f}% of tokens kept"
-        lines.append(head)
+            figures.append(f"{t['tokens_kept_pct']:.1f}% of tokens kept")
+        if not figures:
+            continue
+        lines.append(f"- curation{f' of {label}' if label else ''}: " + "; ".join(figures))
         for s in r.get("stages") or []:
             if isinstance(s, dict) and s.get("name") and _num(s.get("docs_in")) and _num(s.get("docs_out")):
                 pct = f" ({s['docs_kept_pct']:.1f}% kept)" if _num(s.get("docs_kept_pct")) else ""

@@ -211,12 +211,15 @@ def _add_plan(sub: Any) -> None:
                     "Chinchilla's 20 tokens per parameter; a model alone gets 20 tokens per parameter (or its "
                     "run config's stop conditions).\n\n"
                     "Reported: parameters (embedding / non-embedding), FLOPs per token (6N + attention) and in "
-                    "total, PF-days (1 PF-day = 8.64e19 FLOPs), device-hours on V100/A100/H100/H200 at a stated "
-                    "utilisation; memory of the weights in fp32/fp16/bf16/int8, training memory by the course's "
+                    "total, PF-days (1 PF-day = 8.64e19 FLOPs), device-hours on V100/A100/H100/H200 (and, with "
+                    "--this-machine, on this machine's measured matmul peak) at a stated utilisation "
+                    "(--utilisation); memory of the weights in fp32/fp16/bf16/int8, training memory by the course's "
                     "rule of thumb (≈ 24 bytes/parameter) and precisely per device (weights + gradients + Adam "
                     "states sharded by --sharding, activations of one micro-batch, the loss, the runtime), "
                     "inference memory with the KV cache; the Chinchilla-optimal size for the budget by the rule "
-                    "and by the parametric fit L(N,D) = E + A/N^a + B/D^b, with its predicted loss.\n"
+                    "and by the parametric fit L(N,D) = E + A/N^a + B/D^b (Hoffmann et al.'s unrounded "
+                    "coefficients, or --fit epoch for Epoch AI's replication), with its predicted loss and the "
+                    "optimal tokens for the model.\n"
                     "Config values can be overridden with dotted flags (--model.d_model 512).\n\n"
                     "examples:\n"
                     "  lmkit plan --params 1B                      weights, training memory, optimal tokens\n"
@@ -301,7 +304,8 @@ def _add_export(sub: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Write a folder that transformers loads offline with its Auto classes:\n"
                     "  decoder -> LlamaForCausalLM (AutoModelForCausalLM)\n"
-                    "  encoder -> BertForMaskedLM (AutoModelForMaskedLM)\n"
+                    "  encoder -> BertForMaskedLM (learned positions) or RoFormerForMaskedLM (rotary positions), "
+                    "both AutoModelForMaskedLM\n"
                     "  encdec  -> T5ForConditionalGeneration (AutoModelForSeq2SeqLM)\n"
                     "Files: config.json, model.safetensors (explicit weight-name maps), tokenizer.json + "
                     "tokenizer_config.json + special_tokens_map.json (AutoTokenizer; no special tokens are added "
@@ -309,9 +313,9 @@ def _add_export(sub: Any) -> None:
                     "(the training record, so `lmkit import-hf` can bring it back).\n\n"
                     "After writing, the folder is loaded with transformers and compared with lmkit: logits within "
                     "1e-4 x max(1, max|logit|) and identical greedy tokens, or nothing is written (--no-verify "
-                    "skips this). Not exportable: decoders with learned/sinusoidal positions, encoders without "
-                    "learned positions; a quantized checkpoint needs --dequantize (its int8/fp16 values become "
-                    "float32 weights) or export the one from before `lmkit quantize`.\n\n"
+                    "skips this). Not exportable: decoders with learned/sinusoidal positions, encoders with "
+                    "sinusoidal positions or a rotary theta other than 10000; a quantized checkpoint needs "
+                    "--dequantize (its int8/fp16 values become float32 weights) or export the one from before `lmkit quantize`.\n\n"
                     "example:\n  lmkit export runs/small --format hf --out hf/small --license apache-2.0")
     p.add_argument("checkpoint", help="checkpoint folder, or a run folder (its newest checkpoint)")
     p.add_argument("--format", default="hf", choices=["hf"], help="export format (hf: Hugging Face transformers)")
@@ -336,13 +340,14 @@ def _run_export(args: argparse.Namespace) -> int:
 
 def _add_import_hf(sub: Any) -> None:
     p = sub.add_parser(
-        "import-hf", help="import a Hugging Face transformers folder (Llama, BERT, T5) as an lmkit checkpoint",
+        "import-hf",
+        help="import a Hugging Face transformers folder (Llama, BERT, RoFormer, T5) as an lmkit checkpoint",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Read a transformers model saved on disk (config.json + model.safetensors, sharded "
                     "safetensors, or pytorch_model.bin read without pickles) into an lmkit checkpoint, to evaluate "
-                    "it or continue pre-training it on domain data. Supported: LlamaForCausalLM, BertForMaskedLM "
-                    "and T5ForConditionalGeneration (v1.0, ReLU) whose config lmkit represents exactly; anything "
-                    "else is refused with the setting that has no lmkit equivalent (grouped-query attention, "
+                    "it or continue pre-training it on domain data. Supported: LlamaForCausalLM, BertForMaskedLM, "
+                    "RoFormerForMaskedLM and T5ForConditionalGeneration (v1.0, ReLU) whose config lmkit represents "
+                    "exactly; anything else is refused with the setting that has no lmkit equivalent (grouped-query attention, "
                     "biases, rope scaling, gated MLPs, ...).\n\n"
                     "The folder's tokenizer.json is carried over when it is an lmkit tokenizer (special tokens "
                     "<pad> <s> </s> <unk> [MASK] <extra_id_0..99> at ids 0..104); otherwise pass --tokenizer with "
@@ -557,6 +562,32 @@ def _run_quantize(args: argparse.Namespace) -> int:
     return quantize.cli(args)
 
 
+def _add_evaluate(sub: Any) -> None:
+    p = sub.add_parser(
+        "evaluate", help="held-out loss, perplexity and bits per byte of a checkpoint (quantized or not)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Score a checkpoint on held-out data: mean loss in nats per scored token, perplexity "
+                    "(exp of the loss) and bits per byte (independent of the tokenizer). Checkpoints written by "
+                    "`lmkit quantize` load directly (int8 weights stay int8).\n\n"
+                    "Held-out data: --data (a packed shard folder, one split of it, or text files), else the "
+                    "run's own validation shards when they are still where its config says.\n\n"
+                    "examples:\n  lmkit evaluate runs/small\n  lmkit evaluate runs/small-int8 --data corpus/val.jsonl")
+    p.add_argument("checkpoint", help="checkpoint folder (or a run folder: its newest checkpoint)")
+    p.add_argument("--data", default=None,
+                   help="held-out data: a packed shard folder (its val split) or text files")
+    p.add_argument("--text-field", default="text", help="JSONL/Parquet field holding the text (with --data)")
+    p.add_argument("--batches", type=int, default=8, help="held-out batches evaluated (default 8)")
+    p.add_argument("--batch-size", type=int, default=8, help="sequences per held-out batch (default 8)")
+    p.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    p.set_defaults(func=_run_evaluate)
+
+
+def _run_evaluate(args: argparse.Namespace) -> int:
+    from lmkit import evaluate
+
+    return evaluate.cli_evaluate(args)
+
+
 def _add_fill_mask(sub: Any) -> None:
     p = sub.add_parser(
         "fill-mask", help="predict the words hidden behind [MASK] with an encoder checkpoint",
@@ -728,6 +759,7 @@ ADDERS: tuple[Callable[[Any], None], ...] = (
     _add_plan,
     _add_numerics,
     _add_quantize,
+    _add_evaluate,
     _add_export,
     _add_import_hf,
     _add_card,

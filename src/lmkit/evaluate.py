@@ -7,17 +7,26 @@
 
 A token's bytes are the UTF-8 bytes it stands for (``Tokenizer.token_bytes``); special tokens
 count zero bytes.
+
+Also here: the held-out data of a checkpoint (``held_out``: a packed shard folder, raw text, or the
+run's own validation shards) and ``lmkit evaluate CKPT`` (``evaluate_checkpoint``), which scores any
+checkpoint, quantized ones included, as ``lmkit quantize`` does in its before/after report.
 """
 
 from __future__ import annotations
 
+import argparse
+import json
 import math
-from typing import Any, Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
 from lmkit.config import ModelConfig
+from lmkit.errors import LmkitError
 from lmkit.objectives import IGNORE_INDEX, SpecialIds, make_batch, window_length
 
 
@@ -73,3 +82,130 @@ def evaluate(model: nn.Module, shards: Any, model_cfg: ModelConfig, specials: Sp
     if token_bytes is not None and total_bytes > 0:
         out["bits_per_byte"] = total_nats / math.log(2) / total_bytes
     return out
+
+
+# --------------------------------------------------------------------------- a checkpoint on held-out data
+
+
+class _TextWindows:
+    """Held-out windows from raw text files, tokenised in memory (the interface ``evaluate`` needs)."""
+
+    def __init__(self, paths: list[str], tokenizer: Any, text_field: str = "text", max_tokens: int = 2_000_000) -> None:
+        from lmkit.data.read import iter_documents
+
+        ids: list[int] = []
+        for doc in iter_documents(paths, text_field=text_field):
+            ids.extend(tokenizer.encode(doc.text))
+            ids.append(tokenizer.eos_id)
+            if len(ids) >= max_tokens:
+                break
+        self.tokens = torch.tensor(ids, dtype=torch.int64)
+
+    def sequential_batches(self, batch_size: int, length: int, max_batches: int | None = None) -> Iterator[torch.Tensor]:
+        n = len(self.tokens) // length
+        if n == 0:
+            raise LmkitError(f"the held-out text has {len(self.tokens):,} tokens, fewer than one window of {length:,}")
+        rows = self.tokens[: n * length].view(n, length)
+        for i, s in enumerate(range(0, n, batch_size)):
+            if max_batches is not None and i >= max_batches:
+                return
+            yield rows[s:s + batch_size]
+
+
+def held_out(ckpt: Path, data: str | None, tokenizer: Any, text_field: str = "text") -> tuple[Any, str] | None:
+    """Held-out token windows: --data (a shard folder, one split, or text), else the run's own
+    validation shards if they are still where the checkpoint's run config says."""
+    from lmkit.data.pack import TokenShards, is_shard_folder
+
+    if data:
+        p = Path(data)
+        if is_shard_folder(p):
+            shards = TokenShards(p / "val")
+        elif (p / "meta.json").is_file() and p.is_dir():
+            shards = TokenShards(p)
+        else:
+            return _TextWindows([data], tokenizer, text_field), f"text in {data}"
+        if shards.tokenizer_sha256 != tokenizer.sha256:
+            raise LmkitError(f"{shards.folder}: packed with another tokenizer than {ckpt}'s")
+        return shards, str(shards.folder)
+    resolved = ckpt / "resolved.yaml"
+    if not resolved.is_file():
+        return None
+    from lmkit.config import load_yaml
+
+    raw = load_yaml(resolved)
+    d = raw.get("data") or {}
+    candidates = [d.get("shards"), str(Path(str(raw.get("out", ""))) / "shards") if raw.get("out") else None]
+    for c in candidates:
+        if c and is_shard_folder(c):
+            shards = TokenShards(Path(c) / "val")
+            if shards.tokenizer_sha256 == tokenizer.sha256:
+                return shards, str(shards.folder)
+    return None
+
+
+def evaluate_model(model: nn.Module, cfg: ModelConfig, windows: Any, tokenizer: Any, batch_size: int,
+                   max_batches: int) -> dict[str, float]:
+    """Held-out loss, perplexity and bits per byte of ``model`` on ``windows``, specials from ``tokenizer``."""
+    specials = SpecialIds(pad=tokenizer.pad_id, bos=tokenizer.bos_id, eos=tokenizer.eos_id, mask=tokenizer.mask_id,
+                          sentinels=tuple(tokenizer.sentinel_ids), vocab_size=tokenizer.vocab_size,
+                          n_special=len(tokenizer.special_ids))
+    return evaluate(model, windows, cfg, specials, batch_size=batch_size, max_batches=max_batches,
+                    token_bytes=token_byte_lengths(tokenizer))
+
+
+def checkpoint_format(cfg_raw: dict[str, Any]) -> str:
+    """How a checkpoint's weights are stored: fp32, or the target of ``lmkit quantize`` (fp16, bf16, int8)."""
+    quant = cfg_raw.get("quantization") or {}
+    return str(quant.get("dtype", "fp32"))
+
+
+def evaluate_checkpoint(ckpt: str | Path, data: str | None = None, batches: int = 8, batch_size: int = 8,
+                        text_field: str = "text") -> dict[str, Any]:
+    """Held-out loss, perplexity and bits per byte of a checkpoint, quantized or not (``lmkit evaluate``).
+
+    The model is loaded by ``lmkit.checkpoint.load_model``, so an int8 checkpoint is evaluated with its
+    int8 weights, as ``lmkit generate`` runs it. Held-out data: ``data`` (a packed shard folder, one
+    split of it, or text files), else the run's own validation shards when they are still found.
+    """
+    from lmkit.checkpoint import load_model, load_tokenizer, read_config, resolve_checkpoint
+    from lmkit.quantize import memory_bytes
+
+    if batches < 1 or batch_size < 1:
+        raise LmkitError(f"--batches and --batch-size must be at least 1, got {batches} and {batch_size}")
+    src = resolve_checkpoint(ckpt)
+    cfg_raw = read_config(src)
+    if not (src / "tokenizer.json").is_file():
+        raise LmkitError(f"{src}: no tokenizer.json, so there is no held-out text to score it on")
+    from lmkit.config import model_config_from_dict
+
+    model_cfg = model_config_from_dict(cfg_raw["model"])
+    tok = load_tokenizer(src)
+    windows = held_out(src, data, tok, text_field)
+    if windows is None:
+        raise LmkitError(f"{src}: its run's validation shards were not found; pass --data (a shard folder or text files)")
+    model = load_model(src)
+    result = evaluate_model(model, model_cfg, windows[0], tok, batch_size, batches)
+    if not result:
+        raise LmkitError(f"{windows[1]}: no token was scored (the held-out data is empty or all padding)")
+    return {"checkpoint": str(src), "format": checkpoint_format(cfg_raw), "family": model_cfg.family,
+            "memory_bytes": memory_bytes(model), "held_out": windows[1], **result}
+
+
+
+
+def cli_evaluate(args: argparse.Namespace) -> int:
+    """``lmkit evaluate CKPT [--data PATH]``: held-out loss, perplexity and bits per byte."""
+    rep = evaluate_checkpoint(args.checkpoint, data=args.data, batches=args.batches, batch_size=args.batch_size,
+                              text_field=args.text_field)
+    if args.json:
+        print(json.dumps(rep, indent=2))
+        return 0
+    print(f"evaluated {rep['checkpoint']} ({rep['family']}, {rep['format']} weights, {rep['memory_bytes'] / 1e6:.2f} MB "
+          "in memory)")
+    print(f"  held-out loss   {rep['loss']:.4f} nats/token")
+    print(f"  perplexity      {rep['perplexity']:.3f}")
+    if "bits_per_byte" in rep:
+        print(f"  bits per byte   {rep['bits_per_byte']:.4f}")
+    print(f"  (held-out windows: {rep['held_out']}, {int(rep['tokens']):,} scored tokens)")
+    return 0

@@ -5,7 +5,7 @@ What this module owns:
 * ``lmkit export CKPT --format hf --out DIR`` (:func:`export_hf`) writes a folder that
   ``transformers`` loads with its Auto classes, offline::
 
-      config.json              the transformers config (LlamaConfig / BertConfig / T5Config)
+      config.json              the transformers config (LlamaConfig / BertConfig / RoFormerConfig / T5Config)
       model.safetensors        the weights under transformers' names
       tokenizer.json           lmkit's tokenizer file, unchanged
       tokenizer_config.json    + special_tokens_map.json: bos/eos/pad/unk/mask and the sentinels
@@ -14,24 +14,32 @@ What this module owns:
       lmkit_meta.json          the checkpoint's meta.json and the sha256 of model.safetensors
 
   Families map onto classes transformers already has: decoder -> ``LlamaForCausalLM``
-  (``AutoModelForCausalLM``), encoder -> ``BertForMaskedLM`` (``AutoModelForMaskedLM``),
-  encdec -> ``T5ForConditionalGeneration`` (``AutoModelForSeq2SeqLM``). The weight names come
-  from each family's explicit ``hf_name_map(cfg)`` (in ``lmkit.models.<family>``): every tensor
-  of the lmkit model must have a slot, nothing is matched by guessing. Tied weights are written
-  once, the way ``save_pretrained`` writes them (Llama's ``lm_head``, BERT's decoder weight and
-  T5's ``embed_tokens``/``lm_head`` are re-tied by transformers on load); BERT's
-  ``cls.predictions.decoder.bias`` is written as a copy of ``cls.predictions.bias`` so the folder
-  loads the same whether transformers ties the two or not.
+  (``AutoModelForCausalLM``), encoder -> ``BertForMaskedLM`` with learned positions or
+  ``RoFormerForMaskedLM`` with rotary ones (both ``AutoModelForMaskedLM``), encdec ->
+  ``T5ForConditionalGeneration`` (``AutoModelForSeq2SeqLM``). The weight names come from each
+  family's explicit ``hf_name_map(cfg)`` (in ``lmkit.models.<family>``): every tensor of the lmkit
+  model must have a slot, nothing is matched by guessing. RoFormer rotates interleaved pairs of
+  dimensions where lmkit rotates halves, so its query/key rows are permuted (:func:`row_orders`),
+  and back on import. Tied weights are written once, the way ``save_pretrained`` writes them
+  (Llama's ``lm_head``, BERT's decoder weight and T5's ``embed_tokens``/``lm_head`` are re-tied by
+  transformers on load); BERT's and RoFormer's ``cls.predictions.decoder.bias`` is written as a
+  copy of ``cls.predictions.bias`` so the folder loads the same whether transformers ties the two
+  or not (transformers 5 ties them only with tied embeddings; untied, its logits use the decoder's
+  bias, which import therefore reads).
 
   After writing, the export is checked (unless ``--no-verify``): the folder is loaded with the
   Auto class and its logits on a probe batch are compared with lmkit's, and greedy decoding
   (decoder, encdec) or the top-1 fill-mask prediction (encoder) must agree token for token. The
-  tolerance is ``max |Δlogit| <= PARITY_RTOL · max(1, max |logit|)`` in fp32; observed differences
-  are 0 (decoder, encdec) to about 1e-7 (encoder), i.e. float rounding of a different kernel order.
+  tolerance is ``max |Δlogit| <= PARITY_RTOL · max(1, max |logit|)`` in fp32 (1e-4 relative: far
+  above float32 rounding, far below any mapping mistake, which moves logits by O(1)). Observed on
+  the tiny configs: 0 for the decoder and encdec (same kernels), up to about 1e-6 for BERT and
+  RoFormer (a different order of the same float operations; RoFormer's sinusoid table is computed
+  in float64).
 
   Not exportable, with a message saying why: a decoder with learned or sinusoidal positions (Llama
-  has rotary only), an encoder without learned positions, and a quantized checkpoint unless
-  ``--dequantize`` (its int8 ``q · scale`` or fp16/bf16 values are then written as float32).
+  has rotary only), an encoder with sinusoidal positions or a rotary theta other than 10000
+  (RoFormer's), and a quantized checkpoint unless ``--dequantize`` (its int8 ``q · scale`` or
+  fp16/bf16 values are then written as float32).
 
   ``AutoTokenizer.from_pretrained(DIR)`` gives a ``PreTrainedTokenizerFast`` over the same
   ``tokenizer.json``: ordinary text gets exactly lmkit's ids, and **no special tokens are added**
@@ -40,7 +48,7 @@ What this module owns:
   (``"</s>"``, ``"<extra_id_0>"``) into the special ids, as lmkit's ``encode(text,
   allow_special=True)`` does; lmkit's plain ``encode`` keeps such text as ordinary characters.
 
-* ``lmkit import-hf DIR --out CKPT`` (:func:`import_hf`) reads such a folder (one of the three
+* ``lmkit import-hf DIR --out CKPT`` (:func:`import_hf`) reads such a folder (one of the four
   classes, saved on disk: safetensors, sharded safetensors, or ``pytorch_model.bin`` read with
   ``torch.load(weights_only=True)``) into an lmkit checkpoint, when lmkit can represent its config
   exactly; otherwise it says which setting has no lmkit equivalent (grouped-query attention,
@@ -95,31 +103,36 @@ class HFTarget:
     pipeline_tag: str
 
 
+# The default class of each family; an encoder with rotary positions maps onto ROFORMER instead.
 TARGETS: dict[str, HFTarget] = {
     "decoder": HFTarget("decoder", "LlamaForCausalLM", "llama", "AutoModelForCausalLM", "text-generation"),
     "encoder": HFTarget("encoder", "BertForMaskedLM", "bert", "AutoModelForMaskedLM", "fill-mask"),
     "encdec": HFTarget("encdec", "T5ForConditionalGeneration", "t5", "AutoModelForSeq2SeqLM",
                        "text2text-generation"),
 }
-TARGET_OF_ARCHITECTURE: dict[str, HFTarget] = {t.architecture: t for t in TARGETS.values()}
-TARGET_OF_MODEL_TYPE: dict[str, HFTarget] = {t.model_type: t for t in TARGETS.values()}
+ROFORMER = HFTarget("encoder", "RoFormerForMaskedLM", "roformer", "AutoModelForMaskedLM", "fill-mask")
+TARGET_OF_ARCHITECTURE: dict[str, HFTarget] = {t.architecture: t for t in (*TARGETS.values(), ROFORMER)}
+TARGET_OF_MODEL_TYPE: dict[str, HFTarget] = {t.model_type: t for t in (*TARGETS.values(), ROFORMER)}
 
 # HF tensors that are copies of another tensor of the same file (written on export, checked on import).
 HF_COPIES: dict[str, dict[str, str]] = {
-    "decoder": {},
-    "encoder": {"cls.predictions.decoder.bias": "cls.predictions.bias"},
-    "encdec": {},
+    "LlamaForCausalLM": {},
+    "BertForMaskedLM": {"cls.predictions.decoder.bias": "cls.predictions.bias"},
+    "RoFormerForMaskedLM": {"cls.predictions.decoder.bias": "cls.predictions.bias"},
+    "T5ForConditionalGeneration": {},
 }
 # HF tensors that are the embedding itself when embeddings are tied (absent from a save_pretrained file).
 HF_TIED_TO_EMBEDDING: dict[str, tuple[str, ...]] = {
-    "decoder": ("lm_head.weight",),
-    "encoder": ("cls.predictions.decoder.weight",),
-    "encdec": ("encoder.embed_tokens.weight", "decoder.embed_tokens.weight", "lm_head.weight"),
+    "LlamaForCausalLM": ("lm_head.weight",),
+    "BertForMaskedLM": ("cls.predictions.decoder.weight",),
+    "RoFormerForMaskedLM": ("cls.predictions.decoder.weight",),
+    "T5ForConditionalGeneration": ("encoder.embed_tokens.weight", "decoder.embed_tokens.weight", "lm_head.weight"),
 }
 HF_EMBEDDING: dict[str, str] = {
-    "decoder": "model.embed_tokens.weight",
-    "encoder": "bert.embeddings.word_embeddings.weight",
-    "encdec": "shared.weight",
+    "LlamaForCausalLM": "model.embed_tokens.weight",
+    "BertForMaskedLM": "bert.embeddings.word_embeddings.weight",
+    "RoFormerForMaskedLM": "roformer.embeddings.word_embeddings.weight",
+    "T5ForConditionalGeneration": "shared.weight",
 }
 
 
@@ -136,19 +149,77 @@ def family_module(family: str) -> ModuleType:
     return mod
 
 
+def export_blocker(cfg: ModelConfig) -> str | None:
+    """Why ``cfg`` has no transformers class, or None when :func:`target_of` maps it."""
+    if cfg.family == "decoder" and cfg.pos_encoding != "rotary":
+        return (f"a decoder with {cfg.pos_encoding} positions has no LlamaForCausalLM equivalent "
+                "(Llama uses rotary positions only)")
+    if cfg.family == "encoder" and not (cfg.pos_encoding == "learned"
+                                        or (cfg.pos_encoding == "rotary" and cfg.rope_theta == 10000.0)):
+        what = f"rotary positions with rope_theta {cfg.rope_theta:g}" if cfg.pos_encoding == "rotary" \
+            else f"{cfg.pos_encoding} positions"
+        return (f"an encoder with {what} has no transformers equivalent (learned positions -> BertForMaskedLM, "
+                "rotary positions with rope_theta 10000 -> RoFormerForMaskedLM)")
+    return None
+
+
+def target_of(cfg: ModelConfig, where: str = "") -> HFTarget:
+    """The transformers class of ``cfg``: its family's, or RoFormer for a rotary encoder; else a clear error."""
+    blocker = export_blocker(cfg)
+    if blocker is not None:
+        fix = {"decoder": "model.pos_encoding: rotary",
+               "encoder": "model.pos_encoding: learned or rotary (rope_theta 10000)"}.get(cfg.family, "")
+        raise LmkitError(f"{where + ': ' if where else ''}{blocker}; train with {fix} to export")
+    if cfg.family == "encoder" and cfg.pos_encoding == "rotary":
+        return ROFORMER
+    return TARGETS[cfg.family]
+
+
 def name_map(cfg: ModelConfig, where: str = "") -> dict[str, str]:
     """lmkit parameter name -> transformers parameter name, or a clear error if there is no mapping."""
-    prefix = f"{where}: " if where else ""
-    if cfg.family == "decoder" and cfg.pos_encoding != "rotary":
-        raise LmkitError(f"{prefix}a decoder with {cfg.pos_encoding} positions has no LlamaForCausalLM equivalent "
-                         "(Llama uses rotary positions only); train with model.pos_encoding: rotary to export")
-    if cfg.family == "encoder" and cfg.pos_encoding != "learned":
-        raise LmkitError(f"{prefix}an encoder with {cfg.pos_encoding} positions has no BertForMaskedLM equivalent "
-                         "(BERT uses learned absolute positions); train with model.pos_encoding: learned to export")
+    target = target_of(cfg, where)
     try:
         return dict(family_module(cfg.family).hf_name_map(cfg))
     except ValueError as e:
-        raise LmkitError(f"{prefix}cannot map onto {TARGETS[cfg.family].architecture}: {e}") from None
+        raise LmkitError(f"{where + ': ' if where else ''}cannot map onto {target.architecture}: {e}") from None
+
+
+def row_orders(cfg: ModelConfig) -> dict[str, torch.Tensor]:
+    """lmkit tensor name -> the order of its rows in the transformers tensor (absent: rows unchanged).
+
+    Only RoFormer needs one: it rotates interleaved pairs of each head's dimensions where lmkit rotates
+    the two halves, so the query and key projections (weights and biases) are permuted alike
+    (``lmkit.models.encoder.hf_rotary_permutation``); attention scores are unchanged by it.
+    """
+    if target_of(cfg) is not ROFORMER:
+        return {}
+    from lmkit.models.encoder import hf_rotary_permutation
+
+    perm = hf_rotary_permutation(cfg)
+    return {f"blocks.{i}.attn.{p}.{w}": perm for i in range(cfg.n_layers)
+            for p in ("q_proj", "k_proj") for w in ("weight", "bias")}
+
+
+ROFORMER_TABLE = "roformer.encoder.embed_positions.weight"
+
+
+def roformer_sinusoid_table(n_positions: int, head_dim: int) -> torch.Tensor:
+    """RoFormer's fixed (n_positions, head_dim) table: sin of pos·10000^(-2i/head_dim), then cos.
+
+    Computed the way ``RoFormerSinusoidalPositionalEmbedding.create_weight`` does (float64 NumPy,
+    then float32), so the tensor written on export is bit for bit the one transformers would build;
+    it equals lmkit's rotary angles with rope_theta 10000.
+    """
+    import numpy as np
+    import torch
+
+    j = np.arange(head_dim)
+    angle = np.arange(n_positions)[:, None] / np.power(10000, 2 * (j // 2) / head_dim)[None, :]  # (P, hd)
+    half = head_dim // 2
+    out = np.empty((n_positions, head_dim), dtype=np.float64)
+    out[:, :half] = np.sin(angle[:, 0::2])
+    out[:, half:] = np.cos(angle[:, 1::2])
+    return torch.from_numpy(out).to(torch.float32)
 
 
 # --------------------------------------------------------------------------- weights
@@ -157,6 +228,8 @@ def name_map(cfg: ModelConfig, where: str = "") -> dict[str, str]:
 def to_hf_state(model: nn.Module, cfg: ModelConfig, where: str = "") -> dict[str, torch.Tensor]:
     """The model's tensors under transformers' names, tied tensors once, as ``save_pretrained`` would."""
     names = name_map(cfg, where)
+    target = target_of(cfg, where)
+    orders = row_orders(cfg)
     full = model.state_dict()  # every name, aliases of tied tensors included
     missing = [k for k in names if k not in full]
     if missing:
@@ -164,16 +237,21 @@ def to_hf_state(model: nn.Module, cfg: ModelConfig, where: str = "") -> dict[str
     mapped_ptrs = {full[k].data_ptr() for k in names}
     orphans = [k for k, t in full.items() if k not in names and t.data_ptr() not in mapped_ptrs]
     if orphans:
-        raise LmkitError(f"{where}: weights with no slot in {TARGETS[cfg.family].architecture}: {orphans[:5]}")
+        raise LmkitError(f"{where}: weights with no slot in {target.architecture}: {orphans[:5]}")
     out: dict[str, torch.Tensor] = {}
     seen: set[int] = set()
     for ours, theirs in names.items():
         t = full[ours].detach().cpu()
+        if ours in orders:
+            out[theirs] = t.index_select(0, orders[ours])  # a new tensor in transformers' row order
+            continue
         # safetensors refuses two names on one storage: a second name of a tied tensor gets a copy
         out[theirs] = t.clone() if t.data_ptr() in seen else t.contiguous()
         seen.add(t.data_ptr())
-    for copy, source in HF_COPIES[cfg.family].items():
+    for copy, source in HF_COPIES[target.architecture].items():
         out[copy] = out[source].clone()
+    if target is ROFORMER:  # a frozen parameter of RoFormer: written, as save_pretrained does
+        out[ROFORMER_TABLE] = roformer_sinusoid_table(cfg.max_seq_len, cfg.head_dim)
     return out
 
 
@@ -181,38 +259,59 @@ def from_hf_state(hf: dict[str, torch.Tensor], cfg: ModelConfig, source: str) ->
     """lmkit's tensors from a transformers state (names by the family's map), after checking every key.
 
     Tensors tied in lmkit may appear in the file as copies; they must then equal the embedding. Keys
-    that carry no weights (rotary ``inv_freq``, ``position_ids``) and the parts of BERT that
-    ``BertForMaskedLM`` does not use (pooler, next-sentence head) are skipped.
+    that carry no weights (rotary ``inv_freq``, ``position_ids``) and the parts of BERT/RoFormer
+    that a masked LM does not use (pooler, next-sentence head) are skipped; RoFormer's sinusoid
+    table must be the standard one. RoFormer's query/key rows are put back into lmkit's order
+    (:func:`row_orders`).
     """
     import torch
 
     names = name_map(cfg, source)
     hf = _legacy_renames(hf)
     fam = cfg.family
+    arch = target_of(cfg, source).architecture
+    if arch in ("BertForMaskedLM", "RoFormerForMaskedLM") and not cfg.tie_embeddings \
+            and "cls.predictions.decoder.bias" in hf:
+        # Untied, transformers computes logits with the decoder's own bias and never reads
+        # cls.predictions.bias (tied, it is the reverse): lmkit's one bias is the one in use.
+        hf["cls.predictions.bias"] = hf["cls.predictions.decoder.bias"]
     missing = [theirs for theirs in names.values() if theirs not in hf]
     if missing:
-        raise LmkitError(f"{source}: weights missing for {TARGETS[fam].architecture}: {missing[:4]}"
+        raise LmkitError(f"{source}: weights missing for {arch}: {missing[:4]}"
                          + (f" (and {len(missing) - 4} more)" if len(missing) > 4 else ""))
     used = set(names.values())
-    emb = hf[HF_EMBEDDING[fam]]
+    emb = hf[HF_EMBEDDING[arch]]
     for key in hf:
         if key in used or _ignorable(key):
             continue
-        if key in HF_COPIES[fam]:
-            if not torch.equal(hf[key], hf[HF_COPIES[fam][key]]):
-                raise LmkitError(f"{source}: {key} differs from {HF_COPIES[fam][key]}; lmkit has one tensor for both")
+        if key in HF_COPIES[arch]:
+            if not torch.equal(hf[key], hf[HF_COPIES[arch][key]]):
+                raise LmkitError(f"{source}: {key} differs from {HF_COPIES[arch][key]}; lmkit has one tensor for both")
             continue
-        if cfg.tie_embeddings and key in HF_TIED_TO_EMBEDDING[fam]:
+        if cfg.tie_embeddings and key in HF_TIED_TO_EMBEDDING[arch]:
             if hf[key].shape != emb.shape or not torch.equal(hf[key], emb):
                 raise LmkitError(f"{source}: {key} differs from the word embedding although the config ties them")
+            continue
+        if arch == ROFORMER.architecture and key == ROFORMER_TABLE:
+            t = hf[key]
+            ref = roformer_sinusoid_table(t.shape[0], cfg.head_dim) if t.dim() == 2 else None
+            if ref is None or t.shape != ref.shape or not torch.allclose(t.to(torch.float32), ref, atol=1e-5):
+                raise LmkitError(f"{source}: {key} is not RoFormer's sinusoid table; lmkit computes rotary positions "
+                                 "with theta 10000 and cannot hold another table")
             continue
         if fam == "encdec" and key == "decoder.block.0.layer.1.EncDecAttention.relative_attention_bias.weight":
             continue  # transformers ignores this key too: cross-attention has no position bias
         raise LmkitError(f"{source}: tensor {key!r} has no place in lmkit's {fam} "
                          f"(a layer or bias lmkit does not have)")
+    orders = row_orders(cfg)
     out: dict[str, torch.Tensor] = {}
     for ours, theirs in names.items():
-        out[ours] = hf[theirs].to(torch.float32).contiguous()
+        t = hf[theirs].to(torch.float32)
+        if ours in orders:
+            if t.shape[0] != len(orders[ours]):
+                raise LmkitError(f"{source}: {theirs} has {t.shape[0]} rows, the config needs {len(orders[ours])}")
+            t = t.index_select(0, torch.argsort(orders[ours]))  # back to lmkit's row order
+        out[ours] = t.contiguous()
     return out
 
 
@@ -229,8 +328,9 @@ def _legacy_renames(hf: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def _ignorable(key: str) -> bool:
+    """Keys that hold no weights (rotary inv_freq, position ids) or parts a masked LM does not use."""
     return (key.endswith("rotary_emb.inv_freq") or key.endswith("embeddings.position_ids")
-            or key.startswith(("bert.pooler.", "cls.seq_relationship.")))
+            or key.startswith(("bert.pooler.", "roformer.pooler.", "cls.seq_relationship.")))
 
 
 # --------------------------------------------------------------------------- config and tokenizer files
@@ -355,7 +455,7 @@ def export_hf(ckpt: str | Path, out: str | Path, overwrite: bool = False, verify
     path = resolve_checkpoint(ckpt)
     raw = read_config(path)
     cfg = model_config_from_dict(raw["model"])
-    target = TARGETS[cfg.family]
+    target = target_of(cfg, str(path))  # refuses unmappable configs before any work
     quant = raw.get("quantization")
     if quant and not dequantize:
         from lmkit.card import quant_label
@@ -363,7 +463,7 @@ def export_hf(ckpt: str | Path, out: str | Path, overwrite: bool = False, verify
         raise LmkitError(f"{path}: is quantized ({quant_label(quant)}); {target.architecture} takes float weights: "
                          "export the checkpoint from before `lmkit quantize`, or pass --dequantize to export this "
                          "one's quantized values as float32 weights")
-    names = name_map(cfg, str(path))  # refuses unmappable configs before any work
+    names = name_map(cfg, str(path))
     out = Path(out)
     check_out_dir(out, overwrite, "export")
     tok = Tokenizer.load(path / "tokenizer.json", strict=False) if (path / "tokenizer.json").is_file() else None
@@ -460,10 +560,12 @@ def verify_export(model: nn.Module, cfg: ModelConfig, folder: Path, tok: Tokeniz
     import torch
     import transformers
 
-    target = TARGETS[cfg.family]
+    target = target_of(cfg)
     auto = getattr(transformers, target.auto_class)
     verbosity = transformers.logging.get_verbosity()
+    bars = transformers.logging.is_progress_bar_enabled()
     transformers.logging.set_verbosity_error()  # e.g. T5's notice about untied heads
+    transformers.logging.disable_progress_bar()  # its "Loading weights" bar is noise in lmkit's output
     try:
         hf = auto.from_pretrained(str(folder), local_files_only=True).eval()
     except Exception as e:  # anything transformers raises means the folder is not loadable
@@ -471,6 +573,8 @@ def verify_export(model: nn.Module, cfg: ModelConfig, folder: Path, tok: Tokeniz
                          f"{str(e).splitlines()[0][:300]})") from None
     finally:
         transformers.logging.set_verbosity(verbosity)
+        if bars:
+            transformers.logging.enable_progress_bar()
     loaded = type(hf).__name__
     if loaded != target.architecture:
         raise LmkitError(f"{folder}: {target.auto_class} built {loaded}, expected {target.architecture}")
@@ -570,23 +674,34 @@ def lmkit_config_from_hf(hf: dict[str, Any], source: str, max_seq_len: int | Non
     elif fam == "encoder":
         _need(hf.get("hidden_act", "gelu") == "gelu", source,
               f"hidden_act {hf.get('hidden_act')!r}: lmkit's encoder uses exact GELU (\"gelu\")")
-        _need(hf.get("position_embedding_type", "absolute") == "absolute", source,
-              f"position_embedding_type {hf.get('position_embedding_type')!r}: lmkit's BERT layout has absolute "
-              "learned positions only")
+        rotary = target is ROFORMER
+        if rotary:  # RoFormer: BERT blocks with rotary positions (theta 10000) and no position table
+            _need(not hf.get("rotary_value", False), source,
+                  "rotary_value is true: lmkit rotates queries and keys only, not values")
+            _need(hf.get("embedding_size") in (None, hf.get("hidden_size")), source,
+                  f"embedding_size {hf.get('embedding_size')} != hidden_size {hf.get('hidden_size')}: lmkit's "
+                  "encoder has no embedding projection")
+        else:
+            _need(hf.get("position_embedding_type", "absolute") == "absolute", source,
+                  f"position_embedding_type {hf.get('position_embedding_type')!r}: lmkit's BERT layout has "
+                  "absolute learned positions only")
         from lmkit.models.encoder import TYPE_VOCAB_SIZE
 
         _need(hf.get("type_vocab_size", 2) == TYPE_VOCAB_SIZE, source,
               f"type_vocab_size {hf.get('type_vocab_size')} != {TYPE_VOCAB_SIZE} (lmkit's encoder has two segments)")
         _need(not hf.get("is_decoder", False) and not hf.get("add_cross_attention", False), source,
-              "a BERT used as a decoder (is_decoder / add_cross_attention) is not supported")
+              f"a {target.model_type} model used as a decoder (is_decoder / add_cross_attention) is not supported")
         d, heads = geti("hidden_size"), geti("num_attention_heads")
         _need(d % heads == 0, source, f"hidden_size {d} is not divisible by num_attention_heads {heads}")
-        n_pos = geti("max_position_embeddings", 512)
-        if max_seq_len is not None:
+        if rotary:
+            _need((d // heads) % 2 == 0, source, f"head size {d // heads} is odd: rotary positions need an even one")
+        n_pos = geti("max_position_embeddings", 1536 if rotary else 512)
+        if max_seq_len is not None and not rotary:
             _need(max_seq_len <= n_pos, source, f"--max-seq-len {max_seq_len} exceeds the {n_pos} learned positions")
         cfg = ModelConfig(family="encoder", vocab_size=geti("vocab_size"), d_model=d,
                           n_layers=geti("num_hidden_layers"), n_heads=heads, d_ff=geti("intermediate_size"),
-                          max_seq_len=max_seq_len or n_pos, pos_encoding="learned",
+                          max_seq_len=max_seq_len or n_pos, pos_encoding="rotary" if rotary else "learned",
+                          rope_theta=10000.0,
                           norm_eps=float(hf.get("layer_norm_eps", 1e-12)),
                           dropout=float(hf.get("hidden_dropout_prob", 0.1)),
                           tie_embeddings=bool(hf.get("tie_word_embeddings", True)))
@@ -725,7 +840,7 @@ def import_hf(src: str | Path, out: str | Path, overwrite: bool = False, tokeniz
             and "shared.weight" in weights:
         weights["lm_head.weight"] = weights["shared.weight"].clone()  # transformers ties a missing head
     state = from_hf_state(weights, cfg, str(folder))
-    if cfg.family == "encoder" and state["pos_emb.weight"].shape[0] > cfg.max_seq_len:
+    if "pos_emb.weight" in state and state["pos_emb.weight"].shape[0] > cfg.max_seq_len:
         state["pos_emb.weight"] = state["pos_emb.weight"][: cfg.max_seq_len].clone()
     model = build_model(cfg)
     missing, unexpected = model.load_state_dict(state, strict=False)
@@ -742,7 +857,7 @@ def import_hf(src: str | Path, out: str | Path, overwrite: bool = False, tokeniz
     meta.update({
         "family": cfg.family, "objective": cfg.objective, "params": count_parameters(model),
         "imported_from": {
-            "path": str(folder.resolve()), "architecture": TARGETS[cfg.family].architecture,
+            "path": str(folder.resolve()), "architecture": target_of(cfg).architecture,
             "model_type": hf_cfg.get("model_type"), "transformers_version": hf_cfg.get("transformers_version"),
             "weights_sha256": hashes, "imported_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "training_record": "kept from the lmkit export (weights unchanged)" if kept_history else "not recorded",
@@ -754,7 +869,7 @@ def import_hf(src: str | Path, out: str | Path, overwrite: bool = False, tokeniz
         shutil.rmtree(out)  # empty, or --overwrite given: save_checkpoint itself only replaces checkpoints
     with torch.no_grad():
         path = save_checkpoint(out, model, cfg, tokenizer=tok, meta=meta)
-    return {"checkpoint": str(path), "family": cfg.family, "architecture": TARGETS[cfg.family].architecture,
+    return {"checkpoint": str(path), "family": cfg.family, "architecture": target_of(cfg).architecture,
             "params": meta["params"], "tokenizer": tok is not None, "training_record_kept": kept_history,
             "model": {k: getattr(cfg, k) for k in ("vocab_size", "d_model", "n_layers", "n_heads", "ffn_width",
                                                    "max_seq_len", "tie_embeddings")}}
@@ -795,7 +910,8 @@ def _original_config(record: dict[str, Any], derived: ModelConfig, max_seq_len: 
         return derived
     if orig.family == "decoder" and (orig.pos_encoding, orig.rope_theta) != (derived.pos_encoding, derived.rope_theta):
         return derived
-    if orig.family == "encoder" and orig.max_seq_len < derived.max_seq_len:
+    if orig.family == "encoder" and (orig.pos_encoding != derived.pos_encoding or orig.rope_theta != derived.rope_theta
+                                     or orig.max_seq_len < derived.max_seq_len):
         return derived
     return dataclasses.replace(orig, max_seq_len=max_seq_len) if max_seq_len else orig
 

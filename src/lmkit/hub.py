@@ -126,14 +126,14 @@ def _files_of(ckpt: Path, include_train_state: bool) -> Iterator[tuple[str, Path
 
 def _summary(ckpt: Path) -> dict[str, Any]:
     """What list/search show without opening the files: read from the checkpoint's config and meta."""
-    from lmkit.card import ARCHITECTURE, PIPELINE_TAG, quant_label, card_facts, export_blocker
+    from lmkit.card import PIPELINE_TAG, card_facts, hf_architecture, quant_label
 
     f = card_facts(ckpt)
     cfg, meta = f["cfg"], f["meta"]
     ev = meta.get("eval") or {}
     return {
         "family": cfg.family, "task": PIPELINE_TAG[cfg.family], "objective": cfg.objective,
-        "architecture": ARCHITECTURE[cfg.family] if export_blocker(cfg) is None else None,
+        "architecture": hf_architecture(cfg),
         "params": f["params"], "vocab_size": cfg.vocab_size, "context": cfg.max_seq_len,
         "tokens": meta.get("tokens"), "steps": meta.get("step"), "eval_loss": ev.get("loss"),
         "perplexity": ev.get("perplexity"), "bits_per_byte": ev.get("bits_per_byte"),

@@ -117,6 +117,7 @@ class Representation:
     int8_absmax: float | None = None  # int8 only: the range mapped onto -127..127
     int8_scale: float | None = None  # int8 only: absmax / 127 (value ≈ q · scale)
     int8_factor: float | None = None  # int8 only: 127 / absmax, the course's "scale factor"
+    underflow: bool = False  # a non-zero value that the format stores as zero
 
 
 def _float_bits(x: torch.Tensor, name: str, info: FormatInfo) -> str:
@@ -148,7 +149,7 @@ def represent(value: float, name: str, absmax: float | None = None) -> Represent
         return Representation(
             format=name, value=value, stored=stored, error=err,
             relative_error=(abs(err) / abs(value) if value != 0 else None), step=step,
-            bits=_float_bits(x, name, info), overflow=overflow,
+            bits=_float_bits(x, name, info), overflow=overflow, underflow=stored == 0 and value != 0,
         )
     a = abs(value) if absmax is None else float(absmax)
     if a < 0 or not math.isfinite(a):
@@ -163,6 +164,7 @@ def represent(value: float, name: str, absmax: float | None = None) -> Represent
         relative_error=(abs(stored - value) / abs(value) if value != 0 else None), step=scale,
         bits=f"{format(q & 0xFF, '08b')[0]} {format(q & 0xFF, '08b')[1:]}", overflow=overflow,
         int8_q=q, int8_absmax=a, int8_scale=scale, int8_factor=(1.0 / scale if scale else math.inf),
+        underflow=q == 0 and value != 0,
     )
 
 
@@ -256,13 +258,16 @@ def cli(args: argparse.Namespace) -> int:
         print(json.dumps(rep, indent=2, default=lambda o: None if o is None else str(o)))
         return 0
     print(f"value: {value!r}\n")
-    head = f"{'format':<6} {'bits s/e/f':<11} {'max':>13} {'smallest normal':>16} {'epsilon':>11}"
+    head = (f"{'format':<6} {'bits s/e/f':<11} {'range':>15} {'smallest normal':>16} {'epsilon':>13}  "
+            "decimal digits")
     print(head)
     print("-" * len(head))
     for name in FORMATS:
         i = format_info(name)
         layout = f"1/{i.exponent_bits}/{i.fraction_bits}" if i.kind == "float" else "1/-/7 (int)"
-        print(f"{name:<6} {layout:<11} {_g(i.max):>13} {_g(i.smallest_normal):>16} {_g(i.epsilon):>11}")
+        rng = f"±{_g(i.max)}" if i.kind == "float" else f"{i.min:.0f}..{i.max:.0f}"
+        print(f"{name:<6} {layout:<11} {rng:>15} {_g(i.smallest_normal):>16} {_g(i.epsilon):>13}  "
+              f"{i.decimal_digits:.1f}")
     print()
     head = f"{'format':<6} {'stored value':<22} {'error':>12} {'step near it':>13}  bits (sign exponent fraction)"
     print(head)
@@ -271,8 +276,9 @@ def cli(args: argparse.Namespace) -> int:
         r = represent(value, name, args.absmax)
         stored = repr(r.stored) if math.isfinite(r.stored) else _g(r.stored)
         print(f"{name:<6} {stored:<22} {_g(r.error, 3):>12} {_g(r.step, 4):>13}  {r.bits}"
-              + ("   OVERFLOW" if r.overflow else ""))
+              + ("   OVERFLOW" if r.overflow else "") + ("   UNDERFLOW (stored as 0)" if r.underflow else ""))
     r8 = represent(value, "int8", args.absmax)
+    print("(int8's stored value is the dequantised q · scale; its step is the scale.)")
     print(f"\nint8 is symmetric absmax quantization: q = round(x · 127/absmax) = {r8.int8_q}, with "
           f"absmax = {_g(r8.int8_absmax)} (factor 127/absmax = {_g(r8.int8_factor)}); "
           f"x ≈ q · {_g(r8.int8_scale)}.")

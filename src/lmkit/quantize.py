@@ -26,13 +26,14 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from lmkit.config import ModelConfig
+from lmkit.evaluate import evaluate_model, held_out
 from lmkit.errors import LmkitError
 from lmkit.numerics import absmax_dequantize, absmax_quantize, torch_dtype
 
@@ -185,75 +186,6 @@ def memory_bytes(model: nn.Module) -> int:
     return total
 
 
-class _TextWindows:
-    """Held-out windows from raw text files, tokenised in memory (the interface ``evaluate`` needs)."""
-
-    def __init__(self, paths: list[str], tokenizer: Any, text_field: str = "text", max_tokens: int = 2_000_000) -> None:
-        from lmkit.data.read import iter_documents
-
-        ids: list[int] = []
-        for doc in iter_documents(paths, text_field=text_field):
-            ids.extend(tokenizer.encode(doc.text))
-            ids.append(tokenizer.eos_id)
-            if len(ids) >= max_tokens:
-                break
-        self.tokens = torch.tensor(ids, dtype=torch.int64)
-
-    def sequential_batches(self, batch_size: int, length: int, max_batches: int | None = None) -> Iterator[torch.Tensor]:
-        n = len(self.tokens) // length
-        if n == 0:
-            raise LmkitError(f"the held-out text has {len(self.tokens):,} tokens, fewer than one window of {length:,}")
-        rows = self.tokens[: n * length].view(n, length)
-        for i, s in enumerate(range(0, n, batch_size)):
-            if max_batches is not None and i >= max_batches:
-                return
-            yield rows[s:s + batch_size]
-
-
-def held_out(ckpt: Path, data: str | None, tokenizer: Any, text_field: str = "text") -> tuple[Any, str] | None:
-    """Held-out token windows: --data (a shard folder, one split, or text), else the run's own
-    validation shards if they are still where the checkpoint's run config says."""
-    from lmkit.data.pack import TokenShards, is_shard_folder
-
-    if data:
-        p = Path(data)
-        if is_shard_folder(p):
-            shards = TokenShards(p / "val")
-        elif (p / "meta.json").is_file() and p.is_dir():
-            shards = TokenShards(p)
-        else:
-            return _TextWindows([data], tokenizer, text_field), f"text in {data}"
-        if shards.tokenizer_sha256 != tokenizer.sha256:
-            raise LmkitError(f"{shards.folder}: packed with another tokenizer than {ckpt}'s")
-        return shards, str(shards.folder)
-    resolved = ckpt / "resolved.yaml"
-    if not resolved.is_file():
-        return None
-    from lmkit.config import load_yaml
-
-    raw = load_yaml(resolved)
-    d = raw.get("data") or {}
-    candidates = [d.get("shards"), str(Path(str(raw.get("out", ""))) / "shards") if raw.get("out") else None]
-    for c in candidates:
-        if c and is_shard_folder(c):
-            shards = TokenShards(Path(c) / "val")
-            if shards.tokenizer_sha256 == tokenizer.sha256:
-                return shards, str(shards.folder)
-    return None
-
-
-def evaluate_model(model: nn.Module, cfg: ModelConfig, windows: Any, tokenizer: Any, batch_size: int,
-                   max_batches: int) -> dict[str, float]:
-    from lmkit.evaluate import evaluate, token_byte_lengths
-    from lmkit.objectives import SpecialIds
-
-    specials = SpecialIds(pad=tokenizer.pad_id, bos=tokenizer.bos_id, eos=tokenizer.eos_id, mask=tokenizer.mask_id,
-                          sentinels=tuple(tokenizer.sentinel_ids), vocab_size=tokenizer.vocab_size,
-                          n_special=len(tokenizer.special_ids))
-    return evaluate(model, windows, cfg, specials, batch_size=batch_size, max_batches=max_batches,
-                    token_bytes=token_byte_lengths(tokenizer))
-
-
 # --------------------------------------------------------------------------- the command
 
 
@@ -390,4 +322,4 @@ def cli(args: argparse.Namespace) -> int:
 
 
 __all__ = ["Int8Linear", "Int8Embedding", "quantize_int8", "load_quantized", "quantize_checkpoint", "memory_bytes",
-           "held_out", "cli", "TARGETS"]
+           "cli", "TARGETS"]

@@ -14,7 +14,10 @@ What this module owns:
 
 How a run flows. The main process streams documents from :func:`lmkit.data.read.iter_documents`
 (lenient: a bad file or line is counted in the report with its line number and the rest is
-processed), cuts them into chunks (``chunk_docs`` / ``chunk_chars``) and hands each chunk to a
+processed; plain-text files are cut at paragraph breaks into documents of about
+``text_doc_chars``, so a book is judged piece by piece rather than removed as one over-long
+document), shows a progress bar over the input bytes, cuts the documents into chunks
+(``chunk_docs`` / ``chunk_chars``) and hands each chunk to a
 worker: the per-document stages run there, in the declared ``order``, and so do the exact-dedup
 hash and the MinHash signature. At most ``2 * workers + 2`` chunks are in flight, so memory
 stays bounded whatever the corpus size. Results come back in input order; the main process keeps
@@ -198,6 +201,10 @@ class CurateConfig:
     exact_dedup: ExactDedupConfig = field(default_factory=ExactDedupConfig)
     minhash: MinHashConfig = field(default_factory=MinHashConfig)
     text_field: str = "text"  # JSONL/Parquet field holding the text
+    # plain-text files are cut into documents at the first paragraph break after this many
+    # characters (at most 4x as many): pieces stay under Gopher's 100,000-word limit, so a book
+    # in a .txt file is judged by the rules instead of removed as one over-long document
+    text_doc_chars: int = 100_000
     chunk_docs: int = 1000  # documents per unit of parallel work ...
     chunk_chars: int = 2_000_000  # ... or this many characters, whichever comes first
     shard_docs: int = 100_000  # documents per output shard ...
@@ -236,7 +243,7 @@ class CurateConfig:
             raise LmkitError(f"curate config: minhash.threshold must be in (0, 1], got {m.threshold}")
         if self.normalise.max_blank_lines < 0:
             raise LmkitError("curate config: normalise.max_blank_lines must be >= 0")
-        for key in ("chunk_docs", "chunk_chars", "shard_docs", "shard_chars"):
+        for key in ("chunk_docs", "chunk_chars", "shard_docs", "shard_chars", "text_doc_chars"):
             if getattr(self, key) < 1:
                 raise LmkitError(f"curate config: {key} must be at least 1")
         if not 0 <= self.compress_level <= 9:
@@ -261,13 +268,23 @@ def load_curate_config(path: str | Path | None) -> CurateConfig:
         try:
             raw = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
         except yaml.YAMLError as e:
-            raise LmkitError(f"{p}: not valid YAML ({str(e).splitlines()[0]})") from None
+            mark = getattr(e, "problem_mark", None)
+            where = f"{p}:{mark.line + 1}" if mark is not None else str(p)
+            what = getattr(e, "problem", None) or str(e).splitlines()[0]
+            raise LmkitError(f"{where}: not valid YAML ({what})") from None
+        except (OSError, UnicodeDecodeError) as e:
+            raise LmkitError(f"{p}: cannot read config ({e})") from None
         if not isinstance(raw, dict):
             raise LmkitError(f"{p}: top level must be a mapping of curate settings")
         try:
             cfg = from_dict(CurateConfig, raw)
         except ConfigError as e:
             raise LmkitError(f"{p}: {e}") from None
+        try:
+            cfg.validate()
+        except LmkitError as e:
+            raise LmkitError(f"{p}: {e}") from None
+        return cfg
     cfg.validate()
     return cfg
 
@@ -974,8 +991,10 @@ def blocklist_terms(cfg: BlocklistConfig) -> list[str]:
         p = Path(cfg.words_file).expanduser()
         try:
             terms = _parse_terms(p.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError) as e:
-            raise LmkitError(f"{p}: cannot read block-list ({e})") from None
+        except OSError as e:
+            raise LmkitError(f"{p}: cannot read block-list ({e.strerror or e})") from None
+        except UnicodeDecodeError:
+            raise LmkitError(f"{p}: block-list is not UTF-8 text") from None
     else:
         terms = default_blocklist()
     return terms + [" ".join(t.lower().split()) for t in cfg.extra if t.strip()]
@@ -1441,6 +1460,10 @@ class ShardWriter:
             self._f.write(("\n".join(lines) + "\n").encode("utf-8", "surrogatepass"))
 
     def close(self) -> list[Path]:
+        """Finish the last shard. A run that kept nothing still writes one (empty) shard, so
+        the folder reads as curated data with no documents, not as its report files."""
+        if self._f is None and not self.files:
+            self._open()
         if self._f is not None:
             self._f.close()
             self._f = None
@@ -1501,7 +1524,12 @@ def curate(inputs: Sequence[str | Path], out: str | Path, config: CurateConfig |
     cfg.validate()
     out = Path(out).expanduser()
     check_out_dir(out, overwrite, inputs)
-    list_files(inputs)  # a missing input is an error before anything starts
+    input_bytes = 0  # a missing input is an error before anything starts
+    for f in list_files(inputs):
+        try:
+            input_bytes += f.stat().st_size
+        except OSError:
+            pass
     # a bad tokenizer or block-list file fails here, not in a worker; the block-list travels with
     # the work (workers on other machines need not see the file), the tokenizer by its path
     terms = blocklist_terms(cfg.blocklist) if "blocklist" in cfg.enabled_stages() else []
@@ -1516,7 +1544,8 @@ def curate(inputs: Sequence[str | Path], out: str | Path, config: CurateConfig |
     lim, ex_chars = cfg.examples_per_stage, cfg.example_chars
 
     read_report = ReadReport()
-    docs = iter_documents(inputs, text_field=cfg.text_field, lenient=True, report=read_report)
+    docs = iter_documents(inputs, text_field=cfg.text_field, lenient=True, report=read_report,
+                          text_doc_chars=cfg.text_doc_chars)
     chunks = _chunks(docs, cfg.chunk_docs, cfg.chunk_chars)
 
     n_workers = default_workers() if workers <= 0 else workers
@@ -1527,7 +1556,7 @@ def curate(inputs: Sequence[str | Path], out: str | Path, config: CurateConfig |
         except Exception:  # noqa: BLE001 - any client without nthreads(): assume a few
             threads = 2
         engine = f"dask ({client.scheduler.address if getattr(client, 'scheduler', None) else 'client'}, " \
-                 f"{threads} threads)"
+                 f"{threads} thread{'s' if threads != 1 else ''})"
         window = 2 * threads + 2
 
         def submit(chunk: list[Doc]) -> Callable[[], ChunkResult]:
@@ -1557,8 +1586,10 @@ def curate(inputs: Sequence[str | Path], out: str | Path, config: CurateConfig |
     t0 = time.perf_counter()
     from tqdm import tqdm
 
-    bar = tqdm(unit="doc", unit_scale=True, desc="curate", file=sys.stderr, disable=not progress,
-               dynamic_ncols=True)
+    # progress over the input: on-disk bytes read (compressed size for .gz/.zst), with the
+    # documents seen and the share kept so far
+    bar = tqdm(total=input_bytes, unit="B", unit_scale=True, unit_divisor=1024, desc="curate", file=sys.stderr,
+               disable=not progress, dynamic_ncols=True, mininterval=0.5)
     try:
         for res in bounded_ordered_map(submit, chunks, window):
             totals["docs_in"] += res.docs_in
@@ -1602,9 +1633,11 @@ def curate(inputs: Sequence[str | Path], out: str | Path, config: CurateConfig |
             totals["docs_out"] += len(kept_idx)
             totals["chars_out"] += sum(len(res.texts[i]) for i in kept_idx)
             totals["tokens_out"] += int(res.tokens[kept_idx].sum()) if kept_idx else 0
-            bar.update(res.docs_in)
-            bar.set_postfix(kept=f"{_pct(totals['docs_out'], totals['docs_in']):.1f}%", refresh=False)
+            bar.update(min(read_report.bytes_read(), input_bytes) - bar.n)
+            bar.set_postfix(docs=totals["docs_in"], kept=f"{_pct(totals['docs_out'], totals['docs_in']):.1f}%",
+                            refresh=False)
         files = writer.close()
+        bar.update(input_bytes - bar.n)
         bar.close()
         seconds = time.perf_counter() - t0
         report = {

@@ -10,8 +10,10 @@ What this module owns:
 * Every problem with the input (a missing path, binary or non-UTF-8 bytes, a broken
   compressed stream, a JSON line that is not JSON, a record without the text field) becomes an
   :class:`~lmkit.errors.LmkitError` whose message names the file, and the line where there is
-  one. With ``lenient=True`` the bad file (or line) is skipped instead and counted in a
-  :class:`ReadReport`, so a long job over messy data is not stopped by one bad file.
+  one (for a compressed stream that breaks part-way, the first line that could not be read).
+  With ``lenient=True`` the bad file (or line) is skipped instead and counted in a
+  :class:`ReadReport`, so a long job over messy data is not stopped by one bad file. The
+  report also follows the bytes read (:meth:`ReadReport.bytes_read`), for progress bars.
 
 Format by file name (after removing a ``.gz``/``.zst``/``.zstd`` suffix):
 ``.jsonl``/``.ndjson``/``.json`` -> JSON lines (a ``.json`` file whose first character is ``[``
@@ -84,6 +86,24 @@ class ReadReport:
     bad_lines: list[tuple[str, int, str]] = field(default_factory=list)  # (file, line, reason)
     skipped_file_count: int = 0
     bad_line_count: int = 0
+
+    def __post_init__(self) -> None:
+        # progress over the input (not part of the report): on-disk bytes of the files finished,
+        # and the raw handle of the file being read, whose position counts too
+        self._done_bytes = 0
+        self._open: IO[bytes] | None = None
+
+    def bytes_read(self) -> int:
+        """On-disk (compressed) bytes of the input read so far: the files finished plus the
+        position in the one being read (Parquet files count when finished)."""
+        pos = 0
+        f = self._open
+        if f is not None:
+            try:
+                pos = f.tell()
+            except (OSError, ValueError):  # closed meanwhile
+                pos = 0
+        return self._done_bytes + pos
 
     def skip_file(self, path: str, reason: str) -> None:
         self.skipped_file_count += 1
@@ -253,13 +273,18 @@ class _ZstdStream(io.RawIOBase):
 
 
 @contextmanager
-def _open_binary(path: Path) -> Iterator[io.BufferedReader]:
-    """Open ``path`` for reading decompressed bytes, checking the compression magic first."""
+def _open_binary(path: Path, report: ReadReport | None = None) -> Iterator[io.BufferedReader]:
+    """Open ``path`` for reading decompressed bytes, checking the compression magic first.
+
+    With ``report``, the raw file is registered there while open, for progress in bytes.
+    """
     comp, _ = _split_suffix(path)
     try:
         raw = open(path, "rb")
     except OSError as e:
         raise _ReadFailure(f"cannot open ({e.strerror or e})") from None
+    if report is not None:
+        report._open = raw
     try:
         if comp is None:
             yield io.BufferedReader(raw, buffer_size=1 << 16)  # type: ignore[arg-type]
@@ -276,6 +301,8 @@ def _open_binary(path: Path) -> Iterator[io.BufferedReader]:
             stream = _ZstdStream(raw)
         yield io.BufferedReader(stream, buffer_size=1 << 16)  # type: ignore[arg-type]
     finally:
+        if report is not None:
+            report._open = None
         raw.close()
 
 
@@ -293,6 +320,28 @@ def _compression_errors() -> tuple[type[BaseException], ...]:
 _COMPRESSION_ERRORS = _compression_errors()
 
 
+def _broken(path: Path, e: BaseException) -> str:
+    """The reason given for a compressed stream that fails while being read."""
+    comp = _split_suffix(path)[0] or "compressed"
+    return f"broken {comp} data ({e or type(e).__name__})"
+
+
+def _numbered_lines(stream: IO[bytes], path: Path) -> Iterator[tuple[int, bytes]]:
+    """``enumerate(stream, start=1)``, where a compressed stream breaking names the first line
+    that could not be read (decompression is buffered: lines just before it may be lost too)."""
+    line_no = 0
+    it = iter(stream)
+    while True:
+        try:
+            raw = next(it)
+        except StopIteration:
+            return
+        except _COMPRESSION_ERRORS as e:
+            raise _ReadFailure(f"line {line_no + 1}: {_broken(path, e)}") from None
+        line_no += 1
+        yield line_no, raw
+
+
 # --------------------------------------------------------------------------- format readers
 
 
@@ -307,11 +356,18 @@ def _check_not_binary(stream: io.BufferedReader) -> None:
         raise _ReadFailure("looks binary (NUL bytes); not text")
 
 
-def _read_text(path: Path) -> Iterator[Document]:
-    """Plain text: one document per file, cut at paragraph breaks when the file is large."""
+def _read_text(path: Path, report: ReadReport | None = None, doc_chars: int | None = None) -> Iterator[Document]:
+    """Plain text: one document per file, cut at paragraph breaks when the file is large
+    (after ``doc_chars`` characters, or at any line end after 4 times that; default
+    :data:`TEXT_DOC_SOFT_CHARS` / :data:`TEXT_DOC_HARD_CHARS`)."""
     src = str(path)
-    with _open_binary(path) as stream:
-        _check_not_binary(stream)
+    soft = TEXT_DOC_SOFT_CHARS if doc_chars is None else doc_chars
+    hard = TEXT_DOC_HARD_CHARS if doc_chars is None else 4 * doc_chars
+    with _open_binary(path, report) as stream:
+        try:
+            _check_not_binary(stream)
+        except _COMPRESSION_ERRORS as e:
+            raise _ReadFailure(f"line 1: {_broken(path, e)}") from None
         decoder = codecs.getincrementaldecoder("utf-8")(errors="strict")
         buf: list[str] = []
         size = 0
@@ -321,7 +377,10 @@ def _read_text(path: Path) -> Iterator[Document]:
         k = 0
         first = True
         while True:
-            raw = stream.readline(_READ_PIECE)
+            try:
+                raw = stream.readline(_READ_PIECE)
+            except _COMPRESSION_ERRORS as e:
+                raise _ReadFailure(f"line {line_no}: {_broken(path, e)}") from None
             if not raw:
                 try:
                     tail = decoder.decode(b"", final=True)
@@ -347,7 +406,7 @@ def _read_text(path: Path) -> Iterator[Document]:
             if ends_line:
                 line_no += 1
             at_line_start = ends_line
-            if ends_line and ((blank and size >= TEXT_DOC_SOFT_CHARS) or size >= TEXT_DOC_HARD_CHARS):
+            if ends_line and ((blank and size >= soft) or size >= hard):
                 if pending is not None:
                     yield Document(f"{src}#{k}", pending, src)
                     k += 1
@@ -387,15 +446,18 @@ def _record_text(rec: Any, text_field: str) -> str:
 
 def _read_jsonl(path: Path, text_field: str, report: ReadReport, lenient: bool) -> Iterator[Document]:
     src = str(path)
-    with _open_binary(path) as stream:
-        head = stream.peek(4096)[:4096]
+    with _open_binary(path, report) as stream:
+        try:
+            head = stream.peek(4096)[:4096]
+        except _COMPRESSION_ERRORS as e:
+            raise _ReadFailure(f"line 1: {_broken(path, e)}") from None
         kind = _sniff(head)
         if kind is not None or b"\x00" in head:
             raise _ReadFailure(f"looks binary ({kind or 'NUL bytes'}); not JSON lines")
         if head.lstrip().startswith(b"["):
             yield from _read_json_array(path, stream, text_field, report, lenient)
             return
-        for line_no, raw in enumerate(stream, start=1):
+        for line_no, raw in _numbered_lines(stream, path):
             if not raw.strip():
                 continue
             try:
@@ -501,46 +563,55 @@ def _read_parquet(path: Path, text_field: str, report: ReadReport, lenient: bool
 # --------------------------------------------------------------------------- public iterator
 
 
+def _file_size(path: Path) -> int:
+    """On-disk size of ``path`` (0 if it cannot be read), for :meth:`ReadReport.bytes_read`."""
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
 def iter_documents(paths: Sequence[str | Path], text_field: str = "text", lenient: bool = False,
-                   report: ReadReport | None = None) -> Iterator[Document]:
+                   report: ReadReport | None = None, text_doc_chars: int | None = None) -> Iterator[Document]:
     """Stream the documents of every file under ``paths`` (see the module docstring for formats).
 
     Raises :class:`LmkitError` naming the file (and line) for unreadable input; with
     ``lenient=True`` such a file or line is skipped and recorded in ``report`` instead. A file
-    that fails part-way in lenient mode keeps the documents it yielded before the failure.
+    that fails part-way in lenient mode keeps the documents it yielded before the failure (the
+    reason recorded says how many). ``text_doc_chars``: cut plain-text files into documents at
+    the first paragraph break after this many characters (default :data:`TEXT_DOC_SOFT_CHARS`).
     """
     report = report if report is not None else ReadReport()
     for path in list_files(paths):
         fmt = file_format(path)
         n_before, bad_before = report.documents, report.bad_line_count
+        reason: str | None = None
         try:
             if fmt == "jsonl":
                 docs = _read_jsonl(path, text_field, report, lenient)
             elif fmt == "parquet":
                 docs = _read_parquet(path, text_field, report, lenient)
             else:
-                docs = _read_text(path)
+                docs = _read_text(path, report, text_doc_chars)
             for doc in docs:
                 report.documents += 1
                 report.text_chars += len(doc.text)
                 yield doc
         except _ReadFailure as e:
-            msg = f"{path}: {e}"
-            if not lenient:
-                raise LmkitError(msg) from None
-            report.skip_file(str(path), str(e))
-            continue
+            reason = str(e)
         except _COMPRESSION_ERRORS as e:
-            comp = _split_suffix(path)[0] or "compressed"
-            reason = f"broken {comp} data ({e or type(e).__name__})"
-            if not lenient:
-                raise LmkitError(f"{path}: {reason}") from None
-            report.skip_file(str(path), reason)
-            continue
+            reason = _broken(path, e)
         except OSError as e:
             reason = f"read error ({e.strerror or e})"
+        finally:
+            report._open = None
+            report._done_bytes += _file_size(path)
+        if reason is not None:
             if not lenient:
                 raise LmkitError(f"{path}: {reason}") from None
+            kept = report.documents - n_before
+            if kept:
+                reason += f"; the {kept:,} document{'s' if kept > 1 else ''} before it kept"
             report.skip_file(str(path), reason)
             continue
         report.files_read += 1

@@ -180,44 +180,54 @@ class _LinearCrossEntropy(torch.autograd.Function):
     """mean cross-entropy of softmax(hidden · weightᵀ + bias) against targets, chunked.
 
     The forward pass also computes the gradients (dL/dlogits = softmax − onehot), so backward
-    only scales them; logits never exist for more than ``chunk`` rows at a time.
+    only scales them; logits never exist for more than ``chunk`` rows at a time. Per chunk the
+    work over the (rows × vocab) logits is one matmul, a read for the row maxima of the logits
+    and one of the probabilities (which give the log-sum-exp), PyTorch's row-wise softmax kernel
+    (max, exp, sum and divide while a row is in cache) into a reused buffer, then two matmuls; each row's 1/n_valid share of the mean is applied on the small
+    (rows × d_model) side, and subtracting the one-hot touches one element per row.
     """
 
     @staticmethod
     def forward(ctx, hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,  # type: ignore[override]
                 targets: torch.Tensor, ignore_index: int, chunk: int, compute_dtype: torch.dtype) -> torch.Tensor:
-        N = hidden.shape[0]
+        N, V = hidden.shape[0], weight.shape[0]
         valid_all = targets != ignore_index
-        n_valid = valid_all.sum().clamp(min=1).to(torch.float32)
+        share_all = valid_all.to(torch.float32) / valid_all.sum().clamp(min=1).to(torch.float32)  # (N,)
         w = weight.to(compute_dtype)  # (V, C)
         grad_hidden = torch.empty_like(hidden)  # (N, C)
         grad_weight = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device)  # (V, C)
         grad_bias = torch.zeros(bias.shape, dtype=torch.float32, device=bias.device) if bias is not None else None
         total = torch.zeros((), dtype=torch.float32, device=hidden.device)
+        rows_max = min(chunk, N)
+        probs_buf = torch.empty(rows_max, V, dtype=torch.float32, device=hidden.device)  # reused by every chunk
+        logits_buf = probs_buf.new_empty(rows_max, V) if compute_dtype == torch.float32 else None
         for s in range(0, N, chunk):
             h = hidden[s:s + chunk].to(compute_dtype)  # (n, C)
-            t = targets[s:s + chunk]  # (n,)
-            valid = valid_all[s:s + chunk]
-            logits = (h @ w.t()).float()  # (n, V)
+            n = h.shape[0]
+            tgt = targets[s:s + chunk].clamp(min=0)  # (n,)
+            share = share_all[s:s + chunk]  # (n,): 1/n_valid, or 0 where nothing is scored
+            rows = torch.arange(n, device=h.device)
+            if logits_buf is not None:
+                logits = torch.mm(h, w.t(), out=logits_buf[:n])  # (n, V)
+            else:
+                logits = (h @ w.t()).float()
             if bias is not None:
                 logits += bias.float()
-            lse = torch.logsumexp(logits, dim=-1)  # (n,)
-            tgt = t.clamp(min=0)
-            rows = torch.arange(t.shape[0], device=t.device)
-            picked = logits[rows, tgt]
-            total += ((lse - picked) * valid).sum()
-            # gradient of this chunk: softmax - onehot, for valid rows, / number of valid targets
-            probs = logits.sub_(lse[:, None]).exp_()
-            probs[rows, tgt] -= 1.0
-            probs.mul_((valid.to(torch.float32) / n_valid)[:, None])
-            g = probs.to(compute_dtype)  # (n, V)
-            grad_hidden[s:s + chunk] = g @ w
-            grad_weight.addmm_(g.t().to(torch.float32), h.to(torch.float32))  # no-op casts in fp32
+            top = logits.amax(dim=-1)  # (n,)
+            probs = torch.softmax(logits, dim=-1, out=probs_buf[:n])  # (n, V)
+            # log-sum-exp from the most likely token, whose probability (>= 1/V) cannot underflow:
+            # its probability is exp(top - lse)
+            lse = top - probs.amax(dim=-1).log()
+            total += ((lse - logits[rows, tgt]) * share).sum()
+            probs[rows, tgt] -= 1.0  # softmax − onehot: the gradient of each row's loss
+            g = probs.to(compute_dtype)  # no copy in fp32
+            grad_hidden[s:s + n] = (g @ w) * share[:, None].to(compute_dtype)
+            grad_weight.addmm_(g.t().to(torch.float32), h.to(torch.float32) * share[:, None])
             if grad_bias is not None:
-                grad_bias += probs.sum(0)
+                grad_bias += share @ probs
         ctx.save_for_backward(grad_hidden, grad_weight.to(weight.dtype),
                               grad_bias.to(bias.dtype) if grad_bias is not None and bias is not None else None)
-        return total / n_valid
+        return total
 
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor):  # type: ignore[override]
