@@ -38,14 +38,7 @@ def grammar_corpus(folder: Path, n_docs: int = 300, seed: int = 0) -> Path:
     return path
 
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> object:
-    """Tiny models run fastest on one thread, and several test workers share the cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 
 def unigram_entropy(shards: TokenShards) -> float:

@@ -91,14 +91,7 @@ def to_examples(rows: list[dict], task: str) -> list[Example]:
         return [Example(f"row{i}", words=tuple(r["tokens"]), tags=tuple(r["labels"])) for i, r in enumerate(rows)]
     return [Example(f"row{i}", source=r["input"], target=r["target"]) for i, r in enumerate(rows)]
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> object:
-    """Tiny models run fastest on one thread, and several test workers share the cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 
 @pytest.fixture(scope="module")

@@ -138,6 +138,8 @@ def test_cli_errors_are_one_line(tmp_path: Path) -> None:
                         "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "o")],
                        capture_output=True, text=True)
     assert r.returncode == 2 and "Traceback" not in r.stderr and "missing" in r.stderr
+    with pytest.raises(ConfigError, match="train.max_steps must be positive"):
+        load_run_config(TINY, {"train.max_steps": 0}).validate()
 
 
 def test_schedule_and_horizon() -> None:

@@ -27,14 +27,7 @@ from lmkit.viz import (
 
 TEXT = "the cat sees the bird and the dog likes a red ball."
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> object:
-    """Tiny models run fastest on one thread, and several test workers share the cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 
 @pytest.fixture(scope="module")

@@ -126,6 +126,10 @@ class TrainConfig:
         if mb <= 0 or self.batch_size % mb:
             raise ConfigError(
                 f"train.batch_size ({self.batch_size}) must be a multiple of train.micro_batch_size ({mb})")
+        for name in ("max_steps", "max_tokens", "max_time", "max_flops", "tokens_per_param"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise ConfigError(f"train.{name} must be positive (or null for no such limit), got {value}")
         if not any(x is not None for x in (self.max_steps, self.max_tokens, self.max_time,
                                            self.max_flops, self.tokens_per_param)):
             raise ConfigError("set at least one stop condition: train.max_steps, max_tokens, max_time, "
