@@ -153,7 +153,8 @@ def bench_encdec(steps: int, warmup: int, compile: bool = False) -> dict[str, fl
     times = _interleaved_times(lm_step, hf_step, batch, steps, warmup)
     return _report("encdec", "T5ForConditionalGeneration", cfg, model, hf, times, BATCH * SEQ,
                    (" (compiled)" if compile else "")
-                   + f" (tokens = encoder inputs; targets {batch['labels'].shape[1]} per window)")
+                   + f" (tokens = encoder inputs; targets padded to {batch['labels'].shape[1]}, "
+                     f"{int((batch['labels'] != -100).sum(1).max())} scored: lmkit decodes only those)")
 
 
 def main() -> None:

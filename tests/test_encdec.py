@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from lmkit.checkpoint import load_model, load_tokenizer
 from lmkit.cli import main
@@ -94,6 +95,19 @@ def test_relative_position_buckets_match_t5() -> None:
                                                        max_distance=128)
         assert torch.equal(ours, theirs)
     assert ED.relative_position_bucket(torch.tensor([-2, -1, 0, 1, 2]), True).tolist() == [2, 1, 0, 17, 18]
+
+
+def test_loss_skips_unscored_target_tail_without_changing_the_loss() -> None:
+    """The loss decodes only up to the last scored target position; the result is the full one."""
+    _, model = small_model(3)
+    ids = torch.randint(5, 300, (2, 30))
+    dec_in = torch.randint(5, 300, (2, 16))
+    labels = torch.randint(5, 300, (2, 16))
+    labels[0, 9:], labels[1, 12:] = -100, -100  # targets of 9 and 12 tokens, padded to 16
+    batch = {"input_ids": ids, "attention_mask": torch.ones(2, 30, dtype=torch.long),
+             "decoder_input_ids": dec_in, "labels": labels}
+    full = F.cross_entropy(model(ids, dec_in).flatten(0, 1), labels.flatten(), ignore_index=-100)
+    assert torch.allclose(model.loss(batch), full, atol=1e-5)
 
 
 def test_cached_decoding_equals_full_decoding() -> None:

@@ -255,10 +255,15 @@ class EncoderDecoder(nn.Module):
     def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Mean cross-entropy of the target tokens (labels ≠ -100) given the input and the target prefix."""
         mask = batch.get("attention_mask")
+        labels = batch["labels"]  # (B, T), -100 after each target's end
+        # The decoder is causal, so target positions after the last scored one change nothing before
+        # them: decode only up to the longest target in the batch, not the padded max_target_len.
+        scored = (labels != -100).any(dim=0).nonzero()
+        T = int(scored[-1]) + 1 if len(scored) else 1
         enc = self.encode(batch["input_ids"], mask)  # (B, S, C)
-        dec = self.decode(batch["decoder_input_ids"], enc, mask)  # (B, T, C)
+        dec = self.decode(batch["decoder_input_ids"][:, :T], enc, mask)  # (B, T, C)
         return linear_cross_entropy((dec * self.output_scale).flatten(0, 1), self.output_weight,
-                                    batch["labels"].flatten())
+                                    labels[:, :T].flatten())
 
     def new_cache(self, batch: int, max_len: int | None = None) -> KVCache:
         """An empty self-attention cache for the decoder (default length: max_target_len)."""
