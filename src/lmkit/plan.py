@@ -33,6 +33,7 @@ from typing import Any
 
 from lmkit.config import ModelConfig, TrainConfig
 from lmkit.errors import LmkitError
+from lmkit.objectives import span_lengths, span_window_length
 
 PF_DAY = 8.64e19  # FLOPs in one petaFLOP/s-day
 TOKENS_PER_PARAM = 20.0  # Chinchilla's rule of thumb
@@ -136,7 +137,8 @@ def flops_per_token(cfg: ModelConfig, seq_len: int | None = None, training: bool
     encoder: the MLM head (dense d² and the vocabulary projection V·d) runs only on the positions
     the objective scores, ``MLM_SCORED_FRACTION`` = 15% of them (lmkit's Encoder.loss).
     encdec: a "token" is an encoder input token; each window of ``seq_len`` inputs comes with
-    ``min(cfg.max_target_len, seq_len)`` decoder positions. The encoder's parameters run over the
+    ``decoded_target_len`` decoder positions (span corruption's target, which lmkit's loss decodes
+    without the padding up to ``max_target_len``). The encoder's parameters run over the
     inputs, the decoder's over the targets, except the cross-attention keys/values (2d² per
     decoder layer), which run over the inputs; attention costs self-attention over each side plus
     cross-attention from targets to inputs.
@@ -153,7 +155,7 @@ def flops_per_token(cfg: ModelConfig, seq_len: int | None = None, training: bool
         forward = 2.0 * (p.matmul - head) + 2.0 * MLM_SCORED_FRACTION * head + 4.0 * L * d * T
     else:
         S = T
-        Tt = min(cfg.max_target_len, T)
+        Tt = decoded_target_len(cfg, S)
         Ld = cfg.n_decoder_layers or L
         f = cfg.ffn_width
         enc = L * (4 * d * d + 2 * d * f)
@@ -163,6 +165,16 @@ def flops_per_token(cfg: ModelConfig, seq_len: int | None = None, training: bool
                       + 4.0 * d * (L * S * S + Ld * Tt * Tt + Ld * Tt * S))
         forward = per_window / S
     return 3.0 * forward if training else forward
+
+
+def decoded_target_len(cfg: ModelConfig, seq_len: int) -> int:
+    """Decoder positions an encoder-decoder trains on per window of ``seq_len`` inputs: the span
+    corruption target of the longest raw window that fits (``EncoderDecoder.loss`` decodes up to
+    the last scored target token); ``min(max_target_len, seq_len)`` when no window fits."""
+    try:
+        return span_lengths(span_window_length(seq_len, cfg.max_target_len))[1]
+    except ValueError:
+        return min(cfg.max_target_len, seq_len)
 
 
 def training_flops(params: float, tokens: float) -> float:
@@ -355,7 +367,7 @@ def activation_bytes(cfg: ModelConfig, micro_batch: int, seq_len: int | None = N
     per_token_layer = resid * 4.0 + other * act + (2.0 * d if cfg.dropout > 0 else 0.0)
     L = cfg.n_layers
     if cfg.family == "encdec":
-        Tt = min(cfg.max_target_len, S)
+        Tt = decoded_target_len(cfg, S)
         Ld = cfg.n_decoder_layers or L
         H = cfg.n_heads
         # decoder layers: a third norm input (resid), cross-attn norm output, q, output, copy (4d),
