@@ -16,6 +16,7 @@ from lmkit.cli import main
 from lmkit.config import ModelConfig, load_run_config
 from lmkit.data.pack import TokenShards
 from lmkit.errors import LmkitError
+from lmkit.export_hf import to_hf_state
 from lmkit.fillmask import fill_mask
 from lmkit.models import build_model, count_parameters
 from lmkit.models import encoder as E
@@ -59,7 +60,7 @@ def hf_copy(cfg: ModelConfig, model: torch.nn.Module) -> torch.nn.Module:
     hf_cfg.pop("model_type")
     config_cls = transformers.BertConfig if arch == "BertForMaskedLM" else transformers.RoFormerConfig
     hf = getattr(transformers, arch)(config_cls(**hf_cfg)).eval()
-    missing, unexpected = hf.load_state_dict(E.to_hf_state(cfg, model.state_dict()), strict=False)
+    missing, unexpected = hf.load_state_dict(to_hf_state(model, cfg), strict=False)
     assert not unexpected
     # only tied copies and RoFormer's fixed sinusoid table are not in the map
     assert set(missing) <= {"cls.predictions.decoder.weight", "cls.predictions.decoder.bias",

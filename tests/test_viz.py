@@ -12,6 +12,7 @@ from lmkit.checkpoint import save_checkpoint
 from lmkit.cli import main
 from lmkit.config import ModelConfig
 from lmkit.errors import LmkitError
+from lmkit.export_hf import to_hf_state
 from lmkit.models import build_model
 from lmkit.models import encdec as ED
 from lmkit.models import encoder as E
@@ -56,7 +57,7 @@ def test_encoder_maps_equal_berts_own_attention_weights(tok: Tokenizer) -> None:
     cfg = E.hf_config(model.cfg)
     cfg.pop("architectures"), cfg.pop("model_type")
     hf = BertForMaskedLM(BertConfig(**cfg, attn_implementation="eager")).eval()
-    hf.load_state_dict(E.to_hf_state(model.cfg, model.state_dict()), strict=False)
+    hf.load_state_dict(to_hf_state(model, model.cfg), strict=False)
     ids = torch.tensor([tok.encode(TEXT)])
     ours, _ = capture_attention(model, ids)
     theirs = torch.stack([a[0] for a in hf(input_ids=ids, output_attentions=True).attentions])

@@ -154,12 +154,11 @@ def export_blocker(cfg: ModelConfig) -> str | None:
     if cfg.family == "decoder" and cfg.pos_encoding != "rotary":
         return (f"a decoder with {cfg.pos_encoding} positions has no LlamaForCausalLM equivalent "
                 "(Llama uses rotary positions only)")
-    if cfg.family == "encoder" and not (cfg.pos_encoding == "learned"
-                                        or (cfg.pos_encoding == "rotary" and cfg.rope_theta == 10000.0)):
-        what = f"rotary positions with rope_theta {cfg.rope_theta:g}" if cfg.pos_encoding == "rotary" \
-            else f"{cfg.pos_encoding} positions"
-        return (f"an encoder with {what} has no transformers equivalent (learned positions -> BertForMaskedLM, "
-                "rotary positions with rope_theta 10000 -> RoFormerForMaskedLM)")
+    if cfg.family == "encoder":
+        try:
+            family_module("encoder").hf_architecture(cfg)
+        except ValueError as e:
+            return str(e)
     return None
 
 
@@ -170,7 +169,7 @@ def target_of(cfg: ModelConfig, where: str = "") -> HFTarget:
         fix = {"decoder": "model.pos_encoding: rotary",
                "encoder": "model.pos_encoding: learned or rotary (rope_theta 10000)"}.get(cfg.family, "")
         raise LmkitError(f"{where + ': ' if where else ''}{blocker}; train with {fix} to export")
-    if cfg.family == "encoder" and cfg.pos_encoding == "rotary":
+    if cfg.family == "encoder" and family_module("encoder").hf_architecture(cfg) == ROFORMER.architecture:
         return ROFORMER
     return TARGETS[cfg.family]
 

@@ -188,9 +188,10 @@ def hf_architecture(cfg: ModelConfig) -> str:
         return "BertForMaskedLM"
     if cfg.pos_encoding == "rotary" and cfg.rope_theta == 10000.0:
         return "RoFormerForMaskedLM"
-    raise ValueError(f"an encoder with {cfg.pos_encoding} positions (rope_theta {cfg.rope_theta:g}) has no "
-                     "transformers counterpart (learned -> BertForMaskedLM, rotary with theta 10000 -> "
-                     "RoFormerForMaskedLM)")
+    what = f"rotary positions with rope_theta {cfg.rope_theta:g}" if cfg.pos_encoding == "rotary" \
+        else f"{cfg.pos_encoding} positions"
+    raise ValueError(f"an encoder with {what} has no transformers equivalent (learned positions -> "
+                     "BertForMaskedLM, rotary positions with rope_theta 10000 -> RoFormerForMaskedLM)")
 
 
 def hf_name_map(cfg: ModelConfig) -> dict[str, str]:
@@ -244,19 +245,6 @@ def hf_rotary_permutation(cfg: ModelConfig) -> torch.Tensor:
     hd, half = cfg.head_dim, cfg.head_dim // 2
     within = torch.stack([torch.arange(half), torch.arange(half) + half], dim=1).flatten()  # (hd,)
     return torch.cat([h * hd + within for h in range(cfg.n_heads)])
-
-
-def to_hf_state(cfg: ModelConfig, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """lmkit state dict -> the matching ``transformers`` class's state dict (tied copies omitted)."""
-    names = hf_name_map(cfg)
-    perm = hf_rotary_permutation(cfg) if hf_architecture(cfg) == "RoFormerForMaskedLM" else None
-    out: dict[str, torch.Tensor] = {}
-    for ours, theirs in names.items():
-        t = state[ours]
-        if perm is not None and (".attn.q_proj." in ours or ".attn.k_proj." in ours):
-            t = t.index_select(0, perm)
-        out[theirs] = t
-    return out
 
 
 def hf_config(cfg: ModelConfig) -> dict[str, object]:
