@@ -626,5 +626,8 @@ def cli_pretrain(args: Any) -> int:
             print(f"checkpoint: {summary['checkpoint']}")
             print(f"metrics:    {summary['metrics']}" + (f"\nloss curve: {summary['loss_curve']}" if summary["loss_curve"] else ""))
     if dist.is_initialized():
+        # leave together: a rank tearing its process group down while another still works (rank 0
+        # writes the summary) can abort in gloo's background threads
+        dist.barrier()
         dist.destroy_process_group()
     return 0
