@@ -2,7 +2,8 @@
 
 One training step = forward, loss, backward, gradient clipping, AdamW update, on the same batch
 size, sequence length and parameter count, in one process with the two sides' steps interleaved
-(so machine noise hits both alike). Prints tokens/s medians, the ratio lmkit / HF, and lmkit's
+(so machine noise hits both alike). Prints tokens/s medians, their ratio lmkit / HF, the median
+and quartiles of the ratio within each round (one step of each side back to back), and lmkit's
 model FLOPs utilisation against this machine's measured matmul peak.
 
     python benchmarks/train_throughput.py [--family decoder encoder encdec] [--steps 12]
@@ -95,12 +96,19 @@ def _report(family: str, hf_name: str, cfg: ModelConfig, model: torch.nn.Module,
     emb = cfg.vocab_size * cfg.d_model
     lm_tps = tokens / statistics.median(times["lmkit"])
     hf_tps = tokens / statistics.median(times["hf"])
+    # each round runs one step of each side back to back: the ratio within a round is immune to the
+    # machine's speed drifting between rounds (this VM's matmul peak moves by 30% within minutes)
+    paired = sorted(hf / lm for lm, hf in zip(times["lmkit"], times["hf"]))
+    q = len(paired) // 4
     peak = measure_matmul_peak()
     mfu = lm_tps * flops_per_token(cfg, SEQ) / peak
     print(f"{family:<8} params lmkit {n_lm:,} / HF {n_hf:,} (non-embedding {n_lm - emb:,} / {n_hf - emb:,})")
     print(f"{family:<8} lmkit {lm_tps:8.0f} tok/s   HF {hf_name} {hf_tps:8.0f} tok/s   "
           f"ratio {lm_tps / hf_tps:.2f}x   lmkit MFU {100 * mfu:.0f}% of {peak / 1e9:.0f} GFLOP/s{note}")
-    return {"lmkit_tps": lm_tps, "hf_tps": hf_tps, "ratio": lm_tps / hf_tps, "mfu": mfu}
+    print(f"{family:<8} ratio within rounds: median {statistics.median(paired):.2f}x, "
+          f"quartiles {paired[q]:.2f}-{paired[-1 - q]:.2f}x over {len(paired)} rounds")
+    return {"lmkit_tps": lm_tps, "hf_tps": hf_tps, "ratio": lm_tps / hf_tps,
+            "paired_ratio": statistics.median(paired), "mfu": mfu}
 
 
 def _specials() -> SpecialIds:

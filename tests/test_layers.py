@@ -1,4 +1,8 @@
-"""Shared layers: the chunked linear cross-entropy equals the plain logits path in value and gradient."""
+"""Shared layers: the hand-written pieces equal the library paths they replace, in value and gradient.
+
+The chunked linear cross-entropy against logits then ``F.cross_entropy``; the CPU RMSNorm against
+``F.rms_norm``; biased attention against ``F.scaled_dot_product_attention`` with the same mask.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lmkit.models.layers import linear_cross_entropy
+from lmkit.models.layers import _WORKSPACE, RMSNorm, _RMSNorm, biased_attention, linear_cross_entropy
 
 
 @pytest.mark.parametrize("chunk", [7, 64, 1024])
@@ -46,3 +50,74 @@ def test_linear_cross_entropy_without_scored_positions_is_zero() -> None:
     loss = linear_cross_entropy(hidden, weight, torch.full((4,), -100))
     loss.backward()
     assert loss.item() == 0.0 and hidden.grad.abs().sum().item() == 0.0 and weight.grad.abs().sum().item() == 0.0
+
+
+def test_linear_cross_entropy_reuses_its_scratch_block() -> None:
+    """The (rows × vocab) block is kept between calls, so a training step maps no fresh memory for it."""
+    hidden = torch.randn(40, 8, requires_grad=True)
+    weight = torch.randn(30, 8, requires_grad=True)
+    targets = torch.randint(0, 30, (40,))
+    linear_cross_entropy(hidden, weight, targets, chunk=16).backward()
+    block = _WORKSPACE[(hidden.device, torch.float32)]
+    first = linear_cross_entropy(hidden, weight, targets, chunk=16)
+    assert _WORKSPACE[(hidden.device, torch.float32)].data_ptr() == block.data_ptr()
+    assert torch.allclose(first, F.cross_entropy(hidden @ weight.t(), targets), rtol=1e-6)
+
+
+@pytest.mark.parametrize("shape", [(4, 7, 16), (3, 32)])
+def test_rms_norm_matches_torch_in_value_and_gradient(shape: tuple[int, ...]) -> None:
+    torch.manual_seed(0)
+    norm = RMSNorm(shape[-1], eps=1e-6)
+    with torch.no_grad():
+        norm.weight.uniform_(0.5, 1.5)
+    x = (torch.randn(shape) * 3).requires_grad_()
+    dy = torch.randn(shape)
+    ours = norm(x)
+    gx, gw = torch.autograd.grad(ours, [x, norm.weight], dy)
+    ref = F.rms_norm(x, (shape[-1],), norm.weight, 1e-6)
+    rx, rw = torch.autograd.grad(ref, [x, norm.weight], dy)
+    assert torch.allclose(ours, ref, atol=1e-6)
+    assert torch.allclose(gx, rx, atol=1e-5) and torch.allclose(gw, rw, atol=1e-5)
+    # the gradient is the true derivative, not only what F.rms_norm's autograd says
+    x64 = x.detach().double().requires_grad_()
+    w64 = norm.weight.detach().double().requires_grad_()
+    assert torch.autograd.gradcheck(_RMSNorm.apply, (x64, w64, 1e-6))
+
+
+@pytest.mark.parametrize("bias_shape,causal", [
+    ((1, 3, 9, 9), False),   # T5 encoder: one bias for the whole batch
+    ((2, 3, 9, 9), False),   # bias with padding folded in, per sequence
+    ((1, 3, 9, 9), True),    # T5 decoder: −inf above the diagonal
+    ((9, 9), True),          # a plain 2-D additive mask
+    ((2, 1, 1, 9), False),   # a per-key padding mask, broadcast over heads and queries
+])
+@pytest.mark.parametrize("scale", [1.0, 0.25])
+def test_biased_attention_matches_sdpa(bias_shape: tuple[int, ...], causal: bool, scale: float) -> None:
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(2, 9, 3, 8).transpose(1, 2).requires_grad_() for _ in range(3))  # (B, H, T, hd) views
+    bias = torch.randn(bias_shape, requires_grad=True)
+    mask = bias
+    if causal:
+        mask = bias.masked_fill(torch.ones(9, 9, dtype=torch.bool).triu(1), float("-inf"))
+    if bias_shape == (2, 1, 1, 9):
+        mask = bias.masked_fill(torch.tensor([[False] * 9, [False] * 6 + [True] * 3])[:, None, None, :], float("-inf"))
+    dy = torch.randn(2, 3, 9, 8)
+    ours = biased_attention(q, k, v, mask, scale)
+    grads = torch.autograd.grad(ours, [q, k, v, bias], dy, retain_graph=True)
+    ref = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
+    ref_grads = torch.autograd.grad(ref, [q, k, v, bias], dy)
+    assert torch.allclose(ours, ref, atol=1e-5)
+    for g, r in zip(grads, ref_grads):
+        assert g.shape == r.shape and torch.allclose(g, r, atol=1e-5)
+
+
+def test_biased_attention_runs_under_bf16_autocast() -> None:
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(2, 3, 9, 8, requires_grad=True) for _ in range(3))
+    bias = torch.randn(1, 3, 9, 9, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = biased_attention(q @ torch.eye(8), k @ torch.eye(8), v @ torch.eye(8), bias, 1.0)
+    out.float().sum().backward()
+    ref = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=1.0)
+    assert out.dtype == torch.bfloat16 and torch.allclose(out.float(), ref, atol=5e-2)
+    assert bias.grad is not None and bias.grad.dtype == torch.float32 and torch.isfinite(bias.grad).all()

@@ -49,7 +49,7 @@ def evaluate(model: nn.Module, shards: Any, model_cfg: ModelConfig, specials: Sp
 
     ``loss_fn`` (default ``model.loss``) lets a distributed wrapper (DDP/FSDP) run the forward pass.
     """
-    loss_fn = loss_fn or model.loss
+    loss_fn = loss_fn if loss_fn is not None else model.loss
     was_training = model.training
     model.eval()
     total_nats = 0.0

@@ -145,9 +145,14 @@ class Stack(nn.Module):
         T = x.shape[1]
         past = cache.length if cache is not None else 0
         bias = self.position_bias(T, past + T, past)  # (1, H, T, past+T)
-        if keep is not None:
+        # A mask with no padding changes nothing: leaving it out keeps the bias (1, H, T, T), shared
+        # by the batch, instead of a (B, H, T, T) copy whose gradient is reduced layer by layer.
+        # (A compiled graph keeps the mask: looking at its values would split the graph.)
+        if keep is not None and (torch.compiler.is_compiling() or not bool(keep.all())):
             bias = bias.masked_fill(~keep.to(torch.bool)[:, None, None, :], float("-inf"))  # (B, H, T, T)
-        ckeep = context_keep.to(torch.bool)[:, None, None, :] if context_keep is not None else None  # (B,1,1,S)
+        ckeep = None
+        if context_keep is not None and (torch.compiler.is_compiling() or not bool(context_keep.all())):
+            ckeep = context_keep.to(torch.bool)[:, None, None, :]  # (B, 1, 1, S)
         x = self.drop(x)
         for i, block in enumerate(self.blocks):
             kv = context_kv[i] if context_kv is not None else None
@@ -257,9 +262,12 @@ class EncoderDecoder(nn.Module):
         mask = batch.get("attention_mask")
         labels = batch["labels"]  # (B, T), -100 after each target's end
         # The decoder is causal, so target positions after the last scored one change nothing before
-        # them: decode only up to the longest target in the batch, not the padded max_target_len.
-        scored = (labels != -100).any(dim=0).nonzero()
-        T = int(scored[-1]) + 1 if len(scored) else 1
+        # them: decode only up to the longest target in the batch, not the padded max_target_len
+        # (a compiled graph decodes them all and keeps one shape).
+        T = labels.shape[1]
+        if not torch.compiler.is_compiling():
+            scored = (labels != -100).any(dim=0).nonzero()
+            T = int(scored[-1]) + 1 if len(scored) else 1
         enc = self.encode(batch["input_ids"], mask)  # (B, S, C)
         dec = self.decode(batch["decoder_input_ids"][:, :T], enc, mask)  # (B, T, C)
         return linear_cross_entropy((dec * self.output_scale).flatten(0, 1), self.output_weight,
