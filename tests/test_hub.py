@@ -187,6 +187,12 @@ def test_cli_push_list_search_show_pull(tmp_path: Path, capsys: pytest.CaptureFi
     assert "me/enc" in out and "fill-mask" in out and "encoder" in out
     assert main(["hub", "search", "family:encoder", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)[0]["name"] == "me/enc"
+    # card words match from their start: "mit" is this card's licence, not the "limitations" of others
+    hub = Hub(str(tmp_path / "hub"))
+    hub.push(ckpt(tmp_path / "ck2", "decoder", d_model=32), "me/dec")
+    assert "limitations" in hub.read_file("me/dec", 1, "README.md").decode().lower()
+    assert [m["name"] for m in hub.search("mit")] == ["me/enc"]
+    assert [m["name"] for m in hub.search("limit")] == ["me/dec"]
     assert main(["hub", "show", "me/enc"]) == 0
     assert "# my own card" in capsys.readouterr().out  # the checkpoint's own README is the card
     assert main(["hub", "pull", "me/enc@1", "--out", str(tmp_path / "got")]) == 0

@@ -543,3 +543,17 @@ def test_measure_times_real_steps_and_predicts_the_run(capsys: pytest.CaptureFix
     assert rep["tokens_per_second"] == pytest.approx(rep["tokens_per_step"] / rep["step_seconds_median"])
     assert 0 < rep["mfu"] < 1
     assert rep["memory"]["measured_bytes"] > 0 and rep["memory"]["predicted_bytes"] > 0
+
+
+@pytest.mark.parametrize("unbuffered", ["", "1"])
+def test_output_cut_short_by_the_reader_ends_quietly(unbuffered: str) -> None:
+    """`lmkit plan ... | head -1`: a reader that has gone ends the command with 141, not a traceback."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone before the first line
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    if unbuffered:
+        env["PYTHONUNBUFFERED"] = unbuffered
+    proc = subprocess.run([sys.executable, "-m", "lmkit.cli", "plan", "--params", "1B"], stdout=write_end,
+                          stderr=subprocess.PIPE, env=env, timeout=60)
+    os.close(write_end)
+    assert proc.returncode == 141 and proc.stderr.decode() == ""

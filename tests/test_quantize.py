@@ -79,11 +79,17 @@ def test_int8_checkpoint_is_4x_smaller_and_keeps_quality(trained: Path, tmp_path
     assert (a - b).abs().max() < 0.05 * a.abs().max()
 
 
-def test_generate_loads_the_int8_checkpoint(trained: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_generate_loads_the_int8_checkpoint(trained: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
     quantize_checkpoint(trained, tmp_path / "int8", to="int8", eval_batches=1, show_progress=False)
     capsys.readouterr()
     assert main(["generate", str(tmp_path / "int8"), "the cat", "--max-new-tokens", "8"]) == 0
     assert "the cat" in capsys.readouterr().out
+    # setting up the KV cache does not dequantise the int8 embedding table
+    model = load_model(tmp_path / "int8")
+    monkeypatch.setattr(Int8Embedding, "weight", property(lambda self: pytest.fail("table dequantised")))
+    cache = model.new_cache(2, 16)
+    assert cache.k[0].shape[0] == 2 and cache.k[0].dtype == torch.float32
 
 
 def test_evaluate_loads_quantized_checkpoints(trained: Path, tmp_path: Path,

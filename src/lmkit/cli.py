@@ -8,6 +8,7 @@ about the user's input (``LmkitError``) are printed as one line and exit with st
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Any, Callable
 
@@ -795,13 +796,20 @@ def main(argv: list[str] | None = None) -> int:
             args.overrides = _overrides(extra)
         elif args.command in TAKES_OVERRIDES:
             args.overrides = {}
-        return int(args.func(args) or 0)
+        rc = int(args.func(args) or 0)
+        sys.stdout.flush()  # a closed pipe surfaces here, inside the handlers below
+        return rc
     except LmkitError as e:
         print(f"lmkit: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("lmkit: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # the reader went away (`lmkit plan ... | head`): stop quietly, as a shell tool does, and
+        # point stdout at /dev/null so the interpreter's final flush does not raise again
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE
 
 
 if __name__ == "__main__":

@@ -394,7 +394,8 @@ class Hub:
 
         Terms: ``family:decoder``, ``task:fill-mask``, ``name:word``, size comparisons such as
         ``size<10M`` / ``params>=1M``; any other word must appear in the name, family, task,
-        architecture, objective or model card (case-insensitive).
+        architecture, objective or model card (case-insensitive; outside the name, from the start of a
+        word).
         """
         from lmkit.plan import parse_count
 
@@ -439,9 +440,12 @@ class Hub:
             card_text: str | None = None
             ok = True
             for w in words:
+                # names match anywhere ("legal" in "alice/legal-gpt"); other text from a word's
+                # start, so "mit" finds a MIT licence but not every card's "limitations"
+                starts_word = re.compile(r"(?<![a-z0-9])" + re.escape(w))
                 if w in m["name"].lower():
                     score += 3
-                elif w in head:
+                elif starts_word.search(head):
                     score += 2
                 else:
                     if card_text is None:
@@ -451,7 +455,7 @@ class Hub:
                             # an unverified card is not searched; say so rather than fail the whole search
                             print(f"lmkit: warning: card not searched: {e}", file=sys.stderr)
                             card_text = ""
-                    if w in card_text:
+                    if starts_word.search(card_text):
                         score += 1
                     else:
                         ok = False

@@ -124,7 +124,7 @@ class Decoder(nn.Module):
         return linear_cross_entropy(h.flatten(0, 1), self.output_weight, batch["labels"].flatten())
 
     def new_cache(self, batch: int, max_len: int | None = None) -> KVCache:
-        p = self.tok_emb.weight
+        p = self.norm.weight  # the activations' dtype; reading tok_emb.weight would dequantise an int8 table
         return KVCache(self.cfg.n_layers, batch, self.cfg.n_heads, max_len or self.cfg.max_seq_len,
                        self.cfg.head_dim, p.dtype, p.device)
 

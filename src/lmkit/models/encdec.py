@@ -275,7 +275,7 @@ class EncoderDecoder(nn.Module):
 
     def new_cache(self, batch: int, max_len: int | None = None) -> KVCache:
         """An empty self-attention cache for the decoder (default length: max_target_len)."""
-        p = self.tok_emb.weight
+        p = self.decoder.norm.weight  # the activations' dtype; tok_emb.weight would dequantise an int8 table
         return KVCache(self.n_decoder_layers, batch, self.cfg.n_heads, max_len or self.cfg.max_target_len,
                        self.cfg.head_dim, p.dtype, p.device)
 
