@@ -6,7 +6,7 @@ size, sequence length and parameter count, in one process with the two sides' st
 and quartiles of the ratio within each round (one step of each side back to back), and lmkit's
 model FLOPs utilisation against this machine's measured matmul peak.
 
-    python benchmarks/train_throughput.py [--family decoder encoder encdec] [--steps 12]
+    python benchmarks/train_throughput.py [--family decoder encoder encdec] [--steps 30]
 """
 
 from __future__ import annotations
@@ -168,7 +168,7 @@ def bench_encdec(steps: int, warmup: int, compile: bool = False) -> dict[str, fl
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--family", nargs="+", default=["decoder"], choices=["decoder", "encoder", "encdec"])
-    ap.add_argument("--steps", type=int, default=12)
+    ap.add_argument("--steps", type=int, default=30, help="timed rounds (one step of each side per round)")
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
     ap.add_argument("--compile", action="store_true",

@@ -351,9 +351,10 @@ def activation_bytes(cfg: ModelConfig, micro_batch: int, seq_len: int | None = N
     (not at the same time as the loss workspace, so only the larger of the two counts).
     dropout > 0 adds a 1-byte mask per dropped element (2 per layer of width d).
     outside: the embedding output, the final norm's input and the loss's gradient w.r.t. the
-    hidden states. loss: lmkit's fused linear cross-entropy (models.layers) holds at most 1,024
-    rows of fp32 logits and a temporary of the same size, plus an fp32 gradient of the output
-    matrix (V·d); it never holds the full B·T·V logits a plain cross-entropy would.
+    hidden states. loss: lmkit's fused linear cross-entropy (models.layers) holds one block of at
+    most 1,024 rows of fp32 logits (the softmax runs in place; with 16-bit autocast also the 16-bit
+    product), plus an fp32 gradient of the output matrix (V·d); it never holds the full B·T·V
+    logits a plain cross-entropy would.
     """
     if precision not in PRECISIONS:
         raise LmkitError(f"precision must be one of {'|'.join(PRECISIONS)}, got {precision!r}")
@@ -389,7 +390,7 @@ def activation_bytes(cfg: ModelConfig, micro_batch: int, seq_len: int | None = N
         predicted = b * S if cfg.family == "decoder" else max(1, round(0.15 * b * S))
         outside = b * S * d * 4.0 * 3
     rows = min(predicted, LOSS_CHUNK)
-    loss = rows * V * 4.0 * (2.0 if precision == "fp32" else 2.5) + V * d * 4.0
+    loss = rows * V * (4.0 if precision == "fp32" else 6.0) + V * d * 4.0
     if checkpointing:
         # the loss workspace (end of the forward pass) and the one layer recomputed at a time (in the
         # backward pass) are never held together
