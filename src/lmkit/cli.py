@@ -547,11 +547,7 @@ def _add_quantize(sub: Any) -> None:
     p.add_argument("checkpoint", help="checkpoint folder (or a run folder: its newest checkpoint)")
     p.add_argument("--to", required=True, choices=["fp16", "bf16", "int8"], help="target format")
     p.add_argument("--out", required=True, help="folder for the quantized checkpoint")
-    p.add_argument("--data", default=None,
-                   help="held-out data for the quality check: a packed shard folder (its val split) or text files")
-    p.add_argument("--text-field", default="text", help="JSONL/Parquet field holding the text (with --data)")
-    p.add_argument("--eval-batches", type=int, default=8, help="held-out batches evaluated (default 8)")
-    p.add_argument("--batch-size", type=int, default=8, help="sequences per held-out batch (default 8)")
+    _add_held_out_flags(p, "--eval-batches", "held-out data for the quality check")
     p.add_argument("--overwrite", action="store_true", help="replace an existing checkpoint in --out")
     p.add_argument("--json", action="store_true", help="print the report as one JSON object")
     p.set_defaults(func=_run_quantize)
@@ -561,6 +557,14 @@ def _run_quantize(args: argparse.Namespace) -> int:
     from lmkit import quantize
 
     return quantize.cli(args)
+
+
+def _add_held_out_flags(p: argparse.ArgumentParser, batches_flag: str, data_what: str) -> None:
+    """The held-out data flags that `quantize` and `evaluate` share (lmkit.evaluate.held_out reads them)."""
+    p.add_argument("--data", default=None, help=f"{data_what}: a packed shard folder (its val split) or text files")
+    p.add_argument("--text-field", default="text", help="JSONL/Parquet field holding the text (with --data)")
+    p.add_argument(batches_flag, type=int, default=8, help="held-out batches evaluated (default 8)")
+    p.add_argument("--batch-size", type=int, default=8, help="sequences per held-out batch (default 8)")
 
 
 def _add_evaluate(sub: Any) -> None:
@@ -574,11 +578,7 @@ def _add_evaluate(sub: Any) -> None:
                     "run's own validation shards when they are still where its config says.\n\n"
                     "examples:\n  lmkit evaluate runs/small\n  lmkit evaluate runs/small-int8 --data corpus/val.jsonl")
     p.add_argument("checkpoint", help="checkpoint folder (or a run folder: its newest checkpoint)")
-    p.add_argument("--data", default=None,
-                   help="held-out data: a packed shard folder (its val split) or text files")
-    p.add_argument("--text-field", default="text", help="JSONL/Parquet field holding the text (with --data)")
-    p.add_argument("--batches", type=int, default=8, help="held-out batches evaluated (default 8)")
-    p.add_argument("--batch-size", type=int, default=8, help="sequences per held-out batch (default 8)")
+    _add_held_out_flags(p, "--batches", "held-out data")
     p.add_argument("--json", action="store_true", help="print the result as one JSON object")
     p.set_defaults(func=_run_evaluate)
 

@@ -64,6 +64,14 @@ def relative_position_bucket(relative_position: torch.Tensor, bidirectional: boo
     return bucket + torch.where(is_small, distance, large)
 
 
+def _has_padding(keep: torch.Tensor | None) -> bool:
+    """Whether a (B, T) keep-mask hides anything. A mask with no padding changes nothing, and leaving
+    it out keeps the encoder's bias (1, H, T, T), shared by the batch, instead of a (B, H, T, T) copy
+    whose gradient is reduced layer by layer. A compiled graph keeps every mask: looking at its
+    values would split the graph."""
+    return keep is not None and (torch.compiler.is_compiling() or not bool(keep.all()))
+
+
 class ReluMLP(nn.Module):
     """T5's DenseReluDense: wo(relu(wi(x))), width d_model -> d_ff -> d_model, no biases."""
 
@@ -145,14 +153,9 @@ class Stack(nn.Module):
         T = x.shape[1]
         past = cache.length if cache is not None else 0
         bias = self.position_bias(T, past + T, past)  # (1, H, T, past+T)
-        # A mask with no padding changes nothing: leaving it out keeps the bias (1, H, T, T), shared
-        # by the batch, instead of a (B, H, T, T) copy whose gradient is reduced layer by layer.
-        # (A compiled graph keeps the mask: looking at its values would split the graph.)
-        if keep is not None and (torch.compiler.is_compiling() or not bool(keep.all())):
+        if _has_padding(keep):
             bias = bias.masked_fill(~keep.to(torch.bool)[:, None, None, :], float("-inf"))  # (B, H, T, T)
-        ckeep = None
-        if context_keep is not None and (torch.compiler.is_compiling() or not bool(context_keep.all())):
-            ckeep = context_keep.to(torch.bool)[:, None, None, :]  # (B, 1, 1, S)
+        ckeep = context_keep.to(torch.bool)[:, None, None, :] if _has_padding(context_keep) else None  # (B,1,1,S)
         x = self.drop(x)
         for i, block in enumerate(self.blocks):
             kv = context_kv[i] if context_kv is not None else None
