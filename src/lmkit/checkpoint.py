@@ -32,18 +32,10 @@ from torch import nn
 from lmkit import __version__
 from lmkit.config import ModelConfig, RunConfig, model_config_from_dict, save_yaml, to_dict
 from lmkit.errors import LmkitError
+from lmkit.files import replace_dir, write_json_atomic  # noqa: F401  (re-exported)
 
 FORMAT = "lmkit-checkpoint/1"
 CKPT_PREFIX = "ckpt-"
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON to path via a temporary file and rename."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=2, default=str)
-        f.write("\n")
-    os.replace(tmp, path)
 
 
 def model_state(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -57,17 +49,6 @@ def model_state(model: nn.Module) -> dict[str, torch.Tensor]:
         seen.add(key)
         out[name] = t.detach().contiguous().cpu()
     return out
-
-
-def replace_dir(tmp: Path, final: Path) -> None:
-    """Move the finished temporary folder ``tmp`` into place, replacing ``final`` if it exists."""
-    if final.exists():
-        old = final.with_name(f".{final.name}.old-{os.getpid()}")
-        os.replace(final, old)
-        os.replace(tmp, final)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, final)
 
 
 def save_checkpoint(

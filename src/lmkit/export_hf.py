@@ -77,7 +77,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-from lmkit.checkpoint import replace_dir
+from lmkit.files import replace_dir, sha256_file
 from lmkit.errors import LmkitError
 
 if TYPE_CHECKING:
@@ -397,14 +397,6 @@ def check_out_dir(out: Path, overwrite: bool, what: str = "output") -> None:
 
 def _write_json(path: Path, data: Any) -> None:
     path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-
-
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 # --------------------------------------------------------------------------- export

@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from lmkit.errors import LmkitError
+from lmkit.files import sha256_file
 
 HUB_ENV = "LMKIT_HUB"
 MANIFEST_FORMAT = "lmkit-hub/1"
@@ -104,14 +105,6 @@ def safe_relpath(path: str, where: str) -> str:
     if any(p in ("", ".", "..") for p in path.split("/")):
         raise LmkitError(f"{where}: unsafe file path {path!r} in the manifest")
     return path
-
-
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(_CHUNK):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _files_of(ckpt: Path, include_train_state: bool) -> Iterator[tuple[str, Path]]:
@@ -282,7 +275,7 @@ class Hub:
             card_text = render_card(path, hub_name=name).encode("utf-8")
         entries: dict[str, dict[str, Any]] = {}
         for rel, p in files.items():
-            entries[rel] = {"sha256": _sha256_file(p), "size": p.stat().st_size}
+            entries[rel] = {"sha256": sha256_file(p), "size": p.stat().st_size}
         if card_text is not None:
             entries[CARD_FILE] = {"sha256": hashlib.sha256(card_text).hexdigest(), "size": len(card_text)}
         total = sum(e["size"] for e in entries.values())
@@ -347,7 +340,7 @@ class Hub:
         import shutil
         import tempfile
 
-        from lmkit.checkpoint import replace_dir
+        from lmkit.files import replace_dir
         from lmkit.export_hf import check_out_dir
         from tqdm import tqdm
 
