@@ -18,7 +18,7 @@ os.environ["TRANSFORMERS_OFFLINE"] = "1"
 import transformers  # noqa: E402
 from safetensors.torch import load_file, save_file  # noqa: E402
 
-from lmkit.checkpoint import load_meta, load_model, load_state, read_config, save_checkpoint  # noqa: E402
+from lmkit.checkpoint import load_meta, load_model, load_state, read_config, record_checksums, save_checkpoint  # noqa: E402
 from lmkit.cli import main  # noqa: E402
 from lmkit.config import ModelConfig  # noqa: E402
 from lmkit.errors import LmkitError  # noqa: E402
@@ -305,6 +305,7 @@ def test_export_refuses_unmappable_and_quantized_checkpoints(tmp_path: Path, tok
     cfg = json.loads((q / "config.json").read_text())
     cfg["quantization"] = {"to": "int8"}
     (q / "config.json").write_text(json.dumps(cfg))
+    record_checksums(q)  # an edited config that is still internally consistent
     with pytest.raises(LmkitError, match="before `lmkit quantize`"):
         export_hf(q, tmp_path / "hf3")
     assert not any((tmp_path / n).exists() for n in ("hf1", "hf2", "hf3", "hf4"))
@@ -365,8 +366,14 @@ def test_export_never_replaces_a_folder_without_overwrite(tmp_path: Path, tok: T
     with pytest.raises(LmkitError, match="--overwrite"):
         export_hf(ckpt, out, verify=False)
     assert (out / "mine.txt").read_text() == "keep me"
+    # --overwrite replaces a previous export only, never a folder of the user's own files
+    with pytest.raises(LmkitError, match="did not write"):
+        export_hf(ckpt, out, overwrite=True, verify=False)
+    assert (out / "mine.txt").read_text() == "keep me"
+    (out / "mine.txt").unlink()
+    export_hf(ckpt, out, verify=False)
     export_hf(ckpt, out, overwrite=True, verify=False)
-    assert not (out / "mine.txt").exists() and (out / "model.safetensors").is_file()
+    assert (out / "model.safetensors").is_file()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary folders left
 
 

@@ -138,8 +138,14 @@ def test_pull_refuses_a_non_empty_out_without_overwrite(tmp_path: Path) -> None:
     with pytest.raises(LmkitError, match="--overwrite"):
         hub.pull("tiny", out)
     assert (out / "notes.txt").read_text() == "mine"
+    # --overwrite replaces a previous pull, never a folder of the user's own files
+    with pytest.raises(LmkitError, match="not a previous lmkit"):
+        hub.pull("tiny", out, overwrite=True)
+    assert (out / "notes.txt").read_text() == "mine"
+    (out / "notes.txt").unlink()
+    hub.pull("tiny", out)
     hub.pull("tiny", out, overwrite=True)
-    assert not (out / "notes.txt").exists() and (out / "model.safetensors").is_file()
+    assert (out / "model.safetensors").is_file()
     (tmp_path / "empty").mkdir()
     hub.pull("tiny", tmp_path / "empty")  # an empty folder is fine
 

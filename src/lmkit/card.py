@@ -125,6 +125,22 @@ def _get(d: Any, *keys: str) -> Any:
 # --------------------------------------------------------------------------- reading the checkpoint
 
 
+def _check_weights_readable(path: Path) -> None:
+    """Refuse to describe weights that cannot be loaded: a missing, truncated or foreign
+    model.safetensors (only its header is read: the check costs no more for a large model)."""
+    from safetensors import safe_open
+
+    f = path / "model.safetensors"
+    if not f.is_file():
+        raise LmkitError(f"{path}: model.safetensors is missing; no card is written for weights that are not there")
+    try:
+        with safe_open(str(f), framework="pt"):
+            pass
+    except Exception as e:  # safetensors' own error type for a damaged header or a short file
+        raise LmkitError(f"{f}: weights unreadable ({str(e).splitlines()[0] if str(e) else type(e).__name__}); "
+                         "no card is written for them") from None
+
+
 def card_facts(ckpt: str | Path) -> dict[str, Any]:
     """Everything the card says, read from the checkpoint: config, meta, run config, tokenizer."""
     from lmkit.checkpoint import load_meta, read_config, resolve_checkpoint
@@ -133,6 +149,7 @@ def card_facts(ckpt: str | Path) -> dict[str, Any]:
     path = resolve_checkpoint(ckpt)
     raw = read_config(path)
     cfg = model_config_from_dict(raw["model"])
+    _check_weights_readable(path)
     try:
         meta = load_meta(path)
     except (OSError, ValueError) as e:
@@ -552,6 +569,12 @@ def _usage_section(f: dict[str, Any], export: bool, load_path: str | None, hub_n
     if not export:
         lines += [f"After `lmkit export` (above) the folder `{folder}` loads offline:", ""]
     auto = AUTO_CLASS[fam]
+    if not f["tokenizer"]:
+        lines += ["```python", f"from transformers import {auto}", "",
+                  f'model = {auto}.from_pretrained("{folder}").eval()', "```", "",
+                  "This checkpoint has no tokenizer.json, so there is no tokenizer for `AutoTokenizer` to load: "
+                  f"tokenize with the one the model was trained with (vocabulary {_int(cfg.vocab_size)}).", ""]
+        return lines
     lines += ["```python", "import torch", f"from transformers import AutoTokenizer, {auto}", "",
               f'tok = AutoTokenizer.from_pretrained("{folder}")',
               f'model = {auto}.from_pretrained("{folder}").eval()']
@@ -639,6 +662,17 @@ def parse_front_matter(text: str, source: str = "card") -> tuple[dict[str, Any],
     return data, text[end + 5:]
 
 
+def _is_card_file(path: Path) -> bool:
+    """What ``card --overwrite`` may replace: a Markdown file or a card (front matter first)."""
+    if path.suffix.lower() in (".md", ".markdown"):
+        return True
+    try:
+        with open(path, "rb") as f:
+            return f.read(4) == b"---\n"
+    except OSError:
+        return False
+
+
 def cli_card(args: argparse.Namespace) -> int:
     """``lmkit card CKPT [--out FILE|-] [--add-section FILE ...] [--license ID] [--language CODE ...]``."""
     from lmkit.checkpoint import resolve_checkpoint
@@ -649,11 +683,16 @@ def cli_card(args: argparse.Namespace) -> int:
     if args.out == "-":
         sys.stdout.write(text)
         return 0
+    from lmkit.files import check_out_file
+
     out = Path(args.out) if args.out else path / "README.md"
     if out.exists() and not args.overwrite:
         raise LmkitError(f"{out} already exists (use --overwrite to replace it, or --out - to print the card)")
     if out.exists() and out.is_dir():
         raise LmkitError(f"{out}: is a folder; give a file name such as README.md")
+    # the card may go into the checkpoint folder, but never over a section it reads or a weights/config file
+    check_out_file(out, args.overwrite, [*(args.add_section or [])], ours=_is_card_file, kind="card (a .md file)",
+                   inside_inputs=True)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")
     tmp.write_text(text, encoding="utf-8")

@@ -47,6 +47,13 @@ def _overrides(extra: list[str]) -> dict[str, str]:
     return out
 
 
+def _add_no_verify(p: argparse.ArgumentParser) -> None:
+    """``--no-verify`` for a command that loads checkpoints (main() switches the checks off for it)."""
+    p.add_argument("--no-verify", action="store_true",
+                   help="do not check the checkpoint's files against the SHA-256 checksums in its meta.json "
+                        "(faster for large checkpoints; a changed or damaged file then loads silently)")
+
+
 # --------------------------------------------------------------------------- subcommands
 
 
@@ -106,20 +113,35 @@ def _add_pretrain(sub: Any) -> None:
                     "train.max_time (s), train.max_flops, train.tokens_per_param (20 = Chinchilla).\n"
                     "Under torchrun the same command trains on several GPUs/machines "
                     "(train.distributed: ddp | fsdp).\n\n"
+                    "Resuming (--resume): the run in --out continues from its newest checkpoint with the settings, "
+                    "data and tokenizer saved there (its resolved.yaml), so --config and --data are optional. "
+                    "What is given again must equal the saved value, or the run is refused naming the key "
+                    "(model.d_model). These may change: the stop conditions above, and the per-invocation "
+                    "settings train.log_every, eval_every, eval_batches, ckpt_every, keep_checkpoints, "
+                    "tensorboard, device and data.workers (and --quiet, --json, --no-verify). The data must be "
+                    "what the run was trained on (checked: the tokenizer's sha256, the source files and their "
+                    "sizes, the shards' token counts); --new-data continues on other data (data.* may then "
+                    "change; it is packed with the run's tokenizer, and meta.json records the switch).\n\n"
                     "example:\n  lmkit pretrain --config configs/cpu-small.yaml --data corpus/ --out runs/small\n"
+                    "  lmkit pretrain --out runs/small --resume --max-steps 5000\n"
                     "  torchrun --nproc_per_node 8 -m lmkit.cli pretrain --config configs/gpu-124m.yaml "
                     "--data shards/ --train.distributed fsdp")
-    p.add_argument("--config", default=None, help="run config YAML (sections model/train/data); see configs/")
+    p.add_argument("--config", default=None,
+                   help="run config YAML (sections model/train/data); see configs/ (optional with --resume)")
     p.add_argument("--data", nargs="+", default=None, help="training text (files, folders) or a packed shard folder")
     p.add_argument("--tokenizer", default=None, help="tokenizer.json or folder; default: train one on --data")
     p.add_argument("--out", default=None, help="run folder for checkpoints, metrics and plots (default runs/run)")
     p.add_argument("--max-steps", type=int, default=None, help="shortcut for --train.max_steps")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from its newest checkpoint")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --out from its newest checkpoint, with its saved settings and data")
+    p.add_argument("--new-data", action="store_true",
+                   help="with --resume: continue on the data given now, although it is not what the run was trained on")
     p.add_argument("--init", default=None, metavar="CKPT",
                    help="start from this checkpoint's weights and tokenizer (continued pre-training / domain "
                         "adaptation, e.g. of a model imported with `lmkit import-hf`); optimizer and step start fresh")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print the run summary as JSON")
+    _add_no_verify(p)
     p.set_defaults(func=_run_pretrain)
 
 
@@ -322,7 +344,9 @@ def _add_export(sub: Any) -> None:
     p.add_argument("--format", default="hf", choices=["hf"], help="export format (hf: Hugging Face transformers)")
     p.add_argument("--out", required=True, help="output folder (must be new or empty unless --overwrite)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
-    p.add_argument("--no-verify", action="store_true", help="skip loading the export in transformers to compare")
+    p.add_argument("--no-verify", action="store_true",
+                   help="skip both checks: the checkpoint's files against the SHA-256 in its meta.json, and "
+                        "loading the export in transformers to compare")
     p.add_argument("--dequantize", action="store_true",
                    help="export a quantized checkpoint's values as float32 weights (int8 q*scale, fp16/bf16 widened)")
     p.add_argument("--license", default=None, help="license id for the card's front matter, e.g. apache-2.0")
@@ -394,6 +418,7 @@ def _add_card(sub: Any) -> None:
     p.add_argument("--license", default=None, help="license id for the front matter (default: unknown)")
     p.add_argument("--language", nargs="+", default=None, help="language codes of the training data, e.g. en")
     p.add_argument("--name", default=None, help="model name in the title (default: the run folder's name)")
+    _add_no_verify(p)
     p.set_defaults(func=_run_card)
 
 
@@ -410,7 +435,7 @@ def _add_hub(sub: Any) -> None:
         description="A model hub in a folder or any fsspec URL (s3://, gs:// with s3fs/gcsfs installed; "
                     "memory:// for tests). Where: --hub URL, else $LMKIT_HUB, else $XDG_CACHE_HOME/lmkit/hub "
                     "(~/.cache/lmkit/hub).\n\n"
-                    "Names are 'model' or 'namespace/model' (letters, digits, . _ -). Each push makes a new "
+                    "Names are 'model' or 'namespace/model' (ASCII letters, digits, . _ -). Each push makes a new "
                     "revision (1, 2, ...); NAME@3 is revision 3, NAME the latest. Every file is stored under its "
                     "sha256 and verified on pull.\n\n"
                     "examples:\n  lmkit hub push runs/small alice/small-decoder -m 'first run'\n"
@@ -427,6 +452,7 @@ def _add_hub(sub: Any) -> None:
     push.add_argument("name", help="model or namespace/model")
     push.add_argument("-m", "--message", default=None, help="a note stored with the revision")
     push.add_argument("--card", default=None, help="model card file to publish (default CKPT/README.md or a fresh one)")
+    _add_no_verify(push)
     push.add_argument("--include-train-state", action="store_true",
                       help="also publish train_state/ (optimizer state, needed only to resume that exact run)")
     pull = hsub.add_parser("pull", parents=[common], help="fetch NAME[@REV] into a folder, verifying checksums")
@@ -500,6 +526,7 @@ def _add_generate(sub: Any) -> None:
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, mps... (default auto: cuda if available)")
     p.add_argument("--json", action="store_true",
                    help="print one JSON object: prompt, completion, text, tokens, stop_reason, tokens_per_s, settings")
+    _add_no_verify(p)
     p.set_defaults(func=_run_generate)
 
 
@@ -550,6 +577,7 @@ def _add_quantize(sub: Any) -> None:
     _add_held_out_flags(p, "--eval-batches", "held-out data for the quality check")
     p.add_argument("--overwrite", action="store_true", help="replace an existing checkpoint in --out")
     p.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    _add_no_verify(p)
     p.set_defaults(func=_run_quantize)
 
 
@@ -580,6 +608,7 @@ def _add_evaluate(sub: Any) -> None:
     p.add_argument("checkpoint", help="checkpoint folder (or a run folder: its newest checkpoint)")
     _add_held_out_flags(p, "--batches", "held-out data")
     p.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    _add_no_verify(p)
     p.set_defaults(func=_run_evaluate)
 
 
@@ -608,6 +637,7 @@ def _add_fill_mask(sub: Any) -> None:
     p.add_argument("--mask-token", default="[MASK]", help="the placeholder written in TEXT (default [MASK])")
     p.add_argument("--device", default="auto", help="cpu, cuda, mps... (default auto)")
     p.add_argument("--json", action="store_true", help="print one JSON object: candidates per mask, filled text")
+    _add_no_verify(p)
     p.set_defaults(func=_run_fill_mask)
 
 
@@ -669,6 +699,7 @@ def _add_finetune_head(sub: Any) -> None:
     p.add_argument("--device", default="auto", help="cpu, cuda, mps... (default auto)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
+    _add_no_verify(p)
     p.set_defaults(func=_run_finetune_head)
 
 
@@ -699,6 +730,7 @@ def _add_viz(sub: Any) -> None:
     a.add_argument("--device", default="auto", help="cpu, cuda, mps... (default auto)")
     a.add_argument("--weights", action="store_true", help="with --json: include the full weight tensors")
     a.add_argument("--json", action="store_true", help="print tokens and per-head figures as JSON")
+    _add_no_verify(a)
     a.set_defaults(func=_run_viz_attention)
     e = vsub.add_parser(
         "embeddings", help="project chosen words' token embeddings to 2-D/3-D (PCA) and compare their angles",
@@ -715,6 +747,7 @@ def _add_viz(sub: Any) -> None:
     e.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     e.add_argument("--device", default="auto", help="cpu, cuda, mps... (default auto)")
     e.add_argument("--json", action="store_true", help="print coordinates, cosines and angles as JSON")
+    _add_no_verify(e)
     e.set_defaults(func=_run_viz_embeddings)
 
 
@@ -796,7 +829,13 @@ def main(argv: list[str] | None = None) -> int:
             args.overrides = _overrides(extra)
         elif args.command in TAKES_OVERRIDES:
             args.overrides = {}
-        rc = int(args.func(args) or 0)
+        if getattr(args, "no_verify", False):  # --no-verify: the checkpoint loaders skip their checksums
+            from lmkit.checkpoint import checksums_unverified
+
+            with checksums_unverified():
+                rc = int(args.func(args) or 0)
+        else:
+            rc = int(args.func(args) or 0)
         sys.stdout.flush()  # a closed pipe surfaces here, inside the handlers below
         return rc
     except LmkitError as e:

@@ -9,7 +9,10 @@ can always be reproduced. Unknown keys and badly typed values are errors that na
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import math
+import re
 import types
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +30,58 @@ OBJECTIVE_OF_FAMILY: dict[str, str] = {"encoder": "mlm", "decoder": "clm", "encd
 
 
 class ConfigError(LmkitError, ValueError):
-    """A configuration value or key is wrong; the message names it."""
+    """A configuration value or key is wrong; the message names it.
+
+    ``key`` is the dotted key with its section (``train.lr``) when one value is at fault, so
+    that :func:`load_run_config` can say whether it came from the file or a command-line flag.
+    """
+
+    def __init__(self, message: str, key: str | None = None) -> None:
+        super().__init__(message)
+        self.key = key
+
+
+def _require(ok: bool, key: str, rule: str, value: Any) -> None:
+    """Raise ConfigError ``<key> must be <rule>, got <value>`` unless ``ok``.
+
+    Conditions are written so that NaN fails them (``value > 0``, never ``not value <= 0``).
+    """
+    if not ok:
+        raise ConfigError(f"{key} must be {rule}, got {value!r}", key)
+
+
+def _finite(value: Any) -> bool:
+    """A number that is not NaN or infinite (any int is; ``math.isfinite`` overflows on huge ones)."""
+    return isinstance(value, int) or math.isfinite(value)
+
+
+def _positive(obj: Any, section: str, names: tuple[str, ...], optional: bool = False) -> None:
+    """Each named field is a finite number > 0 (or None when ``optional``)."""
+    for name in names:
+        value = getattr(obj, name)
+        if optional and value is None:
+            continue
+        _require(value is not None and value > 0 and _finite(value), f"{section}.{name}",
+                 "positive" + (" (or null for none)" if optional else ""), value)
+
+
+def _at_least_zero(obj: Any, section: str, names: tuple[str, ...], zero_means: str = "") -> None:
+    """Each named field is a finite number >= 0."""
+    for name in names:
+        value = getattr(obj, name)
+        _require(value >= 0 and _finite(value), f"{section}.{name}",
+                 "zero or positive" + (f" (0 {zero_means})" if zero_means else ""), value)
+
+
+def _fraction(obj: Any, section: str, name: str, closed_right: bool = False) -> None:
+    """The named field is in [0, 1) (or [0, 1] when ``closed_right``)."""
+    value = getattr(obj, name)
+    ok = 0 <= value <= 1 if closed_right else 0 <= value < 1
+    _require(ok, f"{section}.{name}", f"in [0, 1{']' if closed_right else ')'}", value)
+
+
+# train.device: what resolve_device in lmkit.train understands.
+_DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 
 
 @dataclass
@@ -73,14 +127,19 @@ class ModelConfig:
 
     def validate(self) -> None:
         if self.family not in OBJECTIVE_OF_FAMILY:
-            raise ConfigError(f"model.family must be one of encoder|decoder|encdec, got {self.family!r}")
+            raise ConfigError(f"model.family must be one of encoder|decoder|encdec, got {self.family!r}",
+                              "model.family")
+        # sizes first: the divisibility checks below divide by them
+        _positive(self, "model", ("vocab_size", "d_model", "n_layers", "n_heads", "max_seq_len",
+                                  "max_target_len", "rope_theta", "norm_eps"))
+        _positive(self, "model", ("d_ff", "n_decoder_layers"), optional=True)
+        _fraction(self, "model", "dropout")
         if self.d_model % self.n_heads:
-            raise ConfigError(f"model.d_model ({self.d_model}) must be divisible by model.n_heads ({self.n_heads})")
+            raise ConfigError(f"model.d_model ({self.d_model}) must be divisible by model.n_heads ({self.n_heads})",
+                              "model.n_heads")
         if self.pos_encoding == "rotary" and self.head_dim % 2:
-            raise ConfigError(f"rotary positions need an even head size, got {self.head_dim}")
-        for name in ("vocab_size", "d_model", "n_layers", "n_heads", "max_seq_len"):
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"model.{name} must be positive, got {getattr(self, name)}")
+            raise ConfigError(f"model.pos_encoding rotary needs an even head size (model.d_model / model.n_heads), "
+                              f"got {self.head_dim}", "model.pos_encoding")
 
 
 @dataclass
@@ -120,16 +179,27 @@ class TrainConfig:
     tensorboard: bool = True
 
     def validate(self) -> None:
-        if self.batch_size <= 0:
-            raise ConfigError(f"train.batch_size must be positive, got {self.batch_size}")
+        _positive(self, "train", ("batch_size", "lr", "eps", "log_every", "eval_batches"))
+        _positive(self, "train", ("micro_batch_size",), optional=True)
         mb = self.micro_batch_size or self.batch_size
-        if mb <= 0 or self.batch_size % mb:
+        if self.batch_size % mb:
             raise ConfigError(
-                f"train.batch_size ({self.batch_size}) must be a multiple of train.micro_batch_size ({mb})")
+                f"train.batch_size ({self.batch_size}) must be a multiple of train.micro_batch_size ({mb})",
+                "train.micro_batch_size")
+        _fraction(self, "train", "min_lr_ratio", closed_right=True)
+        _fraction(self, "train", "beta1")
+        _fraction(self, "train", "beta2")
+        _at_least_zero(self, "train", ("warmup_steps", "weight_decay"))
+        _at_least_zero(self, "train", ("grad_clip",), "turns clipping off")
+        _at_least_zero(self, "train", ("eval_every", "ckpt_every"), "turns it off")
+        _at_least_zero(self, "train", ("keep_checkpoints",), "keeps them all")
+        _require(isinstance(self.device, str) and bool(_DEVICE.fullmatch(self.device)), "train.device",
+                 "one of auto|cpu|cuda|cuda:N|mps", self.device)
         for name in ("max_steps", "max_tokens", "max_time", "max_flops", "tokens_per_param"):
             value = getattr(self, name)
-            if value is not None and value <= 0:
-                raise ConfigError(f"train.{name} must be positive (or null for no such limit), got {value}")
+            if value is not None and not (value > 0 and _finite(value)):
+                raise ConfigError(f"train.{name} must be positive (or null for no such limit), got {value}",
+                                  f"train.{name}")
         if not any(x is not None for x in (self.max_steps, self.max_tokens, self.max_time,
                                            self.max_flops, self.tokens_per_param)):
             raise ConfigError("set at least one stop condition: train.max_steps, max_tokens, max_time, "
@@ -149,6 +219,12 @@ class DataConfig:
     val_fraction: float = 0.01  # share of documents held out for evaluation
     workers: int = 0  # tokenising processes; 0 -> all cores
 
+    def validate(self) -> None:
+        _fraction(self, "data", "val_fraction")
+        _at_least_zero(self, "data", ("workers",), "uses all cores")
+        _positive(self, "data", ("vocab_size",), optional=True)
+        _require(bool(self.text_field), "data.text_field", "a field name", self.text_field)
+
 
 @dataclass
 class RunConfig:
@@ -162,13 +238,37 @@ class RunConfig:
     def validate(self) -> None:
         self.model.validate()
         self.train.validate()
+        self.data.validate()
 
 
 # --------------------------------------------------------------------------- YAML <-> dataclasses
 
 
+# Integers in a config are sizes and counts: far below this. Larger ones (YAML reads any number of
+# digits) are refused before a message tries to print them (Python will not print 4,300+ digits).
+_MAX_INT = 2**63
+
+
+def _refuse_huge_ints(value: Any, where: str) -> None:
+    """ConfigError if ``value`` holds (at any depth) an integer of magnitude 2**63 or more."""
+    stack, seen = [value], set()
+    while stack:
+        v = stack.pop()
+        if id(v) in seen:  # YAML aliases can make a list contain itself
+            continue
+        seen.add(id(v))
+        if isinstance(v, int) and not isinstance(v, bool) and abs(v) >= _MAX_INT:
+            raise ConfigError(f"{where} must be below 2**63, got an integer of {v.bit_length()} bits", where)
+        if isinstance(v, dict):
+            stack.extend(v.keys())
+            stack.extend(v.values())
+        elif isinstance(v, (list, tuple)):
+            stack.extend(v)
+
+
 def _coerce(value: Any, tp: Any, where: str) -> Any:
     """Convert a YAML/CLI value to the annotated type, or raise ConfigError naming ``where``."""
+    _refuse_huge_ints(value, where)
     origin = get_origin(tp)
     if origin in (Union, types.UnionType):
         args = [a for a in get_args(tp) if a is not type(None)]
@@ -207,9 +307,9 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
             return value
         try:
             f = float(value)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             raise ConfigError(f"{where} must be an integer, got {value!r}") from None
-        if f != int(f):
+        if not math.isfinite(f) or f != int(f):
             raise ConfigError(f"{where} must be an integer, got {value!r}")
         return int(f)
     if tp is float:
@@ -217,7 +317,7 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
             raise ConfigError(f"{where} must be a number, got {value!r}")
         try:
             return float(value)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             raise ConfigError(f"{where} must be a number, got {value!r}") from None
     if tp is str:
         if isinstance(value, (dict, list)):
@@ -228,9 +328,13 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
 
 def from_dict(cls: type, data: dict[str, Any] | None, where: str = "") -> Any:
     """Build dataclass ``cls`` from a dict, checking every key and value."""
+    if not isinstance(data, dict):
+        _refuse_huge_ints(data, where or "config")  # before printing it
     data = data or {}
     if not isinstance(data, dict):
         raise ConfigError(f"{where or 'config'} must be a mapping, got {data!r}")
+    for key in data:
+        _refuse_huge_ints(key, f"a key of {where or 'the config'}")
     hints = get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     kwargs: dict[str, Any] = {}
@@ -252,7 +356,7 @@ def to_dict(obj: Any) -> dict[str, Any]:
 
 def apply_overrides(raw: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
     """Set dotted keys (``train.lr``) in a nested dict; values stay strings for _coerce to type."""
-    out = yaml.safe_load(yaml.safe_dump(raw)) or {}
+    out = copy.deepcopy(raw) if raw else {}
     for dotted, value in overrides.items():
         node = out
         parts = dotted.split(".")
@@ -263,11 +367,25 @@ def apply_overrides(raw: dict[str, Any], overrides: dict[str, Any]) -> dict[str,
             node = nxt
         if isinstance(value, str):
             try:
-                value = yaml.safe_load(value)
-            except yaml.YAMLError:
+                value = _parse_yaml(value)
+            except ConfigError:  # not YAML: the string itself (_coerce then checks its type)
                 pass
         node[parts[-1]] = value
     return out
+
+
+def _parse_yaml(text: str) -> Any:
+    """``yaml.safe_load``, with every way it fails as one ConfigError: bad syntax, a value its
+    constructors refuse (a date 2001-02-30, an integer of thousands of digits), nesting too deep."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"not valid YAML ({str(e).splitlines()[0]})") from None
+    except RecursionError:
+        raise ConfigError("not readable YAML (nested too deeply)") from None
+    except (ValueError, OverflowError) as e:
+        why = "a number with too many digits" if "digits" in str(e) else str(e).splitlines()[0][:80]
+        raise ConfigError(f"not readable YAML (a value cannot be read: {why})") from None
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
@@ -275,9 +393,16 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     if not p.is_file():
         raise ConfigError(f"{p}: config file not found")
     try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{p}: not valid YAML ({str(e).splitlines()[0]})") from None
+        text = p.read_bytes().decode("utf-8")
+    except OSError as e:
+        raise ConfigError(f"{p}: cannot read the config ({e.strerror or e})") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{p}: not a YAML config (not UTF-8 text: byte 0x{e.object[e.start]:02x} at offset "
+                          f"{e.start})") from None
+    try:
+        data = _parse_yaml(text)
+    except ConfigError as e:
+        raise ConfigError(f"{p}: {e}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -291,9 +416,12 @@ def load_run_config(path: str | Path | None = None, overrides: dict[str, Any] | 
     raw = apply_overrides(raw, overrides or {})
     try:
         cfg = from_dict(RunConfig, raw)
+        cfg.validate()
     except ConfigError as e:
-        raise ConfigError(f"{path}: {e}" if path else str(e)) from None
-    cfg.validate()
+        msg = str(e)
+        if e.key is not None and e.key in (overrides or {}):
+            msg += f" (from --{e.key})"
+        raise ConfigError(f"{path}: {msg}" if path else msg, e.key) from None
     return cfg
 
 

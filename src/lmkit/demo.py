@@ -125,6 +125,8 @@ def gather_default_corpus(out_dir: str | Path, max_bytes: int = 24_000_000) -> d
 
 def _fresh_out(out: Path) -> Path:
     """``out`` if it is new or empty, else the first free ``out-2``, ``out-3``, ... (nothing is overwritten)."""
+    if out.exists() and not out.is_dir():
+        raise LmkitError(f"--out {out}: exists and is not a folder")
     if not out.exists() or not any(out.iterdir()):
         return out
     i = 2
@@ -173,7 +175,13 @@ def run_demo(out: str | Path = "runs/demo", data: list[str] | None = None, minut
     from lmkit.train import train
 
     t_start = time.perf_counter()
+    from lmkit.data.read import list_files
+    from lmkit.files import check_out_dir
+
+    if data:
+        list_files(data)  # a path that is not there is refused before anything is written or printed
     root = _fresh_out(Path(out).expanduser())
+    check_out_dir(root, False, list(data or []))  # new or empty by now; never in or around --data
     root.mkdir(parents=True, exist_ok=True)
     summary: dict[str, Any] = {"out": str(root), "steps": {}}
 

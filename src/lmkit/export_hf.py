@@ -68,6 +68,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import re
 import shutil
 import sys
 import tempfile
@@ -77,7 +78,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-from lmkit.files import replace_dir, sha256_file
+from lmkit.files import check_out_dir, replace_dir, sha256_file
 from lmkit.errors import LmkitError
 
 if TYPE_CHECKING:
@@ -387,12 +388,25 @@ def tokenizer_files(tok: Tokenizer, max_len: int) -> dict[str, dict[str, Any]]:
 # --------------------------------------------------------------------------- output folders
 
 
-def check_out_dir(out: Path, overwrite: bool, what: str = "output") -> None:
-    """Refuse a non-empty existing ``out`` unless ``overwrite`` (never replace user files silently)."""
-    if out.exists() and not out.is_dir():
-        raise LmkitError(f"{out}: exists and is not a folder")
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise LmkitError(f"{out}: {what} folder exists and is not empty (use --overwrite to replace it)")
+#: every file an export folder may hold (what export_hf writes); --overwrite replaces nothing else
+EXPORT_FILES = re.compile(r"model\.safetensors|config\.json|generation_config\.json|tokenizer\.json|"
+                          r"tokenizer_config\.json|special_tokens_map\.json|lmkit_meta\.json|README\.md")
+
+
+def is_export(folder: Path) -> bool:
+    """True if ``folder`` is an lmkit export (its ``lmkit_meta.json`` has this module's format)."""
+    try:
+        record = json.loads((folder / LMKIT_META_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(record, dict) and record.get("format") == EXPORT_FORMAT
+
+
+def is_lmkit_checkpoint(folder: Path) -> bool:
+    """True if ``folder`` is an lmkit checkpoint (what import-hf may replace with --overwrite)."""
+    from lmkit.checkpoint import is_checkpoint
+
+    return is_checkpoint(folder)
 
 
 def _write_json(path: Path, data: Any) -> None:
@@ -456,7 +470,8 @@ def export_hf(ckpt: str | Path, out: str | Path, overwrite: bool = False, verify
                          "one's quantized values as float32 weights")
     names = name_map(cfg, str(path))
     out = Path(out)
-    check_out_dir(out, overwrite, "export")
+    check_out_dir(out, overwrite, [ckpt, path, *(card_sections or [])], ours=[EXPORT_FILES, is_export],
+                  kind="export")
     tok = Tokenizer.load(path / "tokenizer.json", strict=False) if (path / "tokenizer.json").is_file() else None
     if tok is not None and tok.vocab_size > cfg.vocab_size:
         raise LmkitError(f"{path}: tokenizer has {tok.vocab_size} tokens but the model only {cfg.vocab_size}")
@@ -791,7 +806,8 @@ def import_hf(src: str | Path, out: str | Path, overwrite: bool = False, tokeniz
     if max_seq_len is not None and max_seq_len <= 0:
         raise LmkitError(f"--max-seq-len must be positive, got {max_seq_len}")
     out = Path(out)
-    check_out_dir(out, overwrite, "checkpoint")
+    check_out_dir(out, overwrite, [folder, *([tokenizer] if tokenizer else [])], ours=is_lmkit_checkpoint,
+                  kind="checkpoint")
 
     tok_max = None
     tc = folder / "tokenizer_config.json"
@@ -856,8 +872,8 @@ def import_hf(src: str | Path, out: str | Path, overwrite: bool = False, tokeniz
     })
     if tok is not None:
         meta["tokenizer_sha256"] = tok.sha256
-    if out.exists() and not (out / "config.json").exists():
-        shutil.rmtree(out)  # empty, or --overwrite given: save_checkpoint itself only replaces checkpoints
+    if out.is_dir() and not any(out.iterdir()):
+        out.rmdir()  # empty (check_out_dir refused anything else but a checkpoint save_checkpoint replaces)
     with torch.no_grad():
         path = save_checkpoint(out, model, cfg, tokenizer=tok, meta=meta)
     return {"checkpoint": str(path), "family": cfg.family, "architecture": target_of(cfg).architecture,
@@ -927,8 +943,12 @@ def cli_export(args: argparse.Namespace) -> int:
     if p:
         print(f"  parity with transformers: max |Δlogit| {p['max_abs_diff']:.2g} (tolerance {p['tolerance']:.2g}) "
               f"over {p['probe_tokens']} tokens; {p['greedy_what']} identical")
-    print(f"  load it: transformers.{report['auto_class']}.from_pretrained({report['out']!r}) and "
-          f"AutoTokenizer.from_pretrained({report['out']!r})")
+    load = f"  load it: transformers.{report['auto_class']}.from_pretrained({report['out']!r})"
+    if "tokenizer.json" in report["files"]:
+        print(f"{load} and AutoTokenizer.from_pretrained({report['out']!r})")
+    else:
+        print(f"{load}; no tokenizer: {report['checkpoint']} has no tokenizer.json, so AutoTokenizer cannot load "
+              "one from the export (tokenize with the tokenizer the model was trained with)")
     return 0
 
 

@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import random
 import shutil
 import sys
@@ -579,9 +578,11 @@ def save_finetuned(out: str | Path, model: nn.Module, tokenizer: Any, cfg: Finet
 
     from lmkit.checkpoint import save_checkpoint
 
+    from lmkit.checkpoint import is_checkpoint
+    from lmkit.files import check_out_dir, replace_dir
+
     final = Path(out)
-    if final.exists() and not overwrite:
-        raise LmkitError(f"{final}: already exists; pass --overwrite to replace it")
+    check_out_dir(final, overwrite, [base], ours=is_checkpoint, kind="checkpoint")
     body = model.encoder if hasattr(model, "classifier") else model
     info: dict[str, Any] = {"task": cfg.task, "base_checkpoint": base, "settings": asdict(cfg)}
     if hasattr(model, "classifier"):
@@ -596,13 +597,10 @@ def save_finetuned(out: str | Path, model: nn.Module, tokenizer: Any, cfg: Finet
         if hasattr(model, "classifier"):
             save_file({k: v.detach().contiguous().cpu() for k, v in model.classifier.state_dict().items()},
                       str(staged / HEAD_FILE))
-        if final.exists():
-            old = final.with_name(f".{final.name}.old-{os.getpid()}")
-            os.replace(final, old)
-            os.replace(staged, final)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(staged, final)
+            from lmkit.checkpoint import record_checksums
+
+            record_checksums(staged)  # meta.json's checksums cover the head too
+        replace_dir(staged, final)
     finally:
         shutil.rmtree(tmp_parent, ignore_errors=True)
     return final
@@ -644,6 +642,7 @@ def load_finetuned(path: str | Path, device: str | torch.device = "cpu") -> Fine
         load_tokenizer,
         read_config,
         resolve_checkpoint,
+        verify_file,
     )
 
     ckpt = resolve_checkpoint(path)
@@ -654,8 +653,11 @@ def load_finetuned(path: str | Path, device: str | torch.device = "cpu") -> Fine
     encoder = load_model(ckpt, device=device)
     head_cls = SequenceClassifier if info["task"] == "sequence-classification" else TokenClassifier
     model = head_cls(encoder, len(info["labels"]))
+    head_file = str(info.get("head_file", HEAD_FILE))
+    if (ckpt / head_file).is_file():
+        verify_file(ckpt, head_file)
     try:
-        model.classifier.load_state_dict(load_file(str(ckpt / info.get("head_file", HEAD_FILE))))
+        model.classifier.load_state_dict(load_file(str(ckpt / head_file)))
     except (OSError, RuntimeError) as e:
         raise LmkitError(f"{ckpt / HEAD_FILE}: cannot load the classification head ({e})") from None
     return Finetuned(model.to(device).eval(), load_tokenizer(ckpt), info["task"], list(info["labels"]))
@@ -670,10 +672,14 @@ def run_finetune(checkpoint: str, data: str, cfg: FinetuneConfig, eval_data: str
     """Load a checkpoint, fine-tune it on a labelled JSONL file, report (and save with ``out``)."""
     from lmkit.checkpoint import load_model, load_tokenizer, resolve_checkpoint
 
+    from lmkit.checkpoint import is_checkpoint
+    from lmkit.files import check_out_dir
+
     cfg.validate()
-    if out and Path(out).exists() and not overwrite:
-        raise LmkitError(f"{out}: already exists; pass --overwrite to replace it")
     ckpt = resolve_checkpoint(checkpoint)
+    if out:  # before any training: an unusable --out fails now, not after the epochs
+        check_out_dir(Path(out), overwrite, [checkpoint, ckpt, data, *([eval_data] if eval_data else [])],
+                      ours=is_checkpoint, kind="checkpoint")
     examples = read_examples(data, cfg.task)
     if eval_data:
         train, val = examples, read_examples(eval_data, cfg.task)

@@ -14,8 +14,8 @@ Layout (content-addressed, so a new revision uploads only the files that changed
                                                  sha256 and size, plus a summary (family, task,
                                                  parameters, tokens, held-out loss, ...)
 
-A name is ``model`` or ``namespace/model``; each part starts with a letter or digit and holds only
-letters, digits, ``.``, ``_`` and ``-`` (no ``..``): no name can point outside the hub folder, and
+A name is ``model`` or ``namespace/model``; each part starts with an ASCII letter or digit and holds
+only ASCII letters, digits, ``.``, ``_`` and ``-`` (no ``..``): no name can point outside the hub folder, and
 ``@`` (which starts lmkit's internal folders) cannot appear in one. Every push creates revision
 n+1 (the manifest is created exclusively, so two pushes cannot take the same number on a folder
 hub or a store that supports exclusive creation); a revision is never changed afterwards.
@@ -81,8 +81,10 @@ def validate_name(name: str) -> str:
         raise LmkitError(f"hub name {name!r}: at most two parts, namespace/model")
     for p in parts:
         if not _PART.fullmatch(p):
-            raise LmkitError(f"hub name {name!r}: part {p!r} must start with a letter or digit and hold only "
-                             "letters, digits, '.', '_' and '-' (at most 96 characters)")
+            bad = next((c for c in p if not (c.isascii() and (c.isalnum() or c in "._-"))), None)
+            what = f" ({bad!r} is not allowed)" if bad is not None else ""
+            raise LmkitError(f"hub name {name!r}: part {p!r} must start with an ASCII letter or digit and hold "
+                             f"only ASCII letters (a-z, A-Z), digits, '.', '_' and '-', at most 96 characters{what}")
     return name
 
 
@@ -150,6 +152,11 @@ class Hub:
         self.root = root.rstrip("/") or "/"
 
     # ------------------------------------------------------------------ paths
+
+    def _local_roots(self) -> list[str]:
+        """The hub's own folder when it is on this machine (an output must not be in or around it)."""
+        protocol = self.fs.protocol if isinstance(self.fs.protocol, (tuple, list)) else (self.fs.protocol,)
+        return [self.root] if {"file", "local"} & set(protocol) else []
 
     def _model_dir(self, name: str) -> str:
         return posixpath.join(self.root, "models", validate_name(name))
@@ -276,6 +283,9 @@ class Hub:
         entries: dict[str, dict[str, Any]] = {}
         for rel, p in files.items():
             entries[rel] = {"sha256": sha256_file(p), "size": p.stat().st_size}
+        from lmkit.checkpoint import verify_digests
+
+        verify_digests(path, {rel: e["sha256"] for rel, e in entries.items()})  # unchanged since saved
         if card_text is not None:
             entries[CARD_FILE] = {"sha256": hashlib.sha256(card_text).hexdigest(), "size": len(card_text)}
         total = sum(e["size"] for e in entries.values())
@@ -340,9 +350,10 @@ class Hub:
         import shutil
         import tempfile
 
-        from lmkit.files import replace_dir
-        from lmkit.export_hf import check_out_dir
         from tqdm import tqdm
+
+        from lmkit.checkpoint import is_checkpoint
+        from lmkit.files import check_out_dir, replace_dir
 
         name, rev = parse_spec(spec)
         m = self.manifest(name, rev)
@@ -350,7 +361,7 @@ class Hub:
         for rel in m["files"]:
             safe_relpath(rel, where)
         out = Path(out)
-        check_out_dir(out, overwrite, "--out")
+        check_out_dir(out, overwrite, self._local_roots(), ours=is_checkpoint, kind="pulled checkpoint")
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.pull-"))
         bar = tqdm(total=sum(int(e.get("size", 0)) for e in m["files"].values()), unit="B", unit_scale=True,

@@ -151,9 +151,12 @@ def represent(value: float, name: str, absmax: float | None = None) -> Represent
             relative_error=(abs(err) / abs(value) if value != 0 else None), step=step,
             bits=_float_bits(x, name, info), overflow=overflow, underflow=stored == 0 and value != 0,
         )
+    if not math.isfinite(value):
+        raise LmkitError(f"--value {value}: not a finite number; numerics shows finite values only (int8 "
+                         "absmax quantization has no code for nan or inf)")
     a = abs(value) if absmax is None else float(absmax)
-    if a < 0 or not math.isfinite(a):
-        raise LmkitError(f"int8 absmax must be a finite non-negative number, got {absmax!r}")
+    if not (a >= 0 and math.isfinite(a)):
+        raise LmkitError(f"--absmax must be a finite non-negative number, got {absmax!r}")
     q_t, scale_t = absmax_quantize(torch.tensor([value], dtype=torch.float32), dim=None, absmax=a)
     q = int(q_t.item())
     scale = float(scale_t.item())

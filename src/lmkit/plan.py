@@ -639,6 +639,9 @@ def make_plan(*, params: float | None = None, tokens: float | None = None, cfg: 
         raise LmkitError(f"--sharding must be one of {'|'.join(SHARDINGS)}, got {sharding!r}")
     if n_gpus < 1:
         raise LmkitError(f"--gpus must be at least 1, got {n_gpus}")
+    for flag, count in (("--seq-len", seq_len), ("--micro-batch", micro_batch)):
+        if count is not None and count < 1:  # None: the config's; 0 is not "the default"
+            raise LmkitError(f"{flag} must be at least 1, got {count}")
     peak_of = dict(ACCELERATORS)
     if this_machine_peak:
         peak_of[THIS_MACHINE] = float(this_machine_peak)

@@ -204,18 +204,20 @@ def quantize_checkpoint(ckpt: str | Path, out: str | Path, to: str = "int8", ove
     if cfg_raw.get("quantization"):
         raise LmkitError(f"{src}: already quantized ({cfg_raw['quantization'].get('method')}); quantize the original")
     dst = Path(out)
-    if dst.exists() and any(dst.iterdir()):
-        if not overwrite:
-            raise LmkitError(f"{dst}: already exists; pass --overwrite to replace it")
-        if not is_checkpoint(dst):
-            raise LmkitError(f"{dst}: exists and is not an lmkit checkpoint; refusing to overwrite it")
-    if dst.resolve() == src.resolve():
-        raise LmkitError(f"{dst}: is the checkpoint being quantized; choose another --out")
+    from lmkit.files import check_out_dir
+
+    check_out_dir(dst, overwrite, [ckpt, src, *([data] if data else [])], ours=is_checkpoint, kind="checkpoint")
 
     from lmkit.config import model_config_from_dict
 
     model_cfg = model_config_from_dict(cfg_raw["model"])
-    bar = None
+    tok = load_tokenizer(src) if (src / "tokenizer.json").is_file() else None
+    model = load_model(src)
+    before_mem = memory_bytes(model)
+    windows = held_out(src, data, tok, text_field) if tok is not None else None
+    if data and tok is None:
+        raise LmkitError(f"{src}: no tokenizer.json, so --data cannot be tokenised for the quality check")
+    bar = None  # started once the inputs have loaded, so that an error about them is the only line
     if show_progress:
         from tqdm import tqdm
 
@@ -225,13 +227,6 @@ def quantize_checkpoint(ckpt: str | Path, out: str | Path, to: str = "int8", ove
         if bar is not None:
             bar.set_postfix_str(name)
             bar.update(1)
-
-    tok = load_tokenizer(src) if (src / "tokenizer.json").is_file() else None
-    model = load_model(src)
-    before_mem = memory_bytes(model)
-    windows = held_out(src, data, tok, text_field) if tok is not None else None
-    if data and tok is None:
-        raise LmkitError(f"{src}: no tokenizer.json, so --data cannot be tokenised for the quality check")
     before_eval = (evaluate_model(model, model_cfg, windows[0], tok, batch_size, eval_batches)
                    if windows is not None else None)
     stage("evaluated the original")
@@ -285,9 +280,10 @@ def quantize_checkpoint(ckpt: str | Path, out: str | Path, to: str = "int8", ove
     report["summary"] = summary
     meta["quantization"] = {k: v for k, v in report.items() if k not in ("source", "out")}
     meta["quantization"]["from"] = str(src)
-    from lmkit.checkpoint import write_json_atomic
+    from lmkit.checkpoint import record_checksums, write_json_atomic
 
     write_json_atomic(dst / "meta.json", meta)
+    record_checksums(dst)  # the copied meta held the source's checksums: record the quantized files'
     return report
 
 

@@ -422,16 +422,26 @@ def _progress_docs(paths: Sequence[str], text_field: str, lenient: bool, max_doc
         bar.close()
 
 
+def _is_tokenizer_file(path: Path) -> bool:
+    """True if ``path`` holds a tokenizer (a JSON object with a ``model``), what --overwrite may replace."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and isinstance(data.get("model"), dict)
+
+
 def cli_train(args: argparse.Namespace) -> int:
     """``lmkit tokenizer train DATA... --vocab-size N --out DIR``."""
     from lmkit.data.read import ReadReport, list_files
 
+    from lmkit.files import check_out_file
+
     out = Path(args.out)
     target = out if out.suffix.lower() == ".json" else out / "tokenizer.json"
-    if target.exists() and not args.overwrite:
-        raise LmkitError(f"{target} already exists (use --overwrite to replace it)")
     if out.exists() and not out.is_dir() and out.suffix.lower() != ".json":
-        raise LmkitError(f"{out}: exists and is not a folder")
+        raise LmkitError(f"--out {out}: exists and is not a folder")
+    check_out_file(target, args.overwrite, args.data, ours=_is_tokenizer_file, kind="tokenizer")
     if args.max_docs is not None and args.max_docs <= 0:
         raise LmkitError(f"--max-docs must be positive, got {args.max_docs}")
     list_files(args.data)  # fail fast on a missing path, before any work
@@ -471,6 +481,8 @@ def cli_stats(args: argparse.Namespace) -> int:
     """``lmkit tokenizer stats TOK [--data ...] [--words ...] [--compare OTHER] [--json]``."""
     from lmkit.data.read import ReadReport
 
+    if args.max_docs is not None and args.max_docs <= 0:
+        raise LmkitError(f"--max-docs must be positive, got {args.max_docs}")
     tok = Tokenizer.load(args.tokenizer, strict=False)
     other = Tokenizer.load(args.compare, strict=False) if args.compare else None
     texts: list[str] = []
@@ -478,6 +490,9 @@ def cli_stats(args: argparse.Namespace) -> int:
     if args.data:
         texts = list(_progress_docs(args.data, args.text_field, False, args.max_docs, report, "sampling"))
     words = list(args.words or [])
+    if args.data and not texts and not words:
+        raise LmkitError(f"nothing to measure: --data {' '.join(args.data)} holds no non-empty documents "
+                         f"({report.summary()}); give other --data and/or --words")
     if not texts and not words:
         raise LmkitError("nothing to measure: give --data FILES for fertility and/or --words for splits")
     results = [_stats_of(tok, args.tokenizer, texts, words)]

@@ -21,7 +21,10 @@ from __future__ import annotations
 import json
 import math
 import os
+import shlex
+import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +41,7 @@ from lmkit.errors import LmkitError
 from lmkit.evaluate import evaluate, token_byte_lengths
 from lmkit.models import build_model, count_parameters
 from lmkit.objectives import SpecialIds, make_batch, window_length
+from lmkit.runfolder import claim_run_folder, release_run_folder
 
 # --------------------------------------------------------------------------- pure pieces
 
@@ -175,15 +179,29 @@ class LossModule(nn.Module):
 # --------------------------------------------------------------------------- metrics
 
 
+def _metric_records(text: str) -> list[tuple[str, dict[str, Any]]]:
+    """(line, record) for each whole JSON object line; a line torn by a kill mid-write is dropped."""
+    out = []
+    for line in text.splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict):
+            out.append((line, record))
+    return out
+
+
 class Metrics:
     """metrics.jsonl (appended, truncated back to the checkpoint on resume) and TensorBoard."""
 
     def __init__(self, out: Path, tensorboard: bool, resume_step: int | None) -> None:
         self.path = out / "metrics.jsonl"
         if resume_step is not None and self.path.exists():
-            kept = [line for line in self.path.read_text(encoding="utf-8").splitlines()
-                    if line.strip() and json.loads(line).get("step", 0) <= resume_step]
-            tmp = self.path.with_suffix(".jsonl.tmp")
+            text = self.path.read_text(encoding="utf-8", errors="replace")
+            kept = [line for line, rec in _metric_records(text)
+                    if isinstance(rec.get("step", 0), int) and rec.get("step", 0) <= resume_step]
+            tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
             tmp.write_text("".join(k + "\n" for k in kept), encoding="utf-8")
             os.replace(tmp, self.path)
         elif resume_step is None and self.path.exists():
@@ -217,7 +235,7 @@ def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
     path = Path(run_dir) / "metrics.jsonl"
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [rec for _, rec in _metric_records(path.read_text(encoding="utf-8", errors="replace"))]
 
 
 def plot_loss_curve(run_dir: str | Path, out_png: str | Path | None = None) -> Path | None:
@@ -281,13 +299,18 @@ def hardware_summary(device: torch.device, d: Dist) -> dict[str, Any]:
 class Trainer:
     """One training run. ``run()`` trains to the horizon and returns a summary dict."""
 
-    def __init__(self, cfg: RunConfig, resume: bool = False, show_progress: bool = True) -> None:
+    def __init__(self, cfg: RunConfig, resume: bool = False, show_progress: bool = True,
+                 new_data: bool = False) -> None:
         cfg.validate()
         self.cfg = cfg
         self.dist = init_distributed()
         self.device = resolve_device(cfg.train.device, self.dist)
         self.out = Path(cfg.out)
         self.show_progress = show_progress and self.dist.main
+        # the run folder is this run's alone until run() ends (the main rank locks it); see runfolder
+        cleaned = claim_run_folder(self.out, lock=self.dist.main, create=not resume)
+        if cleaned and self.show_progress:
+            print(f"lmkit: removed what an interrupted run left in {self.out}: {', '.join(cleaned)}", file=sys.stderr)
         existing = list_checkpoints(self.out) if self.out.exists() else []
         if existing and not resume:
             raise LmkitError(f"{self.out}: already holds checkpoints ({existing[-1].name}); pass --resume to "
@@ -298,6 +321,10 @@ class Trainer:
         self.out.mkdir(parents=True, exist_ok=True)
         torch.manual_seed(cfg.train.seed)
         self.init_from = self._adopt_init_checkpoint(cfg) if cfg.train.init and not resume else None
+        self.new_data, self.data_change, self.data_changes = new_data, None, []
+        self.prev_meta: dict[str, Any] = {}
+        if self.resume_from is not None:  # the saved settings and data, checked before anything is packed
+            self._agree_with_saved_run(cfg)
 
         from lmkit.data.pack import prepare
 
@@ -317,6 +344,11 @@ class Trainer:
                 print(f"model.vocab_size set to the tokenizer's {self.tokenizer.vocab_size} "
                       f"(config said {cfg.model.vocab_size})", file=sys.stderr)
             cfg.model.vocab_size = self.tokenizer.vocab_size
+        from lmkit.resume import data_fingerprint
+
+        self.data_fingerprint = data_fingerprint(cfg.data, self.tokenizer, self.train_shards, self.val_shards)
+        if self.resume_from is not None:
+            self._check_resumed_data()
         tok = self.tokenizer
         self.specials = SpecialIds(pad=tok.pad_id, bos=tok.bos_id, eos=tok.eos_id, mask=tok.mask_id,
                                    sentinels=tuple(tok.sentinel_ids), vocab_size=tok.vocab_size,
@@ -327,9 +359,11 @@ class Trainer:
         from lmkit.checkpoint import load_model_config, load_state
 
         if self.resume_from is not None:
-            if to_dict(load_model_config(self.resume_from)) != to_dict(cfg.model):
-                raise LmkitError(f"{self.resume_from}: its model config differs from this run's; resume with the "
-                                 "same config (only stop conditions may change)")
+            saved_model, this_model = to_dict(load_model_config(self.resume_from)), to_dict(cfg.model)
+            for key in saved_model:
+                if saved_model[key] != this_model.get(key):
+                    raise LmkitError(f"{self.resume_from}: model.{key} is {saved_model[key]!r} in the run being "
+                                     f"resumed but {this_model.get(key)!r} in this one; resume with the same model")
             load_weights_into(self.model, load_state(self.resume_from), self.resume_from)
         elif self.init_from is not None:
             load_weights_into(self.model, load_state(self.init_from), self.init_from)
@@ -379,6 +413,49 @@ class Trainer:
             cfg.data.tokenizer = str(ckpt / "tokenizer.json")
         cfg.model = load_model_config(ckpt)
         return ckpt
+
+    def _agree_with_saved_run(self, cfg: RunConfig) -> None:
+        """On resume: settings left empty come from the checkpoint's resolved.yaml, the others must
+        agree with it (``lmkit.resume``), and the source files must be the ones trained on unless
+        ``new_data``; with ``new_data`` the run's own tokenizer is pinned, so none is trained anew."""
+        from lmkit import resume as rs
+        from lmkit.checkpoint import load_meta, load_tokenizer
+
+        assert self.resume_from is not None
+        saved = rs.saved_run_config(self.resume_from)
+        rs.fill_unset(cfg, saved)
+        keys = [k for k in rs.dotted_keys(cfg) if k != "model.vocab_size"]  # checked with the model, below
+        rs.check_agrees(saved, cfg, keys, self.new_data, self.resume_from / "resolved.yaml")
+        self.prev_meta = load_meta(self.resume_from)
+        self.data_change = rs.sources_difference(rs.recorded_fingerprint(self.prev_meta), rs.source_files(cfg.data))
+        if self.data_change and not self.new_data:
+            raise rs.refuse_data_change(self.out, self.resume_from, self.data_change)
+        if self.new_data and cfg.data.tokenizer is None:
+            run_tok = load_tokenizer(self.resume_from)
+            path = self.out / "tokenizer.json"
+            if self.dist.main and (not path.is_file() or path.read_text(encoding="utf-8") != run_tok.to_str()):
+                run_tok.save(self.out)
+            cfg.data.tokenizer = str(path)
+
+    def _check_resumed_data(self) -> None:
+        """On resume, after packing: the tokenizer is the run's, and the shards hold what it was
+        trained on (unless ``new_data``: then the change is recorded in the checkpoints' meta)."""
+        from lmkit import resume as rs
+
+        assert self.resume_from is not None
+        recorded = rs.recorded_fingerprint(self.prev_meta)
+        want = recorded.get("tokenizer_sha256")
+        if want and want != self.tokenizer.sha256:
+            raise LmkitError(f"{self.tokenizer.source}: tokenizer (sha256 {self.tokenizer.sha256[:12]}) is not the one "
+                             f"{self.resume_from} was trained with (sha256 {str(want)[:12]}); a resumed run keeps "
+                             "its tokenizer")
+        what = self.data_change or rs.tokens_difference(recorded, self.data_fingerprint)
+        if what and not self.new_data:
+            raise rs.refuse_data_change(self.out, self.resume_from, what)
+        self.data_changes = list(self.prev_meta.get("data_changes") or [])
+        if what:
+            self.data_changes.append({"step": self.prev_meta.get("step"), "from_checkpoint": self.resume_from.name,
+                                      "change": what, "previous": recorded})
 
     def _wrap(self, module: nn.Module) -> nn.Module:
         if self.dist.world == 1:
@@ -502,11 +579,31 @@ class Trainer:
                      "curation": curation_summary(self.cfg.data.paths)},
             "tokenizer_sha256": self.tokenizer.sha256,
             "init_from": str(self.init_from) if self.init_from else None,
+            "data_fingerprint": self.data_fingerprint,  # checked by --resume (lmkit.resume)
+            "data_changes": self.data_changes,  # each --resume --new-data that switched the data
         }
 
     # ------------------------------------------------------------------ the loop
 
     def run(self) -> dict[str, Any]:
+        """Train to the horizon. SIGINT/SIGTERM stop it after the current step with a checkpoint
+        (``TrainingInterrupted``); the run folder's lock is let go however it ends."""
+        try:
+            with StopSignals() as stop:
+                return self._train_loop(stop)
+        finally:
+            release_run_folder(self.out)
+
+    def _stop_requested(self, stop: StopSignals) -> bool:
+        """Whether a stop signal came, on any rank (so that all ranks stop at the same step)."""
+        flag = stop.signum is not None
+        if self.dist.world > 1:
+            t = torch.tensor([1.0 if flag else 0.0], device=self.device)
+            dist.all_reduce(t, op=dist.ReduceOp.MAX)
+            flag = bool(t.item())
+        return flag
+
+    def _train_loop(self, stop: StopSignals) -> dict[str, Any]:
         cfg = self.cfg.train
         resume_step = self.step if self.resume_from is not None else None
         metrics = Metrics(self.out, cfg.tensorboard, resume_step) if self.dist.main else None
@@ -525,6 +622,7 @@ class Trainer:
         window_losses: list[float] = []
         window_start, window_step = time.perf_counter(), self.step
         stop_reason = horizon.reason
+        saved_at: int | None = None
         while True:
             elapsed = self.elapsed_before + time.perf_counter() - start
             if horizon.steps is not None and self.step >= horizon.steps:
@@ -559,6 +657,18 @@ class Trainer:
                 self._eval_and_log(metrics)
             if cfg.ckpt_every and self.step % cfg.ckpt_every == 0 and self.step != horizon.steps:
                 self.save(last, self.elapsed_before + time.perf_counter() - start)
+                saved_at = self.step
+            if self._stop_requested(stop) and self.step != horizon.steps:
+                path = self.out / f"{CKPT_PREFIX}{self.step:07d}" if saved_at == self.step else \
+                    self.save(last, self.elapsed_before + time.perf_counter() - start)
+                if bar is not None:
+                    bar.close()
+                if metrics is not None:
+                    metrics.close()
+                what = signal.Signals(stop.signum).name if stop.signum is not None else "a signal to another rank"
+                raise TrainingInterrupted(
+                    f"interrupted by {what} after step {self.step}; saved checkpoint {path}; continue with: "
+                    f"lmkit pretrain --out {shlex.quote(str(self.out))} --resume", path)
         final_eval = self._eval_and_log(metrics)
         elapsed = self.elapsed_before + time.perf_counter() - start
         path = self.save(last, elapsed)
@@ -586,6 +696,42 @@ class Trainer:
         return ev
 
 
+class TrainingInterrupted(KeyboardInterrupt):
+    """SIGINT/SIGTERM stopped a run after a step; ``checkpoint`` is where it was saved."""
+
+    def __init__(self, message: str, checkpoint: Path | None) -> None:
+        super().__init__(message)
+        self.checkpoint = checkpoint
+
+
+class StopSignals:
+    """While entered (in the main thread), SIGINT and SIGTERM only record that a stop was asked
+    for, in ``signum``; the loop stops after its current step. A second one of the same signal
+    acts as it would have before (Ctrl-C twice interrupts at once)."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: object) -> None:
+        self.signum = signum
+        signal.signal(signum, self._restore(signum))
+
+    def _restore(self, signum: int) -> Any:
+        prev = self._previous.get(signum)
+        return prev if prev is not None else signal.SIG_DFL
+
+    def __exit__(self, *exc: object) -> None:
+        for sig in self._previous:
+            signal.signal(sig, self._restore(sig))
+
+
 class _null:
     def __enter__(self) -> None:
         return None
@@ -594,9 +740,15 @@ class _null:
         return None
 
 
-def train(cfg: RunConfig, resume: bool = False, show_progress: bool = True) -> dict[str, Any]:
-    """Run one training run to its horizon; returns a summary (checkpoint path, losses, time)."""
-    return Trainer(cfg, resume=resume, show_progress=show_progress).run()
+def train(cfg: RunConfig, resume: bool = False, show_progress: bool = True, new_data: bool = False) -> dict[str, Any]:
+    """Run one training run to its horizon; returns a summary (checkpoint path, losses, time).
+
+    ``new_data`` (with ``resume``) lets the resumed run continue on data other than it was trained on.
+    """
+    try:
+        return Trainer(cfg, resume=resume, show_progress=show_progress, new_data=new_data).run()
+    finally:
+        release_run_folder(cfg.out)  # also when the trainer's setup failed after claiming the folder
 
 
 def cli_pretrain(args: Any) -> int:
@@ -611,8 +763,26 @@ def cli_pretrain(args: Any) -> int:
         overrides["train.max_steps"] = args.max_steps
     if getattr(args, "init", None):
         overrides["train.init"] = args.init
-    cfg = load_run_config(args.config, overrides)
-    summary = train(cfg, resume=args.resume, show_progress=not args.quiet)
+    new_data = bool(getattr(args, "new_data", False))
+    if args.resume:  # the run folder's saved settings, data and tokenizer; what is given again must agree
+        from lmkit.config import load_yaml
+        from lmkit.resume import resume_config
+
+        out = args.out or (load_yaml(args.config).get("out") if args.config else None) or RunConfig().out
+        cfg = resume_config(Path(str(out)), args.config, overrides, new_data=new_data)
+    elif new_data:
+        raise LmkitError("--new-data only applies with --resume (a new run trains on the data it is given)")
+    else:
+        cfg = load_run_config(args.config, overrides)
+    try:
+        summary = train(cfg, resume=args.resume, show_progress=not args.quiet, new_data=new_data)
+    except TrainingInterrupted as e:
+        if int(os.environ.get("RANK", "0")) == 0:
+            print(f"lmkit: {e}", file=sys.stderr)
+        if dist.is_initialized():
+            dist.barrier()
+            dist.destroy_process_group()
+        return 130
     if int(os.environ.get("RANK", "0")) == 0:
         if args.json:
             print(json.dumps(summary, indent=2, default=str))

@@ -128,9 +128,23 @@ def head_summary(maps: AttentionMaps) -> list[dict[str, Any]]:
     return out
 
 
+_PICTURES = (".png", ".svg", ".pdf", ".jpg", ".jpeg", ".webp", ".eps", ".ps", ".tif", ".tiff")
+
+
+def _is_picture(path: Path) -> bool:
+    """What --overwrite may replace: a picture file (never a checkpoint's weights or config)."""
+    return path.suffix.lower() in _PICTURES
+
+
+def check_out_picture(out: str | Path, overwrite: bool, inputs: Sequence[str | Path] = ()) -> None:
+    """The shared output check for a picture: may sit in the checkpoint folder, replaces only a picture."""
+    from lmkit.files import check_out_file
+
+    check_out_file(out, overwrite, inputs, ours=_is_picture, kind="picture", inside_inputs=True)
+
+
 def _atomic_savefig(fig: Any, out: Path, overwrite: bool) -> Path:
-    if out.exists() and not overwrite:
-        raise LmkitError(f"{out}: already exists; pass --overwrite to replace it")
+    check_out_picture(out, overwrite)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}{out.suffix}")
     try:
@@ -311,8 +325,7 @@ def _int_list(text: str | None) -> list[int] | None:
 
 def cli_attention(args: argparse.Namespace) -> int:
     """``lmkit viz attention CKPT "text" --out maps.png``."""
-    if Path(args.out).exists() and not args.overwrite:
-        raise LmkitError(f"{args.out}: already exists; pass --overwrite to replace it")
+    check_out_picture(args.out, args.overwrite, [args.checkpoint])
     model, tok = _load(args.checkpoint, args.device)
     maps = attention_maps(model, tok, args.text)
     path = plot_attention(maps, args.out, args.overwrite, _int_list(args.layers), _int_list(args.heads))
@@ -332,8 +345,7 @@ def cli_attention(args: argparse.Namespace) -> int:
 
 def cli_embeddings(args: argparse.Namespace) -> int:
     """``lmkit viz embeddings CKPT --words w1 w2 ... --out emb.png [--dims 2|3]``."""
-    if Path(args.out).exists() and not args.overwrite:
-        raise LmkitError(f"{args.out}: already exists; pass --overwrite to replace it")
+    check_out_picture(args.out, args.overwrite, [args.checkpoint])
     model, tok = _load(args.checkpoint, args.device)
     proj = embedding_projection(model, tok, args.words, args.dims)
     path = plot_embeddings(proj, args.out, args.overwrite)

@@ -75,6 +75,7 @@ from typing import Any, Callable, Iterable, Iterator, Literal, NamedTuple, Seque
 import numpy as np
 
 from lmkit.errors import LmkitError
+from lmkit.files import check_out_dir
 
 # --------------------------------------------------------------------------- configuration
 
@@ -1470,27 +1471,8 @@ class ShardWriter:
         return self.files
 
 
+#: the files a curate or mix output holds; --overwrite (lmkit.files.check_out_dir) replaces nothing else
 OUR_FILES = re.compile(r"part-\d{5}\.jsonl\.gz|report\.json|report\.md")
-
-
-def check_out_dir(out: Path, overwrite: bool, inputs: Sequence[str | Path] = ()) -> None:
-    """Refuse an --out that would overwrite data: non-empty without --overwrite, a file, inside an input."""
-    out_r = out.resolve()
-    for p in inputs:
-        pr = Path(p).expanduser().resolve()
-        if pr.is_dir() and (out_r == pr or pr in out_r.parents):
-            raise LmkitError(f"--out {out} is inside the input folder {p}; choose a folder outside the inputs")
-    if out.exists() and not out.is_dir():
-        raise LmkitError(f"--out {out} exists and is not a folder")
-    if out.is_dir():
-        existing = sorted(x.name for x in out.iterdir())
-        if existing and not overwrite:
-            raise LmkitError(f"--out {out} is not empty (holds {existing[0]!r}{' ...' if len(existing) > 1 else ''});"
-                             " pass --overwrite to replace a previous run, or choose a new folder")
-        foreign = [n for n in existing if not OUR_FILES.fullmatch(n)]
-        if foreign:
-            raise LmkitError(f"--out {out} holds files lmkit did not write (e.g. {foreign[0]!r}); "
-                             "--overwrite only replaces a previous output: choose an empty or new folder")
 
 
 def _publish(tmp: Path, out: Path) -> None:
@@ -1523,7 +1505,7 @@ def curate(inputs: Sequence[str | Path], out: str | Path, config: CurateConfig |
     cfg = config if config is not None else CurateConfig()
     cfg.validate()
     out = Path(out).expanduser()
-    check_out_dir(out, overwrite, inputs)
+    check_out_dir(out, overwrite, inputs, ours=OUR_FILES, kind="curate/mix output")
     input_bytes = 0  # a missing input is an error before anything starts
     for f in list_files(inputs):
         try:

@@ -216,10 +216,11 @@ def mix(sources: Sequence[MixSource], out: str | Path, total_tokens: int | None 
     from tqdm import tqdm
 
     from lmkit import __version__
-    from lmkit.data.curate import ShardWriter, _publish, check_out_dir
+    from lmkit.data.curate import OUR_FILES, ShardWriter, _publish
+    from lmkit.files import check_out_dir
 
     out = Path(out).expanduser()
-    check_out_dir(out, overwrite, [s.path for s in sources])
+    check_out_dir(out, overwrite, [s.path for s in sources], ours=OUR_FILES, kind="curate/mix output")
     count, counter_name = _counter(tokenizer)
     t0 = time.perf_counter()
     bar = tqdm(desc="count tokens", unit="doc", file=sys.stderr, disable=not progress, dynamic_ncols=True)

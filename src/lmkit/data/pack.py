@@ -51,11 +51,12 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
 from lmkit.errors import LmkitError
+from lmkit.files import check_out_dir, replace_dir
 
 if TYPE_CHECKING:
     import torch
@@ -201,10 +202,12 @@ def is_shard_folder(path: str | Path) -> bool:
 
 def pack(docs: Iterable["Document"], tokenizer: "Tokenizer", out_dir: str | Path, val_fraction: float = 0.01,
          workers: int = 0, shard_tokens: int = 50_000_000, show_progress: bool = True,
-         overwrite: bool = False, fingerprint: str | None = None, split_salt: int = 0) -> dict[str, Any]:
+         overwrite: bool = False, fingerprint: str | None = None, split_salt: int = 0,
+         inputs: Sequence[str | Path] = ()) -> dict[str, Any]:
     """Tokenise ``docs`` into ``out_dir/train`` and ``out_dir/val`` shards; return a summary.
 
-    ``overwrite`` allows replacing an existing ``out_dir`` (only once the new one is complete).
+    ``overwrite`` allows replacing an existing shard folder (only once the new one is complete;
+    never a folder of other files, nor one in or around ``inputs``, the paths ``docs`` come from).
     ``fingerprint`` (what the inputs were) and ``split_salt`` (changes which documents are held
     out) are recorded in ``meta.json``. The tokenizer is saved as ``out_dir/tokenizer.json``.
     """
@@ -217,9 +220,7 @@ def pack(docs: Iterable["Document"], tokenizer: "Tokenizer", out_dir: str | Path
         raise LmkitError(f"shard_tokens must be positive, got {shard_tokens}")
     if workers < 0:
         raise LmkitError(f"workers must be 0 (all cores) or more, got {workers}")
-    if out.exists() and not overwrite:
-        if not out.is_dir() or any(out.iterdir()):
-            raise LmkitError(f"{out} already exists (remove it or choose another folder for the shards)")
+    check_out_dir(out, overwrite, inputs, what="shards folder", ours=is_shard_folder, kind="shards folder")
     threads = workers or (os.cpu_count() or 1)
     dtype = token_dtype(tokenizer.vocab_size)
     eos = tokenizer.eos_id
@@ -341,14 +342,7 @@ def pack(docs: Iterable["Document"], tokenizer: "Tokenizer", out_dir: str | Path
             "mb_per_s": totals["bytes"] / 1e6 / secs if secs > 0 else None,
         }
         _atomic_json(tmp / "pack.json", summary)
-        # Swap into place: an old folder is moved aside first and removed only after success.
-        old = None
-        if out.exists():
-            old = out.parent / f".{out.name}.old-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-            os.replace(out, old)
-        os.replace(tmp, out)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        replace_dir(tmp, out)  # an old folder is moved aside first and removed only after success
         return summary
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -542,6 +536,9 @@ def prepare(data_cfg: "DataConfig", out_dir: str | Path, vocab_size: int, seed: 
                             val_fraction=data_cfg.val_fraction, split_salt=seed, tokenizer=tok_key,
                             format=SHARD_VERSION)
     shards_dir = Path(data_cfg.shards).expanduser() if data_cfg.shards else out / "shards"
+    if shards_dir.exists() and not shards_dir.is_dir():
+        key = "data.shards" if data_cfg.shards else "the run folder's shards/"
+        raise LmkitError(f"{shards_dir}: {key} must be a folder for the packed shards, but it is a file")
     meta = _read_meta(shards_dir) if shards_dir.exists() else None
 
     # Reuse shards packed from the same inputs with the same tokenizer.
@@ -582,7 +579,7 @@ def prepare(data_cfg: "DataConfig", out_dir: str | Path, vocab_size: int, seed: 
                   file=sys.stderr)
     report = ReadReport()
     summary = pack(read(report), tok, shards_dir, val_fraction=data_cfg.val_fraction, workers=data_cfg.workers,
-                   show_progress=show_progress, overwrite=True, fingerprint=fp, split_salt=seed)
+                   show_progress=show_progress, overwrite=True, fingerprint=fp, split_salt=seed, inputs=files)
     if show_progress:
         if report.skipped_file_count or report.bad_line_count:
             print(f"lmkit: read {report.summary()}", file=sys.stderr)

@@ -436,12 +436,33 @@ def _record_text(rec: Any, text_field: str) -> str:
     if not isinstance(rec, dict):
         raise ValueError(f"not a JSON object (got {type(rec).__name__})")
     if text_field not in rec:
-        keys = ", ".join(list(rec)[:8])
+        keys = ", ".join(k if k.isprintable() else repr(k) for k in list(rec)[:8])  # one-line message
         raise ValueError(f"no {text_field!r} field (fields: {keys or 'none'}); set the text field")
     text = rec[text_field]
     if not isinstance(text, str):
         raise ValueError(f"field {text_field!r} is {type(text).__name__}, not a string")
     return text
+
+
+class _BadJson(ValueError):
+    """JSON that cannot be parsed; the message says why, in a form fit for a one-line error."""
+
+    def __init__(self, reason: str, line: int | None = None) -> None:
+        super().__init__(reason)
+        self.line = line
+
+
+def _parse_json(text: str) -> Any:
+    """``json.loads``, with every way it fails (nesting too deep, a number of more digits than
+    Python converts, bad syntax) as one :class:`_BadJson`."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise _BadJson(f"not valid JSON ({e.msg} at column {e.colno})", e.lineno) from None
+    except RecursionError:
+        raise _BadJson("not readable JSON (nested too deeply)") from None
+    except ValueError:  # int(...) refusing a number of thousands of digits
+        raise _BadJson("not readable JSON (a number with too many digits)") from None
 
 
 def _read_jsonl(path: Path, text_field: str, report: ReadReport, lenient: bool) -> Iterator[Document]:
@@ -464,13 +485,11 @@ def _read_jsonl(path: Path, text_field: str, report: ReadReport, lenient: bool) 
                 line = raw.decode("utf-8")
                 if line_no == 1:
                     line = line.removeprefix("\ufeff")
-                rec = json.loads(line)
+                rec = _parse_json(line)
                 text = _record_text(rec, text_field)
             except UnicodeDecodeError:
                 reason = "not valid UTF-8"
-            except json.JSONDecodeError as e:
-                reason = f"not valid JSON ({e.msg} at column {e.colno})"
-            except ValueError as e:
+            except ValueError as e:  # _BadJson, or a record without its text
                 reason = str(e)
             else:
                 if not text:
@@ -488,11 +507,11 @@ def _read_json_array(path: Path, stream: IO[bytes], text_field: str, report: Rea
                      lenient: bool) -> Iterator[Document]:
     src = str(path)
     try:
-        data = json.loads(stream.read().decode("utf-8"))
+        data = _parse_json(stream.read().decode("utf-8"))
     except UnicodeDecodeError:
         raise _ReadFailure("not valid UTF-8") from None
-    except json.JSONDecodeError as e:
-        raise _ReadFailure(f"line {e.lineno}: not valid JSON ({e.msg})") from None
+    except _BadJson as e:
+        raise _ReadFailure(f"line {e.line}: {e}" if e.line is not None else str(e)) from None
     if not isinstance(data, list):
         raise _ReadFailure("a .json file must hold JSON lines or one array of records")
     for i, rec in enumerate(data, start=1):
