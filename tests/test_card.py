@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from lmkit.card import parse_front_matter, render_card
-from lmkit.checkpoint import load_meta, save_checkpoint
+from lmkit.ship.card import parse_front_matter, render_card
+from lmkit.models.checkpoint import load_meta, save_checkpoint
 from lmkit.cli import main
 from lmkit.config import ModelConfig, load_run_config
 from lmkit.errors import LmkitError
@@ -35,8 +35,8 @@ def corpus(folder: Path, n_docs: int = 120) -> Path:
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A decoder really trained for a few steps by lmkit.train (its meta.json is the trainer's)."""
-    from lmkit.train import train
+    """A decoder really trained for a few steps by lmkit.train.loop (its meta.json is the trainer's)."""
+    from lmkit.train.loop import train
 
     tmp = tmp_path_factory.mktemp("card")
     cfg = load_run_config(ROOT / "configs" / "tiny.yaml", {
@@ -157,7 +157,7 @@ def test_cli_card_writes_appends_sections_and_refuses_overwrite(tmp_path: Path, 
 def test_curation_survival_as_the_trainer_records_it(tmp_path: Path) -> None:
     """`lmkit curate`'s report, summarised by the trainer into meta.json, reaches the card."""
     from lmkit.data.curate import curate
-    from lmkit.train import curation_summary
+    from lmkit.train.loop import curation_summary
 
     src = corpus(tmp_path / "raw")
     report = curate([src], tmp_path / "curated", workers=1, progress=False)

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from lmkit.card import parse_front_matter
+from lmkit.ship.card import parse_front_matter
 from lmkit.demo import gather_default_corpus, run_demo
 from lmkit.errors import LmkitError
-from lmkit.hub import Hub
+from lmkit.ship.hub import Hub
 
 
 def test_demo_quick_produces_every_artefact(tmp_path: Path) -> None:

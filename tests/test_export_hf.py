@@ -18,11 +18,11 @@ os.environ["TRANSFORMERS_OFFLINE"] = "1"
 import transformers  # noqa: E402
 from safetensors.torch import load_file, save_file  # noqa: E402
 
-from lmkit.checkpoint import load_meta, load_model, load_state, read_config, record_checksums, save_checkpoint  # noqa: E402
+from lmkit.models.checkpoint import load_meta, load_model, load_state, read_config, record_checksums, save_checkpoint  # noqa: E402
 from lmkit.cli import main  # noqa: E402
 from lmkit.config import ModelConfig  # noqa: E402
 from lmkit.errors import LmkitError  # noqa: E402
-from lmkit.export_hf import (PARITY_RTOL, TARGETS, export_hf, import_hf, lmkit_greedy,  # noqa: E402
+from lmkit.ship.export_hf import (PARITY_RTOL, export_hf, import_hf, lmkit_greedy,  # noqa: E402
                              probe_ids, target_of)
 from lmkit.models import build_model  # noqa: E402
 from lmkit.tokenizer import Tokenizer, train_tokenizer  # noqa: E402
@@ -323,7 +323,7 @@ def test_verify_reports_parity(tmp_path: Path, tok: Tokenizer, family: str, caps
 
 def test_verify_catches_a_wrong_weight_map(tmp_path: Path, tok: Tokenizer, monkeypatch: pytest.MonkeyPatch) -> None:
     """If a map sent a tensor to the wrong slot, the export is refused and nothing is written."""
-    import lmkit.export_hf as ex
+    import lmkit.ship.export_hf as ex
 
     ckpt = make_ckpt(tmp_path / "ckpt", tiny_cfg("decoder", tok.vocab_size), tok)
     real = ex.to_hf_state
@@ -342,7 +342,7 @@ def test_verify_catches_a_wrong_weight_map(tmp_path: Path, tok: Tokenizer, monke
 
 @pytest.mark.parametrize("to", ["int8", "bf16"])
 def test_quantized_checkpoint_exports_only_dequantized(tmp_path: Path, tok: Tokenizer, to: str) -> None:
-    from lmkit.quantize import quantize_checkpoint
+    from lmkit.ship.quantize import quantize_checkpoint
 
     ckpt = make_ckpt(tmp_path / "ckpt", tiny_cfg("decoder", tok.vocab_size), tok)
     quantize_checkpoint(ckpt, out=tmp_path / "q", to=to)

@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from lmkit.checkpoint import save_checkpoint
+from lmkit.models.checkpoint import save_checkpoint
 from lmkit.cli import main
 from lmkit.config import ModelConfig
 from lmkit.errors import LmkitError
-from lmkit.finetune import (
+from lmkit.train.finetune import (
     Example,
     FinetuneConfig,
     bio_spans,
@@ -163,7 +163,7 @@ def test_command_saves_a_classifier_that_loads_back(tok: Tokenizer, tmp_path: Pa
     pred = ft.predict(texts)
     assert sum(p == g for p, g in zip(pred, gold)) / 40 == pytest.approx(rep["accuracy"])
     # the saved folder is still an ordinary encoder checkpoint
-    from lmkit.checkpoint import load_model
+    from lmkit.models.checkpoint import load_model
 
     assert load_model(tmp_path / "ft").cfg.family == "encoder"
     # an existing --out is not replaced without --overwrite; the text report reads well

@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from lmkit.checkpoint import save_checkpoint
+from lmkit.models.checkpoint import save_checkpoint
 from lmkit.cli import main
 from lmkit.config import ModelConfig
 from lmkit.errors import LmkitError
-from lmkit.generate import (
+from lmkit.infer.generate import (
     GenerationConfig,
     choose_next,
     format_step,
@@ -152,7 +152,7 @@ def test_unrecognised_decoder_uses_the_models_own_cache_path() -> None:
 
 
 def test_quantized_and_half_precision_models_generate_through_their_own_forward() -> None:
-    from lmkit.quantize import quantize_int8
+    from lmkit.ship.quantize import quantize_int8
 
     model = tiny_decoder()
     ids = torch.tensor([[5, 9, 13, 2]])

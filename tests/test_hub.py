@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from lmkit.card import parse_front_matter
-from lmkit.checkpoint import load_meta, load_model, save_checkpoint
+from lmkit.ship.card import parse_front_matter
+from lmkit.models.checkpoint import load_meta, load_model, save_checkpoint
 from lmkit.cli import main
 from lmkit.config import ModelConfig
 from lmkit.errors import LmkitError
-from lmkit.hub import Hub, default_hub, hub_url, parse_spec, validate_name
+from lmkit.ship.hub import Hub, default_hub, hub_url, parse_spec, validate_name
 from lmkit.models import build_model
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from lmkit.checkpoint import save_checkpoint
+from lmkit.models.checkpoint import save_checkpoint
 from lmkit.cli import main
 from lmkit.config import ModelConfig
 from lmkit.errors import LmkitError
@@ -152,7 +152,7 @@ def test_export_overwrite_replaces_only_a_previous_export(run: Path, tmp_path: P
 
 @pytest.fixture
 def hf(run: Path, tmp_path: Path) -> Path:
-    from lmkit.export_hf import export_hf
+    from lmkit.ship.export_hf import export_hf
 
     export_hf(run, tmp_path / "hf", verify=False)
     return tmp_path / "hf"
@@ -282,7 +282,7 @@ def test_tokenizer_train_never_overwrites_its_input(tmp_path: Path, capsys: pyte
 
 
 def test_hub_pull_never_touches_the_hub(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from lmkit.hub import Hub
+    from lmkit.ship.hub import Hub
 
     hub_dir = tmp_path / "hub"
     Hub(str(hub_dir)).push(ckpt(tmp_path / "ck"), "tiny")

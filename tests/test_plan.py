@@ -418,7 +418,7 @@ MEMORY_TOLERANCE = 0.15
 _CHILD = """
 import json, sys
 from lmkit.config import load_run_config
-from lmkit.train import train
+from lmkit.train.loop import train
 cfg = load_run_config(sys.argv[1], json.loads(sys.argv[2]))
 train(cfg, show_progress=False)
 # VmHWM, not getrusage's ru_maxrss: Linux carries ru_maxrss over exec from the forking parent
@@ -520,7 +520,7 @@ def test_training_memory_matches_measured_peak(name: str, measured_peaks: dict[s
 
 
 def test_plan_reads_a_checkpoint_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from lmkit.checkpoint import save_checkpoint
+    from lmkit.models.checkpoint import save_checkpoint
     from lmkit.models import build_model
 
     cfg = ModelConfig(vocab_size=300, d_model=32, n_layers=2, n_heads=2, max_seq_len=32)

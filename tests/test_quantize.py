@@ -11,11 +11,11 @@ import pytest
 import torch
 from torch import nn
 
-from lmkit.checkpoint import load_model, load_tokenizer, save_checkpoint
+from lmkit.models.checkpoint import load_model, load_tokenizer, save_checkpoint
 from lmkit.cli import main
 from lmkit.config import ModelConfig, load_run_config
 from lmkit.errors import LmkitError
-from lmkit.quantize import Int8Embedding, Int8Linear, memory_bytes, quantize_checkpoint
+from lmkit.ship.quantize import Int8Embedding, Int8Linear, memory_bytes, quantize_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 # A bound on the held-out perplexity increase int8 may cause, checked here on the tiny trained model
@@ -42,7 +42,7 @@ def grammar_corpus(folder: Path, n_docs: int = 200, seed: int = 0) -> Path:
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny decoder trained for 40 steps on a small grammar (its run keeps validation shards)."""
-    from lmkit.train import train
+    from lmkit.train.loop import train
 
     root = tmp_path_factory.mktemp("quant")
     data = grammar_corpus(root / "data")

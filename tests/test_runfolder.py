@@ -16,11 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from lmkit.checkpoint import is_checkpoint, list_checkpoints, load_model
+from lmkit.models.checkpoint import is_checkpoint, list_checkpoints, load_model
 from lmkit.cli import main
 from lmkit.config import load_run_config
-from lmkit.runfolder import LOCK, MARKER, claim_run_folder, release_run_folder
-from lmkit.train import read_metrics, train
+from lmkit.train.runfolder import LOCK, MARKER, claim_run_folder, release_run_folder
+from lmkit.train.loop import read_metrics, train
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "configs" / "tiny.yaml"
@@ -107,7 +107,7 @@ def test_lmkit_marks_its_run_folders_and_adopts_unmarked_old_ones(tmp_path: Path
 
 HOLD = """
 import sys, time
-from lmkit.runfolder import claim_run_folder
+from lmkit.train.runfolder import claim_run_folder
 claim_run_folder(sys.argv[1])
 print("held", flush=True)
 time.sleep(60)
@@ -134,7 +134,7 @@ def test_a_second_run_into_a_locked_folder_names_the_holder(tmp_path: Path,
     assert [c.name for c in list_checkpoints(run)] == ["ckpt-0000003"]
 
 
-CLAIM = "import sys\nfrom lmkit.runfolder import claim_run_folder\nclaim_run_folder(sys.argv[1])\n"
+CLAIM = "import sys\nfrom lmkit.train.runfolder import claim_run_folder\nclaim_run_folder(sys.argv[1])\n"
 
 
 @pytest.mark.slow

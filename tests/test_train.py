@@ -16,11 +16,11 @@ import numpy as np
 import pytest
 import torch
 
-from lmkit.checkpoint import list_checkpoints, load_meta, load_model, load_tokenizer
+from lmkit.models.checkpoint import list_checkpoints, load_meta, load_model, load_tokenizer
 from lmkit.config import ConfigError, load_run_config
 from lmkit.data.pack import TokenShards
 from lmkit.errors import LmkitError
-from lmkit.train import lr_at, make_optimizer, plan_horizon, read_metrics, train
+from lmkit.train.loop import lr_at, make_optimizer, plan_horizon, read_metrics, train
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "configs" / "tiny.yaml"

@@ -8,16 +8,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from lmkit.checkpoint import save_checkpoint
+from lmkit.models.checkpoint import save_checkpoint
 from lmkit.cli import main
 from lmkit.config import ModelConfig
 from lmkit.errors import LmkitError
-from lmkit.export_hf import to_hf_state
+from lmkit.ship.export_hf import to_hf_state
 from lmkit.models import build_model
 from lmkit.models import encdec as ED
 from lmkit.models import encoder as E
 from lmkit.tokenizer import Tokenizer, train_tokenizer
-from lmkit.viz import (
+from lmkit.infer.viz import (
     attention_maps,
     capture_attention,
     embedding_projection,

@@ -80,7 +80,7 @@ def _fraction(obj: Any, section: str, name: str, closed_right: bool = False) -> 
     _require(ok, f"{section}.{name}", f"in [0, 1{']' if closed_right else ')'}", value)
 
 
-# train.device: what resolve_device in lmkit.train understands.
+# train.device: what resolve_device in lmkit.train.loop understands.
 _DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 
 

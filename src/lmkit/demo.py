@@ -164,15 +164,16 @@ def demo_run_config(out: Path, data: list[str], tokenizer: str, train_seconds: f
 def run_demo(out: str | Path = "runs/demo", data: list[str] | None = None, minutes: float = 3.0,
              quick: bool = False, prompt: str | None = None) -> dict[str, Any]:
     """Run every step; returns a summary with each artefact's path and the figures seen."""
-    from lmkit import checkpoint, plan
-    from lmkit.card import render_card
+    from lmkit import plan
+    from lmkit.models import checkpoint
+    from lmkit.ship.card import render_card
     from lmkit.data.curate import curate
-    from lmkit.generate import GenerationConfig, generate
-    from lmkit.hub import Hub
-    from lmkit.quantize import quantize_checkpoint
+    from lmkit.infer.generate import GenerationConfig, generate
+    from lmkit.ship.hub import Hub
+    from lmkit.ship.quantize import quantize_checkpoint
     from lmkit.tokenizer import train_tokenizer
     from lmkit.data.read import iter_documents
-    from lmkit.train import train
+    from lmkit.train.loop import train
 
     t_start = time.perf_counter()
     from lmkit.data.read import list_files

@@ -5,11 +5,11 @@ Read top to bottom:
               ─▶ n_layers × [x + Attention(RMSNorm(x)) ; x + SwiGLU(RMSNorm(x))]   (causal, rotary)
               ─▶ final RMSNorm ─▶ output projection (tied to the embedding) ─▶ logits over the vocab
 The softmax over the vocabulary lives in the loss (``layers.linear_cross_entropy``) and in the
-sampler (``lmkit.generate``). Each position attends only to itself and earlier positions.
+sampler (``lmkit.infer.generate``). Each position attends only to itself and earlier positions.
 
 Weight names mirror Hugging Face's ``LlamaForCausalLM`` one to one (``tok_emb`` ↔
 ``model.embed_tokens``, ``blocks.i.attn.q_proj`` ↔ ``model.layers.i.self_attn.q_proj``, ...), with
-rotary positions in the same "rotate half" layout, so export is a renaming (``lmkit.export_hf``).
+rotary positions in the same "rotate half" layout, so export is a renaming (``lmkit.ship.export_hf``).
 """
 
 from __future__ import annotations

@@ -143,7 +143,7 @@ def _check_weights_readable(path: Path) -> None:
 
 def card_facts(ckpt: str | Path) -> dict[str, Any]:
     """Everything the card says, read from the checkpoint: config, meta, run config, tokenizer."""
-    from lmkit.checkpoint import load_meta, read_config, resolve_checkpoint
+    from lmkit.models.checkpoint import load_meta, read_config, resolve_checkpoint
     from lmkit.config import model_config_from_dict
 
     path = resolve_checkpoint(ckpt)
@@ -178,14 +178,14 @@ def card_facts(ckpt: str | Path) -> dict[str, Any]:
 
 def export_blocker(cfg: Any) -> str | None:
     """Why this model has no transformers equivalent, or None when ``lmkit export`` can map it."""
-    from lmkit.export_hf import export_blocker as blocker
+    from lmkit.ship.export_hf import export_blocker as blocker
 
     return blocker(cfg)
 
 
 def hf_architecture(cfg: Any) -> str | None:
     """The transformers class ``lmkit export`` maps this model onto, or None when there is none."""
-    from lmkit.export_hf import target_of
+    from lmkit.ship.export_hf import target_of
 
     return None if export_blocker(cfg) is not None else target_of(cfg).architecture
 
@@ -591,7 +591,7 @@ def _usage_section(f: dict[str, Any], export: bool, load_path: str | None, hub_n
         lines += ['ids = tok("The <extra_id_0> sat on the <extra_id_1>.", return_tensors="pt")',
                   "out = model.generate(**ids, max_new_tokens=20, do_sample=False)",
                   "print(tok.decode(out[0], skip_special_tokens=False))"]
-    from lmkit.export_hf import PARITY_RTOL
+    from lmkit.ship.export_hf import PARITY_RTOL
 
     lines += ["```", "",
               "The tokenizer adds no special tokens (no BOS/EOS, no [CLS]/[SEP]), exactly as lmkit encodes text; "
@@ -675,7 +675,7 @@ def _is_card_file(path: Path) -> bool:
 
 def cli_card(args: argparse.Namespace) -> int:
     """``lmkit card CKPT [--out FILE|-] [--add-section FILE ...] [--license ID] [--language CODE ...]``."""
-    from lmkit.checkpoint import resolve_checkpoint
+    from lmkit.models.checkpoint import resolve_checkpoint
 
     path = resolve_checkpoint(args.checkpoint)
     text = render_card(path, sections=args.add_section or [], license=args.license, language=args.language,

@@ -494,7 +494,7 @@ def _seq2seq_batch(tokenizer: Any, exs: Sequence[Example], max_in: int, max_tgt:
 def evaluate_seq2seq(model: nn.Module, tokenizer: Any, val: list[Example], batch_size: int,
                      device: torch.device) -> dict[str, Any]:
     """Held-out loss (teacher forcing), and exact match / word F1 of greedy generations."""
-    from lmkit.generate import GenerationConfig, generate_seq2seq_ids
+    from lmkit.infer.generate import GenerationConfig, generate_seq2seq_ids
 
     model.eval()
     cfg = model.cfg
@@ -576,9 +576,9 @@ def save_finetuned(out: str | Path, model: nn.Module, tokenizer: Any, cfg: Finet
     """Write the fine-tuned model as a checkpoint folder (atomically); the head goes to head.safetensors."""
     from safetensors.torch import save_file
 
-    from lmkit.checkpoint import save_checkpoint
+    from lmkit.models.checkpoint import save_checkpoint
 
-    from lmkit.checkpoint import is_checkpoint
+    from lmkit.models.checkpoint import is_checkpoint
     from lmkit.files import check_out_dir, replace_dir
 
     final = Path(out)
@@ -597,7 +597,7 @@ def save_finetuned(out: str | Path, model: nn.Module, tokenizer: Any, cfg: Finet
         if hasattr(model, "classifier"):
             save_file({k: v.detach().contiguous().cpu() for k, v in model.classifier.state_dict().items()},
                       str(staged / HEAD_FILE))
-            from lmkit.checkpoint import record_checksums
+            from lmkit.models.checkpoint import record_checksums
 
             record_checksums(staged)  # meta.json's checksums cover the head too
         replace_dir(staged, final)
@@ -637,7 +637,7 @@ def load_finetuned(path: str | Path, device: str | torch.device = "cpu") -> Fine
     """A classifier saved by ``lmkit finetune-head --out`` (encoder + head)."""
     from safetensors.torch import load_file
 
-    from lmkit.checkpoint import (
+    from lmkit.models.checkpoint import (
         load_model,
         load_tokenizer,
         read_config,
@@ -670,9 +670,9 @@ def run_finetune(checkpoint: str, data: str, cfg: FinetuneConfig, eval_data: str
                  out: str | None = None, overwrite: bool = False, device: str = "cpu",
                  show_progress: bool = True) -> dict[str, Any]:
     """Load a checkpoint, fine-tune it on a labelled JSONL file, report (and save with ``out``)."""
-    from lmkit.checkpoint import load_model, load_tokenizer, resolve_checkpoint
+    from lmkit.models.checkpoint import load_model, load_tokenizer, resolve_checkpoint
 
-    from lmkit.checkpoint import is_checkpoint
+    from lmkit.models.checkpoint import is_checkpoint
     from lmkit.files import check_out_dir
 
     cfg.validate()

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lmkit.config import ModelConfig
-from lmkit.evaluate import evaluate_model, held_out
+from lmkit.infer.evaluate import evaluate_model, held_out
 from lmkit.errors import LmkitError
 from lmkit.numerics import absmax_dequantize, absmax_quantize, torch_dtype
 
@@ -152,7 +152,7 @@ def _empty_int8(model: nn.Module, names: list[str], source: str | Path) -> None:
 def load_quantized(model_cfg: ModelConfig, state: dict[str, torch.Tensor], quant: dict[str, Any],
                    source: str | Path) -> nn.Module:
     """Build the model a quantized checkpoint describes and fill it with its weights."""
-    from lmkit.checkpoint import load_weights_into
+    from lmkit.models.checkpoint import load_weights_into
     from lmkit.models import build_model
 
     method = quant.get("method")
@@ -194,7 +194,7 @@ def quantize_checkpoint(ckpt: str | Path, out: str | Path, to: str = "int8", ove
                         show_progress: bool = True) -> dict[str, Any]:
     """Write a quantized copy of checkpoint ``ckpt`` to ``out``; return the size/quality report
     (``summary`` holds it in one line)."""
-    from lmkit.checkpoint import (is_checkpoint, load_meta, load_model, load_tokenizer, model_state, read_config,
+    from lmkit.models.checkpoint import (is_checkpoint, load_meta, load_model, load_tokenizer, model_state, read_config,
                                   resolve_checkpoint, save_checkpoint)
 
     if to not in TARGETS:
@@ -280,7 +280,7 @@ def quantize_checkpoint(ckpt: str | Path, out: str | Path, to: str = "int8", ove
     report["summary"] = summary
     meta["quantization"] = {k: v for k, v in report.items() if k not in ("source", "out")}
     meta["quantization"]["from"] = str(src)
-    from lmkit.checkpoint import record_checksums, write_json_atomic
+    from lmkit.models.checkpoint import record_checksums, write_json_atomic
 
     write_json_atomic(dst / "meta.json", meta)
     record_checksums(dst)  # the copied meta held the source's checksums: record the quantized files'

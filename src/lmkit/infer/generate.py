@@ -892,7 +892,7 @@ def _style(text: str, code: str, on: bool) -> str:
 
 def cli_generate(args: argparse.Namespace) -> int:
     """``lmkit generate CKPT "prompt" [...]``: print the prompt followed by its completion."""
-    from lmkit.checkpoint import load_model, load_model_config, load_tokenizer
+    from lmkit.models.checkpoint import load_model, load_model_config, load_tokenizer
 
     gen_cfg = GenerationConfig(max_new_tokens=args.max_new_tokens, do_sample=args.sample,
                                temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed,

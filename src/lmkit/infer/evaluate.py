@@ -168,8 +168,8 @@ def evaluate_checkpoint(ckpt: str | Path, data: str | None = None, batches: int 
     int8 weights, as ``lmkit generate`` runs it. Held-out data: ``data`` (a packed shard folder, one
     split of it, or text files), else the run's own validation shards when they are still found.
     """
-    from lmkit.checkpoint import load_model, load_tokenizer, read_config, resolve_checkpoint
-    from lmkit.quantize import memory_bytes
+    from lmkit.models.checkpoint import load_model, load_tokenizer, read_config, resolve_checkpoint
+    from lmkit.ship.quantize import memory_bytes
 
     if batches < 1 or batch_size < 1:
         raise LmkitError(f"--batches and --batch-size must be at least 1, got {batches} and {batch_size}")

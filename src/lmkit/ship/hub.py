@@ -121,7 +121,7 @@ def _files_of(ckpt: Path, include_train_state: bool) -> Iterator[tuple[str, Path
 
 def _summary(ckpt: Path) -> dict[str, Any]:
     """What list/search show without opening the files: read from the checkpoint's config and meta."""
-    from lmkit.card import PIPELINE_TAG, card_facts, hf_architecture, quant_label
+    from lmkit.ship.card import PIPELINE_TAG, card_facts, hf_architecture, quant_label
 
     f = card_facts(ckpt)
     cfg, meta = f["cfg"], f["meta"]
@@ -264,8 +264,8 @@ class Hub:
              card: str | Path | None = None, show_progress: bool = False) -> dict[str, Any]:
         """Publish checkpoint ``ckpt`` as the next revision of ``name``; returns the manifest."""
         from lmkit import __version__
-        from lmkit.card import render_card
-        from lmkit.checkpoint import resolve_checkpoint
+        from lmkit.ship.card import render_card
+        from lmkit.models.checkpoint import resolve_checkpoint
 
         validate_name(name)
         path = resolve_checkpoint(ckpt)
@@ -283,7 +283,7 @@ class Hub:
         entries: dict[str, dict[str, Any]] = {}
         for rel, p in files.items():
             entries[rel] = {"sha256": sha256_file(p), "size": p.stat().st_size}
-        from lmkit.checkpoint import verify_digests
+        from lmkit.models.checkpoint import verify_digests
 
         verify_digests(path, {rel: e["sha256"] for rel, e in entries.items()})  # unchanged since saved
         if card_text is not None:
@@ -352,7 +352,7 @@ class Hub:
 
         from tqdm import tqdm
 
-        from lmkit.checkpoint import is_checkpoint
+        from lmkit.models.checkpoint import is_checkpoint
         from lmkit.files import check_out_dir, replace_dir
 
         name, rev = parse_spec(spec)
@@ -474,7 +474,7 @@ class Hub:
 
 
 def _row(m: dict[str, Any]) -> list[str]:
-    from lmkit.card import _si
+    from lmkit.ship.card import _si
 
     info = m.get("info") or {}
     loss = info.get("eval_loss")

@@ -72,7 +72,7 @@ def is_run_folder(folder: str | Path) -> bool:
 
 def _is_legacy_run(folder: Path) -> bool:
     """A run folder an lmkit without markers made: it holds checkpoints of lmkit's format."""
-    from lmkit.checkpoint import FORMAT, list_checkpoints
+    from lmkit.models.checkpoint import FORMAT, list_checkpoints
 
     for ckpt in list_checkpoints(folder):
         try:
@@ -161,7 +161,7 @@ def clean_orphans(folder: str | Path) -> list[str]:
     Call only with the folder's lock held. ``.NAME.old-*`` whose ``NAME`` is missing was the
     complete previous version when the writer died between its two renames: it is moved back.
     """
-    from lmkit.checkpoint import is_checkpoint
+    from lmkit.models.checkpoint import is_checkpoint
 
     p = Path(folder)
     done: list[str] = []

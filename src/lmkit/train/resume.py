@@ -66,7 +66,7 @@ _PATH_KEYS = frozenset({"data.tokenizer", "data.shards", "train.init"})
 
 def newest_checkpoint(out: Path) -> Path:
     """The checkpoint a ``--resume`` of run folder ``out`` continues from."""
-    from lmkit.checkpoint import list_checkpoints
+    from lmkit.models.checkpoint import list_checkpoints
 
     if not out.is_dir():
         raise LmkitError(f"{out}: --resume given but there is no such run folder")
@@ -78,7 +78,7 @@ def newest_checkpoint(out: Path) -> Path:
 
 def saved_run_config(ckpt: Path) -> RunConfig:
     """The settings a checkpoint was trained with (its ``resolved.yaml``, checked against meta.json)."""
-    from lmkit.checkpoint import verify_file
+    from lmkit.models.checkpoint import verify_file
 
     path = ckpt / "resolved.yaml"
     if not path.is_file():

@@ -28,7 +28,7 @@ from lmkit.config import RunConfig, load_run_config
 from lmkit.errors import LmkitError
 from lmkit.models import build_model, count_parameters
 from lmkit.objectives import SpecialIds, make_batch, window_length
-from lmkit.train import (Dist, LossModule, Trainer, autocast_for, batch_generator, make_optimizer, plan_horizon,
+from lmkit.train.loop import (Dist, LossModule, Trainer, autocast_for, batch_generator, make_optimizer, plan_horizon,
                          resolve_device)
 
 N_SPECIAL = 105  # lmkit tokenizers: <pad> <s> </s> <unk> [MASK] and 100 sentinels at ids 0..104

@@ -10,7 +10,7 @@ What this module owns:
       tokenizer.json           lmkit's tokenizer file, unchanged
       tokenizer_config.json    + special_tokens_map.json: bos/eos/pad/unk/mask and the sentinels
       generation_config.json   bos/eos/pad (and T5's decoder_start_token_id), greedy by default
-      README.md                the model card (lmkit.card)
+      README.md                the model card (lmkit.ship.card)
       lmkit_meta.json          the checkpoint's meta.json and the sha256 of model.safetensors
 
   Families map onto classes transformers already has: decoder -> ``LlamaForCausalLM``
@@ -66,7 +66,6 @@ than load it approximately.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import re
 import shutil
@@ -404,7 +403,7 @@ def is_export(folder: Path) -> bool:
 
 def is_lmkit_checkpoint(folder: Path) -> bool:
     """True if ``folder`` is an lmkit checkpoint (what import-hf may replace with --overwrite)."""
-    from lmkit.checkpoint import is_checkpoint
+    from lmkit.models.checkpoint import is_checkpoint
 
     return is_checkpoint(folder)
 
@@ -417,7 +416,7 @@ def _write_json(path: Path, data: Any) -> None:
 
 
 def dequantized_state(state: dict[str, torch.Tensor], quant: dict[str, Any], source: str) -> dict[str, torch.Tensor]:
-    """Float32 weights holding exactly the values of a quantized checkpoint (``lmkit.quantize`` formats).
+    """Float32 weights holding exactly the values of a quantized checkpoint (``lmkit.ship.quantize`` formats).
 
     ``cast`` (fp16/bf16): every tensor widened to float32 (exact). ``int8-absmax-per-channel``: each
     listed module's ``qweight`` · ``scale`` becomes its ``weight``; the rest were kept in float.
@@ -451,8 +450,8 @@ def export_hf(ckpt: str | Path, out: str | Path, overwrite: bool = False, verify
     import torch
     from safetensors.torch import save_file
 
-    from lmkit.card import render_card
-    from lmkit.checkpoint import load_meta, load_state, load_weights_into, read_config, resolve_checkpoint
+    from lmkit.ship.card import render_card
+    from lmkit.models.checkpoint import load_meta, load_state, load_weights_into, read_config, resolve_checkpoint
     from lmkit.config import model_config_from_dict
     from lmkit.models import build_model
     from lmkit.tokenizer import Tokenizer
@@ -463,7 +462,7 @@ def export_hf(ckpt: str | Path, out: str | Path, overwrite: bool = False, verify
     target = target_of(cfg, str(path))  # refuses unmappable configs before any work
     quant = raw.get("quantization")
     if quant and not dequantize:
-        from lmkit.card import quant_label
+        from lmkit.ship.card import quant_label
 
         raise LmkitError(f"{path}: is quantized ({quant_label(quant)}); {target.architecture} takes float weights: "
                          "export the checkpoint from before `lmkit quantize`, or pass --dequantize to export this "
@@ -537,14 +536,14 @@ def probe_ids(cfg: ModelConfig, tok: Tokenizer | None, length: int = 16) -> list
 
 def lmkit_greedy(model: nn.Module, cfg: ModelConfig, ids: list[int], steps: int, eos: int,
                  start: int = 0) -> list[int]:
-    """Greedy tokens by ``lmkit.generate`` (KV cache, as ``lmkit generate`` runs), for parity checks.
+    """Greedy tokens by ``lmkit.infer.generate`` (KV cache, as ``lmkit generate`` runs), for parity checks.
 
     Decoder: the tokens after the prompt ``ids``. Encdec: the decoder tokens after ``start`` for the
     input ``ids``. At most ``steps`` tokens; with ``eos`` >= 0, stops after producing it.
     """
     import torch
 
-    from lmkit.generate import GenerationConfig, generate_ids, generate_seq2seq_ids
+    from lmkit.infer.generate import GenerationConfig, generate_ids, generate_seq2seq_ids
 
     gen = GenerationConfig(max_new_tokens=steps, do_sample=False, stop_at_eos=eos >= 0)
     x = torch.tensor([ids])
@@ -787,7 +786,7 @@ def import_hf(src: str | Path, out: str | Path, overwrite: bool = False, tokeniz
     """Read a transformers folder into an lmkit checkpoint at ``out``; returns a report."""
     import torch
 
-    from lmkit.checkpoint import save_checkpoint
+    from lmkit.models.checkpoint import save_checkpoint
     from lmkit.models import build_model, count_parameters
     from lmkit.tokenizer import Tokenizer
 

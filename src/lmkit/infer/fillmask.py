@@ -136,7 +136,7 @@ def format_result(res: FillMaskResult) -> str:
 
 def cli_fill_mask(args: argparse.Namespace) -> int:
     """``lmkit fill-mask CKPT "text with [MASK]"``."""
-    from lmkit.checkpoint import load_model, load_model_config, load_tokenizer
+    from lmkit.models.checkpoint import load_model, load_model_config, load_tokenizer
 
     family = load_model_config(args.checkpoint).family
     if family == "decoder":

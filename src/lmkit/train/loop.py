@@ -34,14 +34,14 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from lmkit.checkpoint import (CKPT_PREFIX, list_checkpoints, load_train_state, load_weights_into,
+from lmkit.models.checkpoint import (CKPT_PREFIX, list_checkpoints, load_train_state, load_weights_into,
                               model_state, prune_checkpoints, resolve_checkpoint, save_checkpoint)
 from lmkit.config import RunConfig, TrainConfig, load_run_config, to_dict
 from lmkit.errors import LmkitError
-from lmkit.evaluate import evaluate, token_byte_lengths
+from lmkit.infer.evaluate import evaluate, token_byte_lengths
 from lmkit.models import build_model, count_parameters
 from lmkit.objectives import SpecialIds, make_batch, window_length
-from lmkit.runfolder import claim_run_folder, release_run_folder
+from lmkit.train.runfolder import claim_run_folder, release_run_folder
 
 # --------------------------------------------------------------------------- pure pieces
 
@@ -344,7 +344,7 @@ class Trainer:
                 print(f"model.vocab_size set to the tokenizer's {self.tokenizer.vocab_size} "
                       f"(config said {cfg.model.vocab_size})", file=sys.stderr)
             cfg.model.vocab_size = self.tokenizer.vocab_size
-        from lmkit.resume import data_fingerprint
+        from lmkit.train.resume import data_fingerprint
 
         self.data_fingerprint = data_fingerprint(cfg.data, self.tokenizer, self.train_shards, self.val_shards)
         if self.resume_from is not None:
@@ -356,7 +356,7 @@ class Trainer:
         self.token_bytes = token_byte_lengths(tok)
 
         self.model = build_model(cfg.model)
-        from lmkit.checkpoint import load_model_config, load_state
+        from lmkit.models.checkpoint import load_model_config, load_state
 
         if self.resume_from is not None:
             saved_model, this_model = to_dict(load_model_config(self.resume_from)), to_dict(cfg.model)
@@ -406,7 +406,7 @@ class Trainer:
     @staticmethod
     def _adopt_init_checkpoint(cfg: RunConfig) -> Path:
         """Continued pre-training: take the model shape and tokenizer of ``train.init``."""
-        from lmkit.checkpoint import load_model_config
+        from lmkit.models.checkpoint import load_model_config
 
         ckpt = resolve_checkpoint(cfg.train.init)
         if cfg.data.tokenizer is None:
@@ -416,10 +416,10 @@ class Trainer:
 
     def _agree_with_saved_run(self, cfg: RunConfig) -> None:
         """On resume: settings left empty come from the checkpoint's resolved.yaml, the others must
-        agree with it (``lmkit.resume``), and the source files must be the ones trained on unless
+        agree with it (``lmkit.train.resume``), and the source files must be the ones trained on unless
         ``new_data``; with ``new_data`` the run's own tokenizer is pinned, so none is trained anew."""
-        from lmkit import resume as rs
-        from lmkit.checkpoint import load_meta, load_tokenizer
+        from lmkit.train import resume as rs
+        from lmkit.models.checkpoint import load_meta, load_tokenizer
 
         assert self.resume_from is not None
         saved = rs.saved_run_config(self.resume_from)
@@ -440,7 +440,7 @@ class Trainer:
     def _check_resumed_data(self) -> None:
         """On resume, after packing: the tokenizer is the run's, and the shards hold what it was
         trained on (unless ``new_data``: then the change is recorded in the checkpoints' meta)."""
-        from lmkit import resume as rs
+        from lmkit.train import resume as rs
 
         assert self.resume_from is not None
         recorded = rs.recorded_fingerprint(self.prev_meta)
@@ -579,7 +579,7 @@ class Trainer:
                      "curation": curation_summary(self.cfg.data.paths)},
             "tokenizer_sha256": self.tokenizer.sha256,
             "init_from": str(self.init_from) if self.init_from else None,
-            "data_fingerprint": self.data_fingerprint,  # checked by --resume (lmkit.resume)
+            "data_fingerprint": self.data_fingerprint,  # checked by --resume (lmkit.train.resume)
             "data_changes": self.data_changes,  # each --resume --new-data that switched the data
         }
 
@@ -766,7 +766,7 @@ def cli_pretrain(args: Any) -> int:
     new_data = bool(getattr(args, "new_data", False))
     if args.resume:  # the run folder's saved settings, data and tokenizer; what is given again must agree
         from lmkit.config import load_yaml
-        from lmkit.resume import resume_config
+        from lmkit.train.resume import resume_config
 
         out = args.out or (load_yaml(args.config).get("out") if args.config else None) or RunConfig().out
         cfg = resume_config(Path(str(out)), args.config, overrides, new_data=new_data)

@@ -307,7 +307,7 @@ def format_similarity(proj: EmbeddingProjection) -> str:
 
 
 def _load(checkpoint: str, device: str) -> tuple[nn.Module, Any]:
-    from lmkit.checkpoint import load_model, load_tokenizer
+    from lmkit.models.checkpoint import load_model, load_tokenizer
 
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"

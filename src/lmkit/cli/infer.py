@@ -1,0 +1,174 @@
+"""The commands that use a model: ``generate``, ``evaluate``, ``fill-mask`` and ``viz``.
+
+Each command has an ``add_<name>(sub)`` that declares its flags, with help that teaches, and a runner.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from lmkit.cli.common import add_held_out_flags, add_no_verify
+
+
+def add_generate(sub: Any) -> None:
+    p = sub.add_parser(
+        "generate", help="complete a prompt with a trained checkpoint (greedy or sampled), optionally explained",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Print PROMPT followed by the text the model adds to it. On a terminal the prompt is dimmed,\n"
+                    "the completion bold, and the completion appears as it is generated.\n\n"
+                    "How the next token is picked:\n"
+                    "  greedy (default)   always the most likely token: the same prompt always gives the same\n"
+                    "                     text (which tends to repeat itself)\n"
+                    "  --sample           draw the token at random from the model's probabilities, after:\n"
+                    "    --temperature T  divide the logits by T: T < 1 sharpens the distribution (safer;\n"
+                    "                     T = 0 is greedy), T > 1 flattens it (more surprising)\n"
+                    "    --top-k K        only the K most likely tokens can be drawn\n"
+                    "    --top-p P        only the smallest set of most likely tokens whose probabilities add\n"
+                    "                     up to P (the \"nucleus\"; the top token is always in it)\n"
+                    "    --seed S         the same seed gives the same text\n"
+                    "  --explain          print for every step the top candidates with their probabilities\n"
+                    "                     before and after temperature/top-k/top-p, and which one was chosen\n\n"
+                    "The model reads the prompt once (filling its key/value cache), then adds one token per\n"
+                    "step. It stops at the end-of-sequence token, after --max-new-tokens, or when the context\n"
+                    "window is full. An encoder-decoder checkpoint encodes the prompt (which may hold sentinels\n"
+                    "such as <extra_id_0>) and writes its output from a start token. Encoders do not generate\n"
+                    "text (use `lmkit fill-mask`).\n\n"
+                    "examples:\n"
+                    "  lmkit generate runs/x \"Once upon a time\"\n"
+                    "  lmkit generate runs/x \"Once upon a time\" --sample --temperature 0.8 --top-p 0.9 --seed 1\n"
+                    "  lmkit generate runs/x \"The cat\" --max-new-tokens 5 --explain")
+    p.add_argument("checkpoint", help="checkpoint folder, or a run folder (its newest checkpoint is used)")
+    p.add_argument("prompt", help="text to complete (\"\" starts from the beginning-of-sequence token)")
+    p.add_argument("--max-new-tokens", type=int, default=64, help="most tokens to add (default 64)")
+    p.add_argument("--sample", action="store_true", help="sample the next token instead of taking the most likely")
+    p.add_argument("--temperature", type=float, default=1.0,
+                   help="with --sample: divide logits by T (default 1; <1 sharper, >1 flatter, 0 = greedy)")
+    p.add_argument("--top-k", type=int, default=None, help="with --sample: draw only from the K most likely tokens")
+    p.add_argument("--top-p", type=float, default=None,
+                   help="with --sample: draw only from the most likely tokens that together have probability P")
+    p.add_argument("--seed", type=int, default=None, help="random seed of --sample (printed when not given)")
+    p.add_argument("--explain", action="store_true",
+                   help="show each step's top candidates, probabilities before/after the settings, and the choice")
+    p.add_argument("--truncate", choices=["error", "left"], default="error",
+                   help="a prompt too long for the context window: refuse it (error, default) or keep its end (left)")
+    p.add_argument("--no-stop-at-eos", action="store_true",
+                   help="keep going after the end-of-sequence token (until --max-new-tokens or the window)")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, mps... (default auto: cuda if available)")
+    p.add_argument("--json", action="store_true",
+                   help="print one JSON object: prompt, completion, text, tokens, stop_reason, tokens_per_s, settings")
+    add_no_verify(p)
+    p.set_defaults(func=_run_generate)
+
+
+def _run_generate(args: argparse.Namespace) -> int:
+    from lmkit.infer import generate
+
+    return generate.cli_generate(args)
+
+
+def add_evaluate(sub: Any) -> None:
+    p = sub.add_parser(
+        "evaluate", help="held-out loss, perplexity and bits per byte of a checkpoint (quantized or not)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Score a checkpoint on held-out data: mean loss in nats per scored token, perplexity "
+                    "(exp of the loss) and bits per byte (independent of the tokenizer). Checkpoints written by "
+                    "`lmkit quantize` load directly (int8 weights stay int8).\n\n"
+                    "Held-out data: --data (a packed shard folder, one split of it, or text files), else the "
+                    "run's own validation shards when they are still where its config says.\n\n"
+                    "examples:\n  lmkit evaluate runs/small\n  lmkit evaluate runs/small-int8 --data corpus/val.jsonl")
+    p.add_argument("checkpoint", help="checkpoint folder (or a run folder: its newest checkpoint)")
+    add_held_out_flags(p, "--batches", "held-out data")
+    p.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    add_no_verify(p)
+    p.set_defaults(func=_run_evaluate)
+
+
+def _run_evaluate(args: argparse.Namespace) -> int:
+    from lmkit.infer import evaluate
+
+    return evaluate.cli_evaluate(args)
+
+
+def add_fill_mask(sub: Any) -> None:
+    p = sub.add_parser(
+        "fill-mask", help="predict the words hidden behind [MASK] with an encoder checkpoint",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Show the most likely tokens, with probabilities, for every [MASK] in TEXT. An encoder\n"
+                    "(masked LM) reads the whole text, left and right of each mask; several masks are predicted\n"
+                    "at once, each independently. The last line is the text with every mask filled by its top\n"
+                    "candidate. Write the mask where a whole word goes, with its usual spaces around it.\n\n"
+                    "Decoders continue text instead (`lmkit generate`); an encoder-decoder fills a blank by span\n"
+                    "infilling: `lmkit generate CKPT \"The <extra_id_0> of the contract\"`.\n\n"
+                    "examples:\n"
+                    "  lmkit fill-mask runs/enc \"The [MASK] of the contract\"\n"
+                    "  lmkit fill-mask runs/enc \"the [MASK] sees the [MASK] .\" --top-k 3 --json")
+    p.add_argument("checkpoint", help="encoder checkpoint folder, or a run folder (its newest checkpoint)")
+    p.add_argument("text", help="text with one or more [MASK]")
+    p.add_argument("--top-k", type=int, default=5, help="candidates shown per mask (default 5)")
+    p.add_argument("--mask-token", default="[MASK]", help="the placeholder written in TEXT (default [MASK])")
+    p.add_argument("--device", default="auto", help="cpu, cuda, mps... (default auto)")
+    p.add_argument("--json", action="store_true", help="print one JSON object: candidates per mask, filled text")
+    add_no_verify(p)
+    p.set_defaults(func=_run_fill_mask)
+
+
+def _run_fill_mask(args: argparse.Namespace) -> int:
+    from lmkit.infer import fillmask
+
+    return fillmask.cli_fill_mask(args)
+
+
+def add_viz(sub: Any) -> None:
+    p = sub.add_parser("viz", help="draw attention maps and token-embedding projections of a checkpoint")
+    vsub = p.add_subparsers(dest="viz_command", required=True, metavar="WHAT")
+    a = vsub.add_parser(
+        "attention", help="token x token attention heat maps, per layer and head, to PNG",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Run TEXT through the model once and draw each layer's self-attention: one heat map per\n"
+                    "layer (rows) and head (columns); row i of a map is how token i spreads its attention over\n"
+                    "the tokens. Decoders only look back (the upper triangle stays dark); encoders, and the\n"
+                    "encoder of an encoder-decoder, look both ways. Also prints, per head, the average attention\n"
+                    "on the token itself, the previous, the next and the first token, and the entropy.\n\n"
+                    "example:\n  lmkit viz attention runs/enc \"the cat sees the bird .\" --out maps.png")
+    a.add_argument("checkpoint", help="checkpoint folder, or a run folder (its newest checkpoint)")
+    a.add_argument("text", help="the text to look at (short: every token becomes a row and a column)")
+    a.add_argument("--out", required=True, help="PNG file to write")
+    a.add_argument("--layers", default=None, help="only these layers, e.g. 0,2 (default all)")
+    a.add_argument("--heads", default=None, help="only these heads, e.g. 0,1 (default all)")
+    a.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    a.add_argument("--device", default="auto", help="cpu, cuda, mps... (default auto)")
+    a.add_argument("--weights", action="store_true", help="with --json: include the full weight tensors")
+    a.add_argument("--json", action="store_true", help="print tokens and per-head figures as JSON")
+    add_no_verify(a)
+    a.set_defaults(func=_run_viz_attention)
+    e = vsub.add_parser(
+        "embeddings", help="project chosen words' token embeddings to 2-D/3-D (PCA) and compare their angles",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Look up each word's input embedding (a word split into several tokens is the mean of its\n"
+                    "token vectors), project them onto their first 2 or 3 principal components (PCA) and draw\n"
+                    "them, and print the cosine similarity and the angle between every pair: words the model\n"
+                    "uses alike point in similar directions (cosine near 1, small angle).\n\n"
+                    "example:\n  lmkit viz embeddings runs/enc --words cat dog bird river house --out emb.png --dims 3")
+    e.add_argument("checkpoint", help="checkpoint folder, or a run folder (its newest checkpoint)")
+    e.add_argument("--words", nargs="+", required=True, help="two or more words to compare")
+    e.add_argument("--out", required=True, help="PNG file to write")
+    e.add_argument("--dims", type=int, choices=[2, 3], default=2, help="2-D or 3-D projection (default 2)")
+    e.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    e.add_argument("--device", default="auto", help="cpu, cuda, mps... (default auto)")
+    e.add_argument("--json", action="store_true", help="print coordinates, cosines and angles as JSON")
+    add_no_verify(e)
+    e.set_defaults(func=_run_viz_embeddings)
+
+
+def _run_viz_attention(args: argparse.Namespace) -> int:
+    from lmkit.infer import viz
+
+    return viz.cli_attention(args)
+
+
+def _run_viz_embeddings(args: argparse.Namespace) -> int:
+    from lmkit.infer import viz
+
+    return viz.cli_embeddings(args)
+

@@ -1,0 +1,201 @@
+"""The shipping commands: ``quantize``, ``export``, ``import-hf``, ``card`` and ``hub``.
+
+Each command has an ``add_<name>(sub)`` that declares its flags, with help that teaches, and a runner.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+
+from lmkit.cli.common import add_held_out_flags, add_no_verify
+
+
+def add_quantize(sub: Any) -> None:
+    p = sub.add_parser(
+        "quantize", help="store a checkpoint in fp16, bf16 or int8, and report size and quality change",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Write a smaller copy of a checkpoint.\n\n"
+                    "  --to fp16|bf16  cast every weight to 16 bits (half the size)\n"
+                    "  --to int8       symmetric absmax int8 per output channel, with an fp32 scale per row "
+                    "(w ~ q * scale): about a quarter of fp32; weights stay int8 in memory and are "
+                    "dequantised on the fly\n\n"
+                    "The result is an ordinary checkpoint folder: lmkit generate / evaluate load it directly. "
+                    "The report compares size on disk and in memory, and held-out loss / perplexity / bits per "
+                    "byte before and after (on --data, or the run's own validation shards when they are found).\n\n"
+                    "example:\n  lmkit quantize runs/small --to int8 --out runs/small-int8")
+    p.add_argument("checkpoint", help="checkpoint folder (or a run folder: its newest checkpoint)")
+    p.add_argument("--to", required=True, choices=["fp16", "bf16", "int8"], help="target format")
+    p.add_argument("--out", required=True, help="folder for the quantized checkpoint")
+    add_held_out_flags(p, "--eval-batches", "held-out data for the quality check")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing checkpoint in --out")
+    p.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    add_no_verify(p)
+    p.set_defaults(func=_run_quantize)
+
+
+def _run_quantize(args: argparse.Namespace) -> int:
+    from lmkit.ship import quantize
+
+    return quantize.cli(args)
+
+
+def add_export(sub: Any) -> None:
+    p = sub.add_parser(
+        "export", help="export a checkpoint as a Hugging Face transformers folder (Auto classes load it)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Write a folder that transformers loads offline with its Auto classes:\n"
+                    "  decoder -> LlamaForCausalLM (AutoModelForCausalLM)\n"
+                    "  encoder -> BertForMaskedLM (learned positions) or RoFormerForMaskedLM (rotary positions), "
+                    "both AutoModelForMaskedLM\n"
+                    "  encdec  -> T5ForConditionalGeneration (AutoModelForSeq2SeqLM)\n"
+                    "Files: config.json, model.safetensors (explicit weight-name maps), tokenizer.json + "
+                    "tokenizer_config.json + special_tokens_map.json (AutoTokenizer; no special tokens are added "
+                    "to text, as in lmkit), generation_config.json, README.md (the model card) and lmkit_meta.json "
+                    "(the training record, so `lmkit import-hf` can bring it back).\n\n"
+                    "After writing, the folder is loaded with transformers and compared with lmkit: logits within "
+                    "1e-4 x max(1, max|logit|) and identical greedy tokens, or nothing is written (--no-verify "
+                    "skips this). Not exportable: decoders with learned/sinusoidal positions, encoders with "
+                    "sinusoidal positions or a rotary theta other than 10000; a quantized checkpoint needs "
+                    "--dequantize (its int8/fp16 values become float32 weights) or export the one from before `lmkit quantize`.\n\n"
+                    "example:\n  lmkit export runs/small --format hf --out hf/small --license apache-2.0")
+    p.add_argument("checkpoint", help="checkpoint folder, or a run folder (its newest checkpoint)")
+    p.add_argument("--format", default="hf", choices=["hf"], help="export format (hf: Hugging Face transformers)")
+    p.add_argument("--out", required=True, help="output folder (must be new or empty unless --overwrite)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
+    p.add_argument("--no-verify", action="store_true",
+                   help="skip both checks: the checkpoint's files against the SHA-256 in its meta.json, and "
+                        "loading the export in transformers to compare")
+    p.add_argument("--dequantize", action="store_true",
+                   help="export a quantized checkpoint's values as float32 weights (int8 q*scale, fp16/bf16 widened)")
+    p.add_argument("--license", default=None, help="license id for the card's front matter, e.g. apache-2.0")
+    p.add_argument("--language", nargs="+", default=None, help="language codes of the training data, e.g. en")
+    p.add_argument("--add-section", nargs="+", default=None, metavar="FILE",
+                   help="Markdown files appended to the model card")
+    p.add_argument("--json", action="store_true", help="print the export report (files, parity figures) as JSON")
+    p.set_defaults(func=_run_export)
+
+
+def _run_export(args: argparse.Namespace) -> int:
+    from lmkit.ship import export_hf
+
+    return export_hf.cli_export(args)
+
+
+def add_import_hf(sub: Any) -> None:
+    p = sub.add_parser(
+        "import-hf",
+        help="import a Hugging Face transformers folder (Llama, BERT, RoFormer, T5) as an lmkit checkpoint",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Read a transformers model saved on disk (config.json + model.safetensors, sharded "
+                    "safetensors, or pytorch_model.bin read without pickles) into an lmkit checkpoint, to evaluate "
+                    "it or continue pre-training it on domain data. Supported: LlamaForCausalLM, BertForMaskedLM, "
+                    "RoFormerForMaskedLM and T5ForConditionalGeneration (v1.0, ReLU) whose config lmkit represents "
+                    "exactly; anything else is refused with the setting that has no lmkit equivalent (grouped-query attention, "
+                    "biases, rope scaling, gated MLPs, ...).\n\n"
+                    "The folder's tokenizer.json is carried over when it is an lmkit tokenizer (special tokens "
+                    "<pad> <s> </s> <unk> [MASK] <extra_id_0..99> at ids 0..104); otherwise pass --tokenizer with "
+                    "one of the same vocabulary size, or --no-tokenizer. Weights become float32. meta.json records "
+                    "the source folder and the sha256 of its weights; for an unchanged `lmkit export` folder the "
+                    "original training record is kept.\n\n"
+                    "example:\n  lmkit import-hf hf/small --out runs/small-back")
+    p.add_argument("folder", help="the transformers folder (holding config.json and the weights)")
+    p.add_argument("--out", required=True, help="checkpoint folder to write (new or empty unless --overwrite)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
+    p.add_argument("--tokenizer", default=None, help="an lmkit tokenizer.json (or folder) to use instead of the folder's")
+    p.add_argument("--no-tokenizer", action="store_true", help="import the weights without a tokenizer")
+    p.add_argument("--max-seq-len", type=int, default=None,
+                   help="context window of the lmkit model (default: the config's max_position_embeddings)")
+    p.add_argument("--json", action="store_true", help="print the import report as JSON")
+    p.set_defaults(func=_run_import_hf)
+
+
+def _run_import_hf(args: argparse.Namespace) -> int:
+    from lmkit.ship import export_hf
+
+    return export_hf.cli_import(args)
+
+
+def add_card(sub: Any) -> None:
+    p = sub.add_parser(
+        "card", help="write a checkpoint's model card (hub README with YAML front matter)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Write the model card of a checkpoint in the hub README format: YAML front matter (license, "
+                    "language, library_name, pipeline_tag, tags, datasets, metrics, model-index), then what the "
+                    "model is and which tasks its family suits, how it was trained (data and mix, curation, tokens, "
+                    "steps, FLOPs and PF-days, hardware, wall time, precision), its held-out evaluation (and "
+                    "quantization deltas), limitations and risks, and how to load it with lmkit and transformers. "
+                    "Every figure comes from the checkpoint; one it did not record is reported as 'not recorded'.\n\n"
+                    "examples:\n  lmkit card runs/small                      writes runs/small/ckpt-.../README.md\n"
+                    "  lmkit card runs/small --out - --license mit  print it\n"
+                    "  lmkit card runs/small --add-section ethics.md --overwrite")
+    p.add_argument("checkpoint", help="checkpoint folder, or a run folder (its newest checkpoint)")
+    p.add_argument("--out", default=None, help="file to write (default CKPT/README.md; '-' prints to stdout)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing card file")
+    p.add_argument("--add-section", nargs="+", default=None, metavar="FILE",
+                   help="Markdown files appended as sections (a '## <file name>' heading is added if missing)")
+    p.add_argument("--license", default=None, help="license id for the front matter (default: unknown)")
+    p.add_argument("--language", nargs="+", default=None, help="language codes of the training data, e.g. en")
+    p.add_argument("--name", default=None, help="model name in the title (default: the run folder's name)")
+    add_no_verify(p)
+    p.set_defaults(func=_run_card)
+
+
+def _run_card(args: argparse.Namespace) -> int:
+    from lmkit.ship import card
+
+    return card.cli_card(args)
+
+
+def add_hub(sub: Any) -> None:
+    p = sub.add_parser(
+        "hub", help="publish, fetch and browse models in a hub (a folder or any fsspec URL)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="A model hub in a folder or any fsspec URL (s3://, gs:// with s3fs/gcsfs installed; "
+                    "memory:// for tests). Where: --hub URL, else $LMKIT_HUB, else $XDG_CACHE_HOME/lmkit/hub "
+                    "(~/.cache/lmkit/hub).\n\n"
+                    "Names are 'model' or 'namespace/model' (ASCII letters, digits, . _ -). Each push makes a new "
+                    "revision (1, 2, ...); NAME@3 is revision 3, NAME the latest. Every file is stored under its "
+                    "sha256 and verified on pull.\n\n"
+                    "examples:\n  lmkit hub push runs/small alice/small-decoder -m 'first run'\n"
+                    "  lmkit hub list\n  lmkit hub search family:decoder size<10M legal\n"
+                    "  lmkit hub show alice/small-decoder\n  lmkit hub pull alice/small-decoder@1 --out models/small")
+    p.add_argument("--hub", dest="hub_top", default=None, metavar="URL",
+                   help="hub folder or fsspec URL (also accepted after the action)")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--hub", default=None, help="hub folder or fsspec URL (default $LMKIT_HUB or ~/.cache/lmkit/hub)")
+    common.add_argument("--json", action="store_true", help="print JSON")
+    hsub = p.add_subparsers(dest="hub_command", required=True, metavar="ACTION")
+    push = hsub.add_parser("push", parents=[common], help="publish a checkpoint as a new revision of NAME")
+    push.add_argument("checkpoint", help="checkpoint folder, or a run folder (its newest checkpoint)")
+    push.add_argument("name", help="model or namespace/model")
+    push.add_argument("-m", "--message", default=None, help="a note stored with the revision")
+    push.add_argument("--card", default=None, help="model card file to publish (default CKPT/README.md or a fresh one)")
+    add_no_verify(push)
+    push.add_argument("--include-train-state", action="store_true",
+                      help="also publish train_state/ (optimizer state, needed only to resume that exact run)")
+    pull = hsub.add_parser("pull", parents=[common], help="fetch NAME[@REV] into a folder, verifying checksums")
+    pull.add_argument("spec", metavar="NAME[@REV]", help="model name, optionally @revision (default latest)")
+    pull.add_argument("--out", required=True, help="folder to write (new or empty unless --overwrite)")
+    pull.add_argument("--overwrite", action="store_true", help="replace an existing non-empty --out")
+    hsub.add_parser("list", parents=[common], help="every model: latest revision, family, task, size, loss")
+    search = hsub.add_parser("search", parents=[common], help="find models by name, family, task, size, card text",
+                             description="Every term must match. family:decoder, task:fill-mask, size<10M, "
+                                         "params>=1M filter; other words are looked for in the name, family, "
+                                         "task, architecture and model card.")
+    search.add_argument("query", nargs="*", help="terms, e.g. family:encoder size<5M legal")
+    search.add_argument("--family", default=None, choices=["encoder", "decoder", "encdec"])
+    search.add_argument("--task", default=None, choices=["text-generation", "fill-mask", "text2text-generation"])
+    search.add_argument("--min-params", default=None, help="smallest size, e.g. 1M")
+    search.add_argument("--max-params", default=None, help="largest size, e.g. 100M")
+    show = hsub.add_parser("show", parents=[common], help="print a model's card (--json: its manifest)")
+    show.add_argument("spec", metavar="NAME[@REV]", help="model name, optionally @revision")
+    p.set_defaults(func=_run_hub)
+
+
+def _run_hub(args: argparse.Namespace) -> int:
+    from lmkit.ship import hub
+
+    return hub.cli_hub(args)
+

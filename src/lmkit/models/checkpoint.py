@@ -1,0 +1,335 @@
+"""Checkpoint directories: atomic save, safe load, and finding the newest one in a run.
+
+A checkpoint is a folder::
+
+    model.safetensors   weights (safetensors: no code runs on load)
+    config.json         {"format", "lmkit_version", "model": ModelConfig fields, ...}
+    tokenizer.json      the tokenizer the model was trained with
+    meta.json           step, tokens seen, FLOPs, losses, data summary, wall time, hardware
+    resolved.yaml       the whole run configuration, after overrides
+    train_state/        state.pt: optimizer, grad scaler, RNG states, step (tensors and plain
+                        values only, read back with ``torch.load(weights_only=True)``)
+
+It is written to a temporary sibling folder and renamed into place, so a crash (even SIGKILL)
+leaves either the old checkpoint set or the new one, never half a checkpoint. Pickles are never
+loaded. meta.json records the SHA-256 of every other file (``"sha256"``: {path: digest}); the
+loaders check the file they read against it and refuse one that changed since it was saved
+(``verify=False``, the commands' ``--no-verify``, skips the check; checkpoints from older lmkit
+have no checksums and load unchecked).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import json
+import os
+import pickle
+import re
+import shutil
+import tempfile
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from lmkit import __version__
+from lmkit.config import ModelConfig, RunConfig, model_config_from_dict, save_yaml, to_dict
+from lmkit.errors import LmkitError
+from lmkit.files import replace_dir, sha256_file, write_json_atomic  # noqa: F401  (re-exported)
+
+FORMAT = "lmkit-checkpoint/1"
+CKPT_PREFIX = "ckpt-"
+# meta.json key: {relative file path: hex SHA-256} of every other file of the checkpoint, taken at
+# save and checked by the loaders (``verify=False`` / ``--no-verify`` skips it). Checkpoints from
+# older lmkit lack it and load unchecked.
+CHECKSUMS_KEY = "sha256"
+# Off inside ``checksums_unverified()`` (what the commands' --no-verify sets for the whole command).
+_VERIFY: contextvars.ContextVar[bool] = contextvars.ContextVar("lmkit_verify_checksums", default=True)
+
+
+def model_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """State dict without duplicates of tied tensors (safetensors refuses shared storage)."""
+    out: dict[str, torch.Tensor] = {}
+    seen: set[int] = set()
+    for name, t in model.state_dict().items():
+        key = t.data_ptr() if t.numel() else id(t)
+        if key in seen:
+            continue
+        seen.add(key)
+        out[name] = t.detach().contiguous().cpu()
+    return out
+
+
+def save_checkpoint(
+    path: str | Path,
+    model: nn.Module,
+    model_cfg: ModelConfig,
+    tokenizer: Any | None = None,
+    meta: dict[str, Any] | None = None,
+    run_cfg: RunConfig | None = None,
+    train_state: dict[str, Any] | None = None,
+    extra_config: dict[str, Any] | None = None,
+    state: dict[str, torch.Tensor] | None = None,
+) -> Path:
+    """Write a checkpoint folder atomically; returns its path. Refuses to replace a non-checkpoint."""
+    final = Path(path)
+    if final.exists() and not (final / "config.json").exists():
+        raise LmkitError(f"{final}: exists and is not an lmkit checkpoint; refusing to overwrite it")
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.tmp-"))
+    try:
+        save_file(state if state is not None else model_state(model), str(tmp / "model.safetensors"),
+                  metadata={"format": "pt"})
+        config = {"format": FORMAT, "lmkit_version": __version__, "model": to_dict(model_cfg)}
+        config.update(extra_config or {})
+        (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+        if tokenizer is not None:
+            tokenizer.save(tmp / "tokenizer.json")
+        if run_cfg is not None:
+            save_yaml(run_cfg, tmp / "resolved.yaml")
+        if train_state is not None:
+            (tmp / "train_state").mkdir()
+            torch.save(train_state, tmp / "train_state" / "state.pt")
+        meta = {**(meta or {}), CHECKSUMS_KEY: file_checksums(tmp)}  # every file but meta.json itself
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=2, default=str) + "\n", encoding="utf-8")
+        replace_dir(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return final
+
+
+def is_checkpoint(path: Path) -> bool:
+    return (path / "config.json").is_file() and (path / "meta.json").is_file()
+
+
+def file_checksums(folder: Path) -> dict[str, str]:
+    """SHA-256 of every file under ``folder`` except its meta.json, by '/'-separated relative path."""
+    return {f.relative_to(folder).as_posix(): sha256_file(f)
+            for f in sorted(folder.rglob("*")) if f.is_file() and f.relative_to(folder).as_posix() != "meta.json"}
+
+
+def record_checksums(folder: str | Path) -> dict[str, str]:
+    """Record the checksums of a checkpoint's files in its meta.json again (after adding a file to it)."""
+    ckpt = Path(folder)
+    meta = json.loads((ckpt / "meta.json").read_text(encoding="utf-8"))
+    meta[CHECKSUMS_KEY] = file_checksums(ckpt)
+    write_json_atomic(ckpt / "meta.json", meta)
+    return meta[CHECKSUMS_KEY]
+
+
+@contextlib.contextmanager
+def checksums_unverified(skip: bool = True) -> Iterator[None]:
+    """Within this block (with ``skip``) the loaders do not check files against meta.json."""
+    token = _VERIFY.set(not skip and _VERIFY.get())
+    try:
+        yield
+    finally:
+        _VERIFY.reset(token)
+
+
+def _recorded_checksums(ckpt: Path, name: str) -> dict[str, Any] | None:
+    """meta.json's {file: sha256}, or None for a checkpoint saved without checksums (older lmkit)."""
+    meta_path = ckpt / "meta.json"
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise LmkitError(f"{meta_path}: unreadable, so {name} cannot be checked against it ({e}); "
+                         "--no-verify loads it unchecked") from None
+    sums = meta.get(CHECKSUMS_KEY) if isinstance(meta, dict) else None
+    return sums if isinstance(sums, dict) else None
+
+
+def _mismatch(ckpt: Path, name: str, actual: str, expected: Any) -> LmkitError:
+    return LmkitError(f"{ckpt / name}: checksum mismatch (sha256 {actual[:12]}..., meta.json recorded "
+                      f"{str(expected)[:12]}...): the file changed since it was saved; restore it, or pass "
+                      "--no-verify to load it anyway")
+
+
+def verify_file(ckpt: Path, name: str) -> None:
+    """Refuse ``ckpt/name`` unless its SHA-256 is the one meta.json recorded at save.
+
+    A checkpoint written by an older lmkit (no checksums in meta.json) is not checked, nor is
+    anything inside ``checksums_unverified()``.
+    """
+    if not _VERIFY.get():
+        return
+    sums = _recorded_checksums(ckpt, name)
+    if sums is None:
+        return
+    expected = sums.get(name)
+    if expected is None:
+        raise LmkitError(f"{ckpt / name}: not among the files meta.json recorded when the checkpoint was saved "
+                         "(added since?); --no-verify loads it unchecked")
+    actual = sha256_file(ckpt / name)
+    if actual != expected:
+        raise _mismatch(ckpt, name, actual, expected)
+
+
+def verify_digests(ckpt: Path, digests: dict[str, str]) -> None:
+    """Check SHA-256 digests already computed for files of ``ckpt`` (e.g. by ``hub push``) against
+    meta.json. Files it did not record (a README.md card written later) are not refused here."""
+    if not _VERIFY.get():
+        return
+    sums = _recorded_checksums(ckpt, "the checkpoint's files")
+    for name, actual in sorted(digests.items()):
+        if sums is not None and name in sums and sums[name] != actual:
+            raise _mismatch(ckpt, name, actual, sums[name])
+
+
+def list_checkpoints(run_dir: str | Path) -> list[Path]:
+    """Complete checkpoints of a run folder, oldest first (by step number in the name)."""
+    run = Path(run_dir)
+    found = [p for p in run.glob(f"{CKPT_PREFIX}*") if p.is_dir() and is_checkpoint(p)]
+    return sorted(found, key=lambda p: int(re.sub(r"\D", "", p.name) or 0))
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A checkpoint folder itself, or the newest checkpoint of a run folder."""
+    p = Path(path)
+    if not p.exists():
+        raise LmkitError(f"{p}: no such checkpoint or run folder")
+    if is_checkpoint(p):
+        return p
+    ckpts = list_checkpoints(p)
+    if not ckpts:
+        raise LmkitError(f"{p}: not a checkpoint (no config.json + meta.json) and holds no {CKPT_PREFIX}* checkpoints")
+    return ckpts[-1]
+
+
+def read_config(path: str | Path, verify: bool = True) -> dict[str, Any]:
+    ckpt = resolve_checkpoint(path)
+    if verify and (ckpt / "config.json").is_file():
+        verify_file(ckpt, "config.json")
+    try:
+        cfg = json.loads((ckpt / "config.json").read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as e:
+        raise LmkitError(f"{ckpt / 'config.json'}: unreadable ({e})") from None
+    if not isinstance(cfg, dict) or cfg.get("format") != FORMAT:
+        fmt = cfg.get("format") if isinstance(cfg, dict) else None
+        raise LmkitError(f"{ckpt / 'config.json'}: not an lmkit checkpoint config (format {fmt!r})")
+    if not isinstance(cfg.get("model"), dict):
+        raise LmkitError(f"{ckpt / 'config.json'}: no \"model\" section (the architecture: family, sizes); "
+                         "the checkpoint is incomplete or was edited")
+    try:
+        model_config_from_dict(cfg["model"])
+    except LmkitError as e:
+        raise LmkitError(f"{ckpt / 'config.json'}: {e}") from None
+    return cfg
+
+
+def load_model_config(path: str | Path, verify: bool = True) -> ModelConfig:
+    return model_config_from_dict(read_config(path, verify=verify)["model"])
+
+
+def load_meta(path: str | Path) -> dict[str, Any]:
+    ckpt = resolve_checkpoint(path)
+    return json.loads((ckpt / "meta.json").read_text(encoding="utf-8"))
+
+
+def load_state(path: str | Path, verify: bool = True) -> dict[str, torch.Tensor]:
+    ckpt = resolve_checkpoint(path)
+    f = ckpt / "model.safetensors"
+    if not f.is_file():
+        raise LmkitError(f"{ckpt}: model.safetensors is missing")
+    if verify:
+        verify_file(ckpt, "model.safetensors")
+    try:
+        return load_file(str(f))
+    except Exception as e:  # safetensors raises its own error types on corrupt files
+        raise LmkitError(f"{f}: cannot read weights ({e})") from None
+
+
+def load_weights_into(model: nn.Module, state: dict[str, torch.Tensor], source: str | Path) -> None:
+    """Copy saved tensors into model; tied weights saved once are filled through their alias.
+
+    Weights of another shape than the model's (a config.json that does not describe them) are
+    an LmkitError naming the first such tensor.
+    """
+    expected = model.state_dict()
+    for name, t in state.items():
+        if name in expected and tuple(t.shape) != tuple(expected[name].shape):
+            raise LmkitError(f"{source}: config.json does not match model.safetensors: {name} has shape "
+                             f"{tuple(t.shape)} in the weights, the config needs {tuple(expected[name].shape)}")
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    tied = {n for n, _ in model.named_parameters(remove_duplicate=True)}
+    real_missing = [m for m in missing if m in tied]
+    if real_missing or unexpected:
+        raise LmkitError(f"{source}: weights do not match the config "
+                         f"(missing {real_missing[:3]}, unexpected {list(unexpected)[:3]})")
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu", verify: bool = True) -> nn.Module:
+    """A checkpoint's model, on ``device``, in eval mode, ready for inference.
+
+    ``verify`` checks config.json and model.safetensors against the SHA-256 in meta.json first.
+    """
+    from lmkit.models import build_model
+
+    ckpt = resolve_checkpoint(path)
+    cfg = read_config(ckpt, verify=verify)
+    model_cfg = model_config_from_dict(cfg["model"])
+    state = load_state(ckpt, verify=verify)
+    quant = cfg.get("quantization")
+    if quant:
+        from lmkit.ship.quantize import load_quantized
+
+        return load_quantized(model_cfg, state, quant, ckpt).to(device).eval()
+    model = build_model(model_cfg)
+    load_weights_into(model, state, ckpt)
+    return model.to(device).eval()
+
+
+def load_tokenizer(path: str | Path, verify: bool = True):  # -> lmkit.tokenizer.Tokenizer
+    from lmkit.tokenizer import Tokenizer
+
+    ckpt = resolve_checkpoint(path)
+    if not (ckpt / "tokenizer.json").is_file():
+        raise LmkitError(f"{ckpt}: tokenizer.json is missing")
+    if verify:
+        verify_file(ckpt, "tokenizer.json")
+    return Tokenizer.load(ckpt / "tokenizer.json")
+
+
+def load_train_state(path: str | Path, verify: bool = True) -> dict[str, Any]:
+    ckpt = resolve_checkpoint(path)
+    f = ckpt / "train_state" / "state.pt"
+    if not f.is_file():
+        raise LmkitError(f"{ckpt}: no train_state/state.pt, so it cannot be resumed (an exported or quantized checkpoint?)")
+    if verify:
+        verify_file(ckpt, "train_state/state.pt")
+    try:
+        with warnings.catch_warnings():  # torch warns about unusual pickle protocols before refusing them
+            warnings.simplefilter("ignore")
+            state = torch.load(f, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise LmkitError(f"{f}: holds Python objects other than tensors and plain values (refused unread: "
+                         "lmkit never runs a pickle); this checkpoint cannot be resumed") from None
+    except Exception:  # a truncated zip archive, random bytes, ...: torch's own error types
+        raise LmkitError(f"{f}: unreadable (truncated, or not a training state lmkit wrote); this checkpoint "
+                         "cannot be resumed") from None
+    missing = [k for k in ("optimizer", "rng_cpu", "step") if not isinstance(state, dict) or k not in state]
+    if missing:
+        raise LmkitError(f"{f}: not a training state lmkit wrote (no {', '.join(missing)}); this checkpoint "
+                         "cannot be resumed")
+    return state
+
+
+def prune_checkpoints(run_dir: str | Path, keep: int) -> None:
+    """Delete all but the newest ``keep`` checkpoints of a run.
+
+    Each is first renamed to a hidden ``.NAME.del-PID`` (one atomic step), so a kill during the
+    deletion leaves no half-deleted ``ckpt-*`` that looks like a checkpoint; the next run in the
+    folder removes the leftover (``lmkit.runfolder.clean_orphans``).
+    """
+    if keep <= 0:
+        return
+    for old in list_checkpoints(run_dir)[:-keep]:
+        doomed = old.with_name(f".{old.name}.del-{os.getpid()}")
+        os.replace(old, doomed)
+        shutil.rmtree(doomed, ignore_errors=True)
