@@ -5,7 +5,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.lmkit-installed
 
-.PHONY: demo test bench install clean
+.PHONY: demo test test-quick bench install clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -20,7 +20,12 @@ demo: $(STAMP)
 	$(VENV)/bin/lmkit demo
 
 test: $(STAMP)
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/mypy
 	$(PY) -m pytest -q -n 2 --dist loadfile
+
+test-quick: $(STAMP)
+	$(PY) -m pytest -q -n 2 --dist loadfile -m 'not slow'
 
 bench: $(STAMP)
 	$(PY) -m pip install -q -e '.[bench]'

@@ -35,8 +35,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from lmkit.data.curate import CurateConfig, count_sentences, curate, words_of
 from lmkit.data.read import iter_documents
@@ -223,9 +223,17 @@ def normalised_text(doc) -> str:  # noqa: ANN001 - a datatrove Document
 
 def run_datatrove(corpus: Path, work: Path, workers: int) -> tuple[dict[str, float], Path, Path]:
     from datatrove.executor import LocalPipelineExecutor
-    from datatrove.pipeline.dedup import (ExactDedupConfig, ExactDedupFilter, ExactDedupSignature, ExactFindDedups,
-                                          MinhashConfig, MinhashDedupBuckets, MinhashDedupCluster, MinhashDedupFilter,
-                                          MinhashDedupSignature)
+    from datatrove.pipeline.dedup import (
+        ExactDedupConfig,
+        ExactDedupFilter,
+        ExactDedupSignature,
+        ExactFindDedups,
+        MinhashConfig,
+        MinhashDedupBuckets,
+        MinhashDedupCluster,
+        MinhashDedupFilter,
+        MinhashDedupSignature,
+    )
     from datatrove.pipeline.filters import C4QualityFilter, GopherQualityFilter, GopherRepetitionFilter
     from datatrove.pipeline.readers import JsonlReader
     from datatrove.pipeline.writers import JsonlWriter

@@ -12,13 +12,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from lmkit.ship.card import parse_front_matter, render_card
-from lmkit.models.checkpoint import load_meta, save_checkpoint
 from lmkit.cli import main
 from lmkit.config import ModelConfig, load_run_config
 from lmkit.errors import LmkitError
 from lmkit.models import build_model
+from lmkit.models.checkpoint import load_meta, save_checkpoint
 from lmkit.plan import pf_days
+from lmkit.ship.card import parse_front_matter, render_card
 
 ROOT = Path(__file__).resolve().parents[1]
 

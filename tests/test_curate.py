@@ -13,10 +13,26 @@ from pathlib import Path
 
 import pytest
 
-from lmkit.data.curate import (C4Config, C4Quality, CurateConfig, GopherQuality, GopherQualityConfig,
-                               GopherRepetition, BlockList, BlocklistConfig, Normalise, NormaliseConfig,
-                               PiiConfig, PiiRedact, Removed, RepetitionConfig, bounded_ordered_map, curate,
-                               default_blocklist, load_curate_config)
+from lmkit.data.curate import (
+    BlockList,
+    BlocklistConfig,
+    C4Config,
+    C4Quality,
+    CurateConfig,
+    GopherQuality,
+    GopherQualityConfig,
+    GopherRepetition,
+    Normalise,
+    NormaliseConfig,
+    PiiConfig,
+    PiiRedact,
+    Removed,
+    RepetitionConfig,
+    bounded_ordered_map,
+    curate,
+    default_blocklist,
+    load_curate_config,
+)
 from lmkit.data.read import iter_documents
 from lmkit.errors import LmkitError
 

@@ -5,8 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lmkit.data.dedup import (ExactDeduper, HashIndex, MinHashDeduper, MinHasher, exact_key, lsh_probability,
-                              lsh_threshold)
+from lmkit.data.dedup import (
+    ExactDeduper,
+    HashIndex,
+    MinHashDeduper,
+    MinHasher,
+    exact_key,
+    lsh_probability,
+    lsh_threshold,
+)
 
 
 def test_hash_index_seen_semantics_and_growth() -> None:

@@ -1,20 +1,48 @@
-"""The whole chain end to end: `lmkit demo --quick` on the built-in corpus found on this machine."""
+"""The whole chain end to end: `lmkit demo --quick` on a small corpus the test writes (not the host's files)."""
 
 from __future__ import annotations
 
 import json
+import random
 from pathlib import Path
 
 import pytest
 
-from lmkit.ship.card import parse_front_matter
 from lmkit.demo import gather_default_corpus, run_demo
 from lmkit.errors import LmkitError
+from lmkit.ship.card import parse_front_matter
 from lmkit.ship.hub import Hub
 
+_SUBJECTS = ["The river", "A small town", "The old library", "Our garden", "The morning train", "A quiet teacher",
+             "The market", "The harbour", "An early storm", "The school choir"]
+_VERBS = ["carried", "welcomed", "remembered", "filled", "crossed", "surprised", "changed", "opened", "followed"]
+_OBJECTS = ["the people of the valley", "a letter from the north", "the light of the evening",
+            "many new visitors", "the sound of the bells", "the stories of the winter", "a long road by the sea",
+            "the children after school"]
+_TAILS = ["and nobody could forget it.", "while the rain kept falling.", "before the sun went down.",
+          "as it had done for years.", "and the whole street was glad.", "because it was the right time."]
 
+
+def write_fixture_corpus(folder: Path, docs: int = 1500, duplicates: int = 100) -> Path:
+    """Deterministic English-like documents plus exact duplicates (so curation has something to drop)."""
+    rng = random.Random(0)
+    folder.mkdir(parents=True)
+    texts = []
+    for _ in range(docs):
+        sentences = [f"{rng.choice(_SUBJECTS)} {rng.choice(_VERBS)} {rng.choice(_OBJECTS)} {rng.choice(_TAILS)}"
+                     for _ in range(rng.randint(8, 16))]
+        texts.append(" ".join(sentences))
+    texts += texts[:duplicates]
+    with (folder / "corpus.jsonl").open("w", encoding="utf-8") as f:
+        for text in texts:
+            f.write(json.dumps({"text": text}) + "\n")
+    return folder
+
+
+@pytest.mark.slow
 def test_demo_quick_produces_every_artefact(tmp_path: Path) -> None:
-    s = run_demo(out=tmp_path / "demo", quick=True)
+    corpus = write_fixture_corpus(tmp_path / "corpus")
+    s = run_demo(out=tmp_path / "demo", data=[str(corpus)], quick=True)
     root = Path(s["out"])
     # curation kept something and said how much
     report = json.loads((root / "curated" / "report.json").read_text())
@@ -28,7 +56,8 @@ def test_demo_quick_produces_every_artefact(tmp_path: Path) -> None:
     assert s["generation"]["greedy"].startswith(s["generation"]["prompt"])
     # int8 is smaller and barely worse
     q = s["quantization"]
-    assert (root / "model-int8" / "model.safetensors").stat().st_size < 0.4 * (ckpt / "model.safetensors").stat().st_size
+    int8_bytes = (root / "model-int8" / "model.safetensors").stat().st_size
+    assert int8_bytes < 0.4 * (ckpt / "model.safetensors").stat().st_size
     assert "smaller" in q["summary"]
     # the card carries the run's real figures; the hub has the model
     front, body = parse_front_matter((ckpt / "README.md").read_text())

@@ -23,6 +23,7 @@ def _run(args: list[str], env: dict[str, str]) -> dict:
 
 
 
+@pytest.mark.slow
 def test_ddp_and_fsdp_train_alike_and_fsdp_resumes(tmp_path: Path) -> None:
     data = learnable_corpus(tmp_path / "data", n_docs=150)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

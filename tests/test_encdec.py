@@ -12,13 +12,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lmkit.models.checkpoint import load_model, load_tokenizer
 from lmkit.cli import main
 from lmkit.config import ModelConfig, load_run_config
-from lmkit.data.pack import TokenShards
+from lmkit.data.shards import TokenShards
 from lmkit.infer.generate import GenerationConfig, generate, generate_seq2seq_ids
 from lmkit.models import build_model, count_parameters
 from lmkit.models import encdec as ED
+from lmkit.models.checkpoint import load_model, load_tokenizer
 from lmkit.train.loop import read_metrics, train
 
 ROOT = Path(__file__).resolve().parents[1]

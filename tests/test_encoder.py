@@ -11,15 +11,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lmkit.models.checkpoint import load_model, load_tokenizer, save_checkpoint
 from lmkit.cli import main
 from lmkit.config import ModelConfig, load_run_config
-from lmkit.data.pack import TokenShards
+from lmkit.data.shards import TokenShards
 from lmkit.errors import LmkitError
-from lmkit.ship.export_hf import to_hf_state
 from lmkit.infer.fillmask import fill_mask
 from lmkit.models import build_model, count_parameters
 from lmkit.models import encoder as E
+from lmkit.models.checkpoint import load_model, load_tokenizer, save_checkpoint
+from lmkit.ship.export_hf import to_hf_state
 from lmkit.train.loop import train
 
 ROOT = Path(__file__).resolve().parents[1]

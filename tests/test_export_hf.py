@@ -18,13 +18,12 @@ os.environ["TRANSFORMERS_OFFLINE"] = "1"
 import transformers  # noqa: E402
 from safetensors.torch import load_file, save_file  # noqa: E402
 
-from lmkit.models.checkpoint import load_meta, load_model, load_state, read_config, record_checksums, save_checkpoint  # noqa: E402
 from lmkit.cli import main  # noqa: E402
 from lmkit.config import ModelConfig  # noqa: E402
 from lmkit.errors import LmkitError  # noqa: E402
-from lmkit.ship.export_hf import (PARITY_RTOL, export_hf, import_hf, lmkit_greedy,  # noqa: E402
-                             probe_ids, target_of)
 from lmkit.models import build_model  # noqa: E402
+from lmkit.models.checkpoint import load_meta, load_model, load_state, read_config, record_checksums, save_checkpoint  # noqa: E402
+from lmkit.ship.export_hf import PARITY_RTOL, export_hf, import_hf, lmkit_greedy, probe_ids, target_of  # noqa: E402
 from lmkit.tokenizer import Tokenizer, train_tokenizer  # noqa: E402
 
 transformers.logging.set_verbosity_error()
@@ -51,7 +50,7 @@ def make_ckpt(path: Path, cfg: ModelConfig, tok: Tokenizer | None, seed: int = 0
     torch.manual_seed(seed)
     model = build_model(cfg)
     with torch.no_grad():  # non-trivial norms and biases, so a swapped name would show
-        for name, p in model.named_parameters():
+        for _name, p in model.named_parameters():
             if p.dim() == 1:
                 p.add_(0.1 * torch.randn_like(p))
     meta = meta if meta is not None else {"step": 3, "tokens": 300, "flops": 1e9, "family": cfg.family,

@@ -9,10 +9,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from lmkit.models.checkpoint import save_checkpoint
 from lmkit.cli import main
 from lmkit.config import ModelConfig
 from lmkit.errors import LmkitError
+from lmkit.models import build_model
+from lmkit.models.checkpoint import save_checkpoint
+from lmkit.tokenizer import Tokenizer, train_tokenizer
 from lmkit.train.finetune import (
     Example,
     FinetuneConfig,
@@ -27,8 +29,6 @@ from lmkit.train.finetune import (
     split_examples,
     word_f1,
 )
-from lmkit.models import build_model
-from lmkit.tokenizer import Tokenizer, train_tokenizer
 
 FILLER = ["the", "a", "this", "that", "movie", "film", "story", "plot", "it", "was", "is", "and", "but", "with", "very", "quite", "really", "so"]
 POSITIVE = ["good", "great", "wonderful", "excellent", "lovely"]

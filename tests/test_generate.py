@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from lmkit.models.checkpoint import save_checkpoint
 from lmkit.cli import main
 from lmkit.config import ModelConfig
 from lmkit.errors import LmkitError
@@ -27,6 +26,7 @@ from lmkit.infer.generate import (
     top_p_filter,
 )
 from lmkit.models import build_model
+from lmkit.models.checkpoint import save_checkpoint
 from lmkit.models.decoder import Decoder
 from lmkit.tokenizer import Tokenizer, train_tokenizer
 

@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from lmkit.ship.card import parse_front_matter
-from lmkit.models.checkpoint import load_meta, load_model, save_checkpoint
 from lmkit.cli import main
 from lmkit.config import ModelConfig
 from lmkit.errors import LmkitError
-from lmkit.ship.hub import Hub, default_hub, hub_url, parse_spec, validate_name
 from lmkit.models import build_model
+from lmkit.models.checkpoint import load_meta, load_model, save_checkpoint
+from lmkit.ship.card import parse_front_matter
+from lmkit.ship.hub import Hub, default_hub, hub_url, parse_spec, validate_name
 
 
 def ckpt(path: Path, family: str = "decoder", d_model: int = 32, meta: dict | None = None,

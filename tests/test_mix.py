@@ -9,9 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lmkit.data.mix import MixSource, mix, parse_count, parse_sources, plan_mix
+from lmkit.data.mix import MixSource, mix, parse_sources, plan_mix
 from lmkit.data.read import iter_documents
 from lmkit.errors import LmkitError
+from lmkit.plan.units import parse_count
 
 
 def make_source(folder: Path, n_docs: int, words_per_doc: int, tag: str) -> None:

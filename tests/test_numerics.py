@@ -12,8 +12,15 @@ import torch
 
 from lmkit.cli import main
 from lmkit.errors import LmkitError
-from lmkit.numerics import (absmax_dequantize, absmax_quantize, float32_bits, format_info, parse_value,
-                            quantization_error, represent)
+from lmkit.numerics import (
+    absmax_dequantize,
+    absmax_quantize,
+    float32_bits,
+    format_info,
+    parse_value,
+    quantization_error,
+    represent,
+)
 
 
 def test_layouts_and_ranges_match_ieee_and_bfloat16() -> None:

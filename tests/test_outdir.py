@@ -13,12 +13,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from lmkit.models.checkpoint import save_checkpoint
 from lmkit.cli import main
 from lmkit.config import ModelConfig
 from lmkit.errors import LmkitError
 from lmkit.files import check_out_dir, check_out_file
 from lmkit.models import build_model
+from lmkit.models.checkpoint import save_checkpoint
 
 
 def snapshot(path: Path) -> dict[str, str]:

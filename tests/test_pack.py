@@ -12,8 +12,9 @@ import pytest
 import torch
 
 from lmkit.config import DataConfig
-from lmkit.data.pack import TokenShards, in_val_split, pack, prepare
+from lmkit.data.pack import in_val_split, pack, prepare
 from lmkit.data.read import Document
+from lmkit.data.shards import TokenShards
 from lmkit.errors import LmkitError
 from lmkit.tokenizer import Tokenizer, train_tokenizer
 

@@ -19,10 +19,26 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from lmkit.cli import main
 from lmkit.config import ModelConfig, load_run_config
 from lmkit.errors import LmkitError
-from lmkit.plan import (ACCELERATORS, FITS, PF_DAY, RUNTIME_BASELINE_BYTES, count_params, flops_per_token, gpu_hours,
-                        known_models_table, korthikanti_activation_bytes, make_plan, measure_matmul_peak,
-                        model_state_bytes, parse_count, rule_optimal, training_flops, training_memory,
-                        training_rule_of_thumb_bytes, weights_bytes)
+from lmkit.plan import (
+    ACCELERATORS,
+    FITS,
+    PF_DAY,
+    RUNTIME_BASELINE_BYTES,
+    count_params,
+    flops_per_token,
+    gpu_hours,
+    known_models_table,
+    korthikanti_activation_bytes,
+    make_plan,
+    measure_matmul_peak,
+    model_state_bytes,
+    parse_count,
+    rule_optimal,
+    training_flops,
+    training_memory,
+    training_rule_of_thumb_bytes,
+    weights_bytes,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "configs" / "tiny.yaml"
@@ -97,9 +113,9 @@ SPECIALS_512 = dict(pad=0, bos=1, eos=2, mask=4, sentinels=tuple(range(5, 105)),
 ])
 def test_flops_per_token_counts_what_a_training_step_multiplies(family: str, kw: dict[str, Any],
                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    from lmkit import plan
     from lmkit.models import build_model
     from lmkit.objectives import MLM_PROBABILITY, SpecialIds, make_batch, window_length
+    from lmkit.plan import compute as plan
 
     if family != "decoder":
         pytest.importorskip(f"lmkit.models.{family}")
@@ -502,6 +518,7 @@ def _peak(measured_peaks: dict[str, Any], name: str) -> float:
     return float(measured["peak_rss"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", [n for n in MEMORY_CASES if n != RUNTIME_CASE])
 @pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="reads the peak RSS from /proc (Linux)")
 def test_training_memory_matches_measured_peak(name: str, measured_peaks: dict[str, Any]) -> None:
@@ -520,8 +537,8 @@ def test_training_memory_matches_measured_peak(name: str, measured_peaks: dict[s
 
 
 def test_plan_reads_a_checkpoint_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from lmkit.models.checkpoint import save_checkpoint
     from lmkit.models import build_model
+    from lmkit.models.checkpoint import save_checkpoint
 
     cfg = ModelConfig(vocab_size=300, d_model=32, n_layers=2, n_heads=2, max_seq_len=32)
     ckpt = save_checkpoint(tmp_path / "ckpt", build_model(cfg), cfg, meta={})
@@ -531,6 +548,7 @@ def test_plan_reads_a_checkpoint_folder(tmp_path: Path, capsys: pytest.CaptureFi
     assert main(["plan", "--config", str(tmp_path / "missing.yaml")]) == 2
 
 
+@pytest.mark.slow
 def test_measure_times_real_steps_and_predicts_the_run(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["plan", "--measure", str(TINY), "--measure-steps", "2", "--json"]) == 0
     rep = json.loads(capsys.readouterr().out)

@@ -11,10 +11,10 @@ import pytest
 import torch
 from torch import nn
 
-from lmkit.models.checkpoint import load_model, load_tokenizer, save_checkpoint
 from lmkit.cli import main
 from lmkit.config import ModelConfig, load_run_config
 from lmkit.errors import LmkitError
+from lmkit.models.checkpoint import load_model, load_tokenizer, save_checkpoint
 from lmkit.ship.quantize import Int8Embedding, Int8Linear, memory_bytes, quantize_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]

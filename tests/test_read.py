@@ -88,7 +88,7 @@ def test_json_array_file(tmp_path: Path) -> None:
 def test_text_gz_and_zst(tmp_path: Path) -> None:
     with gzip.open(tmp_path / "a.txt.gz", "wt", encoding="utf-8") as f:
         f.write("gzipped text ☃\n")
-    (tmp_path / "b.txt.zst").write_bytes(zstandard.ZstdCompressor().compress("zstd text\n".encode()))
+    (tmp_path / "b.txt.zst").write_bytes(zstandard.ZstdCompressor().compress(b"zstd text\n"))
     assert [d.text for d in _docs([tmp_path])] == ["gzipped text ☃\n", "zstd text\n"]
 
 

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from lmkit.cli import main
+from lmkit.errors import LmkitError
 from lmkit.models.checkpoint import (
     CHECKSUMS_KEY,
     list_checkpoints,
@@ -17,8 +19,6 @@ from lmkit.models.checkpoint import (
     load_model,
     load_tokenizer,
 )
-from lmkit.cli import main
-from lmkit.errors import LmkitError
 from lmkit.train.loop import read_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -195,14 +195,14 @@ def test_checkpoint_without_checksums_still_loads_and_resumes(run: Path) -> None
 
 def test_quantized_and_finetuned_checkpoints_record_checksums(run: Path, tmp_path: Path) -> None:
     from lmkit.config import ModelConfig
+    from lmkit.models import build_model
+    from lmkit.ship.quantize import quantize_checkpoint
     from lmkit.train.finetune import (
         FinetuneConfig,
         SequenceClassifier,
         load_finetuned,
         save_finetuned,
     )
-    from lmkit.models import build_model
-    from lmkit.ship.quantize import quantize_checkpoint
 
     q = tmp_path / "q"
     quantize_checkpoint(list_checkpoints(run)[-1], q, to="int8", show_progress=False)

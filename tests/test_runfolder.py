@@ -16,11 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from lmkit.models.checkpoint import is_checkpoint, list_checkpoints, load_model
 from lmkit.cli import main
 from lmkit.config import load_run_config
-from lmkit.train.runfolder import LOCK, MARKER, claim_run_folder, release_run_folder
+from lmkit.models.checkpoint import is_checkpoint, list_checkpoints, load_model
 from lmkit.train.loop import read_metrics, train
+from lmkit.train.runfolder import LOCK, MARKER, claim_run_folder, release_run_folder
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "configs" / "tiny.yaml"
@@ -61,6 +61,7 @@ def hidden(run: Path) -> list[str]:
 # --------------------------------------------------------------------------- item 1: marker
 
 
+@pytest.mark.slow
 def test_pretrain_never_writes_into_a_folder_of_someone_elses_files(tmp_path: Path,
                                                                       capsys: pytest.CaptureFixture[str]) -> None:
     data = corpus(tmp_path / "data")
@@ -76,6 +77,7 @@ def test_pretrain_never_writes_into_a_folder_of_someone_elses_files(tmp_path: Pa
     assert {p.name: p.read_text(encoding="utf-8") for p in mine.iterdir()} == files  # nothing touched
 
 
+@pytest.mark.slow
 def test_out_that_is_a_file_is_a_one_line_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     data = corpus(tmp_path / "data")
     assert main(pretrain_args(data, data)) == 2
@@ -86,6 +88,7 @@ def test_out_that_is_a_file_is_a_one_line_error(tmp_path: Path, capsys: pytest.C
     assert err.count("\n") == 0 and "Traceback" not in err and f"{data / 'run'}: cannot create the run folder" in err
 
 
+@pytest.mark.slow
 def test_lmkit_marks_its_run_folders_and_adopts_unmarked_old_ones(tmp_path: Path) -> None:
     data = corpus(tmp_path / "data")
     empty = tmp_path / "empty"
@@ -153,6 +156,7 @@ def test_the_lock_is_held_for_the_run_and_let_go_after(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- item 8
 
 
+@pytest.mark.slow
 def test_torn_metrics_line_orphans_and_umask_modes(tmp_path: Path) -> None:
     data = corpus(tmp_path / "data")
     run = tmp_path / "run"

@@ -11,8 +11,7 @@ import pytest
 
 from lmkit import cli
 from lmkit.errors import LmkitError
-from lmkit.tokenizer import (BOS, EOS, MASK, PAD, SENTINELS, UNK, Tokenizer, fertility, split_words,
-                             train_tokenizer)
+from lmkit.tokenizer import BOS, EOS, MASK, PAD, SENTINELS, UNK, Tokenizer, fertility, split_words, train_tokenizer
 
 WORDS = ["the", "cat", "sat", "on", "a", "mat", "über", "naïve", "café", "日本語", "テキスト", "русский",
          "😀", "👍🏽", "it's", "they'LL", "12345", "3.14", "x**2", "e-mail", "Straße", "ελληνικά", "हिन्दी"]

@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 import torch
 
-from lmkit.models.checkpoint import list_checkpoints, load_meta, load_model, load_tokenizer
 from lmkit.config import ConfigError, load_run_config
-from lmkit.data.pack import TokenShards
+from lmkit.data.shards import TokenShards
 from lmkit.errors import LmkitError
+from lmkit.models.checkpoint import list_checkpoints, load_meta, load_model, load_tokenizer
 from lmkit.train.loop import lr_at, make_optimizer, plan_horizon, read_metrics, train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -75,9 +75,10 @@ def test_loss_falls_well_below_unigram_entropy(tmp_path: Path) -> None:
     assert tok.sha256 == meta["tokenizer_sha256"]
 
 
+@pytest.mark.slow
 def test_kill_and_resume_continues_the_same_curve(tmp_path: Path) -> None:
     data = learnable_corpus(tmp_path / "data", n_docs=120)
-    common = ["--config", str(TINY), "--data", str(data), "--quiet", 
+    common = ["--config", str(TINY), "--data", str(data), "--quiet",
               "--train.max_steps", "60", "--train.ckpt_every", "20", "--train.eval_every", "0",
               "--train.keep_checkpoints", "5"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

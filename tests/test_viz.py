@@ -8,15 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from lmkit.models.checkpoint import save_checkpoint
 from lmkit.cli import main
 from lmkit.config import ModelConfig
 from lmkit.errors import LmkitError
-from lmkit.ship.export_hf import to_hf_state
-from lmkit.models import build_model
-from lmkit.models import encdec as ED
-from lmkit.models import encoder as E
-from lmkit.tokenizer import Tokenizer, train_tokenizer
 from lmkit.infer.viz import (
     attention_maps,
     capture_attention,
@@ -25,6 +19,12 @@ from lmkit.infer.viz import (
     plot_attention,
     plot_embeddings,
 )
+from lmkit.models import build_model
+from lmkit.models import encdec as ED
+from lmkit.models import encoder as E
+from lmkit.models.checkpoint import save_checkpoint
+from lmkit.ship.export_hf import to_hf_state
+from lmkit.tokenizer import Tokenizer, train_tokenizer
 
 TEXT = "the cat sees the bird and the dog likes a red ball."
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 import math
 import re
 import types
@@ -272,9 +273,9 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     origin = get_origin(tp)
     if origin in (Union, types.UnionType):
         args = [a for a in get_args(tp) if a is not type(None)]
-        if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
-            if type(None) in get_args(tp):
-                return None
+        none_given = value is None or (isinstance(value, str) and value.lower() in ("none", "null"))
+        if none_given and type(None) in get_args(tp):
+            return None
         errors = []
         for a in args:
             try:
@@ -343,7 +344,7 @@ def from_dict(cls: type, data: dict[str, Any] | None, where: str = "") -> Any:
         if key not in names:
             raise ConfigError(f"unknown config key {path!r} (known: {', '.join(sorted(names))})")
         tp = hints[key]
-        if dataclasses.is_dataclass(tp):
+        if isinstance(tp, type) and dataclasses.is_dataclass(tp):
             kwargs[key] = from_dict(tp, value, path)
         else:
             kwargs[key] = _coerce(value, tp, path)
@@ -388,8 +389,21 @@ def _parse_yaml(text: str) -> Any:
         raise ConfigError(f"not readable YAML (a value cannot be read: {why})") from None
 
 
-def load_yaml(path: str | Path) -> dict[str, Any]:
+RECIPES = Path(__file__).resolve().parent / "configs"
+
+
+def resolve_recipe(path: str | Path) -> Path:
+    """``path`` if it exists, else the packaged recipe a bare name (``tiny``) names, else ``path``."""
     p = Path(path)
+    if p.exists() or p.parent != Path("."):
+        return p
+    name = p.name if p.suffix in (".yaml", ".yml") else f"{p.name}.yaml"
+    recipe = RECIPES / name
+    return recipe if recipe.is_file() else p
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    p = resolve_recipe(path)
     if not p.is_file():
         raise ConfigError(f"{p}: config file not found")
     try:
@@ -435,8 +449,52 @@ def model_config_from_dict(d: dict[str, Any]) -> ModelConfig:
     return cfg
 
 
+def load_model_and_train(path: str | Path, overrides: dict[str, Any] | None = None
+                         ) -> tuple[ModelConfig, TrainConfig | None]:
+    """The model (and train section, when there is one) of a run YAML (model/train/data sections),
+    a checkpoint folder or its config.json; a folder's resolved.yaml wins over its bare config.json."""
+    p = Path(path)
+    overrides = dict(overrides or {})
+    if p.is_dir() or p.suffix == ".json":
+        cfg_file = p / "config.json" if p.is_dir() else p
+        if not cfg_file.is_file():
+            raise LmkitError(f"{p}: no config.json (give a run YAML, a checkpoint folder or its config.json)")
+        try:
+            raw = json.loads(cfg_file.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as e:
+            raise LmkitError(f"{cfg_file}: not readable JSON ({e})") from None
+        model_raw = raw.get("model", raw) if isinstance(raw, dict) else None
+        if not isinstance(model_raw, dict):
+            raise LmkitError(f"{cfg_file}: expected a JSON object with a model section")
+        resolved = cfg_file.parent / "resolved.yaml"
+        if resolved.is_file():
+            run = load_run_config(resolved, overrides)
+            return run.model, run.train
+        model_over = {k.removeprefix("model."): v for k, v in overrides.items() if k.startswith("model.")}
+        if len(model_over) != len(overrides):
+            raise LmkitError(f"{cfg_file}: only model.* overrides apply to a bare config.json")
+        try:
+            merged = apply_overrides({"model": model_raw}, {f"model.{k}": v for k, v in model_over.items()})
+            return model_config_from_dict(merged["model"]), None
+        except LmkitError as e:
+            raise LmkitError(f"{cfg_file}: {e}") from None
+    run = load_run_config(p, overrides)
+    return run.model, run.train
+
+
 __all__ = [
-    "ConfigError", "ModelConfig", "TrainConfig", "DataConfig", "RunConfig", "OBJECTIVE_OF_FAMILY",
-    "load_run_config", "load_yaml", "apply_overrides", "from_dict", "to_dict", "save_yaml",
+    "OBJECTIVE_OF_FAMILY",
+    "ConfigError",
+    "DataConfig",
+    "ModelConfig",
+    "RunConfig",
+    "TrainConfig",
+    "apply_overrides",
+    "from_dict",
+    "load_model_and_train",
+    "load_run_config",
+    "load_yaml",
     "model_config_from_dict",
+    "save_yaml",
+    "to_dict",
 ]

@@ -14,7 +14,6 @@ generate → quantize → model card → publish to a local hub. Every artefact'
 
 from __future__ import annotations
 
-import argparse
 import ast
 import glob
 import gzip
@@ -23,8 +22,9 @@ import os
 import sys
 import sysconfig
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from lmkit.errors import LmkitError
 
@@ -165,14 +165,14 @@ def run_demo(out: str | Path = "runs/demo", data: list[str] | None = None, minut
              quick: bool = False, prompt: str | None = None) -> dict[str, Any]:
     """Run every step; returns a summary with each artefact's path and the figures seen."""
     from lmkit import plan
+    from lmkit.data.curate import curate
+    from lmkit.data.read import iter_documents
+    from lmkit.infer.generate import GenerationConfig, generate
     from lmkit.models import checkpoint
     from lmkit.ship.card import render_card
-    from lmkit.data.curate import curate
-    from lmkit.infer.generate import GenerationConfig, generate
     from lmkit.ship.hub import Hub
     from lmkit.ship.quantize import quantize_checkpoint
     from lmkit.tokenizer import train_tokenizer
-    from lmkit.data.read import iter_documents
     from lmkit.train.loop import train
 
     t_start = time.perf_counter()
@@ -249,43 +249,3 @@ def run_demo(out: str | Path = "runs/demo", data: list[str] | None = None, minut
     summary["wall_time_s"] = time.perf_counter() - t_start
     return summary
 
-
-def print_summary(s: dict[str, Any]) -> None:
-    tr = s["training"]
-    ev = tr.get("eval") or {}
-    cur = s.get("curation") or {}
-    lines = ["", "lmkit demo: done in %.0f s" % s["wall_time_s"], ""]
-    if cur.get("docs_in"):
-        lines.append(f"curation     {cur['docs_out']:,} of {cur['docs_in']:,} documents kept, "
-                     f"{cur['tokens_kept_pct']:.1f}% of tokens")
-    lines += [
-        f"model        {tr['params']:,} parameters, {tr['steps']} steps, {tr['tokens']:,} tokens, {tr['wall_time_s']:.0f} s",
-        f"held-out     loss {ev.get('loss', float('nan')):.3f}, perplexity {ev.get('perplexity', float('nan')):.1f}, "
-        f"bits/byte {ev.get('bits_per_byte', float('nan')):.3f}",
-    ]
-    q = s.get("quantization") or {}
-    if q:
-        lines.append(f"int8         {q.get('summary', '')}".rstrip())
-    lines += ["", "prompt       " + repr(s["generation"]["prompt"])]
-    for k, v in s["generation"].items():
-        if k != "prompt":
-            lines.append(f"{k:12s} {v!r}")
-    lines += ["", "where everything went:",
-              f"  corpus + curation report  {s['out']}/raw, {s['out']}/curated/report.md",
-              f"  tokenizer                 {s['out']}/tokenizer/tokenizer.json",
-              f"  checkpoint                {tr['checkpoint']}",
-              f"  metrics, loss curve       {s['out']}/run/metrics.jsonl, {tr['loss_curve']}",
-              f"  int8 model                {s['out']}/model-int8",
-              f"  model card                {s['card']}",
-              f"  local hub                 {s['hub']['url']}  (lmkit hub --hub {s['hub']['url']} list)",
-              "", "next: lmkit generate %s \"your prompt\" --sample --explain" % tr["checkpoint"]]
-    print("\n".join(lines))
-
-
-def cli_demo(args: argparse.Namespace) -> int:
-    s = run_demo(out=args.out, data=args.data, minutes=args.minutes, quick=args.quick, prompt=args.prompt)
-    if args.json:
-        print(json.dumps(s, indent=2, default=str))
-    else:
-        print_summary(s)
-    return 0

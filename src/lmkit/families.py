@@ -8,10 +8,8 @@ the lmkit commands that use it and the ``transformers`` class its weights map on
 
 from __future__ import annotations
 
-import argparse
-import json
 import textwrap
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
@@ -51,7 +49,7 @@ FAMILIES: tuple[Family, ...] = (
         tasks="writing text: completion, chat, code, and (with prompts and few-shot examples) almost any "
               "task phrased as text to continue",
         models="GPT-2, GPT-3, GPT-4, Llama, Mistral, Falcon, BLOOM, BloombergGPT, Chinchilla",
-        commands="lmkit generate, lmkit serve, lmkit icl",
+        commands="lmkit generate",
         hf_class="LlamaForCausalLM",
         config="configs/tiny.yaml, configs/cpu-small.yaml, configs/gpu-124m.yaml",
     ),
@@ -103,14 +101,3 @@ HOW_TO_CHOOSE = (
     "How to choose: to understand or label text you are given, an encoder; to write text, a decoder; "
     "to turn one text into another (translate, summarise, answer from a passage), an encoder-decoder."
 )
-
-
-def cli_families(args: argparse.Namespace) -> int:
-    """``lmkit families``: print the table (or JSON)."""
-    if getattr(args, "json", False):
-        print(json.dumps([asdict(f) for f in FAMILIES], indent=2))
-        return 0
-    print(table())
-    print()
-    print(textwrap.fill(HOW_TO_CHOOSE, 100))
-    return 0

@@ -14,15 +14,14 @@ What this module owns:
   ``scale = max|x| / 127``, so that x ≈ q · scale as in PyTorch's quantization convention. The
   rounding is written out (``torch.round`` then clamp) because torch's quantized-tensor API
   (``torch.quantize_per_channel``) is deprecated in the PyTorch this project pins.
-- ``cli(args)``: the ``lmkit numerics`` command.
+- ``report(value)``: everything ``lmkit numerics`` shows, as data (the command and its printing
+  live in ``lmkit.cli.plan``).
 
 Imports nothing from lmkit except ``lmkit.errors``.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
 import struct
 from dataclasses import asdict, dataclass
@@ -82,7 +81,7 @@ def format_info(name: str) -> FormatInfo:
     dt = torch_dtype(name)
     if dt.is_floating_point:
         fi = torch.finfo(dt)
-        frac = int(round(-math.log2(fi.eps)))
+        frac = round(-math.log2(fi.eps))
         return FormatInfo(
             name=name, kind="float", bits=fi.bits, sign_bits=1, exponent_bits=fi.bits - 1 - frac,
             fraction_bits=frac, max=float(fi.max), min=float(fi.min),
@@ -245,54 +244,19 @@ def report(value: float, absmax: float | None = None) -> dict[str, object]:
     }
 
 
-def _g(x: float | None, digits: int = 8) -> str:
-    if x is None:
-        return "-"
-    if math.isinf(x):
-        return "inf" if x > 0 else "-inf"
-    return f"{x:.{digits}g}"
-
-
-def cli(args: argparse.Namespace) -> int:
-    """``lmkit numerics``: the four formats, and what --value becomes in each."""
-    value = parse_value(args.value)
-    rep = report(value, args.absmax)
-    if args.json:
-        print(json.dumps(rep, indent=2, default=lambda o: None if o is None else str(o)))
-        return 0
-    print(f"value: {value!r}\n")
-    head = (f"{'format':<6} {'bits s/e/f':<11} {'range':>15} {'smallest normal':>16} {'epsilon':>13}  "
-            "decimal digits")
-    print(head)
-    print("-" * len(head))
-    for name in FORMATS:
-        i = format_info(name)
-        layout = f"1/{i.exponent_bits}/{i.fraction_bits}" if i.kind == "float" else "1/-/7 (int)"
-        rng = f"±{_g(i.max)}" if i.kind == "float" else f"{i.min:.0f}..{i.max:.0f}"
-        print(f"{name:<6} {layout:<11} {rng:>15} {_g(i.smallest_normal):>16} {_g(i.epsilon):>13}  "
-              f"{i.decimal_digits:.1f}")
-    print()
-    head = f"{'format':<6} {'stored value':<22} {'error':>12} {'step near it':>13}  bits (sign exponent fraction)"
-    print(head)
-    print("-" * len(head))
-    for name in FORMATS:
-        r = represent(value, name, args.absmax)
-        stored = repr(r.stored) if math.isfinite(r.stored) else _g(r.stored)
-        print(f"{name:<6} {stored:<22} {_g(r.error, 3):>12} {_g(r.step, 4):>13}  {r.bits}"
-              + ("   OVERFLOW" if r.overflow else "") + ("   UNDERFLOW (stored as 0)" if r.underflow else ""))
-    r8 = represent(value, "int8", args.absmax)
-    print("(int8's stored value is the dequantised q · scale; its step is the scale.)")
-    print(f"\nint8 is symmetric absmax quantization: q = round(x · 127/absmax) = {r8.int8_q}, with "
-          f"absmax = {_g(r8.int8_absmax)} (factor 127/absmax = {_g(r8.int8_factor)}); "
-          f"x ≈ q · {_g(r8.int8_scale)}.")
-    if args.absmax is None:
-        print("The range defaults to |value| itself; pass --absmax to quantize it inside a wider "
-              "tensor's range, as per-channel weight quantization does.")
-    return 0
-
-
 __all__ = [
-    "FORMATS", "INT8_QMAX", "FormatInfo", "Representation", "format_info", "represent", "torch_dtype",
-    "bytes_per_value", "absmax_quantize", "absmax_dequantize", "quantization_error", "float32_bits",
-    "parse_value", "report", "cli",
+    "FORMATS",
+    "INT8_QMAX",
+    "FormatInfo",
+    "Representation",
+    "absmax_dequantize",
+    "absmax_quantize",
+    "bytes_per_value",
+    "float32_bits",
+    "format_info",
+    "parse_value",
+    "quantization_error",
+    "report",
+    "represent",
+    "torch_dtype",
 ]

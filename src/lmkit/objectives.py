@@ -10,7 +10,8 @@
 ``make_batch(model_cfg, windows, specials, generator)`` turns windows into the model's batch.
 
 Every function is deterministic given its inputs and ``generator``, which is how a resumed run
-sees exactly the batches the uninterrupted run would have seen. Imports nothing else from lmkit.
+sees exactly the batches the uninterrupted run would have seen. Imports nothing else from lmkit but
+``lmkit.plan.spans`` (span corruption's token counts, pure arithmetic shared with the FLOP count).
 """
 
 from __future__ import annotations
@@ -18,6 +19,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
+
+from lmkit.plan.spans import (
+    MEAN_SPAN_LENGTH,
+    NOISE_DENSITY,
+    span_counts,
+    span_lengths,
+    span_window_length,
+)
 
 IGNORE_INDEX = -100  # label value that scores no prediction
 
@@ -57,7 +66,7 @@ def _special_positions(ids: torch.Tensor, specials: SpecialIds) -> torch.Tensor:
     if specials.n_special > 0:
         return ids < specials.n_special
     listed = torch.tensor([specials.pad, specials.bos, specials.eos, specials.mask, *specials.sentinels],
-                          dtype=ids.dtype, device=ids.device)
+    dtype=ids.dtype, device=ids.device)
     return torch.isin(ids, listed)
 
 
@@ -90,7 +99,7 @@ def mlm_batch(windows: torch.Tensor, specials: SpecialIds, generator: torch.Gene
     chosen &= ~_special_positions(windows, specials)
     how = torch.rand(shape, generator=generator).to(windows.device)
     random_ids = torch.randint(_first_ordinary_id(specials), specials.vocab_size, shape,
-                               generator=generator, dtype=windows.dtype).to(windows.device)
+    generator=generator, dtype=windows.dtype).to(windows.device)
     inputs = torch.where(chosen & (how < mask_share), torch.full_like(windows, specials.mask), windows)
     inputs = torch.where(chosen & (how >= mask_share) & (how < mask_share + random_share), random_ids, inputs)
     labels = torch.where(chosen, windows, torch.full_like(windows, IGNORE_INDEX))
@@ -98,43 +107,7 @@ def mlm_batch(windows: torch.Tensor, specials: SpecialIds, generator: torch.Gene
 
 
 # --------------------------------------------------------------------------- span corruption
-
-NOISE_DENSITY = 0.15  # share of the raw tokens that end up in spans
-MEAN_SPAN_LENGTH = 3.0
-
-
-def span_counts(raw_len: int, noise_density: float = NOISE_DENSITY,
-                mean_span_length: float = MEAN_SPAN_LENGTH) -> tuple[int, int]:
-    """(noise tokens, noise spans) of a window of ``raw_len`` tokens, as T5 rounds them."""
-    n_noise = min(max(round(raw_len * noise_density), 1), raw_len - 1)
-    n_spans = max(1, round(n_noise / mean_span_length))
-    return n_noise, min(n_spans, raw_len - n_noise)
-
-
-def span_lengths(raw_len: int, noise_density: float = NOISE_DENSITY,
-                 mean_span_length: float = MEAN_SPAN_LENGTH) -> tuple[int, int]:
-    """(input length, target length) after span corruption of ``raw_len`` tokens.
-
-    Input: the kept tokens, one sentinel per span, and </s>. Target: one sentinel per span, the
-    span tokens, and </s>.
-    """
-    n_noise, n_spans = span_counts(raw_len, noise_density, mean_span_length)
-    return raw_len - n_noise + n_spans + 1, n_noise + n_spans + 1
-
-
-def span_window_length(max_input_len: int, max_target_len: int, noise_density: float = NOISE_DENSITY,
-                       mean_span_length: float = MEAN_SPAN_LENGTH) -> int:
-    """The longest raw window whose corrupted input fits ``max_input_len`` and target ``max_target_len``."""
-    best = 0
-    for raw in range(2, 4 * (max_input_len + max_target_len) + 2):
-        inp, tgt = span_lengths(raw, noise_density, mean_span_length)
-        if inp <= max_input_len and tgt <= max_target_len:
-            best = raw
-    if best == 0:
-        raise ValueError(f"span corruption cannot fit inputs of {max_input_len} and targets of {max_target_len} "
-                         "tokens; raise model.max_seq_len / model.max_target_len")
-    return best
-
+# (how many tokens a window corrupts to: lmkit.plan.spans, shared with the FLOP count)
 
 def _random_segmentation(batch: int, n_items: int, n_segments: int, generator: torch.Generator) -> torch.Tensor:
     """(batch, n_segments) lengths ≥ 1 summing to n_items, each composition equally likely."""
@@ -143,13 +116,13 @@ def _random_segmentation(batch: int, n_items: int, n_segments: int, generator: t
     cuts = torch.rand(batch, n_items - 1, generator=generator).argsort(dim=1)[:, : n_segments - 1] + 1
     cuts = cuts.sort(dim=1).values  # (B, k-1) distinct cut points in 1..n-1
     bounds = torch.cat([torch.zeros(batch, 1, dtype=torch.long), cuts,
-                        torch.full((batch, 1), n_items, dtype=torch.long)], dim=1)  # (B, k+1)
+    torch.full((batch, 1), n_items, dtype=torch.long)], dim=1)  # (B, k+1)
     return bounds.diff(dim=1)
 
 
 def random_spans_noise_mask(batch: int, raw_len: int, generator: torch.Generator,
-                            noise_density: float = NOISE_DENSITY,
-                            mean_span_length: float = MEAN_SPAN_LENGTH) -> torch.Tensor:
+    noise_density: float = NOISE_DENSITY,
+    mean_span_length: float = MEAN_SPAN_LENGTH) -> torch.Tensor:
     """(batch, raw_len) boolean: True on tokens inside noise spans.
 
     As T5: the noise tokens are split at random into ``n_spans`` spans and the kept tokens into
@@ -165,8 +138,8 @@ def random_spans_noise_mask(batch: int, raw_len: int, generator: torch.Generator
 
 
 def span_corruption_batch(windows: torch.Tensor, specials: SpecialIds, generator: torch.Generator,
-                          max_input_len: int, max_target_len: int, noise_density: float = NOISE_DENSITY,
-                          mean_span_length: float = MEAN_SPAN_LENGTH) -> dict[str, torch.Tensor]:
+    max_input_len: int, max_target_len: int, noise_density: float = NOISE_DENSITY,
+    mean_span_length: float = MEAN_SPAN_LENGTH) -> dict[str, torch.Tensor]:
     """Span corruption (T5): windows (B, L) -> encoder input, decoder input and labels.
 
     Spans of the window are replaced by sentinels ``<extra_id_0>``, ``<extra_id_1>``, ... in order,
@@ -179,11 +152,11 @@ def span_corruption_batch(windows: torch.Tensor, specials: SpecialIds, generator
     _, n_spans = span_counts(L, noise_density, mean_span_length)
     if n_spans > len(specials.sentinels):
         raise ValueError(f"a window of {L} tokens needs {n_spans} sentinels, the tokenizer has "
-                         f"{len(specials.sentinels)}; use a shorter model.max_seq_len")
+    f"{len(specials.sentinels)}; use a shorter model.max_seq_len")
     in_len, tgt_len = span_lengths(L, noise_density, mean_span_length)
     if in_len > max_input_len or tgt_len > max_target_len:
         raise ValueError(f"windows of {L} tokens corrupt to {in_len} input / {tgt_len} target tokens, more than "
-                         f"{max_input_len} / {max_target_len}")
+    f"{max_input_len} / {max_target_len}")
     device = windows.device
     noise = random_spans_noise_mask(B, L, generator, noise_density, mean_span_length).to(device)  # (B, L)
     starts = noise & ~torch.nn.functional.pad(noise, (1, 0))[:, :-1]  # first token of each span

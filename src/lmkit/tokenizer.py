@@ -12,7 +12,7 @@ What this module owns:
   save/load of ``tokenizer.json`` (the Hugging Face format, so an export can hand the same file
   to ``transformers.PreTrainedTokenizerFast``) and a ``sha256`` that identifies it.
 * :func:`fertility` and :func:`split_words`: how many tokens a word costs and how words are cut,
-  plus the ``lmkit tokenizer train|stats`` commands.
+  (the ``lmkit tokenizer train|stats`` commands that print them are in :mod:`lmkit.cli.data`).
 
 Text never turns into special tokens by accident: ``encode`` treats a literal ``"</s>"`` in the
 text as ordinary characters (ids for special tokens are added by the caller, e.g. the packer
@@ -20,7 +20,7 @@ appends ``eos_id``). ``encode(text, allow_special=True)`` is there for prompts t
 such as ``"The <extra_id_0> sat"`` for span infilling.
 
 Fast encoding, and why it is written by hand: Hugging Face's ``encode_batch`` is the slow part
-of packing (≈1.7 MB/s on 2 cores here). ``tiktoken`` runs the same byte-level BPE ≈6-7x faster.
+of packing, and ``tiktoken`` runs the same byte-level BPE several times faster.
 A tiktoken ``Encoding`` is built from this tokenizer's vocabulary: a token's rank is its id,
 and ``BpeTrainer`` assigns ids in merge order, so "merge the pair whose result has the lowest
 id" (tiktoken) follows the same order as "apply the earliest merge" (Hugging Face); the
@@ -36,17 +36,14 @@ uses Hugging Face.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
-import math
 import os
 import re
-import sys
-import time
+from collections.abc import Iterable, Iterator, Sequence
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any
 
 from lmkit.errors import LmkitError
 
@@ -196,7 +193,7 @@ class Tokenizer:
     # ------------------------------------------------------------------ constructors
 
     @classmethod
-    def from_str(cls, json_str: str, strict: bool = True, source: str = "<string>") -> "Tokenizer":
+    def from_str(cls, json_str: str, strict: bool = True, source: str = "<string>") -> Tokenizer:
         from tokenizers import Tokenizer as HFTokenizer
 
         try:
@@ -206,7 +203,7 @@ class Tokenizer:
         return cls(hf, strict=strict, source=source)
 
     @classmethod
-    def load(cls, path: str | Path, strict: bool = True) -> "Tokenizer":
+    def load(cls, path: str | Path, strict: bool = True) -> Tokenizer:
         """Load from a ``tokenizer.json``, a folder holding one, or a checkpoint folder."""
         p = Path(path).expanduser()
         if p.is_dir():
@@ -311,6 +308,14 @@ class Tokenizer:
             return self.hf.decode([int(token_id)], skip_special_tokens=False)
         return self.token_bytes(token_id).decode("utf-8", errors="backslashreplace")
 
+    def special_ids_for_objectives(self) -> Any:
+        """The ``objectives.SpecialIds`` of this tokenizer (the one way to build them from a tokenizer)."""
+        from lmkit.objectives import SpecialIds  # lazy: objectives imports torch, tokenizer commands need not
+
+        return SpecialIds(pad=self.pad_id, bos=self.bos_id, eos=self.eos_id, mask=self.mask_id,
+                          sentinels=tuple(self.sentinel_ids), vocab_size=self.vocab_size,
+                          n_special=len(self.special_ids))
+
     def __repr__(self) -> str:
         return f"Tokenizer(vocab_size={self.vocab_size}, sha256={self.sha256[:12]}, fast={self.fast})"
 
@@ -397,137 +402,7 @@ def split_words(tok: Tokenizer, words: Iterable[str], in_text: bool = True) -> l
     return out
 
 
-# --------------------------------------------------------------------------- command line
-
-
-def _progress_docs(paths: Sequence[str], text_field: str, lenient: bool, max_docs: int | None,
-                   report: Any, desc: str) -> Iterator[str]:
-    from tqdm import tqdm
-
-    from lmkit.data.read import iter_documents
-
-    bar = tqdm(desc=desc, unit=" docs", file=sys.stderr, dynamic_ncols=True, mininterval=0.5)
-    nbytes = 0
-    try:
-        for i, doc in enumerate(iter_documents(paths, text_field=text_field, lenient=lenient, report=report)):
-            if max_docs is not None and i >= max_docs:
-                break
-            nbytes += len(doc.text)
-            bar.update(1)
-            if bar.n % 64 == 0:
-                bar.set_postfix_str(f"{nbytes / 1e6:.1f} M chars", refresh=False)
-            yield doc.text
-    finally:
-        bar.set_postfix_str(f"{nbytes / 1e6:.1f} M chars")
-        bar.close()
-
-
-def _is_tokenizer_file(path: Path) -> bool:
-    """True if ``path`` holds a tokenizer (a JSON object with a ``model``), what --overwrite may replace."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    return isinstance(data, dict) and isinstance(data.get("model"), dict)
-
-
-def cli_train(args: argparse.Namespace) -> int:
-    """``lmkit tokenizer train DATA... --vocab-size N --out DIR``."""
-    from lmkit.data.read import ReadReport, list_files
-
-    from lmkit.files import check_out_file
-
-    out = Path(args.out)
-    target = out if out.suffix.lower() == ".json" else out / "tokenizer.json"
-    if out.exists() and not out.is_dir() and out.suffix.lower() != ".json":
-        raise LmkitError(f"--out {out}: exists and is not a folder")
-    check_out_file(target, args.overwrite, args.data, ours=_is_tokenizer_file, kind="tokenizer")
-    if args.max_docs is not None and args.max_docs <= 0:
-        raise LmkitError(f"--max-docs must be positive, got {args.max_docs}")
-    list_files(args.data)  # fail fast on a missing path, before any work
-    report = ReadReport()
-    t0 = time.time()
-    tok = train_tokenizer(_progress_docs(args.data, args.text_field, args.lenient, args.max_docs, report,
-                                         "reading"),
-                          vocab_size=args.vocab_size, min_frequency=args.min_frequency,
-                          show_progress=sys.stderr.isatty())
-    path = tok.save(target)
-    secs = time.time() - t0
-    print(f"read: {report.summary()}")
-    print(f"trained byte-level BPE: vocab {tok.vocab_size:,} (asked {args.vocab_size:,}) in {secs:.1f} s")
-    if tok.vocab_size < args.vocab_size:
-        print("  (fewer tokens than asked: the text supports no more merges at --min-frequency "
-              f"{args.min_frequency})")
-    print(f"special ids: pad={tok.pad_id} bos={tok.bos_id} eos={tok.eos_id} unk={tok.unk_id} "
-          f"mask={tok.mask_id} sentinels={tok.sentinel_ids[0]}..{tok.sentinel_ids[-1]}")
-    print(f"wrote {path}  (sha256 {tok.sha256[:16]}…)")
-    return 0
-
-
-def _stats_of(tok: Tokenizer, path: str, texts: list[str], words: list[str]) -> dict[str, Any]:
-    d: dict[str, Any] = {"path": path, "vocab_size": tok.vocab_size, "sha256": tok.sha256}
-    if texts:
-        d["fertility"] = fertility(tok, texts)
-    if words:
-        d["words"] = [{"word": w, "tokens": pieces, "n_tokens": len(pieces)} for w, pieces in split_words(tok, words)]
-    return d
-
-
-def _fmt(x: float | None, spec: str = ".3f") -> str:
-    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, spec)
-
-
-def cli_stats(args: argparse.Namespace) -> int:
-    """``lmkit tokenizer stats TOK [--data ...] [--words ...] [--compare OTHER] [--json]``."""
-    from lmkit.data.read import ReadReport
-
-    if args.max_docs is not None and args.max_docs <= 0:
-        raise LmkitError(f"--max-docs must be positive, got {args.max_docs}")
-    tok = Tokenizer.load(args.tokenizer, strict=False)
-    other = Tokenizer.load(args.compare, strict=False) if args.compare else None
-    texts: list[str] = []
-    report = ReadReport()
-    if args.data:
-        texts = list(_progress_docs(args.data, args.text_field, False, args.max_docs, report, "sampling"))
-    words = list(args.words or [])
-    if args.data and not texts and not words:
-        raise LmkitError(f"nothing to measure: --data {' '.join(args.data)} holds no non-empty documents "
-                         f"({report.summary()}); give other --data and/or --words")
-    if not texts and not words:
-        raise LmkitError("nothing to measure: give --data FILES for fertility and/or --words for splits")
-    results = [_stats_of(tok, args.tokenizer, texts, words)]
-    if other is not None:
-        results.append(_stats_of(other, args.compare, texts, words))
-    if args.json:
-        print(json.dumps({"tokenizer": results[0], "compare": results[1] if other else None,
-                          "data": report.to_dict() if texts else None}, ensure_ascii=False, indent=2))
-        return 0
-    for r in results:
-        print(f"{r['path']}: vocab {r['vocab_size']:,}")
-        f = r.get("fertility")
-        if f:
-            print(f"  fertility on {f['documents']:,} documents, {f['words']:,} words, {f['bytes'] / 1e6:.2f} MB: "
-                  f"{_fmt(f['tokens_per_word'])} tokens/word, {_fmt(f['bytes_per_token'], '.2f')} bytes/token, "
-                  f"{f['tokens']:,} tokens")
-    if words:
-        print("how words are split (as inside running text, after a space):")
-        width = max(len(w) for w in words)
-        for i, w in enumerate(words):
-            line = f"  {w:<{width}}  " + _split_repr(results[0]["words"][i]["tokens"])
-            if other is not None:
-                line += "   |   " + _split_repr(results[1]["words"][i]["tokens"])
-            print(line)
-        if other is not None:
-            print(f"  (left: {args.tokenizer}; right: {args.compare})")
-    return 0
-
-
-def _split_repr(pieces: list[str]) -> str:
-    shown = ('"' + p.replace("\n", "\\n").replace("\t", "\\t").replace("\r", "\\r") + '"' for p in pieces)
-    return f"{len(pieces)} tok: " + " ".join(shown)
-
-
 __all__ = [
     "PAD", "BOS", "EOS", "UNK", "MASK", "SENTINELS", "SPECIAL_TOKENS", "MIN_VOCAB", "Tokenizer",
-    "train_tokenizer", "fertility", "split_words", "cli_train", "cli_stats",
+    "train_tokenizer", "fertility", "split_words",
 ]

@@ -12,7 +12,8 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from lmkit.cli import data, infer, plan, ship, train
 from lmkit.errors import LmkitError

@@ -1,12 +1,28 @@
 """The data commands: ``curate``, ``mix`` and ``tokenizer train|stats``.
 
-Each command has an ``add_<name>(sub)`` that declares its flags, with help that teaches, and a runner.
+Each command has an ``add_<name>(sub)`` that declares its flags, with help that teaches, and a
+``_run_<name>(args)`` runner that calls the domain functions (:mod:`lmkit.tokenizer`,
+:mod:`lmkit.data.curate`, :mod:`lmkit.data.mix`) and prints the result; the heavy modules are
+imported inside the runners so that ``lmkit --help`` stays instant.
 """
 
 from __future__ import annotations
 
 import argparse
-from typing import Any
+import json
+import math
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from lmkit.errors import LmkitError
+from lmkit.files import check_out_file
+from lmkit.plan.units import parse_count
+
+if TYPE_CHECKING:
+    from lmkit.tokenizer import Tokenizer
 
 
 def add_tokenizer(sub: Any) -> None:
@@ -40,16 +56,133 @@ def add_tokenizer(sub: Any) -> None:
     s.set_defaults(func=_run_tokenizer_stats)
 
 
-def _run_tokenizer_train(args: argparse.Namespace) -> int:
-    from lmkit import tokenizer
+def _progress_docs(paths: Sequence[str], text_field: str, lenient: bool, max_docs: int | None,
+                   report: Any, desc: str) -> Iterator[str]:
+    from tqdm import tqdm
 
-    return tokenizer.cli_train(args)
+    from lmkit.data.read import iter_documents
+
+    bar = tqdm(desc=desc, unit=" docs", file=sys.stderr, dynamic_ncols=True, mininterval=0.5)
+    nbytes = 0
+    try:
+        for i, doc in enumerate(iter_documents(paths, text_field=text_field, lenient=lenient, report=report)):
+            if max_docs is not None and i >= max_docs:
+                break
+            nbytes += len(doc.text)
+            bar.update(1)
+            if bar.n % 64 == 0:
+                bar.set_postfix_str(f"{nbytes / 1e6:.1f} M chars", refresh=False)
+            yield doc.text
+    finally:
+        bar.set_postfix_str(f"{nbytes / 1e6:.1f} M chars")
+        bar.close()
+
+
+def _is_tokenizer_file(path: Path) -> bool:
+    """True if ``path`` holds a tokenizer (a JSON object with a ``model``), what --overwrite may replace."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and isinstance(data.get("model"), dict)
+
+
+def _run_tokenizer_train(args: argparse.Namespace) -> int:
+    """``lmkit tokenizer train DATA... --vocab-size N --out DIR``."""
+    from lmkit.data.read import ReadReport, list_files
+    from lmkit.tokenizer import train_tokenizer
+
+    out = Path(args.out)
+    target = out if out.suffix.lower() == ".json" else out / "tokenizer.json"
+    if out.exists() and not out.is_dir() and out.suffix.lower() != ".json":
+        raise LmkitError(f"--out {out}: exists and is not a folder")
+    check_out_file(target, args.overwrite, args.data, ours=_is_tokenizer_file, kind="tokenizer")
+    if args.max_docs is not None and args.max_docs <= 0:
+        raise LmkitError(f"--max-docs must be positive, got {args.max_docs}")
+    list_files(args.data)  # fail fast on a missing path, before any work
+    report = ReadReport()
+    t0 = time.time()
+    tok = train_tokenizer(_progress_docs(args.data, args.text_field, args.lenient, args.max_docs, report,
+                                         "reading"),
+                          vocab_size=args.vocab_size, min_frequency=args.min_frequency,
+                          show_progress=sys.stderr.isatty())
+    path = tok.save(target)
+    secs = time.time() - t0
+    print(f"read: {report.summary()}")
+    print(f"trained byte-level BPE: vocab {tok.vocab_size:,} (asked {args.vocab_size:,}) in {secs:.1f} s")
+    if tok.vocab_size < args.vocab_size:
+        print("  (fewer tokens than asked: the text supports no more merges at --min-frequency "
+              f"{args.min_frequency})")
+    print(f"special ids: pad={tok.pad_id} bos={tok.bos_id} eos={tok.eos_id} unk={tok.unk_id} "
+          f"mask={tok.mask_id} sentinels={tok.sentinel_ids[0]}..{tok.sentinel_ids[-1]}")
+    print(f"wrote {path}  (sha256 {tok.sha256[:16]}…)")
+    return 0
+
+
+def _stats_of(tok: Tokenizer, path: str, texts: list[str], words: list[str]) -> dict[str, Any]:
+    from lmkit.tokenizer import fertility, split_words
+
+    d: dict[str, Any] = {"path": path, "vocab_size": tok.vocab_size, "sha256": tok.sha256}
+    if texts:
+        d["fertility"] = fertility(tok, texts)
+    if words:
+        d["words"] = [{"word": w, "tokens": pieces, "n_tokens": len(pieces)} for w, pieces in split_words(tok, words)]
+    return d
+
+
+def _fmt(x: float | None, spec: str = ".3f") -> str:
+    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, spec)
 
 
 def _run_tokenizer_stats(args: argparse.Namespace) -> int:
-    from lmkit import tokenizer
+    """``lmkit tokenizer stats TOK [--data ...] [--words ...] [--compare OTHER] [--json]``."""
+    from lmkit.data.read import ReadReport
+    from lmkit.tokenizer import Tokenizer
 
-    return tokenizer.cli_stats(args)
+    if args.max_docs is not None and args.max_docs <= 0:
+        raise LmkitError(f"--max-docs must be positive, got {args.max_docs}")
+    tok = Tokenizer.load(args.tokenizer, strict=False)
+    other = Tokenizer.load(args.compare, strict=False) if args.compare else None
+    texts: list[str] = []
+    report = ReadReport()
+    if args.data:
+        texts = list(_progress_docs(args.data, args.text_field, False, args.max_docs, report, "sampling"))
+    words = list(args.words or [])
+    if args.data and not texts and not words:
+        raise LmkitError(f"nothing to measure: --data {' '.join(args.data)} holds no non-empty documents "
+                         f"({report.summary()}); give other --data and/or --words")
+    if not texts and not words:
+        raise LmkitError("nothing to measure: give --data FILES for fertility and/or --words for splits")
+    results = [_stats_of(tok, args.tokenizer, texts, words)]
+    if other is not None:
+        results.append(_stats_of(other, args.compare, texts, words))
+    if args.json:
+        print(json.dumps({"tokenizer": results[0], "compare": results[1] if other else None,
+                          "data": report.to_dict() if texts else None}, ensure_ascii=False, indent=2))
+        return 0
+    for r in results:
+        print(f"{r['path']}: vocab {r['vocab_size']:,}")
+        f = r.get("fertility")
+        if f:
+            print(f"  fertility on {f['documents']:,} documents, {f['words']:,} words, {f['bytes'] / 1e6:.2f} MB: "
+                  f"{_fmt(f['tokens_per_word'])} tokens/word, {_fmt(f['bytes_per_token'], '.2f')} bytes/token, "
+                  f"{f['tokens']:,} tokens")
+    if words:
+        print("how words are split (as inside running text, after a space):")
+        width = max(len(w) for w in words)
+        for i, w in enumerate(words):
+            line = f"  {w:<{width}}  " + _split_repr(results[0]["words"][i]["tokens"])
+            if other is not None:
+                line += "   |   " + _split_repr(results[1]["words"][i]["tokens"])
+            print(line)
+        if other is not None:
+            print(f"  (left: {args.tokenizer}; right: {args.compare})")
+    return 0
+
+
+def _split_repr(pieces: list[str]) -> str:
+    shown = ('"' + p.replace("\n", "\\n").replace("\t", "\\t").replace("\r", "\\r") + '"' for p in pieces)
+    return f"{len(pieces)} tok: " + " ".join(shown)
 
 
 def add_curate(sub: Any) -> None:
@@ -90,9 +223,52 @@ def add_curate(sub: Any) -> None:
 
 
 def _run_curate(args: argparse.Namespace) -> int:
-    from lmkit.data import curate
+    """``lmkit curate``: run, print a one-paragraph summary (or the report with --json)."""
+    from lmkit.data.curate import curate, default_workers, load_curate_config
 
-    return curate.cli_curate(args)
+    cfg = load_curate_config(args.config)
+    if getattr(args, "text_field", None):
+        cfg.text_field = args.text_field
+    client = None
+    cluster = None
+    if getattr(args, "dask", None):
+        try:
+            from dask.distributed import Client, LocalCluster
+        except ImportError:
+            raise LmkitError("--dask needs dask[distributed] (pip install 'lmkit[dist]')") from None
+        if args.dask == "local":
+            cluster = LocalCluster(n_workers=args.workers or default_workers(), threads_per_worker=1,
+                                   processes=True, dashboard_address=None)
+            client = Client(cluster)
+        else:
+            try:
+                client = Client(args.dask)
+            except OSError as e:
+                raise LmkitError(f"--dask {args.dask}: cannot reach the scheduler ({e})") from None
+    try:
+        report = curate(args.inputs, args.out, cfg, workers=args.workers, overwrite=args.overwrite,
+                        tokenizer=args.tokenizer, client=client, progress=not args.json)
+    finally:
+        if client is not None:
+            client.close()
+        if cluster is not None:
+            cluster.close()
+    if args.json:
+        print(json.dumps({k: v for k, v in report.items() if k != "config"}, indent=2, ensure_ascii=False))
+        return 0
+    t = report["totals"]
+    print(f"curated {t['docs_in']:,} documents -> kept {t['docs_out']:,} ({t['docs_kept_pct']:.1f}%), "
+          f"tokens {t['tokens_in']:,} -> {t['tokens_out']:,} ({t['tokens_kept_pct']:.1f}%) "
+          f"in {report['seconds']:.1f} s ({report['mb_per_s']:.2f} M chars/s)")
+    for s in report["stages"]:
+        top = ", ".join(f"{k} {v:,}" for k, v in list(s["reasons"].items())[:3])
+        print(f"  {s['name']:<18} removed {s['removed']:>9,}  kept {s['docs_kept_pct']:6.2f}%" + (f"  ({top})" if top else ""))
+    rd = report["read"]
+    if rd["skipped_file_count"] or rd["bad_line_count"]:
+        print(f"  read problems: {rd['skipped_file_count']} files skipped, {rd['bad_line_count']} bad lines "
+              f"(listed in report.md)")
+    print(f"wrote {len(report['output']['shards'])} shards, report.json and report.md to {report['out']}")
+    return 0
 
 
 def add_mix(sub: Any) -> None:
@@ -119,7 +295,19 @@ def add_mix(sub: Any) -> None:
 
 
 def _run_mix(args: argparse.Namespace) -> int:
-    from lmkit.data import mix
+    """``lmkit mix``: build the mix and print the realised proportions (or JSON with --json)."""
+    from lmkit.data.mix import mix, parse_sources
 
-    return mix.cli_mix(args)
-
+    sources = parse_sources(args.sources)
+    total = int(parse_count(args.tokens, "--tokens")) if args.tokens is not None else None
+    report = mix(sources, args.out, total, seed=args.seed, tokenizer=args.tokenizer, text_field=args.text_field,
+                 overwrite=args.overwrite, progress=not args.json)
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    print(f"mix of {report['realised_tokens']:,} tokens ({report['docs']:,} documents) in {report['out']}:")
+    for s in report["sources"]:
+        print(f"  {s['name']:<20} target {100 * s['target_share']:6.2f}%  realised {100 * s['realised_share']:6.2f}%  "
+              f"{s['realised_tokens']:>12,} tokens  {s['sampling']} x{s['sampling_factor']:.3f}")
+    print(f"tokens counted with {report['token_counter']}")
+    return 0

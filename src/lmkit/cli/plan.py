@@ -1,12 +1,29 @@
-"""The planning commands: ``plan``, ``numerics`` and ``families``.
+"""The planning commands: ``plan``, ``numerics`` and ``families``: flags, runners and printing.
 
-Each command has an ``add_<name>(sub)`` that declares its flags, with help that teaches, and a runner.
+Each command has an ``add_<name>(sub)`` that declares its flags, with help that teaches, and a
+``_run_<name>(args)`` runner that asks the domain modules for data (``lmkit.plan``,
+``lmkit.numerics``, ``lmkit.families``) and prints it as tables or one JSON object.
+``lmkit.numerics`` (torch) and ``lmkit.train.calibrate`` load only when their command runs, so
+``lmkit --help`` stays instant.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import math
+import textwrap
+from dataclasses import asdict
 from typing import Any
+
+from lmkit.config import load_model_and_train
+from lmkit.errors import LmkitError
+from lmkit.families import FAMILIES, HOW_TO_CHOOSE, table
+from lmkit.plan.chinchilla import ABOUT_RIGHT_BAND, known_models_table
+from lmkit.plan.compute import THIS_MACHINE
+from lmkit.plan.make import make_plan
+from lmkit.plan.measure import measure_matmul_peak
+from lmkit.plan.units import parse_count
 
 
 def add_plan(sub: Any) -> None:
@@ -74,13 +91,132 @@ def add_plan(sub: Any) -> None:
 
 
 def _run_plan(args: argparse.Namespace) -> int:
+    """``lmkit plan``: read flags, make the plan, print tables or one JSON object."""
     if args.measure:  # runs real training steps: lives beside the trainer, not in the pure maths
         from lmkit.train import calibrate
 
         return calibrate.cli_measure(args)
-    from lmkit import plan
+    overrides = getattr(args, "overrides", {}) or {}
+    cfg = train = None
+    source = None
+    if args.config:
+        cfg, train = load_model_and_train(args.config, overrides)
+        source = f"{cfg.family} from {args.config}"
+    elif overrides:
+        raise LmkitError("dotted overrides (--model.x ...) need --config")
+    nothing = all(getattr(args, k) is None for k in ("params", "tokens", "flops", "pf_days", "gpu_hours")) and cfg is None
+    if args.known_models or nothing:
+        if args.json and nothing:
+            print(json.dumps({"known_models": known_models_table(args.fit)}, indent=2))
+            return 0
+        if not args.json:
+            _print_known_models(args.fit)
+        if nothing:
+            if not args.json:
+                print("\n(give --params, --config, --tokens or a budget to plan a run; see lmkit plan --help)")
+            return 0
+    peak_here = measure_matmul_peak() if args.this_machine else None
+    plan = make_plan(
+        params=parse_count(args.params, "--params") if args.params is not None else None,
+        tokens=parse_count(args.tokens, "--tokens") if args.tokens is not None else None,
+        cfg=cfg, train=train,
+        flops=parse_count(args.flops, "--flops") if args.flops is not None else None,
+        budget_pf_days=parse_count(args.pf_days, "--pf-days") if args.pf_days is not None else None,
+        budget_gpu_hours=parse_count(args.gpu_hours, "--gpu-hours") if args.gpu_hours is not None else None,
+        gpu=args.gpu, n_gpus=args.gpus, seq_len=args.seq_len, micro_batch=args.micro_batch,
+        sharding=args.sharding, precision=args.precision,
+        checkpointing=True if args.activation_checkpointing else None, fit=args.fit,
+        utilisation=args.utilisation, this_machine_peak=peak_here, source=source,
+    )
+    if args.known_models:
+        plan["known_models"] = known_models_table(args.fit)
+    if args.json:
+        print(json.dumps(plan, indent=2))
+    else:
+        _print_plan(plan)
+    return 0
 
-    return plan.cli(args)
+
+def _gb(x: float) -> str:
+    if x >= 1e12:
+        return f"{x / 1e12:,.2f} TB"
+    if x >= 1e9:
+        return f"{x / 1e9:,.2f} GB"
+    return f"{x / 1e6:,.1f} MB"
+
+
+def _num(x: float) -> str:
+    for unit, v in (("T", 1e12), ("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if abs(x) >= v:
+            return f"{x / v:,.3g}{unit}"
+    return f"{x:,.3g}"
+
+
+def _hours(h: float) -> str:
+    if h * 60 < 1:
+        return f"{h * 3600:,.2g} s"
+    if h < 1:
+        return f"{h * 60:,.1f} min"
+    if h < 48:
+        return f"{h:,.1f} h"
+    return f"{h:,.0f} h ({h / 24:,.0f} days)"
+
+
+def _print_known_models(fit: str = "chinchilla") -> None:
+    """The well-known models against the rule, as a table."""
+    lo, hi = ABOUT_RIGHT_BAND
+    print(f"Well-known models against Chinchilla's ≈20 tokens per parameter ('about right' = {lo:g}-{hi:g} "
+          "tokens/parameter,\ni.e. within √2 of the compute-optimal size for the compute used; compute = 6·N·D):\n")
+    print(f"{'model':<14} {'params':>8} {'tokens':>8} {'tok/param':>9} {'FLOPs':>9} {'PF-days':>9} "
+          f"{'rule N_opt':>10}  verdict")
+    for r in known_models_table(fit):
+        print(f"{r['name']:<14} {_num(r['params']):>8} {_num(r['tokens']):>8} {r['tokens_per_param']:>9.1f} "
+              f"{r['flops']:>9.2e} {r['pf_days']:>9,.0f} {_num(r['rule_optimal_params']):>10}  {r['verdict']}")
+
+
+def _print_plan(p: dict[str, Any]) -> None:
+    """A plan (``make_plan``'s dict) as tables."""
+    m, c, ch = p["memory"], p["compute"], p["chinchilla"]
+    title = f"lmkit plan{': ' + p['source'] if p['source'] else ''}"
+    print(title)
+    print("=" * len(title))
+    pb = p["params_breakdown"]
+    extra = (f" (embedding {pb['embedding']:,}, non-embedding {pb['non_embedding']:,})" if pb else "")
+    print(f"parameters   {p['params']:,.0f}{extra}  [{p['params_source']}]")
+    print(f"tokens       {p['tokens']:,.0f} = {p['tokens_per_param']:.1f} per parameter, {p['verdict']}  "
+          f"[{p['tokens_source']}]")
+    print(f"compute      {p['flops_per_token']:.4g} FLOPs/token at context {p['seq_len']} x {p['tokens']:.3g} tokens "
+          f"= {p['flops']:.3e} FLOPs = {p['pf_days']:,.4g} PF-days   (6·N·D = {p['flops_6nd']:.3e})")
+    print(f"\ntime at {100 * c['utilisation']:.0f}% utilisation (dense 16-bit datasheet peaks"
+          f"{'; this machine measured fp32' if THIS_MACHINE in c['peak_flops'] else ''}):")
+    for k, h in c["gpu_hours"].items():
+        wall = f"   {_hours(c['wall_hours'][k])} on {c['gpus']}" if c["gpus"] > 1 else ""
+        print(f"  {k:<13} {c['peak_flops'][k] / 1e12:8.3g} TFLOP/s   {_hours(h):>24} device-time{wall}")
+    w = m["weights_bytes"]
+    print("\nmemory")
+    print(f"  weights      fp32 {_gb(w['fp32'])}   fp16 {_gb(w['fp16'])}   bf16 {_gb(w['bf16'])}   int8 {_gb(w['int8'])}")
+    print(f"  training, rule of thumb (4 B weights + 20 B/param): {_gb(m['training_rule_of_thumb_bytes'])}")
+    s, t = m["training_settings"], m["training_breakdown"]
+    print(f"  training, precise per device ({s['precision']}, {s['sharding']} on {s['gpus']}, micro-batch "
+          f"{s['micro_batch']} x {s['seq_len']}{', activation checkpointing' if s['activation_checkpointing'] else ''}):"
+          f" {_gb(t['total'])}")
+    print(f"      weights {_gb(t['weights'])} + gradients {_gb(t['gradients'])} + Adam {_gb(t['optimizer'])}"
+          f" + activations {_gb(t['activations'])} + loss {_gb(t['loss'])} + runtime {_gb(t['runtime'])}")
+    print(f"      (Korthikanti et al.'s 16-bit GPT activations for this shape: {_gb(m['korthikanti_activation_bytes'])})")
+    i, st = m["inference_breakdown"], m["inference_settings"]
+    print(f"  inference ({st['weights']} weights, batch {st['batch']} x {st['context']} context): {_gb(i['total'])}"
+          f" = weights {_gb(i['weights'])} + KV cache {_gb(i['kv_cache'])} + workspace {_gb(i['workspace'])}"
+          f" + runtime {_gb(i['runtime'])}")
+    fit = ch["fit"]
+    print(f"\nChinchilla, for a budget of {ch['budget_flops']:.3e} FLOPs:")
+    print(f"  rule (20 tokens/param)   params {_num(ch['rule']['params']):>8}   tokens {_num(ch['rule']['tokens']):>8}")
+    print(f"  fit ({fit['name']})" + " " * max(0, 15 - len(fit['name'])) +
+          f"params {_num(fit['params']):>8}   tokens {_num(fit['tokens']):>8}   predicted loss {fit['loss']:.3f}"
+          f"   ({fit['tokens_per_param']:.1f} tokens/param)")
+    print(f"  this plan's predicted loss {fit['loss_of_plan']:.3f}; for {_num(p['params'])} parameters the optimal "
+          f"tokens are {_num(ch['rule_tokens_for_params'])} (rule) / {_num(fit['optimal_tokens_for_params'])} (fit)")
+    for note in p["notes"]:
+        print(f"\nnote: {note}")
 
 
 def add_numerics(sub: Any) -> None:
@@ -101,15 +237,56 @@ def add_numerics(sub: Any) -> None:
     p.set_defaults(func=_run_numerics)
 
 
-def _run_numerics(args: argparse.Namespace) -> int:
-    from lmkit import numerics
+def _g(x: float | None, digits: int = 8) -> str:
+    if x is None:
+        return "-"
+    if math.isinf(x):
+        return "inf" if x > 0 else "-inf"
+    return f"{x:.{digits}g}"
 
-    return numerics.cli(args)
+
+def _run_numerics(args: argparse.Namespace) -> int:
+    """``lmkit numerics``: the four formats, and what --value becomes in each."""
+    # torch: loaded only when this command runs
+    from lmkit.numerics import FORMATS, format_info, parse_value, report, represent
+
+    value = parse_value(args.value)
+    rep = report(value, args.absmax)
+    if args.json:
+        print(json.dumps(rep, indent=2, default=lambda o: None if o is None else str(o)))
+        return 0
+    print(f"value: {value!r}\n")
+    head = (f"{'format':<6} {'bits s/e/f':<11} {'range':>15} {'smallest normal':>16} {'epsilon':>13}  "
+            "decimal digits")
+    print(head)
+    print("-" * len(head))
+    for name in FORMATS:
+        i = format_info(name)
+        layout = f"1/{i.exponent_bits}/{i.fraction_bits}" if i.kind == "float" else "1/-/7 (int)"
+        rng = f"±{_g(i.max)}" if i.kind == "float" else f"{i.min:.0f}..{i.max:.0f}"
+        print(f"{name:<6} {layout:<11} {rng:>15} {_g(i.smallest_normal):>16} {_g(i.epsilon):>13}  "
+              f"{i.decimal_digits:.1f}")
+    print()
+    head = f"{'format':<6} {'stored value':<22} {'error':>12} {'step near it':>13}  bits (sign exponent fraction)"
+    print(head)
+    print("-" * len(head))
+    for name in FORMATS:
+        r = represent(value, name, args.absmax)
+        stored = repr(r.stored) if math.isfinite(r.stored) else _g(r.stored)
+        print(f"{name:<6} {stored:<22} {_g(r.error, 3):>12} {_g(r.step, 4):>13}  {r.bits}"
+              + ("   OVERFLOW" if r.overflow else "") + ("   UNDERFLOW (stored as 0)" if r.underflow else ""))
+    r8 = represent(value, "int8", args.absmax)
+    print("(int8's stored value is the dequantised q · scale; its step is the scale.)")
+    print(f"\nint8 is symmetric absmax quantization: q = round(x · 127/absmax) = {r8.int8_q}, with "
+          f"absmax = {_g(r8.int8_absmax)} (factor 127/absmax = {_g(r8.int8_factor)}); "
+          f"x ≈ q · {_g(r8.int8_scale)}.")
+    if args.absmax is None:
+        print("The range defaults to |value| itself; pass --absmax to quantize it inside a wider "
+              "tensor's range, as per-channel weight quantization does.")
+    return 0
 
 
 def add_families(sub: Any) -> None:
-    from lmkit.families import HOW_TO_CHOOSE, table
-
     p = sub.add_parser(
         "families", help="the three model families: objective, context, tasks, well-known models",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -120,7 +297,11 @@ def add_families(sub: Any) -> None:
 
 
 def _run_families(args: argparse.Namespace) -> int:
-    from lmkit import families
-
-    return families.cli_families(args)
-
+    """``lmkit families``: print the table (or JSON)."""
+    if getattr(args, "json", False):
+        print(json.dumps([asdict(f) for f in FAMILIES], indent=2))
+        return 0
+    print(table())
+    print()
+    print(textwrap.fill(HOW_TO_CHOOSE, 100))
+    return 0

@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-
 from lmkit.cli.common import add_held_out_flags, add_no_verify
 
 

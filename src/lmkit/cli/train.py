@@ -10,7 +10,6 @@ from typing import Any
 
 from lmkit.cli.common import add_no_verify
 
-
 FINETUNE_DATA_FORMATS = """\
 Labelled data: JSON lines, one example per line.
   sequence-classification (one label per text, e.g. sentiment):
@@ -68,9 +67,67 @@ def add_pretrain(sub: Any) -> None:
 
 
 def _run_pretrain(args: argparse.Namespace) -> int:
-    from lmkit.train import loop as train
+    """``lmkit pretrain``: build the run config from flags (or the run folder with --resume), train, print."""
+    import json
+    import os
+    import sys
+    from pathlib import Path
 
-    return train.cli_pretrain(args)
+    import torch.distributed as dist  # lazy: torch is heavy and `lmkit --help` stays instant
+
+    from lmkit.config import RunConfig, load_run_config
+    from lmkit.errors import LmkitError
+    from lmkit.train.loop import TrainingInterrupted, train
+
+    overrides = dict(args.overrides)
+    if args.data:
+        overrides["data.paths"] = list(args.data)
+    if args.tokenizer:
+        overrides["data.tokenizer"] = args.tokenizer
+    if args.out:
+        overrides["out"] = args.out
+    if args.max_steps is not None:
+        overrides["train.max_steps"] = args.max_steps
+    if getattr(args, "init", None):
+        overrides["train.init"] = args.init
+    new_data = bool(getattr(args, "new_data", False))
+    if args.resume:  # the run folder's saved settings, data and tokenizer; what is given again must agree
+        from lmkit.config import load_yaml
+        from lmkit.train.resume import resume_config
+
+        out = args.out or (load_yaml(args.config).get("out") if args.config else None) or RunConfig().out
+        cfg = resume_config(Path(str(out)), args.config, overrides, new_data=new_data)
+    elif new_data:
+        raise LmkitError("--new-data only applies with --resume (a new run trains on the data it is given)")
+    else:
+        cfg = load_run_config(args.config, overrides)
+    try:
+        summary = train(cfg, resume=args.resume, show_progress=not args.quiet, new_data=new_data)
+    except TrainingInterrupted as e:
+        if int(os.environ.get("RANK", "0")) == 0:
+            print(f"lmkit: {e}", file=sys.stderr)
+        if dist.is_initialized():
+            dist.barrier()
+            dist.destroy_process_group()
+        return 130
+    if int(os.environ.get("RANK", "0")) == 0:
+        if args.json:
+            print(json.dumps(summary, indent=2, default=str))
+        else:
+            ev = summary["eval"] or {}
+            print(f"trained {summary['steps']} steps ({summary['tokens']:,} tokens) in {summary['wall_time_s']:.0f}s; "
+                  f"stopped at {summary['stop_reason']}")
+            if ev:
+                print(f"held-out loss {ev['loss']:.3f}, perplexity {ev['perplexity']:.1f}"
+                      + (f", bits/byte {ev['bits_per_byte']:.3f}" if "bits_per_byte" in ev else ""))
+            print(f"checkpoint: {summary['checkpoint']}")
+            print(f"metrics:    {summary['metrics']}" + (f"\nloss curve: {summary['loss_curve']}" if summary["loss_curve"] else ""))
+    if dist.is_initialized():
+        # leave together: a rank tearing its process group down while another still works (rank 0
+        # writes the summary) can abort in gloo's background threads
+        dist.barrier()
+        dist.destroy_process_group()
+    return 0
 
 
 def add_finetune_head(sub: Any) -> None:
@@ -119,9 +176,58 @@ def add_finetune_head(sub: Any) -> None:
 
 
 def _run_finetune_head(args: argparse.Namespace) -> int:
-    from lmkit.train import finetune
+    """``lmkit finetune-head CKPT --task ... --data labelled.jsonl``: fine-tune, then print the report."""
+    import json
 
-    return finetune.cli_finetune(args)
+    import torch  # lazy: torch is heavy and `lmkit --help` stays instant
+
+    from lmkit.train.finetune import FinetuneConfig, run_finetune
+
+    cfg = FinetuneConfig(task=args.task, epochs=args.epochs, lr=args.lr, head_lr=args.head_lr,
+                         batch_size=args.batch_size, val_fraction=args.val_fraction, seed=args.seed,
+                         freeze_encoder=args.freeze_encoder)
+    device = args.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    report = run_finetune(args.checkpoint, args.data, cfg, eval_data=args.eval, out=args.out,
+                          overwrite=args.overwrite, device=device, show_progress=not args.quiet and not args.json)
+    if args.json:
+        print(json.dumps(report, indent=2, ensure_ascii=False))
+    else:
+        print(format_finetune_report(report))
+    return 0
+
+
+def format_finetune_report(rep: dict[str, Any]) -> str:
+    """The held-out report in words and a small table."""
+    lines = [f"{rep['task']}: {rep['train_examples']} training / {rep['val_examples']} held-out examples"]
+    for h in rep["history"]:
+        lines.append("  epoch {epoch}: train loss {train_loss:.3f}".format(**h)
+                     + "".join(f", {k.replace('_', ' ')} {v:.3f}" for k, v in h.items()
+                               if k not in ("epoch", "train_loss")))
+    if rep["task"] == "seq2seq":
+        lines.append(f"held-out: loss {rep['loss']:.3f} (perplexity {rep['perplexity']:.2f}), exact match "
+                     f"{rep['exact_match']:.1%}, word F1 {rep['word_f1']:.1%}")
+        for ex in rep.get("examples", [])[:3]:
+            lines.append(f"  input:  {ex['input']}\n  target: {ex['target']}\n  output: {ex['output']}")
+    else:
+        unit = "texts" if rep["task"] == "sequence-classification" else "words"
+        lines.append(f"held-out: accuracy {rep['accuracy']:.1%} over {unit} (majority-label baseline "
+                     f"{rep['majority_baseline']:.1%}), macro-F1 {rep['macro_f1']:.3f}")
+        if "entity" in rep:
+            e = rep["entity"]
+            lines.append(f"entities: precision {e['precision']:.3f}, recall {e['recall']:.3f}, F1 {e['f1']:.3f} "
+                         f"({e['entities']} entities)")
+        w = max(5, *(len(lab) for lab in rep["labels"]))
+        lines.append(f"  {'label':<{w}}  precision  recall     f1  support")
+        for lab in rep["labels"]:
+            m = rep["per_label"][lab]
+            lines.append(f"  {lab:<{w}}  {m['precision']:9.3f}  {m['recall']:6.3f}  {m['f1']:5.3f}  {m['support']:7d}")
+        if rep.get("truncated_words"):
+            lines.append(f"note: {rep['truncated_words']} words did not fit the context window and were left out")
+    if rep.get("out"):
+        lines.append(f"saved: {rep['out']}")
+    return "\n".join(lines)
 
 
 def add_demo(sub: Any) -> None:
@@ -141,7 +247,47 @@ def add_demo(sub: Any) -> None:
 
 
 def _run_demo(args: argparse.Namespace) -> int:
-    from lmkit import demo
+    """``lmkit demo``: run the whole pipeline, then print its summary."""
+    import json
 
-    return demo.cli_demo(args)
+    from lmkit.demo import run_demo  # lazy: the pipeline pulls in torch; `lmkit --help` stays instant
+
+    s = run_demo(out=args.out, data=args.data, minutes=args.minutes, quick=args.quick, prompt=args.prompt)
+    if args.json:
+        print(json.dumps(s, indent=2, default=str))
+    else:
+        print_demo_summary(s)
+    return 0
+
+
+def print_demo_summary(s: dict[str, Any]) -> None:
+    tr = s["training"]
+    ev = tr.get("eval") or {}
+    cur = s.get("curation") or {}
+    lines = ["", "lmkit demo: done in %.0f s" % s["wall_time_s"], ""]
+    if cur.get("docs_in"):
+        lines.append(f"curation     {cur['docs_out']:,} of {cur['docs_in']:,} documents kept, "
+                     f"{cur['tokens_kept_pct']:.1f}% of tokens")
+    lines += [
+        f"model        {tr['params']:,} parameters, {tr['steps']} steps, {tr['tokens']:,} tokens, {tr['wall_time_s']:.0f} s",
+        f"held-out     loss {ev.get('loss', float('nan')):.3f}, perplexity {ev.get('perplexity', float('nan')):.1f}, "
+        f"bits/byte {ev.get('bits_per_byte', float('nan')):.3f}",
+    ]
+    q = s.get("quantization") or {}
+    if q:
+        lines.append(f"int8         {q.get('summary', '')}".rstrip())
+    lines += ["", "prompt       " + repr(s["generation"]["prompt"])]
+    for k, v in s["generation"].items():
+        if k != "prompt":
+            lines.append(f"{k:12s} {v!r}")
+    lines += ["", "where everything went:",
+              f"  corpus + curation report  {s['out']}/raw, {s['out']}/curated/report.md",
+              f"  tokenizer                 {s['out']}/tokenizer/tokenizer.json",
+              f"  checkpoint                {tr['checkpoint']}",
+              f"  metrics, loss curve       {s['out']}/run/metrics.jsonl, {tr['loss_curve']}",
+              f"  int8 model                {s['out']}/model-int8",
+              f"  model card                {s['card']}",
+              f"  local hub                 {s['hub']['url']}  (lmkit hub --hub {s['hub']['url']} list)",
+              "", "next: lmkit generate %s \"your prompt\" --sample --explain" % tr["checkpoint"]]
+    print("\n".join(lines))
 

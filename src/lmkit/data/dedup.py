@@ -47,7 +47,7 @@ from __future__ import annotations
 
 import hashlib
 import unicodedata
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

@@ -1,7 +1,8 @@
 """Data mixing: a training mix in token proportions from several curated sources.
 
-What this module owns: ``lmkit mix SRC=WEIGHT ... --out DIR [--tokens N]`` and the functions
-behind it, which packing can call too (:func:`plan_mix`, :func:`iter_mix`).
+What this module owns: the functions behind ``lmkit mix SRC=WEIGHT ... --out DIR [--tokens N]``
+(:func:`mix`, :func:`mix_markdown`), which packing can call too (:func:`plan_mix`, :func:`iter_mix`);
+the command's flags, runner and printing are in :mod:`lmkit.cli.data`.
 
 How a mix is built. A first pass counts the tokens of every document of every source (with the
 tokenizer given, or the same regex proxy as ``lmkit curate``). Weights are normalised to sum to
@@ -25,17 +26,23 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import sys
 import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
+from lmkit import __version__
+from lmkit.data.curate.engine import OUR_FILES, ShardWriter
+from lmkit.data.curate.text import proxy_tokens
+from lmkit.data.read import iter_documents
 from lmkit.errors import LmkitError
+from lmkit.files import check_out_dir, replace_dir
+from lmkit.tokenizer import Tokenizer
 
 
 @dataclass
@@ -45,20 +52,6 @@ class MixSource:
     path: str
     weight: float
     name: str
-
-
-_SUFFIX = {"": 1, "k": 10**3, "m": 10**6, "b": 10**9, "g": 10**9, "t": 10**12}
-
-
-def parse_count(text: str) -> int:
-    """``"2.5M"`` -> 2500000 (suffixes k, M, B/G, T; case-insensitive)."""
-    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:e[0-9]+)?)\s*([kmbgt]?)\s*", str(text), re.I)
-    if not m:
-        raise LmkitError(f"--tokens {text!r}: expected a number such as 5000000 or 5M")
-    value = int(float(m.group(1)) * _SUFFIX[m.group(2).lower()])
-    if value <= 0:
-        raise LmkitError(f"--tokens {text!r}: must be positive")
-    return value
 
 
 def parse_sources(specs: Sequence[str]) -> list[MixSource]:
@@ -91,12 +84,8 @@ def parse_sources(specs: Sequence[str]) -> list[MixSource]:
 
 def _counter(tokenizer: str | None) -> tuple[Callable[[list[str]], list[int]], str]:
     if tokenizer is None:
-        from lmkit.data.curate import proxy_tokens
-
         return (lambda texts: [proxy_tokens(t) for t in texts],
                 "proxy: regex word tokens \\w+|[^\\w\\s]+ (runs of letters/digits, runs of punctuation)")
-    from lmkit.tokenizer import Tokenizer
-
     tok = Tokenizer.load(tokenizer, strict=False)
     return (lambda texts: [len(x) for x in tok.encode_batch(texts)]), f"tokenizer {tokenizer}"
 
@@ -104,8 +93,6 @@ def _counter(tokenizer: str | None) -> tuple[Callable[[list[str]], list[int]], s
 def count_tokens(src: MixSource, count: Callable[[list[str]], list[int]], text_field: str = "text",
                  bar: Any = None) -> np.ndarray:
     """Tokens of every document of a source, in reading order (the first pass)."""
-    from lmkit.data.read import iter_documents
-
     out: list[int] = []
     batch: list[str] = []
     for doc in iter_documents([src.path], text_field=text_field):
@@ -177,8 +164,6 @@ def plan_mix(sources: Sequence[MixSource], doc_tokens: Sequence[np.ndarray], tot
 
 def _source_stream(plan: SourcePlan, text_field: str) -> Iterator[tuple[str, str, int]]:
     """(id, text, tokens) of one source's chosen documents: pass k yields docs with > k copies."""
-    from lmkit.data.read import iter_documents
-
     passes = int(plan.copies.max()) if plan.copies.size else 0
     for k in range(passes):
         for j, doc in enumerate(iter_documents([plan.source.path], text_field=text_field)):
@@ -214,10 +199,6 @@ def mix(sources: Sequence[MixSource], out: str | Path, total_tokens: int | None 
         shard_docs: int = 100_000, progress: bool = True) -> dict[str, Any]:
     """Build the mix into ``out`` (shards + report.json + report.md); returns the report."""
     from tqdm import tqdm
-
-    from lmkit import __version__
-    from lmkit.data.curate import OUR_FILES, ShardWriter, _publish
-    from lmkit.files import check_out_dir
 
     out = Path(out).expanduser()
     check_out_dir(out, overwrite, [s.path for s in sources], ours=OUR_FILES, kind="curate/mix output")
@@ -280,7 +261,7 @@ def mix(sources: Sequence[MixSource], out: str | Path, total_tokens: int | None 
         }
         (tmp / "report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
         (tmp / "report.md").write_text(mix_markdown(report), encoding="utf-8")
-        _publish(tmp, out)
+        replace_dir(tmp, out)  # the old folder (checked to hold only OUR_FILES) goes in one step
         return report
     finally:
         bar.close()
@@ -303,22 +284,5 @@ def mix_markdown(r: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def cli_mix(args: Any) -> int:
-    """``lmkit mix``: build the mix and print the realised proportions (or JSON with --json)."""
-    sources = parse_sources(args.sources)
-    total = parse_count(args.tokens) if args.tokens is not None else None
-    report = mix(sources, args.out, total, seed=args.seed, tokenizer=args.tokenizer, text_field=args.text_field,
-                 overwrite=args.overwrite, progress=not args.json)
-    if args.json:
-        print(json.dumps(report, indent=2))
-        return 0
-    print(f"mix of {report['realised_tokens']:,} tokens ({report['docs']:,} documents) in {report['out']}:")
-    for s in report["sources"]:
-        print(f"  {s['name']:<20} target {100 * s['target_share']:6.2f}%  realised {100 * s['realised_share']:6.2f}%  "
-              f"{s['realised_tokens']:>12,} tokens  {s['sampling']} x{s['sampling_factor']:.3f}")
-    print(f"tokens counted with {report['token_counter']}")
-    return 0
-
-
-__all__ = ["MixSource", "SourcePlan", "parse_sources", "parse_count", "count_tokens", "plan_mix", "iter_mix",
-           "mix", "cli_mix"]
+__all__ = ["MixSource", "SourcePlan", "parse_sources", "count_tokens", "plan_mix", "iter_mix",
+           "mix", "mix_markdown"]

@@ -9,11 +9,8 @@ What this module owns:
   a hash of its id (deterministic, independent of order and of the number of workers). The
   output appears atomically: everything is written into a hidden temporary sibling folder that
   is renamed into place at the end, and removed if anything fails.
-* :class:`TokenShards` opens one split with ``np.memmap`` and hands out batches of random
-  windows that are a pure function of ``(step, seed, rank)``: resuming a run at step N gives
-  exactly the batches an uninterrupted run would have seen, with no iterator state to save.
-  Windows never cross the end of a shard file. ``sequential_batches`` walks the held-out split
-  in order for evaluation.
+* the reading side, :class:`~lmkit.data.shards.TokenShards` (random windows that are a pure
+  function of ``(step, seed, rank)``), is in :mod:`lmkit.data.shards`; it is re-exported here.
 * :func:`prepare`, the glue training calls: raw files -> (train a tokenizer if none is given)
   -> shards, reusing shards already packed from the same inputs with the same tokenizer.
 
@@ -31,10 +28,8 @@ Hugging Face ``tokenizers``) run in Rust outside the GIL and parallelise a batch
 threads inside this process give the parallel speed-up without pickling text to other
 processes or loading the tokenizer once per process (and without fork-after-threads hazards
 when training has already started torch). Reading, decompressing and JSON parsing stay in
-the main thread; they run far faster than encoding. Measured side by side here (17 MB of
-license text, vocabulary 8,192, 2 cores): the whole ``pack`` with 2 threads ran at 7.4-9.5 MB/s,
-while a 2-process pool doing only the encoding ran at 6.7-11.6 MB/s (fork) and 6.7-9.7 MB/s
-(spawn) -- no gain worth the copies. With the Hugging Face fallback, its own thread pool uses all
+the main thread; they run far faster than encoding. A process pool doing only the encoding was
+tried and gave no gain worth the copies. With the Hugging Face fallback, its own thread pool uses all
 cores (``RAYON_NUM_THREADS`` limits it) and ``workers`` has no further effect.
 """
 
@@ -49,23 +44,20 @@ import shutil
 import sys
 import time
 import uuid
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
+from lmkit.config import DataConfig
+from lmkit.data.read import Document, ReadReport, iter_documents, list_files
+from lmkit.data.shards import SHARD_FORMAT, TokenShards, is_shard_folder
 from lmkit.errors import LmkitError
 from lmkit.files import check_out_dir, replace_dir
+from lmkit.tokenizer import Tokenizer, train_tokenizer
 
-if TYPE_CHECKING:
-    import torch
-
-    from lmkit.config import DataConfig
-    from lmkit.data.read import Document
-    from lmkit.tokenizer import Tokenizer
-
-SHARD_FORMAT = "lmkit-token-shards"
 SHARD_VERSION = 1
 SPLITS = ("train", "val")
 # Encode documents in batches of about this many characters (or this many documents).
@@ -189,18 +181,7 @@ def _atomic_json(path: Path, obj: Any) -> None:
     os.replace(tmp, path)
 
 
-def is_shard_folder(path: str | Path) -> bool:
-    """True if ``path`` holds lmkit shards (``train/meta.json`` of this format)."""
-    meta = Path(path) / "train" / "meta.json"
-    if not meta.is_file():
-        return False
-    try:
-        return json.loads(meta.read_text(encoding="utf-8")).get("format") == SHARD_FORMAT
-    except (OSError, ValueError):
-        return False
-
-
-def pack(docs: Iterable["Document"], tokenizer: "Tokenizer", out_dir: str | Path, val_fraction: float = 0.01,
+def pack(docs: Iterable[Document], tokenizer: Tokenizer, out_dir: str | Path, val_fraction: float = 0.01,
          workers: int = 0, shard_tokens: int = 50_000_000, show_progress: bool = True,
          overwrite: bool = False, fingerprint: str | None = None, split_salt: int = 0,
          inputs: Sequence[str | Path] = ()) -> dict[str, Any]:
@@ -349,119 +330,6 @@ def pack(docs: Iterable["Document"], tokenizer: "Tokenizer", out_dir: str | Path
         raise
 
 
-# --------------------------------------------------------------------------- reading
-
-
-class TokenShards:
-    """One split of packed shards (``train/`` or ``val/``), memory-mapped."""
-
-    def __init__(self, folder: str | Path) -> None:
-        self.folder = Path(folder)
-        meta_path = self.folder / "meta.json"
-        if not meta_path.is_file():
-            hint = " (give the split folder, e.g. shards/train)" if (self.folder / "train").is_dir() else ""
-            raise LmkitError(f"{self.folder}: no meta.json; not a packed shard folder{hint}")
-        try:
-            self.meta: dict[str, Any] = json.loads(meta_path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as e:
-            raise LmkitError(f"{meta_path}: unreadable shard metadata ({e})") from None
-        if self.meta.get("format") != SHARD_FORMAT:
-            raise LmkitError(f"{meta_path}: not lmkit shard metadata (format {self.meta.get('format')!r})")
-        self.dtype = np.dtype(self.meta["dtype"]).newbyteorder("<")
-        self._arrays: list[np.ndarray] = []
-        for s in self.meta["shards"]:
-            path = self.folder / s["file"]
-            want = int(s["tokens"]) * self.dtype.itemsize
-            if not path.is_file():
-                raise LmkitError(f"{path}: shard file missing")
-            if path.stat().st_size != want:
-                raise LmkitError(f"{path}: shard is {path.stat().st_size} bytes, meta.json says {want} "
-                                 "(truncated or modified; pack again)")
-            self._arrays.append(np.memmap(path, dtype=self.dtype, mode="r", shape=(int(s["tokens"]),)))
-        self.num_tokens: int = sum(len(a) for a in self._arrays)
-        self.shard_sizes: list[int] = [len(a) for a in self._arrays]
-
-    @property
-    def vocab_size(self) -> int:
-        return int(self.meta["vocab_size"])
-
-    @property
-    def eos_id(self) -> int:
-        return int(self.meta["eos_id"])
-
-    @property
-    def tokenizer_sha256(self) -> str:
-        return str(self.meta["tokenizer_sha256"])
-
-    @property
-    def text_bytes(self) -> int:
-        return int(self.meta.get("text_bytes", 0))
-
-    @property
-    def bytes_per_token(self) -> float:
-        """UTF-8 bytes of text per stored token (EOS separators counted as tokens): the factor
-        that turns a loss in nats per token into bits per byte."""
-        return self.text_bytes / self.num_tokens if self.num_tokens else float("nan")
-
-    def __len__(self) -> int:
-        return self.num_tokens
-
-    def __repr__(self) -> str:
-        return f"TokenShards({str(self.folder)!r}, tokens={self.num_tokens:,}, shards={len(self._arrays)})"
-
-    def _windows_per_shard(self, length: int) -> np.ndarray:
-        if length <= 0:
-            raise LmkitError(f"window length must be positive, got {length}")
-        counts = np.array([max(0, n - length + 1) for n in self.shard_sizes], dtype=np.int64)
-        if counts.sum() == 0:
-            largest = max(self.shard_sizes, default=0)
-            more = f" (largest shard {largest:,})" if len(self.shard_sizes) > 1 else ""
-            raise LmkitError(f"{self.folder}: split '{self.meta.get('split')}' has {self.num_tokens:,} tokens"
-                             f"{more}, fewer than the {length:,} one window needs; use more data, a larger "
-                             "val_fraction or a shorter sequence length")
-        return counts
-
-    def batch(self, step: int, batch_size: int, length: int, seed: int, rank: int = 0) -> "torch.Tensor":
-        """``batch_size`` random windows of ``length`` tokens as int64 (batch_size, length).
-
-        A pure function of ``(step, seed, rank)`` and the shard contents: no hidden state.
-        """
-        import torch
-
-        counts = self._windows_per_shard(length)
-        cum = np.cumsum(counts)
-        mask = (1 << 64) - 1
-        rng = np.random.default_rng([seed & mask, rank & mask, step & mask, 0x6C6D6B6974])
-        picks = rng.integers(0, int(cum[-1]), size=batch_size, dtype=np.int64)
-        shard = np.searchsorted(cum, picks, side="right")
-        starts = picks - (cum[shard] - counts[shard])
-        out = np.empty((batch_size, length), dtype=np.int64)
-        for i, (s, o) in enumerate(zip(shard.tolist(), starts.tolist())):
-            out[i] = self._arrays[s][o:o + length]
-        return torch.from_numpy(out)
-
-    def sequential_batches(self, batch_size: int, length: int, max_batches: int | None = None
-                           ) -> Iterator["torch.Tensor"]:
-        """Non-overlapping windows in shard order, ``batch_size`` at a time (the last batch may be
-        smaller); at most ``max_batches`` batches. Deterministic: for evaluation."""
-        import torch
-
-        self._windows_per_shard(length)
-        rows: list[np.ndarray] = []
-        produced = 0
-        for arr in self._arrays:
-            for o in range(0, len(arr) - length + 1, length):
-                rows.append(np.asarray(arr[o:o + length], dtype=np.int64))
-                if len(rows) == batch_size:
-                    yield torch.from_numpy(np.stack(rows))
-                    rows = []
-                    produced += 1
-                    if max_batches is not None and produced >= max_batches:
-                        return
-        if rows:
-            yield torch.from_numpy(np.stack(rows))
-
-
 # --------------------------------------------------------------------------- the glue for training
 
 
@@ -486,8 +354,8 @@ def _open_splits(folder: Path) -> tuple[TokenShards, TokenShards]:
     return TokenShards(folder / "train"), TokenShards(folder / "val")
 
 
-def prepare(data_cfg: "DataConfig", out_dir: str | Path, vocab_size: int, seed: int = 0,
-            show_progress: bool = True) -> tuple["Tokenizer", TokenShards, TokenShards]:
+def prepare(data_cfg: DataConfig, out_dir: str | Path, vocab_size: int, seed: int = 0,
+            show_progress: bool = True) -> tuple[Tokenizer, TokenShards, TokenShards]:
     """Everything training needs from ``data_cfg``: (tokenizer, train shards, val shards).
 
     * ``data_cfg.paths`` is one packed shard folder: open it. The tokenizer is
@@ -501,9 +369,6 @@ def prepare(data_cfg: "DataConfig", out_dir: str | Path, vocab_size: int, seed: 
 
     ``seed`` salts the held-out split's hash (0 keeps the default split).
     """
-    from lmkit.data.read import ReadReport, iter_documents, list_files
-    from lmkit.tokenizer import Tokenizer, train_tokenizer
-
     out = Path(out_dir)
     paths = [Path(p).expanduser() for p in data_cfg.paths]
     if not paths:
@@ -590,7 +455,7 @@ def prepare(data_cfg: "DataConfig", out_dir: str | Path, vocab_size: int, seed: 
     return tok, train, val
 
 
-def _save_if_changed(tok: "Tokenizer", out: Path) -> None:
+def _save_if_changed(tok: Tokenizer, out: Path) -> None:
     """Keep ``out/tokenizer.json`` equal to the tokenizer in use."""
     path = out / "tokenizer.json"
     try:

@@ -35,17 +35,25 @@ mode skip exactly one bad line or file, which is the point of this module.
 from __future__ import annotations
 
 import codecs
-import gzip
 import io
 import json
 import os
 import tempfile
-import zlib
-from contextlib import contextmanager
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import IO, Any, Iterator, Sequence
+from typing import IO, Any
 
+from lmkit.data.compressed import (
+    COMPRESSION_ERRORS,
+    ReadFailure,
+    broken_reason,
+    file_format,
+    numbered_lines,
+    open_binary,
+    sniff,
+    split_suffix,
+)
 from lmkit.errors import LmkitError
 
 # A plain-text document is closed at a paragraph break after this many characters ...
@@ -57,9 +65,6 @@ _READ_PIECE = 1 << 20
 # At most this many skipped files / bad lines are kept with their reason (all are counted).
 MAX_RECORDED = 1000
 
-JSONL_SUFFIXES = {".jsonl", ".ndjson", ".json"}
-PARQUET_SUFFIXES = {".parquet", ".pq"}
-COMPRESSION_SUFFIXES = {".gz": "gzip", ".zst": "zstd", ".zstd": "zstd"}
 
 
 @dataclass
@@ -187,173 +192,19 @@ def list_files(paths: Sequence[str | Path]) -> list[Path]:
     return out
 
 
-# --------------------------------------------------------------------------- opening files
-
-
-def _split_suffix(path: Path) -> tuple[str | None, str]:
-    """(compression or None, format suffix) from a file name."""
-    suffixes = [s.lower() for s in path.suffixes]
-    comp = None
-    if suffixes and suffixes[-1] in COMPRESSION_SUFFIXES:
-        comp = COMPRESSION_SUFFIXES[suffixes[-1]]
-        suffixes = suffixes[:-1]
-    return comp, (suffixes[-1] if suffixes else "")
-
-
-def file_format(path: str | Path) -> str:
-    """``"jsonl"``, ``"parquet"`` or ``"text"``: how :func:`iter_documents` reads this file."""
-    _, suf = _split_suffix(Path(path))
-    if suf in JSONL_SUFFIXES:
-        return "jsonl"
-    if suf in PARQUET_SUFFIXES:
-        return "parquet"
-    return "text"
-
-
-_MAGIC = {b"\x1f\x8b": "gzip", b"\x28\xb5\x2f\xfd": "zstd", b"PAR1": "parquet", b"PK\x03\x04": "zip",
-          b"\x89PNG": "png", b"%PDF": "pdf", b"\x7fELF": "ELF executable"}
-
-
-def _sniff(head: bytes) -> str | None:
-    for magic, name in _MAGIC.items():
-        if head.startswith(magic):
-            return name
-    return None
-
-
-class _ReadFailure(Exception):
-    """A file could not be read as a whole (the message says why; the file is added by the caller)."""
-
-
-class _ZstdStream(io.RawIOBase):
-    """Decompress a zstd file (one or more frames) as a stream, and notice a truncated one.
-
-    ``zstandard``'s own stream reader returns the data it has when a file ends inside a frame,
-    which would silently drop the end of a damaged file; here that is an error.
-    """
-
-    def __init__(self, raw: IO[bytes]) -> None:
-        import zstandard
-
-        self._zstd = zstandard
-        self._raw = raw
-        self._dctx = zstandard.ZstdDecompressor()
-        self._obj = self._dctx.decompressobj()
-        self._buf = bytearray()
-        self._in_frame = False
-        self._done = False
-
-    def readable(self) -> bool:
-        return True
-
-    def _feed(self, data: bytes) -> None:
-        while data:
-            self._in_frame = True
-            self._buf += self._obj.decompress(data)
-            if self._obj.eof:
-                data = self._obj.unused_data
-                self._obj = self._dctx.decompressobj()
-                self._in_frame = False
-            else:
-                data = b""
-
-    def readinto(self, b: Any) -> int:
-        while not self._buf and not self._done:
-            chunk = self._raw.read(1 << 17)
-            if not chunk:
-                if self._in_frame:
-                    raise self._zstd.ZstdError("file ends inside a frame; truncated")
-                self._done = True
-                break
-            self._feed(chunk)
-        n = min(len(b), len(self._buf))
-        b[:n] = self._buf[:n]
-        del self._buf[:n]
-        return n
-
-
-@contextmanager
-def _open_binary(path: Path, report: ReadReport | None = None) -> Iterator[io.BufferedReader]:
-    """Open ``path`` for reading decompressed bytes, checking the compression magic first.
-
-    With ``report``, the raw file is registered there while open, for progress in bytes.
-    """
-    comp, _ = _split_suffix(path)
-    try:
-        raw = open(path, "rb")
-    except OSError as e:
-        raise _ReadFailure(f"cannot open ({e.strerror or e})") from None
-    if report is not None:
-        report._open = raw
-    try:
-        if comp is None:
-            yield io.BufferedReader(raw, buffer_size=1 << 16)  # type: ignore[arg-type]
-            return
-        head = raw.read(4)
-        raw.seek(0)
-        if comp == "gzip":
-            if not head.startswith(b"\x1f\x8b"):
-                raise _ReadFailure("broken gzip data (not a gzip file despite the .gz name)")
-            stream: IO[bytes] = gzip.GzipFile(fileobj=raw, mode="rb")
-        else:
-            if not head.startswith(b"\x28\xb5\x2f\xfd"):
-                raise _ReadFailure("broken zstd data (not a zstd file despite the .zst name)")
-            stream = _ZstdStream(raw)
-        yield io.BufferedReader(stream, buffer_size=1 << 16)  # type: ignore[arg-type]
-    finally:
-        if report is not None:
-            report._open = None
-        raw.close()
-
-
-def _compression_errors() -> tuple[type[BaseException], ...]:
-    errs: list[type[BaseException]] = [gzip.BadGzipFile, zlib.error, EOFError]
-    try:
-        import zstandard
-
-        errs.append(zstandard.ZstdError)
-    except ImportError:  # pragma: no cover - zstandard is a core dependency
-        pass
-    return tuple(errs)
-
-
-_COMPRESSION_ERRORS = _compression_errors()
-
-
-def _broken(path: Path, e: BaseException) -> str:
-    """The reason given for a compressed stream that fails while being read."""
-    comp = _split_suffix(path)[0] or "compressed"
-    return f"broken {comp} data ({e or type(e).__name__})"
-
-
-def _numbered_lines(stream: IO[bytes], path: Path) -> Iterator[tuple[int, bytes]]:
-    """``enumerate(stream, start=1)``, where a compressed stream breaking names the first line
-    that could not be read (decompression is buffered: lines just before it may be lost too)."""
-    line_no = 0
-    it = iter(stream)
-    while True:
-        try:
-            raw = next(it)
-        except StopIteration:
-            return
-        except _COMPRESSION_ERRORS as e:
-            raise _ReadFailure(f"line {line_no + 1}: {_broken(path, e)}") from None
-        line_no += 1
-        yield line_no, raw
-
 
 # --------------------------------------------------------------------------- format readers
 
 
 def _check_not_binary(stream: io.BufferedReader) -> None:
     head = stream.peek(8192)[:8192]
-    kind = _sniff(head)
+    kind = sniff(head)
     if kind is not None and kind != "parquet":
-        raise _ReadFailure(f"looks binary ({kind} data); not text")
+        raise ReadFailure(f"looks binary ({kind} data); not text")
     if kind == "parquet":
-        raise _ReadFailure("looks like Parquet data; name the file .parquet to read it as Parquet")
+        raise ReadFailure("looks like Parquet data; name the file .parquet to read it as Parquet")
     if b"\x00" in head:
-        raise _ReadFailure("looks binary (NUL bytes); not text")
+        raise ReadFailure("looks binary (NUL bytes); not text")
 
 
 def _read_text(path: Path, report: ReadReport | None = None, doc_chars: int | None = None) -> Iterator[Document]:
@@ -363,11 +214,11 @@ def _read_text(path: Path, report: ReadReport | None = None, doc_chars: int | No
     src = str(path)
     soft = TEXT_DOC_SOFT_CHARS if doc_chars is None else doc_chars
     hard = TEXT_DOC_HARD_CHARS if doc_chars is None else 4 * doc_chars
-    with _open_binary(path, report) as stream:
+    with open_binary(path, report) as stream:
         try:
             _check_not_binary(stream)
-        except _COMPRESSION_ERRORS as e:
-            raise _ReadFailure(f"line 1: {_broken(path, e)}") from None
+        except COMPRESSION_ERRORS as e:
+            raise ReadFailure(f"line 1: {broken_reason(path, e)}") from None
         decoder = codecs.getincrementaldecoder("utf-8")(errors="strict")
         buf: list[str] = []
         size = 0
@@ -379,22 +230,22 @@ def _read_text(path: Path, report: ReadReport | None = None, doc_chars: int | No
         while True:
             try:
                 raw = stream.readline(_READ_PIECE)
-            except _COMPRESSION_ERRORS as e:
-                raise _ReadFailure(f"line {line_no}: {_broken(path, e)}") from None
+            except COMPRESSION_ERRORS as e:
+                raise ReadFailure(f"line {line_no}: {broken_reason(path, e)}") from None
             if not raw:
                 try:
                     tail = decoder.decode(b"", final=True)
                 except UnicodeDecodeError:
-                    raise _ReadFailure(f"line {line_no}: not valid UTF-8 (file ends inside a character)") from None
+                    raise ReadFailure(f"line {line_no}: not valid UTF-8 (file ends inside a character)") from None
                 if tail:
                     buf.append(tail)
                 break
             if b"\x00" in raw:
-                raise _ReadFailure(f"line {line_no}: NUL byte; binary data, not text")
+                raise ReadFailure(f"line {line_no}: NUL byte; binary data, not text")
             try:
                 text = decoder.decode(raw)
             except UnicodeDecodeError as e:
-                raise _ReadFailure(f"line {line_no}: not valid UTF-8 (byte 0x{raw[e.start]:02x})"
+                raise ReadFailure(f"line {line_no}: not valid UTF-8 (byte 0x{raw[e.start]:02x})"
                                    if e.start < len(raw) else f"line {line_no}: not valid UTF-8") from None
             if first:
                 text = text.removeprefix("\ufeff")
@@ -467,18 +318,18 @@ def _parse_json(text: str) -> Any:
 
 def _read_jsonl(path: Path, text_field: str, report: ReadReport, lenient: bool) -> Iterator[Document]:
     src = str(path)
-    with _open_binary(path, report) as stream:
+    with open_binary(path, report) as stream:
         try:
             head = stream.peek(4096)[:4096]
-        except _COMPRESSION_ERRORS as e:
-            raise _ReadFailure(f"line 1: {_broken(path, e)}") from None
-        kind = _sniff(head)
+        except COMPRESSION_ERRORS as e:
+            raise ReadFailure(f"line 1: {broken_reason(path, e)}") from None
+        kind = sniff(head)
         if kind is not None or b"\x00" in head:
-            raise _ReadFailure(f"looks binary ({kind or 'NUL bytes'}); not JSON lines")
+            raise ReadFailure(f"looks binary ({kind or 'NUL bytes'}); not JSON lines")
         if head.lstrip().startswith(b"["):
             yield from _read_json_array(path, stream, text_field, report, lenient)
             return
-        for line_no, raw in _numbered_lines(stream, path):
+        for line_no, raw in numbered_lines(stream, path):
             if not raw.strip():
                 continue
             try:
@@ -509,11 +360,11 @@ def _read_json_array(path: Path, stream: IO[bytes], text_field: str, report: Rea
     try:
         data = _parse_json(stream.read().decode("utf-8"))
     except UnicodeDecodeError:
-        raise _ReadFailure("not valid UTF-8") from None
+        raise ReadFailure("not valid UTF-8") from None
     except _BadJson as e:
-        raise _ReadFailure(f"line {e.line}: {e}" if e.line is not None else str(e)) from None
+        raise ReadFailure(f"line {e.line}: {e}" if e.line is not None else str(e)) from None
     if not isinstance(data, list):
-        raise _ReadFailure("a .json file must hold JSON lines or one array of records")
+        raise ReadFailure("a .json file must hold JSON lines or one array of records")
     for i, rec in enumerate(data, start=1):
         try:
             text = _record_text(rec, text_field)
@@ -534,25 +385,25 @@ def _read_parquet(path: Path, text_field: str, report: ReadReport, lenient: bool
     import pyarrow.parquet as pq
 
     src = str(path)
-    comp, _ = _split_suffix(path)
+    comp, _ = split_suffix(path)
     spool: IO[bytes] | None = None
     try:
         if comp is not None:  # Parquet needs random access: decompress to a temporary file first
             spool = tempfile.TemporaryFile()
-            with _open_binary(path) as stream:
+            with open_binary(path) as stream:
                 while chunk := stream.read(1 << 20):
                     spool.write(chunk)
             spool.seek(0)
         try:
             pf = pq.ParquetFile(spool if spool is not None else path)
         except (pa.ArrowException, OSError) as e:
-            raise _ReadFailure(f"not a readable Parquet file ({str(e).splitlines()[0]})") from None
+            raise ReadFailure(f"not a readable Parquet file ({str(e).splitlines()[0]})") from None
         names = pf.schema_arrow.names
         if text_field not in names:
-            raise _ReadFailure(f"no {text_field!r} column (columns: {', '.join(names[:8])}); set the text field")
+            raise ReadFailure(f"no {text_field!r} column (columns: {', '.join(names[:8])}); set the text field")
         ftype = pf.schema_arrow.field(text_field).type
         if not (pa.types.is_string(ftype) or pa.types.is_large_string(ftype)):
-            raise _ReadFailure(f"column {text_field!r} is {ftype}, not a string")
+            raise ReadFailure(f"column {text_field!r} is {ftype}, not a string")
         cols = [text_field] + [c for c in ("id", "source") if c in names and c != text_field]
         row = 0
         try:
@@ -573,7 +424,7 @@ def _read_parquet(path: Path, text_field: str, report: ReadReport, lenient: bool
                     yield Document(str(rid) if rid is not None else f"{src}:{row}", text,
                                    rsrc if isinstance(rsrc, str) and rsrc else src)
         except (pa.ArrowException, OSError) as e:
-            raise _ReadFailure(f"row {row + 1}: broken Parquet data ({str(e).splitlines()[0]})") from None
+            raise ReadFailure(f"row {row + 1}: broken Parquet data ({str(e).splitlines()[0]})") from None
     finally:
         if spool is not None:
             spool.close()
@@ -616,10 +467,10 @@ def iter_documents(paths: Sequence[str | Path], text_field: str = "text", lenien
                 report.documents += 1
                 report.text_chars += len(doc.text)
                 yield doc
-        except _ReadFailure as e:
+        except ReadFailure as e:
             reason = str(e)
-        except _COMPRESSION_ERRORS as e:
-            reason = _broken(path, e)
+        except COMPRESSION_ERRORS as e:
+            reason = broken_reason(path, e)
         except OSError as e:
             reason = f"read error ({e.strerror or e})"
         finally:

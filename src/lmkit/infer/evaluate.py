@@ -115,7 +115,7 @@ class _TextWindows:
 def held_out(ckpt: Path, data: str | None, tokenizer: Any, text_field: str = "text") -> tuple[Any, str] | None:
     """Held-out token windows: --data (a shard folder, one split, or text), else the run's own
     validation shards if they are still where the checkpoint's run config says."""
-    from lmkit.data.pack import TokenShards, is_shard_folder
+    from lmkit.data.shards import TokenShards, is_shard_folder
 
     if data:
         p = Path(data)
@@ -147,9 +147,7 @@ def held_out(ckpt: Path, data: str | None, tokenizer: Any, text_field: str = "te
 def evaluate_model(model: nn.Module, cfg: ModelConfig, windows: Any, tokenizer: Any, batch_size: int,
                    max_batches: int) -> dict[str, float]:
     """Held-out loss, perplexity and bits per byte of ``model`` on ``windows``, specials from ``tokenizer``."""
-    specials = SpecialIds(pad=tokenizer.pad_id, bos=tokenizer.bos_id, eos=tokenizer.eos_id, mask=tokenizer.mask_id,
-                          sentinels=tuple(tokenizer.sentinel_ids), vocab_size=tokenizer.vocab_size,
-                          n_special=len(tokenizer.special_ids))
+    specials = tokenizer.special_ids_for_objectives()
     return evaluate(model, windows, cfg, specials, batch_size=batch_size, max_batches=max_batches,
                     token_bytes=token_byte_lengths(tokenizer))
 

@@ -22,13 +22,13 @@ cross-attention keys/values once, and decodes from a start token with a self-att
 Why part of the decode step is written by hand (:class:`PackedDecoder`): at batch 1 and small
 sizes a decode step is a handful of one-row matrix products (each bound by how fast its weights
 stream from memory) plus a few hundred tiny operations whose cost is Python and PyTorch's
-per-operation dispatch, not arithmetic (see ``benchmarks/generate_speed.py``: a plain KV-cache loop
-over the training modules is only ≈1.2-1.6x Hugging Face's ``generate``). ``PackedDecoder`` is an
+per-operation dispatch, not arithmetic (``benchmarks/generate_speed.py`` compares a plain KV-cache
+loop and this one with Hugging Face's ``generate``). ``PackedDecoder`` is an
 inference-only copy of a :class:`~lmkit.models.decoder.Decoder`'s weights, laid out once, that
 does the same maths with fewer, cheaper operations:
 
 * every weight is stored transposed, (in, out) contiguous: a one-row product streams that layout
-  about twice as fast as ``F.linear``'s (out, in) on this CPU (most of all for the vocabulary
+  faster than ``F.linear``'s (out, in) on CPU (most of all for the vocabulary
   projection, the largest matrix);
 * q, k, v are one product, and so are the MLP's gate and up projections; each RMSNorm's weight
   (and a factor √d) is folded into the rows of the product that follows it, leaving only
@@ -57,8 +57,9 @@ import os
 import sys
 import time
 import weakref
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -396,7 +397,7 @@ class PackedDecoder:
         self.v_heads: list[torch.Tensor] = []
         self.length = self.max_len = 0
 
-    def start(self, batch: int, max_len: int) -> "PackedDecoder":
+    def start(self, batch: int, max_len: int) -> PackedDecoder:
         """A decoding session: the same (shared) weights with a fresh cache for ``batch`` sequences
         of up to ``max_len`` positions. Sessions are independent, so concurrent generations
         (e.g. a server's threads) on one model do not share state."""
@@ -486,7 +487,7 @@ class PackedDecoder:
         return torch.mm(self._rms(x), self.out)  # (B, V)
 
 
-_PACKED: "weakref.WeakKeyDictionary[nn.Module, tuple[tuple[Any, ...], PackedDecoder]]" = weakref.WeakKeyDictionary()
+_PACKED: weakref.WeakKeyDictionary[nn.Module, tuple[tuple[Any, ...], PackedDecoder]] = weakref.WeakKeyDictionary()
 
 
 def _packable(model: nn.Module) -> bool:

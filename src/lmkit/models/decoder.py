@@ -20,7 +20,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from lmkit.config import ModelConfig
-from lmkit.models.layers import Attention, KVCache, RMSNorm, linear_cross_entropy, rope_tables, sinusoidal_table
+from lmkit.models.layers import Attention, KVCache, RMSNorm, linear_cross_entropy, register_position_tables
 
 
 class SwiGLU(nn.Module):
@@ -61,15 +61,7 @@ class Decoder(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.d_model)
-        self.pos_emb = nn.Embedding(cfg.max_seq_len, cfg.d_model) if cfg.pos_encoding == "learned" else None
-        if cfg.pos_encoding == "sinusoidal":
-            self.register_buffer("pos_table", sinusoidal_table(cfg.max_seq_len, cfg.d_model), persistent=False)
-        else:
-            self.pos_table = None
-        if cfg.pos_encoding == "rotary":
-            cos, sin = rope_tables(cfg.head_dim, cfg.max_seq_len, cfg.rope_theta)
-            self.register_buffer("rope_cos", cos, persistent=False)  # (max_seq_len, hd)
-            self.register_buffer("rope_sin", sin, persistent=False)
+        register_position_tables(self, cfg)
         self.drop = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(DecoderBlock(cfg) for _ in range(cfg.n_layers))
         self.norm = RMSNorm(cfg.d_model, cfg.norm_eps)

@@ -23,8 +23,9 @@ import argparse
 import json
 import math
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import yaml
 
@@ -143,8 +144,8 @@ def _check_weights_readable(path: Path) -> None:
 
 def card_facts(ckpt: str | Path) -> dict[str, Any]:
     """Everything the card says, read from the checkpoint: config, meta, run config, tokenizer."""
-    from lmkit.models.checkpoint import load_meta, read_config, resolve_checkpoint
     from lmkit.config import model_config_from_dict
+    from lmkit.models.checkpoint import load_meta, read_config, resolve_checkpoint
 
     path = resolve_checkpoint(ckpt)
     raw = read_config(path)

@@ -77,8 +77,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-from lmkit.files import check_out_dir, replace_dir, sha256_file
 from lmkit.errors import LmkitError
+from lmkit.files import check_out_dir, replace_dir, sha256_file
 
 if TYPE_CHECKING:
     import torch
@@ -450,10 +450,10 @@ def export_hf(ckpt: str | Path, out: str | Path, overwrite: bool = False, verify
     import torch
     from safetensors.torch import save_file
 
-    from lmkit.ship.card import render_card
-    from lmkit.models.checkpoint import load_meta, load_state, load_weights_into, read_config, resolve_checkpoint
     from lmkit.config import model_config_from_dict
     from lmkit.models import build_model
+    from lmkit.models.checkpoint import load_meta, load_state, load_weights_into, read_config, resolve_checkpoint
+    from lmkit.ship.card import render_card
     from lmkit.tokenizer import Tokenizer
 
     path = resolve_checkpoint(ckpt)
@@ -786,8 +786,8 @@ def import_hf(src: str | Path, out: str | Path, overwrite: bool = False, tokeniz
     """Read a transformers folder into an lmkit checkpoint at ``out``; returns a report."""
     import torch
 
-    from lmkit.models.checkpoint import save_checkpoint
     from lmkit.models import build_model, count_parameters
+    from lmkit.models.checkpoint import save_checkpoint
     from lmkit.tokenizer import Tokenizer
 
     folder = Path(src)

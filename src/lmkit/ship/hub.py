@@ -40,8 +40,9 @@ import re
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from lmkit.errors import LmkitError
 from lmkit.files import sha256_file
@@ -264,8 +265,8 @@ class Hub:
              card: str | Path | None = None, show_progress: bool = False) -> dict[str, Any]:
         """Publish checkpoint ``ckpt`` as the next revision of ``name``; returns the manifest."""
         from lmkit import __version__
-        from lmkit.ship.card import render_card
         from lmkit.models.checkpoint import resolve_checkpoint
+        from lmkit.ship.card import render_card
 
         validate_name(name)
         path = resolve_checkpoint(ckpt)
@@ -352,8 +353,8 @@ class Hub:
 
         from tqdm import tqdm
 
-        from lmkit.models.checkpoint import is_checkpoint
         from lmkit.files import check_out_dir, replace_dir
+        from lmkit.models.checkpoint import is_checkpoint
 
         name, rev = parse_spec(spec)
         m = self.manifest(name, rev)

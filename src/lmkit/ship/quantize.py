@@ -33,8 +33,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from lmkit.config import ModelConfig
-from lmkit.infer.evaluate import evaluate_model, held_out
 from lmkit.errors import LmkitError
+from lmkit.infer.evaluate import evaluate_model, held_out
 from lmkit.numerics import absmax_dequantize, absmax_quantize, torch_dtype
 
 TARGETS = ("fp16", "bf16", "int8")
@@ -57,7 +57,7 @@ class Int8Linear(nn.Module):
         self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None
 
     @classmethod
-    def from_linear(cls, lin: nn.Linear) -> "Int8Linear":
+    def from_linear(cls, lin: nn.Linear) -> Int8Linear:
         m = cls(lin.in_features, lin.out_features, lin.bias is not None)
         q, s = absmax_quantize(lin.weight, dim=1)
         m.qweight.copy_(q)
@@ -89,7 +89,7 @@ class Int8Embedding(nn.Module):
         self.register_buffer("scale", torch.ones(num_embeddings, 1))  # (V, 1) fp32
 
     @classmethod
-    def from_embedding(cls, emb: nn.Embedding) -> "Int8Embedding":
+    def from_embedding(cls, emb: nn.Embedding) -> Int8Embedding:
         m = cls(emb.num_embeddings, emb.embedding_dim)
         q, s = absmax_quantize(emb.weight, dim=1)
         m.qweight.copy_(q)
@@ -152,8 +152,8 @@ def _empty_int8(model: nn.Module, names: list[str], source: str | Path) -> None:
 def load_quantized(model_cfg: ModelConfig, state: dict[str, torch.Tensor], quant: dict[str, Any],
                    source: str | Path) -> nn.Module:
     """Build the model a quantized checkpoint describes and fill it with its weights."""
-    from lmkit.models.checkpoint import load_weights_into
     from lmkit.models import build_model
+    from lmkit.models.checkpoint import load_weights_into
 
     method = quant.get("method")
     model = build_model(model_cfg)
@@ -194,8 +194,16 @@ def quantize_checkpoint(ckpt: str | Path, out: str | Path, to: str = "int8", ove
                         show_progress: bool = True) -> dict[str, Any]:
     """Write a quantized copy of checkpoint ``ckpt`` to ``out``; return the size/quality report
     (``summary`` holds it in one line)."""
-    from lmkit.models.checkpoint import (is_checkpoint, load_meta, load_model, load_tokenizer, model_state, read_config,
-                                  resolve_checkpoint, save_checkpoint)
+    from lmkit.models.checkpoint import (
+        is_checkpoint,
+        load_meta,
+        load_model,
+        load_tokenizer,
+        model_state,
+        read_config,
+        resolve_checkpoint,
+        save_checkpoint,
+    )
 
     if to not in TARGETS:
         raise LmkitError(f"--to must be one of {'|'.join(TARGETS)}, got {to!r}")

@@ -19,7 +19,8 @@ import resource
 import statistics
 import sys
 import time
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import torch
 
@@ -28,10 +29,19 @@ from lmkit.config import RunConfig, load_run_config
 from lmkit.errors import LmkitError
 from lmkit.models import build_model, count_parameters
 from lmkit.objectives import SpecialIds, make_batch, window_length
-from lmkit.train.loop import (Dist, LossModule, Trainer, autocast_for, batch_generator, make_optimizer, plan_horizon,
-                         resolve_device)
+from lmkit.tokenizer import BOS, EOS, MASK, PAD, SENTINELS, SPECIAL_TOKENS
+from lmkit.train.loop import (
+    Dist,
+    LossModule,
+    Trainer,
+    autocast_for,
+    batch_generator,
+    make_optimizer,
+    plan_horizon,
+    resolve_device,
+)
 
-N_SPECIAL = 105  # lmkit tokenizers: <pad> <s> </s> <unk> [MASK] and 100 sentinels at ids 0..104
+N_SPECIAL = len(SPECIAL_TOKENS)  # lmkit tokenizers: <pad> <s> </s> <unk> [MASK] and 100 sentinels
 
 
 class _SyntheticTrainer(Trainer):
@@ -46,8 +56,9 @@ class _SyntheticTrainer(Trainer):
         V = cfg.model.vocab_size
         if V <= N_SPECIAL + 1:
             raise LmkitError(f"model.vocab_size ({V}) is too small for lmkit's {N_SPECIAL} special tokens")
-        self.specials = SpecialIds(pad=0, bos=1, eos=2, mask=4, sentinels=tuple(range(5, N_SPECIAL)),
-                                   vocab_size=V, n_special=N_SPECIAL)
+        ids = {t: i for i, t in enumerate(SPECIAL_TOKENS)}  # lmkit tokenizers' fixed special-token layout
+        self.specials = SpecialIds(pad=ids[PAD], bos=ids[BOS], eos=ids[EOS], mask=ids[MASK],
+                                   sentinels=tuple(ids[t] for t in SENTINELS), vocab_size=V, n_special=N_SPECIAL)
         self.model = build_model(cfg.model).to(self.device)
         self.model.activation_checkpointing = cfg.train.activation_checkpointing
         self.n_params = count_parameters(self.model)

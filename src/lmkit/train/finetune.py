@@ -28,7 +28,6 @@ so that lmkit needs neither at run time.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import random
@@ -106,7 +105,7 @@ def _label(value: Any, where: str, key: str) -> str:
 
 
 def read_examples(path: str | Path, task: str) -> list[Example]:
-    """Read a labelled JSONL file for ``task`` (see DATA_FORMATS); every problem names file:line."""
+    """Read a labelled JSONL file for ``task`` (formats: `lmkit finetune-head --help`); problems name file:line."""
     p = Path(path)
     if not p.is_file():
         raise LmkitError(f"{p}: labelled data file not found")
@@ -576,10 +575,8 @@ def save_finetuned(out: str | Path, model: nn.Module, tokenizer: Any, cfg: Finet
     """Write the fine-tuned model as a checkpoint folder (atomically); the head goes to head.safetensors."""
     from safetensors.torch import save_file
 
-    from lmkit.models.checkpoint import save_checkpoint
-
-    from lmkit.models.checkpoint import is_checkpoint
     from lmkit.files import check_out_dir, replace_dir
+    from lmkit.models.checkpoint import is_checkpoint, save_checkpoint
 
     final = Path(out)
     check_out_dir(final, overwrite, [base], ours=is_checkpoint, kind="checkpoint")
@@ -670,10 +667,8 @@ def run_finetune(checkpoint: str, data: str, cfg: FinetuneConfig, eval_data: str
                  out: str | None = None, overwrite: bool = False, device: str = "cpu",
                  show_progress: bool = True) -> dict[str, Any]:
     """Load a checkpoint, fine-tune it on a labelled JSONL file, report (and save with ``out``)."""
-    from lmkit.models.checkpoint import load_model, load_tokenizer, resolve_checkpoint
-
-    from lmkit.models.checkpoint import is_checkpoint
     from lmkit.files import check_out_dir
+    from lmkit.models.checkpoint import is_checkpoint, load_model, load_tokenizer, resolve_checkpoint
 
     cfg.validate()
     ckpt = resolve_checkpoint(checkpoint)
@@ -697,51 +692,3 @@ def run_finetune(checkpoint: str, data: str, cfg: FinetuneConfig, eval_data: str
         report["out"] = str(save_finetuned(out, model, tokenizer, cfg, report, str(ckpt), overwrite))
     return report
 
-
-def format_report(rep: dict[str, Any]) -> str:
-    """The held-out report in words and a small table."""
-    lines = [f"{rep['task']}: {rep['train_examples']} training / {rep['val_examples']} held-out examples"]
-    for h in rep["history"]:
-        lines.append("  epoch {epoch}: train loss {train_loss:.3f}".format(**h)
-                     + "".join(f", {k.replace('_', ' ')} {v:.3f}" for k, v in h.items()
-                               if k not in ("epoch", "train_loss")))
-    if rep["task"] == "seq2seq":
-        lines.append(f"held-out: loss {rep['loss']:.3f} (perplexity {rep['perplexity']:.2f}), exact match "
-                     f"{rep['exact_match']:.1%}, word F1 {rep['word_f1']:.1%}")
-        for ex in rep.get("examples", [])[:3]:
-            lines.append(f"  input:  {ex['input']}\n  target: {ex['target']}\n  output: {ex['output']}")
-    else:
-        unit = "texts" if rep["task"] == "sequence-classification" else "words"
-        lines.append(f"held-out: accuracy {rep['accuracy']:.1%} over {unit} (majority-label baseline "
-                     f"{rep['majority_baseline']:.1%}), macro-F1 {rep['macro_f1']:.3f}")
-        if "entity" in rep:
-            e = rep["entity"]
-            lines.append(f"entities: precision {e['precision']:.3f}, recall {e['recall']:.3f}, F1 {e['f1']:.3f} "
-                         f"({e['entities']} entities)")
-        w = max(5, *(len(lab) for lab in rep["labels"]))
-        lines.append(f"  {'label':<{w}}  precision  recall     f1  support")
-        for lab in rep["labels"]:
-            m = rep["per_label"][lab]
-            lines.append(f"  {lab:<{w}}  {m['precision']:9.3f}  {m['recall']:6.3f}  {m['f1']:5.3f}  {m['support']:7d}")
-        if rep.get("truncated_words"):
-            lines.append(f"note: {rep['truncated_words']} words did not fit the context window and were left out")
-    if rep.get("out"):
-        lines.append(f"saved: {rep['out']}")
-    return "\n".join(lines)
-
-
-def cli_finetune(args: argparse.Namespace) -> int:
-    """``lmkit finetune-head CKPT --task ... --data labelled.jsonl``."""
-    cfg = FinetuneConfig(task=args.task, epochs=args.epochs, lr=args.lr, head_lr=args.head_lr,
-                         batch_size=args.batch_size, val_fraction=args.val_fraction, seed=args.seed,
-                         freeze_encoder=args.freeze_encoder)
-    device = args.device
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    report = run_finetune(args.checkpoint, args.data, cfg, eval_data=args.eval, out=args.out,
-                          overwrite=args.overwrite, device=device, show_progress=not args.quiet and not args.json)
-    if args.json:
-        print(json.dumps(report, indent=2, ensure_ascii=False))
-    else:
-        print(format_report(report))
-    return 0

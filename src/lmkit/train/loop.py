@@ -20,251 +20,38 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shlex
 import signal
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
-from lmkit.models.checkpoint import (CKPT_PREFIX, list_checkpoints, load_train_state, load_weights_into,
-                              model_state, prune_checkpoints, resolve_checkpoint, save_checkpoint)
-from lmkit.config import RunConfig, TrainConfig, load_run_config, to_dict
+from lmkit.config import RunConfig, to_dict
 from lmkit.errors import LmkitError
 from lmkit.infer.evaluate import evaluate, token_byte_lengths
 from lmkit.models import build_model, count_parameters
-from lmkit.objectives import SpecialIds, make_batch, window_length
+from lmkit.models.checkpoint import (
+    CKPT_PREFIX,
+    list_checkpoints,
+    load_train_state,
+    load_weights_into,
+    model_state,
+    prune_checkpoints,
+    resolve_checkpoint,
+    save_checkpoint,
+)
+from lmkit.objectives import make_batch, window_length
+from lmkit.train.distributed import Dist, LossModule, autocast_for, init_distributed, resolve_device  # noqa: F401 - re-exported
+from lmkit.train.metrics import Metrics, _metric_records, plot_loss_curve, read_metrics  # noqa: F401 - re-exported
 from lmkit.train.runfolder import claim_run_folder, release_run_folder
-
-# --------------------------------------------------------------------------- pure pieces
-
-
-def make_optimizer(model: nn.Module, lr: float, weight_decay: float, betas: tuple[float, float] = (0.9, 0.95),
-                   eps: float = 1e-8) -> torch.optim.AdamW:
-    """AdamW with weight decay on matrices only: norms, biases and embeddings are not decayed.
-
-    Uses the fused single-kernel AdamW where this torch build offers it for the device.
-    """
-    embedding_params = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
-    decay, no_decay = [], []
-    for p in model.parameters():
-        if not p.requires_grad:
-            continue
-        (decay if p.dim() >= 2 and id(p) not in embedding_params else no_decay).append(p)
-    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    device = next(model.parameters()).device
-    try:
-        return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps, fused=device.type in ("cpu", "cuda"))
-    except (RuntimeError, TypeError):
-        return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps)
-
-
-def lr_at(step: int, cfg: TrainConfig, horizon: int | None, progress: float | None = None) -> float:
-    """Learning rate at ``step``: linear warmup, then cosine / warmup-stable-decay / constant.
-
-    ``progress`` in [0, 1] overrides step/horizon (used when only a wall-time limit is set).
-    """
-    if step < cfg.warmup_steps:
-        return cfg.lr * (step + 1) / cfg.warmup_steps
-    if progress is None:
-        if not horizon or horizon <= cfg.warmup_steps:
-            return cfg.lr
-        progress = (step - cfg.warmup_steps) / max(1, horizon - cfg.warmup_steps)
-    progress = min(max(progress, 0.0), 1.0)
-    floor = cfg.lr * cfg.min_lr_ratio
-    if cfg.schedule == "constant":
-        return cfg.lr
-    if cfg.schedule == "wsd":  # stable at the peak, then a linear decay over the last 20%
-        return cfg.lr if progress < 0.8 else floor + (cfg.lr - floor) * (1 - progress) / 0.2
-    return floor + 0.5 * (cfg.lr - floor) * (1 + math.cos(math.pi * progress))
-
-
-@dataclass
-class Horizon:
-    """How long the run lasts: a step count from the first step/token/FLOP/ratio limit, and time."""
-
-    steps: int | None
-    reason: str
-    max_time: float | None
-
-
-def plan_horizon(cfg: TrainConfig, tokens_per_step: int, flops_per_step: float, n_params: int) -> Horizon:
-    """The earliest of the configured stop conditions, in optimizer steps (time is checked live)."""
-    limits: list[tuple[int, str]] = []
-    if cfg.max_steps is not None:
-        limits.append((cfg.max_steps, f"max_steps={cfg.max_steps}"))
-    if cfg.max_tokens is not None:
-        limits.append((math.ceil(cfg.max_tokens / tokens_per_step), f"max_tokens={cfg.max_tokens:.3g}"))
-    if cfg.max_flops is not None:
-        limits.append((math.ceil(cfg.max_flops / flops_per_step), f"max_flops={cfg.max_flops:.3g}"))
-    if cfg.tokens_per_param is not None:
-        tokens = cfg.tokens_per_param * n_params
-        limits.append((math.ceil(tokens / tokens_per_step),
-                       f"tokens_per_param={cfg.tokens_per_param:g} ({tokens:.3g} tokens)"))
-    if not limits:
-        return Horizon(None, f"max_time={cfg.max_time}s", cfg.max_time)
-    steps, reason = min(limits)
-    return Horizon(max(1, steps), reason, cfg.max_time)
-
-
-def batch_generator(seed: int, step: int, micro: int, rank: int) -> torch.Generator:
-    """The RNG an objective uses for the masks of one micro-batch: a function of its position."""
-    return torch.Generator().manual_seed((seed * 1_000_003 + step * 1009 + micro * 31 + rank) % (2**63))
-
-
-# --------------------------------------------------------------------------- devices and processes
-
-
-@dataclass
-class Dist:
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-
-def init_distributed() -> Dist:
-    """Join the torchrun process group when launched by torchrun (WORLD_SIZE > 1)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return Dist()
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    return Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
-
-
-def resolve_device(name: str, d: Dist) -> torch.device:
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda", d.local_rank)
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise LmkitError(f"train.device={name} but no CUDA device is available (use cpu or auto)")
-    if dev.type == "cuda" and d.world > 1:
-        dev = torch.device("cuda", d.local_rank)
-    return dev
-
-
-def autocast_for(precision: str, device: torch.device) -> torch.autocast | None:
-    if precision == "fp32":
-        return None
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    return torch.autocast(device_type=device.type, dtype=dtype)
-
-
-class LossModule(nn.Module):
-    """Wraps a model so that ``forward(batch)`` is its loss: what DDP/FSDP need to hook into."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.model.loss(batch)
-
-
-# --------------------------------------------------------------------------- metrics
-
-
-def _metric_records(text: str) -> list[tuple[str, dict[str, Any]]]:
-    """(line, record) for each whole JSON object line; a line torn by a kill mid-write is dropped."""
-    out = []
-    for line in text.splitlines():
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(record, dict):
-            out.append((line, record))
-    return out
-
-
-class Metrics:
-    """metrics.jsonl (appended, truncated back to the checkpoint on resume) and TensorBoard."""
-
-    def __init__(self, out: Path, tensorboard: bool, resume_step: int | None) -> None:
-        self.path = out / "metrics.jsonl"
-        if resume_step is not None and self.path.exists():
-            text = self.path.read_text(encoding="utf-8", errors="replace")
-            kept = [line for line, rec in _metric_records(text)
-                    if isinstance(rec.get("step", 0), int) and rec.get("step", 0) <= resume_step]
-            tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
-            tmp.write_text("".join(k + "\n" for k in kept), encoding="utf-8")
-            os.replace(tmp, self.path)
-        elif resume_step is None and self.path.exists():
-            self.path.unlink()
-        self.file = self.path.open("a", encoding="utf-8")
-        self.tb = None
-        if tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-
-                self.tb = SummaryWriter(str(out / "tensorboard"))
-            except ImportError:
-                self.tb = None
-
-    def log(self, record: dict[str, Any]) -> None:
-        self.file.write(json.dumps(record) + "\n")
-        self.file.flush()
-        if self.tb is not None:
-            step = record["step"]
-            for k, v in record.items():
-                if k != "step" and isinstance(v, (int, float)):
-                    self.tb.add_scalar(k, v, step)
-
-    def close(self) -> None:
-        self.file.close()
-        if self.tb is not None:
-            self.tb.close()
-
-
-def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
-    path = Path(run_dir) / "metrics.jsonl"
-    if not path.exists():
-        return []
-    return [rec for _, rec in _metric_records(path.read_text(encoding="utf-8", errors="replace"))]
-
-
-def plot_loss_curve(run_dir: str | Path, out_png: str | Path | None = None) -> Path | None:
-    """Training loss (and held-out loss) against tokens seen, as a PNG beside the metrics."""
-    records = read_metrics(run_dir)
-    train = [(r["tokens"], r["loss"]) for r in records if "loss" in r]
-    val = [(r["tokens"], r["val_loss"]) for r in records if "val_loss" in r]
-    if not train:
-        return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
-    ax.plot(*zip(*train), label="training loss", lw=1.2)
-    if val:
-        ax.plot(*zip(*val), "o-", label="held-out loss", lw=1.5, ms=4)
-    ax.set_xlabel("tokens seen")
-    ax.set_ylabel("cross-entropy (nats/token)")
-    ax.set_title(f"Loss curve: {Path(run_dir).name}")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    out = Path(out_png) if out_png else Path(run_dir) / "loss_curve.png"
-    fig.savefig(out)
-    plt.close(fig)
-    return out
-
+from lmkit.train.steps import Horizon, batch_generator, lr_at, make_optimizer, plan_horizon  # noqa: F401 - re-exported
 
 # --------------------------------------------------------------------------- the trainer
 
@@ -350,9 +137,7 @@ class Trainer:
         if self.resume_from is not None:
             self._check_resumed_data()
         tok = self.tokenizer
-        self.specials = SpecialIds(pad=tok.pad_id, bos=tok.bos_id, eos=tok.eos_id, mask=tok.mask_id,
-                                   sentinels=tuple(tok.sentinel_ids), vocab_size=tok.vocab_size,
-                                   n_special=len(tok.special_ids))
+        self.specials = tok.special_ids_for_objectives()
         self.token_bytes = token_byte_lengths(tok)
 
         self.model = build_model(cfg.model)
@@ -418,8 +203,8 @@ class Trainer:
         """On resume: settings left empty come from the checkpoint's resolved.yaml, the others must
         agree with it (``lmkit.train.resume``), and the source files must be the ones trained on unless
         ``new_data``; with ``new_data`` the run's own tokenizer is pinned, so none is trained anew."""
-        from lmkit.train import resume as rs
         from lmkit.models.checkpoint import load_meta, load_tokenizer
+        from lmkit.train import resume as rs
 
         assert self.resume_from is not None
         saved = rs.saved_run_config(self.resume_from)
@@ -494,8 +279,11 @@ class Trainer:
     def _full_states(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         """Model weights and optimizer state as whole tensors (gathered from shards under FSDP)."""
         if self.dist.world > 1 and self.cfg.train.distributed == "fsdp":
-            from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict,
-                                                                 get_optimizer_state_dict)
+            from torch.distributed.checkpoint.state_dict import (
+                StateDictOptions,
+                get_model_state_dict,
+                get_optimizer_state_dict,
+            )
 
             opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
             weights = get_model_state_dict(self.wrapped, options=opts)
@@ -750,54 +538,3 @@ def train(cfg: RunConfig, resume: bool = False, show_progress: bool = True, new_
     finally:
         release_run_folder(cfg.out)  # also when the trainer's setup failed after claiming the folder
 
-
-def cli_pretrain(args: Any) -> int:
-    overrides = dict(args.overrides)
-    if args.data:
-        overrides["data.paths"] = list(args.data)
-    if args.tokenizer:
-        overrides["data.tokenizer"] = args.tokenizer
-    if args.out:
-        overrides["out"] = args.out
-    if args.max_steps is not None:
-        overrides["train.max_steps"] = args.max_steps
-    if getattr(args, "init", None):
-        overrides["train.init"] = args.init
-    new_data = bool(getattr(args, "new_data", False))
-    if args.resume:  # the run folder's saved settings, data and tokenizer; what is given again must agree
-        from lmkit.config import load_yaml
-        from lmkit.train.resume import resume_config
-
-        out = args.out or (load_yaml(args.config).get("out") if args.config else None) or RunConfig().out
-        cfg = resume_config(Path(str(out)), args.config, overrides, new_data=new_data)
-    elif new_data:
-        raise LmkitError("--new-data only applies with --resume (a new run trains on the data it is given)")
-    else:
-        cfg = load_run_config(args.config, overrides)
-    try:
-        summary = train(cfg, resume=args.resume, show_progress=not args.quiet, new_data=new_data)
-    except TrainingInterrupted as e:
-        if int(os.environ.get("RANK", "0")) == 0:
-            print(f"lmkit: {e}", file=sys.stderr)
-        if dist.is_initialized():
-            dist.barrier()
-            dist.destroy_process_group()
-        return 130
-    if int(os.environ.get("RANK", "0")) == 0:
-        if args.json:
-            print(json.dumps(summary, indent=2, default=str))
-        else:
-            ev = summary["eval"] or {}
-            print(f"trained {summary['steps']} steps ({summary['tokens']:,} tokens) in {summary['wall_time_s']:.0f}s; "
-                  f"stopped at {summary['stop_reason']}")
-            if ev:
-                print(f"held-out loss {ev['loss']:.3f}, perplexity {ev['perplexity']:.1f}"
-                      + (f", bits/byte {ev['bits_per_byte']:.3f}" if "bits_per_byte" in ev else ""))
-            print(f"checkpoint: {summary['checkpoint']}")
-            print(f"metrics:    {summary['metrics']}" + (f"\nloss curve: {summary['loss_curve']}" if summary["loss_curve"] else ""))
-    if dist.is_initialized():
-        # leave together: a rank tearing its process group down while another still works (rank 0
-        # writes the summary) can abort in gloo's background threads
-        dist.barrier()
-        dist.destroy_process_group()
-    return 0

@@ -45,7 +45,7 @@ from lmkit.config import (
 from lmkit.errors import LmkitError
 
 if TYPE_CHECKING:
-    from lmkit.data.pack import TokenShards
+    from lmkit.data.shards import TokenShards
     from lmkit.tokenizer import Tokenizer
 
 STOP_KEYS: tuple[str, ...] = ("train.max_steps", "train.max_tokens", "train.max_time", "train.max_flops",

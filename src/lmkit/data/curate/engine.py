@@ -1,0 +1,447 @@
+"""The curation run: chunks of documents go through the per-document stages and the dedup keys
+(:class:`DocPipeline`, :func:`process_chunk`) on worker processes or a Dask cluster, at most a
+bounded number of chunks in flight and results in input order; the main process removes
+duplicates, writes ``part-NNNNN.jsonl.gz`` shards (:class:`ShardWriter`) and the report, and
+publishes the folder in one step (:func:`curate`).
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import re
+import shutil
+import sys
+import time
+from collections import Counter, deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lmkit import __version__
+from lmkit.data.curate.config import (
+    DEDUP_STAGES,
+    CurateConfig,
+    Removed,
+    config_from_dict,
+    config_to_dict,
+)
+from lmkit.data.curate.report import StageStats, pct, report_markdown
+from lmkit.data.curate.rules import C4Quality, GopherQuality, GopherRepetition
+from lmkit.data.curate.safety import BlockList, PiiRedact, blocklist_terms
+from lmkit.data.curate.text import Normalise, proxy_tokens
+from lmkit.data.dedup import ExactDeduper, MinHashDeduper, MinHasher, exact_key
+from lmkit.data.read import ReadReport, iter_documents, list_files
+from lmkit.errors import LmkitError
+from lmkit.files import check_out_dir, replace_dir
+from lmkit.tokenizer import Tokenizer
+
+# --------------------------------------------------------------------------- the per-document pipeline
+
+Doc = tuple[str, str, str]  # (id, text, source)
+
+
+@dataclass
+class ChunkResult:
+    """What a worker sends back for one chunk: the surviving documents and everything dedup needs."""
+
+    ids: list[str]
+    texts: list[str]
+    sources: list[str]
+    tokens: np.ndarray  # tokens of each surviving document
+    stats: dict[str, StageStats]
+    docs_in: int = 0
+    chars_in: int = 0
+    tokens_in: int = 0
+    exact_keys: np.ndarray | None = None  # uint64 per surviving document
+    band_keys: np.ndarray | None = None  # (n, bands) uint64
+    has_shingles: np.ndarray | None = None  # bool per surviving document
+    sigs: np.ndarray | None = None  # (n, num_perm) uint32, only with a MinHash threshold
+    key_seconds: dict[str, float] = field(default_factory=dict)  # worker time of the dedup keys
+
+
+def build_stage(name: str, cfg: CurateConfig, blocklist: list[str] | None = None) -> Callable[[str], str | Removed]:
+    """The per-document stage called ``name``, configured from ``cfg``."""
+    if name == "normalise":
+        return Normalise(cfg.normalise)
+    if name == "gopher_quality":
+        return GopherQuality(cfg.gopher_quality)
+    if name == "c4":
+        return C4Quality(cfg.c4)
+    if name == "gopher_repetition":
+        return GopherRepetition(cfg.gopher_repetition)
+    if name == "blocklist":
+        return BlockList(cfg.blocklist, blocklist)
+    if name == "pii":
+        return PiiRedact(cfg.pii)
+    raise LmkitError(f"curate: {name!r} is not a per-document stage")
+
+
+def _token_counter(tokenizer: str | None) -> Callable[[str], int]:
+    if tokenizer is None:
+        return proxy_tokens
+    tok = Tokenizer.load(tokenizer, strict=False)
+    return lambda text: len(tok.encode(text))
+
+
+class DocPipeline:
+    """The per-document stages of a config, plus the dedup keys, run over one chunk at a time."""
+
+    def __init__(self, cfg: CurateConfig, tokenizer: str | None = None, blocklist: list[str] | None = None) -> None:
+        self.cfg = cfg
+        enabled = cfg.enabled_stages()
+        self.stages = [(n, build_stage(n, cfg, blocklist)) for n in enabled if n not in DEDUP_STAGES]
+        self.exact = "exact_dedup" in enabled
+        m = cfg.minhash
+        self.minhasher = MinHasher(m.num_perm, m.bands, m.shingle_size, m.seed) if "minhash" in enabled else None
+        self.count_tokens = _token_counter(tokenizer)
+
+    def run(self, docs: Sequence[Doc]) -> ChunkResult:
+        cfg = self.cfg
+        lim, ex_chars = cfg.examples_per_stage, cfg.example_chars
+        stats = {n: StageStats(n) for n, _ in self.stages}
+        res = ChunkResult([], [], [], np.zeros(0, dtype=np.int64), stats)
+        count = self.count_tokens
+        toks: list[int] = []
+        for doc_id, text, source in docs:
+            n_chr = len(text)
+            n_tok = count(text)
+            res.docs_in += 1
+            res.chars_in += n_chr
+            res.tokens_in += n_tok
+            for name, stage in self.stages:
+                st = stats[name]
+                st.docs_in += 1
+                st.chars_in += n_chr
+                st.tokens_in += n_tok
+                t0 = time.perf_counter()
+                out = stage(text)
+                st.seconds += time.perf_counter() - t0
+                if type(out) is Removed:
+                    st.reasons[out.reason] += 1
+                    st.add_example(out.reason, doc_id, source, text, lim, ex_chars)
+                    break
+                if out is not text:
+                    st.modified += 1
+                    text = out  # type: ignore[assignment]
+                    n_chr = len(text)
+                    n_tok = count(text)
+                st.docs_out += 1
+                st.chars_out += n_chr
+                st.tokens_out += n_tok
+            else:
+                res.ids.append(doc_id)
+                res.texts.append(text)
+                res.sources.append(source)
+                toks.append(n_tok)
+        res.tokens = np.asarray(toks, dtype=np.int64)
+        for name, stage in self.stages:
+            if isinstance(stage, PiiRedact):
+                stats[name].extra.update(stage.counts)
+                stage.counts.clear()
+        t0 = time.perf_counter()
+        if self.exact:
+            res.exact_keys = np.fromiter((exact_key(t) for t in res.texts), dtype=np.uint64, count=len(res.texts))
+        t1 = time.perf_counter()
+        if self.minhasher is not None:
+            sigs, has = self.minhasher.signatures(res.texts)
+            res.band_keys = self.minhasher.band_keys(sigs)
+            res.has_shingles = has
+            if cfg.minhash.threshold is not None:
+                res.sigs = sigs
+        res.key_seconds = {"exact_dedup": t1 - t0, "minhash": time.perf_counter() - t1}
+        return res
+
+
+_PIPELINES: dict[str, DocPipeline] = {}
+
+
+def process_chunk(spec: str, docs: Sequence[Doc]) -> ChunkResult:
+    """Run the per-document part of curation on one chunk (the unit of work of every engine).
+
+    ``spec`` is the JSON of ``{"config": ..., "tokenizer": ..., "blocklist": [...]}``; the pipeline
+    built from it is cached per process, so a worker builds it once.
+    """
+    pipe = _PIPELINES.get(spec)
+    if pipe is None:
+        d = json.loads(spec)
+        pipe = DocPipeline(config_from_dict(d["config"]), d.get("tokenizer"), d.get("blocklist"))
+        _PIPELINES.clear()
+        _PIPELINES[spec] = pipe
+    return pipe.run(docs)
+
+
+# --------------------------------------------------------------------------- engines
+
+
+def _chunks(docs: Iterable[Any], max_docs: int, max_chars: int) -> Iterator[list[Doc]]:
+    chunk: list[Doc] = []
+    size = 0
+    for d in docs:
+        chunk.append((d.id, d.text, d.source))
+        size += len(d.text)
+        if len(chunk) >= max_docs or size >= max_chars:
+            yield chunk
+            chunk, size = [], 0
+    if chunk:
+        yield chunk
+
+
+def bounded_ordered_map(submit: Callable[[Any], Callable[[], Any]], items: Iterable[Any],
+                        window: int) -> Iterator[Any]:
+    """Results of ``submit(item)()`` in input order, with at most ``window`` items in flight.
+
+    ``submit`` starts the work and returns a function that waits for the result; items are pulled
+    from ``items`` only as results are taken, which is what bounds memory.
+    """
+    pending: deque[Callable[[], Any]] = deque()
+    for item in items:
+        pending.append(submit(item))
+        if len(pending) >= window:
+            yield pending.popleft()()
+    while pending:
+        yield pending.popleft()()
+
+
+def default_workers() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+# --------------------------------------------------------------------------- output
+
+
+class ShardWriter:
+    """Writes ``part-NNNNN.jsonl.gz`` shards of ``{"id", "text", "source"}`` lines into a folder."""
+
+    def __init__(self, folder: Path, shard_docs: int, shard_chars: int, level: int) -> None:
+        self.folder = folder
+        self.shard_docs, self.shard_chars, self.level = shard_docs, shard_chars, level
+        self.files: list[Path] = []
+        self._f: Any = None
+        self._docs = 0
+        self._chars = 0
+
+    def _open(self) -> None:
+        path = self.folder / f"part-{len(self.files):05d}.jsonl.gz"
+        self.files.append(path)
+        self._f = gzip.open(path, "wb", compresslevel=self.level)
+        self._docs = self._chars = 0
+
+    def write(self, ids: Sequence[str], texts: Sequence[str], sources: Sequence[str]) -> None:
+        lines: list[str] = []
+        for i, t, s in zip(ids, texts, sources):
+            if self._f is None or self._docs >= self.shard_docs or self._chars >= self.shard_chars:
+                self._flush(lines)
+                lines = []
+                if self._f is not None:
+                    self._f.close()
+                self._open()
+            lines.append(json.dumps({"id": i, "text": t, "source": s}, ensure_ascii=False))
+            self._docs += 1
+            self._chars += len(t)
+        self._flush(lines)
+
+    def _flush(self, lines: list[str]) -> None:
+        if lines:
+            self._f.write(("\n".join(lines) + "\n").encode("utf-8", "surrogatepass"))
+
+    def close(self) -> list[Path]:
+        """Finish the last shard. A run that kept nothing still writes one (empty) shard, so
+        the folder reads as curated data with no documents, not as its report files."""
+        if self._f is None and not self.files:
+            self._open()
+        if self._f is not None:
+            self._f.close()
+            self._f = None
+        return self.files
+
+
+#: the files a curate or mix output holds; --overwrite (lmkit.files.check_out_dir) replaces nothing else
+OUR_FILES = re.compile(r"part-\d{5}\.jsonl\.gz|report\.json|report\.md")
+
+
+# --------------------------------------------------------------------------- the run
+
+
+def curate(inputs: Sequence[str | Path], out: str | Path, config: CurateConfig | None = None, *,
+           workers: int = 0, overwrite: bool = False, tokenizer: str | None = None, client: Any = None,
+           progress: bool = True) -> dict[str, Any]:
+    """Curate ``inputs`` into ``out`` (shards + report.json + report.md); returns the report.
+
+    ``workers``: processes (0 = all cores, 1 = in this process). ``client``: a
+    ``dask.distributed.Client`` to run the per-document work on its cluster instead. Raises
+    :class:`LmkitError` for an unusable ``out`` or config; unreadable input is reported, not fatal.
+    """
+    cfg = config if config is not None else CurateConfig()
+    cfg.validate()
+    out = Path(out).expanduser()
+    check_out_dir(out, overwrite, inputs, ours=OUR_FILES, kind="curate/mix output")
+    input_bytes = 0  # a missing input is an error before anything starts
+    for f in list_files(inputs):
+        try:
+            input_bytes += f.stat().st_size
+        except OSError:
+            pass
+    # a bad tokenizer or block-list file fails here, not in a worker; the block-list travels with
+    # the work (workers on other machines need not see the file), the tokenizer by its path
+    terms = blocklist_terms(cfg.blocklist) if "blocklist" in cfg.enabled_stages() else []
+    DocPipeline(cfg, tokenizer, terms)
+    spec = json.dumps({"config": config_to_dict(cfg), "tokenizer": tokenizer, "blocklist": terms}, sort_keys=True)
+    enabled = cfg.enabled_stages()
+    per_doc = [n for n in enabled if n not in DEDUP_STAGES]
+    dedup_order = [n for n in enabled if n in DEDUP_STAGES]
+    stats = {n: StageStats(n) for n in enabled}
+    exact = ExactDeduper() if "exact_dedup" in enabled else None
+    near = MinHashDeduper(cfg.minhash.bands, cfg.minhash.threshold) if "minhash" in enabled else None
+    lim, ex_chars = cfg.examples_per_stage, cfg.example_chars
+
+    read_report = ReadReport()
+    docs = iter_documents(inputs, text_field=cfg.text_field, lenient=True, report=read_report,
+                          text_doc_chars=cfg.text_doc_chars)
+    chunks = _chunks(docs, cfg.chunk_docs, cfg.chunk_chars)
+
+    n_workers = default_workers() if workers <= 0 else workers
+    pool: Any = None
+    if client is not None:
+        try:
+            threads = sum(client.nthreads().values())
+        except Exception:  # noqa: BLE001 - any client without nthreads(): assume a few
+            threads = 2
+        engine = f"dask ({client.scheduler.address if getattr(client, 'scheduler', None) else 'client'}, " \
+                 f"{threads} thread{'s' if threads != 1 else ''})"
+        window = 2 * threads + 2
+
+        def submit(chunk: list[Doc]) -> Callable[[], ChunkResult]:
+            fut = client.submit(process_chunk, spec, chunk, pure=False)
+            return fut.result  # type: ignore[no-any-return]
+    elif n_workers == 1:
+        engine, window = "in-process", 1
+
+        def submit(chunk: list[Doc]) -> Callable[[], ChunkResult]:
+            r = process_chunk(spec, chunk)
+            return lambda: r
+    else:
+        import multiprocessing as mp
+
+        pool = mp.get_context().Pool(n_workers)
+        engine, window = f"{n_workers} processes", 2 * n_workers + 2
+
+        def submit(chunk: list[Doc]) -> Callable[[], ChunkResult]:
+            return pool.apply_async(process_chunk, (spec, chunk)).get  # type: ignore[no-any-return]
+
+    tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    writer = ShardWriter(tmp, cfg.shard_docs, cfg.shard_chars, cfg.compress_level)
+    totals: Counter[str] = Counter()
+    t0 = time.perf_counter()
+    from tqdm import tqdm
+
+    # progress over the input: on-disk bytes read (compressed size for .gz/.zst), with the
+    # documents seen and the share kept so far
+    bar = tqdm(total=input_bytes, unit="B", unit_scale=True, unit_divisor=1024, desc="curate", file=sys.stderr,
+               disable=not progress, dynamic_ncols=True, mininterval=0.5)
+    try:
+        for res in bounded_ordered_map(submit, chunks, window):
+            totals["docs_in"] += res.docs_in
+            totals["chars_in"] += res.chars_in
+            totals["tokens_in"] += res.tokens_in
+            for n in per_doc:
+                stats[n].merge(res.stats[n], lim)
+            keep = np.ones(len(res.ids), dtype=bool)
+            for n in dedup_order:
+                st = stats[n]
+                t_dedup = time.perf_counter()
+                idx = np.flatnonzero(keep)
+                st.docs_in += idx.size
+                st.chars_in += sum(len(res.texts[i]) for i in idx)
+                st.tokens_in += int(res.tokens[idx].sum())
+                if n == "exact_dedup":
+                    assert exact is not None and res.exact_keys is not None
+                    dup_local = exact.check(res.exact_keys[idx])
+                    reason = "exact_duplicate"
+                else:
+                    assert near is not None and res.band_keys is not None and res.has_shingles is not None
+                    cand = idx[res.has_shingles[idx]]
+                    flags = near.check(res.band_keys[cand], res.sigs[cand] if res.sigs is not None else None)
+                    dup_local = np.zeros(idx.size, dtype=bool)
+                    dup_local[np.searchsorted(idx, cand)] = flags
+                    reason = "near_duplicate"
+                dups = idx[dup_local]
+                keep[dups] = False
+                if dups.size:
+                    st.reasons[reason] += int(dups.size)
+                    for i in dups[:lim]:
+                        st.add_example(reason, res.ids[i], res.sources[i], res.texts[i], lim, ex_chars)
+                kept = idx[~dup_local]
+                st.seconds += res.key_seconds.get(n, 0.0) + time.perf_counter() - t_dedup
+                st.docs_out += kept.size
+                st.chars_out += sum(len(res.texts[i]) for i in kept)
+                st.tokens_out += int(res.tokens[kept].sum())
+            kept_idx = np.flatnonzero(keep).tolist()
+            writer.write([res.ids[i] for i in kept_idx], [res.texts[i] for i in kept_idx],
+                         [res.sources[i] for i in kept_idx])
+            totals["docs_out"] += len(kept_idx)
+            totals["chars_out"] += sum(len(res.texts[i]) for i in kept_idx)
+            totals["tokens_out"] += int(res.tokens[kept_idx].sum()) if kept_idx else 0
+            bar.update(min(read_report.bytes_read(), input_bytes) - bar.n)
+            bar.set_postfix(docs=totals["docs_in"], kept=f"{pct(totals['docs_out'], totals['docs_in']):.1f}%",
+                            refresh=False)
+        files = writer.close()
+        bar.update(input_bytes - bar.n)
+        bar.close()
+        seconds = time.perf_counter() - t0
+        report = {
+            "lmkit_version": __version__,
+            "inputs": [str(p) for p in inputs],
+            "out": str(out),
+            "engine": engine,
+            "token_counter": (f"tokenizer {tokenizer}" if tokenizer else
+                              "proxy: regex word tokens \\w+|[^\\w\\s]+ (runs of letters/digits, runs of punctuation)"),
+            "totals": {
+                "docs_in": totals["docs_in"], "docs_out": totals["docs_out"],
+                "chars_in": totals["chars_in"], "chars_out": totals["chars_out"],
+                "tokens_in": totals["tokens_in"], "tokens_out": totals["tokens_out"],
+                "docs_kept_pct": pct(totals["docs_out"], totals["docs_in"]),
+                "chars_kept_pct": pct(totals["chars_out"], totals["chars_in"]),
+                "tokens_kept_pct": pct(totals["tokens_out"], totals["tokens_in"]),
+                "removed": totals["docs_in"] - totals["docs_out"],
+            },
+            "stages": [stats[n].to_dict(lim) for n in enabled],
+            "read": read_report.to_dict(),
+            "dedup_index": {
+                "exact_keys": len(exact.index) if exact else 0,
+                "exact_bytes": exact.nbytes if exact else 0,
+                "minhash_keys": len(near.index) if near else 0,
+                "minhash_bytes": near.nbytes if near else 0,
+            },
+            "output": {"shards": [f.name for f in files], "format": "jsonl.gz lines of {id, text, source}"},
+            "seconds": round(seconds, 3),
+            "mb_per_s": round(totals["chars_in"] / 1e6 / seconds, 3) if seconds else 0.0,
+            "docs_per_s": round(totals["docs_in"] / seconds, 1) if seconds else 0.0,
+            "config": config_to_dict(cfg),
+        }
+        _write_text(tmp / "report.json", json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+        _write_text(tmp / "report.md", report_markdown(report))
+        replace_dir(tmp, out)  # the old folder (checked above to hold only OUR_FILES) goes in one step
+        return report
+    finally:
+        bar.close()
+        writer.close()
+        if pool is not None:
+            pool.terminate()
+            pool.join()
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _write_text(path: Path, text: str) -> None:
+    path.write_text(text, encoding="utf-8")

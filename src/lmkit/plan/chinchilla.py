@@ -1,0 +1,165 @@
+"""Chinchilla, as pure functions: the 20-tokens-per-parameter rule, the parametric loss fits
+L(N, D) = E + A/N^α + B/D^β and their compute-optimal frontier, the verdict on a model's
+tokens per parameter, well-known models, and a plausible shape for a bare parameter count.
+
+Imports nothing from lmkit except ``lmkit.config``, ``lmkit.errors`` and ``lmkit.plan.compute``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from lmkit.config import ModelConfig
+from lmkit.errors import LmkitError
+from lmkit.plan.compute import pf_days, training_flops
+
+TOKENS_PER_PARAM = 20.0  # Chinchilla's rule of thumb
+# A model is "about right" when its tokens/parameter ratio is within a factor 2 of 20 (10..40),
+# which is the same as its size being within a factor √2 of the rule's compute-optimal size for the
+# compute it used (N/N_opt = sqrt(20/ratio) when C = 6ND is held fixed).
+ABOUT_RIGHT_BAND = (10.0, 40.0)
+
+
+def shape_for_params(params: float, vocab_size: int = 32000, seq_len: int = 2048) -> ModelConfig:
+    """A plausible Llama-like decoder shape of about ``params`` parameters (for memory estimates
+    when only a parameter count is given): d_model ≈ 100 · n_layers (GPT-3 and Llama use 64-128),
+    d_model a multiple of 128, heads of 128 dimensions, SwiGLU of 8/3 · d_model."""
+    n = float(params)
+    if n <= 0:
+        raise LmkitError(f"parameters must be positive, got {params}")
+    lo, hi = 1.0, 1e6  # solve 0.12·d³ + V·d = n for d
+    for _ in range(200):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if 0.12 * mid ** 3 + vocab_size * mid < n else (lo, mid)
+    d = max(128, round(lo / 128) * 128)
+    layers = max(1, round((n - vocab_size * d) / (12 * d * d)))
+    return ModelConfig(family="decoder", vocab_size=vocab_size, d_model=d, n_layers=layers,
+                       n_heads=max(1, d // 128), max_seq_len=seq_len)
+
+
+# =========================================================================== Chinchilla
+
+
+@dataclass(frozen=True)
+class ScalingFit:
+    """A parametric loss fit L(N, D) = E + A/N^α + B/D^β and its compute-optimal frontier."""
+
+    name: str
+    E: float
+    A: float
+    B: float
+    alpha: float
+    beta: float
+    source: str
+
+    def loss(self, params: float, tokens: float) -> float:
+        return self.E + self.A / float(params) ** self.alpha + self.B / float(tokens) ** self.beta
+
+    @property
+    def G(self) -> float:
+        return (self.alpha * self.A / (self.beta * self.B)) ** (1.0 / (self.alpha + self.beta))
+
+    def optimal(self, flops: float) -> tuple[float, float]:
+        """(N_opt, D_opt) minimising the loss under C = 6ND:
+        N_opt = G·(C/6)^(β/(α+β)), D_opt = (C/6)/N_opt, G = (αA/(βB))^(1/(α+β))."""
+        c6 = float(flops) / 6.0
+        n = self.G * c6 ** (self.beta / (self.alpha + self.beta))
+        return n, c6 / n
+
+    def optimal_tokens(self, params: float) -> float:
+        """Tokens D for which a model of ``params`` parameters is compute-optimal (inverts N_opt)."""
+        c6 = (float(params) / self.G) ** ((self.alpha + self.beta) / self.beta)
+        return c6 / float(params)
+
+
+FITS: dict[str, ScalingFit] = {
+    "chinchilla": ScalingFit("chinchilla", E=1.69337, A=406.401, B=410.723, alpha=0.33917, beta=0.28491,
+                             source="Hoffmann et al. 2022, approach 3 (unrounded coefficients)"),
+    "epoch": ScalingFit("epoch", E=1.8172, A=482.01, B=2085.43, alpha=0.3478, beta=0.3658,
+                        source="Besiroglu et al. 2024 (Epoch AI's replication of approach 3)"),
+}
+
+
+def get_fit(name: str) -> ScalingFit:
+    try:
+        return FITS[name]
+    except KeyError:
+        raise LmkitError(f"unknown scaling fit {name!r} (known: {', '.join(FITS)})") from None
+
+
+def rule_optimal(flops: float, tokens_per_param: float = TOKENS_PER_PARAM) -> tuple[float, float]:
+    """(N, D) with D = 20·N and 6·N·D = C: N = sqrt(C / 120)."""
+    n = math.sqrt(float(flops) / (6.0 * tokens_per_param))
+    return n, tokens_per_param * n
+
+
+def verdict(params: float, tokens: float) -> str:
+    """under-trained (over-parameterised) / about right / over-trained, against 20 tokens/parameter
+    with the band ``ABOUT_RIGHT_BAND`` (10..40 tokens per parameter)."""
+    ratio = float(tokens) / float(params)
+    if ratio < ABOUT_RIGHT_BAND[0]:
+        return "under-trained (over-parameterised)"
+    if ratio > ABOUT_RIGHT_BAND[1]:
+        return "over-trained (small for its compute)"
+    return "about right"
+
+
+@dataclass(frozen=True)
+class KnownModel:
+    name: str
+    params: float
+    tokens: float
+    source: str
+
+
+KNOWN_MODELS: tuple[KnownModel, ...] = (
+    KnownModel("GPT-3", 175e9, 300e9, "Brown et al. 2020"),
+    KnownModel("Jurassic-1", 178e9, 300e9, "Lieber et al. 2021"),
+    KnownModel("Gopher", 280e9, 300e9, "Rae et al. 2021"),
+    KnownModel("MT-NLG", 530e9, 270e9, "Smith et al. 2022"),
+    KnownModel("LaMDA", 137e9, 168e9, "Thoppilan et al. 2022 (as tabulated by Hoffmann et al.)"),
+    KnownModel("Chinchilla", 70e9, 1.4e12, "Hoffmann et al. 2022"),
+    KnownModel("PaLM", 540e9, 780e9, "Chowdhery et al. 2022"),
+    KnownModel("OPT-175B", 175e9, 180e9, "Zhang et al. 2022"),
+    KnownModel("BLOOM", 176e9, 366e9, "BigScience 2022"),
+    KnownModel("LLaMA 7B", 6.7e9, 1.0e12, "Touvron et al. 2023"),
+    KnownModel("LLaMA 65B", 65.2e9, 1.4e12, "Touvron et al. 2023"),
+    KnownModel("BloombergGPT", 50.6e9, 569e9, "Wu et al. 2023"),
+    KnownModel("Llama 2 7B", 6.7e9, 2.0e12, "Touvron et al. 2023b"),
+    KnownModel("Llama 2 70B", 70e9, 2.0e12, "Touvron et al. 2023b"),
+    KnownModel("Llama 3 8B", 8.0e9, 15e12, "Meta 2024 (\"over 15T tokens\")"),
+    KnownModel("Llama 3 70B", 70.6e9, 15e12, "Meta 2024 (\"over 15T tokens\")"),
+)
+
+
+def known_models_table(fit: str = "chinchilla") -> list[dict[str, Any]]:
+    """Each well-known model with its compute (6ND), tokens/parameter, the rule's compute-optimal
+    size for that compute, and its verdict."""
+    f = get_fit(fit)
+    rows = []
+    for m in KNOWN_MODELS:
+        c = training_flops(m.params, m.tokens)
+        n_rule, _ = rule_optimal(c)
+        n_fit, _ = f.optimal(c)
+        rows.append({"name": m.name, "params": m.params, "tokens": m.tokens, "flops": c, "pf_days": pf_days(c),
+                     "tokens_per_param": m.tokens / m.params, "rule_optimal_params": n_rule,
+                     "fit_optimal_params": n_fit, "verdict": verdict(m.params, m.tokens), "source": m.source})
+    return rows
+
+
+
+__all__ = [
+    "ABOUT_RIGHT_BAND",
+    "FITS",
+    "KNOWN_MODELS",
+    "TOKENS_PER_PARAM",
+    "KnownModel",
+    "ScalingFit",
+    "get_fit",
+    "known_models_table",
+    "rule_optimal",
+    "shape_for_params",
+    "verdict",
+]

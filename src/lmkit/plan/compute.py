@@ -1,0 +1,184 @@
+"""Parameters and compute, as pure functions: parameter counts, FLOPs per token, 6·N·D, PF-days,
+MFU, device-hours, and the accelerators' datasheet peaks.
+
+Imports nothing from lmkit except ``lmkit.config``, ``lmkit.errors`` and ``lmkit.plan.spans``.
+
+Conventions:
+- Parameters are counted exactly as lmkit's models hold them (a tied embedding once). The
+  *embedding* parameters are the lookup tables: token embeddings, learned position embeddings,
+  token-type embeddings and T5's relative-position buckets; everything else is *non-embedding*
+  (an untied output head included).
+- FLOPs per training token = 6 · N_matmul + 12 · n_layers · d_model · T (PaLM appendix B, the
+  formula nanoGPT's MFU uses): N_matmul is every parameter a token is multiplied by — the
+  non-embedding parameters plus the output projection when it is tied to the embedding (lookups
+  cost nothing, the vocabulary projection costs 2·V·d per token forward) — and the second term is
+  attention's QKᵀ and AV over a context of T (no discount for the causal mask). The total of a
+  run is often quoted as 6·N·D; both are reported.
+- 1 petaFLOP/s-day = 1e15 FLOP/s × 86,400 s = 8.64e19 FLOPs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from lmkit.config import ModelConfig
+from lmkit.errors import LmkitError
+from lmkit.plan.spans import span_lengths, span_window_length
+
+PF_DAY = 8.64e19  # FLOPs in one petaFLOP/s-day
+DEFAULT_MFU = 0.40  # utilisation assumed for GPU-hours: a well-tuned large run reaches 0.4-0.5
+T5_RELATIVE_BUCKETS = 32
+MLM_SCORED_FRACTION = 0.15  # share of an encoder's positions the MLM loss scores (objectives.MLM_PROBABILITY)
+
+# Dense 16-bit tensor-core peaks from the vendors' datasheets (FLOP/s, no sparsity).
+ACCELERATORS: dict[str, float] = {
+    "V100": 125e12,  # fp16 tensor cores
+    "A100": 312e12,  # bf16
+    "H100": 989e12,  # SXM, bf16
+    "H100 PCIe": 756e12,  # bf16
+    "H200": 989e12,  # bf16 (same compute as H100 SXM, more memory)
+}
+THIS_MACHINE = "this machine"
+
+
+@dataclass(frozen=True)
+class ParamCount:
+    """Parameters of a model config, as its lmkit model holds them."""
+
+    total: int
+    embedding: int  # lookup tables (tokens, positions, token types, relative-position buckets)
+    non_embedding: int  # everything else, an untied output head included
+    matmul: int  # parameters each token is multiplied by: non-embedding + a tied output projection
+
+
+def count_params(cfg: ModelConfig) -> ParamCount:
+    """Exact parameter count of ``lmkit.models.build_model(cfg)``, split into embedding/non-embedding.
+
+    decoder (Llama-like): token embedding V·d (+ max_seq_len·d learned positions); per layer two
+    RMSNorm weights 2d, q/k/v/o 4d², SwiGLU gate/up/down 3·d·f (no biases); final RMSNorm d; an
+    untied head V·d.
+    encoder (BERT-like): word V·d, token-type 2·d (and learned position max_seq_len·d)
+    embeddings, their LayerNorm 2d; per layer q/k/v/o with biases 4d²+4d, LayerNorm 2d, intermediate d·f+f, output
+    f·d+d, LayerNorm 2d; MLM head dense d²+d, LayerNorm 2d, output bias V (weight tied).
+    encdec (T5 v1.0-like): shared embedding V·d; encoder layers: norm d, q/k/v/o 4d², norm d,
+    wi d·f, wo f·d; a 32 × n_heads relative-position table in the first encoder layer and another
+    in the first decoder layer; decoder layers add a cross-attention 4d² and its norm d; two final
+    norms d; the head tied to the shared embedding (untied: + V·d).
+    """
+    V, d, L, f, H = cfg.vocab_size, cfg.d_model, cfg.n_layers, cfg.ffn_width, cfg.n_heads
+    head = 0 if cfg.tie_embeddings else V * d
+    if cfg.family == "decoder":
+        emb = V * d + (cfg.max_seq_len * d if cfg.pos_encoding == "learned" else 0)
+        per_layer = 2 * d + 4 * d * d + 3 * d * f
+        non_emb = L * per_layer + d + head
+        matmul = L * (4 * d * d + 3 * d * f) + V * d
+    elif cfg.family == "encoder":
+        emb = V * d + (cfg.max_seq_len * d if cfg.pos_encoding == "learned" else 0) + 2 * d
+        per_layer = (4 * d * d + 4 * d) + 2 * d + (d * f + f) + (f * d + d) + 2 * d
+        mlm_head = (d * d + d) + 2 * d + V + head
+        non_emb = 2 * d + L * per_layer + mlm_head
+        matmul = L * (4 * d * d + 2 * d * f) + d * d + V * d
+    elif cfg.family == "encdec":
+        Ld = cfg.n_decoder_layers or L
+        emb = V * d + 2 * T5_RELATIVE_BUCKETS * H
+        enc_layer = d + 4 * d * d + d + 2 * d * f
+        dec_layer = d + 4 * d * d + d + 4 * d * d + d + 2 * d * f
+        non_emb = L * enc_layer + d + Ld * dec_layer + d + head
+        matmul = L * (4 * d * d + 2 * d * f) + Ld * (8 * d * d + 2 * d * f) + V * d
+    else:
+        raise LmkitError(f"model.family must be one of encoder|decoder|encdec, got {cfg.family!r}")
+    return ParamCount(total=emb + non_emb, embedding=emb, non_embedding=non_emb, matmul=matmul)
+
+
+# =========================================================================== compute
+
+
+def flops_per_token(cfg: ModelConfig, seq_len: int | None = None, training: bool = True) -> float:
+    """FLOPs to train on (``training``) or run forward over one token of a ``seq_len`` window.
+
+    Training = 3 × forward (the backward pass costs twice the forward). Forward per token:
+    2·N_matmul + 4·n_layers·d_model·T, where T is the context attended to (PaLM appendix B; with
+    the factor 3 this is nanoGPT's 6N + 12·L·H·Q·T). ``seq_len`` defaults to ``cfg.max_seq_len``.
+
+    encoder: the MLM head (dense d² and the vocabulary projection V·d) runs only on the positions
+    the objective scores, ``MLM_SCORED_FRACTION`` = 15% of them (lmkit's Encoder.loss).
+    encdec: a "token" is an encoder input token; each window of ``seq_len`` inputs comes with
+    ``decoded_target_len`` decoder positions (span corruption's target, which lmkit's loss decodes
+    without the padding up to ``max_target_len``). The encoder's parameters run over the
+    inputs, the decoder's over the targets, except the cross-attention keys/values (2d² per
+    decoder layer), which run over the inputs; attention costs self-attention over each side plus
+    cross-attention from targets to inputs.
+    """
+    T = int(seq_len or cfg.max_seq_len)
+    if T <= 0:
+        raise LmkitError(f"sequence length must be positive, got {T}")
+    p = count_params(cfg)
+    d, L = cfg.d_model, cfg.n_layers
+    if cfg.family == "decoder":
+        forward = 2.0 * p.matmul + 4.0 * L * d * T
+    elif cfg.family == "encoder":
+        head = d * d + cfg.vocab_size * d
+        forward = 2.0 * (p.matmul - head) + 2.0 * MLM_SCORED_FRACTION * head + 4.0 * L * d * T
+    else:
+        S = T
+        Tt = decoded_target_len(cfg, S)
+        Ld = cfg.n_decoder_layers or L
+        f = cfg.ffn_width
+        enc = L * (4 * d * d + 2 * d * f)
+        dec_on_targets = Ld * (6 * d * d + 2 * d * f) + cfg.vocab_size * d  # self q/k/v/o, cross q/o, MLP, head
+        cross_kv = Ld * 2 * d * d  # cross-attention keys/values over the encoder's outputs
+        per_window = (2.0 * (enc * S + dec_on_targets * Tt + cross_kv * S)
+                      + 4.0 * d * (L * S * S + Ld * Tt * Tt + Ld * Tt * S))
+        forward = per_window / S
+    return 3.0 * forward if training else forward
+
+
+def decoded_target_len(cfg: ModelConfig, seq_len: int) -> int:
+    """Decoder positions an encoder-decoder trains on per window of ``seq_len`` inputs: the span
+    corruption target of the longest raw window that fits (``EncoderDecoder.loss`` decodes up to
+    the last scored target token); ``min(max_target_len, seq_len)`` when no window fits."""
+    try:
+        return span_lengths(span_window_length(seq_len, cfg.max_target_len))[1]
+    except ValueError:
+        return min(cfg.max_target_len, seq_len)
+
+
+def training_flops(params: float, tokens: float) -> float:
+    """The usual estimate of a run's compute: 6 · N · D."""
+    return 6.0 * float(params) * float(tokens)
+
+
+def pf_days(flops: float) -> float:
+    """FLOPs in petaFLOP/s-days (1 PF-day = 8.64e19 FLOPs)."""
+    return float(flops) / PF_DAY
+
+
+def mfu(tokens_per_second: float, flops_per_tok: float, peak: float) -> float:
+    """Model FLOPs utilisation: achieved FLOP/s over the hardware's peak."""
+    return tokens_per_second * flops_per_tok / peak if peak > 0 else 0.0
+
+
+def gpu_hours(flops: float, peak: float, utilisation: float = DEFAULT_MFU) -> float:
+    """Device-hours to do ``flops`` on devices of ``peak`` FLOP/s running at ``utilisation``."""
+    if not 0 < utilisation <= 1:
+        raise LmkitError(f"utilisation must be in (0, 1], got {utilisation}")
+    return float(flops) / (peak * utilisation) / 3600.0
+
+
+
+__all__ = [
+    "ACCELERATORS",
+    "DEFAULT_MFU",
+    "MLM_SCORED_FRACTION",
+    "PF_DAY",
+    "T5_RELATIVE_BUCKETS",
+    "THIS_MACHINE",
+    "ParamCount",
+    "count_params",
+    "decoded_target_len",
+    "flops_per_token",
+    "gpu_hours",
+    "mfu",
+    "pf_days",
+    "training_flops",
+]

@@ -1,0 +1,218 @@
+"""The plan: everything ``lmkit plan`` reports, as one JSON-ready dict (``make_plan``), from a model
+(a parameter count or a config) and/or tokens and/or a compute budget.
+
+Only arithmetic over ``lmkit.plan``'s modules; it measures this machine (``lmkit.plan.measure``)
+only when asked for ``gpu="here"``. Printing lives in ``lmkit.cli.plan``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict
+from typing import Any
+
+from lmkit.config import ModelConfig, TrainConfig
+from lmkit.errors import LmkitError
+from lmkit.plan.chinchilla import (
+    ABOUT_RIGHT_BAND,
+    TOKENS_PER_PARAM,
+    get_fit,
+    rule_optimal,
+    shape_for_params,
+    verdict,
+)
+from lmkit.plan.compute import (
+    ACCELERATORS,
+    DEFAULT_MFU,
+    PF_DAY,
+    THIS_MACHINE,
+    ParamCount,
+    count_params,
+    flops_per_token,
+    gpu_hours,
+    pf_days,
+    training_flops,
+)
+from lmkit.plan.measure import measure_matmul_peak
+from lmkit.plan.memory import (
+    SHARDINGS,
+    inference_memory,
+    korthikanti_activation_bytes,
+    training_memory,
+    training_rule_of_thumb_bytes,
+    weights_bytes,
+)
+
+
+def tokens_of_run(train: TrainConfig, params: float, seq_len: int, per_token_flops: float) -> float | None:
+    """Tokens a run config will train on: the first of its stop conditions (time aside)."""
+    per_step = train.batch_size * seq_len
+    limits = []
+    if train.max_steps is not None:
+        limits.append(train.max_steps * per_step)
+    if train.max_tokens is not None:
+        limits.append(math.ceil(train.max_tokens / per_step) * per_step)
+    if train.max_flops is not None:
+        limits.append(math.ceil(train.max_flops / per_token_flops / per_step) * per_step)
+    if train.tokens_per_param is not None:
+        limits.append(math.ceil(train.tokens_per_param * params / per_step) * per_step)
+    return float(min(limits)) if limits else None
+
+
+def make_plan(*, params: float | None = None, tokens: float | None = None, cfg: ModelConfig | None = None,
+              train: TrainConfig | None = None, flops: float | None = None, budget_pf_days: float | None = None,
+              budget_gpu_hours: float | None = None, gpu: str = "A100", n_gpus: int = 1,
+              seq_len: int | None = None, micro_batch: int | None = None, sharding: str = "ddp",
+              precision: str | None = None, checkpointing: bool | None = None, fit: str = "chinchilla",
+              utilisation: float = DEFAULT_MFU, this_machine_peak: float | None = None,
+              source: str | None = None) -> dict[str, Any]:
+    """Everything ``lmkit plan`` reports, as one JSON-ready dict.
+
+    Give a model (``params`` or ``cfg``) and/or tokens and/or a budget (``flops``,
+    ``budget_pf_days`` or ``budget_gpu_hours`` on ``gpu``). Missing pieces are derived: with a
+    budget and no model, the rule's compute-optimal size; with a model and no tokens, the run
+    config's stop conditions or else 20 tokens per parameter; with a budget and a model, the tokens
+    it affords.
+    """
+    f = get_fit(fit)
+    if sharding not in SHARDINGS:
+        raise LmkitError(f"--sharding must be one of {'|'.join(SHARDINGS)}, got {sharding!r}")
+    if n_gpus < 1:
+        raise LmkitError(f"--gpus must be at least 1, got {n_gpus}")
+    for flag, count in (("--seq-len", seq_len), ("--micro-batch", micro_batch)):
+        if count is not None and count < 1:  # None: the config's; 0 is not "the default"
+            raise LmkitError(f"{flag} must be at least 1, got {count}")
+    peak_of = dict(ACCELERATORS)
+    if this_machine_peak:
+        peak_of[THIS_MACHINE] = float(this_machine_peak)
+    gpu_key = next((k for k in peak_of if k.lower() == gpu.strip().lower()), None)
+    if gpu_key is None:
+        if gpu.strip().lower() in ("here", "this", "this machine", "local", "cpu"):
+            peak_of[THIS_MACHINE] = measure_matmul_peak()
+            gpu_key = THIS_MACHINE
+        else:
+            raise LmkitError(f"--gpu must be one of {', '.join(ACCELERATORS)} or here, got {gpu!r}")
+    budgets = [b for b in (flops, budget_pf_days, budget_gpu_hours) if b is not None]
+    if len(budgets) > 1:
+        raise LmkitError("give one budget: --flops, --pf-days or --gpu-hours")
+    budget: float | None = None
+    if flops is not None:
+        budget = float(flops)
+    elif budget_pf_days is not None:
+        budget = float(budget_pf_days) * PF_DAY
+    elif budget_gpu_hours is not None:
+        budget = float(budget_gpu_hours) * 3600.0 * peak_of[gpu_key] * utilisation
+    if params is not None and cfg is not None:
+        raise LmkitError("give either --params or --config, not both")
+    if budget is not None and (params is not None or cfg is not None) and tokens is not None:
+        raise LmkitError("a budget, a model and --tokens over-determine the plan: drop one of them")
+
+    notes: list[str] = []
+    n_exact: ParamCount | None = count_params(cfg) if cfg is not None else None
+    if n_exact is not None:
+        n_params: float | None = float(n_exact.total)
+        params_source = "config"
+    elif params is not None:
+        n_params, params_source = float(params), "--params"
+    else:
+        n_params, params_source = None, ""
+    if n_params is None:
+        if budget is not None and tokens is not None:
+            n_params, params_source = budget / (6.0 * tokens), "budget / (6 · tokens)"
+        elif budget is not None:
+            n_params, params_source = rule_optimal(budget)[0], "compute-optimal for the budget (20 tokens/parameter)"
+        elif tokens is not None:
+            n_params, params_source = tokens / TOKENS_PER_PARAM, "tokens / 20 (compute-optimal for these tokens)"
+        else:
+            raise LmkitError("nothing to plan: give --params, --config, --tokens or a budget (--flops, --pf-days, "
+    "--gpu-hours); --known-models lists well-known models")
+    shape = cfg if cfg is not None else shape_for_params(n_params, seq_len=seq_len or 2048)
+    if cfg is None:
+        notes.append(f"no --config: memory assumes a Llama-like shape of this size (d_model {shape.d_model}, "
+    f"{shape.n_layers} layers, {shape.n_heads} heads, vocab {shape.vocab_size}); pass --config "
+    "for exact figures")
+    S = int(seq_len or (cfg.max_seq_len if cfg is not None else 2048))
+    per_tok = flops_per_token(shape, S) if cfg is not None else 6.0 * n_params + 12.0 * shape.n_layers * shape.d_model * S
+
+    if tokens is not None:
+        n_tokens, tokens_source = float(tokens), "--tokens"
+    elif budget is not None and params_source in ("config", "--params"):
+        n_tokens, tokens_source = budget / (6.0 * n_params), "budget / (6 · params)"
+    elif budget is not None:
+        n_tokens, tokens_source = budget / (6.0 * n_params), "compute-optimal for the budget (20 tokens/parameter)"
+    else:
+        run_tokens = tokens_of_run(train, n_params, S, per_tok) if train is not None else None
+        if run_tokens is not None:
+            n_tokens, tokens_source = run_tokens, "the run config's stop conditions"
+        else:
+            n_tokens, tokens_source = TOKENS_PER_PARAM * n_params, "20 tokens per parameter (Chinchilla's rule)"
+    flops_6nd = training_flops(n_params, n_tokens)
+    total_flops = budget if budget is not None else per_tok * n_tokens
+
+    mb = int(micro_batch or ((train.micro_batch_size or train.batch_size) if train is not None else 1))
+    prec = precision or (train.precision if train is not None else ("fp32" if cfg is not None else "bf16"))
+    ckpt = bool(checkpointing if checkpointing is not None else (train.activation_checkpointing if train else False))
+    mem_train = training_memory(shape, n_params, mb, S, prec, sharding, n_gpus, ckpt)
+    weight_fmt = "fp32" if prec == "fp32" else prec
+    mem_inf = inference_memory(shape, n_params, mb, S, weight_fmt)
+    gpu_table = {k: gpu_hours(total_flops, p, utilisation) for k, p in peak_of.items()}
+
+    chin_budget = budget if budget is not None else flops_6nd
+    rule_n, rule_d = rule_optimal(chin_budget)
+    fit_n, fit_d = f.optimal(chin_budget)
+    return {
+        "source": source,
+        "family": shape.family if cfg is not None else None,
+        "params": n_params,
+        "params_source": params_source,
+        "params_breakdown": asdict(n_exact) if n_exact is not None else None,
+        "tokens": n_tokens,
+        "tokens_source": tokens_source,
+        "tokens_per_param": n_tokens / n_params,
+        "verdict": verdict(n_params, n_tokens),
+        "seq_len": S,
+        "micro_batch": mb,
+        "flops_per_token": per_tok,
+        "flops": total_flops,
+        "flops_6nd": flops_6nd,
+        "pf_days": pf_days(total_flops),
+        "compute": {
+            "utilisation": utilisation,
+            "peak_flops": peak_of,
+            "gpu_hours": gpu_table,
+            "gpus": n_gpus,
+            "wall_hours": {k: v / n_gpus for k, v in gpu_table.items()},
+            "gpu": gpu_key,
+        },
+        "memory": {
+            "weights_bytes": weights_bytes(n_params),
+            "training_rule_of_thumb_bytes": training_rule_of_thumb_bytes(n_params),
+            "training_bytes": mem_train["total"],
+            "training_breakdown": mem_train,
+            "training_settings": {"precision": prec, "sharding": sharding, "gpus": n_gpus, "micro_batch": mb,
+    "seq_len": S, "activation_checkpointing": ckpt},
+            "korthikanti_activation_bytes": korthikanti_activation_bytes(S, mb, shape.d_model, shape.n_heads,
+    shape.n_layers, ckpt),
+            "inference_bytes": mem_inf["total"],
+            "inference_breakdown": mem_inf,
+            "inference_settings": {"weights": weight_fmt, "batch": mb, "context": S},
+            "assumed_shape": None if cfg is not None else {
+                "d_model": shape.d_model, "n_layers": shape.n_layers, "n_heads": shape.n_heads,
+                "vocab_size": shape.vocab_size},
+        },
+        "chinchilla": {
+            "budget_flops": chin_budget,
+            "rule": {"params": rule_n, "tokens": rule_d, "tokens_per_param": TOKENS_PER_PARAM},
+            "fit": {"name": f.name, "source": f.source, "params": fit_n, "tokens": fit_d,
+    "loss": f.loss(fit_n, fit_d), "tokens_per_param": fit_d / fit_n,
+    "loss_of_plan": f.loss(n_params, n_tokens),
+    "optimal_tokens_for_params": f.optimal_tokens(n_params),
+    "coefficients": {"E": f.E, "A": f.A, "B": f.B, "alpha": f.alpha, "beta": f.beta}},
+            "rule_tokens_for_params": TOKENS_PER_PARAM * n_params,
+            "about_right_band_tokens_per_param": list(ABOUT_RIGHT_BAND),
+        },
+        "notes": notes,
+    }
+
+
+__all__ = ["make_plan", "tokens_of_run"]

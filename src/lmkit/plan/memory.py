@@ -1,0 +1,232 @@
+"""Memory, as pure functions: the weights in each format, the course's rule of thumb, model states
+under ZeRO / FSDP sharding, activations, the loss workspace, training and inference peaks, the
+KV cache.
+
+Memory is in bytes; printed in decimal GB (1 GB = 1e9 bytes), as the course's "1B parameters take
+4 GB" does. Imports nothing from lmkit except ``lmkit.config``, ``lmkit.errors`` and
+``lmkit.plan``'s own modules.
+"""
+
+from __future__ import annotations
+
+from lmkit.config import ModelConfig
+from lmkit.errors import LmkitError
+from lmkit.plan.compute import count_params, decoded_target_len
+
+RULE_OF_THUMB_EXTRA_BYTES = 20  # course: gradients, 2 Adam states, activations, temporaries per parameter
+# Resident memory of an lmkit training process whatever its model: Python, torch, lmkit, the
+# tokenizer, the memory-mapped shards and the kernels torch loads on the first step, evaluation and
+# the loss-curve plot (tests/test_plan.py measures a whole run of a negligible model against it).
+# A CUDA context costs a similar few hundred MB of device memory.
+RUNTIME_BASELINE_BYTES = int(0.40 * 2**30)
+# On a CPU, glibc's malloc keeps freed activation blocks mapped, so a process's peak RSS runs above
+# the bytes its tensors need at once by about this factor; with MALLOC_MMAP_THRESHOLD_=131072 in
+# the environment the RSS follows the estimate.
+CPU_RSS_FACTOR = 1.25
+LOSS_CHUNK = 1024  # rows of logits lmkit's fused linear cross-entropy holds at a time (models.layers)
+
+SHARDINGS = ("ddp", "zero1", "zero2", "zero3", "fsdp")
+PRECISIONS = ("fp32", "bf16", "fp16")
+DTYPE_BYTES = {"fp32": 4, "fp16": 2, "bf16": 2, "int8": 1}
+
+
+def weights_bytes(params: float) -> dict[str, float]:
+    """Bytes of the weights alone in each format (1B parameters: 4 / 2 / 2 / 1 GB)."""
+    return {k: float(params) * b for k, b in DTYPE_BYTES.items()}
+
+
+def training_rule_of_thumb_bytes(params: float) -> float:
+    """The course's rule: fp32 weights (4 B) + ≈ 20 B/parameter of gradients, Adam states,
+    activations and temporaries ≈ 6 × the weights (1B parameters → about 24 GB)."""
+    return float(params) * (4 + RULE_OF_THUMB_EXTRA_BYTES)
+
+
+def model_state_bytes(params: float, precision: str = "fp32", sharding: str = "ddp", n_gpus: int = 1) -> dict[str, float]:
+    """Weights, gradients and Adam states per GPU (ZeRO, Rajbhandari et al. 2020).
+
+    fp32 Adam: 4 (weights) + 4 (gradients) + 8 (two moments) = 16 B/parameter. Mixed precision:
+    2 (16-bit weights) + 2 (16-bit gradients) + 12 (fp32 master weights and two moments) = 16.
+    ZeRO-1 splits the optimizer states across the GPUs, ZeRO-2 also the gradients, ZeRO-3 / FSDP
+    also the weights; DDP keeps a full copy of everything on every GPU.
+    """
+    if precision not in PRECISIONS:
+        raise LmkitError(f"precision must be one of {'|'.join(PRECISIONS)}, got {precision!r}")
+    if sharding not in SHARDINGS:
+        raise LmkitError(f"sharding must be one of {'|'.join(SHARDINGS)}, got {sharding!r}")
+    if n_gpus < 1:
+        raise LmkitError(f"the number of GPUs must be at least 1, got {n_gpus}")
+    w, g, o = (4.0, 4.0, 8.0) if precision == "fp32" else (2.0, 2.0, 12.0)
+    stage = {"ddp": 0, "zero1": 1, "zero2": 2, "zero3": 3, "fsdp": 3}[sharding]
+    n = float(n_gpus)
+    return {
+        "weights": params * (w / n if stage >= 3 else w),
+        "gradients": params * (g / n if stage >= 2 else g),
+        "optimizer": params * (o / n if stage >= 1 else o),
+    }
+
+
+def korthikanti_activation_bytes(seq_len: int, micro_batch: int, d_model: int, n_heads: int, n_layers: int,
+                                 recompute: bool = False) -> float:
+    """Activations of a GPT stack at 16-bit (Korthikanti et al. 2022, no tensor/sequence parallelism):
+    s·b·h·(34 + 5·a·s/h) bytes per layer; with full recomputation only the layer inputs, 2·s·b·h."""
+    s, b, h, a = float(seq_len), float(micro_batch), float(d_model), float(n_heads)
+    per_layer = 2 * s * b * h if recompute else s * b * h * (34 + 5 * a * s / h)
+    return n_layers * per_layer
+
+
+def _layer_activation_elements(cfg: ModelConfig) -> tuple[float, float]:
+    """Elements per token (in the stream's width) each layer keeps for the backward pass.
+
+    Korthikanti et al.'s method applied to lmkit's layers, whose attention runs in a fused kernel
+    (scaled_dot_product_attention saves q, k, v, its output and a per-row log-sum-exp, never the
+    T×T scores). Returns (residual-stream elements, other elements): residual values stay fp32
+    under autocast, the others are 16-bit there.
+
+    decoder block: inputs of the two RMSNorms (2d, residual); norm output, q, k, v, the attention
+    output and its contiguous copy for o_proj, the MLP norm output (7d); SwiGLU's gate, silu(gate),
+    up and their product (4f). encoder (post-norm BERT) block: the two LayerNorm inputs (2d); block
+    input, q, k, v, attention output and its copy, attention LayerNorm output (7d); GELU input and
+    output (2f). encdec: encoder block like the decoder's with a ReLU MLP (its
+    output only, f); decoder block adds cross-attention (norm output, q, attention output and copy)
+    while its keys/values over the encoder output are counted per input token by the caller.
+    """
+    d, f = float(cfg.d_model), float(cfg.ffn_width)
+    if cfg.family == "decoder":
+        return 2 * d, 7 * d + 4 * f
+    if cfg.family == "encoder":
+        return 2 * d, 7 * d + 2 * f
+    return 2 * d, 7 * d + f
+
+
+def activation_bytes(cfg: ModelConfig, micro_batch: int, seq_len: int | None = None, precision: str = "fp32",
+                     checkpointing: bool = False) -> dict[str, float]:
+    """Bytes of activations held at the peak of a training step of lmkit's model, by part.
+
+    layers: every layer's saved tensors (see ``_layer_activation_elements``) at 4 bytes (fp32) or
+    2 bytes (bf16/fp16 autocast, residual stream 4); with activation checkpointing only each
+    layer's input is kept, plus one layer's full set while it is recomputed in the backward pass
+    (not at the same time as the loss workspace, so only the larger of the two counts).
+    dropout > 0 adds a 1-byte mask per dropped element (2 per layer of width d).
+    outside: the embedding output, the final norm's input and the loss's gradient w.r.t. the
+    hidden states. loss: lmkit's fused linear cross-entropy (models.layers) holds one block of at
+    most 1,024 rows of fp32 logits (the softmax runs in place; with 16-bit autocast also the 16-bit
+    product), plus an fp32 gradient of the output matrix (V·d); it never holds the full B·T·V
+    logits a plain cross-entropy would.
+    """
+    if precision not in PRECISIONS:
+        raise LmkitError(f"precision must be one of {'|'.join(PRECISIONS)}, got {precision!r}")
+    S = int(seq_len or cfg.max_seq_len)
+    b = int(micro_batch)
+    if S <= 0 or b <= 0:
+        raise LmkitError(f"sequence length and micro-batch must be positive, got {S} and {b}")
+    d, V = cfg.d_model, cfg.vocab_size
+    act = 4.0 if precision == "fp32" else 2.0
+    resid, other = _layer_activation_elements(cfg)
+    per_token_layer = resid * 4.0 + other * act + (2.0 * d if cfg.dropout > 0 else 0.0)
+    L = cfg.n_layers
+    if cfg.family == "encdec":
+        Tt = decoded_target_len(cfg, S)
+        Ld = cfg.n_decoder_layers or L
+        H = cfg.n_heads
+        # decoder layers: a third norm input (resid), cross-attn norm output, q, output, copy (4d),
+        # on targets; cross keys/values (2d) over the inputs in every decoder layer. T5's learned
+        # position bias is an attention mask that needs a gradient, which sends self-attention
+        # down PyTorch's unfused path on a CPU: it keeps each layer's softmax (H x T x T) as well.
+        dec_per_target = per_token_layer + d * 4.0 + 4 * d * act
+        enc_layer = b * (S * per_token_layer + H * S * S * act)
+        dec_layer = b * (Tt * dec_per_target + S * 2 * d * act + H * Tt * Tt * act)
+        layer_inputs = (L * S + Ld * Tt) * b * d * 4.0
+        one_layer = max(enc_layer, dec_layer)
+        full = L * enc_layer + Ld * dec_layer
+        predicted = b * Tt
+        outside = b * S * d * 4.0 * 2 + b * Tt * d * 4.0 * 3  # encoder output + final norm; decoder side
+    else:
+        full = L * b * S * per_token_layer
+        layer_inputs = L * b * S * d * 4.0
+        one_layer = b * S * per_token_layer
+        predicted = b * S if cfg.family == "decoder" else max(1, round(0.15 * b * S))
+        outside = b * S * d * 4.0 * 3
+    rows = min(predicted, LOSS_CHUNK)
+    loss = rows * V * (4.0 if precision == "fp32" else 6.0) + V * d * 4.0
+    if checkpointing:
+        # the loss workspace (end of the forward pass) and the one layer recomputed at a time (in the
+        # backward pass) are never held together
+        layers = layer_inputs + max(one_layer - loss, 0.0)
+    else:
+        layers = full
+    return {"layers": layers, "outside": outside, "loss": loss, "total": layers + outside + loss}
+
+
+def training_memory(cfg: ModelConfig, params: float | None = None, micro_batch: int = 1, seq_len: int | None = None,
+                    precision: str = "fp32", sharding: str = "ddp", n_gpus: int = 1,
+                    checkpointing: bool = False, runtime_bytes: float = RUNTIME_BASELINE_BYTES) -> dict[str, float]:
+    """Peak training memory per GPU (or of the process on a CPU), by part, with ``total``.
+
+    weights + gradients + Adam states (``model_state_bytes``, 16 B/parameter before sharding)
+    + activations of one micro-batch (``activation_bytes``) + the runtime's own resident memory.
+    An upper bound by at most the gradients (4 B/parameter): lmkit frees gradients after each
+    step, so they do not yet exist when the activations peak at the end of the forward pass.
+    ``params`` overrides the count from ``cfg`` (when cfg only stands for a shape).
+    """
+    n = float(params if params is not None else count_params(cfg).total)
+    states = model_state_bytes(n, precision, sharding, n_gpus)
+    acts = activation_bytes(cfg, micro_batch, seq_len, precision, checkpointing)
+    out = {**states, "activations": acts["layers"] + acts["outside"], "loss": acts["loss"],
+           "runtime": float(runtime_bytes)}
+    out["total"] = sum(out.values())
+    return out
+
+
+def kv_cache_bytes(cfg: ModelConfig, batch: int, context: int, dtype_bytes: float = 4.0) -> float:
+    """Keys and values cached for generation: 2 · layers · batch · context · d_model values.
+
+    encdec: the decoder's self-attention cache over ``cfg.max_target_len`` positions plus the
+    cross-attention keys/values over ``context`` encoder positions. An encoder caches nothing.
+    """
+    d = cfg.d_model
+    if cfg.family == "decoder":
+        return 2.0 * cfg.n_layers * batch * context * d * dtype_bytes
+    if cfg.family == "encdec":
+        Ld = cfg.n_decoder_layers or cfg.n_layers
+        return 2.0 * Ld * batch * (cfg.max_target_len + context) * d * dtype_bytes
+    return 0.0
+
+
+def inference_memory(cfg: ModelConfig, params: float | None = None, batch: int = 1, context: int | None = None,
+                     weight_format: str = "fp32", runtime_bytes: float = RUNTIME_BASELINE_BYTES) -> dict[str, float]:
+    """Memory to run the model: weights in ``weight_format`` + KV cache + working space + runtime.
+
+    The KV cache and activations are in the compute precision: fp32 for fp32 and int8 weights
+    (lmkit dequantises int8 on the fly), 16-bit for fp16/bf16. Working space: one layer's
+    activations for the whole prompt, and the next-token logits of each sequence (B·V fp32; lmkit's
+    generation projects only the last position to the vocabulary).
+    """
+    if weight_format not in DTYPE_BYTES:
+        raise LmkitError(f"weight format must be one of {'|'.join(DTYPE_BYTES)}, got {weight_format!r}")
+    n = float(params if params is not None else count_params(cfg).total)
+    T = int(context or cfg.max_seq_len)
+    act = 2.0 if weight_format in ("fp16", "bf16") else 4.0
+    workspace = batch * T * (3 * cfg.d_model + 2 * cfg.ffn_width) * act + batch * cfg.vocab_size * 4.0
+    out = {"weights": n * DTYPE_BYTES[weight_format], "kv_cache": kv_cache_bytes(cfg, batch, T, act),
+           "workspace": float(workspace), "runtime": float(runtime_bytes)}
+    out["total"] = sum(out.values())
+    return out
+
+
+__all__ = [
+    "CPU_RSS_FACTOR",
+    "DTYPE_BYTES",
+    "LOSS_CHUNK",
+    "PRECISIONS",
+    "RULE_OF_THUMB_EXTRA_BYTES",
+    "RUNTIME_BASELINE_BYTES",
+    "SHARDINGS",
+    "activation_bytes",
+    "inference_memory",
+    "korthikanti_activation_bytes",
+    "kv_cache_bytes",
+    "model_state_bytes",
+    "training_memory",
+    "training_rule_of_thumb_bytes",
+    "weights_bytes",
+]
