@@ -28,7 +28,8 @@ from collections.abc import Callable
 import torch
 
 from lmkit.config import ModelConfig
-from lmkit.infer.generate import GenerationConfig, generate_ids, make_generator
+from lmkit.infer.generate import generate_ids
+from lmkit.infer.sampling import GenerationConfig, choose_next, make_generator
 from lmkit.models import build_model
 from lmkit.models.decoder import Decoder, hf_config, hf_name_map
 
@@ -68,8 +69,6 @@ def contenders(model: Decoder, hf: torch.nn.Module, prompt: torch.Tensor, sample
 
     def lmkit_plain() -> torch.Tensor:  # the model's own modules and KVCache, one token per step
         gen = make_generator(0)[0] if sample else None
-        from lmkit.infer.generate import choose_next
-
         with torch.inference_mode():
             cache = model.new_cache(1, PROMPT + NEW)
             logits = model(prompt, cache)[:, -1]

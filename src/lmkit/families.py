@@ -69,6 +69,9 @@ FAMILIES: tuple[Family, ...] = (
     ),
 )
 
+# What model hubs call each family's task (the card's pipeline_tag, the hub's task filter).
+PIPELINE_TAG: dict[str, str] = {"decoder": "text-generation", "encoder": "fill-mask", "encdec": "text2text-generation"}
+
 _ROWS = (("kind", "Kind"), ("objective", "Objective"), ("context", "Context"), ("tasks", "Suits"),
          ("models", "Known models"), ("commands", "lmkit commands"), ("hf_class", "Hugging Face class"),
          ("config", "Ready configs"))

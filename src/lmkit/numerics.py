@@ -9,11 +9,12 @@ What this module owns:
   the step between neighbouring representable numbers there. The rounding is done by PyTorch's own
   dtype conversion (round to nearest, ties to even), never by hand.
 - Symmetric absmax int8 quantization (``absmax_quantize`` / ``absmax_dequantize``), per tensor or
-  per channel, used by ``lmkit.ship.quantize`` and shown by ``lmkit numerics``. The course writes the
-  quantization factor as 127 / max|x| (q = round(x · 127/max|x|)); we store its reciprocal,
-  ``scale = max|x| / 127``, so that x ≈ q · scale as in PyTorch's quantization convention. The
-  rounding is written out (``torch.round`` then clamp) because torch's quantized-tensor API
-  (``torch.quantize_per_channel``) is deprecated in the PyTorch this project pins.
+  per channel, used by ``lmkit.models.int8`` (the quantized checkpoint format) and shown by
+  ``lmkit numerics``. The course writes the quantization factor as 127 / max|x|
+  (q = round(x · 127/max|x|)); we store its reciprocal, ``scale = max|x| / 127``, so that
+  x ≈ q · scale as in PyTorch's quantization convention. The rounding is written out
+  (``torch.round`` then clamp) because torch's quantized-tensor API (``torch.quantize_per_channel``)
+  is deprecated in the PyTorch this project pins.
 - ``report(value)``: everything ``lmkit numerics`` shows, as data (the command and its printing
   live in ``lmkit.cli.plan``).
 

@@ -2,7 +2,7 @@
 
 ``data`` (curate, mix, tokenizer), ``train`` (pretrain, finetune-head, demo), ``plan`` (plan,
 numerics, families), ``infer`` (generate, evaluate, fill-mask, viz) and ``ship`` (quantize,
-export, import-hf, card, hub) each hold their commands' flags and runners; runners import
+export, import-hf, card, hub) and ``serve`` each hold their commands' flags and runners; runners import
 their library modules lazily, so ``lmkit --help`` is instant. Errors about the user's input
 (``LmkitError``) are printed as one line and exit with status 2.
 """
@@ -15,7 +15,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from lmkit.cli import data, infer, plan, ship, train
+from lmkit.cli import data, infer, plan, serve, ship, train
 from lmkit.errors import LmkitError
 
 DESCRIPTION = """\
@@ -75,6 +75,7 @@ ADDERS: tuple[Callable[[Any], None], ...] = (
     train.add_finetune_head,
     infer.add_viz,
     plan.add_families,
+    serve.add_serve,
 )
 # Subcommands whose unknown ``--a.b value`` arguments are config overrides.
 TAKES_OVERRIDES = {"pretrain", "plan"}

@@ -1,14 +1,20 @@
 """The commands that use a model: ``generate``, ``evaluate``, ``fill-mask`` and ``viz``.
 
-Each command has an ``add_<name>(sub)`` that declares its flags, with help that teaches, and a runner.
+Each command has an ``add_<name>(sub)`` that declares its flags, with help that teaches, and a runner
+(``_run_<name>``) that calls the logic in ``lmkit.infer`` and prints the result. The library (and
+torch) is imported inside the runners so that ``lmkit --help`` stays instant.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import sys
 from typing import Any
 
 from lmkit.cli.common import add_held_out_flags, add_no_verify
+from lmkit.errors import LmkitError
 
 
 def add_generate(sub: Any) -> None:
@@ -61,10 +67,82 @@ def add_generate(sub: Any) -> None:
     p.set_defaults(func=_run_generate)
 
 
-def _run_generate(args: argparse.Namespace) -> int:
-    from lmkit.infer import generate
+def _device(device: str) -> str:
+    """``--device auto``: cuda when there is one, else cpu; anything else as given."""
+    if device == "auto":
+        import torch
 
-    return generate.cli_generate(args)
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def _style(text: str, code: str, on: bool) -> str:
+    return f"\x1b[{code}m{text}\x1b[0m" if on and text else text
+
+
+def _run_generate(args: argparse.Namespace) -> int:
+    """``lmkit generate CKPT "prompt" [...]``: print the prompt followed by its completion."""
+    import torch
+
+    from lmkit.infer.generate import N_CANDIDATES, GenerationConfig, format_step, generate
+    from lmkit.models.checkpoint import load_model, load_model_config, load_tokenizer
+
+    gen_cfg = GenerationConfig(max_new_tokens=args.max_new_tokens, do_sample=args.sample,
+                               temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed,
+                               stop_at_eos=not args.no_stop_at_eos, truncate=args.truncate)
+    gen_cfg.validate()
+    if not args.sample and (args.temperature != 1.0 or args.top_k is not None or args.top_p is not None):
+        print("lmkit: note: --temperature, --top-k and --top-p change sampling only; without --sample decoding "
+              "is greedy (always the most likely token)", file=sys.stderr)
+    if load_model_config(args.checkpoint).family == "encoder":
+        raise LmkitError("encoder models do not generate text; use `lmkit fill-mask`")
+    device = _device(args.device)
+    try:
+        torch.empty(0, device=device)
+    except (RuntimeError, AssertionError) as e:
+        raise LmkitError(f"--device {args.device}: not usable here ({str(e).splitlines()[0]})") from None
+    tokenizer = load_tokenizer(args.checkpoint)
+    model = load_model(args.checkpoint, device=device)
+    if tokenizer.vocab_size > model.cfg.vocab_size:
+        raise LmkitError(f"{args.checkpoint}: tokenizer has {tokenizer.vocab_size} tokens but the model only "
+                         f"{model.cfg.vocab_size}")
+
+    color = sys.stdout.isatty() and not os.environ.get("NO_COLOR")
+    streaming = color and not args.json and not args.explain
+    if streaming:  # show the prompt, then the completion as it is made
+        sys.stdout.write(_style(args.prompt, "2", True) + ("\n" if model.cfg.family == "encdec" and args.prompt
+                                                            else ""))
+        sys.stdout.flush()
+
+    def stream(piece: str) -> None:
+        sys.stdout.write(_style(piece, "1", True))
+        sys.stdout.flush()
+
+    res = generate(model, tokenizer, args.prompt, gen_cfg, explain=args.explain,
+                   stream=stream if streaming else None)
+    if res.truncated_tokens:
+        print(f"lmkit: note: the prompt was truncated: its first {res.truncated_tokens} tokens were dropped "
+              f"to fit the context window of {model.cfg.max_seq_len}", file=sys.stderr)
+    if args.json:
+        print(json.dumps(res.to_dict(), ensure_ascii=False, indent=2))
+        return 0
+    if args.explain:
+        print(f"{gen_cfg.describe()}. Each step shows the {N_CANDIDATES} most likely next tokens: 'before' is\n"
+              "the model's probability, 'after' the probability it was chosen with once the settings are applied\n"
+              "('cut' = excluded).\n")
+        for s in res.steps:
+            print(format_step(s))
+            print()
+    if streaming:
+        sys.stdout.write("\n")
+    else:
+        sep = "\n" if model.cfg.family == "encdec" and res.prompt and res.completion else ""
+        print(_style(res.prompt, "2", color) + sep + _style(res.completion, "1", color))
+    print(f"[{len(res.token_ids)} tokens, stopped by {res.stop_reason}, {res.tokens_per_s:.1f} tokens/s, "
+          f"{gen_cfg.describe()}" + (f", seed {res.settings['seed']}" if not gen_cfg.greedy else "") + "]",
+          file=sys.stderr)
+    return 0
+
 
 
 def add_evaluate(sub: Any) -> None:
@@ -85,9 +163,23 @@ def add_evaluate(sub: Any) -> None:
 
 
 def _run_evaluate(args: argparse.Namespace) -> int:
-    from lmkit.infer import evaluate
+    """``lmkit evaluate CKPT [--data PATH]``: held-out loss, perplexity and bits per byte."""
+    from lmkit.infer.evaluate import evaluate_checkpoint
 
-    return evaluate.cli_evaluate(args)
+    rep = evaluate_checkpoint(args.checkpoint, data=args.data, batches=args.batches, batch_size=args.batch_size,
+                              text_field=args.text_field)
+    if args.json:
+        print(json.dumps(rep, indent=2))
+        return 0
+    print(f"evaluated {rep['checkpoint']} ({rep['family']}, {rep['format']} weights, {rep['memory_bytes'] / 1e6:.2f} MB "
+          "in memory)")
+    print(f"  held-out loss   {rep['loss']:.4f} nats/token")
+    print(f"  perplexity      {rep['perplexity']:.3f}")
+    if "bits_per_byte" in rep:
+        print(f"  bits per byte   {rep['bits_per_byte']:.4f}")
+    print(f"  (held-out windows: {rep['held_out']}, {int(rep['tokens']):,} scored tokens)")
+    return 0
+
 
 
 def add_fill_mask(sub: Any) -> None:
@@ -114,9 +206,27 @@ def add_fill_mask(sub: Any) -> None:
 
 
 def _run_fill_mask(args: argparse.Namespace) -> int:
-    from lmkit.infer import fillmask
+    """``lmkit fill-mask CKPT "text with [MASK]"``."""
+    from lmkit.infer.fillmask import fill_mask, format_result
+    from lmkit.models.checkpoint import load_model, load_model_config, load_tokenizer
 
-    return fillmask.cli_fill_mask(args)
+    family = load_model_config(args.checkpoint).family
+    if family == "decoder":
+        raise LmkitError(f"{args.checkpoint}: a decoder checkpoint predicts the next token, not a masked one; "
+                         "use `lmkit generate`")
+    if family == "encdec":
+        raise LmkitError(f"{args.checkpoint}: an encoder-decoder fills blanks by span infilling: "
+                         "`lmkit generate CKPT \"The <extra_id_0> of the contract\"`")
+    tokenizer = load_tokenizer(args.checkpoint)
+    model = load_model(args.checkpoint, device=_device(args.device))
+    res = fill_mask(model, tokenizer, args.text, top_k=args.top_k, mask_text=args.mask_token)
+    if args.json:
+        print(json.dumps(res.to_dict(), ensure_ascii=False, indent=2))
+    else:
+        print(format_result(res))
+    sys.stdout.flush()
+    return 0
+
 
 
 def add_viz(sub: Any) -> None:
@@ -161,14 +271,58 @@ def add_viz(sub: Any) -> None:
     e.set_defaults(func=_run_viz_embeddings)
 
 
-def _run_viz_attention(args: argparse.Namespace) -> int:
-    from lmkit.infer import viz
+def _load(checkpoint: str, device: str) -> tuple[Any, Any]:
+    from lmkit.models.checkpoint import load_model, load_tokenizer
 
-    return viz.cli_attention(args)
+    return load_model(checkpoint, device=_device(device)), load_tokenizer(checkpoint)
+
+
+def _int_list(text: str | None) -> list[int] | None:
+    if not text:
+        return None
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise LmkitError(f"expected comma-separated numbers like 0,2, got {text!r}") from None
+
+
+def _run_viz_attention(args: argparse.Namespace) -> int:
+    """``lmkit viz attention CKPT "text" --out maps.png``."""
+    from lmkit.infer.viz import attention_maps, check_out_picture, head_summary, plot_attention
+
+    check_out_picture(args.out, args.overwrite, [args.checkpoint])
+    model, tok = _load(args.checkpoint, args.device)
+    maps = attention_maps(model, tok, args.text)
+    path = plot_attention(maps, args.out, args.overwrite, _int_list(args.layers), _int_list(args.heads))
+    summary = head_summary(maps)
+    if args.json:
+        print(json.dumps({"png": str(path), "tokens": maps.tokens, "stack": maps.stack, "heads": summary,
+                          "weights": maps.weights.tolist() if args.weights else None}, ensure_ascii=False, indent=2))
+        return 0
+    print(f"{maps.family}: {maps.stack}; {len(maps.tokens)} tokens: {' '.join(repr(t) for t in maps.tokens)}")
+    print(f"  {'layer':>5} {'head':>4}  {'self':>5} {'prev':>5} {'next':>5} {'first':>5} {'entropy':>8}  mostly")
+    for r in summary:
+        print(f"  {r['layer']:>5} {r['head']:>4}  {r['self']:5.2f} {r['previous']:5.2f} {r['next']:5.2f} "
+              f"{r['first']:5.2f} {r['entropy_bits']:6.2f} b  {r['mostly']}")
+    print(f"attention maps: {path}")
+    return 0
+
 
 
 def _run_viz_embeddings(args: argparse.Namespace) -> int:
-    from lmkit.infer import viz
+    """``lmkit viz embeddings CKPT --words w1 w2 ... --out emb.png [--dims 2|3]``."""
+    from lmkit.infer.viz import check_out_picture, dims_text, embedding_projection, format_similarity, plot_embeddings
 
-    return viz.cli_embeddings(args)
-
+    check_out_picture(args.out, args.overwrite, [args.checkpoint])
+    model, tok = _load(args.checkpoint, args.device)
+    proj = embedding_projection(model, tok, args.words, args.dims)
+    path = plot_embeddings(proj, args.out, args.overwrite)
+    if args.json:
+        print(json.dumps({"png": str(path), **proj.to_dict()}, ensure_ascii=False, indent=2))
+        return 0
+    print("tokens: " + ", ".join(f"{w} = {' + '.join(repr(p) for p in ps)}" for w, ps in zip(proj.words, proj.pieces)))
+    print(f"PCA: {dims_text(proj)}")
+    print("cosine similarity (1 = same direction, 0 = orthogonal (90°), -1 = opposite):")
+    print(format_similarity(proj))
+    print(f"projection: {path}")
+    return 0

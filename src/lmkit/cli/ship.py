@@ -1,14 +1,21 @@
 """The shipping commands: ``quantize``, ``export``, ``import-hf``, ``card`` and ``hub``.
 
-Each command has an ``add_<name>(sub)`` that declares its flags, with help that teaches, and a runner.
+Each command has an ``add_<name>(sub)`` that declares its flags, with help that teaches, and a
+``_run_<name>(args)`` runner that calls the domain modules (``lmkit.ship.quantize``,
+``export_hf``, ``import_hf``, ``card``, ``hub``) and prints their report as text or JSON. They load
+only when their command runs, so ``lmkit --help`` stays instant.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import sys
 from typing import Any
 
 from lmkit.cli.common import add_held_out_flags, add_no_verify
+from lmkit.errors import LmkitError
+from lmkit.families import PIPELINE_TAG
 
 
 def add_quantize(sub: Any) -> None:
@@ -35,9 +42,31 @@ def add_quantize(sub: Any) -> None:
 
 
 def _run_quantize(args: argparse.Namespace) -> int:
-    from lmkit.ship import quantize
+    """``lmkit quantize CKPT --to ... --out DIR``."""
+    from lmkit.ship.quantize import quantize_checkpoint, size_text
 
-    return quantize.cli(args)
+    rep = quantize_checkpoint(args.checkpoint, args.out, to=args.to, overwrite=args.overwrite, data=args.data,
+                              eval_batches=args.eval_batches, batch_size=args.batch_size, text_field=args.text_field,
+                              show_progress=not args.json)
+    if args.json:
+        print(json.dumps(rep, indent=2))
+        return 0
+    d, m = rep["disk_bytes"], rep["memory_bytes"]
+    print(f"quantized {rep['source']} -> {rep['out']} ({rep['method']}, {rep['to']})")
+    print(f"  {'':<22}{'before':>12}{'after':>12}{'ratio':>8}")
+    print(f"  {'size on disk':<22}{size_text(d['before']):>12}{size_text(d['after']):>12}{d['ratio']:>7.2f}x")
+    print(f"  {'size in memory':<22}{size_text(m['before']):>12}{size_text(m['after']):>12}{m['ratio']:>7.2f}x")
+    b, a = rep["eval_before"], rep["eval_after"]
+    if b and a:
+        print(f"  {'held-out loss':<22}{b['loss']:>12.4f}{a['loss']:>12.4f}   ({rep['loss_change']:+.4f} nats)")
+        print(f"  {'perplexity':<22}{b['perplexity']:>12.3f}{a['perplexity']:>12.3f}   "
+              f"({rep['perplexity_change_pct']:+.2f}%)")
+        if "bits_per_byte" in b and "bits_per_byte" in a:
+            print(f"  {'bits per byte':<22}{b['bits_per_byte']:>12.4f}{a['bits_per_byte']:>12.4f}")
+        print(f"  (held-out windows: {rep['held_out']}, {int(a['tokens']):,} scored tokens)")
+    else:
+        print("  quality not measured: no held-out data found (pass --data: a shard folder or text files)")
+    return 0
 
 
 def add_export(sub: Any) -> None:
@@ -77,9 +106,31 @@ def add_export(sub: Any) -> None:
 
 
 def _run_export(args: argparse.Namespace) -> int:
-    from lmkit.ship import export_hf
+    """``lmkit export CKPT --format hf --out DIR [--overwrite] [--no-verify]``."""
+    from lmkit.ship.export_hf import export_hf
 
-    return export_hf.cli_export(args)
+    if args.format != "hf":
+        raise LmkitError(f"--format {args.format!r} is not supported (only hf)")
+    report = export_hf(args.checkpoint, args.out, overwrite=args.overwrite, verify=not args.no_verify,
+                       card_sections=args.add_section or [], license=args.license, language=args.language,
+                       dequantize=args.dequantize)
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    print(f"exported {report['family']} -> {report['architecture']} in {report['out']}"
+          + (f" (weights dequantized from {report['dequantized_from']} to float32)" if report["dequantized_from"] else ""))
+    print(f"  files: {', '.join(report['files'])}")
+    p = report.get("parity")
+    if p:
+        print(f"  parity with transformers: max |Δlogit| {p['max_abs_diff']:.2g} (tolerance {p['tolerance']:.2g}) "
+              f"over {p['probe_tokens']} tokens; {p['greedy_what']} identical")
+    load = f"  load it: transformers.{report['auto_class']}.from_pretrained({report['out']!r})"
+    if "tokenizer.json" in report["files"]:
+        print(f"{load} and AutoTokenizer.from_pretrained({report['out']!r})")
+    else:
+        print(f"{load}; no tokenizer: {report['checkpoint']} has no tokenizer.json, so AutoTokenizer cannot load "
+              "one from the export (tokenize with the tokenizer the model was trained with)")
+    return 0
 
 
 def add_import_hf(sub: Any) -> None:
@@ -111,9 +162,23 @@ def add_import_hf(sub: Any) -> None:
 
 
 def _run_import_hf(args: argparse.Namespace) -> int:
-    from lmkit.ship import export_hf
+    """``lmkit import-hf DIR --out CKPT [--tokenizer FILE | --no-tokenizer] [--max-seq-len N]``."""
+    from lmkit.ship.import_hf import import_hf
 
-    return export_hf.cli_import(args)
+    if args.tokenizer and args.no_tokenizer:
+        raise LmkitError("give --tokenizer or --no-tokenizer, not both")
+    report = import_hf(args.folder, args.out, overwrite=args.overwrite, tokenizer=args.tokenizer,
+                       no_tokenizer=args.no_tokenizer, max_seq_len=args.max_seq_len)
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    m = report["model"]
+    print(f"imported {report['architecture']} as an lmkit {report['family']} ({report['params']:,} parameters: "
+          f"{m['n_layers']} layers, d_model {m['d_model']}, {m['n_heads']} heads, vocab {m['vocab_size']:,}, "
+          f"context {m['max_seq_len']:,}) -> {report['checkpoint']}")
+    if not report["tokenizer"]:
+        print("  no tokenizer imported: lmkit commands that read text need one in the checkpoint", file=sys.stderr)
+    return 0
 
 
 def add_card(sub: Any) -> None:
@@ -142,9 +207,24 @@ def add_card(sub: Any) -> None:
 
 
 def _run_card(args: argparse.Namespace) -> int:
-    from lmkit.ship import card
+    """``lmkit card CKPT [--out FILE|-] [--add-section FILE ...] [--license ID] [--language CODE ...]``."""
+    from pathlib import Path
 
-    return card.cli_card(args)
+    from lmkit.models.checkpoint import resolve_checkpoint
+    from lmkit.ship.card import parse_front_matter, render_card, write_card
+
+    path = resolve_checkpoint(args.checkpoint)
+    text = render_card(path, sections=args.add_section or [], license=args.license, language=args.language,
+                       name=args.name)
+    if args.out == "-":
+        sys.stdout.write(text)
+        return 0
+    out = Path(args.out) if args.out else path / "README.md"
+    write_card(text, out, overwrite=args.overwrite, sections=args.add_section or [])
+    fm, _ = parse_front_matter(text)
+    print(f"wrote {out} ({len(text.splitlines())} lines; pipeline_tag {fm.get('pipeline_tag')}, "
+          f"license {fm.get('license')})")
+    return 0
 
 
 def add_hub(sub: Any) -> None:
@@ -185,7 +265,7 @@ def add_hub(sub: Any) -> None:
                                          "task, architecture and model card.")
     search.add_argument("query", nargs="*", help="terms, e.g. family:encoder size<5M legal")
     search.add_argument("--family", default=None, choices=["encoder", "decoder", "encdec"])
-    search.add_argument("--task", default=None, choices=["text-generation", "fill-mask", "text2text-generation"])
+    search.add_argument("--task", default=None, choices=list(PIPELINE_TAG.values()))
     search.add_argument("--min-params", default=None, help="smallest size, e.g. 1M")
     search.add_argument("--max-params", default=None, help="largest size, e.g. 100M")
     show = hsub.add_parser("show", parents=[common], help="print a model's card (--json: its manifest)")
@@ -194,7 +274,74 @@ def add_hub(sub: Any) -> None:
 
 
 def _run_hub(args: argparse.Namespace) -> int:
-    from lmkit.ship import hub
+    """``lmkit hub push|pull|list|search|show``."""
+    from lmkit.ship.hub import Hub, parse_spec
 
-    return hub.cli_hub(args)
+    hub = Hub(args.hub or getattr(args, "hub_top", None))
+    action = args.hub_command
+    if action == "push":
+        m = hub.push(args.checkpoint, args.name, message=args.message, include_train_state=args.include_train_state,
+                     card=args.card, show_progress=sys.stderr.isatty())
+        if args.json:
+            print(json.dumps(m, indent=2))
+        else:
+            print(f"pushed {m['name']}@{m['revision']} to {hub.url}: {len(m['files'])} files, "
+                  f"{m['size'] / 1e6:.2f} MB ({m['uploaded_blobs']} uploaded, "
+                  f"{len(m['files']) - m['uploaded_blobs']} already in the hub)")
+            print(f"  pull it: lmkit hub pull {m['name']}@{m['revision']} --out DIR" +
+                  (f" --hub {hub.url}" if args.hub else ""))
+        return 0
+    if action == "pull":
+        m = hub.pull(args.spec, args.out, overwrite=args.overwrite, show_progress=sys.stderr.isatty())
+        if args.json:
+            print(json.dumps(m, indent=2))
+        else:
+            print(f"pulled {m['name']}@{m['revision']} into {args.out}: {len(m['files'])} files, "
+                  f"{m['size'] / 1e6:.2f} MB, every sha256 verified")
+        return 0
+    if action == "show":
+        name, rev = parse_spec(args.spec)
+        if args.json:
+            print(json.dumps(hub.manifest(name, rev), indent=2))
+        else:
+            sys.stdout.write(hub.card(args.spec))
+        return 0
+    if action == "list":
+        found = hub.entries()
+    else:
+        found = hub.search(" ".join(args.query), family=args.family, task=args.task,
+                           min_params=_count(args.min_params), max_params=_count(args.max_params))
+    if args.json:
+        print(json.dumps(found, indent=2))
+    elif not found:
+        print(f"no models in hub {hub.url}" if action == "list" else f"nothing in hub {hub.url} matches")
+    else:
+        print(_hub_table([_hub_row(m) for m in found]))
+    return 0
+
+
+def _hub_row(m: dict[str, Any]) -> list[str]:
+    from lmkit.ship.card_sections import _si
+
+    info = m.get("info") or {}
+    loss = info.get("eval_loss")
+    return [m["name"], f"{m['revision']}" + (f"/{m['revisions']}" if "revisions" in m else ""),
+            str(info.get("family", "?")), str(info.get("task", "?")),
+            _si(info["params"]) if isinstance(info.get("params"), (int, float)) else "?",
+            _si(info["tokens"]) if isinstance(info.get("tokens"), (int, float)) else "-",
+            f"{loss:.3f}" if isinstance(loss, (int, float)) else "-", str(m.get("created", ""))[:10]]
+
+
+def _hub_table(rows: list[list[str]]) -> str:
+    head = ["NAME", "REV", "FAMILY", "TASK", "PARAMS", "TOKENS", "LOSS", "PUSHED"]
+    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in [head, *rows])
+
+
+def _count(text: str | None) -> float | None:
+    if text is None:
+        return None
+    from lmkit.plan import parse_count
+
+    return parse_count(text, "size")
 

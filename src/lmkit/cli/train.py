@@ -77,7 +77,8 @@ def _run_pretrain(args: argparse.Namespace) -> int:
 
     from lmkit.config import RunConfig, load_run_config
     from lmkit.errors import LmkitError
-    from lmkit.train.loop import TrainingInterrupted, train
+    from lmkit.train.loop import train
+    from lmkit.train.stopping import TrainingInterrupted
 
     overrides = dict(args.overrides)
     if args.data:

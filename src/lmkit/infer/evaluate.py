@@ -9,14 +9,13 @@ A token's bytes are the UTF-8 bytes it stands for (``Tokenizer.token_bytes``); s
 count zero bytes.
 
 Also here: the held-out data of a checkpoint (``held_out``: a packed shard folder, raw text, or the
-run's own validation shards) and ``lmkit evaluate CKPT`` (``evaluate_checkpoint``), which scores any
-checkpoint, quantized ones included, as ``lmkit quantize`` does in its before/after report.
+run's own validation shards) and ``evaluate_checkpoint``, which scores any checkpoint, quantized
+ones included, for ``lmkit evaluate CKPT`` (its flags and printing: ``lmkit.cli.infer``) as
+``lmkit quantize`` does in its before/after report.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -167,7 +166,7 @@ def evaluate_checkpoint(ckpt: str | Path, data: str | None = None, batches: int 
     split of it, or text files), else the run's own validation shards when they are still found.
     """
     from lmkit.models.checkpoint import load_model, load_tokenizer, read_config, resolve_checkpoint
-    from lmkit.ship.quantize import memory_bytes
+    from lmkit.models.int8 import memory_bytes
 
     if batches < 1 or batch_size < 1:
         raise LmkitError(f"--batches and --batch-size must be at least 1, got {batches} and {batch_size}")
@@ -188,22 +187,3 @@ def evaluate_checkpoint(ckpt: str | Path, data: str | None = None, batches: int 
         raise LmkitError(f"{windows[1]}: no token was scored (the held-out data is empty or all padding)")
     return {"checkpoint": str(src), "format": checkpoint_format(cfg_raw), "family": model_cfg.family,
             "memory_bytes": memory_bytes(model), "held_out": windows[1], **result}
-
-
-
-
-def cli_evaluate(args: argparse.Namespace) -> int:
-    """``lmkit evaluate CKPT [--data PATH]``: held-out loss, perplexity and bits per byte."""
-    rep = evaluate_checkpoint(args.checkpoint, data=args.data, batches=args.batches, batch_size=args.batch_size,
-                              text_field=args.text_field)
-    if args.json:
-        print(json.dumps(rep, indent=2))
-        return 0
-    print(f"evaluated {rep['checkpoint']} ({rep['family']}, {rep['format']} weights, {rep['memory_bytes'] / 1e6:.2f} MB "
-          "in memory)")
-    print(f"  held-out loss   {rep['loss']:.4f} nats/token")
-    print(f"  perplexity      {rep['perplexity']:.3f}")
-    if "bits_per_byte" in rep:
-        print(f"  bits per byte   {rep['bits_per_byte']:.4f}")
-    print(f"  (held-out windows: {rep['held_out']}, {int(rep['tokens']):,} scored tokens)")
-    return 0

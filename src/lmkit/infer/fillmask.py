@@ -4,7 +4,8 @@ An encoder pre-trained by masked language modeling predicts, at every ``[MASK]``
 over the vocabulary using the words on both sides. ``fill_mask`` runs the text through the model
 once and returns, for each mask (several at once are fine; each is predicted independently, as in
 pre-training), the top-k tokens with their probabilities, plus the text with every mask filled by
-its top token. This module also holds the ``lmkit fill-mask`` command.
+its top token; :func:`format_result` renders it as ``lmkit fill-mask`` prints it (the command
+itself: ``lmkit.cli.infer``).
 
 How the text becomes tokens: a byte-level BPE glues the space before a word to the word
 (``" contract"``), and pre-training masked such whole tokens, so the space right before a
@@ -14,9 +15,6 @@ end-of-sequence tokens, as a document sits in the packed pre-training windows.
 
 from __future__ import annotations
 
-import argparse
-import json
-import sys
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -132,28 +130,3 @@ def format_result(res: FillMaskResult) -> str:
             lines.append(f"{head}{c.token!r:<20} {c.probability:7.2%}  {bar}")
     lines.append(f"filled: {res.filled}")
     return "\n".join(lines)
-
-
-def cli_fill_mask(args: argparse.Namespace) -> int:
-    """``lmkit fill-mask CKPT "text with [MASK]"``."""
-    from lmkit.models.checkpoint import load_model, load_model_config, load_tokenizer
-
-    family = load_model_config(args.checkpoint).family
-    if family == "decoder":
-        raise LmkitError(f"{args.checkpoint}: a decoder checkpoint predicts the next token, not a masked one; "
-                         "use `lmkit generate`")
-    if family == "encdec":
-        raise LmkitError(f"{args.checkpoint}: an encoder-decoder fills blanks by span infilling: "
-                         "`lmkit generate CKPT \"The <extra_id_0> of the contract\"`")
-    device = args.device
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    tokenizer = load_tokenizer(args.checkpoint)
-    model = load_model(args.checkpoint, device=device)
-    res = fill_mask(model, tokenizer, args.text, top_k=args.top_k, mask_text=args.mask_token)
-    if args.json:
-        print(json.dumps(res.to_dict(), ensure_ascii=False, indent=2))
-    else:
-        print(format_result(res))
-    sys.stdout.flush()
-    return 0

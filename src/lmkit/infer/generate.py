@@ -2,273 +2,54 @@
 
 What this module owns:
 
-* :class:`GenerationConfig`: the decoding settings (greedy or sampling, temperature, top-k,
-  top-p, seed, end-of-sequence, prompt truncation).
-* The sampling step as pure functions, shared by every family: :func:`apply_temperature`,
-  :func:`top_k_filter`, :func:`top_p_filter` and :func:`choose_next`, which picks the next token
-  from one step's logits and, when asked, explains the choice (top candidates with their
-  probabilities before and after the settings changed the distribution).
-* :func:`generate` (prompt text in, :class:`GenerationResult` out) for decoder and
-  encoder-decoder checkpoints, :func:`generate_ids` (token ids in, token ids out) for decoders,
-  :func:`generate_seq2seq_ids` for encoder-decoders, and the ``lmkit generate`` command.
+* The decode loops: :func:`generate` (prompt text in, :class:`GenerationResult` out) for decoder
+  and encoder-decoder checkpoints, :func:`generate_ids` (token ids in, token ids out) for
+  decoders, :func:`generate_seq2seq_ids` for encoder-decoders, and :func:`format_step`, the
+  table ``--explain`` shows for a step.
+* Not here: choosing each token (settings, temperature, top-k, top-p, the explanation of a
+  choice) is :mod:`lmkit.infer.sampling`; the hand-laid CPU decode step is
+  :mod:`lmkit.infer.packed`; the ``lmkit generate`` command is :mod:`lmkit.cli.infer`. Their
+  public names are re-exported here, so ``from lmkit.infer.generate import GenerationConfig,
+  top_p_filter, choose_next, make_generator, PackedDecoder, packed_decoder`` keeps working.
 
 How decoding runs. A decoder reads the prompt once (the "prefill", which fills the key/value
 cache) and then feeds one new token per step, attending to the cached keys/values of everything
 before it. ``generate_ids(..., cache=False)`` instead recomputes the whole sequence every step:
 slow, but obviously right, and the reference the tests compare the cached path against.
+A plain lmkit ``Decoder`` runs the cached path through its :class:`PackedDecoder` (same maths,
+fewer operations); other models use their own ``forward`` with a
+:class:`~lmkit.models.layers.KVCache`. Greedy decoding skips all sampling work.
 An encoder-decoder runs its encoder once, projects the encoder states to every decoder layer's
 cross-attention keys/values once, and decodes from a start token with a self-attention cache.
-
-Why part of the decode step is written by hand (:class:`PackedDecoder`): at batch 1 and small
-sizes a decode step is a handful of one-row matrix products (each bound by how fast its weights
-stream from memory) plus a few hundred tiny operations whose cost is Python and PyTorch's
-per-operation dispatch, not arithmetic (``benchmarks/generate_speed.py`` compares a plain KV-cache
-loop and this one with Hugging Face's ``generate``). ``PackedDecoder`` is an
-inference-only copy of a :class:`~lmkit.models.decoder.Decoder`'s weights, laid out once, that
-does the same maths with fewer, cheaper operations:
-
-* every weight is stored transposed, (in, out) contiguous: a one-row product streams that layout
-  faster than ``F.linear``'s (out, in) on CPU (most of all for the vocabulary
-  projection, the largest matrix);
-* q, k, v are one product, and so are the MLP's gate and up projections; each RMSNorm's weight
-  (and a factor √d) is folded into the rows of the product that follows it, leaving only
-  x·rsqrt(Σx² + d·eps) to compute; the residual additions are fused into the output products
-  (``addmm``);
-* rotary positions are one complex multiply: the rows of W_q and W_k are reordered (per head,
-  identically for both, which leaves every q·k dot product unchanged) so that the pairs that
-  "rotate half" turns together sit side by side as one complex number;
-* keys and values go into a preallocated cache in place, and attention reads it through strided
-  views (no copies, no concatenation); the prefill projects only its last position onto the
-  vocabulary; greedy decoding skips all sampling work.
-The model's own modules, weight names and training path are untouched; tests check the packed
-path against the plain forward pass, logits and tokens. The copy costs one more set of the
-model's weights in memory and is rebuilt when the parameters change (an optimizer step).
-Models it does not recognise (a quantized or 16-bit checkpoint, another class) use the model's
-own ``forward`` with a :class:`~lmkit.models.layers.KVCache`.
 """
 
 from __future__ import annotations
 
-import argparse
-import copy
-import json
-import math
-import os
-import sys
 import time
-import weakref
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from lmkit.errors import LmkitError
+from lmkit.infer.packed import PackedDecoder, packed_decoder
+from lmkit.infer.sampling import (
+    N_CANDIDATES,
+    Candidate,
+    GenerationConfig,
+    StepExplanation,
+    Truncate,
+    apply_temperature,
+    choose_next,
+    make_generator,
+    process_logits,
+    top_k_filter,
+    top_p_filter,
+)
 
-Truncate = Literal["error", "left"]
 StopReason = Literal["eos", "max_new_tokens", "context window"]
-N_CANDIDATES = 5  # candidates shown per step by --explain
-
-
-# --------------------------------------------------------------------------- settings
-
-
-@dataclass
-class GenerationConfig:
-    """How to pick tokens.
-
-    Greedy (``do_sample=False``, the default) always takes the most likely next token: the same
-    prompt always gives the same text. Sampling draws the next token from the model's
-    distribution after three optional changes, applied in this order:
-
-    * ``temperature``: logits are divided by it. Below 1 sharpens the distribution (towards
-      greedy; 0 *is* greedy), above 1 flattens it (more surprising choices).
-    * ``top_k``: only the k most likely tokens may be drawn.
-    * ``top_p`` (nucleus): only the smallest set of most likely tokens whose probabilities add
-      up to at least p may be drawn (the top token is always kept).
-
-    ``seed`` makes sampling reproducible; ``truncate="left"`` keeps the end of a prompt that is
-    too long for the context window instead of refusing it.
-    """
-
-    max_new_tokens: int = 64
-    do_sample: bool = False
-    temperature: float = 1.0
-    top_k: int | None = None
-    top_p: float | None = None
-    seed: int | None = None
-    stop_at_eos: bool = True
-    truncate: Truncate = "error"
-
-    def validate(self) -> None:
-        if not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 1:
-            raise LmkitError(f"max new tokens must be a positive integer, got {self.max_new_tokens!r}")
-        if not math.isfinite(self.temperature) or self.temperature < 0:
-            raise LmkitError(f"temperature must be a finite number ≥ 0 (0 = greedy), got {self.temperature}")
-        if self.top_k is not None and self.top_k < 1:
-            raise LmkitError(f"top-k must be at least 1, got {self.top_k}")
-        if self.top_p is not None and not 0.0 < self.top_p <= 1.0:
-            raise LmkitError(f"top-p must be in (0, 1], got {self.top_p}")
-        if self.truncate not in ("error", "left"):
-            raise LmkitError(f"truncate must be 'error' or 'left', got {self.truncate!r}")
-
-    @property
-    def greedy(self) -> bool:
-        """True when the choice is the argmax of the logits (no sampling, or temperature 0)."""
-        return not self.do_sample or self.temperature == 0
-
-    def describe(self) -> str:
-        """The settings in words, e.g. ``sampling: temperature 0.7, top-k 40, top-p 0.9``."""
-        if not self.do_sample:
-            return "greedy (always the most likely token)"
-        if self.temperature == 0:
-            return "greedy (sampling at temperature 0)"
-        parts = [f"temperature {self.temperature:g}"]
-        if self.top_k is not None:
-            parts.append(f"top-k {self.top_k}")
-        if self.top_p is not None:
-            parts.append(f"top-p {self.top_p:g}")
-        return "sampling: " + ", ".join(parts)
-
-
-# --------------------------------------------------------------------------- the sampling step
-
-
-def apply_temperature(logits: torch.Tensor, temperature: float) -> torch.Tensor:
-    """logits / temperature (temperature > 0). softmax(logits / t) is sharper for t < 1."""
-    if temperature <= 0:
-        raise ValueError(f"temperature must be > 0 here (0 means greedy), got {temperature}")
-    return logits if temperature == 1.0 else logits / temperature
-
-
-def top_k_filter(logits: torch.Tensor, k: int) -> torch.Tensor:
-    """Logits (..., V) with all but the k largest of each row set to -inf (exactly k kept)."""
-    if k >= logits.shape[-1]:
-        return logits
-    values, idx = torch.topk(logits, k, dim=-1)  # (..., k)
-    return torch.full_like(logits, float("-inf")).scatter_(-1, idx, values)
-
-
-def top_p_filter(logits: torch.Tensor, p: float) -> torch.Tensor:
-    """Logits (..., V) restricted to the nucleus: the smallest set of most likely tokens whose
-    total probability is ≥ p; the rest become -inf. The most likely token is always kept."""
-    if p >= 1.0:
-        return logits
-    sorted_logits, idx = torch.sort(logits, dim=-1, descending=True)  # (..., V)
-    return torch.empty_like(logits).scatter_(-1, idx, _nucleus_of_sorted(sorted_logits, p))
-
-
-def _nucleus_of_sorted(sorted_logits: torch.Tensor, p: float) -> torch.Tensor:
-    """top_p_filter for logits already sorted in descending order along the last dimension."""
-    probs = sorted_logits.float().softmax(dim=-1)
-    mass_before = probs.cumsum(dim=-1) - probs  # probability of the tokens ranked above each one
-    drop = mass_before >= p  # the set above already reaches p: this token is not needed
-    drop[..., 0] = False
-    return sorted_logits.masked_fill(drop, float("-inf"))
-
-
-def process_logits(logits: torch.Tensor, gen_cfg: GenerationConfig) -> torch.Tensor:
-    """Temperature, then top-k, then top-p: the logits sampling draws from (float32)."""
-    out = apply_temperature(logits.float(), gen_cfg.temperature)
-    if gen_cfg.top_k is not None:
-        out = top_k_filter(out, gen_cfg.top_k)
-    if gen_cfg.top_p is not None:
-        out = top_p_filter(out, gen_cfg.top_p)
-    return out
-
-
-@dataclass
-class Candidate:
-    """One candidate token of a step: probability before and after the settings."""
-
-    token_id: int
-    p_before: float
-    p_after: float
-    token: str | None = None  # readable form, filled in when a tokenizer is at hand
-
-
-@dataclass
-class StepExplanation:
-    """Why one token was chosen: the top candidates before/after temperature, top-k, top-p."""
-
-    step: int
-    chosen: int
-    candidates: list[Candidate]  # the most likely tokens (and the chosen one if it is not among them)
-    kept: int  # tokens that could still be chosen after the settings (1 for greedy)
-    mode: str  # GenerationConfig.describe()
-
-    @property
-    def chosen_candidate(self) -> Candidate:
-        return next(c for c in self.candidates if c.token_id == self.chosen)
-
-
-def choose_next(logits: torch.Tensor, gen_cfg: GenerationConfig, generator: torch.Generator | None,
-                explain: bool = False, n_candidates: int = N_CANDIDATES, step: int = 0,
-                ) -> tuple[torch.Tensor, list[StepExplanation] | None]:
-    """Pick the next token of each row of logits (B, V) (or (V,)).
-
-    Returns the tokens (B,) (or a 0-d tensor) and, with ``explain``, one
-    :class:`StepExplanation` per row (else None). Family-independent: any model that produces
-    next-token logits uses this.
-    """
-    squeeze = logits.dim() == 1
-    rows = logits[None] if squeeze else logits  # (B, V)
-    if gen_cfg.greedy:
-        token = rows.argmax(dim=-1)  # (B,)
-    else:
-        token = _sample(rows, gen_cfg, generator)
-    explanation = None
-    if explain:
-        before = rows.float().softmax(dim=-1)  # (B, V)
-        if gen_cfg.greedy:  # all the probability on the chosen token
-            after = torch.zeros_like(before).scatter_(-1, token[:, None], 1.0)
-        else:
-            after = process_logits(rows, gen_cfg).softmax(dim=-1)  # (B, V)
-        explanation = []
-        n = min(n_candidates, rows.shape[-1])
-        top = torch.topk(before, n, dim=-1).indices  # (B, n)
-        kept = (after > 0).sum(dim=-1)
-        for b in range(rows.shape[0]):
-            ids = top[b].tolist()
-            chosen = int(token[b])
-            if chosen not in ids:
-                ids.append(chosen)
-            cands = [Candidate(i, float(before[b, i]), float(after[b, i])) for i in ids]
-            explanation.append(StepExplanation(step, chosen, cands, int(kept[b]), gen_cfg.describe()))
-    return (token[0] if squeeze else token), explanation
-
-
-def _sample(rows: torch.Tensor, gen_cfg: GenerationConfig, generator: torch.Generator | None) -> torch.Tensor:
-    """Draw one token per row of logits (B, V) from softmax(process_logits(rows)).
-
-    The same distribution as filtering the whole vocabulary, computed on less: with top-k, only
-    the k best logits (which ``topk`` returns sorted) are scaled, cut to the nucleus and drawn
-    from; with top-p alone, the sorted logits are; no full-vocabulary scatter.
-    """
-    x = apply_temperature(rows.float(), gen_cfg.temperature)
-    k, p = gen_cfg.top_k, gen_cfg.top_p
-    if k is not None and k < x.shape[-1]:
-        vals, idx = torch.topk(x, k, dim=-1)  # (B, k), descending
-    elif p is not None and p < 1.0:
-        vals, idx = torch.sort(x, dim=-1, descending=True)  # (B, V)
-    else:
-        return torch.multinomial(x.softmax(dim=-1), 1, generator=generator).squeeze(-1)
-    if p is not None and p < 1.0:
-        vals = _nucleus_of_sorted(vals, p)
-    pick = torch.multinomial(vals.softmax(dim=-1), 1, generator=generator)  # (B, 1) position among vals
-    return idx.gather(-1, pick).squeeze(-1)
-
-
-def make_generator(seed: int | None, device: torch.device | str = "cpu") -> tuple[torch.Generator, int]:
-    """A random generator for sampling and the seed it was given (a fresh one if seed is None,
-    returned so that the run can be repeated)."""
-    if seed is None:
-        seed = int.from_bytes(os.urandom(8), "little") >> 1
-    gen = torch.Generator(device=device)
-    gen.manual_seed(seed)
-    return gen, seed
 
 
 # --------------------------------------------------------------------------- the decode loop
@@ -328,200 +109,7 @@ def _decode_loop(prefill: Callable[[], torch.Tensor], step: Callable[[torch.Tens
     return _LoopResult(out[:, :n], reason, steps)
 
 
-# --------------------------------------------------------------------------- decoder: packed fast path
-
-
-def _pair_rows(w: torch.Tensor, n_heads: int) -> torch.Tensor:
-    """Reorder the rows of a query/key projection (d, d_in) so that, within each head, dimension i
-    and i + head_dim/2 (the pair rotary positions rotate together in the "rotate half" layout) sit
-    side by side, as the real and imaginary part of one complex number."""
-    d, d_in = w.shape
-    per_head = w.reshape(n_heads, 2, d // n_heads // 2, d_in)  # (H, 2, hd/2, d_in): halves
-    return per_head.transpose(1, 2).reshape(d, d_in)  # (H, hd/2, 2, d_in) -> rows [x0, x_h, x1, x_h+1, ...]
-
-
-class PackedDecoder:
-    """Inference-only copy of a ``Decoder``'s weights, laid out for lean decode steps.
-
-    ``session = packed.start(batch, max_len)`` allocates a key/value cache; ``session.forward(ids
-    (B, T))`` appends T tokens and returns the next-token logits (B, V) of the last one. Same maths
-    as ``Decoder.forward`` with a ``KVCache``, rearranged (see the module docstring).
-    """
-
-    def __init__(self, model: nn.Module) -> None:
-        cfg = model.cfg
-        self.cfg = cfg
-        self.d, self.H, self.hd = cfg.d_model, cfg.n_heads, cfg.head_dim
-        self.d_eps = cfg.d_model * cfg.norm_eps
-        self.rotary = cfg.pos_encoding == "rotary"
-        self.ffn = cfg.ffn_width
-        with torch.no_grad():
-            self.emb = model.tok_emb.weight.detach()  # (V, d)
-            self.pos: torch.Tensor | None = None
-            if model.pos_emb is not None:
-                self.pos = model.pos_emb.weight.detach()  # (max_seq_len, d)
-            elif model.pos_table is not None:
-                self.pos = model.pos_table  # (max_seq_len, d)
-
-            def packed(norm_w: torch.Tensor | None, *ws: torch.Tensor) -> torch.Tensor:
-                # (in, out) contiguous: a one-row matmul streams it fastest (≈2x F.linear for
-                # the vocabulary projection here). The RMSNorm weight that precedes it scales
-                # its input dimension, so it folds into the rows (with the √d of _rms).
-                wt = torch.cat(ws).t()  # (in, out)
-                if norm_w is not None:
-                    wt = wt * (norm_w[:, None] * math.sqrt(self.d))
-                return wt.contiguous()
-
-            self.layers: list[dict[str, torch.Tensor]] = []
-            for block in model.blocks:
-                a, m = block.attn, block.mlp
-                wq, wk = a.q_proj.weight, a.k_proj.weight
-                if self.rotary:
-                    wq, wk = _pair_rows(wq, self.H), _pair_rows(wk, self.H)
-                self.layers.append({
-                    "qkv": packed(block.attn_norm.weight, wq, wk, a.v_proj.weight),  # (d, 3d)
-                    "o": packed(None, a.o_proj.weight),  # (d, d)
-                    "gate_up": packed(block.mlp_norm.weight, m.gate_proj.weight, m.up_proj.weight),  # (d, 2f)
-                    "down": packed(None, m.down_proj.weight),  # (f, d)
-                })
-            self.out = packed(model.norm.weight, model.output_weight)  # (d, V)
-            if self.rotary:
-                # e^{i·pos·θ_j} for each complex pair of [q | k | v]: the pairs of q and k heads
-                # rotate, those of v are multiplied by 1 (exactly), so one multiply covers all three.
-                cos, sin = model.rope_cos, model.rope_sin  # (max_seq_len, hd), halves repeated
-                half = self.hd // 2
-                rot = torch.complex(cos[:, :half], sin[:, :half]).repeat(1, 2 * self.H)  # (L, d)
-                self.freqs = torch.cat([rot, torch.ones_like(rot[:, : self.d // 2])], dim=1).contiguous()  # (L, 3d/2)
-        self.kv: list[torch.Tensor] = []
-        self.k_heads: list[torch.Tensor] = []
-        self.v_heads: list[torch.Tensor] = []
-        self.length = self.max_len = 0
-
-    def start(self, batch: int, max_len: int) -> PackedDecoder:
-        """A decoding session: the same (shared) weights with a fresh cache for ``batch`` sequences
-        of up to ``max_len`` positions. Sessions are independent, so concurrent generations
-        (e.g. a server's threads) on one model do not share state."""
-        session = copy.copy(self)
-        session._allocate(batch, max_len)
-        return session
-
-    def _allocate(self, batch: int, max_len: int) -> None:
-        d, H, hd = self.d, self.H, self.hd
-        self.length, self.max_len = 0, max_len
-        opts = {"dtype": self.emb.dtype, "device": self.emb.device}
-        # per layer (B, L, 2d): the keys then the values of each position, side by side
-        self.kv = [torch.empty(batch, max_len, 2 * d, **opts) for _ in self.layers]
-        self.k_heads = [c[..., :d].view(batch, max_len, H, hd).transpose(1, 2) for c in self.kv]  # (B, H, L, hd)
-        self.v_heads = [c[..., d:].view(batch, max_len, H, hd).transpose(1, 2) for c in self.kv]
-        # buffers of the one-token step, and views of them made once
-        self.qkv_buf = torch.empty(batch, 3 * d, **opts)  # [q | k | v] of the new token
-        self.rot_buf = torch.empty(batch, 3 * d, **opts) if self.rotary else self.qkv_buf  # after rotation
-        if self.rotary:
-            self.qkv_c = torch.view_as_complex(self.qkv_buf.view(batch, 3 * d // 2, 2))
-            self.rot_c = torch.view_as_complex(self.rot_buf.view(batch, 3 * d // 2, 2))
-        self.q_step = self.rot_buf[:, :d].view(batch, H, 1, hd)  # (B, H, 1, hd)
-        self.kv_step = self.rot_buf[:, d:]  # (B, 2d) = [k | v]
-        self.gu_buf = torch.empty(batch, 2 * self.ffn, **opts)
-        self.gate, self.up = self.gu_buf[:, :self.ffn], self.gu_buf[:, self.ffn:]
-
-    def _rms(self, x: torch.Tensor) -> torch.Tensor:
-        """x / sqrt(sum(x²) + d·eps) = RMSNorm(x) / √d (√d and the weight are folded into the next
-        matmul); a sum instead of a mean saves a cast and a division per call."""
-        return x * (x * x).sum(-1, keepdim=True).add_(self.d_eps).rsqrt_()
-
-    def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        """Append ids (B, T) to the cache; logits (B, V) of the token after the last one."""
-        B, T = ids.shape
-        if self.length + T > self.max_len:
-            raise ValueError(f"cache of {self.max_len} positions cannot take {self.length + T}")
-        if T == 1:
-            return self._step(ids)
-        d, H, hd = self.d, self.H, self.hd
-        past = self.length
-        end = past + T
-        x = F.embedding(ids.reshape(-1), self.emb)  # (N, d), N = B*T, rows ordered (b, t)
-        if self.pos is not None:
-            x = (x.view(B, T, d) + self.pos[past:end]).view(B * T, d)
-        freqs = self.freqs[past:end] if self.rotary else None  # (T, 3d/2) complex
-        mask = None
-        causal = past == 0
-        if past > 0:
-            mask = torch.ones(T, end, dtype=torch.bool, device=x.device).tril(diagonal=past)  # (T, S)
-        for layer, kv, kh, vh in zip(self.layers, self.kv, self.k_heads, self.v_heads):
-            qkv = torch.mm(self._rms(x), layer["qkv"])  # (N, 3d) = [q | k | v]
-            if freqs is not None:  # rotate each (x_i, x_i+hd/2) pair of q and k: one complex multiply
-                qkv = torch.view_as_real(torch.view_as_complex(qkv.view(B, T, 3 * d // 2, 2)) * freqs)
-                qkv = qkv.view(B * T, 3 * d)  # [q_rot | k_rot | v]
-            kv[:, past:end] = qkv[:, d:].view(B, T, 2 * d)
-            q = qkv[:, :d].view(B, T, H, hd).transpose(1, 2)  # (B, H, T, hd)
-            y = F.scaled_dot_product_attention(q, kh[:, :, :end], vh[:, :, :end], attn_mask=mask,
-                                               is_causal=causal)  # (B, H, T, hd)
-            x = torch.addmm(x, y.transpose(1, 2).reshape(B * T, d), layer["o"])  # x + o_proj(y)
-            gu = torch.mm(self._rms(x), layer["gate_up"])  # (N, 2f)
-            a = F.silu(gu[:, :self.ffn]).mul_(gu[:, self.ffn:])
-            x = torch.addmm(x, a, layer["down"])  # x + down_proj(silu(gate) * up)
-        self.length = end
-        last = x.view(B, T, d)[:, -1]  # (B, d)
-        return torch.mm(self._rms(last), self.out)  # (B, V)
-
-    def _step(self, ids: torch.Tensor) -> torch.Tensor:
-        """forward() for one new token per row: the same maths in preallocated buffers, in place."""
-        B, d = ids.shape[0], self.d
-        pos = self.length
-        end = pos + 1
-        x = F.embedding(ids.view(B), self.emb)  # (B, d), a fresh tensor we may update in place
-        if self.pos is not None:
-            x += self.pos[pos]
-        freqs = self.freqs[pos] if self.rotary else None  # (3d/2,) complex
-        for layer, kv, kh, vh in zip(self.layers, self.kv, self.k_heads, self.v_heads):
-            torch.mm(self._rms(x), layer["qkv"], out=self.qkv_buf)  # (B, 3d)
-            if freqs is not None:
-                torch.mul(self.qkv_c, freqs, out=self.rot_c)  # rot_buf = [q_rot | k_rot | v]
-            kv[:, pos] = self.kv_step
-            y = F.scaled_dot_product_attention(self.q_step, kh.narrow(2, 0, end), vh.narrow(2, 0, end))
-            x.addmm_(y.view(B, d), layer["o"])  # x += o_proj(y); y (B, H, 1, hd)
-            torch.mm(self._rms(x), layer["gate_up"], out=self.gu_buf)  # (B, 2f)
-            F.silu(self.gate, inplace=True).mul_(self.up)
-            x.addmm_(self.gate, layer["down"])  # x += down_proj(silu(gate) * up)
-        self.length = end
-        return torch.mm(self._rms(x), self.out)  # (B, V)
-
-
-_PACKED: weakref.WeakKeyDictionary[nn.Module, tuple[tuple[Any, ...], PackedDecoder]] = weakref.WeakKeyDictionary()
-
-
-def _packable(model: nn.Module) -> bool:
-    """Is this exactly lmkit's Decoder with plain fp32 embedding and Linear layers?"""
-    from lmkit.models.decoder import Decoder, SwiGLU
-    from lmkit.models.layers import Attention
-
-    if type(model) is not Decoder or type(model.tok_emb) is not nn.Embedding:
-        return False
-    if model.tok_emb.weight.dtype != torch.float32 or (model.lm_head is not None and (
-            type(model.lm_head) is not nn.Linear or model.lm_head.weight.dtype != torch.float32)):
-        return False  # e.g. a quantized or 16-bit cast checkpoint: the model's own forward handles it
-    for block in model.blocks:
-        if type(block.attn) is not Attention or type(block.mlp) is not SwiGLU:
-            return False
-        for lin in (block.attn.q_proj, block.attn.k_proj, block.attn.v_proj, block.attn.o_proj,
-                    block.mlp.gate_proj, block.mlp.up_proj, block.mlp.down_proj):
-            if type(lin) is not nn.Linear or lin.bias is not None or lin.weight.dtype != torch.float32:
-                return False
-    return True
-
-
-def packed_decoder(model: nn.Module) -> PackedDecoder | None:
-    """The model's packed inference weights (built once, rebuilt if parameters changed), or None
-    when the model is not a plain lmkit ``Decoder``."""
-    if not _packable(model):
-        return None
-    key = tuple((p.data_ptr(), p._version, p.dtype) for p in model.parameters())
-    hit = _PACKED.get(model)
-    if hit is not None and hit[0] == key:
-        return hit[1]
-    packed = PackedDecoder(model)
-    _PACKED[model] = (key, packed)
-    return packed
+# --------------------------------------------------------------------------- decoder
 
 
 class _EvalMode:
@@ -884,71 +472,10 @@ def _run_text(model: nn.Module, tokenizer: Any, prompt: str, ids: list[int], tru
                             elapsed_s=elapsed, truncated_tokens=truncated, steps=res.steps, settings=settings)
 
 
-# --------------------------------------------------------------------------- command line
-
-
-def _style(text: str, code: str, on: bool) -> str:
-    return f"\x1b[{code}m{text}\x1b[0m" if on and text else text
-
-
-def cli_generate(args: argparse.Namespace) -> int:
-    """``lmkit generate CKPT "prompt" [...]``: print the prompt followed by its completion."""
-    from lmkit.models.checkpoint import load_model, load_model_config, load_tokenizer
-
-    gen_cfg = GenerationConfig(max_new_tokens=args.max_new_tokens, do_sample=args.sample,
-                               temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed,
-                               stop_at_eos=not args.no_stop_at_eos, truncate=args.truncate)
-    gen_cfg.validate()
-    if not args.sample and (args.temperature != 1.0 or args.top_k is not None or args.top_p is not None):
-        print("lmkit: note: --temperature, --top-k and --top-p change sampling only; without --sample decoding "
-              "is greedy (always the most likely token)", file=sys.stderr)
-    if load_model_config(args.checkpoint).family == "encoder":
-        raise LmkitError("encoder models do not generate text; use `lmkit fill-mask`")
-    device = args.device
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        torch.empty(0, device=device)
-    except (RuntimeError, AssertionError) as e:
-        raise LmkitError(f"--device {args.device}: not usable here ({str(e).splitlines()[0]})") from None
-    tokenizer = load_tokenizer(args.checkpoint)
-    model = load_model(args.checkpoint, device=device)
-    if tokenizer.vocab_size > model.cfg.vocab_size:
-        raise LmkitError(f"{args.checkpoint}: tokenizer has {tokenizer.vocab_size} tokens but the model only "
-                         f"{model.cfg.vocab_size}")
-
-    color = sys.stdout.isatty() and not os.environ.get("NO_COLOR")
-    streaming = color and not args.json and not args.explain
-    if streaming:  # show the prompt, then the completion as it is made
-        sys.stdout.write(_style(args.prompt, "2", True) + ("\n" if model.cfg.family == "encdec" and args.prompt
-                                                            else ""))
-        sys.stdout.flush()
-
-    def stream(piece: str) -> None:
-        sys.stdout.write(_style(piece, "1", True))
-        sys.stdout.flush()
-
-    res = generate(model, tokenizer, args.prompt, gen_cfg, explain=args.explain,
-                   stream=stream if streaming else None)
-    if res.truncated_tokens:
-        print(f"lmkit: note: the prompt was truncated: its first {res.truncated_tokens} tokens were dropped "
-              f"to fit the context window of {model.cfg.max_seq_len}", file=sys.stderr)
-    if args.json:
-        print(json.dumps(res.to_dict(), ensure_ascii=False, indent=2))
-        return 0
-    if args.explain:
-        print(f"{gen_cfg.describe()}. Each step shows the {N_CANDIDATES} most likely next tokens: 'before' is\n"
-              "the model's probability, 'after' the probability it was chosen with once the settings are applied\n"
-              "('cut' = excluded).\n")
-        for s in res.steps:
-            print(format_step(s))
-            print()
-    if streaming:
-        sys.stdout.write("\n")
-    else:
-        sep = "\n" if model.cfg.family == "encdec" and res.prompt and res.completion else ""
-        print(_style(res.prompt, "2", color) + sep + _style(res.completion, "1", color))
-    print(f"[{len(res.token_ids)} tokens, stopped by {res.stop_reason}, {res.tokens_per_s:.1f} tokens/s, "
-          f"{gen_cfg.describe()}" + (f", seed {res.settings['seed']}" if not gen_cfg.greedy else "") + "]",
-          file=sys.stderr)
-    return 0
+# the public names, with those re-exported from sampling.py and packed.py for older imports
+__all__ = [
+    "N_CANDIDATES", "Candidate", "GenerationConfig", "GenerationResult", "PackedDecoder", "StepExplanation",
+    "StopReason", "Truncate", "apply_temperature", "choose_next", "format_step", "generate", "generate_ids",
+    "generate_seq2seq", "generate_seq2seq_ids", "make_generator", "packed_decoder", "process_logits",
+    "top_k_filter", "top_p_filter", "visible",
+]

@@ -21,8 +21,6 @@ replaced with ``--overwrite``.
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -301,63 +299,6 @@ def format_similarity(proj: EmbeddingProjection) -> str:
     for cos, i, j in pairs:
         lines.append(f"  {proj.words[i]:<{w}}  {proj.words[j]:<{w}}  {cos:6.3f}  {float(angles[i, j]):5.1f}°")
     return "\n".join(lines)
-
-
-# --------------------------------------------------------------------------- command line
-
-
-def _load(checkpoint: str, device: str) -> tuple[nn.Module, Any]:
-    from lmkit.models.checkpoint import load_model, load_tokenizer
-
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    return load_model(checkpoint, device=device), load_tokenizer(checkpoint)
-
-
-def _int_list(text: str | None) -> list[int] | None:
-    if not text:
-        return None
-    try:
-        return [int(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise LmkitError(f"expected comma-separated numbers like 0,2, got {text!r}") from None
-
-
-def cli_attention(args: argparse.Namespace) -> int:
-    """``lmkit viz attention CKPT "text" --out maps.png``."""
-    check_out_picture(args.out, args.overwrite, [args.checkpoint])
-    model, tok = _load(args.checkpoint, args.device)
-    maps = attention_maps(model, tok, args.text)
-    path = plot_attention(maps, args.out, args.overwrite, _int_list(args.layers), _int_list(args.heads))
-    summary = head_summary(maps)
-    if args.json:
-        print(json.dumps({"png": str(path), "tokens": maps.tokens, "stack": maps.stack, "heads": summary,
-                          "weights": maps.weights.tolist() if args.weights else None}, ensure_ascii=False, indent=2))
-        return 0
-    print(f"{maps.family}: {maps.stack}; {len(maps.tokens)} tokens: {' '.join(repr(t) for t in maps.tokens)}")
-    print(f"  {'layer':>5} {'head':>4}  {'self':>5} {'prev':>5} {'next':>5} {'first':>5} {'entropy':>8}  mostly")
-    for r in summary:
-        print(f"  {r['layer']:>5} {r['head']:>4}  {r['self']:5.2f} {r['previous']:5.2f} {r['next']:5.2f} "
-              f"{r['first']:5.2f} {r['entropy_bits']:6.2f} b  {r['mostly']}")
-    print(f"attention maps: {path}")
-    return 0
-
-
-def cli_embeddings(args: argparse.Namespace) -> int:
-    """``lmkit viz embeddings CKPT --words w1 w2 ... --out emb.png [--dims 2|3]``."""
-    check_out_picture(args.out, args.overwrite, [args.checkpoint])
-    model, tok = _load(args.checkpoint, args.device)
-    proj = embedding_projection(model, tok, args.words, args.dims)
-    path = plot_embeddings(proj, args.out, args.overwrite)
-    if args.json:
-        print(json.dumps({"png": str(path), **proj.to_dict()}, ensure_ascii=False, indent=2))
-        return 0
-    print("tokens: " + ", ".join(f"{w} = {' + '.join(repr(p) for p in ps)}" for w, ps in zip(proj.words, proj.pieces)))
-    print(f"PCA: {dims_text(proj)}")
-    print("cosine similarity (1 = same direction, 0 = orthogonal (90°), -1 = opposite):")
-    print(format_similarity(proj))
-    print(f"projection: {path}")
-    return 0
 
 
 def dims_text(proj: EmbeddingProjection) -> str:

@@ -15,7 +15,8 @@ leaves either the old checkpoint set or the new one, never half a checkpoint. Pi
 loaded. meta.json records the SHA-256 of every other file (``"sha256"``: {path: digest}); the
 loaders check the file they read against it and refuse one that changed since it was saved
 (``verify=False``, the commands' ``--no-verify``, skips the check; checkpoints from older lmkit
-have no checksums and load unchecked).
+have no checksums and load unchecked). A quantized checkpoint (a ``quantization`` record in
+config.json) is rebuilt in the format ``lmkit.models.int8`` defines.
 """
 
 from __future__ import annotations
@@ -277,12 +278,21 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", verify: boo
     state = load_state(ckpt, verify=verify)
     quant = cfg.get("quantization")
     if quant:
-        from lmkit.ship.quantize import load_quantized
-
         return load_quantized(model_cfg, state, quant, ckpt).to(device).eval()
     model = build_model(model_cfg)
     load_weights_into(model, state, ckpt)
     return model.to(device).eval()
+
+
+def load_quantized(model_cfg: ModelConfig, state: dict[str, torch.Tensor], quant: dict[str, Any],
+                   source: str | Path) -> nn.Module:
+    """Build the model a quantized checkpoint describes (``lmkit.models.int8``) and fill it with its weights."""
+    from lmkit.models import build_model
+    from lmkit.models.int8 import prepare_quantized
+
+    model = prepare_quantized(build_model(model_cfg), state, quant, source)
+    load_weights_into(model, state, source)
+    return model
 
 
 def load_tokenizer(path: str | Path, verify: bool = True):  # -> lmkit.tokenizer.Tokenizer

@@ -85,24 +85,39 @@ class Decoder(nn.Module):
         return self.tok_emb.weight if self.lm_head is None else self.lm_head.weight
 
     def hidden_states(self, input_ids: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
-        """Final normalised hidden states (B, T, C) of token ids (B, T)."""
+        """Final normalised hidden states (B, T, C) of token ids (B, T).
+
+        With a ragged cache (``cache.lengths`` set: each row a separate request) T is 1 and each
+        row's token sits at that row's own position.
+        """
         B, T = input_ids.shape
-        start = cache.length if cache is not None else 0
-        if start + T > self.cfg.max_seq_len:
-            raise ValueError(f"sequence of {start + T} tokens exceeds the context window of {self.cfg.max_seq_len}")
+        pos: torch.Tensor | slice
+        if cache is not None and cache.lengths is not None:
+            pos = cache.lengths[:, None]  # (B, 1): each row's own next position
+            end = int(cache.lengths.max()) + T
+        else:
+            start = cache.length if cache is not None else 0
+            pos, end = slice(start, start + T), start + T  # the same positions for every row
+        if end > self.cfg.max_seq_len:
+            raise ValueError(f"sequence of {end} tokens exceeds the context window of {self.cfg.max_seq_len}")
         x = self.tok_emb(input_ids)  # (B, T, C)
         if self.pos_emb is not None:
-            x = x + self.pos_emb.weight[start:start + T]
+            x = x + self.pos_emb.weight[pos]  # (T, C) or (B, 1, C)
         elif self.pos_table is not None:
-            x = x + self.pos_table[start:start + T]
+            x = x + self.pos_table[pos]
         x = self.drop(x)
-        rope = (self.rope_cos[start:start + T], self.rope_sin[start:start + T]) if self.cfg.pos_encoding == "rotary" else None
+        rope = None
+        if self.cfg.pos_encoding == "rotary":
+            cos, sin = self.rope_cos[pos], self.rope_sin[pos]  # (T, hd) or (B, 1, hd)
+            rope = (cos, sin) if isinstance(pos, slice) else (cos[:, None], sin[:, None])  # ragged: (B, 1, 1, hd)
         for i, block in enumerate(self.blocks):
             if self.activation_checkpointing and self.training:
                 x = checkpoint(block, x, rope, use_reentrant=False)
             else:
                 x = block(x, rope, cache, i)
-        if cache is not None:
+        if cache is not None and cache.lengths is not None:
+            cache.lengths = cache.lengths + T
+        elif cache is not None:
             cache.length += T
         return self.norm(x)  # (B, T, C)
 

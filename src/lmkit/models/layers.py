@@ -125,6 +125,12 @@ class KVCache:
 
     ``k[i]`` and ``v[i]`` are (B, H, max_len, hd); ``length`` is how many positions are filled.
     A model writes the new positions of each layer, then advances ``length`` once per step.
+
+    Ragged rows (a server's batch, where each row is its own request): ``lengths`` (B,) holds how
+    many positions each row has filled, and a step appends one token per row at that row's own
+    position (:meth:`write_rows`). :meth:`slots` makes such a pool of request slots;
+    :meth:`add_row` copies a request's prompt cache in, :meth:`remove_rows` frees finished ones;
+    neither touches another row's keys or values.
     """
 
     def __init__(self, n_layers: int, batch: int, n_heads: int, max_len: int, head_dim: int,
@@ -134,6 +140,7 @@ class KVCache:
         self.v = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(n_layers)]
         self.max_len = max_len
         self.length = 0
+        self.lengths: torch.Tensor | None = None  # (B,) per-row filled positions, for ragged rows
 
     def write(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Store k, v (B, H, T, hd) at positions [length, length+T); return all filled positions."""
@@ -143,6 +150,72 @@ class KVCache:
         self.k[layer][:, :, start:end] = k
         self.v[layer][:, :, start:end] = v
         return self.k[layer][:, :, :end], self.v[layer][:, :, :end]
+
+    def write_rows(self, layer: int, k: torch.Tensor, v: torch.Tensor,
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Ragged rows: store one new position per row, k, v (B, H, 1, hd), at ``lengths[b]``.
+
+        The B rows are the first B of the cache (a slot pool may hold more). Returns the keys and
+        values up to the longest row, (B, H, S, hd), and the boolean mask (B, 1, 1, S) of the
+        positions each row may attend to (its own filled ones and the new one).
+        """
+        assert self.lengths is not None and k.shape[2] == 1
+        lengths = self.lengths
+        B, end = k.shape[0], int(lengths.max()) + 1
+        if end > self.max_len:
+            raise ValueError(f"KV cache full: {end} positions needed, {self.max_len} allocated")
+        rows = torch.arange(B, device=k.device)
+        self.k[layer][rows, :, lengths] = k[:, :, 0]  # (B, H, hd) at each row's own position
+        self.v[layer][rows, :, lengths] = v[:, :, 0]
+        keep = torch.arange(end, device=k.device) <= lengths[:, None]  # (B, S)
+        return self.k[layer][:B, :, :end], self.v[layer][:B, :, :end], keep[:, None, None, :]
+
+    # -------------------------------------------------------------- a pool of request slots
+
+    @classmethod
+    def slots(cls, like: KVCache, capacity: int) -> KVCache:
+        """An empty ragged cache with room for ``capacity`` rows shaped like ``like``'s rows.
+        Running rows are kept at the front (rows 0..n-1), so a decode step reads views, not copies."""
+        out = cls.__new__(cls)
+        shape = (capacity, *like.k[0].shape[1:])
+        out.k = [torch.zeros(shape, dtype=t.dtype, device=t.device) for t in like.k]
+        out.v = [torch.zeros(shape, dtype=t.dtype, device=t.device) for t in like.v]
+        out.max_len, out.length = like.max_len, 0
+        out.lengths = torch.zeros(0, dtype=torch.long, device=like.k[0].device)
+        return out
+
+    @property
+    def capacity(self) -> int:
+        return self.k[0].shape[0]
+
+    def add_row(self, row: KVCache) -> int:
+        """Copy a one-row cache (e.g. a freshly read prompt) into the next free slot; its index."""
+        assert self.lengths is not None
+        i, n = self.lengths.shape[0], row.length
+        if i == self.capacity:
+            raise ValueError(f"all {self.capacity} slots of the KV cache are in use")
+        for dst, src in zip(self.k + self.v, row.k + row.v):
+            dst[i, :, :n] = src[0, :, :n]
+        self.lengths = torch.cat([self.lengths, self.lengths.new_tensor([n])])
+        return i
+
+    def remove_rows(self, rows: list[int]) -> list[tuple[int, int]]:
+        """Free these slots, keeping the running rows at the front: the last running row moves into
+        each freed slot. Returns the moves (from, to) so a caller can reorder what it keeps per row."""
+        assert self.lengths is not None
+        lengths = self.lengths.tolist()
+        moves = []
+        for r in sorted(rows, reverse=True):
+            last = len(lengths) - 1
+            if r != last:
+                n = lengths[last]
+                for t in self.k + self.v:
+                    t[r, :, :n] = t[last, :, :n]
+                lengths[r] = n
+                moves.append((last, r))
+            lengths.pop()
+        self.lengths = self.lengths.new_tensor(lengths)
+        return moves
 
 
 class Attention(nn.Module):
@@ -191,11 +264,14 @@ class Attention(nn.Module):
             cos, sin = rope
             q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         past = 0
-        if cache is not None:
+        mask = attn_bias
+        if cache is not None and cache.lengths is not None:  # ragged rows, one new token each
+            k, v, mask = cache.write_rows(layer, k, v)  # (B, H, S, hd); mask (B, 1, 1, S)
+            past = 1
+        elif cache is not None:
             past = cache.length
             k, v = cache.write(layer, k, v)  # (B, H, past+T, hd)
         # A caller passing attn_bias together with causal=True must fold causality into the bias.
-        mask = attn_bias
         is_causal = causal and past == 0 and mask is None
         if causal and mask is None and past > 0 and T > 1:
             # queries at positions past..past+T-1 see keys up to their own position

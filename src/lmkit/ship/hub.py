@@ -26,12 +26,12 @@ tampering of the files; someone able to rewrite the manifests too is outside wha
 
 A checkpoint is pushed without ``train_state/`` (optimizer state, about twice the weights) unless
 ``--include-train-state``; its model card is the checkpoint's ``README.md`` when it has one
-(``lmkit card``), otherwise one is written at push time.
+(``lmkit card``), otherwise one is written at push time. The ``lmkit hub`` command's flags and
+printing live in ``lmkit.cli.ship``.
 """
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import os
@@ -122,7 +122,10 @@ def _files_of(ckpt: Path, include_train_state: bool) -> Iterator[tuple[str, Path
 
 def _summary(ckpt: Path) -> dict[str, Any]:
     """What list/search show without opening the files: read from the checkpoint's config and meta."""
-    from lmkit.ship.card import PIPELINE_TAG, card_facts, hf_architecture, quant_label
+    from lmkit.families import PIPELINE_TAG
+    from lmkit.models.hf import hf_architecture
+    from lmkit.models.int8 import quant_label
+    from lmkit.ship.card import card_facts
 
     f = card_facts(ckpt)
     cfg, meta = f["cfg"], f["meta"]
@@ -469,77 +472,3 @@ class Hub:
                 m["score"] = score
                 results.append(m)
         return sorted(results, key=lambda r: (-r["score"], r["name"]))
-
-
-# --------------------------------------------------------------------------- command line
-
-
-def _row(m: dict[str, Any]) -> list[str]:
-    from lmkit.ship.card import _si
-
-    info = m.get("info") or {}
-    loss = info.get("eval_loss")
-    return [m["name"], f"{m['revision']}" + (f"/{m['revisions']}" if "revisions" in m else ""),
-            str(info.get("family", "?")), str(info.get("task", "?")),
-            _si(info["params"]) if isinstance(info.get("params"), (int, float)) else "?",
-            _si(info["tokens"]) if isinstance(info.get("tokens"), (int, float)) else "-",
-            f"{loss:.3f}" if isinstance(loss, (int, float)) else "-", str(m.get("created", ""))[:10]]
-
-
-def _table(rows: list[list[str]]) -> str:
-    head = ["NAME", "REV", "FAMILY", "TASK", "PARAMS", "TOKENS", "LOSS", "PUSHED"]
-    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in [head, *rows])
-
-
-def cli_hub(args: argparse.Namespace) -> int:
-    """``lmkit hub push|pull|list|search|show``."""
-    hub = Hub(args.hub or getattr(args, "hub_top", None))
-    action = args.hub_command
-    if action == "push":
-        m = hub.push(args.checkpoint, args.name, message=args.message, include_train_state=args.include_train_state,
-                     card=args.card, show_progress=sys.stderr.isatty())
-        if args.json:
-            print(json.dumps(m, indent=2))
-        else:
-            print(f"pushed {m['name']}@{m['revision']} to {hub.url}: {len(m['files'])} files, "
-                  f"{m['size'] / 1e6:.2f} MB ({m['uploaded_blobs']} uploaded, "
-                  f"{len(m['files']) - m['uploaded_blobs']} already in the hub)")
-            print(f"  pull it: lmkit hub pull {m['name']}@{m['revision']} --out DIR" +
-                  (f" --hub {hub.url}" if args.hub else ""))
-        return 0
-    if action == "pull":
-        m = hub.pull(args.spec, args.out, overwrite=args.overwrite, show_progress=sys.stderr.isatty())
-        if args.json:
-            print(json.dumps(m, indent=2))
-        else:
-            print(f"pulled {m['name']}@{m['revision']} into {args.out}: {len(m['files'])} files, "
-                  f"{m['size'] / 1e6:.2f} MB, every sha256 verified")
-        return 0
-    if action == "show":
-        name, rev = parse_spec(args.spec)
-        if args.json:
-            print(json.dumps(hub.manifest(name, rev), indent=2))
-        else:
-            sys.stdout.write(hub.card(args.spec))
-        return 0
-    if action == "list":
-        found = hub.entries()
-    else:
-        found = hub.search(" ".join(args.query), family=args.family, task=args.task,
-                           min_params=_count(args.min_params), max_params=_count(args.max_params))
-    if args.json:
-        print(json.dumps(found, indent=2))
-    elif not found:
-        print(f"no models in hub {hub.url}" if action == "list" else f"nothing in hub {hub.url} matches")
-    else:
-        print(_table([_row(m) for m in found]))
-    return 0
-
-
-def _count(text: str | None) -> float | None:
-    if text is None:
-        return None
-    from lmkit.plan import parse_count
-
-    return parse_count(text, "size")

@@ -1,19 +1,16 @@
 """Quantize a checkpoint: ``lmkit quantize CKPT --to fp16|bf16|int8 --out DIR``, with a report.
 
 - fp16 / bf16: every floating tensor cast to the 16-bit format; the model loads and runs in it.
-- int8: symmetric absmax quantization per output channel (``lmkit.numerics.absmax_quantize``) of
-  every linear layer and every embedding table of 64 rows or more (token and learned position
-  embeddings; the tied output projection is the token embedding, whose rows are exactly its output
-  channels). Each matrix is stored as int8 ``qweight`` plus an fp32 ``scale`` per row
-  (w ≈ qweight · scale). Norm weights, biases and the tiny tables (token types, T5's position
-  buckets) stay fp32. The weights stay int8 in memory too: ``Int8Linear`` multiplies by the int8
-  matrix converted on the fly and scales the output channels
-  (y = (x · qweightᵀ) · scale + bias), ``Int8Embedding`` looks rows up in int8 and scales them.
+- int8: symmetric absmax quantization per output channel of every linear layer and every
+  embedding table of 64 rows or more, stored as int8 ``qweight`` plus an fp32 ``scale`` per row
+  and kept int8 in memory (the format, its modules and how it is loaded: ``lmkit.models.int8``).
 
 The written folder is a normal lmkit checkpoint whose ``config.json`` carries a ``quantization``
-section; ``lmkit.checkpoint.load_model`` sees it and calls :func:`load_quantized`, so ``lmkit
-generate`` / ``evaluate`` load the result directly. The report gives the size on disk and in memory
-before and after, and the held-out loss, perplexity and bits per byte before and after.
+section; ``lmkit.checkpoint.load_model`` sees it and rebuilds the quantized model, so ``lmkit
+generate`` / ``evaluate`` load the result directly. What this module owns is the command: it
+quantizes, writes, reloads and measures; the report gives the size on disk and in memory before
+and after, and the held-out loss, perplexity and bits per byte before and after (the command's
+flags and printing live in ``lmkit.cli.ship``).
 
 Written by hand rather than with ``torch.ao.quantization``: its dynamic int8 Linear cannot be
 saved to safetensors, covers neither embeddings nor the tied output projection, and the
@@ -22,168 +19,25 @@ quantized-tensor API it rests on is deprecated in the PyTorch this project pins.
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any
 
-import torch
-import torch.nn.functional as F
-from torch import nn
-
-from lmkit.config import ModelConfig
 from lmkit.errors import LmkitError
 from lmkit.infer.evaluate import evaluate_model, held_out
-from lmkit.numerics import absmax_dequantize, absmax_quantize, torch_dtype
+from lmkit.models.checkpoint import load_quantized  # re-exported from its old home
+from lmkit.models.int8 import (  # Int8Linear, Int8Embedding, memory_bytes: re-exported from their old home
+    CAST_METHOD,
+    INT8_METHOD,
+    MIN_EMBEDDING_ROWS,
+    Int8Embedding,
+    Int8Linear,
+    memory_bytes,
+    quantize_int8,
+)
+from lmkit.numerics import torch_dtype
 
 TARGETS = ("fp16", "bf16", "int8")
-INT8_METHOD = "int8-absmax-per-channel"
-CAST_METHOD = "cast"
-MIN_EMBEDDING_ROWS = 64  # smaller tables (token types, relative-position buckets) stay fp32
-
-
-# --------------------------------------------------------------------------- int8 modules
-
-
-class Int8Linear(nn.Module):
-    """A linear layer whose weight is int8 with one fp32 scale per output channel."""
-
-    def __init__(self, in_features: int, out_features: int, bias: bool) -> None:
-        super().__init__()
-        self.in_features, self.out_features = in_features, out_features
-        self.register_buffer("qweight", torch.zeros(out_features, in_features, dtype=torch.int8))  # (out, in)
-        self.register_buffer("scale", torch.ones(out_features, 1))  # (out, 1) fp32
-        self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None
-
-    @classmethod
-    def from_linear(cls, lin: nn.Linear) -> Int8Linear:
-        m = cls(lin.in_features, lin.out_features, lin.bias is not None)
-        q, s = absmax_quantize(lin.weight, dim=1)
-        m.qweight.copy_(q)
-        m.scale.copy_(s)
-        if lin.bias is not None:
-            m.bias = nn.Parameter(lin.bias.detach().float().clone())
-        return m
-
-    @property
-    def weight(self) -> torch.Tensor:
-        """The dequantised weight (out, in), fp32: for code that reads ``.weight``."""
-        return absmax_dequantize(self.qweight, self.scale)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x (..., in) -> (..., out)
-        y = F.linear(x, self.qweight.to(x.dtype)) * self.scale.view(-1).to(x.dtype)
-        return y + self.bias.to(x.dtype) if self.bias is not None else y
-
-    def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, int8"
-
-
-class Int8Embedding(nn.Module):
-    """An embedding table stored as int8 rows with one fp32 scale per row."""
-
-    def __init__(self, num_embeddings: int, embedding_dim: int) -> None:
-        super().__init__()
-        self.num_embeddings, self.embedding_dim = num_embeddings, embedding_dim
-        self.register_buffer("qweight", torch.zeros(num_embeddings, embedding_dim, dtype=torch.int8))  # (V, d)
-        self.register_buffer("scale", torch.ones(num_embeddings, 1))  # (V, 1) fp32
-
-    @classmethod
-    def from_embedding(cls, emb: nn.Embedding) -> Int8Embedding:
-        m = cls(emb.num_embeddings, emb.embedding_dim)
-        q, s = absmax_quantize(emb.weight, dim=1)
-        m.qweight.copy_(q)
-        m.scale.copy_(s)
-        return m
-
-    @property
-    def weight(self) -> torch.Tensor:
-        """The dequantised table (V, d), fp32 (the tied output projection reads it)."""
-        return absmax_dequantize(self.qweight, self.scale)
-
-    def forward(self, ids: torch.Tensor) -> torch.Tensor:  # ids (...) -> (..., d)
-        return F.embedding(ids, self.qweight).to(torch.float32) * F.embedding(ids, self.scale)
-
-    def extra_repr(self) -> str:
-        return f"{self.num_embeddings}, {self.embedding_dim}, int8"
-
-
-def _int8_targets(model: nn.Module) -> list[str]:
-    """Names of the modules int8 quantization replaces."""
-    out = []
-    for name, m in model.named_modules():
-        if isinstance(m, nn.Linear) or (isinstance(m, nn.Embedding) and m.num_embeddings >= MIN_EMBEDDING_ROWS):
-            out.append(name)
-    return out
-
-
-def _replace(model: nn.Module, name: str, new: nn.Module) -> None:
-    parent_name, _, child = name.rpartition(".")
-    parent = model.get_submodule(parent_name) if parent_name else model
-    setattr(parent, child, new)
-
-
-def quantize_int8(model: nn.Module) -> list[str]:
-    """Replace the model's linear layers and large embeddings by int8 ones in place; their names."""
-    names = _int8_targets(model)
-    with torch.no_grad():
-        for name in names:
-            m = model.get_submodule(name)
-            new = Int8Linear.from_linear(m) if isinstance(m, nn.Linear) else Int8Embedding.from_embedding(m)
-            _replace(model, name, new.to(next(m.parameters()).device))
-    return names
-
-
-def _empty_int8(model: nn.Module, names: list[str], source: str | Path) -> None:
-    """Swap the listed modules for empty int8 ones (to be filled by load_state_dict)."""
-    for name in names:
-        try:
-            m = model.get_submodule(name)
-        except AttributeError:
-            raise LmkitError(f"{source}: quantized module {name!r} does not exist in this model") from None
-        if isinstance(m, nn.Linear):
-            _replace(model, name, Int8Linear(m.in_features, m.out_features, m.bias is not None))
-        elif isinstance(m, nn.Embedding):
-            _replace(model, name, Int8Embedding(m.num_embeddings, m.embedding_dim))
-        else:
-            raise LmkitError(f"{source}: quantized module {name!r} is a {type(m).__name__}, not Linear/Embedding")
-
-
-def load_quantized(model_cfg: ModelConfig, state: dict[str, torch.Tensor], quant: dict[str, Any],
-                   source: str | Path) -> nn.Module:
-    """Build the model a quantized checkpoint describes and fill it with its weights."""
-    from lmkit.models import build_model
-    from lmkit.models.checkpoint import load_weights_into
-
-    method = quant.get("method")
-    model = build_model(model_cfg)
-    if method == CAST_METHOD:
-        model.to(torch_dtype(str(quant.get("dtype"))))
-    elif method == INT8_METHOD:
-        names = list(quant.get("modules", []))
-        missing = [f"{n}.{b}" for n in names for b in ("qweight", "scale") if f"{n}.{b}" not in state]
-        if missing:
-            raise LmkitError(f"{source}: model.safetensors lacks quantized tensors {missing[:3]}")
-        _empty_int8(model, names, source)
-    else:
-        raise LmkitError(f"{source}: unknown quantization method {method!r} in config.json")
-    load_weights_into(model, state, source)
-    return model
-
-
-# --------------------------------------------------------------------------- sizes and quality
-
-
-def memory_bytes(model: nn.Module) -> int:
-    """Bytes of the model's tensors (parameters and buffers, each storage once)."""
-    seen: set[int] = set()
-    total = 0
-    for t in [*model.parameters(), *model.buffers()]:
-        if t.data_ptr() in seen:
-            continue
-        seen.add(t.data_ptr())
-        total += t.numel() * t.element_size()
-    return total
 
 
 # --------------------------------------------------------------------------- the command
@@ -278,8 +132,8 @@ def quantize_checkpoint(ckpt: str | Path, out: str | Path, to: str = "int8", ove
         "held_out": windows[1] if windows is not None else None,
         "eval_before": before_eval, "eval_after": after_eval,
     }
-    summary = (f"{to}: {report['disk_bytes']['ratio']:.2f}x smaller on disk ({_size(disk_before)} -> "
-               f"{_size(disk_after)}), {report['memory_bytes']['ratio']:.2f}x in memory")
+    summary = (f"{to}: {report['disk_bytes']['ratio']:.2f}x smaller on disk ({size_text(disk_before)} -> "
+               f"{size_text(disk_after)}), {report['memory_bytes']['ratio']:.2f}x in memory")
     if before_eval and after_eval:
         report["loss_change"] = after_eval["loss"] - before_eval["loss"]
         report["perplexity_change_pct"] = 100.0 * (after_eval["perplexity"] / before_eval["perplexity"] - 1.0)
@@ -295,35 +149,10 @@ def quantize_checkpoint(ckpt: str | Path, out: str | Path, to: str = "int8", ove
     return report
 
 
-def _size(n: float) -> str:
+def size_text(n: float) -> str:
+    """Bytes for the report: ``1.23 MB`` from 100 kB up, else ``12.3 kB``."""
     return f"{n / 1e6:,.2f} MB" if n >= 1e5 else f"{n / 1e3:,.1f} kB"
 
 
-def cli(args: argparse.Namespace) -> int:
-    """``lmkit quantize CKPT --to ... --out DIR``."""
-    rep = quantize_checkpoint(args.checkpoint, args.out, to=args.to, overwrite=args.overwrite, data=args.data,
-                              eval_batches=args.eval_batches, batch_size=args.batch_size, text_field=args.text_field,
-                              show_progress=not args.json)
-    if args.json:
-        print(json.dumps(rep, indent=2))
-        return 0
-    d, m = rep["disk_bytes"], rep["memory_bytes"]
-    print(f"quantized {rep['source']} -> {rep['out']} ({rep['method']}, {rep['to']})")
-    print(f"  {'':<22}{'before':>12}{'after':>12}{'ratio':>8}")
-    print(f"  {'size on disk':<22}{_size(d['before']):>12}{_size(d['after']):>12}{d['ratio']:>7.2f}x")
-    print(f"  {'size in memory':<22}{_size(m['before']):>12}{_size(m['after']):>12}{m['ratio']:>7.2f}x")
-    b, a = rep["eval_before"], rep["eval_after"]
-    if b and a:
-        print(f"  {'held-out loss':<22}{b['loss']:>12.4f}{a['loss']:>12.4f}   ({rep['loss_change']:+.4f} nats)")
-        print(f"  {'perplexity':<22}{b['perplexity']:>12.3f}{a['perplexity']:>12.3f}   "
-              f"({rep['perplexity_change_pct']:+.2f}%)")
-        if "bits_per_byte" in b and "bits_per_byte" in a:
-            print(f"  {'bits per byte':<22}{b['bits_per_byte']:>12.4f}{a['bits_per_byte']:>12.4f}")
-        print(f"  (held-out windows: {rep['held_out']}, {int(a['tokens']):,} scored tokens)")
-    else:
-        print("  quality not measured: no held-out data found (pass --data: a shard folder or text files)")
-    return 0
-
-
 __all__ = ["Int8Linear", "Int8Embedding", "quantize_int8", "load_quantized", "quantize_checkpoint", "memory_bytes",
-           "cli", "TARGETS"]
+           "size_text", "TARGETS", "INT8_METHOD", "CAST_METHOD", "MIN_EMBEDDING_ROWS"]

@@ -27,21 +27,22 @@ import torch
 from lmkit import plan
 from lmkit.config import RunConfig, load_run_config
 from lmkit.errors import LmkitError
-from lmkit.models import build_model, count_parameters
-from lmkit.objectives import SpecialIds, make_batch, window_length
+from lmkit.objectives import SpecialIds, make_batch
 from lmkit.tokenizer import BOS, EOS, MASK, PAD, SENTINELS, SPECIAL_TOKENS
-from lmkit.train.loop import (
-    Dist,
-    LossModule,
-    Trainer,
-    autocast_for,
-    batch_generator,
-    make_optimizer,
-    plan_horizon,
-    resolve_device,
-)
+from lmkit.train.distributed import Dist, resolve_device
+from lmkit.train.loop import Trainer
+from lmkit.train.steps import batch_generator
 
 N_SPECIAL = len(SPECIAL_TOKENS)  # lmkit tokenizers: <pad> <s> </s> <unk> [MASK] and 100 sentinels
+
+
+def synthetic_specials(vocab_size: int) -> SpecialIds:
+    """The special ids of an lmkit tokenizer of ``vocab_size`` tokens (their layout is fixed)."""
+    if vocab_size <= N_SPECIAL + 1:
+        raise LmkitError(f"model.vocab_size ({vocab_size}) is too small for lmkit's {N_SPECIAL} special tokens")
+    ids = {t: i for i, t in enumerate(SPECIAL_TOKENS)}
+    return SpecialIds(pad=ids[PAD], bos=ids[BOS], eos=ids[EOS], mask=ids[MASK],
+                      sentinels=tuple(ids[t] for t in SENTINELS), vocab_size=vocab_size, n_special=N_SPECIAL)
 
 
 class _SyntheticTrainer(Trainer):
@@ -53,28 +54,12 @@ class _SyntheticTrainer(Trainer):
         self.dist = Dist()
         self.device = resolve_device(cfg.train.device, self.dist)
         torch.manual_seed(cfg.train.seed)
-        V = cfg.model.vocab_size
-        if V <= N_SPECIAL + 1:
-            raise LmkitError(f"model.vocab_size ({V}) is too small for lmkit's {N_SPECIAL} special tokens")
-        ids = {t: i for i, t in enumerate(SPECIAL_TOKENS)}  # lmkit tokenizers' fixed special-token layout
-        self.specials = SpecialIds(pad=ids[PAD], bos=ids[BOS], eos=ids[EOS], mask=ids[MASK],
-                                   sentinels=tuple(ids[t] for t in SENTINELS), vocab_size=V, n_special=N_SPECIAL)
-        self.model = build_model(cfg.model).to(self.device)
-        self.model.activation_checkpointing = cfg.train.activation_checkpointing
-        self.n_params = count_parameters(self.model)
-        self.wrapped = LossModule(self.model)
-        if cfg.train.compile:
-            self.wrapped = torch.compile(self.wrapped)
-        self.optimizer = make_optimizer(self.model, cfg.train.lr, cfg.train.weight_decay,
-                                        (cfg.train.beta1, cfg.train.beta2), cfg.train.eps)
-        self.autocast = autocast_for(cfg.train.precision, self.device)
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.train.precision == "fp16")
-        self.micro_batch = cfg.train.micro_batch_size or cfg.train.batch_size
-        self.accum = cfg.train.batch_size // self.micro_batch
-        self.seq_len = cfg.model.max_seq_len
-        self.window = window_length(cfg.model)
-        self.tokens_per_step = cfg.train.batch_size * self.seq_len
-        self.flops_per_token = plan.flops_per_token(cfg.model, self.seq_len)
+        self.specials = synthetic_specials(cfg.model.vocab_size)
+        self.resume_from = self.init_from = None  # a fresh model
+        self._build_model()  # the trainer's own setup steps from here on
+        self._wrap_model()
+        self._build_optimizer()
+        self._plan_steps()
 
     def micro_batches(self, step: int) -> Iterator[dict[str, torch.Tensor]]:
         for micro in range(self.accum):
@@ -151,7 +136,7 @@ def measure(cfg: RunConfig, steps: int = 6, show_progress: bool = True) -> dict[
     step_s = statistics.median(times)
     eval_s = tr.eval_batch_seconds()
     tokens_per_s = tr.tokens_per_step / step_s
-    horizon = plan_horizon(cfg.train, tr.tokens_per_step, tr.flops_per_token * tr.tokens_per_step, tr.n_params)
+    horizon = tr.horizon
     if horizon.steps is not None:
         run_steps = horizon.steps
         if horizon.max_time is not None:

@@ -1,7 +1,9 @@
 """Pre-training: ``train(cfg)`` runs one configured run of any family, from data to checkpoints.
 
-The loop, in small step functions:
-    prepare data (tokenizer + packed shards) ─▶ build model + AdamW ─▶ maybe resume
+The run, in small named steps (``Trainer.__init__`` lists the setup ones in order):
+    open the run folder ─▶ settle the config (train.init / the saved run) ─▶ build data (tokenizer
+    + packed shards) ─▶ build model ─▶ wrap it (DDP / FSDP, compile) ─▶ AdamW ─▶ plan the steps and
+    the horizon ─▶ resume state
     ─▶ repeat: batch(step) ─▶ forward/backward (×grad accumulation, autocast) ─▶ clip ─▶ update
                ─▶ log (metrics.jsonl, TensorBoard, progress bar) ─▶ evaluate ─▶ checkpoint
     ─▶ final evaluation, checkpoint, loss-curve PNG.
@@ -23,9 +25,9 @@ import math
 import shlex
 import signal
 import sys
-import threading
 import time
 from collections.abc import Iterator
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -42,16 +44,25 @@ from lmkit.models.checkpoint import (
     list_checkpoints,
     load_train_state,
     load_weights_into,
-    model_state,
     prune_checkpoints,
     resolve_checkpoint,
     save_checkpoint,
 )
 from lmkit.objectives import make_batch, window_length
-from lmkit.train.distributed import Dist, LossModule, autocast_for, init_distributed, resolve_device  # noqa: F401 - re-exported
+from lmkit.train.distributed import (  # noqa: F401 - re-exported
+    Dist,
+    LossModule,
+    autocast_for,
+    full_states,
+    init_distributed,
+    load_optimizer_state,
+    resolve_device,
+    wrap_for_processes,
+)
 from lmkit.train.metrics import Metrics, _metric_records, plot_loss_curve, read_metrics  # noqa: F401 - re-exported
 from lmkit.train.runfolder import claim_run_folder, release_run_folder
 from lmkit.train.steps import Horizon, batch_generator, lr_at, make_optimizer, plan_horizon  # noqa: F401 - re-exported
+from lmkit.train.stopping import StopSignals, TrainingInterrupted  # noqa: F401 - re-exported
 
 # --------------------------------------------------------------------------- the trainer
 
@@ -92,9 +103,25 @@ class Trainer:
         self.cfg = cfg
         self.dist = init_distributed()
         self.device = resolve_device(cfg.train.device, self.dist)
-        self.out = Path(cfg.out)
         self.show_progress = show_progress and self.dist.main
-        # the run folder is this run's alone until run() ends (the main rank locks it); see runfolder
+        self.new_data = new_data
+        self._open_run_folder(resume)
+        torch.manual_seed(cfg.train.seed)
+        self._settle_config(resume)
+        self._build_data()
+        self._build_model()
+        self._wrap_model()
+        self._build_optimizer()
+        self._plan_steps()
+        self._measure_peak()
+        self._resume_state()
+
+    # ------------------------------------------------------------------ setup steps (in order)
+
+    def _open_run_folder(self, resume: bool) -> None:
+        """Claim ``out`` (this run's alone until run() ends: the main rank locks it; see runfolder);
+        a new run needs it free of checkpoints, a resumed one needs one there."""
+        self.out = Path(self.cfg.out)
         cleaned = claim_run_folder(self.out, lock=self.dist.main, create=not resume)
         if cleaned and self.show_progress:
             print(f"lmkit: removed what an interrupted run left in {self.out}: {', '.join(cleaned)}", file=sys.stderr)
@@ -106,15 +133,28 @@ class Trainer:
             raise LmkitError(f"{self.out}: --resume given but there is no checkpoint to resume from")
         self.resume_from = resolve_checkpoint(self.out) if resume else None
         self.out.mkdir(parents=True, exist_ok=True)
-        torch.manual_seed(cfg.train.seed)
+
+    def _settle_config(self, resume: bool) -> None:
+        """What this run's config leaves open, filled: from ``train.init``'s checkpoint (model shape,
+        tokenizer) or, on resume, from the saved run, checked before anything is packed."""
+        cfg = self.cfg
         self.init_from = self._adopt_init_checkpoint(cfg) if cfg.train.init and not resume else None
-        self.new_data, self.data_change, self.data_changes = new_data, None, []
+        self.data_change: str | None = None  # how the resumed run's source files differ from the saved ones
+        self.data_changes: list[dict[str, Any]] = []  # meta.json's record of each --resume --new-data switch
         self.prev_meta: dict[str, Any] = {}
-        if self.resume_from is not None:  # the saved settings and data, checked before anything is packed
-            self._agree_with_saved_run(cfg)
+        if self.resume_from is not None:
+            from lmkit.train.resume import agree_with_saved_run
 
+            self.prev_meta, self.data_change = agree_with_saved_run(cfg, self.resume_from, self.out, self.new_data,
+                                                                    self.dist.main)
+
+    def _build_data(self) -> None:
+        """Tokenizer and packed shards (packed by the main rank, opened by the others), the model's
+        vocabulary set to the tokenizer's, and the data's fingerprint (checked on resume)."""
         from lmkit.data.pack import prepare
+        from lmkit.train.resume import check_resumed_data, data_fingerprint
 
+        cfg = self.cfg
         self.tokenizer, self.train_shards, self.val_shards = prepare(
             cfg.data, self.out, cfg.model.vocab_size, show_progress=self.show_progress) \
             if self.dist.main or self.dist.world == 1 else (None, None, None)
@@ -131,18 +171,19 @@ class Trainer:
                 print(f"model.vocab_size set to the tokenizer's {self.tokenizer.vocab_size} "
                       f"(config said {cfg.model.vocab_size})", file=sys.stderr)
             cfg.model.vocab_size = self.tokenizer.vocab_size
-        from lmkit.train.resume import data_fingerprint
-
         self.data_fingerprint = data_fingerprint(cfg.data, self.tokenizer, self.train_shards, self.val_shards)
         if self.resume_from is not None:
-            self._check_resumed_data()
-        tok = self.tokenizer
-        self.specials = tok.special_ids_for_objectives()
-        self.token_bytes = token_byte_lengths(tok)
+            self.data_changes = check_resumed_data(self.out, self.resume_from, self.prev_meta, self.data_change,
+                                                   self.tokenizer, self.data_fingerprint, self.new_data)
+        self.specials = self.tokenizer.special_ids_for_objectives()
+        self.token_bytes = token_byte_lengths(self.tokenizer)
 
-        self.model = build_model(cfg.model)
+    def _build_model(self) -> None:
+        """The model, with the resumed run's or ``train.init``'s weights, on the device."""
         from lmkit.models.checkpoint import load_model_config, load_state
 
+        cfg = self.cfg
+        self.model = build_model(cfg.model)
         if self.resume_from is not None:
             saved_model, this_model = to_dict(load_model_config(self.resume_from)), to_dict(cfg.model)
             for key in saved_model:
@@ -155,14 +196,27 @@ class Trainer:
         self.model.to(self.device)
         self.model.activation_checkpointing = cfg.train.activation_checkpointing
         self.n_params = count_parameters(self.model)
-        self.wrapped: nn.Module = self._wrap(LossModule(self.model))
-        if cfg.train.compile:
-            self.wrapped = torch.compile(self.wrapped)
-        self.optimizer = make_optimizer(self.model, cfg.train.lr, cfg.train.weight_decay,
-                                        (cfg.train.beta1, cfg.train.beta2), cfg.train.eps)
-        self.autocast = autocast_for(cfg.train.precision, self.device)
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.train.precision == "fp16")
 
+    def _wrap_model(self) -> None:
+        """``wrapped``: the loss module the steps call, spread over the processes (DDP / FSDP), compiled if asked."""
+        self.wrapped: nn.Module = wrap_for_processes(LossModule(self.model), self.model, self.device, self.dist,
+                                                     self.cfg.train.distributed)
+        if self.cfg.train.compile:
+            self.wrapped = torch.compile(self.wrapped)
+
+    def _build_optimizer(self) -> None:
+        """AdamW (``lmkit.train.steps``), autocast for the precision, and the fp16 grad scaler."""
+        t = self.cfg.train
+        self.optimizer = make_optimizer(self.model, t.lr, t.weight_decay, (t.beta1, t.beta2), t.eps)
+        self.autocast = autocast_for(t.precision, self.device)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=t.precision == "fp16")
+
+    def _plan_steps(self) -> None:
+        """A step's shape (micro-batches x accumulation x processes, window), its tokens and FLOPs,
+        and the horizon: how many steps the run lasts."""
+        from lmkit.plan import flops_per_token
+
+        cfg = self.cfg
         mb = cfg.train.micro_batch_size or max(1, cfg.train.batch_size // self.dist.world)
         if cfg.train.batch_size % (mb * self.dist.world):
             raise LmkitError(f"train.batch_size ({cfg.train.batch_size}) must be a multiple of micro_batch_size "
@@ -172,14 +226,19 @@ class Trainer:
         self.seq_len = cfg.model.max_seq_len
         self.window = window_length(cfg.model)
         self.tokens_per_step = cfg.train.batch_size * self.seq_len
-        from lmkit.plan import flops_per_token
-
         self.flops_per_token = float(flops_per_token(cfg.model, self.seq_len))
         self.horizon = plan_horizon(cfg.train, self.tokens_per_step, self.flops_per_token * self.tokens_per_step,
                                     self.n_params)
+
+    def _measure_peak(self) -> None:
+        """The device's peak FLOP/s that MFU is reported against (the main rank logs it)."""
         from lmkit.plan import device_peak_flops
 
-        self.peak_flops = device_peak_flops(self.device, cfg.train.precision) if self.dist.main else 0.0
+        self.peak_flops = device_peak_flops(self.device, self.cfg.train.precision) if self.dist.main else 0.0
+
+    def _resume_state(self) -> None:
+        """Step, time and history: zero for a new run; the checkpoint's optimizer, scaler, RNG and
+        step for a resumed one."""
         self.step = 0
         self.elapsed_before = 0.0
         self.history: dict[str, Any] = {}
@@ -187,6 +246,11 @@ class Trainer:
             self._load_train_state()
 
     # ------------------------------------------------------------------ setup helpers
+
+    @property
+    def _sharded(self) -> bool:
+        """Whether FSDP splits the model's and optimizer's state across the processes."""
+        return self.dist.world > 1 and self.cfg.train.distributed == "fsdp"
 
     @staticmethod
     def _adopt_init_checkpoint(cfg: RunConfig) -> Path:
@@ -199,66 +263,9 @@ class Trainer:
         cfg.model = load_model_config(ckpt)
         return ckpt
 
-    def _agree_with_saved_run(self, cfg: RunConfig) -> None:
-        """On resume: settings left empty come from the checkpoint's resolved.yaml, the others must
-        agree with it (``lmkit.train.resume``), and the source files must be the ones trained on unless
-        ``new_data``; with ``new_data`` the run's own tokenizer is pinned, so none is trained anew."""
-        from lmkit.models.checkpoint import load_meta, load_tokenizer
-        from lmkit.train import resume as rs
-
-        assert self.resume_from is not None
-        saved = rs.saved_run_config(self.resume_from)
-        rs.fill_unset(cfg, saved)
-        keys = [k for k in rs.dotted_keys(cfg) if k != "model.vocab_size"]  # checked with the model, below
-        rs.check_agrees(saved, cfg, keys, self.new_data, self.resume_from / "resolved.yaml")
-        self.prev_meta = load_meta(self.resume_from)
-        self.data_change = rs.sources_difference(rs.recorded_fingerprint(self.prev_meta), rs.source_files(cfg.data))
-        if self.data_change and not self.new_data:
-            raise rs.refuse_data_change(self.out, self.resume_from, self.data_change)
-        if self.new_data and cfg.data.tokenizer is None:
-            run_tok = load_tokenizer(self.resume_from)
-            path = self.out / "tokenizer.json"
-            if self.dist.main and (not path.is_file() or path.read_text(encoding="utf-8") != run_tok.to_str()):
-                run_tok.save(self.out)
-            cfg.data.tokenizer = str(path)
-
-    def _check_resumed_data(self) -> None:
-        """On resume, after packing: the tokenizer is the run's, and the shards hold what it was
-        trained on (unless ``new_data``: then the change is recorded in the checkpoints' meta)."""
-        from lmkit.train import resume as rs
-
-        assert self.resume_from is not None
-        recorded = rs.recorded_fingerprint(self.prev_meta)
-        want = recorded.get("tokenizer_sha256")
-        if want and want != self.tokenizer.sha256:
-            raise LmkitError(f"{self.tokenizer.source}: tokenizer (sha256 {self.tokenizer.sha256[:12]}) is not the one "
-                             f"{self.resume_from} was trained with (sha256 {str(want)[:12]}); a resumed run keeps "
-                             "its tokenizer")
-        what = self.data_change or rs.tokens_difference(recorded, self.data_fingerprint)
-        if what and not self.new_data:
-            raise rs.refuse_data_change(self.out, self.resume_from, what)
-        self.data_changes = list(self.prev_meta.get("data_changes") or [])
-        if what:
-            self.data_changes.append({"step": self.prev_meta.get("step"), "from_checkpoint": self.resume_from.name,
-                                      "change": what, "previous": recorded})
-
-    def _wrap(self, module: nn.Module) -> nn.Module:
-        if self.dist.world == 1:
-            return module
-        if self.cfg.train.distributed == "fsdp":
-            from torch.distributed.fsdp import fully_shard
-
-            for block in self.model.layers_for_sharding():
-                fully_shard(block)
-            fully_shard(module)
-            return module
-        from torch.nn.parallel import DistributedDataParallel as DDP
-
-        return DDP(module, device_ids=[self.device.index] if self.device.type == "cuda" else None)
-
     def _load_train_state(self) -> None:
         st = load_train_state(self.resume_from)
-        self._set_optimizer_state(st["optimizer"])
+        load_optimizer_state(self.wrapped, self.optimizer, st["optimizer"], self._sharded)
         if "scaler" in st and st["scaler"]:
             self.scaler.load_state_dict(st["scaler"])
         torch.set_rng_state(st["rng_cpu"])
@@ -266,32 +273,6 @@ class Trainer:
             torch.cuda.set_rng_state(st["rng_cuda"])
         self.step = int(st["step"])
         self.elapsed_before = float(st.get("elapsed", 0.0))
-
-    def _set_optimizer_state(self, state: dict[str, Any]) -> None:
-        if self.dist.world > 1 and self.cfg.train.distributed == "fsdp":
-            from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
-
-            set_optimizer_state_dict(self.wrapped, self.optimizer, state,
-                                     options=StateDictOptions(full_state_dict=True))
-        else:
-            self.optimizer.load_state_dict(state)
-
-    def _full_states(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-        """Model weights and optimizer state as whole tensors (gathered from shards under FSDP)."""
-        if self.dist.world > 1 and self.cfg.train.distributed == "fsdp":
-            from torch.distributed.checkpoint.state_dict import (
-                StateDictOptions,
-                get_model_state_dict,
-                get_optimizer_state_dict,
-            )
-
-            opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
-            weights = get_model_state_dict(self.wrapped, options=opts)
-            unique = {n for n, _ in self.model.named_parameters()}  # aliases of tied weights dropped
-            aliases = {n for n, _ in self.model.named_parameters(remove_duplicate=False)} - unique
-            weights = {k.removeprefix("model."): v for k, v in weights.items() if k.removeprefix("model.") not in aliases}
-            return weights, get_optimizer_state_dict(self.wrapped, self.optimizer, options=opts)
-        return model_state(self.model), self.optimizer.state_dict()
 
     # ------------------------------------------------------------------ one step
 
@@ -310,7 +291,7 @@ class Trainer:
         total = torch.zeros((), device=self.device)
         for i, batch in enumerate(self.micro_batches(step)):
             sync = i == self.accum - 1
-            ctx = self.wrapped.no_sync() if (not sync and hasattr(self.wrapped, "no_sync")) else _null()
+            ctx = self.wrapped.no_sync() if (not sync and hasattr(self.wrapped, "no_sync")) else nullcontext()
             with ctx:
                 if self.autocast is not None:
                     with self.autocast:
@@ -337,7 +318,7 @@ class Trainer:
                         loss_fn=self.wrapped)
 
     def save(self, last_metrics: dict[str, Any], elapsed: float) -> Path | None:
-        weights, optim = self._full_states()
+        weights, optim = full_states(self.wrapped, self.model, self.optimizer, self._sharded)
         if not self.dist.main:
             return None
         st = {"optimizer": optim, "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else {},
@@ -482,50 +463,6 @@ class Trainer:
                 rec["val_bits_per_byte"] = ev["bits_per_byte"]
             metrics.log(rec)
         return ev
-
-
-class TrainingInterrupted(KeyboardInterrupt):
-    """SIGINT/SIGTERM stopped a run after a step; ``checkpoint`` is where it was saved."""
-
-    def __init__(self, message: str, checkpoint: Path | None) -> None:
-        super().__init__(message)
-        self.checkpoint = checkpoint
-
-
-class StopSignals:
-    """While entered (in the main thread), SIGINT and SIGTERM only record that a stop was asked
-    for, in ``signum``; the loop stops after its current step. A second one of the same signal
-    acts as it would have before (Ctrl-C twice interrupts at once)."""
-
-    def __init__(self) -> None:
-        self.signum: int | None = None
-        self._previous: dict[int, Any] = {}
-
-    def __enter__(self) -> StopSignals:
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self._previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum: int, frame: object) -> None:
-        self.signum = signum
-        signal.signal(signum, self._restore(signum))
-
-    def _restore(self, signum: int) -> Any:
-        prev = self._previous.get(signum)
-        return prev if prev is not None else signal.SIG_DFL
-
-    def __exit__(self, *exc: object) -> None:
-        for sig in self._previous:
-            signal.signal(sig, self._restore(sig))
-
-
-class _null:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
 
 
 def train(cfg: RunConfig, resume: bool = False, show_progress: bool = True, new_data: bool = False) -> dict[str, Any]:

@@ -254,12 +254,62 @@ def refuse_data_change(out: Path, ckpt: Path, what: str) -> LmkitError:
                       f"{what}; pass --new-data to continue the run on the new data")
 
 
+# --------------------------------------------------------------------------- the checks a resumed run makes
+
+
+def agree_with_saved_run(cfg: RunConfig, ckpt: Path, out: Path, new_data: bool,
+                         main: bool = True) -> tuple[dict[str, Any], str | None]:
+    """On resume, before anything is packed: settings left empty in ``cfg`` come from ``ckpt``'s
+    resolved.yaml, the others must agree with it, and the source files must be the ones trained on
+    unless ``new_data``; with ``new_data`` the run's own tokenizer is pinned (the ``main`` process
+    writes it to ``out``), so none is trained anew. Returns (``ckpt``'s meta, how the sources differ)."""
+    from lmkit.models.checkpoint import load_meta, load_tokenizer
+
+    saved = saved_run_config(ckpt)
+    fill_unset(cfg, saved)
+    keys = [k for k in dotted_keys(cfg) if k != "model.vocab_size"]  # checked with the model
+    check_agrees(saved, cfg, keys, new_data, ckpt / "resolved.yaml")
+    prev_meta = load_meta(ckpt)
+    change = sources_difference(recorded_fingerprint(prev_meta), source_files(cfg.data))
+    if change and not new_data:
+        raise refuse_data_change(out, ckpt, change)
+    if new_data and cfg.data.tokenizer is None:
+        run_tok = load_tokenizer(ckpt)
+        path = out / "tokenizer.json"
+        if main and (not path.is_file() or path.read_text(encoding="utf-8") != run_tok.to_str()):
+            run_tok.save(out)
+        cfg.data.tokenizer = str(path)
+    return prev_meta, change
+
+
+def check_resumed_data(out: Path, ckpt: Path, prev_meta: dict[str, Any], source_change: str | None,
+                       tokenizer: Tokenizer, fingerprint: dict[str, Any], new_data: bool) -> list[dict[str, Any]]:
+    """On resume, after packing: the tokenizer is the run's, and the shards hold what it was trained
+    on (unless ``new_data``). Returns the run's record of data switches (meta.json's
+    ``data_changes``), with this one added when the data changed."""
+    recorded = recorded_fingerprint(prev_meta)
+    want = recorded.get("tokenizer_sha256")
+    if want and want != tokenizer.sha256:
+        raise LmkitError(f"{tokenizer.source}: tokenizer (sha256 {tokenizer.sha256[:12]}) is not the one "
+                         f"{ckpt} was trained with (sha256 {str(want)[:12]}); a resumed run keeps its tokenizer")
+    what = source_change or tokens_difference(recorded, fingerprint)
+    if what and not new_data:
+        raise refuse_data_change(out, ckpt, what)
+    changes = list(prev_meta.get("data_changes") or [])
+    if what:
+        changes.append({"step": prev_meta.get("step"), "from_checkpoint": ckpt.name, "change": what,
+                        "previous": recorded})
+    return changes
+
+
 __all__ = [
     "DATA_KEYS",
     "MAY_CHANGE",
     "PER_INVOCATION_KEYS",
     "STOP_KEYS",
+    "agree_with_saved_run",
     "check_agrees",
+    "check_resumed_data",
     "data_fingerprint",
     "dotted_keys",
     "fill_unset",

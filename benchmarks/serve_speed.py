@@ -1,0 +1,206 @@
+"""Serving throughput: `lmkit serve` (dynamic batching) against itself with batching off and against
+Hugging Face ``transformers``' ``generate`` behind the same FastAPI app, same weights.
+
+A random lmkit decoder shaped like ``configs/cpu-small.yaml`` (d_model 256, 4 layers, 4 heads,
+context 256; vocabulary of a BPE tokenizer trained here on the machine's license texts) is copied
+into a ``transformers`` Llama. Three servers run on loopback, one after another, each with the
+same app (``lmkit.serve.app.create_app``):
+
+* ``lmkit``: the engine of ``lmkit serve`` (concurrent requests decoded together);
+* ``lmkit-unbatched``: the same engine with ``--max-batch 1`` (one request at a time);
+* ``hf-generate``: an engine that runs ``LlamaForCausalLM.generate`` for each request in turn.
+
+At concurrency 1, 8 and 32, that many clients each send requests (a 32-token prompt, 64 new
+tokens, greedy) for a fixed time; printed per server and concurrency: aggregate completion
+tokens/s, p50 and p99 request latency; then the ratios at concurrency 8 that the issue targets
+(lmkit ≥ 3× unbatched, ≥ 4× hf-generate).
+
+    python benchmarks/serve_speed.py [--seconds 8] [--threads 1] [--json]
+
+The servers run in this process, the clients in a second one (as real clients would), on this
+machine's cores, the same for every server; ``--threads 1`` keeps the figures steady on a shared
+2-core machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing
+import statistics
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import torch
+
+from lmkit.config import ModelConfig
+from lmkit.models import build_model
+from lmkit.models.decoder import hf_config, hf_name_map
+from lmkit.serve.batcher import Engine, Event, Job, QueueFull, TokenInfo
+from lmkit.serve.local import background_server
+from lmkit.serve.stream import TextStream
+from lmkit.tokenizer import Tokenizer, train_tokenizer
+
+PROMPT, NEW = 32, 64
+
+
+def license_texts() -> list[str]:
+    texts = [p.read_text(errors="replace") for p in sorted(Path("/usr/share/common-licenses").glob("*")) if p.is_file()]
+    return texts or ["the quick brown fox jumps over the lazy dog. " * 200]
+
+
+def build(tok: Tokenizer, seed: int = 0) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """An lmkit decoder and a Hugging Face Llama holding exactly its weights."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    cfg = ModelConfig(family="decoder", vocab_size=tok.vocab_size, d_model=256, n_layers=4, n_heads=4,
+                      max_seq_len=256)
+    model = build_model(cfg).eval()
+    hf_cfg = {k: v for k, v in hf_config(cfg).items() if k not in ("architectures", "model_type")}
+    hf = LlamaForCausalLM(LlamaConfig(**hf_cfg, attn_implementation="sdpa")).eval()
+    ours, theirs = model.state_dict(), hf.state_dict()
+    with torch.no_grad():
+        for name, hf_name in hf_name_map(cfg).items():
+            theirs[hf_name].copy_(ours[name])
+    hf.generation_config.eos_token_id = tok.eos_id
+    hf.generation_config.pad_token_id = tok.pad_id
+    return model, hf
+
+
+class HFEngine:
+    """The engine interface of :class:`lmkit.serve.batcher.Engine` over ``transformers.generate``,
+    one request after another (what putting ``generate`` behind a web app gives)."""
+
+    def __init__(self, hf: torch.nn.Module, tokenizer: Tokenizer, window: int, max_queue: int = 64) -> None:
+        self.model, self.tokenizer, self.window, self.family = hf, tokenizer, window, "decoder"
+        self.max_queue = max_queue
+        self.plain = set(tokenizer.special_ids)
+        self._jobs: list[Job] = []
+        self._cv = threading.Condition()
+        self._closed = False
+        self.stats = {"steps": 0, "batched_rows": 0, "finished": 0, "cancelled": 0}
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def submit(self, jobs: list[Job]) -> None:
+        with self._cv:
+            if len(self._jobs) + len(jobs) > self.max_queue:
+                raise QueueFull("queue full")
+            self._jobs.extend(jobs)
+            self._cv.notify()
+
+    def busy(self) -> dict[str, int]:
+        return {"running": 0, "waiting": len(self._jobs), **self.stats}
+
+    def close(self) -> None:
+        with self._cv:
+            self._closed = True
+            self._cv.notify()
+
+    def _run(self) -> None:
+        torch.set_grad_enabled(False)
+        while True:
+            with self._cv:
+                while not self._jobs and not self._closed:
+                    self._cv.wait()
+                if self._closed:
+                    return
+                job = self._jobs.pop(0)
+            s = job.settings
+            kw: dict[str, Any] = {"do_sample": not s.greedy}
+            if not s.greedy:
+                torch.manual_seed(s.seed or 0)
+                kw.update(temperature=s.temperature, top_k=s.top_k or 0, top_p=s.top_p or 1.0)
+            ids = torch.tensor([job.prompt_ids])
+            out = self.model.generate(ids, max_new_tokens=job.max_tokens, **kw)[0, ids.shape[1]:].tolist()
+            stream = TextStream(job.stop)
+            for tok in out:
+                if tok == self.tokenizer.eos_id:
+                    break
+                piece = stream.push(b"" if tok in self.plain else self.tokenizer.token_bytes(tok))
+                job.emit(Event("token", [TokenInfo(tok, None)], text=piece))
+            self.stats["finished"] += 1
+            job.emit(Event("done", text=stream.finish(), finish_reason="length"))
+
+
+async def load(base: str, concurrency: int, seconds: float, prompt: list[int]) -> dict[str, float]:
+    """``concurrency`` clients sending requests back to back for ``seconds``."""
+    latencies: list[float] = []
+    tokens = 0
+    stop_at = time.perf_counter() + seconds
+
+    async def client(http: httpx.AsyncClient) -> None:
+        nonlocal tokens
+        while time.perf_counter() < stop_at:
+            t0 = time.perf_counter()
+            r = await http.post(base + "/v1/completions", json={"prompt": prompt, "max_tokens": NEW,
+                                                                "temperature": 0})
+            r.raise_for_status()
+            latencies.append(time.perf_counter() - t0)
+            tokens += r.json()["usage"]["completion_tokens"]
+
+    t0 = time.perf_counter()
+    async with httpx.AsyncClient(timeout=600, limits=httpx.Limits(max_connections=concurrency + 4)) as http:
+        await asyncio.gather(*(client(http) for _ in range(concurrency)))
+    wall = time.perf_counter() - t0
+    lat = sorted(latencies)
+    return {"tokens_per_s": tokens / wall, "p50_s": statistics.median(lat),
+            "p99_s": lat[min(len(lat) - 1, int(len(lat) * 0.99))], "requests": len(lat)}
+
+
+def run_load(base: str, concurrency: int, seconds: float, prompt: list[int]) -> dict[str, float]:
+    return asyncio.run(load(base, concurrency, seconds, prompt))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--seconds", type=float, default=8.0, help="load time per server and concurrency")
+    ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    tok = train_tokenizer(license_texts(), vocab_size=4096, show_progress=False)
+    model, hf = build(tok)
+    prompt = tok.encode(" ".join(license_texts())[:2000])[:PROMPT]
+    engines: dict[str, Any] = {
+        "lmkit": lambda: Engine(model, tok, max_batch=32, max_queue=64),
+        "lmkit-unbatched": lambda: Engine(model, tok, max_batch=1, max_queue=64),
+        "hf-generate": lambda: HFEngine(hf, tok, window=256),
+    }
+    results: dict[str, dict[int, dict[str, float]]] = {}
+    # the clients run in a process of their own, as real clients do: their work does not compete
+    # with the server for this process's interpreter lock
+    with multiprocessing.get_context("spawn").Pool(1) as clients:
+        for name, make in engines.items():
+            engine = make()
+            try:
+                with background_server(engine, model_name="bench") as base:
+                    clients.apply(run_load, (base, 2, 1.0, prompt))  # warm-up
+                    results[name] = {c: clients.apply(run_load, (base, c, args.seconds, prompt))
+                                     for c in args.concurrency}
+            finally:
+                engine.close()
+    if args.json:
+        print(json.dumps(results, indent=2))
+        return
+    print(f"\nmodel: vocab {tok.vocab_size}, d_model 256, 4 layers; prompt {PROMPT} tokens, {NEW} new, greedy; "
+          f"{args.threads} torch thread(s), {args.seconds:g} s per point")
+    print(f"{'server':<17}{'clients':>8}{'tokens/s':>11}{'p50 ms':>9}{'p99 ms':>9}{'requests':>10}")
+    for name, by_c in results.items():
+        for c, r in by_c.items():
+            print(f"{name:<17}{c:>8}{r['tokens_per_s']:>11.0f}{r['p50_s'] * 1000:>9.0f}{r['p99_s'] * 1000:>9.0f}"
+                  f"{r['requests']:>10.0f}")
+    if 8 in args.concurrency:
+        ours = results["lmkit"][8]["tokens_per_s"]
+        print(f"\nat 8 clients: lmkit / unbatched = {ours / results['lmkit-unbatched'][8]['tokens_per_s']:.2f}x "
+              f"(target >= 3), lmkit / hf-generate = {ours / results['hf-generate'][8]['tokens_per_s']:.2f}x "
+              "(target >= 4)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,228 @@
+"""Choosing the next token: the decoding settings and the sampling step, as pure functions.
+
+What this module owns:
+
+* :class:`GenerationConfig`: the decoding settings (greedy or sampling, temperature, top-k,
+  top-p, seed, end-of-sequence, prompt truncation).
+* The sampling step, shared by every family: :func:`apply_temperature`, :func:`top_k_filter`,
+  :func:`top_p_filter`, :func:`process_logits` and :func:`choose_next`, which picks the next token
+  from one step's logits and, when asked, explains the choice (:class:`StepExplanation`: the top
+  candidates with their probabilities before and after the settings changed the distribution).
+* :func:`make_generator`: the seeded random generator sampling draws from.
+
+Nothing here runs a model: logits (B, V) in, token ids (B,) out. The decode loops that call it
+live in :mod:`lmkit.infer.generate`.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+from lmkit.errors import LmkitError
+
+Truncate = Literal["error", "left"]
+N_CANDIDATES = 5  # candidates shown per step by --explain
+
+
+# --------------------------------------------------------------------------- settings
+
+
+@dataclass
+class GenerationConfig:
+    """How to pick tokens.
+
+    Greedy (``do_sample=False``, the default) always takes the most likely next token: the same
+    prompt always gives the same text. Sampling draws the next token from the model's
+    distribution after three optional changes, applied in this order:
+
+    * ``temperature``: logits are divided by it. Below 1 sharpens the distribution (towards
+      greedy; 0 *is* greedy), above 1 flattens it (more surprising choices).
+    * ``top_k``: only the k most likely tokens may be drawn.
+    * ``top_p`` (nucleus): only the smallest set of most likely tokens whose probabilities add
+      up to at least p may be drawn (the top token is always kept).
+
+    ``seed`` makes sampling reproducible; ``truncate="left"`` keeps the end of a prompt that is
+    too long for the context window instead of refusing it.
+    """
+
+    max_new_tokens: int = 64
+    do_sample: bool = False
+    temperature: float = 1.0
+    top_k: int | None = None
+    top_p: float | None = None
+    seed: int | None = None
+    stop_at_eos: bool = True
+    truncate: Truncate = "error"
+
+    def validate(self) -> None:
+        if not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 1:
+            raise LmkitError(f"max new tokens must be a positive integer, got {self.max_new_tokens!r}")
+        if not math.isfinite(self.temperature) or self.temperature < 0:
+            raise LmkitError(f"temperature must be a finite number ≥ 0 (0 = greedy), got {self.temperature}")
+        if self.top_k is not None and self.top_k < 1:
+            raise LmkitError(f"top-k must be at least 1, got {self.top_k}")
+        if self.top_p is not None and not 0.0 < self.top_p <= 1.0:
+            raise LmkitError(f"top-p must be in (0, 1], got {self.top_p}")
+        if self.truncate not in ("error", "left"):
+            raise LmkitError(f"truncate must be 'error' or 'left', got {self.truncate!r}")
+
+    @property
+    def greedy(self) -> bool:
+        """True when the choice is the argmax of the logits (no sampling, or temperature 0)."""
+        return not self.do_sample or self.temperature == 0
+
+    def describe(self) -> str:
+        """The settings in words, e.g. ``sampling: temperature 0.7, top-k 40, top-p 0.9``."""
+        if not self.do_sample:
+            return "greedy (always the most likely token)"
+        if self.temperature == 0:
+            return "greedy (sampling at temperature 0)"
+        parts = [f"temperature {self.temperature:g}"]
+        if self.top_k is not None:
+            parts.append(f"top-k {self.top_k}")
+        if self.top_p is not None:
+            parts.append(f"top-p {self.top_p:g}")
+        return "sampling: " + ", ".join(parts)
+
+
+# --------------------------------------------------------------------------- the sampling step
+
+
+def apply_temperature(logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """logits / temperature (temperature > 0). softmax(logits / t) is sharper for t < 1."""
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0 here (0 means greedy), got {temperature}")
+    return logits if temperature == 1.0 else logits / temperature
+
+
+def top_k_filter(logits: torch.Tensor, k: int) -> torch.Tensor:
+    """Logits (..., V) with all but the k largest of each row set to -inf (exactly k kept)."""
+    if k >= logits.shape[-1]:
+        return logits
+    values, idx = torch.topk(logits, k, dim=-1)  # (..., k)
+    return torch.full_like(logits, float("-inf")).scatter_(-1, idx, values)
+
+
+def top_p_filter(logits: torch.Tensor, p: float) -> torch.Tensor:
+    """Logits (..., V) restricted to the nucleus: the smallest set of most likely tokens whose
+    total probability is ≥ p; the rest become -inf. The most likely token is always kept."""
+    if p >= 1.0:
+        return logits
+    sorted_logits, idx = torch.sort(logits, dim=-1, descending=True)  # (..., V)
+    return torch.empty_like(logits).scatter_(-1, idx, _nucleus_of_sorted(sorted_logits, p))
+
+
+def _nucleus_of_sorted(sorted_logits: torch.Tensor, p: float) -> torch.Tensor:
+    """top_p_filter for logits already sorted in descending order along the last dimension."""
+    probs = sorted_logits.float().softmax(dim=-1)
+    mass_before = probs.cumsum(dim=-1) - probs  # probability of the tokens ranked above each one
+    drop = mass_before >= p  # the set above already reaches p: this token is not needed
+    drop[..., 0] = False
+    return sorted_logits.masked_fill(drop, float("-inf"))
+
+
+def process_logits(logits: torch.Tensor, gen_cfg: GenerationConfig) -> torch.Tensor:
+    """Temperature, then top-k, then top-p: the logits sampling draws from (float32)."""
+    out = apply_temperature(logits.float(), gen_cfg.temperature)
+    if gen_cfg.top_k is not None:
+        out = top_k_filter(out, gen_cfg.top_k)
+    if gen_cfg.top_p is not None:
+        out = top_p_filter(out, gen_cfg.top_p)
+    return out
+
+
+@dataclass
+class Candidate:
+    """One candidate token of a step: probability before and after the settings."""
+
+    token_id: int
+    p_before: float
+    p_after: float
+    token: str | None = None  # readable form, filled in when a tokenizer is at hand
+
+
+@dataclass
+class StepExplanation:
+    """Why one token was chosen: the top candidates before/after temperature, top-k, top-p."""
+
+    step: int
+    chosen: int
+    candidates: list[Candidate]  # the most likely tokens (and the chosen one if it is not among them)
+    kept: int  # tokens that could still be chosen after the settings (1 for greedy)
+    mode: str  # GenerationConfig.describe()
+
+    @property
+    def chosen_candidate(self) -> Candidate:
+        return next(c for c in self.candidates if c.token_id == self.chosen)
+
+
+def choose_next(logits: torch.Tensor, gen_cfg: GenerationConfig, generator: torch.Generator | None,
+                explain: bool = False, n_candidates: int = N_CANDIDATES, step: int = 0,
+                ) -> tuple[torch.Tensor, list[StepExplanation] | None]:
+    """Pick the next token of each row of logits (B, V) (or (V,)).
+
+    Returns the tokens (B,) (or a 0-d tensor) and, with ``explain``, one
+    :class:`StepExplanation` per row (else None). Family-independent: any model that produces
+    next-token logits uses this.
+    """
+    squeeze = logits.dim() == 1
+    rows = logits[None] if squeeze else logits  # (B, V)
+    if gen_cfg.greedy:
+        token = rows.argmax(dim=-1)  # (B,)
+    else:
+        token = _sample(rows, gen_cfg, generator)
+    explanation = None
+    if explain:
+        before = rows.float().softmax(dim=-1)  # (B, V)
+        if gen_cfg.greedy:  # all the probability on the chosen token
+            after = torch.zeros_like(before).scatter_(-1, token[:, None], 1.0)
+        else:
+            after = process_logits(rows, gen_cfg).softmax(dim=-1)  # (B, V)
+        explanation = []
+        n = min(n_candidates, rows.shape[-1])
+        top = torch.topk(before, n, dim=-1).indices  # (B, n)
+        kept = (after > 0).sum(dim=-1)
+        for b in range(rows.shape[0]):
+            ids = top[b].tolist()
+            chosen = int(token[b])
+            if chosen not in ids:
+                ids.append(chosen)
+            cands = [Candidate(i, float(before[b, i]), float(after[b, i])) for i in ids]
+            explanation.append(StepExplanation(step, chosen, cands, int(kept[b]), gen_cfg.describe()))
+    return (token[0] if squeeze else token), explanation
+
+
+def _sample(rows: torch.Tensor, gen_cfg: GenerationConfig, generator: torch.Generator | None) -> torch.Tensor:
+    """Draw one token per row of logits (B, V) from softmax(process_logits(rows)).
+
+    The same distribution as filtering the whole vocabulary, computed on less: with top-k, only
+    the k best logits (which ``topk`` returns sorted) are scaled, cut to the nucleus and drawn
+    from; with top-p alone, the sorted logits are; no full-vocabulary scatter.
+    """
+    x = apply_temperature(rows.float(), gen_cfg.temperature)
+    k, p = gen_cfg.top_k, gen_cfg.top_p
+    if k is not None and k < x.shape[-1]:
+        vals, idx = torch.topk(x, k, dim=-1)  # (B, k), descending
+    elif p is not None and p < 1.0:
+        vals, idx = torch.sort(x, dim=-1, descending=True)  # (B, V)
+    else:
+        return torch.multinomial(x.softmax(dim=-1), 1, generator=generator).squeeze(-1)
+    if p is not None and p < 1.0:
+        vals = _nucleus_of_sorted(vals, p)
+    pick = torch.multinomial(vals.softmax(dim=-1), 1, generator=generator)  # (B, 1) position among vals
+    return idx.gather(-1, pick).squeeze(-1)
+
+
+def make_generator(seed: int | None, device: torch.device | str = "cpu") -> tuple[torch.Generator, int]:
+    """A random generator for sampling and the seed it was given (a fresh one if seed is None,
+    returned so that the run can be repeated)."""
+    if seed is None:
+        seed = int.from_bytes(os.urandom(8), "little") >> 1
+    gen = torch.Generator(device=device)
+    gen.manual_seed(seed)
+    return gen, seed

@@ -1,0 +1,3 @@
+"""``lmkit serve``: a checkpoint behind OpenAI's completions API, with dynamic batching
+(:mod:`lmkit.serve.batcher`), UTF-8- and stop-string-safe streaming (:mod:`lmkit.serve.stream`),
+the web app (:mod:`lmkit.serve.app`) and the playground page (``static/index.html``)."""

@@ -1,0 +1,479 @@
+"""The web app of ``lmkit serve``: OpenAI's completions API over an :class:`~lmkit.serve.batcher.Engine`.
+
+Routes: ``POST /v1/completions`` (text or token-id prompts, ``n``, ``stop``, ``seed``, ``logprobs``,
+``echo``, server-sent-event streaming ending in ``data: [DONE]``), ``POST /v1/fill-mask`` (encoder
+checkpoints), ``GET /v1/models``, ``GET /health``, ``POST /tokenize``, ``POST /detokenize``, ``GET /tokenizer_info``,
+``POST /v1/explain`` (the next-token distribution before and after the settings, for the
+playground) and ``GET /`` (the playground page in ``static/``).
+
+Every client mistake gets OpenAI's error shape ``{"error": {"message", "type", "param", "code"}}``
+with a 4xx status: 400 bad values or a prompt over the context window, 401 wrong API key, 404
+unknown model or route, 413 body too large, 429 queue full. Unknown request fields are ignored
+and named in the log. ``echo`` + ``logprobs`` + ``max_tokens`` 0 or 1 returns the prompt tokens'
+own log-probabilities (the first one ``null``), as lm-evaluation-harness's ``local-completions``
+reads them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from lmkit.errors import LmkitError
+from lmkit.infer.fillmask import fill_mask as run_fill_mask
+from lmkit.infer.sampling import GenerationConfig, choose_next
+from lmkit.serve.batcher import Engine, Event, Job, QueueFull
+
+LOG = logging.getLogger("lmkit.serve")
+STATIC = Path(__file__).with_name("static")
+
+
+@dataclass
+class ServeOptions:
+    """Limits and access settings of one server."""
+
+    model_name: str
+    api_key: str | None = None
+    cors_origins: list[str] = field(default_factory=list)
+    max_n: int = 8
+    max_logprobs: int = 20
+    max_prompts: int = 64
+    max_body_bytes: int = 2 * 1024 * 1024
+
+
+class ApiError(Exception):
+    """A client's mistake, answered with OpenAI's error shape."""
+
+    def __init__(self, status: int, message: str, param: str | None = None, code: str | None = None,
+                 kind: str = "invalid_request_error") -> None:
+        super().__init__(message)
+        self.status, self.message, self.param, self.code, self.kind = status, message, param, code, kind
+
+
+def error_body(message: str, kind: str, param: str | None = None, code: str | None = None) -> dict[str, Any]:
+    return {"error": {"message": message, "type": kind, "param": param, "code": code}}
+
+
+class CompletionRequest(BaseModel):
+    """The fields of OpenAI's completions request that lmkit reads (others are ignored)."""
+
+    model_config = ConfigDict(extra="allow")
+    model: str | None = None
+    prompt: str | list[str] | list[int] | list[list[int]] = ""
+    max_tokens: int | None = Field(16, ge=0)
+    temperature: float = Field(1.0, ge=0.0, le=100.0, allow_inf_nan=False)
+    top_p: float = Field(1.0, gt=0.0, le=1.0, allow_inf_nan=False)
+    top_k: int | None = Field(None, ge=-1)
+    n: int = Field(1, ge=1)
+    stop: str | list[str] | None = None
+    seed: int | None = None
+    stream: bool = False
+    stream_options: dict[str, Any] | None = None
+    logprobs: int | None = Field(None, ge=0)
+    echo: bool = False
+    user: str | None = None
+    explain: bool = False  # lmkit: per-token candidates before/after the settings (the playground)
+    truncate: bool = False  # lmkit: keep the end of a prompt too long for the context window
+
+
+class ExplainRequest(BaseModel):
+    prompt: str = ""
+    temperature: float = Field(1.0, ge=0.0, le=100.0, allow_inf_nan=False)
+    top_p: float = Field(1.0, gt=0.0, le=1.0, allow_inf_nan=False)
+    top_k: int | None = Field(None, ge=-1)
+    candidates: int = Field(10, ge=1, le=50)
+
+
+class TokenizeRequest(BaseModel):
+    prompt: str
+
+
+class DetokenizeRequest(BaseModel):
+    tokens: list[int]
+
+
+class FillMaskRequest(BaseModel):
+    text: str
+    top_k: int = Field(5, ge=1, le=50)
+
+
+# --------------------------------------------------------------------------- request -> jobs
+
+
+def settings_of(req: CompletionRequest | ExplainRequest, max_tokens: int, seed: int | None) -> GenerationConfig:
+    """OpenAI's sampling fields as lmkit's settings: temperature 0 is greedy; top_k ≤ 0 is off."""
+    top_k = req.top_k if req.top_k is not None and req.top_k > 0 else None
+    return GenerationConfig(max_new_tokens=max(1, max_tokens), do_sample=req.temperature > 0,
+                            temperature=req.temperature, top_k=top_k,
+                            top_p=req.top_p if req.top_p < 1.0 else None, seed=seed)
+
+
+def prompt_ids(engine: Engine, req: CompletionRequest, opts: ServeOptions) -> list[list[int]]:
+    """Token ids of each prompt of the request (text is encoded; ids are checked)."""
+    tok = engine.tokenizer
+    p = req.prompt
+    prompts: list[str | list[int]]
+    if isinstance(p, str):
+        prompts = [p]
+    elif p and all(isinstance(x, int) for x in p):
+        prompts = [list(p)]  # type: ignore[arg-type]
+    else:
+        prompts = list(p)  # type: ignore[arg-type]
+    if not prompts:
+        raise ApiError(400, "prompt must not be an empty list", "prompt")
+    if len(prompts) > opts.max_prompts:
+        raise ApiError(413, f"{len(prompts)} prompts in one request; at most {opts.max_prompts}", "prompt")
+    out = []
+    for item in prompts:
+        if isinstance(item, str):
+            if engine.family == "encdec":
+                ids = list(tok.encode(item, allow_special=True)) + ([tok.eos_id] if tok.eos_id >= 0 else [])
+            else:
+                ids = list(tok.encode(item)) or ([tok.bos_id] if tok.bos_id >= 0 else [])
+        else:
+            bad = next((i for i in item if not 0 <= i < tok.vocab_size), None)
+            if bad is not None:
+                raise ApiError(400, f"token id {bad} is outside the vocabulary (0..{tok.vocab_size - 1})", "prompt")
+            ids = list(item)
+        if not ids:
+            raise ApiError(400, "prompt is empty and the tokenizer has no BOS token to start from", "prompt")
+        out.append(ids)
+    return out
+
+
+def fit_window(ids: list[int], max_tokens: int, window: int, truncate: bool, family: str) -> list[int]:
+    """The prompt, checked (or with ``truncate``, cut from the left) to fit the context window."""
+    need = len(ids) + (max_tokens if family == "decoder" else 0)
+    if need <= window and (family != "decoder" or len(ids) < window or max_tokens == 0):
+        return ids
+    if truncate:
+        keep = window - max_tokens if family == "decoder" else window
+        if keep >= 1:
+            return ids[len(ids) - keep:]
+    raise ApiError(400, f"this model's context window is {window} tokens, but {need} were requested "
+                        f"({len(ids)} in the prompt, {max_tokens} to generate); shorten the prompt, lower "
+                        "max_tokens, or set truncate", "prompt", "context_length_exceeded")
+
+
+def build_jobs(engine: Engine, req: CompletionRequest, opts: ServeOptions) -> tuple[list[Job], list[list[int]],
+                                                                                   asyncio.Queue[tuple[int, Event]]]:
+    """One job per (prompt, choice); events of all arrive on one queue tagged with the choice index."""
+    if engine.family == "encoder":
+        raise ApiError(400, "this is an encoder (masked language model) checkpoint: it fills masks "
+                            "(POST /v1/fill-mask) and does not complete text", "model", "model_not_generative")
+    if req.n > opts.max_n:
+        raise ApiError(400, f"n is {req.n}; at most {opts.max_n}", "n")
+    if req.logprobs is not None and req.logprobs > opts.max_logprobs:
+        raise ApiError(400, f"logprobs is {req.logprobs}; at most {opts.max_logprobs}", "logprobs")
+    if engine.family == "encdec" and req.echo and req.logprobs is not None:
+        raise ApiError(400, "an encoder-decoder does not score its input: echo with logprobs needs a decoder",
+                       "echo")
+    stops = [req.stop] if isinstance(req.stop, str) else list(req.stop or [])
+    if len(stops) > 4 or any(not s for s in stops):
+        raise ApiError(400, "stop takes up to 4 non-empty strings", "stop")
+    window = engine.window
+    max_tokens = req.max_tokens if req.max_tokens is not None else window
+    if max_tokens > window:
+        raise ApiError(400, f"max_tokens is {max_tokens} but the context window is {window} tokens",
+                       "max_tokens", "context_length_exceeded")
+    prompts = [fit_window(ids, max_tokens, window, req.truncate, engine.family)
+               for ids in prompt_ids(engine, req, opts)]
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[tuple[int, Event]] = asyncio.Queue()
+    jobs = []
+    for p_i, ids in enumerate(prompts):
+        for c in range(req.n):
+            index = p_i * req.n + c
+            # each choice its own generator; the same prompt and seed give the same choices wherever it sits
+            seed = None if req.seed is None else req.seed + c
+
+            def emit(ev: Event, i: int = index) -> None:
+                loop.call_soon_threadsafe(queue.put_nowait, (i, ev))
+
+            jobs.append(Job(ids, max_tokens, settings_of(req, max_tokens, seed), emit, stops,
+                            req.logprobs, req.echo, req.explain))
+    return jobs, prompts, queue
+
+
+# --------------------------------------------------------------------------- jobs -> OpenAI shapes
+
+
+class ChoiceState:
+    """What one choice has produced so far, and its logprobs block in OpenAI's shape."""
+
+    def __init__(self, engine: Engine, with_tokens: bool) -> None:
+        self.engine = engine
+        self.with_tokens = with_tokens  # build the logprobs block (only when the request asked for it)
+        self.text = ""
+        self.tokens: list[str] = []
+        self.token_logprobs: list[float | None] = []
+        self.top_logprobs: list[dict[str, float] | None] = []
+        self.text_offset: list[int] = []
+        self.explain: list[dict[str, Any]] = []
+        self.completion_tokens = 0
+        self.finish_reason: str | None = None
+
+    def add(self, ev: Event, offset: int, counted: bool) -> dict[str, Any]:
+        """Record an event's tokens; returns the logprobs block of just these tokens."""
+        tok = self.engine.tokenizer
+        block: dict[str, list[Any]] = {"tokens": [], "token_logprobs": [], "top_logprobs": [], "text_offset": []}
+        for info in ev.tokens:
+            if counted:
+                self.completion_tokens += 1
+            if info.explain is not None:
+                self.explain.append(explain_json(tok, info.explain))
+            if not self.with_tokens:
+                continue
+            s = tok.token_str(info.token_id)
+            top = None if info.top is None else {tok.token_str(i): lp for i, lp in info.top}
+            for key, value in (("tokens", s), ("token_logprobs", info.logprob), ("top_logprobs", top),
+                               ("text_offset", offset)):
+                block[key].append(value)
+                getattr(self, key).append(value)
+            offset += len(s)
+        return block
+
+
+def explain_json(tok: Any, expl: Any) -> dict[str, Any]:
+    return {"chosen": tok.token_str(expl.chosen), "chosen_id": expl.chosen, "kept": expl.kept, "mode": expl.mode,
+            "candidates": [{"token": tok.token_str(c.token_id), "id": c.token_id, "p_before": c.p_before,
+                            "p_after": c.p_after} for c in expl.candidates]}
+
+
+def create_app(engine: Engine, opts: ServeOptions) -> FastAPI:
+    """The FastAPI app serving ``engine`` under ``opts``."""
+    app = FastAPI(title="lmkit serve", version="1", docs_url="/docs", redoc_url=None)
+    app.state.engine = engine
+    if opts.cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=opts.cors_origins, allow_methods=["GET", "POST", "OPTIONS"],
+                           allow_headers=["Authorization", "Content-Type"])
+
+    @app.exception_handler(ApiError)
+    async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
+        return JSONResponse(error_body(exc.message, exc.kind, exc.param, exc.code), status_code=exc.status)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
+        loc = [str(x) for x in first.get("loc", ()) if x != "body"]
+        param = loc[0] if loc else None
+        msg = f"{param}: {first.get('msg')}" if param else str(first.get("msg"))
+        return JSONResponse(error_body(msg, "invalid_request_error", param), status_code=400)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        kind = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
+        return JSONResponse(error_body(str(exc.detail), kind), status_code=exc.status_code)
+
+    @app.middleware("http")
+    async def _guard(request: Request, call_next: Any) -> Response:
+        size = request.headers.get("content-length")
+        if size is not None and size.isdigit() and int(size) > opts.max_body_bytes:
+            return JSONResponse(error_body(f"request body of {size} bytes; at most {opts.max_body_bytes}",
+                                           "invalid_request_error"), status_code=413)
+        path = request.url.path
+        if opts.api_key and request.method != "OPTIONS" and (path.startswith("/v1/") or path in ("/tokenize",
+                                                                                                   "/detokenize")):
+            if request.headers.get("authorization", "") != f"Bearer {opts.api_key}":
+                return JSONResponse(error_body("invalid API key (send Authorization: Bearer KEY)",
+                                               "authentication_error", code="invalid_api_key"), status_code=401)
+        return await call_next(request)
+
+    def check_model(name: str | None) -> None:
+        if name and name != opts.model_name:
+            raise ApiError(404, f"model {name!r} does not exist; this server serves {opts.model_name!r}",
+                           "model", "model_not_found")
+
+    @app.get("/", response_class=HTMLResponse)
+    async def playground() -> HTMLResponse:
+        return HTMLResponse((STATIC / "index.html").read_text(encoding="utf-8"))
+
+    @app.get("/health")
+    async def health() -> dict[str, Any]:
+        return {"status": "ok", "model": opts.model_name, "family": engine.family, **engine.busy()}
+
+    @app.get("/v1/models")
+    async def models() -> dict[str, Any]:
+        return {"object": "list", "data": [{"id": opts.model_name, "object": "model", "created": 0,
+                                            "owned_by": "lmkit", "max_model_len": engine.window,
+                                            "family": engine.family}]}
+
+    @app.get("/tokenizer_info")
+    async def tokenizer_info() -> dict[str, Any]:
+        """The special tokens, as evaluation harnesses (lm-eval's remote tokenizer) ask for them."""
+        tok = engine.tokenizer
+
+        def text(i: int) -> str | None:
+            return tok.token_str(i) if i is not None and i >= 0 else None
+
+        return {"eos_token": text(tok.eos_id), "bos_token": text(tok.bos_id), "pad_token": text(tok.pad_id),
+                "model_max_length": engine.window, "vocab_size": tok.vocab_size}
+
+    @app.post("/tokenize")
+    async def tokenize(req: TokenizeRequest) -> dict[str, Any]:
+        ids = list(engine.tokenizer.encode(req.prompt, allow_special=True))  # "</s>" is the EOS token
+        return {"tokens": ids, "count": len(ids), "max_model_len": engine.window,
+                "token_strs": [engine.tokenizer.token_str(i) for i in ids]}
+
+    @app.post("/detokenize")
+    async def detokenize(req: DetokenizeRequest) -> dict[str, Any]:
+        bad = next((i for i in req.tokens if not 0 <= i < engine.tokenizer.vocab_size), None)
+        if bad is not None:
+            raise ApiError(400, f"token id {bad} is outside the vocabulary", "tokens")
+        return {"prompt": engine.tokenizer.decode(req.tokens)}
+
+    @app.post("/v1/explain")
+    async def explain(req: ExplainRequest) -> dict[str, Any]:
+        if engine.family == "encoder":
+            raise ApiError(400, "an encoder checkpoint has no next-token distribution", "prompt")
+        tok = engine.tokenizer
+        ids = list(tok.encode(req.prompt)) or [tok.bos_id]
+        ids = ids[-(engine.window - 1):]
+        logits = await asyncio.to_thread(engine.next_token_logits, ids)
+        settings = settings_of(req, 1, 0)
+        _, expl = choose_next(logits[None], settings, None if settings.greedy else _fixed_generator(),
+                              explain=True, n_candidates=req.candidates)
+        assert expl is not None
+        return explain_json(tok, expl[0])
+
+    @app.post("/v1/fill-mask")
+    async def fill_mask(req: FillMaskRequest) -> dict[str, Any]:
+        if engine.family != "encoder":
+            raise ApiError(400, "fill-mask needs an encoder checkpoint; this one completes text "
+                                "(POST /v1/completions)", "model")
+        try:
+            result = await asyncio.to_thread(run_fill_mask, engine.model, engine.tokenizer, req.text, req.top_k)
+        except LmkitError as exc:  # no [MASK] in the text, or the text over the window: the client's to fix
+            raise ApiError(400, str(exc), "text") from exc
+        return {"model": opts.model_name, **result.to_dict()}
+
+    @app.post("/v1/completions", response_model=None)
+    async def completions(req: CompletionRequest, request: Request) -> Any:
+        if req.model_extra:
+            LOG.warning("ignoring unknown completion fields: %s", ", ".join(sorted(req.model_extra)))
+        check_model(req.model)
+        jobs, prompts, queue = build_jobs(engine, req, opts)
+        try:
+            engine.submit(jobs)
+        except QueueFull as exc:
+            raise ApiError(429, f"server busy: {exc}; retry later", code="queue_full",
+                           kind="rate_limit_error") from exc
+        cid, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
+        states = [ChoiceState(engine, req.logprobs is not None) for _ in jobs]
+        prompt_tokens = sum(len(p) for p in prompts)
+        head = {"id": cid, "object": "text_completion", "created": created, "model": opts.model_name}
+        if req.stream:
+            include_usage = bool((req.stream_options or {}).get("include_usage"))
+            return StreamingResponse(_stream(jobs, states, queue, head, req, prompt_tokens, include_usage),
+                                     media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+        try:
+            await _collect(jobs, states, queue, request, req)
+        finally:
+            for job in jobs:
+                job.cancelled.set()  # finished jobs ignore it; a disconnected client's stop
+        choices = [_choice(i, s, req, s.text) for i, s in enumerate(states)]
+        for c, s in zip(choices, states):
+            c["logprobs"] = None if req.logprobs is None else {
+                "tokens": s.tokens, "token_logprobs": s.token_logprobs, "top_logprobs": s.top_logprobs,
+                "text_offset": s.text_offset}
+        completion = sum(s.completion_tokens for s in states)
+        return {**head, "choices": choices, "usage": _usage(prompt_tokens, completion)}
+
+    return app
+
+
+def _fixed_generator() -> torch.Generator:
+    g = torch.Generator()
+    g.manual_seed(0)
+    return g
+
+
+def _usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
+    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens}
+
+
+def _choice(index: int, state: ChoiceState, req: CompletionRequest, text: str) -> dict[str, Any]:
+    out: dict[str, Any] = {"index": index, "text": text, "logprobs": None, "finish_reason": state.finish_reason}
+    if req.explain:
+        out["explain"] = state.explain
+    return out
+
+
+def _apply(state: ChoiceState, ev: Event) -> tuple[str, dict[str, Any]]:
+    """Fold one event into a choice; the text and logprobs it adds."""
+    offset = len(state.text)
+    block = state.add(ev, offset, counted=ev.kind == "token")
+    if ev.kind == "error":
+        raise RuntimeError(ev.text)
+    state.text += ev.text
+    if ev.kind == "done":
+        state.finish_reason = ev.finish_reason
+    return ev.text, block
+
+
+async def _collect(jobs: list[Job], states: list[ChoiceState], queue: asyncio.Queue[tuple[int, Event]],
+                   request: Request, req: CompletionRequest) -> None:
+    open_ = len(jobs)
+    while open_:
+        try:
+            i, ev = await asyncio.wait_for(queue.get(), timeout=0.25)
+        except asyncio.TimeoutError:
+            if await request.is_disconnected():
+                return
+            continue
+        _apply(states[i], ev)
+        if ev.kind in ("done", "error"):
+            open_ -= 1
+
+
+async def _stream(jobs: list[Job], states: list[ChoiceState], queue: asyncio.Queue[tuple[int, Event]],
+                  head: dict[str, Any], req: CompletionRequest, prompt_tokens: int,
+                  include_usage: bool) -> AsyncIterator[str]:
+    """Server-sent events: one chunk per token (its released text and logprobs), a last chunk per
+    choice with its finish_reason, optionally usage, then ``data: [DONE]``. A client that goes away
+    cancels its jobs (the engine drops them before the next step)."""
+    open_ = len(jobs)
+    try:
+        while open_:
+            i, ev = await queue.get()
+            if ev.kind == "error":
+                body = error_body(f"generation failed: {ev.text}", "server_error")
+                yield f"data: {json.dumps(body)}\n\n"
+                open_ -= 1
+                continue
+            text, block = _apply(states[i], ev)
+            choice = _choice(i, states[i], req, text)
+            choice["finish_reason"] = ev.finish_reason if ev.kind == "done" else None
+            if req.logprobs is not None and block["tokens"]:
+                choice["logprobs"] = block
+            if req.explain and ev.tokens and ev.tokens[0].explain is not None:
+                choice["explain"] = states[i].explain[-1:]
+            else:
+                choice.pop("explain", None)
+            if text or ev.kind == "done" or choice["logprobs"] is not None or "explain" in choice:
+                yield f"data: {json.dumps({**head, 'choices': [choice]})}\n\n"
+            if ev.kind == "done":
+                open_ -= 1
+        if include_usage:
+            usage = _usage(prompt_tokens, sum(s.completion_tokens for s in states))
+            yield f"data: {json.dumps({**head, 'choices': [], 'usage': usage})}\n\n"
+        yield "data: [DONE]\n\n"
+    finally:
+        for job in jobs:
+            job.cancelled.set()

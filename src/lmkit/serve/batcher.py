@@ -1,0 +1,328 @@
+"""Dynamic batching over the KV cache: the engine that decodes every request of ``lmkit serve``.
+
+One engine thread owns the model. Each request's choice is a :class:`Job`. A new job is read
+alone (its prompt "prefill" fills a one-row :class:`~lmkit.models.layers.KVCache`, and gives the
+log-probabilities of the prompt's own tokens for ``echo``); its first token is chosen, and its
+cache row then joins the running batch. Every decode step feeds the latest
+token of all running rows at once, each at its own position (a ragged cache: rows of different
+lengths side by side, in a pool of request slots), so eight concurrent requests cost about one
+step, not eight. A new row is copied into the next free slot (``KVCache.add_row``); a finished or
+cancelled row leaves between steps and the last running row takes its slot
+(``KVCache.remove_rows``), so the running rows stay at the front and a step reads them in place.
+
+Each job chooses its tokens with its own ``torch.Generator`` and its own settings, from its own
+row of logits, so its output does not depend on what else is in the batch. Log-probabilities are
+those of the model's own distribution (before temperature, top-k and top-p), which is what an
+evaluation harness scores. Encoder-decoder jobs are decoded by the same thread one step at a
+time, interleaved with the batch but not stacked with it (their cross-attention contexts differ).
+
+Events go back to the web app through ``job.emit`` (thread-safe); the queue of waiting jobs is
+bounded (:class:`QueueFull`), and so is the batch, so memory is bounded whatever clients send.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from lmkit.infer.sampling import GenerationConfig, StepExplanation, choose_next, make_generator
+from lmkit.models.layers import KVCache
+from lmkit.serve.stream import TextStream
+
+LOG = logging.getLogger("lmkit.serve")
+
+
+class QueueFull(Exception):
+    """Raised by :meth:`Engine.submit` when the waiting queue cannot take the jobs."""
+
+
+@dataclass
+class TokenInfo:
+    """One token of a completion (or of an echoed prompt) with its log-probability."""
+
+    token_id: int
+    logprob: float | None  # None for the first prompt token (nothing predicts it)
+    top: list[tuple[int, float]] | None = None  # the most likely alternatives at that position
+    explain: StepExplanation | None = None  # with ``explain``: candidates before/after the settings
+
+
+@dataclass
+class Event:
+    """What a job reports: ``kind`` is "prompt" (echoed prompt tokens), "token" (a new token and
+    the text it released), "done" (with ``finish_reason`` "stop" or "length") or "error"."""
+
+    kind: str
+    tokens: list[TokenInfo] = field(default_factory=list)
+    text: str = ""
+    finish_reason: str | None = None
+
+
+@dataclass
+class Job:
+    """One completion to produce: a prompt (token ids), settings, and where to report."""
+
+    prompt_ids: list[int]
+    max_tokens: int
+    settings: GenerationConfig
+    emit: Callable[[Event], None]
+    stop: list[str] = field(default_factory=list)
+    logprobs: int | None = None  # alternatives per token; 0 = only the chosen token's log-probability
+    echo: bool = False
+    explain: bool = False
+    cancelled: threading.Event = field(default_factory=threading.Event)
+    # filled in by the engine
+    generator: torch.Generator | None = None
+    generated: list[int] = field(default_factory=list)
+    text: TextStream | None = None
+    pending: int = -1  # the token chosen last, not yet fed to the model
+    steps: int = 0  # tokens produced (the disconnect test reads it)
+
+
+@dataclass
+class _Seq2SeqState:
+    job: Job
+    cache: KVCache
+    cross: Any
+
+
+def token_text_bytes(tokenizer: Any, token_id: int, plain_specials: set[int]) -> bytes:
+    """Bytes a generated token adds to the text: none for pad/BOS/EOS, the text of other specials."""
+    return b"" if token_id in plain_specials else tokenizer.token_bytes(token_id)
+
+
+class Engine:
+    """The model, its tokenizer, a bounded queue and the decode thread. ``submit`` jobs, ``close``."""
+
+    def __init__(self, model: nn.Module, tokenizer: Any, max_batch: int = 16, max_queue: int = 64) -> None:
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.family: str = model.cfg.family
+        self.window: int = model.cfg.max_seq_len
+        self.max_batch = max(1, max_batch)
+        self.max_queue = max_queue
+        # special tokens that add no text: all of them for a decoder (as `lmkit generate` prints it);
+        # an encoder-decoder's sentinels say which gap a span fills, so only pad/BOS/EOS are dropped
+        plain = tokenizer.special_ids if self.family == "decoder" else (tokenizer.pad_id, tokenizer.bos_id,
+                                                                         tokenizer.eos_id)
+        self.plain = {int(i) for i in plain if i is not None and i >= 0}
+        self._waiting: deque[Job] = deque()
+        self._cv = threading.Condition()
+        self._rows: list[Job] = []  # running decoder jobs, one per row of self._cache
+        self._cache: KVCache | None = None
+        self._seq2seq: list[_Seq2SeqState] = []
+        self._closed = False
+        self.stats = {"steps": 0, "batched_rows": 0, "finished": 0, "cancelled": 0}
+        self._thread = threading.Thread(target=self._run, name="lmkit-engine", daemon=True)
+        self._thread.start()
+
+    # ------------------------------------------------------------------ the web app's side
+
+    def submit(self, jobs: list[Job]) -> None:
+        """Queue jobs (all or none); raises :class:`QueueFull` when the queue is at its bound."""
+        with self._cv:
+            if len(self._waiting) + len(jobs) > self.max_queue:
+                raise QueueFull(f"{len(self._waiting)} requests are waiting (at most {self.max_queue})")
+            self._waiting.extend(jobs)
+            self._cv.notify()
+
+    def busy(self) -> dict[str, int]:
+        """Jobs running and waiting, and totals since start."""
+        with self._cv:
+            return {"running": len(self._rows) + len(self._seq2seq), "waiting": len(self._waiting), **self.stats}
+
+    def close(self) -> None:
+        with self._cv:
+            self._closed = True
+            self._cv.notify()
+        self._thread.join(timeout=10)
+
+    @torch.no_grad()
+    def next_token_logits(self, prompt_ids: list[int]) -> torch.Tensor:
+        """Logits (V,) of the token after ``prompt_ids`` (for the playground's explain view).
+        Runs on the caller's thread with its own cache; the model's weights are only read."""
+        ids = torch.tensor([prompt_ids], dtype=torch.long)
+        if self.family == "encdec":
+            enc = self.model.encode(ids)
+            start = torch.full((1, 1), self.tokenizer.pad_id, dtype=torch.long)
+            return self.model.logits(self.model.decode(start, enc)[:, -1])[0]
+        return self.model(ids)[0, -1]
+
+    # ------------------------------------------------------------------ the engine thread
+
+    def _run(self) -> None:
+        torch.set_grad_enabled(False)
+        while True:
+            with self._cv:
+                while not self._closed and not self._waiting and not self._rows and not self._seq2seq:
+                    self._cv.wait()
+                if self._closed:
+                    return
+                room = self.max_batch - len(self._rows) - len(self._seq2seq)
+                new = [self._waiting.popleft() for _ in range(min(room, len(self._waiting)))]
+            for job in new:
+                self._guarded(job, self._start)
+            if self._rows:
+                self._step_batch()
+            for state in list(self._seq2seq):
+                self._guarded(state.job, lambda _j, s=state: self._step_seq2seq(s))
+
+    def _guarded(self, job: Job, fn: Callable[[Job], None]) -> None:
+        """Run fn(job); a failure ends that job (reported in the log and to its client), not the engine."""
+        try:
+            fn(job)
+        except Exception as exc:  # a bug must not take down every other request
+            LOG.exception("generation failed")
+            self._drop(job)
+            job.emit(Event("error", text=f"{type(exc).__name__}: {exc}"))
+
+    def _drop(self, job: Job) -> None:
+        if job in self._rows:
+            self._leave([job])
+        self._seq2seq = [s for s in self._seq2seq if s.job is not job]
+
+    def _start(self, job: Job) -> None:
+        """Prefill one job alone; report echoed prompt tokens; choose its first token."""
+        if job.cancelled.is_set():
+            self.stats["cancelled"] += 1
+            return
+        if not job.settings.greedy:
+            job.generator, _ = make_generator(job.settings.seed)
+        job.text = TextStream(job.stop)
+        ids = torch.tensor([job.prompt_ids], dtype=torch.long)
+        if self.family == "encdec":
+            enc = self.model.encode(ids)
+            cache = self.model.new_cache(1, max(1, job.max_tokens))
+            state = _Seq2SeqState(job, cache, self.model.cross_kv(enc))
+            if job.echo:
+                job.emit(Event("prompt", [TokenInfo(t, None) for t in job.prompt_ids],
+                               text=self.tokenizer.decode(job.prompt_ids)))
+            if job.max_tokens == 0:
+                return self._finish(job, "length")
+            start = torch.full((1, 1), self.tokenizer.pad_id, dtype=torch.long)
+            logits = self.model.logits(self.model.decode(start, None, cache=cache, cross_kv=state.cross)[:, -1])
+            if self._advance(job, logits[0]):
+                self._seq2seq.append(state)
+            return
+        cache = self.model.new_cache(1, self.window)
+        logits = self.model(ids, cache)[0]  # (T, V): the prediction after every prompt token
+        if job.echo:
+            job.emit(Event("prompt", self._prompt_tokens(job, logits), text=self.tokenizer.decode(job.prompt_ids)))
+        if job.max_tokens == 0:
+            return self._finish(job, "length")
+        if self._advance(job, logits[-1]):
+            if self._cache is None:
+                self._cache = KVCache.slots(cache, self.max_batch)
+            self._cache.add_row(cache)
+            self._rows.append(job)
+
+    def _prompt_tokens(self, job: Job, logits: torch.Tensor) -> list[TokenInfo]:
+        """The prompt's own tokens with the log-probability the model gave each (first: None)."""
+        out = [TokenInfo(job.prompt_ids[0], None, [] if job.logprobs else None)]
+        if len(job.prompt_ids) > 1:
+            logp = logits[:-1].float().log_softmax(-1)  # (T-1, V): position t predicts token t+1
+            nxt = torch.tensor(job.prompt_ids[1:])
+            chosen = logp.gather(1, nxt[:, None])[:, 0].tolist()
+            tops = self._top(logp, job.logprobs)
+            for i, tok in enumerate(job.prompt_ids[1:]):
+                out.append(TokenInfo(tok, chosen[i], tops[i] if tops is not None else None))
+        return out
+
+    @staticmethod
+    def _top(logp: torch.Tensor, k: int | None) -> list[list[tuple[int, float]]] | None:
+        if not k:
+            return None
+        vals, idx = torch.topk(logp, min(k, logp.shape[-1]), dim=-1)
+        return [list(zip(i, v)) for i, v in zip(idx.tolist(), vals.tolist())]
+
+    def _advance(self, job: Job, logits: torch.Tensor, argmax: int | None = None) -> bool:
+        """Choose the job's next token from its logits (V,), report it; False when the job ended.
+        ``argmax``: the row's most likely token, already computed for the whole batch at once."""
+        if job.cancelled.is_set():
+            self.stats["cancelled"] += 1
+            return False
+        expl = None
+        if argmax is not None and job.settings.greedy and not job.explain:
+            tok = argmax
+        else:
+            token, expl = choose_next(logits[None], job.settings, job.generator, explain=job.explain,
+                                      n_candidates=10, step=job.steps)
+            tok = int(token[0])
+        info = TokenInfo(tok, None)
+        if job.logprobs is not None:
+            logp = logits.float().log_softmax(-1)
+            info.logprob = float(logp[tok])
+            top = self._top(logp[None], job.logprobs)
+            info.top = top[0] if top is not None else None
+        if expl is not None:
+            info.explain = expl[0]
+        job.steps += 1
+        job.generated.append(tok)
+        assert job.text is not None
+        eos = job.settings.stop_at_eos and tok == self.tokenizer.eos_id
+        piece = "" if eos else job.text.push(token_text_bytes(self.tokenizer, tok, self.plain))
+        job.emit(Event("token", [info], text=piece))
+        if eos or job.text.stopped:
+            self._finish(job, "stop")
+            return False
+        room = self.window - len(job.prompt_ids) - len(job.generated) if self.family == "decoder" else 1
+        if job.steps >= job.max_tokens or room <= 0:
+            self._finish(job, "length")
+            return False
+        job.pending = tok
+        return True
+
+    def _finish(self, job: Job, reason: str) -> None:
+        tail = job.text.finish() if job.text is not None else ""
+        self.stats["finished"] += 1
+        job.emit(Event("done", text=tail, finish_reason=reason))
+
+    def _step_batch(self) -> None:
+        """One decode step for every running decoder row; finished rows leave the batch."""
+        cancelled = [j for j in self._rows if j.cancelled.is_set()]
+        if cancelled:
+            self.stats["cancelled"] += len(cancelled)
+            self._leave(cancelled)
+            if not self._rows:
+                return
+        assert self._cache is not None
+        ids = torch.tensor([[j.pending] for j in self._rows], dtype=torch.long)  # (B, 1)
+        logits = self.model(ids, self._cache)[:, -1]  # (B, V), each row at its own position
+        self.stats["steps"] += 1
+        self.stats["batched_rows"] += len(self._rows)
+        best = logits.argmax(dim=-1).tolist()  # (B,): the greedy rows' tokens in one call
+        ended = [job for b, job in enumerate(self._rows) if not self._advance(job, logits[b], best[b])]
+        if ended:
+            self._leave(ended)
+
+    def _leave(self, jobs: list[Job]) -> None:
+        assert self._cache is not None
+        gone = [b for b, j in enumerate(self._rows) if j in jobs]
+        for src, dst in self._cache.remove_rows(gone):  # the same moves for the jobs as for their rows
+            self._rows[dst] = self._rows[src]
+        del self._rows[len(self._rows) - len(gone):]
+
+    def _step_seq2seq(self, state: _Seq2SeqState) -> None:
+        job = state.job
+        tok = torch.tensor([[job.pending]], dtype=torch.long)
+        h = self.model.decode(tok, None, cache=state.cache, cross_kv=state.cross)  # (1, 1, C)
+        if not self._advance(job, self.model.logits(h[:, -1])[0]):
+            self._seq2seq.remove(state)
+
+
+def wait_idle(engine: Engine, timeout: float = 5.0) -> bool:
+    """True once the engine has nothing running or waiting (tests and shutdown use it)."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        b = engine.busy()
+        if b["running"] == 0 and b["waiting"] == 0:
+            return True
+        time.sleep(0.01)
+    return False
