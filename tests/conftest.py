@@ -18,3 +18,18 @@ def one_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def own_lmkit_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """What lmkit measures about the machine (runtime baseline, past runs' memory) goes to a cache
+    of the test session's own, so a developer's cache never changes a test's figures."""
+    import os
+
+    before = os.environ.get("LMKIT_CACHE")
+    os.environ["LMKIT_CACHE"] = str(tmp_path_factory.mktemp("lmkit-cache"))
+    yield
+    if before is None:
+        os.environ.pop("LMKIT_CACHE", None)
+    else:
+        os.environ["LMKIT_CACHE"] = before

@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 import struct
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import torch
 
@@ -216,6 +217,88 @@ def quantization_error(x: torch.Tensor, dim: int | None = 1) -> dict[str, float]
             "relative_rms": float(err.pow(2).mean().sqrt()) / rms if rms else 0.0}
 
 
+# --------------------------------------------------------------------------- the lesson and the practice
+
+INT8_MIN, INT8_MAX = -128, 127
+# absmax values of a realistic tensor for ``int8_value_table``: a weight or activation tensor whose
+# largest |x| is a few units (trained weight matrices with outliers, LayerNorm outputs)
+TENSOR_ABSMAXES: tuple[float, ...] = (4.0, 8.0)
+
+
+def integer_grid(x: torch.Tensor) -> torch.Tensor:
+    """The course's int8 projection: round to the nearest integer in -128..127, no scale (π -> 3)."""
+    return torch.round(x.detach().to(torch.float32)).clamp_(INT8_MIN, INT8_MAX)
+
+
+def int8_value_table(value: float, absmax: float | None = None,
+                     tensor_absmaxes: tuple[float, ...] = TENSOR_ABSMAXES) -> list[dict[str, Any]]:
+    """What ``value`` becomes in int8, scheme by scheme, as rows of one table.
+
+    First the course's lesson: the integer grid (int8 without a scale, step 1: π -> 3, error
+    -0.14). Then practice, symmetric absmax quantization with the value inside a tensor whose max
+    |x| is each of ``tensor_absmaxes`` (step absmax/127; the error is at most half a step), the
+    ``absmax`` asked for, and last the value as its own range (q = ±127: exact but for fp32
+    rounding, which only the largest entry of a tensor gets). Each row: ``scheme``, ``absmax``
+    (None for the grid), ``q``, ``stored``, ``error``, ``step``, ``overflow`` (clipped).
+    """
+    if not math.isfinite(value):
+        raise LmkitError(f"--value {value}: not a finite number; int8 has no code for nan or inf")
+    grid = float(integer_grid(torch.tensor([value])).item())
+    rows: list[dict[str, Any]] = [{
+        "scheme": "integer grid (int8 as the course first shows it: no scale)", "absmax": None,
+        "q": int(grid), "stored": grid, "error": grid - value, "step": 1.0,
+        "overflow": not INT8_MIN - 0.5 <= value <= INT8_MAX + 0.5}]
+    ranges = [(a, f"absmax {a:g} (the value inside a tensor whose max |x| is {a:g})") for a in tensor_absmaxes]
+    if absmax is not None and all(absmax != a for a, _ in ranges):
+        ranges.append((float(absmax), f"absmax {absmax:g} (--absmax)"))
+    if abs(value) > 0 and all(abs(value) != a for a, _ in ranges):
+        ranges.append((abs(value), "absmax = |value| (the value is its tensor's largest entry)"))
+    for a, label in ranges:
+        r = represent(value, "int8", a)
+        rows.append({"scheme": label, "absmax": a, "q": r.int8_q, "stored": r.stored, "error": r.error,
+                     "step": r.step, "overflow": r.overflow})
+    return rows
+
+
+def int8_scheme_errors(w: torch.Tensor) -> dict[str, Any]:
+    """What each int8 scheme does to a 2-D tensor ``w`` (rows = output channels): the error of the
+    integer grid, of one absmax scale for the whole tensor, and of one per row (what lmkit stores).
+
+    Returns ``shape``, ``absmax`` (whole tensor), ``row_absmax_min`` / ``row_absmax_max`` and, per
+    scheme (``integer_grid``, ``per_tensor``, ``per_channel``), ``max_abs``, ``mean_abs``,
+    ``p99_abs`` (99th percentile of |error|) and ``relative_rms`` (RMS error / RMS of w).
+    """
+    x = w.detach().to(torch.float32)
+    x2 = x.reshape(x.shape[0], -1) if x.dim() >= 2 else x.reshape(1, -1)
+    rms = float(x2.pow(2).mean().sqrt()) if x2.numel() else 0.0
+
+    def stats(back: torch.Tensor) -> dict[str, float]:
+        err = (back - x2).abs().flatten()
+        if not err.numel():
+            return {"max_abs": 0.0, "mean_abs": 0.0, "p99_abs": 0.0, "relative_rms": 0.0}
+        k = max(1, math.ceil(0.99 * err.numel()))
+        return {"max_abs": float(err.max()), "mean_abs": float(err.mean()),
+                "p99_abs": float(err.kthvalue(k).values), "relative_rms": float(err.pow(2).mean().sqrt()) / rms
+                if rms else 0.0}
+
+    row_max = x2.abs().amax(dim=1) if x2.numel() else torch.zeros(1)
+    return {
+        "shape": list(x.shape), "absmax": float(row_max.max()),
+        "row_absmax_min": float(row_max.min()), "row_absmax_max": float(row_max.max()),
+        "integer_grid": stats(integer_grid(x2)),
+        "per_tensor": stats(absmax_dequantize(*absmax_quantize(x2, dim=None))),
+        "per_channel": stats(absmax_dequantize(*absmax_quantize(x2, dim=1))),
+    }
+
+
+def example_tensor(rows: int = 16, cols: int = 1024, seed: int = 0) -> torch.Tensor:
+    """A weight-like example for ``lmkit numerics``: Gaussian rows whose absmax runs evenly from 1
+    to 8 (rows of a trained matrix differ in range, which is what per-channel scales are for)."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(rows, cols, generator=g)
+    return x / x.abs().amax(dim=1, keepdim=True) * torch.linspace(1.0, 8.0, rows)[:, None]
+
+
 # --------------------------------------------------------------------------- command line
 
 
@@ -235,26 +318,37 @@ def parse_value(text: str | float) -> float:
 
 
 def report(value: float, absmax: float | None = None) -> dict[str, object]:
-    """Everything ``lmkit numerics`` shows, as plain data."""
+    """Everything ``lmkit numerics`` shows, as plain data: the formats, ``int8_value`` (the rows of
+    ``int8_value_table``) and ``int8_tensor`` (``int8_scheme_errors`` of ``example_tensor()``)."""
     return {
         "value": value,
         "formats": {
             name: {"info": asdict(format_info(name)), "representation": asdict(represent(value, name, absmax))}
             for name in FORMATS
         },
+        "int8_value": int8_value_table(value, absmax),
+        "int8_tensor": {"about": "16 x 1024 Gaussian rows, row absmax from 1 to 8 (seed 0)",
+                        **int8_scheme_errors(example_tensor())},
     }
 
 
 __all__ = [
     "FORMATS",
+    "INT8_MAX",
+    "INT8_MIN",
     "INT8_QMAX",
+    "TENSOR_ABSMAXES",
     "FormatInfo",
     "Representation",
     "absmax_dequantize",
     "absmax_quantize",
     "bytes_per_value",
+    "example_tensor",
     "float32_bits",
     "format_info",
+    "int8_scheme_errors",
+    "int8_value_table",
+    "integer_grid",
     "parse_value",
     "quantization_error",
     "report",

@@ -15,7 +15,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from lmkit.cli import data, infer, plan, serve, ship, train
+from lmkit.cli import adapt, data, icl, infer, plan, scale, serve, ship, train
 from lmkit.errors import LmkitError
 
 DESCRIPTION = """\
@@ -76,6 +76,9 @@ ADDERS: tuple[Callable[[Any], None], ...] = (
     infer.add_viz,
     plan.add_families,
     serve.add_serve,
+    adapt.add_adapt,
+    icl.add_icl,
+    scale.add_scale,
 )
 # Subcommands whose unknown ``--a.b value`` arguments are config overrides.
 TAKES_OVERRIDES = {"pretrain", "plan"}

@@ -24,6 +24,8 @@ from lmkit.plan.units import parse_count
 if TYPE_CHECKING:
     from lmkit.tokenizer import Tokenizer
 
+DASK_CONNECT_TIMEOUT_S = 3  # --dask tcp://...: how long to wait for the scheduler before failing
+
 
 def add_tokenizer(sub: Any) -> None:
     p = sub.add_parser("tokenizer", help="train a byte-level BPE tokenizer and inspect how it splits words")
@@ -58,11 +60,10 @@ def add_tokenizer(sub: Any) -> None:
 
 def _progress_docs(paths: Sequence[str], text_field: str, lenient: bool, max_docs: int | None,
                    report: Any, desc: str) -> Iterator[str]:
-    from tqdm import tqdm
-
     from lmkit.data.read import iter_documents
+    from lmkit.progress import progress
 
-    bar = tqdm(desc=desc, unit=" docs", file=sys.stderr, dynamic_ncols=True, mininterval=0.5)
+    bar = progress(desc=desc, unit=" docs", mininterval=0.5)
     nbytes = 0
     try:
         for i, doc in enumerate(iter_documents(paths, text_field=text_field, lenient=lenient, report=report)):
@@ -207,7 +208,7 @@ def add_curate(sub: Any) -> None:
                     "  gopher_quality: {min_words: 30}\n  c4: {enabled: false}\n"
                     "  blocklist: {extra: [casino bonus], max_fraction: 0.0}\n"
                     "  minhash: {bands: 20, num_perm: 120, threshold: 0.8}\n\n"
-                    "example:\n  lmkit curate scraped/ books.jsonl.gz --out clean/ --workers 8")
+                    "example:\n  lmkit curate scraped/ books.jsonl.gz --out clean/finance --workers 8")
     p.add_argument("inputs", nargs="+", metavar="RAW", help="files or folders of raw text")
     p.add_argument("--out", required=True, help="output folder (must be new or empty unless --overwrite)")
     p.add_argument("--config", default=None, help="curate YAML: stage order, switches and thresholds")
@@ -241,10 +242,12 @@ def _run_curate(args: argparse.Namespace) -> int:
                                    processes=True, dashboard_address=None)
             client = Client(cluster)
         else:
-            try:
-                client = Client(args.dask)
-            except OSError as e:
-                raise LmkitError(f"--dask {args.dask}: cannot reach the scheduler ({e})") from None
+            try:  # a short connect timeout: Dask's own default waits 30 s for an unreachable scheduler
+                client = Client(args.dask, timeout=DASK_CONNECT_TIMEOUT_S)
+            except (OSError, ValueError, TypeError) as e:
+                raise LmkitError(f"--dask {args.dask}: cannot reach the scheduler at {args.dask} within "
+                                 f"{DASK_CONNECT_TIMEOUT_S} s ({e}); is it running (dask scheduler) and "
+                                 "reachable from here?") from None
     try:
         report = curate(args.inputs, args.out, cfg, workers=args.workers, overwrite=args.overwrite,
                         tokenizer=args.tokenizer, client=client, progress=not args.json)
@@ -280,8 +283,11 @@ def add_mix(sub: Any) -> None:
                     "(a seeded random subset). Without --tokens the mix is the largest one that repeats nothing. "
                     "Writes jsonl.gz shards (source = the source's name) and report.json/report.md with the "
                     "realised proportions.\n\n"
-                    "example (BloombergGPT-style):\n  lmkit mix clean/finance=51% clean/general=49% --out mix/ "
-                    "--tokens 20M")
+                    "examples (BloombergGPT-style):\n"
+                    "  lmkit mix clean/finance=51% clean/general=49% --out mix/              the largest mix "
+                    "that repeats nothing\n"
+                    "  lmkit mix clean/finance=51% clean/general=49% --out mix-1m/ --tokens 1M   exactly 1M tokens "
+                    "(up-samples a source that is short)")
     p.add_argument("sources", nargs="+", metavar="SRC=WEIGHT", help="curated folder/file and its weight (0.51 or 51%%)")
     p.add_argument("--out", required=True, help="output folder (must be new or empty unless --overwrite)")
     p.add_argument("--tokens", default=None, help="total tokens of the mix, e.g. 20M (default: no repeats)")

@@ -19,10 +19,11 @@ from typing import Any
 from lmkit.config import load_model_and_train
 from lmkit.errors import LmkitError
 from lmkit.families import FAMILIES, HOW_TO_CHOOSE, table
-from lmkit.plan.chinchilla import ABOUT_RIGHT_BAND, known_models_table
+from lmkit.plan.chinchilla import ABOUT_RIGHT_BAND, known_models_table, load_scaling_law
 from lmkit.plan.compute import THIS_MACHINE
 from lmkit.plan.make import make_plan
-from lmkit.plan.measure import measure_matmul_peak
+from lmkit.plan.measure import measure_matmul_peak, memory_track_record, runtime_baseline
+from lmkit.plan.memory import CPU_RSS_FACTOR
 from lmkit.plan.units import parse_count
 
 
@@ -41,7 +42,9 @@ def add_plan(sub: Any) -> None:
                     "--this-machine, on this machine's measured matmul peak) at a stated utilisation "
                     "(--utilisation); memory of the weights in fp32/fp16/bf16/int8, training memory by the course's "
                     "rule of thumb (≈ 24 bytes/parameter) and precisely per device (weights + gradients + Adam "
-                    "states sharded by --sharding, activations of one micro-batch, the loss, the runtime), "
+                    "states sharded by --sharding, activations of one micro-batch, the loss, the runtime) with "
+                    "whether that fits in the memory of one --gpu and, if not, what makes it fit (activation "
+                    "checkpointing, a smaller micro-batch, sharding, tensor parallelism) with the memory of each, "
                     "inference memory with the KV cache; the Chinchilla-optimal size for the budget by the rule "
                     "and by the parametric fit L(N,D) = E + A/N^a + B/D^b (Hoffmann et al.'s unrounded "
                     "coefficients, or --fit epoch for Epoch AI's replication), with its predicted loss and the "
@@ -51,8 +54,10 @@ def add_plan(sub: Any) -> None:
                     "  lmkit plan --params 1B                      weights, training memory, optimal tokens\n"
                     "  lmkit plan --flops 5.76e23                  Chinchilla's budget -> ~70B params, 1.4T tokens\n"
                     "  lmkit plan --gpu-hours 1000 --gpu H100      what 1,000 H100-hours buy\n"
-                    "  lmkit plan --config configs/gpu-124m.yaml --gpus 8 --sharding fsdp --json\n"
-                    "  lmkit plan --measure configs/cpu-small.yaml time a few real steps here, predict the run\n"
+                    "  lmkit plan --params 70B --gpu A100 --gpus 2048 --sharding fsdp --seq-len 4096\n"
+                    "                                              does it fit on an A100? what makes it fit\n"
+                    "  lmkit plan --config gpu-124m --gpus 8 --sharding fsdp --json   a shipped recipe, 8 GPUs\n"
+                    "  lmkit plan --measure tiny                   time a few real steps here, predict the run\n"
                     "  lmkit plan --known-models                   GPT-3, Chinchilla, LLaMA ... against the rule")
     p.add_argument("--params", default=None, help="model size: 7e9, 1.5B, 125M (instead of --config)")
     p.add_argument("--tokens", default=None, help="training tokens: 300B, 1.4T, 2e12")
@@ -61,8 +66,9 @@ def add_plan(sub: Any) -> None:
     p.add_argument("--flops", default=None, help="compute budget in FLOPs, e.g. 5.76e23")
     p.add_argument("--pf-days", default=None, help="compute budget in petaFLOP/s-days (1 PF-day = 8.64e19 FLOPs)")
     p.add_argument("--gpu-hours", default=None, help="compute budget in device-hours of --gpu at --utilisation")
-    p.add_argument("--gpu", default="A100", help="accelerator for --gpu-hours: V100, A100, H100, H200, or 'here' "
-                                                 "(this machine, measured) (default A100)")
+    p.add_argument("--gpu", default="A100", help="accelerator for --gpu-hours and the fits / does-not-fit verdict "
+                                                 "on its memory: V100 (32 GiB), A100, H100 (80 GiB), H200 (141 GiB), "
+                                                 "or 'here' (this machine, measured) (default A100)")
     p.add_argument("--gpus", type=int, default=1, help="number of devices the run uses (memory is per device)")
     p.add_argument("--seq-len", type=int, default=None, help="training context length (default: the config's, or 2048)")
     p.add_argument("--micro-batch", type=int, default=None,
@@ -76,6 +82,8 @@ def add_plan(sub: Any) -> None:
                    help="keep only each layer's input and recompute the rest in the backward pass")
     p.add_argument("--fit", default="chinchilla", choices=["chinchilla", "epoch"],
                    help="parametric loss fit: Hoffmann et al. 2022 or Epoch AI's 2024 replication")
+    p.add_argument("--scaling-law", default=None, metavar="FIT.json",
+                   help="plan with your own law: the Approach-3 fit that `lmkit scale fit` wrote (instead of --fit)")
     p.add_argument("--utilisation", type=float, default=0.4,
                    help="fraction of the peak FLOP/s a run achieves (MFU) for device-hours (default 0.4)")
     p.add_argument("--this-machine", action="store_true", help="also time the run on this machine's measured "
@@ -93,9 +101,7 @@ def add_plan(sub: Any) -> None:
 def _run_plan(args: argparse.Namespace) -> int:
     """``lmkit plan``: read flags, make the plan, print tables or one JSON object."""
     if args.measure:  # runs real training steps: lives beside the trainer, not in the pure maths
-        from lmkit.train import calibrate
-
-        return calibrate.cli_measure(args)
+        return _run_measure(args)
     overrides = getattr(args, "overrides", {}) or {}
     cfg = train = None
     source = None
@@ -104,6 +110,8 @@ def _run_plan(args: argparse.Namespace) -> int:
         source = f"{cfg.family} from {args.config}"
     elif overrides:
         raise LmkitError("dotted overrides (--model.x ...) need --config")
+    if args.scaling_law:
+        args.fit = load_scaling_law(args.scaling_law)
     nothing = all(getattr(args, k) is None for k in ("params", "tokens", "flops", "pf_days", "gpu_hours")) and cfg is None
     if args.known_models or nothing:
         if args.json and nothing:
@@ -116,6 +124,7 @@ def _run_plan(args: argparse.Namespace) -> int:
                 print("\n(give --params, --config, --tokens or a budget to plan a run; see lmkit plan --help)")
             return 0
     peak_here = measure_matmul_peak() if args.this_machine else None
+    runtime, runtime_source = runtime_baseline(measure=args.this_machine)
     plan = make_plan(
         params=parse_count(args.params, "--params") if args.params is not None else None,
         tokens=parse_count(args.tokens, "--tokens") if args.tokens is not None else None,
@@ -126,14 +135,51 @@ def _run_plan(args: argparse.Namespace) -> int:
         gpu=args.gpu, n_gpus=args.gpus, seq_len=args.seq_len, micro_batch=args.micro_batch,
         sharding=args.sharding, precision=args.precision,
         checkpointing=True if args.activation_checkpointing else None, fit=args.fit,
-        utilisation=args.utilisation, this_machine_peak=peak_here, source=source,
+        utilisation=args.utilisation, this_machine_peak=peak_here, source=source, runtime_bytes=runtime,
     )
+    plan["memory"]["runtime_source"] = runtime_source
+    plan["memory"]["memory_track_record"] = memory_track_record()[-10:]
     if args.known_models:
         plan["known_models"] = known_models_table(args.fit)
     if args.json:
         print(json.dumps(plan, indent=2))
     else:
         _print_plan(plan)
+    return 0
+
+
+def _duration(s: float) -> str:
+    if s < 120:
+        return f"{s:.1f} s"
+    if s < 7200:
+        return f"{s / 60:.1f} min"
+    return f"{s / 3600:.1f} h"
+
+
+def _run_measure(args: argparse.Namespace) -> int:
+    """``lmkit plan --measure CONFIG``: real training steps timed here, the whole run predicted."""
+    from lmkit.config import load_run_config
+    from lmkit.train.calibrate import measure
+    from lmkit.train.rss import predictable_malloc
+
+    cfg = load_run_config(args.measure, getattr(args, "overrides", {}) or {})
+    rep = measure(cfg, steps=args.measure_steps, show_progress=not args.json)
+    rep["config"] = str(args.measure)
+    if args.json:
+        print(json.dumps(rep, indent=2))
+        return 0
+    r, m = rep["run"], rep["memory"]
+    print(f"lmkit plan --measure {args.measure}: {cfg.model.family}, {rep['params']:,} parameters, on {rep['device']}")
+    print(f"  measured   {rep['steps_measured']} steps after a warm-up: {rep['step_seconds_median']:.3f} s/step "
+          f"(median), {rep['tokens_per_second']:,.0f} tokens/s, MFU {100 * rep['mfu']:.0f}% of "
+          f"{rep['peak_flops'] / 1e9:,.0f} GFLOP/s")
+    print(f"  the run    {r['steps']:,} steps ({r['stop']}) = {r['tokens']:,} tokens, {r['flops']:.3g} FLOPs")
+    print(f"  wall time  {_duration(r['wall_seconds'])} predicted = training {_duration(r['train_seconds'])} + "
+          f"evaluation {_duration(r['eval_seconds'])} (data preparation and checkpoint writes not included)")
+    print(f"  memory     {m['measured_kind']}: {m['measured_bytes'] / 2**30:.2f} GiB; lmkit plan's estimate "
+          f"{m['predicted_bytes'] / 2**30:.2f} GiB (measured/predicted {m['measured_over_predicted']:.2f})")
+    if rep["device"] == "cpu" and not predictable_malloc():
+        print(f"             (this allocator keeps freed blocks: RSS typically ≈ {CPU_RSS_FACTOR}x the estimate)")
     return 0
 
 
@@ -162,7 +208,7 @@ def _hours(h: float) -> str:
     return f"{h:,.0f} h ({h / 24:,.0f} days)"
 
 
-def _print_known_models(fit: str = "chinchilla") -> None:
+def _print_known_models(fit: Any = "chinchilla") -> None:
     """The well-known models against the rule, as a table."""
     lo, hi = ABOUT_RIGHT_BAND
     print(f"Well-known models against Chinchilla's ≈20 tokens per parameter ('about right' = {lo:g}-{hi:g} "
@@ -201,8 +247,21 @@ def _print_plan(p: dict[str, Any]) -> None:
           f"{s['micro_batch']} x {s['seq_len']}{', activation checkpointing' if s['activation_checkpointing'] else ''}):"
           f" {_gb(t['total'])}")
     print(f"      weights {_gb(t['weights'])} + gradients {_gb(t['gradients'])} + Adam {_gb(t['optimizer'])}"
-          f" + activations {_gb(t['activations'])} + loss {_gb(t['loss'])} + runtime {_gb(t['runtime'])}")
-    print(f"      (Korthikanti et al.'s 16-bit GPT activations for this shape: {_gb(m['korthikanti_activation_bytes'])})")
+          f" + activations {_gb(t['activations'])} + loss {_gb(t['loss'])} + runtime {_gb(t['runtime'])}"
+          + (f" − {_gb(-t['not_at_once'])} (gradients and activations are not all there at once)"
+             if t.get("not_at_once") else ""))
+    if m.get("runtime_source"):
+        print(f"      runtime: {m['runtime_source']}")
+    if m.get("memory_track_record"):
+        errs = m["memory_track_record"]
+        print(f"      how sure: the last {len(errs)} runs here measured {100 * min(errs):+.0f}% to "
+              f"{100 * max(errs):+.0f}% of lmkit's prediction (peak RSS of the process)")
+    print(f"      activations {_gb(t['activations'])}: lmkit's model, fused attention (no T×T scores kept), "
+          "fp32 residual stream")
+    print(f"      Korthikanti et al.'s 16-bit GPT for this shape: {_gb(m['korthikanti_activation_bytes'])} without fused "
+          f"attention (scores, softmax, dropout kept), {_gb(m['korthikanti_fused_attention_activation_bytes'])} with it")
+    if m.get("fit"):
+        _print_fit(m["fit"], s["gpus"])
     i, st = m["inference_breakdown"], m["inference_settings"]
     print(f"  inference ({st['weights']} weights, batch {st['batch']} x {st['context']} context): {_gb(i['total'])}"
           f" = weights {_gb(i['weights'])} + KV cache {_gb(i['kv_cache'])} + workspace {_gb(i['workspace'])}"
@@ -219,14 +278,39 @@ def _print_plan(p: dict[str, Any]) -> None:
         print(f"\nnote: {note}")
 
 
+def _print_fit(f: dict[str, Any], gpus: int) -> None:
+    """The verdict for the named device, and what would make the run fit, with the memory of each."""
+    cap = f"{f['device']} ({f['capacity_bytes'] / 2**30:.0f} GiB = {_gb(f['capacity_bytes'])})"
+    if f["fits"]:
+        print(f"  FITS on one {cap}: {_gb(f['needed_bytes'])} per device, {_gb(f['headroom_bytes'])} to spare")
+        return
+    print(f"  DOES NOT FIT on one {cap}: needs {_gb(f['needed_bytes'])} per device, "
+          f"{_gb(-f['headroom_bytes'])} too much. What makes it fit:")
+    for x in f["suggestions"]:
+        flags = f"  [{x['flags']}]" if x["flags"] else ""
+        print(f"    {x['change']:<44} {_gb(x['bytes']):>10} per device  {'fits' if x['fits'] else 'does not fit'}"
+              f"{flags}\n      ({x['note']})")
+    fit = f["fitting"]
+    if fit is None:
+        print("    none of these, nor them combined, fits: a larger device, or fewer parameters or a shorter context")
+    elif fit["note"] == "combined":
+        print(f"    no single change is enough; combined: {fit['change']}: {_gb(fit['bytes'])} per device"
+              + (f"  [{fit['flags']}]" if fit["flags"] else ""))
+
+
 def add_numerics(sub: Any) -> None:
     p = sub.add_parser(
         "numerics", help="fp32, fp16, bf16 and int8: bits, range, precision, and what a number becomes",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Show the four number formats a model is stored and run in: sign/exponent/fraction bits, "
                     "largest value, smallest normal value, machine epsilon, and what --value becomes in each "
-                    "(with the step to the next representable number near it and its bit pattern). int8 is "
-                    "symmetric absmax quantization: q = round(x * 127/absmax), x ~ q * absmax/127.\n\n"
+                    "(with the step to the next representable number near it and its bit pattern).\n\n"
+                    "int8 is shown twice. First as the course introduces it: the integers -128..127 with no "
+                    "scale, where pi is projected to 3 (error -0.14). Then as it is used on tensors: symmetric "
+                    "absmax quantization, q = round(x * 127/absmax), x ~ q * absmax/127, with the value inside "
+                    "a tensor whose max |x| is 4 or 8 (step absmax/127, error at most half a step), and on an "
+                    "example weight matrix with one scale for the whole tensor against one per output channel "
+                    "(row), the scheme lmkit quantize stores.\n\n"
                     "examples:\n  lmkit numerics                 pi in every format\n"
                     "  lmkit numerics --value 70000   beyond fp16's range (65,504)\n"
                     "  lmkit numerics --value 0.1 --absmax 4 --json")
@@ -248,7 +332,7 @@ def _g(x: float | None, digits: int = 8) -> str:
 def _run_numerics(args: argparse.Namespace) -> int:
     """``lmkit numerics``: the four formats, and what --value becomes in each."""
     # torch: loaded only when this command runs
-    from lmkit.numerics import FORMATS, format_info, parse_value, report, represent
+    from lmkit.numerics import FORMATS, format_info, int8_value_table, parse_value, report, represent
 
     value = parse_value(args.value)
     rep = report(value, args.absmax)
@@ -271,19 +355,53 @@ def _run_numerics(args: argparse.Namespace) -> int:
     print(head)
     print("-" * len(head))
     for name in FORMATS:
+        if name == "int8" and args.absmax is None:  # the course's int8 first: integers, no scale
+            g = int8_value_table(value)[0]
+            q = int(g["q"])
+            print(f"{name:<6} {repr(g['stored']):<22} {_g(g['error'], 3):>12} {_g(g['step'], 4):>13}  "
+                  f"{format(q & 0xFF, '08b')[0]} {format(q & 0xFF, '08b')[1:]}" + ("   CLIPPED" if g["overflow"] else ""))
+            continue
         r = represent(value, name, args.absmax)
         stored = repr(r.stored) if math.isfinite(r.stored) else _g(r.stored)
         print(f"{name:<6} {stored:<22} {_g(r.error, 3):>12} {_g(r.step, 4):>13}  {r.bits}"
               + ("   OVERFLOW" if r.overflow else "") + ("   UNDERFLOW (stored as 0)" if r.underflow else ""))
-    r8 = represent(value, "int8", args.absmax)
-    print("(int8's stored value is the dequantised q · scale; its step is the scale.)")
-    print(f"\nint8 is symmetric absmax quantization: q = round(x · 127/absmax) = {r8.int8_q}, with "
-          f"absmax = {_g(r8.int8_absmax)} (factor 127/absmax = {_g(r8.int8_factor)}); "
-          f"x ≈ q · {_g(r8.int8_scale)}.")
     if args.absmax is None:
-        print("The range defaults to |value| itself; pass --absmax to quantize it inside a wider "
-              "tensor's range, as per-channel weight quantization does.")
+        print("(int8 above: the integer grid -128..127 with no scale, as the course introduces it; the tables "
+              "below add the scale that makes int8 usable, absmax quantization inside a tensor.)")
+    else:
+        r8 = represent(value, "int8", args.absmax)
+        print(f"(int8 above: symmetric absmax quantization with absmax {_g(r8.int8_absmax)}: q = round(x · "
+              f"127/absmax) = {r8.int8_q}, x ≈ q · {_g(r8.int8_scale)}; the stored value is the dequantised "
+              "q · scale, the step is the scale.)")
+    _print_int8_lesson(rep)
     return 0
+
+
+def _print_int8_lesson(rep: dict[str, Any]) -> None:
+    """int8 of the value scheme by scheme, then the schemes' errors on the example tensor."""
+    print(f"\nint8 of {rep['value']!r}: the integer grid first (the course), then absmax scaling inside a tensor")
+    head = f"{'scheme':<62} {'q':>5} {'stored':>12} {'error':>11} {'step':>9} {'max error':>10}"
+    print(head)
+    print("-" * len(head))
+    for r in rep["int8_value"]:
+        print(f"{r['scheme']:<62} {r['q']:>5} {_g(r['stored'], 8):>12} {_g(r['error'], 3):>11} "
+              f"{_g(r['step'], 3):>9} {_g(r['step'] / 2, 3):>10}" + ("   CLIPPED" if r["overflow"] else ""))
+    print("(max error: half a step, the most round-to-nearest can be off; the integer grid keeps no fraction "
+          "at all, absmax scaling spends all 255 codes on the tensor's own range)")
+    t = rep["int8_tensor"]
+    print(f"\nint8 of a tensor: {t['about']} (shape {'x'.join(str(n) for n in t['shape'])}, absmax "
+          f"{_g(t['absmax'], 3)})")
+    head = f"{'scheme':<46} {'relative RMS error':>18} {'mean |error|':>13} {'p99 |error|':>12} {'max |error|':>12}"
+    print(head)
+    print("-" * len(head))
+    for key, label in (("integer_grid", "integer grid (no scale)"),
+                       ("per_tensor", "absmax per tensor (one scale: 8/127)"),
+                       ("per_channel", "absmax per channel (a scale per row: lmkit)")):
+        e = t[key]
+        print(f"{label:<46} {100 * e['relative_rms']:>17.2f}% {_g(e['mean_abs'], 3):>13} {_g(e['p99_abs'], 3):>12} "
+              f"{_g(e['max_abs'], 3):>12}")
+    print("(per channel, each row's step is its own absmax/127, so the rows with a small range keep their "
+          "precision; lmkit quantize reports the same table for every layer of a checkpoint)")
 
 
 def add_families(sub: Any) -> None:

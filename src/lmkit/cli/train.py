@@ -43,8 +43,11 @@ def add_pretrain(sub: Any) -> None:
                     "what the run was trained on (checked: the tokenizer's sha256, the source files and their "
                     "sizes, the shards' token counts); --new-data continues on other data (data.* may then "
                     "change; it is packed with the run's tokenizer, and meta.json records the switch).\n\n"
-                    "example:\n  lmkit pretrain --config configs/cpu-small.yaml --data corpus/ --out runs/small\n"
-                    "  lmkit pretrain --out runs/small --resume --max-steps 5000\n"
+                    "A recipe is a YAML file or the name of one lmkit ships: tiny (seconds), cpu-small (minutes "
+                    "on a laptop CPU), gpu-124m (GPT-2 small, a GPU), and -encoder / -encdec variants.\n\n"
+                    "examples:\n"
+                    "  lmkit pretrain --config tiny --data corpus/ --out runs/small       seconds on a CPU\n"
+                    "  lmkit pretrain --out runs/small --resume --max-steps 80           continue it to 80 steps\n"
                     "  torchrun --nproc_per_node 8 -m lmkit.cli pretrain --config configs/gpu-124m.yaml "
                     "--data shards/ --train.distributed fsdp")
     p.add_argument("--config", default=None,
@@ -121,6 +124,10 @@ def _run_pretrain(args: argparse.Namespace) -> int:
             if ev:
                 print(f"held-out loss {ev['loss']:.3f}, perplexity {ev['perplexity']:.1f}"
                       + (f", bits/byte {ev['bits_per_byte']:.3f}" if "bits_per_byte" in ev else ""))
+            mem = summary.get("memory")
+            if mem and mem.get("error") is not None:
+                print(f"memory:     {mem['measured_kind']} {mem['measured_bytes'] / 1e6:,.1f} MB; lmkit plan predicted "
+                      f"{mem['predicted_bytes'] / 1e6:,.1f} MB ({100 * mem['error']:+.1f}%)")
             print(f"checkpoint: {summary['checkpoint']}")
             print(f"metrics:    {summary['metrics']}" + (f"\nloss curve: {summary['loss_curve']}" if summary["loss_curve"] else ""))
     if dist.is_initialized():

@@ -27,7 +27,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -198,13 +197,13 @@ def mix(sources: Sequence[MixSource], out: str | Path, total_tokens: int | None 
         tokenizer: str | None = None, text_field: str = "text", overwrite: bool = False,
         shard_docs: int = 100_000, progress: bool = True) -> dict[str, Any]:
     """Build the mix into ``out`` (shards + report.json + report.md); returns the report."""
-    from tqdm import tqdm
+    from lmkit.progress import progress as progress_bar
 
     out = Path(out).expanduser()
     check_out_dir(out, overwrite, [s.path for s in sources], ours=OUR_FILES, kind="curate/mix output")
     count, counter_name = _counter(tokenizer)
     t0 = time.perf_counter()
-    bar = tqdm(desc="count tokens", unit="doc", file=sys.stderr, disable=not progress, dynamic_ncols=True)
+    bar = progress_bar(desc="count tokens", unit="doc", disable=not progress)
     try:
         doc_tokens = [count_tokens(s, count, text_field, bar) for s in sources]
     finally:
@@ -219,7 +218,7 @@ def mix(sources: Sequence[MixSource], out: str | Path, total_tokens: int | None 
     got_docs = [0] * len(plans)
     index = {p.source.name: i for i, p in enumerate(plans)}
     total_docs = int(sum(int(p.copies.sum()) for p in plans))
-    bar = tqdm(desc="mix", total=total_docs, unit="doc", file=sys.stderr, disable=not progress, dynamic_ncols=True)
+    bar = progress_bar(desc="mix", total=total_docs, unit="doc", disable=not progress)
     try:
         buf: list[tuple[str, str, str]] = []
         for doc_id, text, name, toks in iter_mix(plans, text_field):

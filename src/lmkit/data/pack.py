@@ -192,7 +192,7 @@ def pack(docs: Iterable[Document], tokenizer: Tokenizer, out_dir: str | Path, va
     ``fingerprint`` (what the inputs were) and ``split_salt`` (changes which documents are held
     out) are recorded in ``meta.json``. The tokenizer is saved as ``out_dir/tokenizer.json``.
     """
-    from tqdm import tqdm
+    from lmkit.progress import progress
 
     out = Path(out_dir)
     if not 0 <= val_fraction < 1:
@@ -218,8 +218,7 @@ def pack(docs: Iterable[Document], tokenizer: Tokenizer, out_dir: str | Path, va
         sources: list[str] = []
         source_idx: dict[str, int] = {}
         verified = not tokenizer.fast
-        bar = tqdm(desc="packing", unit=" docs", file=sys.stderr, disable=not show_progress,
-                   dynamic_ncols=True, mininterval=0.5)
+        bar = progress(desc="packing", unit=" docs", disable=not show_progress, mininterval=0.5)
         batch: list[Document] = []
         batch_chars = 0
         totals = {"bytes": 0, "tokens": 0}
@@ -430,11 +429,11 @@ def prepare(data_cfg: DataConfig, out_dir: str | Path, vocab_size: int, seed: in
 
     tok = given_tok
     if tok is None:
-        from tqdm import tqdm
+        from lmkit.progress import progress
 
         report = ReadReport()
-        bar = tqdm(read(report), desc="reading for tokenizer", unit=" docs", file=sys.stderr,
-                   disable=not show_progress, dynamic_ncols=True, mininterval=0.5)
+        bar = progress(read(report), desc="reading for tokenizer", unit=" docs", disable=not show_progress,
+                       mininterval=0.5)
         tok = train_tokenizer((d.text for d in bar), vocab_size=vocab, min_frequency=2,
                               show_progress=show_progress and sys.stderr.isatty())
         bar.close()

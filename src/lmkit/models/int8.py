@@ -18,6 +18,7 @@ checkpoint loader, export and the model card read quantized checkpoints through 
   describes (before its weights are loaded), :func:`dequantized_state` turns the stored tensors
   back into float32 weights, :func:`quant_label` names the format in one line.
 - :func:`memory_bytes`: what a model's tensors take in memory, quantized or not.
+- :func:`int8_layer_errors`: the error of each int8 scheme on each weight to be quantized.
 
 Imports nothing from lmkit but ``lmkit.errors`` and ``lmkit.numerics``.
 """
@@ -33,7 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lmkit.errors import LmkitError
-from lmkit.numerics import absmax_dequantize, absmax_quantize, torch_dtype
+from lmkit.numerics import absmax_dequantize, absmax_quantize, int8_scheme_errors, torch_dtype
 
 INT8_METHOD = "int8-absmax-per-channel"
 CAST_METHOD = "cast"
@@ -121,6 +122,21 @@ def _replace(model: nn.Module, name: str, new: nn.Module) -> None:
     parent_name, _, child = name.rpartition(".")
     parent = model.get_submodule(parent_name) if parent_name else model
     setattr(parent, child, new)
+
+
+def int8_layer_errors(model: nn.Module) -> list[dict[str, Any]]:
+    """What int8 does to each weight that :func:`quantize_int8` would replace, before replacing it.
+
+    One row per module: ``name``, ``kind`` (Linear / Embedding) and
+    ``lmkit.numerics.int8_scheme_errors`` of its weight: the integer grid (the course's int8 without
+    a scale), one absmax scale for the whole matrix, and one per output channel (what is stored).
+    """
+    rows = []
+    with torch.no_grad():
+        for name in _int8_targets(model):
+            m = model.get_submodule(name)
+            rows.append({"name": name, "kind": type(m).__name__, **int8_scheme_errors(m.weight)})
+    return rows
 
 
 def quantize_int8(model: nn.Module) -> list[str]:
@@ -211,4 +227,4 @@ def memory_bytes(model: nn.Module) -> int:
 
 
 __all__ = ["CAST_METHOD", "INT8_METHOD", "MIN_EMBEDDING_ROWS", "Int8Embedding", "Int8Linear", "dequantized_state",
-           "memory_bytes", "prepare_quantized", "quant_label", "quantize_int8"]
+           "int8_layer_errors", "memory_bytes", "prepare_quantized", "quant_label", "quantize_int8"]

@@ -188,14 +188,14 @@ class KVCache:
     def capacity(self) -> int:
         return self.k[0].shape[0]
 
-    def add_row(self, row: KVCache) -> int:
-        """Copy a one-row cache (e.g. a freshly read prompt) into the next free slot; its index."""
+    def add_row(self, source: KVCache, row: int = 0) -> int:
+        """Copy one row of a plain cache (e.g. a freshly read prompt) into the next free slot; its index."""
         assert self.lengths is not None
-        i, n = self.lengths.shape[0], row.length
+        i, n = self.lengths.shape[0], source.length
         if i == self.capacity:
             raise ValueError(f"all {self.capacity} slots of the KV cache are in use")
-        for dst, src in zip(self.k + self.v, row.k + row.v):
-            dst[i, :, :n] = src[0, :, :n]
+        for dst, src in zip(self.k + self.v, source.k + source.v):
+            dst[i, :, :n] = src[row, :, :n]
         self.lengths = torch.cat([self.lengths, self.lengths.new_tensor([n])])
         return i
 

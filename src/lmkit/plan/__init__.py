@@ -5,6 +5,7 @@ Every figure lmkit prints about cost comes from here, so the trainer's MFU, the 
 
 - ``compute``: parameter counts, FLOPs per token, 6·N·D, PF-days, MFU, device-hours, datasheet peaks
 - ``memory``: weights, model states under sharding, activations, training and inference peaks, KV cache
+- ``fit``: the accelerators' memory; does a run fit, and what makes it fit (``lmkit.plan.fit``)
 - ``chinchilla``: the 20-tokens-per-parameter rule, the loss fits, verdicts, well-known models
 - ``spans``: span corruption's token counts (shared with ``lmkit.objectives``)
 - ``units``: ``parse_count`` (``1.5B`` -> 1.5e9), lmkit's one count parser

@@ -82,11 +82,32 @@ FITS: dict[str, ScalingFit] = {
 }
 
 
-def get_fit(name: str) -> ScalingFit:
+def get_fit(name: str | ScalingFit) -> ScalingFit:
+    if isinstance(name, ScalingFit):  # a law the user fitted (load_scaling_law)
+        return name
     try:
         return FITS[name]
     except KeyError:
         raise LmkitError(f"unknown scaling fit {name!r} (known: {', '.join(FITS)})") from None
+
+
+def load_scaling_law(path: str) -> ScalingFit:
+    """The Approach-3 law of an ``lmkit scale fit`` output (its fit.json) as a ScalingFit."""
+    import json
+    from pathlib import Path
+
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise LmkitError(f"{path}: cannot read a scaling-law fit ({e})") from None
+    law: Any = (data.get("approach3") or {}).get("law") if isinstance(data, dict) else None
+    try:
+        return ScalingFit(f"scale fit ({Path(path).name})", E=float(law["E"]), A=float(law["A"]), B=float(law["B"]),
+                          alpha=float(law["alpha"]), beta=float(law["beta"]),
+                          source=f"lmkit scale fit of {data.get('points', '?')} (approach 3)")
+    except (TypeError, KeyError, ValueError):
+        raise LmkitError(f"{path}: has no Approach-3 law (approach3.law with E, A, B, alpha, beta); "
+                         "refit with lmkit scale fit --approach 3") from None
 
 
 def rule_optimal(flops: float, tokens_per_param: float = TOKENS_PER_PARAM) -> tuple[float, float]:
@@ -134,7 +155,7 @@ KNOWN_MODELS: tuple[KnownModel, ...] = (
 )
 
 
-def known_models_table(fit: str = "chinchilla") -> list[dict[str, Any]]:
+def known_models_table(fit: str | ScalingFit = "chinchilla") -> list[dict[str, Any]]:
     """Each well-known model with its compute (6ND), tokens/parameter, the rule's compute-optimal
     size for that compute, and its verdict."""
     f = get_fit(fit)
@@ -159,6 +180,7 @@ __all__ = [
     "ScalingFit",
     "get_fit",
     "known_models_table",
+    "load_scaling_law",
     "rule_optimal",
     "shape_for_params",
     "verdict",

@@ -16,6 +16,7 @@ from lmkit.errors import LmkitError
 from lmkit.plan.chinchilla import (
     ABOUT_RIGHT_BAND,
     TOKENS_PER_PARAM,
+    ScalingFit,
     get_fit,
     rule_optimal,
     shape_for_params,
@@ -33,8 +34,10 @@ from lmkit.plan.compute import (
     pf_days,
     training_flops,
 )
+from lmkit.plan.fit import fit_on_device
 from lmkit.plan.measure import measure_matmul_peak
 from lmkit.plan.memory import (
+    RUNTIME_BASELINE_BYTES,
     SHARDINGS,
     inference_memory,
     korthikanti_activation_bytes,
@@ -42,6 +45,17 @@ from lmkit.plan.memory import (
     training_rule_of_thumb_bytes,
     weights_bytes,
 )
+
+ACTIVATION_ASSUMPTIONS = {
+    "activations": "lmkit's model as it trains: fused attention (scaled_dot_product_attention keeps q, k, v, "
+                   "its output and a log-sum-exp per row, never the T x T scores), fp32 residual stream under "
+                   "autocast, SwiGLU MLP",
+    "korthikanti_activation_bytes": "Korthikanti et al. 2022's GPT without fused attention: "
+                                    "s*b*h*(34 + 5*a*s/h) bytes per layer at 16 bits, the 5*a*s/h term being the "
+                                    "attention scores, softmax and dropout mask kept for the backward pass",
+    "korthikanti_fused_attention_activation_bytes": "the same formula with fused attention (the 5*a*s/h term "
+                                                    "dropped): s*b*h*34 bytes per layer",
+}
 
 
 def tokens_of_run(train: TrainConfig, params: float, seq_len: int, per_token_flops: float) -> float | None:
@@ -63,18 +77,20 @@ def make_plan(*, params: float | None = None, tokens: float | None = None, cfg: 
               train: TrainConfig | None = None, flops: float | None = None, budget_pf_days: float | None = None,
               budget_gpu_hours: float | None = None, gpu: str = "A100", n_gpus: int = 1,
               seq_len: int | None = None, micro_batch: int | None = None, sharding: str = "ddp",
-              precision: str | None = None, checkpointing: bool | None = None, fit: str = "chinchilla",
+              precision: str | None = None, checkpointing: bool | None = None, fit: str | ScalingFit = "chinchilla",
               utilisation: float = DEFAULT_MFU, this_machine_peak: float | None = None,
-              source: str | None = None) -> dict[str, Any]:
+              source: str | None = None, runtime_bytes: float | None = None) -> dict[str, Any]:
     """Everything ``lmkit plan`` reports, as one JSON-ready dict.
 
     Give a model (``params`` or ``cfg``) and/or tokens and/or a budget (``flops``,
     ``budget_pf_days`` or ``budget_gpu_hours`` on ``gpu``). Missing pieces are derived: with a
     budget and no model, the rule's compute-optimal size; with a model and no tokens, the run
     config's stop conditions or else 20 tokens per parameter; with a budget and a model, the tokens
-    it affords.
+    it affords. ``runtime_bytes``: the runtime's own resident memory (this machine's measured
+    baseline, see ``lmkit.plan.measure.runtime_baseline``); lmkit's default when None.
     """
     f = get_fit(fit)
+    runtime = RUNTIME_BASELINE_BYTES if runtime_bytes is None else float(runtime_bytes)
     if sharding not in SHARDINGS:
         raise LmkitError(f"--sharding must be one of {'|'.join(SHARDINGS)}, got {sharding!r}")
     if n_gpus < 1:
@@ -152,9 +168,11 @@ def make_plan(*, params: float | None = None, tokens: float | None = None, cfg: 
     mb = int(micro_batch or ((train.micro_batch_size or train.batch_size) if train is not None else 1))
     prec = precision or (train.precision if train is not None else ("fp32" if cfg is not None else "bf16"))
     ckpt = bool(checkpointing if checkpointing is not None else (train.activation_checkpointing if train else False))
-    mem_train = training_memory(shape, n_params, mb, S, prec, sharding, n_gpus, ckpt)
+    mem_train = training_memory(shape, n_params, mb, S, prec, sharding, n_gpus, ckpt, runtime_bytes=runtime)
     weight_fmt = "fp32" if prec == "fp32" else prec
-    mem_inf = inference_memory(shape, n_params, mb, S, weight_fmt)
+    mem_inf = inference_memory(shape, n_params, mb, S, weight_fmt, runtime_bytes=runtime)
+    fit_here = fit_on_device(shape, n_params, gpu_key, micro_batch=mb, seq_len=S, precision=prec, sharding=sharding,
+                             n_gpus=n_gpus, checkpointing=ckpt, runtime_bytes=runtime)
     gpu_table = {k: gpu_hours(total_flops, p, utilisation) for k, p in peak_of.items()}
 
     chin_budget = budget if budget is not None else flops_6nd
@@ -193,6 +211,10 @@ def make_plan(*, params: float | None = None, tokens: float | None = None, cfg: 
     "seq_len": S, "activation_checkpointing": ckpt},
             "korthikanti_activation_bytes": korthikanti_activation_bytes(S, mb, shape.d_model, shape.n_heads,
     shape.n_layers, ckpt),
+            "korthikanti_fused_attention_activation_bytes": korthikanti_activation_bytes(
+                S, mb, shape.d_model, shape.n_heads, shape.n_layers, ckpt, fused_attention=True),
+            "activation_assumptions": ACTIVATION_ASSUMPTIONS,
+            "fit": fit_here,
             "inference_bytes": mem_inf["total"],
             "inference_breakdown": mem_inf,
             "inference_settings": {"weights": weight_fmt, "batch": mb, "context": S},
@@ -215,4 +237,4 @@ def make_plan(*, params: float | None = None, tokens: float | None = None, cfg: 
     }
 
 
-__all__ = ["make_plan", "tokens_of_run"]
+__all__ = ["ACTIVATION_ASSUMPTIONS", "make_plan", "tokens_of_run"]

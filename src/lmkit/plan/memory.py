@@ -15,13 +15,14 @@ from lmkit.plan.compute import count_params, decoded_target_len
 
 RULE_OF_THUMB_EXTRA_BYTES = 20  # course: gradients, 2 Adam states, activations, temporaries per parameter
 # Resident memory of an lmkit training process whatever its model: Python, torch, lmkit, the
-# tokenizer, the memory-mapped shards and the kernels torch loads on the first step, evaluation and
-# the loss-curve plot (tests/test_plan.py measures a whole run of a negligible model against it).
-# A CUDA context costs a similar few hundred MB of device memory.
-RUNTIME_BASELINE_BYTES = int(0.40 * 2**30)
-# On a CPU, glibc's malloc keeps freed activation blocks mapped, so a process's peak RSS runs above
-# the bytes its tensors need at once by about this factor; with MALLOC_MMAP_THRESHOLD_=131072 in
-# the environment the RSS follows the estimate.
+# tokenizer, the memory-mapped shards and the kernels torch loads on the first step, evaluation, a
+# checkpoint, the TensorBoard writer and the loss-curve plot. The default is what the probe
+# (lmkit.train.rss_probe: a whole run of a negligible model) measured on a 2-core x86-64 Linux
+# machine with torch 2.13; `lmkit plan --this-machine` measures and caches this machine's own.
+# A CUDA context costs a similar few hundred MB of device memory (not in torch's allocator figures).
+RUNTIME_BASELINE_BYTES = 476_000_000
+# Without lmkit's allocator setting (LMKIT_MALLOC=glibc), glibc's malloc keeps freed activation
+# blocks resident, so a CPU process's peak RSS runs about this factor above the estimate.
 CPU_RSS_FACTOR = 1.25
 LOSS_CHUNK = 1024  # rows of logits lmkit's fused linear cross-entropy holds at a time (models.layers)
 
@@ -66,11 +67,15 @@ def model_state_bytes(params: float, precision: str = "fp32", sharding: str = "d
 
 
 def korthikanti_activation_bytes(seq_len: int, micro_batch: int, d_model: int, n_heads: int, n_layers: int,
-                                 recompute: bool = False) -> float:
+                                 recompute: bool = False, fused_attention: bool = False) -> float:
     """Activations of a GPT stack at 16-bit (Korthikanti et al. 2022, no tensor/sequence parallelism):
-    s·b·h·(34 + 5·a·s/h) bytes per layer; with full recomputation only the layer inputs, 2·s·b·h."""
+    s·b·h·(34 + 5·a·s/h) bytes per layer, where 5·a·s/h counts the attention scores, their softmax
+    and its dropout mask, which an unfused attention keeps; ``fused_attention`` drops that term
+    (a fused kernel never stores them): s·b·h·34. With full recomputation only the layer inputs,
+    2·s·b·h."""
     s, b, h, a = float(seq_len), float(micro_batch), float(d_model), float(n_heads)
-    per_layer = 2 * s * b * h if recompute else s * b * h * (34 + 5 * a * s / h)
+    scores = 0.0 if fused_attention else 5 * a * s / h
+    per_layer = 2 * s * b * h if recompute else s * b * h * (34 + scores)
     return n_layers * per_layer
 
 
@@ -164,8 +169,13 @@ def training_memory(cfg: ModelConfig, params: float | None = None, micro_batch: 
 
     weights + gradients + Adam states (``model_state_bytes``, 16 B/parameter before sharding)
     + activations of one micro-batch (``activation_bytes``) + the runtime's own resident memory.
-    An upper bound by at most the gradients (4 B/parameter): lmkit frees gradients after each
-    step, so they do not yet exist when the activations peak at the end of the forward pass.
+    In one process without activation checkpointing the gradients and the activations are never
+    all there at once: lmkit frees the gradients after each step (``zero_grad(set_to_none)``), so
+    at the end of the forward pass, where activations peak, gradients do not exist yet, and in the
+    backward pass each gradient appears as activations are freed. The peak is then weights + Adam
+    + the larger of (activations + loss) and gradients: ``not_at_once`` is the negative part that
+    takes the smaller one back out. With DDP's persistent gradient buckets, with sharding, or with
+    checkpointing (gradients accumulate while layers are recomputed) everything counts.
     ``params`` overrides the count from ``cfg`` (when cfg only stands for a shape).
     """
     n = float(params if params is not None else count_params(cfg).total)
@@ -173,6 +183,9 @@ def training_memory(cfg: ModelConfig, params: float | None = None, micro_batch: 
     acts = activation_bytes(cfg, micro_batch, seq_len, precision, checkpointing)
     out = {**states, "activations": acts["layers"] + acts["outside"], "loss": acts["loss"],
            "runtime": float(runtime_bytes)}
+    out["not_at_once"] = 0.0
+    if n_gpus == 1 and not checkpointing:
+        out["not_at_once"] = -min(states["gradients"], out["activations"] + out["loss"])
     out["total"] = sum(out.values())
     return out
 

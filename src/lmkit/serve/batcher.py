@@ -1,9 +1,9 @@
 """Dynamic batching over the KV cache: the engine that decodes every request of ``lmkit serve``.
 
-One engine thread owns the model. Each request's choice is a :class:`Job`. A new job is read
-alone (its prompt "prefill" fills a one-row :class:`~lmkit.models.layers.KVCache`, and gives the
-log-probabilities of the prompt's own tokens for ``echo``); its first token is chosen, and its
-cache row then joins the running batch. Every decode step feeds the latest
+One engine thread owns the model. Each request's choice is a :class:`Job`. New jobs' prompts are
+read first (the "prefill", which fills a :class:`~lmkit.models.layers.KVCache` and gives the
+log-probabilities of the prompt's own tokens for ``echo``; prompts of the same length together);
+each job's first token is chosen, and its cache row then joins the running batch. Every decode step feeds the latest
 token of all running rows at once, each at its own position (a ragged cache: rows of different
 lengths side by side, in a pool of request slots), so eight concurrent requests cost about one
 step, not eight. A new row is copied into the next free slot (``KVCache.add_row``); a finished or
@@ -167,8 +167,7 @@ class Engine:
                     return
                 room = self.max_batch - len(self._rows) - len(self._seq2seq)
                 new = [self._waiting.popleft() for _ in range(min(room, len(self._waiting)))]
-            for job in new:
-                self._guarded(job, self._start)
+            self._start_all(new)
             if self._rows:
                 self._step_batch()
             for state in list(self._seq2seq):
@@ -188,40 +187,65 @@ class Engine:
             self._leave([job])
         self._seq2seq = [s for s in self._seq2seq if s.job is not job]
 
-    def _start(self, job: Job) -> None:
-        """Prefill one job alone; report echoed prompt tokens; choose its first token."""
-        if job.cancelled.is_set():
-            self.stats["cancelled"] += 1
-            return
-        if not job.settings.greedy:
-            job.generator, _ = make_generator(job.settings.seed)
-        job.text = TextStream(job.stop)
-        ids = torch.tensor([job.prompt_ids], dtype=torch.long)
-        if self.family == "encdec":
-            enc = self.model.encode(ids)
-            cache = self.model.new_cache(1, max(1, job.max_tokens))
-            state = _Seq2SeqState(job, cache, self.model.cross_kv(enc))
+    def _start_all(self, jobs: list[Job]) -> None:
+        """Read the prompts of new jobs: decoder prompts of the same length together (one batched
+        prefill), encoder-decoder jobs one by one; then each job's first token."""
+        live = []
+        for job in jobs:
+            if job.cancelled.is_set():
+                self.stats["cancelled"] += 1
+                continue
+            if not job.settings.greedy:
+                job.generator, _ = make_generator(job.settings.seed)
+            job.text = TextStream(job.stop)
+            live.append(job)
+        groups: dict[int, list[Job]] = {}
+        for job in live:
+            if self.family == "encdec":
+                self._guarded(job, self._start_seq2seq)
+            else:
+                groups.setdefault(len(job.prompt_ids), []).append(job)
+        for group in groups.values():
+            try:
+                self._prefill(group)
+            except Exception as exc:  # a bug must not take down every other request
+                LOG.exception("prefill failed")
+                for job in group:
+                    self._drop(job)
+                    job.emit(Event("error", text=f"{type(exc).__name__}: {exc}"))
+
+    def _prefill(self, jobs: list[Job]) -> None:
+        """Decoder prompts of one length in one forward pass; each row then joins the running batch."""
+        ids = torch.tensor([job.prompt_ids for job in jobs], dtype=torch.long)  # (B, T)
+        cache = self.model.new_cache(len(jobs), self.window)
+        logits = self.model(ids, cache)  # (B, T, V): the prediction after every prompt token
+        for b, job in enumerate(jobs):
             if job.echo:
-                job.emit(Event("prompt", [TokenInfo(t, None) for t in job.prompt_ids],
+                job.emit(Event("prompt", self._prompt_tokens(job, logits[b]),
                                text=self.tokenizer.decode(job.prompt_ids)))
             if job.max_tokens == 0:
-                return self._finish(job, "length")
-            start = torch.full((1, 1), self.tokenizer.pad_id, dtype=torch.long)
-            logits = self.model.logits(self.model.decode(start, None, cache=cache, cross_kv=state.cross)[:, -1])
-            if self._advance(job, logits[0]):
-                self._seq2seq.append(state)
-            return
-        cache = self.model.new_cache(1, self.window)
-        logits = self.model(ids, cache)[0]  # (T, V): the prediction after every prompt token
+                self._finish(job, "length")
+            elif self._advance(job, logits[b, -1]):
+                if self._cache is None:
+                    self._cache = KVCache.slots(cache, self.max_batch)
+                self._cache.add_row(cache, row=b)
+                self._rows.append(job)
+
+    def _start_seq2seq(self, job: Job) -> None:
+        """Encode one encoder-decoder prompt; its first decoder step."""
+        ids = torch.tensor([job.prompt_ids], dtype=torch.long)
+        enc = self.model.encode(ids)
+        cache = self.model.new_cache(1, max(1, job.max_tokens))
+        state = _Seq2SeqState(job, cache, self.model.cross_kv(enc))
         if job.echo:
-            job.emit(Event("prompt", self._prompt_tokens(job, logits), text=self.tokenizer.decode(job.prompt_ids)))
+            job.emit(Event("prompt", [TokenInfo(t, None) for t in job.prompt_ids],
+                           text=self.tokenizer.decode(job.prompt_ids)))
         if job.max_tokens == 0:
             return self._finish(job, "length")
-        if self._advance(job, logits[-1]):
-            if self._cache is None:
-                self._cache = KVCache.slots(cache, self.max_batch)
-            self._cache.add_row(cache)
-            self._rows.append(job)
+        start = torch.full((1, 1), self.tokenizer.pad_id, dtype=torch.long)
+        logits = self.model.logits(self.model.decode(start, None, cache=cache, cross_kv=state.cross)[:, -1])
+        if self._advance(job, logits[0]):
+            self._seq2seq.append(state)
 
     def _prompt_tokens(self, job: Job, logits: torch.Tensor) -> list[TokenInfo]:
         """The prompt's own tokens with the log-probability the model gave each (first: None)."""

@@ -120,6 +120,12 @@ def _training_section(f: dict[str, Any]) -> list[str]:
     wall = meta.get("wall_time_s")
     lines.append(f"- wall time: {_duration(float(wall)) if _num(wall) else NOT_RECORDED}")
     lines.append(f"- precision: {meta.get('precision') or _get(run, 'train', 'precision') or NOT_RECORDED}")
+    mem = meta.get("memory")
+    if isinstance(mem, dict) and _num(mem.get("measured_bytes")) and _num(mem.get("predicted_bytes")):
+        lines.append(f"- peak memory: {float(mem['measured_bytes']) / 1e6:,.1f} MB measured "
+                     f"({mem.get('measured_kind', 'peak')}); `lmkit plan` predicted "
+                     f"{float(mem['predicted_bytes']) / 1e6:,.1f} MB "
+                     f"({100 * (float(mem['measured_bytes']) / float(mem['predicted_bytes']) - 1):+.1f}%)")
     horizon = meta.get("horizon")
     if isinstance(horizon, dict) and horizon.get("reason"):
         lines.append(f"- stopped by: {horizon['reason']}")

@@ -294,10 +294,9 @@ class Hub:
             entries[CARD_FILE] = {"sha256": hashlib.sha256(card_text).hexdigest(), "size": len(card_text)}
         total = sum(e["size"] for e in entries.values())
 
-        from tqdm import tqdm
+        from lmkit.progress import progress
 
-        bar = tqdm(total=total, unit="B", unit_scale=True, desc=f"push {name}", file=sys.stderr,
-                   disable=not show_progress, dynamic_ncols=True)
+        bar = progress(total=total, unit="B", unit_scale=True, desc=f"push {name}", disable=not show_progress)
         uploaded = 0
         try:
             self.fs.makedirs(posixpath.join(self._model_dir(name), "@blobs"), exist_ok=True)
@@ -354,10 +353,9 @@ class Hub:
         import shutil
         import tempfile
 
-        from tqdm import tqdm
-
         from lmkit.files import check_out_dir, replace_dir
         from lmkit.models.checkpoint import is_checkpoint
+        from lmkit.progress import progress
 
         name, rev = parse_spec(spec)
         m = self.manifest(name, rev)
@@ -368,8 +366,8 @@ class Hub:
         check_out_dir(out, overwrite, self._local_roots(), ours=is_checkpoint, kind="pulled checkpoint")
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.pull-"))
-        bar = tqdm(total=sum(int(e.get("size", 0)) for e in m["files"].values()), unit="B", unit_scale=True,
-                   desc=f"pull {where}", file=sys.stderr, disable=not show_progress, dynamic_ncols=True)
+        bar = progress(total=sum(int(e.get("size", 0)) for e in m["files"].values()), unit="B", unit_scale=True,
+                       desc=f"pull {where}", disable=not show_progress)
         try:
             for rel, e in sorted(m["files"].items()):
                 dest = tmp / rel

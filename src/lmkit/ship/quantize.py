@@ -9,8 +9,9 @@ The written folder is a normal lmkit checkpoint whose ``config.json`` carries a 
 section; ``lmkit.checkpoint.load_model`` sees it and rebuilds the quantized model, so ``lmkit
 generate`` / ``evaluate`` load the result directly. What this module owns is the command: it
 quantizes, writes, reloads and measures; the report gives the size on disk and in memory before
-and after, and the held-out loss, perplexity and bits per byte before and after (the command's
-flags and printing live in ``lmkit.cli.ship``).
+and after, the held-out loss, perplexity and bits per byte before and after, and for int8 what
+each scheme (integer grid, one scale per tensor, one per channel) does to each layer's weights
+(``int8_layers``). The command's flags and printing live in ``lmkit.cli.ship``.
 
 Written by hand rather than with ``torch.ao.quantization``: its dynamic int8 Linear cannot be
 saved to safetensors, covers neither embeddings nor the tied output projection, and the
@@ -19,7 +20,6 @@ quantized-tensor API it rests on is deprecated in the PyTorch this project pins.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,7 @@ from lmkit.models.int8 import (  # Int8Linear, Int8Embedding, memory_bytes: re-e
     MIN_EMBEDDING_ROWS,
     Int8Embedding,
     Int8Linear,
+    int8_layer_errors,
     memory_bytes,
     quantize_int8,
 )
@@ -81,9 +82,9 @@ def quantize_checkpoint(ckpt: str | Path, out: str | Path, to: str = "int8", ove
         raise LmkitError(f"{src}: no tokenizer.json, so --data cannot be tokenised for the quality check")
     bar = None  # started once the inputs have loaded, so that an error about them is the only line
     if show_progress:
-        from tqdm import tqdm
+        from lmkit.progress import progress
 
-        bar = tqdm(total=4, desc=f"quantize to {to}", unit="stage", file=sys.stderr, dynamic_ncols=True)
+        bar = progress(total=4, desc=f"quantize to {to}", unit="stage")
 
     def stage(name: str) -> None:
         if bar is not None:
@@ -93,7 +94,9 @@ def quantize_checkpoint(ckpt: str | Path, out: str | Path, to: str = "int8", ove
                    if windows is not None else None)
     stage("evaluated the original")
 
+    layer_errors = None
     if to == "int8":
+        layer_errors = int8_layer_errors(model)  # on the float weights, before they are replaced
         modules = quantize_int8(model)
         quant: dict[str, Any] = {"method": INT8_METHOD, "dtype": "int8", "scale_dtype": "fp32",
                                  "granularity": "per output channel (row)", "modules": modules}
@@ -131,6 +134,7 @@ def quantize_checkpoint(ckpt: str | Path, out: str | Path, to: str = "int8", ove
         "memory_bytes": {"before": before_mem, "after": after_mem, "ratio": before_mem / after_mem},
         "held_out": windows[1] if windows is not None else None,
         "eval_before": before_eval, "eval_after": after_eval,
+        "int8_layers": layer_errors,
     }
     summary = (f"{to}: {report['disk_bytes']['ratio']:.2f}x smaller on disk ({size_text(disk_before)} -> "
                f"{size_text(disk_after)}), {report['memory_bytes']['ratio']:.2f}x in memory")

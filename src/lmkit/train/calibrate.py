@@ -12,12 +12,8 @@ itself imports.
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
-import resource
 import statistics
-import sys
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -25,12 +21,13 @@ from typing import Any
 import torch
 
 from lmkit import plan
-from lmkit.config import RunConfig, load_run_config
+from lmkit.config import RunConfig
 from lmkit.errors import LmkitError
 from lmkit.objectives import SpecialIds, make_batch
 from lmkit.tokenizer import BOS, EOS, MASK, PAD, SENTINELS, SPECIAL_TOKENS
 from lmkit.train.distributed import Dist, resolve_device
 from lmkit.train.loop import Trainer
+from lmkit.train.rss import peak_rss_bytes
 from lmkit.train.steps import batch_generator
 
 N_SPECIAL = len(SPECIAL_TOKENS)  # lmkit tokenizers: <pad> <s> </s> <unk> [MASK] and 100 sentinels
@@ -92,19 +89,10 @@ class _SyntheticTrainer(Trainer):
 
 
 def _peak_memory(device: torch.device) -> tuple[float, str]:
-    """Peak memory so far: CUDA tensors on a GPU; on a CPU the process's peak RSS, read from
-    /proc's VmHWM where there is one (Linux carries getrusage's ru_maxrss over exec from the
-    parent that forked this process, so it can report the parent's size instead)."""
+    """Peak memory so far: CUDA tensors on a GPU; on a CPU the process's peak RSS."""
     if device.type == "cuda":
         return float(torch.cuda.max_memory_allocated(device)), "peak CUDA memory allocated by tensors"
-    try:
-        with open("/proc/self/status", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return float(int(line.split()[1]) * 1024), "peak RSS of this process"
-    except OSError:
-        pass
-    return float(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024), "peak RSS of this process"
+    return peak_rss_bytes(), "peak RSS of this process"
 
 
 def measure(cfg: RunConfig, steps: int = 6, show_progress: bool = True) -> dict[str, Any]:
@@ -117,9 +105,9 @@ def measure(cfg: RunConfig, steps: int = 6, show_progress: bool = True) -> dict[
     times: list[float] = []
     bar = None
     if show_progress:
-        from tqdm import tqdm
+        from lmkit.progress import progress
 
-        bar = tqdm(total=steps + 1, unit="step", desc="measuring", file=sys.stderr, dynamic_ncols=True)
+        bar = progress(total=steps + 1, unit="step", desc="measuring")
     for step in range(steps + 1):
         t0 = time.perf_counter()
         loss, _ = tr.train_step(step, cfg.train.lr)
@@ -180,36 +168,4 @@ def measure(cfg: RunConfig, steps: int = 6, show_progress: bool = True) -> dict[
     }
 
 
-def _duration(s: float) -> str:
-    if s < 120:
-        return f"{s:.1f} s"
-    if s < 7200:
-        return f"{s / 60:.1f} min"
-    return f"{s / 3600:.1f} h"
-
-
-def cli_measure(args: argparse.Namespace) -> int:
-    """``lmkit plan --measure CONFIG``."""
-    cfg = load_run_config(args.measure, getattr(args, "overrides", {}) or {})
-    rep = measure(cfg, steps=args.measure_steps, show_progress=not args.json)
-    rep["config"] = str(args.measure)
-    if args.json:
-        print(json.dumps(rep, indent=2))
-        return 0
-    r, m = rep["run"], rep["memory"]
-    print(f"lmkit plan --measure {args.measure}: {cfg.model.family}, {rep['params']:,} parameters, on {rep['device']}")
-    print(f"  measured   {rep['steps_measured']} steps after a warm-up: {rep['step_seconds_median']:.3f} s/step "
-          f"(median), {rep['tokens_per_second']:,.0f} tokens/s, MFU {100 * rep['mfu']:.0f}% of "
-          f"{rep['peak_flops'] / 1e9:,.0f} GFLOP/s")
-    print(f"  the run    {r['steps']:,} steps ({r['stop']}) = {r['tokens']:,} tokens, {r['flops']:.3g} FLOPs")
-    print(f"  wall time  {_duration(r['wall_seconds'])} predicted = training {_duration(r['train_seconds'])} + "
-          f"evaluation {_duration(r['eval_seconds'])} (data preparation and checkpoint writes not included)")
-    print(f"  memory     {m['measured_kind']}: {m['measured_bytes'] / 2**30:.2f} GiB; lmkit plan's estimate "
-          f"{m['predicted_bytes'] / 2**30:.2f} GiB (measured/predicted {m['measured_over_predicted']:.2f})")
-    if rep["device"] == "cpu":
-        print(f"             (on a CPU glibc keeps freed blocks: RSS typically ≈ {plan.CPU_RSS_FACTOR}x the estimate "
-              "unless MALLOC_MMAP_THRESHOLD_=131072 is set)")
-    return 0
-
-
-__all__ = ["measure", "cli_measure"]
+__all__ = ["measure"]

@@ -19,7 +19,6 @@ modules are importable from here as well.
 from __future__ import annotations
 
 import math
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,6 +56,20 @@ from lmkit.train.steps import adamw, param_groups, scheduled_lr
 # --------------------------------------------------------------------------- training
 
 
+
+def _update(model: nn.Module, opt: torch.optim.Optimizer, loss: torch.Tensor, bar: Any, epoch: int) -> float:
+    """One optimizer step on ``loss`` (gradients clipped to norm 1); the loss value, shown on the bar."""
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0)
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    value = loss.item()
+    if bar is not None:
+        bar.update(1)
+        bar.set_postfix(epoch=epoch + 1, loss=f"{value:.3f}")
+    return value
+
+
 def _optimizer(groups: list[tuple[list[nn.Parameter], float]], weight_decay: float) -> torch.optim.AdamW:
     """AdamW over (parameters, learning rate) pairs, each split into decayed matrices and undecayed vectors."""
     params = [g for ps, lr in groups for g in param_groups(ps, weight_decay, lr=lr) if g["params"]]
@@ -73,9 +86,9 @@ def _set_lr(opt: torch.optim.Optimizer, step: int, total: int, warmup: int) -> N
 def _progress(total: int, desc: str, show: bool) -> Any:
     if not show:
         return None
-    from tqdm import tqdm
+    from lmkit.progress import progress
 
-    return tqdm(total=total, desc=desc, unit="step", dynamic_ncols=True, file=sys.stderr)
+    return progress(total=total, desc=desc, unit="step")
 
 
 @dataclass
@@ -180,15 +193,8 @@ def finetune_classifier(encoder: nn.Module, tokenizer: Any, train: list[Example]
             else:
                 y = pad([prep.train[i][1] for i in idx], IGNORE_INDEX, ids.shape[1]).to(device)
                 loss = F.cross_entropy(logits.flatten(0, 1), y.flatten(), ignore_index=IGNORE_INDEX)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0)
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            losses.append(loss.item())
+            losses.append(_update(model, opt, loss, bar, epoch))
             step += 1
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(epoch=epoch + 1, loss=f"{losses[-1]:.3f}")
         preds = predict_classes(model, prep.val, cfg.task, pad_id, cfg.batch_size, device)
         rep = _classification_report(prep, preds, cfg.task)
         history.append({"epoch": epoch + 1, "train_loss": sum(losses) / len(losses), "accuracy": rep["accuracy"],
@@ -270,15 +276,8 @@ def finetune_seq2seq(model: nn.Module, tokenizer: Any, train: list[Example], val
             _set_lr(opt, step, total, warmup)
             batch = _seq2seq_batch(tokenizer, [train[i] for i in idx], model.cfg.max_seq_len, model.cfg.max_target_len)
             loss = model.loss({k: v.to(device) for k, v in batch.items()})
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            losses.append(loss.item())
+            losses.append(_update(model, opt, loss, bar, epoch))
             step += 1
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(epoch=epoch + 1, loss=f"{losses[-1]:.3f}")
         rep = evaluate_seq2seq(model, tokenizer, val, cfg.batch_size, device)
         history.append({"epoch": epoch + 1, "train_loss": sum(losses) / len(losses), "val_loss": rep["loss"],
                         "exact_match": rep["exact_match"]})

@@ -28,6 +28,14 @@ from lmkit.train.finetune_data import IGNORE_INDEX, FinetuneConfig, encode_text,
 HEAD_FILE = "head.safetensors"
 
 
+def _linear_head(d_model: int, n_labels: int) -> nn.Linear:
+    """A fresh classification layer: Normal(0, 0.02) weights, zero bias."""
+    head = nn.Linear(d_model, n_labels)
+    nn.init.normal_(head.weight, std=0.02)
+    nn.init.zeros_(head.bias)
+    return head
+
+
 class SequenceClassifier(nn.Module):
     """Encoder + mean over real tokens + dropout + linear: one label per text. logits (B, n_labels)."""
 
@@ -35,9 +43,7 @@ class SequenceClassifier(nn.Module):
         super().__init__()
         self.encoder = encoder
         self.dropout = nn.Dropout(dropout)
-        self.classifier = nn.Linear(encoder.cfg.d_model, n_labels)
-        nn.init.normal_(self.classifier.weight, std=0.02)
-        nn.init.zeros_(self.classifier.bias)
+        self.classifier = _linear_head(encoder.cfg.d_model, n_labels)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         h = self.encoder.hidden_states(input_ids, attention_mask)  # (B, T, C)
@@ -53,9 +59,7 @@ class TokenClassifier(nn.Module):
         super().__init__()
         self.encoder = encoder
         self.dropout = nn.Dropout(dropout)
-        self.classifier = nn.Linear(encoder.cfg.d_model, n_labels)
-        nn.init.normal_(self.classifier.weight, std=0.02)
-        nn.init.zeros_(self.classifier.bias)
+        self.classifier = _linear_head(encoder.cfg.d_model, n_labels)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.dropout(self.encoder.hidden_states(input_ids, attention_mask)))

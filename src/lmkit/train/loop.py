@@ -60,6 +60,7 @@ from lmkit.train.distributed import (  # noqa: F401 - re-exported
     wrap_for_processes,
 )
 from lmkit.train.metrics import Metrics, _metric_records, plot_loss_curve, read_metrics  # noqa: F401 - re-exported
+from lmkit.train.rss import memory_report, predict_run_memory, predictable_malloc
 from lmkit.train.runfolder import claim_run_folder, release_run_folder
 from lmkit.train.steps import Horizon, batch_generator, lr_at, make_optimizer, plan_horizon  # noqa: F401 - re-exported
 from lmkit.train.stopping import StopSignals, TrainingInterrupted  # noqa: F401 - re-exported
@@ -100,6 +101,7 @@ class Trainer:
     def __init__(self, cfg: RunConfig, resume: bool = False, show_progress: bool = True,
                  new_data: bool = False) -> None:
         cfg.validate()
+        predictable_malloc()  # a CPU run's resident memory then follows its live tensors (train/rss.py)
         self.cfg = cfg
         self.dist = init_distributed()
         self.device = resolve_device(cfg.train.device, self.dist)
@@ -113,6 +115,7 @@ class Trainer:
         self._wrap_model()
         self._build_optimizer()
         self._plan_steps()
+        self._predict_memory()
         self._measure_peak()
         self._resume_state()
 
@@ -229,6 +232,15 @@ class Trainer:
         self.flops_per_token = float(flops_per_token(cfg.model, self.seq_len))
         self.horizon = plan_horizon(cfg.train, self.tokens_per_step, self.flops_per_token * self.tokens_per_step,
                                     self.n_params)
+
+    def _predict_memory(self) -> None:
+        """What ``lmkit plan`` predicts this run's peak memory to be (see train/rss.py)."""
+        self.memory_plan = predict_run_memory(self.cfg, self.n_params, self.micro_batch, self.seq_len,
+                                              self.dist.world, self.device)
+
+    def memory_report(self) -> dict[str, Any]:
+        """Measured peak so far beside the plan's prediction (and the relative error)."""
+        return memory_report(self.device, self.memory_plan)
 
     def _measure_peak(self) -> None:
         """The device's peak FLOP/s that MFU is reported against (the main rank logs it)."""
@@ -350,6 +362,7 @@ class Trainer:
             "init_from": str(self.init_from) if self.init_from else None,
             "data_fingerprint": self.data_fingerprint,  # checked by --resume (lmkit.train.resume)
             "data_changes": self.data_changes,  # each --resume --new-data that switched the data
+            "memory": self.memory_report(),  # measured peak beside lmkit plan's prediction
         }
 
     # ------------------------------------------------------------------ the loop
@@ -380,13 +393,13 @@ class Trainer:
         horizon = self.horizon
         bar = None
         if self.show_progress:
-            from tqdm import tqdm
+            from lmkit.progress import progress
 
             print(f"lmkit pretrain: {self.cfg.model.family} ({self.cfg.model.objective}), {self.n_params:,} parameters, "
                   f"{self.train_shards.num_tokens:,} training tokens, stop at {horizon.reason}"
                   + (f" or {horizon.max_time:g}s" if horizon.max_time and horizon.steps else "")
                   + f", device {self.device}", file=sys.stderr)
-            bar = tqdm(total=horizon.steps, initial=self.step, unit="step", dynamic_ncols=True, file=sys.stderr)
+            bar = progress(total=horizon.steps, initial=self.step, unit="step", desc="train")
         last: dict[str, Any] = {}
         window_losses: list[float] = []
         window_start, window_step = time.perf_counter(), self.step
@@ -444,10 +457,18 @@ class Trainer:
         if bar is not None:
             bar.close()
         png = None
+        memory = self.memory_report()
         if metrics is not None:
+            metrics.log({"step": self.step, "peak_memory_bytes": memory["measured_bytes"],
+                         "predicted_memory_bytes": memory["predicted_bytes"], "memory_error": memory["error"]})
             metrics.close()
             png = plot_loss_curve(self.out)
-        return {"checkpoint": str(path) if path else None, "steps": self.step,
+            memory = self.memory_report()  # the plot is part of the run
+            from lmkit.plan.measure import record_memory
+
+            record_memory(memory["predicted_bytes"], memory["measured_bytes"],
+                          f"{self.cfg.model.family} micro-batch {self.micro_batch} x {self.seq_len}")
+        return {"checkpoint": str(path) if path else None, "steps": self.step, "memory": memory,
                 "tokens": self.step * self.tokens_per_step, "params": self.n_params,
                 "train_loss": last.get("loss"), "eval": final_eval, "stop_reason": stop_reason,
                 "wall_time_s": elapsed, "loss_curve": str(png) if png else None,

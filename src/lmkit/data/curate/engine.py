@@ -12,7 +12,6 @@ import json
 import os
 import re
 import shutil
-import sys
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -343,12 +342,12 @@ def curate(inputs: Sequence[str | Path], out: str | Path, config: CurateConfig |
     writer = ShardWriter(tmp, cfg.shard_docs, cfg.shard_chars, cfg.compress_level)
     totals: Counter[str] = Counter()
     t0 = time.perf_counter()
-    from tqdm import tqdm
+    from lmkit.progress import progress as progress_bar
 
     # progress over the input: on-disk bytes read (compressed size for .gz/.zst), with the
     # documents seen and the share kept so far
-    bar = tqdm(total=input_bytes, unit="B", unit_scale=True, unit_divisor=1024, desc="curate", file=sys.stderr,
-               disable=not progress, dynamic_ncols=True, mininterval=0.5)
+    bar = progress_bar(total=input_bytes, unit="B", unit_scale=True, unit_divisor=1024, desc="curate",
+                       disable=not progress, mininterval=0.5)
     try:
         for res in bounded_ordered_map(submit, chunks, window):
             totals["docs_in"] += res.docs_in

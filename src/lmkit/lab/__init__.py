@@ -1,0 +1,1 @@
+"""Experiments built on the library: in-context learning, scaling-law sweeps and fits, domain adaptation."""

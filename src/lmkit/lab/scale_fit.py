@@ -1,0 +1,290 @@
+"""Scaling-law fits of IsoFLOP points, as pure functions: reading ``points.csv``, Approach 1 (the
+lowest-loss run of each budget), Approach 2 (IsoFLOP profiles, with the parabola's bias
+corrected), the Kaplan-style L(C) power law on the compute-efficient frontier, and
+:func:`fit_points`, which runs the chosen approaches (Approach 3 lives in
+``lmkit.lab.scale_approach3``) and returns one JSON-ready dict.
+
+Approach 2's bias: the loss at a fixed budget C is not a parabola in x = log N. Under
+L = E + A/N^α + B/D^β and D = C/(6N) it is c + u·e^(−αx) + v·e^(βx), which is asymmetric, so a
+parabola's vertex lands off the true minimum (+1.3% at ±4×, +5.4% at ±16× on a centred grid).
+The correction fits that form itself: α and β shared by all budgets (found by a zooming grid
+search), c, u, v per budget by linear least squares; its minimum is
+x* = log(αu/(βv))/(α+β). Both minima are reported, and a budget whose minimum lies at or beyond
+the edge of its grid is flagged (its N_opt is an extrapolation).
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lmkit.errors import LmkitError
+
+CHINCHILLA_TOKENS_PER_PARAM = 20.0
+COLUMNS = ("params", "tokens", "flops", "loss")
+
+
+@dataclass
+class Points:
+    """IsoFLOP training runs: model size N, tokens D, compute C, final loss; ``budget`` groups runs
+    of one IsoFLOP profile (the C they were planned for)."""
+
+    params: np.ndarray
+    tokens: np.ndarray
+    flops: np.ndarray
+    loss: np.ndarray
+    budget: np.ndarray
+    run: list[str]
+
+    def __len__(self) -> int:
+        return len(self.loss)
+
+    def subset(self, keep: np.ndarray) -> Points:
+        return Points(self.params[keep], self.tokens[keep], self.flops[keep], self.loss[keep], self.budget[keep],
+                      [r for r, k in zip(self.run, keep) if k])
+
+
+def group_budgets(flops: np.ndarray, gap_dex: float = 0.05) -> np.ndarray:
+    """Budgets for points without a ``budget`` column: runs whose log10 C lie within ``gap_dex`` of
+    their sorted neighbour form one group, labelled by its geometric-mean compute."""
+    order = np.argsort(flops)
+    lc = np.log10(flops[order])
+    labels = np.zeros(len(flops))
+    start = 0
+    for i in range(1, len(lc) + 1):
+        if i == len(lc) or lc[i] - lc[i - 1] > gap_dex:
+            labels[order[start:i]] = 10 ** lc[start:i].mean()
+            start = i
+    return labels
+
+
+def read_points(path: str | Path) -> Points:
+    """``points.csv``: columns params, tokens, flops, loss (and optionally budget, run); lines
+    starting with ``#`` are comments. Missing tokens or flops are derived from C = 6ND."""
+    p = Path(path)
+    try:
+        lines = [ln for ln in p.read_text(encoding="utf-8").splitlines() if ln.strip() and not ln.startswith("#")]
+    except (OSError, UnicodeDecodeError) as e:
+        raise LmkitError(f"{p}: cannot read points ({e})") from None
+    rows = list(csv.DictReader(lines))
+    if not rows:
+        raise LmkitError(f"{p}: no points (expected a CSV with columns params,tokens,flops,loss)")
+    head = set(rows[0])
+    if not {"params", "loss"} <= head or not ({"tokens", "flops"} & head):
+        raise LmkitError(f"{p}: needs columns params, loss and tokens or flops; has {', '.join(sorted(head))}")
+    cols: dict[str, list[float]] = {k: [] for k in (*COLUMNS, "budget")}
+    runs: list[str] = []
+    for i, r in enumerate(rows, start=2):
+        try:
+            n, loss = float(r["params"]), float(r["loss"])
+            d = float(r["tokens"]) if r.get("tokens") not in (None, "") else float(r["flops"]) / (6 * n)
+            c = float(r["flops"]) if r.get("flops") not in (None, "") else 6 * n * d
+            b = float(r["budget"]) if r.get("budget") not in (None, "") else math.nan
+        except (TypeError, ValueError):
+            raise LmkitError(f"{p}: row {i} is not numbers: {dict(r)}") from None
+        if not all(math.isfinite(v) and v > 0 for v in (n, d, c, loss)):
+            raise LmkitError(f"{p}: row {i} has a non-positive or non-finite value: {dict(r)}")
+        for k, v in zip((*COLUMNS, "budget"), (n, d, c, loss, b)):
+            cols[k].append(v)
+        runs.append(r.get("run") or "")
+    arr = {k: np.asarray(v, float) for k, v in cols.items()}
+    budget = arr["budget"]
+    if np.isnan(budget).any():
+        budget = group_budgets(arr["flops"])
+    return Points(arr["params"], arr["tokens"], arr["flops"], arr["loss"], budget, runs)
+
+
+def drop_highest(points: Points, k: int) -> Points:
+    """The points without the ``k`` highest-loss runs (Besiroglu et al. drop 5 of Chinchilla's 245)."""
+    if k <= 0:
+        return points
+    keep = np.ones(len(points), bool)
+    keep[np.argsort(points.loss)[len(points) - k:]] = False
+    return points.subset(keep)
+
+
+def power_fit(x: np.ndarray, y: np.ndarray) -> dict[str, float]:
+    """y = k·x^p by least squares in log space: exponent p, coefficient k, p's standard error."""
+    lx, ly = np.log(x), np.log(y)
+    if len(lx) < 2 or np.ptp(lx) == 0:
+        raise LmkitError("a power law needs at least two different budgets")
+    A = np.stack([np.ones_like(lx), lx], 1)
+    coef, *_ = np.linalg.lstsq(A, ly, rcond=None)
+    resid = ly - A @ coef
+    dof = len(lx) - 2
+    se = math.sqrt(float(resid @ resid) / dof / float(((lx - lx.mean()) ** 2).sum())) if dof > 0 else math.nan
+    return {"exponent": float(coef[1]), "coefficient": float(math.exp(coef[0])), "exponent_se": se}
+
+
+# --------------------------------------------------------------------------- Approach 1 and Kaplan
+
+
+def approach1(points: Points) -> dict[str, Any]:
+    """The envelope: at each budget the lowest-loss run; N_opt ∝ C^a and D_opt ∝ C^b through them."""
+    rows: list[dict[str, Any]] = []
+    for c in np.unique(points.budget):
+        m = points.budget == c
+        i = np.flatnonzero(m)[np.argmin(points.loss[m])]
+        rows.append({"budget": float(c), "params": float(points.params[i]), "tokens": float(points.tokens[i]),
+                     "loss": float(points.loss[i])})
+    c = np.array([r["budget"] for r in rows])
+    out: dict[str, Any] = {"frontier": rows}
+    if len(rows) >= 2:
+        out["n_opt"] = power_fit(c, np.array([r["params"] for r in rows]))
+        out["d_opt"] = power_fit(c, np.array([r["tokens"] for r in rows]))
+    return out
+
+
+def kaplan(points: Points) -> dict[str, Any]:
+    """Kaplan et al.'s L(C) = (C_c / C)^γ on the compute-efficient frontier (each budget's lowest loss)."""
+    front = approach1(points)["frontier"]
+    c = np.array([r["budget"] for r in front])
+    loss = np.array([r["loss"] for r in front])
+    if len(front) < 2:
+        return {"frontier": front}
+    pf = power_fit(c, loss)
+    gamma = -pf["exponent"]
+    cc = pf["coefficient"] ** (1 / gamma) if gamma > 0 else math.nan
+    return {"gamma": gamma, "gamma_se": pf["exponent_se"], "C_c": cc, "coefficient": pf["coefficient"],
+            "frontier": front}
+
+
+# --------------------------------------------------------------------------- Approach 2
+
+
+def parabola_min(x: np.ndarray, y: np.ndarray) -> tuple[float, float, float]:
+    """Vertex (x*, y*) and curvature of the least-squares parabola through (x, y)."""
+    p2, p1, p0 = np.polyfit(x, y, 2)
+    if p2 <= 0:
+        return math.nan, math.nan, float(p2)
+    xs = -p1 / (2 * p2)
+    return float(xs), float(p0 + p1 * xs + p2 * xs * xs), float(p2)
+
+
+def _profile_design(x: np.ndarray, alpha: float, beta: float) -> np.ndarray:
+    return np.stack([np.ones_like(x), np.exp(-alpha * x), np.exp(beta * x)], 1)
+
+
+def _vp_sse(groups: list[tuple[np.ndarray, np.ndarray]], alpha: float, beta: float) -> float:
+    total = 0.0
+    for x, y in groups:
+        M = _profile_design(x, alpha, beta)
+        coef, *_ = np.linalg.lstsq(M, y, rcond=None)
+        r = y - M @ coef
+        total += float(r @ r)
+    return total
+
+
+def shared_exponents(groups: list[tuple[np.ndarray, np.ndarray]], lo: float = 0.02, hi: float = 2.0,
+                     steps: int = 25, zooms: int = 8) -> tuple[float, float]:
+    """α, β of c + u·e^(−αx) + v·e^(βx) shared by all profiles (x centred per profile), by a grid
+    search over [lo, hi]² that zooms ``zooms`` times around its best cell."""
+    a_lo, a_hi, b_lo, b_hi = lo, hi, lo, hi
+    best = (math.inf, 0.5, 0.5)
+    for _ in range(zooms + 1):
+        for a in np.linspace(a_lo, a_hi, steps):
+            for b in np.linspace(b_lo, b_hi, steps):
+                sse = _vp_sse(groups, float(a), float(b))
+                if sse < best[0]:
+                    best = (sse, float(a), float(b))
+        wa, wb = 2 * (a_hi - a_lo) / (steps - 1), 2 * (b_hi - b_lo) / (steps - 1)
+        a_lo, a_hi = max(lo / 10, best[1] - wa), best[1] + wa
+        b_lo, b_hi = max(lo / 10, best[2] - wb), best[2] + wb
+    return best[1], best[2]
+
+
+def approach2(points: Points, min_points: int = 3) -> dict[str, Any]:
+    """IsoFLOP profiles: per budget a parabola of loss in log N and the bias-corrected minimum;
+    N_opt ∝ C^a and D_opt = C/(6 N_opt) ∝ C^b through the corrected minima (budgets whose
+    minimum lies at the grid's edge are fitted too, and flagged)."""
+    budgets = [c for c in np.unique(points.budget) if (points.budget == c).sum() >= min_points]
+    skipped = [float(c) for c in np.unique(points.budget) if (points.budget == c).sum() < min_points]
+    groups, centres = [], []
+    for c in budgets:
+        m = points.budget == c
+        x = np.log(points.params[m])
+        centres.append(float(x.mean()))
+        groups.append((x - x.mean(), points.loss[m]))
+    if not groups:
+        return {"budgets": [], "skipped_budgets": skipped,
+                "note": f"no budget has {min_points} or more runs: Approach 2 needs IsoFLOP profiles"}
+    alpha, beta = shared_exponents(groups) if len(groups) >= 1 else (math.nan, math.nan)
+    rows: list[dict[str, Any]] = []
+    for c, (x, y), x0 in zip(budgets, groups, centres):
+        xp, yp, curv = parabola_min(x, y)
+        M = _profile_design(x, alpha, beta)
+        (cc, u, v), *_ = np.linalg.lstsq(M, y, rcond=None)
+        if u > 0 and v > 0:
+            xs = math.log(alpha * u / (beta * v)) / (alpha + beta)
+            ys = float(cc + u * math.exp(-alpha * xs) + v * math.exp(beta * xs))
+            method = "local Chinchilla form"
+        else:  # no interior minimum of the form: keep the parabola's
+            xs, ys, method = xp, yp, "parabola (the form has no minimum here)"
+        lo_x, hi_x = float(x.min()), float(x.max())
+        lowest = int(np.argmin(y))
+        edge = (not math.isfinite(xs)) or xs <= lo_x or xs >= hi_x or lowest in (0, len(x) - 1)
+        n_opt = math.exp(xs + x0) if math.isfinite(xs) else math.nan
+        n_par = math.exp(xp + x0) if math.isfinite(xp) else math.nan
+        rows.append({"budget": float(c), "n_points": len(x), "n_opt": n_opt, "d_opt": float(c) / (6 * n_opt),
+                     "loss_at_opt": ys, "n_opt_parabola": n_par,
+                     "parabola_bias": n_par / n_opt - 1 if math.isfinite(n_par) and n_opt > 0 else math.nan,
+                     "grid": [math.exp(lo_x + x0), math.exp(hi_x + x0)], "edge": bool(edge), "method": method,
+                     "tokens_per_param": float(c) / (6 * n_opt * n_opt)})
+    out: dict[str, Any] = {"budgets": rows, "profile_exponents": {"alpha": alpha, "beta": beta},
+                           "skipped_budgets": skipped}
+    ok = [r for r in rows if math.isfinite(r["n_opt"])]
+    if len(ok) >= 2:
+        c = np.array([r["budget"] for r in ok])
+        out["n_opt"] = power_fit(c, np.array([r["n_opt"] for r in ok]))
+        out["d_opt"] = power_fit(c, np.array([r["d_opt"] for r in ok]))
+    edges = [r["budget"] for r in rows if r["edge"]]
+    if edges:
+        out["note"] = ("minimum at the edge of its grid for budget(s) " + ", ".join(f"{b:.3g}" for b in edges)
+                       + ": their N_opt is extrapolated; sweep wider sizes there")
+    return out
+
+
+# --------------------------------------------------------------------------- everything
+
+
+def fit_points(points: Points, approaches: Sequence[int] = (1, 2, 3), n_bootstrap: int = 200, seed: int = 0,
+               device: str = "cpu", grid: str = "full") -> dict[str, Any]:
+    """Every asked-for approach and the Kaplan fit, as one JSON-ready dict (``lmkit scale fit --json``).
+
+    ``grid`` "full": Approach 3 from Hoffmann et al.'s 4,500 starts; "small": only the 36 of them
+    with α = β = 0.5 and e = 0.5 (a quick look; the full grid guards against poor local minima)."""
+    out: dict[str, Any] = {"n_points": len(points), "budgets": sorted(float(b) for b in np.unique(points.budget)),
+                           "chinchilla_tokens_per_param": CHINCHILLA_TOKENS_PER_PARAM}
+    if 1 in approaches:
+        out["approach1"] = approach1(points)
+    if 2 in approaches:
+        out["approach2"] = approach2(points)
+    out["kaplan"] = kaplan(points)
+    if 3 in approaches:
+        from lmkit.lab.scale_approach3 import bootstrap, fit_approach3
+
+        if len(points) < 5:
+            raise LmkitError(f"Approach 3 fits 5 parameters: it needs at least 5 points, got {len(points)}")
+        from lmkit.lab.scale_approach3 import start_grid
+
+        starts = start_grid()
+        if grid == "small":
+            starts = starts[(starts[:, 2] == 0.5) & (starts[:, 3] == 0.5) & (starts[:, 4] == 0.5)]
+        f3 = fit_approach3(points.params, points.tokens, points.loss, starts=starts, device=device)
+        ref = sorted(set(out["budgets"]))
+        if n_bootstrap > 1:
+            bootstrap(f3, points.params, points.tokens, points.loss, n=n_bootstrap, seed=seed,
+                      flops_for_ratio=[ref[-1]], device=device)
+        out["approach3"] = f3.as_dict()
+        out["approach3"]["tokens_per_param"] = {f"{c:.3g}": float(f3.law.tokens_per_param(c)) for c in ref}
+    return out
+
+
+__all__ = ["CHINCHILLA_TOKENS_PER_PARAM", "Points", "approach1", "approach2", "drop_highest", "fit_points",
+           "group_budgets", "kaplan", "parabola_min", "power_fit", "read_points", "shared_exponents"]

@@ -1,0 +1,150 @@
+"""IsoFLOP sweeps (``lmkit scale sweep``): for each compute budget C, models of several sizes
+around the rule-of-thumb optimum N = sqrt(C/120), shapes derived from a base config by width and
+depth, each trained for C/(6N) tokens with its schedule ending there; the final held-out losses
+go to ``points.csv`` for ``lmkit scale fit``.
+
+The sweep folder: ``sweep.json`` (the plan: every run's shape and horizon), ``tokenizer.json`` and
+``shards/`` (the data, packed once for all runs), ``runs/<name>/`` (one run folder each) and
+``points.csv``. Each run is a sub-run that resumes: started again, the sweep skips finished runs
+(``result.json`` in their folder), resumes a run with checkpoints and starts the rest.
+N is the model's total parameter count (as Chinchilla counts it); flops = 6·N·D.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lmkit.config import ModelConfig, RunConfig, to_dict
+from lmkit.errors import LmkitError
+from lmkit.files import write_json_atomic
+from lmkit.plan.compute import count_params
+
+
+def shape_for(base: ModelConfig, target: float, vocab_size: int) -> ModelConfig:
+    """The shape nearest ``target`` parameters grown from ``base`` by width and depth: head size
+    kept, d_model a multiple of it, layers 1..4×base; ties broken by the base's width/depth ratio."""
+    hd = base.head_dim
+    ratio = base.d_model / base.n_layers
+    best: tuple[float, ModelConfig] | None = None
+    for heads in range(1, 65):
+        d = heads * hd
+        for layers in range(1, 4 * base.n_layers + 1):
+            cfg = dataclasses.replace(base, d_model=d, n_heads=heads, n_layers=layers, vocab_size=vocab_size,
+                                      d_ff=None)
+            n = count_params(cfg).total
+            cost = abs(math.log(n / target)) + 0.05 * abs(math.log((d / layers) / ratio))
+            if best is None or cost < best[0]:
+                best = (cost, cfg)
+    assert best is not None
+    return best[1]
+
+
+def plan_sweep(base: RunConfig, budgets: list[float], per_budget: int, vocab_size: int,
+               spread: float = 4.0) -> list[dict[str, Any]]:
+    """Every run of the sweep: budget, shape, parameters, tokens = C/(6N), steps."""
+    runs = []
+    tokens_per_step = base.train.batch_size * base.model.max_seq_len
+    for c in budgets:
+        n_star = math.sqrt(c / 120.0)
+        seen: set[tuple[int, int]] = set()
+        for f in np.exp(np.linspace(-math.log(spread), math.log(spread), per_budget)):
+            m = shape_for(base.model, n_star * float(f), vocab_size)
+            if (m.d_model, m.n_layers) in seen:
+                continue
+            seen.add((m.d_model, m.n_layers))
+            n = count_params(m).total
+            tokens = c / (6.0 * n)
+            steps = max(1, math.ceil(tokens / tokens_per_step))
+            runs.append({"name": f"C{c:.3g}-d{m.d_model}-L{m.n_layers}".replace("+", ""), "budget": c,
+                         "params": n, "tokens": tokens, "steps": steps, "model": to_dict(m)})
+    return runs
+
+
+def run_config(base: RunConfig, run: dict[str, Any], folder: Path, shards: Path) -> RunConfig:
+    """The run config of one sub-run: the base with the run's shape, trained for its tokens."""
+    from lmkit.config import from_dict
+
+    cfg = copy.deepcopy(base)
+    cfg.model = from_dict(ModelConfig, run["model"], "model")
+    t = cfg.train
+    t.max_steps, t.max_tokens, t.max_flops, t.tokens_per_param, t.max_time = None, int(math.ceil(run["tokens"])), None, None, None
+    t.warmup_steps = min(t.warmup_steps, max(1, run["steps"] // 10))
+    t.tensorboard = False
+    cfg.data.paths = [str(shards)]
+    cfg.data.tokenizer = None
+    cfg.out = str(folder)
+    return cfg
+
+
+def sweep(base: RunConfig, budgets: list[float], per_budget: int, out: Path, spread: float = 4.0,
+          show_progress: bool = True) -> dict[str, Any]:
+    """Run (or continue) the sweep in ``out``; write points.csv; return the summary."""
+    import json
+
+    from lmkit.data.pack import prepare
+    from lmkit.models.checkpoint import list_checkpoints
+    from lmkit.train.loop import train
+
+    out.mkdir(parents=True, exist_ok=True)
+    plan_file = out / "sweep.json"
+    request = {"budgets": [float(b) for b in budgets], "per_budget": per_budget, "spread": spread,
+               "base": to_dict(base)}
+    tok, _, _ = prepare(base.data, out, base.model.vocab_size, show_progress=show_progress)
+    shards = Path(base.data.shards) if base.data.shards else out / "shards"
+    if not (shards / "tokenizer.json").is_file():
+        tok.save(shards / "tokenizer.json")
+    if plan_file.is_file():
+        saved = json.loads(plan_file.read_text(encoding="utf-8"))
+        if saved.get("request") != json.loads(json.dumps(request, default=str)):
+            raise LmkitError(f"{plan_file}: this folder holds a sweep of other settings (budgets, sizes, base "
+                             "config); choose another --out")
+        runs = saved["runs"]
+    else:
+        runs = plan_sweep(base, list(budgets), per_budget, tok.vocab_size, spread)
+        write_json_atomic(plan_file, {"request": request, "runs": runs})
+    total = sum(r["budget"] for r in runs)
+    done_flops, t0, results = 0.0, time.perf_counter(), []
+    timed_flops = 0.0
+    for i, r in enumerate(runs):
+        folder = out / "runs" / r["name"]
+        res_file = folder / "result.json"
+        if res_file.is_file():
+            results.append(json.loads(res_file.read_text(encoding="utf-8")))
+            done_flops += r["budget"]
+            continue
+        if show_progress:
+            rate = timed_flops / max(time.perf_counter() - t0, 1e-9)
+            eta = f", ETA {(total - done_flops) / rate / 60:.1f} min" if rate > 0 else ""
+            print(f"lmkit scale sweep: run {i + 1}/{len(runs)} {r['name']} ({r['params']:,} params, "
+                  f"{r['tokens']:.3g} tokens); {100 * done_flops / total:.0f}% of the sweep's FLOPs done{eta}",
+                  file=sys.stderr)
+        cfg = run_config(base, r, folder, shards)
+        resume = folder.is_dir() and bool(list_checkpoints(folder))
+        summary = train(cfg, resume=resume, show_progress=show_progress)
+        ev = summary["eval"] or {}
+        if "loss" not in ev:
+            raise LmkitError(f"{folder}: the run has no held-out loss (is data.val_fraction 0?)")
+        result = {"params": r["params"], "tokens": summary["tokens"], "flops": 6.0 * r["params"] * summary["tokens"],
+                  "loss": ev["loss"], "budget": r["budget"], "run": str(folder)}
+        write_json_atomic(res_file, result)
+        results.append(result)
+        done_flops += r["budget"]
+        timed_flops += r["budget"]
+    points = out / "points.csv"
+    lines = ["params,tokens,flops,loss,budget,run"] + [
+        f"{p['params']},{p['tokens']},{p['flops']},{p['loss']},{p['budget']},{p['run']}" for p in results]
+    tmp = points.with_suffix(".csv.tmp")
+    tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    tmp.replace(points)
+    return {"points": str(points), "runs": len(results), "flops": done_flops}
+
+
+__all__ = ["plan_sweep", "run_config", "shape_for", "sweep"]

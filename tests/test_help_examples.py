@@ -1,0 +1,204 @@
+"""Every example in every command's ``--help`` runs as written (issue 18).
+
+The examples are read from the parser itself (each command's and sub-command's description: the
+lines of an ``example:`` / ``examples:`` block that start with ``lmkit`` or ``torchrun``; text after
+two spaces is the example's comment). They run in the order the help lists them, in one temporary
+working folder holding the tiny inputs their paths name (corpus/, scraped/, clean/general, runs/enc,
+runs/t5, reviews.jsonl ...), so that one example's output is the next one's input as for a reader
+following the help (pretrain writes runs/small, quantize reads it; runs/x links to it). The default hub is a
+folder under $XDG_CACHE_HOME, pointed into the temporary folder. Skipped, with the reason: those
+that need GPUs or start a server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import random
+import shlex
+import time
+import traceback
+from pathlib import Path
+
+import pytest
+
+from lmkit.cli import build_parser, main
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one thread is fastest on shared cores
+ROOT = Path(__file__).resolve().parents[1]
+SKIP = {  # (command, why): the only examples that do not run here
+    "torchrun": "needs 8 GPUs",
+    "serve": "starts a server that runs until stopped",
+}
+
+
+def _example_lines(text: str) -> list[str]:
+    """The example lines of one help text (a trailing backslash joins the next line)."""
+    lines: list[str] = []
+    for raw in text.splitlines():
+        if lines and lines[-1].endswith("\\"):
+            lines[-1] = lines[-1][:-1].rstrip() + " " + raw.strip()
+        else:
+            lines.append(raw.strip())
+    out, in_block = [], False
+    for s in lines:
+        if s.lower().startswith("example"):
+            in_block = s.endswith(":")
+        elif not s:
+            in_block = False
+        elif in_block and s.startswith(("lmkit ", "torchrun ")):
+            out.append(s.split("  ")[0].strip())  # two spaces start the example's comment
+    return out
+
+
+def help_examples() -> list[tuple[str, str]]:
+    """(command path, example line) for every example of every command's help, in help order."""
+    out: list[tuple[str, str]] = []
+
+    def walk(parser: argparse.ArgumentParser, path: list[str]) -> None:
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sp in action.choices.items():
+                    text = (sp.description or "") + "\n" + (sp.epilog or "")
+                    out.extend((" ".join(path + [name]), line) for line in _example_lines(text))
+                    walk(sp, path + [name])
+
+    walk(build_parser(), [])
+    return out
+
+
+def _corpus(path: Path, n: int, seed: int) -> None:
+    rng = random.Random(seed)
+    subjects = ["the cat", "a dog", "the old man", "my sister", "the farmer", "the bank", "the market"]
+    verbs = ["sees", "likes", "finds", "feeds", "calls", "buys", "sells"]
+    objects = ["the bird", "a red ball", "the river", "his friend", "the small house", "the bond", "shares"]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as f:
+        for i in range(n):
+            text = " ".join(f"{rng.choice(subjects)} {rng.choice(verbs)} {rng.choice(objects)}." for _ in range(8))
+            f.write(json.dumps({"id": f"d{seed}-{i}", "text": text}) + "\n")
+
+
+WORDS = ("the of and to in a is that for it as was with be by on not he this are or his from at which but have an "
+         "they you were her she there been one all we their has would when if so no will more can about other into "
+         "bank market bond shares price quarter analyst report growth interest rate investor trade fund capital "
+         "profit loss revenue earnings company dollar euro inflation central policy credit risk yield debt").split()
+
+
+def _paragraph(rng: random.Random) -> str:
+    sentences = []
+    for _ in range(rng.randint(4, 9)):
+        s = " ".join(rng.choice(WORDS) for _ in range(rng.randint(8, 18)))
+        sentences.append(s[0].upper() + s[1:] + ".")
+    return " ".join(sentences)
+
+
+def _tiny_run(recipe: str, data: Path, out: Path) -> None:
+    from lmkit.config import load_run_config
+    from lmkit.train.loop import train
+
+    cfg = load_run_config(ROOT / "configs" / f"{recipe}.yaml", {
+        "data.paths": [str(data)], "out": str(out), "train.max_steps": 4, "train.eval_every": 0,
+        "train.ckpt_every": 0, "train.log_every": 2, "train.eval_batches": 1})
+    train(cfg, show_progress=False)
+
+
+def _make_inputs(tmp: Path) -> None:
+    """The files and folders the examples' paths name, tiny."""
+    from lmkit.data.curate import curate
+
+    rng = random.Random(0)
+    _corpus(tmp / "corpus" / "train.jsonl", 300, 0)
+    _corpus(tmp / "corpus" / "val.jsonl", 40, 1)
+    (tmp / "scraped").mkdir()  # prose that passes curation's quality rules (varied, with stop words)
+    for i in range(3):
+        (tmp / "scraped" / f"page{i}.txt").write_text("\n\n".join(_paragraph(rng) for _ in range(15)))
+    with gzip.open(tmp / "books.jsonl.gz", "wt", encoding="utf-8") as f:
+        for _ in range(30):
+            f.write(json.dumps({"text": _paragraph(rng) + "\n\n" + _paragraph(rng)}) + "\n")
+    (tmp / "general").mkdir()
+    (tmp / "general" / "g.jsonl").write_text("".join(json.dumps({"text": _paragraph(rng)}) + "\n" for _ in range(40)))
+    curate([tmp / "general"], tmp / "clean" / "general", workers=1, progress=False)
+    (tmp / "runs").mkdir()
+    (tmp / "runs" / "x").symlink_to("small")  # "a run": the one pretrain's example trains, before generate's
+    _tiny_run("tiny-encoder", tmp / "corpus", tmp / "runs" / "enc")
+    _tiny_run("tiny-encdec", tmp / "corpus", tmp / "runs" / "t5")
+    rng = random.Random(3)
+    with (tmp / "reviews.jsonl").open("w") as f:
+        for i in range(40):
+            good = i % 2 == 0
+            f.write(json.dumps({"text": f"{'a fine' if good else 'a dull'} film about the {rng.choice(['cat', 'dog'])}",
+                                "label": "positive" if good else "negative"}) + "\n")
+    with (tmp / "ner.jsonl").open("w") as f:
+        for _ in range(30):
+            f.write(json.dumps({"tokens": ["the", "farmer", "sees", "Ada"], "labels": ["O", "O", "O", "B-PER"]}) + "\n")
+    with (tmp / "pairs.jsonl").open("w") as f:
+        for i in range(30):
+            f.write(json.dumps({"input": f"question: who sees the bird {i}? context: the cat sees the bird.",
+                                "target": "the cat"}) + "\n")
+    (tmp / "ethics.md").write_text("## Ethics\n\nA toy model trained on a toy grammar.\n")
+
+
+# The commands this test gives inputs to, in help order. A command added later must be added here
+# (with any inputs its examples name in _make_inputs), or listed in NOT_YET_COVERED with the reason.
+COVERED = ["curate", "mix", "pretrain", "generate", "plan", "numerics", "quantize", "evaluate", "export",
+           "import-hf", "card", "hub", "fill-mask", "finetune-head", "viz attention", "viz embeddings", "serve"]
+NOT_YET_COVERED = {
+    "adapt": "written at the same time as this test (issue 18); its examples name legal/, web/, runs/general",
+    "icl": "written at the same time as this test (issue 18); its examples name qa.jsonl, book.txt, a server",
+    "scale": "written at the same time as this test (issue 18); its examples need sweeps of trained runs",
+}
+
+
+def test_every_command_with_examples_is_covered() -> None:
+    ex = help_examples()
+    commands = list(dict.fromkeys(c for c, _ in ex))
+    assert set(COVERED) <= set(commands), f"no examples found for {set(COVERED) - set(commands)}"
+    missing = [c for c in commands if c not in COVERED and c.split()[0] not in NOT_YET_COVERED]
+    assert not missing, f"commands whose help examples this test does not run yet: {missing}"
+    assert all(line.startswith(("lmkit ", "torchrun ")) and "  " not in line for _, line in ex)
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    tmp = tmp_path_factory.mktemp("help-examples")
+    _make_inputs(tmp)
+    return tmp
+
+
+def _run_example(line: str) -> tuple[int, str]:
+    try:
+        rc = main(shlex.split(line)[1:])
+    except SystemExit as e:  # argparse rejected it
+        rc = e.code if isinstance(e.code, int) else 2
+    except Exception:  # noqa: BLE001 - report every failing example of the command at once
+        return -1, traceback.format_exc()
+    return rc, ""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command", COVERED)
+def test_help_examples_run_as_written(command: str, workdir: Path, monkeypatch: pytest.MonkeyPatch,
+                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """Each example of ``command``'s help, as written, in the shared working folder (in help order:
+    pretrain's example writes the runs/small that quantize's reads)."""
+    monkeypatch.chdir(workdir)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(workdir / "cache"))  # the default hub lives here
+    monkeypatch.delenv("LMKIT_HUB", raising=False)
+    failures = []
+    for cmd, line in help_examples():
+        if cmd != command:
+            continue
+        why = SKIP.get(line.split()[0]) or SKIP.get(command)
+        if why:
+            print(f"skipped: {line}  ({why})")
+            continue
+        t0 = time.perf_counter()
+        rc, tb = _run_example(line)
+        out = capsys.readouterr()
+        with capsys.disabled():
+            print(f"\n  {time.perf_counter() - t0:5.1f} s  rc {rc}  {line}", end="")
+        if rc != 0:
+            failures.append(f"{line}\n    exit {rc}: {(tb or out.err or out.out).strip()[-800:]}")
+    assert not failures, "\n".join(failures)
