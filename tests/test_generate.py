@@ -42,9 +42,9 @@ def one_thread():
     torch.set_num_threads(before)
 
 
-def tiny_decoder(vocab: int = 96, seed: int = 0, **kw: object) -> Decoder:
+def tiny_decoder(vocab: int = 96, seed: int = 0, max_seq_len: int = 48, **kw: object) -> Decoder:
     """A random decoder whose logits are spread out (std 0.02 init gives near-ties everywhere)."""
-    cfg = ModelConfig(family="decoder", vocab_size=vocab, d_model=32, n_layers=2, n_heads=4, max_seq_len=48,
+    cfg = ModelConfig(family="decoder", vocab_size=vocab, d_model=32, n_layers=2, n_heads=4, max_seq_len=max_seq_len,
                       **kw)  # type: ignore[arg-type]
     torch.manual_seed(seed)
     model = build_model(cfg)

@@ -30,6 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SKIP = {  # (command, why): the only examples that do not run here
     "torchrun": "needs 8 GPUs",
     "serve": "starts a server that runs until stopped",
+    "--server": "needs a running OpenAI-compatible server (tests/test_icl.py runs it against lmkit serve)",
 }
 
 
@@ -137,17 +138,25 @@ def _make_inputs(tmp: Path) -> None:
         for i in range(30):
             f.write(json.dumps({"input": f"question: who sees the bird {i}? context: the cat sees the bird.",
                                 "target": "the cat"}) + "\n")
+    with (tmp / "qa.jsonl").open("w") as f:  # a multiple-choice task for `lmkit icl`
+        for i in range(24):
+            animal = ["cat", "dog", "bird"][i % 3]
+            f.write(json.dumps({"input": f"the {animal} sees the river. who sees the river?",
+                                "choices": ["the cat", "the dog", "the bird"], "label": i % 3}) + "\n")
+    subjects, verbs = ["The cat", "A dog", "The farmer", "My sister", "A bird"], ["sat", "ran", "slept", "sang", "ate"]
+    (tmp / "book.txt").write_text(" ".join(f"{rng.choice(subjects)} {rng.choice(verbs)} {rng.choice(['here', 'there', 'again'])}."
+                                           for _ in range(80)))  # short sentences: a query fits a tiny context
     (tmp / "ethics.md").write_text("## Ethics\n\nA toy model trained on a toy grammar.\n")
 
 
 # The commands this test gives inputs to, in help order. A command added later must be added here
 # (with any inputs its examples name in _make_inputs), or listed in NOT_YET_COVERED with the reason.
 COVERED = ["curate", "mix", "pretrain", "generate", "plan", "numerics", "quantize", "evaluate", "export",
-           "import-hf", "card", "hub", "fill-mask", "finetune-head", "viz attention", "viz embeddings", "serve"]
+           "import-hf", "card", "hub", "fill-mask", "finetune-head", "viz attention", "viz embeddings", "serve",
+           "icl"]
 NOT_YET_COVERED = {
-    "adapt": "written at the same time as this test (issue 18); its examples name legal/, web/, runs/general",
-    "icl": "written at the same time as this test (issue 18); its examples name qa.jsonl, book.txt, a server",
-    "scale": "written at the same time as this test (issue 18); its examples need sweeps of trained runs",
+    "adapt": "each example trains several models (minutes on 2 cores); tests/test_adapt.py runs the command",
+    "scale": "the sweep example trains 6 models (minutes on 2 cores); tests/test_scale.py runs sweep and fit",
 }
 
 
@@ -190,7 +199,8 @@ def test_help_examples_run_as_written(command: str, workdir: Path, monkeypatch: 
     for cmd, line in help_examples():
         if cmd != command:
             continue
-        why = SKIP.get(line.split()[0]) or SKIP.get(command)
+        why = SKIP.get(line.split()[0]) or SKIP.get(command) or next(
+            (w for flag, w in SKIP.items() if flag.startswith("--") and flag in line.split()), None)
         if why:
             print(f"skipped: {line}  ({why})")
             continue

@@ -36,6 +36,7 @@ from lmkit.lab.icl_tasks import (
 from lmkit.models import build_model
 from lmkit.models.checkpoint import save_checkpoint
 from lmkit.tokenizer import Tokenizer, train_tokenizer
+from test_generate import tiny_decoder
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -112,14 +113,7 @@ def test_split_at_boundary_gives_the_straddling_token_to_the_continuation() -> N
 
 
 def tiny_model(vocab: int, seed: int = 1, window: int = 64) -> torch.nn.Module:
-    cfg = ModelConfig(family="decoder", vocab_size=vocab, d_model=32, n_layers=2, n_heads=4, max_seq_len=window)
-    torch.manual_seed(seed)
-    model = build_model(cfg)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if p.dim() == 2:
-                p.normal_(0.0, 0.35 if "emb" in name or "lm_head" in name else 0.15)
-    return model.eval()
+    return tiny_decoder(vocab=vocab, seed=seed, max_seq_len=window)
 
 
 @pytest.fixture(scope="module")

@@ -148,17 +148,10 @@ def _run_plan(args: argparse.Namespace) -> int:
     return 0
 
 
-def _duration(s: float) -> str:
-    if s < 120:
-        return f"{s:.1f} s"
-    if s < 7200:
-        return f"{s / 60:.1f} min"
-    return f"{s / 3600:.1f} h"
-
-
 def _run_measure(args: argparse.Namespace) -> int:
     """``lmkit plan --measure CONFIG``: real training steps timed here, the whole run predicted."""
     from lmkit.config import load_run_config
+    from lmkit.ship.card_sections import _duration
     from lmkit.train.calibrate import measure
     from lmkit.train.rss import predictable_malloc
 

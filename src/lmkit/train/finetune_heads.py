@@ -36,14 +36,18 @@ def _linear_head(d_model: int, n_labels: int) -> nn.Linear:
     return head
 
 
-class SequenceClassifier(nn.Module):
-    """Encoder + mean over real tokens + dropout + linear: one label per text. logits (B, n_labels)."""
+class _Head(nn.Module):
+    """An encoder with dropout and a fresh linear classifier on top (the two heads' shared parts)."""
 
     def __init__(self, encoder: nn.Module, n_labels: int, dropout: float = 0.1) -> None:
         super().__init__()
         self.encoder = encoder
         self.dropout = nn.Dropout(dropout)
         self.classifier = _linear_head(encoder.cfg.d_model, n_labels)
+
+
+class SequenceClassifier(_Head):
+    """Encoder + mean over real tokens + dropout + linear: one label per text. logits (B, n_labels)."""
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         h = self.encoder.hidden_states(input_ids, attention_mask)  # (B, T, C)
@@ -52,14 +56,8 @@ class SequenceClassifier(nn.Module):
         return self.classifier(self.dropout(pooled))  # (B, n_labels)
 
 
-class TokenClassifier(nn.Module):
+class TokenClassifier(_Head):
     """Encoder + dropout + linear on every token: one label per token. logits (B, T, n_labels)."""
-
-    def __init__(self, encoder: nn.Module, n_labels: int, dropout: float = 0.1) -> None:
-        super().__init__()
-        self.encoder = encoder
-        self.dropout = nn.Dropout(dropout)
-        self.classifier = _linear_head(encoder.cfg.d_model, n_labels)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.dropout(self.encoder.hidden_states(input_ids, attention_mask)))
