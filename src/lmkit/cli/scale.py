@@ -59,7 +59,7 @@ def add_scale(sub: Any) -> None:
                                   "The data is packed once (OUT/shards). Each run is a sub-run in OUT/runs/: started "
                                   "again, the sweep skips finished runs and resumes the interrupted one.\n\n"
                                   "examples:\n"
-                                  "  lmkit scale sweep --config tiny --data corpus/ --budgets 1e11 3e11 --per-budget 3 "
+                                  "  lmkit scale sweep --config tiny --data corpus/ --budgets 1e10 3e10 --per-budget 3 "
                                   "--out runs/sweep\n"
                                   "  lmkit scale fit runs/sweep/points.csv")
     w.add_argument("--config", required=True, help="base run config (YAML or a recipe name: tiny, cpu-small)")
