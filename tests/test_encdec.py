@@ -150,6 +150,7 @@ def pretrained(tmp_path_factory: pytest.TempPathFactory) -> dict:
     return {"summary": summary, "entropy": unigram_entropy(TokenShards(tmp / "run" / "shards" / "train"))}
 
 
+@pytest.mark.slow
 def test_compiled_training_follows_the_eager_curve(tmp_path: Path) -> None:
     """``train.compile: true`` runs the hand-written CPU layers (RMSNorm, biased attention, chunked
     loss) inside a compiled graph, evaluates through it, and trains the same curve as eager."""
@@ -166,6 +167,7 @@ def test_compiled_training_follows_the_eager_curve(tmp_path: Path) -> None:
     assert np.allclose(curves["compiled"], curves["eager"], rtol=1e-4), curves
 
 
+@pytest.mark.slow
 def test_span_corruption_pretraining_beats_the_unigram_entropy(pretrained: dict) -> None:
     s = pretrained["summary"]
     assert s["eval"]["loss"] < 0.6 * pretrained["entropy"], (s["eval"], pretrained["entropy"])
@@ -173,6 +175,7 @@ def test_span_corruption_pretraining_beats_the_unigram_entropy(pretrained: dict)
     assert meta["family"] == "encdec" and meta["objective"] == "span"
 
 
+@pytest.mark.slow
 def test_generate_on_a_pretrained_checkpoint_writes_span_targets(pretrained: dict,
                                                                  capsys: pytest.CaptureFixture[str]) -> None:
     # At this size and budget span corruption mostly teaches the target's form (sentinel, words, </s>);

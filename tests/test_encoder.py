@@ -122,6 +122,7 @@ def pretrained(tmp_path_factory: pytest.TempPathFactory) -> dict:
             "entropy": unigram_entropy(TokenShards(tmp / "run" / "shards" / "train"))}
 
 
+@pytest.mark.slow
 def test_masked_lm_pretraining_beats_the_unigram_entropy(pretrained: dict) -> None:
     s = pretrained["summary"]
     assert s["eval"]["loss"] < 0.6 * pretrained["entropy"], (s["eval"], pretrained["entropy"])
@@ -129,6 +130,7 @@ def test_masked_lm_pretraining_beats_the_unigram_entropy(pretrained: dict) -> No
     assert meta["family"] == "encoder" and meta["objective"] == "mlm"
 
 
+@pytest.mark.slow
 def test_fill_mask_recovers_determined_words(pretrained: dict) -> None:
     ckpt = pretrained["summary"]["checkpoint"]
     model, tok = load_model(ckpt), load_tokenizer(ckpt)
@@ -143,6 +145,7 @@ def test_fill_mask_recovers_determined_words(pretrained: dict) -> None:
     assert probs == sorted(probs, reverse=True) and sum(probs) <= 1.0 + 1e-6
 
 
+@pytest.mark.slow
 def test_fill_mask_command(pretrained: dict, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     ckpt = pretrained["summary"]["checkpoint"]
     assert main(["fill-mask", ckpt, "the old [MASK] sees his friend.", "--top-k", "2", "--json"]) == 0
@@ -161,6 +164,7 @@ def test_fill_mask_command(pretrained: dict, capsys: pytest.CaptureFixture[str],
     assert "use `lmkit generate`" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_fill_mask_refuses_too_long_text(pretrained: dict) -> None:
     ckpt = pretrained["summary"]["checkpoint"]
     with pytest.raises(LmkitError, match="context window"):

@@ -77,6 +77,7 @@ def _synthetic(law: Law, budgets: list[float], spread: float, k: int, noise: flo
 TRUE = Law(E=1.9, A=350.0, B=900.0, alpha=0.32, beta=0.30)
 
 
+@pytest.mark.slow
 def test_approach3_recovers_a_known_law_within_its_intervals() -> None:
     pts = _synthetic(TRUE, [1e17, 1e18, 1e19, 1e20, 1e21], 8.0, 9, noise=0.01)
     g = start_grid()
@@ -110,6 +111,7 @@ def test_approach2_flags_a_minimum_at_the_grid_edge() -> None:
     assert all(r["edge"] for r in a2["budgets"]) and "edge" in a2["note"]
 
 
+@pytest.mark.slow
 def test_fit_command_writes_json_and_plots_and_plan_uses_it(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     pts = _synthetic(TRUE, [1e16, 1e17, 1e18], 4.0, 5, noise=0.005)
     csv = tmp_path / "points.csv"

@@ -55,6 +55,7 @@ def tiny_cfg(tmp_path: Path, data: Path, **overrides: object):
     return load_run_config(TINY, ov)
 
 
+@pytest.mark.slow
 def test_loss_falls_well_below_unigram_entropy(tmp_path: Path) -> None:
     data = learnable_corpus(tmp_path / "data")
     cfg = tiny_cfg(tmp_path, data, **{"train.max_steps": 120, "train.eval_every": 0})
@@ -174,6 +175,7 @@ def test_optimizer_does_not_decay_norms_biases_embeddings() -> None:
     assert math.isclose(opt.param_groups[1]["weight_decay"], 0.0)
 
 
+@pytest.mark.slow
 def test_init_continues_pretraining_from_a_checkpoint(tmp_path: Path) -> None:
     data = learnable_corpus(tmp_path / "data", n_docs=150)
     base = train(tiny_cfg(tmp_path, data, **{"train.max_steps": 60, "train.eval_every": 0}), show_progress=False)
