@@ -202,3 +202,10 @@ def test_tiny_real_sweep_writes_points_resumes_and_fits(tmp_path: Path, monkeypa
     assert "other settings" in capsys.readouterr().err
     assert main(["scale", "fit", str(out / "points.csv"), "--approach", "1", "2", "--json"]) == 0
     assert "approach1" in json.loads(capsys.readouterr().out)
+
+
+def test_sweep_refuses_a_folder_that_is_not_a_sweep(tmp_path: Path) -> None:
+    (tmp_path / "mine.txt").write_text("a user's file")
+    assert main(["scale", "sweep", "--config", "tiny", "--data", str(tmp_path / "mine.txt"), "--budgets", "1e10",
+                 "--out", str(tmp_path)]) == 2
+    assert (tmp_path / "mine.txt").read_text() == "a user's file"

@@ -90,11 +90,14 @@ def sweep(base: RunConfig, budgets: list[float], per_budget: int, out: Path, spr
     import json
 
     from lmkit.data.pack import prepare
+    from lmkit.files import check_out_dir
     from lmkit.models.checkpoint import list_checkpoints
     from lmkit.train.loop import train
 
-    out.mkdir(parents=True, exist_ok=True)
     plan_file = out / "sweep.json"
+    if not plan_file.exists():  # a new sweep: the shared output rules (a sweep folder itself resumes)
+        check_out_dir(out, False, inputs=base.data.paths, kind="sweep")
+    out.mkdir(parents=True, exist_ok=True)
     request = {"budgets": [float(b) for b in budgets], "per_budget": per_budget, "spread": spread,
                "base": to_dict(base)}
     tok, _, _ = prepare(base.data, out, base.model.vocab_size, show_progress=show_progress)
