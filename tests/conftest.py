@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import random
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import torch
@@ -33,3 +35,14 @@ def own_lmkit_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
         os.environ.pop("LMKIT_CACHE", None)
     else:
         os.environ["LMKIT_CACHE"] = before
+
+
+@pytest.fixture
+def word_corpus(tmp_path: Path) -> Path:
+    """A plain-text file of 300 documents of random short phrases: enough to train a tiny model on."""
+    rng = random.Random(0)
+    words = ["the cat", "a dog", "sees", "likes", "the bird", "a red ball", "the river", "feeds"]
+    path = tmp_path / "data" / "corpus.txt"
+    path.parent.mkdir(parents=True)
+    path.write_text("\n\n".join(" ".join(rng.choice(words) for _ in range(60)) for _ in range(300)), encoding="utf-8")
+    return path

@@ -42,7 +42,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
     cfg = load_run_config(ROOT / "configs" / "tiny.yaml", {
         "data.paths": [str(corpus(tmp / "data"))], "out": str(tmp / "run"), "data.vocab_size": 400,
         "model.d_model": 32, "model.max_seq_len": 32, "train.max_steps": 4, "train.eval_every": 0,
-        "train.ckpt_every": 0, "train.eval_batches": 1})
+        "train.ckpt_every": 0, "train.eval_batches": 1, "train.precision": "fp32"})  # the card quotes it
     return Path(train(cfg, show_progress=False)["checkpoint"])
 
 

@@ -490,6 +490,7 @@ def measured_peaks(lmkit_cache: Any, packed: dict[int, Path],
                 "--out", str(root / f"run{i}"), "--quiet", "--train.max_steps", "3", "--train.eval_every", "2",
                 "--train.eval_batches", "2", "--train.micro_batch_size", str(mb), "--train.batch_size", str(mb),
                 "--train.activation_checkpointing", str(ckpt).lower(), "--train.tensorboard", "true",
+                "--train.precision", "fp32", "--train.optimizer", "adamw",  # what the plan models (not auto, not Muon)
                 *_flags(overrides)]
         env = {**os.environ, "OMP_NUM_THREADS": "1"}  # eight runs side by side: one thread each
         procs[name] = subprocess.Popen([sys.executable, "-c", _LAUNCHER, *args], stdout=subprocess.PIPE,
@@ -533,7 +534,7 @@ def planned(lmkit_cache: Any, packed: dict[int, Path]) -> dict[str, float]:
     out = {}
     for name, (config, _vocab, overrides, mb, ckpt) in MEMORY_CASES.items():
         argv = ["--config", str(config), "--micro-batch", str(mb), *(["--activation-checkpointing"] if ckpt else []),
-                *_flags(overrides)]
+                "--train.precision", "fp32", *_flags(overrides)]  # the runs' precision, as the runs are told
         p = plan_json(*argv)
         assert p["memory"]["runtime_source"].startswith("measured on this machine")  # the cached figure
         out[name] = float(p["memory"]["training_breakdown"]["total"])

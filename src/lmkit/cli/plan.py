@@ -20,9 +20,8 @@ from lmkit.config import load_model_and_train
 from lmkit.errors import LmkitError
 from lmkit.families import FAMILIES, HOW_TO_CHOOSE, table
 from lmkit.plan.chinchilla import ABOUT_RIGHT_BAND, known_models_table, load_scaling_law
-from lmkit.plan.compute import THIS_MACHINE
 from lmkit.plan.make import make_plan
-from lmkit.plan.measure import measure_matmul_peak, memory_track_record, runtime_baseline
+from lmkit.plan.measure import memory_track_record, runtime_baseline
 from lmkit.plan.memory import CPU_RSS_FACTOR
 from lmkit.plan.units import parse_count
 
@@ -39,7 +38,9 @@ def add_plan(sub: Any) -> None:
                     "run config's stop conditions).\n\n"
                     "Reported: parameters (embedding / non-embedding), FLOPs per token (6N + attention) and in "
                     "total, PF-days (1 PF-day = 8.64e19 FLOPs), device-hours on V100/A100/H100/H200 (and, with "
-                    "--this-machine, on this machine's measured matmul peak) at a stated utilisation "
+                    "--this-machine, on this machine's measured matmul peak in the precision a run here uses: "
+                    "fp32 and bf16 are both measured, and train.precision auto picks bf16 only where it is "
+                    "measurably faster) at a stated utilisation "
                     "(--utilisation); memory of the weights in fp32/fp16/bf16/int8, training memory by the course's "
                     "rule of thumb (≈ 24 bytes/parameter) and precisely per device (weights + gradients + Adam "
                     "states sharded by --sharding, activations of one micro-batch, the loss, the runtime) with "
@@ -77,7 +78,8 @@ def add_plan(sub: Any) -> None:
                    help="what is split across devices: nothing (ddp), optimizer states (zero1), + gradients "
                         "(zero2), + weights (zero3 = fsdp) (default ddp)")
     p.add_argument("--precision", default=None, choices=["fp32", "bf16", "fp16"],
-                   help="training precision (default: the config's; bf16 with --params)")
+                   help="training precision (default: the config's, its auto as on --gpu: bf16 on a GPU, "
+                        "measured on this machine; bf16 with --params)")
     p.add_argument("--activation-checkpointing", action="store_true",
                    help="keep only each layer's input and recompute the rest in the backward pass")
     p.add_argument("--fit", default="chinchilla", choices=["chinchilla", "epoch"],
@@ -87,7 +89,8 @@ def add_plan(sub: Any) -> None:
     p.add_argument("--utilisation", type=float, default=0.4,
                    help="fraction of the peak FLOP/s a run achieves (MFU) for device-hours (default 0.4)")
     p.add_argument("--this-machine", action="store_true", help="also time the run on this machine's measured "
-                                                               "matmul peak (measures for about a second)")
+                                                               "fp32 and bf16 matmul peaks (measures for about "
+                                                               "two seconds)")
     p.add_argument("--known-models", action="store_true",
                    help="table of well-known models marked under-trained / about right / over-trained")
     p.add_argument("--measure", default=None, metavar="CONFIG",
@@ -123,7 +126,11 @@ def _run_plan(args: argparse.Namespace) -> int:
             if not args.json:
                 print("\n(give --params, --config, --tokens or a budget to plan a run; see lmkit plan --help)")
             return 0
-    peak_here = measure_matmul_peak() if args.this_machine else None
+    on_here = args.gpu.strip().lower() in HERE_WORDS
+    here = _this_machine(args, cfg, train) if args.this_machine or on_here else None
+    precision = args.precision
+    if precision is None and train is not None and train.precision == "auto":
+        precision = here["precision"] if here is not None and on_here else "bf16"
     runtime, runtime_source = runtime_baseline(measure=args.this_machine)
     plan = make_plan(
         params=parse_count(args.params, "--params") if args.params is not None else None,
@@ -133,10 +140,16 @@ def _run_plan(args: argparse.Namespace) -> int:
         budget_pf_days=parse_count(args.pf_days, "--pf-days") if args.pf_days is not None else None,
         budget_gpu_hours=parse_count(args.gpu_hours, "--gpu-hours") if args.gpu_hours is not None else None,
         gpu=args.gpu, n_gpus=args.gpus, seq_len=args.seq_len, micro_batch=args.micro_batch,
-        sharding=args.sharding, precision=args.precision,
+        sharding=args.sharding, precision=precision,
         checkpointing=True if args.activation_checkpointing else None, fit=args.fit,
-        utilisation=args.utilisation, this_machine_peak=peak_here, source=source, runtime_bytes=runtime,
+        utilisation=args.utilisation, this_machine_peak=here["peak_flops"] if here else None, source=source,
+        runtime_bytes=runtime,
     )
+    if here is not None:
+        plan["compute"]["this_machine"] = here
+    if train is not None and train.precision == "auto" and args.precision is None and not on_here:
+        plan["notes"].append(f"train.precision auto: planned in bf16 on {args.gpu} (a GPU with bf16); lmkit pretrain "
+                             "settles it on the machine it runs on (--gpu here plans for this one)")
     plan["memory"]["runtime_source"] = runtime_source
     plan["memory"]["memory_track_record"] = memory_track_record()[-10:]
     if args.known_models:
@@ -146,6 +159,34 @@ def _run_plan(args: argparse.Namespace) -> int:
     else:
         _print_plan(plan)
     return 0
+
+
+HERE_WORDS = ("here", "this", "this machine", "local", "cpu")
+
+
+def _this_machine(args: argparse.Namespace, cfg: Any, train: Any) -> dict[str, Any]:
+    """This machine's measured fp32 and bf16 matmul peaks, the precision a run here would use
+    (--precision, the config's, or its auto settled as the trainer settles it: the precision probe
+    at the run's shape, or the two peaks' ratio without a config) and that precision's peak."""
+    import torch
+
+    from lmkit.plan.measure import BF16_MIN_SPEEDUP, auto_precision, choose_cpu_precision, measure_matmul_peak
+
+    peaks = {"fp32": measure_matmul_peak(torch.float32), "bf16": measure_matmul_peak(torch.bfloat16)}
+    ratio = peaks["bf16"] / peaks["fp32"]
+    precision = args.precision or (train.precision if train is not None else "auto")
+    why = "given"
+    if precision == "auto" and cfg is not None and train is not None:
+        mb = args.micro_batch or train.micro_batch_size or train.batch_size
+        precision, why, _ = auto_precision("cpu", mb * (args.seq_len or cfg.max_seq_len), cfg.d_model,
+                                           measure=args.this_machine)  # --this-machine measures anew
+    elif precision == "auto":
+        precision = choose_cpu_precision(ratio)
+        why = f"auto: bf16 peak {ratio:.2f}× fp32's" + ("" if precision == "bf16" else f", under {BF16_MIN_SPEEDUP:g}×")
+    if precision not in peaks:
+        peaks[precision] = measure_matmul_peak(torch.float16)
+    return {"fp32_flops": peaks["fp32"], "bf16_flops": peaks["bf16"], "bf16_over_fp32": ratio,
+            "precision": precision, "precision_choice": why, "peak_flops": peaks[precision]}
 
 
 def _run_measure(args: argparse.Namespace) -> int:
@@ -165,7 +206,7 @@ def _run_measure(args: argparse.Namespace) -> int:
     print(f"lmkit plan --measure {args.measure}: {cfg.model.family}, {rep['params']:,} parameters, on {rep['device']}")
     print(f"  measured   {rep['steps_measured']} steps after a warm-up: {rep['step_seconds_median']:.3f} s/step "
           f"(median), {rep['tokens_per_second']:,.0f} tokens/s, MFU {100 * rep['mfu']:.0f}% of "
-          f"{rep['peak_flops'] / 1e9:,.0f} GFLOP/s")
+          f"{rep['peak_flops'] / 1e9:,.0f} GFLOP/s ({rep['precision']} peak); precision {rep['precision_choice']}")
     print(f"  the run    {r['steps']:,} steps ({r['stop']}) = {r['tokens']:,} tokens, {r['flops']:.3g} FLOPs")
     print(f"  wall time  {_duration(r['wall_seconds'])} predicted = training {_duration(r['train_seconds'])} + "
           f"evaluation {_duration(r['eval_seconds'])} (data preparation and checkpoint writes not included)")
@@ -226,11 +267,16 @@ def _print_plan(p: dict[str, Any]) -> None:
           f"[{p['tokens_source']}]")
     print(f"compute      {p['flops_per_token']:.4g} FLOPs/token at context {p['seq_len']} x {p['tokens']:.3g} tokens "
           f"= {p['flops']:.3e} FLOPs = {p['pf_days']:,.4g} PF-days   (6·N·D = {p['flops_6nd']:.3e})")
-    print(f"\ntime at {100 * c['utilisation']:.0f}% utilisation (dense 16-bit datasheet peaks"
-          f"{'; this machine measured fp32' if THIS_MACHINE in c['peak_flops'] else ''}):")
+    here = c.get("this_machine")
+    measured_here = f"; this machine measured, {here['precision']}" if here else ""
+    print(f"\ntime at {100 * c['utilisation']:.0f}% utilisation (dense 16-bit datasheet peaks{measured_here}):")
     for k, h in c["gpu_hours"].items():
         wall = f"   {_hours(c['wall_hours'][k])} on {c['gpus']}" if c["gpus"] > 1 else ""
         print(f"  {k:<13} {c['peak_flops'][k] / 1e12:8.3g} TFLOP/s   {_hours(h):>24} device-time{wall}")
+    if here:
+        print(f"  this machine's matmul peaks, measured: fp32 {here['fp32_flops'] / 1e9:,.0f} GFLOP/s, bf16 "
+              f"{here['bf16_flops'] / 1e9:,.0f} GFLOP/s ({here['bf16_over_fp32']:.1f}×); a run here trains in "
+              f"{here['precision']} ({here['precision_choice']})")
     w = m["weights_bytes"]
     print("\nmemory")
     print(f"  weights      fp32 {_gb(w['fp32'])}   fp16 {_gb(w['fp16'])}   bf16 {_gb(w['bf16'])}   int8 {_gb(w['int8'])}")

@@ -54,9 +54,11 @@ def add_scale(sub: Any) -> None:
                       formatter_class=argparse.RawDescriptionHelpFormatter,
                       description="For each FLOPs budget C, train --per-budget models spanning --spread x around the "
                                   "rule-of-thumb optimum N = sqrt(C/120) (shapes grown from the base config by width "
-                                  "and depth, head size kept), each for C/(6N) tokens with its LR schedule ending "
+                                  "and depth, head size kept, or halved or quartered (not under 16) for models narrower than the base), each for "
+                                  "C/(6N) tokens with its LR schedule ending "
                                   "there, and record the final held-out loss in OUT/points.csv (N: total parameters). "
-                                  "The data is packed once (OUT/shards). Each run is a sub-run in OUT/runs/: started "
+                                  "The data is packed once (OUT/shards; a packed shard folder given as --data is used as it is). Each run is a "
+                                  "sub-run in OUT/runs/: started "
                                   "again, the sweep skips finished runs and resumes the interrupted one.\n\n"
                                   "examples:\n"
                                   "  lmkit scale sweep --config tiny --data corpus/ --budgets 1e10 3e10 --per-budget 3 "
@@ -81,13 +83,16 @@ def add_scale(sub: Any) -> None:
     f.add_argument("--bootstrap", type=int, default=200, metavar="N",
                    help="bootstrap resamples for Approach 3's intervals (default 200; 0: none)")
     f.add_argument("--grid", choices=["full", "small"], default="full",
-                   help="Approach 3's starts: Hoffmann et al.'s 4,500 (full, default; minutes on 2 busy CPU cores, "
-                        "seconds on a GPU) or 36 of them (small: a quick look)")
+                   help="Approach 3's starts: Hoffmann et al.'s 4,500 (full, default; seconds: about 5 s of one CPU "
+                        "core for 240 points) or 36 of them (small: a quick look)")
     f.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (default 0)")
     f.add_argument("--out", default=None, help="folder for fit.json and the plots (default: POINTS's folder/fit)")
     f.add_argument("--overwrite", action="store_true", help="replace a previous fit in --out")
     f.add_argument("--no-plots", action="store_true", help="write fit.json only")
     f.add_argument("--device", default="auto", help="where Approach 3's batch runs: cpu, cuda (default auto)")
+    f.add_argument("--threads", type=int, default=1,
+                   help="CPU threads for Approach 3 (default 1: its tensors are small, and on busy cores a second "
+                        "thread slows it many times over)")
     f.add_argument("--json", action="store_true", help="print the fit as one JSON object")
     f.set_defaults(func=_run_fit)
 
@@ -132,7 +137,7 @@ def _run_fit(args: argparse.Namespace) -> int:
     device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     points = drop_highest(read_points(points_path), args.drop_highest)
     fit = fit_points(points, args.approach, n_bootstrap=args.bootstrap, seed=args.seed, device=device,
-                     grid=args.grid)
+                     grid=args.grid, threads=max(1, args.threads))
     fit["points"] = str(points_path)
     fit["dropped_highest"] = args.drop_highest
     out.mkdir(parents=True, exist_ok=True)

@@ -47,6 +47,8 @@ def add_pretrain(sub: Any) -> None:
                     "on a laptop CPU), gpu-124m (GPT-2 small, a GPU), and -encoder / -encdec variants.\n\n"
                     "examples:\n"
                     "  lmkit pretrain --config tiny --data corpus/ --out runs/small       seconds on a CPU\n"
+                    "  lmkit pretrain --config tiny --data corpus/ --out runs/auto --model auto --train.max_time 10\n"
+                    "                                             the best model this machine trains in 10 s\n"
                     "  lmkit pretrain --out runs/small --resume --max-steps 80           continue it to 80 steps\n"
                     "  torchrun --nproc_per_node 8 -m lmkit.cli pretrain --config configs/gpu-124m.yaml "
                     "--data shards/ --train.distributed fsdp")
@@ -63,6 +65,14 @@ def add_pretrain(sub: Any) -> None:
     p.add_argument("--init", default=None, metavar="CKPT",
                    help="start from this checkpoint's weights and tokenizer (continued pre-training / domain "
                         "adaptation, e.g. of a model imported with `lmkit import-hf`); optimizer and step start fresh")
+    p.add_argument("--model", choices=["auto"], default=None,
+                   help="auto: a time budget chooses the model. Needs --train.max_time S (the whole budget, "
+                        "measuring and packing included): this machine's throughput is measured for shapes grown "
+                        "from the config by width and depth, the one with the lowest loss a scaling law predicts "
+                        "for the tokens it can see in the time left is trained, its schedule ending at the "
+                        "deadline (budget.json in --out says what was measured and why)")
+    p.add_argument("--scaling-law", default=None, metavar="FIT.json",
+                   help="with --model auto: your own law from `lmkit scale fit` instead of Chinchilla's")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print the run summary as JSON")
     add_no_verify(p)
@@ -105,8 +115,13 @@ def _run_pretrain(args: argparse.Namespace) -> int:
         raise LmkitError("--new-data only applies with --resume (a new run trains on the data it is given)")
     else:
         cfg = load_run_config(args.config, overrides)
+    if args.scaling_law and not args.model:
+        raise LmkitError("--scaling-law applies with --model auto (the time budget's choice of model)")
     try:
-        summary = train(cfg, resume=args.resume, show_progress=not args.quiet, new_data=new_data)
+        if args.model == "auto":
+            summary = _pretrain_to_budget(cfg, args)
+        else:
+            summary = train(cfg, resume=args.resume, show_progress=not args.quiet, new_data=new_data)
     except TrainingInterrupted as e:
         if int(os.environ.get("RANK", "0")) == 0:
             print(f"lmkit: {e}", file=sys.stderr)
@@ -136,6 +151,31 @@ def _run_pretrain(args: argparse.Namespace) -> int:
         dist.barrier()
         dist.destroy_process_group()
     return 0
+
+
+def _pretrain_to_budget(cfg: Any, args: argparse.Namespace) -> dict[str, Any]:
+    """``--model auto``: measure shapes, pick one for the budget, train it to the deadline."""
+    import sys
+    import time
+
+    from lmkit.errors import LmkitError
+    from lmkit.plan.chinchilla import get_fit, load_scaling_law
+    from lmkit.train.budget import budget_run_config, choose_model, format_choice, train_to_deadline
+
+    start = time.perf_counter()
+    if args.resume:
+        raise LmkitError("--model auto chooses the model of a new run; a resumed run keeps its model (drop --model)")
+    if cfg.train.max_time is None:
+        raise LmkitError("--model auto needs a time budget: --train.max_time SECONDS")
+    law = load_scaling_law(args.scaling_law) if args.scaling_law else get_fit("chinchilla")
+    choice = choose_model(cfg, float(cfg.train.max_time), law, start, show_progress=not args.quiet)
+    if not args.quiet:
+        print(format_choice(choice), file=sys.stderr)
+    summary = train_to_deadline(budget_run_config(cfg, choice), start + float(cfg.train.max_time),
+                                choice["final_eval_seconds"], show_progress=not args.quiet, choice=choice)
+    summary["budget"] = {"seconds": float(cfg.train.max_time), "measure_seconds": choice["measure_seconds"],
+                         "wall_seconds": time.perf_counter() - start, "chosen": choice["rows"][choice["best"]]}
+    return summary
 
 
 def add_finetune_head(sub: Any) -> None:

@@ -4,16 +4,16 @@ depth, each trained for C/(6N) tokens with its schedule ending there; the final 
 go to ``points.csv`` for ``lmkit scale fit``.
 
 The sweep folder: ``sweep.json`` (the plan: every run's shape and horizon), ``tokenizer.json`` and
-``shards/`` (the data, packed once for all runs), ``runs/<name>/`` (one run folder each) and
-``points.csv``. Each run is a sub-run that resumes: started again, the sweep skips finished runs
-(``result.json`` in their folder), resumes a run with checkpoints and starts the rest.
+``shards/`` (the data, packed once for all runs; a packed folder given as the data is used in
+place), ``runs/<name>/`` (one run folder each) and ``points.csv``. Each run is a sub-run that
+resumes: started again, the sweep skips finished runs (``result.json`` in their folder), resumes a
+run with checkpoints and starts the rest.
 N is the model's total parameter count (as Chinchilla counts it); flops = 6·N·D.
 """
 
 from __future__ import annotations
 
 import copy
-import dataclasses
 import math
 import sys
 import time
@@ -26,25 +26,7 @@ from lmkit.config import ModelConfig, RunConfig, to_dict
 from lmkit.errors import LmkitError
 from lmkit.files import write_json_atomic
 from lmkit.plan.compute import count_params
-
-
-def shape_for(base: ModelConfig, target: float, vocab_size: int) -> ModelConfig:
-    """The shape nearest ``target`` parameters grown from ``base`` by width and depth: head size
-    kept, d_model a multiple of it, layers 1..4×base; ties broken by the base's width/depth ratio."""
-    hd = base.head_dim
-    ratio = base.d_model / base.n_layers
-    best: tuple[float, ModelConfig] | None = None
-    for heads in range(1, 65):
-        d = heads * hd
-        for layers in range(1, 4 * base.n_layers + 1):
-            cfg = dataclasses.replace(base, d_model=d, n_heads=heads, n_layers=layers, vocab_size=vocab_size,
-                                      d_ff=None)
-            n = count_params(cfg).total
-            cost = abs(math.log(n / target)) + 0.05 * abs(math.log((d / layers) / ratio))
-            if best is None or cost < best[0]:
-                best = (cost, cfg)
-    assert best is not None
-    return best[1]
+from lmkit.plan.shapes import shape_for  # noqa: F401 - re-exported (lab.scale_sweep.shape_for)
 
 
 def plan_sweep(base: RunConfig, budgets: list[float], per_budget: int, vocab_size: int,
@@ -68,7 +50,8 @@ def plan_sweep(base: RunConfig, budgets: list[float], per_budget: int, vocab_siz
     return runs
 
 
-def run_config(base: RunConfig, run: dict[str, Any], folder: Path, shards: Path) -> RunConfig:
+def run_config(base: RunConfig, run: dict[str, Any], folder: Path, shards: Path,
+               tokenizer: Path | None = None) -> RunConfig:
     """The run config of one sub-run: the base with the run's shape, trained for its tokens."""
     from lmkit.config import from_dict
 
@@ -79,7 +62,7 @@ def run_config(base: RunConfig, run: dict[str, Any], folder: Path, shards: Path)
     t.warmup_steps = min(t.warmup_steps, max(1, run["steps"] // 10))
     t.tensorboard = False
     cfg.data.paths = [str(shards)]
-    cfg.data.tokenizer = None
+    cfg.data.tokenizer = str(tokenizer) if tokenizer else None
     cfg.out = str(folder)
     return cfg
 
@@ -100,10 +83,11 @@ def sweep(base: RunConfig, budgets: list[float], per_budget: int, out: Path, spr
     out.mkdir(parents=True, exist_ok=True)
     request = {"budgets": [float(b) for b in budgets], "per_budget": per_budget, "spread": spread,
                "base": to_dict(base)}
-    tok, _, _ = prepare(base.data, out, base.model.vocab_size, show_progress=show_progress)
-    shards = Path(base.data.shards) if base.data.shards else out / "shards"
-    if not (shards / "tokenizer.json").is_file():
-        tok.save(shards / "tokenizer.json")
+    tok, train_split, _ = prepare(base.data, out, base.model.vocab_size, show_progress=show_progress)
+    shards = train_split.folder.parent  # packed here, or the packed folder given as --data
+    tok_file = out / "tokenizer.json"
+    if not tok_file.is_file():
+        tok.save(tok_file)
     if plan_file.is_file():
         saved = json.loads(plan_file.read_text(encoding="utf-8"))
         if saved.get("request") != json.loads(json.dumps(request, default=str)):
@@ -129,7 +113,7 @@ def sweep(base: RunConfig, budgets: list[float], per_budget: int, out: Path, spr
             print(f"lmkit scale sweep: run {i + 1}/{len(runs)} {r['name']} ({r['params']:,} params, "
                   f"{r['tokens']:.3g} tokens); {100 * done_flops / total:.0f}% of the sweep's FLOPs done{eta}",
                   file=sys.stderr)
-        cfg = run_config(base, r, folder, shards)
+        cfg = run_config(base, r, folder, shards, tok_file)
         resume = folder.is_dir() and bool(list_checkpoints(folder))
         summary = train(cfg, resume=resume, show_progress=show_progress)
         ev = summary["eval"] or {}

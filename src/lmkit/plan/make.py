@@ -104,7 +104,7 @@ def make_plan(*, params: float | None = None, tokens: float | None = None, cfg: 
     gpu_key = next((k for k in peak_of if k.lower() == gpu.strip().lower()), None)
     if gpu_key is None:
         if gpu.strip().lower() in ("here", "this", "this machine", "local", "cpu"):
-            peak_of[THIS_MACHINE] = measure_matmul_peak()
+            peak_of[THIS_MACHINE] = peak_of.get(THIS_MACHINE) or measure_matmul_peak()
             gpu_key = THIS_MACHINE
         else:
             raise LmkitError(f"--gpu must be one of {', '.join(ACCELERATORS)} or here, got {gpu!r}")
@@ -167,6 +167,7 @@ def make_plan(*, params: float | None = None, tokens: float | None = None, cfg: 
 
     mb = int(micro_batch or ((train.micro_batch_size or train.batch_size) if train is not None else 1))
     prec = precision or (train.precision if train is not None else ("fp32" if cfg is not None else "bf16"))
+    prec = "bf16" if prec == "auto" else prec  # a run's auto as on a GPU; lmkit plan settles it for this machine
     ckpt = bool(checkpointing if checkpointing is not None else (train.activation_checkpointing if train else False))
     mem_train = training_memory(shape, n_params, mb, S, prec, sharding, n_gpus, ckpt, runtime_bytes=runtime)
     weight_fmt = "fp32" if prec == "fp32" else prec

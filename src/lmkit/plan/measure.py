@@ -1,8 +1,9 @@
 """Measuring this machine: its dense matmul peak (cached per process), the peak FLOP/s MFU is
-measured against, and its runtime memory baseline (what every training process holds beside its
-tensors, measured in a child process and cached per machine and library versions), and the
-record of how far past plans were from what runs really used here. Not maths: kept apart so the
-rest of ``lmkit.plan`` stays pure.
+measured against (in the precision a run uses), the precision probe behind ``train.precision:
+auto`` (fp32 against bf16 autocast on a run's representative matmul, cached per CPU), its runtime
+memory baseline (what every training process holds beside its tensors, measured in a child
+process and cached per machine and library versions), and the record of how far past plans were
+from what runs really used here. Not maths: kept apart so the rest of ``lmkit.plan`` stays pure.
 
 torch is imported only inside the functions, so ``lmkit plan`` without ``--this-machine`` never
 loads it.
@@ -46,7 +47,8 @@ def measure_matmul_peak(dtype: Any = None, seconds: float = 0.4, device: Any = "
     """This machine's dense matmul throughput in FLOP/s: the best of repeated n×n products.
 
     dtype defaults to fp32 on CPU (16-bit has no fast path on most CPUs) and bf16 on GPUs.
-    Results are cached per process (the trainer asks once per run).
+    Results are cached per process (the trainer asks once per run). A product slower than
+    ``seconds`` (bf16 on a CPU without 16-bit hardware) is timed once.
     """
     import torch
 
@@ -63,31 +65,40 @@ def _measure_cached(device: str, dtype_name: str, n: int, seconds: float) -> flo
 
     dev = torch.device(device)
     dtype = getattr(torch, dtype_name)
-    a = torch.randn(n, n, device=dev).to(dtype)
-    b = torch.randn(n, n, device=dev).to(dtype)
+    gen = torch.Generator(device=dev).manual_seed(0)  # the run's own random stream stays untouched
+    a = torch.randn(n, n, device=dev, generator=gen).to(dtype)
+    b = torch.randn(n, n, device=dev, generator=gen).to(dtype)
 
     def sync() -> None:
         if dev.type == "cuda":
             torch.cuda.synchronize(dev)
 
-    for _ in range(2):  # warm-up: kernel selection, page faults
-        torch.mm(a, b)
+    t0 = time.perf_counter()
+    torch.mm(a, b)  # warm-up: kernel selection, page faults
     sync()
-    best = math.inf
-    end = time.perf_counter() + seconds
-    runs = 0
-    while runs < 3 or time.perf_counter() < end:
-        t0 = time.perf_counter()
+    best = time.perf_counter() - t0
+    if best < seconds:
         torch.mm(a, b)
         sync()
-        best = min(best, time.perf_counter() - t0)
-        runs += 1
+        best = math.inf
+        end = time.perf_counter() + seconds
+        runs = 0
+        while runs < 3 or time.perf_counter() < end:
+            t0 = time.perf_counter()
+            torch.mm(a, b)
+            sync()
+            best = min(best, time.perf_counter() - t0)
+            runs += 1
     return 2.0 * n ** 3 / best
+
+
+DTYPE_OF = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 
 
 def device_peak_flops(device: Any = "cpu", precision: str = "fp32") -> float:
     """Peak FLOP/s to measure MFU against: the datasheet figure of a known GPU at 16-bit precision,
-    otherwise a measured matmul peak in the training precision (fp32 on CPU)."""
+    otherwise a measured matmul peak in the training precision (on a CPU training in bf16: its
+    measured bf16 peak, AMX's where it has it)."""
     import torch
 
     dev = torch.device(device)
@@ -96,10 +107,181 @@ def device_peak_flops(device: Any = "cpu", precision: str = "fp32") -> float:
         matches = [k for k in ACCELERATORS if k.lower() in name.lower()]
         if matches:
             return ACCELERATORS[max(matches, key=len)]
+    return measure_matmul_peak(getattr(torch, DTYPE_OF.get(precision, "float32")), device=dev)
+
+
+# --------------------------------------------------------------------------- precision on this machine
+
+PRECISION_FILE = "precision-probe.json"
+BF16_MIN_SPEEDUP = 1.3  # "measurably faster": bf16 autocast at least this multiple of fp32 in the probe
+PROBE_SECONDS = 0.25  # the probe's timed loop, both precisions interleaved (warm-ups come on top)
+PROBE_MAX_FLOPS = 1.1e9  # one forward product of the probe at most (its token count is lowered to fit)
+PROBE_KEEP = 8  # machines (CPU, torch, threads) whose probes the cache keeps
+SIXTEEN_BIT_FLAGS = ("amx_bf16", "amx_fp16", "amx_tile", "avx512_bf16", "avx512_fp16", "avx512f", "avx2", "f16c")
+
+
+def probe_shape(tokens: int, d_model: int) -> tuple[int, int, int]:
+    """The probe's matmul (m, k, n): a run's representative one, tokens per micro-batch × d_model ×
+    4·d_model (its MLP's input projection), each rounded to a power of two so that nearby runs share
+    a cached probe; k at least 16, m from 64 to 4,096 and halved until one forward product costs at
+    most ``PROBE_MAX_FLOPS`` (past a few hundred rows a matmul's FLOP rate hardly depends on m).
+
+    The shape matters: bf16 autocast pays a cast of every input and weight per product, so a tiny
+    model (d_model 32) can run slower in bf16 even where large bf16 matmuls are 6-9× faster."""
+    def pow2(x: int) -> int:
+        return 1 << max(0, round(math.log2(max(1, int(x)))))
+
+    k = max(16, pow2(d_model))
+    n = 4 * k
+    m = min(4096, max(64, pow2(tokens)))
+    while m > 64 and 2.0 * m * k * n > PROBE_MAX_FLOPS:
+        m //= 2
+    return m, k, n
+
+
+def cpu_key() -> str:
+    """What a precision probe depends on: the CPU's model and 16-bit flags and torch's version (the
+    probe runs on one thread whatever the run's thread count: see ``_probe_rates``)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        torch_version = version("torch")
+    except PackageNotFoundError:
+        torch_version = "-"
+
+    model, flags = "", list[str]()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            name, _, value = (part.strip() for part in line.partition(":"))
+            if name == "model name" and not model:
+                model = value
+            elif name in ("flags", "Features") and not flags:
+                flags = sorted(set(value.split()) & set(SIXTEEN_BIT_FLAGS))
+    except OSError:
+        pass
+    model = model or platform.processor() or platform.machine()
+    return "|".join([model, ",".join(flags) or "-", platform.machine(), torch_version])
+
+
+def _probe_rates(m: int, k: int, n: int, seconds: float) -> tuple[float, float]:
+    """FLOP/s of a linear layer's forward and backward (y = x·Wᵀ, then both gradients) on (m, k) ×
+    (k, n), in fp32 and under ``torch.autocast("cpu", torch.bfloat16)`` as training runs it (casts
+    included): the best of timed rounds, the two interleaved (in alternating order) so that other
+    work on the machine slows both alike.
+
+    On one thread: the question is what the CPU's cores do with bf16 (AMX / AVX-512-BF16 or
+    nothing), and one thread answers it steadily where other processes share the cores, while
+    timings of several threads there measure the scheduler (a 2-core machine with 6 busy
+    processes timed 2-thread fp32 at 3 GFLOP/s and got bf16/fp32 ratios of 0.05 to 16; one thread
+    gave 3-4× at cpu-small's shape and 0.6× at d_model 32, run after run)."""
+    import torch
+
+    gen = torch.Generator().manual_seed(0)  # the run's own random stream stays untouched
+    x = torch.randn(m, k, generator=gen, requires_grad=True)
+    w = torch.randn(n, k, generator=gen, requires_grad=True)
+    grad = {False: torch.randn(m, n, generator=gen)}
+    grad[True] = grad[False].to(torch.bfloat16)
+    flops = 6.0 * m * k * n
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _interleaved(x, w, grad, flops, m, seconds)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _interleaved(x: Any, w: Any, grad: dict[bool, Any], flops: float, m: int, seconds: float) -> tuple[float, float]:
+    """The timing loop of ``_probe_rates``: fp32 and bf16 rounds alternated, the best of each."""
+    import torch
+    import torch.nn.functional as F
+
+    def step(bf16: bool, rows: int = m) -> float:
+        t0 = time.perf_counter()
+        with torch.autocast("cpu", torch.bfloat16, enabled=bf16):
+            y = F.linear(x[:rows], w)
+        torch.autograd.grad(y, (x, w), grad[bf16][:rows])
+        return time.perf_counter() - t0
+
+    times: dict[bool, list[float]] = {False: [], True: []}
+    for bf16 in (False, True):
+        small = max(16, m // 16)  # a bf16 product without 16-bit hardware can take seconds: look first
+        step(bf16, small)
+        guess = step(bf16, small) * m / small
+        if guess > seconds:
+            times[bf16] = [guess]
+    timed = [b for b in (False, True) if not times[b]]
+    for bf16 in timed:
+        step(bf16)  # warm-up at the full shape
+    end = time.perf_counter() + seconds
+    rounds = 0
+    while timed and (rounds < 3 or time.perf_counter() < end):
+        for bf16 in timed if rounds % 2 else timed[::-1]:
+            times[bf16].append(step(bf16))
+        rounds += 1
+    return flops / min(times[False]), flops / min(times[True])
+
+
+def precision_probe(tokens: int, d_model: int, measure: bool = False) -> dict[str, Any]:
+    """fp32 and bf16-autocast throughput of a run's representative matmul on this CPU
+    (``probe_shape``, on one thread), measured once per CPU and torch version (``cpu_key``) and
+    shape, then read from the cache (``cache_dir()/precision-probe.json``); ``measure`` measures again.
+
+    Returns ``shape`` [m, k, n], ``fp32_flops``, ``bf16_flops``, ``bf16_over_fp32``, ``when`` and
+    ``cached`` (whether the figures came from the cache)."""
+    m, k, n = probe_shape(tokens, d_model)
+    name = f"{m}x{k}x{n}"
+    path = cache_dir() / PRECISION_FILE
+    key = cpu_key()
+    machines: dict[str, Any] = {}
+    try:
+        saved = json.loads(path.read_text()).get("machines")
+        machines = saved if isinstance(saved, dict) else {}
+        here = machines.get(key)
+        if not measure and isinstance(here, dict) and isinstance(here.get(name), dict) \
+                and here[name].get("bf16_over_fp32"):
+            return {**here[name], "cached": True}
+    except (OSError, ValueError, AttributeError):
+        pass
+    fp32, bf16 = _probe_rates(m, k, n, PROBE_SECONDS)
+    rec = {"shape": [m, k, n], "threads": 1, "fp32_flops": fp32, "bf16_flops": bf16, "bf16_over_fp32": bf16 / fp32,
+           "when": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    here = machines.pop(key, None)
+    machines[key] = {**(here if isinstance(here, dict) else {}), name: rec}  # the newest machine last
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps({"machines": dict(list(machines.items())[-PROBE_KEEP:])}, indent=1) + "\n")
+        tmp.replace(path)
+    except OSError:
+        pass  # a read-only home: measured again next time
+    return {**rec, "cached": False}
+
+
+def choose_cpu_precision(bf16_over_fp32: float) -> str:
+    """bf16 where the probe measured it at least ``BF16_MIN_SPEEDUP`` × fp32, else fp32."""
+    return "bf16" if bf16_over_fp32 >= BF16_MIN_SPEEDUP else "fp32"
+
+
+def auto_precision(device: Any, tokens: int, d_model: int,
+                   measure: bool = False) -> tuple[str, str, dict[str, Any] | None]:
+    """What ``train.precision: auto`` becomes on ``device`` for a run of ``tokens`` per micro-batch
+    at ``d_model``: (precision, why in words, the CPU probe or None). CUDA: bf16 where the GPU
+    supports it, else fp16 (with the grad scaler); Apple's mps: fp32; a CPU: the precision probe
+    (cached; ``measure`` measures it again)."""
+    import torch
+
+    dev = torch.device(device)
     if dev.type == "cuda":
-        return measure_matmul_peak({"fp32": torch.float32, "bf16": torch.bfloat16,
-                                    "fp16": torch.float16}[precision], device=dev)
-    return measure_matmul_peak(torch.float32, device=dev)
+        if torch.cuda.is_bf16_supported():
+            return "bf16", "auto: this GPU supports bf16", None
+        return "fp16", "auto: this GPU has no bf16, fp16 with loss scaling", None
+    if dev.type != "cpu":
+        return "fp32", f"auto: fp32 on {dev.type}", None
+    probe = precision_probe(tokens, d_model, measure)
+    ratio = float(probe["bf16_over_fp32"])
+    chosen = choose_cpu_precision(ratio)
+    why = f"auto: bf16 {ratio:.2f}× fp32 here" + ("" if chosen == "bf16" else f", under {BF16_MIN_SPEEDUP:g}×")
+    return chosen, why, probe
 
 
 # --------------------------------------------------------------------------- memory on this machine
@@ -189,5 +371,6 @@ def memory_track_record() -> list[float]:
     return out
 
 
-__all__ = ["accelerator_peak", "cache_dir", "device_peak_flops", "machine_key", "measure_matmul_peak",
-           "memory_track_record", "record_memory", "runtime_baseline"]
+__all__ = ["BF16_MIN_SPEEDUP", "accelerator_peak", "auto_precision", "cache_dir", "choose_cpu_precision", "cpu_key",
+           "device_peak_flops", "machine_key", "measure_matmul_peak", "memory_track_record", "precision_probe",
+           "probe_shape", "record_memory", "runtime_baseline"]

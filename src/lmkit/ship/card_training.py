@@ -119,7 +119,8 @@ def _training_section(f: dict[str, Any]) -> list[str]:
         lines.append(f"- hardware: {NOT_RECORDED}")
     wall = meta.get("wall_time_s")
     lines.append(f"- wall time: {_duration(float(wall)) if _num(wall) else NOT_RECORDED}")
-    lines.append(f"- precision: {meta.get('precision') or _get(run, 'train', 'precision') or NOT_RECORDED}")
+    precision = meta.get("precision_choice") or meta.get("precision") or _get(run, "train", "precision")
+    lines.append(f"- precision: {precision or NOT_RECORDED}")  # auto's choice says why
     mem = meta.get("memory")
     if isinstance(mem, dict) and _num(mem.get("measured_bytes")) and _num(mem.get("predicted_bytes")):
         lines.append(f"- peak memory: {float(mem['measured_bytes']) / 1e6:,.1f} MB measured "

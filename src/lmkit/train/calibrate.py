@@ -3,7 +3,8 @@
 Runs a few real optimizer steps of a run config here — lmkit's own model, AdamW, autocast,
 gradient accumulation and clipping, through ``lmkit.train.Trainer.train_step`` — on random token
 windows (a step's speed and memory do not depend on what the tokens say, so no data has to be
-prepared), then predicts the full run's wall time from the measured step time and compares the
+prepared), in the precision the run would settle on here (``train.precision: auto``: the cached
+precision probe), then predicts the full run's wall time from the measured step time and compares the
 measured peak memory with ``lmkit.plan``'s precise estimate.
 
 This lives apart from ``lmkit.plan`` because it trains: ``plan`` stays pure maths that the trainer
@@ -25,7 +26,7 @@ from lmkit.config import RunConfig
 from lmkit.errors import LmkitError
 from lmkit.objectives import SpecialIds, make_batch
 from lmkit.tokenizer import BOS, EOS, MASK, PAD, SENTINELS, SPECIAL_TOKENS
-from lmkit.train.distributed import Dist, resolve_device
+from lmkit.train.distributed import Dist, resolve_device, settle_precision
 from lmkit.train.loop import Trainer
 from lmkit.train.rss import peak_rss_bytes
 from lmkit.train.steps import batch_generator
@@ -50,6 +51,7 @@ class _SyntheticTrainer(Trainer):
         self.cfg = cfg
         self.dist = Dist()
         self.device = resolve_device(cfg.train.device, self.dist)
+        self.precision_choice = settle_precision(cfg, self.device, self.dist)  # as the run would here
         torch.manual_seed(cfg.train.seed)
         self.specials = synthetic_specials(cfg.model.vocab_size)
         self.resume_from = self.init_from = None  # a fresh model
@@ -140,12 +142,15 @@ def measure(cfg: RunConfig, steps: int = 6, show_progress: bool = True) -> dict[
     return {
         "config": None,
         "device": str(tr.device),
+        "precision": cfg.train.precision,
+        "precision_choice": tr.precision_choice,
         "params": tr.n_params,
         "steps_measured": steps,
         "step_seconds_median": step_s,
         "step_seconds": times,
         "tokens_per_step": tr.tokens_per_step,
         "tokens_per_second": tokens_per_s,
+        "eval_batch_seconds": eval_s,
         "flops_per_token": tr.flops_per_token,
         "mfu": plan.mfu(tokens_per_s, tr.flops_per_token, peak_flops),
         "peak_flops": peak_flops,

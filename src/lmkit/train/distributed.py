@@ -1,5 +1,6 @@
-"""Processes and devices: the Dist view of torchrun, device choice, autocast, the loss wrapper, and
-spreading a model over the processes (DDP or FSDP) with its whole state gathered back for checkpoints."""
+"""Processes and devices: the Dist view of torchrun, device choice, the training precision
+(``train.precision: auto`` settled once per run) and its autocast, the loss wrapper, and spreading
+a model over the processes (DDP or FSDP) with its whole state gathered back for checkpoints."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from lmkit.config import RunConfig
 from lmkit.errors import LmkitError
 
 
@@ -50,9 +52,36 @@ def resolve_device(name: str, d: Dist) -> torch.device:
     return dev
 
 
+def settle_precision(cfg: RunConfig, device: torch.device, d: Dist, recorded: str | None = None) -> str:
+    """Settle ``train.precision: auto`` for this run, once: ``cfg.train.precision`` becomes fp32,
+    bf16 or fp16 as ``lmkit.plan.measure.auto_precision`` chooses for ``device`` (on a CPU, the
+    cached precision probe at this run's representative matmul: micro-batch tokens × d_model).
+    The main process decides and the others follow it. The settled value is what the checkpoint's
+    resolved.yaml records, so a resumed run keeps it (``lmkit.train.resume``) whatever a probe
+    would say later. Returns what the run records and prints: "bf16 (auto: bf16 3.10× fp32 here)",
+    ``recorded`` (a resumed run's record) when the precision was already settled, or the precision."""
+    t = cfg.train
+    if t.precision != "auto":
+        return recorded if recorded and recorded.split(" ", 1)[0] == t.precision else t.precision
+    from lmkit.plan.measure import auto_precision
+
+    choice = [t.precision, ""]
+    if d.main:
+        micro = t.micro_batch_size or max(1, t.batch_size // d.world)
+        choice = list(auto_precision(device, micro * cfg.model.max_seq_len, cfg.model.d_model)[:2])
+    if d.world > 1:
+        dist.broadcast_object_list(choice, src=0, device=device if device.type == "cuda" else None)
+    t.precision = choice[0]  # type: ignore[assignment]
+    return f"{choice[0]} ({choice[1]})"
+
+
 def autocast_for(precision: str, device: torch.device) -> torch.autocast | None:
+    """The autocast context of a settled precision (None for fp32)."""
     if precision == "fp32":
         return None
+    if precision not in ("bf16", "fp16"):
+        raise LmkitError(f"train.precision {precision!r} must be settled (fp32|bf16|fp16) before training; "
+                         "lmkit.train.distributed.settle_precision settles auto")
     dtype = torch.bfloat16 if precision == "bf16" else torch.float16
     return torch.autocast(device_type=device.type, dtype=dtype)
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import math
+import platform
 import shlex
 import signal
 import sys
@@ -57,6 +58,7 @@ from lmkit.train.distributed import (  # noqa: F401 - re-exported
     init_distributed,
     load_optimizer_state,
     resolve_device,
+    settle_precision,
     wrap_for_processes,
 )
 from lmkit.train.metrics import Metrics, _metric_records, plot_loss_curve, read_metrics  # noqa: F401 - re-exported
@@ -88,8 +90,6 @@ def hardware_summary(device: torch.device, d: Dist) -> dict[str, Any]:
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
     else:
-        import platform
-
         info["cpu"] = platform.processor() or platform.machine()
         info["threads"] = torch.get_num_threads()
     return info
@@ -150,6 +150,7 @@ class Trainer:
 
             self.prev_meta, self.data_change = agree_with_saved_run(cfg, self.resume_from, self.out, self.new_data,
                                                                     self.dist.main)
+        self.precision_choice = settle_precision(cfg, self.device, self.dist, self.prev_meta.get("precision_choice"))
 
     def _build_data(self) -> None:
         """Tokenizer and packed shards (packed by the main rank, opened by the others), the model's
@@ -210,7 +211,7 @@ class Trainer:
     def _build_optimizer(self) -> None:
         """AdamW (``lmkit.train.steps``), autocast for the precision, and the fp16 grad scaler."""
         t = self.cfg.train
-        self.optimizer = make_optimizer(self.model, t.lr, t.weight_decay, (t.beta1, t.beta2), t.eps)
+        self.optimizer = make_optimizer(self.model, t.lr, t.weight_decay, (t.beta1, t.beta2), t.eps, t.optimizer)
         self.autocast = autocast_for(t.precision, self.device)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=t.precision == "fp16")
 
@@ -349,7 +350,7 @@ class Trainer:
             "step": self.step, "tokens": tokens, "flops": tokens * self.flops_per_token,
             "flops_per_token": self.flops_per_token, "params": self.n_params,
             "family": self.cfg.model.family, "objective": self.cfg.model.objective,
-            "wall_time_s": elapsed, "precision": self.cfg.train.precision,
+            "wall_time_s": elapsed, "precision": self.cfg.train.precision, "precision_choice": self.precision_choice,
             "hardware": hardware_summary(self.device, self.dist),
             "horizon": {"steps": self.horizon.steps, "reason": self.horizon.reason},
             "train_loss": last.get("loss"), "eval": self.history.get("eval", {}),
@@ -398,7 +399,7 @@ class Trainer:
             print(f"lmkit pretrain: {self.cfg.model.family} ({self.cfg.model.objective}), {self.n_params:,} parameters, "
                   f"{self.train_shards.num_tokens:,} training tokens, stop at {horizon.reason}"
                   + (f" or {horizon.max_time:g}s" if horizon.max_time and horizon.steps else "")
-                  + f", device {self.device}", file=sys.stderr)
+                  + f", device {self.device}, precision {self.precision_choice}", file=sys.stderr)
             bar = progress(total=horizon.steps, initial=self.step, unit="step", desc="train")
         last: dict[str, Any] = {}
         window_losses: list[float] = []
@@ -469,7 +470,7 @@ class Trainer:
             record_memory(memory["predicted_bytes"], memory["measured_bytes"],
                           f"{self.cfg.model.family} micro-batch {self.micro_batch} x {self.seq_len}")
         return {"checkpoint": str(path) if path else None, "steps": self.step, "memory": memory,
-                "tokens": self.step * self.tokens_per_step, "params": self.n_params,
+                "tokens": self.step * self.tokens_per_step, "params": self.n_params, "precision": self.precision_choice,
                 "train_loss": last.get("loss"), "eval": final_eval, "stop_reason": stop_reason,
                 "wall_time_s": elapsed, "loss_curve": str(png) if png else None,
                 "metrics": str(self.out / "metrics.jsonl")}

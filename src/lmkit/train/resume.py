@@ -13,7 +13,9 @@ What this module owns:
   In a ``--config`` file, an empty ``data.paths``/``data.tokenizer``/``train.init`` means "not
   given" (they are usually flags), ``model.vocab_size`` is not compared (a run sets it to its
   tokenizer's), nor is the model section of a run started with ``train.init`` (its model came
-  from that checkpoint).
+  from that checkpoint). ``train.precision: auto`` (the default) means the precision the run
+  settled on when it started, which resolved.yaml records: a resumed run never flips precision
+  because this machine's probe now says otherwise.
 * The data fingerprint a checkpoint's ``meta.json`` records (``"data_fingerprint"``): the
   tokenizer's sha256, the source files (resolved path and size in bytes) and the token count of
   every training and held-out shard. On resume the sources are compared before anything is
@@ -172,6 +174,8 @@ def resume_config(out: Path, config_path: str | Path | None, overrides: dict[str
                 continue  # derived: from the run's tokenizer, or from train.init's checkpoint
             given[key] = value
     given.update(overrides)
+    if given.get("train.precision") == "auto":
+        del given["train.precision"]  # the precision the run settled on (fill_unset)
     base = yaml.safe_load(yaml.safe_dump(to_dict(saved)))
     try:
         merged = from_dict(RunConfig, apply_overrides(base, given))
@@ -185,10 +189,13 @@ def resume_config(out: Path, config_path: str | Path | None, overrides: dict[str
 
 
 def fill_unset(cfg: RunConfig, saved: RunConfig) -> None:
-    """Take the saved value of each setting in :data:`EMPTY_MEANS_UNSET` that ``cfg`` leaves empty."""
+    """Take the saved value of each setting in :data:`EMPTY_MEANS_UNSET` that ``cfg`` leaves empty,
+    and the settled precision where ``cfg`` says ``auto``."""
     for key in EMPTY_MEANS_UNSET:
         if _unset(_get(cfg, key)):
             _set(cfg, key, _get(saved, key))
+    if cfg.train.precision == "auto":
+        cfg.train.precision = saved.train.precision
 
 
 # --------------------------------------------------------------------------- data fingerprint

@@ -47,15 +47,24 @@ def adamw(groups: list[dict[str, Any]], lr: float, betas: tuple[float, float] = 
 
 
 def make_optimizer(model: nn.Module, lr: float, weight_decay: float, betas: tuple[float, float] = (0.9, 0.95),
-                   eps: float = 1e-8) -> torch.optim.AdamW:
+                   eps: float = 1e-8, kind: str = "adamw") -> torch.optim.Optimizer:
     """Pre-training's AdamW: weight decay on matrices only (norms, biases and embeddings are not decayed).
+    ``kind="muon"``: Muon on the blocks' matrices and this AdamW on the rest (``lmkit.train.muon``).
 
     Uses the fused single-kernel AdamW where this torch build offers it for the device.
     """
     embedding_params = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
-    groups = param_groups(model.parameters(), weight_decay, no_decay=embedding_params)
     device = next(model.parameters()).device
-    return adamw(groups, lr, betas, eps, fused=device.type in ("cpu", "cuda"))
+
+    def build(params: Iterable[nn.Parameter]) -> torch.optim.AdamW:
+        groups = param_groups(params, weight_decay, no_decay=embedding_params)
+        return adamw(groups, lr, betas, eps, fused=device.type in ("cpu", "cuda"))
+
+    if kind == "muon":
+        from lmkit.train.muon import make_muon
+
+        return make_muon(model, lr, weight_decay, build)
+    return build(model.parameters())
 
 
 def lr_at(step: int, cfg: TrainConfig, horizon: int | None, progress: float | None = None) -> float:
