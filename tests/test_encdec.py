@@ -153,13 +153,16 @@ def pretrained(tmp_path_factory: pytest.TempPathFactory) -> dict:
 @pytest.mark.slow
 def test_compiled_training_follows_the_eager_curve(tmp_path: Path) -> None:
     """``train.compile: true`` runs the hand-written CPU layers (RMSNorm, biased attention, chunked
-    loss) inside a compiled graph, evaluates through it, and trains the same curve as eager."""
+    loss) inside a compiled graph, evaluates through it, and trains the same curve as eager. In fp32:
+    precision auto picks bf16 on a machine with fast bf16, where the compiled graph rounds at other
+    points than eager does and the curves part by ~1e-4 (seen here), which says nothing about compile."""
     data = grammar_corpus(tmp_path / "data", n_docs=60)
     curves = {}
     for mode in ("eager", "compiled"):
         cfg = load_run_config(ROOT / "configs" / "tiny-encdec.yaml", {
             "data.paths": [str(data)], "out": str(tmp_path / mode), "train.max_steps": 3, "train.eval_every": 3,
-            "train.eval_batches": 1, "train.ckpt_every": 3, "train.compile": mode == "compiled"})
+            "train.eval_batches": 1, "train.ckpt_every": 3, "train.compile": mode == "compiled",
+            "train.precision": "fp32"})
         summary = train(cfg, show_progress=False)
         curves[mode] = [r["loss"] for r in read_metrics(tmp_path / mode) if "loss" in r and "step" in r]
         curves[mode].append(summary["eval"]["loss"])

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import re
 from pathlib import Path
 
 import numpy as np
@@ -232,7 +233,8 @@ def test_samples_byte_identical_across_runs_batch_sizes_and_limit(ckpt: Path, tm
 def test_show_prompt_json_and_errors(ckpt: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["icl", str(ckpt), "--task", "copy-pairs", "--shots", "0", "2", "--show-prompt", "--seed", "1"]) == 0
     out = capsys.readouterr().out
-    assert "0-shot prompt of example 0" in out and "2-shot prompt" in out and " ; " in out
+    assert "0-shot prompt of example 0" in out and "2-shot prompt" in out
+    assert re.search(r"\nk[a-z] v[a-z] k[a-z] v[a-z] k[a-z]\n", out)  # two exemplars, then the queried key
     data = tmp_path / "qa.jsonl"
     data.write_text("\n".join(json.dumps({"input": f"is {w} a word", "choices": ["yes", "no"], "label": 0})
                               for w in ("river", "mill", "bread", "town")) + "\n")
@@ -265,8 +267,20 @@ def test_builtin_tasks() -> None:
     t = copy_pairs(50, seed=2)
     assert t.kind == "multiple_choice" and all(len(e.choices or ()) == 4 and e.choices[e.label] == e.target
                                                for e in t.examples)
-    mapping = {e.input: e.target for e in t.examples}
-    assert all(mapping[e.input] == e.target for e in t.examples) and len(mapping) <= 6  # one fixed mapping
+    groups = {e.group for e in t.examples}
+    assert len(groups) == 5  # 50 queries, 10 per mapping, the mappings taken in turn
+    assert [e.group for e in t.examples[:5]] == [f"mapping{g}" for g in range(5)]
+    for g in groups:  # each group one fixed mapping of 6 keys; the choices are values of that mapping
+        members = [e for e in t.examples if e.group == g]
+        mapping = {e.input: e.target for e in members}
+        assert all(mapping[e.input] == e.target for e in members) and len(mapping) <= 6
+        assert all(len(set(e.choices or ())) == 4 for e in members)
+        assert len({c for e in members for c in (e.choices or ())}) <= 6  # every choice a value of the mapping
+    for k in (1, 4, 8):  # a query's exemplars are other queries of its own mapping
+        for i in range(len(t.examples)):
+            p = build_prompt(t, i, k, seed=3)
+            assert i not in p.exemplars and len(p.exemplars) == k
+            assert all(t.examples[j].group == t.examples[i].group for j in p.exemplars)
     assert all(int(e.target) == sum(int(x) for x in e.input.split(" + ")) for e in add2(30).examples)
     assert all(e.target == e.input[::-1] for e in reverse(30).examples)
     ns = next_sentence([TEXT], n=5)
@@ -327,3 +341,49 @@ def test_finetune_beside_prompting_on_an_encoder_decoder(tok: Tokenizer, tmp_pat
     assert main(["icl", str(dec), "--task", "copy-pairs", "--finetune"]) == 2
     assert "encoder" in capsys.readouterr().err
 
+
+
+# --------------------------------------------------------------------------- shots help a small model
+
+
+def test_write_pretraining_text_is_seeded_and_keeps_a_users_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]
+                                                                 ) -> None:
+    a, b = tmp_path / "a.txt", tmp_path / "b.txt"
+    assert main(["icl", "--task", "copy-pairs", "--write-pretraining-text", str(a), "--lines", "50"]) == 0
+    assert main(["icl", "--task", "copy-pairs", "--write-pretraining-text", str(b), "--lines", "50"]) == 0
+    assert a.read_text() == b.read_text()
+    docs = a.read_text().strip().split("\n\n")
+    assert len(docs) == 50
+    for doc in docs:  # a fresh mapping, then repeats of its pairs: every key keeps its value
+        words = doc.split(" ")
+        pairs = list(zip(words[::2], words[1::2]))
+        assert len(words) % 2 == 0 and all(k[0] == "k" and v[0] == "v" for k, v in pairs)
+        assert all(dict(pairs)[k] == v for k, v in pairs) and len(pairs) > len(dict(pairs))
+    mine = tmp_path / "notes.txt"
+    mine.write_text("my own notes\n")
+    assert main(["icl", "--task", "copy-pairs", "--write-pretraining-text", str(mine), "--overwrite"]) == 2
+    assert "not a previous lmkit copy-pairs corpus" in capsys.readouterr().err and mine.read_text() == "my own notes\n"
+    assert main(["icl", "--task", "copy-pairs", "--write-pretraining-text", str(a), "--lines", "5"]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert main(["icl", "--task", "copy-pairs", "--write-pretraining-text", str(a), "--lines", "5", "--overwrite"]) == 0
+    assert len(a.read_text().strip().split("\n\n")) == 5
+    assert main(["icl", "--task", "add2", "--write-pretraining-text", str(tmp_path / "c.txt")]) == 2
+    assert "copy-pairs" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_shots_help_a_small_model(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The README's example, end to end through the commands: a tiny decoder pre-trained for 500
+    steps on the copy-pairs world (about 40 s) is at chance zero-shot and copies from exemplars."""
+    corpus = tmp_path / "copy-pairs.txt"
+    assert main(["icl", "--task", "copy-pairs", "--write-pretraining-text", str(corpus)]) == 0
+    assert main(["pretrain", "--config", "tiny-copy", "--data", str(corpus), "--out", str(tmp_path / "run"),
+                 "--quiet", "--json"]) == 0
+    capsys.readouterr()
+    assert main(["icl", str(tmp_path / "run"), "--task", "copy-pairs", "--shots", "0", "1", "2", "4", "8",
+                 "--out", str(tmp_path / "icl"), "--json"]) == 0
+    acc = {r["shots"]: r["acc"] for r in json.loads(capsys.readouterr().out)["results"]}
+    assert acc[0]["value"] < 0.4  # nothing to copy from: about chance (0.25)
+    assert acc[4]["ci_low"] > acc[0]["ci_high"], acc  # four exemplars help, outside the intervals
+    assert acc[8]["ci_low"] > acc[4]["ci_high"], acc  # and eight help more
+    assert (tmp_path / "icl" / "accuracy_vs_shots.png").stat().st_size > 0

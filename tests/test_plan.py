@@ -532,9 +532,11 @@ def planned(lmkit_cache: Any, packed: dict[int, Path]) -> dict[str, float]:
     first = plan_json("--config", str(TINY), "--this-machine")
     assert "measured on this machine" in first["memory"]["runtime_source"]
     out = {}
-    for name, (config, _vocab, overrides, mb, ckpt) in MEMORY_CASES.items():
+    for name, (config, vocab, overrides, mb, ckpt) in MEMORY_CASES.items():
         argv = ["--config", str(config), "--micro-batch", str(mb), *(["--activation-checkpointing"] if ckpt else []),
-                "--train.precision", "fp32", *_flags(overrides)]  # the runs' precision, as the runs are told
+                "--train.precision", "fp32",  # the runs' precision, as the runs are told
+                "--model.vocab_size", str(vocab),  # a run takes its shards' vocabulary, whatever the config says
+                *_flags(overrides)]
         p = plan_json(*argv)
         assert p["memory"]["runtime_source"].startswith("measured on this machine")  # the cached figure
         out[name] = float(p["memory"]["training_breakdown"]["total"])

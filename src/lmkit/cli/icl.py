@@ -43,7 +43,8 @@ comes with a bootstrap 95% interval (1,000 resamples of the examples); chance is
 TASK is a JSONL file, with an optional YAML of the same name beside it holding instruction,
 template, target_delimiter, separator, calibration_context, stop, max_new_tokens and train (a JSONL
 of exemplars); records with "split": "train" are exemplars too. Or a built-in task:
-  copy-pairs     "k3 -> v7 ; k1 -> v4 ; k3 ->" (4 choices): copying from context (induction)
+  copy-pairs     "kc vd ka vb kc" -> "vd" (4 choices): copying from context (induction); many
+                 random mappings, each query shown other queries of its own mapping
   add2           two-digit addition "12 + 34 =" (free-form)
   reverse        a word backwards "reverse: stone ->" (free-form)
   next-sentence  the true next sentence among 4 (needs --from-text FILES)
@@ -103,6 +104,11 @@ def add_icl(sub: Any) -> None:
     p.add_argument("--finetune", action="store_true",
                    help="encoder or encoder-decoder checkpoint: also fine-tune it on the task's labelled examples "
                         "(as `lmkit finetune-head`) and report that accuracy beside the prompting")
+    p.add_argument("--write-pretraining-text", default=None, metavar="FILE",
+                   help="with --task copy-pairs: write a synthetic pre-training corpus of the task's world "
+                        "(--lines documents, each a fresh mapping's key-value pairs then repeats of them) and "
+                        "stop; pre-train a decoder on it to see shots help (no checkpoint needed)")
+    p.add_argument("--lines", type=int, default=30000, help="documents --write-pretraining-text writes (default 30000)")
     p.add_argument("--out", default=None, help="folder for samples.jsonl, icl.json and accuracy_vs_shots.png")
     p.add_argument("--overwrite", action="store_true", help="replace a previous `lmkit icl` output folder")
     p.add_argument("--device", default="auto", help="cpu, cuda, ... (default auto: cuda if available)")
@@ -189,8 +195,32 @@ def _show_prompts(lm: Any, task: Any, shots: list[int], args: argparse.Namespace
     return 0
 
 
+def _write_pretraining_text(args: argparse.Namespace) -> int:
+    """``--write-pretraining-text FILE``: the copy-pairs world as a text corpus, written atomically."""
+    from pathlib import Path
+
+    from lmkit.files import check_out_file, write_text_atomic
+    from lmkit.lab.icl_tasks import copy_pairs_text, is_copy_pairs_text
+
+    if args.task != "copy-pairs":
+        raise LmkitError(f"--write-pretraining-text writes the copy-pairs world; --task is {args.task}")
+    if args.lines < 1:
+        raise LmkitError(f"--lines must be at least 1, got {args.lines}")
+    check_out_file(args.write_pretraining_text, args.overwrite, what="--write-pretraining-text",
+                   ours=is_copy_pairs_text, kind="copy-pairs corpus")
+    text = copy_pairs_text(args.lines, args.seed)
+    out = Path(args.write_pretraining_text).expanduser()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(out, text)
+    print(f"wrote {args.lines:,} copy-pairs documents ({len(text):,} characters) to {args.write_pretraining_text}",
+          file=sys.stderr)
+    return 0
+
+
 def _run_icl(args: argparse.Namespace) -> int:
     """``lmkit icl CKPT --task TASK [--shots ...]``: accuracy at each number of shots."""
+    if args.write_pretraining_text:
+        return _write_pretraining_text(args)
     shots = _check(args)
     task = _task(args)
     if args.out and not args.show_prompt:

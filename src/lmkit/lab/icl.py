@@ -13,8 +13,10 @@ The model's answer is the continuation ``<delim><answer>``. Exemplars come from 
 split, or else from the rest of the evaluated file (never the queried example itself), drawn by a
 generator seeded by (seed, the example's index) alone: the same example gets the same prompt in
 any run, at any batch size and under any ``--limit``, and the k-shot exemplars are the first k of
-the (k+1)-shot ones. When k exemplars do not fit in the context window the last-drawn are dropped
-(the query is never cut) and :attr:`Prompt.shots` says how many were kept.
+the (k+1)-shot ones. An example with a ``group`` draws its exemplars from its own group only
+(the draw is over the group's members, in pool order). When k exemplars do not fit in the
+context window the last-drawn are dropped (the query is never cut) and :attr:`Prompt.shots`
+says how many were kept.
 
 The scoring of the prompts is :mod:`lmkit.lab.icl_score`; the tasks :mod:`lmkit.lab.icl_tasks`;
 running a model over a task :mod:`lmkit.lab.icl_run`.
@@ -89,8 +91,10 @@ def build_prompt(task: Task, index: int, k: int, seed: int, fits: Callable[[str,
     its longest answer) fits the model's window: exemplars are dropped, last-drawn first, until
     it does. Raises :class:`LmkitError` when even the query alone does not fit."""
     query = task.examples[index]
-    exclude = index if task.train is None else None
-    order = draw_exemplars(len(task.pool), k, seed, index, exclude)
+    members: Sequence[int] = range(len(task.pool)) if query.group is None else \
+        [j for j, e in enumerate(task.pool) if e.group == query.group]
+    exclude = members.index(index) if task.train is None and index in members else None
+    order = [members[j] for j in draw_exemplars(len(members), k, seed, index, exclude)]
     while True:
         text = render_prompt(task.format, [task.pool[j] for j in order], query)
         if fits is None or fits(text, query):

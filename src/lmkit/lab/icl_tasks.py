@@ -33,13 +33,16 @@ Kind = Literal["multiple_choice", "generate"]
 @dataclass(frozen=True)
 class Example:
     """One labelled example. Multiple choice: ``choices`` and ``label`` (``target`` is the right
-    choice); free-form: ``target`` only. ``where`` says where it came from (file:line)."""
+    choice); free-form: ``target`` only. ``where`` says where it came from (file:line). A
+    ``group`` (None: none) limits the query's exemplars to examples of the same group: the queries
+    of one ``copy-pairs`` mapping share it."""
 
     input: str
     target: str
     choices: tuple[str, ...] | None = None
     label: int | None = None
     where: str = ""
+    group: str | None = None
 
 
 @dataclass(frozen=True)
@@ -205,34 +208,56 @@ def load_task(path: str | Path, overrides: dict[str, Any] | None = None) -> Task
 _LETTERS = "abcdefghijklmnopqrstuvwxyz"
 KEYS = tuple(f"k{c}" for c in _LETTERS)  # letters only: a byte-level BPE makes each one token
 VALUES = tuple(f"v{c}" for c in _LETTERS)
-COPY_FORMAT = PromptFormat(template="{input} ->", target_delimiter=" ", separator=" ; ",
-                           calibration_context="->")
+COPY_FORMAT = PromptFormat(template="{input}", target_delimiter=" ", separator=" ", calibration_context=KEYS[-1])
+# "kc vd ka vb kc" -> "vd": a key, then its value, nothing between. The query's key is the last
+# token and its value follows a matching key earlier on: the canonical induction pattern (Olsson
+# et al. 2022) that two attention layers learn; an arrow or a separator between a key and its value
+# makes the circuit one hop longer, and a tiny model then needs several times more steps. The
+# calibration context is a lone key no query uses ("kz"): the model's prior over values.
 
 
-def copy_pairs_line(rng: random.Random, min_pairs: int = 1, max_pairs: int = 6, repeats: int = 1) -> str:
-    """One pre-training line of the ``copy-pairs`` world: random ``key -> value`` pairs, then
-    1..``repeats`` of them again (``kc -> vg ; ka -> vd ; kc -> vg``); a model that learns to finish
-    it has learned to copy from its context (induction)."""
+def copy_pairs_line(rng: random.Random, min_pairs: int = 2, max_pairs: int = 4, repeats: int = 12,
+                    min_repeats: int = 8) -> str:
+    """One pre-training line of the ``copy-pairs`` world: ``min_pairs``..``max_pairs`` fresh
+    ``key value`` pairs of a new random mapping, then ``min_repeats``..``repeats`` of them again
+    (``kc vg ka vd kc vg ka vd kc vg``); a model that learns to finish it has learned to copy from
+    its context (induction)."""
     n = rng.randint(min_pairs, max_pairs)
     keys = rng.sample(KEYS, n)
-    pairs = [f"{k} -> {rng.choice(VALUES)}" for k in keys]
-    return " ; ".join(pairs + [rng.choice(pairs) for _ in range(rng.randint(1, repeats))])
+    pairs = [f"{k} {rng.choice(VALUES)}" for k in keys]
+    return " ".join(pairs + [rng.choice(pairs) for _ in range(rng.randint(min(min_repeats, repeats), repeats))])
 
 
-def copy_pairs(n: int = 200, seed: int = 0, n_keys: int = 6) -> Task:
-    """``n`` queries of one random mapping from ``n_keys`` keys to distinct values; 4 choices (the
-    right value and 3 other values of the mapping). The exemplars are other queries of the same
-    mapping, so a model that copies from its context gains once an exemplar holds the queried key."""
+def copy_pairs_text(n_lines: int = 30000, seed: int = 0) -> str:
+    """A pre-training corpus of ``n_lines`` :func:`copy_pairs_line` documents (blank-line
+    separated): what ``lmkit icl --write-pretraining-text`` writes."""
+    rng = random.Random(f"copy-pairs-text:{seed}")
+    return "\n\n".join(copy_pairs_line(rng) for _ in range(n_lines)) + "\n"
+
+
+def copy_pairs(n: int = 200, seed: int = 0, n_keys: int = 6, per_mapping: int = 10) -> Task:
+    """``n`` queries over ``ceil(n / per_mapping)`` random mappings, each from ``n_keys`` keys to
+    distinct values; 4 choices (the right value and 3 other values of its mapping). A query's
+    exemplars are other queries of its own mapping (its ``group``), so a model that copies from its
+    context gains once an exemplar holds the queried key, and a zero-shot guess cannot: the value
+    is a fresh draw per mapping. The queries take the mappings in turn, so any ``--limit`` spans
+    many of them and no one mapping's chance match dominates the zero-shot score."""
     rng = random.Random(f"copy-pairs:{seed}")
-    keys = rng.sample(KEYS, n_keys)
-    mapping = dict(zip(keys, rng.sample(VALUES, n_keys)))
+    n_maps = max(1, -(-n // per_mapping))
+    mappings = []
+    for _ in range(n_maps):
+        keys = rng.sample(KEYS[:-1], n_keys)  # the last key is the calibration context
+        mappings.append(dict(zip(keys, rng.sample(VALUES, n_keys))))
     out = []
     for i in range(n):
-        k = rng.choice(keys)
-        others = rng.sample([mapping[o] for o in keys if o != k], 3)
+        g = i % n_maps
+        mapping = mappings[g]
+        k = rng.choice(list(mapping))
+        others = rng.sample([v for o, v in mapping.items() if o != k], 3)
         choices = others + [mapping[k]]
         rng.shuffle(choices)
-        out.append(Example(k, mapping[k], tuple(choices), choices.index(mapping[k]), f"copy-pairs#{i}"))
+        out.append(Example(k, mapping[k], tuple(choices), choices.index(mapping[k]), f"copy-pairs#{i}",
+                           f"mapping{g}"))
     return Task("copy-pairs", "multiple_choice", out, COPY_FORMAT, None, "built-in")
 
 
@@ -310,6 +335,16 @@ def last_word(texts: Sequence[str], n: int = 200, seed: int = 0) -> Task:
     out = [Example(a, b, where=f"last-word#{i}") for i, (a, b) in enumerate(chosen)]
     fmt = PromptFormat(template="{input}", stop=(" ", ".", ",", "\n"), max_new_tokens=6)
     return Task("last-word", "generate", out, fmt, None, "--from-text")
+
+
+_COPY_LINE = re.compile(r"k[a-z] v[a-z]( k[a-z] v[a-z])*")
+
+
+def is_copy_pairs_text(path: Path) -> bool:
+    """Whether ``path`` starts like a :func:`copy_pairs_text` corpus (what ``--overwrite`` may replace)."""
+    with open(path, encoding="utf-8", errors="replace") as f:
+        first = f.readline().rstrip("\n")
+    return _COPY_LINE.fullmatch(first) is not None
 
 
 BUILTIN = ("copy-pairs", "add2", "reverse", "next-sentence", "last-word")

@@ -15,7 +15,10 @@ seconds instead of FLOPs. Three steps:
 3. **Train to the deadline** (``train_to_deadline``): the trainer is built (the tokenizer trained
    and the text packed: that time counts too), then whatever is left of the budget becomes the
    run's ``max_time`` with the schedule over wall time, so the learning rate reaches the end of its
-   schedule as the deadline arrives.
+   schedule as the deadline arrives. What comes after the last step is kept back: the final
+   held-out evaluation (timed while measuring) and the finish, rehearsed on the built trainer
+   (``finish_seconds``: a throwaway loss plot and a write of the weights), so the run ends at the
+   deadline on a fast machine and a slow one alike.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import copy
 import dataclasses
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from lmkit.config import ModelConfig, RunConfig, to_dict
@@ -34,7 +38,7 @@ from lmkit.plan.shapes import shape_for
 
 SPREAD = (0.25, 0.5, 1.0, 2.0, 4.0)  # candidate sizes around the law's optimum
 MEASURE_STEPS = 2  # timed optimizer steps per candidate (after one warm-up step)
-SAVE_RESERVE_S = 0.8  # kept back at the end for the final checkpoint, loss plot and memory record
+FINISH_MARGIN_S = 0.05  # on top of the rehearsed finish (final checkpoint, loss plot)
 
 
 @dataclass(frozen=True)
@@ -151,6 +155,36 @@ def format_choice(choice: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def finish_seconds(tr: Any) -> float:
+    """Seconds the end of ``tr``'s run will take after its last step, rehearsed here: a throwaway
+    figure the size of the loss plot (this also pays matplotlib's import and font loading before
+    the clock), and the weights written with safetensors, three times over for the checkpoint's
+    weights and optimizer moments."""
+    import io
+    import tempfile
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from safetensors.torch import save_file
+
+    t0 = time.perf_counter()
+    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
+    ax.plot([0, 1, 2], [3.0, 2.0, 1.5], label="rehearsal")
+    ax.set_xlabel("tokens seen")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(io.BytesIO(), format="png")
+    plt.close(fig)
+    t1 = time.perf_counter()
+    state = {k: v.detach().contiguous() for k, v in tr.model.state_dict().items()}
+    with tempfile.TemporaryDirectory(dir=tr.out) as tmp:
+        save_file(state, str(Path(tmp) / "rehearsal.safetensors"))
+    t2 = time.perf_counter()
+    return (t1 - t0) + 3 * (t2 - t1) + FINISH_MARGIN_S
+
+
 def train_to_deadline(cfg: RunConfig, deadline: float, reserve_s: float = 0.0, show_progress: bool = True,
                       choice: dict[str, Any] | None = None) -> dict[str, Any]:
     """Build the trainer (tokenizer, packing), then train for what is left until ``deadline`` (a
@@ -163,8 +197,8 @@ def train_to_deadline(cfg: RunConfig, deadline: float, reserve_s: float = 0.0, s
 
     try:
         tr = Trainer(cfg, show_progress=show_progress)
-        import matplotlib.pyplot  # noqa: F401 - the run ends with a loss plot: its import is paid before the clock
-        left = deadline - time.perf_counter() - reserve_s - SAVE_RESERVE_S
+        finish = finish_seconds(tr)
+        left = deadline - time.perf_counter() - reserve_s - finish
         if left <= 0:
             raise LmkitError(f"{cfg.out}: the time budget was spent before training could start (measuring and "
                              "packing the data); give a longer train.max_time")
