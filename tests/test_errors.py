@@ -132,6 +132,17 @@ def test_validation_names_file_and_section_key(capsys: pytest.CaptureFixture[str
     assert f"{cfg}: data.val_fraction must be in [0, 1), got 2.0" in line
 
 
+def test_pretrain_without_a_held_out_window_says_so_before_training(capsys: pytest.CaptureFixture[str],
+                                                                      tmp_path: Path) -> None:
+    """data.val_fraction 0 leaves nothing for the evaluation every run ends with: said at once,
+    before any step is spent (it was found only after the last step, with nothing saved)."""
+    out = tmp_path / "r"
+    line = one_line_error(capsys, ["pretrain", "--config", TINY, "--data", corpus(tmp_path), "--out", out,
+                                   "--data.val_fraction", "0", "--train.eval_every", "0", "--quiet"])
+    assert "split 'val' has 0 tokens" in line and "val_fraction" in line
+    assert not list(out.glob("ckpt-*")) and not (out / "metrics.jsonl").exists()
+
+
 def test_pretrain_shards_is_a_file(capsys: pytest.CaptureFixture[str], tmp_path: Path, run: Path) -> None:
     data = corpus(tmp_path)
     line = one_line_error(capsys, ["pretrain", "--config", TINY, "--data", data, "--tokenizer", run / "tokenizer.json",

@@ -292,6 +292,25 @@ def test_builtin_tasks() -> None:
     assert copy_pairs(20, seed=2).examples == copy_pairs(20, seed=2).examples
 
 
+def test_a_jsonl_group_limits_exemplars_to_its_members(tmp_path: Path) -> None:
+    """A user's file can say which examples belong together (``"group"``), as copy-pairs does."""
+    recs = [{"input": f"{lang} word {i}", "target": f"{lang}{i}", "group": lang} for lang in ("fr", "de")
+            for i in range(6)] + [{"input": "alone", "target": "x"}]
+    data = tmp_path / "words.jsonl"
+    data.write_text("\n".join(json.dumps(r) for r in recs) + "\n")
+    t = load_task(data)
+    assert [e.group for e in t.examples] == ["fr"] * 6 + ["de"] * 6 + [None]
+    for i in range(12):
+        p = build_prompt(t, i, 4, seed=0)
+        assert len(p.exemplars) == 4 and i not in p.exemplars
+        assert {t.examples[j].group for j in p.exemplars} == {t.examples[i].group}
+    assert len(build_prompt(t, 12, 4, seed=0).exemplars) == 4  # no group: drawn from the whole file
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"input": "x", "target": "y", "group": 3}\n')
+    with pytest.raises(LmkitError, match=r"bad.jsonl:1: \"group\" must be a string"):
+        load_task(bad)
+
+
 # --------------------------------------------------------------------------- through lmkit serve
 
 

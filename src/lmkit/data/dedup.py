@@ -238,6 +238,22 @@ def _fold_tables() -> tuple[np.ndarray, np.ndarray]:
     return _FOLD_TABLES[0], _FOLD_TABLES[1]
 
 
+def span_hashes(values: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """A 64-bit hash per span ``values[start:end]`` (code points), equal for equal spans wherever
+    they sit: a polynomial of the values, read as a difference of prefix sums and divided by the
+    start's power (arithmetic mod 2**64, where the odd base has an inverse), then the length mixed in."""
+    n = values.shape[0]
+    pw = np.full(n, _POLY_BASE, dtype=np.uint64)
+    pw[0] = 1
+    np.cumprod(pw, out=pw)
+    inv = np.full(n, _POLY_BASE_INV, dtype=np.uint64)
+    inv[0] = 1
+    np.cumprod(inv, out=inv)
+    prefix = np.zeros(n + 1, dtype=np.uint64)
+    np.cumsum(values.astype(np.uint64) * pw, out=prefix[1:])
+    return mix64((prefix[ends] - prefix[starts]) * inv[starts] + (ends - starts).astype(np.uint64) * _FIB)
+
+
 def word_hashes(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
     """Hashes of the words of all texts (runs of letters/digits, lower-cased, diacritics dropped,
     every number the same word), and the index of the text each word comes from.
@@ -263,15 +279,7 @@ def word_hashes(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
     starts, ends = bounds[0::2], bounds[1::2]
     if starts.size == 0:
         return np.zeros(0, dtype=np.uint64), np.zeros(0, dtype=np.int64)
-    pw = np.full(n, _POLY_BASE, dtype=np.uint64)
-    pw[0] = 1
-    np.cumprod(pw, out=pw)
-    inv = np.full(n, _POLY_BASE_INV, dtype=np.uint64)
-    inv[0] = 1
-    np.cumprod(inv, out=inv)
-    prefix = np.zeros(n + 1, dtype=np.uint64)
-    np.cumsum(f.astype(np.uint64) * pw, out=prefix[1:])
-    h = mix64((prefix[ends] - prefix[starts]) * inv[starts] + (ends - starts).astype(np.uint64) * _FIB)
+    h = span_hashes(f, starts, ends)
     number = np.minimum.reduceat(np.where(isw, digit[bmp], True).view(np.uint8), starts) > 0
     h[number] = _ZERO_WORD
     doc_start = np.zeros(len(texts), dtype=np.int64)

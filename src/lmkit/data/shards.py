@@ -89,7 +89,8 @@ class TokenShards:
     def __repr__(self) -> str:
         return f"TokenShards({str(self.folder)!r}, tokens={self.num_tokens:,}, shards={len(self._arrays)})"
 
-    def _windows_per_shard(self, length: int) -> np.ndarray:
+    def windows_per_shard(self, length: int) -> np.ndarray:
+        """Windows of ``length`` tokens each shard can start; a clear error when none at all."""
         if length <= 0:
             raise LmkitError(f"window length must be positive, got {length}")
         counts = np.array([max(0, n - length + 1) for n in self.shard_sizes], dtype=np.int64)
@@ -108,7 +109,7 @@ class TokenShards:
         """
         import torch
 
-        counts = self._windows_per_shard(length)
+        counts = self.windows_per_shard(length)
         cum = np.cumsum(counts)
         mask = (1 << 64) - 1
         rng = np.random.default_rng([seed & mask, rank & mask, step & mask, 0x6C6D6B6974])
@@ -126,7 +127,7 @@ class TokenShards:
         smaller); at most ``max_batches`` batches. Deterministic: for evaluation."""
         import torch
 
-        self._windows_per_shard(length)
+        self.windows_per_shard(length)
         rows: list[np.ndarray] = []
         produced = 0
         for arr in self._arrays:

@@ -100,6 +100,9 @@ def _example(rec: Any, where: str) -> tuple[Example, bool]:
     if not isinstance(text, str):
         raise LmkitError(f"{where}: \"input\" must be a string")
     is_train = rec.get("split") == "train"
+    group = rec.get("group")
+    if group is not None and not isinstance(group, str):
+        raise LmkitError(f"{where}: \"group\" must be a string (examples that share one are each other's exemplars)")
     if "choices" in rec:
         choices = rec["choices"]
         if not (isinstance(choices, list) and len(choices) >= 2 and all(isinstance(c, str) and c for c in choices)):
@@ -110,12 +113,12 @@ def _example(rec: Any, where: str) -> tuple[Example, bool]:
         if isinstance(label, bool) or not isinstance(label, int) or not 0 <= label < len(choices):
             raise LmkitError(f"{where}: \"label\" must be the index (0..{len(choices) - 1}) of the right choice "
                              f"or its text, got {label!r}")
-        return Example(text, choices[label], tuple(choices), label, where), is_train
+        return Example(text, choices[label], tuple(choices), label, where, group), is_train
     target = rec.get("target")
     if not isinstance(target, str) or not target.strip():
         raise LmkitError(f"{where}: needs \"choices\" and \"label\" (multiple choice) or a non-empty string "
                          "\"target\" (free-form)")
-    return Example(text, target, None, None, where), is_train
+    return Example(text, target, None, None, where, group), is_train
 
 
 def read_examples(path: str | Path) -> list[tuple[Example, bool]]:

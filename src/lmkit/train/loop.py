@@ -176,6 +176,7 @@ class Trainer:
                       f"(config said {cfg.model.vocab_size})", file=sys.stderr)
             cfg.model.vocab_size = self.tokenizer.vocab_size
         self.data_fingerprint = data_fingerprint(cfg.data, self.tokenizer, self.train_shards, self.val_shards)
+        self.val_shards.windows_per_shard(window_length(cfg.model))  # too small: say so now, not after training
         if self.resume_from is not None:
             self.data_changes = check_resumed_data(self.out, self.resume_from, self.prev_meta, self.data_change,
                                                    self.tokenizer, self.data_fingerprint, self.new_data)
@@ -250,8 +251,7 @@ class Trainer:
         self.peak_flops = device_peak_flops(self.device, self.cfg.train.precision) if self.dist.main else 0.0
 
     def _resume_state(self) -> None:
-        """Step, time and history: zero for a new run; the checkpoint's optimizer, scaler, RNG and
-        step for a resumed one."""
+        """Step, time, history: zero for a new run; the checkpoint's optimizer, scaler, RNG, step on resume."""
         self.step = 0
         self.elapsed_before = 0.0
         self.history: dict[str, Any] = {}

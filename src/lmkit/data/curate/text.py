@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from lmkit.data.curate.config import NormaliseConfig, Removed
-from lmkit.data.dedup import mix64
+from lmkit.data.dedup import span_hashes
 from lmkit.errors import LmkitError
 
 WORD_RE = re.compile(r"\w+|[^\w\s]+")
@@ -96,9 +96,7 @@ def _class_table() -> np.ndarray:
     return _CLASS_TABLE[0]
 
 
-_TOKEN_BASE = np.uint64(0x100000001B3)
-NGRAM_MUL = np.uint64(0x9E3779B97F4A7C15)
-_TOKEN_BASE_INV = np.uint64(pow(0x100000001B3, -1, 1 << 64))
+NGRAM_MUL = np.uint64(0x9E3779B97F4A7C15)  # n-gram keys of token hashes: key * NGRAM_MUL + next
 
 
 class Tokens:
@@ -147,9 +145,8 @@ class Tokens:
         return np.maximum.reduceat(mask.view(np.uint8), self.starts) > 0  # spaces after a token add zeros
 
     def hashes(self, lower: bool = False) -> np.ndarray:
-        """A 64-bit hash per token, equal for equal token strings (polynomial hash of the code
-        points: differences of prefix sums, divided by the position's power). ``lower``: of the
-        lower-cased tokens."""
+        """A 64-bit hash per token, equal for equal token strings (``dedup.span_hashes`` of its code
+        points). ``lower``: of the lower-cased tokens."""
         cached = self._lower_hashes if lower else self._hashes
         if cached is not None:
             return cached
@@ -162,16 +159,7 @@ class Tokens:
             astral = self.cp > 0xFFFF
             if astral.any():
                 cp[astral] = self.cp[astral]
-        pw = np.full(n, _TOKEN_BASE, dtype=np.uint64)
-        pw[0] = 1
-        np.cumprod(pw, out=pw)
-        inv = np.full(n, _TOKEN_BASE_INV, dtype=np.uint64)
-        inv[0] = 1
-        np.cumprod(inv, out=inv)
-        prefix = np.zeros(n + 1, dtype=np.uint64)
-        np.cumsum(cp.astype(np.uint64) * pw, out=prefix[1:])
-        h = (prefix[self.ends] - prefix[self.starts]) * inv[self.starts]
-        h = mix64(h + (self.ends - self.starts).astype(np.uint64) * NGRAM_MUL)  # the length too
+        h = span_hashes(cp, self.starts, self.ends)
         if lower:
             self._lower_hashes = h
         else:
