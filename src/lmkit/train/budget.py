@@ -17,7 +17,7 @@ seconds instead of FLOPs. Three steps:
    run's ``max_time`` with the schedule over wall time, so the learning rate reaches the end of its
    schedule as the deadline arrives. What comes after the last step is kept back: the final
    held-out evaluation (timed while measuring) and the finish, rehearsed on the built trainer
-   (``finish_seconds``: a throwaway loss plot and a write of the weights), so the run ends at the
+   (``finish_seconds``: the loss plot drawn in a scratch folder and a write of the weights), so the run ends at the
    deadline on a fast machine and a slow one alike.
 """
 
@@ -156,32 +156,27 @@ def format_choice(choice: dict[str, Any]) -> str:
 
 
 def finish_seconds(tr: Any) -> float:
-    """Seconds the end of ``tr``'s run will take after its last step, rehearsed here: a throwaway
-    figure the size of the loss plot (this also pays matplotlib's import and font loading before
-    the clock), and the weights written with safetensors, three times over for the checkpoint's
-    weights and optimizer moments."""
-    import io
+    """Seconds the end of ``tr``'s run will take after its last step, rehearsed here in a scratch
+    folder of the run: the loss plot drawn by ``plot_loss_curve`` itself (this also pays
+    matplotlib's import and font loading before the clock), and the weights written with
+    safetensors, three times over for the checkpoint's weights and optimizer moments."""
+    import json
     import tempfile
 
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from safetensors.torch import save_file
 
-    t0 = time.perf_counter()
-    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
-    ax.plot([0, 1, 2], [3.0, 2.0, 1.5], label="rehearsal")
-    ax.set_xlabel("tokens seen")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(io.BytesIO(), format="png")
-    plt.close(fig)
-    t1 = time.perf_counter()
-    state = {k: v.detach().contiguous() for k, v in tr.model.state_dict().items()}
+    from lmkit.train.metrics import plot_loss_curve
+
     with tempfile.TemporaryDirectory(dir=tr.out) as tmp:
-        save_file(state, str(Path(tmp) / "rehearsal.safetensors"))
-    t2 = time.perf_counter()
+        scratch = Path(tmp)
+        (scratch / "metrics.jsonl").write_text("".join(json.dumps({"step": i, "tokens": i, "loss": 3.0 - i,
+                                                                   "val_loss": 3.0 - i}) + "\n" for i in range(3)))
+        t0 = time.perf_counter()
+        plot_loss_curve(scratch)
+        t1 = time.perf_counter()
+        save_file({k: v.detach().contiguous() for k, v in tr.model.state_dict().items()},
+                  str(scratch / "rehearsal.safetensors"))
+        t2 = time.perf_counter()
     return (t1 - t0) + 3 * (t2 - t1) + FINISH_MARGIN_S
 
 
