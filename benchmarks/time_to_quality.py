@@ -37,6 +37,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -187,7 +188,13 @@ def held_out_bits(model: Any, ids: Any, window: int, autocast: Any = None) -> fl
 # --------------------------------------------------------------------------- lmkit's recipe
 
 def lmkit_worker(train_text: str, val_text: str, config: str, sets: list[str], max_time: float | None,
-                 eval_seconds: float, threads: int, work: Path) -> dict[str, Any]:
+                 eval_seconds: float, threads: int, work: Path,
+                 prepare: Callable[[Any], str] | None = None) -> dict[str, Any]:
+    """lmkit's recipe, step by step, scored every ``eval_seconds`` of its own wall time.
+
+    ``prepare`` (used by ``recipe_levers.py``) may change the built Trainer's model in place before
+    the first step, outside the clock; what it returns is added to the recipe's name.
+    """
     import torch
 
     from lmkit.config import load_run_config
@@ -208,6 +215,7 @@ def lmkit_worker(train_text: str, val_text: str, config: str, sets: list[str], m
     t0 = time.perf_counter()
     tr = Trainer(cfg, show_progress=False)  # trains the tokenizer and packs the text
     clock = time.perf_counter() - t0
+    changed = prepare(tr) if prepare is not None else ""
     val_ids = torch.tensor(tr.tokenizer.encode(val_text), dtype=torch.long)
     val_bytes = len(val_text.encode("utf-8"))
     window = cfg.model.max_seq_len
@@ -236,7 +244,7 @@ def lmkit_worker(train_text: str, val_text: str, config: str, sets: list[str], m
     if curve[-1]["step"] != step:
         score()
     m = cfg.model
-    name = " ".join([Path(config).name, *sets])
+    name = " ".join([Path(config).name, *sets, *([changed] if changed else [])])
     return {"side": "lmkit", "recipe": f"{name}: {m.family} {m.n_layers}x{m.d_model}, "
             f"vocab {m.vocab_size}, context {m.max_seq_len}, batch {cfg.train.batch_size}, "
             f"{cfg.train.precision}, lr {cfg.train.lr:g}, {step} steps", "params": tr.n_params, "curve": curve}

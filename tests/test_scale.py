@@ -157,6 +157,32 @@ def test_approach2_flags_a_minimum_at_the_grid_edge() -> None:
     assert all(r["edge"] for r in a2["budgets"]) and "edge" in a2["note"]
 
 
+def test_approach2_leaves_out_a_budget_with_no_minimum() -> None:
+    pts = _synthetic(TRUE, [1e18, 1e19], 4.0, 9, noise=0.0)
+    first = pts.budget == pts.budget.min()
+    x = np.log(pts.params[first])
+    loss = pts.loss.copy()
+    loss[first] = 3.0 - 0.05 * (x - x.mean()) ** 2  # concave: no minimum anywhere
+    a2 = approach2(Points(pts.params, pts.tokens, pts.flops, loss, pts.budget, pts.run))
+    flat, good = a2["budgets"]
+    assert math.isnan(flat["n_opt"]) and math.isfinite(good["n_opt"])
+    assert "no minimum for budget(s) 1e+18" in a2["note"] and "edge" not in a2["note"]
+
+
+def test_a_real_sweep_says_what_its_points_do_not_identify() -> None:
+    """The 15 points of a real cpu-small sweep on the demo corpus (README): the smallest budget's
+    profile has no minimum, and E is not identified (it collapses to 0); both are said, not shown
+    as numbers."""
+    from lmkit.lab.scale_fit import fit_points
+
+    fit = fit_points(read_points(Path(__file__).parent / "data" / "demo_sweep_points.csv"), n_bootstrap=0,
+                     grid="small")
+    rows = {r["budget"]: r for r in fit["approach2"]["budgets"]}
+    assert math.isnan(rows[2e11]["n_opt"]) and "no minimum for budget(s) 2e+11" in fit["approach2"]["note"]
+    assert rows[1.8e12]["n_opt"] == pytest.approx(1.08e5, rel=0.05) and not rows[1.8e12]["edge"]
+    assert "E went to" in fit["approach3"]["note"]
+
+
 @pytest.mark.slow
 def test_fit_command_writes_json_and_plots_and_plan_uses_it(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     pts = _synthetic(TRUE, [1e16, 1e17, 1e18], 4.0, 5, noise=0.005)

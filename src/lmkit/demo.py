@@ -154,10 +154,11 @@ def demo_run_config(out: Path, data: list[str], tokenizer: str, train_seconds: f
         train = TrainConfig(batch_size=8, lr=3e-3, warmup_steps=5, max_steps=40, eval_every=20, eval_batches=2,
                             log_every=5, ckpt_every=0, tensorboard=False)
     else:
-        # configs/cpu-small.yaml's recipe (Muon, a 2,048-token vocabulary: benchmarks/time_to_quality.py),
-        # its schedule over the demo's wall-time budget
-        model = ModelConfig(family="decoder", vocab_size=2048, d_model=128, n_layers=4, n_heads=4, max_seq_len=128)
-        train = TrainConfig(batch_size=16, lr=3e-3, warmup_steps=20, optimizer="muon", max_steps=None,
+        # configs/cpu-small.yaml's recipe (Muon, a 4,096-token vocabulary, an untied head, warmup-stable-
+        # decay: benchmarks/time_to_quality.py and recipe_levers.py), its schedule over the demo's wall time
+        model = ModelConfig(family="decoder", vocab_size=4096, d_model=128, n_layers=4, n_heads=4, max_seq_len=128,
+                            tie_embeddings=False)
+        train = TrainConfig(batch_size=16, lr=3e-3, warmup_steps=20, optimizer="muon", schedule="wsd", max_steps=None,
                             max_time=train_seconds, eval_every=100, eval_batches=8, log_every=10, ckpt_every=200)
     return RunConfig(model=model, train=train, out=str(out / "run"),
                      data=DataConfig(paths=data, tokenizer=tokenizer, val_fraction=0.02))
@@ -208,7 +209,7 @@ def run_demo(out: str | Path = "runs/demo", data: list[str] | None = None, minut
     print(f"  report: {root / 'curated' / 'report.md'}", file=sys.stderr)
 
     step("3/8 train a byte-level BPE tokenizer")
-    vocab = 512 if quick else 2048
+    vocab = 512 if quick else 4096
     tok = train_tokenizer((d.text for d in iter_documents([root / "curated"])), vocab_size=vocab)
     tok_path = tok.save(root / "tokenizer")
     print(f"  {tok.vocab_size:,} tokens -> {tok_path}", file=sys.stderr)

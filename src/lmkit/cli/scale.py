@@ -157,8 +157,11 @@ def _run_fit(args: argparse.Namespace) -> int:
 
 def _exp_line(name: str, sec: dict[str, Any]) -> str:
     n, d = sec["n_opt"], sec["d_opt"]
-    return (f"  {name:<11} N_opt ∝ C^{n['exponent']:.3f} (±{n['exponent_se']:.3f})   "
-            f"D_opt ∝ C^{d['exponent']:.3f} (±{d['exponent_se']:.3f})")
+
+    def se(x: dict[str, Any]) -> str:  # two budgets make a line with no error estimate
+        return f"±{x['exponent_se']:.3f}" if math.isfinite(x["exponent_se"]) else "two budgets: no interval"
+
+    return f"  {name:<11} N_opt ∝ C^{n['exponent']:.3f} ({se(n)})   D_opt ∝ C^{d['exponent']:.3f} ({se(d)})"
 
 
 def _print_fit(fit: dict[str, Any]) -> None:
@@ -172,6 +175,10 @@ def _print_fit(fit: dict[str, Any]) -> None:
         if "n_opt" in a2:
             print(_exp_line("approach 2", a2))
         for r in a2["budgets"]:
+            if not math.isfinite(r["n_opt"]):
+                print(f"      C {r['budget']:9.3g}: no minimum: over its {r['n_points']} runs the loss is not "
+                      "convex in log N (neither a parabola nor the form has one)")
+                continue
             print(f"      C {r['budget']:9.3g}: N_opt {r['n_opt']:10.4g} (parabola {r['n_opt_parabola']:10.4g}, "
                   f"{100 * r['parabola_bias']:+.1f}%)  {r['tokens_per_param']:6.1f} tokens/param"
                   + ("   EDGE of grid" if r["edge"] else ""))
@@ -190,6 +197,8 @@ def _print_fit(fit: dict[str, Any]) -> None:
             print(f"  {k:<6} {v:10.4g}{band}")
         if iv:
             print(f"  ({a3['n_bootstrap']} bootstrap resamples)")
+        if a3.get("note"):
+            print(f"  note: {a3['note']}")
         print("\ncompute-optimal tokens per parameter (Chinchilla's rule: ≈20):")
         for c, tpp in a3["tokens_per_param"].items():
             key = f"tokens_per_param@{float(c):.3g}"

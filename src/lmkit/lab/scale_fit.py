@@ -245,10 +245,17 @@ def approach2(points: Points, min_points: int = 3) -> dict[str, Any]:
         c = np.array([r["budget"] for r in ok])
         out["n_opt"] = power_fit(c, np.array([r["n_opt"] for r in ok]))
         out["d_opt"] = power_fit(c, np.array([r["d_opt"] for r in ok]))
-    edges = [r["budget"] for r in rows if r["edge"]]
+    edges = [r["budget"] for r in rows if r["edge"] and math.isfinite(r["n_opt"])]
+    flat = [r["budget"] for r in rows if not math.isfinite(r["n_opt"])]
+    notes = []
     if edges:
-        out["note"] = ("minimum at the edge of its grid for budget(s) " + ", ".join(f"{b:.3g}" for b in edges)
-                       + ": their N_opt is extrapolated; sweep wider sizes there")
+        notes.append("minimum at the edge of its grid for budget(s) " + ", ".join(f"{b:.3g}" for b in edges)
+                     + ": their N_opt is extrapolated")
+    if flat:
+        notes.append("no minimum for budget(s) " + ", ".join(f"{b:.3g}" for b in flat)
+                     + ": left out of the exponent fit")
+    if notes:
+        out["note"] = "; ".join(notes) + "; sweep wider sizes there"
     return out
 
 
@@ -286,6 +293,10 @@ def fit_points(points: Points, approaches: Sequence[int] = (1, 2, 3), n_bootstra
                       flops_for_ratio=[ref[-1]], device=device, threads=threads)
         out["approach3"] = f3.as_dict()
         out["approach3"]["tokens_per_param"] = {f"{c:.3g}": float(f3.law.tokens_per_param(c)) for c in ref}
+        if f3.law.E < 1e-3 * float(points.loss.min()):
+            out["approach3"]["note"] = (
+                f"E went to {f3.law.E:.2g}: these points do not identify an irreducible loss (the fit puts all "
+                "of it in A/N^α + B/D^β), so E's interval says nothing")
     return out
 
 

@@ -16,6 +16,17 @@ import numpy as np
 from lmkit.lab.scale_fit import CHINCHILLA_TOKENS_PER_PARAM, Points
 
 
+def _log_axes(ax: Any, y: bool = False) -> None:
+    """Log scale with labels at 1, 2 and 5 × 10^k only: matplotlib labels every minor tick when an
+    axis spans under a decade, and those labels overlap."""
+    from matplotlib.ticker import LogFormatterSciNotation, LogLocator, NullFormatter
+
+    for axis in (ax.xaxis, ax.yaxis) if y else (ax.xaxis,):
+        axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        axis.set_major_formatter(LogFormatterSciNotation(labelOnlyBase=False))
+        axis.set_minor_formatter(NullFormatter())
+
+
 def _save(fig: Any, path: Path) -> Path:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
     os.close(fd)
@@ -66,6 +77,7 @@ def plot_fit(points: Points, fit: dict[str, Any], out: Path, prefix: str = "") -
             ax.scatter([r["n_opt"]], [r["loss_at_opt"]], marker="*", s=90, color=colours[b],
                        edgecolor="black", zorder=5)
     ax.set_xscale("log")
+    _log_axes(ax)
     ax.set_xlabel("parameters N")
     ax.set_ylabel("final loss")
     ax.set_title(f"{prefix}IsoFLOP profiles (solid: bias-corrected fit, dotted: parabola, *: minimum)")
@@ -98,10 +110,12 @@ def plot_fit(points: Points, fit: dict[str, Any], out: Path, prefix: str = "") -
         ax.plot(cs, rule, color="grey", ls="--", lw=1, label="Chinchilla, 20 tokens/param")
         ax.set_xscale("log")
         ax.set_yscale("log")
+        _log_axes(ax, y=True)
         ax.set_xlabel("compute C (FLOPs)")
         ax.set_ylabel(label)
         ax.legend(fontsize=7)
     fig.suptitle(f"{prefix}compute-optimal size and tokens")
+    fig.tight_layout()
     written.append(_save(fig, out / "optimal.png"))
     plt.close(fig)
 
@@ -118,6 +132,7 @@ def plot_fit(points: Points, fit: dict[str, Any], out: Path, prefix: str = "") -
         ax.plot(cs, law.loss(n, d), color="C0", lw=1.5, label=f"approach 3 frontier (E = {law.E:.3g})")
     ax.set_xscale("log")
     ax.set_yscale("log")
+    _log_axes(ax, y=True)
     ax.set_xlabel("compute C (FLOPs)")
     ax.set_ylabel("final loss")
     ax.set_title(f"{prefix}loss against compute")
