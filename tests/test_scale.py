@@ -24,6 +24,7 @@ from lmkit.lab.scale_approach3 import (
     start_grid,
 )
 from lmkit.lab.scale_fit import Points, approach2, drop_highest, read_points
+from lmkit.plan.chinchilla import load_scaling_law
 
 CHINCHILLA = Path(__file__).parent / "data" / "chinchilla_isoflop_points.csv"
 EPOCH = {"E": 1.817, "A": 482.01, "B": 2085.43, "alpha": 0.348, "beta": 0.366}
@@ -206,6 +207,24 @@ def test_fit_command_writes_json_and_plots_and_plan_uses_it(tmp_path: Path, caps
     plan = json.loads(capsys.readouterr().out)
     n_opt, _ = Law(**json.loads((fit_dir / "fit.json").read_text())["approach3"]["law"]).optimal(1e19)
     assert plan["chinchilla"]["fit"]["params"] == pytest.approx(float(n_opt))
+    # the user's law, not the 20-tokens rule, sizes the plan itself: for a budget, for tokens, for a size
+    assert plan["params"] == pytest.approx(float(n_opt)) and "under scale fit" in plan["params_source"]
+    law = load_scaling_law(str(fit_dir / "fit.json"))
+    for flags in (["--tokens", f"{1e19 / (6 * n_opt):.6e}"], ["--params", f"{n_opt:.6e}"]):
+        assert main(["plan", *flags, "--scaling-law", str(fit_dir / "fit.json"), "--json"]) == 0
+        p = json.loads(capsys.readouterr().out)
+        assert 6 * p["params"] * p["tokens"] == pytest.approx(1e19, rel=1e-4)
+        assert p["tokens"] == pytest.approx(law.optimal_tokens(p["params"]), rel=1e-6)
+        assert p["verdict"] == "about right" and p["verdict_optimal_tokens_per_param"] == pytest.approx(
+            p["tokens_per_param"], rel=1e-4)  # judged against the user's law, not against 20
+
+
+def test_the_verdict_follows_the_law_in_use() -> None:
+    from lmkit.plan.chinchilla import verdict
+
+    assert verdict(1e6, 45e6) == "over-trained (small for its compute)"  # against Chinchilla's 20
+    assert verdict(1e6, 45e6, optimal_ratio=48.6) == "about right"  # a law that wants 48.6
+    assert verdict(1e6, 20e6, optimal_ratio=48.6) == "under-trained (over-parameterised)"
 
 
 def test_bad_points_are_one_line_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

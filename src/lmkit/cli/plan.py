@@ -263,7 +263,9 @@ def _print_plan(p: dict[str, Any]) -> None:
     pb = p["params_breakdown"]
     extra = (f" (embedding {pb['embedding']:,}, non-embedding {pb['non_embedding']:,})" if pb else "")
     print(f"parameters   {p['params']:,.0f}{extra}  [{p['params_source']}]")
-    print(f"tokens       {p['tokens']:,.0f} = {p['tokens_per_param']:.1f} per parameter, {p['verdict']}  "
+    against = p["verdict_optimal_tokens_per_param"]
+    verdict = p["verdict"] + ("" if against == 20 else f" (your law's optimum here: {against:.1f})")
+    print(f"tokens       {p['tokens']:,.0f} = {p['tokens_per_param']:.1f} per parameter, {verdict}  "
           f"[{p['tokens_source']}]")
     print(f"compute      {p['flops_per_token']:.4g} FLOPs/token at context {p['seq_len']} x {p['tokens']:.3g} tokens "
           f"= {p['flops']:.3e} FLOPs = {p['pf_days']:,.4g} PF-days   (6·N·D = {p['flops_6nd']:.3e})")

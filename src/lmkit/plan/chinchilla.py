@@ -68,6 +68,12 @@ class ScalingFit:
         n = self.G * c6 ** (self.beta / (self.alpha + self.beta))
         return n, c6 / n
 
+    def optimal_params(self, tokens: float) -> float:
+        """Parameters N for which ``tokens`` is compute-optimal: D_opt = (C/6)^(α/(α+β)) / G solved
+        for C/6, then N = (C/6) / D."""
+        c6 = (float(tokens) * self.G) ** ((self.alpha + self.beta) / self.alpha)
+        return c6 / float(tokens)
+
     def optimal_tokens(self, params: float) -> float:
         """Tokens D for which a model of ``params`` parameters is compute-optimal (inverts N_opt)."""
         c6 = (float(params) / self.G) ** ((self.alpha + self.beta) / self.beta)
@@ -116,10 +122,11 @@ def rule_optimal(flops: float, tokens_per_param: float = TOKENS_PER_PARAM) -> tu
     return n, tokens_per_param * n
 
 
-def verdict(params: float, tokens: float) -> str:
+def verdict(params: float, tokens: float, optimal_ratio: float = TOKENS_PER_PARAM) -> str:
     """under-trained (over-parameterised) / about right / over-trained, against 20 tokens/parameter
-    with the band ``ABOUT_RIGHT_BAND`` (10..40 tokens per parameter)."""
-    ratio = float(tokens) / float(params)
+    with the band ``ABOUT_RIGHT_BAND`` (10..40 tokens per parameter); against another compute-optimal
+    ratio (a law the user fitted) the band is scaled with it (a factor 2 either side)."""
+    ratio = float(tokens) / float(params) * TOKENS_PER_PARAM / float(optimal_ratio)
     if ratio < ABOUT_RIGHT_BAND[0]:
         return "under-trained (over-parameterised)"
     if ratio > ABOUT_RIGHT_BAND[1]:

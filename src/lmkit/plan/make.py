@@ -90,6 +90,7 @@ def make_plan(*, params: float | None = None, tokens: float | None = None, cfg: 
     baseline, see ``lmkit.plan.measure.runtime_baseline``); lmkit's default when None.
     """
     f = get_fit(fit)
+    own_law = isinstance(fit, ScalingFit)  # --scaling-law: the user's law sizes a budget, not the 20 rule
     runtime = RUNTIME_BASELINE_BYTES if runtime_bytes is None else float(runtime_bytes)
     if sharding not in SHARDINGS:
         raise LmkitError(f"--sharding must be one of {'|'.join(SHARDINGS)}, got {sharding!r}")
@@ -135,8 +136,12 @@ def make_plan(*, params: float | None = None, tokens: float | None = None, cfg: 
     if n_params is None:
         if budget is not None and tokens is not None:
             n_params, params_source = budget / (6.0 * tokens), "budget / (6 · tokens)"
+        elif budget is not None and own_law:
+            n_params, params_source = f.optimal(budget)[0], f"compute-optimal for the budget under {f.name}"
         elif budget is not None:
             n_params, params_source = rule_optimal(budget)[0], "compute-optimal for the budget (20 tokens/parameter)"
+        elif tokens is not None and own_law:
+            n_params, params_source = f.optimal_params(tokens), f"compute-optimal for these tokens under {f.name}"
         elif tokens is not None:
             n_params, params_source = tokens / TOKENS_PER_PARAM, "tokens / 20 (compute-optimal for these tokens)"
         else:
@@ -155,11 +160,13 @@ def make_plan(*, params: float | None = None, tokens: float | None = None, cfg: 
     elif budget is not None and params_source in ("config", "--params"):
         n_tokens, tokens_source = budget / (6.0 * n_params), "budget / (6 · params)"
     elif budget is not None:
-        n_tokens, tokens_source = budget / (6.0 * n_params), "compute-optimal for the budget (20 tokens/parameter)"
+        n_tokens, tokens_source = budget / (6.0 * n_params), params_source
     else:
         run_tokens = tokens_of_run(train, n_params, S, per_tok) if train is not None else None
         if run_tokens is not None:
             n_tokens, tokens_source = run_tokens, "the run config's stop conditions"
+        elif own_law:
+            n_tokens, tokens_source = f.optimal_tokens(n_params), f"compute-optimal for this size under {f.name}"
         else:
             n_tokens, tokens_source = TOKENS_PER_PARAM * n_params, "20 tokens per parameter (Chinchilla's rule)"
     flops_6nd = training_flops(n_params, n_tokens)
@@ -188,7 +195,8 @@ def make_plan(*, params: float | None = None, tokens: float | None = None, cfg: 
         "tokens": n_tokens,
         "tokens_source": tokens_source,
         "tokens_per_param": n_tokens / n_params,
-        "verdict": verdict(n_params, n_tokens),
+        "verdict": verdict(n_params, n_tokens, fit_d / fit_n if own_law else TOKENS_PER_PARAM),
+        "verdict_optimal_tokens_per_param": fit_d / fit_n if own_law else TOKENS_PER_PARAM,
         "seq_len": S,
         "micro_batch": mb,
         "flops_per_token": per_tok,
