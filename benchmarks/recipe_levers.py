@@ -4,7 +4,9 @@ on the text and held-out bytes of ``time_to_quality.py``.
 
 Each lever is one change: a config override (``--set``-style) or, for what the config has no knob
 for, a change made to the built model before its first step (QK-norm as a parameter-free RMS
-normalisation of each head's queries and keys; two other initialisations). For every pair it
+normalisation of each head's queries and keys, before rotary, with no learned gain and the usual
+1/sqrt(head_dim) scale, so the logits are bounded by sqrt(head_dim); two other initialisations).
+Pair i trains both sides with seed ``--seed`` + i. For every pair it
 prints the held-out bits per byte at the end of the recipe's steps, the wall time of the run, and
 the time to reach ``--target`` bits per byte (by default 2.62, about where the nanoGPT-style
 reference of ``time_to_quality.py`` ends), interpolated between evaluations. The recipe's own
@@ -79,14 +81,17 @@ PATCHES: dict[str, Callable[[Any], str]] = {"qk-norm": qk_norm, "init-zero-out":
 
 # name -> (config overrides, model change or None, what it tests)
 LEVERS: dict[str, tuple[list[str], str | None, str]] = {
-    "wsd": (["train.schedule=wsd"], None, "warmup-stable-decay in place of cosine"),
+    "wsd": (["train.schedule=wsd"], None, "warmup-stable-decay"),
+    "cosine": (["train.schedule=cosine"], None, "a cosine schedule"),
     "untied": (["model.tie_embeddings=false"], None, "an output head of its own"),
+    "tied": (["model.tie_embeddings=true"], None, "the output head tied to the embedding"),
     "qk-norm": ([], "qk-norm", "RMS-normalised queries and keys"),
     "init-zero-out": ([], "init-zero-out", "zero-initialised residual projections"),
     "init-fan-in": ([], "init-fan-in", "1/sqrt(fan_in) initialisation"),
     "adamw": (["train.optimizer=adamw"], None, "AdamW everywhere, same lr 3e-3"),
     "fp32": (["train.precision=fp32"], None, "fp32 in place of the probe's choice"),
     "vocab-1024": (["model.vocab_size=1024"], None, "a 1,024-token vocabulary"),
+    "vocab-2048": (["model.vocab_size=2048"], None, "a 2,048-token vocabulary"),
     "vocab-4096": (["model.vocab_size=4096"], None, "a 4,096-token vocabulary"),
     "ctx64-b32": (["model.max_seq_len=64", "train.batch_size=32"], None, "context 64, batch 32 (same tokens)"),
     "ctx256-b8": (["model.max_seq_len=256", "train.batch_size=8"], None, "context 256, batch 8 (same tokens)"),
@@ -110,6 +115,18 @@ def lever(name: str) -> tuple[list[str], list[str], str]:
     return sets, [x for x in patches if x], " + ".join(LEVERS[p][2] for p in parts)
 
 
+def changes_nothing(config: str, name: str) -> bool:
+    """Whether lever ``name`` leaves ``config`` as it is (cpu-small already has a 4,096 vocabulary,
+    an untied head and WSD, so those levers measure the recipe against itself there)."""
+    from dataclasses import asdict
+
+    from lmkit.config import load_run_config
+
+    sets, patches, _ = lever(name)
+    changed = load_run_config(config, dict(s.partition("=")[::2] for s in sets))
+    return not patches and asdict(changed) == asdict(load_run_config(config))
+
+
 def prepare_all(patches: list[str]) -> Callable[[Any], str] | None:
     if not patches:
         return None
@@ -125,7 +142,8 @@ def run_pair(args: argparse.Namespace, work: Path, name: str, i: int) -> dict[st
     for side in ("base", name):
         out = work / f"{name}-{i}-{'base' if side == 'base' else 'lever'}.json"
         cmd = [sys.executable, __file__, "--worker", side, "--work", str(work), "--config", args.config,
-               "--threads", str(args.threads), "--eval-seconds", str(args.eval_seconds), "--result", str(out)]
+               "--threads", str(args.threads), "--eval-seconds", str(args.eval_seconds), "--result", str(out),
+               "--seed", str(args.seed + i)]  # pair i: one seed for both sides, another for the next pair
         procs[side] = (subprocess.Popen(cmd, env=env), out)
     res = {}
     for side, (p, out) in procs.items():
@@ -147,9 +165,9 @@ def fmt(x: float | None, spec: str) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--levers", nargs="+", default=list(LEVERS), metavar="LEVER",
+    ap.add_argument("--levers", nargs="+", default=None, metavar="LEVER",
                     help=f"which changes to measure, several joined by '+' measured together "
-                         f"(default each alone: {', '.join(LEVERS)})")
+                         f"(default: each of {', '.join(LEVERS)} alone that changes --config)")
     ap.add_argument("--runs", type=int, default=1, help="pairs per lever; medians are reported")
     ap.add_argument("--threads", type=int, default=1, help="threads per side (default 1)")
     ap.add_argument("--config", default=str(Path(__file__).resolve().parent.parent / "configs" / "cpu-small.yaml"))
@@ -157,19 +175,27 @@ def main() -> None:
     ap.add_argument("--eval-seconds", type=float, default=5.0, help="held-out scoring interval, seconds of run")
     ap.add_argument("--work", default=None, help="folder for the corpus and runs (default: time_to_quality's)")
     ap.add_argument("--json", default=None, help="write every pair's results here")
+    ap.add_argument("--seed", type=int, default=1337,
+                    help="train.seed of the first pair; pair i uses seed + i on both sides, so the medians "
+                         "cover seeds as well as timing")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--result", help=argparse.SUPPRESS)
     args = ap.parse_args()
     work = Path(args.work or os.environ.get("LMKIT_TTQ_WORK") or Path(tempfile.gettempdir()) / "lmkit-ttq")
     work.mkdir(parents=True, exist_ok=True)
     train_text, val_text = split_text(corpus_text(work, None))
+    if args.levers is None:
+        args.levers = [x for x in LEVERS if not changes_nothing(args.config, x)]
     for name in args.levers:
         try:
             lever(name)
         except argparse.ArgumentTypeError as e:
             ap.error(str(e))
+        if not args.worker and changes_nothing(args.config, name):
+            ap.error(f"lever {name!r} changes nothing in {args.config}: it would measure the recipe against itself")
     if args.worker:
         sets, patches, _ = ([], [], "") if args.worker == "base" else lever(args.worker)
+        sets = [*sets, f"train.seed={args.seed}"]
         with tempfile.TemporaryDirectory(dir=work) as tmp:
             res = lmkit_worker(train_text, val_text, args.config, sets, None, args.eval_seconds, args.threads,
                                Path(tmp), prepare_all(patches))

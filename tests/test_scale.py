@@ -24,7 +24,8 @@ from lmkit.lab.scale_approach3 import (
     start_grid,
 )
 from lmkit.lab.scale_fit import Points, approach2, drop_highest, read_points
-from lmkit.plan.chinchilla import load_scaling_law
+from lmkit.plan import make_plan
+from lmkit.plan.chinchilla import ScalingFit, load_scaling_law
 
 CHINCHILLA = Path(__file__).parent / "data" / "chinchilla_isoflop_points.csv"
 EPOCH = {"E": 1.817, "A": 482.01, "B": 2085.43, "alpha": 0.348, "beta": 0.366}
@@ -184,6 +185,28 @@ def test_a_real_sweep_says_what_its_points_do_not_identify() -> None:
     assert "E went to" in fit["approach3"]["note"]
 
 
+def test_a_fit_with_no_values_writes_json_null_and_prints_no_nan(tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """What has no value (2e11's minimum, intervals from two budgets) is null in fit.json, which
+    strict parsers read, and a sentence in the printout, never NaN."""
+    pts = Path(__file__).parent / "data" / "demo_sweep_points.csv"
+    out = tmp_path / "fit"
+    assert main(["scale", "fit", str(pts), "--bootstrap", "0", "--grid", "small", "--no-plots", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "nan" not in text.lower() and "C     2e+11: no minimum" in text and "two budgets: no interval" in text
+
+    def refuse(name: str) -> None:
+        raise ValueError(f"fit.json holds {name}")
+
+    fit = json.loads((out / "fit.json").read_text(), parse_constant=refuse)
+    row = next(r for r in fit["approach2"]["budgets"] if r["budget"] == 2e11)
+    assert row["n_opt"] is None and row["edge"] is False and row["method"].startswith("no minimum")
+    assert fit["approach2"]["n_opt"]["exponent_se"] is None
+    assert main(["scale", "fit", str(pts), "--approach", "2", "--json", "--no-plots", "--overwrite", "--out",
+                 str(out)]) == 0
+    json.loads(capsys.readouterr().out, parse_constant=refuse)
+
+
 @pytest.mark.slow
 def test_fit_command_writes_json_and_plots_and_plan_uses_it(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     pts = _synthetic(TRUE, [1e16, 1e17, 1e18], 4.0, 5, noise=0.005)
@@ -225,6 +248,12 @@ def test_the_verdict_follows_the_law_in_use() -> None:
     assert verdict(1e6, 45e6) == "over-trained (small for its compute)"  # against Chinchilla's 20
     assert verdict(1e6, 45e6, optimal_ratio=48.6) == "about right"  # a law that wants 48.6
     assert verdict(1e6, 20e6, optimal_ratio=48.6) == "under-trained (over-parameterised)"
+    law = ScalingFit("mine", E=0.0, A=48.39, B=157.6, alpha=0.326, beta=0.3188, source="test")
+    r = law.optimal(1e12)[1] / law.optimal(1e12)[0]
+    plan = make_plan(flops=1e12, tokens=1e5, fit=law)  # far fewer tokens than this law wants
+    assert plan["verdict"] == "under-trained (over-parameterised)"
+    assert plan["chinchilla"]["about_right_band_tokens_per_param"] == pytest.approx([r / 2, 2 * r])
+    assert make_plan(flops=1e12, fit=law)["verdict"] == "about right"
 
 
 def test_bad_points_are_one_line_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -238,6 +267,11 @@ def test_bad_points_are_one_line_errors(tmp_path: Path, capsys: pytest.CaptureFi
     (tmp_path / "nofit.json").write_text("{}")
     assert main(["plan", "--flops", "1e19", "--scaling-law", str(tmp_path / "nofit.json")]) == 2
     assert "Approach-3" in capsys.readouterr().err
+    (tmp_path / "negfit.json").write_text(json.dumps(
+        {"approach3": {"law": {"E": 1.0, "A": 400.0, "B": 400.0, "alpha": -0.3, "beta": 0.3}}}))
+    assert main(["plan", "--flops", "1e19", "--scaling-law", str(tmp_path / "negfit.json")]) == 2
+    err = capsys.readouterr().err
+    assert "negfit.json" in err and "alpha must be a finite number above 0" in err
 
 
 @pytest.mark.slow

@@ -127,7 +127,7 @@ def _run_fit(args: argparse.Namespace) -> int:
 
     from lmkit.errors import LmkitError
     from lmkit.files import check_out_dir, write_json_atomic
-    from lmkit.lab.scale_fit import drop_highest, fit_points, read_points
+    from lmkit.lab.scale_fit import drop_highest, fit_points, json_ready, read_points
 
     points_path = Path(args.points)
     out = Path(args.out) if args.out else points_path.parent / "fit"
@@ -141,7 +141,7 @@ def _run_fit(args: argparse.Namespace) -> int:
     fit["points"] = str(points_path)
     fit["dropped_highest"] = args.drop_highest
     out.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(out / "fit.json", fit)
+    write_json_atomic(out / "fit.json", json_ready(fit))
     plots: list[str] = []
     if not args.no_plots:
         from lmkit.lab.scale_plots import plot_fit
@@ -149,19 +149,21 @@ def _run_fit(args: argparse.Namespace) -> int:
         plots = [str(p) for p in plot_fit(points, fit, out)]
     fit["files"] = {"fit": str(out / "fit.json"), "plots": plots}
     if args.json:
-        print(json.dumps(fit, indent=2, default=str))
+        print(json.dumps(json_ready(fit), indent=2, default=str))
     else:
         _print_fit(fit)
     return 0
 
 
+def _se(x: float, digits: int = 3) -> str:
+    """"±SE", or why there is none: a line through two budgets has no error estimate."""
+    return f"±{x:.{digits}f}" if math.isfinite(x) else "two budgets: no interval"
+
+
 def _exp_line(name: str, sec: dict[str, Any]) -> str:
     n, d = sec["n_opt"], sec["d_opt"]
-
-    def se(x: dict[str, Any]) -> str:  # two budgets make a line with no error estimate
-        return f"±{x['exponent_se']:.3f}" if math.isfinite(x["exponent_se"]) else "two budgets: no interval"
-
-    return f"  {name:<11} N_opt ∝ C^{n['exponent']:.3f} ({se(n)})   D_opt ∝ C^{d['exponent']:.3f} ({se(d)})"
+    return (f"  {name:<11} N_opt ∝ C^{n['exponent']:.3f} ({_se(n['exponent_se'])})   "
+            f"D_opt ∝ C^{d['exponent']:.3f} ({_se(d['exponent_se'])})")
 
 
 def _print_fit(fit: dict[str, Any]) -> None:
@@ -179,8 +181,9 @@ def _print_fit(fit: dict[str, Any]) -> None:
                 print(f"      C {r['budget']:9.3g}: no minimum: over its {r['n_points']} runs the loss is not "
                       "convex in log N (neither a parabola nor the form has one)")
                 continue
-            print(f"      C {r['budget']:9.3g}: N_opt {r['n_opt']:10.4g} (parabola {r['n_opt_parabola']:10.4g}, "
-                  f"{100 * r['parabola_bias']:+.1f}%)  {r['tokens_per_param']:6.1f} tokens/param"
+            par = (f"parabola {r['n_opt_parabola']:10.4g}, {100 * r['parabola_bias']:+.1f}%"
+                   if math.isfinite(r["parabola_bias"]) else "the parabola has no minimum")
+            print(f"      C {r['budget']:9.3g}: N_opt {r['n_opt']:10.4g} ({par})  {r['tokens_per_param']:6.1f} tokens/param"
                   + ("   EDGE of grid" if r["edge"] else ""))
         if a2.get("note"):
             print(f"      note: {a2['note']}")
@@ -206,7 +209,8 @@ def _print_fit(fit: dict[str, Any]) -> None:
             print(f"  C {c:>9}: {tpp:8.1f}" + (f"   95% [{ci['low']:.1f}, {ci['high']:.1f}]" if ci else ""))
     k = fit.get("kaplan", {})
     if "gamma" in k:
-        print(f"\nKaplan L(C) = (C_c/C)^γ on the frontier: γ {k['gamma']:.4f} (±{k['gamma_se']:.4f}), C_c {k['C_c']:.3g}")
+        c_c = f"C_c {k['C_c']:.3g}" if math.isfinite(k["C_c"]) else "no C_c: the loss does not fall with compute"
+        print(f"\nKaplan L(C) = (C_c/C)^γ on the frontier: γ {k['gamma']:.4f} ({_se(k['gamma_se'], 4)}), {c_c}")
     print(f"\nfit:   {fit['files']['fit']}")
     for p in fit["files"]["plots"]:
         print(f"plot:  {p}")

@@ -230,7 +230,9 @@ def approach2(points: Points, min_points: int = 3) -> dict[str, Any]:
             xs, ys, method = xp, yp, "parabola (the form has no minimum here)"
         lo_x, hi_x = float(x.min()), float(x.max())
         lowest = int(np.argmin(y))
-        edge = (not math.isfinite(xs)) or xs <= lo_x or xs >= hi_x or lowest in (0, len(x) - 1)
+        edge = math.isfinite(xs) and (xs <= lo_x or xs >= hi_x or lowest in (0, len(x) - 1))
+        if not math.isfinite(xs):
+            method = "no minimum (neither the form nor a parabola has one)"
         n_opt = math.exp(xs + x0) if math.isfinite(xs) else math.nan
         n_par = math.exp(xp + x0) if math.isfinite(xp) else math.nan
         rows.append({"budget": float(c), "n_points": len(x), "n_opt": n_opt, "d_opt": float(c) / (6 * n_opt),
@@ -260,6 +262,20 @@ def approach2(points: Points, min_points: int = 3) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------- everything
+
+
+def json_ready(obj: Any) -> Any:
+    """``obj`` with every NaN or infinite float as None: what has no value (a budget with no
+    minimum, an interval from two budgets) is JSON null, which every parser reads; NaN is not JSON."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: json_ready(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_ready(v) for v in obj]
+    if isinstance(obj, (np.generic, np.ndarray)):
+        return json_ready(obj.tolist())
+    return obj
 
 
 def fit_points(points: Points, approaches: Sequence[int] = (1, 2, 3), n_bootstrap: int = 200, seed: int = 0,
@@ -301,4 +317,4 @@ def fit_points(points: Points, approaches: Sequence[int] = (1, 2, 3), n_bootstra
 
 
 __all__ = ["CHINCHILLA_TOKENS_PER_PARAM", "Points", "approach1", "approach2", "drop_highest", "fit_points",
-           "group_budgets", "kaplan", "parabola_min", "power_fit", "read_points", "shared_exponents"]
+           "group_budgets", "json_ready", "kaplan", "parabola_min", "power_fit", "read_points", "shared_exponents"]

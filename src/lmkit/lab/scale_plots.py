@@ -16,14 +16,26 @@ import numpy as np
 from lmkit.lab.scale_fit import CHINCHILLA_TOKENS_PER_PARAM, Points
 
 
+def _tick_label(v: float, _pos: Any = None) -> str:
+    """A log axis's label: plain (2.5, 300) between 0.001 and 10^4, else m × 10^k."""
+    if v <= 0 or not math.isfinite(v):
+        return ""
+    if 1e-3 <= v < 1e4:
+        return f"{v:g}"
+    k = math.floor(math.log10(v) + 1e-9)
+    m = v / 10 ** k
+    return f"$10^{{{k}}}$" if abs(m - 1) < 1e-6 else f"${m:.3g}\\times10^{{{k}}}$"
+
+
 def _log_axes(ax: Any, y: bool = False) -> None:
     """Log scale with labels at 1, 2 and 5 × 10^k only: matplotlib labels every minor tick when an
-    axis spans under a decade, and those labels overlap."""
-    from matplotlib.ticker import LogFormatterSciNotation, LogLocator, NullFormatter
+    axis spans under a decade, and those labels overlap. Where a span holds too few of those,
+    matplotlib picks its own ticks: they are labelled plainly too (2.5, not 2.5 × 10^0)."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     for axis in (ax.xaxis, ax.yaxis) if y else (ax.xaxis,):
         axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
-        axis.set_major_formatter(LogFormatterSciNotation(labelOnlyBase=False))
+        axis.set_major_formatter(FuncFormatter(_tick_label))
         axis.set_minor_formatter(NullFormatter())
 
 

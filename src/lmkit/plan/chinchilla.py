@@ -108,12 +108,17 @@ def load_scaling_law(path: str) -> ScalingFit:
         raise LmkitError(f"{path}: cannot read a scaling-law fit ({e})") from None
     law: Any = (data.get("approach3") or {}).get("law") if isinstance(data, dict) else None
     try:
-        return ScalingFit(f"scale fit ({Path(path).name})", E=float(law["E"]), A=float(law["A"]), B=float(law["B"]),
-                          alpha=float(law["alpha"]), beta=float(law["beta"]),
-                          source=f"lmkit scale fit of {data.get('points', '?')} (approach 3)")
+        fit = ScalingFit(f"scale fit ({Path(path).name})", E=float(law["E"]), A=float(law["A"]), B=float(law["B"]),
+                         alpha=float(law["alpha"]), beta=float(law["beta"]),
+                         source=f"lmkit scale fit of {data.get('points', '?')} (approach 3)")
     except (TypeError, KeyError, ValueError):
         raise LmkitError(f"{path}: has no Approach-3 law (approach3.law with E, A, B, alpha, beta); "
                          "refit with lmkit scale fit --approach 3") from None
+    bad = [k for k in ("A", "B", "alpha", "beta") if not (math.isfinite(getattr(fit, k)) and getattr(fit, k) > 0)]
+    if bad or not (math.isfinite(fit.E) and fit.E >= 0):
+        raise LmkitError(f"{path}: its law has no compute-optimal frontier ({', '.join(bad or ['E'])} must be a "
+                         "finite number above 0, E at least 0)")
+    return fit
 
 
 def rule_optimal(flops: float, tokens_per_param: float = TOKENS_PER_PARAM) -> tuple[float, float]:

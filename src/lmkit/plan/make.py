@@ -86,7 +86,8 @@ def make_plan(*, params: float | None = None, tokens: float | None = None, cfg: 
     ``budget_pf_days`` or ``budget_gpu_hours`` on ``gpu``). Missing pieces are derived: with a
     budget and no model, the rule's compute-optimal size; with a model and no tokens, the run
     config's stop conditions or else 20 tokens per parameter; with a budget and a model, the tokens
-    it affords. ``runtime_bytes``: the runtime's own resident memory (this machine's measured
+    it affords. With ``fit`` a law the user fitted (a ScalingFit, from ``--scaling-law``), that law
+    replaces the 20-tokens rule in all of these and in the verdict. ``runtime_bytes``: the runtime's own resident memory (this machine's measured
     baseline, see ``lmkit.plan.measure.runtime_baseline``); lmkit's default when None.
     """
     f = get_fit(fit)
@@ -240,7 +241,8 @@ def make_plan(*, params: float | None = None, tokens: float | None = None, cfg: 
     "optimal_tokens_for_params": f.optimal_tokens(n_params),
     "coefficients": {"E": f.E, "A": f.A, "B": f.B, "alpha": f.alpha, "beta": f.beta}},
             "rule_tokens_for_params": TOKENS_PER_PARAM * n_params,
-            "about_right_band_tokens_per_param": list(ABOUT_RIGHT_BAND),
+            "about_right_band_tokens_per_param": [b / TOKENS_PER_PARAM * (fit_d / fit_n if own_law else TOKENS_PER_PARAM)
+                                                  for b in ABOUT_RIGHT_BAND],
         },
         "notes": notes,
     }
