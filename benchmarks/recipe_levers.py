@@ -101,8 +101,6 @@ LEVERS: dict[str, tuple[list[str], str | None, str]] = {
 }
 
 
-
-
 def lever(name: str) -> tuple[list[str], list[str], str]:
     """Overrides, model changes and description of ``name``: one lever or several joined by '+'."""
     parts = name.split("+")
@@ -111,8 +109,8 @@ def lever(name: str) -> tuple[list[str], list[str], str]:
         raise argparse.ArgumentTypeError(f"unknown lever {unknown[0]!r}; choose from {', '.join(LEVERS)} "
                                          "(join several with '+')")
     sets = [x for p in parts for x in LEVERS[p][0]]
-    patches = [LEVERS[p][1] for p in parts if LEVERS[p][1]]
-    return sets, [x for x in patches if x], " + ".join(LEVERS[p][2] for p in parts)
+    patches = [x for p in parts if (x := LEVERS[p][1])]
+    return sets, patches, " + ".join(LEVERS[p][2] for p in parts)
 
 
 def changes_nothing(config: str, name: str) -> bool:
@@ -184,6 +182,8 @@ def main() -> None:
     work = Path(args.work or os.environ.get("LMKIT_TTQ_WORK") or Path(tempfile.gettempdir()) / "lmkit-ttq")
     work.mkdir(parents=True, exist_ok=True)
     train_text, val_text = split_text(corpus_text(work, None))
+    if args.runs < 1 or args.threads < 1:
+        ap.error("--runs and --threads must be at least 1")
     if args.levers is None:
         args.levers = [x for x in LEVERS if not changes_nothing(args.config, x)]
     for name in args.levers:

@@ -19,7 +19,7 @@ from typing import Any
 from lmkit.config import load_model_and_train
 from lmkit.errors import LmkitError
 from lmkit.families import FAMILIES, HOW_TO_CHOOSE, table
-from lmkit.plan.chinchilla import ABOUT_RIGHT_BAND, known_models_table, load_scaling_law
+from lmkit.plan.chinchilla import ABOUT_RIGHT_BAND, TOKENS_PER_PARAM, known_models_table, load_scaling_law
 from lmkit.plan.make import make_plan
 from lmkit.plan.measure import memory_track_record, runtime_baseline
 from lmkit.plan.memory import CPU_RSS_FACTOR
@@ -265,7 +265,7 @@ def _print_plan(p: dict[str, Any]) -> None:
     extra = (f" (embedding {pb['embedding']:,}, non-embedding {pb['non_embedding']:,})" if pb else "")
     print(f"parameters   {p['params']:,.0f}{extra}  [{p['params_source']}]")
     against = p["verdict_optimal_tokens_per_param"]
-    verdict = p["verdict"] + ("" if against == 20 else f" (your law's optimum here: {against:.1f})")
+    verdict = p["verdict"] + ("" if against == TOKENS_PER_PARAM else f" (your law's optimum here: {against:.1f})")
     print(f"tokens       {p['tokens']:,.0f} = {p['tokens_per_param']:.1f} per parameter, {verdict}  "
           f"[{p['tokens_source']}]")
     print(f"compute      {p['flops_per_token']:.4g} FLOPs/token at context {p['seq_len']} x {p['tokens']:.3g} tokens "

@@ -178,8 +178,8 @@ def _print_fit(fit: dict[str, Any]) -> None:
             print(_exp_line("approach 2", a2))
         for r in a2["budgets"]:
             if not math.isfinite(r["n_opt"]):
-                print(f"      C {r['budget']:9.3g}: no minimum: over its {r['n_points']} runs the loss is not "
-                      "convex in log N (neither a parabola nor the form has one)")
+                print(f"      C {r['budget']:9.3g}: {r['method']}: over its {r['n_points']} runs the loss is not "
+                      "convex in log N")
                 continue
             par = (f"parabola {r['n_opt_parabola']:10.4g}, {100 * r['parabola_bias']:+.1f}%"
                    if math.isfinite(r["parabola_bias"]) else "the parabola has no minimum")

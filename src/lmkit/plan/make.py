@@ -87,8 +87,9 @@ def make_plan(*, params: float | None = None, tokens: float | None = None, cfg: 
     budget and no model, the rule's compute-optimal size; with a model and no tokens, the run
     config's stop conditions or else 20 tokens per parameter; with a budget and a model, the tokens
     it affords. With ``fit`` a law the user fitted (a ScalingFit, from ``--scaling-law``), that law
-    replaces the 20-tokens rule in all of these and in the verdict. ``runtime_bytes``: the runtime's own resident memory (this machine's measured
-    baseline, see ``lmkit.plan.measure.runtime_baseline``); lmkit's default when None.
+    replaces the 20-tokens rule in all of these and in the verdict. ``runtime_bytes``: the runtime's
+    own resident memory (this machine's measured baseline, see
+    ``lmkit.plan.measure.runtime_baseline``); lmkit's default when None.
     """
     f = get_fit(fit)
     own_law = isinstance(fit, ScalingFit)  # --scaling-law: the user's law sizes a budget, not the 20 rule
@@ -187,6 +188,7 @@ def make_plan(*, params: float | None = None, tokens: float | None = None, cfg: 
     chin_budget = budget if budget is not None else flops_6nd
     rule_n, rule_d = rule_optimal(chin_budget)
     fit_n, fit_d = f.optimal(chin_budget)
+    optimal_ratio = fit_d / fit_n if own_law else TOKENS_PER_PARAM  # what the verdict measures against
     return {
         "source": source,
         "family": shape.family if cfg is not None else None,
@@ -196,8 +198,8 @@ def make_plan(*, params: float | None = None, tokens: float | None = None, cfg: 
         "tokens": n_tokens,
         "tokens_source": tokens_source,
         "tokens_per_param": n_tokens / n_params,
-        "verdict": verdict(n_params, n_tokens, fit_d / fit_n if own_law else TOKENS_PER_PARAM),
-        "verdict_optimal_tokens_per_param": fit_d / fit_n if own_law else TOKENS_PER_PARAM,
+        "verdict": verdict(n_params, n_tokens, optimal_ratio),
+        "verdict_optimal_tokens_per_param": optimal_ratio,
         "seq_len": S,
         "micro_batch": mb,
         "flops_per_token": per_tok,
@@ -241,8 +243,7 @@ def make_plan(*, params: float | None = None, tokens: float | None = None, cfg: 
     "optimal_tokens_for_params": f.optimal_tokens(n_params),
     "coefficients": {"E": f.E, "A": f.A, "B": f.B, "alpha": f.alpha, "beta": f.beta}},
             "rule_tokens_for_params": TOKENS_PER_PARAM * n_params,
-            "about_right_band_tokens_per_param": [b / TOKENS_PER_PARAM * (fit_d / fit_n if own_law else TOKENS_PER_PARAM)
-                                                  for b in ABOUT_RIGHT_BAND],
+            "about_right_band_tokens_per_param": [b / TOKENS_PER_PARAM * optimal_ratio for b in ABOUT_RIGHT_BAND],
         },
         "notes": notes,
     }
