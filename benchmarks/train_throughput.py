@@ -52,7 +52,7 @@ def _step_fn(model: torch.nn.Module, loss_fn: Callable[[Any], torch.Tensor],
 def _lmkit_step(model: torch.nn.Module, loss_fn: Callable[[Any], torch.Tensor], compile: bool) -> Callable[[Any], float]:
     """lmkit's training step as ``lmkit pretrain`` runs it: its AdamW, and with ``compile`` the loss
     module compiled as ``train.compile: true`` does (the first steps pay for compilation)."""
-    from lmkit.train.loop import make_optimizer
+    from lmkit.train.steps import make_optimizer
 
     if compile:
         loss_fn = torch.compile(loss_fn)
@@ -61,7 +61,7 @@ def _lmkit_step(model: torch.nn.Module, loss_fn: Callable[[Any], torch.Tensor], 
 
 def bench_decoder(steps: int, warmup: int, compile: bool = False) -> dict[str, float]:
     """Causal-LM training step: lmkit's decoder vs LlamaForCausalLM (same weights layout and size)."""
-    from lmkit.train.loop import LossModule
+    from lmkit.train.distributed import LossModule
 
     torch.manual_seed(0)
     cfg = ModelConfig(family="decoder", vocab_size=VOCAB, d_model=D, n_layers=LAYERS, n_heads=HEADS, max_seq_len=SEQ)
@@ -122,7 +122,7 @@ def bench_encoder(steps: int, warmup: int, compile: bool = False) -> dict[str, f
     from transformers import BertConfig, BertForMaskedLM
 
     from lmkit.models.encoder import hf_config
-    from lmkit.train.loop import LossModule
+    from lmkit.train.distributed import LossModule
 
     torch.manual_seed(0)
     cfg = ModelConfig(family="encoder", vocab_size=VOCAB, d_model=D, n_layers=LAYERS, n_heads=HEADS, max_seq_len=SEQ,
@@ -146,7 +146,7 @@ def bench_encdec(steps: int, warmup: int, compile: bool = False) -> dict[str, fl
     from transformers import T5Config, T5ForConditionalGeneration
 
     from lmkit.models.encdec import hf_config
-    from lmkit.train.loop import LossModule
+    from lmkit.train.distributed import LossModule
 
     torch.manual_seed(0)
     cfg = ModelConfig(family="encdec", vocab_size=VOCAB, d_model=D, n_layers=LAYERS, n_heads=HEADS, max_seq_len=SEQ,

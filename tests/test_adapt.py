@@ -19,9 +19,10 @@ import pytest
 import torch
 
 from lmkit.errors import LmkitError
-from lmkit.lab.adapt import AdaptSettings, heldout_bpb, is_held_out, open_experiment, plan_arms, run_adapt
-from lmkit.lab.adapt_report import checks, monotone
-from lmkit.lab.adapt_tokenizers import tokenizer_table
+from lmkit.lab.adapt.experiment import AdaptSettings, heldout_bpb, open_experiment, plan_arms, run_adapt
+from lmkit.lab.adapt.report import checks, monotone
+from lmkit.lab.adapt.split import describe, is_held_out, make_split, tail_cut
+from lmkit.lab.adapt.tokenizers import tokenizer_table
 from lmkit.tokenizer import SPECIAL_TOKENS, train_tokenizer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -99,6 +100,54 @@ def test_held_out_split_is_seeded_content_hash() -> None:
     # the same text lands on the same side whatever its id or position
     assert is_held_out("same words", 3, 0.5) == is_held_out("same words", 3, 0.5)
     assert not any(is_held_out(t, 0, 0.0) for t in texts[:50])
+
+
+def test_tail_cut_holds_out_whole_closing_paragraphs() -> None:
+    paras = [f"paragraph {i} " + "word " * (5 + i % 7) for i in range(40)]
+    text = "\n\n".join(paras) + "\n"
+    cut = tail_cut(text, 0.1)
+    assert cut is not None and 0 < cut < len(text)
+    assert text[cut:].startswith("paragraph ") and text[:cut].endswith("\n\n")  # at a paragraph start
+    share = (len(text) - cut) / len(text)
+    best = min(abs(len(text) - text.index(p) - 0.1 * len(text)) for p in paras[1:])
+    assert abs(len(text) - cut - 0.1 * len(text)) == best and 0.05 < share < 0.15
+    lines = "\n".join(f"line {i} of a file without blank lines" for i in range(30))
+    c = tail_cut(lines, 0.2)
+    assert c is not None and lines[c:].startswith("line ") and lines[c - 1] == "\n"  # no paragraphs: lines
+    assert tail_cut("one line only, nothing to hold out\n\n  ", 0.5) is None
+    assert tail_cut("first\n\nsecond", 0.99) == len("first\n\n")  # the first paragraph always trains
+
+
+def test_general_set_of_one_big_file_holds_out_its_closing_paragraphs(corpus: dict[str, Path],
+                                                                      tmp_path: Path) -> None:
+    """Issue 25.4: a general corpus given as one file (one document) is split by text, not refused."""
+    rng = random.Random(5)
+    general = tmp_path / "general"
+    general.mkdir()
+    text = "\n\n".join(" ".join(_docs(GENERAL_SYLLABLES, rng, 1)) for _ in range(300)) + "\n"
+    (general / "docstrings.txt").write_text(text, encoding="utf-8")
+    out = tmp_path / "exp"
+    split = make_split({"domain": [str(corpus["domain"])], "general": [str(general)]}, out, seed=0, fraction=0.1)
+    assert split["domain"]["rule"] == "document" and split["domain"]["heldout"] > 0
+    g = split["general"]
+    assert (g["rule"], g["documents"], g["train"], g["heldout"]) == ("text", 1, 1, 1)
+    assert 0.08 < g["heldout_share"] < 0.12
+    from lmkit.data.read import iter_documents
+
+    train = [d.text for d in iter_documents([out / "split" / "train" / "general"])]
+    held = [d.text for d in iter_documents([out / "split" / "heldout" / "general"])]
+    assert train[0] + held[0] == text  # the end held out, the rest trained on: no overlap, nothing lost
+    assert not set(held[0].split("\n\n")) & set(train[0].split("\n\n"))
+    assert json.loads((out / "split" / "split.json").read_text()) == split
+    lines = describe(split)
+    assert "whole documents" in lines[0] and lines[1].startswith("general: too few documents (1)")
+    assert describe({"domain": {"train": 3, "heldout": 1}}) == [  # a split.json from before the rules
+        "domain: whole documents by a seeded hash of their text: 3 trained on, 1 held out"]
+    one_line = tmp_path / "one-line"
+    one_line.mkdir()
+    (one_line / "a.txt").write_text("a single line of general text", encoding="utf-8")
+    with pytest.raises(LmkitError, match=r"one-line: its 1 general document is too few .* it has no line break"):
+        make_split({"general": [str(one_line)]}, tmp_path / "exp2", seed=0, fraction=0.1)
 
 
 def test_tokenizer_table_matches_hand_counts(corpus: dict[str, Path]) -> None:
@@ -215,6 +264,31 @@ def test_cli_refuses_bad_input_in_one_line(corpus: dict[str, Path], capsys: pyte
     assert rc == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "between 0 and 1" in err[0]
+
+
+def test_bad_vocab_size_fails_before_anything_is_written(corpus: dict[str, Path], tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """--vocab-size outside what the tokenizer trainer accepts is refused up front: --out stays absent."""
+    from lmkit.cli import main
+    from lmkit.tokenizer import MAX_VOCAB, MIN_VOCAB
+
+    out = tmp_path / "exp"
+    for size in (MIN_VOCAB - 1, MAX_VOCAB + 1, 0):
+        capsys.readouterr()
+        assert main(["adapt", "--domain", str(corpus["domain"]), "--general", str(corpus["general"]), "--config",
+                     str(corpus["config"]), "--vocab-size", str(size), "--out", str(out), "--quiet"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("lmkit: error: --vocab-size is ") and "\n" not in err, err
+        assert f"{MIN_VOCAB:,} to {MAX_VOCAB:,}" in err
+        assert not out.exists()
+    small = tmp_path / "small.yaml"  # without --vocab-size, the base config's model.vocab_size is checked alike
+    small.write_text(corpus["config"].read_text().replace("vocab_size: 512", "vocab_size: 300"))
+    with pytest.raises(LmkitError, match=r"small.yaml: model.vocab_size is 300: the tokenizers"):
+        run_adapt(AdaptSettings(domain=[str(corpus["domain"])], general=[str(corpus["general"])], config=str(small)),
+                  out, progress=False)
+    assert not out.exists()
+    assert _settings(corpus, vocab_size=MIN_VOCAB).tokenizer_vocab() == MIN_VOCAB
+    assert _settings(corpus).tokenizer_vocab() == 512
 
 
 # --------------------------------------------------------------------------- slow: the experiment

@@ -18,7 +18,7 @@ from lmkit.errors import LmkitError
 from lmkit.models import build_model
 from lmkit.models.checkpoint import load_meta, save_checkpoint
 from lmkit.plan import pf_days
-from lmkit.ship.card import parse_front_matter, render_card
+from lmkit.ship.card.render import parse_front_matter, render_card
 
 ROOT = Path(__file__).resolve().parents[1]
 

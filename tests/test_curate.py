@@ -6,13 +6,16 @@ import gzip
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
 
+from lmkit.cli import main
 from lmkit.data.curate import (
     BlockList,
     BlocklistConfig,
@@ -759,3 +762,22 @@ def test_cli_dask_local_cluster_of_processes(tmp_path: Path, capsys: pytest.Capt
     rep = json.loads(capsys.readouterr().out)
     assert rep["engine"].startswith("dask (tcp://") and rep["engine"].endswith(", 1 thread)")
     assert read_out(tmp_path / "dask") == read_out(tmp_path / "local")
+
+
+# --------------------------------------------------------------------------- Dask
+
+
+def test_unreachable_dask_scheduler_fails_fast_naming_it(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("dask.distributed")
+    (tmp_path / "raw").mkdir()
+    (tmp_path / "raw" / "a.txt").write_text("hello world, some text. " * 20)
+    with socket.socket() as s:  # a port with nothing listening
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    addr = f"tcp://127.0.0.1:{port}"
+    t0 = time.monotonic()
+    rc = main(["curate", str(tmp_path / "raw"), "--out", str(tmp_path / "out"), "--dask", addr])
+    took = time.monotonic() - t0
+    err = capsys.readouterr().err
+    assert rc == 2 and took < 5, f"{took:.1f} s"
+    assert addr in err and "cannot reach the scheduler" in err and len(err.strip().splitlines()) == 1

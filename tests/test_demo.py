@@ -1,17 +1,23 @@
-"""The whole chain end to end: `lmkit demo --quick` on a small corpus the test writes (not the host's files)."""
+"""The whole chain end to end: `lmkit demo --quick` on a small corpus the test writes (not the host's files),
+and what the demo prints: no blank lines, one 100% line per bar, one set of held-out tokens for both models."""
 
 from __future__ import annotations
 
+import io
 import json
+import os
 import random
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from lmkit.demo import gather_default_corpus, run_demo
 from lmkit.errors import LmkitError
-from lmkit.ship.card import parse_front_matter
+from lmkit.ship.card.render import parse_front_matter
 from lmkit.ship.hub import Hub
+from lmkit.ship.hub_search import search
 
 _SUBJECTS = ["The river", "A small town", "The old library", "Our garden", "The morning train", "A quiet teacher",
              "The market", "The harbour", "An early storm", "The school choir"]
@@ -59,11 +65,14 @@ def test_demo_quick_produces_every_artefact(tmp_path: Path) -> None:
     int8_bytes = (root / "model-int8" / "model.safetensors").stat().st_size
     assert int8_bytes < 0.4 * (ckpt / "model.safetensors").stat().st_size
     assert "smaller" in q["summary"]
+    # the int8 copy is scored on the very held-out tokens of the run's last evaluation
+    assert q["eval_before"]["tokens"] == tr["eval"]["tokens"] > 0
+    assert q["eval_before"]["perplexity"] == pytest.approx(tr["eval"]["perplexity"], rel=0.02)
     # the card carries the run's real figures; the hub has the model
     front, body = parse_front_matter((ckpt / "README.md").read_text())
     assert front["pipeline_tag"] == "text-generation"
     assert f"{tr['tokens']:,}" in body
-    assert [m["name"] for m in Hub(str(root / "hub")).search("family:decoder")] == ["demo/lmkit-demo-decoder"]
+    assert [m["name"] for m in search(Hub(str(root / "hub")), "family:decoder")] == ["demo/lmkit-demo-decoder"]
     # a second demo never overwrites the first
     assert not (tmp_path / "demo-2").exists()
 
@@ -74,3 +83,79 @@ def test_gather_refuses_when_no_text_is_found(tmp_path: Path, monkeypatch: pytes
     monkeypatch.setattr(demo, "SOURCES", {"nothing": lambda: iter(())})
     with pytest.raises(LmkitError, match="found only 0 bytes"):
         gather_default_corpus(tmp_path / "raw")
+
+
+# --------------------------------------------------------------------------- what the demo prints
+
+
+def test_tokenizer_training_writes_nothing_into_a_pipe(capfd: pytest.CaptureFixture[str]) -> None:
+    from lmkit.tokenizer import train_tokenizer
+
+    texts = [f"the licence {i} grants the rights to use, copy and modify the work {i % 7}" for i in range(300)]
+    tok = train_tokenizer(texts, vocab_size=400, show_progress=True)
+    assert tok.vocab_size > 361
+    out, err = capfd.readouterr()
+    assert (out, err) == ("", ""), "the trainer's bars wrote into a stream that is not a terminal"
+
+
+def test_a_finished_bar_prints_its_100_percent_line_once() -> None:
+    from lmkit.progress import progress
+
+    buf = io.StringIO()
+    bar = progress(total=262_000, desc="curate", unit="B", unit_scale=True, file=buf)
+    bar.update(131_000)
+    bar.update(131_000)
+    bar.set_postfix(docs=113, kept="29.2%")  # as curate does after its last update
+    bar.close()
+    done = [line for line in buf.getvalue().splitlines() if "100%" in line]
+    assert len(done) == 1 and done[0].endswith("docs=113, kept=29.2%]")
+
+
+def _summary(tmp_path: Path) -> dict:
+    before = {"loss": 4.925, "perplexity": 137.749, "bits_per_byte": 3.391, "tokens": 4096.0}
+    after = {"loss": 4.9251, "perplexity": 137.763, "bits_per_byte": 3.392, "tokens": 4096.0}
+    out = str(tmp_path / "demo")
+    return {
+        "out": out, "wall_time_s": 88.0,
+        "curation": {"docs_in": 113, "docs_out": 33, "tokens_kept_pct": 16.4},
+        "training": {"params": 139_584, "steps": 40, "tokens": 20_480, "wall_time_s": 58.0,
+                     "eval": {**before, "perplexity": 145.6},  # a training eval on other windows: not shown
+                     "checkpoint": f"{out}/run/ckpt-0000040", "loss_curve": f"{out}/run/loss_curve.png"},
+        "quantization": {"eval_before": before, "eval_after": after, "perplexity_change_pct": 0.01,
+                         "disk_bytes": {"before": 560_000, "after": 151_000, "ratio": 3.70},
+                         "memory_bytes": {"before": 560_000, "after": 155_000, "ratio": 3.62}},
+        "generation": {"prompt": "Permission", "greedy": "Permission is", "sampled (T=0.8, top-p 0.95)": "Permission x"},
+        "card": f"{out}/run/ckpt-0000040/README.md", "hub": {"url": f"{out}/hub"},
+    }
+
+
+def test_demo_summary_has_one_set_of_held_out_tokens_and_no_blank_line(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from lmkit.cli.train import print_demo_summary
+
+    print_demo_summary(_summary(tmp_path))
+    text = capsys.readouterr().out
+    lines = text.splitlines()
+    assert all(line.strip() for line in lines), "a blank line in the summary"
+    held = next(i for i, line in enumerate(lines) if line.startswith("held-out"))
+    assert "4,096 tokens" in lines[held] and "the same for both" in lines[held]
+    assert lines[held + 1].split() == ["the", "model", "loss", "4.925,", "perplexity", "137.75,", "bits/byte", "3.391"]
+    assert lines[held + 2].startswith("  int8 copy  loss 4.925, perplexity 137.76 (+0.01%)")
+    assert "145.6" not in text  # one figure per model, not a second evaluation on other tokens
+    assert "3.70x smaller on disk" in text
+
+
+# --------------------------------------------------------------------------- the demo's log in a pipe
+
+
+@pytest.mark.slow
+def test_piped_demo_log_stays_short(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    r = subprocess.run([sys.executable, "-m", "lmkit.cli", "demo", "--quick", "--out", str(tmp_path / "d")],
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=tmp_path, env=env, timeout=300)
+    log = r.stdout.decode()
+    assert r.returncode == 0, log[-2000:]
+    assert "\r" not in log, "carriage-return redraws in a piped log"
+    assert len(log.splitlines()) < 200, f"{len(log.splitlines())} lines"
+    assert log.count("train: 100%") == 1 and log.count("curate: 100%") == 1, "a 100% line printed twice"
+    assert "\n\n" not in log.strip(), "a blank line in the demo's log"

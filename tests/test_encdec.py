@@ -15,11 +15,13 @@ import torch.nn.functional as F
 from lmkit.cli import main
 from lmkit.config import ModelConfig, load_run_config
 from lmkit.data.shards import TokenShards
-from lmkit.infer.generate import GenerationConfig, generate, generate_seq2seq_ids
+from lmkit.infer.generate import generate, generate_seq2seq_ids
+from lmkit.infer.sampling import GenerationConfig
 from lmkit.models import build_model, count_parameters
 from lmkit.models import encdec as ED
 from lmkit.models.checkpoint import load_model, load_tokenizer
-from lmkit.train.loop import read_metrics, train
+from lmkit.train.loop import train
+from lmkit.train.metrics import read_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -242,7 +242,7 @@ def test_numerics_nan_is_explained(capsys: pytest.CaptureFixture[str]) -> None:
 @pytest.mark.parametrize("flag", ["--seq-len", "--micro-batch"])
 def test_plan_refuses_zero_counts(capsys: pytest.CaptureFixture[str], flag: str) -> None:
     line = one_line_error(capsys, ["plan", "--params", "1M", flag, "0"])
-    assert f"{flag} must be at least 1, got 0" in line
+    assert f"{flag} must be 1 to 16,777,216, got 0" in line  # the range lmkit plans (lmkit.plan.compute)
 
 
 def test_tokenizer_stats_max_docs_zero(capsys: pytest.CaptureFixture[str], tmp_path: Path, run: Path) -> None:

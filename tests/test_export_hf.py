@@ -23,7 +23,10 @@ from lmkit.config import ModelConfig  # noqa: E402
 from lmkit.errors import LmkitError  # noqa: E402
 from lmkit.models import build_model  # noqa: E402
 from lmkit.models.checkpoint import load_meta, load_model, load_state, read_config, record_checksums, save_checkpoint  # noqa: E402
-from lmkit.ship.export_hf import PARITY_RTOL, export_hf, import_hf, lmkit_greedy, probe_ids, target_of  # noqa: E402
+from lmkit.models.hf import target_of  # noqa: E402
+from lmkit.ship.export_hf import export_hf  # noqa: E402
+from lmkit.ship.import_hf import import_hf  # noqa: E402
+from lmkit.ship.verify_hf import PARITY_RTOL, lmkit_greedy, probe_ids  # noqa: E402
 from lmkit.tokenizer import Tokenizer, train_tokenizer  # noqa: E402
 
 transformers.logging.set_verbosity_error()

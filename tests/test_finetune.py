@@ -15,20 +15,10 @@ from lmkit.errors import LmkitError
 from lmkit.models import build_model
 from lmkit.models.checkpoint import save_checkpoint
 from lmkit.tokenizer import Tokenizer, train_tokenizer
-from lmkit.train.finetune import (
-    Example,
-    FinetuneConfig,
-    bio_spans,
-    classification_metrics,
-    encode_words,
-    entity_metrics,
-    finetune_classifier,
-    finetune_seq2seq,
-    load_finetuned,
-    read_examples,
-    split_examples,
-    word_f1,
-)
+from lmkit.train.finetune.data import Example, FinetuneConfig, encode_words, read_examples, split_examples
+from lmkit.train.finetune.heads import load_finetuned
+from lmkit.train.finetune.loop import finetune_classifier, finetune_seq2seq
+from lmkit.train.finetune.scores import bio_spans, classification_metrics, entity_metrics, word_f1
 
 FILLER = ["the", "a", "this", "that", "movie", "film", "story", "plot", "it", "was", "is", "and", "but", "with", "very", "quite", "really", "so"]
 POSITIVE = ["good", "great", "wonderful", "excellent", "lovely"]

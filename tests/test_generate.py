@@ -12,15 +12,12 @@ import torch
 from lmkit.cli import main
 from lmkit.config import ModelConfig
 from lmkit.errors import LmkitError
-from lmkit.infer.generate import (
+from lmkit.infer.generate import format_step, generate, generate_ids, generate_seq2seq_ids
+from lmkit.infer.packed import packed_decoder
+from lmkit.infer.sampling import (
     GenerationConfig,
     choose_next,
-    format_step,
-    generate,
-    generate_ids,
-    generate_seq2seq_ids,
     make_generator,
-    packed_decoder,
     process_logits,
     top_k_filter,
     top_p_filter,
@@ -152,7 +149,7 @@ def test_unrecognised_decoder_uses_the_models_own_cache_path() -> None:
 
 
 def test_quantized_and_half_precision_models_generate_through_their_own_forward() -> None:
-    from lmkit.ship.quantize import quantize_int8
+    from lmkit.models.int8 import quantize_int8
 
     model = tiny_decoder()
     ids = torch.tensor([[5, 9, 13, 2]])
@@ -406,6 +403,47 @@ def test_cli_generate_sampling_is_reproducible(ckpt: Path, capsys: pytest.Captur
     assert main(args) == 0
     second = json.loads(capsys.readouterr().out)
     assert first["tokens"] == second["tokens"] and first["settings"]["seed"] == 11
+
+
+@pytest.mark.parametrize("flags, error", [
+    (["--sample", "--seed", "18446744073709551616"],
+     "--seed must be an integer from 0 to 2**64-1 (18446744073709551615), got 18446744073709551616"),
+    (["--sample", "--seed", "-1"], "--seed must be an integer from 0 to 2**64-1 (18446744073709551615), got -1"),
+    (["--sample", "--seed", "1" + "0" * 100], "--seed must be an integer from 0 to 2**64-1 (18446744073709551615), "
+                                              "got an integer of 333 bits"),
+    (["--sample", "--temperature", "nan"], "--temperature must be a finite number ≥ 0 (0 = greedy), got nan"),
+    (["--sample", "--top-k", "0"], "--top-k must be at least 1, got 0"),
+    (["--max-new-tokens", "0"], "--max-new-tokens must be a positive integer, got 0"),
+])
+def test_cli_generate_bad_settings_are_one_line(ckpt: Path, capsys: pytest.CaptureFixture[str], flags: list[str],
+                                                error: str) -> None:
+    assert main(["generate", str(ckpt), "the cat", *flags]) == 2
+    assert capsys.readouterr().err == f"lmkit: error: {error}\n"
+
+
+@pytest.mark.parametrize("flags", [["--temperature", "1e-300"], ["--temperature", "5e-324", "--top-k", "5"],
+                                   ["--temperature", "1e-40", "--top-p", "0.5"], ["--seed", "18446744073709551615"]])
+def test_cli_generate_extreme_but_valid_settings(ckpt: Path, capsys: pytest.CaptureFixture[str],
+                                                 flags: list[str]) -> None:
+    """A tiny temperature samples from its limit, the most likely token: the greedy text."""
+    base = ["generate", str(ckpt), "the cat", "--max-new-tokens", "8", "--no-stop-at-eos", "--json"]
+    assert main(base) == 0
+    greedy = json.loads(capsys.readouterr().out)
+    assert main([*base, "--sample", "--seed", "3", *flags]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert len(out["tokens"]) == 8
+    if "--temperature" in flags:
+        assert out["tokens"] == greedy["tokens"]
+
+
+def test_tiny_temperatures_are_their_limit() -> None:
+    logits = torch.tensor([[2.0, 5.0, 5.0, -1.0], [0.0, 1.0, 1.0 - 1e-6, 3.0]])
+    for t in (1e-6, 1e-40, 1e-300, 5e-324):
+        probs = process_logits(logits, GenerationConfig(do_sample=True, temperature=t)).softmax(-1)
+        assert torch.isfinite(probs).all()
+        assert torch.equal(probs, torch.tensor([[0.0, 0.5, 0.5, 0.0], [0.0, 0.0, 0.0, 1.0]]))  # exact ties share
+    hot = process_logits(logits, GenerationConfig(do_sample=True, temperature=2.0)).softmax(-1)
+    assert torch.allclose(hot, (logits / 2).softmax(-1))  # ordinary temperatures: unchanged
 
 
 def test_cli_generate_text_and_explain(ckpt: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -15,8 +15,9 @@ from lmkit.config import ModelConfig
 from lmkit.errors import LmkitError
 from lmkit.models import build_model
 from lmkit.models.checkpoint import load_meta, load_model, save_checkpoint
-from lmkit.ship.card import parse_front_matter
+from lmkit.ship.card.render import parse_front_matter
 from lmkit.ship.hub import Hub, default_hub, hub_url, parse_spec, validate_name
+from lmkit.ship.hub_search import search
 
 
 def ckpt(path: Path, family: str = "decoder", d_model: int = 32, meta: dict | None = None,
@@ -72,7 +73,7 @@ def test_tampered_file_is_detected_and_nothing_is_left(tmp_path: Path, capsys: p
     card.write_text(card.read_text() + "\nInjected claim.\n")
     with pytest.raises(LmkitError, match="README.md fails its checksum"):
         hub.card("tiny")
-    assert hub.search("injected") == []  # a card that fails its checksum is not trusted by search
+    assert search(hub, "injected") == []  # a card that fails its checksum is not trusted by search
     assert "fails its checksum" in capsys.readouterr().err
 
 
@@ -155,21 +156,21 @@ def test_search_by_name_family_task_size_and_card(hub: Hub, tmp_path: Path) -> N
     hub.push(ckpt(tmp_path / "e", "encoder", d_model=32), "bob/bert-mini")
     hub.push(ckpt(tmp_path / "s", "encdec", d_model=64), "t5-small-ish")
     names = lambda r: [m["name"] for m in r]  # noqa: E731
-    assert names(hub.search("family:decoder")) == ["alice/legal-gpt"]
-    assert names(hub.search("", family="encoder")) == ["bob/bert-mini"]
-    assert names(hub.search("task:fill-mask")) == ["bob/bert-mini"]
-    assert names(hub.search("text2text-generation")) == ["t5-small-ish"]
-    assert names(hub.search("legal")) == ["alice/legal-gpt"]
+    assert names(search(hub, "family:decoder")) == ["alice/legal-gpt"]
+    assert names(search(hub, "", family="encoder")) == ["bob/bert-mini"]
+    assert names(search(hub, "task:fill-mask")) == ["bob/bert-mini"]
+    assert names(search(hub, "text2text-generation")) == ["t5-small-ish"]
+    assert names(search(hub, "legal")) == ["alice/legal-gpt"]
     archs = {m["name"]: m["info"]["architecture"] for m in hub.entries()}
     assert archs == {"alice/legal-gpt": "LlamaForCausalLM", "bob/bert-mini": "BertForMaskedLM",
                      "t5-small-ish": "T5ForConditionalGeneration"}
-    assert names(hub.search("t5forconditionalgeneration")) == ["t5-small-ish"]  # by transformers class
+    assert names(search(hub, "t5forconditionalgeneration")) == ["t5-small-ish"]  # by transformers class
     sizes = {m["name"]: m["info"]["params"] for m in hub.entries()}
     big = sizes["t5-small-ish"]
-    assert names(hub.search(f"size>={big}")) == ["t5-small-ish"]
-    assert set(names(hub.search(f"size<{big}"))) == {"alice/legal-gpt", "bob/bert-mini"}
-    assert names(hub.search("Chinchilla")) != []  # card text (the limitations section) is searched
-    assert names(hub.search("family:decoder bert")) == []  # every term must match
+    assert names(search(hub, f"size>={big}")) == ["t5-small-ish"]
+    assert set(names(search(hub, f"size<{big}"))) == {"alice/legal-gpt", "bob/bert-mini"}
+    assert names(search(hub, "Chinchilla")) != []  # card text (the limitations section) is searched
+    assert names(search(hub, "family:decoder bert")) == []  # every term must match
     assert [m["name"] for m in hub.entries()] == ["alice/legal-gpt", "bob/bert-mini", "t5-small-ish"]
 
 
@@ -197,8 +198,8 @@ def test_cli_push_list_search_show_pull(tmp_path: Path, capsys: pytest.CaptureFi
     hub = Hub(str(tmp_path / "hub"))
     hub.push(ckpt(tmp_path / "ck2", "decoder", d_model=32), "me/dec")
     assert "limitations" in hub.read_file("me/dec", 1, "README.md").decode().lower()
-    assert [m["name"] for m in hub.search("mit")] == ["me/enc"]
-    assert [m["name"] for m in hub.search("limit")] == ["me/dec"]
+    assert [m["name"] for m in search(hub, "mit")] == ["me/enc"]
+    assert [m["name"] for m in search(hub, "limit")] == ["me/dec"]
     assert main(["hub", "show", "me/enc"]) == 0
     assert "# my own card" in capsys.readouterr().out  # the checkpoint's own README is the card
     assert main(["hub", "pull", "me/enc@1", "--out", str(tmp_path / "got")]) == 0

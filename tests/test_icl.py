@@ -18,11 +18,11 @@ import torch
 from lmkit.cli import main
 from lmkit.config import ModelConfig
 from lmkit.errors import LmkitError
-from lmkit.lab.icl import build_prompt, draw_exemplars, render_prompt
-from lmkit.lab.icl_models import LocalLM
-from lmkit.lab.icl_run import run_icl
-from lmkit.lab.icl_score import bootstrap_ci, choose, cut_answer, split_at_boundary
-from lmkit.lab.icl_tasks import (
+from lmkit.lab.icl.models import LocalLM
+from lmkit.lab.icl.prompts import build_prompt, draw_exemplars, render_prompt
+from lmkit.lab.icl.run import fits_for, run_icl
+from lmkit.lab.icl.score import bootstrap_ci, choose, cut_answer, split_at_boundary
+from lmkit.lab.icl.tasks import (
     Example,
     PromptFormat,
     Task,
@@ -178,6 +178,31 @@ def test_choose_and_bootstrap_by_hand() -> None:
     assert lo < 0.6 < hi
 
 
+def test_window_counts_every_choice_in_tokens_not_the_longest_in_characters(tok: Tokenizer) -> None:
+    """Issue 25.3: a choice short in characters but long in tokens ("著作権": 3 characters, one token
+    per byte) must not overflow the window after the fitting check passed."""
+    phrases = [("all rights", "reserved"), ("free", "software"), ("source", "code"), ("fair", "use"),
+               ("public", "domain"), ("patent", "grant")]
+    exs = [Example(f"{q} ...", a, ("著作権", "warranty", a), 2, where=f"lic#{i}") for i, (q, a) in enumerate(phrases)]
+    task = Task("lic", "multiple_choice", exs)
+    three = build_prompt(task, 0, 3, seed=0).text  # the 3-shot prompt of example 0, window not applied
+    by_chars = len(tok.encode(three + " warranty"))  # the longest choice in characters ...
+    by_tokens = len(tok.encode(three + " 著作権"))  # ... is not the longest in tokens
+    assert by_chars < by_tokens
+    lm = LocalLM(tiny_model(tok.vocab_size, window=by_chars), tok)  # 3 shots pass a check by characters
+    report, samples = run_icl(lm, task, [0, 1, 3], seed=0)
+    assert [r["shots"] for r in report["results"]] == [0, 1, 3]
+    for r in samples:
+        for c in r["choices"]:
+            assert len(tok.encode(r["prompt"] + " " + c)) <= by_chars
+    first = next(r for r in samples if r["shots"] == 3 and r["index"] == 0)
+    assert first["shots_used"] < 3  # exemplars were dropped to make room for the longest answer in tokens
+    query_only = len(tok.encode(build_prompt(task, 0, 0, seed=0).text + " 著作権"))
+    small = LocalLM(tiny_model(tok.vocab_size, window=query_only - 1), tok)
+    with pytest.raises(LmkitError, match="lic#0: the query alone does not fit"):  # the one-line error stays
+        build_prompt(task, 0, 3, seed=0, fits=fits_for(small, task))
+
+
 def test_free_form_exact_match(model: torch.nn.Module, tok: Tokenizer) -> None:
     assert cut_answer(" 46\n12 + 3 =", "\n", " ") == "46"
     assert cut_answer(" river. And", "\n\n", " ", (" ", ".")) == "river"
@@ -315,7 +340,7 @@ def test_a_jsonl_group_limits_exemplars_to_its_members(tmp_path: Path) -> None:
 
 
 def test_server_scores_equal_in_process(model: torch.nn.Module, tok: Tokenizer) -> None:
-    from lmkit.lab.icl_models import ServerLM
+    from lmkit.lab.icl.models import ServerLM
     from lmkit.serve.batcher import Engine
     from lmkit.serve.local import background_server
 

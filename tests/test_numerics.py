@@ -15,8 +15,12 @@ from lmkit.errors import LmkitError
 from lmkit.numerics import (
     absmax_dequantize,
     absmax_quantize,
+    example_tensor,
     float32_bits,
     format_info,
+    int8_scheme_errors,
+    int8_value_table,
+    integer_grid,
     parse_value,
     quantization_error,
     represent,
@@ -121,3 +125,42 @@ def test_parse_value_and_cli(capsys: pytest.CaptureFixture[str]) -> None:
     assert "UNDERFLOW" in capsys.readouterr().out
     assert main(["numerics", "--value", "three"]) == 2
     assert "lmkit: error:" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- int8: the lesson (a value on the integer grid, then absmax), then a tensor
+
+
+def test_int8_of_pi_on_the_integer_grid_first_then_absmax_in_a_tensor() -> None:
+    rows = int8_value_table(math.pi)
+    grid = rows[0]
+    assert grid["scheme"].startswith("integer grid") and grid["q"] == 3 and grid["stored"] == 3.0
+    assert grid["error"] == pytest.approx(3 - math.pi) and abs(grid["error"]) == pytest.approx(0.1416, abs=1e-4)
+    by_absmax = {r["absmax"]: r for r in rows[1:]}
+    assert by_absmax[4.0]["q"] == round(math.pi * 127 / 4) == 100 and by_absmax[8.0]["q"] == 50
+    for r in rows[1:]:  # round to nearest: at most half a step (absmax / 127) off
+        assert r["step"] == pytest.approx(r["absmax"] / 127, rel=1e-6)
+        assert abs(r["error"]) <= r["step"] / 2 + 1e-7
+    assert rows[-1]["q"] == 127 and abs(rows[-1]["error"]) < 1e-6  # the value as its own range, last
+    assert int8_value_table(200.0)[0]["overflow"] and int8_value_table(200.0)[0]["stored"] == 127.0
+    assert torch.equal(integer_grid(torch.tensor([-300.0, -2.5, 0.4, 3.6])), torch.tensor([-128.0, -2.0, 0.0, 4.0]))
+
+
+def test_int8_schemes_on_a_tensor_per_channel_beats_per_tensor() -> None:
+    e = int8_scheme_errors(example_tensor())
+    assert e["absmax"] == pytest.approx(8.0) and e["row_absmax_min"] == pytest.approx(1.0)
+    pc, pt, grid = e["per_channel"], e["per_tensor"], e["integer_grid"]
+    assert pc["relative_rms"] < pt["relative_rms"] < grid["relative_rms"]
+    assert pt["max_abs"] <= 8.0 / 127 / 2 + 1e-6 and grid["max_abs"] <= 0.5
+    small = int8_scheme_errors(torch.randn(8, 32) * 0.02)  # trained weights: every entry rounds to 0
+    assert small["integer_grid"]["relative_rms"] == pytest.approx(1.0)
+
+
+def test_numerics_prints_the_course_projection_first(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["numerics"]) == 0
+    out = capsys.readouterr().out
+    int8_row = next(line for line in out.splitlines() if line.startswith("int8   3"))
+    assert "-0.142" in int8_row  # in the formats table, int8 of pi is 3
+    assert out.index("integer grid") < out.index("absmax 4") < out.index("absmax 8") < out.index("per channel")
+    assert main(["numerics", "--json"]) == 0
+    rep = json.loads(capsys.readouterr().out)
+    assert rep["int8_value"][0]["q"] == 3 and rep["int8_tensor"]["per_channel"]["relative_rms"] > 0

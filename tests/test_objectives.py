@@ -13,10 +13,9 @@ from lmkit.objectives import (
     mlm_batch,
     random_spans_noise_mask,
     span_corruption_batch,
-    span_lengths,
-    span_window_length,
     window_length,
 )
+from lmkit.plan.spans import span_lengths, span_window_length
 
 SPECIALS = SpecialIds(pad=0, bos=1, eos=2, mask=4, sentinels=tuple(range(5, 105)), vocab_size=1000, n_special=105)
 

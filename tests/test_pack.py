@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from lmkit.config import DataConfig
+from lmkit.data.document import Document
 from lmkit.data.pack import in_val_split, pack, prepare
-from lmkit.data.read import Document
 from lmkit.data.shards import TokenShards
 from lmkit.errors import LmkitError
 from lmkit.tokenizer import Tokenizer, train_tokenizer
@@ -67,6 +67,27 @@ def test_split_independent_of_workers_and_order_deterministic(tok: Tokenizer, tm
     for split in ("train", "val"):
         a = (tmp_path / "a" / split / "000000.bin").read_bytes()
         assert a == (tmp_path / "b" / split / "000000.bin").read_bytes()
+
+
+def test_workers_never_more_than_the_cores(tok: Tokenizer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """data.workers is capped like curation's --workers: a huge request starts one thread per core, and says so."""
+    from lmkit.data.curate.engine import default_workers
+
+    asked: list[int | None] = []
+    encode = tok.encode_batch
+
+    def counted(texts: list[str], num_threads: int | None = None) -> list[list[int]]:
+        asked.append(num_threads)
+        return encode(texts, num_threads=num_threads)
+
+    monkeypatch.setattr(tok, "encode_batch", counted)
+    pack(gen_docs(30, 2), tok, tmp_path / "a", val_fraction=0.1, workers=1_000_000, show_progress=False)
+    cores = default_workers()
+    assert asked and set(asked) == {cores}
+    assert f"lmkit: data.workers 1,000,000 capped at {cores} (this machine has {cores} core" in capsys.readouterr().err
+    pack(gen_docs(30, 2), tok, tmp_path / "b", val_fraction=0.1, workers=0, show_progress=False)
+    assert asked[-1] == cores and capsys.readouterr().err == ""  # the default is one per core, not a request
 
 
 def test_batches_deterministic_and_step_dependent(tok: Tokenizer, tmp_path: Path) -> None:

@@ -470,6 +470,10 @@ MEMORY_CASES: dict[str, tuple[Path, int, dict[str, Any], int, bool]] = {
                                               False),
     "cpu-small-shaped encdec (context 128), mb 8, checkpointing": (
         SMALL, 8192, {"model.family": "encdec", "model.max_seq_len": 128}, 8, True),
+    # the default above is glibc's allocator (train.memory auto on a machine with room: fast); lean's plan too
+    "cpu-small decoder, train.memory lean": (SMALL, 8192, {"train.memory": "lean"}, 8, False),
+    "cpu-small encoder, mb 16, checkpointing, train.memory lean": (
+        SMALL, 8192, {"model.family": "encoder", "train.memory": "lean"}, 16, True),
 }
 
 
@@ -492,7 +496,7 @@ def measured_peaks(lmkit_cache: Any, packed: dict[int, Path],
                 "--train.activation_checkpointing", str(ckpt).lower(), "--train.tensorboard", "true",
                 "--train.precision", "fp32", "--train.optimizer", "adamw",  # what the plan models (not auto, not Muon)
                 *_flags(overrides)]
-        env = {**os.environ, "OMP_NUM_THREADS": "1"}  # eight runs side by side: one thread each
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}  # ten runs side by side: one thread each
         procs[name] = subprocess.Popen([sys.executable, "-c", _LAUNCHER, *args], stdout=subprocess.PIPE,
                                        stderr=subprocess.PIPE, text=True, env=env)
     out = {}
@@ -534,11 +538,13 @@ def planned(lmkit_cache: Any, packed: dict[int, Path]) -> dict[str, float]:
     out = {}
     for name, (config, vocab, overrides, mb, ckpt) in MEMORY_CASES.items():
         argv = ["--config", str(config), "--micro-batch", str(mb), *(["--activation-checkpointing"] if ckpt else []),
+                "--gpu", "here",  # a run on this machine's CPU: the whole process, with its allocator's heap
                 "--train.precision", "fp32",  # the runs' precision, as the runs are told
                 "--model.vocab_size", str(vocab),  # a run takes its shards' vocabulary, whatever the config says
                 *_flags(overrides)]
         p = plan_json(*argv)
         assert p["memory"]["runtime_source"].startswith("measured on this machine")  # the cached figure
+        assert p["memory"]["training_settings"]["memory"] == overrides.get("train.memory", "fast")
         out[name] = float(p["memory"]["training_breakdown"]["total"])
     return out
 
@@ -612,7 +618,7 @@ def test_a_run_records_its_peak_beside_the_plan(tmp_path: Path, monkeypatch: pyt
                                                 capsys: pytest.CaptureFixture[str]) -> None:
     """meta.json and metrics.jsonl of every run hold the measured peak and the plan's prediction;
     the run summary and the model card print both with the error; the plan quotes its track record."""
-    from lmkit.ship.card import render_card
+    from lmkit.ship.card.render import render_card
 
     monkeypatch.setenv("LMKIT_CACHE", str(tmp_path / "cache"))
     data = random_words_corpus(tmp_path / "data", n_docs=60)
@@ -628,3 +634,109 @@ def test_a_run_records_its_peak_beside_the_plan(tmp_path: Path, monkeypatch: pyt
     assert "peak memory:" in render_card(ckpt) and "`lmkit plan` predicted" in render_card(ckpt)
     out = run_json(capsys, "--config", str(TINY))
     assert len(out["memory"]["memory_track_record"]) == 1  # this machine's last run, measured / predicted - 1
+
+
+# --------------------------------------------------------------------------- train.memory: the allocator
+
+
+def test_glibc_heap_is_planned_for_fast_only_and_auto_goes_lean_only_when_fast_does_not_fit() -> None:
+    from lmkit.plan.memory import GLIBC_HEAP_FACTOR, activation_bytes, choose_heap, training_memory
+
+    cfg = load_run_config(ROOT / "configs" / "cpu-small.yaml").model
+    acts = activation_bytes(cfg, 8, None, "fp32", checkpointing=False)
+    fast = training_memory(cfg, None, 8, None, "fp32", checkpointing=True, heap="fast")
+    lean = training_memory(cfg, None, 8, None, "fp32", checkpointing=True, heap="lean")
+    gpu = training_memory(cfg, None, 8, None, "fp32", checkpointing=True)
+    # glibc keeps about one micro-batch's activations (as if not checkpointed) beside the live tensors
+    assert fast["heap"] == pytest.approx(GLIBC_HEAP_FACTOR * (acts["layers"] + acts["outside"])) and fast["heap"] > 0
+    assert lean["heap"] == gpu["heap"] == 0 and fast["total"] == pytest.approx(lean["total"] + fast["heap"])
+    assert choose_heap("auto", 6e8, 5e8, 2e10) == ("fast", "auto: 0.60 GB planned with glibc's allocator, "
+                                                           "20.00 GB available")
+    heap, why = choose_heap("auto", 6e8, 5e8, 5.5e8)
+    assert heap == "lean" and "0.60 GB planned with glibc's allocator but 0.55 GB available" in why
+    assert "lean plans 0.50 GB" in why
+    assert choose_heap("auto", 6e8, 5e8, None)[0] == "fast"
+    assert choose_heap("lean", 6e8, 5e8, 2e10) == ("lean", "given")
+    assert choose_heap("fast", 6e8, 5e8, 1.0) == ("fast", "given")
+    with pytest.raises(LmkitError, match="train.memory must be one of auto|fast|lean"):
+        choose_heap("slow", 6e8, 5e8, 1.0)
+
+
+def test_plan_here_counts_the_heap_of_the_allocator_a_run_would_use(capsys: pytest.CaptureFixture[str]) -> None:
+    fast = run_json(capsys, "--config", str(TINY), "--gpu", "here", "--train.precision", "fp32")
+    lean = run_json(capsys, "--config", str(TINY), "--gpu", "here", "--train.precision", "fp32",
+                    "--train.memory", "lean")
+    gpu = run_json(capsys, "--config", str(TINY), "--train.precision", "fp32")
+    assert fast["memory"]["training_settings"]["memory"] == "fast" and fast["memory"]["training_breakdown"]["heap"] > 0
+    assert any(n.startswith("train.memory fast (auto: ") for n in fast["notes"])
+    assert lean["memory"]["training_settings"]["memory"] == "lean" and lean["memory"]["training_breakdown"]["heap"] == 0
+    assert gpu["memory"]["training_breakdown"]["heap"] == 0  # an A100's memory holds no host heap
+    assert fast["memory"]["training_bytes"] == pytest.approx(lean["memory"]["training_bytes"]
+                                                             + fast["memory"]["training_breakdown"]["heap"])
+    assert main(["plan", "--config", str(TINY), "--train.memory", "slow"]) == 2
+    assert "train.memory must be one of auto|fast|lean, got 'slow'" in capsys.readouterr().err
+
+
+def test_train_memory_auto_runs_glibc_and_goes_lean_only_when_the_plan_does_not_fit(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """By default a run keeps glibc's allocator (fast); where the plan says it would then not fit in
+    the memory available it goes lean, says so in its first line and records it (resolved.yaml,
+    meta.json); a resumed run may settle it otherwise."""
+    import yaml
+
+    import lmkit.plan.measure
+    import lmkit.train.rss
+
+    lean_calls: list[int] = []
+    monkeypatch.setattr(lmkit.train.rss, "lean_malloc", lambda: lean_calls.append(1) or True)  # this process keeps its allocator
+    monkeypatch.setenv("LMKIT_CACHE", str(tmp_path / "cache"))
+    data = random_words_corpus(tmp_path / "data", n_docs=60)
+
+    def run(name: str, *extra: str) -> tuple[dict[str, Any], dict[str, Any], str]:
+        assert main(["pretrain", "--config", str(TINY), "--data", str(data), "--out", str(tmp_path / name),
+                     "--train.max_steps", "2", "--train.eval_every", "0", "--train.device", "cpu", *extra]) == 0
+        ckpt = sorted((tmp_path / name).glob("ckpt-*"))[-1]
+        return (json.loads((ckpt / "meta.json").read_text()), yaml.safe_load((ckpt / "resolved.yaml").read_text()),
+                capsys.readouterr().err)
+
+    meta, resolved, err = run("fast", "--quiet")
+    choice = meta["memory"]["memory_choice"]
+    assert choice.startswith("fast (auto: ") and "GB available" in choice
+    assert resolved["train"]["memory"] == "fast" and lean_calls == []
+
+    monkeypatch.setattr(lmkit.plan.measure, "available_memory_bytes", lambda: 0.0)  # a machine out of memory
+    monkeypatch.setattr(lmkit.train.rss, "rss_bytes", lambda: 0.0)  # (a test worker's own size would count)
+    meta_lean, resolved, err = run("lean")
+    first = next(line for line in err.splitlines() if line.startswith("lmkit pretrain:"))
+    assert ", memory lean (auto: " in first and "planned with glibc's allocator but" in first
+    assert meta_lean["memory"]["memory_choice"].startswith("lean (auto: ") and resolved["train"]["memory"] == "lean"
+    assert lean_calls == [1]
+    assert meta_lean["memory"]["predicted_bytes"] < meta["memory"]["predicted_bytes"]  # no heap planned
+
+    assert main(["pretrain", "--out", str(tmp_path / "lean"), "--resume", "--max-steps", "3", "--quiet",
+                 "--train.memory", "fast"]) == 0  # changes no number the run computes: may change on resume
+    resumed = json.loads((tmp_path / "lean" / "ckpt-0000003" / "meta.json").read_text())
+    assert resumed["memory"]["memory_choice"] == "fast"
+    assert lean_calls == [1]
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").is_file() or sys.platform != "linux", reason="glibc on Linux")
+def test_lean_malloc_returns_freed_blocks_that_glibc_keeps() -> None:
+    """A freed 8 MB block stays resident under glibc's allocator once a 16 MB block has raised its
+    mmap threshold; after lean_malloc() it goes back to the system."""
+    script = """
+import ctypes, ctypes.util, sys
+from lmkit.train.rss import lean_malloc, rss_bytes
+if sys.argv[1] == "lean":
+    assert lean_malloc()
+libc = ctypes.CDLL(ctypes.util.find_library("c"))
+libc.malloc.restype = ctypes.c_void_p
+libc.free.argtypes = [ctypes.c_void_p]
+big = libc.malloc(16 << 20); ctypes.memset(big, 1, 16 << 20); libc.free(big)  # glibc: threshold now 16 MB
+before = rss_bytes()
+block = libc.malloc(8 << 20); ctypes.memset(block, 1, 8 << 20); libc.free(block)
+print(rss_bytes() - before)
+"""
+    kept = {mode: float(subprocess.run([sys.executable, "-c", script, mode], capture_output=True, text=True,
+                                       check=True, timeout=60).stdout) for mode in ("fast", "lean")}
+    assert kept["fast"] > 6e6 and kept["lean"] < 1e6, kept

@@ -15,7 +15,8 @@ from lmkit.cli import main
 from lmkit.config import ModelConfig, load_run_config
 from lmkit.errors import LmkitError
 from lmkit.models.checkpoint import load_model, load_tokenizer, save_checkpoint
-from lmkit.ship.quantize import Int8Embedding, Int8Linear, memory_bytes, quantize_checkpoint
+from lmkit.models.int8 import Int8Embedding, Int8Linear, memory_bytes
+from lmkit.ship.quantize import quantize_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 # A bound on the held-out perplexity increase int8 may cause, checked here on the tiny trained model
@@ -188,3 +189,26 @@ def test_int8_layers_match_float_layers() -> None:
     ids = torch.tensor([[0, 5, 99], [7, 7, 1]])
     assert torch.allclose(qe(ids), qe.weight[ids])
     assert (qe(ids) - emb(ids)).abs().max() <= (qe.scale.max() / 2 + 1e-6)
+
+
+# --------------------------------------------------------------------------- what int8 did, per layer
+
+
+def test_quantize_reports_each_layers_int8_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from lmkit.models import build_model
+
+    cfg = ModelConfig(family="decoder", vocab_size=128, d_model=32, n_layers=2, n_heads=4, max_seq_len=32)
+    torch.manual_seed(0)
+    save_checkpoint(tmp_path / "ckpt", build_model(cfg), cfg)
+    assert main(["quantize", str(tmp_path / "ckpt"), "--to", "int8", "--out", str(tmp_path / "q"), "--json"]) == 0
+    rep = json.loads(capsys.readouterr().out)
+    rows = rep["int8_layers"]
+    meta = json.loads((tmp_path / "q" / "config.json").read_text())
+    assert [r["name"] for r in rows] == meta["quantization"]["modules"]
+    for r in rows:
+        assert r["per_channel"]["relative_rms"] <= r["per_tensor"]["relative_rms"] + 1e-9
+        assert r["per_channel"]["max_abs"] <= r["row_absmax_max"] / 127 / 2 + 1e-7
+        assert r["integer_grid"]["relative_rms"] == pytest.approx(1.0)  # small weights all round to 0
+    assert main(["quantize", str(tmp_path / "ckpt"), "--to", "int8", "--out", str(tmp_path / "q2")]) == 0
+    out = capsys.readouterr().out
+    assert "what int8 did to the weights, per layer" in out and "blocks.1.mlp.down_proj" in out

@@ -13,8 +13,9 @@ import pyarrow.parquet as pq
 import pytest
 import zstandard
 
-from lmkit.data import read as read_mod
-from lmkit.data.read import Document, ReadReport, iter_documents, list_files
+from lmkit.data import formats
+from lmkit.data.document import Document, ReadReport
+from lmkit.data.read import iter_documents, list_files
 from lmkit.errors import LmkitError
 
 
@@ -42,8 +43,8 @@ def test_utf8_bom_is_dropped(tmp_path: Path) -> None:
 
 
 def test_large_text_file_is_cut_at_paragraphs_and_kept_exactly(tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.setattr(read_mod, "TEXT_DOC_SOFT_CHARS", 100)
-    monkeypatch.setattr(read_mod, "TEXT_DOC_HARD_CHARS", 400)
+    monkeypatch.setattr(formats, "TEXT_DOC_SOFT_CHARS", 100)
+    monkeypatch.setattr(formats, "TEXT_DOC_HARD_CHARS", 400)
     paras = [f"paragraph {i} " + "word " * 15 + "\n" for i in range(12)]
     text = "\n".join(paras) + "\n\n"
     f = tmp_path / "big.txt"

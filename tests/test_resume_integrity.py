@@ -19,7 +19,7 @@ from lmkit.models.checkpoint import (
     load_model,
     load_tokenizer,
 )
-from lmkit.train.loop import read_metrics
+from lmkit.train.metrics import read_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "configs" / "tiny.yaml"
@@ -197,12 +197,8 @@ def test_quantized_and_finetuned_checkpoints_record_checksums(run: Path, tmp_pat
     from lmkit.config import ModelConfig
     from lmkit.models import build_model
     from lmkit.ship.quantize import quantize_checkpoint
-    from lmkit.train.finetune import (
-        FinetuneConfig,
-        SequenceClassifier,
-        load_finetuned,
-        save_finetuned,
-    )
+    from lmkit.train.finetune.data import FinetuneConfig
+    from lmkit.train.finetune.heads import SequenceClassifier, load_finetuned, save_finetuned
 
     q = tmp_path / "q"
     quantize_checkpoint(list_checkpoints(run)[-1], q, to="int8", show_progress=False)

@@ -19,7 +19,8 @@ import pytest
 from lmkit.cli import main
 from lmkit.config import load_run_config
 from lmkit.models.checkpoint import is_checkpoint, list_checkpoints, load_model
-from lmkit.train.loop import read_metrics, train
+from lmkit.train.loop import train
+from lmkit.train.metrics import read_metrics
 from lmkit.train.runfolder import LOCK, MARKER, claim_run_folder, release_run_folder
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from lmkit.cli import main
-from lmkit.lab.scale_approach3 import (
+from lmkit.lab.scale.approach3 import (
     Law,
     batched_lbfgs,
     bootstrap,
@@ -23,7 +23,7 @@ from lmkit.lab.scale_approach3 import (
     score,
     start_grid,
 )
-from lmkit.lab.scale_fit import Points, approach2, drop_highest, read_points
+from lmkit.lab.scale.fit import Points, approach2, drop_highest, read_points
 from lmkit.plan import make_plan
 from lmkit.plan.chinchilla import ScalingFit, load_scaling_law
 
@@ -175,7 +175,7 @@ def test_a_real_sweep_says_what_its_points_do_not_identify() -> None:
     """The 15 points of a real cpu-small sweep on the demo corpus (README): the smallest budget's
     profile has no minimum, and E is not identified (it collapses to 0); both are said, not shown
     as numbers."""
-    from lmkit.lab.scale_fit import fit_points
+    from lmkit.lab.scale.fit import fit_points
 
     fit = fit_points(read_points(Path(__file__).parent / "data" / "demo_sweep_points.csv"), n_bootstrap=0,
                      grid="small")
@@ -250,10 +250,10 @@ def test_the_verdict_follows_the_law_in_use() -> None:
     assert verdict(1e6, 20e6, optimal_ratio=48.6) == "under-trained (over-parameterised)"
     law = ScalingFit("mine", E=0.0, A=48.39, B=157.6, alpha=0.326, beta=0.3188, source="test")
     r = law.optimal(1e12)[1] / law.optimal(1e12)[0]
-    plan = make_plan(flops=1e12, tokens=1e5, fit=law)  # far fewer tokens than this law wants
+    plan = make_plan(flops=1e12, tokens=1e5, scaling_law=law)  # far fewer tokens than this law wants
     assert plan["verdict"] == "under-trained (over-parameterised)"
     assert plan["chinchilla"]["about_right_band_tokens_per_param"] == pytest.approx([r / 2, 2 * r])
-    assert make_plan(flops=1e12, fit=law)["verdict"] == "about right"
+    assert make_plan(flops=1e12, scaling_law=law)["verdict"] == "about right"
 
 
 def test_bad_points_are_one_line_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -341,8 +341,9 @@ def test_sweep_shapes_narrow_below_the_base_head_size() -> None:
     (never under 16) for models narrower than the base, and stays the base's head size from the
     base's width up."""
     from lmkit.config import load_run_config
-    from lmkit.lab.scale_sweep import plan_sweep, shape_for
+    from lmkit.lab.scale.sweep import plan_sweep
     from lmkit.plan.compute import count_params
+    from lmkit.plan.shapes import shape_for
 
     cfg = load_run_config(None, {"model.d_model": 256, "model.n_heads": 4, "model.n_layers": 4, "model.max_seq_len": 256,
                                  "train.batch_size": 16})  # the cpu-small shape the demo sweep used
@@ -367,7 +368,7 @@ def test_sweep_trains_from_a_packed_shard_folder(tmp_path: Path, capsys: pytest.
 
     from lmkit.config import load_run_config
     from lmkit.data.pack import prepare
-    from lmkit.lab.scale_sweep import sweep
+    from lmkit.lab.scale.sweep import sweep
 
     rng = random.Random(1)
     words = "the cat sat on a mat and dog ran to big red house with small blue car".split()

@@ -114,7 +114,8 @@ def test_completion_stream_equals_non_stream(client: openai.OpenAI, tok: Tokeniz
 
 
 def test_greedy_matches_lmkit_generate(client: openai.OpenAI, model: torch.nn.Module, tok: Tokenizer) -> None:
-    from lmkit.infer.generate import GenerationConfig, generate
+    from lmkit.infer.generate import generate
+    from lmkit.infer.sampling import GenerationConfig
 
     ref = generate(model, tok, "a dog likes", GenerationConfig(max_new_tokens=10, stop_at_eos=True))
     r = client.completions.create(model="tiny", prompt="a dog likes", max_tokens=10, temperature=0)
@@ -310,7 +311,8 @@ def test_encoder_checkpoint_fills_masks_and_refuses_completions(tok: Tokenizer) 
 
 
 def test_encoder_decoder_checkpoint_completes(tok: Tokenizer) -> None:
-    from lmkit.infer.generate import GenerationConfig, generate
+    from lmkit.infer.generate import generate
+    from lmkit.infer.sampling import GenerationConfig
 
     cfg = ModelConfig(family="encdec", vocab_size=tok.vocab_size, d_model=32, n_layers=2, n_heads=4, max_seq_len=48)
     torch.manual_seed(0)
@@ -330,8 +332,8 @@ def test_encoder_decoder_checkpoint_completes(tok: Tokenizer) -> None:
 
 def test_int8_checkpoint_serves(tmp_path: Path, model: torch.nn.Module, tok: Tokenizer) -> None:
     from lmkit.cli import main
-    from lmkit.cli.serve import load_engine
     from lmkit.models.checkpoint import save_checkpoint
+    from lmkit.serve.batcher import load_engine
 
     save_checkpoint(tmp_path / "fp32", model, model.cfg, tokenizer=tok, meta={"step": 1})
     assert main(["quantize", str(tmp_path / "fp32"), "--to", "int8", "--out", str(tmp_path / "int8")]) == 0

@@ -20,7 +20,9 @@ from lmkit.config import ConfigError, load_run_config
 from lmkit.data.shards import TokenShards
 from lmkit.errors import LmkitError
 from lmkit.models.checkpoint import list_checkpoints, load_meta, load_model, load_tokenizer
-from lmkit.train.loop import lr_at, make_optimizer, plan_horizon, read_metrics, train
+from lmkit.train.loop import train
+from lmkit.train.metrics import read_metrics
+from lmkit.train.steps import lr_at, make_optimizer, plan_horizon
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "configs" / "tiny.yaml"

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import json
 import math
 import re
 import types
@@ -81,8 +80,19 @@ def _fraction(obj: Any, section: str, name: str, closed_right: bool = False) -> 
     _require(ok, f"{section}.{name}", f"in [0, 1{']' if closed_right else ')'}", value)
 
 
-# train.device: what resolve_device in lmkit.train.loop understands.
-_DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+SEED_MAX = 2**64 - 1  # a torch.Generator's seed is an unsigned 64-bit integer
+
+
+def validate_seed(seed: Any, what: str = "seed") -> int:
+    """``seed`` if a random generator takes it (an integer 0 to 2**64-1), else ConfigError naming ``what``."""
+    if isinstance(seed, int) and not isinstance(seed, bool) and 0 <= seed <= SEED_MAX:
+        return seed
+    shown = f"an integer of {seed.bit_length()} bits" if isinstance(seed, int) and seed.bit_length() > 128 else repr(seed)
+    raise ConfigError(f"{what} must be an integer from 0 to 2**64-1 ({SEED_MAX}), got {shown}", what)
+
+
+# train.device and every --device: the names lmkit.train.distributed.resolve_device understands.
+DEVICE_NAME = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 
 
 @dataclass
@@ -162,6 +172,7 @@ class TrainConfig:
     precision: Precision = "auto"  # bf16 where this machine runs it measurably faster, else fp32 (CUDA: bf16|fp16)
     compile: bool = False
     activation_checkpointing: bool = False
+    memory: Literal["auto", "fast", "lean"] = "auto"  # CPU allocator: glibc's | less memory, slower | see train/rss.py
     # stopping: the first limit reached ends the run; max_steps is also the schedule's horizon
     max_steps: int | None = 1000
     max_tokens: int | None = None
@@ -198,7 +209,7 @@ class TrainConfig:
         if self.optimizer == "muon" and self.distributed == "fsdp":
             raise ConfigError("train.optimizer muon orthogonalises whole matrices, which train.distributed fsdp "
                               "shards across processes; use train.distributed ddp", "train.optimizer")
-        _require(isinstance(self.device, str) and bool(_DEVICE.fullmatch(self.device)), "train.device",
+        _require(isinstance(self.device, str) and bool(DEVICE_NAME.fullmatch(self.device)), "train.device",
                  "one of auto|cpu|cuda|cuda:N|mps", self.device)
         for name in ("max_steps", "max_tokens", "max_time", "max_flops", "tokens_per_param"):
             value = getattr(self, name)
@@ -453,39 +464,6 @@ def model_config_from_dict(d: dict[str, Any]) -> ModelConfig:
     return cfg
 
 
-def load_model_and_train(path: str | Path, overrides: dict[str, Any] | None = None
-                         ) -> tuple[ModelConfig, TrainConfig | None]:
-    """The model (and train section, when there is one) of a run YAML (model/train/data sections),
-    a checkpoint folder or its config.json; a folder's resolved.yaml wins over its bare config.json."""
-    p = Path(path)
-    overrides = dict(overrides or {})
-    if p.is_dir() or p.suffix == ".json":
-        cfg_file = p / "config.json" if p.is_dir() else p
-        if not cfg_file.is_file():
-            raise LmkitError(f"{p}: no config.json (give a run YAML, a checkpoint folder or its config.json)")
-        try:
-            raw = json.loads(cfg_file.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as e:
-            raise LmkitError(f"{cfg_file}: not readable JSON ({e})") from None
-        model_raw = raw.get("model", raw) if isinstance(raw, dict) else None
-        if not isinstance(model_raw, dict):
-            raise LmkitError(f"{cfg_file}: expected a JSON object with a model section")
-        resolved = cfg_file.parent / "resolved.yaml"
-        if resolved.is_file():
-            run = load_run_config(resolved, overrides)
-            return run.model, run.train
-        model_over = {k.removeprefix("model."): v for k, v in overrides.items() if k.startswith("model.")}
-        if len(model_over) != len(overrides):
-            raise LmkitError(f"{cfg_file}: only model.* overrides apply to a bare config.json")
-        try:
-            merged = apply_overrides({"model": model_raw}, {f"model.{k}": v for k, v in model_over.items()})
-            return model_config_from_dict(merged["model"]), None
-        except LmkitError as e:
-            raise LmkitError(f"{cfg_file}: {e}") from None
-    run = load_run_config(p, overrides)
-    return run.model, run.train
-
-
 __all__ = ["OBJECTIVE_OF_FAMILY", "ConfigError", "DataConfig", "ModelConfig", "RunConfig", "TrainConfig",
-           "apply_overrides", "from_dict", "load_model_and_train", "load_run_config", "load_yaml",
+           "apply_overrides", "from_dict", "load_run_config", "load_yaml",
            "model_config_from_dict", "save_yaml", "to_dict"]

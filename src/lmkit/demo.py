@@ -10,6 +10,10 @@ Whatever is missing is skipped; the demo stops with a clear message only when le
 
 Steps: gather → curate → train a tokenizer → pack → plan → pre-train a small decoder → evaluate →
 generate → quantize → model card → publish to a local hub. Every artefact's path is printed.
+
+The model and its int8 copy are scored on the same held-out tokens: the windows of the run's last
+evaluation (the run's validation split, never trained on), so the summary's two sets of held-out
+figures differ only by what int8 storage does to the weights.
 """
 
 from __future__ import annotations
@@ -151,7 +155,7 @@ def demo_run_config(out: Path, data: list[str], tokenizer: str, train_seconds: f
 
     if quick:
         model = ModelConfig(family="decoder", vocab_size=512, d_model=64, n_layers=2, n_heads=4, max_seq_len=64)
-        train = TrainConfig(batch_size=8, lr=3e-3, warmup_steps=5, max_steps=40, eval_every=20, eval_batches=2,
+        train = TrainConfig(batch_size=8, lr=3e-3, warmup_steps=5, max_steps=40, eval_every=20, eval_batches=8,
                             log_every=5, ckpt_every=0, tensorboard=False)
     else:
         # configs/cpu-small.yaml's recipe (Muon, a 4,096-token vocabulary, an untied head, warmup-stable-
@@ -170,9 +174,10 @@ def run_demo(out: str | Path = "runs/demo", data: list[str] | None = None, minut
     from lmkit import plan
     from lmkit.data.curate import curate
     from lmkit.data.read import iter_documents
-    from lmkit.infer.generate import GenerationConfig, generate
+    from lmkit.infer.generate import generate
+    from lmkit.infer.sampling import GenerationConfig
     from lmkit.models import checkpoint
-    from lmkit.ship.card import render_card
+    from lmkit.ship.card.render import render_card
     from lmkit.ship.hub import Hub
     from lmkit.ship.quantize import quantize_checkpoint
     from lmkit.tokenizer import train_tokenizer
@@ -190,7 +195,7 @@ def run_demo(out: str | Path = "runs/demo", data: list[str] | None = None, minut
     summary: dict[str, Any] = {"out": str(root), "steps": {}}
 
     def step(title: str) -> None:
-        print(f"\n== {title} " + "=" * max(0, 70 - len(title)), file=sys.stderr, flush=True)
+        print(f"== {title} " + "=" * max(0, 70 - len(title)), file=sys.stderr, flush=True)  # no blank lines
 
     step("1/8 gather the corpus")
     if data:
@@ -237,10 +242,16 @@ def run_demo(out: str | Path = "runs/demo", data: list[str] | None = None, minut
     sampled = generate(model, tokenizer, prompt, GenerationConfig(max_new_tokens=40, do_sample=True,
                                                                   temperature=0.8, top_p=0.95, seed=0))
     summary["generation"] = {"prompt": prompt, "greedy": greedy.text, "sampled (T=0.8, top-p 0.95)": sampled.text}
+    print(f"  {prompt!r} completed greedily and by sampling (in the summary below)", file=sys.stderr)
 
     step("7/8 quantize to int8")
-    q = quantize_checkpoint(ckpt, root / "model-int8", to="int8", show_progress=False)
+    # scored on the windows of the run's last evaluation (its batch size and number of batches), so
+    # the model's held-out figures and the int8 copy's are of the same held-out tokens
+    q = quantize_checkpoint(ckpt, root / "model-int8", to="int8", show_progress=False,
+                            batch_size=run_cfg.train.micro_batch_size or run_cfg.train.batch_size,
+                            eval_batches=run_cfg.train.eval_batches)
     summary["quantization"] = q
+    print(f"  -> {root / 'model-int8'}", file=sys.stderr)
 
     step("8/8 model card and local hub")
     card = render_card(ckpt)
@@ -249,6 +260,8 @@ def run_demo(out: str | Path = "runs/demo", data: list[str] | None = None, minut
     manifest = Hub(str(hub_dir)).push(ckpt, "demo/lmkit-demo-decoder")
     summary["card"] = str(ckpt / "README.md")
     summary["hub"] = {"url": str(hub_dir), "name": "demo/lmkit-demo-decoder", "revision": manifest.get("revision")}
+    print(f"  card -> {ckpt / 'README.md'}; hub -> {hub_dir} (demo/lmkit-demo-decoder, revision "
+          f"{manifest.get('revision')})", file=sys.stderr)
     summary["wall_time_s"] = time.perf_counter() - t_start
     return summary
 

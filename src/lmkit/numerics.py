@@ -10,7 +10,7 @@ What this module owns:
   dtype conversion (round to nearest, ties to even), never by hand.
 - Symmetric absmax int8 quantization (``absmax_quantize`` / ``absmax_dequantize``), per tensor or
   per channel, used by ``lmkit.models.int8`` (the quantized checkpoint format) and shown by
-  ``lmkit numerics``. The course writes the quantization factor as 127 / max|x|
+  ``lmkit numerics``. Textbooks often write the quantization factor as 127 / max|x|
   (q = round(x · 127/max|x|)); we store its reciprocal, ``scale = max|x| / 127``, so that
   x ≈ q · scale as in PyTorch's quantization convention. The rounding is written out
   (``torch.round`` then clamp) because torch's quantized-tensor API (``torch.quantize_per_channel``)
@@ -117,7 +117,7 @@ class Representation:
     int8_q: int | None = None  # int8 only: the stored integer
     int8_absmax: float | None = None  # int8 only: the range mapped onto -127..127
     int8_scale: float | None = None  # int8 only: absmax / 127 (value ≈ q · scale)
-    int8_factor: float | None = None  # int8 only: 127 / absmax, the course's "scale factor"
+    int8_factor: float | None = None  # int8 only: 127 / absmax, the "scale factor" some texts multiply by
     underflow: bool = False  # a non-zero value that the format stores as zero
 
 
@@ -226,7 +226,7 @@ TENSOR_ABSMAXES: tuple[float, ...] = (4.0, 8.0)
 
 
 def integer_grid(x: torch.Tensor) -> torch.Tensor:
-    """The course's int8 projection: round to the nearest integer in -128..127, no scale (π -> 3)."""
+    """int8 as the plain integer grid: round to the nearest integer in -128..127, no scale (π -> 3)."""
     return torch.round(x.detach().to(torch.float32)).clamp_(INT8_MIN, INT8_MAX)
 
 
@@ -234,8 +234,8 @@ def int8_value_table(value: float, absmax: float | None = None,
                      tensor_absmaxes: tuple[float, ...] = TENSOR_ABSMAXES) -> list[dict[str, Any]]:
     """What ``value`` becomes in int8, scheme by scheme, as rows of one table.
 
-    First the course's lesson: the integer grid (int8 without a scale, step 1: π -> 3, error
-    -0.14). Then practice, symmetric absmax quantization with the value inside a tensor whose max
+    First the integer grid (int8 without a scale, step 1: π -> 3, error -0.14), the usual first
+    picture of int8. Then practice, symmetric absmax quantization with the value inside a tensor whose max
     |x| is each of ``tensor_absmaxes`` (step absmax/127; the error is at most half a step), the
     ``absmax`` asked for, and last the value as its own range (q = ±127: exact but for fp32
     rounding, which only the largest entry of a tensor gets). Each row: ``scheme``, ``absmax``
@@ -245,7 +245,7 @@ def int8_value_table(value: float, absmax: float | None = None,
         raise LmkitError(f"--value {value}: not a finite number; int8 has no code for nan or inf")
     grid = float(integer_grid(torch.tensor([value])).item())
     rows: list[dict[str, Any]] = [{
-        "scheme": "integer grid (int8 as the course first shows it: no scale)", "absmax": None,
+        "scheme": "integer grid (int8 as plain integers: no scale)", "absmax": None,
         "q": int(grid), "stored": grid, "error": grid - value, "step": 1.0,
         "overflow": not INT8_MIN - 0.5 <= value <= INT8_MAX + 0.5}]
     ranges = [(a, f"absmax {a:g} (the value inside a tensor whose max |x| is {a:g})") for a in tensor_absmaxes]

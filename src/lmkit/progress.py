@@ -7,8 +7,10 @@
 - anywhere else (``make demo | tee demo.log``, a CI log, a file): a :class:`LineProgress` that
   prints whole lines, never carriage-return redraws: one when the work starts, one each time it
   crosses another ``STEP_PERCENT`` percent of ``total`` (or, with no total or slow progress, at most
-  every ``EVERY_SECONDS`` seconds while it advances), and a last one when it closes. A bar of any
-  length so writes at most about 100 / STEP_PERCENT + 2 lines plus one per ``EVERY_SECONDS``.
+  every ``EVERY_SECONDS`` seconds while it advances), and a last one when it closes. The line of
+  finished work (100%) is printed once, by ``close``, with the postfix set after the last update
+  (a bar that is complete but not closed prints no 100% line). A bar of any length so writes at
+  most about 100 / STEP_PERCENT + 1 lines plus one per ``EVERY_SECONDS``.
 
 Both answer ``update``, ``set_postfix``, ``set_postfix_str``, ``set_description``, ``close``,
 ``n``, iteration and ``with``. tqdm is imported only when a bar is drawn on a terminal.
@@ -25,7 +27,9 @@ STEP_PERCENT = 5.0  # a line each time the work crosses another 5% of its total
 EVERY_SECONDS = 30.0  # and at most this often in between, while it advances
 
 
-def _is_terminal(stream: Any) -> bool:
+def is_terminal(stream: Any) -> bool:
+    """True when ``stream`` is a terminal: where a bar may redraw itself in place (also the test for
+    bars drawn by other libraries, such as the tokenizer trainer's)."""
     try:
         return bool(stream.isatty())
     except (AttributeError, ValueError):  # no isatty, or a closed stream
@@ -81,7 +85,8 @@ class LineProgress:
         return int(100.0 * n / self.total // STEP_PERCENT) if self.total else 0
 
     def line(self) -> str:
-        """The line this bar prints now: desc, percent and count, elapsed time, rate, postfix."""
+        """The line this bar prints for its state at the call: desc, percent and count, elapsed time,
+        rate, postfix."""
         elapsed = time.monotonic() - self.start
         done = self.n - self._initial
         n = _size(self.n, self.unit_scale, self.unit_divisor)
@@ -105,10 +110,13 @@ class LineProgress:
         self._last_time, self._last_n, self._last_postfix = time.monotonic(), self.n, self.postfix
 
     def update(self, k: float = 1) -> None:
-        """Advance by ``k``; print a line when another step of the total is crossed or time is up."""
+        """Advance by ``k``; print a line when another step of the total is crossed or time is up
+        (never at the total itself: ``close`` prints that line)."""
         self.n += k
         if self.disable or self.closed:
             return
+        if self.total and self.n >= self.total:
+            return  # the 100% line is close()'s, so that it is printed once, with the final postfix
         bucket = self._bucket_of(self.n)
         if bucket > self._bucket or (time.monotonic() - self._last_time >= EVERY_SECONDS and self.n != self._last_n):
             self._bucket = bucket
@@ -160,7 +168,7 @@ def progress(iterable: Iterable[Any] | None = None, *, total: float | None = Non
     is honoured). Returns an object with tqdm's ``update`` / ``set_postfix`` / ``close`` / ``n``.
     """
     stream = file if file is not None else sys.stderr
-    if not disable and _is_terminal(stream):
+    if not disable and is_terminal(stream):
         from tqdm import tqdm
 
         return tqdm(iterable, total=total, desc=desc or None, unit=unit, initial=initial, unit_scale=unit_scale,
@@ -169,4 +177,4 @@ def progress(iterable: Iterable[Any] | None = None, *, total: float | None = Non
                         unit_divisor=unit_divisor, disable=disable, file=file)
 
 
-__all__ = ["EVERY_SECONDS", "STEP_PERCENT", "LineProgress", "progress"]
+__all__ = ["EVERY_SECONDS", "STEP_PERCENT", "LineProgress", "is_terminal", "progress"]

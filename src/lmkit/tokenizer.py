@@ -7,12 +7,18 @@ What this module owns:
   ``<pad>``=0, ``<s>``=1, ``</s>``=2, ``<unk>``=3, ``[MASK]``=4, ``<extra_id_0..99>``=5..104.
   The 256 byte tokens follow, then the learned merges. Because every byte is a token, any
   string can be encoded and ``decode(encode(s)) == s`` exactly (``<unk>`` exists for the
-  families' sake but byte-level BPE never produces it).
+  families' sake but byte-level BPE never produces it). Every path that trains one (``lmkit
+  tokenizer train``, ``lmkit adapt``) asks it for :data:`MIN_VOCAB` to :data:`MAX_VOCAB` tokens:
+  the trainer reserves memory for each token asked for before it reads any text.
 * :class:`Tokenizer`, lmkit's wrapper: encode/decode, special ids, a readable form of one token,
   save/load of ``tokenizer.json`` (the Hugging Face format, so an export can hand the same file
   to ``transformers.PreTrainedTokenizerFast``) and a ``sha256`` that identifies it.
 * :func:`fertility` and :func:`split_words`: how many tokens a word costs and how words are cut,
-  (the ``lmkit tokenizer train|stats`` commands that print them are in :mod:`lmkit.cli.data`).
+  and :func:`tokenizer_stats`, both for one tokenizer (the ``lmkit tokenizer train|stats``
+  commands that print them are in :mod:`lmkit.cli.data`).
+* Where ``lmkit tokenizer train`` writes (:func:`check_tokenizer_out`, before any training) and
+  how it marks the file as lmkit's (:func:`save_stamped`): a sidecar stamp beside
+  ``tokenizer.json``, since the tokenizers library refuses any key it does not know inside it.
 
 Text never turns into special tokens by accident: ``encode`` treats a literal ``"</s>"`` in the
 text as ordinary characters (ids for special tokens are added by the caller, e.g. the packer
@@ -40,12 +46,14 @@ import hashlib
 import json
 import os
 import re
+import sys
 from collections.abc import Iterable, Iterator, Sequence
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 from lmkit.errors import LmkitError
+from lmkit.progress import is_terminal
 
 PAD = "<pad>"
 BOS = "<s>"
@@ -56,6 +64,10 @@ SENTINELS = [f"<extra_id_{i}>" for i in range(100)]
 SPECIAL_TOKENS: list[str] = [PAD, BOS, EOS, UNK, MASK, *SENTINELS]  # ids 0..104, in this order
 N_BYTES = 256
 MIN_VOCAB = len(SPECIAL_TOKENS) + N_BYTES + 1  # specials + every byte + at least one merge
+# The largest vocabulary train_tokenizer accepts: the BPE trainer reserves memory for every token asked
+# for before it reads any text (about 70 bytes each: a billion aborts the process after asking for
+# 70 GB), and 2**20 is already 4x the largest vocabularies in use (Gemma's 262,144).
+MAX_VOCAB = 1 << 20
 
 # GPT-2's pre-tokenisation pattern, as used by the ByteLevel pre-tokenizer (for tiktoken).
 GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
@@ -336,13 +348,18 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int, min_frequency: int = 
     if vocab_size < MIN_VOCAB:
         raise LmkitError(f"vocab size {vocab_size} is too small: a byte-level BPE needs at least {MIN_VOCAB} "
                          f"({len(SPECIAL_TOKENS)} special tokens + {N_BYTES} bytes + 1 merge)")
+    if vocab_size > MAX_VOCAB:
+        raise LmkitError(f"vocab size {vocab_size:,} is too large: lmkit trains {MIN_VOCAB:,} to {MAX_VOCAB:,} (2**20) "
+                         "tokens, because the trainer reserves memory for every token asked for (~70 bytes each) "
+                         "before reading any text")
     if min_frequency < 1:
         raise LmkitError(f"min frequency must be at least 1, got {min_frequency}")
     hf = HFTokenizer(models.BPE())
     hf.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
     hf.decoder = decoders.ByteLevel()
+    # the trainer's own bars only on a terminal: into a pipe or a file they write bare blank lines
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=min_frequency,
-                                  special_tokens=SPECIAL_TOKENS, show_progress=show_progress,
+                                  special_tokens=SPECIAL_TOKENS, show_progress=show_progress and is_terminal(sys.stderr),
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     seen = {"chars": 0}
 
@@ -402,7 +419,47 @@ def split_words(tok: Tokenizer, words: Iterable[str], in_text: bool = True) -> l
     return out
 
 
+def tokenizer_stats(tok: Tokenizer, path: str, texts: list[str], words: list[str]) -> dict[str, Any]:
+    """One tokenizer's figures for ``lmkit tokenizer stats``: ``path`` (as given), vocabulary size,
+    sha256, :func:`fertility` on ``texts`` (when any) and the :func:`split_words` of ``words``."""
+    d: dict[str, Any] = {"path": path, "vocab_size": tok.vocab_size, "sha256": tok.sha256}
+    if texts:
+        d["fertility"] = fertility(tok, texts)
+    if words:
+        d["words"] = [{"word": w, "tokens": pieces, "n_tokens": len(pieces)} for w, pieces in split_words(tok, words)]
+    return d
+
+
+TRAINED_BY = "lmkit tokenizer train"  # the command a sidecar stamp names
+
+
+def check_tokenizer_out(out: str | Path, overwrite: bool, inputs: Sequence[str | Path] = ()) -> Path:
+    """Where a trained tokenizer goes for ``--out OUT``: ``OUT/tokenizer.json``, or ``OUT`` itself
+    when it ends in ``.json`` (as :meth:`Tokenizer.save` writes). Checked before any training
+    (``lmkit.files.check_out_file``): an existing file there is replaced only with ``overwrite``,
+    and only one :func:`save_stamped` wrote that nobody has changed since; never one of ``inputs``."""
+    from lmkit.files import check_out_file, has_sidecar_stamp
+
+    p = Path(out)
+    if p.exists() and not p.is_dir() and p.suffix.lower() != ".json":
+        raise LmkitError(f"--out {p}: exists and is not a folder")
+    target = p if p.suffix.lower() == ".json" else p / "tokenizer.json"
+    check_out_file(target, overwrite, inputs, ours=has_sidecar_stamp,
+                   kind=f"tokenizer (only one `{TRAINED_BY}` wrote and nobody changed since is replaced)")
+    return target
+
+
+def save_stamped(tok: Tokenizer, target: str | Path) -> Path:
+    """:meth:`Tokenizer.save` to ``target``, then the sidecar stamp by which ``--overwrite`` knows
+    lmkit wrote it (``lmkit.files.write_sidecar_stamp``); returns the file written."""
+    from lmkit.files import write_sidecar_stamp
+
+    path = tok.save(target)
+    write_sidecar_stamp(path, TRAINED_BY)
+    return path
+
+
 __all__ = [
-    "PAD", "BOS", "EOS", "UNK", "MASK", "SENTINELS", "SPECIAL_TOKENS", "MIN_VOCAB", "Tokenizer",
-    "train_tokenizer", "fertility", "split_words",
+    "PAD", "BOS", "EOS", "UNK", "MASK", "SENTINELS", "SPECIAL_TOKENS", "MIN_VOCAB", "MAX_VOCAB", "Tokenizer",
+    "train_tokenizer", "fertility", "split_words", "tokenizer_stats", "check_tokenizer_out", "save_stamped",
 ]

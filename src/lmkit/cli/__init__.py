@@ -1,10 +1,21 @@
 """The ``lmkit`` command line: one entry point; each command group has its own module.
 
-``data`` (curate, mix, tokenizer), ``train`` (pretrain, finetune-head, demo), ``plan`` (plan,
-numerics, families), ``infer`` (generate, evaluate, fill-mask, viz) and ``ship`` (quantize,
-export, import-hf, card, hub) and ``serve`` each hold their commands' flags and runners; runners import
-their library modules lazily, so ``lmkit --help`` is instant. Errors about the user's input
-(``LmkitError``) are printed as one line and exit with status 2.
+The nine groups, each holding its commands' flags, runners and printing:
+
+* ``data``: curate, mix, tokenizer (train, stats)
+* ``train``: pretrain, finetune-head, demo
+* ``plan``: plan, numerics, families
+* ``infer``: generate, evaluate, fill-mask, viz (attention, embeddings)
+* ``ship``: quantize, export, import-hf, card, hub (push, pull, list, search, show)
+* ``serve``: serve
+* ``adapt``: adapt
+* ``icl``: icl
+* ``scale``: scale (sweep, fit)
+
+The flags several commands share are declared once, in :mod:`lmkit.cli.common`. A runner parses,
+calls the library and prints; it imports its library modules lazily, so ``lmkit --help`` is
+instant. Errors about the user's input (``LmkitError``) are printed as one line
+(``lmkit: error: ...``) and exit with status 2.
 """
 
 from __future__ import annotations
@@ -16,6 +27,7 @@ from collections.abc import Callable
 from typing import Any
 
 from lmkit.cli import adapt, data, icl, infer, plan, scale, serve, ship, train
+from lmkit.cli.common import check_shared_flags
 from lmkit.errors import LmkitError
 
 DESCRIPTION = """\
@@ -49,9 +61,6 @@ def _overrides(extra: list[str]) -> dict[str, str]:
             i += 2
         out[key.replace("-", "_")] = value
     return out
-
-
-# --------------------------------------------------------------------------- subcommands
 
 
 # --------------------------------------------------------------------------- parser and main
@@ -106,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
             args.overrides = _overrides(extra)
         elif args.command in TAKES_OVERRIDES:
             args.overrides = {}
+        check_shared_flags(args)
         if getattr(args, "no_verify", False):  # --no-verify: the checkpoint loaders skip their checksums
             from lmkit.models.checkpoint import checksums_unverified
 

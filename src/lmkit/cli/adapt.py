@@ -1,6 +1,6 @@
 """The ``adapt`` command: domain adaptation measured as BloombergGPT did (flags, runner, printing).
 
-The experiment itself is :mod:`lmkit.lab.adapt`; it loads only when the command runs, so
+The experiment itself is :mod:`lmkit.lab.adapt.experiment`; it loads only when the command runs, so
 ``lmkit --help`` stays instant.
 """
 
@@ -8,6 +8,18 @@ from __future__ import annotations
 
 import argparse
 from typing import Any
+
+from lmkit.cli.common import (
+    add_json,
+    add_out,
+    add_overwrite,
+    add_quiet,
+    add_run_config,
+    add_seed,
+    add_text_field,
+    add_yes,
+    print_json,
+)
 
 DESCRIPTION = """\
 Does domain text in the training mix, a domain tokenizer, or continued pre-training help on your
@@ -18,7 +30,9 @@ What it does, in order (every step is saved in --out; run the same command again
 killed experiment: finished arms are kept, a half-trained one resumes from its last checkpoint,
 and the report comes out the same):
   1. held-out split first: --heldout of each set's documents (by a seeded hash of the text) are
-     set aside and never trained on, by tokenizers or models;
+     set aside and never trained on, by tokenizers or models; a set with too few documents for
+     that (one big file) holds out the closing paragraphs of each document instead (the report
+     says which rule each set got);
   2. tokenizers: one trained on the domain text, one on the general text, one on both (the mix);
      their fertility (tokens per word, tokens per byte) on held-out domain and general text, how
      each cuts your --terms, and how much of their vocabularies they share (BloombergGPT Table 3);
@@ -52,8 +66,7 @@ def add_adapt(sub: Any) -> None:
     p.add_argument("--domain", nargs="+", required=True, metavar="PATH",
                    help="domain text: files or folders (text, JSONL, curated shards, Parquet)")
     p.add_argument("--general", nargs="+", required=True, metavar="PATH", help="general text, the same formats")
-    p.add_argument("--config", required=True,
-                   help="base run config of every arm: a YAML file or a recipe name (tiny, cpu-small, gpu-124m)")
+    add_run_config(p, "base run config of every arm", required=True)
     p.add_argument("--mixes", nargs="*", type=float, default=[0.0, 0.25, 0.5, 1.0], metavar="SHARE",
                    help="domain shares of the training mix, one model each (default 0 0.25 0.5 1; none with "
                         "--continue-from compares that checkpoint with its DAPT arm only)")
@@ -65,26 +78,26 @@ def add_adapt(sub: Any) -> None:
     p.add_argument("--terms", nargs="+", default=[], metavar="TERM",
                    help="domain terms whose splits the tokenizer table shows, e.g. \"mens rea\" \"res judicata\"")
     p.add_argument("--heldout", type=float, default=0.1,
-                   help="share of each set's documents held out for evaluation (default 0.1)")
+                   help="share of each set held out for evaluation: of its documents, or of each document's "
+                        "text when the set has too few documents (default 0.1)")
     p.add_argument("--vocab-size", type=int, default=None,
                    help="vocabulary of the three tokenizers (default: the config's model.vocab_size)")
     p.add_argument("--mix-tokens", default=None, metavar="N",
                    help="tokens in every mix (default: the smaller training set's, so no mix repeats data)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the held-out split and the mixes (default 0)")
-    p.add_argument("--text-field", default="text", help="JSONL/Parquet field holding the text (default text)")
-    p.add_argument("--out", default="runs/adapt", help="experiment folder (default runs/adapt)")
-    p.add_argument("--overwrite", action="store_true",
-                   help="start again in --out, replacing a previous adapt experiment there")
-    p.add_argument("--quiet", action="store_true", help="no progress output")
-    p.add_argument("--json", action="store_true", help="print adapt.json")
+    add_seed(p, 0, "the held-out split and the mixes")
+    add_text_field(p)
+    add_out(p, "experiment folder, continued when it holds the same experiment (default runs/adapt)",
+            default="runs/adapt")
+    add_overwrite(p, "a previous adapt experiment in --out: start again")
+    add_yes(p, "the experiment", "with --budget: predicted from every arm's FLOPs at this machine's measured peak")
+    add_quiet(p)
+    add_json(p, "adapt.json")
     p.set_defaults(func=_run_adapt)
 
 
 def _run_adapt(args: argparse.Namespace) -> int:
     """``lmkit adapt``: run or continue the experiment, then print its tables."""
-    import json
-
-    from lmkit.lab.adapt import AdaptSettings, run_adapt
+    from lmkit.lab.adapt.experiment import AdaptSettings, run_adapt
     from lmkit.plan.units import parse_count
 
     s = AdaptSettings(domain=list(args.domain), general=list(args.general), config=args.config,
@@ -93,9 +106,9 @@ def _run_adapt(args: argparse.Namespace) -> int:
                       heldout=args.heldout, vocab_size=args.vocab_size,
                       mix_tokens=int(parse_count(args.mix_tokens, "--mix-tokens")) if args.mix_tokens else None,
                       seed=args.seed, text_field=args.text_field, terms=list(args.terms))
-    report = run_adapt(s, args.out, overwrite=args.overwrite, progress=not args.quiet and not args.json)
+    report = run_adapt(s, args.out, overwrite=args.overwrite, progress=not args.quiet and not args.json, yes=args.yes)
     if args.json:
-        print(json.dumps(report, indent=2, ensure_ascii=False, default=str))
+        print_json(report)
     else:
         print(format_adapt(report, args.out))
     return 0
@@ -103,9 +116,11 @@ def _run_adapt(args: argparse.Namespace) -> int:
 
 def format_adapt(r: dict[str, Any], out: str) -> str:
     """The bits-per-byte table, the tokenizer fertility and the findings, for the terminal."""
-    from lmkit.lab.adapt_report import CHECK_TEXT
+    from lmkit.lab.adapt.report import CHECK_TEXT
+    from lmkit.lab.adapt.split import describe
 
-    lines = [f"{'arm':<12} {'share':>5} {'steps':>6} {'domain bpb':>10} {'general bpb':>11}"]
+    lines = ["held-out split: " + line for line in describe(r["split"])] + [""]
+    lines.append(f"{'arm':<12} {'share':>5} {'steps':>6} {'domain bpb':>10} {'general bpb':>11}")
     for a in r["arms"]:
         share = "-" if a["domain_share"] is None else f"{a['domain_share']:.2f}"
         lines.append(f"{a['name']:<12} {share:>5} {a['steps']:>6} {a['domain']['bits_per_byte']:>10.4f} "

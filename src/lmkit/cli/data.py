@@ -3,28 +3,31 @@
 Each command has an ``add_<name>(sub)`` that declares its flags, with help that teaches, and a
 ``_run_<name>(args)`` runner that calls the domain functions (:mod:`lmkit.tokenizer`,
 :mod:`lmkit.data.curate`, :mod:`lmkit.data.mix`) and prints the result; the heavy modules are
-imported inside the runners so that ``lmkit --help`` stays instant.
+imported inside the runners so that ``lmkit --help`` stays instant. Where output goes and how it
+is checked belongs to those modules (:func:`lmkit.tokenizer.check_tokenizer_out`,
+:func:`lmkit.data.curate.cluster.dask_client`), not to the runners.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 import time
 from collections.abc import Iterator, Sequence
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from lmkit.cli.common import (
+    add_json,
+    add_out,
+    add_overwrite,
+    add_seed,
+    add_text_field,
+    add_token_counter,
+    print_json,
+)
 from lmkit.errors import LmkitError
-from lmkit.files import check_out_file
 from lmkit.plan.units import parse_count
-
-if TYPE_CHECKING:
-    from lmkit.tokenizer import Tokenizer
-
-DASK_CONNECT_TIMEOUT_S = 3  # --dask tcp://...: how long to wait for the scheduler before failing
 
 
 def add_tokenizer(sub: Any) -> None:
@@ -33,15 +36,17 @@ def add_tokenizer(sub: Any) -> None:
     t = tsub.add_parser("train", help="train a tokenizer on text files/folders",
                         description="Train a byte-level BPE tokenizer (Hugging Face `tokenizers`) with the "
                                     "special tokens all three model families need: <pad>, <s>, </s>, <unk>, "
-                                    "[MASK] and 100 sentinels <extra_id_0..99>. Writes DIR/tokenizer.json.")
+                                    "[MASK] and 100 sentinels <extra_id_0..99>. Writes DIR/tokenizer.json, and beside "
+                                    "it .tokenizer.json.lmkit-sha256, the stamp by which --overwrite knows "
+                                    "lmkit wrote it.")
     t.add_argument("data", nargs="+", help="text/jsonl/parquet files (optionally .gz/.zst) or folders")
     t.add_argument("--vocab-size", type=int, default=8192, help="vocabulary size (default 8192)")
-    t.add_argument("--out", required=True, help="output folder for tokenizer.json")
-    t.add_argument("--text-field", default="text", help="JSONL/Parquet field holding the text")
+    add_out(t, "output folder for tokenizer.json (or a file name ending in .json)", required=True)
+    add_text_field(t)
     t.add_argument("--min-frequency", type=int, default=2, help="ignore merges seen fewer times")
     t.add_argument("--max-docs", type=int, default=None, help="train on at most this many documents")
     t.add_argument("--lenient", action="store_true", help="skip unreadable files (reported) instead of stopping")
-    t.add_argument("--overwrite", action="store_true", help="replace an existing tokenizer in --out")
+    add_overwrite(t, "a tokenizer this command wrote before", "another file")
     t.set_defaults(func=_run_tokenizer_train)
     s = tsub.add_parser("stats", help="fertility (tokens per word) and how chosen words are split",
                         description="Report a tokenizer's fertility (tokens per word) and bytes per token on "
@@ -52,9 +57,9 @@ def add_tokenizer(sub: Any) -> None:
     s.add_argument("--data", nargs="*", default=[], help="text to measure fertility on")
     s.add_argument("--words", nargs="*", default=[], help="words or phrases to show split, e.g. 'mens rea'")
     s.add_argument("--compare", default=None, help="a second tokenizer to compare against")
-    s.add_argument("--text-field", default="text")
+    add_text_field(s)
     s.add_argument("--max-docs", type=int, default=2000, help="documents sampled for fertility")
-    s.add_argument("--json", action="store_true", help="print one JSON object")
+    add_json(s)
     s.set_defaults(func=_run_tokenizer_stats)
 
 
@@ -79,27 +84,19 @@ def _progress_docs(paths: Sequence[str], text_field: str, lenient: bool, max_doc
         bar.close()
 
 
-def _is_tokenizer_file(path: Path) -> bool:
-    """True if ``path`` holds a tokenizer (a JSON object with a ``model``), what --overwrite may replace."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    return isinstance(data, dict) and isinstance(data.get("model"), dict)
+def _check_max_docs(args: argparse.Namespace) -> None:
+    if args.max_docs is not None and args.max_docs <= 0:
+        raise LmkitError(f"--max-docs must be positive, got {args.max_docs}")
 
 
 def _run_tokenizer_train(args: argparse.Namespace) -> int:
     """``lmkit tokenizer train DATA... --vocab-size N --out DIR``."""
-    from lmkit.data.read import ReadReport, list_files
-    from lmkit.tokenizer import train_tokenizer
+    from lmkit.data.document import ReadReport
+    from lmkit.data.read import list_files
+    from lmkit.tokenizer import check_tokenizer_out, save_stamped, train_tokenizer
 
-    out = Path(args.out)
-    target = out if out.suffix.lower() == ".json" else out / "tokenizer.json"
-    if out.exists() and not out.is_dir() and out.suffix.lower() != ".json":
-        raise LmkitError(f"--out {out}: exists and is not a folder")
-    check_out_file(target, args.overwrite, args.data, ours=_is_tokenizer_file, kind="tokenizer")
-    if args.max_docs is not None and args.max_docs <= 0:
-        raise LmkitError(f"--max-docs must be positive, got {args.max_docs}")
+    target = check_tokenizer_out(args.out, args.overwrite, args.data)
+    _check_max_docs(args)
     list_files(args.data)  # fail fast on a missing path, before any work
     report = ReadReport()
     t0 = time.time()
@@ -107,7 +104,7 @@ def _run_tokenizer_train(args: argparse.Namespace) -> int:
                                          "reading"),
                           vocab_size=args.vocab_size, min_frequency=args.min_frequency,
                           show_progress=sys.stderr.isatty())
-    path = tok.save(target)
+    path = save_stamped(tok, target)
     secs = time.time() - t0
     print(f"read: {report.summary()}")
     print(f"trained byte-level BPE: vocab {tok.vocab_size:,} (asked {args.vocab_size:,}) in {secs:.1f} s")
@@ -120,28 +117,16 @@ def _run_tokenizer_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _stats_of(tok: Tokenizer, path: str, texts: list[str], words: list[str]) -> dict[str, Any]:
-    from lmkit.tokenizer import fertility, split_words
-
-    d: dict[str, Any] = {"path": path, "vocab_size": tok.vocab_size, "sha256": tok.sha256}
-    if texts:
-        d["fertility"] = fertility(tok, texts)
-    if words:
-        d["words"] = [{"word": w, "tokens": pieces, "n_tokens": len(pieces)} for w, pieces in split_words(tok, words)]
-    return d
-
-
 def _fmt(x: float | None, spec: str = ".3f") -> str:
     return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, spec)
 
 
 def _run_tokenizer_stats(args: argparse.Namespace) -> int:
     """``lmkit tokenizer stats TOK [--data ...] [--words ...] [--compare OTHER] [--json]``."""
-    from lmkit.data.read import ReadReport
-    from lmkit.tokenizer import Tokenizer
+    from lmkit.data.document import ReadReport
+    from lmkit.tokenizer import Tokenizer, tokenizer_stats
 
-    if args.max_docs is not None and args.max_docs <= 0:
-        raise LmkitError(f"--max-docs must be positive, got {args.max_docs}")
+    _check_max_docs(args)
     tok = Tokenizer.load(args.tokenizer, strict=False)
     other = Tokenizer.load(args.compare, strict=False) if args.compare else None
     texts: list[str] = []
@@ -154,12 +139,12 @@ def _run_tokenizer_stats(args: argparse.Namespace) -> int:
                          f"({report.summary()}); give other --data and/or --words")
     if not texts and not words:
         raise LmkitError("nothing to measure: give --data FILES for fertility and/or --words for splits")
-    results = [_stats_of(tok, args.tokenizer, texts, words)]
+    results = [tokenizer_stats(tok, args.tokenizer, texts, words)]
     if other is not None:
-        results.append(_stats_of(other, args.compare, texts, words))
+        results.append(tokenizer_stats(other, args.compare, texts, words))
     if args.json:
-        print(json.dumps({"tokenizer": results[0], "compare": results[1] if other else None,
-                          "data": report.to_dict() if texts else None}, ensure_ascii=False, indent=2))
+        print_json({"tokenizer": results[0], "compare": results[1] if other else None,
+                    "data": report.to_dict() if texts else None})
         return 0
     for r in results:
         print(f"{r['path']}: vocab {r['vocab_size']:,}")
@@ -210,54 +195,32 @@ def add_curate(sub: Any) -> None:
                     "  minhash: {bands: 20, num_perm: 120, threshold: 0.8}\n\n"
                     "example:\n  lmkit curate scraped/ books.jsonl.gz --out clean/finance --workers 8")
     p.add_argument("inputs", nargs="+", metavar="RAW", help="files or folders of raw text")
-    p.add_argument("--out", required=True, help="output folder (must be new or empty unless --overwrite)")
+    add_out(p, "output folder (must be new or empty unless --overwrite)", required=True)
     p.add_argument("--config", default=None, help="curate YAML: stage order, switches and thresholds")
-    p.add_argument("--overwrite", action="store_true", help="replace a previous curate output in --out")
-    p.add_argument("--workers", type=int, default=0, help="processes (default 0 = all cores; 1 = no subprocesses)")
-    p.add_argument("--tokenizer", default=None,
-                   help="count tokens with this tokenizer.json/folder (default: a regex word-token proxy)")
-    p.add_argument("--text-field", default=None, help="JSONL/Parquet field holding the text (default text)")
+    add_overwrite(p, "a previous curate output in --out")
+    p.add_argument("--workers", type=int, default=0, help="processes (default 0 = all cores; 1 = no subprocesses); never more than the cores "
+                        "or the input's chunks of work")
+    add_token_counter(p)
+    add_text_field(p, None, shown="the --config's text_field, else text")
     p.add_argument("--dask", default=None, metavar="ADDRESS",
                    help="run the stages on a Dask cluster: a scheduler address (tcp://host:8786) or 'local'")
-    p.add_argument("--json", action="store_true", help="print the report as JSON instead of a summary")
+    add_json(p, "the report as JSON instead of a summary")
     p.set_defaults(func=_run_curate)
 
 
 def _run_curate(args: argparse.Namespace) -> int:
     """``lmkit curate``: run, print a one-paragraph summary (or the report with --json)."""
-    from lmkit.data.curate import curate, default_workers, load_curate_config
+    from lmkit.data.curate import curate, load_curate_config
+    from lmkit.data.curate.cluster import dask_client
 
     cfg = load_curate_config(args.config)
-    if getattr(args, "text_field", None):
+    if args.text_field:
         cfg.text_field = args.text_field
-    client = None
-    cluster = None
-    if getattr(args, "dask", None):
-        try:
-            from dask.distributed import Client, LocalCluster
-        except ImportError:
-            raise LmkitError("--dask needs dask[distributed] (pip install 'lmkit[dist]')") from None
-        if args.dask == "local":
-            cluster = LocalCluster(n_workers=args.workers or default_workers(), threads_per_worker=1,
-                                   processes=True, dashboard_address=None)
-            client = Client(cluster)
-        else:
-            try:  # a short connect timeout: Dask's own default waits 30 s for an unreachable scheduler
-                client = Client(args.dask, timeout=DASK_CONNECT_TIMEOUT_S)
-            except (OSError, ValueError, TypeError) as e:
-                raise LmkitError(f"--dask {args.dask}: cannot reach the scheduler at {args.dask} within "
-                                 f"{DASK_CONNECT_TIMEOUT_S} s ({e}); is it running (dask scheduler) and "
-                                 "reachable from here?") from None
-    try:
+    with dask_client(args.dask, args.workers) as client:
         report = curate(args.inputs, args.out, cfg, workers=args.workers, overwrite=args.overwrite,
                         tokenizer=args.tokenizer, client=client, progress=not args.json)
-    finally:
-        if client is not None:
-            client.close()
-        if cluster is not None:
-            cluster.close()
     if args.json:
-        print(json.dumps({k: v for k, v in report.items() if k != "config"}, indent=2, ensure_ascii=False))
+        print_json({k: v for k, v in report.items() if k != "config"})
         return 0
     t = report["totals"]
     print(f"curated {t['docs_in']:,} documents -> kept {t['docs_out']:,} ({t['docs_kept_pct']:.1f}%), "
@@ -267,9 +230,9 @@ def _run_curate(args: argparse.Namespace) -> int:
         top = ", ".join(f"{k} {v:,}" for k, v in list(s["reasons"].items())[:3])
         print(f"  {s['name']:<18} removed {s['removed']:>9,}  kept {s['docs_kept_pct']:6.2f}%" + (f"  ({top})" if top else ""))
     rd = report["read"]
-    if rd["skipped_file_count"] or rd["bad_line_count"]:
-        print(f"  read problems: {rd['skipped_file_count']} files skipped, {rd['bad_line_count']} bad lines "
-              f"(listed in report.md)")
+    if rd["skipped_file_count"] or rd["bad_line_count"] or rd["surrogate_docs"]:
+        print(f"  read problems: {rd['skipped_file_count']} files skipped, {rd['bad_line_count']} bad lines, "
+              f"{rd['surrogate_docs']} documents with lone surrogates replaced by U+FFFD (see report.md)")
     print(f"wrote {len(report['output']['shards'])} shards, report.json and report.md to {report['out']}")
     return 0
 
@@ -289,14 +252,13 @@ def add_mix(sub: Any) -> None:
                     "  lmkit mix clean/finance=51% clean/general=49% --out mix-1m/ --tokens 1M   exactly 1M tokens "
                     "(up-samples a source that is short)")
     p.add_argument("sources", nargs="+", metavar="SRC=WEIGHT", help="curated folder/file and its weight (0.51 or 51%%)")
-    p.add_argument("--out", required=True, help="output folder (must be new or empty unless --overwrite)")
+    add_out(p, "output folder (must be new or empty unless --overwrite)", required=True)
     p.add_argument("--tokens", default=None, help="total tokens of the mix, e.g. 20M (default: no repeats)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the sampling (default 0)")
-    p.add_argument("--tokenizer", default=None,
-                   help="count tokens with this tokenizer.json/folder (default: a regex word-token proxy)")
-    p.add_argument("--text-field", default="text", help="JSONL/Parquet field holding the text")
-    p.add_argument("--overwrite", action="store_true", help="replace a previous mix in --out")
-    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    add_seed(p, 0, "the sampling")
+    add_token_counter(p)
+    add_text_field(p)
+    add_overwrite(p, "a previous mix in --out")
+    add_json(p, "the report as JSON")
     p.set_defaults(func=_run_mix)
 
 
@@ -309,7 +271,7 @@ def _run_mix(args: argparse.Namespace) -> int:
     report = mix(sources, args.out, total, seed=args.seed, tokenizer=args.tokenizer, text_field=args.text_field,
                  overwrite=args.overwrite, progress=not args.json)
     if args.json:
-        print(json.dumps(report, indent=2))
+        print_json(report)
         return 0
     print(f"mix of {report['realised_tokens']:,} tokens ({report['docs']:,} documents) in {report['out']}:")
     for s in report["sources"]:

@@ -1,19 +1,28 @@
 """The ``lmkit icl`` command: zero-, one- and few-shot prompting of a checkpoint (or a server), measured.
 
-Flags, the runner and the printing; the prompts are :mod:`lmkit.lab.icl`, the tasks
-:mod:`lmkit.lab.icl_tasks`, the scoring :mod:`lmkit.lab.icl_score`, the models
-:mod:`lmkit.lab.icl_models` and the run and its files :mod:`lmkit.lab.icl_run` (imported inside the
+Flags, the runner and the printing; the prompts are :mod:`lmkit.lab.icl.prompts`, the tasks
+:mod:`lmkit.lab.icl.tasks`, the scoring :mod:`lmkit.lab.icl.score`, the models
+:mod:`lmkit.lab.icl.models` and the run and its files :mod:`lmkit.lab.icl.run` (imported inside the
 runner so that ``lmkit --help`` stays instant).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from typing import Any
 
-from lmkit.cli.common import add_no_verify
+from lmkit.cli.common import (
+    add_checkpoint,
+    add_device,
+    add_json,
+    add_no_verify,
+    add_out,
+    add_overwrite,
+    add_seed,
+    device_from,
+    print_json,
+)
 from lmkit.errors import LmkitError
 
 DESCRIPTION = """\
@@ -28,8 +37,9 @@ template defaults to "{input}\\nAnswer:", delim to " " and sep to "\\n\\n". Exem
 task's train split, else from the rest of the file (never the query itself), drawn by a generator
 seeded by (--seed, the example's index): the same example gets the same prompt in every run, at
 every --batch-size and under every --limit, and the 2-shot exemplars are the first 2 of the 4-shot
-ones. When k exemplars do not fit in the context window the last-drawn are dropped (the query is
-never cut); the table says how many fitted.
+ones. When the prompt with k exemplars plus the longest answer in tokens (multiple choice: every
+choice is counted; free-form: --max-new-tokens) does not fit in the context window, the last-drawn
+exemplars are dropped (the query is never cut); the table says how many fitted.
 
 Scoring. Multiple choice ({"input", "choices", "label"}): the log-likelihood of each choice after
 the prompt, tokenised as the whole prompt + choice and split at the token boundary:
@@ -74,13 +84,11 @@ def add_icl(sub: Any) -> None:
     p = sub.add_parser("icl", help="zero-, one- and few-shot prompting measured: accuracy against the number of "
                                    "examples in the prompt", formatter_class=argparse.RawDescriptionHelpFormatter,
                        description=DESCRIPTION)
-    p.add_argument("checkpoint", nargs="?", default=None,
-                   help="decoder or encoder-decoder checkpoint folder, or a run folder (its newest checkpoint); "
-                        "not with --server")
+    add_checkpoint(p, "decoder or encoder-decoder checkpoint folder", "; not with --server", optional=True)
     p.add_argument("--task", required=True, help="a JSONL file of labelled examples, or a built-in task name")
     p.add_argument("--shots", type=int, nargs="+", default=[0, 1, 2, 4, 8],
                    help="numbers of exemplars to try (default 0 1 2 4 8)")
-    p.add_argument("--seed", type=int, default=1234, help="seed of the exemplar draw and of the bootstrap (default 1234)")
+    add_seed(p, 1234, "the exemplar draw and of the bootstrap")
     p.add_argument("--limit", type=int, default=None, help="evaluate only the first N examples")
     p.add_argument("--n-examples", type=int, default=200,
                    help="examples a built-in task makes (default 200)")
@@ -109,10 +117,11 @@ def add_icl(sub: Any) -> None:
                         "(--lines documents, each a fresh mapping's key-value pairs then repeats of them) and "
                         "stop; pre-train a decoder on it to see shots help (no checkpoint needed)")
     p.add_argument("--lines", type=int, default=30000, help="documents --write-pretraining-text writes (default 30000)")
-    p.add_argument("--out", default=None, help="folder for samples.jsonl, icl.json and accuracy_vs_shots.png")
-    p.add_argument("--overwrite", action="store_true", help="replace a previous `lmkit icl` output folder")
-    p.add_argument("--device", default="auto", help="cpu, cuda, ... (default auto: cuda if available)")
-    p.add_argument("--json", action="store_true", help="print icl.json's report as JSON")
+    add_out(p, "folder for samples.jsonl, icl.json and accuracy_vs_shots.png")
+    add_overwrite(p, "a previous `lmkit icl` output in --out, or a --write-pretraining-text file lmkit wrote",
+                  "a folder holding other files, nor a file lmkit did not write")
+    add_device(p)
+    add_json(p, "icl.json's report as JSON")
     add_no_verify(p)
     p.set_defaults(func=_run_icl)
 
@@ -135,7 +144,7 @@ def _check(args: argparse.Namespace) -> list[int]:
 def _task(args: argparse.Namespace) -> Any:
     from pathlib import Path
 
-    from lmkit.lab.icl_tasks import BUILTIN, builtin_task, format_from_dict, load_task
+    from lmkit.lab.icl.tasks import BUILTIN, builtin_task, format_from_dict, load_task
 
     flags = {"instruction": _unescape(args.instruction), "template": _unescape(args.template),
              "target_delimiter": _unescape(args.target_delimiter), "separator": _unescape(args.separator),
@@ -156,29 +165,24 @@ def _task(args: argparse.Namespace) -> Any:
 
 
 def _lm(args: argparse.Namespace) -> Any:
-    from lmkit.lab.icl_models import LocalLM, ServerLM
+    from lmkit.lab.icl.models import LocalLM, ServerLM
 
     if args.server:
         return ServerLM(args.server, args.model, args.api_key, args.batch_size)
-    import torch
-
     from lmkit.models.checkpoint import load_model, load_model_config, load_tokenizer
 
     if load_model_config(args.checkpoint).family == "encoder":
         raise LmkitError(f"{args.checkpoint} is an encoder (masked language model): it does not continue a prompt; "
                          "use `lmkit fill-mask` to query it, or `lmkit finetune-head` to train it on the labelled "
                          "set")
-    device = args.device
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    lm = LocalLM(load_model(args.checkpoint, device=device), load_tokenizer(args.checkpoint), args.batch_size)
+    lm = LocalLM(load_model(args.checkpoint, device=device_from(args)), load_tokenizer(args.checkpoint), args.batch_size)
     lm.name = str(args.checkpoint)
     return lm
 
 
 def _show_prompts(lm: Any, task: Any, shots: list[int], args: argparse.Namespace) -> int:
-    from lmkit.lab.icl import build_prompt, continuation
-    from lmkit.lab.icl_run import fits_for
+    from lmkit.lab.icl.prompts import build_prompt, continuation
+    from lmkit.lab.icl.run import fits_for
 
     if not 0 <= args.example < len(task.examples):
         raise LmkitError(f"--example {args.example}: the task has examples 0..{len(task.examples) - 1}")
@@ -196,23 +200,13 @@ def _show_prompts(lm: Any, task: Any, shots: list[int], args: argparse.Namespace
 
 
 def _write_pretraining_text(args: argparse.Namespace) -> int:
-    """``--write-pretraining-text FILE``: the copy-pairs world as a text corpus, written atomically."""
-    from pathlib import Path
-
-    from lmkit.files import check_out_file, write_text_atomic
-    from lmkit.lab.icl_tasks import copy_pairs_text, is_copy_pairs_text
+    """``--write-pretraining-text FILE``: the copy-pairs world as a text corpus."""
+    from lmkit.lab.icl.tasks import write_copy_pairs_text
 
     if args.task != "copy-pairs":
         raise LmkitError(f"--write-pretraining-text writes the copy-pairs world; --task is {args.task}")
-    if args.lines < 1:
-        raise LmkitError(f"--lines must be at least 1, got {args.lines}")
-    check_out_file(args.write_pretraining_text, args.overwrite, what="--write-pretraining-text",
-                   ours=is_copy_pairs_text, kind="copy-pairs corpus")
-    text = copy_pairs_text(args.lines, args.seed)
-    out = Path(args.write_pretraining_text).expanduser()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(out, text)
-    print(f"wrote {args.lines:,} copy-pairs documents ({len(text):,} characters) to {args.write_pretraining_text}",
+    chars = write_copy_pairs_text(args.write_pretraining_text, args.lines, args.seed, args.overwrite)
+    print(f"wrote {args.lines:,} copy-pairs documents ({chars:,} characters) to {args.write_pretraining_text}",
           file=sys.stderr)
     return 0
 
@@ -224,12 +218,9 @@ def _run_icl(args: argparse.Namespace) -> int:
     shots = _check(args)
     task = _task(args)
     if args.out and not args.show_prompt:
-        from lmkit.files import check_out_dir
-        from lmkit.lab.icl_run import OUTPUT_NAMES
+        from lmkit.lab.icl.run import check_out
 
-        inputs = [x for x in (args.checkpoint, args.task if task.source not in ("built-in", "--from-text") else None)
-                  if x] + list(args.from_text or [])
-        check_out_dir(args.out, args.overwrite, inputs, ours=OUTPUT_NAMES, kind="icl output")
+        check_out(args.out, args.overwrite, task, args.checkpoint, args.from_text or [])
     family = None
     if args.checkpoint is not None:
         from lmkit.models.checkpoint import load_model_config
@@ -245,32 +236,27 @@ def _run_icl(args: argparse.Namespace) -> int:
         lm = _lm(args)
         if args.show_prompt:
             return _show_prompts(lm, task, shots, args)
-        from lmkit.lab.icl_run import run_icl
+        from lmkit.lab.icl.run import run_icl
 
         report, samples = run_icl(lm, task, shots, args.seed, args.limit, show_progress=sys.stderr.isatty())
     else:
-        from lmkit.lab.icl_run import empty_report
+        from lmkit.lab.icl.run import empty_report
 
         report = empty_report(task, args.checkpoint, args.limit, args.seed)
     if args.finetune:
-        from lmkit.lab.icl_finetune import finetune_beside
+        from lmkit.lab.icl.finetune import against_prompting, finetune_beside
 
-        ft = finetune_beside(args.checkpoint, task, args.seed, args.device, show_progress=sys.stderr.isatty())
-        primary = report["metrics"][0]
-        best = max(report["results"], key=lambda r: r[primary]["value"], default=None)
-        if best is not None:  # beaten only when outside the best prompting's 95% interval
-            ft["best_prompting"] = {"shots": best["shots"], "metric": primary, **best[primary]}
-            ft["beats_prompting"] = ft["accuracy"] > best[primary]["ci_high"]
-        report["finetune"] = ft
+        ft = finetune_beside(args.checkpoint, task, args.seed, device_from(args), show_progress=sys.stderr.isatty())
+        report["finetune"] = against_prompting(ft, report)
     if args.out:
-        from lmkit.lab.icl_run import write_outputs
+        from lmkit.lab.icl.run import write_outputs
 
         write_outputs(args.out, report, samples)
         report["out"] = str(args.out)
     if args.json:
-        print(json.dumps(report, indent=2, ensure_ascii=False))
+        print_json(report)
         return 0
-    from lmkit.lab.icl_run import table_rows
+    from lmkit.lab.icl.run import table_rows
 
     print(f"{report['task']}: {report['n_examples']} examples, {report['kind'].replace('_', ' ')}, model "
           f"{report['model']} (window {report['window']}), seed {report['seed']}")

@@ -8,12 +8,22 @@ torch) is imported inside the runners so that ``lmkit --help`` stays instant.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from typing import Any
 
-from lmkit.cli.common import add_held_out_flags, add_no_verify
+from lmkit.cli.common import (
+    add_checkpoint,
+    add_device,
+    add_held_out_flags,
+    add_json,
+    add_no_verify,
+    add_out,
+    add_overwrite,
+    add_seed,
+    device_from,
+    print_json,
+)
 from lmkit.errors import LmkitError
 
 
@@ -44,7 +54,7 @@ def add_generate(sub: Any) -> None:
                     "  lmkit generate runs/x \"Once upon a time\"\n"
                     "  lmkit generate runs/x \"Once upon a time\" --sample --temperature 0.8 --top-p 0.9 --seed 1\n"
                     "  lmkit generate runs/x \"The cat\" --max-new-tokens 5 --explain")
-    p.add_argument("checkpoint", help="checkpoint folder, or a run folder (its newest checkpoint is used)")
+    add_checkpoint(p)
     p.add_argument("prompt", help="text to complete (\"\" starts from the beginning-of-sequence token)")
     p.add_argument("--max-new-tokens", type=int, default=64, help="most tokens to add (default 64)")
     p.add_argument("--sample", action="store_true", help="sample the next token instead of taking the most likely")
@@ -53,27 +63,17 @@ def add_generate(sub: Any) -> None:
     p.add_argument("--top-k", type=int, default=None, help="with --sample: draw only from the K most likely tokens")
     p.add_argument("--top-p", type=float, default=None,
                    help="with --sample: draw only from the most likely tokens that together have probability P")
-    p.add_argument("--seed", type=int, default=None, help="random seed of --sample (printed when not given)")
+    add_seed(p, None, "--sample's draws")
     p.add_argument("--explain", action="store_true",
                    help="show each step's top candidates, probabilities before/after the settings, and the choice")
     p.add_argument("--truncate", choices=["error", "left"], default="error",
                    help="a prompt too long for the context window: refuse it (error, default) or keep its end (left)")
     p.add_argument("--no-stop-at-eos", action="store_true",
                    help="keep going after the end-of-sequence token (until --max-new-tokens or the window)")
-    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, mps... (default auto: cuda if available)")
-    p.add_argument("--json", action="store_true",
-                   help="print one JSON object: prompt, completion, text, tokens, stop_reason, tokens_per_s, settings")
+    add_device(p)
+    add_json(p, "one JSON object: prompt, completion, text, tokens, stop_reason, tokens_per_s, settings")
     add_no_verify(p)
     p.set_defaults(func=_run_generate)
-
-
-def _device(device: str) -> str:
-    """``--device auto``: cuda when there is one, else cpu; anything else as given."""
-    if device == "auto":
-        import torch
-
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    return device
 
 
 def _style(text: str, code: str, on: bool) -> str:
@@ -82,25 +82,21 @@ def _style(text: str, code: str, on: bool) -> str:
 
 def _run_generate(args: argparse.Namespace) -> int:
     """``lmkit generate CKPT "prompt" [...]``: print the prompt followed by its completion."""
-    import torch
-
-    from lmkit.infer.generate import N_CANDIDATES, GenerationConfig, format_step, generate
+    from lmkit.infer.generate import format_step, generate
+    from lmkit.infer.sampling import N_CANDIDATES, GenerationConfig
     from lmkit.models.checkpoint import load_model, load_model_config, load_tokenizer
 
     gen_cfg = GenerationConfig(max_new_tokens=args.max_new_tokens, do_sample=args.sample,
                                temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed,
                                stop_at_eos=not args.no_stop_at_eos, truncate=args.truncate)
-    gen_cfg.validate()
+    gen_cfg.validate(names={"max_new_tokens": "--max-new-tokens", "temperature": "--temperature", "top_k": "--top-k",
+                            "top_p": "--top-p", "seed": "--seed", "truncate": "--truncate"})
     if not args.sample and (args.temperature != 1.0 or args.top_k is not None or args.top_p is not None):
         print("lmkit: note: --temperature, --top-k and --top-p change sampling only; without --sample decoding "
               "is greedy (always the most likely token)", file=sys.stderr)
     if load_model_config(args.checkpoint).family == "encoder":
         raise LmkitError("encoder models do not generate text; use `lmkit fill-mask`")
-    device = _device(args.device)
-    try:
-        torch.empty(0, device=device)
-    except (RuntimeError, AssertionError) as e:
-        raise LmkitError(f"--device {args.device}: not usable here ({str(e).splitlines()[0]})") from None
+    device = device_from(args)
     tokenizer = load_tokenizer(args.checkpoint)
     model = load_model(args.checkpoint, device=device)
     if tokenizer.vocab_size > model.cfg.vocab_size:
@@ -124,7 +120,7 @@ def _run_generate(args: argparse.Namespace) -> int:
         print(f"lmkit: note: the prompt was truncated: its first {res.truncated_tokens} tokens were dropped "
               f"to fit the context window of {model.cfg.max_seq_len}", file=sys.stderr)
     if args.json:
-        print(json.dumps(res.to_dict(), ensure_ascii=False, indent=2))
+        print_json(res.to_dict())
         return 0
     if args.explain:
         print(f"{gen_cfg.describe()}. Each step shows the {N_CANDIDATES} most likely next tokens: 'before' is\n"
@@ -155,9 +151,9 @@ def add_evaluate(sub: Any) -> None:
                     "Held-out data: --data (a packed shard folder, one split of it, or text files), else the "
                     "run's own validation shards when they are still where its config says.\n\n"
                     "examples:\n  lmkit evaluate runs/small\n  lmkit evaluate runs/small-int8 --data corpus/val.jsonl")
-    p.add_argument("checkpoint", help="checkpoint folder (or a run folder: its newest checkpoint)")
+    add_checkpoint(p)
     add_held_out_flags(p, "--batches", "held-out data")
-    p.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    add_json(p, "the result as one JSON object")
     add_no_verify(p)
     p.set_defaults(func=_run_evaluate)
 
@@ -169,7 +165,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     rep = evaluate_checkpoint(args.checkpoint, data=args.data, batches=args.batches, batch_size=args.batch_size,
                               text_field=args.text_field)
     if args.json:
-        print(json.dumps(rep, indent=2))
+        print_json(rep)
         return 0
     print(f"evaluated {rep['checkpoint']} ({rep['family']}, {rep['format']} weights, {rep['memory_bytes'] / 1e6:.2f} MB "
           "in memory)")
@@ -195,12 +191,12 @@ def add_fill_mask(sub: Any) -> None:
                     "examples:\n"
                     "  lmkit fill-mask runs/enc \"The [MASK] of the contract\"\n"
                     "  lmkit fill-mask runs/enc \"the [MASK] sees the [MASK] .\" --top-k 3 --json")
-    p.add_argument("checkpoint", help="encoder checkpoint folder, or a run folder (its newest checkpoint)")
+    add_checkpoint(p, "encoder checkpoint folder")
     p.add_argument("text", help="text with one or more [MASK]")
     p.add_argument("--top-k", type=int, default=5, help="candidates shown per mask (default 5)")
     p.add_argument("--mask-token", default="[MASK]", help="the placeholder written in TEXT (default [MASK])")
-    p.add_argument("--device", default="auto", help="cpu, cuda, mps... (default auto)")
-    p.add_argument("--json", action="store_true", help="print one JSON object: candidates per mask, filled text")
+    add_device(p)
+    add_json(p, "one JSON object: candidates per mask, filled text")
     add_no_verify(p)
     p.set_defaults(func=_run_fill_mask)
 
@@ -218,10 +214,10 @@ def _run_fill_mask(args: argparse.Namespace) -> int:
         raise LmkitError(f"{args.checkpoint}: an encoder-decoder fills blanks by span infilling: "
                          "`lmkit generate CKPT \"The <extra_id_0> of the contract\"`")
     tokenizer = load_tokenizer(args.checkpoint)
-    model = load_model(args.checkpoint, device=_device(args.device))
+    model = load_model(args.checkpoint, device=device_from(args))
     res = fill_mask(model, tokenizer, args.text, top_k=args.top_k, mask_text=args.mask_token)
     if args.json:
-        print(json.dumps(res.to_dict(), ensure_ascii=False, indent=2))
+        print_json(res.to_dict())
     else:
         print(format_result(res))
     sys.stdout.flush()
@@ -241,15 +237,15 @@ def add_viz(sub: Any) -> None:
                     "encoder of an encoder-decoder, look both ways. Also prints, per head, the average attention\n"
                     "on the token itself, the previous, the next and the first token, and the entropy.\n\n"
                     "example:\n  lmkit viz attention runs/enc \"the cat sees the bird .\" --out maps.png")
-    a.add_argument("checkpoint", help="checkpoint folder, or a run folder (its newest checkpoint)")
+    add_checkpoint(a)
     a.add_argument("text", help="the text to look at (short: every token becomes a row and a column)")
-    a.add_argument("--out", required=True, help="PNG file to write")
+    add_out(a, "PNG file to write", file=True, required=True)
     a.add_argument("--layers", default=None, help="only these layers, e.g. 0,2 (default all)")
     a.add_argument("--heads", default=None, help="only these heads, e.g. 0,1 (default all)")
-    a.add_argument("--overwrite", action="store_true", help="replace an existing --out")
-    a.add_argument("--device", default="auto", help="cpu, cuda, mps... (default auto)")
+    add_overwrite(a, "a picture lmkit wrote at --out", "a file lmkit did not write or one changed since")
+    add_device(a)
     a.add_argument("--weights", action="store_true", help="with --json: include the full weight tensors")
-    a.add_argument("--json", action="store_true", help="print tokens and per-head figures as JSON")
+    add_json(a, "tokens and per-head figures as JSON")
     add_no_verify(a)
     a.set_defaults(func=_run_viz_attention)
     e = vsub.add_parser(
@@ -260,21 +256,21 @@ def add_viz(sub: Any) -> None:
                     "them, and print the cosine similarity and the angle between every pair: words the model\n"
                     "uses alike point in similar directions (cosine near 1, small angle).\n\n"
                     "example:\n  lmkit viz embeddings runs/enc --words cat dog bird river house --out emb.png --dims 3")
-    e.add_argument("checkpoint", help="checkpoint folder, or a run folder (its newest checkpoint)")
+    add_checkpoint(e)
     e.add_argument("--words", nargs="+", required=True, help="two or more words to compare")
-    e.add_argument("--out", required=True, help="PNG file to write")
+    add_out(e, "PNG file to write", file=True, required=True)
     e.add_argument("--dims", type=int, choices=[2, 3], default=2, help="2-D or 3-D projection (default 2)")
-    e.add_argument("--overwrite", action="store_true", help="replace an existing --out")
-    e.add_argument("--device", default="auto", help="cpu, cuda, mps... (default auto)")
-    e.add_argument("--json", action="store_true", help="print coordinates, cosines and angles as JSON")
+    add_overwrite(e, "a picture lmkit wrote at --out", "a file lmkit did not write or one changed since")
+    add_device(e)
+    add_json(e, "coordinates, cosines and angles as JSON")
     add_no_verify(e)
     e.set_defaults(func=_run_viz_embeddings)
 
 
-def _load(checkpoint: str, device: str) -> tuple[Any, Any]:
+def _load(args: argparse.Namespace) -> tuple[Any, Any]:
     from lmkit.models.checkpoint import load_model, load_tokenizer
 
-    return load_model(checkpoint, device=_device(device)), load_tokenizer(checkpoint)
+    return load_model(args.checkpoint, device=device_from(args)), load_tokenizer(args.checkpoint)
 
 
 def _int_list(text: str | None) -> list[int] | None:
@@ -291,13 +287,13 @@ def _run_viz_attention(args: argparse.Namespace) -> int:
     from lmkit.infer.viz import attention_maps, check_out_picture, head_summary, plot_attention
 
     check_out_picture(args.out, args.overwrite, [args.checkpoint])
-    model, tok = _load(args.checkpoint, args.device)
+    model, tok = _load(args)
     maps = attention_maps(model, tok, args.text)
     path = plot_attention(maps, args.out, args.overwrite, _int_list(args.layers), _int_list(args.heads))
     summary = head_summary(maps)
     if args.json:
-        print(json.dumps({"png": str(path), "tokens": maps.tokens, "stack": maps.stack, "heads": summary,
-                          "weights": maps.weights.tolist() if args.weights else None}, ensure_ascii=False, indent=2))
+        print_json({"png": str(path), "tokens": maps.tokens, "stack": maps.stack, "heads": summary,
+                    "weights": maps.weights.tolist() if args.weights else None})
         return 0
     print(f"{maps.family}: {maps.stack}; {len(maps.tokens)} tokens: {' '.join(repr(t) for t in maps.tokens)}")
     print(f"  {'layer':>5} {'head':>4}  {'self':>5} {'prev':>5} {'next':>5} {'first':>5} {'entropy':>8}  mostly")
@@ -314,11 +310,11 @@ def _run_viz_embeddings(args: argparse.Namespace) -> int:
     from lmkit.infer.viz import check_out_picture, dims_text, embedding_projection, format_similarity, plot_embeddings
 
     check_out_picture(args.out, args.overwrite, [args.checkpoint])
-    model, tok = _load(args.checkpoint, args.device)
+    model, tok = _load(args)
     proj = embedding_projection(model, tok, args.words, args.dims)
     path = plot_embeddings(proj, args.out, args.overwrite)
     if args.json:
-        print(json.dumps({"png": str(path), **proj.to_dict()}, ensure_ascii=False, indent=2))
+        print_json({"png": str(path), **proj.to_dict()})
         return 0
     print("tokens: " + ", ".join(f"{w} = {' + '.join(repr(p) for p in ps)}" for w, ps in zip(proj.words, proj.pieces)))
     print(f"PCA: {dims_text(proj)}")

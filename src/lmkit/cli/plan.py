@@ -10,19 +10,19 @@ Each command has an ``add_<name>(sub)`` that declares its flags, with help that 
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import textwrap
 from dataclasses import asdict
 from typing import Any
 
-from lmkit.config import load_model_and_train
+from lmkit.cli.common import add_json, add_scaling_law, print_json
 from lmkit.errors import LmkitError
 from lmkit.families import FAMILIES, HOW_TO_CHOOSE, table
+from lmkit.models.checkpoint import load_model_and_train
 from lmkit.plan.chinchilla import ABOUT_RIGHT_BAND, TOKENS_PER_PARAM, known_models_table, load_scaling_law
 from lmkit.plan.make import make_plan
-from lmkit.plan.measure import memory_track_record, runtime_baseline
-from lmkit.plan.memory import CPU_RSS_FACTOR
+from lmkit.plan.measure import HERE_WORDS, available_memory_bytes, memory_track_record, runtime_baseline, this_machine
+from lmkit.plan.memory import choose_heap
 from lmkit.plan.units import parse_count
 
 
@@ -39,11 +39,12 @@ def add_plan(sub: Any) -> None:
                     "20 in all of these.\n\n"
                     "Reported: parameters (embedding / non-embedding), FLOPs per token (6N + attention) and in "
                     "total, PF-days (1 PF-day = 8.64e19 FLOPs), device-hours on V100/A100/H100/H200 (and, with "
-                    "--this-machine, on this machine's measured matmul peak in the precision a run here uses: "
+                    "--this-machine, on this machine's measured matmul peak in the precision a run on it uses: "
                     "fp32 and bf16 are both measured, and train.precision auto picks bf16 only where it is "
                     "measurably faster) at a stated utilisation "
-                    "(--utilisation); memory of the weights in fp32/fp16/bf16/int8, training memory by the course's "
-                    "rule of thumb (≈ 24 bytes/parameter) and precisely per device (weights + gradients + Adam "
+                    "(--utilisation); memory of the weights in fp32/fp16/bf16/int8, training memory by the usual "
+                    "rule of thumb (4 bytes of fp32 weights + ≈ 20 for gradients, Adam states and activations: "
+                    "≈ 24 bytes/parameter) and precisely per device (weights + gradients + Adam "
                     "states sharded by --sharding, activations of one micro-batch, the loss, the runtime) with "
                     "whether that fits in the memory of one --gpu and, if not, what makes it fit (activation "
                     "checkpointing, a smaller micro-batch, sharding, tensor parallelism) with the memory of each, "
@@ -59,22 +60,24 @@ def add_plan(sub: Any) -> None:
                     "  lmkit plan --params 70B --gpu A100 --gpus 2048 --sharding fsdp --seq-len 4096\n"
                     "                                              does it fit on an A100? what makes it fit\n"
                     "  lmkit plan --config gpu-124m --gpus 8 --sharding fsdp --json   a shipped recipe, 8 GPUs\n"
-                    "  lmkit plan --measure tiny                   time a few real steps here, predict the run\n"
+                    "  lmkit plan --measure tiny                   time a few real steps on this machine, predict the run\n"
                     "  lmkit plan --known-models                   GPT-3, Chinchilla, LLaMA ... against the rule")
-    p.add_argument("--params", default=None, help="model size: 7e9, 1.5B, 125M (instead of --config)")
-    p.add_argument("--tokens", default=None, help="training tokens: 300B, 1.4T, 2e12")
+    p.add_argument("--params", default=None, help="model size: 7e9, 1.5B, 125M (instead of --config); 1 to 1e15")
+    p.add_argument("--tokens", default=None, help="training tokens: 300B, 1.4T, 2e12; 1 to 1e17")
     p.add_argument("--config", default=None,
                    help="run YAML with a model section (and train section), or a checkpoint folder / its config.json")
-    p.add_argument("--flops", default=None, help="compute budget in FLOPs, e.g. 5.76e23")
+    p.add_argument("--flops", default=None, help="compute budget in FLOPs, e.g. 5.76e23; 1 to 1e33 (as every budget)")
     p.add_argument("--pf-days", default=None, help="compute budget in petaFLOP/s-days (1 PF-day = 8.64e19 FLOPs)")
     p.add_argument("--gpu-hours", default=None, help="compute budget in device-hours of --gpu at --utilisation")
     p.add_argument("--gpu", default="A100", help="accelerator for --gpu-hours and the fits / does-not-fit verdict "
                                                  "on its memory: V100 (32 GiB), A100, H100 (80 GiB), H200 (141 GiB), "
                                                  "or 'here' (this machine, measured) (default A100)")
-    p.add_argument("--gpus", type=int, default=1, help="number of devices the run uses (memory is per device)")
-    p.add_argument("--seq-len", type=int, default=None, help="training context length (default: the config's, or 2048)")
+    p.add_argument("--gpus", type=int, default=1,
+                   help="number of devices the run uses (memory is per device), 1 to 1,048,576")
+    p.add_argument("--seq-len", type=int, default=None,
+                   help="training context length, 1 to 16,777,216 (default: the config's, or 2048)")
     p.add_argument("--micro-batch", type=int, default=None,
-                   help="sequences per forward pass per device (default: the config's, or 1)")
+                   help="sequences per forward pass per device, 1 to 16,777,216 (default: the config's, or 1)")
     p.add_argument("--sharding", default="ddp", choices=["ddp", "zero1", "zero2", "zero3", "fsdp"],
                    help="what is split across devices: nothing (ddp), optimizer states (zero1), + gradients "
                         "(zero2), + weights (zero3 = fsdp) (default ddp)")
@@ -85,20 +88,19 @@ def add_plan(sub: Any) -> None:
                    help="keep only each layer's input and recompute the rest in the backward pass")
     p.add_argument("--fit", default="chinchilla", choices=["chinchilla", "epoch"],
                    help="parametric loss fit: Hoffmann et al. 2022 or Epoch AI's 2024 replication")
-    p.add_argument("--scaling-law", default=None, metavar="FIT.json",
-                   help="plan with your own law: the Approach-3 fit that `lmkit scale fit` wrote (instead of --fit)")
+    add_scaling_law(p, "plan with", "--fit")
     p.add_argument("--utilisation", type=float, default=0.4,
-                   help="fraction of the peak FLOP/s a run achieves (MFU) for device-hours (default 0.4)")
+                   help="fraction of the peak FLOP/s a run achieves (MFU) for device-hours, 0.0001 to 1 (default 0.4)")
     p.add_argument("--this-machine", action="store_true", help="also time the run on this machine's measured "
-                                                               "fp32 and bf16 matmul peaks (measures for about "
-                                                               "two seconds)")
+                                                               "fp32 and bf16 matmul peaks (a short measurement, "
+                                                               "made each time this flag is given)")
     p.add_argument("--known-models", action="store_true",
                    help="table of well-known models marked under-trained / about right / over-trained")
     p.add_argument("--measure", default=None, metavar="CONFIG",
-                   help="run a few real training steps of this run config here and predict the full run's wall "
-                        "time and memory from the measured throughput")
+                   help="run a few real training steps of this run config on this machine and predict the full "
+                        "run's wall time and memory from the measured throughput")
     p.add_argument("--measure-steps", type=int, default=6, help="steps timed by --measure (default 6)")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
+    add_json(p)
     p.set_defaults(func=_run_plan)
 
 
@@ -119,7 +121,7 @@ def _run_plan(args: argparse.Namespace) -> int:
     nothing = all(getattr(args, k) is None for k in ("params", "tokens", "flops", "pf_days", "gpu_hours")) and cfg is None
     if args.known_models or nothing:
         if args.json and nothing:
-            print(json.dumps({"known_models": known_models_table(args.fit)}, indent=2))
+            print_json({"known_models": known_models_table(args.fit)})
             return 0
         if not args.json:
             _print_known_models(args.fit)
@@ -128,12 +130,15 @@ def _run_plan(args: argparse.Namespace) -> int:
                 print("\n(give --params, --config, --tokens or a budget to plan a run; see lmkit plan --help)")
             return 0
     on_here = args.gpu.strip().lower() in HERE_WORDS
-    here = _this_machine(args, cfg, train) if args.this_machine or on_here else None
+    here = (this_machine(args.precision, cfg, train, args.micro_batch, args.seq_len, fresh=args.this_machine)
+            if args.this_machine or on_here else None)  # --this-machine measures the precision probe anew
     precision = args.precision
     if precision is None and train is not None and train.precision == "auto":
         precision = here["precision"] if here is not None and on_here else "bf16"
     runtime, runtime_source = runtime_baseline(measure=args.this_machine)
-    plan = make_plan(
+    memory = train.memory if train is not None else "auto"
+    heap = None if not on_here else "lean" if memory == "lean" else "fast"  # the heap of a run on this CPU
+    inputs: dict[str, Any] = dict(
         params=parse_count(args.params, "--params") if args.params is not None else None,
         tokens=parse_count(args.tokens, "--tokens") if args.tokens is not None else None,
         cfg=cfg, train=train,
@@ -142,10 +147,20 @@ def _run_plan(args: argparse.Namespace) -> int:
         budget_gpu_hours=parse_count(args.gpu_hours, "--gpu-hours") if args.gpu_hours is not None else None,
         gpu=args.gpu, n_gpus=args.gpus, seq_len=args.seq_len, micro_batch=args.micro_batch,
         sharding=args.sharding, precision=precision,
-        checkpointing=True if args.activation_checkpointing else None, fit=args.fit,
+        checkpointing=True if args.activation_checkpointing else None, scaling_law=args.fit,
         utilisation=args.utilisation, this_machine_peak=here["peak_flops"] if here else None, source=source,
         runtime_bytes=runtime,
     )
+    plan = make_plan(**inputs, heap=heap)
+    if on_here:  # train.memory settled as a run here would settle it (lmkit.train.rss.settle_memory)
+        fast = plan["memory"]["training_bytes"]
+        heap, why = choose_heap(memory, fast, fast - plan["memory"]["training_breakdown"]["heap"],
+                                available_memory_bytes())
+        if heap == "lean" and memory != "lean":
+            plan = make_plan(**inputs, heap=heap)
+        plan["memory"]["training_settings"]["memory"] = heap
+        plan["notes"].append(f"train.memory {heap} ({why}): the memory is the whole process's on this machine's "
+                             "CPU" + (", with the heap glibc's allocator keeps" if heap == "fast" else ""))
     if here is not None:
         plan["compute"]["this_machine"] = here
     if train is not None and train.precision == "auto" and args.precision is None and not on_here:
@@ -156,52 +171,23 @@ def _run_plan(args: argparse.Namespace) -> int:
     if args.known_models:
         plan["known_models"] = known_models_table(args.fit)
     if args.json:
-        print(json.dumps(plan, indent=2))
+        print_json(plan)
     else:
         _print_plan(plan)
     return 0
 
 
-HERE_WORDS = ("here", "this", "this machine", "local", "cpu")
-
-
-def _this_machine(args: argparse.Namespace, cfg: Any, train: Any) -> dict[str, Any]:
-    """This machine's measured fp32 and bf16 matmul peaks, the precision a run here would use
-    (--precision, the config's, or its auto settled as the trainer settles it: the precision probe
-    at the run's shape, or the two peaks' ratio without a config) and that precision's peak."""
-    import torch
-
-    from lmkit.plan.measure import BF16_MIN_SPEEDUP, auto_precision, choose_cpu_precision, measure_matmul_peak
-
-    peaks = {"fp32": measure_matmul_peak(torch.float32), "bf16": measure_matmul_peak(torch.bfloat16)}
-    ratio = peaks["bf16"] / peaks["fp32"]
-    precision = args.precision or (train.precision if train is not None else "auto")
-    why = "given"
-    if precision == "auto" and cfg is not None and train is not None:
-        mb = args.micro_batch or train.micro_batch_size or train.batch_size
-        precision, why, _ = auto_precision("cpu", mb * (args.seq_len or cfg.max_seq_len), cfg.d_model,
-                                           measure=args.this_machine)  # --this-machine measures anew
-    elif precision == "auto":
-        precision = choose_cpu_precision(ratio)
-        why = f"auto: bf16 peak {ratio:.2f}× fp32's" + ("" if precision == "bf16" else f", under {BF16_MIN_SPEEDUP:g}×")
-    if precision not in peaks:
-        peaks[precision] = measure_matmul_peak(torch.float16)
-    return {"fp32_flops": peaks["fp32"], "bf16_flops": peaks["bf16"], "bf16_over_fp32": ratio,
-            "precision": precision, "precision_choice": why, "peak_flops": peaks[precision]}
-
-
 def _run_measure(args: argparse.Namespace) -> int:
-    """``lmkit plan --measure CONFIG``: real training steps timed here, the whole run predicted."""
+    """``lmkit plan --measure CONFIG``: real training steps timed on this machine, the whole run predicted."""
     from lmkit.config import load_run_config
-    from lmkit.ship.card_sections import _duration
+    from lmkit.ship.card.figures import duration
     from lmkit.train.calibrate import measure
-    from lmkit.train.rss import predictable_malloc
 
     cfg = load_run_config(args.measure, getattr(args, "overrides", {}) or {})
     rep = measure(cfg, steps=args.measure_steps, show_progress=not args.json)
     rep["config"] = str(args.measure)
     if args.json:
-        print(json.dumps(rep, indent=2))
+        print_json(rep)
         return 0
     r, m = rep["run"], rep["memory"]
     print(f"lmkit plan --measure {args.measure}: {cfg.model.family}, {rep['params']:,} parameters, on {rep['device']}")
@@ -209,12 +195,13 @@ def _run_measure(args: argparse.Namespace) -> int:
           f"(median), {rep['tokens_per_second']:,.0f} tokens/s, MFU {100 * rep['mfu']:.0f}% of "
           f"{rep['peak_flops'] / 1e9:,.0f} GFLOP/s ({rep['precision']} peak); precision {rep['precision_choice']}")
     print(f"  the run    {r['steps']:,} steps ({r['stop']}) = {r['tokens']:,} tokens, {r['flops']:.3g} FLOPs")
-    print(f"  wall time  {_duration(r['wall_seconds'])} predicted = training {_duration(r['train_seconds'])} + "
-          f"evaluation {_duration(r['eval_seconds'])} (data preparation and checkpoint writes not included)")
+    print(f"  wall time  {duration(r['wall_seconds'])} predicted = training {duration(r['train_seconds'])} + "
+          f"evaluation {duration(r['eval_seconds'])} (data preparation and checkpoint writes not included)")
     print(f"  memory     {m['measured_kind']}: {m['measured_bytes'] / 2**30:.2f} GiB; lmkit plan's estimate "
           f"{m['predicted_bytes'] / 2**30:.2f} GiB (measured/predicted {m['measured_over_predicted']:.2f})")
-    if rep["device"] == "cpu" and not predictable_malloc():
-        print(f"             (this allocator keeps freed blocks: RSS typically ≈ {CPU_RSS_FACTOR}x the estimate)")
+    if m["predicted_breakdown"].get("heap"):
+        print(f"             (train.memory {rep['memory_choice']}: the estimate counts "
+              f"{_gb(m['predicted_breakdown']['heap'])} of heap glibc's allocator keeps)")
     return 0
 
 
@@ -290,6 +277,7 @@ def _print_plan(p: dict[str, Any]) -> None:
           f" {_gb(t['total'])}")
     print(f"      weights {_gb(t['weights'])} + gradients {_gb(t['gradients'])} + Adam {_gb(t['optimizer'])}"
           f" + activations {_gb(t['activations'])} + loss {_gb(t['loss'])} + runtime {_gb(t['runtime'])}"
+          + (f" + heap {_gb(t['heap'])} (freed blocks glibc's allocator keeps)" if t.get("heap") else "")
           + (f" − {_gb(-t['not_at_once'])} (gradients and activations are not all there at once)"
              if t.get("not_at_once") else ""))
     if m.get("runtime_source"):
@@ -302,8 +290,8 @@ def _print_plan(p: dict[str, Any]) -> None:
           "fp32 residual stream")
     print(f"      Korthikanti et al.'s 16-bit GPT for this shape: {_gb(m['korthikanti_activation_bytes'])} without fused "
           f"attention (scores, softmax, dropout kept), {_gb(m['korthikanti_fused_attention_activation_bytes'])} with it")
-    if m.get("fit"):
-        _print_fit(m["fit"], s["gpus"])
+    if m.get("on_device"):
+        _print_memory_verdict(m["on_device"], s["gpus"])
     i, st = m["inference_breakdown"], m["inference_settings"]
     print(f"  inference ({st['weights']} weights, batch {st['batch']} x {st['context']} context): {_gb(i['total'])}"
           f" = weights {_gb(i['weights'])} + KV cache {_gb(i['kv_cache'])} + workspace {_gb(i['workspace'])}"
@@ -320,7 +308,7 @@ def _print_plan(p: dict[str, Any]) -> None:
         print(f"\nnote: {note}")
 
 
-def _print_fit(f: dict[str, Any], gpus: int) -> None:
+def _print_memory_verdict(f: dict[str, Any], gpus: int) -> None:
     """The verdict for the named device, and what would make the run fit, with the memory of each."""
     cap = f"{f['device']} ({f['capacity_bytes'] / 2**30:.0f} GiB = {_gb(f['capacity_bytes'])})"
     if f["fits"]:
@@ -347,7 +335,7 @@ def add_numerics(sub: Any) -> None:
         description="Show the four number formats a model is stored and run in: sign/exponent/fraction bits, "
                     "largest value, smallest normal value, machine epsilon, and what --value becomes in each "
                     "(with the step to the next representable number near it and its bit pattern).\n\n"
-                    "int8 is shown twice. First as the course introduces it: the integers -128..127 with no "
+                    "int8 is shown twice. First as the plain integer grid: the integers -128..127 with no "
                     "scale, where pi is projected to 3 (error -0.14). Then as it is used on tensors: symmetric "
                     "absmax quantization, q = round(x * 127/absmax), x ~ q * absmax/127, with the value inside "
                     "a tensor whose max |x| is 4 or 8 (step absmax/127, error at most half a step), and on an "
@@ -359,7 +347,7 @@ def add_numerics(sub: Any) -> None:
     p.add_argument("--value", default="pi", help="the number to store: a float, or pi / e (default pi)")
     p.add_argument("--absmax", type=float, default=None,
                    help="int8 range: the tensor's max |x| that maps to 127 (default |value|)")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
+    add_json(p)
     p.set_defaults(func=_run_numerics)
 
 
@@ -379,7 +367,7 @@ def _run_numerics(args: argparse.Namespace) -> int:
     value = parse_value(args.value)
     rep = report(value, args.absmax)
     if args.json:
-        print(json.dumps(rep, indent=2, default=lambda o: None if o is None else str(o)))
+        print_json(rep)
         return 0
     print(f"value: {value!r}\n")
     head = (f"{'format':<6} {'bits s/e/f':<11} {'range':>15} {'smallest normal':>16} {'epsilon':>13}  "
@@ -397,7 +385,7 @@ def _run_numerics(args: argparse.Namespace) -> int:
     print(head)
     print("-" * len(head))
     for name in FORMATS:
-        if name == "int8" and args.absmax is None:  # the course's int8 first: integers, no scale
+        if name == "int8" and args.absmax is None:  # the integer grid first: integers, no scale
             g = int8_value_table(value)[0]
             q = int(g["q"])
             print(f"{name:<6} {repr(g['stored']):<22} {_g(g['error'], 3):>12} {_g(g['step'], 4):>13}  "
@@ -408,7 +396,7 @@ def _run_numerics(args: argparse.Namespace) -> int:
         print(f"{name:<6} {stored:<22} {_g(r.error, 3):>12} {_g(r.step, 4):>13}  {r.bits}"
               + ("   OVERFLOW" if r.overflow else "") + ("   UNDERFLOW (stored as 0)" if r.underflow else ""))
     if args.absmax is None:
-        print("(int8 above: the integer grid -128..127 with no scale, as the course introduces it; the tables "
+        print("(int8 above: the integer grid -128..127 with no scale; the tables "
               "below add the scale that makes int8 usable, absmax quantization inside a tensor.)")
     else:
         r8 = represent(value, "int8", args.absmax)
@@ -421,7 +409,7 @@ def _run_numerics(args: argparse.Namespace) -> int:
 
 def _print_int8_lesson(rep: dict[str, Any]) -> None:
     """int8 of the value scheme by scheme, then the schemes' errors on the example tensor."""
-    print(f"\nint8 of {rep['value']!r}: the integer grid first (the course), then absmax scaling inside a tensor")
+    print(f"\nint8 of {rep['value']!r}: the integer grid first (no scale), then absmax scaling inside a tensor")
     head = f"{'scheme':<62} {'q':>5} {'stored':>12} {'error':>11} {'step':>9} {'max error':>10}"
     print(head)
     print("-" * len(head))
@@ -452,14 +440,14 @@ def add_families(sub: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Which transformer family to pre-train (model.family in the config):\n\n"
                     + table(96) + "\n\n" + HOW_TO_CHOOSE)
-    p.add_argument("--json", action="store_true", help="print the table as JSON")
+    add_json(p, "the table as JSON")
     p.set_defaults(func=_run_families)
 
 
 def _run_families(args: argparse.Namespace) -> int:
     """``lmkit families``: print the table (or JSON)."""
-    if getattr(args, "json", False):
-        print(json.dumps([asdict(f) for f in FAMILIES], indent=2))
+    if args.json:
+        print_json([asdict(f) for f in FAMILIES])
         return 0
     print(table())
     print()

@@ -1,23 +1,42 @@
-"""``lmkit scale``: scaling laws measured on your own data. ``scale fit`` fits IsoFLOP points
-(Approaches 1-3 of Hoffmann et al. 2022, Approach 3 as Besiroglu et al. 2024 showed it should be
-fitted, and Kaplan's L(C)); flags, runner and printing. The maths is in ``lmkit.lab.scale_fit``
-and ``lmkit.lab.scale_approach3``, the pictures in ``lmkit.lab.scale_plots``.
+"""``lmkit scale``: scaling laws measured on your own data. ``scale sweep`` trains IsoFLOP runs;
+``scale fit`` fits their points (Approaches 1-3 of Hoffmann et al. 2022, Approach 3 as Besiroglu
+et al. 2024 showed it should be fitted, and Kaplan's L(C)). Flags, runners and printing only: the
+sweep is ``lmkit.lab.scale.sweep``, the fit's folder ``lmkit.lab.scale.fit_folder``, the maths
+``lmkit.lab.scale.fit`` and ``lmkit.lab.scale.approach3``, the pictures ``lmkit.lab.scale.plots``.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import math
 from pathlib import Path
 from typing import Any
+
+from lmkit.cli.common import (
+    add_device,
+    add_json,
+    add_out,
+    add_overwrite,
+    add_quiet,
+    add_run_config,
+    add_seed,
+    add_threads,
+    add_training_text,
+    add_yes,
+    device_from,
+    print_json,
+)
 
 FIT_HELP = """\
 Fit scaling laws to IsoFLOP points: training runs of several model sizes at each of several
 compute budgets, each trained for C/(6N) tokens, with their final held-out loss.
 
 POINTS.csv has columns params, tokens, flops, loss (optionally budget, run; '#' lines are
-comments). Runs are grouped into budgets by the budget column, or else by their compute.
+comments). Runs are grouped into budgets by the budget column, or else by their compute. Every
+value is a number in range: params 1 to 1e15, tokens 1 to 1e17, flops 1 to 1e33, loss 1e-6 to
+1000 (nats per token). An approach these runs cannot identify (Approach 2 needs 3 sizes at a
+budget, Approach 3 five runs of several sizes) is skipped with its reason; when none can be
+fitted, the command says why in one line.
 
 Approaches (--approach, default all):
   1  the envelope: at each budget the lowest-loss run; N_opt ∝ C^a and D_opt ∝ C^b through them.
@@ -64,94 +83,71 @@ def add_scale(sub: Any) -> None:
                                   "  lmkit scale sweep --config tiny --data corpus/ --budgets 1e10 3e10 --per-budget 3 "
                                   "--out runs/sweep\n"
                                   "  lmkit scale fit runs/sweep/points.csv")
-    w.add_argument("--config", required=True, help="base run config (YAML or a recipe name: tiny, cpu-small)")
-    w.add_argument("--data", nargs="+", required=True, help="training text (files, folders) or a packed shard folder")
-    w.add_argument("--tokenizer", default=None, help="tokenizer.json or folder; default: train one on --data")
+    add_run_config(w, "base run config", required=True)
+    add_training_text(w, required=True)
     w.add_argument("--budgets", nargs="+", required=True, help="compute budgets in FLOPs, e.g. 3e12 1e13 3e13")
-    w.add_argument("--per-budget", type=int, default=5, help="model sizes per budget (default 5)")
-    w.add_argument("--spread", type=float, default=4.0, help="sizes span N_opt/spread .. N_opt*spread (default 4)")
-    w.add_argument("--out", required=True, help="sweep folder (continued when it holds the same sweep)")
-    w.add_argument("--quiet", action="store_true", help="no progress output")
+    w.add_argument("--per-budget", type=int, default=5, help="model sizes per budget, 1 to 64 (default 5)")
+    w.add_argument("--spread", type=float, default=4.0,
+                   help="sizes span N_opt/spread .. N_opt*spread, spread 1 to 100 (default 4)")
+    add_out(w, "sweep folder (continued when it holds the same sweep)", required=True)
+    add_yes(w, "the sweep", "predicted from all its runs' FLOPs at this machine's measured peak")
+    add_quiet(w)
     w.set_defaults(func=_run_sweep)
     f = ss.add_parser("fit", help="fit scaling laws to IsoFLOP points", description=FIT_HELP,
                       formatter_class=argparse.RawDescriptionHelpFormatter)
-    f.add_argument("points", help="points CSV (params, tokens, flops, loss)")
+    f.add_argument("points", help="points CSV (params, tokens, flops, loss): a regular file of at most 4 MiB, "
+                                  "10,000 runs")
     f.add_argument("--approach", type=int, nargs="+", choices=[1, 2, 3], default=[1, 2, 3],
                    help="which approaches to fit (default 1 2 3)")
     f.add_argument("--drop-highest", type=int, default=0, metavar="K",
                    help="leave out the K highest-loss runs (Besiroglu et al. drop 5 of Chinchilla's 245)")
     f.add_argument("--bootstrap", type=int, default=200, metavar="N",
-                   help="bootstrap resamples for Approach 3's intervals (default 200; 0: none)")
+                   help="bootstrap resamples for Approach 3's intervals, 0 to 10,000 (default 200; 0: none)")
     f.add_argument("--grid", choices=["full", "small"], default="full",
-                   help="Approach 3's starts: Hoffmann et al.'s 4,500 (full, default; seconds: about 5 s of one CPU "
-                        "core for 240 points) or 36 of them (small: a quick look)")
-    f.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (default 0)")
-    f.add_argument("--out", default=None, help="folder for fit.json and the plots (default: POINTS's folder/fit)")
-    f.add_argument("--overwrite", action="store_true", help="replace a previous fit in --out")
+                   help="Approach 3's starts: Hoffmann et al.'s 4,500 (full, default; seconds of one CPU core for a "
+                        "few hundred points) or 36 of them (small: a quick look)")
+    add_seed(f, 0, "the bootstrap")
+    add_out(f, "folder for fit.json and the plots (default: POINTS's folder/fit)")
+    add_overwrite(f, "a previous fit in --out")
     f.add_argument("--no-plots", action="store_true", help="write fit.json only")
-    f.add_argument("--device", default="auto", help="where Approach 3's batch runs: cpu, cuda (default auto)")
-    f.add_argument("--threads", type=int, default=1,
-                   help="CPU threads for Approach 3 (default 1: its tensors are small, and on busy cores a second "
-                        "thread slows it many times over)")
-    f.add_argument("--json", action="store_true", help="print the fit as one JSON object")
+    add_device(f, "where Approach 3's batch runs (in float64, which MPS lacks)", "auto (cuda, else cpu), cpu, cuda or cuda:N")
+    add_threads(f, 1, "for Approach 3 (its tensors are small: on busy cores a second thread slows it many times "
+                      "over)")
+    add_json(f, "the fit as one JSON object")
     f.set_defaults(func=_run_fit)
 
 
 def _run_sweep(args: argparse.Namespace) -> int:
     """``lmkit scale sweep``: plan (or continue) the sweep, train its runs, write points.csv."""
     from lmkit.config import load_run_config
-    from lmkit.errors import LmkitError
-    from lmkit.lab.scale_sweep import sweep
+    from lmkit.lab.scale.sweep import sweep
     from lmkit.plan.units import parse_count
 
-    if args.per_budget < 1 or args.spread < 1:
-        raise LmkitError("--per-budget must be at least 1 and --spread at least 1")
+    budgets = [parse_count(b, "--budgets") for b in args.budgets]
     overrides: dict[str, Any] = {"data.paths": list(args.data)}
     if args.tokenizer:
         overrides["data.tokenizer"] = args.tokenizer
     base = load_run_config(args.config, overrides)
-    budgets = [parse_count(b, "--budgets") for b in args.budgets]
-    res = sweep(base, budgets, args.per_budget, Path(args.out), args.spread, show_progress=not args.quiet)
+    res = sweep(base, budgets, args.per_budget, Path(args.out), args.spread, show_progress=not args.quiet,
+                yes=args.yes)
     print(f"{res['runs']} runs, {res['flops']:.3g} FLOPs; points: {res['points']}\n"
           f"next: lmkit scale fit {res['points']}")
     return 0
 
 
-def _is_fit_folder(path: Path) -> bool:
-    return all(p.name in ("fit.json", "isoflops.png", "optimal.png", "loss_vs_compute.png") for p in path.iterdir())
-
-
 def _run_fit(args: argparse.Namespace) -> int:
-    """``lmkit scale fit POINTS.csv``: read, fit, plot, write fit.json, print."""
-    import torch
+    """``lmkit scale fit POINTS.csv``: fit into the folder, print the laws."""
+    from lmkit.lab.scale.fit import json_ready
+    from lmkit.lab.scale.fit_folder import fit_into_folder
 
-    from lmkit.errors import LmkitError
-    from lmkit.files import check_out_dir, write_json_atomic
-    from lmkit.lab.scale_fit import drop_highest, fit_points, json_ready, read_points
-
-    points_path = Path(args.points)
-    out = Path(args.out) if args.out else points_path.parent / "fit"
-    check_out_dir(out, args.overwrite, inputs=[points_path], ours=_is_fit_folder, kind="scaling-law fit")
-    if args.drop_highest < 0 or args.bootstrap < 0:
-        raise LmkitError("--drop-highest and --bootstrap must be 0 or more")
-    device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
-    points = drop_highest(read_points(points_path), args.drop_highest)
-    fit = fit_points(points, args.approach, n_bootstrap=args.bootstrap, seed=args.seed, device=device,
-                     grid=args.grid, threads=max(1, args.threads))
-    fit["points"] = str(points_path)
-    fit["dropped_highest"] = args.drop_highest
-    out.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(out / "fit.json", json_ready(fit))
-    plots: list[str] = []
-    if not args.no_plots:
-        from lmkit.lab.scale_plots import plot_fit
-
-        plots = [str(p) for p in plot_fit(points, fit, out)]
-    fit["files"] = {"fit": str(out / "fit.json"), "plots": plots}
+    device = str(device_from(args, kinds=("cuda", "cpu")))
+    fit = fit_into_folder(args.points, args.out, overwrite=args.overwrite, approaches=args.approach,
+                          drop_highest=args.drop_highest, n_bootstrap=args.bootstrap, seed=args.seed, device=device,
+                          grid=args.grid, threads=args.threads, plots=not args.no_plots)
     if args.json:
-        print(json.dumps(json_ready(fit), indent=2, default=str))
+        print_json(json_ready(fit))
     else:
-        _print_fit(fit)
+        _print_scaling_fit(fit)
     return 0
 
 
@@ -166,12 +162,17 @@ def _exp_line(name: str, sec: dict[str, Any]) -> str:
             f"D_opt ∝ C^{d['exponent']:.3f} ({_se(d['exponent_se'])})")
 
 
-def _print_fit(fit: dict[str, Any]) -> None:
+def _print_scaling_fit(fit: dict[str, Any]) -> None:
+    """The fitted scaling laws: each approach's exponents, Approach 3's law with its intervals and
+    tokens per parameter, Kaplan's L(C), and the files written."""
     print(f"{fit['n_points']} runs at {len(fit['budgets'])} budgets ({min(fit['budgets']):.3g} to "
           f"{max(fit['budgets']):.3g} FLOPs){', the ' + str(fit['dropped_highest']) + ' highest-loss left out' if fit['dropped_highest'] else ''}")
     print("\ncompute-optimal exponents (Chinchilla: approach 1 0.50/0.50, 2 0.49/0.51, 3 0.46/0.54; Kaplan 0.73/0.27)")
-    if "n_opt" in fit.get("approach1", {}):
-        print(_exp_line("approach 1", fit["approach1"]))
+    a1 = fit.get("approach1", {})
+    if "n_opt" in a1:
+        print(_exp_line("approach 1", a1))
+    elif a1.get("note"):
+        print(f"  approach 1  {a1['note']}")
     a2 = fit.get("approach2")
     if a2:
         if "n_opt" in a2:
@@ -186,9 +187,11 @@ def _print_fit(fit: dict[str, Any]) -> None:
             print(f"      C {r['budget']:9.3g}: N_opt {r['n_opt']:10.4g} ({par})  {r['tokens_per_param']:6.1f} tokens/param"
                   + ("   EDGE of grid" if r["edge"] else ""))
         if a2.get("note"):
-            print(f"      note: {a2['note']}")
+            print(f"      note: {a2['note']}" if a2["budgets"] else f"  approach 2  {a2['note']}")
     a3 = fit.get("approach3")
-    if a3:
+    if a3 and "skipped" in a3:
+        print(f"  approach 3  skipped: {a3['skipped']}")
+    elif a3:
         law, iv = a3["law"], a3["intervals"]
         print(f"  approach 3  N_opt ∝ C^{a3['a']:.3f}   D_opt ∝ C^{a3['b']:.3f}")
         print(f"\nL(N, D) = E + A/N^α + B/D^β  (sum of Huber losses, δ {a3['huber_delta']:g}, {a3['n_starts']:,} starts, "

@@ -1,13 +1,15 @@
-"""The ``lmkit serve`` command: its flags and its runner (load a checkpoint, start uvicorn)."""
+"""The ``lmkit serve`` command: its flags and its runner (load the engine over a checkpoint with
+:func:`lmkit.serve.batcher.load_engine`, build the app, start uvicorn)."""
 
 from __future__ import annotations
 
 import argparse
 import os
-from pathlib import Path
 from typing import Any
 
-from lmkit.cli.common import add_no_verify
+from lmkit.cli.common import add_checkpoint, add_no_verify, add_threads
+
+SHUTDOWN_S = 10  # seconds requests in flight get to finish once the server is told to stop
 
 
 def add_serve(sub: Any) -> None:
@@ -31,7 +33,7 @@ def add_serve(sub: Any) -> None:
                     "  lmkit serve runs/x --port 8080 --api-key secret --cors-origin http://localhost:3000\n"
                     "  curl http://127.0.0.1:8000/v1/completions -H 'Content-Type: application/json' \\\n"
                     "       -d '{\"prompt\": \"Once upon a time\", \"max_tokens\": 20, \"temperature\": 0}'")
-    p.add_argument("checkpoint", help="checkpoint folder (decoder, encoder-decoder or encoder; int8 too), or a run folder")
+    add_checkpoint(p, "checkpoint folder (decoder, encoder-decoder or encoder; int8 too)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     p.add_argument("--api-key", default=os.environ.get("LMKIT_API_KEY"),
@@ -43,21 +45,9 @@ def add_serve(sub: Any) -> None:
                    help="most sequences decoded together (default 16; 1 turns batching off)")
     p.add_argument("--max-queue", type=int, default=64,
                    help="most requests waiting to join the batch; more get 429 (default 64)")
-    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    add_threads(p, None, "the model runs on")
     add_no_verify(p)
     p.set_defaults(func=_run_serve)
-
-
-def load_engine(checkpoint: str, max_batch: int = 16, max_queue: int = 64, verify: bool = True) -> tuple[Any, str]:
-    """The engine over a checkpoint, and the model name it is served under by default."""
-    from lmkit.models.checkpoint import load_model, load_tokenizer, resolve_checkpoint
-    from lmkit.serve.batcher import Engine
-
-    ckpt = resolve_checkpoint(checkpoint)
-    model = load_model(ckpt, verify=verify)
-    tokenizer = load_tokenizer(ckpt, verify=verify)
-    name = Path(ckpt).name if not Path(ckpt).name.startswith("ckpt-") else Path(ckpt).parent.name
-    return Engine(model, tokenizer, max_batch=max_batch, max_queue=max_queue), name
 
 
 def _run_serve(args: argparse.Namespace) -> int:
@@ -68,12 +58,13 @@ def _run_serve(args: argparse.Namespace) -> int:
 
     from lmkit.errors import LmkitError
     from lmkit.serve.app import ServeOptions, create_app
+    from lmkit.serve.batcher import load_engine
 
     if not 1 <= args.port <= 65535:
         raise LmkitError(f"--port must be 1..65535, got {args.port}")
     if args.max_batch < 1 or args.max_queue < 1:
         raise LmkitError("--max-batch and --max-queue must be at least 1")
-    if args.threads:
+    if args.threads is not None:
         torch.set_num_threads(args.threads)
     engine, name = load_engine(args.checkpoint, args.max_batch, args.max_queue, verify=not args.no_verify)
     opts = ServeOptions(model_name=args.model_name or name, api_key=args.api_key, cors_origins=args.cors_origin)
@@ -82,7 +73,8 @@ def _run_serve(args: argparse.Namespace) -> int:
     print(f"serving {opts.model_name} ({engine.family}, context window {engine.window} tokens) "
           f"on http://{args.host}:{args.port}/  (playground at /, API at /v1)", flush=True)
     try:
-        uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+        # SIGTERM/Ctrl-C: stop taking requests, give those in flight SHUTDOWN_S seconds, then stop anyway
+        uvicorn.run(app, host=args.host, port=args.port, log_level="info", timeout_graceful_shutdown=SHUTDOWN_S)
     finally:
         engine.close()
     return 0

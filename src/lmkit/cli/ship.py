@@ -9,11 +9,19 @@ only when their command runs, so ``lmkit --help`` stays instant.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from typing import Any
 
-from lmkit.cli.common import add_held_out_flags, add_no_verify
+from lmkit.cli.common import (
+    add_card_flags,
+    add_checkpoint,
+    add_held_out_flags,
+    add_json,
+    add_no_verify,
+    add_out,
+    add_overwrite,
+    print_json,
+)
 from lmkit.errors import LmkitError
 from lmkit.families import PIPELINE_TAG
 
@@ -31,12 +39,12 @@ def add_quantize(sub: Any) -> None:
                     "The report compares size on disk and in memory, and held-out loss / perplexity / bits per "
                     "byte before and after (on --data, or the run's own validation shards when they are found).\n\n"
                     "example:\n  lmkit quantize runs/small --to int8 --out runs/small-int8")
-    p.add_argument("checkpoint", help="checkpoint folder (or a run folder: its newest checkpoint)")
+    add_checkpoint(p)
     p.add_argument("--to", required=True, choices=["fp16", "bf16", "int8"], help="target format")
-    p.add_argument("--out", required=True, help="folder for the quantized checkpoint")
+    add_out(p, "folder for the quantized checkpoint", required=True)
     add_held_out_flags(p, "--eval-batches", "held-out data for the quality check")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing checkpoint in --out")
-    p.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    add_overwrite(p, "a checkpoint lmkit wrote in --out")
+    add_json(p, "the report as one JSON object")
     add_no_verify(p)
     p.set_defaults(func=_run_quantize)
 
@@ -49,7 +57,7 @@ def _run_quantize(args: argparse.Namespace) -> int:
                               eval_batches=args.eval_batches, batch_size=args.batch_size, text_field=args.text_field,
                               show_progress=not args.json)
     if args.json:
-        print(json.dumps(rep, indent=2))
+        print_json(rep)
         return 0
     d, m = rep["disk_bytes"], rep["memory_bytes"]
     print(f"quantized {rep['source']} -> {rep['out']} ({rep['method']}, {rep['to']})")
@@ -85,7 +93,7 @@ def _print_int8_layers(rows: list[dict[str, Any]]) -> None:
         print(f"  {r['name'][-34:]:<34} {shape:>11} {r['absmax']:>8.3g} {rows_range:>15} "
               f"{100 * r['integer_grid']['relative_rms']:>8.1f}% {100 * r['per_tensor']['relative_rms']:>10.2f}% "
               f"{100 * pc['relative_rms']:>11.2f}% {pc['max_abs']:>10.3g}")
-    print("  (int grid: int8 with no scale, as the course first shows it: weights under 0.5 in size all become 0, "
+    print("  (int grid: int8 with no scale, the plain integers -128..127: weights under 0.5 in size all become 0, "
           "100% error; per tensor: one absmax scale for the matrix; per channel: one per output row, what this "
           "checkpoint stores; max |err| is per channel)")
 
@@ -109,20 +117,15 @@ def add_export(sub: Any) -> None:
                     "sinusoidal positions or a rotary theta other than 10000; a quantized checkpoint needs "
                     "--dequantize (its int8/fp16 values become float32 weights) or export the one from before `lmkit quantize`.\n\n"
                     "example:\n  lmkit export runs/small --format hf --out hf/small --license apache-2.0")
-    p.add_argument("checkpoint", help="checkpoint folder, or a run folder (its newest checkpoint)")
+    add_checkpoint(p)
     p.add_argument("--format", default="hf", choices=["hf"], help="export format (hf: Hugging Face transformers)")
-    p.add_argument("--out", required=True, help="output folder (must be new or empty unless --overwrite)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
-    p.add_argument("--no-verify", action="store_true",
-                   help="skip both checks: the checkpoint's files against the SHA-256 in its meta.json, and "
-                        "loading the export in transformers to compare")
+    add_out(p, "output folder (must be new or empty unless --overwrite)", required=True)
+    add_overwrite(p, "a previous export in --out")
+    add_no_verify(p, also="loading the export in transformers to compare")
     p.add_argument("--dequantize", action="store_true",
                    help="export a quantized checkpoint's values as float32 weights (int8 q*scale, fp16/bf16 widened)")
-    p.add_argument("--license", default=None, help="license id for the card's front matter, e.g. apache-2.0")
-    p.add_argument("--language", nargs="+", default=None, help="language codes of the training data, e.g. en")
-    p.add_argument("--add-section", nargs="+", default=None, metavar="FILE",
-                   help="Markdown files appended to the model card")
-    p.add_argument("--json", action="store_true", help="print the export report (files, parity figures) as JSON")
+    add_card_flags(p)
+    add_json(p, "the export report (files, parity figures) as JSON")
     p.set_defaults(func=_run_export)
 
 
@@ -136,7 +139,7 @@ def _run_export(args: argparse.Namespace) -> int:
                        card_sections=args.add_section or [], license=args.license, language=args.language,
                        dequantize=args.dequantize)
     if args.json:
-        print(json.dumps(report, indent=2))
+        print_json(report)
         return 0
     print(f"exported {report['family']} -> {report['architecture']} in {report['out']}"
           + (f" (weights dequantized from {report['dequantized_from']} to float32)" if report["dequantized_from"] else ""))
@@ -172,13 +175,13 @@ def add_import_hf(sub: Any) -> None:
                     "original training record is kept.\n\n"
                     "example:\n  lmkit import-hf hf/small --out runs/small-back")
     p.add_argument("folder", help="the transformers folder (holding config.json and the weights)")
-    p.add_argument("--out", required=True, help="checkpoint folder to write (new or empty unless --overwrite)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
+    add_out(p, "checkpoint folder to write (new or empty unless --overwrite)", required=True)
+    add_overwrite(p, "a checkpoint lmkit wrote in --out")
     p.add_argument("--tokenizer", default=None, help="an lmkit tokenizer.json (or folder) to use instead of the folder's")
     p.add_argument("--no-tokenizer", action="store_true", help="import the weights without a tokenizer")
     p.add_argument("--max-seq-len", type=int, default=None,
                    help="context window of the lmkit model (default: the config's max_position_embeddings)")
-    p.add_argument("--json", action="store_true", help="print the import report as JSON")
+    add_json(p, "the import report as JSON")
     p.set_defaults(func=_run_import_hf)
 
 
@@ -191,7 +194,7 @@ def _run_import_hf(args: argparse.Namespace) -> int:
     report = import_hf(args.folder, args.out, overwrite=args.overwrite, tokenizer=args.tokenizer,
                        no_tokenizer=args.no_tokenizer, max_seq_len=args.max_seq_len)
     if args.json:
-        print(json.dumps(report, indent=2))
+        print_json(report)
         return 0
     m = report["model"]
     print(f"imported {report['architecture']} as an lmkit {report['family']} ({report['params']:,} parameters: "
@@ -215,13 +218,10 @@ def add_card(sub: Any) -> None:
                     "examples:\n  lmkit card runs/small                      writes runs/small/ckpt-.../README.md\n"
                     "  lmkit card runs/small --out - --license mit  print it\n"
                     "  lmkit card runs/small --add-section ethics.md --overwrite")
-    p.add_argument("checkpoint", help="checkpoint folder, or a run folder (its newest checkpoint)")
-    p.add_argument("--out", default=None, help="file to write (default CKPT/README.md; '-' prints to stdout)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing card file")
-    p.add_argument("--add-section", nargs="+", default=None, metavar="FILE",
-                   help="Markdown files appended as sections (a '## <file name>' heading is added if missing)")
-    p.add_argument("--license", default=None, help="license id for the front matter (default: unknown)")
-    p.add_argument("--language", nargs="+", default=None, help="language codes of the training data, e.g. en")
+    add_checkpoint(p)
+    add_out(p, "file to write (default CKPT/README.md; '-' prints to stdout)", file=True)
+    add_overwrite(p, "a card lmkit wrote", "your own Markdown, nor a card edited since")
+    add_card_flags(p)
     p.add_argument("--name", default=None, help="model name in the title (default: the run folder's name)")
     add_no_verify(p)
     p.set_defaults(func=_run_card)
@@ -232,7 +232,7 @@ def _run_card(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from lmkit.models.checkpoint import resolve_checkpoint
-    from lmkit.ship.card import parse_front_matter, render_card, write_card
+    from lmkit.ship.card.render import parse_front_matter, render_card, write_card
 
     path = resolve_checkpoint(args.checkpoint)
     text = render_card(path, sections=args.add_section or [], license=args.license, language=args.language,
@@ -265,10 +265,10 @@ def add_hub(sub: Any) -> None:
                    help="hub folder or fsspec URL (also accepted after the action)")
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--hub", default=None, help="hub folder or fsspec URL (default $LMKIT_HUB or ~/.cache/lmkit/hub)")
-    common.add_argument("--json", action="store_true", help="print JSON")
+    add_json(common, "JSON")
     hsub = p.add_subparsers(dest="hub_command", required=True, metavar="ACTION")
     push = hsub.add_parser("push", parents=[common], help="publish a checkpoint as a new revision of NAME")
-    push.add_argument("checkpoint", help="checkpoint folder, or a run folder (its newest checkpoint)")
+    add_checkpoint(push)
     push.add_argument("name", help="model or namespace/model")
     push.add_argument("-m", "--message", default=None, help="a note stored with the revision")
     push.add_argument("--card", default=None, help="model card file to publish (default CKPT/README.md or a fresh one)")
@@ -277,8 +277,8 @@ def add_hub(sub: Any) -> None:
                       help="also publish train_state/ (optimizer state, needed only to resume that exact run)")
     pull = hsub.add_parser("pull", parents=[common], help="fetch NAME[@REV] into a folder, verifying checksums")
     pull.add_argument("spec", metavar="NAME[@REV]", help="model name, optionally @revision (default latest)")
-    pull.add_argument("--out", required=True, help="folder to write (new or empty unless --overwrite)")
-    pull.add_argument("--overwrite", action="store_true", help="replace an existing non-empty --out")
+    add_out(pull, "folder to write (new or empty unless --overwrite)", required=True)
+    add_overwrite(pull, "a previous pull in --out")
     hsub.add_parser("list", parents=[common], help="every model: latest revision, family, task, size, loss")
     search = hsub.add_parser("search", parents=[common], help="find models by name, family, task, size, card text",
                              description="Every term must match. family:decoder, task:fill-mask, size<10M, "
@@ -297,6 +297,7 @@ def add_hub(sub: Any) -> None:
 def _run_hub(args: argparse.Namespace) -> int:
     """``lmkit hub push|pull|list|search|show``."""
     from lmkit.ship.hub import Hub, parse_spec
+    from lmkit.ship.hub_search import search
 
     hub = Hub(args.hub or getattr(args, "hub_top", None))
     action = args.hub_command
@@ -304,7 +305,7 @@ def _run_hub(args: argparse.Namespace) -> int:
         m = hub.push(args.checkpoint, args.name, message=args.message, include_train_state=args.include_train_state,
                      card=args.card, show_progress=sys.stderr.isatty())
         if args.json:
-            print(json.dumps(m, indent=2))
+            print_json(m)
         else:
             print(f"pushed {m['name']}@{m['revision']} to {hub.url}: {len(m['files'])} files, "
                   f"{m['size'] / 1e6:.2f} MB ({m['uploaded_blobs']} uploaded, "
@@ -315,7 +316,7 @@ def _run_hub(args: argparse.Namespace) -> int:
     if action == "pull":
         m = hub.pull(args.spec, args.out, overwrite=args.overwrite, show_progress=sys.stderr.isatty())
         if args.json:
-            print(json.dumps(m, indent=2))
+            print_json(m)
         else:
             print(f"pulled {m['name']}@{m['revision']} into {args.out}: {len(m['files'])} files, "
                   f"{m['size'] / 1e6:.2f} MB, every sha256 verified")
@@ -323,17 +324,17 @@ def _run_hub(args: argparse.Namespace) -> int:
     if action == "show":
         name, rev = parse_spec(args.spec)
         if args.json:
-            print(json.dumps(hub.manifest(name, rev), indent=2))
+            print_json(hub.manifest(name, rev))
         else:
             sys.stdout.write(hub.card(args.spec))
         return 0
     if action == "list":
         found = hub.entries()
     else:
-        found = hub.search(" ".join(args.query), family=args.family, task=args.task,
-                           min_params=_count(args.min_params), max_params=_count(args.max_params))
+        found = search(hub, " ".join(args.query), family=args.family, task=args.task,
+                       min_params=_count(args.min_params), max_params=_count(args.max_params))
     if args.json:
-        print(json.dumps(found, indent=2))
+        print_json(found)
     elif not found:
         print(f"no models in hub {hub.url}" if action == "list" else f"nothing in hub {hub.url} matches")
     else:
@@ -342,14 +343,14 @@ def _run_hub(args: argparse.Namespace) -> int:
 
 
 def _hub_row(m: dict[str, Any]) -> list[str]:
-    from lmkit.ship.card_sections import _si
+    from lmkit.ship.card.figures import si
 
     info = m.get("info") or {}
     loss = info.get("eval_loss")
     return [m["name"], f"{m['revision']}" + (f"/{m['revisions']}" if "revisions" in m else ""),
             str(info.get("family", "?")), str(info.get("task", "?")),
-            _si(info["params"]) if isinstance(info.get("params"), (int, float)) else "?",
-            _si(info["tokens"]) if isinstance(info.get("tokens"), (int, float)) else "-",
+            si(info["params"]) if isinstance(info.get("params"), (int, float)) else "?",
+            si(info["tokens"]) if isinstance(info.get("tokens"), (int, float)) else "-",
             f"{loss:.3f}" if isinstance(loss, (int, float)) else "-", str(m.get("created", ""))[:10]]
 
 

@@ -1,6 +1,9 @@
 """The training commands: ``pretrain``, ``finetune-head`` and ``demo``.
 
-Each command has an ``add_<name>(sub)`` that declares its flags, with help that teaches, and a runner.
+Each command has an ``add_<name>(sub)`` that declares its flags, with help that teaches, and a
+runner that calls the library (:mod:`lmkit.train.loop`, :mod:`lmkit.train.budget`,
+:mod:`lmkit.train.finetune`, :mod:`lmkit.demo`) and prints the result; the library (and torch) is
+imported inside the runners so that ``lmkit --help`` stays instant.
 """
 
 from __future__ import annotations
@@ -8,7 +11,22 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from lmkit.cli.common import add_no_verify
+from lmkit.cli.common import (
+    add_checkpoint,
+    add_device,
+    add_json,
+    add_no_verify,
+    add_out,
+    add_overwrite,
+    add_quiet,
+    add_run_config,
+    add_scaling_law,
+    add_seed,
+    add_training_text,
+    add_yes,
+    device_from,
+    print_json,
+)
 
 FINETUNE_DATA_FORMATS = """\
 Labelled data: JSON lines, one example per line.
@@ -39,7 +57,7 @@ def add_pretrain(sub: Any) -> None:
                     "What is given again must equal the saved value, or the run is refused naming the key "
                     "(model.d_model). These may change: the stop conditions above, and the per-invocation "
                     "settings train.log_every, eval_every, eval_batches, ckpt_every, keep_checkpoints, "
-                    "tensorboard, device and data.workers (and --quiet, --json, --no-verify). The data must be "
+                    "tensorboard, device, memory and data.workers (and --quiet, --json, --no-verify). The data must be "
                     "what the run was trained on (checked: the tokenizer's sha256, the source files and their "
                     "sizes, the shards' token counts); --new-data continues on other data (data.* may then "
                     "change; it is packed with the run's tokenizer, and meta.json records the switch).\n\n"
@@ -52,16 +70,15 @@ def add_pretrain(sub: Any) -> None:
                     "  lmkit pretrain --out runs/small --resume --max-steps 80           continue it to 80 steps\n"
                     "  torchrun --nproc_per_node 8 -m lmkit.cli pretrain --config configs/gpu-124m.yaml "
                     "--data shards/ --train.distributed fsdp")
-    p.add_argument("--config", default=None,
-                   help="run config YAML (sections model/train/data); see configs/ (optional with --resume)")
-    p.add_argument("--data", nargs="+", default=None, help="training text (files, folders) or a packed shard folder")
-    p.add_argument("--tokenizer", default=None, help="tokenizer.json or folder; default: train one on --data")
-    p.add_argument("--out", default=None, help="run folder for checkpoints, metrics and plots (default runs/run)")
+    add_run_config(p, "run config", note="; optional with --resume")
+    add_training_text(p)
+    add_out(p, "run folder for checkpoints, metrics and plots (default runs/run)")
     p.add_argument("--max-steps", type=int, default=None, help="shortcut for --train.max_steps")
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --out from its newest checkpoint, with its saved settings and data")
     p.add_argument("--new-data", action="store_true",
-                   help="with --resume: continue on the data given now, although it is not what the run was trained on")
+                   help="with --resume: continue on the data this command gives, although it is not what the run "
+                        "was trained on")
     p.add_argument("--init", default=None, metavar="CKPT",
                    help="start from this checkpoint's weights and tokenizer (continued pre-training / domain "
                         "adaptation, e.g. of a model imported with `lmkit import-hf`); optimizer and step start fresh")
@@ -71,17 +88,16 @@ def add_pretrain(sub: Any) -> None:
                         "from the config by width and depth, the one with the lowest loss a scaling law predicts "
                         "for the tokens it can see in the time left is trained, its schedule ending at the "
                         "deadline (budget.json in --out says what was measured and why)")
-    p.add_argument("--scaling-law", default=None, metavar="FIT.json",
-                   help="with --model auto: your own law from `lmkit scale fit` instead of Chinchilla's")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.add_argument("--json", action="store_true", help="print the run summary as JSON")
+    add_scaling_law(p, "with --model auto, choose the model by", "Chinchilla's")
+    add_yes(p, "a --model auto run", "its --train.max_time")
+    add_quiet(p)
+    add_json(p, "the run summary as JSON")
     add_no_verify(p)
     p.set_defaults(func=_run_pretrain)
 
 
 def _run_pretrain(args: argparse.Namespace) -> int:
     """``lmkit pretrain``: build the run config from flags (or the run folder with --resume), train, print."""
-    import json
     import os
     import sys
     from pathlib import Path
@@ -119,7 +135,14 @@ def _run_pretrain(args: argparse.Namespace) -> int:
         raise LmkitError("--scaling-law applies with --model auto (the time budget's choice of model)")
     try:
         if args.model == "auto":
-            summary = _pretrain_to_budget(cfg, args)
+            from lmkit.plan.chinchilla import get_fit, load_scaling_law
+            from lmkit.train.budget import pretrain_to_budget
+
+            if args.resume:
+                raise LmkitError("--model auto chooses the model of a new run; a resumed run keeps its model "
+                                 "(drop --model)")
+            law = load_scaling_law(args.scaling_law) if args.scaling_law else get_fit("chinchilla")
+            summary = pretrain_to_budget(cfg, law, show_progress=not args.quiet, yes=args.yes)
         else:
             summary = train(cfg, resume=args.resume, show_progress=not args.quiet, new_data=new_data)
     except TrainingInterrupted as e:
@@ -131,7 +154,7 @@ def _run_pretrain(args: argparse.Namespace) -> int:
         return 130
     if int(os.environ.get("RANK", "0")) == 0:
         if args.json:
-            print(json.dumps(summary, indent=2, default=str))
+            print_json(summary)
         else:
             ev = summary["eval"] or {}
             print(f"trained {summary['steps']} steps ({summary['tokens']:,} tokens) in {summary['wall_time_s']:.0f}s; "
@@ -151,31 +174,6 @@ def _run_pretrain(args: argparse.Namespace) -> int:
         dist.barrier()
         dist.destroy_process_group()
     return 0
-
-
-def _pretrain_to_budget(cfg: Any, args: argparse.Namespace) -> dict[str, Any]:
-    """``--model auto``: measure shapes, pick one for the budget, train it to the deadline."""
-    import sys
-    import time
-
-    from lmkit.errors import LmkitError
-    from lmkit.plan.chinchilla import get_fit, load_scaling_law
-    from lmkit.train.budget import budget_run_config, choose_model, format_choice, train_to_deadline
-
-    start = time.perf_counter()
-    if args.resume:
-        raise LmkitError("--model auto chooses the model of a new run; a resumed run keeps its model (drop --model)")
-    if cfg.train.max_time is None:
-        raise LmkitError("--model auto needs a time budget: --train.max_time SECONDS")
-    law = load_scaling_law(args.scaling_law) if args.scaling_law else get_fit("chinchilla")
-    choice = choose_model(cfg, float(cfg.train.max_time), law, start, show_progress=not args.quiet)
-    if not args.quiet:
-        print(format_choice(choice), file=sys.stderr)
-    summary = train_to_deadline(budget_run_config(cfg, choice), start + float(cfg.train.max_time),
-                                choice["final_eval_seconds"], show_progress=not args.quiet, choice=choice)
-    summary["budget"] = {"seconds": float(cfg.train.max_time), "measure_seconds": choice["measure_seconds"],
-                         "wall_seconds": time.perf_counter() - start, "chosen": choice["rows"][choice["best"]]}
-    return summary
 
 
 def add_finetune_head(sub: Any) -> None:
@@ -201,7 +199,7 @@ def add_finetune_head(sub: Any) -> None:
                     "  lmkit finetune-head runs/enc --task sequence-classification --data reviews.jsonl --out runs/sentiment\n"
                     "  lmkit finetune-head runs/enc --task token-classification --data ner.jsonl --epochs 5\n"
                     "  lmkit finetune-head runs/t5 --task seq2seq --data pairs.jsonl --lr 1e-3")
-    p.add_argument("checkpoint", help="pre-trained checkpoint folder, or a run folder (its newest checkpoint)")
+    add_checkpoint(p, "pre-trained checkpoint folder")
     p.add_argument("--task", required=True, choices=["sequence-classification", "token-classification", "seq2seq"],
                    help="what to learn (see above)")
     p.add_argument("--data", required=True, help="labelled JSONL file (formats above)")
@@ -213,34 +211,29 @@ def add_finetune_head(sub: Any) -> None:
     p.add_argument("--batch-size", type=int, default=16, help="examples per step (default 16)")
     p.add_argument("--freeze-encoder", action="store_true",
                    help="train the head only, keeping the pre-trained weights fixed (a linear probe)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the split, the shuffling and the head (default 0)")
-    p.add_argument("--out", default=None, help="save the fine-tuned checkpoint here")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
-    p.add_argument("--device", default="auto", help="cpu, cuda, mps... (default auto)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    add_seed(p, 0, "the split, the shuffling and the head")
+    add_out(p, "folder for the fine-tuned checkpoint (default: none is saved)")
+    add_overwrite(p, "a checkpoint lmkit wrote in --out")
+    add_device(p)
+    add_quiet(p)
+    add_json(p, "the report as JSON")
     add_no_verify(p)
     p.set_defaults(func=_run_finetune_head)
 
 
 def _run_finetune_head(args: argparse.Namespace) -> int:
     """``lmkit finetune-head CKPT --task ... --data labelled.jsonl``: fine-tune, then print the report."""
-    import json
-
-    import torch  # lazy: torch is heavy and `lmkit --help` stays instant
-
-    from lmkit.train.finetune import FinetuneConfig, run_finetune
+    from lmkit.train.finetune.data import FinetuneConfig
+    from lmkit.train.finetune.loop import run_finetune
 
     cfg = FinetuneConfig(task=args.task, epochs=args.epochs, lr=args.lr, head_lr=args.head_lr,
                          batch_size=args.batch_size, val_fraction=args.val_fraction, seed=args.seed,
                          freeze_encoder=args.freeze_encoder)
-    device = args.device
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = str(device_from(args))
     report = run_finetune(args.checkpoint, args.data, cfg, eval_data=args.eval, out=args.out,
                           overwrite=args.overwrite, device=device, show_progress=not args.quiet and not args.json)
     if args.json:
-        print(json.dumps(report, indent=2, ensure_ascii=False))
+        print_json(report)
     else:
         print(format_finetune_report(report))
     return 0
@@ -285,57 +278,76 @@ def add_demo(sub: Any) -> None:
                     "Python's docstrings, fortunes if installed), curate it, train a tokenizer, plan, pre-train a "
                     "small decoder, evaluate, generate, quantize to int8, write the model card and publish to a "
                     "local hub. Prints where every artefact went.")
-    p.add_argument("--out", default="runs/demo", help="output folder (a new -2, -3... sibling if it exists)")
+    add_out(p, "output folder (a new -2, -3... sibling if it exists; default runs/demo)", default="runs/demo")
     p.add_argument("--data", nargs="+", default=None, help="use your own text instead of the built-in corpus")
     p.add_argument("--minutes", type=float, default=3.0, help="rough total time budget (training gets ~60%%)")
     p.add_argument("--quick", action="store_true", help="a tiny corpus and model: the chain in well under a minute")
     p.add_argument("--prompt", default=None, help="prompt for the sample completions")
-    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    add_json(p, "the summary as JSON")
     p.set_defaults(func=_run_demo)
 
 
 def _run_demo(args: argparse.Namespace) -> int:
     """``lmkit demo``: run the whole pipeline, then print its summary."""
-    import json
-
     from lmkit.demo import run_demo  # lazy: the pipeline pulls in torch; `lmkit --help` stays instant
 
     s = run_demo(out=args.out, data=args.data, minutes=args.minutes, quick=args.quick, prompt=args.prompt)
     if args.json:
-        print(json.dumps(s, indent=2, default=str))
+        print_json(s)
     else:
         print_demo_summary(s)
     return 0
 
 
 def print_demo_summary(s: dict[str, Any]) -> None:
+    """The demo's summary on stdout, without blank lines: what each stage gave and where it went.
+
+    The held-out figures of the model and of its int8 copy come from one evaluation of both on the
+    same tokens (the quantize report's before and after), so they differ only by int8 storage.
+    """
+    from lmkit.ship.quantize import size_text
+
     tr = s["training"]
-    ev = tr.get("eval") or {}
     cur = s.get("curation") or {}
-    lines = ["", "lmkit demo: done in %.0f s" % s["wall_time_s"], ""]
+    q = s.get("quantization") or {}
+    before, after = q.get("eval_before") or tr.get("eval") or {}, q.get("eval_after") or {}
+
+    def scores(ev: dict[str, Any], change: float | None = None) -> str:
+        pct = f" ({change:+.2f}%)" if change is not None else ""
+        return (f"loss {ev.get('loss', float('nan')):.3f}, perplexity {ev.get('perplexity', float('nan')):.2f}{pct}, "
+                f"bits/byte {ev.get('bits_per_byte', float('nan')):.3f}")
+
+    lines = ["== lmkit demo: done in %.0f s " % s["wall_time_s"] + "=" * 50]
     if cur.get("docs_in"):
         lines.append(f"curation     {cur['docs_out']:,} of {cur['docs_in']:,} documents kept, "
                      f"{cur['tokens_kept_pct']:.1f}% of tokens")
-    lines += [
-        f"model        {tr['params']:,} parameters, {tr['steps']} steps, {tr['tokens']:,} tokens, {tr['wall_time_s']:.0f} s",
-        f"held-out     loss {ev.get('loss', float('nan')):.3f}, perplexity {ev.get('perplexity', float('nan')):.1f}, "
-        f"bits/byte {ev.get('bits_per_byte', float('nan')):.3f}",
-    ]
-    q = s.get("quantization") or {}
+    lines.append(f"model        {tr['params']:,} parameters, {tr['steps']} steps, {tr['tokens']:,} tokens, "
+                 f"{tr['wall_time_s']:.0f} s")
+    if before:
+        lines.append(f"held-out     {int(before.get('tokens', 0)):,} tokens of the run's validation split "
+                     "(never trained on), the same for both:")
+        lines.append(f"  the model  {scores(before)}")
+    if after:
+        lines.append(f"  int8 copy  {scores(after, q.get('perplexity_change_pct'))}")
     if q:
-        lines.append(f"int8         {q.get('summary', '')}".rstrip())
-    lines += ["", "prompt       " + repr(s["generation"]["prompt"])]
-    for k, v in s["generation"].items():
+        lines.append(f"int8 size    {q['disk_bytes']['ratio']:.2f}x smaller on disk "
+                     f"({size_text(q['disk_bytes']['before'])} -> {size_text(q['disk_bytes']['after'])}), "
+                     f"{q['memory_bytes']['ratio']:.2f}x in memory")
+    gen = s["generation"]
+    lines.append("prompt       " + repr(gen["prompt"]))
+    for k, v in gen.items():
         if k != "prompt":
-            lines.append(f"{k:12s} {v!r}")
-    lines += ["", "where everything went:",
+            name, _, how = k.partition(" ")
+            lines.append(f"{name:12s} {how + ' ' if how else ''}{v!r}")
+    lines += ["where everything went:",
               f"  corpus + curation report  {s['out']}/raw, {s['out']}/curated/report.md",
               f"  tokenizer                 {s['out']}/tokenizer/tokenizer.json",
               f"  checkpoint                {tr['checkpoint']}",
-              f"  metrics, loss curve       {s['out']}/run/metrics.jsonl, {tr['loss_curve']}",
+              f"  metrics, loss curve       {s['out']}/run/metrics.jsonl"
+              + (f", {tr['loss_curve']}" if tr.get("loss_curve") else " (no curve: the run logged no training loss)"),
               f"  int8 model                {s['out']}/model-int8",
               f"  model card                {s['card']}",
               f"  local hub                 {s['hub']['url']}  (lmkit hub --hub {s['hub']['url']} list)",
-              "", "next: lmkit generate %s \"your prompt\" --sample --explain" % tr["checkpoint"]]
+              "next: lmkit generate %s \"your prompt\" --sample --explain" % tr["checkpoint"]]
     print("\n".join(lines))
 

@@ -1,6 +1,6 @@
 """Opening input files: the format a file is read as (by suffix), the compression it claims (checked
 against its magic bytes), decompressed byte streams (gzip, zstd with truncation noticed) and
-numbered lines whose errors name the line. :mod:`lmkit.data.read` turns these streams into documents.
+numbered lines whose errors name the line. :mod:`lmkit.data.formats` turns these streams into documents.
 """
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ class ZstdStream(io.RawIOBase):
     """Decompress a zstd file (one or more frames) as a stream, and notice a truncated one.
 
     ``zstandard``'s own stream reader returns the data it has when a file ends inside a frame,
-    which would silently drop the end of a damaged file; here that is an error.
+    which would silently drop the end of a damaged file; this stream raises instead.
     """
 
     def __init__(self, raw: IO[bytes]) -> None:

@@ -35,7 +35,8 @@ document for MinHash, 8 bytes per slot. Per million documents that is about 13-2
 dedup and 187-373 MB for MinHash with 14 bands (the power-of-two table size decides where in
 the range a corpus falls). With ``threshold`` set, add 4 bytes per slot for the owner of each
 key (93-187 MB) and ``4 * num_perm`` bytes per document for the signatures (448 MB per million
-documents with 112 permutations).
+documents with 112 permutations). ``num_perm`` is at most :data:`MAX_NUM_PERM` (1024), which bounds
+the signature matrix hashed at once (:func:`check_minhash`).
 
 Why written here rather than taken from ``datasketch``: its ``MinHashLSH`` computes signatures
 one document at a time in Python and keeps every band key in Python dicts (hundreds of bytes per
@@ -287,16 +288,31 @@ def word_hashes(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
     return h, np.searchsorted(doc_start, starts, side="right") - 1
 
 
+BLOCK_ROWS = 4096  # shingles hashed at once: a (BLOCK_ROWS, num_perm) uint64 matrix
+# The most hash functions a MinHasher takes. Its memory is known: the (BLOCK_ROWS, num_perm) uint64
+# matrix (32 MiB at 1024; 305 GiB at ten million) plus 4 bytes per permutation and document for the
+# signatures. 1024 already estimates a Jaccard similarity to about +-0.03 (1/sqrt(num_perm)).
+MAX_NUM_PERM = 1024
+
+
+def check_minhash(num_perm: int, bands: int, shingle_size: int, prefix: str = "minhash.") -> None:
+    """Refuse MinHash settings that cannot work or whose memory is out of bounds (one line; setting
+    names start with ``prefix``)."""
+    if num_perm < 1 or bands < 1 or num_perm % bands:
+        raise LmkitError(f"{prefix}num_perm ({num_perm}) must be a multiple of {prefix}bands ({bands})")
+    if num_perm > MAX_NUM_PERM:
+        raise LmkitError(f"{prefix}num_perm ({num_perm:,}) must be at most {MAX_NUM_PERM}: signatures are hashed "
+                         f"{BLOCK_ROWS} shingles at a time in a {BLOCK_ROWS} x num_perm matrix of 8-byte integers "
+                         f"({BLOCK_ROWS * 8 * num_perm / 2**30:,.1f} GiB at {num_perm:,})")
+    if shingle_size < 1:
+        raise LmkitError(f"{prefix}shingle_size must be at least 1, got {shingle_size}")
+
+
 class MinHasher:
     """Batched MinHash signatures and LSH band keys (see the module docstring)."""
 
-    BLOCK_ROWS = 4096  # shingles hashed at once: a (4096, num_perm) uint64 matrix
-
     def __init__(self, num_perm: int = 112, bands: int = 14, shingle_size: int = 5, seed: int = 1) -> None:
-        if num_perm < 1 or bands < 1 or num_perm % bands:
-            raise LmkitError(f"minhash: num_perm ({num_perm}) must be a positive multiple of bands ({bands})")
-        if shingle_size < 1:
-            raise LmkitError(f"minhash: shingle_size must be at least 1, got {shingle_size}")
+        check_minhash(num_perm, bands, shingle_size)
         self.num_perm = num_perm
         self.bands = bands
         self.rows = num_perm // bands
@@ -329,10 +345,10 @@ class MinHasher:
         has = np.zeros(len(texts), dtype=bool)
         if sh.size:
             has[doc] = True
-            buf = np.empty((self.BLOCK_ROWS, self.num_perm), dtype=np.uint64)
-            for r0 in range(0, sh.shape[0], self.BLOCK_ROWS):
-                x = sh[r0:r0 + self.BLOCK_ROWS]
-                d = doc[r0:r0 + self.BLOCK_ROWS]
+            buf = np.empty((BLOCK_ROWS, self.num_perm), dtype=np.uint64)
+            for r0 in range(0, sh.shape[0], BLOCK_ROWS):
+                x = sh[r0:r0 + BLOCK_ROWS]
+                d = doc[r0:r0 + BLOCK_ROWS]
                 b = buf[:x.shape[0]]
                 np.multiply(x[:, None], self._a[None, :], out=b)
                 b += self._b
@@ -381,7 +397,7 @@ class MinHashDeduper:
             return np.zeros(0, dtype=bool)
         if self.threshold is None:
             seen, _ = self.index.get_or_insert(keys.ravel())
-            return seen.reshape(n, self.bands).any(axis=1)
+            return np.asarray(seen.reshape(n, self.bands).any(axis=1))
         if sigs is None:
             raise ValueError("a MinHash threshold needs the signatures")
         ordinals = np.arange(self._count, self._count + n, dtype=np.uint32)
@@ -417,4 +433,4 @@ def lsh_probability(similarity: float, bands: int, rows: int) -> float:
 
 
 __all__ = ["HashIndex", "exact_key", "ExactDeduper", "MinHasher", "MinHashDeduper", "mix64", "hash64",
-           "lsh_threshold", "lsh_probability"]
+           "lsh_threshold", "lsh_probability", "check_minhash", "MAX_NUM_PERM"]

@@ -10,7 +10,7 @@ What this module owns:
   output appears atomically: everything is written into a hidden temporary sibling folder that
   is renamed into place at the end, and removed if anything fails.
 * the reading side, :class:`~lmkit.data.shards.TokenShards` (random windows that are a pure
-  function of ``(step, seed, rank)``), is in :mod:`lmkit.data.shards`; it is re-exported here.
+  function of ``(step, seed, rank)``), is in :mod:`lmkit.data.shards`: import it from there.
 * :func:`prepare`, the glue training calls: raw files -> (train a tokenizer if none is given)
   -> shards, reusing shards already packed from the same inputs with the same tokenizer.
 
@@ -23,9 +23,10 @@ tokens of ``val/`` stay and the rest become ``train/``); ``meta.json`` records
 both splits' ``documents``. For ``val_fraction`` > 0 neither split is ever empty (given at
 least two tokens).
 
-Parallelism: ``workers`` is the number of encoding threads. Both encoders (tiktoken and
-Hugging Face ``tokenizers``) run in Rust outside the GIL and parallelise a batch themselves, so
-threads inside this process give the parallel speed-up without pickling text to other
+Parallelism: ``workers`` is the number of encoding threads (0: one per core), never more than
+the cores this process may use (``cap_workers``, as for curation: a request lowered is said on
+stderr). Both encoders (tiktoken and Hugging Face ``tokenizers``) run in Rust outside the GIL and
+parallelise a batch themselves, so threads inside this process give the parallel speed-up without pickling text to other
 processes or loading the tokenizer once per process (and without fork-after-threads hazards
 when training has already started torch). Reading, decompressing and JSON parsing stay in
 the main thread; they run far faster than encoding. A process pool doing only the encoding was
@@ -40,6 +41,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import shutil
 import sys
 import time
@@ -52,7 +54,8 @@ from typing import Any
 import numpy as np
 
 from lmkit.config import DataConfig
-from lmkit.data.read import Document, ReadReport, iter_documents, list_files
+from lmkit.data.document import Document, ReadReport
+from lmkit.data.read import iter_documents, list_files
 from lmkit.data.shards import SHARD_FORMAT, TokenShards, is_shard_folder
 from lmkit.errors import LmkitError
 from lmkit.files import check_out_dir, replace_dir
@@ -60,6 +63,9 @@ from lmkit.tokenizer import Tokenizer, train_tokenizer
 
 SHARD_VERSION = 1
 SPLITS = ("train", "val")
+#: every path a shards folder holds (what :func:`pack` writes): all that overwrite=True may replace
+#: (lmkit.files.check_out_dir); a file or folder the user added makes it refuse instead
+SHARD_PATHS = re.compile(r"tokenizer\.json|pack\.json|(train|val)(/(meta\.json|\d{6,}\.bin))?")
 # Encode documents in batches of about this many characters (or this many documents).
 _BATCH_CHARS = 2 << 20
 _BATCH_DOCS = 1024
@@ -201,8 +207,11 @@ def pack(docs: Iterable[Document], tokenizer: Tokenizer, out_dir: str | Path, va
         raise LmkitError(f"shard_tokens must be positive, got {shard_tokens}")
     if workers < 0:
         raise LmkitError(f"workers must be 0 (all cores) or more, got {workers}")
-    check_out_dir(out, overwrite, inputs, what="shards folder", ours=is_shard_folder, kind="shards folder")
-    threads = workers or (os.cpu_count() or 1)
+    check_out_dir(out, overwrite, inputs, what="shards folder", ours=[SHARD_PATHS, is_shard_folder],
+                  kind="shards folder")
+    from lmkit.data.curate.engine import cap_workers
+
+    threads = cap_workers(workers, flag="data.workers")  # never more threads than cores, said when lowered
     dtype = token_dtype(tokenizer.vocab_size)
     eos = tokenizer.eos_id
     if eos < 0:
@@ -465,5 +474,4 @@ def _save_if_changed(tok: Tokenizer, out: Path) -> None:
     tok.save(out)
 
 
-__all__ = ["SHARD_FORMAT", "token_dtype", "in_val_split", "pack", "TokenShards", "prepare",
-           "inputs_fingerprint", "is_shard_folder"]
+__all__ = ["SHARD_PATHS", "token_dtype", "in_val_split", "pack", "prepare", "inputs_fingerprint"]

@@ -22,10 +22,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
 from lmkit.config import ModelConfig
 from lmkit.errors import LmkitError
+from lmkit.models import LanguageModel
 from lmkit.objectives import IGNORE_INDEX, SpecialIds, make_batch, window_length
 
 
@@ -39,7 +39,7 @@ def token_byte_lengths(tokenizer: Any) -> torch.Tensor:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, shards: Any, model_cfg: ModelConfig, specials: SpecialIds,
+def evaluate(model: LanguageModel, shards: Any, model_cfg: ModelConfig, specials: SpecialIds,
              batch_size: int, max_batches: int, token_bytes: torch.Tensor | None = None,
              device: torch.device | str = "cpu", seed: int = 0,
              autocast: torch.autocast | None = None,
@@ -76,8 +76,8 @@ def evaluate(model: nn.Module, shards: Any, model_cfg: ModelConfig, specials: Sp
     model.train(was_training)
     if total_tokens == 0:
         return {}
-    loss = total_nats / total_tokens
-    out = {"loss": loss, "perplexity": math.exp(min(loss, 50.0)), "tokens": float(total_tokens)}
+    mean_nats = total_nats / total_tokens
+    out = {"loss": mean_nats, "perplexity": math.exp(min(mean_nats, 50.0)), "tokens": float(total_tokens)}
     if token_bytes is not None and total_bytes > 0:
         out["bits_per_byte"] = total_nats / math.log(2) / total_bytes
     return out
@@ -143,7 +143,7 @@ def held_out(ckpt: Path, data: str | None, tokenizer: Any, text_field: str = "te
     return None
 
 
-def evaluate_model(model: nn.Module, cfg: ModelConfig, windows: Any, tokenizer: Any, batch_size: int,
+def evaluate_model(model: LanguageModel, cfg: ModelConfig, windows: Any, tokenizer: Any, batch_size: int,
                    max_batches: int) -> dict[str, float]:
     """Held-out loss, perplexity and bits per byte of ``model`` on ``windows``, specials from ``tokenizer``."""
     specials = tokenizer.special_ids_for_objectives()
@@ -161,7 +161,7 @@ def evaluate_checkpoint(ckpt: str | Path, data: str | None = None, batches: int 
                         text_field: str = "text") -> dict[str, Any]:
     """Held-out loss, perplexity and bits per byte of a checkpoint, quantized or not (``lmkit evaluate``).
 
-    The model is loaded by ``lmkit.checkpoint.load_model``, so an int8 checkpoint is evaluated with its
+    The model is loaded by ``lmkit.models.checkpoint.load_model``, so an int8 checkpoint is evaluated with its
     int8 weights, as ``lmkit generate`` runs it. Held-out data: ``data`` (a packed shard folder, one
     split of it, or text files), else the run's own validation shards when they are still found.
     """

@@ -16,12 +16,13 @@ end-of-sequence tokens, as a document sits in the packed pre-training windows.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import torch
-from torch import nn
 
 from lmkit.errors import LmkitError
+from lmkit.models import LanguageModel
+from lmkit.models.encoder import Encoder
 
 MASK_TEXT = "[MASK]"
 
@@ -80,10 +81,12 @@ def encode_with_masks(tokenizer: Any, text: str, mask_text: str = MASK_TEXT) -> 
 
 
 @torch.no_grad()
-def fill_mask(model: nn.Module, tokenizer: Any, text: str, top_k: int = 5, mask_text: str = MASK_TEXT) -> FillMaskResult:
+def fill_mask(model: LanguageModel, tokenizer: Any, text: str, top_k: int = 5,
+              mask_text: str = MASK_TEXT) -> FillMaskResult:
     """Top-k candidates with probabilities for each ``[MASK]`` of ``text`` (an encoder model)."""
     if getattr(getattr(model, "cfg", None), "family", None) != "encoder":
         raise LmkitError("fill-mask needs an encoder (masked LM) checkpoint")
+    model = cast(Encoder, model)  # a model of family "encoder" is an Encoder
     if top_k < 1:
         raise LmkitError(f"--top-k must be at least 1, got {top_k}")
     if tokenizer.mask_id < 0:

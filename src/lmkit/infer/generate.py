@@ -8,9 +8,8 @@ What this module owns:
   table ``--explain`` shows for a step.
 * Not here: choosing each token (settings, temperature, top-k, top-p, the explanation of a
   choice) is :mod:`lmkit.infer.sampling`; the hand-laid CPU decode step is
-  :mod:`lmkit.infer.packed`; the ``lmkit generate`` command is :mod:`lmkit.cli.infer`. Their
-  public names are re-exported here, so ``from lmkit.infer.generate import GenerationConfig,
-  top_p_filter, choose_next, make_generator, PackedDecoder, packed_decoder`` keeps working.
+  :mod:`lmkit.infer.packed`; the ``lmkit generate`` command is :mod:`lmkit.cli.infer`. Each
+  name is imported from its own module (``GenerationConfig`` from ``lmkit.infer.sampling``).
 
 How decoding runs. A decoder reads the prompt once (the "prefill", which fills the key/value
 cache) and then feeds one new token per step, attending to the cached keys/values of everything
@@ -28,26 +27,17 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import torch
 from torch import nn
 
 from lmkit.errors import LmkitError
-from lmkit.infer.packed import PackedDecoder, packed_decoder
-from lmkit.infer.sampling import (
-    N_CANDIDATES,
-    Candidate,
-    GenerationConfig,
-    StepExplanation,
-    Truncate,
-    apply_temperature,
-    choose_next,
-    make_generator,
-    process_logits,
-    top_k_filter,
-    top_p_filter,
-)
+from lmkit.infer.packed import packed_decoder
+from lmkit.infer.sampling import N_CANDIDATES, GenerationConfig, StepExplanation, choose_next, make_generator
+from lmkit.models import LanguageModel
+from lmkit.models.decoder import Decoder
+from lmkit.models.encdec import EncoderDecoder
 
 StopReason = Literal["eos", "max_new_tokens", "context window"]
 
@@ -130,10 +120,10 @@ class _EvalMode:
 
 def _device(model: nn.Module) -> torch.device:
     """Where the model's tensors live (parameters, or buffers for a fully quantized model)."""
-    for t in model.parameters():
-        return t.device
-    for t in model.buffers():
-        return t.device
+    for p in model.parameters():
+        return p.device
+    for b in model.buffers():
+        return b.device
     return torch.device("cpu")
 
 
@@ -146,7 +136,7 @@ def _check_family(model: nn.Module) -> str:
     return family
 
 
-def _decoder_loop(model: nn.Module, input_ids: torch.Tensor, gen_cfg: GenerationConfig, cache: bool,
+def _decoder_loop(model: Decoder, input_ids: torch.Tensor, gen_cfg: GenerationConfig, cache: bool,
                   eos_id: int | None, generator: torch.Generator | None, explain: bool = False,
                   on_token: Callable[[int], None] | None = None) -> _LoopResult:
     window = model.cfg.max_seq_len
@@ -161,6 +151,7 @@ def _decoder_loop(model: nn.Module, input_ids: torch.Tensor, gen_cfg: Generation
     limit: StopReason = "max_new_tokens" if n_max == gen_cfg.max_new_tokens else "context window"
     seq = input_ids
 
+    step: Callable[[torch.Tensor], torch.Tensor]
     if not cache:
         def prefill() -> torch.Tensor:
             return model(seq)[:, -1]
@@ -190,7 +181,7 @@ def _decoder_loop(model: nn.Module, input_ids: torch.Tensor, gen_cfg: Generation
     return _decode_loop(prefill, step, n_max, limit, gen_cfg, generator, eos_id, explain, on_token)
 
 
-def generate_ids(model: nn.Module, input_ids: torch.Tensor, gen_cfg: GenerationConfig, cache: bool = True,
+def generate_ids(model: LanguageModel, input_ids: torch.Tensor, gen_cfg: GenerationConfig, cache: bool = True,
                  eos_id: int | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
     """Continue each row of input_ids (B, T) with a decoder; returns (B, T + n) ids.
 
@@ -208,14 +199,15 @@ def generate_ids(model: nn.Module, input_ids: torch.Tensor, gen_cfg: GenerationC
         generator, _ = make_generator(gen_cfg.seed, device)
     ids = input_ids.to(device)
     with torch.inference_mode(), _EvalMode(model):
-        res = _decoder_loop(model, ids, gen_cfg, cache, eos_id, generator)
+        # a model of family "decoder" (checked above) is a Decoder
+        res = _decoder_loop(cast(Decoder, model), ids, gen_cfg, cache, eos_id, generator)
     return torch.cat([ids, res.tokens], dim=1)
 
 
 # --------------------------------------------------------------------------- encoder-decoder
 
 
-def _seq2seq_loop(model: nn.Module, input_ids: torch.Tensor, gen_cfg: GenerationConfig, start_id: int,
+def _seq2seq_loop(model: EncoderDecoder, input_ids: torch.Tensor, gen_cfg: GenerationConfig, start_id: int,
                   cache: bool, eos_id: int | None, generator: torch.Generator | None, explain: bool = False,
                   on_token: Callable[[int], None] | None = None,
                   attention_mask: torch.Tensor | None = None) -> _LoopResult:
@@ -250,7 +242,7 @@ def _seq2seq_loop(model: nn.Module, input_ids: torch.Tensor, gen_cfg: Generation
     return _decode_loop(prefill, run, n_max, "max_new_tokens", gen_cfg, generator, eos_id, explain, on_token)
 
 
-def generate_seq2seq_ids(model: nn.Module, input_ids: torch.Tensor, gen_cfg: GenerationConfig, start_id: int,
+def generate_seq2seq_ids(model: LanguageModel, input_ids: torch.Tensor, gen_cfg: GenerationConfig, start_id: int,
                          eos_id: int | None = None, cache: bool = True,
                          attention_mask: torch.Tensor | None = None,
                          generator: torch.Generator | None = None) -> torch.Tensor:
@@ -268,8 +260,9 @@ def generate_seq2seq_ids(model: nn.Module, input_ids: torch.Tensor, gen_cfg: Gen
     if generator is None and not gen_cfg.greedy:
         generator, _ = make_generator(gen_cfg.seed, device)
     with torch.inference_mode(), _EvalMode(model):
-        res = _seq2seq_loop(model, input_ids.to(device), gen_cfg, start_id, cache, eos_id, generator,
-                            attention_mask=attention_mask)
+        # a model of family "encdec" (checked above) is an EncoderDecoder
+        res = _seq2seq_loop(cast(EncoderDecoder, model), input_ids.to(device), gen_cfg, start_id, cache, eos_id,
+                            generator, attention_mask=attention_mask)
     return res.tokens
 
 
@@ -360,7 +353,7 @@ def _completion_text(tokenizer: Any, prompt_ids: list[int], new_ids: list[int], 
     return full[len(before):] if full.startswith(before) else tokenizer.decode(new_ids)
 
 
-def generate(model: nn.Module, tokenizer: Any, prompt: str, gen_cfg: GenerationConfig | None = None,
+def generate(model: LanguageModel, tokenizer: Any, prompt: str, gen_cfg: GenerationConfig | None = None,
              explain: bool = False, stream: Callable[[str], None] | None = None,
              start_id: int | None = None) -> GenerationResult:
     """Complete ``prompt`` with a decoder (or answer it with an encoder-decoder).
@@ -375,8 +368,9 @@ def generate(model: nn.Module, tokenizer: Any, prompt: str, gen_cfg: GenerationC
     gen_cfg.validate()
     family = _check_family(model)
     if family == "encdec":
-        return generate_seq2seq(model, tokenizer, prompt, gen_cfg, explain=explain, stream=stream,
-                                start_id=start_id)
+        return generate_seq2seq(cast(EncoderDecoder, model), tokenizer, prompt, gen_cfg, explain=explain,
+                                stream=stream, start_id=start_id)
+    decoder = cast(Decoder, model)  # _check_family lets only the "decoder" and "encdec" families through
     ids = _encode_prompt(tokenizer, prompt)
     if not ids:
         if tokenizer.bos_id < 0:
@@ -393,11 +387,11 @@ def generate(model: nn.Module, tokenizer: Any, prompt: str, gen_cfg: GenerationC
         raise LmkitError(f"prompt is {len(ids)} tokens but the context window is {window} tokens "
                          f"(at most {window - 1} leave room for a new token); shorten it or use --truncate left")
     return _run_text(model, tokenizer, prompt, ids, truncated, gen_cfg, explain, stream,
-                     lambda inp, g, on_tok: _decoder_loop(model, inp, gen_cfg, True, tokenizer.eos_id, g,
+                     lambda inp, g, on_tok: _decoder_loop(decoder, inp, gen_cfg, True, tokenizer.eos_id, g,
                                                           explain, on_tok))
 
 
-def generate_seq2seq(model: nn.Module, tokenizer: Any, prompt: str, gen_cfg: GenerationConfig | None = None,
+def generate_seq2seq(model: EncoderDecoder, tokenizer: Any, prompt: str, gen_cfg: GenerationConfig | None = None,
                      explain: bool = False, stream: Callable[[str], None] | None = None,
                      start_id: int | None = None) -> GenerationResult:
     """Encoder-decoder generation from text: the encoder reads ``prompt`` + EOS once, the decoder
@@ -472,10 +466,5 @@ def _run_text(model: nn.Module, tokenizer: Any, prompt: str, ids: list[int], tru
                             elapsed_s=elapsed, truncated_tokens=truncated, steps=res.steps, settings=settings)
 
 
-# the public names, with those re-exported from sampling.py and packed.py for older imports
-__all__ = [
-    "N_CANDIDATES", "Candidate", "GenerationConfig", "GenerationResult", "PackedDecoder", "StepExplanation",
-    "StopReason", "Truncate", "apply_temperature", "choose_next", "format_step", "generate", "generate_ids",
-    "generate_seq2seq", "generate_seq2seq_ids", "make_generator", "packed_decoder", "process_logits",
-    "top_k_filter", "top_p_filter", "visible",
-]
+__all__ = ["GenerationResult", "StopReason", "format_step", "generate", "generate_ids", "generate_seq2seq",
+           "generate_seq2seq_ids", "visible"]

@@ -34,11 +34,15 @@ from __future__ import annotations
 import copy
 import math
 import weakref
-from typing import Any
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any, TypeGuard, cast
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+if TYPE_CHECKING:
+    from lmkit.models.decoder import Decoder, DecoderBlock
 
 
 def _pair_rows(w: torch.Tensor, n_heads: int) -> torch.Tensor:
@@ -58,7 +62,7 @@ class PackedDecoder:
     as ``Decoder.forward`` with a ``KVCache``, rearranged (see the module docstring).
     """
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: Decoder) -> None:
         cfg = model.cfg
         self.cfg = cfg
         self.d, self.H, self.hd = cfg.d_model, cfg.n_heads, cfg.head_dim
@@ -83,7 +87,7 @@ class PackedDecoder:
                 return wt.contiguous()
 
             self.layers: list[dict[str, torch.Tensor]] = []
-            for block in model.blocks:
+            for block in cast("Iterable[DecoderBlock]", model.blocks):  # a ModuleList yields Module
                 a, m = block.attn, block.mlp
                 wq, wk = a.q_proj.weight, a.k_proj.weight
                 if self.rotary:
@@ -118,7 +122,7 @@ class PackedDecoder:
     def _allocate(self, batch: int, max_len: int) -> None:
         d, H, hd = self.d, self.H, self.hd
         self.length, self.max_len = 0, max_len
-        opts = {"dtype": self.emb.dtype, "device": self.emb.device}
+        opts: dict[str, Any] = {"dtype": self.emb.dtype, "device": self.emb.device}
         # per layer (B, L, 2d): the keys then the values of each position, side by side
         self.kv = [torch.empty(batch, max_len, 2 * d, **opts) for _ in self.layers]
         self.k_heads = [c[..., :d].view(batch, max_len, H, hd).transpose(1, 2) for c in self.kv]  # (B, H, L, hd)
@@ -200,7 +204,7 @@ class PackedDecoder:
 _PACKED: weakref.WeakKeyDictionary[nn.Module, tuple[tuple[Any, ...], PackedDecoder]] = weakref.WeakKeyDictionary()
 
 
-def _packable(model: nn.Module) -> bool:
+def _packable(model: nn.Module) -> TypeGuard[Decoder]:
     """Is this exactly lmkit's Decoder with plain fp32 embedding and Linear layers?"""
     from lmkit.models.decoder import Decoder, SwiGLU
     from lmkit.models.layers import Attention

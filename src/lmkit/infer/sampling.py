@@ -8,7 +8,20 @@ What this module owns:
   :func:`top_p_filter`, :func:`process_logits` and :func:`choose_next`, which picks the next token
   from one step's logits and, when asked, explains the choice (:class:`StepExplanation`: the top
   candidates with their probabilities before and after the settings changed the distribution).
-* :func:`make_generator`: the seeded random generator sampling draws from.
+* :func:`make_generator`: the seeded random generator sampling draws from (a seed is 0 to 2**64-1,
+  :func:`lmkit.config.validate_seed`).
+
+Every setting is checked in one place, :meth:`GenerationConfig.validate`, which ``lmkit generate``
+and ``lmkit serve`` both call (each naming the setting as its user spelled it: ``--top-k`` or
+``top_k``), so no value that passes it can fail inside a decode step.
+
+Temperature. Any finite temperature above 0 is valid, however small: as t falls to 0,
+softmax(logits / t) tends to all the probability on the most likely token (split evenly among
+exact ties), and that limit is what a tiny t gives. It is computed safely rather than cut off
+below a floor: the largest logit is subtracted first, so the top token's scaled logit is exactly
+0 and the others are ≤ 0 (at worst -inf, probability 0), never inf - inf = NaN; a t too small for
+float32 to hold is that limit itself. A floor would be an arbitrary jump (t just above it samples,
+just below it is greedy) and would change results for ordinary small temperatures.
 
 Nothing here runs a model: logits (B, V) in, token ids (B,) out. The decode loops that call it
 live in :mod:`lmkit.infer.generate`.
@@ -17,16 +30,19 @@ live in :mod:`lmkit.infer.generate`.
 from __future__ import annotations
 
 import math
+import numbers
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
 import torch
 
-from lmkit.errors import LmkitError
+from lmkit.config import SEED_MAX, ConfigError, validate_seed
 
 Truncate = Literal["error", "left"]
 N_CANDIDATES = 5  # candidates shown per step by --explain
+_NAMES = {"max_new_tokens": "max new tokens", "top_k": "top-k", "top_p": "top-p"}  # in messages, by default
 
 
 # --------------------------------------------------------------------------- settings
@@ -59,17 +75,30 @@ class GenerationConfig:
     stop_at_eos: bool = True
     truncate: Truncate = "error"
 
-    def validate(self) -> None:
-        if not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 1:
-            raise LmkitError(f"max new tokens must be a positive integer, got {self.max_new_tokens!r}")
-        if not math.isfinite(self.temperature) or self.temperature < 0:
-            raise LmkitError(f"temperature must be a finite number ≥ 0 (0 = greedy), got {self.temperature}")
-        if self.top_k is not None and self.top_k < 1:
-            raise LmkitError(f"top-k must be at least 1, got {self.top_k}")
-        if self.top_p is not None and not 0.0 < self.top_p <= 1.0:
-            raise LmkitError(f"top-p must be in (0, 1], got {self.top_p}")
+    def validate(self, names: Mapping[str, str] | None = None) -> None:
+        """ConfigError (an LmkitError whose ``key`` is the field) for the first setting out of range.
+
+        ``names`` maps field names to what the user typed (``{"top_k": "--top-k"}``) for the message.
+        """
+        def name(field: str) -> str:
+            return (names or {}).get(field, _NAMES.get(field, field))
+
+        def bad(field: str, rule: str, value: object) -> ConfigError:
+            return ConfigError(f"{name(field)} must be {rule}, got {value!r}", field)
+
+        if not isinstance(self.max_new_tokens, numbers.Integral) or self.max_new_tokens < 1:
+            raise bad("max_new_tokens", "a positive integer", self.max_new_tokens)
+        t = self.temperature
+        if not isinstance(t, numbers.Real) or not math.isfinite(t) or t < 0:
+            raise bad("temperature", "a finite number ≥ 0 (0 = greedy)", t)
+        if self.top_k is not None and (not isinstance(self.top_k, numbers.Integral) or self.top_k < 1):
+            raise bad("top_k", "at least 1", self.top_k)
+        if self.top_p is not None and not (isinstance(self.top_p, numbers.Real) and 0.0 < self.top_p <= 1.0):
+            raise bad("top_p", "in (0, 1]", self.top_p)
+        if self.seed is not None:
+            validate_seed(self.seed, name("seed"))
         if self.truncate not in ("error", "left"):
-            raise LmkitError(f"truncate must be 'error' or 'left', got {self.truncate!r}")
+            raise bad("truncate", "'error' or 'left'", self.truncate)
 
     @property
     def greedy(self) -> bool:
@@ -94,10 +123,21 @@ class GenerationConfig:
 
 
 def apply_temperature(logits: torch.Tensor, temperature: float) -> torch.Tensor:
-    """logits / temperature (temperature > 0). softmax(logits / t) is sharper for t < 1."""
-    if temperature <= 0:
+    """Logits (..., V) scaled by 1 / temperature (> 0), the largest of each row moved to exactly 0.
+
+    softmax of the result is softmax(logits / t) (a softmax does not change when a constant is
+    subtracted). Subtracting first keeps a tiny t safe: the top token stays at 0 and the rest go
+    towards -inf, never inf - inf = NaN. A t that the logits' dtype rounds to 0 (below ~1.4e-45 in
+    float32) is the limit t -> 0: only the largest logits (exact ties) stay, the rest become -inf.
+    """
+    if not temperature > 0:
         raise ValueError(f"temperature must be > 0 here (0 means greedy), got {temperature}")
-    return logits if temperature == 1.0 else logits / temperature
+    if temperature == 1.0:
+        return logits
+    shifted = logits - logits.amax(dim=-1, keepdim=True)  # (..., V), ≤ 0; the top token(s) exactly 0
+    if temperature < torch.finfo(logits.dtype).tiny and torch.tensor(temperature, dtype=logits.dtype) == 0:
+        return shifted.masked_fill(shifted < 0, float("-inf"))
+    return shifted / temperature
 
 
 def top_k_filter(logits: torch.Tensor, k: int) -> torch.Tensor:
@@ -220,9 +260,14 @@ def _sample(rows: torch.Tensor, gen_cfg: GenerationConfig, generator: torch.Gene
 
 def make_generator(seed: int | None, device: torch.device | str = "cpu") -> tuple[torch.Generator, int]:
     """A random generator for sampling and the seed it was given (a fresh one if seed is None,
-    returned so that the run can be repeated)."""
-    if seed is None:
-        seed = int.from_bytes(os.urandom(8), "little") >> 1
+    returned so that the run can be repeated). A seed outside 0..2**64-1 is a ConfigError."""
+    seed = int.from_bytes(os.urandom(8), "little") >> 1 if seed is None else validate_seed(seed)
     gen = torch.Generator(device=device)
     gen.manual_seed(seed)
     return gen, seed
+
+
+def choice_seed(seed: int, index: int) -> int:
+    """The seed of the ``index``-th of several samples drawn for one seed (``n`` choices of a
+    request): seed + index, wrapping around within 0..2**64-1 so that it is always a valid seed."""
+    return (seed + index) % (SEED_MAX + 1)

@@ -15,22 +15,26 @@
   components (PCA by SVD) and computes the cosine similarity, and the angle, between every pair;
   :func:`plot_embeddings` draws the projection.
 
-PNG files are written atomically (a temporary sibling, then renamed) and an existing file is only
-replaced with ``--overwrite``.
+Pictures are PNG files, written atomically (a temporary sibling, then renamed), each carrying
+lmkit's stamp (:func:`lmkit.files.stamp_png`); ``--overwrite`` replaces only a picture lmkit drew
+that nobody has changed since (:func:`lmkit.files.is_stamped_png`), never the user's own PNG.
 """
 
 from __future__ import annotations
 
-import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
 
 from lmkit.errors import LmkitError
+from lmkit.models import LanguageModel
+from lmkit.models.decoder import Decoder
+from lmkit.models.encdec import EncoderDecoder
+from lmkit.models.encoder import Encoder
 
 # --------------------------------------------------------------------------- attention
 
@@ -45,23 +49,24 @@ class AttentionMaps:
     stack: str  # which attention was captured, in words
 
 
-def _self_attention_modules(model: nn.Module) -> tuple[list[nn.Module], str]:
+def _self_attention_modules(model: LanguageModel) -> tuple[list[nn.Module], str]:
     from lmkit.models.layers import Attention
 
     family = model.cfg.family
+    blocks: Iterable[nn.Module]
     if family == "encdec":
-        blocks, what = model.encoder.blocks, "encoder self-attention (bidirectional)"
+        blocks, what = cast(EncoderDecoder, model).encoder.blocks, "encoder self-attention (bidirectional)"
     else:
-        blocks = model.blocks
+        blocks = cast(Decoder | Encoder, model).blocks  # the other two families
         what = "self-attention (bidirectional)" if family == "encoder" else "causal self-attention"
-    mods = [b.attn for b in blocks]
+    mods = [cast(nn.Module, b.attn) for b in blocks]  # every family's blocks have an ``attn`` module
     if not all(isinstance(m, Attention) for m in mods):
         raise LmkitError("this model's attention layers cannot be inspected (a quantized checkpoint?)")
     return mods, what
 
 
 @torch.no_grad()
-def capture_attention(model: nn.Module, input_ids: torch.Tensor) -> tuple[torch.Tensor, str]:
+def capture_attention(model: LanguageModel, input_ids: torch.Tensor) -> tuple[torch.Tensor, str]:
     """Self-attention weights (layers, heads, T, T) of the first row of input_ids (B, T)."""
     modules, what = _self_attention_modules(model)
     captured: dict[int, torch.Tensor] = {}
@@ -78,7 +83,7 @@ def capture_attention(model: nn.Module, input_ids: torch.Tensor) -> tuple[torch.
     model.eval()
     try:
         if model.cfg.family == "encdec":
-            model.encode(input_ids)
+            cast(EncoderDecoder, model).encode(input_ids)
         else:
             model(input_ids)
     finally:
@@ -88,7 +93,7 @@ def capture_attention(model: nn.Module, input_ids: torch.Tensor) -> tuple[torch.
     return torch.stack([captured[i] for i in range(len(modules))]), what
 
 
-def attention_maps(model: nn.Module, tokenizer: Any, text: str) -> AttentionMaps:
+def attention_maps(model: LanguageModel, tokenizer: Any, text: str) -> AttentionMaps:
     """Attention weights of every layer and head over the tokens of ``text``."""
     ids = tokenizer.encode(text, allow_special=True)
     if not ids:
@@ -113,12 +118,12 @@ def head_summary(maps: AttentionMaps) -> list[dict[str, Any]]:
     for layer in range(w.shape[0]):
         for head in range(w.shape[1]):
             m = w[layer, head]
-            row = {"layer": layer, "head": head,
-                   "self": float(m.diagonal().mean()),
-                   "previous": float(m.diagonal(-1).mean()) if T > 1 else 0.0,
-                   "next": float(m.diagonal(1).mean()) if T > 1 else 0.0,
-                   "first": float(m[:, 0].mean()),
-                   "entropy_bits": float(-(m * m.clamp(min=1e-12).log2()).sum(-1).mean())}
+            row: dict[str, Any] = {"layer": layer, "head": head,
+                                   "self": float(m.diagonal().mean()),
+                                   "previous": float(m.diagonal(-1).mean()) if T > 1 else 0.0,
+                                   "next": float(m.diagonal(1).mean()) if T > 1 else 0.0,
+                                   "first": float(m[:, 0].mean()),
+                                   "entropy_bits": float(-(m * m.clamp(min=1e-12).log2()).sum(-1).mean())}
             kinds = {k: row[k] for k in ("self", "previous", "next", "first")}
             best = max(kinds, key=lambda k: kinds[k])
             row["mostly"] = best if kinds[best] >= 0.5 else "spread"
@@ -126,31 +131,28 @@ def head_summary(maps: AttentionMaps) -> list[dict[str, Any]]:
     return out
 
 
-_PICTURES = (".png", ".svg", ".pdf", ".jpg", ".jpeg", ".webp", ".eps", ".ps", ".tif", ".tiff")
-
-
-def _is_picture(path: Path) -> bool:
-    """What --overwrite may replace: a picture file (never a checkpoint's weights or config)."""
-    return path.suffix.lower() in _PICTURES
-
-
 def check_out_picture(out: str | Path, overwrite: bool, inputs: Sequence[str | Path] = ()) -> None:
-    """The shared output check for a picture: may sit in the checkpoint folder, replaces only a picture."""
-    from lmkit.files import check_out_file
+    """The shared output check for a picture: a ``.png`` name, may sit in the checkpoint folder, and
+    ``--overwrite`` replaces only a picture lmkit drew and nobody has changed since."""
+    from lmkit.files import check_out_file, is_stamped_png
 
-    check_out_file(out, overwrite, inputs, ours=_is_picture, kind="picture", inside_inputs=True)
+    check_out_file(out, overwrite, inputs, ours=is_stamped_png,
+                   kind="picture (only a picture lmkit drew and nobody changed since is replaced)",
+                   inside_inputs=True)
+    if Path(out).suffix.lower() != ".png":
+        raise LmkitError(f"--out {out}: viz draws PNG pictures; give a file name ending in .png")
 
 
 def _atomic_savefig(fig: Any, out: Path, overwrite: bool) -> Path:
+    import io
+
+    from lmkit.files import stamp_png, write_bytes_atomic
+
     check_out_picture(out, overwrite)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}{out.suffix}")
-    try:
-        fig.savefig(tmp)
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    write_bytes_atomic(out, stamp_png(buf.getvalue(), "lmkit viz"))
     return out
 
 
@@ -223,7 +225,7 @@ class EmbeddingProjection:
                 "angle_degrees": self.angles.tolist()}
 
 
-def word_vector(model: nn.Module, tokenizer: Any, word: str) -> tuple[torch.Tensor, list[str]]:
+def word_vector(model: LanguageModel, tokenizer: Any, word: str) -> tuple[torch.Tensor, list[str]]:
     """The input embedding of ``word``: the mean over its tokens, as it appears inside running text
     (with a leading space) unless it is a single token only without one."""
     spaced = tokenizer.encode(" " + word.strip())
@@ -235,7 +237,8 @@ def word_vector(model: nn.Module, tokenizer: Any, word: str) -> tuple[torch.Tens
     return table[ids].mean(dim=0), [tokenizer.token_str(i) for i in ids]
 
 
-def embedding_projection(model: nn.Module, tokenizer: Any, words: Sequence[str], dims: int = 2) -> EmbeddingProjection:
+def embedding_projection(model: LanguageModel, tokenizer: Any, words: Sequence[str],
+                         dims: int = 2) -> EmbeddingProjection:
     """PCA of the words' input embeddings onto ``dims`` components, and their pairwise cosines."""
     if dims not in (2, 3):
         raise LmkitError(f"--dims must be 2 or 3, got {dims}")

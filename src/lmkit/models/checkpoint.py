@@ -15,8 +15,15 @@ leaves either the old checkpoint set or the new one, never half a checkpoint. Pi
 loaded. meta.json records the SHA-256 of every other file (``"sha256"``: {path: digest}); the
 loaders check the file they read against it and refuse one that changed since it was saved
 (``verify=False``, the commands' ``--no-verify``, skips the check; checkpoints from older lmkit
-have no checksums and load unchecked). A quantized checkpoint (a ``quantization`` record in
-config.json) is rebuilt in the format ``lmkit.models.int8`` defines.
+have no checksums and load unchecked). Checked or not, weights are never read nor a model built
+before the shapes in model.safetensors' header are found to be the ones config.json implies
+(:func:`check_weights`: a model built on PyTorch's meta device gives them without taking memory), so
+a config that does not describe its weights is one line naming the first tensor that disagrees. The same record says which files a save wrote: a command's
+``--overwrite`` replaces a checkpoint folder only when it holds nothing else (:func:`checkpoint_files`;
+an unedited ``README.md`` card from ``lmkit card`` counts as lmkit's). A quantized checkpoint (a
+``quantization`` record in config.json) is rebuilt in the format ``lmkit.models.int8`` defines.
+:func:`load_model_and_train` reads the model (and train section) a run YAML or a checkpoint folder
+describes, without weights, for commands that plan rather than load.
 """
 
 from __future__ import annotations
@@ -30,18 +37,28 @@ import re
 import shutil
 import tempfile
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
 from lmkit import __version__
-from lmkit.config import ModelConfig, RunConfig, model_config_from_dict, save_yaml, to_dict
+from lmkit.config import (
+    ModelConfig,
+    RunConfig,
+    TrainConfig,
+    apply_overrides,
+    load_run_config,
+    model_config_from_dict,
+    save_yaml,
+    to_dict,
+)
 from lmkit.errors import LmkitError
-from lmkit.files import replace_dir, sha256_file, write_json_atomic  # noqa: F401  (re-exported)
+from lmkit.files import is_stamped, replace_dir, sha256_file, write_json_atomic
+from lmkit.models import LanguageModel
 
 FORMAT = "lmkit-checkpoint/1"
 CKPT_PREFIX = "ckpt-"
@@ -107,6 +124,25 @@ def save_checkpoint(
 
 def is_checkpoint(path: Path) -> bool:
     return (path / "config.json").is_file() and (path / "meta.json").is_file()
+
+
+def checkpoint_files(folder: Path) -> list[str] | None:
+    """What a save wrote into checkpoint ``folder`` (for ``lmkit.files.Manifest``, what ``--overwrite``
+    may replace): meta.json and every file its checksums name, plus a ``README.md`` model card lmkit
+    wrote there and nobody has edited since (``lmkit.files.is_stamped``). None for a folder that is
+    not a checkpoint, or one saved by an older lmkit without checksums (lmkit cannot tell its files)."""
+    if not is_checkpoint(folder):
+        return None
+    try:
+        sums = _recorded_checksums(folder, "its files")
+    except LmkitError:
+        return None
+    if sums is None:
+        return None
+    files = ["meta.json", *sums]
+    if is_stamped(folder / "README.md"):
+        files.append("README.md")
+    return files
 
 
 def file_checksums(folder: Path) -> dict[str, str]:
@@ -240,32 +276,90 @@ def load_state(path: str | Path, verify: bool = True) -> dict[str, torch.Tensor]
         raise LmkitError(f"{ckpt}: model.safetensors is missing")
     if verify:
         verify_file(ckpt, "model.safetensors")
+    check_weights(ckpt, verify=verify)  # before a single tensor is read
     try:
         return load_file(str(f))
     except Exception as e:  # safetensors raises its own error types on corrupt files
         raise LmkitError(f"{f}: cannot read weights ({e})") from None
 
 
+Shapes = dict[str, tuple[int, ...]]
+
+
+def weight_shapes(path: str | Path) -> Shapes:
+    """Every tensor's shape in safetensors file ``path``, from its header alone: no tensor is read."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    except Exception as e:  # safetensors raises its own error types on corrupt files
+        raise LmkitError(f"{path}: cannot read weights ({e})") from None
+
+
+def _state_shapes(model: nn.Module) -> tuple[Shapes, set[str]]:
+    """(shape of every tensor in the model's state dict, the names a weights file must provide:
+    parameters, each tied one under its first name; buffers are recomputed when absent)."""
+    return ({n: tuple(t.shape) for n, t in model.state_dict().items()},
+            {n for n, _ in model.named_parameters(remove_duplicate=True)})
+
+
+def model_shapes(model_cfg: ModelConfig, quant: dict[str, Any] | None = None, names: Iterable[str] = (),
+                 source: str | Path = "") -> tuple[Shapes, set[str]]:
+    """What weights the model of ``model_cfg`` takes (as :func:`_state_shapes`), from the model built on
+    PyTorch's meta device: no memory is taken, however large the config says the model is. ``quant``
+    (a checkpoint's ``quantization`` record) gives its quantized layout, which needs the file's tensor
+    ``names``."""
+    from lmkit.models import build_model
+    from lmkit.models.int8 import prepare_quantized
+
+    try:
+        with torch.device("meta"):
+            model = build_model(model_cfg)
+            if quant:
+                model = prepare_quantized(model, cast(dict[str, torch.Tensor], dict.fromkeys(names)), quant, source)
+    except RuntimeError as e:  # a tensor of more than 2**63 bytes: even its size cannot be computed
+        raise LmkitError(f"{source}: the model config.json describes is too large to exist "
+                         f"({str(e).splitlines()[0][:200]}); check its sizes (d_model, d_ff, vocab_size)") from None
+    return _state_shapes(model)
+
+
+def check_shapes(expected: Shapes, required: set[str], found: Mapping[str, Sequence[int]], source: str | Path) -> None:
+    """Refuse weights (``found``: name -> shape) that do not fit a model (``expected``, ``required``:
+    see :func:`_state_shapes`): an LmkitError naming the first tensor (in the model's order) of another
+    shape, else the tensors missing or without a place."""
+    for name, need in expected.items():
+        shape = found.get(name)
+        if shape is not None and tuple(shape) != need:
+            raise LmkitError(f"{source}: config.json does not match model.safetensors: {name} has shape "
+                             f"{tuple(shape)} in the weights, the config needs {need}")
+    missing = [n for n in expected if n in required and n not in found]
+    unexpected = [n for n in found if n not in expected]
+    if missing or unexpected:
+        raise LmkitError(f"{source}: weights do not match the config (missing {missing[:3]}, unexpected {unexpected[:3]})")
+
+
+def check_weights(path: str | Path, verify: bool = True) -> None:
+    """Refuse a checkpoint whose model.safetensors does not fit its config.json, before any tensor is
+    read or any model built: the shapes come from the file's header and a meta-device model."""
+    ckpt = resolve_checkpoint(path)
+    cfg = read_config(ckpt, verify=verify)
+    shapes = weight_shapes(ckpt / "model.safetensors")
+    expected, required = model_shapes(model_config_from_dict(cfg["model"]), cfg.get("quantization"), shapes, ckpt)
+    check_shapes(expected, required, shapes, ckpt)
+
+
 def load_weights_into(model: nn.Module, state: dict[str, torch.Tensor], source: str | Path) -> None:
     """Copy saved tensors into model; tied weights saved once are filled through their alias.
 
     Weights of another shape than the model's (a config.json that does not describe them) are
-    an LmkitError naming the first such tensor.
+    an LmkitError naming the first such tensor (:func:`check_shapes`).
     """
-    expected = model.state_dict()
-    for name, t in state.items():
-        if name in expected and tuple(t.shape) != tuple(expected[name].shape):
-            raise LmkitError(f"{source}: config.json does not match model.safetensors: {name} has shape "
-                             f"{tuple(t.shape)} in the weights, the config needs {tuple(expected[name].shape)}")
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    tied = {n for n, _ in model.named_parameters(remove_duplicate=True)}
-    real_missing = [m for m in missing if m in tied]
-    if real_missing or unexpected:
-        raise LmkitError(f"{source}: weights do not match the config "
-                         f"(missing {real_missing[:3]}, unexpected {list(unexpected)[:3]})")
+    check_shapes(*_state_shapes(model), {n: tuple(t.shape) for n, t in state.items()}, source)
+    model.load_state_dict(state, strict=False)
 
 
-def load_model(path: str | Path, device: str | torch.device = "cpu", verify: bool = True) -> nn.Module:
+def load_model(path: str | Path, device: str | torch.device = "cpu", verify: bool = True) -> LanguageModel:
     """A checkpoint's model, on ``device``, in eval mode, ready for inference.
 
     ``verify`` checks config.json and model.safetensors against the SHA-256 in meta.json first.
@@ -285,7 +379,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", verify: boo
 
 
 def load_quantized(model_cfg: ModelConfig, state: dict[str, torch.Tensor], quant: dict[str, Any],
-                   source: str | Path) -> nn.Module:
+                   source: str | Path) -> LanguageModel:
     """Build the model a quantized checkpoint describes (``lmkit.models.int8``) and fill it with its weights."""
     from lmkit.models import build_model
     from lmkit.models.int8 import prepare_quantized
@@ -335,7 +429,7 @@ def prune_checkpoints(run_dir: str | Path, keep: int) -> None:
 
     Each is first renamed to a hidden ``.NAME.del-PID`` (one atomic step), so a kill during the
     deletion leaves no half-deleted ``ckpt-*`` that looks like a checkpoint; the next run in the
-    folder removes the leftover (``lmkit.runfolder.clean_orphans``).
+    folder removes the leftover (``lmkit.train.runfolder.clean_orphans``).
     """
     if keep <= 0:
         return
@@ -343,3 +437,36 @@ def prune_checkpoints(run_dir: str | Path, keep: int) -> None:
         doomed = old.with_name(f".{old.name}.del-{os.getpid()}")
         os.replace(old, doomed)
         shutil.rmtree(doomed, ignore_errors=True)
+
+
+def load_model_and_train(path: str | Path, overrides: dict[str, Any] | None = None
+                         ) -> tuple[ModelConfig, TrainConfig | None]:
+    """The model (and train section, when there is one) of a run YAML (model/train/data sections),
+    a checkpoint folder or its config.json; a folder's resolved.yaml wins over its bare config.json."""
+    p = Path(path)
+    overrides = dict(overrides or {})
+    if p.is_dir() or p.suffix == ".json":
+        cfg_file = p / "config.json" if p.is_dir() else p
+        if not cfg_file.is_file():
+            raise LmkitError(f"{p}: no config.json (give a run YAML, a checkpoint folder or its config.json)")
+        try:
+            raw = json.loads(cfg_file.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as e:
+            raise LmkitError(f"{cfg_file}: not readable JSON ({e})") from None
+        model_raw = raw.get("model", raw) if isinstance(raw, dict) else None
+        if not isinstance(model_raw, dict):
+            raise LmkitError(f"{cfg_file}: expected a JSON object with a model section")
+        resolved = cfg_file.parent / "resolved.yaml"
+        if resolved.is_file():
+            run = load_run_config(resolved, overrides)
+            return run.model, run.train
+        model_over = {k.removeprefix("model."): v for k, v in overrides.items() if k.startswith("model.")}
+        if len(model_over) != len(overrides):
+            raise LmkitError(f"{cfg_file}: only model.* overrides apply to a bare config.json")
+        try:
+            merged = apply_overrides({"model": model_raw}, {f"model.{k}": v for k, v in model_over.items()})
+            return model_config_from_dict(merged["model"]), None
+        except LmkitError as e:
+            raise LmkitError(f"{cfg_file}: {e}") from None
+    run = load_run_config(p, overrides)
+    return run.model, run.train

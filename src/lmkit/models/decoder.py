@@ -3,9 +3,11 @@
 Read top to bottom:
     token ids ─▶ token embedding (+ learned or sinusoidal positions, if chosen)
               ─▶ n_layers × [x + Attention(RMSNorm(x)) ; x + SwiGLU(RMSNorm(x))]   (causal, rotary)
-              ─▶ final RMSNorm ─▶ output projection (tied to the embedding) ─▶ logits over the vocab
-The softmax over the vocabulary lives in the loss (``layers.linear_cross_entropy``) and in the
-sampler (``lmkit.infer.generate``). Each position attends only to itself and earlier positions.
+              ─▶ final RMSNorm ─▶ output projection ─▶ logits over the vocab
+The output projection is the token embedding itself when ``model.tie_embeddings`` (the default),
+else a separate ``lm_head`` (cpu-small unties it). The softmax over the vocabulary lives in the
+loss (``layers.linear_cross_entropy``) and in the sampler (``lmkit.infer.sampling``). Each
+position attends only to itself and earlier positions.
 
 Weight names mirror Hugging Face's ``LlamaForCausalLM`` one to one (``tok_emb`` ↔
 ``model.embed_tokens``, ``blocks.i.attn.q_proj`` ↔ ``model.layers.i.self_attn.q_proj``, ...), with
@@ -56,6 +58,12 @@ class DecoderBlock(nn.Module):
 
 class Decoder(nn.Module):
     """GPT/Llama-style language model: ``forward(input_ids)`` returns next-token logits."""
+
+    # set by register_position_tables (rope_cos/rope_sin (max_seq_len, hd) only with rotary positions)
+    pos_emb: nn.Embedding | None
+    pos_table: torch.Tensor | None
+    rope_cos: torch.Tensor
+    rope_sin: torch.Tensor
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()

@@ -5,7 +5,7 @@ Read top to bottom:
               (bidirectional, relative position bias) ─▶ RMSNorm ─▶ encoder states (B, S, C)
     decoder ids ─▶ shared embedding ─▶ decoder: n_decoder_layers ×
               [x + causal SelfAttn(RMSNorm(x)) ; x + CrossAttn(RMSNorm(x), encoder states) ; x + MLP(RMSNorm(x))]
-              ─▶ RMSNorm ─▶ × d_model^-0.5 ─▶ output projection (the shared embedding) ─▶ logits
+              ─▶ RMSNorm ─▶ output projection ─▶ logits
 The encoder reads the whole (corrupted) input both ways; the decoder writes the output left to
 right, looking at what it has written (causal self-attention) and at the encoder states
 (cross-attention): the family for text-to-text tasks (translation, summarisation, QA).
@@ -14,20 +14,23 @@ Positions are T5's: no position embeddings; each attention layer adds a learned 
 depends on the bucketed distance key − query (32 buckets, exact up to 8 then logarithmic up to 128,
 signed in the encoder, only looking back in the decoder). The bias table lives in the first layer
 of each stack and is shared by all its layers. Attention scores are not scaled by 1/√d (T5 folds
-that into the initialisation), and with tied embeddings the decoder output is scaled by
-d_model^-0.5 before the output projection.
+that into the initialisation). The output projection is the shared embedding when
+``model.tie_embeddings`` (the default), with the decoder output scaled by d_model^-0.5 before it,
+as T5 does; untied, it is a separate ``lm_head`` and nothing is scaled.
 
 The layout is ``T5ForConditionalGeneration``'s (T5 v1.0: ReLU MLP ``wi``/``wo``, weight-only RMS
 norms, no biases) one to one, so ``hf_name_map`` is a pure renaming.
 
 Generation: ``encode`` runs once, ``cross_kv`` projects the encoder states to every decoder layer's
 cross-attention keys/values once, and ``decode`` advances the decoder with a ``KVCache`` for its
-self-attention (see ``lmkit.generate.generate_seq2seq``).
+self-attention (see ``lmkit.infer.generate.generate_seq2seq``).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
+from typing import TypeGuard, cast
 
 import torch
 import torch.nn.functional as F
@@ -64,7 +67,7 @@ def relative_position_bucket(relative_position: torch.Tensor, bidirectional: boo
     return bucket + torch.where(is_small, distance, large)
 
 
-def _has_padding(keep: torch.Tensor | None) -> bool:
+def _has_padding(keep: torch.Tensor | None) -> TypeGuard[torch.Tensor]:
     """Whether a (B, T) keep-mask hides anything. A mask with no padding changes nothing, and leaving
     it out keeps the encoder's bias (1, H, T, T), shared by the batch, instead of a (B, H, T, T) copy
     whose gradient is reduced layer by layer. A compiled graph keeps every mask: looking at its
@@ -88,6 +91,9 @@ class ReluMLP(nn.Module):
 class Block(nn.Module):
     """One pre-norm T5 block: self-attention, (decoder only) cross-attention, feed-forward."""
 
+    cross_norm: RMSNorm | None  # both set in decoder blocks, both None in encoder blocks
+    cross_attn: Attention | None
+
     def __init__(self, cfg: ModelConfig, is_decoder: bool) -> None:
         super().__init__()
         self.attn_norm = RMSNorm(cfg.d_model, cfg.norm_eps)
@@ -108,7 +114,8 @@ class Block(nn.Module):
         # bias: (1 or B, H, T, T_keys) position bias with the causal/padding mask folded in
         x = x + self.dropout(self.attn(self.attn_norm(x), attn_bias=bias, cache=cache, layer=layer))
         if self.cross_attn is not None:
-            x = x + self.dropout(self.cross_attn(self.cross_norm(x), context=context, context_kv=context_kv,
+            cross_norm = cast(RMSNorm, self.cross_norm)  # set together with cross_attn
+            x = x + self.dropout(self.cross_attn(cross_norm(x), context=context, context_kv=context_kv,
                                                  attn_bias=context_keep))
         x = x + self.dropout(self.mlp(self.mlp_norm(x)))
         return x  # (B, T, C)
@@ -234,8 +241,8 @@ class EncoderDecoder(nn.Module):
     def cross_kv(self, enc: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Each decoder layer's cross-attention keys and values (B, H, S, hd) of encoder states (B, S, C)."""
         out = []
-        for block in self.decoder.blocks:
-            a = block.cross_attn
+        for block in cast("Iterable[Block]", self.decoder.blocks):  # a ModuleList yields Module
+            a = cast(Attention, block.cross_attn)  # every decoder block has cross-attention
             out.append((a.split_heads(a.k_proj(enc)), a.split_heads(a.v_proj(enc))))
         return out
 

@@ -3,13 +3,14 @@
 Read top to bottom:
     token ids ─▶ token + position (learned) + token-type embeddings ─▶ LayerNorm ─▶ dropout
               ─▶ n_layers × [x = LN(x + Attention(x)) ; x = LN(x + GELU-MLP(x))]   (post-norm, bidirectional)
-              ─▶ MLM head: dense ─▶ GELU ─▶ LayerNorm ─▶ output projection (tied to the embedding) + bias
+              ─▶ MLM head: dense ─▶ GELU ─▶ LayerNorm ─▶ output projection + bias
 Every position attends to every other (non-padding) position, left and right: the context is
 bidirectional, which is what makes an encoder good at understanding a whole text (classification,
 tagging, filling a blank) and unable to generate left to right.
 
 The layout is ``BertForMaskedLM``'s one to one (post-norm, exact GELU, learned absolute positions,
-two token types, a biased MLM head whose decoder is the word embedding), so ``hf_name_map`` is a
+two token types, a biased MLM head whose decoder is the word embedding unless
+``model.tie_embeddings`` is off), so ``hf_name_map`` is a
 pure renaming. With ``pos_encoding: rotary`` the same blocks without a position table are
 ``RoFormerForMaskedLM`` (BERT with rotary positions; ``to_hf_state`` reorders the query/key rows
 into RoFormer's interleaved rotation). Rotary positions tend to learn word order faster at small
@@ -84,6 +85,12 @@ class MLMHead(nn.Module):
 
 class Encoder(nn.Module):
     """BERT-style masked language model: ``forward(input_ids)`` returns logits at every position."""
+
+    # set by register_position_tables (rope_cos/rope_sin (max_seq_len, hd) only with rotary positions)
+    pos_emb: nn.Embedding | None
+    pos_table: torch.Tensor | None
+    rope_cos: torch.Tensor
+    rope_sin: torch.Tensor
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()

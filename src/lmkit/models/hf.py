@@ -84,14 +84,18 @@ ROFORMER_TABLE = "roformer.encoder.embed_positions.weight"
 def family_module(family: str) -> ModuleType:
     """The module of one family, which holds its ``hf_name_map`` and ``hf_config``."""
     if family == "decoder":
-        from lmkit.models import decoder as mod
-    elif family == "encoder":
-        from lmkit.models import encoder as mod
-    elif family == "encdec":
-        from lmkit.models import encdec as mod
-    else:
-        raise LmkitError(f"unknown model family {family!r} (expected encoder, decoder or encdec)")
-    return mod
+        from lmkit.models import decoder
+
+        return decoder
+    if family == "encoder":
+        from lmkit.models import encoder
+
+        return encoder
+    if family == "encdec":
+        from lmkit.models import encdec
+
+        return encdec
+    raise LmkitError(f"unknown model family {family!r} (expected encoder, decoder or encdec)")
 
 
 def export_blocker(cfg: ModelConfig) -> str | None:
@@ -169,6 +173,6 @@ def roformer_sinusoid_table(n_positions: int, head_dim: int) -> torch.Tensor:
 
 
 __all__ = ["AUTO_CLASS", "EXPORT_FORMAT", "HFTarget", "HF_COPIES", "HF_EMBEDDING", "HF_TIED_TO_EMBEDDING",
-           "LMKIT_META_FILE", "PIPELINE_TAG", "ROFORMER", "ROFORMER_TABLE", "TARGETS", "TARGET_OF_ARCHITECTURE",
-           "TARGET_OF_MODEL_TYPE", "export_blocker", "family_module", "hf_architecture", "name_map",
-           "roformer_sinusoid_table", "row_orders", "target_of"]
+           "LMKIT_META_FILE", "ROFORMER", "ROFORMER_TABLE", "TARGETS", "TARGET_OF_ARCHITECTURE", "TARGET_OF_MODEL_TYPE",
+           "export_blocker", "family_module", "hf_architecture", "name_map", "roformer_sinusoid_table", "row_orders",
+           "target_of"]

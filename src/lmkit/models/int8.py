@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import torch
 import torch.nn.functional as F
@@ -39,6 +39,7 @@ from lmkit.numerics import absmax_dequantize, absmax_quantize, int8_scheme_error
 INT8_METHOD = "int8-absmax-per-channel"
 CAST_METHOD = "cast"
 MIN_EMBEDDING_ROWS = 64  # smaller tables (token types, relative-position buckets) stay fp32
+M = TypeVar("M", bound=nn.Module)
 
 
 # --------------------------------------------------------------------------- int8 modules
@@ -46,6 +47,9 @@ MIN_EMBEDDING_ROWS = 64  # smaller tables (token types, relative-position bucket
 
 class Int8Linear(nn.Module):
     """A linear layer whose weight is int8 with one fp32 scale per output channel."""
+
+    qweight: torch.Tensor  # buffers (registered in __init__)
+    scale: torch.Tensor
 
     def __init__(self, in_features: int, out_features: int, bias: bool) -> None:
         super().__init__()
@@ -79,6 +83,9 @@ class Int8Linear(nn.Module):
 
 class Int8Embedding(nn.Module):
     """An embedding table stored as int8 rows with one fp32 scale per row."""
+
+    qweight: torch.Tensor  # buffers (registered in __init__)
+    scale: torch.Tensor
 
     def __init__(self, num_embeddings: int, embedding_dim: int) -> None:
         super().__init__()
@@ -128,14 +135,15 @@ def int8_layer_errors(model: nn.Module) -> list[dict[str, Any]]:
     """What int8 does to each weight that :func:`quantize_int8` would replace, before replacing it.
 
     One row per module: ``name``, ``kind`` (Linear / Embedding) and
-    ``lmkit.numerics.int8_scheme_errors`` of its weight: the integer grid (the course's int8 without
-    a scale), one absmax scale for the whole matrix, and one per output channel (what is stored).
+    ``lmkit.numerics.int8_scheme_errors`` of its weight: the integer grid (int8 as plain integers,
+    without a scale), one absmax scale for the whole matrix, and one per output channel (what is stored).
     """
     rows = []
     with torch.no_grad():
         for name in _int8_targets(model):
             m = model.get_submodule(name)
-            rows.append({"name": name, "kind": type(m).__name__, **int8_scheme_errors(m.weight)})
+            weight = cast(torch.Tensor, m.weight)  # a Linear's or Embedding's (the only targets)
+            rows.append({"name": name, "kind": type(m).__name__, **int8_scheme_errors(weight)})
     return rows
 
 
@@ -145,7 +153,11 @@ def quantize_int8(model: nn.Module) -> list[str]:
     with torch.no_grad():
         for name in names:
             m = model.get_submodule(name)
-            new = Int8Linear.from_linear(m) if isinstance(m, nn.Linear) else Int8Embedding.from_embedding(m)
+            new: nn.Module
+            if isinstance(m, nn.Linear):
+                new = Int8Linear.from_linear(m)
+            else:  # the only other target is an Embedding
+                new = Int8Embedding.from_embedding(cast(nn.Embedding, m))
             _replace(model, name, new.to(next(m.parameters()).device))
     return names
 
@@ -168,8 +180,7 @@ def _empty_int8(model: nn.Module, names: list[str], source: str | Path) -> None:
             raise LmkitError(f"{source}: quantized module {name!r} is a {type(m).__name__}, not Linear/Embedding")
 
 
-def prepare_quantized(model: nn.Module, state: dict[str, torch.Tensor], quant: dict[str, Any],
-                      source: str | Path) -> nn.Module:
+def prepare_quantized(model: M, state: dict[str, torch.Tensor], quant: dict[str, Any], source: str | Path) -> M:
     """Give a freshly built ``model`` the storage that the ``quantization`` record ``quant`` describes
     (16-bit cast, or empty int8 modules), ready for ``state`` to be loaded into it; returns it."""
     method = quant.get("method")

@@ -5,7 +5,8 @@ Every figure lmkit prints about cost comes from here, so the trainer's MFU, the 
 
 - ``compute``: parameter counts, FLOPs per token, 6·N·D, PF-days, MFU, device-hours, datasheet peaks
 - ``memory``: weights, model states under sharding, activations, training and inference peaks, KV cache
-- ``fit``: the accelerators' memory; does a run fit, and what makes it fit (``lmkit.plan.fit``)
+- ``fits_memory``: the accelerators' memory; does a run fit in it, and what makes it fit (the memory
+  verdict; "fit" alone means a scaling-law fit, as in ``chinchilla``)
 - ``chinchilla``: the 20-tokens-per-parameter rule, the loss fits, verdicts, well-known models
 - ``spans``: span corruption's token counts (shared with ``lmkit.objectives``)
 - ``units``: ``parse_count`` (``1.5B`` -> 1.5e9), lmkit's one count parser
@@ -18,7 +19,6 @@ printing of ``lmkit plan`` lives in ``lmkit.cli.plan``. This package re-exports 
 
 from __future__ import annotations
 
-from lmkit.config import load_model_and_train
 from lmkit.plan.chinchilla import (
     ABOUT_RIGHT_BAND,
     FITS,
@@ -51,7 +51,6 @@ from lmkit.plan.compute import (
 from lmkit.plan.make import make_plan, tokens_of_run
 from lmkit.plan.measure import accelerator_peak, device_peak_flops, measure_matmul_peak
 from lmkit.plan.memory import (
-    CPU_RSS_FACTOR,
     DTYPE_BYTES,
     LOSS_CHUNK,
     PRECISIONS,
@@ -72,7 +71,6 @@ from lmkit.plan.units import parse_count
 __all__ = [
     "ABOUT_RIGHT_BAND",
     "ACCELERATORS",
-    "CPU_RSS_FACTOR",
     "DEFAULT_MFU",
     "DTYPE_BYTES",
     "FITS",
@@ -102,7 +100,6 @@ __all__ = [
     "known_models_table",
     "korthikanti_activation_bytes",
     "kv_cache_bytes",
-    "load_model_and_train",
     "make_plan",
     "measure_matmul_peak",
     "mfu",

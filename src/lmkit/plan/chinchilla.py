@@ -20,6 +20,7 @@ TOKENS_PER_PARAM = 20.0  # Chinchilla's rule of thumb
 # which is the same as its size being within a factor √2 of the rule's compute-optimal size for the
 # compute it used (N/N_opt = sqrt(20/ratio) when C = 6ND is held fixed).
 ABOUT_RIGHT_BAND = (10.0, 40.0)
+LAW_EXPONENT_RANGE = (0.01, 10.0)  # α and β of a law lmkit plans with (published fits: 0.28 to 0.37)
 
 
 def shape_for_params(params: float, vocab_size: int = 32000, seq_len: int = 2048) -> ModelConfig:
@@ -55,29 +56,48 @@ class ScalingFit:
     source: str
 
     def loss(self, params: float, tokens: float) -> float:
-        return self.E + self.A / float(params) ** self.alpha + self.B / float(tokens) ** self.beta
+        total = (self.E + self._exp(math.log(self.A) - self.alpha * math.log(params), f"A/N^α at {params:.3g}")
+                 + self._exp(math.log(self.B) - self.beta * math.log(tokens), f"B/D^β at {tokens:.3g}"))
+        return total if math.isfinite(total) else self._exp(math.inf, "the loss")
+
+    @property
+    def log_G(self) -> float:
+        """log G, G = (αA/(βB))^(1/(α+β)): the frontier's figures are computed in logs, so a law
+        with extreme coefficients says so in one line (``_exp``) instead of overflowing."""
+        return (math.log(self.alpha * self.A) - math.log(self.beta * self.B)) / (self.alpha + self.beta)
 
     @property
     def G(self) -> float:
-        return (self.alpha * self.A / (self.beta * self.B)) ** (1.0 / (self.alpha + self.beta))
+        return self._exp(self.log_G, "G")
 
     def optimal(self, flops: float) -> tuple[float, float]:
         """(N_opt, D_opt) minimising the loss under C = 6ND:
         N_opt = G·(C/6)^(β/(α+β)), D_opt = (C/6)/N_opt, G = (αA/(βB))^(1/(α+β))."""
-        c6 = float(flops) / 6.0
-        n = self.G * c6 ** (self.beta / (self.alpha + self.beta))
-        return n, c6 / n
+        log_c6 = math.log(float(flops) / 6.0)
+        log_n = self.log_G + log_c6 * self.beta / (self.alpha + self.beta)
+        at = f"for {flops:.3g} FLOPs"
+        return self._exp(log_n, f"N_opt {at}"), self._exp(log_c6 - log_n, f"D_opt {at}")
 
     def optimal_params(self, tokens: float) -> float:
         """Parameters N for which ``tokens`` is compute-optimal: D_opt = (C/6)^(α/(α+β)) / G solved
         for C/6, then N = (C/6) / D."""
-        c6 = (float(tokens) * self.G) ** ((self.alpha + self.beta) / self.alpha)
-        return c6 / float(tokens)
+        log_d = math.log(float(tokens))
+        log_c6 = (log_d + self.log_G) * (self.alpha + self.beta) / self.alpha
+        return self._exp(log_c6 - log_d, f"the compute-optimal size for {tokens:.3g} tokens")
 
     def optimal_tokens(self, params: float) -> float:
         """Tokens D for which a model of ``params`` parameters is compute-optimal (inverts N_opt)."""
-        c6 = (float(params) / self.G) ** ((self.alpha + self.beta) / self.beta)
-        return c6 / float(params)
+        log_n = math.log(float(params))
+        log_c6 = (log_n - self.log_G) * (self.alpha + self.beta) / self.beta
+        return self._exp(log_c6 - log_n, f"the compute-optimal tokens for {params:.3g} parameters")
+
+    def _exp(self, log_value: float, what: str) -> float:
+        """e^log_value, or one line saying this law puts ``what`` beyond any number a float holds."""
+        if not abs(log_value) <= 700:
+            raise LmkitError(f"the scaling law {self.name} puts {what} at e^{log_value:.4g}, beyond any float "
+                             f"(E {self.E:.4g}, A {self.A:.4g}, B {self.B:.4g}, alpha {self.alpha:.4g}, beta "
+                             f"{self.beta:.4g}): a smaller input, or a law with exponents nearer 0.3")
+        return math.exp(log_value)
 
 
 FITS: dict[str, ScalingFit] = {
@@ -106,7 +126,14 @@ def load_scaling_law(path: str) -> ScalingFit:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError) as e:
         raise LmkitError(f"{path}: cannot read a scaling-law fit ({e})") from None
-    law: Any = (data.get("approach3") or {}).get("law") if isinstance(data, dict) else None
+    a3: Any = data.get("approach3") if isinstance(data, dict) else None
+    law: Any = a3.get("law") if isinstance(a3, dict) else None
+    if isinstance(a3, dict) and a3.get("skipped"):
+        raise LmkitError(f"{path}: has no Approach-3 law: the fit skipped it ({a3['skipped']})")
+    nulls = [k for k in ("E", "A", "B", "alpha", "beta") if isinstance(law, dict) and k in law and law[k] is None]
+    if nulls:
+        raise LmkitError(f"{path}: its Approach-3 law has no value for {', '.join(nulls)} (null); refit with "
+                         "lmkit scale fit --approach 3")
     try:
         fit = ScalingFit(f"scale fit ({Path(path).name})", E=float(law["E"]), A=float(law["A"]), B=float(law["B"]),
                          alpha=float(law["alpha"]), beta=float(law["beta"]),
@@ -118,6 +145,11 @@ def load_scaling_law(path: str) -> ScalingFit:
     if bad or not (math.isfinite(fit.E) and fit.E >= 0):
         raise LmkitError(f"{path}: its law has no compute-optimal frontier ({', '.join(bad or ['E'])} must be a "
                          "finite number above 0, E at least 0)")
+    lo, hi = LAW_EXPONENT_RANGE
+    for k in ("alpha", "beta"):
+        if not lo <= getattr(fit, k) <= hi:
+            raise LmkitError(f"{path}: its law's {k} {getattr(fit, k):.4g} is outside {lo:g} to {hi:g} (fits of "
+                             "real runs give about 0.3): these points did not identify it")
     return fit
 
 
@@ -186,6 +218,7 @@ def known_models_table(fit: str | ScalingFit = "chinchilla") -> list[dict[str, A
 __all__ = [
     "ABOUT_RIGHT_BAND",
     "FITS",
+    "LAW_EXPONENT_RANGE",
     "KNOWN_MODELS",
     "TOKENS_PER_PARAM",
     "KnownModel",

@@ -1,5 +1,8 @@
 """Parameters and compute, as pure functions: parameter counts, FLOPs per token, 6·N·D, PF-days,
-MFU, device-hours, and the accelerators' datasheet peaks.
+MFU, device-hours, the accelerators' datasheet peaks, the ranges lmkit plans (``MAX_PARAMS``,
+``MAX_TOKENS``, ``MAX_FLOPS``, ...: inside them every derived figure is a finite float), and the
+bounds on work that can never finish (``check_run_time``: a run longer than ``LONG_RUN_HOURS``
+needs the user's --yes, one longer than ``NEVER_DAYS`` is refused).
 
 Imports nothing from lmkit except ``lmkit.config``, ``lmkit.errors`` and ``lmkit.plan.spans``.
 
@@ -19,6 +22,7 @@ Conventions:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from lmkit.config import ModelConfig
@@ -27,6 +31,15 @@ from lmkit.plan.spans import span_lengths, span_window_length
 
 PF_DAY = 8.64e19  # FLOPs in one petaFLOP/s-day
 DEFAULT_MFU = 0.40  # utilisation assumed for GPU-hours: a well-tuned large run reaches 0.4-0.5
+UTILISATION_RANGE = (1e-4, 1.0)  # what --utilisation accepts
+# The sizes lmkit plans: far past any run made so far (about 2e12 parameters, 4e13 tokens, 5e26
+# FLOPs), and small enough that every figure derived from them (6·N·D, memory, device-hours) is a
+# finite float.
+MAX_PARAMS = 1e15
+MAX_TOKENS = 1e17
+MAX_FLOPS = 1e33
+MAX_SEQ_LEN = 1 << 24  # tokens of context
+MAX_MICRO_BATCH = 1 << 24  # sequences per forward pass
 T5_RELATIVE_BUCKETS = 32
 MLM_SCORED_FRACTION = 0.15  # share of an encoder's positions the MLM loss scores (objectives.MLM_PROBABILITY)
 
@@ -160,25 +173,87 @@ def mfu(tokens_per_second: float, flops_per_tok: float, peak: float) -> float:
 
 def gpu_hours(flops: float, peak: float, utilisation: float = DEFAULT_MFU) -> float:
     """Device-hours to do ``flops`` on devices of ``peak`` FLOP/s running at ``utilisation``."""
-    if not 0 < utilisation <= 1:
-        raise LmkitError(f"utilisation must be in (0, 1], got {utilisation}")
-    return float(flops) / (peak * utilisation) / 3600.0
+    return run_seconds(flops, peak, utilisation) / 3600.0
 
+
+def run_seconds(flops: float, peak: float, utilisation: float = DEFAULT_MFU) -> float:
+    """Seconds to do ``flops`` at ``utilisation`` of ``peak`` FLOP/s (inf past float's range)."""
+    check_utilisation(utilisation)
+    if not peak > 0:
+        raise LmkitError(f"a peak of {peak} FLOP/s cannot do any work")
+    return float(flops) / (float(peak) * utilisation)
+
+
+def check_utilisation(utilisation: float) -> None:
+    """One line when ``utilisation`` (--utilisation) is outside ``UTILISATION_RANGE``."""
+    lo, hi = UTILISATION_RANGE
+    if not lo <= utilisation <= hi:  # NaN included
+        raise LmkitError(f"--utilisation must be between {lo:g} and {hi:g} (the fraction of the peak a run "
+                         f"achieves), got {utilisation}")
+
+
+# =========================================================================== work that can never finish
+
+LONG_RUN_HOURS = 24.0  # a run predicted to take longer asks for --yes
+NEVER_DAYS = 365.0  # a run predicted to take longer is refused: on this machine it would never finish
+
+
+def duration_words(seconds: float) -> str:
+    """``seconds`` as people say it: 45 s, 12 min, 5.2 h, 3.1 days, 2.4e+11 years."""
+    s = float(seconds)
+    if s < 120:
+        return f"{s:.0f} s"
+    if s < 7200:
+        return f"{s / 60:.0f} min"
+    if s < 2 * 86400:
+        return f"{s / 3600:.1f} h"
+    if s < 2 * 365 * 86400:
+        return f"{s / 86400:.1f} days"
+    return f"{s / (365 * 86400):.3g} years" if math.isfinite(s) else "forever"
+
+
+def check_run_time(seconds: float, yes: bool, what: str, how: str = "") -> None:
+    """Refuse, in one line, work of ``seconds`` that would never finish, or that takes more than a
+    day when the user has not confirmed it.
+
+    ``what`` names the work (``"this sweep"``, ``"--train.max_time 1e+12"``), ``how`` says where the
+    prediction comes from (FLOPs at a measured rate), empty for a time given directly. Longer than
+    ``NEVER_DAYS``: refused, --yes or not. Longer than ``LONG_RUN_HOURS``: refused unless ``yes``
+    (the command's --yes)."""
+    verb = "is" if not how else "is predicted to take"
+    said = f"{what} {verb} {'~' if how else ''}{duration_words(seconds)}" + (f" ({how})" if how else "")
+    if not seconds <= NEVER_DAYS * 86400:  # NaN included
+        fix = "a smaller budget or a faster machine" if how else "less time"
+        raise LmkitError(f"{said}: more than {NEVER_DAYS:.0f} days, so lmkit does not start it (give it {fix})")
+    if seconds > LONG_RUN_HOURS * 3600 and not yes:
+        raise LmkitError(f"{said}: more than {LONG_RUN_HOURS:.0f} hours; pass --yes to start it anyway")
 
 
 __all__ = [
     "ACCELERATORS",
     "DEFAULT_MFU",
+    "LONG_RUN_HOURS",
+    "MAX_FLOPS",
+    "MAX_MICRO_BATCH",
+    "MAX_PARAMS",
+    "MAX_SEQ_LEN",
+    "MAX_TOKENS",
+    "NEVER_DAYS",
     "MLM_SCORED_FRACTION",
     "PF_DAY",
     "T5_RELATIVE_BUCKETS",
     "THIS_MACHINE",
+    "UTILISATION_RANGE",
     "ParamCount",
+    "check_run_time",
+    "check_utilisation",
     "count_params",
     "decoded_target_len",
+    "duration_words",
     "flops_per_token",
     "gpu_hours",
     "mfu",
     "pf_days",
+    "run_seconds",
     "training_flops",
 ]

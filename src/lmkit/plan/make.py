@@ -25,17 +25,23 @@ from lmkit.plan.chinchilla import (
 from lmkit.plan.compute import (
     ACCELERATORS,
     DEFAULT_MFU,
+    MAX_FLOPS,
+    MAX_MICRO_BATCH,
+    MAX_PARAMS,
+    MAX_SEQ_LEN,
+    MAX_TOKENS,
     PF_DAY,
     THIS_MACHINE,
     ParamCount,
+    check_utilisation,
     count_params,
     flops_per_token,
     gpu_hours,
     pf_days,
     training_flops,
 )
-from lmkit.plan.fit import fit_on_device
-from lmkit.plan.measure import measure_matmul_peak
+from lmkit.plan.fits_memory import MAX_DEVICES, memory_verdict
+from lmkit.plan.measure import HERE_WORDS, measure_matmul_peak
 from lmkit.plan.memory import (
     RUNTIME_BASELINE_BYTES,
     SHARDINGS,
@@ -73,40 +79,60 @@ def tokens_of_run(train: TrainConfig, params: float, seq_len: int, per_token_flo
     return float(min(limits)) if limits else None
 
 
+def _check_range(flag: str, value: float, lo: float, hi: float, unit: str = "") -> None:
+    """One line when ``value`` of ``flag`` is outside [lo, hi]: the range lmkit plans (see
+    ``lmkit.plan.compute.MAX_PARAMS``), inside which every figure of the plan is a finite number."""
+    if not (lo <= value <= hi):  # NaN included
+        def say(v: float) -> str:
+            return f"{v:,}" if isinstance(v, int) else f"{v:.3g}"
+
+        raise LmkitError(f"{flag} must be {say(lo)} to {say(hi)}{' ' + unit if unit else ''}, got {say(value)}")
+
+
 def make_plan(*, params: float | None = None, tokens: float | None = None, cfg: ModelConfig | None = None,
               train: TrainConfig | None = None, flops: float | None = None, budget_pf_days: float | None = None,
               budget_gpu_hours: float | None = None, gpu: str = "A100", n_gpus: int = 1,
               seq_len: int | None = None, micro_batch: int | None = None, sharding: str = "ddp",
-              precision: str | None = None, checkpointing: bool | None = None, fit: str | ScalingFit = "chinchilla",
+              precision: str | None = None, checkpointing: bool | None = None,
+              scaling_law: str | ScalingFit = "chinchilla",
               utilisation: float = DEFAULT_MFU, this_machine_peak: float | None = None,
-              source: str | None = None, runtime_bytes: float | None = None) -> dict[str, Any]:
+              source: str | None = None, runtime_bytes: float | None = None,
+              heap: str | None = None) -> dict[str, Any]:
     """Everything ``lmkit plan`` reports, as one JSON-ready dict.
 
     Give a model (``params`` or ``cfg``) and/or tokens and/or a budget (``flops``,
     ``budget_pf_days`` or ``budget_gpu_hours`` on ``gpu``). Missing pieces are derived: with a
     budget and no model, the rule's compute-optimal size; with a model and no tokens, the run
     config's stop conditions or else 20 tokens per parameter; with a budget and a model, the tokens
-    it affords. With ``fit`` a law the user fitted (a ScalingFit, from ``--scaling-law``), that law
-    replaces the 20-tokens rule in all of these and in the verdict. ``runtime_bytes``: the runtime's
+    it affords. ``scaling_law``: the parametric loss law, a name in ``lmkit.plan.chinchilla.FITS``
+    (``--fit``) or a ScalingFit the user fitted (``--scaling-law``); a fitted law replaces the
+    20-tokens rule in all of these and in the verdict. The memory verdict for ``gpu`` is
+    ``memory.on_device`` (``lmkit.plan.fits_memory.memory_verdict``). ``runtime_bytes``: the runtime's
     own resident memory (this machine's measured baseline, see
-    ``lmkit.plan.measure.runtime_baseline``); lmkit's default when None.
+    ``lmkit.plan.measure.runtime_baseline``); lmkit's default when None. ``heap``: for a run on
+    this machine's CPU, its settled ``train.memory`` (fast | lean: what the allocator keeps beside
+    the tensors, ``lmkit.plan.memory.heap_bytes``); None for a GPU's memory.
     """
-    f = get_fit(fit)
-    own_law = isinstance(fit, ScalingFit)  # --scaling-law: the user's law sizes a budget, not the 20 rule
+    f = get_fit(scaling_law)
+    own_law = isinstance(scaling_law, ScalingFit)  # --scaling-law: the user's law sizes a budget, not the 20 rule
     runtime = RUNTIME_BASELINE_BYTES if runtime_bytes is None else float(runtime_bytes)
     if sharding not in SHARDINGS:
         raise LmkitError(f"--sharding must be one of {'|'.join(SHARDINGS)}, got {sharding!r}")
-    if n_gpus < 1:
-        raise LmkitError(f"--gpus must be at least 1, got {n_gpus}")
-    for flag, count in (("--seq-len", seq_len), ("--micro-batch", micro_batch)):
-        if count is not None and count < 1:  # None: the config's; 0 is not "the default"
-            raise LmkitError(f"{flag} must be at least 1, got {count}")
+    _check_range("--gpus", n_gpus, 1, MAX_DEVICES, "devices")
+    for flag, count, hi in (("--seq-len", seq_len, MAX_SEQ_LEN), ("--micro-batch", micro_batch, MAX_MICRO_BATCH)):
+        if count is not None:  # None: the config's; 0 is not "the default"
+            _check_range(flag, count, 1, hi)
+    for name, amount, most in (("--params", params, MAX_PARAMS), ("--tokens", tokens, MAX_TOKENS),
+                               ("--flops", flops, MAX_FLOPS)):
+        if amount is not None:
+            _check_range(name, amount, 1.0, most)
+    check_utilisation(utilisation)
     peak_of = dict(ACCELERATORS)
     if this_machine_peak:
         peak_of[THIS_MACHINE] = float(this_machine_peak)
     gpu_key = next((k for k in peak_of if k.lower() == gpu.strip().lower()), None)
     if gpu_key is None:
-        if gpu.strip().lower() in ("here", "this", "this machine", "local", "cpu"):
+        if gpu.strip().lower() in HERE_WORDS:
             peak_of[THIS_MACHINE] = peak_of.get(THIS_MACHINE) or measure_matmul_peak()
             gpu_key = THIS_MACHINE
         else:
@@ -118,9 +144,13 @@ def make_plan(*, params: float | None = None, tokens: float | None = None, cfg: 
     if flops is not None:
         budget = float(flops)
     elif budget_pf_days is not None:
+        _check_range("--pf-days", budget_pf_days, 1 / PF_DAY, MAX_FLOPS / PF_DAY, f"(1 to {MAX_FLOPS:g} FLOPs)")
         budget = float(budget_pf_days) * PF_DAY
     elif budget_gpu_hours is not None:
-        budget = float(budget_gpu_hours) * 3600.0 * peak_of[gpu_key] * utilisation
+        per_hour = 3600.0 * peak_of[gpu_key] * utilisation
+        _check_range("--gpu-hours", budget_gpu_hours, 1 / per_hour, MAX_FLOPS / per_hour,
+                     f"({gpu_key}-hours at {utilisation:.0%} utilisation: 1 to {MAX_FLOPS:g} FLOPs)")
+        budget = float(budget_gpu_hours) * per_hour
     if params is not None and cfg is not None:
         raise LmkitError("give either --params or --config, not both")
     if budget is not None and (params is not None or cfg is not None) and tokens is not None:
@@ -178,18 +208,19 @@ def make_plan(*, params: float | None = None, tokens: float | None = None, cfg: 
     prec = precision or (train.precision if train is not None else ("fp32" if cfg is not None else "bf16"))
     prec = "bf16" if prec == "auto" else prec  # a run's auto as on a GPU; lmkit plan settles it for this machine
     ckpt = bool(checkpointing if checkpointing is not None else (train.activation_checkpointing if train else False))
-    mem_train = training_memory(shape, n_params, mb, S, prec, sharding, n_gpus, ckpt, runtime_bytes=runtime)
+    mem_train = training_memory(shape, n_params, mb, S, prec, sharding, n_gpus, ckpt, runtime_bytes=runtime,
+                                heap=heap)
     weight_fmt = "fp32" if prec == "fp32" else prec
     mem_inf = inference_memory(shape, n_params, mb, S, weight_fmt, runtime_bytes=runtime)
-    fit_here = fit_on_device(shape, n_params, gpu_key, micro_batch=mb, seq_len=S, precision=prec, sharding=sharding,
-                             n_gpus=n_gpus, checkpointing=ckpt, runtime_bytes=runtime)
+    on_device = memory_verdict(shape, n_params, gpu_key, micro_batch=mb, seq_len=S, precision=prec, sharding=sharding,
+                               n_gpus=n_gpus, checkpointing=ckpt, runtime_bytes=runtime)
     gpu_table = {k: gpu_hours(total_flops, p, utilisation) for k, p in peak_of.items()}
 
     chin_budget = budget if budget is not None else flops_6nd
     rule_n, rule_d = rule_optimal(chin_budget)
     fit_n, fit_d = f.optimal(chin_budget)
     optimal_ratio = fit_d / fit_n if own_law else TOKENS_PER_PARAM  # what the verdict measures against
-    return {
+    return _finite({
         "source": source,
         "family": shape.family if cfg is not None else None,
         "params": n_params,
@@ -226,7 +257,7 @@ def make_plan(*, params: float | None = None, tokens: float | None = None, cfg: 
             "korthikanti_fused_attention_activation_bytes": korthikanti_activation_bytes(
                 S, mb, shape.d_model, shape.n_heads, shape.n_layers, ckpt, fused_attention=True),
             "activation_assumptions": ACTIVATION_ASSUMPTIONS,
-            "fit": fit_here,
+            "on_device": on_device,
             "inference_bytes": mem_inf["total"],
             "inference_breakdown": mem_inf,
             "inference_settings": {"weights": weight_fmt, "batch": mb, "context": S},
@@ -246,7 +277,27 @@ def make_plan(*, params: float | None = None, tokens: float | None = None, cfg: 
             "about_right_band_tokens_per_param": [b / TOKENS_PER_PARAM * optimal_ratio for b in ABOUT_RIGHT_BAND],
         },
         "notes": notes,
-    }
+    })
+
+
+def _finite(plan: dict[str, Any]) -> dict[str, Any]:
+    """``plan`` when every number in it is finite, else one line naming the first that is not: the
+    inputs' ranges keep them finite, and this last guard keeps a NaN or inf out of any plan."""
+    bad = _first_non_finite(plan)
+    if bad is not None:
+        raise LmkitError(f"the plan's {bad} is not a finite number: an input is out of the range lmkit plans")
+    return plan
+
+
+def _first_non_finite(obj: Any, name: str = "") -> str | None:
+    if isinstance(obj, float):
+        return None if math.isfinite(obj) else name
+    items = obj.items() if isinstance(obj, dict) else enumerate(obj) if isinstance(obj, (list, tuple)) else ()
+    for key, value in items:
+        bad = _first_non_finite(value, f"{name}.{key}" if name else str(key))
+        if bad is not None:
+            return bad
+    return None
 
 
 __all__ = ["ACTIVATION_ASSUMPTIONS", "make_plan", "tokens_of_run"]

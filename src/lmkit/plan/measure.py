@@ -2,8 +2,12 @@
 measured against (in the precision a run uses), the precision probe behind ``train.precision:
 auto`` (fp32 against bf16 autocast on a run's representative matmul, cached per CPU), its runtime
 memory baseline (what every training process holds beside its tensors, measured in a child
-process and cached per machine and library versions), and the record of how far past plans were
-from what runs really used here. Not maths: kept apart so the rest of ``lmkit.plan`` stays pure.
+process and cached per machine and library versions), the memory it has still available (what
+``train.memory: auto`` weighs a run's planned peak against), the training rate a run's time is predicted
+at (and the refusal of work predicted to outlast ``lmkit.plan.compute.check_run_time``'s bounds),
+and the record of how far past plans were from what runs really used on this machine; and
+:func:`this_machine`, the peaks and precision ``lmkit plan --this-machine`` reports. Not maths:
+kept apart so the rest of ``lmkit.plan`` stays pure.
 
 torch is imported only inside the functions, so ``lmkit plan`` without ``--this-machine`` never
 loads it.
@@ -21,21 +25,25 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lmkit.errors import LmkitError
-from lmkit.plan.compute import ACCELERATORS
+from lmkit.plan.compute import ACCELERATORS, DEFAULT_MFU, LONG_RUN_HOURS, MAX_FLOPS, check_run_time, run_seconds
 from lmkit.plan.memory import RUNTIME_BASELINE_BYTES
+
+if TYPE_CHECKING:
+    from lmkit.config import ModelConfig, TrainConfig
 
 BASELINE_FILE = "runtime-baseline.json"
 HISTORY_FILE = "memory-history.jsonl"
 HISTORY_KEEP = 50
+HERE_WORDS = ("here", "this", "this machine", "local", "cpu")  # the accelerator names that mean this machine
 
 
 def accelerator_peak(name: str) -> float:
     """Datasheet dense 16-bit peak (FLOP/s) of a named accelerator; "this machine" is measured."""
     key = name.strip().lower()
-    if key in ("this machine", "this", "here", "local", "cpu"):
+    if key in HERE_WORDS:
         return measure_matmul_peak()
     for known, peak in ACCELERATORS.items():
         if known.lower() == key:
@@ -110,6 +118,41 @@ def device_peak_flops(device: Any = "cpu", precision: str = "fp32") -> float:
     return measure_matmul_peak(getattr(torch, DTYPE_OF.get(precision, "float32")), device=dev)
 
 
+# --------------------------------------------------------------------------- how long a run takes here
+
+SLOWEST_RATE = 1e9  # FLOP/s of training no machine lmkit runs on falls under: work below this needs no measuring
+
+
+def training_rate(device: str = "cpu", precision: str = "fp32") -> tuple[float, str]:
+    """FLOP/s a training run on ``device`` in ``precision`` achieves as lmkit predicts it, and where
+    the figure comes from: the peak MFU is measured against (``device_peak_flops``: a known GPU's
+    datasheet, else this machine's measured matmul peak, cached) at ``DEFAULT_MFU``. ``device``
+    "auto" is a GPU where there is one, else the CPU; ``precision`` "auto" is bf16 on a GPU and fp32
+    on a CPU (its measured fp32 peak: never a longer prediction than bf16 autocast would give)."""
+    import torch
+
+    dev = device if device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    gpu = dev.startswith("cuda") and torch.cuda.is_available()
+    prec = precision if precision != "auto" else ("bf16" if gpu else "fp32")
+    peak = device_peak_flops(dev if gpu else "cpu", prec)
+    name = torch.cuda.get_device_name(torch.device(dev)) if gpu else "this machine"
+    return peak * DEFAULT_MFU, f"{DEFAULT_MFU:.0%} of {name}'s {prec} peak, {peak / 1e9:,.0f} GFLOP/s"
+
+
+def check_predicted_time(flops: float, yes: bool, what: str, device: str = "cpu", precision: str = "fp32",
+                         rate: tuple[float, str] | None = None) -> None:
+    """``check_run_time`` for work of ``flops``: its time predicted at ``training_rate`` (measured
+    only when the work could take longer than ``LONG_RUN_HOURS`` at ``SLOWEST_RATE``), or at
+    ``rate`` (FLOP/s, where it comes from) when given."""
+    if not flops <= MAX_FLOPS:  # inf and NaN included: out of any range, whatever the machine
+        raise LmkitError(f"{what} is more than {MAX_FLOPS:g} FLOPs, the most lmkit plans")
+    if flops <= SLOWEST_RATE * LONG_RUN_HOURS * 3600 and rate is None:
+        return
+    per_second, source = rate if rate is not None else training_rate(device, precision)
+    check_run_time(run_seconds(flops, per_second, 1.0), yes, what,
+                   f"{flops:.3g} FLOPs at {per_second / 1e9:,.1f} GFLOP/s: {source}")
+
+
 # --------------------------------------------------------------------------- precision on this machine
 
 PRECISION_FILE = "precision-probe.json"
@@ -171,9 +214,8 @@ def _probe_rates(m: int, k: int, n: int, seconds: float) -> tuple[float, float]:
 
     On one thread: the question is what the CPU's cores do with bf16 (AMX / AVX-512-BF16 or
     nothing), and one thread answers it steadily where other processes share the cores, while
-    timings of several threads there measure the scheduler (a 2-core machine with 6 busy
-    processes timed 2-thread fp32 at 3 GFLOP/s and got bf16/fp32 ratios of 0.05 to 16; one thread
-    gave 3-4× at cpu-small's shape and 0.6× at d_model 32, run after run)."""
+    timings of several threads there measure the scheduler (benchmarks/README.md, "Precision on a
+    CPU", has the figures)."""
     import torch
 
     gen = torch.Generator().manual_seed(0)  # the run's own random stream stays untouched
@@ -284,6 +326,32 @@ def auto_precision(device: Any, tokens: int, d_model: int,
     return chosen, why, probe
 
 
+def this_machine(precision: str | None, cfg: ModelConfig | None = None, train: TrainConfig | None = None,
+                 micro_batch: int | None = None, seq_len: int | None = None, fresh: bool = False) -> dict[str, Any]:
+    """This machine's measured fp32 and bf16 matmul peaks, the precision a run on it would use and
+    that precision's peak. The precision is ``precision`` when given, else the run config's; its
+    auto is settled as the trainer settles it: the precision probe at the run's shape (``micro_batch``
+    and ``seq_len`` override the config's; ``fresh`` measures the probe anew), or without a run
+    config the two peaks' ratio."""
+    import torch
+
+    peaks = {"fp32": measure_matmul_peak(torch.float32), "bf16": measure_matmul_peak(torch.bfloat16)}
+    ratio = peaks["bf16"] / peaks["fp32"]
+    chosen = precision or (train.precision if train is not None else "auto")
+    if chosen != "auto":
+        why = "given"
+    elif cfg is not None and train is not None:
+        mb = micro_batch or train.micro_batch_size or train.batch_size
+        chosen, why, _ = auto_precision("cpu", mb * (seq_len or cfg.max_seq_len), cfg.d_model, measure=fresh)
+    else:
+        chosen = choose_cpu_precision(ratio)
+        why = f"auto: bf16 peak {ratio:.2f}× fp32's" + ("" if chosen == "bf16" else f", under {BF16_MIN_SPEEDUP:g}×")
+    if chosen not in peaks:
+        peaks[chosen] = measure_matmul_peak(torch.float16)
+    return {"fp32_flops": peaks["fp32"], "bf16_flops": peaks["bf16"], "bf16_over_fp32": ratio,
+            "precision": chosen, "precision_choice": why, "peak_flops": peaks[chosen]}
+
+
 # --------------------------------------------------------------------------- memory on this machine
 
 
@@ -306,15 +374,37 @@ def machine_key() -> str:
         except PackageNotFoundError:
             return "-"
 
-    parts = [platform.node(), platform.machine(), platform.python_version(), v("torch"), v("lmkit"),
-             os.environ.get("LMKIT_MALLOC", "predictable")]
+    parts = [platform.node(), platform.machine(), platform.python_version(), v("torch"), v("lmkit")]
     return "|".join(parts)
+
+
+def available_memory_bytes() -> float | None:
+    """Memory this machine can still give a process without swapping: the kernel's MemAvailable,
+    or less where this process's control group (cgroup v2 or v1) sets a lower limit; None where
+    neither can be read (not Linux)."""
+    found: list[float] = []
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    found.append(float(int(line.split()[1]) * 1024))
+    except (OSError, ValueError):
+        pass
+    for limit, usage in (("memory.max", "memory.current"), ("memory/memory.limit_in_bytes",
+                                                            "memory/memory.usage_in_bytes")):
+        try:
+            cap = (Path("/sys/fs/cgroup") / limit).read_text().strip()
+            if cap.isdigit() and int(cap) < 2**60:  # "max" or v1's huge number: no limit
+                found.append(float(int(cap) - int((Path("/sys/fs/cgroup") / usage).read_text().strip())))
+        except (OSError, ValueError):
+            continue
+    return max(0.0, min(found)) if found else None
 
 
 def runtime_baseline(measure: bool = False) -> tuple[float, str]:
     """Bytes a training process holds beside its tensors, and where the figure comes from.
 
-    ``measure``: run the probe now (a child process training a negligible model end to end) and
+    ``measure``: run the probe in this call (a child process training a negligible model end to end) and
     cache the result; otherwise the cached figure for this machine, or lmkit's default."""
     path = cache_dir() / BASELINE_FILE
     key = machine_key()
@@ -371,6 +461,8 @@ def memory_track_record() -> list[float]:
     return out
 
 
-__all__ = ["BF16_MIN_SPEEDUP", "accelerator_peak", "auto_precision", "cache_dir", "choose_cpu_precision", "cpu_key",
-           "device_peak_flops", "machine_key", "measure_matmul_peak", "memory_track_record", "precision_probe",
-           "probe_shape", "record_memory", "runtime_baseline"]
+__all__ = ["BF16_MIN_SPEEDUP", "SLOWEST_RATE", "accelerator_peak", "auto_precision", "available_memory_bytes",
+           "cache_dir",
+           "check_predicted_time", "choose_cpu_precision", "cpu_key", "device_peak_flops", "machine_key",
+           "measure_matmul_peak", "memory_track_record", "precision_probe", "probe_shape", "record_memory",
+           "runtime_baseline", "training_rate"]

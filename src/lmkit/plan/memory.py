@@ -1,8 +1,8 @@
-"""Memory, as pure functions: the weights in each format, the course's rule of thumb, model states
+"""Memory, as pure functions: the weights in each format, the usual rule of thumb, model states
 under ZeRO / FSDP sharding, activations, the loss workspace, training and inference peaks, the
 KV cache.
 
-Memory is in bytes; printed in decimal GB (1 GB = 1e9 bytes), as the course's "1B parameters take
+Memory is in bytes; printed in decimal GB (1 GB = 1e9 bytes), as the usual "1B parameters take
 4 GB" does. Imports nothing from lmkit except ``lmkit.config``, ``lmkit.errors`` and
 ``lmkit.plan``'s own modules.
 """
@@ -13,7 +13,7 @@ from lmkit.config import ModelConfig
 from lmkit.errors import LmkitError
 from lmkit.plan.compute import count_params, decoded_target_len
 
-RULE_OF_THUMB_EXTRA_BYTES = 20  # course: gradients, 2 Adam states, activations, temporaries per parameter
+RULE_OF_THUMB_EXTRA_BYTES = 20  # rule of thumb: gradients, 2 Adam states, activations, temporaries per parameter
 # Resident memory of an lmkit training process whatever its model: Python, torch, lmkit, the
 # tokenizer, the memory-mapped shards and the kernels torch loads on the first step, evaluation, a
 # checkpoint, the TensorBoard writer and the loss-curve plot. The default is what the probe
@@ -21,9 +21,19 @@ RULE_OF_THUMB_EXTRA_BYTES = 20  # course: gradients, 2 Adam states, activations,
 # machine with torch 2.13; `lmkit plan --this-machine` measures and caches this machine's own.
 # A CUDA context costs a similar few hundred MB of device memory (not in torch's allocator figures).
 RUNTIME_BASELINE_BYTES = 476_000_000
-# Without lmkit's allocator setting (LMKIT_MALLOC=glibc), glibc's malloc keeps freed activation
-# blocks resident, so a CPU process's peak RSS runs about this factor above the estimate.
-CPU_RSS_FACTOR = 1.25
+# glibc's malloc on a CPU (train.memory fast, the default): once a freed block has raised its mmap
+# threshold (up to 32 MiB), activations come from the heap, whose pages stay resident after they are
+# freed and are not all reused: the backward pass allocates the activations' gradients, in other
+# sizes, while it frees the activations. The peak RSS then runs above the live tensors by about one
+# more micro-batch's activations without checkpointing (what a step's forward pass allocates whether
+# or not it keeps them) times this factor. Measured on a 2-core AMD Zen 3 (torch 2.13) as the peak RSS
+# of glibc's run minus the lean run's, over the activations: 0.9-1.5 for test_plan's cpu-small-shaped
+# decoder, encoder and encoder-decoder cases with and without checkpointing (27-89 MB kept), a few MB
+# for the tiny ones, 0.7-1.1 for cpu-small itself on the demo corpus (micro-batch 16, 1-2 threads).
+# With 1.0, test_plan's ten cases (glibc's and lean) were within -5.9% to +5.1% of the plan (two runs).
+# train.memory lean maps and unmaps every large block on its own (lmkit.train.rss): no heap is kept.
+GLIBC_HEAP_FACTOR = 1.0
+HEAPS = ("fast", "lean")  # train.memory, settled: glibc's malloc as it is, or large blocks returned on free
 LOSS_CHUNK = 1024  # rows of logits lmkit's fused linear cross-entropy holds at a time (models.layers)
 
 SHARDINGS = ("ddp", "zero1", "zero2", "zero3", "fsdp")
@@ -37,7 +47,7 @@ def weights_bytes(params: float) -> dict[str, float]:
 
 
 def training_rule_of_thumb_bytes(params: float) -> float:
-    """The course's rule: fp32 weights (4 B) + ≈ 20 B/parameter of gradients, Adam states,
+    """The rule of thumb: fp32 weights (4 B) + ≈ 20 B/parameter of gradients, Adam states,
     activations and temporaries ≈ 6 × the weights (1B parameters → about 24 GB)."""
     return float(params) * (4 + RULE_OF_THUMB_EXTRA_BYTES)
 
@@ -162,13 +172,54 @@ def activation_bytes(cfg: ModelConfig, micro_batch: int, seq_len: int | None = N
     return {"layers": layers, "outside": outside, "loss": loss, "total": layers + outside + loss}
 
 
+def heap_bytes(cfg: ModelConfig, micro_batch: int, seq_len: int | None = None, precision: str = "fp32",
+               heap: str | None = None) -> float:
+    """Resident memory a CPU process's allocator keeps beside its live tensors at the peak.
+
+    ``heap`` is the settled ``train.memory`` of a run on a CPU: "fast" (glibc's malloc as it is):
+    ``GLIBC_HEAP_FACTOR`` x the activations of one micro-batch without checkpointing; "lean" (large
+    blocks returned to the system when freed) or None (tensors on a GPU, whose memory the host's
+    heap is not part of): nothing.
+    """
+    if heap is None or heap == "lean":
+        return 0.0
+    if heap != "fast":
+        raise LmkitError(f"train.memory must be one of {'|'.join(HEAPS)} once settled, got {heap!r}")
+    acts = activation_bytes(cfg, micro_batch, seq_len, precision, checkpointing=False)
+    return GLIBC_HEAP_FACTOR * (acts["layers"] + acts["outside"])
+
+
+def choose_heap(setting: str, fast_bytes: float, lean_bytes: float,
+                available_bytes: float | None) -> tuple[str, str]:
+    """``train.memory`` settled for a CPU run: ("fast" | "lean", why).
+
+    "fast" and "lean" stand as given. "auto" is fast unless the run's planned peak with glibc's
+    allocator (``fast_bytes``) exceeds ``available_bytes`` (what this machine can still give it;
+    None when unknown), then lean (planned peak ``lean_bytes``), which trades speed for memory.
+    """
+    if setting in HEAPS:
+        return setting, "given"
+    if setting != "auto":
+        raise LmkitError(f"train.memory must be one of auto|{'|'.join(HEAPS)}, got {setting!r}")
+    if available_bytes is None:
+        return "fast", "auto: available memory unknown"
+    gb = f"{fast_bytes / 1e9:.2f} GB planned with glibc's allocator"
+    if fast_bytes <= available_bytes:
+        return "fast", f"auto: {gb}, {available_bytes / 1e9:.2f} GB available"
+    return "lean", (f"auto: {gb} but {available_bytes / 1e9:.2f} GB available; lean plans {lean_bytes / 1e9:.2f} GB, "
+                    "at some speed")
+
+
 def training_memory(cfg: ModelConfig, params: float | None = None, micro_batch: int = 1, seq_len: int | None = None,
                     precision: str = "fp32", sharding: str = "ddp", n_gpus: int = 1,
-                    checkpointing: bool = False, runtime_bytes: float = RUNTIME_BASELINE_BYTES) -> dict[str, float]:
+                    checkpointing: bool = False, runtime_bytes: float = RUNTIME_BASELINE_BYTES,
+                    heap: str | None = None) -> dict[str, float]:
     """Peak training memory per GPU (or of the process on a CPU), by part, with ``total``.
 
     weights + gradients + Adam states (``model_state_bytes``, 16 B/parameter before sharding)
-    + activations of one micro-batch (``activation_bytes``) + the runtime's own resident memory.
+    + activations of one micro-batch (``activation_bytes``) + the runtime's own resident memory
+    + on a CPU what the allocator keeps (``heap_bytes``; ``heap`` is the settled train.memory,
+    None for tensors on a GPU).
     In one process without activation checkpointing the gradients and the activations are never
     all there at once: lmkit frees the gradients after each step (``zero_grad(set_to_none)``), so
     at the end of the forward pass, where activations peak, gradients do not exist yet, and in the
@@ -182,7 +233,7 @@ def training_memory(cfg: ModelConfig, params: float | None = None, micro_batch: 
     states = model_state_bytes(n, precision, sharding, n_gpus)
     acts = activation_bytes(cfg, micro_batch, seq_len, precision, checkpointing)
     out = {**states, "activations": acts["layers"] + acts["outside"], "loss": acts["loss"],
-           "runtime": float(runtime_bytes)}
+           "runtime": float(runtime_bytes), "heap": heap_bytes(cfg, micro_batch, seq_len, precision, heap)}
     out["not_at_once"] = 0.0
     if n_gpus == 1 and not checkpointing:
         out["not_at_once"] = -min(states["gradients"], out["activations"] + out["loss"])
@@ -227,14 +278,17 @@ def inference_memory(cfg: ModelConfig, params: float | None = None, batch: int =
 
 
 __all__ = [
-    "CPU_RSS_FACTOR",
     "DTYPE_BYTES",
+    "GLIBC_HEAP_FACTOR",
+    "HEAPS",
     "LOSS_CHUNK",
     "PRECISIONS",
     "RULE_OF_THUMB_EXTRA_BYTES",
     "RUNTIME_BASELINE_BYTES",
     "SHARDINGS",
     "activation_bytes",
+    "choose_heap",
+    "heap_bytes",
     "inference_memory",
     "korthikanti_activation_bytes",
     "kv_cache_bytes",

@@ -22,7 +22,9 @@ def parse_count(text: str | float, what: str = "value") -> float:
             v = float(t)
     except ValueError:
         raise LmkitError(f"{what} must be a number like 7e9, 1.5B, 125M or 1.4T, got {text!r}") from None
-    if not math.isfinite(v) or v <= 0:
+    if not math.isfinite(v):
+        raise LmkitError(f"{what} must be a finite number, got {text!r}")
+    if v <= 0:
         raise LmkitError(f"{what} must be positive, got {text!r}")
     return v
 

@@ -6,17 +6,23 @@ checkpoints), ``GET /v1/models``, ``GET /health``, ``POST /tokenize``, ``POST /d
 ``POST /v1/explain`` (the next-token distribution before and after the settings, for the
 playground) and ``GET /`` (the playground page in ``static/``).
 
-Every client mistake gets OpenAI's error shape ``{"error": {"message", "type", "param", "code"}}``
-with a 4xx status: 400 bad values or a prompt over the context window, 401 wrong API key, 404
-unknown model or route, 413 body too large, 429 queue full. Unknown request fields are ignored
-and named in the log. ``echo`` + ``logprobs`` + ``max_tokens`` 0 or 1 returns the prompt tokens'
-own log-probabilities (the first one ``null``), as lm-evaluation-harness's ``local-completions``
-reads them.
+Every error gets OpenAI's shape ``{"error": {"message", "type", "param", "code"}}``
+(:mod:`lmkit.serve.guard`); a client's mistake is a 4xx: 400 bad values (the body's schema is
+:mod:`lmkit.serve.schema`; every sampling setting passes
+:meth:`~lmkit.infer.sampling.GenerationConfig.validate` before a job is queued, so none can fail
+inside the engine), a prompt over the context window or text that is not valid Unicode, 401 wrong
+API key, 404 unknown model or route, 405 wrong method (``GET`` routes also answer ``HEAD``), 413
+body too large, 429 queue full. 5xx means the server failed: 500 one request's generation failed
+(that request only; the engine goes on), 503 the engine has stopped (``/health`` says so too).
+Unknown request fields are ignored and named in the log. ``echo`` + ``logprobs`` + ``max_tokens``
+0 or 1 returns the prompt tokens' own log-probabilities (the first one ``null``), as
+lm-evaluation-harness's ``local-completions`` reads them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import time
@@ -29,15 +35,22 @@ from typing import Any
 import torch
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field
+from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from lmkit.config import ConfigError
 from lmkit.errors import LmkitError
 from lmkit.infer.fillmask import fill_mask as run_fill_mask
-from lmkit.infer.sampling import GenerationConfig, choose_next
-from lmkit.serve.batcher import Engine, Event, Job, QueueFull
+from lmkit.infer.sampling import GenerationConfig, choice_seed, choose_next
+from lmkit.serve.batcher import Engine, EngineStopped, Event, Job, QueueFull
+from lmkit.serve.guard import ApiError, Guard, ShapedCORS, error_body, error_response
+from lmkit.serve.schema import (
+    CompletionRequest,
+    DetokenizeRequest,
+    ExplainRequest,
+    FillMaskRequest,
+    TokenizeRequest,
+)
 
 LOG = logging.getLogger("lmkit.serve")
 STATIC = Path(__file__).with_name("static")
@@ -56,71 +69,26 @@ class ServeOptions:
     max_body_bytes: int = 2 * 1024 * 1024
 
 
-class ApiError(Exception):
-    """A client's mistake, answered with OpenAI's error shape."""
-
-    def __init__(self, status: int, message: str, param: str | None = None, code: str | None = None,
-                 kind: str = "invalid_request_error") -> None:
-        super().__init__(message)
-        self.status, self.message, self.param, self.code, self.kind = status, message, param, code, kind
-
-
-def error_body(message: str, kind: str, param: str | None = None, code: str | None = None) -> dict[str, Any]:
-    return {"error": {"message": message, "type": kind, "param": param, "code": code}}
-
-
-class CompletionRequest(BaseModel):
-    """The fields of OpenAI's completions request that lmkit reads (others are ignored)."""
-
-    model_config = ConfigDict(extra="allow")
-    model: str | None = None
-    prompt: str | list[str] | list[int] | list[list[int]] = ""
-    max_tokens: int | None = Field(16, ge=0)
-    temperature: float = Field(1.0, ge=0.0, le=100.0, allow_inf_nan=False)
-    top_p: float = Field(1.0, gt=0.0, le=1.0, allow_inf_nan=False)
-    top_k: int | None = Field(None, ge=-1)
-    n: int = Field(1, ge=1)
-    stop: str | list[str] | None = None
-    seed: int | None = None
-    stream: bool = False
-    stream_options: dict[str, Any] | None = None
-    logprobs: int | None = Field(None, ge=0)
-    echo: bool = False
-    user: str | None = None
-    explain: bool = False  # lmkit: per-token candidates before/after the settings (the playground)
-    truncate: bool = False  # lmkit: keep the end of a prompt too long for the context window
-
-
-class ExplainRequest(BaseModel):
-    prompt: str = ""
-    temperature: float = Field(1.0, ge=0.0, le=100.0, allow_inf_nan=False)
-    top_p: float = Field(1.0, gt=0.0, le=1.0, allow_inf_nan=False)
-    top_k: int | None = Field(None, ge=-1)
-    candidates: int = Field(10, ge=1, le=50)
-
-
-class TokenizeRequest(BaseModel):
-    prompt: str
-
-
-class DetokenizeRequest(BaseModel):
-    tokens: list[int]
-
-
-class FillMaskRequest(BaseModel):
-    text: str
-    top_k: int = Field(5, ge=1, le=50)
-
-
 # --------------------------------------------------------------------------- request -> jobs
 
 
+# lmkit's setting -> the request field a client sent
+_PARAMS = {"max_new_tokens": "max_tokens", "temperature": "temperature", "top_k": "top_k", "top_p": "top_p",
+           "seed": "seed"}
+
+
 def settings_of(req: CompletionRequest | ExplainRequest, max_tokens: int, seed: int | None) -> GenerationConfig:
-    """OpenAI's sampling fields as lmkit's settings: temperature 0 is greedy; top_k ≤ 0 is off."""
+    """OpenAI's sampling fields as lmkit's settings (temperature 0 is greedy; top_k ≤ 0 is off), checked
+    by the same validation as ``lmkit generate``'s flags: a bad value is a 400 naming its field."""
     top_k = req.top_k if req.top_k is not None and req.top_k > 0 else None
-    return GenerationConfig(max_new_tokens=max(1, max_tokens), do_sample=req.temperature > 0,
-                            temperature=req.temperature, top_k=top_k,
-                            top_p=req.top_p if req.top_p < 1.0 else None, seed=seed)
+    settings = GenerationConfig(max_new_tokens=max(1, max_tokens), do_sample=req.temperature > 0,
+                                temperature=req.temperature, top_k=top_k,
+                                top_p=req.top_p if req.top_p < 1.0 else None, seed=seed)
+    try:
+        settings.validate(names=_PARAMS)
+    except ConfigError as exc:
+        raise ApiError(400, str(exc), _PARAMS.get(exc.key or "", exc.key)) from exc
+    return settings
 
 
 def prompt_ids(engine: Engine, req: CompletionRequest, opts: ServeOptions) -> list[list[int]]:
@@ -191,6 +159,7 @@ def build_jobs(engine: Engine, req: CompletionRequest, opts: ServeOptions) -> tu
     if max_tokens > window:
         raise ApiError(400, f"max_tokens is {max_tokens} but the context window is {window} tokens",
                        "max_tokens", "context_length_exceeded")
+    settings = settings_of(req, max_tokens, req.seed)  # checked before anything is encoded or queued
     prompts = [fit_window(ids, max_tokens, window, req.truncate, engine.family)
                for ids in prompt_ids(engine, req, opts)]
     loop = asyncio.get_running_loop()
@@ -200,12 +169,12 @@ def build_jobs(engine: Engine, req: CompletionRequest, opts: ServeOptions) -> tu
         for c in range(req.n):
             index = p_i * req.n + c
             # each choice its own generator; the same prompt and seed give the same choices wherever it sits
-            seed = None if req.seed is None else req.seed + c
+            seed = None if settings.seed is None else choice_seed(settings.seed, c)
 
             def emit(ev: Event, i: int = index) -> None:
                 loop.call_soon_threadsafe(queue.put_nowait, (i, ev))
 
-            jobs.append(Job(ids, max_tokens, settings_of(req, max_tokens, seed), emit, stops,
+            jobs.append(Job(ids, max_tokens, dataclasses.replace(settings, seed=seed), emit, stops,
                             req.logprobs, req.echo, req.explain))
     return jobs, prompts, queue
 
@@ -259,61 +228,59 @@ def create_app(engine: Engine, opts: ServeOptions) -> FastAPI:
     """The FastAPI app serving ``engine`` under ``opts``."""
     app = FastAPI(title="lmkit serve", version="1", docs_url="/docs", redoc_url=None)
     app.state.engine = engine
-    if opts.cors_origins:
-        app.add_middleware(CORSMiddleware, allow_origins=opts.cors_origins, allow_methods=["GET", "POST", "OPTIONS"],
+    app.add_middleware(Guard, max_body_bytes=opts.max_body_bytes, api_key=opts.api_key)
+    if opts.cors_origins:  # outside the guard: its 401s and 413s carry CORS headers a page can read
+        app.add_middleware(ShapedCORS, allow_origins=opts.cors_origins, allow_methods=["GET", "POST", "OPTIONS"],
                            allow_headers=["Authorization", "Content-Type"])
 
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
-        return JSONResponse(error_body(exc.message, exc.kind, exc.param, exc.code), status_code=exc.status)
+        return error_response(exc.status, exc.message, exc.kind, exc.param, exc.code)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
-        first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
+        errors = list(exc.errors()) or [{"loc": (), "msg": "invalid request"}]
+        # a union field (prompt: text or ids) fails once per member: the value error names the real problem
+        first = next((e for e in errors if e.get("type") == "value_error"), errors[0])
         loc = [str(x) for x in first.get("loc", ()) if x != "body"]
         param = loc[0] if loc else None
-        msg = f"{param}: {first.get('msg')}" if param else str(first.get("msg"))
-        return JSONResponse(error_body(msg, "invalid_request_error", param), status_code=400)
+        msg = str(first["ctx"]["error"]) if first.get("type") == "value_error" and "ctx" in first \
+            else str(first.get("msg"))
+        return error_response(400, f"{param}: {msg}" if param else msg, param=param)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         kind = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
-        return JSONResponse(error_body(str(exc.detail), kind), status_code=exc.status_code)
+        return error_response(exc.status_code, str(exc.detail), kind, headers=exc.headers)
 
-    @app.middleware("http")
-    async def _guard(request: Request, call_next: Any) -> Response:
-        size = request.headers.get("content-length")
-        if size is not None and size.isdigit() and int(size) > opts.max_body_bytes:
-            return JSONResponse(error_body(f"request body of {size} bytes; at most {opts.max_body_bytes}",
-                                           "invalid_request_error"), status_code=413)
-        path = request.url.path
-        if opts.api_key and request.method != "OPTIONS" and (path.startswith("/v1/") or path in ("/tokenize",
-                                                                                                   "/detokenize")):
-            if request.headers.get("authorization", "") != f"Bearer {opts.api_key}":
-                return JSONResponse(error_body("invalid API key (send Authorization: Bearer KEY)",
-                                               "authentication_error", code="invalid_api_key"), status_code=401)
-        return await call_next(request)
+    @app.exception_handler(Exception)
+    async def _failed(_: Request, exc: Exception) -> JSONResponse:  # a bug: still answered in the error shape
+        return error_response(500, f"internal error: {type(exc).__name__}", "server_error")
 
     def check_model(name: str | None) -> None:
         if name and name != opts.model_name:
             raise ApiError(404, f"model {name!r} does not exist; this server serves {opts.model_name!r}",
                            "model", "model_not_found")
 
-    @app.get("/", response_class=HTMLResponse)
+    @app.api_route("/", methods=["GET", "HEAD"], response_class=HTMLResponse)
     async def playground() -> HTMLResponse:
         return HTMLResponse((STATIC / "index.html").read_text(encoding="utf-8"))
 
-    @app.get("/health")
-    async def health() -> dict[str, Any]:
-        return {"status": "ok", "model": opts.model_name, "family": engine.family, **engine.busy()}
+    @app.api_route("/health", methods=["GET", "HEAD"], response_model=None)
+    async def health() -> Any:
+        state = {"model": opts.model_name, "family": engine.family, **engine.busy()}
+        if engine.failure is None:
+            return {"status": "ok", **state}
+        body = error_body(f"the engine has stopped: {engine.failure}", "server_error", code="engine_stopped")
+        return JSONResponse({"status": "engine_stopped", **state, **body}, status_code=503)
 
-    @app.get("/v1/models")
+    @app.api_route("/v1/models", methods=["GET", "HEAD"])
     async def models() -> dict[str, Any]:
         return {"object": "list", "data": [{"id": opts.model_name, "object": "model", "created": 0,
                                             "owned_by": "lmkit", "max_model_len": engine.window,
                                             "family": engine.family}]}
 
-    @app.get("/tokenizer_info")
+    @app.api_route("/tokenizer_info", methods=["GET", "HEAD"])
     async def tokenizer_info() -> dict[str, Any]:
         """The special tokens, as evaluation harnesses (lm-eval's remote tokenizer) ask for them."""
         tok = engine.tokenizer
@@ -373,16 +340,18 @@ def create_app(engine: Engine, opts: ServeOptions) -> FastAPI:
         except QueueFull as exc:
             raise ApiError(429, f"server busy: {exc}; retry later", code="queue_full",
                            kind="rate_limit_error") from exc
+        except EngineStopped as exc:
+            raise ApiError(503, str(exc), code="engine_stopped", kind="server_error") from exc
         cid, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
         states = [ChoiceState(engine, req.logprobs is not None) for _ in jobs]
         prompt_tokens = sum(len(p) for p in prompts)
         head = {"id": cid, "object": "text_completion", "created": created, "model": opts.model_name}
         if req.stream:
             include_usage = bool((req.stream_options or {}).get("include_usage"))
-            return StreamingResponse(_stream(jobs, states, queue, head, req, prompt_tokens, include_usage),
+            return StreamingResponse(_stream(engine, jobs, states, queue, head, req, prompt_tokens, include_usage),
                                      media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
         try:
-            await _collect(jobs, states, queue, request, req)
+            await _collect(engine, states, queue, request)
         finally:
             for job in jobs:
                 job.cancelled.set()  # finished jobs ignore it; a disconnected client's stop
@@ -416,45 +385,69 @@ def _choice(index: int, state: ChoiceState, req: CompletionRequest, text: str) -
 
 
 def _apply(state: ChoiceState, ev: Event) -> tuple[str, dict[str, Any]]:
-    """Fold one event into a choice; the text and logprobs it adds."""
+    """Fold one event (not an error) into a choice; the text and logprobs it adds."""
     offset = len(state.text)
     block = state.add(ev, offset, counted=ev.kind == "token")
-    if ev.kind == "error":
-        raise RuntimeError(ev.text)
     state.text += ev.text
     if ev.kind == "done":
         state.finish_reason = ev.finish_reason
     return ev.text, block
 
 
-async def _collect(jobs: list[Job], states: list[ChoiceState], queue: asyncio.Queue[tuple[int, Event]],
-                   request: Request, req: CompletionRequest) -> None:
-    open_ = len(jobs)
+def _failed(ev: Event) -> ApiError:
+    """The error a client gets for a job the engine could not finish (only that request fails)."""
+    if ev.finish_reason == "engine_stopped":
+        return ApiError(503, ev.text, code="engine_stopped", kind="server_error")
+    return ApiError(500, f"generation failed: {ev.text}", code="generation_failed", kind="server_error")
+
+
+async def _next_event(engine: Engine, queue: asyncio.Queue[tuple[int, Event]]) -> tuple[int, Event] | None:
+    """The next event of a request, or None after 0.25 s without one. An engine that has stopped
+    reports every job it held; this is the second line: a request never waits on a stopped engine."""
+    try:
+        return await asyncio.wait_for(queue.get(), timeout=0.25)
+    except asyncio.TimeoutError:
+        if engine.failure is not None and queue.empty():
+            return -1, Event("error", text=f"the engine has stopped: {engine.failure}",
+                             finish_reason="engine_stopped")
+        return None
+
+
+async def _collect(engine: Engine, states: list[ChoiceState], queue: asyncio.Queue[tuple[int, Event]],
+                   request: Request) -> None:
+    open_ = len(states)
     while open_:
-        try:
-            i, ev = await asyncio.wait_for(queue.get(), timeout=0.25)
-        except asyncio.TimeoutError:
+        got = await _next_event(engine, queue)
+        if got is None:
             if await request.is_disconnected():
                 return
             continue
+        i, ev = got
+        if ev.kind == "error":
+            raise _failed(ev)
         _apply(states[i], ev)
-        if ev.kind in ("done", "error"):
+        if ev.kind == "done":
             open_ -= 1
 
 
-async def _stream(jobs: list[Job], states: list[ChoiceState], queue: asyncio.Queue[tuple[int, Event]],
-                  head: dict[str, Any], req: CompletionRequest, prompt_tokens: int,
-                  include_usage: bool) -> AsyncIterator[str]:
+async def _stream(engine: Engine, jobs: list[Job], states: list[ChoiceState],
+                  queue: asyncio.Queue[tuple[int, Event]], head: dict[str, Any], req: CompletionRequest,
+                  prompt_tokens: int, include_usage: bool) -> AsyncIterator[str]:
     """Server-sent events: one chunk per token (its released text and logprobs), a last chunk per
     choice with its finish_reason, optionally usage, then ``data: [DONE]``. A client that goes away
     cancels its jobs (the engine drops them before the next step)."""
     open_ = len(jobs)
     try:
         while open_:
-            i, ev = await queue.get()
-            if ev.kind == "error":
-                body = error_body(f"generation failed: {ev.text}", "server_error")
-                yield f"data: {json.dumps(body)}\n\n"
+            got = await _next_event(engine, queue)
+            if got is None:
+                continue
+            i, ev = got
+            if ev.kind == "error":  # the status line is sent: the error travels as an event
+                err = _failed(ev)
+                yield f"data: {json.dumps(error_body(err.message, err.kind, code=err.code))}\n\n"
+                if i < 0:
+                    break
                 open_ -= 1
                 continue
             text, block = _apply(states[i], ev)

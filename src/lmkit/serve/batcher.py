@@ -18,22 +18,32 @@ time, interleaved with the batch but not stacked with it (their cross-attention 
 
 Events go back to the web app through ``job.emit`` (thread-safe); the queue of waiting jobs is
 bounded (:class:`QueueFull`), and so is the batch, so memory is bounded whatever clients send.
+
+One request cannot stop the others: a job whose settings or step fail ends with an "error" event
+(to its client only) and the engine goes on with the rest; a failed batched forward pass ends the
+rows that were in it. Should the engine thread itself ever end other than by :meth:`Engine.close`,
+it records why (:attr:`Engine.failure`, which ``/health`` reports), every job it held or that was
+waiting gets an "error" event, and :meth:`Engine.submit` refuses new jobs (:class:`EngineStopped`):
+no request waits on an engine that is gone.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import torch
-from torch import nn
 
 from lmkit.infer.sampling import GenerationConfig, StepExplanation, choose_next, make_generator
+from lmkit.models import LanguageModel
+from lmkit.models.decoder import Decoder
+from lmkit.models.encdec import EncoderDecoder
 from lmkit.models.layers import KVCache
 from lmkit.serve.stream import TextStream
 
@@ -42,6 +52,10 @@ LOG = logging.getLogger("lmkit.serve")
 
 class QueueFull(Exception):
     """Raised by :meth:`Engine.submit` when the waiting queue cannot take the jobs."""
+
+
+class EngineStopped(Exception):
+    """Raised by :meth:`Engine.submit` when the engine thread is no longer running."""
 
 
 @dataclass
@@ -57,7 +71,9 @@ class TokenInfo:
 @dataclass
 class Event:
     """What a job reports: ``kind`` is "prompt" (echoed prompt tokens), "token" (a new token and
-    the text it released), "done" (with ``finish_reason`` "stop" or "length") or "error"."""
+    the text it released), "done" (with ``finish_reason`` "stop" or "length") or "error" (``text``
+    says why; ``finish_reason`` "engine_stopped" when the engine itself stopped). A job's last event
+    is "done" or "error", exactly once."""
 
     kind: str
     tokens: list[TokenInfo] = field(default_factory=list)
@@ -84,6 +100,7 @@ class Job:
     text: TextStream | None = None
     pending: int = -1  # the token chosen last, not yet fed to the model
     steps: int = 0  # tokens produced (the disconnect test reads it)
+    ended: bool = False  # its last event ("done" or "error") was sent: nothing more is
 
 
 @dataclass
@@ -101,7 +118,7 @@ def token_text_bytes(tokenizer: Any, token_id: int, plain_specials: set[int]) ->
 class Engine:
     """The model, its tokenizer, a bounded queue and the decode thread. ``submit`` jobs, ``close``."""
 
-    def __init__(self, model: nn.Module, tokenizer: Any, max_batch: int = 16, max_queue: int = 64) -> None:
+    def __init__(self, model: LanguageModel, tokenizer: Any, max_batch: int = 16, max_queue: int = 64) -> None:
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.family: str = model.cfg.family
@@ -119,7 +136,9 @@ class Engine:
         self._cache: KVCache | None = None
         self._seq2seq: list[_Seq2SeqState] = []
         self._closed = False
-        self.stats = {"steps": 0, "batched_rows": 0, "finished": 0, "cancelled": 0}
+        self._starting: list[Job] = []  # taken from the queue, not yet in a batch
+        self.failure: str | None = None  # why the engine thread stopped, if it did without close()
+        self.stats = {"steps": 0, "batched_rows": 0, "finished": 0, "cancelled": 0, "failed": 0}
         self._thread = threading.Thread(target=self._run, name="lmkit-engine", daemon=True)
         self._thread.start()
 
@@ -128,13 +147,15 @@ class Engine:
     def submit(self, jobs: list[Job]) -> None:
         """Queue jobs (all or none); raises :class:`QueueFull` when the queue is at its bound."""
         with self._cv:
+            if self.failure is not None or self._closed:
+                raise EngineStopped(f"the engine has stopped: {self.failure or 'closed'}")
             if len(self._waiting) + len(jobs) > self.max_queue:
                 raise QueueFull(f"{len(self._waiting)} requests are waiting (at most {self.max_queue})")
             self._waiting.extend(jobs)
             self._cv.notify()
 
     def busy(self) -> dict[str, int]:
-        """Jobs running and waiting, and totals since start."""
+        """Jobs running and waiting, and totals since start (``failed``: jobs ended by an error)."""
         with self._cv:
             return {"running": len(self._rows) + len(self._seq2seq), "waiting": len(self._waiting), **self.stats}
 
@@ -150,28 +171,61 @@ class Engine:
         Runs on the caller's thread with its own cache; the model's weights are only read."""
         ids = torch.tensor([prompt_ids], dtype=torch.long)
         if self.family == "encdec":
-            enc = self.model.encode(ids)
+            model = cast(EncoderDecoder, self.model)  # a model of family "encdec" is an EncoderDecoder
+            enc = model.encode(ids)
             start = torch.full((1, 1), self.tokenizer.pad_id, dtype=torch.long)
-            return self.model.logits(self.model.decode(start, enc)[:, -1])[0]
+            return model.logits(model.decode(start, enc)[:, -1])[0]
         return self.model(ids)[0, -1]
 
     # ------------------------------------------------------------------ the engine thread
 
     def _run(self) -> None:
+        """The engine thread: serve until closed. A failure no job-level guard caught ends the jobs in
+        flight, not the thread; should the thread end anyway, nothing is left waiting on it."""
         torch.set_grad_enabled(False)
-        while True:
+        try:
+            while self._serve_once():
+                pass
+        except BaseException as exc:
+            self.failure = f"{type(exc).__name__}: {exc}"
+            LOG.critical("the engine thread stopped", exc_info=True)
+        finally:
             with self._cv:
-                while not self._closed and not self._waiting and not self._rows and not self._seq2seq:
-                    self._cv.wait()
-                if self._closed:
-                    return
-                room = self.max_batch - len(self._rows) - len(self._seq2seq)
-                new = [self._waiting.popleft() for _ in range(min(room, len(self._waiting)))]
-            self._start_all(new)
+                if not self._closed and self.failure is None:
+                    self.failure = "the engine thread ended"
+                left = [*self._waiting, *self._in_flight()]
+                self._waiting.clear()
+            for job in left:
+                self._fail(job, f"the engine has stopped: {self.failure or 'closed'}", "engine_stopped")
+
+    def _serve_once(self) -> bool:
+        """Start waiting jobs, then one decode step; False once closed."""
+        with self._cv:
+            while not self._closed and not self._waiting and not self._rows and not self._seq2seq:
+                self._cv.wait()
+            if self._closed:
+                return False
+            room = self.max_batch - len(self._rows) - len(self._seq2seq)
+            self._starting = [self._waiting.popleft() for _ in range(min(room, len(self._waiting)))]
+        try:
+            self._start_all(self._starting)
+            self._starting = []
             if self._rows:
                 self._step_batch()
             for state in list(self._seq2seq):
-                self._guarded(state.job, lambda _j, s=state: self._step_seq2seq(s))
+                def step(_job: Job, s: _Seq2SeqState = state) -> None:
+                    self._step_seq2seq(s)
+
+                self._guarded(state.job, step)
+        except Exception as exc:  # not one job's fault that a guard could pin: end all in flight, go on
+            LOG.exception("decode step failed")
+            for job in self._in_flight():
+                self._fail(job, exc)
+            self._starting, self._rows, self._seq2seq, self._cache = [], [], [], None
+        return True
+
+    def _in_flight(self) -> list[Job]:
+        return [*self._starting, *self._rows, *(st.job for st in self._seq2seq)]
 
     def _guarded(self, job: Job, fn: Callable[[Job], None]) -> None:
         """Run fn(job); a failure ends that job (reported in the log and to its client), not the engine."""
@@ -180,7 +234,19 @@ class Engine:
         except Exception as exc:  # a bug must not take down every other request
             LOG.exception("generation failed")
             self._drop(job)
-            job.emit(Event("error", text=f"{type(exc).__name__}: {exc}"))
+            self._fail(job, exc)
+
+    def _fail(self, job: Job, why: BaseException | str, reason: str | None = None) -> None:
+        """End a job with an "error" event (once: a job that has ended already is left alone)."""
+        if job.ended:
+            return
+        job.ended = True
+        self.stats["failed"] += 1
+        text = why if isinstance(why, str) else f"{type(why).__name__}: {why}"
+        try:
+            job.emit(Event("error", text=text, finish_reason=reason))
+        except Exception:  # nobody left to tell (its event loop is gone): the engine goes on regardless
+            LOG.warning("could not report a failed job", exc_info=True)
 
     def _drop(self, job: Job) -> None:
         if job in self._rows:
@@ -194,11 +260,10 @@ class Engine:
         for job in jobs:
             if job.cancelled.is_set():
                 self.stats["cancelled"] += 1
-                continue
-            if not job.settings.greedy:
-                job.generator, _ = make_generator(job.settings.seed)
-            job.text = TextStream(job.stop)
-            live.append(job)
+            else:
+                self._guarded(job, self._prepare)  # its settings are its own: a bad seed fails it alone
+                if job.text is not None:
+                    live.append(job)
         groups: dict[int, list[Job]] = {}
         for job in live:
             if self.family == "encdec":
@@ -207,43 +272,56 @@ class Engine:
                 groups.setdefault(len(job.prompt_ids), []).append(job)
         for group in groups.values():
             try:
-                self._prefill(group)
-            except Exception as exc:  # a bug must not take down every other request
+                logits, cache = self._prefill(group)
+            except Exception as exc:  # the shared forward pass: every job of the group fails
                 LOG.exception("prefill failed")
                 for job in group:
-                    self._drop(job)
-                    job.emit(Event("error", text=f"{type(exc).__name__}: {exc}"))
+                    self._fail(job, exc)
+                continue
+            for b, job in enumerate(group):
+                self._guarded(job, functools.partial(self._join, logits=logits[b], cache=cache, row=b))
 
-    def _prefill(self, jobs: list[Job]) -> None:
-        """Decoder prompts of one length in one forward pass; each row then joins the running batch."""
+    def _prepare(self, job: Job) -> None:
+        """The job's settings (checked again here: a library caller may skip the web app), random
+        generator and text stream."""
+        job.settings.validate()
+        if not job.settings.greedy:
+            job.generator, _ = make_generator(job.settings.seed)
+        job.text = TextStream(job.stop)
+
+    def _prefill(self, jobs: list[Job]) -> tuple[torch.Tensor, KVCache]:
+        """Decoder prompts of one length in one forward pass: the logits (B, T, V) (the prediction
+        after every prompt token) and the cache they filled."""
         ids = torch.tensor([job.prompt_ids for job in jobs], dtype=torch.long)  # (B, T)
-        cache = self.model.new_cache(len(jobs), self.window)
-        logits = self.model(ids, cache)  # (B, T, V): the prediction after every prompt token
-        for b, job in enumerate(jobs):
-            if job.echo:
-                job.emit(Event("prompt", self._prompt_tokens(job, logits[b]),
-                               text=self.tokenizer.decode(job.prompt_ids)))
-            if job.max_tokens == 0:
-                self._finish(job, "length")
-            elif self._advance(job, logits[b, -1]):
-                if self._cache is None:
-                    self._cache = KVCache.slots(cache, self.max_batch)
-                self._cache.add_row(cache, row=b)
-                self._rows.append(job)
+        cache = cast(Decoder, self.model).new_cache(len(jobs), self.window)  # only decoder jobs are prefilled here
+        return self.model(ids, cache), cache
+
+    def _join(self, job: Job, logits: torch.Tensor, cache: KVCache, row: int) -> None:
+        """A prefilled job (its logits (T, V), its row of ``cache``): echo, first token, into the batch."""
+        if job.echo:
+            job.emit(Event("prompt", self._prompt_tokens(job, logits), text=self.tokenizer.decode(job.prompt_ids)))
+        if job.max_tokens == 0:
+            self._finish(job, "length")
+        elif self._advance(job, logits[-1]):
+            if self._cache is None:
+                self._cache = KVCache.slots(cache, self.max_batch)
+            self._cache.add_row(cache, row=row)
+            self._rows.append(job)
 
     def _start_seq2seq(self, job: Job) -> None:
         """Encode one encoder-decoder prompt; its first decoder step."""
         ids = torch.tensor([job.prompt_ids], dtype=torch.long)
-        enc = self.model.encode(ids)
-        cache = self.model.new_cache(1, max(1, job.max_tokens))
-        state = _Seq2SeqState(job, cache, self.model.cross_kv(enc))
+        model = cast(EncoderDecoder, self.model)  # only an encoder-decoder's jobs start here
+        enc = model.encode(ids)
+        cache = model.new_cache(1, max(1, job.max_tokens))
+        state = _Seq2SeqState(job, cache, model.cross_kv(enc))
         if job.echo:
             job.emit(Event("prompt", [TokenInfo(t, None) for t in job.prompt_ids],
                            text=self.tokenizer.decode(job.prompt_ids)))
         if job.max_tokens == 0:
             return self._finish(job, "length")
         start = torch.full((1, 1), self.tokenizer.pad_id, dtype=torch.long)
-        logits = self.model.logits(self.model.decode(start, None, cache=cache, cross_kv=state.cross)[:, -1])
+        logits = model.logits(model.decode(start, None, cache=cache, cross_kv=state.cross)[:, -1])
         if self._advance(job, logits[0]):
             self._seq2seq.append(state)
 
@@ -304,6 +382,7 @@ class Engine:
         return True
 
     def _finish(self, job: Job, reason: str) -> None:
+        job.ended = True
         tail = job.text.finish() if job.text is not None else ""
         self.stats["finished"] += 1
         job.emit(Event("done", text=tail, finish_reason=reason))
@@ -322,7 +401,15 @@ class Engine:
         self.stats["steps"] += 1
         self.stats["batched_rows"] += len(self._rows)
         best = logits.argmax(dim=-1).tolist()  # (B,): the greedy rows' tokens in one call
-        ended = [job for b, job in enumerate(self._rows) if not self._advance(job, logits[b], best[b])]
+        ended = []
+        for b, job in enumerate(self._rows):
+            try:
+                if not self._advance(job, logits[b], best[b]):
+                    ended.append(job)
+            except Exception as exc:  # this row's choice failed: it leaves, the others go on
+                LOG.exception("generation failed")
+                self._fail(job, exc)
+                ended.append(job)
         if ended:
             self._leave(ended)
 
@@ -336,8 +423,9 @@ class Engine:
     def _step_seq2seq(self, state: _Seq2SeqState) -> None:
         job = state.job
         tok = torch.tensor([[job.pending]], dtype=torch.long)
-        h = self.model.decode(tok, None, cache=state.cache, cross_kv=state.cross)  # (1, 1, C)
-        if not self._advance(job, self.model.logits(h[:, -1])[0]):
+        model = cast(EncoderDecoder, self.model)  # only an encoder-decoder's jobs step here
+        h = model.decode(tok, None, cache=state.cache, cross_kv=state.cross)  # (1, 1, C)
+        if not self._advance(job, model.logits(h[:, -1])[0]):
             self._seq2seq.remove(state)
 
 
@@ -350,3 +438,18 @@ def wait_idle(engine: Engine, timeout: float = 5.0) -> bool:
             return True
         time.sleep(0.01)
     return False
+
+
+def load_engine(checkpoint: str, max_batch: int = 16, max_queue: int = 64, verify: bool = True) -> tuple[Engine, str]:
+    """The engine over ``checkpoint`` (a checkpoint folder or a run folder: its newest checkpoint),
+    and the model name it is served under by default: the checkpoint folder's name, or its run
+    folder's for a ``ckpt-*`` folder inside a run."""
+    from pathlib import Path
+
+    from lmkit.models.checkpoint import load_model, load_tokenizer, resolve_checkpoint
+
+    ckpt = resolve_checkpoint(checkpoint)
+    model = load_model(ckpt, verify=verify)
+    tokenizer = load_tokenizer(ckpt, verify=verify)
+    name = Path(ckpt).name if not Path(ckpt).name.startswith("ckpt-") else Path(ckpt).parent.name
+    return Engine(model, tokenizer, max_batch=max_batch, max_queue=max_queue), name

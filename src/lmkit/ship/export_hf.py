@@ -43,10 +43,10 @@ What this module owns:
   (``"</s>"``, ``"<extra_id_0>"``) into the special ids, as lmkit's ``encode(text,
   allow_special=True)`` does; lmkit's plain ``encode`` keeps such text as ordinary characters.
 
-* The way back, ``lmkit import-hf``, is ``lmkit.ship.import_hf``; its public names (``import_hf``,
-  ``lmkit_config_from_hf``, ``read_hf_weights``, ``from_hf_state``) stay importable from here, as
-  do the target facts of ``lmkit.models.hf`` and the parity check of ``lmkit.ship.verify_hf``. The
-  commands' flags and printing live in ``lmkit.cli.ship``.
+* Elsewhere, each name in one home: the way back, ``lmkit import-hf``, is ``lmkit.ship.import_hf``
+  (weights) and ``lmkit.ship.config_from_hf`` (config); the target facts (classes, name maps, row
+  orders) are ``lmkit.models.hf``; the parity check is ``lmkit.ship.verify_hf``. The commands'
+  flags and printing live in ``lmkit.cli.ship``.
 """
 
 from __future__ import annotations
@@ -59,29 +59,21 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lmkit.errors import LmkitError
-from lmkit.files import check_out_dir, replace_dir, sha256_file
-from lmkit.models.hf import (  # the target facts, re-exported from their old home
+from lmkit.files import Manifest, check_out_dir, is_stamped, replace_dir, sha256_file
+from lmkit.models.hf import (
     EXPORT_FORMAT,
     HF_COPIES,
-    HF_EMBEDDING,
-    HF_TIED_TO_EMBEDDING,
     LMKIT_META_FILE,
     ROFORMER,
     ROFORMER_TABLE,
-    TARGET_OF_ARCHITECTURE,
-    TARGET_OF_MODEL_TYPE,
-    TARGETS,
-    HFTarget,
-    export_blocker,
     family_module,
     name_map,
     roformer_sinusoid_table,
     row_orders,
     target_of,
 )
-from lmkit.models.int8 import dequantized_state  # re-exported from its old home
-from lmkit.ship.import_hf import from_hf_state, import_hf, is_lmkit_checkpoint, lmkit_config_from_hf, read_hf_weights
-from lmkit.ship.verify_hf import PARITY_RTOL, lmkit_greedy, probe_ids, verify_export
+from lmkit.models.int8 import dequantized_state
+from lmkit.ship.verify_hf import verify_export
 
 if TYPE_CHECKING:
     import torch
@@ -193,6 +185,16 @@ def is_export(folder: Path) -> bool:
     return isinstance(record, dict) and record.get("format") == EXPORT_FORMAT
 
 
+def export_files(folder: Path) -> list[str] | None:
+    """What a previous export wrote into ``folder`` (for ``lmkit.files.Manifest``): the files
+    :data:`EXPORT_FILES` names, its README.md only while it is the card the export wrote, unedited
+    (``lmkit.files.is_stamped``); None for a folder that is not an export."""
+    if not is_export(folder):
+        return None
+    return [p.name for p in folder.iterdir() if p.is_file() and EXPORT_FILES.fullmatch(p.name)
+            and (p.name != "README.md" or is_stamped(p))]
+
+
 def _write_json(path: Path, data: Any) -> None:
     path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
@@ -215,7 +217,7 @@ def export_hf(ckpt: str | Path, out: str | Path, overwrite: bool = False, verify
     from lmkit.config import model_config_from_dict
     from lmkit.models import build_model
     from lmkit.models.checkpoint import load_meta, load_state, load_weights_into, read_config, resolve_checkpoint
-    from lmkit.ship.card import render_card
+    from lmkit.ship.card.render import render_card
     from lmkit.tokenizer import Tokenizer
 
     path = resolve_checkpoint(ckpt)
@@ -231,16 +233,16 @@ def export_hf(ckpt: str | Path, out: str | Path, overwrite: bool = False, verify
                          "one's quantized values as float32 weights")
     names = name_map(cfg, str(path))
     out = Path(out)
-    check_out_dir(out, overwrite, [ckpt, path, *(card_sections or [])], ours=[EXPORT_FILES, is_export],
+    check_out_dir(out, overwrite, [ckpt, path, *(card_sections or [])], ours=[EXPORT_FILES, Manifest(export_files)],
                   kind="export")
     tok = Tokenizer.load(path / "tokenizer.json", strict=False) if (path / "tokenizer.json").is_file() else None
     if tok is not None and tok.vocab_size > cfg.vocab_size:
         raise LmkitError(f"{path}: tokenizer has {tok.vocab_size} tokens but the model only {cfg.vocab_size}")
 
-    model = build_model(cfg)
-    state = load_state(path)
+    state = load_state(path)  # checks the weights' shapes against config.json before the model is built
     if quant:
         state = dequantized_state(state, quant, str(path))
+    model = build_model(cfg)
     load_weights_into(model, state, path)
     model.eval()
     dtypes = {t.dtype for t in model.state_dict().values()}
@@ -284,9 +286,5 @@ def export_hf(ckpt: str | Path, out: str | Path, overwrite: bool = False, verify
     return report
 
 
-__all__ = ["EXPORT_FILES", "EXPORT_FORMAT", "HFTarget", "HF_COPIES", "HF_EMBEDDING", "HF_TIED_TO_EMBEDDING",
-           "LMKIT_META_FILE", "PARITY_RTOL", "ROFORMER", "ROFORMER_TABLE", "TARGETS", "TARGET_OF_ARCHITECTURE",
-           "TARGET_OF_MODEL_TYPE", "dequantized_state", "export_blocker", "export_hf", "family_module",
-           "from_hf_state", "generation_config", "hf_config", "import_hf", "is_export", "is_lmkit_checkpoint",
-           "lmkit_config_from_hf", "lmkit_greedy", "name_map", "probe_ids", "read_hf_weights",
-           "roformer_sinusoid_table", "row_orders", "target_of", "to_hf_state", "tokenizer_files", "verify_export"]
+__all__ = ["EXPORT_FILES", "export_files", "export_hf", "generation_config", "hf_config", "is_export", "to_hf_state",
+           "tokenizer_files"]

@@ -1,11 +1,13 @@
-"""A model hub in a folder or any fsspec URL: push, pull, list, search and show checkpoints.
+"""A model hub in a folder or any fsspec URL: where it is, its layout, and push, pull, list and show.
 
 ``lmkit hub push CKPT NAME`` publishes a checkpoint under a name; ``pull NAME[@REV] --out DIR``
-fetches it back; ``list``, ``search QUERY`` and ``show NAME`` browse by name, family, task, size
-and card text. Where the hub is: ``--hub URL``, else the environment variable ``LMKIT_HUB``,
-else ``$XDG_CACHE_HOME/lmkit/hub`` (``~/.cache/lmkit/hub``). A URL is anything fsspec opens: a
-plain folder, ``file://``, ``memory://`` (tests), ``s3://bucket/hub`` or ``gs://...`` when the
-user has installed fsspec's plugin for it (``s3fs``, ``gcsfs``).
+fetches it back; ``list`` and ``show NAME`` browse it (``search QUERY``, by name, family, task,
+size and card text, is :mod:`lmkit.ship.hub_search`). Where the hub is: ``--hub URL``, else the
+environment variable ``LMKIT_HUB``, else ``$XDG_CACHE_HOME/lmkit/hub`` (``~/.cache/lmkit/hub``).
+A URL is anything fsspec opens: a plain folder, ``file://``, ``memory://`` (tests),
+``s3://bucket/hub`` or ``gs://...`` when the user has installed fsspec's plugin for it (``s3fs``,
+``gcsfs``). A hub that is a file, or a place lmkit cannot write (for push), is one line naming the
+hub, found before anything is written.
 
 Layout (content-addressed, so a new revision uploads only the files that changed)::
 
@@ -23,6 +25,9 @@ hub or a store that supports exclusive creation); a revision is never changed af
 sha256 and size while copying into a temporary sibling of ``--out``, so a file changed or damaged
 in the hub is reported and nothing half-verified is left behind. The checksums detect damage and
 tampering of the files; someone able to rewrite the manifests too is outside what they protect.
+A pulled folder also holds ``.lmkit-pull.json`` (:data:`PULL_RECORD`: name, revision and the files
+the pull wrote; hidden, so a push of that folder leaves it out). ``pull --overwrite`` replaces a
+folder only when that record names every entry in it: a file the user added is never deleted.
 
 A checkpoint is pushed without ``train_state/`` (optimizer state, about twice the weights) unless
 ``--include-train-state``; its model card is the checkpoint's ``README.md`` when it has one
@@ -37,7 +42,6 @@ import json
 import os
 import posixpath
 import re
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -50,6 +54,8 @@ from lmkit.files import sha256_file
 HUB_ENV = "LMKIT_HUB"
 MANIFEST_FORMAT = "lmkit-hub/1"
 CARD_FILE = "README.md"
+PULL_RECORD = ".lmkit-pull.json"
+PULL_FORMAT = "lmkit-hub-pull/1"
 _PART = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}")
 _CHUNK = 1 << 20
 
@@ -110,6 +116,19 @@ def safe_relpath(path: str, where: str) -> str:
     return path
 
 
+def pulled_files(folder: Path) -> list[str] | None:
+    """The files a previous ``pull`` wrote into ``folder``, read from its :data:`PULL_RECORD` (the record
+    itself included); None without a readable record: then ``--overwrite`` does not replace it."""
+    try:
+        record = json.loads((folder / PULL_RECORD).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+    files = record.get("files") if isinstance(record, dict) and record.get("format") == PULL_FORMAT else None
+    if not isinstance(files, list) or not all(isinstance(f, str) for f in files):
+        return None
+    return [*files, PULL_RECORD]
+
+
 def _files_of(ckpt: Path, include_train_state: bool) -> Iterator[tuple[str, Path]]:
     for p in sorted(ckpt.rglob("*")):
         rel = p.relative_to(ckpt).as_posix()
@@ -125,7 +144,7 @@ def _summary(ckpt: Path) -> dict[str, Any]:
     from lmkit.families import PIPELINE_TAG
     from lmkit.models.hf import hf_architecture
     from lmkit.models.int8 import quant_label
-    from lmkit.ship.card import card_facts
+    from lmkit.ship.card.render import card_facts
 
     f = card_facts(ckpt)
     cfg, meta = f["cfg"], f["meta"]
@@ -154,6 +173,9 @@ class Hub:
         except (ImportError, ValueError) as e:
             raise LmkitError(f"hub {self.url!r}: cannot open ({e}); for s3:// or gs:// install s3fs or gcsfs") from None
         self.root = root.rstrip("/") or "/"
+        if self._local_roots() and os.path.exists(self.root) and not os.path.isdir(self.root):
+            raise LmkitError(f"hub {self.url}: is a file, not a hub folder (--hub or ${HUB_ENV} names a folder, "
+                             "new or made by lmkit hub push, or an fsspec URL)")
 
     # ------------------------------------------------------------------ paths
 
@@ -264,14 +286,36 @@ class Hub:
 
     # ------------------------------------------------------------------ writing
 
+    def _writable(self, name: str) -> None:
+        """On a hub folder of this machine: refuse, before anything is written, a path whose nearest
+        existing part is a file or a folder this process cannot write."""
+        if not self._local_roots():
+            return
+        here = Path(self._model_dir(name))
+        while not here.exists() and here != here.parent:
+            here = here.parent
+        if not here.is_dir():
+            raise LmkitError(f"hub {self.url}: cannot push there ({here} is a file, not a folder); --hub or "
+                             f"${HUB_ENV} must name a folder lmkit can write, or an fsspec URL")
+        if not os.access(here, os.W_OK | os.X_OK):
+            raise LmkitError(f"hub {self.url}: cannot push there ({here} is not writable); --hub or ${HUB_ENV} "
+                             "must name a folder lmkit can write, or an fsspec URL")
+
+    def _write_error(self, e: OSError) -> LmkitError:
+        """A failed write to the hub as one line naming the hub and the path that failed."""
+        where = f": {e.filename}" if e.filename else ""
+        return LmkitError(f"hub {self.url}: cannot push there ({e.strerror or str(e) or type(e).__name__}{where}); --hub or "
+                          f"${HUB_ENV} must name a folder lmkit can write, or an fsspec URL")
+
     def push(self, ckpt: str | Path, name: str, message: str | None = None, include_train_state: bool = False,
              card: str | Path | None = None, show_progress: bool = False) -> dict[str, Any]:
         """Publish checkpoint ``ckpt`` as the next revision of ``name``; returns the manifest."""
         from lmkit import __version__
         from lmkit.models.checkpoint import resolve_checkpoint
-        from lmkit.ship.card import render_card
+        from lmkit.ship.card.render import render_card
 
         validate_name(name)
+        self._writable(name)  # before the checkpoint is read
         path = resolve_checkpoint(ckpt)
         summary = _summary(path)
         files: dict[str, Path] = dict(_files_of(path, include_train_state))
@@ -319,6 +363,8 @@ class Hub:
                                 bar.update(len(block))
                 self.fs.mv(part, blob)
                 uploaded += 1
+        except OSError as e:
+            raise self._write_error(e) from None
         finally:
             bar.close()
         manifest = {
@@ -343,6 +389,8 @@ class Hub:
                 with self.fs.open(target, "wb") as f:
                     f.write(data)
                 break
+            except OSError as e:
+                raise self._write_error(e) from None
         else:
             raise LmkitError(f"{name}: could not claim a new revision number in {self.url}")
         manifest["uploaded_blobs"] = uploaded
@@ -353,8 +401,7 @@ class Hub:
         import shutil
         import tempfile
 
-        from lmkit.files import check_out_dir, replace_dir
-        from lmkit.models.checkpoint import is_checkpoint
+        from lmkit.files import Manifest, check_out_dir, replace_dir
         from lmkit.progress import progress
 
         name, rev = parse_spec(spec)
@@ -363,7 +410,7 @@ class Hub:
         for rel in m["files"]:
             safe_relpath(rel, where)
         out = Path(out)
-        check_out_dir(out, overwrite, self._local_roots(), ours=is_checkpoint, kind="pulled checkpoint")
+        check_out_dir(out, overwrite, self._local_roots(), ours=Manifest(pulled_files), kind="pulled checkpoint")
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.pull-"))
         bar = progress(total=sum(int(e.get("size", 0)) for e in m["files"].values()), unit="B", unit_scale=True,
@@ -384,6 +431,9 @@ class Hub:
                         bar.update(len(block))
                 if h.hexdigest() != e["sha256"] or size != e["size"]:
                     raise LmkitError(self._corrupt(name, m["revision"], rel, e, h.hexdigest(), size))
+            record = {"format": PULL_FORMAT, "hub": self.url, "name": name, "revision": m["revision"],
+                      "files": sorted(m["files"])}
+            (tmp / PULL_RECORD).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
             replace_dir(tmp, out)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -391,82 +441,3 @@ class Hub:
         finally:
             bar.close()
         return m
-
-    # ------------------------------------------------------------------ searching
-
-    def search(self, query: str = "", family: str | None = None, task: str | None = None,
-               min_params: float | None = None, max_params: float | None = None) -> list[dict[str, Any]]:
-        """Models matching every term of ``query`` and the filters, best matches first.
-
-        Terms: ``family:decoder``, ``task:fill-mask``, ``name:word``, size comparisons such as
-        ``size<10M`` / ``params>=1M``; any other word must appear in the name, family, task,
-        architecture, objective or model card (case-insensitive; outside the name, from the start of a
-        word).
-        """
-        from lmkit.plan import parse_count
-
-        words: list[str] = []
-        for term in query.split():
-            low = term.lower()
-            cmp = re.fullmatch(r"(size|params)(<=|>=|<|>|=)(.+)", low)
-            if cmp:
-                n = parse_count(cmp.group(3), "size")
-                op = cmp.group(2)
-                if op in ("<", "<="):
-                    max_params = min(max_params, n) if max_params is not None else n
-                    if op == "<":
-                        max_params = n - 1
-                if op in (">", ">="):
-                    min_params = max(min_params, n) if min_params is not None else n
-                    if op == ">":
-                        min_params = n + 1
-                if op == "=":
-                    min_params = max_params = n
-            elif low.startswith("family:"):
-                family = low.split(":", 1)[1]
-            elif low.startswith("task:"):
-                task = low.split(":", 1)[1]
-            else:
-                words.append(low.removeprefix("name:"))
-        results = []
-        for m in self.entries():
-            info = m.get("info") or {}
-            if family and info.get("family") != family:
-                continue
-            if task and info.get("task") != task:
-                continue
-            p = info.get("params")
-            if min_params is not None and not (isinstance(p, (int, float)) and p >= min_params):
-                continue
-            if max_params is not None and not (isinstance(p, (int, float)) and p <= max_params):
-                continue
-            fields = " ".join(str(info.get(k) or "") for k in ("family", "task", "architecture", "objective"))
-            head = f"{m['name']} {fields} {m.get('message', '')}".lower()
-            score = 0
-            card_text: str | None = None
-            ok = True
-            for w in words:
-                # names match anywhere ("legal" in "alice/legal-gpt"); other text from a word's
-                # start, so "mit" finds a MIT licence but not every card's "limitations"
-                starts_word = re.compile(r"(?<![a-z0-9])" + re.escape(w))
-                if w in m["name"].lower():
-                    score += 3
-                elif starts_word.search(head):
-                    score += 2
-                else:
-                    if card_text is None:
-                        try:
-                            card_text = self.read_file(m["name"], m["revision"], CARD_FILE).decode("utf-8").lower()
-                        except (LmkitError, UnicodeDecodeError) as e:
-                            # an unverified card is not searched; say so rather than fail the whole search
-                            print(f"lmkit: warning: card not searched: {e}", file=sys.stderr)
-                            card_text = ""
-                    if starts_word.search(card_text):
-                        score += 1
-                    else:
-                        ok = False
-                        break
-            if ok:
-                m["score"] = score
-                results.append(m)
-        return sorted(results, key=lambda r: (-r["score"], r["name"]))

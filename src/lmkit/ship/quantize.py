@@ -6,7 +6,7 @@
   and kept int8 in memory (the format, its modules and how it is loaded: ``lmkit.models.int8``).
 
 The written folder is a normal lmkit checkpoint whose ``config.json`` carries a ``quantization``
-section; ``lmkit.checkpoint.load_model`` sees it and rebuilds the quantized model, so ``lmkit
+section; ``lmkit.models.checkpoint.load_model`` sees it and rebuilds the quantized model, so ``lmkit
 generate`` / ``evaluate`` load the result directly. What this module owns is the command: it
 quantizes, writes, reloads and measures; the report gives the size on disk and in memory before
 and after, the held-out loss, perplexity and bits per byte before and after, and for int8 what
@@ -25,17 +25,7 @@ from typing import Any
 
 from lmkit.errors import LmkitError
 from lmkit.infer.evaluate import evaluate_model, held_out
-from lmkit.models.checkpoint import load_quantized  # re-exported from its old home
-from lmkit.models.int8 import (  # Int8Linear, Int8Embedding, memory_bytes: re-exported from their old home
-    CAST_METHOD,
-    INT8_METHOD,
-    MIN_EMBEDDING_ROWS,
-    Int8Embedding,
-    Int8Linear,
-    int8_layer_errors,
-    memory_bytes,
-    quantize_int8,
-)
+from lmkit.models.int8 import CAST_METHOD, INT8_METHOD, int8_layer_errors, memory_bytes, quantize_int8
 from lmkit.numerics import torch_dtype
 
 TARGETS = ("fp16", "bf16", "int8")
@@ -50,7 +40,7 @@ def quantize_checkpoint(ckpt: str | Path, out: str | Path, to: str = "int8", ove
     """Write a quantized copy of checkpoint ``ckpt`` to ``out``; return the size/quality report
     (``summary`` holds it in one line)."""
     from lmkit.models.checkpoint import (
-        is_checkpoint,
+        checkpoint_files,
         load_meta,
         load_model,
         load_tokenizer,
@@ -67,9 +57,10 @@ def quantize_checkpoint(ckpt: str | Path, out: str | Path, to: str = "int8", ove
     if cfg_raw.get("quantization"):
         raise LmkitError(f"{src}: already quantized ({cfg_raw['quantization'].get('method')}); quantize the original")
     dst = Path(out)
-    from lmkit.files import check_out_dir
+    from lmkit.files import Manifest, check_out_dir
 
-    check_out_dir(dst, overwrite, [ckpt, src, *([data] if data else [])], ours=is_checkpoint, kind="checkpoint")
+    check_out_dir(dst, overwrite, [ckpt, src, *([data] if data else [])], ours=Manifest(checkpoint_files),
+                  kind="checkpoint")
 
     from lmkit.config import model_config_from_dict
 
@@ -146,7 +137,8 @@ def quantize_checkpoint(ckpt: str | Path, out: str | Path, to: str = "int8", ove
     report["summary"] = summary
     meta["quantization"] = {k: v for k, v in report.items() if k not in ("source", "out")}
     meta["quantization"]["from"] = str(src)
-    from lmkit.models.checkpoint import record_checksums, write_json_atomic
+    from lmkit.files import write_json_atomic
+    from lmkit.models.checkpoint import record_checksums
 
     write_json_atomic(dst / "meta.json", meta)
     record_checksums(dst)  # the copied meta held the source's checksums: record the quantized files'
@@ -158,5 +150,4 @@ def size_text(n: float) -> str:
     return f"{n / 1e6:,.2f} MB" if n >= 1e5 else f"{n / 1e3:,.1f} kB"
 
 
-__all__ = ["Int8Linear", "Int8Embedding", "quantize_int8", "load_quantized", "quantize_checkpoint", "memory_bytes",
-           "size_text", "TARGETS", "INT8_METHOD", "CAST_METHOD", "MIN_EMBEDDING_ROWS"]
+__all__ = ["quantize_checkpoint", "size_text", "TARGETS"]

@@ -7,7 +7,7 @@ seconds instead of FLOPs. Three steps:
    from the run's config by width and depth (``lmkit.plan.shapes.shape_for``), each timed with a
    few real optimizer steps on random windows (``lmkit.train.calibrate.measure``: the trainer's own
    step, precision and accumulation). The shapes are centred on the scaling law's compute-optimal
-   size for the FLOPs the base config would do here in the budget, ×¼ … ×4 around it.
+   size for the FLOPs the base config would do on this machine in the budget, ×¼ … ×4 around it.
 2. **Pick** (``pick_for_time``, a pure function): a shape of N parameters running at r tokens/s sees
    D = r · t tokens in the t seconds left; the scaling law predicts L(N, D) = E + A/N^α + B/D^β
    (Chinchilla's by default, the user's own from ``lmkit scale fit``); the lowest predicted loss
@@ -19,6 +19,8 @@ seconds instead of FLOPs. Three steps:
    held-out evaluation (timed while measuring) and the finish, rehearsed on the built trainer
    (``finish_seconds``: the loss plot drawn in a scratch folder and a write of the weights), so the run ends at the
    deadline on a fast machine and a slow one alike.
+
+:func:`pretrain_to_budget` runs the three steps for ``lmkit pretrain --model auto``.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from typing import Any
 from lmkit.config import ModelConfig, RunConfig, to_dict
 from lmkit.errors import LmkitError
 from lmkit.plan.chinchilla import ScalingFit
-from lmkit.plan.compute import count_params, flops_per_token
+from lmkit.plan.compute import check_run_time, count_params, flops_per_token
 from lmkit.plan.shapes import shape_for
 
 SPREAD = (0.25, 0.5, 1.0, 2.0, 4.0)  # candidate sizes around the law's optimum
@@ -81,7 +83,7 @@ def candidate_shapes(base: ModelConfig, flops_per_second: float, seconds: float,
 
 
 def _throughput(cfg: RunConfig, model: ModelConfig) -> tuple[float, float]:
-    """(tokens/s, seconds of one held-out batch) of ``model`` trained with ``cfg``'s settings here."""
+    """(tokens/s, seconds of one held-out batch) of ``model`` trained with ``cfg``'s settings on this machine."""
     from lmkit.train.calibrate import measure
 
     trial = copy.deepcopy(cfg)
@@ -92,10 +94,13 @@ def _throughput(cfg: RunConfig, model: ModelConfig) -> tuple[float, float]:
 
 
 def choose_model(cfg: RunConfig, budget_s: float, law: ScalingFit, start: float,
-                 show_progress: bool = True) -> dict[str, Any]:
+                 show_progress: bool = True, yes: bool = False) -> dict[str, Any]:
     """Measure candidates and pick one for what is left of ``budget_s`` (counted from ``start``,
     a ``time.perf_counter()`` value). Returns the choice: the chosen ModelConfig under "model",
-    every candidate's row, the law, and the seconds measuring took."""
+    every candidate's row, the law, and the seconds measuring took. A budget longer than
+    ``lmkit.plan.compute.LONG_RUN_HOURS`` is refused unless ``yes``, and one past ``NEVER_DAYS``
+    always, before anything is measured."""
+    check_run_time(budget_s, yes, f"the time budget --train.max_time {budget_s:g}")
     measured: dict[tuple[int, int], tuple[float, float]] = {}
     measured[(cfg.model.d_model, cfg.model.n_layers)] = _throughput(cfg, cfg.model)
     fps = measured[(cfg.model.d_model, cfg.model.n_layers)][0] * flops_per_token(cfg.model, cfg.model.max_seq_len)
@@ -156,7 +161,7 @@ def format_choice(choice: dict[str, Any]) -> str:
 
 
 def finish_seconds(tr: Any) -> float:
-    """Seconds the end of ``tr``'s run will take after its last step, rehearsed here in a scratch
+    """Seconds the end of ``tr``'s run will take after its last step, rehearsed in a scratch
     folder of the run: the loss plot drawn by ``plot_loss_curve`` itself (this also pays
     matplotlib's import and font loading before the clock), and the weights written with
     safetensors, three times over for the checkpoint's weights and optimizer moments."""
@@ -207,3 +212,25 @@ def train_to_deadline(cfg: RunConfig, deadline: float, reserve_s: float = 0.0, s
         return tr.run()
     finally:
         release_run_folder(cfg.out)
+
+
+def pretrain_to_budget(cfg: RunConfig, law: ScalingFit, show_progress: bool = True, yes: bool = False) -> dict[str, Any]:
+    """``lmkit pretrain --model auto``: measure shapes, pick one for the time budget
+    ``cfg.train.max_time`` (counted from this call) by ``law``, train it to the deadline. Returns
+    the run's summary with a "budget" entry: the seconds given, spent measuring and in all, and the
+    chosen row of the table (:func:`format_choice` prints the table to stderr unless not
+    ``show_progress``). Refused in one line without a time budget; ``yes`` as :func:`choose_model`."""
+    import sys
+
+    start = time.perf_counter()
+    if cfg.train.max_time is None:
+        raise LmkitError("--model auto needs a time budget: --train.max_time SECONDS")
+    budget = float(cfg.train.max_time)
+    choice = choose_model(cfg, budget, law, start, show_progress=show_progress, yes=yes)
+    if show_progress:
+        print(format_choice(choice), file=sys.stderr)
+    summary = train_to_deadline(budget_run_config(cfg, choice), start + budget, choice["final_eval_seconds"],
+                                show_progress=show_progress, choice=choice)
+    summary["budget"] = {"seconds": budget, "measure_seconds": choice["measure_seconds"],
+                         "wall_seconds": time.perf_counter() - start, "chosen": choice["rows"][choice["best"]]}
+    return summary

@@ -1,9 +1,10 @@
 """Calibrate the plan on this machine: ``lmkit plan --measure CONFIG``.
 
-Runs a few real optimizer steps of a run config here — lmkit's own model, AdamW, autocast,
-gradient accumulation and clipping, through ``lmkit.train.Trainer.train_step`` — on random token
+Runs a few real optimizer steps of a run config on this machine — lmkit's own model, the
+optimizer ``train.optimizer`` names (AdamW, or Muon with AdamW), autocast, gradient accumulation
+and clipping, through ``lmkit.train.Trainer.train_step`` — on random token
 windows (a step's speed and memory do not depend on what the tokens say, so no data has to be
-prepared), in the precision the run would settle on here (``train.precision: auto``: the cached
+prepared), in the precision the run would settle on (``train.precision: auto``: the cached
 precision probe), then predicts the full run's wall time from the measured step time and compares the
 measured peak memory with ``lmkit.plan``'s precise estimate.
 
@@ -59,6 +60,8 @@ class _SyntheticTrainer(Trainer):
         self._wrap_model()
         self._build_optimizer()
         self._plan_steps()
+        self.prev_meta: dict[str, Any] = {}
+        self._predict_memory()  # train.memory settled as the run would settle it here, and the plan for it
 
     def micro_batches(self, step: int) -> Iterator[dict[str, torch.Tensor]]:
         for micro in range(self.accum):
@@ -136,14 +139,14 @@ def measure(cfg: RunConfig, steps: int = 6, show_progress: bool = True) -> dict[
     n_evals = (run_steps // cfg.train.eval_every if cfg.train.eval_every else 0) + 1
     eval_total = n_evals * cfg.train.eval_batches * eval_s
     train_total = run_steps * step_s
-    predicted = plan.training_memory(cfg.model, tr.n_params, tr.micro_batch, tr.seq_len, cfg.train.precision,
-                                     checkpointing=cfg.train.activation_checkpointing)
+    predicted = tr.memory_plan
     peak_flops = plan.device_peak_flops(tr.device, cfg.train.precision)
     return {
         "config": None,
         "device": str(tr.device),
         "precision": cfg.train.precision,
         "precision_choice": tr.precision_choice,
+        "memory_choice": tr.memory_plan["memory_choice"],
         "params": tr.n_params,
         "steps_measured": steps,
         "step_seconds_median": step_s,

@@ -1,4 +1,5 @@
-"""Processes and devices: the Dist view of torchrun, device choice, the training precision
+"""Processes and devices: the Dist view of torchrun, device choice (:func:`resolve_device`, the one
+for ``train.device`` and every command's ``--device``), the training precision
 (``train.precision: auto`` settled once per run) and its autocast, the loss wrapper, and spreading
 a model over the processes (DDP or FSDP) with its whole state gathered back for checkpoints."""
 
@@ -6,14 +7,15 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
-from lmkit.config import RunConfig
+from lmkit.config import DEVICE_NAME, RunConfig
 from lmkit.errors import LmkitError
+from lmkit.models import LanguageModel
 
 
 @dataclass
@@ -37,18 +39,40 @@ def init_distributed() -> Dist:
     return Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
 
 
-def resolve_device(name: str, d: Dist) -> torch.device:
+def mps_available() -> bool:
+    """Whether Apple's MPS backend can run on this machine."""
+    return getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+
+
+def resolve_device(name: str, d: Dist | None = None, what: str = "train.device",
+                   kinds: tuple[str, ...] = ("cuda", "mps", "cpu")) -> torch.device:
+    """The one place a device name becomes a device: ``train.device`` and every command's ``--device``.
+
+    ``auto`` is the first of cuda, mps, cpu that this machine has (among ``kinds``, the device types
+    the caller can run on); under torchrun a CUDA device is the process's ``cuda:LOCAL_RANK``. A name
+    that is not auto|cpu|cuda|cuda:N|mps, a type outside ``kinds``, or one this machine lacks (no
+    CUDA, cuda:N past its last GPU, no MPS) is one :class:`LmkitError` naming ``what``."""
+    d = d or Dist()
+    if not isinstance(name, str) or not DEVICE_NAME.fullmatch(name):
+        raise LmkitError(f"{what} {name!r} is not a device: use auto, cpu, cuda, cuda:N or mps")
+    has = {"cuda": torch.cuda.is_available(), "mps": mps_available(), "cpu": True}
     if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda", d.local_rank)
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
+        kind = next(k for k in ("cuda", "mps", "cpu") if (k in kinds or k == "cpu") and has[k])
+        return torch.device("cuda", d.local_rank) if kind == "cuda" else torch.device(kind)
     dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise LmkitError(f"train.device={name} but no CUDA device is available (use cpu or auto)")
-    if dev.type == "cuda" and d.world > 1:
-        dev = torch.device("cuda", d.local_rank)
+    if dev.type not in kinds and dev.type != "cpu":
+        raise LmkitError(f"{what} {name}: this runs on {' or '.join(kinds)} only (use auto or cpu)")
+    if dev.type == "cuda":
+        if not has["cuda"]:
+            raise LmkitError(f"{what} {name}: no CUDA device is available on this machine (use cpu or auto)")
+        count = torch.cuda.device_count()
+        if dev.index is not None and dev.index >= count:
+            raise LmkitError(f"{what} {name}: this machine has {count} CUDA device{'s' if count > 1 else ''} "
+                             f"(cuda:0{f'..cuda:{count - 1}' if count > 1 else ''})")
+        if d.world > 1:
+            dev = torch.device("cuda", d.local_rank)
+    if dev.type == "mps" and not has["mps"]:
+        raise LmkitError(f"{what} mps: Apple's MPS is not available on this machine (use cpu or auto)")
     return dev
 
 
@@ -58,8 +82,8 @@ def settle_precision(cfg: RunConfig, device: torch.device, d: Dist, recorded: st
     cached precision probe at this run's representative matmul: micro-batch tokens × d_model).
     The main process decides and the others follow it. The settled value is what the checkpoint's
     resolved.yaml records, so a resumed run keeps it (``lmkit.train.resume``) whatever a probe
-    would say later. Returns what the run records and prints: "bf16 (auto: bf16 3.10× fp32 here)",
-    ``recorded`` (a resumed run's record) when the precision was already settled, or the precision."""
+    would say later. Returns what the run records and prints: the precision with
+    the probe's reason ("bf16 (auto: bf16 R× fp32 here)", R the measured ratio), ``recorded`` (a resumed run's record) when the precision was already settled, or the precision."""
     t = cfg.train
     if t.precision != "auto":
         return recorded if recorded and recorded.split(" ", 1)[0] == t.precision else t.precision
@@ -89,7 +113,7 @@ def autocast_for(precision: str, device: torch.device) -> torch.autocast | None:
 class LossModule(nn.Module):
     """Wraps a model so that ``forward(batch)`` is its loss: what DDP/FSDP need to hook into."""
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: LanguageModel) -> None:
         super().__init__()
         self.model = model
 
@@ -97,7 +121,7 @@ class LossModule(nn.Module):
         return self.model.loss(batch)
 
 
-def wrap_for_processes(module: nn.Module, model: nn.Module, device: torch.device, d: Dist, mode: str) -> nn.Module:
+def wrap_for_processes(module: nn.Module, model: LanguageModel, device: torch.device, d: Dist, mode: str) -> nn.Module:
     """``module`` (the loss wrapper of ``model``) as the processes share it: itself on one process,
     sharded block by block under FSDP (``mode`` "fsdp"), otherwise in DistributedDataParallel."""
     if d.world == 1:
@@ -138,7 +162,7 @@ def full_states(wrapped: nn.Module, model: nn.Module, optimizer: torch.optim.Opt
         )
 
         opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
-        weights = get_model_state_dict(wrapped, options=opts)
+        weights = cast(dict[str, torch.Tensor], get_model_state_dict(wrapped, options=opts))  # full: plain tensors
         unique = {n for n, _ in model.named_parameters()}  # aliases of tied weights dropped
         aliases = {n for n, _ in model.named_parameters(remove_duplicate=False)} - unique
         weights = {k.removeprefix("model."): v for k, v in weights.items() if k.removeprefix("model.") not in aliases}

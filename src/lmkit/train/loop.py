@@ -2,8 +2,8 @@
 
 The run, in small named steps (``Trainer.__init__`` lists the setup ones in order):
     open the run folder ─▶ settle the config (train.init / the saved run) ─▶ build data (tokenizer
-    + packed shards) ─▶ build model ─▶ wrap it (DDP / FSDP, compile) ─▶ AdamW ─▶ plan the steps and
-    the horizon ─▶ resume state
+    + packed shards) ─▶ build model ─▶ wrap it (DDP / FSDP, compile) ─▶ train.optimizer (AdamW, or
+    Muon + AdamW) ─▶ plan the steps and the horizon ─▶ resume state
     ─▶ repeat: batch(step) ─▶ forward/backward (×grad accumulation, autocast) ─▶ clip ─▶ update
                ─▶ log (metrics.jsonl, TensorBoard, progress bar) ─▶ evaluate ─▶ checkpoint
     ─▶ final evaluation, checkpoint, loss-curve PNG.
@@ -30,7 +30,7 @@ import time
 from collections.abc import Iterator
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.distributed as dist
@@ -50,7 +50,7 @@ from lmkit.models.checkpoint import (
     save_checkpoint,
 )
 from lmkit.objectives import make_batch, window_length
-from lmkit.train.distributed import (  # noqa: F401 - re-exported
+from lmkit.train.distributed import (
     Dist,
     LossModule,
     autocast_for,
@@ -61,11 +61,11 @@ from lmkit.train.distributed import (  # noqa: F401 - re-exported
     settle_precision,
     wrap_for_processes,
 )
-from lmkit.train.metrics import Metrics, _metric_records, plot_loss_curve, read_metrics  # noqa: F401 - re-exported
-from lmkit.train.rss import memory_report, predict_run_memory, predictable_malloc
+from lmkit.train.metrics import Metrics, plot_loss_curve
+from lmkit.train.rss import memory_report, settle_memory
 from lmkit.train.runfolder import claim_run_folder, release_run_folder
-from lmkit.train.steps import Horizon, batch_generator, lr_at, make_optimizer, plan_horizon  # noqa: F401 - re-exported
-from lmkit.train.stopping import StopSignals, TrainingInterrupted  # noqa: F401 - re-exported
+from lmkit.train.steps import batch_generator, lr_at, make_optimizer, plan_horizon
+from lmkit.train.stopping import StopSignals, TrainingInterrupted
 
 # --------------------------------------------------------------------------- the trainer
 
@@ -101,7 +101,6 @@ class Trainer:
     def __init__(self, cfg: RunConfig, resume: bool = False, show_progress: bool = True,
                  new_data: bool = False) -> None:
         cfg.validate()
-        predictable_malloc()  # a CPU run's resident memory then follows its live tensors (train/rss.py)
         self.cfg = cfg
         self.dist = init_distributed()
         self.device = resolve_device(cfg.train.device, self.dist)
@@ -141,7 +140,7 @@ class Trainer:
         """What this run's config leaves open, filled: from ``train.init``'s checkpoint (model shape,
         tokenizer) or, on resume, from the saved run, checked before anything is packed."""
         cfg = self.cfg
-        self.init_from = self._adopt_init_checkpoint(cfg) if cfg.train.init and not resume else None
+        self.init_from = self._adopt_init_checkpoint(cfg, cfg.train.init) if cfg.train.init and not resume else None
         self.data_change: str | None = None  # how the resumed run's source files differ from the saved ones
         self.data_changes: list[dict[str, Any]] = []  # meta.json's record of each --resume --new-data switch
         self.prev_meta: dict[str, Any] = {}
@@ -149,7 +148,7 @@ class Trainer:
             from lmkit.train.resume import agree_with_saved_run
 
             self.prev_meta, self.data_change = agree_with_saved_run(cfg, self.resume_from, self.out, self.new_data,
-                                                                    self.dist.main)
+                                                                    self.dist.main, self.dist.world)
         self.precision_choice = settle_precision(cfg, self.device, self.dist, self.prev_meta.get("precision_choice"))
 
     def _build_data(self) -> None:
@@ -159,9 +158,9 @@ class Trainer:
         from lmkit.train.resume import check_resumed_data, data_fingerprint
 
         cfg = self.cfg
-        self.tokenizer, self.train_shards, self.val_shards = prepare(
-            cfg.data, self.out, cfg.model.vocab_size, show_progress=self.show_progress) \
-            if self.dist.main or self.dist.world == 1 else (None, None, None)
+        if self.dist.main or self.dist.world == 1:
+            self.tokenizer, self.train_shards, self.val_shards = prepare(
+                cfg.data, self.out, cfg.model.vocab_size, show_progress=self.show_progress)
         if self.dist.world > 1:
             dist.barrier()
             if not self.dist.main:  # the main rank packed; the others open what it wrote
@@ -207,10 +206,10 @@ class Trainer:
         self.wrapped: nn.Module = wrap_for_processes(LossModule(self.model), self.model, self.device, self.dist,
                                                      self.cfg.train.distributed)
         if self.cfg.train.compile:
-            self.wrapped = torch.compile(self.wrapped)
+            self.wrapped = cast(nn.Module, torch.compile(self.wrapped))  # an OptimizedModule (stubs: a callable)
 
     def _build_optimizer(self) -> None:
-        """AdamW (``lmkit.train.steps``), autocast for the precision, and the fp16 grad scaler."""
+        """``train.optimizer`` (AdamW, or Muon + AdamW: ``lmkit.train.steps``), autocast, the fp16 grad scaler."""
         t = self.cfg.train
         self.optimizer = make_optimizer(self.model, t.lr, t.weight_decay, (t.beta1, t.beta2), t.eps, t.optimizer)
         self.autocast = autocast_for(t.precision, self.device)
@@ -236,9 +235,9 @@ class Trainer:
                                     self.n_params)
 
     def _predict_memory(self) -> None:
-        """What ``lmkit plan`` predicts this run's peak memory to be (see train/rss.py)."""
-        self.memory_plan = predict_run_memory(self.cfg, self.n_params, self.micro_batch, self.seq_len,
-                                              self.dist.world, self.device)
+        """``train.memory`` settled, and this run's peak memory as ``lmkit plan`` predicts it (train/rss.py)."""
+        self.memory_plan = settle_memory(self.cfg, self.n_params, self.micro_batch, self.seq_len, self.dist,
+                                         self.device, self.prev_meta.get("memory"))
 
     def memory_report(self) -> dict[str, Any]:
         """Measured peak so far beside the plan's prediction (and the relative error)."""
@@ -256,7 +255,7 @@ class Trainer:
         self.elapsed_before = 0.0
         self.history: dict[str, Any] = {}
         if self.resume_from is not None:
-            self._load_train_state()
+            self._load_train_state(self.resume_from)
 
     # ------------------------------------------------------------------ setup helpers
 
@@ -266,18 +265,18 @@ class Trainer:
         return self.dist.world > 1 and self.cfg.train.distributed == "fsdp"
 
     @staticmethod
-    def _adopt_init_checkpoint(cfg: RunConfig) -> Path:
-        """Continued pre-training: take the model shape and tokenizer of ``train.init``."""
+    def _adopt_init_checkpoint(cfg: RunConfig, init: str) -> Path:
+        """Continued pre-training: take the model shape and tokenizer of ``train.init`` (``init``)."""
         from lmkit.models.checkpoint import load_model_config
 
-        ckpt = resolve_checkpoint(cfg.train.init)
+        ckpt = resolve_checkpoint(init)
         if cfg.data.tokenizer is None:
             cfg.data.tokenizer = str(ckpt / "tokenizer.json")
         cfg.model = load_model_config(ckpt)
         return ckpt
 
-    def _load_train_state(self) -> None:
-        st = load_train_state(self.resume_from)
+    def _load_train_state(self, ckpt: Path) -> None:
+        st = load_train_state(ckpt)
         load_optimizer_state(self.wrapped, self.optimizer, st["optimizer"], self._sharded)
         if "scaler" in st and st["scaler"]:
             self.scaler.load_state_dict(st["scaler"])
@@ -304,7 +303,7 @@ class Trainer:
         total = torch.zeros((), device=self.device)
         for i, batch in enumerate(self.micro_batches(step)):
             sync = i == self.accum - 1
-            ctx = self.wrapped.no_sync() if (not sync and hasattr(self.wrapped, "no_sync")) else nullcontext()
+            ctx = self.wrapped.no_sync() if (not sync and hasattr(self.wrapped, "no_sync")) else nullcontext()  # type: ignore[operator]  # DDP/FSDP method
             with ctx:
                 if self.autocast is not None:
                     with self.autocast:
@@ -399,7 +398,9 @@ class Trainer:
             print(f"lmkit pretrain: {self.cfg.model.family} ({self.cfg.model.objective}), {self.n_params:,} parameters, "
                   f"{self.train_shards.num_tokens:,} training tokens, stop at {horizon.reason}"
                   + (f" or {horizon.max_time:g}s" if horizon.max_time and horizon.steps else "")
-                  + f", device {self.device}, precision {self.precision_choice}", file=sys.stderr)
+                  + f", device {self.device}, precision {self.precision_choice}"
+                  + (f", memory {self.memory_plan['memory_choice']}" if self.cfg.train.memory == "lean" else ""),
+                  file=sys.stderr)
             bar = progress(total=horizon.steps, initial=self.step, unit="step", desc="train")
         last: dict[str, Any] = {}
         window_losses: list[float] = []
@@ -413,10 +414,10 @@ class Trainer:
             if horizon.max_time is not None and elapsed >= horizon.max_time:
                 stop_reason = f"max_time={horizon.max_time:g}s"
                 break
-            progress = None
+            fraction = None  # of max_time, when time alone sets the horizon
             if horizon.steps is None and horizon.max_time:
-                progress = elapsed / horizon.max_time
-            lr = lr_at(self.step, cfg, horizon.steps, progress)
+                fraction = elapsed / horizon.max_time
+            lr = lr_at(self.step, cfg, horizon.steps, fraction)
             loss, gnorm = self.train_step(self.step, lr)
             if not math.isfinite(loss):
                 raise LmkitError(f"loss became {loss} at step {self.step}; lower train.lr or use fp32/bf16")

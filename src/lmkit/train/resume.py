@@ -15,7 +15,7 @@ What this module owns:
   tokenizer's), nor is the model section of a run started with ``train.init`` (its model came
   from that checkpoint). ``train.precision: auto`` (the default) means the precision the run
   settled on when it started, which resolved.yaml records: a resumed run never flips precision
-  because this machine's probe now says otherwise.
+  because a later probe on this machine says otherwise.
 * The data fingerprint a checkpoint's ``meta.json`` records (``"data_fingerprint"``): the
   tokenizer's sha256, the source files (resolved path and size in bytes) and the token count of
   every training and held-out shard. On resume the sources are compared before anything is
@@ -23,6 +23,10 @@ What this module owns:
   unless ``--new-data`` (then the run continues on the new data and ``meta.json``'s
   ``"data_changes"`` records the switch). The tokenizer can never change: the model's
   embeddings are tied to it.
+* The number of processes (:func:`check_world_size`): a step's batches are a function of the
+  process rank and of how the batch is split over the processes, so a run resumed on another
+  world size than its checkpoint's (``meta.json``'s ``hardware.world_size``) would train on other
+  batches than the run it continues. Until that is exact, such a resume is refused naming both sizes.
 """
 
 from __future__ import annotations
@@ -55,7 +59,7 @@ STOP_KEYS: tuple[str, ...] = ("train.max_steps", "train.max_tokens", "train.max_
 # How the run is watched, kept and placed; none changes what the model learns from which batch.
 PER_INVOCATION_KEYS: tuple[str, ...] = ("train.log_every", "train.eval_every", "train.eval_batches",
                                         "train.ckpt_every", "train.keep_checkpoints", "train.tensorboard",
-                                        "train.device", "data.workers", "out")
+                                        "train.device", "train.memory", "data.workers", "out")
 MAY_CHANGE = frozenset(STOP_KEYS + PER_INVOCATION_KEYS)
 DATA_KEYS = frozenset({"data.paths", "data.text_field", "data.lenient", "data.tokenizer", "data.vocab_size",
                        "data.shards", "data.val_fraction"})
@@ -222,7 +226,7 @@ def recorded_fingerprint(meta: dict[str, Any]) -> dict[str, Any]:
     fp = meta.get("data_fingerprint")
     if isinstance(fp, dict):
         return fp
-    data = meta.get("data") if isinstance(meta.get("data"), dict) else {}
+    data = meta["data"] if isinstance(meta.get("data"), dict) else {}
     old = {"tokenizer_sha256": meta.get("tokenizer_sha256"), "train_tokens": data.get("train_tokens"),
            "val_tokens": data.get("val_tokens")}
     return {k: v for k, v in old.items() if v is not None}
@@ -264,12 +268,29 @@ def refuse_data_change(out: Path, ckpt: Path, what: str) -> LmkitError:
 # --------------------------------------------------------------------------- the checks a resumed run makes
 
 
+def check_world_size(ckpt: Path, meta: dict[str, Any], world: int) -> None:
+    """Refuse to resume ``ckpt`` (whose meta.json is ``meta``) on ``world`` processes when it was
+    trained on another number; a checkpoint that does not record its world size is let through."""
+    hardware = meta.get("hardware")
+    saved = hardware.get("world_size") if isinstance(hardware, dict) else None
+    if not isinstance(saved, int) or saved == world:
+        return
+
+    def procs(n: int) -> str:
+        return f"{n} process{'es' if n != 1 else ''}"
+
+    how = "without torchrun" if saved == 1 else f"under torchrun --nproc_per_node {saved}"
+    raise LmkitError(f"{ckpt}: was trained on {procs(saved)} but this resume runs on {procs(world)}; resume it "
+                     f"on {procs(saved)} ({how}): on another number of processes it would train on other batches")
+
+
 def agree_with_saved_run(cfg: RunConfig, ckpt: Path, out: Path, new_data: bool,
-                         main: bool = True) -> tuple[dict[str, Any], str | None]:
+                         main: bool = True, world: int = 1) -> tuple[dict[str, Any], str | None]:
     """On resume, before anything is packed: settings left empty in ``cfg`` come from ``ckpt``'s
-    resolved.yaml, the others must agree with it, and the source files must be the ones trained on
-    unless ``new_data``; with ``new_data`` the run's own tokenizer is pinned (the ``main`` process
-    writes it to ``out``), so none is trained anew. Returns (``ckpt``'s meta, how the sources differ)."""
+    resolved.yaml, the others must agree with it, the run must have the checkpoint's ``world`` size
+    (:func:`check_world_size`), and the source files must be the ones trained on unless ``new_data``;
+    with ``new_data`` the run's own tokenizer is pinned (the ``main`` process writes it to ``out``),
+    so none is trained anew. Returns (``ckpt``'s meta, how the sources differ)."""
     from lmkit.models.checkpoint import load_meta, load_tokenizer
 
     saved = saved_run_config(ckpt)
@@ -277,6 +298,7 @@ def agree_with_saved_run(cfg: RunConfig, ckpt: Path, out: Path, new_data: bool,
     keys = [k for k in dotted_keys(cfg) if k != "model.vocab_size"]  # checked with the model
     check_agrees(saved, cfg, keys, new_data, ckpt / "resolved.yaml")
     prev_meta = load_meta(ckpt)
+    check_world_size(ckpt, prev_meta, world)
     change = sources_difference(recorded_fingerprint(prev_meta), source_files(cfg.data))
     if change and not new_data:
         raise refuse_data_change(out, ckpt, change)
@@ -317,6 +339,7 @@ __all__ = [
     "agree_with_saved_run",
     "check_agrees",
     "check_resumed_data",
+    "check_world_size",
     "data_fingerprint",
     "dotted_keys",
     "fill_unset",

@@ -1,18 +1,24 @@
-"""Whole-process memory of a training run: the peak a user sees, an allocator that keeps it where
-the plan says, and the plan's prediction for a run to set beside it (meta.json, metrics.jsonl).
+"""Whole-process memory of a training run: the peak a user sees, the allocator setting
+(``train.memory``) and the plan's prediction for a run to set beside it (meta.json, metrics.jsonl).
 
-On Linux, glibc's malloc grows its threshold for returning big blocks to the system as soon as
-one is freed, after which activations of tens of MB come from the heap and their pages stay
-resident when freed: a CPU run's peak RSS then sits 150-200 MB above the bytes its tensors need
-at once, by an amount no formula predicts. :func:`predictable_malloc` fixes the threshold at
-128 KiB (``mallopt(M_MMAP_THRESHOLD)``, what ``MALLOC_MMAP_THRESHOLD_=131072`` does), so every
-large tensor is mapped and unmapped on its own and the resident size follows the live tensors
-(``lmkit plan``'s estimate). The price is page faults: every step maps fresh pages for its
-activations. Measured on a 2-core x86-64 machine (cpu-small, micro-batch 8, median tokens/s of two
-alternating 10-step runs each): 3,399 and 4,440 tokens/s lean against 4,855 and 6,600 with glibc's
-default, whose peak RSS was 917-930 MB against 705-706 MB lean (plan: 722 MB). A run that is
-far from filling memory can take the speed: ``LMKIT_MALLOC=glibc`` leaves the allocator alone
-(the plan is then ~20-25% low on a CPU; ``CPU_RSS_FACTOR``).
+On Linux, glibc's malloc raises its threshold for mapping big blocks as soon as one is freed, after
+which activations of up to 32 MiB come from the heap, whose pages stay resident when freed: a CPU
+run's peak RSS then sits above the bytes its tensors need at once, by about
+``GLIBC_HEAP_FACTOR`` x one micro-batch's activations (``lmkit.plan.memory.heap_bytes``).
+``train.memory`` says what to do about it, settled once per run by :func:`settle_memory`:
+
+* ``fast``: glibc's allocator as it is, the quickest (the plan counts the heap it keeps);
+* ``lean``: :func:`lean_malloc` fixes the threshold at 128 KiB (``mallopt(M_MMAP_THRESHOLD)``, what
+  ``MALLOC_MMAP_THRESHOLD_=131072`` does), so every large tensor is mapped and unmapped on its own
+  and the resident size follows the live tensors. The price is page faults: every step maps fresh
+  pages for its activations; 0.5-0.6x the tokens/s of ``fast`` for cpu-small on the demo corpus on
+  a 2-core Zen 4 (6,468-6,664 against 11,027-11,429 tokens/s), for 10-20% less peak memory;
+* ``auto`` (the default): ``fast``, unless the plan says the run would then not fit in the memory
+  this machine has available (``lmkit.plan.memory.choose_heap``), then ``lean``; the run's first
+  line says so.
+
+The settled value is what resolved.yaml records and meta.json's ``memory.memory_choice``
+explains. It changes no number the run computes, so a resumed run may settle it anew (--train.memory).
 
 :func:`peak_rss_bytes` reads the process's peak resident size (``VmHWM``; Linux carries
 getrusage's ``ru_maxrss`` over exec from the parent that forked the process, so it is the
@@ -29,24 +35,31 @@ from typing import Any
 
 M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter number
 MMAP_THRESHOLD_BYTES = 128 * 1024
-_applied: list[bool] = []
+_lean: list[bool] = []
 
 
-def predictable_malloc() -> bool:
-    """Make large allocations mmap'd (released on free); True when glibc took the setting."""
-    if _applied:
-        return _applied[0]
-    ok = False
-    if os.environ.get("LMKIT_MALLOC", "").lower() != "glibc" and "MALLOC_MMAP_THRESHOLD_" not in os.environ:
+def lean_malloc() -> bool:
+    """Make large allocations mmap'd (released on free) for the rest of this process; True when
+    glibc took the setting (False elsewhere: macOS, musl keep their allocator as it is)."""
+    if not _lean:
         try:
             libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-            ok = bool(libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES))
-        except (OSError, AttributeError):  # not glibc (macOS, musl): its allocator is left as it is
-            ok = False
-    else:
-        ok = "MALLOC_MMAP_THRESHOLD_" in os.environ
-    _applied.append(ok)
-    return ok
+            _lean.append(bool(libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)))
+        except (OSError, AttributeError):
+            _lean.append(False)
+    return _lean[0]
+
+
+def rss_bytes() -> float:
+    """Resident memory of this process at the call, in bytes (0 where /proc is not there)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return float(int(line.split()[1]) * 1024)
+    except OSError:
+        pass
+    return 0.0
 
 
 def peak_rss_bytes() -> float:
@@ -61,11 +74,11 @@ def peak_rss_bytes() -> float:
     return float(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
 
 
-
 def predict_run_memory(cfg: Any, n_params: float, micro_batch: int, seq_len: int, world: int,
-                       device: Any) -> dict[str, Any]:
+                       device: Any, heap: str | None = None) -> dict[str, Any]:
     """``lmkit plan``'s precise training estimate for a run's settings: the whole process on a CPU
-    (tensors + this machine's runtime baseline, measured or lmkit's default), tensors on a GPU."""
+    (tensors + this machine's runtime baseline, measured or lmkit's default, + the heap the
+    allocator ``heap`` keeps, by default the run's settled train.memory), tensors on a GPU."""
     from lmkit.plan import training_memory
     from lmkit.plan.measure import runtime_baseline
 
@@ -73,8 +86,51 @@ def predict_run_memory(cfg: Any, n_params: float, micro_batch: int, seq_len: int
     runtime, source = (0.0, "not counted on a GPU") if on_gpu else runtime_baseline()
     sharding = cfg.train.distributed if world > 1 else "ddp"
     out = training_memory(cfg.model, n_params, micro_batch, seq_len, cfg.train.precision, sharding, world,
-                          cfg.train.activation_checkpointing, runtime_bytes=runtime)
+                          cfg.train.activation_checkpointing, runtime_bytes=runtime,
+                          heap=None if on_gpu else (heap or cfg.train.memory))
     return {**out, "runtime_source": source}
+
+
+def settle_memory(cfg: Any, n_params: float, micro_batch: int, seq_len: int, d: Any, device: Any,
+                  recorded: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Settle ``train.memory`` for this run, once, and return the run's planned peak with it
+    (:func:`predict_run_memory`) and ``"memory_choice"``: what the run records and says.
+
+    ``cfg.train.memory`` becomes "fast" or "lean" (``lmkit.plan.memory.choose_heap``; on a GPU auto
+    is fast: the tensors are not on the heap), and lean is put in force (:func:`lean_malloc`). The
+    main process decides, against the memory this machine has available for each of its processes
+    on it (this process's own resident memory included: the plan counts it), and the others follow.
+    The choice reads "lean (auto: ...)" when auto settled it, the resumed run's record (``recorded``:
+    its meta.json "memory") when the setting is the one it recorded, or else the setting."""
+    from lmkit.plan.memory import choose_heap
+
+    def predict(heap: str | None = None) -> dict[str, Any]:
+        return predict_run_memory(cfg, n_params, micro_batch, seq_len, d.world, device, heap)
+
+    t = cfg.train
+    choice = [t.memory, "given"]
+    if t.memory == "auto" and getattr(device, "type", str(device)) != "cpu":
+        choice = ["fast", f"auto: tensors on {device}"]
+    elif t.memory == "auto" and d.main:
+        from lmkit.plan.measure import available_memory_bytes
+
+        free = available_memory_bytes()
+        local = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+        per_process = None if free is None else free / local + rss_bytes()
+        choice = list(choose_heap(t.memory, predict("fast")["total"], predict("lean")["total"], per_process))
+    if t.memory == "auto" and d.world > 1:
+        import torch.distributed as dist
+
+        dist.broadcast_object_list(choice, src=0, device=device if device.type == "cuda" else None)
+    t.memory = choice[0]
+    if t.memory == "lean":
+        lean_malloc()
+    said = recorded.get("memory_choice") if isinstance(recorded, dict) else None
+    if choice[1] != "given":
+        said = f"{choice[0]} ({choice[1]})"
+    elif not (isinstance(said, str) and said.split(" ", 1)[0] == t.memory):
+        said = t.memory
+    return {**predict(), "memory_choice": said}
 
 
 def memory_report(device: Any, predicted: dict[str, Any]) -> dict[str, Any]:
@@ -88,4 +144,5 @@ def memory_report(device: Any, predicted: dict[str, Any]) -> dict[str, Any]:
         measured, kind = peak_rss_bytes(), "peak RSS of the process"
     total = float(predicted["total"])
     return {"measured_bytes": measured, "measured_kind": kind, "predicted_bytes": total,
-            "error": measured / total - 1.0 if total else None, "runtime_source": predicted.get("runtime_source")}
+            "error": measured / total - 1.0 if total else None, "runtime_source": predicted.get("runtime_source"),
+            "memory_choice": predicted.get("memory_choice")}

@@ -4,7 +4,7 @@ model in a fresh process and prints its peak RSS as JSON. ``lmkit plan --this-ma
 
 from __future__ import annotations
 
-from lmkit.train.rss import peak_rss_bytes, predictable_malloc
+from lmkit.train.rss import peak_rss_bytes
 
 # --------------------------------------------------------------------------- the runtime baseline probe
 
@@ -14,7 +14,8 @@ PROBE_TEXT = "the quick brown fox jumps over the lazy dog while the cat sleeps b
 def probe_runtime_baseline(work: str) -> float:
     """Peak RSS of a whole training run of a negligible model (interpreter, torch, lmkit, the
     tokenizer, memory-mapped shards, the first step's kernels, evaluation, a checkpoint, the
-    TensorBoard writer and the loss-curve plot): what every run costs beside its tensors.
+    TensorBoard writer and the loss-curve plot): what every run costs beside its tensors, with
+    glibc's allocator as it is (train.memory fast; the negligible model's heap is negligible too).
     Meant to run in a fresh child process (``python -m lmkit.train.rss_probe WORKDIR``)."""
     from pathlib import Path
 
@@ -26,7 +27,7 @@ def probe_runtime_baseline(work: str) -> float:
     cfg = RunConfig(model=ModelConfig(family="decoder", vocab_size=512, d_model=8, n_layers=1, n_heads=1,
                                       max_seq_len=16),
                     train=TrainConfig(batch_size=1, max_steps=3, eval_every=2, eval_batches=1, log_every=1,
-                                      ckpt_every=3, tensorboard=True),
+                                      ckpt_every=3, tensorboard=True, memory="fast"),
                     data=DataConfig(paths=[str(root / "text.txt")], val_fraction=0.2, workers=1),
                     out=str(root / "run"))
     Trainer(cfg, show_progress=False).run()
@@ -37,4 +38,4 @@ if __name__ == "__main__":
     import json
     import sys
 
-    print(json.dumps({"runtime_bytes": probe_runtime_baseline(sys.argv[1]), "malloc_predictable": predictable_malloc()}))
+    print(json.dumps({"runtime_bytes": probe_runtime_baseline(sys.argv[1])}))

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
 from lmkit.config import ConfigError, from_dict
+from lmkit.data.dedup import check_minhash
 from lmkit.errors import LmkitError
 
 # --------------------------------------------------------------------------- configuration
@@ -171,11 +172,12 @@ class CurateConfig:
                 if not isinstance(n, int) or isinstance(n, bool) or n < 1 or not isinstance(frac, (int, float)):
                     raise LmkitError(f"curate config: gopher_repetition.{key}: bad entry {n!r}: {frac!r}")
         m = self.minhash
-        if m.num_perm < 1 or m.bands < 1 or m.num_perm % m.bands:
-            raise LmkitError(f"curate config: minhash.num_perm ({m.num_perm}) must be a multiple of "
-                             f"minhash.bands ({m.bands})")
-        if m.shingle_size < 1:
-            raise LmkitError("curate config: minhash.shingle_size must be at least 1")
+        try:
+            check_minhash(m.num_perm, m.bands, m.shingle_size)
+        except LmkitError as e:
+            raise LmkitError(f"curate config: {e}") from None
+        if isinstance(m.seed, bool) or not isinstance(m.seed, int) or m.seed < 0:
+            raise LmkitError(f"curate config: minhash.seed must be a non-negative integer, got {m.seed!r}")
         if m.threshold is not None and not 0.0 < m.threshold <= 1.0:
             raise LmkitError(f"curate config: minhash.threshold must be in (0, 1], got {m.threshold}")
         if self.normalise.max_blank_lines < 0:

@@ -2,16 +2,19 @@
 (:class:`DocPipeline`, :func:`process_chunk`) on worker processes or a Dask cluster, at most a
 bounded number of chunks in flight and results in input order; the main process removes
 duplicates, writes ``part-NNNNN.jsonl.gz`` shards (:class:`ShardWriter`) and the report, and
-publishes the folder in one step (:func:`curate`).
+publishes the folder in one step (:func:`curate`). No more worker processes start than there are
+cores and chunks of work in the input (:func:`cap_workers`, which says so when it lowers a request).
 """
 
 from __future__ import annotations
 
 import gzip
+import itertools
 import json
 import os
 import re
 import shutil
+import sys
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -34,7 +37,8 @@ from lmkit.data.curate.rules import C4Quality, GopherQuality, GopherRepetition
 from lmkit.data.curate.safety import BlockList, PiiRedact, blocklist_terms
 from lmkit.data.curate.text import Normalise, proxy_tokens
 from lmkit.data.dedup import ExactDeduper, MinHashDeduper, MinHasher, exact_key
-from lmkit.data.read import ReadReport, iter_documents, list_files
+from lmkit.data.document import ReadReport
+from lmkit.data.read import iter_documents, list_files
 from lmkit.errors import LmkitError
 from lmkit.files import check_out_dir, replace_dir
 from lmkit.tokenizer import Tokenizer
@@ -207,10 +211,28 @@ def bounded_ordered_map(submit: Callable[[Any], Callable[[], Any]], items: Itera
 
 
 def default_workers() -> int:
+    """The cores this process may run on."""
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - not Linux
         return os.cpu_count() or 1
+
+
+def cap_workers(requested: int, work: int | None = None, flag: str = "--workers") -> int:
+    """How many worker processes to start for ``requested`` (0: one per core): never more than the
+    cores (:func:`default_workers`), nor than ``work``, the units of work the input holds when known
+    (a process more than either only costs memory). A request lowered is said in one line on stderr."""
+    if requested < 0:
+        raise LmkitError(f"{flag} must be 0 (one process per core) or more, got {requested}")
+    cores = default_workers()
+    n = min(requested or cores, cores)
+    if work is not None:
+        n = max(1, min(n, work))
+    if requested > n:
+        why = (f"the input is {work} chunk{'s' if work != 1 else ''} of work" if work is not None and work < cores
+               else f"this machine has {cores} core{'s' if cores != 1 else ''}")
+        print(f"lmkit: {flag} {requested:,} capped at {n} ({why})", file=sys.stderr)
+    return n
 
 
 # --------------------------------------------------------------------------- output
@@ -306,8 +328,12 @@ def curate(inputs: Sequence[str | Path], out: str | Path, config: CurateConfig |
                           text_doc_chars=cfg.text_doc_chars)
     chunks = _chunks(docs, cfg.chunk_docs, cfg.chunk_chars)
 
-    n_workers = default_workers() if workers <= 0 else workers
     pool: Any = None
+    n_workers = 1
+    if client is None:  # as many processes as there are cores and chunks of work, found by reading ahead
+        ahead = list(itertools.islice(chunks, default_workers() if workers != 1 else 1))
+        n_workers = cap_workers(workers, len(ahead) if len(ahead) < default_workers() else None)
+        chunks = itertools.chain(ahead, chunks)
     if client is not None:
         try:
             threads = sum(client.nthreads().values())

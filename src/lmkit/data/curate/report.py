@@ -119,7 +119,9 @@ def report_markdown(r: dict[str, Any]) -> str:
     lines += ["## Reading", "",
               f"{_fmt_int(rd['files_read'])} files read, {_fmt_int(rd['documents'])} documents; "
               f"{_fmt_int(rd['skipped_file_count'])} files skipped, {_fmt_int(rd['bad_line_count'])} bad lines "
-              f"skipped, {len(rd['empty_files'])} empty files, {_fmt_int(rd['empty_records'])} empty records.", ""]
+              f"skipped, {len(rd['empty_files'])} empty files, {_fmt_int(rd['empty_records'])} empty records"
+              + (f", {_fmt_int(rd['surrogate_docs'])} documents with lone surrogates (JSON \\ud800..\\udfff escapes) "
+                 "replaced by U+FFFD" if rd.get("surrogate_docs") else "") + ".", ""]
     for path, reason in rd["skipped_files"]:
         lines.append(f"- skipped file `{path}`: {reason}")
     for path, line, reason in rd["bad_lines"]:

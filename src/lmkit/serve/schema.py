@@ -1,0 +1,71 @@
+"""The request bodies ``lmkit serve`` accepts, as pydantic models: which fields, their types and ranges.
+
+A body that does not fit is answered with 400 in OpenAI's error shape naming the field (the app's
+validation handler) before any route runs. Text fields must be valid Unicode (:data:`Text`): JSON can
+carry a lone UTF-16 surrogate (``"\\ud800"``) that no tokenizer can encode and no answer can echo.
+Settings whose range depends on the model or on each other (the context window, the seed, ``n``)
+are checked where the request becomes jobs (:func:`lmkit.serve.app.build_jobs`).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+
+def _unicode(text: str) -> str:
+    """Text a tokenizer can encode and a JSON answer can carry: no lone UTF-16 surrogate (``"\\ud800"``
+    is valid JSON but not Unicode text)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(f"not valid Unicode text: a lone surrogate U+{ord(text[exc.start]):04X} at character "
+                         f"{exc.start}") from None
+    return text
+
+
+Text = Annotated[str, AfterValidator(_unicode)]
+
+
+class CompletionRequest(BaseModel):
+    """The fields of OpenAI's completions request that lmkit reads (others are ignored)."""
+
+    model_config = ConfigDict(extra="allow")
+    model: str | None = None
+    prompt: Text | list[Text] | list[int] | list[list[int]] = ""
+    max_tokens: int | None = Field(16, ge=0)
+    temperature: float = Field(1.0, ge=0.0, le=100.0, allow_inf_nan=False)
+    top_p: float = Field(1.0, gt=0.0, le=1.0, allow_inf_nan=False)
+    top_k: int | None = Field(None, ge=-1)
+    n: int = Field(1, ge=1)
+    stop: Text | list[Text] | None = None
+    seed: int | None = None
+    stream: bool = False
+    stream_options: dict[str, Any] | None = None
+    logprobs: int | None = Field(None, ge=0)
+    echo: bool = False
+    user: str | None = None
+    explain: bool = False  # lmkit: per-token candidates before/after the settings (the playground)
+    truncate: bool = False  # lmkit: keep the end of a prompt too long for the context window
+
+
+class ExplainRequest(BaseModel):
+    prompt: Text = ""
+    temperature: float = Field(1.0, ge=0.0, le=100.0, allow_inf_nan=False)
+    top_p: float = Field(1.0, gt=0.0, le=1.0, allow_inf_nan=False)
+    top_k: int | None = Field(None, ge=-1)
+    candidates: int = Field(10, ge=1, le=50)
+
+
+class TokenizeRequest(BaseModel):
+    prompt: Text
+
+
+class DetokenizeRequest(BaseModel):
+    tokens: list[int]
+
+
+class FillMaskRequest(BaseModel):
+    text: Text
+    top_k: int = Field(5, ge=1, le=50)
