@@ -60,24 +60,49 @@ def one_run(side: str, i: int, args: argparse.Namespace, shards: Path, env: dict
     log_every = max(1, args.steps // 8)
     shutil.rmtree(out, ignore_errors=True)  # this benchmark's own run folder, from an earlier round or call
     # the recipe's run as it is (its evaluation, checkpoints and TensorBoard writer count in its memory)
-    cmd = [sys.executable, "-m", "lmkit.cli", "pretrain", "--config", args.config, "--data", str(shards),
-           "--out", str(out), "--max-steps", str(args.steps), "--train.log_every", str(log_every),
-           "--quiet", "--json", *SIDES[side]]
+    cmd = [
+        sys.executable,
+        "-m",
+        "lmkit.cli",
+        "pretrain",
+        "--config",
+        args.config,
+        "--data",
+        str(shards),
+        "--out",
+        str(out),
+        "--max-steps",
+        str(args.steps),
+        "--train.log_every",
+        str(log_every),
+        "--quiet",
+        "--json",
+        *SIDES[side],
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if done.returncode != 0:
         raise SystemExit(f"{side} run {i} failed:\n{done.stderr[-3000:]}")
-    summary = json.loads(done.stdout[done.stdout.index("{"):])
+    summary = json.loads(done.stdout[done.stdout.index("{") :])
     logged = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
     windows = [r["tokens_per_s"] for r in logged if "tokens_per_s" in r]
     mem = summary["memory"]
-    return {"side": side, "round": i, "tokens_per_s": statistics.median(windows[1:] or windows),
-            "peak_bytes": mem["measured_bytes"], "plan_bytes": mem["predicted_bytes"], "plan_error": mem["error"],
-            "memory_choice": mem.get("memory_choice"), "precision": summary.get("precision")}
+    return {
+        "side": side,
+        "round": i,
+        "tokens_per_s": statistics.median(windows[1:] or windows),
+        "peak_bytes": mem["measured_bytes"],
+        "plan_bytes": mem["predicted_bytes"],
+        "plan_error": mem["error"],
+        "memory_choice": mem.get("memory_choice"),
+        "precision": summary.get("precision"),
+    }
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--config", default="cpu-small", help="the recipe (a YAML file or a shipped name; default cpu-small)")
+    ap.add_argument(
+        "--config", default="cpu-small", help="the recipe (a YAML file or a shipped name; default cpu-small)"
+    )
     ap.add_argument("--rounds", type=int, default=3, help="rounds of one run per side (default 3)")
     ap.add_argument("--steps", type=int, default=40, help="training steps per run (default 40)")
     ap.add_argument("--lean", action="store_true", help="also run --train.memory lean")
@@ -95,24 +120,31 @@ def main() -> None:
     shards = demo_shards(work, args.config)
     baseline, _ = runtime_baseline(measure=True)
     sides = ["default", "fast"] + (["lean"] if args.lean else [])
-    print(f"{args.config} on the demo corpus ({shards}), {args.steps} steps per run, {args.rounds} round(s); "
-          f"runtime baseline measured here: {baseline / 1e6:.0f} MB")
+    print(
+        f"{args.config} on the demo corpus ({shards}), {args.steps} steps per run, {args.rounds} round(s); "
+        f"runtime baseline measured here: {baseline / 1e6:.0f} MB"
+    )
     runs: list[dict[str, Any]] = []
     for i in range(args.rounds):
-        for side in (sides if i % 2 == 0 else sides[::-1]):
+        for side in sides if i % 2 == 0 else sides[::-1]:
             r = one_run(side, i, args, shards, env)
             runs.append(r)
-            print(f"  round {i + 1} {side:<8} {r['tokens_per_s']:8,.0f} tokens/s   peak RSS {r['peak_bytes'] / 1e6:7.1f} MB"
-                  f"   plan {r['plan_bytes'] / 1e6:7.1f} MB ({100 * r['plan_error']:+.1f}%)   "
-                  f"train.memory {r['memory_choice']}", flush=True)
+            print(
+                f"  round {i + 1} {side:<8} {r['tokens_per_s']:8,.0f} tokens/s   peak RSS {r['peak_bytes'] / 1e6:7.1f} MB"
+                f"   plan {r['plan_bytes'] / 1e6:7.1f} MB ({100 * r['plan_error']:+.1f}%)   "
+                f"train.memory {r['memory_choice']}",
+                flush=True,
+            )
     med = {s: statistics.median(r["tokens_per_s"] for r in runs if r["side"] == s) for s in sides}
     print("\nmedian tokens/s: " + "   ".join(f"{s} {med[s]:,.0f}" for s in sides))
     print(f"default / fast (glibc's allocator as it is): {med['default'] / med['fast']:.3f}  (target >= 0.95)")
     if args.lean:
         print(f"lean / fast: {med['lean'] / med['fast']:.3f}  (what the lean allocator costs)")
     errors = [r["plan_error"] for r in runs if r["side"] == "default"]
-    print(f"default runs' peak RSS against lmkit plan: {100 * min(errors):+.1f}% to {100 * max(errors):+.1f}%  "
-          "(target within ±10%)")
+    print(
+        f"default runs' peak RSS against lmkit plan: {100 * min(errors):+.1f}% to {100 * max(errors):+.1f}%  "
+        "(target within ±10%)"
+    )
 
 
 if __name__ == "__main__":

@@ -115,9 +115,15 @@ def corpus_sources() -> list[tuple[str, int, Iterator[tuple[str, str]]]]:
             for k, part in enumerate(_groups(_read(f).split("\n\n"), 8_000, "\n\n")):
                 yield f"changelog/{Path(f).parent.name}/{Path(f).name}#{k}", part
 
-    return [("copyright", 20, copyright_docs()), ("licenses", 1, licenses()), ("python-doc", 12, python_docs()),
-            ("bible", 5, bible()), ("fortunes", 3, fortunes()), ("gcide", 15, gcide()),
-            ("changelogs", 50, changelogs())]
+    return [
+        ("copyright", 20, copyright_docs()),
+        ("licenses", 1, licenses()),
+        ("python-doc", 12, python_docs()),
+        ("bible", 5, bible()),
+        ("fortunes", 3, fortunes()),
+        ("gcide", 15, gcide()),
+        ("changelogs", 50, changelogs()),
+    ]
 
 
 def build_corpus(folder: Path, target_mb: float, n_files: int = 8) -> dict[str, float]:
@@ -245,30 +251,49 @@ def run_datatrove(corpus: Path, work: Path, workers: int) -> tuple[dict[str, flo
     times: dict[str, float] = {}
 
     def run(name: str, pipeline: list, n_tasks: int) -> None:
-        ex = LocalPipelineExecutor(pipeline=pipeline, tasks=n_tasks, workers=min(workers, n_tasks),
-                                   logging_dir=str(work / "logs" / name))
+        ex = LocalPipelineExecutor(
+            pipeline=pipeline, tasks=n_tasks, workers=min(workers, n_tasks), logging_dir=str(work / "logs" / name)
+        )
         t0 = time.perf_counter()
         with _output_to(work / "datatrove.log"):  # datatrove prints its stats tables
             ex.run()
         times[name] = time.perf_counter() - t0
 
     filtered, exact_out, final = work / "filtered", work / "exact", work / "final"
-    run("filters", [JsonlReader(str(corpus), glob_pattern="*.jsonl"),
-                    GopherQualityFilter(language=tok), C4QualityFilter(language=tok),
-                    GopherRepetitionFilter(language=tok), JsonlWriter(str(filtered))], tasks)
+    run(
+        "filters",
+        [
+            JsonlReader(str(corpus), glob_pattern="*.jsonl"),
+            GopherQualityFilter(language=tok),
+            C4QualityFilter(language=tok),
+            GopherRepetitionFilter(language=tok),
+            JsonlWriter(str(filtered)),
+        ],
+        tasks,
+    )
     ecfg = ExactDedupConfig(content_getter=normalised_text)
     run("exact signatures", [JsonlReader(str(filtered)), ExactDedupSignature(str(work / "esig"), ecfg)], tasks)
     run("exact find", [ExactFindDedups(str(work / "esig"), str(work / "edup"), ecfg)], 1)
-    run("exact filter", [JsonlReader(str(filtered)), ExactDedupFilter(str(work / "edup"), ecfg),
-                         JsonlWriter(str(exact_out))], tasks)
+    run(
+        "exact filter",
+        [JsonlReader(str(filtered)), ExactDedupFilter(str(work / "edup"), ecfg), JsonlWriter(str(exact_out))],
+        tasks,
+    )
     mcfg = MinhashConfig()  # 5-grams, 14 buckets x 8 hashes
-    run("minhash signatures", [JsonlReader(str(exact_out)),
-                               MinhashDedupSignature(str(work / "msig"), mcfg, language=tok)], tasks)
-    run("minhash buckets", [MinhashDedupBuckets(str(work / "msig"), str(work / "mbuck"), config=mcfg)],
-        mcfg.num_buckets)
+    run(
+        "minhash signatures",
+        [JsonlReader(str(exact_out)), MinhashDedupSignature(str(work / "msig"), mcfg, language=tok)],
+        tasks,
+    )
+    run(
+        "minhash buckets", [MinhashDedupBuckets(str(work / "msig"), str(work / "mbuck"), config=mcfg)], mcfg.num_buckets
+    )
     run("minhash cluster", [MinhashDedupCluster(str(work / "mbuck"), str(work / "mrem"), config=mcfg)], 1)
-    run("minhash filter", [JsonlReader(str(exact_out)), MinhashDedupFilter(str(work / "mrem")),
-                           JsonlWriter(str(final))], tasks)
+    run(
+        "minhash filter",
+        [JsonlReader(str(exact_out)), MinhashDedupFilter(str(work / "mrem")), JsonlWriter(str(final))],
+        tasks,
+    )
     return times, filtered, final
 
 
@@ -278,8 +303,10 @@ def run_datatrove(corpus: Path, work: Path, workers: int) -> tuple[dict[str, flo
 def agreement(a: set[str], b: set[str]) -> str:
     both = len(a & b)
     union = len(a | b)
-    return (f"{100 * both / union if union else 100:.2f}% of the union kept by both "
-            f"(lmkit {len(a):,}, datatrove {len(b):,}, only lmkit {len(a - b):,}, only datatrove {len(b - a):,})")
+    return (
+        f"{100 * both / union if union else 100:.2f}% of the union kept by both "
+        f"(lmkit {len(a):,}, datatrove {len(b):,}, only lmkit {len(a - b):,}, only datatrove {len(b - a):,})"
+    )
 
 
 def main() -> int:
@@ -308,8 +335,10 @@ def main() -> int:
         mb = sum(per.values())
         n_docs = sum(1 for _ in iter_documents([corpus]))
         print(f"corpus: {mb:.1f} MB, {n_docs:,} documents ({', '.join(f'{k} {v:.1f} MB' for k, v in per.items())})")
-        print(f"cores: {os.cpu_count()}, workers: {args.workers}; load average before: "
-              f"{', '.join(f'{x:.2f}' for x in os.getloadavg())}")
+        print(
+            f"cores: {os.cpu_count()}, workers: {args.workers}; load average before: "
+            f"{', '.join(f'{x:.2f}' for x in os.getloadavg())}"
+        )
 
         lm_times = []
         rep: dict = {}
@@ -329,14 +358,20 @@ def main() -> int:
 
         print()
         print(f"{'':34s} {'seconds':>8s} {'MB/s':>7s} {'docs/s':>8s}")
-        print(f"{'lmkit   full chain (median of ' + str(args.repeat) + ')':34s} {t_lm:8.1f} {mb / t_lm:7.2f} "
-              f"{n_docs / t_lm:8.0f}   runs: {', '.join(f'{x:.1f}' for x in lm_times)}")
-        print(f"{'datatrove full chain':34s} {t_dt:8.1f} {mb / t_dt:7.2f} {n_docs / t_dt:8.0f}   "
-              + ", ".join(f"{k} {v:.1f}" for k, v in dt_runs[-1].items()))
+        print(
+            f"{'lmkit   full chain (median of ' + str(args.repeat) + ')':34s} {t_lm:8.1f} {mb / t_lm:7.2f} "
+            f"{n_docs / t_lm:8.0f}   runs: {', '.join(f'{x:.1f}' for x in lm_times)}"
+        )
+        print(
+            f"{'datatrove full chain':34s} {t_dt:8.1f} {mb / t_dt:7.2f} {n_docs / t_dt:8.0f}   "
+            + ", ".join(f"{k} {v:.1f}" for k, v in dt_runs[-1].items())
+        )
         print(f"{'lmkit   filters only':34s} {tf_lm:8.1f} {mb / tf_lm:7.2f} {n_docs / tf_lm:8.0f}")
         print(f"{'datatrove filters only':34s} {tf_dt:8.1f} {mb / tf_dt:7.2f} {n_docs / tf_dt:8.0f}")
-        print(f"{'lmkit   default config (8 stages)':34s} {td_lm:8.1f} {mb / td_lm:7.2f} {n_docs / td_lm:8.0f}   "
-              f"kept {rep_d['totals']['docs_kept_pct']:.1f}% of documents")
+        print(
+            f"{'lmkit   default config (8 stages)':34s} {td_lm:8.1f} {mb / td_lm:7.2f} {n_docs / td_lm:8.0f}   "
+            f"kept {rep_d['totals']['docs_kept_pct']:.1f}% of documents"
+        )
         print()
         print(f"speed ratio, full chain:   lmkit is {t_dt / t_lm:.1f}x datatrove (target >= 3x on 2 cores)")
         print(f"speed ratio, filters only: lmkit is {tf_dt / tf_lm:.1f}x datatrove")
@@ -344,8 +379,10 @@ def main() -> int:
         print(f"agreement after the whole chain: {agreement(kept_ids(work / 'lmkit'), kept_ids(dt_final))}")
         stages = ", ".join(f"{s['name']} -{s['removed']:,}" for s in rep["stages"])
         print(f"lmkit removed per stage: {stages}; kept {rep['totals']['docs_out']:,} documents")
-        print(f"load average after: {', '.join(f'{x:.2f}' for x in os.getloadavg())} "
-              "(others on the machine make the figures noisy)")
+        print(
+            f"load average after: {', '.join(f'{x:.2f}' for x in os.getloadavg())} "
+            "(others on the machine make the figures noisy)"
+        )
     finally:
         if not args.work:
             shutil.rmtree(work, ignore_errors=True)

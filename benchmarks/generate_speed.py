@@ -43,8 +43,9 @@ def build_pair(seed: int = 0) -> tuple[Decoder, torch.nn.Module]:
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(seed)
-    cfg = ModelConfig(family="decoder", vocab_size=VOCAB, d_model=D, n_layers=LAYERS, n_heads=HEADS,
-                      max_seq_len=CONTEXT)
+    cfg = ModelConfig(
+        family="decoder", vocab_size=VOCAB, d_model=D, n_layers=LAYERS, n_heads=HEADS, max_seq_len=CONTEXT
+    )
     model = build_model(cfg).eval()
     hf_cfg = {k: v for k, v in hf_config(cfg).items() if k not in ("architectures", "model_type")}
     hf = LlamaForCausalLM(LlamaConfig(**hf_cfg, attn_implementation="sdpa")).eval()
@@ -57,8 +58,9 @@ def build_pair(seed: int = 0) -> tuple[Decoder, torch.nn.Module]:
     return model, hf
 
 
-def contenders(model: Decoder, hf: torch.nn.Module, prompt: torch.Tensor, sample: bool
-               ) -> dict[str, Callable[[], torch.Tensor]]:
+def contenders(
+    model: Decoder, hf: torch.nn.Module, prompt: torch.Tensor, sample: bool
+) -> dict[str, Callable[[], torch.Tensor]]:
     """name -> a function returning the NEW generated ids (1, NEW)."""
     settings = SAMPLING if sample else {}
     cfg = GenerationConfig(max_new_tokens=NEW, do_sample=sample, stop_at_eos=False, **settings)  # type: ignore[arg-type]
@@ -97,7 +99,7 @@ def bench(fns: dict[str, Callable[[], torch.Tensor]], rounds: int) -> dict[str, 
     times: dict[str, list[float]] = {name: [] for name in fns}
     names = list(fns)
     for r in range(rounds + 1):
-        order = names[r % len(names):] + names[:r % len(names)]
+        order = names[r % len(names) :] + names[: r % len(names)]
         for name in order:
             t0 = time.perf_counter()
             out = fns[name]()
@@ -127,27 +129,50 @@ def main() -> None:
     same = torch.equal(ours, theirs) and torch.equal(ours, plain)
     first_diff = None if same else int((ours != theirs).flatten().nonzero()[0])
     results: dict[str, object] = {
-        "size": {"vocab": VOCAB, "d_model": D, "layers": LAYERS, "heads": HEADS, "context": CONTEXT,
-                 "prompt_tokens": PROMPT, "new_tokens": NEW, "batch": 1},
-        "threads": torch.get_num_threads(), "torch": torch.__version__, "transformers": transformers.__version__,
-        "greedy_tokens_identical": same, "first_difference_at": first_diff,
+        "size": {
+            "vocab": VOCAB,
+            "d_model": D,
+            "layers": LAYERS,
+            "heads": HEADS,
+            "context": CONTEXT,
+            "prompt_tokens": PROMPT,
+            "new_tokens": NEW,
+            "batch": 1,
+        },
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "greedy_tokens_identical": same,
+        "first_difference_at": first_diff,
     }
-    print(f"{NEW} new tokens after a {PROMPT}-token prompt, batch 1, vocab {VOCAB}, d_model {D}, {LAYERS} layers, "
-          f"{HEADS} heads; torch {torch.__version__} ({torch.get_num_threads()} threads), transformers "
-          f"{transformers.__version__}")
-    print(f"sanity: greedy tokens identical to HF generate (same weights), token for token: {same}"
-          + ("" if same else f" (first difference at new token {first_diff})"))
+    print(
+        f"{NEW} new tokens after a {PROMPT}-token prompt, batch 1, vocab {VOCAB}, d_model {D}, {LAYERS} layers, "
+        f"{HEADS} heads; torch {torch.__version__} ({torch.get_num_threads()} threads), transformers "
+        f"{transformers.__version__}"
+    )
+    print(
+        f"sanity: greedy tokens identical to HF generate (same weights), token for token: {same}"
+        + ("" if same else f" (first difference at new token {first_diff})")
+    )
     for mode, sample in (("greedy", False), ("sampling", True)):
         med = bench(contenders(model, hf, prompt, sample), args.rounds)
         ratio = med["lmkit"] / med["HF generate"]
-        results[mode] = {"tokens_per_s": {k: round(v, 1) for k, v in med.items()}, "ratio_lmkit_over_hf": round(ratio, 2)}
-        label = mode if not sample else f"sampling (T={SAMPLING['temperature']}, top-k {SAMPLING['top_k']}, " \
-                                        f"top-p {SAMPLING['top_p']})"
+        results[mode] = {
+            "tokens_per_s": {k: round(v, 1) for k, v in med.items()},
+            "ratio_lmkit_over_hf": round(ratio, 2),
+        }
+        label = (
+            mode
+            if not sample
+            else f"sampling (T={SAMPLING['temperature']}, top-k {SAMPLING['top_k']}, top-p {SAMPLING['top_p']})"
+        )
         print(f"\n{label}: median tokens/s over {args.rounds} alternating rounds")
         for name, v in med.items():
             print(f"  {name:<24} {v:8.1f}")
-        print(f"  ratio lmkit / HF          {ratio:8.2f}x   (plain KV loop / HF: "
-              f"{med['lmkit (plain KV loop)'] / med['HF generate']:.2f}x)")
+        print(
+            f"  ratio lmkit / HF          {ratio:8.2f}x   (plain KV loop / HF: "
+            f"{med['lmkit (plain KV loop)'] / med['HF generate']:.2f}x)"
+        )
     if args.json:
         print(json.dumps(results, indent=2))
 

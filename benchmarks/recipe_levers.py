@@ -46,6 +46,7 @@ def qk_norm(tr: Any) -> str:
         def hook(_module: Any, _inputs: Any, out: Any) -> Any:
             B, T, C = out.shape
             return F.rms_norm(out.view(B, T, C // hd, hd), (hd,)).view(B, T, C)  # (B, T, C)
+
         return hook
 
     for block in tr.model.blocks:
@@ -76,8 +77,11 @@ def init_fan_in(tr: Any) -> str:
     return "init: 1/sqrt(fan_in)"
 
 
-PATCHES: dict[str, Callable[[Any], str]] = {"qk-norm": qk_norm, "init-zero-out": init_zero_out,
-                                            "init-fan-in": init_fan_in}
+PATCHES: dict[str, Callable[[Any], str]] = {
+    "qk-norm": qk_norm,
+    "init-zero-out": init_zero_out,
+    "init-fan-in": init_fan_in,
+}
 
 # name -> (config overrides, model change or None, what it tests)
 LEVERS: dict[str, tuple[list[str], str | None, str]] = {
@@ -106,8 +110,9 @@ def lever(name: str) -> tuple[list[str], list[str], str]:
     parts = name.split("+")
     unknown = [x for x in parts if x not in LEVERS]
     if unknown:
-        raise argparse.ArgumentTypeError(f"unknown lever {unknown[0]!r}; choose from {', '.join(LEVERS)} "
-                                         "(join several with '+')")
+        raise argparse.ArgumentTypeError(
+            f"unknown lever {unknown[0]!r}; choose from {', '.join(LEVERS)} (join several with '+')"
+        )
     sets = [x for p in parts for x in LEVERS[p][0]]
     patches = [x for p in parts if (x := LEVERS[p][1])]
     return sets, patches, " + ".join(LEVERS[p][2] for p in parts)
@@ -133,15 +138,31 @@ def prepare_all(patches: list[str]) -> Callable[[Any], str] | None:
 
 # --------------------------------------------------------------------------- running
 
+
 def run_pair(args: argparse.Namespace, work: Path, name: str, i: int) -> dict[str, Any]:
     """The recipe and the recipe with lever ``name`` at the same time; returns both results."""
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads)}
     procs = {}
     for side in ("base", name):
         out = work / f"{name}-{i}-{'base' if side == 'base' else 'lever'}.json"
-        cmd = [sys.executable, __file__, "--worker", side, "--work", str(work), "--config", args.config,
-               "--threads", str(args.threads), "--eval-seconds", str(args.eval_seconds), "--result", str(out),
-               "--seed", str(args.seed + i)]  # pair i: one seed for both sides, another for the next pair
+        cmd = [
+            sys.executable,
+            __file__,
+            "--worker",
+            side,
+            "--work",
+            str(work),
+            "--config",
+            args.config,
+            "--threads",
+            str(args.threads),
+            "--eval-seconds",
+            str(args.eval_seconds),
+            "--result",
+            str(out),
+            "--seed",
+            str(args.seed + i),
+        ]  # pair i: one seed for both sides, another for the next pair
         procs[side] = (subprocess.Popen(cmd, env=env), out)
     res = {}
     for side, (p, out) in procs.items():
@@ -153,8 +174,13 @@ def run_pair(args: argparse.Namespace, work: Path, name: str, i: int) -> dict[st
 
 def summary(r: dict[str, Any], target: float) -> dict[str, Any]:
     c = r["curve"]
-    return {"bpb": c[-1]["bpb"], "seconds": c[-1]["seconds"], "to_target": time_to_reach(c, target),
-            "params": r["params"], "recipe": r["recipe"]}
+    return {
+        "bpb": c[-1]["bpb"],
+        "seconds": c[-1]["seconds"],
+        "to_target": time_to_reach(c, target),
+        "params": r["params"],
+        "recipe": r["recipe"],
+    }
 
 
 def fmt(x: float | None, spec: str) -> str:
@@ -163,9 +189,14 @@ def fmt(x: float | None, spec: str) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--levers", nargs="+", default=None, metavar="LEVER",
-                    help=f"which changes to measure, several joined by '+' measured together "
-                         f"(default: each of {', '.join(LEVERS)} alone that changes --config)")
+    ap.add_argument(
+        "--levers",
+        nargs="+",
+        default=None,
+        metavar="LEVER",
+        help=f"which changes to measure, several joined by '+' measured together "
+        f"(default: each of {', '.join(LEVERS)} alone that changes --config)",
+    )
     ap.add_argument("--runs", type=int, default=1, help="pairs per lever; medians are reported")
     ap.add_argument("--threads", type=int, default=1, help="threads per side (default 1)")
     ap.add_argument("--config", default=str(Path(__file__).resolve().parent.parent / "configs" / "cpu-small.yaml"))
@@ -173,9 +204,13 @@ def main() -> None:
     ap.add_argument("--eval-seconds", type=float, default=5.0, help="held-out scoring interval, seconds of run")
     ap.add_argument("--work", default=None, help="folder for the corpus and runs (default: time_to_quality's)")
     ap.add_argument("--json", default=None, help="write every pair's results here")
-    ap.add_argument("--seed", type=int, default=1337,
-                    help="train.seed of the first pair; pair i uses seed + i on both sides, so the medians "
-                         "cover seeds as well as timing")
+    ap.add_argument(
+        "--seed",
+        type=int,
+        default=1337,
+        help="train.seed of the first pair; pair i uses seed + i on both sides, so the medians "
+        "cover seeds as well as timing",
+    )
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--result", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -197,12 +232,23 @@ def main() -> None:
         sets, patches, _ = ([], [], "") if args.worker == "base" else lever(args.worker)
         sets = [*sets, f"train.seed={args.seed}"]
         with tempfile.TemporaryDirectory(dir=work) as tmp:
-            res = lmkit_worker(train_text, val_text, args.config, sets, None, args.eval_seconds, args.threads,
-                               Path(tmp), prepare_all(patches))
+            res = lmkit_worker(
+                train_text,
+                val_text,
+                args.config,
+                sets,
+                None,
+                args.eval_seconds,
+                args.threads,
+                Path(tmp),
+                prepare_all(patches),
+            )
         Path(args.result).write_text(json.dumps(res))
         return
-    print(f"{len(args.levers)} lever(s) x {args.runs} pair(s); {args.threads} thread(s) per side, both at once; "
-          f"time to {args.target} bits/byte")
+    print(
+        f"{len(args.levers)} lever(s) x {args.runs} pair(s); {args.threads} thread(s) per side, both at once; "
+        f"time to {args.target} bits/byte"
+    )
     print(f"{'lever':22s} {'bpb':>13s} {'to target, s':>15s} {'run, s':>13s}   what it changes")
     rows: dict[str, list[dict[str, Any]]] = {}
     base_all: list[dict[str, Any]] = []
@@ -217,14 +263,18 @@ def main() -> None:
             vals = [x[key] for x in xs if x[key] is not None]
             return statistics.median(vals) if len(vals) == len(xs) else None
 
-        print(f"{name:22s} {fmt(med(b, 'bpb'), '.3f')}→{fmt(med(v, 'bpb'), '.3f')}"
-              f" {fmt(med(b, 'to_target'), '6.1f')}→{fmt(med(v, 'to_target'), '<6.1f')}"
-              f" {fmt(med(b, 'seconds'), '5.1f')}→{fmt(med(v, 'seconds'), '<5.1f')}   {lever(name)[2]}",
-              flush=True)
+        print(
+            f"{name:22s} {fmt(med(b, 'bpb'), '.3f')}→{fmt(med(v, 'bpb'), '.3f')}"
+            f" {fmt(med(b, 'to_target'), '6.1f')}→{fmt(med(v, 'to_target'), '<6.1f')}"
+            f" {fmt(med(b, 'seconds'), '5.1f')}→{fmt(med(v, 'seconds'), '<5.1f')}   {lever(name)[2]}",
+            flush=True,
+        )
     bpbs = [x["bpb"] for x in base_all]
     times = [x["to_target"] for x in base_all if x["to_target"] is not None]
-    print(f"\nthe recipe alone over {len(base_all)} runs: bpb {min(bpbs):.3f}..{max(bpbs):.3f}"
-          + (f", to target {min(times):.1f}..{max(times):.1f} s" if times else ""))
+    print(
+        f"\nthe recipe alone over {len(base_all)} runs: bpb {min(bpbs):.3f}..{max(bpbs):.3f}"
+        + (f", to target {min(times):.1f}..{max(times):.1f} s" if times else "")
+    )
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))
 

@@ -58,8 +58,7 @@ def build(tok: Tokenizer, seed: int = 0) -> tuple[torch.nn.Module, torch.nn.Modu
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(seed)
-    cfg = ModelConfig(family="decoder", vocab_size=tok.vocab_size, d_model=256, n_layers=4, n_heads=4,
-                      max_seq_len=256)
+    cfg = ModelConfig(family="decoder", vocab_size=tok.vocab_size, d_model=256, n_layers=4, n_heads=4, max_seq_len=256)
     model = build_model(cfg).eval()
     hf_cfg = {k: v for k, v in hf_config(cfg).items() if k not in ("architectures", "model_type")}
     hf = LlamaForCausalLM(LlamaConfig(**hf_cfg, attn_implementation="sdpa")).eval()
@@ -116,7 +115,7 @@ class HFEngine:
                 torch.manual_seed(s.seed or 0)
                 kw.update(temperature=s.temperature, top_k=s.top_k or 0, top_p=s.top_p or 1.0)
             ids = torch.tensor([job.prompt_ids])
-            out = self.model.generate(ids, max_new_tokens=job.max_tokens, **kw)[0, ids.shape[1]:].tolist()
+            out = self.model.generate(ids, max_new_tokens=job.max_tokens, **kw)[0, ids.shape[1] :].tolist()
             stream = TextStream(job.stop)
             for tok in out:
                 if tok == self.tokenizer.eos_id:
@@ -137,8 +136,7 @@ async def load(base: str, concurrency: int, seconds: float, prompt: list[int]) -
         nonlocal tokens
         while time.perf_counter() < stop_at:
             t0 = time.perf_counter()
-            r = await http.post(base + "/v1/completions", json={"prompt": prompt, "max_tokens": NEW,
-                                                                "temperature": 0})
+            r = await http.post(base + "/v1/completions", json={"prompt": prompt, "max_tokens": NEW, "temperature": 0})
             r.raise_for_status()
             latencies.append(time.perf_counter() - t0)
             tokens += r.json()["usage"]["completion_tokens"]
@@ -148,8 +146,12 @@ async def load(base: str, concurrency: int, seconds: float, prompt: list[int]) -
         await asyncio.gather(*(client(http) for _ in range(concurrency)))
     wall = time.perf_counter() - t0
     lat = sorted(latencies)
-    return {"tokens_per_s": tokens / wall, "p50_s": statistics.median(lat),
-            "p99_s": lat[min(len(lat) - 1, int(len(lat) * 0.99))], "requests": len(lat)}
+    return {
+        "tokens_per_s": tokens / wall,
+        "p50_s": statistics.median(lat),
+        "p99_s": lat[min(len(lat) - 1, int(len(lat) * 0.99))],
+        "requests": len(lat),
+    }
 
 
 def run_load(base: str, concurrency: int, seconds: float, prompt: list[int]) -> dict[str, float]:
@@ -181,25 +183,32 @@ def main() -> None:
             try:
                 with background_server(engine, model_name="bench") as base:
                     clients.apply(run_load, (base, 2, 1.0, prompt))  # warm-up
-                    results[name] = {c: clients.apply(run_load, (base, c, args.seconds, prompt))
-                                     for c in args.concurrency}
+                    results[name] = {
+                        c: clients.apply(run_load, (base, c, args.seconds, prompt)) for c in args.concurrency
+                    }
             finally:
                 engine.close()
     if args.json:
         print(json.dumps(results, indent=2))
         return
-    print(f"\nmodel: vocab {tok.vocab_size}, d_model 256, 4 layers; prompt {PROMPT} tokens, {NEW} new, greedy; "
-          f"{args.threads} torch thread(s), {args.seconds:g} s per point")
+    print(
+        f"\nmodel: vocab {tok.vocab_size}, d_model 256, 4 layers; prompt {PROMPT} tokens, {NEW} new, greedy; "
+        f"{args.threads} torch thread(s), {args.seconds:g} s per point"
+    )
     print(f"{'server':<17}{'clients':>8}{'tokens/s':>11}{'p50 ms':>9}{'p99 ms':>9}{'requests':>10}")
     for name, by_c in results.items():
         for c, r in by_c.items():
-            print(f"{name:<17}{c:>8}{r['tokens_per_s']:>11.0f}{r['p50_s'] * 1000:>9.0f}{r['p99_s'] * 1000:>9.0f}"
-                  f"{r['requests']:>10.0f}")
+            print(
+                f"{name:<17}{c:>8}{r['tokens_per_s']:>11.0f}{r['p50_s'] * 1000:>9.0f}{r['p99_s'] * 1000:>9.0f}"
+                f"{r['requests']:>10.0f}"
+            )
     if 8 in args.concurrency:
         ours = results["lmkit"][8]["tokens_per_s"]
-        print(f"\nat 8 clients: lmkit / unbatched = {ours / results['lmkit-unbatched'][8]['tokens_per_s']:.2f}x "
-              f"(target >= 3), lmkit / hf-generate = {ours / results['hf-generate'][8]['tokens_per_s']:.2f}x "
-              "(target >= 4)")
+        print(
+            f"\nat 8 clients: lmkit / unbatched = {ours / results['lmkit-unbatched'][8]['tokens_per_s']:.2f}x "
+            f"(target >= 3), lmkit / hf-generate = {ours / results['hf-generate'][8]['tokens_per_s']:.2f}x "
+            "(target >= 4)"
+        )
 
 
 if __name__ == "__main__":

@@ -42,11 +42,24 @@ from pathlib import Path
 from typing import Any
 
 HELD_OUT = 0.10
-REF = {"n_layer": 4, "n_head": 4, "n_embd": 128, "block": 64, "batch": 12, "lr": 1e-3, "min_lr": 1e-4,
-       "warmup": 100, "steps": 2000, "beta2": 0.99, "weight_decay": 0.1, "grad_clip": 1.0}
+REF = {
+    "n_layer": 4,
+    "n_head": 4,
+    "n_embd": 128,
+    "block": 64,
+    "batch": 12,
+    "lr": 1e-3,
+    "min_lr": 1e-4,
+    "warmup": 100,
+    "steps": 2000,
+    "beta2": 0.99,
+    "weight_decay": 0.1,
+    "grad_clip": 1.0,
+}
 
 
 # --------------------------------------------------------------------------- the shared text
+
 
 def corpus_text(work: Path, files: list[str] | None) -> str:
     """The benchmark's text: ``files`` read as lmkit reads them, else the demo's curated corpus."""
@@ -70,6 +83,7 @@ def split_text(text: str) -> tuple[str, str]:
 
 
 # --------------------------------------------------------------------------- the reference recipe
+
 
 def reference_worker(train_text: str, val_text: str, eval_every: int, threads: int, seed: int) -> dict[str, Any]:
     import torch
@@ -122,8 +136,11 @@ def reference_worker(train_text: str, val_text: str, eval_every: int, threads: i
     model = CharGPT(len(chars))
     decay = [p for p in model.parameters() if p.dim() >= 2]
     other = [p for p in model.parameters() if p.dim() < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": c["weight_decay"]},
-                             {"params": other, "weight_decay": 0.0}], lr=c["lr"], betas=(0.9, c["beta2"]))
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": c["weight_decay"]}, {"params": other, "weight_decay": 0.0}],
+        lr=c["lr"],
+        betas=(0.9, c["beta2"]),
+    )
 
     def lr_at(it: int) -> float:
         if it < c["warmup"]:
@@ -144,8 +161,8 @@ def reference_worker(train_text: str, val_text: str, eval_every: int, threads: i
             break
         t = time.perf_counter()
         ix = torch.randint(len(train_ids) - c["block"] - 1, (c["batch"],), generator=gen)
-        x = torch.stack([train_ids[i:i + c["block"]] for i in ix.tolist()])
-        y = torch.stack([train_ids[i + 1:i + 1 + c["block"]] for i in ix.tolist()])
+        x = torch.stack([train_ids[i : i + c["block"]] for i in ix.tolist()])
+        y = torch.stack([train_ids[i + 1 : i + 1 + c["block"]] for i in ix.tolist()])
         for g in opt.param_groups:
             g["lr"] = lr_at(it)
         loss = F.cross_entropy(model(x).flatten(0, 1), y.flatten())
@@ -155,8 +172,13 @@ def reference_worker(train_text: str, val_text: str, eval_every: int, threads: i
         opt.zero_grad(set_to_none=True)
         clock += time.perf_counter() - t
     n = sum(p.numel() for p in model.parameters())
-    return {"side": "reference", "recipe": f"char-level GPT {c['n_layer']}x{c['n_embd']}, context {c['block']}, "
-            f"batch {c['batch']}, AdamW lr {c['lr']:g}, {c['steps']} steps", "params": n, "curve": curve}
+    return {
+        "side": "reference",
+        "recipe": f"char-level GPT {c['n_layer']}x{c['n_embd']}, context {c['block']}, "
+        f"batch {c['batch']}, AdamW lr {c['lr']:g}, {c['steps']} steps",
+        "params": n,
+        "curve": curve,
+    }
 
 
 def held_out_bits(model: Any, ids: Any, window: int, autocast: Any = None) -> float:
@@ -169,7 +191,7 @@ def held_out_bits(model: Any, ids: Any, window: int, autocast: Any = None) -> fl
     starts = list(range(0, len(ids) - 1, window - 1))
     with torch.no_grad():
         for i in range(0, len(starts), 32):
-            chunk = [ids[s:s + window] for s in starts[i:i + 32]]
+            chunk = [ids[s : s + window] for s in starts[i : i + 32]]
             by_len: dict[int, list[Any]] = {}
             for ch in chunk:
                 if len(ch) > 1:
@@ -187,9 +209,18 @@ def held_out_bits(model: Any, ids: Any, window: int, autocast: Any = None) -> fl
 
 # --------------------------------------------------------------------------- lmkit's recipe
 
-def lmkit_worker(train_text: str, val_text: str, config: str, sets: list[str], max_time: float | None,
-                 eval_seconds: float, threads: int, work: Path,
-                 prepare: Callable[[Any], str] | None = None) -> dict[str, Any]:
+
+def lmkit_worker(
+    train_text: str,
+    val_text: str,
+    config: str,
+    sets: list[str],
+    max_time: float | None,
+    eval_seconds: float,
+    threads: int,
+    work: Path,
+    prepare: Callable[[Any], str] | None = None,
+) -> dict[str, Any]:
     """lmkit's recipe, step by step, scored every ``eval_seconds`` of its own wall time.
 
     ``prepare`` (used by ``recipe_levers.py``) may change the built Trainer's model in place before
@@ -204,8 +235,14 @@ def lmkit_worker(train_text: str, val_text: str, config: str, sets: list[str], m
     torch.set_num_threads(threads)
     train_file = work / "train.txt"
     train_file.write_text(train_text, encoding="utf-8")
-    overrides: dict[str, Any] = {"data.paths": [str(train_file)], "out": str(work / "run"), "data.val_fraction": 0.002,
-                                 "train.tensorboard": False, "train.ckpt_every": 0, "train.eval_every": 0}
+    overrides: dict[str, Any] = {
+        "data.paths": [str(train_file)],
+        "out": str(work / "run"),
+        "data.val_fraction": 0.002,
+        "train.tensorboard": False,
+        "train.ckpt_every": 0,
+        "train.eval_every": 0,
+    }
     if max_time is not None:
         overrides.update({"train.max_time": max_time, "train.max_steps": None})
     for s in sets:
@@ -225,16 +262,18 @@ def lmkit_worker(train_text: str, val_text: str, config: str, sets: list[str], m
 
     def score() -> None:
         tr.model.eval()
-        curve.append({"step": step, "seconds": clock,
-                      "bpb": held_out_bits(tr.model, val_ids, window, tr.autocast) / val_bytes})
+        curve.append(
+            {"step": step, "seconds": clock, "bpb": held_out_bits(tr.model, val_ids, window, tr.autocast) / val_bytes}
+        )
         tr.model.train()
 
     while True:
         if clock >= next_eval:
             score()
             next_eval = clock + eval_seconds
-        if (horizon.steps is not None and step >= horizon.steps) or \
-                (horizon.max_time is not None and clock >= horizon.max_time):
+        if (horizon.steps is not None and step >= horizon.steps) or (
+            horizon.max_time is not None and clock >= horizon.max_time
+        ):
             break
         t = time.perf_counter()
         progress = clock / horizon.max_time if horizon.steps is None and horizon.max_time else None
@@ -245,12 +284,18 @@ def lmkit_worker(train_text: str, val_text: str, config: str, sets: list[str], m
         score()
     m = cfg.model
     name = " ".join([Path(config).name, *sets, *([changed] if changed else [])])
-    return {"side": "lmkit", "recipe": f"{name}: {m.family} {m.n_layers}x{m.d_model}, "
-            f"vocab {m.vocab_size}, context {m.max_seq_len}, batch {cfg.train.batch_size}, "
-            f"{cfg.train.precision}, lr {cfg.train.lr:g}, {step} steps", "params": tr.n_params, "curve": curve}
+    return {
+        "side": "lmkit",
+        "recipe": f"{name}: {m.family} {m.n_layers}x{m.d_model}, "
+        f"vocab {m.vocab_size}, context {m.max_seq_len}, batch {cfg.train.batch_size}, "
+        f"{cfg.train.precision}, lr {cfg.train.lr:g}, {step} steps",
+        "params": tr.n_params,
+        "curve": curve,
+    }
 
 
 # --------------------------------------------------------------------------- comparing
+
 
 def time_to_reach(curve: list[dict[str, float]], target: float) -> float | None:
     """The first time the curve reaches ``target`` bits per byte, linear between evaluations."""
@@ -269,11 +314,29 @@ def one_run(args: argparse.Namespace, work: Path, i: int) -> dict[str, Any]:
     procs = {}
     for side in ("reference", "lmkit"):
         out = work / f"run{i}-{side}.json"
-        cmd = [sys.executable, __file__, "--worker", side, "--work", str(work), "--threads", str(args.threads),
-               "--config", args.config, "--eval-seconds", str(args.eval_seconds), "--seed", str(args.seed + i),
-               "--result", str(out)] + [f"--set={s}" for s in args.set] + \
-              (["--lmkit-time", str(args.lmkit_time)] if args.lmkit_time else []) + \
-              [x for f in (args.text or []) for x in ("--text", f)]
+        cmd = (
+            [
+                sys.executable,
+                __file__,
+                "--worker",
+                side,
+                "--work",
+                str(work),
+                "--threads",
+                str(args.threads),
+                "--config",
+                args.config,
+                "--eval-seconds",
+                str(args.eval_seconds),
+                "--seed",
+                str(args.seed + i),
+                "--result",
+                str(out),
+            ]
+            + [f"--set={s}" for s in args.set]
+            + (["--lmkit-time", str(args.lmkit_time)] if args.lmkit_time else [])
+            + [x for f in (args.text or []) for x in ("--text", f)]
+        )
         procs[side] = (subprocess.Popen(cmd, env=env), out)
     res = {}
     for side, (p, out) in procs.items():
@@ -295,8 +358,10 @@ def print_run(r: dict[str, Any]) -> None:
         print(f"{side:9s} {s['recipe']}; {s['params']:,} parameters")
         print("          " + "  ".join(f"{p['seconds']:.0f}s:{p['bpb']:.3f}" for p in s["curve"]))
     t = r["lmkit_seconds_to_target"]
-    print(f"reference final {r['target_bpb']:.3f} bits/byte after {r['reference_seconds']:.1f}s; lmkit reaches it "
-          + (f"after {t:.1f}s: ratio {r['ratio']:.3f}" if t is not None else "never in its run (ratio undefined)"))
+    print(
+        f"reference final {r['target_bpb']:.3f} bits/byte after {r['reference_seconds']:.1f}s; lmkit reaches it "
+        + (f"after {t:.1f}s: ratio {r['ratio']:.3f}" if t is not None else "never in its run (ratio undefined)")
+    )
 
 
 def plot(runs: list[dict[str, Any]], png: Path) -> None:
@@ -309,8 +374,14 @@ def plot(runs: list[dict[str, Any]], png: Path) -> None:
     for i, r in enumerate(runs):
         for side, colour in (("reference", "tab:grey"), ("lmkit", "tab:blue")):
             c = r[side]["curve"]
-            ax.plot([p["seconds"] for p in c], [p["bpb"] for p in c], color=colour, alpha=0.8,
-                    label=(r[side]["recipe"][:70] if i == 0 else None), marker=".")
+            ax.plot(
+                [p["seconds"] for p in c],
+                [p["bpb"] for p in c],
+                color=colour,
+                alpha=0.8,
+                label=(r[side]["recipe"][:70] if i == 0 else None),
+                marker=".",
+            )
         ax.axhline(r["target_bpb"], color="tab:grey", ls=":", lw=0.8)
     ax.set_xlabel("wall time (s), set-up included, scoring excluded")
     ax.set_ylabel("held-out bits per byte")
@@ -329,8 +400,12 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1, help="threads per side (default 1)")
     ap.add_argument("--config", default=str(Path(__file__).resolve().parent.parent / "configs" / "cpu-small.yaml"))
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override lmkit's config")
-    ap.add_argument("--lmkit-time", type=float, default=None,
-                    help="give lmkit's run this many seconds (train.max_time, schedule over time) instead of its steps")
+    ap.add_argument(
+        "--lmkit-time",
+        type=float,
+        default=None,
+        help="give lmkit's run this many seconds (train.max_time, schedule over time) instead of its steps",
+    )
     ap.add_argument("--eval-seconds", type=float, default=5.0, help="lmkit scores the held-out text this often")
     ap.add_argument("--text", action="append", default=None, help="your text instead of the demo corpus")
     ap.add_argument("--work", default=None, help="folder for the corpus and runs (default: a temporary one)")
@@ -348,14 +423,24 @@ def main() -> None:
             res = reference_worker(train_text, val_text, 100, args.threads, args.seed)
         else:
             with tempfile.TemporaryDirectory(dir=work) as tmp:
-                res = lmkit_worker(train_text, val_text, args.config, args.set, args.lmkit_time, args.eval_seconds,
-                                   args.threads, Path(tmp))
+                res = lmkit_worker(
+                    train_text,
+                    val_text,
+                    args.config,
+                    args.set,
+                    args.lmkit_time,
+                    args.eval_seconds,
+                    args.threads,
+                    Path(tmp),
+                )
         Path(args.result).write_text(json.dumps(res))
         return
     text = corpus_text(work, args.text)  # built once, before the timed workers start
     train_text, val_text = split_text(text)
-    print(f"text: {len(text.encode('utf-8')):,} bytes; held out: the last {len(val_text.encode('utf-8')):,} bytes; "
-          f"{args.threads} thread(s) per side, both sides at once")
+    print(
+        f"text: {len(text.encode('utf-8')):,} bytes; held out: the last {len(val_text.encode('utf-8')):,} bytes; "
+        f"{args.threads} thread(s) per side, both sides at once"
+    )
     runs = []
     for i in range(args.runs):
         r = one_run(args, work, i)
@@ -364,8 +449,10 @@ def main() -> None:
         runs.append(r)
     ratios = [r["ratio"] for r in runs if r["ratio"] is not None]
     if ratios:
-        print(f"\nmedian ratio (lmkit's time to the reference's final quality / reference's time) over "
-              f"{len(ratios)} run(s): {statistics.median(ratios):.3f}  (target <= 0.33)")
+        print(
+            f"\nmedian ratio (lmkit's time to the reference's final quality / reference's time) over "
+            f"{len(ratios)} run(s): {statistics.median(ratios):.3f}  (target <= 0.33)"
+        )
     if args.png:
         plot(runs, Path(args.png))
         print(f"plot: {args.png}")

@@ -30,14 +30,24 @@ VOCAB, D, LAYERS, HEADS, SEQ, BATCH = 8192, 256, 4, 4, 256, 16
 def _hf_decoder(cfg: ModelConfig) -> torch.nn.Module:
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    return LlamaForCausalLM(LlamaConfig(
-        vocab_size=VOCAB, hidden_size=D, intermediate_size=cfg.ffn_width, num_hidden_layers=LAYERS,
-        num_attention_heads=HEADS, num_key_value_heads=HEADS, max_position_embeddings=SEQ,
-        tie_word_embeddings=True, attn_implementation="sdpa"))
+    return LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=VOCAB,
+            hidden_size=D,
+            intermediate_size=cfg.ffn_width,
+            num_hidden_layers=LAYERS,
+            num_attention_heads=HEADS,
+            num_key_value_heads=HEADS,
+            max_position_embeddings=SEQ,
+            tie_word_embeddings=True,
+            attn_implementation="sdpa",
+        )
+    )
 
 
-def _step_fn(model: torch.nn.Module, loss_fn: Callable[[Any], torch.Tensor],
-             optimizer: torch.optim.Optimizer) -> Callable[[Any], float]:
+def _step_fn(
+    model: torch.nn.Module, loss_fn: Callable[[Any], torch.Tensor], optimizer: torch.optim.Optimizer
+) -> Callable[[Any], float]:
     def step(ids: Any) -> float:
         loss = loss_fn(ids)
         loss.backward()
@@ -49,7 +59,9 @@ def _step_fn(model: torch.nn.Module, loss_fn: Callable[[Any], torch.Tensor],
     return step
 
 
-def _lmkit_step(model: torch.nn.Module, loss_fn: Callable[[Any], torch.Tensor], compile: bool) -> Callable[[Any], float]:
+def _lmkit_step(
+    model: torch.nn.Module, loss_fn: Callable[[Any], torch.Tensor], compile: bool
+) -> Callable[[Any], float]:
     """lmkit's training step as ``lmkit pretrain`` runs it: its AdamW, and with ``compile`` the loss
     module compiled as ``train.compile: true`` does (the first steps pay for compilation)."""
     from lmkit.train.steps import make_optimizer
@@ -71,18 +83,24 @@ def bench_decoder(steps: int, warmup: int, compile: bool = False) -> dict[str, f
     batch = {"input_ids": ids[:, :-1], "labels": ids[:, 1:]}
     lm_step = _lmkit_step(model, LossModule(model), compile)
     # HF shifts the labels itself: it scores input position t against input token t+1
-    hf_step = _step_fn(hf, lambda b: hf(input_ids=b["input_ids"], labels=b["input_ids"]).loss,
-                       torch.optim.AdamW(hf.parameters(), lr=3e-4, weight_decay=0.1))
+    hf_step = _step_fn(
+        hf,
+        lambda b: hf(input_ids=b["input_ids"], labels=b["input_ids"]).loss,
+        torch.optim.AdamW(hf.parameters(), lr=3e-4, weight_decay=0.1),
+    )
     times = _interleaved_times(lm_step, hf_step, batch, steps, warmup)
     return _report("decoder", "LlamaForCausalLM", cfg, model, hf, times, BATCH * SEQ, " (compiled)" if compile else "")
 
 
-def _interleaved_times(lm_step: Callable[[Any], float], hf_step: Callable[[Any], float], batch: Any,
-                       steps: int, warmup: int) -> dict[str, list[float]]:
+def _interleaved_times(
+    lm_step: Callable[[Any], float], hf_step: Callable[[Any], float], batch: Any, steps: int, warmup: int
+) -> dict[str, list[float]]:
     """Seconds per step of each side, the two alternating who goes first."""
     times: dict[str, list[float]] = {"lmkit": [], "hf": []}
     for i in range(warmup + steps):
-        for name, step in (("lmkit", lm_step), ("hf", hf_step)) if i % 2 == 0 else (("hf", hf_step), ("lmkit", lm_step)):
+        for name, step in (
+            (("lmkit", lm_step), ("hf", hf_step)) if i % 2 == 0 else (("hf", hf_step), ("lmkit", lm_step))
+        ):
             t0 = time.perf_counter()
             step(batch)
             if i >= warmup:
@@ -90,8 +108,16 @@ def _interleaved_times(lm_step: Callable[[Any], float], hf_step: Callable[[Any],
     return times
 
 
-def _report(family: str, hf_name: str, cfg: ModelConfig, model: torch.nn.Module, hf: torch.nn.Module,
-            times: dict[str, list[float]], tokens: int, note: str = "") -> dict[str, float]:
+def _report(
+    family: str,
+    hf_name: str,
+    cfg: ModelConfig,
+    model: torch.nn.Module,
+    hf: torch.nn.Module,
+    times: dict[str, list[float]],
+    tokens: int,
+    note: str = "",
+) -> dict[str, float]:
     n_lm = sum(p.numel() for p in model.parameters())
     n_hf = sum(p.numel() for p in hf.parameters() if p.requires_grad)
     emb = cfg.vocab_size * cfg.d_model
@@ -104,12 +130,21 @@ def _report(family: str, hf_name: str, cfg: ModelConfig, model: torch.nn.Module,
     peak = measure_matmul_peak()
     mfu = lm_tps * flops_per_token(cfg, SEQ) / peak
     print(f"{family:<8} params lmkit {n_lm:,} / HF {n_hf:,} (non-embedding {n_lm - emb:,} / {n_hf - emb:,})")
-    print(f"{family:<8} lmkit {lm_tps:8.0f} tok/s   HF {hf_name} {hf_tps:8.0f} tok/s   "
-          f"ratio {lm_tps / hf_tps:.2f}x   lmkit MFU {100 * mfu:.0f}% of {peak / 1e9:.0f} GFLOP/s{note}")
-    print(f"{family:<8} ratio within rounds: median {statistics.median(paired):.2f}x, "
-          f"quartiles {paired[q]:.2f}-{paired[-1 - q]:.2f}x over {len(paired)} rounds")
-    return {"lmkit_tps": lm_tps, "hf_tps": hf_tps, "ratio": lm_tps / hf_tps,
-            "paired_ratio": statistics.median(paired), "mfu": mfu}
+    print(
+        f"{family:<8} lmkit {lm_tps:8.0f} tok/s   HF {hf_name} {hf_tps:8.0f} tok/s   "
+        f"ratio {lm_tps / hf_tps:.2f}x   lmkit MFU {100 * mfu:.0f}% of {peak / 1e9:.0f} GFLOP/s{note}"
+    )
+    print(
+        f"{family:<8} ratio within rounds: median {statistics.median(paired):.2f}x, "
+        f"quartiles {paired[q]:.2f}-{paired[-1 - q]:.2f}x over {len(paired)} rounds"
+    )
+    return {
+        "lmkit_tps": lm_tps,
+        "hf_tps": hf_tps,
+        "ratio": lm_tps / hf_tps,
+        "paired_ratio": statistics.median(paired),
+        "mfu": mfu,
+    }
 
 
 def _specials() -> SpecialIds:
@@ -125,20 +160,39 @@ def bench_encoder(steps: int, warmup: int, compile: bool = False) -> dict[str, f
     from lmkit.train.distributed import LossModule
 
     torch.manual_seed(0)
-    cfg = ModelConfig(family="encoder", vocab_size=VOCAB, d_model=D, n_layers=LAYERS, n_heads=HEADS, max_seq_len=SEQ,
-                      pos_encoding="learned", norm_eps=1e-12)
+    cfg = ModelConfig(
+        family="encoder",
+        vocab_size=VOCAB,
+        d_model=D,
+        n_layers=LAYERS,
+        n_heads=HEADS,
+        max_seq_len=SEQ,
+        pos_encoding="learned",
+        norm_eps=1e-12,
+    )
     model = build_model(cfg)
     fields = hf_config(cfg)
     fields.pop("architectures"), fields.pop("model_type")
     hf = BertForMaskedLM(BertConfig(**fields, attn_implementation="sdpa"))
     batch = make_batch(cfg, torch.randint(105, VOCAB, (BATCH, SEQ)), _specials(), torch.Generator().manual_seed(0))
     lm_step = _lmkit_step(model, LossModule(model), compile)
-    hf_step = _step_fn(hf, lambda b: hf(input_ids=b["input_ids"], labels=b["labels"]).loss,
-                       torch.optim.AdamW(hf.parameters(), lr=3e-4, weight_decay=0.1))
+    hf_step = _step_fn(
+        hf,
+        lambda b: hf(input_ids=b["input_ids"], labels=b["labels"]).loss,
+        torch.optim.AdamW(hf.parameters(), lr=3e-4, weight_decay=0.1),
+    )
     times = _interleaved_times(lm_step, hf_step, batch, steps, warmup)
-    return _report("encoder", "BertForMaskedLM", cfg, model, hf, times, BATCH * SEQ,
-                   (" (compiled)" if compile else "")
-                   + "\n         (lmkit runs the MLM head only at the ~15% scored positions, HF at all of them)")
+    return _report(
+        "encoder",
+        "BertForMaskedLM",
+        cfg,
+        model,
+        hf,
+        times,
+        BATCH * SEQ,
+        (" (compiled)" if compile else "")
+        + "\n         (lmkit runs the MLM head only at the ~15% scored positions, HF at all of them)",
+    )
 
 
 def bench_encdec(steps: int, warmup: int, compile: bool = False) -> dict[str, float]:
@@ -149,8 +203,16 @@ def bench_encdec(steps: int, warmup: int, compile: bool = False) -> dict[str, fl
     from lmkit.train.distributed import LossModule
 
     torch.manual_seed(0)
-    cfg = ModelConfig(family="encdec", vocab_size=VOCAB, d_model=D, n_layers=LAYERS, n_heads=HEADS, max_seq_len=SEQ,
-                      max_target_len=64, norm_eps=1e-6)
+    cfg = ModelConfig(
+        family="encdec",
+        vocab_size=VOCAB,
+        d_model=D,
+        n_layers=LAYERS,
+        n_heads=HEADS,
+        max_seq_len=SEQ,
+        max_target_len=64,
+        norm_eps=1e-6,
+    )
     model = build_model(cfg)
     fields = hf_config(cfg)
     fields.pop("architectures"), fields.pop("model_type")
@@ -160,10 +222,18 @@ def bench_encdec(steps: int, warmup: int, compile: bool = False) -> dict[str, fl
     lm_step = _lmkit_step(model, LossModule(model), compile)
     hf_step = _step_fn(hf, lambda b: hf(**b).loss, torch.optim.AdamW(hf.parameters(), lr=3e-4, weight_decay=0.1))
     times = _interleaved_times(lm_step, hf_step, batch, steps, warmup)
-    return _report("encdec", "T5ForConditionalGeneration", cfg, model, hf, times, BATCH * SEQ,
-                   (" (compiled)" if compile else "")
-                   + f" (tokens = encoder inputs; targets padded to {batch['labels'].shape[1]}, "
-                     f"{int((batch['labels'] != -100).sum(1).max())} scored: lmkit decodes only those)")
+    return _report(
+        "encdec",
+        "T5ForConditionalGeneration",
+        cfg,
+        model,
+        hf,
+        times,
+        BATCH * SEQ,
+        (" (compiled)" if compile else "")
+        + f" (tokens = encoder inputs; targets padded to {batch['labels'].shape[1]}, "
+        f"{int((batch['labels'] != -100).sum(1).max())} scored: lmkit decodes only those)",
+    )
 
 
 def main() -> None:
@@ -172,13 +242,18 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=30, help="timed rounds (one step of each side per round)")
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
-    ap.add_argument("--compile", action="store_true",
-                    help="also time lmkit's step compiled (train.compile: true); compiling takes a minute or more")
+    ap.add_argument(
+        "--compile",
+        action="store_true",
+        help="also time lmkit's step compiled (train.compile: true); compiling takes a minute or more",
+    )
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; batch {BATCH} x seq {SEQ}, "
-          f"vocab {VOCAB}, d_model {D}, {LAYERS} layers, {HEADS} heads, fp32, AdamW")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads; batch {BATCH} x seq {SEQ}, "
+        f"vocab {VOCAB}, d_model {D}, {LAYERS} layers, {HEADS} heads, fp32, AdamW"
+    )
     benches = {"decoder": bench_decoder, "encoder": bench_encoder, "encdec": bench_encdec}
     for family in args.family:
         benches[family](args.steps, args.warmup)

@@ -58,8 +58,10 @@ def _docs(syllables: list[str], rng: random.Random, n_docs: int) -> list[str]:
     vocab = ["".join(rng.choice(syllables) for _ in range(rng.randint(1, 3))) for _ in range(60)]
     docs = []
     for _ in range(n_docs):
-        sents = [" ".join(rng.choice(vocab) for _ in range(rng.randint(4, 9))).capitalize() + "."
-                 for _ in range(rng.randint(3, 6))]
+        sents = [
+            " ".join(rng.choice(vocab) for _ in range(rng.randint(4, 9))).capitalize() + "."
+            for _ in range(rng.randint(3, 6))
+        ]
         docs.append(" ".join(sents))
     return docs
 
@@ -84,8 +86,9 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 def _settings(corpus: dict[str, Path], **kw: Any) -> AdaptSettings:
-    return AdaptSettings(domain=[str(corpus["domain"])], general=[str(corpus["general"])],
-                         config=str(corpus["config"]), **kw)
+    return AdaptSettings(
+        domain=[str(corpus["domain"])], general=[str(corpus["general"])], config=str(corpus["config"]), **kw
+    )
 
 
 # --------------------------------------------------------------------------- fast: pure parts by hand
@@ -118,8 +121,7 @@ def test_tail_cut_holds_out_whole_closing_paragraphs() -> None:
     assert tail_cut("first\n\nsecond", 0.99) == len("first\n\n")  # the first paragraph always trains
 
 
-def test_general_set_of_one_big_file_holds_out_its_closing_paragraphs(corpus: dict[str, Path],
-                                                                      tmp_path: Path) -> None:
+def test_general_set_of_one_big_file_holds_out_its_closing_paragraphs(corpus: dict[str, Path], tmp_path: Path) -> None:
     """Issue 25.4: a general corpus given as one file (one document) is split by text, not refused."""
     rng = random.Random(5)
     general = tmp_path / "general"
@@ -142,7 +144,8 @@ def test_general_set_of_one_big_file_holds_out_its_closing_paragraphs(corpus: di
     lines = describe(split)
     assert "whole documents" in lines[0] and lines[1].startswith("general: too few documents (1)")
     assert describe({"domain": {"train": 3, "heldout": 1}}) == [  # a split.json from before the rules
-        "domain: whole documents by a seeded hash of their text: 3 trained on, 1 held out"]
+        "domain: whole documents by a seeded hash of their text: 3 trained on, 1 held out"
+    ]
     one_line = tmp_path / "one-line"
     one_line.mkdir()
     (one_line / "a.txt").write_text("a single line of general text", encoding="utf-8")
@@ -154,9 +157,11 @@ def test_tokenizer_table_matches_hand_counts(corpus: dict[str, Path]) -> None:
     rng = random.Random(1)
     dom_train, gen_train = _docs(DOMAIN_SYLLABLES, rng, 80), _docs(GENERAL_SYLLABLES, rng, 80)
     dom_held, gen_held = _docs(DOMAIN_SYLLABLES, rng, 10), _docs(GENERAL_SYLLABLES, rng, 10)
-    toks = {"domain": train_tokenizer(dom_train, 420, show_progress=False),
-            "general": train_tokenizer(gen_train, 420, show_progress=False),
-            "mix": train_tokenizer(dom_train + gen_train, 420, show_progress=False)}
+    toks = {
+        "domain": train_tokenizer(dom_train, 420, show_progress=False),
+        "general": train_tokenizer(gen_train, 420, show_progress=False),
+        "mix": train_tokenizer(dom_train + gen_train, 420, show_progress=False),
+    }
     terms = ["mens rea", "stat quo"]
     table = tokenizer_table(toks, {"domain": dom_held, "general": gen_held}, terms)
     for name, tok in toks.items():
@@ -175,8 +180,10 @@ def test_tokenizer_table_matches_hand_counts(corpus: dict[str, Path]) -> None:
             assert "".join(row[name]["pieces"]) == " " + row["term"]
     # overlap by hand from the tokenizer.json vocabularies: a byte-level token string of one
     # character is one byte; the learned tokens are the longer ones
-    learned = {n: {t for t in json.loads(tok.to_str())["model"]["vocab"] if t not in SPECIAL_TOKENS and len(t) > 1}
-               for n, tok in toks.items()}
+    learned = {
+        n: {t for t in json.loads(tok.to_str())["model"]["vocab"] if t not in SPECIAL_TOKENS and len(t) > 1}
+        for n, tok in toks.items()
+    }
     assert len(table["overlap"]) == 3
     for r in table["overlap"]:
         a, b = learned[r["a"]], learned[r["b"]]
@@ -184,8 +191,10 @@ def test_tokenizer_table_matches_hand_counts(corpus: dict[str, Path]) -> None:
         assert abs(r["jaccard"] - len(a & b) / len(a | b)) < 1e-9
     assert table["overlap"][0]["shared"] < table["overlap"][1]["shared"]  # domain/general share least
     # a tokenizer trained on the domain cuts domain text into fewer tokens than the general one
-    assert table["fertility"]["domain"]["domain"]["tokens_per_word"] < \
-        table["fertility"]["general"]["domain"]["tokens_per_word"]
+    assert (
+        table["fertility"]["domain"]["domain"]["tokens_per_word"]
+        < table["fertility"]["general"]["domain"]["tokens_per_word"]
+    )
 
 
 def test_heldout_bits_per_byte_match_hand_computation(tmp_path: Path) -> None:
@@ -224,23 +233,36 @@ def test_checks_and_monotone() -> None:
     def arm(share: float, d: float, g: float) -> dict[str, Any]:
         return {"kind": "mix", "domain_share": share, "domain": {"bits_per_byte": d}, "general": {"bits_per_byte": g}}
 
-    fert = {"fertility": {"domain": {"domain": {"tokens_per_word": 1.2}}, "general": {"domain": {"tokens_per_word": 2.0}}}}
+    fert = {
+        "fertility": {"domain": {"domain": {"tokens_per_word": 1.2}}, "general": {"domain": {"tokens_per_word": 2.0}}}
+    }
     c = checks([arm(1.0, 1.0, 3.0), arm(0.0, 2.0, 1.0), arm(0.5, 1.5, 2.0)], fert)  # order of arms does not matter
-    assert c == {"domain_bpb_falls_with_share": True, "general_bpb_rises_with_share": True,
-                 "domain_tokenizer_lower_fertility_on_domain": True}
+    assert c == {
+        "domain_bpb_falls_with_share": True,
+        "general_bpb_rises_with_share": True,
+        "domain_tokenizer_lower_fertility_on_domain": True,
+    }
     c = checks([arm(0.0, 2.0, 1.0), arm(0.5, 2.1, 2.0)], fert)
     assert c["domain_bpb_falls_with_share"] is False
 
 
 def test_settings_are_checked(corpus: dict[str, Path], tmp_path: Path) -> None:
-    for kw, msg in (({"mixes": [0.0, 1.5]}, "between 0 and 1"), ({"mixes": [0.5, 0.5]}, "repeat"),
-                    ({"heldout": 0.0}, "--heldout"), ({"mixes": []}, "at least one")):
+    for kw, msg in (
+        ({"mixes": [0.0, 1.5]}, "between 0 and 1"),
+        ({"mixes": [0.5, 0.5]}, "repeat"),
+        ({"heldout": 0.0}, "--heldout"),
+        ({"mixes": []}, "at least one"),
+    ):
         with pytest.raises(LmkitError, match=msg):
             _settings(corpus, **kw).validate()
     with pytest.raises(LmkitError, match="no such file"):
         AdaptSettings(domain=[str(tmp_path / "missing")], general=[str(corpus["general"])], config="tiny").validate()
-    assert [a.name for a in plan_arms(_settings(corpus, mixes=[1.0, 0.0], continue_from="x"))] == \
-        ["share-0.00", "share-1.00", "base", "dapt"]
+    assert [a.name for a in plan_arms(_settings(corpus, mixes=[1.0, 0.0], continue_from="x"))] == [
+        "share-0.00",
+        "share-1.00",
+        "base",
+        "dapt",
+    ]
     out = tmp_path / "exp"
     assert open_experiment(_settings(corpus), out, overwrite=False) is False
     assert open_experiment(_settings(corpus, terms=["a"]), out, overwrite=False) is True  # terms: report only
@@ -259,15 +281,30 @@ def test_settings_are_checked(corpus: dict[str, Path], tmp_path: Path) -> None:
 def test_cli_refuses_bad_input_in_one_line(corpus: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
     from lmkit.cli import main
 
-    rc = main(["adapt", "--domain", str(corpus["domain"]), "--general", str(corpus["general"]), "--config",
-               str(corpus["config"]), "--mixes", "0", "2", "--out", str(corpus["root"] / "bad")])
+    rc = main(
+        [
+            "adapt",
+            "--domain",
+            str(corpus["domain"]),
+            "--general",
+            str(corpus["general"]),
+            "--config",
+            str(corpus["config"]),
+            "--mixes",
+            "0",
+            "2",
+            "--out",
+            str(corpus["root"] / "bad"),
+        ]
+    )
     assert rc == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "between 0 and 1" in err[0]
 
 
-def test_bad_vocab_size_fails_before_anything_is_written(corpus: dict[str, Path], tmp_path: Path,
-                                                          capsys: pytest.CaptureFixture[str]) -> None:
+def test_bad_vocab_size_fails_before_anything_is_written(
+    corpus: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """--vocab-size outside what the tokenizer trainer accepts is refused up front: --out stays absent."""
     from lmkit.cli import main
     from lmkit.tokenizer import MAX_VOCAB, MIN_VOCAB
@@ -275,8 +312,25 @@ def test_bad_vocab_size_fails_before_anything_is_written(corpus: dict[str, Path]
     out = tmp_path / "exp"
     for size in (MIN_VOCAB - 1, MAX_VOCAB + 1, 0):
         capsys.readouterr()
-        assert main(["adapt", "--domain", str(corpus["domain"]), "--general", str(corpus["general"]), "--config",
-                     str(corpus["config"]), "--vocab-size", str(size), "--out", str(out), "--quiet"]) == 2
+        assert (
+            main(
+                [
+                    "adapt",
+                    "--domain",
+                    str(corpus["domain"]),
+                    "--general",
+                    str(corpus["general"]),
+                    "--config",
+                    str(corpus["config"]),
+                    "--vocab-size",
+                    str(size),
+                    "--out",
+                    str(out),
+                    "--quiet",
+                ]
+            )
+            == 2
+        )
         err = capsys.readouterr().err.strip()
         assert err.startswith("lmkit: error: --vocab-size is ") and "\n" not in err, err
         assert f"{MIN_VOCAB:,} to {MAX_VOCAB:,}" in err
@@ -284,8 +338,11 @@ def test_bad_vocab_size_fails_before_anything_is_written(corpus: dict[str, Path]
     small = tmp_path / "small.yaml"  # without --vocab-size, the base config's model.vocab_size is checked alike
     small.write_text(corpus["config"].read_text().replace("vocab_size: 512", "vocab_size: 300"))
     with pytest.raises(LmkitError, match=r"small.yaml: model.vocab_size is 300: the tokenizers"):
-        run_adapt(AdaptSettings(domain=[str(corpus["domain"])], general=[str(corpus["general"])], config=str(small)),
-                  out, progress=False)
+        run_adapt(
+            AdaptSettings(domain=[str(corpus["domain"])], general=[str(corpus["general"])], config=str(small)),
+            out,
+            progress=False,
+        )
     assert not out.exists()
     assert _settings(corpus, vocab_size=MIN_VOCAB).tokenizer_vocab() == MIN_VOCAB
     assert _settings(corpus).tokenizer_vocab() == 512
@@ -344,12 +401,31 @@ def test_two_synthetic_domains(experiment: dict[str, Any]) -> None:
 
 
 @pytest.mark.slow
-def test_killed_adapt_resumes_with_the_same_report(corpus: dict[str, Path], experiment: dict[str, Any],
-                                                   tmp_path: Path) -> None:
+def test_killed_adapt_resumes_with_the_same_report(
+    corpus: dict[str, Path], experiment: dict[str, Any], tmp_path: Path
+) -> None:
     out = tmp_path / "killed"
-    cmd = [sys.executable, "-m", "lmkit.cli", "adapt", "--domain", str(corpus["domain"]), "--general",
-           str(corpus["general"]), "--config", str(corpus["config"]), "--mixes", "0", "0.5", "1",
-           "--terms", "mens rea", "--out", str(out), "--quiet"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "lmkit.cli",
+        "adapt",
+        "--domain",
+        str(corpus["domain"]),
+        "--general",
+        str(corpus["general"]),
+        "--config",
+        str(corpus["config"]),
+        "--mixes",
+        "0",
+        "0.5",
+        "1",
+        "--terms",
+        "mens rea",
+        "--out",
+        str(out),
+        "--quiet",
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     target = out / "arms" / "share-0.50" / "run" / "ckpt-0000010"  # mid-way through the second arm
@@ -367,8 +443,9 @@ def test_killed_adapt_resumes_with_the_same_report(corpus: dict[str, Path], expe
 
 
 @pytest.mark.slow
-def test_continue_from_adds_base_and_dapt_arms(corpus: dict[str, Path], experiment: dict[str, Any],
-                                               tmp_path: Path) -> None:
+def test_continue_from_adds_base_and_dapt_arms(
+    corpus: dict[str, Path], experiment: dict[str, Any], tmp_path: Path
+) -> None:
     general_run = experiment["out"] / "arms" / "share-0.00" / "run"
     r = run_adapt(_settings(corpus, mixes=[], continue_from=str(general_run)), tmp_path / "dapt", progress=False)
     arms = {a["name"]: a for a in r["arms"]}

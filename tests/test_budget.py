@@ -17,7 +17,9 @@ from lmkit.train.budget import Candidate, candidate_shapes, pick_for_time
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-@pytest.mark.parametrize("law", [FITS["chinchilla"], FITS["epoch"], ScalingFit("made up", 2.0, 300.0, 900.0, 0.3, 0.4, "")])
+@pytest.mark.parametrize(
+    "law", [FITS["chinchilla"], FITS["epoch"], ScalingFit("made up", 2.0, 300.0, 900.0, 0.3, 0.4, "")]
+)
 def test_picker_returns_the_analytic_optimum(law: ScalingFit) -> None:
     """A machine doing F FLOP/s trains N parameters at F/(6N) tokens/s: in t seconds D = F·t/(6N)
     tokens, C = F·t, and the law's compute-optimal N_opt(C) is the size that must be picked."""
@@ -45,14 +47,32 @@ def test_candidates_span_the_optimum() -> None:
     assert all(s.head_dim == base.head_dim and s.vocab_size == 512 for s in shapes)
 
 
-def test_time_budget_run_ends_at_its_deadline_with_the_schedule_at_its_end(word_corpus: Path, tmp_path: Path,
-                                                                          capsys: pytest.CaptureFixture[str]) -> None:
+def test_time_budget_run_ends_at_its_deadline_with_the_schedule_at_its_end(
+    word_corpus: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     data = word_corpus
     out = tmp_path / "run"
     budget = 12.0
     t0 = time.perf_counter()
-    code = main(["pretrain", "--config", "tiny", "--data", str(data), "--out", str(out), "--model", "auto",
-                 "--train.max_time", str(budget), "--train.eval_every", "0", "--json", "--quiet"])
+    code = main(
+        [
+            "pretrain",
+            "--config",
+            "tiny",
+            "--data",
+            str(data),
+            "--out",
+            str(out),
+            "--model",
+            "auto",
+            "--train.max_time",
+            str(budget),
+            "--train.eval_every",
+            "0",
+            "--json",
+            "--quiet",
+        ]
+    )
     wall = time.perf_counter() - t0
     assert code == 0
     summary = json.loads(capsys.readouterr().out)
@@ -71,9 +91,25 @@ def test_time_budget_run_ends_at_its_deadline_with_the_schedule_at_its_end(word_
 
 def test_time_budget_errors(word_corpus: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     data = word_corpus
-    assert main(["pretrain", "--config", "tiny", "--data", str(data), "--out", str(tmp_path / "a"),
-                 "--model", "auto"]) == 2
+    assert (
+        main(["pretrain", "--config", "tiny", "--data", str(data), "--out", str(tmp_path / "a"), "--model", "auto"])
+        == 2
+    )
     assert "--train.max_time" in capsys.readouterr().err
-    assert main(["pretrain", "--config", "tiny", "--data", str(data), "--out", str(tmp_path / "b"),
-                 "--scaling-law", str(tmp_path / "fit.json")]) == 2
+    assert (
+        main(
+            [
+                "pretrain",
+                "--config",
+                "tiny",
+                "--data",
+                str(data),
+                "--out",
+                str(tmp_path / "b"),
+                "--scaling-law",
+                str(tmp_path / "fit.json"),
+            ]
+        )
+        == 2
+    )
     assert "--model auto" in capsys.readouterr().err

@@ -27,8 +27,9 @@ def corpus(folder: Path, n_docs: int = 120) -> Path:
     rng = random.Random(0)
     words = ["the cat", "a dog", "my sister", "the farmer", "sees", "likes", "feeds", "the bird", "a ball"]
     folder.mkdir(parents=True, exist_ok=True)
-    lines = [json.dumps({"id": f"d{i}", "text": " ".join(rng.choice(words) for _ in range(30)) + "."})
-             for i in range(n_docs)]
+    lines = [
+        json.dumps({"id": f"d{i}", "text": " ".join(rng.choice(words) for _ in range(30)) + "."}) for i in range(n_docs)
+    ]
     (folder / "corpus.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
     return folder / "corpus.jsonl"
 
@@ -39,10 +40,21 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from lmkit.train.loop import train
 
     tmp = tmp_path_factory.mktemp("card")
-    cfg = load_run_config(ROOT / "configs" / "tiny.yaml", {
-        "data.paths": [str(corpus(tmp / "data"))], "out": str(tmp / "run"), "data.vocab_size": 400,
-        "model.d_model": 32, "model.max_seq_len": 32, "train.max_steps": 4, "train.eval_every": 0,
-        "train.ckpt_every": 0, "train.eval_batches": 1, "train.precision": "fp32"})  # the card quotes it
+    cfg = load_run_config(
+        ROOT / "configs" / "tiny.yaml",
+        {
+            "data.paths": [str(corpus(tmp / "data"))],
+            "out": str(tmp / "run"),
+            "data.vocab_size": 400,
+            "model.d_model": 32,
+            "model.max_seq_len": 32,
+            "train.max_steps": 4,
+            "train.eval_every": 0,
+            "train.ckpt_every": 0,
+            "train.eval_batches": 1,
+            "train.precision": "fp32",
+        },
+    )  # the card quotes it
     return Path(train(cfg, show_progress=False)["checkpoint"])
 
 
@@ -72,8 +84,16 @@ def test_card_of_a_trained_checkpoint_has_its_real_figures(trained: Path) -> Non
     assert f"{meta['params']:,}" in body
     assert f"{meta['data']['train_tokens']:,} training tokens" in body
     assert "precision: fp32" in body and "threads" in body and "wall time: " in body
-    for section in ("## Model", "## Intended uses", "## Training", "## Evaluation", "## Limitations and risks",
-                    "## How to use", "### With lmkit", "### With transformers"):
+    for section in (
+        "## Model",
+        "## Intended uses",
+        "## Training",
+        "## Evaluation",
+        "## Limitations and risks",
+        "## How to use",
+        "### With lmkit",
+        "### With transformers",
+    ):
         assert section in body
     assert "AutoModelForCausalLM" in body and "No alignment" in body
     assert not re.search(r"\bNone\b|\bnan\b|TODO|XXX", text)
@@ -84,14 +104,21 @@ def test_missing_figures_say_not_recorded(tmp_path: Path) -> None:
     text = render_card(ckpt)
     fm, body = parse_front_matter(text)
     assert fm["license"] == "unknown" and "metrics" not in fm and "model-index" not in fm
-    for line in ("tokens seen: not recorded", "compute: not recorded", "wall time: not recorded",
-                 "hardware: not recorded", "Held-out loss, perplexity and bits per byte: not recorded"):
+    for line in (
+        "tokens seen: not recorded",
+        "compute: not recorded",
+        "wall time: not recorded",
+        "hardware: not recorded",
+        "Held-out loss, perplexity and bits per byte: not recorded",
+    ):
         assert line in body, line
     assert not re.search(r"\bNone\b|\bnan\b", text)
 
 
-@pytest.mark.parametrize("family,tag,auto", [("encoder", "fill-mask", "AutoModelForMaskedLM"),
-                                             ("encdec", "text2text-generation", "AutoModelForSeq2SeqLM")])
+@pytest.mark.parametrize(
+    "family,tag,auto",
+    [("encoder", "fill-mask", "AutoModelForMaskedLM"), ("encdec", "text2text-generation", "AutoModelForSeq2SeqLM")],
+)
 def test_pipeline_tag_and_uses_follow_the_family(tmp_path: Path, family: str, tag: str, auto: str) -> None:
     text = render_card(hand_made(tmp_path / family, family))
     fm, body = parse_front_matter(text)
@@ -107,17 +134,27 @@ def test_unexportable_model_says_so(tmp_path: Path) -> None:
 
 def test_mix_curation_and_quantization_figures(tmp_path: Path) -> None:
     meta = {
-        "step": 10, "tokens": 10_000, "flops": 8.64e15, "params": 50_000,
+        "step": 10,
+        "tokens": 10_000,
+        "flops": 8.64e15,
+        "params": 50_000,
         "eval": {"loss": 2.0, "perplexity": 7.389, "bits_per_byte": 1.5},
-        "data": {"paths": ["legal/", "web/"], "sources": {"legal": 5100, "web": 4900}, "train_tokens": 10_000,
-                 "curation": {"totals": {"docs_in": 200, "docs_out": 150, "docs_kept_pct": 75.0,
-                                         "tokens_kept_pct": 70.0},
-                              "stages": [{"name": "gopher_quality", "docs_in": 200, "docs_out": 160,
-                                          "docs_kept_pct": 80.0}]}},
-        "quantization": {"to": "int8", "method": "int8-absmax-per-channel",
-                         "disk_bytes": {"before": 400_000, "after": 100_000, "ratio": 4.0},
-                         "eval_before": {"loss": 2.0, "perplexity": 7.389},
-                         "eval_after": {"loss": 2.05, "perplexity": 7.768}},
+        "data": {
+            "paths": ["legal/", "web/"],
+            "sources": {"legal": 5100, "web": 4900},
+            "train_tokens": 10_000,
+            "curation": {
+                "totals": {"docs_in": 200, "docs_out": 150, "docs_kept_pct": 75.0, "tokens_kept_pct": 70.0},
+                "stages": [{"name": "gopher_quality", "docs_in": 200, "docs_out": 160, "docs_kept_pct": 80.0}],
+            },
+        },
+        "quantization": {
+            "to": "int8",
+            "method": "int8-absmax-per-channel",
+            "disk_bytes": {"before": 400_000, "after": 100_000, "ratio": 4.0},
+            "eval_before": {"loss": 2.0, "perplexity": 7.389},
+            "eval_after": {"loss": 2.05, "perplexity": 7.768},
+        },
     }
     fm, body = parse_front_matter(render_card(hand_made(tmp_path / "q", meta=meta)))
     assert fm["datasets"] == ["legal", "web"]
@@ -130,12 +167,18 @@ def test_mix_curation_and_quantization_figures(tmp_path: Path) -> None:
 
 
 def test_imported_model_card_does_not_invent_a_training_record(tmp_path: Path) -> None:
-    meta = {"family": "decoder", "params": 1234, "imported_from": {"path": "/models/x", "architecture": "LlamaForCausalLM"}}
+    meta = {
+        "family": "decoder",
+        "params": 1234,
+        "imported_from": {"path": "/models/x", "architecture": "LlamaForCausalLM"},
+    }
     body = render_card(hand_made(tmp_path / "imp", meta=meta))
     assert "trained outside lmkit" in body and "not recorded by lmkit" in body
 
 
-def test_cli_card_writes_appends_sections_and_refuses_overwrite(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_card_writes_appends_sections_and_refuses_overwrite(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     ckpt = hand_made(tmp_path / "ck", meta={"tokens": 5, "step": 1})
     extra = tmp_path / "ethics.md"
     extra.write_text("Use this model only for teaching.\n")
@@ -164,8 +207,10 @@ def test_curation_survival_as_the_trainer_records_it(tmp_path: Path) -> None:
     t = report["totals"]
     one = {"data": {"paths": [str(tmp_path / "curated")], "curation": curation_summary([str(tmp_path / "curated")])}}
     body = parse_front_matter(render_card(hand_made(tmp_path / "one", meta=one)))[1]
-    line = (f"- curation: {t['docs_in']:,} documents in, {t['docs_out']:,} kept ({t['docs_kept_pct']:.1f}%); "
-            f"{t['tokens_kept_pct']:.1f}% of tokens kept")
+    line = (
+        f"- curation: {t['docs_in']:,} documents in, {t['docs_out']:,} kept ({t['docs_kept_pct']:.1f}%); "
+        f"{t['tokens_kept_pct']:.1f}% of tokens kept"
+    )
     assert line in body and "curation survival: not recorded" not in body
     two = {"data": {"curation": {"web/": t, "legal/": {"totals": t, "stages": report["stages"]}}}}
     body = parse_front_matter(render_card(hand_made(tmp_path / "two", meta=two)))[1]

@@ -23,16 +23,35 @@ from lmkit.errors import LmkitError
 
 ROOT = Path(__file__).resolve().parents[1]
 CLI = ROOT / "src" / "lmkit" / "cli"
-SHARED = ("--json", "--out", "--overwrite", "--quiet", "--text-field", "--no-verify", "--seed", "--device",
-          "--threads", "--yes", "--scaling-law", "--license", "--language", "--add-section")
+SHARED = (
+    "--json",
+    "--out",
+    "--overwrite",
+    "--quiet",
+    "--text-field",
+    "--no-verify",
+    "--seed",
+    "--device",
+    "--threads",
+    "--yes",
+    "--scaling-law",
+    "--license",
+    "--language",
+    "--add-section",
+)
 
 
 def _declared(path: Path) -> list[str]:
     """The first argument of every ``add_argument`` call in ``path``."""
     out = []
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "add_argument"
-                and node.args and isinstance(node.args[0], ast.Constant)):
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr == "add_argument"
+            and node.args
+            and isinstance(node.args[0], ast.Constant)
+        ):
             out.append(node.args[0].value)
     return out
 
@@ -80,12 +99,15 @@ def test_every_json_flag_says_what_it_prints_and_every_seed_its_range() -> None:
     assert seen >= 20
 
 
-@pytest.mark.parametrize("command", [["serve", "missing-ckpt"], ["scale", "fit", "missing.csv"]],
-                         ids=["serve", "scale fit"])
+@pytest.mark.parametrize(
+    "command", [["serve", "missing-ckpt"], ["scale", "fit", "missing.csv"]], ids=["serve", "scale fit"]
+)
 def test_threads_is_checked_alike_by_every_command(command: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     cores = os.cpu_count() or 1
-    for bad, said in (("0", "--threads must be at least 1, got 0"),
-                      (str(cores + 1), f"--threads must be 1 to {cores} (this machine's CPUs), got {cores + 1}")):
+    for bad, said in (
+        ("0", "--threads must be at least 1, got 0"),
+        (str(cores + 1), f"--threads must be 1 to {cores} (this machine's CPUs), got {cores + 1}"),
+    ):
         assert main([*command, "--threads", bad]) == 2
         assert capsys.readouterr().err == f"lmkit: error: {said}\n"
 
@@ -182,8 +204,13 @@ def test_fit_into_folder_writes_the_fit_and_never_a_foreign_file(tmp_path: Path)
 def test_finetuning_is_set_beside_the_best_prompting() -> None:
     from lmkit.lab.icl.finetune import against_prompting
 
-    report = {"metrics": ["acc"], "results": [{"shots": 0, "acc": {"value": 0.3, "ci_low": 0.2, "ci_high": 0.4}},
-                                              {"shots": 4, "acc": {"value": 0.6, "ci_low": 0.5, "ci_high": 0.7}}]}
+    report = {
+        "metrics": ["acc"],
+        "results": [
+            {"shots": 0, "acc": {"value": 0.3, "ci_low": 0.2, "ci_high": 0.4}},
+            {"shots": 4, "acc": {"value": 0.6, "ci_low": 0.5, "ci_high": 0.7}},
+        ],
+    }
     ft = against_prompting({"accuracy": 0.65}, report)
     assert ft["best_prompting"]["shots"] == 4 and ft["beats_prompting"] is False
     assert against_prompting({"accuracy": 0.8}, report)["beats_prompting"] is True
@@ -224,8 +251,13 @@ def test_adapt_budget_time_is_checked_by_the_experiment(tmp_path: Path) -> None:
 
     for name in ("d.txt", "g.txt"):
         (tmp_path / name).write_text("some text\n")
-    s = AdaptSettings(domain=[str(tmp_path / "d.txt")], general=[str(tmp_path / "g.txt")], config="tiny",
-                      mixes=[0.0, 1.0], budget=1e35)
+    s = AdaptSettings(
+        domain=[str(tmp_path / "d.txt")],
+        general=[str(tmp_path / "g.txt")],
+        config="tiny",
+        mixes=[0.0, 1.0],
+        budget=1e35,
+    )
     with pytest.raises(LmkitError, match="--budget 1e\\+35 for each of 2 arms"):
         check_budget_time(s, yes=True)
     with pytest.raises(LmkitError, match="--budget 1e\\+35 for each of 2 arms"):

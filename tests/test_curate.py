@@ -41,8 +41,7 @@ from lmkit.errors import LmkitError
 
 # ----------------------------------------------------------------------------- helpers
 
-PROSE = ("The committee met with the members of the board and agreed that the plan should have a "
-         "clear budget. ")
+PROSE = "The committee met with the members of the board and agreed that the plan should have a clear budget. "
 
 
 def prose(n_sentences: int = 8, seed: int = 0) -> str:
@@ -138,8 +137,10 @@ def test_gopher_mean_word_length_both_sides() -> None:
     assert reason(gq()("the and " + " ".join(["ab"] * 30 + ["abcd"] * 28))) == "gopher_below_avg_word_length"
     # (6 + 12*30 + 9*46) / 78 = 10.0 -> kept; one more 12-letter word -> 10.03 -> removed
     assert kept(gq()("the and " + " ".join(["abcdefghijkl"] * 30 + ["abcdefghi"] * 46)))
-    assert reason(gq()("the and " + " ".join(["abcdefghijkl"] * 31 + ["abcdefghi"] * 46))) == \
-        "gopher_above_avg_word_length"
+    assert (
+        reason(gq()("the and " + " ".join(["abcdefghijkl"] * 31 + ["abcdefghi"] * 46)))
+        == "gopher_above_avg_word_length"
+    )
 
 
 def test_gopher_symbol_ratios_both_sides() -> None:
@@ -183,21 +184,25 @@ def c4(**kw: object) -> C4Quality:
 
 
 def test_c4_line_rules() -> None:
-    text = "\n".join([
-        "This line is a proper sentence.",
-        "Menu Home About",  # no terminal punctuation
-        "Too short.",  # fewer than 3 words
-        "Please enable javascript in your browser.",
-        "Read our privacy policy before you start.",
-        "A cited claim stands here [1].",
-        "It ends in an ellipsis...",
-        "x" * 1001 + " is a very long word.",
-        "Two more sentences follow here. And here is the last one!",
-        "One more line ends the page.",
-    ])
+    text = "\n".join(
+        [
+            "This line is a proper sentence.",
+            "Menu Home About",  # no terminal punctuation
+            "Too short.",  # fewer than 3 words
+            "Please enable javascript in your browser.",
+            "Read our privacy policy before you start.",
+            "A cited claim stands here [1].",
+            "It ends in an ellipsis...",
+            "x" * 1001 + " is a very long word.",
+            "Two more sentences follow here. And here is the last one!",
+            "One more line ends the page.",
+        ]
+    )
     out = c4(paragraph_aware=False)(text)
-    assert out == ("This line is a proper sentence.\nA cited claim stands here .\n"
-                   "Two more sentences follow here. And here is the last one!\nOne more line ends the page.")
+    assert out == (
+        "This line is a proper sentence.\nA cited claim stands here .\n"
+        "Two more sentences follow here. And here is the last one!\nOne more line ends the page."
+    )
 
 
 def test_c4_sentences_both_sides_and_page_rules() -> None:
@@ -232,8 +237,15 @@ def test_c4_line_thresholds_both_sides() -> None:
         assert c4_lines(f"He said it was fine{end}") == [f"He said it was fine{end}"]
     assert c4_lines("He said it was fine") == [] and c4_lines("He said it was fine...") == []
     assert c4_lines("He said it was fine", terminal_punct=False) == ["He said it was fine"]
-    for phrase in ("JavaScript", "terms of use", "privacy policy", "cookie policy", "uses cookies",
-                   "use of cookies", "use cookies"):
+    for phrase in (
+        "JavaScript",
+        "terms of use",
+        "privacy policy",
+        "cookie policy",
+        "uses cookies",
+        "use of cookies",
+        "use cookies",
+    ):
         assert c4_lines(f"This page mentions {phrase} once.") == [], phrase
     assert c4_lines("This page mentions Java and cookies once.") == ["This page mentions Java and cookies once."]
     assert c4_lines("This page mentions javascript once.", javascript=False) == ["This page mentions javascript once."]
@@ -256,8 +268,14 @@ def test_c4_paragraph_aware_keeps_hard_wrapped_prose() -> None:
 
 def only(**kw: object) -> GopherRepetition:
     """A repetition filter with just the given rule(s) on, at their default thresholds."""
-    off: dict[str, object] = dict(dup_line_frac=None, dup_para_frac=None, dup_line_char_frac=None,
-                                  dup_para_char_frac=None, top_ngram_char_frac={}, dup_ngram_char_frac={})
+    off: dict[str, object] = dict(
+        dup_line_frac=None,
+        dup_para_frac=None,
+        dup_line_char_frac=None,
+        dup_para_char_frac=None,
+        top_ngram_char_frac={},
+        dup_ngram_char_frac={},
+    )
     d = RepetitionConfig()
     for k, v in kw.items():
         off[k] = getattr(d, k) if v is True else v
@@ -274,7 +292,7 @@ def distinct_words(n: int, seed: int = 0) -> list[str]:
 
 def test_repetition_duplicate_lines_and_paragraphs() -> None:
     w = distinct_words(400)
-    lines = [" ".join(w[i * 10:(i + 1) * 10]) for i in range(40)]
+    lines = [" ".join(w[i * 10 : (i + 1) * 10]) for i in range(40)]
     # 10 lines, 3 repeats (30%): kept; 4 repeats: removed
     assert kept(only(dup_line_frac=True)("\n".join(lines[:7] + [lines[0]] * 3)))
     assert reason(only(dup_line_frac=True)("\n".join(lines[:6] + [lines[0]] * 4))) == "dup_line_frac"
@@ -326,7 +344,7 @@ def test_repetition_duplicated_ngram_default_thresholds_both_sides(n: int) -> No
     w = distinct_words(200 + n, seed=20 + n)
     sides = set()
     for count in range(1, 12):
-        words = w[:200] + w[200:200 + n] * count  # a phrase of n words repeated
+        words = w[:200] + w[200 : 200 + n] * count  # a phrase of n words repeated
         text = " ".join(words)
         share = _greedy_dup_chars(words, n) / len(text)
         out = rule(text)
@@ -373,15 +391,35 @@ def test_blocklist_threshold_and_user_lists(tmp_path: Path) -> None:
 
 def test_pii_every_planted_address_is_replaced() -> None:
     emails = ["john.doe@example.com", "a_b+tag@mail.co.uk", "X99@sub.domain.org"]
-    phones = ["+1 (555) 123-4567", "555-123-4567", "(555) 123-4567", "555.123.4567", "+44 20 7946 0958",
-              "+33 1 23 45 67 89", "020 7946 0958", "+49-30-1234567"]
+    phones = [
+        "+1 (555) 123-4567",
+        "555-123-4567",
+        "(555) 123-4567",
+        "555.123.4567",
+        "+44 20 7946 0958",
+        "+33 1 23 45 67 89",
+        "020 7946 0958",
+        "+49-30-1234567",
+    ]
     ipv4 = ["93.184.216.34", "8.8.8.8", "151.101.1.69"]
-    ipv6 = ["2606:4700:4700::1111", "2a00:1450:4001:81b::200e", "2606:4700:0000:0000:0000:0000:0000:1001",
-            "::ffff:93.184.216.34"]
+    ipv6 = [
+        "2606:4700:4700::1111",
+        "2a00:1450:4001:81b::200e",
+        "2606:4700:0000:0000:0000:0000:0000:1001",
+        "::ffff:93.184.216.34",
+    ]
     private = ["127.0.0.1", "192.168.1.20", "10.0.0.1", "::1", "fe80::1ff:fe23:4567:890a", "2001:db8::1"]
-    keep = ["version 3.11.2 was released", "on 2021-03-04 at 12:30:45", "in 1999-2005", "page 12 of 300",
-            "MAC 00:1a:2b:3c:4d:5e", "std::vector", "ratio 1.5.6", "DFARS 252.227-7013 applies",
-            "ISBN 978-3-16-148410-0 here"] + private
+    keep = [
+        "version 3.11.2 was released",
+        "on 2021-03-04 at 12:30:45",
+        "in 1999-2005",
+        "page 12 of 300",
+        "MAC 00:1a:2b:3c:4d:5e",
+        "std::vector",
+        "ratio 1.5.6",
+        "DFARS 252.227-7013 applies",
+        "ISBN 978-3-16-148410-0 here",
+    ] + private
     parts = []
     for i, x in enumerate(emails + phones + ipv4 + ipv6):
         parts.append(f"Item {i} is {x} here.")
@@ -429,8 +467,16 @@ def test_curate_report_adds_up_and_output_reads_back(tmp_path: Path) -> None:
     rep = curate([tmp_path / "raw"], out, workers=1, progress=False)
     t = rep["totals"]
     stages = rep["stages"]
-    assert [s["name"] for s in stages] == ["normalise", "gopher_quality", "c4", "gopher_repetition", "blocklist",
-                                           "pii", "exact_dedup", "minhash"]
+    assert [s["name"] for s in stages] == [
+        "normalise",
+        "gopher_quality",
+        "c4",
+        "gopher_repetition",
+        "blocklist",
+        "pii",
+        "exact_dedup",
+        "minhash",
+    ]
     assert t["docs_in"] == t["docs_out"] + sum(s["removed"] for s in stages)
     assert stages[0]["docs_in"] == t["docs_in"] and stages[-1]["docs_out"] == t["docs_out"]
     for a, b in zip(stages, stages[1:]):
@@ -513,8 +559,10 @@ def test_dask_local_cluster_keeps_the_same_documents(tmp_path: Path) -> None:
     make_corpus(tmp_path / "raw")
     cfg = CurateConfig(chunk_docs=4)
     curate([tmp_path / "raw"], tmp_path / "local", cfg, workers=1, progress=False)
-    with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=False,
-                                  dashboard_address=None) as cluster, distributed.Client(cluster) as client:
+    with (
+        distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None) as cluster,
+        distributed.Client(cluster) as client,
+    ):
         rep = curate([tmp_path / "raw"], tmp_path / "dask", cfg, client=client, progress=False)
     assert rep["engine"].startswith("dask")
     assert read_out(tmp_path / "dask") == read_out(tmp_path / "local")
@@ -522,8 +570,10 @@ def test_dask_local_cluster_keeps_the_same_documents(tmp_path: Path) -> None:
 
 def test_config_yaml_switches_and_errors(tmp_path: Path) -> None:
     p = tmp_path / "c.yaml"
-    p.write_text("order: [normalise, gopher_quality, exact_dedup]\ngopher_quality: {min_words: 3}\n"
-                 "gopher_repetition: {top_ngram_char_frac: {2: 0.5}}\nminhash: {enabled: false}\n")
+    p.write_text(
+        "order: [normalise, gopher_quality, exact_dedup]\ngopher_quality: {min_words: 3}\n"
+        "gopher_repetition: {top_ngram_char_frac: {2: 0.5}}\nminhash: {enabled: false}\n"
+    )
     cfg = load_curate_config(p)
     assert cfg.enabled_stages() == ["normalise", "gopher_quality", "exact_dedup"]
     assert cfg.gopher_quality.min_words == 3 and cfg.gopher_repetition.top_ngram_char_frac == {2: 0.5}
@@ -594,8 +644,12 @@ print(json.dumps({"base": base, "peak": status("VmHWM"), "chars": rep["totals"][
 @pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="needs Linux /proc")
 def test_corpus_larger_than_a_memory_cap_streams_within_it(tmp_path: Path) -> None:
     cap_mb = 30
-    r = subprocess.run([sys.executable, "-c", MEMORY_SCRIPT, str(tmp_path / "raw"), str(tmp_path / "small"),
-                        str(tmp_path / "out")], capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [sys.executable, "-c", MEMORY_SCRIPT, str(tmp_path / "raw"), str(tmp_path / "small"), str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     m = json.loads(r.stdout.strip().splitlines()[-1])
     assert m["chars"] / 1e6 > 2 * cap_mb  # the corpus is well over the cap ...
@@ -630,7 +684,7 @@ def _greedy_dup_chars(words: list[str], n: int) -> int:
     seen: set[tuple[str, ...]] = set()
     total, i = 0, 0
     while i < len(words) - n + 1:
-        gram = tuple(words[i:i + n])
+        gram = tuple(words[i : i + n])
         if gram in seen:
             total += sum(map(len, gram))
             i += n
@@ -646,7 +700,7 @@ def test_duplicated_ngram_share_matches_the_plain_walk() -> None:
     rng = random.Random(7)
     vocab = ["ab", "cd", "ef", "gh", "ij"]
     for _ in range(300):
-        words = [rng.choice(vocab[:rng.randint(2, 5)]) for _ in range(rng.randint(10, 60))]
+        words = [rng.choice(vocab[: rng.randint(2, 5)]) for _ in range(rng.randint(10, 60))]
         text = " ".join(words)
         n = rng.randint(2, 6)
         share = _greedy_dup_chars(words, n) / len(text)
@@ -689,8 +743,9 @@ def test_curated_output_feeds_tokenizer_train_and_packing(tmp_path: Path, capsys
     assert main(["tokenizer", "train", str(out), "--out", str(tmp_path / "tok"), "--vocab-size", "400"]) == 0
     assert "read: " + f"{rep['totals']['docs_out']} documents" in capsys.readouterr().out
     tok = Tokenizer.load(tmp_path / "tok")
-    cfg = DataConfig(paths=[str(out)], tokenizer=str(tmp_path / "tok"), shards=str(tmp_path / "shards"),
-                     val_fraction=0.0, workers=1)
+    cfg = DataConfig(
+        paths=[str(out)], tokenizer=str(tmp_path / "tok"), shards=str(tmp_path / "shards"), val_fraction=0.0, workers=1
+    )
     _, train, _ = prepare(cfg, tmp_path / "run", vocab_size=400, show_progress=False)
     docs = read_out(out)
     assert train.meta["documents"] == rep["totals"]["docs_out"] == len(docs)
@@ -757,8 +812,22 @@ def test_cli_dask_local_cluster_of_processes(tmp_path: Path, capsys: pytest.Capt
     make_corpus(tmp_path / "raw")
     curate([tmp_path / "raw"], tmp_path / "local", workers=1, progress=False)
     # a local Dask cluster of worker processes: the chunks and the config travel between processes
-    assert main(["curate", str(tmp_path / "raw"), "--out", str(tmp_path / "dask"), "--dask", "local",
-                 "--workers", "1", "--json"]) == 0
+    assert (
+        main(
+            [
+                "curate",
+                str(tmp_path / "raw"),
+                "--out",
+                str(tmp_path / "dask"),
+                "--dask",
+                "local",
+                "--workers",
+                "1",
+                "--json",
+            ]
+        )
+        == 0
+    )
     rep = json.loads(capsys.readouterr().out)
     assert rep["engine"].startswith("dask (tcp://") and rep["engine"].endswith(", 1 thread)")
     assert read_out(tmp_path / "dask") == read_out(tmp_path / "local")

@@ -59,10 +59,19 @@ def hf_folder(path: Path, tok: Tokenizer, weights: str = "safetensors", **config
         save_file(state, str(path / "model.safetensors"), metadata={"format": "pt"})
     else:
         torch.save(state, path / "pytorch_model.bin")
-    c = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "vocab_size": tok.vocab_size,
-         "hidden_size": 32, "intermediate_size": cfg.ffn_width, "num_hidden_layers": 1, "num_attention_heads": 4,
-         "num_key_value_heads": 4, "max_position_embeddings": 32, "rms_norm_eps": 1e-6,
-         "tie_word_embeddings": cfg.tie_embeddings}
+    c = {
+        "architectures": ["LlamaForCausalLM"],
+        "model_type": "llama",
+        "vocab_size": tok.vocab_size,
+        "hidden_size": 32,
+        "intermediate_size": cfg.ffn_width,
+        "num_hidden_layers": 1,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 4,
+        "max_position_embeddings": 32,
+        "rms_norm_eps": 1e-6,
+        "tie_word_embeddings": cfg.tie_embeddings,
+    }
     c.update(config)
     (path / "config.json").write_text(json.dumps(c), encoding="utf-8")
     return path
@@ -88,8 +97,14 @@ def one_doc(path: Path) -> Path:
 def surrogate_jsonl(path: Path) -> Path:
     """Two documents, the first spelling a lone surrogate in its text and its id (JSON allows it)."""
     good = "The river runs past the old mill, and the miller's children watch the boats go by. " * 12
-    path.write_text('{"id": "doc-\\udc80", "text": "Broken \\ud800 character. ' + good + '"}\n'
-                    + json.dumps({"id": "doc-2", "text": good.replace("river", "road")}) + "\n", encoding="utf-8")
+    path.write_text(
+        '{"id": "doc-\\udc80", "text": "Broken \\ud800 character. '
+        + good
+        + '"}\n'
+        + json.dumps({"id": "doc-2", "text": good.replace("river", "road")})
+        + "\n",
+        encoding="utf-8",
+    )
     return path
 
 
@@ -109,73 +124,156 @@ Case = Callable[[Path, Tokenizer], list[object]]
 
 # (id, argv made in tmp, exit status, a fragment of the one stderr line: "lmkit: error: ..." at status 2)
 CASES: list[tuple[str, Case, int, str]] = [
-    ("import-hf config.json is a JSON array",
-     lambda t, k: ["import-hf", array_config(hf_folder(t / "hf", k)),
-                   "--out", t / "ck", "--no-tokenizer"],
-     2, "config.json: holds an array, not a transformers config"),
-    ("import-hf architectures not a list",
-     lambda t, k: ["import-hf", hf_folder(t / "hf", k, architectures="LlamaForCausalLM"), "--out", t / "ck",
-                   "--no-tokenizer"],
-     2, "architectures must be a list of class names"),
-    ("import-hf a setting of the wrong type",
-     lambda t, k: ["import-hf", hf_folder(t / "hf", k, rms_norm_eps="small"), "--out", t / "ck", "--no-tokenizer"],
-     2, "rms_norm_eps must be a number, got 'small'"),
-    ("import-hf hidden size 10**9 beside 32-wide weights",
-     lambda t, k: ["import-hf", hf_folder(t / "hf", k, hidden_size=10**9, num_attention_heads=1,
-                                          num_key_value_heads=1), "--out", t / "ck", "--no-tokenizer"],
-     2, "model.safetensors: model.embed_tokens.weight has shape (400, 32), but"),
-    ("import-hf hidden size 8192 beside 32-wide weights",
-     lambda t, k: ["import-hf", hf_folder(t / "hf", k, hidden_size=8192, num_attention_heads=64,
-                                          num_key_value_heads=64), "--out", t / "ck", "--no-tokenizer"],
-     2, "config.json implies (400, 8192): the weights and the config do not belong together"),
-    ("import-hf pytorch_model.bin of other shapes",
-     lambda t, k: ["import-hf", hf_folder(t / "hf", k, "bin", intermediate_size=4096), "--out", t / "ck",
-                   "--no-tokenizer"],
-     2, "pytorch_model.bin: model.layers.0.mlp.gate_proj.weight has shape (128, 32), but"),
-    ("generate --no-verify of a checkpoint claiming d_model 8192",
-     lambda t, k: ["generate", lmkit_ckpt(t / "ck", k, d_model=8192, n_heads=64), "the cat", "--no-verify"],
-     2, "config.json does not match model.safetensors: tok_emb.weight has shape (400, 32) in the weights, "
-        "the config needs (400, 8192)"),
-    ("generate of a checkpoint claiming d_model 10**9",
-     lambda t, k: ["generate", lmkit_ckpt(t / "ck", k, d_model=10**9, n_heads=1), "the cat"],
-     2, "the model config.json describes is too large to exist"),
-    ("curate --workers 10000 on one document",
-     lambda t, k: ["curate", one_doc(t / "one.jsonl"), "--out", t / "out", "--workers", "10000"],
-     0, "lmkit: --workers 10,000 capped at 1 ("),
-    ("curate --workers -1",
-     lambda t, k: ["curate", one_doc(t / "one.jsonl"), "--out", t / "out", "--workers", "-1"],
-     2, "--workers must be 0 (one process per core) or more, got -1"),
-    ("curate minhash.num_perm 10**7",
-     lambda t, k: ["curate", one_doc(t / "one.jsonl"), "--out", t / "out", "--workers", "1", "--config",
-                   a_file(t / "c.yaml", "minhash: {num_perm: 10000000, bands: 10}\n")],
-     2, "c.yaml: curate config: minhash.num_perm (10,000,000) must be at most 1024"),
-    ("curate minhash.seed negative",
-     lambda t, k: ["curate", one_doc(t / "one.jsonl"), "--out", t / "out", "--config",
-                   a_file(t / "c.yaml", "minhash: {seed: -1}\n")],
-     2, "minhash.seed must be a non-negative integer, got -1"),
-    ("curate JSONL with lone surrogates",
-     lambda t, k: ["curate", surrogate_jsonl(t / "s.jsonl"), "--out", t / "out", "--workers", "1"],
-     0, "1 documents with lone surrogates replaced by U+FFFD"),
-    ("tokenizer train --vocab-size 10**9",
-     lambda t, k: ["tokenizer", "train", one_doc(t / "one.jsonl"), "--vocab-size", "1000000000", "--out", t / "tok"],
-     2, f"vocab size 1,000,000,000 is too large: lmkit trains 362 to {MAX_VOCAB:,} (2**20) tokens"),
-    ("hub push --hub naming a file",
-     lambda t, k: ["hub", "push", lmkit_ckpt(t / "ck", k), "me/model", "--hub",
-                   a_file(t / "hub.txt")],
-     2, "hub.txt: is a file, not a hub folder"),
-    ("hub push --hub below a file",
-     lambda t, k: ["hub", "push", lmkit_ckpt(t / "ck", k), "me/model", "--hub",
-                   a_file(t / "hub.txt") / "hub"],
-     2, "hub.txt/hub: cannot push there ("),
-    ("hub list --hub naming a file",
-     lambda t, k: ["hub", "list", "--hub", a_file(t / "hub.txt")],
-     2, "hub.txt: is a file, not a hub folder"),
+    (
+        "import-hf config.json is a JSON array",
+        lambda t, k: ["import-hf", array_config(hf_folder(t / "hf", k)), "--out", t / "ck", "--no-tokenizer"],
+        2,
+        "config.json: holds an array, not a transformers config",
+    ),
+    (
+        "import-hf architectures not a list",
+        lambda t, k: [
+            "import-hf",
+            hf_folder(t / "hf", k, architectures="LlamaForCausalLM"),
+            "--out",
+            t / "ck",
+            "--no-tokenizer",
+        ],
+        2,
+        "architectures must be a list of class names",
+    ),
+    (
+        "import-hf a setting of the wrong type",
+        lambda t, k: ["import-hf", hf_folder(t / "hf", k, rms_norm_eps="small"), "--out", t / "ck", "--no-tokenizer"],
+        2,
+        "rms_norm_eps must be a number, got 'small'",
+    ),
+    (
+        "import-hf hidden size 10**9 beside 32-wide weights",
+        lambda t, k: [
+            "import-hf",
+            hf_folder(t / "hf", k, hidden_size=10**9, num_attention_heads=1, num_key_value_heads=1),
+            "--out",
+            t / "ck",
+            "--no-tokenizer",
+        ],
+        2,
+        "model.safetensors: model.embed_tokens.weight has shape (400, 32), but",
+    ),
+    (
+        "import-hf hidden size 8192 beside 32-wide weights",
+        lambda t, k: [
+            "import-hf",
+            hf_folder(t / "hf", k, hidden_size=8192, num_attention_heads=64, num_key_value_heads=64),
+            "--out",
+            t / "ck",
+            "--no-tokenizer",
+        ],
+        2,
+        "config.json implies (400, 8192): the weights and the config do not belong together",
+    ),
+    (
+        "import-hf pytorch_model.bin of other shapes",
+        lambda t, k: [
+            "import-hf",
+            hf_folder(t / "hf", k, "bin", intermediate_size=4096),
+            "--out",
+            t / "ck",
+            "--no-tokenizer",
+        ],
+        2,
+        "pytorch_model.bin: model.layers.0.mlp.gate_proj.weight has shape (128, 32), but",
+    ),
+    (
+        "generate --no-verify of a checkpoint claiming d_model 8192",
+        lambda t, k: ["generate", lmkit_ckpt(t / "ck", k, d_model=8192, n_heads=64), "the cat", "--no-verify"],
+        2,
+        "config.json does not match model.safetensors: tok_emb.weight has shape (400, 32) in the weights, "
+        "the config needs (400, 8192)",
+    ),
+    (
+        "generate of a checkpoint claiming d_model 10**9",
+        lambda t, k: ["generate", lmkit_ckpt(t / "ck", k, d_model=10**9, n_heads=1), "the cat"],
+        2,
+        "the model config.json describes is too large to exist",
+    ),
+    (
+        "curate --workers 10000 on one document",
+        lambda t, k: ["curate", one_doc(t / "one.jsonl"), "--out", t / "out", "--workers", "10000"],
+        0,
+        "lmkit: --workers 10,000 capped at 1 (",
+    ),
+    (
+        "curate --workers -1",
+        lambda t, k: ["curate", one_doc(t / "one.jsonl"), "--out", t / "out", "--workers", "-1"],
+        2,
+        "--workers must be 0 (one process per core) or more, got -1",
+    ),
+    (
+        "curate minhash.num_perm 10**7",
+        lambda t, k: [
+            "curate",
+            one_doc(t / "one.jsonl"),
+            "--out",
+            t / "out",
+            "--workers",
+            "1",
+            "--config",
+            a_file(t / "c.yaml", "minhash: {num_perm: 10000000, bands: 10}\n"),
+        ],
+        2,
+        "c.yaml: curate config: minhash.num_perm (10,000,000) must be at most 1024",
+    ),
+    (
+        "curate minhash.seed negative",
+        lambda t, k: [
+            "curate",
+            one_doc(t / "one.jsonl"),
+            "--out",
+            t / "out",
+            "--config",
+            a_file(t / "c.yaml", "minhash: {seed: -1}\n"),
+        ],
+        2,
+        "minhash.seed must be a non-negative integer, got -1",
+    ),
+    (
+        "curate JSONL with lone surrogates",
+        lambda t, k: ["curate", surrogate_jsonl(t / "s.jsonl"), "--out", t / "out", "--workers", "1"],
+        0,
+        "1 documents with lone surrogates replaced by U+FFFD",
+    ),
+    (
+        "tokenizer train --vocab-size 10**9",
+        lambda t, k: ["tokenizer", "train", one_doc(t / "one.jsonl"), "--vocab-size", "1000000000", "--out", t / "tok"],
+        2,
+        f"vocab size 1,000,000,000 is too large: lmkit trains 362 to {MAX_VOCAB:,} (2**20) tokens",
+    ),
+    (
+        "hub push --hub naming a file",
+        lambda t, k: ["hub", "push", lmkit_ckpt(t / "ck", k), "me/model", "--hub", a_file(t / "hub.txt")],
+        2,
+        "hub.txt: is a file, not a hub folder",
+    ),
+    (
+        "hub push --hub below a file",
+        lambda t, k: ["hub", "push", lmkit_ckpt(t / "ck", k), "me/model", "--hub", a_file(t / "hub.txt") / "hub"],
+        2,
+        "hub.txt/hub: cannot push there (",
+    ),
+    (
+        "hub list --hub naming a file",
+        lambda t, k: ["hub", "list", "--hub", a_file(t / "hub.txt")],
+        2,
+        "hub.txt: is a file, not a hub folder",
+    ),
 ]
 
 
 @pytest.mark.parametrize("make,status,fragment", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
-def test_bad_input_gives_one_line(make: Case, status: int, fragment: str, tmp_path: Path, tok: Tokenizer,
-                                  capsys: pytest.CaptureFixture[str]) -> None:
+def test_bad_input_gives_one_line(
+    make: Case, status: int, fragment: str, tmp_path: Path, tok: Tokenizer, capsys: pytest.CaptureFixture[str]
+) -> None:
     argv = [str(a) for a in make(tmp_path, tok)]
     capsys.readouterr()
     rc = main(argv)
@@ -191,8 +289,9 @@ def test_bad_input_gives_one_line(make: Case, status: int, fragment: str, tmp_pa
         assert fragment in out + err, out + err
 
 
-def test_hub_push_to_a_place_that_cannot_be_written(tmp_path: Path, tok: Tokenizer,
-                                                    capsys: pytest.CaptureFixture[str]) -> None:
+def test_hub_push_to_a_place_that_cannot_be_written(
+    tmp_path: Path, tok: Tokenizer, capsys: pytest.CaptureFixture[str]
+) -> None:
     """A hub under /proc (no folder can be made there, even by root) is one line naming the hub."""
     if not Path("/proc/self").is_dir():
         pytest.skip("needs Linux's /proc")
@@ -263,8 +362,11 @@ def test_lone_surrogates_become_replacement_characters_and_are_counted(tmp_path:
     assert "1 documents with lone surrogates replaced by U+FFFD" in report.summary()
     rep = curate([src], tmp_path / "out", CurateConfig(order=["normalise"]), workers=1, progress=False)
     assert rep["read"]["surrogate_docs"] == 1 and rep["totals"]["docs_out"] == 2
-    written = [json.loads(line) for f in sorted((tmp_path / "out").glob("part-*.jsonl.gz"))
-               for line in gzip.open(f, "rb").read().decode("utf-8", errors="strict").splitlines()]
+    written = [
+        json.loads(line)
+        for f in sorted((tmp_path / "out").glob("part-*.jsonl.gz"))
+        for line in gzip.open(f, "rb").read().decode("utf-8", errors="strict").splitlines()
+    ]
     assert written[0]["id"] == "doc-\ufffd" and written[0]["text"].startswith("Broken \ufffd character.")
     assert "replaced by U+FFFD" in (tmp_path / "out" / "report.md").read_text(encoding="utf-8")
     # the same bytes as one JSON array of records
@@ -280,8 +382,10 @@ def test_workers_are_capped_by_cores_and_by_the_work(capsys: pytest.CaptureFixtu
     cores = default_workers()
     assert cap_workers(0) == cores and capsys.readouterr().err == ""  # the default is not a request
     assert cap_workers(10_000) == cores
-    assert capsys.readouterr().err.strip() == f"lmkit: --workers 10,000 capped at {cores} " \
-                                              f"(this machine has {cores} core{'s' if cores != 1 else ''})"
+    assert (
+        capsys.readouterr().err.strip() == f"lmkit: --workers 10,000 capped at {cores} "
+        f"(this machine has {cores} core{'s' if cores != 1 else ''})"
+    )
     assert cap_workers(10_000, work=1) == 1 and "capped at 1 (" in capsys.readouterr().err
     if cores > 2:
         assert cap_workers(cores, work=2) == 2
@@ -289,8 +393,9 @@ def test_workers_are_capped_by_cores_and_by_the_work(capsys: pytest.CaptureFixtu
     assert cap_workers(1, work=0) == 1 and capsys.readouterr().err == ""
 
 
-def test_curate_with_many_workers_on_one_document_runs_in_process(tmp_path: Path,
-                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+def test_curate_with_many_workers_on_one_document_runs_in_process(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from lmkit.data.curate import curate
 
     rep = curate([one_doc(tmp_path / "one.jsonl")], tmp_path / "out", workers=10_000, progress=False)

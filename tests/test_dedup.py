@@ -100,20 +100,20 @@ def test_minhash_recall_and_precision_on_generated_near_copies(threshold: float 
     docs = originals + distinct + copies  # the copies come last: they are the ones to remove
     flags = []
     for i in range(0, len(docs), 128):  # in batches, as curate does
-        sigs, has = mh.signatures(docs[i:i + 128])
+        sigs, has = mh.signatures(docs[i : i + 128])
         assert has.all()
         flags.append(dd.check(mh.band_keys(sigs), sigs))
     dup = np.concatenate(flags)
     n = len(originals)
     is_copy = np.zeros(len(docs), dtype=bool)
-    is_copy[2 * n:] = True
+    is_copy[2 * n :] = True
     tp = int((dup & is_copy).sum())
     recall = tp / n
     precision = tp / max(1, int(dup.sum()))
     assert recall >= 0.9, recall
     assert precision >= 0.95, precision
     assert not dup[:n].any()  # no original is removed
-    assert int(dup[n:2 * n].sum()) <= 2  # and hardly any distinct document (half-overlap ones: J ~ 0.33)
+    assert int(dup[n : 2 * n].sum()) <= 2  # and hardly any distinct document (half-overlap ones: J ~ 0.33)
 
 
 def test_minhash_threshold_rejects_weak_candidates() -> None:

@@ -19,14 +19,37 @@ from lmkit.ship.card.render import parse_front_matter
 from lmkit.ship.hub import Hub
 from lmkit.ship.hub_search import search
 
-_SUBJECTS = ["The river", "A small town", "The old library", "Our garden", "The morning train", "A quiet teacher",
-             "The market", "The harbour", "An early storm", "The school choir"]
+_SUBJECTS = [
+    "The river",
+    "A small town",
+    "The old library",
+    "Our garden",
+    "The morning train",
+    "A quiet teacher",
+    "The market",
+    "The harbour",
+    "An early storm",
+    "The school choir",
+]
 _VERBS = ["carried", "welcomed", "remembered", "filled", "crossed", "surprised", "changed", "opened", "followed"]
-_OBJECTS = ["the people of the valley", "a letter from the north", "the light of the evening",
-            "many new visitors", "the sound of the bells", "the stories of the winter", "a long road by the sea",
-            "the children after school"]
-_TAILS = ["and nobody could forget it.", "while the rain kept falling.", "before the sun went down.",
-          "as it had done for years.", "and the whole street was glad.", "because it was the right time."]
+_OBJECTS = [
+    "the people of the valley",
+    "a letter from the north",
+    "the light of the evening",
+    "many new visitors",
+    "the sound of the bells",
+    "the stories of the winter",
+    "a long road by the sea",
+    "the children after school",
+]
+_TAILS = [
+    "and nobody could forget it.",
+    "while the rain kept falling.",
+    "before the sun went down.",
+    "as it had done for years.",
+    "and the whole street was glad.",
+    "because it was the right time.",
+]
 
 
 def write_fixture_corpus(folder: Path, docs: int = 1500, duplicates: int = 100) -> Path:
@@ -35,8 +58,10 @@ def write_fixture_corpus(folder: Path, docs: int = 1500, duplicates: int = 100) 
     folder.mkdir(parents=True)
     texts = []
     for _ in range(docs):
-        sentences = [f"{rng.choice(_SUBJECTS)} {rng.choice(_VERBS)} {rng.choice(_OBJECTS)} {rng.choice(_TAILS)}"
-                     for _ in range(rng.randint(8, 16))]
+        sentences = [
+            f"{rng.choice(_SUBJECTS)} {rng.choice(_VERBS)} {rng.choice(_OBJECTS)} {rng.choice(_TAILS)}"
+            for _ in range(rng.randint(8, 16))
+        ]
         texts.append(" ".join(sentences))
     texts += texts[:duplicates]
     with (folder / "corpus.jsonl").open("w", encoding="utf-8") as f:
@@ -116,21 +141,38 @@ def _summary(tmp_path: Path) -> dict:
     after = {"loss": 4.9251, "perplexity": 137.763, "bits_per_byte": 3.392, "tokens": 4096.0}
     out = str(tmp_path / "demo")
     return {
-        "out": out, "wall_time_s": 88.0,
+        "out": out,
+        "wall_time_s": 88.0,
         "curation": {"docs_in": 113, "docs_out": 33, "tokens_kept_pct": 16.4},
-        "training": {"params": 139_584, "steps": 40, "tokens": 20_480, "wall_time_s": 58.0,
-                     "eval": {**before, "perplexity": 145.6},  # a training eval on other windows: not shown
-                     "checkpoint": f"{out}/run/ckpt-0000040", "loss_curve": f"{out}/run/loss_curve.png"},
-        "quantization": {"eval_before": before, "eval_after": after, "perplexity_change_pct": 0.01,
-                         "disk_bytes": {"before": 560_000, "after": 151_000, "ratio": 3.70},
-                         "memory_bytes": {"before": 560_000, "after": 155_000, "ratio": 3.62}},
-        "generation": {"prompt": "Permission", "greedy": "Permission is", "sampled (T=0.8, top-p 0.95)": "Permission x"},
-        "card": f"{out}/run/ckpt-0000040/README.md", "hub": {"url": f"{out}/hub"},
+        "training": {
+            "params": 139_584,
+            "steps": 40,
+            "tokens": 20_480,
+            "wall_time_s": 58.0,
+            "eval": {**before, "perplexity": 145.6},  # a training eval on other windows: not shown
+            "checkpoint": f"{out}/run/ckpt-0000040",
+            "loss_curve": f"{out}/run/loss_curve.png",
+        },
+        "quantization": {
+            "eval_before": before,
+            "eval_after": after,
+            "perplexity_change_pct": 0.01,
+            "disk_bytes": {"before": 560_000, "after": 151_000, "ratio": 3.70},
+            "memory_bytes": {"before": 560_000, "after": 155_000, "ratio": 3.62},
+        },
+        "generation": {
+            "prompt": "Permission",
+            "greedy": "Permission is",
+            "sampled (T=0.8, top-p 0.95)": "Permission x",
+        },
+        "card": f"{out}/run/ckpt-0000040/README.md",
+        "hub": {"url": f"{out}/hub"},
     }
 
 
 def test_demo_summary_has_one_set_of_held_out_tokens_and_no_blank_line(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from lmkit.cli.train import print_demo_summary
 
     print_demo_summary(_summary(tmp_path))
@@ -151,8 +193,14 @@ def test_demo_summary_has_one_set_of_held_out_tokens_and_no_blank_line(
 @pytest.mark.slow
 def test_piped_demo_log_stays_short(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    r = subprocess.run([sys.executable, "-m", "lmkit.cli", "demo", "--quick", "--out", str(tmp_path / "d")],
-                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=tmp_path, env=env, timeout=300)
+    r = subprocess.run(
+        [sys.executable, "-m", "lmkit.cli", "demo", "--quick", "--out", str(tmp_path / "d")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        cwd=tmp_path,
+        env=env,
+        timeout=300,
+    )
     log = r.stdout.decode()
     assert r.returncode == 0, log[-2000:]
     assert "\r" not in log, "carriage-return redraws in a piped log"

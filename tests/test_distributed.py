@@ -23,14 +23,19 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
 def _torchrun(args: list[str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*TORCHRUN, "-m", "lmkit.cli", "pretrain", *args, "--json", "--quiet"],
-                          env=ENV, capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [*TORCHRUN, "-m", "lmkit.cli", "pretrain", *args, "--json", "--quiet"],
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def _run(args: list[str]) -> dict[str, Any]:
     r = _torchrun(args)
     assert r.returncode == 0, r.stderr[-3000:]
-    return json.loads(r.stdout[r.stdout.index("{"):])
+    return json.loads(r.stdout[r.stdout.index("{") :])
 
 
 def _losses(run: Path) -> dict[int, float]:
@@ -43,18 +48,31 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     (a copy of that folder kept as "fsdp_at_8") and resumed to 16 on 2 processes."""
     root = tmp_path_factory.mktemp("dist")
     data = learnable_corpus(root / "data", n_docs=150)
-    common = ["--config", str(TINY), "--data", str(data), "--train.schedule", "constant",
-              "--train.eval_every", "0", "--train.ckpt_every", "0", "--train.tensorboard", "false",
-              "--train.precision", "fp32"]  # DDP and FSDP agree to 2e-3 in fp32 (bf16 rounds them apart)
+    common = [
+        "--config",
+        str(TINY),
+        "--data",
+        str(data),
+        "--train.schedule",
+        "constant",
+        "--train.eval_every",
+        "0",
+        "--train.ckpt_every",
+        "0",
+        "--train.tensorboard",
+        "false",
+        "--train.precision",
+        "fp32",
+    ]  # DDP and FSDP agree to 2e-3 in fp32 (bf16 rounds them apart)
     out: dict[str, Any] = {"root": root, "data": data}
     out["ddp"] = _run([*common, "--out", str(root / "ddp"), "--train.max_steps", "16", "--train.distributed", "ddp"])
-    out["fsdp"] = _run([*common, "--out", str(root / "fsdp"), "--train.max_steps", "16",
-                        "--train.distributed", "fsdp"])
+    out["fsdp"] = _run([*common, "--out", str(root / "fsdp"), "--train.max_steps", "16", "--train.distributed", "fsdp"])
     # stop at 8, resume to 16 (sharded optimizer state gathered, saved and scattered back)
     _run([*common, "--out", str(root / "cut"), "--train.max_steps", "8", "--train.distributed", "fsdp"])
     shutil.copytree(root / "cut", root / "fsdp_at_8")
-    out["resumed"] = _run([*common, "--out", str(root / "cut"), "--train.max_steps", "16",
-                           "--train.distributed", "fsdp", "--resume"])
+    out["resumed"] = _run(
+        [*common, "--out", str(root / "cut"), "--train.max_steps", "16", "--train.distributed", "fsdp", "--resume"]
+    )
     return out
 
 
@@ -76,10 +94,12 @@ def test_fsdp_resumed_on_the_same_world_size_continues_bit_exactly(runs: dict[st
 
 
 @pytest.mark.slow
-def test_resume_on_fewer_processes_is_refused_naming_both_sizes(runs: dict[str, Any], tmp_path: Path,
-                                                                capsys: pytest.CaptureFixture[str]) -> None:
+def test_resume_on_fewer_processes_is_refused_naming_both_sizes(
+    runs: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     run = tmp_path / "run"
     shutil.copytree(runs["root"] / "fsdp_at_8", run)
+
     def files() -> list[tuple[Path, int]]:  # all but the run folder's lock, which every claim rewrites
         return sorted((p.relative_to(run), p.stat().st_mtime_ns) for p in run.rglob("*") if p.name != ".lmkit-lock")
 
@@ -96,9 +116,31 @@ def test_resume_on_fewer_processes_is_refused_naming_both_sizes(runs: dict[str, 
 @pytest.mark.slow
 def test_resume_on_more_processes_is_refused_under_torchrun(runs: dict[str, Any], tmp_path: Path) -> None:
     run = tmp_path / "one"
-    assert main(["pretrain", "--config", str(TINY), "--data", str(runs["data"]), "--out", str(run), "--quiet",
-                 "--train.max_steps", "4", "--train.eval_every", "0", "--train.ckpt_every", "0",
-                 "--train.tensorboard", "false", "--train.precision", "fp32"]) == 0
+    assert (
+        main(
+            [
+                "pretrain",
+                "--config",
+                str(TINY),
+                "--data",
+                str(runs["data"]),
+                "--out",
+                str(run),
+                "--quiet",
+                "--train.max_steps",
+                "4",
+                "--train.eval_every",
+                "0",
+                "--train.ckpt_every",
+                "0",
+                "--train.tensorboard",
+                "false",
+                "--train.precision",
+                "fp32",
+            ]
+        )
+        == 0
+    )
     r = _torchrun(["--out", str(run), "--resume", "--max-steps", "8"])
     assert r.returncode != 0
     assert "lmkit: error: " in r.stderr and "was trained on 1 process but this resume runs on 2 processes" in r.stderr

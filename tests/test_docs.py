@@ -105,7 +105,9 @@ def test_readme_is_a_front_door() -> None:
     assert len(text.splitlines()) <= MAX_README_LINES, f"README.md has {len(text.splitlines())} lines"
     assert "make demo" in text and "make test" in text  # the two set-up commands
     dated = [s for s in prose_sentences(text) if TIME_WORDS.search(s)]
-    assert dated == [], f"README.md says 'now', 'here' or 'today' (a figure's date and machine go to benchmarks/): {dated}"
+    assert dated == [], (
+        f"README.md says 'now', 'here' or 'today' (a figure's date and machine go to benchmarks/): {dated}"
+    )
     linked = set(_LINK.findall(text))
     for page in sorted((ROOT / "docs").glob("*.md")):
         assert f"docs/{page.name}" in linked, f"README.md does not link docs/{page.name}"
@@ -135,6 +137,8 @@ def test_relative_links_and_images_resolve(page: Path) -> None:
 def test_docstrings_date_no_figure_by_a_time_relative_word() -> None:
     hits = docstring_hits()
     if not DOCSTRINGS_CHECKED:
-        pytest.skip(f"{len(hits)} docstring sentence(s) hold a figure and a time-relative word "
-                    "(not asserted until DOCSTRINGS_CHECKED is switched on)")
+        pytest.skip(
+            f"{len(hits)} docstring sentence(s) hold a figure and a time-relative word "
+            "(not asserted until DOCSTRINGS_CHECKED is switched on)"
+        )
     assert hits == [], "\n".join(hits)

@@ -53,9 +53,17 @@ def unigram_entropy(shards: TokenShards) -> float:
 
 def small_model(seed: int = 0, **kw: object) -> tuple[ModelConfig, ED.EncoderDecoder]:
     torch.manual_seed(seed)
-    args: dict[str, object] = {"family": "encdec", "vocab_size": 300, "d_model": 32, "n_layers": 2,
-                               "n_decoder_layers": 3, "n_heads": 4, "max_seq_len": 40, "max_target_len": 16,
-                               "norm_eps": 1e-6}
+    args: dict[str, object] = {
+        "family": "encdec",
+        "vocab_size": 300,
+        "d_model": 32,
+        "n_layers": 2,
+        "n_decoder_layers": 3,
+        "n_heads": 4,
+        "max_seq_len": 40,
+        "max_target_len": 16,
+        "norm_eps": 1e-6,
+    }
     args.update(kw)
     cfg = ModelConfig(**args)  # type: ignore[arg-type]
     return cfg, build_model(cfg).eval()
@@ -93,8 +101,9 @@ def test_relative_position_buckets_match_t5() -> None:
     rel = torch.arange(-300, 301)[None, :] - torch.arange(0, 5)[:, None]
     for bidirectional in (True, False):
         ours = ED.relative_position_bucket(rel, bidirectional)
-        theirs = T5Attention._relative_position_bucket(rel, bidirectional=bidirectional, num_buckets=32,
-                                                       max_distance=128)
+        theirs = T5Attention._relative_position_bucket(
+            rel, bidirectional=bidirectional, num_buckets=32, max_distance=128
+        )
         assert torch.equal(ours, theirs)
     assert ED.relative_position_bucket(torch.tensor([-2, -1, 0, 1, 2]), True).tolist() == [2, 1, 0, 17, 18]
 
@@ -106,8 +115,12 @@ def test_loss_skips_unscored_target_tail_without_changing_the_loss() -> None:
     dec_in = torch.randint(5, 300, (2, 16))
     labels = torch.randint(5, 300, (2, 16))
     labels[0, 9:], labels[1, 12:] = -100, -100  # targets of 9 and 12 tokens, padded to 16
-    batch = {"input_ids": ids, "attention_mask": torch.ones(2, 30, dtype=torch.long),
-             "decoder_input_ids": dec_in, "labels": labels}
+    batch = {
+        "input_ids": ids,
+        "attention_mask": torch.ones(2, 30, dtype=torch.long),
+        "decoder_input_ids": dec_in,
+        "labels": labels,
+    }
     full = F.cross_entropy(model(ids, dec_in).flatten(0, 1), labels.flatten(), ignore_index=-100)
     assert torch.allclose(model.loss(batch), full, atol=1e-5)
 
@@ -124,7 +137,7 @@ def test_cached_decoding_equals_full_decoding() -> None:
         cache, cross = model.new_cache(2), model.cross_kv(enc)
         steps = [model.logits(model.decode(dec[:, :5], None, mask, cache=cache, cross_kv=cross))]  # a prefix at once
         for t in range(5, 12):
-            steps.append(model.logits(model.decode(dec[:, t:t + 1], None, mask, cache=cache, cross_kv=cross)))
+            steps.append(model.logits(model.decode(dec[:, t : t + 1], None, mask, cache=cache, cross_kv=cross)))
     assert torch.allclose(torch.cat(steps, dim=1), full, atol=1e-5)
     assert cache.length == 12
 
@@ -135,8 +148,7 @@ def test_generation_with_cache_equals_without(sample: bool) -> None:
     ids = torch.randint(5, 120, (3, 25))
     mask = torch.ones(3, 25, dtype=torch.long)
     mask[2, 18:] = 0
-    g = GenerationConfig(max_new_tokens=14, do_sample=sample, temperature=1.5, top_k=50, seed=3,
-                         stop_at_eos=False)
+    g = GenerationConfig(max_new_tokens=14, do_sample=sample, temperature=1.5, top_k=50, seed=3, stop_at_eos=False)
     fast = generate_seq2seq_ids(model, ids, g, start_id=0, cache=True, attention_mask=mask)
     slow = generate_seq2seq_ids(model, ids, g, start_id=0, cache=False, attention_mask=mask)
     assert fast.shape == (3, 14)
@@ -161,10 +173,19 @@ def test_compiled_training_follows_the_eager_curve(tmp_path: Path) -> None:
     data = grammar_corpus(tmp_path / "data", n_docs=60)
     curves = {}
     for mode in ("eager", "compiled"):
-        cfg = load_run_config(ROOT / "configs" / "tiny-encdec.yaml", {
-            "data.paths": [str(data)], "out": str(tmp_path / mode), "train.max_steps": 3, "train.eval_every": 3,
-            "train.eval_batches": 1, "train.ckpt_every": 3, "train.compile": mode == "compiled",
-            "train.precision": "fp32"})
+        cfg = load_run_config(
+            ROOT / "configs" / "tiny-encdec.yaml",
+            {
+                "data.paths": [str(data)],
+                "out": str(tmp_path / mode),
+                "train.max_steps": 3,
+                "train.eval_every": 3,
+                "train.eval_batches": 1,
+                "train.ckpt_every": 3,
+                "train.compile": mode == "compiled",
+                "train.precision": "fp32",
+            },
+        )
         summary = train(cfg, show_progress=False)
         curves[mode] = [r["loss"] for r in read_metrics(tmp_path / mode) if "loss" in r and "step" in r]
         curves[mode].append(summary["eval"]["loss"])
@@ -181,8 +202,9 @@ def test_span_corruption_pretraining_beats_the_unigram_entropy(pretrained: dict)
 
 
 @pytest.mark.slow
-def test_generate_on_a_pretrained_checkpoint_writes_span_targets(pretrained: dict,
-                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+def test_generate_on_a_pretrained_checkpoint_writes_span_targets(
+    pretrained: dict, capsys: pytest.CaptureFixture[str]
+) -> None:
     # At this size and budget span corruption mostly teaches the target's form (sentinel, words, </s>);
     # reading the input through cross-attention takes T5 many more steps (transformers' T5 alike).
     ckpt = pretrained["summary"]["checkpoint"]
@@ -190,11 +212,32 @@ def test_generate_on_a_pretrained_checkpoint_writes_span_targets(pretrained: dic
     res = generate(model, tok, "the old <extra_id_0> feeds his friend.", GenerationConfig(max_new_tokens=12))
     assert res.token_ids[0] == tok.sentinel_ids[0]  # a target starts with the first sentinel
     assert res.completion.startswith("<extra_id_0>")  # sentinels are shown in the output text
-    words = {"the", "cat", "a", "dog", "old", "man", "my", "sister", "farmer", "sees", "likes", "finds", "feeds",
-             "calls", "bird", "red", "ball", "river", "his", "friend", "small", "house"}
+    words = {
+        "the",
+        "cat",
+        "a",
+        "dog",
+        "old",
+        "man",
+        "my",
+        "sister",
+        "farmer",
+        "sees",
+        "likes",
+        "finds",
+        "feeds",
+        "calls",
+        "bird",
+        "red",
+        "ball",
+        "river",
+        "his",
+        "friend",
+        "small",
+        "house",
+    }
     spans = re.sub(r"<extra_id_\d+>", " ", res.completion).split()
     assert spans and all(w.strip(".") in words for w in spans if w.strip("."))  # the corpus's words and full stops
-    assert main(["generate", ckpt, "the old <extra_id_0> feeds his friend.", "--max-new-tokens", "12",
-                 "--json"]) == 0
+    assert main(["generate", ckpt, "the old <extra_id_0> feeds his friend.", "--max-new-tokens", "12", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["tokens"] == res.token_ids and out["stop_reason"] == res.stop_reason

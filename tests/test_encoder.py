@@ -63,16 +63,27 @@ def hf_copy(cfg: ModelConfig, model: torch.nn.Module) -> torch.nn.Module:
     missing, unexpected = hf.load_state_dict(to_hf_state(model, cfg), strict=False)
     assert not unexpected
     # only tied copies and RoFormer's fixed sinusoid table are not in the map
-    assert set(missing) <= {"cls.predictions.decoder.weight", "cls.predictions.decoder.bias",
-                            "roformer.encoder.embed_positions.weight"}, missing
+    assert set(missing) <= {
+        "cls.predictions.decoder.weight",
+        "cls.predictions.decoder.bias",
+        "roformer.encoder.embed_positions.weight",
+    }, missing
     return hf
 
 
 @pytest.mark.parametrize("pos", ["learned", "rotary"])
 def test_logits_match_transformers_with_padding(pos: str) -> None:
     torch.manual_seed(0)
-    cfg = ModelConfig(family="encoder", vocab_size=300, d_model=32, n_layers=2, n_heads=4, max_seq_len=40,
-                      pos_encoding=pos, norm_eps=1e-12)
+    cfg = ModelConfig(
+        family="encoder",
+        vocab_size=300,
+        d_model=32,
+        n_layers=2,
+        n_heads=4,
+        max_seq_len=40,
+        pos_encoding=pos,
+        norm_eps=1e-12,
+    )
     model = build_model(cfg).eval()
     with torch.no_grad():  # non-trivial values everywhere (biases, norms, MLM bias start at 0/1)
         for p in model.parameters():
@@ -91,13 +102,15 @@ def test_logits_match_transformers_with_padding(pos: str) -> None:
     assert torch.allclose(ours[0], theirs[0], atol=1e-4)
     assert torch.allclose(ours[1, :29], theirs[1, :29], atol=1e-4)  # padded positions are not compared
     assert count_parameters(model) == sum(p.numel() for p in hf.parameters()) - (
-        cfg.max_seq_len * cfg.head_dim if pos == "rotary" else 0)  # RoFormer's sinusoid table is a frozen parameter
+        cfg.max_seq_len * cfg.head_dim if pos == "rotary" else 0
+    )  # RoFormer's sinusoid table is a frozen parameter
 
 
 def test_padding_does_not_change_real_tokens_and_loss_scores_only_chosen_positions() -> None:
     torch.manual_seed(1)
-    cfg = ModelConfig(family="encoder", vocab_size=200, d_model=32, n_layers=2, n_heads=4, max_seq_len=32,
-                      pos_encoding="learned")
+    cfg = ModelConfig(
+        family="encoder", vocab_size=200, d_model=32, n_layers=2, n_heads=4, max_seq_len=32, pos_encoding="learned"
+    )
     model = build_model(cfg).eval()
     ids = torch.randint(105, 200, (1, 20))
     padded = torch.cat([ids, torch.zeros(1, 12, dtype=torch.long)], dim=1)
@@ -118,8 +131,11 @@ def pretrained(tmp_path_factory: pytest.TempPathFactory) -> dict:
     data = grammar_corpus(tmp / "data")
     cfg = load_run_config(ROOT / "configs" / "tiny-encoder.yaml", {"data.paths": [str(data)], "out": str(tmp / "run")})
     summary = train(cfg, show_progress=False)
-    return {"summary": summary, "run": tmp / "run",
-            "entropy": unigram_entropy(TokenShards(tmp / "run" / "shards" / "train"))}
+    return {
+        "summary": summary,
+        "run": tmp / "run",
+        "entropy": unigram_entropy(TokenShards(tmp / "run" / "shards" / "train")),
+    }
 
 
 @pytest.mark.slow
@@ -157,8 +173,9 @@ def test_fill_mask_command(pretrained: dict, capsys: pytest.CaptureFixture[str],
     assert main(["fill-mask", ckpt, "no mask here"]) == 2
     assert "has no [MASK]" in capsys.readouterr().err
     # a decoder checkpoint is pointed to `lmkit generate`
-    dec_cfg = ModelConfig(family="decoder", vocab_size=load_tokenizer(ckpt).vocab_size, d_model=32, n_layers=1,
-                          n_heads=2, max_seq_len=16)
+    dec_cfg = ModelConfig(
+        family="decoder", vocab_size=load_tokenizer(ckpt).vocab_size, d_model=32, n_layers=1, n_heads=2, max_seq_len=16
+    )
     save_checkpoint(tmp_path / "dec", build_model(dec_cfg), dec_cfg, tokenizer=load_tokenizer(ckpt))
     assert main(["fill-mask", str(tmp_path / "dec"), "a [MASK]"]) == 2
     assert "use `lmkit generate`" in capsys.readouterr().err
@@ -174,8 +191,18 @@ def test_fill_mask_refuses_too_long_text(pretrained: dict) -> None:
 def test_families_table(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["families"]) == 0
     out = capsys.readouterr().out
-    for word in ("model.family: encoder", "model.family: decoder", "model.family: encdec", "bidirectional",
-                 "masked language modeling", "span corruption", "BERT", "GPT", "T5", "How to choose"):
+    for word in (
+        "model.family: encoder",
+        "model.family: decoder",
+        "model.family: encdec",
+        "bidirectional",
+        "masked language modeling",
+        "span corruption",
+        "BERT",
+        "GPT",
+        "T5",
+        "How to choose",
+    ):
         assert word in out
     assert main(["families", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)

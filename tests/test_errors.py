@@ -39,8 +39,26 @@ def one_line_error(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
 
 def corpus(folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
-    words = ["the", "cat", "sat", "on", "a", "mat", "and", "the", "dog", "ran", "far", "away", "with", "a", "bird",
-             "in", "the", "tree"]
+    words = [
+        "the",
+        "cat",
+        "sat",
+        "on",
+        "a",
+        "mat",
+        "and",
+        "the",
+        "dog",
+        "ran",
+        "far",
+        "away",
+        "with",
+        "a",
+        "bird",
+        "in",
+        "the",
+        "tree",
+    ]
     docs = [" ".join(words[(i + j) % len(words)] for j in range(40)) for i in range(120)]
     path = folder / "raw.txt"
     path.write_text("\n\n".join(docs) + "\n", encoding="utf-8")
@@ -53,8 +71,22 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     base = tmp_path_factory.mktemp("errors")
     data = corpus(base / "data")
     out = base / "run"
-    rc = main(["pretrain", "--config", str(TINY), "--data", str(data), "--out", str(out), "--max-steps", "3",
-               "--quiet", "--train.eval_every", "0"])
+    rc = main(
+        [
+            "pretrain",
+            "--config",
+            str(TINY),
+            "--data",
+            str(data),
+            "--out",
+            str(out),
+            "--max-steps",
+            "3",
+            "--quiet",
+            "--train.eval_every",
+            "0",
+        ]
+    )
     assert rc == 0
     return out
 
@@ -83,8 +115,10 @@ def edit_config(ckpt: Path, edit: Any) -> None:
 
 
 def test_pretrain_n_heads_zero(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    line = one_line_error(capsys, ["pretrain", "--config", TINY, "--data", corpus(tmp_path), "--out",
-                                   tmp_path / "r", "--model.n_heads", "0"])
+    line = one_line_error(
+        capsys,
+        ["pretrain", "--config", TINY, "--data", corpus(tmp_path), "--out", tmp_path / "r", "--model.n_heads", "0"],
+    )
     assert str(TINY) in line and "model.n_heads must be positive, got 0" in line
 
 
@@ -101,8 +135,9 @@ def test_plan_config_not_utf8(capsys: pytest.CaptureFixture[str], tmp_path: Path
 
 
 def test_pretrain_negative_lr_flag(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    line = one_line_error(capsys, ["pretrain", "--config", TINY, "--data", corpus(tmp_path), "--out",
-                                   tmp_path / "r", "--train.lr", "-1"])
+    line = one_line_error(
+        capsys, ["pretrain", "--config", TINY, "--data", corpus(tmp_path), "--out", tmp_path / "r", "--train.lr", "-1"]
+    )
     assert "train.lr must be positive" in line and "--train.lr" in line
 
 
@@ -114,14 +149,18 @@ def test_pretrain_nan_lr_in_yaml(capsys: pytest.CaptureFixture[str], tmp_path: P
 
 
 def test_pretrain_log_every_zero(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    line = one_line_error(capsys, ["pretrain", "--config", TINY, "--data", corpus(tmp_path), "--out",
-                                   tmp_path / "r", "--train.log_every", "0"])
+    line = one_line_error(
+        capsys,
+        ["pretrain", "--config", TINY, "--data", corpus(tmp_path), "--out", tmp_path / "r", "--train.log_every", "0"],
+    )
     assert "train.log_every must be positive" in line
 
 
 def test_pretrain_unknown_device(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    line = one_line_error(capsys, ["pretrain", "--config", TINY, "--data", corpus(tmp_path), "--out",
-                                   tmp_path / "r", "--train.device", "tpu"])
+    line = one_line_error(
+        capsys,
+        ["pretrain", "--config", TINY, "--data", corpus(tmp_path), "--out", tmp_path / "r", "--train.device", "tpu"],
+    )
     assert "train.device must be one of auto|cpu|cuda|cuda:N|mps, got 'tpu'" in line
 
 
@@ -132,21 +171,51 @@ def test_validation_names_file_and_section_key(capsys: pytest.CaptureFixture[str
     assert f"{cfg}: data.val_fraction must be in [0, 1), got 2.0" in line
 
 
-def test_pretrain_without_a_held_out_window_says_so_before_training(capsys: pytest.CaptureFixture[str],
-                                                                      tmp_path: Path) -> None:
+def test_pretrain_without_a_held_out_window_says_so_before_training(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
     """data.val_fraction 0 leaves nothing for the evaluation every run ends with: said at once,
     before any step is spent (it was found only after the last step, with nothing saved)."""
     out = tmp_path / "r"
-    line = one_line_error(capsys, ["pretrain", "--config", TINY, "--data", corpus(tmp_path), "--out", out,
-                                   "--data.val_fraction", "0", "--train.eval_every", "0", "--quiet"])
+    line = one_line_error(
+        capsys,
+        [
+            "pretrain",
+            "--config",
+            TINY,
+            "--data",
+            corpus(tmp_path),
+            "--out",
+            out,
+            "--data.val_fraction",
+            "0",
+            "--train.eval_every",
+            "0",
+            "--quiet",
+        ],
+    )
     assert "split 'val' has 0 tokens" in line and "val_fraction" in line
     assert not list(out.glob("ckpt-*")) and not (out / "metrics.jsonl").exists()
 
 
 def test_pretrain_shards_is_a_file(capsys: pytest.CaptureFixture[str], tmp_path: Path, run: Path) -> None:
     data = corpus(tmp_path)
-    line = one_line_error(capsys, ["pretrain", "--config", TINY, "--data", data, "--tokenizer", run / "tokenizer.json",
-                                   "--out", tmp_path / "r", "--data.shards", data])
+    line = one_line_error(
+        capsys,
+        [
+            "pretrain",
+            "--config",
+            TINY,
+            "--data",
+            data,
+            "--tokenizer",
+            run / "tokenizer.json",
+            "--out",
+            tmp_path / "r",
+            "--data.shards",
+            data,
+        ],
+    )
     assert str(data) in line and "data.shards must be a folder" in line
     assert data.is_file()
 
@@ -154,14 +223,19 @@ def test_pretrain_shards_is_a_file(capsys: pytest.CaptureFixture[str], tmp_path:
 # --------------------------------------------------------------------------- checkpoint files
 
 
-@pytest.mark.parametrize("command", [
-    ["generate", "{ckpt}", "the cat", "--max-new-tokens", "2"],
-    ["evaluate", "{ckpt}", "--data", "{data}"],
-    ["quantize", "{ckpt}", "--to", "int8", "--out", "{out}"],
-    ["export", "{ckpt}", "--out", "{out}", "--no-verify"],
-], ids=lambda c: c[0])
-def test_config_json_does_not_match_weights(capsys: pytest.CaptureFixture[str], tmp_path: Path, run: Path,
-                                            command: list[str]) -> None:
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["generate", "{ckpt}", "the cat", "--max-new-tokens", "2"],
+        ["evaluate", "{ckpt}", "--data", "{data}"],
+        ["quantize", "{ckpt}", "--to", "int8", "--out", "{out}"],
+        ["export", "{ckpt}", "--out", "{out}", "--no-verify"],
+    ],
+    ids=lambda c: c[0],
+)
+def test_config_json_does_not_match_weights(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, run: Path, command: list[str]
+) -> None:
     ckpt = copy_ckpt(run, tmp_path / "ckpt")
     edit_config(ckpt, lambda c: c["model"].update(d_model=128, n_layers=3))
     argv = [a.format(ckpt=ckpt, data=corpus(tmp_path / "d"), out=tmp_path / "out") for a in command]
@@ -169,14 +243,16 @@ def test_config_json_does_not_match_weights(capsys: pytest.CaptureFixture[str], 
     assert str(ckpt) in line and "config.json does not match model.safetensors" in line
 
 
-@pytest.mark.parametrize("command", [["generate", "{ckpt}", "the cat"], ["card", "{ckpt}", "--out", "-"]],
-                         ids=lambda c: c[0])
-def test_config_json_without_model(capsys: pytest.CaptureFixture[str], tmp_path: Path, run: Path,
-                                   command: list[str]) -> None:
+@pytest.mark.parametrize(
+    "command", [["generate", "{ckpt}", "the cat"], ["card", "{ckpt}", "--out", "-"]], ids=lambda c: c[0]
+)
+def test_config_json_without_model(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, run: Path, command: list[str]
+) -> None:
     ckpt = copy_ckpt(run, tmp_path / "ckpt")
     edit_config(ckpt, lambda c: c.pop("model"))
     line = one_line_error(capsys, [a.format(ckpt=ckpt) for a in command])
-    assert f"{ckpt / 'config.json'}: no \"model\" section" in line
+    assert f'{ckpt / "config.json"}: no "model" section' in line
 
 
 class _Touch:
@@ -190,8 +266,9 @@ class _Touch:
 
 
 @pytest.mark.parametrize("damage", ["pickle", "truncated"])
-def test_resume_from_bad_train_state(capsys: pytest.CaptureFixture[str], tmp_path: Path, run: Path,
-                                     damage: str) -> None:
+def test_resume_from_bad_train_state(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, run: Path, damage: str
+) -> None:
     folder = tmp_path / "run"
     shutil.copytree(run, folder)
     state = newest_ckpt(folder) / "train_state" / "state.pt"
@@ -200,8 +277,9 @@ def test_resume_from_bad_train_state(capsys: pytest.CaptureFixture[str], tmp_pat
         state.write_bytes(pickle.dumps({"optimizer": _Touch(marker), "step": 3}))
     else:
         state.write_bytes(state.read_bytes()[: state.stat().st_size // 2])
-    line = one_line_error(capsys, ["pretrain", "--out", folder, "--resume", "--max-steps", "5", "--quiet",
-                                   "--no-verify"])
+    line = one_line_error(
+        capsys, ["pretrain", "--out", folder, "--resume", "--max-steps", "5", "--quiet", "--no-verify"]
+    )
     assert str(state) in line and "cannot be resumed" in line
     assert not marker.exists()
 
@@ -209,8 +287,9 @@ def test_resume_from_bad_train_state(capsys: pytest.CaptureFixture[str], tmp_pat
 # --------------------------------------------------------------------------- unclear messages
 
 
-def test_export_without_tokenizer_promises_no_autotokenizer(capsys: pytest.CaptureFixture[str], tmp_path: Path,
-                                                           run: Path) -> None:
+def test_export_without_tokenizer_promises_no_autotokenizer(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, run: Path
+) -> None:
     ckpt = copy_ckpt(run, tmp_path / "ckpt")
     (ckpt / "tokenizer.json").unlink()
     assert main(["export", str(ckpt), "--out", str(tmp_path / "hf"), "--no-verify"]) == 0
@@ -246,8 +325,9 @@ def test_plan_refuses_zero_counts(capsys: pytest.CaptureFixture[str], flag: str)
 
 
 def test_tokenizer_stats_max_docs_zero(capsys: pytest.CaptureFixture[str], tmp_path: Path, run: Path) -> None:
-    line = one_line_error(capsys, ["tokenizer", "stats", run / "tokenizer.json", "--data", corpus(tmp_path),
-                                   "--max-docs", "0"])
+    line = one_line_error(
+        capsys, ["tokenizer", "stats", run / "tokenizer.json", "--data", corpus(tmp_path), "--max-docs", "0"]
+    )
     assert "--max-docs must be positive, got 0" in line
 
 
@@ -256,6 +336,7 @@ def test_tokenizer_stats_max_docs_zero(capsys: pytest.CaptureFixture[str], tmp_p
 
 def leaf_commands() -> Iterator[tuple[list[str], argparse.ArgumentParser]]:
     """(command path, parser) of every command that runs something, nested ones included."""
+
     def walk(p: argparse.ArgumentParser, path: list[str]) -> Iterator[tuple[list[str], argparse.ArgumentParser]]:
         subs = [a for a in p._actions if isinstance(a, argparse._SubParsersAction)]
         if not subs:
@@ -285,8 +366,14 @@ def missing_input_argv(path: list[str], parser: argparse.ArgumentParser, tmp: Pa
     argv = list(path)
     positional = [a for a in parser._actions if not a.option_strings]
     # positional arguments that are not paths get a well-formed value, so that the path is what fails
-    not_paths = {"name": "no-such-model", "spec": "no-such-model", "query": "decoder", "prompt": "hello",
-                 "text": "hello [MASK]", "sources": f"{nope}=1"}
+    not_paths = {
+        "name": "no-such-model",
+        "spec": "no-such-model",
+        "query": "decoder",
+        "prompt": "hello",
+        "text": "hello [MASK]",
+        "sources": f"{nope}=1",
+    }
     for a in positional:
         argv.append(not_paths.get(a.dest, nope))
     for a in parser._actions:
@@ -314,8 +401,18 @@ def missing_input_argv(path: list[str], parser: argparse.ArgumentParser, tmp: Pa
 def test_every_command_is_walked() -> None:
     """The walk sees the nested commands (a regression here would silently skip them)."""
     paths = {" ".join(p) for p, _ in leaf_commands()}
-    assert {"tokenizer train", "tokenizer stats", "hub pull", "hub push", "viz attention", "viz embeddings",
-            "pretrain", "generate", "export", "card"} <= paths
+    assert {
+        "tokenizer train",
+        "tokenizer stats",
+        "hub pull",
+        "hub push",
+        "viz attention",
+        "viz embeddings",
+        "pretrain",
+        "generate",
+        "export",
+        "card",
+    } <= paths
 
 
 @pytest.mark.parametrize("path", all_commands(), ids=" ".join)
@@ -328,8 +425,9 @@ def test_help_of_every_command(capsys: pytest.CaptureFixture[str], path: list[st
 
 
 @pytest.mark.parametrize("path", [p for p, _ in leaf_commands()], ids=" ".join)
-def test_missing_input_path_of_every_command(capsys: pytest.CaptureFixture[str], tmp_path: Path,
-                                             path: list[str]) -> None:
+def test_missing_input_path_of_every_command(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, path: list[str]
+) -> None:
     parser = {tuple(p): q for p, q in leaf_commands()}[tuple(path)]
     argv = missing_input_argv(path, parser, tmp_path)
     if argv is None:

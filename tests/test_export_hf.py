@@ -31,9 +31,11 @@ from lmkit.tokenizer import Tokenizer, train_tokenizer  # noqa: E402
 
 transformers.logging.set_verbosity_error()
 
-TEXTS = ["the cat sat on the mat and the dog sat on the log. " * 3,
-         "Hello world, this is lmkit 123! Don't panic; it's fine.",
-         "a quick brown fox jumps over the lazy dog while the cat sleeps."] * 10
+TEXTS = [
+    "the cat sat on the mat and the dog sat on the log. " * 3,
+    "Hello world, this is lmkit 123! Don't panic; it's fine.",
+    "a quick brown fox jumps over the lazy dog while the cat sleeps.",
+] * 10
 
 
 @pytest.fixture(scope="module")
@@ -43,8 +45,15 @@ def tok() -> Tokenizer:
 
 def tiny_cfg(family: str, vocab: int, **kw: object) -> ModelConfig:
     """A tiny model of ``family``; ``family`` "roformer" is an encoder with rotary positions."""
-    base = dict(family="encoder" if family == "roformer" else family, vocab_size=vocab, d_model=32, n_layers=2,
-                n_heads=4, max_seq_len=48, pos_encoding="learned" if family == "encoder" else "rotary")
+    base = dict(
+        family="encoder" if family == "roformer" else family,
+        vocab_size=vocab,
+        d_model=32,
+        n_layers=2,
+        n_heads=4,
+        max_seq_len=48,
+        pos_encoding="learned" if family == "encoder" else "rotary",
+    )
     base.update(kw)
     return ModelConfig(**base)  # type: ignore[arg-type]
 
@@ -56,8 +65,17 @@ def make_ckpt(path: Path, cfg: ModelConfig, tok: Tokenizer | None, seed: int = 0
         for _name, p in model.named_parameters():
             if p.dim() == 1:
                 p.add_(0.1 * torch.randn_like(p))
-    meta = meta if meta is not None else {"step": 3, "tokens": 300, "flops": 1e9, "family": cfg.family,
-                                          "eval": {"loss": 4.0, "perplexity": 54.6, "bits_per_byte": 2.5}}
+    meta = (
+        meta
+        if meta is not None
+        else {
+            "step": 3,
+            "tokens": 300,
+            "flops": 1e9,
+            "family": cfg.family,
+            "eval": {"loss": 4.0, "perplexity": 54.6, "bits_per_byte": 2.5},
+        }
+    )
     return save_checkpoint(path, model, cfg, tokenizer=tok, meta=meta)
 
 
@@ -74,26 +92,42 @@ def lm_logits(model: torch.nn.Module, family: str, x: torch.Tensor, y: torch.Ten
 
 
 # "roformer": an encoder with rotary positions (the tiny-encoder recipe), exported as RoFormerForMaskedLM
-FAMILIES = [("decoder", True), ("decoder", False), ("encoder", True), ("encoder", False),
-            ("roformer", True), ("roformer", False), ("encdec", True), ("encdec", False)]
+FAMILIES = [
+    ("decoder", True),
+    ("decoder", False),
+    ("encoder", True),
+    ("encoder", False),
+    ("roformer", True),
+    ("roformer", False),
+    ("encdec", True),
+    ("encdec", False),
+]
 
 
 @pytest.mark.parametrize("family,tie", FAMILIES)
-def test_export_loads_in_transformers_with_same_logits_and_greedy_tokens(tmp_path: Path, tok: Tokenizer,
-                                                                         family: str, tie: bool,
-                                                                         capsys: pytest.CaptureFixture[str]) -> None:
+def test_export_loads_in_transformers_with_same_logits_and_greedy_tokens(
+    tmp_path: Path, tok: Tokenizer, family: str, tie: bool, capsys: pytest.CaptureFixture[str]
+) -> None:
     cfg = tiny_cfg(family, tok.vocab_size, tie_embeddings=tie)
     family = cfg.family
     ckpt = make_ckpt(tmp_path / "ckpt", cfg, tok)
     export_hf(ckpt, tmp_path / "hf", verify=False)  # the test below is the check (test_verify_* tests verify)
     out = tmp_path / "hf"
-    for f in ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",
-              "special_tokens_map.json", "generation_config.json", "README.md"):
+    for f in (
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "special_tokens_map.json",
+        "generation_config.json",
+        "README.md",
+    ):
         assert (out / f).is_file(), f
     target = target_of(cfg)
     assert json.loads((out / "config.json").read_text())["architectures"] == [target.architecture]
-    hf, info = getattr(transformers, target.auto_class).from_pretrained(str(out), local_files_only=True,
-                                                                        output_loading_info=True)
+    hf, info = getattr(transformers, target.auto_class).from_pretrained(
+        str(out), local_files_only=True, output_loading_info=True
+    )
     hf.eval()
     assert type(hf).__name__ == target.architecture
     assert not info["missing_keys"] and not info["unexpected_keys"], info  # every slot filled from the file
@@ -112,15 +146,21 @@ def test_export_loads_in_transformers_with_same_logits_and_greedy_tokens(tmp_pat
 
     if family == "encoder":  # fill-mask: the same top tokens where [MASK] stands
         x[:, 5] = tok.mask_id
-        assert torch.equal(lm_logits(model, family, x)[:, 5].topk(3).indices,
-                           hf_logits(hf, family, x)[:, 5].topk(3).indices)
+        assert torch.equal(
+            lm_logits(model, family, x)[:, 5].topk(3).indices, hf_logits(hf, family, x)[:, 5].topk(3).indices
+        )
     else:
         prompt = tok.encode("the cat sat on")
         mine = lmkit_greedy(model, cfg, prompt, 6, eos=-1, start=tok.pad_id)
         with torch.no_grad():
-            seq = hf.generate(torch.tensor([prompt]), attention_mask=torch.ones(1, len(prompt), dtype=torch.long),
-                              max_new_tokens=6, do_sample=False, eos_token_id=None)[0].tolist()
-        theirs_gen = seq[len(prompt):] if family == "decoder" else seq[1:]
+            seq = hf.generate(
+                torch.tensor([prompt]),
+                attention_mask=torch.ones(1, len(prompt), dtype=torch.long),
+                max_new_tokens=6,
+                do_sample=False,
+                eos_token_id=None,
+            )[0].tolist()
+        theirs_gen = seq[len(prompt) :] if family == "decoder" else seq[1:]
         assert theirs_gen == mine and len(mine) == 6
 
     if tie:  # the loading code in the export's README.md runs as printed
@@ -189,29 +229,69 @@ def test_t5_export_sets_decoder_start_token(tmp_path: Path, tok: Tokenizer) -> N
     assert cfg["decoder_start_token_id"] == gen["decoder_start_token_id"] == tok.pad_id
 
 
-@pytest.mark.parametrize("family,tie", [("decoder", False), ("decoder", True), ("encoder", True), ("encoder", False),
-                                        ("roformer", True),
-                                        ("roformer", False), ("encdec", True), ("encdec", False)])
+@pytest.mark.parametrize(
+    "family,tie",
+    [
+        ("decoder", False),
+        ("decoder", True),
+        ("encoder", True),
+        ("encoder", False),
+        ("roformer", True),
+        ("roformer", False),
+        ("encdec", True),
+        ("encdec", False),
+    ],
+)
 def test_import_of_a_folder_saved_by_transformers(tmp_path: Path, family: str, tie: bool) -> None:
     """A model built and saved by transformers itself (its own file layout) imports with equal logits."""
     V = 300
     torch.manual_seed(0)
     if family == "decoder":
-        c = transformers.LlamaConfig(vocab_size=V, hidden_size=32, intermediate_size=80, num_hidden_layers=2,
-                                     num_attention_heads=4, max_position_embeddings=64, tie_word_embeddings=tie,
-                                     rope_theta=500.0)
+        c = transformers.LlamaConfig(
+            vocab_size=V,
+            hidden_size=32,
+            intermediate_size=80,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            max_position_embeddings=64,
+            tie_word_embeddings=tie,
+            rope_theta=500.0,
+        )
         hf = transformers.LlamaForCausalLM(c)
     elif family == "encoder":
-        c = transformers.BertConfig(vocab_size=V, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                                    num_attention_heads=4, max_position_embeddings=64, tie_word_embeddings=tie)
+        c = transformers.BertConfig(
+            vocab_size=V,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            max_position_embeddings=64,
+            tie_word_embeddings=tie,
+        )
         hf = transformers.BertForMaskedLM(c)
     elif family == "roformer":
-        c = transformers.RoFormerConfig(vocab_size=V, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                                        num_attention_heads=4, max_position_embeddings=64, tie_word_embeddings=tie)
+        c = transformers.RoFormerConfig(
+            vocab_size=V,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            max_position_embeddings=64,
+            tie_word_embeddings=tie,
+        )
         hf = transformers.RoFormerForMaskedLM(c)
     else:
-        c = transformers.T5Config(vocab_size=V, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_decoder_layers=3,
-                                  num_heads=4, feed_forward_proj="relu", tie_word_embeddings=tie)
+        c = transformers.T5Config(
+            vocab_size=V,
+            d_model=32,
+            d_kv=8,
+            d_ff=64,
+            num_layers=2,
+            num_decoder_layers=3,
+            num_heads=4,
+            feed_forward_proj="relu",
+            tie_word_embeddings=tie,
+        )
         hf = transformers.T5ForConditionalGeneration(c)
     with torch.no_grad():
         for p in hf.parameters():
@@ -231,29 +311,54 @@ def test_import_of_a_folder_saved_by_transformers(tmp_path: Path, family: str, t
 
 
 def _llama_folder(path: Path, **overrides: object) -> Path:
-    c = dict(architectures=["LlamaForCausalLM"], model_type="llama", vocab_size=300, hidden_size=32,
-             intermediate_size=64, num_hidden_layers=1, num_attention_heads=4, num_key_value_heads=4,
-             max_position_embeddings=64, rms_norm_eps=1e-6, tie_word_embeddings=True)
+    c = dict(
+        architectures=["LlamaForCausalLM"],
+        model_type="llama",
+        vocab_size=300,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        max_position_embeddings=64,
+        rms_norm_eps=1e-6,
+        tie_word_embeddings=True,
+    )
     c.update(overrides)
     path.mkdir(parents=True, exist_ok=True)
     (path / "config.json").write_text(json.dumps(c))
     return path
 
 
-@pytest.mark.parametrize("overrides,message", [
-    ({"num_key_value_heads": 2}, "grouped-query attention"),
-    ({"attention_bias": True}, "no biases"),
-    ({"hidden_act": "gelu"}, "SwiGLU"),
-    ({"rope_scaling": {"rope_type": "linear", "factor": 2.0}}, "rope scaling"),
-    ({"head_dim": 16}, "head_dim"),
-    ({"architectures": ["GPT2LMHeadModel"], "model_type": "gpt2"}, "not supported"),
-    ({"architectures": ["T5ForConditionalGeneration"], "model_type": "t5", "d_model": 32, "num_heads": 4,
-      "num_layers": 1, "d_ff": 64, "feed_forward_proj": "gated-gelu"}, "gated"),
-    ({"architectures": ["BertForMaskedLM"], "model_type": "bert", "position_embedding_type": "relative_key"},
-     "absolute"),
-    ({"architectures": ["RoFormerForMaskedLM"], "model_type": "roformer", "rotary_value": True}, "rotary_value"),
-    ({"architectures": ["RoFormerForMaskedLM"], "model_type": "roformer", "embedding_size": 16}, "embedding_size"),
-])
+@pytest.mark.parametrize(
+    "overrides,message",
+    [
+        ({"num_key_value_heads": 2}, "grouped-query attention"),
+        ({"attention_bias": True}, "no biases"),
+        ({"hidden_act": "gelu"}, "SwiGLU"),
+        ({"rope_scaling": {"rope_type": "linear", "factor": 2.0}}, "rope scaling"),
+        ({"head_dim": 16}, "head_dim"),
+        ({"architectures": ["GPT2LMHeadModel"], "model_type": "gpt2"}, "not supported"),
+        (
+            {
+                "architectures": ["T5ForConditionalGeneration"],
+                "model_type": "t5",
+                "d_model": 32,
+                "num_heads": 4,
+                "num_layers": 1,
+                "d_ff": 64,
+                "feed_forward_proj": "gated-gelu",
+            },
+            "gated",
+        ),
+        (
+            {"architectures": ["BertForMaskedLM"], "model_type": "bert", "position_embedding_type": "relative_key"},
+            "absolute",
+        ),
+        ({"architectures": ["RoFormerForMaskedLM"], "model_type": "roformer", "rotary_value": True}, "rotary_value"),
+        ({"architectures": ["RoFormerForMaskedLM"], "model_type": "roformer", "embedding_size": 16}, "embedding_size"),
+    ],
+)
 def test_import_refuses_what_lmkit_cannot_represent(tmp_path: Path, overrides: dict, message: str) -> None:
     folder = _llama_folder(tmp_path / "hf", **overrides)
     with pytest.raises(LmkitError, match=message):
@@ -399,8 +504,15 @@ def test_probe_ids_fit_the_vocabulary_and_window() -> None:
 
 def test_import_reads_sharded_safetensors_and_pickle_free_bin(tmp_path: Path) -> None:
     torch.manual_seed(0)
-    c = transformers.LlamaConfig(vocab_size=300, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                                 num_attention_heads=4, max_position_embeddings=64, tie_word_embeddings=False)
+    c = transformers.LlamaConfig(
+        vocab_size=300,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        max_position_embeddings=64,
+        tie_word_embeddings=False,
+    )
     hf = transformers.LlamaForCausalLM(c).eval()
     hf.save_pretrained(str(tmp_path / "sharded"), max_shard_size="20KB")
     assert (tmp_path / "sharded" / "model.safetensors.index.json").is_file()
@@ -416,32 +528,89 @@ def test_import_reads_sharded_safetensors_and_pickle_free_bin(tmp_path: Path) ->
 
 
 @pytest.mark.parametrize("family", ["decoder", "roformer", "encdec"])
-def test_imported_model_continues_pretraining_and_is_evaluated(tmp_path: Path, tok: Tokenizer, family: str,
-                                                               capsys: pytest.CaptureFixture[str]) -> None:
+def test_imported_model_continues_pretraining_and_is_evaluated(
+    tmp_path: Path, tok: Tokenizer, family: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     """Domain adaptation: a model saved by transformers, imported, then trained on by `lmkit pretrain --init`."""
     V = tok.vocab_size
     torch.manual_seed(0)
     if family == "decoder":
-        hf = transformers.LlamaForCausalLM(transformers.LlamaConfig(
-            vocab_size=V, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=4,
-            max_position_embeddings=64))
+        hf = transformers.LlamaForCausalLM(
+            transformers.LlamaConfig(
+                vocab_size=V,
+                hidden_size=32,
+                intermediate_size=64,
+                num_hidden_layers=1,
+                num_attention_heads=4,
+                max_position_embeddings=64,
+            )
+        )
     elif family == "roformer":
-        hf = transformers.RoFormerForMaskedLM(transformers.RoFormerConfig(
-            vocab_size=V, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=4,
-            max_position_embeddings=64))
+        hf = transformers.RoFormerForMaskedLM(
+            transformers.RoFormerConfig(
+                vocab_size=V,
+                hidden_size=32,
+                intermediate_size=64,
+                num_hidden_layers=1,
+                num_attention_heads=4,
+                max_position_embeddings=64,
+            )
+        )
     else:
-        hf = transformers.T5ForConditionalGeneration(transformers.T5Config(
-            vocab_size=V, d_model=32, d_kv=8, d_ff=64, num_layers=1, num_heads=4, feed_forward_proj="relu"))
+        hf = transformers.T5ForConditionalGeneration(
+            transformers.T5Config(
+                vocab_size=V, d_model=32, d_kv=8, d_ff=64, num_layers=1, num_heads=4, feed_forward_proj="relu"
+            )
+        )
     hf.save_pretrained(str(tmp_path / "hf"))
     tok.save(tmp_path / "tokenizer.json")
-    assert main(["import-hf", str(tmp_path / "hf"), "--out", str(tmp_path / "imported"), "--max-seq-len", "32",
-                 "--tokenizer", str(tmp_path / "tokenizer.json")]) == 0
+    assert (
+        main(
+            [
+                "import-hf",
+                str(tmp_path / "hf"),
+                "--out",
+                str(tmp_path / "imported"),
+                "--max-seq-len",
+                "32",
+                "--tokenizer",
+                str(tmp_path / "tokenizer.json"),
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     (tmp_path / "domain.txt").write_text("\n\n".join(TEXTS * 4), encoding="utf-8")
-    assert main(["pretrain", "--init", str(tmp_path / "imported"), "--data", str(tmp_path / "domain.txt"),
-                 "--out", str(tmp_path / "adapted"), "--max-steps", "2", "--train.lr", "1e-5",
-                 "--train.warmup_steps", "0", "--train.batch_size", "4", "--train.eval_batches", "1",
-                 "--train.eval_every", "0", "--train.ckpt_every", "0", "--quiet", "--json"]) == 0
+    assert (
+        main(
+            [
+                "pretrain",
+                "--init",
+                str(tmp_path / "imported"),
+                "--data",
+                str(tmp_path / "domain.txt"),
+                "--out",
+                str(tmp_path / "adapted"),
+                "--max-steps",
+                "2",
+                "--train.lr",
+                "1e-5",
+                "--train.warmup_steps",
+                "0",
+                "--train.batch_size",
+                "4",
+                "--train.eval_batches",
+                "1",
+                "--train.eval_every",
+                "0",
+                "--train.ckpt_every",
+                "0",
+                "--quiet",
+                "--json",
+            ]
+        )
+        == 0
+    )
     summary = json.loads(capsys.readouterr().out)
     adapted = Path(summary["checkpoint"])
     meta = load_meta(adapted)

@@ -20,7 +20,26 @@ from lmkit.train.finetune.heads import load_finetuned
 from lmkit.train.finetune.loop import finetune_classifier, finetune_seq2seq
 from lmkit.train.finetune.scores import bio_spans, classification_metrics, entity_metrics, word_f1
 
-FILLER = ["the", "a", "this", "that", "movie", "film", "story", "plot", "it", "was", "is", "and", "but", "with", "very", "quite", "really", "so"]
+FILLER = [
+    "the",
+    "a",
+    "this",
+    "that",
+    "movie",
+    "film",
+    "story",
+    "plot",
+    "it",
+    "was",
+    "is",
+    "and",
+    "but",
+    "with",
+    "very",
+    "quite",
+    "really",
+    "so",
+]
 POSITIVE = ["good", "great", "wonderful", "excellent", "lovely"]
 NEGATIVE = ["bad", "awful", "terrible", "poor", "boring"]
 FIRST = ["Ada", "Alan", "Grace", "Linus", "Marie"]
@@ -81,6 +100,7 @@ def to_examples(rows: list[dict], task: str) -> list[Example]:
         return [Example(f"row{i}", words=tuple(r["tokens"]), tags=tuple(r["labels"])) for i, r in enumerate(rows)]
     return [Example(f"row{i}", source=r["input"], target=r["target"]) for i, r in enumerate(rows)]
 
+
 pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 
@@ -93,8 +113,17 @@ def tok() -> Tokenizer:
 
 def encoder(tok: Tokenizer, seed: int = 0) -> torch.nn.Module:
     torch.manual_seed(seed)
-    return build_model(ModelConfig(family="encoder", vocab_size=tok.vocab_size, d_model=32, n_layers=2, n_heads=4,
-                                   max_seq_len=32, pos_encoding="rotary"))
+    return build_model(
+        ModelConfig(
+            family="encoder",
+            vocab_size=tok.vocab_size,
+            d_model=32,
+            n_layers=2,
+            n_heads=4,
+            max_seq_len=32,
+            pos_encoding="rotary",
+        )
+    )
 
 
 def test_sequence_classification_head_learns_a_separable_set(tok: Tokenizer) -> None:
@@ -120,8 +149,17 @@ def test_token_classification_head_finds_entities(tok: Tokenizer) -> None:
 
 def test_seq2seq_learns_input_to_target_pairs(tok: Tokenizer) -> None:
     torch.manual_seed(0)
-    model = build_model(ModelConfig(family="encdec", vocab_size=tok.vocab_size, d_model=32, n_layers=2, n_heads=4,
-                                    max_seq_len=32, max_target_len=8))
+    model = build_model(
+        ModelConfig(
+            family="encdec",
+            vocab_size=tok.vocab_size,
+            d_model=32,
+            n_layers=2,
+            n_heads=4,
+            max_seq_len=32,
+            max_target_len=8,
+        )
+    )
     train, val = split_examples(to_examples(seq2seq_examples(200), "seq2seq"), 0.2, seed=0)
     cfg = FinetuneConfig(task="seq2seq", epochs=6, lr=1e-2, batch_size=16)
     model, rep = finetune_seq2seq(model, tok, train, val, cfg)
@@ -135,15 +173,32 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
     return path
 
 
-def test_command_saves_a_classifier_that_loads_back(tok: Tokenizer, tmp_path: Path,
-                                                    capsys: pytest.CaptureFixture[str]) -> None:
+def test_command_saves_a_classifier_that_loads_back(
+    tok: Tokenizer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     enc = encoder(tok, 2)
     save_checkpoint(tmp_path / "pre", enc, enc.cfg, tokenizer=tok)
     data = write_jsonl(tmp_path / "train.jsonl", sentiment_examples(160, seed=1))
     held = write_jsonl(tmp_path / "held.jsonl", sentiment_examples(40, seed=2))
-    args = ["finetune-head", str(tmp_path / "pre"), "--task", "sequence-classification", "--data", str(data),
-            "--eval", str(held), "--epochs", "8", "--lr", "5e-3", "--head-lr", "2e-2", "--out", str(tmp_path / "ft"),
-            "--json"]
+    args = [
+        "finetune-head",
+        str(tmp_path / "pre"),
+        "--task",
+        "sequence-classification",
+        "--data",
+        str(data),
+        "--eval",
+        str(held),
+        "--epochs",
+        "8",
+        "--lr",
+        "5e-3",
+        "--head-lr",
+        "2e-2",
+        "--out",
+        str(tmp_path / "ft"),
+        "--json",
+    ]
     assert main(args) == 0
     rep = json.loads(capsys.readouterr().out)
     assert rep["train_examples"] == 160 and rep["val_examples"] == 40 and rep["accuracy"] >= 0.9
@@ -168,9 +223,28 @@ def test_token_classifier_predicts_per_word_after_reload(tok: Tokenizer, tmp_pat
     enc = encoder(tok, 3)
     save_checkpoint(tmp_path / "pre", enc, enc.cfg, tokenizer=tok)
     data = write_jsonl(tmp_path / "ner.jsonl", ner_examples(200, seed=4))
-    assert main(["finetune-head", str(tmp_path / "pre"), "--task", "token-classification", "--data", str(data),
-                 "--epochs", "8", "--lr", "5e-3", "--head-lr", "2e-2", "--out", str(tmp_path / "ner"),
-                 "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "finetune-head",
+                str(tmp_path / "pre"),
+                "--task",
+                "token-classification",
+                "--data",
+                str(data),
+                "--epochs",
+                "8",
+                "--lr",
+                "5e-3",
+                "--head-lr",
+                "2e-2",
+                "--out",
+                str(tmp_path / "ner"),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     ft = load_finetuned(tmp_path / "ner")
     words = ["Grace", "Hopper", "lives", "in", "Rome"]
     assert ft.predict([words]) == [["B-PER", "I-PER", "O", "O", "B-LOC"]]
@@ -195,8 +269,11 @@ def test_wrong_family_and_bad_data_are_refused(tok: Tokenizer, tmp_path: Path) -
 
 
 def test_metrics_count_right() -> None:
-    assert bio_spans(["B-PER", "I-PER", "O", "B-LOC", "I-LOC", "I-PER"]) == {("PER", 0, 2), ("LOC", 3, 5),
-                                                                              ("PER", 5, 6)}
+    assert bio_spans(["B-PER", "I-PER", "O", "B-LOC", "I-LOC", "I-PER"]) == {
+        ("PER", 0, 2),
+        ("LOC", 3, 5),
+        ("PER", 5, 6),
+    }
     assert bio_spans(["I-LOC", "I-LOC", "B-LOC"]) == {("LOC", 0, 2), ("LOC", 2, 3)}
     e = entity_metrics([["B-PER", "I-PER", "O", "B-LOC"]], [["B-PER", "O", "O", "B-LOC"]])
     assert e["precision"] == pytest.approx(0.5) and e["recall"] == pytest.approx(0.5) and e["entities"] == 2

@@ -19,8 +19,17 @@ def test_device_table_and_verdict() -> None:
     for device, gib in DEVICE_MEMORY_GIB.items():
         for mb in (1, 4, 16):
             need = training_memory(shape, None, mb, 2048, "bf16", "ddp", 1, False)["total"]
-            f = memory_verdict(shape, float(_params(shape)), device, micro_batch=mb, seq_len=2048,
-                              precision="bf16", sharding="ddp", n_gpus=1, checkpointing=False)
+            f = memory_verdict(
+                shape,
+                float(_params(shape)),
+                device,
+                micro_batch=mb,
+                seq_len=2048,
+                precision="bf16",
+                sharding="ddp",
+                n_gpus=1,
+                checkpointing=False,
+            )
             assert f is not None and f["capacity_bytes"] == gib * GIB
             assert f["needed_bytes"] == pytest.approx(need)
             assert f["fits"] == (need <= gib * GIB)
@@ -39,8 +48,7 @@ def test_the_70b_plan_on_a100_does_not_fit_and_says_what_does(capsys: pytest.Cap
     assert f["needed_bytes"] == p["memory"]["training_bytes"] > f["capacity_bytes"] and not f["fits"]
     by = {s["change"]: s for s in f["suggestions"]}
     ck = by["activation checkpointing"]
-    shape = make_plan(params=70e9, gpu="A100", n_gpus=2048, sharding="fsdp", seq_len=4096,
-                      checkpointing=True)["memory"]
+    shape = make_plan(params=70e9, gpu="A100", n_gpus=2048, sharding="fsdp", seq_len=4096, checkpointing=True)["memory"]
     assert ck["bytes"] == pytest.approx(shape["training_bytes"]) and ck["fits"]
     assert f["fitting"]["change"] == "activation checkpointing"
     measured = make_plan(params=70e9, gpu="A100", n_gpus=2048, sharding="fsdp", seq_len=4096, runtime_bytes=2e9)
@@ -50,8 +58,10 @@ def test_the_70b_plan_on_a100_does_not_fit_and_says_what_does(capsys: pytest.Cap
     m = p["memory"]
     assert m["korthikanti_fused_attention_activation_bytes"] < m["korthikanti_activation_bytes"]
     assert "without fused attention" in m["activation_assumptions"]["korthikanti_activation_bytes"]
-    assert main(["plan", "--params", "70e9", "--gpu", "A100", "--gpus", "2048", "--sharding", "fsdp",
-                 "--seq-len", "4096"]) == 0
+    assert (
+        main(["plan", "--params", "70e9", "--gpu", "A100", "--gpus", "2048", "--sharding", "fsdp", "--seq-len", "4096"])
+        == 0
+    )
     out = capsys.readouterr().out
     assert "DOES NOT FIT on one A100 (80 GiB" in out and "--activation-checkpointing" in out
     assert "without fused attention" in out and "lmkit's model, fused attention" in out
@@ -62,8 +72,9 @@ def test_the_70b_plan_on_a100_does_not_fit_and_says_what_does(capsys: pytest.Cap
 def test_smaller_micro_batch_sharding_and_tensor_parallelism() -> None:
     cfg = ModelConfig(family="decoder", vocab_size=32000, d_model=4096, n_layers=32, n_heads=32, max_seq_len=4096)
     n = float(_params(cfg))
-    f = memory_verdict(cfg, n, "A100", micro_batch=8, seq_len=4096, precision="bf16", sharding="ddp", n_gpus=8,
-                      checkpointing=False)
+    f = memory_verdict(
+        cfg, n, "A100", micro_batch=8, seq_len=4096, precision="bf16", sharding="ddp", n_gpus=8, checkpointing=False
+    )
     assert f is not None and not f["fits"]
     by = {s["change"].split(" ")[0]: s for s in f["suggestions"]}
     assert {"activation", "micro-batch", "FSDP", "tensor"} <= set(by)

@@ -23,31 +23,47 @@ import zstandard
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from lmkit.config import (
-    DataConfig,
-    ModelConfig,
-    RunConfig,
-    TrainConfig,
-    load_run_config,
-)
+from lmkit.config import DataConfig, ModelConfig, RunConfig, TrainConfig, load_run_config
 from lmkit.data.read import iter_documents
 from lmkit.errors import LmkitError
 
 FUZZ = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow], database=None)
 
-READER_NAMES = ["a.txt", "a.md", "a.jsonl", "a.json", "a.ndjson", "a.parquet", "a.txt.gz", "a.jsonl.gz",
-                "a.json.gz", "a.txt.zst", "a.jsonl.zst", "a.parquet.gz", "a.parquet.zst"]
+READER_NAMES = [
+    "a.txt",
+    "a.md",
+    "a.jsonl",
+    "a.json",
+    "a.ndjson",
+    "a.parquet",
+    "a.txt.gz",
+    "a.jsonl.gz",
+    "a.json.gz",
+    "a.txt.zst",
+    "a.jsonl.zst",
+    "a.parquet.gz",
+    "a.parquet.zst",
+]
 
 # JSON values, nested a little: records, arrays of records, junk.
-json_leaf = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False, allow_infinity=False),
-                      st.text(max_size=20))
-json_value = st.recursive(json_leaf, lambda inner: st.one_of(
-    st.lists(inner, max_size=4),
-    st.dictionaries(st.sampled_from(["text", "id", "source", "x", ""]) | st.text(max_size=5), inner, max_size=4)),
-    max_leaves=12)
-records = st.lists(st.one_of(st.fixed_dictionaries({"text": st.text(max_size=40)},
-                                                   optional={"id": json_leaf, "source": json_leaf}), json_value),
-                   max_size=6)
+json_leaf = st.one_of(
+    st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False, allow_infinity=False), st.text(max_size=20)
+)
+json_value = st.recursive(
+    json_leaf,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=4),
+        st.dictionaries(st.sampled_from(["text", "id", "source", "x", ""]) | st.text(max_size=5), inner, max_size=4),
+    ),
+    max_leaves=12,
+)
+records = st.lists(
+    st.one_of(
+        st.fixed_dictionaries({"text": st.text(max_size=40)}, optional={"id": json_leaf, "source": json_leaf}),
+        json_value,
+    ),
+    max_size=6,
+)
 
 
 def _read(path: Path, lenient: bool) -> None:
@@ -90,11 +106,16 @@ def test_random_bytes_read_or_lmkit_error(name: str, data: bytes, lenient: bool)
 
 
 @FUZZ
-@given(name=st.sampled_from([n for n in READER_NAMES if n.endswith((".gz", ".zst"))]),
-       payload=st.one_of(st.binary(max_size=400), st.text(max_size=400).map(str.encode)),
-       cut=st.floats(0, 1), flip=st.one_of(st.none(), st.integers(0, 10_000)), lenient=st.booleans())
-def test_truncated_or_damaged_compressed_streams(name: str, payload: bytes, cut: float, flip: int | None,
-                                                  lenient: bool) -> None:
+@given(
+    name=st.sampled_from([n for n in READER_NAMES if n.endswith((".gz", ".zst"))]),
+    payload=st.one_of(st.binary(max_size=400), st.text(max_size=400).map(str.encode)),
+    cut=st.floats(0, 1),
+    flip=st.one_of(st.none(), st.integers(0, 10_000)),
+    lenient=st.booleans(),
+)
+def test_truncated_or_damaged_compressed_streams(
+    name: str, payload: bytes, cut: float, flip: int | None, lenient: bool
+) -> None:
     if ".parquet" in name:
         payload = _parquet_bytes([payload.decode("utf-8", "replace")])
     data = bytearray(_compress(payload, name))
@@ -105,11 +126,17 @@ def test_truncated_or_damaged_compressed_streams(name: str, payload: bytes, cut:
 
 
 @FUZZ
-@given(name=st.sampled_from(["a.jsonl", "a.json", "a.jsonl.gz", "a.json.zst"]), recs=records,
-       as_array=st.booleans(), lenient=st.booleans(), junk=st.one_of(st.none(), st.text(max_size=20)))
+@given(
+    name=st.sampled_from(["a.jsonl", "a.json", "a.jsonl.gz", "a.json.zst"]),
+    recs=records,
+    as_array=st.booleans(),
+    lenient=st.booleans(),
+    junk=st.one_of(st.none(), st.text(max_size=20)),
+)
 @example(name="a.jsonl", recs=[{"\n": None}], as_array=False, lenient=False, junk=None)  # found: a 2-line message
-def test_random_json_read_or_lmkit_error(name: str, recs: list[Any], as_array: bool, lenient: bool,
-                                         junk: str | None) -> None:
+def test_random_json_read_or_lmkit_error(
+    name: str, recs: list[Any], as_array: bool, lenient: bool, junk: str | None
+) -> None:
     if as_array:
         text = json.dumps(recs)
     else:
@@ -120,8 +147,12 @@ def test_random_json_read_or_lmkit_error(name: str, recs: list[Any], as_array: b
 
 
 @FUZZ
-@given(texts=st.lists(st.one_of(st.none(), st.text(max_size=30)), max_size=5), cut=st.floats(0, 1),
-       compressed=st.booleans(), lenient=st.booleans())
+@given(
+    texts=st.lists(st.one_of(st.none(), st.text(max_size=30)), max_size=5),
+    cut=st.floats(0, 1),
+    compressed=st.booleans(),
+    lenient=st.booleans(),
+)
 def test_parquet_read_or_lmkit_error(texts: list[str | None], cut: float, compressed: bool, lenient: bool) -> None:
     data = _parquet_bytes(texts)
     data = data[: int(len(data) * cut)] if cut < 1 else data
@@ -134,13 +165,19 @@ def test_parquet_read_or_lmkit_error(texts: list[str | None], cut: float, compre
 SECTIONS = {"model": ModelConfig, "train": TrainConfig, "data": DataConfig}
 FIELDS = {s: list(cls.__dataclass_fields__) for s, cls in SECTIONS.items()}
 cfg_leaf = st.one_of(
-    st.none(), st.booleans(), st.integers(-3, 300), st.integers(min_value=10**18, max_value=10**400),
-    st.floats(allow_nan=True, allow_infinity=True), st.sampled_from(["auto", "cpu", "cuda:1", "tpu", "none", "1e400",
-                                                                     "rotary", "decoder", "nan", "", "fp16"]),
-    st.text(max_size=8))
-cfg_value = st.recursive(cfg_leaf, lambda inner: st.one_of(st.lists(inner, max_size=3),
-                                                           st.dictionaries(st.text(max_size=4), inner, max_size=3)),
-                         max_leaves=6)
+    st.none(),
+    st.booleans(),
+    st.integers(-3, 300),
+    st.integers(min_value=10**18, max_value=10**400),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.sampled_from(["auto", "cpu", "cuda:1", "tpu", "none", "1e400", "rotary", "decoder", "nan", "", "fp16"]),
+    st.text(max_size=8),
+)
+cfg_value = st.recursive(
+    cfg_leaf,
+    lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=4), inner, max_size=3)),
+    max_leaves=6,
+)
 
 
 @st.composite
@@ -197,11 +234,17 @@ def test_config_random_yaml_text(text: str) -> None:
 
 
 @FUZZ
-@given(overrides=st.dictionaries(
-    st.builds(lambda s, k: f"{s}.{k}", st.sampled_from(list(FIELDS) + ["out", "x"]),
-              st.sampled_from([k for names in FIELDS.values() for k in names]) | st.text(max_size=5)),
-    st.text(max_size=10) | st.sampled_from(["0", "-1", ".nan", ".inf", "1e400", "[1, 2]", "{a: 1}", "null"]),
-    max_size=4))
+@given(
+    overrides=st.dictionaries(
+        st.builds(
+            lambda s, k: f"{s}.{k}",
+            st.sampled_from(list(FIELDS) + ["out", "x"]),
+            st.sampled_from([k for names in FIELDS.values() for k in names]) | st.text(max_size=5),
+        ),
+        st.text(max_size=10) | st.sampled_from(["0", "-1", ".nan", ".inf", "1e400", "[1, 2]", "{a: 1}", "null"]),
+        max_size=4,
+    )
+)
 def test_config_random_overrides(overrides: dict[str, str]) -> None:
     _load(None, overrides)
 

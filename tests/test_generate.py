@@ -41,8 +41,9 @@ def one_thread():
 
 def tiny_decoder(vocab: int = 96, seed: int = 0, max_seq_len: int = 48, **kw: object) -> Decoder:
     """A random decoder whose logits are spread out (std 0.02 init gives near-ties everywhere)."""
-    cfg = ModelConfig(family="decoder", vocab_size=vocab, d_model=32, n_layers=2, n_heads=4, max_seq_len=max_seq_len,
-                      **kw)  # type: ignore[arg-type]
+    cfg = ModelConfig(
+        family="decoder", vocab_size=vocab, d_model=32, n_layers=2, n_heads=4, max_seq_len=max_seq_len, **kw
+    )  # type: ignore[arg-type]
     torch.manual_seed(seed)
     model = build_model(cfg)
     with torch.no_grad():
@@ -73,8 +74,9 @@ def lm(tok: Tokenizer) -> Decoder:
 # --------------------------------------------------------------------------- cache == no cache
 
 
-@pytest.mark.parametrize("kw", [{}, {"pos_encoding": "learned"}, {"pos_encoding": "sinusoidal"},
-                                {"tie_embeddings": False}])
+@pytest.mark.parametrize(
+    "kw", [{}, {"pos_encoding": "learned"}, {"pos_encoding": "sinusoidal"}, {"tie_embeddings": False}]
+)
 @pytest.mark.parametrize("batch", [1, 3])
 def test_kv_cache_generation_equals_recomputing_everything(kw: dict, batch: int) -> None:
     model = tiny_decoder(**kw)
@@ -84,8 +86,9 @@ def test_kv_cache_generation_equals_recomputing_everything(kw: dict, batch: int)
     slow = generate_ids(model, ids, greedy, cache=False)
     assert fast.shape == (batch, 37)
     assert torch.equal(fast, slow)
-    sampled = GenerationConfig(max_new_tokens=30, do_sample=True, temperature=1.3, top_k=40, top_p=0.95, seed=7,
-                               stop_at_eos=False)
+    sampled = GenerationConfig(
+        max_new_tokens=30, do_sample=True, temperature=1.3, top_k=40, top_p=0.95, seed=7, stop_at_eos=False
+    )
     assert torch.equal(generate_ids(model, ids, sampled, cache=True), generate_ids(model, ids, sampled, cache=False))
 
 
@@ -100,7 +103,7 @@ def test_packed_logits_match_the_model_forward_pass() -> None:
         other = packed.start(2, 11)  # a second session on the same weights does not disturb the first
         first = session.forward(ids[:, :6])  # prefill 6
         other.forward(ids[:, 3:5])
-        steps = [session.forward(ids[:, t:t + 1]) for t in range(6, 11)]
+        steps = [session.forward(ids[:, t : t + 1]) for t in range(6, 11)]
         with pytest.raises(ValueError):
             session.forward(ids[:, :1])  # the cache is full
     torch.testing.assert_close(first, full[:, 5], rtol=1e-4, atol=1e-4)
@@ -186,8 +189,9 @@ def test_top_k_never_picks_outside_the_k_best() -> None:
     picks = {int(choose_next(logits, g, gen)[0]) for _ in range(2000)}
     assert picks <= best
     assert len(picks) == 5  # and all five do get drawn
-    unfiltered = {int(choose_next(logits, GenerationConfig(do_sample=True, temperature=3.0), gen)[0])
-                  for _ in range(500)}
+    unfiltered = {
+        int(choose_next(logits, GenerationConfig(do_sample=True, temperature=3.0), gen)[0]) for _ in range(500)
+    }
     assert not unfiltered <= best
 
 
@@ -214,10 +218,12 @@ def test_top_p_never_picks_outside_the_nucleus() -> None:
 def test_sampling_draws_from_the_processed_distribution() -> None:
     logits = torch.tensor([[3.0, 2.5, 2.0, 1.0, 0.5, 0.0, -1.0, -2.0]])
     gen, _ = make_generator(5)
-    for g in (GenerationConfig(do_sample=True, temperature=0.7),
-              GenerationConfig(do_sample=True, temperature=1.5, top_k=4),
-              GenerationConfig(do_sample=True, top_p=0.7),
-              GenerationConfig(do_sample=True, temperature=2.0, top_k=6, top_p=0.8)):
+    for g in (
+        GenerationConfig(do_sample=True, temperature=0.7),
+        GenerationConfig(do_sample=True, temperature=1.5, top_k=4),
+        GenerationConfig(do_sample=True, top_p=0.7),
+        GenerationConfig(do_sample=True, temperature=2.0, top_k=6, top_p=0.8),
+    ):
         want = process_logits(logits, g).softmax(-1)[0]
         draws = torch.stack([choose_next(logits.expand(500, -1), g, gen)[0] for _ in range(40)]).flatten()
         freq = torch.bincount(draws, minlength=8).float() / draws.numel()
@@ -295,10 +301,10 @@ def test_rows_that_finish_early_are_padded_with_eos() -> None:
     if len(row1_hits) and int(row1_hits[0]) <= 2:
         pytest.skip("row 1 reaches the chosen token first")
     first0 = int((ref[0, 3:] == eos).nonzero()[0])
-    assert torch.equal(out[0, 3:3 + first0 + 1], ref[0, 3:3 + first0 + 1])
-    assert (out[0, 3 + first0:] == eos).all()
+    assert torch.equal(out[0, 3 : 3 + first0 + 1], ref[0, 3 : 3 + first0 + 1])
+    assert (out[0, 3 + first0 :] == eos).all()
     n1 = int(row1_hits[0]) + 1 if len(row1_hits) else 12
-    assert torch.equal(out[1, 3:3 + n1], ref[1, 3:3 + n1])
+    assert torch.equal(out[1, 3 : 3 + n1], ref[1, 3 : 3 + n1])
 
 
 def test_prompt_longer_than_the_window(lm: Decoder, tok: Tokenizer) -> None:
@@ -309,7 +315,7 @@ def test_prompt_longer_than_the_window(lm: Decoder, tok: Tokenizer) -> None:
     with pytest.raises(LmkitError, match=rf"prompt is {len(ids)} tokens but the context window is {window} tokens"):
         generate(lm, tok, prompt, GenerationConfig(max_new_tokens=5))
     res = generate(lm, tok, prompt, GenerationConfig(max_new_tokens=5, truncate="left", stop_at_eos=False))
-    assert res.prompt_ids == ids[-(window - 5):]
+    assert res.prompt_ids == ids[-(window - 5) :]
     assert res.truncated_tokens == len(ids) - (window - 5)
     assert len(res.token_ids) == 5 and res.stop_reason == "max_new_tokens"
     assert res.text == prompt + res.completion
@@ -332,41 +338,53 @@ def test_empty_prompt_starts_from_bos(lm: Decoder, tok: Tokenizer) -> None:
 
 
 def test_bad_settings_and_encoders_are_refused(lm: Decoder, tok: Tokenizer) -> None:
-    for bad in (GenerationConfig(max_new_tokens=0), GenerationConfig(temperature=-1.0),
-                GenerationConfig(top_k=0), GenerationConfig(top_p=1.5), GenerationConfig(truncate="right")):  # type: ignore[arg-type]
+    for bad in (
+        GenerationConfig(max_new_tokens=0),
+        GenerationConfig(temperature=-1.0),
+        GenerationConfig(top_k=0),
+        GenerationConfig(top_p=1.5),
+        GenerationConfig(truncate="right"),
+    ):  # type: ignore[arg-type]
         with pytest.raises(LmkitError):
             generate(lm, tok, "the cat", bad)
-    encoder = build_model(ModelConfig(family="encoder", vocab_size=tok.vocab_size, d_model=32, n_layers=1,
-                                      n_heads=4, max_seq_len=32))
+    encoder = build_model(
+        ModelConfig(family="encoder", vocab_size=tok.vocab_size, d_model=32, n_layers=1, n_heads=4, max_seq_len=32)
+    )
     with pytest.raises(LmkitError, match="encoder models do not generate text; use `lmkit fill-mask`"):
         generate(encoder, tok, "the cat", GenerationConfig())
 
 
 def test_encoder_decoder_cache_equals_no_cache() -> None:
-    cfg = ModelConfig(family="encdec", vocab_size=80, d_model=32, n_layers=2, n_heads=4, max_seq_len=32,
-                      max_target_len=16)
+    cfg = ModelConfig(
+        family="encdec", vocab_size=80, d_model=32, n_layers=2, n_heads=4, max_seq_len=32, max_target_len=16
+    )
     torch.manual_seed(0)
     model = build_model(cfg).eval()
     ids = torch.randint(5, 80, (2, 9), generator=torch.Generator().manual_seed(2))
-    for g in (GenerationConfig(max_new_tokens=12, stop_at_eos=False),
-              GenerationConfig(max_new_tokens=12, do_sample=True, seed=3, stop_at_eos=False)):
+    for g in (
+        GenerationConfig(max_new_tokens=12, stop_at_eos=False),
+        GenerationConfig(max_new_tokens=12, do_sample=True, seed=3, stop_at_eos=False),
+    ):
         fast = generate_seq2seq_ids(model, ids, g, start_id=0, cache=True)
         slow = generate_seq2seq_ids(model, ids, g, start_id=0, cache=False)
         assert fast.shape == (2, 12) and torch.equal(fast, slow)
 
 
 def test_encoder_decoder_generates_from_text(tok: Tokenizer) -> None:
-    cfg = ModelConfig(family="encdec", vocab_size=tok.vocab_size, d_model=32, n_layers=1, n_heads=4,
-                      max_seq_len=24, max_target_len=8)
+    cfg = ModelConfig(
+        family="encdec", vocab_size=tok.vocab_size, d_model=32, n_layers=1, n_heads=4, max_seq_len=24, max_target_len=8
+    )
     torch.manual_seed(0)
     model = build_model(cfg).eval()
-    res = generate(model, tok, "the cat <extra_id_0> the river.", GenerationConfig(max_new_tokens=6,
-                                                                                    stop_at_eos=False))
+    res = generate(model, tok, "the cat <extra_id_0> the river.", GenerationConfig(max_new_tokens=6, stop_at_eos=False))
     # the encoder read the prompt (sentinel as one token) and EOS; the decoder started from <pad>
     assert res.prompt_ids[-1] == tok.eos_id and tok.sentinel_ids[0] in res.prompt_ids
-    want = generate_seq2seq_ids(model, torch.tensor([res.prompt_ids]), GenerationConfig(max_new_tokens=6,
-                                                                                         stop_at_eos=False),
-                                start_id=tok.pad_id)
+    want = generate_seq2seq_ids(
+        model,
+        torch.tensor([res.prompt_ids]),
+        GenerationConfig(max_new_tokens=6, stop_at_eos=False),
+        start_id=tok.pad_id,
+    )
     assert res.token_ids == want[0].tolist() and res.stop_reason == "max_new_tokens"
     with pytest.raises(LmkitError, match="encoder's context window is 24 tokens"):
         generate(model, tok, " ".join(sentences(3)), GenerationConfig())
@@ -384,20 +402,40 @@ def ckpt(tmp_path_factory: pytest.TempPathFactory, lm: Decoder, tok: Tokenizer) 
 
 
 def test_cli_generate_json(ckpt: Path, lm: Decoder, tok: Tokenizer, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["generate", str(ckpt), "the cat", "--max-new-tokens", "6", "--no-stop-at-eos", "--json",
-                 "--device", "cpu"]) == 0
+    assert (
+        main(
+            ["generate", str(ckpt), "the cat", "--max-new-tokens", "6", "--no-stop-at-eos", "--json", "--device", "cpu"]
+        )
+        == 0
+    )
     out = json.loads(capsys.readouterr().out)
     assert out["prompt"] == "the cat" and out["text"] == "the cat" + out["completion"]
     assert len(out["tokens"]) == 6 and out["stop_reason"] == "max_new_tokens"
     assert out["tokens_per_s"] > 0 and out["settings"]["do_sample"] is False
-    expected = generate_ids(lm, torch.tensor([tok.encode("the cat")]), GenerationConfig(max_new_tokens=6,
-                                                                                      stop_at_eos=False))
+    expected = generate_ids(
+        lm, torch.tensor([tok.encode("the cat")]), GenerationConfig(max_new_tokens=6, stop_at_eos=False)
+    )
     assert out["tokens"] == expected[0, -6:].tolist()
 
 
 def test_cli_generate_sampling_is_reproducible(ckpt: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    args = ["generate", str(ckpt), "a dog", "--sample", "--temperature", "1.2", "--top-k", "50", "--top-p", "0.95",
-            "--seed", "11", "--max-new-tokens", "12", "--json"]
+    args = [
+        "generate",
+        str(ckpt),
+        "a dog",
+        "--sample",
+        "--temperature",
+        "1.2",
+        "--top-k",
+        "50",
+        "--top-p",
+        "0.95",
+        "--seed",
+        "11",
+        "--max-new-tokens",
+        "12",
+        "--json",
+    ]
     assert main(args) == 0
     first = json.loads(capsys.readouterr().out)
     assert main(args) == 0
@@ -405,26 +443,42 @@ def test_cli_generate_sampling_is_reproducible(ckpt: Path, capsys: pytest.Captur
     assert first["tokens"] == second["tokens"] and first["settings"]["seed"] == 11
 
 
-@pytest.mark.parametrize("flags, error", [
-    (["--sample", "--seed", "18446744073709551616"],
-     "--seed must be an integer from 0 to 2**64-1 (18446744073709551615), got 18446744073709551616"),
-    (["--sample", "--seed", "-1"], "--seed must be an integer from 0 to 2**64-1 (18446744073709551615), got -1"),
-    (["--sample", "--seed", "1" + "0" * 100], "--seed must be an integer from 0 to 2**64-1 (18446744073709551615), "
-                                              "got an integer of 333 bits"),
-    (["--sample", "--temperature", "nan"], "--temperature must be a finite number ≥ 0 (0 = greedy), got nan"),
-    (["--sample", "--top-k", "0"], "--top-k must be at least 1, got 0"),
-    (["--max-new-tokens", "0"], "--max-new-tokens must be a positive integer, got 0"),
-])
-def test_cli_generate_bad_settings_are_one_line(ckpt: Path, capsys: pytest.CaptureFixture[str], flags: list[str],
-                                                error: str) -> None:
+@pytest.mark.parametrize(
+    "flags, error",
+    [
+        (
+            ["--sample", "--seed", "18446744073709551616"],
+            "--seed must be an integer from 0 to 2**64-1 (18446744073709551615), got 18446744073709551616",
+        ),
+        (["--sample", "--seed", "-1"], "--seed must be an integer from 0 to 2**64-1 (18446744073709551615), got -1"),
+        (
+            ["--sample", "--seed", "1" + "0" * 100],
+            "--seed must be an integer from 0 to 2**64-1 (18446744073709551615), got an integer of 333 bits",
+        ),
+        (["--sample", "--temperature", "nan"], "--temperature must be a finite number ≥ 0 (0 = greedy), got nan"),
+        (["--sample", "--top-k", "0"], "--top-k must be at least 1, got 0"),
+        (["--max-new-tokens", "0"], "--max-new-tokens must be a positive integer, got 0"),
+    ],
+)
+def test_cli_generate_bad_settings_are_one_line(
+    ckpt: Path, capsys: pytest.CaptureFixture[str], flags: list[str], error: str
+) -> None:
     assert main(["generate", str(ckpt), "the cat", *flags]) == 2
     assert capsys.readouterr().err == f"lmkit: error: {error}\n"
 
 
-@pytest.mark.parametrize("flags", [["--temperature", "1e-300"], ["--temperature", "5e-324", "--top-k", "5"],
-                                   ["--temperature", "1e-40", "--top-p", "0.5"], ["--seed", "18446744073709551615"]])
-def test_cli_generate_extreme_but_valid_settings(ckpt: Path, capsys: pytest.CaptureFixture[str],
-                                                 flags: list[str]) -> None:
+@pytest.mark.parametrize(
+    "flags",
+    [
+        ["--temperature", "1e-300"],
+        ["--temperature", "5e-324", "--top-k", "5"],
+        ["--temperature", "1e-40", "--top-p", "0.5"],
+        ["--seed", "18446744073709551615"],
+    ],
+)
+def test_cli_generate_extreme_but_valid_settings(
+    ckpt: Path, capsys: pytest.CaptureFixture[str], flags: list[str]
+) -> None:
     """A tiny temperature samples from its limit, the most likely token: the greedy text."""
     base = ["generate", str(ckpt), "the cat", "--max-new-tokens", "8", "--no-stop-at-eos", "--json"]
     assert main(base) == 0

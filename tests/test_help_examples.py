@@ -82,10 +82,12 @@ def _corpus(path: Path, n: int, seed: int) -> None:
             f.write(json.dumps({"id": f"d{seed}-{i}", "text": text}) + "\n")
 
 
-WORDS = ("the of and to in a is that for it as was with be by on not he this are or his from at which but have an "
-         "they you were her she there been one all we their has would when if so no will more can about other into "
-         "bank market bond shares price quarter analyst report growth interest rate investor trade fund capital "
-         "profit loss revenue earnings company dollar euro inflation central policy credit risk yield debt").split()
+WORDS = (
+    "the of and to in a is that for it as was with be by on not he this are or his from at which but have an "
+    "they you were her she there been one all we their has would when if so no will more can about other into "
+    "bank market bond shares price quarter analyst report growth interest rate investor trade fund capital "
+    "profit loss revenue earnings company dollar euro inflation central policy credit risk yield debt"
+).split()
 
 
 def _paragraph(rng: random.Random) -> str:
@@ -100,9 +102,18 @@ def _tiny_run(recipe: str, data: Path, out: Path) -> None:
     from lmkit.config import load_run_config
     from lmkit.train.loop import train
 
-    cfg = load_run_config(ROOT / "configs" / f"{recipe}.yaml", {
-        "data.paths": [str(data)], "out": str(out), "train.max_steps": 4, "train.eval_every": 0,
-        "train.ckpt_every": 0, "train.log_every": 2, "train.eval_batches": 1})
+    cfg = load_run_config(
+        ROOT / "configs" / f"{recipe}.yaml",
+        {
+            "data.paths": [str(data)],
+            "out": str(out),
+            "train.max_steps": 4,
+            "train.eval_every": 0,
+            "train.ckpt_every": 0,
+            "train.log_every": 2,
+            "train.eval_batches": 1,
+        },
+    )
     train(cfg, show_progress=False)
 
 
@@ -130,23 +141,45 @@ def _make_inputs(tmp: Path) -> None:
     with (tmp / "reviews.jsonl").open("w") as f:
         for i in range(40):
             good = i % 2 == 0
-            f.write(json.dumps({"text": f"{'a fine' if good else 'a dull'} film about the {rng.choice(['cat', 'dog'])}",
-                                "label": "positive" if good else "negative"}) + "\n")
+            f.write(
+                json.dumps(
+                    {
+                        "text": f"{'a fine' if good else 'a dull'} film about the {rng.choice(['cat', 'dog'])}",
+                        "label": "positive" if good else "negative",
+                    }
+                )
+                + "\n"
+            )
     with (tmp / "ner.jsonl").open("w") as f:
         for _ in range(30):
             f.write(json.dumps({"tokens": ["the", "farmer", "sees", "Ada"], "labels": ["O", "O", "O", "B-PER"]}) + "\n")
     with (tmp / "pairs.jsonl").open("w") as f:
         for i in range(30):
-            f.write(json.dumps({"input": f"question: who sees the bird {i}? context: the cat sees the bird.",
-                                "target": "the cat"}) + "\n")
+            f.write(
+                json.dumps(
+                    {"input": f"question: who sees the bird {i}? context: the cat sees the bird.", "target": "the cat"}
+                )
+                + "\n"
+            )
     with (tmp / "qa.jsonl").open("w") as f:  # a multiple-choice task for `lmkit icl`
         for i in range(24):
             animal = ["cat", "dog", "bird"][i % 3]
-            f.write(json.dumps({"input": f"the {animal} sees the river. who sees the river?",
-                                "choices": ["the cat", "the dog", "the bird"], "label": i % 3}) + "\n")
+            f.write(
+                json.dumps(
+                    {
+                        "input": f"the {animal} sees the river. who sees the river?",
+                        "choices": ["the cat", "the dog", "the bird"],
+                        "label": i % 3,
+                    }
+                )
+                + "\n"
+            )
     subjects, verbs = ["The cat", "A dog", "The farmer", "My sister", "A bird"], ["sat", "ran", "slept", "sang", "ate"]
-    (tmp / "book.txt").write_text(" ".join(f"{rng.choice(subjects)} {rng.choice(verbs)} {rng.choice(['here', 'there', 'again'])}."
-                                           for _ in range(80)))  # short sentences: a query fits a tiny context
+    (tmp / "book.txt").write_text(
+        " ".join(
+            f"{rng.choice(subjects)} {rng.choice(verbs)} {rng.choice(['here', 'there', 'again'])}." for _ in range(80)
+        )
+    )  # short sentences: a query fits a tiny context
     # lmkit scale fit: Chinchilla's points (the suite's copy) and a points file from a known law
     shutil.copy(Path(__file__).parent / "data" / "chinchilla_isoflop_points.csv", tmp)
     rows = ["params,tokens,flops,loss"]
@@ -154,25 +187,49 @@ def _make_inputs(tmp: Path) -> None:
         for f in (0.25, 0.5, 1.0, 2.0, 4.0):
             n = f * (c / 120) ** 0.5
             d = c / (6 * n)
-            rows.append(f"{n:.6g},{d:.6g},{c:.6g},{1.69 + 406.4 / n ** 0.34 + 410.7 / d ** 0.28:.6f}")
+            rows.append(f"{n:.6g},{d:.6g},{c:.6g},{1.69 + 406.4 / n**0.34 + 410.7 / d**0.28:.6f}")
     (tmp / "points.csv").write_text("\n".join(rows) + "\n")
     # lmkit adapt: a "legal" domain and general web text
-    for name, words in (("legal", ["licensee", "hereby", "warranty", "indemnify", "clause", "herein", "party"]),
-                        ("web", ["cat", "river", "garden", "music", "travel", "recipe", "friend"])):
+    for name, words in (
+        ("legal", ["licensee", "hereby", "warranty", "indemnify", "clause", "herein", "party"]),
+        ("web", ["cat", "river", "garden", "music", "travel", "recipe", "friend"]),
+    ):
         (tmp / name).mkdir()
         with (tmp / name / "docs.jsonl").open("w") as f:
             for i in range(60):
-                text = " ".join(f"the {rng.choice(words)} {rng.choice(['and', 'of', 'to', 'with'])} {rng.choice(words)}."
-                                for _ in range(25))
+                text = " ".join(
+                    f"the {rng.choice(words)} {rng.choice(['and', 'of', 'to', 'with'])} {rng.choice(words)}."
+                    for _ in range(25)
+                )
                 f.write(json.dumps({"id": f"{name}{i}", "text": text}) + "\n")
     (tmp / "ethics.md").write_text("## Ethics\n\nA toy model trained on a toy grammar.\n")
 
 
 # The commands this test gives inputs to, in help order. A command added later must be added here
 # (with any inputs its examples name in _make_inputs), or listed in NOT_YET_COVERED with the reason.
-COVERED = ["curate", "mix", "pretrain", "generate", "plan", "numerics", "quantize", "evaluate", "export",
-           "import-hf", "card", "hub", "fill-mask", "finetune-head", "viz attention", "viz embeddings", "serve",
-           "icl", "scale sweep", "scale fit", "adapt"]
+COVERED = [
+    "curate",
+    "mix",
+    "pretrain",
+    "generate",
+    "plan",
+    "numerics",
+    "quantize",
+    "evaluate",
+    "export",
+    "import-hf",
+    "card",
+    "hub",
+    "fill-mask",
+    "finetune-head",
+    "viz attention",
+    "viz embeddings",
+    "serve",
+    "icl",
+    "scale sweep",
+    "scale fit",
+    "adapt",
+]
 NOT_YET_COVERED: dict[str, str] = {}
 
 
@@ -207,8 +264,9 @@ def _run_example(line: str) -> tuple[int, str]:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("command", COVERED)
-def test_help_examples_run_as_written(command: str, workdir: Path, monkeypatch: pytest.MonkeyPatch,
-                                      capsys: pytest.CaptureFixture[str]) -> None:
+def test_help_examples_run_as_written(
+    command: str, workdir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     """Each example of ``command``'s help, as written, in the shared working folder (in help order:
     pretrain's example writes the runs/small that quantize's reads)."""
     monkeypatch.chdir(workdir)
@@ -218,8 +276,11 @@ def test_help_examples_run_as_written(command: str, workdir: Path, monkeypatch: 
     for cmd, line in help_examples():
         if cmd != command:
             continue
-        why = SKIP.get(line.split()[0]) or SKIP.get(command) or next(
-            (w for flag, w in SKIP.items() if flag.startswith("--") and flag in line.split()), None)
+        why = (
+            SKIP.get(line.split()[0])
+            or SKIP.get(command)
+            or next((w for flag, w in SKIP.items() if flag.startswith("--") and flag in line.split()), None)
+        )
         if why:
             print(f"skipped: {line}  ({why})")
             continue

@@ -20,22 +20,37 @@ from lmkit.ship.hub import Hub, default_hub, hub_url, parse_spec, validate_name
 from lmkit.ship.hub_search import search
 
 
-def ckpt(path: Path, family: str = "decoder", d_model: int = 32, meta: dict | None = None,
-         train_state: bool = False) -> Path:
-    cfg = ModelConfig(family=family, vocab_size=300, d_model=d_model, n_layers=1, n_heads=4,  # type: ignore[arg-type]
-                      max_seq_len=32, pos_encoding="learned" if family == "encoder" else "rotary")
+def ckpt(
+    path: Path, family: str = "decoder", d_model: int = 32, meta: dict | None = None, train_state: bool = False
+) -> Path:
+    cfg = ModelConfig(
+        family=family,
+        vocab_size=300,
+        d_model=d_model,
+        n_layers=1,
+        n_heads=4,  # type: ignore[arg-type]
+        max_seq_len=32,
+        pos_encoding="learned" if family == "encoder" else "rotary",
+    )
     torch.manual_seed(len(str(path)))
     model = build_model(cfg)
-    m = {"step": 7, "tokens": 700, "params": sum(p.numel() for p in model.parameters()),
-         "eval": {"loss": 3.5, "perplexity": 33.1}}
+    m = {
+        "step": 7,
+        "tokens": 700,
+        "params": sum(p.numel() for p in model.parameters()),
+        "eval": {"loss": 3.5, "perplexity": 33.1},
+    }
     m.update(meta or {})
     return save_checkpoint(path, model, cfg, meta=m, train_state={"step": 7} if train_state else None)
 
 
 @pytest.fixture(params=["folder", "file-url", "memory"])
 def hub(request: pytest.FixtureRequest, tmp_path: Path) -> Hub:
-    url = {"folder": str(tmp_path / "hub"), "file-url": (tmp_path / "hub").as_uri(),
-           "memory": f"memory://hub-{uuid.uuid4().hex}"}[request.param]
+    url = {
+        "folder": str(tmp_path / "hub"),
+        "file-url": (tmp_path / "hub").as_uri(),
+        "memory": f"memory://hub-{uuid.uuid4().hex}",
+    }[request.param]
     return Hub(url)
 
 
@@ -77,10 +92,29 @@ def test_tampered_file_is_detected_and_nothing_is_left(tmp_path: Path, capsys: p
     assert "fails its checksum" in capsys.readouterr().err
 
 
-
-
-@pytest.mark.parametrize("name", ["../evil", "a/../../b", "/etc/passwd", "a\\b", "a//b", "a/", "", " ", ".",
-                                  "..", "a/b/c", "x y", "na@me", "~root", "C:/x", "-lead", "a/.hidden", "é"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "../evil",
+        "a/../../b",
+        "/etc/passwd",
+        "a\\b",
+        "a//b",
+        "a/",
+        "",
+        " ",
+        ".",
+        "..",
+        "a/b/c",
+        "x y",
+        "na@me",
+        "~root",
+        "C:/x",
+        "-lead",
+        "a/.hidden",
+        "é",
+    ],
+)
 def test_bad_names_are_refused(tmp_path: Path, name: str) -> None:
     with pytest.raises(LmkitError):
         validate_name(name)
@@ -162,8 +196,11 @@ def test_search_by_name_family_task_size_and_card(hub: Hub, tmp_path: Path) -> N
     assert names(search(hub, "text2text-generation")) == ["t5-small-ish"]
     assert names(search(hub, "legal")) == ["alice/legal-gpt"]
     archs = {m["name"]: m["info"]["architecture"] for m in hub.entries()}
-    assert archs == {"alice/legal-gpt": "LlamaForCausalLM", "bob/bert-mini": "BertForMaskedLM",
-                     "t5-small-ish": "T5ForConditionalGeneration"}
+    assert archs == {
+        "alice/legal-gpt": "LlamaForCausalLM",
+        "bob/bert-mini": "BertForMaskedLM",
+        "t5-small-ish": "T5ForConditionalGeneration",
+    }
     assert names(search(hub, "t5forconditionalgeneration")) == ["t5-small-ish"]  # by transformers class
     sizes = {m["name"]: m["info"]["params"] for m in hub.entries()}
     big = sizes["t5-small-ish"]
@@ -182,8 +219,9 @@ def test_hub_location_flag_env_and_default(tmp_path: Path, monkeypatch: pytest.M
     assert hub_url() == str(tmp_path / "env-hub") and hub_url("memory://x") == "memory://x"
 
 
-def test_cli_push_list_search_show_pull(tmp_path: Path, capsys: pytest.CaptureFixture[str],
-                                        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cli_push_list_search_show_pull(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("LMKIT_HUB", str(tmp_path / "hub"))
     src = ckpt(tmp_path / "ck", "encoder")
     (src / "README.md").write_text("---\nlicense: mit\npipeline_tag: fill-mask\n---\n\n# my own card\n")

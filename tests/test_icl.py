@@ -41,9 +41,11 @@ from test_generate import tiny_decoder
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-TEXT = ("The river runs past the old mill. The miller sells bread to the town. Children play near the water "
-        "every day. A heron waits on the bank for fish. In winter the river freezes over. Then the mill is "
-        "quiet and the town waits for spring. Spring brings rain and the wheel turns again. ")
+TEXT = (
+    "The river runs past the old mill. The miller sells bread to the town. Children play near the water "
+    "every day. A heron waits on the bank for fish. In winter the river freezes over. Then the mill is "
+    "quiet and the town waits for spring. Spring brings rain and the wheel turns again. "
+)
 
 
 def qa_task(n: int = 5, instruction: str = "Answer the question.") -> Task:
@@ -60,11 +62,14 @@ def test_golden_prompts_at_0_1_3_shots() -> None:
     p0, p1, p3 = (build_prompt(task, 0, k, seed=7) for k in (0, 1, 3))
     assert p0.text == "Answer the question.\n\nq0?\nAnswer:"
     assert p1.text == "Answer the question.\n\nq1?\nAnswer: a1\n\nq0?\nAnswer:"
-    assert p3.text == ("Answer the question.\n\nq1?\nAnswer: a1\n\nq4?\nAnswer: a4\n\nq2?\nAnswer: a2\n\n"
-                       "q0?\nAnswer:")
+    assert p3.text == ("Answer the question.\n\nq1?\nAnswer: a1\n\nq4?\nAnswer: a4\n\nq2?\nAnswer: a2\n\nq0?\nAnswer:")
     assert (p0.shots, p1.shots, p3.shots) == (0, 1, 3)
-    copy = Task("c", "multiple_choice", [Example("ka", "vb", ("vb", "vc"), 0), Example("kc", "vd", ("vd", "ve"), 0)],
-                PromptFormat(template="{input} ->", separator=" ; "))
+    copy = Task(
+        "c",
+        "multiple_choice",
+        [Example("ka", "vb", ("vb", "vc"), 0), Example("kc", "vd", ("vd", "ve"), 0)],
+        PromptFormat(template="{input} ->", separator=" ; "),
+    )
     assert build_prompt(copy, 0, 1, seed=0).text == "kc -> vd ; ka ->"
 
 
@@ -91,7 +96,7 @@ def test_context_window_drops_exemplars_never_the_query() -> None:
     p = build_prompt(task, 0, 4, seed=1, fits=fits)
     full = build_prompt(task, 0, 4, seed=1)
     assert p.shots_asked == 4 and p.shots < 4 and len(p.text) <= 40
-    assert p.exemplars == full.exemplars[:p.shots]  # the last-drawn go first
+    assert p.exemplars == full.exemplars[: p.shots]  # the last-drawn go first
     assert p.text.endswith("q0?\nAnswer:")
     assert render_prompt(task.format, [task.pool[j] for j in p.exemplars], task.examples[0]) == p.text
     with pytest.raises(LmkitError, match="query alone does not fit"):
@@ -120,8 +125,11 @@ def tiny_model(vocab: int, seed: int = 1, window: int = 64) -> torch.nn.Module:
 @pytest.fixture(scope="module")
 def tok() -> Tokenizer:
     rng = random.Random(0)
-    lines = [copy_pairs_line(rng) for _ in range(400)] + [TEXT] * 20 + [f"{a} + {b} = {a + b}" for a in range(10, 99, 3)
-                                                                       for b in (12, 47, 83)]
+    lines = (
+        [copy_pairs_line(rng) for _ in range(400)]
+        + [TEXT] * 20
+        + [f"{a} + {b} = {a + b}" for a in range(10, 99, 3) for b in (12, 47, 83)]
+    )
     return train_tokenizer(lines, vocab_size=460, show_progress=False)
 
 
@@ -148,9 +156,11 @@ def test_multiple_choice_metrics_against_hand_computation(model: torch.nn.Module
             want = sum(float(logp[t - 1, ids[t]]) for t in range(len(ids) - n, len(ids)))
             assert abs(ll - want) < 1e-4
         ll, llu = rec["loglik"], rec["loglik_calibration"]
-        by_hand = {"acc": max(range(4), key=lambda j: (ll[j], -j)),
-                   "acc_norm": max(range(4), key=lambda j: (ll[j] / len(conts[j]), -j)),
-                   "calibrated": max(range(4), key=lambda j: (ll[j] - llu[j], -j))}
+        by_hand = {
+            "acc": max(range(4), key=lambda j: (ll[j], -j)),
+            "acc_norm": max(range(4), key=lambda j: (ll[j] / len(conts[j]), -j)),
+            "calibrated": max(range(4), key=lambda j: (ll[j] - llu[j], -j)),
+        }
         assert rec["pred"] == by_hand
         assert rec["correct"] == {m: by_hand[m] == ex.label for m in by_hand}
     for row in report["results"]:
@@ -181,8 +191,14 @@ def test_choose_and_bootstrap_by_hand() -> None:
 def test_window_counts_every_choice_in_tokens_not_the_longest_in_characters(tok: Tokenizer) -> None:
     """Issue 25.3: a choice short in characters but long in tokens ("著作権": 3 characters, one token
     per byte) must not overflow the window after the fitting check passed."""
-    phrases = [("all rights", "reserved"), ("free", "software"), ("source", "code"), ("fair", "use"),
-               ("public", "domain"), ("patent", "grant")]
+    phrases = [
+        ("all rights", "reserved"),
+        ("free", "software"),
+        ("source", "code"),
+        ("fair", "use"),
+        ("public", "domain"),
+        ("patent", "grant"),
+    ]
     exs = [Example(f"{q} ...", a, ("著作権", "warranty", a), 2, where=f"lic#{i}") for i, (q, a) in enumerate(phrases)]
     task = Task("lic", "multiple_choice", exs)
     three = build_prompt(task, 0, 3, seed=0).text  # the 3-shot prompt of example 0, window not applied
@@ -235,8 +251,26 @@ def test_free_form_exact_match(model: torch.nn.Module, tok: Tokenizer) -> None:
 
 
 def _run(ckpt: Path, out: Path, *extra: str) -> str:
-    assert main(["icl", str(ckpt), "--task", "copy-pairs", "--n-examples", "10", "--shots", "0", "1", "3", "--out",
-                 str(out), *extra]) == 0
+    assert (
+        main(
+            [
+                "icl",
+                str(ckpt),
+                "--task",
+                "copy-pairs",
+                "--n-examples",
+                "10",
+                "--shots",
+                "0",
+                "1",
+                "3",
+                "--out",
+                str(out),
+                *extra,
+            ]
+        )
+        == 0
+    )
     return (out / "samples.jsonl").read_text(encoding="utf-8")
 
 
@@ -252,7 +286,9 @@ def test_samples_byte_identical_across_runs_batch_sizes_and_limit(ckpt: Path, tm
     rep = json.loads((tmp_path / "a" / "icl.json").read_text())
     assert [row["shots"] for row in rep["results"]] == [0, 1, 3] and rep["chance"] == 0.25
     assert (tmp_path / "a" / "accuracy_vs_shots.png").read_bytes()[:4] == b"\x89PNG"
-    assert main(["icl", str(ckpt), "--task", "copy-pairs", "--out", str(tmp_path / "a")]) == 2  # not without --overwrite
+    assert (
+        main(["icl", str(ckpt), "--task", "copy-pairs", "--out", str(tmp_path / "a")]) == 2
+    )  # not without --overwrite
 
 
 def test_show_prompt_json_and_errors(ckpt: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -261,9 +297,14 @@ def test_show_prompt_json_and_errors(ckpt: Path, tmp_path: Path, capsys: pytest.
     assert "0-shot prompt of example 0" in out and "2-shot prompt" in out
     assert re.search(r"\nk[a-z] v[a-z] k[a-z] v[a-z] k[a-z]\n", out)  # two exemplars, then the queried key
     data = tmp_path / "qa.jsonl"
-    data.write_text("\n".join(json.dumps({"input": f"is {w} a word", "choices": ["yes", "no"], "label": 0})
-                              for w in ("river", "mill", "bread", "town")) + "\n")
-    (tmp_path / "qa.yaml").write_text("instruction: Say yes or no.\nseparator: \"\\n\"\n")
+    data.write_text(
+        "\n".join(
+            json.dumps({"input": f"is {w} a word", "choices": ["yes", "no"], "label": 0})
+            for w in ("river", "mill", "bread", "town")
+        )
+        + "\n"
+    )
+    (tmp_path / "qa.yaml").write_text('instruction: Say yes or no.\nseparator: "\\n"\n')
     assert main(["icl", str(ckpt), "--task", str(data), "--shots", "0", "1", "--json"]) == 0
     rep = json.loads(capsys.readouterr().out)
     assert rep["format"]["instruction"] == "Say yes or no." and rep["format"]["separator"] == "\n"
@@ -276,8 +317,9 @@ def test_show_prompt_json_and_errors(ckpt: Path, tmp_path: Path, capsys: pytest.
     (tmp_path / "taken").mkdir()
     (tmp_path / "taken" / "mine.txt").write_text("x")
     assert main(["icl", str(ckpt), "--task", "copy-pairs", "--out", str(tmp_path / "taken"), "--overwrite"]) == 2
-    enc_cfg = ModelConfig(family="encoder", vocab_size=ckpt_vocab(ckpt), d_model=32, n_layers=1, n_heads=4,
-                          max_seq_len=32)
+    enc_cfg = ModelConfig(
+        family="encoder", vocab_size=ckpt_vocab(ckpt), d_model=32, n_layers=1, n_heads=4, max_seq_len=32
+    )
     enc = save_checkpoint(tmp_path / "enc", build_model(enc_cfg), enc_cfg, Tokenizer.load(ckpt / "tokenizer.json"))
     assert main(["icl", str(enc), "--task", "copy-pairs"]) == 2
     err = capsys.readouterr().err
@@ -290,8 +332,9 @@ def ckpt_vocab(ckpt: Path) -> int:
 
 def test_builtin_tasks() -> None:
     t = copy_pairs(50, seed=2)
-    assert t.kind == "multiple_choice" and all(len(e.choices or ()) == 4 and e.choices[e.label] == e.target
-                                               for e in t.examples)
+    assert t.kind == "multiple_choice" and all(
+        len(e.choices or ()) == 4 and e.choices[e.label] == e.target for e in t.examples
+    )
     groups = {e.group for e in t.examples}
     assert len(groups) == 5  # 50 queries, 10 per mapping, the mappings taken in turn
     assert [e.group for e in t.examples[:5]] == [f"mapping{g}" for g in range(5)]
@@ -319,8 +362,9 @@ def test_builtin_tasks() -> None:
 
 def test_a_jsonl_group_limits_exemplars_to_its_members(tmp_path: Path) -> None:
     """A user's file can say which examples belong together (``"group"``), as copy-pairs does."""
-    recs = [{"input": f"{lang} word {i}", "target": f"{lang}{i}", "group": lang} for lang in ("fr", "de")
-            for i in range(6)] + [{"input": "alone", "target": "x"}]
+    recs = [
+        {"input": f"{lang} word {i}", "target": f"{lang}{i}", "group": lang} for lang in ("fr", "de") for i in range(6)
+    ] + [{"input": "alone", "target": "x"}]
     data = tmp_path / "words.jsonl"
     data.write_text("\n".join(json.dumps(r) for r in recs) + "\n")
     t = load_task(data)
@@ -365,15 +409,19 @@ def test_server_scores_equal_in_process(model: torch.nn.Module, tok: Tokenizer) 
     assert [row["acc"] for row in want["results"]] == [row["acc"] for row in got["results"]]
 
 
-
 @pytest.mark.slow
-def test_finetune_beside_prompting_on_an_encoder_decoder(tok: Tokenizer, tmp_path: Path,
-                                                         capsys: pytest.CaptureFixture[str]) -> None:
+def test_finetune_beside_prompting_on_an_encoder_decoder(
+    tok: Tokenizer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     cfg = ModelConfig(family="encdec", vocab_size=tok.vocab_size, d_model=32, n_layers=1, n_heads=4, max_seq_len=64)
     torch.manual_seed(0)
     ed = save_checkpoint(tmp_path / "ed", build_model(cfg), cfg, tok)
-    assert main(["icl", str(ed), "--task", "copy-pairs", "--n-examples", "15", "--shots", "0", "1", "--finetune",
-                 "--json"]) == 0
+    assert (
+        main(
+            ["icl", str(ed), "--task", "copy-pairs", "--n-examples", "15", "--shots", "0", "1", "--finetune", "--json"]
+        )
+        == 0
+    )
     rep = json.loads(capsys.readouterr().out)
     assert [r["shots"] for r in rep["results"]] == [0, 1] and rep["family"] == "encdec"
     ft = rep["finetune"]
@@ -386,12 +434,12 @@ def test_finetune_beside_prompting_on_an_encoder_decoder(tok: Tokenizer, tmp_pat
     assert "encoder" in capsys.readouterr().err
 
 
-
 # --------------------------------------------------------------------------- shots help a small model
 
 
-def test_write_pretraining_text_is_seeded_and_keeps_a_users_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]
-                                                                 ) -> None:
+def test_write_pretraining_text_is_seeded_and_keeps_a_users_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     a, b = tmp_path / "a.txt", tmp_path / "b.txt"
     assert main(["icl", "--task", "copy-pairs", "--write-pretraining-text", str(a), "--lines", "50"]) == 0
     assert main(["icl", "--task", "copy-pairs", "--write-pretraining-text", str(b), "--lines", "50"]) == 0
@@ -421,11 +469,43 @@ def test_shots_help_a_small_model(tmp_path: Path, capsys: pytest.CaptureFixture[
     steps on the copy-pairs world (about 40 s) is at chance zero-shot and copies from exemplars."""
     corpus = tmp_path / "copy-pairs.txt"
     assert main(["icl", "--task", "copy-pairs", "--write-pretraining-text", str(corpus)]) == 0
-    assert main(["pretrain", "--config", "tiny-copy", "--data", str(corpus), "--out", str(tmp_path / "run"),
-                 "--quiet", "--json"]) == 0
+    assert (
+        main(
+            [
+                "pretrain",
+                "--config",
+                "tiny-copy",
+                "--data",
+                str(corpus),
+                "--out",
+                str(tmp_path / "run"),
+                "--quiet",
+                "--json",
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
-    assert main(["icl", str(tmp_path / "run"), "--task", "copy-pairs", "--shots", "0", "1", "2", "4", "8",
-                 "--out", str(tmp_path / "icl"), "--json"]) == 0
+    assert (
+        main(
+            [
+                "icl",
+                str(tmp_path / "run"),
+                "--task",
+                "copy-pairs",
+                "--shots",
+                "0",
+                "1",
+                "2",
+                "4",
+                "8",
+                "--out",
+                str(tmp_path / "icl"),
+                "--json",
+            ]
+        )
+        == 0
+    )
     acc = {r["shots"]: r["acc"] for r in json.loads(capsys.readouterr().out)["results"]}
     assert acc[0]["value"] < 0.4  # nothing to copy from: about chance (0.25)
     assert acc[4]["ci_low"] > acc[0]["ci_high"], acc  # four exemplars help, outside the intervals

@@ -84,13 +84,16 @@ def test_rms_norm_matches_torch_in_value_and_gradient(shape: tuple[int, ...]) ->
     assert torch.autograd.gradcheck(_RMSNorm.apply, (x64, w64, 1e-6))
 
 
-@pytest.mark.parametrize("bias_shape,causal", [
-    ((1, 3, 9, 9), False),   # T5 encoder: one bias for the whole batch
-    ((2, 3, 9, 9), False),   # bias with padding folded in, per sequence
-    ((1, 3, 9, 9), True),    # T5 decoder: −inf above the diagonal
-    ((9, 9), True),          # a plain 2-D additive mask
-    ((2, 1, 1, 9), False),   # a per-key padding mask, broadcast over heads and queries
-])
+@pytest.mark.parametrize(
+    "bias_shape,causal",
+    [
+        ((1, 3, 9, 9), False),  # T5 encoder: one bias for the whole batch
+        ((2, 3, 9, 9), False),  # bias with padding folded in, per sequence
+        ((1, 3, 9, 9), True),  # T5 decoder: −inf above the diagonal
+        ((9, 9), True),  # a plain 2-D additive mask
+        ((2, 1, 1, 9), False),  # a per-key padding mask, broadcast over heads and queries
+    ],
+)
 @pytest.mark.parametrize("scale", [1.0, 0.25])
 def test_biased_attention_matches_sdpa(bias_shape: tuple[int, ...], causal: bool, scale: float) -> None:
     torch.manual_seed(0)

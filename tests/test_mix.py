@@ -108,7 +108,20 @@ def test_cli_mix(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
 
     make_source(tmp_path / "a", 20, 20, "alpha")
     make_source(tmp_path / "b", 20, 20, "beta")
-    assert main(["mix", f"{tmp_path / 'a'}=0.7", f"{tmp_path / 'b'}=0.3", "--out", str(tmp_path / "m"),
-                 "--tokens", "1k", "--json"]) == 0
+    assert (
+        main(
+            [
+                "mix",
+                f"{tmp_path / 'a'}=0.7",
+                f"{tmp_path / 'b'}=0.3",
+                "--out",
+                str(tmp_path / "m"),
+                "--tokens",
+                "1k",
+                "--json",
+            ]
+        )
+        == 0
+    )
     rep = json.loads(capsys.readouterr().out)
     assert abs(rep["sources"][0]["realised_share"] - 0.7) < 0.05

@@ -52,15 +52,33 @@ def test_muon_with_fsdp_is_refused() -> None:
 
 def test_muon_checkpoint_and_resume_is_bit_exact(word_corpus: Path, tmp_path: Path) -> None:
     data = word_corpus
-    common = ["--config", "tiny", "--data", str(data), "--train.optimizer", "muon", "--train.precision", "fp32",
-              "--train.eval_every", "0", "--train.ckpt_every", "10", "--quiet"]
+    common = [
+        "--config",
+        "tiny",
+        "--data",
+        str(data),
+        "--train.optimizer",
+        "muon",
+        "--train.precision",
+        "fp32",
+        "--train.eval_every",
+        "0",
+        "--train.ckpt_every",
+        "10",
+        "--quiet",
+    ]
     assert main(["pretrain", *common, "--out", str(tmp_path / "whole"), "--max-steps", "20"]) == 0
-    assert main(["pretrain", *common, "--out", str(tmp_path / "split"), "--max-steps", "20",
-                 "--train.max_steps", "10"]) == 0
+    assert (
+        main(["pretrain", *common, "--out", str(tmp_path / "split"), "--max-steps", "20", "--train.max_steps", "10"])
+        == 0
+    )
     assert main(["pretrain", "--out", str(tmp_path / "split"), "--resume", "--max-steps", "20", "--quiet"]) == 0
     a = load_file(str(tmp_path / "whole" / "ckpt-0000020" / "model.safetensors"))
     b = load_file(str(tmp_path / "split" / "ckpt-0000020" / "model.safetensors"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    losses = [json.loads(line)["loss"] for line in (tmp_path / "whole" / "metrics.jsonl").read_text().splitlines()
-              if '"loss"' in line]
+    losses = [
+        json.loads(line)["loss"]
+        for line in (tmp_path / "whole" / "metrics.jsonl").read_text().splitlines()
+        if '"loss"' in line
+    ]
     assert losses[-1] < losses[0]

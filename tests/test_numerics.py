@@ -35,9 +35,9 @@ def test_layouts_and_ranges_match_ieee_and_bfloat16() -> None:
     assert fp32.max == pytest.approx(3.4028234663852886e38, rel=1e-12)
     assert fp16.max == 65504.0
     assert bf16.max == pytest.approx(3.3895313892515355e38, rel=1e-12)
-    assert fp16.smallest_normal == 2.0 ** -14 and fp16.smallest_subnormal == 2.0 ** -24
-    assert fp32.smallest_subnormal == pytest.approx(2.0 ** -149)
-    assert (fp32.epsilon, fp16.epsilon, bf16.epsilon) == (2.0 ** -23, 2.0 ** -10, 2.0 ** -7)
+    assert fp16.smallest_normal == 2.0**-14 and fp16.smallest_subnormal == 2.0**-24
+    assert fp32.smallest_subnormal == pytest.approx(2.0**-149)
+    assert (fp32.epsilon, fp16.epsilon, bf16.epsilon) == (2.0**-23, 2.0**-10, 2.0**-7)
     # bf16 keeps fp32's range with far fewer digits
     assert bf16.smallest_normal == fp32.smallest_normal and bf16.decimal_digits < 3 < fp16.decimal_digits < 4
     assert (int8.min, int8.max, int8.bits) == (-128.0, 127.0, 8)
@@ -55,9 +55,9 @@ def test_pi_in_each_format() -> None:
     (raw32,) = struct.unpack(">I", struct.pack(">f", math.pi))
     assert represent(math.pi, "bf16").bits.replace(" ", "") == format(raw32 >> 16, "016b")
     # step between neighbours near π: 2 (the exponent) x epsilon
-    assert represent(math.pi, "fp16").step == 2 * 2.0 ** -10
-    assert represent(math.pi, "bf16").step == 2 * 2.0 ** -7
-    assert represent(math.pi, "fp32").step == 2 * 2.0 ** -23
+    assert represent(math.pi, "fp16").step == 2 * 2.0**-10
+    assert represent(math.pi, "bf16").step == 2 * 2.0**-7
+    assert represent(math.pi, "fp32").step == 2 * 2.0**-23
 
 
 def test_pi_in_int8_with_its_absmax_scale() -> None:
@@ -76,13 +76,13 @@ def test_overflow_and_rounding_of_large_values() -> None:
     assert r.overflow and math.isinf(r.stored)
     assert represent(70000.0, "bf16").stored == 70144.0  # in range, but only 8 significant bits
     assert not represent(65504.0, "fp16").overflow
-    assert represent(1.0, "fp16").step == 2.0 ** -10
+    assert represent(1.0, "fp16").step == 2.0**-10
 
 
 def test_underflow_to_zero_is_flagged() -> None:
     tiny = represent(1e-8, "fp16")  # below half of fp16's smallest subnormal, 2^-24
     assert tiny.stored == 0.0 and tiny.underflow and not tiny.overflow
-    assert represent(2.0 ** -24, "fp16").stored == 2.0 ** -24 and not represent(2.0 ** -24, "fp16").underflow
+    assert represent(2.0**-24, "fp16").stored == 2.0**-24 and not represent(2.0**-24, "fp16").underflow
     assert not represent(1e-8, "bf16").underflow  # bf16 keeps fp32's exponent range
     assert not represent(0.0, "fp16").underflow  # zero is stored exactly
     small = represent(0.01, "int8", absmax=4.0)  # less than half a step of a tensor whose max |x| is 4

@@ -105,8 +105,8 @@ def test_span_corruption_reassembles_exactly_with_sentinels_in_order() -> None:
             assert target[0] == SPECIALS.sentinels[0] and target[-1] == SPECIALS.eos
             # decoder input = target shifted right behind the start token (pad); padding is not scored
             dec = b["decoder_input_ids"][row].tolist()
-            assert dec[0] == SPECIALS.pad and dec[1:len(target)] == target[:-1]
-            assert all(t == IGNORE_INDEX for t in lab[len(target):])
+            assert dec[0] == SPECIALS.pad and dec[1 : len(target)] == target[:-1]
+            assert all(t == IGNORE_INDEX for t in lab[len(target) :])
             mask = b["attention_mask"][row].tolist()
             real = sum(mask)
             assert mask == [1] * real + [0] * (256 - real) and inp[real - 1] == SPECIALS.eos
@@ -145,7 +145,9 @@ def test_dispatch_by_family() -> None:
     assert set(b) == {"input_ids", "labels"} and b["input_ids"].shape == (2, 32)
     dec = ModelConfig(family="decoder", max_seq_len=32)
     assert window_length(dec) == 33 and set(make_batch(dec, windows_with_specials(2, 33), SPECIALS, g)) == {
-        "input_ids", "labels"}
+        "input_ids",
+        "labels",
+    }
     ed = ModelConfig(family="encdec", max_seq_len=32, max_target_len=8)
     b = make_batch(ed, windows_with_specials(2, window_length(ed)), SPECIALS, g)
     assert set(b) == {"input_ids", "attention_mask", "decoder_input_ids", "labels"}

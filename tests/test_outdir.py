@@ -33,8 +33,11 @@ def snapshot(path: Path) -> dict[str, str]:
     """Every file under ``path`` (or the file itself) with its sha256: equal snapshots = nothing lost."""
     if path.is_file():
         return {path.name: hashlib.sha256(path.read_bytes()).hexdigest()}
-    return {p.relative_to(path).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(path.rglob("*")) if p.is_file()}
+    return {
+        p.relative_to(path).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(path.rglob("*"))
+        if p.is_file()
+    }
 
 
 def ckpt(path: Path) -> Path:
@@ -60,7 +63,8 @@ def corpus(folder: Path, n: int = 40) -> Path:
     for i in range(n):
         (folder / f"{i:03d}.txt").write_text(
             f"Document {i} talks about topic {i % 7} with the words river, house and tree number {i}. " * 3,
-            encoding="utf-8")
+            encoding="utf-8",
+        )
     return folder
 
 
@@ -71,8 +75,12 @@ def test_check_refuses_every_overlap_with_an_input(tmp_path: Path) -> None:
     src = tmp_path / "in"
     (src / "sub").mkdir(parents=True)
     (src / "sub" / "a.txt").write_text("x")
-    for out, word in [(src, "is the input"), (src / "new", "is inside the input"),
-                      (tmp_path, "contains the input"), (src / "sub", "is inside the input")]:
+    for out, word in [
+        (src, "is the input"),
+        (src / "new", "is inside the input"),
+        (tmp_path, "contains the input"),
+        (src / "sub", "is inside the input"),
+    ]:
         for overwrite in (False, True):
             with pytest.raises(LmkitError, match=word) as e:
                 check_out_dir(out, overwrite, [src], ours=lambda p: True)
@@ -134,16 +142,20 @@ def run(tmp_path: Path) -> Path:
 @pytest.mark.parametrize("case", ["out=run", "out=ckpt", "out inside ckpt", "run inside out"])
 def test_export_never_touches_its_input(run: Path, case: str, capsys: pytest.CaptureFixture[str]) -> None:
     ck = run / "ckpt-7"
-    src, out, word = {"out=run": (run, run, "is the input"), "out=ckpt": (ck, ck, "is the input"),
-                      "out inside ckpt": (ck, ck / "hf", "is inside the input"),
-                      "run inside out": (run, run.parent, "contains the input")}[case]
+    src, out, word = {
+        "out=run": (run, run, "is the input"),
+        "out=ckpt": (ck, ck, "is the input"),
+        "out inside ckpt": (ck, ck / "hf", "is inside the input"),
+        "run inside out": (run, run.parent, "contains the input"),
+    }[case]
     before = snapshot(run.parent)
     refused(capsys, ["export", src, "--out", out, "--overwrite", "--no-verify"], out, src, word)
     assert snapshot(run.parent) == before
 
 
-def test_export_overwrite_replaces_only_a_previous_export(run: Path, tmp_path: Path,
-                                                          capsys: pytest.CaptureFixture[str]) -> None:
+def test_export_overwrite_replaces_only_a_previous_export(
+    run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     mine = tmp_path / "mine"
     mine.mkdir()
     (mine / "config.json").write_text('{"mine": 1}')
@@ -168,20 +180,28 @@ def hf(run: Path, tmp_path: Path) -> Path:
 
 @pytest.mark.parametrize("case", ["out=hf", "out inside hf", "hf inside out"])
 def test_import_hf_never_touches_its_input(hf: Path, case: str, capsys: pytest.CaptureFixture[str]) -> None:
-    out, word = {"out=hf": (hf, "is the input"), "out inside hf": (hf / "back", "is inside the input"),
-                 "hf inside out": (hf.parent, "contains the input")}[case]
+    out, word = {
+        "out=hf": (hf, "is the input"),
+        "out inside hf": (hf / "back", "is inside the input"),
+        "hf inside out": (hf.parent, "contains the input"),
+    }[case]
     before = snapshot(hf)
     refused(capsys, ["import-hf", hf, "--out", out, "--overwrite", "--no-tokenizer"], out, hf, word)
     assert snapshot(hf) == before
 
 
-def test_import_hf_overwrite_replaces_only_a_checkpoint(hf: Path, tmp_path: Path,
-                                                        capsys: pytest.CaptureFixture[str]) -> None:
+def test_import_hf_overwrite_replaces_only_a_checkpoint(
+    hf: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     mine = tmp_path / "mine"
     mine.mkdir()
     (mine / "notes.txt").write_text("keep")
-    refused(capsys, ["import-hf", hf, "--out", mine, "--overwrite", "--no-tokenizer"], mine,
-            "not a previous lmkit checkpoint")
+    refused(
+        capsys,
+        ["import-hf", hf, "--out", mine, "--overwrite", "--no-tokenizer"],
+        mine,
+        "not a previous lmkit checkpoint",
+    )
     assert (mine / "notes.txt").read_text() == "keep"
     back = tmp_path / "back"
     assert main(["import-hf", str(hf), "--out", str(back), "--no-tokenizer"]) == 0
@@ -196,9 +216,12 @@ def test_import_hf_overwrite_replaces_only_a_checkpoint(hf: Path, tmp_path: Path
 @pytest.mark.parametrize("case", ["out=ckpt", "out=run", "out inside ckpt", "run inside out"])
 def test_quantize_never_touches_its_input(run: Path, case: str, capsys: pytest.CaptureFixture[str]) -> None:
     ck = run / "ckpt-7"
-    src, out, word = {"out=ckpt": (ck, ck, "is the input"), "out=run": (run, run, "is the input"),
-                      "out inside ckpt": (ck, ck / "q", "is inside the input"),
-                      "run inside out": (run, run.parent, "contains the input")}[case]
+    src, out, word = {
+        "out=ckpt": (ck, ck, "is the input"),
+        "out=run": (run, run, "is the input"),
+        "out inside ckpt": (ck, ck / "q", "is inside the input"),
+        "run inside out": (run, run.parent, "contains the input"),
+    }[case]
     before = snapshot(run.parent)
     refused(capsys, ["quantize", src, "--to", "bf16", "--out", out, "--overwrite"], out, src, word)
     assert snapshot(run.parent) == before
@@ -206,11 +229,24 @@ def test_quantize_never_touches_its_input(run: Path, case: str, capsys: pytest.C
 
 def test_finetune_head_out_never_an_input(run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     data = tmp_path / "labels.jsonl"
-    data.write_text("".join(json.dumps({"text": f"t {i}", "label": "a" if i % 2 else "b"}) + "\n"
-                            for i in range(8)))
+    data.write_text("".join(json.dumps({"text": f"t {i}", "label": "a" if i % 2 else "b"}) + "\n" for i in range(8)))
     before = snapshot(run)
-    refused(capsys, ["finetune-head", run, "--data", data, "--task", "sequence-classification",
-                     "--out", run / "ckpt-7", "--overwrite"], run / "ckpt-7", "is the input")
+    refused(
+        capsys,
+        [
+            "finetune-head",
+            run,
+            "--data",
+            data,
+            "--task",
+            "sequence-classification",
+            "--out",
+            run / "ckpt-7",
+            "--overwrite",
+        ],
+        run / "ckpt-7",
+        "is the input",
+    )
     assert snapshot(run) == before
 
 
@@ -224,11 +260,11 @@ def test_curate_never_touches_its_input(tmp_path: Path, capsys: pytest.CaptureFi
     shard = out / "part-00000.jsonl.gz"
     before = snapshot(tmp_path)
     # re-curating a previous output into its own folder would delete the shard being read
-    refused(capsys, ["curate", shard, "--out", out, "--overwrite", "--workers", "1"], out, shard,
-            "contains the input")
+    refused(capsys, ["curate", shard, "--out", out, "--overwrite", "--workers", "1"], out, shard, "contains the input")
     refused(capsys, ["curate", raw, "--out", raw, "--overwrite", "--workers", "1"], raw, "is the input")
-    refused(capsys, ["curate", raw, "--out", raw / "c", "--overwrite", "--workers", "1"], raw / "c",
-            "is inside the input")
+    refused(
+        capsys, ["curate", raw, "--out", raw / "c", "--overwrite", "--workers", "1"], raw / "c", "is inside the input"
+    )
     assert snapshot(tmp_path) == before
     # a previous output is replaced; a folder with other files is not, even with --overwrite
     assert main(["curate", str(raw), "--out", str(out), "--overwrite", "--workers", "1"]) == 0
@@ -260,26 +296,40 @@ def test_mix_never_touches_its_input(tmp_path: Path, capsys: pytest.CaptureFixtu
 
 def test_tokenizer_train_never_overwrites_its_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     data = tmp_path / "corpus.json"  # JSON lines are training data too
-    data.write_text("".join(json.dumps({"text": f"words about river {i} and house {i % 5}"}) + "\n"
-                            for i in range(200)))
+    data.write_text(
+        "".join(json.dumps({"text": f"words about river {i} and house {i % 5}"}) + "\n" for i in range(200))
+    )
     before = data.read_bytes()
-    refused(capsys, ["tokenizer", "train", data, "--vocab-size", "400", "--out", data, "--overwrite"],
-            data, "is the input")
+    refused(
+        capsys, ["tokenizer", "train", data, "--vocab-size", "400", "--out", data, "--overwrite"], data, "is the input"
+    )
     folder = corpus(tmp_path / "raw")
-    refused(capsys, ["tokenizer", "train", folder, "--vocab-size", "400", "--out", folder, "--overwrite"],
-            folder / "tokenizer.json", "is inside the input")
+    refused(
+        capsys,
+        ["tokenizer", "train", folder, "--vocab-size", "400", "--out", folder, "--overwrite"],
+        folder / "tokenizer.json",
+        "is inside the input",
+    )
     tok_in = tmp_path / "tok" / "tokenizer.json"  # a JSON-lines file that happens to sit where the tokenizer goes
     tok_in.parent.mkdir()
     tok_in.write_bytes(before)
-    refused(capsys, ["tokenizer", "train", tok_in, "--vocab-size", "400", "--out", tok_in.parent, "--overwrite"],
-            tok_in, "is the input")
+    refused(
+        capsys,
+        ["tokenizer", "train", tok_in, "--vocab-size", "400", "--out", tok_in.parent, "--overwrite"],
+        tok_in,
+        "is the input",
+    )
     assert data.read_bytes() == before and tok_in.read_bytes() == before
     assert not (folder / "tokenizer.json").exists()
     # --overwrite replaces a tokenizer, not some other JSON file
     other = tmp_path / "other.json"
     other.write_text('{"mine": true}')
-    refused(capsys, ["tokenizer", "train", folder, "--vocab-size", "400", "--out", other, "--overwrite"],
-            other, "not a previous lmkit tokenizer")
+    refused(
+        capsys,
+        ["tokenizer", "train", folder, "--vocab-size", "400", "--out", other, "--overwrite"],
+        other,
+        "not a previous lmkit tokenizer",
+    )
     assert other.read_text() == '{"mine": true}'
     out = tmp_path / "t"
     assert main(["tokenizer", "train", str(folder), "--vocab-size", "400", "--out", str(out)]) == 0
@@ -295,15 +345,19 @@ def test_hub_pull_never_touches_the_hub(tmp_path: Path, capsys: pytest.CaptureFi
     hub_dir = tmp_path / "hub"
     Hub(str(hub_dir)).push(ckpt(tmp_path / "ck"), "tiny")
     before = snapshot(hub_dir)
-    for out, word in [(hub_dir, "is the input"), (hub_dir / "pulled", "is inside the input"),
-                      (tmp_path, "contains the input")]:
+    for out, word in [
+        (hub_dir, "is the input"),
+        (hub_dir / "pulled", "is inside the input"),
+        (tmp_path, "contains the input"),
+    ]:
         refused(capsys, ["hub", "pull", "tiny", "--hub", hub_dir, "--out", out, "--overwrite"], out, hub_dir, word)
         assert snapshot(hub_dir) == before
     mine = tmp_path / "mine"
     mine.mkdir()
     (mine / "notes.txt").write_text("keep")
-    refused(capsys, ["hub", "pull", "tiny", "--hub", hub_dir, "--out", mine, "--overwrite"], mine,
-            "not a previous lmkit")
+    refused(
+        capsys, ["hub", "pull", "tiny", "--hub", hub_dir, "--out", mine, "--overwrite"], mine, "not a previous lmkit"
+    )
     assert (mine / "notes.txt").read_text() == "keep"
     got = tmp_path / "got"
     assert main(["hub", "pull", "tiny", "--hub", str(hub_dir), "--out", str(got)]) == 0
@@ -313,8 +367,9 @@ def test_hub_pull_never_touches_the_hub(tmp_path: Path, capsys: pytest.CaptureFi
 # --------------------------------------------------------------------------- card / viz (single files)
 
 
-def test_card_and_viz_never_replace_a_checkpoint_file(run: Path, tmp_path: Path,
-                                                      capsys: pytest.CaptureFixture[str]) -> None:
+def test_card_and_viz_never_replace_a_checkpoint_file(
+    run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     ck = run / "ckpt-7"
     before = snapshot(ck)
     refused(capsys, ["card", ck, "--out", ck / "config.json", "--overwrite"], ck / "config.json", "not a previous")
@@ -322,10 +377,18 @@ def test_card_and_viz_never_replace_a_checkpoint_file(run: Path, tmp_path: Path,
     section.write_text("Be kind.\n")
     refused(capsys, ["card", ck, "--add-section", section, "--out", section, "--overwrite"], section, "is the input")
     assert section.read_text() == "Be kind.\n"
-    refused(capsys, ["viz", "attention", ck, "hello", "--out", ck / "model.safetensors", "--overwrite"],
-            ck / "model.safetensors", "not a previous lmkit picture")
-    refused(capsys, ["viz", "embeddings", ck, "--words", "a", "b", "--out", ck / "meta.json", "--overwrite"],
-            ck / "meta.json", "not a previous lmkit picture")
+    refused(
+        capsys,
+        ["viz", "attention", ck, "hello", "--out", ck / "model.safetensors", "--overwrite"],
+        ck / "model.safetensors",
+        "not a previous lmkit picture",
+    )
+    refused(
+        capsys,
+        ["viz", "embeddings", ck, "--words", "a", "b", "--out", ck / "meta.json", "--overwrite"],
+        ck / "meta.json",
+        "not a previous lmkit picture",
+    )
     refused(capsys, ["viz", "attention", ck, "hello", "--out", tmp_path / "maps.svg"], "maps.svg", "ending in .png")
     assert snapshot(ck) == before and not (tmp_path / "maps.svg").exists()
     assert main(["card", str(ck)]) == 0
@@ -426,8 +489,11 @@ def test_png_and_sidecar_stamps_tell_lmkit_files_unchanged_from_anything_else(tm
     drawn.write_bytes(stamp_png(own.read_bytes(), "lmkit viz"))
     assert is_stamped_png(drawn)
     assert (matplotlib.image.imread(drawn) == matplotlib.image.imread(own)).all()  # readers skip the chunk
-    for changed in (png_with_comment(drawn.read_bytes()), drawn.read_bytes()[:-1],
-                    stamp_png(drawn.read_bytes(), "lmkit viz")):  # edited, cut short, stamped twice
+    for changed in (
+        png_with_comment(drawn.read_bytes()),
+        drawn.read_bytes()[:-1],
+        stamp_png(drawn.read_bytes(), "lmkit viz"),
+    ):  # edited, cut short, stamped twice
         (tmp_path / "x.png").write_bytes(changed)
         assert not is_stamped_png(tmp_path / "x.png")
     pixels = bytearray(drawn.read_bytes())
@@ -457,7 +523,9 @@ def add_mine(out: Path) -> None:
 
 
 def mine_intact(out: Path) -> bool:
-    return (out / "mine.txt").read_text() == "mine\n" and (out / "mydir").is_dir() and not any((out / "mydir").iterdir())
+    return (
+        (out / "mine.txt").read_text() == "mine\n" and (out / "mydir").is_dir() and not any((out / "mydir").iterdir())
+    )
 
 
 @pytest.fixture(scope="module")
@@ -480,11 +548,11 @@ def points_csv(path: Path) -> Path:
     """IsoFLOP points of a known law: three budgets, five sizes each."""
     rows = []
     for c in (1e16, 1e17, 1e18):
-        n_opt = 0.1 * c ** 0.5
+        n_opt = 0.1 * c**0.5
         for f in (0.25, 0.5, 1.0, 2.0, 4.0):
             n = n_opt * f
             d = c / (6 * n)
-            rows.append(f"{n},{d},{c},{1.9 + 350 / n ** 0.32 + 900 / d ** 0.30},{c}\n")
+            rows.append(f"{n},{d},{c},{1.9 + 350 / n**0.32 + 900 / d**0.30},{c}\n")
     path.write_text("params,tokens,flops,loss,budget\n" + "".join(rows))
     return path
 
@@ -515,10 +583,20 @@ def writer_argv(command: str, tmp_path: Path, tok_ckpts: dict[str, Path]) -> lis
         return ["icl", tok_ckpts["decoder"], "--task", "copy-pairs", "--n-examples", "4", "--shots", "0", "1"]
     if command == "finetune-head":
         data = tmp_path / "labels.jsonl"
-        data.write_text("".join(json.dumps({"text": f"the river {i}", "label": "a" if i % 2 else "b"}) + "\n"
-                                for i in range(12)))
-        return ["finetune-head", tok_ckpts["encoder"], "--data", data, "--task", "sequence-classification",
-                "--epochs", "1", "--quiet"]
+        data.write_text(
+            "".join(json.dumps({"text": f"the river {i}", "label": "a" if i % 2 else "b"}) + "\n" for i in range(12))
+        )
+        return [
+            "finetune-head",
+            tok_ckpts["encoder"],
+            "--data",
+            data,
+            "--task",
+            "sequence-classification",
+            "--epochs",
+            "1",
+            "--quiet",
+        ]
     raise AssertionError(command)
 
 
@@ -526,8 +604,9 @@ FOLDER_WRITERS = ["export", "import-hf", "quantize", "hub pull", "curate", "mix"
 
 
 @pytest.mark.parametrize("command", FOLDER_WRITERS)
-def test_overwrite_never_deletes_what_the_user_added(command: str, tmp_path: Path, tok_ckpts: dict[str, Path],
-                                                     capsys: pytest.CaptureFixture[str]) -> None:
+def test_overwrite_never_deletes_what_the_user_added(
+    command: str, tmp_path: Path, tok_ckpts: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
     """lmkit CMD --out D; echo mine > D/mine.txt; mkdir D/mydir; lmkit CMD --out D --overwrite: refused in
     one line naming D and mine.txt, with D (the user's files and lmkit's) exactly as it was."""
     argv = writer_argv(command, tmp_path, tok_ckpts)
@@ -548,9 +627,9 @@ def test_overwrite_never_deletes_what_the_user_added(command: str, tmp_path: Pat
     assert (out / "mydir" / "sub").is_dir()
 
 
-def test_hub_pull_overwrite_keeps_the_users_files_exactly_as_the_issue_tried(tmp_path: Path,
-                                                                            capsys: pytest.CaptureFixture[str]
-                                                                            ) -> None:
+def test_hub_pull_overwrite_keeps_the_users_files_exactly_as_the_issue_tried(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from lmkit.ship.hub import PULL_RECORD, Hub
 
     hub = tmp_path / "hubdir"
@@ -577,8 +656,9 @@ def test_hub_pull_overwrite_keeps_the_users_files_exactly_as_the_issue_tried(tmp
     assert (d / "README.md").read_text() == card.read_text()
 
 
-def test_quantize_overwrite_keeps_a_checkpoint_the_user_added_to(tmp_path: Path,
-                                                                capsys: pytest.CaptureFixture[str]) -> None:
+def test_quantize_overwrite_keeps_a_checkpoint_the_user_added_to(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """A folder that is an lmkit checkpoint as a whole is still refused when the user added to it; an
     unedited card `lmkit card` wrote into it is lmkit's and goes with the replace."""
     ck = ckpt(tmp_path / "ck")
@@ -594,8 +674,9 @@ def test_quantize_overwrite_keeps_a_checkpoint_the_user_added_to(tmp_path: Path,
     assert (q / "README.md").read_text().endswith("My own notes.\n")
 
 
-def test_export_overwrite_keeps_a_card_the_user_edited(run: Path, tmp_path: Path,
-                                                       capsys: pytest.CaptureFixture[str]) -> None:
+def test_export_overwrite_keeps_a_card_the_user_edited(
+    run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     hf = tmp_path / "hf"
     argv: list[str | Path] = ["export", run, "--out", hf, "--no-verify"]
     assert main([str(a) for a in argv]) == 0
@@ -611,16 +692,26 @@ def test_adapt_overwrite_never_deletes_what_the_user_added(tmp_path: Path, capsy
     settings = AdaptSettings(domain=[str(dom)], general=[str(gen)], config="tiny")
     out = tmp_path / "D"
     assert open_experiment(settings, out, overwrite=False) is False  # the experiment started: a previous output
-    for rel in ("split/split.json", "arms/share-0.00/run/ckpt-10/meta.json", "tokenizers/mix/tokenizer.json",
-                "report.md", "adapt.json", "tradeoff.png"):
+    for rel in (
+        "split/split.json",
+        "arms/share-0.00/run/ckpt-10/meta.json",
+        "tokenizers/mix/tokenizer.json",
+        "report.md",
+        "adapt.json",
+        "tradeoff.png",
+    ):
         (out / rel).parent.mkdir(parents=True, exist_ok=True)
         (out / rel).write_text("{}")
     assert open_experiment(settings, out, overwrite=True) is False  # an untouched experiment starts again
     assert [p.name for p in out.iterdir()] == [SETTINGS_FILE]
     add_mine(out)
     before = snapshot(out)
-    refused(capsys, ["adapt", "--domain", dom, "--general", gen, "--config", "tiny", "--out", out, "--overwrite",
-                     "--quiet"], out, "'mine.txt', 'mydir/', which lmkit did not write")
+    refused(
+        capsys,
+        ["adapt", "--domain", dom, "--general", gen, "--config", "tiny", "--out", out, "--overwrite", "--quiet"],
+        out,
+        "'mine.txt', 'mydir/', which lmkit did not write",
+    )
     assert mine_intact(out) and snapshot(out) == before
 
 
@@ -676,8 +767,9 @@ def test_card_overwrite_replaces_only_a_card_lmkit_wrote(tmp_path: Path, capsys:
 
 
 @pytest.mark.parametrize("command", ["tokenizer train", "viz attention", "card", "icl --write-pretraining-text"])
-def test_single_file_writers_leave_the_rest_of_the_folder_alone(command: str, tmp_path: Path,
-                                                                tok_ckpts: dict[str, Path]) -> None:
+def test_single_file_writers_leave_the_rest_of_the_folder_alone(
+    command: str, tmp_path: Path, tok_ckpts: dict[str, Path]
+) -> None:
     """A command that writes one file replaces only that file: what else the folder holds stays."""
     d = tmp_path / "D"
     d.mkdir()
@@ -708,8 +800,11 @@ def single_file_case(command: str, tmp_path: Path, tok_ckpts: dict[str, Path]) -
 
         hf = HFTokenizer(models.WordLevel({"[UNK]": 0, "river": 1}, unk_token="[UNK]")).to_str()  # a Hugging Face one
         copied = (tok_ckpts["decoder"] / "tokenizer.json").read_bytes()  # lmkit's, copied from a checkpoint
-        return (["tokenizer", "train", str(corpus(tmp_path / "raw")), "--vocab-size", "400", "--out", str(d)],
-                d / "tokenizer.json", [hf.encode(), copied])
+        return (
+            ["tokenizer", "train", str(corpus(tmp_path / "raw")), "--vocab-size", "400", "--out", str(d)],
+            d / "tokenizer.json",
+            [hf.encode(), copied],
+        )
     if command.startswith("viz"):
         out = d / "pic.png"
         own = users_png(tmp_path / "own.png").read_bytes()
@@ -720,8 +815,11 @@ def single_file_case(command: str, tmp_path: Path, tok_ckpts: dict[str, Path]) -
     from lmkit.lab.icl.tasks import copy_pairs_text
 
     out = d / "pairs.txt"
-    return (["icl", "--task", "copy-pairs", "--write-pretraining-text", str(out), "--lines", "5"], out,
-            [b"my notes\n", copy_pairs_text(5, 0).encode()])  # the second: the same text, not written here
+    return (
+        ["icl", "--task", "copy-pairs", "--write-pretraining-text", str(out), "--lines", "5"],
+        out,
+        [b"my notes\n", copy_pairs_text(5, 0).encode()],
+    )  # the second: the same text, not written here
 
 
 def edited(path: Path) -> bytes:
@@ -731,15 +829,17 @@ def edited(path: Path) -> bytes:
         return png_with_comment(data)
     if path.suffix == ".json":
         spec = json.loads(data)
-        spec["added_tokens"].append({**spec["added_tokens"][-1], "id": len(spec["model"]["vocab"]) + 999,
-                                     "content": "<my_token>"})
+        spec["added_tokens"].append(
+            {**spec["added_tokens"][-1], "id": len(spec["model"]["vocab"]) + 999, "content": "<my_token>"}
+        )
         return json.dumps(spec).encode()
     return data + b"\nmy own line\n"
 
 
 @pytest.mark.parametrize("command", SINGLE_FILE_WRITERS)
-def test_overwrite_never_replaces_the_users_own_file(command: str, tmp_path: Path, tok_ckpts: dict[str, Path],
-                                                     capsys: pytest.CaptureFixture[str]) -> None:
+def test_overwrite_never_replaces_the_users_own_file(
+    command: str, tmp_path: Path, tok_ckpts: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
     """Issue 25 item 5 for the commands that write one file: with --overwrite, a file of the same kind that
     is the user's own (their PNG, a Hugging Face tokenizer.json, one copied from a checkpoint) is refused
     in one line and left byte-identical; the command's own previous output is replaced; once the user

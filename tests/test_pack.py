@@ -23,8 +23,10 @@ WORDS = "the cat sat on a mat while dogs ran far away über naïve café 日本 
 
 def gen_docs(n: int, seed: int = 0, lo: int = 5, hi: int = 120) -> list[Document]:
     rng = random.Random(seed)
-    return [Document(f"doc-{seed}-{i}", " ".join(rng.choice(WORDS) for _ in range(rng.randint(lo, hi))),
-                     f"src{i % 3}") for i in range(n)]
+    return [
+        Document(f"doc-{seed}-{i}", " ".join(rng.choice(WORDS) for _ in range(rng.randint(lo, hi))), f"src{i % 3}")
+        for i in range(n)
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -69,8 +71,9 @@ def test_split_independent_of_workers_and_order_deterministic(tok: Tokenizer, tm
         assert a == (tmp_path / "b" / split / "000000.bin").read_bytes()
 
 
-def test_workers_never_more_than_the_cores(tok: Tokenizer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                          capsys: pytest.CaptureFixture[str]) -> None:
+def test_workers_never_more_than_the_cores(
+    tok: Tokenizer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     """data.workers is capped like curation's --workers: a huge request starts one thread per core, and says so."""
     from lmkit.data.curate.engine import default_workers
 
@@ -104,7 +107,7 @@ def test_batches_deterministic_and_step_dependent(tok: Tokenizer, tmp_path: Path
     flat = _all_tokens(train)
     for row in b.tolist():
         starts = np.flatnonzero(flat[: len(flat) - 32] == row[0])
-        assert any(flat[s:s + 33].tolist() == row for s in starts)
+        assert any(flat[s : s + 33].tolist() == row for s in starts)
 
 
 def _hand_made_shards(folder: Path, sizes: list[int]) -> TokenShards:
@@ -114,9 +117,19 @@ def _hand_made_shards(folder: Path, sizes: list[int]) -> TokenShards:
     for k, n in enumerate(sizes):
         np.full(n, k + 1, dtype="<u2").tofile(folder / f"{k:06d}.bin")
         shards.append({"file": f"{k:06d}.bin", "tokens": n})
-    meta = {"format": "lmkit-token-shards", "version": 1, "split": "train", "dtype": "uint16",
-            "vocab_size": 100, "tokenizer_sha256": "x", "eos_id": 2, "shards": shards,
-            "num_tokens": sum(sizes), "documents": 1, "text_bytes": 0}
+    meta = {
+        "format": "lmkit-token-shards",
+        "version": 1,
+        "split": "train",
+        "dtype": "uint16",
+        "vocab_size": 100,
+        "tokenizer_sha256": "x",
+        "eos_id": 2,
+        "shards": shards,
+        "num_tokens": sum(sizes),
+        "documents": 1,
+        "text_bytes": 0,
+    }
     (folder / "meta.json").write_text(json.dumps(meta))
     return TokenShards(folder)
 
@@ -166,7 +179,9 @@ def test_small_corpus_val_never_empty(tok: Tokenizer, tmp_path: Path) -> None:
     # the other way round: everything hashed to val
     allval = [d for d in gen_docs(400, 5) if in_val_split(d.id, 0.3)][:2]
     pack(allval, tok, tmp_path / "allval", val_fraction=0.3, workers=1, show_progress=False)
-    assert TokenShards(tmp_path / "allval" / "train").num_tokens > TokenShards(tmp_path / "allval" / "val").num_tokens > 0
+    assert (
+        TokenShards(tmp_path / "allval" / "train").num_tokens > TokenShards(tmp_path / "allval" / "val").num_tokens > 0
+    )
 
 
 def test_val_disjoint_from_train(tok: Tokenizer, tmp_path: Path) -> None:
@@ -240,12 +255,20 @@ def test_prepare_trains_packs_and_reuses(tmp_path: Path) -> None:
     assert train3.meta["inputs_fingerprint"] != train.meta["inputs_fingerprint"]
     assert train3.num_tokens + TokenShards(tmp_path / "run" / "shards" / "val").num_tokens > train.num_tokens
     # opening the shard folder directly, with the tokenizer saved beside it
-    tok4, train4, val4 = prepare(DataConfig(paths=[str(tmp_path / "run" / "shards")]), tmp_path / "run2",
-                                 vocab_size=420, show_progress=False)
+    tok4, train4, val4 = prepare(
+        DataConfig(paths=[str(tmp_path / "run" / "shards")]), tmp_path / "run2", vocab_size=420, show_progress=False
+    )
     assert train4.num_tokens == train3.num_tokens and val4.num_tokens > 0
     # ... or with the split folder given by mistake
-    assert prepare(DataConfig(paths=[str(tmp_path / "run" / "shards" / "train")]), tmp_path / "run2",
-                   vocab_size=420, show_progress=False)[1].num_tokens == train3.num_tokens
+    assert (
+        prepare(
+            DataConfig(paths=[str(tmp_path / "run" / "shards" / "train")]),
+            tmp_path / "run2",
+            vocab_size=420,
+            show_progress=False,
+        )[1].num_tokens
+        == train3.num_tokens
+    )
 
 
 def test_prepare_with_given_tokenizer_and_mismatch(tok: Tokenizer, tmp_path: Path) -> None:
@@ -258,12 +281,20 @@ def test_prepare_with_given_tokenizer_and_mismatch(tok: Tokenizer, tmp_path: Pat
     other = train_tokenizer([d.text for d in gen_docs(50, 10)], vocab_size=380, show_progress=False)
     other.save(tmp_path / "other")
     with pytest.raises(LmkitError, match="is not the one .* was packed with"):
-        prepare(DataConfig(paths=[str(tmp_path / "shards")], tokenizer=str(tmp_path / "other")), tmp_path / "r",
-                vocab_size=400, show_progress=False)
+        prepare(
+            DataConfig(paths=[str(tmp_path / "shards")], tokenizer=str(tmp_path / "other")),
+            tmp_path / "r",
+            vocab_size=400,
+            show_progress=False,
+        )
     # a user-chosen shard folder packed from other inputs is not silently replaced
     with pytest.raises(LmkitError, match="already exists and holds other data"):
-        prepare(DataConfig(paths=[str(raw)], tokenizer=str(tmp_path / "other"), shards=str(tmp_path / "shards")),
-                tmp_path / "run", vocab_size=400, show_progress=False)
+        prepare(
+            DataConfig(paths=[str(raw)], tokenizer=str(tmp_path / "other"), shards=str(tmp_path / "shards")),
+            tmp_path / "run",
+            vocab_size=400,
+            show_progress=False,
+        )
     with pytest.raises(LmkitError, match="no training data"):
         prepare(DataConfig(paths=[]), tmp_path / "run", vocab_size=400, show_progress=False)
 
@@ -277,5 +308,7 @@ def test_pack_falls_back_when_fast_path_disagrees(tok: Tokenizer, tmp_path: Path
     s = pack(docs, slow, tmp_path / "slow", workers=0, show_progress=False)
     assert not s["fast_tokenizer"] and not slow.fast
     for split in ("train", "val"):
-        assert _all_tokens(TokenShards(tmp_path / "slow" / split)).tolist() == \
-            _all_tokens(TokenShards(tmp_path / "fast" / split)).tolist()
+        assert (
+            _all_tokens(TokenShards(tmp_path / "slow" / split)).tolist()
+            == _all_tokens(TokenShards(tmp_path / "fast" / split)).tolist()
+        )

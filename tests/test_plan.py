@@ -52,25 +52,33 @@ def n_params_of_model(cfg: ModelConfig) -> int:
 # --------------------------------------------------------------------------- parameters
 
 
-@pytest.mark.parametrize("kw", [
-    {},
-    {"pos_encoding": "learned"},
-    {"pos_encoding": "sinusoidal", "tie_embeddings": False},
-    {"d_model": 96, "n_heads": 3, "n_layers": 3, "d_ff": 100, "vocab_size": 1000},
-])
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {},
+        {"pos_encoding": "learned"},
+        {"pos_encoding": "sinusoidal", "tie_embeddings": False},
+        {"d_model": 96, "n_heads": 3, "n_layers": 3, "d_ff": 100, "vocab_size": 1000},
+    ],
+)
 def test_decoder_params_match_the_model(kw: dict[str, Any]) -> None:
     cfg = ModelConfig(family="decoder", **kw)
     p = count_params(cfg)
     assert p.total == n_params_of_model(cfg)
-    assert p.embedding == cfg.vocab_size * cfg.d_model + (cfg.max_seq_len * cfg.d_model if cfg.pos_encoding == "learned" else 0)
+    assert p.embedding == cfg.vocab_size * cfg.d_model + (
+        cfg.max_seq_len * cfg.d_model if cfg.pos_encoding == "learned" else 0
+    )
     assert p.embedding + p.non_embedding == p.total
 
 
 @pytest.mark.parametrize("family,module", [("encoder", "lmkit.models.encoder"), ("encdec", "lmkit.models.encdec")])
 def test_other_families_params_match_the_model(family: str, module: str) -> None:
     pytest.importorskip(module)
-    for kw in ({}, {"n_layers": 3, "d_model": 128, "n_heads": 4, "vocab_size": 700, "max_seq_len": 96},
-               {"tie_embeddings": False, "pos_encoding": "learned", "d_ff": 300, "n_decoder_layers": 2}):
+    for kw in (
+        {},
+        {"n_layers": 3, "d_model": 128, "n_heads": 4, "vocab_size": 700, "max_seq_len": 96},
+        {"tie_embeddings": False, "pos_encoding": "learned", "d_ff": 300, "n_decoder_layers": 2},
+    ):
         cfg = ModelConfig(family=family, **kw)
         assert count_params(cfg).total == n_params_of_model(cfg)
 
@@ -104,14 +112,18 @@ class MatmulFlops(TorchDispatchMode):
 SPECIALS_512 = dict(pad=0, bos=1, eos=2, mask=4, sentinels=tuple(range(5, 105)), vocab_size=512, n_special=105)
 
 
-@pytest.mark.parametrize("family,kw", [
-    ("decoder", {"d_model": 64, "n_layers": 2, "n_heads": 4, "max_seq_len": 64}),
-    ("decoder", {"d_model": 96, "n_layers": 3, "n_heads": 3, "max_seq_len": 48, "tie_embeddings": False}),
-    ("encoder", {"d_model": 64, "n_layers": 2, "n_heads": 4, "max_seq_len": 128}),
-    ("encdec", {"d_model": 64, "n_layers": 2, "n_heads": 4, "max_seq_len": 128, "max_target_len": 32}),
-])
-def test_flops_per_token_counts_what_a_training_step_multiplies(family: str, kw: dict[str, Any],
-                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(
+    "family,kw",
+    [
+        ("decoder", {"d_model": 64, "n_layers": 2, "n_heads": 4, "max_seq_len": 64}),
+        ("decoder", {"d_model": 96, "n_layers": 3, "n_heads": 3, "max_seq_len": 48, "tie_embeddings": False}),
+        ("encoder", {"d_model": 64, "n_layers": 2, "n_heads": 4, "max_seq_len": 128}),
+        ("encdec", {"d_model": 64, "n_layers": 2, "n_heads": 4, "max_seq_len": 128, "max_target_len": 32}),
+    ],
+)
+def test_flops_per_token_counts_what_a_training_step_multiplies(
+    family: str, kw: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
     from lmkit.models import build_model
     from lmkit.objectives import MLM_PROBABILITY, SpecialIds, make_batch, window_length
     from lmkit.plan import compute as plan
@@ -185,7 +197,9 @@ def test_course_memory_figures_for_1b() -> None:
 
 def test_zero_sharding_of_model_states() -> None:
     n = 1e9
-    per_param = {s: sum(model_state_bytes(n, "bf16", s, 8).values()) / n for s in ("ddp", "zero1", "zero2", "zero3", "fsdp")}
+    per_param = {
+        s: sum(model_state_bytes(n, "bf16", s, 8).values()) / n for s in ("ddp", "zero1", "zero2", "zero3", "fsdp")
+    }
     assert per_param == {"ddp": 16.0, "zero1": 2 + 2 + 12 / 8, "zero2": 2 + 14 / 8, "zero3": 2.0, "fsdp": 2.0}
     assert sum(model_state_bytes(n, "fp32", "ddp").values()) == 16e9
     assert sum(model_state_bytes(n, "fp32", "zero1", 4).values()) == (4 + 4 + 2) * n
@@ -214,8 +228,14 @@ def test_activation_checkpointing_and_korthikanti() -> None:
 
 # Hoffmann et al. 2022, Table 3: compute-optimal (FLOPs, parameters, tokens)
 CHINCHILLA_TABLE = [
-    (1.92e19, 400e6, 8.0e9), (1.21e20, 1e9, 20.2e9), (1.23e22, 10e9, 205.1e9), (5.76e23, 67e9, 1.5e12),
-    (3.85e24, 175e9, 3.7e12), (9.90e24, 280e9, 5.9e12), (3.43e25, 520e9, 11.0e12), (1.27e26, 1e12, 21.2e12),
+    (1.92e19, 400e6, 8.0e9),
+    (1.21e20, 1e9, 20.2e9),
+    (1.23e22, 10e9, 205.1e9),
+    (5.76e23, 67e9, 1.5e12),
+    (3.85e24, 175e9, 3.7e12),
+    (9.90e24, 280e9, 5.9e12),
+    (3.43e25, 520e9, 11.0e12),
+    (1.27e26, 1e12, 21.2e12),
     (1.30e28, 10e12, 216.2e12),
 ]
 
@@ -243,7 +263,7 @@ def test_parametric_fit_optimum() -> None:
     assert n == pytest.approx(n_expected, rel=1e-9) and d == pytest.approx(C / 6 / n_expected, rel=1e-9)
     assert 1e10 <= n < 1e11  # tens of billions of parameters
     loss = fit.loss(n, d)
-    assert loss == pytest.approx(E + A / n ** alpha + B / d ** beta)
+    assert loss == pytest.approx(E + A / n**alpha + B / d**beta)
     # it is the minimum along the iso-compute curve
     for k in (0.8, 0.95, 1.05, 1.25):
         assert fit.loss(n * k, C / 6 / (n * k)) > loss
@@ -268,10 +288,24 @@ def test_known_models_verdicts() -> None:
 
 # --------------------------------------------------------------------------- the plan and its CLI
 
-REQUIRED = ["params", "tokens", "flops", "pf_days", "memory.weights_bytes.fp32", "memory.weights_bytes.fp16",
-            "memory.weights_bytes.bf16", "memory.weights_bytes.int8", "memory.training_rule_of_thumb_bytes",
-            "memory.training_bytes", "memory.inference_bytes", "chinchilla.rule.params", "chinchilla.rule.tokens",
-            "chinchilla.fit.params", "chinchilla.fit.tokens", "chinchilla.fit.loss"]
+REQUIRED = [
+    "params",
+    "tokens",
+    "flops",
+    "pf_days",
+    "memory.weights_bytes.fp32",
+    "memory.weights_bytes.fp16",
+    "memory.weights_bytes.bf16",
+    "memory.weights_bytes.int8",
+    "memory.training_rule_of_thumb_bytes",
+    "memory.training_bytes",
+    "memory.inference_bytes",
+    "chinchilla.rule.params",
+    "chinchilla.rule.tokens",
+    "chinchilla.fit.params",
+    "chinchilla.fit.tokens",
+    "chinchilla.fit.loss",
+]
 
 
 def _get(d: dict[str, Any], dotted: str) -> Any:
@@ -328,12 +362,23 @@ def test_plan_seq_len_micro_batch_and_checkpointing_flags(capsys: pytest.Capture
     double = run_json(capsys, "--config", str(TINY), "--seq-len", "32", "--micro-batch", "8", "--precision", "fp32")
     acts = base["memory"]["training_breakdown"]["activations"]
     assert double["memory"]["training_breakdown"]["activations"] == pytest.approx(2 * acts)
-    ckpt = run_json(capsys, "--config", str(TINY), "--seq-len", "32", "--micro-batch", "4", "--precision", "fp32",
-                    "--activation-checkpointing")
+    ckpt = run_json(
+        capsys,
+        "--config",
+        str(TINY),
+        "--seq-len",
+        "32",
+        "--micro-batch",
+        "4",
+        "--precision",
+        "fp32",
+        "--activation-checkpointing",
+    )
     assert ckpt["memory"]["training_settings"]["activation_checkpointing"] is True
     assert ckpt["memory"]["training_breakdown"]["activations"] < acts
     assert ckpt["memory"]["korthikanti_activation_bytes"] == korthikanti_activation_bytes(
-        32, 4, cfg.d_model, cfg.n_heads, cfg.n_layers, recompute=True)
+        32, 4, cfg.d_model, cfg.n_heads, cfg.n_layers, recompute=True
+    )
     # the inference estimate uses the same batch and context
     assert base["memory"]["inference_settings"] == {"weights": "fp32", "batch": 4, "context": 32}
 
@@ -343,7 +388,12 @@ def test_plan_epoch_fit_and_optimal_tokens_of_a_model(capsys: pytest.CaptureFixt
     epoch = run_json(capsys, "--params", "1B", "--fit", "epoch")["chinchilla"]
     assert chin["fit"]["name"] == "chinchilla" and chin["fit"]["coefficients"]["alpha"] == 0.33917
     assert epoch["fit"]["name"] == "epoch" and epoch["fit"]["coefficients"] == {
-        "E": 1.8172, "A": 482.01, "B": 2085.43, "alpha": 0.3478, "beta": 0.3658}
+        "E": 1.8172,
+        "A": 482.01,
+        "B": 2085.43,
+        "alpha": 0.3478,
+        "beta": 0.3658,
+    }
     for out, fit in ((chin, FITS["chinchilla"]), (epoch, FITS["epoch"])):
         n, d = fit.optimal(out["budget_flops"])
         assert (out["fit"]["params"], out["fit"]["tokens"]) == pytest.approx((n, d))
@@ -372,7 +422,9 @@ def test_plan_known_models_table(capsys: pytest.CaptureFixture[str]) -> None:
     rows = run_json(capsys, "--known-models")["known_models"]
     assert {r["name"] for r in rows} >= {"GPT-3", "Chinchilla", "LLaMA 7B", "BloombergGPT"}
     for r in rows:
-        assert r["flops"] == pytest.approx(6 * r["params"] * r["tokens"]) and r["pf_days"] == pytest.approx(r["flops"] / PF_DAY)
+        assert r["flops"] == pytest.approx(6 * r["params"] * r["tokens"]) and r["pf_days"] == pytest.approx(
+            r["flops"] / PF_DAY
+        )
     assert main(["plan", "--known-models"]) == 0
     text = capsys.readouterr().out
     assert "under-trained" in text and "about right" in text and "BloombergGPT" in text
@@ -389,8 +441,9 @@ def test_inference_memory_counts_the_real_kv_cache() -> None:
     cache = build_model(dec).new_cache(2, 100)
     assert kv_cache_bytes(dec, 2, 100) == nbytes(cache.k + cache.v)
     pytest.importorskip("lmkit.models.encdec")
-    ed = ModelConfig(family="encdec", vocab_size=400, d_model=64, n_layers=2, n_heads=4, max_seq_len=64,
-                     max_target_len=16)
+    ed = ModelConfig(
+        family="encdec", vocab_size=400, d_model=64, n_layers=2, n_heads=4, max_seq_len=64, max_target_len=16
+    )
     model = build_model(ed).eval()
     with torch.no_grad():
         enc = model.encode(torch.randint(105, 400, (3, 50)))
@@ -450,8 +503,9 @@ def packed(tmp_path_factory: pytest.TempPathFactory) -> dict[int, Path]:
     data = random_words_corpus(root / "data")
     out = {}
     for vocab in (512, 8192):
-        tok, _, _ = prepare(DataConfig(paths=[str(data)], val_fraction=0.05), root / f"prep{vocab}", vocab,
-                            show_progress=False)
+        tok, _, _ = prepare(
+            DataConfig(paths=[str(data)], val_fraction=0.05), root / f"prep{vocab}", vocab, show_progress=False
+        )
         assert tok.vocab_size == vocab
         out[vocab] = root / f"prep{vocab}" / "shards"
     return out
@@ -466,14 +520,29 @@ MEMORY_CASES: dict[str, tuple[Path, int, dict[str, Any], int, bool]] = {
     "cpu-small decoder, mb 16, checkpointing": (SMALL, 8192, {}, 16, True),
     "cpu-small encoder": (SMALL, 8192, {"model.family": "encoder"}, 4, False),
     "cpu-small encoder, mb 16, checkpointing": (SMALL, 8192, {"model.family": "encoder"}, 16, True),
-    "cpu-small-shaped encdec (context 128)": (SMALL, 8192, {"model.family": "encdec", "model.max_seq_len": 128}, 4,
-                                              False),
+    "cpu-small-shaped encdec (context 128)": (
+        SMALL,
+        8192,
+        {"model.family": "encdec", "model.max_seq_len": 128},
+        4,
+        False,
+    ),
     "cpu-small-shaped encdec (context 128), mb 8, checkpointing": (
-        SMALL, 8192, {"model.family": "encdec", "model.max_seq_len": 128}, 8, True),
+        SMALL,
+        8192,
+        {"model.family": "encdec", "model.max_seq_len": 128},
+        8,
+        True,
+    ),
     # the default above is glibc's allocator (train.memory auto on a machine with room: fast); lean's plan too
     "cpu-small decoder, train.memory lean": (SMALL, 8192, {"train.memory": "lean"}, 8, False),
     "cpu-small encoder, mb 16, checkpointing, train.memory lean": (
-        SMALL, 8192, {"model.family": "encoder", "train.memory": "lean"}, 16, True),
+        SMALL,
+        8192,
+        {"model.family": "encoder", "train.memory": "lean"},
+        16,
+        True,
+    ),
 }
 
 
@@ -482,23 +551,51 @@ def _flags(overrides: dict[str, Any]) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def measured_peaks(lmkit_cache: Any, packed: dict[int, Path],
-                   tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[float, str]]:
+def measured_peaks(
+    lmkit_cache: Any, packed: dict[int, Path], tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, tuple[float, str]]:
     """Whole-process peak RSS (the child's own rusage, as /usr/bin/time reports it) of
     `lmkit pretrain` of each case: 3 steps with an evaluation, a checkpoint, the TensorBoard
     writer and the loss plot, run side by side (their time does not matter here, only memory)."""
     root = tmp_path_factory.mktemp("plan_runs")
     procs = {}
     for i, (name, (config, vocab, overrides, mb, ckpt)) in enumerate(MEMORY_CASES.items()):
-        args = [sys.executable, "-m", "lmkit.cli", "pretrain", "--config", str(config), "--data", str(packed[vocab]),
-                "--out", str(root / f"run{i}"), "--quiet", "--train.max_steps", "3", "--train.eval_every", "2",
-                "--train.eval_batches", "2", "--train.micro_batch_size", str(mb), "--train.batch_size", str(mb),
-                "--train.activation_checkpointing", str(ckpt).lower(), "--train.tensorboard", "true",
-                "--train.precision", "fp32", "--train.optimizer", "adamw",  # what the plan models (not auto, not Muon)
-                *_flags(overrides)]
+        args = [
+            sys.executable,
+            "-m",
+            "lmkit.cli",
+            "pretrain",
+            "--config",
+            str(config),
+            "--data",
+            str(packed[vocab]),
+            "--out",
+            str(root / f"run{i}"),
+            "--quiet",
+            "--train.max_steps",
+            "3",
+            "--train.eval_every",
+            "2",
+            "--train.eval_batches",
+            "2",
+            "--train.micro_batch_size",
+            str(mb),
+            "--train.batch_size",
+            str(mb),
+            "--train.activation_checkpointing",
+            str(ckpt).lower(),
+            "--train.tensorboard",
+            "true",
+            "--train.precision",
+            "fp32",
+            "--train.optimizer",
+            "adamw",  # what the plan models (not auto, not Muon)
+            *_flags(overrides),
+        ]
         env = {**os.environ, "OMP_NUM_THREADS": "1"}  # ten runs side by side: one thread each
-        procs[name] = subprocess.Popen([sys.executable, "-c", _LAUNCHER, *args], stdout=subprocess.PIPE,
-                                       stderr=subprocess.PIPE, text=True, env=env)
+        procs[name] = subprocess.Popen(
+            [sys.executable, "-c", _LAUNCHER, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+        )
     out = {}
     for name, proc in procs.items():
         stdout, err = proc.communicate(timeout=1200)
@@ -537,11 +634,20 @@ def planned(lmkit_cache: Any, packed: dict[int, Path]) -> dict[str, float]:
     assert "measured on this machine" in first["memory"]["runtime_source"]
     out = {}
     for name, (config, vocab, overrides, mb, ckpt) in MEMORY_CASES.items():
-        argv = ["--config", str(config), "--micro-batch", str(mb), *(["--activation-checkpointing"] if ckpt else []),
-                "--gpu", "here",  # a run on this machine's CPU: the whole process, with its allocator's heap
-                "--train.precision", "fp32",  # the runs' precision, as the runs are told
-                "--model.vocab_size", str(vocab),  # a run takes its shards' vocabulary, whatever the config says
-                *_flags(overrides)]
+        argv = [
+            "--config",
+            str(config),
+            "--micro-batch",
+            str(mb),
+            *(["--activation-checkpointing"] if ckpt else []),
+            "--gpu",
+            "here",  # a run on this machine's CPU: the whole process, with its allocator's heap
+            "--train.precision",
+            "fp32",  # the runs' precision, as the runs are told
+            "--model.vocab_size",
+            str(vocab),  # a run takes its shards' vocabulary, whatever the config says
+            *_flags(overrides),
+        ]
         p = plan_json(*argv)
         assert p["memory"]["runtime_source"].startswith("measured on this machine")  # the cached figure
         assert p["memory"]["training_settings"]["memory"] == overrides.get("train.memory", "fast")
@@ -561,14 +667,19 @@ def lmkit_cache(tmp_path_factory: pytest.TempPathFactory) -> Any:
 
 @pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="Linux: peak RSS from the kernel")
-def test_plan_memory_is_within_10_percent_of_the_real_peak(lmkit_cache: Any, planned: dict[str, float],
-                                                           measured_peaks: dict[str, tuple[float, str]]) -> None:
+def test_plan_memory_is_within_10_percent_of_the_real_peak(
+    lmkit_cache: Any, planned: dict[str, float], measured_peaks: dict[str, tuple[float, str]]
+) -> None:
     rows = []
     for name, predicted in planned.items():
         measured = measured_peaks[name][0]
         rows.append((name, predicted, measured, measured / predicted - 1))
-    print("\n" + "\n".join(f"{n:<60} plan {p / 1e6:8.1f} MB  measured {m / 1e6:8.1f} MB  {100 * e:+5.1f}%"
-                            for n, p, m, e in rows))
+    print(
+        "\n"
+        + "\n".join(
+            f"{n:<60} plan {p / 1e6:8.1f} MB  measured {m / 1e6:8.1f} MB  {100 * e:+5.1f}%" for n, p, m, e in rows
+        )
+    )
     bad = [r for r in rows if abs(r[3]) > MEMORY_TOLERANCE]
     assert not bad, bad
 
@@ -608,22 +719,45 @@ def test_output_cut_short_by_the_reader_ends_quietly(unbuffered: str) -> None:
     env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
     if unbuffered:
         env["PYTHONUNBUFFERED"] = unbuffered
-    proc = subprocess.run([sys.executable, "-m", "lmkit.cli", "plan", "--params", "1B"], stdout=write_end,
-                          stderr=subprocess.PIPE, env=env, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "lmkit.cli", "plan", "--params", "1B"],
+        stdout=write_end,
+        stderr=subprocess.PIPE,
+        env=env,
+        timeout=60,
+    )
     os.close(write_end)
     assert proc.returncode == 141 and proc.stderr.decode() == ""
 
 
-def test_a_run_records_its_peak_beside_the_plan(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_run_records_its_peak_beside_the_plan(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     """meta.json and metrics.jsonl of every run hold the measured peak and the plan's prediction;
     the run summary and the model card print both with the error; the plan quotes its track record."""
     from lmkit.ship.card.render import render_card
 
     monkeypatch.setenv("LMKIT_CACHE", str(tmp_path / "cache"))
     data = random_words_corpus(tmp_path / "data", n_docs=60)
-    assert main(["pretrain", "--config", str(TINY), "--data", str(data), "--out", str(tmp_path / "run"),
-                 "--train.max_steps", "2", "--train.eval_every", "0", "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "pretrain",
+                "--config",
+                str(TINY),
+                "--data",
+                str(data),
+                "--out",
+                str(tmp_path / "run"),
+                "--train.max_steps",
+                "2",
+                "--train.eval_every",
+                "0",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     assert "lmkit plan predicted" in capsys.readouterr().out
     ckpt = sorted((tmp_path / "run").glob("ckpt-*"))[-1]
     mem = json.loads((ckpt / "meta.json").read_text())["memory"]
@@ -650,8 +784,10 @@ def test_glibc_heap_is_planned_for_fast_only_and_auto_goes_lean_only_when_fast_d
     # glibc keeps about one micro-batch's activations (as if not checkpointed) beside the live tensors
     assert fast["heap"] == pytest.approx(GLIBC_HEAP_FACTOR * (acts["layers"] + acts["outside"])) and fast["heap"] > 0
     assert lean["heap"] == gpu["heap"] == 0 and fast["total"] == pytest.approx(lean["total"] + fast["heap"])
-    assert choose_heap("auto", 6e8, 5e8, 2e10) == ("fast", "auto: 0.60 GB planned with glibc's allocator, "
-                                                           "20.00 GB available")
+    assert choose_heap("auto", 6e8, 5e8, 2e10) == (
+        "fast",
+        "auto: 0.60 GB planned with glibc's allocator, 20.00 GB available",
+    )
     heap, why = choose_heap("auto", 6e8, 5e8, 5.5e8)
     assert heap == "lean" and "0.60 GB planned with glibc's allocator but 0.55 GB available" in why
     assert "lean plans 0.50 GB" in why
@@ -664,21 +800,24 @@ def test_glibc_heap_is_planned_for_fast_only_and_auto_goes_lean_only_when_fast_d
 
 def test_plan_here_counts_the_heap_of_the_allocator_a_run_would_use(capsys: pytest.CaptureFixture[str]) -> None:
     fast = run_json(capsys, "--config", str(TINY), "--gpu", "here", "--train.precision", "fp32")
-    lean = run_json(capsys, "--config", str(TINY), "--gpu", "here", "--train.precision", "fp32",
-                    "--train.memory", "lean")
+    lean = run_json(
+        capsys, "--config", str(TINY), "--gpu", "here", "--train.precision", "fp32", "--train.memory", "lean"
+    )
     gpu = run_json(capsys, "--config", str(TINY), "--train.precision", "fp32")
     assert fast["memory"]["training_settings"]["memory"] == "fast" and fast["memory"]["training_breakdown"]["heap"] > 0
     assert any(n.startswith("train.memory fast (auto: ") for n in fast["notes"])
     assert lean["memory"]["training_settings"]["memory"] == "lean" and lean["memory"]["training_breakdown"]["heap"] == 0
     assert gpu["memory"]["training_breakdown"]["heap"] == 0  # an A100's memory holds no host heap
-    assert fast["memory"]["training_bytes"] == pytest.approx(lean["memory"]["training_bytes"]
-                                                             + fast["memory"]["training_breakdown"]["heap"])
+    assert fast["memory"]["training_bytes"] == pytest.approx(
+        lean["memory"]["training_bytes"] + fast["memory"]["training_breakdown"]["heap"]
+    )
     assert main(["plan", "--config", str(TINY), "--train.memory", "slow"]) == 2
     assert "train.memory must be one of auto|fast|lean, got 'slow'" in capsys.readouterr().err
 
 
 def test_train_memory_auto_runs_glibc_and_goes_lean_only_when_the_plan_does_not_fit(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     """By default a run keeps glibc's allocator (fast); where the plan says it would then not fit in
     the memory available it goes lean, says so in its first line and records it (resolved.yaml,
     meta.json); a resumed run may settle it otherwise."""
@@ -688,16 +827,40 @@ def test_train_memory_auto_runs_glibc_and_goes_lean_only_when_the_plan_does_not_
     import lmkit.train.rss
 
     lean_calls: list[int] = []
-    monkeypatch.setattr(lmkit.train.rss, "lean_malloc", lambda: lean_calls.append(1) or True)  # this process keeps its allocator
+    monkeypatch.setattr(
+        lmkit.train.rss, "lean_malloc", lambda: lean_calls.append(1) or True
+    )  # this process keeps its allocator
     monkeypatch.setenv("LMKIT_CACHE", str(tmp_path / "cache"))
     data = random_words_corpus(tmp_path / "data", n_docs=60)
 
     def run(name: str, *extra: str) -> tuple[dict[str, Any], dict[str, Any], str]:
-        assert main(["pretrain", "--config", str(TINY), "--data", str(data), "--out", str(tmp_path / name),
-                     "--train.max_steps", "2", "--train.eval_every", "0", "--train.device", "cpu", *extra]) == 0
+        assert (
+            main(
+                [
+                    "pretrain",
+                    "--config",
+                    str(TINY),
+                    "--data",
+                    str(data),
+                    "--out",
+                    str(tmp_path / name),
+                    "--train.max_steps",
+                    "2",
+                    "--train.eval_every",
+                    "0",
+                    "--train.device",
+                    "cpu",
+                    *extra,
+                ]
+            )
+            == 0
+        )
         ckpt = sorted((tmp_path / name).glob("ckpt-*"))[-1]
-        return (json.loads((ckpt / "meta.json").read_text()), yaml.safe_load((ckpt / "resolved.yaml").read_text()),
-                capsys.readouterr().err)
+        return (
+            json.loads((ckpt / "meta.json").read_text()),
+            yaml.safe_load((ckpt / "resolved.yaml").read_text()),
+            capsys.readouterr().err,
+        )
 
     meta, resolved, err = run("fast", "--quiet")
     choice = meta["memory"]["memory_choice"]
@@ -713,8 +876,22 @@ def test_train_memory_auto_runs_glibc_and_goes_lean_only_when_the_plan_does_not_
     assert lean_calls == [1]
     assert meta_lean["memory"]["predicted_bytes"] < meta["memory"]["predicted_bytes"]  # no heap planned
 
-    assert main(["pretrain", "--out", str(tmp_path / "lean"), "--resume", "--max-steps", "3", "--quiet",
-                 "--train.memory", "fast"]) == 0  # changes no number the run computes: may change on resume
+    assert (
+        main(
+            [
+                "pretrain",
+                "--out",
+                str(tmp_path / "lean"),
+                "--resume",
+                "--max-steps",
+                "3",
+                "--quiet",
+                "--train.memory",
+                "fast",
+            ]
+        )
+        == 0
+    )  # changes no number the run computes: may change on resume
     resumed = json.loads((tmp_path / "lean" / "ckpt-0000003" / "meta.json").read_text())
     assert resumed["memory"]["memory_choice"] == "fast"
     assert lean_calls == [1]
@@ -737,6 +914,12 @@ before = rss_bytes()
 block = libc.malloc(8 << 20); ctypes.memset(block, 1, 8 << 20); libc.free(block)
 print(rss_bytes() - before)
 """
-    kept = {mode: float(subprocess.run([sys.executable, "-c", script, mode], capture_output=True, text=True,
-                                       check=True, timeout=60).stdout) for mode in ("fast", "lean")}
+    kept = {
+        mode: float(
+            subprocess.run(
+                [sys.executable, "-c", script, mode], capture_output=True, text=True, check=True, timeout=60
+            ).stdout
+        )
+        for mode in ("fast", "lean")
+    }
     assert kept["fast"] > 6e6 and kept["lean"] < 1e6, kept

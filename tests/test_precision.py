@@ -50,8 +50,12 @@ def corpus(folder: Path, n_docs: int = 120) -> Path:
     words = ["the cat", "a dog", "sees", "likes", "the bird", "a red ball", "the river", "calls"]
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "corpus.jsonl"
-    path.write_text("".join(json.dumps({"text": " ".join(rng.choice(words) for _ in range(40)) + "."}) + "\n"
-                            for _ in range(n_docs)), encoding="utf-8")
+    path.write_text(
+        "".join(
+            json.dumps({"text": " ".join(rng.choice(words) for _ in range(40)) + "."}) + "\n" for _ in range(n_docs)
+        ),
+        encoding="utf-8",
+    )
     return path
 
 
@@ -67,8 +71,9 @@ def test_auto_is_the_default_and_must_be_settled_before_autocast() -> None:
 
 
 @pytest.mark.parametrize("ratio,chosen", [(3.0, "bf16"), (0.2, "fp32"), (1.29, "fp32"), (1.3, "bf16")])
-def test_auto_picks_bf16_only_where_the_probe_measures_it_faster(cache: Path, monkeypatch: pytest.MonkeyPatch,
-                                                                   ratio: float, chosen: str) -> None:
+def test_auto_picks_bf16_only_where_the_probe_measures_it_faster(
+    cache: Path, monkeypatch: pytest.MonkeyPatch, ratio: float, chosen: str
+) -> None:
     """A machine with AMX (bf16 3× fp32) trains in bf16; one without 16-bit hardware (0.2×) in fp32."""
     calls = fake_probe(monkeypatch, ratio)
     cfg = load_run_config(TINY)
@@ -84,8 +89,9 @@ def test_auto_picks_bf16_only_where_the_probe_measures_it_faster(cache: Path, mo
 
 
 @pytest.mark.parametrize("supported,chosen", [(True, "bf16"), (False, "fp16")])
-def test_auto_on_cuda_is_bf16_where_supported_else_fp16(monkeypatch: pytest.MonkeyPatch, supported: bool,
-                                                        chosen: str) -> None:
+def test_auto_on_cuda_is_bf16_where_supported_else_fp16(
+    monkeypatch: pytest.MonkeyPatch, supported: bool, chosen: str
+) -> None:
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: supported)
     monkeypatch.setattr(measure, "_probe_rates", lambda *a: pytest.fail("no CPU probe for a GPU"))
     assert measure.auto_precision("cuda", 4096, 256)[0] == chosen
@@ -111,8 +117,10 @@ def test_the_probe_is_cached_per_machine_and_shape(cache: Path, monkeypatch: pyt
     again = measure.precision_probe(500, 60)  # rounds to the same shape: read back, not measured
     assert again["cached"] and again["bf16_over_fp32"] == first["bf16_over_fp32"] and len(calls) == 1
     measure.precision_probe(4096, 256)  # another shape: measured once, kept beside the first
-    assert len(calls) == 2 and len(json.loads((cache / measure.PRECISION_FILE).read_text())["machines"]
-                                   [measure.cpu_key()]) == 2
+    assert (
+        len(calls) == 2
+        and len(json.loads((cache / measure.PRECISION_FILE).read_text())["machines"][measure.cpu_key()]) == 2
+    )
     measure.precision_probe(512, 64, measure=True)
     assert len(calls) == 3
     # another CPU, torch or thread count: measured anew, and kept beside this one's
@@ -141,8 +149,9 @@ def test_the_real_probe_is_short_and_leaves_the_random_stream_alone(cache: Path)
 # --------------------------------------------------------------------------- a run
 
 
-def test_a_resumed_run_keeps_the_precision_it_settled_on(tmp_path: Path, cache: Path,
-                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_resumed_run_keeps_the_precision_it_settled_on(
+    tmp_path: Path, cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """bf16 when the run starts; the probe later says bf16 is slow; the resumed run stays bf16 (and MFU
     is against the bf16 peak)."""
     import lmkit.plan
@@ -151,8 +160,17 @@ def test_a_resumed_run_keeps_the_precision_it_settled_on(tmp_path: Path, cache: 
     monkeypatch.setattr(lmkit.plan, "device_peak_flops", lambda device, precision: peaks.append(precision) or 1e12)
     fake_probe(monkeypatch, 3.0)
     out = tmp_path / "run"
-    over = {"data.paths": [str(corpus(tmp_path / "data"))], "out": str(out), "train.max_steps": 2,
-            "train.eval_every": 0, "train.ckpt_every": 0, "data.vocab_size": 400, "model.vocab_size": 400}
+    over = {
+        "data.paths": [
+            str(corpus(tmp_path / "data", n_docs=360))
+        ],  # a held-out split of several windows wherever the hash split puts them
+        "out": str(out),
+        "train.max_steps": 2,
+        "train.eval_every": 0,
+        "train.ckpt_every": 0,
+        "data.vocab_size": 400,
+        "model.vocab_size": 400,
+    }
     first = train(load_run_config(TINY, over), show_progress=False)
     assert first["precision"] == "bf16 (auto: bf16 3.00× fp32 here)" and peaks == ["bf16"]
     ckpt = list_checkpoints(out)[-1]
@@ -173,12 +191,14 @@ def test_a_resumed_run_keeps_the_precision_it_settled_on(tmp_path: Path, cache: 
 # --------------------------------------------------------------------------- lmkit plan
 
 
-def test_plan_this_machine_names_the_fp32_and_the_bf16_peak(cache: Path, monkeypatch: pytest.MonkeyPatch,
-                                                            capsys: pytest.CaptureFixture[str]) -> None:
+def test_plan_this_machine_names_the_fp32_and_the_bf16_peak(
+    cache: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     import lmkit.cli.plan as cli_plan
 
-    monkeypatch.setattr(measure, "measure_matmul_peak",
-                        lambda dtype=None, *a, **k: {torch.float32: 100e9, torch.bfloat16: 500e9}[dtype])
+    monkeypatch.setattr(
+        measure, "measure_matmul_peak", lambda dtype=None, *a, **k: {torch.float32: 100e9, torch.bfloat16: 500e9}[dtype]
+    )
     monkeypatch.setattr(cli_plan, "runtime_baseline", lambda measure=False: (4e8, "a test's figure"))
     assert main(["plan", "--params", "10M", "--this-machine"]) == 0
     text = capsys.readouterr().out

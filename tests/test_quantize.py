@@ -47,9 +47,17 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     root = tmp_path_factory.mktemp("quant")
     data = grammar_corpus(root / "data")
-    cfg = load_run_config(ROOT / "configs" / "tiny.yaml", {
-        "data.paths": [str(data)], "out": str(root / "run"), "train.max_steps": 40, "train.eval_every": 0,
-        "train.ckpt_every": 0, "train.log_every": 10})
+    cfg = load_run_config(
+        ROOT / "configs" / "tiny.yaml",
+        {
+            "data.paths": [str(data)],
+            "out": str(root / "run"),
+            "train.max_steps": 40,
+            "train.eval_every": 0,
+            "train.ckpt_every": 0,
+            "train.log_every": 10,
+        },
+    )
     return Path(train(cfg, show_progress=False)["checkpoint"])
 
 
@@ -80,8 +88,9 @@ def test_int8_checkpoint_is_4x_smaller_and_keeps_quality(trained: Path, tmp_path
     assert (a - b).abs().max() < 0.05 * a.abs().max()
 
 
-def test_generate_loads_the_int8_checkpoint(trained: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
-                                           monkeypatch: pytest.MonkeyPatch) -> None:
+def test_generate_loads_the_int8_checkpoint(
+    trained: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     quantize_checkpoint(trained, tmp_path / "int8", to="int8", eval_batches=1, show_progress=False)
     capsys.readouterr()
     assert main(["generate", str(tmp_path / "int8"), "the cat", "--max-new-tokens", "8"]) == 0
@@ -93,10 +102,10 @@ def test_generate_loads_the_int8_checkpoint(trained: Path, tmp_path: Path, capsy
     assert cache.k[0].shape[0] == 2 and cache.k[0].dtype == torch.float32
 
 
-def test_evaluate_loads_quantized_checkpoints(trained: Path, tmp_path: Path,
-                                              capsys: pytest.CaptureFixture[str]) -> None:
-    rep = quantize_checkpoint(trained, tmp_path / "int8", to="int8", eval_batches=2, batch_size=4,
-                              show_progress=False)
+def test_evaluate_loads_quantized_checkpoints(
+    trained: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rep = quantize_checkpoint(trained, tmp_path / "int8", to="int8", eval_batches=2, batch_size=4, show_progress=False)
     scores = {}
     for name, ckpt in (("fp32", trained), ("int8", tmp_path / "int8")):
         assert main(["evaluate", str(ckpt), "--batches", "2", "--batch-size", "4", "--json"]) == 0
@@ -140,7 +149,9 @@ def test_cli_report_and_overwrite_rules(trained: Path, tmp_path: Path, capsys: p
     # an existing output is never replaced silently
     assert main(["quantize", str(trained), "--to", "int8", "--out", str(out)]) == 2
     assert "--overwrite" in capsys.readouterr().err
-    assert main(["quantize", str(trained), "--to", "bf16", "--out", str(out), "--overwrite", "--eval-batches", "1"]) == 0
+    assert (
+        main(["quantize", str(trained), "--to", "bf16", "--out", str(out), "--overwrite", "--eval-batches", "1"]) == 0
+    )
     assert "perplexity" in capsys.readouterr().out
     assert json.loads((out / "config.json").read_text())["quantization"]["dtype"] == "bf16"
     # quantizing a quantized checkpoint is refused
@@ -159,8 +170,16 @@ def test_other_families_round_trip(family: str, tmp_path: Path) -> None:
     from lmkit.models import build_model
     from lmkit.objectives import SpecialIds, make_batch, window_length
 
-    cfg = ModelConfig(family=family, vocab_size=400, d_model=64, n_layers=2, n_heads=4, max_seq_len=64,
-                      max_target_len=16, pos_encoding="learned" if family == "encoder" else "rotary")
+    cfg = ModelConfig(
+        family=family,
+        vocab_size=400,
+        d_model=64,
+        n_layers=2,
+        n_heads=4,
+        max_seq_len=64,
+        max_target_len=16,
+        pos_encoding="learned" if family == "encoder" else "rotary",
+    )
     torch.manual_seed(0)
     model = build_model(cfg).eval()
     src = save_checkpoint(tmp_path / "ckpt", model, cfg, meta={"step": 0})

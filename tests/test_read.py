@@ -32,8 +32,10 @@ def test_plain_text_one_document_per_file(tmp_path: Path) -> None:
     (tmp_path / "a.txt").write_text(text, encoding="utf-8")
     (tmp_path / "b.md").write_text("no extension rules\n", encoding="utf-8")
     docs = _docs([tmp_path])
-    assert [(d.id, d.text) for d in docs] == [(str(tmp_path / "a.txt"), text),
-                                              (str(tmp_path / "b.md"), "no extension rules\n")]
+    assert [(d.id, d.text) for d in docs] == [
+        (str(tmp_path / "a.txt"), text),
+        (str(tmp_path / "b.md"), "no extension rules\n"),
+    ]
     assert docs[0].source == str(tmp_path / "a.txt")
 
 
@@ -105,7 +107,10 @@ def test_parquet_streamed_with_ids_and_compressed(tmp_path: Path) -> None:
     assert [d.text for d in _docs([tmp_path / "u.parquet.gz"])] == [d.text for d in docs]
     pq.write_table(pa.table({"body": ["a", "b"]}), tmp_path / "v.parquet")
     docs = _docs([tmp_path / "v.parquet"], text_field="body")
-    assert [(d.id, d.text) for d in docs] == [(f"{tmp_path / 'v.parquet'}:1", "a"), (f"{tmp_path / 'v.parquet'}:2", "b")]
+    assert [(d.id, d.text) for d in docs] == [
+        (f"{tmp_path / 'v.parquet'}:1", "a"),
+        (f"{tmp_path / 'v.parquet'}:2", "b"),
+    ]
 
 
 def test_folders_recursive_sorted_hidden_skipped(tmp_path: Path) -> None:
@@ -199,8 +204,15 @@ def test_lenient_mode_skips_and_counts(tmp_path: Path) -> None:
     assert bad_line_files == {"badjson.jsonl", "nofield.jsonl", "notobj.jsonl", "nonstr.jsonl", "badutf.jsonl"}
     assert all(line in (1, 2) for _, line, _ in report.bad_lines)
     skipped = {Path(f).name for f, _ in report.skipped_files}
-    assert skipped == {"bin.txt", "latin1.txt", "fake.txt.gz", "trunc.txt.gz", "fake.txt.zst", "broken.parquet",
-                       "png.txt"}
+    assert skipped == {
+        "bin.txt",
+        "latin1.txt",
+        "fake.txt.gz",
+        "trunc.txt.gz",
+        "fake.txt.zst",
+        "broken.parquet",
+        "png.txt",
+    }
     assert report.skipped_file_count == 7 and report.bad_line_count == 5
     assert len(cases) == 12
     d = report.to_dict()

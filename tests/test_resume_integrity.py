@@ -12,13 +12,7 @@ import pytest
 
 from lmkit.cli import main
 from lmkit.errors import LmkitError
-from lmkit.models.checkpoint import (
-    CHECKSUMS_KEY,
-    list_checkpoints,
-    load_meta,
-    load_model,
-    load_tokenizer,
-)
+from lmkit.models.checkpoint import CHECKSUMS_KEY, list_checkpoints, load_meta, load_model, load_tokenizer
 from lmkit.train.metrics import read_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -47,8 +41,12 @@ def base_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("base")
     data = _corpus(root / "data" / "corpus.jsonl")
     run = root / "run"
-    assert _pretrain("--config", str(TINY), "--data", str(data), "--out", str(run), "--max-steps", "4",
-                     "--train.eval_every", "0") == 0
+    assert (
+        _pretrain(
+            "--config", str(TINY), "--data", str(data), "--out", str(run), "--max-steps", "4", "--train.eval_every", "0"
+        )
+        == 0
+    )
     return run, data
 
 
@@ -61,8 +59,9 @@ def run(base_run: tuple[Path, Path], tmp_path: Path) -> Path:
 
 def _error(capsys: pytest.CaptureFixture[str]) -> str:
     # (a progress bar may share the line: take it from the error on)
-    err = [line[line.index("lmkit: error:"):] for line in capsys.readouterr().err.splitlines()
-           if "lmkit: error:" in line]
+    err = [
+        line[line.index("lmkit: error:") :] for line in capsys.readouterr().err.splitlines() if "lmkit: error:" in line
+    ]
     assert len(err) == 1, err
     return err[0]
 
@@ -97,16 +96,24 @@ def test_conflicting_override_is_refused_naming_the_key(run: Path, capsys: pytes
 
 
 def test_stop_condition_and_per_invocation_changes_are_allowed(run: Path) -> None:
-    assert _pretrain("--out", str(run), "--resume", "--train.max_steps", "5", "--train.log_every", "2",
-                     "--train.ckpt_every", "0") == 0
+    assert (
+        _pretrain(
+            "--out", str(run), "--resume", "--train.max_steps", "5", "--train.log_every", "2", "--train.ckpt_every", "0"
+        )
+        == 0
+    )
     meta = load_meta(run)
     assert meta["step"] == 5 and meta["horizon"]["reason"] == "max_steps=5"
 
 
 def test_other_data_is_refused_and_new_data_accepted(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     data, run = _corpus(tmp_path / "data" / "corpus.jsonl"), tmp_path / "run"
-    assert _pretrain("--config", str(TINY), "--data", str(data), "--out", str(run), "--max-steps", "3",
-                     "--train.eval_every", "0") == 0
+    assert (
+        _pretrain(
+            "--config", str(TINY), "--data", str(data), "--out", str(run), "--max-steps", "3", "--train.eval_every", "0"
+        )
+        == 0
+    )
     tokenizer_sha = load_meta(run)["tokenizer_sha256"]
     other = _corpus(tmp_path / "other.jsonl", n_docs=90)
     assert _pretrain("--out", str(run), "--resume", "--max-steps", "5", "--data", str(other)) == 2
@@ -150,9 +157,12 @@ def test_flipped_byte_in_weights_is_refused_naming_the_file(run: Path, capsys: p
     _flip_byte(ckpt / "model.safetensors")
     with pytest.raises(LmkitError, match=r"model\.safetensors: checksum mismatch .*changed since it was saved"):
         load_model(ckpt)
-    for argv in (["generate", str(ckpt), "the cat", "--max-new-tokens", "2"], ["evaluate", str(ckpt)],
-                 ["quantize", str(ckpt), "--to", "int8", "--out", str(run.parent / "q")],
-                 ["export", str(ckpt), "--out", str(run.parent / "hf")]):
+    for argv in (
+        ["generate", str(ckpt), "the cat", "--max-new-tokens", "2"],
+        ["evaluate", str(ckpt)],
+        ["quantize", str(ckpt), "--to", "int8", "--out", str(run.parent / "q")],
+        ["export", str(ckpt), "--out", str(run.parent / "hf")],
+    ):
         assert main(argv) == 2, argv
         msg = _error(capsys)
         assert str(ckpt / "model.safetensors") in msg and "checksum mismatch" in msg and "--no-verify" in msg
@@ -209,11 +219,25 @@ def test_quantized_and_finetuned_checkpoints_record_checksums(run: Path, tmp_pat
         load_model(q)
 
     tok = load_tokenizer(run)
-    enc = build_model(ModelConfig(family="encoder", vocab_size=tok.vocab_size, d_model=32, n_layers=1, n_heads=2,
-                                  max_seq_len=32, pos_encoding="learned"))
-    ft = save_finetuned(tmp_path / "ft", SequenceClassifier(enc, 2), tok,
-                        FinetuneConfig(task="sequence-classification"), {"labels": ["no", "yes"]},
-                        str(list_checkpoints(run)[-1]))
+    enc = build_model(
+        ModelConfig(
+            family="encoder",
+            vocab_size=tok.vocab_size,
+            d_model=32,
+            n_layers=1,
+            n_heads=2,
+            max_seq_len=32,
+            pos_encoding="learned",
+        )
+    )
+    ft = save_finetuned(
+        tmp_path / "ft",
+        SequenceClassifier(enc, 2),
+        tok,
+        FinetuneConfig(task="sequence-classification"),
+        {"labels": ["no", "yes"]},
+        str(list_checkpoints(run)[-1]),
+    )
     assert "head.safetensors" in load_meta(ft)[CHECKSUMS_KEY]
     assert load_finetuned(ft).labels == ["no", "yes"]
     _flip_byte(ft / "head.safetensors")

@@ -26,8 +26,15 @@ from lmkit.train.runfolder import LOCK, MARKER, claim_run_folder, release_run_fo
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "configs" / "tiny.yaml"
 # tiny.yaml made smaller still: each step takes milliseconds
-SMALL = {"model.d_model": 32, "model.n_layers": 1, "model.n_heads": 2, "model.max_seq_len": 32,
-         "train.batch_size": 4, "train.eval_every": 0, "train.eval_batches": 1}
+SMALL = {
+    "model.d_model": 32,
+    "model.n_layers": 1,
+    "model.n_heads": 2,
+    "model.max_seq_len": 32,
+    "train.batch_size": 4,
+    "train.eval_every": 0,
+    "train.eval_batches": 1,
+}
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
@@ -36,8 +43,9 @@ def corpus(folder: Path, n_docs: int = 80, seed: int = 0) -> Path:
     words = "the cat dog sees likes a red ball river friend old man my sister farmer calls".split()
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "corpus.txt"
-    path.write_text("\n".join(" ".join(rng.choice(words) for _ in range(40)) for _ in range(n_docs)) + "\n",
-                    encoding="utf-8")
+    path.write_text(
+        "\n".join(" ".join(rng.choice(words) for _ in range(40)) for _ in range(n_docs)) + "\n", encoding="utf-8"
+    )
     return path
 
 
@@ -50,8 +58,18 @@ def small_flags(**overrides: object) -> list[str]:
 
 
 def pretrain_args(data: Path, out: Path, *extra: str) -> list[str]:
-    return ["pretrain", "--config", str(TINY), "--data", str(data), "--out", str(out), "--quiet",
-            *small_flags(**{"train.max_steps": 3}), *extra]
+    return [
+        "pretrain",
+        "--config",
+        str(TINY),
+        "--data",
+        str(data),
+        "--out",
+        str(out),
+        "--quiet",
+        *small_flags(**{"train.max_steps": 3}),
+        *extra,
+    ]
 
 
 def hidden(run: Path) -> list[str]:
@@ -63,8 +81,9 @@ def hidden(run: Path) -> list[str]:
 
 
 @pytest.mark.slow
-def test_pretrain_never_writes_into_a_folder_of_someone_elses_files(tmp_path: Path,
-                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+def test_pretrain_never_writes_into_a_folder_of_someone_elses_files(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     data = corpus(tmp_path / "data")
     mine = tmp_path / "mine"
     mine.mkdir()
@@ -119,8 +138,7 @@ time.sleep(60)
 
 
 @pytest.mark.slow
-def test_a_second_run_into_a_locked_folder_names_the_holder(tmp_path: Path,
-                                                            capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_second_run_into_a_locked_folder_names_the_holder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     data = corpus(tmp_path / "data")
     run = tmp_path / "run"
     holder = subprocess.Popen([sys.executable, "-c", HOLD, str(run)], stdout=subprocess.PIPE, text=True, env=ENV)
@@ -128,8 +146,10 @@ def test_a_second_run_into_a_locked_folder_names_the_holder(tmp_path: Path,
         assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
         assert main(pretrain_args(data, run)) == 2
         err = capsys.readouterr().err.strip()
-        assert err == (f"lmkit: error: {run}: another lmkit run (PID {holder.pid}) is writing to this run folder; "
-                       "wait for it to finish or stop it, or choose another --out")
+        assert err == (
+            f"lmkit: error: {run}: another lmkit run (PID {holder.pid}) is writing to this run folder; "
+            "wait for it to finish or stop it, or choose another --out"
+        )
         assert not list_checkpoints(run) and not (run / "metrics.jsonl").exists()
     finally:
         holder.kill()  # SIGKILL: the lock goes with the process, nothing stale is left
@@ -163,8 +183,10 @@ def test_torn_metrics_line_orphans_and_umask_modes(tmp_path: Path) -> None:
     run = tmp_path / "run"
     previous = os.umask(0o027)
     try:
-        train(small_cfg(data, run, **{"train.max_steps": 4, "train.ckpt_every": 2, "train.keep_checkpoints": 5}),
-              show_progress=False)
+        train(
+            small_cfg(data, run, **{"train.max_steps": 4, "train.ckpt_every": 2, "train.keep_checkpoints": 5}),
+            show_progress=False,
+        )
         # what a SIGKILL leaves: a torn metrics line, a half-written checkpoint, a tokenizer temp
         # file, and a checkpoint moved aside between the two renames of its replacement
         with open(run / "metrics.jsonl", "a", encoding="utf-8") as f:
@@ -178,8 +200,11 @@ def test_torn_metrics_line_orphans_and_umask_modes(tmp_path: Path) -> None:
         (run / ".ckpt-0000000.del-4242").mkdir()
         (run / "ckpt-0000001").mkdir()
         (run / "ckpt-0000001" / "model.safetensors").write_bytes(b"\0" * 10)
-        s = train(small_cfg(data, run, **{"train.max_steps": 6, "train.ckpt_every": 2, "train.keep_checkpoints": 5}),
-                  resume=True, show_progress=False)
+        s = train(
+            small_cfg(data, run, **{"train.max_steps": 6, "train.ckpt_every": 2, "train.keep_checkpoints": 5}),
+            resume=True,
+            show_progress=False,
+        )
         assert s["steps"] == 6
         assert hidden(run) == []
         assert [c.name for c in list_checkpoints(run)] == ["ckpt-0000002", "ckpt-0000004", "ckpt-0000006"]
@@ -209,8 +234,20 @@ def _wait_for_step(proc: subprocess.Popen, run: Path, step: int, timeout: float 
 def test_sigint_and_sigterm_save_a_checkpoint_and_exit_130(tmp_path: Path) -> None:
     data = corpus(tmp_path / "data")
     run = tmp_path / "run"
-    cmd = [sys.executable, "-m", "lmkit.cli", "pretrain", "--config", str(TINY), "--data", str(data), "--out",
-           str(run), "--quiet", *small_flags(**{"train.max_steps": 60, "train.ckpt_every": 30})]
+    cmd = [
+        sys.executable,
+        "-m",
+        "lmkit.cli",
+        "pretrain",
+        "--config",
+        str(TINY),
+        "--data",
+        str(data),
+        "--out",
+        str(run),
+        "--quiet",
+        *small_flags(**{"train.max_steps": 60, "train.ckpt_every": 30}),
+    ]
     stopped_at = 0
     for sig, resume in ((signal.SIGINT, []), (signal.SIGTERM, ["--resume"])):
         proc = subprocess.Popen(cmd + resume, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -221,8 +258,10 @@ def test_sigint_and_sigterm_save_a_checkpoint_and_exit_130(tmp_path: Path) -> No
         newest = list_checkpoints(run)[-1]
         step = int(newest.name.removeprefix("ckpt-"))
         assert stopped_at + 3 <= step < 30  # the step it was on, not the last ckpt_every one
-        assert err.strip() == (f"lmkit: interrupted by {sig.name} after step {step}; saved checkpoint {newest}; "
-                               f"continue with: lmkit pretrain --out {run} --resume")
+        assert err.strip() == (
+            f"lmkit: interrupted by {sig.name} after step {step}; saved checkpoint {newest}; "
+            f"continue with: lmkit pretrain --out {run} --resume"
+        )
         stopped_at = step
     done = subprocess.run(cmd + ["--resume"], env=ENV, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
@@ -231,8 +270,13 @@ def test_sigint_and_sigterm_save_a_checkpoint_and_exit_130(tmp_path: Path) -> No
 
 # --------------------------------------------------------------------------- the chaos test
 
-CHAOS = {"train.max_steps": 60, "train.ckpt_every": 3, "train.keep_checkpoints": 2, "train.log_every": 1,
-         "train.warmup_steps": 5}
+CHAOS = {
+    "train.max_steps": 60,
+    "train.ckpt_every": 3,
+    "train.keep_checkpoints": 2,
+    "train.log_every": 1,
+    "train.warmup_steps": 5,
+}
 TMP_CKPT = re.compile(r"^\.ckpt-(\d+)\.tmp-")
 
 
@@ -271,8 +315,18 @@ def _kill_when(proc: subprocess.Popen, run: Path, target: int, during_save: bool
 @pytest.mark.slow
 def test_chaos_sigkill_at_random_moments_resumes_onto_the_same_curve(tmp_path: Path) -> None:
     shards = _packed(tmp_path)
-    common = [sys.executable, "-m", "lmkit.cli", "pretrain", "--config", str(TINY), "--data", str(shards), "--quiet",
-              *small_flags(**CHAOS)]
+    common = [
+        sys.executable,
+        "-m",
+        "lmkit.cli",
+        "pretrain",
+        "--config",
+        str(TINY),
+        "--data",
+        str(shards),
+        "--quiet",
+        *small_flags(**CHAOS),
+    ]
     ref = tmp_path / "ref"
     subprocess.run(common + ["--out", str(ref)], env=ENV, check=True, capture_output=True)
 
@@ -282,8 +336,12 @@ def test_chaos_sigkill_at_random_moments_resumes_onto_the_same_curve(tmp_path: P
     for i in range(10):
         target += rng.randint(4, 5)  # each kill lands past the checkpoint the last one resumed from
         during_save = i % 2 == 1 or rng.random() < 0.3
-        proc = subprocess.Popen(common + ["--out", str(run)] + (["--resume"] if i else []), env=ENV,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            common + ["--out", str(run)] + (["--resume"] if i else []),
+            env=ENV,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         left_half_written.append(_kill_when(proc, run, target, during_save))
     done = subprocess.run(common + ["--out", str(run), "--resume"], env=ENV, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr

@@ -53,8 +53,15 @@ def test_golden_refit_from_a_few_grid_starts() -> None:
     """The grid's starts near the optimum reach the replication's fit in seconds."""
     pts = _golden_points()
     g = start_grid()
-    near = g[(g[:, 3] == 0.5) & (g[:, 4] == 0.5) & (g[:, 2] == 0.5) & (g[:, 0] >= 5) & (g[:, 0] <= 10)
-             & (g[:, 1] >= 5) & (g[:, 1] <= 10)]
+    near = g[
+        (g[:, 3] == 0.5)
+        & (g[:, 4] == 0.5)
+        & (g[:, 2] == 0.5)
+        & (g[:, 0] >= 5)
+        & (g[:, 0] <= 10)
+        & (g[:, 1] >= 5)
+        & (g[:, 1] <= 10)
+    ]
     fit = fit_approach3(pts.params, pts.tokens, pts.loss, starts=near)
     _check_golden(fit.law, fit.objective, pts)
     iv = bootstrap(fit, pts.params, pts.tokens, pts.loss, n=60, flops_for_ratio=[5.76e23])
@@ -177,16 +184,16 @@ def test_a_real_sweep_says_what_its_points_do_not_identify() -> None:
     as numbers."""
     from lmkit.lab.scale.fit import fit_points
 
-    fit = fit_points(read_points(Path(__file__).parent / "data" / "demo_sweep_points.csv"), n_bootstrap=0,
-                     grid="small")
+    fit = fit_points(read_points(Path(__file__).parent / "data" / "demo_sweep_points.csv"), n_bootstrap=0, grid="small")
     rows = {r["budget"]: r for r in fit["approach2"]["budgets"]}
     assert math.isnan(rows[2e11]["n_opt"]) and "no minimum for budget(s) 2e+11" in fit["approach2"]["note"]
     assert rows[1.8e12]["n_opt"] == pytest.approx(1.08e5, rel=0.05) and not rows[1.8e12]["edge"]
     assert "E went to" in fit["approach3"]["note"]
 
 
-def test_a_fit_with_no_values_writes_json_null_and_prints_no_nan(tmp_path: Path,
-                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_fit_with_no_values_writes_json_null_and_prints_no_nan(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """What has no value (2e11's minimum, intervals from two budgets) is null in fit.json, which
     strict parsers read, and a sentence in the printout, never NaN."""
     pts = Path(__file__).parent / "data" / "demo_sweep_points.csv"
@@ -202,8 +209,10 @@ def test_a_fit_with_no_values_writes_json_null_and_prints_no_nan(tmp_path: Path,
     row = next(r for r in fit["approach2"]["budgets"] if r["budget"] == 2e11)
     assert row["n_opt"] is None and row["edge"] is False and row["method"].startswith("no minimum")
     assert fit["approach2"]["n_opt"]["exponent_se"] is None
-    assert main(["scale", "fit", str(pts), "--approach", "2", "--json", "--no-plots", "--overwrite", "--out",
-                 str(out)]) == 0
+    assert (
+        main(["scale", "fit", str(pts), "--approach", "2", "--json", "--no-plots", "--overwrite", "--out", str(out)])
+        == 0
+    )
     json.loads(capsys.readouterr().out, parse_constant=refuse)
 
 
@@ -211,8 +220,12 @@ def test_a_fit_with_no_values_writes_json_null_and_prints_no_nan(tmp_path: Path,
 def test_fit_command_writes_json_and_plots_and_plan_uses_it(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     pts = _synthetic(TRUE, [1e16, 1e17, 1e18], 4.0, 5, noise=0.005)
     csv = tmp_path / "points.csv"
-    csv.write_text("params,tokens,flops,loss,budget\n" + "".join(
-        f"{n},{d},{c},{y},{b}\n" for n, d, c, y, b in zip(pts.params, pts.tokens, pts.flops, pts.loss, pts.budget)))
+    csv.write_text(
+        "params,tokens,flops,loss,budget\n"
+        + "".join(
+            f"{n},{d},{c},{y},{b}\n" for n, d, c, y, b in zip(pts.params, pts.tokens, pts.flops, pts.loss, pts.budget)
+        )
+    )
     assert main(["scale", "fit", str(csv), "--bootstrap", "20", "--grid", "small", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     fit_dir = tmp_path / "fit"
@@ -239,7 +252,8 @@ def test_fit_command_writes_json_and_plots_and_plan_uses_it(tmp_path: Path, caps
         assert 6 * p["params"] * p["tokens"] == pytest.approx(1e19, rel=1e-4)
         assert p["tokens"] == pytest.approx(law.optimal_tokens(p["params"]), rel=1e-6)
         assert p["verdict"] == "about right" and p["verdict_optimal_tokens_per_param"] == pytest.approx(
-            p["tokens_per_param"], rel=1e-4)  # judged against the user's law, not against 20
+            p["tokens_per_param"], rel=1e-4
+        )  # judged against the user's law, not against 20
 
 
 def test_the_verdict_follows_the_law_in_use() -> None:
@@ -267,16 +281,18 @@ def test_bad_points_are_one_line_errors(tmp_path: Path, capsys: pytest.CaptureFi
     (tmp_path / "nofit.json").write_text("{}")
     assert main(["plan", "--flops", "1e19", "--scaling-law", str(tmp_path / "nofit.json")]) == 2
     assert "Approach-3" in capsys.readouterr().err
-    (tmp_path / "negfit.json").write_text(json.dumps(
-        {"approach3": {"law": {"E": 1.0, "A": 400.0, "B": 400.0, "alpha": -0.3, "beta": 0.3}}}))
+    (tmp_path / "negfit.json").write_text(
+        json.dumps({"approach3": {"law": {"E": 1.0, "A": 400.0, "B": 400.0, "alpha": -0.3, "beta": 0.3}}})
+    )
     assert main(["plan", "--flops", "1e19", "--scaling-law", str(tmp_path / "negfit.json")]) == 2
     err = capsys.readouterr().err
     assert "negfit.json" in err and "alpha must be a finite number above 0" in err
 
 
 @pytest.mark.slow
-def test_tiny_real_sweep_writes_points_resumes_and_fits(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                        capsys: pytest.CaptureFixture[str]) -> None:
+def test_tiny_real_sweep_writes_points_resumes_and_fits(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     import random
     import shutil
 
@@ -287,15 +303,34 @@ def test_tiny_real_sweep_writes_points_resumes_and_fits(tmp_path: Path, monkeypa
     words = "the cat sat on a mat and dog ran to big red house with small blue car over hill under tree".split()
     corpus = tmp_path / "corpus"
     corpus.mkdir()
-    (corpus / "a.txt").write_text("\n".join(" ".join(rng.choice(words) for _ in range(rng.randint(5, 30)))
-                                            for _ in range(2000)))
+    (corpus / "a.txt").write_text(
+        "\n".join(" ".join(rng.choice(words) for _ in range(rng.randint(5, 30))) for _ in range(2000))
+    )
     base = tmp_path / "base.yaml"
-    base.write_text("model: {family: decoder, vocab_size: 400, d_model: 32, n_layers: 1, n_heads: 4, max_seq_len: 32}\n"
-                    "train: {batch_size: 8, lr: 3.0e-3, warmup_steps: 5, eval_every: 0, eval_batches: 2, "
-                    "log_every: 10, ckpt_every: 10, tensorboard: false, device: cpu}\ndata: {val_fraction: 0.05}\n")
+    base.write_text(
+        "model: {family: decoder, vocab_size: 400, d_model: 32, n_layers: 1, n_heads: 4, max_seq_len: 32}\n"
+        "train: {batch_size: 8, lr: 3.0e-3, warmup_steps: 5, eval_every: 0, eval_batches: 2, "
+        "log_every: 10, ckpt_every: 10, tensorboard: false, device: cpu}\ndata: {val_fraction: 0.05}\n"
+    )
     out = tmp_path / "sweep"
-    argv = ["scale", "sweep", "--config", str(base), "--data", str(corpus), "--budgets", "1e9", "2e9",
-            "--per-budget", "2", "--spread", "2", "--out", str(out), "--quiet"]
+    argv = [
+        "scale",
+        "sweep",
+        "--config",
+        str(base),
+        "--data",
+        str(corpus),
+        "--budgets",
+        "1e9",
+        "2e9",
+        "--per-budget",
+        "2",
+        "--spread",
+        "2",
+        "--out",
+        str(out),
+        "--quiet",
+    ]
     assert main(argv) == 0
     rows = (out / "points.csv").read_text().splitlines()
     assert rows[0] == "params,tokens,flops,loss,budget,run" and len(rows) >= 4
@@ -331,8 +366,23 @@ def test_tiny_real_sweep_writes_points_resumes_and_fits(tmp_path: Path, monkeypa
 
 def test_sweep_refuses_a_folder_that_is_not_a_sweep(tmp_path: Path) -> None:
     (tmp_path / "mine.txt").write_text("a user's file")
-    assert main(["scale", "sweep", "--config", "tiny", "--data", str(tmp_path / "mine.txt"), "--budgets", "1e10",
-                 "--out", str(tmp_path)]) == 2
+    assert (
+        main(
+            [
+                "scale",
+                "sweep",
+                "--config",
+                "tiny",
+                "--data",
+                str(tmp_path / "mine.txt"),
+                "--budgets",
+                "1e10",
+                "--out",
+                str(tmp_path),
+            ]
+        )
+        == 2
+    )
     assert (tmp_path / "mine.txt").read_text() == "a user's file"
 
 
@@ -345,8 +395,16 @@ def test_sweep_shapes_narrow_below_the_base_head_size() -> None:
     from lmkit.plan.compute import count_params
     from lmkit.plan.shapes import shape_for
 
-    cfg = load_run_config(None, {"model.d_model": 256, "model.n_heads": 4, "model.n_layers": 4, "model.max_seq_len": 256,
-                                 "train.batch_size": 16})  # the cpu-small shape the demo sweep used
+    cfg = load_run_config(
+        None,
+        {
+            "model.d_model": 256,
+            "model.n_heads": 4,
+            "model.n_layers": 4,
+            "model.max_seq_len": 256,
+            "train.batch_size": 16,
+        },
+    )  # the cpu-small shape the demo sweep used
     base = cfg.model
     assert base.head_dim == 64
     small = shape_for(base, 3e4, 512)
@@ -374,12 +432,18 @@ def test_sweep_trains_from_a_packed_shard_folder(tmp_path: Path, capsys: pytest.
     words = "the cat sat on a mat and dog ran to big red house with small blue car".split()
     (tmp_path / "a.txt").write_text("\n".join(" ".join(rng.choice(words) for _ in range(20)) for _ in range(600)))
     base = tmp_path / "base.yaml"
-    base.write_text("model: {family: decoder, vocab_size: 400, d_model: 32, n_layers: 1, n_heads: 4, max_seq_len: 32}\n"
-                    "train: {batch_size: 8, lr: 3.0e-3, warmup_steps: 2, eval_every: 0, eval_batches: 2, "
-                    "log_every: 10, ckpt_every: 0, tensorboard: false, device: cpu}\ndata: {val_fraction: 0.05}\n")
+    base.write_text(
+        "model: {family: decoder, vocab_size: 400, d_model: 32, n_layers: 1, n_heads: 4, max_seq_len: 32}\n"
+        "train: {batch_size: 8, lr: 3.0e-3, warmup_steps: 2, eval_every: 0, eval_batches: 2, "
+        "log_every: 10, ckpt_every: 0, tensorboard: false, device: cpu}\ndata: {val_fraction: 0.05}\n"
+    )
     packed = tmp_path / "packed"
-    prepare(load_run_config(base, {"data.paths": [str(tmp_path / "a.txt")], "data.shards": str(packed)}).data,
-            tmp_path / "pk", 400, show_progress=False)
+    prepare(
+        load_run_config(base, {"data.paths": [str(tmp_path / "a.txt")], "data.shards": str(packed)}).data,
+        tmp_path / "pk",
+        400,
+        show_progress=False,
+    )
     before = sorted(p.name for p in packed.rglob("*"))
     out = tmp_path / "sweep"
     res = sweep(load_run_config(base, {"data.paths": [str(packed)]}), [3e8], 1, out, show_progress=False)

@@ -39,7 +39,7 @@ def test_stream_releases_whole_characters_only(text: str, cuts: list[int]) -> No
     stream, out, i, k = TextStream(), [], 0, 0
     while i < len(data):  # the bytes arrive in pieces that split characters anywhere
         n = cuts[k % len(cuts)]
-        piece = stream.push(data[i:i + n])
+        piece = stream.push(data[i : i + n])
         assert "\ufffd" not in piece
         out.append(piece)
         i, k = i + n, k + 1
@@ -101,8 +101,11 @@ def _stream_text(client: openai.OpenAI, **kw: object) -> tuple[str, str | None]:
 
 
 def test_completion_stream_equals_non_stream(client: openai.OpenAI, tok: Tokenizer) -> None:
-    for kw in ({"temperature": 0}, {"temperature": 0.9, "top_p": 0.9, "seed": 5}, {"temperature": 1.2, "seed": 9,
-                                                                                  "extra_body": {"top_k": 20}}):
+    for kw in (
+        {"temperature": 0},
+        {"temperature": 0.9, "top_p": 0.9, "seed": 5},
+        {"temperature": 1.2, "seed": 9, "extra_body": {"top_k": 20}},
+    ):
         r = client.completions.create(model="tiny", prompt="the cat sees", max_tokens=12, **kw)  # type: ignore[call-overload]
         ch = r.choices[0]
         assert ch.finish_reason in ("stop", "length")
@@ -134,15 +137,16 @@ def test_n_and_token_id_prompts(client: openai.OpenAI, tok: Tokenizer) -> None:
 
 
 def test_stop_string_across_tokens(client: openai.OpenAI, engine: Engine) -> None:
-    full = client.completions.create(model="tiny", prompt="the farmer", max_tokens=20, temperature=0,
-                                     logprobs=0).choices[0]
+    full = client.completions.create(
+        model="tiny", prompt="the farmer", max_tokens=20, temperature=0, logprobs=0
+    ).choices[0]
     tokens = full.logprobs.tokens
     assert len(tokens) >= 4
     # a stop string made of the end of token 1 and the start of token 3: it spans three tokens
     start = len(tokens[0]) + max(0, len(tokens[1]) - 1)
-    stop = full.text[start:start + 1 + len(tokens[2]) + 1]
+    stop = full.text[start : start + 1 + len(tokens[2]) + 1]
     assert len(stop) >= 2
-    want = full.text[:full.text.find(stop)]
+    want = full.text[: full.text.find(stop)]
     r = client.completions.create(model="tiny", prompt="the farmer", max_tokens=20, temperature=0, stop=[stop])
     assert r.choices[0].text == want and r.choices[0].finish_reason == "stop"
     streamed, reason = _stream_text(client, prompt="the farmer", max_tokens=20, temperature=0, stop=stop)
@@ -156,7 +160,9 @@ def test_seed_gives_same_tokens_alone_and_among_8(client: openai.OpenAI, engine:
 
     alone = ask("the old man calls", 42)
     before = dict(engine.stats)
-    prompts = [("the old man calls", 42)] + [(" ".join(s.split()[:4]), 100 + i) for i, s in enumerate(sentences(7, seed=3))]
+    prompts = [("the old man calls", 42)] + [
+        (" ".join(s.split()[:4]), 100 + i) for i, s in enumerate(sentences(7, seed=3))
+    ]
     with ThreadPoolExecutor(8) as pool:
         crowd = list(pool.map(lambda a: ask(*a, n_tok=16 + 2 * (a[1] % 5)), prompts))
     assert crowd[0] == alone
@@ -172,13 +178,14 @@ def test_echo_logprobs_equal_the_models_own(client: openai.OpenAI, model: torch.
         logp = model(torch.tensor([ids]))[0].log_softmax(-1)  # (T, V)
     want = [float(logp[t - 1, ids[t]]) for t in range(1, len(ids))]
     for max_tokens in (0, 1):
-        r = client.completions.create(model="tiny", prompt=text, max_tokens=max_tokens, echo=True, logprobs=1,
-                                      temperature=0)
+        r = client.completions.create(
+            model="tiny", prompt=text, max_tokens=max_tokens, echo=True, logprobs=1, temperature=0
+        )
         lp = r.choices[0].logprobs
         assert lp.token_logprobs[0] is None
-        assert lp.tokens[:len(ids)] == [tok.token_str(i) for i in ids]
+        assert lp.tokens[: len(ids)] == [tok.token_str(i) for i in ids]
         assert len(lp.token_logprobs) == len(ids) + max_tokens
-        assert max(abs(a - b) for a, b in zip(lp.token_logprobs[1:len(ids)], want)) < 1e-5
+        assert max(abs(a - b) for a, b in zip(lp.token_logprobs[1 : len(ids)], want)) < 1e-5
         assert r.choices[0].text.startswith(text)
         if max_tokens == 1:  # the generated token's log-probability under the same distribution
             assert abs(lp.token_logprobs[-1] - float(logp[-1].max())) < 1e-5
@@ -207,19 +214,22 @@ def test_explain_shows_before_and_after(url: str) -> None:
 # --------------------------------------------------------------------------- client mistakes
 
 
-@pytest.mark.parametrize("body, status, param", [
-    ({"prompt": "x", "temperature": "hot"}, 400, "temperature"),
-    ({"prompt": "x", "temperature": -1}, 400, "temperature"),
-    ({"prompt": "x", "top_p": 0}, 400, "top_p"),
-    ({"prompt": "x", "max_tokens": "many"}, 400, "max_tokens"),
-    ({"prompt": "x", "n": 99}, 400, "n"),
-    ({"prompt": "x", "logprobs": 99}, 400, "logprobs"),
-    ({"prompt": "x", "max_tokens": 49}, 400, "max_tokens"),
-    ({"prompt": "the cat " * 40, "max_tokens": 4}, 400, "prompt"),
-    ({"prompt": [[1, 2, 99999]]}, 400, "prompt"),
-    ({"prompt": "x", "stop": ["a", "b", "c", "d", "e"]}, 400, "stop"),
-    ({"prompt": "x", "model": "gpt-9"}, 404, "model"),
-])
+@pytest.mark.parametrize(
+    "body, status, param",
+    [
+        ({"prompt": "x", "temperature": "hot"}, 400, "temperature"),
+        ({"prompt": "x", "temperature": -1}, 400, "temperature"),
+        ({"prompt": "x", "top_p": 0}, 400, "top_p"),
+        ({"prompt": "x", "max_tokens": "many"}, 400, "max_tokens"),
+        ({"prompt": "x", "n": 99}, 400, "n"),
+        ({"prompt": "x", "logprobs": 99}, 400, "logprobs"),
+        ({"prompt": "x", "max_tokens": 49}, 400, "max_tokens"),
+        ({"prompt": "the cat " * 40, "max_tokens": 4}, 400, "prompt"),
+        ({"prompt": [[1, 2, 99999]]}, 400, "prompt"),
+        ({"prompt": "x", "stop": ["a", "b", "c", "d", "e"]}, 400, "stop"),
+        ({"prompt": "x", "model": "gpt-9"}, 404, "model"),
+    ],
+)
 def test_bad_requests_get_openai_errors(url: str, body: dict[str, object], status: int, param: str) -> None:
     r = httpx.post(url + "/v1/completions", json=body)
     assert r.status_code == status, r.text
@@ -228,8 +238,10 @@ def test_bad_requests_get_openai_errors(url: str, body: dict[str, object], statu
 
 
 def test_truncate_keeps_the_end_and_unknown_fields_are_ignored(url: str, caplog: pytest.LogCaptureFixture) -> None:
-    r = httpx.post(url + "/v1/completions", json={"prompt": "the cat " * 40, "max_tokens": 4, "truncate": True,
-                                                  "frequency_penalty": 0.5, "temperature": 0})
+    r = httpx.post(
+        url + "/v1/completions",
+        json={"prompt": "the cat " * 40, "max_tokens": 4, "truncate": True, "frequency_penalty": 0.5, "temperature": 0},
+    )
     assert r.status_code == 200 and r.json()["usage"]["prompt_tokens"] == 44
     assert "frequency_penalty" in caplog.text  # named in the server's log, not an error
 
@@ -239,8 +251,9 @@ def test_other_errors(url: str) -> None:
     assert r.status_code == 404 and "error" in r.json()
     r = httpx.post(url + "/v1/completions", content=b"{not json", headers={"content-type": "application/json"})
     assert r.status_code == 400 and r.json()["error"]["type"] == "invalid_request_error"
-    r = httpx.post(url + "/v1/completions", content=b"x" * (3 * 1024 * 1024),
-                   headers={"content-type": "application/json"})
+    r = httpx.post(
+        url + "/v1/completions", content=b"x" * (3 * 1024 * 1024), headers={"content-type": "application/json"}
+    )
     assert r.status_code == 413 and "error" in r.json()
 
 
@@ -252,9 +265,14 @@ def test_api_key_and_cors_preflight(engine: Engine) -> None:
             bad.completions.create(model="tiny", prompt="x", max_tokens=2)
         good = openai.OpenAI(base_url=base + "/v1", api_key="sekret", max_retries=0)
         assert good.completions.create(model="tiny", prompt="x", max_tokens=2).choices
-        pre = httpx.options(base + "/v1/completions", headers={
-            "Origin": "http://page.example", "Access-Control-Request-Method": "POST",
-            "Access-Control-Request-Headers": "authorization,content-type"})
+        pre = httpx.options(
+            base + "/v1/completions",
+            headers={
+                "Origin": "http://page.example",
+                "Access-Control-Request-Method": "POST",
+                "Access-Control-Request-Headers": "authorization,content-type",
+            },
+        )
         assert pre.status_code == 200
         assert pre.headers["access-control-allow-origin"] == "http://page.example"
         assert httpx.get(base + "/health").status_code == 200  # the page and health stay open
@@ -266,8 +284,7 @@ def test_full_queue_answers_429(model: torch.nn.Module, tok: Tokenizer) -> None:
         with background_server(eng, "tiny") as base:
             body = {"prompt": "the cat", "max_tokens": 40, "temperature": 0}
             with ThreadPoolExecutor(6) as pool:
-                codes = list(pool.map(lambda _: httpx.post(base + "/v1/completions", json=body, timeout=60),
-                                      range(6)))
+                codes = list(pool.map(lambda _: httpx.post(base + "/v1/completions", json=body, timeout=60), range(6)))
             statuses = sorted(r.status_code for r in codes)
             assert 429 in statuses and 200 in statuses and set(statuses) <= {200, 429}
             busy = next(r for r in codes if r.status_code == 429).json()["error"]
@@ -357,8 +374,14 @@ def test_serve_help_and_bad_checkpoint(tmp_path: Path, capsys: pytest.CaptureFix
 
 
 def test_stream_chunks_are_openai_shaped(url: str) -> None:
-    body = {"prompt": "the cat", "max_tokens": 5, "temperature": 0, "stream": True, "logprobs": 2,
-            "stream_options": {"include_usage": True}}
+    body = {
+        "prompt": "the cat",
+        "max_tokens": 5,
+        "temperature": 0,
+        "stream": True,
+        "logprobs": 2,
+        "stream_options": {"include_usage": True},
+    }
     with httpx.stream("POST", url + "/v1/completions", json=body) as r:
         events = [line[6:] for line in r.iter_lines() if line.startswith("data: ")]
     assert events[-1] == "[DONE]"
@@ -370,13 +393,13 @@ def test_stream_chunks_are_openai_shaped(url: str) -> None:
     assert all(len(c["choices"][0]["logprobs"]["top_logprobs"][0]) == 2 for c in chunks[:-2])
 
 
-
 # --------------------------------------------------------------------------- an evaluation harness
 
 
 @pytest.mark.slow
-def test_lm_eval_local_completions_scores_like_the_model(tmp_path: Path, url: str, model: torch.nn.Module,
-                                                         tok: Tokenizer, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_lm_eval_local_completions_scores_like_the_model(
+    tmp_path: Path, url: str, model: torch.nn.Module, tok: Tokenizer, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """lm-evaluation-harness's `local-completions` model scores a multiple-choice task through the
     server; each choice's log-likelihood equals the one computed in-process (not 0, not chance)."""
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
@@ -384,19 +407,25 @@ def test_lm_eval_local_completions_scores_like_the_model(tmp_path: Path, url: st
     import lm_eval
     from lm_eval.tasks import TaskManager
 
-    docs = [{"question": f"{s} Then", "choices": ["the cat", "a dog", "the river"], "label": i % 3}
-            for i, s in enumerate(["the cat sees", "a dog likes the", "my sister feeds", "the farmer calls"])]
+    docs = [
+        {"question": f"{s} Then", "choices": ["the cat", "a dog", "the river"], "label": i % 3}
+        for i, s in enumerate(["the cat sees", "a dog likes the", "my sister feeds", "the farmer calls"])
+    ]
     data = tmp_path / "mc.jsonl"
     data.write_text("".join(json.dumps(d) + "\n" for d in docs))
     (tmp_path / "lmkit_mc.yaml").write_text(
         "task: lmkit_mc\ndataset_path: json\ndataset_kwargs:\n  data_files:\n"
         f"    test: {data}\ntest_split: test\noutput_type: multiple_choice\n"
         "doc_to_text: '{{question}}'\ndoc_to_choice: '{{choices}}'\ndoc_to_target: '{{label}}'\n"
-        "metric_list:\n  - metric: acc\n")
+        "metric_list:\n  - metric: acc\n"
+    )
     out = lm_eval.simple_evaluate(
         model="local-completions",
         model_args=f"base_url={url}/v1/completions,model=tiny,num_concurrent=1,max_retries=1,tokenized_requests=True",
-        tasks=["lmkit_mc"], task_manager=TaskManager(include_path=str(tmp_path)), log_samples=True)
+        tasks=["lmkit_mc"],
+        task_manager=TaskManager(include_path=str(tmp_path)),
+        log_samples=True,
+    )
     samples = out["samples"]["lmkit_mc"]
     assert len(samples) == len(docs)
     for sample in samples:
@@ -420,8 +449,16 @@ def test_lm_eval_local_completions_scores_like_the_model(tmp_path: Path, url: st
 
 
 CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 @pytest.mark.slow
@@ -482,8 +519,12 @@ def test_load_50_clients_500_requests(tmp_path: Path, model: torch.nn.Module, to
     save_checkpoint(tmp_path / "ckpt", model, model.cfg, tokenizer=tok, meta={"step": 1})
     port = free_port()
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "lmkit.cli", "serve", str(tmp_path / "ckpt"), "--port", str(port),
-                             "--threads", "1"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lmkit.cli", "serve", str(tmp_path / "ckpt"), "--port", str(port), "--threads", "1"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         for _ in range(300):
@@ -498,8 +539,13 @@ def test_load_50_clients_500_requests(tmp_path: Path, model: torch.nn.Module, to
 
         async def client(i: int, http: httpx.AsyncClient) -> None:
             for j in range(10):
-                body = {"prompt": sentences(1, seed=i * 10 + j)[0][:30], "max_tokens": 8 + (i + j) % 8,
-                        "temperature": 0.8, "seed": j, "stream": (i + j) % 3 == 0}
+                body = {
+                    "prompt": sentences(1, seed=i * 10 + j)[0][:30],
+                    "max_tokens": 8 + (i + j) % 8,
+                    "temperature": 0.8,
+                    "seed": j,
+                    "stream": (i + j) % 3 == 0,
+                }
                 t0 = time.perf_counter()
                 if body["stream"]:
                     async with http.stream("POST", base + "/v1/completions", json=body) as r:
@@ -523,11 +569,13 @@ def test_load_50_clients_500_requests(tmp_path: Path, model: torch.nn.Module, to
         wall = time.perf_counter() - t0
         lat = sorted(latencies)
         p50, p99 = lat[len(lat) // 2], lat[int(len(lat) * 0.99) - 1]
-        print(f"\n500 requests from 50 clients in {wall:.1f} s: p50 {p50 * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms, "
-              f"statuses {sorted(set(statuses))}, server RSS (MB) every 50 requests: {[round(x) for x in rss]}")
+        print(
+            f"\n500 requests from 50 clients in {wall:.1f} s: p50 {p50 * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms, "
+            f"statuses {sorted(set(statuses))}, server RSS (MB) every 50 requests: {[round(x) for x in rss]}"
+        )
         assert len(statuses) == 500 and not [s for s in statuses if s >= 500]
         assert statuses.count(200) >= 450  # a few 429s are allowed when the queue is full
-        half = rss[len(rss) // 2:]
+        half = rss[len(rss) // 2 :]
         assert max(half) <= half[0] * 1.05 + 20, f"server memory grew over the second half: {rss}"
     finally:
         proc.terminate()
@@ -562,6 +610,6 @@ def test_slot_pool_rows_match_each_request_alone(model: torch.nn.Module) -> None
             nxt = torch.tensor([[10 + step + i] for i in range(len(seqs))])
             out = model(nxt, pool)[:, -1]  # (B, V)
             for i, s in enumerate(seqs):
-                seqs[i] = torch.cat([s, nxt[i:i + 1]], dim=1)
+                seqs[i] = torch.cat([s, nxt[i : i + 1]], dim=1)
                 alone = model(seqs[i])[0, -1]
                 assert (out[i] - alone).abs().max() < 1e-5

@@ -45,10 +45,16 @@ def _error(r: httpx.Response) -> dict[str, Any]:
 
 CASES: list[tuple[str, str, Any, int, str | None, str | None]] = [
     # method, path, JSON body (a dict, or JSON text for what json= cannot send), status, error fragment, param
-    ("POST", "/v1/completions", {"prompt": "x", "seed": 2**64}, 400, f"seed {SEED_RANGE}, got 18446744073709551616",
-     "seed"),
+    (
+        "POST",
+        "/v1/completions",
+        {"prompt": "x", "seed": 2**64},
+        400,
+        f"seed {SEED_RANGE}, got 18446744073709551616",
+        "seed",
+    ),
     ("POST", "/v1/completions", {"prompt": "x", "seed": 10**100}, 400, "got an integer of 333 bits", "seed"),
-    ("POST", "/v1/completions", {"prompt": "x", "seed": -2**63 - 5}, 400, "got -9223372036854775813", "seed"),
+    ("POST", "/v1/completions", {"prompt": "x", "seed": -(2**63) - 5}, 400, "got -9223372036854775813", "seed"),
     ("POST", "/v1/completions", {"prompt": "x", "seed": -1}, 400, SEED_RANGE, "seed"),
     ("POST", "/v1/completions", {"prompt": "x", "seed": 2**64 - 1, "n": 2, "max_tokens": 3}, 200, None, None),
     ("POST", "/v1/completions", {"prompt": "x", "seed": 2**64, "n": 2}, 400, SEED_RANGE, "seed"),
@@ -56,15 +62,26 @@ CASES: list[tuple[str, str, Any, int, str | None, str | None]] = [
     ("POST", "/v1/completions", {"prompt": "x", "temperature": 1e-300, "max_tokens": 3}, 200, None, None),
     ("POST", "/v1/completions", {"prompt": "x", "temperature": 5e-324, "max_tokens": 3}, 200, None, None),
     ("POST", "/v1/completions", {"prompt": "x", "temperature": 1e-300, "top_k": 5, "max_tokens": 3}, 200, None, None),
-    ("POST", "/v1/completions", {"prompt": "x", "temperature": 5e-324, "top_p": 0.5, "max_tokens": 3}, 200, None,
-     None),
-    ("POST", "/v1/completions", {"prompt": "x", "temperature": 1e-40, "top_k": 3, "top_p": 0.9, "stream": True,
-                                 "max_tokens": 3}, 200, None, None),
+    ("POST", "/v1/completions", {"prompt": "x", "temperature": 5e-324, "top_p": 0.5, "max_tokens": 3}, 200, None, None),
+    (
+        "POST",
+        "/v1/completions",
+        {"prompt": "x", "temperature": 1e-40, "top_k": 3, "top_p": 0.9, "stream": True, "max_tokens": 3},
+        200,
+        None,
+        None,
+    ),
     ("POST", "/v1/explain", {"prompt": "the cat", "temperature": 1e-40}, 200, None, None),
     ("POST", "/v1/explain", {"prompt": "the cat", "temperature": 1e-300, "top_k": 5}, 200, None, None),
     ("POST", "/v1/explain", {"prompt": "the cat", "temperature": 5e-324, "top_p": 0.5}, 200, None, None),
-    ("POST", "/v1/completions", json.dumps({"prompt": "a\ud800b"}), 400, "lone surrogate U+D800 at character 1",
-     "prompt"),
+    (
+        "POST",
+        "/v1/completions",
+        json.dumps({"prompt": "a\ud800b"}),
+        400,
+        "lone surrogate U+D800 at character 1",
+        "prompt",
+    ),
     ("POST", "/v1/completions", json.dumps({"prompt": ["ok", "\udfff"]}), 400, "lone surrogate U+DFFF", "prompt"),
     ("POST", "/v1/completions", json.dumps({"prompt": "x", "stop": "\ud800"}), 400, "lone surrogate", "stop"),
     ("POST", "/v1/explain", json.dumps({"prompt": "\ud800"}), 400, "lone surrogate", "prompt"),
@@ -81,13 +98,20 @@ CASES: list[tuple[str, str, Any, int, str | None, str | None]] = [
 ]
 
 
-@pytest.mark.parametrize("method, path, body, status, fragment, param", CASES,
-                         ids=[f"{c[0]} {c[1]} {ascii(c[2])[:50]}" for c in CASES])
-def test_request_table(url: str, method: str, path: str, body: Any, status: int, fragment: str | None,  # noqa: F811
-                       param: str | None) -> None:
+@pytest.mark.parametrize(
+    "method, path, body, status, fragment, param", CASES, ids=[f"{c[0]} {c[1]} {ascii(c[2])[:50]}" for c in CASES]
+)
+def test_request_table(
+    url: str, method: str, path: str, body: Any, status: int, fragment: str | None, param: str | None
+) -> None:
     content = body if isinstance(body, str) else None if body is None else json.dumps(body)
-    r = httpx.request(method, url + path, content=content, timeout=30,
-                      headers={"content-type": "application/json"} if content is not None else {})
+    r = httpx.request(
+        method,
+        url + path,
+        content=content,
+        timeout=30,
+        headers={"content-type": "application/json"} if content is not None else {},
+    )
     assert r.status_code == status, r.text
     if status >= 400:
         assert r.headers["content-type"] == "application/json"
@@ -105,17 +129,18 @@ def test_request_table(url: str, method: str, path: str, body: Any, status: int,
         assert len(out["choices"]) == (body or {}).get("n", 1)
 
 
-def test_tiny_temperature_is_its_limit_greedy(url: str) -> None:  # noqa: F811
+def test_tiny_temperature_is_its_limit_greedy(url: str) -> None:
     greedy = httpx.post(url + "/v1/completions", json={"prompt": "the cat", "max_tokens": 8, "temperature": 0})
     for t in (1e-40, 1e-300, 5e-324):
-        r = httpx.post(url + "/v1/completions", json={"prompt": "the cat", "max_tokens": 8, "temperature": t,
-                                                      "seed": 3})
+        r = httpx.post(
+            url + "/v1/completions", json={"prompt": "the cat", "max_tokens": 8, "temperature": t, "seed": 3}
+        )
         assert r.json()["choices"][0]["text"] == greedy.json()["choices"][0]["text"]
         e = httpx.post(url + "/v1/explain", json={"prompt": "the cat", "temperature": t}).json()
         assert e["kept"] == 1 and e["chosen_id"] == e["candidates"][0]["id"]
 
 
-def test_top_seed_with_n_wraps_around(url: str) -> None:  # noqa: F811
+def test_top_seed_with_n_wraps_around(url: str) -> None:
     body = {"prompt": "the cat", "max_tokens": 6, "temperature": 1.0, "n": 2}
     top = httpx.post(url + "/v1/completions", json={**body, "seed": 2**64 - 1}).json()["choices"]
     zero = httpx.post(url + "/v1/completions", json={**body, "n": 1, "seed": 0}).json()["choices"]
@@ -125,12 +150,13 @@ def test_top_seed_with_n_wraps_around(url: str) -> None:  # noqa: F811
 # --------------------------------------------------------------------------- one request cannot stop the others
 
 
-def test_poisoned_request_leaves_the_server_serving(url: str, engine: Engine) -> None:  # noqa: F811
+def test_poisoned_request_leaves_the_server_serving(url: str, engine: Engine) -> None:
     before = engine.stats["steps"]
-    for seed in (2**64, 10**100, -2**63 - 5):
+    for seed in (2**64, 10**100, -(2**63) - 5):
         assert httpx.post(url + "/v1/completions", json={"prompt": "x", "seed": seed}, timeout=10).status_code == 400
-    r = httpx.post(url + "/v1/completions", json={"prompt": "the cat", "max_tokens": 5, "temperature": 0.8,
-                                                  "seed": 7}, timeout=10)
+    r = httpx.post(
+        url + "/v1/completions", json={"prompt": "the cat", "max_tokens": 5, "temperature": 0.8, "seed": 7}, timeout=10
+    )
     assert r.status_code == 200 and r.json()["choices"][0]["finish_reason"] in ("stop", "length")
     health = httpx.get(url + "/health").json()
     assert health["status"] == "ok" and health["waiting"] == 0 and health["steps"] > before
@@ -149,12 +175,16 @@ def _wait_ended(*lists: list[Event], timeout: float = 10) -> None:
     raise AssertionError(f"jobs did not end: {[[e.kind for e in ev] for ev in lists]}")
 
 
-def test_a_job_with_bad_settings_fails_alone(model: torch.nn.Module, tok: Tokenizer) -> None:  # noqa: F811
+def test_a_job_with_bad_settings_fails_alone(model: torch.nn.Module, tok: Tokenizer) -> None:
     eng = Engine(model, tok)
     try:  # a library caller that skips the web app's checks: the engine checks the job's settings itself
         bad, good = [], []
-        eng.submit([_job(tok, GenerationConfig(do_sample=True, seed=2**64), bad),
-                    _job(tok, GenerationConfig(do_sample=True, seed=5), good)])
+        eng.submit(
+            [
+                _job(tok, GenerationConfig(do_sample=True, seed=2**64), bad),
+                _job(tok, GenerationConfig(do_sample=True, seed=5), good),
+            ]
+        )
         _wait_ended(bad, good)
         assert [e.kind for e in bad] == ["error"] and "seed must be an integer from 0 to 2**64-1" in bad[0].text
         assert good[-1].kind == "done" and sum(e.kind == "token" for e in good) >= 1
@@ -163,8 +193,9 @@ def test_a_job_with_bad_settings_fails_alone(model: torch.nn.Module, tok: Tokeni
         eng.close()
 
 
-def test_a_step_that_fails_ends_only_its_own_row(model: torch.nn.Module, tok: Tokenizer,  # noqa: F811
-                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_step_that_fails_ends_only_its_own_row(
+    model: torch.nn.Module, tok: Tokenizer, monkeypatch: pytest.MonkeyPatch
+) -> None:
     real = batcher.choose_next
 
     def flaky(logits: torch.Tensor, settings: GenerationConfig, *a: Any, **kw: Any) -> Any:
@@ -179,8 +210,12 @@ def test_a_step_that_fails_ends_only_its_own_row(model: torch.nn.Module, tok: To
         eng.submit([_job(tok, GenerationConfig(), alone, max_tokens=10)])
         _wait_ended(alone)
         doomed, greedy = [], []
-        eng.submit([_job(tok, GenerationConfig(do_sample=True, temperature=0.5, seed=1), doomed, max_tokens=10),
-                    _job(tok, GenerationConfig(), greedy, max_tokens=10)])
+        eng.submit(
+            [
+                _job(tok, GenerationConfig(do_sample=True, temperature=0.5, seed=1), doomed, max_tokens=10),
+                _job(tok, GenerationConfig(), greedy, max_tokens=10),
+            ]
+        )
         _wait_ended(doomed, greedy)
         assert [e.kind for e in doomed] == ["token"] * 3 + ["error"] and "RuntimeError: boom" in doomed[-1].text
         assert [e.text for e in greedy] == [e.text for e in alone]  # its neighbour's failure changed nothing
@@ -199,15 +234,18 @@ class _DyingEngine(Engine):
         raise SystemExit("the engine thread was killed")
 
 
-def test_a_dead_engine_is_reported_and_nobody_waits(model: torch.nn.Module, tok: Tokenizer) -> None:  # noqa: F811
+def test_a_dead_engine_is_reported_and_nobody_waits(model: torch.nn.Module, tok: Tokenizer) -> None:
     _DyingEngine.gate = threading.Event()
     eng = _DyingEngine(model, tok)
     try:
         with background_server(eng, "tiny") as base:
             with httpx.Client(timeout=20) as c:
                 waiting: list[httpx.Response] = []
-                asker = threading.Thread(target=lambda: waiting.append(
-                    c.post(base + "/v1/completions", json={"prompt": "the cat", "max_tokens": 4})))
+                asker = threading.Thread(
+                    target=lambda: waiting.append(
+                        c.post(base + "/v1/completions", json={"prompt": "the cat", "max_tokens": 4})
+                    )
+                )
                 asker.start()
                 end = time.monotonic() + 10
                 while eng.busy()["waiting"] == 0 and time.monotonic() < end:
@@ -228,7 +266,7 @@ def test_a_dead_engine_is_reported_and_nobody_waits(model: torch.nn.Module, tok:
 # --------------------------------------------------------------------------- the body limit, CORS
 
 
-def test_chunked_body_over_the_limit_is_refused_unread(url: str) -> None:  # noqa: F811
+def test_chunked_body_over_the_limit_is_refused_unread(url: str) -> None:
     sent = 0
 
     def body() -> Iterator[bytes]:  # 50 MB without Content-Length (Transfer-Encoding: chunked)
@@ -237,8 +275,7 @@ def test_chunked_body_over_the_limit_is_refused_unread(url: str) -> None:  # noq
             sent += 65536
             yield b"x" * 65536
 
-    r = httpx.post(url + "/v1/completions", content=body(), headers={"content-type": "application/json"},
-                   timeout=30)
+    r = httpx.post(url + "/v1/completions", content=body(), headers={"content-type": "application/json"}, timeout=30)
     assert r.request.headers.get("transfer-encoding") == "chunked"
     assert r.status_code == 413, r.text
     err = _error(r)
@@ -247,14 +284,15 @@ def test_chunked_body_over_the_limit_is_refused_unread(url: str) -> None:  # noq
     assert httpx.get(url + "/health").json()["status"] == "ok"
 
 
-def test_chunked_body_under_the_limit_is_read(url: str) -> None:  # noqa: F811
+def test_chunked_body_under_the_limit_is_read(url: str) -> None:
     data = json.dumps({"prompt": "the cat", "max_tokens": 2, "temperature": 0}).encode()
-    r = httpx.post(url + "/v1/completions", content=iter([data[:10], data[10:]]),
-                   headers={"content-type": "application/json"})
+    r = httpx.post(
+        url + "/v1/completions", content=iter([data[:10], data[10:]]), headers={"content-type": "application/json"}
+    )
     assert r.status_code == 200 and r.json()["choices"][0]["finish_reason"] in ("stop", "length")
 
 
-def test_refused_cors_preflight_and_401_are_openai_shaped(engine: Engine) -> None:  # noqa: F811
+def test_refused_cors_preflight_and_401_are_openai_shaped(engine: Engine) -> None:
     with background_server(engine, "tiny", api_key="k", cors_origins=["http://page.example"]) as base:
         pre = {"Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "authorization"}
         bad = httpx.options(base + "/v1/completions", headers={"Origin": "http://evil.example", **pre})
@@ -269,14 +307,17 @@ def test_refused_cors_preflight_and_401_are_openai_shaped(engine: Engine) -> Non
         assert httpx.get(base + "/tokenizer_info").status_code == 200  # still open without the key
 
 
-def test_lone_surrogate_on_an_encoder_fill_mask(tok: Tokenizer) -> None:  # noqa: F811
+def test_lone_surrogate_on_an_encoder_fill_mask(tok: Tokenizer) -> None:
     cfg = ModelConfig(family="encoder", vocab_size=tok.vocab_size, d_model=32, n_layers=1, n_heads=4, max_seq_len=48)
     torch.manual_seed(0)
     eng = Engine(build_model(cfg).eval(), tok)
     try:
         with background_server(eng, "enc") as base:
-            r = httpx.post(base + "/v1/fill-mask", content=json.dumps({"text": "the [MASK] sees \ud800."}),
-                           headers={"content-type": "application/json"})
+            r = httpx.post(
+                base + "/v1/fill-mask",
+                content=json.dumps({"text": "the [MASK] sees \ud800."}),
+                headers={"content-type": "application/json"},
+            )
             assert r.status_code == 400 and "lone surrogate U+D800" in _error(r)["message"]
             ok = httpx.post(base + "/v1/fill-mask", json={"text": "the [MASK] sees the bird."})
             assert ok.status_code == 200 and ok.json()["masks"]
@@ -297,15 +338,20 @@ def test_serve_threads_must_be_positive(tmp_path: Path, capsys: pytest.CaptureFi
 
 
 @pytest.mark.slow
-def test_sigterm_stops_the_server_after_a_poisoned_request(tmp_path: Path, model: torch.nn.Module,  # noqa: F811
-                                                           tok: Tokenizer) -> None:  # noqa: F811
+def test_sigterm_stops_the_server_after_a_poisoned_request(
+    tmp_path: Path, model: torch.nn.Module, tok: Tokenizer
+) -> None:
     from lmkit.models.checkpoint import save_checkpoint
 
     save_checkpoint(tmp_path / "ckpt", model, model.cfg, tokenizer=tok, meta={"step": 1})
     port = free_port()
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "lmkit.cli", "serve", str(tmp_path / "ckpt"), "--port", str(port),
-                             "--threads", "1"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lmkit.cli", "serve", str(tmp_path / "ckpt"), "--port", str(port), "--threads", "1"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env=env,
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         end = time.monotonic() + 60
@@ -331,5 +377,5 @@ def test_sigterm_stops_the_server_after_a_poisoned_request(tmp_path: Path, model
         assert "Traceback" not in out, out
 
 
-def test_wait_idle_after_the_table(engine: Engine) -> None:  # noqa: F811
+def test_wait_idle_after_the_table(engine: Engine) -> None:
     assert wait_idle(engine, timeout=10)  # nothing the table sent is left running or waiting

@@ -13,8 +13,31 @@ from lmkit import cli
 from lmkit.errors import LmkitError
 from lmkit.tokenizer import BOS, EOS, MASK, PAD, SENTINELS, UNK, Tokenizer, fertility, split_words, train_tokenizer
 
-WORDS = ["the", "cat", "sat", "on", "a", "mat", "über", "naïve", "café", "日本語", "テキスト", "русский",
-         "😀", "👍🏽", "it's", "they'LL", "12345", "3.14", "x**2", "e-mail", "Straße", "ελληνικά", "हिन्दी"]
+WORDS = [
+    "the",
+    "cat",
+    "sat",
+    "on",
+    "a",
+    "mat",
+    "über",
+    "naïve",
+    "café",
+    "日本語",
+    "テキスト",
+    "русский",
+    "😀",
+    "👍🏽",
+    "it's",
+    "they'LL",
+    "12345",
+    "3.14",
+    "x**2",
+    "e-mail",
+    "Straße",
+    "ελληνικά",
+    "हिन्दी",
+]
 SEPS = [" ", " ", " ", "  ", "\n", "\n\n", "\t", "\u00a0", "\u3000", "\r\n", ", ", ". "]
 
 
@@ -27,8 +50,14 @@ def gen_corpus(n: int, seed: int) -> list[str]:
         for _ in range(k):
             w = rng.choice(WORDS)
             if rng.random() < 0.1:  # random code points, some outside the BMP
-                w = "".join(chr(rng.choice([rng.randint(0x20, 0x2FF), rng.randint(0x4E00, 0x4FFF),
-                                            rng.randint(0x1F300, 0x1F5FF)])) for _ in range(rng.randint(1, 4)))
+                w = "".join(
+                    chr(
+                        rng.choice(
+                            [rng.randint(0x20, 0x2FF), rng.randint(0x4E00, 0x4FFF), rng.randint(0x1F300, 0x1F5FF)]
+                        )
+                    )
+                    for _ in range(rng.randint(1, 4))
+                )
             parts.append(w + rng.choice(SEPS))
         out.append("".join(parts))
     return out
@@ -48,9 +77,17 @@ def test_special_token_ids_are_the_first(tok: Tokenizer) -> None:
 
 
 def test_round_trip_is_exact_on_any_string(tok: Tokenizer) -> None:
-    cases = ["", "hello", "  leading and trailing  ", "tabs\tand\r\nCRLF\n\n\n", "ünïcödé ✓ 🎉👍🏽 日本語",
-             "\x00\x01 control \x7f", "literal </s> and <s> and [MASK] and <extra_id_3>", "🧪" * 5,
-             "".join(chr(c) for c in range(0x20, 0x250))]
+    cases = [
+        "",
+        "hello",
+        "  leading and trailing  ",
+        "tabs\tand\r\nCRLF\n\n\n",
+        "ünïcödé ✓ 🎉👍🏽 日本語",
+        "\x00\x01 control \x7f",
+        "literal </s> and <s> and [MASK] and <extra_id_3>",
+        "🧪" * 5,
+        "".join(chr(c) for c in range(0x20, 0x250)),
+    ]
     for s in cases + gen_corpus(50, 123):
         ids = tok.encode(s)
         assert tok.decode(ids) == s
@@ -115,8 +152,9 @@ def test_foreign_tokenizer_needs_strict_false(tmp_path: Path) -> None:
 
     hf = HF(models.BPE(unk_token="[UNK]"))
     hf.pre_tokenizer = pre_tokenizers.Whitespace()
-    hf.train_from_iterator(["some words here"] * 10, trainers.BpeTrainer(vocab_size=60, special_tokens=["[UNK]"],
-                                                                        show_progress=False))
+    hf.train_from_iterator(
+        ["some words here"] * 10, trainers.BpeTrainer(vocab_size=60, special_tokens=["[UNK]"], show_progress=False)
+    )
     hf.save(str(tmp_path / "foreign.json"))
     with pytest.raises(LmkitError, match="not an lmkit tokenizer"):
         Tokenizer.load(tmp_path / "foreign.json")
@@ -146,8 +184,9 @@ def test_transformers_loads_the_saved_file(tok: Tokenizer, tmp_path: Path) -> No
     from transformers import PreTrainedTokenizerFast
 
     path = tok.save(tmp_path)
-    hft = PreTrainedTokenizerFast(tokenizer_file=str(path), eos_token=EOS, bos_token=BOS, pad_token=PAD,
-                                  unk_token=UNK, mask_token=MASK)
+    hft = PreTrainedTokenizerFast(
+        tokenizer_file=str(path), eos_token=EOS, bos_token=BOS, pad_token=PAD, unk_token=UNK, mask_token=MASK
+    )
     text = "the naïve cat sat on the mat 😀"
     assert hft(text, add_special_tokens=False)["input_ids"] == tok.encode(text)
     assert hft.eos_token_id == tok.eos_id and hft.pad_token_id == tok.pad_id and hft.mask_token_id == 4
@@ -182,15 +221,46 @@ def test_cli_train_and_stats(tmp_path: Path, capsys) -> None:
     # refuses to overwrite without --overwrite
     assert cli.main(["tokenizer", "train", str(data), "--vocab-size", "450", "--out", str(out)]) == 2
     assert "already exists" in capsys.readouterr().err
-    assert cli.main(["tokenizer", "train", str(data), "--vocab-size", "400", "--out", str(out), "--overwrite",
-                     "--max-docs", "10"]) == 0
+    assert (
+        cli.main(
+            [
+                "tokenizer",
+                "train",
+                str(data),
+                "--vocab-size",
+                "400",
+                "--out",
+                str(out),
+                "--overwrite",
+                "--max-docs",
+                "10",
+            ]
+        )
+        == 0
+    )
     assert Tokenizer.load(out).vocab_size <= 400
     capsys.readouterr()
     other = tmp_path / "other"
     assert cli.main(["tokenizer", "train", str(data), "--vocab-size", "380", "--out", str(other)]) == 0
     capsys.readouterr()
-    assert cli.main(["tokenizer", "stats", str(out), "--data", str(data), "--words", "naïve", "mens rea",
-                     "--compare", str(other), "--json"]) == 0
+    assert (
+        cli.main(
+            [
+                "tokenizer",
+                "stats",
+                str(out),
+                "--data",
+                str(data),
+                "--words",
+                "naïve",
+                "mens rea",
+                "--compare",
+                str(other),
+                "--json",
+            ]
+        )
+        == 0
+    )
     res = json.loads(capsys.readouterr().out)
     assert res["tokenizer"]["fertility"]["documents"] == 60
     assert [w["word"] for w in res["tokenizer"]["words"]] == ["naïve", "mens rea"]

@@ -81,18 +81,37 @@ def test_loss_falls_well_below_unigram_entropy(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_kill_and_resume_continues_the_same_curve(tmp_path: Path) -> None:
     data = learnable_corpus(tmp_path / "data", n_docs=120)
-    common = ["--config", str(TINY), "--data", str(data), "--quiet",
-              "--train.max_steps", "60", "--train.ckpt_every", "20", "--train.eval_every", "0",
-              "--train.keep_checkpoints", "5"]
+    common = [
+        "--config",
+        str(TINY),
+        "--data",
+        str(data),
+        "--quiet",
+        "--train.max_steps",
+        "60",
+        "--train.ckpt_every",
+        "20",
+        "--train.eval_every",
+        "0",
+        "--train.keep_checkpoints",
+        "5",
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     ref = tmp_path / "ref"
-    subprocess.run([sys.executable, "-m", "lmkit.cli", "pretrain", *common, "--out", str(ref)],
-                   check=True, env=env, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "lmkit.cli", "pretrain", *common, "--out", str(ref)],
+        check=True,
+        env=env,
+        capture_output=True,
+    )
     # the same run, killed (SIGKILL) once its first checkpoint exists, then resumed
     run = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, "-m", "lmkit.cli", "pretrain", *common, "--out", str(run),
-                             "--train.max_steps", "60"], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lmkit.cli", "pretrain", *common, "--out", str(run), "--train.max_steps", "60"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.time() + 120
     while time.time() < deadline and not list_checkpoints(run):
         time.sleep(0.02)
@@ -100,8 +119,12 @@ def test_kill_and_resume_continues_the_same_curve(tmp_path: Path) -> None:
     proc.wait()
     done = list_checkpoints(run)
     assert done and done[-1].name != "ckpt-0000060", "the run finished before it could be killed"
-    subprocess.run([sys.executable, "-m", "lmkit.cli", "pretrain", *common, "--out", str(run), "--resume"],
-                   check=True, env=env, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "lmkit.cli", "pretrain", *common, "--out", str(run), "--resume"],
+        check=True,
+        env=env,
+        capture_output=True,
+    )
     a = [(r["step"], r["loss"]) for r in read_metrics(ref) if "loss" in r]
     b = [(r["step"], r["loss"]) for r in read_metrics(run) if "loss" in r]
     assert [s for s, _ in a] == list(range(1, 61)) == [s for s, _ in b]
@@ -134,13 +157,29 @@ def test_bad_config_values_name_the_key(tmp_path: Path) -> None:
 
 
 def test_cli_errors_are_one_line(tmp_path: Path) -> None:
-    r = subprocess.run([sys.executable, "-m", "lmkit.cli", "pretrain", "--config", str(tmp_path / "nope.yaml")],
-                       capture_output=True, text=True)
+    r = subprocess.run(
+        [sys.executable, "-m", "lmkit.cli", "pretrain", "--config", str(tmp_path / "nope.yaml")],
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 2
     assert r.stderr.strip().count("\n") == 0 and "nope.yaml: config file not found" in r.stderr
-    r = subprocess.run([sys.executable, "-m", "lmkit.cli", "pretrain", "--config", str(TINY),
-                        "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "o")],
-                       capture_output=True, text=True)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "lmkit.cli",
+            "pretrain",
+            "--config",
+            str(TINY),
+            "--data",
+            str(tmp_path / "missing"),
+            "--out",
+            str(tmp_path / "o"),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 2 and "Traceback" not in r.stderr and "missing" in r.stderr
     with pytest.raises(ConfigError, match="train.max_steps must be positive"):
         load_run_config(TINY, {"train.max_steps": 0}).validate()
@@ -182,12 +221,28 @@ def test_init_continues_pretraining_from_a_checkpoint(tmp_path: Path) -> None:
     data = learnable_corpus(tmp_path / "data", n_docs=150)
     base = train(tiny_cfg(tmp_path, data, **{"train.max_steps": 60, "train.eval_every": 0}), show_progress=False)
     more = learnable_corpus(tmp_path / "domain", n_docs=80, seed=1)
-    cont = train(tiny_cfg(tmp_path, more, out=str(tmp_path / "cont"), **{
-        "train.init": base["checkpoint"], "train.max_steps": 5, "train.eval_every": 0,
-        "model.d_model": 32}), show_progress=False)  # the checkpoint's shape wins over the config's
-    fresh = train(tiny_cfg(tmp_path, more, out=str(tmp_path / "fresh"), **{
-        "train.max_steps": 5, "train.eval_every": 0, "data.tokenizer": str(Path(base["checkpoint"]) / "tokenizer.json")}),
-        show_progress=False)
+    cont = train(
+        tiny_cfg(
+            tmp_path,
+            more,
+            out=str(tmp_path / "cont"),
+            **{"train.init": base["checkpoint"], "train.max_steps": 5, "train.eval_every": 0, "model.d_model": 32},
+        ),
+        show_progress=False,
+    )  # the checkpoint's shape wins over the config's
+    fresh = train(
+        tiny_cfg(
+            tmp_path,
+            more,
+            out=str(tmp_path / "fresh"),
+            **{
+                "train.max_steps": 5,
+                "train.eval_every": 0,
+                "data.tokenizer": str(Path(base["checkpoint"]) / "tokenizer.json"),
+            },
+        ),
+        show_progress=False,
+    )
     first = [r["loss"] for r in read_metrics(tmp_path / "cont") if "loss" in r][0]
     first_fresh = [r["loss"] for r in read_metrics(tmp_path / "fresh") if "loss" in r][0]
     assert first < 0.6 * first_fresh  # starts from what the base model learned

@@ -28,8 +28,14 @@ def test_mypy_checks_the_model_code_and_what_runs_it() -> None:
 
 @pytest.mark.parametrize("family", [f.name for f in FAMILIES])
 def test_language_model_holds_the_class_of_every_family(family: str) -> None:
-    cfg = ModelConfig(family=family, vocab_size=64, d_model=16, n_layers=1, n_heads=2,  # type: ignore[arg-type]
-                      max_seq_len=8)
+    cfg = ModelConfig(
+        family=family,
+        vocab_size=64,
+        d_model=16,
+        n_layers=1,
+        n_heads=2,  # type: ignore[arg-type]
+        max_seq_len=8,
+    )
     model = build_model(cfg)
     assert type(model) in typing.get_args(LanguageModel)
     assert model.cfg.family == family

@@ -39,8 +39,15 @@ def tok() -> Tokenizer:
 
 def model_of(family: str, vocab: int, seed: int = 0, **kw: object) -> torch.nn.Module:
     torch.manual_seed(seed)
-    args: dict[str, object] = {"family": family, "vocab_size": vocab, "d_model": 32, "n_layers": 2, "n_heads": 4,
-                               "max_seq_len": 32, "max_target_len": 8}
+    args: dict[str, object] = {
+        "family": family,
+        "vocab_size": vocab,
+        "d_model": 32,
+        "n_layers": 2,
+        "n_heads": 4,
+        "max_seq_len": 32,
+        "max_target_len": 8,
+    }
     args.update(kw)
     model = build_model(ModelConfig(**args)).eval()  # type: ignore[arg-type]
     with torch.no_grad():  # sharper attention than at initialisation, so the comparison means something
@@ -137,7 +144,24 @@ def test_viz_commands(tok: Tokenizer, tmp_path: Path, capsys: pytest.CaptureFixt
     assert Path(rep["png"]).is_file() and len(rep["heads"]) == 8 and rep["tokens"][-1] == "</s>"
     assert main(["viz", "attention", ck, "the cat", "--out", str(tmp_path / "a.png")]) == 2
     assert "--overwrite" in capsys.readouterr().err
-    assert main(["viz", "embeddings", ck, "--words", "king", "queen", "man", "woman", "--out",
-                 str(tmp_path / "e.png"), "--dims", "3"]) == 0
+    assert (
+        main(
+            [
+                "viz",
+                "embeddings",
+                ck,
+                "--words",
+                "king",
+                "queen",
+                "man",
+                "woman",
+                "--out",
+                str(tmp_path / "e.png"),
+                "--dims",
+                "3",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "cosine" in out and "°" in out and "king" in out and (tmp_path / "e.png").is_file()

@@ -26,19 +26,47 @@ def test_wheel_installs_alone_and_trains_from_a_packaged_recipe(tmp_path: Path) 
     for name in ("pyproject.toml", "README.md", "LICENSE"):
         if (REPO / name).is_file():
             shutil.copy(REPO / name, src / name)
-    subprocess.run([*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", str(wheels), str(src)],
-                   check=True, cwd=tmp_path, timeout=300)
+    subprocess.run(
+        [*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", str(wheels), str(src)],
+        check=True,
+        cwd=tmp_path,
+        timeout=300,
+    )
     (wheel,) = wheels.glob("lmkit-*.whl")
     subprocess.run([*pip, "install", "--no-deps", "--target", str(target), str(wheel)], check=True, timeout=300)
     assert list((target / "lmkit" / "configs").glob("*.yaml")), "the wheel ships no recipes"
 
     (cwd / "corpus.txt").write_text("the cat sat on the mat and the dog sat on the log.\n" * 300, encoding="utf-8")
     env = {**os.environ, "PYTHONPATH": str(target)}
-    where = subprocess.run([sys.executable, "-c", "import lmkit; print(lmkit.__file__)"], cwd=cwd, env=env,
-                           capture_output=True, text=True, check=True)
+    where = subprocess.run(
+        [sys.executable, "-c", "import lmkit; print(lmkit.__file__)"],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert Path(where.stdout.strip()).resolve().is_relative_to(target.resolve()), where.stdout
-    run = subprocess.run([sys.executable, "-m", "lmkit.cli", "pretrain", "--config", "tiny", "--max-steps", "2",
-                          "--data", "corpus.txt", "--out", str(tmp_path / "run")],
-                         cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "lmkit.cli",
+            "pretrain",
+            "--config",
+            "tiny",
+            "--max-steps",
+            "2",
+            "--data",
+            "corpus.txt",
+            "--out",
+            str(tmp_path / "run"),
+        ],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert run.returncode == 0, run.stderr[-2000:]
     assert (tmp_path / "run" / "ckpt-0000002").is_dir()

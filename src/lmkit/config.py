@@ -61,16 +61,24 @@ def _positive(obj: Any, section: str, names: tuple[str, ...], optional: bool = F
         value = getattr(obj, name)
         if optional and value is None:
             continue
-        _require(value is not None and value > 0 and _finite(value), f"{section}.{name}",
-                 "positive" + (" (or null for none)" if optional else ""), value)
+        _require(
+            value is not None and value > 0 and _finite(value),
+            f"{section}.{name}",
+            "positive" + (" (or null for none)" if optional else ""),
+            value,
+        )
 
 
 def _at_least_zero(obj: Any, section: str, names: tuple[str, ...], zero_means: str = "") -> None:
     """Each named field is a finite number >= 0."""
     for name in names:
         value = getattr(obj, name)
-        _require(value >= 0 and _finite(value), f"{section}.{name}",
-                 "zero or positive" + (f" (0 {zero_means})" if zero_means else ""), value)
+        _require(
+            value >= 0 and _finite(value),
+            f"{section}.{name}",
+            "zero or positive" + (f" (0 {zero_means})" if zero_means else ""),
+            value,
+        )
 
 
 def _fraction(obj: Any, section: str, name: str, closed_right: bool = False) -> None:
@@ -87,7 +95,9 @@ def validate_seed(seed: Any, what: str = "seed") -> int:
     """``seed`` if a random generator takes it (an integer 0 to 2**64-1), else ConfigError naming ``what``."""
     if isinstance(seed, int) and not isinstance(seed, bool) and 0 <= seed <= SEED_MAX:
         return seed
-    shown = f"an integer of {seed.bit_length()} bits" if isinstance(seed, int) and seed.bit_length() > 128 else repr(seed)
+    shown = (
+        f"an integer of {seed.bit_length()} bits" if isinstance(seed, int) and seed.bit_length() > 128 else repr(seed)
+    )
     raise ConfigError(f"{what} must be an integer from 0 to 2**64-1 ({SEED_MAX}), got {shown}", what)
 
 
@@ -138,19 +148,27 @@ class ModelConfig:
 
     def validate(self) -> None:
         if self.family not in OBJECTIVE_OF_FAMILY:
-            raise ConfigError(f"model.family must be one of encoder|decoder|encdec, got {self.family!r}",
-                              "model.family")
+            raise ConfigError(
+                f"model.family must be one of encoder|decoder|encdec, got {self.family!r}", "model.family"
+            )
         # sizes first: the divisibility checks below divide by them
-        _positive(self, "model", ("vocab_size", "d_model", "n_layers", "n_heads", "max_seq_len",
-                                  "max_target_len", "rope_theta", "norm_eps"))
+        _positive(
+            self,
+            "model",
+            ("vocab_size", "d_model", "n_layers", "n_heads", "max_seq_len", "max_target_len", "rope_theta", "norm_eps"),
+        )
         _positive(self, "model", ("d_ff", "n_decoder_layers"), optional=True)
         _fraction(self, "model", "dropout")
         if self.d_model % self.n_heads:
-            raise ConfigError(f"model.d_model ({self.d_model}) must be divisible by model.n_heads ({self.n_heads})",
-                              "model.n_heads")
+            raise ConfigError(
+                f"model.d_model ({self.d_model}) must be divisible by model.n_heads ({self.n_heads})", "model.n_heads"
+            )
         if self.pos_encoding == "rotary" and self.head_dim % 2:
-            raise ConfigError(f"model.pos_encoding rotary needs an even head size (model.d_model / model.n_heads), "
-                              f"got {self.head_dim}", "model.pos_encoding")
+            raise ConfigError(
+                f"model.pos_encoding rotary needs an even head size (model.d_model / model.n_heads), "
+                f"got {self.head_dim}",
+                "model.pos_encoding",
+            )
 
 
 @dataclass
@@ -198,7 +216,8 @@ class TrainConfig:
         if self.batch_size % mb:
             raise ConfigError(
                 f"train.batch_size ({self.batch_size}) must be a multiple of train.micro_batch_size ({mb})",
-                "train.micro_batch_size")
+                "train.micro_batch_size",
+            )
         _fraction(self, "train", "min_lr_ratio", closed_right=True)
         _fraction(self, "train", "beta1")
         _fraction(self, "train", "beta2")
@@ -207,19 +226,30 @@ class TrainConfig:
         _at_least_zero(self, "train", ("eval_every", "ckpt_every"), "turns it off")
         _at_least_zero(self, "train", ("keep_checkpoints",), "keeps them all")
         if self.optimizer == "muon" and self.distributed == "fsdp":
-            raise ConfigError("train.optimizer muon orthogonalises whole matrices, which train.distributed fsdp "
-                              "shards across processes; use train.distributed ddp", "train.optimizer")
-        _require(isinstance(self.device, str) and bool(DEVICE_NAME.fullmatch(self.device)), "train.device",
-                 "one of auto|cpu|cuda|cuda:N|mps", self.device)
+            raise ConfigError(
+                "train.optimizer muon orthogonalises whole matrices, which train.distributed fsdp "
+                "shards across processes; use train.distributed ddp",
+                "train.optimizer",
+            )
+        _require(
+            isinstance(self.device, str) and bool(DEVICE_NAME.fullmatch(self.device)),
+            "train.device",
+            "one of auto|cpu|cuda|cuda:N|mps",
+            self.device,
+        )
         for name in ("max_steps", "max_tokens", "max_time", "max_flops", "tokens_per_param"):
             value = getattr(self, name)
             if value is not None and not (value > 0 and _finite(value)):
-                raise ConfigError(f"train.{name} must be positive (or null for no such limit), got {value}",
-                                  f"train.{name}")
-        if not any(x is not None for x in (self.max_steps, self.max_tokens, self.max_time,
-                                           self.max_flops, self.tokens_per_param)):
-            raise ConfigError("set at least one stop condition: train.max_steps, max_tokens, max_time, "
-                              "max_flops or tokens_per_param")
+                raise ConfigError(
+                    f"train.{name} must be positive (or null for no such limit), got {value}", f"train.{name}"
+                )
+        if not any(
+            x is not None
+            for x in (self.max_steps, self.max_tokens, self.max_time, self.max_flops, self.tokens_per_param)
+        ):
+            raise ConfigError(
+                "set at least one stop condition: train.max_steps, max_tokens, max_time, max_flops or tokens_per_param"
+            )
 
 
 @dataclass
@@ -426,8 +456,9 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     except OSError as e:
         raise ConfigError(f"{p}: cannot read the config ({e.strerror or e})") from None
     except UnicodeDecodeError as e:
-        raise ConfigError(f"{p}: not a YAML config (not UTF-8 text: byte 0x{e.object[e.start]:02x} at offset "
-                          f"{e.start})") from None
+        raise ConfigError(
+            f"{p}: not a YAML config (not UTF-8 text: byte 0x{e.object[e.start]:02x} at offset {e.start})"
+        ) from None
     try:
         data = _parse_yaml(text)
     except ConfigError as e:
@@ -464,6 +495,18 @@ def model_config_from_dict(d: dict[str, Any]) -> ModelConfig:
     return cfg
 
 
-__all__ = ["OBJECTIVE_OF_FAMILY", "ConfigError", "DataConfig", "ModelConfig", "RunConfig", "TrainConfig",
-           "apply_overrides", "from_dict", "load_run_config", "load_yaml",
-           "model_config_from_dict", "save_yaml", "to_dict"]
+__all__ = [
+    "OBJECTIVE_OF_FAMILY",
+    "ConfigError",
+    "DataConfig",
+    "ModelConfig",
+    "RunConfig",
+    "TrainConfig",
+    "apply_overrides",
+    "from_dict",
+    "load_run_config",
+    "load_yaml",
+    "model_config_from_dict",
+    "save_yaml",
+    "to_dict",
+]

@@ -119,8 +119,10 @@ def gather_default_corpus(out_dir: str | Path, max_bytes: int = 24_000_000) -> d
         else:
             tmp.unlink()
     if total < MIN_CORPUS_BYTES:
-        raise LmkitError(f"found only {total:,} bytes of text for the default corpus (need {MIN_CORPUS_BYTES:,}); "
-                         "pass your own text: lmkit demo --data PATH")
+        raise LmkitError(
+            f"found only {total:,} bytes of text for the default corpus (need {MIN_CORPUS_BYTES:,}); "
+            "pass your own text: lmkit demo --data PATH"
+        )
     return found
 
 
@@ -155,21 +157,51 @@ def demo_run_config(out: Path, data: list[str], tokenizer: str, train_seconds: f
 
     if quick:
         model = ModelConfig(family="decoder", vocab_size=512, d_model=64, n_layers=2, n_heads=4, max_seq_len=64)
-        train = TrainConfig(batch_size=8, lr=3e-3, warmup_steps=5, max_steps=40, eval_every=20, eval_batches=8,
-                            log_every=5, ckpt_every=0, tensorboard=False)
+        train = TrainConfig(
+            batch_size=8,
+            lr=3e-3,
+            warmup_steps=5,
+            max_steps=40,
+            eval_every=20,
+            eval_batches=8,
+            log_every=5,
+            ckpt_every=0,
+            tensorboard=False,
+        )
     else:
         # configs/cpu-small.yaml's recipe (Muon, a 4,096-token vocabulary, an untied head, warmup-stable-
         # decay: benchmarks/time_to_quality.py and recipe_levers.py), its schedule over the demo's wall time
-        model = ModelConfig(family="decoder", vocab_size=4096, d_model=128, n_layers=4, n_heads=4, max_seq_len=128,
-                            tie_embeddings=False)
-        train = TrainConfig(batch_size=16, lr=3e-3, warmup_steps=20, optimizer="muon", schedule="wsd", max_steps=None,
-                            max_time=train_seconds, eval_every=100, eval_batches=8, log_every=10, ckpt_every=200)
-    return RunConfig(model=model, train=train, out=str(out / "run"),
-                     data=DataConfig(paths=data, tokenizer=tokenizer, val_fraction=0.02))
+        model = ModelConfig(
+            family="decoder", vocab_size=4096, d_model=128, n_layers=4, n_heads=4, max_seq_len=128, tie_embeddings=False
+        )
+        train = TrainConfig(
+            batch_size=16,
+            lr=3e-3,
+            warmup_steps=20,
+            optimizer="muon",
+            schedule="wsd",
+            max_steps=None,
+            max_time=train_seconds,
+            eval_every=100,
+            eval_batches=8,
+            log_every=10,
+            ckpt_every=200,
+        )
+    return RunConfig(
+        model=model,
+        train=train,
+        out=str(out / "run"),
+        data=DataConfig(paths=data, tokenizer=tokenizer, val_fraction=0.02),
+    )
 
 
-def run_demo(out: str | Path = "runs/demo", data: list[str] | None = None, minutes: float = 3.0,
-             quick: bool = False, prompt: str | None = None) -> dict[str, Any]:
+def run_demo(
+    out: str | Path = "runs/demo",
+    data: list[str] | None = None,
+    minutes: float = 3.0,
+    quick: bool = False,
+    prompt: str | None = None,
+) -> dict[str, Any]:
     """Run every step; returns a summary with each artefact's path and the figures seen."""
     from lmkit import plan
     from lmkit.data.curate import curate
@@ -223,33 +255,50 @@ def run_demo(out: str | Path = "runs/demo", data: list[str] | None = None, minut
     run_cfg.model.vocab_size = tok.vocab_size
     step("4/8 plan: parameters, memory, compute")
     p = plan.make_plan(cfg=run_cfg.model, seq_len=run_cfg.model.max_seq_len, micro_batch=run_cfg.train.batch_size)
-    summary["plan"] = {"params": p["params"], "chinchilla_tokens_for_this_size": 20 * p["params"],
-                       "training_bytes": p["memory"]["training_bytes"]}
-    print(f"  {p['params']:,.0f} parameters; Chinchilla-optimal data for this size ~{20 * p['params']:,.0f} tokens; "
-          f"training memory ~{_human_bytes(p['memory']['training_bytes'])}", file=sys.stderr)
+    summary["plan"] = {
+        "params": p["params"],
+        "chinchilla_tokens_for_this_size": 20 * p["params"],
+        "training_bytes": p["memory"]["training_bytes"],
+    }
+    print(
+        f"  {p['params']:,.0f} parameters; Chinchilla-optimal data for this size ~{20 * p['params']:,.0f} tokens; "
+        f"training memory ~{_human_bytes(p['memory']['training_bytes'])}",
+        file=sys.stderr,
+    )
 
     step("5/8 pre-train a decoder (causal language modeling)")
     result = train(run_cfg)
     ckpt = Path(result["checkpoint"])
-    summary["training"] = {k: result[k] for k in ("steps", "tokens", "params", "train_loss", "eval", "wall_time_s",
-                                                   "loss_curve", "checkpoint")}
+    summary["training"] = {
+        k: result[k]
+        for k in ("steps", "tokens", "params", "train_loss", "eval", "wall_time_s", "loss_curve", "checkpoint")
+    }
 
     step("6/8 generate")
     model = checkpoint.load_model(ckpt)
     tokenizer = checkpoint.load_tokenizer(ckpt)
     prompt = prompt or ("Permission is hereby granted" if not data else "The")
     greedy = generate(model, tokenizer, prompt, GenerationConfig(max_new_tokens=40))
-    sampled = generate(model, tokenizer, prompt, GenerationConfig(max_new_tokens=40, do_sample=True,
-                                                                  temperature=0.8, top_p=0.95, seed=0))
+    sampled = generate(
+        model,
+        tokenizer,
+        prompt,
+        GenerationConfig(max_new_tokens=40, do_sample=True, temperature=0.8, top_p=0.95, seed=0),
+    )
     summary["generation"] = {"prompt": prompt, "greedy": greedy.text, "sampled (T=0.8, top-p 0.95)": sampled.text}
     print(f"  {prompt!r} completed greedily and by sampling (in the summary below)", file=sys.stderr)
 
     step("7/8 quantize to int8")
     # scored on the windows of the run's last evaluation (its batch size and number of batches), so
     # the model's held-out figures and the int8 copy's are of the same held-out tokens
-    q = quantize_checkpoint(ckpt, root / "model-int8", to="int8", show_progress=False,
-                            batch_size=run_cfg.train.micro_batch_size or run_cfg.train.batch_size,
-                            eval_batches=run_cfg.train.eval_batches)
+    q = quantize_checkpoint(
+        ckpt,
+        root / "model-int8",
+        to="int8",
+        show_progress=False,
+        batch_size=run_cfg.train.micro_batch_size or run_cfg.train.batch_size,
+        eval_batches=run_cfg.train.eval_batches,
+    )
     summary["quantization"] = q
     print(f"  -> {root / 'model-int8'}", file=sys.stderr)
 
@@ -260,8 +309,10 @@ def run_demo(out: str | Path = "runs/demo", data: list[str] | None = None, minut
     manifest = Hub(str(hub_dir)).push(ckpt, "demo/lmkit-demo-decoder")
     summary["card"] = str(ckpt / "README.md")
     summary["hub"] = {"url": str(hub_dir), "name": "demo/lmkit-demo-decoder", "revision": manifest.get("revision")}
-    print(f"  card -> {ckpt / 'README.md'}; hub -> {hub_dir} (demo/lmkit-demo-decoder, revision "
-          f"{manifest.get('revision')})", file=sys.stderr)
+    print(
+        f"  card -> {ckpt / 'README.md'}; hub -> {hub_dir} (demo/lmkit-demo-decoder, revision "
+        f"{manifest.get('revision')})",
+        file=sys.stderr,
+    )
     summary["wall_time_s"] = time.perf_counter() - t_start
     return summary
-

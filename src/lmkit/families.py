@@ -32,10 +32,10 @@ FAMILIES: tuple[Family, ...] = (
         name="encoder",
         kind="encoder-only (BERT / RoBERTa-like)",
         objective="masked language modeling: 15% of tokens chosen (80% -> [MASK], 10% -> random, "
-                  "10% unchanged); predict the originals",
+        "10% unchanged); predict the originals",
         context="bidirectional: every token sees the whole text, left and right",
         tasks="understanding a given text: sentence classification (sentiment, topic), token "
-              "classification (named entities), filling a blank, embeddings for search; not text generation",
+        "classification (named entities), filling a blank, embeddings for search; not text generation",
         models="BERT, RoBERTa, DistilBERT, ALBERT, ELECTRA, DeBERTa, ModernBERT",
         commands="lmkit fill-mask, lmkit finetune-head --task sequence-classification|token-classification",
         hf_class="BertForMaskedLM (learned positions) / RoFormerForMaskedLM (rotary)",
@@ -47,7 +47,7 @@ FAMILIES: tuple[Family, ...] = (
         objective="causal language modeling: predict each next token from the ones before it",
         context="unidirectional: a token sees only the tokens before it",
         tasks="writing text: completion, chat, code, and (with prompts and few-shot examples) almost any "
-              "task phrased as text to continue",
+        "task phrased as text to continue",
         models="GPT-2, GPT-3, GPT-4, Llama, Mistral, Falcon, BLOOM, BloombergGPT, Chinchilla",
         commands="lmkit generate",
         hf_class="LlamaForCausalLM",
@@ -57,11 +57,11 @@ FAMILIES: tuple[Family, ...] = (
         name="encdec",
         kind="encoder-decoder (T5 / BART-like)",
         objective="span corruption: 15% of tokens in spans of mean length 3 replaced by sentinels "
-                  "<extra_id_i>; the decoder writes <extra_id_0> span0 <extra_id_1> span1 ... </s>",
+        "<extra_id_i>; the decoder writes <extra_id_0> span0 <extra_id_1> span1 ... </s>",
         context="encoder bidirectional over the input; decoder unidirectional over its output, with "
-                "cross-attention to the whole input",
+        "cross-attention to the whole input",
         tasks="text-to-text: translation, summarisation, question answering, rewriting: an input text "
-              "mapped to a new output text",
+        "mapped to a new output text",
         models="T5, Flan-T5, mT5, BART, mBART, UL2",
         commands="lmkit generate, lmkit finetune-head --task seq2seq",
         hf_class="T5ForConditionalGeneration",
@@ -72,9 +72,16 @@ FAMILIES: tuple[Family, ...] = (
 # What model hubs call each family's task (the card's pipeline_tag, the hub's task filter).
 PIPELINE_TAG: dict[str, str] = {"decoder": "text-generation", "encoder": "fill-mask", "encdec": "text2text-generation"}
 
-_ROWS = (("kind", "Kind"), ("objective", "Objective"), ("context", "Context"), ("tasks", "Suits"),
-         ("models", "Known models"), ("commands", "lmkit commands"), ("hf_class", "Hugging Face class"),
-         ("config", "Ready configs"))
+_ROWS = (
+    ("kind", "Kind"),
+    ("objective", "Objective"),
+    ("context", "Context"),
+    ("tasks", "Suits"),
+    ("models", "Known models"),
+    ("commands", "lmkit commands"),
+    ("hf_class", "Hugging Face class"),
+    ("config", "Ready configs"),
+)
 
 
 def family(name: str) -> Family:

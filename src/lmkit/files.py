@@ -148,7 +148,7 @@ def is_stamped(path: Path) -> bool:
     found = _STAMP.search(text)
     if found is None:
         return False
-    rest = text[:found.start()] + text[found.end():]
+    rest = text[: found.start()] + text[found.end() :]
     return stamp(rest) == f"lmkit-sha256: {found.group(1)}"
 
 
@@ -166,11 +166,11 @@ def _png_chunks(data: bytes) -> list[tuple[int, int, bytes, bytes]] | None:
     while at < len(data):
         if at + 12 > len(data):
             return None
-        (size,) = struct.unpack(">I", data[at:at + 4])
+        (size,) = struct.unpack(">I", data[at : at + 4])
         end = at + 12 + size
         if end > len(data):
             return None
-        chunks.append((at, end, data[at + 4:at + 8], data[at + 8:end - 4]))
+        chunks.append((at, end, data[at + 4 : at + 8], data[at + 8 : end - 4]))
         at = end
     if not chunks or chunks[0][2] != b"IHDR" or chunks[-1][2] != b"IEND":
         return None
@@ -200,8 +200,9 @@ def is_stamped_png(path: Path) -> bool:
     chunks = _png_chunks(data)
     if chunks is None:
         return False
-    ours = [(start, end, body) for start, end, kind, body in chunks
-            if kind == b"tEXt" and body.startswith(_PNG_KEY + b"\0")]
+    ours = [
+        (start, end, body) for start, end, kind, body in chunks if kind == b"tEXt" and body.startswith(_PNG_KEY + b"\0")
+    ]
     if len(ours) != 1:
         return False
     start, end, body = ours[0]
@@ -277,8 +278,10 @@ def _overlap(out: Path, inputs: Sequence[str | Path], what: str, out_is_file: bo
             raise LmkitError(f"{what} {out} is inside the input {given}; choose a {thing} outside the inputs")
     for given, ins in pairs:
         if not out_is_file and any(o in i.parents for o in outs for i in ins):
-            raise LmkitError(f"{what} {out} contains the input {given}; --overwrite would delete it: "
-                             "choose a folder outside the inputs")
+            raise LmkitError(
+                f"{what} {out} contains the input {given}; --overwrite would delete it: "
+                "choose a folder outside the inputs"
+            )
 
 
 def _recognisers(ours: Recogniser | Sequence[Recogniser] | None) -> list[Recogniser]:
@@ -316,8 +319,14 @@ def _shown(names: list[str], folders: dict[str, bool]) -> str:
     return listed + (f" and {len(names) - 3} more" if len(names) > 3 else "")
 
 
-def check_out_dir(out: str | Path, overwrite: bool, inputs: Sequence[str | Path] = (), what: str = "--out",
-                  ours: Recogniser | Sequence[Recogniser] | None = None, kind: str = "output") -> None:
+def check_out_dir(
+    out: str | Path,
+    overwrite: bool,
+    inputs: Sequence[str | Path] = (),
+    what: str = "--out",
+    ours: Recogniser | Sequence[Recogniser] | None = None,
+    kind: str = "output",
+) -> None:
     """Refuse an output folder that would lose data; call it before any work.
 
     Refused: ``out`` an existing file; ``out`` equal to, inside, or containing any of ``inputs``
@@ -338,18 +347,25 @@ def check_out_dir(out: str | Path, overwrite: bool, inputs: Sequence[str | Path]
     if not names:
         return
     if not overwrite:
-        raise LmkitError(f"{what} {out} already exists and is not empty (holds {names[0]!r}{' ...' if len(names) > 1 else ''}); "
-                         "pass --overwrite to replace a previous output, or choose a new folder")
+        raise LmkitError(
+            f"{what} {out} already exists and is not empty (holds {names[0]!r}{' ...' if len(names) > 1 else ''}); "
+            "pass --overwrite to replace a previous output, or choose a new folder"
+        )
     tests = _recognisers(ours)
     if not tests:
-        raise LmkitError(f"{what} {out} is not empty and lmkit cannot tell it is a previous output; "
-                         "choose an empty or new folder")
+        raise LmkitError(
+            f"{what} {out} is not empty and lmkit cannot tell it is a previous output; choose an empty or new folder"
+        )
     if not any(isinstance(t, (re.Pattern, Manifest)) for t in tests):
-        raise TypeError("check_out_dir: `ours` needs a pattern or a Manifest: a test of the whole folder cannot "
-                        "tell the user's own files from lmkit's")
-    not_ours = LmkitError(f"{what} {out} is not a previous lmkit {kind} (holds {names[0]!r}"
-                          f"{' ...' if len(names) > 1 else ''}); --overwrite only replaces lmkit's own outputs: "
-                          "choose an empty or new folder")
+        raise TypeError(
+            "check_out_dir: `ours` needs a pattern or a Manifest: a test of the whole folder cannot "
+            "tell the user's own files from lmkit's"
+        )
+    not_ours = LmkitError(
+        f"{what} {out} is not a previous lmkit {kind} (holds {names[0]!r}"
+        f"{' ...' if len(names) > 1 else ''}); --overwrite only replaces lmkit's own outputs: "
+        "choose an empty or new folder"
+    )
     entries = _entries(out)
     for test in tests:  # in the order given: the first that fails words the refusal
         if isinstance(test, re.Pattern):
@@ -366,14 +382,22 @@ def check_out_dir(out: str | Path, overwrite: bool, inputs: Sequence[str | Path]
             raise not_ours
         top = sorted(e for e in foreign if e.rpartition("/")[0] not in foreign)
         if top:
-            raise LmkitError(f"{what} {out} holds {_shown(top, entries)}, which lmkit did not write and never "
-                             f"deletes (--overwrite replaces only a previous {kind}): move "
-                             f"{'it' if len(top) == 1 else 'them'} out, or choose an empty or new folder")
+            raise LmkitError(
+                f"{what} {out} holds {_shown(top, entries)}, which lmkit did not write and never "
+                f"deletes (--overwrite replaces only a previous {kind}): move "
+                f"{'it' if len(top) == 1 else 'them'} out, or choose an empty or new folder"
+            )
 
 
-def check_out_file(out: str | Path, overwrite: bool, inputs: Sequence[str | Path] = (), what: str = "--out",
-                   ours: Callable[[Path], bool] | None = None, kind: str = "output",
-                   inside_inputs: bool = False) -> None:
+def check_out_file(
+    out: str | Path,
+    overwrite: bool,
+    inputs: Sequence[str | Path] = (),
+    what: str = "--out",
+    ours: Callable[[Path], bool] | None = None,
+    kind: str = "output",
+    inside_inputs: bool = False,
+) -> None:
     """The same rules for a command that writes one file (a tokenizer, a card, a picture).
 
     Refused: ``out`` an existing folder; ``out`` one of ``inputs``; ``out`` inside an input folder
@@ -396,5 +420,7 @@ def check_out_file(out: str | Path, overwrite: bool, inputs: Sequence[str | Path
     if not overwrite:
         raise LmkitError(f"{what} {out} already exists; pass --overwrite to replace it")
     if ours is not None and not ours(out):
-        raise LmkitError(f"{what} {out} is not a previous lmkit {kind}; --overwrite only replaces lmkit's own "
-                         "outputs: choose another file")
+        raise LmkitError(
+            f"{what} {out} is not a previous lmkit {kind}; --overwrite only replaces lmkit's own "
+            "outputs: choose another file"
+        )

@@ -85,17 +85,33 @@ def format_info(name: str) -> FormatInfo:
         fi = torch.finfo(dt)
         frac = round(-math.log2(fi.eps))
         return FormatInfo(
-            name=name, kind="float", bits=fi.bits, sign_bits=1, exponent_bits=fi.bits - 1 - frac,
-            fraction_bits=frac, max=float(fi.max), min=float(fi.min),
+            name=name,
+            kind="float",
+            bits=fi.bits,
+            sign_bits=1,
+            exponent_bits=fi.bits - 1 - frac,
+            fraction_bits=frac,
+            max=float(fi.max),
+            min=float(fi.min),
             smallest_normal=float(fi.smallest_normal),
             smallest_subnormal=float(fi.smallest_normal) * float(fi.eps),
-            epsilon=float(fi.eps), decimal_digits=(frac + 1) * math.log10(2),
+            epsilon=float(fi.eps),
+            decimal_digits=(frac + 1) * math.log10(2),
         )
     ii = torch.iinfo(dt)
     return FormatInfo(
-        name=name, kind="int", bits=ii.bits, sign_bits=1, exponent_bits=0, fraction_bits=ii.bits - 1,
-        max=float(ii.max), min=float(ii.min), smallest_normal=None, smallest_subnormal=None,
-        epsilon=1.0, decimal_digits=(ii.bits - 1) * math.log10(2),
+        name=name,
+        kind="int",
+        bits=ii.bits,
+        sign_bits=1,
+        exponent_bits=0,
+        fraction_bits=ii.bits - 1,
+        max=float(ii.max),
+        min=float(ii.min),
+        smallest_normal=None,
+        smallest_subnormal=None,
+        epsilon=1.0,
+        decimal_digits=(ii.bits - 1) * math.log10(2),
     )
 
 
@@ -125,7 +141,7 @@ def _float_bits(x: torch.Tensor, name: str, info: FormatInfo) -> str:
     raw = int(x.view(_BITS_VIEW[name]).item()) & ((1 << info.bits) - 1)
     s = format(raw, f"0{info.bits}b")
     e = info.exponent_bits
-    return f"{s[0]} {s[1:1 + e]} {s[1 + e:]}"
+    return f"{s[0]} {s[1 : 1 + e]} {s[1 + e :]}"
 
 
 def represent(value: float, name: str, absmax: float | None = None) -> Representation:
@@ -148,13 +164,21 @@ def represent(value: float, name: str, absmax: float | None = None) -> Represent
             step = math.inf
         err = stored - value if math.isfinite(stored) else math.inf
         return Representation(
-            format=name, value=value, stored=stored, error=err,
-            relative_error=(abs(err) / abs(value) if value != 0 else None), step=step,
-            bits=_float_bits(x, name, info), overflow=overflow, underflow=stored == 0 and value != 0,
+            format=name,
+            value=value,
+            stored=stored,
+            error=err,
+            relative_error=(abs(err) / abs(value) if value != 0 else None),
+            step=step,
+            bits=_float_bits(x, name, info),
+            overflow=overflow,
+            underflow=stored == 0 and value != 0,
         )
     if not math.isfinite(value):
-        raise LmkitError(f"--value {value}: not a finite number; numerics shows finite values only (int8 "
-                         "absmax quantization has no code for nan or inf)")
+        raise LmkitError(
+            f"--value {value}: not a finite number; numerics shows finite values only (int8 "
+            "absmax quantization has no code for nan or inf)"
+        )
     a = abs(value) if absmax is None else float(absmax)
     if not (a >= 0 and math.isfinite(a)):
         raise LmkitError(f"--absmax must be a finite non-negative number, got {absmax!r}")
@@ -164,10 +188,18 @@ def represent(value: float, name: str, absmax: float | None = None) -> Represent
     stored = float(absmax_dequantize(q_t, scale_t).item())
     overflow = abs(value) > a * (1 + 1e-7)
     return Representation(
-        format=name, value=value, stored=stored, error=stored - value,
-        relative_error=(abs(stored - value) / abs(value) if value != 0 else None), step=scale,
-        bits=f"{format(q & 0xFF, '08b')[0]} {format(q & 0xFF, '08b')[1:]}", overflow=overflow,
-        int8_q=q, int8_absmax=a, int8_scale=scale, int8_factor=(1.0 / scale if scale else math.inf),
+        format=name,
+        value=value,
+        stored=stored,
+        error=stored - value,
+        relative_error=(abs(stored - value) / abs(value) if value != 0 else None),
+        step=scale,
+        bits=f"{format(q & 0xFF, '08b')[0]} {format(q & 0xFF, '08b')[1:]}",
+        overflow=overflow,
+        int8_q=q,
+        int8_absmax=a,
+        int8_scale=scale,
+        int8_factor=(1.0 / scale if scale else math.inf),
         underflow=q == 0 and value != 0,
     )
 
@@ -182,8 +214,9 @@ def float32_bits(value: float) -> str:
 # --------------------------------------------------------------------------- int8 absmax quantization
 
 
-def absmax_quantize(x: torch.Tensor, dim: int | None = 1,
-                    absmax: float | torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def absmax_quantize(
+    x: torch.Tensor, dim: int | None = 1, absmax: float | torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Symmetric int8 quantization: q = round(x / scale), scale = max|x| / 127.
 
     ``dim``: the axis along which each channel is reduced (for a Linear weight (out, in), dim=1
@@ -213,8 +246,11 @@ def quantization_error(x: torch.Tensor, dim: int | None = 1) -> dict[str, float]
     q, s = absmax_quantize(x, dim)
     err = absmax_dequantize(q, s) - x.detach().float()
     rms = float(x.detach().float().pow(2).mean().sqrt())
-    return {"max_abs": float(err.abs().max()), "mean_abs": float(err.abs().mean()),
-            "relative_rms": float(err.pow(2).mean().sqrt()) / rms if rms else 0.0}
+    return {
+        "max_abs": float(err.abs().max()),
+        "mean_abs": float(err.abs().mean()),
+        "relative_rms": float(err.pow(2).mean().sqrt()) / rms if rms else 0.0,
+    }
 
 
 # --------------------------------------------------------------------------- the lesson and the practice
@@ -230,8 +266,9 @@ def integer_grid(x: torch.Tensor) -> torch.Tensor:
     return torch.round(x.detach().to(torch.float32)).clamp_(INT8_MIN, INT8_MAX)
 
 
-def int8_value_table(value: float, absmax: float | None = None,
-                     tensor_absmaxes: tuple[float, ...] = TENSOR_ABSMAXES) -> list[dict[str, Any]]:
+def int8_value_table(
+    value: float, absmax: float | None = None, tensor_absmaxes: tuple[float, ...] = TENSOR_ABSMAXES
+) -> list[dict[str, Any]]:
     """What ``value`` becomes in int8, scheme by scheme, as rows of one table.
 
     First the integer grid (int8 without a scale, step 1: π -> 3, error -0.14), the usual first
@@ -244,10 +281,17 @@ def int8_value_table(value: float, absmax: float | None = None,
     if not math.isfinite(value):
         raise LmkitError(f"--value {value}: not a finite number; int8 has no code for nan or inf")
     grid = float(integer_grid(torch.tensor([value])).item())
-    rows: list[dict[str, Any]] = [{
-        "scheme": "integer grid (int8 as plain integers: no scale)", "absmax": None,
-        "q": int(grid), "stored": grid, "error": grid - value, "step": 1.0,
-        "overflow": not INT8_MIN - 0.5 <= value <= INT8_MAX + 0.5}]
+    rows: list[dict[str, Any]] = [
+        {
+            "scheme": "integer grid (int8 as plain integers: no scale)",
+            "absmax": None,
+            "q": int(grid),
+            "stored": grid,
+            "error": grid - value,
+            "step": 1.0,
+            "overflow": not INT8_MIN - 0.5 <= value <= INT8_MAX + 0.5,
+        }
+    ]
     ranges = [(a, f"absmax {a:g} (the value inside a tensor whose max |x| is {a:g})") for a in tensor_absmaxes]
     if absmax is not None and all(absmax != a for a, _ in ranges):
         ranges.append((float(absmax), f"absmax {absmax:g} (--absmax)"))
@@ -255,8 +299,17 @@ def int8_value_table(value: float, absmax: float | None = None,
         ranges.append((abs(value), "absmax = |value| (the value is its tensor's largest entry)"))
     for a, label in ranges:
         r = represent(value, "int8", a)
-        rows.append({"scheme": label, "absmax": a, "q": r.int8_q, "stored": r.stored, "error": r.error,
-                     "step": r.step, "overflow": r.overflow})
+        rows.append(
+            {
+                "scheme": label,
+                "absmax": a,
+                "q": r.int8_q,
+                "stored": r.stored,
+                "error": r.error,
+                "step": r.step,
+                "overflow": r.overflow,
+            }
+        )
     return rows
 
 
@@ -277,14 +330,19 @@ def int8_scheme_errors(w: torch.Tensor) -> dict[str, Any]:
         if not err.numel():
             return {"max_abs": 0.0, "mean_abs": 0.0, "p99_abs": 0.0, "relative_rms": 0.0}
         k = max(1, math.ceil(0.99 * err.numel()))
-        return {"max_abs": float(err.max()), "mean_abs": float(err.mean()),
-                "p99_abs": float(err.kthvalue(k).values), "relative_rms": float(err.pow(2).mean().sqrt()) / rms
-                if rms else 0.0}
+        return {
+            "max_abs": float(err.max()),
+            "mean_abs": float(err.mean()),
+            "p99_abs": float(err.kthvalue(k).values),
+            "relative_rms": float(err.pow(2).mean().sqrt()) / rms if rms else 0.0,
+        }
 
     row_max = x2.abs().amax(dim=1) if x2.numel() else torch.zeros(1)
     return {
-        "shape": list(x.shape), "absmax": float(row_max.max()),
-        "row_absmax_min": float(row_max.min()), "row_absmax_max": float(row_max.max()),
+        "shape": list(x.shape),
+        "absmax": float(row_max.max()),
+        "row_absmax_min": float(row_max.min()),
+        "row_absmax_max": float(row_max.max()),
         "integer_grid": stats(integer_grid(x2)),
         "per_tensor": stats(absmax_dequantize(*absmax_quantize(x2, dim=None))),
         "per_channel": stats(absmax_dequantize(*absmax_quantize(x2, dim=1))),
@@ -327,8 +385,10 @@ def report(value: float, absmax: float | None = None) -> dict[str, object]:
             for name in FORMATS
         },
         "int8_value": int8_value_table(value, absmax),
-        "int8_tensor": {"about": "16 x 1024 Gaussian rows, row absmax from 1 to 8 (seed 0)",
-                        **int8_scheme_errors(example_tensor())},
+        "int8_tensor": {
+            "about": "16 x 1024 Gaussian rows, row absmax from 1 to 8 (seed 0)",
+            **int8_scheme_errors(example_tensor()),
+        },
     }
 
 

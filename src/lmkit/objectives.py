@@ -20,13 +20,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from lmkit.plan.spans import (
-    MEAN_SPAN_LENGTH,
-    NOISE_DENSITY,
-    span_counts,
-    span_lengths,
-    span_window_length,
-)
+from lmkit.plan.spans import MEAN_SPAN_LENGTH, NOISE_DENSITY, span_counts, span_lengths, span_window_length
 
 IGNORE_INDEX = -100  # label value that scores no prediction
 
@@ -65,8 +59,11 @@ def _special_positions(ids: torch.Tensor, specials: SpecialIds) -> torch.Tensor:
     """Boolean (same shape as ids): True where the token is a special token."""
     if specials.n_special > 0:
         return ids < specials.n_special
-    listed = torch.tensor([specials.pad, specials.bos, specials.eos, specials.mask, *specials.sentinels],
-    dtype=ids.dtype, device=ids.device)
+    listed = torch.tensor(
+        [specials.pad, specials.bos, specials.eos, specials.mask, *specials.sentinels],
+        dtype=ids.dtype,
+        device=ids.device,
+    )
     return torch.isin(ids, listed)
 
 
@@ -81,9 +78,14 @@ def mlm_window_length(seq_len: int) -> int:
     return seq_len
 
 
-def mlm_batch(windows: torch.Tensor, specials: SpecialIds, generator: torch.Generator,
-              probability: float = MLM_PROBABILITY, mask_share: float = MLM_MASK_SHARE,
-              random_share: float = MLM_RANDOM_SHARE) -> dict[str, torch.Tensor]:
+def mlm_batch(
+    windows: torch.Tensor,
+    specials: SpecialIds,
+    generator: torch.Generator,
+    probability: float = MLM_PROBABILITY,
+    mask_share: float = MLM_MASK_SHARE,
+    random_share: float = MLM_RANDOM_SHARE,
+) -> dict[str, torch.Tensor]:
     """Masked LM (BERT): windows (B, T) -> input_ids (B, T) with some tokens corrupted, labels (B, T).
 
     Each non-special token is chosen with ``probability``; a chosen token becomes ``[MASK]`` with
@@ -98,8 +100,9 @@ def mlm_batch(windows: torch.Tensor, specials: SpecialIds, generator: torch.Gene
     chosen = (torch.rand(shape, generator=generator) < probability).to(windows.device)
     chosen &= ~_special_positions(windows, specials)
     how = torch.rand(shape, generator=generator).to(windows.device)
-    random_ids = torch.randint(_first_ordinary_id(specials), specials.vocab_size, shape,
-    generator=generator, dtype=windows.dtype).to(windows.device)
+    random_ids = torch.randint(
+        _first_ordinary_id(specials), specials.vocab_size, shape, generator=generator, dtype=windows.dtype
+    ).to(windows.device)
     inputs = torch.where(chosen & (how < mask_share), torch.full_like(windows, specials.mask), windows)
     inputs = torch.where(chosen & (how >= mask_share) & (how < mask_share + random_share), random_ids, inputs)
     labels = torch.where(chosen, windows, torch.full_like(windows, IGNORE_INDEX))
@@ -109,20 +112,26 @@ def mlm_batch(windows: torch.Tensor, specials: SpecialIds, generator: torch.Gene
 # --------------------------------------------------------------------------- span corruption
 # (how many tokens a window corrupts to: lmkit.plan.spans, shared with the FLOP count)
 
+
 def _random_segmentation(batch: int, n_items: int, n_segments: int, generator: torch.Generator) -> torch.Tensor:
     """(batch, n_segments) lengths ≥ 1 summing to n_items, each composition equally likely."""
     if n_segments == 1:
         return torch.full((batch, 1), n_items, dtype=torch.long)
     cuts = torch.rand(batch, n_items - 1, generator=generator).argsort(dim=1)[:, : n_segments - 1] + 1
     cuts = cuts.sort(dim=1).values  # (B, k-1) distinct cut points in 1..n-1
-    bounds = torch.cat([torch.zeros(batch, 1, dtype=torch.long), cuts,
-    torch.full((batch, 1), n_items, dtype=torch.long)], dim=1)  # (B, k+1)
+    bounds = torch.cat(
+        [torch.zeros(batch, 1, dtype=torch.long), cuts, torch.full((batch, 1), n_items, dtype=torch.long)], dim=1
+    )  # (B, k+1)
     return bounds.diff(dim=1)
 
 
-def random_spans_noise_mask(batch: int, raw_len: int, generator: torch.Generator,
+def random_spans_noise_mask(
+    batch: int,
+    raw_len: int,
+    generator: torch.Generator,
     noise_density: float = NOISE_DENSITY,
-    mean_span_length: float = MEAN_SPAN_LENGTH) -> torch.Tensor:
+    mean_span_length: float = MEAN_SPAN_LENGTH,
+) -> torch.Tensor:
     """(batch, raw_len) boolean: True on tokens inside noise spans.
 
     As T5: the noise tokens are split at random into ``n_spans`` spans and the kept tokens into
@@ -137,9 +146,15 @@ def random_spans_noise_mask(batch: int, raw_len: int, generator: torch.Generator
     return segment % 2 == 1
 
 
-def span_corruption_batch(windows: torch.Tensor, specials: SpecialIds, generator: torch.Generator,
-    max_input_len: int, max_target_len: int, noise_density: float = NOISE_DENSITY,
-    mean_span_length: float = MEAN_SPAN_LENGTH) -> dict[str, torch.Tensor]:
+def span_corruption_batch(
+    windows: torch.Tensor,
+    specials: SpecialIds,
+    generator: torch.Generator,
+    max_input_len: int,
+    max_target_len: int,
+    noise_density: float = NOISE_DENSITY,
+    mean_span_length: float = MEAN_SPAN_LENGTH,
+) -> dict[str, torch.Tensor]:
     """Span corruption (T5): windows (B, L) -> encoder input, decoder input and labels.
 
     Spans of the window are replaced by sentinels ``<extra_id_0>``, ``<extra_id_1>``, ... in order,
@@ -151,12 +166,16 @@ def span_corruption_batch(windows: torch.Tensor, specials: SpecialIds, generator
     B, L = windows.shape
     _, n_spans = span_counts(L, noise_density, mean_span_length)
     if n_spans > len(specials.sentinels):
-        raise ValueError(f"a window of {L} tokens needs {n_spans} sentinels, the tokenizer has "
-    f"{len(specials.sentinels)}; use a shorter model.max_seq_len")
+        raise ValueError(
+            f"a window of {L} tokens needs {n_spans} sentinels, the tokenizer has "
+            f"{len(specials.sentinels)}; use a shorter model.max_seq_len"
+        )
     in_len, tgt_len = span_lengths(L, noise_density, mean_span_length)
     if in_len > max_input_len or tgt_len > max_target_len:
-        raise ValueError(f"windows of {L} tokens corrupt to {in_len} input / {tgt_len} target tokens, more than "
-    f"{max_input_len} / {max_target_len}")
+        raise ValueError(
+            f"windows of {L} tokens corrupt to {in_len} input / {tgt_len} target tokens, more than "
+            f"{max_input_len} / {max_target_len}"
+        )
     device = windows.device
     noise = random_spans_noise_mask(B, L, generator, noise_density, mean_span_length).to(device)  # (B, L)
     starts = noise & ~torch.nn.functional.pad(noise, (1, 0))[:, :-1]  # first token of each span
@@ -180,8 +199,12 @@ def span_corruption_batch(windows: torch.Tensor, specials: SpecialIds, generator
     labels[:, :tgt_len] = targets
     decoder_input_ids = torch.full((B, max_target_len), specials.pad, dtype=windows.dtype, device=device)
     decoder_input_ids[:, 1:tgt_len] = targets[:, :-1]
-    return {"input_ids": input_ids, "attention_mask": attention_mask,
-            "decoder_input_ids": decoder_input_ids, "labels": labels}
+    return {
+        "input_ids": input_ids,
+        "attention_mask": attention_mask,
+        "decoder_input_ids": decoder_input_ids,
+        "labels": labels,
+    }
 
 
 # --------------------------------------------------------------------------- dispatch by family
@@ -197,8 +220,9 @@ def window_length(model_cfg) -> int:  # model_cfg: lmkit.config.ModelConfig (not
     return span_window_length(model_cfg.max_seq_len, model_cfg.max_target_len)
 
 
-def make_batch(model_cfg, windows: torch.Tensor, specials: SpecialIds,
-               generator: torch.Generator) -> dict[str, torch.Tensor]:
+def make_batch(
+    model_cfg, windows: torch.Tensor, specials: SpecialIds, generator: torch.Generator
+) -> dict[str, torch.Tensor]:
     """The model batch of this model's objective for windows (B, window_length)."""
     objective = {"encoder": "mlm", "decoder": "clm", "encdec": "span"}[model_cfg.family]
     if objective == "clm":

@@ -59,9 +59,18 @@ def _clock(s: float) -> str:
 class LineProgress:
     """A progress report in whole lines, for a stderr that is not a terminal (see the module doc)."""
 
-    def __init__(self, iterable: Iterable[Any] | None = None, total: float | None = None, desc: str = "",
-                 unit: str = "it", initial: float = 0, unit_scale: bool = False, unit_divisor: int = 1000,
-                 disable: bool = False, file: TextIO | None = None) -> None:
+    def __init__(
+        self,
+        iterable: Iterable[Any] | None = None,
+        total: float | None = None,
+        desc: str = "",
+        unit: str = "it",
+        initial: float = 0,
+        unit_scale: bool = False,
+        unit_divisor: int = 1000,
+        disable: bool = False,
+        file: TextIO | None = None,
+    ) -> None:
         self.iterable = iterable
         if total is None and iterable is not None and hasattr(iterable, "__len__"):
             total = len(iterable)  # type: ignore[arg-type]
@@ -95,8 +104,11 @@ class LineProgress:
             head = f"{100.0 * self.n / self.total:3.0f}% {n}/{_size(self.total, self.unit_scale, self.unit_divisor)}"
         else:
             head = f"{n} {unit}"
-        rate = (f", {_rate(done / elapsed, self.unit_scale, self.unit_divisor)} {unit}/s"
-                if elapsed > 0 and done > 0 else "")
+        rate = (
+            f", {_rate(done / elapsed, self.unit_scale, self.unit_divisor)} {unit}/s"
+            if elapsed > 0 and done > 0
+            else ""
+        )
         eta = ""
         if self.total and done > 0 and self.n < self.total:
             eta = f" <{_clock((self.total - self.n) * elapsed / done)}"
@@ -159,9 +171,19 @@ class LineProgress:
         self.close()
 
 
-def progress(iterable: Iterable[Any] | None = None, *, total: float | None = None, desc: str = "", unit: str = "it",
-             initial: float = 0, unit_scale: bool = False, unit_divisor: int = 1000, disable: bool = False,
-             mininterval: float = 0.1, file: TextIO | None = None) -> Any:
+def progress(
+    iterable: Iterable[Any] | None = None,
+    *,
+    total: float | None = None,
+    desc: str = "",
+    unit: str = "it",
+    initial: float = 0,
+    unit_scale: bool = False,
+    unit_divisor: int = 1000,
+    disable: bool = False,
+    mininterval: float = 0.1,
+    file: TextIO | None = None,
+) -> Any:
     """A progress bar on stderr: tqdm on a terminal, :class:`LineProgress` lines elsewhere.
 
     ``file``: where to write (default sys.stderr, looked up at call time so a redirected stderr
@@ -171,10 +193,29 @@ def progress(iterable: Iterable[Any] | None = None, *, total: float | None = Non
     if not disable and is_terminal(stream):
         from tqdm import tqdm
 
-        return tqdm(iterable, total=total, desc=desc or None, unit=unit, initial=initial, unit_scale=unit_scale,
-                    unit_divisor=unit_divisor, file=stream, dynamic_ncols=True, mininterval=mininterval)
-    return LineProgress(iterable, total=total, desc=desc, unit=unit, initial=initial, unit_scale=unit_scale,
-                        unit_divisor=unit_divisor, disable=disable, file=file)
+        return tqdm(
+            iterable,
+            total=total,
+            desc=desc or None,
+            unit=unit,
+            initial=initial,
+            unit_scale=unit_scale,
+            unit_divisor=unit_divisor,
+            file=stream,
+            dynamic_ncols=True,
+            mininterval=mininterval,
+        )
+    return LineProgress(
+        iterable,
+        total=total,
+        desc=desc,
+        unit=unit,
+        initial=initial,
+        unit_scale=unit_scale,
+        unit_divisor=unit_divisor,
+        disable=disable,
+        file=file,
+    )
 
 
 __all__ = ["EVERY_SECONDS", "STEP_PERCENT", "LineProgress", "is_terminal", "progress"]

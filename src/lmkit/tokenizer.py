@@ -83,6 +83,17 @@ _PROBE = (
 
 
 @lru_cache(maxsize=1)
+def lone_surrogate(text: str) -> str | None:
+    """None when ``text`` is Unicode text (encodes as UTF-8); else where it is not, as "a lone
+    surrogate U+D800 at character 3": a ``\\ud800`` JSON escape or a non-UTF-8 byte of a command-line
+    argument, which no tokenizer can encode and no UTF-8 file can hold."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        return f"a lone surrogate U+{ord(text[e.start]):04X} at character {e.start}"
+    return None
+
+
 def _byte_to_unicode() -> dict[int, str]:
     """GPT-2's reversible map from bytes to printable characters (what ByteLevel stores)."""
     printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
@@ -123,16 +134,24 @@ class Tokenizer:
             wrong = [(t, i, want) for want, (t, i) in enumerate(zip(SPECIAL_TOKENS, ids)) if i != want]
             if wrong:
                 t, i, want = wrong[0]
-                raise LmkitError(f"{source}: not an lmkit tokenizer: special token {t!r} has id {i}, expected "
-                                 f"{want} (train one with `lmkit tokenizer train`)")
+                raise LmkitError(
+                    f"{source}: not an lmkit tokenizer: special token {t!r} has id {i}, expected "
+                    f"{want} (train one with `lmkit tokenizer train`)"
+                )
         ids = [-1 if i is None else int(i) for i in ids]
         self.pad_id, self.bos_id, self.eos_id, self.unk_id, self.mask_id = ids[:5]
         self.sentinel_ids: list[int] = ids[5:]
         self.special_ids: frozenset[int] = frozenset(i for i, t in self._added_tokens() if t.special)
         # Literal special-token text in user input is encoded as ordinary text.
         hf.encode_special_tokens = True
-        self._special_re = re.compile("(" + "|".join(re.escape(t) for t in sorted(
-            (t for t in SPECIAL_TOKENS if hf.token_to_id(t) is not None), key=len, reverse=True)) + ")")
+        self._special_re = re.compile(
+            "("
+            + "|".join(
+                re.escape(t)
+                for t in sorted((t for t in SPECIAL_TOKENS if hf.token_to_id(t) is not None), key=len, reverse=True)
+            )
+            + ")"
+        )
         self._byte_level = self._is_byte_level()
         self._tt: Any = None  # the tiktoken Encoding when the fast path is on
         self.fast_reason = self._build_fast()
@@ -149,8 +168,11 @@ class Tokenizer:
     def _is_byte_level(self) -> bool:
         spec = self._spec()
         pre = spec.get("pre_tokenizer") or {}
-        return (spec.get("model", {}).get("type") == "BPE" and pre.get("type") == "ByteLevel"
-                and (spec.get("decoder") or {}).get("type") == "ByteLevel")
+        return (
+            spec.get("model", {}).get("type") == "BPE"
+            and pre.get("type") == "ByteLevel"
+            and (spec.get("decoder") or {}).get("type") == "ByteLevel"
+        )
 
     def _build_fast(self) -> str:
         """Set up the tiktoken path if provably equivalent; return why it is on or off."""
@@ -192,8 +214,9 @@ class Tokenizer:
             last = rid
         specials = {t.content: int(i) for i, t in self._added_tokens()}
         try:
-            enc = tiktoken.Encoding(f"lmkit-{self.sha256[:12]}", pat_str=GPT2_PATTERN, mergeable_ranks=ranks,
-                                    special_tokens=specials)
+            enc = tiktoken.Encoding(
+                f"lmkit-{self.sha256[:12]}", pat_str=GPT2_PATTERN, mergeable_ranks=ranks, special_tokens=specials
+            )
         except Exception as e:  # tiktoken rejects the vocabulary: stay on the reference path
             return f"off: tiktoken refused the vocabulary ({e})"
         self._tt = enc
@@ -324,9 +347,15 @@ class Tokenizer:
         """The ``objectives.SpecialIds`` of this tokenizer (the one way to build them from a tokenizer)."""
         from lmkit.objectives import SpecialIds  # lazy: objectives imports torch, tokenizer commands need not
 
-        return SpecialIds(pad=self.pad_id, bos=self.bos_id, eos=self.eos_id, mask=self.mask_id,
-                          sentinels=tuple(self.sentinel_ids), vocab_size=self.vocab_size,
-                          n_special=len(self.special_ids))
+        return SpecialIds(
+            pad=self.pad_id,
+            bos=self.bos_id,
+            eos=self.eos_id,
+            mask=self.mask_id,
+            sentinels=tuple(self.sentinel_ids),
+            vocab_size=self.vocab_size,
+            n_special=len(self.special_ids),
+        )
 
     def __repr__(self) -> str:
         return f"Tokenizer(vocab_size={self.vocab_size}, sha256={self.sha256[:12]}, fast={self.fast})"
@@ -335,8 +364,9 @@ class Tokenizer:
 # --------------------------------------------------------------------------- training
 
 
-def train_tokenizer(texts: Iterable[str], vocab_size: int, min_frequency: int = 2,
-                    show_progress: bool = True) -> Tokenizer:
+def train_tokenizer(
+    texts: Iterable[str], vocab_size: int, min_frequency: int = 2, show_progress: bool = True
+) -> Tokenizer:
     """Train a byte-level BPE on ``texts`` with lmkit's special tokens at ids 0..104.
 
     The result can have fewer than ``vocab_size`` tokens when the text is too small to support
@@ -346,21 +376,29 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int, min_frequency: int = 
     from tokenizers import decoders, models, pre_tokenizers, trainers
 
     if vocab_size < MIN_VOCAB:
-        raise LmkitError(f"vocab size {vocab_size} is too small: a byte-level BPE needs at least {MIN_VOCAB} "
-                         f"({len(SPECIAL_TOKENS)} special tokens + {N_BYTES} bytes + 1 merge)")
+        raise LmkitError(
+            f"vocab size {vocab_size} is too small: a byte-level BPE needs at least {MIN_VOCAB} "
+            f"({len(SPECIAL_TOKENS)} special tokens + {N_BYTES} bytes + 1 merge)"
+        )
     if vocab_size > MAX_VOCAB:
-        raise LmkitError(f"vocab size {vocab_size:,} is too large: lmkit trains {MIN_VOCAB:,} to {MAX_VOCAB:,} (2**20) "
-                         "tokens, because the trainer reserves memory for every token asked for (~70 bytes each) "
-                         "before reading any text")
+        raise LmkitError(
+            f"vocab size {vocab_size:,} is too large: lmkit trains {MIN_VOCAB:,} to {MAX_VOCAB:,} (2**20) "
+            "tokens, because the trainer reserves memory for every token asked for (~70 bytes each) "
+            "before reading any text"
+        )
     if min_frequency < 1:
         raise LmkitError(f"min frequency must be at least 1, got {min_frequency}")
     hf = HFTokenizer(models.BPE())
     hf.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
     hf.decoder = decoders.ByteLevel()
     # the trainer's own bars only on a terminal: into a pipe or a file they write bare blank lines
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=min_frequency,
-                                  special_tokens=SPECIAL_TOKENS, show_progress=show_progress and is_terminal(sys.stderr),
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        min_frequency=min_frequency,
+        special_tokens=SPECIAL_TOKENS,
+        show_progress=show_progress and is_terminal(sys.stderr),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
     seen = {"chars": 0}
 
     def counted() -> Iterator[str]:
@@ -399,7 +437,11 @@ def fertility(tok: Tokenizer, texts: Iterable[str], batch: int = 256) -> dict[st
     if buf:
         flush()
     return {
-        "documents": docs, "words": words, "tokens": tokens, "bytes": nbytes, "chars": chars,
+        "documents": docs,
+        "words": words,
+        "tokens": tokens,
+        "bytes": nbytes,
+        "chars": chars,
         "tokens_per_word": tokens / words if words else None,
         "bytes_per_token": nbytes / tokens if tokens else None,
         "chars_per_token": chars / tokens if tokens else None,
@@ -444,8 +486,13 @@ def check_tokenizer_out(out: str | Path, overwrite: bool, inputs: Sequence[str |
     if p.exists() and not p.is_dir() and p.suffix.lower() != ".json":
         raise LmkitError(f"--out {p}: exists and is not a folder")
     target = p if p.suffix.lower() == ".json" else p / "tokenizer.json"
-    check_out_file(target, overwrite, inputs, ours=has_sidecar_stamp,
-                   kind=f"tokenizer (only one `{TRAINED_BY}` wrote and nobody changed since is replaced)")
+    check_out_file(
+        target,
+        overwrite,
+        inputs,
+        ours=has_sidecar_stamp,
+        kind=f"tokenizer (only one `{TRAINED_BY}` wrote and nobody changed since is replaced)",
+    )
     return target
 
 
@@ -460,6 +507,21 @@ def save_stamped(tok: Tokenizer, target: str | Path) -> Path:
 
 
 __all__ = [
-    "PAD", "BOS", "EOS", "UNK", "MASK", "SENTINELS", "SPECIAL_TOKENS", "MIN_VOCAB", "MAX_VOCAB", "Tokenizer",
-    "train_tokenizer", "fertility", "split_words", "tokenizer_stats", "check_tokenizer_out", "save_stamped",
+    "lone_surrogate",
+    "PAD",
+    "BOS",
+    "EOS",
+    "UNK",
+    "MASK",
+    "SENTINELS",
+    "SPECIAL_TOKENS",
+    "MIN_VOCAB",
+    "MAX_VOCAB",
+    "Tokenizer",
+    "train_tokenizer",
+    "fertility",
+    "split_words",
+    "tokenizer_stats",
+    "check_tokenizer_out",
+    "save_stamped",
 ]

@@ -94,8 +94,9 @@ TAKES_OVERRIDES = {"pretrain", "plan"}
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="lmkit", description=DESCRIPTION,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="lmkit", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     from lmkit import __version__
 
     parser.add_argument("--version", action="version", version=f"lmkit {__version__}")

@@ -60,34 +60,74 @@ examples:
 
 
 def add_adapt(sub: Any) -> None:
-    p = sub.add_parser("adapt", help="domain adaptation: mix shares, domain tokenizer, continued pre-training, "
-                                     "measured in bits per byte", description=DESCRIPTION,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--domain", nargs="+", required=True, metavar="PATH",
-                   help="domain text: files or folders (text, JSONL, curated shards, Parquet)")
+    p = sub.add_parser(
+        "adapt",
+        help="domain adaptation: mix shares, domain tokenizer, continued pre-training, measured in bits per byte",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--domain",
+        nargs="+",
+        required=True,
+        metavar="PATH",
+        help="domain text: files or folders (text, JSONL, curated shards, Parquet)",
+    )
     p.add_argument("--general", nargs="+", required=True, metavar="PATH", help="general text, the same formats")
     add_run_config(p, "base run config of every arm", required=True)
-    p.add_argument("--mixes", nargs="*", type=float, default=[0.0, 0.25, 0.5, 1.0], metavar="SHARE",
-                   help="domain shares of the training mix, one model each (default 0 0.25 0.5 1; none with "
-                        "--continue-from compares that checkpoint with its DAPT arm only)")
-    p.add_argument("--continue-from", default=None, metavar="CKPT",
-                   help="a pre-trained checkpoint (or run folder): adds it as is (base) and it pre-trained further "
-                        "on the domain text (dapt)")
-    p.add_argument("--budget", default=None, metavar="FLOPS",
-                   help="training FLOPs of every arm, e.g. 2e14 or 200T (default: the config's stop condition)")
-    p.add_argument("--terms", nargs="+", default=[], metavar="TERM",
-                   help="domain terms whose splits the tokenizer table shows, e.g. \"mens rea\" \"res judicata\"")
-    p.add_argument("--heldout", type=float, default=0.1,
-                   help="share of each set held out for evaluation: of its documents, or of each document's "
-                        "text when the set has too few documents (default 0.1)")
-    p.add_argument("--vocab-size", type=int, default=None,
-                   help="vocabulary of the three tokenizers (default: the config's model.vocab_size)")
-    p.add_argument("--mix-tokens", default=None, metavar="N",
-                   help="tokens in every mix (default: the smaller training set's, so no mix repeats data)")
+    p.add_argument(
+        "--mixes",
+        nargs="*",
+        type=float,
+        default=[0.0, 0.25, 0.5, 1.0],
+        metavar="SHARE",
+        help="domain shares of the training mix, one model each (default 0 0.25 0.5 1; none with "
+        "--continue-from compares that checkpoint with its DAPT arm only)",
+    )
+    p.add_argument(
+        "--continue-from",
+        default=None,
+        metavar="CKPT",
+        help="a pre-trained checkpoint (or run folder): adds it as is (base) and it pre-trained further "
+        "on the domain text (dapt)",
+    )
+    p.add_argument(
+        "--budget",
+        default=None,
+        metavar="FLOPS",
+        help="training FLOPs of every arm, e.g. 2e14 or 200T (default: the config's stop condition)",
+    )
+    p.add_argument(
+        "--terms",
+        nargs="+",
+        default=[],
+        metavar="TERM",
+        help='domain terms whose splits the tokenizer table shows, e.g. "mens rea" "res judicata"',
+    )
+    p.add_argument(
+        "--heldout",
+        type=float,
+        default=0.1,
+        help="share of each set held out for evaluation: of its documents, or of each document's "
+        "text when the set has too few documents (default 0.1)",
+    )
+    p.add_argument(
+        "--vocab-size",
+        type=int,
+        default=None,
+        help="vocabulary of the three tokenizers (default: the config's model.vocab_size)",
+    )
+    p.add_argument(
+        "--mix-tokens",
+        default=None,
+        metavar="N",
+        help="tokens in every mix (default: the smaller training set's, so no mix repeats data)",
+    )
     add_seed(p, 0, "the held-out split and the mixes")
     add_text_field(p)
-    add_out(p, "experiment folder, continued when it holds the same experiment (default runs/adapt)",
-            default="runs/adapt")
+    add_out(
+        p, "experiment folder, continued when it holds the same experiment (default runs/adapt)", default="runs/adapt"
+    )
     add_overwrite(p, "a previous adapt experiment in --out: start again")
     add_yes(p, "the experiment", "with --budget: predicted from every arm's FLOPs at this machine's measured peak")
     add_quiet(p)
@@ -100,12 +140,20 @@ def _run_adapt(args: argparse.Namespace) -> int:
     from lmkit.lab.adapt.experiment import AdaptSettings, run_adapt
     from lmkit.plan.units import parse_count
 
-    s = AdaptSettings(domain=list(args.domain), general=list(args.general), config=args.config,
-                      mixes=[float(m) for m in args.mixes], continue_from=args.continue_from,
-                      budget=parse_count(args.budget, "--budget") if args.budget else None,
-                      heldout=args.heldout, vocab_size=args.vocab_size,
-                      mix_tokens=int(parse_count(args.mix_tokens, "--mix-tokens")) if args.mix_tokens else None,
-                      seed=args.seed, text_field=args.text_field, terms=list(args.terms))
+    s = AdaptSettings(
+        domain=list(args.domain),
+        general=list(args.general),
+        config=args.config,
+        mixes=[float(m) for m in args.mixes],
+        continue_from=args.continue_from,
+        budget=parse_count(args.budget, "--budget") if args.budget else None,
+        heldout=args.heldout,
+        vocab_size=args.vocab_size,
+        mix_tokens=int(parse_count(args.mix_tokens, "--mix-tokens")) if args.mix_tokens else None,
+        seed=args.seed,
+        text_field=args.text_field,
+        terms=list(args.terms),
+    )
     report = run_adapt(s, args.out, overwrite=args.overwrite, progress=not args.quiet and not args.json, yes=args.yes)
     if args.json:
         print_json(report)
@@ -123,11 +171,15 @@ def format_adapt(r: dict[str, Any], out: str) -> str:
     lines.append(f"{'arm':<12} {'share':>5} {'steps':>6} {'domain bpb':>10} {'general bpb':>11}")
     for a in r["arms"]:
         share = "-" if a["domain_share"] is None else f"{a['domain_share']:.2f}"
-        lines.append(f"{a['name']:<12} {share:>5} {a['steps']:>6} {a['domain']['bits_per_byte']:>10.4f} "
-                     f"{a['general']['bits_per_byte']:>11.4f}")
+        lines.append(
+            f"{a['name']:<12} {share:>5} {a['steps']:>6} {a['domain']['bits_per_byte']:>10.4f} "
+            f"{a['general']['bits_per_byte']:>11.4f}"
+        )
     lines += ["", f"{'tokenizer':<10} {'tokens/word on domain':>22} {'on general':>11}"]
     for name, rows in r["tokenizers"]["fertility"].items():
-        lines.append(f"{name:<10} {rows['domain']['tokens_per_word']:>22.3f} {rows['general']['tokens_per_word']:>11.3f}")
+        lines.append(
+            f"{name:<10} {rows['domain']['tokens_per_word']:>22.3f} {rows['general']['tokens_per_word']:>11.3f}"
+        )
     lines.append("")
     for k, v in r["checks"].items():
         lines.append(f"{CHECK_TEXT[k]}: {'n/a' if v is None else ('yes' if v else 'no')}")

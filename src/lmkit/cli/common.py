@@ -30,16 +30,22 @@ if TYPE_CHECKING:
 DEVICE_HELP = "auto (cuda, else mps, else cpu), cpu, cuda, cuda:N or mps"
 
 
-def add_checkpoint(p: argparse.ArgumentParser, what: str = "checkpoint folder", note: str = "",
-                   optional: bool = False) -> None:
+def add_checkpoint(
+    p: argparse.ArgumentParser, what: str = "checkpoint folder", note: str = "", optional: bool = False
+) -> None:
     """The CHECKPOINT argument: ``what`` a command reads, or a run folder
     (``lmkit.models.checkpoint.resolve_checkpoint`` takes its newest checkpoint)."""
-    p.add_argument("checkpoint", nargs="?" if optional else None, default=None,
-                   help=f"{what}, or a run folder (its newest checkpoint){note}")
+    p.add_argument(
+        "checkpoint",
+        nargs="?" if optional else None,
+        default=None,
+        help=f"{what}, or a run folder (its newest checkpoint){note}",
+    )
 
 
-def add_out(p: argparse.ArgumentParser, help: str, *, file: bool = False, required: bool = False,
-            default: str | None = None) -> None:
+def add_out(
+    p: argparse.ArgumentParser, help: str, *, file: bool = False, required: bool = False, default: str | None = None
+) -> None:
     """``--out`` (a folder, or a ``file``): ``help`` says what is written there. Every command checks it
     with ``lmkit.files.check_out_dir`` / ``check_out_file`` before any work."""
     p.add_argument("--out", required=required, default=default, metavar="FILE" if file else "DIR", help=help)
@@ -47,8 +53,7 @@ def add_out(p: argparse.ArgumentParser, help: str, *, file: bool = False, requir
 
 def add_overwrite(p: argparse.ArgumentParser, what: str, never: str | None = "a folder holding other files") -> None:
     """``--overwrite``: replace ``what`` (a previous output of the command), ``never`` anything else."""
-    p.add_argument("--overwrite", action="store_true",
-                   help=f"replace {what}" + (f" (never {never})" if never else ""))
+    p.add_argument("--overwrite", action="store_true", help=f"replace {what}" + (f" (never {never})" if never else ""))
 
 
 def add_json(p: argparse.ArgumentParser, what: str = "one JSON object") -> None:
@@ -67,11 +72,14 @@ def add_quiet(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress output")
 
 
-def add_text_field(p: argparse.ArgumentParser, default: str | None = "text", note: str = "",
-                   shown: str = "text") -> None:
+def add_text_field(
+    p: argparse.ArgumentParser, default: str | None = "text", note: str = "", shown: str = "text"
+) -> None:
     """``--text-field``: which field of a JSONL/Parquet record holds the text (``default`` None: the
     command's config says; ``shown``: the default in words)."""
-    p.add_argument("--text-field", default=default, help=f"JSONL/Parquet field holding the text{note} (default {shown})")
+    p.add_argument(
+        "--text-field", default=default, help=f"JSONL/Parquet field holding the text{note} (default {shown})"
+    )
 
 
 def add_held_out_flags(p: argparse.ArgumentParser, batches_flag: str, data_what: str) -> None:
@@ -86,16 +94,16 @@ def add_no_verify(p: argparse.ArgumentParser, also: str | None = None) -> None:
     """``--no-verify`` for a command that loads checkpoints (main() switches the checksum checks off for
     it); ``also``: a second check the command skips with it."""
     if also:
-        help = (f"skip both checks: the checkpoint's files against the SHA-256 checksums in its meta.json, "
-                f"and {also}")
+        help = f"skip both checks: the checkpoint's files against the SHA-256 checksums in its meta.json, and {also}"
     else:
-        help = ("do not check the checkpoint's files against the SHA-256 checksums in its meta.json "
-                "(faster for large checkpoints; a changed or damaged file then loads silently)")
+        help = (
+            "do not check the checkpoint's files against the SHA-256 checksums in its meta.json "
+            "(faster for large checkpoints; a changed or damaged file then loads silently)"
+        )
     p.add_argument("--no-verify", action="store_true", help=help)
 
 
-def add_seed(p: argparse.ArgumentParser, default: int | None, what: str,
-             unset: str = "a fresh one, printed") -> None:
+def add_seed(p: argparse.ArgumentParser, default: int | None, what: str, unset: str = "a fresh one, printed") -> None:
     """``--seed`` (an integer from 0 to 2**64-1, checked by :func:`check_shared_flags`); ``what`` it
     seeds; with ``default`` None, ``unset`` says what happens without it."""
     shown = f"default {default}" if default is not None else f"default: {unset}"
@@ -127,8 +135,12 @@ def add_threads(p: argparse.ArgumentParser, default: int | None, what: str) -> N
     """``--threads``: torch's CPU threads for ``what`` (1 to the CPU count, checked by
     :func:`check_shared_flags`); ``default`` None leaves torch's own choice."""
     shown = "torch's choice" if default is None else str(default)
-    p.add_argument("--threads", type=int, default=default,
-                   help=f"CPU threads {what}, 1 to this machine's CPU count (default {shown})")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=default,
+        help=f"CPU threads {what}, 1 to this machine's CPU count (default {shown})",
+    )
 
 
 def check_shared_flags(args: argparse.Namespace) -> None:
@@ -148,52 +160,79 @@ def check_shared_flags(args: argparse.Namespace) -> None:
             raise LmkitError(f"--threads must be 1 to {cores} (this machine's CPUs), got {threads}")
 
 
-def add_yes(p: argparse.ArgumentParser, work: str,
-            basis: str = "predicted from its FLOPs at this machine's measured peak") -> None:
+def add_yes(
+    p: argparse.ArgumentParser, work: str, basis: str = "predicted from its FLOPs at this machine's measured peak"
+) -> None:
     """``--yes`` for a command whose ``work`` may take longer than ``lmkit.plan.compute.LONG_RUN_HOURS``
     (``basis``: how its time is known); ``lmkit.plan.compute.check_run_time`` asks for it."""
     from lmkit.plan.compute import LONG_RUN_HOURS, NEVER_DAYS
 
-    p.add_argument("--yes", action="store_true",
-                   help=f"start {work} even when it takes more than {LONG_RUN_HOURS:.0f} hours ({basis}); "
-                        f"beyond {NEVER_DAYS:.0f} days it is refused, --yes or not")
+    p.add_argument(
+        "--yes",
+        action="store_true",
+        help=f"start {work} even when it takes more than {LONG_RUN_HOURS:.0f} hours ({basis}); "
+        f"beyond {NEVER_DAYS:.0f} days it is refused, --yes or not",
+    )
 
 
 def add_run_config(p: argparse.ArgumentParser, what: str, required: bool = False, note: str = "") -> None:
     """``--config``: the run config ``what`` a command trains from, a YAML file or a recipe lmkit ships
     (``lmkit.config.resolve_recipe``)."""
-    p.add_argument("--config", required=required, default=None,
-                   help=f"{what}: a YAML file (sections model, train, data) or a recipe name (tiny, cpu-small, "
-                        f"gpu-124m, ...){note}")
+    p.add_argument(
+        "--config",
+        required=required,
+        default=None,
+        help=f"{what}: a YAML file (sections model, train, data) or a recipe name (tiny, cpu-small, "
+        f"gpu-124m, ...){note}",
+    )
 
 
 def add_training_text(p: argparse.ArgumentParser, required: bool = False) -> None:
     """``--data`` (the training text) and ``--tokenizer`` (else one is trained on it), as ``pretrain``
     and ``scale sweep`` take them (``data.paths`` and ``data.tokenizer`` of the run config)."""
-    p.add_argument("--data", nargs="+", required=required, default=None,
-                   help="training text (files, folders) or a packed shard folder")
+    p.add_argument(
+        "--data",
+        nargs="+",
+        required=required,
+        default=None,
+        help="training text (files, folders) or a packed shard folder",
+    )
     p.add_argument("--tokenizer", default=None, help="tokenizer.json or folder; default: train one on --data")
 
 
 def add_token_counter(p: argparse.ArgumentParser) -> None:
     """``--tokenizer`` of the data commands that report token counts without training on them."""
-    p.add_argument("--tokenizer", default=None,
-                   help="count tokens with this tokenizer.json/folder (default: a regex word-token proxy)")
+    p.add_argument(
+        "--tokenizer",
+        default=None,
+        help="count tokens with this tokenizer.json/folder (default: a regex word-token proxy)",
+    )
 
 
 def add_scaling_law(p: argparse.ArgumentParser, use: str, instead: str) -> None:
     """``--scaling-law FIT.json``: the Approach-3 law ``lmkit scale fit`` wrote, to ``use`` instead of
     ``instead`` (read by ``lmkit.plan.chinchilla.load_scaling_law``)."""
-    p.add_argument("--scaling-law", default=None, metavar="FIT.json",
-                   help=f"{use} your own law: the Approach-3 fit `lmkit scale fit` wrote (instead of {instead})")
+    p.add_argument(
+        "--scaling-law",
+        default=None,
+        metavar="FIT.json",
+        help=f"{use} your own law: the Approach-3 fit `lmkit scale fit` wrote (instead of {instead})",
+    )
 
 
 def add_card_flags(p: argparse.ArgumentParser) -> None:
     """``--license``, ``--language`` and ``--add-section``: what a model card (``lmkit.ship.card``)
     cannot read from the checkpoint."""
-    p.add_argument("--license", default=None,
-                   help="license id for the model card's front matter, e.g. apache-2.0 (default: unknown)")
+    p.add_argument(
+        "--license",
+        default=None,
+        help="license id for the model card's front matter, e.g. apache-2.0 (default: unknown)",
+    )
     p.add_argument("--language", nargs="+", default=None, help="language codes of the training data, e.g. en")
-    p.add_argument("--add-section", nargs="+", default=None, metavar="FILE",
-                   help="Markdown files appended to the model card as sections (a '## <file name>' heading is "
-                        "added if missing)")
+    p.add_argument(
+        "--add-section",
+        nargs="+",
+        default=None,
+        metavar="FILE",
+        help="Markdown files appended to the model card as sections (a '## <file name>' heading is added if missing)",
+    )

@@ -81,45 +81,71 @@ def _unescape(value: str | None) -> str | None:
 
 
 def add_icl(sub: Any) -> None:
-    p = sub.add_parser("icl", help="zero-, one- and few-shot prompting measured: accuracy against the number of "
-                                   "examples in the prompt", formatter_class=argparse.RawDescriptionHelpFormatter,
-                       description=DESCRIPTION)
+    p = sub.add_parser(
+        "icl",
+        help="zero-, one- and few-shot prompting measured: accuracy against the number of examples in the prompt",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=DESCRIPTION,
+    )
     add_checkpoint(p, "decoder or encoder-decoder checkpoint folder", "; not with --server", optional=True)
     p.add_argument("--task", required=True, help="a JSONL file of labelled examples, or a built-in task name")
-    p.add_argument("--shots", type=int, nargs="+", default=[0, 1, 2, 4, 8],
-                   help="numbers of exemplars to try (default 0 1 2 4 8)")
+    p.add_argument(
+        "--shots", type=int, nargs="+", default=[0, 1, 2, 4, 8], help="numbers of exemplars to try (default 0 1 2 4 8)"
+    )
     add_seed(p, 1234, "the exemplar draw and of the bootstrap")
     p.add_argument("--limit", type=int, default=None, help="evaluate only the first N examples")
-    p.add_argument("--n-examples", type=int, default=200,
-                   help="examples a built-in task makes (default 200)")
-    p.add_argument("--from-text", nargs="+", default=None, metavar="FILE",
-                   help="text files (or folders) next-sentence and last-word are made from")
+    p.add_argument("--n-examples", type=int, default=200, help="examples a built-in task makes (default 200)")
+    p.add_argument(
+        "--from-text",
+        nargs="+",
+        default=None,
+        metavar="FILE",
+        help="text files (or folders) next-sentence and last-word are made from",
+    )
     p.add_argument("--instruction", default=None, help="text before the exemplars (\\n for a newline)")
     p.add_argument("--template", default=None, help="how an example's input is written; must hold {input}")
-    p.add_argument("--target-delimiter", default=None, help="between an example and its answer (default \" \")")
+    p.add_argument("--target-delimiter", default=None, help='between an example and its answer (default " ")')
     p.add_argument("--separator", default=None, help="between examples; ends a free-form answer (default \\n\\n)")
     p.add_argument("--max-new-tokens", type=int, default=None, help="longest free-form answer in tokens (default 16)")
-    p.add_argument("--show-prompt", action="store_true",
-                   help="print the prompts of one example (--example) at each --shots and stop; nothing is scored")
+    p.add_argument(
+        "--show-prompt",
+        action="store_true",
+        help="print the prompts of one example (--example) at each --shots and stop; nothing is scored",
+    )
     p.add_argument("--example", type=int, default=0, help="with --show-prompt: which example (default 0)")
-    p.add_argument("--batch-size", type=int, default=8,
-                   help="sequences scored together (speed only: the numbers do not change)")
-    p.add_argument("--server", default=None, metavar="URL",
-                   help="score through an OpenAI-compatible completions endpoint (e.g. `lmkit serve`) instead "
-                        "of a checkpoint; it must support echo with logprobs")
+    p.add_argument(
+        "--batch-size", type=int, default=8, help="sequences scored together (speed only: the numbers do not change)"
+    )
+    p.add_argument(
+        "--server",
+        default=None,
+        metavar="URL",
+        help="score through an OpenAI-compatible completions endpoint (e.g. `lmkit serve`) instead "
+        "of a checkpoint; it must support echo with logprobs",
+    )
     p.add_argument("--model", default=None, help="with --server: the model name to ask for (default: its first)")
     p.add_argument("--api-key", default=None, help="with --server: sent as Authorization: Bearer KEY")
-    p.add_argument("--finetune", action="store_true",
-                   help="encoder or encoder-decoder checkpoint: also fine-tune it on the task's labelled examples "
-                        "(as `lmkit finetune-head`) and report that accuracy beside the prompting")
-    p.add_argument("--write-pretraining-text", default=None, metavar="FILE",
-                   help="with --task copy-pairs: write a synthetic pre-training corpus of the task's world "
-                        "(--lines documents, each a fresh mapping's key-value pairs then repeats of them) and "
-                        "stop; pre-train a decoder on it to see shots help (no checkpoint needed)")
+    p.add_argument(
+        "--finetune",
+        action="store_true",
+        help="encoder or encoder-decoder checkpoint: also fine-tune it on the task's labelled examples "
+        "(as `lmkit finetune-head`) and report that accuracy beside the prompting",
+    )
+    p.add_argument(
+        "--write-pretraining-text",
+        default=None,
+        metavar="FILE",
+        help="with --task copy-pairs: write a synthetic pre-training corpus of the task's world "
+        "(--lines documents, each a fresh mapping's key-value pairs then repeats of them) and "
+        "stop; pre-train a decoder on it to see shots help (no checkpoint needed)",
+    )
     p.add_argument("--lines", type=int, default=30000, help="documents --write-pretraining-text writes (default 30000)")
     add_out(p, "folder for samples.jsonl, icl.json and accuracy_vs_shots.png")
-    add_overwrite(p, "a previous `lmkit icl` output in --out, or a --write-pretraining-text file lmkit wrote",
-                  "a folder holding other files, nor a file lmkit did not write")
+    add_overwrite(
+        p,
+        "a previous `lmkit icl` output in --out, or a --write-pretraining-text file lmkit wrote",
+        "a folder holding other files, nor a file lmkit did not write",
+    )
     add_device(p)
     add_json(p, "icl.json's report as JSON")
     add_no_verify(p)
@@ -146,9 +172,13 @@ def _task(args: argparse.Namespace) -> Any:
 
     from lmkit.lab.icl.tasks import BUILTIN, builtin_task, format_from_dict, load_task
 
-    flags = {"instruction": _unescape(args.instruction), "template": _unescape(args.template),
-             "target_delimiter": _unescape(args.target_delimiter), "separator": _unescape(args.separator),
-             "max_new_tokens": args.max_new_tokens}
+    flags = {
+        "instruction": _unescape(args.instruction),
+        "template": _unescape(args.template),
+        "target_delimiter": _unescape(args.target_delimiter),
+        "separator": _unescape(args.separator),
+        "max_new_tokens": args.max_new_tokens,
+    }
     if args.task in BUILTIN and not Path(args.task).is_file():
         texts = None
         if args.from_text:
@@ -159,8 +189,9 @@ def _task(args: argparse.Namespace) -> Any:
         task.format = format_from_dict(flags, task.format, "flags")
         return task
     if args.from_text:
-        raise LmkitError(f"--from-text makes the built-in tasks next-sentence and last-word; --task {args.task} "
-                         "is a file")
+        raise LmkitError(
+            f"--from-text makes the built-in tasks next-sentence and last-word; --task {args.task} is a file"
+        )
     return load_task(args.task, flags)
 
 
@@ -172,10 +203,14 @@ def _lm(args: argparse.Namespace) -> Any:
     from lmkit.models.checkpoint import load_model, load_model_config, load_tokenizer
 
     if load_model_config(args.checkpoint).family == "encoder":
-        raise LmkitError(f"{args.checkpoint} is an encoder (masked language model): it does not continue a prompt; "
-                         "use `lmkit fill-mask` to query it, or `lmkit finetune-head` to train it on the labelled "
-                         "set")
-    lm = LocalLM(load_model(args.checkpoint, device=device_from(args)), load_tokenizer(args.checkpoint), args.batch_size)
+        raise LmkitError(
+            f"{args.checkpoint} is an encoder (masked language model): it does not continue a prompt; "
+            "use `lmkit fill-mask` to query it, or `lmkit finetune-head` to train it on the labelled "
+            "set"
+        )
+    lm = LocalLM(
+        load_model(args.checkpoint, device=device_from(args)), load_tokenizer(args.checkpoint), args.batch_size
+    )
     lm.name = str(args.checkpoint)
     return lm
 
@@ -194,8 +229,12 @@ def _show_prompts(lm: Any, task: Any, shots: list[int], args: argparse.Namespace
         print(f"----- {k}-shot prompt of example {args.example} (exemplars {list(p.exemplars)}{cut}) -----")
         print(p.text)
         answers = ex.choices if ex.choices else (ex.target,)
-        print("----- scored continuations: " + ", ".join(repr(continuation(task.format, a)) for a in answers)
-              + (f" (right: {ex.label})" if ex.choices else "") + " -----\n")
+        print(
+            "----- scored continuations: "
+            + ", ".join(repr(continuation(task.format, a)) for a in answers)
+            + (f" (right: {ex.label})" if ex.choices else "")
+            + " -----\n"
+        )
     return 0
 
 
@@ -206,8 +245,10 @@ def _write_pretraining_text(args: argparse.Namespace) -> int:
     if args.task != "copy-pairs":
         raise LmkitError(f"--write-pretraining-text writes the copy-pairs world; --task is {args.task}")
     chars = write_copy_pairs_text(args.write_pretraining_text, args.lines, args.seed, args.overwrite)
-    print(f"wrote {args.lines:,} copy-pairs documents ({chars:,} characters) to {args.write_pretraining_text}",
-          file=sys.stderr)
+    print(
+        f"wrote {args.lines:,} copy-pairs documents ({chars:,} characters) to {args.write_pretraining_text}",
+        file=sys.stderr,
+    )
     return 0
 
 
@@ -227,8 +268,10 @@ def _run_icl(args: argparse.Namespace) -> int:
 
         family = load_model_config(args.checkpoint).family
     if args.finetune and family == "decoder":
-        raise LmkitError("--finetune is for encoder and encoder-decoder checkpoints (what `lmkit finetune-head` "
-                         "trains); prompt a decoder without it")
+        raise LmkitError(
+            "--finetune is for encoder and encoder-decoder checkpoints (what `lmkit finetune-head` "
+            "trains); prompt a decoder without it"
+        )
     report: dict[str, Any]
     samples: list[dict[str, Any]] = []
     prompting = not (args.finetune and family == "encoder")  # an encoder is only fine-tuned
@@ -258,8 +301,10 @@ def _run_icl(args: argparse.Namespace) -> int:
         return 0
     from lmkit.lab.icl.run import table_rows
 
-    print(f"{report['task']}: {report['n_examples']} examples, {report['kind'].replace('_', ' ')}, model "
-          f"{report['model']} (window {report['window']}), seed {report['seed']}")
+    print(
+        f"{report['task']}: {report['n_examples']} examples, {report['kind'].replace('_', ' ')}, model "
+        f"{report['model']} (window {report['window']}), seed {report['seed']}"
+    )
     for line in table_rows(report):
         print("  " + line)
     if args.out:

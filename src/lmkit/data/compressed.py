@@ -45,8 +45,15 @@ def file_format(path: str | Path) -> str:
     return "text"
 
 
-_MAGIC = {b"\x1f\x8b": "gzip", b"\x28\xb5\x2f\xfd": "zstd", b"PAR1": "parquet", b"PK\x03\x04": "zip",
-          b"\x89PNG": "png", b"%PDF": "pdf", b"\x7fELF": "ELF executable"}
+_MAGIC = {
+    b"\x1f\x8b": "gzip",
+    b"\x28\xb5\x2f\xfd": "zstd",
+    b"PAR1": "parquet",
+    b"PK\x03\x04": "zip",
+    b"\x89PNG": "png",
+    b"%PDF": "pdf",
+    b"\x7fELF": "ELF executable",
+}
 
 
 def sniff(head: bytes) -> str | None:

@@ -162,8 +162,7 @@ class HashIndex:
             pending = pending[rest]
         return found, slots
 
-    def get_or_insert(self, keys: np.ndarray, values: np.ndarray | None = None
-                      ) -> tuple[np.ndarray, np.ndarray | None]:
+    def get_or_insert(self, keys: np.ndarray, values: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
         """For each key: was it seen before (earlier batches or earlier in this one)?
 
         New keys are inserted, with the value of their first occurrence when the index keeps
@@ -301,9 +300,11 @@ def check_minhash(num_perm: int, bands: int, shingle_size: int, prefix: str = "m
     if num_perm < 1 or bands < 1 or num_perm % bands:
         raise LmkitError(f"{prefix}num_perm ({num_perm}) must be a multiple of {prefix}bands ({bands})")
     if num_perm > MAX_NUM_PERM:
-        raise LmkitError(f"{prefix}num_perm ({num_perm:,}) must be at most {MAX_NUM_PERM}: signatures are hashed "
-                         f"{BLOCK_ROWS} shingles at a time in a {BLOCK_ROWS} x num_perm matrix of 8-byte integers "
-                         f"({BLOCK_ROWS * 8 * num_perm / 2**30:,.1f} GiB at {num_perm:,})")
+        raise LmkitError(
+            f"{prefix}num_perm ({num_perm:,}) must be at most {MAX_NUM_PERM}: signatures are hashed "
+            f"{BLOCK_ROWS} shingles at a time in a {BLOCK_ROWS} x num_perm matrix of 8-byte integers "
+            f"({BLOCK_ROWS * 8 * num_perm / 2**30:,.1f} GiB at {num_perm:,})"
+        )
     if shingle_size < 1:
         raise LmkitError(f"{prefix}shingle_size must be at least 1, got {shingle_size}")
 
@@ -333,8 +334,8 @@ class MinHasher:
         acc = wh[:m].copy()
         for k in range(1, n):
             acc *= _SHINGLE_MUL
-            acc += wh[k:k + m]
-        valid = doc_of_word[:m] == doc_of_word[n - 1:]  # the n-gram does not cross a document end
+            acc += wh[k : k + m]
+        valid = doc_of_word[:m] == doc_of_word[n - 1 :]  # the n-gram does not cross a document end
         sh = mix64(acc[valid]) >> np.uint64(32)
         return sh, doc_of_word[:m][valid]
 
@@ -347,9 +348,9 @@ class MinHasher:
             has[doc] = True
             buf = np.empty((BLOCK_ROWS, self.num_perm), dtype=np.uint64)
             for r0 in range(0, sh.shape[0], BLOCK_ROWS):
-                x = sh[r0:r0 + BLOCK_ROWS]
-                d = doc[r0:r0 + BLOCK_ROWS]
-                b = buf[:x.shape[0]]
+                x = sh[r0 : r0 + BLOCK_ROWS]
+                d = doc[r0 : r0 + BLOCK_ROWS]
+                b = buf[: x.shape[0]]
                 np.multiply(x[:, None], self._a[None, :], out=b)
                 b += self._b
                 b >>= np.uint64(32)
@@ -386,9 +387,9 @@ class MinHashDeduper:
         if self._sigs.shape[0] < need or self._sigs.shape[1] != sigs.shape[1]:
             grown = np.zeros((max(need, 2 * self._sigs.shape[0], 1024), sigs.shape[1]), dtype=np.uint32)
             if self._count:
-                grown[:self._count] = self._sigs[:self._count]
+                grown[: self._count] = self._sigs[: self._count]
             self._sigs = grown
-        self._sigs[self._count:need] = sigs
+        self._sigs[self._count : need] = sigs
 
     def check(self, keys: np.ndarray, sigs: np.ndarray | None = None) -> np.ndarray:
         """Duplicate flag for each document of the batch (``keys`` is (n_docs, bands))."""
@@ -419,7 +420,7 @@ class MinHashDeduper:
 
     @property
     def nbytes(self) -> int:
-        return self.index.nbytes + self._sigs[:self._count].nbytes
+        return self.index.nbytes + self._sigs[: self._count].nbytes
 
 
 def lsh_threshold(bands: int, rows: int) -> float:
@@ -429,8 +430,19 @@ def lsh_threshold(bands: int, rows: int) -> float:
 
 def lsh_probability(similarity: float, bands: int, rows: int) -> float:
     """Probability that a pair with this Jaccard similarity becomes a candidate."""
-    return float(1.0 - (1.0 - similarity ** rows) ** bands)
+    return float(1.0 - (1.0 - similarity**rows) ** bands)
 
 
-__all__ = ["HashIndex", "exact_key", "ExactDeduper", "MinHasher", "MinHashDeduper", "mix64", "hash64",
-           "lsh_threshold", "lsh_probability", "check_minhash", "MAX_NUM_PERM"]
+__all__ = [
+    "HashIndex",
+    "exact_key",
+    "ExactDeduper",
+    "MinHasher",
+    "MinHashDeduper",
+    "mix64",
+    "hash64",
+    "lsh_threshold",
+    "lsh_probability",
+    "check_minhash",
+    "MAX_NUM_PERM",
+]

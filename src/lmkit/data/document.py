@@ -77,8 +77,7 @@ class ReadReport:
         return d
 
     def summary(self) -> str:
-        parts = [f"{self.documents:,} documents ({self.text_chars / 1e6:.1f} M chars) from "
-                 f"{self.files_read:,} files"]
+        parts = [f"{self.documents:,} documents ({self.text_chars / 1e6:.1f} M chars) from {self.files_read:,} files"]
         if self.empty_files:
             parts.append(f"{len(self.empty_files)} empty files")
         if self.skipped_file_count:

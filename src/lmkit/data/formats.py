@@ -107,8 +107,11 @@ def read_text(path: Path, report: ReadReport | None = None, doc_chars: int | Non
             try:
                 text = decoder.decode(raw)
             except UnicodeDecodeError as e:
-                raise ReadFailure(f"line {line_no}: not valid UTF-8 (byte 0x{raw[e.start]:02x})"
-                                   if e.start < len(raw) else f"line {line_no}: not valid UTF-8") from None
+                raise ReadFailure(
+                    f"line {line_no}: not valid UTF-8 (byte 0x{raw[e.start]:02x})"
+                    if e.start < len(raw)
+                    else f"line {line_no}: not valid UTF-8"
+                ) from None
             if first:
                 text = text.removeprefix("\ufeff")
                 first = False
@@ -162,8 +165,9 @@ _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
-def _json_document(rec: dict[str, Any], text: str, default_id: str, src: str, report: ReadReport,
-                   escapes: bool) -> Document:
+def _json_document(
+    rec: dict[str, Any], text: str, default_id: str, src: str, report: ReadReport, escapes: bool
+) -> Document:
     """The Document of a JSON record; with ``escapes`` (its JSON spells a surrogate), every lone
     surrogate of its text, id and source becomes U+FFFD and the document is counted in ``report``."""
     rid = rec.get("id")
@@ -227,16 +231,18 @@ def read_jsonl(path: Path, text_field: str, report: ReadReport, lenient: bool) -
                 if not text:
                     report.empty_records += 1
                     continue
-                yield _json_document(rec, text, f"{src}:{line_no}", src, report,
-                                     _SURROGATE_ESCAPE.search(raw) is not None)
+                yield _json_document(
+                    rec, text, f"{src}:{line_no}", src, report, _SURROGATE_ESCAPE.search(raw) is not None
+                )
                 continue
             if not lenient:
                 raise LmkitError(f"{src}:{line_no}: {reason}")
             report.bad_line(src, line_no, reason)
 
 
-def _read_json_array(path: Path, stream: IO[bytes], text_field: str, report: ReadReport,
-                     lenient: bool) -> Iterator[Document]:
+def _read_json_array(
+    path: Path, stream: IO[bytes], text_field: str, report: ReadReport, lenient: bool
+) -> Iterator[Document]:
     src = str(path)
     raw = stream.read()
     escapes = _SURROGATE_ESCAPE.search(raw) is not None
@@ -303,8 +309,11 @@ def read_parquet(path: Path, text_field: str, report: ReadReport, lenient: bool)
                     if not text:
                         report.empty_records += 1
                         continue
-                    yield Document(str(rid) if rid is not None else f"{src}:{row}", text,
-                                   rsrc if isinstance(rsrc, str) and rsrc else src)
+                    yield Document(
+                        str(rid) if rid is not None else f"{src}:{row}",
+                        text,
+                        rsrc if isinstance(rsrc, str) and rsrc else src,
+                    )
         except (pa.ArrowException, OSError) as e:
             raise ReadFailure(f"row {row + 1}: broken Parquet data ({str(e).splitlines()[0]})") from None
     finally:

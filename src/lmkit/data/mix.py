@@ -83,14 +83,17 @@ def parse_sources(specs: Sequence[str]) -> list[MixSource]:
 
 def _counter(tokenizer: str | None) -> tuple[Callable[[list[str]], list[int]], str]:
     if tokenizer is None:
-        return (lambda texts: [proxy_tokens(t) for t in texts],
-                "proxy: regex word tokens \\w+|[^\\w\\s]+ (runs of letters/digits, runs of punctuation)")
+        return (
+            lambda texts: [proxy_tokens(t) for t in texts],
+            "proxy: regex word tokens \\w+|[^\\w\\s]+ (runs of letters/digits, runs of punctuation)",
+        )
     tok = Tokenizer.load(tokenizer, strict=False)
     return (lambda texts: [len(x) for x in tok.encode_batch(texts)]), f"tokenizer {tokenizer}"
 
 
-def count_tokens(src: MixSource, count: Callable[[list[str]], list[int]], text_field: str = "text",
-                 bar: Any = None) -> np.ndarray:
+def count_tokens(
+    src: MixSource, count: Callable[[list[str]], list[int]], text_field: str = "text", bar: Any = None
+) -> np.ndarray:
     """Tokens of every document of a source, in reading order (the first pass)."""
     out: list[int] = []
     batch: list[str] = []
@@ -131,8 +134,9 @@ class SourcePlan:
         return self.target_tokens / self.available_tokens if self.available_tokens else 0.0
 
 
-def plan_mix(sources: Sequence[MixSource], doc_tokens: Sequence[np.ndarray], total_tokens: int | None = None,
-             seed: int = 0) -> list[SourcePlan]:
+def plan_mix(
+    sources: Sequence[MixSource], doc_tokens: Sequence[np.ndarray], total_tokens: int | None = None, seed: int = 0
+) -> list[SourcePlan]:
     """Choose copies per document so each source brings ``share * total`` tokens (see module doc)."""
     weights = np.array([s.weight for s in sources], dtype=np.float64)
     shares = weights / weights.sum()
@@ -193,9 +197,18 @@ def iter_mix(plans: Sequence[SourcePlan], text_field: str = "text") -> Iterator[
         heads[best] = next(streams[best], None)
 
 
-def mix(sources: Sequence[MixSource], out: str | Path, total_tokens: int | None = None, *, seed: int = 0,
-        tokenizer: str | None = None, text_field: str = "text", overwrite: bool = False,
-        shard_docs: int = 100_000, progress: bool = True) -> dict[str, Any]:
+def mix(
+    sources: Sequence[MixSource],
+    out: str | Path,
+    total_tokens: int | None = None,
+    *,
+    seed: int = 0,
+    tokenizer: str | None = None,
+    text_field: str = "text",
+    overwrite: bool = False,
+    shard_docs: int = 100_000,
+    progress: bool = True,
+) -> dict[str, Any]:
     """Build the mix into ``out`` (shards + report.json + report.md); returns the report."""
     from lmkit.progress import progress as progress_bar
 
@@ -245,16 +258,24 @@ def mix(sources: Sequence[MixSource], out: str | Path, total_tokens: int | None 
             "requested_tokens": total_tokens,
             "realised_tokens": realised,
             "docs": int(sum(got_docs)),
-            "sources": [{
-                "name": p.source.name, "path": p.source.path, "weight": p.source.weight,
-                "target_share": round(p.share, 6),
-                "available_docs": int(p.doc_tokens.shape[0]), "available_tokens": p.available_tokens,
-                "target_tokens": p.target_tokens, "realised_tokens": got_tokens[i],
-                "realised_share": round(got_tokens[i] / realised, 6) if realised else 0.0,
-                "docs": got_docs[i], "sampling_factor": round(p.factor, 4),
-                "sampling": ("up-sampled" if p.factor > 1 else "down-sampled" if p.factor < 1 else "as is"),
-                "max_copies": int(p.copies.max()) if p.copies.size else 0,
-            } for i, p in enumerate(plans)],
+            "sources": [
+                {
+                    "name": p.source.name,
+                    "path": p.source.path,
+                    "weight": p.source.weight,
+                    "target_share": round(p.share, 6),
+                    "available_docs": int(p.doc_tokens.shape[0]),
+                    "available_tokens": p.available_tokens,
+                    "target_tokens": p.target_tokens,
+                    "realised_tokens": got_tokens[i],
+                    "realised_share": round(got_tokens[i] / realised, 6) if realised else 0.0,
+                    "docs": got_docs[i],
+                    "sampling_factor": round(p.factor, 4),
+                    "sampling": ("up-sampled" if p.factor > 1 else "down-sampled" if p.factor < 1 else "as is"),
+                    "max_copies": int(p.copies.max()) if p.copies.size else 0,
+                }
+                for i, p in enumerate(plans)
+            ],
             "output": {"shards": [f.name for f in files], "format": "jsonl.gz lines of {id, text, source}"},
             "seconds": round(time.perf_counter() - t0, 3),
         }
@@ -270,18 +291,23 @@ def mix(sources: Sequence[MixSource], out: str | Path, total_tokens: int | None 
 
 
 def mix_markdown(r: dict[str, Any]) -> str:
-    lines = ["# Data mix", "",
-             f"{r['docs']:,} documents, {r['realised_tokens']:,} tokens (target {r['target_tokens']:,}); "
-             f"seed {r['seed']}; tokens counted with {r['token_counter']}.", "",
-             "| source | path | target share | realised share | available tokens | target tokens | "
-             "realised tokens | docs | sampling |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---|"]
+    lines = [
+        "# Data mix",
+        "",
+        f"{r['docs']:,} documents, {r['realised_tokens']:,} tokens (target {r['target_tokens']:,}); "
+        f"seed {r['seed']}; tokens counted with {r['token_counter']}.",
+        "",
+        "| source | path | target share | realised share | available tokens | target tokens | "
+        "realised tokens | docs | sampling |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---|",
+    ]
     for s in r["sources"]:
-        lines.append(f"| {s['name']} | {s['path']} | {100 * s['target_share']:.2f}% | {100 * s['realised_share']:.2f}% "
-                     f"| {s['available_tokens']:,} | {s['target_tokens']:,} | {s['realised_tokens']:,} | {s['docs']:,} "
-                     f"| {s['sampling']} x{s['sampling_factor']:.3f} |")
+        lines.append(
+            f"| {s['name']} | {s['path']} | {100 * s['target_share']:.2f}% | {100 * s['realised_share']:.2f}% "
+            f"| {s['available_tokens']:,} | {s['target_tokens']:,} | {s['realised_tokens']:,} | {s['docs']:,} "
+            f"| {s['sampling']} x{s['sampling_factor']:.3f} |"
+        )
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["MixSource", "SourcePlan", "parse_sources", "count_tokens", "plan_mix", "iter_mix",
-           "mix", "mix_markdown"]
+__all__ = ["MixSource", "SourcePlan", "parse_sources", "count_tokens", "plan_mix", "iter_mix", "mix", "mix_markdown"]

@@ -120,7 +120,7 @@ class _SplitWriter:
             if self._fh is None or self.shards[-1][1] >= self.shard_tokens:
                 self._open_next()
             room = self.shard_tokens - self.shards[-1][1]
-            piece = tokens[pos:pos + room]
+            piece = tokens[pos : pos + room]
             self._fh.write(piece.tobytes())
             self.shards[-1][1] += len(piece)
             pos += len(piece)
@@ -142,7 +142,7 @@ def _take_tail(src: _SplitWriter, dst: _SplitWriter, n: int, sources: list[str])
         path = src.folder / name
         take = min(need, count)
         mm = np.memmap(path, dtype=src.dtype, mode="r", shape=(count,))
-        pieces.append(np.array(mm[count - take:]))
+        pieces.append(np.array(mm[count - take :]))
         del mm
         if take == count:
             path.unlink()
@@ -187,10 +187,19 @@ def _atomic_json(path: Path, obj: Any) -> None:
     os.replace(tmp, path)
 
 
-def pack(docs: Iterable[Document], tokenizer: Tokenizer, out_dir: str | Path, val_fraction: float = 0.01,
-         workers: int = 0, shard_tokens: int = 50_000_000, show_progress: bool = True,
-         overwrite: bool = False, fingerprint: str | None = None, split_salt: int = 0,
-         inputs: Sequence[str | Path] = ()) -> dict[str, Any]:
+def pack(
+    docs: Iterable[Document],
+    tokenizer: Tokenizer,
+    out_dir: str | Path,
+    val_fraction: float = 0.01,
+    workers: int = 0,
+    shard_tokens: int = 50_000_000,
+    show_progress: bool = True,
+    overwrite: bool = False,
+    fingerprint: str | None = None,
+    split_salt: int = 0,
+    inputs: Sequence[str | Path] = (),
+) -> dict[str, Any]:
     """Tokenise ``docs`` into ``out_dir/train`` and ``out_dir/val`` shards; return a summary.
 
     ``overwrite`` allows replacing an existing shard folder (only once the new one is complete;
@@ -207,8 +216,9 @@ def pack(docs: Iterable[Document], tokenizer: Tokenizer, out_dir: str | Path, va
         raise LmkitError(f"shard_tokens must be positive, got {shard_tokens}")
     if workers < 0:
         raise LmkitError(f"workers must be 0 (all cores) or more, got {workers}")
-    check_out_dir(out, overwrite, inputs, what="shards folder", ours=[SHARD_PATHS, is_shard_folder],
-                  kind="shards folder")
+    check_out_dir(
+        out, overwrite, inputs, what="shards folder", ours=[SHARD_PATHS, is_shard_folder], kind="shards folder"
+    )
     from lmkit.data.curate.engine import cap_workers
 
     threads = cap_workers(workers, flag="data.workers")  # never more threads than cores, said when lowered
@@ -244,8 +254,11 @@ def pack(docs: Iterable[Document], tokenizer: Tokenizer, out_dir: str | Path, va
                     size += len(sample[-1])
                 if not tokenizer.verify_fast(sample):
                     tokenizer.disable_fast("tiktoken ids differ from Hugging Face on this corpus")
-                    print("lmkit: note: fast tokenizer path disagrees with Hugging Face on this corpus; "
-                          "using Hugging Face (slower)", file=sys.stderr)
+                    print(
+                        "lmkit: note: fast tokenizer path disagrees with Hugging Face on this corpus; "
+                        "using Hugging Face (slower)",
+                        file=sys.stderr,
+                    )
                 verified = True
             encoded = tokenizer.encode_batch(texts, num_threads=threads)
             for d, ids in zip(batch, encoded):
@@ -304,14 +317,24 @@ def pack(docs: Iterable[Document], tokenizer: Tokenizer, out_dir: str | Path, va
         split_meta = {}
         for split, w in writers.items():
             meta = {
-                "format": SHARD_FORMAT, "version": SHARD_VERSION, "split": split,
-                "dtype": dtype.name, "byteorder": "little", "vocab_size": tokenizer.vocab_size,
-                "tokenizer_sha256": tokenizer.sha256, "eos_id": eos,
-                "num_tokens": w.tokens, "documents": w.documents, "text_bytes": w.text_bytes,
+                "format": SHARD_FORMAT,
+                "version": SHARD_VERSION,
+                "split": split,
+                "dtype": dtype.name,
+                "byteorder": "little",
+                "vocab_size": tokenizer.vocab_size,
+                "tokenizer_sha256": tokenizer.sha256,
+                "eos_id": eos,
+                "num_tokens": w.tokens,
+                "documents": w.documents,
+                "text_bytes": w.text_bytes,
                 "shards": [{"file": n, "tokens": c} for n, c in w.shards if c > 0],
                 "tokens_per_source": dict(sorted(w.per_source.items())),
-                "val_fraction": val_fraction, "split_rule": split_rule, "split_salt": split_salt,
-                "inputs_fingerprint": fingerprint, "created": created,
+                "val_fraction": val_fraction,
+                "split_rule": split_rule,
+                "split_salt": split_salt,
+                "inputs_fingerprint": fingerprint,
+                "created": created,
             }
             for n, c in w.shards:
                 if c == 0:
@@ -323,11 +346,15 @@ def pack(docs: Iterable[Document], tokenizer: Tokenizer, out_dir: str | Path, va
             "out_dir": str(out),
             "train": {k: split_meta["train"][k] for k in ("num_tokens", "documents", "text_bytes")},
             "val": {k: split_meta["val"][k] for k in ("num_tokens", "documents", "text_bytes")},
-            "tokens": total, "documents": len(train.doc_len) + len(val.doc_len),
+            "tokens": total,
+            "documents": len(train.doc_len) + len(val.doc_len),
             "text_bytes": totals["bytes"],
-            "bytes_per_token": totals["bytes"] / total, "dtype": dtype.name,
-            "tokenizer_sha256": tokenizer.sha256, "fast_tokenizer": tokenizer.fast,
-            "split_rule": split_rule, "seconds": secs,
+            "bytes_per_token": totals["bytes"] / total,
+            "dtype": dtype.name,
+            "tokenizer_sha256": tokenizer.sha256,
+            "fast_tokenizer": tokenizer.fast,
+            "split_rule": split_rule,
+            "seconds": secs,
             "mb_per_s": totals["bytes"] / 1e6 / secs if secs > 0 else None,
         }
         _atomic_json(tmp / "pack.json", summary)
@@ -362,8 +389,9 @@ def _open_splits(folder: Path) -> tuple[TokenShards, TokenShards]:
     return TokenShards(folder / "train"), TokenShards(folder / "val")
 
 
-def prepare(data_cfg: DataConfig, out_dir: str | Path, vocab_size: int, seed: int = 0,
-            show_progress: bool = True) -> tuple[Tokenizer, TokenShards, TokenShards]:
+def prepare(
+    data_cfg: DataConfig, out_dir: str | Path, vocab_size: int, seed: int = 0, show_progress: bool = True
+) -> tuple[Tokenizer, TokenShards, TokenShards]:
     """Everything training needs from ``data_cfg``: (tokenizer, train shards, val shards).
 
     * ``data_cfg.paths`` is one packed shard folder: open it. The tokenizer is
@@ -382,8 +410,13 @@ def prepare(data_cfg: DataConfig, out_dir: str | Path, vocab_size: int, seed: in
     if not paths:
         raise LmkitError("no training data: set data.paths in the config or pass --data PATH")
     # A packed shard folder (or one of its split folders, by mistake).
-    if len(paths) == 1 and paths[0].is_dir() and not is_shard_folder(paths[0]) \
-            and (paths[0] / "meta.json").is_file() and is_shard_folder(paths[0].parent):
+    if (
+        len(paths) == 1
+        and paths[0].is_dir()
+        and not is_shard_folder(paths[0])
+        and (paths[0] / "meta.json").is_file()
+        and is_shard_folder(paths[0].parent)
+    ):
         paths = [paths[0].parent]
     if any(is_shard_folder(p) for p in paths):
         if len(paths) > 1:
@@ -397,17 +430,25 @@ def prepare(data_cfg: DataConfig, out_dir: str | Path, vocab_size: int, seed: in
         else:
             raise LmkitError(f"{folder}: packed shards without tokenizer.json; set data.tokenizer / --tokenizer")
         if tok.sha256 != train.tokenizer_sha256:
-            raise LmkitError(f"{tok.source}: tokenizer (sha256 {tok.sha256[:12]}) is not the one {folder} was "
-                             f"packed with (sha256 {train.tokenizer_sha256[:12]})")
+            raise LmkitError(
+                f"{tok.source}: tokenizer (sha256 {tok.sha256[:12]}) is not the one {folder} was "
+                f"packed with (sha256 {train.tokenizer_sha256[:12]})"
+            )
         return tok, train, val
 
     files = list_files(paths)
     vocab = int(data_cfg.vocab_size or vocab_size)
     given_tok = Tokenizer.load(data_cfg.tokenizer) if data_cfg.tokenizer else None
     tok_key = given_tok.sha256 if given_tok else f"trained:vocab={vocab}:min_frequency=2"
-    fp = inputs_fingerprint(files, text_field=data_cfg.text_field, lenient=data_cfg.lenient,
-                            val_fraction=data_cfg.val_fraction, split_salt=seed, tokenizer=tok_key,
-                            format=SHARD_VERSION)
+    fp = inputs_fingerprint(
+        files,
+        text_field=data_cfg.text_field,
+        lenient=data_cfg.lenient,
+        val_fraction=data_cfg.val_fraction,
+        split_salt=seed,
+        tokenizer=tok_key,
+        format=SHARD_VERSION,
+    )
     shards_dir = Path(data_cfg.shards).expanduser() if data_cfg.shards else out / "shards"
     if shards_dir.exists() and not shards_dir.is_dir():
         key = "data.shards" if data_cfg.shards else "the run folder's shards/"
@@ -430,8 +471,10 @@ def prepare(data_cfg: DataConfig, out_dir: str | Path, vocab_size: int, seed: in
     if shards_dir.exists() and any(shards_dir.iterdir()):
         own_default = data_cfg.shards is None
         if not (own_default and is_shard_folder(shards_dir)):
-            raise LmkitError(f"{shards_dir} already exists and holds other data (or other inputs' shards); "
-                             "delete it or set data.shards to a new folder")
+            raise LmkitError(
+                f"{shards_dir} already exists and holds other data (or other inputs' shards); "
+                "delete it or set data.shards to a new folder"
+            )
 
     def read(report: ReadReport) -> Iterator[Document]:
         return iter_documents(files, text_field=data_cfg.text_field, lenient=data_cfg.lenient, report=report)
@@ -441,24 +484,40 @@ def prepare(data_cfg: DataConfig, out_dir: str | Path, vocab_size: int, seed: in
         from lmkit.progress import progress
 
         report = ReadReport()
-        bar = progress(read(report), desc="reading for tokenizer", unit=" docs", disable=not show_progress,
-                       mininterval=0.5)
-        tok = train_tokenizer((d.text for d in bar), vocab_size=vocab, min_frequency=2,
-                              show_progress=show_progress and sys.stderr.isatty())
+        bar = progress(
+            read(report), desc="reading for tokenizer", unit=" docs", disable=not show_progress, mininterval=0.5
+        )
+        tok = train_tokenizer(
+            (d.text for d in bar),
+            vocab_size=vocab,
+            min_frequency=2,
+            show_progress=show_progress and sys.stderr.isatty(),
+        )
         bar.close()
         tok.save(out)
         if show_progress:
-            print(f"lmkit: trained tokenizer (vocab {tok.vocab_size:,}) -> {out / 'tokenizer.json'}",
-                  file=sys.stderr)
+            print(f"lmkit: trained tokenizer (vocab {tok.vocab_size:,}) -> {out / 'tokenizer.json'}", file=sys.stderr)
     report = ReadReport()
-    summary = pack(read(report), tok, shards_dir, val_fraction=data_cfg.val_fraction, workers=data_cfg.workers,
-                   show_progress=show_progress, overwrite=True, fingerprint=fp, split_salt=seed, inputs=files)
+    summary = pack(
+        read(report),
+        tok,
+        shards_dir,
+        val_fraction=data_cfg.val_fraction,
+        workers=data_cfg.workers,
+        show_progress=show_progress,
+        overwrite=True,
+        fingerprint=fp,
+        split_salt=seed,
+        inputs=files,
+    )
     if show_progress:
         if report.skipped_file_count or report.bad_line_count:
             print(f"lmkit: read {report.summary()}", file=sys.stderr)
-        print(f"lmkit: packed {summary['tokens']:,} tokens ({summary['train']['num_tokens']:,} train, "
-              f"{summary['val']['num_tokens']:,} val) from {summary['documents']:,} documents -> {shards_dir}",
-              file=sys.stderr)
+        print(
+            f"lmkit: packed {summary['tokens']:,} tokens ({summary['train']['num_tokens']:,} train, "
+            f"{summary['val']['num_tokens']:,} val) from {summary['documents']:,} documents -> {shards_dir}",
+            file=sys.stderr,
+        )
     train, val = _open_splits(shards_dir)
     return tok, train, val
 

@@ -74,8 +74,9 @@ def list_files(paths: Sequence[str | Path]) -> list[Path]:
             found: list[Path] = []
             for root, dirs, files in os.walk(p):
                 dirs[:] = sorted(d for d in dirs if not _is_hidden(d))
-                found.extend(Path(root) / f for f in sorted(files)
-                             if not _is_hidden(f) and not _is_output_report(f, files))
+                found.extend(
+                    Path(root) / f for f in sorted(files) if not _is_hidden(f) and not _is_output_report(f, files)
+                )
             found = sorted((f for f in found if f.is_file()), key=lambda f: f.relative_to(p).parts)
             if not found:
                 raise LmkitError(f"{p}: folder holds no (non-hidden) files")
@@ -101,8 +102,13 @@ def _file_size(path: Path) -> int:
         return 0
 
 
-def iter_documents(paths: Sequence[str | Path], text_field: str = "text", lenient: bool = False,
-                   report: ReadReport | None = None, text_doc_chars: int | None = None) -> Iterator[Document]:
+def iter_documents(
+    paths: Sequence[str | Path],
+    text_field: str = "text",
+    lenient: bool = False,
+    report: ReadReport | None = None,
+    text_doc_chars: int | None = None,
+) -> Iterator[Document]:
     """Stream the documents of every file under ``paths`` (see the module docstring for formats).
 
     Raises :class:`LmkitError` naming the file (and line) for unreadable input; with

@@ -55,8 +55,10 @@ class TokenShards:
             if not path.is_file():
                 raise LmkitError(f"{path}: shard file missing")
             if path.stat().st_size != want:
-                raise LmkitError(f"{path}: shard is {path.stat().st_size} bytes, meta.json says {want} "
-                                 "(truncated or modified; pack again)")
+                raise LmkitError(
+                    f"{path}: shard is {path.stat().st_size} bytes, meta.json says {want} "
+                    "(truncated or modified; pack again)"
+                )
             self._arrays.append(np.memmap(path, dtype=self.dtype, mode="r", shape=(int(s["tokens"]),)))
         self.num_tokens: int = sum(len(a) for a in self._arrays)
         self.shard_sizes: list[int] = [len(a) for a in self._arrays]
@@ -97,9 +99,11 @@ class TokenShards:
         if counts.sum() == 0:
             largest = max(self.shard_sizes, default=0)
             more = f" (largest shard {largest:,})" if len(self.shard_sizes) > 1 else ""
-            raise LmkitError(f"{self.folder}: split '{self.meta.get('split')}' has {self.num_tokens:,} tokens"
-                             f"{more}, fewer than the {length:,} one window needs; use more data, a larger "
-                             "val_fraction or a shorter sequence length")
+            raise LmkitError(
+                f"{self.folder}: split '{self.meta.get('split')}' has {self.num_tokens:,} tokens"
+                f"{more}, fewer than the {length:,} one window needs; use more data, a larger "
+                "val_fraction or a shorter sequence length"
+            )
         return counts
 
     def batch(self, step: int, batch_size: int, length: int, seed: int, rank: int = 0) -> torch.Tensor:
@@ -118,11 +122,12 @@ class TokenShards:
         starts = picks - (cum[shard] - counts[shard])
         out = np.empty((batch_size, length), dtype=np.int64)
         for i, (s, o) in enumerate(zip(shard.tolist(), starts.tolist())):
-            out[i] = self._arrays[s][o:o + length]
+            out[i] = self._arrays[s][o : o + length]
         return torch.from_numpy(out)
 
-    def sequential_batches(self, batch_size: int, length: int, max_batches: int | None = None
-                           ) -> Iterator[torch.Tensor]:
+    def sequential_batches(
+        self, batch_size: int, length: int, max_batches: int | None = None
+    ) -> Iterator[torch.Tensor]:
         """Non-overlapping windows in shard order, ``batch_size`` at a time (the last batch may be
         smaller); at most ``max_batches`` batches. Deterministic: for evaluation."""
         import torch
@@ -132,7 +137,7 @@ class TokenShards:
         produced = 0
         for arr in self._arrays:
             for o in range(0, len(arr) - length + 1, length):
-                rows.append(np.asarray(arr[o:o + length], dtype=np.int64))
+                rows.append(np.asarray(arr[o : o + length], dtype=np.int64))
                 if len(rows) == batch_size:
                     yield torch.from_numpy(np.stack(rows))
                     rows = []

@@ -39,11 +39,19 @@ def token_byte_lengths(tokenizer: Any) -> torch.Tensor:
 
 
 @torch.no_grad()
-def evaluate(model: LanguageModel, shards: Any, model_cfg: ModelConfig, specials: SpecialIds,
-             batch_size: int, max_batches: int, token_bytes: torch.Tensor | None = None,
-             device: torch.device | str = "cpu", seed: int = 0,
-             autocast: torch.autocast | None = None,
-             loss_fn: Callable[[dict[str, torch.Tensor]], torch.Tensor] | None = None) -> dict[str, float]:
+def evaluate(
+    model: LanguageModel,
+    shards: Any,
+    model_cfg: ModelConfig,
+    specials: SpecialIds,
+    batch_size: int,
+    max_batches: int,
+    token_bytes: torch.Tensor | None = None,
+    device: torch.device | str = "cpu",
+    seed: int = 0,
+    autocast: torch.autocast | None = None,
+    loss_fn: Callable[[dict[str, torch.Tensor]], torch.Tensor] | None = None,
+) -> dict[str, float]:
     """Loss, perplexity and bits per byte over up to ``max_batches`` held-out windows.
 
     ``loss_fn`` (default ``model.loss``) lets a distributed wrapper (DDP/FSDP) run the forward pass.
@@ -100,7 +108,9 @@ class _TextWindows:
                 break
         self.tokens = torch.tensor(ids, dtype=torch.int64)
 
-    def sequential_batches(self, batch_size: int, length: int, max_batches: int | None = None) -> Iterator[torch.Tensor]:
+    def sequential_batches(
+        self, batch_size: int, length: int, max_batches: int | None = None
+    ) -> Iterator[torch.Tensor]:
         n = len(self.tokens) // length
         if n == 0:
             raise LmkitError(f"the held-out text has {len(self.tokens):,} tokens, fewer than one window of {length:,}")
@@ -108,7 +118,7 @@ class _TextWindows:
         for i, s in enumerate(range(0, n, batch_size)):
             if max_batches is not None and i >= max_batches:
                 return
-            yield rows[s:s + batch_size]
+            yield rows[s : s + batch_size]
 
 
 def held_out(ckpt: Path, data: str | None, tokenizer: Any, text_field: str = "text") -> tuple[Any, str] | None:
@@ -143,12 +153,20 @@ def held_out(ckpt: Path, data: str | None, tokenizer: Any, text_field: str = "te
     return None
 
 
-def evaluate_model(model: LanguageModel, cfg: ModelConfig, windows: Any, tokenizer: Any, batch_size: int,
-                   max_batches: int) -> dict[str, float]:
+def evaluate_model(
+    model: LanguageModel, cfg: ModelConfig, windows: Any, tokenizer: Any, batch_size: int, max_batches: int
+) -> dict[str, float]:
     """Held-out loss, perplexity and bits per byte of ``model`` on ``windows``, specials from ``tokenizer``."""
     specials = tokenizer.special_ids_for_objectives()
-    return evaluate(model, windows, cfg, specials, batch_size=batch_size, max_batches=max_batches,
-                    token_bytes=token_byte_lengths(tokenizer))
+    return evaluate(
+        model,
+        windows,
+        cfg,
+        specials,
+        batch_size=batch_size,
+        max_batches=max_batches,
+        token_bytes=token_byte_lengths(tokenizer),
+    )
 
 
 def checkpoint_format(cfg_raw: dict[str, Any]) -> str:
@@ -157,8 +175,9 @@ def checkpoint_format(cfg_raw: dict[str, Any]) -> str:
     return str(quant.get("dtype", "fp32"))
 
 
-def evaluate_checkpoint(ckpt: str | Path, data: str | None = None, batches: int = 8, batch_size: int = 8,
-                        text_field: str = "text") -> dict[str, Any]:
+def evaluate_checkpoint(
+    ckpt: str | Path, data: str | None = None, batches: int = 8, batch_size: int = 8, text_field: str = "text"
+) -> dict[str, Any]:
     """Held-out loss, perplexity and bits per byte of a checkpoint, quantized or not (``lmkit evaluate``).
 
     The model is loaded by ``lmkit.models.checkpoint.load_model``, so an int8 checkpoint is evaluated with its
@@ -180,10 +199,18 @@ def evaluate_checkpoint(ckpt: str | Path, data: str | None = None, batches: int 
     tok = load_tokenizer(src)
     windows = held_out(src, data, tok, text_field)
     if windows is None:
-        raise LmkitError(f"{src}: its run's validation shards were not found; pass --data (a shard folder or text files)")
+        raise LmkitError(
+            f"{src}: its run's validation shards were not found; pass --data (a shard folder or text files)"
+        )
     model = load_model(src)
     result = evaluate_model(model, model_cfg, windows[0], tok, batch_size, batches)
     if not result:
         raise LmkitError(f"{windows[1]}: no token was scored (the held-out data is empty or all padding)")
-    return {"checkpoint": str(src), "format": checkpoint_format(cfg_raw), "family": model_cfg.family,
-            "memory_bytes": memory_bytes(model), "held_out": windows[1], **result}
+    return {
+        "checkpoint": str(src),
+        "format": checkpoint_format(cfg_raw),
+        "family": model_cfg.family,
+        "memory_bytes": memory_bytes(model),
+        "held_out": windows[1],
+        **result,
+    }

@@ -49,8 +49,12 @@ class FillMaskResult:
     input_ids: list[int]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"text": self.text, "filled": self.filled, "masks": [asdict(m) for m in self.masks],
-                "input_tokens": len(self.input_ids)}
+        return {
+            "text": self.text,
+            "filled": self.filled,
+            "masks": [asdict(m) for m in self.masks],
+            "input_tokens": len(self.input_ids),
+        }
 
 
 def encode_with_masks(tokenizer: Any, text: str, mask_text: str = MASK_TEXT) -> tuple[list[int], list[int], list[str]]:
@@ -61,8 +65,10 @@ def encode_with_masks(tokenizer: Any, text: str, mask_text: str = MASK_TEXT) -> 
     """
     pieces = text.split(mask_text)
     if len(pieces) < 2:
-        raise LmkitError(f"the text has no {mask_text}: write {mask_text} where a word should be predicted, "
-                         f"e.g. \"The {mask_text} of the contract\"")
+        raise LmkitError(
+            f"the text has no {mask_text}: write {mask_text} where a word should be predicted, "
+            f'e.g. "The {mask_text} of the contract"'
+        )
     ids: list[int] = [tokenizer.eos_id] if tokenizer.eos_id >= 0 else []
     positions: list[int] = []
     kept: list[str] = []
@@ -81,8 +87,9 @@ def encode_with_masks(tokenizer: Any, text: str, mask_text: str = MASK_TEXT) -> 
 
 
 @torch.no_grad()
-def fill_mask(model: LanguageModel, tokenizer: Any, text: str, top_k: int = 5,
-              mask_text: str = MASK_TEXT) -> FillMaskResult:
+def fill_mask(
+    model: LanguageModel, tokenizer: Any, text: str, top_k: int = 5, mask_text: str = MASK_TEXT
+) -> FillMaskResult:
     """Top-k candidates with probabilities for each ``[MASK]`` of ``text`` (an encoder model)."""
     if getattr(getattr(model, "cfg", None), "family", None) != "encoder":
         raise LmkitError("fill-mask needs an encoder (masked LM) checkpoint")
@@ -110,8 +117,10 @@ def fill_mask(model: LanguageModel, tokenizer: Any, text: str, top_k: int = 5,
     top = probs.topk(k, dim=-1)
     masks = []
     for m, pos in enumerate(positions):
-        cands = [Candidate(tokenizer.token_str(int(i)), int(i), float(p))
-                 for p, i in zip(top.values[m].tolist(), top.indices[m].tolist())]
+        cands = [
+            Candidate(tokenizer.token_str(int(i)), int(i), float(p))
+            for p, i in zip(top.values[m].tolist(), top.indices[m].tolist())
+        ]
         masks.append(MaskPrediction(m, pos, cands))
     filled = pieces[0]
     for m, piece in enumerate(pieces[1:]):

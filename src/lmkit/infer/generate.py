@@ -52,10 +52,17 @@ class _LoopResult:
     steps: list[StepExplanation]
 
 
-def _decode_loop(prefill: Callable[[], torch.Tensor], step: Callable[[torch.Tensor], torch.Tensor],
-                 n_max: int, limit_reason: StopReason, gen_cfg: GenerationConfig,
-                 generator: torch.Generator | None, eos_id: int | None, explain: bool = False,
-                 on_token: Callable[[int], None] | None = None) -> _LoopResult:
+def _decode_loop(
+    prefill: Callable[[], torch.Tensor],
+    step: Callable[[torch.Tensor], torch.Tensor],
+    n_max: int,
+    limit_reason: StopReason,
+    gen_cfg: GenerationConfig,
+    generator: torch.Generator | None,
+    eos_id: int | None,
+    explain: bool = False,
+    on_token: Callable[[int], None] | None = None,
+) -> _LoopResult:
     """Run choose_next / step until EOS (every row), ``n_max`` tokens or the context limit.
 
     ``prefill()`` returns the first next-token logits (B, V); ``step(tokens (B, 1))`` feeds the
@@ -136,23 +143,33 @@ def _check_family(model: nn.Module) -> str:
     return family
 
 
-def _decoder_loop(model: Decoder, input_ids: torch.Tensor, gen_cfg: GenerationConfig, cache: bool,
-                  eos_id: int | None, generator: torch.Generator | None, explain: bool = False,
-                  on_token: Callable[[int], None] | None = None) -> _LoopResult:
+def _decoder_loop(
+    model: Decoder,
+    input_ids: torch.Tensor,
+    gen_cfg: GenerationConfig,
+    cache: bool,
+    eos_id: int | None,
+    generator: torch.Generator | None,
+    explain: bool = False,
+    on_token: Callable[[int], None] | None = None,
+) -> _LoopResult:
     window = model.cfg.max_seq_len
     B, T = input_ids.shape
     if T < 1:
         raise LmkitError("cannot generate from an empty sequence: give at least one token (e.g. BOS)")
     if T >= window:
-        raise LmkitError(f"prompt is {T} tokens but the context window is {window} tokens "
-                         f"(at most {window - 1} leave room for a new token); shorten it or truncate it "
-                         "from the left (--truncate left)")
+        raise LmkitError(
+            f"prompt is {T} tokens but the context window is {window} tokens "
+            f"(at most {window - 1} leave room for a new token); shorten it or truncate it "
+            "from the left (--truncate left)"
+        )
     n_max = min(gen_cfg.max_new_tokens, window - T)
     limit: StopReason = "max_new_tokens" if n_max == gen_cfg.max_new_tokens else "context window"
     seq = input_ids
 
     step: Callable[[torch.Tensor], torch.Tensor]
     if not cache:
+
         def prefill() -> torch.Tensor:
             return model(seq)[:, -1]
 
@@ -181,8 +198,14 @@ def _decoder_loop(model: Decoder, input_ids: torch.Tensor, gen_cfg: GenerationCo
     return _decode_loop(prefill, step, n_max, limit, gen_cfg, generator, eos_id, explain, on_token)
 
 
-def generate_ids(model: LanguageModel, input_ids: torch.Tensor, gen_cfg: GenerationConfig, cache: bool = True,
-                 eos_id: int | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+def generate_ids(
+    model: LanguageModel,
+    input_ids: torch.Tensor,
+    gen_cfg: GenerationConfig,
+    cache: bool = True,
+    eos_id: int | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
     """Continue each row of input_ids (B, T) with a decoder; returns (B, T + n) ids.
 
     ``cache=True`` prefills the prompt once and feeds one token per step through the KV cache;
@@ -207,14 +230,24 @@ def generate_ids(model: LanguageModel, input_ids: torch.Tensor, gen_cfg: Generat
 # --------------------------------------------------------------------------- encoder-decoder
 
 
-def _seq2seq_loop(model: EncoderDecoder, input_ids: torch.Tensor, gen_cfg: GenerationConfig, start_id: int,
-                  cache: bool, eos_id: int | None, generator: torch.Generator | None, explain: bool = False,
-                  on_token: Callable[[int], None] | None = None,
-                  attention_mask: torch.Tensor | None = None) -> _LoopResult:
+def _seq2seq_loop(
+    model: EncoderDecoder,
+    input_ids: torch.Tensor,
+    gen_cfg: GenerationConfig,
+    start_id: int,
+    cache: bool,
+    eos_id: int | None,
+    generator: torch.Generator | None,
+    explain: bool = False,
+    on_token: Callable[[int], None] | None = None,
+    attention_mask: torch.Tensor | None = None,
+) -> _LoopResult:
     B, S = input_ids.shape
     if S > model.cfg.max_seq_len:
-        raise LmkitError(f"input is {S} tokens but the encoder's context window is {model.cfg.max_seq_len} "
-                         "tokens; shorten it or truncate it from the left (--truncate left)")
+        raise LmkitError(
+            f"input is {S} tokens but the encoder's context window is {model.cfg.max_seq_len} "
+            "tokens; shorten it or truncate it from the left (--truncate left)"
+        )
     n_max = gen_cfg.max_new_tokens
     enc = model.encode(input_ids, attention_mask)  # (B, S, C), once
     start = torch.full((B, 1), start_id, dtype=torch.long, device=input_ids.device)
@@ -242,10 +275,16 @@ def _seq2seq_loop(model: EncoderDecoder, input_ids: torch.Tensor, gen_cfg: Gener
     return _decode_loop(prefill, run, n_max, "max_new_tokens", gen_cfg, generator, eos_id, explain, on_token)
 
 
-def generate_seq2seq_ids(model: LanguageModel, input_ids: torch.Tensor, gen_cfg: GenerationConfig, start_id: int,
-                         eos_id: int | None = None, cache: bool = True,
-                         attention_mask: torch.Tensor | None = None,
-                         generator: torch.Generator | None = None) -> torch.Tensor:
+def generate_seq2seq_ids(
+    model: LanguageModel,
+    input_ids: torch.Tensor,
+    gen_cfg: GenerationConfig,
+    start_id: int,
+    eos_id: int | None = None,
+    cache: bool = True,
+    attention_mask: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
     """Encoder-decoder generation: encode input_ids (B, S) once, then decode from ``start_id``.
 
     Returns the generated decoder ids (B, n) (without the start token). ``cache=False``
@@ -261,8 +300,16 @@ def generate_seq2seq_ids(model: LanguageModel, input_ids: torch.Tensor, gen_cfg:
         generator, _ = make_generator(gen_cfg.seed, device)
     with torch.inference_mode(), _EvalMode(model):
         # a model of family "encdec" (checked above) is an EncoderDecoder
-        res = _seq2seq_loop(cast(EncoderDecoder, model), input_ids.to(device), gen_cfg, start_id, cache, eos_id,
-                            generator, attention_mask=attention_mask)
+        res = _seq2seq_loop(
+            cast(EncoderDecoder, model),
+            input_ids.to(device),
+            gen_cfg,
+            start_id,
+            cache,
+            eos_id,
+            generator,
+            attention_mask=attention_mask,
+        )
     return res.tokens
 
 
@@ -287,11 +334,17 @@ class GenerationResult:
 
     def to_dict(self) -> dict[str, Any]:
         d = {
-            "prompt": self.prompt, "completion": self.completion, "text": self.text,
-            "tokens": self.token_ids, "prompt_tokens": len(self.prompt_ids),
-            "new_tokens": len(self.token_ids), "truncated_prompt_tokens": self.truncated_tokens,
-            "stop_reason": self.stop_reason, "tokens_per_s": round(self.tokens_per_s, 2),
-            "elapsed_s": round(self.elapsed_s, 4), "settings": self.settings,
+            "prompt": self.prompt,
+            "completion": self.completion,
+            "text": self.text,
+            "tokens": self.token_ids,
+            "prompt_tokens": len(self.prompt_ids),
+            "new_tokens": len(self.token_ids),
+            "truncated_prompt_tokens": self.truncated_tokens,
+            "stop_reason": self.stop_reason,
+            "tokens_per_s": round(self.tokens_per_s, 2),
+            "elapsed_s": round(self.elapsed_s, 4),
+            "settings": self.settings,
         }
         if self.steps:
             d["steps"] = [asdict(s) for s in self.steps]
@@ -321,13 +374,14 @@ def format_step(step: StepExplanation, width: int = 24) -> str:
     """A small table of one step: candidates, probability before → after, the chosen one marked."""
     chosen = step.chosen_candidate
     could = "only it could be chosen" if step.kept == 1 else f"{step.kept} tokens could be chosen"
-    lines = [f"step {step.step + 1}: chose {visible(chosen.token or str(chosen.token_id))} "
-             f"(id {chosen.token_id}); {could}"]
+    lines = [
+        f"step {step.step + 1}: chose {visible(chosen.token or str(chosen.token_id))} (id {chosen.token_id}); {could}"
+    ]
     lines.append(f"  {'rank':>4}  {'token':<{width}} {'id':>6}  {'before':>7}  {'after':>7}")
     for rank, c in enumerate(step.candidates, 1):
         tok = visible(c.token if c.token is not None else str(c.token_id))
         if len(tok) > width:
-            tok = tok[:width - 1] + "…"
+            tok = tok[: width - 1] + "…"
         after = f"{c.p_after:7.2%}" if c.p_after > 0 else "    cut"
         label = f"{rank:>4}" if rank <= N_CANDIDATES or c.token_id != step.chosen else "   ·"
         mark = "  ◀ chosen" if c.token_id == step.chosen else ""
@@ -350,12 +404,18 @@ def _completion_text(tokenizer: Any, prompt_ids: list[int], new_ids: list[int], 
         return tokenizer.decode(new_ids)
     before = tokenizer.decode(prompt_ids)
     full = tokenizer.decode(prompt_ids + new_ids)
-    return full[len(before):] if full.startswith(before) else tokenizer.decode(new_ids)
+    return full[len(before) :] if full.startswith(before) else tokenizer.decode(new_ids)
 
 
-def generate(model: LanguageModel, tokenizer: Any, prompt: str, gen_cfg: GenerationConfig | None = None,
-             explain: bool = False, stream: Callable[[str], None] | None = None,
-             start_id: int | None = None) -> GenerationResult:
+def generate(
+    model: LanguageModel,
+    tokenizer: Any,
+    prompt: str,
+    gen_cfg: GenerationConfig | None = None,
+    explain: bool = False,
+    stream: Callable[[str], None] | None = None,
+    start_id: int | None = None,
+) -> GenerationResult:
     """Complete ``prompt`` with a decoder (or answer it with an encoder-decoder).
 
     Decoder: the prompt is read once into the KV cache, then one token is added per step; an
@@ -368,8 +428,9 @@ def generate(model: LanguageModel, tokenizer: Any, prompt: str, gen_cfg: Generat
     gen_cfg.validate()
     family = _check_family(model)
     if family == "encdec":
-        return generate_seq2seq(cast(EncoderDecoder, model), tokenizer, prompt, gen_cfg, explain=explain,
-                                stream=stream, start_id=start_id)
+        return generate_seq2seq(
+            cast(EncoderDecoder, model), tokenizer, prompt, gen_cfg, explain=explain, stream=stream, start_id=start_id
+        )
     decoder = cast(Decoder, model)  # _check_family lets only the "decoder" and "encdec" families through
     ids = _encode_prompt(tokenizer, prompt)
     if not ids:
@@ -384,16 +445,32 @@ def generate(model: LanguageModel, tokenizer: Any, prompt: str, gen_cfg: Generat
             truncated = len(ids) - keep
             ids = ids[truncated:]
     elif len(ids) >= window:
-        raise LmkitError(f"prompt is {len(ids)} tokens but the context window is {window} tokens "
-                         f"(at most {window - 1} leave room for a new token); shorten it or use --truncate left")
-    return _run_text(model, tokenizer, prompt, ids, truncated, gen_cfg, explain, stream,
-                     lambda inp, g, on_tok: _decoder_loop(decoder, inp, gen_cfg, True, tokenizer.eos_id, g,
-                                                          explain, on_tok))
+        raise LmkitError(
+            f"prompt is {len(ids)} tokens but the context window is {window} tokens "
+            f"(at most {window - 1} leave room for a new token); shorten it or use --truncate left"
+        )
+    return _run_text(
+        model,
+        tokenizer,
+        prompt,
+        ids,
+        truncated,
+        gen_cfg,
+        explain,
+        stream,
+        lambda inp, g, on_tok: _decoder_loop(decoder, inp, gen_cfg, True, tokenizer.eos_id, g, explain, on_tok),
+    )
 
 
-def generate_seq2seq(model: EncoderDecoder, tokenizer: Any, prompt: str, gen_cfg: GenerationConfig | None = None,
-                     explain: bool = False, stream: Callable[[str], None] | None = None,
-                     start_id: int | None = None) -> GenerationResult:
+def generate_seq2seq(
+    model: EncoderDecoder,
+    tokenizer: Any,
+    prompt: str,
+    gen_cfg: GenerationConfig | None = None,
+    explain: bool = False,
+    stream: Callable[[str], None] | None = None,
+    start_id: int | None = None,
+) -> GenerationResult:
     """Encoder-decoder generation from text: the encoder reads ``prompt`` + EOS once, the decoder
     writes from ``start_id`` (default: the pad token, T5's decoder start) until EOS.
 
@@ -411,20 +488,38 @@ def generate_seq2seq(model: EncoderDecoder, tokenizer: Any, prompt: str, gen_cfg
     truncated = 0
     if len(ids) > window:
         if gen_cfg.truncate != "left":
-            raise LmkitError(f"input is {len(ids)} tokens but the encoder's context window is {window} tokens; "
-                             "shorten it or use --truncate left")
+            raise LmkitError(
+                f"input is {len(ids)} tokens but the encoder's context window is {window} tokens; "
+                "shorten it or use --truncate left"
+            )
         truncated = len(ids) - window
         ids = ids[truncated:]
-    return _run_text(model, tokenizer, prompt, ids, truncated, gen_cfg, explain, stream,
-                     lambda inp, g, on_tok: _seq2seq_loop(model, inp, gen_cfg, start_id, True, tokenizer.eos_id,
-                                                          g, explain, on_tok),
-                     seq2seq=True)
+    return _run_text(
+        model,
+        tokenizer,
+        prompt,
+        ids,
+        truncated,
+        gen_cfg,
+        explain,
+        stream,
+        lambda inp, g, on_tok: _seq2seq_loop(model, inp, gen_cfg, start_id, True, tokenizer.eos_id, g, explain, on_tok),
+        seq2seq=True,
+    )
 
 
-def _run_text(model: nn.Module, tokenizer: Any, prompt: str, ids: list[int], truncated: int,
-              gen_cfg: GenerationConfig, explain: bool, stream: Callable[[str], None] | None,
-              loop: Callable[[torch.Tensor, torch.Generator | None, Callable[[int], None] | None], _LoopResult],
-              seq2seq: bool = False) -> GenerationResult:
+def _run_text(
+    model: nn.Module,
+    tokenizer: Any,
+    prompt: str,
+    ids: list[int],
+    truncated: int,
+    gen_cfg: GenerationConfig,
+    explain: bool,
+    stream: Callable[[str], None] | None,
+    loop: Callable[[torch.Tensor, torch.Generator | None, Callable[[int], None] | None], _LoopResult],
+    seq2seq: bool = False,
+) -> GenerationResult:
     device = _device(model)
     generator, seed = make_generator(gen_cfg.seed, device) if not gen_cfg.greedy else (None, gen_cfg.seed)
     context_ids = [] if seq2seq else ids  # what the completion text continues
@@ -439,7 +534,7 @@ def _run_text(model: nn.Module, tokenizer: Any, prompt: str, ids: list[int], tru
             if text.endswith("\ufffd"):
                 return  # a character's bytes are not all there yet
             if len(text) > shown[0]:
-                stream(text[shown[0]:])
+                stream(text[shown[0] :])
                 shown[0] = len(text)
 
     inp = torch.tensor([ids], dtype=torch.long, device=device)
@@ -451,7 +546,7 @@ def _run_text(model: nn.Module, tokenizer: Any, prompt: str, ids: list[int], tru
     text_ids = new[:-1] if new and res.stop_reason == "eos" else new
     completion = _completion_text(tokenizer, context_ids, text_ids, seq2seq)
     if stream is not None and len(completion) > shown[0]:
-        stream(completion[shown[0]:])
+        stream(completion[shown[0] :])
     for s in res.steps:
         for c in s.candidates:
             c.token = tokenizer.token_str(c.token_id)
@@ -461,10 +556,28 @@ def _run_text(model: nn.Module, tokenizer: Any, prompt: str, ids: list[int], tru
         text = prompt + ("\n" if prompt and completion else "") + completion
     else:
         text = prompt + completion
-    return GenerationResult(prompt=prompt, completion=completion, text=text, prompt_ids=ids, token_ids=new,
-                            stop_reason=res.stop_reason, tokens_per_s=len(new) / elapsed if elapsed > 0 else 0.0,
-                            elapsed_s=elapsed, truncated_tokens=truncated, steps=res.steps, settings=settings)
+    return GenerationResult(
+        prompt=prompt,
+        completion=completion,
+        text=text,
+        prompt_ids=ids,
+        token_ids=new,
+        stop_reason=res.stop_reason,
+        tokens_per_s=len(new) / elapsed if elapsed > 0 else 0.0,
+        elapsed_s=elapsed,
+        truncated_tokens=truncated,
+        steps=res.steps,
+        settings=settings,
+    )
 
 
-__all__ = ["GenerationResult", "StopReason", "format_step", "generate", "generate_ids", "generate_seq2seq",
-           "generate_seq2seq_ids", "visible"]
+__all__ = [
+    "GenerationResult",
+    "StopReason",
+    "format_step",
+    "generate",
+    "generate_ids",
+    "generate_seq2seq",
+    "generate_seq2seq_ids",
+    "visible",
+]

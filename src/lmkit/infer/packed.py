@@ -92,12 +92,14 @@ class PackedDecoder:
                 wq, wk = a.q_proj.weight, a.k_proj.weight
                 if self.rotary:
                     wq, wk = _pair_rows(wq, self.H), _pair_rows(wk, self.H)
-                self.layers.append({
-                    "qkv": packed(block.attn_norm.weight, wq, wk, a.v_proj.weight),  # (d, 3d)
-                    "o": packed(None, a.o_proj.weight),  # (d, d)
-                    "gate_up": packed(block.mlp_norm.weight, m.gate_proj.weight, m.up_proj.weight),  # (d, 2f)
-                    "down": packed(None, m.down_proj.weight),  # (f, d)
-                })
+                self.layers.append(
+                    {
+                        "qkv": packed(block.attn_norm.weight, wq, wk, a.v_proj.weight),  # (d, 3d)
+                        "o": packed(None, a.o_proj.weight),  # (d, d)
+                        "gate_up": packed(block.mlp_norm.weight, m.gate_proj.weight, m.up_proj.weight),  # (d, 2f)
+                        "down": packed(None, m.down_proj.weight),  # (f, d)
+                    }
+                )
             self.out = packed(model.norm.weight, model.output_weight)  # (d, V)
             if self.rotary:
                 # e^{i·pos·θ_j} for each complex pair of [q | k | v]: the pairs of q and k heads
@@ -136,7 +138,7 @@ class PackedDecoder:
         self.q_step = self.rot_buf[:, :d].view(batch, H, 1, hd)  # (B, H, 1, hd)
         self.kv_step = self.rot_buf[:, d:]  # (B, 2d) = [k | v]
         self.gu_buf = torch.empty(batch, 2 * self.ffn, **opts)
-        self.gate, self.up = self.gu_buf[:, :self.ffn], self.gu_buf[:, self.ffn:]
+        self.gate, self.up = self.gu_buf[:, : self.ffn], self.gu_buf[:, self.ffn :]
 
     def _rms(self, x: torch.Tensor) -> torch.Tensor:
         """x / sqrt(sum(x²) + d·eps) = RMSNorm(x) / √d (√d and the weight are folded into the next
@@ -168,11 +170,12 @@ class PackedDecoder:
                 qkv = qkv.view(B * T, 3 * d)  # [q_rot | k_rot | v]
             kv[:, past:end] = qkv[:, d:].view(B, T, 2 * d)
             q = qkv[:, :d].view(B, T, H, hd).transpose(1, 2)  # (B, H, T, hd)
-            y = F.scaled_dot_product_attention(q, kh[:, :, :end], vh[:, :, :end], attn_mask=mask,
-                                               is_causal=causal)  # (B, H, T, hd)
+            y = F.scaled_dot_product_attention(
+                q, kh[:, :, :end], vh[:, :, :end], attn_mask=mask, is_causal=causal
+            )  # (B, H, T, hd)
             x = torch.addmm(x, y.transpose(1, 2).reshape(B * T, d), layer["o"])  # x + o_proj(y)
             gu = torch.mm(self._rms(x), layer["gate_up"])  # (N, 2f)
-            a = F.silu(gu[:, :self.ffn]).mul_(gu[:, self.ffn:])
+            a = F.silu(gu[:, : self.ffn]).mul_(gu[:, self.ffn :])
             x = torch.addmm(x, a, layer["down"])  # x + down_proj(silu(gate) * up)
         self.length = end
         last = x.view(B, T, d)[:, -1]  # (B, d)
@@ -211,14 +214,23 @@ def _packable(model: nn.Module) -> TypeGuard[Decoder]:
 
     if type(model) is not Decoder or type(model.tok_emb) is not nn.Embedding:
         return False
-    if model.tok_emb.weight.dtype != torch.float32 or (model.lm_head is not None and (
-            type(model.lm_head) is not nn.Linear or model.lm_head.weight.dtype != torch.float32)):
+    if model.tok_emb.weight.dtype != torch.float32 or (
+        model.lm_head is not None
+        and (type(model.lm_head) is not nn.Linear or model.lm_head.weight.dtype != torch.float32)
+    ):
         return False  # e.g. a quantized or 16-bit cast checkpoint: the model's own forward handles it
     for block in model.blocks:
         if type(block.attn) is not Attention or type(block.mlp) is not SwiGLU:
             return False
-        for lin in (block.attn.q_proj, block.attn.k_proj, block.attn.v_proj, block.attn.o_proj,
-                    block.mlp.gate_proj, block.mlp.up_proj, block.mlp.down_proj):
+        for lin in (
+            block.attn.q_proj,
+            block.attn.k_proj,
+            block.attn.v_proj,
+            block.attn.o_proj,
+            block.mlp.gate_proj,
+            block.mlp.up_proj,
+            block.mlp.down_proj,
+        ):
             if type(lin) is not nn.Linear or lin.bias is not None or lin.weight.dtype != torch.float32:
                 return False
     return True

@@ -80,6 +80,7 @@ class GenerationConfig:
 
         ``names`` maps field names to what the user typed (``{"top_k": "--top-k"}``) for the message.
         """
+
         def name(field: str) -> str:
             return (names or {}).get(field, _NAMES.get(field, field))
 
@@ -201,9 +202,14 @@ class StepExplanation:
         return next(c for c in self.candidates if c.token_id == self.chosen)
 
 
-def choose_next(logits: torch.Tensor, gen_cfg: GenerationConfig, generator: torch.Generator | None,
-                explain: bool = False, n_candidates: int = N_CANDIDATES, step: int = 0,
-                ) -> tuple[torch.Tensor, list[StepExplanation] | None]:
+def choose_next(
+    logits: torch.Tensor,
+    gen_cfg: GenerationConfig,
+    generator: torch.Generator | None,
+    explain: bool = False,
+    n_candidates: int = N_CANDIDATES,
+    step: int = 0,
+) -> tuple[torch.Tensor, list[StepExplanation] | None]:
     """Pick the next token of each row of logits (B, V) (or (V,)).
 
     Returns the tokens (B,) (or a 0-d tensor) and, with ``explain``, one

@@ -76,6 +76,7 @@ def capture_attention(model: LanguageModel, input_ids: torch.Tensor) -> tuple[to
             # the same call again, asking for the weights (forward() itself does not run hooks)
             _, w = module.forward(*args, **{**kwargs, "cache": None, "return_weights": True})
             captured[index] = w[0].float().cpu()  # (H, T, T)
+
         return fn
 
     handles = [m.register_forward_hook(hook(i), with_kwargs=True) for i, m in enumerate(modules)]
@@ -118,12 +119,15 @@ def head_summary(maps: AttentionMaps) -> list[dict[str, Any]]:
     for layer in range(w.shape[0]):
         for head in range(w.shape[1]):
             m = w[layer, head]
-            row: dict[str, Any] = {"layer": layer, "head": head,
-                                   "self": float(m.diagonal().mean()),
-                                   "previous": float(m.diagonal(-1).mean()) if T > 1 else 0.0,
-                                   "next": float(m.diagonal(1).mean()) if T > 1 else 0.0,
-                                   "first": float(m[:, 0].mean()),
-                                   "entropy_bits": float(-(m * m.clamp(min=1e-12).log2()).sum(-1).mean())}
+            row: dict[str, Any] = {
+                "layer": layer,
+                "head": head,
+                "self": float(m.diagonal().mean()),
+                "previous": float(m.diagonal(-1).mean()) if T > 1 else 0.0,
+                "next": float(m.diagonal(1).mean()) if T > 1 else 0.0,
+                "first": float(m[:, 0].mean()),
+                "entropy_bits": float(-(m * m.clamp(min=1e-12).log2()).sum(-1).mean()),
+            }
             kinds = {k: row[k] for k in ("self", "previous", "next", "first")}
             best = max(kinds, key=lambda k: kinds[k])
             row["mostly"] = best if kinds[best] >= 0.5 else "spread"
@@ -136,9 +140,14 @@ def check_out_picture(out: str | Path, overwrite: bool, inputs: Sequence[str | P
     ``--overwrite`` replaces only a picture lmkit drew and nobody has changed since."""
     from lmkit.files import check_out_file, is_stamped_png
 
-    check_out_file(out, overwrite, inputs, ours=is_stamped_png,
-                   kind="picture (only a picture lmkit drew and nobody changed since is replaced)",
-                   inside_inputs=True)
+    check_out_file(
+        out,
+        overwrite,
+        inputs,
+        ours=is_stamped_png,
+        kind="picture (only a picture lmkit drew and nobody changed since is replaced)",
+        inside_inputs=True,
+    )
     if Path(out).suffix.lower() != ".png":
         raise LmkitError(f"--out {out}: viz draws PNG pictures; give a file name ending in .png")
 
@@ -156,8 +165,13 @@ def _atomic_savefig(fig: Any, out: Path, overwrite: bool) -> Path:
     return out
 
 
-def plot_attention(maps: AttentionMaps, out: str | Path, overwrite: bool = False,
-                   layers: Sequence[int] | None = None, heads: Sequence[int] | None = None) -> Path:
+def plot_attention(
+    maps: AttentionMaps,
+    out: str | Path,
+    overwrite: bool = False,
+    layers: Sequence[int] | None = None,
+    heads: Sequence[int] | None = None,
+) -> Path:
     """A grid of token × token heat maps (rows: layers, columns: heads) as a PNG."""
     import matplotlib
 
@@ -172,8 +186,14 @@ def plot_attention(maps: AttentionMaps, out: str | Path, overwrite: bool = False
         if bad:
             raise LmkitError(f"no {what} {bad[0]}: the model has {n} {what}s (numbered 0..{n - 1})")
     cell = max(2.2, min(5.0, 0.16 * T + 1.2))
-    fig, axes = plt.subplots(len(layers), len(heads), figsize=(cell * len(heads) + 0.8, cell * len(layers) + 0.8),
-                             squeeze=False, dpi=100, layout="constrained")
+    fig, axes = plt.subplots(
+        len(layers),
+        len(heads),
+        figsize=(cell * len(heads) + 0.8, cell * len(layers) + 0.8),
+        squeeze=False,
+        dpi=100,
+        layout="constrained",
+    )
     labels = [t if len(t) <= 12 else t[:11] + "…" for t in maps.tokens]
     show_labels = T <= 40
     for r, layer in enumerate(layers):
@@ -220,9 +240,14 @@ class EmbeddingProjection:
         return torch.rad2deg(torch.arccos(self.cosine.clamp(-1.0, 1.0)))
 
     def to_dict(self) -> dict[str, Any]:
-        return {"words": self.words, "pieces": self.pieces, "coords": self.coords.tolist(),
-                "explained_variance": self.explained, "cosine": self.cosine.tolist(),
-                "angle_degrees": self.angles.tolist()}
+        return {
+            "words": self.words,
+            "pieces": self.pieces,
+            "coords": self.coords.tolist(),
+            "explained_variance": self.explained,
+            "cosine": self.cosine.tolist(),
+            "angle_degrees": self.angles.tolist(),
+        }
 
 
 def word_vector(model: LanguageModel, tokenizer: Any, word: str) -> tuple[torch.Tensor, list[str]]:
@@ -237,8 +262,9 @@ def word_vector(model: LanguageModel, tokenizer: Any, word: str) -> tuple[torch.
     return table[ids].mean(dim=0), [tokenizer.token_str(i) for i in ids]
 
 
-def embedding_projection(model: LanguageModel, tokenizer: Any, words: Sequence[str],
-                         dims: int = 2) -> EmbeddingProjection:
+def embedding_projection(
+    model: LanguageModel, tokenizer: Any, words: Sequence[str], dims: int = 2
+) -> EmbeddingProjection:
     """PCA of the words' input embeddings onto ``dims`` components, and their pairwise cosines."""
     if dims not in (2, 3):
         raise LmkitError(f"--dims must be 2 or 3, got {dims}")
@@ -254,7 +280,7 @@ def embedding_projection(model: LanguageModel, tokenizer: Any, words: Sequence[s
     k = min(dims, Vh.shape[0])
     coords = torch.zeros(len(words), dims)
     coords[:, :k] = centred @ Vh[:k].t()
-    var = S ** 2
+    var = S**2
     explained = [float(v) for v in (var[:k] / var.sum().clamp(min=1e-12))] + [0.0] * (dims - k)
     return EmbeddingProjection(list(words), [list(p) for p in pieces], coords, explained, cosine, X)
 

@@ -101,8 +101,11 @@ def save_checkpoint(
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.tmp-"))
     try:
-        save_file(state if state is not None else model_state(model), str(tmp / "model.safetensors"),
-                  metadata={"format": "pt"})
+        save_file(
+            state if state is not None else model_state(model),
+            str(tmp / "model.safetensors"),
+            metadata={"format": "pt"},
+        )
         config = {"format": FORMAT, "lmkit_version": __version__, "model": to_dict(model_cfg)}
         config.update(extra_config or {})
         (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
@@ -147,8 +150,11 @@ def checkpoint_files(folder: Path) -> list[str] | None:
 
 def file_checksums(folder: Path) -> dict[str, str]:
     """SHA-256 of every file under ``folder`` except its meta.json, by '/'-separated relative path."""
-    return {f.relative_to(folder).as_posix(): sha256_file(f)
-            for f in sorted(folder.rglob("*")) if f.is_file() and f.relative_to(folder).as_posix() != "meta.json"}
+    return {
+        f.relative_to(folder).as_posix(): sha256_file(f)
+        for f in sorted(folder.rglob("*"))
+        if f.is_file() and f.relative_to(folder).as_posix() != "meta.json"
+    }
 
 
 def record_checksums(folder: str | Path) -> dict[str, str]:
@@ -176,16 +182,19 @@ def _recorded_checksums(ckpt: Path, name: str) -> dict[str, Any] | None:
     try:
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise LmkitError(f"{meta_path}: unreadable, so {name} cannot be checked against it ({e}); "
-                         "--no-verify loads it unchecked") from None
+        raise LmkitError(
+            f"{meta_path}: unreadable, so {name} cannot be checked against it ({e}); --no-verify loads it unchecked"
+        ) from None
     sums = meta.get(CHECKSUMS_KEY) if isinstance(meta, dict) else None
     return sums if isinstance(sums, dict) else None
 
 
 def _mismatch(ckpt: Path, name: str, actual: str, expected: Any) -> LmkitError:
-    return LmkitError(f"{ckpt / name}: checksum mismatch (sha256 {actual[:12]}..., meta.json recorded "
-                      f"{str(expected)[:12]}...): the file changed since it was saved; restore it, or pass "
-                      "--no-verify to load it anyway")
+    return LmkitError(
+        f"{ckpt / name}: checksum mismatch (sha256 {actual[:12]}..., meta.json recorded "
+        f"{str(expected)[:12]}...): the file changed since it was saved; restore it, or pass "
+        "--no-verify to load it anyway"
+    )
 
 
 def verify_file(ckpt: Path, name: str) -> None:
@@ -201,8 +210,10 @@ def verify_file(ckpt: Path, name: str) -> None:
         return
     expected = sums.get(name)
     if expected is None:
-        raise LmkitError(f"{ckpt / name}: not among the files meta.json recorded when the checkpoint was saved "
-                         "(added since?); --no-verify loads it unchecked")
+        raise LmkitError(
+            f"{ckpt / name}: not among the files meta.json recorded when the checkpoint was saved "
+            "(added since?); --no-verify loads it unchecked"
+        )
     actual = sha256_file(ckpt / name)
     if actual != expected:
         raise _mismatch(ckpt, name, actual, expected)
@@ -251,8 +262,10 @@ def read_config(path: str | Path, verify: bool = True) -> dict[str, Any]:
         fmt = cfg.get("format") if isinstance(cfg, dict) else None
         raise LmkitError(f"{ckpt / 'config.json'}: not an lmkit checkpoint config (format {fmt!r})")
     if not isinstance(cfg.get("model"), dict):
-        raise LmkitError(f"{ckpt / 'config.json'}: no \"model\" section (the architecture: family, sizes); "
-                         "the checkpoint is incomplete or was edited")
+        raise LmkitError(
+            f'{ckpt / "config.json"}: no "model" section (the architecture: family, sizes); '
+            "the checkpoint is incomplete or was edited"
+        )
     try:
         model_config_from_dict(cfg["model"])
     except LmkitError as e:
@@ -300,12 +313,15 @@ def weight_shapes(path: str | Path) -> Shapes:
 def _state_shapes(model: nn.Module) -> tuple[Shapes, set[str]]:
     """(shape of every tensor in the model's state dict, the names a weights file must provide:
     parameters, each tied one under its first name; buffers are recomputed when absent)."""
-    return ({n: tuple(t.shape) for n, t in model.state_dict().items()},
-            {n for n, _ in model.named_parameters(remove_duplicate=True)})
+    return (
+        {n: tuple(t.shape) for n, t in model.state_dict().items()},
+        {n for n, _ in model.named_parameters(remove_duplicate=True)},
+    )
 
 
-def model_shapes(model_cfg: ModelConfig, quant: dict[str, Any] | None = None, names: Iterable[str] = (),
-                 source: str | Path = "") -> tuple[Shapes, set[str]]:
+def model_shapes(
+    model_cfg: ModelConfig, quant: dict[str, Any] | None = None, names: Iterable[str] = (), source: str | Path = ""
+) -> tuple[Shapes, set[str]]:
     """What weights the model of ``model_cfg`` takes (as :func:`_state_shapes`), from the model built on
     PyTorch's meta device: no memory is taken, however large the config says the model is. ``quant``
     (a checkpoint's ``quantization`` record) gives its quantized layout, which needs the file's tensor
@@ -319,8 +335,10 @@ def model_shapes(model_cfg: ModelConfig, quant: dict[str, Any] | None = None, na
             if quant:
                 model = prepare_quantized(model, cast(dict[str, torch.Tensor], dict.fromkeys(names)), quant, source)
     except RuntimeError as e:  # a tensor of more than 2**63 bytes: even its size cannot be computed
-        raise LmkitError(f"{source}: the model config.json describes is too large to exist "
-                         f"({str(e).splitlines()[0][:200]}); check its sizes (d_model, d_ff, vocab_size)") from None
+        raise LmkitError(
+            f"{source}: the model config.json describes is too large to exist "
+            f"({str(e).splitlines()[0][:200]}); check its sizes (d_model, d_ff, vocab_size)"
+        ) from None
     return _state_shapes(model)
 
 
@@ -331,12 +349,16 @@ def check_shapes(expected: Shapes, required: set[str], found: Mapping[str, Seque
     for name, need in expected.items():
         shape = found.get(name)
         if shape is not None and tuple(shape) != need:
-            raise LmkitError(f"{source}: config.json does not match model.safetensors: {name} has shape "
-                             f"{tuple(shape)} in the weights, the config needs {need}")
+            raise LmkitError(
+                f"{source}: config.json does not match model.safetensors: {name} has shape "
+                f"{tuple(shape)} in the weights, the config needs {need}"
+            )
     missing = [n for n in expected if n in required and n not in found]
     unexpected = [n for n in found if n not in expected]
     if missing or unexpected:
-        raise LmkitError(f"{source}: weights do not match the config (missing {missing[:3]}, unexpected {unexpected[:3]})")
+        raise LmkitError(
+            f"{source}: weights do not match the config (missing {missing[:3]}, unexpected {unexpected[:3]})"
+        )
 
 
 def check_weights(path: str | Path, verify: bool = True) -> None:
@@ -378,8 +400,9 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", verify: boo
     return model.to(device).eval()
 
 
-def load_quantized(model_cfg: ModelConfig, state: dict[str, torch.Tensor], quant: dict[str, Any],
-                   source: str | Path) -> LanguageModel:
+def load_quantized(
+    model_cfg: ModelConfig, state: dict[str, torch.Tensor], quant: dict[str, Any], source: str | Path
+) -> LanguageModel:
     """Build the model a quantized checkpoint describes (``lmkit.models.int8``) and fill it with its weights."""
     from lmkit.models import build_model
     from lmkit.models.int8 import prepare_quantized
@@ -404,7 +427,9 @@ def load_train_state(path: str | Path, verify: bool = True) -> dict[str, Any]:
     ckpt = resolve_checkpoint(path)
     f = ckpt / "train_state" / "state.pt"
     if not f.is_file():
-        raise LmkitError(f"{ckpt}: no train_state/state.pt, so it cannot be resumed (an exported or quantized checkpoint?)")
+        raise LmkitError(
+            f"{ckpt}: no train_state/state.pt, so it cannot be resumed (an exported or quantized checkpoint?)"
+        )
     if verify:
         verify_file(ckpt, "train_state/state.pt")
     try:
@@ -412,15 +437,19 @@ def load_train_state(path: str | Path, verify: bool = True) -> dict[str, Any]:
             warnings.simplefilter("ignore")
             state = torch.load(f, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
-        raise LmkitError(f"{f}: holds Python objects other than tensors and plain values (refused unread: "
-                         "lmkit never runs a pickle); this checkpoint cannot be resumed") from None
+        raise LmkitError(
+            f"{f}: holds Python objects other than tensors and plain values (refused unread: "
+            "lmkit never runs a pickle); this checkpoint cannot be resumed"
+        ) from None
     except Exception:  # a truncated zip archive, random bytes, ...: torch's own error types
-        raise LmkitError(f"{f}: unreadable (truncated, or not a training state lmkit wrote); this checkpoint "
-                         "cannot be resumed") from None
+        raise LmkitError(
+            f"{f}: unreadable (truncated, or not a training state lmkit wrote); this checkpoint cannot be resumed"
+        ) from None
     missing = [k for k in ("optimizer", "rng_cpu", "step") if not isinstance(state, dict) or k not in state]
     if missing:
-        raise LmkitError(f"{f}: not a training state lmkit wrote (no {', '.join(missing)}); this checkpoint "
-                         "cannot be resumed")
+        raise LmkitError(
+            f"{f}: not a training state lmkit wrote (no {', '.join(missing)}); this checkpoint cannot be resumed"
+        )
     return state
 
 
@@ -439,8 +468,9 @@ def prune_checkpoints(run_dir: str | Path, keep: int) -> None:
         shutil.rmtree(doomed, ignore_errors=True)
 
 
-def load_model_and_train(path: str | Path, overrides: dict[str, Any] | None = None
-                         ) -> tuple[ModelConfig, TrainConfig | None]:
+def load_model_and_train(
+    path: str | Path, overrides: dict[str, Any] | None = None
+) -> tuple[ModelConfig, TrainConfig | None]:
     """The model (and train section, when there is one) of a run YAML (model/train/data sections),
     a checkpoint folder or its config.json; a folder's resolved.yaml wins over its bare config.json."""
     p = Path(path)

@@ -49,8 +49,13 @@ class DecoderBlock(nn.Module):
         self.mlp = SwiGLU(cfg.d_model, cfg.ffn_width)
         self.dropout = nn.Dropout(cfg.dropout)
 
-    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None,
-                cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        rope: tuple[torch.Tensor, torch.Tensor] | None,
+        cache: KVCache | None = None,
+        layer: int = 0,
+    ) -> torch.Tensor:
         x = x + self.dropout(self.attn(self.attn_norm(x), rope=rope, causal=True, cache=cache, layer=layer))
         x = x + self.dropout(self.mlp(self.mlp_norm(x)))
         return x  # (B, T, C)
@@ -140,8 +145,15 @@ class Decoder(nn.Module):
 
     def new_cache(self, batch: int, max_len: int | None = None) -> KVCache:
         p = self.norm.weight  # the activations' dtype; reading tok_emb.weight would dequantise an int8 table
-        return KVCache(self.cfg.n_layers, batch, self.cfg.n_heads, max_len or self.cfg.max_seq_len,
-                       self.cfg.head_dim, p.dtype, p.device)
+        return KVCache(
+            self.cfg.n_layers,
+            batch,
+            self.cfg.n_heads,
+            max_len or self.cfg.max_seq_len,
+            self.cfg.head_dim,
+            p.dtype,
+            p.device,
+        )
 
     def layers_for_sharding(self) -> list[nn.Module]:
         """Blocks that FSDP wraps one by one (parameters gathered per block)."""
@@ -170,10 +182,20 @@ def hf_name_map(cfg: ModelConfig) -> dict[str, str]:
 def hf_config(cfg: ModelConfig) -> dict[str, object]:
     """The ``LlamaConfig`` fields that describe this decoder exactly."""
     return {
-        "architectures": ["LlamaForCausalLM"], "model_type": "llama", "vocab_size": cfg.vocab_size,
-        "hidden_size": cfg.d_model, "intermediate_size": cfg.ffn_width, "num_hidden_layers": cfg.n_layers,
-        "num_attention_heads": cfg.n_heads, "num_key_value_heads": cfg.n_heads, "hidden_act": "silu",
-        "max_position_embeddings": cfg.max_seq_len, "rms_norm_eps": cfg.norm_eps, "rope_theta": cfg.rope_theta,
-        "tie_word_embeddings": cfg.tie_embeddings, "attention_bias": False, "mlp_bias": False,
+        "architectures": ["LlamaForCausalLM"],
+        "model_type": "llama",
+        "vocab_size": cfg.vocab_size,
+        "hidden_size": cfg.d_model,
+        "intermediate_size": cfg.ffn_width,
+        "num_hidden_layers": cfg.n_layers,
+        "num_attention_heads": cfg.n_heads,
+        "num_key_value_heads": cfg.n_heads,
+        "hidden_act": "silu",
+        "max_position_embeddings": cfg.max_seq_len,
+        "rms_norm_eps": cfg.norm_eps,
+        "rope_theta": cfg.rope_theta,
+        "tie_word_embeddings": cfg.tie_embeddings,
+        "attention_bias": False,
+        "mlp_bias": False,
         "head_dim": cfg.head_dim,
     }

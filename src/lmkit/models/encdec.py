@@ -44,8 +44,12 @@ REL_BUCKETS = 32  # T5's relative_attention_num_buckets
 REL_MAX_DISTANCE = 128  # T5's relative_attention_max_distance
 
 
-def relative_position_bucket(relative_position: torch.Tensor, bidirectional: bool,
-                             num_buckets: int = REL_BUCKETS, max_distance: int = REL_MAX_DISTANCE) -> torch.Tensor:
+def relative_position_bucket(
+    relative_position: torch.Tensor,
+    bidirectional: bool,
+    num_buckets: int = REL_BUCKETS,
+    max_distance: int = REL_MAX_DISTANCE,
+) -> torch.Tensor:
     """T5's bucket of each relative position (key − query), an integer tensor of the same shape.
 
     Bidirectional: half the buckets for keys after the query, half for keys before. Within a half,
@@ -107,16 +111,23 @@ class Block(nn.Module):
         self.mlp = ReluMLP(cfg.d_model, cfg.ffn_width, cfg.dropout)
         self.dropout = nn.Dropout(cfg.dropout)
 
-    def forward(self, x: torch.Tensor, bias: torch.Tensor, context: torch.Tensor | None = None,
-                context_keep: torch.Tensor | None = None,
-                context_kv: tuple[torch.Tensor, torch.Tensor] | None = None,
-                cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        bias: torch.Tensor,
+        context: torch.Tensor | None = None,
+        context_keep: torch.Tensor | None = None,
+        context_kv: tuple[torch.Tensor, torch.Tensor] | None = None,
+        cache: KVCache | None = None,
+        layer: int = 0,
+    ) -> torch.Tensor:
         # bias: (1 or B, H, T, T_keys) position bias with the causal/padding mask folded in
         x = x + self.dropout(self.attn(self.attn_norm(x), attn_bias=bias, cache=cache, layer=layer))
         if self.cross_attn is not None:
             cross_norm = cast(RMSNorm, self.cross_norm)  # set together with cross_attn
-            x = x + self.dropout(self.cross_attn(cross_norm(x), context=context, context_kv=context_kv,
-                                                 attn_bias=context_keep))
+            x = x + self.dropout(
+                self.cross_attn(cross_norm(x), context=context, context_kv=context_kv, attn_bias=context_keep)
+            )
         x = x + self.dropout(self.mlp(self.mlp_norm(x)))
         return x  # (B, T, C)
 
@@ -148,10 +159,15 @@ class Stack(nn.Module):
             bias = bias.masked_fill(k_pos > q_pos, float("-inf"))
         return bias
 
-    def forward(self, x: torch.Tensor, keep: torch.Tensor | None = None, context: torch.Tensor | None = None,
-                context_keep: torch.Tensor | None = None,
-                context_kv: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
-                cache: KVCache | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        keep: torch.Tensor | None = None,
+        context: torch.Tensor | None = None,
+        context_keep: torch.Tensor | None = None,
+        context_kv: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
+        cache: KVCache | None = None,
+    ) -> torch.Tensor:
         """x (B, T, C) embedded tokens -> final normalised states (B, T, C).
 
         keep (B, T) marks real (non-padding) tokens of x for self-attention (encoder);
@@ -204,18 +220,18 @@ class EncoderDecoder(nn.Module):
         d, hd, ff = self.cfg.d_model, self.cfg.head_dim, self.cfg.ffn_width
         nn.init.normal_(self.tok_emb.weight, std=1.0)
         if self.lm_head is not None:
-            nn.init.normal_(self.lm_head.weight, std=d ** -0.5)
+            nn.init.normal_(self.lm_head.weight, std=d**-0.5)
         for stack in (self.encoder, self.decoder):
-            nn.init.normal_(stack.rel_bias.weight, std=d ** -0.5)
+            nn.init.normal_(stack.rel_bias.weight, std=d**-0.5)
             for module in stack.modules():
                 if isinstance(module, Attention):
                     nn.init.normal_(module.q_proj.weight, std=(d * hd) ** -0.5)
-                    nn.init.normal_(module.k_proj.weight, std=d ** -0.5)
-                    nn.init.normal_(module.v_proj.weight, std=d ** -0.5)
-                    nn.init.normal_(module.o_proj.weight, std=d ** -0.5)
+                    nn.init.normal_(module.k_proj.weight, std=d**-0.5)
+                    nn.init.normal_(module.v_proj.weight, std=d**-0.5)
+                    nn.init.normal_(module.o_proj.weight, std=d**-0.5)
                 elif isinstance(module, ReluMLP):
-                    nn.init.normal_(module.wi.weight, std=d ** -0.5)
-                    nn.init.normal_(module.wo.weight, std=ff ** -0.5)
+                    nn.init.normal_(module.wi.weight, std=d**-0.5)
+                    nn.init.normal_(module.wo.weight, std=ff**-0.5)
                 elif isinstance(module, RMSNorm):
                     nn.init.ones_(module.weight)
 
@@ -227,15 +243,16 @@ class EncoderDecoder(nn.Module):
     @property
     def output_scale(self) -> float:
         """What decoder states are multiplied by before the output projection (T5 with tied weights)."""
-        return self.cfg.d_model ** -0.5 if self.lm_head is None else 1.0
+        return self.cfg.d_model**-0.5 if self.lm_head is None else 1.0
 
     # ------------------------------------------------------------------ the two halves
 
     def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         """Encoder states (B, S, C) of input ids (B, S); attention_mask (B, S) is 0 on padding."""
         if input_ids.shape[1] > self.cfg.max_seq_len:
-            raise ValueError(f"input of {input_ids.shape[1]} tokens exceeds the context window of "
-                             f"{self.cfg.max_seq_len}")
+            raise ValueError(
+                f"input of {input_ids.shape[1]} tokens exceeds the context window of {self.cfg.max_seq_len}"
+            )
         return self.encoder(self.tok_emb(input_ids), keep=attention_mask)
 
     def cross_kv(self, enc: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -246,23 +263,30 @@ class EncoderDecoder(nn.Module):
             out.append((a.split_heads(a.k_proj(enc)), a.split_heads(a.v_proj(enc))))
         return out
 
-    def decode(self, decoder_input_ids: torch.Tensor, enc: torch.Tensor | None,
-               attention_mask: torch.Tensor | None = None, cache: KVCache | None = None,
-               cross_kv: list[tuple[torch.Tensor, torch.Tensor]] | None = None) -> torch.Tensor:
+    def decode(
+        self,
+        decoder_input_ids: torch.Tensor,
+        enc: torch.Tensor | None,
+        attention_mask: torch.Tensor | None = None,
+        cache: KVCache | None = None,
+        cross_kv: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
+    ) -> torch.Tensor:
         """Final decoder states (B, T, C) of decoder ids (B, T), attending to encoder states ``enc``.
 
         Give ``cross_kv`` (from :meth:`cross_kv`) instead of ``enc`` to reuse the cross-attention
         keys/values; ``cache`` holds the decoder's self-attention keys/values between calls.
         """
-        return self.decoder(self.tok_emb(decoder_input_ids), context=enc, context_keep=attention_mask,
-                            context_kv=cross_kv, cache=cache)
+        return self.decoder(
+            self.tok_emb(decoder_input_ids), context=enc, context_keep=attention_mask, context_kv=cross_kv, cache=cache
+        )
 
     def logits(self, dec: torch.Tensor) -> torch.Tensor:
         """Vocabulary logits (..., vocab) of decoder states (..., C)."""
         return F.linear(dec * self.output_scale, self.output_weight)
 
-    def forward(self, input_ids: torch.Tensor, decoder_input_ids: torch.Tensor,
-                attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, input_ids: torch.Tensor, decoder_input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Logits (B, T, vocab) of the next target token at every decoder position."""
         enc = self.encode(input_ids, attention_mask)
         return self.logits(self.decode(decoder_input_ids, enc, attention_mask))
@@ -280,14 +304,22 @@ class EncoderDecoder(nn.Module):
             T = int(scored[-1]) + 1 if len(scored) else 1
         enc = self.encode(batch["input_ids"], mask)  # (B, S, C)
         dec = self.decode(batch["decoder_input_ids"][:, :T], enc, mask)  # (B, T, C)
-        return linear_cross_entropy((dec * self.output_scale).flatten(0, 1), self.output_weight,
-                                    labels[:, :T].flatten())
+        return linear_cross_entropy(
+            (dec * self.output_scale).flatten(0, 1), self.output_weight, labels[:, :T].flatten()
+        )
 
     def new_cache(self, batch: int, max_len: int | None = None) -> KVCache:
         """An empty self-attention cache for the decoder (default length: max_target_len)."""
         p = self.decoder.norm.weight  # the activations' dtype; tok_emb.weight would dequantise an int8 table
-        return KVCache(self.n_decoder_layers, batch, self.cfg.n_heads, max_len or self.cfg.max_target_len,
-                       self.cfg.head_dim, p.dtype, p.device)
+        return KVCache(
+            self.n_decoder_layers,
+            batch,
+            self.cfg.n_heads,
+            max_len or self.cfg.max_target_len,
+            self.cfg.head_dim,
+            p.dtype,
+            p.device,
+        )
 
     def layers_for_sharding(self) -> list[nn.Module]:
         """Blocks that FSDP wraps one by one (parameters gathered per block)."""
@@ -326,11 +358,24 @@ def hf_name_map(cfg: ModelConfig) -> dict[str, str]:
 def hf_config(cfg: ModelConfig) -> dict[str, object]:
     """The ``T5Config`` fields that describe this encoder-decoder exactly."""
     return {
-        "architectures": ["T5ForConditionalGeneration"], "model_type": "t5", "vocab_size": cfg.vocab_size,
-        "d_model": cfg.d_model, "d_kv": cfg.head_dim, "d_ff": cfg.ffn_width, "num_layers": cfg.n_layers,
-        "num_decoder_layers": cfg.n_decoder_layers or cfg.n_layers, "num_heads": cfg.n_heads,
-        "relative_attention_num_buckets": REL_BUCKETS, "relative_attention_max_distance": REL_MAX_DISTANCE,
-        "dropout_rate": cfg.dropout, "layer_norm_epsilon": cfg.norm_eps, "feed_forward_proj": "relu",
-        "is_encoder_decoder": True, "tie_word_embeddings": cfg.tie_embeddings, "pad_token_id": 0,
-        "eos_token_id": 2, "decoder_start_token_id": 0, "initializer_factor": 1.0,
+        "architectures": ["T5ForConditionalGeneration"],
+        "model_type": "t5",
+        "vocab_size": cfg.vocab_size,
+        "d_model": cfg.d_model,
+        "d_kv": cfg.head_dim,
+        "d_ff": cfg.ffn_width,
+        "num_layers": cfg.n_layers,
+        "num_decoder_layers": cfg.n_decoder_layers or cfg.n_layers,
+        "num_heads": cfg.n_heads,
+        "relative_attention_num_buckets": REL_BUCKETS,
+        "relative_attention_max_distance": REL_MAX_DISTANCE,
+        "dropout_rate": cfg.dropout,
+        "layer_norm_epsilon": cfg.norm_eps,
+        "feed_forward_proj": "relu",
+        "is_encoder_decoder": True,
+        "tie_word_embeddings": cfg.tie_embeddings,
+        "pad_token_id": 0,
+        "eos_token_id": 2,
+        "decoder_start_token_id": 0,
+        "initializer_factor": 1.0,
     }

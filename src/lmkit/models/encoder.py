@@ -30,11 +30,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from lmkit.config import ModelConfig
-from lmkit.models.layers import (
-    Attention,
-    linear_cross_entropy,
-    register_position_tables,
-)
+from lmkit.models.layers import Attention, linear_cross_entropy, register_position_tables
 
 IGNORE_INDEX = -100
 TYPE_VOCAB_SIZE = 2  # BERT's segment A / segment B
@@ -63,8 +59,9 @@ class EncoderBlock(nn.Module):
         self.mlp_norm = nn.LayerNorm(cfg.d_model, eps=cfg.norm_eps)
         self.dropout = nn.Dropout(cfg.dropout)
 
-    def forward(self, x: torch.Tensor, keep: torch.Tensor | None,
-                rope: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, keep: torch.Tensor | None, rope: tuple[torch.Tensor, torch.Tensor] | None
+    ) -> torch.Tensor:
         x = self.attn_norm(x + self.dropout(self.attn(x, attn_bias=keep, rope=rope)))  # (B, T, C)
         x = self.mlp_norm(x + self.dropout(self.mlp(x)))
         return x
@@ -123,8 +120,12 @@ class Encoder(nn.Module):
         """The (vocab, d_model) matrix that turns MLM-head states into logits."""
         return self.tok_emb.weight if self.lm_head is None else self.lm_head.weight
 
-    def hidden_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                      token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
+    def hidden_states(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Contextual states (B, T, C) of token ids (B, T): the encoder's output, before the MLM head.
 
         ``attention_mask`` (B, T) is 1 for real tokens and 0 for padding (padding is never attended to).
@@ -157,8 +158,12 @@ class Encoder(nn.Module):
         """Vocabulary logits (..., vocab) of encoder states h (..., C) through the MLM head."""
         return F.linear(self.head(h), self.output_weight, self.head.bias)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Logits (B, T, vocab) of the original token at every position of input_ids (B, T)."""
         return self.mlm_logits(self.hidden_states(input_ids, attention_mask, token_type_ids))
 
@@ -185,10 +190,15 @@ def hf_architecture(cfg: ModelConfig) -> str:
         return "BertForMaskedLM"
     if cfg.pos_encoding == "rotary" and cfg.rope_theta == 10000.0:
         return "RoFormerForMaskedLM"
-    what = f"rotary positions with rope_theta {cfg.rope_theta:g}" if cfg.pos_encoding == "rotary" \
+    what = (
+        f"rotary positions with rope_theta {cfg.rope_theta:g}"
+        if cfg.pos_encoding == "rotary"
         else f"{cfg.pos_encoding} positions"
-    raise ValueError(f"an encoder with {what} has no transformers equivalent (learned positions -> "
-                     "BertForMaskedLM, rotary positions with rope_theta 10000 -> RoFormerForMaskedLM)")
+    )
+    raise ValueError(
+        f"an encoder with {what} has no transformers equivalent (learned positions -> "
+        "BertForMaskedLM, rotary positions with rope_theta 10000 -> RoFormerForMaskedLM)"
+    )
 
 
 def hf_name_map(cfg: ModelConfig) -> dict[str, str]:
@@ -217,8 +227,12 @@ def hf_name_map(cfg: ModelConfig) -> dict[str, str]:
         names["pos_emb.weight"] = e + "position_embeddings.weight"
     for i in range(cfg.n_layers):
         ours, theirs = f"blocks.{i}.", f"{root}encoder.layer.{i}."
-        for p, q in (("q_proj", "self.query"), ("k_proj", "self.key"), ("v_proj", "self.value"),
-                     ("o_proj", "output.dense")):
+        for p, q in (
+            ("q_proj", "self.query"),
+            ("k_proj", "self.key"),
+            ("v_proj", "self.value"),
+            ("o_proj", "output.dense"),
+        ):
             for w in ("weight", "bias"):
                 names[f"{ours}attn.{p}.{w}"] = f"{theirs}attention.{q}.{w}"
         for w in ("weight", "bias"):
@@ -248,12 +262,21 @@ def hf_config(cfg: ModelConfig) -> dict[str, object]:
     """The ``BertConfig`` / ``RoFormerConfig`` fields that describe this encoder exactly."""
     arch = hf_architecture(cfg)
     out: dict[str, object] = {
-        "architectures": [arch], "model_type": "bert" if arch == "BertForMaskedLM" else "roformer",
-        "vocab_size": cfg.vocab_size, "hidden_size": cfg.d_model, "num_hidden_layers": cfg.n_layers,
-        "num_attention_heads": cfg.n_heads, "intermediate_size": cfg.ffn_width, "hidden_act": "gelu",
-        "hidden_dropout_prob": cfg.dropout, "attention_probs_dropout_prob": 0.0,
-        "max_position_embeddings": cfg.max_seq_len, "type_vocab_size": TYPE_VOCAB_SIZE,
-        "layer_norm_eps": cfg.norm_eps, "initializer_range": 0.02, "tie_word_embeddings": cfg.tie_embeddings,
+        "architectures": [arch],
+        "model_type": "bert" if arch == "BertForMaskedLM" else "roformer",
+        "vocab_size": cfg.vocab_size,
+        "hidden_size": cfg.d_model,
+        "num_hidden_layers": cfg.n_layers,
+        "num_attention_heads": cfg.n_heads,
+        "intermediate_size": cfg.ffn_width,
+        "hidden_act": "gelu",
+        "hidden_dropout_prob": cfg.dropout,
+        "attention_probs_dropout_prob": 0.0,
+        "max_position_embeddings": cfg.max_seq_len,
+        "type_vocab_size": TYPE_VOCAB_SIZE,
+        "layer_norm_eps": cfg.norm_eps,
+        "initializer_range": 0.02,
+        "tie_word_embeddings": cfg.tie_embeddings,
         "pad_token_id": 0,
     }
     if arch == "BertForMaskedLM":

@@ -50,8 +50,7 @@ class HFTarget:
 TARGETS: dict[str, HFTarget] = {
     "decoder": HFTarget("decoder", "LlamaForCausalLM", "llama", "AutoModelForCausalLM", PIPELINE_TAG["decoder"]),
     "encoder": HFTarget("encoder", "BertForMaskedLM", "bert", "AutoModelForMaskedLM", PIPELINE_TAG["encoder"]),
-    "encdec": HFTarget("encdec", "T5ForConditionalGeneration", "t5", "AutoModelForSeq2SeqLM",
-                       PIPELINE_TAG["encdec"]),
+    "encdec": HFTarget("encdec", "T5ForConditionalGeneration", "t5", "AutoModelForSeq2SeqLM", PIPELINE_TAG["encdec"]),
 }
 ROFORMER = HFTarget("encoder", "RoFormerForMaskedLM", "roformer", "AutoModelForMaskedLM", PIPELINE_TAG["encoder"])
 TARGET_OF_ARCHITECTURE: dict[str, HFTarget] = {t.architecture: t for t in (*TARGETS.values(), ROFORMER)}
@@ -101,8 +100,10 @@ def family_module(family: str) -> ModuleType:
 def export_blocker(cfg: ModelConfig) -> str | None:
     """Why ``cfg`` has no transformers class, or None when :func:`target_of` maps it."""
     if cfg.family == "decoder" and cfg.pos_encoding != "rotary":
-        return (f"a decoder with {cfg.pos_encoding} positions has no LlamaForCausalLM equivalent "
-                "(Llama uses rotary positions only)")
+        return (
+            f"a decoder with {cfg.pos_encoding} positions has no LlamaForCausalLM equivalent "
+            "(Llama uses rotary positions only)"
+        )
     if cfg.family == "encoder":
         try:
             family_module("encoder").hf_architecture(cfg)
@@ -115,8 +116,10 @@ def target_of(cfg: ModelConfig, where: str = "") -> HFTarget:
     """The transformers class of ``cfg``: its family's, or RoFormer for a rotary encoder; else a clear error."""
     blocker = export_blocker(cfg)
     if blocker is not None:
-        fix = {"decoder": "model.pos_encoding: rotary",
-               "encoder": "model.pos_encoding: learned or rotary (rope_theta 10000)"}.get(cfg.family, "")
+        fix = {
+            "decoder": "model.pos_encoding: rotary",
+            "encoder": "model.pos_encoding: learned or rotary (rope_theta 10000)",
+        }.get(cfg.family, "")
         raise LmkitError(f"{where + ': ' if where else ''}{blocker}; train with {fix} to export")
     if cfg.family == "encoder" and family_module("encoder").hf_architecture(cfg) == ROFORMER.architecture:
         return ROFORMER
@@ -149,8 +152,12 @@ def row_orders(cfg: ModelConfig) -> dict[str, torch.Tensor]:
     from lmkit.models.encoder import hf_rotary_permutation
 
     perm = hf_rotary_permutation(cfg)
-    return {f"blocks.{i}.attn.{p}.{w}": perm for i in range(cfg.n_layers)
-            for p in ("q_proj", "k_proj") for w in ("weight", "bias")}
+    return {
+        f"blocks.{i}.attn.{p}.{w}": perm
+        for i in range(cfg.n_layers)
+        for p in ("q_proj", "k_proj")
+        for w in ("weight", "bias")
+    }
 
 
 def roformer_sinusoid_table(n_positions: int, head_dim: int) -> torch.Tensor:
@@ -172,7 +179,24 @@ def roformer_sinusoid_table(n_positions: int, head_dim: int) -> torch.Tensor:
     return torch.from_numpy(out).to(torch.float32)
 
 
-__all__ = ["AUTO_CLASS", "EXPORT_FORMAT", "HFTarget", "HF_COPIES", "HF_EMBEDDING", "HF_TIED_TO_EMBEDDING",
-           "LMKIT_META_FILE", "ROFORMER", "ROFORMER_TABLE", "TARGETS", "TARGET_OF_ARCHITECTURE", "TARGET_OF_MODEL_TYPE",
-           "export_blocker", "family_module", "hf_architecture", "name_map", "roformer_sinusoid_table", "row_orders",
-           "target_of"]
+__all__ = [
+    "AUTO_CLASS",
+    "EXPORT_FORMAT",
+    "HFTarget",
+    "HF_COPIES",
+    "HF_EMBEDDING",
+    "HF_TIED_TO_EMBEDDING",
+    "LMKIT_META_FILE",
+    "ROFORMER",
+    "ROFORMER_TABLE",
+    "TARGETS",
+    "TARGET_OF_ARCHITECTURE",
+    "TARGET_OF_MODEL_TYPE",
+    "export_blocker",
+    "family_module",
+    "hf_architecture",
+    "name_map",
+    "roformer_sinusoid_table",
+    "row_orders",
+    "target_of",
+]

@@ -237,5 +237,16 @@ def memory_bytes(model: nn.Module) -> int:
     return total
 
 
-__all__ = ["CAST_METHOD", "INT8_METHOD", "MIN_EMBEDDING_ROWS", "Int8Embedding", "Int8Linear", "dequantized_state",
-           "int8_layer_errors", "memory_bytes", "prepare_quantized", "quant_label", "quantize_int8"]
+__all__ = [
+    "CAST_METHOD",
+    "INT8_METHOD",
+    "MIN_EMBEDDING_ROWS",
+    "Int8Embedding",
+    "Int8Linear",
+    "dequantized_state",
+    "int8_layer_errors",
+    "memory_bytes",
+    "prepare_quantized",
+    "quant_label",
+    "quantize_int8",
+]

@@ -135,8 +135,16 @@ class KVCache:
     neither touches another row's keys or values.
     """
 
-    def __init__(self, n_layers: int, batch: int, n_heads: int, max_len: int, head_dim: int,
-                 dtype: torch.dtype, device: torch.device | str) -> None:
+    def __init__(
+        self,
+        n_layers: int,
+        batch: int,
+        n_heads: int,
+        max_len: int,
+        head_dim: int,
+        dtype: torch.dtype,
+        device: torch.device | str,
+    ) -> None:
         shape = (batch, n_heads, max_len, head_dim)
         self.k = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(n_layers)]
         self.v = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(n_layers)]
@@ -153,8 +161,9 @@ class KVCache:
         self.v[layer][:, :, start:end] = v
         return self.k[layer][:, :, :end], self.v[layer][:, :, :end]
 
-    def write_rows(self, layer: int, k: torch.Tensor, v: torch.Tensor,
-                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def write_rows(
+        self, layer: int, k: torch.Tensor, v: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Ragged rows: store one new position per row, k, v (B, H, 1, hd), at ``lengths[b]``.
 
         The B rows are the first B of the cache (a slot pool may hold more). Returns the keys and
@@ -288,16 +297,18 @@ class Attention(nn.Module):
             # CPU's bf16 flash-attention backward runs ~3x slower than its fp32 one (measured at
             # 16x4x128x32): under bf16 autocast the matmuls around attention stay bf16, attention is fp32
             with torch.autocast("cpu", enabled=False):  # autocast would cast the inputs back to bf16
-                y = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), attn_mask=mask,
-                                                   is_causal=is_causal, scale=self.scale).to(v.dtype)
+                y = F.scaled_dot_product_attention(
+                    q.float(), k.float(), v.float(), attn_mask=mask, is_causal=is_causal, scale=self.scale
+                ).to(v.dtype)
         else:
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal, scale=self.scale)
         y = y.transpose(1, 2).reshape(B, T, C)  # (B, T, C)
         out = self.o_proj(y)
         return (out, weights) if return_weights else out
 
-    def attention_weights(self, q: torch.Tensor, k: torch.Tensor, mask: torch.Tensor | None,
-                          causal: bool) -> torch.Tensor:
+    def attention_weights(
+        self, q: torch.Tensor, k: torch.Tensor, mask: torch.Tensor | None, causal: bool
+    ) -> torch.Tensor:
         """softmax(q·kᵀ·scale + mask) spelled out, (B, H, T, S): for drawing attention maps."""
         scale = self.scale if self.scale is not None else 1.0 / math.sqrt(q.shape[-1])
         scores = (q @ k.transpose(-2, -1)) * scale  # (B, H, T, S)
@@ -320,8 +331,14 @@ class _BiasedAttention(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor,  # type: ignore[override]
-                scale: float) -> torch.Tensor:
+    def forward(
+        ctx,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        bias: torch.Tensor,  # type: ignore[override]
+        scale: float,
+    ) -> torch.Tensor:
         if scale != 1.0:
             q = q * scale  # (B, H, T, hd): cheaper than scaling the (T, S) scores
         scores = torch.matmul(q, k.transpose(-2, -1))  # (B, H, T, S)
@@ -344,8 +361,9 @@ class _BiasedAttention(torch.autograd.Function):
         return dq, dk, dv, dbias, None
 
 
-def biased_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor,
-                     scale: float) -> torch.Tensor:
+def biased_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor, scale: float
+) -> torch.Tensor:
     """Attention with an additive float bias (B or 1, H or 1, T, S) that may be learned (T5's
     relative positions; −inf entries mask keys out). Same values and gradients as
     ``F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=scale)``.
@@ -393,8 +411,16 @@ class _LinearCrossEntropy(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,  # type: ignore[override]
-                targets: torch.Tensor, ignore_index: int, chunk: int, compute_dtype: torch.dtype) -> torch.Tensor:
+    def forward(
+        ctx,
+        hidden: torch.Tensor,
+        weight: torch.Tensor,
+        bias: torch.Tensor | None,  # type: ignore[override]
+        targets: torch.Tensor,
+        ignore_index: int,
+        chunk: int,
+        compute_dtype: torch.dtype,
+    ) -> torch.Tensor:
         N, V = hidden.shape[0], weight.shape[0]
         valid_all = targets != ignore_index
         share_all = valid_all.to(torch.float32) / valid_all.sum().clamp(min=1).to(torch.float32)  # (N,)
@@ -405,12 +431,12 @@ class _LinearCrossEntropy(torch.autograd.Function):
         total = torch.zeros((), dtype=torch.float32, device=hidden.device)
         block = _workspace(min(chunk, N) * V, torch.float32, hidden.device)  # reused by every chunk
         for s in range(0, N, chunk):
-            h = hidden[s:s + chunk].to(compute_dtype)  # (n, C)
+            h = hidden[s : s + chunk].to(compute_dtype)  # (n, C)
             n = h.shape[0]
-            tgt = targets[s:s + chunk].clamp(min=0)  # (n,)
-            share = share_all[s:s + chunk]  # (n,): 1/n_valid, or 0 where nothing is scored
+            tgt = targets[s : s + chunk].clamp(min=0)  # (n,)
+            share = share_all[s : s + chunk]  # (n,): 1/n_valid, or 0 where nothing is scored
             rows = torch.arange(n, device=h.device)
-            logits = block[:n * V].view(n, V)
+            logits = block[: n * V].view(n, V)
             if compute_dtype == torch.float32:
                 torch.mm(h, w.t(), out=logits)  # (n, V)
             else:
@@ -426,12 +452,15 @@ class _LinearCrossEntropy(torch.autograd.Function):
             total += ((lse - target_logit) * share).sum()
             probs[rows, tgt] -= 1.0  # softmax − onehot: the gradient of each row's loss
             g = probs.to(compute_dtype)  # no copy in fp32
-            grad_hidden[s:s + n] = (g @ w) * share[:, None].to(compute_dtype)
+            grad_hidden[s : s + n] = (g @ w) * share[:, None].to(compute_dtype)
             grad_weight.addmm_(g.t().to(torch.float32), h.to(torch.float32) * share[:, None])
             if grad_bias is not None:
                 grad_bias += share @ probs
-        ctx.save_for_backward(grad_hidden, grad_weight.to(weight.dtype),
-                              grad_bias.to(bias.dtype) if grad_bias is not None and bias is not None else None)
+        ctx.save_for_backward(
+            grad_hidden,
+            grad_weight.to(weight.dtype),
+            grad_bias.to(bias.dtype) if grad_bias is not None and bias is not None else None,
+        )
         return total
 
     @staticmethod
@@ -440,9 +469,14 @@ class _LinearCrossEntropy(torch.autograd.Function):
         return gh * grad_out, gw * grad_out, (gb * grad_out if gb is not None else None), None, None, None, None
 
 
-def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
-                         bias: torch.Tensor | None = None, ignore_index: int = -100,
-                         chunk: int = 1024) -> torch.Tensor:
+def linear_cross_entropy(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    targets: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    ignore_index: int = -100,
+    chunk: int = 1024,
+) -> torch.Tensor:
     """Mean cross-entropy of the next-token (or masked-token) softmax, without full logits.
 
     hidden (N, C), weight (V, C) (the output projection, often the tied embedding), targets (N,)
@@ -452,15 +486,16 @@ def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: to
     dtype = hidden.dtype
     if torch.is_autocast_enabled(hidden.device.type):
         dtype = torch.get_autocast_dtype(hidden.device.type)
-    needs_grad = torch.is_grad_enabled() and (hidden.requires_grad or weight.requires_grad
-                                              or (bias is not None and bias.requires_grad))
+    needs_grad = torch.is_grad_enabled() and (
+        hidden.requires_grad or weight.requires_grad or (bias is not None and bias.requires_grad)
+    )
     if not needs_grad:
         total = torch.zeros((), dtype=torch.float32, device=hidden.device)
         w = weight.to(dtype)
         for s in range(0, hidden.shape[0], chunk):
-            logits = (hidden[s:s + chunk].to(dtype) @ w.t()).float()
+            logits = (hidden[s : s + chunk].to(dtype) @ w.t()).float()
             if bias is not None:
                 logits += bias.float()
-            total += F.cross_entropy(logits, targets[s:s + chunk], ignore_index=ignore_index, reduction="sum")
+            total += F.cross_entropy(logits, targets[s : s + chunk], ignore_index=ignore_index, reduction="sum")
         return total / (targets != ignore_index).sum().clamp(min=1)
     return _LinearCrossEntropy.apply(hidden, weight, bias, targets, ignore_index, chunk, dtype)

@@ -33,11 +33,17 @@ def shape_for_params(params: float, vocab_size: int = 32000, seq_len: int = 2048
     lo, hi = 1.0, 1e6  # solve 0.12·d³ + V·d = n for d
     for _ in range(200):
         mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if 0.12 * mid ** 3 + vocab_size * mid < n else (lo, mid)
+        lo, hi = (mid, hi) if 0.12 * mid**3 + vocab_size * mid < n else (lo, mid)
     d = max(128, round(lo / 128) * 128)
     layers = max(1, round((n - vocab_size * d) / (12 * d * d)))
-    return ModelConfig(family="decoder", vocab_size=vocab_size, d_model=d, n_layers=layers,
-                       n_heads=max(1, d // 128), max_seq_len=seq_len)
+    return ModelConfig(
+        family="decoder",
+        vocab_size=vocab_size,
+        d_model=d,
+        n_layers=layers,
+        n_heads=max(1, d // 128),
+        max_seq_len=seq_len,
+    )
 
 
 # =========================================================================== Chinchilla
@@ -56,8 +62,11 @@ class ScalingFit:
     source: str
 
     def loss(self, params: float, tokens: float) -> float:
-        total = (self.E + self._exp(math.log(self.A) - self.alpha * math.log(params), f"A/N^α at {params:.3g}")
-                 + self._exp(math.log(self.B) - self.beta * math.log(tokens), f"B/D^β at {tokens:.3g}"))
+        total = (
+            self.E
+            + self._exp(math.log(self.A) - self.alpha * math.log(params), f"A/N^α at {params:.3g}")
+            + self._exp(math.log(self.B) - self.beta * math.log(tokens), f"B/D^β at {tokens:.3g}")
+        )
         return total if math.isfinite(total) else self._exp(math.inf, "the loss")
 
     @property
@@ -94,17 +103,33 @@ class ScalingFit:
     def _exp(self, log_value: float, what: str) -> float:
         """e^log_value, or one line saying this law puts ``what`` beyond any number a float holds."""
         if not abs(log_value) <= 700:
-            raise LmkitError(f"the scaling law {self.name} puts {what} at e^{log_value:.4g}, beyond any float "
-                             f"(E {self.E:.4g}, A {self.A:.4g}, B {self.B:.4g}, alpha {self.alpha:.4g}, beta "
-                             f"{self.beta:.4g}): a smaller input, or a law with exponents nearer 0.3")
+            raise LmkitError(
+                f"the scaling law {self.name} puts {what} at e^{log_value:.4g}, beyond any float "
+                f"(E {self.E:.4g}, A {self.A:.4g}, B {self.B:.4g}, alpha {self.alpha:.4g}, beta "
+                f"{self.beta:.4g}): a smaller input, or a law with exponents nearer 0.3"
+            )
         return math.exp(log_value)
 
 
 FITS: dict[str, ScalingFit] = {
-    "chinchilla": ScalingFit("chinchilla", E=1.69337, A=406.401, B=410.723, alpha=0.33917, beta=0.28491,
-                             source="Hoffmann et al. 2022, approach 3 (unrounded coefficients)"),
-    "epoch": ScalingFit("epoch", E=1.8172, A=482.01, B=2085.43, alpha=0.3478, beta=0.3658,
-                        source="Besiroglu et al. 2024 (Epoch AI's replication of approach 3)"),
+    "chinchilla": ScalingFit(
+        "chinchilla",
+        E=1.69337,
+        A=406.401,
+        B=410.723,
+        alpha=0.33917,
+        beta=0.28491,
+        source="Hoffmann et al. 2022, approach 3 (unrounded coefficients)",
+    ),
+    "epoch": ScalingFit(
+        "epoch",
+        E=1.8172,
+        A=482.01,
+        B=2085.43,
+        alpha=0.3478,
+        beta=0.3658,
+        source="Besiroglu et al. 2024 (Epoch AI's replication of approach 3)",
+    ),
 }
 
 
@@ -132,24 +157,38 @@ def load_scaling_law(path: str) -> ScalingFit:
         raise LmkitError(f"{path}: has no Approach-3 law: the fit skipped it ({a3['skipped']})")
     nulls = [k for k in ("E", "A", "B", "alpha", "beta") if isinstance(law, dict) and k in law and law[k] is None]
     if nulls:
-        raise LmkitError(f"{path}: its Approach-3 law has no value for {', '.join(nulls)} (null); refit with "
-                         "lmkit scale fit --approach 3")
+        raise LmkitError(
+            f"{path}: its Approach-3 law has no value for {', '.join(nulls)} (null); refit with "
+            "lmkit scale fit --approach 3"
+        )
     try:
-        fit = ScalingFit(f"scale fit ({Path(path).name})", E=float(law["E"]), A=float(law["A"]), B=float(law["B"]),
-                         alpha=float(law["alpha"]), beta=float(law["beta"]),
-                         source=f"lmkit scale fit of {data.get('points', '?')} (approach 3)")
+        fit = ScalingFit(
+            f"scale fit ({Path(path).name})",
+            E=float(law["E"]),
+            A=float(law["A"]),
+            B=float(law["B"]),
+            alpha=float(law["alpha"]),
+            beta=float(law["beta"]),
+            source=f"lmkit scale fit of {data.get('points', '?')} (approach 3)",
+        )
     except (TypeError, KeyError, ValueError):
-        raise LmkitError(f"{path}: has no Approach-3 law (approach3.law with E, A, B, alpha, beta); "
-                         "refit with lmkit scale fit --approach 3") from None
+        raise LmkitError(
+            f"{path}: has no Approach-3 law (approach3.law with E, A, B, alpha, beta); "
+            "refit with lmkit scale fit --approach 3"
+        ) from None
     bad = [k for k in ("A", "B", "alpha", "beta") if not (math.isfinite(getattr(fit, k)) and getattr(fit, k) > 0)]
     if bad or not (math.isfinite(fit.E) and fit.E >= 0):
-        raise LmkitError(f"{path}: its law has no compute-optimal frontier ({', '.join(bad or ['E'])} must be a "
-                         "finite number above 0, E at least 0)")
+        raise LmkitError(
+            f"{path}: its law has no compute-optimal frontier ({', '.join(bad or ['E'])} must be a "
+            "finite number above 0, E at least 0)"
+        )
     lo, hi = LAW_EXPONENT_RANGE
     for k in ("alpha", "beta"):
         if not lo <= getattr(fit, k) <= hi:
-            raise LmkitError(f"{path}: its law's {k} {getattr(fit, k):.4g} is outside {lo:g} to {hi:g} (fits of "
-                             "real runs give about 0.3): these points did not identify it")
+            raise LmkitError(
+                f"{path}: its law's {k} {getattr(fit, k):.4g} is outside {lo:g} to {hi:g} (fits of "
+                "real runs give about 0.3): these points did not identify it"
+            )
     return fit
 
 
@@ -194,8 +233,8 @@ KNOWN_MODELS: tuple[KnownModel, ...] = (
     KnownModel("BloombergGPT", 50.6e9, 569e9, "Wu et al. 2023"),
     KnownModel("Llama 2 7B", 6.7e9, 2.0e12, "Touvron et al. 2023b"),
     KnownModel("Llama 2 70B", 70e9, 2.0e12, "Touvron et al. 2023b"),
-    KnownModel("Llama 3 8B", 8.0e9, 15e12, "Meta 2024 (\"over 15T tokens\")"),
-    KnownModel("Llama 3 70B", 70.6e9, 15e12, "Meta 2024 (\"over 15T tokens\")"),
+    KnownModel("Llama 3 8B", 8.0e9, 15e12, 'Meta 2024 ("over 15T tokens")'),
+    KnownModel("Llama 3 70B", 70.6e9, 15e12, 'Meta 2024 ("over 15T tokens")'),
 )
 
 
@@ -208,11 +247,21 @@ def known_models_table(fit: str | ScalingFit = "chinchilla") -> list[dict[str, A
         c = training_flops(m.params, m.tokens)
         n_rule, _ = rule_optimal(c)
         n_fit, _ = f.optimal(c)
-        rows.append({"name": m.name, "params": m.params, "tokens": m.tokens, "flops": c, "pf_days": pf_days(c),
-                     "tokens_per_param": m.tokens / m.params, "rule_optimal_params": n_rule,
-                     "fit_optimal_params": n_fit, "verdict": verdict(m.params, m.tokens), "source": m.source})
+        rows.append(
+            {
+                "name": m.name,
+                "params": m.params,
+                "tokens": m.tokens,
+                "flops": c,
+                "pf_days": pf_days(c),
+                "tokens_per_param": m.tokens / m.params,
+                "rule_optimal_params": n_rule,
+                "fit_optimal_params": n_fit,
+                "verdict": verdict(m.params, m.tokens),
+                "source": m.source,
+            }
+        )
     return rows
-
 
 
 __all__ = [

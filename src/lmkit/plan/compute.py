@@ -140,8 +140,9 @@ def flops_per_token(cfg: ModelConfig, seq_len: int | None = None, training: bool
         enc = L * (4 * d * d + 2 * d * f)
         dec_on_targets = Ld * (6 * d * d + 2 * d * f) + cfg.vocab_size * d  # self q/k/v/o, cross q/o, MLP, head
         cross_kv = Ld * 2 * d * d  # cross-attention keys/values over the encoder's outputs
-        per_window = (2.0 * (enc * S + dec_on_targets * Tt + cross_kv * S)
-                      + 4.0 * d * (L * S * S + Ld * Tt * Tt + Ld * Tt * S))
+        per_window = 2.0 * (enc * S + dec_on_targets * Tt + cross_kv * S) + 4.0 * d * (
+            L * S * S + Ld * Tt * Tt + Ld * Tt * S
+        )
         forward = per_window / S
     return 3.0 * forward if training else forward
 
@@ -188,8 +189,10 @@ def check_utilisation(utilisation: float) -> None:
     """One line when ``utilisation`` (--utilisation) is outside ``UTILISATION_RANGE``."""
     lo, hi = UTILISATION_RANGE
     if not lo <= utilisation <= hi:  # NaN included
-        raise LmkitError(f"--utilisation must be between {lo:g} and {hi:g} (the fraction of the peak a run "
-                         f"achieves), got {utilisation}")
+        raise LmkitError(
+            f"--utilisation must be between {lo:g} and {hi:g} (the fraction of the peak a run "
+            f"achieves), got {utilisation}"
+        )
 
 
 # =========================================================================== work that can never finish

@@ -26,13 +26,7 @@ from lmkit.plan.memory import RUNTIME_BASELINE_BYTES, model_state_bytes, trainin
 GIB = 2.0**30
 # Device memory as the datasheets name it (V100 SXM2 32GB, A100 80GB, H100 80GB, H200 141GB); those
 # "GB" are binary: an A100 80GB reports 81,920 MiB. Smaller variants exist (V100 16GB, A100 40GB).
-DEVICE_MEMORY_GIB: dict[str, float] = {
-    "V100": 32.0,
-    "A100": 80.0,
-    "H100": 80.0,
-    "H100 PCIe": 80.0,
-    "H200": 141.0,
-}
+DEVICE_MEMORY_GIB: dict[str, float] = {"V100": 32.0, "A100": 80.0, "H100": 80.0, "H100 PCIe": 80.0, "H200": 141.0}
 TENSOR_PARALLEL_DEGREES = (2, 4, 8)  # within one node (NVLink): the sizes Megatron-style runs use
 MAX_DEVICES = 1 << 20
 
@@ -43,9 +37,18 @@ def device_memory_bytes(device: str) -> float | None:
     return DEVICE_MEMORY_GIB[key] * GIB if key is not None else None
 
 
-def tensor_parallel_memory(cfg: ModelConfig, params: float, micro_batch: int, seq_len: int, precision: str,
-                           sharding: str, n_gpus: int, checkpointing: bool, degree: int,
-                           runtime_bytes: float = RUNTIME_BASELINE_BYTES) -> dict[str, float]:
+def tensor_parallel_memory(
+    cfg: ModelConfig,
+    params: float,
+    micro_batch: int,
+    seq_len: int,
+    precision: str,
+    sharding: str,
+    n_gpus: int,
+    checkpointing: bool,
+    degree: int,
+    runtime_bytes: float = RUNTIME_BASELINE_BYTES,
+) -> dict[str, float]:
     """Training memory per device with tensor parallelism of ``degree`` t (see the module doc).
 
     The model states of 1/t of the parameters are sharded by ``sharding`` across the n/t
@@ -56,8 +59,12 @@ def tensor_parallel_memory(cfg: ModelConfig, params: float, micro_batch: int, se
     full = training_memory(cfg, params, micro_batch, seq_len, precision, sharding, n_gpus, checkpointing, runtime_bytes)
     dp = max(1, n_gpus // degree)
     states = model_state_bytes(params / degree, precision, sharding, dp)
-    out = {**states, "activations": full["activations"] / degree, "loss": full["loss"] / degree,
-           "runtime": full["runtime"]}
+    out = {
+        **states,
+        "activations": full["activations"] / degree,
+        "loss": full["loss"] / degree,
+        "runtime": full["runtime"],
+    }
     out["total"] = sum(out.values())
     return out
 
@@ -74,8 +81,16 @@ def _largest_that_fits(fits: Callable[[int], bool], hi: int) -> int:
     return lo
 
 
-def _min_devices_fsdp(cfg: ModelConfig, params: float, micro_batch: int, seq_len: int, precision: str,
-                      checkpointing: bool, capacity: float, runtime_bytes: float) -> int | None:
+def _min_devices_fsdp(
+    cfg: ModelConfig,
+    params: float,
+    micro_batch: int,
+    seq_len: int,
+    precision: str,
+    checkpointing: bool,
+    capacity: float,
+    runtime_bytes: float,
+) -> int | None:
     """Fewest devices on which FSDP fits the run (model states split n ways); None if never."""
     one = training_memory(cfg, params, micro_batch, seq_len, precision, "fsdp", 1, checkpointing, runtime_bytes)
     states = one["weights"] + one["gradients"] + one["optimizer"]
@@ -86,9 +101,19 @@ def _min_devices_fsdp(cfg: ModelConfig, params: float, micro_batch: int, seq_len
     return n if n <= MAX_DEVICES else None
 
 
-def memory_verdict(cfg: ModelConfig, params: float, device: str, *, micro_batch: int, seq_len: int, precision: str,
-                   sharding: str, n_gpus: int, checkpointing: bool,
-                   runtime_bytes: float = RUNTIME_BASELINE_BYTES) -> dict[str, Any] | None:
+def memory_verdict(
+    cfg: ModelConfig,
+    params: float,
+    device: str,
+    *,
+    micro_batch: int,
+    seq_len: int,
+    precision: str,
+    sharding: str,
+    n_gpus: int,
+    checkpointing: bool,
+    runtime_bytes: float = RUNTIME_BASELINE_BYTES,
+) -> dict[str, Any] | None:
     """Does the run fit on ``device``, and what would make it fit. None for a device of unknown memory.
 
     Returns ``device``, ``capacity_bytes``, ``needed_bytes`` (the per-device total of
@@ -105,8 +130,9 @@ def memory_verdict(cfg: ModelConfig, params: float, device: str, *, micro_batch:
         return training_memory(cfg, params, mb, seq_len, precision, shard, n, ck, runtime_bytes)["total"]
 
     def tp(degree: int, ck: bool = checkpointing, shard: str = sharding, n: int = n_gpus) -> float:
-        return tensor_parallel_memory(cfg, params, micro_batch, seq_len, precision, shard, max(n, degree), ck,
-                                      degree, runtime_bytes)["total"]
+        return tensor_parallel_memory(
+            cfg, params, micro_batch, seq_len, precision, shard, max(n, degree), ck, degree, runtime_bytes
+        )["total"]
 
     needed = mem()
     sug: list[dict[str, Any]] = []
@@ -115,24 +141,44 @@ def memory_verdict(cfg: ModelConfig, params: float, device: str, *, micro_batch:
         sug.append({"change": change, "flags": flags, "bytes": b, "fits": b <= cap, "note": note})
 
     if not checkpointing:
-        add("activation checkpointing", "--activation-checkpointing", mem(ck=True),
-            "keep each layer's input only and recompute the layer in the backward pass: ~1/3 more compute")
+        add(
+            "activation checkpointing",
+            "--activation-checkpointing",
+            mem(ck=True),
+            "keep each layer's input only and recompute the layer in the backward pass: ~1/3 more compute",
+        )
     if micro_batch > 1:
         m = _largest_that_fits(lambda k: mem(mb=k) <= cap, micro_batch - 1)
-        add(f"micro-batch {m}", f"--micro-batch {m}", mem(mb=m),
-            f"gradient accumulation over {math.ceil(micro_batch / m)}x the micro-steps keeps the batch size")
+        add(
+            f"micro-batch {m}",
+            f"--micro-batch {m}",
+            mem(mb=m),
+            f"gradient accumulation over {math.ceil(micro_batch / m)}x the micro-steps keeps the batch size",
+        )
     full_shard = sharding in ("zero3", "fsdp")
     if n_gpus > 1 and not full_shard:
-        add(f"FSDP (ZeRO-3) over the {n_gpus} devices", "--sharding fsdp", mem(shard="fsdp"),
-            "weights, gradients and Adam states split across the devices")
+        add(
+            f"FSDP (ZeRO-3) over the {n_gpus} devices",
+            "--sharding fsdp",
+            mem(shard="fsdp"),
+            "weights, gradients and Adam states split across the devices",
+        )
     n_min = _min_devices_fsdp(cfg, params, micro_batch, seq_len, precision, checkpointing, cap, runtime_bytes)
     if n_min is not None and n_min > n_gpus:
-        add(f"FSDP over at least {n_min:,} devices", f"--sharding fsdp --gpus {n_min}",
-            mem(shard="fsdp", n=n_min), "the model states need this many devices to share them")
+        add(
+            f"FSDP over at least {n_min:,} devices",
+            f"--sharding fsdp --gpus {n_min}",
+            mem(shard="fsdp", n=n_min),
+            "the model states need this many devices to share them",
+        )
     degree = next((t for t in TENSOR_PARALLEL_DEGREES if tp(t) <= cap), TENSOR_PARALLEL_DEGREES[-1])
-    add(f"tensor parallelism {degree}", None, tp(degree),
+    add(
+        f"tensor parallelism {degree}",
+        None,
+        tp(degree),
         "Megatron-LM style with sequence parallelism (layers and activations split across "
-        f"{degree} devices of a node); lmkit's trainer does not do this")
+        f"{degree} devices of a node); lmkit's trainer does not do this",
+    )
 
     fitting = next((s for s in sug if s["fits"]), None)
     if fitting is None and needed > cap:  # no single change is enough: a few combinations, cheapest first
@@ -140,21 +186,38 @@ def memory_verdict(cfg: ModelConfig, params: float, device: str, *, micro_batch:
         n_ck = _min_devices_fsdp(cfg, params, 1, seq_len, precision, True, cap, runtime_bytes)
         if n_ck is not None:
             n_ck = max(n_ck, n_gpus)
-            combos.append((f"activation checkpointing + micro-batch 1 + FSDP over {n_ck:,} devices",
-                           f"--activation-checkpointing --micro-batch 1 --sharding fsdp --gpus {n_ck}",
-                           mem(mb=1, shard="fsdp", n=n_ck, ck=True)))
+            combos.append(
+                (
+                    f"activation checkpointing + micro-batch 1 + FSDP over {n_ck:,} devices",
+                    f"--activation-checkpointing --micro-batch 1 --sharding fsdp --gpus {n_ck}",
+                    mem(mb=1, shard="fsdp", n=n_ck, ck=True),
+                )
+            )
         for t in TENSOR_PARALLEL_DEGREES:
-            b = tensor_parallel_memory(cfg, params, 1, seq_len, precision, "fsdp", max(n_gpus, t), True, t,
-                                       runtime_bytes)["total"]
+            b = tensor_parallel_memory(
+                cfg, params, 1, seq_len, precision, "fsdp", max(n_gpus, t), True, t, runtime_bytes
+            )["total"]
             combos.append((f"activation checkpointing + micro-batch 1 + FSDP + tensor parallelism {t}", None, b))
         for change, flags, b in combos:
             if b <= cap:
                 fitting = {"change": change, "flags": flags, "bytes": b, "fits": True, "note": "combined"}
                 break
-    return {"device": next(k for k in DEVICE_MEMORY_GIB if k.lower() == device.strip().lower()),
-            "capacity_bytes": cap, "needed_bytes": needed, "fits": needed <= cap, "headroom_bytes": cap - needed,
-            "suggestions": sug, "fitting": fitting}
+    return {
+        "device": next(k for k in DEVICE_MEMORY_GIB if k.lower() == device.strip().lower()),
+        "capacity_bytes": cap,
+        "needed_bytes": needed,
+        "fits": needed <= cap,
+        "headroom_bytes": cap - needed,
+        "suggestions": sug,
+        "fitting": fitting,
+    }
 
 
-__all__ = ["DEVICE_MEMORY_GIB", "GIB", "TENSOR_PARALLEL_DEGREES", "device_memory_bytes", "memory_verdict",
-           "tensor_parallel_memory"]
+__all__ = [
+    "DEVICE_MEMORY_GIB",
+    "GIB",
+    "TENSOR_PARALLEL_DEGREES",
+    "device_memory_bytes",
+    "memory_verdict",
+    "tensor_parallel_memory",
+]

@@ -54,13 +54,13 @@ from lmkit.plan.memory import (
 
 ACTIVATION_ASSUMPTIONS = {
     "activations": "lmkit's model as it trains: fused attention (scaled_dot_product_attention keeps q, k, v, "
-                   "its output and a log-sum-exp per row, never the T x T scores), fp32 residual stream under "
-                   "autocast, SwiGLU MLP",
+    "its output and a log-sum-exp per row, never the T x T scores), fp32 residual stream under "
+    "autocast, SwiGLU MLP",
     "korthikanti_activation_bytes": "Korthikanti et al. 2022's GPT without fused attention: "
-                                    "s*b*h*(34 + 5*a*s/h) bytes per layer at 16 bits, the 5*a*s/h term being the "
-                                    "attention scores, softmax and dropout mask kept for the backward pass",
+    "s*b*h*(34 + 5*a*s/h) bytes per layer at 16 bits, the 5*a*s/h term being the "
+    "attention scores, softmax and dropout mask kept for the backward pass",
     "korthikanti_fused_attention_activation_bytes": "the same formula with fused attention (the 5*a*s/h term "
-                                                    "dropped): s*b*h*34 bytes per layer",
+    "dropped): s*b*h*34 bytes per layer",
 }
 
 
@@ -83,21 +83,36 @@ def _check_range(flag: str, value: float, lo: float, hi: float, unit: str = "") 
     """One line when ``value`` of ``flag`` is outside [lo, hi]: the range lmkit plans (see
     ``lmkit.plan.compute.MAX_PARAMS``), inside which every figure of the plan is a finite number."""
     if not (lo <= value <= hi):  # NaN included
+
         def say(v: float) -> str:
             return f"{v:,}" if isinstance(v, int) else f"{v:.3g}"
 
         raise LmkitError(f"{flag} must be {say(lo)} to {say(hi)}{' ' + unit if unit else ''}, got {say(value)}")
 
 
-def make_plan(*, params: float | None = None, tokens: float | None = None, cfg: ModelConfig | None = None,
-              train: TrainConfig | None = None, flops: float | None = None, budget_pf_days: float | None = None,
-              budget_gpu_hours: float | None = None, gpu: str = "A100", n_gpus: int = 1,
-              seq_len: int | None = None, micro_batch: int | None = None, sharding: str = "ddp",
-              precision: str | None = None, checkpointing: bool | None = None,
-              scaling_law: str | ScalingFit = "chinchilla",
-              utilisation: float = DEFAULT_MFU, this_machine_peak: float | None = None,
-              source: str | None = None, runtime_bytes: float | None = None,
-              heap: str | None = None) -> dict[str, Any]:
+def make_plan(
+    *,
+    params: float | None = None,
+    tokens: float | None = None,
+    cfg: ModelConfig | None = None,
+    train: TrainConfig | None = None,
+    flops: float | None = None,
+    budget_pf_days: float | None = None,
+    budget_gpu_hours: float | None = None,
+    gpu: str = "A100",
+    n_gpus: int = 1,
+    seq_len: int | None = None,
+    micro_batch: int | None = None,
+    sharding: str = "ddp",
+    precision: str | None = None,
+    checkpointing: bool | None = None,
+    scaling_law: str | ScalingFit = "chinchilla",
+    utilisation: float = DEFAULT_MFU,
+    this_machine_peak: float | None = None,
+    source: str | None = None,
+    runtime_bytes: float | None = None,
+    heap: str | None = None,
+) -> dict[str, Any]:
     """Everything ``lmkit plan`` reports, as one JSON-ready dict.
 
     Give a model (``params`` or ``cfg``) and/or tokens and/or a budget (``flops``,
@@ -122,8 +137,11 @@ def make_plan(*, params: float | None = None, tokens: float | None = None, cfg: 
     for flag, count, hi in (("--seq-len", seq_len, MAX_SEQ_LEN), ("--micro-batch", micro_batch, MAX_MICRO_BATCH)):
         if count is not None:  # None: the config's; 0 is not "the default"
             _check_range(flag, count, 1, hi)
-    for name, amount, most in (("--params", params, MAX_PARAMS), ("--tokens", tokens, MAX_TOKENS),
-                               ("--flops", flops, MAX_FLOPS)):
+    for name, amount, most in (
+        ("--params", params, MAX_PARAMS),
+        ("--tokens", tokens, MAX_TOKENS),
+        ("--flops", flops, MAX_FLOPS),
+    ):
         if amount is not None:
             _check_range(name, amount, 1.0, most)
     check_utilisation(utilisation)
@@ -148,8 +166,13 @@ def make_plan(*, params: float | None = None, tokens: float | None = None, cfg: 
         budget = float(budget_pf_days) * PF_DAY
     elif budget_gpu_hours is not None:
         per_hour = 3600.0 * peak_of[gpu_key] * utilisation
-        _check_range("--gpu-hours", budget_gpu_hours, 1 / per_hour, MAX_FLOPS / per_hour,
-                     f"({gpu_key}-hours at {utilisation:.0%} utilisation: 1 to {MAX_FLOPS:g} FLOPs)")
+        _check_range(
+            "--gpu-hours",
+            budget_gpu_hours,
+            1 / per_hour,
+            MAX_FLOPS / per_hour,
+            f"({gpu_key}-hours at {utilisation:.0%} utilisation: 1 to {MAX_FLOPS:g} FLOPs)",
+        )
         budget = float(budget_gpu_hours) * per_hour
     if params is not None and cfg is not None:
         raise LmkitError("give either --params or --config, not both")
@@ -177,15 +200,21 @@ def make_plan(*, params: float | None = None, tokens: float | None = None, cfg: 
         elif tokens is not None:
             n_params, params_source = tokens / TOKENS_PER_PARAM, "tokens / 20 (compute-optimal for these tokens)"
         else:
-            raise LmkitError("nothing to plan: give --params, --config, --tokens or a budget (--flops, --pf-days, "
-    "--gpu-hours); --known-models lists well-known models")
+            raise LmkitError(
+                "nothing to plan: give --params, --config, --tokens or a budget (--flops, --pf-days, "
+                "--gpu-hours); --known-models lists well-known models"
+            )
     shape = cfg if cfg is not None else shape_for_params(n_params, seq_len=seq_len or 2048)
     if cfg is None:
-        notes.append(f"no --config: memory assumes a Llama-like shape of this size (d_model {shape.d_model}, "
-    f"{shape.n_layers} layers, {shape.n_heads} heads, vocab {shape.vocab_size}); pass --config "
-    "for exact figures")
+        notes.append(
+            f"no --config: memory assumes a Llama-like shape of this size (d_model {shape.d_model}, "
+            f"{shape.n_layers} layers, {shape.n_heads} heads, vocab {shape.vocab_size}); pass --config "
+            "for exact figures"
+        )
     S = int(seq_len or (cfg.max_seq_len if cfg is not None else 2048))
-    per_tok = flops_per_token(shape, S) if cfg is not None else 6.0 * n_params + 12.0 * shape.n_layers * shape.d_model * S
+    per_tok = (
+        flops_per_token(shape, S) if cfg is not None else 6.0 * n_params + 12.0 * shape.n_layers * shape.d_model * S
+    )
 
     if tokens is not None:
         n_tokens, tokens_source = float(tokens), "--tokens"
@@ -208,76 +237,106 @@ def make_plan(*, params: float | None = None, tokens: float | None = None, cfg: 
     prec = precision or (train.precision if train is not None else ("fp32" if cfg is not None else "bf16"))
     prec = "bf16" if prec == "auto" else prec  # a run's auto as on a GPU; lmkit plan settles it for this machine
     ckpt = bool(checkpointing if checkpointing is not None else (train.activation_checkpointing if train else False))
-    mem_train = training_memory(shape, n_params, mb, S, prec, sharding, n_gpus, ckpt, runtime_bytes=runtime,
-                                heap=heap)
+    mem_train = training_memory(shape, n_params, mb, S, prec, sharding, n_gpus, ckpt, runtime_bytes=runtime, heap=heap)
     weight_fmt = "fp32" if prec == "fp32" else prec
     mem_inf = inference_memory(shape, n_params, mb, S, weight_fmt, runtime_bytes=runtime)
-    on_device = memory_verdict(shape, n_params, gpu_key, micro_batch=mb, seq_len=S, precision=prec, sharding=sharding,
-                               n_gpus=n_gpus, checkpointing=ckpt, runtime_bytes=runtime)
+    on_device = memory_verdict(
+        shape,
+        n_params,
+        gpu_key,
+        micro_batch=mb,
+        seq_len=S,
+        precision=prec,
+        sharding=sharding,
+        n_gpus=n_gpus,
+        checkpointing=ckpt,
+        runtime_bytes=runtime,
+    )
     gpu_table = {k: gpu_hours(total_flops, p, utilisation) for k, p in peak_of.items()}
 
     chin_budget = budget if budget is not None else flops_6nd
     rule_n, rule_d = rule_optimal(chin_budget)
     fit_n, fit_d = f.optimal(chin_budget)
     optimal_ratio = fit_d / fit_n if own_law else TOKENS_PER_PARAM  # what the verdict measures against
-    return _finite({
-        "source": source,
-        "family": shape.family if cfg is not None else None,
-        "params": n_params,
-        "params_source": params_source,
-        "params_breakdown": asdict(n_exact) if n_exact is not None else None,
-        "tokens": n_tokens,
-        "tokens_source": tokens_source,
-        "tokens_per_param": n_tokens / n_params,
-        "verdict": verdict(n_params, n_tokens, optimal_ratio),
-        "verdict_optimal_tokens_per_param": optimal_ratio,
-        "seq_len": S,
-        "micro_batch": mb,
-        "flops_per_token": per_tok,
-        "flops": total_flops,
-        "flops_6nd": flops_6nd,
-        "pf_days": pf_days(total_flops),
-        "compute": {
-            "utilisation": utilisation,
-            "peak_flops": peak_of,
-            "gpu_hours": gpu_table,
-            "gpus": n_gpus,
-            "wall_hours": {k: v / n_gpus for k, v in gpu_table.items()},
-            "gpu": gpu_key,
-        },
-        "memory": {
-            "weights_bytes": weights_bytes(n_params),
-            "training_rule_of_thumb_bytes": training_rule_of_thumb_bytes(n_params),
-            "training_bytes": mem_train["total"],
-            "training_breakdown": mem_train,
-            "training_settings": {"precision": prec, "sharding": sharding, "gpus": n_gpus, "micro_batch": mb,
-    "seq_len": S, "activation_checkpointing": ckpt},
-            "korthikanti_activation_bytes": korthikanti_activation_bytes(S, mb, shape.d_model, shape.n_heads,
-    shape.n_layers, ckpt),
-            "korthikanti_fused_attention_activation_bytes": korthikanti_activation_bytes(
-                S, mb, shape.d_model, shape.n_heads, shape.n_layers, ckpt, fused_attention=True),
-            "activation_assumptions": ACTIVATION_ASSUMPTIONS,
-            "on_device": on_device,
-            "inference_bytes": mem_inf["total"],
-            "inference_breakdown": mem_inf,
-            "inference_settings": {"weights": weight_fmt, "batch": mb, "context": S},
-            "assumed_shape": None if cfg is not None else {
-                "d_model": shape.d_model, "n_layers": shape.n_layers, "n_heads": shape.n_heads,
-                "vocab_size": shape.vocab_size},
-        },
-        "chinchilla": {
-            "budget_flops": chin_budget,
-            "rule": {"params": rule_n, "tokens": rule_d, "tokens_per_param": TOKENS_PER_PARAM},
-            "fit": {"name": f.name, "source": f.source, "params": fit_n, "tokens": fit_d,
-    "loss": f.loss(fit_n, fit_d), "tokens_per_param": fit_d / fit_n,
-    "loss_of_plan": f.loss(n_params, n_tokens),
-    "optimal_tokens_for_params": f.optimal_tokens(n_params),
-    "coefficients": {"E": f.E, "A": f.A, "B": f.B, "alpha": f.alpha, "beta": f.beta}},
-            "rule_tokens_for_params": TOKENS_PER_PARAM * n_params,
-            "about_right_band_tokens_per_param": [b / TOKENS_PER_PARAM * optimal_ratio for b in ABOUT_RIGHT_BAND],
-        },
-        "notes": notes,
-    })
+    return _finite(
+        {
+            "source": source,
+            "family": shape.family if cfg is not None else None,
+            "params": n_params,
+            "params_source": params_source,
+            "params_breakdown": asdict(n_exact) if n_exact is not None else None,
+            "tokens": n_tokens,
+            "tokens_source": tokens_source,
+            "tokens_per_param": n_tokens / n_params,
+            "verdict": verdict(n_params, n_tokens, optimal_ratio),
+            "verdict_optimal_tokens_per_param": optimal_ratio,
+            "seq_len": S,
+            "micro_batch": mb,
+            "flops_per_token": per_tok,
+            "flops": total_flops,
+            "flops_6nd": flops_6nd,
+            "pf_days": pf_days(total_flops),
+            "compute": {
+                "utilisation": utilisation,
+                "peak_flops": peak_of,
+                "gpu_hours": gpu_table,
+                "gpus": n_gpus,
+                "wall_hours": {k: v / n_gpus for k, v in gpu_table.items()},
+                "gpu": gpu_key,
+            },
+            "memory": {
+                "weights_bytes": weights_bytes(n_params),
+                "training_rule_of_thumb_bytes": training_rule_of_thumb_bytes(n_params),
+                "training_bytes": mem_train["total"],
+                "training_breakdown": mem_train,
+                "training_settings": {
+                    "precision": prec,
+                    "sharding": sharding,
+                    "gpus": n_gpus,
+                    "micro_batch": mb,
+                    "seq_len": S,
+                    "activation_checkpointing": ckpt,
+                },
+                "korthikanti_activation_bytes": korthikanti_activation_bytes(
+                    S, mb, shape.d_model, shape.n_heads, shape.n_layers, ckpt
+                ),
+                "korthikanti_fused_attention_activation_bytes": korthikanti_activation_bytes(
+                    S, mb, shape.d_model, shape.n_heads, shape.n_layers, ckpt, fused_attention=True
+                ),
+                "activation_assumptions": ACTIVATION_ASSUMPTIONS,
+                "on_device": on_device,
+                "inference_bytes": mem_inf["total"],
+                "inference_breakdown": mem_inf,
+                "inference_settings": {"weights": weight_fmt, "batch": mb, "context": S},
+                "assumed_shape": None
+                if cfg is not None
+                else {
+                    "d_model": shape.d_model,
+                    "n_layers": shape.n_layers,
+                    "n_heads": shape.n_heads,
+                    "vocab_size": shape.vocab_size,
+                },
+            },
+            "chinchilla": {
+                "budget_flops": chin_budget,
+                "rule": {"params": rule_n, "tokens": rule_d, "tokens_per_param": TOKENS_PER_PARAM},
+                "fit": {
+                    "name": f.name,
+                    "source": f.source,
+                    "params": fit_n,
+                    "tokens": fit_d,
+                    "loss": f.loss(fit_n, fit_d),
+                    "tokens_per_param": fit_d / fit_n,
+                    "loss_of_plan": f.loss(n_params, n_tokens),
+                    "optimal_tokens_for_params": f.optimal_tokens(n_params),
+                    "coefficients": {"E": f.E, "A": f.A, "B": f.B, "alpha": f.alpha, "beta": f.beta},
+                },
+                "rule_tokens_for_params": TOKENS_PER_PARAM * n_params,
+                "about_right_band_tokens_per_param": [b / TOKENS_PER_PARAM * optimal_ratio for b in ABOUT_RIGHT_BAND],
+            },
+            "notes": notes,
+        }
+    )
 
 
 def _finite(plan: dict[str, Any]) -> dict[str, Any]:

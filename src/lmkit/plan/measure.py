@@ -97,7 +97,7 @@ def _measure_cached(device: str, dtype_name: str, n: int, seconds: float) -> flo
             sync()
             best = min(best, time.perf_counter() - t0)
             runs += 1
-    return 2.0 * n ** 3 / best
+    return 2.0 * n**3 / best
 
 
 DTYPE_OF = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
@@ -139,8 +139,14 @@ def training_rate(device: str = "cpu", precision: str = "fp32") -> tuple[float, 
     return peak * DEFAULT_MFU, f"{DEFAULT_MFU:.0%} of {name}'s {prec} peak, {peak / 1e9:,.0f} GFLOP/s"
 
 
-def check_predicted_time(flops: float, yes: bool, what: str, device: str = "cpu", precision: str = "fp32",
-                         rate: tuple[float, str] | None = None) -> None:
+def check_predicted_time(
+    flops: float,
+    yes: bool,
+    what: str,
+    device: str = "cpu",
+    precision: str = "fp32",
+    rate: tuple[float, str] | None = None,
+) -> None:
     """``check_run_time`` for work of ``flops``: its time predicted at ``training_rate`` (measured
     only when the work could take longer than ``LONG_RUN_HOURS`` at ``SLOWEST_RATE``), or at
     ``rate`` (FLOP/s, where it comes from) when given."""
@@ -149,8 +155,12 @@ def check_predicted_time(flops: float, yes: bool, what: str, device: str = "cpu"
     if flops <= SLOWEST_RATE * LONG_RUN_HOURS * 3600 and rate is None:
         return
     per_second, source = rate if rate is not None else training_rate(device, precision)
-    check_run_time(run_seconds(flops, per_second, 1.0), yes, what,
-                   f"{flops:.3g} FLOPs at {per_second / 1e9:,.1f} GFLOP/s: {source}")
+    check_run_time(
+        run_seconds(flops, per_second, 1.0),
+        yes,
+        what,
+        f"{flops:.3g} FLOPs at {per_second / 1e9:,.1f} GFLOP/s: {source}",
+    )
 
 
 # --------------------------------------------------------------------------- precision on this machine
@@ -171,6 +181,7 @@ def probe_shape(tokens: int, d_model: int) -> tuple[int, int, int]:
 
     The shape matters: bf16 autocast pays a cast of every input and weight per product, so a tiny
     model (d_model 32) can run slower in bf16 even where large bf16 matmuls are 6-9× faster."""
+
     def pow2(x: int) -> int:
         return 1 << max(0, round(math.log2(max(1, int(x)))))
 
@@ -279,14 +290,24 @@ def precision_probe(tokens: int, d_model: int, measure: bool = False) -> dict[st
         saved = json.loads(path.read_text()).get("machines")
         machines = saved if isinstance(saved, dict) else {}
         here = machines.get(key)
-        if not measure and isinstance(here, dict) and isinstance(here.get(name), dict) \
-                and here[name].get("bf16_over_fp32"):
+        if (
+            not measure
+            and isinstance(here, dict)
+            and isinstance(here.get(name), dict)
+            and here[name].get("bf16_over_fp32")
+        ):
             return {**here[name], "cached": True}
     except (OSError, ValueError, AttributeError):
         pass
     fp32, bf16 = _probe_rates(m, k, n, PROBE_SECONDS)
-    rec = {"shape": [m, k, n], "threads": 1, "fp32_flops": fp32, "bf16_flops": bf16, "bf16_over_fp32": bf16 / fp32,
-           "when": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    rec = {
+        "shape": [m, k, n],
+        "threads": 1,
+        "fp32_flops": fp32,
+        "bf16_flops": bf16,
+        "bf16_over_fp32": bf16 / fp32,
+        "when": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
     here = machines.pop(key, None)
     machines[key] = {**(here if isinstance(here, dict) else {}), name: rec}  # the newest machine last
     try:
@@ -304,8 +325,9 @@ def choose_cpu_precision(bf16_over_fp32: float) -> str:
     return "bf16" if bf16_over_fp32 >= BF16_MIN_SPEEDUP else "fp32"
 
 
-def auto_precision(device: Any, tokens: int, d_model: int,
-                   measure: bool = False) -> tuple[str, str, dict[str, Any] | None]:
+def auto_precision(
+    device: Any, tokens: int, d_model: int, measure: bool = False
+) -> tuple[str, str, dict[str, Any] | None]:
     """What ``train.precision: auto`` becomes on ``device`` for a run of ``tokens`` per micro-batch
     at ``d_model``: (precision, why in words, the CPU probe or None). CUDA: bf16 where the GPU
     supports it, else fp16 (with the grad scaler); Apple's mps: fp32; a CPU: the precision probe
@@ -326,8 +348,14 @@ def auto_precision(device: Any, tokens: int, d_model: int,
     return chosen, why, probe
 
 
-def this_machine(precision: str | None, cfg: ModelConfig | None = None, train: TrainConfig | None = None,
-                 micro_batch: int | None = None, seq_len: int | None = None, fresh: bool = False) -> dict[str, Any]:
+def this_machine(
+    precision: str | None,
+    cfg: ModelConfig | None = None,
+    train: TrainConfig | None = None,
+    micro_batch: int | None = None,
+    seq_len: int | None = None,
+    fresh: bool = False,
+) -> dict[str, Any]:
     """This machine's measured fp32 and bf16 matmul peaks, the precision a run on it would use and
     that precision's peak. The precision is ``precision`` when given, else the run config's; its
     auto is settled as the trainer settles it: the precision probe at the run's shape (``micro_batch``
@@ -348,8 +376,14 @@ def this_machine(precision: str | None, cfg: ModelConfig | None = None, train: T
         why = f"auto: bf16 peak {ratio:.2f}× fp32's" + ("" if chosen == "bf16" else f", under {BF16_MIN_SPEEDUP:g}×")
     if chosen not in peaks:
         peaks[chosen] = measure_matmul_peak(torch.float16)
-    return {"fp32_flops": peaks["fp32"], "bf16_flops": peaks["bf16"], "bf16_over_fp32": ratio,
-            "precision": chosen, "precision_choice": why, "peak_flops": peaks[chosen]}
+    return {
+        "fp32_flops": peaks["fp32"],
+        "bf16_flops": peaks["bf16"],
+        "bf16_over_fp32": ratio,
+        "precision": chosen,
+        "precision_choice": why,
+        "peak_flops": peaks[chosen],
+    }
 
 
 # --------------------------------------------------------------------------- memory on this machine
@@ -390,8 +424,10 @@ def available_memory_bytes() -> float | None:
                     found.append(float(int(line.split()[1]) * 1024))
     except (OSError, ValueError):
         pass
-    for limit, usage in (("memory.max", "memory.current"), ("memory/memory.limit_in_bytes",
-                                                            "memory/memory.usage_in_bytes")):
+    for limit, usage in (
+        ("memory.max", "memory.current"),
+        ("memory/memory.limit_in_bytes", "memory/memory.usage_in_bytes"),
+    ):
         try:
             cap = (Path("/sys/fs/cgroup") / limit).read_text().strip()
             if cap.isdigit() and int(cap) < 2**60:  # "max" or v1's huge number: no limit
@@ -419,8 +455,9 @@ def runtime_baseline(measure: bool = False) -> tuple[float, str]:
     with tempfile.TemporaryDirectory(prefix="lmkit-probe-") as work:
         # the probe's own run goes in its scratch cache, not in this machine's track record
         env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"), "LMKIT_CACHE": work}
-        done = subprocess.run([sys.executable, "-m", "lmkit.train.rss_probe", work], capture_output=True, text=True,
-                              env=env, timeout=300)
+        done = subprocess.run(
+            [sys.executable, "-m", "lmkit.train.rss_probe", work], capture_output=True, text=True, env=env, timeout=300
+        )
     if done.returncode != 0:
         raise LmkitError(f"measuring the runtime baseline failed: {done.stderr.strip().splitlines()[-1:]}")
     value = float(json.loads(done.stdout.strip().splitlines()[-1])["runtime_bytes"])
@@ -436,9 +473,18 @@ def record_memory(predicted: float, measured: float, what: str) -> None:
     path = cache_dir() / HISTORY_FILE
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        lines = path.read_text().splitlines()[-(HISTORY_KEEP - 1):] if path.exists() else []
-        lines.append(json.dumps({"key": machine_key(), "predicted": predicted, "measured": measured, "what": what,
-                                 "when": time.strftime("%Y-%m-%dT%H:%M:%S")}))
+        lines = path.read_text().splitlines()[-(HISTORY_KEEP - 1) :] if path.exists() else []
+        lines.append(
+            json.dumps(
+                {
+                    "key": machine_key(),
+                    "predicted": predicted,
+                    "measured": measured,
+                    "what": what,
+                    "when": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                }
+            )
+        )
         tmp = path.with_suffix(".tmp")
         tmp.write_text("\n".join(lines) + "\n")
         tmp.replace(path)
@@ -461,8 +507,23 @@ def memory_track_record() -> list[float]:
     return out
 
 
-__all__ = ["BF16_MIN_SPEEDUP", "SLOWEST_RATE", "accelerator_peak", "auto_precision", "available_memory_bytes",
-           "cache_dir",
-           "check_predicted_time", "choose_cpu_precision", "cpu_key", "device_peak_flops", "machine_key",
-           "measure_matmul_peak", "memory_track_record", "precision_probe", "probe_shape", "record_memory",
-           "runtime_baseline", "training_rate"]
+__all__ = [
+    "BF16_MIN_SPEEDUP",
+    "SLOWEST_RATE",
+    "accelerator_peak",
+    "auto_precision",
+    "available_memory_bytes",
+    "cache_dir",
+    "check_predicted_time",
+    "choose_cpu_precision",
+    "cpu_key",
+    "device_peak_flops",
+    "machine_key",
+    "measure_matmul_peak",
+    "memory_track_record",
+    "precision_probe",
+    "probe_shape",
+    "record_memory",
+    "runtime_baseline",
+    "training_rate",
+]

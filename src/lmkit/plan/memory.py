@@ -52,7 +52,9 @@ def training_rule_of_thumb_bytes(params: float) -> float:
     return float(params) * (4 + RULE_OF_THUMB_EXTRA_BYTES)
 
 
-def model_state_bytes(params: float, precision: str = "fp32", sharding: str = "ddp", n_gpus: int = 1) -> dict[str, float]:
+def model_state_bytes(
+    params: float, precision: str = "fp32", sharding: str = "ddp", n_gpus: int = 1
+) -> dict[str, float]:
     """Weights, gradients and Adam states per GPU (ZeRO, Rajbhandari et al. 2020).
 
     fp32 Adam: 4 (weights) + 4 (gradients) + 8 (two moments) = 16 B/parameter. Mixed precision:
@@ -76,8 +78,15 @@ def model_state_bytes(params: float, precision: str = "fp32", sharding: str = "d
     }
 
 
-def korthikanti_activation_bytes(seq_len: int, micro_batch: int, d_model: int, n_heads: int, n_layers: int,
-                                 recompute: bool = False, fused_attention: bool = False) -> float:
+def korthikanti_activation_bytes(
+    seq_len: int,
+    micro_batch: int,
+    d_model: int,
+    n_heads: int,
+    n_layers: int,
+    recompute: bool = False,
+    fused_attention: bool = False,
+) -> float:
     """Activations of a GPT stack at 16-bit (Korthikanti et al. 2022, no tensor/sequence parallelism):
     s·b·h·(34 + 5·a·s/h) bytes per layer, where 5·a·s/h counts the attention scores, their softmax
     and its dropout mask, which an unfused attention keeps; ``fused_attention`` drops that term
@@ -113,8 +122,9 @@ def _layer_activation_elements(cfg: ModelConfig) -> tuple[float, float]:
     return 2 * d, 7 * d + f
 
 
-def activation_bytes(cfg: ModelConfig, micro_batch: int, seq_len: int | None = None, precision: str = "fp32",
-                     checkpointing: bool = False) -> dict[str, float]:
+def activation_bytes(
+    cfg: ModelConfig, micro_batch: int, seq_len: int | None = None, precision: str = "fp32", checkpointing: bool = False
+) -> dict[str, float]:
     """Bytes of activations held at the peak of a training step of lmkit's model, by part.
 
     layers: every layer's saved tensors (see ``_layer_activation_elements``) at 4 bytes (fp32) or
@@ -172,8 +182,9 @@ def activation_bytes(cfg: ModelConfig, micro_batch: int, seq_len: int | None = N
     return {"layers": layers, "outside": outside, "loss": loss, "total": layers + outside + loss}
 
 
-def heap_bytes(cfg: ModelConfig, micro_batch: int, seq_len: int | None = None, precision: str = "fp32",
-               heap: str | None = None) -> float:
+def heap_bytes(
+    cfg: ModelConfig, micro_batch: int, seq_len: int | None = None, precision: str = "fp32", heap: str | None = None
+) -> float:
     """Resident memory a CPU process's allocator keeps beside its live tensors at the peak.
 
     ``heap`` is the settled ``train.memory`` of a run on a CPU: "fast" (glibc's malloc as it is):
@@ -189,8 +200,7 @@ def heap_bytes(cfg: ModelConfig, micro_batch: int, seq_len: int | None = None, p
     return GLIBC_HEAP_FACTOR * (acts["layers"] + acts["outside"])
 
 
-def choose_heap(setting: str, fast_bytes: float, lean_bytes: float,
-                available_bytes: float | None) -> tuple[str, str]:
+def choose_heap(setting: str, fast_bytes: float, lean_bytes: float, available_bytes: float | None) -> tuple[str, str]:
     """``train.memory`` settled for a CPU run: ("fast" | "lean", why).
 
     "fast" and "lean" stand as given. "auto" is fast unless the run's planned peak with glibc's
@@ -206,14 +216,23 @@ def choose_heap(setting: str, fast_bytes: float, lean_bytes: float,
     gb = f"{fast_bytes / 1e9:.2f} GB planned with glibc's allocator"
     if fast_bytes <= available_bytes:
         return "fast", f"auto: {gb}, {available_bytes / 1e9:.2f} GB available"
-    return "lean", (f"auto: {gb} but {available_bytes / 1e9:.2f} GB available; lean plans {lean_bytes / 1e9:.2f} GB, "
-                    "at some speed")
+    return "lean", (
+        f"auto: {gb} but {available_bytes / 1e9:.2f} GB available; lean plans {lean_bytes / 1e9:.2f} GB, at some speed"
+    )
 
 
-def training_memory(cfg: ModelConfig, params: float | None = None, micro_batch: int = 1, seq_len: int | None = None,
-                    precision: str = "fp32", sharding: str = "ddp", n_gpus: int = 1,
-                    checkpointing: bool = False, runtime_bytes: float = RUNTIME_BASELINE_BYTES,
-                    heap: str | None = None) -> dict[str, float]:
+def training_memory(
+    cfg: ModelConfig,
+    params: float | None = None,
+    micro_batch: int = 1,
+    seq_len: int | None = None,
+    precision: str = "fp32",
+    sharding: str = "ddp",
+    n_gpus: int = 1,
+    checkpointing: bool = False,
+    runtime_bytes: float = RUNTIME_BASELINE_BYTES,
+    heap: str | None = None,
+) -> dict[str, float]:
     """Peak training memory per GPU (or of the process on a CPU), by part, with ``total``.
 
     weights + gradients + Adam states (``model_state_bytes``, 16 B/parameter before sharding)
@@ -232,8 +251,13 @@ def training_memory(cfg: ModelConfig, params: float | None = None, micro_batch: 
     n = float(params if params is not None else count_params(cfg).total)
     states = model_state_bytes(n, precision, sharding, n_gpus)
     acts = activation_bytes(cfg, micro_batch, seq_len, precision, checkpointing)
-    out = {**states, "activations": acts["layers"] + acts["outside"], "loss": acts["loss"],
-           "runtime": float(runtime_bytes), "heap": heap_bytes(cfg, micro_batch, seq_len, precision, heap)}
+    out = {
+        **states,
+        "activations": acts["layers"] + acts["outside"],
+        "loss": acts["loss"],
+        "runtime": float(runtime_bytes),
+        "heap": heap_bytes(cfg, micro_batch, seq_len, precision, heap),
+    }
     out["not_at_once"] = 0.0
     if n_gpus == 1 and not checkpointing:
         out["not_at_once"] = -min(states["gradients"], out["activations"] + out["loss"])
@@ -256,8 +280,14 @@ def kv_cache_bytes(cfg: ModelConfig, batch: int, context: int, dtype_bytes: floa
     return 0.0
 
 
-def inference_memory(cfg: ModelConfig, params: float | None = None, batch: int = 1, context: int | None = None,
-                     weight_format: str = "fp32", runtime_bytes: float = RUNTIME_BASELINE_BYTES) -> dict[str, float]:
+def inference_memory(
+    cfg: ModelConfig,
+    params: float | None = None,
+    batch: int = 1,
+    context: int | None = None,
+    weight_format: str = "fp32",
+    runtime_bytes: float = RUNTIME_BASELINE_BYTES,
+) -> dict[str, float]:
     """Memory to run the model: weights in ``weight_format`` + KV cache + working space + runtime.
 
     The KV cache and activations are in the compute precision: fp32 for fp32 and int8 weights
@@ -271,8 +301,12 @@ def inference_memory(cfg: ModelConfig, params: float | None = None, batch: int =
     T = int(context or cfg.max_seq_len)
     act = 2.0 if weight_format in ("fp16", "bf16") else 4.0
     workspace = batch * T * (3 * cfg.d_model + 2 * cfg.ffn_width) * act + batch * cfg.vocab_size * 4.0
-    out = {"weights": n * DTYPE_BYTES[weight_format], "kv_cache": kv_cache_bytes(cfg, batch, T, act),
-           "workspace": float(workspace), "runtime": float(runtime_bytes)}
+    out = {
+        "weights": n * DTYPE_BYTES[weight_format],
+        "kv_cache": kv_cache_bytes(cfg, batch, T, act),
+        "workspace": float(workspace),
+        "runtime": float(runtime_bytes),
+    }
     out["total"] = sum(out.values())
     return out
 

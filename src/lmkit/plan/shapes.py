@@ -28,8 +28,9 @@ def shape_for(base: ModelConfig, target: float, vocab_size: int) -> ModelConfig:
             if k and d >= base.d_model:  # narrower heads only for models narrower than the base
                 continue
             for layers in range(1, 4 * base.n_layers + 1):
-                cfg = dataclasses.replace(base, d_model=d, n_heads=heads, n_layers=layers, vocab_size=vocab_size,
-                                          d_ff=None)
+                cfg = dataclasses.replace(
+                    base, d_model=d, n_heads=heads, n_layers=layers, vocab_size=vocab_size, d_ff=None
+                )
                 n = count_params(cfg).total
                 cost = abs(math.log(n / target)) + 0.05 * abs(math.log((d / layers) / ratio)) + 0.02 * k
                 if best is None or cost < best[0]:

@@ -44,13 +44,7 @@ from lmkit.infer.fillmask import fill_mask as run_fill_mask
 from lmkit.infer.sampling import GenerationConfig, choice_seed, choose_next
 from lmkit.serve.batcher import Engine, EngineStopped, Event, Job, QueueFull
 from lmkit.serve.guard import ApiError, Guard, ShapedCORS, error_body, error_response
-from lmkit.serve.schema import (
-    CompletionRequest,
-    DetokenizeRequest,
-    ExplainRequest,
-    FillMaskRequest,
-    TokenizeRequest,
-)
+from lmkit.serve.schema import CompletionRequest, DetokenizeRequest, ExplainRequest, FillMaskRequest, TokenizeRequest
 
 LOG = logging.getLogger("lmkit.serve")
 STATIC = Path(__file__).with_name("static")
@@ -73,17 +67,27 @@ class ServeOptions:
 
 
 # lmkit's setting -> the request field a client sent
-_PARAMS = {"max_new_tokens": "max_tokens", "temperature": "temperature", "top_k": "top_k", "top_p": "top_p",
-           "seed": "seed"}
+_PARAMS = {
+    "max_new_tokens": "max_tokens",
+    "temperature": "temperature",
+    "top_k": "top_k",
+    "top_p": "top_p",
+    "seed": "seed",
+}
 
 
 def settings_of(req: CompletionRequest | ExplainRequest, max_tokens: int, seed: int | None) -> GenerationConfig:
     """OpenAI's sampling fields as lmkit's settings (temperature 0 is greedy; top_k ≤ 0 is off), checked
     by the same validation as ``lmkit generate``'s flags: a bad value is a 400 naming its field."""
     top_k = req.top_k if req.top_k is not None and req.top_k > 0 else None
-    settings = GenerationConfig(max_new_tokens=max(1, max_tokens), do_sample=req.temperature > 0,
-                                temperature=req.temperature, top_k=top_k,
-                                top_p=req.top_p if req.top_p < 1.0 else None, seed=seed)
+    settings = GenerationConfig(
+        max_new_tokens=max(1, max_tokens),
+        do_sample=req.temperature > 0,
+        temperature=req.temperature,
+        top_k=top_k,
+        top_p=req.top_p if req.top_p < 1.0 else None,
+        seed=seed,
+    )
     try:
         settings.validate(names=_PARAMS)
     except ConfigError as exc:
@@ -132,36 +136,51 @@ def fit_window(ids: list[int], max_tokens: int, window: int, truncate: bool, fam
     if truncate:
         keep = window - max_tokens if family == "decoder" else window
         if keep >= 1:
-            return ids[len(ids) - keep:]
-    raise ApiError(400, f"this model's context window is {window} tokens, but {need} were requested "
-                        f"({len(ids)} in the prompt, {max_tokens} to generate); shorten the prompt, lower "
-                        "max_tokens, or set truncate", "prompt", "context_length_exceeded")
+            return ids[len(ids) - keep :]
+    raise ApiError(
+        400,
+        f"this model's context window is {window} tokens, but {need} were requested "
+        f"({len(ids)} in the prompt, {max_tokens} to generate); shorten the prompt, lower "
+        "max_tokens, or set truncate",
+        "prompt",
+        "context_length_exceeded",
+    )
 
 
-def build_jobs(engine: Engine, req: CompletionRequest, opts: ServeOptions) -> tuple[list[Job], list[list[int]],
-                                                                                   asyncio.Queue[tuple[int, Event]]]:
+def build_jobs(
+    engine: Engine, req: CompletionRequest, opts: ServeOptions
+) -> tuple[list[Job], list[list[int]], asyncio.Queue[tuple[int, Event]]]:
     """One job per (prompt, choice); events of all arrive on one queue tagged with the choice index."""
     if engine.family == "encoder":
-        raise ApiError(400, "this is an encoder (masked language model) checkpoint: it fills masks "
-                            "(POST /v1/fill-mask) and does not complete text", "model", "model_not_generative")
+        raise ApiError(
+            400,
+            "this is an encoder (masked language model) checkpoint: it fills masks "
+            "(POST /v1/fill-mask) and does not complete text",
+            "model",
+            "model_not_generative",
+        )
     if req.n > opts.max_n:
         raise ApiError(400, f"n is {req.n}; at most {opts.max_n}", "n")
     if req.logprobs is not None and req.logprobs > opts.max_logprobs:
         raise ApiError(400, f"logprobs is {req.logprobs}; at most {opts.max_logprobs}", "logprobs")
     if engine.family == "encdec" and req.echo and req.logprobs is not None:
-        raise ApiError(400, "an encoder-decoder does not score its input: echo with logprobs needs a decoder",
-                       "echo")
+        raise ApiError(400, "an encoder-decoder does not score its input: echo with logprobs needs a decoder", "echo")
     stops = [req.stop] if isinstance(req.stop, str) else list(req.stop or [])
     if len(stops) > 4 or any(not s for s in stops):
         raise ApiError(400, "stop takes up to 4 non-empty strings", "stop")
     window = engine.window
     max_tokens = req.max_tokens if req.max_tokens is not None else window
     if max_tokens > window:
-        raise ApiError(400, f"max_tokens is {max_tokens} but the context window is {window} tokens",
-                       "max_tokens", "context_length_exceeded")
+        raise ApiError(
+            400,
+            f"max_tokens is {max_tokens} but the context window is {window} tokens",
+            "max_tokens",
+            "context_length_exceeded",
+        )
     settings = settings_of(req, max_tokens, req.seed)  # checked before anything is encoded or queued
-    prompts = [fit_window(ids, max_tokens, window, req.truncate, engine.family)
-               for ids in prompt_ids(engine, req, opts)]
+    prompts = [
+        fit_window(ids, max_tokens, window, req.truncate, engine.family) for ids in prompt_ids(engine, req, opts)
+    ]
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[tuple[int, Event]] = asyncio.Queue()
     jobs = []
@@ -174,8 +193,18 @@ def build_jobs(engine: Engine, req: CompletionRequest, opts: ServeOptions) -> tu
             def emit(ev: Event, i: int = index) -> None:
                 loop.call_soon_threadsafe(queue.put_nowait, (i, ev))
 
-            jobs.append(Job(ids, max_tokens, dataclasses.replace(settings, seed=seed), emit, stops,
-                            req.logprobs, req.echo, req.explain))
+            jobs.append(
+                Job(
+                    ids,
+                    max_tokens,
+                    dataclasses.replace(settings, seed=seed),
+                    emit,
+                    stops,
+                    req.logprobs,
+                    req.echo,
+                    req.explain,
+                )
+            )
     return jobs, prompts, queue
 
 
@@ -210,8 +239,12 @@ class ChoiceState:
                 continue
             s = tok.token_str(info.token_id)
             top = None if info.top is None else {tok.token_str(i): lp for i, lp in info.top}
-            for key, value in (("tokens", s), ("token_logprobs", info.logprob), ("top_logprobs", top),
-                               ("text_offset", offset)):
+            for key, value in (
+                ("tokens", s),
+                ("token_logprobs", info.logprob),
+                ("top_logprobs", top),
+                ("text_offset", offset),
+            ):
                 block[key].append(value)
                 getattr(self, key).append(value)
             offset += len(s)
@@ -219,9 +252,16 @@ class ChoiceState:
 
 
 def explain_json(tok: Any, expl: Any) -> dict[str, Any]:
-    return {"chosen": tok.token_str(expl.chosen), "chosen_id": expl.chosen, "kept": expl.kept, "mode": expl.mode,
-            "candidates": [{"token": tok.token_str(c.token_id), "id": c.token_id, "p_before": c.p_before,
-                            "p_after": c.p_after} for c in expl.candidates]}
+    return {
+        "chosen": tok.token_str(expl.chosen),
+        "chosen_id": expl.chosen,
+        "kept": expl.kept,
+        "mode": expl.mode,
+        "candidates": [
+            {"token": tok.token_str(c.token_id), "id": c.token_id, "p_before": c.p_before, "p_after": c.p_after}
+            for c in expl.candidates
+        ],
+    }
 
 
 def create_app(engine: Engine, opts: ServeOptions) -> FastAPI:
@@ -230,8 +270,12 @@ def create_app(engine: Engine, opts: ServeOptions) -> FastAPI:
     app.state.engine = engine
     app.add_middleware(Guard, max_body_bytes=opts.max_body_bytes, api_key=opts.api_key)
     if opts.cors_origins:  # outside the guard: its 401s and 413s carry CORS headers a page can read
-        app.add_middleware(ShapedCORS, allow_origins=opts.cors_origins, allow_methods=["GET", "POST", "OPTIONS"],
-                           allow_headers=["Authorization", "Content-Type"])
+        app.add_middleware(
+            ShapedCORS,
+            allow_origins=opts.cors_origins,
+            allow_methods=["GET", "POST", "OPTIONS"],
+            allow_headers=["Authorization", "Content-Type"],
+        )
 
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
@@ -244,8 +288,11 @@ def create_app(engine: Engine, opts: ServeOptions) -> FastAPI:
         first = next((e for e in errors if e.get("type") == "value_error"), errors[0])
         loc = [str(x) for x in first.get("loc", ()) if x != "body"]
         param = loc[0] if loc else None
-        msg = str(first["ctx"]["error"]) if first.get("type") == "value_error" and "ctx" in first \
+        msg = (
+            str(first["ctx"]["error"])
+            if first.get("type") == "value_error" and "ctx" in first
             else str(first.get("msg"))
+        )
         return error_response(400, f"{param}: {msg}" if param else msg, param=param)
 
     @app.exception_handler(StarletteHTTPException)
@@ -259,8 +306,12 @@ def create_app(engine: Engine, opts: ServeOptions) -> FastAPI:
 
     def check_model(name: str | None) -> None:
         if name and name != opts.model_name:
-            raise ApiError(404, f"model {name!r} does not exist; this server serves {opts.model_name!r}",
-                           "model", "model_not_found")
+            raise ApiError(
+                404,
+                f"model {name!r} does not exist; this server serves {opts.model_name!r}",
+                "model",
+                "model_not_found",
+            )
 
     @app.api_route("/", methods=["GET", "HEAD"], response_class=HTMLResponse)
     async def playground() -> HTMLResponse:
@@ -276,9 +327,19 @@ def create_app(engine: Engine, opts: ServeOptions) -> FastAPI:
 
     @app.api_route("/v1/models", methods=["GET", "HEAD"])
     async def models() -> dict[str, Any]:
-        return {"object": "list", "data": [{"id": opts.model_name, "object": "model", "created": 0,
-                                            "owned_by": "lmkit", "max_model_len": engine.window,
-                                            "family": engine.family}]}
+        return {
+            "object": "list",
+            "data": [
+                {
+                    "id": opts.model_name,
+                    "object": "model",
+                    "created": 0,
+                    "owned_by": "lmkit",
+                    "max_model_len": engine.window,
+                    "family": engine.family,
+                }
+            ],
+        }
 
     @app.api_route("/tokenizer_info", methods=["GET", "HEAD"])
     async def tokenizer_info() -> dict[str, Any]:
@@ -288,14 +349,23 @@ def create_app(engine: Engine, opts: ServeOptions) -> FastAPI:
         def text(i: int) -> str | None:
             return tok.token_str(i) if i is not None and i >= 0 else None
 
-        return {"eos_token": text(tok.eos_id), "bos_token": text(tok.bos_id), "pad_token": text(tok.pad_id),
-                "model_max_length": engine.window, "vocab_size": tok.vocab_size}
+        return {
+            "eos_token": text(tok.eos_id),
+            "bos_token": text(tok.bos_id),
+            "pad_token": text(tok.pad_id),
+            "model_max_length": engine.window,
+            "vocab_size": tok.vocab_size,
+        }
 
     @app.post("/tokenize")
     async def tokenize(req: TokenizeRequest) -> dict[str, Any]:
         ids = list(engine.tokenizer.encode(req.prompt, allow_special=True))  # "</s>" is the EOS token
-        return {"tokens": ids, "count": len(ids), "max_model_len": engine.window,
-                "token_strs": [engine.tokenizer.token_str(i) for i in ids]}
+        return {
+            "tokens": ids,
+            "count": len(ids),
+            "max_model_len": engine.window,
+            "token_strs": [engine.tokenizer.token_str(i) for i in ids],
+        }
 
     @app.post("/detokenize")
     async def detokenize(req: DetokenizeRequest) -> dict[str, Any]:
@@ -310,19 +380,25 @@ def create_app(engine: Engine, opts: ServeOptions) -> FastAPI:
             raise ApiError(400, "an encoder checkpoint has no next-token distribution", "prompt")
         tok = engine.tokenizer
         ids = list(tok.encode(req.prompt)) or [tok.bos_id]
-        ids = ids[-(engine.window - 1):]
+        ids = ids[-(engine.window - 1) :]
         logits = await asyncio.to_thread(engine.next_token_logits, ids)
         settings = settings_of(req, 1, 0)
-        _, expl = choose_next(logits[None], settings, None if settings.greedy else _fixed_generator(),
-                              explain=True, n_candidates=req.candidates)
+        _, expl = choose_next(
+            logits[None],
+            settings,
+            None if settings.greedy else _fixed_generator(),
+            explain=True,
+            n_candidates=req.candidates,
+        )
         assert expl is not None
         return explain_json(tok, expl[0])
 
     @app.post("/v1/fill-mask")
     async def fill_mask(req: FillMaskRequest) -> dict[str, Any]:
         if engine.family != "encoder":
-            raise ApiError(400, "fill-mask needs an encoder checkpoint; this one completes text "
-                                "(POST /v1/completions)", "model")
+            raise ApiError(
+                400, "fill-mask needs an encoder checkpoint; this one completes text (POST /v1/completions)", "model"
+            )
         try:
             result = await asyncio.to_thread(run_fill_mask, engine.model, engine.tokenizer, req.text, req.top_k)
         except LmkitError as exc:  # no [MASK] in the text, or the text over the window: the client's to fix
@@ -338,8 +414,7 @@ def create_app(engine: Engine, opts: ServeOptions) -> FastAPI:
         try:
             engine.submit(jobs)
         except QueueFull as exc:
-            raise ApiError(429, f"server busy: {exc}; retry later", code="queue_full",
-                           kind="rate_limit_error") from exc
+            raise ApiError(429, f"server busy: {exc}; retry later", code="queue_full", kind="rate_limit_error") from exc
         except EngineStopped as exc:
             raise ApiError(503, str(exc), code="engine_stopped", kind="server_error") from exc
         cid, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
@@ -348,8 +423,11 @@ def create_app(engine: Engine, opts: ServeOptions) -> FastAPI:
         head = {"id": cid, "object": "text_completion", "created": created, "model": opts.model_name}
         if req.stream:
             include_usage = bool((req.stream_options or {}).get("include_usage"))
-            return StreamingResponse(_stream(engine, jobs, states, queue, head, req, prompt_tokens, include_usage),
-                                     media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+            return StreamingResponse(
+                _stream(engine, jobs, states, queue, head, req, prompt_tokens, include_usage),
+                media_type="text/event-stream",
+                headers={"Cache-Control": "no-cache"},
+            )
         try:
             await _collect(engine, states, queue, request)
         finally:
@@ -357,9 +435,16 @@ def create_app(engine: Engine, opts: ServeOptions) -> FastAPI:
                 job.cancelled.set()  # finished jobs ignore it; a disconnected client's stop
         choices = [_choice(i, s, req, s.text) for i, s in enumerate(states)]
         for c, s in zip(choices, states):
-            c["logprobs"] = None if req.logprobs is None else {
-                "tokens": s.tokens, "token_logprobs": s.token_logprobs, "top_logprobs": s.top_logprobs,
-                "text_offset": s.text_offset}
+            c["logprobs"] = (
+                None
+                if req.logprobs is None
+                else {
+                    "tokens": s.tokens,
+                    "token_logprobs": s.token_logprobs,
+                    "top_logprobs": s.top_logprobs,
+                    "text_offset": s.text_offset,
+                }
+            )
         completion = sum(s.completion_tokens for s in states)
         return {**head, "choices": choices, "usage": _usage(prompt_tokens, completion)}
 
@@ -373,8 +458,11 @@ def _fixed_generator() -> torch.Generator:
 
 
 def _usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
-    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-            "total_tokens": prompt_tokens + completion_tokens}
+    return {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+    }
 
 
 def _choice(index: int, state: ChoiceState, req: CompletionRequest, text: str) -> dict[str, Any]:
@@ -408,13 +496,13 @@ async def _next_event(engine: Engine, queue: asyncio.Queue[tuple[int, Event]]) -
         return await asyncio.wait_for(queue.get(), timeout=0.25)
     except asyncio.TimeoutError:
         if engine.failure is not None and queue.empty():
-            return -1, Event("error", text=f"the engine has stopped: {engine.failure}",
-                             finish_reason="engine_stopped")
+            return -1, Event("error", text=f"the engine has stopped: {engine.failure}", finish_reason="engine_stopped")
         return None
 
 
-async def _collect(engine: Engine, states: list[ChoiceState], queue: asyncio.Queue[tuple[int, Event]],
-                   request: Request) -> None:
+async def _collect(
+    engine: Engine, states: list[ChoiceState], queue: asyncio.Queue[tuple[int, Event]], request: Request
+) -> None:
     open_ = len(states)
     while open_:
         got = await _next_event(engine, queue)
@@ -430,9 +518,16 @@ async def _collect(engine: Engine, states: list[ChoiceState], queue: asyncio.Que
             open_ -= 1
 
 
-async def _stream(engine: Engine, jobs: list[Job], states: list[ChoiceState],
-                  queue: asyncio.Queue[tuple[int, Event]], head: dict[str, Any], req: CompletionRequest,
-                  prompt_tokens: int, include_usage: bool) -> AsyncIterator[str]:
+async def _stream(
+    engine: Engine,
+    jobs: list[Job],
+    states: list[ChoiceState],
+    queue: asyncio.Queue[tuple[int, Event]],
+    head: dict[str, Any],
+    req: CompletionRequest,
+    prompt_tokens: int,
+    include_usage: bool,
+) -> AsyncIterator[str]:
     """Server-sent events: one chunk per token (its released text and logprobs), a last chunk per
     choice with its finish_reason, optionally usage, then ``data: [DONE]``. A client that goes away
     cancels its jobs (the engine drops them before the next step)."""

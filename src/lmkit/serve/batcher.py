@@ -127,8 +127,11 @@ class Engine:
         self.max_queue = max_queue
         # special tokens that add no text: all of them for a decoder (as `lmkit generate` prints it);
         # an encoder-decoder's sentinels say which gap a span fills, so only pad/BOS/EOS are dropped
-        plain = tokenizer.special_ids if self.family == "decoder" else (tokenizer.pad_id, tokenizer.bos_id,
-                                                                         tokenizer.eos_id)
+        plain = (
+            tokenizer.special_ids
+            if self.family == "decoder"
+            else (tokenizer.pad_id, tokenizer.bos_id, tokenizer.eos_id)
+        )
         self.plain = {int(i) for i in plain if i is not None and i >= 0}
         self._waiting: deque[Job] = deque()
         self._cv = threading.Condition()
@@ -213,6 +216,7 @@ class Engine:
             if self._rows:
                 self._step_batch()
             for state in list(self._seq2seq):
+
                 def step(_job: Job, s: _Seq2SeqState = state) -> None:
                     self._step_seq2seq(s)
 
@@ -316,8 +320,11 @@ class Engine:
         cache = model.new_cache(1, max(1, job.max_tokens))
         state = _Seq2SeqState(job, cache, model.cross_kv(enc))
         if job.echo:
-            job.emit(Event("prompt", [TokenInfo(t, None) for t in job.prompt_ids],
-                           text=self.tokenizer.decode(job.prompt_ids)))
+            job.emit(
+                Event(
+                    "prompt", [TokenInfo(t, None) for t in job.prompt_ids], text=self.tokenizer.decode(job.prompt_ids)
+                )
+            )
         if job.max_tokens == 0:
             return self._finish(job, "length")
         start = torch.full((1, 1), self.tokenizer.pad_id, dtype=torch.long)
@@ -354,8 +361,9 @@ class Engine:
         if argmax is not None and job.settings.greedy and not job.explain:
             tok = argmax
         else:
-            token, expl = choose_next(logits[None], job.settings, job.generator, explain=job.explain,
-                                      n_candidates=10, step=job.steps)
+            token, expl = choose_next(
+                logits[None], job.settings, job.generator, explain=job.explain, n_candidates=10, step=job.steps
+            )
             tok = int(token[0])
         info = TokenInfo(tok, None)
         if job.logprobs is not None:
@@ -418,7 +426,7 @@ class Engine:
         gone = [b for b, j in enumerate(self._rows) if j in jobs]
         for src, dst in self._cache.remove_rows(gone):  # the same moves for the jobs as for their rows
             self._rows[dst] = self._rows[src]
-        del self._rows[len(self._rows) - len(gone):]
+        del self._rows[len(self._rows) - len(gone) :]
 
     def _step_seq2seq(self, state: _Seq2SeqState) -> None:
         job = state.job

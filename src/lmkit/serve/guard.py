@@ -33,8 +33,14 @@ def _keyed(path: str) -> bool:
 class ApiError(Exception):
     """A client's mistake (or a failure it should hear about), answered with OpenAI's error shape."""
 
-    def __init__(self, status: int, message: str, param: str | None = None, code: str | None = None,
-                 kind: str = "invalid_request_error") -> None:
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        param: str | None = None,
+        code: str | None = None,
+        kind: str = "invalid_request_error",
+    ) -> None:
         super().__init__(message)
         self.status, self.message, self.param, self.code, self.kind = status, message, param, code, kind
 
@@ -44,8 +50,14 @@ def error_body(message: str, kind: str, param: str | None = None, code: str | No
     return {"error": {"message": message, "type": kind, "param": param, "code": code}}
 
 
-def error_response(status: int, message: str, kind: str = "invalid_request_error", param: str | None = None,
-                   code: str | None = None, headers: Mapping[str, str] | None = None) -> JSONResponse:
+def error_response(
+    status: int,
+    message: str,
+    kind: str = "invalid_request_error",
+    param: str | None = None,
+    code: str | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> JSONResponse:
     return JSONResponse(error_body(message, kind, param, code), status_code=status, headers=headers)
 
 
@@ -69,8 +81,12 @@ class Guard:
         path = scope["path"]
         if self.api_key and scope["method"] != "OPTIONS" and _keyed(path):
             if headers.get("authorization", "") != f"Bearer {self.api_key}":
-                return await error_response(401, "invalid API key (send Authorization: Bearer KEY)",
-                                            "authentication_error", code="invalid_api_key")(scope, receive, send)
+                return await error_response(
+                    401,
+                    "invalid API key (send Authorization: Bearer KEY)",
+                    "authentication_error",
+                    code="invalid_api_key",
+                )(scope, receive, send)
         seen, over, started = 0, False, False
 
         async def counted() -> Message:
@@ -98,13 +114,18 @@ class Guard:
             if not over:
                 raise
         if over and not started:
-            await self._too_large(scope, receive, send, f"request body over the limit of {self.limit} bytes "
-                                                        "(counted as it arrived; the rest was not read)")
+            await self._too_large(
+                scope,
+                receive,
+                send,
+                f"request body over the limit of {self.limit} bytes (counted as it arrived; the rest was not read)",
+            )
 
     async def _too_large(self, scope: Scope, receive: Receive, send: Send, message: str) -> None:
         # the connection is closed after this answer: the unread rest of the body is never read
-        await error_response(413, message, code="request_too_large",
-                             headers={"Connection": "close"})(scope, receive, send)
+        await error_response(413, message, code="request_too_large", headers={"Connection": "close"})(
+            scope, receive, send
+        )
 
 
 class ShapedCORS(CORSMiddleware):
@@ -117,5 +138,4 @@ class ShapedCORS(CORSMiddleware):
         reason = bytes(plain.body).decode("utf-8", "replace")  # "Disallowed CORS origin, headers"
         keep = {k: v for k, v in plain.headers.items() if k.lower() not in ("content-length", "content-type")}
         body = error_body(f"CORS preflight refused: {reason}", "invalid_request_error", code="cors_refused")
-        return Response(json.dumps(body), status_code=plain.status_code, headers=keep,
-                        media_type="application/json")
+        return Response(json.dumps(body), status_code=plain.status_code, headers=keep, media_type="application/json")

@@ -29,8 +29,12 @@ def background_server(engine: Any, model_name: str = "model", **opts: Any) -> It
     """Serve ``engine`` for the duration of the block; yields the base URL (``http://127.0.0.1:PORT``).
     ``opts`` are further :class:`~lmkit.serve.app.ServeOptions` fields (api_key, cors_origins, ...)."""
     port = free_port()
-    config = uvicorn.Config(create_app(engine, ServeOptions(model_name=model_name, **opts)), host="127.0.0.1",
-                            port=port, log_level="warning")
+    config = uvicorn.Config(
+        create_app(engine, ServeOptions(model_name=model_name, **opts)),
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+    )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name="lmkit-serve", daemon=True)
     thread.start()

@@ -13,15 +13,14 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+from lmkit.tokenizer import lone_surrogate
+
 
 def _unicode(text: str) -> str:
-    """Text a tokenizer can encode and a JSON answer can carry: no lone UTF-16 surrogate (``"\\ud800"``
-    is valid JSON but not Unicode text)."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise ValueError(f"not valid Unicode text: a lone surrogate U+{ord(text[exc.start]):04X} at character "
-                         f"{exc.start}") from None
+    """Text a tokenizer can encode and a JSON answer can carry (``"\\ud800"`` is valid JSON, not text)."""
+    bad = lone_surrogate(text)
+    if bad:
+        raise ValueError(f"not valid Unicode text: {bad}")
     return text
 
 

@@ -51,7 +51,7 @@ class TextStream:
         end = len(self.text)
         if not final and not self.stopped:
             end -= self._held_back()
-        piece = self.text[self.released:end]
+        piece = self.text[self.released : end]
         self.released = max(self.released, end)
         return piece
 

@@ -149,9 +149,13 @@ def tokenizer_files(tok: Tokenizer, max_len: int) -> dict[str, dict[str, Any]]:
     from lmkit.tokenizer import BOS, EOS, MASK, PAD, SENTINELS, UNK
 
     specials: dict[str, Any] = {}
-    for key, text, i in (("bos_token", BOS, tok.bos_id), ("eos_token", EOS, tok.eos_id),
-                         ("unk_token", UNK, tok.unk_id), ("pad_token", PAD, tok.pad_id),
-                         ("mask_token", MASK, tok.mask_id)):
+    for key, text, i in (
+        ("bos_token", BOS, tok.bos_id),
+        ("eos_token", EOS, tok.eos_id),
+        ("unk_token", UNK, tok.unk_id),
+        ("pad_token", PAD, tok.pad_id),
+        ("mask_token", MASK, tok.mask_id),
+    ):
         if i >= 0:
             specials[key] = text
     sentinels = [t for t, i in zip(SENTINELS, tok.sentinel_ids) if i >= 0]
@@ -172,8 +176,10 @@ def tokenizer_files(tok: Tokenizer, max_len: int) -> dict[str, dict[str, Any]]:
 
 
 #: every file an export folder may hold (what export_hf writes); --overwrite replaces nothing else
-EXPORT_FILES = re.compile(r"model\.safetensors|config\.json|generation_config\.json|tokenizer\.json|"
-                          r"tokenizer_config\.json|special_tokens_map\.json|lmkit_meta\.json|README\.md")
+EXPORT_FILES = re.compile(
+    r"model\.safetensors|config\.json|generation_config\.json|tokenizer\.json|"
+    r"tokenizer_config\.json|special_tokens_map\.json|lmkit_meta\.json|README\.md"
+)
 
 
 def is_export(folder: Path) -> bool:
@@ -191,8 +197,11 @@ def export_files(folder: Path) -> list[str] | None:
     (``lmkit.files.is_stamped``); None for a folder that is not an export."""
     if not is_export(folder):
         return None
-    return [p.name for p in folder.iterdir() if p.is_file() and EXPORT_FILES.fullmatch(p.name)
-            and (p.name != "README.md" or is_stamped(p))]
+    return [
+        p.name
+        for p in folder.iterdir()
+        if p.is_file() and EXPORT_FILES.fullmatch(p.name) and (p.name != "README.md" or is_stamped(p))
+    ]
 
 
 def _write_json(path: Path, data: Any) -> None:
@@ -202,9 +211,16 @@ def _write_json(path: Path, data: Any) -> None:
 # --------------------------------------------------------------------------- export
 
 
-def export_hf(ckpt: str | Path, out: str | Path, overwrite: bool = False, verify: bool = True,
-              card_sections: list[str | Path] | None = None, license: str | None = None,
-              language: list[str] | None = None, dequantize: bool = False) -> dict[str, Any]:
+def export_hf(
+    ckpt: str | Path,
+    out: str | Path,
+    overwrite: bool = False,
+    verify: bool = True,
+    card_sections: list[str | Path] | None = None,
+    license: str | None = None,
+    language: list[str] | None = None,
+    dequantize: bool = False,
+) -> dict[str, Any]:
     """Write the transformers folder of checkpoint ``ckpt`` to ``out``; returns a report.
 
     The report has ``out``, ``architecture``, ``auto_class``, ``files`` and (with ``verify``) the
@@ -228,13 +244,16 @@ def export_hf(ckpt: str | Path, out: str | Path, overwrite: bool = False, verify
     if quant and not dequantize:
         from lmkit.models.int8 import quant_label
 
-        raise LmkitError(f"{path}: is quantized ({quant_label(quant)}); {target.architecture} takes float weights: "
-                         "export the checkpoint from before `lmkit quantize`, or pass --dequantize to export this "
-                         "one's quantized values as float32 weights")
+        raise LmkitError(
+            f"{path}: is quantized ({quant_label(quant)}); {target.architecture} takes float weights: "
+            "export the checkpoint from before `lmkit quantize`, or pass --dequantize to export this "
+            "one's quantized values as float32 weights"
+        )
     names = name_map(cfg, str(path))
     out = Path(out)
-    check_out_dir(out, overwrite, [ckpt, path, *(card_sections or [])], ours=[EXPORT_FILES, Manifest(export_files)],
-                  kind="export")
+    check_out_dir(
+        out, overwrite, [ckpt, path, *(card_sections or [])], ours=[EXPORT_FILES, Manifest(export_files)], kind="export"
+    )
     tok = Tokenizer.load(path / "tokenizer.json", strict=False) if (path / "tokenizer.json").is_file() else None
     if tok is not None and tok.vocab_size > cfg.vocab_size:
         raise LmkitError(f"{path}: tokenizer has {tok.vocab_size} tokens but the model only {cfg.vocab_size}")
@@ -261,24 +280,39 @@ def export_hf(ckpt: str | Path, out: str | Path, overwrite: bool = False, verify
             tok.save(tmp / "tokenizer.json")
             for name, data in tokenizer_files(tok, cfg.max_seq_len).items():
                 _write_json(tmp / name, data)
-        _write_json(tmp / LMKIT_META_FILE, {
-            "format": EXPORT_FORMAT, "checkpoint": str(path.resolve()), "lmkit_model": raw["model"],
-            "model_safetensors_sha256": sha256_file(tmp / "model.safetensors"), "meta": meta,
-            "name_map": names,
-        })
-        card = render_card(path, sections=card_sections or [], license=license, language=language, export=True,
-                           load_path=str(out))
+        _write_json(
+            tmp / LMKIT_META_FILE,
+            {
+                "format": EXPORT_FORMAT,
+                "checkpoint": str(path.resolve()),
+                "lmkit_model": raw["model"],
+                "model_safetensors_sha256": sha256_file(tmp / "model.safetensors"),
+                "meta": meta,
+                "name_map": names,
+            },
+        )
+        card = render_card(
+            path, sections=card_sections or [], license=license, language=language, export=True, load_path=str(out)
+        )
         (tmp / "README.md").write_text(card, encoding="utf-8")
-        report: dict[str, Any] = {"out": str(out), "checkpoint": str(path), "family": cfg.family,
-                                  "dequantized_from": quant.get("dtype") if quant else None,
-                                  "architecture": target.architecture, "auto_class": target.auto_class,
-                                  "tensors": len(state), "files": sorted(p.name for p in tmp.iterdir())}
+        report: dict[str, Any] = {
+            "out": str(out),
+            "checkpoint": str(path),
+            "family": cfg.family,
+            "dequantized_from": quant.get("dtype") if quant else None,
+            "architecture": target.architecture,
+            "auto_class": target.auto_class,
+            "tensors": len(state),
+            "files": sorted(p.name for p in tmp.iterdir()),
+        }
         if verify:
             report["parity"] = verify_export(model, cfg, tmp, tok)
             if not report["parity"]["ok"]:
                 p = report["parity"]
-                raise LmkitError(f"{path}: exported model disagrees with lmkit (max |Δlogit| {p['max_abs_diff']:.3g} > "
-                                 f"{p['tolerance']:.3g}, greedy match {p['greedy_match']}); nothing was written")
+                raise LmkitError(
+                    f"{path}: exported model disagrees with lmkit (max |Δlogit| {p['max_abs_diff']:.3g} > "
+                    f"{p['tolerance']:.3g}, greedy match {p['greedy_match']}); nothing was written"
+                )
         replace_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -286,5 +320,13 @@ def export_hf(ckpt: str | Path, out: str | Path, overwrite: bool = False, verify
     return report
 
 
-__all__ = ["EXPORT_FILES", "export_files", "export_hf", "generation_config", "hf_config", "is_export", "to_hf_state",
-           "tokenizer_files"]
+__all__ = [
+    "EXPORT_FILES",
+    "export_files",
+    "export_hf",
+    "generation_config",
+    "hf_config",
+    "is_export",
+    "to_hf_state",
+    "tokenizer_files",
+]

@@ -90,8 +90,10 @@ def validate_name(name: str) -> str:
         if not _PART.fullmatch(p):
             bad = next((c for c in p if not (c.isascii() and (c.isalnum() or c in "._-"))), None)
             what = f" ({bad!r} is not allowed)" if bad is not None else ""
-            raise LmkitError(f"hub name {name!r}: part {p!r} must start with an ASCII letter or digit and hold "
-                             f"only ASCII letters (a-z, A-Z), digits, '.', '_' and '-', at most 96 characters{what}")
+            raise LmkitError(
+                f"hub name {name!r}: part {p!r} must start with an ASCII letter or digit and hold "
+                f"only ASCII letters (a-z, A-Z), digits, '.', '_' and '-', at most 96 characters{what}"
+            )
     return name
 
 
@@ -108,8 +110,14 @@ def parse_spec(spec: str) -> tuple[str, int | None]:
 
 def safe_relpath(path: str, where: str) -> str:
     """A manifest's file path, refused if it could land outside the output folder."""
-    if not isinstance(path, str) or not path or "\\" in path or "\x00" in path or path.startswith("/") \
-            or re.match(r"^[A-Za-z]:", path):
+    if (
+        not isinstance(path, str)
+        or not path
+        or "\\" in path
+        or "\x00" in path
+        or path.startswith("/")
+        or re.match(r"^[A-Za-z]:", path)
+    ):
         raise LmkitError(f"{where}: unsafe file path {path!r} in the manifest")
     if any(p in ("", ".", "..") for p in path.split("/")):
         raise LmkitError(f"{where}: unsafe file path {path!r} in the manifest")
@@ -150,11 +158,18 @@ def _summary(ckpt: Path) -> dict[str, Any]:
     cfg, meta = f["cfg"], f["meta"]
     ev = meta.get("eval") or {}
     return {
-        "family": cfg.family, "task": PIPELINE_TAG[cfg.family], "objective": cfg.objective,
+        "family": cfg.family,
+        "task": PIPELINE_TAG[cfg.family],
+        "objective": cfg.objective,
         "architecture": hf_architecture(cfg),
-        "params": f["params"], "vocab_size": cfg.vocab_size, "context": cfg.max_seq_len,
-        "tokens": meta.get("tokens"), "steps": meta.get("step"), "eval_loss": ev.get("loss"),
-        "perplexity": ev.get("perplexity"), "bits_per_byte": ev.get("bits_per_byte"),
+        "params": f["params"],
+        "vocab_size": cfg.vocab_size,
+        "context": cfg.max_seq_len,
+        "tokens": meta.get("tokens"),
+        "steps": meta.get("step"),
+        "eval_loss": ev.get("loss"),
+        "perplexity": ev.get("perplexity"),
+        "bits_per_byte": ev.get("bits_per_byte"),
         "quantization": quant_label(f["quantization"]) if f["quantization"] else None,
         "imported": bool(meta.get("imported_from")),
         "source": str(ckpt.resolve()),
@@ -174,8 +189,10 @@ class Hub:
             raise LmkitError(f"hub {self.url!r}: cannot open ({e}); for s3:// or gs:// install s3fs or gcsfs") from None
         self.root = root.rstrip("/") or "/"
         if self._local_roots() and os.path.exists(self.root) and not os.path.isdir(self.root):
-            raise LmkitError(f"hub {self.url}: is a file, not a hub folder (--hub or ${HUB_ENV} names a folder, "
-                             "new or made by lmkit hub push, or an fsspec URL)")
+            raise LmkitError(
+                f"hub {self.url}: is a file, not a hub folder (--hub or ${HUB_ENV} names a folder, "
+                "new or made by lmkit hub push, or an fsspec URL)"
+            )
 
     # ------------------------------------------------------------------ paths
 
@@ -232,8 +249,9 @@ class Hub:
             raise LmkitError(f"{name}: not in hub {self.url}" + (self._did_you_mean(name)))
         rev = revs[-1] if revision is None else revision
         if rev not in revs:
-            raise LmkitError(f"{name}@{rev}: no such revision in hub {self.url} (revisions: "
-                             f"{', '.join(map(str, revs))})")
+            raise LmkitError(
+                f"{name}@{rev}: no such revision in hub {self.url} (revisions: {', '.join(map(str, revs))})"
+            )
         path = self._manifest_path(name, rev)
         try:
             with self.fs.open(path, "rb") as f:
@@ -264,9 +282,11 @@ class Hub:
         return data
 
     def _corrupt(self, name: str, rev: int, path: str, entry: dict[str, Any], got: str, size: int) -> str:
-        return (f"{name}@{rev}: {path} fails its checksum (expected sha256 {entry['sha256'][:16]}… and "
-                f"{entry['size']:,} bytes, got {got[:16]}… and {size:,} bytes): the hub copy was changed or damaged "
-                f"({self._blob_path(name, entry['sha256'])})")
+        return (
+            f"{name}@{rev}: {path} fails its checksum (expected sha256 {entry['sha256'][:16]}… and "
+            f"{entry['size']:,} bytes, got {got[:16]}… and {size:,} bytes): the hub copy was changed or damaged "
+            f"({self._blob_path(name, entry['sha256'])})"
+        )
 
     def card(self, spec: str) -> str:
         name, rev = parse_spec(spec)
@@ -295,20 +315,33 @@ class Hub:
         while not here.exists() and here != here.parent:
             here = here.parent
         if not here.is_dir():
-            raise LmkitError(f"hub {self.url}: cannot push there ({here} is a file, not a folder); --hub or "
-                             f"${HUB_ENV} must name a folder lmkit can write, or an fsspec URL")
+            raise LmkitError(
+                f"hub {self.url}: cannot push there ({here} is a file, not a folder); --hub or "
+                f"${HUB_ENV} must name a folder lmkit can write, or an fsspec URL"
+            )
         if not os.access(here, os.W_OK | os.X_OK):
-            raise LmkitError(f"hub {self.url}: cannot push there ({here} is not writable); --hub or ${HUB_ENV} "
-                             "must name a folder lmkit can write, or an fsspec URL")
+            raise LmkitError(
+                f"hub {self.url}: cannot push there ({here} is not writable); --hub or ${HUB_ENV} "
+                "must name a folder lmkit can write, or an fsspec URL"
+            )
 
     def _write_error(self, e: OSError) -> LmkitError:
         """A failed write to the hub as one line naming the hub and the path that failed."""
         where = f": {e.filename}" if e.filename else ""
-        return LmkitError(f"hub {self.url}: cannot push there ({e.strerror or str(e) or type(e).__name__}{where}); --hub or "
-                          f"${HUB_ENV} must name a folder lmkit can write, or an fsspec URL")
+        return LmkitError(
+            f"hub {self.url}: cannot push there ({e.strerror or str(e) or type(e).__name__}{where}); --hub or "
+            f"${HUB_ENV} must name a folder lmkit can write, or an fsspec URL"
+        )
 
-    def push(self, ckpt: str | Path, name: str, message: str | None = None, include_train_state: bool = False,
-             card: str | Path | None = None, show_progress: bool = False) -> dict[str, Any]:
+    def push(
+        self,
+        ckpt: str | Path,
+        name: str,
+        message: str | None = None,
+        include_train_state: bool = False,
+        card: str | Path | None = None,
+        show_progress: bool = False,
+    ) -> dict[str, Any]:
         """Publish checkpoint ``ckpt`` as the next revision of ``name``; returns the manifest."""
         from lmkit import __version__
         from lmkit.models.checkpoint import resolve_checkpoint
@@ -368,9 +401,15 @@ class Hub:
         finally:
             bar.close()
         manifest = {
-            "format": MANIFEST_FORMAT, "name": name, "revision": 0,
-            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "message": message or "",
-            "lmkit_version": __version__, "files": dict(sorted(entries.items())), "size": total, "info": summary,
+            "format": MANIFEST_FORMAT,
+            "name": name,
+            "revision": 0,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "message": message or "",
+            "lmkit_version": __version__,
+            "files": dict(sorted(entries.items())),
+            "size": total,
+            "info": summary,
         }
         for _ in range(100):
             revs = self.revisions(name)
@@ -413,8 +452,13 @@ class Hub:
         check_out_dir(out, overwrite, self._local_roots(), ours=Manifest(pulled_files), kind="pulled checkpoint")
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.pull-"))
-        bar = progress(total=sum(int(e.get("size", 0)) for e in m["files"].values()), unit="B", unit_scale=True,
-                       desc=f"pull {where}", disable=not show_progress)
+        bar = progress(
+            total=sum(int(e.get("size", 0)) for e in m["files"].values()),
+            unit="B",
+            unit_scale=True,
+            desc=f"pull {where}",
+            disable=not show_progress,
+        )
         try:
             for rel, e in sorted(m["files"].items()):
                 dest = tmp / rel
@@ -431,8 +475,13 @@ class Hub:
                         bar.update(len(block))
                 if h.hexdigest() != e["sha256"] or size != e["size"]:
                     raise LmkitError(self._corrupt(name, m["revision"], rel, e, h.hexdigest(), size))
-            record = {"format": PULL_FORMAT, "hub": self.url, "name": name, "revision": m["revision"],
-                      "files": sorted(m["files"])}
+            record = {
+                "format": PULL_FORMAT,
+                "hub": self.url,
+                "name": name,
+                "revision": m["revision"],
+                "files": sorted(m["files"]),
+            }
             (tmp / PULL_RECORD).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
             replace_dir(tmp, out)
         except BaseException:

@@ -22,8 +22,14 @@ from lmkit.plan.units import parse_count
 from lmkit.ship.hub import CARD_FILE, Hub
 
 
-def search(hub: Hub, query: str = "", family: str | None = None, task: str | None = None,
-           min_params: float | None = None, max_params: float | None = None) -> list[dict[str, Any]]:
+def search(
+    hub: Hub,
+    query: str = "",
+    family: str | None = None,
+    task: str | None = None,
+    min_params: float | None = None,
+    max_params: float | None = None,
+) -> list[dict[str, Any]]:
     """The models of ``hub`` matching every term of ``query`` and the filters, best matches first.
 
     Terms: ``family:decoder``, ``task:fill-mask``, ``name:word``, size comparisons such as

@@ -72,15 +72,20 @@ def from_hf_state(hf: dict[str, torch.Tensor], cfg: ModelConfig, source: str) ->
     hf = _legacy_renames(hf)
     fam = cfg.family
     arch = target_of(cfg, source).architecture
-    if arch in ("BertForMaskedLM", "RoFormerForMaskedLM") and not cfg.tie_embeddings \
-            and "cls.predictions.decoder.bias" in hf:
+    if (
+        arch in ("BertForMaskedLM", "RoFormerForMaskedLM")
+        and not cfg.tie_embeddings
+        and "cls.predictions.decoder.bias" in hf
+    ):
         # Untied, transformers computes logits with the decoder's own bias and never reads
         # cls.predictions.bias (tied, it is the reverse): lmkit's one bias is the one in use.
         hf["cls.predictions.bias"] = hf["cls.predictions.decoder.bias"]
     missing = [theirs for theirs in names.values() if theirs not in hf]
     if missing:
-        raise LmkitError(f"{source}: weights missing for {arch}: {missing[:4]}"
-                         + (f" (and {len(missing) - 4} more)" if len(missing) > 4 else ""))
+        raise LmkitError(
+            f"{source}: weights missing for {arch}: {missing[:4]}"
+            + (f" (and {len(missing) - 4} more)" if len(missing) > 4 else "")
+        )
     used = set(names.values())
     emb = hf[HF_EMBEDDING[arch]]
     for key in hf:
@@ -98,13 +103,16 @@ def from_hf_state(hf: dict[str, torch.Tensor], cfg: ModelConfig, source: str) ->
             t = hf[key]
             ref = roformer_sinusoid_table(t.shape[0], cfg.head_dim) if t.dim() == 2 else None
             if ref is None or t.shape != ref.shape or not torch.allclose(t.to(torch.float32), ref, atol=1e-5):
-                raise LmkitError(f"{source}: {key} is not RoFormer's sinusoid table; lmkit computes rotary positions "
-                                 "with theta 10000 and cannot hold another table")
+                raise LmkitError(
+                    f"{source}: {key} is not RoFormer's sinusoid table; lmkit computes rotary positions "
+                    "with theta 10000 and cannot hold another table"
+                )
             continue
         if fam == "encdec" and key == "decoder.block.0.layer.1.EncDecAttention.relative_attention_bias.weight":
             continue  # transformers ignores this key too: cross-attention has no position bias
-        raise LmkitError(f"{source}: tensor {key!r} has no place in lmkit's {fam} "
-                         f"(a layer or bias lmkit does not have)")
+        raise LmkitError(
+            f"{source}: tensor {key!r} has no place in lmkit's {fam} (a layer or bias lmkit does not have)"
+        )
     orders = row_orders(cfg)
     out: dict[str, torch.Tensor] = {}
     for ours, theirs in names.items():
@@ -131,8 +139,11 @@ def _legacy_renames(hf: dict[str, T]) -> dict[str, T]:
 
 def _ignorable(key: str) -> bool:
     """Keys that hold no weights (rotary inv_freq, position ids) or parts a masked LM does not use."""
-    return (key.endswith("rotary_emb.inv_freq") or key.endswith("embeddings.position_ids")
-            or key.startswith(("bert.pooler.", "roformer.pooler.", "cls.seq_relationship.")))
+    return (
+        key.endswith("rotary_emb.inv_freq")
+        or key.endswith("embeddings.position_ids")
+        or key.startswith(("bert.pooler.", "roformer.pooler.", "cls.seq_relationship."))
+    )
 
 
 # --------------------------------------------------------------------------- the folder
@@ -174,8 +185,10 @@ def _read_weights(files: list[tuple[Path, bool]]) -> tuple[dict[str, torch.Tenso
         try:
             part = load_file(str(p)) if safe else torch.load(p, map_location="cpu", weights_only=True)
         except Exception as e:  # safetensors' own error types; weights_only refuses anything but tensors
-            raise LmkitError(f"{p}: cannot read weights{'' if safe else ' safely'} "
-                             f"({(str(e) or type(e).__name__).splitlines()[0][:200]})") from None
+            raise LmkitError(
+                f"{p}: cannot read weights{'' if safe else ' safely'} "
+                f"({(str(e) or type(e).__name__).splitlines()[0][:200]})"
+            ) from None
         if not isinstance(part, dict) or not all(isinstance(v, torch.Tensor) for v in part.values()):
             raise LmkitError(f"{p}: not a state dict of tensors")
         out.update(part)
@@ -214,12 +227,20 @@ def check_hf_shapes(shapes: dict[str, tuple[tuple[int, ...], Path]], cfg: ModelC
         (shape, file), need = shapes[theirs], expected[ours]
         longer_table = ours == "pos_emb.weight" and len(shape) == 2 and shape[1] == need[1] and shape[0] >= need[0]
         if shape != need and not longer_table:
-            raise LmkitError(f"{file}: {theirs} has shape {shape}, but {cfg_path} implies {need}: the weights "
-                             "and the config do not belong together")
+            raise LmkitError(
+                f"{file}: {theirs} has shape {shape}, but {cfg_path} implies {need}: the weights "
+                "and the config do not belong together"
+            )
 
 
-def import_hf(src: str | Path, out: str | Path, overwrite: bool = False, tokenizer: str | Path | None = None,
-              no_tokenizer: bool = False, max_seq_len: int | None = None) -> dict[str, Any]:
+def import_hf(
+    src: str | Path,
+    out: str | Path,
+    overwrite: bool = False,
+    tokenizer: str | Path | None = None,
+    no_tokenizer: bool = False,
+    max_seq_len: int | None = None,
+) -> dict[str, Any]:
     """Read a transformers folder into an lmkit checkpoint at ``out``; returns a report."""
     import torch
 
@@ -245,8 +266,13 @@ def import_hf(src: str | Path, out: str | Path, overwrite: bool = False, tokeniz
     if max_seq_len is not None and max_seq_len <= 0:
         raise LmkitError(f"--max-seq-len must be positive, got {max_seq_len}")
     out = Path(out)
-    check_out_dir(out, overwrite, [folder, *([tokenizer] if tokenizer else [])], ours=Manifest(checkpoint_files),
-                  kind="checkpoint")
+    check_out_dir(
+        out,
+        overwrite,
+        [folder, *([tokenizer] if tokenizer else [])],
+        ours=Manifest(checkpoint_files),
+        kind="checkpoint",
+    )
 
     tok_max = None
     tc = folder / "tokenizer_config.json"
@@ -262,18 +288,24 @@ def import_hf(src: str | Path, out: str | Path, overwrite: bool = False, tokeniz
     if not no_tokenizer:
         tok_path = Path(tokenizer) if tokenizer else folder / "tokenizer.json"
         if tokenizer is None and not tok_path.is_file():
-            raise LmkitError(f"{folder}: no tokenizer.json; lmkit needs its tokenizer to train or evaluate "
-                             "(pass --tokenizer FILE with an lmkit tokenizer of the same vocabulary, or "
-                             "--no-tokenizer to import the weights alone)")
+            raise LmkitError(
+                f"{folder}: no tokenizer.json; lmkit needs its tokenizer to train or evaluate "
+                "(pass --tokenizer FILE with an lmkit tokenizer of the same vocabulary, or "
+                "--no-tokenizer to import the weights alone)"
+            )
         try:
             tok = Tokenizer.load(tok_path)
         except LmkitError as e:
-            raise LmkitError(f"{e}. lmkit's pipeline needs <pad>, <s>, </s>, <unk>, [MASK], <extra_id_0..99> at ids "
-                             "0..104: pass --tokenizer FILE with such a tokenizer of the same vocabulary, or "
-                             "--no-tokenizer to import the weights alone") from None
+            raise LmkitError(
+                f"{e}. lmkit's pipeline needs <pad>, <s>, </s>, <unk>, [MASK], <extra_id_0..99> at ids "
+                "0..104: pass --tokenizer FILE with such a tokenizer of the same vocabulary, or "
+                "--no-tokenizer to import the weights alone"
+            ) from None
         if tok.vocab_size != cfg.vocab_size:
-            raise LmkitError(f"{tok_path}: tokenizer has {tok.vocab_size} tokens but the model's vocabulary is "
-                             f"{cfg.vocab_size}; they must match (or pass --no-tokenizer)")
+            raise LmkitError(
+                f"{tok_path}: tokenizer has {tok.vocab_size} tokens but the model's vocabulary is "
+                f"{cfg.vocab_size}; they must match (or pass --no-tokenizer)"
+            )
 
     weight_files = sorted(p for p in folder.iterdir() if p.suffix in (".safetensors", ".bin") and p.is_file())
     hashes = {p.name: sha256_file(p) for p in weight_files}
@@ -288,8 +320,12 @@ def import_hf(src: str | Path, out: str | Path, overwrite: bool = False, tokeniz
     weights, origin = _read_weights(files)
     if shapes is None:  # .bin files have no header: checked now, still before the model is built
         check_hf_shapes({k: (tuple(v.shape), origin[k]) for k, v in weights.items()}, cfg, cfg_path)
-    if cfg.family == "encdec" and not cfg.tie_embeddings and "lm_head.weight" not in weights \
-            and "shared.weight" in weights:
+    if (
+        cfg.family == "encdec"
+        and not cfg.tie_embeddings
+        and "lm_head.weight" not in weights
+        and "shared.weight" in weights
+    ):
         weights["lm_head.weight"] = weights["shared.weight"].clone()  # transformers ties a missing head
     state = from_hf_state(weights, cfg, str(folder))
     if "pos_emb.weight" in state and state["pos_emb.weight"].shape[0] > cfg.max_seq_len:
@@ -299,25 +335,40 @@ def import_hf(src: str | Path, out: str | Path, overwrite: bool = False, tokeniz
 
     kept_history = record is not None
     meta: dict[str, Any] = dict(record.get("meta") or {}) if record is not None else {}
-    meta.update({
-        "family": cfg.family, "objective": cfg.objective, "params": count_parameters(model),
-        "imported_from": {
-            "path": str(folder.resolve()), "architecture": target_of(cfg).architecture,
-            "model_type": hf_cfg.get("model_type"), "transformers_version": hf_cfg.get("transformers_version"),
-            "weights_sha256": hashes, "imported_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "training_record": "kept from the lmkit export (weights unchanged)" if kept_history else "not recorded",
-        },
-    })
+    meta.update(
+        {
+            "family": cfg.family,
+            "objective": cfg.objective,
+            "params": count_parameters(model),
+            "imported_from": {
+                "path": str(folder.resolve()),
+                "architecture": target_of(cfg).architecture,
+                "model_type": hf_cfg.get("model_type"),
+                "transformers_version": hf_cfg.get("transformers_version"),
+                "weights_sha256": hashes,
+                "imported_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                "training_record": "kept from the lmkit export (weights unchanged)" if kept_history else "not recorded",
+            },
+        }
+    )
     if tok is not None:
         meta["tokenizer_sha256"] = tok.sha256
     if out.is_dir() and not any(out.iterdir()):
         out.rmdir()  # empty (check_out_dir refused anything but a checkpoint holding only its own files)
     with torch.no_grad():
         path = save_checkpoint(out, model, cfg, tokenizer=tok, meta=meta)
-    return {"checkpoint": str(path), "family": cfg.family, "architecture": target_of(cfg).architecture,
-            "params": meta["params"], "tokenizer": tok is not None, "training_record_kept": kept_history,
-            "model": {k: getattr(cfg, k) for k in ("vocab_size", "d_model", "n_layers", "n_heads", "ffn_width",
-                                                   "max_seq_len", "tie_embeddings")}}
+    return {
+        "checkpoint": str(path),
+        "family": cfg.family,
+        "architecture": target_of(cfg).architecture,
+        "params": meta["params"],
+        "tokenizer": tok is not None,
+        "training_record_kept": kept_history,
+        "model": {
+            k: getattr(cfg, k)
+            for k in ("vocab_size", "d_model", "n_layers", "n_heads", "ffn_width", "max_seq_len", "tie_embeddings")
+        },
+    }
 
 
 def _export_record(folder: Path, weights_sha256: str | None) -> dict[str, Any] | None:

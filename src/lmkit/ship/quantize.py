@@ -34,9 +34,17 @@ TARGETS = ("fp16", "bf16", "int8")
 # --------------------------------------------------------------------------- the command
 
 
-def quantize_checkpoint(ckpt: str | Path, out: str | Path, to: str = "int8", overwrite: bool = False,
-                        data: str | None = None, eval_batches: int = 8, batch_size: int = 8, text_field: str = "text",
-                        show_progress: bool = True) -> dict[str, Any]:
+def quantize_checkpoint(
+    ckpt: str | Path,
+    out: str | Path,
+    to: str = "int8",
+    overwrite: bool = False,
+    data: str | None = None,
+    eval_batches: int = 8,
+    batch_size: int = 8,
+    text_field: str = "text",
+    show_progress: bool = True,
+) -> dict[str, Any]:
     """Write a quantized copy of checkpoint ``ckpt`` to ``out``; return the size/quality report
     (``summary`` holds it in one line)."""
     from lmkit.models.checkpoint import (
@@ -59,8 +67,9 @@ def quantize_checkpoint(ckpt: str | Path, out: str | Path, to: str = "int8", ove
     dst = Path(out)
     from lmkit.files import Manifest, check_out_dir
 
-    check_out_dir(dst, overwrite, [ckpt, src, *([data] if data else [])], ours=Manifest(checkpoint_files),
-                  kind="checkpoint")
+    check_out_dir(
+        dst, overwrite, [ckpt, src, *([data] if data else [])], ours=Manifest(checkpoint_files), kind="checkpoint"
+    )
 
     from lmkit.config import model_config_from_dict
 
@@ -81,16 +90,23 @@ def quantize_checkpoint(ckpt: str | Path, out: str | Path, to: str = "int8", ove
         if bar is not None:
             bar.set_postfix_str(name)
             bar.update(1)
-    before_eval = (evaluate_model(model, model_cfg, windows[0], tok, batch_size, eval_batches)
-                   if windows is not None else None)
+
+    before_eval = (
+        evaluate_model(model, model_cfg, windows[0], tok, batch_size, eval_batches) if windows is not None else None
+    )
     stage("evaluated the original")
 
     layer_errors = None
     if to == "int8":
         layer_errors = int8_layer_errors(model)  # on the float weights, before they are replaced
         modules = quantize_int8(model)
-        quant: dict[str, Any] = {"method": INT8_METHOD, "dtype": "int8", "scale_dtype": "fp32",
-                                 "granularity": "per output channel (row)", "modules": modules}
+        quant: dict[str, Any] = {
+            "method": INT8_METHOD,
+            "dtype": "int8",
+            "scale_dtype": "fp32",
+            "granularity": "per output channel (row)",
+            "modules": modules,
+        }
     else:
         model.to(torch_dtype(to))
         quant = {"method": CAST_METHOD, "dtype": to}
@@ -105,35 +121,45 @@ def quantize_checkpoint(ckpt: str | Path, out: str | Path, to: str = "int8", ove
     meta = load_meta(src)
     extra = {k: v for k, v in cfg_raw.items() if k not in ("format", "lmkit_version", "model")}
     extra["quantization"] = quant
-    save_checkpoint(dst, model, model_cfg, tokenizer=tok, meta=meta, run_cfg=run_cfg, extra_config=extra,
-                    state=model_state(model))
+    save_checkpoint(
+        dst, model, model_cfg, tokenizer=tok, meta=meta, run_cfg=run_cfg, extra_config=extra, state=model_state(model)
+    )
     stage("written")
 
     reloaded = load_model(dst)  # what generate/evaluate will load
     after_mem = memory_bytes(reloaded)
     stage("reloaded")
-    after_eval = (evaluate_model(reloaded, model_cfg, windows[0], tok, batch_size, eval_batches)
-                  if windows is not None else None)
+    after_eval = (
+        evaluate_model(reloaded, model_cfg, windows[0], tok, batch_size, eval_batches) if windows is not None else None
+    )
     stage("evaluated the quantized model")
     if bar is not None:
         bar.close()
     disk_before = (src / "model.safetensors").stat().st_size
     disk_after = (dst / "model.safetensors").stat().st_size
     report: dict[str, Any] = {
-        "source": str(src), "out": str(dst), "to": to, "method": quant["method"],
+        "source": str(src),
+        "out": str(dst),
+        "to": to,
+        "method": quant["method"],
         "disk_bytes": {"before": disk_before, "after": disk_after, "ratio": disk_before / disk_after},
         "memory_bytes": {"before": before_mem, "after": after_mem, "ratio": before_mem / after_mem},
         "held_out": windows[1] if windows is not None else None,
-        "eval_before": before_eval, "eval_after": after_eval,
+        "eval_before": before_eval,
+        "eval_after": after_eval,
         "int8_layers": layer_errors,
     }
-    summary = (f"{to}: {report['disk_bytes']['ratio']:.2f}x smaller on disk ({size_text(disk_before)} -> "
-               f"{size_text(disk_after)}), {report['memory_bytes']['ratio']:.2f}x in memory")
+    summary = (
+        f"{to}: {report['disk_bytes']['ratio']:.2f}x smaller on disk ({size_text(disk_before)} -> "
+        f"{size_text(disk_after)}), {report['memory_bytes']['ratio']:.2f}x in memory"
+    )
     if before_eval and after_eval:
         report["loss_change"] = after_eval["loss"] - before_eval["loss"]
         report["perplexity_change_pct"] = 100.0 * (after_eval["perplexity"] / before_eval["perplexity"] - 1.0)
-        summary += (f"; held-out perplexity {before_eval['perplexity']:.2f} -> {after_eval['perplexity']:.2f} "
-                    f"({report['perplexity_change_pct']:+.2f}%)")
+        summary += (
+            f"; held-out perplexity {before_eval['perplexity']:.2f} -> {after_eval['perplexity']:.2f} "
+            f"({report['perplexity_change_pct']:+.2f}%)"
+        )
     report["summary"] = summary
     meta["quantization"] = {k: v for k, v in report.items() if k not in ("source", "out")}
     meta["quantization"]["from"] = str(src)

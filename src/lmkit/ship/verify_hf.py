@@ -43,8 +43,7 @@ def probe_ids(cfg: ModelConfig, tok: Tokenizer | None, length: int = 16) -> list
     return ids[:length]
 
 
-def lmkit_greedy(model: nn.Module, cfg: ModelConfig, ids: list[int], steps: int, eos: int,
-                 start: int = 0) -> list[int]:
+def lmkit_greedy(model: nn.Module, cfg: ModelConfig, ids: list[int], steps: int, eos: int, start: int = 0) -> list[int]:
     """Greedy tokens of an lmkit ``model`` by its forward pass (the whole sequence each step), for parity checks.
 
     Decoder: the tokens after the prompt ``ids`` (stopping when the context window is full).
@@ -70,8 +69,9 @@ def lmkit_greedy(model: nn.Module, cfg: ModelConfig, ids: list[int], steps: int,
     return out
 
 
-def verify_export(model: nn.Module, cfg: ModelConfig, folder: Path, tok: Tokenizer | None,
-                  steps: int = 8) -> dict[str, Any]:
+def verify_export(
+    model: nn.Module, cfg: ModelConfig, folder: Path, tok: Tokenizer | None, steps: int = 8
+) -> dict[str, Any]:
     """Load ``folder`` with transformers and compare logits and greedy output with lmkit's ``model``."""
     import torch
     import transformers
@@ -85,8 +85,9 @@ def verify_export(model: nn.Module, cfg: ModelConfig, folder: Path, tok: Tokeniz
     try:
         hf = auto.from_pretrained(str(folder), local_files_only=True).eval()
     except Exception as e:  # anything transformers raises means the folder is not loadable
-        raise LmkitError(f"{folder}: transformers cannot load the export ({type(e).__name__}: "
-                         f"{str(e).splitlines()[0][:300]})") from None
+        raise LmkitError(
+            f"{folder}: transformers cannot load the export ({type(e).__name__}: {str(e).splitlines()[0][:300]})"
+        ) from None
     finally:
         transformers.logging.set_verbosity(verbosity)
         if bars:
@@ -106,8 +107,13 @@ def verify_export(model: nn.Module, cfg: ModelConfig, folder: Path, tok: Tokeniz
             ours, theirs = model(x), hf(input_ids=x).logits
     diff = float((ours - theirs).abs().max())
     tol = PARITY_RTOL * max(1.0, float(ours.abs().max()))
-    report: dict[str, Any] = {"loaded_class": loaded, "probe_tokens": len(ids), "max_abs_diff": diff,
-                              "max_abs_logit": float(ours.abs().max()), "tolerance": tol}
+    report: dict[str, Any] = {
+        "loaded_class": loaded,
+        "probe_tokens": len(ids),
+        "max_abs_diff": diff,
+        "max_abs_logit": float(ours.abs().max()),
+        "tolerance": tol,
+    }
     if cfg.family == "encoder":
         report["greedy_match"] = bool(torch.equal(ours.argmax(-1), theirs.argmax(-1)))
         report["greedy_what"] = "top-1 prediction at every position"
@@ -118,9 +124,10 @@ def verify_export(model: nn.Module, cfg: ModelConfig, folder: Path, tok: Tokeniz
         if eos < 0:
             gen_kwargs["eos_token_id"] = None
         with torch.no_grad():
-            seq = hf.generate(torch.tensor([prompt]), attention_mask=torch.ones(1, len(prompt), dtype=torch.long),
-                              **gen_kwargs)[0].tolist()
-        theirs_gen = seq[len(prompt):] if cfg.family == "decoder" else seq[1:]
+            seq = hf.generate(
+                torch.tensor([prompt]), attention_mask=torch.ones(1, len(prompt), dtype=torch.long), **gen_kwargs
+            )[0].tolist()
+        theirs_gen = seq[len(prompt) :] if cfg.family == "decoder" else seq[1:]
         report["greedy_match"] = theirs_gen == mine
         report["greedy_tokens"] = len(mine)
         report["greedy_what"] = f"{len(mine)} greedy tokens"

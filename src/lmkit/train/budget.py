@@ -62,9 +62,18 @@ def pick_for_time(candidates: list[Candidate], seconds: float, law: ScalingFit) 
     rows = []
     for c in candidates:
         tokens = c.tokens_per_second * seconds
-        rows.append({"d_model": c.model.d_model, "n_layers": c.model.n_layers, "n_heads": c.model.n_heads,
-                     "params": c.params, "tokens_per_second": c.tokens_per_second, "tokens": tokens,
-                     "tokens_per_param": tokens / c.params, "predicted_loss": law.loss(c.params, tokens)})
+        rows.append(
+            {
+                "d_model": c.model.d_model,
+                "n_layers": c.model.n_layers,
+                "n_heads": c.model.n_heads,
+                "params": c.params,
+                "tokens_per_second": c.tokens_per_second,
+                "tokens": tokens,
+                "tokens_per_param": tokens / c.params,
+                "predicted_loss": law.loss(c.params, tokens),
+            }
+        )
     best = min(range(len(rows)), key=lambda i: rows[i]["predicted_loss"])
     return best, rows
 
@@ -93,8 +102,9 @@ def _throughput(cfg: RunConfig, model: ModelConfig) -> tuple[float, float]:
     return float(rep["tokens_per_second"]), float(rep["eval_batch_seconds"])
 
 
-def choose_model(cfg: RunConfig, budget_s: float, law: ScalingFit, start: float,
-                 show_progress: bool = True, yes: bool = False) -> dict[str, Any]:
+def choose_model(
+    cfg: RunConfig, budget_s: float, law: ScalingFit, start: float, show_progress: bool = True, yes: bool = False
+) -> dict[str, Any]:
     """Measure candidates and pick one for what is left of ``budget_s`` (counted from ``start``,
     a ``time.perf_counter()`` value). Returns the choice: the chosen ModelConfig under "model",
     every candidate's row, the law, and the seconds measuring took. A budget longer than
@@ -123,14 +133,21 @@ def choose_model(cfg: RunConfig, budget_s: float, law: ScalingFit, start: float,
         bar.close()
     left = budget_s - (time.perf_counter() - start)
     if left <= 0:
-        raise LmkitError(f"the time budget ({budget_s:g}s) was spent measuring this machine; "
-                         "give a longer train.max_time")
+        raise LmkitError(
+            f"the time budget ({budget_s:g}s) was spent measuring this machine; give a longer train.max_time"
+        )
     best, rows = pick_for_time(cands, left, law)
     chosen = cands[best].model
-    return {"model": chosen, "best": best, "rows": rows, "law": dataclasses.asdict(law),
-            "budget_seconds": budget_s, "measure_seconds": time.perf_counter() - start,
-            "flops_per_second_base": fps, "final_eval_seconds": measured[(chosen.d_model, chosen.n_layers)][1]
-            * cfg.train.eval_batches}
+    return {
+        "model": chosen,
+        "best": best,
+        "rows": rows,
+        "law": dataclasses.asdict(law),
+        "budget_seconds": budget_s,
+        "measure_seconds": time.perf_counter() - start,
+        "flops_per_second_base": fps,
+        "final_eval_seconds": measured[(chosen.d_model, chosen.n_layers)][1] * cfg.train.eval_batches,
+    }
 
 
 def budget_run_config(cfg: RunConfig, choice: dict[str, Any]) -> RunConfig:
@@ -146,17 +163,23 @@ def budget_run_config(cfg: RunConfig, choice: dict[str, Any]) -> RunConfig:
 def format_choice(choice: dict[str, Any]) -> str:
     """The table ``lmkit pretrain --model auto`` prints: what it measured, predicted and picked."""
     law = choice["law"]
-    lines = [f"time budget {choice['budget_seconds']:g}s; measuring this machine took {choice['measure_seconds']:.1f}s; "
-             f"predicted loss L(N, D) = {law['E']:.3g} + {law['A']:.4g}/N^{law['alpha']:.3g} + "
-             f"{law['B']:.4g}/D^{law['beta']:.3g} ({law['name']}), D = tokens/s x time left",
-             f"  {'shape':>12} {'params':>11} {'tokens/s':>10} {'tokens':>11} {'tok/param':>9} {'pred. loss':>10}"]
+    lines = [
+        f"time budget {choice['budget_seconds']:g}s; measuring this machine took {choice['measure_seconds']:.1f}s; "
+        f"predicted loss L(N, D) = {law['E']:.3g} + {law['A']:.4g}/N^{law['alpha']:.3g} + "
+        f"{law['B']:.4g}/D^{law['beta']:.3g} ({law['name']}), D = tokens/s x time left",
+        f"  {'shape':>12} {'params':>11} {'tokens/s':>10} {'tokens':>11} {'tok/param':>9} {'pred. loss':>10}",
+    ]
     for i, r in enumerate(choice["rows"]):
         mark = "  <- chosen" if i == choice["best"] else ""
-        lines.append(f"  {r['n_layers']:>3} x {r['d_model']:<6} {r['params']:>11,} {r['tokens_per_second']:>10,.0f} "
-                     f"{r['tokens']:>11,.0f} {r['tokens_per_param']:>9.1f} {r['predicted_loss']:>10.4f}{mark}")
+        lines.append(
+            f"  {r['n_layers']:>3} x {r['d_model']:<6} {r['params']:>11,} {r['tokens_per_second']:>10,.0f} "
+            f"{r['tokens']:>11,.0f} {r['tokens_per_param']:>9.1f} {r['predicted_loss']:>10.4f}{mark}"
+        )
     r = choice["rows"][choice["best"]]
-    lines.append(f"chosen: {r['n_layers']} layers x {r['d_model']} ({r['params']:,} parameters): the lowest predicted "
-                 f"loss for the time left; the schedule ends at the deadline")
+    lines.append(
+        f"chosen: {r['n_layers']} layers x {r['d_model']} ({r['params']:,} parameters): the lowest predicted "
+        f"loss for the time left; the schedule ends at the deadline"
+    )
     return "\n".join(lines)
 
 
@@ -174,19 +197,27 @@ def finish_seconds(tr: Any) -> float:
 
     with tempfile.TemporaryDirectory(dir=tr.out) as tmp:
         scratch = Path(tmp)
-        (scratch / "metrics.jsonl").write_text("".join(json.dumps({"step": i, "tokens": i, "loss": 3.0 - i,
-                                                                   "val_loss": 3.0 - i}) + "\n" for i in range(3)))
+        (scratch / "metrics.jsonl").write_text(
+            "".join(json.dumps({"step": i, "tokens": i, "loss": 3.0 - i, "val_loss": 3.0 - i}) + "\n" for i in range(3))
+        )
         t0 = time.perf_counter()
         plot_loss_curve(scratch)
         t1 = time.perf_counter()
-        save_file({k: v.detach().contiguous() for k, v in tr.model.state_dict().items()},
-                  str(scratch / "rehearsal.safetensors"))
+        save_file(
+            {k: v.detach().contiguous() for k, v in tr.model.state_dict().items()},
+            str(scratch / "rehearsal.safetensors"),
+        )
         t2 = time.perf_counter()
     return (t1 - t0) + 3 * (t2 - t1) + FINISH_MARGIN_S
 
 
-def train_to_deadline(cfg: RunConfig, deadline: float, reserve_s: float = 0.0, show_progress: bool = True,
-                      choice: dict[str, Any] | None = None) -> dict[str, Any]:
+def train_to_deadline(
+    cfg: RunConfig,
+    deadline: float,
+    reserve_s: float = 0.0,
+    show_progress: bool = True,
+    choice: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """Build the trainer (tokenizer, packing), then train for what is left until ``deadline`` (a
     ``time.perf_counter()`` value) less ``reserve_s`` for the final evaluation and checkpoint, the
     learning rate scheduled over that wall time."""
@@ -200,8 +231,10 @@ def train_to_deadline(cfg: RunConfig, deadline: float, reserve_s: float = 0.0, s
         finish = finish_seconds(tr)
         left = deadline - time.perf_counter() - reserve_s - finish
         if left <= 0:
-            raise LmkitError(f"{cfg.out}: the time budget was spent before training could start (measuring and "
-                             "packing the data); give a longer train.max_time")
+            raise LmkitError(
+                f"{cfg.out}: the time budget was spent before training could start (measuring and "
+                "packing the data); give a longer train.max_time"
+            )
         tr.cfg.train.max_time = left
         tr.horizon = Horizon(None, f"time budget ({left:.1f}s left for training)", left)
         if choice is not None and tr.dist.main:
@@ -214,7 +247,9 @@ def train_to_deadline(cfg: RunConfig, deadline: float, reserve_s: float = 0.0, s
         release_run_folder(cfg.out)
 
 
-def pretrain_to_budget(cfg: RunConfig, law: ScalingFit, show_progress: bool = True, yes: bool = False) -> dict[str, Any]:
+def pretrain_to_budget(
+    cfg: RunConfig, law: ScalingFit, show_progress: bool = True, yes: bool = False
+) -> dict[str, Any]:
     """``lmkit pretrain --model auto``: measure shapes, pick one for the time budget
     ``cfg.train.max_time`` (counted from this call) by ``law``, train it to the deadline. Returns
     the run's summary with a "budget" entry: the seconds given, spent measuring and in all, and the
@@ -229,8 +264,17 @@ def pretrain_to_budget(cfg: RunConfig, law: ScalingFit, show_progress: bool = Tr
     choice = choose_model(cfg, budget, law, start, show_progress=show_progress, yes=yes)
     if show_progress:
         print(format_choice(choice), file=sys.stderr)
-    summary = train_to_deadline(budget_run_config(cfg, choice), start + budget, choice["final_eval_seconds"],
-                                show_progress=show_progress, choice=choice)
-    summary["budget"] = {"seconds": budget, "measure_seconds": choice["measure_seconds"],
-                         "wall_seconds": time.perf_counter() - start, "chosen": choice["rows"][choice["best"]]}
+    summary = train_to_deadline(
+        budget_run_config(cfg, choice),
+        start + budget,
+        choice["final_eval_seconds"],
+        show_progress=show_progress,
+        choice=choice,
+    )
+    summary["budget"] = {
+        "seconds": budget,
+        "measure_seconds": choice["measure_seconds"],
+        "wall_seconds": time.perf_counter() - start,
+        "chosen": choice["rows"][choice["best"]],
+    }
     return summary

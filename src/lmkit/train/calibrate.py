@@ -40,8 +40,15 @@ def synthetic_specials(vocab_size: int) -> SpecialIds:
     if vocab_size <= N_SPECIAL + 1:
         raise LmkitError(f"model.vocab_size ({vocab_size}) is too small for lmkit's {N_SPECIAL} special tokens")
     ids = {t: i for i, t in enumerate(SPECIAL_TOKENS)}
-    return SpecialIds(pad=ids[PAD], bos=ids[BOS], eos=ids[EOS], mask=ids[MASK],
-                      sentinels=tuple(ids[t] for t in SENTINELS), vocab_size=vocab_size, n_special=N_SPECIAL)
+    return SpecialIds(
+        pad=ids[PAD],
+        bos=ids[BOS],
+        eos=ids[EOS],
+        mask=ids[MASK],
+        sentinels=tuple(ids[t] for t in SENTINELS),
+        vocab_size=vocab_size,
+        n_special=N_SPECIAL,
+    )
 
 
 class _SyntheticTrainer(Trainer):
@@ -66,8 +73,9 @@ class _SyntheticTrainer(Trainer):
     def micro_batches(self, step: int) -> Iterator[dict[str, torch.Tensor]]:
         for micro in range(self.accum):
             gen = batch_generator(self.cfg.train.seed, step, micro, 0)
-            windows = torch.randint(N_SPECIAL, self.cfg.model.vocab_size, (self.micro_batch, self.window),
-                                    generator=gen)
+            windows = torch.randint(
+                N_SPECIAL, self.cfg.model.vocab_size, (self.micro_batch, self.window), generator=gen
+            )
             yield {k: v.to(self.device) for k, v in make_batch(self.cfg.model, windows, self.specials, gen).items()}
 
     @torch.no_grad()

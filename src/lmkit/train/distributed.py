@@ -44,8 +44,9 @@ def mps_available() -> bool:
     return getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
 
 
-def resolve_device(name: str, d: Dist | None = None, what: str = "train.device",
-                   kinds: tuple[str, ...] = ("cuda", "mps", "cpu")) -> torch.device:
+def resolve_device(
+    name: str, d: Dist | None = None, what: str = "train.device", kinds: tuple[str, ...] = ("cuda", "mps", "cpu")
+) -> torch.device:
     """The one place a device name becomes a device: ``train.device`` and every command's ``--device``.
 
     ``auto`` is the first of cuda, mps, cpu that this machine has (among ``kinds``, the device types
@@ -67,8 +68,10 @@ def resolve_device(name: str, d: Dist | None = None, what: str = "train.device",
             raise LmkitError(f"{what} {name}: no CUDA device is available on this machine (use cpu or auto)")
         count = torch.cuda.device_count()
         if dev.index is not None and dev.index >= count:
-            raise LmkitError(f"{what} {name}: this machine has {count} CUDA device{'s' if count > 1 else ''} "
-                             f"(cuda:0{f'..cuda:{count - 1}' if count > 1 else ''})")
+            raise LmkitError(
+                f"{what} {name}: this machine has {count} CUDA device{'s' if count > 1 else ''} "
+                f"(cuda:0{f'..cuda:{count - 1}' if count > 1 else ''})"
+            )
         if d.world > 1:
             dev = torch.device("cuda", d.local_rank)
     if dev.type == "mps" and not has["mps"]:
@@ -104,8 +107,10 @@ def autocast_for(precision: str, device: torch.device) -> torch.autocast | None:
     if precision == "fp32":
         return None
     if precision not in ("bf16", "fp16"):
-        raise LmkitError(f"train.precision {precision!r} must be settled (fp32|bf16|fp16) before training; "
-                         "lmkit.train.distributed.settle_precision settles auto")
+        raise LmkitError(
+            f"train.precision {precision!r} must be settled (fp32|bf16|fp16) before training; "
+            "lmkit.train.distributed.settle_precision settles auto"
+        )
     dtype = torch.bfloat16 if precision == "bf16" else torch.float16
     return torch.autocast(device_type=device.type, dtype=dtype)
 
@@ -138,8 +143,9 @@ def wrap_for_processes(module: nn.Module, model: LanguageModel, device: torch.de
     return DDP(module, device_ids=[device.index] if device.type == "cuda" else None)
 
 
-def load_optimizer_state(wrapped: nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, Any],
-                         sharded: bool) -> None:
+def load_optimizer_state(
+    wrapped: nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, Any], sharded: bool
+) -> None:
     """Load a whole (unsharded) optimizer state, scattering it to the shards when ``sharded`` (FSDP)."""
     if sharded:
         from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
@@ -149,8 +155,9 @@ def load_optimizer_state(wrapped: nn.Module, optimizer: torch.optim.Optimizer, s
         optimizer.load_state_dict(state)
 
 
-def full_states(wrapped: nn.Module, model: nn.Module, optimizer: torch.optim.Optimizer,
-                sharded: bool) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+def full_states(
+    wrapped: nn.Module, model: nn.Module, optimizer: torch.optim.Optimizer, sharded: bool
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Model weights and optimizer state as whole tensors (gathered from the shards when ``sharded``)."""
     from lmkit.models.checkpoint import model_state
 

@@ -98,8 +98,9 @@ def hardware_summary(device: torch.device, d: Dist) -> dict[str, Any]:
 class Trainer:
     """One training run. ``run()`` trains to the horizon and returns a summary dict."""
 
-    def __init__(self, cfg: RunConfig, resume: bool = False, show_progress: bool = True,
-                 new_data: bool = False) -> None:
+    def __init__(
+        self, cfg: RunConfig, resume: bool = False, show_progress: bool = True, new_data: bool = False
+    ) -> None:
         cfg.validate()
         self.cfg = cfg
         self.dist = init_distributed()
@@ -129,8 +130,10 @@ class Trainer:
             print(f"lmkit: removed what an interrupted run left in {self.out}: {', '.join(cleaned)}", file=sys.stderr)
         existing = list_checkpoints(self.out) if self.out.exists() else []
         if existing and not resume:
-            raise LmkitError(f"{self.out}: already holds checkpoints ({existing[-1].name}); pass --resume to "
-                             "continue that run, or choose another --out")
+            raise LmkitError(
+                f"{self.out}: already holds checkpoints ({existing[-1].name}); pass --resume to "
+                "continue that run, or choose another --out"
+            )
         if resume and not existing:
             raise LmkitError(f"{self.out}: --resume given but there is no checkpoint to resume from")
         self.resume_from = resolve_checkpoint(self.out) if resume else None
@@ -147,8 +150,9 @@ class Trainer:
         if self.resume_from is not None:
             from lmkit.train.resume import agree_with_saved_run
 
-            self.prev_meta, self.data_change = agree_with_saved_run(cfg, self.resume_from, self.out, self.new_data,
-                                                                    self.dist.main, self.dist.world)
+            self.prev_meta, self.data_change = agree_with_saved_run(
+                cfg, self.resume_from, self.out, self.new_data, self.dist.main, self.dist.world
+            )
         self.precision_choice = settle_precision(cfg, self.device, self.dist, self.prev_meta.get("precision_choice"))
 
     def _build_data(self) -> None:
@@ -160,25 +164,39 @@ class Trainer:
         cfg = self.cfg
         if self.dist.main or self.dist.world == 1:
             self.tokenizer, self.train_shards, self.val_shards = prepare(
-                cfg.data, self.out, cfg.model.vocab_size, show_progress=self.show_progress)
+                cfg.data, self.out, cfg.model.vocab_size, show_progress=self.show_progress
+            )
         if self.dist.world > 1:
             dist.barrier()
             if not self.dist.main:  # the main rank packed; the others open what it wrote
                 self.tokenizer, self.train_shards, self.val_shards = prepare(
-                    cfg.data, self.out, cfg.model.vocab_size, show_progress=False)
+                    cfg.data, self.out, cfg.model.vocab_size, show_progress=False
+                )
         if self.init_from is not None and cfg.model.vocab_size != self.tokenizer.vocab_size:
-            raise LmkitError(f"{self.tokenizer.source}: has {self.tokenizer.vocab_size} tokens but {self.init_from} was "
-                             f"trained with {cfg.model.vocab_size}; continue pre-training with the checkpoint's tokenizer")
+            raise LmkitError(
+                f"{self.tokenizer.source}: has {self.tokenizer.vocab_size} tokens but {self.init_from} was "
+                f"trained with {cfg.model.vocab_size}; continue pre-training with the checkpoint's tokenizer"
+            )
         if cfg.model.vocab_size != self.tokenizer.vocab_size:
             if self.show_progress:
-                print(f"model.vocab_size set to the tokenizer's {self.tokenizer.vocab_size} "
-                      f"(config said {cfg.model.vocab_size})", file=sys.stderr)
+                print(
+                    f"model.vocab_size set to the tokenizer's {self.tokenizer.vocab_size} "
+                    f"(config said {cfg.model.vocab_size})",
+                    file=sys.stderr,
+                )
             cfg.model.vocab_size = self.tokenizer.vocab_size
         self.data_fingerprint = data_fingerprint(cfg.data, self.tokenizer, self.train_shards, self.val_shards)
         self.val_shards.windows_per_shard(window_length(cfg.model))  # too small: say so now, not after training
         if self.resume_from is not None:
-            self.data_changes = check_resumed_data(self.out, self.resume_from, self.prev_meta, self.data_change,
-                                                   self.tokenizer, self.data_fingerprint, self.new_data)
+            self.data_changes = check_resumed_data(
+                self.out,
+                self.resume_from,
+                self.prev_meta,
+                self.data_change,
+                self.tokenizer,
+                self.data_fingerprint,
+                self.new_data,
+            )
         self.specials = self.tokenizer.special_ids_for_objectives()
         self.token_bytes = token_byte_lengths(self.tokenizer)
 
@@ -192,8 +210,10 @@ class Trainer:
             saved_model, this_model = to_dict(load_model_config(self.resume_from)), to_dict(cfg.model)
             for key in saved_model:
                 if saved_model[key] != this_model.get(key):
-                    raise LmkitError(f"{self.resume_from}: model.{key} is {saved_model[key]!r} in the run being "
-                                     f"resumed but {this_model.get(key)!r} in this one; resume with the same model")
+                    raise LmkitError(
+                        f"{self.resume_from}: model.{key} is {saved_model[key]!r} in the run being "
+                        f"resumed but {this_model.get(key)!r} in this one; resume with the same model"
+                    )
             load_weights_into(self.model, load_state(self.resume_from), self.resume_from)
         elif self.init_from is not None:
             load_weights_into(self.model, load_state(self.init_from), self.init_from)
@@ -203,8 +223,9 @@ class Trainer:
 
     def _wrap_model(self) -> None:
         """``wrapped``: the loss module the steps call, spread over the processes (DDP / FSDP), compiled if asked."""
-        self.wrapped: nn.Module = wrap_for_processes(LossModule(self.model), self.model, self.device, self.dist,
-                                                     self.cfg.train.distributed)
+        self.wrapped: nn.Module = wrap_for_processes(
+            LossModule(self.model), self.model, self.device, self.dist, self.cfg.train.distributed
+        )
         if self.cfg.train.compile:
             self.wrapped = cast(nn.Module, torch.compile(self.wrapped))  # an OptimizedModule (stubs: a callable)
 
@@ -223,21 +244,31 @@ class Trainer:
         cfg = self.cfg
         mb = cfg.train.micro_batch_size or max(1, cfg.train.batch_size // self.dist.world)
         if cfg.train.batch_size % (mb * self.dist.world):
-            raise LmkitError(f"train.batch_size ({cfg.train.batch_size}) must be a multiple of micro_batch_size "
-                             f"({mb}) x processes ({self.dist.world})")
+            raise LmkitError(
+                f"train.batch_size ({cfg.train.batch_size}) must be a multiple of micro_batch_size "
+                f"({mb}) x processes ({self.dist.world})"
+            )
         self.micro_batch = mb
         self.accum = cfg.train.batch_size // (mb * self.dist.world)
         self.seq_len = cfg.model.max_seq_len
         self.window = window_length(cfg.model)
         self.tokens_per_step = cfg.train.batch_size * self.seq_len
         self.flops_per_token = float(flops_per_token(cfg.model, self.seq_len))
-        self.horizon = plan_horizon(cfg.train, self.tokens_per_step, self.flops_per_token * self.tokens_per_step,
-                                    self.n_params)
+        self.horizon = plan_horizon(
+            cfg.train, self.tokens_per_step, self.flops_per_token * self.tokens_per_step, self.n_params
+        )
 
     def _predict_memory(self) -> None:
         """``train.memory`` settled, and this run's peak memory as ``lmkit plan`` predicts it (train/rss.py)."""
-        self.memory_plan = settle_memory(self.cfg, self.n_params, self.micro_batch, self.seq_len, self.dist,
-                                         self.device, self.prev_meta.get("memory"))
+        self.memory_plan = settle_memory(
+            self.cfg,
+            self.n_params,
+            self.micro_batch,
+            self.seq_len,
+            self.dist,
+            self.device,
+            self.prev_meta.get("memory"),
+        )
 
     def memory_report(self) -> dict[str, Any]:
         """Measured peak so far beside the plan's prediction (and the relative error)."""
@@ -313,8 +344,9 @@ class Trainer:
                 self.scaler.scale(loss).backward()
             total += loss.detach()
         self.scaler.unscale_(self.optimizer)
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.train.grad_clip
-                                                   if self.cfg.train.grad_clip > 0 else float("inf"))
+        grad_norm = torch.nn.utils.clip_grad_norm_(
+            self.model.parameters(), self.cfg.train.grad_clip if self.cfg.train.grad_clip > 0 else float("inf")
+        )
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
@@ -324,40 +356,69 @@ class Trainer:
         return float(total), float(grad_norm)
 
     def run_eval(self) -> dict[str, float]:
-        return evaluate(self.model, self.val_shards, self.cfg.model, self.specials,
-                        batch_size=self.micro_batch, max_batches=self.cfg.train.eval_batches,
-                        token_bytes=self.token_bytes, device=self.device, autocast=self.autocast,
-                        loss_fn=self.wrapped)
+        return evaluate(
+            self.model,
+            self.val_shards,
+            self.cfg.model,
+            self.specials,
+            batch_size=self.micro_batch,
+            max_batches=self.cfg.train.eval_batches,
+            token_bytes=self.token_bytes,
+            device=self.device,
+            autocast=self.autocast,
+            loss_fn=self.wrapped,
+        )
 
     def save(self, last_metrics: dict[str, Any], elapsed: float) -> Path | None:
         weights, optim = full_states(self.wrapped, self.model, self.optimizer, self._sharded)
         if not self.dist.main:
             return None
-        st = {"optimizer": optim, "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else {},
-              "rng_cpu": torch.get_rng_state(),
-              "rng_cuda": torch.cuda.get_rng_state() if torch.cuda.is_available() else None,
-              "step": self.step, "elapsed": elapsed}
-        path = save_checkpoint(self.out / f"{CKPT_PREFIX}{self.step:07d}", self.model, self.cfg.model,
-                               tokenizer=self.tokenizer, meta=self.meta(last_metrics, elapsed),
-                               run_cfg=self.cfg, train_state=st, state=weights)
+        st = {
+            "optimizer": optim,
+            "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else {},
+            "rng_cpu": torch.get_rng_state(),
+            "rng_cuda": torch.cuda.get_rng_state() if torch.cuda.is_available() else None,
+            "step": self.step,
+            "elapsed": elapsed,
+        }
+        path = save_checkpoint(
+            self.out / f"{CKPT_PREFIX}{self.step:07d}",
+            self.model,
+            self.cfg.model,
+            tokenizer=self.tokenizer,
+            meta=self.meta(last_metrics, elapsed),
+            run_cfg=self.cfg,
+            train_state=st,
+            state=weights,
+        )
         prune_checkpoints(self.out, self.cfg.train.keep_checkpoints)
         return path
 
     def meta(self, last: dict[str, Any], elapsed: float) -> dict[str, Any]:
         tokens = self.step * self.tokens_per_step
         return {
-            "step": self.step, "tokens": tokens, "flops": tokens * self.flops_per_token,
-            "flops_per_token": self.flops_per_token, "params": self.n_params,
-            "family": self.cfg.model.family, "objective": self.cfg.model.objective,
-            "wall_time_s": elapsed, "precision": self.cfg.train.precision, "precision_choice": self.precision_choice,
+            "step": self.step,
+            "tokens": tokens,
+            "flops": tokens * self.flops_per_token,
+            "flops_per_token": self.flops_per_token,
+            "params": self.n_params,
+            "family": self.cfg.model.family,
+            "objective": self.cfg.model.objective,
+            "wall_time_s": elapsed,
+            "precision": self.cfg.train.precision,
+            "precision_choice": self.precision_choice,
             "hardware": hardware_summary(self.device, self.dist),
             "horizon": {"steps": self.horizon.steps, "reason": self.horizon.reason},
-            "train_loss": last.get("loss"), "eval": self.history.get("eval", {}),
-            "data": {"paths": self.cfg.data.paths, "train_tokens": self.train_shards.num_tokens,
-                     "val_tokens": self.val_shards.num_tokens,
-                     "sources": self.train_shards.meta.get("tokens_per_source", {}),
-                     "bytes_per_token": self.train_shards.bytes_per_token,
-                     "curation": curation_summary(self.cfg.data.paths)},
+            "train_loss": last.get("loss"),
+            "eval": self.history.get("eval", {}),
+            "data": {
+                "paths": self.cfg.data.paths,
+                "train_tokens": self.train_shards.num_tokens,
+                "val_tokens": self.val_shards.num_tokens,
+                "sources": self.train_shards.meta.get("tokens_per_source", {}),
+                "bytes_per_token": self.train_shards.bytes_per_token,
+                "curation": curation_summary(self.cfg.data.paths),
+            },
             "tokenizer_sha256": self.tokenizer.sha256,
             "init_from": str(self.init_from) if self.init_from else None,
             "data_fingerprint": self.data_fingerprint,  # checked by --resume (lmkit.train.resume)
@@ -395,12 +456,14 @@ class Trainer:
         if self.show_progress:
             from lmkit.progress import progress
 
-            print(f"lmkit pretrain: {self.cfg.model.family} ({self.cfg.model.objective}), {self.n_params:,} parameters, "
-                  f"{self.train_shards.num_tokens:,} training tokens, stop at {horizon.reason}"
-                  + (f" or {horizon.max_time:g}s" if horizon.max_time and horizon.steps else "")
-                  + f", device {self.device}, precision {self.precision_choice}"
-                  + (f", memory {self.memory_plan['memory_choice']}" if self.cfg.train.memory == "lean" else ""),
-                  file=sys.stderr)
+            print(
+                f"lmkit pretrain: {self.cfg.model.family} ({self.cfg.model.objective}), {self.n_params:,} parameters, "
+                f"{self.train_shards.num_tokens:,} training tokens, stop at {horizon.reason}"
+                + (f" or {horizon.max_time:g}s" if horizon.max_time and horizon.steps else "")
+                + f", device {self.device}, precision {self.precision_choice}"
+                + (f", memory {self.memory_plan['memory_choice']}" if self.cfg.train.memory == "lean" else ""),
+                file=sys.stderr,
+            )
             bar = progress(total=horizon.steps, initial=self.step, unit="step", desc="train")
         last: dict[str, Any] = {}
         window_losses: list[float] = []
@@ -428,10 +491,16 @@ class Trainer:
             if self.step % cfg.log_every == 0 or self.step == horizon.steps:
                 now = time.perf_counter()
                 tps = (self.step - window_step) * self.tokens_per_step / max(now - window_start, 1e-9)
-                last = {"step": self.step, "tokens": self.step * self.tokens_per_step,
-                        "loss": sum(window_losses) / len(window_losses), "lr": lr, "grad_norm": gnorm,
-                        "tokens_per_s": tps, "mfu": tps * self.flops_per_token / self.peak_flops if self.peak_flops else 0.0,
-                        "elapsed_s": self.elapsed_before + now - start}
+                last = {
+                    "step": self.step,
+                    "tokens": self.step * self.tokens_per_step,
+                    "loss": sum(window_losses) / len(window_losses),
+                    "lr": lr,
+                    "grad_norm": gnorm,
+                    "tokens_per_s": tps,
+                    "mfu": tps * self.flops_per_token / self.peak_flops if self.peak_flops else 0.0,
+                    "elapsed_s": self.elapsed_before + now - start,
+                }
                 window_losses, window_start, window_step = [], now, self.step
                 if metrics is not None:
                     metrics.log(last)
@@ -443,8 +512,11 @@ class Trainer:
                 self.save(last, self.elapsed_before + time.perf_counter() - start)
                 saved_at = self.step
             if self._stop_requested(stop) and self.step != horizon.steps:
-                path = self.out / f"{CKPT_PREFIX}{self.step:07d}" if saved_at == self.step else \
-                    self.save(last, self.elapsed_before + time.perf_counter() - start)
+                path = (
+                    self.out / f"{CKPT_PREFIX}{self.step:07d}"
+                    if saved_at == self.step
+                    else self.save(last, self.elapsed_before + time.perf_counter() - start)
+                )
                 if bar is not None:
                     bar.close()
                 if metrics is not None:
@@ -452,7 +524,9 @@ class Trainer:
                 what = signal.Signals(stop.signum).name if stop.signum is not None else "a signal to another rank"
                 raise TrainingInterrupted(
                     f"interrupted by {what} after step {self.step}; saved checkpoint {path}; continue with: "
-                    f"lmkit pretrain --out {shlex.quote(str(self.out))} --resume", path)
+                    f"lmkit pretrain --out {shlex.quote(str(self.out))} --resume",
+                    path,
+                )
         final_eval = self._eval_and_log(metrics)
         elapsed = self.elapsed_before + time.perf_counter() - start
         path = self.save(last, elapsed)
@@ -461,27 +535,49 @@ class Trainer:
         png = None
         memory = self.memory_report()
         if metrics is not None:
-            metrics.log({"step": self.step, "peak_memory_bytes": memory["measured_bytes"],
-                         "predicted_memory_bytes": memory["predicted_bytes"], "memory_error": memory["error"]})
+            metrics.log(
+                {
+                    "step": self.step,
+                    "peak_memory_bytes": memory["measured_bytes"],
+                    "predicted_memory_bytes": memory["predicted_bytes"],
+                    "memory_error": memory["error"],
+                }
+            )
             metrics.close()
             png = plot_loss_curve(self.out)
             memory = self.memory_report()  # the plot is part of the run
             from lmkit.plan.measure import record_memory
 
-            record_memory(memory["predicted_bytes"], memory["measured_bytes"],
-                          f"{self.cfg.model.family} micro-batch {self.micro_batch} x {self.seq_len}")
-        return {"checkpoint": str(path) if path else None, "steps": self.step, "memory": memory,
-                "tokens": self.step * self.tokens_per_step, "params": self.n_params, "precision": self.precision_choice,
-                "train_loss": last.get("loss"), "eval": final_eval, "stop_reason": stop_reason,
-                "wall_time_s": elapsed, "loss_curve": str(png) if png else None,
-                "metrics": str(self.out / "metrics.jsonl")}
+            record_memory(
+                memory["predicted_bytes"],
+                memory["measured_bytes"],
+                f"{self.cfg.model.family} micro-batch {self.micro_batch} x {self.seq_len}",
+            )
+        return {
+            "checkpoint": str(path) if path else None,
+            "steps": self.step,
+            "memory": memory,
+            "tokens": self.step * self.tokens_per_step,
+            "params": self.n_params,
+            "precision": self.precision_choice,
+            "train_loss": last.get("loss"),
+            "eval": final_eval,
+            "stop_reason": stop_reason,
+            "wall_time_s": elapsed,
+            "loss_curve": str(png) if png else None,
+            "metrics": str(self.out / "metrics.jsonl"),
+        }
 
     def _eval_and_log(self, metrics: Metrics | None) -> dict[str, float]:
         ev = self.run_eval()
         self.history["eval"] = ev
         if metrics is not None and ev:
-            rec = {"step": self.step, "tokens": self.step * self.tokens_per_step, "val_loss": ev["loss"],
-                   "val_perplexity": ev["perplexity"]}
+            rec = {
+                "step": self.step,
+                "tokens": self.step * self.tokens_per_step,
+                "val_loss": ev["loss"],
+                "val_perplexity": ev["perplexity"],
+            }
             if "bits_per_byte" in ev:
                 rec["val_bits_per_byte"] = ev["bits_per_byte"]
             metrics.log(rec)
@@ -497,4 +593,3 @@ def train(cfg: RunConfig, resume: bool = False, show_progress: bool = True, new_
         return Trainer(cfg, resume=resume, show_progress=show_progress, new_data=new_data).run()
     finally:
         release_run_folder(cfg.out)  # also when the trainer's setup failed after claiming the folder
-

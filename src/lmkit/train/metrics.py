@@ -28,8 +28,11 @@ class Metrics:
         self.path = out / "metrics.jsonl"
         if resume_step is not None and self.path.exists():
             text = self.path.read_text(encoding="utf-8", errors="replace")
-            kept = [line for line, rec in _metric_records(text)
-                    if isinstance(rec.get("step", 0), int) and rec.get("step", 0) <= resume_step]
+            kept = [
+                line
+                for line, rec in _metric_records(text)
+                if isinstance(rec.get("step", 0), int) and rec.get("step", 0) <= resume_step
+            ]
             tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
             tmp.write_text("".join(k + "\n" for k in kept), encoding="utf-8")
             os.replace(tmp, self.path)

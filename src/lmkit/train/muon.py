@@ -61,14 +61,16 @@ class MuonWithAdamW(torch.optim.Optimizer):
         self.param_groups = self.muon.param_groups + self.adamw.param_groups
 
 
-def make_muon(model: nn.Module, lr: float, weight_decay: float, adamw_groups: Callable[[list[nn.Parameter]], Any],
-              ) -> MuonWithAdamW:
+def make_muon(
+    model: nn.Module, lr: float, weight_decay: float, adamw_groups: Callable[[list[nn.Parameter]], Any]
+) -> MuonWithAdamW:
     """Muon over the model's hidden matrices; ``adamw_groups(rest)`` builds the AdamW for the others."""
     hidden: list[nn.Parameter] = []
     rest: list[nn.Parameter] = []
     for name, p in model.named_parameters():
         if p.requires_grad:
             (hidden if is_muon_param(name, p) else rest).append(p)
-    muon = torch.optim.Muon(hidden, lr=lr, weight_decay=weight_decay, momentum=MUON_MOMENTUM, nesterov=True,
-                            adjust_lr_fn="match_rms_adamw")
+    muon = torch.optim.Muon(
+        hidden, lr=lr, weight_decay=weight_decay, momentum=MUON_MOMENTUM, nesterov=True, adjust_lr_fn="match_rms_adamw"
+    )
     return MuonWithAdamW(muon, adamw_groups(rest))

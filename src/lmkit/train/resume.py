@@ -54,15 +54,38 @@ if TYPE_CHECKING:
     from lmkit.data.shards import TokenShards
     from lmkit.tokenizer import Tokenizer
 
-STOP_KEYS: tuple[str, ...] = ("train.max_steps", "train.max_tokens", "train.max_time", "train.max_flops",
-                              "train.tokens_per_param")
+STOP_KEYS: tuple[str, ...] = (
+    "train.max_steps",
+    "train.max_tokens",
+    "train.max_time",
+    "train.max_flops",
+    "train.tokens_per_param",
+)
 # How the run is watched, kept and placed; none changes what the model learns from which batch.
-PER_INVOCATION_KEYS: tuple[str, ...] = ("train.log_every", "train.eval_every", "train.eval_batches",
-                                        "train.ckpt_every", "train.keep_checkpoints", "train.tensorboard",
-                                        "train.device", "train.memory", "data.workers", "out")
+PER_INVOCATION_KEYS: tuple[str, ...] = (
+    "train.log_every",
+    "train.eval_every",
+    "train.eval_batches",
+    "train.ckpt_every",
+    "train.keep_checkpoints",
+    "train.tensorboard",
+    "train.device",
+    "train.memory",
+    "data.workers",
+    "out",
+)
 MAY_CHANGE = frozenset(STOP_KEYS + PER_INVOCATION_KEYS)
-DATA_KEYS = frozenset({"data.paths", "data.text_field", "data.lenient", "data.tokenizer", "data.vocab_size",
-                       "data.shards", "data.val_fraction"})
+DATA_KEYS = frozenset(
+    {
+        "data.paths",
+        "data.text_field",
+        "data.lenient",
+        "data.tokenizer",
+        "data.vocab_size",
+        "data.shards",
+        "data.val_fraction",
+    }
+)
 EMPTY_MEANS_UNSET = frozenset({"data.paths", "data.tokenizer", "train.init"})
 _PATH_KEYS = frozenset({"data.tokenizer", "data.shards", "train.init"})
 
@@ -155,13 +178,16 @@ def check_agrees(saved: RunConfig, given: RunConfig, keys: Iterable[str], new_da
         if key in DATA_KEYS:
             hint = "pass --new-data to continue the run on other data"
         else:
-            hint = ("only the stop conditions and the per-invocation settings listed in `lmkit pretrain --help` "
-                    "may change; train a new run (another --out) to change it")
+            hint = (
+                "only the stop conditions and the per-invocation settings listed in `lmkit pretrain --help` "
+                "may change; train a new run (another --out) to change it"
+            )
         raise LmkitError(f"{source}: {key} is {a!r} in the run being resumed but {b!r} was given; {hint}")
 
 
-def resume_config(out: Path, config_path: str | Path | None, overrides: dict[str, Any],
-                  new_data: bool = False) -> RunConfig:
+def resume_config(
+    out: Path, config_path: str | Path | None, overrides: dict[str, Any], new_data: bool = False
+) -> RunConfig:
     """The configuration that continues run folder ``out``: its saved one, plus what may change.
 
     ``config_path`` (optional) and ``overrides`` (dotted keys from flags) are what the user gave
@@ -185,8 +211,7 @@ def resume_config(out: Path, config_path: str | Path | None, overrides: dict[str
         merged = from_dict(RunConfig, apply_overrides(base, given))
     except ConfigError as e:
         raise ConfigError(f"{config_path}: {e}" if config_path else str(e)) from None
-    check_agrees(saved, merged, [k for k in given if k in set(dotted_keys(saved))], new_data,
-                 ckpt / "resolved.yaml")
+    check_agrees(saved, merged, [k for k in given if k in set(dotted_keys(saved))], new_data, ckpt / "resolved.yaml")
     merged.out = str(out)
     merged.validate()
     return merged
@@ -212,13 +237,18 @@ def source_files(data_cfg: DataConfig) -> list[dict[str, Any]]:
     return [{"path": str(f.resolve()), "bytes": f.stat().st_size} for f in list_files(data_cfg.paths)]
 
 
-def data_fingerprint(data_cfg: DataConfig, tokenizer: Tokenizer, train: TokenShards,
-                     val: TokenShards) -> dict[str, Any]:
+def data_fingerprint(
+    data_cfg: DataConfig, tokenizer: Tokenizer, train: TokenShards, val: TokenShards
+) -> dict[str, Any]:
     """What a checkpoint records of the data it was trained on (meta.json ``"data_fingerprint"``)."""
-    return {"tokenizer_sha256": tokenizer.sha256, "sources": source_files(data_cfg),
-            "train_tokens": int(train.num_tokens), "val_tokens": int(val.num_tokens),
-            "train_shard_tokens": [int(n) for n in train.shard_sizes],
-            "val_shard_tokens": [int(n) for n in val.shard_sizes]}
+    return {
+        "tokenizer_sha256": tokenizer.sha256,
+        "sources": source_files(data_cfg),
+        "train_tokens": int(train.num_tokens),
+        "val_tokens": int(val.num_tokens),
+        "train_shard_tokens": [int(n) for n in train.shard_sizes],
+        "val_shard_tokens": [int(n) for n in val.shard_sizes],
+    }
 
 
 def recorded_fingerprint(meta: dict[str, Any]) -> dict[str, Any]:
@@ -227,8 +257,11 @@ def recorded_fingerprint(meta: dict[str, Any]) -> dict[str, Any]:
     if isinstance(fp, dict):
         return fp
     data = meta["data"] if isinstance(meta.get("data"), dict) else {}
-    old = {"tokenizer_sha256": meta.get("tokenizer_sha256"), "train_tokens": data.get("train_tokens"),
-           "val_tokens": data.get("val_tokens")}
+    old = {
+        "tokenizer_sha256": meta.get("tokenizer_sha256"),
+        "train_tokens": data.get("train_tokens"),
+        "val_tokens": data.get("val_tokens"),
+    }
     return {k: v for k, v in old.items() if v is not None}
 
 
@@ -255,14 +288,18 @@ def tokens_difference(recorded: dict[str, Any], current: dict[str, Any]) -> str 
             return f"the {what} shards hold {current[key]:,} tokens but held {recorded[key]:,} when the run was trained"
     for key, what in (("train_shard_tokens", "training"), ("val_shard_tokens", "held-out")):
         if key in recorded and recorded[key] != current[key]:
-            return (f"the {what} shards' token counts {current[key][:4]} differ from the run's {recorded[key][:4]} "
-                    "(same total, other documents)")
+            return (
+                f"the {what} shards' token counts {current[key][:4]} differ from the run's {recorded[key][:4]} "
+                "(same total, other documents)"
+            )
     return None
 
 
 def refuse_data_change(out: Path, ckpt: Path, what: str) -> LmkitError:
-    return LmkitError(f"{out}: --resume: the training data differs from the data {ckpt.name} was trained on: "
-                      f"{what}; pass --new-data to continue the run on the new data")
+    return LmkitError(
+        f"{out}: --resume: the training data differs from the data {ckpt.name} was trained on: "
+        f"{what}; pass --new-data to continue the run on the new data"
+    )
 
 
 # --------------------------------------------------------------------------- the checks a resumed run makes
@@ -280,12 +317,15 @@ def check_world_size(ckpt: Path, meta: dict[str, Any], world: int) -> None:
         return f"{n} process{'es' if n != 1 else ''}"
 
     how = "without torchrun" if saved == 1 else f"under torchrun --nproc_per_node {saved}"
-    raise LmkitError(f"{ckpt}: was trained on {procs(saved)} but this resume runs on {procs(world)}; resume it "
-                     f"on {procs(saved)} ({how}): on another number of processes it would train on other batches")
+    raise LmkitError(
+        f"{ckpt}: was trained on {procs(saved)} but this resume runs on {procs(world)}; resume it "
+        f"on {procs(saved)} ({how}): on another number of processes it would train on other batches"
+    )
 
 
-def agree_with_saved_run(cfg: RunConfig, ckpt: Path, out: Path, new_data: bool,
-                         main: bool = True, world: int = 1) -> tuple[dict[str, Any], str | None]:
+def agree_with_saved_run(
+    cfg: RunConfig, ckpt: Path, out: Path, new_data: bool, main: bool = True, world: int = 1
+) -> tuple[dict[str, Any], str | None]:
     """On resume, before anything is packed: settings left empty in ``cfg`` come from ``ckpt``'s
     resolved.yaml, the others must agree with it, the run must have the checkpoint's ``world`` size
     (:func:`check_world_size`), and the source files must be the ones trained on unless ``new_data``;
@@ -311,23 +351,33 @@ def agree_with_saved_run(cfg: RunConfig, ckpt: Path, out: Path, new_data: bool,
     return prev_meta, change
 
 
-def check_resumed_data(out: Path, ckpt: Path, prev_meta: dict[str, Any], source_change: str | None,
-                       tokenizer: Tokenizer, fingerprint: dict[str, Any], new_data: bool) -> list[dict[str, Any]]:
+def check_resumed_data(
+    out: Path,
+    ckpt: Path,
+    prev_meta: dict[str, Any],
+    source_change: str | None,
+    tokenizer: Tokenizer,
+    fingerprint: dict[str, Any],
+    new_data: bool,
+) -> list[dict[str, Any]]:
     """On resume, after packing: the tokenizer is the run's, and the shards hold what it was trained
     on (unless ``new_data``). Returns the run's record of data switches (meta.json's
     ``data_changes``), with this one added when the data changed."""
     recorded = recorded_fingerprint(prev_meta)
     want = recorded.get("tokenizer_sha256")
     if want and want != tokenizer.sha256:
-        raise LmkitError(f"{tokenizer.source}: tokenizer (sha256 {tokenizer.sha256[:12]}) is not the one "
-                         f"{ckpt} was trained with (sha256 {str(want)[:12]}); a resumed run keeps its tokenizer")
+        raise LmkitError(
+            f"{tokenizer.source}: tokenizer (sha256 {tokenizer.sha256[:12]}) is not the one "
+            f"{ckpt} was trained with (sha256 {str(want)[:12]}); a resumed run keeps its tokenizer"
+        )
     what = source_change or tokens_difference(recorded, fingerprint)
     if what and not new_data:
         raise refuse_data_change(out, ckpt, what)
     changes = list(prev_meta.get("data_changes") or [])
     if what:
-        changes.append({"step": prev_meta.get("step"), "from_checkpoint": ckpt.name, "change": what,
-                        "previous": recorded})
+        changes.append(
+            {"step": prev_meta.get("step"), "from_checkpoint": ckpt.name, "change": what, "previous": recorded}
+        )
     return changes
 
 

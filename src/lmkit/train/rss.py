@@ -74,8 +74,9 @@ def peak_rss_bytes() -> float:
     return float(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
 
 
-def predict_run_memory(cfg: Any, n_params: float, micro_batch: int, seq_len: int, world: int,
-                       device: Any, heap: str | None = None) -> dict[str, Any]:
+def predict_run_memory(
+    cfg: Any, n_params: float, micro_batch: int, seq_len: int, world: int, device: Any, heap: str | None = None
+) -> dict[str, Any]:
     """``lmkit plan``'s precise training estimate for a run's settings: the whole process on a CPU
     (tensors + this machine's runtime baseline, measured or lmkit's default, + the heap the
     allocator ``heap`` keeps, by default the run's settled train.memory), tensors on a GPU."""
@@ -85,14 +86,30 @@ def predict_run_memory(cfg: Any, n_params: float, micro_batch: int, seq_len: int
     on_gpu = getattr(device, "type", str(device)) == "cuda"
     runtime, source = (0.0, "not counted on a GPU") if on_gpu else runtime_baseline()
     sharding = cfg.train.distributed if world > 1 else "ddp"
-    out = training_memory(cfg.model, n_params, micro_batch, seq_len, cfg.train.precision, sharding, world,
-                          cfg.train.activation_checkpointing, runtime_bytes=runtime,
-                          heap=None if on_gpu else (heap or cfg.train.memory))
+    out = training_memory(
+        cfg.model,
+        n_params,
+        micro_batch,
+        seq_len,
+        cfg.train.precision,
+        sharding,
+        world,
+        cfg.train.activation_checkpointing,
+        runtime_bytes=runtime,
+        heap=None if on_gpu else (heap or cfg.train.memory),
+    )
     return {**out, "runtime_source": source}
 
 
-def settle_memory(cfg: Any, n_params: float, micro_batch: int, seq_len: int, d: Any, device: Any,
-                  recorded: dict[str, Any] | None = None) -> dict[str, Any]:
+def settle_memory(
+    cfg: Any,
+    n_params: float,
+    micro_batch: int,
+    seq_len: int,
+    d: Any,
+    device: Any,
+    recorded: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """Settle ``train.memory`` for this run, once, and return the run's planned peak with it
     (:func:`predict_run_memory`) and ``"memory_choice"``: what the run records and says.
 
@@ -143,6 +160,11 @@ def memory_report(device: Any, predicted: dict[str, Any]) -> dict[str, Any]:
     else:
         measured, kind = peak_rss_bytes(), "peak RSS of the process"
     total = float(predicted["total"])
-    return {"measured_bytes": measured, "measured_kind": kind, "predicted_bytes": total,
-            "error": measured / total - 1.0 if total else None, "runtime_source": predicted.get("runtime_source"),
-            "memory_choice": predicted.get("memory_choice")}
+    return {
+        "measured_bytes": measured,
+        "measured_kind": kind,
+        "predicted_bytes": total,
+        "error": measured / total - 1.0 if total else None,
+        "runtime_source": predicted.get("runtime_source"),
+        "memory_choice": predicted.get("memory_choice"),
+    }

@@ -24,12 +24,21 @@ def probe_runtime_baseline(work: str) -> float:
 
     root = Path(work)
     (root / "text.txt").write_text(PROBE_TEXT)
-    cfg = RunConfig(model=ModelConfig(family="decoder", vocab_size=512, d_model=8, n_layers=1, n_heads=1,
-                                      max_seq_len=16),
-                    train=TrainConfig(batch_size=1, max_steps=3, eval_every=2, eval_batches=1, log_every=1,
-                                      ckpt_every=3, tensorboard=True, memory="fast"),
-                    data=DataConfig(paths=[str(root / "text.txt")], val_fraction=0.2, workers=1),
-                    out=str(root / "run"))
+    cfg = RunConfig(
+        model=ModelConfig(family="decoder", vocab_size=512, d_model=8, n_layers=1, n_heads=1, max_seq_len=16),
+        train=TrainConfig(
+            batch_size=1,
+            max_steps=3,
+            eval_every=2,
+            eval_batches=1,
+            log_every=1,
+            ckpt_every=3,
+            tensorboard=True,
+            memory="fast",
+        ),
+        data=DataConfig(paths=[str(root / "text.txt")], val_fraction=0.2, workers=1),
+        out=str(root / "run"),
+    )
     Trainer(cfg, show_progress=False).run()
     return peak_rss_bytes()
 

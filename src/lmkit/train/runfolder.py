@@ -106,8 +106,10 @@ def check_run_folder(folder: str | Path) -> bool:
     if not names or _is_legacy_run(p):
         return False
     shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
-    raise LmkitError(f"{p}: not an lmkit run folder (no {MARKER} marker) and not empty: it holds {shown}; "
-                     "lmkit will not write over them: choose a new or empty folder for --out")
+    raise LmkitError(
+        f"{p}: not an lmkit run folder (no {MARKER} marker) and not empty: it holds {shown}; "
+        "lmkit will not write over them: choose a new or empty folder for --out"
+    )
 
 
 def _holder_pid(lock_path: Path) -> str:
@@ -136,8 +138,10 @@ def _lock(folder: Path) -> None:
     except OSError:
         os.close(fd)
         pid = _holder_pid(lock_path)
-        raise LmkitError(f"{folder}: another lmkit run (PID {pid}) is writing to this run folder; wait for it to "
-                         "finish or stop it, or choose another --out") from None
+        raise LmkitError(
+            f"{folder}: another lmkit run (PID {pid}) is writing to this run folder; wait for it to "
+            "finish or stop it, or choose another --out"
+        ) from None
     os.ftruncate(fd, 0)
     os.write(fd, f"{os.getpid()}\n".encode("ascii"))
     _held[key] = fd
@@ -215,9 +219,20 @@ def claim_run_folder(folder: str | Path, lock: bool = True, create: bool = True)
 
 
 def _marker() -> dict[str, Any]:
-    return {"format": MARKER_FORMAT, "lmkit_version": __version__,
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    return {
+        "format": MARKER_FORMAT,
+        "lmkit_version": __version__,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
 
 
-__all__ = ["MARKER", "LOCK", "is_run_folder", "check_run_folder", "claim_run_folder", "release_run_folder",
-           "holds_run_folder", "clean_orphans"]
+__all__ = [
+    "MARKER",
+    "LOCK",
+    "is_run_folder",
+    "check_run_folder",
+    "claim_run_folder",
+    "release_run_folder",
+    "holds_run_folder",
+    "clean_orphans",
+]

@@ -14,8 +14,9 @@ from torch import nn
 from lmkit.config import TrainConfig
 
 
-def param_groups(params: Iterable[nn.Parameter], weight_decay: float, no_decay: Collection[int] = (),
-                 lr: float | None = None) -> list[dict[str, Any]]:
+def param_groups(
+    params: Iterable[nn.Parameter], weight_decay: float, no_decay: Collection[int] = (), lr: float | None = None
+) -> list[dict[str, Any]]:
     """The trainable ``params`` in two AdamW groups: matrices decayed; vectors (norms, biases) and the
     parameters whose ids are in ``no_decay`` not. With ``lr`` each group carries its own ``lr`` and a
     ``base_lr`` that a schedule scales (fine-tuning's encoder and head learn at different rates)."""
@@ -26,16 +27,23 @@ def param_groups(params: Iterable[nn.Parameter], weight_decay: float, no_decay: 
         if not p.requires_grad:
             continue
         (decay if p.dim() >= 2 and id(p) not in skip else rest).append(p)
-    groups: list[dict[str, Any]] = [{"params": decay, "weight_decay": weight_decay},
-                                    {"params": rest, "weight_decay": 0.0}]
+    groups: list[dict[str, Any]] = [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": rest, "weight_decay": 0.0},
+    ]
     if lr is not None:
         for g in groups:
             g.update(lr=lr, base_lr=lr)
     return groups
 
 
-def adamw(groups: list[dict[str, Any]], lr: float, betas: tuple[float, float] = (0.9, 0.95), eps: float = 1e-8,
-          fused: bool | None = None) -> torch.optim.AdamW:
+def adamw(
+    groups: list[dict[str, Any]],
+    lr: float,
+    betas: tuple[float, float] = (0.9, 0.95),
+    eps: float = 1e-8,
+    fused: bool | None = None,
+) -> torch.optim.AdamW:
     """AdamW over ``groups``; ``fused`` asks for the single-kernel version, falling back where this
     torch build lacks it (None: torch's default)."""
     if fused is None:
@@ -46,8 +54,14 @@ def adamw(groups: list[dict[str, Any]], lr: float, betas: tuple[float, float] = 
         return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps)
 
 
-def make_optimizer(model: nn.Module, lr: float, weight_decay: float, betas: tuple[float, float] = (0.9, 0.95),
-                   eps: float = 1e-8, kind: str = "adamw") -> torch.optim.Optimizer:
+def make_optimizer(
+    model: nn.Module,
+    lr: float,
+    weight_decay: float,
+    betas: tuple[float, float] = (0.9, 0.95),
+    eps: float = 1e-8,
+    kind: str = "adamw",
+) -> torch.optim.Optimizer:
     """Pre-training's AdamW: weight decay on matrices only (norms, biases and embeddings are not decayed).
     ``kind="muon"``: Muon on the blocks' matrices and this AdamW on the rest (``lmkit.train.muon``).
 
@@ -72,8 +86,15 @@ def lr_at(step: int, cfg: TrainConfig, horizon: int | None, progress: float | No
     return scheduled_lr(step, cfg.lr, cfg.warmup_steps, horizon, cfg.schedule, cfg.min_lr_ratio, progress)
 
 
-def scheduled_lr(step: int, peak: float, warmup: int, horizon: int | None, schedule: str = "cosine",
-                 min_lr_ratio: float = 0.0, progress: float | None = None) -> float:
+def scheduled_lr(
+    step: int,
+    peak: float,
+    warmup: int,
+    horizon: int | None,
+    schedule: str = "cosine",
+    min_lr_ratio: float = 0.0,
+    progress: float | None = None,
+) -> float:
     """Learning rate at ``step``: linear warmup to ``peak`` over ``warmup`` steps, then down to
     ``peak * min_lr_ratio`` at ``horizon``: cosine, warmup-stable-decay (wsd), linear, or constant.
 
@@ -119,8 +140,9 @@ def plan_horizon(cfg: TrainConfig, tokens_per_step: int, flops_per_step: float, 
         limits.append((math.ceil(cfg.max_flops / flops_per_step), f"max_flops={cfg.max_flops:.3g}"))
     if cfg.tokens_per_param is not None:
         tokens = cfg.tokens_per_param * n_params
-        limits.append((math.ceil(tokens / tokens_per_step),
-                       f"tokens_per_param={cfg.tokens_per_param:g} ({tokens:.3g} tokens)"))
+        limits.append(
+            (math.ceil(tokens / tokens_per_step), f"tokens_per_param={cfg.tokens_per_param:g} ({tokens:.3g} tokens)")
+        )
     if not limits:
         return Horizon(None, f"max_time={cfg.max_time}s", cfg.max_time)
     steps, reason = min(limits)

@@ -35,16 +35,19 @@ def dask_client(address: str | None, workers: int = 0) -> Iterator[Any]:
         raise LmkitError("--dask needs dask[distributed] (pip install 'lmkit[dist]')") from None
     cluster = None
     if address == "local":
-        cluster = LocalCluster(n_workers=cap_workers(workers), threads_per_worker=1, processes=True,
-                               dashboard_address=None)
+        cluster = LocalCluster(
+            n_workers=cap_workers(workers), threads_per_worker=1, processes=True, dashboard_address=None
+        )
         client = Client(cluster)
     else:
         try:  # a short connect timeout: Dask's own default waits 30 s for an unreachable scheduler
             client = Client(address, timeout=DASK_CONNECT_TIMEOUT_S)
         except (OSError, ValueError, TypeError) as e:
-            raise LmkitError(f"--dask {address}: cannot reach the scheduler at {address} within "
-                             f"{DASK_CONNECT_TIMEOUT_S} s ({e}); is it running (dask scheduler) and "
-                             "reachable from this machine?") from None
+            raise LmkitError(
+                f"--dask {address}: cannot reach the scheduler at {address} within "
+                f"{DASK_CONNECT_TIMEOUT_S} s ({e}); is it running (dask scheduler) and "
+                "reachable from this machine?"
+            ) from None
     try:
         yield client
     finally:

@@ -79,7 +79,8 @@ class RepetitionConfig:
     dup_para_char_frac: float | None = 0.20
     top_ngram_char_frac: dict[int, float] = field(default_factory=lambda: {2: 0.20, 3: 0.18, 4: 0.16})
     dup_ngram_char_frac: dict[int, float] = field(
-        default_factory=lambda: {5: 0.15, 6: 0.14, 7: 0.13, 8: 0.12, 9: 0.11, 10: 0.10})
+        default_factory=lambda: {5: 0.15, 6: 0.14, 7: 0.13, 8: 0.12, 9: 0.11, 10: 0.10}
+    )
 
 
 @dataclass
@@ -162,10 +163,14 @@ class CurateConfig:
             if name in DEDUP_STAGES:
                 seen_dedup = True
             elif seen_dedup:
-                raise LmkitError(f"curate config: stage {name!r} comes after a dedup stage; dedup stages "
-                                 "(exact_dedup, minhash) must be last in order")
-        for key, table in (("top_ngram_char_frac", self.gopher_repetition.top_ngram_char_frac),
-                           ("dup_ngram_char_frac", self.gopher_repetition.dup_ngram_char_frac)):
+                raise LmkitError(
+                    f"curate config: stage {name!r} comes after a dedup stage; dedup stages "
+                    "(exact_dedup, minhash) must be last in order"
+                )
+        for key, table in (
+            ("top_ngram_char_frac", self.gopher_repetition.top_ngram_char_frac),
+            ("dup_ngram_char_frac", self.gopher_repetition.dup_ngram_char_frac),
+        ):
             if not isinstance(table, dict):
                 raise LmkitError(f"curate config: gopher_repetition.{key} must map n to a fraction, e.g. {{2: 0.2}}")
             for n, frac in table.items():

@@ -25,13 +25,7 @@ from typing import Any
 import numpy as np
 
 from lmkit import __version__
-from lmkit.data.curate.config import (
-    DEDUP_STAGES,
-    CurateConfig,
-    Removed,
-    config_from_dict,
-    config_to_dict,
-)
+from lmkit.data.curate.config import DEDUP_STAGES, CurateConfig, Removed, config_from_dict, config_to_dict
 from lmkit.data.curate.report import StageStats, pct, report_markdown
 from lmkit.data.curate.rules import C4Quality, GopherQuality, GopherRepetition
 from lmkit.data.curate.safety import BlockList, PiiRedact, blocklist_terms
@@ -194,8 +188,7 @@ def _chunks(docs: Iterable[Any], max_docs: int, max_chars: int) -> Iterator[list
         yield chunk
 
 
-def bounded_ordered_map(submit: Callable[[Any], Callable[[], Any]], items: Iterable[Any],
-                        window: int) -> Iterator[Any]:
+def bounded_ordered_map(submit: Callable[[Any], Callable[[], Any]], items: Iterable[Any], window: int) -> Iterator[Any]:
     """Results of ``submit(item)()`` in input order, with at most ``window`` items in flight.
 
     ``submit`` starts the work and returns a function that waits for the result; items are pulled
@@ -229,8 +222,11 @@ def cap_workers(requested: int, work: int | None = None, flag: str = "--workers"
     if work is not None:
         n = max(1, min(n, work))
     if requested > n:
-        why = (f"the input is {work} chunk{'s' if work != 1 else ''} of work" if work is not None and work < cores
-               else f"this machine has {cores} core{'s' if cores != 1 else ''}")
+        why = (
+            f"the input is {work} chunk{'s' if work != 1 else ''} of work"
+            if work is not None and work < cores
+            else f"this machine has {cores} core{'s' if cores != 1 else ''}"
+        )
         print(f"lmkit: {flag} {requested:,} capped at {n} ({why})", file=sys.stderr)
     return n
 
@@ -291,9 +287,17 @@ OUR_FILES = re.compile(r"part-\d{5}\.jsonl\.gz|report\.json|report\.md")
 # --------------------------------------------------------------------------- the run
 
 
-def curate(inputs: Sequence[str | Path], out: str | Path, config: CurateConfig | None = None, *,
-           workers: int = 0, overwrite: bool = False, tokenizer: str | None = None, client: Any = None,
-           progress: bool = True) -> dict[str, Any]:
+def curate(
+    inputs: Sequence[str | Path],
+    out: str | Path,
+    config: CurateConfig | None = None,
+    *,
+    workers: int = 0,
+    overwrite: bool = False,
+    tokenizer: str | None = None,
+    client: Any = None,
+    progress: bool = True,
+) -> dict[str, Any]:
     """Curate ``inputs`` into ``out`` (shards + report.json + report.md); returns the report.
 
     ``workers``: processes (0 = all cores, 1 = in this process). ``client``: a
@@ -324,8 +328,9 @@ def curate(inputs: Sequence[str | Path], out: str | Path, config: CurateConfig |
     lim, ex_chars = cfg.examples_per_stage, cfg.example_chars
 
     read_report = ReadReport()
-    docs = iter_documents(inputs, text_field=cfg.text_field, lenient=True, report=read_report,
-                          text_doc_chars=cfg.text_doc_chars)
+    docs = iter_documents(
+        inputs, text_field=cfg.text_field, lenient=True, report=read_report, text_doc_chars=cfg.text_doc_chars
+    )
     chunks = _chunks(docs, cfg.chunk_docs, cfg.chunk_chars)
 
     pool: Any = None
@@ -339,8 +344,10 @@ def curate(inputs: Sequence[str | Path], out: str | Path, config: CurateConfig |
             threads = sum(client.nthreads().values())
         except Exception:  # noqa: BLE001 - any client without nthreads(): assume a few
             threads = 2
-        engine = f"dask ({client.scheduler.address if getattr(client, 'scheduler', None) else 'client'}, " \
-                 f"{threads} thread{'s' if threads != 1 else ''})"
+        engine = (
+            f"dask ({client.scheduler.address if getattr(client, 'scheduler', None) else 'client'}, "
+            f"{threads} thread{'s' if threads != 1 else ''})"
+        )
         window = 2 * threads + 2
 
         def submit(chunk: list[Doc]) -> Callable[[], ChunkResult]:
@@ -372,8 +379,15 @@ def curate(inputs: Sequence[str | Path], out: str | Path, config: CurateConfig |
 
     # progress over the input: on-disk bytes read (compressed size for .gz/.zst), with the
     # documents seen and the share kept so far
-    bar = progress_bar(total=input_bytes, unit="B", unit_scale=True, unit_divisor=1024, desc="curate",
-                       disable=not progress, mininterval=0.5)
+    bar = progress_bar(
+        total=input_bytes,
+        unit="B",
+        unit_scale=True,
+        unit_divisor=1024,
+        desc="curate",
+        disable=not progress,
+        mininterval=0.5,
+    )
     try:
         for res in bounded_ordered_map(submit, chunks, window):
             totals["docs_in"] += res.docs_in
@@ -412,14 +426,16 @@ def curate(inputs: Sequence[str | Path], out: str | Path, config: CurateConfig |
                 st.chars_out += sum(len(res.texts[i]) for i in kept)
                 st.tokens_out += int(res.tokens[kept].sum())
             kept_idx = np.flatnonzero(keep).tolist()
-            writer.write([res.ids[i] for i in kept_idx], [res.texts[i] for i in kept_idx],
-                         [res.sources[i] for i in kept_idx])
+            writer.write(
+                [res.ids[i] for i in kept_idx], [res.texts[i] for i in kept_idx], [res.sources[i] for i in kept_idx]
+            )
             totals["docs_out"] += len(kept_idx)
             totals["chars_out"] += sum(len(res.texts[i]) for i in kept_idx)
             totals["tokens_out"] += int(res.tokens[kept_idx].sum()) if kept_idx else 0
             bar.update(min(read_report.bytes_read(), input_bytes) - bar.n)
-            bar.set_postfix(docs=totals["docs_in"], kept=f"{pct(totals['docs_out'], totals['docs_in']):.1f}%",
-                            refresh=False)
+            bar.set_postfix(
+                docs=totals["docs_in"], kept=f"{pct(totals['docs_out'], totals['docs_in']):.1f}%", refresh=False
+            )
         files = writer.close()
         bar.update(input_bytes - bar.n)
         bar.close()
@@ -429,12 +445,18 @@ def curate(inputs: Sequence[str | Path], out: str | Path, config: CurateConfig |
             "inputs": [str(p) for p in inputs],
             "out": str(out),
             "engine": engine,
-            "token_counter": (f"tokenizer {tokenizer}" if tokenizer else
-                              "proxy: regex word tokens \\w+|[^\\w\\s]+ (runs of letters/digits, runs of punctuation)"),
+            "token_counter": (
+                f"tokenizer {tokenizer}"
+                if tokenizer
+                else "proxy: regex word tokens \\w+|[^\\w\\s]+ (runs of letters/digits, runs of punctuation)"
+            ),
             "totals": {
-                "docs_in": totals["docs_in"], "docs_out": totals["docs_out"],
-                "chars_in": totals["chars_in"], "chars_out": totals["chars_out"],
-                "tokens_in": totals["tokens_in"], "tokens_out": totals["tokens_out"],
+                "docs_in": totals["docs_in"],
+                "docs_out": totals["docs_out"],
+                "chars_in": totals["chars_in"],
+                "chars_out": totals["chars_out"],
+                "tokens_in": totals["tokens_in"],
+                "tokens_out": totals["tokens_out"],
                 "docs_kept_pct": pct(totals["docs_out"], totals["docs_in"]),
                 "chars_kept_pct": pct(totals["chars_out"], totals["chars_in"]),
                 "tokens_kept_pct": pct(totals["tokens_out"], totals["tokens_in"]),

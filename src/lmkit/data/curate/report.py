@@ -38,7 +38,7 @@ class StageStats:
         self.extra.update(other.extra)
         for reason, lst in other.examples.items():
             mine = self.examples.setdefault(reason, [])
-            mine.extend(lst[:max(0, limit - len(mine))])
+            mine.extend(lst[: max(0, limit - len(mine))])
 
     @property
     def removed(self) -> int:
@@ -53,19 +53,27 @@ class StageStats:
                 if q and len(picked) < n_examples:
                     picked.append(q.pop(0))
         return {
-            "name": self.name, "docs_in": self.docs_in, "docs_out": self.docs_out, "removed": self.removed,
-            "docs_kept_pct": pct(self.docs_out, self.docs_in), "chars_in": self.chars_in,
-            "chars_out": self.chars_out, "tokens_in": self.tokens_in, "tokens_out": self.tokens_out,
-            "tokens_kept_pct": pct(self.tokens_out, self.tokens_in), "modified": self.modified,
+            "name": self.name,
+            "docs_in": self.docs_in,
+            "docs_out": self.docs_out,
+            "removed": self.removed,
+            "docs_kept_pct": pct(self.docs_out, self.docs_in),
+            "chars_in": self.chars_in,
+            "chars_out": self.chars_out,
+            "tokens_in": self.tokens_in,
+            "tokens_out": self.tokens_out,
+            "tokens_kept_pct": pct(self.tokens_out, self.tokens_in),
+            "modified": self.modified,
             "seconds": round(self.seconds, 3),
-            "reasons": dict(self.reasons.most_common()), "extra": dict(self.extra), "examples": picked,
+            "reasons": dict(self.reasons.most_common()),
+            "extra": dict(self.extra),
+            "examples": picked,
         }
 
 
 def pct(a: float, b: float) -> float:
     """``a`` as a percentage of ``b``, rounded to 3 decimals (0 when ``b`` is 0)."""
     return round(100.0 * a / b, 3) if b else 0.0
-
 
 
 def _fmt_int(n: int) -> str:
@@ -82,23 +90,33 @@ def report_markdown(r: dict[str, Any]) -> str:
     lines = ["# Curation report", ""]
     lines.append(f"Inputs: {', '.join(r['inputs'])}  ")
     lines.append(f"Output: {r['out']} ({len(r['output']['shards'])} shards, {r['output']['format']})  ")
-    lines.append(f"Engine: {r['engine']}; {r['seconds']:.1f} s, {r['mb_per_s']:.2f} M chars/s, "
-                 f"{r['docs_per_s']:.0f} docs/s  ")
+    lines.append(
+        f"Engine: {r['engine']}; {r['seconds']:.1f} s, {r['mb_per_s']:.2f} M chars/s, {r['docs_per_s']:.0f} docs/s  "
+    )
     lines.append(f"Tokens counted with: {r['token_counter']}")
-    lines += ["", "## Overall", "",
-              "| | documents | characters | tokens |", "|---|---:|---:|---:|",
-              f"| in | {_fmt_int(t['docs_in'])} | {_fmt_int(t['chars_in'])} | {_fmt_int(t['tokens_in'])} |",
-              f"| out | {_fmt_int(t['docs_out'])} | {_fmt_int(t['chars_out'])} | {_fmt_int(t['tokens_out'])} |",
-              f"| kept | {t['docs_kept_pct']:.2f}% | {t['chars_kept_pct']:.2f}% | {t['tokens_kept_pct']:.2f}% |",
-              "", "## Stages (in order)", "",
-              "| stage | docs in | docs out | removed | modified | chars in | chars out | tokens in | tokens out "
-              "| tokens kept | seconds |",
-              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines += [
+        "",
+        "## Overall",
+        "",
+        "| | documents | characters | tokens |",
+        "|---|---:|---:|---:|",
+        f"| in | {_fmt_int(t['docs_in'])} | {_fmt_int(t['chars_in'])} | {_fmt_int(t['tokens_in'])} |",
+        f"| out | {_fmt_int(t['docs_out'])} | {_fmt_int(t['chars_out'])} | {_fmt_int(t['tokens_out'])} |",
+        f"| kept | {t['docs_kept_pct']:.2f}% | {t['chars_kept_pct']:.2f}% | {t['tokens_kept_pct']:.2f}% |",
+        "",
+        "## Stages (in order)",
+        "",
+        "| stage | docs in | docs out | removed | modified | chars in | chars out | tokens in | tokens out "
+        "| tokens kept | seconds |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for s in r["stages"]:
-        lines.append(f"| {s['name']} | {_fmt_int(s['docs_in'])} | {_fmt_int(s['docs_out'])} | {_fmt_int(s['removed'])} "
-                     f"| {_fmt_int(s['modified'])} | {_fmt_int(s['chars_in'])} | {_fmt_int(s['chars_out'])} "
-                     f"| {_fmt_int(s['tokens_in'])} | {_fmt_int(s['tokens_out'])} | {s['tokens_kept_pct']:.2f}% "
-                     f"| {s['seconds']:.1f} |")
+        lines.append(
+            f"| {s['name']} | {_fmt_int(s['docs_in'])} | {_fmt_int(s['docs_out'])} | {_fmt_int(s['removed'])} "
+            f"| {_fmt_int(s['modified'])} | {_fmt_int(s['chars_in'])} | {_fmt_int(s['chars_out'])} "
+            f"| {_fmt_int(s['tokens_in'])} | {_fmt_int(s['tokens_out'])} | {s['tokens_kept_pct']:.2f}% "
+            f"| {s['seconds']:.1f} |"
+        )
     lines += ["", "## Why documents were removed", ""]
     for s in r["stages"]:
         if not s["reasons"] and not s["extra"]:
@@ -116,12 +134,21 @@ def report_markdown(r: dict[str, Any]) -> str:
                 lines.append(f"- `{ex['id']}` ({ex['reason']}): {snippet}")
         lines.append("")
     rd = r["read"]
-    lines += ["## Reading", "",
-              f"{_fmt_int(rd['files_read'])} files read, {_fmt_int(rd['documents'])} documents; "
-              f"{_fmt_int(rd['skipped_file_count'])} files skipped, {_fmt_int(rd['bad_line_count'])} bad lines "
-              f"skipped, {len(rd['empty_files'])} empty files, {_fmt_int(rd['empty_records'])} empty records"
-              + (f", {_fmt_int(rd['surrogate_docs'])} documents with lone surrogates (JSON \\ud800..\\udfff escapes) "
-                 "replaced by U+FFFD" if rd.get("surrogate_docs") else "") + ".", ""]
+    lines += [
+        "## Reading",
+        "",
+        f"{_fmt_int(rd['files_read'])} files read, {_fmt_int(rd['documents'])} documents; "
+        f"{_fmt_int(rd['skipped_file_count'])} files skipped, {_fmt_int(rd['bad_line_count'])} bad lines "
+        f"skipped, {len(rd['empty_files'])} empty files, {_fmt_int(rd['empty_records'])} empty records"
+        + (
+            f", {_fmt_int(rd['surrogate_docs'])} documents with lone surrogates (JSON \\ud800..\\udfff escapes) "
+            "replaced by U+FFFD"
+            if rd.get("surrogate_docs")
+            else ""
+        )
+        + ".",
+        "",
+    ]
     for path, reason in rd["skipped_files"]:
         lines.append(f"- skipped file `{path}`: {reason}")
     for path, line, reason in rd["bad_lines"]:
@@ -129,7 +156,12 @@ def report_markdown(r: dict[str, Any]) -> str:
     for path in rd["empty_files"]:
         lines.append(f"- empty file `{path}`")
     di = r["dedup_index"]
-    lines += ["", "## Dedup index", "",
-              f"exact: {_fmt_int(di['exact_keys'])} keys, {di['exact_bytes'] / 1e6:.1f} MB; "
-              f"MinHash: {_fmt_int(di['minhash_keys'])} keys, {di['minhash_bytes'] / 1e6:.1f} MB", ""]
+    lines += [
+        "",
+        "## Dedup index",
+        "",
+        f"exact: {_fmt_int(di['exact_keys'])} keys, {di['exact_bytes'] / 1e6:.1f} MB; "
+        f"MinHash: {_fmt_int(di['minhash_keys'])} keys, {di['minhash_bytes'] / 1e6:.1f} MB",
+        "",
+    ]
     return "\n".join(lines)

@@ -10,12 +10,7 @@ import re
 
 import numpy as np
 
-from lmkit.data.curate.config import (
-    C4Config,
-    GopherQualityConfig,
-    Removed,
-    RepetitionConfig,
-)
+from lmkit.data.curate.config import C4Config, GopherQualityConfig, Removed, RepetitionConfig
 from lmkit.data.curate.text import (
     C_ALNUM,
     C_LETTER,
@@ -31,7 +26,6 @@ from lmkit.data.curate.text import (
 # --------------------------------------------------------------------------- Gopher quality
 
 
-
 class GopherQuality:
     """Gopher's quality rules (word count and length, symbols, bullets, ellipses, letters, stop words)."""
 
@@ -42,8 +36,11 @@ class GopherQuality:
         self.stop = frozenset(cfg.stop_words)
         plain = [w for w in cfg.stop_words if re.fullmatch(r"\w+", w)]
         # stop words are whole \w+ tokens: a regex finds them without building the token list
-        self._stop_re = (re.compile(r"\b(?:" + "|".join(map(re.escape, sorted(set(plain), key=len, reverse=True)))
-                                    + r")\b") if plain and len(plain) == len(cfg.stop_words) else None)
+        self._stop_re = (
+            re.compile(r"\b(?:" + "|".join(map(re.escape, sorted(set(plain), key=len, reverse=True))) + r")\b")
+            if plain and len(plain) == len(cfg.stop_words)
+            else None
+        )
 
     def _stop_words(self, text: str, need: int) -> int:
         """Distinct stop words present, counting only up to ``need``."""
@@ -300,7 +297,7 @@ class GopherRepetition:
         keys: dict[int, np.ndarray] = {1: h}
         max_n = min(max([n for n, _ in self.top] + [n for n, _ in self.dup]), L)
         for n in range(2, max_n + 1):  # n-gram keys from the (n-1)-gram keys
-            keys[n] = keys[n - 1][:L - n + 1] * NGRAM_MUL + h[n - 1:]
+            keys[n] = keys[n - 1][: L - n + 1] * NGRAM_MUL + h[n - 1 :]
         for n, frac in self.top:
             k = keys.get(n)
             if k is None:
@@ -337,7 +334,7 @@ class GopherRepetition:
             else:  # an n-gram can only repeat if every shorter n-gram inside it repeats
                 ok = rep[:m].copy()
                 for j in range(1, n - prev_n + 1):
-                    ok &= rep[j:j + m]
+                    ok &= rep[j : j + m]
                 cand = np.flatnonzero(ok)
             if cand.size < 2:
                 break  # no repeated n-gram: none of any larger n either
@@ -402,7 +399,7 @@ class GopherRepetition:
                     return True
                 idx = p + n
                 stop = min(p + n, m)
-                skipped[p + 1:stop] = bytes([1]) * (stop - p - 1)
+                skipped[p + 1 : stop] = bytes([1]) * (stop - p - 1)
             else:
                 idx = p + 1
         return False

@@ -62,10 +62,13 @@ class BlockList:
         terms = self.terms
         self.words = frozenset(t for t in terms if " " not in t and WORD_RE.fullmatch(t))
         # single words are matched by the lower-case hash of each token (no strings built)
-        self._word_hashes = np.unique(np.array([int(tokens_of(w).hashes(lower=True)[0]) for w in self.words],
-                                               dtype=np.uint64))
-        self.phrases = [(t, re.compile(r"(?<!\w)" + re.escape(t).replace(r"\ ", r"\s+") + r"(?!\w)"))
-                        for t in sorted(set(terms) - self.words)]
+        self._word_hashes = np.unique(
+            np.array([int(tokens_of(w).hashes(lower=True)[0]) for w in self.words], dtype=np.uint64)
+        )
+        self.phrases = [
+            (t, re.compile(r"(?<!\w)" + re.escape(t).replace(r"\ ", r"\s+") + r"(?!\w)"))
+            for t in sorted(set(terms) - self.words)
+        ]
 
     def __call__(self, text: str) -> str | Removed:
         tok = tokens_of(text)
@@ -89,7 +92,8 @@ class BlockList:
 # --------------------------------------------------------------------------- PII
 
 _EMAIL_RE = re.compile(
-    r"(?<![\w.%+-])[A-Za-z0-9][A-Za-z0-9._%+-]*@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,24}(?![\w-])")
+    r"(?<![\w.%+-])[A-Za-z0-9][A-Za-z0-9._%+-]*@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,24}(?![\w-])"
+)
 _OCTET = r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
 _IPV4_RE = re.compile(rf"(?<![\d.])(?:{_OCTET}\.){{3}}{_OCTET}(?!\d|\.\d)")
 _IPV6_RE = re.compile(r"(?<![\w:.])(?:[0-9A-Fa-f]{0,4}:){2,7}(?:[0-9A-Fa-f]{1,4}|(?:\d{1,3}\.){3}\d{1,3})?(?![\w:])")
@@ -98,7 +102,8 @@ _PHONE_RE = re.compile(
     r"\+\d{1,3}(?:[ .-]?(?:\(\d{1,4}\)|\d{1,5})){1,6}"  # international: +CC then groups
     r"|(?:1[ .-]?)?(?:\(\d{3}\)[ .-]?\d{3}[ .-]|\d{3}(?P<sep>[ .-])\d{3}(?P=sep))\d{4}"  # North American 3-3-4
     r"|0\d{1,4}(?:[ .-]\d{2,4}){2,4}"  # national trunk prefix 0 then groups (UK, FR, DE, ...)
-    r")(?![\w])")
+    r")(?![\w])"
+)
 
 
 class PiiRedact:
@@ -193,8 +198,9 @@ def _phone_windows(cp: np.ndarray) -> list[tuple[int, int]]:
     return list(zip(np.maximum(starts[keep] - 1, 0).tolist(), np.minimum(ends[keep] + 1, cp.size).tolist()))
 
 
-def _sub_windows(pattern: re.Pattern[str], text: str, windows: list[tuple[int, int]],
-                 repl: Callable[[re.Match[str]], str]) -> str:
+def _sub_windows(
+    pattern: re.Pattern[str], text: str, windows: list[tuple[int, int]], repl: Callable[[re.Match[str]], str]
+) -> str:
     """``pattern.sub(repl, text)`` for matches inside the windows (``repl`` may return the match
     unchanged to keep it). Lookbehinds see the text before a window; a window ends a character
     after the last one a match can use, so lookaheads see it."""
@@ -207,7 +213,7 @@ def _sub_windows(pattern: re.Pattern[str], text: str, windows: list[tuple[int, i
             new = repl(m)
             if new == m.group(0):
                 continue
-            pieces.append(text[last:m.start()])
+            pieces.append(text[last : m.start()])
             pieces.append(new)
             last = m.end()
     if not pieces:

@@ -30,8 +30,9 @@ def words_of(text: str) -> list[str]:
 
 
 # ASCII byte -> 0 whitespace, 1 word character, 2 other (punctuation): \s, \w and the rest in `re`
-_ASCII_CLASS = bytes(0 if chr(i).isspace() else 1 if (chr(i).isalnum() or i == 95) else 2 for i in range(128)) \
-    + bytes(128)
+_ASCII_CLASS = bytes(0 if chr(i).isspace() else 1 if (chr(i).isalnum() or i == 95) else 2 for i in range(128)) + bytes(
+    128
+)
 
 
 def proxy_tokens(text: str) -> int:
@@ -91,8 +92,7 @@ def _char_class(ch: str) -> int:
 def _class_table() -> np.ndarray:
     """Class of every code point of the Basic Multilingual Plane (built once, ~65k lookups)."""
     if not _CLASS_TABLE:
-        _CLASS_TABLE.append(np.fromiter((_char_class(chr(i)) for i in range(0x10000)), dtype=np.uint8,
-                                        count=0x10000))
+        _CLASS_TABLE.append(np.fromiter((_char_class(chr(i)) for i in range(0x10000)), dtype=np.uint8, count=0x10000))
     return _CLASS_TABLE[0]
 
 
@@ -200,12 +200,14 @@ def tokens_of(text: str) -> Tokens:
 _BREAKS_RE = re.compile("[\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]")  # -> \n (after \r\n -> \n)
 _CTRL_RE = re.compile("[\x00-\x08\x0e-\x1b\x1f\x7f-\x84\x86-\x9f\u200b\u200c\u200d\u2060\ufeff\ufffe\uffff]")
 _ASCII_BREAKS = ("\r", "\x0b", "\x0c", "\x1c", "\x1d", "\x1e")
-_ASCII_CTRL = bytes([*range(9), *range(0x0e, 0x1c), 0x1f, 0x7f])
+_ASCII_CTRL = bytes([*range(9), *range(0x0E, 0x1C), 0x1F, 0x7F])
 _USPACE_RE = re.compile("[\u00a0\u1680\u2000-\u200a\u202f\u205f\u3000]")
 # a Latin-1/cp1252 reading of UTF-8 leaves a lead character U+00C2..U+00F4 followed by one of these
-_MOJIBAKE_HINT_RE = re.compile("[\u00c2-\u00f4][\u0080-\u00bf\u0152\u0153\u0160\u0161\u0178\u017d\u017e\u0192"
-                               "\u02c6\u02dc\u2013\u2014\u2018-\u201e\u2020-\u2022\u2026\u2030\u2039\u203a"
-                               "\u20ac\u2122]")
+_MOJIBAKE_HINT_RE = re.compile(
+    "[\u00c2-\u00f4][\u0080-\u00bf\u0152\u0153\u0160\u0161\u0178\u017d\u017e\u0192"
+    "\u02c6\u02dc\u2013\u2014\u2018-\u201e\u2020-\u2022\u2026\u2030\u2039\u203a"
+    "\u20ac\u2122]"
+)
 
 
 class Normalise:
@@ -223,8 +225,10 @@ class Normalise:
                 import ftfy
                 import ftfy.badness
             except ImportError:
-                raise LmkitError("normalise.fix_mojibake needs the ftfy package (pip install ftfy), or set "
-                                 "normalise.fix_mojibake: false") from None
+                raise LmkitError(
+                    "normalise.fix_mojibake needs the ftfy package (pip install ftfy), or set "
+                    "normalise.fix_mojibake: false"
+                ) from None
             self._ftfy = ftfy
 
     def _fix_mojibake(self, text: str) -> str:
@@ -256,8 +260,7 @@ class Normalise:
             if cfg.nfc and not unicodedata.is_normalized("NFC", text):
                 # line by line: only the lines that change pay for normalize()
                 nfc = unicodedata.is_normalized
-                text = "\n".join([x if nfc("NFC", x) else unicodedata.normalize("NFC", x)
-                                  for x in text.split("\n")])
+                text = "\n".join([x if nfc("NFC", x) else unicodedata.normalize("NFC", x) for x in text.split("\n")])
             if self._ftfy is not None and _MOJIBAKE_HINT_RE.search(text):  # cheap test first
                 text = self._fix_mojibake(text)
         if cfg.remove_control:
@@ -273,8 +276,9 @@ class Normalise:
                     text = _BREAKS_RE.sub("\n", text.replace("\r\n", "\n"))
                 if _CTRL_RE.search(text):
                     text = _CTRL_RE.sub("", text)
-        if cfg.collapse_spaces and ("\t" in text or "  " in text or " \n" in text or "\n " in text
-                                    or (not ascii_ and _USPACE_RE.search(text))):
+        if cfg.collapse_spaces and (
+            "\t" in text or "  " in text or " \n" in text or "\n " in text or (not ascii_ and _USPACE_RE.search(text))
+        ):
             # every run of whitespace inside a line becomes one space, none at the line ends
             text = "\n".join([" ".join(x.split()) for x in text.split("\n")])
         if self._blank_to + "\n" in text:

@@ -54,7 +54,8 @@ OUTPUT_PATHS = re.compile(
     r"|\.report\.md\.tmp|\.tradeoff\.png\.tmp\.png|\.(adapt|adapt-settings)\.json\.[^/]+\.tmp"
     r"|(split|\.split\.partial|tokenizers)(/.+)?"
     r"|arms(/[^/]+(/(result\.json|card\.md|\.card\.md\.tmp|\.result\.json\.[^/]+\.tmp"
-    r"|(run|data|\.data\.partial-[^/]+)(/.+)?))?)?")
+    r"|(run|data|\.data\.partial-[^/]+)(/.+)?))?)?"
+)
 
 
 @dataclass
@@ -81,8 +82,10 @@ class AdaptSettings:
             if not Path(p).expanduser().exists():
                 raise LmkitError(f"{p}: no such file or folder")
         if not self.mixes and not self.continue_from:
-            raise LmkitError("--mixes: give at least one domain share, e.g. --mixes 0 0.5 1 (none only with "
-                             "--continue-from: then the experiment is that checkpoint and its DAPT arm)")
+            raise LmkitError(
+                "--mixes: give at least one domain share, e.g. --mixes 0 0.5 1 (none only with "
+                "--continue-from: then the experiment is that checkpoint and its DAPT arm)"
+            )
         for m in self.mixes:
             if not 0.0 <= m <= 1.0:
                 raise LmkitError(f"--mixes: a domain share is between 0 and 1, got {m:g}")
@@ -109,8 +112,9 @@ class AdaptSettings:
             vocab = int(load_run_config(self.config).model.vocab_size)
             where = f"--config {self.config}: model.vocab_size"
         if not MIN_VOCAB <= vocab <= MAX_VOCAB:
-            raise LmkitError(f"{where} is {vocab:,}: the tokenizers adapt trains have {MIN_VOCAB:,} to "
-                             f"{MAX_VOCAB:,} (2**20) tokens")
+            raise LmkitError(
+                f"{where} is {vocab:,}: the tokenizers adapt trains have {MIN_VOCAB:,} to {MAX_VOCAB:,} (2**20) tokens"
+            )
         return vocab
 
 
@@ -188,8 +192,10 @@ def open_experiment(s: AdaptSettings, out: Path, overwrite: bool) -> bool:
         if saved == rec:
             return True
         key = next((k for k in rec if saved.get(k) != rec[k]), next(iter(set(saved) - set(rec)), "?"))
-        raise LmkitError(f"{out}: holds an adapt experiment with other settings ({key}: saved {saved.get(key)!r}, "
-                         f"now {rec.get(key)!r}); pass --overwrite to start it again, or choose another --out")
+        raise LmkitError(
+            f"{out}: holds an adapt experiment with other settings ({key}: saved {saved.get(key)!r}, "
+            f"now {rec.get(key)!r}); pass --overwrite to start it again, or choose another --out"
+        )
     inputs = [*s.domain, *s.general, *([s.continue_from] if s.continue_from else [])]
     check_out_dir(out, overwrite, inputs, ours=[is_adapt_folder, OUTPUT_PATHS], kind="adapt experiment")
     if out.is_dir() and overwrite and any(out.iterdir()):
@@ -229,7 +235,7 @@ def heldout_bpb(model: Any, model_cfg: Any, tokenizer: Any, text_dir: Path, batc
 
     found = held_out(text_dir, str(text_dir), tokenizer)
     assert found is not None  # a text folder always gives windows (or raises)
-    ev = evaluate_model(model, model_cfg, found[0], tokenizer, batch_size, max_batches=10 ** 9)
+    ev = evaluate_model(model, model_cfg, found[0], tokenizer, batch_size, max_batches=10**9)
     return {"bits_per_byte": ev["bits_per_byte"], "loss": ev["loss"], "tokens": ev["tokens"]}
 
 
@@ -243,8 +249,9 @@ def evaluate_arm(ckpt: Path, out: Path, batch_size: int) -> dict[str, Any]:
     return {name: heldout_bpb(model, model_cfg, tok, split_dir(out, "heldout", name), batch_size) for name in SETS}
 
 
-def run_arm(s: AdaptSettings, arm: Arm, out: Path, mix_tokenizer: Path, mix_tokens: int,
-            progress: bool) -> dict[str, Any]:
+def run_arm(
+    s: AdaptSettings, arm: Arm, out: Path, mix_tokenizer: Path, mix_tokens: int, progress: bool
+) -> dict[str, Any]:
     """Mix, train (or resume) and evaluate one arm; its ``result.json`` marks it done."""
     from lmkit.models.checkpoint import list_checkpoints, load_meta, resolve_checkpoint
 
@@ -257,8 +264,17 @@ def run_arm(s: AdaptSettings, arm: Arm, out: Path, mix_tokenizer: Path, mix_toke
     if arm.kind == "base":
         ckpt = resolve_checkpoint(str(s.continue_from))
         meta = load_meta(ckpt)
-        result.update(tokenizer="checkpoint", run=None, checkpoint=str(ckpt), steps=0, tokens=0, flops=0.0,
-                      params=meta.get("params"), sources={}, wall_time_s=0.0)
+        result.update(
+            tokenizer="checkpoint",
+            run=None,
+            checkpoint=str(ckpt),
+            steps=0,
+            tokens=0,
+            flops=0.0,
+            params=meta.get("params"),
+            sources={},
+            wall_time_s=0.0,
+        )
     else:
         if arm.kind == "mix":
             data = mix_arm_data(s, arm, out, folder, mix_tokenizer, mix_tokens, progress)
@@ -275,9 +291,17 @@ def run_arm(s: AdaptSettings, arm: Arm, out: Path, mix_tokenizer: Path, mix_toke
         summary = train(cfg, resume=resume, show_progress=progress)
         ckpt = Path(summary["checkpoint"])
         meta = load_meta(ckpt)
-        result.update(tokenizer="mix" if arm.kind == "mix" else "checkpoint", run=str(run), checkpoint=str(ckpt),
-                      steps=meta["step"], tokens=meta["tokens"], flops=meta["flops"], params=meta["params"],
-                      sources=(meta.get("data") or {}).get("sources", {}), wall_time_s=summary["wall_time_s"])
+        result.update(
+            tokenizer="mix" if arm.kind == "mix" else "checkpoint",
+            run=str(run),
+            checkpoint=str(ckpt),
+            steps=meta["step"],
+            tokens=meta["tokens"],
+            flops=meta["flops"],
+            params=meta["params"],
+            sources=(meta.get("data") or {}).get("sources", {}),
+            wall_time_s=summary["wall_time_s"],
+        )
         write_card(ckpt, folder / "card.md")
     batch = _eval_batch(s)
     result.update(evaluate_arm(ckpt, out, batch))
@@ -292,8 +316,9 @@ def _eval_batch(s: AdaptSettings) -> int:
     return int(t.micro_batch_size or t.batch_size)
 
 
-def mix_arm_data(s: AdaptSettings, arm: Arm, out: Path, folder: Path, tokenizer: Path, total: int,
-                 progress: bool) -> Path:
+def mix_arm_data(
+    s: AdaptSettings, arm: Arm, out: Path, folder: Path, tokenizer: Path, total: int, progress: bool
+) -> Path:
     """The arm's training mix (``lmkit.data.mix``): ``total`` tokens, ``domain_share`` of them domain."""
     from lmkit.data.mix import MixSource, mix
 
@@ -303,8 +328,11 @@ def mix_arm_data(s: AdaptSettings, arm: Arm, out: Path, folder: Path, tokenizer:
     for stale in folder.glob(".data.partial-*"):  # what a killed mix left
         shutil.rmtree(stale, ignore_errors=True)
     share = float(arm.domain_share or 0.0)
-    sources = [MixSource(str(split_dir(out, "train", name)), w, name)
-               for name, w in (("domain", share), ("general", 1.0 - share)) if w > 0]
+    sources = [
+        MixSource(str(split_dir(out, "train", name)), w, name)
+        for name, w in (("domain", share), ("general", 1.0 - share))
+        if w > 0
+    ]
     mix(sources, data, total, seed=s.seed, tokenizer=str(tokenizer), progress=progress)
     return data
 
@@ -333,12 +361,14 @@ def check_budget_time(s: AdaptSettings, yes: bool) -> None:
 
     arms = len(s.mixes) + (1 if s.continue_from else 0)
     base = load_run_config(s.config).train
-    check_predicted_time(arms * s.budget, yes, f"--budget {s.budget:g} for each of {arms} arms",
-                         base.device, base.precision)
+    check_predicted_time(
+        arms * s.budget, yes, f"--budget {s.budget:g} for each of {arms} arms", base.device, base.precision
+    )
 
 
-def run_adapt(s: AdaptSettings, out: str | Path, overwrite: bool = False, progress: bool = True,
-              yes: bool = False) -> dict[str, Any]:
+def run_adapt(
+    s: AdaptSettings, out: str | Path, overwrite: bool = False, progress: bool = True, yes: bool = False
+) -> dict[str, Any]:
     """Run (or continue) the whole experiment in ``out``; returns the report (``adapt.json``).
     ``yes``: start it even when its ``budget`` makes it a long run (:func:`check_budget_time`)."""
     from lmkit.lab.adapt.report import data_table, write_report
@@ -353,13 +383,21 @@ def run_adapt(s: AdaptSettings, out: str | Path, overwrite: bool = False, progre
     split = make_split({"domain": s.domain, "general": s.general}, out, s.seed, s.heldout, s.text_field)
     vocab = s.tokenizer_vocab()
     tr = {n: split_dir(out, "train", n) for n in SETS}
-    toks = train_adapt_tokenizers({"domain": iter_texts(tr["domain"]), "general": iter_texts(tr["general"]),
-                                   "mix": iter_texts(tr["domain"], tr["general"])}, vocab, out / "tokenizers",
-                                  show_progress=False)
+    toks = train_adapt_tokenizers(
+        {
+            "domain": iter_texts(tr["domain"]),
+            "general": iter_texts(tr["general"]),
+            "mix": iter_texts(tr["domain"], tr["general"]),
+        },
+        vocab,
+        out / "tokenizers",
+        show_progress=False,
+    )
     heldout_texts = {n: texts_of(split_dir(out, "heldout", n)) for n in SETS}
     table = tokenizer_table(toks, heldout_texts, s.terms)
-    data = data_table(toks["mix"], {f"{n} {part}": split_dir(out, part, n) for part in ("train", "heldout")
-                                    for n in SETS})
+    data = data_table(
+        toks["mix"], {f"{n} {part}": split_dir(out, part, n) for part in ("train", "heldout") for n in SETS}
+    )
     mix_tokens = s.mix_tokens or min(data["domain train"]["tokens"], data["general train"]["tokens"])
     mix_tok = out / "tokenizers" / "mix" / "tokenizer.json"
     arms = []
@@ -368,6 +406,19 @@ def run_adapt(s: AdaptSettings, out: str | Path, overwrite: bool = False, progre
     return write_report(out, s, split, data, table, arms, int(mix_tokens))
 
 
-__all__ = ["AdaptSettings", "Arm", "OUTPUT_PATHS", "SETTINGS_FILE", "arm_name", "plan_arms",
-           "settings_record", "open_experiment", "arm_config", "heldout_bpb", "evaluate_arm", "run_arm",
-           "check_budget_time", "run_adapt"]
+__all__ = [
+    "AdaptSettings",
+    "Arm",
+    "OUTPUT_PATHS",
+    "SETTINGS_FILE",
+    "arm_name",
+    "plan_arms",
+    "settings_record",
+    "open_experiment",
+    "arm_config",
+    "heldout_bpb",
+    "evaluate_arm",
+    "run_arm",
+    "check_budget_time",
+    "run_adapt",
+]

@@ -29,8 +29,9 @@ def data_table(tok: Tokenizer, folders: Mapping[str, Path]) -> dict[str, dict[st
     out = {}
     for name, folder in folders.items():
         f = fertility(tok, (d.text for d in iter_documents([folder])))
-        out[name] = {k: f[k] for k in ("documents", "chars", "bytes", "words", "tokens", "chars_per_token",
-                                       "bytes_per_token")}
+        out[name] = {
+            k: f[k] for k in ("documents", "chars", "bytes", "words", "tokens", "chars_per_token", "bytes_per_token")
+        }
     return out
 
 
@@ -49,23 +50,45 @@ def checks(arms: Sequence[Mapping[str, Any]], tok_table: Mapping[str, Any]) -> d
     tok_ok = None
     if "domain" in fert and "general" in fert:
         tok_ok = fert["domain"]["domain"]["tokens_per_word"] < fert["general"]["domain"]["tokens_per_word"]
-    return {"domain_bpb_falls_with_share": monotone(dom, True) if len(dom) > 1 else None,
-            "general_bpb_rises_with_share": monotone(gen, False) if len(gen) > 1 else None,
-            "domain_tokenizer_lower_fertility_on_domain": tok_ok}
+    return {
+        "domain_bpb_falls_with_share": monotone(dom, True) if len(dom) > 1 else None,
+        "general_bpb_rises_with_share": monotone(gen, False) if len(gen) > 1 else None,
+        "domain_tokenizer_lower_fertility_on_domain": tok_ok,
+    }
 
 
-def build_report(settings: Any, split: Mapping[str, Any], data: Mapping[str, Any], tok_table: Mapping[str, Any],
-                 arms: Sequence[Mapping[str, Any]], mix_tokens: int) -> dict[str, Any]:
+def build_report(
+    settings: Any,
+    split: Mapping[str, Any],
+    data: Mapping[str, Any],
+    tok_table: Mapping[str, Any],
+    arms: Sequence[Mapping[str, Any]],
+    mix_tokens: int,
+) -> dict[str, Any]:
     from lmkit import __version__
 
-    return {"lmkit_version": __version__, "settings": asdict(settings), "split": dict(split),
-            "mix_tokens": mix_tokens, "data": dict(data), "tokenizers": dict(tok_table),
-            "arms": [dict(a) for a in arms], "checks": checks(arms, tok_table),
-            "files": {"report": "report.md", "json": "adapt.json", "plot": "tradeoff.png"}}
+    return {
+        "lmkit_version": __version__,
+        "settings": asdict(settings),
+        "split": dict(split),
+        "mix_tokens": mix_tokens,
+        "data": dict(data),
+        "tokenizers": dict(tok_table),
+        "arms": [dict(a) for a in arms],
+        "checks": checks(arms, tok_table),
+        "files": {"report": "report.md", "json": "adapt.json", "plot": "tradeoff.png"},
+    }
 
 
-def write_report(out: Path, settings: Any, split: Mapping[str, Any], data: Mapping[str, Any],
-                 tok_table: Mapping[str, Any], arms: Sequence[Mapping[str, Any]], mix_tokens: int) -> dict[str, Any]:
+def write_report(
+    out: Path,
+    settings: Any,
+    split: Mapping[str, Any],
+    data: Mapping[str, Any],
+    tok_table: Mapping[str, Any],
+    arms: Sequence[Mapping[str, Any]],
+    mix_tokens: int,
+) -> dict[str, Any]:
     """Write adapt.json, report.md and tradeoff.png into ``out``; return the report."""
     report = build_report(settings, split, data, tok_table, arms, mix_tokens)
     plot_tradeoff(report["arms"], out / "tradeoff.png")
@@ -87,32 +110,49 @@ def _si(x: float) -> str:
 
 
 def data_markdown(data: Mapping[str, Any], mix_tokens: int) -> list[str]:
-    lines = ["## Data", "",
-             "Tokens counted with the mix tokenizer (the one every mix arm trains with). Held-out text is split "
-             "off first and never trained on.", "",
-             "| source | documents | characters | tokens | chars/token |", "|---|---:|---:|---:|---:|"]
+    lines = [
+        "## Data",
+        "",
+        "Tokens counted with the mix tokenizer (the one every mix arm trains with). Held-out text is split "
+        "off first and never trained on.",
+        "",
+        "| source | documents | characters | tokens | chars/token |",
+        "|---|---:|---:|---:|---:|",
+    ]
     for name, r in data.items():
         cpt = f"{r['chars_per_token']:.2f}" if r["chars_per_token"] else "n/a"
         lines.append(f"| {name} | {r['documents']:,} | {r['chars']:,} | {r['tokens']:,} | {cpt} |")
-    return lines + ["", f"Every mix holds {mix_tokens:,} tokens (domain share x that from the domain, the rest "
-                        "general), so the arms differ in their mix only.", ""]
+    return lines + [
+        "",
+        f"Every mix holds {mix_tokens:,} tokens (domain share x that from the domain, the rest "
+        "general), so the arms differ in their mix only.",
+        "",
+    ]
 
 
 def arms_markdown(arms: Sequence[Mapping[str, Any]]) -> list[str]:
     ref = next((a for a in arms if a["kind"] == "mix" and a["domain_share"] == 0.0), None)
-    lines = ["## Models", "",
-             "Held-out bits per byte (lower is better; comparable across tokenizers). Δ is against the "
-             "general-only arm (share 0)." if ref else "Held-out bits per byte (lower is better).", "",
-             "| arm | domain share | tokenizer | steps | tokens | FLOPs | domain bpb | general bpb |"
-             + (" Δ domain | Δ general |" if ref else ""),
-             "|---|---:|---|---:|---:|---:|---:|---:|" + ("---:|---:|" if ref else "")]
+    lines = [
+        "## Models",
+        "",
+        "Held-out bits per byte (lower is better; comparable across tokenizers). Δ is against the "
+        "general-only arm (share 0)."
+        if ref
+        else "Held-out bits per byte (lower is better).",
+        "",
+        "| arm | domain share | tokenizer | steps | tokens | FLOPs | domain bpb | general bpb |"
+        + (" Δ domain | Δ general |" if ref else ""),
+        "|---|---:|---|---:|---:|---:|---:|---:|" + ("---:|---:|" if ref else ""),
+    ]
     for a in arms:
         share = "—" if a["domain_share"] is None else f"{a['domain_share']:.2f}"
         d, g = a["domain"]["bits_per_byte"], a["general"]["bits_per_byte"]
-        row = (f"| {a['name']} | {share} | {a['tokenizer']} | {a['steps']:,} | {a['tokens']:,} | "
-               f"{_si(a['flops']) if a['flops'] else '0'} | {d:.4f} | {g:.4f} |")
+        row = (
+            f"| {a['name']} | {share} | {a['tokenizer']} | {a['steps']:,} | {a['tokens']:,} | "
+            f"{_si(a['flops']) if a['flops'] else '0'} | {d:.4f} | {g:.4f} |"
+        )
         if ref:
-            row += (f" {d - ref['domain']['bits_per_byte']:+.4f} | {g - ref['general']['bits_per_byte']:+.4f} |")
+            row += f" {d - ref['domain']['bits_per_byte']:+.4f} | {g - ref['general']['bits_per_byte']:+.4f} |"
         lines.append(row)
     return lines + [""]
 
@@ -121,18 +161,23 @@ CHECK_TEXT = {
     "domain_bpb_falls_with_share": "domain bits per byte fall at every step up in domain share",
     "general_bpb_rises_with_share": "general bits per byte rise at every step up in domain share",
     "domain_tokenizer_lower_fertility_on_domain": "the domain tokenizer needs fewer tokens per word on held-out "
-                                                  "domain text than the general tokenizer",
+    "domain text than the general tokenizer",
 }
 
 
 def report_markdown(r: Mapping[str, Any]) -> str:
     s = r["settings"]
-    lines = ["# Domain adaptation", "",
-             f"Domain: {', '.join(f'`{p}`' for p in s['domain'])}; general: "
-             f"{', '.join(f'`{p}`' for p in s['general'])}; base config `{s['config']}`; "
-             + (f"budget {_si(s['budget'])} FLOPs per arm; " if s["budget"] else "the base config's stop condition; ")
-             + f"{100 * s['heldout']:g}% of each set held out (seed {s['seed']}).", "",
-             "Held-out split:", ""]
+    lines = [
+        "# Domain adaptation",
+        "",
+        f"Domain: {', '.join(f'`{p}`' for p in s['domain'])}; general: "
+        f"{', '.join(f'`{p}`' for p in s['general'])}; base config `{s['config']}`; "
+        + (f"budget {_si(s['budget'])} FLOPs per arm; " if s["budget"] else "the base config's stop condition; ")
+        + f"{100 * s['heldout']:g}% of each set held out (seed {s['seed']}).",
+        "",
+        "Held-out split:",
+        "",
+    ]
     lines += [f"- {line}" for line in describe(r["split"])] + [""]
     lines += data_markdown(r["data"], r["mix_tokens"])
     lines += tokenizer_markdown(r["tokenizers"])
@@ -171,10 +216,24 @@ def plot_tradeoff(arms: Sequence[Mapping[str, Any]], path: Path) -> Path:
     ax2.plot(shares, [a["general"]["bits_per_byte"] for a in mixes], "o-", color="C2", label="general held-out")
     for a in arms:
         if a["kind"] == "dapt":
-            ax2.scatter([1.0], [a["domain"]["bits_per_byte"]], marker="s", color="C1", facecolors="none", s=60,
-                        label="DAPT, domain")
-            ax2.scatter([1.0], [a["general"]["bits_per_byte"]], marker="s", color="C2", facecolors="none", s=60,
-                        label="DAPT, general")
+            ax2.scatter(
+                [1.0],
+                [a["domain"]["bits_per_byte"]],
+                marker="s",
+                color="C1",
+                facecolors="none",
+                s=60,
+                label="DAPT, domain",
+            )
+            ax2.scatter(
+                [1.0],
+                [a["general"]["bits_per_byte"]],
+                marker="s",
+                color="C2",
+                facecolors="none",
+                s=60,
+                label="DAPT, general",
+            )
     ax2.set_xlabel("domain share of the training mix")
     ax2.set_ylabel("held-out bits per byte")
     ax2.set_title("bits per byte against domain share")

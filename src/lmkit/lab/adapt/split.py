@@ -42,7 +42,7 @@ _LINE_START = re.compile(r"\n")
 def is_held_out(text: str, seed: int, fraction: float) -> bool:
     """Whether a document is held out: its text's seeded SHA-256, read as a number in [0, 1), < fraction."""
     h = hashlib.sha256(f"{seed}\x00{text}".encode("utf-8", "surrogatepass")).digest()
-    return int.from_bytes(h[:8], "big") / 2.0 ** 64 < fraction
+    return int.from_bytes(h[:8], "big") / 2.0**64 < fraction
 
 
 def tail_cut(text: str, fraction: float) -> int | None:
@@ -100,8 +100,9 @@ def _by_text(docs: Iterable[Any], fraction: float) -> Iterator[tuple[str, str, s
         yield "heldout", f"{d.id}#heldout", d.text[cut:]
 
 
-def split_set(name: str, paths: list[str], tmp: Path, seed: int, fraction: float,
-              text_field: str = "text") -> dict[str, Any]:
+def split_set(
+    name: str, paths: list[str], tmp: Path, seed: int, fraction: float, text_field: str = "text"
+) -> dict[str, Any]:
     """Split one set into ``tmp/{train,heldout}/name`` by the ``document`` rule, else the ``text`` rule."""
     from lmkit.data.read import iter_documents
 
@@ -118,18 +119,27 @@ def split_set(name: str, paths: list[str], tmp: Path, seed: int, fraction: float
         rule = "text"
         n = _write_set(tmp, name, _by_text(docs(), fraction))
         if n["heldout"] == 0:
-            raise LmkitError(f"{where}: its {documents} {name} document{'s are' if documents > 1 else ' is'} too "
-                             f"few to hold out whole ones (--heldout {fraction:g}), and "
-                             f"{'none has a' if documents > 1 else 'it has no'} line break to hold out an end at; "
-                             "give more documents or text of several lines")
+            raise LmkitError(
+                f"{where}: its {documents} {name} document{'s are' if documents > 1 else ' is'} too "
+                f"few to hold out whole ones (--heldout {fraction:g}), and "
+                f"{'none has a' if documents > 1 else 'it has no'} line break to hold out an end at; "
+                "give more documents or text of several lines"
+            )
     chars = n["train_chars"] + n["heldout_chars"]
-    return {"rule": rule, "documents": documents, "train": n["train"], "heldout": n["heldout"],
-            "train_chars": n["train_chars"], "heldout_chars": n["heldout_chars"],
-            "heldout_share": n["heldout_chars"] / chars}
+    return {
+        "rule": rule,
+        "documents": documents,
+        "train": n["train"],
+        "heldout": n["heldout"],
+        "train_chars": n["train_chars"],
+        "heldout_chars": n["heldout_chars"],
+        "heldout_share": n["heldout_chars"] / chars,
+    }
 
 
-def make_split(sets: dict[str, list[str]], out: Path, seed: int, fraction: float,
-               text_field: str = "text") -> dict[str, Any]:
+def make_split(
+    sets: dict[str, list[str]], out: Path, seed: int, fraction: float, text_field: str = "text"
+) -> dict[str, Any]:
     """Write ``out/split/`` for every set (name -> paths), once; return what ``split.json`` holds."""
     done = out / "split" / "split.json"
     if done.is_file():
@@ -149,11 +159,15 @@ def describe(counts: dict[str, Any]) -> list[str]:
     for name, c in counts.items():
         share = f" ({100 * c['heldout_share']:.1f}% of its characters)" if "heldout_share" in c else ""
         if c.get("rule", "document") == "document":
-            lines.append(f"{name}: whole documents by a seeded hash of their text: {c['train']:,} trained on, "
-                         f"{c['heldout']:,} held out{share}")
+            lines.append(
+                f"{name}: whole documents by a seeded hash of their text: {c['train']:,} trained on, "
+                f"{c['heldout']:,} held out{share}"
+            )
         else:
-            lines.append(f"{name}: too few documents ({c['documents']:,}) to hold out whole ones: the closing "
-                         f"paragraphs of {c['heldout']:,} of them held out{share}, the rest trained on")
+            lines.append(
+                f"{name}: too few documents ({c['documents']:,}) to hold out whole ones: the closing "
+                f"paragraphs of {c['heldout']:,} of them held out{share}, the rest trained on"
+            )
     return lines
 
 

@@ -46,11 +46,19 @@ def vocab_overlap(toks: Mapping[str, Tokenizer]) -> list[dict[str, Any]]:
     sets = {n: learned_tokens(toks[n]) for n in names}
     rows = []
     for i, a in enumerate(names):
-        for b in names[i + 1:]:
+        for b in names[i + 1 :]:
             shared = len(sets[a] & sets[b])
             union = len(sets[a] | sets[b])
-            rows.append({"a": a, "b": b, "learned_a": len(sets[a]), "learned_b": len(sets[b]), "shared": shared,
-                         "jaccard": shared / union if union else 0.0})
+            rows.append(
+                {
+                    "a": a,
+                    "b": b,
+                    "learned_a": len(sets[a]),
+                    "learned_b": len(sets[b]),
+                    "shared": shared,
+                    "jaccard": shared / union if union else 0.0,
+                }
+            )
     return rows
 
 
@@ -73,8 +81,9 @@ def term_splits(toks: Mapping[str, Tokenizer], terms: Sequence[str]) -> list[dic
     return rows
 
 
-def tokenizer_table(toks: Mapping[str, Tokenizer], heldout: Mapping[str, Sequence[str]],
-                    terms: Sequence[str] = ()) -> dict[str, Any]:
+def tokenizer_table(
+    toks: Mapping[str, Tokenizer], heldout: Mapping[str, Sequence[str]], terms: Sequence[str] = ()
+) -> dict[str, Any]:
     """The whole comparison: fertility of every tokenizer on every held-out set, term splits, overlap.
 
     ``heldout`` maps a set's name (``domain``, ``general``) to its documents' texts. The result's
@@ -89,8 +98,9 @@ def tokenizer_table(toks: Mapping[str, Tokenizer], heldout: Mapping[str, Sequenc
     }
 
 
-def train_adapt_tokenizers(texts: Mapping[str, Iterable[str]], vocab_size: int, out_dir: str | Path,
-                           show_progress: bool = False) -> dict[str, Tokenizer]:
+def train_adapt_tokenizers(
+    texts: Mapping[str, Iterable[str]], vocab_size: int, out_dir: str | Path, show_progress: bool = False
+) -> dict[str, Tokenizer]:
     """Train (or load, when already saved) one tokenizer per entry of ``texts`` into ``out_dir/<name>/``.
 
     ``texts`` maps a tokenizer's name to an iterable of its training texts; each is saved
@@ -113,12 +123,17 @@ def tokenizer_markdown(table: Mapping[str, Any]) -> list[str]:
     """The tokenizer section of report.md: fertility, term splits and overlap tables."""
     names = list(table["fertility"])
     sets = list(next(iter(table["fertility"].values()))) if names else []
-    lines = ["## Tokenizers", "",
-             "Each tokenizer is a byte-level BPE trained on the *training* text only (the mix tokenizer on "
-             "domain and general training text together); fertility is measured on the held-out text.", "",
-             "| tokenizer | vocab | " + " | ".join(f"{s}: tokens/word | {s}: tokens/byte | {s}: chars/token"
-                                                  for s in sets) + " |",
-             "|---|---:|" + "---:|---:|---:|" * len(sets)]
+    lines = [
+        "## Tokenizers",
+        "",
+        "Each tokenizer is a byte-level BPE trained on the *training* text only (the mix tokenizer on "
+        "domain and general training text together); fertility is measured on the held-out text.",
+        "",
+        "| tokenizer | vocab | "
+        + " | ".join(f"{s}: tokens/word | {s}: tokens/byte | {s}: chars/token" for s in sets)
+        + " |",
+        "|---|---:|" + "---:|---:|---:|" * len(sets),
+    ]
     for n in names:
         cells = []
         for s in sets:
@@ -126,17 +141,29 @@ def tokenizer_markdown(table: Mapping[str, Any]) -> list[str]:
             cells += [_f(r["tokens_per_word"], 3), _f(r["tokens_per_byte"], 4), _f(r["chars_per_token"], 3)]
         lines.append(f"| {n} | {table['vocab_size'][n]:,} | " + " | ".join(cells) + " |")
     if table["terms"]:
-        lines += ["", "How each tokenizer cuts the domain terms (tokens: pieces):", "",
-                  "| term | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+        lines += [
+            "",
+            "How each tokenizer cuts the domain terms (tokens: pieces):",
+            "",
+            "| term | " + " | ".join(names) + " |",
+            "|---|" + "---|" * len(names),
+        ]
         for row in table["terms"]:
             cells = [f"{row[n]['tokens']}: " + " ".join(f"`{p}`" for p in row[n]["pieces"]) for n in names]
             lines.append(f"| {row['term']} | " + " | ".join(cells) + " |")
     if table["overlap"]:
-        lines += ["", "Vocabulary overlap (learned tokens, not the special or byte tokens):", "",
-                  "| pair | learned | shared | Jaccard |", "|---|---:|---:|---:|"]
+        lines += [
+            "",
+            "Vocabulary overlap (learned tokens, not the special or byte tokens):",
+            "",
+            "| pair | learned | shared | Jaccard |",
+            "|---|---:|---:|---:|",
+        ]
         for r in table["overlap"]:
-            lines.append(f"| {r['a']} / {r['b']} | {r['learned_a']:,} / {r['learned_b']:,} | {r['shared']:,} | "
-                         f"{r['jaccard']:.3f} |")
+            lines.append(
+                f"| {r['a']} / {r['b']} | {r['learned_a']:,} / {r['learned_b']:,} | {r['shared']:,} | "
+                f"{r['jaccard']:.3f} |"
+            )
     return lines + [""]
 
 
@@ -144,5 +171,13 @@ def _f(x: float | None, digits: int) -> str:
     return "n/a" if x is None else f"{x:.{digits}f}"
 
 
-__all__ = ["TOKENIZER_NAMES", "learned_tokens", "vocab_overlap", "fertility_row", "term_splits",
-           "tokenizer_table", "train_adapt_tokenizers", "tokenizer_markdown"]
+__all__ = [
+    "TOKENIZER_NAMES",
+    "learned_tokens",
+    "vocab_overlap",
+    "fertility_row",
+    "term_splits",
+    "tokenizer_table",
+    "train_adapt_tokenizers",
+    "tokenizer_markdown",
+]

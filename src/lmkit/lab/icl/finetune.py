@@ -21,8 +21,14 @@ if TYPE_CHECKING:
     import torch
 
 
-def finetune_beside(checkpoint: str, task: Task, seed: int, device: str | torch.device = "cpu", epochs: int = 3,
-                    show_progress: bool = False) -> dict[str, Any]:
+def finetune_beside(
+    checkpoint: str,
+    task: Task,
+    seed: int,
+    device: str | torch.device = "cpu",
+    epochs: int = 3,
+    show_progress: bool = False,
+) -> dict[str, Any]:
     """Fine-tune ``checkpoint`` on ``device`` (resolved by the caller: ``lmkit icl --device``) on the
     task's examples; held-out accuracy (exact match for seq2seq)."""
     from lmkit.models.checkpoint import load_model, load_model_config, load_tokenizer
@@ -47,20 +53,33 @@ def finetune_beside(checkpoint: str, task: Task, seed: int, device: str | torch.
         split = "80% of the examples -> the other 20%"
     if family == "encoder":
         cfg = FinetuneConfig(task="sequence-classification", epochs=epochs, seed=seed)
+
         def conv(e: Any) -> Example:
             return Example(e.where, text=e.input, label=e.target)
-        _, rep = finetune_classifier(model, tokenizer, [conv(e) for e in train_src], [conv(e) for e in val_src],
-                                     cfg, device, show_progress)
+
+        _, rep = finetune_classifier(
+            model, tokenizer, [conv(e) for e in train_src], [conv(e) for e in val_src], cfg, device, show_progress
+        )
         acc, metric = rep["accuracy"], "accuracy"
     else:
         cfg = FinetuneConfig(task="seq2seq", epochs=epochs, seed=seed, lr=1e-3)
+
         def conv2(e: Any) -> Example:
             return Example(e.where, source=render_example(task.format, e, False), target=e.target)
-        _, rep = finetune_seq2seq(model, tokenizer, [conv2(e) for e in train_src], [conv2(e) for e in val_src],
-                                  cfg, device, show_progress)
+
+        _, rep = finetune_seq2seq(
+            model, tokenizer, [conv2(e) for e in train_src], [conv2(e) for e in val_src], cfg, device, show_progress
+        )
         acc, metric = rep["exact_match"], "exact_match"
-    return {"task": cfg.task, "metric": metric, "accuracy": acc, "train_examples": len(train_src),
-            "val_examples": len(val_src), "split": split, "epochs": epochs}
+    return {
+        "task": cfg.task,
+        "metric": metric,
+        "accuracy": acc,
+        "train_examples": len(train_src),
+        "val_examples": len(val_src),
+        "split": split,
+        "epochs": epochs,
+    }
 
 
 def against_prompting(ft: dict[str, Any], report: dict[str, Any]) -> dict[str, Any]:

@@ -30,8 +30,10 @@ class LocalLM:
     def __init__(self, model: Any, tokenizer: Any, batch_size: int = 8) -> None:
         family = model.cfg.family
         if family == "encoder":
-            raise LmkitError("an encoder (masked language model) does not continue a prompt: use `lmkit fill-mask` "
-                             "to query it, or `lmkit finetune-head` to train it on the labelled set")
+            raise LmkitError(
+                "an encoder (masked language model) does not continue a prompt: use `lmkit fill-mask` "
+                "to query it, or `lmkit finetune-head` to train it on the labelled set"
+            )
         self.model, self.tokenizer, self.family = model.eval(), tokenizer, family
         self.window: int = model.cfg.max_seq_len
         self.batch_size = max(1, batch_size)
@@ -52,8 +54,9 @@ class LocalLM:
         ids = list(self.tokenizer.encode(context + cont))
         n_ctx = split_at_boundary(self._ends(ids), len(context.encode("utf-8")))
         if n_ctx == 0:
-            raise LmkitError(f"the context {context!r} is shorter than one token: nothing predicts the answer's "
-                             "first token")
+            raise LmkitError(
+                f"the context {context!r} is shorter than one token: nothing predicts the answer's first token"
+            )
         return ids, n_ctx
 
     def loglikelihood(self, requests: Sequence[tuple[str, str]]) -> list[tuple[float, int]]:
@@ -64,8 +67,9 @@ class LocalLM:
         items = [self.split(c, x) for c, x in requests]
         for ids, _ in items:
             if len(ids) > self.window:
-                raise LmkitError(f"a prompt and its answer are {len(ids)} tokens, over the context window of "
-                                 f"{self.window}")
+                raise LmkitError(
+                    f"a prompt and its answer are {len(ids)} tokens, over the context window of {self.window}"
+                )
         # Each sequence is computed padded to its own width bucket (a power of two, at least 16, at most
         # the window), batched only with sequences of the same bucket: the numbers a sequence gets
         # depend on it alone, not on --batch-size or its neighbours (CPU kernels pick their blocking by
@@ -79,13 +83,13 @@ class LocalLM:
         with torch.inference_mode():
             for width, members in sorted(buckets.items()):
                 for b in range(0, len(members), self.batch_size):
-                    chunk = members[b:b + self.batch_size]
+                    chunk = members[b : b + self.batch_size]
                     rows = [items[n][0] + [0] * (width - len(items[n][0])) for n in chunk]
                     logp = self.model(torch.tensor(rows, device=device)).float().log_softmax(-1)
                     for r, n in enumerate(chunk):  # causal: the padding on the right changes nothing before it
                         ids, n_ctx = items[n]
                         tgt = torch.tensor(ids[n_ctx:], device=device)
-                        lp = logp[r, n_ctx - 1:len(ids) - 1].gather(1, tgt[:, None])[:, 0].tolist()
+                        lp = logp[r, n_ctx - 1 : len(ids) - 1].gather(1, tgt[:, None])[:, 0].tolist()
                         total = 0.0
                         for v in lp:  # summed in order, in float64: the sum a client makes of echoed logprobs
                             total += v
@@ -103,8 +107,9 @@ class LocalLM:
                 tgt = list(tok.encode(cont.strip())) + [tok.eos_id]
                 if len(src) > self.window:
                     raise LmkitError(f"a prompt is {len(src)} tokens, over the encoder's window of {self.window}")
-                logits = self.model(torch.tensor([src], device=device),
-                                    torch.tensor([[tok.pad_id] + tgt[:-1]], device=device))
+                logits = self.model(
+                    torch.tensor([src], device=device), torch.tensor([[tok.pad_id] + tgt[:-1]], device=device)
+                )
                 lp = logits[0].float().log_softmax(-1).gather(1, torch.tensor(tgt, device=device)[:, None])[:, 0]
                 total = 0.0
                 for v in lp.tolist():
@@ -127,8 +132,14 @@ class LocalLM:
 class ServerLM:
     """An OpenAI-compatible completions endpoint (``lmkit serve``, vLLM, ...) at ``url``."""
 
-    def __init__(self, url: str, model: str | None = None, api_key: str | None = None, batch_size: int = 8,
-                 timeout: float = 120.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        model: str | None = None,
+        api_key: str | None = None,
+        batch_size: int = 8,
+        timeout: float = 120.0,
+    ) -> None:
         import httpx
 
         self.base = url.rstrip("/")
@@ -194,24 +205,28 @@ class ServerLM:
 
     def loglikelihood(self, requests: Sequence[tuple[str, str]]) -> list[tuple[float, int]]:
         if self.family == "encdec":
-            raise LmkitError("--server: an encoder-decoder server does not score its input (echo with logprobs); "
-                             "run the checkpoint in-process instead")
+            raise LmkitError(
+                "--server: an encoder-decoder server does not score its input (echo with logprobs); "
+                "run the checkpoint in-process instead"
+            )
         out: list[tuple[float, int]] = []
         for b in range(0, len(requests), self.batch_size):
-            chunk = list(requests[b:b + self.batch_size])
+            chunk = list(requests[b : b + self.batch_size])
             choices = self._complete([c + x for c, x in chunk], max_tokens=0, echo=True, logprobs=0)
             for (context, _), ch in zip(chunk, choices):
                 lp = ch.get("logprobs") or {}
                 tokens, values, offsets = lp.get("tokens"), lp.get("token_logprobs"), lp.get("text_offset")
                 if not tokens or values is None or offsets is None:
-                    raise LmkitError(f"--server {self.base}: no echoed logprobs (the endpoint must support "
-                                     "echo with logprobs)")
+                    raise LmkitError(
+                        f"--server {self.base}: no echoed logprobs (the endpoint must support echo with logprobs)"
+                    )
                 ends = [o + len(t) for o, t in zip(offsets, tokens)]
                 n_ctx = split_at_boundary(ends, len(context))
                 cont = values[n_ctx:]
                 if n_ctx == 0 or any(v is None for v in cont):
-                    raise LmkitError(f"the context {context!r} is shorter than one token: nothing predicts the "
-                                     "answer's first token")
+                    raise LmkitError(
+                        f"the context {context!r} is shorter than one token: nothing predicts the answer's first token"
+                    )
                 total = 0.0
                 for v in cont:
                     total += float(v)
@@ -221,7 +236,7 @@ class ServerLM:
     def generate(self, prompts: Sequence[str], max_new_tokens: int, separator: str) -> list[str]:
         out: list[str] = []
         for b in range(0, len(prompts), self.batch_size):
-            chunk = list(prompts[b:b + self.batch_size])
+            chunk = list(prompts[b : b + self.batch_size])
             choices = self._complete(chunk, max_tokens=max_new_tokens, stop=[separator] if separator else None)
             out.extend(str(c.get("text", "")).split(separator, 1)[0] for c in choices)
         return out

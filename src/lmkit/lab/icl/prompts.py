@@ -85,14 +85,16 @@ def continuation(fmt: PromptFormat, answer: str) -> str:
     return fmt.target_delimiter + answer
 
 
-def build_prompt(task: Task, index: int, k: int, seed: int, fits: Callable[[str, Example], bool] | None = None
-                 ) -> Prompt:
+def build_prompt(
+    task: Task, index: int, k: int, seed: int, fits: Callable[[str, Example], bool] | None = None
+) -> Prompt:
     """The k-shot prompt of example ``index``; ``fits(text, query)`` says whether a prompt (and
     its longest answer) fits the model's window: exemplars are dropped, last-drawn first, until
     it does. Raises :class:`LmkitError` when even the query alone does not fit."""
     query = task.examples[index]
-    members: Sequence[int] = range(len(task.pool)) if query.group is None else \
-        [j for j, e in enumerate(task.pool) if e.group == query.group]
+    members: Sequence[int] = (
+        range(len(task.pool)) if query.group is None else [j for j, e in enumerate(task.pool) if e.group == query.group]
+    )
     exclude = members.index(index) if task.train is None and index in members else None
     order = [members[j] for j in draw_exemplars(len(members), k, seed, index, exclude)]
     while True:
@@ -100,6 +102,8 @@ def build_prompt(task: Task, index: int, k: int, seed: int, fits: Callable[[str,
         if fits is None or fits(text, query):
             return Prompt(index, text, tuple(order), k)
         if not order:
-            raise LmkitError(f"{query.where or f'example {index}'}: the query alone does not fit in the model's "
-                             "context window; shorten it (the query is never cut)")
+            raise LmkitError(
+                f"{query.where or f'example {index}'}: the query alone does not fit in the model's "
+                "context window; shorten it (the query is never cut)"
+            )
         order = order[:-1]

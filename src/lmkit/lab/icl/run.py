@@ -66,16 +66,18 @@ def metric_names(task: Task) -> tuple[str, ...]:
     return MC_METRICS if task.kind == "multiple_choice" else GEN_METRICS
 
 
-def evaluate_shots(lm: LM, task: Task, k: int, seed: int, indices: Sequence[int], uncond: dict[str, float],
-                   progress: Any = None) -> list[dict[str, Any]]:
+def evaluate_shots(
+    lm: LM, task: Task, k: int, seed: int, indices: Sequence[int], uncond: dict[str, float], progress: Any = None
+) -> list[dict[str, Any]]:
     """The sample records of ``k``-shot prompts for ``indices`` (``uncond``: the calibration
     log-likelihood of each continuation, filled as needed and shared across shot counts)."""
     fmt, fits = task.format, fits_for(lm, task)
     prompts: list[Prompt] = [build_prompt(task, i, k, seed, fits) for i in indices]
     records: list[dict[str, Any]] = []
     if task.kind == "multiple_choice":
-        reqs = [(p.text, continuation(fmt, c)) for p, i in zip(prompts, indices)
-                for c in task.examples[i].choices or ()]
+        reqs = [
+            (p.text, continuation(fmt, c)) for p, i in zip(prompts, indices) for c in task.examples[i].choices or ()
+        ]
         lls = lm.loglikelihood(reqs)
         missing = sorted({cont for _, cont in reqs if cont not in uncond})
         if missing:
@@ -85,16 +87,28 @@ def evaluate_shots(lm: LM, task: Task, k: int, seed: int, indices: Sequence[int]
         for p, i in zip(prompts, indices):
             ex = task.examples[i]
             choices = list(ex.choices or ())
-            got = lls[pos:pos + len(choices)]
+            got = lls[pos : pos + len(choices)]
             pos += len(choices)
             conts = [continuation(fmt, c) for c in choices]
             ll = [g[0] for g in got]
             ll_u = [uncond[c] for c in conts]
             pred = choose(ll, [len(c) for c in conts], ll_u)
-            records.append({"shots": k, "index": i, "shots_used": p.shots, "exemplars": list(p.exemplars),
-                            "prompt": p.text, "choices": choices, "label": ex.label, "loglik": ll,
-                            "tokens": [g[1] for g in got], "loglik_calibration": ll_u, "pred": pred,
-                            "correct": {m: pred[m] == ex.label for m in MC_METRICS}})
+            records.append(
+                {
+                    "shots": k,
+                    "index": i,
+                    "shots_used": p.shots,
+                    "exemplars": list(p.exemplars),
+                    "prompt": p.text,
+                    "choices": choices,
+                    "label": ex.label,
+                    "loglik": ll,
+                    "tokens": [g[1] for g in got],
+                    "loglik_calibration": ll_u,
+                    "pred": pred,
+                    "correct": {m: pred[m] == ex.label for m in MC_METRICS},
+                }
+            )
             if progress is not None:
                 progress.update(1)
     else:
@@ -102,9 +116,19 @@ def evaluate_shots(lm: LM, task: Task, k: int, seed: int, indices: Sequence[int]
         for p, i, g in zip(prompts, indices, gens):
             ex = task.examples[i]
             answer = cut_answer(g, fmt.separator, fmt.target_delimiter, fmt.stop)
-            records.append({"shots": k, "index": i, "shots_used": p.shots, "exemplars": list(p.exemplars),
-                            "prompt": p.text, "target": ex.target, "generation": g, "prediction": answer,
-                            "correct": {"exact_match": exact_match(answer, ex.target)}})
+            records.append(
+                {
+                    "shots": k,
+                    "index": i,
+                    "shots_used": p.shots,
+                    "exemplars": list(p.exemplars),
+                    "prompt": p.text,
+                    "target": ex.target,
+                    "generation": g,
+                    "prediction": answer,
+                    "correct": {"exact_match": exact_match(answer, ex.target)},
+                }
+            )
             if progress is not None:
                 progress.update(1)
     return records
@@ -122,8 +146,9 @@ def summarise_shots(records: Sequence[dict[str, Any]], task: Task, k: int, seed:
     return row
 
 
-def run_icl(lm: LM, task: Task, shots: Sequence[int], seed: int = 0, limit: int | None = None,
-            show_progress: bool = False) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def run_icl(
+    lm: LM, task: Task, shots: Sequence[int], seed: int = 0, limit: int | None = None, show_progress: bool = False
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Every shot count over the first ``limit`` examples -> (report, sample records)."""
     from tqdm import tqdm
 
@@ -136,11 +161,22 @@ def run_icl(lm: LM, task: Task, shots: Sequence[int], seed: int = 0, limit: int 
             recs = evaluate_shots(lm, task, k, seed, indices, uncond, bar)
             samples.extend(recs)
             rows.append(summarise_shots(recs, task, k, seed))
-    report = {"task": task.name, "source": task.source, "kind": task.kind, "model": lm.name,
-              "family": lm.family, "window": lm.window, "n_examples": len(indices),
-              "exemplar_pool": "train split" if task.train is not None else "the other examples",
-              "shots": list(shots), "seed": seed, "metrics": list(metric_names(task)),
-              "chance": task.chance(len(indices)), "format": asdict(task.format), "results": rows}
+    report = {
+        "task": task.name,
+        "source": task.source,
+        "kind": task.kind,
+        "model": lm.name,
+        "family": lm.family,
+        "window": lm.window,
+        "n_examples": len(indices),
+        "exemplar_pool": "train split" if task.train is not None else "the other examples",
+        "shots": list(shots),
+        "seed": seed,
+        "metrics": list(metric_names(task)),
+        "chance": task.chance(len(indices)),
+        "format": asdict(task.format),
+        "results": rows,
+    }
     return report, samples
 
 
@@ -155,22 +191,30 @@ def table_rows(report: dict[str, Any]) -> list[str]:
     head = f"{'shots':>5}  " + "  ".join(f"{m:<22}" for m in metrics) + "  shots fitted"
     lines = [head]
     for row in report["results"]:
-        cells = "  ".join(f"{row[m]['value']:.3f} [{row[m]['ci_low']:.3f}, {row[m]['ci_high']:.3f}]".ljust(22)
-                          for m in metrics)
-        fitted = f"{row['shots_used_mean']:.2f}" + (f" ({row['examples_with_fewer_shots']} cut)"
-                                                     if row["examples_with_fewer_shots"] else "")
+        cells = "  ".join(
+            f"{row[m]['value']:.3f} [{row[m]['ci_low']:.3f}, {row[m]['ci_high']:.3f}]".ljust(22) for m in metrics
+        )
+        fitted = f"{row['shots_used_mean']:.2f}" + (
+            f" ({row['examples_with_fewer_shots']} cut)" if row["examples_with_fewer_shots"] else ""
+        )
         lines.append(f"{row['shots']:>5}  {cells}  {fitted}")
-    lines.append(f"chance {report['chance']:.3f}" + ("" if report["kind"] == "multiple_choice"
-                                                     else " (free-form: exact match by guessing is ~0)"))
+    lines.append(
+        f"chance {report['chance']:.3f}"
+        + ("" if report["kind"] == "multiple_choice" else " (free-form: exact match by guessing is ~0)")
+    )
     ft = report.get("finetune")
     if ft and ft.get("accuracy") is not None:
-        lines.append(f"fine-tuned ({ft['task']}, {ft['train_examples']} training examples): "
-                     f"{ft['metric']} {ft['accuracy']:.3f} on {ft['val_examples']} held out")
+        lines.append(
+            f"fine-tuned ({ft['task']}, {ft['train_examples']} training examples): "
+            f"{ft['metric']} {ft['accuracy']:.3f} on {ft['val_examples']} held out"
+        )
         best = ft.get("best_prompting")
         if best:
             verdict = "beats" if ft["beats_prompting"] else "does not beat"
-            lines.append(f"fine-tuning {verdict} the best prompting ({best['shots']}-shot {best['metric']} "
-                         f"{best['value']:.3f} [{best['ci_low']:.3f}, {best['ci_high']:.3f}])")
+            lines.append(
+                f"fine-tuning {verdict} the best prompting ({best['shots']}-shot {best['metric']} "
+                f"{best['value']:.3f} [{best['ci_low']:.3f}, {best['ci_high']:.3f}])"
+            )
     return lines
 
 
@@ -204,8 +248,9 @@ def plot_accuracy(report: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
-def check_out(out: str | Path, overwrite: bool, task: Task, checkpoint: str | None = None,
-              from_text: Sequence[str] = ()) -> None:
+def check_out(
+    out: str | Path, overwrite: bool, task: Task, checkpoint: str | None = None, from_text: Sequence[str] = ()
+) -> None:
     """The output check of ``lmkit icl --out`` (``lmkit.files.check_out_dir``), run before any work:
     a folder that is none of the run's inputs (the checkpoint, the task's file, ``from_text``) and,
     unless new or empty, holds only the files :func:`write_outputs` writes (replaced with ``overwrite``)."""
@@ -241,7 +286,20 @@ def write_outputs(out: str | Path, report: dict[str, Any], samples: Sequence[dic
 def empty_report(task: Task, model: str, limit: int | None, seed: int) -> dict[str, Any]:
     """The report of a run that prompts nothing (an encoder, only fine-tuned)."""
     n = len(task.examples) if limit is None else min(limit, len(task.examples))
-    return {"task": task.name, "source": task.source, "kind": task.kind, "model": model, "family": "encoder",
-            "window": None, "n_examples": n, "exemplar_pool": None, "shots": [], "seed": seed,
-            "metrics": list(metric_names(task)), "chance": task.chance(n), "format": asdict(task.format),
-            "results": [], "note": "an encoder does not continue a prompt: only the fine-tuned accuracy is reported"}
+    return {
+        "task": task.name,
+        "source": task.source,
+        "kind": task.kind,
+        "model": model,
+        "family": "encoder",
+        "window": None,
+        "n_examples": n,
+        "exemplar_pool": None,
+        "shots": [],
+        "seed": seed,
+        "metrics": list(metric_names(task)),
+        "chance": task.chance(n),
+        "format": asdict(task.format),
+        "results": [],
+        "note": "an encoder does not continue a prompt: only the fine-tuned accuracy is reported",
+    }

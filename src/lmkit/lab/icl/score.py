@@ -45,8 +45,7 @@ def argmax(values: Sequence[float]) -> int:
     return best
 
 
-def choose(loglik: Sequence[float], cont_chars: Sequence[int], loglik_uncond: Sequence[float] | None
-           ) -> dict[str, int]:
+def choose(loglik: Sequence[float], cont_chars: Sequence[int], loglik_uncond: Sequence[float] | None) -> dict[str, int]:
     """The choice each multiple-choice metric picks: ``acc`` by ``loglik`` (summed over the
     continuation's tokens), ``acc_norm`` by ``loglik / cont_chars``, ``calibrated`` by
     ``loglik - loglik_uncond`` (when given)."""
@@ -61,7 +60,7 @@ def cut_answer(generated: str, separator: str, delimiter: str, stop: Sequence[st
     delimiter, cut at the first of ``stop``, strip whitespace."""
     text = generated.split(separator, 1)[0] if separator else generated
     if delimiter and text.startswith(delimiter):
-        text = text[len(delimiter):]
+        text = text[len(delimiter) :]
     for s in stop:
         if s and s in text:
             text = text.split(s, 1)[0]
@@ -72,8 +71,9 @@ def exact_match(prediction: str, target: str) -> bool:
     return prediction.strip() == target.strip()
 
 
-def bootstrap_ci(values: Sequence[float], seed: int = 0, n_boot: int = N_BOOT, level: float = 0.95
-                 ) -> tuple[float, float]:
+def bootstrap_ci(
+    values: Sequence[float], seed: int = 0, n_boot: int = N_BOOT, level: float = 0.95
+) -> tuple[float, float]:
     """Percentile interval of the mean of ``values``: ``n_boot`` resamples of the examples with
     replacement (``numpy.random.default_rng(seed).integers(0, n, (n_boot, n))``), the
     (1-level)/2 and (1+level)/2 percentiles of their means (numpy's linear interpolation)."""

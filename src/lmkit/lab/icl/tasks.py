@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from lmkit.errors import LmkitError
+from lmkit.tokenizer import lone_surrogate
 
 Kind = Literal["multiple_choice", "generate"]
 
@@ -61,8 +62,15 @@ class PromptFormat:
     max_new_tokens: int = 16
 
 
-FORMAT_KEYS = ("instruction", "template", "target_delimiter", "separator", "calibration_context", "stop",
-               "max_new_tokens")
+FORMAT_KEYS = (
+    "instruction",
+    "template",
+    "target_delimiter",
+    "separator",
+    "calibration_context",
+    "stop",
+    "max_new_tokens",
+)
 
 
 @dataclass
@@ -93,48 +101,47 @@ class Task:
 
 
 def _check_text(value: str, where: str, what: str) -> str:
-    """``value`` when it is text, i.e. encodes as UTF-8; a lone surrogate (a ``\\ud800`` escape in
-    JSON, or a byte of a command-line argument that is not UTF-8) is one :class:`LmkitError`
-    naming ``where`` and ``what``: no tokenizer can encode it, and no output file can hold it."""
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError as e:
-        raise LmkitError(f"{where}: {what} holds a lone surrogate (U+{ord(value[e.start]):04X} at character "
-                         f"{e.start}), which is not text; fix the \\u escape or the bytes there") from None
+    """``value`` when it is text; a lone surrogate is one :class:`LmkitError` naming ``where`` and ``what``."""
+    bad = lone_surrogate(value)
+    if bad:
+        raise LmkitError(f"{where}: {what} holds {bad}, which is not text; fix the \\u escape or the bytes there")
     return value
 
 
 def _example(rec: Any, where: str) -> tuple[Example, bool]:
     """One record -> (Example, is_train). Multiple choice when it has ``choices``."""
     if not isinstance(rec, dict):
-        raise LmkitError(f"{where}: expected a JSON object with \"input\" and \"choices\"+\"label\" or \"target\"")
+        raise LmkitError(f'{where}: expected a JSON object with "input" and "choices"+"label" or "target"')
     text = rec.get("input")
     if not isinstance(text, str):
-        raise LmkitError(f"{where}: \"input\" must be a string")
+        raise LmkitError(f'{where}: "input" must be a string')
     _check_text(text, where, '"input"')
     is_train = rec.get("split") == "train"
     group = rec.get("group")
     if group is not None and not isinstance(group, str):
-        raise LmkitError(f"{where}: \"group\" must be a string (examples that share one are each other's exemplars)")
+        raise LmkitError(f'{where}: "group" must be a string (examples that share one are each other\'s exemplars)')
     if group is not None:
         _check_text(group, where, '"group"')
     if "choices" in rec:
         choices = rec["choices"]
         if not (isinstance(choices, list) and len(choices) >= 2 and all(isinstance(c, str) and c for c in choices)):
-            raise LmkitError(f"{where}: \"choices\" must be a list of at least 2 non-empty strings")
+            raise LmkitError(f'{where}: "choices" must be a list of at least 2 non-empty strings')
         for c in choices:
             _check_text(c, where, '"choices"')
         label = rec.get("label")
         if isinstance(label, str) and label in choices:
             label = choices.index(label)
         if isinstance(label, bool) or not isinstance(label, int) or not 0 <= label < len(choices):
-            raise LmkitError(f"{where}: \"label\" must be the index (0..{len(choices) - 1}) of the right choice "
-                             f"or its text, got {label!r}")
+            raise LmkitError(
+                f'{where}: "label" must be the index (0..{len(choices) - 1}) of the right choice '
+                f"or its text, got {label!r}"
+            )
         return Example(text, choices[label], tuple(choices), label, where, group), is_train
     target = rec.get("target")
     if not isinstance(target, str) or not target.strip():
-        raise LmkitError(f"{where}: needs \"choices\" and \"label\" (multiple choice) or a non-empty string "
-                         "\"target\" (free-form)")
+        raise LmkitError(
+            f'{where}: needs "choices" and "label" (multiple choice) or a non-empty string "target" (free-form)'
+        )
     _check_text(target, where, '"target"')
     return Example(text, target, None, None, where, group), is_train
 
@@ -161,15 +168,17 @@ def read_examples(path: str | Path) -> list[tuple[Example, bool]]:
         try:
             text = line.decode("utf-8")
         except UnicodeDecodeError as e:
-            raise LmkitError(f"{p}:{n}: not valid UTF-8 (byte 0x{line[e.start]:02x} at byte {e.start + 1} of the "
-                             "line)") from None
+            raise LmkitError(
+                f"{p}:{n}: not valid UTF-8 (byte 0x{line[e.start]:02x} at byte {e.start + 1} of the line)"
+            ) from None
         try:
             rec = json.loads(text.removeprefix("\ufeff") if n == 1 else text)
         except json.JSONDecodeError as e:
             raise LmkitError(f"{p}:{n}: not valid JSON ({e.msg})") from None
         except (RecursionError, ValueError):  # nested too deeply; a number of too many digits
-            raise LmkitError(f"{p}:{n}: not readable JSON (nested too deeply, or a number of too many digits)") \
-                from None
+            raise LmkitError(
+                f"{p}:{n}: not readable JSON (nested too deeply, or a number of too many digits)"
+            ) from None
         out.append(_example(rec, f"{p}:{n}"))
     if not out:
         raise LmkitError(f"{p}: holds no examples")
@@ -243,7 +252,7 @@ def load_task(path: str | Path, overrides: dict[str, Any] | None = None) -> Task
     if in_file_train:
         train = (train or []) + in_file_train
     if not evaluated:
-        raise LmkitError(f"{p}: every example is marked \"split\": \"train\"; nothing is left to evaluate")
+        raise LmkitError(f'{p}: every example is marked "split": "train"; nothing is left to evaluate')
     kind = _kind_of(evaluated + (train or []), str(p))
     return Task(p.stem, kind, evaluated, fmt, train, str(p))
 
@@ -261,8 +270,9 @@ COPY_FORMAT = PromptFormat(template="{input}", target_delimiter=" ", separator="
 # calibration context is a lone key no query uses ("kz"): the model's prior over values.
 
 
-def copy_pairs_line(rng: random.Random, min_pairs: int = 2, max_pairs: int = 4, repeats: int = 12,
-                    min_repeats: int = 8) -> str:
+def copy_pairs_line(
+    rng: random.Random, min_pairs: int = 2, max_pairs: int = 4, repeats: int = 12, min_repeats: int = 8
+) -> str:
     """One pre-training line of the ``copy-pairs`` world: ``min_pairs``..``max_pairs`` fresh
     ``key value`` pairs of a new random mapping, then ``min_repeats``..``repeats`` of them again
     (``kc vg ka vd kc vg ka vd kc vg``); a model that learns to finish it has learned to copy from
@@ -288,8 +298,13 @@ def write_copy_pairs_text(out: str | Path, n_lines: int, seed: int, overwrite: b
 
     if n_lines < 1:
         raise LmkitError(f"--lines must be at least 1, got {n_lines}")
-    check_out_file(out, overwrite, what="--write-pretraining-text", ours=has_sidecar_stamp,
-                   kind="copy-pairs corpus (only one lmkit wrote and nobody changed since is replaced)")
+    check_out_file(
+        out,
+        overwrite,
+        what="--write-pretraining-text",
+        ours=has_sidecar_stamp,
+        kind="copy-pairs corpus (only one lmkit wrote and nobody changed since is replaced)",
+    )
     text = copy_pairs_text(n_lines, seed)
     path = Path(out).expanduser()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -319,8 +334,7 @@ def copy_pairs(n: int = 200, seed: int = 0, n_keys: int = 6, per_mapping: int = 
         others = rng.sample([v for o, v in mapping.items() if o != k], 3)
         choices = others + [mapping[k]]
         rng.shuffle(choices)
-        out.append(Example(k, mapping[k], tuple(choices), choices.index(mapping[k]), f"copy-pairs#{i}",
-                           f"mapping{g}"))
+        out.append(Example(k, mapping[k], tuple(choices), choices.index(mapping[k]), f"copy-pairs#{i}", f"mapping{g}"))
     return Task("copy-pairs", "multiple_choice", out, COPY_FORMAT, None, "built-in")
 
 
@@ -335,9 +349,38 @@ def add2(n: int = 200, seed: int = 0) -> Task:
     return Task("add2", "generate", out, fmt, None, "built-in")
 
 
-WORDS = ("apple", "river", "stone", "garden", "window", "yellow", "silver", "market", "planet", "pencil", "bridge",
-         "candle", "forest", "rabbit", "winter", "orange", "basket", "mirror", "castle", "button", "dragon", "flower",
-         "ladder", "monkey", "pepper", "rocket", "sunset", "tunnel", "violin", "wallet")
+WORDS = (
+    "apple",
+    "river",
+    "stone",
+    "garden",
+    "window",
+    "yellow",
+    "silver",
+    "market",
+    "planet",
+    "pencil",
+    "bridge",
+    "candle",
+    "forest",
+    "rabbit",
+    "winter",
+    "orange",
+    "basket",
+    "mirror",
+    "castle",
+    "button",
+    "dragon",
+    "flower",
+    "ladder",
+    "monkey",
+    "pepper",
+    "rocket",
+    "sunset",
+    "tunnel",
+    "violin",
+    "wallet",
+)
 
 
 def reverse(n: int = 200, seed: int = 0, words: Sequence[str] = WORDS) -> Task:

@@ -73,7 +73,9 @@ class Law:
     beta: float
 
     def loss(self, params: float | np.ndarray, tokens: float | np.ndarray) -> Any:
-        return self.E + self.A / np.asarray(params, float) ** self.alpha + self.B / np.asarray(tokens, float) ** self.beta
+        return (
+            self.E + self.A / np.asarray(params, float) ** self.alpha + self.B / np.asarray(tokens, float) ** self.beta
+        )
 
     @property
     def a(self) -> float:
@@ -84,7 +86,7 @@ class Law:
         """(N_opt, D_opt) = (G·(C/6)^a, (C/6)/N_opt) with G = (αA/(βB))^(1/(α+β))."""
         g = (self.alpha * self.A / (self.beta * self.B)) ** (1.0 / (self.alpha + self.beta))
         c6 = np.asarray(flops, float) / 6.0
-        n = g * c6 ** self.a
+        n = g * c6**self.a
         return n, c6 / n
 
     def tokens_per_param(self, flops: float | np.ndarray) -> Any:
@@ -107,8 +109,13 @@ def theta_of(law: Law) -> list[float]:
 
 def start_grid() -> torch.Tensor:
     """Hoffmann et al.'s 4,500 initialisations (5 α × 5 β × 5 e × 6 a × 6 b), rows (a, b, e, α, β)."""
-    g = torch.cartesian_prod(torch.tensor(GRID_AB), torch.tensor(GRID_AB), torch.tensor(GRID_E),
-                             torch.tensor(GRID_ALPHA), torch.tensor(GRID_ALPHA))
+    g = torch.cartesian_prod(
+        torch.tensor(GRID_AB),
+        torch.tensor(GRID_AB),
+        torch.tensor(GRID_E),
+        torch.tensor(GRID_ALPHA),
+        torch.tensor(GRID_ALPHA),
+    )
     return g.to(torch.float64)
 
 
@@ -118,16 +125,27 @@ def huber(r: torch.Tensor, delta: float = HUBER_DELTA) -> torch.Tensor:
     return torch.where(ar <= delta, 0.5 * r * r, delta * (ar - 0.5 * delta))
 
 
-def objective(theta: torch.Tensor, log_n: torch.Tensor, log_d: torch.Tensor, log_l: torch.Tensor,
-              weights: torch.Tensor | None = None, delta: float = HUBER_DELTA) -> torch.Tensor:
+def objective(
+    theta: torch.Tensor,
+    log_n: torch.Tensor,
+    log_d: torch.Tensor,
+    log_l: torch.Tensor,
+    weights: torch.Tensor | None = None,
+    delta: float = HUBER_DELTA,
+) -> torch.Tensor:
     """Σ_i w_i Huber_δ(LSE(a − α log N_i, b − β log D_i, e) − log L_i) for each row of ``theta``
     (S, 5) -> (S,). ``weights`` (S, P) or (P,) (default 1: the plain sum)."""
     return objective_and_grad(theta, log_n, log_d, log_l, weights, delta)[0]
 
 
-def objective_and_grad(theta: torch.Tensor, log_n: torch.Tensor, log_d: torch.Tensor, log_l: torch.Tensor,
-                       weights: torch.Tensor | None = None, delta: float = HUBER_DELTA
-                       ) -> tuple[torch.Tensor, torch.Tensor]:
+def objective_and_grad(
+    theta: torch.Tensor,
+    log_n: torch.Tensor,
+    log_d: torch.Tensor,
+    log_l: torch.Tensor,
+    weights: torch.Tensor | None = None,
+    delta: float = HUBER_DELTA,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The objective (S,) and its gradient (S, 5) in closed form, one fused pass over (S, P).
 
     With x1 = e^(a − α log N), x2 = e^(b − β log D), z = x1 + x2 + e^e, r = log z − log L and
@@ -160,9 +178,16 @@ def objective_and_grad(theta: torch.Tensor, log_n: torch.Tensor, log_d: torch.Te
 FunGrad = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
 
-def batched_lbfgs(fg: FunGrad, x0: torch.Tensor, max_iter: int = 500, history: int = 10, ftol: float = 1e-12,
-                  gtol: float = 1e-12, c1: float = 1e-4, max_backtracks: int = 40
-                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def batched_lbfgs(
+    fg: FunGrad,
+    x0: torch.Tensor,
+    max_iter: int = 500,
+    history: int = 10,
+    ftol: float = 1e-12,
+    gtol: float = 1e-12,
+    c1: float = 1e-4,
+    max_backtracks: int = 40,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Minimise each row of ``x0`` (S, n) independently with L-BFGS. ``fg(x, rows)`` returns the
     objective (k,) and gradient (k, n) of the rows ``rows`` (indices into x0) at ``x`` (k, n).
 
@@ -267,20 +292,31 @@ class Approach3Fit:
     n_bootstrap: int = 0
 
     def as_dict(self) -> dict[str, Any]:
-        return {"law": self.law.as_dict(), "a": self.law.a, "b": 1.0 - self.law.a, "objective": self.objective,
-                "huber_delta": self.delta, "n_points": self.n_points, "n_starts": self.n_starts,
-                "seconds": self.seconds, "intervals": self.intervals, "n_bootstrap": self.n_bootstrap}
+        return {
+            "law": self.law.as_dict(),
+            "a": self.law.a,
+            "b": 1.0 - self.law.a,
+            "objective": self.objective,
+            "huber_delta": self.delta,
+            "n_points": self.n_points,
+            "n_starts": self.n_starts,
+            "seconds": self.seconds,
+            "intervals": self.intervals,
+            "n_bootstrap": self.n_bootstrap,
+        }
 
 
-def _tensors(params: ArrayLike, tokens: ArrayLike, loss: ArrayLike, device: str = "cpu"
-             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    t = [torch.log(torch.as_tensor(np.asarray(v, float), dtype=torch.float64, device=device))
-         for v in (params, tokens, loss)]
+def _tensors(
+    params: ArrayLike, tokens: ArrayLike, loss: ArrayLike, device: str = "cpu"
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    t = [
+        torch.log(torch.as_tensor(np.asarray(v, float), dtype=torch.float64, device=device))
+        for v in (params, tokens, loss)
+    ]
     return t[0], t[1], t[2]
 
 
-def score(law: Law, params: ArrayLike, tokens: ArrayLike, loss: ArrayLike,
-          delta: float = HUBER_DELTA) -> float:
+def score(law: Law, params: ArrayLike, tokens: ArrayLike, loss: ArrayLike, delta: float = HUBER_DELTA) -> float:
     """The objective (sum of Huber losses) of a given law on these points: to compare fits."""
     ln, ld, ll = _tensors(params, tokens, loss)
     return float(objective(torch.tensor([theta_of(law)], dtype=torch.float64), ln, ld, ll, delta=delta)[0])
@@ -308,9 +344,16 @@ def cpu_threads(n: int | None, device: str = "cpu") -> Iterator[None]:
         torch.set_num_threads(old)
 
 
-def fit_approach3(params: ArrayLike, tokens: ArrayLike, loss: ArrayLike,
-                  starts: torch.Tensor | None = None, delta: float = HUBER_DELTA, max_iter: int = 1000,
-                  device: str = "cpu", threads: int | None = 1) -> Approach3Fit:
+def fit_approach3(
+    params: ArrayLike,
+    tokens: ArrayLike,
+    loss: ArrayLike,
+    starts: torch.Tensor | None = None,
+    delta: float = HUBER_DELTA,
+    max_iter: int = 1000,
+    device: str = "cpu",
+    threads: int | None = 1,
+) -> Approach3Fit:
     """Fit L(N, D) from every start of ``starts`` (default: the 4,500-start grid) at once; keep the
     best. ``device`` "cuda" runs the batch on a GPU; ``threads`` is the CPU thread count for the fit
     (default 1, see the module docstring; None keeps torch's)."""
@@ -320,21 +363,39 @@ def fit_approach3(params: ArrayLike, tokens: ArrayLike, loss: ArrayLike,
         x0 = (start_grid() if starts is None else starts).to(device=device, dtype=torch.float64)
         xs, fs = [], []
         for part in row_batches(len(x0), len(ll)):
-            xb, fb, _ = batched_lbfgs(lambda th, rows: objective_and_grad(th, ln, ld, ll, delta=delta), x0[part],
-                                      max_iter=max_iter)
+            xb, fb, _ = batched_lbfgs(
+                lambda th, rows: objective_and_grad(th, ln, ld, ll, delta=delta), x0[part], max_iter=max_iter
+            )
             xs.append(xb)
             fs.append(fb)
         x, f = torch.cat(xs), torch.cat(fs)
         f = torch.where(torch.isfinite(f) & (x[:, 3] > 0) & (x[:, 4] > 0), f, torch.full_like(f, math.inf))
         best = int(torch.argmin(f))
         theta, obj = [float(v) for v in x[best].cpu()], float(f[best])
-    return Approach3Fit(law=law_of(theta), theta=theta, objective=obj, n_points=len(ll),
-                        n_starts=int(x0.shape[0]), seconds=time.perf_counter() - t0, delta=delta)
+    return Approach3Fit(
+        law=law_of(theta),
+        theta=theta,
+        objective=obj,
+        n_points=len(ll),
+        n_starts=int(x0.shape[0]),
+        seconds=time.perf_counter() - t0,
+        delta=delta,
+    )
 
 
-def bootstrap(fit: Approach3Fit, params: ArrayLike, tokens: ArrayLike, loss: ArrayLike,
-              n: int = 400, seed: int = 0, level: float = 0.95, flops_for_ratio: ArrayLike = (),
-              max_iter: int = 1000, device: str = "cpu", threads: int | None = 1) -> dict[str, dict[str, float]]:
+def bootstrap(
+    fit: Approach3Fit,
+    params: ArrayLike,
+    tokens: ArrayLike,
+    loss: ArrayLike,
+    n: int = 400,
+    seed: int = 0,
+    level: float = 0.95,
+    flops_for_ratio: ArrayLike = (),
+    max_iter: int = 1000,
+    device: str = "cpu",
+    threads: int | None = 1,
+) -> dict[str, dict[str, float]]:
     """Refit ``n`` resamples of the points (drawn with replacement, as weights) from the best fit's
     parameters, in batches of ``row_batches``; store the percentile intervals (and standard errors) of E, A, B, α,
     β, a = β/(α+β) and, for each budget in ``flops_for_ratio``, the compute-optimal tokens per
@@ -360,22 +421,55 @@ def bootstrap(fit: Approach3Fit, params: ArrayLike, tokens: ArrayLike, loss: Arr
     keep = torch.isfinite(f) & (x[:, 3] > 0) & (x[:, 4] > 0)
     th = x[keep].cpu().numpy()
     samples: dict[str, np.ndarray] = {
-        "E": np.exp(th[:, 2]), "A": np.exp(th[:, 0]), "B": np.exp(th[:, 1]), "alpha": th[:, 3], "beta": th[:, 4]}
+        "E": np.exp(th[:, 2]),
+        "A": np.exp(th[:, 0]),
+        "B": np.exp(th[:, 1]),
+        "alpha": th[:, 3],
+        "beta": th[:, 4],
+    }
     samples["a"] = samples["beta"] / (samples["alpha"] + samples["beta"])
     for c in flops_for_ratio:
-        g = (samples["alpha"] * samples["A"] / (samples["beta"] * samples["B"])) ** (1 / (samples["alpha"] + samples["beta"]))
+        g = (samples["alpha"] * samples["A"] / (samples["beta"] * samples["B"])) ** (
+            1 / (samples["alpha"] + samples["beta"])
+        )
         nopt = g * (c / 6.0) ** samples["a"]
-        samples[f"tokens_per_param@{c:.3g}"] = (c / 6.0) / nopt ** 2
+        samples[f"tokens_per_param@{c:.3g}"] = (c / 6.0) / nopt**2
     lo, hi = 100 * (1 - level) / 2, 100 * (1 + level) / 2
     point = {**fit.law.as_dict(), "a": fit.law.a}
     for c in flops_for_ratio:
         point[f"tokens_per_param@{c:.3g}"] = float(fit.law.tokens_per_param(c))
-    out = {k: {"value": float(point[k]), "low": float(np.percentile(v, lo)), "high": float(np.percentile(v, hi)),
-               "se": float(np.std(v, ddof=1)) if len(v) > 1 else 0.0} for k, v in samples.items()}
+    out = {
+        k: {
+            "value": float(point[k]),
+            "low": float(np.percentile(v, lo)),
+            "high": float(np.percentile(v, hi)),
+            "se": float(np.std(v, ddof=1)) if len(v) > 1 else 0.0,
+        }
+        for k, v in samples.items()
+    }
     fit.intervals, fit.n_bootstrap = out, int(keep.sum())
     return out
 
 
-__all__ = ["BATCH_CELLS", "GRID_AB", "GRID_ALPHA", "GRID_E", "HUBER_DELTA", "NAMES", "Approach3Fit", "Law",
-           "batched_lbfgs", "bootstrap", "cpu_threads", "fit_approach3", "huber", "law_of", "objective", "objective_and_grad",
-           "row_batches", "score", "start_grid", "theta_of"]
+__all__ = [
+    "BATCH_CELLS",
+    "GRID_AB",
+    "GRID_ALPHA",
+    "GRID_E",
+    "HUBER_DELTA",
+    "NAMES",
+    "Approach3Fit",
+    "Law",
+    "batched_lbfgs",
+    "bootstrap",
+    "cpu_threads",
+    "fit_approach3",
+    "huber",
+    "law_of",
+    "objective",
+    "objective_and_grad",
+    "row_batches",
+    "score",
+    "start_grid",
+    "theta_of",
+]

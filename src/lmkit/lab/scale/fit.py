@@ -40,8 +40,12 @@ MAX_BOOTSTRAP = 10_000  # resamples for Approach 3's intervals (percentiles sett
 MAX_POINTS_BYTES = 4 * 2**20  # a points file: 10,000 rows of 400 characters
 # What a point may hold: parameters and tokens as lmkit plan bounds them (1e15 parameters is a
 # thousand times the largest model trained), a loss in nats per token.
-POINT_RANGES = {"params": (1.0, MAX_PARAMS), "tokens": (1.0, MAX_TOKENS), "flops": (1.0, MAX_FLOPS),
-                "loss": (1e-6, 1e3)}
+POINT_RANGES = {
+    "params": (1.0, MAX_PARAMS),
+    "tokens": (1.0, MAX_TOKENS),
+    "flops": (1.0, MAX_FLOPS),
+    "loss": (1e-6, 1e3),
+}
 
 
 @dataclass
@@ -60,8 +64,14 @@ class Points:
         return len(self.loss)
 
     def subset(self, keep: np.ndarray) -> Points:
-        return Points(self.params[keep], self.tokens[keep], self.flops[keep], self.loss[keep], self.budget[keep],
-                      [r for r, k in zip(self.run, keep) if k])
+        return Points(
+            self.params[keep],
+            self.tokens[keep],
+            self.flops[keep],
+            self.loss[keep],
+            self.budget[keep],
+            [r for r, k in zip(self.run, keep) if k],
+        )
 
 
 def group_budgets(flops: np.ndarray, gap_dex: float = 0.05) -> np.ndarray:
@@ -89,8 +99,10 @@ def check_points_file(path: str | Path) -> Path:
     if not stat.S_ISREG(st.st_mode):
         raise LmkitError(f"{p}: not a regular file (a points CSV with columns params,tokens,flops,loss)")
     if st.st_size > MAX_POINTS_BYTES:
-        raise LmkitError(f"{p}: {st.st_size / 2**20:,.1f} MiB is more than a points file holds (at most "
-                         f"{MAX_POINTS_BYTES // 2**20} MiB, {MAX_POINTS:,} runs)")
+        raise LmkitError(
+            f"{p}: {st.st_size / 2**20:,.1f} MiB is more than a points file holds (at most "
+            f"{MAX_POINTS_BYTES // 2**20} MiB, {MAX_POINTS:,} runs)"
+        )
     return p
 
 
@@ -156,7 +168,7 @@ def drop_highest(points: Points, k: int) -> Points:
     if k == 0:
         return points
     keep = np.ones(len(points), bool)
-    keep[np.argsort(points.loss)[len(points) - k:]] = False
+    keep[np.argsort(points.loss)[len(points) - k :]] = False
     return points.subset(keep)
 
 
@@ -182,15 +194,22 @@ def approach1(points: Points) -> dict[str, Any]:
     for c in np.unique(points.budget):
         m = points.budget == c
         i = np.flatnonzero(m)[np.argmin(points.loss[m])]
-        rows.append({"budget": float(c), "params": float(points.params[i]), "tokens": float(points.tokens[i]),
-                     "loss": float(points.loss[i])})
+        rows.append(
+            {
+                "budget": float(c),
+                "params": float(points.params[i]),
+                "tokens": float(points.tokens[i]),
+                "loss": float(points.loss[i]),
+            }
+        )
     c = np.array([r["budget"] for r in rows])
     out: dict[str, Any] = {"frontier": rows}
     if len(rows) < 2:
         out["note"] = "one budget: its exponents need runs at 2 or more budgets"
     elif len(np.unique(points.params)) < 2:  # N_opt ∝ C^0 would only repeat the one size there is
-        out["note"] = (f"every run has {rows[0]['params']:.3g} parameters: no exponent without runs of several "
-                       "sizes per budget")
+        out["note"] = (
+            f"every run has {rows[0]['params']:.3g} parameters: no exponent without runs of several sizes per budget"
+        )
     else:
         out["n_opt"] = power_fit(c, np.array([r["params"] for r in rows]))
         out["d_opt"] = power_fit(c, np.array([r["tokens"] for r in rows]))
@@ -208,8 +227,13 @@ def kaplan(points: Points) -> dict[str, Any]:
     gamma = -pf["exponent"]
     log_cc = math.log(pf["coefficient"]) / gamma if gamma > 0 else math.inf
     cc = math.exp(log_cc) if log_cc < 700 else math.nan  # past float's range: the loss hardly falls
-    return {"gamma": gamma, "gamma_se": pf["exponent_se"], "C_c": cc, "coefficient": pf["coefficient"],
-            "frontier": front}
+    return {
+        "gamma": gamma,
+        "gamma_se": pf["exponent_se"],
+        "C_c": cc,
+        "coefficient": pf["coefficient"],
+        "frontier": front,
+    }
 
 
 # --------------------------------------------------------------------------- Approach 2
@@ -240,8 +264,9 @@ def _vp_sse(groups: list[tuple[np.ndarray, np.ndarray]], alpha: np.ndarray, beta
     return total
 
 
-def shared_exponents(groups: list[tuple[np.ndarray, np.ndarray]], lo: float = 0.02, hi: float = 2.0,
-                     steps: int = 25, zooms: int = 8) -> tuple[float, float]:
+def shared_exponents(
+    groups: list[tuple[np.ndarray, np.ndarray]], lo: float = 0.02, hi: float = 2.0, steps: int = 25, zooms: int = 8
+) -> tuple[float, float]:
     """α, β of c + u·e^(−αx) + v·e^(βx) shared by all profiles (x centred per profile), by a grid
     search over [lo, hi]² that zooms ``zooms`` times around its best cell."""
     a_lo, a_hi, b_lo, b_hi = lo, hi, lo, hi
@@ -272,8 +297,11 @@ def approach2(points: Points, min_points: int = 3) -> dict[str, Any]:
         centres.append(float(x.mean()))
         groups.append((x - x.mean(), points.loss[m]))
     if not groups:
-        return {"budgets": [], "skipped_budgets": skipped,
-                "note": f"no budget has runs of {min_points} or more model sizes: Approach 2 needs IsoFLOP profiles"}
+        return {
+            "budgets": [],
+            "skipped_budgets": skipped,
+            "note": f"no budget has runs of {min_points} or more model sizes: Approach 2 needs IsoFLOP profiles",
+        }
     alpha, beta = shared_exponents(groups) if len(groups) >= 1 else (math.nan, math.nan)
     rows: list[dict[str, Any]] = []
     for c, (x, y), x0 in zip(budgets, groups, centres):
@@ -293,13 +321,26 @@ def approach2(points: Points, min_points: int = 3) -> dict[str, Any]:
             method = "no minimum (neither the form nor a parabola has one)"
         n_opt = math.exp(xs + x0) if math.isfinite(xs) else math.nan
         n_par = math.exp(xp + x0) if math.isfinite(xp) else math.nan
-        rows.append({"budget": float(c), "n_points": len(x), "n_opt": n_opt, "d_opt": float(c) / (6 * n_opt),
-                     "loss_at_opt": ys, "n_opt_parabola": n_par,
-                     "parabola_bias": n_par / n_opt - 1 if math.isfinite(n_par) and n_opt > 0 else math.nan,
-                     "grid": [math.exp(lo_x + x0), math.exp(hi_x + x0)], "edge": bool(edge), "method": method,
-                     "tokens_per_param": float(c) / (6 * n_opt * n_opt)})
-    out: dict[str, Any] = {"budgets": rows, "profile_exponents": {"alpha": alpha, "beta": beta},
-                           "skipped_budgets": skipped}
+        rows.append(
+            {
+                "budget": float(c),
+                "n_points": len(x),
+                "n_opt": n_opt,
+                "d_opt": float(c) / (6 * n_opt),
+                "loss_at_opt": ys,
+                "n_opt_parabola": n_par,
+                "parabola_bias": n_par / n_opt - 1 if math.isfinite(n_par) and n_opt > 0 else math.nan,
+                "grid": [math.exp(lo_x + x0), math.exp(hi_x + x0)],
+                "edge": bool(edge),
+                "method": method,
+                "tokens_per_param": float(c) / (6 * n_opt * n_opt),
+            }
+        )
+    out: dict[str, Any] = {
+        "budgets": rows,
+        "profile_exponents": {"alpha": alpha, "beta": beta},
+        "skipped_budgets": skipped,
+    }
     ok = [r for r in rows if math.isfinite(r["n_opt"])]
     if len(ok) >= 2:
         cs = np.array([r["budget"] for r in ok])
@@ -309,11 +350,15 @@ def approach2(points: Points, min_points: int = 3) -> dict[str, Any]:
     flat = [r["budget"] for r in rows if not math.isfinite(r["n_opt"])]
     notes = []
     if edges:
-        notes.append("minimum at the edge of its grid for budget(s) " + ", ".join(f"{b:.3g}" for b in edges)
-                     + ": their N_opt is extrapolated")
+        notes.append(
+            "minimum at the edge of its grid for budget(s) "
+            + ", ".join(f"{b:.3g}" for b in edges)
+            + ": their N_opt is extrapolated"
+        )
     if flat:
-        notes.append("no minimum for budget(s) " + ", ".join(f"{b:.3g}" for b in flat)
-                     + ": left out of the exponent fit")
+        notes.append(
+            "no minimum for budget(s) " + ", ".join(f"{b:.3g}" for b in flat) + ": left out of the exponent fit"
+        )
     if notes:
         out["note"] = "; ".join(notes) + "; sweep wider sizes there"
     return out
@@ -336,8 +381,15 @@ def json_ready(obj: Any) -> Any:
     return obj
 
 
-def fit_points(points: Points, approaches: Sequence[int] = (1, 2, 3), n_bootstrap: int = 200, seed: int = 0,
-               device: str = "cpu", grid: str = "full", threads: int | None = 1) -> dict[str, Any]:
+def fit_points(
+    points: Points,
+    approaches: Sequence[int] = (1, 2, 3),
+    n_bootstrap: int = 200,
+    seed: int = 0,
+    device: str = "cpu",
+    grid: str = "full",
+    threads: int | None = 1,
+) -> dict[str, Any]:
     """Every asked-for approach and the Kaplan fit, as one JSON-ready dict (``lmkit scale fit --json``).
 
     ``grid`` "full": Approach 3 from Hoffmann et al.'s 4,500 starts; "small": only the 36 of them
@@ -347,8 +399,11 @@ def fit_points(points: Points, approaches: Sequence[int] = (1, 2, 3), n_bootstra
     when none gives a figure, one LmkitError says why."""
     if not 0 <= n_bootstrap <= MAX_BOOTSTRAP:
         raise LmkitError(f"--bootstrap must be 0 to {MAX_BOOTSTRAP:,} resamples, got {n_bootstrap:,}")
-    out: dict[str, Any] = {"n_points": len(points), "budgets": sorted(float(b) for b in np.unique(points.budget)),
-                           "chinchilla_tokens_per_param": CHINCHILLA_TOKENS_PER_PARAM}
+    out: dict[str, Any] = {
+        "n_points": len(points),
+        "budgets": sorted(float(b) for b in np.unique(points.budget)),
+        "chinchilla_tokens_per_param": CHINCHILLA_TOKENS_PER_PARAM,
+    }
     if 1 in approaches:
         out["approach1"] = approach1(points)
     if 2 in approaches:
@@ -356,8 +411,11 @@ def fit_points(points: Points, approaches: Sequence[int] = (1, 2, 3), n_bootstra
     out["kaplan"] = kaplan(points)
     if 3 in approaches:
         why_not = approach3_unfittable(points)
-        out["approach3"] = {"skipped": why_not} if why_not else approach3(points, out["budgets"], n_bootstrap, seed,
-                                                                          device, grid, threads)
+        out["approach3"] = (
+            {"skipped": why_not}
+            if why_not
+            else approach3(points, out["budgets"], n_bootstrap, seed, device, grid, threads)
+        )
     why_none = nothing_fitted(out)
     if why_none:
         raise LmkitError(f"nothing to fit: {why_none}")
@@ -388,8 +446,15 @@ def nothing_fitted(fit: dict[str, Any]) -> str | None:
     return "; ".join(reasons)
 
 
-def approach3(points: Points, budgets: list[float], n_bootstrap: int = 200, seed: int = 0, device: str = "cpu",
-              grid: str = "full", threads: int | None = 1) -> dict[str, Any]:
+def approach3(
+    points: Points,
+    budgets: list[float],
+    n_bootstrap: int = 200,
+    seed: int = 0,
+    device: str = "cpu",
+    grid: str = "full",
+    threads: int | None = 1,
+) -> dict[str, Any]:
     """Approach 3 on fittable points (see ``approach3_unfittable``), with ``n_bootstrap`` intervals."""
     from lmkit.lab.scale.approach3 import bootstrap, fit_approach3, start_grid
 
@@ -399,17 +464,47 @@ def approach3(points: Points, budgets: list[float], n_bootstrap: int = 200, seed
     f3 = fit_approach3(points.params, points.tokens, points.loss, starts=starts, device=device, threads=threads)
     ref = sorted(set(budgets))
     if n_bootstrap > 1:
-        bootstrap(f3, points.params, points.tokens, points.loss, n=n_bootstrap, seed=seed,
-                  flops_for_ratio=[ref[-1]], device=device, threads=threads)
+        bootstrap(
+            f3,
+            points.params,
+            points.tokens,
+            points.loss,
+            n=n_bootstrap,
+            seed=seed,
+            flops_for_ratio=[ref[-1]],
+            device=device,
+            threads=threads,
+        )
     out = f3.as_dict()
     out["tokens_per_param"] = {f"{c:.3g}": float(f3.law.tokens_per_param(c)) for c in ref}
     if f3.law.E < 1e-3 * float(points.loss.min()):
-        out["note"] = (f"E went to {f3.law.E:.2g}: these points do not identify an irreducible loss (the fit puts all "
-                       "of it in A/N^α + B/D^β), so E's interval says nothing")
+        out["note"] = (
+            f"E went to {f3.law.E:.2g}: these points do not identify an irreducible loss (the fit puts all "
+            "of it in A/N^α + B/D^β), so E's interval says nothing"
+        )
     return out
 
 
-__all__ = ["CHINCHILLA_TOKENS_PER_PARAM", "MAX_BOOTSTRAP", "MAX_POINTS", "MAX_POINTS_BYTES", "POINT_RANGES", "Points",
-           "approach1", "approach2", "approach3", "approach3_unfittable", "check_points_file", "drop_highest",
-           "fit_points", "group_budgets", "json_ready", "kaplan", "nothing_fitted", "parabola_min", "power_fit",
-           "read_points", "shared_exponents"]
+__all__ = [
+    "CHINCHILLA_TOKENS_PER_PARAM",
+    "MAX_BOOTSTRAP",
+    "MAX_POINTS",
+    "MAX_POINTS_BYTES",
+    "POINT_RANGES",
+    "Points",
+    "approach1",
+    "approach2",
+    "approach3",
+    "approach3_unfittable",
+    "check_points_file",
+    "drop_highest",
+    "fit_points",
+    "group_budgets",
+    "json_ready",
+    "kaplan",
+    "nothing_fitted",
+    "parabola_min",
+    "power_fit",
+    "read_points",
+    "shared_exponents",
+]

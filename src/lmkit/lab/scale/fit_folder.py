@@ -26,10 +26,20 @@ def default_out(points_path: Path) -> Path:
     return points_path.parent / "fit"
 
 
-def fit_into_folder(points: str | Path, out: str | Path | None, *, overwrite: bool = False,
-                    approaches: Sequence[int] = (1, 2, 3), drop_highest: int = 0, n_bootstrap: int = 200,
-                    seed: int = 0, device: str = "cpu", grid: str = "full", threads: int | None = 1,
-                    plots: bool = True) -> dict[str, Any]:
+def fit_into_folder(
+    points: str | Path,
+    out: str | Path | None,
+    *,
+    overwrite: bool = False,
+    approaches: Sequence[int] = (1, 2, 3),
+    drop_highest: int = 0,
+    n_bootstrap: int = 200,
+    seed: int = 0,
+    device: str = "cpu",
+    grid: str = "full",
+    threads: int | None = 1,
+    plots: bool = True,
+) -> dict[str, Any]:
     """Fit the points file ``points`` into ``out`` (None: :func:`default_out`); returns the fit (the
     dict ``fit.json`` holds, NaN where it holds null: ``lmkit.lab.scale.fit.json_ready``) with ``points``, ``dropped_highest`` and ``files`` (the
     fit.json path and the plots' paths) added. The arguments are those of
@@ -47,8 +57,7 @@ def fit_into_folder(points: str | Path, out: str | Path | None, *, overwrite: bo
     check_out_dir(folder, overwrite, inputs=[points_path], ours=FIT_FILES, kind="scaling-law fit")
     pts = without_highest(read_points(points_path), drop_highest)
     try:
-        fit = fit_points(pts, approaches, n_bootstrap=n_bootstrap, seed=seed, device=device, grid=grid,
-                         threads=threads)
+        fit = fit_points(pts, approaches, n_bootstrap=n_bootstrap, seed=seed, device=device, grid=grid, threads=threads)
     except LmkitError as e:  # what the points do not identify: name the file
         raise LmkitError(f"{points_path}: {e}") from None
     fit["points"] = str(points_path)

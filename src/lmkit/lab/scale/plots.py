@@ -23,7 +23,7 @@ def _tick_label(v: float, _pos: Any = None) -> str:
     if 1e-3 <= v < 1e4:
         return f"{v:g}"
     k = math.floor(math.log10(v) + 1e-9)
-    m = v / 10 ** k
+    m = v / 10**k
     return f"$10^{{{k}}}$" if abs(m - 1) < 1e-6 else f"${m:.3g}\\times10^{{{k}}}$"
 
 
@@ -84,10 +84,15 @@ def plot_fit(points: Points, fit: dict[str, Any], out: Path, prefix: str = "") -
                 M = np.stack([np.ones_like(xs), np.exp(-al * (xs - xs.mean())), np.exp(be * (xs - xs.mean()))], 1)
                 coef, *_ = np.linalg.lstsq(M, y, rcond=None)
                 g = grid - xs.mean()
-                ax.plot(np.exp(grid), coef[0] + coef[1] * np.exp(-al * g) + coef[2] * np.exp(be * g),
-                        color=colours[b], lw=1.2)
-            ax.scatter([r["n_opt"]], [r["loss_at_opt"]], marker="*", s=90, color=colours[b],
-                       edgecolor="black", zorder=5)
+                ax.plot(
+                    np.exp(grid),
+                    coef[0] + coef[1] * np.exp(-al * g) + coef[2] * np.exp(be * g),
+                    color=colours[b],
+                    lw=1.2,
+                )
+            ax.scatter(
+                [r["n_opt"]], [r["loss_at_opt"]], marker="*", s=90, color=colours[b], edgecolor="black", zorder=5
+            )
     ax.set_xscale("log")
     _log_axes(ax)
     ax.set_xlabel("parameters N")
@@ -102,8 +107,10 @@ def plot_fit(points: Points, fit: dict[str, Any], out: Path, prefix: str = "") -
     c_lo, c_hi = min(budgets), max(budgets)
     cs = np.logspace(math.log10(c_lo) - 0.3, math.log10(c_hi) + 0.3, 50)
     rule_n = np.sqrt(cs / (6 * CHINCHILLA_TOKENS_PER_PARAM))
-    for ax, key, label, rule in ((axes[0], "n_opt", "N_opt (parameters)", rule_n),
-                                 (axes[1], "d_opt", "D_opt (tokens)", CHINCHILLA_TOKENS_PER_PARAM * rule_n)):
+    for ax, key, label, rule in (
+        (axes[0], "n_opt", "N_opt (parameters)", rule_n),
+        (axes[1], "d_opt", "D_opt (tokens)", CHINCHILLA_TOKENS_PER_PARAM * rule_n),
+    ):
         for name, marker in (("approach1", "s"), ("approach2", "o")):
             sec = fit.get(name)
             if not sec:
@@ -114,11 +121,15 @@ def plot_fit(points: Points, fit: dict[str, Any], out: Path, prefix: str = "") -
             ax.scatter(xs, ys, marker=marker, s=20, label=f"{name} points")
             if key in sec:
                 pf = sec[key]
-                ax.plot(cs, pf["coefficient"] * cs ** pf["exponent"], lw=1,
-                        label=f"{name}: ∝ C^{pf['exponent']:.3f}")
+                ax.plot(cs, pf["coefficient"] * cs ** pf["exponent"], lw=1, label=f"{name}: ∝ C^{pf['exponent']:.3f}")
         if law is not None:
             n, d = law.optimal(cs)
-            ax.plot(cs, n if key == "n_opt" else d, lw=1.5, label=f"approach 3: ∝ C^{law.a if key == 'n_opt' else 1 - law.a:.3f}")
+            ax.plot(
+                cs,
+                n if key == "n_opt" else d,
+                lw=1.5,
+                label=f"approach 3: ∝ C^{law.a if key == 'n_opt' else 1 - law.a:.3f}",
+            )
         ax.plot(cs, rule, color="grey", ls="--", lw=1, label="Chinchilla, 20 tokens/param")
         ax.set_xscale("log")
         ax.set_yscale("log")
@@ -137,8 +148,13 @@ def plot_fit(points: Points, fit: dict[str, Any], out: Path, prefix: str = "") -
     front = k.get("frontier", [])
     ax.scatter([r["budget"] for r in front], [r["loss"] for r in front], s=25, color="C1", label="frontier")
     if "gamma" in k:
-        ax.plot(cs, k["coefficient"] * cs ** (-k["gamma"]), color="C1", lw=1,
-                label=f"Kaplan L(C) = (C_c/C)^{k['gamma']:.3f}")
+        ax.plot(
+            cs,
+            k["coefficient"] * cs ** (-k["gamma"]),
+            color="C1",
+            lw=1,
+            label=f"Kaplan L(C) = (C_c/C)^{k['gamma']:.3f}",
+        )
     if law is not None:
         n, d = law.optimal(cs)
         ax.plot(cs, law.loss(n, d), color="C0", lw=1.5, label=f"approach 3 frontier (E = {law.E:.3g})")

@@ -41,12 +41,14 @@ def check_request(budgets: list[float], per_budget: int, spread: float) -> None:
         raise LmkitError(f"--per-budget must be 1 to {MAX_PER_BUDGET} model sizes per budget, got {per_budget}")
     lo, hi = SPREAD_RANGE
     if not lo <= spread <= hi:
-        raise LmkitError(f"--spread must be between {lo:g} and {hi:g} (sizes from N_opt/spread to N_opt*spread), "
-                         f"got {spread:g}")
+        raise LmkitError(
+            f"--spread must be between {lo:g} and {hi:g} (sizes from N_opt/spread to N_opt*spread), got {spread:g}"
+        )
 
 
-def plan_sweep(base: RunConfig, budgets: list[float], per_budget: int, vocab_size: int,
-               spread: float = 4.0) -> list[dict[str, Any]]:
+def plan_sweep(
+    base: RunConfig, budgets: list[float], per_budget: int, vocab_size: int, spread: float = 4.0
+) -> list[dict[str, Any]]:
     """Every run of the sweep: budget, shape, parameters, tokens = C/(6N), steps."""
     runs = []
     tokens_per_step = base.train.batch_size * base.model.max_seq_len
@@ -61,20 +63,35 @@ def plan_sweep(base: RunConfig, budgets: list[float], per_budget: int, vocab_siz
             n = count_params(m).total
             tokens = c / (6.0 * n)
             steps = max(1, math.ceil(tokens / tokens_per_step))
-            runs.append({"name": f"C{c:.3g}-d{m.d_model}-L{m.n_layers}".replace("+", ""), "budget": c,
-                         "params": n, "tokens": tokens, "steps": steps, "model": to_dict(m)})
+            runs.append(
+                {
+                    "name": f"C{c:.3g}-d{m.d_model}-L{m.n_layers}".replace("+", ""),
+                    "budget": c,
+                    "params": n,
+                    "tokens": tokens,
+                    "steps": steps,
+                    "model": to_dict(m),
+                }
+            )
     return runs
 
 
-def run_config(base: RunConfig, run: dict[str, Any], folder: Path, shards: Path,
-               tokenizer: Path | None = None) -> RunConfig:
+def run_config(
+    base: RunConfig, run: dict[str, Any], folder: Path, shards: Path, tokenizer: Path | None = None
+) -> RunConfig:
     """The run config of one sub-run: the base with the run's shape, trained for its tokens."""
     from lmkit.config import from_dict
 
     cfg = copy.deepcopy(base)
     cfg.model = from_dict(ModelConfig, run["model"], "model")
     t = cfg.train
-    t.max_steps, t.max_tokens, t.max_flops, t.tokens_per_param, t.max_time = None, int(math.ceil(run["tokens"])), None, None, None
+    t.max_steps, t.max_tokens, t.max_flops, t.tokens_per_param, t.max_time = (
+        None,
+        int(math.ceil(run["tokens"])),
+        None,
+        None,
+        None,
+    )
     t.warmup_steps = min(t.warmup_steps, max(1, run["steps"] // 10))
     t.tensorboard = False
     cfg.data.paths = [str(shards)]
@@ -83,8 +100,15 @@ def run_config(base: RunConfig, run: dict[str, Any], folder: Path, shards: Path,
     return cfg
 
 
-def sweep(base: RunConfig, budgets: list[float], per_budget: int, out: Path, spread: float = 4.0,
-          show_progress: bool = True, yes: bool = False) -> dict[str, Any]:
+def sweep(
+    base: RunConfig,
+    budgets: list[float],
+    per_budget: int,
+    out: Path,
+    spread: float = 4.0,
+    show_progress: bool = True,
+    yes: bool = False,
+) -> dict[str, Any]:
     """Run (or continue) the sweep in ``out``; write points.csv; return the summary. A sweep
     predicted to take longer than ``lmkit.plan.compute.LONG_RUN_HOURS`` on this machine (all its
     runs' FLOPs at its measured rate) is refused unless ``yes``; past ``NEVER_DAYS``, always."""
@@ -97,14 +121,23 @@ def sweep(base: RunConfig, budgets: list[float], per_budget: int, out: Path, spr
     from lmkit.train.loop import train
 
     check_request(budgets, per_budget, spread)
-    check_predicted_time(per_budget * math.fsum(budgets), yes, f"this sweep of up to {per_budget * len(budgets)} runs",
-                         base.train.device, base.train.precision)
+    check_predicted_time(
+        per_budget * math.fsum(budgets),
+        yes,
+        f"this sweep of up to {per_budget * len(budgets)} runs",
+        base.train.device,
+        base.train.precision,
+    )
     plan_file = out / "sweep.json"
     if not plan_file.exists():  # a new sweep: the shared output rules (a sweep folder itself resumes)
         check_out_dir(out, False, inputs=base.data.paths, kind="sweep")
     out.mkdir(parents=True, exist_ok=True)
-    request = {"budgets": [float(b) for b in budgets], "per_budget": per_budget, "spread": spread,
-               "base": to_dict(base)}
+    request = {
+        "budgets": [float(b) for b in budgets],
+        "per_budget": per_budget,
+        "spread": spread,
+        "base": to_dict(base),
+    }
     tok, train_split, _ = prepare(base.data, out, base.model.vocab_size, show_progress=show_progress)
     shards = train_split.folder.parent  # packed here, or the packed folder given as --data
     tok_file = out / "tokenizer.json"
@@ -113,8 +146,10 @@ def sweep(base: RunConfig, budgets: list[float], per_budget: int, out: Path, spr
     if plan_file.is_file():
         saved = json.loads(plan_file.read_text(encoding="utf-8"))
         if saved.get("request") != json.loads(json.dumps(request, default=str)):
-            raise LmkitError(f"{plan_file}: this folder holds a sweep of other settings (budgets, sizes, base "
-                             "config); choose another --out")
+            raise LmkitError(
+                f"{plan_file}: this folder holds a sweep of other settings (budgets, sizes, base "
+                "config); choose another --out"
+            )
         runs = saved["runs"]
     else:
         runs = plan_sweep(base, list(budgets), per_budget, tok.vocab_size, spread)
@@ -132,24 +167,33 @@ def sweep(base: RunConfig, budgets: list[float], per_budget: int, out: Path, spr
         if show_progress:
             rate = timed_flops / max(time.perf_counter() - t0, 1e-9)
             eta = f", ETA {(total - done_flops) / rate / 60:.1f} min" if rate > 0 else ""
-            print(f"lmkit scale sweep: run {i + 1}/{len(runs)} {r['name']} ({r['params']:,} params, "
-                  f"{r['tokens']:.3g} tokens); {100 * done_flops / total:.0f}% of the sweep's FLOPs done{eta}",
-                  file=sys.stderr)
+            print(
+                f"lmkit scale sweep: run {i + 1}/{len(runs)} {r['name']} ({r['params']:,} params, "
+                f"{r['tokens']:.3g} tokens); {100 * done_flops / total:.0f}% of the sweep's FLOPs done{eta}",
+                file=sys.stderr,
+            )
         cfg = run_config(base, r, folder, shards, tok_file)
         resume = folder.is_dir() and bool(list_checkpoints(folder))
         summary = train(cfg, resume=resume, show_progress=show_progress)
         ev = summary["eval"] or {}
         if "loss" not in ev:
             raise LmkitError(f"{folder}: the run has no held-out loss (is data.val_fraction 0?)")
-        result = {"params": r["params"], "tokens": summary["tokens"], "flops": 6.0 * r["params"] * summary["tokens"],
-                  "loss": ev["loss"], "budget": r["budget"], "run": str(folder)}
+        result = {
+            "params": r["params"],
+            "tokens": summary["tokens"],
+            "flops": 6.0 * r["params"] * summary["tokens"],
+            "loss": ev["loss"],
+            "budget": r["budget"],
+            "run": str(folder),
+        }
         write_json_atomic(res_file, result)
         results.append(result)
         done_flops += r["budget"]
         timed_flops += r["budget"]
     points = out / "points.csv"
     lines = ["params,tokens,flops,loss,budget,run"] + [
-        f"{p['params']},{p['tokens']},{p['flops']},{p['loss']},{p['budget']},{p['run']}" for p in results]
+        f"{p['params']},{p['tokens']},{p['flops']},{p['loss']},{p['budget']},{p['run']}" for p in results
+    ]
     tmp = points.with_suffix(".csv.tmp")
     tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
     tmp.replace(points)

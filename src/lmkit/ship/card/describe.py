@@ -27,29 +27,39 @@ FAMILY_USES = {
     "decoder": (
         "A decoder reads text left to right and predicts the next token from the ones before it, so "
         "it **generates**: it continues a prompt.",
-        ["text generation and completion of a prompt (`lmkit generate`)",
-         "zero-, one- and few-shot prompting: a task described and shown by examples in the prompt",
-         "a base to fine-tune for a domain, for instructions or for chat"],
-        ["tasks that need the whole input seen in both directions at once (an encoder does those better)",
-         "answering questions reliably: it continues text plausibly, it does not check facts"],
+        [
+            "text generation and completion of a prompt (`lmkit generate`)",
+            "zero-, one- and few-shot prompting: a task described and shown by examples in the prompt",
+            "a base to fine-tune for a domain, for instructions or for chat",
+        ],
+        [
+            "tasks that need the whole input seen in both directions at once (an encoder does those better)",
+            "answering questions reliably: it continues text plausibly, it does not check facts",
+        ],
     ),
     "encoder": (
         "An encoder sees the whole text in both directions at once and was trained to recover "
         "masked tokens, so it **understands** a text rather than writing one.",
-        ["filling a blank: the most likely tokens for `[MASK]` (`lmkit fill-mask`)",
-         "after adding a head and fine-tuning: sentence classification (e.g. sentiment), token "
-         "classification (e.g. named entities), extractive question answering",
-         "contextual token and sentence representations (e.g. for retrieval)"],
+        [
+            "filling a blank: the most likely tokens for `[MASK]` (`lmkit fill-mask`)",
+            "after adding a head and fine-tuning: sentence classification (e.g. sentiment), token "
+            "classification (e.g. named entities), extractive question answering",
+            "contextual token and sentence representations (e.g. for retrieval)",
+        ],
         ["generating text left to right: it has no causal decoder"],
     ),
     "encdec": (
         "An encoder-decoder reads an input with its bidirectional encoder and writes an output with its "
         "causal decoder, attending to the input: it maps **text to text**.",
-        ["filling masked spans: the input marks spans with `<extra_id_0>`, `<extra_id_1>`, ... and the "
-         "output gives each span after its sentinel (its pre-training task)",
-         "after fine-tuning on input/output pairs: summarisation, translation, question answering"],
-        ["open-ended continuation of a prompt as a decoder-only model does it",
-         "the tasks above without fine-tuning: pre-training only taught it to fill spans"],
+        [
+            "filling masked spans: the input marks spans with `<extra_id_0>`, `<extra_id_1>`, ... and the "
+            "output gives each span after its sentinel (its pre-training task)",
+            "after fine-tuning on input/output pairs: summarisation, translation, question answering",
+        ],
+        [
+            "open-ended continuation of a prompt as a decoder-only model does it",
+            "the tasks above without fine-tuning: pre-training only taught it to fill spans",
+        ],
     ),
 }
 
@@ -60,13 +70,17 @@ def objective_text(objective: str) -> str:
     if objective == "clm":
         return "causal language modeling: predict each next token from the previous ones only"
     if objective == "mlm":
-        return (f"masked language modeling: {o.MLM_PROBABILITY:.0%} of the tokens chosen for prediction, of which "
-                f"{o.MLM_MASK_SHARE:.0%} replaced by `[MASK]`, {o.MLM_RANDOM_SHARE:.0%} by a random token and the "
-                "rest left unchanged; the model recovers the originals from context on both sides")
+        return (
+            f"masked language modeling: {o.MLM_PROBABILITY:.0%} of the tokens chosen for prediction, of which "
+            f"{o.MLM_MASK_SHARE:.0%} replaced by `[MASK]`, {o.MLM_RANDOM_SHARE:.0%} by a random token and the "
+            "rest left unchanged; the model recovers the originals from context on both sides"
+        )
     if objective == "span":
-        return (f"span corruption: random spans covering {o.NOISE_DENSITY:.0%} of the tokens (mean span length "
-                f"{o.MEAN_SPAN_LENGTH:g}) each replaced by a sentinel `<extra_id_N>`; the decoder writes "
-                "`<extra_id_0> span <extra_id_1> span ...`")
+        return (
+            f"span corruption: random spans covering {o.NOISE_DENSITY:.0%} of the tokens (mean span length "
+            f"{o.MEAN_SPAN_LENGTH:g}) each replaced by a sentinel `<extra_id_N>`; the decoder writes "
+            "`<extra_id_0> span <extra_id_1> span ...`"
+        )
     return objective
 
 
@@ -74,7 +88,6 @@ def default_name(path: Path) -> str:
     """A checkpoint's display name: its folder, or its run's folder for ``ckpt-NNNNNNN``."""
     path = Path(path).resolve()
     return path.parent.name if path.name.startswith("ckpt-") else path.name
-
 
 
 # --------------------------------------------------------------------------- sections
@@ -89,10 +102,12 @@ def model_section(f: dict[str, Any], name: str, export: bool = False) -> list[st
         origin = f"imported into lmkit from a Hugging Face `{arch}` folder (`{imported.get('path', NOT_RECORDED)}`)"
     else:
         origin = f"pre-trained from scratch with lmkit by {objective_text(cfg.objective).split(':')[0]}"
-    lines = [f"# {name}", "",
-             f"**{name}** is a {si(f['params'])}-parameter {FAMILY_TITLE[fam]}, {origin}.", ""]
-    positions = {"rotary": f"rotary (θ = {cfg.rope_theta:g})", "learned": "learned absolute",
-                 "sinusoidal": "sinusoidal (fixed)"}[cfg.pos_encoding]
+    lines = [f"# {name}", "", f"**{name}** is a {si(f['params'])}-parameter {FAMILY_TITLE[fam]}, {origin}.", ""]
+    positions = {
+        "rotary": f"rotary (θ = {cfg.rope_theta:g})",
+        "learned": "learned absolute",
+        "sinusoidal": "sinusoidal (fixed)",
+    }[cfg.pos_encoding]
     if fam == "encdec":
         positions = "T5 relative position buckets (32 buckets, max distance 128)"
     ffn = {"decoder": "SwiGLU", "encoder": "GELU", "encdec": "ReLU"}[fam]
@@ -102,12 +117,16 @@ def model_section(f: dict[str, Any], name: str, export: bool = False) -> list[st
         rows.append(("layers", f"{cfg.n_layers} encoder + {cfg.n_decoder_layers or cfg.n_layers} decoder"))
     else:
         rows.append(("layers", str(cfg.n_layers)))
-    rows += [("model width (d_model)", str(cfg.d_model)),
-             ("attention heads", f"{cfg.n_heads} (head size {cfg.head_dim})"),
-             ("feed-forward", f"{ffn}, width {cfg.ffn_width}"), ("normalisation", f"{norm}, eps {cfg.norm_eps:g}"),
-             ("positions", positions), ("context window", f"{thousands(cfg.max_seq_len)} tokens"),
-             ("vocabulary", f"{thousands(cfg.vocab_size)} tokens (byte-level BPE)"),
-             ("tied input/output embeddings", "yes" if cfg.tie_embeddings else "no")]
+    rows += [
+        ("model width (d_model)", str(cfg.d_model)),
+        ("attention heads", f"{cfg.n_heads} (head size {cfg.head_dim})"),
+        ("feed-forward", f"{ffn}, width {cfg.ffn_width}"),
+        ("normalisation", f"{norm}, eps {cfg.norm_eps:g}"),
+        ("positions", positions),
+        ("context window", f"{thousands(cfg.max_seq_len)} tokens"),
+        ("vocabulary", f"{thousands(cfg.vocab_size)} tokens (byte-level BPE)"),
+        ("tied input/output embeddings", "yes" if cfg.tie_embeddings else "no"),
+    ]
     blocker = export_blocker(cfg)
     rows.append(("transformers class", f"`{hf_architecture(cfg)}`" if blocker is None else f"none: {blocker}"))
     q = f["quantization"]
@@ -122,47 +141,63 @@ def model_section(f: dict[str, Any], name: str, export: bool = False) -> list[st
     return lines
 
 
-
 def limitations_section(f: dict[str, Any]) -> list[str]:
     from lmkit.plan import TOKENS_PER_PARAM
 
     cfg, meta = f["cfg"], f["meta"]
     params = f["params"]
     lines = ["## Limitations and risks", ""]
-    scale = (f"about 1/{124e6 / params:,.0f} of GPT-2 small (124 M)" if params < 124e6
-             else f"{params / 124e6:.1f}x GPT-2 small (124 M)")
-    lines.append(f"- **Size.** {si(params)} parameters, {scale}: expect fluent-looking text only within what "
-                 "its training data covers, little world knowledge, and frequent factual errors.")
+    scale = (
+        f"about 1/{124e6 / params:,.0f} of GPT-2 small (124 M)"
+        if params < 124e6
+        else f"{params / 124e6:.1f}x GPT-2 small (124 M)"
+    )
+    lines.append(
+        f"- **Size.** {si(params)} parameters, {scale}: expect fluent-looking text only within what "
+        "its training data covers, little world knowledge, and frequent factual errors."
+    )
     sources = source_tokens(meta)
     paths = (meta.get("data") or {}).get("paths")
     if sources or paths:
         names = ", ".join(sorted(sources)) if sources else ", ".join(map(str, paths))
-        lines.append(f"- **Data domain.** It saw only {names}; text from other domains, languages or styles is out "
-                     "of distribution, and it reproduces the biases, errors and register of that data. "
-                     "Memorised passages, including personal data that filtering missed, can be regenerated.")
+        lines.append(
+            f"- **Data domain.** It saw only {names}; text from other domains, languages or styles is out "
+            "of distribution, and it reproduces the biases, errors and register of that data. "
+            "Memorised passages, including personal data that filtering missed, can be regenerated."
+        )
     else:
         lines.append(f"- **Data domain.** The training data was {NOT_RECORDED}; judge the model's domain by testing.")
     tokens = meta.get("tokens")
     if is_number(tokens) and params:
         tpp = tokens / params
         if tpp < TOKENS_PER_PARAM:
-            lines.append(f"- **Training amount.** {tpp:.2g} tokens per parameter, below the ≈{TOKENS_PER_PARAM:g} "
-                         "of a compute-optimal (Chinchilla) run: the model is under-trained for its size.")
+            lines.append(
+                f"- **Training amount.** {tpp:.2g} tokens per parameter, below the ≈{TOKENS_PER_PARAM:g} "
+                "of a compute-optimal (Chinchilla) run: the model is under-trained for its size."
+            )
         else:
-            lines.append(f"- **Training amount.** {tpp:.2g} tokens per parameter (compute-optimal is ≈"
-                         f"{TOKENS_PER_PARAM:g}).")
-    lines.append("- **No alignment.** It is a pre-trained base model: no instruction tuning, no preference or "
-                 "safety tuning, no content filter at generation time. It can produce false, offensive or "
-                 "harmful text and should not be put in front of users without further work.")
+            lines.append(
+                f"- **Training amount.** {tpp:.2g} tokens per parameter (compute-optimal is ≈{TOKENS_PER_PARAM:g})."
+            )
+    lines.append(
+        "- **No alignment.** It is a pre-trained base model: no instruction tuning, no preference or "
+        "safety tuning, no content filter at generation time. It can produce false, offensive or "
+        "harmful text and should not be put in front of users without further work."
+    )
     lines.append(f"- **Context.** It reads at most {thousands(cfg.max_seq_len)} tokens at a time.")
     if cfg.family == "encoder":
-        lines.append("- **Family.** An encoder cannot generate text; downstream tasks need a task head and "
-                     "fine-tuning.")
+        lines.append(
+            "- **Family.** An encoder cannot generate text; downstream tasks need a task head and fine-tuning."
+        )
     elif cfg.family == "encdec":
-        lines.append("- **Family.** Pre-trained by span corruption only: it fills masked spans, and needs "
-                     "fine-tuning on input/output pairs for other tasks.")
-    lines.append("- **Evaluation.** The figures above are on held-out text from the same sources as the training "
-                 "data; no downstream benchmark was run.")
+        lines.append(
+            "- **Family.** Pre-trained by span corruption only: it fills masked spans, and needs "
+            "fine-tuning on input/output pairs for other tasks."
+        )
+    lines.append(
+        "- **Evaluation.** The figures above are on held-out text from the same sources as the training "
+        "data; no downstream benchmark was run."
+    )
     if f["quantization"]:
         lines.append("- **Quantization.** Lower-precision weights change the outputs slightly (see Evaluation).")
     lines.append("")
@@ -194,41 +229,67 @@ def usage_section(f: dict[str, Any], export: bool, load_path: str | None, hub_na
         lines += [f"Not loadable in transformers: {blocker}.", ""]
         return lines
     if f["quantization"] and not export:
-        lines += ["transformers takes float weights: export the checkpoint from before quantization, or export "
-                  "this one's quantized values as float32 with "
-                  f"`lmkit export {ckpt} --format hf --dequantize --out {default_name(f['path'])}-hf`.", ""]
+        lines += [
+            "transformers takes float weights: export the checkpoint from before quantization, or export "
+            "this one's quantized values as float32 with "
+            f"`lmkit export {ckpt} --format hf --dequantize --out {default_name(f['path'])}-hf`.",
+            "",
+        ]
         return lines
     folder = load_path if export else f"{default_name(f['path'])}-hf"
     if not export:
         lines += [f"After `lmkit export` (above) the folder `{folder}` loads offline:", ""]
     auto = AUTO_CLASS[fam]
     if not f["tokenizer"]:
-        lines += ["```python", f"from transformers import {auto}", "",
-                  f'model = {auto}.from_pretrained("{folder}").eval()', "```", "",
-                  "This checkpoint has no tokenizer.json, so there is no tokenizer for `AutoTokenizer` to load: "
-                  f"tokenize with the one the model was trained with (vocabulary {thousands(cfg.vocab_size)}).", ""]
+        lines += [
+            "```python",
+            f"from transformers import {auto}",
+            "",
+            f'model = {auto}.from_pretrained("{folder}").eval()',
+            "```",
+            "",
+            "This checkpoint has no tokenizer.json, so there is no tokenizer for `AutoTokenizer` to load: "
+            f"tokenize with the one the model was trained with (vocabulary {thousands(cfg.vocab_size)}).",
+            "",
+        ]
         return lines
-    lines += ["```python", "import torch", f"from transformers import AutoTokenizer, {auto}", "",
-              f'tok = AutoTokenizer.from_pretrained("{folder}")',
-              f'model = {auto}.from_pretrained("{folder}").eval()']
+    lines += [
+        "```python",
+        "import torch",
+        f"from transformers import AutoTokenizer, {auto}",
+        "",
+        f'tok = AutoTokenizer.from_pretrained("{folder}")',
+        f'model = {auto}.from_pretrained("{folder}").eval()',
+    ]
     if fam == "decoder":
-        lines += ['ids = tok("Once upon a time", return_tensors="pt")',
-                  "out = model.generate(**ids, max_new_tokens=50, do_sample=False)",
-                  "print(tok.decode(out[0], skip_special_tokens=True))"]
+        lines += [
+            'ids = tok("Once upon a time", return_tensors="pt")',
+            "out = model.generate(**ids, max_new_tokens=50, do_sample=False)",
+            "print(tok.decode(out[0], skip_special_tokens=True))",
+        ]
     elif fam == "encoder":
-        lines += ['ids = tok("The capital of France is [MASK].", return_tensors="pt")',
-                  "with torch.no_grad():", "    logits = model(**ids).logits",
-                  "pos = (ids.input_ids[0] == tok.mask_token_id).nonzero()[0, 0]",
-                  "print(tok.decode(logits[0, pos].topk(5).indices))"]
+        lines += [
+            'ids = tok("The capital of France is [MASK].", return_tensors="pt")',
+            "with torch.no_grad():",
+            "    logits = model(**ids).logits",
+            "pos = (ids.input_ids[0] == tok.mask_token_id).nonzero()[0, 0]",
+            "print(tok.decode(logits[0, pos].topk(5).indices))",
+        ]
     else:
-        lines += ['ids = tok("The <extra_id_0> sat on the <extra_id_1>.", return_tensors="pt")',
-                  "out = model.generate(**ids, max_new_tokens=20, do_sample=False)",
-                  "print(tok.decode(out[0], skip_special_tokens=False))"]
+        lines += [
+            'ids = tok("The <extra_id_0> sat on the <extra_id_1>.", return_tensors="pt")',
+            "out = model.generate(**ids, max_new_tokens=20, do_sample=False)",
+            "print(tok.decode(out[0], skip_special_tokens=False))",
+        ]
     from lmkit.ship.verify_hf import PARITY_RTOL
 
-    lines += ["```", "",
-              "The tokenizer adds no special tokens (no BOS/EOS, no [CLS]/[SEP]), exactly as lmkit encodes text; "
-              "special-token text typed in the input (`</s>`, `<extra_id_0>`) becomes the special token. "
-              f"Logits match lmkit's within {PARITY_RTOL:g} x max(1, max |logit|) in float32, and greedy decoding "
-              "gives the same tokens (checked at export).", ""]
+    lines += [
+        "```",
+        "",
+        "The tokenizer adds no special tokens (no BOS/EOS, no [CLS]/[SEP]), exactly as lmkit encodes text; "
+        "special-token text typed in the input (`</s>`, `<extra_id_0>`) becomes the special token. "
+        f"Logits match lmkit's within {PARITY_RTOL:g} x max(1, max |logit|) in float32, and greedy decoding "
+        "gives the same tokens (checked at export).",
+        "",
+    ]
     return lines

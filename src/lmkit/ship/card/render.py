@@ -58,8 +58,10 @@ def _check_weights_readable(path: Path) -> None:
         with safe_open(str(f), framework="pt"):
             pass
     except Exception as e:  # safetensors' own error type for a damaged header or a short file
-        raise LmkitError(f"{f}: weights unreadable ({str(e).splitlines()[0] if str(e) else type(e).__name__}); "
-                         "no card is written for them") from None
+        raise LmkitError(
+            f"{f}: weights unreadable ({str(e).splitlines()[0] if str(e) else type(e).__name__}); "
+            "no card is written for them"
+        ) from None
 
 
 def card_facts(ckpt: str | Path) -> dict[str, Any]:
@@ -86,29 +88,48 @@ def card_facts(ckpt: str | Path) -> dict[str, Any]:
         from lmkit.tokenizer import Tokenizer
 
         t = Tokenizer.load(path / "tokenizer.json", strict=False)
-        tok = {"vocab_size": t.vocab_size, "sha256": t.sha256, "bos": t.bos_id, "eos": t.eos_id,
-               "pad": t.pad_id, "mask": t.mask_id}
+        tok = {
+            "vocab_size": t.vocab_size,
+            "sha256": t.sha256,
+            "bos": t.bos_id,
+            "eos": t.eos_id,
+            "pad": t.pad_id,
+            "mask": t.mask_id,
+        }
     params = meta.get("params")
     if not is_number(params):
         from lmkit.plan import count_params
 
         params = count_params(cfg).total
-    return {"path": path, "cfg": cfg, "config": raw, "meta": meta, "run": run, "tokenizer": tok,
-            "params": int(params), "quantization": raw.get("quantization")}
+    return {
+        "path": path,
+        "cfg": cfg,
+        "config": raw,
+        "meta": meta,
+        "run": run,
+        "tokenizer": tok,
+        "params": int(params),
+        "quantization": raw.get("quantization"),
+    }
 
 
 # --------------------------------------------------------------------------- front matter
 
 
-def _front_matter(f: dict[str, Any], name: str, license: str | None, language: Sequence[str] | None,
-                  export: bool) -> dict[str, Any]:
+def _front_matter(
+    f: dict[str, Any], name: str, license: str | None, language: Sequence[str] | None, export: bool
+) -> dict[str, Any]:
     cfg, meta = f["cfg"], f["meta"]
     fam = cfg.family
     arch = hf_architecture(cfg)
     tags = ["lmkit", fam, {"decoder": "causal-lm", "encoder": "masked-lm", "encdec": "span-corruption"}[fam]]
     if arch:  # the transformers model type, e.g. llama, bert, roformer, t5
-        tags.append(arch.removesuffix("ForCausalLM").removesuffix("ForMaskedLM")
-                    .removesuffix("ForConditionalGeneration").lower())
+        tags.append(
+            arch.removesuffix("ForCausalLM")
+            .removesuffix("ForMaskedLM")
+            .removesuffix("ForConditionalGeneration")
+            .lower()
+        )
     tags.append("pretrained")
     if f["quantization"]:
         tags.append("quantized")
@@ -127,24 +148,48 @@ def _front_matter(f: dict[str, Any], name: str, license: str | None, language: S
     if datasets:
         fm["datasets"] = datasets
     ev = meta.get("eval") or {}
-    metric_ids = [m for k, m in (("loss", "loss"), ("perplexity", "perplexity"), ("bits_per_byte", "bits-per-byte"))
-                  if is_number(ev.get(k))]
+    metric_ids = [
+        m
+        for k, m in (("loss", "loss"), ("perplexity", "perplexity"), ("bits_per_byte", "bits-per-byte"))
+        if is_number(ev.get(k))
+    ]
     if metric_ids:
         fm["metrics"] = metric_ids
-        fm["model-index"] = [{
-            "name": name,
-            "results": [{
-                "task": {"type": PIPELINE_TAG[fam], "name": {"decoder": "Causal language modeling",
-                                                               "encoder": "Masked language modeling",
-                                                               "encdec": "Span corruption"}[fam]},
-                "dataset": {"name": "held-out split of the training data", "type": "held-out"},
-                "metrics": [{"type": m, "value": round(float(ev[k]), 6),
-                             "name": {"loss": "held-out loss (nats per scored token)", "perplexity": "perplexity",
-                                      "bits_per_byte": "bits per byte"}[k]}
-                            for k, m in (("loss", "loss"), ("perplexity", "perplexity"),
-                                         ("bits_per_byte", "bits-per-byte")) if is_number(ev.get(k))],
-            }],
-        }]
+        fm["model-index"] = [
+            {
+                "name": name,
+                "results": [
+                    {
+                        "task": {
+                            "type": PIPELINE_TAG[fam],
+                            "name": {
+                                "decoder": "Causal language modeling",
+                                "encoder": "Masked language modeling",
+                                "encdec": "Span corruption",
+                            }[fam],
+                        },
+                        "dataset": {"name": "held-out split of the training data", "type": "held-out"},
+                        "metrics": [
+                            {
+                                "type": m,
+                                "value": round(float(ev[k]), 6),
+                                "name": {
+                                    "loss": "held-out loss (nats per scored token)",
+                                    "perplexity": "perplexity",
+                                    "bits_per_byte": "bits per byte",
+                                }[k],
+                            }
+                            for k, m in (
+                                ("loss", "loss"),
+                                ("perplexity", "perplexity"),
+                                ("bits_per_byte", "bits-per-byte"),
+                            )
+                            if is_number(ev.get(k))
+                        ],
+                    }
+                ],
+            }
+        ]
     return fm
 
 
@@ -166,9 +211,16 @@ def _user_section(src: str | Path) -> str:
     return text
 
 
-def render_card(ckpt: str | Path, sections: Sequence[str | Path] = (), license: str | None = None,
-                language: Sequence[str] | None = None, name: str | None = None, export: bool = False,
-                load_path: str | None = None, hub_name: str | None = None) -> str:
+def render_card(
+    ckpt: str | Path,
+    sections: Sequence[str | Path] = (),
+    license: str | None = None,
+    language: Sequence[str] | None = None,
+    name: str | None = None,
+    export: bool = False,
+    load_path: str | None = None,
+    hub_name: str | None = None,
+) -> str:
     """The model card (Markdown with YAML front matter) of checkpoint ``ckpt``.
 
     ``sections``: Markdown files appended verbatim (a heading is added to one that lacks it).
@@ -191,7 +243,7 @@ def render_card(ckpt: str | Path, sections: Sequence[str | Path] = (), license: 
         body += [s, ""]
     head = yaml.safe_dump(fm, sort_keys=False, allow_unicode=True, width=1000)
     text = f"---\n{head}---\n\n" + "\n".join(body).rstrip() + "\n"
-    return f"---\n# written by lmkit card; {stamp(text)} of the card without this line\n" + text[len("---\n"):]
+    return f"---\n# written by lmkit card; {stamp(text)} of the card without this line\n" + text[len("---\n") :]
 
 
 def parse_front_matter(text: str, source: str = "card") -> tuple[dict[str, Any], str]:
@@ -207,7 +259,7 @@ def parse_front_matter(text: str, source: str = "card") -> tuple[dict[str, Any],
         raise LmkitError(f"{source}: front matter is not valid YAML ({str(e).splitlines()[0]})") from None
     if not isinstance(data, dict):
         raise LmkitError(f"{source}: front matter must be a mapping")
-    return data, text[end + 5:]
+    return data, text[end + 5 :]
 
 
 def is_card_file(path: Path) -> bool:
@@ -225,8 +277,14 @@ def write_card(text: str, out: Path, overwrite: bool = False, sections: Sequence
     if out.exists() and out.is_dir():
         raise LmkitError(f"{out}: is a folder; give a file name such as README.md")
     # the card may go into the checkpoint folder, but never over a section it reads or a weights/config file
-    check_out_file(out, overwrite, [*sections], ours=is_card_file, inside_inputs=True,
-                   kind="card (only a card lmkit wrote and nobody edited since is replaced)")
+    check_out_file(
+        out,
+        overwrite,
+        [*sections],
+        ours=is_card_file,
+        inside_inputs=True,
+        kind="card (only a card lmkit wrote and nobody edited since is replaced)",
+    )
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")
     tmp.write_text(text, encoding="utf-8")

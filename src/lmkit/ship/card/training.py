@@ -56,13 +56,19 @@ def training_section(f: dict[str, Any]) -> list[str]:
     lines = ["## Training", ""]
     imported = meta.get("imported_from")
     if imported and not is_number(meta.get("tokens")):
-        lines += [f"This model was trained outside lmkit and imported from `{imported.get('path', NOT_RECORDED)}` "
-                  f"({imported.get('architecture', '')}). Its data, tokens, compute and losses were "
-                  f"{NOT_RECORDED} by lmkit.", ""]
+        lines += [
+            f"This model was trained outside lmkit and imported from `{imported.get('path', NOT_RECORDED)}` "
+            f"({imported.get('architecture', '')}). Its data, tokens, compute and losses were "
+            f"{NOT_RECORDED} by lmkit.",
+            "",
+        ]
         return lines
     if imported:
-        lines += [f"Imported from `{imported.get('path')}`; the training record below is the one lmkit wrote before "
-                  "export (the weights were verified unchanged by their sha256).", ""]
+        lines += [
+            f"Imported from `{imported.get('path')}`; the training record below is the one lmkit wrote before "
+            "export (the weights were verified unchanged by their sha256).",
+            "",
+        ]
     lines += [f"- objective: {objective_text(cfg.objective)}"]
     data = meta.get("data") or {}
     paths = data.get("paths") or lookup(run, "data", "paths")
@@ -70,8 +76,12 @@ def training_section(f: dict[str, Any]) -> list[str]:
     sources = source_tokens(meta)
     total = sum(v for v in sources.values() if math.isfinite(v))
     if sources and total > 0:
-        lines.append("- mix (training tokens per source): " + "; ".join(
-            f"{k}: {thousands(v)} ({v / total:.1%})" for k, v in sorted(sources.items(), key=lambda kv: -kv[1])))
+        lines.append(
+            "- mix (training tokens per source): "
+            + "; ".join(
+                f"{k}: {thousands(v)} ({v / total:.1%})" for k, v in sorted(sources.items(), key=lambda kv: -kv[1])
+            )
+        )
     elif sources:
         lines.append(f"- sources: {', '.join(sorted(sources))}")
     else:
@@ -80,8 +90,10 @@ def training_section(f: dict[str, Any]) -> list[str]:
         held = f", {thousands(data['val_tokens'])} held out for evaluation" if is_number(data.get("val_tokens")) else ""
         lines.append(f"- data size: {thousands(data['train_tokens'])} training tokens{held}")
     if is_number(data.get("bytes_per_token")):
-        lines.append(f"- tokenizer: {data['bytes_per_token']:.2f} bytes of text per token"
-                     + (f", vocabulary {thousands(f['tokenizer']['vocab_size'])}" if f["tokenizer"] else ""))
+        lines.append(
+            f"- tokenizer: {data['bytes_per_token']:.2f} bytes of text per token"
+            + (f", vocabulary {thousands(f['tokenizer']['vocab_size'])}" if f["tokenizer"] else "")
+        )
     cur = _curation_lines(data.get("curation"))
     lines += cur if cur else [f"- curation survival: {NOT_RECORDED}"]
     tokens, steps = meta.get("tokens"), meta.get("step")
@@ -124,10 +136,12 @@ def training_section(f: dict[str, Any]) -> list[str]:
     lines.append(f"- precision: {precision or NOT_RECORDED}")  # auto's choice says why
     mem = meta.get("memory")
     if isinstance(mem, dict) and is_number(mem.get("measured_bytes")) and is_number(mem.get("predicted_bytes")):
-        lines.append(f"- peak memory: {float(mem['measured_bytes']) / 1e6:,.1f} MB measured "
-                     f"({mem.get('measured_kind', 'peak')}); `lmkit plan` predicted "
-                     f"{float(mem['predicted_bytes']) / 1e6:,.1f} MB "
-                     f"({100 * (float(mem['measured_bytes']) / float(mem['predicted_bytes']) - 1):+.1f}%)")
+        lines.append(
+            f"- peak memory: {float(mem['measured_bytes']) / 1e6:,.1f} MB measured "
+            f"({mem.get('measured_kind', 'peak')}); `lmkit plan` predicted "
+            f"{float(mem['predicted_bytes']) / 1e6:,.1f} MB "
+            f"({100 * (float(mem['measured_bytes']) / float(mem['predicted_bytes']) - 1):+.1f}%)"
+        )
     horizon = meta.get("horizon")
     if isinstance(horizon, dict) and horizon.get("reason"):
         lines.append(f"- stopped by: {horizon['reason']}")
@@ -136,9 +150,15 @@ def training_section(f: dict[str, Any]) -> list[str]:
     tr = run.get("train") if isinstance(run, dict) else None
     if isinstance(tr, dict):
         hp = []
-        for key, label in (("batch_size", "batch"), ("lr", "peak learning rate"), ("schedule", "schedule"),
-                           ("warmup_steps", "warmup steps"), ("weight_decay", "weight decay"),
-                           ("grad_clip", "gradient clipping"), ("seed", "seed")):
+        for key, label in (
+            ("batch_size", "batch"),
+            ("lr", "peak learning rate"),
+            ("schedule", "schedule"),
+            ("warmup_steps", "warmup steps"),
+            ("weight_decay", "weight decay"),
+            ("grad_clip", "gradient clipping"),
+            ("seed", "seed"),
+        ):
             if tr.get(key) is not None:
                 hp.append(f"{label} {tr[key]}")
         if hp:
@@ -153,8 +173,11 @@ def _quant_lines(q: Any) -> list[str]:
         return []
     lines = ["", "### Quantization", ""]
     what = q.get("to") or q.get("dtype")
-    lines.append(f"- weights quantized to {what or NOT_RECORDED}" + (f" by {q['method']}" if q.get("method") else "")
-                 + (f", from `{q['from']}`" if q.get("from") else ""))
+    lines.append(
+        f"- weights quantized to {what or NOT_RECORDED}"
+        + (f" by {q['method']}" if q.get("method") else "")
+        + (f", from `{q['from']}`" if q.get("from") else "")
+    )
     for key, label in (("disk_bytes", "size on disk"), ("memory_bytes", "size in memory")):
         v = q.get(key)
         if isinstance(v, dict) and is_number(v.get("before")) and is_number(v.get("after")):
@@ -163,8 +186,13 @@ def _quant_lines(q: Any) -> list[str]:
     before, after = q.get("eval_before"), q.get("eval_after")
     if isinstance(before, dict) and isinstance(after, dict) and before and after:
         held = f" (held-out text: {q['held_out']})" if isinstance(q.get("held_out"), str) else ""
-        lines += ["", f"Quality before and after quantization{held}:", "",
-                  "| metric | before | after | change |", "|---|---|---|---|"]
+        lines += [
+            "",
+            f"Quality before and after quantization{held}:",
+            "",
+            "| metric | before | after | change |",
+            "|---|---|---|---|",
+        ]
         for key in ("loss", "perplexity", "bits_per_byte"):
             if is_number(before.get(key)) and is_number(after.get(key)):
                 b, a = float(before[key]), float(after[key])
@@ -181,24 +209,43 @@ def evaluation_section(f: dict[str, Any]) -> list[str]:
     lines = ["## Evaluation", ""]
     if any(is_number(ev.get(k)) for k in ("loss", "perplexity", "bits_per_byte")):
         scored = f" over {thousands(ev['tokens'])} scored tokens" if is_number(ev.get("tokens")) else ""
-        lines += [f"On the held-out split of its training data (documents never trained on){scored}, "
-                  f"scored by its pre-training objective ({f['cfg'].objective}):", "",
-                  "| metric | value |", "|---|---|"]
-        lines.append(f"| loss (nats per token) | {float(ev['loss']):.4f} |" if is_number(ev.get("loss"))
-                     else f"| loss | {NOT_RECORDED} |")
-        lines.append(f"| perplexity | {float(ev['perplexity']):.3f} |" if is_number(ev.get("perplexity"))
-                     else f"| perplexity | {NOT_RECORDED} |")
-        lines.append(f"| bits per byte | {float(ev['bits_per_byte']):.4f} |" if is_number(ev.get("bits_per_byte"))
-                     else f"| bits per byte | {NOT_RECORDED} |")
-        lines += ["", "Bits per byte does not depend on the tokenizer, so it compares models with different "
-                      "vocabularies; perplexity is exp(loss)."]
+        lines += [
+            f"On the held-out split of its training data (documents never trained on){scored}, "
+            f"scored by its pre-training objective ({f['cfg'].objective}):",
+            "",
+            "| metric | value |",
+            "|---|---|",
+        ]
+        lines.append(
+            f"| loss (nats per token) | {float(ev['loss']):.4f} |"
+            if is_number(ev.get("loss"))
+            else f"| loss | {NOT_RECORDED} |"
+        )
+        lines.append(
+            f"| perplexity | {float(ev['perplexity']):.3f} |"
+            if is_number(ev.get("perplexity"))
+            else f"| perplexity | {NOT_RECORDED} |"
+        )
+        lines.append(
+            f"| bits per byte | {float(ev['bits_per_byte']):.4f} |"
+            if is_number(ev.get("bits_per_byte"))
+            else f"| bits per byte | {NOT_RECORDED} |"
+        )
+        lines += [
+            "",
+            "Bits per byte does not depend on the tokenizer, so it compares models with different "
+            "vocabularies; perplexity is exp(loss).",
+        ]
     else:
         lines.append(f"Held-out loss, perplexity and bits per byte: {NOT_RECORDED}.")
     q = meta.get("quantization")
     if q:
         lines += _quant_lines(q)
     elif f["quantization"]:
-        lines += ["", f"Weights are stored as {quant_label(f['quantization'])}; the quality change from "
-                      f"quantization was {NOT_RECORDED}."]
+        lines += [
+            "",
+            f"Weights are stored as {quant_label(f['quantization'])}; the quality change from "
+            f"quantization was {NOT_RECORDED}.",
+        ]
     lines.append("")
     return lines

@@ -100,14 +100,22 @@ def read_examples(path: str | Path, task: str) -> list[Example]:
             raise LmkitError(f"{where}: not valid JSON ({e.msg})") from None
         if not isinstance(obj, dict):
             raise LmkitError(f"{where}: each line must be a JSON object")
-        need = {"sequence-classification": ("text", "label"), "token-classification": ("tokens", "labels"),
-                "seq2seq": ("input", "target")}[task]
+        need = {
+            "sequence-classification": ("text", "label"),
+            "token-classification": ("tokens", "labels"),
+            "seq2seq": ("input", "target"),
+        }[task]
         missing = [k for k in need if k not in obj]
         if missing:
-            raise LmkitError(f"{where}: missing {' and '.join(repr(m) for m in missing)} (a {task} example is "
-                             + {"sequence-classification": '{"text": ..., "label": ...}',
-                                "token-classification": '{"tokens": [...], "labels": [...]}',
-                                "seq2seq": '{"input": ..., "target": ...}'}[task] + ")")
+            raise LmkitError(
+                f"{where}: missing {' and '.join(repr(m) for m in missing)} (a {task} example is "
+                + {
+                    "sequence-classification": '{"text": ..., "label": ...}',
+                    "token-classification": '{"tokens": [...], "labels": [...]}',
+                    "seq2seq": '{"input": ..., "target": ...}',
+                }[task]
+                + ")"
+            )
         if task == "sequence-classification":
             if not isinstance(obj["text"], str) or not obj["text"].strip():
                 raise LmkitError(f"{where}: 'text' must be a non-empty string")
@@ -117,8 +125,10 @@ def read_examples(path: str | Path, task: str) -> list[Example]:
             if not isinstance(words, list) or not words or not all(isinstance(w, str) and w for w in words):
                 raise LmkitError(f"{where}: 'tokens' must be a non-empty list of non-empty strings")
             if not isinstance(tags, list) or len(tags) != len(words):
-                raise LmkitError(f"{where}: 'labels' must be a list with one label per token "
-                                 f"({len(words)} tokens, {len(tags) if isinstance(tags, list) else 'no'} labels)")
+                raise LmkitError(
+                    f"{where}: 'labels' must be a list with one label per token "
+                    f"({len(words)} tokens, {len(tags) if isinstance(tags, list) else 'no'} labels)"
+                )
             out.append(Example(where, words=tuple(words), tags=tuple(_label(t, where, "labels") for t in tags)))
         else:
             if not isinstance(obj["input"], str) or not isinstance(obj["target"], str) or not obj["target"].strip():
@@ -150,8 +160,9 @@ def encode_text(tokenizer: Any, text: str, max_len: int) -> list[int]:
     return [tokenizer.eos_id, *ids, tokenizer.eos_id]
 
 
-def encode_words(tokenizer: Any, words: Sequence[str], tag_ids: Sequence[int], max_len: int
-                 ) -> tuple[list[int], list[int], int]:
+def encode_words(
+    tokenizer: Any, words: Sequence[str], tag_ids: Sequence[int], max_len: int
+) -> tuple[list[int], list[int], int]:
     """Ids of a word sequence and a label per id: each word's label on its first token, -100 elsewhere.
 
     Words after a space are encoded with their leading space (as they appear in running text).
@@ -183,4 +194,4 @@ def pad(seqs: Sequence[Sequence[int]], value: int, length: int | None = None) ->
 def index_batches(n: int, batch_size: int, gen: torch.Generator | None) -> list[list[int]]:
     """Indices 0..n-1 in batches: shuffled by ``gen``, or in order without one."""
     order = torch.randperm(n, generator=gen).tolist() if gen is not None else list(range(n))
-    return [order[i:i + batch_size] for i in range(0, n, batch_size)]
+    return [order[i : i + batch_size] for i in range(0, n, batch_size)]

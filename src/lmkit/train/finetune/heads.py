@@ -66,8 +66,9 @@ class TokenClassifier(Classifier):
 
 
 @torch.no_grad()
-def predict_classes(model: nn.Module, items: list[tuple[list[int], Any]], task: str, pad_id: int,
-                    batch_size: int, device: torch.device) -> list[Any]:
+def predict_classes(
+    model: nn.Module, items: list[tuple[list[int], Any]], task: str, pad_id: int, batch_size: int, device: torch.device
+) -> list[Any]:
     """Predicted label indices: one per text, or one list per text (one per scored word)."""
     model.eval()
     preds: list[Any] = []
@@ -85,8 +86,15 @@ def predict_classes(model: nn.Module, items: list[tuple[list[int], Any]], task: 
     return preds
 
 
-def save_finetuned(out: str | Path, model: Classifier | LanguageModel, tokenizer: Any, cfg: FinetuneConfig,
-                   report: dict[str, Any], base: str, overwrite: bool = False) -> Path:
+def save_finetuned(
+    out: str | Path,
+    model: Classifier | LanguageModel,
+    tokenizer: Any,
+    cfg: FinetuneConfig,
+    report: dict[str, Any],
+    base: str,
+    overwrite: bool = False,
+) -> Path:
     """Write the fine-tuned model as a checkpoint folder (atomically); the head goes to head.safetensors."""
     from safetensors.torch import save_file
 
@@ -99,17 +107,25 @@ def save_finetuned(out: str | Path, model: Classifier | LanguageModel, tokenizer
     body = head.encoder if head is not None else cast(LanguageModel, model)
     info: dict[str, Any] = {"task": cfg.task, "base_checkpoint": base, "settings": asdict(cfg)}
     if head is not None:
-        info.update({"labels": report["labels"], "pooling": "mean" if cfg.task == "sequence-classification" else None,
-                     "head_file": HEAD_FILE})
+        info.update(
+            {
+                "labels": report["labels"],
+                "pooling": "mean" if cfg.task == "sequence-classification" else None,
+                "head_file": HEAD_FILE,
+            }
+        )
     meta = {"finetune": {k: v for k, v in report.items() if k not in ("examples",)}, "family": body.cfg.family}
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp_parent = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.tmp-"))
     try:
-        staged = save_checkpoint(tmp_parent / "ckpt", body, body.cfg, tokenizer=tokenizer, meta=meta,
-                                 extra_config={"finetune": info})
+        staged = save_checkpoint(
+            tmp_parent / "ckpt", body, body.cfg, tokenizer=tokenizer, meta=meta, extra_config={"finetune": info}
+        )
         if head is not None:
-            save_file({k: v.detach().contiguous().cpu() for k, v in head.classifier.state_dict().items()},
-                      str(staged / HEAD_FILE))
+            save_file(
+                {k: v.detach().contiguous().cpu() for k, v in head.classifier.state_dict().items()},
+                str(staged / HEAD_FILE),
+            )
             from lmkit.models.checkpoint import record_checksums
 
             record_checksums(staged)  # meta.json's checksums cover the head too
@@ -151,19 +167,14 @@ def load_finetuned(path: str | Path, device: str | torch.device = "cpu") -> Fine
     """A classifier saved by ``lmkit finetune-head --out`` (encoder + head)."""
     from safetensors.torch import load_file
 
-    from lmkit.models.checkpoint import (
-        load_model,
-        load_tokenizer,
-        read_config,
-        resolve_checkpoint,
-        verify_file,
-    )
+    from lmkit.models.checkpoint import load_model, load_tokenizer, read_config, resolve_checkpoint, verify_file
 
     ckpt = resolve_checkpoint(path)
     info = read_config(ckpt).get("finetune")
     if not info or info.get("task") not in ("sequence-classification", "token-classification"):
-        raise LmkitError(f"{ckpt}: not a fine-tuned classifier (no finetune entry with a classification task "
-                         "in config.json)")
+        raise LmkitError(
+            f"{ckpt}: not a fine-tuned classifier (no finetune entry with a classification task in config.json)"
+        )
     encoder = load_model(ckpt, device=device)
     head_cls = SequenceClassifier if info["task"] == "sequence-classification" else TokenClassifier
     model = head_cls(cast(Encoder, encoder), len(info["labels"]))  # a classifier's body is an encoder

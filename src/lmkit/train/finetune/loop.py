@@ -43,18 +43,11 @@ from lmkit.train.finetune.data import (
     read_examples,
     split_examples,
 )
-from lmkit.train.finetune.heads import (
-    Classifier,
-    SequenceClassifier,
-    TokenClassifier,
-    predict_classes,
-    save_finetuned,
-)
+from lmkit.train.finetune.heads import Classifier, SequenceClassifier, TokenClassifier, predict_classes, save_finetuned
 from lmkit.train.finetune.scores import classification_metrics, entity_metrics, word_f1
 from lmkit.train.steps import adamw, param_groups, scheduled_lr
 
 # --------------------------------------------------------------------------- training
-
 
 
 def _update(model: nn.Module, opt: torch.optim.Optimizer, loss: torch.Tensor, bar: Any, epoch: int) -> float:
@@ -101,8 +94,9 @@ class Prepared:
     truncated_words: int = 0
 
 
-def _prepare_classification(tokenizer: Any, cfg: FinetuneConfig, train: list[Example], val: list[Example],
-                            max_len: int) -> Prepared:
+def _prepare_classification(
+    tokenizer: Any, cfg: FinetuneConfig, train: list[Example], val: list[Example], max_len: int
+) -> Prepared:
     if cfg.task == "sequence-classification":
         labels = sorted({e.label for e in train + val})
         index = {lab: i for i, lab in enumerate(labels)}
@@ -150,14 +144,22 @@ def _classification_report(prep: Prepared, preds: list[Any], task: str) -> dict[
     return rep
 
 
-def finetune_classifier(encoder: LanguageModel, tokenizer: Any, train: list[Example], val: list[Example],
-                        cfg: FinetuneConfig, device: str | torch.device = "cpu",
-                        show_progress: bool = False) -> tuple[Classifier, dict[str, Any]]:
+def finetune_classifier(
+    encoder: LanguageModel,
+    tokenizer: Any,
+    train: list[Example],
+    val: list[Example],
+    cfg: FinetuneConfig,
+    device: str | torch.device = "cpu",
+    show_progress: bool = False,
+) -> tuple[Classifier, dict[str, Any]]:
     """Put a classification head on ``encoder`` and fine-tune; returns (classifier, held-out report)."""
     cfg.validate()
     if encoder.cfg.family != "encoder":
-        raise LmkitError(f"--task {cfg.task} needs an encoder checkpoint (this one is a {encoder.cfg.family}); "
-                         "an encoder-decoder fine-tunes with --task seq2seq")
+        raise LmkitError(
+            f"--task {cfg.task} needs an encoder checkpoint (this one is a {encoder.cfg.family}); "
+            "an encoder-decoder fine-tunes with --task seq2seq"
+        )
     device = torch.device(device)
     torch.manual_seed(cfg.seed)
     prep = _prepare_classification(tokenizer, cfg, train, val, encoder.cfg.max_seq_len)
@@ -197,13 +199,25 @@ def finetune_classifier(encoder: LanguageModel, tokenizer: Any, train: list[Exam
             step += 1
         preds = predict_classes(model, prep.val, cfg.task, pad_id, cfg.batch_size, device)
         rep = _classification_report(prep, preds, cfg.task)
-        history.append({"epoch": epoch + 1, "train_loss": sum(losses) / len(losses), "accuracy": rep["accuracy"],
-                        **({"entity_f1": rep["entity"]["f1"]} if "entity" in rep else {})})
+        history.append(
+            {
+                "epoch": epoch + 1,
+                "train_loss": sum(losses) / len(losses),
+                "accuracy": rep["accuracy"],
+                **({"entity_f1": rep["entity"]["f1"]} if "entity" in rep else {}),
+            }
+        )
     if bar is not None:
         bar.close()
     model.eval()
-    report = {"task": cfg.task, "train_examples": len(train), "val_examples": len(val), "labels": prep.labels,
-              "history": history, **rep}
+    report = {
+        "task": cfg.task,
+        "train_examples": len(train),
+        "val_examples": len(val),
+        "labels": prep.labels,
+        "history": history,
+        **rep,
+    }
     return model, report
 
 
@@ -213,14 +227,18 @@ def finetune_classifier(encoder: LanguageModel, tokenizer: Any, train: list[Exam
 def _seq2seq_batch(tokenizer: Any, exs: Sequence[Example], max_in: int, max_tgt: int) -> dict[str, torch.Tensor]:
     inputs = [tokenizer.encode(e.source, allow_special=True)[: max_in - 1] + [tokenizer.eos_id] for e in exs]
     targets = [tokenizer.encode(e.target)[: max_tgt - 1] + [tokenizer.eos_id] for e in exs]
-    return {"input_ids": pad(inputs, tokenizer.pad_id), "attention_mask": pad([[1] * len(s) for s in inputs], 0),
-            "decoder_input_ids": pad([[tokenizer.pad_id, *t[:-1]] for t in targets], tokenizer.pad_id),
-            "labels": pad(targets, IGNORE_INDEX)}
+    return {
+        "input_ids": pad(inputs, tokenizer.pad_id),
+        "attention_mask": pad([[1] * len(s) for s in inputs], 0),
+        "decoder_input_ids": pad([[tokenizer.pad_id, *t[:-1]] for t in targets], tokenizer.pad_id),
+        "labels": pad(targets, IGNORE_INDEX),
+    }
 
 
 @torch.no_grad()
-def evaluate_seq2seq(model: EncoderDecoder, tokenizer: Any, val: list[Example], batch_size: int,
-                     device: torch.device) -> dict[str, Any]:
+def evaluate_seq2seq(
+    model: EncoderDecoder, tokenizer: Any, val: list[Example], batch_size: int, device: torch.device
+) -> dict[str, Any]:
     """Held-out loss (teacher forcing), and exact match / word F1 of greedy generations."""
     from lmkit.infer.generate import generate_seq2seq_ids
     from lmkit.infer.sampling import GenerationConfig
@@ -233,12 +251,20 @@ def evaluate_seq2seq(model: EncoderDecoder, tokenizer: Any, val: list[Example], 
     gen_cfg = GenerationConfig(max_new_tokens=cfg.max_target_len)
     for idx in index_batches(len(val), batch_size, None):
         exs = [val[i] for i in idx]
-        batch = {k: v.to(device) for k, v in _seq2seq_batch(tokenizer, exs, cfg.max_seq_len, cfg.max_target_len).items()}
+        batch = {
+            k: v.to(device) for k, v in _seq2seq_batch(tokenizer, exs, cfg.max_seq_len, cfg.max_target_len).items()
+        }
         n = int((batch["labels"] != IGNORE_INDEX).sum())
         nats += float(model.loss(batch)) * n
         tokens += n
-        out = generate_seq2seq_ids(model, batch["input_ids"], gen_cfg, start_id=tokenizer.pad_id,
-                                   eos_id=tokenizer.eos_id, attention_mask=batch["attention_mask"])
+        out = generate_seq2seq_ids(
+            model,
+            batch["input_ids"],
+            gen_cfg,
+            start_id=tokenizer.pad_id,
+            eos_id=tokenizer.eos_id,
+            attention_mask=batch["attention_mask"],
+        )
         for e, row in zip(exs, out.tolist()):
             if tokenizer.eos_id in row:
                 row = row[: row.index(tokenizer.eos_id)]
@@ -248,13 +274,24 @@ def evaluate_seq2seq(model: EncoderDecoder, tokenizer: Any, val: list[Example], 
             if len(examples) < 5:
                 examples.append({"input": e.source, "target": e.target, "output": text})
     loss = nats / max(1.0, tokens)
-    return {"loss": loss, "perplexity": math.exp(min(loss, 50.0)), "exact_match": exact / len(val),
-            "word_f1": f1 / len(val), "examples": examples}
+    return {
+        "loss": loss,
+        "perplexity": math.exp(min(loss, 50.0)),
+        "exact_match": exact / len(val),
+        "word_f1": f1 / len(val),
+        "examples": examples,
+    }
 
 
-def finetune_seq2seq(model: LanguageModel, tokenizer: Any, train: list[Example], val: list[Example],
-                     cfg: FinetuneConfig, device: str | torch.device = "cpu",
-                     show_progress: bool = False) -> tuple[EncoderDecoder, dict[str, Any]]:
+def finetune_seq2seq(
+    model: LanguageModel,
+    tokenizer: Any,
+    train: list[Example],
+    val: list[Example],
+    cfg: FinetuneConfig,
+    device: str | torch.device = "cpu",
+    show_progress: bool = False,
+) -> tuple[EncoderDecoder, dict[str, Any]]:
     """Fine-tune an encoder-decoder on input/target pairs; returns (model, held-out report)."""
     cfg.validate()
     if model.cfg.family != "encdec":
@@ -281,21 +318,33 @@ def finetune_seq2seq(model: LanguageModel, tokenizer: Any, train: list[Example],
             losses.append(_update(model, opt, loss, bar, epoch))
             step += 1
         rep = evaluate_seq2seq(model, tokenizer, val, cfg.batch_size, device)
-        history.append({"epoch": epoch + 1, "train_loss": sum(losses) / len(losses), "val_loss": rep["loss"],
-                        "exact_match": rep["exact_match"]})
+        history.append(
+            {
+                "epoch": epoch + 1,
+                "train_loss": sum(losses) / len(losses),
+                "val_loss": rep["loss"],
+                "exact_match": rep["exact_match"],
+            }
+        )
     if bar is not None:
         bar.close()
     model.eval()
-    return model, {"task": cfg.task, "train_examples": len(train), "val_examples": len(val), "history": history,
-                   **rep}
+    return model, {"task": cfg.task, "train_examples": len(train), "val_examples": len(val), "history": history, **rep}
 
 
 # --------------------------------------------------------------------------- the whole run
 
 
-def run_finetune(checkpoint: str, data: str, cfg: FinetuneConfig, eval_data: str | None = None,
-                 out: str | None = None, overwrite: bool = False, device: str = "cpu",
-                 show_progress: bool = True) -> dict[str, Any]:
+def run_finetune(
+    checkpoint: str,
+    data: str,
+    cfg: FinetuneConfig,
+    eval_data: str | None = None,
+    out: str | None = None,
+    overwrite: bool = False,
+    device: str = "cpu",
+    show_progress: bool = True,
+) -> dict[str, Any]:
     """Load a checkpoint, fine-tune it on a labelled JSONL file, report (and save with ``out``)."""
     from lmkit.files import Manifest, check_out_dir
     from lmkit.models.checkpoint import checkpoint_files, load_model, load_tokenizer, resolve_checkpoint
@@ -303,8 +352,13 @@ def run_finetune(checkpoint: str, data: str, cfg: FinetuneConfig, eval_data: str
     cfg.validate()
     ckpt = resolve_checkpoint(checkpoint)
     if out:  # before any training: an unusable --out fails now, not after the epochs
-        check_out_dir(Path(out), overwrite, [checkpoint, ckpt, data, *([eval_data] if eval_data else [])],
-                      ours=Manifest(checkpoint_files), kind="checkpoint")
+        check_out_dir(
+            Path(out),
+            overwrite,
+            [checkpoint, ckpt, data, *([eval_data] if eval_data else [])],
+            ours=Manifest(checkpoint_files),
+            kind="checkpoint",
+        )
     examples = read_examples(data, cfg.task)
     if eval_data:
         train, val = examples, read_examples(eval_data, cfg.task)
@@ -322,4 +376,3 @@ def run_finetune(checkpoint: str, data: str, cfg: FinetuneConfig, eval_data: str
     if out:
         report["out"] = str(save_finetuned(out, tuned, tokenizer, cfg, report, str(ckpt), overwrite))
     return report
-
