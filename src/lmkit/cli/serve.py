@@ -10,6 +10,9 @@ from typing import Any
 from lmkit.cli.common import add_checkpoint, add_no_verify, add_threads
 
 SHUTDOWN_S = 10  # seconds requests in flight get to finish once the server is told to stop
+# seconds an idle kept-alive connection stays open: longer than uvicorn's 5 s, so a client whose pooled
+# connection sat idle while its loop was busy does not reuse one the server is closing (a dropped read)
+KEEP_ALIVE_S = 75
 
 
 def add_serve(sub: Any) -> None:
@@ -91,7 +94,14 @@ def _run_serve(args: argparse.Namespace) -> int:
     )
     try:
         # SIGTERM/Ctrl-C: stop taking requests, give those in flight SHUTDOWN_S seconds, then stop anyway
-        uvicorn.run(app, host=args.host, port=args.port, log_level="info", timeout_graceful_shutdown=SHUTDOWN_S)
+        uvicorn.run(
+            app,
+            host=args.host,
+            port=args.port,
+            log_level="info",
+            timeout_graceful_shutdown=SHUTDOWN_S,
+            timeout_keep_alive=KEEP_ALIVE_S,
+        )
     finally:
         engine.close()
     return 0
