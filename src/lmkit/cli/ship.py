@@ -204,20 +204,31 @@ def add_import_hf(sub: Any) -> None:
         "RoFormerForMaskedLM and T5ForConditionalGeneration (v1.0, ReLU) whose config lmkit represents "
         "exactly; anything else is refused with the setting that has no lmkit equivalent (grouped-query attention, "
         "biases, rope scaling, gated MLPs, ...).\n\n"
-        "The folder's tokenizer.json is carried over when it is an lmkit tokenizer (special tokens "
-        "<pad> <s> </s> <unk> [MASK] <extra_id_0..99> at ids 0..104); otherwise pass --tokenizer with "
-        "one of the same vocabulary size, or --no-tokenizer. Weights become float32. meta.json records "
-        "the source folder and the sha256 of its weights; for an unchanged `lmkit export` folder the "
+        "The folder's tokenizer.json is carried over as it is, with which token plays which role (bos, eos, "
+        "pad, the document separator) as its tokenizer_config.json, special_tokens_map.json, "
+        "generation_config.json and config.json say; --bos-token/--eos-token/--pad-token name a role they "
+        "leave out. Weights become float32. meta.json records "
+        "the source (hub name and commit, or folder), the sha256 of its weights and the base model's license "
+        "from its card, carried on by every checkpoint trained from it; for an unchanged `lmkit export` folder the "
         "original training record is kept.\n\n"
-        "example:\n  lmkit import-hf hf/small --out runs/small-back",
+        "examples:\n  lmkit import-hf hf/small --out runs/small-back\n"
+        "  lmkit import-hf HuggingFaceTB/SmolLM2-135M --out models/smollm2   (a hub name; --revision picks a commit)",
     )
-    p.add_argument("folder", help="the transformers folder (holding config.json and the weights)")
+    p.add_argument(
+        "folder",
+        metavar="SOURCE",
+        help="a transformers folder (holding config.json and the weights), or a hub name such as "
+        "HuggingFaceTB/SmolLM2-135M (fetched through huggingface_hub: its cache, HF_TOKEN, HF_HUB_OFFLINE=1)",
+    )
+    p.add_argument(
+        "--revision", default=None, help="with a hub name: the branch, tag or commit to import (default main)"
+    )
     add_out(p, "checkpoint folder to write (new or empty unless --overwrite)", required=True)
     add_overwrite(p, "a checkpoint lmkit wrote in --out")
-    p.add_argument(
-        "--tokenizer", default=None, help="an lmkit tokenizer.json (or folder) to use instead of the folder's"
-    )
+    p.add_argument("--tokenizer", default=None, help="a tokenizer.json (or folder) to use instead of the folder's")
     p.add_argument("--no-tokenizer", action="store_true", help="import the weights without a tokenizer")
+    for role, what in (("bos", "begins a text"), ("eos", "ends a text and separates documents"), ("pad", "pads")):
+        p.add_argument(f"--{role}-token", metavar="TOKEN", help=f"the token that {what} (default: as its files say)")
     p.add_argument(
         "--max-seq-len",
         type=int,
@@ -241,6 +252,10 @@ def _run_import_hf(args: argparse.Namespace) -> int:
         tokenizer=args.tokenizer,
         no_tokenizer=args.no_tokenizer,
         max_seq_len=args.max_seq_len,
+        revision=args.revision,
+        bos_token=args.bos_token,
+        eos_token=args.eos_token,
+        pad_token=args.pad_token,
     )
     if args.json:
         print_json(report)
@@ -251,6 +266,9 @@ def _run_import_hf(args: argparse.Namespace) -> int:
         f"{m['n_layers']} layers, d_model {m['d_model']}, {m['n_heads']} heads, vocab {m['vocab_size']:,}, "
         f"context {m['max_seq_len']:,}) -> {report['checkpoint']}"
     )
+    base = report.get("base_model") or {}
+    if base.get("hub"):
+        print(f"  from the hub: {base['name']} at commit {base['revision']}, license {base['license'] or 'not stated'}")
     if not report["tokenizer"]:
         print("  no tokenizer imported: lmkit commands that read text need one in the checkpoint", file=sys.stderr)
     return 0

@@ -11,8 +11,8 @@ tensor's shape (safetensors headers; ``.bin`` files once loaded) must be the one
 (:func:`check_hf_shapes`): a config that does not describe its weights costs no memory. Every tensor
 must have a place (:func:`from_hf_state`): tied tensors may appear as copies and must then equal the
 embedding; RoFormer's query/key rows are put back into lmkit's order.
-``tokenizer.json`` is carried over when it is an lmkit tokenizer (lmkit's special tokens at ids
-0..104); for another tokenizer the message says what to pass instead. Weights become float32.
+``tokenizer.json`` is carried over as it is, with which token plays which role
+(:func:`lmkit.tokenizer.import_tokenizer`). Weights become float32.
 ``meta.json`` records where the model came from; when the folder is an lmkit export whose weights
 are unchanged (``lmkit_meta.json``'s sha256 matches), the original training record is kept too.
 
@@ -44,6 +44,7 @@ from lmkit.models.hf import (
     target_of,
 )
 from lmkit.ship.config_from_hf import lmkit_config_from_hf, original_config
+from lmkit.ship.hf_source import resolve_hf_source
 
 if TYPE_CHECKING:
     import torch
@@ -240,17 +241,24 @@ def import_hf(
     tokenizer: str | Path | None = None,
     no_tokenizer: bool = False,
     max_seq_len: int | None = None,
+    revision: str | None = None,
+    bos_token: str | None = None,
+    eos_token: str | None = None,
+    pad_token: str | None = None,
 ) -> dict[str, Any]:
-    """Read a transformers folder into an lmkit checkpoint at ``out``; returns a report."""
+    """Read a transformers folder, or a hub name fetched through ``huggingface_hub`` at ``revision``
+    (:mod:`lmkit.ship.hf_source`), into an lmkit checkpoint at ``out``; returns a report."""
     import torch
 
     from lmkit.models import build_model, count_parameters
     from lmkit.models.checkpoint import checkpoint_files, load_weights_into, save_checkpoint
-    from lmkit.tokenizer import Tokenizer
+    from lmkit.tokenizer import Tokenizer, import_tokenizer
 
-    folder = Path(src)
-    if not folder.is_dir():
-        raise LmkitError(f"{folder}: not a folder (give the folder that holds config.json and the weights)")
+    if not Path(src).is_dir():  # a hub name: refuse a taken --out before downloading anything
+        check_out_dir(
+            Path(out), overwrite, [tokenizer] if tokenizer else [], ours=Manifest(checkpoint_files), kind="checkpoint"
+        )
+    folder, base = resolve_hf_source(src, revision)
     cfg_path = folder / "config.json"
     if not cfg_path.is_file():
         raise LmkitError(f"{folder}: no config.json")
@@ -285,27 +293,9 @@ def import_hf(
     cfg = lmkit_config_from_hf(hf_cfg, str(cfg_path), max_seq_len, tok_max)
 
     tok: Tokenizer | None = None
-    if not no_tokenizer:
-        tok_path = Path(tokenizer) if tokenizer else folder / "tokenizer.json"
-        if tokenizer is None and not tok_path.is_file():
-            raise LmkitError(
-                f"{folder}: no tokenizer.json; lmkit needs its tokenizer to train or evaluate "
-                "(pass --tokenizer FILE with an lmkit tokenizer of the same vocabulary, or "
-                "--no-tokenizer to import the weights alone)"
-            )
-        try:
-            tok = Tokenizer.load(tok_path)
-        except LmkitError as e:
-            raise LmkitError(
-                f"{e}. lmkit's pipeline needs <pad>, <s>, </s>, <unk>, [MASK], <extra_id_0..99> at ids "
-                "0..104: pass --tokenizer FILE with such a tokenizer of the same vocabulary, or "
-                "--no-tokenizer to import the weights alone"
-            ) from None
-        if tok.vocab_size != cfg.vocab_size:
-            raise LmkitError(
-                f"{tok_path}: tokenizer has {tok.vocab_size} tokens but the model's vocabulary is "
-                f"{cfg.vocab_size}; they must match (or pass --no-tokenizer)"
-            )
+    if not no_tokenizer:  # the model's own tokenizer, as it is, with its roles (lmkit.token_roles)
+        roles = {"bos": bos_token, "eos": eos_token, "pad": pad_token}
+        tok = import_tokenizer(folder, tokenizer, cfg.vocab_size, roles)
 
     weight_files = sorted(p for p in folder.iterdir() if p.suffix in (".safetensors", ".bin") and p.is_file())
     hashes = {p.name: sha256_file(p) for p in weight_files}
@@ -342,6 +332,8 @@ def import_hf(
             "params": count_parameters(model),
             "imported_from": {
                 "path": str(folder.resolve()),
+                "hub_name": base.name if base.hub else None,
+                "revision": base.revision,
                 "architecture": target_of(cfg).architecture,
                 "model_type": hf_cfg.get("model_type"),
                 "transformers_version": hf_cfg.get("transformers_version"),
@@ -351,6 +343,8 @@ def import_hf(
             },
         }
     )
+    if not kept_history:  # an unchanged lmkit export keeps the base model its record names, if any
+        meta["base_model"] = base.to_json()
     if tok is not None:
         meta["tokenizer_sha256"] = tok.sha256
     if out.is_dir() and not any(out.iterdir()):
@@ -364,6 +358,7 @@ def import_hf(
         "params": meta["params"],
         "tokenizer": tok is not None,
         "training_record_kept": kept_history,
+        "base_model": meta.get("base_model"),
         "model": {
             k: getattr(cfg, k)
             for k in ("vocab_size", "d_model", "n_layers", "n_heads", "ffn_width", "max_seq_len", "tie_embeddings")

@@ -6,6 +6,7 @@ a model over the processes (DDP or FSDP) with its whole state gathered back for 
 from __future__ import annotations
 
 import os
+import platform
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -175,3 +176,14 @@ def full_states(
         weights = {k.removeprefix("model."): v for k, v in weights.items() if k.removeprefix("model.") not in aliases}
         return weights, get_optimizer_state_dict(wrapped, optimizer, options=opts)
     return model_state(model), optimizer.state_dict()
+
+
+def hardware_summary(device: torch.device, d: Dist) -> dict[str, Any]:
+    """Where a run trained, for its meta.json and card: device, world size, torch, and the GPU or CPU."""
+    info: dict[str, Any] = {"device": str(device), "world_size": d.world, "torch": torch.__version__}
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    else:
+        info["cpu"] = platform.processor() or platform.machine()
+        info["threads"] = torch.get_num_threads()
+    return info

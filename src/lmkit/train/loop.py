@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import math
-import platform
 import shlex
 import signal
 import sys
@@ -43,6 +42,7 @@ from lmkit.models import build_model, count_parameters
 from lmkit.models.checkpoint import (
     CKPT_PREFIX,
     list_checkpoints,
+    load_meta,
     load_train_state,
     load_weights_into,
     prune_checkpoints,
@@ -51,10 +51,10 @@ from lmkit.models.checkpoint import (
 )
 from lmkit.objectives import make_batch, window_length
 from lmkit.train.distributed import (
-    Dist,
     LossModule,
     autocast_for,
     full_states,
+    hardware_summary,
     init_distributed,
     load_optimizer_state,
     resolve_device,
@@ -83,16 +83,6 @@ def curation_summary(paths: list[str]) -> dict[str, Any] | None:
     if not totals:
         return None
     return next(iter(totals.values())) if len(totals) == 1 else totals
-
-
-def hardware_summary(device: torch.device, d: Dist) -> dict[str, Any]:
-    info: dict[str, Any] = {"device": str(device), "world_size": d.world, "torch": torch.__version__}
-    if device.type == "cuda":
-        info["gpu"] = torch.cuda.get_device_name(device)
-    else:
-        info["cpu"] = platform.processor() or platform.machine()
-        info["threads"] = torch.get_num_threads()
-    return info
 
 
 class Trainer:
@@ -154,6 +144,8 @@ class Trainer:
                 cfg, self.resume_from, self.out, self.new_data, self.dist.main, self.dist.world
             )
         self.precision_choice = settle_precision(cfg, self.device, self.dist, self.prev_meta.get("precision_choice"))
+        # the foundation model this run descends from (lmkit.ship.hf_source), carried on to its checkpoints
+        self.base_model = (load_meta(self.init_from) if self.init_from else self.prev_meta).get("base_model")
 
     def _build_data(self) -> None:
         """Tokenizer and packed shards (packed by the main rank, opened by the others), the model's
@@ -421,6 +413,7 @@ class Trainer:
             },
             "tokenizer_sha256": self.tokenizer.sha256,
             "init_from": str(self.init_from) if self.init_from else None,
+            "base_model": self.base_model,
             "data_fingerprint": self.data_fingerprint,  # checked by --resume (lmkit.train.resume)
             "data_changes": self.data_changes,  # each --resume --new-data that switched the data
             "memory": self.memory_report(),  # measured peak beside lmkit plan's prediction

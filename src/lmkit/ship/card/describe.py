@@ -97,9 +97,14 @@ def model_section(f: dict[str, Any], name: str, export: bool = False) -> list[st
     cfg, meta = f["cfg"], f["meta"]
     fam = cfg.family
     imported = meta.get("imported_from")
+    base = meta.get("base_model") if isinstance(meta.get("base_model"), dict) else {}
+    at = f" at revision `{base['revision']}`" if base.get("revision") else ""
     if imported:
         arch = imported.get("architecture") or hf_architecture(cfg) or "transformers"
-        origin = f"imported into lmkit from a Hugging Face `{arch}` folder (`{imported.get('path', NOT_RECORDED)}`)"
+        where = f"`{base['name']}`{at} on the hub" if base.get("hub") else f"`{imported.get('path', NOT_RECORDED)}`"
+        origin = f"imported into lmkit from a Hugging Face `{arch}` ({where})"
+    elif base.get("name"):
+        origin = f"continued pre-training of the foundation model `{base['name']}`{at} with lmkit"
     else:
         origin = f"pre-trained from scratch with lmkit by {objective_text(cfg.objective).split(':')[0]}"
     lines = [f"# {name}", "", f"**{name}** is a {si(f['params'])}-parameter {FAMILY_TITLE[fam]}, {origin}.", ""]

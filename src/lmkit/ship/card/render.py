@@ -228,9 +228,13 @@ def render_card(
     ``load_path``). ``hub_name``: the hub name to show in the pull command.
     """
     f = card_facts(ckpt)
+    base = f["meta"].get("base_model") if isinstance(f["meta"].get("base_model"), dict) else {}
+    license = license or base.get("license")  # a derived model keeps its base model's license unless told
     name = name or hub_name or default_name(f["path"])
     user = [_user_section(s) for s in sections]
     fm = _front_matter(f, name, license, language, export)
+    if base.get("hub"):  # the hub's own key for "fine-tuned / continued from"
+        fm["base_model"] = base["name"]
     body: list[str] = []
     body += model_section(f, name, export)
     body += training_section(f)
