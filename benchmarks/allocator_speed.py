@@ -12,8 +12,9 @@ the settled ``train.memory``; then each side's median tokens/s and the ratio def
 target: at least 0.95), and the default runs' peak against the plan (the target: within 10%).
 ``--lean`` adds a third side, ``--train.memory lean``, for the price of the lean allocator.
 
-Before the runs, this machine's runtime baseline is measured (what ``lmkit plan --this-machine``
-does) into the work folder's own cache, so the plan the runs report is the one for this machine.
+Before the runs, this machine's runtime baseline (while training, and what a run's end adds) is
+measured (what ``lmkit plan --this-machine`` does) into the work folder's own cache, so the plan the
+runs report is the one for this machine.
 
     python benchmarks/allocator_speed.py [--rounds 3] [--steps 40] [--lean] [--config cpu-small]
         [--work /tmp/lmkit-alloc]
@@ -115,14 +116,15 @@ def main() -> None:
     args.work = str(work)
     env = {**os.environ, "LMKIT_CACHE": str(work / "cache")}  # this machine's baseline, measured below
     os.environ["LMKIT_CACHE"] = env["LMKIT_CACHE"]
-    from lmkit.plan.measure import runtime_baseline
+    from lmkit.plan.baseline import finish_baseline, runtime_baseline
 
     shards = demo_shards(work, args.config)
     baseline, _ = runtime_baseline(measure=True)
     sides = ["default", "fast"] + (["lean"] if args.lean else [])
     print(
         f"{args.config} on the demo corpus ({shards}), {args.steps} steps per run, {args.rounds} round(s); "
-        f"runtime baseline measured here: {baseline / 1e6:.0f} MB"
+        f"runtime baseline measured here: {baseline / 1e6:.0f} MB while training, "
+        f"{finish_baseline() / 1e6:.0f} MB more at the run's end"
     )
     runs: list[dict[str, Any]] = []
     for i in range(args.rounds):

@@ -14,7 +14,11 @@ tokenizer passed in as a WordTokenizer instead of spaCy (spaCy is ~4x slower her
 gzip JSONL. Printed: MB/s (UTF-8 input bytes per second), documents/s, the speed ratio, and the
 agreement of the kept documents (by id) after the filters and after the whole chain.
 
-    .venv/bin/python benchmarks/curate_speed.py [--mb 50] [--workers 2] [--repeat 3] [--dt-repeat 1]
+    .venv/bin/python benchmarks/curate_speed.py [--mb 50] [--workers 2] [--repeat 3] [--dt-repeat 1] [--chain both]
+
+``--chain warc`` (or ``both``, the default) also runs the WARC-to-curated chain of
+``curate_warc.py`` (WARC reader, URL filter, HTML extraction, language ID, Gopher, C4, MinHash) on
+WARC files made from this machine's HTML documentation; ``--chain text`` runs only the chain above.
 
 Needs the `bench` extra (datatrove[io,processing], spacy). Others using the CPU make timings
 noisy: the lmkit time is the median of --repeat runs, and both tools run in the same session.
@@ -159,6 +163,7 @@ def lmkit_config(filters_only: bool = False) -> CurateConfig:
     cfg.order = ["gopher_quality", "c4", "gopher_repetition"] + ([] if filters_only else ["exact_dedup", "minhash"])
     cfg.c4.paragraph_aware = False  # datatrove judges C4 line by line
     cfg.gopher_quality.alpha_ratio_of = "tokens"  # datatrove counts punctuation tokens in the alpha ratio
+    cfg.gopher_quality.stop_words_case_sensitive = True  # datatrove compares stop words as written
     return cfg
 
 
@@ -316,6 +321,7 @@ def main() -> int:
     ap.add_argument("--repeat", type=int, default=3, help="lmkit runs (median reported)")
     ap.add_argument("--dt-repeat", type=int, default=1, help="datatrove runs (median reported; ~2-3 min each)")
     ap.add_argument("--work", default=None, help="working folder (default: a temporary one, removed)")
+    ap.add_argument("--chain", choices=["text", "warc", "both"], default="both", help="which chains to run")
     args = ap.parse_args()
 
     try:
@@ -328,65 +334,75 @@ def main() -> int:
 
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="curate-bench-"))
     try:
-        corpus = work / "corpus"
-        if corpus.exists():
-            shutil.rmtree(corpus)
-        per = build_corpus(corpus, args.mb)
-        mb = sum(per.values())
-        n_docs = sum(1 for _ in iter_documents([corpus]))
-        print(f"corpus: {mb:.1f} MB, {n_docs:,} documents ({', '.join(f'{k} {v:.1f} MB' for k, v in per.items())})")
-        print(
-            f"cores: {os.cpu_count()}, workers: {args.workers}; load average before: "
-            f"{', '.join(f'{x:.2f}' for x in os.getloadavg())}"
-        )
+        if args.chain in ("text", "both"):
+            text_chain(args, work)
+        if args.chain in ("warc", "both"):
+            from curate_warc import main_warc
 
-        lm_times = []
-        rep: dict = {}
-        for _ in range(args.repeat):
-            t, rep = run_lmkit(corpus, work / "lmkit", args.workers, lmkit_config())
-            lm_times.append(t)
-        t_lm = statistics.median(lm_times)
-        tf_lm, rep_f = run_lmkit(corpus, work / "lmkit-filters", args.workers, lmkit_config(filters_only=True))
-        td_lm, rep_d = run_lmkit(corpus, work / "lmkit-default", args.workers, CurateConfig())
-
-        dt_runs = []
-        for _ in range(args.dt_repeat):
-            times, dt_filtered, dt_final = run_datatrove(corpus, work / "datatrove", args.workers)
-            dt_runs.append(times)
-        t_dt = statistics.median(sum(r.values()) for r in dt_runs)
-        tf_dt = statistics.median(r["filters"] for r in dt_runs)
-
-        print()
-        print(f"{'':34s} {'seconds':>8s} {'MB/s':>7s} {'docs/s':>8s}")
-        print(
-            f"{'lmkit   full chain (median of ' + str(args.repeat) + ')':34s} {t_lm:8.1f} {mb / t_lm:7.2f} "
-            f"{n_docs / t_lm:8.0f}   runs: {', '.join(f'{x:.1f}' for x in lm_times)}"
-        )
-        print(
-            f"{'datatrove full chain':34s} {t_dt:8.1f} {mb / t_dt:7.2f} {n_docs / t_dt:8.0f}   "
-            + ", ".join(f"{k} {v:.1f}" for k, v in dt_runs[-1].items())
-        )
-        print(f"{'lmkit   filters only':34s} {tf_lm:8.1f} {mb / tf_lm:7.2f} {n_docs / tf_lm:8.0f}")
-        print(f"{'datatrove filters only':34s} {tf_dt:8.1f} {mb / tf_dt:7.2f} {n_docs / tf_dt:8.0f}")
-        print(
-            f"{'lmkit   default config (8 stages)':34s} {td_lm:8.1f} {mb / td_lm:7.2f} {n_docs / td_lm:8.0f}   "
-            f"kept {rep_d['totals']['docs_kept_pct']:.1f}% of documents"
-        )
-        print()
-        print(f"speed ratio, full chain:   lmkit is {t_dt / t_lm:.1f}x datatrove (target >= 3x on 2 cores)")
-        print(f"speed ratio, filters only: lmkit is {tf_dt / tf_lm:.1f}x datatrove")
-        print(f"agreement after the filters:     {agreement(kept_ids(work / 'lmkit-filters'), kept_ids(dt_filtered))}")
-        print(f"agreement after the whole chain: {agreement(kept_ids(work / 'lmkit'), kept_ids(dt_final))}")
-        stages = ", ".join(f"{s['name']} -{s['removed']:,}" for s in rep["stages"])
-        print(f"lmkit removed per stage: {stages}; kept {rep['totals']['docs_out']:,} documents")
-        print(
-            f"load average after: {', '.join(f'{x:.2f}' for x in os.getloadavg())} "
-            "(others on the machine make the figures noisy)"
-        )
+            main_warc(work, args.workers, _datatrove_tokenizer(), _output_to, agreement)
     finally:
         if not args.work:
             shutil.rmtree(work, ignore_errors=True)
     return 0
+
+
+def text_chain(args: argparse.Namespace, work: Path) -> None:
+    """The chain on text: filters, exact and MinHash dedup, lmkit against datatrove."""
+    corpus = work / "corpus"
+    if corpus.exists():
+        shutil.rmtree(corpus)
+    per = build_corpus(corpus, args.mb)
+    mb = sum(per.values())
+    n_docs = sum(1 for _ in iter_documents([corpus]))
+    print(f"corpus: {mb:.1f} MB, {n_docs:,} documents ({', '.join(f'{k} {v:.1f} MB' for k, v in per.items())})")
+    print(
+        f"cores: {os.cpu_count()}, workers: {args.workers}; load average before: "
+        f"{', '.join(f'{x:.2f}' for x in os.getloadavg())}"
+    )
+
+    lm_times = []
+    rep: dict = {}
+    for _ in range(args.repeat):
+        t, rep = run_lmkit(corpus, work / "lmkit", args.workers, lmkit_config())
+        lm_times.append(t)
+    t_lm = statistics.median(lm_times)
+    tf_lm, rep_f = run_lmkit(corpus, work / "lmkit-filters", args.workers, lmkit_config(filters_only=True))
+    td_lm, rep_d = run_lmkit(corpus, work / "lmkit-default", args.workers, CurateConfig())
+
+    dt_runs = []
+    for _ in range(args.dt_repeat):
+        times, dt_filtered, dt_final = run_datatrove(corpus, work / "datatrove", args.workers)
+        dt_runs.append(times)
+    t_dt = statistics.median(sum(r.values()) for r in dt_runs)
+    tf_dt = statistics.median(r["filters"] for r in dt_runs)
+
+    print()
+    print(f"{'':34s} {'seconds':>8s} {'MB/s':>7s} {'docs/s':>8s}")
+    print(
+        f"{'lmkit   full chain (median of ' + str(args.repeat) + ')':34s} {t_lm:8.1f} {mb / t_lm:7.2f} "
+        f"{n_docs / t_lm:8.0f}   runs: {', '.join(f'{x:.1f}' for x in lm_times)}"
+    )
+    print(
+        f"{'datatrove full chain':34s} {t_dt:8.1f} {mb / t_dt:7.2f} {n_docs / t_dt:8.0f}   "
+        + ", ".join(f"{k} {v:.1f}" for k, v in dt_runs[-1].items())
+    )
+    print(f"{'lmkit   filters only':34s} {tf_lm:8.1f} {mb / tf_lm:7.2f} {n_docs / tf_lm:8.0f}")
+    print(f"{'datatrove filters only':34s} {tf_dt:8.1f} {mb / tf_dt:7.2f} {n_docs / tf_dt:8.0f}")
+    print(
+        f"{f'lmkit   default config ({len(CurateConfig().enabled_stages())} stages)':34s} {td_lm:8.1f} {mb / td_lm:7.2f} {n_docs / td_lm:8.0f}   "
+        f"kept {rep_d['totals']['docs_kept_pct']:.1f}% of documents"
+    )
+    print()
+    print(f"speed ratio, full chain:   lmkit is {t_dt / t_lm:.1f}x datatrove (target >= 3x on 2 cores)")
+    print(f"speed ratio, filters only: lmkit is {tf_dt / tf_lm:.1f}x datatrove")
+    print(f"agreement after the filters:     {agreement(kept_ids(work / 'lmkit-filters'), kept_ids(dt_filtered))}")
+    print(f"agreement after the whole chain: {agreement(kept_ids(work / 'lmkit'), kept_ids(dt_final))}")
+    stages = ", ".join(f"{s['name']} -{s['removed']:,}" for s in rep["stages"])
+    print(f"lmkit removed per stage: {stages}; kept {rep['totals']['docs_out']:,} documents")
+    print(
+        f"load average after: {', '.join(f'{x:.2f}' for x in os.getloadavg())} "
+        "(others on the machine make the figures noisy)"
+    )
 
 
 if __name__ == "__main__":

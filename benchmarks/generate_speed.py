@@ -7,7 +7,12 @@ runs alternating between the contenders so that machine noise hits them alike. P
 medians and the ratio lmkit / HF. Also timed: lmkit's own modules in a plain KV-cache loop (what
 ``generate`` runs for models it cannot pack), to show what the packed decode step adds.
 
-    python benchmarks/generate_speed.py [--rounds 7] [--threads N] [--json]
+Then the same race on a model a user would import: a SmolLM2-shaped ``LlamaForCausalLM`` of ~30M
+parameters with grouped-query attention (8 query heads sharing 2 key/value heads), built by
+``transformers``, saved with ``save_pretrained`` and read by ``lmkit import-hf`` (target: lmkit
+greedy >= 2x transformers ``generate`` on the same weights).
+
+    python benchmarks/generate_speed.py [--rounds 7] [--threads N] [--json] [--skip-imported]
 
 Timings include everything a caller waits for (prefill, every step, choosing tokens); lmkit's
 packed weights are built once per model and reused, so the warm-up round builds them.
@@ -31,7 +36,9 @@ from lmkit.config import ModelConfig
 from lmkit.infer.generate import generate_ids
 from lmkit.infer.sampling import GenerationConfig, choose_next, make_generator
 from lmkit.models import build_model
-from lmkit.models.decoder import Decoder, hf_config, hf_name_map
+from lmkit.models.decoder import Decoder
+from lmkit.models.hf_adapters.llama import config_to_hf as hf_config
+from lmkit.models.hf_adapters.llama import llama_like_rules
 
 VOCAB, D, LAYERS, HEADS, CONTEXT = 8192, 256, 4, 4, 256
 PROMPT, NEW = 32, 128
@@ -51,11 +58,47 @@ def build_pair(seed: int = 0) -> tuple[Decoder, torch.nn.Module]:
     hf = LlamaForCausalLM(LlamaConfig(**hf_cfg, attn_implementation="sdpa")).eval()
     ours, theirs = model.state_dict(), hf.state_dict()
     with torch.no_grad():
-        for name, hf_name in hf_name_map(cfg).items():  # tok_emb -> embed_tokens, attn_norm -> input_layernorm...
+        for rule in llama_like_rules(cfg):  # tok_emb -> embed_tokens, attn_norm -> input_layernorm...
+            name, hf_name = rule.ours[0], rule.theirs
             theirs[hf_name].copy_(ours[name])
     hf.generation_config.eos_token_id = None  # both sides make exactly NEW tokens
     hf.generation_config.pad_token_id = 0
     return model, hf
+
+
+# the imported model: SmolLM2's shape, shrunk to ~30M parameters (GQA 8/2 heads, tied embeddings)
+GQA = {"vocab_size": 16384, "hidden_size": 512, "intermediate_size": 1408, "num_hidden_layers": 8}
+GQA_HEADS, GQA_KV_HEADS = 8, 2
+
+
+def build_imported(seed: int = 0) -> tuple[Decoder, torch.nn.Module, int]:
+    """A GQA Llama built by transformers, imported by ``lmkit import-hf``: (lmkit model, HF model, parameters)."""
+    import tempfile
+
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from lmkit.models import count_parameters
+    from lmkit.models.checkpoint import load_model
+    from lmkit.ship.import_hf import import_hf
+
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(
+        **GQA,
+        num_attention_heads=GQA_HEADS,
+        num_key_value_heads=GQA_KV_HEADS,
+        max_position_embeddings=CONTEXT,
+        rope_theta=100000.0,
+        tie_word_embeddings=True,
+        attn_implementation="sdpa",
+    )
+    hf = LlamaForCausalLM(cfg).eval()
+    with tempfile.TemporaryDirectory() as tmp:
+        hf.save_pretrained(f"{tmp}/hf")
+        import_hf(f"{tmp}/hf", f"{tmp}/lmkit", no_tokenizer=True)
+        model = load_model(f"{tmp}/lmkit").eval()
+    hf.generation_config.eos_token_id = None
+    hf.generation_config.pad_token_id = 0
+    return model, hf, count_parameters(model)
 
 
 def contenders(
@@ -115,6 +158,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=7, help="timed rounds per contender (default 7)")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: PyTorch's choice)")
     ap.add_argument("--json", action="store_true", help="print the results as one JSON object")
+    ap.add_argument("--skip-imported", action="store_true", help="leave out the imported GQA model's race")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -173,8 +217,34 @@ def main() -> None:
             f"  ratio lmkit / HF          {ratio:8.2f}x   (plain KV loop / HF: "
             f"{med['lmkit (plain KV loop)'] / med['HF generate']:.2f}x)"
         )
+    if not args.skip_imported:
+        results["imported_gqa"] = race_imported(args.rounds)
     if args.json:
         print(json.dumps(results, indent=2))
+
+
+def race_imported(rounds: int) -> dict[str, object]:
+    """Greedy batch-1 race on the imported GQA Llama: lmkit generate against transformers generate."""
+    model, hf, params = build_imported()
+    prompt = torch.randint(200, GQA["vocab_size"], (1, PROMPT), generator=torch.Generator().manual_seed(2))
+    fns = contenders(model, hf, prompt, sample=False)
+    same = torch.equal(fns["lmkit"](), fns["HF generate"]())
+    med = bench(fns, rounds)
+    ratio = med["lmkit"] / med["HF generate"]
+    print(
+        f"\nimported GQA Llama ({params / 1e6:.1f}M parameters, {GQA_HEADS} query / {GQA_KV_HEADS} key-value heads, "
+        f"d_model {GQA['hidden_size']}, {GQA['num_hidden_layers']} layers, vocab {GQA['vocab_size']}), greedy: "
+        f"median tokens/s over {rounds} alternating rounds; greedy tokens identical to HF: {same}"
+    )
+    for name, v in med.items():
+        print(f"  {name:<24} {v:8.1f}")
+    print(f"  ratio lmkit / HF          {ratio:8.2f}x   (target >= 2x)")
+    return {
+        "params": params,
+        "greedy_tokens_identical": same,
+        "tokens_per_s": {k: round(v, 1) for k, v in med.items()},
+        "ratio_lmkit_over_hf": round(ratio, 2),
+    }
 
 
 if __name__ == "__main__":

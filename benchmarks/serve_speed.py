@@ -39,7 +39,8 @@ import torch
 
 from lmkit.config import ModelConfig
 from lmkit.models import build_model
-from lmkit.models.decoder import hf_config, hf_name_map
+from lmkit.models.hf_adapters.llama import config_to_hf as hf_config
+from lmkit.models.hf_adapters.llama import llama_like_rules
 from lmkit.serve.batcher import Engine, Event, Job, QueueFull, TokenInfo
 from lmkit.serve.local import background_server
 from lmkit.serve.stream import TextStream
@@ -64,7 +65,7 @@ def build(tok: Tokenizer, seed: int = 0) -> tuple[torch.nn.Module, torch.nn.Modu
     hf = LlamaForCausalLM(LlamaConfig(**hf_cfg, attn_implementation="sdpa")).eval()
     ours, theirs = model.state_dict(), hf.state_dict()
     with torch.no_grad():
-        for name, hf_name in hf_name_map(cfg).items():
+        for name, hf_name in ((r.ours[0], r.theirs) for r in llama_like_rules(cfg)):
             theirs[hf_name].copy_(ours[name])
     hf.generation_config.eos_token_id = tok.eos_id
     hf.generation_config.pad_token_id = tok.pad_id

@@ -128,7 +128,8 @@ def test_pipeline_tag_and_uses_follow_the_family(tmp_path: Path, family: str, ta
 
 def test_unexportable_model_says_so(tmp_path: Path) -> None:
     body = render_card(hand_made(tmp_path / "learned", pos_encoding="learned"))
-    assert "Not loadable in transformers: a decoder with learned positions" in body
+    assert "Not loadable in transformers: no transformers class has this decoder's layout" in body
+    assert "GPT2LMHeadModel needs model.norm layer, got 'rms'" in body  # the nearest class says what differs
     assert "lmkit export" not in body
 
 

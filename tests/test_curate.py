@@ -468,7 +468,10 @@ def test_curate_report_adds_up_and_output_reads_back(tmp_path: Path) -> None:
     t = rep["totals"]
     stages = rep["stages"]
     assert [s["name"] for s in stages] == [
+        "url_filter",
+        "extract",
         "normalise",
+        "language",
         "gopher_quality",
         "c4",
         "gopher_repetition",

@@ -291,6 +291,7 @@ class _FakeTok:
     """Two tokens per word (the leading space is part of the first), to check label alignment."""
 
     eos_id, unk_id, pad_id = 2, 3, 0
+    template = ([2], [2])  # the tokens around one text (Tokenizer.template): lmkit's own, EOS
     _next = 10
 
     def encode(self, text: str) -> list[int]:

@@ -84,3 +84,24 @@ def test_smaller_micro_batch_sharding_and_tensor_parallelism() -> None:
     one = tensor_parallel_memory(cfg, n, 2, 4096, "bf16", "ddp", 8, False, 1)
     assert one["total"] == pytest.approx(training_memory(cfg, n, 2, 4096, "bf16", "ddp", 8, False)["total"])
     assert f["fitting"] is not None and f["fitting"]["bytes"] <= f["capacity_bytes"]
+
+
+def test_the_verdict_counts_the_run_optimizer_and_end_as_the_plan_does() -> None:
+    from lmkit.config import TrainConfig
+
+    cfg = ModelConfig(family="decoder", vocab_size=32000, d_model=2048, n_layers=16, n_heads=16, max_seq_len=2048)
+    plans = {
+        o: make_plan(
+            cfg=cfg, train=TrainConfig(optimizer=o), gpu="A100", micro_batch=4, runtime_bytes=1e9, finish_bytes=5e7
+        )
+        for o in ("adamw", "muon")
+    }
+    for o, p in plans.items():
+        assert p["memory"]["training_settings"]["optimizer"] == o
+        assert p["memory"]["on_device"]["needed_bytes"] == p["memory"]["training_bytes"]
+    # Muon keeps one moment (4 B in mixed precision's 12) of the blocks' matrices, not Adam's two
+    saved = plans["adamw"]["memory"]["training_bytes"] - plans["muon"]["memory"]["training_bytes"]
+    assert saved == pytest.approx(4 * 16 * (4 * 2048**2 + 3 * 2048 * cfg.ffn_width))
+    tp = tensor_parallel_memory(cfg, float(_params(cfg)), 4, 2048, "bf16", "ddp", 2, False, 2, 1e9, 5e7, "muon")
+    adam_tp = tensor_parallel_memory(cfg, float(_params(cfg)), 4, 2048, "bf16", "ddp", 2, False, 2, 1e9, 5e7)
+    assert adam_tp["optimizer"] - tp["optimizer"] == pytest.approx(saved / 2)

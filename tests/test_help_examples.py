@@ -203,6 +203,11 @@ def _make_inputs(tmp: Path) -> None:
                 )
                 f.write(json.dumps({"id": f"{name}{i}", "text": text}) + "\n")
     (tmp / "ethics.md").write_text("## Ethics\n\nA toy model trained on a toy grammar.\n")
+    (tmp / "notes.txt").write_text("the licensee hereby accepts the warranty of the party.\n" * 40)
+    # lmkit import-hf HuggingFaceTB/SmolLM2-135M: a tiny model under that name in a huggingface_hub cache
+    from test_hf_source import COMMIT, _snapshot
+
+    _snapshot(tmp / "hf-cache", "HuggingFaceTB/SmolLM2-135M", COMMIT)
 
 
 # The commands this test gives inputs to, in help order. A command added later must be added here
@@ -215,9 +220,9 @@ COVERED = [
     "plan",
     "numerics",
     "quantize",
-    "evaluate",
     "export",
-    "import-hf",
+    "import-hf",  # before evaluate: its example imports the models/smollm2 that evaluate's scores
+    "evaluate",
     "card",
     "hub",
     "fill-mask",
@@ -272,6 +277,10 @@ def test_help_examples_run_as_written(
     monkeypatch.chdir(workdir)
     monkeypatch.setenv("XDG_CACHE_HOME", str(workdir / "cache"))  # the default hub lives here
     monkeypatch.delenv("LMKIT_HUB", raising=False)
+    import huggingface_hub.constants as hub_constants  # import-hf by hub name: the cache above, offline
+
+    monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(workdir / "hf-cache"))
+    monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", True)
     failures = []
     for cmd, line in help_examples():
         if cmd != command:

@@ -1,7 +1,9 @@
 """Shared layers: the hand-written pieces equal the library paths they replace, in value and gradient.
 
 The chunked linear cross-entropy against logits then ``F.cross_entropy``; the CPU RMSNorm against
-``F.rms_norm``; biased attention against ``F.scaled_dot_product_attention`` with the same mask.
+``F.rms_norm``; biased attention against ``F.scaled_dot_product_attention`` with the same mask. The
+decoder variants' pieces against their definitions and transformers: scaled rotary frequencies, ALiBi
+slopes, partial rotary positions, grouped-query attention as attention with repeated key/value heads.
 """
 
 from __future__ import annotations
@@ -10,7 +12,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lmkit.models.layers import _WORKSPACE, RMSNorm, _RMSNorm, biased_attention, linear_cross_entropy
+from lmkit.model_variants import RopeScaling
+from lmkit.models.layers import _WORKSPACE, Attention, RMSNorm, _RMSNorm, biased_attention, linear_cross_entropy
+from lmkit.models.positions import alibi_slopes, apply_rope, rope_inv_freq, rope_tables
 
 
 @pytest.mark.parametrize("chunk", [7, 64, 1024])
@@ -124,3 +128,76 @@ def test_biased_attention_runs_under_bf16_autocast() -> None:
     ref = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=1.0)
     assert out.dtype == torch.bfloat16 and torch.allclose(out.float(), ref, atol=5e-2)
     assert bias.grad is not None and bias.grad.dtype == torch.float32 and torch.isfinite(bias.grad).all()
+
+
+# --------------------------------------------------------------------------- positions and attention variants
+
+
+@pytest.mark.parametrize(
+    "scaling",
+    [
+        RopeScaling("linear", factor=4.0),
+        RopeScaling("llama3", factor=32.0, low_freq_factor=1.0, high_freq_factor=4.0, original_max_len=64),
+    ],
+)
+def test_rope_scaling_equals_transformers_frequencies(scaling: RopeScaling) -> None:
+    from transformers import LlamaConfig
+    from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+
+    params: dict[str, object] = {"rope_type": scaling.type, "rope_theta": 500000.0, "factor": scaling.factor}
+    if scaling.type == "llama3":
+        params.update(
+            low_freq_factor=scaling.low_freq_factor,
+            high_freq_factor=scaling.high_freq_factor,
+            original_max_position_embeddings=scaling.original_max_len,
+        )
+    config = LlamaConfig(hidden_size=64, num_attention_heads=2, rope_parameters=params)
+    theirs, _ = ROPE_INIT_FUNCTIONS[scaling.type](config, "cpu")
+    ours = rope_inv_freq(32, 500000.0, scaling)
+    assert torch.equal(ours, theirs)
+    assert not torch.equal(ours, rope_inv_freq(32, 500000.0))  # the scaling changed something
+
+
+@pytest.mark.parametrize("heads", [1, 4, 6, 12, 16])
+def test_alibi_slopes_equal_blooms(heads: int) -> None:
+    from transformers.models.bloom.modeling_bloom import _get_alibi_slopes
+
+    assert torch.equal(alibi_slopes(heads), _get_alibi_slopes(heads, torch.device("cpu")))
+
+
+def test_partial_rotary_turns_only_the_first_dimensions() -> None:
+    x = torch.randn(2, 3, 5, 16)  # (B, H, T, hd)
+    cos, sin = rope_tables(4, 5)  # 4 of 16 dimensions rotate
+    y = apply_rope(x, cos, sin)
+    assert torch.equal(y[..., 4:], x[..., 4:])
+    assert torch.allclose(y[..., :4], apply_rope(x[..., :4], cos, sin))
+    assert not torch.allclose(y[:, :, 1:, :4], x[:, :, 1:, :4])
+
+
+def test_grouped_query_attention_is_attention_with_shared_key_value_heads() -> None:
+    torch.manual_seed(0)
+    gqa = Attention(24, 6, n_kv_heads=2, head_dim=8)  # query width 48 != d_model
+    full = Attention(24, 6, head_dim=8)
+    with torch.no_grad():
+        full.q_proj.weight.copy_(gqa.q_proj.weight)
+        full.o_proj.weight.copy_(gqa.o_proj.weight)
+        # query head h reads key/value head h // 3: repeat each key/value head's rows 3 times
+        for lin, src in ((full.k_proj, gqa.k_proj), (full.v_proj, gqa.v_proj)):
+            lin.weight.copy_(src.weight.view(2, 1, 8, 24).expand(2, 3, 8, 24).reshape(48, 24))
+    x = torch.randn(2, 7, 24)
+    assert torch.allclose(gqa(x, causal=True), full(x, causal=True), atol=1e-6)
+    out, w = gqa(x, causal=True, return_weights=True)
+    assert w.shape == (2, 6, 7, 7) and torch.allclose(out, gqa(x, causal=True), atol=1e-6)
+
+
+def test_alibi_attention_adds_slope_times_key_position_causally() -> None:
+    torch.manual_seed(0)
+    attn = Attention(16, 4, alibi=True)
+    x = torch.randn(1, 6, 16)
+    _, w = attn(x, causal=True, return_weights=True)
+    q = attn.split_heads(attn.q_proj(x))
+    k = attn.split_heads(attn.k_proj(x))
+    scores = q @ k.transpose(-2, -1) / 2.0 + alibi_slopes(4).view(4, 1, 1) * torch.arange(6.0)  # hd 4: scale 1/2
+    scores = scores.masked_fill(~torch.ones(6, 6, dtype=torch.bool).tril(), float("-inf"))
+    assert torch.allclose(w, scores.softmax(-1), atol=1e-6)
+    assert "alibi" not in attn.state_dict()  # recomputed, never stored

@@ -495,14 +495,14 @@ def random_words_corpus(folder: Path, n_docs: int = 1200, seed: int = 0) -> Path
 
 @pytest.fixture(scope="module")
 def packed(tmp_path_factory: pytest.TempPathFactory) -> dict[int, Path]:
-    """Packed shard folders (vocabulary 512 and 8,192) of one small corpus."""
+    """Packed shard folders (vocabulary 512, 4,096 and 8,192) of one small corpus."""
     from lmkit.config import DataConfig
     from lmkit.data.pack import prepare
 
     root = tmp_path_factory.mktemp("plan_mem")
     data = random_words_corpus(root / "data")
     out = {}
-    for vocab in (512, 8192):
+    for vocab in (512, 4096, 8192):
         tok, _, _ = prepare(
             DataConfig(paths=[str(data)], val_fraction=0.05), root / f"prep{vocab}", vocab, show_progress=False
         )
@@ -543,7 +543,18 @@ MEMORY_CASES: dict[str, tuple[Path, int, dict[str, Any], int, bool]] = {
         16,
         True,
     ),
+    # cpu-small as it is (vocabulary 4,096, untied head, Muon, micro-batch 16): its default run, and lean
+    "cpu-small as it is": (SMALL, 4096, {"train.optimizer": "muon"}, 16, False),
+    "cpu-small as it is, train.memory lean": (
+        SMALL,
+        4096,
+        {"train.optimizer": "muon", "train.memory": "lean"},
+        16,
+        False,
+    ),
 }
+# what the runs and their plans share unless a case says otherwise: AdamW (cpu-small's own is Muon)
+CASE_DEFAULTS: dict[str, Any] = {"train.optimizer": "adamw"}
 
 
 def _flags(overrides: dict[str, Any]) -> list[str]:
@@ -588,11 +599,9 @@ def measured_peaks(
             "true",
             "--train.precision",
             "fp32",
-            "--train.optimizer",
-            "adamw",  # what the plan models (not auto, not Muon)
-            *_flags(overrides),
+            *_flags({**CASE_DEFAULTS, **overrides}),
         ]
-        env = {**os.environ, "OMP_NUM_THREADS": "1"}  # ten runs side by side: one thread each
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}  # twelve runs side by side: one thread each
         procs[name] = subprocess.Popen(
             [sys.executable, "-c", _LAUNCHER, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
         )
@@ -646,7 +655,7 @@ def planned(lmkit_cache: Any, packed: dict[int, Path]) -> dict[str, float]:
             "fp32",  # the runs' precision, as the runs are told
             "--model.vocab_size",
             str(vocab),  # a run takes its shards' vocabulary, whatever the config says
-            *_flags(overrides),
+            *_flags({**CASE_DEFAULTS, **overrides}),
         ]
         p = plan_json(*argv)
         assert p["memory"]["runtime_source"].startswith("measured on this machine")  # the cached figure
@@ -682,6 +691,74 @@ def test_plan_memory_is_within_10_percent_of_the_real_peak(
     )
     bad = [r for r in rows if abs(r[3]) > MEMORY_TOLERANCE]
     assert not bad, bad
+
+
+def test_the_run_end_counts_only_where_it_exceeds_a_step_and_muon_keeps_one_moment() -> None:
+    from lmkit.models import build_model
+    from lmkit.plan.memory import optimizer_one_moment_params
+    from lmkit.train.muon import is_muon_param
+
+    # a peak is a maximum: the end of a run (final evaluation, checkpoint, plot) comes after the
+    # steps' transient tensors are gone, so it adds only what it holds beyond them
+    small = ModelConfig(vocab_size=512, d_model=8, n_layers=1, n_heads=1, max_seq_len=16)
+    few = training_memory(small, micro_batch=1, runtime_bytes=3e8, finish_bytes=4e7, heap="lean")
+    block = 16 * 512 * 4  # the loss's fp32 block of logits, kept from step to step
+    assert few["total"] == pytest.approx(3e8 + few["weights"] + few["optimizer"] + block + 4e7)
+    big = ModelConfig(vocab_size=4096, d_model=128, n_layers=4, n_heads=4, max_seq_len=128)
+    a = training_memory(big, micro_batch=16, runtime_bytes=3e8, finish_bytes=4e7, heap="fast")
+    b = training_memory(big, micro_batch=16, runtime_bytes=3e8, finish_bytes=0.0, heap="fast")
+    assert a["total"] == b["total"] and a["finish"] == 4e7  # the step's tensors outweigh the end
+    step = a["gradients"] + a["activations"] + a["loss"] - min(a["gradients"], a["activations"] + a["loss"])
+    assert a["total"] == pytest.approx(3e8 + a["weights"] + a["optimizer"] + a["heap"] + step)
+    # an evaluation holds a block of logits and its log-softmax beside the loss's block; glibc maps a
+    # block of 32 MiB or more on its own, on top of the heap the steps left (vocabulary 8,192)
+    wide = ModelConfig(vocab_size=8192, d_model=128, n_layers=4, n_heads=4, max_seq_len=128, tie_embeddings=False)
+    lean, fast = (training_memory(wide, micro_batch=8, runtime_bytes=3e8, heap=h) for h in ("lean", "fast"))
+    assert lean["evaluation"] == fast["evaluation"] == 2 * 1024 * 8192 * 4
+    assert lean["total"] == pytest.approx(3e8 + lean["weights"] + lean["optimizer"] + 1024 * 8192 * 4 * 3)
+    step = (
+        fast["gradients"]
+        + fast["activations"]
+        + fast["loss"]
+        - min(fast["gradients"], fast["activations"] + fast["loss"])
+    )
+    assert fast["total"] == pytest.approx(
+        3e8 + fast["weights"] + fast["optimizer"] + fast["heap"] + step + fast["evaluation"]
+    )
+    # Muon keeps one moment of the matrices it steps (the ones lmkit.train.muon hands it), AdamW two
+    for family, tied in (("decoder", False), ("encoder", True), ("encdec", True)):
+        cfg = ModelConfig(
+            family=family, vocab_size=4096, d_model=128, n_layers=4, n_heads=4, max_seq_len=128, tie_embeddings=tied
+        )
+        stepped = sum(p.numel() for n, p in build_model(cfg).named_parameters() if is_muon_param(n, p))
+        assert optimizer_one_moment_params(cfg, "muon") == stepped and optimizer_one_moment_params(cfg) == 0
+        adam, muon = (training_memory(cfg, micro_batch=4, optimizer=o)["optimizer"] for o in ("adamw", "muon"))
+        assert adam - muon == 4 * stepped
+    with pytest.raises(LmkitError, match="train.optimizer must be one of adamw|muon"):
+        training_memory(big, optimizer="sgd")
+
+
+def test_runtime_baseline_cache_holds_both_figures_and_an_old_one_counts_as_unmeasured(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from lmkit.plan.baseline import BASELINE_FILE, finish_baseline, runtime_baseline
+    from lmkit.plan.measure import machine_key
+    from lmkit.plan.memory import FINISH_BASELINE_BYTES, RUNTIME_BASELINE_BYTES
+
+    monkeypatch.setenv("LMKIT_CACHE", str(tmp_path))
+    path = tmp_path / BASELINE_FILE
+    path.write_text(json.dumps({"key": machine_key(), "runtime_bytes": 4.1e8, "when": "2026-01-01"}))
+    assert runtime_baseline() == (
+        RUNTIME_BASELINE_BYTES,
+        "lmkit's default (lmkit plan --this-machine measures this machine's)",
+    )
+    assert finish_baseline() == FINISH_BASELINE_BYTES  # a whole-run peak from before is neither figure
+    path.write_text(
+        json.dumps({"key": machine_key(), "runtime_bytes": 3.4e8, "finish_bytes": 3e7, "when": "2026-01-02"})
+    )
+    assert runtime_baseline() == (3.4e8, "measured on this machine (2026-01-02)") and finish_baseline() == 3e7
+    path.write_text(json.dumps({"key": "another machine", "runtime_bytes": 3.4e8, "finish_bytes": 3e7}))
+    assert runtime_baseline()[0] == RUNTIME_BASELINE_BYTES and finish_baseline() == FINISH_BASELINE_BYTES
 
 
 def test_plan_reads_a_checkpoint_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

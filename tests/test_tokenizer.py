@@ -11,7 +11,8 @@ import pytest
 
 from lmkit import cli
 from lmkit.errors import LmkitError
-from lmkit.tokenizer import BOS, EOS, MASK, PAD, SENTINELS, UNK, Tokenizer, fertility, split_words, train_tokenizer
+from lmkit.fertility import fertility, split_words
+from lmkit.tokenizer import BOS, EOS, MASK, PAD, SENTINELS, UNK, Tokenizer, train_tokenizer
 
 WORDS = [
     "the",

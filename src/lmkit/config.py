@@ -1,5 +1,4 @@
-"""Typed configuration: what a model is (ModelConfig), how it is trained (TrainConfig) and on what
-data (DataConfig).
+"""Typed configuration: what a model is (ModelConfig), how it is trained (TrainConfig), on what data (DataConfig).
 
 A run's configuration is YAML with three sections (``model``, ``train``, ``data``) read into
 these dataclasses; dotted overrides from the command line (``--train.lr 3e-4``) are applied on
@@ -21,12 +20,13 @@ from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 import yaml
 
 from lmkit.errors import LmkitError
+from lmkit.model_variants import Activation, Bias, Mlp, Norm, Residual, RopeScaling, settle_defaults, variant_problem
 
 Family = Literal["encoder", "decoder", "encdec"]
-PosEncoding = Literal["rotary", "learned", "sinusoidal"]
+PosEncoding = Literal["rotary", "learned", "sinusoidal", "alibi"]
 Precision = Literal["auto", "fp32", "bf16", "fp16"]  # auto: settled per run and machine (train/distributed.py)
 
-OBJECTIVE_OF_FAMILY: dict[str, str] = {"encoder": "mlm", "decoder": "clm", "encdec": "span"}
+OBJECTIVES: dict[str, tuple[str, ...]] = {"encoder": ("mlm",), "decoder": ("clm",), "encdec": ("span", "infill")}
 
 
 class ConfigError(LmkitError, ValueError):
@@ -107,10 +107,10 @@ DEVICE_NAME = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 
 @dataclass
 class ModelConfig:
-    """Architecture of one transformer. Sizes follow the usual names (d_model, n_layers, ...)."""
+    """Architecture of one transformer: sizes, then the decoder's variants (``lmkit.model_variants``)."""
 
     family: Family = "decoder"
-    vocab_size: int = 8192
+    vocab_size: int = 8192  # embedding rows (may exceed the tokenizer's size)
     d_model: int = 256
     n_layers: int = 4
     n_heads: int = 4
@@ -123,52 +123,52 @@ class ModelConfig:
     tie_embeddings: bool = True
     n_decoder_layers: int | None = None  # encdec only; None -> n_layers
     max_target_len: int = 64  # encdec only: longest decoder sequence in training
+    n_kv_heads: int | None = None  # key/value heads (grouped-query attention); None -> n_heads
+    head_size: int | None = None  # width of each head; None -> d_model / n_heads
+    norm: Norm = "rms"
+    bias: Bias = "none"
+    mlp: Mlp = "gated"
+    activation: Activation = "silu"
+    residual: Residual = "pre"
+    rotary_fraction: float = 1.0  # share of each head's dimensions rotary positions rotate
+    rope_scaling: RopeScaling = field(default_factory=RopeScaling)
+    embed_norm: bool = False  # a norm right after the token embedding (BLOOM)
+    objective: Literal["auto", "mlm", "clm", "span", "infill"] = "auto"  # auto: the first of OBJECTIVES[family]
+    type_vocab_size: int = 2  # encoder token types (segments): BERT 2, RoBERTa 1
+
+    def __post_init__(self) -> None:  # objective auto, an encdec's MLP: the family's own (lmkit.model_variants)
+        settle_defaults(self, OBJECTIVES)
 
     @property
     def head_dim(self) -> int:
-        return self.d_model // self.n_heads
+        return self.head_size or self.d_model // self.n_heads
+
+    @property
+    def kv_heads(self) -> int:
+        return self.n_kv_heads or self.n_heads
 
     @property
     def ffn_width(self) -> int:
-        """Hidden width of the feed-forward network.
-
-        Decoders use SwiGLU (three matrices), so the default is 8/3·d_model rounded up to a
-        multiple of 64, which keeps the parameter count of a classic 4·d_model two-matrix MLP.
-        Encoders and encoder-decoders use a two-matrix MLP of width 4·d_model.
-        """
+        """``d_ff``, else 4·d_model (a gated decoder MLP: 8/3·d_model rounded up to 64, the same parameters)."""
         if self.d_ff is not None:
             return self.d_ff
-        if self.family == "decoder":
+        if self.family == "decoder" and self.mlp == "gated":
             return ((8 * self.d_model // 3) + 63) // 64 * 64
         return 4 * self.d_model
 
-    @property
-    def objective(self) -> str:
-        return OBJECTIVE_OF_FAMILY[self.family]
-
-    def validate(self) -> None:
-        if self.family not in OBJECTIVE_OF_FAMILY:
-            raise ConfigError(
-                f"model.family must be one of encoder|decoder|encdec, got {self.family!r}", "model.family"
-            )
-        # sizes first: the divisibility checks below divide by them
-        _positive(
+    def validate(self) -> None:  # one line naming the first wrong key
+        _require(self.family in OBJECTIVES, "model.family", "one of encoder|decoder|encdec", self.family)
+        _positive(  # sizes first: the divisibility checks divide by them
             self,
             "model",
             ("vocab_size", "d_model", "n_layers", "n_heads", "max_seq_len", "max_target_len", "rope_theta", "norm_eps"),
         )
         _positive(self, "model", ("d_ff", "n_decoder_layers"), optional=True)
         _fraction(self, "model", "dropout")
-        if self.d_model % self.n_heads:
-            raise ConfigError(
-                f"model.d_model ({self.d_model}) must be divisible by model.n_heads ({self.n_heads})", "model.n_heads"
-            )
-        if self.pos_encoding == "rotary" and self.head_dim % 2:
-            raise ConfigError(
-                f"model.pos_encoding rotary needs an even head size (model.d_model / model.n_heads), "
-                f"got {self.head_dim}",
-                "model.pos_encoding",
-            )
+        ok = OBJECTIVES[self.family]
+        _require(self.objective in ok, "model.objective", f"{'|'.join(ok)} for a {self.family}", self.objective)
+        if (problem := variant_problem(self)) is not None:
+            raise ConfigError(*problem)
 
 
 @dataclass
@@ -496,7 +496,7 @@ def model_config_from_dict(d: dict[str, Any]) -> ModelConfig:
 
 
 __all__ = [
-    "OBJECTIVE_OF_FAMILY",
+    "OBJECTIVES",
     "ConfigError",
     "DataConfig",
     "ModelConfig",

@@ -3,8 +3,10 @@
 The default corpus is real English text found on the machine at run time (nothing is copied
 into the repository): the license texts of ``/usr/share/common-licenses``, the per-package
 ``/usr/share/doc/*/copyright`` files of a Debian-like system (legal text with heavy natural
-duplication, which curation then shows), the docstrings of Python's standard library (read with
-``ast``, nothing is imported), and, when installed, Debian text packages such as ``fortunes``.
+duplication, which curation then shows), the HTML documentation pages under ``/usr/share/doc``
+(their main text, through lmkit's HTML reader; at most :data:`SOURCE_SHARE` of the corpus), the
+docstrings of Python's standard library (read with ``ast``, nothing is imported), and, when
+installed, Debian text packages such as ``fortunes``.
 Whatever is missing is skipped; the demo stops with a clear message only when less than
 ``MIN_CORPUS_BYTES`` of text is found at all.
 
@@ -55,6 +57,17 @@ def _file_doc(path: str, source: str) -> Iterator[tuple[str, str, str]]:
         yield path, text, source
 
 
+def _html_docs() -> Iterator[tuple[str, str, str]]:
+    """The main text of the machine's HTML documentation pages (lmkit's HTML reader and extractor)."""
+    from lmkit.data.read import iter_documents
+
+    for path in sorted(glob.glob("/usr/share/doc/**/*.htm*", recursive=True)):
+        if not os.path.isfile(path) or os.path.islink(path) or not path.endswith((".html", ".htm")):
+            continue
+        for doc in iter_documents([path], lenient=True):
+            yield doc.id, (f"{doc.title}\n\n{doc.text}" if doc.title else doc.text), "html-docs"
+
+
 def _fortune_docs() -> Iterator[tuple[str, str, str]]:
     for path in sorted(glob.glob("/usr/share/games/fortunes/*")):
         if path.endswith(".dat") or not os.path.isfile(path):
@@ -89,10 +102,13 @@ def _docstring_docs(limit_files: int = 4000) -> Iterator[tuple[str, str, str]]:
 
 SOURCES = {
     "common-licenses": _license_docs,
+    "html-docs": _html_docs,
     "debian-copyright": _copyright_docs,
     "python-docstrings": _docstring_docs,
     "fortunes": _fortune_docs,
 }
+# the most of the corpus one source may take (others: whatever is left when its turn comes)
+SOURCE_SHARE = {"html-docs": 0.15}
 
 
 def gather_default_corpus(out_dir: str | Path, max_bytes: int = 24_000_000) -> dict[str, Any]:
@@ -105,9 +121,10 @@ def gather_default_corpus(out_dir: str | Path, max_bytes: int = 24_000_000) -> d
         n_docs = n_bytes = 0
         path = out / f"{name}.jsonl.gz"
         tmp = path.with_suffix(".tmp")
+        cap = max_bytes * SOURCE_SHARE.get(name, 1.0)
         with gzip.open(tmp, "wt", encoding="utf-8") as f:
             for doc_id, text, source in gen():
-                if total + n_bytes >= max_bytes:
+                if total + n_bytes >= max_bytes or n_bytes >= cap:
                     break
                 f.write(json.dumps({"id": doc_id, "text": text, "source": source}) + "\n")
                 n_docs += 1
@@ -243,6 +260,8 @@ def run_demo(
     step("2/8 curate: normalise, filter, redact PII, deduplicate")
     report = curate(raw_paths, root / "curated", workers=0, progress=True)
     summary["curation"] = report["totals"]
+    for w in report["warnings"]:
+        print(f"  warning: {w['message']}", file=sys.stderr)
     print(f"  report: {root / 'curated' / 'report.md'}", file=sys.stderr)
 
     step("3/8 train a byte-level BPE tokenizer")

@@ -2,8 +2,11 @@
 
 This is the table a user reads before choosing ``model.family`` (``lmkit families``, also shown
 by ``lmkit families --help``). Each row names the pre-training objective lmkit uses for the
-family, the context a position sees, the tasks the family suits, well-known models of that kind,
-the lmkit commands that use it and the ``transformers`` class its weights map onto.
+family (``model.objective``: an encoder-decoder trains by T5's span corruption unless it names
+BART's ``infill``), the context a position sees, the tasks the family suits, well-known models of
+that kind, the foundation models ``lmkit import-hf`` brings in and the objective each continues
+pre-training with (with its own tokenizer's mask token or sentinels), the lmkit commands that use
+it and the ``transformers`` class its weights map onto.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ class Family:
     context: str
     tasks: str
     models: str
+    imported: str  # foundation models lmkit imports of this family, and the objective each continues with
     commands: str
     hf_class: str
     config: str
@@ -37,6 +41,7 @@ FAMILIES: tuple[Family, ...] = (
         tasks="understanding a given text: sentence classification (sentiment, topic), token "
         "classification (named entities), filling a blank, embeddings for search; not text generation",
         models="BERT, RoBERTa, DistilBERT, ALBERT, ELECTRA, DeBERTa, ModernBERT",
+        imported="BERT (mlm with its [MASK]), RoBERTa and DistilRoBERTa (mlm with its <mask>)",
         commands="lmkit fill-mask, lmkit finetune-head --task sequence-classification|token-classification",
         hf_class="BertForMaskedLM (learned positions) / RoFormerForMaskedLM (rotary)",
         config="configs/tiny-encoder.yaml, configs/cpu-small-encoder.yaml",
@@ -49,6 +54,7 @@ FAMILIES: tuple[Family, ...] = (
         tasks="writing text: completion, chat, code, and (with prompts and few-shot examples) almost any "
         "task phrased as text to continue",
         models="GPT-2, GPT-3, GPT-4, Llama, Mistral, Falcon, BLOOM, BloombergGPT, Chinchilla",
+        imported="GPT-2, SmolLM2, TinyLlama, Llama-3.2, Qwen2.5, Pythia, BLOOM (clm, each with its own tokenizer)",
         commands="lmkit generate",
         hf_class="LlamaForCausalLM",
         config="configs/tiny.yaml, configs/cpu-small.yaml, configs/gpu-124m.yaml",
@@ -56,13 +62,18 @@ FAMILIES: tuple[Family, ...] = (
     Family(
         name="encdec",
         kind="encoder-decoder (T5 / BART-like)",
-        objective="span corruption: 15% of tokens in spans of mean length 3 replaced by sentinels "
-        "<extra_id_i>; the decoder writes <extra_id_0> span0 <extra_id_1> span1 ... </s>",
+        objective="span corruption (model.objective: span, the default; T5): 15% of tokens in spans of "
+        "mean length 3 replaced by sentinels <extra_id_i>; the decoder writes <extra_id_0> span0 <extra_id_1> "
+        "span1 ... </s>. Or text infilling (model.objective: infill; BART): sentences shuffled, then 30% of "
+        "tokens in spans of Poisson(3) lengths, each span replaced by one mask token (an empty span inserts "
+        "one); the decoder writes the original text",
         context="encoder bidirectional over the input; decoder unidirectional over its output, with "
         "cross-attention to the whole input",
         tasks="text-to-text: translation, summarisation, question answering, rewriting: an input text "
         "mapped to a new output text",
         models="T5, Flan-T5, mT5, BART, mBART, UL2",
+        imported="T5 and Flan-T5 (span, with their own sentinels: <extra_id_0> is the highest id), "
+        "BART (infill, with its <mask>)",
         commands="lmkit generate, lmkit finetune-head --task seq2seq",
         hf_class="T5ForConditionalGeneration",
         config="configs/tiny-encdec.yaml, configs/cpu-small-encdec.yaml",
@@ -78,6 +89,7 @@ _ROWS = (
     ("context", "Context"),
     ("tasks", "Suits"),
     ("models", "Known models"),
+    ("imported", "Imported"),
     ("commands", "lmkit commands"),
     ("hf_class", "Hugging Face class"),
     ("config", "Ready configs"),

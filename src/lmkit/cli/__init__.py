@@ -90,7 +90,7 @@ ADDERS: tuple[Callable[[Any], None], ...] = (
     scale.add_scale,
 )
 # Subcommands whose unknown ``--a.b value`` arguments are config overrides.
-TAKES_OVERRIDES = {"pretrain", "plan"}
+TAKES_OVERRIDES = {"pretrain", "plan", "curate"}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -84,7 +84,14 @@ def add_text_field(
 
 def add_held_out_flags(p: argparse.ArgumentParser, batches_flag: str, data_what: str) -> None:
     """The held-out data flags that `quantize` and `evaluate` share (lmkit.infer.evaluate.held_out reads them)."""
-    p.add_argument("--data", default=None, help=f"{data_what}: a packed shard folder (its val split) or text files")
+    p.add_argument(
+        "--data",
+        nargs="+",
+        default=None,
+        metavar="PATH",
+        help=f"{data_what}: a packed shard folder (its val split), or text files and folders (packed with the "
+        "checkpoint's own tokenizer)",
+    )
     add_text_field(p, note=" (with --data)")
     p.add_argument(batches_flag, type=int, default=8, help="held-out batches evaluated (default 8)")
     p.add_argument("--batch-size", type=int, default=8, help="sequences per held-out batch (default 8)")

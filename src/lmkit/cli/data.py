@@ -126,7 +126,8 @@ def _fmt(x: float | None, spec: str = ".3f") -> str:
 def _run_tokenizer_stats(args: argparse.Namespace) -> int:
     """``lmkit tokenizer stats TOK [--data ...] [--words ...] [--compare OTHER] [--json]``."""
     from lmkit.data.document import ReadReport
-    from lmkit.tokenizer import Tokenizer, tokenizer_stats
+    from lmkit.fertility import tokenizer_stats
+    from lmkit.tokenizer import Tokenizer
 
     _check_max_docs(args)
     tok = Tokenizer.load(args.tokenizer, strict=False)
@@ -187,10 +188,14 @@ def add_curate(sub: Any) -> None:
         "curate",
         help="clean, filter and deduplicate raw text into training documents, with a report",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Curate raw text (txt, jsonl, parquet, .gz/.zst, folders) into DIR as jsonl.gz shards of "
-        "{id, text, source} that `lmkit tokenizer train` and packing read directly.\n\n"
+        description="Curate raw text (txt, jsonl, parquet, a scrape's .warc/.warc.gz, .html, .pdf; .gz/.zst; "
+        "folders) into DIR as jsonl.gz shards of {id, text, source, and url, title, language where known} "
+        "that `lmkit tokenizer train` and packing read directly.\n\n"
         "Stages, in this order unless --config says otherwise (each can be switched off):\n"
+        "  url_filter         pages whose URL is block-listed (domains, words: lmkit/resources/url_blocklist.txt)\n"
+        "  extract            HTML to its main text (resiliparse; or --extract.html trafilatura)\n"
         "  normalise          Unicode NFC, control characters, whitespace, mojibake (ftfy)\n"
+        "  language           identify the language (py3langid); --languages keeps only those\n"
         "  gopher_quality     word count/length, symbols, bullets, ellipses, letters, stop words\n"
         "  c4                 lines without end punctuation, javascript/policy lines, lorem ipsum, {\n"
         "  gopher_repetition  duplicate lines/paragraphs, top and duplicated n-grams\n"
@@ -200,12 +205,17 @@ def add_curate(sub: Any) -> None:
         "  minhash            near-duplicates (MinHash + LSH), across the whole corpus\n\n"
         "DIR/report.json and DIR/report.md give documents, characters and tokens in and out of every "
         "stage, the reasons and a few examples of what each removed, and unreadable files/lines "
-        "(skipped and counted, with line numbers). The published thresholds are the defaults; a YAML "
-        "--config overrides any of them, e.g.\n"
+        "(skipped and counted, with line numbers), documents per language, and a warning (also "
+        "printed) when one rule removes most of one source, naming the setting that keeps it. The "
+        "published thresholds are the defaults; a YAML --config overrides any of them, e.g.\n"
         "  gopher_quality: {min_words: 30}\n  c4: {enabled: false}\n"
         "  blocklist: {extra: [casino bonus], max_fraction: 0.0}\n"
-        "  minhash: {bands: 20, num_perm: 120, threshold: 0.8}\n\n"
-        "example:\n  lmkit curate scraped/ books.jsonl.gz --out clean/finance --workers 8",
+        "  minhash: {bands: 20, num_perm: 120, threshold: 0.8}\n"
+        "and so does a dotted flag after the others: --c4.curly_bracket false, --gopher_quality.min_words 30\n\n"
+        "A Common Crawl segment is curated the same way, from its WARC files to English and German "
+        "text: `lmkit curate CC-MAIN-*.warc.gz --out clean/web --languages en de`.\n\n"
+        "examples:\n  lmkit curate scraped/ books.jsonl.gz --out clean/finance --workers 8\n"
+        "  lmkit curate scraped/ --out clean/english --languages en --min-language-score 0.8",
     )
     p.add_argument("inputs", nargs="+", metavar="RAW", help="files or folders of raw text")
     add_out(p, "output folder (must be new or empty unless --overwrite)", required=True)
@@ -221,6 +231,20 @@ def add_curate(sub: Any) -> None:
     add_token_counter(p)
     add_text_field(p, None, shown="the --config's text_field, else text")
     p.add_argument(
+        "--languages",
+        nargs="+",
+        default=None,
+        metavar="LANG",
+        help="keep only documents identified as these languages (ISO 639-1: en de fr ...); default: keep all",
+    )
+    p.add_argument(
+        "--min-language-score",
+        type=float,
+        default=None,
+        metavar="P",
+        help="with --languages, the identifier's probability needed to keep a document (default 0.65)",
+    )
+    p.add_argument(
         "--dask",
         default=None,
         metavar="ADDRESS",
@@ -235,7 +259,12 @@ def _run_curate(args: argparse.Namespace) -> int:
     from lmkit.data.curate import curate, load_curate_config
     from lmkit.data.curate.cluster import dask_client
 
-    cfg = load_curate_config(args.config)
+    overrides: dict[str, Any] = dict(getattr(args, "overrides", {}) or {})
+    if args.languages:
+        overrides["language.languages"] = list(args.languages)
+    if args.min_language_score is not None:
+        overrides["language.min_score"] = args.min_language_score
+    cfg = load_curate_config(args.config, overrides)
     if args.text_field:
         cfg.text_field = args.text_field
     with dask_client(args.dask, args.workers) as client:
@@ -264,12 +293,19 @@ def _run_curate(args: argparse.Namespace) -> int:
             f"  {s['name']:<18} removed {s['removed']:>9,}  kept {s['docs_kept_pct']:6.2f}%"
             + (f"  ({top})" if top else "")
         )
+    langs = report["languages"]
+    if langs:
+        shown = ", ".join(f"{k} {v['docs_out']:,}/{v['docs_in']:,}" for k, v in list(langs.items())[:6])
+        print(f"  languages (kept/identified): {shown}" + (f" and {len(langs) - 6} more" if len(langs) > 6 else ""))
     rd = report["read"]
-    if rd["skipped_file_count"] or rd["bad_line_count"] or rd["surrogate_docs"]:
+    if rd["skipped_file_count"] or rd["bad_line_count"] or rd["surrogate_docs"] or rd["bad_record_count"]:
         print(
             f"  read problems: {rd['skipped_file_count']} files skipped, {rd['bad_line_count']} bad lines, "
+            f"{rd['bad_record_count']} unreadable records or pages, "
             f"{rd['surrogate_docs']} documents with lone surrogates replaced by U+FFFD (see report.md)"
         )
+    for w in report["warnings"]:
+        print(f"lmkit: warning: {w['message']}", file=sys.stderr)
     print(f"wrote {len(report['output']['shards'])} shards, report.json and report.md to {report['out']}")
     return 0
 

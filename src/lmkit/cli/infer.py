@@ -194,9 +194,11 @@ def add_evaluate(sub: Any) -> None:
         description="Score a checkpoint on held-out data: mean loss in nats per scored token, perplexity "
         "(exp of the loss) and bits per byte (independent of the tokenizer). Checkpoints written by "
         "`lmkit quantize` load directly (int8 weights stay int8).\n\n"
-        "Held-out data: --data (a packed shard folder, one split of it, or text files), else the "
+        "Held-out data: --data (a packed shard folder, one split of it, or text files and folders, packed with "
+        "the checkpoint's own tokenizer: how an imported model is scored on your text), else the "
         "run's own validation shards when they are still where its config says.\n\n"
-        "examples:\n  lmkit evaluate runs/small\n  lmkit evaluate runs/small-int8 --data corpus/val.jsonl",
+        "examples:\n  lmkit evaluate runs/small\n  lmkit evaluate runs/small-int8 --data corpus/val.jsonl\n"
+        "  lmkit evaluate models/smollm2 --data legal/ notes.txt",
     )
     add_checkpoint(p)
     add_held_out_flags(p, "--batches", "held-out data")
@@ -206,7 +208,7 @@ def add_evaluate(sub: Any) -> None:
 
 
 def _run_evaluate(args: argparse.Namespace) -> int:
-    """``lmkit evaluate CKPT [--data PATH]``: held-out loss, perplexity and bits per byte."""
+    """``lmkit evaluate CKPT [--data PATH...]``: held-out loss, perplexity and bits per byte."""
     from lmkit.infer.evaluate import evaluate_checkpoint
 
     rep = evaluate_checkpoint(
@@ -245,7 +247,7 @@ def add_fill_mask(sub: Any) -> None:
     add_checkpoint(p, "encoder checkpoint folder")
     p.add_argument("text", help="text with one or more [MASK]")
     p.add_argument("--top-k", type=int, default=5, help="candidates shown per mask (default 5)")
-    p.add_argument("--mask-token", default="[MASK]", help="the placeholder written in TEXT (default [MASK])")
+    p.add_argument("--mask-token", help="the placeholder written in TEXT (default: the model's own, [MASK] or <mask>)")
     add_device(p)
     add_json(p, "one JSON object: candidates per mask, filled text")
     add_no_verify(p)

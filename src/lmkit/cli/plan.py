@@ -19,9 +19,10 @@ from lmkit.cli.common import add_json, add_scaling_law, print_json
 from lmkit.errors import LmkitError
 from lmkit.families import FAMILIES, HOW_TO_CHOOSE, table
 from lmkit.models.checkpoint import load_model_and_train
+from lmkit.plan.baseline import finish_baseline, runtime_baseline
 from lmkit.plan.chinchilla import ABOUT_RIGHT_BAND, TOKENS_PER_PARAM, known_models_table, load_scaling_law
 from lmkit.plan.make import make_plan
-from lmkit.plan.measure import HERE_WORDS, available_memory_bytes, memory_track_record, runtime_baseline, this_machine
+from lmkit.plan.measure import HERE_WORDS, available_memory_bytes, memory_track_record, this_machine
 from lmkit.plan.memory import choose_heap
 from lmkit.plan.units import parse_count
 
@@ -211,6 +212,7 @@ def _run_plan(args: argparse.Namespace) -> int:
         this_machine_peak=here["peak_flops"] if here else None,
         source=source,
         runtime_bytes=runtime,
+        finish_bytes=finish_baseline(),
     )
     plan = make_plan(**inputs, heap=heap)
     if on_here:  # train.memory settled as a run here would settle it (lmkit.train.rss.settle_memory)
@@ -366,14 +368,11 @@ def _print_plan(p: dict[str, Any]) -> None:
         f" {_gb(t['total'])}"
     )
     print(
-        f"      weights {_gb(t['weights'])} + gradients {_gb(t['gradients'])} + Adam {_gb(t['optimizer'])}"
+        f"      weights {_gb(t['weights'])} + gradients {_gb(t['gradients'])} + {s['optimizer']} {_gb(t['optimizer'])}"
         f" + activations {_gb(t['activations'])} + loss {_gb(t['loss'])} + runtime {_gb(t['runtime'])}"
+        f" + evaluation {_gb(t['evaluation'])} + run's end {_gb(t['finish'])}"
         + (f" + heap {_gb(t['heap'])} (freed blocks glibc's allocator keeps)" if t.get("heap") else "")
-        + (
-            f" − {_gb(-t['not_at_once'])} (gradients and activations are not all there at once)"
-            if t.get("not_at_once")
-            else ""
-        )
+        + (f" − {_gb(-t['not_at_once'])} (never all there at once)" if t["not_at_once"] else "")
     )
     if m.get("runtime_source"):
         print(f"      runtime: {m['runtime_source']}")

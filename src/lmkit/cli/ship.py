@@ -122,7 +122,8 @@ def add_export(sub: Any) -> None:
         help="export a checkpoint as a Hugging Face transformers folder (Auto classes load it)",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Write a folder that transformers loads offline with its Auto classes:\n"
-        "  decoder -> LlamaForCausalLM (AutoModelForCausalLM)\n"
+        "  decoder -> the class of its layout: LlamaForCausalLM, Qwen2ForCausalLM, GPT2LMHeadModel, "
+        "GPTNeoXForCausalLM or BloomForCausalLM (AutoModelForCausalLM)\n"
         "  encoder -> BertForMaskedLM (learned positions) or RoFormerForMaskedLM (rotary positions), "
         "both AutoModelForMaskedLM\n"
         "  encdec  -> T5ForConditionalGeneration (AutoModelForSeq2SeqLM)\n"
@@ -132,7 +133,8 @@ def add_export(sub: Any) -> None:
         "(the training record, so `lmkit import-hf` can bring it back).\n\n"
         "After writing, the folder is loaded with transformers and compared with lmkit: logits within "
         "1e-4 x max(1, max|logit|) and identical greedy tokens, or nothing is written (--no-verify "
-        "skips this). Not exportable: decoders with learned/sinusoidal positions, encoders with "
+        "skips this). Not exportable: decoders whose layout no class above has (e.g. learned positions "
+        "with RMSNorm, sinusoidal positions), encoders with "
         "sinusoidal positions or a rotary theta other than 10000; a quantized checkpoint needs "
         "--dequantize (its int8/fp16 values become float32 weights) or export the one from before `lmkit quantize`.\n\n"
         "example:\n  lmkit export runs/small --format hf --out hf/small --license apache-2.0",
@@ -196,14 +198,16 @@ def _run_export(args: argparse.Namespace) -> int:
 def add_import_hf(sub: Any) -> None:
     p = sub.add_parser(
         "import-hf",
-        help="import a Hugging Face transformers folder (Llama, BERT, RoFormer, T5) as an lmkit checkpoint",
+        help="import a Hugging Face transformers folder or hub model (Llama, Qwen2, GPT-2, Pythia, BLOOM, BERT, "
+        "RoFormer, T5) as an lmkit checkpoint",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Read a transformers model saved on disk (config.json + model.safetensors, sharded "
         "safetensors, or pytorch_model.bin read without pickles) into an lmkit checkpoint, to evaluate "
-        "it or continue pre-training it on domain data. Supported: LlamaForCausalLM, BertForMaskedLM, "
-        "RoFormerForMaskedLM and T5ForConditionalGeneration (v1.0, ReLU) whose config lmkit represents "
-        "exactly; anything else is refused with the setting that has no lmkit equivalent (grouped-query attention, "
-        "biases, rope scaling, gated MLPs, ...).\n\n"
+        "it or continue pre-training it on domain data. Supported: LlamaForCausalLM (SmolLM2, TinyLlama, "
+        "Llama-3.2), Qwen2ForCausalLM, GPT2LMHeadModel, GPTNeoXForCausalLM (Pythia), BloomForCausalLM, "
+        "BertForMaskedLM, RoFormerForMaskedLM and T5ForConditionalGeneration (v1.0, ReLU) whose config lmkit "
+        "represents exactly; anything else is refused in one line naming the config key it cannot represent (an "
+        "active sliding window, mixture of experts, q/k norm, another rope scaling type, ...).\n\n"
         "The folder's tokenizer.json is carried over as it is, with which token plays which role (bos, eos, "
         "pad, the document separator) as its tokenizer_config.json, special_tokens_map.json, "
         "generation_config.json and config.json say; --bos-token/--eos-token/--pad-token name a role they "

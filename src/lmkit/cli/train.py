@@ -62,6 +62,11 @@ def add_pretrain(sub: Any) -> None:
         "what the run was trained on (checked: the tokenizer's sha256, the source files and their "
         "sizes, the shards' token counts); --new-data continues on other data (data.* may then "
         "change; it is packed with the run's tokenizer, and meta.json records the switch).\n\n"
+        "Scale-out: under torchrun each checkpoint is sharded (torch.distributed.checkpoint: each "
+        "process writes its own slices) and resumes on any number of processes with the same global "
+        "batch (train.batch_size; the accumulation is recomputed, train.micro_batch_size may change) "
+        "and the same batches; another global batch needs --new-batch. --resume auto under "
+        "torchrun --max-restarts N restarts a failed run from its newest complete checkpoint.\n\n"
         "A recipe is a YAML file or the name of one lmkit ships: tiny (seconds), cpu-small (minutes "
         "on a laptop CPU), gpu-124m (GPT-2 small, a GPU), and -encoder / -encdec variants.\n\n"
         "examples:\n"
@@ -69,6 +74,8 @@ def add_pretrain(sub: Any) -> None:
         "  lmkit pretrain --config tiny --data corpus/ --out runs/auto --model auto --train.max_time 10\n"
         "                                             the best model this machine trains in 10 s\n"
         "  lmkit pretrain --out runs/small --resume --max-steps 80           continue it to 80 steps\n"
+        "  torchrun --nproc_per_node 4 --max-restarts 2 -m lmkit.cli pretrain --config tiny --data corpus/ "
+        "--out runs/big --train.distributed fsdp --resume auto\n"
         "  torchrun --nproc_per_node 8 -m lmkit.cli pretrain --config configs/gpu-124m.yaml "
         "--data shards/ --train.distributed fsdp",
     )
@@ -78,13 +85,31 @@ def add_pretrain(sub: Any) -> None:
     p.add_argument("--max-steps", type=int, default=None, help="shortcut for --train.max_steps")
     p.add_argument(
         "--resume",
-        action="store_true",
-        help="continue the run in --out from its newest checkpoint, with its saved settings and data",
+        nargs="?",
+        const="last",
+        default=None,
+        metavar="auto",
+        help="continue the run in --out from its newest complete checkpoint, with its saved settings and "
+        "data; --resume auto: resume when --out holds a checkpoint, else start the run (a command that "
+        "torchrun --max-restarts can rerun after a failure as it is)",
     )
     p.add_argument(
         "--new-data",
         action="store_true",
         help="with --resume: continue on the data this command gives, although it is not what the run was trained on",
+    )
+    p.add_argument(
+        "--new-batch",
+        action="store_true",
+        help="with --resume: continue with another global batch (train.batch_size) than the run was trained with",
+    )
+    p.add_argument(
+        "--collective-timeout",
+        type=float,
+        default=None,
+        metavar="S",
+        help="under torchrun: a collective that waits S seconds for the other processes (one hung) fails "
+        "in one line naming the rank, instead of hanging (default 600)",
     )
     p.add_argument(
         "--init",
@@ -121,6 +146,7 @@ def _run_pretrain(args: argparse.Namespace) -> int:
 
     from lmkit.config import RunConfig, load_run_config
     from lmkit.errors import LmkitError
+    from lmkit.train.distributed import collective_failure, init_distributed
     from lmkit.train.loop import train
     from lmkit.train.stopping import TrainingInterrupted
 
@@ -135,15 +161,27 @@ def _run_pretrain(args: argparse.Namespace) -> int:
         overrides["train.max_steps"] = args.max_steps
     if getattr(args, "init", None):
         overrides["train.init"] = args.init
-    new_data = bool(getattr(args, "new_data", False))
-    if args.resume:  # the run folder's saved settings, data and tokenizer; what is given again must agree
+    new_data, new_batch = bool(getattr(args, "new_data", False)), bool(getattr(args, "new_batch", False))
+    if args.resume not in (None, "last", "auto"):
+        raise LmkitError(f"--resume takes no value, or auto (resume if --out holds a run), not {args.resume!r}")
+    if args.collective_timeout is not None and not args.collective_timeout > 0:
+        raise LmkitError(f"--collective-timeout must be a positive number of seconds, not {args.collective_timeout}")
+    init_distributed(args.collective_timeout)  # under torchrun: joined here, with the timeout
+    if args.resume:
         from lmkit.config import load_yaml
+        from lmkit.models.checkpoint import list_checkpoints
+
+        out = Path(str(args.out or (load_yaml(args.config).get("out") if args.config else None) or RunConfig().out))
+        if args.resume == "auto" and not (out.is_dir() and list_checkpoints(out)):
+            args.resume = None  # nothing to resume yet: start the run
+    if args.resume:  # the run folder's saved settings, data and tokenizer; what is given again must agree
         from lmkit.train.resume import resume_config
 
-        out = args.out or (load_yaml(args.config).get("out") if args.config else None) or RunConfig().out
-        cfg = resume_config(Path(str(out)), args.config, overrides, new_data=new_data)
-    elif new_data:
-        raise LmkitError("--new-data only applies with --resume (a new run trains on the data it is given)")
+        cfg = resume_config(out, args.config, overrides, new_data=new_data)
+    elif new_data or new_batch:
+        raise LmkitError(
+            f"--new-{'data' if new_data else 'batch'} only applies with --resume (a new run trains as it is given)"
+        )
     else:
         cfg = load_run_config(args.config, overrides)
     if args.scaling_law and not args.model:
@@ -160,7 +198,12 @@ def _run_pretrain(args: argparse.Namespace) -> int:
             law = load_scaling_law(args.scaling_law) if args.scaling_law else get_fit("chinchilla")
             summary = pretrain_to_budget(cfg, law, show_progress=not args.quiet, yes=args.yes)
         else:
-            summary = train(cfg, resume=args.resume, show_progress=not args.quiet, new_data=new_data)
+            summary = train(cfg, bool(args.resume), not args.quiet, new_data=new_data, new_batch=new_batch)
+    except RuntimeError as e:  # under torchrun: a collective that timed out or lost a process, in one line
+        failure = collective_failure(e, args.collective_timeout)
+        if failure is None:
+            raise
+        raise failure from None
     except TrainingInterrupted as e:
         if int(os.environ.get("RANK", "0")) == 0:
             print(f"lmkit: {e}", file=sys.stderr)

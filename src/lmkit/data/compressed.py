@@ -35,14 +35,18 @@ def split_suffix(path: Path) -> tuple[str | None, str]:
     return comp, (suffixes[-1] if suffixes else "")
 
 
+MARKUP_SUFFIXES = {".warc": "warc", ".html": "html", ".htm": "html", ".xhtml": "html", ".pdf": "pdf"}
+
+
 def file_format(path: str | Path) -> str:
-    """``"jsonl"``, ``"parquet"`` or ``"text"``: how :func:`iter_documents` reads this file."""
+    """``"jsonl"``, ``"parquet"``, ``"warc"``, ``"html"``, ``"pdf"`` or ``"text"``: how
+    :func:`iter_documents` reads this file."""
     _, suf = split_suffix(Path(path))
     if suf in JSONL_SUFFIXES:
         return "jsonl"
     if suf in PARQUET_SUFFIXES:
         return "parquet"
-    return "text"
+    return MARKUP_SUFFIXES.get(suf, "text")
 
 
 _MAGIC = {

@@ -16,7 +16,8 @@ the file path as its id; pieces of a larger file have ``<file>#<k>`` (k = 0, 1, 
 
 JSON (:func:`read_jsonl`): one record per line, or, when the file's first character is ``[``,
 one array of records. A record is an object with the text field; its ``id`` and ``source`` are
-kept (else ``<file>:<line>`` and the file). JSON can spell lone UTF-16 surrogates
+kept (else ``<file>:<line>`` and the file), and so are a curated record's ``url``, ``title``,
+``language`` and ``language_score``. JSON can spell lone UTF-16 surrogates
 (``"\\ud800"``), which no UTF-8 file can hold; in a record's text, id or source each becomes
 U+FFFD (the replacement character) and the document is kept and counted
 (``ReadReport.surrogate_docs``), so one bad document neither stops a job nor breaks the files
@@ -171,13 +172,22 @@ def _json_document(
     """The Document of a JSON record; with ``escapes`` (its JSON spells a surrogate), every lone
     surrogate of its text, id and source becomes U+FFFD and the document is counted in ``report``."""
     rid = rec.get("id")
-    doc = Document(str(rid) if rid is not None else default_id, text, _source_of(rec, src))
+    doc = Document(str(rid) if rid is not None else default_id, text, _source_of(rec, src), **_meta_of(rec))
     if escapes:
         fields = [_SURROGATE.subn("\ufffd", v) for v in (doc.id, doc.text, doc.source)]
         if any(n for _, n in fields):
             report.surrogate_docs += 1
-            doc = Document(*(v for v, _ in fields))
+            doc = Document(*(v for v, _ in fields), **_meta_of(rec))
     return doc
+
+
+def _meta_of(rec: dict[str, Any]) -> dict[str, Any]:
+    """A record's url, title, language (strings) and language_score (a number), where it has them."""
+    out: dict[str, Any] = {k: rec[k] for k in ("url", "title", "language") if isinstance(rec.get(k), str)}
+    score = rec.get("language_score")
+    if isinstance(score, (int, float)) and not isinstance(score, bool):
+        out["language_score"] = float(score)
+    return out
 
 
 class _BadJson(ValueError):

@@ -3,8 +3,10 @@
 What this module owns:
 
 * :func:`pack` tokenises documents once into memory-mapped shards: flat little-endian
-  ``uint16`` (vocabulary < 65,536) or ``uint32`` ``.bin`` files, every document followed by
-  ``</s>`` (EOS), plus ``meta.json`` (dtype, vocabulary size, tokenizer sha256, tokens per
+  ``uint16`` (vocabulary < 65,536) or ``uint32`` ``.bin`` files, every document followed by the
+  tokenizer's document separator (lmkit's ``</s>``; a model's own end-of-text, such as GPT-2's
+  ``<|endoftext|>``) and preceded by BOS where the model's tokenizer adds one (``adds_bos``, as
+  Llama-3's), plus ``meta.json`` (dtype, vocabulary size, tokenizer sha256, tokens per
   source, documents, text bytes, ...). Two splits, ``train/`` and ``val/``, chosen per document by
   a hash of its id (deterministic, independent of order and of the number of workers). The
   output appears atomically: everything is written into a hidden temporary sibling folder that
@@ -65,7 +67,7 @@ SHARD_VERSION = 1
 SPLITS = ("train", "val")
 #: every path a shards folder holds (what :func:`pack` writes): all that overwrite=True may replace
 #: (lmkit.files.check_out_dir); a file or folder the user added makes it refuse instead
-SHARD_PATHS = re.compile(r"tokenizer\.json|pack\.json|(train|val)(/(meta\.json|\d{6,}\.bin))?")
+SHARD_PATHS = re.compile(r"tokenizer(_roles)?\.json|pack\.json|(train|val)(/(meta\.json|\d{6,}\.bin))?")
 # Encode documents in batches of about this many characters (or this many documents).
 _BATCH_CHARS = 2 << 20
 _BATCH_DOCS = 1024
@@ -223,9 +225,8 @@ def pack(
 
     threads = cap_workers(workers, flag="data.workers")  # never more threads than cores, said when lowered
     dtype = token_dtype(tokenizer.vocab_size)
-    eos = tokenizer.eos_id
-    if eos < 0:
-        raise LmkitError("tokenizer has no </s> token to separate documents")
+    eos = tokenizer.require("separator", "packing documents")  # the model's own end-of-text
+    bos = [tokenizer.bos_id] if tokenizer.adds_bos else []  # first where the model's tokenizer adds it
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     t0 = time.time()
@@ -266,9 +267,7 @@ def pack(
                     continue
                 split = "val" if in_val_split(d.id, val_fraction, split_salt) else "train"
                 w = writers[split]
-                arr = np.empty(len(ids) + 1, dtype=dtype)
-                arr[:-1] = ids
-                arr[-1] = eos
+                arr = np.array([*bos, *ids, eos], dtype=dtype)
                 w.write(arr)
                 nbytes = len(d.text.encode("utf-8", "surrogatepass"))
                 w.documents += 1
@@ -526,9 +525,9 @@ def _save_if_changed(tok: Tokenizer, out: Path) -> None:
     """Keep ``out/tokenizer.json`` equal to the tokenizer in use."""
     path = out / "tokenizer.json"
     try:
-        if path.is_file() and path.read_text(encoding="utf-8") == tok.to_str():
+        if path.is_file() and Tokenizer.load(path, strict=False).sha256 == tok.sha256:  # roles included
             return
-    except OSError:
+    except (OSError, LmkitError):
         pass
     tok.save(out)
 

@@ -1,5 +1,5 @@
-"""Reading the user's input: plain text, JSON lines, Parquet, each optionally ``.gz``/``.zst``
-compressed, and folders of them -> an iterator of :class:`~lmkit.data.document.Document`.
+"""Reading the user's input: plain text, JSON lines, Parquet, WARC, HTML and PDF, each optionally
+``.gz``/``.zst`` compressed, and folders of them -> an iterator of :class:`~lmkit.data.document.Document`.
 
 What this module owns:
 
@@ -19,8 +19,13 @@ What this module owns:
 
 Format by file name (after removing a ``.gz``/``.zst``/``.zstd`` suffix):
 ``.jsonl``/``.ndjson``/``.json`` -> JSON lines (a ``.json`` file whose first character is ``[``
-is read as one JSON array of records); ``.parquet``/``.pq`` -> Parquet; anything else -> text
-(a large text file is cut into several documents at paragraph breaks: :mod:`lmkit.data.formats`).
+is read as one JSON array of records); ``.parquet``/``.pq`` -> Parquet; ``.warc`` -> the HTML
+pages of a web archive, ``.html``/``.htm``/``.xhtml`` -> one HTML page, ``.pdf`` -> a PDF's text
+(:mod:`lmkit.data.scrape`); anything else -> text (a large text file is cut into several
+documents at paragraph breaks: :mod:`lmkit.data.formats`). HTML pages are turned into their main
+text here (:mod:`lmkit.data.extract`) unless the caller asks for them unextracted
+(``html_extractor=None``: ``lmkit curate`` extracts on its worker processes); a WARC record or
+page that cannot be read is counted and named (``ReadReport.bad_records``) and the rest read.
 
 Readers written by hand rather than taken from a library (e.g. ``datasets``): the formats are
 simple, and hand-written streaming lets every failure name the file and line and lets lenient
@@ -35,7 +40,9 @@ from pathlib import Path
 
 from lmkit.data.compressed import COMPRESSION_ERRORS, ReadFailure, broken_reason, file_format
 from lmkit.data.document import Document, ReadReport
-from lmkit.data.formats import read_jsonl, read_parquet, read_text
+from lmkit.data.extract import ExtractError, extract_document
+from lmkit.data.formats import TEXT_DOC_SOFT_CHARS, read_jsonl, read_parquet, read_text
+from lmkit.data.scrape import read_html, read_pdf, read_warc
 from lmkit.errors import LmkitError
 
 # --------------------------------------------------------------------------- listing files
@@ -108,6 +115,7 @@ def iter_documents(
     lenient: bool = False,
     report: ReadReport | None = None,
     text_doc_chars: int | None = None,
+    html_extractor: str | None = "resiliparse",
 ) -> Iterator[Document]:
     """Stream the documents of every file under ``paths`` (see the module docstring for formats).
 
@@ -115,7 +123,9 @@ def iter_documents(
     ``lenient=True`` such a file or line is skipped and recorded in ``report`` instead. A file
     that fails part-way in lenient mode keeps the documents it yielded before the failure (the
     reason recorded says how many). ``text_doc_chars``: cut plain-text files into documents at
-    the first paragraph break after this many characters (default :data:`TEXT_DOC_SOFT_CHARS`).
+    the first paragraph break after this many characters (default :data:`TEXT_DOC_SOFT_CHARS`),
+    and PDFs at the first page break after as many. ``html_extractor``: how HTML pages become text
+    (:data:`lmkit.data.extract.HTML_EXTRACTORS`); None yields them unextracted (``doc.html`` set).
     """
     report = report if report is not None else ReadReport()
     for path in list_files(paths):
@@ -127,8 +137,16 @@ def iter_documents(
                 docs = read_jsonl(path, text_field, report, lenient)
             elif fmt == "parquet":
                 docs = read_parquet(path, text_field, report, lenient)
+            elif fmt == "warc":
+                docs = read_warc(path, report, lenient, text_doc_chars or TEXT_DOC_SOFT_CHARS)
+            elif fmt == "html":
+                docs = read_html(path, report)
+            elif fmt == "pdf":
+                docs = read_pdf(path, report, text_doc_chars or TEXT_DOC_SOFT_CHARS)
             else:
                 docs = read_text(path, report, text_doc_chars)
+            if html_extractor is not None and fmt in ("warc", "html"):
+                docs = _extracted(docs, html_extractor, report, lenient)
             for doc in docs:
                 report.documents += 1
                 report.text_chars += len(doc.text)
@@ -153,6 +171,23 @@ def iter_documents(
         report.files_read += 1
         if report.documents == n_before and report.bad_line_count == bad_before:
             report.empty_files.append(str(path))
+
+
+def _extracted(docs: Iterator[Document], extractor: str, report: ReadReport, lenient: bool) -> Iterator[Document]:
+    """HTML pages turned into their main text; a page without any is counted, one that fails named
+    (or, in a strict read, an error)."""
+    for doc in docs:
+        try:
+            doc = extract_document(doc, extractor)
+        except ExtractError as e:
+            if not lenient:
+                raise LmkitError(f"{doc.source}: {doc.url or doc.id}: {e}") from None
+            report.bad_record(doc.source, 0, f"{doc.url or doc.id}: {e}")
+            continue
+        if not doc.text:
+            report.no_text_pages += 1
+            continue
+        yield doc
 
 
 __all__ = ["iter_documents", "list_files"]

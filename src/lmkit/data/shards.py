@@ -69,6 +69,7 @@ class TokenShards:
 
     @property
     def eos_id(self) -> int:
+        """The id after every document: the tokenizer's document separator (meta.json's ``eos_id``)."""
         return int(self.meta["eos_id"])
 
     @property

@@ -6,18 +6,23 @@
   not depend on the tokenizer, so models with different vocabularies compare fairly.
 
 A token's bytes are the UTF-8 bytes it stands for (``Tokenizer.token_bytes``); special tokens
-count zero bytes.
+count zero bytes. A decoder's bytes are counted where each token stands: SentencePiece puts a
+``▁`` before a document's first token that is no byte of the text (:func:`window_bytes` takes it
+off after the document separator or BOS), and held-out text read here carries the bytes of the
+text each token covers (``Tokenizer.encode_with_bytes``), so that its bits per byte are exact for
+every kind of tokenizer (a normalizer such as Qwen's NFC included).
 
-Also here: the held-out data of a checkpoint (``held_out``: a packed shard folder, raw text, or the
-run's own validation shards) and ``evaluate_checkpoint``, which scores any checkpoint, quantized
-ones included, for ``lmkit evaluate CKPT`` (its flags and printing: ``lmkit.cli.infer``) as
-``lmkit quantize`` does in its before/after report.
+Also here: the held-out data of a checkpoint (``held_out``: a packed shard folder, raw text files
+packed with the model's own tokenizer, or the run's own validation shards) and
+``evaluate_checkpoint``, which scores any checkpoint, quantized or imported ones included, for
+``lmkit evaluate CKPT [--data PATH...]`` (its flags and printing: ``lmkit.cli.infer``) as ``lmkit
+quantize`` does in its before/after report.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +43,27 @@ def token_byte_lengths(tokenizer: Any) -> torch.Tensor:
     return lengths
 
 
+def window_bytes(tokenizer: Any, table: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+    """(B, L) windows -> (B, L) bytes each token stands for where it stands: ``table``'s, less the
+    space a SentencePiece tokenizer put before a document's first token (one right after the
+    document separator or BOS); a text that began with a space itself is then one byte short."""
+    starts = torch.tensor([i for i in {tokenizer.separator_id, tokenizer.bos_id} if i >= 0], dtype=torch.long)
+    lead = torch.zeros(len(table), dtype=torch.float64)
+    if tokenizer.space_before_text:
+        for i in range(len(table)):
+            lead[i] = float(i not in tokenizer.special_ids and tokenizer.token_bytes(i)[:1] == b" ")
+
+    def place(windows: torch.Tensor) -> torch.Tensor:
+        out = table[windows.clamp(max=len(table) - 1)]
+        if tokenizer.space_before_text:
+            after = torch.zeros_like(windows, dtype=torch.bool)
+            after[:, 1:] = torch.isin(windows[:, :-1], starts)
+            out = out - after * lead[windows.clamp(max=len(table) - 1)]
+        return out
+
+    return place
+
+
 @torch.no_grad()
 def evaluate(
     model: LanguageModel,
@@ -51,10 +77,14 @@ def evaluate(
     seed: int = 0,
     autocast: torch.autocast | None = None,
     loss_fn: Callable[[dict[str, torch.Tensor]], torch.Tensor] | None = None,
+    placed_bytes: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> dict[str, float]:
     """Loss, perplexity and bits per byte over up to ``max_batches`` held-out windows.
 
     ``loss_fn`` (default ``model.loss``) lets a distributed wrapper (DDP/FSDP) run the forward pass.
+    A decoder's scored bytes are counted where the tokens stand: the windows' own bytes when
+    ``shards`` carries them (held-out text), else ``placed_bytes(windows)`` (:func:`window_bytes`),
+    else the ``token_bytes`` table.
     """
     loss_fn = loss_fn if loss_fn is not None else model.loss
     was_training = model.training
@@ -64,7 +94,10 @@ def evaluate(
     total_bytes = 0.0
     length = window_length(model_cfg)
     gen = torch.Generator().manual_seed(seed)
+    own = getattr(shards, "sequential_byte_batches", None)
+    own_bytes = own(batch_size, length, max_batches) if own is not None else None
     for windows in shards.sequential_batches(batch_size, length, max_batches):
+        placed = next(own_bytes) if own_bytes is not None else placed_bytes(windows) if placed_bytes else None
         batch = make_batch(model_cfg, windows, specials, gen)
         labels = batch["labels"]
         n = int((labels != IGNORE_INDEX).sum())
@@ -78,7 +111,9 @@ def evaluate(
             loss = loss_fn(batch)
         total_nats += float(loss) * n
         total_tokens += n
-        if token_bytes is not None:
+        if token_bytes is not None and placed is not None and model_cfg.family == "decoder":
+            total_bytes += float(placed[:, 1:][labels != IGNORE_INDEX].sum())  # labels are windows[:, 1:]
+        elif token_bytes is not None:
             scored = labels[labels != IGNORE_INDEX]
             total_bytes += float(token_bytes[scored.clamp(max=len(token_bytes) - 1)].sum())
     model.train(was_training)
@@ -95,45 +130,73 @@ def evaluate(
 
 
 class _TextWindows:
-    """Held-out windows from raw text files, tokenised in memory (the interface ``evaluate`` needs)."""
+    """Held-out windows from raw text files, packed in memory with the model's own tokenizer as
+    :func:`lmkit.data.pack.pack` packs them (BOS first where the tokenizer adds it, the document
+    separator after each document), with the bytes of the text each token covers (the interface
+    ``evaluate`` needs)."""
 
-    def __init__(self, paths: list[str], tokenizer: Any, text_field: str = "text", max_tokens: int = 2_000_000) -> None:
+    def __init__(
+        self, paths: Sequence[str], tokenizer: Any, text_field: str = "text", max_tokens: int = 2_000_000
+    ) -> None:
         from lmkit.data.read import iter_documents
 
+        sep = tokenizer.require("separator", "evaluating on text (it goes between documents)")
+        bos = [tokenizer.bos_id] if tokenizer.adds_bos else []
         ids: list[int] = []
-        for doc in iter_documents(paths, text_field=text_field):
-            ids.extend(tokenizer.encode(doc.text))
-            ids.append(tokenizer.eos_id)
+        nbytes: list[int] = []
+        for doc in iter_documents(list(paths), text_field=text_field):
+            doc_ids, pieces = tokenizer.encode_with_bytes(doc.text)
+            ids += [*bos, *doc_ids, sep]
+            nbytes += [0] * len(bos) + [len(p) for p in pieces] + [0]
             if len(ids) >= max_tokens:
                 break
         self.tokens = torch.tensor(ids, dtype=torch.int64)
+        self.bytes = torch.tensor(nbytes, dtype=torch.float64)
 
-    def sequential_batches(
-        self, batch_size: int, length: int, max_batches: int | None = None
+    def _rows(
+        self, values: torch.Tensor, batch_size: int, length: int, max_batches: int | None
     ) -> Iterator[torch.Tensor]:
         n = len(self.tokens) // length
         if n == 0:
             raise LmkitError(f"the held-out text has {len(self.tokens):,} tokens, fewer than one window of {length:,}")
-        rows = self.tokens[: n * length].view(n, length)
+        rows = values[: n * length].view(n, length)
         for i, s in enumerate(range(0, n, batch_size)):
             if max_batches is not None and i >= max_batches:
                 return
             yield rows[s : s + batch_size]
 
+    def sequential_batches(
+        self, batch_size: int, length: int, max_batches: int | None = None
+    ) -> Iterator[torch.Tensor]:
+        return self._rows(self.tokens, batch_size, length, max_batches)
 
-def held_out(ckpt: Path, data: str | None, tokenizer: Any, text_field: str = "text") -> tuple[Any, str] | None:
-    """Held-out token windows: --data (a shard folder, one split, or text), else the run's own
-    validation shards if they are still where the checkpoint's run config says."""
+    def sequential_byte_batches(
+        self, batch_size: int, length: int, max_batches: int | None = None
+    ) -> Iterator[torch.Tensor]:
+        """The bytes of text each token of :meth:`sequential_batches`' windows covers, window by window."""
+        return self._rows(self.bytes, batch_size, length, max_batches)
+
+
+def held_out(
+    ckpt: Path, data: str | Sequence[str] | None, tokenizer: Any, text_field: str = "text"
+) -> tuple[Any, str] | None:
+    """Held-out token windows: --data (a shard folder, one split, or text files and folders, packed
+    with the model's own tokenizer), else the run's own validation shards if they are still where the
+    checkpoint's run config says."""
     from lmkit.data.shards import TokenShards, is_shard_folder
 
-    if data:
-        p = Path(data)
+    paths = [data] if isinstance(data, str) else list(data or [])
+    if paths:
+        p = Path(paths[0])
+        packed = [q for q in paths if is_shard_folder(q) or (Path(q) / "meta.json").is_file()]
+        if packed and len(paths) > 1:
+            raise LmkitError(f"--data {packed[0]}: a packed shard folder is held-out data alone (give it by itself)")
         if is_shard_folder(p):
             shards = TokenShards(p / "val")
         elif (p / "meta.json").is_file() and p.is_dir():
             shards = TokenShards(p)
         else:
-            return _TextWindows([data], tokenizer, text_field), f"text in {data}"
+            return _TextWindows(paths, tokenizer, text_field), f"text in {', '.join(paths)}"
         if shards.tokenizer_sha256 != tokenizer.sha256:
             raise LmkitError(f"{shards.folder}: packed with another tokenizer than {ckpt}'s")
         return shards, str(shards.folder)
@@ -158,6 +221,7 @@ def evaluate_model(
 ) -> dict[str, float]:
     """Held-out loss, perplexity and bits per byte of ``model`` on ``windows``, specials from ``tokenizer``."""
     specials = tokenizer.special_ids_for_objectives()
+    table = token_byte_lengths(tokenizer)
     return evaluate(
         model,
         windows,
@@ -165,7 +229,8 @@ def evaluate_model(
         specials,
         batch_size=batch_size,
         max_batches=max_batches,
-        token_bytes=token_byte_lengths(tokenizer),
+        token_bytes=table,
+        placed_bytes=window_bytes(tokenizer, table),
     )
 
 
@@ -176,13 +241,18 @@ def checkpoint_format(cfg_raw: dict[str, Any]) -> str:
 
 
 def evaluate_checkpoint(
-    ckpt: str | Path, data: str | None = None, batches: int = 8, batch_size: int = 8, text_field: str = "text"
+    ckpt: str | Path,
+    data: str | Sequence[str] | None = None,
+    batches: int = 8,
+    batch_size: int = 8,
+    text_field: str = "text",
 ) -> dict[str, Any]:
     """Held-out loss, perplexity and bits per byte of a checkpoint, quantized or not (``lmkit evaluate``).
 
     The model is loaded by ``lmkit.models.checkpoint.load_model``, so an int8 checkpoint is evaluated with its
     int8 weights, as ``lmkit generate`` runs it. Held-out data: ``data`` (a packed shard folder, one
-    split of it, or text files), else the run's own validation shards when they are still found.
+    split of it, or text files and folders: an imported model has no shards of its own), else the
+    run's own validation shards when they are still found.
     """
     from lmkit.models.checkpoint import load_model, load_tokenizer, read_config, resolve_checkpoint
     from lmkit.models.int8 import memory_bytes

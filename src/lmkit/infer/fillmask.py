@@ -1,16 +1,19 @@
-"""Fill-mask inference for encoder checkpoints: the most likely tokens for each ``[MASK]`` in a text.
+"""Fill-mask inference for encoder checkpoints: the most likely tokens for each mask in a text.
 
-An encoder pre-trained by masked language modeling predicts, at every ``[MASK]``, a distribution
+An encoder pre-trained by masked language modeling predicts, at every mask, a distribution
 over the vocabulary using the words on both sides. ``fill_mask`` runs the text through the model
 once and returns, for each mask (several at once are fine; each is predicted independently, as in
 pre-training), the top-k tokens with their probabilities, plus the text with every mask filled by
 its top token; :func:`format_result` renders it as ``lmkit fill-mask`` prints it (the command
 itself: ``lmkit.cli.infer``).
 
-How the text becomes tokens: a byte-level BPE glues the space before a word to the word
-(``" contract"``), and pre-training masked such whole tokens, so the space right before a
-``[MASK]`` belongs to the hidden word and is not encoded on its own. The text is wrapped in
-end-of-sequence tokens, as a document sits in the packed pre-training windows.
+The mask is the model's own mask token, written in the text as that token's text (BERT's ``[MASK]``,
+RoBERTa's ``<mask>``; ``mask_text`` names another placeholder). How the text becomes tokens: a
+byte-level BPE glues the space before a word to the word (``" contract"``), and pre-training masked
+such whole tokens, so the space right before a mask belongs to the hidden word and is not encoded on
+its own (RoBERTa's ``<mask>`` strips it the same way). The text is wrapped as the model's tokenizer
+wraps one text (``Tokenizer.wrap``: BERT's ``[CLS] .. [SEP]``, RoBERTa's ``<s> .. </s>``, lmkit's own
+between end-of-sequence tokens, as a document sits in the packed pre-training windows).
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from lmkit.errors import LmkitError
 from lmkit.models import LanguageModel
 from lmkit.models.encoder import Encoder
 
-MASK_TEXT = "[MASK]"
+MASK_TEXT = "[MASK]"  # lmkit's own tokenizers' mask token
 
 
 @dataclass
@@ -58,7 +61,7 @@ class FillMaskResult:
 
 
 def encode_with_masks(tokenizer: Any, text: str, mask_text: str = MASK_TEXT) -> tuple[list[int], list[int], list[str]]:
-    """Token ids of ``text`` (wrapped in EOS) with each ``mask_text`` as the mask id.
+    """Token ids of ``text`` (wrapped as the tokenizer wraps one text) with each ``mask_text`` as the mask id.
 
     Returns (ids, positions of the masks, the text pieces between masks with the space before each
     mask removed).
@@ -69,7 +72,7 @@ def encode_with_masks(tokenizer: Any, text: str, mask_text: str = MASK_TEXT) -> 
             f"the text has no {mask_text}: write {mask_text} where a word should be predicted, "
             f'e.g. "The {mask_text} of the contract"'
         )
-    ids: list[int] = [tokenizer.eos_id] if tokenizer.eos_id >= 0 else []
+    ids: list[int] = []
     positions: list[int] = []
     kept: list[str] = []
     for i, piece in enumerate(pieces):
@@ -81,23 +84,24 @@ def encode_with_masks(tokenizer: Any, text: str, mask_text: str = MASK_TEXT) -> 
         if i < len(pieces) - 1:
             positions.append(len(ids))
             ids.append(tokenizer.mask_id)
-    if tokenizer.eos_id >= 0:
-        ids.append(tokenizer.eos_id)
-    return ids, positions, kept
+    before = len(tokenizer.template[0])  # the tokens the tokenizer puts first ([CLS], <s>, lmkit's EOS)
+    return tokenizer.wrap(ids), [p + before for p in positions], kept
 
 
 @torch.no_grad()
 def fill_mask(
-    model: LanguageModel, tokenizer: Any, text: str, top_k: int = 5, mask_text: str = MASK_TEXT
+    model: LanguageModel, tokenizer: Any, text: str, top_k: int = 5, mask_text: str | None = None
 ) -> FillMaskResult:
-    """Top-k candidates with probabilities for each ``[MASK]`` of ``text`` (an encoder model)."""
+    """Top-k candidates with probabilities for each mask of ``text`` (an encoder model); the mask is
+    written as ``mask_text``, by default the text of the model's own mask token."""
     if getattr(getattr(model, "cfg", None), "family", None) != "encoder":
         raise LmkitError("fill-mask needs an encoder (masked LM) checkpoint")
     model = cast(Encoder, model)  # a model of family "encoder" is an Encoder
     if top_k < 1:
         raise LmkitError(f"--top-k must be at least 1, got {top_k}")
     if tokenizer.mask_id < 0:
-        raise LmkitError("the tokenizer has no [MASK] token")
+        raise LmkitError(f"{tokenizer.source}: the tokenizer has no mask token, which fill-mask needs")
+    mask_text = mask_text or tokenizer.mask_text
     ids, positions, pieces = encode_with_masks(tokenizer, text, mask_text)
     spaced = [piece.endswith(" ") for piece in text.split(mask_text)[:-1]]
     window = model.cfg.max_seq_len
@@ -135,7 +139,7 @@ def format_result(res: FillMaskResult) -> str:
     """A readable report: each mask's candidates with probabilities, then the filled text."""
     lines = [res.text]
     for m in res.masks:
-        label = f"{MASK_TEXT} #{m.index + 1}" if len(res.masks) > 1 else MASK_TEXT
+        label = f"mask #{m.index + 1}" if len(res.masks) > 1 else "mask"
         for rank, c in enumerate(m.candidates):
             head = f"  {label:<12}" if rank == 0 else " " * 14
             bar = "█" * max(1, round(20 * c.probability)) if c.probability >= 0.005 else ""

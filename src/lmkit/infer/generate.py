@@ -25,7 +25,7 @@ cross-attention keys/values once, and decodes from a start token with a self-att
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, cast
 
@@ -59,21 +59,24 @@ def _decode_loop(
     limit_reason: StopReason,
     gen_cfg: GenerationConfig,
     generator: torch.Generator | None,
-    eos_id: int | None,
+    eos_id: int | Sequence[int] | None,
     explain: bool = False,
     on_token: Callable[[int], None] | None = None,
+    vocab: int | None = None,
 ) -> _LoopResult:
     """Run choose_next / step until EOS (every row), ``n_max`` tokens or the context limit.
 
     ``prefill()`` returns the first next-token logits (B, V); ``step(tokens (B, 1))`` feeds the
     chosen tokens and returns the following logits. ``limit_reason`` is the stop reason when
     ``n_max`` tokens were made (max_new_tokens, or the context window when that is smaller).
-    Rows that have finished keep emitting ``eos_id`` until every row has.
+    ``eos_id``: one id or several (a model's eos tokens); rows that have finished keep emitting the
+    first until every row has.
     """
-    logits = prefill()  # (B, V)
+    logits = prefill()[:, :vocab]  # (B, V): ids past the tokenizer's (padding rows of an embedding) never come
     B = logits.shape[0]
     out = torch.empty(B, n_max, dtype=torch.long, device=logits.device)
-    watch_eos = gen_cfg.stop_at_eos and eos_id is not None
+    stops = [] if eos_id is None else [eos_id] if isinstance(eos_id, int) else list(eos_id)  # any ends a row
+    watch_eos = gen_cfg.stop_at_eos and bool(stops)
     finished = torch.zeros(B, dtype=torch.bool, device=logits.device) if watch_eos and B > 1 else None
     fast_greedy = gen_cfg.greedy and not explain
     steps: list[StepExplanation] = []
@@ -86,23 +89,23 @@ def _decode_loop(
             if expl:
                 steps.append(expl[0])
         if finished is not None:
-            token = token.masked_fill(finished, eos_id)  # type: ignore[arg-type]
+            token = token.masked_fill(finished, stops[0])
         out[:, n] = token
         n += 1
         if on_token is not None:
             on_token(int(token[0]))
         if watch_eos:
             if finished is None:
-                if int(token[0]) == eos_id:
+                if int(token[0]) in stops:
                     reason = "eos"
                     break
             else:
-                finished |= token == eos_id
+                finished |= torch.isin(token, torch.tensor(stops, device=token.device))
                 if bool(finished.all()):
                     reason = "eos"
                     break
         if n < n_max:
-            logits = step(token[:, None])
+            logits = step(token[:, None])[:, :vocab]
     return _LoopResult(out[:, :n], reason, steps)
 
 
@@ -148,10 +151,11 @@ def _decoder_loop(
     input_ids: torch.Tensor,
     gen_cfg: GenerationConfig,
     cache: bool,
-    eos_id: int | None,
+    eos_id: int | Sequence[int] | None,
     generator: torch.Generator | None,
     explain: bool = False,
     on_token: Callable[[int], None] | None = None,
+    vocab: int | None = None,
 ) -> _LoopResult:
     window = model.cfg.max_seq_len
     B, T = input_ids.shape
@@ -195,7 +199,7 @@ def _decoder_loop(
             def step(tok: torch.Tensor) -> torch.Tensor:
                 return model(tok, kv)[:, -1]
 
-    return _decode_loop(prefill, step, n_max, limit, gen_cfg, generator, eos_id, explain, on_token)
+    return _decode_loop(prefill, step, n_max, limit, gen_cfg, generator, eos_id, explain, on_token, vocab)
 
 
 def generate_ids(
@@ -203,7 +207,7 @@ def generate_ids(
     input_ids: torch.Tensor,
     gen_cfg: GenerationConfig,
     cache: bool = True,
-    eos_id: int | None = None,
+    eos_id: int | Sequence[int] | None = None,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """Continue each row of input_ids (B, T) with a decoder; returns (B, T + n) ids.
@@ -236,7 +240,7 @@ def _seq2seq_loop(
     gen_cfg: GenerationConfig,
     start_id: int,
     cache: bool,
-    eos_id: int | None,
+    eos_id: int | Sequence[int] | None,
     generator: torch.Generator | None,
     explain: bool = False,
     on_token: Callable[[int], None] | None = None,
@@ -280,7 +284,7 @@ def generate_seq2seq_ids(
     input_ids: torch.Tensor,
     gen_cfg: GenerationConfig,
     start_id: int,
-    eos_id: int | None = None,
+    eos_id: int | Sequence[int] | None = None,
     cache: bool = True,
     attention_mask: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
@@ -389,10 +393,6 @@ def format_step(step: StepExplanation, width: int = 24) -> str:
     return "\n".join(lines)
 
 
-def _encode_prompt(tokenizer: Any, prompt: str) -> list[int]:
-    return list(tokenizer.encode(prompt)) if prompt else []
-
-
 def _completion_text(tokenizer: Any, prompt_ids: list[int], new_ids: list[int], seq2seq: bool = False) -> str:
     """Text the new ids add after the prompt, decoded together with the prompt so that a character
     whose bytes straddle the boundary comes out whole. An encoder-decoder's output keeps its
@@ -418,8 +418,8 @@ def generate(
 ) -> GenerationResult:
     """Complete ``prompt`` with a decoder (or answer it with an encoder-decoder).
 
-    Decoder: the prompt is read once into the KV cache, then one token is added per step; an
-    empty prompt starts from the BOS token. A prompt longer than the context window is an
+    Decoder: the prompt (after BOS where the model's tokenizer adds one) is read once into the KV
+    cache, then one token is added per step until any of the model's eos ids; "" starts from BOS. A prompt longer than the context window is an
     error, or with ``truncate="left"`` loses its first tokens so that the prompt and
     ``max_new_tokens`` fit. Encoder-decoder: see :func:`generate_seq2seq`.
     ``stream`` receives the completion piece by piece as it is generated.
@@ -432,11 +432,7 @@ def generate(
             cast(EncoderDecoder, model), tokenizer, prompt, gen_cfg, explain=explain, stream=stream, start_id=start_id
         )
     decoder = cast(Decoder, model)  # _check_family lets only the "decoder" and "encdec" families through
-    ids = _encode_prompt(tokenizer, prompt)
-    if not ids:
-        if tokenizer.bos_id < 0:
-            raise LmkitError("empty prompt and the tokenizer has no BOS token to start from")
-        ids = [tokenizer.bos_id]
+    ids = tokenizer.prompt_ids(prompt)  # BOS first where the model's tokenizer adds one; "" is BOS alone
     window = model.cfg.max_seq_len
     truncated = 0
     if gen_cfg.truncate == "left":
@@ -458,7 +454,9 @@ def generate(
         gen_cfg,
         explain,
         stream,
-        lambda inp, g, on_tok: _decoder_loop(decoder, inp, gen_cfg, True, tokenizer.eos_id, g, explain, on_tok),
+        lambda inp, g, on_tok: _decoder_loop(
+            decoder, inp, gen_cfg, True, tokenizer.eos_ids, g, explain, on_tok, tokenizer.vocab_size
+        ),
     )
 
 
@@ -480,7 +478,7 @@ def generate_seq2seq(
     gen_cfg = gen_cfg or GenerationConfig()
     gen_cfg.validate()
     if start_id is None:
-        start_id = tokenizer.pad_id
+        start_id = tokenizer.decoder_start_id
     ids = list(tokenizer.encode(prompt, allow_special=True)) if prompt else []
     if tokenizer.eos_id >= 0:
         ids.append(tokenizer.eos_id)

@@ -11,22 +11,29 @@ fewer, cheaper operations:
 * every weight is stored transposed, (in, out) contiguous: a one-row product streams that layout
   faster than ``F.linear``'s (out, in) on CPU (most of all for the vocabulary
   projection, the largest matrix);
-* q, k, v are one product, and so are the MLP's gate and up projections; each RMSNorm's weight
-  (and a factor √d) is folded into the rows of the product that follows it, leaving only
-  x·rsqrt(Σx² + d·eps) to compute; the residual additions are fused into the output products
-  (``addmm``);
+* q, k, v are one product, and so are a gated MLP's gate and up projections; each norm's weight is
+  folded into the rows of the product that follows it (RMSNorm's with a factor √d, leaving only
+  x·rsqrt(Σx² + d·eps) to compute; a LayerNorm's bias b becomes the product's bias b·W, added with
+  the layer's own bias in one ``addmm``); the residual additions are fused into the output
+  products (``addmm``);
 * rotary positions are one complex multiply: the rows of W_q and W_k are reordered (per head,
   identically for both, which leaves every q·k dot product unchanged) so that the pairs that
-  "rotate half" turns together sit side by side as one complex number;
+  "rotate half" turns together sit side by side as one complex number (GPT-NeoX rotates only the
+  first dimensions of each head: the rest are multiplied by 1);
 * keys and values go into a preallocated cache in place, and attention reads it through strided
   views (no copies, no concatenation); the prefill projects only its last position onto the
-  vocabulary.
+  vocabulary. Grouped-query attention (Llama 3, SmolLM2, Qwen2) keeps only the key/value heads,
+  and a one-token step lets each key/value head attend for its group of query heads at once.
+* Every layout variant of the decoder is covered: Llama/Qwen2 (RMSNorm, SwiGLU, biases), GPT-2
+  (learned positions, LayerNorm, plain tanh-GELU MLP), GPT-NeoX (parallel residual: the MLP reads
+  the block's input, normalised once), BLOOM (embedding LayerNorm, ALiBi's slope·key-position
+  added to the scores).
 The model's own modules, weight names and training path are untouched; tests check the packed
-path against the plain forward pass, logits and tokens. The copy costs one more set of the
-model's weights in memory and is rebuilt when the parameters change (an optimizer step).
+path against the plain forward pass, logits and tokens, for every layout. The copy costs one more
+set of the model's weights in memory and is rebuilt when the parameters change (an optimizer step).
 :func:`packed_decoder` returns None for models it does not recognise (a quantized or 16-bit
-checkpoint, another class): those use the model's own ``forward`` with a
-:class:`~lmkit.models.layers.KVCache`.
+checkpoint, another class, ALiBi with grouped-query attention, rotary heads of odd width): those use
+the model's own ``forward`` with a :class:`~lmkit.models.layers.KVCache`.
 """
 
 from __future__ import annotations
@@ -34,7 +41,7 @@ from __future__ import annotations
 import copy
 import math
 import weakref
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, TypeGuard, cast
 
 import torch
@@ -43,15 +50,27 @@ from torch import nn
 
 if TYPE_CHECKING:
     from lmkit.models.decoder import Decoder, DecoderBlock
+    from lmkit.models.layers import RMSNorm
 
 
-def _pair_rows(w: torch.Tensor, n_heads: int) -> torch.Tensor:
-    """Reorder the rows of a query/key projection (d, d_in) so that, within each head, dimension i
-    and i + head_dim/2 (the pair rotary positions rotate together in the "rotate half" layout) sit
-    side by side, as the real and imaginary part of one complex number."""
-    d, d_in = w.shape
-    per_head = w.reshape(n_heads, 2, d // n_heads // 2, d_in)  # (H, 2, hd/2, d_in): halves
-    return per_head.transpose(1, 2).reshape(d, d_in)  # (H, hd/2, 2, d_in) -> rows [x0, x_h, x1, x_h+1, ...]
+def _pair_rows(w: torch.Tensor, n_heads: int, rot: int | None = None) -> torch.Tensor:
+    """Reorder the rows of a query/key projection (n_heads·hd, d_in), or its bias (n_heads·hd,), so
+    that, within each head, dimension i and i + rot/2 (the pair rotary positions rotate together in
+    the "rotate half" layout, over the first ``rot`` = hd dimensions unless given) sit side by side, as
+    the real and imaginary part of one complex number; the unrotated rest keeps its order."""
+    rows = w.shape[0]
+    hd = rows // n_heads
+    rot = hd if rot is None else rot
+    per_head = w.reshape(n_heads, hd, -1)  # (H, hd, d_in)
+    turned = per_head[:, :rot].reshape(n_heads, 2, rot // 2, -1).transpose(1, 2).reshape(n_heads, rot, -1)
+    return torch.cat([turned, per_head[:, rot:]], dim=1).reshape(w.shape)  # rows [x0, x_r, x1, x_r+1, ..., rest]
+
+
+_ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "silu": F.silu,
+    "gelu": F.gelu,
+    "gelu_tanh": lambda x: F.gelu(x, approximate="tanh"),
+}
 
 
 class PackedDecoder:
@@ -59,15 +78,22 @@ class PackedDecoder:
 
     ``session = packed.start(batch, max_len)`` allocates a key/value cache; ``session.forward(ids
     (B, T))`` appends T tokens and returns the next-token logits (B, V) of the last one. Same maths
-    as ``Decoder.forward`` with a ``KVCache``, rearranged (see the module docstring).
+    as ``Decoder.forward`` with a ``KVCache``, rearranged (see the module docstring). Grouped-query
+    attention keeps the key/value heads only; a one-token step lets each key/value head attend for
+    its group of query heads at once (the group as the query length: no copies).
     """
 
     def __init__(self, model: Decoder) -> None:
         cfg = model.cfg
         self.cfg = cfg
-        self.d, self.H, self.hd = cfg.d_model, cfg.n_heads, cfg.head_dim
+        self.d, self.H, self.hd, self.Hkv = cfg.d_model, cfg.n_heads, cfg.head_dim, cfg.kv_heads
+        self.dq, self.dkv = self.H * self.hd, self.Hkv * self.hd  # widths of q and of k (= v)
         self.d_eps = cfg.d_model * cfg.norm_eps
+        self.rms = cfg.norm == "rms"
         self.rotary = cfg.pos_encoding == "rotary"
+        self.parallel = cfg.residual == "parallel"
+        self.gated = cfg.mlp == "gated"
+        self.act: Callable[[torch.Tensor], torch.Tensor] = _ACTIVATIONS[cfg.activation]
         self.ffn = cfg.ffn_width
         with torch.no_grad():
             self.emb = model.tok_emb.weight.detach()  # (V, d)
@@ -76,38 +102,64 @@ class PackedDecoder:
                 self.pos = model.pos_emb.weight.detach()  # (max_seq_len, d)
             elif model.pos_table is not None:
                 self.pos = model.pos_table  # (max_seq_len, d)
+            self.emb_norm = model.emb_norm  # BLOOM's LayerNorm after the embedding, applied as it is
 
-            def packed(norm_w: torch.Tensor | None, *ws: torch.Tensor) -> torch.Tensor:
-                # (in, out) contiguous: a one-row matmul streams it fastest (≈2x F.linear for
-                # the vocabulary projection here). The RMSNorm weight that precedes it scales
-                # its input dimension, so it folds into the rows (with the √d of _rms).
-                wt = torch.cat(ws).t()  # (in, out)
-                if norm_w is not None:
-                    wt = wt * (norm_w[:, None] * math.sqrt(self.d))
-                return wt.contiguous()
+            def packed(
+                norm: RMSNorm | nn.LayerNorm | None, ws: list[torch.Tensor], bs: list[torch.Tensor | None] | None = None
+            ) -> tuple[torch.Tensor, torch.Tensor | None]:
+                # (in, out) contiguous: a one-row matmul streams it fastest (≈2x F.linear for the
+                # vocabulary projection here). The norm weight that precedes it scales its input
+                # dimension, so it folds into the rows (RMSNorm: with the √d of _rms); a LayerNorm's
+                # bias b becomes the output bias b·W. Returns the matrix and the bias (or None).
+                w = torch.cat(ws)  # (out, in)
+                bias = None
+                if bs is not None and any(b is not None for b in bs):
+                    bias = torch.cat([b if b is not None else w.new_zeros(n.shape[0]) for b, n in zip(bs, ws)])
+                if norm is not None and not self.rms:
+                    folded = w @ cast(torch.Tensor, norm.bias)  # (out,)
+                    bias = folded if bias is None else bias + folded
+                wt = w.t()  # (in, out)
+                if norm is not None:
+                    wt = wt * (norm.weight[:, None] * (math.sqrt(self.d) if self.rms else 1.0))
+                return wt.contiguous(), None if bias is None else bias.contiguous()
 
-            self.layers: list[dict[str, torch.Tensor]] = []
+            rot = int(model.rope_cos.shape[-1]) if self.rotary else 0  # rotated dimensions of each head
+            self.layers: list[dict[str, torch.Tensor]] = []  # per layer: the matrices, (in, out)
+            self.biases: list[dict[str, torch.Tensor | None]] = []  # and the bias of each product, if any
             for block in cast("Iterable[DecoderBlock]", model.blocks):  # a ModuleList yields Module
                 a, m = block.attn, block.mlp
-                wq, wk = a.q_proj.weight, a.k_proj.weight
+                wq: torch.Tensor = a.q_proj.weight
+                wk: torch.Tensor = a.k_proj.weight
+                bq: torch.Tensor | None = a.q_proj.bias
+                bk: torch.Tensor | None = a.k_proj.bias
                 if self.rotary:
-                    wq, wk = _pair_rows(wq, self.H), _pair_rows(wk, self.H)
-                self.layers.append(
-                    {
-                        "qkv": packed(block.attn_norm.weight, wq, wk, a.v_proj.weight),  # (d, 3d)
-                        "o": packed(None, a.o_proj.weight),  # (d, d)
-                        "gate_up": packed(block.mlp_norm.weight, m.gate_proj.weight, m.up_proj.weight),  # (d, 2f)
-                        "down": packed(None, m.down_proj.weight),  # (f, d)
-                    }
-                )
-            self.out = packed(model.norm.weight, model.output_weight)  # (d, V)
+                    wq, wk = _pair_rows(wq, self.H, rot), _pair_rows(wk, self.Hkv, rot)
+                    bq = None if bq is None else _pair_rows(bq, self.H, rot)
+                    bk = None if bk is None else _pair_rows(bk, self.Hkv, rot)
+                layer: dict[str, torch.Tensor] = {}
+                bias: dict[str, torch.Tensor | None] = {}
+                layer["qkv"], bias["qkv"] = packed(block.attn_norm, [wq, wk, a.v_proj.weight], [bq, bk, a.v_proj.bias])
+                layer["o"], bias["o"] = packed(None, [a.o_proj.weight], [a.o_proj.bias])  # (dq, d)
+                ups = [m.gate_proj, m.up_proj] if m.gate_proj is not None else [m.up_proj]
+                # (d, 2f) = [gate | up] for a gated MLP, (d, f) for a plain one
+                layer["up"], bias["up"] = packed(block.mlp_norm, [u.weight for u in ups], [u.bias for u in ups])
+                layer["down"], bias["down"] = packed(None, [m.down_proj.weight], [m.down_proj.bias])  # (f, d)
+                self.layers.append(layer)
+                self.biases.append(bias)
+            self.out, self.out_b = packed(model.norm, [model.output_weight])  # (d, V)
             if self.rotary:
-                # e^{i·pos·θ_j} for each complex pair of [q | k | v]: the pairs of q and k heads
-                # rotate, those of v are multiplied by 1 (exactly), so one multiply covers all three.
-                cos, sin = model.rope_cos, model.rope_sin  # (max_seq_len, hd), halves repeated
-                half = self.hd // 2
-                rot = torch.complex(cos[:, :half], sin[:, :half]).repeat(1, 2 * self.H)  # (L, d)
-                self.freqs = torch.cat([rot, torch.ones_like(rot[:, : self.d // 2])], dim=1).contiguous()  # (L, 3d/2)
+                # e^{i·pos·θ_j} for each complex pair of [q | k | v]: the rotated pairs of q and k heads
+                # turn, the rest of each head and all of v are multiplied by 1 (exactly).
+                cos, sin = model.rope_cos, model.rope_sin  # (max_seq_len, rot), halves repeated
+                turn = torch.complex(cos[:, : rot // 2], sin[:, : rot // 2])  # (L, rot/2)
+                head = torch.cat([turn, torch.ones_like(turn[:, :1]).expand(-1, (self.hd - rot) // 2)], dim=1)
+                per = head.repeat(1, self.H + self.Hkv)  # (L, (dq+dkv)/2)
+                self.freqs = torch.cat([per, torch.ones_like(per[:, : self.dkv // 2])], dim=1).contiguous()
+            self.alibi: torch.Tensor | None = None
+            attn0 = cast("DecoderBlock", model.blocks[0]).attn
+            if attn0.alibi is not None:  # slope_h · key position, (H, 1, max_seq_len)
+                positions = torch.arange(cfg.max_seq_len, dtype=torch.float32, device=self.emb.device)
+                self.alibi = (attn0.alibi.view(-1, 1, 1) * positions).to(self.emb.dtype)
         self.kv: list[torch.Tensor] = []
         self.k_heads: list[torch.Tensor] = []
         self.v_heads: list[torch.Tensor] = []
@@ -122,28 +174,50 @@ class PackedDecoder:
         return session
 
     def _allocate(self, batch: int, max_len: int) -> None:
-        d, H, hd = self.d, self.H, self.hd
+        dq, dkv, Hkv, hd = self.dq, self.dkv, self.Hkv, self.hd
+        width = dq + 2 * dkv
         self.length, self.max_len = 0, max_len
         opts: dict[str, Any] = {"dtype": self.emb.dtype, "device": self.emb.device}
-        # per layer (B, L, 2d): the keys then the values of each position, side by side
-        self.kv = [torch.empty(batch, max_len, 2 * d, **opts) for _ in self.layers]
-        self.k_heads = [c[..., :d].view(batch, max_len, H, hd).transpose(1, 2) for c in self.kv]  # (B, H, L, hd)
-        self.v_heads = [c[..., d:].view(batch, max_len, H, hd).transpose(1, 2) for c in self.kv]
+        # per layer (B, L, 2dkv): the keys then the values of each position, side by side
+        self.kv = [torch.empty(batch, max_len, 2 * dkv, **opts) for _ in self.layers]
+        self.k_heads = [c[..., :dkv].view(batch, max_len, Hkv, hd).transpose(1, 2) for c in self.kv]  # (B, Hkv, L, hd)
+        self.v_heads = [c[..., dkv:].view(batch, max_len, Hkv, hd).transpose(1, 2) for c in self.kv]
         # buffers of the one-token step, and views of them made once
-        self.qkv_buf = torch.empty(batch, 3 * d, **opts)  # [q | k | v] of the new token
-        self.rot_buf = torch.empty(batch, 3 * d, **opts) if self.rotary else self.qkv_buf  # after rotation
+        self.qkv_buf = torch.empty(batch, width, **opts)  # [q | k | v] of the new token
+        self.rot_buf = torch.empty(batch, width, **opts) if self.rotary else self.qkv_buf  # after rotation
         if self.rotary:
-            self.qkv_c = torch.view_as_complex(self.qkv_buf.view(batch, 3 * d // 2, 2))
-            self.rot_c = torch.view_as_complex(self.rot_buf.view(batch, 3 * d // 2, 2))
-        self.q_step = self.rot_buf[:, :d].view(batch, H, 1, hd)  # (B, H, 1, hd)
-        self.kv_step = self.rot_buf[:, d:]  # (B, 2d) = [k | v]
-        self.gu_buf = torch.empty(batch, 2 * self.ffn, **opts)
-        self.gate, self.up = self.gu_buf[:, : self.ffn], self.gu_buf[:, self.ffn :]
+            self.qkv_c = torch.view_as_complex(self.qkv_buf.view(batch, width // 2, 2))
+            self.rot_c = torch.view_as_complex(self.rot_buf.view(batch, width // 2, 2))
+        # (B, Hkv, group, hd): a one-token step's query heads, grouped by the key/value head they read
+        self.q_step = self.rot_buf[:, :dq].view(batch, Hkv, self.H // Hkv, hd)
+        self.kv_step = self.rot_buf[:, dq:]  # (B, 2dkv) = [k | v]
+        self.gu_buf = torch.empty(batch, (2 if self.gated else 1) * self.ffn, **opts)
+        self.gate, self.up = self.gu_buf[:, : self.ffn], self.gu_buf[:, -self.ffn :]
 
-    def _rms(self, x: torch.Tensor) -> torch.Tensor:
-        """x / sqrt(sum(x²) + d·eps) = RMSNorm(x) / √d (√d and the weight are folded into the next
-        matmul); a sum instead of a mean saves a cast and a division per call."""
-        return x * (x * x).sum(-1, keepdim=True).add_(self.d_eps).rsqrt_()
+    def _norm(self, x: torch.Tensor) -> torch.Tensor:
+        """The normalised x whose norm weight (and bias) are folded into the next matmul. RMSNorm:
+        x / sqrt(sum(x²) + d·eps) = RMSNorm(x) / √d (√d is folded too; a sum instead of a mean saves a
+        cast and a division per call). LayerNorm: (x - mean) / sqrt(var + eps)."""
+        if self.rms:
+            return x * (x * x).sum(-1, keepdim=True).add_(self.d_eps).rsqrt_()
+        return F.layer_norm(x, (self.d,), eps=self.cfg.norm_eps)
+
+    @staticmethod
+    def _mm(
+        x: torch.Tensor, w: torch.Tensor | None, b: torch.Tensor | None, out: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """x · w (+ b), into ``out`` when given."""
+        assert w is not None
+        if b is None:
+            return torch.mm(x, w, out=out) if out is not None else torch.mm(x, w)
+        return torch.addmm(b, x, w, out=out) if out is not None else torch.addmm(b, x, w)
+
+    def _embed(self, ids: torch.Tensor, start: int, B: int, T: int) -> torch.Tensor:
+        """Token (+ position) embeddings of ids (B, T) at positions start.., (B·T, d), rows ordered (b, t)."""
+        x = F.embedding(ids.reshape(-1), self.emb)  # a fresh tensor we may update in place
+        if self.pos is not None:
+            x = (x.view(B, T, self.d) + self.pos[start : start + T]).view(B * T, self.d)
+        return x if self.emb_norm is None else self.emb_norm(x)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         """Append ids (B, T) to the cache; logits (B, V) of the token after the last one."""
@@ -152,87 +226,114 @@ class PackedDecoder:
             raise ValueError(f"cache of {self.max_len} positions cannot take {self.length + T}")
         if T == 1:
             return self._step(ids)
-        d, H, hd = self.d, self.H, self.hd
+        d, dq, dkv, H, hd = self.d, self.dq, self.dkv, self.H, self.hd
+        width = dq + 2 * dkv
         past = self.length
         end = past + T
-        x = F.embedding(ids.reshape(-1), self.emb)  # (N, d), N = B*T, rows ordered (b, t)
-        if self.pos is not None:
-            x = (x.view(B, T, d) + self.pos[past:end]).view(B * T, d)
-        freqs = self.freqs[past:end] if self.rotary else None  # (T, 3d/2) complex
-        mask = None
+        x = self._embed(ids, past, B, T)  # (N, d), N = B*T
+        freqs = self.freqs[past:end] if self.rotary else None  # (T, width/2) complex
+        mask: torch.Tensor | None = None
         causal = past == 0
         if past > 0:
             mask = torch.ones(T, end, dtype=torch.bool, device=x.device).tril(diagonal=past)  # (T, S)
-        for layer, kv, kh, vh in zip(self.layers, self.kv, self.k_heads, self.v_heads):
-            qkv = torch.mm(self._rms(x), layer["qkv"])  # (N, 3d) = [q | k | v]
-            if freqs is not None:  # rotate each (x_i, x_i+hd/2) pair of q and k: one complex multiply
-                qkv = torch.view_as_real(torch.view_as_complex(qkv.view(B, T, 3 * d // 2, 2)) * freqs)
-                qkv = qkv.view(B * T, 3 * d)  # [q_rot | k_rot | v]
-            kv[:, past:end] = qkv[:, d:].view(B, T, 2 * d)
-            q = qkv[:, :d].view(B, T, H, hd).transpose(1, 2)  # (B, H, T, hd)
+        if self.alibi is not None:  # ALiBi: slope_h · key position, causality folded in
+            keep = torch.ones(T, end, dtype=torch.bool, device=x.device).tril(diagonal=past)
+            mask, causal = self.alibi[:, :, :end].masked_fill(~keep, float("-inf")), False  # (H, T, S)
+        gqa = self.Hkv != H
+        for layer, bias, kv, kh, vh in zip(self.layers, self.biases, self.kv, self.k_heads, self.v_heads):
+            h = self._norm(x)
+            qkv = self._mm(h, layer["qkv"], bias["qkv"])  # (N, width)
+            if freqs is not None:  # rotate each (x_i, x_i+rot/2) pair of q and k: one complex multiply
+                qkv = torch.view_as_real(torch.view_as_complex(qkv.view(B, T, width // 2, 2)) * freqs)
+                qkv = qkv.view(B * T, width)  # [q_rot | k_rot | v]
+            kv[:, past:end] = qkv[:, dq:].view(B, T, 2 * dkv)
+            q = qkv[:, :dq].view(B, T, H, hd).transpose(1, 2)  # (B, H, T, hd)
             y = F.scaled_dot_product_attention(
-                q, kh[:, :, :end], vh[:, :, :end], attn_mask=mask, is_causal=causal
+                q, kh[:, :, :end], vh[:, :, :end], attn_mask=mask, is_causal=causal, enable_gqa=gqa
             )  # (B, H, T, hd)
-            x = torch.addmm(x, y.transpose(1, 2).reshape(B * T, d), layer["o"])  # x + o_proj(y)
-            gu = torch.mm(self._rms(x), layer["gate_up"])  # (N, 2f)
-            a = F.silu(gu[:, : self.ffn]).mul_(gu[:, self.ffn :])
-            x = torch.addmm(x, a, layer["down"])  # x + down_proj(silu(gate) * up)
+            attn = y.transpose(1, 2).reshape(B * T, dq)
+            mlp_in = h if self.parallel else None  # parallel residual: the MLP reads the block's input too
+            x = torch.addmm(x, attn, layer["o"])  # x + o_proj(y)
+            if bias["o"] is not None:
+                x += bias["o"]
+            up = self._mm(self._norm(x) if mlp_in is None else mlp_in, layer["up"], bias["up"])  # (N, f or 2f)
+            a = self.act(up[:, : self.ffn]).mul_(up[:, self.ffn :]) if self.gated else self.act(up)
+            x = torch.addmm(x, a, layer["down"])  # x + down_proj(act(...))
+            if bias["down"] is not None:
+                x += bias["down"]
         self.length = end
         last = x.view(B, T, d)[:, -1]  # (B, d)
-        return torch.mm(self._rms(last), self.out)  # (B, V)
+        return self._mm(self._norm(last), self.out, self.out_b)  # (B, V)
 
     def _step(self, ids: torch.Tensor) -> torch.Tensor:
         """forward() for one new token per row: the same maths in preallocated buffers, in place."""
-        B, d = ids.shape[0], self.d
+        B = ids.shape[0]
         pos = self.length
         end = pos + 1
-        x = F.embedding(ids.view(B), self.emb)  # (B, d), a fresh tensor we may update in place
-        if self.pos is not None:
-            x += self.pos[pos]
-        freqs = self.freqs[pos] if self.rotary else None  # (3d/2,) complex
-        for layer, kv, kh, vh in zip(self.layers, self.kv, self.k_heads, self.v_heads):
-            torch.mm(self._rms(x), layer["qkv"], out=self.qkv_buf)  # (B, 3d)
+        x = self._embed(ids, pos, B, 1)  # (B, d)
+        freqs = self.freqs[pos] if self.rotary else None  # (width/2,) complex
+        mask = self.alibi[:, :, :end] if self.alibi is not None else None  # (H, 1, S)
+        for layer, bias, kv, kh, vh in zip(self.layers, self.biases, self.kv, self.k_heads, self.v_heads):
+            h = self._norm(x)
+            self._mm(h, layer["qkv"], bias["qkv"], out=self.qkv_buf)  # (B, width)
             if freqs is not None:
                 torch.mul(self.qkv_c, freqs, out=self.rot_c)  # rot_buf = [q_rot | k_rot | v]
             kv[:, pos] = self.kv_step
-            y = F.scaled_dot_product_attention(self.q_step, kh.narrow(2, 0, end), vh.narrow(2, 0, end))
-            x.addmm_(y.view(B, d), layer["o"])  # x += o_proj(y); y (B, H, 1, hd)
-            torch.mm(self._rms(x), layer["gate_up"], out=self.gu_buf)  # (B, 2f)
-            F.silu(self.gate, inplace=True).mul_(self.up)
-            x.addmm_(self.gate, layer["down"])  # x += down_proj(silu(gate) * up)
+            # each key/value head attends for its group of query heads: (B, Hkv, group, hd)
+            y = F.scaled_dot_product_attention(self.q_step, kh.narrow(2, 0, end), vh.narrow(2, 0, end), attn_mask=mask)
+            mlp_in = h if self.parallel else None
+            x.addmm_(y.view(B, self.dq), layer["o"])  # x += o_proj(y)
+            if bias["o"] is not None:
+                x += bias["o"]
+            self._mm(self._norm(x) if mlp_in is None else mlp_in, layer["up"], bias["up"], out=self.gu_buf)
+            if not self.gated:
+                a = self.act(self.gu_buf)  # (B, f)
+            elif self.act is F.silu:
+                a = F.silu(self.gate, inplace=True).mul_(self.up)  # silu(gate) * up, in the gate's buffer
+            else:
+                a = self.act(self.gate).mul_(self.up)
+            x.addmm_(a, layer["down"])  # x += down_proj(act(...))
+            if bias["down"] is not None:
+                x += bias["down"]
         self.length = end
-        return torch.mm(self._rms(x), self.out)  # (B, V)
+        return self._mm(self._norm(x), self.out, self.out_b)  # (B, V)
 
 
 _PACKED: weakref.WeakKeyDictionary[nn.Module, tuple[tuple[Any, ...], PackedDecoder]] = weakref.WeakKeyDictionary()
 
 
 def _packable(model: nn.Module) -> TypeGuard[Decoder]:
-    """Is this exactly lmkit's Decoder with plain fp32 embedding and Linear layers?"""
-    from lmkit.models.decoder import Decoder, SwiGLU
-    from lmkit.models.layers import Attention
+    """Is this exactly lmkit's Decoder, with plain fp32 embedding, norm and Linear layers (any of its
+    layout variants), in a layout the packed step computes? It declines ALiBi with grouped-query
+    attention and rotary heads of odd width (no checkpoint has them): those, quantized and 16-bit
+    models decode through the model's own forward and KV cache."""
+    from lmkit.models.decoder import Decoder, FeedForward
+    from lmkit.models.layers import Attention, RMSNorm
 
     if type(model) is not Decoder or type(model.tok_emb) is not nn.Embedding:
+        return False
+    c = model.cfg
+    if (c.pos_encoding == "alibi" and c.kv_heads != c.n_heads) or (c.pos_encoding == "rotary" and c.head_dim % 2):
         return False
     if model.tok_emb.weight.dtype != torch.float32 or (
         model.lm_head is not None
         and (type(model.lm_head) is not nn.Linear or model.lm_head.weight.dtype != torch.float32)
     ):
         return False  # e.g. a quantized or 16-bit cast checkpoint: the model's own forward handles it
+    norms = [cast(nn.Module, model.norm), *([cast(nn.Module, model.emb_norm)] if model.emb_norm is not None else [])]
     for block in model.blocks:
-        if type(block.attn) is not Attention or type(block.mlp) is not SwiGLU:
+        if type(block.attn) is not Attention or type(block.mlp) is not FeedForward:
             return False
-        for lin in (
-            block.attn.q_proj,
-            block.attn.k_proj,
-            block.attn.v_proj,
-            block.attn.o_proj,
-            block.mlp.gate_proj,
-            block.mlp.up_proj,
-            block.mlp.down_proj,
-        ):
-            if type(lin) is not nn.Linear or lin.bias is not None or lin.weight.dtype != torch.float32:
+        a, m = block.attn, block.mlp
+        norms += [cast(nn.Module, block.attn_norm), cast(nn.Module, block.mlp_norm)]
+        for lin in (a.q_proj, a.k_proj, a.v_proj, a.o_proj, m.up_proj, m.down_proj, m.gate_proj or m.up_proj):
+            if type(lin) is not nn.Linear or lin.weight.dtype != torch.float32:
                 return False
+    for n in norms:
+        if type(n) not in (RMSNorm, nn.LayerNorm) or n.weight.dtype != torch.float32:
+            return False
+        if isinstance(n, nn.LayerNorm) and (n.bias is None or n.weight is None):
+            return False
     return True
 
 

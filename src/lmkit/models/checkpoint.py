@@ -4,11 +4,14 @@ A checkpoint is a folder::
 
     model.safetensors   weights (safetensors: no code runs on load)
     config.json         {"format", "lmkit_version", "model": ModelConfig fields, ...}
-    tokenizer.json      the tokenizer the model was trained with
+    tokenizer.json      the tokenizer the model was trained with (tokenizer_roles.json: its roles, if not lmkit's)
     meta.json           step, tokens seen, FLOPs, losses, data summary, wall time, hardware
     resolved.yaml       the whole run configuration, after overrides
     train_state/        state.pt: optimizer, grad scaler, RNG states, step (tensors and plain
                         values only, read back with ``torch.load(weights_only=True)``)
+
+A multi-process run's checkpoint holds ``sharded/`` (model and optimizer, each rank's slices) in place of
+model.safetensors and of the optimizer in state.pt: ``lmkit.models.sharded_checkpoint``; loaded here consolidated.
 
 It is written to a temporary sibling folder and renamed into place, so a crash (even SIGKILL)
 leaves either the old checkpoint set or the new one, never half a checkpoint. Pickles are never
@@ -31,13 +34,12 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import json
-import os
 import pickle
 import re
 import shutil
 import tempfile
 import warnings
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, cast
 
@@ -59,6 +61,7 @@ from lmkit.config import (
 from lmkit.errors import LmkitError
 from lmkit.files import is_stamped, replace_dir, sha256_file, write_json_atomic
 from lmkit.models import LanguageModel
+from lmkit.models.sharded_checkpoint import STATE_FORMAT_KEY, consolidated_state, is_sharded, sharded_shapes
 
 FORMAT = "lmkit-checkpoint/1"
 CKPT_PREFIX = "ckpt-"
@@ -93,19 +96,20 @@ def save_checkpoint(
     train_state: dict[str, Any] | None = None,
     extra_config: dict[str, Any] | None = None,
     state: dict[str, torch.Tensor] | None = None,
+    write_weights: Callable[[Path], dict[str, str]] | None = None,
 ) -> Path:
-    """Write a checkpoint folder atomically; returns its path. Refuses to replace a non-checkpoint."""
+    """Write a checkpoint folder atomically; returns its path. Refuses to replace a non-checkpoint.
+    ``write_weights(tmp)`` (the sharded format) writes the weights instead, returning their files' SHA-256."""
     final = Path(path)
     if final.exists() and not (final / "config.json").exists():
         raise LmkitError(f"{final}: exists and is not an lmkit checkpoint; refusing to overwrite it")
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.tmp-"))
     try:
-        save_file(
-            state if state is not None else model_state(model),
-            str(tmp / "model.safetensors"),
-            metadata={"format": "pt"},
-        )
+        known = write_weights(tmp) if write_weights is not None else {}  # the sharded format's files
+        if write_weights is None:
+            weights = state if state is not None else model_state(model)
+            save_file(weights, str(tmp / "model.safetensors"), metadata={"format": "pt"})
         config = {"format": FORMAT, "lmkit_version": __version__, "model": to_dict(model_cfg)}
         config.update(extra_config or {})
         (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
@@ -116,7 +120,8 @@ def save_checkpoint(
         if train_state is not None:
             (tmp / "train_state").mkdir()
             torch.save(train_state, tmp / "train_state" / "state.pt")
-        meta = {**(meta or {}), CHECKSUMS_KEY: file_checksums(tmp)}  # every file but meta.json itself
+        meta = {**(meta or {}), STATE_FORMAT_KEY: "dcp" if write_weights else "safetensors"}  # not a copied one's
+        meta[CHECKSUMS_KEY] = file_checksums(tmp, known)  # every file but meta.json itself
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2, default=str) + "\n", encoding="utf-8")
         replace_dir(tmp, final)
     except BaseException:
@@ -148,10 +153,11 @@ def checkpoint_files(folder: Path) -> list[str] | None:
     return files
 
 
-def file_checksums(folder: Path) -> dict[str, str]:
-    """SHA-256 of every file under ``folder`` except its meta.json, by '/'-separated relative path."""
+def file_checksums(folder: Path, known: Mapping[str, str] | None = None) -> dict[str, str]:
+    """SHA-256 of every file under ``folder`` except its meta.json, by '/'-separated relative path
+    (``known``: the digests of files whose writers already took them, e.g. each rank of its shards)."""
     return {
-        f.relative_to(folder).as_posix(): sha256_file(f)
+        f.relative_to(folder).as_posix(): (known or {}).get(f.relative_to(folder).as_posix()) or sha256_file(f)
         for f in sorted(folder.rglob("*"))
         if f.is_file() and f.relative_to(folder).as_posix() != "meta.json"
     }
@@ -284,6 +290,9 @@ def load_meta(path: str | Path) -> dict[str, Any]:
 
 def load_state(path: str | Path, verify: bool = True) -> dict[str, torch.Tensor]:
     ckpt = resolve_checkpoint(path)
+    if is_sharded(ckpt):  # a multi-process run's checkpoint: its shards consolidated in this process
+        check_weights(ckpt, verify=verify)
+        return consolidated_state(ckpt, verify_file if verify else None)
     f = ckpt / "model.safetensors"
     if not f.is_file():
         raise LmkitError(f"{ckpt}: model.safetensors is missing")
@@ -366,7 +375,7 @@ def check_weights(path: str | Path, verify: bool = True) -> None:
     read or any model built: the shapes come from the file's header and a meta-device model."""
     ckpt = resolve_checkpoint(path)
     cfg = read_config(ckpt, verify=verify)
-    shapes = weight_shapes(ckpt / "model.safetensors")
+    shapes = sharded_shapes(ckpt) if is_sharded(ckpt) else weight_shapes(ckpt / "model.safetensors")
     expected, required = model_shapes(model_config_from_dict(cfg["model"]), cfg.get("quantization"), shapes, ckpt)
     check_shapes(expected, required, shapes, ckpt)
 
@@ -418,8 +427,8 @@ def load_tokenizer(path: str | Path, verify: bool = True):  # -> lmkit.tokenizer
     ckpt = resolve_checkpoint(path)
     if not (ckpt / "tokenizer.json").is_file():
         raise LmkitError(f"{ckpt}: tokenizer.json is missing")
-    if verify:
-        verify_file(ckpt, "tokenizer.json")
+    for name in [n for n in ("tokenizer.json", "tokenizer_roles.json") if verify and (ckpt / n).is_file()]:
+        verify_file(ckpt, name)  # and the roles beside it (lmkit.token_roles), when there are any
     return Tokenizer.load(ckpt / "tokenizer.json")
 
 
@@ -451,21 +460,6 @@ def load_train_state(path: str | Path, verify: bool = True) -> dict[str, Any]:
             f"{f}: not a training state lmkit wrote (no {', '.join(missing)}); this checkpoint cannot be resumed"
         )
     return state
-
-
-def prune_checkpoints(run_dir: str | Path, keep: int) -> None:
-    """Delete all but the newest ``keep`` checkpoints of a run.
-
-    Each is first renamed to a hidden ``.NAME.del-PID`` (one atomic step), so a kill during the
-    deletion leaves no half-deleted ``ckpt-*`` that looks like a checkpoint; the next run in the
-    folder removes the leftover (``lmkit.train.runfolder.clean_orphans``).
-    """
-    if keep <= 0:
-        return
-    for old in list_checkpoints(run_dir)[:-keep]:
-        doomed = old.with_name(f".{old.name}.del-{os.getpid()}")
-        os.replace(old, doomed)
-        shutil.rmtree(doomed, ignore_errors=True)
 
 
 def load_model_and_train(

@@ -1,20 +1,29 @@
 """Decoder-only transformer (GPT / Llama family), pre-trained by causal language modeling.
 
 Read top to bottom:
-    token ids ─▶ token embedding (+ learned or sinusoidal positions, if chosen)
-              ─▶ n_layers × [x + Attention(RMSNorm(x)) ; x + SwiGLU(RMSNorm(x))]   (causal, rotary)
-              ─▶ final RMSNorm ─▶ output projection ─▶ logits over the vocab
+    token ids ─▶ token embedding (+ learned or sinusoidal positions, if chosen) (─▶ norm, if embed_norm)
+              ─▶ n_layers × [x + Attention(Norm(x)) ; x + MLP(Norm(x))]          (causal; residual "pre")
+                         or [x + Attention(Norm₁(x)) + MLP(Norm₂(x))]              (residual "parallel")
+              ─▶ final Norm ─▶ output projection ─▶ logits over the vocab
 The output projection is the token embedding itself when ``model.tie_embeddings`` (the default),
 else a separate ``lm_head`` (cpu-small unties it). The softmax over the vocabulary lives in the
 loss (``layers.linear_cross_entropy``) and in the sampler (``lmkit.infer.sampling``). Each
 position attends only to itself and earlier positions.
 
-Weight names mirror Hugging Face's ``LlamaForCausalLM`` one to one (``tok_emb`` ↔
-``model.embed_tokens``, ``blocks.i.attn.q_proj`` ↔ ``model.layers.i.self_attn.q_proj``, ...), with
-rotary positions in the same "rotate half" layout, so export is a renaming (``lmkit.ship.export_hf``).
+The architecture variants are named config fields (``lmkit.model_variants``), and their defaults are
+lmkit's own layout: RMSNorm (``norm: layer`` is LayerNorm with bias), no biases (``bias: qkv`` on
+the query/key/value projections, ``all`` on every linear layer), a gated SwiGLU MLP (``mlp: plain``
+is down(act(up(x))); ``activation`` silu, exact gelu or tanh-gelu), one key/value head per query
+head (``n_kv_heads``), heads of d_model / n_heads (``head_size``), rotary positions on whole heads
+(``rotary_fraction``, ``rope_scaling``) or learned, sinusoidal or ALiBi positions. Together they
+cover the layouts of Llama, Qwen2, GPT-2, GPT-NeoX and BLOOM; how each Hugging Face class stores
+its tensors (fused, transposed, interleaved per head) is its adapter's business
+(``lmkit.models.hf_adapters``), never this module's.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -22,31 +31,62 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from lmkit.config import ModelConfig
-from lmkit.models.layers import Attention, KVCache, RMSNorm, linear_cross_entropy, register_position_tables
+from lmkit.models.layers import Attention, KVCache, RMSNorm, linear_cross_entropy
+from lmkit.models.positions import register_position_tables
+
+ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "silu": F.silu,
+    "gelu": F.gelu,
+    "gelu_tanh": lambda x: F.gelu(x, approximate="tanh"),
+}
 
 
-class SwiGLU(nn.Module):
-    """Feed-forward network: down(silu(gate(x)) * up(x)), width d_model -> d_ff -> d_model."""
-
-    def __init__(self, d_model: int, d_ff: int) -> None:
-        super().__init__()
-        self.gate_proj = nn.Linear(d_model, d_ff, bias=False)
-        self.up_proj = nn.Linear(d_model, d_ff, bias=False)
-        self.down_proj = nn.Linear(d_ff, d_model, bias=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+def make_norm(cfg: ModelConfig) -> RMSNorm | nn.LayerNorm:
+    """The configured normalisation over d_model: RMSNorm (weight) or LayerNorm (weight and bias)."""
+    return RMSNorm(cfg.d_model, cfg.norm_eps) if cfg.norm == "rms" else nn.LayerNorm(cfg.d_model, eps=cfg.norm_eps)
 
 
-class DecoderBlock(nn.Module):
-    """One pre-norm block: causal self-attention then feed-forward, each added to the residual."""
+class FeedForward(nn.Module):
+    """Feed-forward network, width d_model -> d_ff -> d_model: gated ``down(act(gate(x)) * up(x))``
+    (SwiGLU with silu) or plain ``down(act(up(x)))``; biases with ``model.bias: all``."""
+
+    gate_proj: nn.Linear | None
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
-        self.attn_norm = RMSNorm(cfg.d_model, cfg.norm_eps)
-        self.attn = Attention(cfg.d_model, cfg.n_heads, bias=False)
-        self.mlp_norm = RMSNorm(cfg.d_model, cfg.norm_eps)
-        self.mlp = SwiGLU(cfg.d_model, cfg.ffn_width)
+        d, f, bias = cfg.d_model, cfg.ffn_width, cfg.bias == "all"
+        self.gate_proj = nn.Linear(d, f, bias=bias) if cfg.mlp == "gated" else None
+        self.up_proj = nn.Linear(d, f, bias=bias)
+        self.down_proj = nn.Linear(f, d, bias=bias)
+        self.act = ACTIVATIONS[cfg.activation]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.gate_proj is not None:
+            return self.down_proj(self.act(self.gate_proj(x)) * self.up_proj(x))  # (B, T, C)
+        return self.down_proj(self.act(self.up_proj(x)))
+
+
+class DecoderBlock(nn.Module):
+    """One block: causal self-attention and feed-forward, each reading a normalised residual stream.
+
+    ``pre``: the MLP reads the stream after attention was added; ``parallel`` (GPT-NeoX): both read
+    the block's input and both outputs are added to it."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.attn_norm = make_norm(cfg)
+        self.attn = Attention(
+            cfg.d_model,
+            cfg.n_heads,
+            bias=cfg.bias != "none",
+            n_kv_heads=cfg.kv_heads,
+            head_dim=cfg.head_dim,
+            out_bias=cfg.bias == "all",
+            alibi=cfg.pos_encoding == "alibi",
+        )
+        self.mlp_norm = make_norm(cfg)
+        self.mlp = FeedForward(cfg)
+        self.parallel = cfg.residual == "parallel"
         self.dropout = nn.Dropout(cfg.dropout)
 
     def forward(
@@ -56,7 +96,10 @@ class DecoderBlock(nn.Module):
         cache: KVCache | None = None,
         layer: int = 0,
     ) -> torch.Tensor:
-        x = x + self.dropout(self.attn(self.attn_norm(x), rope=rope, causal=True, cache=cache, layer=layer))
+        a = self.dropout(self.attn(self.attn_norm(x), rope=rope, causal=True, cache=cache, layer=layer))
+        if self.parallel:
+            return x + a + self.dropout(self.mlp(self.mlp_norm(x)))  # (B, T, C)
+        x = x + a
         x = x + self.dropout(self.mlp(self.mlp_norm(x)))
         return x  # (B, T, C)
 
@@ -64,9 +107,10 @@ class DecoderBlock(nn.Module):
 class Decoder(nn.Module):
     """GPT/Llama-style language model: ``forward(input_ids)`` returns next-token logits."""
 
-    # set by register_position_tables (rope_cos/rope_sin (max_seq_len, hd) only with rotary positions)
+    # set by register_position_tables (rope_cos/rope_sin (max_seq_len, rotated dims) only with rotary positions)
     pos_emb: nn.Embedding | None
     pos_table: torch.Tensor | None
+    emb_norm: RMSNorm | nn.LayerNorm | None
     rope_cos: torch.Tensor
     rope_sin: torch.Tensor
 
@@ -75,17 +119,21 @@ class Decoder(nn.Module):
         self.cfg = cfg
         self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.d_model)
         register_position_tables(self, cfg)
+        self.emb_norm = make_norm(cfg) if cfg.embed_norm else None
         self.drop = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(DecoderBlock(cfg) for _ in range(cfg.n_layers))
-        self.norm = RMSNorm(cfg.d_model, cfg.norm_eps)
+        self.norm = make_norm(cfg)
         self.lm_head = None if cfg.tie_embeddings else nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
         self.activation_checkpointing = False
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """Normal(0, 0.02) weights; residual output projections scaled by 1/√(2·n_layers) (GPT-2)."""
+        """Normal(0, 0.02) weights; residual output projections scaled by 1/√(2·n_layers) (GPT-2);
+        biases 0, norm weights 1."""
         for name, p in self.named_parameters():
             if p.dim() < 2:
+                if name.endswith(".bias"):
+                    nn.init.zeros_(p)
                 continue  # norm weights stay at 1
             std = 0.02
             if name.endswith(("o_proj.weight", "down_proj.weight")):
@@ -118,11 +166,13 @@ class Decoder(nn.Module):
             x = x + self.pos_emb.weight[pos]  # (T, C) or (B, 1, C)
         elif self.pos_table is not None:
             x = x + self.pos_table[pos]
+        if self.emb_norm is not None:
+            x = self.emb_norm(x)
         x = self.drop(x)
         rope = None
         if self.cfg.pos_encoding == "rotary":
-            cos, sin = self.rope_cos[pos], self.rope_sin[pos]  # (T, hd) or (B, 1, hd)
-            rope = (cos, sin) if isinstance(pos, slice) else (cos[:, None], sin[:, None])  # ragged: (B, 1, 1, hd)
+            cos, sin = self.rope_cos[pos], self.rope_sin[pos]  # (T, rd) or (B, 1, rd)
+            rope = (cos, sin) if isinstance(pos, slice) else (cos[:, None], sin[:, None])  # ragged: (B, 1, 1, rd)
         for i, block in enumerate(self.blocks):
             if self.activation_checkpointing and self.training:
                 x = checkpoint(block, x, rope, use_reentrant=False)
@@ -148,7 +198,7 @@ class Decoder(nn.Module):
         return KVCache(
             self.cfg.n_layers,
             batch,
-            self.cfg.n_heads,
+            self.cfg.kv_heads,  # grouped-query attention caches the key/value heads only
             max_len or self.cfg.max_seq_len,
             self.cfg.head_dim,
             p.dtype,
@@ -158,44 +208,3 @@ class Decoder(nn.Module):
     def layers_for_sharding(self) -> list[nn.Module]:
         """Blocks that FSDP wraps one by one (parameters gathered per block)."""
         return list(self.blocks)
-
-
-def hf_name_map(cfg: ModelConfig) -> dict[str, str]:
-    """lmkit parameter name -> ``LlamaForCausalLM`` parameter name (weights are copied unchanged).
-
-    Only rotary decoders map onto Llama (learned or sinusoidal positions have no Llama slot).
-    """
-    names = {"tok_emb.weight": "model.embed_tokens.weight", "norm.weight": "model.norm.weight"}
-    for i in range(cfg.n_layers):
-        ours, theirs = f"blocks.{i}.", f"model.layers.{i}."
-        names[ours + "attn_norm.weight"] = theirs + "input_layernorm.weight"
-        names[ours + "mlp_norm.weight"] = theirs + "post_attention_layernorm.weight"
-        for p in ("q_proj", "k_proj", "v_proj", "o_proj"):
-            names[f"{ours}attn.{p}.weight"] = f"{theirs}self_attn.{p}.weight"
-        for p in ("gate_proj", "up_proj", "down_proj"):
-            names[f"{ours}mlp.{p}.weight"] = f"{theirs}mlp.{p}.weight"
-    if not cfg.tie_embeddings:
-        names["lm_head.weight"] = "lm_head.weight"
-    return names
-
-
-def hf_config(cfg: ModelConfig) -> dict[str, object]:
-    """The ``LlamaConfig`` fields that describe this decoder exactly."""
-    return {
-        "architectures": ["LlamaForCausalLM"],
-        "model_type": "llama",
-        "vocab_size": cfg.vocab_size,
-        "hidden_size": cfg.d_model,
-        "intermediate_size": cfg.ffn_width,
-        "num_hidden_layers": cfg.n_layers,
-        "num_attention_heads": cfg.n_heads,
-        "num_key_value_heads": cfg.n_heads,
-        "hidden_act": "silu",
-        "max_position_embeddings": cfg.max_seq_len,
-        "rms_norm_eps": cfg.norm_eps,
-        "rope_theta": cfg.rope_theta,
-        "tie_word_embeddings": cfg.tie_embeddings,
-        "attention_bias": False,
-        "mlp_bias": False,
-        "head_dim": cfg.head_dim,
-    }

@@ -1,4 +1,4 @@
-"""Encoder-decoder transformer (T5 family), pre-trained by span corruption.
+"""Encoder-decoder transformer (T5 family, and BART's layout), pre-trained by span corruption (or infilling).
 
 Read top to bottom:
     input ids ─▶ shared embedding ─▶ encoder: n_layers × [x + SelfAttn(RMSNorm(x)) ; x + ReLU-MLP(RMSNorm(x))]
@@ -18,8 +18,18 @@ that into the initialisation). The output projection is the shared embedding whe
 ``model.tie_embeddings`` (the default), with the decoder output scaled by d_model^-0.5 before it,
 as T5 does; untied, it is a separate ``lm_head`` and nothing is scaled.
 
-The layout is ``T5ForConditionalGeneration``'s (T5 v1.0: ReLU MLP ``wi``/``wo``, weight-only RMS
-norms, no biases) one to one, so ``hf_name_map`` is a pure renaming.
+The layout is ``T5ForConditionalGeneration``'s one to one (weight-only RMS norms, no biases), so
+``hf_name_map`` is a pure renaming. Its variants are named fields (``lmkit.model_variants``): the MLP
+(``model.mlp`` + ``model.activation``: T5 v1.0's plain ReLU ``wo(relu(wi(x)))``, the default; T5
+v1.1 / Flan-T5's gated tanh-GELU ``wo(gelu_tanh(wi_0(x)) * wi_1(x))``) and the head width
+(``model.head_size``, T5's ``d_kv``: n_heads × head_size need not be d_model, as in flan-t5-small's
+6 × 64 heads on a 512 width). Flan-T5's untied head without output scaling is ``tie_embeddings: false``.
+BART's layout is the other set of those fields (``model_variants`` keeps them together): ``norm: layer``
+(LayerNorm with bias), ``bias: all`` (biases on every projection, and BART's fixed ``final_logits_bias``
+buffer on the logits), ``residual: post`` (n(x + f(x)), so no final norm), ``embed_norm`` (a LayerNorm
+after the embedding), ``pos_encoding: learned`` (a table of max_seq_len positions per stack instead of
+relative buckets), attention scaled by 1/√hd, a plain MLP; its tied head is not scaled. Its names are
+its adapter's (``lmkit.models.hf_adapters.bart``).
 
 Generation: ``encode`` runs once, ``cross_kv`` projects the encoder states to every decoder layer's
 cross-attention keys/values once, and ``decode`` advances the decoder with a ``KVCache`` for its
@@ -38,10 +48,12 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from lmkit.config import ModelConfig
+from lmkit.models.decoder import ACTIVATIONS
 from lmkit.models.layers import Attention, KVCache, RMSNorm, linear_cross_entropy
 
 REL_BUCKETS = 32  # T5's relative_attention_num_buckets
 REL_MAX_DISTANCE = 128  # T5's relative_attention_max_distance
+MLP_ACTIVATIONS = {**ACTIVATIONS, "relu": F.relu}  # model.activation -> function (relu: T5 v1.0's)
 
 
 def relative_position_bucket(
@@ -79,36 +91,59 @@ def _has_padding(keep: torch.Tensor | None) -> TypeGuard[torch.Tensor]:
     return keep is not None and (torch.compiler.is_compiling() or not bool(keep.all()))
 
 
-class ReluMLP(nn.Module):
-    """T5's DenseReluDense: wo(relu(wi(x))), width d_model -> d_ff -> d_model, no biases."""
+class FeedForward(nn.Module):
+    """T5's feed-forward, width d_model -> d_ff -> d_model, no biases: plain ``wo(act(wi(x)))`` (T5 v1.0's
+    DenseReluDense) or gated ``wo(act(wi_0(x)) * wi_1(x))`` (T5 v1.1's DenseGatedActDense)."""
 
-    def __init__(self, d_model: int, d_ff: int, dropout: float) -> None:
+    wi: nn.Linear | None  # plain
+    wi_0: nn.Linear | None  # gated: the activated half
+    wi_1: nn.Linear | None  # gated: the linear half
+
+    def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
-        self.wi = nn.Linear(d_model, d_ff, bias=False)
-        self.wo = nn.Linear(d_ff, d_model, bias=False)
-        self.dropout = nn.Dropout(dropout)
+        d, f, bias = cfg.d_model, cfg.ffn_width, cfg.bias == "all"  # biases: BART's fc1/fc2
+        self.act = MLP_ACTIVATIONS[cfg.activation]
+        if cfg.mlp == "gated":
+            self.wi, self.wi_0, self.wi_1 = None, nn.Linear(d, f, bias=bias), nn.Linear(d, f, bias=bias)
+        else:
+            self.wi, self.wi_0, self.wi_1 = nn.Linear(d, f, bias=bias), None, None
+        self.wo = nn.Linear(f, d, bias=bias)
+        self.dropout = nn.Dropout(cfg.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.wo(self.dropout(F.relu(self.wi(x))))
+        if self.wi is not None:
+            h = self.act(self.wi(x))  # (B, T, f)
+        else:
+            h = self.act(cast(nn.Linear, self.wi_0)(x)) * cast(nn.Linear, self.wi_1)(x)  # (B, T, f)
+        return self.wo(self.dropout(h))  # (B, T, C)
+
+
+def make_norm(cfg: ModelConfig) -> nn.Module:
+    """T5's weight-only RMSNorm, or BART's LayerNorm with bias (``model.norm: layer``)."""
+    return nn.LayerNorm(cfg.d_model, eps=cfg.norm_eps) if cfg.norm == "layer" else RMSNorm(cfg.d_model, cfg.norm_eps)
 
 
 class Block(nn.Module):
-    """One pre-norm T5 block: self-attention, (decoder only) cross-attention, feed-forward."""
+    """One block: self-attention, (decoder only) cross-attention, feed-forward; pre-norm (T5: x + f(n(x)))
+    or post-norm (BART: n(x + f(x)))."""
 
-    cross_norm: RMSNorm | None  # both set in decoder blocks, both None in encoder blocks
+    cross_norm: nn.Module | None  # both set in decoder blocks, both None in encoder blocks
     cross_attn: Attention | None
 
     def __init__(self, cfg: ModelConfig, is_decoder: bool) -> None:
         super().__init__()
-        self.attn_norm = RMSNorm(cfg.d_model, cfg.norm_eps)
-        self.attn = Attention(cfg.d_model, cfg.n_heads, bias=False, scale=1.0)
+        hd, bias = cfg.head_dim, cfg.bias == "all"  # T5's d_kv: n_heads × hd may differ from d_model
+        scale = None if cfg.norm == "layer" else 1.0  # T5 leaves out 1/√hd (folded into its initialisation)
+        self.post = cfg.residual == "post"
+        self.attn_norm = make_norm(cfg)
+        self.attn = Attention(cfg.d_model, cfg.n_heads, bias=bias, scale=scale, head_dim=hd)
         if is_decoder:
-            self.cross_norm = RMSNorm(cfg.d_model, cfg.norm_eps)
-            self.cross_attn = Attention(cfg.d_model, cfg.n_heads, bias=False, scale=1.0)
+            self.cross_norm = make_norm(cfg)
+            self.cross_attn = Attention(cfg.d_model, cfg.n_heads, bias=bias, scale=scale, head_dim=hd)
         else:
             self.cross_norm = self.cross_attn = None
-        self.mlp_norm = RMSNorm(cfg.d_model, cfg.norm_eps)
-        self.mlp = ReluMLP(cfg.d_model, cfg.ffn_width, cfg.dropout)
+        self.mlp_norm = make_norm(cfg)
+        self.mlp = FeedForward(cfg)
         self.dropout = nn.Dropout(cfg.dropout)
 
     def forward(
@@ -122,9 +157,15 @@ class Block(nn.Module):
         layer: int = 0,
     ) -> torch.Tensor:
         # bias: (1 or B, H, T, T_keys) position bias with the causal/padding mask folded in
+        if self.post:  # BART
+            x = self.attn_norm(x + self.dropout(self.attn(x, attn_bias=bias, cache=cache, layer=layer)))
+            if self.cross_attn is not None:
+                cross = self.cross_attn(x, context=context, context_kv=context_kv, attn_bias=context_keep)
+                x = cast(nn.Module, self.cross_norm)(x + self.dropout(cross))
+            return self.mlp_norm(x + self.dropout(self.mlp(x)))  # (B, T, C)
         x = x + self.dropout(self.attn(self.attn_norm(x), attn_bias=bias, cache=cache, layer=layer))
         if self.cross_attn is not None:
-            cross_norm = cast(RMSNorm, self.cross_norm)  # set together with cross_attn
+            cross_norm = cast(nn.Module, self.cross_norm)  # set together with cross_attn
             x = x + self.dropout(
                 self.cross_attn(cross_norm(x), context=context, context_kv=context_kv, attn_bias=context_keep)
             )
@@ -133,15 +174,24 @@ class Block(nn.Module):
 
 
 class Stack(nn.Module):
-    """The encoder or the decoder: blocks, one relative-position bias table, a final norm."""
+    """The encoder or the decoder: blocks and its positions (T5: one relative-position bias table, a final
+    norm; BART: a learned position table and a norm right after the embedding, no final norm)."""
+
+    rel_bias: nn.Embedding | None
+    pos_emb: nn.Embedding | None
+    emb_norm: nn.Module | None
+    norm: nn.Module | None
 
     def __init__(self, cfg: ModelConfig, n_layers: int, is_decoder: bool) -> None:
         super().__init__()
         self.is_decoder = is_decoder
         self.n_heads = cfg.n_heads
         self.blocks = nn.ModuleList(Block(cfg, is_decoder) for _ in range(n_layers))
-        self.rel_bias = nn.Embedding(REL_BUCKETS, cfg.n_heads)
-        self.norm = RMSNorm(cfg.d_model, cfg.norm_eps)
+        learned = cfg.norm == "layer"  # the BART layout (model_variants keeps its fields together)
+        self.rel_bias = None if learned else nn.Embedding(REL_BUCKETS, cfg.n_heads)
+        self.pos_emb = nn.Embedding(cfg.max_seq_len, cfg.d_model) if learned else None  # (positions, C)
+        self.emb_norm = make_norm(cfg) if cfg.embed_norm else None
+        self.norm = None if cfg.residual == "post" else make_norm(cfg)
         self.drop = nn.Dropout(cfg.dropout)
         self.activation_checkpointing = False
 
@@ -150,11 +200,14 @@ class Stack(nn.Module):
 
         In the decoder the causal mask (−inf on keys after the query) is folded in.
         """
-        device = self.rel_bias.weight.device
+        device = self.blocks[0].mlp_norm.weight.device
         q_pos = torch.arange(past, past + q_len, device=device)[:, None]  # (T, 1)
         k_pos = torch.arange(k_len, device=device)[None, :]  # (1, S)
-        buckets = relative_position_bucket(k_pos - q_pos, bidirectional=not self.is_decoder)  # (T, S)
-        bias = self.rel_bias(buckets).permute(2, 0, 1).unsqueeze(0)  # (1, H, T, S)
+        if self.rel_bias is None:  # learned positions: only the causal mask (decoder)
+            bias = torch.zeros(1, 1, q_len, k_len, device=device, dtype=self.blocks[0].mlp_norm.weight.dtype)
+        else:
+            buckets = relative_position_bucket(k_pos - q_pos, bidirectional=not self.is_decoder)  # (T, S)
+            bias = self.rel_bias(buckets).permute(2, 0, 1).unsqueeze(0)  # (1, H, T, S)
         if self.is_decoder:
             bias = bias.masked_fill(k_pos > q_pos, float("-inf"))
         return bias
@@ -175,7 +228,13 @@ class Stack(nn.Module):
         """
         T = x.shape[1]
         past = cache.length if cache is not None else 0
-        bias = self.position_bias(T, past + T, past)  # (1, H, T, past+T)
+        if self.pos_emb is not None:
+            if past + T > self.pos_emb.num_embeddings:
+                raise ValueError(f"position {past + T - 1} is past the {self.pos_emb.num_embeddings} learned positions")
+            x = x + self.pos_emb.weight[past : past + T]  # (B, T, C)
+        if self.emb_norm is not None:
+            x = self.emb_norm(x)
+        bias = self.position_bias(T, past + T, past)  # (1, H or 1, T, past+T)
         if _has_padding(keep):
             bias = bias.masked_fill(~keep.to(torch.bool)[:, None, None, :], float("-inf"))  # (B, H, T, T)
         ckeep = context_keep.to(torch.bool)[:, None, None, :] if _has_padding(context_keep) else None  # (B,1,1,S)
@@ -188,7 +247,7 @@ class Stack(nn.Module):
                 x = block(x, bias, context, ckeep, kv, cache, i)
         if cache is not None:
             cache.length += T
-        return self.drop(self.norm(x))
+        return self.drop(x if self.norm is None else self.norm(x))
 
 
 class EncoderDecoder(nn.Module):
@@ -202,6 +261,11 @@ class EncoderDecoder(nn.Module):
         self.encoder = Stack(cfg, cfg.n_layers, is_decoder=False)
         self.decoder = Stack(cfg, self.n_decoder_layers, is_decoder=True)
         self.lm_head = None if cfg.tie_embeddings else nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
+        self.final_logits_bias: torch.Tensor | None  # BART's fixed (1, vocab) buffer added to the logits
+        if cfg.bias == "all":
+            self.register_buffer("final_logits_bias", torch.zeros(1, cfg.vocab_size))
+        else:
+            self.final_logits_bias = None
         self.reset_parameters()
 
     @property
@@ -218,19 +282,30 @@ class EncoderDecoder(nn.Module):
         Queries get an extra 1/√head_dim, which stands in for the attention scaling T5 leaves out.
         """
         d, hd, ff = self.cfg.d_model, self.cfg.head_dim, self.cfg.ffn_width
+        if self.cfg.norm == "layer":  # BART's: Normal(0, 0.02) matrices and embeddings, zero biases, unit norms
+            for module in self.modules():
+                if isinstance(module, (nn.Linear, nn.Embedding)):
+                    nn.init.normal_(module.weight, std=0.02)
+                if isinstance(module, (nn.Linear, nn.LayerNorm)) and module.bias is not None:
+                    nn.init.zeros_(module.bias)
+                if isinstance(module, nn.LayerNorm):
+                    nn.init.ones_(module.weight)
+            return
         nn.init.normal_(self.tok_emb.weight, std=1.0)
         if self.lm_head is not None:
             nn.init.normal_(self.lm_head.weight, std=d**-0.5)
         for stack in (self.encoder, self.decoder):
-            nn.init.normal_(stack.rel_bias.weight, std=d**-0.5)
+            nn.init.normal_(cast(nn.Embedding, stack.rel_bias).weight, std=d**-0.5)
             for module in stack.modules():
                 if isinstance(module, Attention):
                     nn.init.normal_(module.q_proj.weight, std=(d * hd) ** -0.5)
                     nn.init.normal_(module.k_proj.weight, std=d**-0.5)
                     nn.init.normal_(module.v_proj.weight, std=d**-0.5)
                     nn.init.normal_(module.o_proj.weight, std=d**-0.5)
-                elif isinstance(module, ReluMLP):
-                    nn.init.normal_(module.wi.weight, std=d**-0.5)
+                elif isinstance(module, FeedForward):
+                    for wi in (module.wi, module.wi_0, module.wi_1):
+                        if wi is not None:
+                            nn.init.normal_(wi.weight, std=d**-0.5)
                     nn.init.normal_(module.wo.weight, std=ff**-0.5)
                 elif isinstance(module, RMSNorm):
                     nn.init.ones_(module.weight)
@@ -243,7 +318,12 @@ class EncoderDecoder(nn.Module):
     @property
     def output_scale(self) -> float:
         """What decoder states are multiplied by before the output projection (T5 with tied weights)."""
-        return self.cfg.d_model**-0.5 if self.lm_head is None else 1.0
+        return self.cfg.d_model**-0.5 if self.lm_head is None and self.cfg.norm == "rms" else 1.0
+
+    @property
+    def output_bias(self) -> torch.Tensor | None:
+        """The (vocab,) bias added to the logits (BART's ``final_logits_bias``), or None."""
+        return None if self.final_logits_bias is None else self.final_logits_bias[0]
 
     # ------------------------------------------------------------------ the two halves
 
@@ -282,7 +362,7 @@ class EncoderDecoder(nn.Module):
 
     def logits(self, dec: torch.Tensor) -> torch.Tensor:
         """Vocabulary logits (..., vocab) of decoder states (..., C)."""
-        return F.linear(dec * self.output_scale, self.output_weight)
+        return F.linear(dec * self.output_scale, self.output_weight, self.output_bias)
 
     def forward(
         self, input_ids: torch.Tensor, decoder_input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None
@@ -305,12 +385,12 @@ class EncoderDecoder(nn.Module):
         enc = self.encode(batch["input_ids"], mask)  # (B, S, C)
         dec = self.decode(batch["decoder_input_ids"][:, :T], enc, mask)  # (B, T, C)
         return linear_cross_entropy(
-            (dec * self.output_scale).flatten(0, 1), self.output_weight, labels[:, :T].flatten()
+            (dec * self.output_scale).flatten(0, 1), self.output_weight, labels[:, :T].flatten(), bias=self.output_bias
         )
 
     def new_cache(self, batch: int, max_len: int | None = None) -> KVCache:
         """An empty self-attention cache for the decoder (default length: max_target_len)."""
-        p = self.decoder.norm.weight  # the activations' dtype; tok_emb.weight would dequantise an int8 table
+        p = self.decoder.blocks[0].mlp_norm.weight  # the activations' dtype (tok_emb.weight would dequantise int8)
         return KVCache(
             self.n_decoder_layers,
             batch,
@@ -324,6 +404,18 @@ class EncoderDecoder(nn.Module):
     def layers_for_sharding(self) -> list[nn.Module]:
         """Blocks that FSDP wraps one by one (parameters gathered per block)."""
         return [*self.encoder.blocks, *self.decoder.blocks]
+
+
+# model.activation -> transformers' activation name (ACT2FN) as T5 reads it from feed_forward_proj
+HF_ACTIVATION = {"relu": "relu", "gelu": "gelu", "gelu_tanh": "gelu_new", "silu": "silu"}
+
+
+def feed_forward_proj(cfg: ModelConfig) -> str:
+    """T5's ``feed_forward_proj`` of this MLP: ``relu`` (v1.0), ``gated-gelu`` (v1.1: transformers reads it
+    as tanh-GELU), else ``[gated-]<activation>`` (exact GELU gated: ``gated-gelu_python``, erf-based)."""
+    if cfg.mlp == "gated":
+        return {"gelu_tanh": "gated-gelu", "gelu": "gated-gelu_python"}.get(cfg.activation, f"gated-{cfg.activation}")
+    return HF_ACTIVATION[cfg.activation]
 
 
 def hf_name_map(cfg: ModelConfig) -> dict[str, str]:
@@ -348,8 +440,8 @@ def hf_name_map(cfg: ModelConfig) -> dict[str, str]:
                     names[f"{ours}cross_attn.{p}_proj.weight"] = f"{theirs}1.EncDecAttention.{p}.weight"
                 mlp = 2
             names[ours + "mlp_norm.weight"] = f"{theirs}{mlp}.layer_norm.weight"
-            names[ours + "mlp.wi.weight"] = f"{theirs}{mlp}.DenseReluDense.wi.weight"
-            names[ours + "mlp.wo.weight"] = f"{theirs}{mlp}.DenseReluDense.wo.weight"
+            for w in ("wi_0", "wi_1", "wo") if cfg.mlp == "gated" else ("wi", "wo"):
+                names[f"{ours}mlp.{w}.weight"] = f"{theirs}{mlp}.DenseReluDense.{w}.weight"
     if not cfg.tie_embeddings:
         names["lm_head.weight"] = "lm_head.weight"
     return names
@@ -371,7 +463,9 @@ def hf_config(cfg: ModelConfig) -> dict[str, object]:
         "relative_attention_max_distance": REL_MAX_DISTANCE,
         "dropout_rate": cfg.dropout,
         "layer_norm_epsilon": cfg.norm_eps,
-        "feed_forward_proj": "relu",
+        "feed_forward_proj": feed_forward_proj(cfg),
+        "dense_act_fn": HF_ACTIVATION[cfg.activation],
+        "is_gated_act": cfg.mlp == "gated",
         "is_encoder_decoder": True,
         "tie_word_embeddings": cfg.tie_embeddings,
         "pad_token_id": 0,

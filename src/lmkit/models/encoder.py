@@ -11,7 +11,10 @@ tagging, filling a blank) and unable to generate left to right.
 The layout is ``BertForMaskedLM``'s one to one (post-norm, exact GELU, learned absolute positions,
 two token types, a biased MLM head whose decoder is the word embedding unless
 ``model.tie_embeddings`` is off), so ``hf_name_map`` is a
-pure renaming. With ``pos_encoding: rotary`` the same blocks without a position table are
+pure renaming. With one token type (``model.type_vocab_size: 1``) it is ``RobertaForMaskedLM``:
+the same blocks under RoBERTa's names, whose position table starts two rows later (its positions
+count from the padding index + 1; the adapter, ``lmkit.models.hf_adapters.roberta``, cuts and
+restores those rows). With ``pos_encoding: rotary`` the same blocks without a position table are
 ``RoFormerForMaskedLM`` (BERT with rotary positions; ``to_hf_state`` reorders the query/key rows
 into RoFormer's interleaved rotation). Rotary positions tend to learn word order faster at small
 sizes than learned ones. Sinusoidal positions are accepted but have no ``transformers``
@@ -30,10 +33,10 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from lmkit.config import ModelConfig
-from lmkit.models.layers import Attention, linear_cross_entropy, register_position_tables
+from lmkit.models.layers import Attention, linear_cross_entropy
+from lmkit.models.positions import register_position_tables
 
 IGNORE_INDEX = -100
-TYPE_VOCAB_SIZE = 2  # BERT's segment A / segment B
 
 
 class FeedForward(nn.Module):
@@ -94,7 +97,7 @@ class Encoder(nn.Module):
         self.cfg = cfg
         self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.d_model)
         register_position_tables(self, cfg)
-        self.type_emb = nn.Embedding(TYPE_VOCAB_SIZE, cfg.d_model)
+        self.type_emb = nn.Embedding(cfg.type_vocab_size, cfg.d_model)  # (types, C)
         self.emb_norm = nn.LayerNorm(cfg.d_model, eps=cfg.norm_eps)
         self.drop = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(EncoderBlock(cfg) for _ in range(cfg.n_layers))
@@ -181,11 +184,20 @@ class Encoder(nn.Module):
 
 
 def hf_architecture(cfg: ModelConfig) -> str:
-    """The ``transformers`` class this encoder maps onto: BERT (learned positions) or RoFormer (rotary).
+    """The ``transformers`` class this encoder maps onto: BERT (learned positions, two token types),
+    RoBERTa (learned positions, one token type) or RoFormer (rotary, two token types).
 
     RoFormer is BERT with rotary positions and no position table; sinusoidal positions have no
     counterpart.
     """
+    types = {2: "BertForMaskedLM", 1: "RobertaForMaskedLM"}
+    if cfg.pos_encoding == "learned" and cfg.type_vocab_size in types:
+        return types[cfg.type_vocab_size]
+    if cfg.type_vocab_size != 2:
+        raise ValueError(
+            f"an encoder with {cfg.type_vocab_size} token types and {cfg.pos_encoding} positions has no transformers "
+            "equivalent (learned positions with 2 types -> BertForMaskedLM, with 1 -> RobertaForMaskedLM)"
+        )
     if cfg.pos_encoding == "learned":
         return "BertForMaskedLM"
     if cfg.pos_encoding == "rotary" and cfg.rope_theta == 10000.0:
@@ -202,28 +214,30 @@ def hf_architecture(cfg: ModelConfig) -> str:
 
 
 def hf_name_map(cfg: ModelConfig) -> dict[str, str]:
-    """lmkit parameter name -> ``BertForMaskedLM`` (or ``RoFormerForMaskedLM``) parameter name.
+    """lmkit parameter name -> ``BertForMaskedLM`` (or ``RobertaForMaskedLM``, ``RoFormerForMaskedLM``) parameter name.
 
-    BERT weights are copied unchanged. RoFormer rotates interleaved pairs of dimensions where lmkit
+    BERT weights are copied unchanged (RoBERTa's too, but for the position table's first rows). RoFormer rotates interleaved pairs of dimensions where lmkit
     rotates the two halves of each head, so its query/key rows are permuted: use
     :func:`to_hf_state`, which applies :func:`hf_rotary_permutation`. With tied embeddings the
-    ``cls.predictions.decoder.weight`` is the word embedding itself and is not listed.
+    ``cls.predictions.decoder.weight`` (RoBERTa: ``lm_head.decoder.weight``) is the word embedding
+    itself and is not listed.
     """
     arch = hf_architecture(cfg)
-    root = "bert." if arch == "BertForMaskedLM" else "roformer."
+    root = {"BertForMaskedLM": "bert.", "RobertaForMaskedLM": "roberta."}.get(arch, "roformer.")
     e = root + "embeddings."
+    head = "lm_head." if arch == "RobertaForMaskedLM" else "cls.predictions.transform."
     names = {
         "tok_emb.weight": e + "word_embeddings.weight",
         "type_emb.weight": e + "token_type_embeddings.weight",
         "emb_norm.weight": e + "LayerNorm.weight",
         "emb_norm.bias": e + "LayerNorm.bias",
-        "head.dense.weight": "cls.predictions.transform.dense.weight",
-        "head.dense.bias": "cls.predictions.transform.dense.bias",
-        "head.norm.weight": "cls.predictions.transform.LayerNorm.weight",
-        "head.norm.bias": "cls.predictions.transform.LayerNorm.bias",
-        "head.bias": "cls.predictions.bias",
+        "head.dense.weight": head + "dense.weight",
+        "head.dense.bias": head + "dense.bias",
+        "head.norm.weight": head + ("layer_norm.weight" if arch == "RobertaForMaskedLM" else "LayerNorm.weight"),
+        "head.norm.bias": head + ("layer_norm.bias" if arch == "RobertaForMaskedLM" else "LayerNorm.bias"),
+        "head.bias": "lm_head.bias" if arch == "RobertaForMaskedLM" else "cls.predictions.bias",
     }
-    if arch == "BertForMaskedLM":
+    if cfg.pos_encoding == "learned":
         names["pos_emb.weight"] = e + "position_embeddings.weight"
     for i in range(cfg.n_layers):
         ours, theirs = f"blocks.{i}.", f"{root}encoder.layer.{i}."
@@ -241,7 +255,9 @@ def hf_name_map(cfg: ModelConfig) -> dict[str, str]:
             names[f"{ours}mlp.fc_out.{w}"] = f"{theirs}output.dense.{w}"
             names[f"{ours}mlp_norm.{w}"] = f"{theirs}output.LayerNorm.{w}"
     if not cfg.tie_embeddings:
-        names["lm_head.weight"] = "cls.predictions.decoder.weight"
+        names["lm_head.weight"] = (
+            "lm_head.decoder.weight" if arch == "RobertaForMaskedLM" else "cls.predictions.decoder.weight"
+        )
     return names
 
 
@@ -259,11 +275,12 @@ def hf_rotary_permutation(cfg: ModelConfig) -> torch.Tensor:
 
 
 def hf_config(cfg: ModelConfig) -> dict[str, object]:
-    """The ``BertConfig`` / ``RoFormerConfig`` fields that describe this encoder exactly."""
+    """The ``BertConfig`` / ``RobertaConfig`` / ``RoFormerConfig`` fields that describe this encoder
+    (RoBERTa's position offset is its adapter's to add)."""
     arch = hf_architecture(cfg)
     out: dict[str, object] = {
         "architectures": [arch],
-        "model_type": "bert" if arch == "BertForMaskedLM" else "roformer",
+        "model_type": {"BertForMaskedLM": "bert", "RobertaForMaskedLM": "roberta"}.get(arch, "roformer"),
         "vocab_size": cfg.vocab_size,
         "hidden_size": cfg.d_model,
         "num_hidden_layers": cfg.n_layers,
@@ -273,13 +290,13 @@ def hf_config(cfg: ModelConfig) -> dict[str, object]:
         "hidden_dropout_prob": cfg.dropout,
         "attention_probs_dropout_prob": 0.0,
         "max_position_embeddings": cfg.max_seq_len,
-        "type_vocab_size": TYPE_VOCAB_SIZE,
+        "type_vocab_size": cfg.type_vocab_size,
         "layer_norm_eps": cfg.norm_eps,
         "initializer_range": 0.02,
         "tie_word_embeddings": cfg.tie_embeddings,
         "pad_token_id": 0,
     }
-    if arch == "BertForMaskedLM":
+    if cfg.pos_encoding == "learned":
         out["position_embedding_type"] = "absolute"
     else:
         out["embedding_size"] = cfg.d_model

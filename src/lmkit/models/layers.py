@@ -1,10 +1,11 @@
 """The pieces the three transformer families really share.
 
 - ``RMSNorm``: root-mean-square layer normalisation (Llama, T5), with its own backward on CPU.
-- Positional encodings: rotary (``rope_tables`` / ``apply_rope``), sinusoidal (the original
-  Transformer's fixed table); learned positions are a plain ``nn.Embedding`` in each family.
 - ``Attention``: multi-head scaled dot-product attention for self- and cross-attention, with an
-  optional key/value cache for generation. The softmax(QKᵀ/√d)V itself runs in PyTorch's
+  optional key/value cache for generation, grouped-query attention (fewer key/value heads, each
+  shared by a group of query heads; the cache holds the key/value heads only), heads of any width,
+  partial rotary positions and ALiBi's per-head linear bias (``lmkit.models.positions`` owns the
+  encodings themselves). The softmax(QKᵀ/√d)V itself runs in PyTorch's
   ``scaled_dot_product_attention``, which picks a fused kernel for the device.
 - ``biased_attention``: attention with a learned additive bias (T5), with its own backward on CPU.
 - ``KVCache``: preallocated per-layer key/value tensors, written in place while decoding.
@@ -23,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lmkit.config import ModelConfig
+from lmkit.models.positions import alibi_slopes, apply_rope
 
 
 class _RMSNorm(torch.autograd.Function):
@@ -68,64 +69,14 @@ class RMSNorm(nn.Module):
         return F.rms_norm(x, (x.shape[-1],), self.weight, self.eps)
 
 
-# --------------------------------------------------------------------------- positional encodings
-
-
-def rope_tables(head_dim: int, max_len: int, theta: float = 10000.0) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos and sin tables of rotary positions, each (max_len, head_dim).
-
-    Dimension i and i + head_dim/2 form a pair rotated by angle pos · theta^(-2i/head_dim) (the
-    "rotate half" layout that Hugging Face's Llama uses, so weights map over unchanged).
-    """
-    inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))  # (hd/2,)
-    angles = torch.outer(torch.arange(max_len, dtype=torch.float32), inv_freq)  # (T, hd/2)
-    angles = torch.cat([angles, angles], dim=-1)  # (T, hd)
-    return angles.cos(), angles.sin()
-
-
-def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate query/key vectors x (B, H, T, hd) by their positions' angles (cos/sin: (T, hd))."""
-    half = x.shape[-1] // 2
-    rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)  # (B, H, T, hd)
-    return x * cos + rotated * sin
-
-
-def sinusoidal_table(max_len: int, dim: int) -> torch.Tensor:
-    """The fixed sin/cos position table of "Attention is all you need", (max_len, dim)."""
-    pos = torch.arange(max_len, dtype=torch.float32)[:, None]  # (T, 1)
-    div = torch.exp(torch.arange(0, dim, 2, dtype=torch.float32) * (-math.log(10000.0) / dim))  # (dim/2,)
-    table = torch.zeros(max_len, dim)
-    table[:, 0::2] = torch.sin(pos * div)
-    table[:, 1::2] = torch.cos(pos * div)[:, : dim // 2]
-    return table
-
-
 # --------------------------------------------------------------------------- attention
-
-
-def register_position_tables(module: nn.Module, cfg: ModelConfig) -> None:
-    """Give ``module`` its position parameters/buffers from ``cfg.pos_encoding``.
-
-    Sets ``pos_emb`` (learned table or None), ``pos_table`` (sinusoidal buffer or None) and, for
-    rotary positions, the ``rope_cos``/``rope_sin`` buffers (max_seq_len, head_dim).
-    """
-    # torch types Module.__setattr__'s value as Tensor | Module, though None (an empty slot) is valid
-    learned = nn.Embedding(cfg.max_seq_len, cfg.d_model) if cfg.pos_encoding == "learned" else None
-    module.pos_emb = learned  # type: ignore[assignment]
-    if cfg.pos_encoding == "sinusoidal":
-        module.register_buffer("pos_table", sinusoidal_table(cfg.max_seq_len, cfg.d_model), persistent=False)
-    else:
-        module.pos_table = None  # type: ignore[assignment]
-    if cfg.pos_encoding == "rotary":
-        cos, sin = rope_tables(cfg.head_dim, cfg.max_seq_len, cfg.rope_theta)
-        module.register_buffer("rope_cos", cos, persistent=False)  # (max_seq_len, hd)
-        module.register_buffer("rope_sin", sin, persistent=False)
 
 
 class KVCache:
     """Keys and values of every layer, preallocated to ``max_len`` positions.
 
-    ``k[i]`` and ``v[i]`` are (B, H, max_len, hd); ``length`` is how many positions are filled.
+    ``k[i]`` and ``v[i]`` are (B, H, max_len, hd), H the key/value heads (fewer than the query heads
+    under grouped-query attention); ``length`` is how many positions are filled.
     A model writes the new positions of each layer, then advances ``length`` once per step.
 
     Ragged rows (a server's batch, where each row is its own request): ``lengths`` (B,) holds how
@@ -234,27 +185,50 @@ class Attention(nn.Module):
 
     Self-attention when ``context`` is None, cross-attention to ``context`` otherwise.
     ``scale`` defaults to 1/√head_dim (T5 uses 1 and folds the scale into its initialisation).
+    ``n_kv_heads`` < ``n_heads``: grouped-query attention, query head h reads key/value head
+    h // (n_heads / n_kv_heads). ``head_dim`` defaults to d_model / n_heads. ``bias`` puts biases on
+    the query/key/value projections, ``out_bias`` (default: ``bias``) on the output projection.
+    ``alibi``: scores get ALiBi's slope_h · (key position) (``lmkit.models.positions.alibi_slopes``).
     """
 
-    def __init__(self, d_model: int, n_heads: int, bias: bool = False, scale: float | None = None) -> None:
+    alibi: torch.Tensor | None  # (H,) slopes, a non-persistent buffer when set
+
+    def __init__(
+        self,
+        d_model: int,
+        n_heads: int,
+        bias: bool = False,
+        scale: float | None = None,
+        *,
+        n_kv_heads: int | None = None,
+        head_dim: int | None = None,
+        out_bias: bool | None = None,
+        alibi: bool = False,
+    ) -> None:
         super().__init__()
         self.n_heads = n_heads
-        self.head_dim = d_model // n_heads
+        self.n_kv_heads = n_kv_heads or n_heads
+        self.head_dim = head_dim or d_model // n_heads
         self.scale = scale
-        self.q_proj = nn.Linear(d_model, d_model, bias=bias)
-        self.k_proj = nn.Linear(d_model, d_model, bias=bias)
-        self.v_proj = nn.Linear(d_model, d_model, bias=bias)
-        self.o_proj = nn.Linear(d_model, d_model, bias=bias)
+        dq, dkv = n_heads * self.head_dim, self.n_kv_heads * self.head_dim
+        self.q_proj = nn.Linear(d_model, dq, bias=bias)
+        self.k_proj = nn.Linear(d_model, dkv, bias=bias)
+        self.v_proj = nn.Linear(d_model, dkv, bias=bias)
+        self.o_proj = nn.Linear(dq, d_model, bias=bias if out_bias is None else out_bias)
+        if alibi:
+            self.register_buffer("alibi", alibi_slopes(n_heads), persistent=False)
+        else:
+            self.alibi = None
 
     def split_heads(self, x: torch.Tensor) -> torch.Tensor:
         B, T, _ = x.shape
-        return x.view(B, T, self.n_heads, self.head_dim).transpose(1, 2)  # (B, H, T, hd)
+        return x.view(B, T, -1, self.head_dim).transpose(1, 2)  # (B, H or H_kv, T, hd)
 
     def forward(
         self,
         x: torch.Tensor,  # (B, T, C)
         *,
-        rope: tuple[torch.Tensor, torch.Tensor] | None = None,  # cos, sin: (T, hd) for these positions
+        rope: tuple[torch.Tensor, torch.Tensor] | None = None,  # cos, sin: (T, rd) for these positions
         causal: bool = False,
         attn_bias: torch.Tensor | None = None,  # additive (or boolean keep-) mask broadcast to (B, H, T, S)
         cache: KVCache | None = None,
@@ -263,13 +237,13 @@ class Attention(nn.Module):
         context_kv: tuple[torch.Tensor, torch.Tensor] | None = None,  # precomputed cross keys/values
         return_weights: bool = False,
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        B, T, C = x.shape
+        B, T, _ = x.shape
         q = self.split_heads(self.q_proj(x))  # (B, H, T, hd)
         if context_kv is not None:
             k, v = context_kv
         else:
             src = x if context is None else context
-            k = self.split_heads(self.k_proj(src))  # (B, H, S, hd)
+            k = self.split_heads(self.k_proj(src))  # (B, H_kv, S, hd)
             v = self.split_heads(self.v_proj(src))
         if rope is not None:
             cos, sin = rope
@@ -277,16 +251,21 @@ class Attention(nn.Module):
         past = 0
         mask = attn_bias
         if cache is not None and cache.lengths is not None:  # ragged rows, one new token each
-            k, v, mask = cache.write_rows(layer, k, v)  # (B, H, S, hd); mask (B, 1, 1, S)
+            k, v, mask = cache.write_rows(layer, k, v)  # (B, H_kv, S, hd); mask (B, 1, 1, S)
             past = 1
         elif cache is not None:
             past = cache.length
-            k, v = cache.write(layer, k, v)  # (B, H, past+T, hd)
+            k, v = cache.write(layer, k, v)  # (B, H_kv, past+T, hd)
+        if self.n_kv_heads != self.n_heads:  # each key/value head serves a group of query heads
+            group = self.n_heads // self.n_kv_heads
+            k, v = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)  # (B, H, S, hd)
         # A caller passing attn_bias together with causal=True must fold causality into the bias.
         is_causal = causal and past == 0 and mask is None
         if causal and mask is None and past > 0 and T > 1:
             # queries at positions past..past+T-1 see keys up to their own position
             mask = torch.ones(T, k.shape[2], dtype=torch.bool, device=x.device).tril(diagonal=past)  # (T, S)
+        if self.alibi is not None:
+            mask, is_causal = self.alibi_bias(mask, is_causal, T, k.shape[2]).to(q.dtype), False
         if return_weights:
             weights = self.attention_weights(q, k, mask, causal and T > 1 and attn_bias is None and past == 0)
             y = weights @ v  # (B, H, T, hd)
@@ -302,9 +281,21 @@ class Attention(nn.Module):
                 ).to(v.dtype)
         else:
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal, scale=self.scale)
-        y = y.transpose(1, 2).reshape(B, T, C)  # (B, T, C)
-        out = self.o_proj(y)
+        y = y.transpose(1, 2).reshape(B, T, -1)  # (B, T, H·hd)
+        out = self.o_proj(y)  # (B, T, C)
         return (out, weights) if return_weights else out
+
+    def alibi_bias(self, mask: torch.Tensor | None, causal: bool, T: int, S: int) -> torch.Tensor:
+        """ALiBi's additive bias slope_h · j for key positions j < S, with ``mask`` (a boolean keep-mask
+        or an additive one) and causality (query t at position S - T + t) folded in: (B or 1, H, T or 1, S)."""
+        assert self.alibi is not None
+        bias = self.alibi.view(-1, 1, 1) * torch.arange(S, dtype=torch.float32, device=self.alibi.device)  # (H, 1, S)
+        keep = mask if mask is not None and mask.dtype == torch.bool else None
+        if mask is not None and keep is None:
+            bias = bias + mask
+        if causal:
+            keep = torch.ones(T, S, dtype=torch.bool, device=bias.device).tril(diagonal=S - T)  # (T, S)
+        return bias if keep is None else bias.masked_fill(~keep, float("-inf"))
 
     def attention_weights(
         self, q: torch.Tensor, k: torch.Tensor, mask: torch.Tensor | None, causal: bool

@@ -67,37 +67,57 @@ class ParamCount:
 def count_params(cfg: ModelConfig) -> ParamCount:
     """Exact parameter count of ``lmkit.models.build_model(cfg)``, split into embedding/non-embedding.
 
-    decoder (Llama-like): token embedding V·d (+ max_seq_len·d learned positions); per layer two
-    RMSNorm weights 2d, q/k/v/o 4d², SwiGLU gate/up/down 3·d·f (no biases); final RMSNorm d; an
-    untied head V·d.
-    encoder (BERT-like): word V·d, token-type 2·d (and learned position max_seq_len·d)
+    decoder: token embedding V·d (V the embedding rows, which may exceed the tokenizer's size; +
+    max_seq_len·d learned positions); per layer two norms (RMSNorm d, LayerNorm 2d), queries and output
+    2·d·H·hd, keys and values 2·d·H_kv·hd (grouped-query attention: fewer key/value heads), the MLP
+    3·d·f gated or 2·d·f plain, biases (q/k/v: (H + 2·H_kv)·hd; all: also d for the output, f (2f
+    gated) + d for the MLP); final norm, an embedding norm when configured; an untied head V·d.
+    Defaults (Llama layout, H_kv = H, hd = d/H, no biases): 2d + 4d² + 3·d·f per layer.
+    encoder (BERT-like): word V·d, token-type types·d (BERT 2, RoBERTa 1; and learned position max_seq_len·d)
     embeddings, their LayerNorm 2d; per layer q/k/v/o with biases 4d²+4d, LayerNorm 2d, intermediate d·f+f, output
     f·d+d, LayerNorm 2d; MLM head dense d²+d, LayerNorm 2d, output bias V (weight tied).
-    encdec (T5 v1.0-like): shared embedding V·d; encoder layers: norm d, q/k/v/o 4d², norm d,
-    wi d·f, wo f·d; a 32 × n_heads relative-position table in the first encoder layer and another
-    in the first decoder layer; decoder layers add a cross-attention 4d² and its norm d; two final
+    encdec (T5-like): shared embedding V·d; encoder layers: norm d, q/k/v/o 4·d·H·hd (4d² when the
+    heads split d_model), norm d, wi d·f and wo f·d (gated, T5 v1.1: wi_0, wi_1, wo, 3·d·f); a 32 × n_heads relative-position table in the first encoder layer and another
+    in the first decoder layer; decoder layers add a cross-attention 4·d·H·hd and its norm d; two final
     norms d; the head tied to the shared embedding (untied: + V·d).
+    encdec in BART's layout (``model.norm: layer``): two learned position tables max_seq_len·d instead
+    of the bucket tables, every projection with its bias, LayerNorms (2d) after each sub-layer and
+    after each embedding, no final norms (BART's fixed final_logits_bias is a buffer, not counted).
     """
     V, d, L, f, H = cfg.vocab_size, cfg.d_model, cfg.n_layers, cfg.ffn_width, cfg.n_heads
     head = 0 if cfg.tie_embeddings else V * d
     if cfg.family == "decoder":
         emb = V * d + (cfg.max_seq_len * d if cfg.pos_encoding == "learned" else 0)
-        per_layer = 2 * d + 4 * d * d + 3 * d * f
-        non_emb = L * per_layer + d + head
-        matmul = L * (4 * d * d + 3 * d * f) + V * d
+        q, kv = H * cfg.head_dim, cfg.kv_heads * cfg.head_dim  # widths of the queries and of the keys (values)
+        norm = d if cfg.norm == "rms" else 2 * d
+        attn = 2 * d * q + 2 * d * kv
+        mlp = (3 if cfg.mlp == "gated" else 2) * d * f
+        biases = {"none": 0, "qkv": q + 2 * kv, "all": q + 2 * kv + d + (2 * f if cfg.mlp == "gated" else f) + d}
+        per_layer = 2 * norm + attn + mlp + biases[cfg.bias]
+        non_emb = L * per_layer + norm * (2 if cfg.embed_norm else 1) + head
+        matmul = L * (attn + mlp) + V * d
     elif cfg.family == "encoder":
-        emb = V * d + (cfg.max_seq_len * d if cfg.pos_encoding == "learned" else 0) + 2 * d
+        emb = V * d + (cfg.max_seq_len * d if cfg.pos_encoding == "learned" else 0) + cfg.type_vocab_size * d
         per_layer = (4 * d * d + 4 * d) + 2 * d + (d * f + f) + (f * d + d) + 2 * d
         mlm_head = (d * d + d) + 2 * d + V + head
         non_emb = 2 * d + L * per_layer + mlm_head
         matmul = L * (4 * d * d + 2 * d * f) + d * d + V * d
     elif cfg.family == "encdec":
         Ld = cfg.n_decoder_layers or L
-        emb = V * d + 2 * T5_RELATIVE_BUCKETS * H
-        enc_layer = d + 4 * d * d + d + 2 * d * f
-        dec_layer = d + 4 * d * d + d + 4 * d * d + d + 2 * d * f
-        non_emb = L * enc_layer + d + Ld * dec_layer + d + head
-        matmul = L * (4 * d * d + 2 * d * f) + Ld * (8 * d * d + 2 * d * f) + V * d
+        attn = 4 * d * H * cfg.head_dim  # q, k, v, o over n_heads × head_size (T5's d_kv)
+        mlp = (3 if cfg.mlp == "gated" else 2) * d * f  # T5 v1.1's wi_0, wi_1, wo; v1.0's wi, wo
+        if cfg.norm == "layer":  # BART: two learned position tables, biases, LayerNorms, embedding norms
+            emb = V * d + 2 * cfg.max_seq_len * d
+            attn_b, mlp_b = attn + 4 * d, mlp + (2 if cfg.mlp == "gated" else 1) * f + d
+            enc_layer = attn_b + mlp_b + 2 * 2 * d
+            dec_layer = 2 * attn_b + mlp_b + 3 * 2 * d
+            non_emb = L * enc_layer + Ld * dec_layer + 2 * 2 * d + head
+        else:
+            emb = V * d + 2 * T5_RELATIVE_BUCKETS * H
+            enc_layer = d + attn + d + mlp
+            dec_layer = d + attn + d + attn + d + mlp
+            non_emb = L * enc_layer + d + Ld * dec_layer + d + head
+        matmul = L * (attn + mlp) + Ld * (2 * attn + mlp) + V * d
     else:
         raise LmkitError(f"model.family must be one of encoder|decoder|encdec, got {cfg.family!r}")
     return ParamCount(total=emb + non_emb, embedding=emb, non_embedding=non_emb, matmul=matmul)
@@ -127,8 +147,8 @@ def flops_per_token(cfg: ModelConfig, seq_len: int | None = None, training: bool
         raise LmkitError(f"sequence length must be positive, got {T}")
     p = count_params(cfg)
     d, L = cfg.d_model, cfg.n_layers
-    if cfg.family == "decoder":
-        forward = 2.0 * p.matmul + 4.0 * L * d * T
+    if cfg.family == "decoder":  # attention over H heads of hd dimensions (H·hd = d unless head_size is set)
+        forward = 2.0 * p.matmul + 4.0 * L * cfg.n_heads * cfg.head_dim * T
     elif cfg.family == "encoder":
         head = d * d + cfg.vocab_size * d
         forward = 2.0 * (p.matmul - head) + 2.0 * MLM_SCORED_FRACTION * head + 4.0 * L * d * T
@@ -136,11 +156,12 @@ def flops_per_token(cfg: ModelConfig, seq_len: int | None = None, training: bool
         S = T
         Tt = decoded_target_len(cfg, S)
         Ld = cfg.n_decoder_layers or L
-        f = cfg.ffn_width
-        enc = L * (4 * d * d + 2 * d * f)
-        dec_on_targets = Ld * (6 * d * d + 2 * d * f) + cfg.vocab_size * d  # self q/k/v/o, cross q/o, MLP, head
-        cross_kv = Ld * 2 * d * d  # cross-attention keys/values over the encoder's outputs
-        per_window = 2.0 * (enc * S + dec_on_targets * Tt + cross_kv * S) + 4.0 * d * (
+        f, a = cfg.ffn_width, cfg.n_heads * cfg.head_dim  # a: the attention width (d unless head_size is set)
+        mlp = (3 if cfg.mlp == "gated" else 2) * d * f
+        enc = L * (4 * d * a + mlp)
+        dec_on_targets = Ld * (6 * d * a + mlp) + cfg.vocab_size * d  # self q/k/v/o, cross q/o, MLP, head
+        cross_kv = Ld * 2 * d * a  # cross-attention keys/values over the encoder's outputs
+        per_window = 2.0 * (enc * S + dec_on_targets * Tt + cross_kv * S) + 4.0 * a * (
             L * S * S + Ld * Tt * Tt + Ld * Tt * S
         )
         forward = per_window / S

@@ -21,7 +21,13 @@ from typing import Any
 
 from lmkit.config import ModelConfig
 from lmkit.errors import LmkitError
-from lmkit.plan.memory import RUNTIME_BASELINE_BYTES, model_state_bytes, training_memory
+from lmkit.plan.memory import (
+    FINISH_BASELINE_BYTES,
+    RUNTIME_BASELINE_BYTES,
+    model_state_bytes,
+    optimizer_one_moment_params,
+    training_memory,
+)
 
 GIB = 2.0**30
 # Device memory as the datasheets name it (V100 SXM2 32GB, A100 80GB, H100 80GB, H200 141GB); those
@@ -48,23 +54,29 @@ def tensor_parallel_memory(
     checkpointing: bool,
     degree: int,
     runtime_bytes: float = RUNTIME_BASELINE_BYTES,
+    finish_bytes: float = FINISH_BASELINE_BYTES,
+    optimizer: str = "adamw",
 ) -> dict[str, float]:
     """Training memory per device with tensor parallelism of ``degree`` t (see the module doc).
 
     The model states of 1/t of the parameters are sharded by ``sharding`` across the n/t
-    data-parallel groups; activations and the loss workspace are divided by t; the runtime is not.
+    data-parallel groups; activations and the loss workspace are divided by t; the runtime and what
+    the run's end adds are not (the end counts only where it exceeds a step's tensors).
     """
     if degree < 1:
         raise LmkitError(f"tensor-parallel degree must be at least 1, got {degree}")
-    full = training_memory(cfg, params, micro_batch, seq_len, precision, sharding, n_gpus, checkpointing, runtime_bytes)
+    full = training_memory(cfg, params, micro_batch, seq_len, precision, sharding, n_gpus, checkpointing)
     dp = max(1, n_gpus // degree)
-    states = model_state_bytes(params / degree, precision, sharding, dp)
+    one_moment = optimizer_one_moment_params(cfg, optimizer, params) / degree
+    states = model_state_bytes(params / degree, precision, sharding, dp, one_moment)
     out = {
         **states,
         "activations": full["activations"] / degree,
         "loss": full["loss"] / degree,
-        "runtime": full["runtime"],
+        "runtime": float(runtime_bytes),
+        "finish": float(finish_bytes),
     }
+    out["not_at_once"] = -min(out["gradients"] + out["activations"] + out["loss"], out["finish"])
     out["total"] = sum(out.values())
     return out
 
@@ -89,10 +101,11 @@ def _min_devices_fsdp(
     precision: str,
     checkpointing: bool,
     capacity: float,
-    runtime_bytes: float,
+    end: tuple[float, float, str],
 ) -> int | None:
-    """Fewest devices on which FSDP fits the run (model states split n ways); None if never."""
-    one = training_memory(cfg, params, micro_batch, seq_len, precision, "fsdp", 1, checkpointing, runtime_bytes)
+    """Fewest devices on which FSDP fits the run (model states split n ways); None if never. ``end``:
+    the runtime's bytes, what the run's end adds and the optimizer (``training_memory``'s)."""
+    one = training_memory(cfg, params, micro_batch, seq_len, precision, "fsdp", 1, checkpointing, *end)
     states = one["weights"] + one["gradients"] + one["optimizer"]
     rest = one["total"] - states
     if rest >= capacity:
@@ -113,25 +126,30 @@ def memory_verdict(
     n_gpus: int,
     checkpointing: bool,
     runtime_bytes: float = RUNTIME_BASELINE_BYTES,
+    finish_bytes: float = FINISH_BASELINE_BYTES,
+    optimizer: str = "adamw",
 ) -> dict[str, Any] | None:
     """Does the run fit on ``device``, and what would make it fit. None for a device of unknown memory.
 
     Returns ``device``, ``capacity_bytes``, ``needed_bytes`` (the per-device total of
-    ``training_memory``, with the runtime's ``runtime_bytes``), ``fits``, ``headroom_bytes`` (capacity - needed, negative when it does not
-    fit), ``suggestions`` (one change each: ``change``, ``flags`` (lmkit plan flags, None for what
-    lmkit cannot do), ``bytes``, ``fits``, ``note``) and ``fitting`` (the first suggestion that fits,
-    or else the first of a few combinations of them that does; None if none).
+    ``training_memory``, with the runtime's ``runtime_bytes``, what the run's end adds,
+    ``finish_bytes``, and ``optimizer``'s states), ``fits``, ``headroom_bytes`` (capacity - needed,
+    negative when it does not fit), ``suggestions`` (one change each: ``change``, ``flags`` (lmkit
+    plan flags, None for what lmkit cannot do), ``bytes``, ``fits``, ``note``) and ``fitting`` (the
+    first suggestion that fits, or else the first of a few combinations of them that does; None if
+    none).
     """
     cap = device_memory_bytes(device)
     if cap is None:
         return None
+    end = (runtime_bytes, finish_bytes, optimizer)  # what every estimate below shares (training_memory's order)
 
     def mem(mb: int = micro_batch, shard: str = sharding, n: int = n_gpus, ck: bool = checkpointing) -> float:
-        return training_memory(cfg, params, mb, seq_len, precision, shard, n, ck, runtime_bytes)["total"]
+        return training_memory(cfg, params, mb, seq_len, precision, shard, n, ck, *end)["total"]
 
     def tp(degree: int, ck: bool = checkpointing, shard: str = sharding, n: int = n_gpus) -> float:
         return tensor_parallel_memory(
-            cfg, params, micro_batch, seq_len, precision, shard, max(n, degree), ck, degree, runtime_bytes
+            cfg, params, micro_batch, seq_len, precision, shard, max(n, degree), ck, degree, *end
         )["total"]
 
     needed = mem()
@@ -163,7 +181,7 @@ def memory_verdict(
             mem(shard="fsdp"),
             "weights, gradients and Adam states split across the devices",
         )
-    n_min = _min_devices_fsdp(cfg, params, micro_batch, seq_len, precision, checkpointing, cap, runtime_bytes)
+    n_min = _min_devices_fsdp(cfg, params, micro_batch, seq_len, precision, checkpointing, cap, end)
     if n_min is not None and n_min > n_gpus:
         add(
             f"FSDP over at least {n_min:,} devices",
@@ -183,7 +201,7 @@ def memory_verdict(
     fitting = next((s for s in sug if s["fits"]), None)
     if fitting is None and needed > cap:  # no single change is enough: a few combinations, cheapest first
         combos: list[tuple[str, str | None, float]] = []
-        n_ck = _min_devices_fsdp(cfg, params, 1, seq_len, precision, True, cap, runtime_bytes)
+        n_ck = _min_devices_fsdp(cfg, params, 1, seq_len, precision, True, cap, end)
         if n_ck is not None:
             n_ck = max(n_ck, n_gpus)
             combos.append(
@@ -194,9 +212,8 @@ def memory_verdict(
                 )
             )
         for t in TENSOR_PARALLEL_DEGREES:
-            b = tensor_parallel_memory(
-                cfg, params, 1, seq_len, precision, "fsdp", max(n_gpus, t), True, t, runtime_bytes
-            )["total"]
+            split = tensor_parallel_memory(cfg, params, 1, seq_len, precision, "fsdp", max(n_gpus, t), True, t, *end)
+            b = split["total"]
             combos.append((f"activation checkpointing + micro-batch 1 + FSDP + tensor parallelism {t}", None, b))
         for change, flags, b in combos:
             if b <= cap:

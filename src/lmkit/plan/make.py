@@ -43,6 +43,7 @@ from lmkit.plan.compute import (
 from lmkit.plan.fits_memory import MAX_DEVICES, memory_verdict
 from lmkit.plan.measure import HERE_WORDS, measure_matmul_peak
 from lmkit.plan.memory import (
+    FINISH_BASELINE_BYTES,
     RUNTIME_BASELINE_BYTES,
     SHARDINGS,
     inference_memory,
@@ -112,6 +113,7 @@ def make_plan(
     source: str | None = None,
     runtime_bytes: float | None = None,
     heap: str | None = None,
+    finish_bytes: float | None = None,
 ) -> dict[str, Any]:
     """Everything ``lmkit plan`` reports, as one JSON-ready dict.
 
@@ -123,14 +125,16 @@ def make_plan(
     (``--fit``) or a ScalingFit the user fitted (``--scaling-law``); a fitted law replaces the
     20-tokens rule in all of these and in the verdict. The memory verdict for ``gpu`` is
     ``memory.on_device`` (``lmkit.plan.fits_memory.memory_verdict``). ``runtime_bytes``: the runtime's
-    own resident memory (this machine's measured baseline, see
-    ``lmkit.plan.measure.runtime_baseline``); lmkit's default when None. ``heap``: for a run on
+    own resident memory while it trains, and ``finish_bytes``: what the end of a run adds (this
+    machine's measured baseline, see ``lmkit.plan.baseline``); lmkit's defaults when None. The
+    optimizer's states are ``train.optimizer``'s (AdamW without a run config). ``heap``: for a run on
     this machine's CPU, its settled ``train.memory`` (fast | lean: what the allocator keeps beside
     the tensors, ``lmkit.plan.memory.heap_bytes``); None for a GPU's memory.
     """
     f = get_fit(scaling_law)
     own_law = isinstance(scaling_law, ScalingFit)  # --scaling-law: the user's law sizes a budget, not the 20 rule
     runtime = RUNTIME_BASELINE_BYTES if runtime_bytes is None else float(runtime_bytes)
+    finish = FINISH_BASELINE_BYTES if finish_bytes is None else float(finish_bytes)
     if sharding not in SHARDINGS:
         raise LmkitError(f"--sharding must be one of {'|'.join(SHARDINGS)}, got {sharding!r}")
     _check_range("--gpus", n_gpus, 1, MAX_DEVICES, "devices")
@@ -237,7 +241,8 @@ def make_plan(
     prec = precision or (train.precision if train is not None else ("fp32" if cfg is not None else "bf16"))
     prec = "bf16" if prec == "auto" else prec  # a run's auto as on a GPU; lmkit plan settles it for this machine
     ckpt = bool(checkpointing if checkpointing is not None else (train.activation_checkpointing if train else False))
-    mem_train = training_memory(shape, n_params, mb, S, prec, sharding, n_gpus, ckpt, runtime_bytes=runtime, heap=heap)
+    opt = train.optimizer if train is not None else "adamw"
+    mem_train = training_memory(shape, n_params, mb, S, prec, sharding, n_gpus, ckpt, runtime, finish, opt, heap)
     weight_fmt = "fp32" if prec == "fp32" else prec
     mem_inf = inference_memory(shape, n_params, mb, S, weight_fmt, runtime_bytes=runtime)
     on_device = memory_verdict(
@@ -251,6 +256,8 @@ def make_plan(
         n_gpus=n_gpus,
         checkpointing=ckpt,
         runtime_bytes=runtime,
+        finish_bytes=finish,
+        optimizer=opt,
     )
     gpu_table = {k: gpu_hours(total_flops, p, utilisation) for k, p in peak_of.items()}
 
@@ -296,6 +303,7 @@ def make_plan(
                     "micro_batch": mb,
                     "seq_len": S,
                     "activation_checkpointing": ckpt,
+                    "optimizer": opt,
                 },
                 "korthikanti_activation_bytes": korthikanti_activation_bytes(
                     S, mb, shape.d_model, shape.n_heads, shape.n_layers, ckpt

@@ -1,8 +1,7 @@
 """Measuring this machine: its dense matmul peak (cached per process), the peak FLOP/s MFU is
 measured against (in the precision a run uses), the precision probe behind ``train.precision:
-auto`` (fp32 against bf16 autocast on a run's representative matmul, cached per CPU), its runtime
-memory baseline (what every training process holds beside its tensors, measured in a child
-process and cached per machine and library versions), the memory it has still available (what
+auto`` (fp32 against bf16 autocast on a run's representative matmul, cached per CPU), the key its
+runtime memory baseline is cached under (``lmkit.plan.baseline``), the memory it has still available (what
 ``train.memory: auto`` weighs a run's planned peak against), the training rate a run's time is predicted
 at (and the refusal of work predicted to outlast ``lmkit.plan.compute.check_run_time``'s bounds),
 and the record of how far past plans were from what runs really used on this machine; and
@@ -20,21 +19,16 @@ import json
 import math
 import os
 import platform
-import subprocess
-import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lmkit.errors import LmkitError
 from lmkit.plan.compute import ACCELERATORS, DEFAULT_MFU, LONG_RUN_HOURS, MAX_FLOPS, check_run_time, run_seconds
-from lmkit.plan.memory import RUNTIME_BASELINE_BYTES
 
 if TYPE_CHECKING:
     from lmkit.config import ModelConfig, TrainConfig
 
-BASELINE_FILE = "runtime-baseline.json"
 HISTORY_FILE = "memory-history.jsonl"
 HISTORY_KEEP = 50
 HERE_WORDS = ("here", "this", "this machine", "local", "cpu")  # the accelerator names that mean this machine
@@ -437,37 +431,6 @@ def available_memory_bytes() -> float | None:
     return max(0.0, min(found)) if found else None
 
 
-def runtime_baseline(measure: bool = False) -> tuple[float, str]:
-    """Bytes a training process holds beside its tensors, and where the figure comes from.
-
-    ``measure``: run the probe in this call (a child process training a negligible model end to end) and
-    cache the result; otherwise the cached figure for this machine, or lmkit's default."""
-    path = cache_dir() / BASELINE_FILE
-    key = machine_key()
-    if not measure:
-        try:
-            saved = json.loads(path.read_text())
-            if saved.get("key") == key:
-                return float(saved["runtime_bytes"]), f"measured on this machine ({saved.get('when', '?')})"
-        except (OSError, ValueError, KeyError):
-            pass
-        return float(RUNTIME_BASELINE_BYTES), "lmkit's default (lmkit plan --this-machine measures this machine's)"
-    with tempfile.TemporaryDirectory(prefix="lmkit-probe-") as work:
-        # the probe's own run goes in its scratch cache, not in this machine's track record
-        env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"), "LMKIT_CACHE": work}
-        done = subprocess.run(
-            [sys.executable, "-m", "lmkit.train.rss_probe", work], capture_output=True, text=True, env=env, timeout=300
-        )
-    if done.returncode != 0:
-        raise LmkitError(f"measuring the runtime baseline failed: {done.stderr.strip().splitlines()[-1:]}")
-    value = float(json.loads(done.stdout.strip().splitlines()[-1])["runtime_bytes"])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"key": key, "runtime_bytes": value, "when": time.strftime("%Y-%m-%d")}) + "\n")
-    tmp.replace(path)
-    return value, "measured on this machine (now)"
-
-
 def record_memory(predicted: float, measured: float, what: str) -> None:
     """Append a run's predicted and measured peak to this machine's history (kept short)."""
     path = cache_dir() / HISTORY_FILE
@@ -524,6 +487,5 @@ __all__ = [
     "precision_probe",
     "probe_shape",
     "record_memory",
-    "runtime_baseline",
     "training_rate",
 ]

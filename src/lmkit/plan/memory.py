@@ -14,13 +14,19 @@ from lmkit.errors import LmkitError
 from lmkit.plan.compute import count_params, decoded_target_len
 
 RULE_OF_THUMB_EXTRA_BYTES = 20  # rule of thumb: gradients, 2 Adam states, activations, temporaries per parameter
-# Resident memory of an lmkit training process whatever its model: Python, torch, lmkit, the
-# tokenizer, the memory-mapped shards and the kernels torch loads on the first step, evaluation, a
-# checkpoint, the TensorBoard writer and the loss-curve plot. The default is what the probe
-# (lmkit.train.rss_probe: a whole run of a negligible model) measured on a 2-core x86-64 Linux
-# machine with torch 2.13; `lmkit plan --this-machine` measures and caches this machine's own.
+# Resident memory of an lmkit training process whatever its model, while it trains: Python, torch,
+# lmkit, the tokenizer, the memory-mapped shards, the kernels torch loads on the first steps, an
+# evaluation and the TensorBoard writer. Then what the end of a run adds on top (the final evaluation,
+# a checkpoint, the loss-curve plot, whose matplotlib alone is ~25 MB), once the steps' transient
+# tensors are gone. The defaults are what the probe (lmkit.train.rss_probe: a whole run of a
+# negligible model) measured on a 2-core AMD EPYC Linux machine with torch 2.13: 347.5-350.5 MB while
+# training (its resident size after the last step with glibc's free pages handed back) and 36.0-36.8
+# MB at the end, over ten runs; `lmkit plan --this-machine` measures and caches this machine's own.
+# (The probe's whole-run peak, 384-405 MB there, served as the one figure before; real runs peak in
+# their steps, and cpu-small's default run measured 7.6-12% under a plan that added its tensors to it.)
 # A CUDA context costs a similar few hundred MB of device memory (not in torch's allocator figures).
-RUNTIME_BASELINE_BYTES = 476_000_000
+RUNTIME_BASELINE_BYTES = 349_000_000
+FINISH_BASELINE_BYTES = 37_000_000
 # glibc's malloc on a CPU (train.memory fast, the default): once a freed block has raised its mmap
 # threshold (up to 32 MiB), activations come from the heap, whose pages stay resident after they are
 # freed and are not all reused: the backward pass allocates the activations' gradients, in other
@@ -30,12 +36,20 @@ RUNTIME_BASELINE_BYTES = 476_000_000
 # of glibc's run minus the lean run's, over the activations: 0.9-1.5 for test_plan's cpu-small-shaped
 # decoder, encoder and encoder-decoder cases with and without checkpointing (27-89 MB kept), a few MB
 # for the tiny ones, 0.7-1.1 for cpu-small itself on the demo corpus (micro-batch 16, 1-2 threads).
-# With 1.0, test_plan's ten cases (glibc's and lean) were within -5.9% to +5.1% of the plan (two runs).
+# With 1.0, test_plan's twelve cases (glibc's and lean) were within -4.0% to +8.1% of the plan (one run;
+# the encoder's +5-8%: its kernels map ~10 MB more of torch's code than the probe's decoder (RssFile
+# after three steps, 116.9 against 107.4 MB), and glibc keeps 1.27x its activations).
 # train.memory lean maps and unmaps every large block on its own (lmkit.train.rss): no heap is kept.
 GLIBC_HEAP_FACTOR = 1.0
 HEAPS = ("fast", "lean")  # train.memory, settled: glibc's malloc as it is, or large blocks returned on free
 LOSS_CHUNK = 1024  # rows of logits lmkit's fused linear cross-entropy holds at a time (models.layers)
+# glibc's ceiling for its mmap threshold (64-bit): a block this large is always mapped on its own, so
+# an evaluation's blocks of logits this large come on top of the heap a run's steps left resident
+# instead of reusing it (measured: +67 MB above the steps' peak for vocabulary 8,192, micro-batch 8).
+GLIBC_MMAP_MAX = 32 * 2**20
 
+MOMENT_BYTES = 4  # one fp32 optimizer moment per parameter
+OPTIMIZERS = ("adamw", "muon")
 SHARDINGS = ("ddp", "zero1", "zero2", "zero3", "fsdp")
 PRECISIONS = ("fp32", "bf16", "fp16")
 DTYPE_BYTES = {"fp32": 4, "fp16": 2, "bf16": 2, "int8": 1}
@@ -53,14 +67,16 @@ def training_rule_of_thumb_bytes(params: float) -> float:
 
 
 def model_state_bytes(
-    params: float, precision: str = "fp32", sharding: str = "ddp", n_gpus: int = 1
+    params: float, precision: str = "fp32", sharding: str = "ddp", n_gpus: int = 1, one_moment: float = 0.0
 ) -> dict[str, float]:
     """Weights, gradients and Adam states per GPU (ZeRO, Rajbhandari et al. 2020).
 
     fp32 Adam: 4 (weights) + 4 (gradients) + 8 (two moments) = 16 B/parameter. Mixed precision:
     2 (16-bit weights) + 2 (16-bit gradients) + 12 (fp32 master weights and two moments) = 16.
-    ZeRO-1 splits the optimizer states across the GPUs, ZeRO-2 also the gradients, ZeRO-3 / FSDP
-    also the weights; DDP keeps a full copy of everything on every GPU.
+    ``one_moment`` of the parameters keep one fp32 moment instead of Adam's two (Muon's momentum:
+    ``optimizer_one_moment_params``), 4 B less each. ZeRO-1 splits the optimizer states across the
+    GPUs, ZeRO-2 also the gradients, ZeRO-3 / FSDP also the weights; DDP keeps a full copy of
+    everything on every GPU.
     """
     if precision not in PRECISIONS:
         raise LmkitError(f"precision must be one of {'|'.join(PRECISIONS)}, got {precision!r}")
@@ -74,8 +90,23 @@ def model_state_bytes(
     return {
         "weights": params * (w / n if stage >= 3 else w),
         "gradients": params * (g / n if stage >= 2 else g),
-        "optimizer": params * (o / n if stage >= 1 else o),
+        "optimizer": (params * o - MOMENT_BYTES * one_moment) / (n if stage >= 1 else 1.0),
     }
+
+
+def optimizer_one_moment_params(cfg: ModelConfig, optimizer: str = "adamw", params: float | None = None) -> float:
+    """Parameters whose optimizer keeps one moment, not Adam's two: with ``train.optimizer`` muon, the
+    hidden layers' weight matrices (lmkit.train.muon: Muon's momentum; embeddings, the output head,
+    norms and biases keep AdamW), i.e. every matrix a token is multiplied by except the vocabulary
+    projection (and an encoder's MLM-head dense layer, outside the blocks); none with adamw.
+    ``params`` (a total that ``cfg`` only stands for the shape of) scales the count in proportion."""
+    if optimizer not in OPTIMIZERS:
+        raise LmkitError(f"train.optimizer must be one of {'|'.join(OPTIMIZERS)}, got {optimizer!r}")
+    if optimizer == "adamw":
+        return 0.0
+    count = count_params(cfg)
+    hidden = count.matmul - cfg.vocab_size * cfg.d_model - (cfg.d_model**2 if cfg.family == "encoder" else 0)
+    return float(hidden) * (1.0 if params is None else float(params) / count.total)
 
 
 def korthikanti_activation_bytes(
@@ -136,7 +167,10 @@ def activation_bytes(
     hidden states. loss: lmkit's fused linear cross-entropy (models.layers) holds one block of at
     most 1,024 rows of fp32 logits (the softmax runs in place; with 16-bit autocast also the 16-bit
     product), plus an fp32 gradient of the output matrix (V·d); it never holds the full B·T·V
-    logits a plain cross-entropy would.
+    logits a plain cross-entropy would. Also, apart from ``total``: ``loss_block``, that fp32 block,
+    which the loss keeps from one step to the next (``models.layers._workspace``), and ``eval``, what
+    an evaluation's forward pass holds beside it: without gradients the loss takes a block of fp32
+    logits and their log-softmax at a time.
     """
     if precision not in PRECISIONS:
         raise LmkitError(f"precision must be one of {'|'.join(PRECISIONS)}, got {precision!r}")
@@ -179,7 +213,14 @@ def activation_bytes(
         layers = layer_inputs + max(one_layer - loss, 0.0)
     else:
         layers = full
-    return {"layers": layers, "outside": outside, "loss": loss, "total": layers + outside + loss}
+    return {
+        "layers": layers,
+        "outside": outside,
+        "loss": loss,
+        "total": layers + outside + loss,
+        "loss_block": rows * V * 4.0,
+        "eval": rows * V * 8.0,
+    }
 
 
 def heap_bytes(
@@ -231,47 +272,62 @@ def training_memory(
     n_gpus: int = 1,
     checkpointing: bool = False,
     runtime_bytes: float = RUNTIME_BASELINE_BYTES,
+    finish_bytes: float = FINISH_BASELINE_BYTES,
+    optimizer: str = "adamw",
     heap: str | None = None,
 ) -> dict[str, float]:
     """Peak training memory per GPU (or of the process on a CPU), by part, with ``total``.
 
-    weights + gradients + Adam states (``model_state_bytes``, 16 B/parameter before sharding)
-    + activations of one micro-batch (``activation_bytes``) + the runtime's own resident memory
-    + on a CPU what the allocator keeps (``heap_bytes``; ``heap`` is the settled train.memory,
-    None for tensors on a GPU).
-    In one process without activation checkpointing the gradients and the activations are never
-    all there at once: lmkit frees the gradients after each step (``zero_grad(set_to_none)``), so
-    at the end of the forward pass, where activations peak, gradients do not exist yet, and in the
-    backward pass each gradient appears as activations are freed. The peak is then weights + Adam
-    + the larger of (activations + loss) and gradients: ``not_at_once`` is the negative part that
-    takes the smaller one back out. With DDP's persistent gradient buckets, with sharding, or with
-    checkpointing (gradients accumulate while layers are recomputed) everything counts.
+    weights + gradients + optimizer states (``model_state_bytes``, 16 B/parameter before sharding
+    with AdamW, less with ``optimizer`` muon) + activations of one micro-batch (``activation_bytes``)
+    + the runtime's own memory while it trains + what the run's end adds (``finish_bytes``: final
+    evaluation, checkpoint, plot) + an evaluation's blocks of logits (``activation_bytes``' eval) + on
+    a CPU what the allocator keeps (``heap_bytes``; ``heap`` is the settled train.memory, None for
+    tensors on a GPU).
+    A peak is a maximum, and ``not_at_once`` (a negative part) takes back what is never there at
+    the same time. In one process without activation checkpointing the gradients and the
+    activations are not all there at once: lmkit frees the gradients after each step
+    (``zero_grad(set_to_none)``), so at the end of the forward pass, where activations peak,
+    gradients do not exist yet, and in the backward pass each gradient appears as activations are
+    freed: a step holds the larger of (activations + loss) and gradients. With DDP's persistent
+    gradient buckets, with sharding, or with checkpointing (gradients accumulate while layers are
+    recomputed) a step holds them all. Evaluations and the run's end come between or after the
+    steps, their transient tensors gone but for the loss's block, so only the larger of a step's
+    and (that block + the larger of an evaluation's and the end's) counts; the allocator's heap
+    stays resident under both, and with glibc's allocator an evaluation whose blocks are too large
+    for its heap (``GLIBC_MMAP_MAX``) comes on top of a step's memory, which that heap keeps.
     ``params`` overrides the count from ``cfg`` (when cfg only stands for a shape).
     """
     n = float(params if params is not None else count_params(cfg).total)
-    states = model_state_bytes(n, precision, sharding, n_gpus)
+    states = model_state_bytes(n, precision, sharding, n_gpus, optimizer_one_moment_params(cfg, optimizer, params))
     acts = activation_bytes(cfg, micro_batch, seq_len, precision, checkpointing)
     out = {
         **states,
         "activations": acts["layers"] + acts["outside"],
         "loss": acts["loss"],
         "runtime": float(runtime_bytes),
+        "finish": float(finish_bytes),
         "heap": heap_bytes(cfg, micro_batch, seq_len, precision, heap),
     }
-    out["not_at_once"] = 0.0
-    if n_gpus == 1 and not checkpointing:
-        out["not_at_once"] = -min(states["gradients"], out["activations"] + out["loss"])
+    out["evaluation"] = acts["eval"]
+    step = out["gradients"] + out["activations"] + out["loss"]
+    apart = min(out["gradients"], out["activations"] + out["loss"]) if n_gpus == 1 and not checkpointing else 0.0
+    end = acts["loss_block"] + max(out["evaluation"], out["finish"])
+    mapped = out["evaluation"] if heap == "fast" and acts["loss_block"] >= GLIBC_MMAP_MAX else 0.0
+    peak = max(step - apart + mapped, end)  # what a step, or the evaluations and the run's end, add at most
+    out["not_at_once"] = peak - (step + out["evaluation"] + out["finish"])
     out["total"] = sum(out.values())
     return out
 
 
 def kv_cache_bytes(cfg: ModelConfig, batch: int, context: int, dtype_bytes: float = 4.0) -> float:
-    """Keys and values cached for generation: 2 · layers · batch · context · d_model values.
+    """Keys and values cached for generation: 2 · layers · batch · context · kv_heads · head_dim values
+    (grouped-query attention caches its key/value heads only).
 
     encdec: the decoder's self-attention cache over ``cfg.max_target_len`` positions plus the
     cross-attention keys/values over ``context`` encoder positions. An encoder caches nothing.
     """
-    d = cfg.d_model
+    d = cfg.kv_heads * cfg.head_dim
     if cfg.family == "decoder":
         return 2.0 * cfg.n_layers * batch * context * d * dtype_bytes
     if cfg.family == "encdec":
@@ -313,9 +369,13 @@ def inference_memory(
 
 __all__ = [
     "DTYPE_BYTES",
+    "FINISH_BASELINE_BYTES",
     "GLIBC_HEAP_FACTOR",
+    "GLIBC_MMAP_MAX",
     "HEAPS",
     "LOSS_CHUNK",
+    "MOMENT_BYTES",
+    "OPTIMIZERS",
     "PRECISIONS",
     "RULE_OF_THUMB_EXTRA_BYTES",
     "RUNTIME_BASELINE_BYTES",
@@ -327,6 +387,7 @@ __all__ = [
     "korthikanti_activation_bytes",
     "kv_cache_bytes",
     "model_state_bytes",
+    "optimizer_one_moment_params",
     "training_memory",
     "training_rule_of_thumb_bytes",
     "weights_bytes",

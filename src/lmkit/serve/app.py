@@ -116,7 +116,7 @@ def prompt_ids(engine: Engine, req: CompletionRequest, opts: ServeOptions) -> li
             if engine.family == "encdec":
                 ids = list(tok.encode(item, allow_special=True)) + ([tok.eos_id] if tok.eos_id >= 0 else [])
             else:
-                ids = list(tok.encode(item)) or ([tok.bos_id] if tok.bos_id >= 0 else [])
+                ids = tok.prompt_ids(item) if item or max(tok.bos_id, tok.separator_id) >= 0 else []  # BOS first
         else:
             bad = next((i for i in item if not 0 <= i < tok.vocab_size), None)
             if bad is not None:
@@ -247,7 +247,7 @@ class ChoiceState:
             ):
                 block[key].append(value)
                 getattr(self, key).append(value)
-            offset += len(s)
+            offset += 0 if info.token_id in self.engine.plain else len(s)  # BOS adds no text
         return block
 
 
@@ -345,21 +345,13 @@ def create_app(engine: Engine, opts: ServeOptions) -> FastAPI:
     async def tokenizer_info() -> dict[str, Any]:
         """The special tokens, as evaluation harnesses (lm-eval's remote tokenizer) ask for them."""
         tok = engine.tokenizer
-
-        def text(i: int) -> str | None:
-            return tok.token_str(i) if i is not None and i >= 0 else None
-
-        return {
-            "eos_token": text(tok.eos_id),
-            "bos_token": text(tok.bos_id),
-            "pad_token": text(tok.pad_id),
-            "model_max_length": engine.window,
-            "vocab_size": tok.vocab_size,
-        }
+        roles = (("eos_token", tok.eos_id), ("bos_token", tok.bos_id), ("pad_token", tok.pad_id))
+        named = {key: tok.token_str(i) if i >= 0 else None for key, i in roles}
+        return {**named, "model_max_length": engine.window, "vocab_size": tok.vocab_size}
 
     @app.post("/tokenize")
     async def tokenize(req: TokenizeRequest) -> dict[str, Any]:
-        ids = list(engine.tokenizer.encode(req.prompt, allow_special=True))  # "</s>" is the EOS token
+        ids = list(engine.tokenizer.encode(req.prompt, allow_special=True))  # "</s>": lmkit's EOS token
         return {
             "tokens": ids,
             "count": len(ids),
@@ -379,8 +371,9 @@ def create_app(engine: Engine, opts: ServeOptions) -> FastAPI:
         if engine.family == "encoder":
             raise ApiError(400, "an encoder checkpoint has no next-token distribution", "prompt")
         tok = engine.tokenizer
-        ids = list(tok.encode(req.prompt)) or [tok.bos_id]
-        ids = ids[-(engine.window - 1) :]
+        if not req.prompt and max(tok.bos_id, tok.separator_id) < 0:
+            raise ApiError(400, "prompt is empty and the tokenizer has no BOS token to start from", "prompt")
+        ids = tok.prompt_ids(req.prompt)[-(engine.window - 1) :]  # BOS first where the model's tokenizer adds it
         logits = await asyncio.to_thread(engine.next_token_logits, ids)
         settings = settings_of(req, 1, 0)
         _, expl = choose_next(

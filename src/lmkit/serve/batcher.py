@@ -123,6 +123,7 @@ class Engine:
         self.tokenizer = tokenizer
         self.family: str = model.cfg.family
         self.window: int = model.cfg.max_seq_len
+        self.vocab: int = tokenizer.vocab_size  # rows past it (an imported model's padding) are never chosen
         self.max_batch = max(1, max_batch)
         self.max_queue = max_queue
         # special tokens that add no text: all of them for a decoder (as `lmkit generate` prints it);
@@ -176,7 +177,7 @@ class Engine:
         if self.family == "encdec":
             model = cast(EncoderDecoder, self.model)  # a model of family "encdec" is an EncoderDecoder
             enc = model.encode(ids)
-            start = torch.full((1, 1), self.tokenizer.pad_id, dtype=torch.long)
+            start = torch.full((1, 1), self.tokenizer.decoder_start_id, dtype=torch.long)
             return model.logits(model.decode(start, enc)[:, -1])[0]
         return self.model(ids)[0, -1]
 
@@ -327,7 +328,7 @@ class Engine:
             )
         if job.max_tokens == 0:
             return self._finish(job, "length")
-        start = torch.full((1, 1), self.tokenizer.pad_id, dtype=torch.long)
+        start = torch.full((1, 1), self.tokenizer.decoder_start_id, dtype=torch.long)
         logits = model.logits(model.decode(start, None, cache=cache, cross_kv=state.cross)[:, -1])
         if self._advance(job, logits[0]):
             self._seq2seq.append(state)
@@ -362,7 +363,12 @@ class Engine:
             tok = argmax
         else:
             token, expl = choose_next(
-                logits[None], job.settings, job.generator, explain=job.explain, n_candidates=10, step=job.steps
+                logits[None, : self.vocab],
+                job.settings,
+                job.generator,
+                explain=job.explain,
+                n_candidates=10,
+                step=job.steps,
             )
             tok = int(token[0])
         info = TokenInfo(tok, None)
@@ -376,7 +382,7 @@ class Engine:
         job.steps += 1
         job.generated.append(tok)
         assert job.text is not None
-        eos = job.settings.stop_at_eos and tok == self.tokenizer.eos_id
+        eos = job.settings.stop_at_eos and tok in self.tokenizer.eos_ids  # any of the model's eos ids
         piece = "" if eos else job.text.push(token_text_bytes(self.tokenizer, tok, self.plain))
         job.emit(Event("token", [info], text=piece))
         if eos or job.text.stopped:
@@ -408,7 +414,7 @@ class Engine:
         logits = self.model(ids, self._cache)[:, -1]  # (B, V), each row at its own position
         self.stats["steps"] += 1
         self.stats["batched_rows"] += len(self._rows)
-        best = logits.argmax(dim=-1).tolist()  # (B,): the greedy rows' tokens in one call
+        best = logits[:, : self.vocab].argmax(dim=-1).tolist()  # (B,): the greedy rows' tokens in one call
         ended = []
         for b, job in enumerate(self._rows):
             try:

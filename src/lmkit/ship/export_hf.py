@@ -4,7 +4,7 @@ What this module owns:
 
 * :func:`export_hf` writes a folder that ``transformers`` loads with its Auto classes, offline::
 
-      config.json              the transformers config (LlamaConfig / BertConfig / RoFormerConfig / T5Config)
+      config.json              the transformers config of the model's class (LlamaConfig, GPT2Config, ...)
       model.safetensors        the weights under transformers' names
       tokenizer.json           lmkit's tokenizer file, unchanged
       tokenizer_config.json    + special_tokens_map.json: bos/eos/pad/unk/mask and the sentinels
@@ -12,27 +12,30 @@ What this module owns:
       README.md                the model card (lmkit.ship.card)
       lmkit_meta.json          the checkpoint's meta.json and the sha256 of model.safetensors
 
-  Families map onto classes transformers already has (``lmkit.models.hf``): decoder ->
-  ``LlamaForCausalLM`` (``AutoModelForCausalLM``), encoder -> ``BertForMaskedLM`` with learned
-  positions or ``RoFormerForMaskedLM`` with rotary ones (both ``AutoModelForMaskedLM``), encdec ->
-  ``T5ForConditionalGeneration`` (``AutoModelForSeq2SeqLM``). The weight names come from each
-  family's explicit ``hf_name_map(cfg)`` (in ``lmkit.models.<family>``): every tensor of the lmkit
-  model must have a slot, nothing is matched by guessing. RoFormer rotates interleaved pairs of
-  dimensions where lmkit rotates halves, so its query/key rows are permuted (``row_orders``),
-  and back on import. Tied weights are written once, the way ``save_pretrained`` writes them
-  (Llama's ``lm_head``, BERT's decoder weight and T5's ``embed_tokens``/``lm_head`` are re-tied by
-  transformers on load); BERT's and RoFormer's ``cls.predictions.decoder.bias`` is written as a
-  copy of ``cls.predictions.bias`` so the folder loads the same whether transformers ties the two
-  or not (transformers 5 ties them only with tied embeddings; untied, its logits use the decoder's
-  bias, which import therefore reads).
+  The class is the one whose layout the model's fields are (``lmkit.models.hf``: one adapter per
+  class in ``lmkit.models.hf_adapters``): lmkit's own decoder and an imported SmolLM2 or Llama ->
+  ``LlamaForCausalLM`` (with its grouped-query attention), Qwen2 -> ``Qwen2ForCausalLM``, GPT-2 ->
+  ``GPT2LMHeadModel``, Pythia -> ``GPTNeoXForCausalLM``, BLOOM -> ``BloomForCausalLM`` (all
+  ``AutoModelForCausalLM``); encoder -> ``BertForMaskedLM`` with learned positions or
+  ``RoFormerForMaskedLM`` with rotary ones (``AutoModelForMaskedLM``); encdec ->
+  ``T5ForConditionalGeneration`` (``AutoModelForSeq2SeqLM``). The tensors come from the adapter's
+  explicit rules: every tensor of the lmkit model must have a slot, nothing is matched by guessing;
+  GPT-2's Conv1D matrices are written transposed and its q/k/v fused, GPT-NeoX's and BLOOM's q/k/v
+  interleaved per head, RoFormer's query/key rows permuted (it rotates interleaved pairs where
+  lmkit rotates halves), and back on import. Tied weights are written once, the way
+  ``save_pretrained`` writes them (the decoders' head, BERT's decoder weight and T5's
+  ``embed_tokens``/``lm_head`` are re-tied by transformers on load); BERT's and RoFormer's
+  ``cls.predictions.decoder.bias`` is written as a copy of ``cls.predictions.bias`` so the folder
+  loads the same whether transformers ties the two or not (transformers 5 ties them only with tied
+  embeddings; untied, its logits use the decoder's bias, which import therefore reads).
 
   After writing, the export is checked (unless ``--no-verify``) by ``lmkit.ship.verify_hf``: the
   folder is loaded with the Auto class, its logits on a probe batch must match lmkit's within
   ``PARITY_RTOL · max(1, max |logit|)``, and greedy decoding (decoder, encdec) or the top-1
   fill-mask prediction (encoder) must agree token for token; otherwise nothing is written.
 
-  Not exportable, with a message saying why: a decoder with learned or sinusoidal positions (Llama
-  has rotary only), an encoder with sinusoidal positions or a rotary theta other than 10000
+  Not exportable, with a message saying why: a decoder whose layout no class has (learned or
+  sinusoidal positions with RMSNorm, say), an encoder with sinusoidal positions or a rotary theta other than 10000
   (RoFormer's), and a quantized checkpoint unless ``--dequantize`` (its int8 ``q · scale`` or
   fp16/bf16 values are then written as float32; ``lmkit.models.int8.dequantized_state``).
 
@@ -44,9 +47,10 @@ What this module owns:
   allow_special=True)`` does; lmkit's plain ``encode`` keeps such text as ordinary characters.
 
 * Elsewhere, each name in one home: the way back, ``lmkit import-hf``, is ``lmkit.ship.import_hf``
-  (weights) and ``lmkit.ship.config_from_hf`` (config); the target facts (classes, name maps, row
-  orders) are ``lmkit.models.hf``; the parity check is ``lmkit.ship.verify_hf``. The commands'
-  flags and printing live in ``lmkit.cli.ship``.
+  (weights) and ``lmkit.ship.config_from_hf`` (config); the class facts (config keys, tensor rules,
+  storage quirks) are the adapters' (``lmkit.models.hf_adapters``, registry ``lmkit.models.hf``);
+  the parity check is ``lmkit.ship.verify_hf``. The commands' flags and printing live in
+  ``lmkit.cli.ship``.
 """
 
 from __future__ import annotations
@@ -60,18 +64,9 @@ from typing import TYPE_CHECKING, Any
 
 from lmkit.errors import LmkitError
 from lmkit.files import Manifest, check_out_dir, is_stamped, replace_dir, sha256_file
-from lmkit.models.hf import (
-    EXPORT_FORMAT,
-    HF_COPIES,
-    LMKIT_META_FILE,
-    ROFORMER,
-    ROFORMER_TABLE,
-    family_module,
-    name_map,
-    roformer_sinusoid_table,
-    row_orders,
-    target_of,
-)
+from lmkit.models.hf import EXPORT_FORMAT, LMKIT_META_FILE, adapter_or_error
+from lmkit.models.hf_adapters import roformer
+from lmkit.models.hf_adapters.base import to_hf_tensors
 from lmkit.models.int8 import dequantized_state
 from lmkit.ship.verify_hf import verify_export
 
@@ -87,32 +82,31 @@ if TYPE_CHECKING:
 
 
 def to_hf_state(model: nn.Module, cfg: ModelConfig, where: str = "") -> dict[str, torch.Tensor]:
-    """The model's tensors under transformers' names, tied tensors once, as ``save_pretrained`` would."""
-    names = name_map(cfg, where)
-    target = target_of(cfg, where)
-    orders = row_orders(cfg)
+    """The model's tensors under transformers' names (by the class adapter's rules: fused, transposed
+    or interleaved where the class stores them so), tied tensors once, as ``save_pretrained`` would."""
+    adapter = adapter_or_error(cfg, where)
+    rules = adapter.rules(cfg)
     full = model.state_dict()  # every name, aliases of tied tensors included
-    missing = [k for k in names if k not in full]
+    mapped = [n for r in rules for n in r.ours]
+    missing = [k for k in mapped if k not in full]
     if missing:
-        raise LmkitError(f"{where}: the name map lists {missing[:3]} which the model does not have")
-    mapped_ptrs = {full[k].data_ptr() for k in names}
-    orphans = [k for k, t in full.items() if k not in names and t.data_ptr() not in mapped_ptrs]
+        raise LmkitError(
+            f"{where}: the rules of {adapter.target.architecture} list {missing[:3]}, which the model lacks"
+        )
+    mapped_ptrs = {full[k].data_ptr() for k in mapped}
+    orphans = [k for k, t in full.items() if k not in mapped and t.data_ptr() not in mapped_ptrs]
     if orphans:
-        raise LmkitError(f"{where}: weights with no slot in {target.architecture}: {orphans[:5]}")
+        raise LmkitError(f"{where}: weights with no slot in {adapter.target.architecture}: {orphans[:5]}")
     out: dict[str, torch.Tensor] = {}
     seen: set[int] = set()
-    for ours, theirs in names.items():
-        t = full[ours].detach().cpu()
-        if ours in orders:
-            out[theirs] = t.index_select(0, orders[ours])  # a new tensor in transformers' row order
-            continue
+    for theirs, t in to_hf_tensors(rules, {k: v.detach().cpu() for k, v in full.items()}).items():
         # safetensors refuses two names on one storage: a second name of a tied tensor gets a copy
         out[theirs] = t.clone() if t.data_ptr() in seen else t.contiguous()
         seen.add(t.data_ptr())
-    for copy, source in HF_COPIES[target.architecture].items():
+    for copy, source in adapter.copies.items():
         out[copy] = out[source].clone()
-    if target is ROFORMER:  # a frozen parameter of RoFormer: written, as save_pretrained does
-        out[ROFORMER_TABLE] = roformer_sinusoid_table(cfg.max_seq_len, cfg.head_dim)
+    if adapter.target is roformer.TARGET:  # a frozen parameter of RoFormer: written, as save_pretrained does
+        out[roformer.TABLE] = roformer.sinusoid_table(cfg.max_seq_len, cfg.head_dim)
     return out
 
 
@@ -120,13 +114,13 @@ def to_hf_state(model: nn.Module, cfg: ModelConfig, where: str = "") -> dict[str
 
 
 def hf_config(cfg: ModelConfig, tok: Tokenizer | None, dtype: str = "float32") -> dict[str, Any]:
-    """transformers config.json of ``cfg`` (the family's ``hf_config``) with the tokenizer's ids."""
-    out: dict[str, Any] = dict(family_module(cfg.family).hf_config(cfg))
+    """transformers config.json of ``cfg`` (its class adapter's ``config_to_hf``) with the tokenizer's ids."""
+    out: dict[str, Any] = dict(adapter_or_error(cfg).config_to_hf(cfg))
     if tok is not None:
         ids = {"bos_token_id": tok.bos_id, "eos_token_id": tok.eos_id, "pad_token_id": tok.pad_id}
         out.update({k: v for k, v in ids.items() if v >= 0})
-        if cfg.family == "encdec" and tok.pad_id >= 0:
-            out["decoder_start_token_id"] = tok.pad_id  # lmkit's span objective starts targets with <pad>, as T5
+        if cfg.family == "encdec" and tok.decoder_start_id >= 0:
+            out["decoder_start_token_id"] = tok.decoder_start_id  # the model's own (T5: <pad>; BART: </s>)
     out["torch_dtype"] = dtype
     out["use_cache"] = True
     return out
@@ -139,34 +133,40 @@ def generation_config(cfg: ModelConfig, tok: Tokenizer | None) -> dict[str, Any]
         for key, i in (("bos_token_id", tok.bos_id), ("eos_token_id", tok.eos_id), ("pad_token_id", tok.pad_id)):
             if i >= 0:
                 out[key] = i
-        if cfg.family == "encdec" and tok.pad_id >= 0:
-            out["decoder_start_token_id"] = tok.pad_id
+        if len(tok.eos_ids) > 1:
+            out["eos_token_id"] = list(tok.eos_ids)  # generation stops on any of the model's eos ids
+        if cfg.family == "encdec" and tok.decoder_start_id >= 0:
+            out["decoder_start_token_id"] = tok.decoder_start_id
+    if cfg.family == "encdec" and "decoder_start_token_id" not in out:  # no tokenizer: the class's own start
+        out["decoder_start_token_id"] = adapter_or_error(cfg).config_to_hf(cfg).get("decoder_start_token_id", 0)
     return out
 
 
 def tokenizer_files(tok: Tokenizer, max_len: int) -> dict[str, dict[str, Any]]:
-    """tokenizer_config.json and special_tokens_map.json for ``AutoTokenizer`` over lmkit's tokenizer.json."""
-    from lmkit.tokenizer import BOS, EOS, MASK, PAD, SENTINELS, UNK
-
+    """tokenizer_config.json and special_tokens_map.json for ``AutoTokenizer`` over the checkpoint's
+    tokenizer.json: the tokens of its roles (``Tokenizer.roles``: lmkit's own, or the imported model's),
+    and whether BOS is put first (``add_bos_token``: the imported model's post-processor does it)."""
+    r = tok.roles
     specials: dict[str, Any] = {}
-    for key, text, i in (
-        ("bos_token", BOS, tok.bos_id),
-        ("eos_token", EOS, tok.eos_id),
-        ("unk_token", UNK, tok.unk_id),
-        ("pad_token", PAD, tok.pad_id),
-        ("mask_token", MASK, tok.mask_id),
+    for key, i in (
+        ("bos_token", r.bos),
+        ("eos_token", r.eos[0] if r.eos else None),
+        ("unk_token", r.unk),
+        ("pad_token", r.pad),
+        ("mask_token", r.mask),
+        ("cls_token", r.cls),
+        ("sep_token", r.sep),
     ):
-        if i >= 0:
-            specials[key] = text
-    sentinels = [t for t, i in zip(SENTINELS, tok.sentinel_ids) if i >= 0]
-    if sentinels:
-        specials["additional_special_tokens"] = sentinels
+        if i is not None:
+            specials[key] = tok.hf.id_to_token(i)
+    if r.sentinels:
+        specials["additional_special_tokens"] = [tok.hf.id_to_token(i) for i in r.sentinels]
     config = {
         "tokenizer_class": "PreTrainedTokenizerFast",
         **specials,
         "model_max_length": max_len,
         "clean_up_tokenization_spaces": False,
-        "add_bos_token": False,
+        "add_bos_token": r.adds_bos,
         "add_eos_token": False,
     }
     return {"tokenizer_config.json": config, "special_tokens_map.json": specials}
@@ -239,7 +239,8 @@ def export_hf(
     path = resolve_checkpoint(ckpt)
     raw = read_config(path)
     cfg = model_config_from_dict(raw["model"])
-    target = target_of(cfg, str(path))  # refuses unmappable configs before any work
+    adapter = adapter_or_error(cfg, str(path))  # refuses unmappable configs before any work
+    target = adapter.target
     quant = raw.get("quantization")
     if quant and not dequantize:
         from lmkit.models.int8 import quant_label
@@ -249,7 +250,7 @@ def export_hf(
             "export the checkpoint from before `lmkit quantize`, or pass --dequantize to export this "
             "one's quantized values as float32 weights"
         )
-    names = name_map(cfg, str(path))
+    names = {r.theirs: list(r.ours) for r in adapter.rules(cfg)}  # transformers name -> the lmkit tensors in it
     out = Path(out)
     check_out_dir(
         out, overwrite, [ckpt, path, *(card_sections or [])], ours=[EXPORT_FILES, Manifest(export_files)], kind="export"
@@ -277,7 +278,7 @@ def export_hf(
         _write_json(tmp / "config.json", hf_config(cfg, tok))
         _write_json(tmp / "generation_config.json", generation_config(cfg, tok))
         if tok is not None:
-            tok.save(tmp / "tokenizer.json")
+            tok.save(tmp / "tokenizer.json", with_roles=False)  # the roles go into tokenizer_files' files
             for name, data in tokenizer_files(tok, cfg.max_seq_len).items():
                 _write_json(tmp / name, data)
         _write_json(

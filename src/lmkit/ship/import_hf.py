@@ -1,22 +1,23 @@
 """Import a Hugging Face ``transformers`` folder as an lmkit checkpoint: ``lmkit import-hf DIR --out CKPT``.
 
-:func:`import_hf` reads a folder of one of the four classes lmkit exports to (``LlamaForCausalLM``,
-``BertForMaskedLM``, ``RoFormerForMaskedLM``, ``T5ForConditionalGeneration``; ``lmkit.models.hf``),
+:func:`import_hf` reads a folder of any class lmkit has an adapter for (``lmkit.models.hf``:
+``LlamaForCausalLM``, ``Qwen2ForCausalLM``, ``GPT2LMHeadModel``, ``GPTNeoXForCausalLM``,
+``BloomForCausalLM``, ``BertForMaskedLM``, ``RoFormerForMaskedLM``, ``T5ForConditionalGeneration``),
 saved on disk: safetensors, sharded safetensors, or ``pytorch_model.bin`` read with
 ``torch.load(weights_only=True)``. It does so only when lmkit can represent its config exactly
-(:mod:`lmkit.ship.config_from_hf`, which otherwise says which setting has no lmkit equivalent); a
+(:mod:`lmkit.ship.config_from_hf`, which otherwise names the setting that has no lmkit equivalent); a
 config.json that is not a JSON object is refused in one line. This module owns the rest: the
 folder, its weight files and where each tensor goes. Before any tensor is read or any model built, every
 tensor's shape (safetensors headers; ``.bin`` files once loaded) must be the one the config implies
-(:func:`check_hf_shapes`): a config that does not describe its weights costs no memory. Every tensor
-must have a place (:func:`from_hf_state`): tied tensors may appear as copies and must then equal the
-embedding; RoFormer's query/key rows are put back into lmkit's order.
-``tokenizer.json`` is carried over as it is, with which token plays which role
-(:func:`lmkit.tokenizer.import_tokenizer`). Weights become float32.
-``meta.json`` records where the model came from; when the folder is an lmkit export whose weights
-are unchanged (``lmkit_meta.json``'s sha256 matches), the original training record is kept too.
+(:func:`check_hf_shapes`, through the adapter's rules): a config that does not describe its weights
+costs no memory. Every tensor must have a place (:func:`from_hf_state`): tied tensors may appear as
+copies and must then equal the embedding; fused, transposed or interleaved tensors are split back by
+the adapter's rules. ``tokenizer.json`` is carried over when it is an lmkit tokenizer (lmkit's special
+tokens at ids 0..104); for another tokenizer the message says what to pass instead. Weights become
+float32. ``meta.json`` records where the model came from; when the folder is an lmkit export whose
+weights are unchanged (``lmkit_meta.json``'s sha256 matches), the original training record is kept too.
 
-Why by hand: ``transformers`` could load these folders, but the name maps are the contract the
+Why by hand: ``transformers`` could load these folders, but the adapters' rules are the contract the
 parity tests pin down, and import must refuse what lmkit cannot represent rather than load it
 approximately. The command's flags and printing live in ``lmkit.cli.ship``.
 """
@@ -24,25 +25,16 @@ approximately. The command's flags and printing live in ``lmkit.cli.ship``.
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from lmkit.errors import LmkitError
 from lmkit.files import Manifest, check_out_dir, sha256_file
-from lmkit.models.hf import (
-    EXPORT_FORMAT,
-    HF_COPIES,
-    HF_EMBEDDING,
-    HF_TIED_TO_EMBEDDING,
-    LMKIT_META_FILE,
-    ROFORMER,
-    ROFORMER_TABLE,
-    name_map,
-    roformer_sinusoid_table,
-    row_orders,
-    target_of,
-)
+from lmkit.models.hf import EXPORT_FORMAT, LMKIT_META_FILE, adapter_or_error, target_of
+from lmkit.models.hf_adapters import roformer
+from lmkit.models.hf_adapters.base import HFAdapter, from_hf_tensors, hf_shapes
 from lmkit.ship.config_from_hf import lmkit_config_from_hf, original_config
 from lmkit.ship.hf_source import resolve_hf_source
 
@@ -59,71 +51,68 @@ T = TypeVar("T")
 
 
 def from_hf_state(hf: dict[str, torch.Tensor], cfg: ModelConfig, source: str) -> dict[str, torch.Tensor]:
-    """lmkit's tensors from a transformers state (names by the family's map), after checking every key.
+    """lmkit's tensors from a transformers state (by the class adapter's rules), after checking every key.
 
     Tensors tied in lmkit may appear in the file as copies; they must then equal the embedding. Keys
-    that carry no weights (rotary ``inv_freq``, ``position_ids``) and the parts of BERT/RoFormer
-    that a masked LM does not use (pooler, next-sentence head) are skipped; RoFormer's sinusoid
-    table must be the standard one. RoFormer's query/key rows are put back into lmkit's order
-    (:func:`row_orders`).
+    that carry no weights (the adapter's ``ignored``: rotary ``inv_freq``, causal-mask buffers,
+    position ids) and the parts of BERT/RoFormer that a masked LM does not use (pooler,
+    next-sentence head) are skipped; RoFormer's sinusoid table must be the standard one. Fused,
+    transposed and interleaved tensors are split back (``lmkit.models.hf_adapters.base.from_hf_tensors``).
     """
     import torch
 
-    names = name_map(cfg, source)
-    hf = _legacy_renames(hf)
-    fam = cfg.family
-    arch = target_of(cfg, source).architecture
-    if (
-        arch in ("BertForMaskedLM", "RoFormerForMaskedLM")
-        and not cfg.tie_embeddings
-        and "cls.predictions.decoder.bias" in hf
-    ):
+    adapter = adapter_or_error(cfg, source)
+    arch = adapter.target.architecture
+    hf = _legacy_renames(with_prefix(hf, adapter))
+    if arch in ("BertForMaskedLM", "RoFormerForMaskedLM", "RobertaForMaskedLM") and not cfg.tie_embeddings:
         # Untied, transformers computes logits with the decoder's own bias and never reads
-        # cls.predictions.bias (tied, it is the reverse): lmkit's one bias is the one in use.
-        hf["cls.predictions.bias"] = hf["cls.predictions.decoder.bias"]
-    missing = [theirs for theirs in names.values() if theirs not in hf]
+        # cls.predictions.bias / lm_head.bias (tied, it is the reverse): lmkit's one bias is the one in use.
+        for copy, kept in adapter.copies.items():
+            if copy in hf:
+                hf[kept] = hf[copy]
+    rules = adapter.rules(cfg)
+    missing = [r.theirs for r in rules if r.theirs not in hf]
     if missing:
         raise LmkitError(
             f"{source}: weights missing for {arch}: {missing[:4]}"
             + (f" (and {len(missing) - 4} more)" if len(missing) > 4 else "")
         )
-    used = set(names.values())
-    emb = hf[HF_EMBEDDING[arch]]
+    used = {r.theirs for r in rules}
+    emb = hf[adapter.embedding]
     for key in hf:
-        if key in used or _ignorable(key):
+        if key in used or any(re.fullmatch(p, key) for p in adapter.ignored):
             continue
-        if key in HF_COPIES[arch]:
-            if not torch.equal(hf[key], hf[HF_COPIES[arch][key]]):
-                raise LmkitError(f"{source}: {key} differs from {HF_COPIES[arch][key]}; lmkit has one tensor for both")
+        if key in adapter.copies:
+            if not torch.equal(hf[key], hf[adapter.copies[key]]):
+                raise LmkitError(f"{source}: {key} differs from {adapter.copies[key]}; lmkit has one tensor for both")
             continue
-        if cfg.tie_embeddings and key in HF_TIED_TO_EMBEDDING[arch]:
+        if cfg.tie_embeddings and key in adapter.tied:
             if hf[key].shape != emb.shape or not torch.equal(hf[key], emb):
                 raise LmkitError(f"{source}: {key} differs from the word embedding although the config ties them")
             continue
-        if arch == ROFORMER.architecture and key == ROFORMER_TABLE:
+        if arch == roformer.TARGET.architecture and key == roformer.TABLE:
             t = hf[key]
-            ref = roformer_sinusoid_table(t.shape[0], cfg.head_dim) if t.dim() == 2 else None
+            ref = roformer.sinusoid_table(t.shape[0], cfg.head_dim) if t.dim() == 2 else None
             if ref is None or t.shape != ref.shape or not torch.allclose(t.to(torch.float32), ref, atol=1e-5):
                 raise LmkitError(
                     f"{source}: {key} is not RoFormer's sinusoid table; lmkit computes rotary positions "
                     "with theta 10000 and cannot hold another table"
                 )
             continue
-        if fam == "encdec" and key == "decoder.block.0.layer.1.EncDecAttention.relative_attention_bias.weight":
-            continue  # transformers ignores this key too: cross-attention has no position bias
         raise LmkitError(
-            f"{source}: tensor {key!r} has no place in lmkit's {fam} (a layer or bias lmkit does not have)"
+            f"{source}: tensor {key!r} has no place in lmkit's {arch} layout (a layer or bias lmkit does not have)"
         )
-    orders = row_orders(cfg)
-    out: dict[str, torch.Tensor] = {}
-    for ours, theirs in names.items():
-        t = hf[theirs].to(torch.float32)
-        if ours in orders:
-            if t.shape[0] != len(orders[ours]):
-                raise LmkitError(f"{source}: {theirs} has {t.shape[0]} rows, the config needs {len(orders[ours])}")
-            t = t.index_select(0, torch.argsort(orders[ours]))  # back to lmkit's row order
-        out[ours] = t.contiguous()
-    return out
+    out = from_hf_tensors(rules, hf, source)
+    return {k: v.to(torch.float32).contiguous() for k, v in out.items()}
+
+
+def with_prefix(hf: dict[str, T], adapter: HFAdapter) -> dict[str, T]:
+    """Files saved from the base model class (``GPT2Model``, ``BloomModel``...) name tensors without
+    the base prefix (``h.0.ln_1.weight``): add it, leaving the head's own names alone."""
+    if not adapter.prefix or any(k.startswith(adapter.prefix) for k in hf):
+        return hf
+    heads = ("lm_head.", "embed_out.")
+    return {k if k.startswith(heads) else adapter.prefix + k: v for k, v in hf.items()}
 
 
 def _legacy_renames(hf: dict[str, T]) -> dict[str, T]:
@@ -136,15 +125,6 @@ def _legacy_renames(hf: dict[str, T]) -> dict[str, T]:
             k = k[: -len("beta")] + "bias"
         out[k] = v
     return out
-
-
-def _ignorable(key: str) -> bool:
-    """Keys that hold no weights (rotary inv_freq, position ids) or parts a masked LM does not use."""
-    return (
-        key.endswith("rotary_emb.inv_freq")
-        or key.endswith("embeddings.position_ids")
-        or key.startswith(("bert.pooler.", "roformer.pooler.", "cls.seq_relationship."))
-    )
 
 
 # --------------------------------------------------------------------------- the folder
@@ -215,18 +195,23 @@ def hf_weight_shapes(files: list[tuple[Path, bool]]) -> dict[str, tuple[tuple[in
 def check_hf_shapes(shapes: dict[str, tuple[tuple[int, ...], Path]], cfg: ModelConfig, cfg_path: Path) -> None:
     """Refuse weights whose shapes are not the ones ``cfg`` (derived from ``cfg_path``) implies: one line
     naming the file and the first tensor that disagrees. The expected shapes come from the model built
-    on PyTorch's meta device, so nothing is allocated for a model the weights cannot fill. Tensors the
-    file lacks or lmkit has no place for are :func:`from_hf_state`'s to report. A learned position
-    table may have more rows than the context kept (the rest is cut off)."""
+    on PyTorch's meta device, through the class adapter's rules (fused and transposed tensors
+    included), so nothing is allocated for a model the weights cannot fill. Tensors the file lacks or
+    lmkit has no place for are :func:`from_hf_state`'s to report. A learned position table may have
+    more rows than the context kept (the rest is cut off)."""
     from lmkit.models.checkpoint import model_shapes
 
+    adapter = adapter_or_error(cfg, str(cfg_path))
     expected, _ = model_shapes(cfg, source=cfg_path)
-    shapes = _legacy_renames(shapes)
-    for ours, theirs in name_map(cfg, str(cfg_path)).items():
-        if theirs not in shapes or ours not in expected:
+    rules = adapter.rules(cfg)
+    need_of = hf_shapes(rules, expected)
+    table = {r.theirs for r in rules if r.ours == ("pos_emb.weight",)}
+    shapes = _legacy_renames(with_prefix(shapes, adapter))
+    for theirs, need in need_of.items():
+        if theirs not in shapes:
             continue
-        (shape, file), need = shapes[theirs], expected[ours]
-        longer_table = ours == "pos_emb.weight" and len(shape) == 2 and shape[1] == need[1] and shape[0] >= need[0]
+        shape, file = shapes[theirs]
+        longer_table = theirs in table and len(shape) == 2 and shape[1] == need[1] and shape[0] >= need[0]
         if shape != need and not longer_table:
             raise LmkitError(
                 f"{file}: {theirs} has shape {shape}, but {cfg_path} implies {need}: the weights "
@@ -252,7 +237,7 @@ def import_hf(
 
     from lmkit.models import build_model, count_parameters
     from lmkit.models.checkpoint import checkpoint_files, load_weights_into, save_checkpoint
-    from lmkit.tokenizer import Tokenizer, import_tokenizer
+    from lmkit.tokenizer import import_tokenizer
 
     if not Path(src).is_dir():  # a hub name: refuse a taken --out before downloading anything
         check_out_dir(
@@ -361,7 +346,17 @@ def import_hf(
         "base_model": meta.get("base_model"),
         "model": {
             k: getattr(cfg, k)
-            for k in ("vocab_size", "d_model", "n_layers", "n_heads", "ffn_width", "max_seq_len", "tie_embeddings")
+            for k in (
+                "vocab_size",
+                "d_model",
+                "n_layers",
+                "n_heads",
+                "kv_heads",
+                "head_dim",
+                "ffn_width",
+                "max_seq_len",
+                "tie_embeddings",
+            )
         },
     }
 

@@ -39,7 +39,7 @@ def quantize_checkpoint(
     out: str | Path,
     to: str = "int8",
     overwrite: bool = False,
-    data: str | None = None,
+    data: str | list[str] | None = None,
     eval_batches: int = 8,
     batch_size: int = 8,
     text_field: str = "text",
@@ -51,6 +51,7 @@ def quantize_checkpoint(
         checkpoint_files,
         load_meta,
         load_model,
+        load_state,
         load_tokenizer,
         model_state,
         read_config,
@@ -67,9 +68,8 @@ def quantize_checkpoint(
     dst = Path(out)
     from lmkit.files import Manifest, check_out_dir
 
-    check_out_dir(
-        dst, overwrite, [ckpt, src, *([data] if data else [])], ours=Manifest(checkpoint_files), kind="checkpoint"
-    )
+    inputs = [ckpt, src, *([data] if isinstance(data, str) else data or [])]
+    check_out_dir(dst, overwrite, inputs, ours=Manifest(checkpoint_files), kind="checkpoint")
 
     from lmkit.config import model_config_from_dict
 
@@ -135,7 +135,8 @@ def quantize_checkpoint(
     stage("evaluated the quantized model")
     if bar is not None:
         bar.close()
-    disk_before = (src / "model.safetensors").stat().st_size
+    one_file = src / "model.safetensors"  # else a multi-process run's shards: the bytes of its model's tensors
+    disk_before = one_file.stat().st_size if one_file.is_file() else sum(t.nbytes for t in load_state(src).values())
     disk_after = (dst / "model.safetensors").stat().st_size
     report: dict[str, Any] = {
         "source": str(src),

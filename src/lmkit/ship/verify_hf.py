@@ -5,9 +5,10 @@ Auto class, compares the logits on a probe batch (:func:`probe_ids`) with lmkit'
 greedy decoding (decoder, encdec) or the top-1 fill-mask prediction (encoder) to agree token for
 token. The tolerance is ``max |Δlogit| <= PARITY_RTOL · max(1, max |logit|)`` in fp32 (1e-4
 relative: far above float32 rounding, far below any mapping mistake, which moves logits by O(1)).
-Observed on the tiny configs: 0 for the decoder and encdec (same kernels), up to about 1e-6 for
-BERT and RoFormer (a different order of the same float operations; RoFormer's sinusoid table is
-computed in float64).
+Observed on the tiny configs: 0 for lmkit's decoder and encdec (same kernels), up to about 1e-6 for
+the other classes (a different order of the same float operations: fused projections, ALiBi added
+before or after scaling; RoFormer's sinusoid table is computed in float64). The class loaded must be
+the one export wrote (``lmkit.models.hf.target_of``).
 
 lmkit's greedy tokens (:func:`lmkit_greedy`) come from the model's own forward pass, re-run over
 the whole sequence at each step: the plainest reference, with no generation machinery between the
@@ -20,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lmkit.errors import LmkitError
-from lmkit.models.hf import target_of
+from lmkit.models.hf import adapter_or_error, target_of
 
 if TYPE_CHECKING:
     from torch import nn
@@ -98,7 +99,9 @@ def verify_export(
     ids = probe_ids(cfg, tok)
     x = torch.tensor([ids])
     eos = tok.eos_id if tok is not None and tok.eos_id >= 0 else -1
-    start = tok.pad_id if tok is not None and tok.pad_id >= 0 else 0
+    start = tok.decoder_start_id if tok is not None and tok.decoder_start_id >= 0 else -1
+    if start < 0 and cfg.family == "encdec":  # no tokenizer: the class's own start (T5 <pad> 0, BART </s> 2)
+        start = int(adapter_or_error(cfg).config_to_hf(cfg).get("decoder_start_token_id", 0))
     with torch.no_grad():
         if cfg.family == "encdec":
             y = torch.tensor([[start, *ids[: max(1, len(ids) // 2) - 1]]])

@@ -1,14 +1,17 @@
 """Processes and devices: the Dist view of torchrun, device choice (:func:`resolve_device`, the one
 for ``train.device`` and every command's ``--device``), the training precision
 (``train.precision: auto`` settled once per run) and its autocast, the loss wrapper, and spreading
-a model over the processes (DDP or FSDP) with its whole state gathered back for checkpoints."""
+a model over the processes (DDP or FSDP); the process group's timeout, and a collective that failed
+(a process hung or died) said in one line naming this rank (:func:`collective_failure`). Checkpoints
+of a multi-process run are sharded, each rank writing its own state: ``lmkit.train.checkpoint``."""
 
 from __future__ import annotations
 
 import os
 import platform
 from dataclasses import dataclass
-from typing import Any, cast
+from datetime import timedelta
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -30,14 +33,59 @@ class Dist:
         return self.rank == 0
 
 
-def init_distributed() -> Dist:
-    """Join the torchrun process group when launched by torchrun (WORLD_SIZE > 1)."""
+DEFAULT_TIMEOUT_S = 600.0  # how long a collective waits for the other processes before failing
+
+
+def init_distributed(timeout_s: float | None = None) -> Dist:
+    """Join the torchrun process group when launched by torchrun (WORLD_SIZE > 1). A collective that
+    waits longer than ``timeout_s`` (default :data:`DEFAULT_TIMEOUT_S`) for the other processes
+    fails instead of hanging; the first call sets it (the group is joined once per process)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return Dist()
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        timeout = timedelta(seconds=timeout_s if timeout_s is not None else DEFAULT_TIMEOUT_S)
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        restart = os.environ.get("TORCHELASTIC_RESTART_COUNT")
+        if restart is not None and os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True":
+            # torchrun's store outlives a restart of the workers and keeps the dead ones' addresses:
+            # each attempt joins under its own prefix, or a restarted rank could dial a dead one
+            store = dist.TCPStore(
+                os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world, is_master=False, timeout=timeout
+            )
+            rank = int(os.environ["RANK"])
+            prefixed = dist.PrefixStore(f"lmkit/attempt_{restart}/", store)
+            dist.init_process_group(backend, store=prefixed, rank=rank, world_size=world, timeout=timeout)
+        else:
+            dist.init_process_group(backend, timeout=timeout)
+        if backend == "nccl":  # this process's GPU, which object collectives (DCP's plans) go through
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     return Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+
+
+_TIMED_OUT = ("timed out", "timeout", "watchdog")
+_LOST = ("connection closed", "connection reset", "broken pipe", "socket closed", "read error", "peer")
+
+
+def collective_failure(error: BaseException, timeout_s: float | None = None) -> LmkitError | None:
+    """``error`` in one line naming this rank, when it is a collective that failed because another
+    process hung (timed out) or died (its connection lost); None for any other error."""
+    if not dist.is_available() or not dist.is_initialized() or not isinstance(error, RuntimeError):
+        return None
+    text = " ".join(str(error).split()).lower()
+    rank, world = dist.get_rank(), dist.get_world_size()
+    waited = f"{timeout_s if timeout_s is not None else DEFAULT_TIMEOUT_S:g} s"
+    if any(k in text for k in _TIMED_OUT):
+        return LmkitError(
+            f"rank {rank} of {world}: a collective waited {waited} for the other processes and timed out "
+            "(one of them hung or stopped); its newest complete checkpoint resumes the run (--resume auto)"
+        )
+    if any(k in text for k in _LOST):
+        return LmkitError(
+            f"rank {rank} of {world}: lost the connection to another process during a collective (it died "
+            "or was killed); its newest complete checkpoint resumes the run (--resume auto)"
+        )
+    return None
 
 
 def mps_available() -> bool:
@@ -154,28 +202,6 @@ def load_optimizer_state(
         set_optimizer_state_dict(wrapped, optimizer, state, options=StateDictOptions(full_state_dict=True))
     else:
         optimizer.load_state_dict(state)
-
-
-def full_states(
-    wrapped: nn.Module, model: nn.Module, optimizer: torch.optim.Optimizer, sharded: bool
-) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Model weights and optimizer state as whole tensors (gathered from the shards when ``sharded``)."""
-    from lmkit.models.checkpoint import model_state
-
-    if sharded:
-        from torch.distributed.checkpoint.state_dict import (
-            StateDictOptions,
-            get_model_state_dict,
-            get_optimizer_state_dict,
-        )
-
-        opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
-        weights = cast(dict[str, torch.Tensor], get_model_state_dict(wrapped, options=opts))  # full: plain tensors
-        unique = {n for n, _ in model.named_parameters()}  # aliases of tied weights dropped
-        aliases = {n for n, _ in model.named_parameters(remove_duplicate=False)} - unique
-        weights = {k.removeprefix("model."): v for k, v in weights.items() if k.removeprefix("model.") not in aliases}
-        return weights, get_optimizer_state_dict(wrapped, optimizer, options=opts)
-    return model_state(model), optimizer.state_dict()
 
 
 def hardware_summary(device: torch.device, d: Dist) -> dict[str, Any]:

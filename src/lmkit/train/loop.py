@@ -8,14 +8,15 @@ The run, in small named steps (``Trainer.__init__`` lists the setup ones in orde
                ─▶ log (metrics.jsonl, TensorBoard, progress bar) ─▶ evaluate ─▶ checkpoint
     ─▶ final evaluation, checkpoint, loss-curve PNG.
 
-Exact resume: the batch of a step is a pure function of (seed, step, rank) (``TokenShards.batch``
-and a generator seeded the same way for the objective's random masks), and a checkpoint carries
-the weights, optimizer state, grad scaler and RNG states, so a resumed run (even after SIGKILL)
-continues the same loss curve as an uninterrupted one.
+Exact resume: the windows of a step, and the objective's random masks, are a pure function of
+(seed, step, position in the global batch) (``lmkit.train.batches``), and a checkpoint carries the
+weights, optimizer state, grad scaler and RNG states (``lmkit.train.checkpoint``), so a resumed run
+(even after SIGKILL, even on another number of processes) continues the uninterrupted loss curve.
 
 Scale-out: under ``torchrun`` the same command runs one process per device; the model is wrapped
 in DistributedDataParallel (``train.distributed: ddp``) or sharded with FSDP (``fsdp``: parameters,
-gradients and optimizer states split across ranks). Each rank reads different windows.
+gradients and optimizer states split across ranks). Each rank reads its own windows of the global
+batch, and writes its own shards of each checkpoint.
 """
 
 from __future__ import annotations
@@ -39,24 +40,16 @@ from lmkit.config import RunConfig, to_dict
 from lmkit.errors import LmkitError
 from lmkit.infer.evaluate import evaluate, token_byte_lengths
 from lmkit.models import build_model, count_parameters
-from lmkit.models.checkpoint import (
-    CKPT_PREFIX,
-    list_checkpoints,
-    load_meta,
-    load_train_state,
-    load_weights_into,
-    prune_checkpoints,
-    resolve_checkpoint,
-    save_checkpoint,
-)
-from lmkit.objectives import make_batch, window_length
+from lmkit.models.checkpoint import CKPT_PREFIX, list_checkpoints, load_meta, load_weights_into, resolve_checkpoint
+from lmkit.models.sharded_checkpoint import is_sharded
+from lmkit.objectives import window_length
+from lmkit.train.batches import NEW_RUN_ORDER, BatchOrder, recorded_order
+from lmkit.train.checkpoint import load_run_checkpoint, save_run_checkpoint
 from lmkit.train.distributed import (
     LossModule,
     autocast_for,
-    full_states,
     hardware_summary,
     init_distributed,
-    load_optimizer_state,
     resolve_device,
     settle_precision,
     wrap_for_processes,
@@ -64,7 +57,7 @@ from lmkit.train.distributed import (
 from lmkit.train.metrics import Metrics, plot_loss_curve
 from lmkit.train.rss import memory_report, settle_memory
 from lmkit.train.runfolder import claim_run_folder, release_run_folder
-from lmkit.train.steps import batch_generator, lr_at, make_optimizer, plan_horizon
+from lmkit.train.steps import lr_at, make_optimizer, plan_horizon
 from lmkit.train.stopping import StopSignals, TrainingInterrupted
 
 # --------------------------------------------------------------------------- the trainer
@@ -89,10 +82,15 @@ class Trainer:
     """One training run. ``run()`` trains to the horizon and returns a summary dict."""
 
     def __init__(
-        self, cfg: RunConfig, resume: bool = False, show_progress: bool = True, new_data: bool = False
+        self,
+        cfg: RunConfig,
+        resume: bool = False,
+        show_progress: bool = True,
+        new_data: bool = False,
+        new_batch: bool = False,
     ) -> None:
         cfg.validate()
-        self.cfg = cfg
+        self.cfg, self.new_batch = cfg, new_batch  # new_batch: a resumed run's global batch may change
         self.dist = init_distributed()
         self.device = resolve_device(cfg.train.device, self.dist)
         self.show_progress = show_progress and self.dist.main
@@ -141,7 +139,7 @@ class Trainer:
             from lmkit.train.resume import agree_with_saved_run
 
             self.prev_meta, self.data_change = agree_with_saved_run(
-                cfg, self.resume_from, self.out, self.new_data, self.dist.main, self.dist.world
+                cfg, self.resume_from, self.out, self.new_data, self.dist.main, self.dist.world, self.new_batch
             )
         self.precision_choice = settle_precision(cfg, self.device, self.dist, self.prev_meta.get("precision_choice"))
         # the foundation model this run descends from (lmkit.ship.hf_source), carried on to its checkpoints
@@ -206,7 +204,8 @@ class Trainer:
                         f"{self.resume_from}: model.{key} is {saved_model[key]!r} in the run being "
                         f"resumed but {this_model.get(key)!r} in this one; resume with the same model"
                     )
-            load_weights_into(self.model, load_state(self.resume_from), self.resume_from)
+            if not is_sharded(self.resume_from):  # a sharded one's weights come with its optimizer state
+                load_weights_into(self.model, load_state(self.resume_from), self.resume_from)
         elif self.init_from is not None:
             load_weights_into(self.model, load_state(self.init_from), self.init_from)
         self.model.to(self.device)
@@ -273,19 +272,18 @@ class Trainer:
         self.peak_flops = device_peak_flops(self.device, self.cfg.train.precision) if self.dist.main else 0.0
 
     def _resume_state(self) -> None:
-        """Step, time, history: zero for a new run; the checkpoint's optimizer, scaler, RNG, step on resume."""
+        """The data order (a new run's, or the resumed run's: ``lmkit.train.batches``); step, time,
+        history: zero for a new run; the checkpoint's optimizer, scaler, RNG, step on resume."""
+        order = recorded_order(self.prev_meta) if self.resume_from is not None else NEW_RUN_ORDER
+        shape = (self.window, self.micro_batch, self.accum, self.dist.rank)  # tokens, windows, micro-batches
+        self.batches = BatchOrder(self.train_shards, self.cfg.model, self.specials, self.cfg.train.seed, *shape, order)
         self.step = 0
         self.elapsed_before = 0.0
         self.history: dict[str, Any] = {}
         if self.resume_from is not None:
-            self._load_train_state(self.resume_from)
+            load_run_checkpoint(self, self.resume_from)  # either format, from any number of processes
 
     # ------------------------------------------------------------------ setup helpers
-
-    @property
-    def _sharded(self) -> bool:
-        """Whether FSDP splits the model's and optimizer's state across the processes."""
-        return self.dist.world > 1 and self.cfg.train.distributed == "fsdp"
 
     @staticmethod
     def _adopt_init_checkpoint(cfg: RunConfig, init: str) -> Path:
@@ -298,25 +296,11 @@ class Trainer:
         cfg.model = load_model_config(ckpt)
         return ckpt
 
-    def _load_train_state(self, ckpt: Path) -> None:
-        st = load_train_state(ckpt)
-        load_optimizer_state(self.wrapped, self.optimizer, st["optimizer"], self._sharded)
-        if "scaler" in st and st["scaler"]:
-            self.scaler.load_state_dict(st["scaler"])
-        torch.set_rng_state(st["rng_cpu"])
-        if torch.cuda.is_available() and st.get("rng_cuda") is not None:
-            torch.cuda.set_rng_state(st["rng_cuda"])
-        self.step = int(st["step"])
-        self.elapsed_before = float(st.get("elapsed", 0.0))
-
     # ------------------------------------------------------------------ one step
 
     def micro_batches(self, step: int) -> Iterator[dict[str, torch.Tensor]]:
-        for micro in range(self.accum):
-            index = step * self.accum + micro
-            windows = self.train_shards.batch(index, self.micro_batch, self.window, self.cfg.train.seed, self.dist.rank)
-            gen = batch_generator(self.cfg.train.seed, step, micro, self.dist.rank)
-            batch = make_batch(self.cfg.model, windows, self.specials, gen)
+        for micro in range(self.accum):  # the run's data order: lmkit.train.batches
+            batch = self.batches.micro_batch(step, micro)
             yield {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
 
     def train_step(self, step: int, lr: float) -> tuple[float, float]:
@@ -362,29 +346,8 @@ class Trainer:
         )
 
     def save(self, last_metrics: dict[str, Any], elapsed: float) -> Path | None:
-        weights, optim = full_states(self.wrapped, self.model, self.optimizer, self._sharded)
-        if not self.dist.main:
-            return None
-        st = {
-            "optimizer": optim,
-            "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else {},
-            "rng_cpu": torch.get_rng_state(),
-            "rng_cuda": torch.cuda.get_rng_state() if torch.cuda.is_available() else None,
-            "step": self.step,
-            "elapsed": elapsed,
-        }
-        path = save_checkpoint(
-            self.out / f"{CKPT_PREFIX}{self.step:07d}",
-            self.model,
-            self.cfg.model,
-            tokenizer=self.tokenizer,
-            meta=self.meta(last_metrics, elapsed),
-            run_cfg=self.cfg,
-            train_state=st,
-            state=weights,
-        )
-        prune_checkpoints(self.out, self.cfg.train.keep_checkpoints)
-        return path
+        """Checkpoint this step (every rank calls it; sharded under torchrun): ``lmkit.train.checkpoint``."""
+        return save_run_checkpoint(self, last_metrics, elapsed)
 
     def meta(self, last: dict[str, Any], elapsed: float) -> dict[str, Any]:
         tokens = self.step * self.tokens_per_step
@@ -577,12 +540,15 @@ class Trainer:
         return ev
 
 
-def train(cfg: RunConfig, resume: bool = False, show_progress: bool = True, new_data: bool = False) -> dict[str, Any]:
+def train(
+    cfg: RunConfig, resume: bool = False, show_progress: bool = True, new_data: bool = False, new_batch: bool = False
+) -> dict[str, Any]:
     """Run one training run to its horizon; returns a summary (checkpoint path, losses, time).
 
-    ``new_data`` (with ``resume``) lets the resumed run continue on data other than it was trained on.
+    With ``resume``: ``new_data`` lets the run continue on data other than it was trained on,
+    ``new_batch`` with another global batch (train.batch_size) than it was trained with.
     """
     try:
-        return Trainer(cfg, resume=resume, show_progress=show_progress, new_data=new_data).run()
+        return Trainer(cfg, resume=resume, show_progress=show_progress, new_data=new_data, new_batch=new_batch).run()
     finally:
         release_run_folder(cfg.out)  # also when the trainer's setup failed after claiming the folder

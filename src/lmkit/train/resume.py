@@ -23,10 +23,13 @@ What this module owns:
   unless ``--new-data`` (then the run continues on the new data and ``meta.json``'s
   ``"data_changes"`` records the switch). The tokenizer can never change: the model's
   embeddings are tied to it.
-* The number of processes (:func:`check_world_size`): a step's batches are a function of the
-  process rank and of how the batch is split over the processes, so a run resumed on another
-  world size than its checkpoint's (``meta.json``'s ``hardware.world_size``) would train on other
-  batches than the run it continues. Until that is exact, such a resume is refused naming both sizes.
+* The batch layout (:func:`check_batch_layout`): a resumed run keeps its global batch
+  (``train.batch_size`` = micro-batch × accumulation × processes), so that it trains on the
+  windows the uninterrupted run would have; another one is refused naming both unless
+  ``--new-batch`` (then meta.json's ``batch_changes`` records the switch). The number of processes
+  and the micro-batch may change (the accumulation is recomputed): a run in the ``global`` data
+  order (``lmkit.train.batches``) continues exactly on another world size. A run in the older
+  ``per-rank`` order resumes only on the world size and micro-batch it was trained with.
 """
 
 from __future__ import annotations
@@ -87,6 +90,9 @@ DATA_KEYS = frozenset(
     }
 )
 EMPTY_MEANS_UNSET = frozenset({"data.paths", "data.tokenizer", "train.init"})
+# How a step's global batch is split: checked against the saved run by check_batch_layout, once
+# the number of processes is known.
+BATCH_KEYS = frozenset({"train.batch_size", "train.micro_batch_size"})
 _PATH_KEYS = frozenset({"data.tokenizer", "data.shards", "train.init"})
 
 
@@ -170,7 +176,7 @@ def _same(key: str, saved: Any, given: Any) -> bool:
 def check_agrees(saved: RunConfig, given: RunConfig, keys: Iterable[str], new_data: bool, source: Path) -> None:
     """Refuse the first of ``keys`` whose value in ``given`` is not the saved one and may not change."""
     for key in keys:
-        if key in MAY_CHANGE or (new_data and key in DATA_KEYS):
+        if key in MAY_CHANGE or key in BATCH_KEYS or (new_data and key in DATA_KEYS):
             continue
         a, b = _get(saved, key), _get(given, key)
         if _same(key, a, b):
@@ -305,30 +311,50 @@ def refuse_data_change(out: Path, ckpt: Path, what: str) -> LmkitError:
 # --------------------------------------------------------------------------- the checks a resumed run makes
 
 
-def check_world_size(ckpt: Path, meta: dict[str, Any], world: int) -> None:
-    """Refuse to resume ``ckpt`` (whose meta.json is ``meta``) on ``world`` processes when it was
-    trained on another number; a checkpoint that does not record its world size is let through."""
-    hardware = meta.get("hardware")
-    saved = hardware.get("world_size") if isinstance(hardware, dict) else None
-    if not isinstance(saved, int) or saved == world:
+def _procs(n: int) -> str:
+    return f"{n} process{'es' if n != 1 else ''}"
+
+
+def check_batch_layout(
+    ckpt: Path, meta: dict[str, Any], saved: RunConfig, cfg: RunConfig, world: int, new_batch: bool
+) -> None:
+    """Refuse to resume ``ckpt`` (``meta``: its meta.json, ``saved``: its settings) as ``cfg`` says
+    on ``world`` processes when that would train on other batches: another global batch (unless
+    ``new_batch``), or, for a run in the ``per-rank`` data order, another world size or micro-batch."""
+    from lmkit.train.batches import recorded_order
+
+    before, now = saved.train.batch_size, cfg.train.batch_size
+    if before != now and not new_batch:
+        raise LmkitError(
+            f"{ckpt}: train.batch_size (the global batch: micro-batch x accumulation x processes) is {before} "
+            f"in the run being resumed but {now} was given; a resumed run keeps its global batch so that it "
+            "trains on the batches the run would have (pass --new-batch to change it)"
+        )
+    if recorded_order(meta) == "global":
         return
-
-    def procs(n: int) -> str:
-        return f"{n} process{'es' if n != 1 else ''}"
-
-    how = "without torchrun" if saved == 1 else f"under torchrun --nproc_per_node {saved}"
-    raise LmkitError(
-        f"{ckpt}: was trained on {procs(saved)} but this resume runs on {procs(world)}; resume it "
-        f"on {procs(saved)} ({how}): on another number of processes it would train on other batches"
-    )
+    hardware = meta.get("hardware")
+    was = hardware.get("world_size") if isinstance(hardware, dict) else None
+    if isinstance(was, int) and was != world:
+        how = "without torchrun" if was == 1 else f"under torchrun --nproc_per_node {was}"
+        raise LmkitError(
+            f"{ckpt}: was trained on {_procs(was)} but this resume runs on {_procs(world)}; its checkpoint "
+            f"predates lmkit's process-independent data order, so resume it on {_procs(was)} ({how}): "
+            "on another number it would train on other batches"
+        )
+    if saved.train.micro_batch_size != cfg.train.micro_batch_size or before != now:
+        raise LmkitError(
+            f"{ckpt}: predates lmkit's process-independent data order, so its train.batch_size and "
+            f"train.micro_batch_size must stay {before} and {saved.train.micro_batch_size}"
+        )
 
 
 def agree_with_saved_run(
-    cfg: RunConfig, ckpt: Path, out: Path, new_data: bool, main: bool = True, world: int = 1
+    cfg: RunConfig, ckpt: Path, out: Path, new_data: bool, main: bool = True, world: int = 1, new_batch: bool = False
 ) -> tuple[dict[str, Any], str | None]:
     """On resume, before anything is packed: settings left empty in ``cfg`` come from ``ckpt``'s
-    resolved.yaml, the others must agree with it, the run must have the checkpoint's ``world`` size
-    (:func:`check_world_size`), and the source files must be the ones trained on unless ``new_data``;
+    resolved.yaml, the others must agree with it, the batch must be laid out as the saved run's on
+    ``world`` processes allows (:func:`check_batch_layout`; ``new_batch``: the global batch may
+    change), and the source files must be the ones trained on unless ``new_data``;
     with ``new_data`` the run's own tokenizer is pinned (the ``main`` process writes it to ``out``),
     so none is trained anew. Returns (``ckpt``'s meta, how the sources differ)."""
     from lmkit.models.checkpoint import load_meta, load_tokenizer
@@ -338,7 +364,7 @@ def agree_with_saved_run(
     keys = [k for k in dotted_keys(cfg) if k != "model.vocab_size"]  # checked with the model
     check_agrees(saved, cfg, keys, new_data, ckpt / "resolved.yaml")
     prev_meta = load_meta(ckpt)
-    check_world_size(ckpt, prev_meta, world)
+    check_batch_layout(ckpt, prev_meta, saved, cfg, world, new_batch)
     change = sources_difference(recorded_fingerprint(prev_meta), source_files(cfg.data))
     if change and not new_data:
         raise refuse_data_change(out, ckpt, change)
@@ -382,6 +408,7 @@ def check_resumed_data(
 
 
 __all__ = [
+    "BATCH_KEYS",
     "DATA_KEYS",
     "MAY_CHANGE",
     "PER_INVOCATION_KEYS",
@@ -389,7 +416,7 @@ __all__ = [
     "agree_with_saved_run",
     "check_agrees",
     "check_resumed_data",
-    "check_world_size",
+    "check_batch_layout",
     "data_fingerprint",
     "dotted_keys",
     "fill_unset",

@@ -50,6 +50,15 @@ def lean_malloc() -> bool:
     return _lean[0]
 
 
+def release_free_heap() -> None:
+    """Hand the free pages of glibc's heap back to the system now (``malloc_trim(0)``), so that the
+    resident size counts what is in use; nothing happens where the C library has no such call."""
+    try:
+        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 def rss_bytes() -> float:
     """Resident memory of this process at the call, in bytes (0 where /proc is not there)."""
     try:
@@ -78,10 +87,11 @@ def predict_run_memory(
     cfg: Any, n_params: float, micro_batch: int, seq_len: int, world: int, device: Any, heap: str | None = None
 ) -> dict[str, Any]:
     """``lmkit plan``'s precise training estimate for a run's settings: the whole process on a CPU
-    (tensors + this machine's runtime baseline, measured or lmkit's default, + the heap the
-    allocator ``heap`` keeps, by default the run's settled train.memory), tensors on a GPU."""
+    (tensors + this machine's runtime baseline and what a run's end adds, measured or lmkit's
+    defaults, + the heap the allocator ``heap`` keeps, by default the run's settled train.memory),
+    tensors on a GPU."""
     from lmkit.plan import training_memory
-    from lmkit.plan.measure import runtime_baseline
+    from lmkit.plan.baseline import finish_baseline, runtime_baseline
 
     on_gpu = getattr(device, "type", str(device)) == "cuda"
     runtime, source = (0.0, "not counted on a GPU") if on_gpu else runtime_baseline()
@@ -96,6 +106,8 @@ def predict_run_memory(
         world,
         cfg.train.activation_checkpointing,
         runtime_bytes=runtime,
+        finish_bytes=0.0 if on_gpu else finish_baseline(),
+        optimizer=cfg.train.optimizer,
         heap=None if on_gpu else (heap or cfg.train.memory),
     )
     return {**out, "runtime_source": source}

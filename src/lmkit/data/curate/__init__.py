@@ -2,8 +2,10 @@
 
 What this module owns:
 
-* the curation stages, each a callable ``text -> text | Removed(reason)`` configured by a small
-  dataclass: :class:`Normalise` (Unicode NFC, control characters, whitespace, optional mojibake
+* the curation stages, each configured by a small dataclass: the document stages
+  (``apply(doc) -> doc | Removed``) :class:`UrlFilter` (FineWeb's URL block-list),
+  :class:`Extract` (HTML to main text) and :class:`LanguageId` (py3langid; ``--languages``), and
+  the text stages (``text -> text | Removed(reason)``) :class:`Normalise` (Unicode NFC, control characters, whitespace, optional mojibake
   repair with ``ftfy``), :class:`GopherQuality` and :class:`C4Quality` (the published quality
   rules, with the papers' thresholds as defaults), :class:`GopherRepetition` (duplicate lines,
   paragraphs and n-grams), :class:`BlockList` (harmful-content words/phrases with a threshold)
@@ -14,9 +16,11 @@ What this module owns:
 
 Where each part lives: :mod:`~lmkit.data.curate.config` (settings), :mod:`~lmkit.data.curate.text`
 (tokens, normalisation), :mod:`~lmkit.data.curate.rules` (Gopher and C4 rules),
-:mod:`~lmkit.data.curate.safety` (block-list, PII), :mod:`~lmkit.data.curate.report` (statistics,
-``report.md``) and :mod:`~lmkit.data.curate.engine` (chunks, workers, shards, the run). This
-package re-exports their public names.
+:mod:`~lmkit.data.curate.web` (URL filter, extraction, language), :mod:`~lmkit.data.curate.safety`
+(block-list, PII), :mod:`~lmkit.data.curate.report` (statistics, languages, warnings,
+``report.md``), :mod:`~lmkit.data.curate.pipeline` (the stages and dedup keys over one chunk) and
+:mod:`~lmkit.data.curate.engine` (chunks, workers, shards, the run). This package re-exports
+their public names.
 
 How a run flows. The main process streams documents from :func:`lmkit.data.read.iter_documents`
 (lenient: a bad file or line is counted in the report with its line number and the rest is
@@ -37,7 +41,9 @@ Tokens in the report are counted with the tokenizer given (``tokenizer=``), or e
 proxy: the number of regex word tokens ``\\w+|[^\\w\\s]+`` (runs of letters/digits and runs of
 punctuation), the same split the Gopher rules use. The report says which.
 
-Rule notes. Words for the Gopher rules are the same regex tokens (``datatrove``, whose defaults
+Rule notes. Gopher's stop words are counted up to case (``THE`` is ``the``), so ALL-CAPS legal
+prose is not removed as "not English"; ``stop_words_case_sensitive`` restores the published
+reading. Words for the Gopher rules are the same regex tokens (``datatrove``, whose defaults
 we follow, uses spaCy's tokenizer; with the same tokens it keeps the same documents, see the
 benchmark). The paper's "80% of words contain a letter" is measured over words, i.e. tokens
 that are not punctuation (``alpha_ratio_of: tokens`` counts punctuation tokens in the
@@ -69,32 +75,26 @@ from lmkit.data.curate.config import (
     C4Config,
     CurateConfig,
     ExactDedupConfig,
+    ExtractConfig,
     GopherQualityConfig,
+    LanguageConfig,
     MinHashConfig,
     NormaliseConfig,
     PiiConfig,
     Removed,
     RepetitionConfig,
+    UrlFilterConfig,
     config_from_dict,
     config_to_dict,
     load_curate_config,
 )
-from lmkit.data.curate.engine import (
-    OUR_FILES,
-    ChunkResult,
-    DocPipeline,
-    ShardWriter,
-    bounded_ordered_map,
-    build_stage,
-    cap_workers,
-    curate,
-    default_workers,
-    process_chunk,
-)
-from lmkit.data.curate.report import StageStats, report_markdown
+from lmkit.data.curate.engine import OUR_FILES, ShardWriter, bounded_ordered_map, cap_workers, curate, default_workers
+from lmkit.data.curate.pipeline import ChunkResult, DocPipeline, build_stage, process_chunk
+from lmkit.data.curate.report import StageStats, report_markdown, source_warnings
 from lmkit.data.curate.rules import C4Quality, GopherQuality, GopherRepetition
 from lmkit.data.curate.safety import BlockList, PiiRedact, blocklist_terms, default_blocklist
 from lmkit.data.curate.text import Normalise, Tokens, count_sentences, proxy_tokens, tokens_of, words_of
+from lmkit.data.curate.web import Extract, LanguageId, UrlFilter, identify, url_blocklist
 
 __all__ = [
     "DEDUP_STAGES",
@@ -109,9 +109,13 @@ __all__ = [
     "CurateConfig",
     "DocPipeline",
     "ExactDedupConfig",
+    "Extract",
+    "ExtractConfig",
     "GopherQuality",
     "GopherQualityConfig",
     "GopherRepetition",
+    "LanguageConfig",
+    "LanguageId",
     "MinHashConfig",
     "Normalise",
     "NormaliseConfig",
@@ -122,6 +126,8 @@ __all__ = [
     "ShardWriter",
     "StageStats",
     "Tokens",
+    "UrlFilter",
+    "UrlFilterConfig",
     "blocklist_terms",
     "bounded_ordered_map",
     "build_stage",
@@ -132,10 +138,13 @@ __all__ = [
     "curate",
     "default_blocklist",
     "default_workers",
+    "identify",
     "load_curate_config",
     "process_chunk",
     "proxy_tokens",
     "report_markdown",
+    "source_warnings",
     "tokens_of",
+    "url_blocklist",
     "words_of",
 ]

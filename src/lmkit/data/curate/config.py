@@ -1,24 +1,68 @@
 """Curation settings: the stage names, one dataclass per stage, :class:`CurateConfig` (the YAML
-``--config``) with its validation, loading and round trip through a dict, and :class:`Removed`
-(a stage's verdict that a document goes).
+``--config``, with dotted command-line overrides such as ``--c4.curly_bracket false``) with its
+validation, loading and round trip through a dict, and :class:`Removed` (a stage's verdict that a
+document goes).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
-from lmkit.config import ConfigError, from_dict
+from lmkit.config import ConfigError, apply_overrides, from_dict
 from lmkit.data.dedup import check_minhash
 from lmkit.errors import LmkitError
 
 # --------------------------------------------------------------------------- configuration
 
-STAGES = ("normalise", "gopher_quality", "c4", "gopher_repetition", "blocklist", "pii", "exact_dedup", "minhash")
+STAGES = (
+    "url_filter",
+    "extract",
+    "normalise",
+    "language",
+    "gopher_quality",
+    "c4",
+    "gopher_repetition",
+    "blocklist",
+    "pii",
+    "exact_dedup",
+    "minhash",
+)
 DEDUP_STAGES = ("exact_dedup", "minhash")
 GOPHER_STOP_WORDS = ["the", "be", "to", "of", "and", "that", "have", "with"]
+
+
+@dataclass
+class UrlFilterConfig:
+    """FineWeb's URL filter: remove a page whose URL is on the block-list (documents without a URL pass)."""
+
+    enabled: bool = True
+    list_file: str | None = None  # replaces the shipped list (lmkit/resources/url_blocklist.txt), same format
+    extra: list[str] = field(default_factory=list)  # entries added, e.g. "domain casino.example", "word warez"
+    soft_word_hits: int = 2  # "soft" words remove a page only when this many are in its URL
+
+
+@dataclass
+class ExtractConfig:
+    """HTML pages (WARC records, .html files) to their main text; switched off, the page's HTML is kept as text."""
+
+    enabled: bool = True
+    html: str = "resiliparse"  # or trafilatura (FineWeb's extractor, ~30x slower here)
+    timeout_s: float | None = 10.0  # a page still being extracted after this long is dropped and named; null: none
+
+
+@dataclass
+class LanguageConfig:
+    """Language identification (py3langid's model, shipped inside the package): every document is
+    labelled, and with ``languages`` set only those languages at ``min_score`` or more are kept."""
+
+    enabled: bool = True
+    languages: list[str] = field(default_factory=list)  # ISO 639-1 codes to keep; empty keeps every language
+    min_score: float = 0.65  # the identifier's probability needed to keep a document (FineWeb's 0.65)
+    sample_chars: int = 1000  # identify on this many characters from the start of the text (speed)
 
 
 @dataclass
@@ -49,6 +93,9 @@ class GopherQualityConfig:
     alpha_ratio_of: Literal["words", "tokens"] = "words"  # tokens: punctuation counts too (datatrove)
     min_stop_words: int | None = 2
     stop_words: list[str] = field(default_factory=lambda: list(GOPHER_STOP_WORDS))
+    # THE, OF and TO in ALL-CAPS legal text are stop words too; true restores the published
+    # (case-sensitive) reading that removes capitalised disclaimers
+    stop_words_case_sensitive: bool = False
 
 
 @dataclass
@@ -131,7 +178,10 @@ class CurateConfig:
     """Everything ``lmkit curate --config curate.yaml`` can set (YAML keys = these fields)."""
 
     order: list[str] = field(default_factory=lambda: list(STAGES))
+    url_filter: UrlFilterConfig = field(default_factory=UrlFilterConfig)
+    extract: ExtractConfig = field(default_factory=ExtractConfig)
     normalise: NormaliseConfig = field(default_factory=NormaliseConfig)
+    language: LanguageConfig = field(default_factory=LanguageConfig)
     gopher_quality: GopherQualityConfig = field(default_factory=GopherQualityConfig)
     c4: C4Config = field(default_factory=C4Config)
     gopher_repetition: RepetitionConfig = field(default_factory=RepetitionConfig)
@@ -151,6 +201,9 @@ class CurateConfig:
     compress_level: int = 5  # gzip level of the shards
     examples_per_stage: int = 3  # removed documents shown per stage in the report
     example_chars: int = 500  # characters of each example shown
+    # warn (printed and in the report) when one rule removes at least this share of one source's
+    # documents; null: no warnings
+    warn_source_share: float | None = 0.5
 
     def validate(self) -> None:
         for name in self.order:
@@ -158,6 +211,12 @@ class CurateConfig:
                 raise LmkitError(f"curate config: unknown stage {name!r} in order (stages: {', '.join(STAGES)})")
         if len(set(self.order)) != len(self.order):
             raise LmkitError("curate config: a stage is listed twice in order")
+        text_stages = [n for n in self.order if n not in ("url_filter", "extract")]
+        if "extract" in self.order and text_stages and self.order.index("extract") > self.order.index(text_stages[0]):
+            raise LmkitError(
+                f"curate config: stage 'extract' comes after {text_stages[0]!r}; HTML must become text "
+                "before the text stages (only url_filter may come before it)"
+            )
         seen_dedup = False
         for name in self.order:
             if name in DEDUP_STAGES:
@@ -192,42 +251,69 @@ class CurateConfig:
                 raise LmkitError(f"curate config: {key} must be at least 1")
         if not 0 <= self.compress_level <= 9:
             raise LmkitError("curate config: compress_level must be 0..9")
+        from lmkit.data.extract import HTML_EXTRACTORS
+
+        if self.extract.html not in HTML_EXTRACTORS:
+            raise LmkitError(
+                f"curate config: extract.html must be {' or '.join(HTML_EXTRACTORS)}, got {self.extract.html!r}"
+            )
+        lang = self.language
+        bad = [x for x in lang.languages if not (isinstance(x, str) and re.fullmatch(r"[a-z]{2,3}", x))]
+        if bad:
+            raise LmkitError(
+                f"curate config: language.languages: {bad[0]!r} is not an ISO 639-1 code such as en, de, fr"
+            )
+        if not 0.0 <= lang.min_score <= 1.0:
+            raise LmkitError(f"curate config: language.min_score must be in [0, 1], got {lang.min_score}")
+        if lang.sample_chars < 1:
+            raise LmkitError("curate config: language.sample_chars must be at least 1")
+        if self.extract.timeout_s is not None and self.extract.timeout_s <= 0:
+            raise LmkitError(f"curate config: extract.timeout_s must be positive or null, got {self.extract.timeout_s}")
+        if self.url_filter.soft_word_hits < 1:
+            raise LmkitError("curate config: url_filter.soft_word_hits must be at least 1")
+        if self.warn_source_share is not None and not 0.0 < self.warn_source_share <= 1.0:
+            raise LmkitError(
+                f"curate config: warn_source_share must be in (0, 1] or null, got {self.warn_source_share}"
+            )
 
     def enabled_stages(self) -> list[str]:
         return [n for n in self.order if getattr(self, n).enabled]
 
 
-def load_curate_config(path: str | Path | None) -> CurateConfig:
-    """Read a curate YAML (any subset of :class:`CurateConfig`'s keys); None -> the defaults."""
+def load_curate_config(path: str | Path | None, overrides: dict[str, Any] | None = None) -> CurateConfig:
+    """Read a curate YAML (any subset of :class:`CurateConfig`'s keys; None: the defaults) and apply
+    dotted ``overrides`` (``{"c4.curly_bracket": "false"}``, values read as YAML)."""
     import yaml
 
-    if path is None:
-        cfg = CurateConfig()
-    else:
+    where = "curate config"
+    raw: Any = {}
+    if path is not None:
         p = Path(path)
+        where = str(p)
         if not p.is_file():
             raise LmkitError(f"{p}: config file not found")
         try:
             raw = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
         except yaml.YAMLError as e:
             mark = getattr(e, "problem_mark", None)
-            where = f"{p}:{mark.line + 1}" if mark is not None else str(p)
+            at = f"{p}:{mark.line + 1}" if mark is not None else str(p)
             what = getattr(e, "problem", None) or str(e).splitlines()[0]
-            raise LmkitError(f"{where}: not valid YAML ({what})") from None
+            raise LmkitError(f"{at}: not valid YAML ({what})") from None
         except (OSError, UnicodeDecodeError) as e:
             raise LmkitError(f"{p}: cannot read config ({e})") from None
         if not isinstance(raw, dict):
             raise LmkitError(f"{p}: top level must be a mapping of curate settings")
-        try:
-            cfg = from_dict(CurateConfig, raw)
-        except ConfigError as e:
-            raise LmkitError(f"{p}: {e}") from None
-        try:
-            cfg.validate()
-        except LmkitError as e:
-            raise LmkitError(f"{p}: {e}") from None
-        return cfg
-    cfg.validate()
+    try:
+        if overrides:
+            where = f"{where} with {', '.join('--' + k for k in overrides)}" if path is not None else "curate flags"
+            raw = apply_overrides(raw, overrides)
+        cfg = from_dict(CurateConfig, raw)
+    except ConfigError as e:
+        raise LmkitError(f"{where}: {e}") from None
+    try:
+        cfg.validate()
+    except LmkitError as e:
+        raise LmkitError(f"{where}: {e}" if path is not None else str(e)) from None
     return cfg
 
 

@@ -1,9 +1,11 @@
 """The curation run: chunks of documents go through the per-document stages and the dedup keys
-(:class:`DocPipeline`, :func:`process_chunk`) on worker processes or a Dask cluster, at most a
-bounded number of chunks in flight and results in input order; the main process removes
-duplicates, writes ``part-NNNNN.jsonl.gz`` shards (:class:`ShardWriter`) and the report, and
-publishes the folder in one step (:func:`curate`). No more worker processes start than there are
-cores and chunks of work in the input (:func:`cap_workers`, which says so when it lowers a request).
+(:mod:`lmkit.data.curate.pipeline`) on worker processes or a Dask cluster, at most a bounded
+number of chunks in flight and results in input order; the main process removes duplicates,
+writes ``part-NNNNN.jsonl.gz`` shards (:class:`ShardWriter`) and the report (with the warnings of
+:func:`lmkit.data.curate.report.source_warnings`, also printed), and publishes the folder in one
+step (:func:`curate`). HTML pages travel to the workers unextracted, so extraction runs on every
+core. No more worker processes start than there are cores and chunks of work in the input
+(:func:`cap_workers`, which says so when it lowers a request).
 """
 
 from __future__ import annotations
@@ -18,169 +20,32 @@ import sys
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from lmkit import __version__
-from lmkit.data.curate.config import DEDUP_STAGES, CurateConfig, Removed, config_from_dict, config_to_dict
-from lmkit.data.curate.report import StageStats, pct, report_markdown
-from lmkit.data.curate.rules import C4Quality, GopherQuality, GopherRepetition
-from lmkit.data.curate.safety import BlockList, PiiRedact, blocklist_terms
-from lmkit.data.curate.text import Normalise, proxy_tokens
-from lmkit.data.dedup import ExactDeduper, MinHashDeduper, MinHasher, exact_key
-from lmkit.data.document import ReadReport
+from lmkit.data.curate.config import DEDUP_STAGES, CurateConfig, config_to_dict
+from lmkit.data.curate.pipeline import ChunkResult, DocPipeline, process_chunk
+from lmkit.data.curate.report import StageStats, language_table, pct, report_markdown, source_warnings
+from lmkit.data.curate.safety import blocklist_terms
+from lmkit.data.curate.web import url_blocklist
+from lmkit.data.dedup import ExactDeduper, MinHashDeduper
+from lmkit.data.document import Document, ReadReport
 from lmkit.data.read import iter_documents, list_files
 from lmkit.errors import LmkitError
 from lmkit.files import check_out_dir, replace_dir
-from lmkit.tokenizer import Tokenizer
-
-# --------------------------------------------------------------------------- the per-document pipeline
-
-Doc = tuple[str, str, str]  # (id, text, source)
-
-
-@dataclass
-class ChunkResult:
-    """What a worker sends back for one chunk: the surviving documents and everything dedup needs."""
-
-    ids: list[str]
-    texts: list[str]
-    sources: list[str]
-    tokens: np.ndarray  # tokens of each surviving document
-    stats: dict[str, StageStats]
-    docs_in: int = 0
-    chars_in: int = 0
-    tokens_in: int = 0
-    exact_keys: np.ndarray | None = None  # uint64 per surviving document
-    band_keys: np.ndarray | None = None  # (n, bands) uint64
-    has_shingles: np.ndarray | None = None  # bool per surviving document
-    sigs: np.ndarray | None = None  # (n, num_perm) uint32, only with a MinHash threshold
-    key_seconds: dict[str, float] = field(default_factory=dict)  # worker time of the dedup keys
-
-
-def build_stage(name: str, cfg: CurateConfig, blocklist: list[str] | None = None) -> Callable[[str], str | Removed]:
-    """The per-document stage called ``name``, configured from ``cfg``."""
-    if name == "normalise":
-        return Normalise(cfg.normalise)
-    if name == "gopher_quality":
-        return GopherQuality(cfg.gopher_quality)
-    if name == "c4":
-        return C4Quality(cfg.c4)
-    if name == "gopher_repetition":
-        return GopherRepetition(cfg.gopher_repetition)
-    if name == "blocklist":
-        return BlockList(cfg.blocklist, blocklist)
-    if name == "pii":
-        return PiiRedact(cfg.pii)
-    raise LmkitError(f"curate: {name!r} is not a per-document stage")
-
-
-def _token_counter(tokenizer: str | None) -> Callable[[str], int]:
-    if tokenizer is None:
-        return proxy_tokens
-    tok = Tokenizer.load(tokenizer, strict=False)
-    return lambda text: len(tok.encode(text))
-
-
-class DocPipeline:
-    """The per-document stages of a config, plus the dedup keys, run over one chunk at a time."""
-
-    def __init__(self, cfg: CurateConfig, tokenizer: str | None = None, blocklist: list[str] | None = None) -> None:
-        self.cfg = cfg
-        enabled = cfg.enabled_stages()
-        self.stages = [(n, build_stage(n, cfg, blocklist)) for n in enabled if n not in DEDUP_STAGES]
-        self.exact = "exact_dedup" in enabled
-        m = cfg.minhash
-        self.minhasher = MinHasher(m.num_perm, m.bands, m.shingle_size, m.seed) if "minhash" in enabled else None
-        self.count_tokens = _token_counter(tokenizer)
-
-    def run(self, docs: Sequence[Doc]) -> ChunkResult:
-        cfg = self.cfg
-        lim, ex_chars = cfg.examples_per_stage, cfg.example_chars
-        stats = {n: StageStats(n) for n, _ in self.stages}
-        res = ChunkResult([], [], [], np.zeros(0, dtype=np.int64), stats)
-        count = self.count_tokens
-        toks: list[int] = []
-        for doc_id, text, source in docs:
-            n_chr = len(text)
-            n_tok = count(text)
-            res.docs_in += 1
-            res.chars_in += n_chr
-            res.tokens_in += n_tok
-            for name, stage in self.stages:
-                st = stats[name]
-                st.docs_in += 1
-                st.chars_in += n_chr
-                st.tokens_in += n_tok
-                t0 = time.perf_counter()
-                out = stage(text)
-                st.seconds += time.perf_counter() - t0
-                if type(out) is Removed:
-                    st.reasons[out.reason] += 1
-                    st.add_example(out.reason, doc_id, source, text, lim, ex_chars)
-                    break
-                if out is not text:
-                    st.modified += 1
-                    text = out  # type: ignore[assignment]
-                    n_chr = len(text)
-                    n_tok = count(text)
-                st.docs_out += 1
-                st.chars_out += n_chr
-                st.tokens_out += n_tok
-            else:
-                res.ids.append(doc_id)
-                res.texts.append(text)
-                res.sources.append(source)
-                toks.append(n_tok)
-        res.tokens = np.asarray(toks, dtype=np.int64)
-        for name, stage in self.stages:
-            if isinstance(stage, PiiRedact):
-                stats[name].extra.update(stage.counts)
-                stage.counts.clear()
-        t0 = time.perf_counter()
-        if self.exact:
-            res.exact_keys = np.fromiter((exact_key(t) for t in res.texts), dtype=np.uint64, count=len(res.texts))
-        t1 = time.perf_counter()
-        if self.minhasher is not None:
-            sigs, has = self.minhasher.signatures(res.texts)
-            res.band_keys = self.minhasher.band_keys(sigs)
-            res.has_shingles = has
-            if cfg.minhash.threshold is not None:
-                res.sigs = sigs
-        res.key_seconds = {"exact_dedup": t1 - t0, "minhash": time.perf_counter() - t1}
-        return res
-
-
-_PIPELINES: dict[str, DocPipeline] = {}
-
-
-def process_chunk(spec: str, docs: Sequence[Doc]) -> ChunkResult:
-    """Run the per-document part of curation on one chunk (the unit of work of every engine).
-
-    ``spec`` is the JSON of ``{"config": ..., "tokenizer": ..., "blocklist": [...]}``; the pipeline
-    built from it is cached per process, so a worker builds it once.
-    """
-    pipe = _PIPELINES.get(spec)
-    if pipe is None:
-        d = json.loads(spec)
-        pipe = DocPipeline(config_from_dict(d["config"]), d.get("tokenizer"), d.get("blocklist"))
-        _PIPELINES.clear()
-        _PIPELINES[spec] = pipe
-    return pipe.run(docs)
-
 
 # --------------------------------------------------------------------------- engines
 
 
-def _chunks(docs: Iterable[Any], max_docs: int, max_chars: int) -> Iterator[list[Doc]]:
-    chunk: list[Doc] = []
+def _chunks(docs: Iterable[Document], max_docs: int, max_chars: int) -> Iterator[list[Document]]:
+    chunk: list[Document] = []
     size = 0
     for d in docs:
-        chunk.append((d.id, d.text, d.source))
-        size += len(d.text)
+        chunk.append(d)
+        size += len(d.text) if d.html is None else len(d.html)
         if len(chunk) >= max_docs or size >= max_chars:
             yield chunk
             chunk, size = [], 0
@@ -251,16 +116,26 @@ class ShardWriter:
         self._f = gzip.open(path, "wb", compresslevel=self.level)
         self._docs = self._chars = 0
 
-    def write(self, ids: Sequence[str], texts: Sequence[str], sources: Sequence[str]) -> None:
+    def write(
+        self,
+        ids: Sequence[str],
+        texts: Sequence[str],
+        sources: Sequence[str],
+        metas: Sequence[dict[str, Any]] | None = None,
+    ) -> None:
+        """Append documents; ``metas`` adds each one's url, title, language (only the keys it has)."""
         lines: list[str] = []
-        for i, t, s in zip(ids, texts, sources):
+        for k, (i, t, s) in enumerate(zip(ids, texts, sources)):
             if self._f is None or self._docs >= self.shard_docs or self._chars >= self.shard_chars:
                 self._flush(lines)
                 lines = []
                 if self._f is not None:
                     self._f.close()
                 self._open()
-            lines.append(json.dumps({"id": i, "text": t, "source": s}, ensure_ascii=False))
+            rec = {"id": i, "text": t, "source": s}
+            if metas is not None and metas[k]:
+                rec.update(metas[k])
+            lines.append(json.dumps(rec, ensure_ascii=False))
             self._docs += 1
             self._chars += len(t)
         self._flush(lines)
@@ -317,8 +192,12 @@ def curate(
     # a bad tokenizer or block-list file fails here, not in a worker; the block-list travels with
     # the work (workers on other machines need not see the file), the tokenizer by its path
     terms = blocklist_terms(cfg.blocklist) if "blocklist" in cfg.enabled_stages() else []
-    DocPipeline(cfg, tokenizer, terms)
-    spec = json.dumps({"config": config_to_dict(cfg), "tokenizer": tokenizer, "blocklist": terms}, sort_keys=True)
+    url_lists = url_blocklist(cfg.url_filter) if "url_filter" in cfg.enabled_stages() else {}
+    DocPipeline(cfg, tokenizer, terms, url_lists)
+    spec = json.dumps(
+        {"config": config_to_dict(cfg), "tokenizer": tokenizer, "blocklist": terms, "url_lists": url_lists},
+        sort_keys=True,
+    )
     enabled = cfg.enabled_stages()
     per_doc = [n for n in enabled if n not in DEDUP_STAGES]
     dedup_order = [n for n in enabled if n in DEDUP_STAGES]
@@ -329,7 +208,12 @@ def curate(
 
     read_report = ReadReport()
     docs = iter_documents(
-        inputs, text_field=cfg.text_field, lenient=True, report=read_report, text_doc_chars=cfg.text_doc_chars
+        inputs,
+        text_field=cfg.text_field,
+        lenient=True,
+        report=read_report,
+        text_doc_chars=cfg.text_doc_chars,
+        html_extractor=None,  # HTML is extracted on the workers (the extract stage)
     )
     chunks = _chunks(docs, cfg.chunk_docs, cfg.chunk_chars)
 
@@ -350,13 +234,13 @@ def curate(
         )
         window = 2 * threads + 2
 
-        def submit(chunk: list[Doc]) -> Callable[[], ChunkResult]:
+        def submit(chunk: list[Document]) -> Callable[[], ChunkResult]:
             fut = client.submit(process_chunk, spec, chunk, pure=False)
             return fut.result  # type: ignore[no-any-return]
     elif n_workers == 1:
         engine, window = "in-process", 1
 
-        def submit(chunk: list[Doc]) -> Callable[[], ChunkResult]:
+        def submit(chunk: list[Document]) -> Callable[[], ChunkResult]:
             r = process_chunk(spec, chunk)
             return lambda: r
     else:
@@ -365,7 +249,7 @@ def curate(
         pool = mp.get_context().Pool(n_workers)
         engine, window = f"{n_workers} processes", 2 * n_workers + 2
 
-        def submit(chunk: list[Doc]) -> Callable[[], ChunkResult]:
+        def submit(chunk: list[Document]) -> Callable[[], ChunkResult]:
             return pool.apply_async(process_chunk, (spec, chunk)).get  # type: ignore[no-any-return]
 
     tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
@@ -374,6 +258,13 @@ def curate(
     tmp.mkdir(parents=True)
     writer = ShardWriter(tmp, cfg.shard_docs, cfg.shard_chars, cfg.compress_level)
     totals: Counter[str] = Counter()
+    source_docs: Counter[str] = Counter()
+    source_removed: Counter[tuple[str, str, str]] = Counter()
+    lang_in: Counter[str] = Counter()
+    lang_in_chars: Counter[str] = Counter()
+    lang_out: Counter[str] = Counter()
+    lang_out_chars: Counter[str] = Counter()
+    lang_out_tokens: Counter[str] = Counter()
     t0 = time.perf_counter()
     from lmkit.progress import progress as progress_bar
 
@@ -395,6 +286,12 @@ def curate(
             totals["tokens_in"] += res.tokens_in
             for n in per_doc:
                 stats[n].merge(res.stats[n], lim)
+            source_docs.update(res.source_docs)
+            source_removed.update(res.source_removed)
+            lang_in.update(res.language_docs)
+            lang_in_chars.update(res.language_chars)
+            for src, page, why in res.bad_pages:
+                read_report.bad_record(src, 0, f"{page}: {why}")
             keep = np.ones(len(res.ids), dtype=bool)
             for n in dedup_order:
                 st = stats[n]
@@ -427,8 +324,17 @@ def curate(
                 st.tokens_out += int(res.tokens[kept].sum())
             kept_idx = np.flatnonzero(keep).tolist()
             writer.write(
-                [res.ids[i] for i in kept_idx], [res.texts[i] for i in kept_idx], [res.sources[i] for i in kept_idx]
+                [res.ids[i] for i in kept_idx],
+                [res.texts[i] for i in kept_idx],
+                [res.sources[i] for i in kept_idx],
+                [res.metas[i] for i in kept_idx],
             )
+            for i in kept_idx:
+                lang = res.metas[i].get("language")
+                if lang is not None:
+                    lang_out[lang] += 1
+                    lang_out_chars[lang] += len(res.texts[i])
+                    lang_out_tokens[lang] += int(res.tokens[i])
             totals["docs_out"] += len(kept_idx)
             totals["chars_out"] += sum(len(res.texts[i]) for i in kept_idx)
             totals["tokens_out"] += int(res.tokens[kept_idx].sum()) if kept_idx else 0
@@ -463,6 +369,8 @@ def curate(
                 "removed": totals["docs_in"] - totals["docs_out"],
             },
             "stages": [stats[n].to_dict(lim) for n in enabled],
+            "languages": language_table(lang_in, lang_in_chars, lang_out, lang_out_chars, lang_out_tokens),
+            "warnings": source_warnings(source_docs, source_removed, cfg.warn_source_share),
             "read": read_report.to_dict(),
             "dedup_index": {
                 "exact_keys": len(exact.index) if exact else 0,

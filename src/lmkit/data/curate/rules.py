@@ -33,22 +33,28 @@ class GopherQuality:
 
     def __init__(self, cfg: GopherQualityConfig) -> None:
         self.cfg = cfg
-        self.stop = frozenset(cfg.stop_words)
-        plain = [w for w in cfg.stop_words if re.fullmatch(r"\w+", w)]
+        self.fold = not cfg.stop_words_case_sensitive  # THE counts as the (ALL-CAPS legal text)
+        words = [w.lower() for w in cfg.stop_words] if self.fold else list(cfg.stop_words)
+        self.stop = frozenset(words)
+        plain = [w for w in words if re.fullmatch(r"\w+", w)]
         # stop words are whole \w+ tokens: a regex finds them without building the token list
         self._stop_re = (
-            re.compile(r"\b(?:" + "|".join(map(re.escape, sorted(set(plain), key=len, reverse=True))) + r")\b")
-            if plain and len(plain) == len(cfg.stop_words)
+            re.compile(
+                r"\b(?:" + "|".join(map(re.escape, sorted(set(plain), key=len, reverse=True))) + r")\b",
+                re.IGNORECASE if self.fold else 0,
+            )
+            if plain and len(plain) == len(words)
             else None
         )
 
     def _stop_words(self, text: str, need: int) -> int:
-        """Distinct stop words present, counting only up to ``need``."""
+        """Distinct stop words present (up to case unless case-sensitive), counting only up to ``need``."""
         if self._stop_re is None:
-            return len(self.stop.intersection(words_of(text)))
+            words = words_of(text)
+            return len(self.stop.intersection(w.lower() for w in words) if self.fold else self.stop.intersection(words))
         found: set[str] = set()
         for m in self._stop_re.finditer(text):
-            found.add(m.group(0))
+            found.add(m.group(0).lower() if self.fold else m.group(0))
             if len(found) >= need:
                 break
         return len(found)

@@ -16,10 +16,11 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from lmkit.fertility import fertility
 from lmkit.files import write_json_atomic
 from lmkit.lab.adapt.split import describe
 from lmkit.lab.adapt.tokenizers import tokenizer_markdown
-from lmkit.tokenizer import Tokenizer, fertility
+from lmkit.tokenizer import Tokenizer
 
 
 def data_table(tok: Tokenizer, folders: Mapping[str, Path]) -> dict[str, dict[str, Any]]:

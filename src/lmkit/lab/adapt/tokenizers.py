@@ -22,7 +22,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from lmkit.tokenizer import SPECIAL_TOKENS, Tokenizer, fertility, split_words, train_tokenizer
+from lmkit.fertility import fertility, split_words
+from lmkit.tokenizer import SPECIAL_TOKENS, Tokenizer, train_tokenizer
 
 TOKENIZER_NAMES = ("domain", "general", "mix")
 

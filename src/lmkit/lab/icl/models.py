@@ -18,6 +18,7 @@ questions, so :mod:`lmkit.lab.icl.run` does not know which it has:
 from __future__ import annotations
 
 from collections.abc import Sequence
+from itertools import accumulate
 from typing import Any
 
 from lmkit.errors import LmkitError
@@ -42,17 +43,15 @@ class LocalLM:
     def count(self, text: str) -> int | None:
         return len(self.tokenizer.encode(text))
 
-    def _ends(self, ids: Sequence[int]) -> list[int]:
-        ends, total = [], 0
-        for i in ids:
-            total += len(self.tokenizer.token_bytes(i))
-            ends.append(total)
-        return ends
-
     def split(self, context: str, cont: str) -> tuple[list[int], int]:
-        """Token ids of ``context + cont`` and how many of them are context."""
-        ids = list(self.tokenizer.encode(context + cont))
-        n_ctx = split_at_boundary(self._ends(ids), len(context.encode("utf-8")))
+        """Token ids of ``context + cont`` and how many of them are context: split where the bytes
+        each token covers (``Tokenizer.encode_with_bytes``) pass the context's; BOS first where the
+        model's tokenizer adds it (it belongs to the context)."""
+        tok = self.tokenizer
+        ids, pieces = tok.encode_with_bytes(context + cont)
+        n_ctx = split_at_boundary(list(accumulate(len(p) for p in pieces)), len(context.encode("utf-8")))
+        if tok.adds_bos:
+            ids, n_ctx = [tok.bos_id, *ids], n_ctx + 1
         if n_ctx == 0:
             raise LmkitError(
                 f"the context {context!r} is shorter than one token: nothing predicts the answer's first token"
@@ -108,7 +107,7 @@ class LocalLM:
                 if len(src) > self.window:
                     raise LmkitError(f"a prompt is {len(src)} tokens, over the encoder's window of {self.window}")
                 logits = self.model(
-                    torch.tensor([src], device=device), torch.tensor([[tok.pad_id] + tgt[:-1]], device=device)
+                    torch.tensor([src], device=device), torch.tensor([[tok.decoder_start_id] + tgt[:-1]], device=device)
                 )
                 lp = logits[0].float().log_softmax(-1).gather(1, torch.tensor(tgt, device=device)[:, None])[:, 0]
                 total = 0.0
@@ -213,24 +212,27 @@ class ServerLM:
         for b in range(0, len(requests), self.batch_size):
             chunk = list(requests[b : b + self.batch_size])
             choices = self._complete([c + x for c, x in chunk], max_tokens=0, echo=True, logprobs=0)
-            for (context, _), ch in zip(chunk, choices):
+            for (context, cont), ch in zip(chunk, choices):
                 lp = ch.get("logprobs") or {}
                 tokens, values, offsets = lp.get("tokens"), lp.get("token_logprobs"), lp.get("text_offset")
                 if not tokens or values is None or offsets is None:
                     raise LmkitError(
                         f"--server {self.base}: no echoed logprobs (the endpoint must support echo with logprobs)"
                     )
-                ends = [o + len(t) for o, t in zip(offsets, tokens)]
+                # a token ends where the next begins (BOS adds no text); SentencePiece's space before
+                # the text's start shows in the echoed tokens but is no character of the text
+                shift = int(offsets[-1] + len(tokens[-1]) == len(context + cont) + 1)
+                ends = [max(0, e - shift) for e in [*offsets[1:], offsets[-1] + len(tokens[-1])]]
                 n_ctx = split_at_boundary(ends, len(context))
-                cont = values[n_ctx:]
-                if n_ctx == 0 or any(v is None for v in cont):
+                scored = values[n_ctx:]
+                if n_ctx == 0 or any(v is None for v in scored):
                     raise LmkitError(
                         f"the context {context!r} is shorter than one token: nothing predicts the answer's first token"
                     )
                 total = 0.0
-                for v in cont:
+                for v in scored:
                     total += float(v)
-                out.append((total, len(cont)))
+                out.append((total, len(scored)))
         return out
 
     def generate(self, prompts: Sequence[str], max_new_tokens: int, separator: str) -> list[str]:

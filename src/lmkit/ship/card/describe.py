@@ -81,6 +81,12 @@ def objective_text(objective: str) -> str:
             f"{o.MEAN_SPAN_LENGTH:g}) each replaced by a sentinel `<extra_id_N>`; the decoder writes "
             "`<extra_id_0> span <extra_id_1> span ...`"
         )
+    if objective == "infill":
+        return (
+            f"text infilling (BART): sentences shuffled, then spans of Poisson({o.INFILL_POISSON_MEAN:g}) lengths "
+            f"covering {o.INFILL_NOISE_DENSITY:.0%} of the tokens, each replaced by one mask token; the decoder "
+            "writes the original text"
+        )
     return objective
 
 
@@ -112,11 +118,30 @@ def model_section(f: dict[str, Any], name: str, export: bool = False) -> list[st
         "rotary": f"rotary (θ = {cfg.rope_theta:g})",
         "learned": "learned absolute",
         "sinusoidal": "sinusoidal (fixed)",
+        "alibi": "ALiBi (linear attention biases)",
     }[cfg.pos_encoding]
     if fam == "encdec":
         positions = "T5 relative position buckets (32 buckets, max distance 128)"
+    heads = f"{cfg.n_heads} (head size {cfg.head_dim})"
     ffn = {"decoder": "SwiGLU", "encoder": "GELU", "encdec": "ReLU"}[fam]
     norm = {"decoder": "RMSNorm, pre-norm", "encoder": "LayerNorm, post-norm", "encdec": "RMSNorm, pre-norm"}[fam]
+    if fam == "decoder":  # the architecture variants of imported models (lmkit.model_variants)
+        act = {"silu": "SiLU", "gelu": "GELU", "gelu_tanh": "GELU (tanh approximation)"}[cfg.activation]
+        ffn = (
+            {"silu": "SwiGLU", "gelu": "GeGLU", "gelu_tanh": "GeGLU (tanh)"}[cfg.activation]
+            if cfg.mlp == "gated"
+            else act
+        )
+        norm = ("RMSNorm" if cfg.norm == "rms" else "LayerNorm") + (
+            ", parallel attention and MLP" if cfg.residual == "parallel" else ", pre-norm"
+        )
+        if cfg.pos_encoding == "rotary" and cfg.rotary_fraction < 1:
+            positions += f" on {cfg.rotary_fraction:.0%} of each head"
+        if cfg.rope_scaling is not None and cfg.rope_scaling.type != "none":
+            positions += f", {cfg.rope_scaling.type} scaling x{cfg.rope_scaling.factor:g}"
+        if cfg.kv_heads != cfg.n_heads:
+            kv = f"{cfg.kv_heads} key/value head" + ("s" if cfg.kv_heads > 1 else "")
+            heads = f"{cfg.n_heads} query heads sharing {kv} (grouped-query), head size {cfg.head_dim}"
     rows = [("family", f"{fam}: {FAMILY_TITLE[fam]}"), ("parameters", f"{thousands(f['params'])} ({si(f['params'])})")]
     if fam == "encdec":
         rows.append(("layers", f"{cfg.n_layers} encoder + {cfg.n_decoder_layers or cfg.n_layers} decoder"))
@@ -124,12 +149,12 @@ def model_section(f: dict[str, Any], name: str, export: bool = False) -> list[st
         rows.append(("layers", str(cfg.n_layers)))
     rows += [
         ("model width (d_model)", str(cfg.d_model)),
-        ("attention heads", f"{cfg.n_heads} (head size {cfg.head_dim})"),
+        ("attention heads", heads),
         ("feed-forward", f"{ffn}, width {cfg.ffn_width}"),
         ("normalisation", f"{norm}, eps {cfg.norm_eps:g}"),
         ("positions", positions),
         ("context window", f"{thousands(cfg.max_seq_len)} tokens"),
-        ("vocabulary", f"{thousands(cfg.vocab_size)} tokens (byte-level BPE)"),
+        ("vocabulary", f"{thousands(cfg.vocab_size)} tokens ({(f['tokenizer'] or {}).get('kind', 'byte-level BPE')})"),
         ("tied input/output embeddings", "yes" if cfg.tie_embeddings else "no"),
     ]
     blocker = export_blocker(cfg)
@@ -199,14 +224,25 @@ def limitations_section(f: dict[str, Any]) -> list[str]:
             "- **Family.** Pre-trained by span corruption only: it fills masked spans, and needs "
             "fine-tuning on input/output pairs for other tasks."
         )
-    lines.append(
-        "- **Evaluation.** The figures above are on held-out text from the same sources as the training "
-        "data; no downstream benchmark was run."
-    )
+    if any(is_number((meta.get("eval") or {}).get(k)) for k in ("loss", "perplexity", "bits_per_byte")):
+        lines.append(
+            "- **Evaluation.** The figures above are on held-out text from the same sources as the training "
+            "data; no downstream benchmark was run."
+        )
+    else:  # an imported model: lmkit scored nothing yet
+        lines.append(
+            "- **Evaluation.** lmkit recorded no evaluation; score it on your text with `lmkit evaluate --data`."
+        )
     if f["quantization"]:
         lines.append("- **Quantization.** Lower-precision weights change the outputs slightly (see Evaluation).")
     lines.append("")
     return lines
+
+
+def _typed_specials(f: dict[str, Any]) -> list[str]:
+    """Special tokens of this model's own tokenizer to name as examples (its eos, a T5 sentinel)."""
+    eos = (f["tokenizer"] or {}).get("eos_tokens") or ["</s>"]
+    return [eos[0], "<extra_id_0>"] if f["cfg"].family == "encdec" else [eos[0]]
 
 
 def usage_section(f: dict[str, Any], export: bool, load_path: str | None, hub_name: str | None) -> list[str]:
@@ -291,8 +327,15 @@ def usage_section(f: dict[str, Any], export: bool, load_path: str | None, hub_na
     lines += [
         "```",
         "",
-        "The tokenizer adds no special tokens (no BOS/EOS, no [CLS]/[SEP]), exactly as lmkit encodes text; "
-        "special-token text typed in the input (`</s>`, `<extra_id_0>`) becomes the special token. "
+        (
+            f"The tokenizer puts BOS (`{f['tokenizer']['bos_token']}`) before the text and no other special token, "
+            "as lmkit does for this model; "
+            if f["tokenizer"].get("adds_bos")
+            else "The tokenizer adds no special tokens (no BOS/EOS, no [CLS]/[SEP]), exactly as lmkit encodes text; "
+        )
+        + "special-token text typed in the input ("
+        + ", ".join(f"`{t}`" for t in _typed_specials(f))
+        + ") becomes the special token. "
         f"Logits match lmkit's within {PARITY_RTOL:g} x max(1, max |logit|) in float32, and greedy decoding "
         "gives the same tokens (checked at export).",
         "",

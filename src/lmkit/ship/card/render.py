@@ -51,6 +51,11 @@ def _check_weights_readable(path: Path) -> None:
     model.safetensors (only its header is read: the check costs no more for a large model)."""
     from safetensors import safe_open
 
+    from lmkit.models.checkpoint import check_weights
+    from lmkit.models.sharded_checkpoint import is_sharded
+
+    if is_sharded(path):  # a multi-process run's: its shards' index read and the shapes checked, no tensor
+        return check_weights(path)
     f = path / "model.safetensors"
     if not f.is_file():
         raise LmkitError(f"{path}: model.safetensors is missing; no card is written for weights that are not there")
@@ -62,6 +67,25 @@ def _check_weights_readable(path: Path) -> None:
             f"{f}: weights unreadable ({str(e).splitlines()[0] if str(e) else type(e).__name__}); "
             "no card is written for them"
         ) from None
+
+
+def _tokenizer_kind(spec_json: str) -> str:
+    """How a tokenizer.json splits text, as the card names it (byte-level BPE, SentencePiece, WordPiece)."""
+    import json
+
+    from lmkit.bpe_bytes import token_kind
+
+    spec = json.loads(spec_json)
+    model = spec.get("model") or {}
+    kind = token_kind(spec)
+    if kind == "byte_level":
+        return "byte-level BPE"
+    if kind == "wordpiece":
+        return "WordPiece"
+    if kind == "metaspace":
+        what = "SentencePiece-style " + ("Unigram" if model.get("type") == "Unigram" else "BPE")
+        return what + (" with byte fallback" if model.get("byte_fallback") else "")
+    return str(model.get("type") or "unknown")
 
 
 def card_facts(ckpt: str | Path) -> dict[str, Any]:
@@ -95,6 +119,12 @@ def card_facts(ckpt: str | Path) -> dict[str, Any]:
             "eos": t.eos_id,
             "pad": t.pad_id,
             "mask": t.mask_id,
+            # the model's own roles (lmkit.token_roles): the tokens by name, as a reader knows them
+            "eos_tokens": [t.token_str(i) for i in t.eos_ids],
+            "separator_token": t.token_str(t.separator_id) if t.separator_id >= 0 else None,
+            "bos_token": t.token_str(t.bos_id) if t.bos_id >= 0 else None,
+            "adds_bos": t.adds_bos,
+            "kind": _tokenizer_kind(t.to_str()),
         }
     params = meta.get("params")
     if not is_number(params):

@@ -6,8 +6,10 @@ The labelled JSONL formats of the three tasks, read with errors that name file a
 - ``token-classification``: ``{"tokens": ["Ada", "lives", "in", "Paris"], "labels": ["B-PER", "O", "O", "B-LOC"]}``
 - ``seq2seq``: ``{"input": "translate: the cat", "target": "le chat"}``
 
-and their turning into token ids: a text wrapped in EOS, a word list with each word's label on
-its first token, right-padded batches, and the (seeded) order of the batches.
+and their turning into token ids: a text wrapped as the model's tokenizer wraps one text
+(``Tokenizer.wrap``: BERT's ``[CLS] .. [SEP]``, RoBERTa's ``<s> .. </s>``, lmkit's own between EOS),
+a word list with each word's label on its first token, right-padded batches, and the (seeded) order
+of the batches.
 """
 
 from __future__ import annotations
@@ -155,9 +157,10 @@ def split_examples(examples: list[Example], val_fraction: float, seed: int) -> t
 
 
 def encode_text(tokenizer: Any, text: str, max_len: int) -> list[int]:
-    """Ids of ``text`` wrapped in EOS (as a document sits in pre-training windows), cut to ``max_len``."""
-    ids = tokenizer.encode(text)[: max_len - 2]
-    return [tokenizer.eos_id, *ids, tokenizer.eos_id]
+    """Ids of ``text`` wrapped as the tokenizer wraps one text (lmkit's own: in EOS, as a document sits
+    in pre-training windows), the text cut so that the whole fits ``max_len``."""
+    room = max_len - len(tokenizer.wrap([]))
+    return tokenizer.wrap(tokenizer.encode(text)[: max(room, 0)])
 
 
 def encode_words(
@@ -168,18 +171,17 @@ def encode_words(
     Words after a space are encoded with their leading space (as they appear in running text).
     Returns (ids, labels, number of words that fit in ``max_len``).
     """
-    ids, labels = [tokenizer.eos_id], [IGNORE_INDEX]
+    before, after = tokenizer.template  # the tokens around one text ([CLS] .. [SEP]; lmkit's own: EOS)
+    ids, labels = list(before), [IGNORE_INDEX] * len(before)
     kept = 0
     for i, (word, tag) in enumerate(zip(words, tag_ids)):
         pieces = tokenizer.encode(word if i == 0 else " " + word) or [tokenizer.unk_id]
-        if len(ids) + len(pieces) + 1 > max_len:
+        if len(ids) + len(pieces) + len(after) > max_len:
             break
         ids.extend(pieces)
         labels.extend([tag] + [IGNORE_INDEX] * (len(pieces) - 1))
         kept += 1
-    ids.append(tokenizer.eos_id)
-    labels.append(IGNORE_INDEX)
-    return ids, labels, kept
+    return [*ids, *after], [*labels, *[IGNORE_INDEX] * len(after)], kept
 
 
 def pad(seqs: Sequence[Sequence[int]], value: int, length: int | None = None) -> torch.Tensor:

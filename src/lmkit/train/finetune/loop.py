@@ -230,7 +230,7 @@ def _seq2seq_batch(tokenizer: Any, exs: Sequence[Example], max_in: int, max_tgt:
     return {
         "input_ids": pad(inputs, tokenizer.pad_id),
         "attention_mask": pad([[1] * len(s) for s in inputs], 0),
-        "decoder_input_ids": pad([[tokenizer.pad_id, *t[:-1]] for t in targets], tokenizer.pad_id),
+        "decoder_input_ids": pad([[tokenizer.decoder_start_id, *t[:-1]] for t in targets], tokenizer.pad_id),
         "labels": pad(targets, IGNORE_INDEX),
     }
 
@@ -261,7 +261,7 @@ def evaluate_seq2seq(
             model,
             batch["input_ids"],
             gen_cfg,
-            start_id=tokenizer.pad_id,
+            start_id=tokenizer.decoder_start_id,
             eos_id=tokenizer.eos_id,
             attention_mask=batch["attention_mask"],
         )

@@ -1,0 +1,113 @@
+"""Where a token is: the positional encodings every family draws from.
+
+- Rotary (``rope_inv_freq`` / ``rope_tables`` / ``apply_rope``): query and key dimensions i and
+  i + rd/2 of each head's first rd = ``rotary_dim`` dimensions turn together by pos·inv_freq[i] (the
+  "rotate half" layout of Hugging Face's Llama and GPT-NeoX, so weights map over unchanged); the rest
+  of the head (GPT-NeoX rotates a quarter) passes through. ``model.rope_scaling`` rewrites the
+  inverse frequencies (linear interpolation, Llama 3's banded rule) exactly as transformers does.
+- ALiBi (``alibi_slopes``): no position vector at all; attention adds slope_h · j to the score of key
+  position j in head h (BLOOM; the softmax ignores the constant slope_h · i of the query's row).
+- Sinusoidal (``sinusoidal_table``): the original Transformer's fixed table; learned positions are a
+  plain ``nn.Embedding`` (``pos_emb``).
+- :func:`register_position_tables` gives a model its tables from ``cfg.pos_encoding``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from lmkit.config import ModelConfig
+from lmkit.model_variants import RopeScaling, rotary_dim
+
+
+def rope_inv_freq(rot_dim: int, theta: float, scaling: RopeScaling | None = None) -> torch.Tensor:
+    """Inverse frequencies (rot_dim/2,) of rotary positions, rewritten by ``scaling`` (transformers' rules)."""
+    inv_freq = 1.0 / (theta ** (torch.arange(0, rot_dim, 2, dtype=torch.float32) / rot_dim))  # (rd/2,)
+    if scaling is None or scaling.type == "none":
+        return inv_freq
+    if scaling.type == "linear":
+        return inv_freq / scaling.factor
+    # llama3: long wavelengths slowed by factor, short ones kept, a smooth blend between
+    factor, old = scaling.factor, scaling.original_max_len
+    low, high = scaling.low_freq_factor, scaling.high_freq_factor
+    wavelen = 2 * math.pi / inv_freq
+    scaled = torch.where(wavelen > old / low, inv_freq / factor, inv_freq)
+    smooth = (old / wavelen - low) / (high - low)
+    smoothed = (1 - smooth) * scaled / factor + smooth * scaled
+    medium = ~(wavelen < old / high) * ~(wavelen > old / low)
+    return torch.where(medium, smoothed, scaled)
+
+
+def rope_tables(
+    head_dim: int, max_len: int, theta: float = 10000.0, scaling: RopeScaling | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin tables of rotary positions, each (max_len, head_dim) for the rotated head_dim dimensions.
+
+    Dimension i and i + head_dim/2 form a pair rotated by angle pos · inv_freq[i].
+    """
+    inv_freq = rope_inv_freq(head_dim, theta, scaling)  # (hd/2,)
+    angles = torch.outer(torch.arange(max_len, dtype=torch.float32), inv_freq)  # (T, hd/2)
+    angles = torch.cat([angles, angles], dim=-1)  # (T, hd)
+    return angles.cos(), angles.sin()
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate query/key vectors x (B, H, T, hd) by their positions' angles (cos/sin: (T, rd), rd <= hd).
+
+    Only the first rd dimensions of each head turn; the rest pass through (partial rotary)."""
+    rd = cos.shape[-1]
+    if rd < x.shape[-1]:
+        return torch.cat([apply_rope(x[..., :rd], cos, sin), x[..., rd:]], dim=-1)  # (B, H, T, hd)
+    half = rd // 2
+    rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)  # (B, H, T, hd)
+    return x * cos + rotated * sin
+
+
+def alibi_slopes(n_heads: int) -> torch.Tensor:
+    """ALiBi's per-head slopes (H,): a geometric sequence from 2^(-8/n) for the nearest power of two n of
+    heads, the odd powers of the next one's base for the heads beyond (computed as BLOOM does, float32)."""
+    closest = 2 ** math.floor(math.log2(n_heads))
+    base = torch.tensor(2 ** (-(2 ** -(math.log2(closest) - 3))), dtype=torch.float32)
+    slopes = torch.pow(base, torch.arange(1, 1 + closest, dtype=torch.int32))
+    if closest != n_heads:
+        extra = torch.tensor(2 ** (-(2 ** -(math.log2(2 * closest) - 3))), dtype=torch.float32)
+        rest = min(closest, n_heads - closest)
+        slopes = torch.cat([slopes, torch.pow(extra, torch.arange(1, 1 + 2 * rest, 2, dtype=torch.int32))])
+    return slopes
+
+
+def sinusoidal_table(max_len: int, dim: int) -> torch.Tensor:
+    """The fixed sin/cos position table of "Attention is all you need", (max_len, dim)."""
+    pos = torch.arange(max_len, dtype=torch.float32)[:, None]  # (T, 1)
+    div = torch.exp(torch.arange(0, dim, 2, dtype=torch.float32) * (-math.log(10000.0) / dim))  # (dim/2,)
+    table = torch.zeros(max_len, dim)
+    table[:, 0::2] = torch.sin(pos * div)
+    table[:, 1::2] = torch.cos(pos * div)[:, : dim // 2]
+    return table
+
+
+def register_position_tables(module: nn.Module, cfg: ModelConfig) -> None:
+    """Give ``module`` its position parameters/buffers from ``cfg.pos_encoding``.
+
+    Sets ``pos_emb`` (learned table or None), ``pos_table`` (sinusoidal buffer or None) and, for
+    rotary positions, the ``rope_cos``/``rope_sin`` buffers (max_seq_len, rotated dims per head).
+    ALiBi's slopes belong to each attention layer (``Attention(alibi=True)``).
+    """
+    # torch types Module.__setattr__'s value as Tensor | Module, though None (an empty slot) is valid
+    learned = nn.Embedding(cfg.max_seq_len, cfg.d_model) if cfg.pos_encoding == "learned" else None
+    module.pos_emb = learned  # type: ignore[assignment]
+    if cfg.pos_encoding == "sinusoidal":
+        module.register_buffer("pos_table", sinusoidal_table(cfg.max_seq_len, cfg.d_model), persistent=False)
+    else:
+        module.pos_table = None  # type: ignore[assignment]
+    if cfg.pos_encoding == "rotary":
+        rd = rotary_dim(cfg.head_dim, cfg.rotary_fraction)
+        cos, sin = rope_tables(rd, cfg.max_seq_len, cfg.rope_theta, cfg.rope_scaling)
+        module.register_buffer("rope_cos", cos, persistent=False)  # (max_seq_len, rd)
+        module.register_buffer("rope_sin", sin, persistent=False)
+
+
+__all__ = ["alibi_slopes", "apply_rope", "register_position_tables", "rope_inv_freq", "rope_tables", "sinusoidal_table"]
