@@ -1,8 +1,8 @@
 """Scale-out under torchrun (CPU processes, gloo): sharded checkpoints (each rank writes its own
-slices, atomically, checksummed), a run saved on 4 processes resumed on 2 and on 1 with the same
-global batch and the 4-process loss curve, DDP and FSDP training alike, the global batch kept unless
---new-batch, an older per-rank checkpoint held to its world size, and the sharded checkpoint read
-without a process group (load_model, export to transformers, card)."""
+slices, atomically, checksummed), a run saved on 4 processes resumed on 2 and on 1 (and a
+one-process checkpoint on 2) with the same global batch and the 4-process loss curve, DDP and FSDP
+training alike, the global batch kept unless --new-batch, an older per-rank checkpoint held to its
+world size, and the sharded checkpoint read without a process group (load_model, export, card)."""
 
 from __future__ import annotations
 
@@ -188,8 +188,25 @@ def test_ddp_with_muon_keeps_its_optimizer_whole_and_resumes_on_one_process(
     runs: dict[str, Any], tmp_path: Path
 ) -> None:
     """Muon + AdamW (two optimizers, DDP only) is saved beside the shards, whole, as every rank holds it."""
-    args = [*runs["common"], "--train.distributed", "ddp", "--train.optimizer", "muon"]
-    args += ["--train.ckpt_every", "4", "--max-steps", "8"]
+    args = [
+        "--config",
+        str(TINY),
+        "--data",
+        str(runs["data"]),
+        "--train.schedule",
+        "constant",
+        "--train.eval_every",
+        "0",
+    ]
+    args += ["--train.precision", "fp32", "--train.distributed", "ddp", "--train.optimizer", "muon"]
+    args += [
+        "--train.keep_checkpoints",
+        "0",
+        "--train.ckpt_every",
+        "4",
+        "--max-steps",
+        "8",
+    ]  # tiny: Muon is slow on CPU
     _pretrain(2, [*args, "--out", str(tmp_path / "two")])
     ckpt = tmp_path / "two" / "ckpt-0000004"
     assert (ckpt / "sharded" / ".metadata").is_file() and not (ckpt / "model.safetensors").exists()
@@ -199,3 +216,16 @@ def test_ddp_with_muon_keeps_its_optimizer_whole_and_resumes_on_one_process(
     two, one = _losses(tmp_path / "two"), _losses(run)
     assert sorted(one) == list(range(1, 9))
     assert max(abs(one[s] - two[s]) for s in range(5, 9)) < 2e-3
+
+
+def test_a_one_process_checkpoint_resumes_on_2_processes_on_the_same_curve(
+    runs: dict[str, Any], tmp_path: Path
+) -> None:
+    """The one-file format (the 1-process resumed run's step 8) scattered to FSDP's shards on 2 processes."""
+    ckpt = f"ckpt-{2 * CUT:07d}"
+    assert json.loads((runs["root"] / "on1" / ckpt / "meta.json").read_text())["state_format"] == "safetensors"
+    run = _resume_copy(runs["root"] / "on1", tmp_path / "run", ckpt)
+    _pretrain(2, ["--out", str(run), "--resume"])
+    resumed, whole = _losses(run), _losses(runs["root"] / "fsdp4")
+    assert sorted(resumed) == list(range(1, STEPS + 1))
+    assert max(abs(resumed[s] - whole[s]) for s in range(2 * CUT + 1, STEPS + 1)) < 2e-3

@@ -345,7 +345,7 @@ def _llama_folder(path: Path, **overrides: object) -> Path:
                 "num_heads": 4,
                 "num_layers": 1,
                 "d_ff": 64,
-                "feed_forward_proj": "gated-gelu",
+                "feed_forward_proj": "gated-silu",  # gated-gelu (T5 v1.1) imports: tests/test_import_families.py
             },
             "gated",
         ),

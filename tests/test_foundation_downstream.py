@@ -37,7 +37,7 @@ from lmkit.models.checkpoint import list_checkpoints, load_meta, load_model, loa
 from lmkit.objectives import window_length  # noqa: E402
 from lmkit.train.metrics import read_metrics  # noqa: E402
 from test_foreign_tokenizer import _make  # noqa: E402
-from test_import_foundation import GPT2, LLAMA_32_1B, TINYLLAMA_LINEAR, build_hf  # noqa: E402
+from test_import_foundation import GPT2, LLAMA_32_1B, QWEN25_05B, TINYLLAMA_LINEAR, build_hf  # noqa: E402
 
 transformers.logging.set_verbosity_error()
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -47,7 +47,10 @@ KINDS: dict[str, tuple[dict[str, Any], str]] = {
     "llama3-gqa": (LLAMA_32_1B, "llama3"),  # 4 query heads over 2 key/value heads, rope llama3, tied, adds BOS
     "tinyllama-sp": (TINYLLAMA_LINEAR, "sentencepiece"),  # 4 over 1, linear rope scaling, untied, ▁ and <0xNN>
     "gpt2": (GPT2, "gpt2"),  # learned positions, fused Conv1D, no BOS
+    "qwen2.5-padded": (QWEN25_05B, "qwen"),  # q/k/v biases, 7 over 1 heads, more embedding rows than tokens
 }
+PADDED_ROWS = {"qwen2.5-padded": 24}  # Qwen2.5: 151,936 rows for 151,665 tokens
+DECODING = ["gpt2", "llama3-gqa", "tinyllama-sp"]  # (a padded model's transformers generate may emit a padding row)
 PROMPT = "The licensee shall"
 LICENSE = "apache-2.0"
 TOK_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "generation_config.json")
@@ -82,7 +85,8 @@ def _build(name: str, root: Path) -> dict[str, Any]:
     tokdir = _make(tok_kind, root / "tok")
     auto = transformers.AutoTokenizer.from_pretrained(str(tokdir))
     gen_cfg = json.loads((tokdir / "generation_config.json").read_text())
-    real = {**real, "vocab_size": len(auto), **json.loads((tokdir / "config.json").read_text())}
+    rows = len(auto) + PADDED_ROWS.get(name, 0)
+    real = {**real, "vocab_size": rows, **json.loads((tokdir / "config.json").read_text())}
     hf = build_hf(real)
     eos = gen_cfg["eos_token_id"]
     eos = eos[-1] if isinstance(eos, list) else eos  # Llama-3's second eos (<|eot_id|>): the list is honoured
@@ -110,7 +114,7 @@ def _build(name: str, root: Path) -> dict[str, Any]:
     }
 
 
-@pytest.fixture(scope="module", params=sorted(KINDS))
+@pytest.fixture(scope="module", params=DECODING)
 def foundation(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     return _build(request.param, tmp_path_factory.mktemp(request.param.replace("-", "_")))
 
@@ -200,6 +204,7 @@ def _placed_bytes(auto: Any, ids: list[int], adds_bos: bool) -> list[int]:
     return out
 
 
+@pytest.mark.parametrize("foundation", [*DECODING, "qwen2.5-padded"], indirect=True)
 def test_evaluate_data_gives_hand_computed_bits_per_byte_and_int8_stays_close(
     foundation: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -233,6 +238,7 @@ def test_evaluate_data_gives_hand_computed_bits_per_byte_and_int8_stays_close(
 # --------------------------------------------------------------------------- plan, card
 
 
+@pytest.mark.parametrize("foundation", [*DECODING, "qwen2.5-padded"], indirect=True)
 def test_plan_config_plans_the_checkpoints_real_architecture(
     foundation: dict[str, Any], capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -340,7 +346,38 @@ def test_viz_attention_draws_the_models_own_attention(
     assert ours.shape == theirs.shape and float((ours - theirs).abs().max()) <= 1e-5
 
 
-# --------------------------------------------------------------------------- slow: served
+# --------------------------------------------------------------------------- served
+
+
+@pytest.mark.parametrize("foundation", ["tinyllama-sp"], indirect=True)
+def test_served_echo_of_a_sentencepiece_model_indexes_the_text(foundation: dict[str, Any]) -> None:
+    """Echo log-probabilities equal the model's own, and each token's text_offset points at its text: the
+    ``▁`` SentencePiece puts before the first word is no character of the prompt."""
+    import httpx
+
+    from lmkit.serve.batcher import Engine
+    from lmkit.serve.local import background_server
+
+    model, tok = load_model(foundation["ckpt"]).eval(), load_tokenizer(foundation["ckpt"])
+    text = "The tenant shall pay.\nCafé keys"
+    ids = tok.prompt_ids(text)
+    assert ids == foundation["auto"](text)["input_ids"]
+    with torch.no_grad():
+        logp = model(torch.tensor([ids]))[0].log_softmax(-1)  # (T, V)
+    eng = Engine(model, tok)
+    try:
+        with background_server(eng, "sp") as base:
+            body = {"model": "sp", "prompt": text, "max_tokens": 0, "echo": True, "logprobs": 0}
+            lp = httpx.post(base + "/v1/completions", json=body).json()["choices"][0]["logprobs"]
+    finally:
+        eng.close()
+    assert lp["tokens"][0] == "<s>" and len(lp["tokens"]) == len(ids)
+    assert max(abs(lp["token_logprobs"][t] - float(logp[t - 1, ids[t]])) for t in range(1, len(ids))) < 1e-5
+    for i, (piece, at) in enumerate(zip(lp["tokens"][1:], lp["text_offset"][1:])):
+        assert text[at:].startswith(piece.removeprefix(" ") if i == 0 else piece), (i, piece, at)
+
+
+# --------------------------------------------------------------------------- slow: served through `lmkit serve`
 
 
 @pytest.mark.slow

@@ -373,6 +373,11 @@ def _folder(path: Path, real: dict[str, Any], **changes: Any) -> Path:
         (FLAN_T5_SMALL, {"feed_forward_proj": "gated-silu", "dense_act_fn": "silu"}, "feed_forward_proj 'gated-silu'"),
         (FLAN_T5_SMALL, {"feed_forward_proj": "gated-tanh", "dense_act_fn": "tanh"}, "feed_forward_proj 'gated-tanh'"),
         (FLAN_T5_SMALL, {"relative_attention_num_buckets": 64}, "relative_attention_num_buckets must be 32"),
+        (BART_BASE, {"scale_embedding": True}, "scale_embedding True"),
+        (BART_BASE, {"normalize_before": True}, "normalize_before True"),
+        (BART_BASE, {"add_final_layer_norm": True}, "add_final_layer_norm True"),
+        (BART_BASE, {"decoder_attention_heads": 2}, "decoder_attention_heads / decoder_ffn_dim differ"),
+        (BART_BASE, {"activation_function": "tanh"}, "activation_function 'tanh'"),
     ],
 )
 def test_settings_lmkit_cannot_represent_are_refused_in_one_line(
@@ -395,6 +400,12 @@ def test_settings_lmkit_cannot_represent_are_refused_in_one_line(
         ({"family": "encoder", "activation": "relu"}, "model.activation"),
         ({"family": "encdec", "head_size": 0}, "model.head_size"),
         ({"family": "encdec", "bias": "all"}, "model.bias"),
+        (
+            {"family": "encdec", "norm": "layer", "bias": "all", "residual": "post", "embed_norm": True},
+            "model.pos_encoding",
+        ),
+        ({"family": "encdec", "norm": "layer", "bias": "none"}, "model.bias"),
+        ({"family": "decoder", "residual": "post"}, "model.residual"),
     ],
 )
 def test_family_variants_out_of_place_are_refused_naming_the_key(fields: dict[str, Any], key: str) -> None:
@@ -426,3 +437,57 @@ def test_encdec_configs_written_before_the_variants_are_t5_v10(written: dict[str
     assert {"encoder.blocks.0.mlp.wi.weight", "encoder.blocks.0.mlp.wo.weight"} <= names
     assert not any("wi_0" in n for n in names)
     assert model_config_from_dict(dataclasses.asdict(cfg)) == cfg  # and it saves and loads as itself
+
+
+def test_bart_base_files_saved_from_bartmodel_import(tmp_path: Path) -> None:
+    """facebook/bart-base's config.json names ``BartModel``: weights without the ``model.`` prefix and without
+    ``final_logits_bias`` (transformers starts it at zeros; so does lmkit)."""
+    hf = build_hf(BART_BASE)
+    with torch.no_grad():
+        hf.final_logits_bias.zero_()
+    base = hf.model
+    base.config.architectures = ["BartModel"]
+    base.save_pretrained(str(tmp_path / "hf"))
+    written = json.loads((tmp_path / "hf" / "config.json").read_text())
+    assert written["architectures"] == ["BartModel"]
+    import_hf(tmp_path / "hf", tmp_path / "ckpt", no_tokenizer=True)
+    model = load_model(tmp_path / "ckpt").eval()
+    x, y = ids((2, 14), BART_BASE["vocab_size"], 9), ids((2, 6), BART_BASE["vocab_size"], 10)
+    with torch.no_grad():
+        theirs, ours = hf(input_ids=x, decoder_input_ids=y).logits, model(x, y)
+    assert float((ours - theirs).abs().max()) <= tol(theirs)
+    assert hf_architecture(model.cfg) == "BartForConditionalGeneration"
+
+
+def test_bart_with_its_byte_level_bpe_tokenizer_decodes_from_eos_as_transformers(tmp_path: Path) -> None:
+    """A BART import carrying its tokenizer (bart-base's kind: byte-level BPE, <s> <pad> </s> <unk>, <mask> last):
+    generation starts from </s> (the config's decoder_start_token_id), greedy tokens equal transformers', and
+    the export (verified with the tokenizer's ids) is BART again."""
+    from lmkit.infer.generate import generate_seq2seq
+    from lmkit.models.checkpoint import load_tokenizer
+    from test_foreign_objectives import _byte_bpe
+
+    folder = _byte_bpe(tmp_path / "hf")  # tokenizer files (its config.json is replaced by the model's below)
+    vocab = len(json.loads((folder / "tokenizer.json").read_text())["model"]["vocab"]) + 1  # + <mask>
+    hf = build_hf({**BART_BASE, "vocab_size": vocab})
+    hf.save_pretrained(str(folder))
+    import_hf(folder, tmp_path / "ckpt")
+    model, tok = load_model(tmp_path / "ckpt").eval(), load_tokenizer(tmp_path / "ckpt")
+    assert (tok.decoder_start_id, tok.eos_id, tok.pad_id) == (2, 2, 1)
+    res = generate_seq2seq(model, tok, "the cat sat on the mat", GenerationConfig(max_new_tokens=8, stop_at_eos=False))
+    with torch.no_grad():
+        seq = hf.generate(
+            torch.tensor([res.prompt_ids]),
+            max_new_tokens=8,
+            do_sample=False,
+            num_beams=1,
+            no_repeat_ngram_size=0,
+            forced_bos_token_id=None,
+            forced_eos_token_id=None,
+            eos_token_id=None,
+            decoder_start_token_id=2,
+        )[0].tolist()
+    assert seq[0] == 2 and res.token_ids == seq[1:] and len(res.token_ids) == 8
+    report = export_hf(tmp_path / "ckpt", tmp_path / "export")
+    assert report["parity"]["ok"] and report["architecture"] == "BartForConditionalGeneration"
+    assert json.loads((tmp_path / "export" / "config.json").read_text())["decoder_start_token_id"] == 2

@@ -107,7 +107,7 @@ DEVICE_NAME = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 
 @dataclass
 class ModelConfig:
-    """Architecture of one transformer: sizes, then the decoder's variants (``lmkit.model_variants``)."""
+    """Architecture of one transformer: sizes, then each family's variants (``lmkit.model_variants``)."""
 
     family: Family = "decoder"
     vocab_size: int = 8192  # embedding rows (may exceed the tokenizer's size)

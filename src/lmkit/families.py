@@ -43,7 +43,8 @@ FAMILIES: tuple[Family, ...] = (
         models="BERT, RoBERTa, DistilBERT, ALBERT, ELECTRA, DeBERTa, ModernBERT",
         imported="BERT (mlm with its [MASK]), RoBERTa and DistilRoBERTa (mlm with its <mask>)",
         commands="lmkit fill-mask, lmkit finetune-head --task sequence-classification|token-classification",
-        hf_class="BertForMaskedLM (learned positions) / RoFormerForMaskedLM (rotary)",
+        hf_class="BertForMaskedLM (learned positions) / RobertaForMaskedLM (one token type) / "
+        "RoFormerForMaskedLM (rotary)",
         config="configs/tiny-encoder.yaml, configs/cpu-small-encoder.yaml",
     ),
     Family(
@@ -75,7 +76,7 @@ FAMILIES: tuple[Family, ...] = (
         imported="T5 and Flan-T5 (span, with their own sentinels: <extra_id_0> is the highest id), "
         "BART (infill, with its <mask>)",
         commands="lmkit generate, lmkit finetune-head --task seq2seq",
-        hf_class="T5ForConditionalGeneration",
+        hf_class="T5ForConditionalGeneration / BartForConditionalGeneration (BART's layout)",
         config="configs/tiny-encdec.yaml, configs/cpu-small-encdec.yaml",
     ),
 )

@@ -254,7 +254,7 @@ def evaluate_checkpoint(
     split of it, or text files and folders: an imported model has no shards of its own), else the
     run's own validation shards when they are still found.
     """
-    from lmkit.models.checkpoint import load_model, load_tokenizer, read_config, resolve_checkpoint
+    from lmkit.models.checkpoint import load_meta, load_model, load_tokenizer, read_config, resolve_checkpoint
     from lmkit.models.int8 import memory_bytes
 
     if batches < 1 or batch_size < 1:
@@ -269,9 +269,12 @@ def evaluate_checkpoint(
     tok = load_tokenizer(src)
     windows = held_out(src, data, tok, text_field)
     if windows is None:
-        raise LmkitError(
-            f"{src}: its run's validation shards were not found; pass --data (a shard folder or text files)"
+        whose = (
+            "an imported model has no held-out data of its own"
+            if "imported_from" in load_meta(src)
+            else ("its run's validation shards were not found")
         )
+        raise LmkitError(f"{src}: {whose}; pass --data (your text files, or a shard folder)")
     model = load_model(src)
     result = evaluate_model(model, model_cfg, windows[0], tok, batch_size, batches)
     if not result:

@@ -195,16 +195,20 @@ class Stack(nn.Module):
         self.drop = nn.Dropout(cfg.dropout)
         self.activation_checkpointing = False
 
+    def anchor(self) -> torch.Tensor:
+        """A float parameter of this stack, for the activations' device and dtype (norms are never quantised)."""
+        return cast(torch.Tensor, cast(Block, self.blocks[0]).mlp_norm.weight)
+
     def position_bias(self, q_len: int, k_len: int, past: int = 0) -> torch.Tensor:
         """Additive attention bias (1, H, q_len, k_len) for queries at past..past+q_len-1.
 
         In the decoder the causal mask (−inf on keys after the query) is folded in.
         """
-        device = self.blocks[0].mlp_norm.weight.device
+        device = self.anchor().device
         q_pos = torch.arange(past, past + q_len, device=device)[:, None]  # (T, 1)
         k_pos = torch.arange(k_len, device=device)[None, :]  # (1, S)
         if self.rel_bias is None:  # learned positions: only the causal mask (decoder)
-            bias = torch.zeros(1, 1, q_len, k_len, device=device, dtype=self.blocks[0].mlp_norm.weight.dtype)
+            bias = torch.zeros(1, 1, q_len, k_len, device=device, dtype=self.anchor().dtype)
         else:
             buckets = relative_position_bucket(k_pos - q_pos, bidirectional=not self.is_decoder)  # (T, S)
             bias = self.rel_bias(buckets).permute(2, 0, 1).unsqueeze(0)  # (1, H, T, S)
@@ -390,7 +394,7 @@ class EncoderDecoder(nn.Module):
 
     def new_cache(self, batch: int, max_len: int | None = None) -> KVCache:
         """An empty self-attention cache for the decoder (default length: max_target_len)."""
-        p = self.decoder.blocks[0].mlp_norm.weight  # the activations' dtype (tok_emb.weight would dequantise int8)
+        p = self.decoder.anchor()  # the activations' dtype (tok_emb.weight would dequantise an int8 table)
         return KVCache(
             self.n_decoder_layers,
             batch,

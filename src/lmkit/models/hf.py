@@ -46,7 +46,7 @@ ADAPTERS: tuple[HFAdapter, ...] = (
     t5.ADAPTER,
     bart.ADAPTER,
 )
-BY_ARCHITECTURE: dict[str, HFAdapter] = {a.target.architecture: a for a in ADAPTERS}
+BY_ARCHITECTURE: dict[str, HFAdapter] = {n: a for a in ADAPTERS for n in (a.target.architecture, *a.aliases)}
 BY_MODEL_TYPE: dict[str, HFAdapter] = {a.target.model_type: a for a in ADAPTERS}
 # The Auto class of each family (every adapter of a family has the same one).
 AUTO_CLASS: dict[str, str] = {a.target.family: a.target.auto_class for a in ADAPTERS}

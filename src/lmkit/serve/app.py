@@ -239,15 +239,12 @@ class ChoiceState:
                 continue
             s = tok.token_str(info.token_id)
             top = None if info.top is None else {tok.token_str(i): lp for i, lp in info.top}
-            for key, value in (
-                ("tokens", s),
-                ("token_logprobs", info.logprob),
-                ("top_logprobs", top),
-                ("text_offset", offset),
-            ):
+            row = {"tokens": s, "token_logprobs": info.logprob, "top_logprobs": top, "text_offset": offset}
+            for key, value in row.items():
                 block[key].append(value)
                 getattr(self, key).append(value)
-            offset += 0 if info.token_id in self.engine.plain else len(s)  # BOS adds no text
+            lead = offset == 0 and len(self.tokens) == 2 and tok.space_before_text and s[:1] == " "  # ▁ put first
+            offset += 0 if info.token_id in self.engine.plain else len(s) - lead  # BOS adds no text
         return block
 
 

@@ -16,9 +16,10 @@ What this module owns:
   class in ``lmkit.models.hf_adapters``): lmkit's own decoder and an imported SmolLM2 or Llama ->
   ``LlamaForCausalLM`` (with its grouped-query attention), Qwen2 -> ``Qwen2ForCausalLM``, GPT-2 ->
   ``GPT2LMHeadModel``, Pythia -> ``GPTNeoXForCausalLM``, BLOOM -> ``BloomForCausalLM`` (all
-  ``AutoModelForCausalLM``); encoder -> ``BertForMaskedLM`` with learned positions or
-  ``RoFormerForMaskedLM`` with rotary ones (``AutoModelForMaskedLM``); encdec ->
-  ``T5ForConditionalGeneration`` (``AutoModelForSeq2SeqLM``). The tensors come from the adapter's
+  ``AutoModelForCausalLM``); encoder -> ``BertForMaskedLM`` with learned positions (one token type:
+  ``RobertaForMaskedLM``) or ``RoFormerForMaskedLM`` with rotary ones (``AutoModelForMaskedLM``);
+  encdec -> ``T5ForConditionalGeneration`` or, in BART's layout, ``BartForConditionalGeneration``
+  (``AutoModelForSeq2SeqLM``). The tensors come from the adapter's
   explicit rules: every tensor of the lmkit model must have a slot, nothing is matched by guessing;
   GPT-2's Conv1D matrices are written transposed and its q/k/v fused, GPT-NeoX's and BLOOM's q/k/v
   interleaved per head, RoFormer's query/key rows permuted (it rotates interleaved pairs where

@@ -2,7 +2,8 @@
 
 :func:`import_hf` reads a folder of any class lmkit has an adapter for (``lmkit.models.hf``:
 ``LlamaForCausalLM``, ``Qwen2ForCausalLM``, ``GPT2LMHeadModel``, ``GPTNeoXForCausalLM``,
-``BloomForCausalLM``, ``BertForMaskedLM``, ``RoFormerForMaskedLM``, ``T5ForConditionalGeneration``),
+``BloomForCausalLM``, ``BertForMaskedLM``, ``RobertaForMaskedLM``, ``RoFormerForMaskedLM``,
+``T5ForConditionalGeneration``, ``BartForConditionalGeneration``),
 saved on disk: safetensors, sharded safetensors, or ``pytorch_model.bin`` read with
 ``torch.load(weights_only=True)``. It does so only when lmkit can represent its config exactly
 (:mod:`lmkit.ship.config_from_hf`, which otherwise names the setting that has no lmkit equivalent); a
@@ -70,7 +71,7 @@ def from_hf_state(hf: dict[str, torch.Tensor], cfg: ModelConfig, source: str) ->
         for copy, kept in adapter.copies.items():
             if copy in hf:
                 hf[kept] = hf[copy]
-    rules = adapter.rules(cfg)
+    rules = [r for r in adapter.rules(cfg) if r.theirs in hf or r.theirs not in adapter.zero_if_absent]  # else zeros
     missing = [r.theirs for r in rules if r.theirs not in hf]
     if missing:
         raise LmkitError(
@@ -111,7 +112,7 @@ def with_prefix(hf: dict[str, T], adapter: HFAdapter) -> dict[str, T]:
     the base prefix (``h.0.ln_1.weight``): add it, leaving the head's own names alone."""
     if not adapter.prefix or any(k.startswith(adapter.prefix) for k in hf):
         return hf
-    heads = ("lm_head.", "embed_out.")
+    heads = ("lm_head.", "embed_out.", *adapter.zero_if_absent)
     return {k if k.startswith(heads) else adapter.prefix + k: v for k, v in hf.items()}
 
 

@@ -38,7 +38,7 @@ from torch import nn
 
 from lmkit.config import RunConfig, to_dict
 from lmkit.errors import LmkitError
-from lmkit.infer.evaluate import evaluate, token_byte_lengths
+from lmkit.infer.evaluate import evaluate, token_byte_lengths, window_bytes
 from lmkit.models import build_model, count_parameters
 from lmkit.models.checkpoint import CKPT_PREFIX, list_checkpoints, load_meta, load_weights_into, resolve_checkpoint
 from lmkit.models.sharded_checkpoint import is_sharded
@@ -142,7 +142,6 @@ class Trainer:
                 cfg, self.resume_from, self.out, self.new_data, self.dist.main, self.dist.world, self.new_batch
             )
         self.precision_choice = settle_precision(cfg, self.device, self.dist, self.prev_meta.get("precision_choice"))
-        # the foundation model this run descends from (lmkit.ship.hf_source), carried on to its checkpoints
         self.base_model = (load_meta(self.init_from) if self.init_from else self.prev_meta).get("base_model")
 
     def _build_data(self) -> None:
@@ -340,6 +339,7 @@ class Trainer:
             batch_size=self.micro_batch,
             max_batches=self.cfg.train.eval_batches,
             token_bytes=self.token_bytes,
+            placed_bytes=window_bytes(self.tokenizer, self.token_bytes),  # a SentencePiece text's leading space
             device=self.device,
             autocast=self.autocast,
             loss_fn=self.wrapped,
@@ -376,7 +376,7 @@ class Trainer:
             },
             "tokenizer_sha256": self.tokenizer.sha256,
             "init_from": str(self.init_from) if self.init_from else None,
-            "base_model": self.base_model,
+            "base_model": self.base_model,  # the foundation model it descends from (lmkit.ship.hf_source)
             "data_fingerprint": self.data_fingerprint,  # checked by --resume (lmkit.train.resume)
             "data_changes": self.data_changes,  # each --resume --new-data that switched the data
             "memory": self.memory_report(),  # measured peak beside lmkit plan's prediction

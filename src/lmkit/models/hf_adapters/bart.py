@@ -8,23 +8,27 @@ logits. The names are this module's (:func:`hf_name_map`). Storage quirk: BART's
 have ``POSITION_OFFSET`` = 2 rows before position 0 (transformers reads row position + 2), which
 import drops and export writes back as zeros (an ``offset`` rule). Decoding starts with ``</s>``
 (``decoder_start_token_id`` 2). Imported models are continued by text infilling (``objective:
-infill``), BART's own pre-training. Refused: ``scale_embedding`` (mBART's √d embedding scale), a
+infill``), BART's own pre-training. facebook/bart-base's config.json names the base class
+(``BartModel``): its files may lack the ``model.`` prefix and ``final_logits_bias`` (zeros, as in
+transformers). Refused: ``scale_embedding`` (mBART's √d embedding scale), a
 final layer norm or pre-norm (``add_final_layer_norm``, ``normalize_before``: mBART), a logits bias
 learned apart (``add_bias_logits``), encoder and decoder of different widths or head counts.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from lmkit.config import ModelConfig
 from lmkit.families import PIPELINE_TAG
 from lmkit.models.hf_adapters.base import HFAdapter, HFConfigReader, HFTarget, Rule, same, validated
 from lmkit.models.hf_adapters.t5 import ACTIVATION_OF
 
+if TYPE_CHECKING:
+    from lmkit.model_variants import Activation
+
 TARGET = HFTarget("encdec", "BartForConditionalGeneration", "bart", "AutoModelForSeq2SeqLM", PIPELINE_TAG["encdec"])
 POSITION_OFFSET = 2  # rows of each BART position table before position 0
-HF_ACTIVATION = {"gelu": "gelu", "gelu_tanh": "gelu_new", "relu": "relu", "silu": "silu"}
 
 
 def config_from_hf(
@@ -70,7 +74,7 @@ def config_from_hf(
         norm="layer",
         bias="all",
         mlp="plain",
-        activation=activation,
+        activation=cast("Activation", activation),
         residual="post",
         embed_norm=True,
         objective="infill",
@@ -123,6 +127,8 @@ def layout_problem(cfg: ModelConfig) -> str | None:
 
 
 def config_to_hf(cfg: ModelConfig) -> dict[str, Any]:
+    from lmkit.models.encdec import HF_ACTIVATION
+
     n_dec = cfg.n_decoder_layers or cfg.n_layers
     return {
         "architectures": [TARGET.architecture],
@@ -162,6 +168,9 @@ ADAPTER = HFAdapter(
     rules=rules,
     embedding="model.shared.weight",
     tied=("model.encoder.embed_tokens.weight", "model.decoder.embed_tokens.weight", "lm_head.weight"),
+    prefix="model.",
+    aliases=("BartModel",),
+    zero_if_absent=("final_logits_bias",),
 )
 
 __all__ = ["ADAPTER", "POSITION_OFFSET", "TARGET", "config_from_hf", "config_to_hf", "hf_name_map", "rules"]

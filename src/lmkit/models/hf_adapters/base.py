@@ -165,6 +165,9 @@ class HFAdapter:
     ``tied``: tensors that are the embedding itself when embeddings are tied (absent from a
     ``save_pretrained`` file, or copies of it). ``copies``: tensors written as copies of another.
     ``prefix``: the base model's name prefix, which files saved from the base model class lack.
+    ``aliases``: other architecture names a config.json of these weights may carry (facebook/bart-base's
+    names its base class, ``BartModel``). ``zero_if_absent``: buffers transformers starts at zeros when
+    a file lacks them (BART's ``final_logits_bias`` in files saved from ``BartModel``); lmkit's do too.
     """
 
     target: HFTarget
@@ -177,6 +180,8 @@ class HFAdapter:
     tied: tuple[str, ...] = ()
     copies: dict[str, str] = field(default_factory=dict)
     prefix: str = ""
+    aliases: tuple[str, ...] = ()
+    zero_if_absent: tuple[str, ...] = ()
 
 
 class HFConfigReader:

@@ -2,7 +2,7 @@
 
 RoBERTa is BERT's layout (post-norm, LayerNorm with bias, exact GELU, biases everywhere) with one
 token type, its own names (``roberta.*``; the head ``lm_head.{dense,layer_norm,decoder,bias}``,
-mapped by ``lmkit.models.encoder.hf_name_map``) and a storage quirk owned here: transformers numbers
+mapped by ``lmkit.models.encoder.hf_name_map``) and a storage quirk this module owns: transformers numbers
 the positions of real tokens from the padding index + 1 (``pad_token_id`` 1, so from 2), which leaves
 the first ``POSITION_OFFSET`` rows of ``position_embeddings`` unread by any real token (514 rows for
 512 positions). Import drops those rows, export writes them back as zeros (an ``offset`` rule), so

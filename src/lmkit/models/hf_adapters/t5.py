@@ -12,11 +12,14 @@ settings, activations lmkit has no kernel for, a gated SiLU MLP (its field value
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from lmkit.config import ModelConfig
 from lmkit.families import PIPELINE_TAG
 from lmkit.models.hf_adapters.base import HFAdapter, HFConfigReader, HFTarget, Rule, same, validated
+
+if TYPE_CHECKING:
+    from lmkit.model_variants import Activation
 
 TARGET = HFTarget("encdec", "T5ForConditionalGeneration", "t5", "AutoModelForSeq2SeqLM", PIPELINE_TAG["encdec"])
 # transformers' activation name (ACT2FN, as T5 reads it from feed_forward_proj) -> model.activation
@@ -75,7 +78,7 @@ def config_from_hf(
         d_ff=r.int("d_ff"),
         head_size=None if split else d_kv,
         mlp="gated" if gated else "plain",
-        activation=activation,
+        activation=cast("Activation", activation),
         n_decoder_layers=None if n_dec == n_enc else n_dec,
         max_seq_len=max_seq_len
         or (r.int("n_positions") if hf.get("n_positions") is not None else tokenizer_max_len or 512),
