@@ -245,3 +245,16 @@ def test_rotary_encoder_card_names_roformer(tmp_path: Path) -> None:
     assert "lmkit export" in body and "AutoModelForMaskedLM" in body
     fm, body = parse_front_matter(render_card(hand_made(tmp_path / "sin", "encoder", pos_encoding="sinusoidal")))
     assert "bert" not in fm["tags"] and "Not loadable in transformers: an encoder with sinusoidal positions" in body
+
+
+@pytest.mark.parametrize(
+    ("kw", "ffn", "norm"),
+    [
+        ({}, "ReLU", "RMSNorm, pre-norm"),  # T5 v1.0, lmkit's own encoder-decoder
+        ({"mlp": "gated", "activation": "gelu_tanh"}, "GeGLU (tanh)", "RMSNorm, pre-norm"),  # Flan-T5
+    ],
+)
+def test_encoder_decoder_card_describes_its_own_layout(tmp_path: Path, kw: dict, ffn: str, norm: str) -> None:
+    body = render_card(hand_made(tmp_path / "ed", family="encdec", pos_encoding="rotary", **kw))
+    assert f"| feed-forward | {ffn}, width" in body and f"| normalisation | {norm}, eps" in body
+    assert "T5 relative position buckets" in body

@@ -120,21 +120,19 @@ def model_section(f: dict[str, Any], name: str, export: bool = False) -> list[st
         "sinusoidal": "sinusoidal (fixed)",
         "alibi": "ALiBi (linear attention biases)",
     }[cfg.pos_encoding]
-    if fam == "encdec":
+    if fam == "encdec" and cfg.residual != "post":  # T5's; BART (post-norm) has learned positions
         positions = "T5 relative position buckets (32 buckets, max distance 128)"
     heads = f"{cfg.n_heads} (head size {cfg.head_dim})"
-    ffn = {"decoder": "SwiGLU", "encoder": "GELU", "encdec": "ReLU"}[fam]
-    norm = {"decoder": "RMSNorm, pre-norm", "encoder": "LayerNorm, post-norm", "encdec": "RMSNorm, pre-norm"}[fam]
-    if fam == "decoder":  # the architecture variants of imported models (lmkit.model_variants)
-        act = {"silu": "SiLU", "gelu": "GELU", "gelu_tanh": "GELU (tanh approximation)"}[cfg.activation]
-        ffn = (
-            {"silu": "SwiGLU", "gelu": "GeGLU", "gelu_tanh": "GeGLU (tanh)"}[cfg.activation]
-            if cfg.mlp == "gated"
-            else act
-        )
-        norm = ("RMSNorm" if cfg.norm == "rms" else "LayerNorm") + (
-            ", parallel attention and MLP" if cfg.residual == "parallel" else ", pre-norm"
-        )
+    ffn, norm = "GELU", "LayerNorm, post-norm"  # an encoder: BERT's and RoBERTa's layout
+    if fam != "encoder":  # the architecture variants of imported models (lmkit.model_variants)
+        act = {"silu": "SiLU", "gelu": "GELU", "gelu_tanh": "GELU (tanh approximation)", "relu": "ReLU"}
+        gated = {"silu": "SwiGLU", "gelu": "GeGLU", "gelu_tanh": "GeGLU (tanh)", "relu": "ReGLU"}
+        ffn = (gated if cfg.mlp == "gated" else act)[cfg.activation]
+        norm = ("RMSNorm" if cfg.norm == "rms" else "LayerNorm") + {
+            "parallel": ", parallel attention and MLP",
+            "post": ", post-norm",
+        }.get(cfg.residual, ", pre-norm")
+    if fam == "decoder":
         if cfg.pos_encoding == "rotary" and cfg.rotary_fraction < 1:
             positions += f" on {cfg.rotary_fraction:.0%} of each head"
         if cfg.rope_scaling is not None and cfg.rope_scaling.type != "none":
