@@ -240,6 +240,12 @@ class Tokenizer:
         (BERT: ``[CLS] .. [SEP]``); lmkit's own tokenizers have none: between EOS, as a packed document."""
         return [*self.template[0], *ids, *self.template[1]]
 
+    def encoder_ids(self, text: str) -> list[int]:
+        """An encoder-decoder's input for ``text`` as transformers reads it (BART: ``<s> .. </s>``; else text + EOS)."""
+        ids = self.encode(text, allow_special=True) if text else []
+        own = not self.template[0] or self.template[0] == [self.eos_id]  # T5's ``.. </s>``; lmkit's own
+        return [*ids, *([self.eos_id] if self.eos_id >= 0 else [])] if own else self.wrap(ids)
+
     @property
     def mask_text(self) -> str | None:
         """The text of the model's own mask token (``[MASK]``, ``<mask>``), None without one."""

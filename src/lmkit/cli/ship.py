@@ -128,7 +128,8 @@ def add_export(sub: Any) -> None:
         "RoFormerForMaskedLM (rotary positions), all AutoModelForMaskedLM\n"
         "  encdec  -> T5ForConditionalGeneration (T5 layout) or BartForConditionalGeneration (BART layout), "
         "both AutoModelForSeq2SeqLM\n"
-        "Files: config.json, model.safetensors (explicit weight-name maps), tokenizer.json + "
+        "Files: config.json, model.safetensors (explicit weight-name maps; above --max-shard-size, "
+        "model-0000i-of-0000n.safetensors shards + model.safetensors.index.json), tokenizer.json + "
         "tokenizer_config.json + special_tokens_map.json (AutoTokenizer; no special tokens are added "
         "to text, as in lmkit), generation_config.json, README.md (the model card) and lmkit_meta.json "
         "(the training record, so `lmkit import-hf` can bring it back).\n\n"
@@ -150,6 +151,13 @@ def add_export(sub: Any) -> None:
         action="store_true",
         help="export a quantized checkpoint's values as float32 weights (int8 q*scale, fp16/bf16 widened)",
     )
+    p.add_argument(
+        "--max-shard-size",
+        default="5GB",
+        metavar="SIZE",
+        help="largest weight file (default 5GB, transformers' and the hub's): bytes, 200MB, 2GB or 512MiB; "
+        "larger weights become shards of whole tensors with model.safetensors.index.json",
+    )
     add_card_flags(p)
     add_json(p, "the export report (files, parity figures) as JSON")
     p.set_defaults(func=_run_export)
@@ -170,6 +178,7 @@ def _run_export(args: argparse.Namespace) -> int:
         license=args.license,
         language=args.language,
         dequantize=args.dequantize,
+        max_shard_size=args.max_shard_size,
     )
     if args.json:
         print_json(report)
@@ -178,7 +187,9 @@ def _run_export(args: argparse.Namespace) -> int:
         f"exported {report['family']} -> {report['architecture']} in {report['out']}"
         + (f" (weights dequantized from {report['dequantized_from']} to float32)" if report["dequantized_from"] else "")
     )
-    print(f"  files: {', '.join(report['files'])}")
+    w = report["weight_files"]  # many shards are shown as a range: a large model has dozens
+    files = [f for f in report["files"] if len(w) < 4 or f not in w] + ([f"{w[0]} .. {w[-1]}"] if len(w) >= 4 else [])
+    print(f"  files: {', '.join(files)}")
     p = report.get("parity")
     if p:
         print(

@@ -469,7 +469,8 @@ def generate_seq2seq(
     stream: Callable[[str], None] | None = None,
     start_id: int | None = None,
 ) -> GenerationResult:
-    """Encoder-decoder generation from text: the encoder reads ``prompt`` + EOS once, the decoder
+    """Encoder-decoder generation from text: the encoder reads ``prompt`` + EOS once (inside the model's own
+    template where its tokenizer puts tokens before a text: BART's ``<s> .. </s>``), the decoder
     writes from ``start_id`` (default: the pad token, T5's decoder start) until EOS.
 
     The prompt may hold special tokens such as ``<extra_id_0>`` (span infilling); the result's
@@ -479,9 +480,7 @@ def generate_seq2seq(
     gen_cfg.validate()
     if start_id is None:
         start_id = tokenizer.decoder_start_id
-    ids = list(tokenizer.encode(prompt, allow_special=True)) if prompt else []
-    if tokenizer.eos_id >= 0:
-        ids.append(tokenizer.eos_id)
+    ids = tokenizer.encoder_ids(prompt)
     window = model.cfg.max_seq_len
     truncated = 0
     if len(ids) > window:

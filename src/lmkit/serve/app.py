@@ -114,7 +114,7 @@ def prompt_ids(engine: Engine, req: CompletionRequest, opts: ServeOptions) -> li
     for item in prompts:
         if isinstance(item, str):
             if engine.family == "encdec":
-                ids = list(tok.encode(item, allow_special=True)) + ([tok.eos_id] if tok.eos_id >= 0 else [])
+                ids = tok.encoder_ids(item)
             else:
                 ids = tok.prompt_ids(item) if item or max(tok.bos_id, tok.separator_id) >= 0 else []  # BOS first
         else:

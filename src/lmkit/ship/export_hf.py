@@ -5,12 +5,14 @@ What this module owns:
 * :func:`export_hf` writes a folder that ``transformers`` loads with its Auto classes, offline::
 
       config.json              the transformers config of the model's class (LlamaConfig, GPT2Config, ...)
-      model.safetensors        the weights under transformers' names
+      model.safetensors        the weights under transformers' names, or above ``--max-shard-size``
+                               (default 5GB, the hub's) model-0000i-of-0000n.safetensors shards of
+                               whole tensors + model.safetensors.index.json (transformers' layout)
       tokenizer.json           lmkit's tokenizer file, unchanged
       tokenizer_config.json    + special_tokens_map.json: bos/eos/pad/unk/mask and the sentinels
       generation_config.json   bos/eos/pad (and T5's decoder_start_token_id), greedy by default
       README.md                the model card (lmkit.ship.card)
-      lmkit_meta.json          the checkpoint's meta.json and the sha256 of model.safetensors
+      lmkit_meta.json          the checkpoint's meta.json and the sha256 of every weight file
 
   The class is the one whose layout the model's fields are (``lmkit.models.hf``: one adapter per
   class in ``lmkit.models.hf_adapters``): lmkit's own decoder and an imported SmolLM2 or Llama ->
@@ -34,6 +36,13 @@ What this module owns:
   folder is loaded with the Auto class, its logits on a probe batch must match lmkit's within
   ``PARITY_RTOL · max(1, max |logit|)``, and greedy decoding (decoder, encdec) or the top-1
   fill-mask prediction (encoder) must agree token for token; otherwise nothing is written.
+
+  Shards (:func:`save_hf_weights`) follow transformers' ``save_pretrained``: tensors in the export's
+  one stable order (the adapter's rules), a new shard started when the next tensor would take the
+  current one past the limit, a tensor larger than the limit alone in its shard; a model under the
+  limit is one ``model.safetensors`` and no index. ``--overwrite`` replaces the whole folder, so a
+  sharded export over a single-file one (or the reverse) leaves no stale weight file behind; it
+  recognises as its own only the shards ``lmkit_meta.json`` lists.
 
   Not exportable, with a message saying why: a decoder whose layout no class has (learned or
   sinusoidal positions with RMSNorm, say), an encoder with sinusoidal positions or a rotary theta other than 10000
@@ -60,6 +69,7 @@ import json
 import re
 import shutil
 import tempfile
+from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -178,31 +188,85 @@ def tokenizer_files(tok: Tokenizer, max_len: int) -> dict[str, dict[str, Any]]:
 
 #: every file an export folder may hold (what export_hf writes); --overwrite replaces nothing else
 EXPORT_FILES = re.compile(
-    r"model\.safetensors|config\.json|generation_config\.json|tokenizer\.json|"
-    r"tokenizer_config\.json|special_tokens_map\.json|lmkit_meta\.json|README\.md"
+    r"model\.safetensors|model-\d{5}-of-\d{5}\.safetensors|model\.safetensors\.index\.json|config\.json|"
+    r"generation_config\.json|tokenizer\.json|tokenizer_config\.json|special_tokens_map\.json|lmkit_meta\.json|"
+    r"README\.md"
 )
+SHARD_FILE = re.compile(r"model-\d{5}-of-\d{5}\.safetensors")  # transformers' shard names
+WEIGHTS_INDEX = "model.safetensors.index.json"
+DEFAULT_MAX_SHARD_SIZE = "5GB"  # transformers' save_pretrained and the hub's default
+_SIZE = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*([kmgt]i?b|b)?", re.IGNORECASE)
+_SIZE_UNITS = {"b": 1, **{f"{u}b": 1000**i for i, u in enumerate("kmgt", 1)}}
+_SIZE_UNITS.update({f"{u}ib": 1024**i for i, u in enumerate("kmgt", 1)})
+
+
+def shard_size_bytes(size: int | str, what: str = "--max-shard-size") -> int:
+    """The largest shard in bytes from ``size``: bytes (``1000000``) or a number with a unit, decimal
+    as transformers reads them (``200MB``, ``5GB``: powers of 1000) or binary (``512MiB``, ``2GiB``)."""
+    if isinstance(size, int) and not isinstance(size, bool):
+        n = size
+    else:
+        m = _SIZE.fullmatch(str(size).strip().replace("_", ""))
+        if m is None:
+            raise LmkitError(f"{what} must be a size like 5GB, 200MB, 512MiB or a number of bytes, got {size!r}")
+        n = int(Decimal(m[1]) * _SIZE_UNITS[(m[2] or "b").lower()])  # exact: no float rounding of bytes
+    if n < 1:
+        raise LmkitError(f"{what} must be at least 1 byte, got {size!r}")
+    return n
+
+
+def export_record(folder: Path) -> dict[str, Any] | None:
+    """``lmkit_meta.json`` of ``folder`` when it is an lmkit export's (this module's format), else None."""
+    try:
+        record = json.loads((folder / LMKIT_META_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) and record.get("format") == EXPORT_FORMAT else None
 
 
 def is_export(folder: Path) -> bool:
     """True if ``folder`` is an lmkit export (its ``lmkit_meta.json`` has this module's format)."""
-    try:
-        record = json.loads((folder / LMKIT_META_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    return isinstance(record, dict) and record.get("format") == EXPORT_FORMAT
+    return export_record(folder) is not None
 
 
 def export_files(folder: Path) -> list[str] | None:
     """What a previous export wrote into ``folder`` (for ``lmkit.files.Manifest``): the files
-    :data:`EXPORT_FILES` names, its README.md only while it is the card the export wrote, unedited
+    :data:`EXPORT_FILES` names, shards and their index only when its ``lmkit_meta.json`` lists shards
+    (those it lists), its README.md only while it is the card the export wrote, unedited
     (``lmkit.files.is_stamped``); None for a folder that is not an export."""
-    if not is_export(folder):
+    record = export_record(folder)
+    if record is None:
         return None
+    listed = record.get("weights_sha256")
+    shards = {n for n in listed if SHARD_FILE.fullmatch(n)} if isinstance(listed, dict) else set()
     return [
         p.name
         for p in folder.iterdir()
-        if p.is_file() and EXPORT_FILES.fullmatch(p.name) and (p.name != "README.md" or is_stamped(p))
+        if p.is_file()
+        and EXPORT_FILES.fullmatch(p.name)
+        and (p.name != "README.md" or is_stamped(p))
+        and (not SHARD_FILE.fullmatch(p.name) or p.name in shards)
+        and (p.name != WEIGHTS_INDEX or bool(shards))
     ]
+
+
+def save_hf_weights(state: dict[str, torch.Tensor], folder: Path, max_shard_bytes: int) -> list[str]:
+    """Write ``state`` into ``folder`` as transformers does: one ``model.safetensors`` when it fits in
+    ``max_shard_bytes``, else shards of whole tensors (``huggingface_hub``'s split, in ``state``'s
+    order) and :data:`WEIGHTS_INDEX` (``{"metadata": {"total_size"}, "weight_map"}``); returns the
+    weight files written, in order."""
+    from huggingface_hub import split_torch_state_dict_into_shards
+    from safetensors.torch import save_file
+
+    split = split_torch_state_dict_into_shards(
+        state, filename_pattern="model{suffix}.safetensors", max_shard_size=max_shard_bytes
+    )
+    for name, keys in split.filename_to_tensors.items():
+        save_file({k: state[k] for k in keys}, str(folder / name), metadata={"format": "pt"})
+    if split.is_sharded:
+        index = {"metadata": dict(split.metadata), "weight_map": dict(sorted(split.tensor_to_filename.items()))}
+        _write_json(folder / WEIGHTS_INDEX, index)
+    return list(split.filename_to_tensors)
 
 
 def _write_json(path: Path, data: Any) -> None:
@@ -221,15 +285,17 @@ def export_hf(
     license: str | None = None,
     language: list[str] | None = None,
     dequantize: bool = False,
+    max_shard_size: int | str = DEFAULT_MAX_SHARD_SIZE,
 ) -> dict[str, Any]:
     """Write the transformers folder of checkpoint ``ckpt`` to ``out``; returns a report.
 
-    The report has ``out``, ``architecture``, ``auto_class``, ``files`` and (with ``verify``) the
+    Weights above ``max_shard_size`` (bytes, or a size such as ``"5GB"``: :func:`shard_size_bytes`)
+    are written as shards with an index. The report has ``out``, ``architecture``, ``auto_class``,
+    ``files``, ``weight_files`` and (with ``verify``) the
     parity check: ``max_abs_diff``, ``tolerance``, ``greedy_match``. A quantized checkpoint is
     refused unless ``dequantize``: then its quantized values are exported as float32 weights.
     """
     import torch
-    from safetensors.torch import save_file
 
     from lmkit.config import model_config_from_dict
     from lmkit.models import build_model
@@ -237,6 +303,7 @@ def export_hf(
     from lmkit.ship.card.render import render_card
     from lmkit.tokenizer import Tokenizer
 
+    max_shard_bytes = shard_size_bytes(max_shard_size)
     path = resolve_checkpoint(ckpt)
     raw = read_config(path)
     cfg = model_config_from_dict(raw["model"])
@@ -275,7 +342,8 @@ def export_hf(
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
     try:
-        save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        weight_files = save_hf_weights(state, tmp, max_shard_bytes)
+        hashes = {name: sha256_file(tmp / name) for name in weight_files}
         _write_json(tmp / "config.json", hf_config(cfg, tok))
         _write_json(tmp / "generation_config.json", generation_config(cfg, tok))
         if tok is not None:
@@ -288,7 +356,8 @@ def export_hf(
                 "format": EXPORT_FORMAT,
                 "checkpoint": str(path.resolve()),
                 "lmkit_model": raw["model"],
-                "model_safetensors_sha256": sha256_file(tmp / "model.safetensors"),
+                "weights_sha256": hashes,  # every weight file: import keeps the record only if all are unchanged
+                **({"model_safetensors_sha256": hashes["model.safetensors"]} if "model.safetensors" in hashes else {}),
                 "meta": meta,
                 "name_map": names,
             },
@@ -305,6 +374,7 @@ def export_hf(
             "architecture": target.architecture,
             "auto_class": target.auto_class,
             "tensors": len(state),
+            "weight_files": weight_files,
             "files": sorted(p.name for p in tmp.iterdir()),
         }
         if verify:
@@ -323,12 +393,18 @@ def export_hf(
 
 
 __all__ = [
+    "DEFAULT_MAX_SHARD_SIZE",
     "EXPORT_FILES",
+    "SHARD_FILE",
+    "WEIGHTS_INDEX",
     "export_files",
     "export_hf",
+    "export_record",
     "generation_config",
     "hf_config",
     "is_export",
+    "save_hf_weights",
+    "shard_size_bytes",
     "to_hf_state",
     "tokenizer_files",
 ]

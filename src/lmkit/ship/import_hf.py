@@ -16,7 +16,8 @@ copies and must then equal the embedding; fused, transposed or interleaved tenso
 the adapter's rules. ``tokenizer.json`` is carried over when it is an lmkit tokenizer (lmkit's special
 tokens at ids 0..104); for another tokenizer the message says what to pass instead. Weights become
 float32. ``meta.json`` records where the model came from; when the folder is an lmkit export whose
-weights are unchanged (``lmkit_meta.json``'s sha256 matches), the original training record is kept too.
+weights are unchanged (the sha256 of every weight file, ``model.safetensors`` or each shard, is the one
+``lmkit_meta.json`` lists, and no weight file was added or removed), the original training record is kept too.
 
 Why by hand: ``transformers`` could load these folders, but the adapters' rules are the contract the
 parity tests pin down, and import must refuse what lmkit cannot represent rather than load it
@@ -33,10 +34,11 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from lmkit.errors import LmkitError
 from lmkit.files import Manifest, check_out_dir, sha256_file
-from lmkit.models.hf import EXPORT_FORMAT, LMKIT_META_FILE, adapter_or_error, target_of
+from lmkit.models.hf import adapter_or_error, target_of
 from lmkit.models.hf_adapters import roformer
 from lmkit.models.hf_adapters.base import HFAdapter, from_hf_tensors, hf_shapes
 from lmkit.ship.config_from_hf import lmkit_config_from_hf, original_config
+from lmkit.ship.export_hf import export_record
 from lmkit.ship.hf_source import resolve_hf_source
 
 if TYPE_CHECKING:
@@ -285,7 +287,7 @@ def import_hf(
 
     weight_files = sorted(p for p in folder.iterdir() if p.suffix in (".safetensors", ".bin") and p.is_file())
     hashes = {p.name: sha256_file(p) for p in weight_files}
-    record = _export_record(folder, hashes.get("model.safetensors"))
+    record = _unchanged_export_record(folder, hashes)
     if record is not None:
         cfg = original_config(record, cfg, max_seq_len)
 
@@ -362,15 +364,15 @@ def import_hf(
     }
 
 
-def _export_record(folder: Path, weights_sha256: str | None) -> dict[str, Any] | None:
-    """lmkit_meta.json of an lmkit export whose model.safetensors is unchanged (same sha256), else None."""
-    f = folder / LMKIT_META_FILE
-    if weights_sha256 is None or not f.is_file():
+def _unchanged_export_record(folder: Path, weights_sha256: dict[str, str]) -> dict[str, Any] | None:
+    """lmkit_meta.json of an lmkit export whose weight files (name -> sha256 of every ``.safetensors`` and
+    ``.bin`` file in ``folder``) are exactly the ones it wrote, else None. Exports from before sharding
+    recorded only ``model_safetensors_sha256``: then model.safetensors must be unchanged."""
+    record = export_record(folder)
+    if record is None or not weights_sha256:
         return None
-    try:
-        record = json.loads(f.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    if not isinstance(record, dict) or record.get("format") != EXPORT_FORMAT:
-        return None
-    return record if record.get("model_safetensors_sha256") == weights_sha256 else None
+    listed = record.get("weights_sha256")
+    if isinstance(listed, dict):
+        return record if listed == weights_sha256 else None
+    single = weights_sha256.get("model.safetensors")
+    return record if single is not None and record.get("model_safetensors_sha256") == single else None

@@ -161,12 +161,12 @@ class Trainer:
                 self.tokenizer, self.train_shards, self.val_shards = prepare(
                     cfg.data, self.out, cfg.model.vocab_size, show_progress=False
                 )
-        if self.init_from is not None and cfg.model.vocab_size != self.tokenizer.vocab_size:
+        if self.init_from is not None and cfg.model.vocab_size < self.tokenizer.vocab_size:
             raise LmkitError(
                 f"{self.tokenizer.source}: has {self.tokenizer.vocab_size} tokens but {self.init_from} was "
                 f"trained with {cfg.model.vocab_size}; continue pre-training with the checkpoint's tokenizer"
             )
-        if cfg.model.vocab_size != self.tokenizer.vocab_size:
+        if cfg.model.vocab_size != self.tokenizer.vocab_size and self.init_from is None:
             if self.show_progress:
                 print(
                     f"model.vocab_size set to the tokenizer's {self.tokenizer.vocab_size} "
