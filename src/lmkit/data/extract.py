@@ -94,8 +94,8 @@ def _trafilatura(text: str) -> tuple[str, str | None]:
     return body or "", title or None
 
 
-class _TimedOut(Exception):
-    pass
+class _TimedOut(BaseException):
+    """Not an Exception: a parser that catches every Exception (trafilatura 2) must not swallow it."""
 
 
 @contextlib.contextmanager
