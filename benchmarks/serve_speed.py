@@ -3,19 +3,23 @@ Hugging Face ``transformers``' ``generate`` behind the same FastAPI app, same we
 
 A random lmkit decoder shaped like ``configs/cpu-small.yaml`` (d_model 256, 4 layers, 4 heads,
 context 256; vocabulary of a BPE tokenizer trained here on the machine's license texts) is copied
-into a ``transformers`` Llama. Three servers run on loopback, one after another, each with the
-same app (``lmkit.serve.app.create_app``):
+into a ``transformers`` Llama; a random T5-layout encoder-decoder of the same width (4 + 4 layers)
+uses the same tokenizer. Five servers run on loopback, one after another, each with the same app
+(``lmkit.serve.app.create_app``):
 
-* ``lmkit``: the engine of ``lmkit serve`` (concurrent requests decoded together);
+* ``lmkit``: the engine of ``lmkit serve`` (concurrent requests decoded together, through the
+  packed decode step of ``lmkit generate``: ``lmkit.serve.rows``);
 * ``lmkit-unbatched``: the same engine with ``--max-batch 1`` (one request at a time);
-* ``hf-generate``: an engine that runs ``LlamaForCausalLM.generate`` for each request in turn.
+* ``hf-generate``: an engine that runs ``LlamaForCausalLM.generate`` for each request in turn;
+* ``encdec``, ``encdec-unbatched``: the engine over the encoder-decoder, batched (its requests
+  decoded together: ``lmkit.serve.seq2seq``) and with ``--max-batch 1``.
 
 At concurrency 1, 8 and 32, that many clients each send requests (a 32-token prompt, 64 new
 tokens, greedy) for a fixed time; printed per server and concurrency: aggregate completion
-tokens/s, p50 and p99 request latency; then the ratios at concurrency 8 that the issue targets
-(lmkit ≥ 3× unbatched, ≥ 4× hf-generate).
+tokens/s, p50 and p99 request latency; then the ratios the issue targets: lmkit / hf-generate at
+concurrency 1 (≥ 2×) and 8 (≥ 6×), and the encoder-decoder batched / unbatched at 8 (≥ 3×).
 
-    python benchmarks/serve_speed.py [--seconds 8] [--threads 1] [--json]
+    python benchmarks/serve_speed.py [--seconds 8] [--threads 1] [--json] [--skip-encdec]
 
 The servers run in this process, the clients in a second one (as real clients would), on this
 machine's cores, the same for every server; ``--threads 1`` keeps the figures steady on a shared
@@ -54,6 +58,17 @@ def license_texts() -> list[str]:
     return texts or ["the quick brown fox jumps over the lazy dog. " * 200]
 
 
+def build_encdec(tok: Tokenizer, seed: int = 0) -> torch.nn.Module:
+    """A random T5-layout encoder-decoder; its EOS row of the (tied) embedding is zeroed, so a greedy
+    request makes all its tokens (a random model would otherwise end some requests early)."""
+    torch.manual_seed(seed)
+    cfg = ModelConfig(family="encdec", vocab_size=tok.vocab_size, d_model=256, n_layers=4, n_heads=4, max_seq_len=256)
+    model = build_model(cfg).eval()
+    with torch.no_grad():
+        model.tok_emb.weight[tok.eos_id] = 0.0
+    return model
+
+
 def build(tok: Tokenizer, seed: int = 0) -> tuple[torch.nn.Module, torch.nn.Module]:
     """An lmkit decoder and a Hugging Face Llama holding exactly its weights."""
     from transformers import LlamaConfig, LlamaForCausalLM
@@ -83,6 +98,7 @@ class HFEngine:
         self._jobs: list[Job] = []
         self._cv = threading.Condition()
         self._closed = False
+        self.failure: str | None = None  # read by the app's /health, as an Engine's
         self.stats = {"steps": 0, "batched_rows": 0, "finished": 0, "cancelled": 0}
         threading.Thread(target=self._run, daemon=True).start()
 
@@ -165,6 +181,7 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--skip-encdec", action="store_true", help="leave out the encoder-decoder servers")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     tok = train_tokenizer(license_texts(), vocab_size=4096, show_progress=False)
@@ -175,6 +192,10 @@ def main() -> None:
         "lmkit-unbatched": lambda: Engine(model, tok, max_batch=1, max_queue=64),
         "hf-generate": lambda: HFEngine(hf, tok, window=256),
     }
+    if not args.skip_encdec:
+        encdec = build_encdec(tok)
+        engines["encdec"] = lambda: Engine(encdec, tok, max_batch=32, max_queue=64)
+        engines["encdec-unbatched"] = lambda: Engine(encdec, tok, max_batch=1, max_queue=64)
     results: dict[str, dict[int, dict[str, float]]] = {}
     # the clients run in a process of their own, as real clients do: their work does not compete
     # with the server for this process's interpreter lock
@@ -203,13 +224,19 @@ def main() -> None:
                 f"{name:<17}{c:>8}{r['tokens_per_s']:>11.0f}{r['p50_s'] * 1000:>9.0f}{r['p99_s'] * 1000:>9.0f}"
                 f"{r['requests']:>10.0f}"
             )
-    if 8 in args.concurrency:
-        ours = results["lmkit"][8]["tokens_per_s"]
-        print(
-            f"\nat 8 clients: lmkit / unbatched = {ours / results['lmkit-unbatched'][8]['tokens_per_s']:.2f}x "
-            f"(target >= 3), lmkit / hf-generate = {ours / results['hf-generate'][8]['tokens_per_s']:.2f}x "
-            "(target >= 4)"
-        )
+
+    def ratio(a: str, b: str, c: int) -> float:
+        return results[a][c]["tokens_per_s"] / results[b][c]["tokens_per_s"]
+
+    print()
+    for c, target in ((1, 2), (8, 6)):
+        if c in args.concurrency:
+            print(
+                f"at {c} client(s): lmkit / hf-generate = {ratio('lmkit', 'hf-generate', c):.2f}x (target >= {target}), "
+                f"lmkit / unbatched = {ratio('lmkit', 'lmkit-unbatched', c):.2f}x"
+            )
+    if 8 in args.concurrency and "encdec" in results:
+        print(f"at 8 clients: encdec / encdec-unbatched = {ratio('encdec', 'encdec-unbatched', 8):.2f}x (target >= 3)")
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -46,3 +47,12 @@ def word_corpus(tmp_path: Path) -> Path:
     path.parent.mkdir(parents=True)
     path.write_text("\n\n".join(" ".join(rng.choice(words) for _ in range(60)) for _ in range(300)), encoding="utf-8")
     return path
+
+
+@pytest.fixture(scope="session")
+def foundation_imports(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """Tiny imported BERT, RoBERTa, Flan-T5 and BART with their own tokenizers (tests/foundation_models.py),
+    each built once per session the first time a test asks for it: ``foundation_imports["bert"]``."""
+    from foundation_models import Imports
+
+    return Imports(tmp_path_factory)

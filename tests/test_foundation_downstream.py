@@ -31,13 +31,14 @@ os.environ["TRANSFORMERS_OFFLINE"] = "1"
 
 import transformers  # noqa: E402
 
+from foundation_models import build_hf  # noqa: E402
 from lmkit.cli import main  # noqa: E402
 from lmkit.models import count_parameters  # noqa: E402
 from lmkit.models.checkpoint import list_checkpoints, load_meta, load_model, load_tokenizer  # noqa: E402
 from lmkit.objectives import window_length  # noqa: E402
 from lmkit.train.metrics import read_metrics  # noqa: E402
 from test_foreign_tokenizer import _make  # noqa: E402
-from test_import_foundation import GPT2, LLAMA_32_1B, QWEN25_05B, TINYLLAMA_LINEAR, build_hf  # noqa: E402
+from test_import_foundation import GPT2, LLAMA_32_1B, QWEN25_05B, TINYLLAMA_LINEAR  # noqa: E402
 
 transformers.logging.set_verbosity_error()
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -338,8 +339,10 @@ def test_viz_attention_draws_the_models_own_attention(
     png = tmp_path / "att.png"
     rep = _json(capsys, ["viz", "attention", str(foundation["ckpt"]), PROMPT, "--out", str(png), "--json", "--weights"])
     auto, hf = foundation["auto"], foundation["hf"]
-    ids = [auto.bos_token_id, *auto(PROMPT, add_special_tokens=False)["input_ids"]]  # a decoder reads BOS first
-    assert rep["tokens"][0] == auto.bos_token and len(rep["tokens"]) == len(ids) and png.stat().st_size > 1000
+    ids = auto(PROMPT)["input_ids"]  # what the model reads: BOS first only where its tokenizer adds one (not GPT-2's)
+    assert rep["tokens"] == [load_tokenizer(foundation["ckpt"]).token_str(i) for i in ids] and png.stat().st_size > 1000
+    adds_bos = foundation["name"] == "llama3-gqa"
+    assert (ids[0] == auto.bos_token_id) == adds_bos and load_tokenizer(foundation["ckpt"]).adds_bos == adds_bos
     with torch.no_grad():
         theirs = torch.stack([w[0] for w in hf(input_ids=torch.tensor([ids]), output_attentions=True).attentions])
     ours = torch.tensor(rep["weights"])  # (L, H, T, T)

@@ -8,16 +8,13 @@ to transformers' pipeline), finetune-head (a separable toy task the test writes)
 transformers' ``generate``, stopping at the model's eos; served, the same), export back to the same class, and continued
 pre-training with each model's own objective (T5 span corruption with its own sentinels, BART infilling)
 lowering the held-out loss that ``evaluate --data`` reports.
-The builders are the ones tests/test_import_families.py and tests/test_foreign_objectives.py use.
+The builders are tests/foundation_models.py's (shared with tests/test_foundation_encoders.py).
 """
 
 from __future__ import annotations
 
-import json
 import os
 import random
-import shutil
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,140 +26,23 @@ os.environ["TRANSFORMERS_OFFLINE"] = "1"
 
 import transformers  # noqa: E402
 
+from foundation_models import AUTO, KINDS, LICENSE, PROMPT, Imports, run_json, tol  # noqa: E402
+from foundation_models import write_texts as _write_texts  # noqa: E402
 from lmkit.cli import main  # noqa: E402
 from lmkit.models.checkpoint import load_meta, load_model, load_tokenizer  # noqa: E402
 from lmkit.train.finetune.heads import load_finetuned  # noqa: E402
 from test_finetune import write_jsonl  # noqa: E402
-from test_foreign_objectives import CORPUS, _byte_bpe, _unigram, _wordpiece  # noqa: E402
-from test_import_families import BART_BASE, DISTILROBERTA, FLAN_T5_SMALL, build_hf  # noqa: E402
 
 transformers.logging.set_verbosity_error()
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-BERT_BASE_UNCASED = {  # bert-base-uncased's config.json keys, sizes made tiny
-    "architectures": ["BertForMaskedLM"],
-    "attention_probs_dropout_prob": 0.1,
-    "gradient_checkpointing": False,
-    "hidden_act": "gelu",
-    "hidden_dropout_prob": 0.1,
-    "hidden_size": 32,
-    "initializer_range": 0.02,
-    "intermediate_size": 64,
-    "layer_norm_eps": 1e-12,
-    "max_position_embeddings": 64,
-    "model_type": "bert",
-    "num_attention_heads": 2,
-    "num_hidden_layers": 2,
-    "pad_token_id": 0,
-    "position_embedding_type": "absolute",
-    "transformers_version": "4.6.0.dev0",
-    "type_vocab_size": 2,
-    "use_cache": True,
-    "vocab_size": 160,
-}
-ROBERTA_BASE = {**DISTILROBERTA, "max_position_embeddings": 66}  # 64 positions past the offset of 2
-
-# each import: the shrunken real config, the tokenizer its real model has, rows past the tokenizer's size
-KINDS: dict[str, tuple[dict[str, Any], Callable[[Path], Path], int]] = {
-    "bert": (BERT_BASE_UNCASED, _wordpiece, 0),
-    "roberta": (ROBERTA_BASE, _byte_bpe, 0),
-    "flan-t5": (FLAN_T5_SMALL, _unigram, 28),  # t5's 32,128 rows for 32,100 tokens
-    "bart": (BART_BASE, _byte_bpe, 0),
-}
-AUTO = {
-    "BertForMaskedLM": transformers.AutoModelForMaskedLM,
-    "RobertaForMaskedLM": transformers.AutoModelForMaskedLM,
-    "T5ForConditionalGeneration": transformers.AutoModelForSeq2SeqLM,
-    "BartForConditionalGeneration": transformers.AutoModelForSeq2SeqLM,
-}
-TOK_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
-LICENSE = "apache-2.0"
-PROMPT = "The quick brown fox jumps over the lazy dog."
-
-
-def _build(name: str, root: Path) -> dict[str, Any]:
-    """A transformers folder of ``name`` with its own tokenizer files and a card, imported with `lmkit import-hf`."""
-    real, make_tok, extra_rows = KINDS[name]
-    tokdir = make_tok(root / "tok")
-    auto = transformers.AutoTokenizer.from_pretrained(str(tokdir))
-    ids = json.loads((tokdir / "config.json").read_text())  # the model's special ids, as the tokenizer has them
-    real = {**real, **ids, "vocab_size": len(auto) + extra_rows}
-    hf, stop_after = build_hf(real), None
-    if extra_rows:  # rows past the tokenizer tie with <unk>'s and never win an argmax (a trained T5 never picks them)
-        with torch.no_grad():
-            head = hf.get_output_embeddings().weight  # (rows, C)
-            head[len(auto) :] = head[auto.unk_token_id]
-    for seed in range(1, 20) if name == "bart" else ():  # a model whose answer can be made to end a few tokens in
-        stop_after = _stop_at_eos(hf, auto(PROMPT)["input_ids"], real)
-        if stop_after is not None:
-            break
-        hf = build_hf(real, seed)
-    assert name != "bart" or stop_after is not None
-    folder = root / "hf"
-    hf.save_pretrained(str(folder))
-    for f in TOK_FILES:
-        if (tokdir / f).is_file():  # transformers 5 writes no special_tokens_map.json
-            shutil.copy(tokdir / f, folder / f)
-    (folder / "README.md").write_text(f"---\nlicense: {LICENSE}\n---\n# tiny {name}\n", encoding="utf-8")
-    assert main(["import-hf", str(folder), "--out", str(root / "ckpt"), "--json"]) == 0
-    back = AUTO[real["architectures"][0]].from_pretrained(str(folder), attn_implementation="eager").eval()
-    return {
-        "name": name,
-        "real": real,
-        "hf_dir": folder,
-        "ckpt": root / "ckpt",
-        "auto": auto,
-        "hf": back,
-        "stop_after": stop_after,
-    }
-
-
-def _stop_at_eos(hf: torch.nn.Module, prompt: list[int], real: dict[str, Any]) -> int | None:
-    """Raise BART's ``final_logits_bias`` of eos so that its greedy answer to ``prompt`` ends with eos a few
-    tokens in (a constant on one logit leaves every earlier choice alone); the number of tokens it then writes,
-    None where no step after the second brings eos nearer winning than every step before it."""
-    eos, start = real["eos_token_id"], real["decoder_start_token_id"]
-    dec = [start]
-    with torch.no_grad():
-        for _ in range(8):  # greedy by full forwards, never stopping
-            logits = hf(input_ids=torch.tensor([prompt]), decoder_input_ids=torch.tensor([dec])).logits[0, -1]
-            dec.append(int(logits.argmax()))
-        logits = hf(input_ids=torch.tensor([prompt]), decoder_input_ids=torch.tensor([dec[:-1]])).logits[0]
-    gap = logits.max(-1).values - logits[:, eos]  # (8,) how far eos is from winning at each step
-    closer = [k for k in range(2, 8) if gap[k] < gap[:k].min()]  # steps where eos is nearer winning than before
-    if not closer:
-        return None
-    k = closer[-1]
-    lift = float(gap[k]) + (float(gap[:k].min()) - float(gap[k])) / 2
-    with torch.no_grad():
-        hf.final_logits_bias[0, eos] += lift
-    return k + 1
-
 
 @pytest.fixture(scope="module")
-def imports(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]]:
-    return {k: _build(k, tmp_path_factory.mktemp(k.replace("-", "_"))) for k in KINDS}
+def imports(foundation_imports: Imports) -> Imports:
+    return foundation_imports
 
 
-def _json(capsys: pytest.CaptureFixture[str], argv: list[str]) -> Any:
-    capsys.readouterr()
-    assert main(argv) == 0
-    return json.loads(capsys.readouterr().out)
-
-
-def tol(x: torch.Tensor) -> float:
-    return 1e-5 * max(1.0, float(x.abs().max()))
-
-
-def _write_texts(path: Path, seed: int, n: int) -> Path:
-    """``n`` documents of several sentences drawn from the tokenizers' own corpus (so every word has pieces)."""
-    rng = random.Random(seed)
-    sents = [s.strip() + "." for text in CORPUS[:4] for s in text.replace("?", ".").replace("!", ".").split(".")]
-    sents = [s for s in sents if len(s) > 3]
-    docs = [" ".join(rng.choice(sents) for _ in range(4)) for _ in range(n)]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps({"text": d}) + "\n" for d in docs), encoding="utf-8")
-    return path
+_json = run_json
 
 
 # --------------------------------------------------------------------------- fill-mask, finetune-head

@@ -12,11 +12,12 @@ import torch
 from lmkit.cli import main
 from lmkit.config import ModelConfig
 from lmkit.errors import LmkitError
-from lmkit.infer.generate import format_step, generate, generate_ids, generate_seq2seq_ids
+from lmkit.infer.generate import generate, generate_ids, generate_seq2seq_ids
 from lmkit.infer.packed import packed_decoder
 from lmkit.infer.sampling import (
     GenerationConfig,
     choose_next,
+    format_step,
     make_generator,
     process_logits,
     top_k_filter,

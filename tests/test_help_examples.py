@@ -32,6 +32,7 @@ SKIP = {  # (command, why): the only examples that do not run here
     "torchrun": "needs 8 GPUs",
     "serve": "starts a server that runs until stopped",
     "--server": "needs a running OpenAI-compatible server (tests/test_icl.py runs it against lmkit serve)",
+    "--hf": "asks the Hugging Face hub (tests/test_hub_search_hf.py runs search and show --hf against a local stand-in)",
 }
 
 
@@ -234,6 +235,7 @@ COVERED = [
     "scale sweep",
     "scale fit",
     "adapt",
+    "compare",  # after import-hf and pretrain: it compares their models/smollm2 and runs/small
 ]
 NOT_YET_COVERED: dict[str, str] = {}
 

@@ -23,6 +23,7 @@ os.environ["TRANSFORMERS_OFFLINE"] = "1"
 
 import transformers  # noqa: E402
 
+from foundation_models import BART_BASE, DISTILROBERTA, FLAN_T5_SMALL, build_hf, tol  # noqa: E402
 from lmkit.config import ConfigError, ModelConfig, model_config_from_dict  # noqa: E402
 from lmkit.errors import LmkitError  # noqa: E402
 from lmkit.infer.generate import generate_seq2seq_ids  # noqa: E402
@@ -36,98 +37,7 @@ from lmkit.ship.import_hf import import_hf  # noqa: E402
 
 transformers.logging.set_verbosity_error()
 
-# Shrunken copies of real config.json files: every key as the real file spells it, sizes made tiny.
-DISTILROBERTA = {  # distilroberta-base: 514 position rows for 512 positions, one token type, pad 1
-    "architectures": ["RobertaForMaskedLM"],
-    "attention_probs_dropout_prob": 0.1,
-    "bos_token_id": 0,
-    "eos_token_id": 2,
-    "gradient_checkpointing": False,
-    "hidden_act": "gelu",
-    "hidden_dropout_prob": 0.1,
-    "hidden_size": 32,
-    "initializer_range": 0.02,
-    "intermediate_size": 64,
-    "layer_norm_eps": 1e-05,
-    "max_position_embeddings": 34,
-    "model_type": "roberta",
-    "num_attention_heads": 4,
-    "num_hidden_layers": 2,
-    "pad_token_id": 1,
-    "type_vocab_size": 1,
-    "vocab_size": 160,
-}
-FLAN_T5_SMALL = {  # google/flan-t5-small: gated-gelu, 6 heads × d_kv 64 on a 512 width, untied head
-    "architectures": ["T5ForConditionalGeneration"],
-    "d_ff": 48,
-    "d_kv": 8,
-    "d_model": 32,
-    "decoder_start_token_id": 0,
-    "dense_act_fn": "gelu_new",
-    "dropout_rate": 0.1,
-    "eos_token_id": 1,
-    "feed_forward_proj": "gated-gelu",
-    "initializer_factor": 1.0,
-    "is_encoder_decoder": True,
-    "is_gated_act": True,
-    "layer_norm_epsilon": 1e-06,
-    "model_type": "t5",
-    "n_positions": 512,
-    "num_decoder_layers": 2,
-    "num_heads": 6,
-    "num_layers": 2,
-    "output_past": True,
-    "pad_token_id": 0,
-    "relative_attention_max_distance": 128,
-    "relative_attention_num_buckets": 32,
-    "tie_word_embeddings": False,
-    "torch_dtype": "float32",
-    "transformers_version": "4.23.1",
-    "use_cache": True,
-    "vocab_size": 160,
-}
-BART_BASE = {  # facebook/bart-base's keys (the hub file names BartModel; the head class is what lmkit maps)
-    "activation_dropout": 0.1,
-    "activation_function": "gelu",
-    "add_bias_logits": False,
-    "add_final_layer_norm": False,
-    "architectures": ["BartForConditionalGeneration"],
-    "attention_dropout": 0.1,
-    "bos_token_id": 0,
-    "classif_dropout": 0.1,
-    "classifier_dropout": 0.0,
-    "d_model": 32,
-    "decoder_attention_heads": 4,
-    "decoder_ffn_dim": 64,
-    "decoder_layerdrop": 0.0,
-    "decoder_layers": 2,
-    "decoder_start_token_id": 2,
-    "dropout": 0.1,
-    "early_stopping": True,
-    "encoder_attention_heads": 4,
-    "encoder_ffn_dim": 64,
-    "encoder_layerdrop": 0.0,
-    "encoder_layers": 2,
-    "eos_token_id": 2,
-    "forced_bos_token_id": 0,
-    "forced_eos_token_id": 2,
-    "gradient_checkpointing": False,
-    "init_std": 0.02,
-    "is_encoder_decoder": True,
-    "max_position_embeddings": 40,
-    "model_type": "bart",
-    "no_repeat_ngram_size": 3,
-    "normalize_before": False,
-    "normalize_embedding": True,
-    "num_beams": 4,
-    "num_hidden_layers": 2,
-    "pad_token_id": 1,
-    "scale_embedding": False,
-    "torch_dtype": "float32",
-    "transformers_version": "4.12.0.dev0",
-    "use_cache": True,
-    "vocab_size": 160,
-}
+# Shrunken copies of real config.json files (tests/foundation_models.py): every key as the real file spells it.
 SEQ2SEQ = {
     "bart-base": BART_BASE,
     "flan-t5-small": FLAN_T5_SMALL,
@@ -156,24 +66,6 @@ def one_thread():
     torch.set_num_threads(before)
 
 
-def build_hf(real: dict[str, Any], seed: int = 0) -> torch.nn.Module:
-    """A random transformers model of config ``real``, float32, eager attention, every 1-D parameter perturbed."""
-    kw = {k: v for k, v in copy.deepcopy(real).items() if k not in ("architectures", "model_type", "torch_dtype")}
-    config = transformers.CONFIG_MAPPING[real["model_type"]](**kw)
-    config.architectures = real["architectures"]
-    torch.manual_seed(seed)
-    hf = getattr(transformers, real["architectures"][0])._from_config(
-        config, attn_implementation="eager", torch_dtype=torch.float32
-    )
-    with torch.no_grad():
-        for p in hf.parameters():
-            if p.dim() == 1:  # biases start at 0 and norms at 1, which would hide a mapping error
-                p.add_(0.2 * torch.randn_like(p))
-            else:
-                p.normal_(0.0, 0.15)
-    return hf.eval()
-
-
 def imported_folder(root: Path, real: dict[str, Any]) -> tuple[torch.nn.Module, torch.nn.Module]:
     """(transformers model, lmkit model) of ``real``: saved by transformers, imported from its own config.json
     and from the real (4.x) one, which must give the same lmkit config."""
@@ -188,10 +80,6 @@ def imported_folder(root: Path, real: dict[str, Any]) -> tuple[torch.nn.Module, 
     model = load_model(root / "ckpt").eval()
     assert load_model(root / "ckpt4").cfg == model.cfg
     return hf, model
-
-
-def tol(x: torch.Tensor) -> float:
-    return 1e-5 * max(1.0, float(x.abs().max()))
 
 
 def ids(shape: tuple[int, ...], vocab: int, seed: int, low: int = 3) -> torch.Tensor:

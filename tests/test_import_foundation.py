@@ -20,6 +20,7 @@ os.environ["TRANSFORMERS_OFFLINE"] = "1"
 
 import transformers  # noqa: E402
 
+from foundation_models import build_hf, tol  # noqa: E402
 from lmkit.config import ConfigError, ModelConfig, model_config_from_dict  # noqa: E402
 from lmkit.errors import LmkitError  # noqa: E402
 from lmkit.infer.generate import generate_ids  # noqa: E402
@@ -245,24 +246,6 @@ def one_thread():
     torch.set_num_threads(before)
 
 
-def build_hf(real: dict[str, Any], seed: int = 0) -> torch.nn.Module:
-    """A random transformers model of config ``real``, float32, eager attention, every 1-D parameter perturbed."""
-    kw = {k: v for k, v in copy.deepcopy(real).items() if k not in ("architectures", "model_type", "torch_dtype")}
-    config = transformers.CONFIG_MAPPING[real["model_type"]](**kw)
-    config.architectures = real["architectures"]
-    torch.manual_seed(seed)
-    hf = getattr(transformers, real["architectures"][0])._from_config(
-        config, attn_implementation="eager", torch_dtype=torch.float32
-    )
-    with torch.no_grad():
-        for p in hf.parameters():
-            if p.dim() == 1:  # biases start at 0 and norms at 1, which would hide a mapping error
-                p.add_(0.2 * torch.randn_like(p))
-            else:
-                p.normal_(0.0, 0.15)  # spread-out logits: no near-ties for greedy decoding to trip on
-    return hf.eval()
-
-
 @pytest.fixture(scope="module", params=sorted(CLASSES))
 def imported(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """The class saved by transformers, imported from its own (5.x) config.json and from the real (4.x) one."""
@@ -280,10 +263,6 @@ def imported(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
     model = load_model(root / "ckpt")
     assert isinstance(model, Decoder)
     return {"name": name, "real": real, "hf": hf, "model": model.eval(), "root": root}
-
-
-def tol(x: torch.Tensor) -> float:
-    return 1e-5 * max(1.0, float(x.abs().max()))
 
 
 def test_logits_match_transformers_from_either_config_spelling(imported: dict[str, Any]) -> None:

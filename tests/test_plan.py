@@ -543,6 +543,17 @@ MEMORY_CASES: dict[str, tuple[Path, int, dict[str, Any], int, bool]] = {
         16,
         True,
     ),
+    # the imported GQA Llama of benchmarks/generate_speed.py (SmolLM2's shape shrunk: 8 query / 2
+    # key-value heads, tied embeddings), vocabulary 8,192: 26.7M parameters (measured once from its
+    # imported checkpoint, `lmkit plan --config CKPT`: -3.9% at micro-batch 4)
+    "imported-GQA-shaped decoder (26.7M)": (
+        SMALL,
+        8192,
+        {"model.d_model": 512, "model.n_layers": 8, "model.n_heads": 8, "model.n_kv_heads": 2, "model.d_ff": 1408}
+        | {"model.tie_embeddings": "true", "model.rope_theta": 100000.0},
+        4,
+        False,
+    ),
     # cpu-small as it is (vocabulary 4,096, untied head, Muon, micro-batch 16): its default run, and lean
     "cpu-small as it is": (SMALL, 4096, {"train.optimizer": "muon"}, 16, False),
     "cpu-small as it is, train.memory lean": (
@@ -1000,3 +1011,39 @@ print(rss_bytes() - before)
         for mode in ("fast", "lean")
     }
     assert kept["fast"] > 6e6 and kept["lean"] < 1e6, kept
+
+
+def test_infill_flops_count_the_whole_window_the_decoder_writes() -> None:
+    """BART's text infilling (``objective: infill``): the decoder reads and writes the whole raw window and
+    EOS, not span corruption's short target; the plan's FLOPs equal a hand count and the matmuls a step runs."""
+    from lmkit.models import build_model
+    from lmkit.objectives import SpecialIds, make_batch, window_length
+    from lmkit.plan.compute import decoded_target_len
+
+    bart = {"norm": "layer", "bias": "all", "residual": "post", "embed_norm": True, "pos_encoding": "learned"}
+    kw = {"d_model": 32, "n_layers": 2, "n_heads": 4, "d_ff": 64, "mlp": "plain", "activation": "gelu", **bart}
+    cfg = ModelConfig(family="encdec", vocab_size=160, max_seq_len=40, max_target_len=24, objective="infill", **kw)
+    span = ModelConfig(**{**cfg.__dict__, "objective": "span"})
+    S, d, L, f, V = 40, 32, 2, 64, 160
+    Tt = 24  # min(max_seq_len, max_target_len): the window of 23 tokens, then EOS
+    assert decoded_target_len(cfg, S) == Tt and window_length(cfg) == Tt - 1
+    assert decoded_target_len(span, S) < Tt  # what the plan counted for every encoder-decoder before
+    # by hand, per window (forward): encoder blocks over S inputs (q/k/v/o 4d², MLP 2df); decoder blocks over the
+    # Tt targets (self q/k/v/o and cross q/o: 6d², MLP 2df) and the vocabulary head; cross keys/values (2d²) over
+    # S inputs; attention 4·d per query-key pair (scores and weighted sum) of every self and cross attention
+    enc = L * (4 * d * d + 2 * d * f) * S
+    dec = (L * (6 * d * d + 2 * d * f) + V * d) * Tt
+    cross_kv = L * 2 * d * d * S
+    attention = 4 * d * L * (S * S + Tt * Tt + Tt * S)
+    hand = 3 * (2 * (enc + dec + cross_kv) + attention) / S  # training: 3 × forward, per input token
+    assert flops_per_token(cfg, S) == pytest.approx(hand, rel=1e-12)
+    # and a real step multiplies that much (attention's batched products aside, as above)
+    specials = SpecialIds(pad=1, bos=0, eos=2, mask=3, vocab_size=V, special=(0, 1, 2, 3), decoder_start=2)
+    g = torch.Generator().manual_seed(0)
+    batch = make_batch(cfg, torch.randint(4, V, (4, window_length(cfg)), generator=g), specials, g)
+    assert int((batch["labels"] != -100).any(dim=0).nonzero().max()) + 1 == Tt
+    model = build_model(cfg)
+    counter = MatmulFlops()
+    with counter:
+        model.loss(batch).backward()
+    assert counter.flops == pytest.approx((hand - 3 * attention / S) * 4 * S, rel=1e-9)

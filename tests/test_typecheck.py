@@ -14,7 +14,7 @@ from lmkit.families import FAMILIES
 from lmkit.models import LanguageModel, build_model
 
 REPO = Path(__file__).resolve().parent.parent
-CHECKED = ("models", "train", "infer", "serve", "plan", "numerics.py", "objectives.py", "config.py")
+CHECKED = ("models", "train", "infer", "serve", "ship", "lab", "plan", "numerics.py", "objectives.py", "config.py")
 
 
 def test_mypy_checks_the_model_code_and_what_runs_it() -> None:

@@ -1,16 +1,19 @@
 """The ``lmkit`` command line: one entry point; each command group has its own module.
 
-The nine groups, each holding its commands' flags, runners and printing:
+The twelve groups, each holding its commands' flags, runners and printing:
 
 * ``data``: curate, mix, tokenizer (train, stats)
 * ``train``: pretrain, finetune-head, demo
-* ``plan``: plan, numerics, families
+* ``plan``: plan, numerics
+* ``families``: families
 * ``infer``: generate, evaluate, fill-mask, viz (attention, embeddings)
-* ``ship``: quantize, export, import-hf, card, hub (push, pull, list, search, show)
+* ``ship``: quantize, export, import-hf, card
+* ``hub``: hub (push, pull, list, search, show; search and show --hf on the Hugging Face hub)
 * ``serve``: serve
 * ``adapt``: adapt
 * ``icl``: icl
 * ``scale``: scale (sweep, fit)
+* ``compare``: compare
 
 The flags several commands share are declared once, in :mod:`lmkit.cli.common`. A runner parses,
 calls the library and prints; it imports its library modules lazily, so ``lmkit --help`` is
@@ -26,7 +29,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from lmkit.cli import adapt, data, icl, infer, plan, scale, serve, ship, train
+from lmkit.cli import adapt, compare, data, families, hub, icl, infer, plan, scale, serve, ship, train
 from lmkit.cli.common import check_shared_flags
 from lmkit.errors import LmkitError
 
@@ -79,15 +82,16 @@ ADDERS: tuple[Callable[[Any], None], ...] = (
     ship.add_export,
     ship.add_import_hf,
     ship.add_card,
-    ship.add_hub,
+    hub.add_hub,
     infer.add_fill_mask,
     train.add_finetune_head,
     infer.add_viz,
-    plan.add_families,
+    families.add_families,
     serve.add_serve,
     adapt.add_adapt,
     icl.add_icl,
     scale.add_scale,
+    compare.add_compare,
 )
 # Subcommands whose unknown ``--a.b value`` arguments are config overrides.
 TAKES_OVERRIDES = {"pretrain", "plan", "curate"}

@@ -201,8 +201,9 @@ def _lm(args: argparse.Namespace) -> Any:
     if args.server:
         return ServerLM(args.server, args.model, args.api_key, args.batch_size)
     from lmkit.models.checkpoint import load_model, load_model_config, load_tokenizer
+    from lmkit.models.registry import spec_of
 
-    if load_model_config(args.checkpoint).family == "encoder":
+    if not spec_of(load_model_config(args.checkpoint).family).generates:
         raise LmkitError(
             f"{args.checkpoint} is an encoder (masked language model): it does not continue a prompt; "
             "use `lmkit fill-mask` to query it, or `lmkit finetune-head` to train it on the labelled "
@@ -262,19 +263,20 @@ def _run_icl(args: argparse.Namespace) -> int:
         from lmkit.lab.icl.run import check_out
 
         check_out(args.out, args.overwrite, task, args.checkpoint, args.from_text or [])
-    family = None
+    spec = None
     if args.checkpoint is not None:
         from lmkit.models.checkpoint import load_model_config
+        from lmkit.models.registry import spec_of
 
-        family = load_model_config(args.checkpoint).family
-    if args.finetune and family == "decoder":
+        spec = spec_of(load_model_config(args.checkpoint).family)
+    if args.finetune and spec is not None and not spec.finetune_tasks:
         raise LmkitError(
             "--finetune is for encoder and encoder-decoder checkpoints (what `lmkit finetune-head` "
             "trains); prompt a decoder without it"
         )
     report: dict[str, Any]
     samples: list[dict[str, Any]] = []
-    prompting = not (args.finetune and family == "encoder")  # an encoder is only fine-tuned
+    prompting = not (args.finetune and spec is not None and not spec.generates)  # an encoder is only fine-tuned
     if prompting:
         lm = _lm(args)
         if args.show_prompt:

@@ -102,9 +102,10 @@ def _style(text: str, code: str, on: bool) -> str:
 
 def _run_generate(args: argparse.Namespace) -> int:
     """``lmkit generate CKPT "prompt" [...]``: print the prompt followed by its completion."""
-    from lmkit.infer.generate import format_step, generate
-    from lmkit.infer.sampling import N_CANDIDATES, GenerationConfig
+    from lmkit.infer.generate import generate
+    from lmkit.infer.sampling import N_CANDIDATES, GenerationConfig, format_step
     from lmkit.models.checkpoint import load_model, load_model_config, load_tokenizer
+    from lmkit.models.registry import spec_of
 
     gen_cfg = GenerationConfig(
         max_new_tokens=args.max_new_tokens,
@@ -132,8 +133,9 @@ def _run_generate(args: argparse.Namespace) -> int:
             "is greedy (always the most likely token)",
             file=sys.stderr,
         )
-    if load_model_config(args.checkpoint).family == "encoder":
-        raise LmkitError("encoder models do not generate text; use `lmkit fill-mask`")
+    spec = spec_of(load_model_config(args.checkpoint).family)
+    if not spec.generates:
+        raise LmkitError(f"{spec.name} models do not generate text; use `lmkit fill-mask`")
     device = device_from(args)
     tokenizer = load_tokenizer(args.checkpoint)
     model = load_model(args.checkpoint, device=device)
@@ -144,10 +146,9 @@ def _run_generate(args: argparse.Namespace) -> int:
 
     color = sys.stdout.isatty() and not os.environ.get("NO_COLOR")
     streaming = color and not args.json and not args.explain
+    new_text = spec.decodes == "seq2seq"  # the output is a new text, not the prompt's continuation
     if streaming:  # show the prompt, then the completion as it is made
-        sys.stdout.write(
-            _style(args.prompt, "2", True) + ("\n" if model.cfg.family == "encdec" and args.prompt else "")
-        )
+        sys.stdout.write(_style(args.prompt, "2", True) + ("\n" if new_text and args.prompt else ""))
         sys.stdout.flush()
 
     def stream(piece: str) -> None:
@@ -176,7 +177,7 @@ def _run_generate(args: argparse.Namespace) -> int:
     if streaming:
         sys.stdout.write("\n")
     else:
-        sep = "\n" if model.cfg.family == "encdec" and res.prompt and res.completion else ""
+        sep = "\n" if new_text and res.prompt and res.completion else ""
         print(_style(res.prompt, "2", color) + sep + _style(res.completion, "1", color))
     print(
         f"[{len(res.token_ids)} tokens, stopped by {res.stop_reason}, {res.tokens_per_s:.1f} tokens/s, "
@@ -258,13 +259,14 @@ def _run_fill_mask(args: argparse.Namespace) -> int:
     """``lmkit fill-mask CKPT "text with [MASK]"``."""
     from lmkit.infer.fillmask import fill_mask, format_result
     from lmkit.models.checkpoint import load_model, load_model_config, load_tokenizer
+    from lmkit.models.registry import spec_of
 
-    family = load_model_config(args.checkpoint).family
-    if family == "decoder":
+    decodes = spec_of(load_model_config(args.checkpoint).family).decodes
+    if decodes == "causal":
         raise LmkitError(
             f"{args.checkpoint}: a decoder checkpoint predicts the next token, not a masked one; use `lmkit generate`"
         )
-    if family == "encdec":
+    if decodes == "seq2seq":
         raise LmkitError(
             f"{args.checkpoint}: an encoder-decoder fills blanks by span infilling: "
             '`lmkit generate CKPT "The <extra_id_0> of the contract"`'

@@ -1,8 +1,8 @@
-"""The planning commands: ``plan``, ``numerics`` and ``families``: flags, runners and printing.
+"""The planning commands: ``plan`` and ``numerics``: flags, runners and printing.
 
 Each command has an ``add_<name>(sub)`` that declares its flags, with help that teaches, and a
 ``_run_<name>(args)`` runner that asks the domain modules for data (``lmkit.plan``,
-``lmkit.numerics``, ``lmkit.families``) and prints it as tables or one JSON object.
+``lmkit.numerics``) and prints it as tables or one JSON object.
 ``lmkit.numerics`` (torch) and ``lmkit.train.calibrate`` load only when their command runs, so
 ``lmkit --help`` stays instant.
 """
@@ -11,19 +11,18 @@ from __future__ import annotations
 
 import argparse
 import math
-import textwrap
-from dataclasses import asdict
 from typing import Any
 
 from lmkit.cli.common import add_json, add_scaling_law, print_json
 from lmkit.errors import LmkitError
-from lmkit.families import FAMILIES, HOW_TO_CHOOSE, table
 from lmkit.models.checkpoint import load_model_and_train
 from lmkit.plan.baseline import finish_baseline, runtime_baseline
 from lmkit.plan.chinchilla import ABOUT_RIGHT_BAND, TOKENS_PER_PARAM, known_models_table, load_scaling_law
+from lmkit.plan.fits_memory import device_memory_bytes
 from lmkit.plan.make import make_plan
 from lmkit.plan.measure import HERE_WORDS, available_memory_bytes, memory_track_record, this_machine
 from lmkit.plan.memory import choose_heap
+from lmkit.plan.sharding import scale_table
 from lmkit.plan.units import parse_count
 
 
@@ -63,7 +62,8 @@ def add_plan(sub: Any) -> None:
         "                                              does it fit on an A100? what makes it fit\n"
         "  lmkit plan --config gpu-124m --gpus 8 --sharding fsdp --json   a shipped recipe, 8 GPUs\n"
         "  lmkit plan --measure tiny                   time a few real steps on this machine, predict the run\n"
-        "  lmkit plan --known-models                   GPT-3, Chinchilla, LLaMA ... against the rule",
+        "  lmkit plan --known-models                   GPT-3, Chinchilla, LLaMA ... against the rule\n"
+        "  lmkit plan --scale --gpu H100               1B / 7B / 70B on 8, 64, 1,024 devices, FSDP and HSDP",
     )
     p.add_argument("--params", default=None, help="model size: 7e9, 1.5B, 125M (instead of --config); 1 to 1e15")
     p.add_argument("--tokens", default=None, help="training tokens: 300B, 1.4T, 2e12; 1 to 1e17")
@@ -142,6 +142,12 @@ def add_plan(sub: Any) -> None:
         help="table of well-known models marked under-trained / about right / over-trained",
     )
     p.add_argument(
+        "--scale",
+        action="store_true",
+        help="memory per device of Llama-shaped 1B / 7B / 70B models on 8, 64, 1,024 devices: FSDP full shard and hybrid "
+        "(sharded within nodes of 8, replicated across), activation checkpointing, bf16 (--seq-len: 4096)",
+    )
+    p.add_argument(
         "--measure",
         default=None,
         metavar="CONFIG",
@@ -157,6 +163,8 @@ def _run_plan(args: argparse.Namespace) -> int:
     """``lmkit plan``: read flags, make the plan, print tables or one JSON object."""
     if args.measure:  # runs real training steps: lives beside the trainer, not in the pure maths
         return _run_measure(args)
+    if args.scale:
+        return _print_scale(args)
     overrides = getattr(args, "overrides", {}) or {}
     cfg = train = None
     source = None
@@ -415,6 +423,23 @@ def _print_plan(p: dict[str, Any]) -> None:
         print(f"\nnote: {note}")
 
 
+def _print_scale(args: argparse.Namespace) -> int:
+    """``lmkit plan --scale``: the scale-out table (``lmkit.plan.sharding``), or its rows as JSON."""
+    cap, prec, mb, seq = device_memory_bytes(args.gpu), args.precision or "bf16", args.micro_batch or 1, args.seq_len
+    rows = scale_table(micro_batch=mb, seq_len=seq or 4096, precision=prec, capacity_bytes=cap)
+    if args.json:
+        print_json({"rows": rows, "device": args.gpu, "capacity_bytes": cap})
+        return 0
+    print(f"per device ({prec}, activation checkpointing, micro-batch {mb} x {seq or 4096}); fits on one {args.gpu}")
+    print("  model  devices  layout          model states  gathered  activations      total  fits")
+    for r in rows:
+        fits = "" if r["fits"] is None else "yes" if r["fits"] else "no"
+        row = f"  {r['model']:>5} {r['devices']:>8,}  {r['layout']:<15} {_gb(r['model_states']):>12} {_gb(r['gathered']):>9}"
+        print(f"{row} {_gb(r['activations']):>12} {_gb(r['total']):>10}  {fits}")
+    print("  (states: 16 B/param over the shard group; gathered: 2 layers' weights, 1 layer's grads; + runtime)")
+    return 0
+
+
 def _print_memory_verdict(f: dict[str, Any], gpus: int) -> None:
     """The verdict for the named device, and what would make the run fit, with the memory of each."""
     cap = f"{f['device']} ({f['capacity_bytes'] / 2**30:.0f} GiB = {_gb(f['capacity_bytes'])})"
@@ -568,28 +593,3 @@ def _print_int8_lesson(rep: dict[str, Any]) -> None:
         "(per channel, each row's step is its own absmax/127, so the rows with a small range keep their "
         "precision; lmkit quantize reports the same table for every layer of a checkpoint)"
     )
-
-
-def add_families(sub: Any) -> None:
-    p = sub.add_parser(
-        "families",
-        help="the three model families: objective, context, tasks, well-known models",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Which transformer family to pre-train (model.family in the config):\n\n"
-        + table(96)
-        + "\n\n"
-        + HOW_TO_CHOOSE,
-    )
-    add_json(p, "the table as JSON")
-    p.set_defaults(func=_run_families)
-
-
-def _run_families(args: argparse.Namespace) -> int:
-    """``lmkit families``: print the table (or JSON)."""
-    if args.json:
-        print_json([asdict(f) for f in FAMILIES])
-        return 0
-    print(table())
-    print()
-    print(textwrap.fill(HOW_TO_CHOOSE, 100))
-    return 0

@@ -1,8 +1,8 @@
-"""The shipping commands: ``quantize``, ``export``, ``import-hf``, ``card`` and ``hub``.
+"""The shipping commands: ``quantize``, ``export``, ``import-hf`` and ``card`` (``hub`` is :mod:`lmkit.cli.hub`).
 
 Each command has an ``add_<name>(sub)`` that declares its flags, with help that teaches, and a
 ``_run_<name>(args)`` runner that calls the domain modules (``lmkit.ship.quantize``,
-``export_hf``, ``import_hf``, ``card``, ``hub``) and prints their report as text or JSON. They load
+``export_hf``, ``import_hf``, ``card``) and prints their report as text or JSON. They load
 only when their command runs, so ``lmkit --help`` stays instant.
 """
 
@@ -23,7 +23,6 @@ from lmkit.cli.common import (
     print_json,
 )
 from lmkit.errors import LmkitError
-from lmkit.families import PIPELINE_TAG
 
 
 def add_quantize(sub: Any) -> None:
@@ -119,7 +118,7 @@ def _print_int8_layers(rows: list[dict[str, Any]]) -> None:
 def add_export(sub: Any) -> None:
     p = sub.add_parser(
         "export",
-        help="export a checkpoint as a Hugging Face transformers folder (Auto classes load it)",
+        help="export a checkpoint as a Hugging Face transformers folder or one llama.cpp GGUF file",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Write a folder that transformers loads offline with its Auto classes:\n"
         "  decoder -> the class of its layout: LlamaForCausalLM, Qwen2ForCausalLM, GPT2LMHeadModel, "
@@ -136,14 +135,16 @@ def add_export(sub: Any) -> None:
         "After writing, the folder is loaded with transformers and compared with lmkit: logits within "
         "1e-4 x max(1, max|logit|) and identical greedy tokens, or nothing is written (--no-verify "
         "skips this). Not exportable: decoders whose layout no class above has (e.g. learned positions "
-        "with RMSNorm, sinusoidal positions), encoders with "
-        "sinusoidal positions or a rotary theta other than 10000; a quantized checkpoint needs "
-        "--dequantize (its int8/fp16 values become float32 weights) or export the one from before `lmkit quantize`.\n\n"
-        "example:\n  lmkit export runs/small --format hf --out hf/small --license apache-2.0",
+        "with RMSNorm), encoders with sinusoidal positions or a rotary theta other than 10000; a quantized "
+        "checkpoint needs --dequantize (int8/fp16 values as float32) or the one from before `lmkit quantize`.\n\n"
+        "--format gguf: one .gguf file llama.cpp runs (Llama, Qwen2, GPT-2 layouts; weights F32, or F16/Q8_0 "
+        "after `lmkit quantize --to fp16|int8`; the tokenizer inside).\n\nexamples:\n"
+        "  lmkit export runs/small --format hf --out hf/small --license apache-2.0\n"
+        "  lmkit export runs/small --format gguf --out small.gguf",
     )
     add_checkpoint(p)
-    p.add_argument("--format", default="hf", choices=["hf"], help="export format (hf: Hugging Face transformers)")
-    add_out(p, "output folder (must be new or empty unless --overwrite)", required=True)
+    p.add_argument("--format", default="hf", choices=["hf", "gguf"], help="hf: a transformers folder; gguf: llama.cpp")
+    add_out(p, "output folder (hf: new or empty unless --overwrite) or FILE.gguf (gguf)", required=True)
     add_overwrite(p, "a previous export in --out")
     add_no_verify(p, also="loading the export in transformers to compare")
     p.add_argument(
@@ -164,11 +165,11 @@ def add_export(sub: Any) -> None:
 
 
 def _run_export(args: argparse.Namespace) -> int:
-    """``lmkit export CKPT --format hf --out DIR [--overwrite] [--no-verify]``."""
+    """``lmkit export CKPT --format hf --out DIR [--overwrite] [--no-verify]`` (or ``--format gguf --out F.gguf``)."""
     from lmkit.ship.export_hf import export_hf
 
-    if args.format != "hf":
-        raise LmkitError(f"--format {args.format!r} is not supported (only hf)")
+    if args.format == "gguf":
+        return _run_export_gguf(args)
     report = export_hf(
         args.checkpoint,
         args.out,
@@ -204,6 +205,32 @@ def _run_export(args: argparse.Namespace) -> int:
             f"{load}; no tokenizer: {report['checkpoint']} has no tokenizer.json, so AutoTokenizer cannot load "
             "one from the export (tokenize with the tokenizer the model was trained with)"
         )
+    return 0
+
+
+def _run_export_gguf(args: argparse.Namespace) -> int:
+    """``lmkit export CKPT --format gguf --out FILE.gguf [--overwrite] [--dequantize]``: one llama.cpp file
+    (``lmkit.ship.export_gguf``); --no-verify, the card flags and --max-shard-size are the hf format's."""
+    from lmkit.ship.export_gguf import export_gguf
+
+    r = export_gguf(args.checkpoint, args.out, overwrite=args.overwrite, dequantize=args.dequantize)
+    if args.json:
+        print_json(r)
+        return 0
+    kind = {"f32": "F32", "f16": "F16 matrices", "bf16": "BF16 matrices", "q8_0": "Q8_0 matrices"}[r["type"]]
+    print(f"exported decoder -> llama.cpp {r['architecture']} in {r['out']} ({r['bytes'] / 1e6:.1f} MB, {kind})")
+    if r["dequantized_from"]:
+        print(f"  weights dequantized from {r['dequantized_from']} to F32")
+    if r["type"] == "q8_0":
+        print(
+            f"  Q8_0 holds lmkit's int8 codes; each row's scale rounded to fp16 moved by at most "
+            f"{r['scale_rounding']:.2g} (relative)"
+        )
+    if r["f32_matrices"]:
+        kept = ", ".join(r["f32_matrices"])
+        print(f"  kept F32 (lmkit's int8 values; Q8_0 needs rows of 32 values and fp16 scales): {kept}")
+    print(f"  {r['tensors']} tensors; tokenizer {r['tokenizer']}")
+    print(f"  run it: llama-cli -m {r['out']}  (or llama_cpp.Llama(model_path={r['out']!r}))")
     return 0
 
 
@@ -337,162 +364,3 @@ def _run_card(args: argparse.Namespace) -> int:
         f"license {fm.get('license')})"
     )
     return 0
-
-
-def add_hub(sub: Any) -> None:
-    p = sub.add_parser(
-        "hub",
-        help="publish, fetch and browse models in a hub (a folder or any fsspec URL)",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="A model hub in a folder or any fsspec URL (s3://, gs:// with s3fs/gcsfs installed; "
-        "memory:// for tests). Where: --hub URL, else $LMKIT_HUB, else $XDG_CACHE_HOME/lmkit/hub "
-        "(~/.cache/lmkit/hub).\n\n"
-        "Names are 'model' or 'namespace/model' (ASCII letters, digits, . _ -). Each push makes a new "
-        "revision (1, 2, ...); NAME@3 is revision 3, NAME the latest. Every file is stored under its "
-        "sha256 and verified on pull.\n\n"
-        "examples:\n  lmkit hub push runs/small alice/small-decoder -m 'first run'\n"
-        "  lmkit hub list\n  lmkit hub search family:decoder size<10M legal\n"
-        "  lmkit hub show alice/small-decoder\n  lmkit hub pull alice/small-decoder@1 --out models/small",
-    )
-    p.add_argument(
-        "--hub",
-        dest="hub_top",
-        default=None,
-        metavar="URL",
-        help="hub folder or fsspec URL (also accepted after the action)",
-    )
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
-        "--hub", default=None, help="hub folder or fsspec URL (default $LMKIT_HUB or ~/.cache/lmkit/hub)"
-    )
-    add_json(common, "JSON")
-    hsub = p.add_subparsers(dest="hub_command", required=True, metavar="ACTION")
-    push = hsub.add_parser("push", parents=[common], help="publish a checkpoint as a new revision of NAME")
-    add_checkpoint(push)
-    push.add_argument("name", help="model or namespace/model")
-    push.add_argument("-m", "--message", default=None, help="a note stored with the revision")
-    push.add_argument("--card", default=None, help="model card file to publish (default CKPT/README.md or a fresh one)")
-    add_no_verify(push)
-    push.add_argument(
-        "--include-train-state",
-        action="store_true",
-        help="also publish train_state/ (optimizer state, needed only to resume that exact run)",
-    )
-    pull = hsub.add_parser("pull", parents=[common], help="fetch NAME[@REV] into a folder, verifying checksums")
-    pull.add_argument("spec", metavar="NAME[@REV]", help="model name, optionally @revision (default latest)")
-    add_out(pull, "folder to write (new or empty unless --overwrite)", required=True)
-    add_overwrite(pull, "a previous pull in --out")
-    hsub.add_parser("list", parents=[common], help="every model: latest revision, family, task, size, loss")
-    search = hsub.add_parser(
-        "search",
-        parents=[common],
-        help="find models by name, family, task, size, card text",
-        description="Every term must match. family:decoder, task:fill-mask, size<10M, "
-        "params>=1M filter; other words are looked for in the name, family, "
-        "task, architecture and model card.",
-    )
-    search.add_argument("query", nargs="*", help="terms, e.g. family:encoder size<5M legal")
-    search.add_argument("--family", default=None, choices=["encoder", "decoder", "encdec"])
-    search.add_argument("--task", default=None, choices=list(PIPELINE_TAG.values()))
-    search.add_argument("--min-params", default=None, help="smallest size, e.g. 1M")
-    search.add_argument("--max-params", default=None, help="largest size, e.g. 100M")
-    show = hsub.add_parser("show", parents=[common], help="print a model's card (--json: its manifest)")
-    show.add_argument("spec", metavar="NAME[@REV]", help="model name, optionally @revision")
-    p.set_defaults(func=_run_hub)
-
-
-def _run_hub(args: argparse.Namespace) -> int:
-    """``lmkit hub push|pull|list|search|show``."""
-    from lmkit.ship.hub import Hub, parse_spec
-    from lmkit.ship.hub_search import search
-
-    hub = Hub(args.hub or getattr(args, "hub_top", None))
-    action = args.hub_command
-    if action == "push":
-        m = hub.push(
-            args.checkpoint,
-            args.name,
-            message=args.message,
-            include_train_state=args.include_train_state,
-            card=args.card,
-            show_progress=sys.stderr.isatty(),
-        )
-        if args.json:
-            print_json(m)
-        else:
-            print(
-                f"pushed {m['name']}@{m['revision']} to {hub.url}: {len(m['files'])} files, "
-                f"{m['size'] / 1e6:.2f} MB ({m['uploaded_blobs']} uploaded, "
-                f"{len(m['files']) - m['uploaded_blobs']} already in the hub)"
-            )
-            print(
-                f"  pull it: lmkit hub pull {m['name']}@{m['revision']} --out DIR"
-                + (f" --hub {hub.url}" if args.hub else "")
-            )
-        return 0
-    if action == "pull":
-        m = hub.pull(args.spec, args.out, overwrite=args.overwrite, show_progress=sys.stderr.isatty())
-        if args.json:
-            print_json(m)
-        else:
-            print(
-                f"pulled {m['name']}@{m['revision']} into {args.out}: {len(m['files'])} files, "
-                f"{m['size'] / 1e6:.2f} MB, every sha256 verified"
-            )
-        return 0
-    if action == "show":
-        name, rev = parse_spec(args.spec)
-        if args.json:
-            print_json(hub.manifest(name, rev))
-        else:
-            sys.stdout.write(hub.card(args.spec))
-        return 0
-    if action == "list":
-        found = hub.entries()
-    else:
-        found = search(
-            hub,
-            " ".join(args.query),
-            family=args.family,
-            task=args.task,
-            min_params=_count(args.min_params),
-            max_params=_count(args.max_params),
-        )
-    if args.json:
-        print_json(found)
-    elif not found:
-        print(f"no models in hub {hub.url}" if action == "list" else f"nothing in hub {hub.url} matches")
-    else:
-        print(_hub_table([_hub_row(m) for m in found]))
-    return 0
-
-
-def _hub_row(m: dict[str, Any]) -> list[str]:
-    from lmkit.ship.card.figures import si
-
-    info = m.get("info") or {}
-    loss = info.get("eval_loss")
-    return [
-        m["name"],
-        f"{m['revision']}" + (f"/{m['revisions']}" if "revisions" in m else ""),
-        str(info.get("family", "?")),
-        str(info.get("task", "?")),
-        si(info["params"]) if isinstance(info.get("params"), (int, float)) else "?",
-        si(info["tokens"]) if isinstance(info.get("tokens"), (int, float)) else "-",
-        f"{loss:.3f}" if isinstance(loss, (int, float)) else "-",
-        str(m.get("created", ""))[:10],
-    ]
-
-
-def _hub_table(rows: list[list[str]]) -> str:
-    head = ["NAME", "REV", "FAMILY", "TASK", "PARAMS", "TOKENS", "LOSS", "PUSHED"]
-    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in [head, *rows])
-
-
-def _count(text: str | None) -> float | None:
-    if text is None:
-        return None
-    from lmkit.plan import parse_count
-
-    return parse_count(text, "size")

@@ -116,7 +116,9 @@ def add_pretrain(sub: Any) -> None:
         default=None,
         metavar="CKPT",
         help="start from this checkpoint's weights and tokenizer (continued pre-training / domain "
-        "adaptation, e.g. of a model imported with `lmkit import-hf`); optimizer and step start fresh",
+        "adaptation, e.g. of a model imported with `lmkit import-hf`); optimizer and step start fresh. "
+        "The model is the checkpoint's: a --model.* flag that would change its shape is refused "
+        "(--model.dropout applies), and so is a --tokenizer that is not the checkpoint's own",
     )
     p.add_argument(
         "--model",
@@ -183,7 +185,13 @@ def _run_pretrain(args: argparse.Namespace) -> int:
             f"--new-{'data' if new_data else 'batch'} only applies with --resume (a new run trains as it is given)"
         )
     else:
+        from lmkit.train.continued import check_init_flags, init_model_config
+
+        if overrides.get("train.init"):  # before the config is checked: a shape flag is refused as such
+            check_init_flags(overrides, overrides["train.init"])
         cfg = load_run_config(args.config, overrides)
+        if cfg.train.init:  # continued pre-training: the checkpoint's model, with the run's own dropout
+            init_model_config(cfg, overrides)
     if args.scaling_law and not args.model:
         raise LmkitError("--scaling-law applies with --model auto (the time budget's choice of model)")
     try:

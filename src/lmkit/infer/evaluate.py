@@ -31,6 +31,7 @@ import torch
 from lmkit.config import ModelConfig
 from lmkit.errors import LmkitError
 from lmkit.models import LanguageModel
+from lmkit.models.registry import spec_of
 from lmkit.objectives import IGNORE_INDEX, SpecialIds, make_batch, window_length
 
 
@@ -93,6 +94,7 @@ def evaluate(
     total_tokens = 0
     total_bytes = 0.0
     length = window_length(model_cfg)
+    shifted = spec_of(model_cfg.family).decodes == "causal"  # labels are the windows shifted by one
     gen = torch.Generator().manual_seed(seed)
     own = getattr(shards, "sequential_byte_batches", None)
     own_bytes = own(batch_size, length, max_batches) if own is not None else None
@@ -111,7 +113,7 @@ def evaluate(
             loss = loss_fn(batch)
         total_nats += float(loss) * n
         total_tokens += n
-        if token_bytes is not None and placed is not None and model_cfg.family == "decoder":
+        if token_bytes is not None and placed is not None and shifted:
             total_bytes += float(placed[:, 1:][labels != IGNORE_INDEX].sum())  # labels are windows[:, 1:]
         elif token_bytes is not None:
             scored = labels[labels != IGNORE_INDEX]

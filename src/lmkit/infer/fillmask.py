@@ -19,13 +19,13 @@ between end-of-sequence tokens, as a document sits in the packed pre-training wi
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any, cast
+from typing import Any
 
 import torch
 
 from lmkit.errors import LmkitError
 from lmkit.models import LanguageModel
-from lmkit.models.encoder import Encoder
+from lmkit.models.protocols import MaskedLM
 
 MASK_TEXT = "[MASK]"  # lmkit's own tokenizers' mask token
 
@@ -94,9 +94,8 @@ def fill_mask(
 ) -> FillMaskResult:
     """Top-k candidates with probabilities for each mask of ``text`` (an encoder model); the mask is
     written as ``mask_text``, by default the text of the model's own mask token."""
-    if getattr(getattr(model, "cfg", None), "family", None) != "encoder":
+    if not isinstance(model, MaskedLM):
         raise LmkitError("fill-mask needs an encoder (masked LM) checkpoint")
-    model = cast(Encoder, model)  # a model of family "encoder" is an Encoder
     if top_k < 1:
         raise LmkitError(f"--top-k must be at least 1, got {top_k}")
     if tokenizer.mask_id < 0:

@@ -4,12 +4,10 @@ What this module owns:
 
 * The decode loops: :func:`generate` (prompt text in, :class:`GenerationResult` out) for decoder
   and encoder-decoder checkpoints, :func:`generate_ids` (token ids in, token ids out) for
-  decoders, :func:`generate_seq2seq_ids` for encoder-decoders, and :func:`format_step`, the
-  table ``--explain`` shows for a step.
-* Not here: choosing each token (settings, temperature, top-k, top-p, the explanation of a
-  choice) is :mod:`lmkit.infer.sampling`; the hand-laid CPU decode step is
-  :mod:`lmkit.infer.packed`; the ``lmkit generate`` command is :mod:`lmkit.cli.infer`. Each
-  name is imported from its own module (``GenerationConfig`` from ``lmkit.infer.sampling``).
+  decoders, :func:`generate_seq2seq_ids` for encoder-decoders.
+* Not here: choosing each token (settings, temperature, top-k, top-p, an explanation and its table,
+  never an id past the tokenizer's: ``within_vocabulary``) is :mod:`lmkit.infer.sampling`; the hand-laid CPU
+  decode step is :mod:`lmkit.infer.packed`; the ``lmkit generate`` command is :mod:`lmkit.cli.infer`.
 
 How decoding runs. A decoder reads the prompt once (the "prefill", which fills the key/value
 cache) and then feeds one new token per step, attending to the cached keys/values of everything
@@ -34,10 +32,11 @@ from torch import nn
 
 from lmkit.errors import LmkitError
 from lmkit.infer.packed import packed_decoder
-from lmkit.infer.sampling import N_CANDIDATES, GenerationConfig, StepExplanation, choose_next, make_generator
+from lmkit.infer.sampling import GenerationConfig, StepExplanation, choose_next, make_generator, within_vocabulary
 from lmkit.models import LanguageModel
 from lmkit.models.decoder import Decoder
 from lmkit.models.encdec import EncoderDecoder
+from lmkit.models.registry import SPECS, Decodes
 
 StopReason = Literal["eos", "max_new_tokens", "context window"]
 
@@ -72,7 +71,7 @@ def _decode_loop(
     ``eos_id``: one id or several (a model's eos tokens); rows that have finished keep emitting the
     first until every row has.
     """
-    logits = prefill()[:, :vocab]  # (B, V): ids past the tokenizer's (padding rows of an embedding) never come
+    logits = within_vocabulary(prefill(), vocab)  # (B, V): a padding row past the tokenizer's is never chosen
     B = logits.shape[0]
     out = torch.empty(B, n_max, dtype=torch.long, device=logits.device)
     stops = [] if eos_id is None else [eos_id] if isinstance(eos_id, int) else list(eos_id)  # any ends a row
@@ -105,7 +104,7 @@ def _decode_loop(
                     reason = "eos"
                     break
         if n < n_max:
-            logits = step(token[:, None])[:, :vocab]
+            logits = within_vocabulary(step(token[:, None]), vocab)
     return _LoopResult(out[:, :n], reason, steps)
 
 
@@ -137,13 +136,16 @@ def _device(model: nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
-def _check_family(model: nn.Module) -> str:
+def _decodes(model: nn.Module) -> Decodes:
+    """How ``model`` writes text (``causal`` or ``seq2seq``: its family's), or one line saying it does not."""
     family = getattr(getattr(model, "cfg", None), "family", None)
-    if family == "encoder":
-        raise LmkitError("encoder models do not generate text; use `lmkit fill-mask`")
-    if family not in ("decoder", "encdec"):
-        raise LmkitError(f"cannot generate with a model of family {family!r} (expected decoder or encdec)")
-    return family
+    spec = SPECS.get(str(family))
+    if spec is None:
+        expected = " or ".join(s.name for s in SPECS.values() if s.generates)
+        raise LmkitError(f"cannot generate with a model of family {family!r} (expected {expected})")
+    if not spec.generates:
+        raise LmkitError(f"{spec.name} models do not generate text; use `lmkit fill-mask`")
+    return spec.decodes
 
 
 def _decoder_loop(
@@ -209,8 +211,9 @@ def generate_ids(
     cache: bool = True,
     eos_id: int | Sequence[int] | None = None,
     generator: torch.Generator | None = None,
+    vocab: int | None = None,
 ) -> torch.Tensor:
-    """Continue each row of input_ids (B, T) with a decoder; returns (B, T + n) ids.
+    """Continue each row of input_ids (B, T) with a decoder; returns (B, T + n) ids (none past ``vocab``).
 
     ``cache=True`` prefills the prompt once and feeds one token per step through the KV cache;
     ``cache=False`` recomputes the whole sequence every step (the reference). Stops after
@@ -219,15 +222,15 @@ def generate_ids(
     ``generator`` defaults to one seeded with ``gen_cfg.seed``.
     """
     gen_cfg.validate()
-    if _check_family(model) != "decoder":
+    if _decodes(model) != "causal":
         raise LmkitError("generate_ids is for decoder models; use generate_seq2seq_ids for encoder-decoders")
     device = _device(model)
     if generator is None and not gen_cfg.greedy:
         generator, _ = make_generator(gen_cfg.seed, device)
     ids = input_ids.to(device)
     with torch.inference_mode(), _EvalMode(model):
-        # a model of family "decoder" (checked above) is a Decoder
-        res = _decoder_loop(cast(Decoder, model), ids, gen_cfg, cache, eos_id, generator)
+        # a model that decodes causally (checked above) is a Decoder
+        res = _decoder_loop(cast(Decoder, model), ids, gen_cfg, cache, eos_id, generator, vocab=vocab)
     return torch.cat([ids, res.tokens], dim=1)
 
 
@@ -245,6 +248,7 @@ def _seq2seq_loop(
     explain: bool = False,
     on_token: Callable[[int], None] | None = None,
     attention_mask: torch.Tensor | None = None,
+    vocab: int | None = None,
 ) -> _LoopResult:
     B, S = input_ids.shape
     if S > model.cfg.max_seq_len:
@@ -276,7 +280,7 @@ def _seq2seq_loop(
             dec = torch.cat([dec, tok], dim=1)
             return model.logits(model.decode(dec, enc, attention_mask)[:, -1])
 
-    return _decode_loop(prefill, run, n_max, "max_new_tokens", gen_cfg, generator, eos_id, explain, on_token)
+    return _decode_loop(prefill, run, n_max, "max_new_tokens", gen_cfg, generator, eos_id, explain, on_token, vocab)
 
 
 def generate_seq2seq_ids(
@@ -288,22 +292,24 @@ def generate_seq2seq_ids(
     cache: bool = True,
     attention_mask: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
+    vocab: int | None = None,
 ) -> torch.Tensor:
     """Encoder-decoder generation: encode input_ids (B, S) once, then decode from ``start_id``.
 
-    Returns the generated decoder ids (B, n) (without the start token). ``cache=False``
+    Returns the generated decoder ids (B, n) (without the start token); with ``vocab`` (the tokenizer's
+    size) never an id past it (an embedding's padding rows). ``cache=False``
     re-runs the decoder over its whole output every step (the reference for the cached path).
     The model must provide ``encode``, ``cross_kv``, ``decode``, ``logits`` and ``new_cache``
     (``lmkit.models.encdec.EncoderDecoder``).
     """
     gen_cfg.validate()
-    if _check_family(model) != "encdec":
+    if _decodes(model) != "seq2seq":
         raise LmkitError("generate_seq2seq_ids is for encoder-decoder models")
     device = _device(model)
     if generator is None and not gen_cfg.greedy:
         generator, _ = make_generator(gen_cfg.seed, device)
     with torch.inference_mode(), _EvalMode(model):
-        # a model of family "encdec" (checked above) is an EncoderDecoder
+        # a model that decodes seq2seq (checked above) is an EncoderDecoder
         res = _seq2seq_loop(
             cast(EncoderDecoder, model),
             input_ids.to(device),
@@ -313,6 +319,7 @@ def generate_seq2seq_ids(
             eos_id,
             generator,
             attention_mask=attention_mask,
+            vocab=vocab,
         )
     return res.tokens
 
@@ -355,44 +362,6 @@ class GenerationResult:
         return d
 
 
-def visible(token: str) -> str:
-    """A token quoted with its whitespace and control characters made visible: ``' the'``, ``'\\n'``."""
-    out = []
-    for ch in token:
-        if ch == "\n":
-            out.append("\\n")
-        elif ch == "\t":
-            out.append("\\t")
-        elif ch == "\r":
-            out.append("\\r")
-        elif ch == "'":
-            out.append("\\'")
-        elif ord(ch) < 32 or ord(ch) == 127 or ch in "\u00a0\u200b\ufeff\u2028\u2029":
-            out.append(f"\\u{ord(ch):04x}" if ord(ch) > 255 else f"\\x{ord(ch):02x}")
-        else:
-            out.append(ch)
-    return "'" + "".join(out) + "'"
-
-
-def format_step(step: StepExplanation, width: int = 24) -> str:
-    """A small table of one step: candidates, probability before → after, the chosen one marked."""
-    chosen = step.chosen_candidate
-    could = "only it could be chosen" if step.kept == 1 else f"{step.kept} tokens could be chosen"
-    lines = [
-        f"step {step.step + 1}: chose {visible(chosen.token or str(chosen.token_id))} (id {chosen.token_id}); {could}"
-    ]
-    lines.append(f"  {'rank':>4}  {'token':<{width}} {'id':>6}  {'before':>7}  {'after':>7}")
-    for rank, c in enumerate(step.candidates, 1):
-        tok = visible(c.token if c.token is not None else str(c.token_id))
-        if len(tok) > width:
-            tok = tok[: width - 1] + "…"
-        after = f"{c.p_after:7.2%}" if c.p_after > 0 else "    cut"
-        label = f"{rank:>4}" if rank <= N_CANDIDATES or c.token_id != step.chosen else "   ·"
-        mark = "  ◀ chosen" if c.token_id == step.chosen else ""
-        lines.append(f"  {label}  {tok:<{width}} {c.token_id:>6}  {c.p_before:7.2%}  {after}{mark}")
-    return "\n".join(lines)
-
-
 def _completion_text(tokenizer: Any, prompt_ids: list[int], new_ids: list[int], seq2seq: bool = False) -> str:
     """Text the new ids add after the prompt, decoded together with the prompt so that a character
     whose bytes straddle the boundary comes out whole. An encoder-decoder's output keeps its
@@ -426,12 +395,11 @@ def generate(
     """
     gen_cfg = gen_cfg or GenerationConfig()
     gen_cfg.validate()
-    family = _check_family(model)
-    if family == "encdec":
+    if _decodes(model) == "seq2seq":
         return generate_seq2seq(
             cast(EncoderDecoder, model), tokenizer, prompt, gen_cfg, explain=explain, stream=stream, start_id=start_id
         )
-    decoder = cast(Decoder, model)  # _check_family lets only the "decoder" and "encdec" families through
+    decoder = cast(Decoder, model)  # _decodes lets only the causal and seq2seq families through
     ids = tokenizer.prompt_ids(prompt)  # BOS first where the model's tokenizer adds one; "" is BOS alone
     window = model.cfg.max_seq_len
     truncated = 0
@@ -500,7 +468,9 @@ def generate_seq2seq(
         gen_cfg,
         explain,
         stream,
-        lambda inp, g, on_tok: _seq2seq_loop(model, inp, gen_cfg, start_id, True, tokenizer.eos_id, g, explain, on_tok),
+        lambda inp, g, on_tok: _seq2seq_loop(
+            model, inp, gen_cfg, start_id, True, tokenizer.eos_id, g, explain, on_tok, vocab=tokenizer.vocab_size
+        ),
         seq2seq=True,
     )
 
@@ -568,13 +538,4 @@ def _run_text(
     )
 
 
-__all__ = [
-    "GenerationResult",
-    "StopReason",
-    "format_step",
-    "generate",
-    "generate_ids",
-    "generate_seq2seq",
-    "generate_seq2seq_ids",
-    "visible",
-]
+__all__ = ["GenerationResult", "StopReason", "generate", "generate_ids", "generate_seq2seq", "generate_seq2seq_ids"]

@@ -24,6 +24,10 @@ fewer, cheaper operations:
   views (no copies, no concatenation); the prefill projects only its last position onto the
   vocabulary. Grouped-query attention (Llama 3, SmolLM2, Qwen2) keeps only the key/value heads,
   and a one-token step lets each key/value head attend for its group of query heads at once.
+* :meth:`PackedDecoder.step_rows` is the same one-token step for rows at different positions (a
+  server's requests, each as long as it is, ``lmkit.serve.rows``): each row's key/value goes to its own
+  position, rotary angles and learned positions are gathered per row, and a keep-mask hides the
+  positions past each row's own.
 * Every layout variant of the decoder is covered: Llama/Qwen2 (RMSNorm, SwiGLU, biases), GPT-2
   (learned positions, LayerNorm, plain tanh-GELU MLP), GPT-NeoX (parallel residual: the MLP reads
   the block's input, normalised once), BLOOM (embedding LayerNorm, ALiBi's slope·key-position
@@ -42,6 +46,7 @@ import copy
 import math
 import weakref
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeGuard, cast
 
 import torch
@@ -88,7 +93,8 @@ class PackedDecoder:
         self.cfg = cfg
         self.d, self.H, self.hd, self.Hkv = cfg.d_model, cfg.n_heads, cfg.head_dim, cfg.kv_heads
         self.dq, self.dkv = self.H * self.hd, self.Hkv * self.hd  # widths of q and of k (= v)
-        self.d_eps = cfg.d_model * cfg.norm_eps
+        self.d_eps = torch.tensor(cfg.d_model * cfg.norm_eps, dtype=model.tok_emb.weight.dtype)  # a tensor: adding
+        # a Python number wraps it in a new tensor at every call
         self.rms = cfg.norm == "rms"
         self.rotary = cfg.pos_encoding == "rotary"
         self.parallel = cfg.residual == "parallel"
@@ -165,34 +171,57 @@ class PackedDecoder:
         self.v_heads: list[torch.Tensor] = []
         self.length = self.max_len = 0
 
-    def start(self, batch: int, max_len: int) -> PackedDecoder:
+    def start(self, batch: int, max_len: int, zeroed: bool = False) -> PackedDecoder:
         """A decoding session: the same (shared) weights with a fresh cache for ``batch`` sequences
         of up to ``max_len`` positions. Sessions are independent, so concurrent generations
-        (e.g. a server's threads) on one model do not share state."""
+        (e.g. a server's threads) on one model do not share state. ``zeroed``: the cache starts as
+        zeros rather than uninitialised memory, as :meth:`step_rows` needs (a masked-out position
+        must still hold a finite number: 0·NaN is NaN)."""
         session = copy.copy(self)
-        session._allocate(batch, max_len)
+        session._allocate(batch, max_len, zeroed)
         return session
 
-    def _allocate(self, batch: int, max_len: int) -> None:
+    def _allocate(self, batch: int, max_len: int, zeroed: bool) -> None:
         dq, dkv, Hkv, hd = self.dq, self.dkv, self.Hkv, self.hd
         width = dq + 2 * dkv
-        self.length, self.max_len = 0, max_len
+        self.batch, self.length, self.max_len = batch, 0, max_len
         opts: dict[str, Any] = {"dtype": self.emb.dtype, "device": self.emb.device}
+        alloc = torch.zeros if zeroed else torch.empty
         # per layer (B, L, 2dkv): the keys then the values of each position, side by side
-        self.kv = [torch.empty(batch, max_len, 2 * dkv, **opts) for _ in self.layers]
+        self.kv = [alloc(batch, max_len, 2 * dkv, **opts) for _ in self.layers]
         self.k_heads = [c[..., :dkv].view(batch, max_len, Hkv, hd).transpose(1, 2) for c in self.kv]  # (B, Hkv, L, hd)
         self.v_heads = [c[..., dkv:].view(batch, max_len, Hkv, hd).transpose(1, 2) for c in self.kv]
-        # buffers of the one-token step, and views of them made once
+        # buffers of the one-token step; views of their first n rows are made once per n (_rows)
         self.qkv_buf = torch.empty(batch, width, **opts)  # [q | k | v] of the new token
         self.rot_buf = torch.empty(batch, width, **opts) if self.rotary else self.qkv_buf  # after rotation
-        if self.rotary:
-            self.qkv_c = torch.view_as_complex(self.qkv_buf.view(batch, width // 2, 2))
-            self.rot_c = torch.view_as_complex(self.rot_buf.view(batch, width // 2, 2))
-        # (B, Hkv, group, hd): a one-token step's query heads, grouped by the key/value head they read
-        self.q_step = self.rot_buf[:, :dq].view(batch, Hkv, self.H // Hkv, hd)
-        self.kv_step = self.rot_buf[:, dq:]  # (B, 2dkv) = [k | v]
         self.gu_buf = torch.empty(batch, (2 if self.gated else 1) * self.ffn, **opts)
-        self.gate, self.up = self.gu_buf[:, : self.ffn], self.gu_buf[:, -self.ffn :]
+        self._views: dict[int, _StepViews] = {}
+
+    def _rows(self, n: int) -> _StepViews:
+        """The one-token step's buffers and cache views for the first n rows (made once per n)."""
+        views = self._views.get(n)
+        if views is None:
+            dq, Hkv, hd, width = self.dq, self.Hkv, self.hd, self.dq + 2 * self.dkv
+            qkv, rot, gu = self.qkv_buf[:n], self.rot_buf[:n], self.gu_buf[:n]
+            cplx = (
+                (torch.view_as_complex(qkv.view(n, width // 2, 2)), torch.view_as_complex(rot.view(n, width // 2, 2)))
+                if self.rotary
+                else None
+            )
+            views = self._views[n] = _StepViews(
+                qkv=qkv,
+                complex=cplx,
+                # (n, Hkv, group, hd): a one-token step's query heads, grouped by the key/value head they read
+                q=rot[:, :dq].view(n, Hkv, self.H // Hkv, hd),
+                kv_new=rot[:, dq:],  # (n, 2dkv) = [k | v]
+                gu=gu,
+                gate=gu[:, : self.ffn],
+                up=gu[:, -self.ffn :],
+                kv=[c[:n] for c in self.kv],
+                k=[c[:n] for c in self.k_heads],
+                v=[c[:n] for c in self.v_heads],
+            )
+        return views
 
     def _norm(self, x: torch.Tensor) -> torch.Tensor:
         """The normalised x whose norm weight (and bias) are folded into the next matmul. RMSNorm:
@@ -219,12 +248,13 @@ class PackedDecoder:
             x = (x.view(B, T, self.d) + self.pos[start : start + T]).view(B * T, self.d)
         return x if self.emb_norm is None else self.emb_norm(x)
 
-    def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        """Append ids (B, T) to the cache; logits (B, V) of the token after the last one."""
+    def forward(self, ids: torch.Tensor, every: bool = False) -> torch.Tensor:
+        """Append ids (B, T) to the cache; logits (B, V) of the token after the last one, or with
+        ``every`` (B, T, V), the prediction after each of them (a server's echoed prompt)."""
         B, T = ids.shape
         if self.length + T > self.max_len:
             raise ValueError(f"cache of {self.max_len} positions cannot take {self.length + T}")
-        if T == 1:
+        if T == 1 and not every:
             return self._step(ids)
         d, dq, dkv, H, hd = self.d, self.dq, self.dkv, self.H, self.hd
         width = dq + 2 * dkv
@@ -262,6 +292,8 @@ class PackedDecoder:
             if bias["down"] is not None:
                 x += bias["down"]
         self.length = end
+        if every:
+            return self._mm(self._norm(x), self.out, self.out_b).view(B, T, -1)  # (B, T, V)
         last = x.view(B, T, d)[:, -1]  # (B, d)
         return self._mm(self._norm(last), self.out, self.out_b)  # (B, V)
 
@@ -269,34 +301,92 @@ class PackedDecoder:
         """forward() for one new token per row: the same maths in preallocated buffers, in place."""
         B = ids.shape[0]
         pos = self.length
-        end = pos + 1
         x = self._embed(ids, pos, B, 1)  # (B, d)
         freqs = self.freqs[pos] if self.rotary else None  # (width/2,) complex
-        mask = self.alibi[:, :, :end] if self.alibi is not None else None  # (H, 1, S)
-        for layer, bias, kv, kh, vh in zip(self.layers, self.biases, self.kv, self.k_heads, self.v_heads):
+        mask = self.alibi[:, :, : pos + 1] if self.alibi is not None else None  # (H, 1, S)
+        self.length = pos + 1
+        return self._one_token(x, self._rows(B), freqs, pos, pos + 1, mask)
+
+    def step_rows(self, ids: torch.Tensor, at: list[int]) -> torch.Tensor:
+        """One new token for each of the first n rows, row b at its own position ``at[b]`` (a
+        server's requests, each as long as it is): ids (n, 1) -> logits (n, V). Row b attends to its
+        positions 0..at[b]; the later positions of the longest row are masked out for the others
+        (start the session ``zeroed``). ``length`` is left alone: the caller keeps each row's."""
+        n = ids.shape[0]
+        end = max(at) + 1
+        if end > self.max_len:
+            raise ValueError(f"cache of {self.max_len} positions cannot take {end}")
+        if min(at) == end - 1:  # every row at one position (one request alone): no mask
+            x = self._embed(ids, end - 1, n, 1)
+            freqs = self.freqs[end - 1] if self.rotary else None
+            mask = self.alibi[:, :, :end] if self.alibi is not None else None
+            return self._one_token(x, self._rows(n), freqs, end - 1, end, mask)
+        pos = torch.tensor(at, device=self.emb.device)  # (n,)
+        x = F.embedding(ids.reshape(-1), self.emb)  # (n, d)
+        if self.pos is not None:
+            x += self.pos[pos]
+        if self.emb_norm is not None:
+            x = self.emb_norm(x)
+        keep = (torch.arange(end, device=pos.device) <= pos[:, None])[:, None, None, :]  # (n, 1, 1, S)
+        mask = keep if self.alibi is None else self.alibi[:, :, :end].masked_fill(~keep, float("-inf"))  # (n, H, 1, S)
+        slots = torch.arange(n, device=pos.device) * self.max_len + pos  # each row's new position, rows of (n·L, 2dkv)
+        return self._one_token(x, self._rows(n), self.freqs[pos] if self.rotary else None, slots, end, mask)
+
+    def _one_token(
+        self,
+        x: torch.Tensor,
+        r: _StepViews,
+        freqs: torch.Tensor | None,
+        at: int | torch.Tensor,
+        end: int,
+        mask: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """The layers for one new token per row, in place: x (n, d) its embedding, written into the
+        cache at position ``at`` (every row) or at the flat slots ``at`` (n,) (a row each), attending
+        to the first ``end`` positions under ``mask``; the logits (n, V)."""
+        n = x.shape[0]
+        for layer, bias, kv, kh, vh in zip(self.layers, self.biases, r.kv, r.k, r.v):
             h = self._norm(x)
-            self._mm(h, layer["qkv"], bias["qkv"], out=self.qkv_buf)  # (B, width)
-            if freqs is not None:
-                torch.mul(self.qkv_c, freqs, out=self.rot_c)  # rot_buf = [q_rot | k_rot | v]
-            kv[:, pos] = self.kv_step
-            # each key/value head attends for its group of query heads: (B, Hkv, group, hd)
-            y = F.scaled_dot_product_attention(self.q_step, kh.narrow(2, 0, end), vh.narrow(2, 0, end), attn_mask=mask)
+            self._mm(h, layer["qkv"], bias["qkv"], out=r.qkv)  # (n, width)
+            if r.complex is not None:
+                torch.mul(r.complex[0], freqs, out=r.complex[1])  # rot_buf = [q_rot | k_rot | v]
+            if isinstance(at, int):
+                kv[:, at] = r.kv_new
+            else:
+                kv.view(-1, 2 * self.dkv).index_copy_(0, at, r.kv_new)
+            # each key/value head attends for its group of query heads: (n, Hkv, group, hd)
+            y = F.scaled_dot_product_attention(r.q, kh.narrow(2, 0, end), vh.narrow(2, 0, end), attn_mask=mask)
             mlp_in = h if self.parallel else None
-            x.addmm_(y.view(B, self.dq), layer["o"])  # x += o_proj(y)
+            x.addmm_(y.view(n, self.dq), layer["o"])  # x += o_proj(y)
             if bias["o"] is not None:
                 x += bias["o"]
-            self._mm(self._norm(x) if mlp_in is None else mlp_in, layer["up"], bias["up"], out=self.gu_buf)
+            self._mm(self._norm(x) if mlp_in is None else mlp_in, layer["up"], bias["up"], out=r.gu)
             if not self.gated:
-                a = self.act(self.gu_buf)  # (B, f)
+                a = self.act(r.gu)  # (n, f)
             elif self.act is F.silu:
-                a = F.silu(self.gate, inplace=True).mul_(self.up)  # silu(gate) * up, in the gate's buffer
+                a = F.silu(r.gate, inplace=True).mul_(r.up)  # silu(gate) * up, in the gate's buffer
             else:
-                a = self.act(self.gate).mul_(self.up)
+                a = self.act(r.gate).mul_(r.up)
             x.addmm_(a, layer["down"])  # x += down_proj(act(...))
             if bias["down"] is not None:
                 x += bias["down"]
-        self.length = end
-        return self._mm(self._norm(x), self.out, self.out_b)  # (B, V)
+        return self._mm(self._norm(x), self.out, self.out_b)  # (n, V)
+
+
+@dataclass
+class _StepViews:
+    """A session's one-token buffers and cache views for its first n rows (see ``PackedDecoder._rows``)."""
+
+    qkv: torch.Tensor  # (n, width): [q | k | v] of the new token
+    complex: tuple[torch.Tensor, torch.Tensor] | None  # rotary: complex views of qkv and of its rotated copy
+    q: torch.Tensor  # (n, Hkv, group, hd), in the rotated copy
+    kv_new: torch.Tensor  # (n, 2dkv): [k | v], in the rotated copy
+    gu: torch.Tensor  # (n, f or 2f): the MLP's up (and gate) projection
+    gate: torch.Tensor
+    up: torch.Tensor
+    kv: list[torch.Tensor]  # per layer (n, L, 2dkv)
+    k: list[torch.Tensor]  # per layer (n, Hkv, L, hd) views of kv
+    v: list[torch.Tensor]
 
 
 _PACKED: weakref.WeakKeyDictionary[nn.Module, tuple[tuple[Any, ...], PackedDecoder]] = weakref.WeakKeyDictionary()

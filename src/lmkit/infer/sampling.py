@@ -7,7 +7,11 @@ What this module owns:
 * The sampling step, shared by every family: :func:`apply_temperature`, :func:`top_k_filter`,
   :func:`top_p_filter`, :func:`process_logits` and :func:`choose_next`, which picks the next token
   from one step's logits and, when asked, explains the choice (:class:`StepExplanation`: the top
-  candidates with their probabilities before and after the settings changed the distribution).
+  candidates with their probabilities before and after the settings changed the distribution;
+  :func:`format_step` is the table ``--explain`` shows for a step).
+* :func:`within_vocabulary`: the rule that no id past the tokenizer's is ever chosen (an imported
+  model's embedding may have padding rows beyond its tokens: T5, Qwen); every decode path (the
+  decode loops of :mod:`lmkit.infer.generate`, ``lmkit serve``) cuts its logits with it before choosing.
 * :func:`make_generator`: the seeded random generator sampling draws from (a seed is 0 to 2**64-1,
   :func:`lmkit.config.validate_seed`).
 
@@ -121,6 +125,21 @@ class GenerationConfig:
 
 
 # --------------------------------------------------------------------------- the sampling step
+
+
+def within_vocabulary(logits: torch.Tensor, vocab: int | None) -> torch.Tensor:
+    """Logits (..., V) cut to the first ``vocab`` ids: those a tokenizer of ``vocab`` tokens can decode.
+
+    An embedding may hold more rows than its tokenizer has tokens (T5: 32,128 rows for 32,100 tokens);
+    those rows are padding, and a choice among them is no token at all. Cutting (rather than setting
+    them to -inf) keeps every id where it was, and probabilities are over the real tokens only.
+    ``vocab`` None (or not smaller than V) changes nothing.
+    """
+    if vocab is None or vocab >= logits.shape[-1]:
+        return logits
+    if vocab < 1:
+        raise ValueError(f"a vocabulary must hold at least one token, got {vocab}")
+    return logits[..., :vocab]
 
 
 def apply_temperature(logits: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -262,6 +281,44 @@ def _sample(rows: torch.Tensor, gen_cfg: GenerationConfig, generator: torch.Gene
         vals = _nucleus_of_sorted(vals, p)
     pick = torch.multinomial(vals.softmax(dim=-1), 1, generator=generator)  # (B, 1) position among vals
     return idx.gather(-1, pick).squeeze(-1)
+
+
+# --------------------------------------------------------------------------- the --explain table
+
+
+_ESCAPES = {"\n": "\\n", "\t": "\\t", "\r": "\\r", "'": "\\'"}
+
+
+def visible(token: str) -> str:
+    """A token quoted with its whitespace and control characters made visible: ``' the'``, ``'\\n'``."""
+    out = []
+    for ch in token:
+        if ch in _ESCAPES:
+            out.append(_ESCAPES[ch])
+        elif ord(ch) < 32 or ord(ch) == 127 or ch in "\u00a0\u200b\ufeff\u2028\u2029":
+            out.append(f"\\u{ord(ch):04x}" if ord(ch) > 255 else f"\\x{ord(ch):02x}")
+        else:
+            out.append(ch)
+    return "'" + "".join(out) + "'"
+
+
+def format_step(step: StepExplanation, width: int = 24) -> str:
+    """A small table of one step: candidates, probability before → after, the chosen one marked."""
+    chosen = step.chosen_candidate
+    could = "only it could be chosen" if step.kept == 1 else f"{step.kept} tokens could be chosen"
+    lines = [
+        f"step {step.step + 1}: chose {visible(chosen.token or str(chosen.token_id))} (id {chosen.token_id}); {could}"
+    ]
+    lines.append(f"  {'rank':>4}  {'token':<{width}} {'id':>6}  {'before':>7}  {'after':>7}")
+    for rank, c in enumerate(step.candidates, 1):
+        tok = visible(c.token if c.token is not None else str(c.token_id))
+        if len(tok) > width:
+            tok = tok[: width - 1] + "…"
+        after = f"{c.p_after:7.2%}" if c.p_after > 0 else "    cut"
+        label = f"{rank:>4}" if rank <= N_CANDIDATES or c.token_id != step.chosen else "   ·"
+        mark = "  ◀ chosen" if c.token_id == step.chosen else ""
+        lines.append(f"  {label}  {tok:<{width}} {c.token_id:>6}  {c.p_before:7.2%}  {after}{mark}")
+    return "\n".join(lines)
 
 
 def make_generator(seed: int | None, device: torch.device | str = "cpu") -> tuple[torch.Generator, int]:

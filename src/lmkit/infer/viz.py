@@ -35,6 +35,8 @@ from lmkit.models import LanguageModel
 from lmkit.models.decoder import Decoder
 from lmkit.models.encdec import EncoderDecoder
 from lmkit.models.encoder import Encoder
+from lmkit.models.protocols import Seq2SeqLM
+from lmkit.models.registry import spec_of
 
 # --------------------------------------------------------------------------- attention
 
@@ -52,13 +54,13 @@ class AttentionMaps:
 def _self_attention_modules(model: LanguageModel) -> tuple[list[nn.Module], str]:
     from lmkit.models.layers import Attention
 
-    family = model.cfg.family
+    attention = spec_of(model.cfg.family).attention
     blocks: Iterable[nn.Module]
-    if family == "encdec":
+    if attention == "encoder-decoder":
         blocks, what = cast(EncoderDecoder, model).encoder.blocks, "encoder self-attention (bidirectional)"
     else:
         blocks = cast(Decoder | Encoder, model).blocks  # the other two families
-        what = "self-attention (bidirectional)" if family == "encoder" else "causal self-attention"
+        what = "self-attention (bidirectional)" if attention == "bidirectional" else "causal self-attention"
     mods = [cast(nn.Module, b.attn) for b in blocks]  # every family's blocks have an ``attn`` module
     if not all(isinstance(m, Attention) for m in mods):
         raise LmkitError("this model's attention layers cannot be inspected (a quantized checkpoint?)")
@@ -83,8 +85,8 @@ def capture_attention(model: LanguageModel, input_ids: torch.Tensor) -> tuple[to
     was_training = model.training
     model.eval()
     try:
-        if model.cfg.family == "encdec":
-            cast(EncoderDecoder, model).encode(input_ids)
+        if isinstance(model, Seq2SeqLM):  # its encoder's self-attention
+            model.encode(input_ids)
         else:
             model(input_ids)
     finally:
@@ -95,14 +97,19 @@ def capture_attention(model: LanguageModel, input_ids: torch.Tensor) -> tuple[to
 
 
 def attention_maps(model: LanguageModel, tokenizer: Any, text: str) -> AttentionMaps:
-    """Attention weights of every layer and head over the tokens of ``text``."""
-    ids = tokenizer.encode(text, allow_special=True)
-    if not ids:
+    """Attention weights of every layer and head over the tokens of ``text``, read as the model reads it
+    elsewhere: a decoder's prompt (BOS first only where its tokenizer adds one: ``Tokenizer.prompt_ids``),
+    an encoder-decoder's input (``Tokenizer.encoder_ids``: T5's text + EOS, BART's ``<s> .. </s>``),
+    an encoder's text as fill-mask wraps it (``Tokenizer.wrap``: BERT's ``[CLS] .. [SEP]``)."""
+    if not tokenizer.encode(text, allow_special=True):
         raise LmkitError("the text is empty: give a sentence to draw its attention")
-    if model.cfg.family == "decoder" and tokenizer.bos_id >= 0:
-        ids = [tokenizer.bos_id, *ids]
-    if model.cfg.family == "encdec":
-        ids = [*ids, tokenizer.eos_id]
+    decodes = spec_of(model.cfg.family).decodes
+    if decodes == "causal":
+        ids = tokenizer.prompt_ids(text, allow_special=True)
+    elif decodes == "seq2seq":
+        ids = tokenizer.encoder_ids(text)
+    else:
+        ids = tokenizer.wrap(tokenizer.encode(text, allow_special=True))
     if len(ids) > model.cfg.max_seq_len:
         raise LmkitError(f"the text is {len(ids)} tokens but the context window is {model.cfg.max_seq_len}")
     device = model.output_weight.device

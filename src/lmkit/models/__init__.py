@@ -6,8 +6,10 @@ decoder_input_ids)``) and ``loss(batch) -> scalar`` for its pre-training objecti
 
 ``LanguageModel`` is the type of any of them (``Decoder | Encoder | EncoderDecoder``): what every
 family offers is what the three classes have in common (``cfg``, ``tok_emb``, ``lm_head``,
-``output_weight``, ``loss(batch)``, ``layers_for_sharding()``, ``activation_checkpointing``); a
-path that needs one family's own methods (``new_cache``, ``encode``...) takes that class.
+``output_weight``, ``loss(batch)``, ``layers_for_sharding()``, ``activation_checkpointing``), the
+protocol :class:`lmkit.models.protocols.Model`; a path that needs a decode capability (``new_cache``,
+``encode``...) asks for its protocol (``CausalLM``, ``Seq2SeqLM``, ``MaskedLM``). Which class and
+capability each family has is :mod:`lmkit.models.registry`.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from lmkit.config import ModelConfig
 from lmkit.models.decoder import Decoder
 from lmkit.models.encdec import EncoderDecoder
 from lmkit.models.encoder import Encoder
+from lmkit.models.registry import spec_of
 
 LanguageModel: TypeAlias = Decoder | Encoder | EncoderDecoder
 
@@ -27,11 +30,7 @@ LanguageModel: TypeAlias = Decoder | Encoder | EncoderDecoder
 def build_model(cfg: ModelConfig) -> LanguageModel:
     """A freshly initialised model of the configured family."""
     cfg.validate()
-    if cfg.family == "decoder":
-        return Decoder(cfg)
-    if cfg.family == "encoder":
-        return Encoder(cfg)
-    return EncoderDecoder(cfg)
+    return spec_of(cfg.family).build(cfg)
 
 
 def count_parameters(model: nn.Module) -> int:

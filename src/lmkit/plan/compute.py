@@ -137,10 +137,10 @@ def flops_per_token(cfg: ModelConfig, seq_len: int | None = None, training: bool
     the objective scores, ``MLM_SCORED_FRACTION`` = 15% of them (lmkit's Encoder.loss).
     encdec: a "token" is an encoder input token; each window of ``seq_len`` inputs comes with
     ``decoded_target_len`` decoder positions (span corruption's target, which lmkit's loss decodes
-    without the padding up to ``max_target_len``). The encoder's parameters run over the
-    inputs, the decoder's over the targets, except the cross-attention keys/values (2d² per
-    decoder layer), which run over the inputs; attention costs self-attention over each side plus
-    cross-attention from targets to inputs.
+    without the padding up to ``max_target_len``; infilling's: the whole window and EOS). The
+    encoder's parameters run over the inputs, the decoder's over the targets, except the
+    cross-attention keys/values (2d² per decoder layer), which run over the inputs; attention costs
+    self-attention over each side plus cross-attention from targets to inputs.
     """
     T = int(seq_len or cfg.max_seq_len)
     if T <= 0:
@@ -171,7 +171,12 @@ def flops_per_token(cfg: ModelConfig, seq_len: int | None = None, training: bool
 def decoded_target_len(cfg: ModelConfig, seq_len: int) -> int:
     """Decoder positions an encoder-decoder trains on per window of ``seq_len`` inputs: the span
     corruption target of the longest raw window that fits (``EncoderDecoder.loss`` decodes up to
-    the last scored target token); ``min(max_target_len, seq_len)`` when no window fits."""
+    the last scored target token); ``min(max_target_len, seq_len)`` when no window fits.
+
+    Text infilling (BART, ``objective: infill``) has the decoder write the whole raw window and EOS:
+    ``min(seq_len, max_target_len)`` positions (``objectives.infill_window_length`` + 1)."""
+    if cfg.objective == "infill":
+        return min(cfg.max_target_len, seq_len)
     try:
         return span_lengths(span_window_length(seq_len, cfg.max_target_len))[1]
     except ValueError:

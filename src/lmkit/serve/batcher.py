@@ -1,20 +1,21 @@
 """Dynamic batching over the KV cache: the engine that decodes every request of ``lmkit serve``.
 
 One engine thread owns the model. Each request's choice is a :class:`Job`. New jobs' prompts are
-read first (the "prefill", which fills a :class:`~lmkit.models.layers.KVCache` and gives the
-log-probabilities of the prompt's own tokens for ``echo``; prompts of the same length together);
-each job's first token is chosen, and its cache row then joins the running batch. Every decode step feeds the latest
-token of all running rows at once, each at its own position (a ragged cache: rows of different
-lengths side by side, in a pool of request slots), so eight concurrent requests cost about one
-step, not eight. A new row is copied into the next free slot (``KVCache.add_row``); a finished or
-cancelled row leaves between steps and the last running row takes its slot
-(``KVCache.remove_rows``), so the running rows stay at the front and a step reads them in place.
+read first (the "prefill", which fills a key/value cache and gives the log-probabilities of the
+prompt's own tokens for ``echo``; prompts of the same length together); each job's first token is
+chosen, and its cache row then joins the running batch. Every decode step feeds the latest token of
+all running rows at once, each at its own position (rows of different lengths side by side, in a
+pool of request slots: :mod:`lmkit.serve.rows`, through the packed decode step of ``lmkit
+generate`` wherever it takes the model), so eight concurrent requests cost about one step, not
+eight. A new row is copied into the next free slot; a finished or cancelled row leaves between
+steps and the last running row takes its slot, so the running rows stay at the front.
 
 Each job chooses its tokens with its own ``torch.Generator`` and its own settings, from its own
 row of logits, so its output does not depend on what else is in the batch. Log-probabilities are
 those of the model's own distribution (before temperature, top-k and top-p), which is what an
-evaluation harness scores. Encoder-decoder jobs are decoded by the same thread one step at a
-time, interleaved with the batch but not stacked with it (their cross-attention contexts differ).
+evaluation harness scores. Encoder-decoder jobs join one batch too (:mod:`lmkit.serve.seq2seq`:
+each prompt encoded alone, its cross-attention masked to its own length); their first decoder
+input is the decoder start token, fed in the batch's next step.
 
 Events go back to the web app through ``job.emit`` (thread-safe); the queue of waiting jobs is
 bounded (:class:`QueueFull`), and so is the batch, so memory is bounded whatever clients send.
@@ -40,11 +41,12 @@ from typing import Any, cast
 
 import torch
 
-from lmkit.infer.sampling import GenerationConfig, StepExplanation, choose_next, make_generator
+from lmkit.infer.sampling import GenerationConfig, StepExplanation, choose_next, make_generator, within_vocabulary
 from lmkit.models import LanguageModel
 from lmkit.models.decoder import Decoder
 from lmkit.models.encdec import EncoderDecoder
-from lmkit.models.layers import KVCache
+from lmkit.serve.rows import DecoderRows, decoder_rows
+from lmkit.serve.seq2seq import Seq2SeqRows
 from lmkit.serve.stream import TextStream
 
 LOG = logging.getLogger("lmkit.serve")
@@ -103,13 +105,6 @@ class Job:
     ended: bool = False  # its last event ("done" or "error") was sent: nothing more is
 
 
-@dataclass
-class _Seq2SeqState:
-    job: Job
-    cache: KVCache
-    cross: Any
-
-
 def token_text_bytes(tokenizer: Any, token_id: int, plain_specials: set[int]) -> bytes:
     """Bytes a generated token adds to the text: none for pad/BOS/EOS, the text of other specials."""
     return b"" if token_id in plain_specials else tokenizer.token_bytes(token_id)
@@ -136,9 +131,10 @@ class Engine:
         self.plain = {int(i) for i in plain if i is not None and i >= 0}
         self._waiting: deque[Job] = deque()
         self._cv = threading.Condition()
-        self._rows: list[Job] = []  # running decoder jobs, one per row of self._cache
-        self._cache: KVCache | None = None
-        self._seq2seq: list[_Seq2SeqState] = []
+        self._rows: list[Job] = []  # running jobs, one per row of self._pool
+        self._pool: DecoderRows | Seq2SeqRows | None = None  # made when the first job joins
+        # how far an encoder-decoder's output may go: BART's learned positions (T5: no bound)
+        self._positions = cast(EncoderDecoder, model).decoder.pos_emb if self.family == "encdec" else None
         self._closed = False
         self._starting: list[Job] = []  # taken from the queue, not yet in a batch
         self.failure: str | None = None  # why the engine thread stopped, if it did without close()
@@ -161,7 +157,7 @@ class Engine:
     def busy(self) -> dict[str, int]:
         """Jobs running and waiting, and totals since start (``failed``: jobs ended by an error)."""
         with self._cv:
-            return {"running": len(self._rows) + len(self._seq2seq), "waiting": len(self._waiting), **self.stats}
+            return {"running": len(self._rows), "waiting": len(self._waiting), **self.stats}
 
     def close(self) -> None:
         with self._cv:
@@ -205,32 +201,26 @@ class Engine:
     def _serve_once(self) -> bool:
         """Start waiting jobs, then one decode step; False once closed."""
         with self._cv:
-            while not self._closed and not self._waiting and not self._rows and not self._seq2seq:
+            while not self._closed and not self._waiting and not self._rows:
                 self._cv.wait()
             if self._closed:
                 return False
-            room = self.max_batch - len(self._rows) - len(self._seq2seq)
+            room = self.max_batch - len(self._rows)
             self._starting = [self._waiting.popleft() for _ in range(min(room, len(self._waiting)))]
         try:
             self._start_all(self._starting)
             self._starting = []
             if self._rows:
                 self._step_batch()
-            for state in list(self._seq2seq):
-
-                def step(_job: Job, s: _Seq2SeqState = state) -> None:
-                    self._step_seq2seq(s)
-
-                self._guarded(state.job, step)
         except Exception as exc:  # not one job's fault that a guard could pin: end all in flight, go on
             LOG.exception("decode step failed")
             for job in self._in_flight():
                 self._fail(job, exc)
-            self._starting, self._rows, self._seq2seq, self._cache = [], [], [], None
+            self._starting, self._rows, self._pool = [], [], None
         return True
 
     def _in_flight(self) -> list[Job]:
-        return [*self._starting, *self._rows, *(st.job for st in self._seq2seq)]
+        return [*self._starting, *self._rows]
 
     def _guarded(self, job: Job, fn: Callable[[Job], None]) -> None:
         """Run fn(job); a failure ends that job (reported in the log and to its client), not the engine."""
@@ -256,11 +246,11 @@ class Engine:
     def _drop(self, job: Job) -> None:
         if job in self._rows:
             self._leave([job])
-        self._seq2seq = [s for s in self._seq2seq if s.job is not job]
 
     def _start_all(self, jobs: list[Job]) -> None:
         """Read the prompts of new jobs: decoder prompts of the same length together (one batched
-        prefill), encoder-decoder jobs one by one; then each job's first token."""
+        prefill), then each job's first token; encoder-decoder prompts one by one, each job's first
+        token coming from the next step."""
         live = []
         for job in jobs:
             if job.cancelled.is_set():
@@ -277,14 +267,14 @@ class Engine:
                 groups.setdefault(len(job.prompt_ids), []).append(job)
         for group in groups.values():
             try:
-                logits, cache = self._prefill(group)
+                logits, prefilled = self._prefill(group)
             except Exception as exc:  # the shared forward pass: every job of the group fails
                 LOG.exception("prefill failed")
                 for job in group:
                     self._fail(job, exc)
                 continue
             for b, job in enumerate(group):
-                self._guarded(job, functools.partial(self._join, logits=logits[b], cache=cache, row=b))
+                self._guarded(job, functools.partial(self._join, logits=logits[b], prefilled=prefilled, row=b))
 
     def _prepare(self, job: Job) -> None:
         """The job's settings (checked again here: a library caller may skip the web app), random
@@ -294,32 +284,30 @@ class Engine:
             job.generator, _ = make_generator(job.settings.seed)
         job.text = TextStream(job.stop)
 
-    def _prefill(self, jobs: list[Job]) -> tuple[torch.Tensor, KVCache]:
-        """Decoder prompts of one length in one forward pass: the logits (B, T, V) (the prediction
-        after every prompt token) and the cache they filled."""
-        ids = torch.tensor([job.prompt_ids for job in jobs], dtype=torch.long)  # (B, T)
-        cache = cast(Decoder, self.model).new_cache(len(jobs), self.window)  # only decoder jobs are prefilled here
-        return self.model(ids, cache), cache
+    def _decoder_pool(self) -> DecoderRows:
+        if self._pool is None:  # only decoder jobs are prefilled: the model is a Decoder
+            self._pool = decoder_rows(cast(Decoder, self.model), self.max_batch, self.window)
+        return cast(DecoderRows, self._pool)
 
-    def _join(self, job: Job, logits: torch.Tensor, cache: KVCache, row: int) -> None:
-        """A prefilled job (its logits (T, V), its row of ``cache``): echo, first token, into the batch."""
+    def _prefill(self, jobs: list[Job]) -> tuple[torch.Tensor, Any]:
+        """Decoder prompts of one length in one forward pass: the logits (B, T, V) (the prediction
+        after every prompt token; (B, 1, V), after the last, when no job echoes its prompt) and the
+        state the pool takes each job's row of."""
+        ids = torch.tensor([job.prompt_ids for job in jobs], dtype=torch.long)  # (B, T)
+        return self._decoder_pool().prefill(ids, every=any(job.echo for job in jobs))
+
+    def _join(self, job: Job, logits: torch.Tensor, prefilled: Any, row: int) -> None:
+        """A prefilled job (its logits (T or 1, V), its row of ``prefilled``): echo, first token, into the batch."""
         if job.echo:
             job.emit(Event("prompt", self._prompt_tokens(job, logits), text=self.tokenizer.decode(job.prompt_ids)))
         if job.max_tokens == 0:
             self._finish(job, "length")
         elif self._advance(job, logits[-1]):
-            if self._cache is None:
-                self._cache = KVCache.slots(cache, self.max_batch)
-            self._cache.add_row(cache, row=row)
+            self._decoder_pool().add(prefilled, row)
             self._rows.append(job)
 
     def _start_seq2seq(self, job: Job) -> None:
-        """Encode one encoder-decoder prompt; its first decoder step."""
-        ids = torch.tensor([job.prompt_ids], dtype=torch.long)
-        model = cast(EncoderDecoder, self.model)  # only an encoder-decoder's jobs start here
-        enc = model.encode(ids)
-        cache = model.new_cache(1, max(1, job.max_tokens))
-        state = _Seq2SeqState(job, cache, model.cross_kv(enc))
+        """Encode one encoder-decoder prompt into the pool; its first decoder input is the start token."""
         if job.echo:
             job.emit(
                 Event(
@@ -328,16 +316,17 @@ class Engine:
             )
         if job.max_tokens == 0:
             return self._finish(job, "length")
-        start = torch.full((1, 1), self.tokenizer.decoder_start_id, dtype=torch.long)
-        logits = model.logits(model.decode(start, None, cache=cache, cross_kv=state.cross)[:, -1])
-        if self._advance(job, logits[0]):
-            self._seq2seq.append(state)
+        if self._pool is None:  # only an encoder-decoder's jobs start here
+            self._pool = Seq2SeqRows(cast(EncoderDecoder, self.model), self.max_batch)
+        cast(Seq2SeqRows, self._pool).add(job.prompt_ids)
+        job.pending = self.tokenizer.decoder_start_id
+        self._rows.append(job)
 
     def _prompt_tokens(self, job: Job, logits: torch.Tensor) -> list[TokenInfo]:
         """The prompt's own tokens with the log-probability the model gave each (first: None)."""
         out = [TokenInfo(job.prompt_ids[0], None, [] if job.logprobs else None)]
         if len(job.prompt_ids) > 1:
-            logp = logits[:-1].float().log_softmax(-1)  # (T-1, V): position t predicts token t+1
+            logp = within_vocabulary(logits[:-1], self.vocab).float().log_softmax(-1)  # (T-1, V): t predicts t+1
             nxt = torch.tensor(job.prompt_ids[1:])
             chosen = logp.gather(1, nxt[:, None])[:, 0].tolist()
             tops = self._top(logp, job.logprobs)
@@ -359,16 +348,12 @@ class Engine:
             self.stats["cancelled"] += 1
             return False
         expl = None
+        logits = within_vocabulary(logits, self.vocab)  # an embedding's padding rows are no token
         if argmax is not None and job.settings.greedy and not job.explain:
             tok = argmax
         else:
             token, expl = choose_next(
-                logits[None, : self.vocab],
-                job.settings,
-                job.generator,
-                explain=job.explain,
-                n_candidates=10,
-                step=job.steps,
+                logits[None], job.settings, job.generator, explain=job.explain, n_candidates=10, step=job.steps
             )
             tok = int(token[0])
         info = TokenInfo(tok, None)
@@ -388,7 +373,10 @@ class Engine:
         if eos or job.text.stopped:
             self._finish(job, "stop")
             return False
-        room = self.window - len(job.prompt_ids) - len(job.generated) if self.family == "decoder" else 1
+        if self.family == "decoder":
+            room = self.window - len(job.prompt_ids) - len(job.generated)
+        else:  # the next step feeds the last token at decoder position len(generated)
+            room = 1 if self._positions is None else self._positions.num_embeddings - len(job.generated)
         if job.steps >= job.max_tokens or room <= 0:
             self._finish(job, "length")
             return False
@@ -409,12 +397,14 @@ class Engine:
             self._leave(cancelled)
             if not self._rows:
                 return
-        assert self._cache is not None
+        assert self._pool is not None
         ids = torch.tensor([[j.pending] for j in self._rows], dtype=torch.long)  # (B, 1)
-        logits = self.model(ids, self._cache)[:, -1]  # (B, V), each row at its own position
+        logits = self._pool.step(ids)  # (B, V), each row at its own position
         self.stats["steps"] += 1
         self.stats["batched_rows"] += len(self._rows)
-        best = logits[:, : self.vocab].argmax(dim=-1).tolist()  # (B,): the greedy rows' tokens in one call
+        best = (
+            within_vocabulary(logits, self.vocab).argmax(dim=-1).tolist()
+        )  # (B,): the greedy rows' tokens in one call
         ended = []
         for b, job in enumerate(self._rows):
             try:
@@ -428,19 +418,11 @@ class Engine:
             self._leave(ended)
 
     def _leave(self, jobs: list[Job]) -> None:
-        assert self._cache is not None
+        assert self._pool is not None
         gone = [b for b, j in enumerate(self._rows) if j in jobs]
-        for src, dst in self._cache.remove_rows(gone):  # the same moves for the jobs as for their rows
+        for src, dst in self._pool.remove(gone):  # the same moves for the jobs as for their rows
             self._rows[dst] = self._rows[src]
         del self._rows[len(self._rows) - len(gone) :]
-
-    def _step_seq2seq(self, state: _Seq2SeqState) -> None:
-        job = state.job
-        tok = torch.tensor([[job.pending]], dtype=torch.long)
-        model = cast(EncoderDecoder, self.model)  # only an encoder-decoder's jobs step here
-        h = model.decode(tok, None, cache=state.cache, cross_kv=state.cross)  # (1, 1, C)
-        if not self._advance(job, model.logits(h[:, -1])[0]):
-            self._seq2seq.remove(state)
 
 
 def wait_idle(engine: Engine, timeout: float = 5.0) -> bool:

@@ -79,6 +79,7 @@ from lmkit.models.hf import EXPORT_FORMAT, LMKIT_META_FILE, adapter_or_error
 from lmkit.models.hf_adapters import roformer
 from lmkit.models.hf_adapters.base import to_hf_tensors
 from lmkit.models.int8 import dequantized_state
+from lmkit.models.registry import spec_of
 from lmkit.ship.verify_hf import verify_export
 
 if TYPE_CHECKING:
@@ -130,7 +131,7 @@ def hf_config(cfg: ModelConfig, tok: Tokenizer | None, dtype: str = "float32") -
     if tok is not None:
         ids = {"bos_token_id": tok.bos_id, "eos_token_id": tok.eos_id, "pad_token_id": tok.pad_id}
         out.update({k: v for k, v in ids.items() if v >= 0})
-        if cfg.family == "encdec" and tok.decoder_start_id >= 0:
+        if spec_of(cfg.family).decodes == "seq2seq" and tok.decoder_start_id >= 0:
             out["decoder_start_token_id"] = tok.decoder_start_id  # the model's own (T5: <pad>; BART: </s>)
     out["torch_dtype"] = dtype
     out["use_cache"] = True
@@ -140,15 +141,16 @@ def hf_config(cfg: ModelConfig, tok: Tokenizer | None, dtype: str = "float32") -
 def generation_config(cfg: ModelConfig, tok: Tokenizer | None) -> dict[str, Any]:
     """generation_config.json: special ids and greedy decoding (lmkit generate's default)."""
     out: dict[str, Any] = {"do_sample": False}
+    seq2seq = spec_of(cfg.family).decodes == "seq2seq"  # decodes from a decoder start token
     if tok is not None:
         for key, i in (("bos_token_id", tok.bos_id), ("eos_token_id", tok.eos_id), ("pad_token_id", tok.pad_id)):
             if i >= 0:
                 out[key] = i
         if len(tok.eos_ids) > 1:
             out["eos_token_id"] = list(tok.eos_ids)  # generation stops on any of the model's eos ids
-        if cfg.family == "encdec" and tok.decoder_start_id >= 0:
+        if seq2seq and tok.decoder_start_id >= 0:
             out["decoder_start_token_id"] = tok.decoder_start_id
-    if cfg.family == "encdec" and "decoder_start_token_id" not in out:  # no tokenizer: the class's own start
+    if seq2seq and "decoder_start_token_id" not in out:  # no tokenizer: the class's own start
         out["decoder_start_token_id"] = adapter_or_error(cfg).config_to_hf(cfg).get("decoder_start_token_id", 0)
     return out
 

@@ -32,7 +32,7 @@ folder only when that record names every entry in it: a file the user added is n
 A checkpoint is pushed without ``train_state/`` (optimizer state, about twice the weights) unless
 ``--include-train-state``; its model card is the checkpoint's ``README.md`` when it has one
 (``lmkit card``), otherwise one is written at push time. The ``lmkit hub`` command's flags and
-printing live in ``lmkit.cli.ship``.
+printing live in ``lmkit.cli.hub``.
 """
 
 from __future__ import annotations

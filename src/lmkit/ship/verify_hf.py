@@ -53,14 +53,17 @@ def lmkit_greedy(model: nn.Module, cfg: ModelConfig, ids: list[int], steps: int,
     """
     import torch
 
-    if cfg.family not in ("decoder", "encdec"):
+    from lmkit.models.registry import spec_of
+
+    decodes = spec_of(cfg.family).decodes
+    if decodes == "none":
         raise ValueError("greedy decoding needs a decoder or an encoder-decoder")
     x = torch.tensor([ids])  # (1, T)
     out: list[int] = []
-    n_max = min(steps, cfg.max_seq_len - len(ids)) if cfg.family == "decoder" else steps
+    n_max = min(steps, cfg.max_seq_len - len(ids)) if decodes == "causal" else steps  # causal: one window
     with torch.no_grad():
         for _ in range(max(0, n_max)):
-            if cfg.family == "decoder":
+            if decodes == "causal":
                 logits = model(torch.tensor([[*ids, *out]]))  # (1, T + n, V)
             else:
                 logits = model(x, torch.tensor([[start, *out]]))  # (1, 1 + n, V)
@@ -77,6 +80,9 @@ def verify_export(
     import torch
     import transformers
 
+    from lmkit.models.registry import spec_of
+
+    decodes = spec_of(cfg.family).decodes
     target = target_of(cfg)
     auto = getattr(transformers, target.auto_class)
     verbosity = transformers.logging.get_verbosity()
@@ -100,10 +106,10 @@ def verify_export(
     x = torch.tensor([ids])
     eos = tok.eos_id if tok is not None and tok.eos_id >= 0 else -1
     start = tok.decoder_start_id if tok is not None and tok.decoder_start_id >= 0 else -1
-    if start < 0 and cfg.family == "encdec":  # no tokenizer: the class's own start (T5 <pad> 0, BART </s> 2)
+    if start < 0 and decodes == "seq2seq":  # no tokenizer: the class's own start (T5 <pad> 0, BART </s> 2)
         start = int(adapter_or_error(cfg).config_to_hf(cfg).get("decoder_start_token_id", 0))
     with torch.no_grad():
-        if cfg.family == "encdec":
+        if decodes == "seq2seq":
             y = torch.tensor([[start, *ids[: max(1, len(ids) // 2) - 1]]])
             ours, theirs = model(x, y), hf(input_ids=x, decoder_input_ids=y).logits
         else:
@@ -117,11 +123,11 @@ def verify_export(
         "max_abs_logit": float(ours.abs().max()),
         "tolerance": tol,
     }
-    if cfg.family == "encoder":
+    if decodes == "none":
         report["greedy_match"] = bool(torch.equal(ours.argmax(-1), theirs.argmax(-1)))
         report["greedy_what"] = "top-1 prediction at every position"
     else:
-        prompt = ids[: max(1, min(len(ids), cfg.max_seq_len - steps))] if cfg.family == "decoder" else ids
+        prompt = ids[: max(1, min(len(ids), cfg.max_seq_len - steps))] if decodes == "causal" else ids
         mine = lmkit_greedy(model, cfg, prompt, steps, eos, start)
         gen_kwargs: dict[str, Any] = {"max_new_tokens": len(mine) if eos < 0 else steps, "do_sample": False}
         if eos < 0:
@@ -130,7 +136,7 @@ def verify_export(
             seq = hf.generate(
                 torch.tensor([prompt]), attention_mask=torch.ones(1, len(prompt), dtype=torch.long), **gen_kwargs
             )[0].tolist()
-        theirs_gen = seq[len(prompt) :] if cfg.family == "decoder" else seq[1:]
+        theirs_gen = seq[len(prompt) :] if decodes == "causal" else seq[1:]
         report["greedy_match"] = theirs_gen == mine
         report["greedy_tokens"] = len(mine)
         report["greedy_what"] = f"{len(mine)} greedy tokens"

@@ -78,6 +78,9 @@ class _SyntheticTrainer(Trainer):
             )
             yield {k: v.to(self.device) for k, v in make_batch(self.cfg.model, windows, self.specials, gen).items()}
 
+    def seed_dropout(self, step: int, micro: int) -> None:
+        """Random windows, no data order: dropout draws from the one running stream."""
+
     @torch.no_grad()
     def eval_batch_seconds(self) -> float:
         """Time of one held-out batch (a forward pass of a micro-batch)."""

@@ -43,8 +43,10 @@ from lmkit.models import build_model, count_parameters
 from lmkit.models.checkpoint import CKPT_PREFIX, list_checkpoints, load_meta, load_weights_into, resolve_checkpoint
 from lmkit.models.sharded_checkpoint import is_sharded
 from lmkit.objectives import window_length
-from lmkit.train.batches import NEW_RUN_ORDER, BatchOrder, recorded_order
+from lmkit.plan import device_peak_flops, flops_per_token
+from lmkit.train.batches import NEW_RUN_ORDER, BatchOrder, recorded_order, step_divisors
 from lmkit.train.checkpoint import load_run_checkpoint, save_run_checkpoint
+from lmkit.train.continued import adopt_init_checkpoint
 from lmkit.train.distributed import (
     LossModule,
     autocast_for,
@@ -131,7 +133,7 @@ class Trainer:
         """What this run's config leaves open, filled: from ``train.init``'s checkpoint (model shape,
         tokenizer) or, on resume, from the saved run, checked before anything is packed."""
         cfg = self.cfg
-        self.init_from = self._adopt_init_checkpoint(cfg, cfg.train.init) if cfg.train.init and not resume else None
+        self.init_from = adopt_init_checkpoint(cfg, cfg.train.init) if cfg.train.init and not resume else None
         self.data_change: str | None = None  # how the resumed run's source files differ from the saved ones
         self.data_changes: list[dict[str, Any]] = []  # meta.json's record of each --resume --new-data switch
         self.prev_meta: dict[str, Any] = {}
@@ -161,11 +163,6 @@ class Trainer:
                 self.tokenizer, self.train_shards, self.val_shards = prepare(
                     cfg.data, self.out, cfg.model.vocab_size, show_progress=False
                 )
-        if self.init_from is not None and cfg.model.vocab_size < self.tokenizer.vocab_size:
-            raise LmkitError(
-                f"{self.tokenizer.source}: has {self.tokenizer.vocab_size} tokens but {self.init_from} was "
-                f"trained with {cfg.model.vocab_size}; continue pre-training with the checkpoint's tokenizer"
-            )
         if cfg.model.vocab_size != self.tokenizer.vocab_size and self.init_from is None:
             if self.show_progress:
                 print(
@@ -229,8 +226,6 @@ class Trainer:
     def _plan_steps(self) -> None:
         """A step's shape (micro-batches x accumulation x processes, window), its tokens and FLOPs,
         and the horizon: how many steps the run lasts."""
-        from lmkit.plan import flops_per_token
-
         cfg = self.cfg
         mb = cfg.train.micro_batch_size or max(1, cfg.train.batch_size // self.dist.world)
         if cfg.train.batch_size % (mb * self.dist.world):
@@ -266,8 +261,6 @@ class Trainer:
 
     def _measure_peak(self) -> None:
         """The device's peak FLOP/s that MFU is reported against (the main rank logs it)."""
-        from lmkit.plan import device_peak_flops
-
         self.peak_flops = device_peak_flops(self.device, self.cfg.train.precision) if self.dist.main else 0.0
 
     def _resume_state(self) -> None:
@@ -282,40 +275,29 @@ class Trainer:
         if self.resume_from is not None:
             load_run_checkpoint(self, self.resume_from)  # either format, from any number of processes
 
-    # ------------------------------------------------------------------ setup helpers
-
-    @staticmethod
-    def _adopt_init_checkpoint(cfg: RunConfig, init: str) -> Path:
-        """Continued pre-training: take the model shape and tokenizer of ``train.init`` (``init``)."""
-        from lmkit.models.checkpoint import load_model_config
-
-        ckpt = resolve_checkpoint(init)
-        if cfg.data.tokenizer is None:
-            cfg.data.tokenizer = str(ckpt / "tokenizer.json")
-        cfg.model = load_model_config(ckpt)
-        return ckpt
-
     # ------------------------------------------------------------------ one step
 
     def micro_batches(self, step: int) -> Iterator[dict[str, torch.Tensor]]:
         for micro in range(self.accum):  # the run's data order: lmkit.train.batches
-            batch = self.batches.micro_batch(step, micro)
-            yield {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+            yield {k: v.to(self.device, non_blocking=True) for k, v in self.batches.micro_batch(step, micro).items()}
+
+    def seed_dropout(self, step: int, micro: int) -> None:
+        self.batches.seed_dropout(step, micro)  # the same masks on any number of processes
 
     def train_step(self, step: int, lr: float) -> tuple[float, float]:
-        """One optimizer step; returns (mean loss, gradient norm before clipping)."""
+        """One optimizer step: (mean loss over the global batch's scored tokens, gradient norm before
+        clipping), the same however the batch is split (weights, dropout: ``lmkit.train.batches``)."""
         for group in self.optimizer.param_groups:
             group["lr"] = lr
+        batches = list(self.micro_batches(step))
+        divisors = step_divisors(batches, self.dist.world, self.device)  # one all-reduce of a count
         total = torch.zeros((), device=self.device)
-        for i, batch in enumerate(self.micro_batches(step)):
-            sync = i == self.accum - 1
-            ctx = self.wrapped.no_sync() if (not sync and hasattr(self.wrapped, "no_sync")) else nullcontext()  # type: ignore[operator]  # DDP/FSDP method
+        for i, (batch, divisor) in enumerate(zip(batches, divisors, strict=True)):
+            ctx = self.wrapped.no_sync() if (i < self.accum - 1 and hasattr(self.wrapped, "no_sync")) else nullcontext()  # type: ignore[operator]  # DDP/FSDP method
             with ctx:
-                if self.autocast is not None:
-                    with self.autocast:
-                        loss = self.wrapped(batch) / self.accum
-                else:
-                    loss = self.wrapped(batch) / self.accum
+                self.seed_dropout(step, i)
+                with self.autocast if self.autocast is not None else nullcontext():
+                    loss = self.wrapped(batch) / divisor
                 self.scaler.scale(loss).backward()
             total += loss.detach()
         self.scaler.unscale_(self.optimizer)

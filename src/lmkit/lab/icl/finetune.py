@@ -32,13 +32,14 @@ def finetune_beside(
     """Fine-tune ``checkpoint`` on ``device`` (resolved by the caller: ``lmkit icl --device``) on the
     task's examples; held-out accuracy (exact match for seq2seq)."""
     from lmkit.models.checkpoint import load_model, load_model_config, load_tokenizer
+    from lmkit.models.registry import spec_of
     from lmkit.train.finetune.data import Example, FinetuneConfig
     from lmkit.train.finetune.loop import finetune_classifier, finetune_seq2seq
 
     model = load_model(checkpoint, device=device)
     tokenizer = load_tokenizer(checkpoint)
-    family = load_model_config(checkpoint).family
-    if family == "decoder":
+    tasks = spec_of(load_model_config(checkpoint).family).finetune_tasks  # what `lmkit finetune-head` trains
+    if not tasks:
         raise LmkitError("--finetune is for encoder and encoder-decoder checkpoints")
     if task.train is not None:
         train_src, val_src, split = task.train, task.examples, "train split -> evaluated examples"
@@ -51,7 +52,7 @@ def finetune_beside(
         val_src = [task.examples[i] for i in sorted(order[:n_val])]
         train_src = [task.examples[i] for i in sorted(order[n_val:])]
         split = "80% of the examples -> the other 20%"
-    if family == "encoder":
+    if "sequence-classification" in tasks:
         cfg = FinetuneConfig(task="sequence-classification", epochs=epochs, seed=seed)
 
         def conv(e: Any) -> Example:

@@ -29,13 +29,17 @@ class LocalLM:
     """A decoder or encoder-decoder checkpoint held in this process."""
 
     def __init__(self, model: Any, tokenizer: Any, batch_size: int = 8) -> None:
-        family = model.cfg.family
-        if family == "encoder":
+        from lmkit.models.registry import spec_of
+
+        spec = spec_of(model.cfg.family)
+        if not spec.generates:
             raise LmkitError(
                 "an encoder (masked language model) does not continue a prompt: use `lmkit fill-mask` "
                 "to query it, or `lmkit finetune-head` to train it on the labelled set"
             )
-        self.model, self.tokenizer, self.family = model.eval(), tokenizer, family
+        self.model, self.tokenizer = model.eval(), tokenizer
+        self.family: str = spec.name
+        self.seq2seq = spec.decodes == "seq2seq"  # reads the context in its encoder, scores in its decoder
         self.window: int = model.cfg.max_seq_len
         self.batch_size = max(1, batch_size)
         self.name = "checkpoint"
@@ -61,7 +65,7 @@ class LocalLM:
     def loglikelihood(self, requests: Sequence[tuple[str, str]]) -> list[tuple[float, int]]:
         import torch
 
-        if self.family == "encdec":
+        if self.seq2seq:
             return self._loglik_seq2seq(requests)
         items = [self.split(c, x) for c, x in requests]
         for ids, _ in items:
@@ -153,10 +157,13 @@ class ServerLM:
         entry = next((d for d in data if d.get("id") == model), data[0]) if model else data[0]
         self.name: str = model or entry.get("id") or "model"
         self.window: int = int(entry.get("max_model_len") or 0) or 1 << 30
-        if entry.get("family") == "encoder":
+        from lmkit.models.registry import SPECS
+
+        spec = SPECS.get(str(entry.get("family")), SPECS["decoder"])  # an endpoint that does not say: a causal LM
+        if not spec.generates:
             raise LmkitError(f"--server {url} serves an encoder: use `lmkit fill-mask` or `lmkit finetune-head`")
-        if entry.get("family") == "encdec":
-            self.family = "encdec"
+        self.family = spec.name
+        self.seq2seq = spec.decodes == "seq2seq"
         self._tokenize = True
 
     def _get(self, path: str) -> Any:
@@ -203,7 +210,7 @@ class ServerLM:
         return choices
 
     def loglikelihood(self, requests: Sequence[tuple[str, str]]) -> list[tuple[float, int]]:
-        if self.family == "encdec":
+        if self.seq2seq:
             raise LmkitError(
                 "--server: an encoder-decoder server does not score its input (echo with logprobs); "
                 "run the checkpoint in-process instead"

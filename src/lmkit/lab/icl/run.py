@@ -44,10 +44,13 @@ def fits_for(lm: LM, task: Task) -> Any:
     plus its longest answer in tokens (multiple choice: every choice is counted, tokenised with the
     prompt as it is scored, since a choice short in characters can be long in tokens) or plus
     ``max_new_tokens`` (free-form) in the window."""
+    from lmkit.models.registry import spec_of
+
     fmt = task.format
+    continues = spec_of(lm.family).decodes == "causal"  # the answer shares the prompt's window
 
     def fits(text: str, query: Example) -> bool:
-        if task.kind == "multiple_choice" and lm.family == "decoder":
+        if task.kind == "multiple_choice" and continues:
             for answer in query.choices or (query.target,):
                 n = lm.count(text + continuation(fmt, answer))
                 if n is not None and n > lm.window:
@@ -56,7 +59,7 @@ def fits_for(lm: LM, task: Task) -> Any:
         n = lm.count(text)
         if n is None:
             return True
-        extra = fmt.max_new_tokens if lm.family == "decoder" else 1  # encdec: its EOS
+        extra = fmt.max_new_tokens if continues else 1  # seq2seq: its EOS
         return n + extra <= lm.window
 
     return fits

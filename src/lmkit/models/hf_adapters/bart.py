@@ -117,7 +117,7 @@ def rules(cfg: ModelConfig) -> list[Rule]:
 
 
 def layout_problem(cfg: ModelConfig) -> str | None:
-    if cfg.family != "encdec":
+    if cfg.family != TARGET.family:
         return "BartForConditionalGeneration is an encoder-decoder"
     if cfg.norm != "layer":
         return "BartForConditionalGeneration has BART's layout (model.norm layer), not T5's"

@@ -97,7 +97,7 @@ def encoder_rules(cfg: ModelConfig) -> list[Rule]:
 
 
 def layout_problem(cfg: ModelConfig) -> str | None:
-    if cfg.family != "encoder":
+    if cfg.family != TARGET.family:
         return "BertForMaskedLM is an encoder"
     if cfg.type_vocab_size != 2:
         return f"BertForMaskedLM has 2 token types, got model.type_vocab_size {cfg.type_vocab_size}"

@@ -25,7 +25,7 @@ TARGET = HFTarget("decoder", "LlamaForCausalLM", "llama", "AutoModelForCausalLM"
 
 def llama_like_layout(cfg: ModelConfig, target: HFTarget, biases: tuple[str, ...]) -> str | None:
     """Why ``cfg`` is not the Llama-like layout of ``target`` with biases in ``biases``, or None."""
-    if cfg.family != "decoder":
+    if cfg.family != target.family:
         return f"{target.architecture} is a decoder"
     if cfg.pos_encoding != "rotary":
         return f"a decoder with {cfg.pos_encoding} positions has no {target.architecture} equivalent (rotary only)"

@@ -47,7 +47,7 @@ def rules(cfg: ModelConfig) -> list[Rule]:
 
 
 def layout_problem(cfg: ModelConfig) -> str | None:
-    if cfg.family != "encoder":
+    if cfg.family != TARGET.family:
         return "RobertaForMaskedLM is an encoder"
     if cfg.pos_encoding != "learned":
         return f"RobertaForMaskedLM has learned positions, got {cfg.pos_encoding}"

@@ -27,7 +27,7 @@ def config_from_hf(
 
 
 def layout_problem(cfg: ModelConfig) -> str | None:
-    if cfg.family != "encoder":
+    if cfg.family != TARGET.family:
         return "RoFormerForMaskedLM is an encoder"
     if cfg.pos_encoding != "rotary" or cfg.rope_theta != 10000.0:
         return "RoFormerForMaskedLM has rotary positions with rope_theta 10000"

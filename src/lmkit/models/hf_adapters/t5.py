@@ -91,7 +91,7 @@ def config_from_hf(
 
 
 def layout_problem(cfg: ModelConfig) -> str | None:
-    if cfg.family != "encdec":
+    if cfg.family != TARGET.family:
         return "T5ForConditionalGeneration is an encoder-decoder"
     return None if cfg.norm == "rms" else "T5ForConditionalGeneration has T5's layout (model.norm rms), not BART's"
 

@@ -16,6 +16,7 @@ from typing import Any
 
 from lmkit.models.hf import AUTO_CLASS, export_blocker, hf_architecture
 from lmkit.models.int8 import quant_label
+from lmkit.models.registry import spec_of
 from lmkit.ship.card.figures import NOT_RECORDED, is_number, si, source_tokens, thousands
 
 FAMILY_TITLE = {
@@ -141,7 +142,7 @@ def model_section(f: dict[str, Any], name: str, export: bool = False) -> list[st
             kv = f"{cfg.kv_heads} key/value head" + ("s" if cfg.kv_heads > 1 else "")
             heads = f"{cfg.n_heads} query heads sharing {kv} (grouped-query), head size {cfg.head_dim}"
     rows = [("family", f"{fam}: {FAMILY_TITLE[fam]}"), ("parameters", f"{thousands(f['params'])} ({si(f['params'])})")]
-    if fam == "encdec":
+    if spec_of(fam).attention == "encoder-decoder":
         rows.append(("layers", f"{cfg.n_layers} encoder + {cfg.n_decoder_layers or cfg.n_layers} decoder"))
     else:
         rows.append(("layers", str(cfg.n_layers)))
@@ -187,7 +188,7 @@ def limitations_section(f: dict[str, Any]) -> list[str]:
     sources = source_tokens(meta)
     paths = (meta.get("data") or {}).get("paths")
     if sources or paths:
-        names = ", ".join(sorted(sources)) if sources else ", ".join(map(str, paths))
+        names = ", ".join(sorted(sources)) if sources else ", ".join(map(str, paths or ()))
         lines.append(
             f"- **Data domain.** It saw only {names}; text from other domains, languages or styles is out "
             "of distribution, and it reproduces the biases, errors and register of that data. "
@@ -213,11 +214,12 @@ def limitations_section(f: dict[str, Any]) -> list[str]:
         "harmful text and should not be put in front of users without further work."
     )
     lines.append(f"- **Context.** It reads at most {thousands(cfg.max_seq_len)} tokens at a time.")
-    if cfg.family == "encoder":
+    decodes = spec_of(cfg.family).decodes
+    if decodes == "none":
         lines.append(
             "- **Family.** An encoder cannot generate text; downstream tasks need a task head and fine-tuning."
         )
-    elif cfg.family == "encdec":
+    elif decodes == "seq2seq":
         lines.append(
             "- **Family.** Pre-trained by span corruption only: it fills masked spans, and needs "
             "fine-tuning on input/output pairs for other tasks."
@@ -240,12 +242,13 @@ def limitations_section(f: dict[str, Any]) -> list[str]:
 def _typed_specials(f: dict[str, Any]) -> list[str]:
     """Special tokens of this model's own tokenizer to name as examples (its eos, a T5 sentinel)."""
     eos = (f["tokenizer"] or {}).get("eos_tokens") or ["</s>"]
-    return [eos[0], "<extra_id_0>"] if f["cfg"].family == "encdec" else [eos[0]]
+    return [eos[0], "<extra_id_0>"] if spec_of(f["cfg"].family).decodes == "seq2seq" else [eos[0]]
 
 
 def usage_section(f: dict[str, Any], export: bool, load_path: str | None, hub_name: str | None) -> list[str]:
     cfg = f["cfg"]
     fam = cfg.family
+    decodes = spec_of(fam).decodes
     ckpt = str(f["path"])
     lines = ["## How to use", "", "### With lmkit", "", "```bash"]
     if hub_name:
@@ -254,9 +257,9 @@ def usage_section(f: dict[str, Any], export: bool, load_path: str | None, hub_na
     if export:
         lines.append(f"lmkit import-hf {load_path or '.'} --out {default_name(f['path'])}-lmkit")
         ckpt = f"{default_name(f['path'])}-lmkit"
-    if fam == "decoder":
+    if decodes == "causal":
         lines.append(f'lmkit generate {ckpt} "Once upon a time" --max-new-tokens 50')
-    elif fam == "encoder":
+    elif decodes == "none":
         lines.append(f'lmkit fill-mask {ckpt} "The capital of France is [MASK]."')
     else:
         lines.append(f'lmkit generate {ckpt} "The <extra_id_0> sat on the <extra_id_1>."')
@@ -300,13 +303,13 @@ def usage_section(f: dict[str, Any], export: bool, load_path: str | None, hub_na
         f'tok = AutoTokenizer.from_pretrained("{folder}")',
         f'model = {auto}.from_pretrained("{folder}").eval()',
     ]
-    if fam == "decoder":
+    if decodes == "causal":
         lines += [
             'ids = tok("Once upon a time", return_tensors="pt")',
             "out = model.generate(**ids, max_new_tokens=50, do_sample=False)",
             "print(tok.decode(out[0], skip_special_tokens=True))",
         ]
-    elif fam == "encoder":
+    elif decodes == "none":
         lines += [
             'ids = tok("The capital of France is [MASK].", return_tensors="pt")',
             "with torch.no_grad():",

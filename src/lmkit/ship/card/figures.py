@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 NOT_RECORDED = "not recorded"
 
@@ -29,7 +29,7 @@ def si(x: float) -> str:
     return f"{x:.3g}"
 
 
-def is_number(x: Any) -> bool:
+def is_number(x: Any) -> TypeGuard[float]:
     """A finite int or float (not a bool): a figure that was recorded."""
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(float(x))
 

@@ -32,6 +32,7 @@ from lmkit.errors import LmkitError
 from lmkit.models import LanguageModel
 from lmkit.models.encdec import EncoderDecoder
 from lmkit.models.encoder import Encoder
+from lmkit.models.registry import spec_of
 from lmkit.train.finetune.data import (
     IGNORE_INDEX,
     Example,
@@ -155,7 +156,7 @@ def finetune_classifier(
 ) -> tuple[Classifier, dict[str, Any]]:
     """Put a classification head on ``encoder`` and fine-tune; returns (classifier, held-out report)."""
     cfg.validate()
-    if encoder.cfg.family != "encoder":
+    if cfg.task not in spec_of(encoder.cfg.family).finetune_tasks:
         raise LmkitError(
             f"--task {cfg.task} needs an encoder checkpoint (this one is a {encoder.cfg.family}); "
             "an encoder-decoder fine-tunes with --task seq2seq"
@@ -224,9 +225,16 @@ def finetune_classifier(
 # --------------------------------------------------------------------------- seq2seq
 
 
+def _fit(ids: list[int], n: int) -> list[int]:
+    """``ids`` cut to ``n``, keeping the last one (the text's closing EOS)."""
+    return ids if len(ids) <= n else [*ids[: n - 1], ids[-1]]
+
+
 def _seq2seq_batch(tokenizer: Any, exs: Sequence[Example], max_in: int, max_tgt: int) -> dict[str, torch.Tensor]:
-    inputs = [tokenizer.encode(e.source, allow_special=True)[: max_in - 1] + [tokenizer.eos_id] for e in exs]
-    targets = [tokenizer.encode(e.target)[: max_tgt - 1] + [tokenizer.eos_id] for e in exs]
+    """Inputs and targets as the model's tokenizer reads a text (``Tokenizer.encoder_ids``: T5's text + EOS,
+    BART's ``<s> .. </s>``, as transformers' ``text_target``); decoder inputs from its ``decoder_start``."""
+    inputs = [_fit(tokenizer.encoder_ids(e.source), max_in) for e in exs]
+    targets = [_fit(tokenizer.encoder_ids(e.target), max_tgt) for e in exs]
     return {
         "input_ids": pad(inputs, tokenizer.pad_id),
         "attention_mask": pad([[1] * len(s) for s in inputs], 0),
@@ -262,12 +270,12 @@ def evaluate_seq2seq(
             batch["input_ids"],
             gen_cfg,
             start_id=tokenizer.decoder_start_id,
-            eos_id=tokenizer.eos_id,
+            eos_id=tokenizer.eos_ids,
             attention_mask=batch["attention_mask"],
+            vocab=tokenizer.vocab_size,  # never a padding row of the embedding (T5's)
         )
         for e, row in zip(exs, out.tolist()):
-            if tokenizer.eos_id in row:
-                row = row[: row.index(tokenizer.eos_id)]
+            row = row[: next((i for i, t in enumerate(row) if t in tokenizer.eos_ids), len(row))]
             text = tokenizer.decode(row).strip()
             exact += float(text == e.target.strip())
             f1 += word_f1(text, e.target)
@@ -294,7 +302,7 @@ def finetune_seq2seq(
 ) -> tuple[EncoderDecoder, dict[str, Any]]:
     """Fine-tune an encoder-decoder on input/target pairs; returns (model, held-out report)."""
     cfg.validate()
-    if model.cfg.family != "encdec":
+    if cfg.task not in spec_of(model.cfg.family).finetune_tasks:
         raise LmkitError(f"--task seq2seq needs an encoder-decoder checkpoint (this one is a {model.cfg.family})")
     model = cast(EncoderDecoder, model)  # a model of family "encdec" is an EncoderDecoder
     device = torch.device(device)

@@ -1,0 +1,236 @@
+"""The serving engine's rows (lmkit.serve.rows, lmkit.serve.seq2seq): every decoder layout the engine
+serves decodes through the packed step (or, where that does not take the model, its own modules),
+and each row of a batch, with rows joining and leaving, gets the logits the request gets alone
+(1e-5); encoder-decoder requests batched give what each gives alone, logits and served tokens."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import torch
+
+from lmkit.config import ModelConfig
+from lmkit.infer.generate import generate_ids, generate_seq2seq_ids
+from lmkit.infer.sampling import GenerationConfig
+from lmkit.models import build_model
+from lmkit.models.decoder import Decoder
+from lmkit.models.encdec import EncoderDecoder
+from lmkit.serve.batcher import Engine, Event, Job, wait_idle
+from lmkit.serve.rows import ModuleRows, PackedRows, decoder_rows
+from lmkit.serve.seq2seq import Seq2SeqRows
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> Iterator[None]:
+    """Tiny models gain nothing from a second thread on a busy machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+TINY = {"vocab_size": 300, "d_model": 32, "n_layers": 2, "n_heads": 4, "max_seq_len": 48}
+LAYOUTS: dict[str, dict[str, Any]] = {
+    "llama-gqa": {"n_kv_heads": 2},
+    "qwen-biases": {"n_kv_heads": 2, "bias": "qkv"},
+    "gpt2-learned": {
+        "pos_encoding": "learned",
+        "norm": "layer",
+        "mlp": "plain",
+        "activation": "gelu_tanh",
+        "bias": "all",
+    },
+    "neox-partial-rotary": {
+        "norm": "layer",
+        "mlp": "plain",
+        "activation": "gelu",
+        "residual": "parallel",
+        "rotary_fraction": 0.25,
+        "bias": "all",
+        "tie_embeddings": False,
+    },
+    "bloom-alibi": {"pos_encoding": "alibi", "norm": "layer", "mlp": "plain", "activation": "gelu", "embed_norm": True},
+    "alibi-gqa": {"pos_encoding": "alibi", "n_kv_heads": 2},  # the packed step declines it: the module path
+}
+
+
+def _decoder(layout: str) -> Decoder:
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(family="decoder", **TINY, **LAYOUTS[layout])).eval()
+    with torch.no_grad():  # non-trivial norms and biases, so that a misplaced one shows
+        for name, p in model.named_parameters():
+            if "norm" in name or name.endswith("bias"):
+                p.add_(torch.randn_like(p) * 0.1)
+    assert isinstance(model, Decoder)
+    return model
+
+
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
+def test_rows_joining_and_leaving_equal_each_request_alone(layout: str) -> None:
+    model = _decoder(layout)
+    pool = decoder_rows(model, capacity=4, max_len=40)
+    assert isinstance(pool, ModuleRows if layout == "alibi-gqa" else PackedRows)
+    g = torch.Generator().manual_seed(1)
+    prompts = [torch.randint(0, 300, (1, n), generator=g) for n in (3, 9, 5, 7, 6)]
+    seqs: list[torch.Tensor] = []
+
+    def join(p: torch.Tensor, echo: bool) -> None:
+        logits, state = pool.prefill(p, every=echo)
+        with torch.no_grad():
+            full = model(p)[0]
+        assert logits.shape[1] == (p.shape[1] if echo else 1)
+        assert float((logits[0] - (full if echo else full[-1:])).abs().max()) < 1e-5
+        pool.add(state, 0)
+        seqs.append(p.clone())
+
+    with torch.no_grad():
+        join(prompts[0], False)
+        for step in range(7):
+            if step == 1:
+                join(prompts[1], True)
+                join(prompts[2], False)
+            if step == 3:  # the second request leaves (the last takes its slot), two join
+                assert pool.remove([1]) == [(2, 1)]
+                seqs = [seqs[0], seqs[2]]
+                join(prompts[3], False)
+                join(prompts[4], False)
+            if step == 5:  # two leave at once, the first among them
+                pool.remove([0, 2])
+                seqs = [seqs[3], seqs[1]]  # slot 0 <- row 3, slot 2 emptied as the last, row 1 stays
+            nxt = torch.randint(0, 300, (len(seqs), 1), generator=g)
+            out = pool.step(nxt)  # (n, V)
+            for i, s in enumerate(seqs):
+                seqs[i] = torch.cat([s, nxt[i : i + 1]], dim=1)
+                alone = model(seqs[i])[0, -1]
+                assert float((out[i] - alone).abs().max()) < 1e-5, (layout, step, i)
+
+
+def _run(engine: Engine, jobs: list[Job]) -> None:
+    engine.submit(jobs)
+    assert wait_idle(engine, timeout=60)
+
+
+def _job(prompt: list[int], n: int, out: list[Event], **settings: Any) -> Job:
+    return Job(prompt, n, GenerationConfig(max_new_tokens=n, stop_at_eos=False, **settings), out.append)
+
+
+def _tokens(events: list[Event]) -> list[int]:
+    assert events[-1].kind == "done", events[-1]
+    return [t.token_id for e in events if e.kind == "token" for t in e.tokens]
+
+
+class _Tok:
+    """The least of a tokenizer the engine reads (ids only; no text matters here)."""
+
+    vocab_size, pad_id, bos_id, eos_id, decoder_start_id = 300, 0, 1, 2, 0
+    eos_ids = (2,)
+    special_ids = (0, 1, 2)
+
+    def token_bytes(self, i: int) -> bytes:
+        return b"x"
+
+    def decode(self, ids: list[int]) -> str:
+        return "x" * len(ids)
+
+
+@pytest.mark.parametrize("layout", ["llama-gqa", "bloom-alibi"])
+def test_served_tokens_equal_lmkit_generate_alone_and_among_others(layout: str) -> None:
+    model = _decoder(layout)
+    g = torch.Generator().manual_seed(2)
+    prompts = [torch.randint(3, 300, (n,), generator=g).tolist() for n in (4, 11, 7, 4)]
+    want = [
+        generate_ids(model, torch.tensor([p]), GenerationConfig(max_new_tokens=9 + i, stop_at_eos=False))[
+            0, len(p) :
+        ].tolist()
+        for i, p in enumerate(prompts)
+    ]
+    engine = Engine(model, _Tok(), max_batch=3)
+    try:
+        events: list[list[Event]] = [[] for _ in prompts]
+        _run(engine, [_job(p, 9 + i, events[i]) for i, p in enumerate(prompts)])  # 3 at once, then the 4th joins
+        assert [_tokens(e) for e in events] == want
+        assert engine.stats["batched_rows"] > engine.stats["steps"]  # rows were stepped together
+    finally:
+        engine.close()
+
+
+def _encdec(kind: str) -> EncoderDecoder:
+    torch.manual_seed(0)
+    extra: dict[str, Any] = (
+        {
+            "norm": "layer",
+            "residual": "post",
+            "bias": "all",
+            "mlp": "plain",
+            "activation": "gelu",
+            "embed_norm": True,
+            "pos_encoding": "learned",
+            "max_target_len": 32,
+        }
+        if kind == "bart"
+        else {}
+    )
+    cfg = ModelConfig(family="encdec", vocab_size=300, d_model=32, n_layers=2, n_heads=4, max_seq_len=40, **extra)
+    model = build_model(cfg).eval()
+    assert isinstance(model, EncoderDecoder)
+    return model
+
+
+@pytest.mark.parametrize("kind", ["t5", "bart"])
+def test_encoder_decoder_rows_equal_each_request_alone(kind: str) -> None:
+    model = _encdec(kind)
+    pool = Seq2SeqRows(model, capacity=4)
+    g = torch.Generator().manual_seed(3)
+    prompts = [torch.randint(3, 300, (n,), generator=g).tolist() for n in (5, 12, 3, 8)]
+    decoded: list[list[int]] = []  # each row's decoder input so far
+
+    def alone(prompt: list[int], dec: list[int]) -> torch.Tensor:
+        enc = model.encode(torch.tensor([prompt]))
+        return model.logits(model.decode(torch.tensor([dec]), enc)[0, -1])
+
+    with torch.no_grad():
+        order = [0, 1, 2]
+        for p in (prompts[i] for i in order):
+            pool.add(p)
+            decoded.append([0])
+        for step in range(6):
+            if step == 2:  # the first leaves, the longest prompt joins
+                assert pool.remove([0]) == [(2, 0)]
+                order, decoded = [order[2], order[1]], [decoded[2], decoded[1]]
+                pool.add(prompts[3])
+                order.append(3)
+                decoded.append([0])
+            out = pool.step(torch.tensor([[d[-1]] for d in decoded]))
+            for i, d in enumerate(decoded):
+                assert float((out[i] - alone(prompts[order[i]], d)).abs().max()) < 1e-5, (kind, step, i)
+            nxt = torch.randint(3, 300, (len(decoded),), generator=g).tolist()
+            decoded = [d + [t] for d, t in zip(decoded, nxt)]
+
+
+@pytest.mark.parametrize("kind", ["t5", "bart"])
+def test_served_encoder_decoder_requests_are_batched_and_equal_one_at_a_time(kind: str) -> None:
+    model = _encdec(kind)
+    g = torch.Generator().manual_seed(4)
+    prompts = [torch.randint(3, 300, (n,), generator=g).tolist() for n in (5, 12, 3, 8)]
+    greedy = GenerationConfig(max_new_tokens=10, stop_at_eos=False)
+    want = [generate_seq2seq_ids(model, torch.tensor([p]), greedy, start_id=0)[0].tolist() for p in prompts]
+    engine = Engine(model, _Tok(), max_batch=4)
+    try:
+        events: list[list[Event]] = [[] for _ in prompts]
+        sampled: list[list[Event]] = [[] for _ in prompts]
+        _run(engine, [_job(p, 10, events[i]) for i, p in enumerate(prompts)])
+        assert [_tokens(e) for e in events] == want
+        assert engine.stats["batched_rows"] >= 3 * engine.stats["steps"]  # all four stepped together
+        _run(engine, [_job(p, 10, sampled[i], do_sample=True, seed=7) for i, p in enumerate(prompts)])
+    finally:
+        engine.close()
+    one = Engine(model, _Tok(), max_batch=1)  # one at a time: the same sampled tokens
+    try:
+        for i, p in enumerate(prompts):
+            alone: list[Event] = []
+            _run(one, [_job(p, 10, alone, do_sample=True, seed=7)])
+            assert _tokens(alone) == _tokens(sampled[i])
+    finally:
+        one.close()
