@@ -130,6 +130,12 @@ def test_table_and_json_agree_and_the_plot_exists(run: dict[str, Any]) -> None:
         assert f"{r['fertility']['tokens_per_word']:.2f}" in line
         assert f"{r['speed']['generated_tokens_per_s']:,.1f}" in line
         assert f"{r['memory']['inference_bytes'] / 1e9:.2f}" in line
+        m = r["memory"]
+        fits = [m["inference_fits"], m["inference_int8_fits"], m["train_fits"]]
+        assert "/".join("yes" if f else "no" for f in fits) in line
+        assert fits == [
+            b <= m["available_bytes"] for b in (m["inference_bytes"], m["inference_int8_bytes"], m["train_bytes"])
+        ]
         for x in r["task"]["results"]:
             assert 0 <= x["ci_low"] <= x["value"] <= x["ci_high"] <= 1
             assert f"{x['value']:.2f} [{x['ci_low']:.2f},{x['ci_high']:.2f}]" in line
@@ -147,6 +153,7 @@ def test_verdict_names_the_models_the_numbers_favour(run: dict[str, Any]) -> Non
     ok = [r for r in rep["models"] if not r["error"]]
     v = rep["verdict"]
     assert v["best"] == min(ok, key=lambda r: r["bits_per_byte"])["name"]
+    assert all(r["bits_per_byte"] < 8 for r in ok)  # each model saves bits: each takes part in every measure
     gb = {r["name"]: (8 - r["bits_per_byte"]) / (r["memory"]["inference_bytes"] / 1e9) for r in ok}
     assert v["best_per_memory"] == max(gb, key=lambda k: gb[k])
     ms = {r["name"]: (8 - r["bits_per_byte"]) * r["speed"]["generated_tokens_per_s"] for r in ok}
@@ -180,6 +187,19 @@ def test_verdict_without_scores_and_the_measures_skip_rows_missing_figures() -> 
     assert v["best"] is None and "error" in v["lines"][0]
     row = {"name": "y", "error": None, "bits_per_byte": 1.0, "memory": {"inference_bytes": 2e9}, "speed": None}
     assert memory_score(row) == pytest.approx(3.5) and speed_score(row) is None
+    worse = {"name": "z", "error": None, "bits_per_byte": 9.0, "memory": {"inference_bytes": 1e9}}
+    slow = {**worse, "name": "w", "bits_per_byte": 8.5, "speed": {"generated_tokens_per_s": 10.0}}
+    assert memory_score(worse) is None and speed_score(slow) is None  # saving nothing ranks nowhere
+    v = decide([worse, slow])
+    assert v["best"] == "w" and v["best_per_memory"] is None and v["best_per_speed"] is None
+    assert any("saves anything" in line for line in v["lines"])
+    dec = {"name": "dec", "error": None, "objective": "clm", "bits_per_byte": 3.0}
+    enc = {"name": "enc", "error": None, "objective": "mlm", "bits_per_byte": 1.0}  # both sides in view: lower
+    v = decide([enc, dec])
+    assert v["best"] == "dec" and any(
+        line.startswith("Among the masked-LM models") and "enc" in line for line in v["lines"]
+    )
+    assert decide([enc])["best"] == "enc"
 
 
 @pytest.mark.parametrize(
@@ -189,6 +209,7 @@ def test_verdict_without_scores_and_the_measures_skip_rows_missing_figures() -> 
         (["--speed-new-tokens", "1"], "--speed-new-tokens"),
         (["--task", "nope.jsonl"], "--task nope.jsonl"),
         (["--shots", "-1"], "--shots"),
+        (["--general", "nope.txt"], "--general nope.txt: no such file"),
     ],
 )
 def test_bad_flags_are_one_line(
@@ -247,3 +268,22 @@ def test_an_encoder_answers_choices_by_fill_mask_scoring(
     argv = ["compare", str(enc), "--data", str(world["text"]), "--task", str(free), "--speed-new-tokens", "0"]
     assert main([*argv, "--json", "--quiet"]) == 0
     assert json.loads(capsys.readouterr().out)["models"][0]["task"]["status"] == "needs finetune-head"
+
+
+def test_the_users_scaling_law_prices_the_scratch_run(
+    world: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from lmkit.plan.chinchilla import load_scaling_law
+
+    law = {"E": 1.0, "A": 300.0, "B": 500.0, "alpha": 0.3, "beta": 0.3}
+    fit = world["root"] / "fit.json"
+    fit.write_text(json.dumps({"points": 12, "approach3": {"law": law}}), encoding="utf-8")
+    capsys.readouterr()
+    argv = ["compare", str(world["small"]), "--data", str(world["text"]), "--scaling-law", str(fit)]
+    assert main([*argv, "--speed-new-tokens", "0", "--json", "--quiet"]) == 0
+    rep = json.loads(capsys.readouterr().out)
+    row = rep["models"][0]
+    assert rep["scaling_law"]["name"] == row["scratch"]["law"] == load_scaling_law(str(fit)).name
+    want = compute_to_reach(load_scaling_law(str(fit)), row["loss"])  # the own model: its own tokens
+    assert row["scratch"]["flops"] == pytest.approx(want)
+    assert row["scratch"]["hours"] == pytest.approx(want / rep["machine"]["training_rate_flops"] / 3600)

@@ -81,7 +81,7 @@ def test_hybrid_sharding_holds_what_a_full_shard_over_its_group_holds() -> None:
 
 
 def test_the_scale_table_covers_1b_7b_70b_on_8_64_and_1024_devices() -> None:
-    rows = scale_table(capacity_bytes=80 * GiB)
+    rows = scale_table(device="H100")  # 80 GiB
     got = {(r["model"], r["devices"], r["layout"]): r for r in rows}
     for model in ("1B", "7B", "70B"):
         assert (model, 8, "full shard") in got and (model, 8, "hybrid shard 8") not in got
@@ -93,6 +93,11 @@ def test_the_scale_table_covers_1b_7b_70b_on_8_64_and_1024_devices() -> None:
     assert got[("70B", 1024, "full shard")]["fits"] and not got[("70B", 1024, "hybrid shard 8")]["fits"]
     with pytest.raises(LmkitError, match="no scale preset"):
         scale_preset("13B")
+    with pytest.raises(LmkitError, match="--micro-batch must be 1 to"):
+        scale_table(micro_batch=0)
+    with pytest.raises(LmkitError, match="--gpu must be one of .* got 'B200'"):
+        scale_table(device="B200")
+    assert all(r["fits"] is None for r in scale_table(("1B",), (8,), device="here"))
 
 
 def test_lmkit_plan_scale_prints_the_table(capsys: pytest.CaptureFixture[str]) -> None:

@@ -14,11 +14,12 @@ import torch
 from lmkit.config import ModelConfig
 from lmkit.infer.generate import generate_ids, generate_seq2seq_ids
 from lmkit.infer.sampling import GenerationConfig
+from lmkit.model_variants import RopeScaling
 from lmkit.models import build_model
 from lmkit.models.decoder import Decoder
 from lmkit.models.encdec import EncoderDecoder
 from lmkit.serve.batcher import Engine, Event, Job, wait_idle
-from lmkit.serve.rows import ModuleRows, PackedRows, decoder_rows
+from lmkit.serve.rows import DecoderRows, ModuleRows, PackedRows, decoder_rows
 from lmkit.serve.seq2seq import Seq2SeqRows
 
 
@@ -31,9 +32,14 @@ def one_thread() -> Iterator[None]:
     torch.set_num_threads(before)
 
 
-TINY = {"vocab_size": 300, "d_model": 32, "n_layers": 2, "n_heads": 4, "max_seq_len": 48}
+TINY: dict[str, Any] = {"vocab_size": 300, "d_model": 32, "n_layers": 2, "n_heads": 4, "max_seq_len": 48}
 LAYOUTS: dict[str, dict[str, Any]] = {
     "llama-gqa": {"n_kv_heads": 2},
+    "llama3-scaled-rope": {  # Llama 3.2's layout: rope scaling, heads wider than d_model / n_heads
+        "n_kv_heads": 2,
+        "head_size": 12,
+        "rope_scaling": RopeScaling(type="llama3", factor=8.0, original_max_len=16),
+    },
     "qwen-biases": {"n_kv_heads": 2, "bias": "qkv"},
     "gpt2-learned": {
         "pos_encoding": "learned",
@@ -70,8 +76,9 @@ def _decoder(layout: str) -> Decoder:
 @pytest.mark.parametrize("layout", sorted(LAYOUTS))
 def test_rows_joining_and_leaving_equal_each_request_alone(layout: str) -> None:
     model = _decoder(layout)
-    pool = decoder_rows(model, capacity=4, max_len=40)
-    assert isinstance(pool, ModuleRows if layout == "alibi-gqa" else PackedRows)
+    pool: DecoderRows = decoder_rows(model, capacity=4, max_len=40)
+    kind = ModuleRows if layout == "alibi-gqa" else PackedRows
+    assert type(pool).__name__ == kind.__name__  # (isinstance would narrow pool's type for what follows)
     g = torch.Generator().manual_seed(1)
     prompts = [torch.randint(0, 300, (1, n), generator=g) for n in (3, 9, 5, 7, 6)]
     seqs: list[torch.Tensor] = []
@@ -98,7 +105,7 @@ def test_rows_joining_and_leaving_equal_each_request_alone(layout: str) -> None:
                 join(prompts[4], False)
             if step == 5:  # two leave at once, the first among them
                 pool.remove([0, 2])
-                seqs = [seqs[3], seqs[1]]  # slot 0 <- row 3, slot 2 emptied as the last, row 1 stays
+                seqs = [seqs[3], seqs[1]]  # row 3 moves into slot 2, then on into slot 0; row 1 stays
             nxt = torch.randint(0, 300, (len(seqs), 1), generator=g)
             out = pool.step(nxt)  # (n, V)
             for i, s in enumerate(seqs):
@@ -234,3 +241,24 @@ def test_served_encoder_decoder_requests_are_batched_and_equal_one_at_a_time(kin
             assert _tokens(alone) == _tokens(sampled[i])
     finally:
         one.close()
+
+
+def test_padding_rows_past_the_tokenizer_are_never_served() -> None:
+    """A model with more embedding rows than its tokenizer has tokens: served tokens, like
+    `lmkit generate`'s, come from the tokenizer's ids only; so do the explain view's logits."""
+    model = _decoder("llama-gqa")  # 300 rows
+
+    class Small(_Tok):
+        vocab_size = 120
+
+    prompt = [5, 17, 200, 3]
+    greedy = GenerationConfig(max_new_tokens=12, stop_at_eos=False)
+    want = generate_ids(model, torch.tensor([prompt]), greedy, vocab=120)[0, len(prompt) :].tolist()
+    engine = Engine(model, Small(), max_batch=2)
+    try:
+        events: list[Event] = []
+        _run(engine, [_job(prompt, 12, events)])
+        assert _tokens(events) == want and max(want) < 120
+        assert engine.next_token_logits(prompt).shape == (120,)
+    finally:
+        engine.close()

@@ -25,6 +25,8 @@ from lmkit.cli.common import (
 )
 from lmkit.errors import LmkitError
 
+TEXT_CHARS = 20_000_000  # the characters of --data read for fertility and the speed prompt
+
 
 def add_compare(sub: Any) -> None:
     p = sub.add_parser(
@@ -40,7 +42,7 @@ def add_compare(sub: Any) -> None:
         "  - with --task, accuracy at each --shots count with its 95% interval (an encoder: needs finetune-head);\n"
         "  - prompt and generated tokens/s at batch 1 on this machine;\n"
         "  - memory to run it (its own precision, and int8) and to continue pre-training (`lmkit plan\n"
-        "    --gpu here`), marked '!' where it does not fit in the memory this machine has available;\n"
+        "    --gpu here`), and whether each fits in the memory this machine has available;\n"
         "  - the compute and hours to reach its bits per byte by training your own model from scratch\n"
         "    (Chinchilla's law, or the one `lmkit scale fit` fitted on your data: --scaling-law).\n"
         "Then a verdict: the best model on your text, per GB of memory and per unit of time, and whether\n"
@@ -76,7 +78,8 @@ def add_compare(sub: Any) -> None:
         "--task",
         default=None,
         metavar="T.jsonl",
-        help="a labelled task (as `lmkit icl --task` reads it): accuracy of each model at each --shots count",
+        help="a labelled task: a JSONL file as `lmkit icl --task` reads it, or a built-in task's name "
+        "(next-sentence and last-word are made from --data): accuracy of each model at each --shots count",
     )
     p.add_argument("--shots", nargs="+", type=int, default=[0], help="shot counts for --task (default 0)")
     p.add_argument("--limit", type=int, default=None, help="score only the first N examples of --task")
@@ -108,7 +111,7 @@ def add_compare(sub: Any) -> None:
     p.set_defaults(func=_run_compare)
 
 
-def _check(args: argparse.Namespace) -> None:
+def _check_flags(args: argparse.Namespace) -> None:
     for flag, value, least in (
         ("--batch-size", args.batch_size, 1),
         ("--speed-prompt-tokens", args.speed_prompt_tokens, 1),
@@ -123,6 +126,10 @@ def _check(args: argparse.Namespace) -> None:
         raise LmkitError(f"--shots must be 0 or more, got {min(args.shots)}")
     if args.budget_hours is not None and not (math.isfinite(args.budget_hours) and args.budget_hours > 0):
         raise LmkitError(f"--budget-hours must be a number of hours above 0, got {args.budget_hours}")
+    for flag, paths in (("--data", args.data), ("--general", args.general)):
+        for path in paths:
+            if not Path(path).exists():
+                raise LmkitError(f"{flag} {path}: no such file or folder")
     if args.task is not None and args.task not in _builtin() and not Path(args.task).is_file():
         raise LmkitError(f"--task {args.task}: no such file (a JSONL task as `lmkit icl --task` reads it)")
 
@@ -140,13 +147,20 @@ def _run_compare(args: argparse.Namespace) -> int:
     from lmkit.lab.compare.run import check_out, compare, write_outputs
     from lmkit.plan.chinchilla import get_fit, load_scaling_law
 
-    _check(args)
+    _check_flags(args)
     if args.out:
         check_out(args.out, args.overwrite, [*args.checkpoints, *args.data, *args.general])
     law = load_scaling_law(args.scaling_law) if args.scaling_law else get_fit("chinchilla")
     from lmkit.data.shards import is_shard_folder
 
-    texts = [] if is_shard_folder(args.data[0]) else [d.text for d in iter_documents(args.data, args.text_field)]
+    texts: list[str] = []  # fertility's and the speed prompt's text: --data's documents, up to TEXT_CHARS
+    if not is_shard_folder(args.data[0]):
+        chars = 0
+        for doc in iter_documents(args.data, args.text_field):
+            texts.append(doc.text)
+            chars += len(doc.text)
+            if chars >= TEXT_CHARS:
+                break
     task = None
     if args.task is not None:
         from lmkit.lab.icl.tasks import builtin_task, load_task
@@ -195,15 +209,18 @@ def _si(x: float | None, unit: str = "") -> str:
     return f"{x:.3g}{unit}"
 
 
+FITS = ("inference_fits", "inference_int8_fits", "train_fits")
+
+
 def _flops(x: float | None) -> str:
     return "-" if x is None else f"{x:.2g}"
 
 
-def _gb(b: float | None, fits: bool | None) -> str:
-    return "-" if b is None else f"{b / 1e9:.2f}" + ("" if fits is None else "" if fits else "!")
+def _gb_cell(b: float | None) -> str:
+    return "-" if b is None else f"{b / 1e9:.2f}"
 
 
-def _hours(h: float | None) -> str:
+def _hours_cell(h: float | None) -> str:
     if h is None:
         return "-"
     return f"{h * 3600:.0f}s" if h < 1 / 60 else f"{h * 60:.0f}min" if h < 1 else f"{h:.3g}h"
@@ -239,10 +256,13 @@ def row_cells(r: dict[str, Any], shots: list[int]) -> list[str]:
     cells += [
         "-" if tps[0] is None else f"{tps[0]:,.0f}",
         "-" if tps[1] is None else f"{tps[1]:,.1f}",
-        f"{_gb(mem.get('inference_bytes'), mem.get('inference_fits'))} {mem.get('format', '')}".strip(),
-        _gb(mem.get("inference_int8_bytes"), mem.get("inference_int8_fits")),
-        _gb(mem.get("train_bytes"), mem.get("train_fits")),
-        "unreachable" if sc and not sc.get("reachable") else f"{_flops(sc.get('flops'))} / {_hours(sc.get('hours'))}",
+        f"{_gb_cell(mem.get('inference_bytes'))} {mem.get('format', '')}".strip(),
+        _gb_cell(mem.get("inference_int8_bytes")),
+        _gb_cell(mem.get("train_bytes")),
+        "/".join("-" if mem.get(k) is None else "yes" if mem[k] else "no" for k in FITS),
+        "unreachable"
+        if sc and not sc.get("reachable")
+        else f"{_flops(sc.get('flops'))} / {_hours_cell(sc.get('hours'))}",
     ]
     return cells
 
@@ -252,7 +272,8 @@ def table_lines(report: dict[str, Any]) -> list[str]:
     shots = list(report.get("shots") or [])
     head = ["model", "family", "params", "ctx", "tokenizer", "license (base)", "bpb", "bpb gen", "tok/word"]
     head += [f"acc {k}-shot [95%]" for k in shots]
-    head += ["prompt tok/s", "gen tok/s", "run GB", "int8 GB", "train GB", "scratch FLOPs / time"]
+    head += ["prompt tok/s", "gen tok/s", "run GB", "int8 GB", "train GB", "fits run/int8/train"]
+    head += ["scratch FLOPs / time"]
     rows = [row_cells(r, shots) for r in report["models"]]
     full = [c for c in rows if len(c) == len(head)]
     widths = [max(len(h), *(len(c[i]) for c in full)) if full else len(h) for i, h in enumerate(head)]
@@ -262,8 +283,8 @@ def table_lines(report: dict[str, Any]) -> list[str]:
     avail = report["machine"].get("available_bytes")
     lines.append(
         f"(bpb: bits per byte on --data{', bpb gen: on --general' if report.get('general') else ''}; GB: memory "
-        "to run at the checkpoint's precision, at int8, and to continue pre-training; '!' does not fit in the "
-        + (f"{avail / 1e9:.1f} GB available here)" if avail else "memory here)")
+        "to run at the checkpoint's precision, at int8, and to continue pre-training (lmkit plan --gpu here); "
+        + (f"fits: within the {avail / 1e9:.1f} GB available here)" if avail else "fits: unknown here)")
     )
     terms = [(r["name"], (r.get("fertility") or {}).get("terms") or []) for r in report["models"] if not r.get("error")]
     if report.get("terms") and terms:

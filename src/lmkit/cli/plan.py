@@ -18,7 +18,6 @@ from lmkit.errors import LmkitError
 from lmkit.models.checkpoint import load_model_and_train
 from lmkit.plan.baseline import finish_baseline, runtime_baseline
 from lmkit.plan.chinchilla import ABOUT_RIGHT_BAND, TOKENS_PER_PARAM, known_models_table, load_scaling_law
-from lmkit.plan.fits_memory import device_memory_bytes
 from lmkit.plan.make import make_plan
 from lmkit.plan.measure import HERE_WORDS, available_memory_bytes, memory_track_record, this_machine
 from lmkit.plan.memory import choose_heap
@@ -425,12 +424,12 @@ def _print_plan(p: dict[str, Any]) -> None:
 
 def _print_scale(args: argparse.Namespace) -> int:
     """``lmkit plan --scale``: the scale-out table (``lmkit.plan.sharding``), or its rows as JSON."""
-    cap, prec, mb, seq = device_memory_bytes(args.gpu), args.precision or "bf16", args.micro_batch or 1, args.seq_len
-    rows = scale_table(micro_batch=mb, seq_len=seq or 4096, precision=prec, capacity_bytes=cap)
+    rows = scale_table(micro_batch=args.micro_batch, seq_len=args.seq_len, precision=args.precision, device=args.gpu)
     if args.json:
-        print_json({"rows": rows, "device": args.gpu, "capacity_bytes": cap})
+        print_json({"rows": rows, "device": args.gpu})
         return 0
-    print(f"per device ({prec}, activation checkpointing, micro-batch {mb} x {seq or 4096}); fits on one {args.gpu}")
+    mb, seq, prec = args.micro_batch or 1, args.seq_len or 4096, args.precision or "bf16"
+    print(f"per device ({prec}, activation checkpointing, micro-batch {mb} x {seq}); fits on one {args.gpu}")
     print("  model  devices  layout          model states  gathered  activations      total  fits")
     for r in rows:
         fits = "" if r["fits"] is None else "yes" if r["fits"] else "no"

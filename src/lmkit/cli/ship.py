@@ -143,14 +143,19 @@ def add_export(sub: Any) -> None:
         "  lmkit export runs/small --format gguf --out small.gguf",
     )
     add_checkpoint(p)
-    p.add_argument("--format", default="hf", choices=["hf", "gguf"], help="hf: a transformers folder; gguf: llama.cpp")
+    p.add_argument(
+        "--format",
+        default="hf",
+        choices=["hf", "gguf"],
+        help="hf (default): a transformers folder; gguf: one llama.cpp file",
+    )
     add_out(p, "output folder (hf: new or empty unless --overwrite) or FILE.gguf (gguf)", required=True)
     add_overwrite(p, "a previous export in --out")
     add_no_verify(p, also="loading the export in transformers to compare")
     p.add_argument(
         "--dequantize",
         action="store_true",
-        help="export a quantized checkpoint's values as float32 weights (int8 q*scale, fp16/bf16 widened)",
+        help="export a quantized checkpoint's values as float32 weights (int8 q*scale, fp16/bf16 widened; gguf: F32)",
     )
     p.add_argument(
         "--max-shard-size",

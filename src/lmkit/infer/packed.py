@@ -348,8 +348,8 @@ class PackedDecoder:
         for layer, bias, kv, kh, vh in zip(self.layers, self.biases, r.kv, r.k, r.v):
             h = self._norm(x)
             self._mm(h, layer["qkv"], bias["qkv"], out=r.qkv)  # (n, width)
-            if r.complex is not None:
-                torch.mul(r.complex[0], freqs, out=r.complex[1])  # rot_buf = [q_rot | k_rot | v]
+            if r.complex is not None:  # rotary: freqs set
+                torch.mul(r.complex[0], cast(torch.Tensor, freqs), out=r.complex[1])  # rot_buf = [q_rot | k_rot | v]
             if isinstance(at, int):
                 kv[:, at] = r.kv_new
             else:

@@ -25,7 +25,8 @@ from typing import Any
 
 from lmkit.config import ModelConfig
 from lmkit.errors import LmkitError
-from lmkit.plan.compute import count_params
+from lmkit.plan.compute import MAX_MICRO_BATCH, MAX_SEQ_LEN, count_params
+from lmkit.plan.fits_memory import DEVICE_MEMORY_GIB, device_memory_bytes
 from lmkit.plan.memory import FINISH_BASELINE_BYTES, RUNTIME_BASELINE_BYTES, training_memory
 
 SCALE_DEVICES = (8, 64, 1024)  # the device counts the scale-out table shows
@@ -113,20 +114,30 @@ def scale_table(
     models: tuple[str, ...] = SCALE_TABLE_MODELS,
     devices: tuple[int, ...] = SCALE_DEVICES,
     *,
-    micro_batch: int = 1,
-    seq_len: int = 4096,
-    precision: str = "bf16",
+    micro_batch: int | None = None,
+    seq_len: int | None = None,
+    precision: str | None = None,
     checkpointing: bool = True,
     shard_group: int = NODE_DEVICES,
-    capacity_bytes: float | None = None,
+    device: str | None = None,
     runtime_bytes: float = RUNTIME_BASELINE_BYTES,
     finish_bytes: float = FINISH_BASELINE_BYTES,
 ) -> list[dict[str, Any]]:
     """Per-device training memory of each preset in ``models`` on each count in ``devices``, fully
     and hybrid sharded (groups of ``shard_group``; a count under the group shards fully): one row
     each with ``model``, ``params``, ``devices``, ``layout``, ``model_states`` (weights + gradients +
-    optimizer), ``gathered``, ``activations`` (with the loss), ``total`` and ``fits`` (None without
-    ``capacity_bytes``)."""
+    optimizer), ``gathered``, ``activations`` (with the loss), ``total`` and ``fits`` on one
+    ``device`` (a name ``lmkit.plan.fits_memory`` knows; None for none or "here"). Unset: micro-batch
+    1, sequence 4096, bf16; a value out of range is one error naming its ``lmkit plan`` flag."""
+    for flag, value, most in (("--micro-batch", micro_batch, MAX_MICRO_BATCH), ("--seq-len", seq_len, MAX_SEQ_LEN)):
+        if value is not None and not 1 <= value <= most:
+            raise LmkitError(f"{flag} must be 1 to {most:,}, got {value:,}")
+    micro_batch, seq_len, precision = micro_batch or 1, seq_len or 4096, precision or "bf16"
+    capacity_bytes = None
+    if device is not None and device.strip().lower() != "here":
+        capacity_bytes = device_memory_bytes(device)
+        if capacity_bytes is None:
+            raise LmkitError(f"--gpu must be one of {', '.join(DEVICE_MEMORY_GIB)} for --scale, got {device!r}")
     rows: list[dict[str, Any]] = []
     for name in models:
         cfg = scale_preset(name)

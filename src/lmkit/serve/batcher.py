@@ -167,25 +167,25 @@ class Engine:
 
     @torch.no_grad()
     def next_token_logits(self, prompt_ids: list[int]) -> torch.Tensor:
-        """Logits (V,) of the token after ``prompt_ids`` (for the playground's explain view).
-        Runs on the caller's thread with its own cache; the model's weights are only read."""
+        """Logits (V,) of the token after ``prompt_ids`` (for the playground's explain view), over the
+        tokenizer's ids only. Runs on the caller's thread; the model's weights are only read."""
         ids = torch.tensor([prompt_ids], dtype=torch.long)
         if self.family == "encdec":
             model = cast(EncoderDecoder, self.model)  # a model of family "encdec" is an EncoderDecoder
             enc = model.encode(ids)
             start = torch.full((1, 1), self.tokenizer.decoder_start_id, dtype=torch.long)
-            return model.logits(model.decode(start, enc)[:, -1])[0]
-        return self.model(ids)[0, -1]
+            return within_vocabulary(model.logits(model.decode(start, enc)[:, -1])[0], self.vocab)
+        return within_vocabulary(self.model(ids)[0, -1], self.vocab)
 
     # ------------------------------------------------------------------ the engine thread
 
     def _run(self) -> None:
         """The engine thread: serve until closed. A failure no job-level guard caught ends the jobs in
         flight, not the thread; should the thread end anyway, nothing is left waiting on it."""
-        torch.set_grad_enabled(False)
         try:
-            while self._serve_once():
-                pass
+            with torch.inference_mode():  # leaner than no_grad: no version counters, no views tracked
+                while self._serve_once():
+                    pass
         except BaseException as exc:
             self.failure = f"{type(exc).__name__}: {exc}"
             LOG.critical("the engine thread stopped", exc_info=True)

@@ -29,11 +29,12 @@ What this module owns:
   outside fp16's normal range) the tensor is written F32 with the int8 values ``q · scale``, and the
   report names it. ``--dequantize`` writes every weight F32.
 * The tokenizer (:func:`gguf_vocab`): byte-level BPE (lmkit's own and GPT-2's ``ByteLevel`` regex ->
-  ``tokenizer.ggml.pre`` ``gpt2``; Llama-3's split -> ``llama-bpe``; Qwen2's -> ``qwen2``; SmolLM's
-  digits + ByteLevel -> ``smollm``) as ``tokenizer.ggml.model`` ``gpt2`` with tokens, token types
-  and merges; SentencePiece-style BPE with byte fallback (TinyLlama, Llama 2) as ``llama`` with each
-  token's score minus the rank of the merge that makes it (llama.cpp merges the best score first,
-  the BPE the earliest merge). Special tokens are CONTROL, ``<0xNN>`` BYTE, embedding rows past the
+  ``tokenizer.ggml.pre`` ``gpt-2``; Llama-3's split with ``ignore_merges`` -> ``llama-bpe``; Qwen2's
+  -> ``qwen2``; SmolLM's digits + ByteLevel -> ``smollm``; none with ``add_prefix_space``, which
+  llama.cpp never adds) as ``tokenizer.ggml.model`` ``gpt2`` with tokens, token types and merges;
+  SentencePiece-style BPE with byte fallback (TinyLlama, Llama 2) as ``llama`` with each token's
+  score minus the rank of the merge that makes it (llama.cpp merges the best score first, the BPE
+  the earliest merge). Special tokens are CONTROL, ``<0xNN>`` BYTE, embedding rows past the
   tokenizer ``[PADn]`` UNUSED. BOS/EOS/PAD/UNK ids and ``add_bos_token`` are the tokenizer's roles
   (``lmkit.token_roles``). An NFC normalizer is accepted (llama.cpp normalizes nothing: the same
   ids for text already in NFC); any other normalizer or pre-tokenizer is refused, naming it.
@@ -198,14 +199,22 @@ def _pre_name(spec: dict[str, Any], where: str) -> str:
     pre = spec.get("pre_tokenizer") or {}
     parts = pre.get("pretokenizers", []) if pre.get("type") == "Sequence" else [pre]
     kinds = [p.get("type") for p in parts]
+    if any(p.get("type") == "ByteLevel" and p.get("add_prefix_space") for p in parts):
+        raise LmkitError(f"{where}: this BPE puts a space before every text (add_prefix_space); llama.cpp's does not")
     if kinds == ["ByteLevel"] and parts[0].get("use_regex", True):
-        return "gpt2"
+        return "gpt-2"
     if kinds == ["Digits", "ByteLevel"] and parts[0].get("individual_digits") and parts[1].get("use_regex", True):
         return "smollm"
     if kinds == ["Split", "ByteLevel"] and not parts[1].get("use_regex", True):
         pattern = (parts[0].get("pattern") or {}).get("Regex")
         if pattern in SPLIT_PRE and parts[0].get("behavior") == "Isolated":
-            return SPLIT_PRE[pattern]
+            name = SPLIT_PRE[pattern]
+            if name == "llama-bpe" and not spec.get("model", {}).get("ignore_merges"):
+                raise LmkitError(
+                    f"{where}: llama.cpp's llama-bpe takes a word that is a token whole (ignore_merges, as Llama 3's "
+                    "tokenizer.json says); this BPE merges it: no llama.cpp tokenizer equals it"
+                )
+            return name
     raise LmkitError(
         f"{where}: llama.cpp has no pre-tokenizer known to equal this one ({' + '.join(map(str, kinds)) or 'none'}); "
         "GGUF export knows GPT-2's, Llama-3's, Qwen2's and SmolLM's"

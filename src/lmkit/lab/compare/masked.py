@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from itertools import accumulate
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -33,7 +33,8 @@ class MaskedChoiceLM:
             raise LmkitError("fill-mask scoring needs an encoder (masked LM) checkpoint")
         if tokenizer.mask_id < 0:
             raise LmkitError(f"{tokenizer.source}: the tokenizer has no mask token, which fill-mask scoring needs")
-        self.model, self.tokenizer = model.eval(), tokenizer
+        self.model: Any = cast(Any, model).eval()
+        self.tokenizer = tokenizer
         self.window: int = model.cfg.max_seq_len
         self.batch_size = max(1, batch_size)
         self.name = name

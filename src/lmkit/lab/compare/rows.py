@@ -183,6 +183,7 @@ def _facts(ckpt: Path) -> tuple[dict[str, Any], dict[str, Any]]:
         "name": default_name(f["path"]),
         "checkpoint": str(f["path"]),
         "family": cfg.family,
+        "objective": cfg.objective,
         "params": f["params"],
         "context": cfg.max_seq_len,
         "tokenizer_kind": tok.get("kind"),
