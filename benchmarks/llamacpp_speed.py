@@ -22,7 +22,8 @@ checkpoint, Q8_0 from the int8 one.
   every busy slot and a finished slot's next prompt joining the batch (what ``llama-server -np 8``
   does per step), in process, without HTTP. With ``--llama-server PATH`` (a ``llama-server``
   binary from a llama.cpp build) that server itself runs instead, over HTTP, with ``-np 8``.
-  Completion tokens per second, both sides, F32.
+  Completion tokens per second, F32, each side ``--rounds`` times in turn (median); lmkit's serve
+  engine driven in process by 8 threads (no HTTP) is timed too, the like of llama.cpp's side.
 
 Printed: tokens/s of each side and the ratios lmkit / llama.cpp (target at concurrency 8: >= 1),
 then a closing note on what limits lmkit where llama.cpp is faster.
@@ -285,6 +286,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1, help="threads of each side (default 1)")
     ap.add_argument("--runs", type=int, default=3, help="timed runs per side at batch 1 (median)")
     ap.add_argument("--seconds", type=float, default=20.0, help="load time per server at concurrency 8")
+    ap.add_argument("--rounds", type=int, default=2, help="rounds of the three concurrency-8 runs (median)")
     ap.add_argument("--cache", type=Path, default=CACHE, help="where llama-cpp-python is built and kept")
     ap.add_argument("--build-jobs", type=int, default=1, help="compile jobs of the one-time build (default 1)")
     ap.add_argument("--llama-server", default=None, help="a llama-server binary: race it over HTTP instead")
@@ -315,19 +317,28 @@ def main() -> None:
                 "greedy_tokens_equal_before_first_difference": same,
             }
         body = {"prompt": prompt, "max_tokens": NEW, "temperature": 0}
-        port = free_port()
-        lmkit_cmd = [str(Path(sys.executable).with_name("lmkit")), "serve", str(f32), "--port", str(port)]
-        ours8 = serve_load(lmkit_cmd + ["--threads", str(args.threads)], f"http://127.0.0.1:{port}", args.seconds, body)
-        engine8 = engine_load(f32, tok, prompt, args.seconds)
-        if args.llama_server:
+        runs8: dict[str, list[dict[str, float]]] = {"lmkit_serve": [], "lmkit_engine": [], "llamacpp": []}
+        how = "llama-server -np 8 over HTTP" if args.llama_server else "llama.cpp's 8-slot engine in process, no HTTP"
+        for _ in range(args.rounds):  # the sides in turn, so load that comes and goes hits all of them
             port = free_port()
-            cmd = [args.llama_server, "-m", str(root / "f32.gguf"), "--port", str(port), "-np", str(SLOTS)]
-            cmd += ["-c", str(SLOTS * 256), "-t", str(args.threads), "-tb", str(args.threads)]
-            theirs8 = serve_load(cmd, f"http://127.0.0.1:{port}", args.seconds, {**body, "ignore_eos": True})
-            how = "llama-server -np 8 over HTTP"
-        else:
-            theirs8 = child(py, mode="slots", model=str(root / "f32.gguf"), slots=SLOTS, seconds=args.seconds, **common)
-            how = "llama.cpp's 8-slot engine in process, no HTTP (lmkit's side includes HTTP)"
+            lmkit_cmd = [str(Path(sys.executable).with_name("lmkit")), "serve", str(f32), "--port", str(port)]
+            lmkit_cmd += ["--threads", str(args.threads)]
+            runs8["lmkit_serve"].append(serve_load(lmkit_cmd, f"http://127.0.0.1:{port}", args.seconds, body))
+            runs8["lmkit_engine"].append(engine_load(f32, tok, prompt, args.seconds))
+            if args.llama_server:
+                port = free_port()
+                cmd = [args.llama_server, "-m", str(root / "f32.gguf"), "--port", str(port), "-np", str(SLOTS)]
+                cmd += ["-c", str(SLOTS * 256), "-t", str(args.threads), "-tb", str(args.threads)]
+                runs8["llamacpp"].append(
+                    serve_load(cmd, f"http://127.0.0.1:{port}", args.seconds, {**body, "ignore_eos": True})
+                )
+            else:
+                f = str(root / "f32.gguf")
+                runs8["llamacpp"].append(child(py, mode="slots", model=f, slots=SLOTS, seconds=args.seconds, **common))
+        ours8, engine8, theirs8 = (
+            {"tokens_per_s": statistics.median(r["tokens_per_s"] for r in runs8[k]), "rounds": runs8[k]}
+            for k in ("lmkit_serve", "lmkit_engine", "llamacpp")
+        )
         res["concurrency8"] = {"lmkit_serve": ours8, "lmkit_engine": engine8, "llamacpp": theirs8, "llamacpp_how": how}
         res["gguf_bytes"] = {"f32": (root / "f32.gguf").stat().st_size, "q8_0": (root / "q8_0.gguf").stat().st_size}
     if args.json:
@@ -367,8 +378,9 @@ def closing_note(res: dict[str, Any]) -> list[str]:
         out.append(
             f"- F32, batch 1: each token reads all {mb['f32']:.0f} MB of weights once: lmkit sustains "
             f"{mb['f32'] * f['lmkit_tokens_per_s'] / 1e3:.2f} GB/s, llama.cpp {mb['f32'] * f['llamacpp_tokens_per_s'] / 1e3:.2f} "
-            "GB/s. Both are bound by memory; lmkit's step is PyTorch operators called from Python (its packed decode "
-            "path), llama.cpp's one compiled ggml graph with matrix-vector kernels of its own."
+            "GB/s. With the same bytes to read, the difference is the step itself: lmkit's is PyTorch operators called "
+            "from Python (its packed decode path), llama.cpp's one compiled ggml graph with matrix-vector kernels of "
+            "its own."
         )
     if q["lmkit_tokens_per_s"] < q["llamacpp_tokens_per_s"]:
         out.append(

@@ -181,7 +181,7 @@ def test_continued_pretraining_with_the_models_own_objective_lowers_held_out_los
     assert load_model(ck).cfg.objective == objective
     text = _write_texts(tmp_path / "text" / "docs.jsonl", 0, 400).parent
     held = _write_texts(tmp_path / "held" / "docs.jsonl", 99, 60)
-    argv = ["pretrain", "--init", str(ck), "--data", str(text), "--quiet", "--max-steps", "20"]
+    argv = ["pretrain", "--init", str(ck), "--data", str(text), "--quiet", "--max-steps", "30"]
     argv += ["--train.batch_size", "4", "--train.lr", "3e-3", "--train.warmup_steps", "2", "--train.eval_every", "0"]
     argv += ["--train.ckpt_every", "0", "--train.log_every", "1", "--train.tensorboard", "false"]
     argv += ["--data.val_fraction", "0.1"]

@@ -157,7 +157,8 @@ class Engine:
     def busy(self) -> dict[str, int]:
         """Jobs running and waiting, and totals since start (``failed``: jobs ended by an error)."""
         with self._cv:
-            return {"running": len(self._rows), "waiting": len(self._waiting), **self.stats}
+            running = len({id(j) for j in self._in_flight()})  # taken from the queue, not yet ended
+            return {"running": running, "waiting": len(self._waiting), **self.stats}
 
     def close(self) -> None:
         with self._cv:
