@@ -4,8 +4,10 @@ Hugging Face ``transformers``' ``generate`` behind the same FastAPI app, same we
 A random lmkit decoder shaped like ``configs/cpu-small.yaml`` (d_model 256, 4 layers, 4 heads,
 context 256; vocabulary of a BPE tokenizer trained here on the machine's license texts) is copied
 into a ``transformers`` Llama; a random T5-layout encoder-decoder of the same width (4 + 4 layers)
-uses the same tokenizer. Five servers run on loopback, one after another, each with the same app
-(``lmkit.serve.app.create_app``):
+uses the same tokenizer. Five servers run on loopback, each with the same app
+(``lmkit.serve.app.create_app``), all started at once and loaded in turn, in rounds that visit them
+in rotating order (each point is the median over the rounds, so a change in the machine's load
+hits every server alike):
 
 * ``lmkit``: the engine of ``lmkit serve`` (concurrent requests decoded together, through the
   packed decode step of ``lmkit generate``: ``lmkit.serve.rows``);
@@ -19,7 +21,7 @@ tokens, greedy) for a fixed time; printed per server and concurrency: aggregate 
 tokens/s, p50 and p99 request latency; then the ratios the issue targets: lmkit / hf-generate at
 concurrency 1 (≥ 2×) and 8 (≥ 6×), and the encoder-decoder batched / unbatched at 8 (≥ 3×).
 
-    python benchmarks/serve_speed.py [--seconds 8] [--threads 1] [--json] [--skip-encdec]
+    python benchmarks/serve_speed.py [--seconds 8] [--rounds 3] [--threads 1] [--json] [--skip-encdec]
 
 The servers run in this process, the clients in a second one (as real clients would), on this
 machine's cores, the same for every server; ``--threads 1`` keeps the figures steady on a shared
@@ -30,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import multiprocessing
 import statistics
@@ -180,6 +183,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=8.0, help="load time per server and concurrency")
     ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--rounds", type=int, default=3, help="rounds over all servers (each point: their median)")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--skip-encdec", action="store_true", help="leave out the encoder-decoder servers")
     args = ap.parse_args()
@@ -198,24 +202,36 @@ def main() -> None:
         engines["encdec-unbatched"] = lambda: Engine(encdec, tok, max_batch=1, max_queue=64)
     results: dict[str, dict[int, dict[str, float]]] = {}
     # the clients run in a process of their own, as real clients do: their work does not compete
-    # with the server for this process's interpreter lock
-    with multiprocessing.get_context("spawn").Pool(1) as clients:
+    # with the server for this process's interpreter lock. Every server is up at once (an idle one
+    # waits without using the CPU) and the rounds visit them in rotating order, so a change in the
+    # machine's load hits all of them alike; each point is the median over the rounds.
+    runs: dict[str, dict[int, list[dict[str, float]]]] = {name: {c: [] for c in args.concurrency} for name in engines}
+    with multiprocessing.get_context("spawn").Pool(1) as clients, contextlib.ExitStack() as stack:
+        bases = {}
         for name, make in engines.items():
             engine = make()
-            try:
-                with background_server(engine, model_name="bench") as base:
-                    clients.apply(run_load, (base, 2, 1.0, prompt))  # warm-up
-                    results[name] = {
-                        c: clients.apply(run_load, (base, c, args.seconds, prompt)) for c in args.concurrency
-                    }
-            finally:
-                engine.close()
+            stack.callback(engine.close)  # after its server has stopped (callbacks run last first)
+            bases[name] = stack.enter_context(background_server(engine, model_name="bench"))
+            clients.apply(run_load, (bases[name], 2, 1.0, prompt))  # warm-up
+        names = list(engines)
+        for r in range(args.rounds):
+            for name in names[r % len(names) :] + names[: r % len(names)]:
+                for c in args.concurrency:
+                    runs[name][c].append(clients.apply(run_load, (bases[name], c, args.seconds, prompt)))
+    for name, by_c in runs.items():
+        results[name] = {
+            c: {
+                **{k: statistics.median(x[k] for x in xs) for k in ("tokens_per_s", "p50_s", "p99_s")},
+                "requests": sum(x["requests"] for x in xs),
+            }
+            for c, xs in by_c.items()
+        }
     if args.json:
         print(json.dumps(results, indent=2))
         return
     print(
         f"\nmodel: vocab {tok.vocab_size}, d_model 256, 4 layers; prompt {PROMPT} tokens, {NEW} new, greedy; "
-        f"{args.threads} torch thread(s), {args.seconds:g} s per point"
+        f"{args.threads} torch thread(s), median of {args.rounds} round(s) of {args.seconds:g} s per point"
     )
     print(f"{'server':<17}{'clients':>8}{'tokens/s':>11}{'p50 ms':>9}{'p99 ms':>9}{'requests':>10}")
     for name, by_c in results.items():

@@ -7,7 +7,8 @@ decodes through, and its two implementations, picked by :func:`decoder_rows`:
   Qwen2 with grouped-query attention and biases, GPT-2's learned positions, GPT-NeoX's partial
   rotary and parallel residual, BLOOM's ALiBi) through its
   :class:`~lmkit.infer.packed.PackedDecoder`: fused q/k/v, a fused key/value cache, one request
-  alone costs what a step of ``lmkit generate`` costs;
+  alone costs what a step of ``lmkit generate`` costs; its cache grows with the longest running
+  request (doubling), not allocated for the whole context window up front;
 * :class:`ModuleRows`: any other decoder (quantized, 16-bit, ALiBi with grouped-query attention)
   through the model's own ``forward`` and a ragged :class:`~lmkit.models.layers.KVCache`.
 
@@ -67,12 +68,25 @@ def _compact(lengths: list[int], rows: list[int], move: Any) -> list[tuple[int, 
 
 
 class PackedRows:
-    """Rows over a :class:`PackedDecoder` session of ``capacity`` rows and ``max_len`` positions."""
+    """Rows over a :class:`PackedDecoder` session of ``capacity`` rows and up to ``max_len``
+    positions. The session starts with room for ``start_len`` positions and doubles when a row
+    needs more, so memory follows the longest running request, not the context window."""
 
-    def __init__(self, packed: PackedDecoder, capacity: int, max_len: int) -> None:
-        self.packed = packed
-        self.session = packed.start(capacity, max_len, zeroed=True)
+    def __init__(self, packed: PackedDecoder, capacity: int, max_len: int, start_len: int = 256) -> None:
+        self.packed, self.capacity, self.max_len = packed, capacity, max_len
+        self.session = packed.start(capacity, min(start_len, max_len), zeroed=True)
         self.lengths: list[int] = []
+
+    def _room(self, need: int) -> None:
+        """Grow the session (doubling, at most to ``max_len``) to hold ``need`` positions per row."""
+        have = self.session.max_len
+        if need <= have or have == self.max_len:
+            return  # a step past max_len is refused by step_rows
+        grown = self.packed.start(self.capacity, min(self.max_len, max(need, 2 * have)), zeroed=True)
+        n = len(self.lengths)
+        for dst, src in zip(grown.kv, self.session.kv):
+            dst[:n, :have] = src[:n]
+        self.session = grown
 
     def prefill(self, ids: torch.Tensor, every: bool) -> tuple[torch.Tensor, PackedDecoder]:
         B, T = ids.shape
@@ -82,8 +96,9 @@ class PackedRows:
 
     def add(self, prefilled: PackedDecoder, row: int) -> None:
         i, n = len(self.lengths), prefilled.length
-        if i == self.session.batch:
+        if i == self.capacity:
             raise ValueError(f"all {i} slots of the pool are in use")
+        self._room(n + 1)
         for dst, src in zip(self.session.kv, prefilled.kv):
             dst[i, :n] = src[row, :n]
         self.lengths.append(n)
@@ -96,6 +111,7 @@ class PackedRows:
         return _compact(self.lengths, rows, move)
 
     def step(self, ids: torch.Tensor) -> torch.Tensor:
+        self._room(max(self.lengths) + 1)
         logits = self.session.step_rows(ids, self.lengths)
         self.lengths = [n + 1 for n in self.lengths]
         return logits
