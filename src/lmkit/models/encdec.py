@@ -340,12 +340,20 @@ class EncoderDecoder(nn.Module):
         return self.encoder(self.tok_emb(input_ids), keep=attention_mask)
 
     def cross_kv(self, enc: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """Each decoder layer's cross-attention keys and values (B, H, S, hd) of encoder states (B, S, C)."""
-        out = []
-        for block in cast("Iterable[Block]", self.decoder.blocks):  # a ModuleList yields Module
-            a = cast(Attention, block.cross_attn)  # every decoder block has cross-attention
-            out.append((a.split_heads(a.k_proj(enc)), a.split_heads(a.v_proj(enc))))
-        return out
+        """Each decoder layer's cross-attention keys and values (B, H, S, hd) of encoder states (B, S, C).
+
+        Plain linear projections run as one matmul with every layer's key and value weights stacked:
+        one pass over the encoder states, and in training one matmul for their gradient instead of
+        2 × n_decoder_layers matmuls and as many sums. Others (int8 storage) run layer by layer.
+        """
+        attns = [cast(Attention, b.cross_attn) for b in cast("Iterable[Block]", self.decoder.blocks)]
+        projs = [p for a in attns for p in (a.k_proj, a.v_proj)]
+        if not all(type(p) is nn.Linear for p in projs):
+            return [(a.split_heads(a.k_proj(enc)), a.split_heads(a.v_proj(enc))) for a in attns]
+        weight = torch.cat([p.weight for p in projs])  # (layers · 2 · H·hd, C)
+        bias = None if projs[0].bias is None else torch.cat([p.bias for p in projs])
+        kv = F.linear(enc, weight, bias).split(attns[0].n_kv_heads * attns[0].head_dim, dim=-1)  # each (B, S, H·hd)
+        return [(a.split_heads(kv[2 * i]), a.split_heads(kv[2 * i + 1])) for i, a in enumerate(attns)]
 
     def decode(
         self,
@@ -360,6 +368,8 @@ class EncoderDecoder(nn.Module):
         Give ``cross_kv`` (from :meth:`cross_kv`) instead of ``enc`` to reuse the cross-attention
         keys/values; ``cache`` holds the decoder's self-attention keys/values between calls.
         """
+        if cross_kv is None and enc is not None and not self.activation_checkpointing:
+            cross_kv = self.cross_kv(enc)  # all layers' in one matmul (checkpointed blocks recompute their own)
         return self.decoder(
             self.tok_emb(decoder_input_ids), context=enc, context_keep=attention_mask, context_kv=cross_kv, cache=cache
         )

@@ -224,6 +224,30 @@ class Attention(nn.Module):
         B, T, _ = x.shape
         return x.view(B, T, -1, self.head_dim).transpose(1, 2)  # (B, H or H_kv, T, hd)
 
+    def project_qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Self-attention's queries (B, H, T, hd), keys and values (B, H_kv, T, hd) of x (B, T, C).
+
+        Plain linear projections run as one matmul with their weights stacked: one pass over x
+        forward, and one matmul for x's gradient instead of three plus two sums. With as many
+        key/value heads as query heads the three come out of one copy into head-major order
+        (3, B, H, T, hd), which the attention matmuls then read without copying them again, forward
+        and backward. Other projections (int8 storage, adapters) run one by one.
+        """
+        projs = (self.q_proj, self.k_proj, self.v_proj)
+        if not all(type(p) is nn.Linear for p in projs):
+            q, k, v = (self.split_heads(p(x)) for p in projs)
+            return q, k, v
+        B, T, _ = x.shape
+        weight = torch.cat([p.weight for p in projs])  # (dq + 2·dkv, C)
+        bias = None if self.q_proj.bias is None else torch.cat([p.bias for p in projs])
+        qkv = F.linear(x, weight, bias)  # (B, T, dq + 2·dkv)
+        if self.n_kv_heads == self.n_heads:
+            q, k, v = qkv.view(B, T, 3, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4).contiguous().unbind(0)
+            return q, k, v  # each (B, H, T, hd), contiguous
+        dq, dkv = self.n_heads * self.head_dim, self.n_kv_heads * self.head_dim
+        q, k, v = qkv.split([dq, dkv, dkv], dim=-1)
+        return self.split_heads(q), self.split_heads(k), self.split_heads(v)
+
     def forward(
         self,
         x: torch.Tensor,  # (B, T, C)
@@ -238,13 +262,15 @@ class Attention(nn.Module):
         return_weights: bool = False,
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         B, T, _ = x.shape
-        q = self.split_heads(self.q_proj(x))  # (B, H, T, hd)
-        if context_kv is not None:
-            k, v = context_kv
+        if context is None and context_kv is None:  # self-attention
+            q, k, v = self.project_qkv(x)  # (B, H, T, hd), (B, H_kv, T, hd) twice
         else:
-            src = x if context is None else context
-            k = self.split_heads(self.k_proj(src))  # (B, H_kv, S, hd)
-            v = self.split_heads(self.v_proj(src))
+            q = self.split_heads(self.q_proj(x))  # (B, H, T, hd)
+            if context_kv is not None:
+                k, v = context_kv
+            else:
+                k = self.split_heads(self.k_proj(context))  # (B, H_kv, S, hd)
+                v = self.split_heads(self.v_proj(context))
         if rope is not None:
             cos, sin = rope
             q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
@@ -342,6 +368,7 @@ class _BiasedAttention(torch.autograd.Function):
     @staticmethod
     def backward(ctx, dy: torch.Tensor):  # type: ignore[override]
         q, k, v, probs = ctx.saved_tensors  # q already scaled
+        dy = dy.contiguous()  # read by two matmuls: one copy, not one in each
         dv = torch.matmul(probs.transpose(-2, -1), dy)  # (B, H, S, hd)
         ds = torch._softmax_backward_data(torch.matmul(dy, v.transpose(-2, -1)), probs, -1, probs.dtype)  # (B, H, T, S)
         dbias = ds.sum_to_size(ctx.bias_shape) if ctx.needs_input_grad[3] else None
