@@ -84,6 +84,29 @@ def test_fill_mask_on_an_imported_roberta_equals_transformers_pipeline(
     assert [c["probability"] for c in ours] == pytest.approx([d["score"] / ordinary for d in theirs], rel=1e-4)
 
 
+@pytest.mark.parametrize("name,text", [("bert", "the quick brown [MASK] jumps."), ("roberta", "The quick <mask> fox.")])
+def test_served_fill_mask_on_an_import_equals_the_command(
+    imports: dict[str, dict[str, Any]], name: str, text: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import httpx
+
+    from lmkit.serve.batcher import Engine
+    from lmkit.serve.local import background_server
+
+    ck = str(imports[name]["ckpt"])
+    got = _json(capsys, ["fill-mask", ck, text, "--top-k", "5", "--json"])
+    eng = Engine(load_model(ck).eval(), load_tokenizer(ck))
+    try:
+        with background_server(eng, name) as base:  # the model's own mask token ([MASK] or <mask>), over HTTP
+            served = httpx.post(base + "/v1/fill-mask", json={"text": text, "top_k": 5}).json()
+    finally:
+        eng.close()
+    ours = [[c["token_id"] for c in m["candidates"]] for m in got["masks"]]
+    assert len(ours) == 1 and [[c["token_id"] for c in m["candidates"]] for m in served["masks"]] == ours
+    theirs = [c["probability"] for c in served["masks"][0]["candidates"]]
+    assert theirs == pytest.approx([c["probability"] for c in got["masks"][0]["candidates"]], rel=1e-5)
+
+
 def test_finetune_head_on_an_imported_bert_learns_a_separable_task(
     imports: dict[str, dict[str, Any]], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -13,24 +13,27 @@ entry holds what code branches on:
 - its forward's inputs (``inputs``; ``decoder_input_ids`` only for a seq2seq family);
 - its objectives (``objectives``, the first the default: ``lmkit.config.OBJECTIVES``, their home);
 - the ``lmkit finetune-head`` tasks it fine-tunes on (``finetune_tasks``);
-- planning terms: the attention shape (``attention``) and the tokens its loss predicts per
-  sequence (``predicted_tokens(cfg, seq_len)``);
+- its planning terms (``plan``: :data:`lmkit.plan.compute.PLAN_TERMS`' entry, their one home, as
+  plan/ is pure and cannot import this module): the attention shape (``attention``), the tokens
+  its loss predicts per sequence (``plan.predicted_tokens(cfg, seq_len)``), its parameter count,
+  FLOPs and memory terms;
 - its Hugging Face adapters (``adapters``: derived from :data:`lmkit.models.hf.ADAPTERS`, their one
   list), Auto class and hub pipeline tag.
 
 The words a user reads about each family stay in :mod:`lmkit.families` (``lmkit families``); the
 two are linked by name (``row``), and ``tests/test_registry.py`` checks every family has both.
-Adding a family is one entry here, its class, its row there and its objectives in
-``lmkit.config.OBJECTIVES``.
+Adding a family is one entry here, its class, its row there, its objectives in
+``lmkit.config.OBJECTIVES``, its planning terms in ``lmkit.plan.compute.PLAN_TERMS`` and its name in
+``lmkit.config.Family`` (docs/layout.md lists the rest).
 
-Invariants: ``SPECS`` has exactly the names of ``lmkit.config.Family``; a spec's ``offers`` is
+Invariants: ``SPECS`` has exactly the names of ``lmkit.config.Family`` (and of ``PLAN_TERMS``); a
+spec's ``plan`` is its own family's; a spec's ``offers`` is
 satisfied by its ``model_class`` and by no other family's; ``inputs`` are the first parameters of
 the class's ``forward``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
@@ -45,25 +48,9 @@ from lmkit.models.encoder import Encoder
 from lmkit.models.hf import ADAPTERS, AUTO_CLASS
 from lmkit.models.hf_adapters.base import HFAdapter
 from lmkit.models.protocols import CausalLM, MaskedLM, Seq2SeqLM
-from lmkit.plan.compute import MLM_SCORED_FRACTION, decoded_target_len
+from lmkit.plan.compute import PLAN_TERMS, Attention, PlanTerms
 
 Decodes = Literal["none", "causal", "seq2seq"]
-Attention = Literal["bidirectional", "causal", "encoder-decoder"]
-
-
-def _every_position(cfg: ModelConfig, seq_len: int) -> int:
-    """A causal LM predicts the next token at every position of its window."""
-    return seq_len
-
-
-def _masked_positions(cfg: ModelConfig, seq_len: int) -> int:
-    """An MLM scores the positions its objective chose (``MLM_SCORED_FRACTION`` of them, at least one)."""
-    return max(1, round(MLM_SCORED_FRACTION * seq_len))
-
-
-def _target_positions(cfg: ModelConfig, seq_len: int) -> int:
-    """An encoder-decoder predicts its decoded target (span corruption's, for ``seq_len`` inputs)."""
-    return decoded_target_len(cfg, seq_len)
 
 
 @dataclass(frozen=True)
@@ -75,14 +62,18 @@ class FamilySpec:
     offers: type[CausalLM] | type[MaskedLM] | type[Seq2SeqLM]
     decodes: Decodes
     inputs: tuple[str, ...]  # forward's leading parameters, in order
-    attention: Attention
     finetune_tasks: tuple[str, ...]  # lmkit finetune-head --task values this family takes
-    predicted_tokens: Callable[[ModelConfig, int], int]  # tokens the loss predicts per sequence of seq_len
+    plan: PlanTerms  # its planning maths (lmkit.plan.compute.PLAN_TERMS)
 
     @property
     def generates(self) -> bool:
         """Whether ``lmkit generate`` (and serve's completions) write text with it."""
         return self.decodes != "none"
+
+    @property
+    def attention(self) -> Attention:
+        """Who attends to whom: bidirectional, causal, or an encoder's inputs and a decoder's outputs."""
+        return self.plan.attention
 
     @property
     def objectives(self) -> tuple[str, ...]:
@@ -130,9 +121,8 @@ SPECS: dict[str, FamilySpec] = {
             offers=MaskedLM,
             decodes="none",
             inputs=("input_ids", "attention_mask", "token_type_ids"),
-            attention="bidirectional",
             finetune_tasks=("sequence-classification", "token-classification"),
-            predicted_tokens=_masked_positions,
+            plan=PLAN_TERMS["encoder"],
         ),
         FamilySpec(
             name="decoder",
@@ -140,9 +130,8 @@ SPECS: dict[str, FamilySpec] = {
             offers=CausalLM,
             decodes="causal",
             inputs=("input_ids",),
-            attention="causal",
             finetune_tasks=(),
-            predicted_tokens=_every_position,
+            plan=PLAN_TERMS["decoder"],
         ),
         FamilySpec(
             name="encdec",
@@ -150,9 +139,8 @@ SPECS: dict[str, FamilySpec] = {
             offers=Seq2SeqLM,
             decodes="seq2seq",
             inputs=("input_ids", "decoder_input_ids", "attention_mask"),
-            attention="encoder-decoder",
             finetune_tasks=("seq2seq",),
-            predicted_tokens=_target_positions,
+            plan=PLAN_TERMS["encdec"],
         ),
     )
 }
@@ -172,4 +160,4 @@ def spec_of(family: str) -> FamilySpec:
     return spec
 
 
-__all__ = ["SPECS", "Attention", "Decodes", "FamilySpec", "spec_of"]
+__all__ = ["SPECS", "Decodes", "FamilySpec", "spec_of"]

@@ -1,5 +1,8 @@
 """Parameters and compute, as pure functions: parameter counts, FLOPs per token, 6·N·D, PF-days,
-MFU, device-hours, the accelerators' datasheet peaks, the ranges lmkit plans (``MAX_PARAMS``,
+MFU, device-hours, each family's planning terms (``PLAN_TERMS``: the one place plan/ tells the
+families apart, one :class:`PlanTerms` per ``model.family`` holding its parameter count, forward
+FLOPs, predicted tokens, attention shape and the shape facts memory reads: saved activations per
+token, KV-cache positions, blocks), the accelerators' datasheet peaks, the ranges lmkit plans (``MAX_PARAMS``,
 ``MAX_TOKENS``, ``MAX_FLOPS``, ...: inside them every derived figure is a finite float), and the
 bounds on work that can never finish (``check_run_time``: a run longer than ``LONG_RUN_HOURS``
 needs the user's --yes, one longer than ``NEVER_DAYS`` is refused).
@@ -23,7 +26,9 @@ Conventions:
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal, Protocol
 
 from lmkit.config import ModelConfig
 from lmkit.errors import LmkitError
@@ -84,43 +89,7 @@ def count_params(cfg: ModelConfig) -> ParamCount:
     of the bucket tables, every projection with its bias, LayerNorms (2d) after each sub-layer and
     after each embedding, no final norms (BART's fixed final_logits_bias is a buffer, not counted).
     """
-    V, d, L, f, H = cfg.vocab_size, cfg.d_model, cfg.n_layers, cfg.ffn_width, cfg.n_heads
-    head = 0 if cfg.tie_embeddings else V * d
-    if cfg.family == "decoder":
-        emb = V * d + (cfg.max_seq_len * d if cfg.pos_encoding == "learned" else 0)
-        q, kv = H * cfg.head_dim, cfg.kv_heads * cfg.head_dim  # widths of the queries and of the keys (values)
-        norm = d if cfg.norm == "rms" else 2 * d
-        attn = 2 * d * q + 2 * d * kv
-        mlp = (3 if cfg.mlp == "gated" else 2) * d * f
-        biases = {"none": 0, "qkv": q + 2 * kv, "all": q + 2 * kv + d + (2 * f if cfg.mlp == "gated" else f) + d}
-        per_layer = 2 * norm + attn + mlp + biases[cfg.bias]
-        non_emb = L * per_layer + norm * (2 if cfg.embed_norm else 1) + head
-        matmul = L * (attn + mlp) + V * d
-    elif cfg.family == "encoder":
-        emb = V * d + (cfg.max_seq_len * d if cfg.pos_encoding == "learned" else 0) + cfg.type_vocab_size * d
-        per_layer = (4 * d * d + 4 * d) + 2 * d + (d * f + f) + (f * d + d) + 2 * d
-        mlm_head = (d * d + d) + 2 * d + V + head
-        non_emb = 2 * d + L * per_layer + mlm_head
-        matmul = L * (4 * d * d + 2 * d * f) + d * d + V * d
-    elif cfg.family == "encdec":
-        Ld = cfg.n_decoder_layers or L
-        attn = 4 * d * H * cfg.head_dim  # q, k, v, o over n_heads × head_size (T5's d_kv)
-        mlp = (3 if cfg.mlp == "gated" else 2) * d * f  # T5 v1.1's wi_0, wi_1, wo; v1.0's wi, wo
-        if cfg.norm == "layer":  # BART: two learned position tables, biases, LayerNorms, embedding norms
-            emb = V * d + 2 * cfg.max_seq_len * d
-            attn_b, mlp_b = attn + 4 * d, mlp + (2 if cfg.mlp == "gated" else 1) * f + d
-            enc_layer = attn_b + mlp_b + 2 * 2 * d
-            dec_layer = 2 * attn_b + mlp_b + 3 * 2 * d
-            non_emb = L * enc_layer + Ld * dec_layer + 2 * 2 * d + head
-        else:
-            emb = V * d + 2 * T5_RELATIVE_BUCKETS * H
-            enc_layer = d + attn + d + mlp
-            dec_layer = d + attn + d + attn + d + mlp
-            non_emb = L * enc_layer + d + Ld * dec_layer + d + head
-        matmul = L * (attn + mlp) + Ld * (2 * attn + mlp) + V * d
-    else:
-        raise LmkitError(f"model.family must be one of encoder|decoder|encdec, got {cfg.family!r}")
-    return ParamCount(total=emb + non_emb, embedding=emb, non_embedding=non_emb, matmul=matmul)
+    return plan_terms(cfg.family).params(cfg)
 
 
 # =========================================================================== compute
@@ -145,26 +114,7 @@ def flops_per_token(cfg: ModelConfig, seq_len: int | None = None, training: bool
     T = int(seq_len or cfg.max_seq_len)
     if T <= 0:
         raise LmkitError(f"sequence length must be positive, got {T}")
-    p = count_params(cfg)
-    d, L = cfg.d_model, cfg.n_layers
-    if cfg.family == "decoder":  # attention over H heads of hd dimensions (H·hd = d unless head_size is set)
-        forward = 2.0 * p.matmul + 4.0 * L * cfg.n_heads * cfg.head_dim * T
-    elif cfg.family == "encoder":
-        head = d * d + cfg.vocab_size * d
-        forward = 2.0 * (p.matmul - head) + 2.0 * MLM_SCORED_FRACTION * head + 4.0 * L * d * T
-    else:
-        S = T
-        Tt = decoded_target_len(cfg, S)
-        Ld = cfg.n_decoder_layers or L
-        f, a = cfg.ffn_width, cfg.n_heads * cfg.head_dim  # a: the attention width (d unless head_size is set)
-        mlp = (3 if cfg.mlp == "gated" else 2) * d * f
-        enc = L * (4 * d * a + mlp)
-        dec_on_targets = Ld * (6 * d * a + mlp) + cfg.vocab_size * d  # self q/k/v/o, cross q/o, MLP, head
-        cross_kv = Ld * 2 * d * a  # cross-attention keys/values over the encoder's outputs
-        per_window = 2.0 * (enc * S + dec_on_targets * Tt + cross_kv * S) + 4.0 * a * (
-            L * S * S + Ld * Tt * Tt + Ld * Tt * S
-        )
-        forward = per_window / S
+    forward = plan_terms(cfg.family).forward(cfg, count_params(cfg), T)
     return 3.0 * forward if training else forward
 
 
@@ -181,6 +131,231 @@ def decoded_target_len(cfg: ModelConfig, seq_len: int) -> int:
         return span_lengths(span_window_length(seq_len, cfg.max_target_len))[1]
     except ValueError:
         return min(cfg.max_target_len, seq_len)
+
+
+# =========================================================================== each family's terms
+# One function per family and term, gathered in PLAN_TERMS below: the only place plan/ tells the
+# families apart (lmkit.models.registry's FamilySpec refers to each family's entry as ``plan``).
+
+
+def _decoder_params(cfg: ModelConfig) -> ParamCount:
+    """A decoder's parameters (Llama's layout and its variants: ``count_params``)."""
+    V, d, L, f, H = cfg.vocab_size, cfg.d_model, cfg.n_layers, cfg.ffn_width, cfg.n_heads
+    head = 0 if cfg.tie_embeddings else V * d
+    emb = V * d + (cfg.max_seq_len * d if cfg.pos_encoding == "learned" else 0)
+    q, kv = H * cfg.head_dim, cfg.kv_heads * cfg.head_dim  # widths of the queries and of the keys (values)
+    norm = d if cfg.norm == "rms" else 2 * d
+    attn = 2 * d * q + 2 * d * kv
+    mlp = (3 if cfg.mlp == "gated" else 2) * d * f
+    biases = {"none": 0, "qkv": q + 2 * kv, "all": q + 2 * kv + d + (2 * f if cfg.mlp == "gated" else f) + d}
+    per_layer = 2 * norm + attn + mlp + biases[cfg.bias]
+    non_emb = L * per_layer + norm * (2 if cfg.embed_norm else 1) + head
+    matmul = L * (attn + mlp) + V * d
+    return ParamCount(total=emb + non_emb, embedding=emb, non_embedding=non_emb, matmul=matmul)
+
+
+def _encoder_params(cfg: ModelConfig) -> ParamCount:
+    """An encoder's parameters (BERT's layout: ``count_params``)."""
+    V, d, L, f = cfg.vocab_size, cfg.d_model, cfg.n_layers, cfg.ffn_width
+    head = 0 if cfg.tie_embeddings else V * d
+    emb = V * d + (cfg.max_seq_len * d if cfg.pos_encoding == "learned" else 0) + cfg.type_vocab_size * d
+    per_layer = (4 * d * d + 4 * d) + 2 * d + (d * f + f) + (f * d + d) + 2 * d
+    mlm_head = (d * d + d) + 2 * d + V + head
+    non_emb = 2 * d + L * per_layer + mlm_head
+    matmul = L * (4 * d * d + 2 * d * f) + d * d + V * d
+    return ParamCount(total=emb + non_emb, embedding=emb, non_embedding=non_emb, matmul=matmul)
+
+
+def _encdec_params(cfg: ModelConfig) -> ParamCount:
+    """An encoder-decoder's parameters (T5's layout, or BART's: ``count_params``)."""
+    V, d, L, f, H = cfg.vocab_size, cfg.d_model, cfg.n_layers, cfg.ffn_width, cfg.n_heads
+    head = 0 if cfg.tie_embeddings else V * d
+    Ld = cfg.n_decoder_layers or L
+    attn = 4 * d * H * cfg.head_dim  # q, k, v, o over n_heads × head_size (T5's d_kv)
+    mlp = (3 if cfg.mlp == "gated" else 2) * d * f  # T5 v1.1's wi_0, wi_1, wo; v1.0's wi, wo
+    if cfg.norm == "layer":  # BART: two learned position tables, biases, LayerNorms, embedding norms
+        emb = V * d + 2 * cfg.max_seq_len * d
+        attn_b, mlp_b = attn + 4 * d, mlp + (2 if cfg.mlp == "gated" else 1) * f + d
+        enc_layer = attn_b + mlp_b + 2 * 2 * d
+        dec_layer = 2 * attn_b + mlp_b + 3 * 2 * d
+        non_emb = L * enc_layer + Ld * dec_layer + 2 * 2 * d + head
+    else:
+        emb = V * d + 2 * T5_RELATIVE_BUCKETS * H
+        enc_layer = d + attn + d + mlp
+        dec_layer = d + attn + d + attn + d + mlp
+        non_emb = L * enc_layer + d + Ld * dec_layer + d + head
+    matmul = L * (attn + mlp) + Ld * (2 * attn + mlp) + V * d
+    return ParamCount(total=emb + non_emb, embedding=emb, non_embedding=non_emb, matmul=matmul)
+
+
+def _decoder_forward(cfg: ModelConfig, p: ParamCount, T: int) -> float:
+    """Forward FLOPs per token: attention over H heads of hd dimensions (H·hd = d unless head_size is set)."""
+    return 2.0 * p.matmul + 4.0 * cfg.n_layers * cfg.n_heads * cfg.head_dim * T
+
+
+def _encoder_forward(cfg: ModelConfig, p: ParamCount, T: int) -> float:
+    """Forward FLOPs per token: the MLM head runs on ``MLM_SCORED_FRACTION`` of the positions."""
+    d = cfg.d_model
+    head = d * d + cfg.vocab_size * d
+    return 2.0 * (p.matmul - head) + 2.0 * MLM_SCORED_FRACTION * head + 4.0 * cfg.n_layers * d * T
+
+
+def _encdec_forward(cfg: ModelConfig, p: ParamCount, T: int) -> float:
+    """Forward FLOPs per input token: the encoder over the inputs, the decoder over the targets."""
+    d, L = cfg.d_model, cfg.n_layers
+    S = T
+    Tt = decoded_target_len(cfg, S)
+    Ld = cfg.n_decoder_layers or L
+    f, a = cfg.ffn_width, cfg.n_heads * cfg.head_dim  # a: the attention width (d unless head_size is set)
+    mlp = (3 if cfg.mlp == "gated" else 2) * d * f
+    enc = L * (4 * d * a + mlp)
+    dec_on_targets = Ld * (6 * d * a + mlp) + cfg.vocab_size * d  # self q/k/v/o, cross q/o, MLP, head
+    cross_kv = Ld * 2 * d * a  # cross-attention keys/values over the encoder's outputs
+    per_window = 2.0 * (enc * S + dec_on_targets * Tt + cross_kv * S) + 4.0 * a * (
+        L * S * S + Ld * Tt * Tt + Ld * Tt * S
+    )
+    return per_window / S
+
+
+def _every_position(cfg: ModelConfig, seq_len: int, sequences: int = 1) -> int:
+    """A causal LM predicts the next token at every position of its window."""
+    return sequences * seq_len
+
+
+def _masked_positions(cfg: ModelConfig, seq_len: int, sequences: int = 1) -> int:
+    """An MLM scores the positions its objective chose (``MLM_SCORED_FRACTION`` of them, at least one)."""
+    return max(1, round(MLM_SCORED_FRACTION * sequences * seq_len))
+
+
+def _target_positions(cfg: ModelConfig, seq_len: int, sequences: int = 1) -> int:
+    """An encoder-decoder predicts its decoded target (``decoded_target_len`` per window of inputs)."""
+    return sequences * decoded_target_len(cfg, seq_len)
+
+
+def _decoder_saved(cfg: ModelConfig) -> tuple[float, float]:
+    """Inputs of the two RMSNorms (2d, residual); norm output, q, k, v, the attention output and its
+    contiguous copy for o_proj, the MLP norm output (7d); SwiGLU's gate, silu(gate), up and their
+    product (4f)."""
+    d, f = float(cfg.d_model), float(cfg.ffn_width)
+    return 2 * d, 7 * d + 4 * f
+
+
+def _encoder_saved(cfg: ModelConfig) -> tuple[float, float]:
+    """(post-norm BERT) the two LayerNorm inputs (2d); block input, q, k, v, attention output and its
+    copy, attention LayerNorm output (7d); GELU input and output (2f)."""
+    d, f = float(cfg.d_model), float(cfg.ffn_width)
+    return 2 * d, 7 * d + 2 * f
+
+
+def _encdec_saved(cfg: ModelConfig) -> tuple[float, float]:
+    """An encoder block like the decoder's with a ReLU MLP (its output only, f); the decoder block's
+    cross-attention, and its keys/values over the encoder output, are counted by
+    ``lmkit.plan.memory.activation_bytes``."""
+    d, f = float(cfg.d_model), float(cfg.ffn_width)
+    return 2 * d, 7 * d + f
+
+
+def _decoder_cached(cfg: ModelConfig, context: int) -> tuple[int, int]:
+    """Every layer caches keys and values of every position of the context."""
+    return cfg.n_layers, context
+
+
+def _encoder_cached(cfg: ModelConfig, context: int) -> tuple[int, int]:
+    """An encoder does not generate: it caches nothing."""
+    return 0, 0
+
+
+def _encdec_cached(cfg: ModelConfig, context: int) -> tuple[int, int]:
+    """Each decoder layer: self-attention over ``max_target_len`` outputs, cross-attention over the inputs."""
+    return cfg.n_decoder_layers or cfg.n_layers, cfg.max_target_len + context
+
+
+def _one_stack(cfg: ModelConfig) -> int:
+    return cfg.n_layers
+
+
+def _two_stacks(cfg: ModelConfig) -> int:
+    return cfg.n_layers + (cfg.n_decoder_layers or cfg.n_layers)
+
+
+def _vocab_projection(cfg: ModelConfig) -> int:
+    return cfg.vocab_size * cfg.d_model
+
+
+def _mlm_head(cfg: ModelConfig) -> int:
+    return cfg.d_model**2 + cfg.vocab_size * cfg.d_model  # the head's dense layer and the vocabulary projection
+
+
+Attention = Literal["bidirectional", "causal", "encoder-decoder"]
+
+
+class PredictedTokens(Protocol):
+    """Positions the loss predicts in ``sequences`` windows of ``seq_len`` tokens (one by default)."""
+
+    def __call__(self, cfg: ModelConfig, seq_len: int, sequences: int = 1) -> int: ...
+
+
+@dataclass(frozen=True)
+class PlanTerms:
+    """One family's planning maths: every term in which plan/ tells the families apart."""
+
+    family: str
+    attention: Attention  # encoder-decoder: an encoder stack over the inputs, a decoder over the targets
+    params: Callable[[ModelConfig], ParamCount]  # count_params
+    forward: Callable[[ModelConfig, ParamCount, int], float]  # forward FLOPs per token of a window of T
+    predicted_tokens: PredictedTokens
+    saved: Callable[[ModelConfig], tuple[float, float]]  # per token and layer: (residual, other) elements kept
+    cached: Callable[[ModelConfig, int], tuple[int, int]]  # (layers, positions) of the KV cache over a context
+    blocks: Callable[[ModelConfig], int]  # transformer blocks (FSDP's unit of gathering)
+    head_matmul: Callable[[ModelConfig], int]  # matmul parameters outside the blocks (the output head's)
+
+
+PLAN_TERMS: dict[str, PlanTerms] = {
+    t.family: t
+    for t in (
+        PlanTerms(
+            "encoder",
+            "bidirectional",
+            _encoder_params,
+            _encoder_forward,
+            _masked_positions,
+            _encoder_saved,
+            _encoder_cached,
+            _one_stack,
+            _mlm_head,
+        ),
+        PlanTerms(
+            "decoder",
+            "causal",
+            _decoder_params,
+            _decoder_forward,
+            _every_position,
+            _decoder_saved,
+            _decoder_cached,
+            _one_stack,
+            _vocab_projection,
+        ),
+        PlanTerms(
+            "encdec",
+            "encoder-decoder",
+            _encdec_params,
+            _encdec_forward,
+            _target_positions,
+            _encdec_saved,
+            _encdec_cached,
+            _two_stacks,
+            _vocab_projection,
+        ),
+    )
+}
+
+
+def plan_terms(family: str) -> PlanTerms:
+    """The planning terms of ``model.family`` ``family``, or one line naming the families there are."""
+    terms = PLAN_TERMS.get(family)
+    if terms is None:
+        raise LmkitError(f"model.family must be one of {'|'.join(PLAN_TERMS)}, got {family!r}")
+    return terms
 
 
 def training_flops(params: float, tokens: float) -> float:
@@ -260,6 +435,7 @@ def check_run_time(seconds: float, yes: bool, what: str, how: str = "") -> None:
 
 __all__ = [
     "ACCELERATORS",
+    "Attention",
     "DEFAULT_MFU",
     "LONG_RUN_HOURS",
     "MAX_FLOPS",
@@ -268,12 +444,15 @@ __all__ = [
     "MAX_SEQ_LEN",
     "MAX_TOKENS",
     "NEVER_DAYS",
+    "PLAN_TERMS",
     "MLM_SCORED_FRACTION",
     "PF_DAY",
     "T5_RELATIVE_BUCKETS",
     "THIS_MACHINE",
     "UTILISATION_RANGE",
     "ParamCount",
+    "PlanTerms",
+    "PredictedTokens",
     "check_run_time",
     "check_utilisation",
     "count_params",
@@ -283,6 +462,7 @@ __all__ = [
     "gpu_hours",
     "mfu",
     "pf_days",
+    "plan_terms",
     "run_seconds",
     "training_flops",
 ]

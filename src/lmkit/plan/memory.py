@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from lmkit.config import ModelConfig
 from lmkit.errors import LmkitError
-from lmkit.plan.compute import count_params, decoded_target_len
+from lmkit.plan.compute import count_params, decoded_target_len, plan_terms
 
 RULE_OF_THUMB_EXTRA_BYTES = 20  # rule of thumb: gradients, 2 Adam states, activations, temporaries per parameter
 # Resident memory of an lmkit training process whatever its model, while it trains: Python, torch,
@@ -105,7 +105,7 @@ def optimizer_one_moment_params(cfg: ModelConfig, optimizer: str = "adamw", para
     if optimizer == "adamw":
         return 0.0
     count = count_params(cfg)
-    hidden = count.matmul - cfg.vocab_size * cfg.d_model - (cfg.d_model**2 if cfg.family == "encoder" else 0)
+    hidden = count.matmul - plan_terms(cfg.family).head_matmul(cfg)
     return float(hidden) * (1.0 if params is None else float(params) / count.total)
 
 
@@ -129,36 +129,12 @@ def korthikanti_activation_bytes(
     return n_layers * per_layer
 
 
-def _layer_activation_elements(cfg: ModelConfig) -> tuple[float, float]:
-    """Elements per token (in the stream's width) each layer keeps for the backward pass.
-
-    Korthikanti et al.'s method applied to lmkit's layers, whose attention runs in a fused kernel
-    (scaled_dot_product_attention saves q, k, v, its output and a per-row log-sum-exp, never the
-    T×T scores). Returns (residual-stream elements, other elements): residual values stay fp32
-    under autocast, the others are 16-bit there.
-
-    decoder block: inputs of the two RMSNorms (2d, residual); norm output, q, k, v, the attention
-    output and its contiguous copy for o_proj, the MLP norm output (7d); SwiGLU's gate, silu(gate),
-    up and their product (4f). encoder (post-norm BERT) block: the two LayerNorm inputs (2d); block
-    input, q, k, v, attention output and its copy, attention LayerNorm output (7d); GELU input and
-    output (2f). encdec: encoder block like the decoder's with a ReLU MLP (its
-    output only, f); decoder block adds cross-attention (norm output, q, attention output and copy)
-    while its keys/values over the encoder output are counted per input token by the caller.
-    """
-    d, f = float(cfg.d_model), float(cfg.ffn_width)
-    if cfg.family == "decoder":
-        return 2 * d, 7 * d + 4 * f
-    if cfg.family == "encoder":
-        return 2 * d, 7 * d + 2 * f
-    return 2 * d, 7 * d + f
-
-
 def activation_bytes(
     cfg: ModelConfig, micro_batch: int, seq_len: int | None = None, precision: str = "fp32", checkpointing: bool = False
 ) -> dict[str, float]:
     """Bytes of activations held at the peak of a training step of lmkit's model, by part.
 
-    layers: every layer's saved tensors (see ``_layer_activation_elements``) at 4 bytes (fp32) or
+    layers: every layer's saved tensors (below) at 4 bytes (fp32) or
     2 bytes (bf16/fp16 autocast, residual stream 4); with activation checkpointing only each
     layer's input is kept, plus one layer's full set while it is recomputed in the backward pass
     (not at the same time as the loss workspace, so only the larger of the two counts).
@@ -171,6 +147,13 @@ def activation_bytes(
     which the loss keeps from one step to the next (``models.layers._workspace``), and ``eval``, what
     an evaluation's forward pass holds beside it: without gradients the loss takes a block of fp32
     logits and their log-softmax at a time.
+
+    A layer's saved tensors per token (the family's ``PlanTerms.saved``, in the stream's width):
+    Korthikanti et al.'s method applied to lmkit's layers, whose attention runs in a fused kernel
+    (scaled_dot_product_attention saves q, k, v, its output and a per-row log-sum-exp, never the
+    T×T scores); residual values stay fp32 under autocast, the others are 16-bit there. An
+    encoder-decoder's decoder blocks add cross-attention (below); its keys/values over the encoder
+    output count per input token.
     """
     if precision not in PRECISIONS:
         raise LmkitError(f"precision must be one of {'|'.join(PRECISIONS)}, got {precision!r}")
@@ -180,10 +163,11 @@ def activation_bytes(
         raise LmkitError(f"sequence length and micro-batch must be positive, got {S} and {b}")
     d, V = cfg.d_model, cfg.vocab_size
     act = 4.0 if precision == "fp32" else 2.0
-    resid, other = _layer_activation_elements(cfg)
+    terms = plan_terms(cfg.family)
+    resid, other = terms.saved(cfg)
     per_token_layer = resid * 4.0 + other * act + (2.0 * d if cfg.dropout > 0 else 0.0)
     L = cfg.n_layers
-    if cfg.family == "encdec":
+    if terms.attention == "encoder-decoder":  # an encoder stack over the inputs, a decoder over the targets
         Tt = decoded_target_len(cfg, S)
         Ld = cfg.n_decoder_layers or L
         H = cfg.n_heads
@@ -197,15 +181,13 @@ def activation_bytes(
         layer_inputs = (L * S + Ld * Tt) * b * d * 4.0
         one_layer = max(enc_layer, dec_layer)
         full = L * enc_layer + Ld * dec_layer
-        predicted = b * Tt
         outside = b * S * d * 4.0 * 2 + b * Tt * d * 4.0 * 3  # encoder output + final norm; decoder side
     else:
         full = L * b * S * per_token_layer
         layer_inputs = L * b * S * d * 4.0
         one_layer = b * S * per_token_layer
-        predicted = b * S if cfg.family == "decoder" else max(1, round(0.15 * b * S))
         outside = b * S * d * 4.0 * 3
-    rows = min(predicted, LOSS_CHUNK)
+    rows = min(terms.predicted_tokens(cfg, S, b), LOSS_CHUNK)
     loss = rows * V * (4.0 if precision == "fp32" else 6.0) + V * d * 4.0
     if checkpointing:
         # the loss workspace (end of the forward pass) and the one layer recomputed at a time (in the
@@ -328,12 +310,8 @@ def kv_cache_bytes(cfg: ModelConfig, batch: int, context: int, dtype_bytes: floa
     cross-attention keys/values over ``context`` encoder positions. An encoder caches nothing.
     """
     d = cfg.kv_heads * cfg.head_dim
-    if cfg.family == "decoder":
-        return 2.0 * cfg.n_layers * batch * context * d * dtype_bytes
-    if cfg.family == "encdec":
-        Ld = cfg.n_decoder_layers or cfg.n_layers
-        return 2.0 * Ld * batch * (cfg.max_target_len + context) * d * dtype_bytes
-    return 0.0
+    layers, positions = plan_terms(cfg.family).cached(cfg, context)
+    return 2.0 * layers * batch * positions * d * dtype_bytes
 
 
 def inference_memory(

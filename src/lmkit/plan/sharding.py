@@ -25,7 +25,7 @@ from typing import Any
 
 from lmkit.config import ModelConfig
 from lmkit.errors import LmkitError
-from lmkit.plan.compute import MAX_MICRO_BATCH, MAX_SEQ_LEN, count_params
+from lmkit.plan.compute import MAX_MICRO_BATCH, MAX_SEQ_LEN, count_params, plan_terms
 from lmkit.plan.fits_memory import DEVICE_MEMORY_GIB, device_memory_bytes
 from lmkit.plan.memory import FINISH_BASELINE_BYTES, RUNTIME_BASELINE_BYTES, training_memory
 
@@ -75,8 +75,7 @@ def gathered_layer_bytes(cfg: ModelConfig, params: float | None, precision: str,
     if sharding not in FULL_SHARDS or n_gpus <= 1:
         return 0.0
     n = float(params if params is not None else count_params(cfg).total)
-    layers = cfg.n_layers + (cfg.n_decoder_layers or cfg.n_layers if cfg.family == "encdec" else 0)
-    layer = n / layers
+    layer = n / plan_terms(cfg.family).blocks(cfg)
     return layer * (2 * (4.0 if precision == "fp32" else 2.0) + 4.0)
 
 
