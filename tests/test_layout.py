@@ -24,10 +24,10 @@ KNOWN_CYCLES: set[frozenset[str]] = set()
 # Debt from applying `ruff format` once (issue 26): it spread long calls over several lines and took
 # these modules past the budget. Each is a place to split by concept, never by size alone.
 KNOWN_OVER_BUDGET: dict[str, int] = {
-    "lmkit.cli.plan": 595,
-    "lmkit.train.loop": 554,
-    "lmkit.infer.generate": 581,
-    "lmkit.serve.app": 557,
+    "lmkit.cli.plan": 594,
+    "lmkit.train.loop": 536,
+    "lmkit.infer.generate": 541,
+    "lmkit.serve.app": 550,
     "lmkit.data.pack": 535,
     "lmkit.config": 512,
     "lmkit.lab.scale.fit": 510,

@@ -16,7 +16,7 @@ from typing import Any
 
 from lmkit.cli.common import add_checkpoint, add_json, add_no_verify, add_out, add_overwrite, print_json
 from lmkit.errors import LmkitError
-from lmkit.families import PIPELINE_TAG
+from lmkit.families import FAMILIES, PIPELINE_TAG
 
 HF_LIMIT = 20  # models a `search --hf` shows unless --limit says otherwise
 
@@ -94,7 +94,14 @@ def add_hub(sub: Any) -> None:
         "refused. `lmkit hub --help` has examples.",
     )
     search.add_argument("query", nargs="*", help="terms, e.g. family:encoder size<5M legal (--hf: words in the name)")
-    search.add_argument("--family", default=None, choices=["encoder", "decoder", "encdec"])
+    search.add_argument(
+        "--family",
+        default=None,
+        choices=[f.name for f in FAMILIES],
+        help="only models of this model.family: "
+        + "; ".join(f"{f.name}, {f.kind}" for f in FAMILIES)
+        + " (`lmkit families` compares them)",
+    )
     search.add_argument(
         "--task",
         default=None,

@@ -42,6 +42,7 @@ from lmkit.config import ConfigError
 from lmkit.errors import LmkitError
 from lmkit.infer.fillmask import fill_mask as run_fill_mask
 from lmkit.infer.sampling import GenerationConfig, choice_seed, choose_next
+from lmkit.models.protocols import MaskedLM
 from lmkit.serve.batcher import Engine, EngineStopped, Event, Job, QueueFull
 from lmkit.serve.guard import ApiError, Guard, ShapedCORS, error_body, error_response
 from lmkit.serve.schema import CompletionRequest, DetokenizeRequest, ExplainRequest, FillMaskRequest, TokenizeRequest
@@ -113,7 +114,7 @@ def prompt_ids(engine: Engine, req: CompletionRequest, opts: ServeOptions) -> li
     out = []
     for item in prompts:
         if isinstance(item, str):
-            if engine.family == "encdec":
+            if engine.spec.decodes == "seq2seq":  # the encoder reads it; the output starts afresh
                 ids = tok.encoder_ids(item)
             else:
                 ids = tok.prompt_ids(item) if item or max(tok.bos_id, tok.separator_id) >= 0 else []  # BOS first
@@ -128,13 +129,14 @@ def prompt_ids(engine: Engine, req: CompletionRequest, opts: ServeOptions) -> li
     return out
 
 
-def fit_window(ids: list[int], max_tokens: int, window: int, truncate: bool, family: str) -> list[int]:
-    """The prompt, checked (or with ``truncate``, cut from the left) to fit the context window."""
-    need = len(ids) + (max_tokens if family == "decoder" else 0)
-    if need <= window and (family != "decoder" or len(ids) < window or max_tokens == 0):
+def fit_window(ids: list[int], max_tokens: int, window: int, truncate: bool, causal: bool) -> list[int]:
+    """The prompt, checked (or with ``truncate``, cut from the left) to fit the context window
+    (``causal``: the output continues the prompt in the same window, as a decoder's does)."""
+    need = len(ids) + (max_tokens if causal else 0)
+    if need <= window and (not causal or len(ids) < window or max_tokens == 0):
         return ids
     if truncate:
-        keep = window - max_tokens if family == "decoder" else window
+        keep = window - max_tokens if causal else window
         if keep >= 1:
             return ids[len(ids) - keep :]
     raise ApiError(
@@ -151,10 +153,10 @@ def build_jobs(
     engine: Engine, req: CompletionRequest, opts: ServeOptions
 ) -> tuple[list[Job], list[list[int]], asyncio.Queue[tuple[int, Event]]]:
     """One job per (prompt, choice); events of all arrive on one queue tagged with the choice index."""
-    if engine.family == "encoder":
+    if not engine.spec.generates:
         raise ApiError(
             400,
-            "this is an encoder (masked language model) checkpoint: it fills masks "
+            f"this is an {engine.family} (masked language model) checkpoint: it fills masks "
             "(POST /v1/fill-mask) and does not complete text",
             "model",
             "model_not_generative",
@@ -163,7 +165,7 @@ def build_jobs(
         raise ApiError(400, f"n is {req.n}; at most {opts.max_n}", "n")
     if req.logprobs is not None and req.logprobs > opts.max_logprobs:
         raise ApiError(400, f"logprobs is {req.logprobs}; at most {opts.max_logprobs}", "logprobs")
-    if engine.family == "encdec" and req.echo and req.logprobs is not None:
+    if engine.spec.decodes == "seq2seq" and req.echo and req.logprobs is not None:
         raise ApiError(400, "an encoder-decoder does not score its input: echo with logprobs needs a decoder", "echo")
     stops = [req.stop] if isinstance(req.stop, str) else list(req.stop or [])
     if len(stops) > 4 or any(not s for s in stops):
@@ -179,7 +181,8 @@ def build_jobs(
         )
     settings = settings_of(req, max_tokens, req.seed)  # checked before anything is encoded or queued
     prompts = [
-        fit_window(ids, max_tokens, window, req.truncate, engine.family) for ids in prompt_ids(engine, req, opts)
+        fit_window(ids, max_tokens, window, req.truncate, engine.spec.decodes == "causal")
+        for ids in prompt_ids(engine, req, opts)
     ]
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[tuple[int, Event]] = asyncio.Queue()
@@ -193,18 +196,8 @@ def build_jobs(
             def emit(ev: Event, i: int = index) -> None:
                 loop.call_soon_threadsafe(queue.put_nowait, (i, ev))
 
-            jobs.append(
-                Job(
-                    ids,
-                    max_tokens,
-                    dataclasses.replace(settings, seed=seed),
-                    emit,
-                    stops,
-                    req.logprobs,
-                    req.echo,
-                    req.explain,
-                )
-            )
+            own = dataclasses.replace(settings, seed=seed)
+            jobs.append(Job(ids, max_tokens, own, emit, stops, req.logprobs, req.echo, req.explain))
     return jobs, prompts, queue
 
 
@@ -365,8 +358,8 @@ def create_app(engine: Engine, opts: ServeOptions) -> FastAPI:
 
     @app.post("/v1/explain")
     async def explain(req: ExplainRequest) -> dict[str, Any]:
-        if engine.family == "encoder":
-            raise ApiError(400, "an encoder checkpoint has no next-token distribution", "prompt")
+        if not engine.spec.generates:
+            raise ApiError(400, f"an {engine.family} checkpoint has no next-token distribution", "prompt")
         tok = engine.tokenizer
         if not req.prompt and max(tok.bos_id, tok.separator_id) < 0:
             raise ApiError(400, "prompt is empty and the tokenizer has no BOS token to start from", "prompt")
@@ -385,7 +378,7 @@ def create_app(engine: Engine, opts: ServeOptions) -> FastAPI:
 
     @app.post("/v1/fill-mask")
     async def fill_mask(req: FillMaskRequest) -> dict[str, Any]:
-        if engine.family != "encoder":
+        if engine.spec.offers is not MaskedLM:
             raise ApiError(
                 400, "fill-mask needs an encoder checkpoint; this one completes text (POST /v1/completions)", "model"
             )

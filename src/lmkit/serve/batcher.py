@@ -45,6 +45,7 @@ from lmkit.infer.sampling import GenerationConfig, StepExplanation, choose_next,
 from lmkit.models import LanguageModel
 from lmkit.models.decoder import Decoder
 from lmkit.models.encdec import EncoderDecoder
+from lmkit.models.registry import FamilySpec, spec_of
 from lmkit.serve.rows import DecoderRows, decoder_rows
 from lmkit.serve.seq2seq import Seq2SeqRows
 from lmkit.serve.stream import TextStream
@@ -117,24 +118,23 @@ class Engine:
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.family: str = model.cfg.family
+        self.spec: FamilySpec = spec_of(self.family)  # what the engine asks of the family
         self.window: int = model.cfg.max_seq_len
         self.vocab: int = tokenizer.vocab_size  # rows past it (an imported model's padding) are never chosen
         self.max_batch = max(1, max_batch)
         self.max_queue = max_queue
-        # special tokens that add no text: all of them for a decoder (as `lmkit generate` prints it);
-        # an encoder-decoder's sentinels say which gap a span fills, so only pad/BOS/EOS are dropped
-        plain = (
-            tokenizer.special_ids
-            if self.family == "decoder"
-            else (tokenizer.pad_id, tokenizer.bos_id, tokenizer.eos_id)
-        )
+        # special tokens that add no text: all of them for a causal LM (as `lmkit generate` prints it);
+        # a seq2seq model's sentinels say which gap a span fills, so only pad/BOS/EOS are dropped
+        causal = self.spec.decodes == "causal"
+        plain = tokenizer.special_ids if causal else (tokenizer.pad_id, tokenizer.bos_id, tokenizer.eos_id)
         self.plain = {int(i) for i in plain if i is not None and i >= 0}
         self._waiting: deque[Job] = deque()
         self._cv = threading.Condition()
         self._rows: list[Job] = []  # running jobs, one per row of self._pool
         self._pool: DecoderRows | Seq2SeqRows | None = None  # made when the first job joins
-        # how far an encoder-decoder's output may go: BART's learned positions (T5: no bound)
-        self._positions = cast(EncoderDecoder, model).decoder.pos_emb if self.family == "encdec" else None
+        # how far a seq2seq model's output may go: BART's learned positions (T5: no bound)
+        seq2seq = self.spec.decodes == "seq2seq"
+        self._positions = cast(EncoderDecoder, model).decoder.pos_emb if seq2seq else None
         self._closed = False
         self._starting: list[Job] = []  # taken from the queue, not yet in a batch
         self.failure: str | None = None  # why the engine thread stopped, if it did without close()
@@ -171,8 +171,8 @@ class Engine:
         """Logits (V,) of the token after ``prompt_ids`` (for the playground's explain view), over the
         tokenizer's ids only. Runs on the caller's thread; the model's weights are only read."""
         ids = torch.tensor([prompt_ids], dtype=torch.long)
-        if self.family == "encdec":
-            model = cast(EncoderDecoder, self.model)  # a model of family "encdec" is an EncoderDecoder
+        if self.spec.decodes == "seq2seq":
+            model = cast(EncoderDecoder, self.model)  # the seq2seq family's class
             enc = model.encode(ids)
             start = torch.full((1, 1), self.tokenizer.decoder_start_id, dtype=torch.long)
             return within_vocabulary(model.logits(model.decode(start, enc)[:, -1])[0], self.vocab)
@@ -262,7 +262,7 @@ class Engine:
                     live.append(job)
         groups: dict[int, list[Job]] = {}
         for job in live:
-            if self.family == "encdec":
+            if self.spec.decodes == "seq2seq":
                 self._guarded(job, self._start_seq2seq)
             else:
                 groups.setdefault(len(job.prompt_ids), []).append(job)
@@ -374,7 +374,7 @@ class Engine:
         if eos or job.text.stopped:
             self._finish(job, "stop")
             return False
-        if self.family == "decoder":
+        if self.spec.decodes == "causal":  # the output continues the prompt in the same window
             room = self.window - len(job.prompt_ids) - len(job.generated)
         else:  # the next step feeds the last token at decoder position len(generated)
             room = 1 if self._positions is None else self._positions.num_embeddings - len(job.generated)

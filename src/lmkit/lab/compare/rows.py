@@ -100,11 +100,12 @@ def task_accuracy(model: Any, tok: Any, inputs: CompareInputs, name: str) -> dic
     from lmkit.lab.compare.masked import MaskedChoiceLM
     from lmkit.lab.icl.models import LocalLM
     from lmkit.lab.icl.run import run_icl
+    from lmkit.models.registry import spec_of
 
     task = inputs.task
     assert task is not None
     lm: Any  # an icl LM (LocalLM's family is a Literal, the protocol's a str)
-    if model.cfg.family == "encoder":
+    if not spec_of(model.cfg.family).generates:  # a masked LM: it scores the choices it fills in
         if task.kind != "multiple_choice":
             return {"task": task.name, "status": NEEDS_FINETUNE, "results": []}
         lm = MaskedChoiceLM(model, tok, inputs.batch_size, name)

@@ -21,6 +21,7 @@ import torch
 from lmkit.errors import LmkitError
 from lmkit.infer.generate import generate_ids, generate_seq2seq_ids
 from lmkit.infer.sampling import GenerationConfig
+from lmkit.models.registry import spec_of
 
 
 def _timed(run: Callable[[], int], repeats: int) -> tuple[float, int]:
@@ -40,11 +41,12 @@ def measure_speed(
     """Prompt and generated tokens per second at batch 1 on the first ``prompt_tokens`` tokens of
     ``text`` (fewer where the context window is shorter), or None for an encoder."""
     cfg = model.cfg
-    if cfg.family == "encoder":
+    decodes = spec_of(cfg.family).decodes
+    if decodes == "none":
         return None
     if prompt_tokens < 1 or new_tokens < 2:
         raise LmkitError(f"speed needs at least 1 prompt token and 2 new tokens, got {prompt_tokens} and {new_tokens}")
-    if cfg.family == "encdec":
+    if decodes == "seq2seq":  # the prompt is encoded; the output has its own window
         new = max(2, min(new_tokens, cfg.max_target_len - 1))
         ids = tokenizer.encoder_ids(text)[: min(prompt_tokens, cfg.max_seq_len)]
         start = tokenizer.decoder_start_id
