@@ -6,12 +6,18 @@ size, sequence length and parameter count, in one process with the two sides' st
 and quartiles of the ratio within each round (one step of each side back to back), and lmkit's
 model FLOPs utilisation against this machine's measured matmul peak.
 
-    python benchmarks/train_throughput.py [--family decoder encoder encdec] [--steps 30]
+``--precision`` runs each table in fp32 and/or in the precision ``train.precision: auto`` picks on
+this machine (its cached bf16-vs-fp32 probe, ``lmkit.plan.measure.auto_precision``); both sides run
+their forward pass and loss under the same ``torch.autocast`` for bf16. Where auto picks fp32, the
+fp32 table is the chosen precision's too, and it is said so rather than timed twice.
+
+    python benchmarks/train_throughput.py [--family decoder encoder encdec] [--steps 30] [--precision fp32 auto]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import time
 from collections.abc import Callable
@@ -25,6 +31,13 @@ from lmkit.objectives import SpecialIds, make_batch, window_length
 from lmkit.plan import flops_per_token, measure_matmul_peak
 
 VOCAB, D, LAYERS, HEADS, SEQ, BATCH = 8192, 256, 4, 4, 256, 16
+# bf16: both sides' forward pass and loss run under CPU autocast (set by main)
+PRECISION: dict[str, torch.dtype | None] = {"dtype": None}
+
+
+def _autocast() -> contextlib.AbstractContextManager[Any]:
+    dtype = PRECISION["dtype"]
+    return torch.autocast("cpu", dtype) if dtype is not None else contextlib.nullcontext()
 
 
 def _hf_decoder(cfg: ModelConfig) -> torch.nn.Module:
@@ -49,7 +62,8 @@ def _step_fn(
     model: torch.nn.Module, loss_fn: Callable[[Any], torch.Tensor], optimizer: torch.optim.Optimizer
 ) -> Callable[[Any], float]:
     def step(ids: Any) -> float:
-        loss = loss_fn(ids)
+        with _autocast():  # as the trainer does: forward and loss under autocast, backward outside
+            loss = loss_fn(ids)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
@@ -127,7 +141,7 @@ def _report(
     # machine's speed drifting between rounds (this VM's matmul peak moves by 30% within minutes)
     paired = sorted(hf / lm for lm, hf in zip(times["lmkit"], times["hf"]))
     q = len(paired) // 4
-    peak = measure_matmul_peak()
+    peak = measure_matmul_peak(PRECISION["dtype"])  # fp32's peak, or bf16's under autocast
     mfu = lm_tps * flops_per_token(cfg, SEQ) / peak
     print(f"{family:<8} params lmkit {n_lm:,} / HF {n_hf:,} (non-embedding {n_lm - emb:,} / {n_hf - emb:,})")
     print(
@@ -243,6 +257,15 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
     ap.add_argument(
+        "--precision",
+        nargs="+",
+        default=["fp32"],
+        choices=["fp32", "bf16", "auto"],
+        help="precisions to time, in order (default: fp32). auto: what train.precision: auto picks on this "
+        "machine for this batch (bf16 autocast where this CPU's probe measured it at least 1.3x fp32); "
+        "where that is fp32, the fp32 table stands for it",
+    )
+    ap.add_argument(
         "--compile",
         action="store_true",
         help="also time lmkit's step compiled (train.compile: true); compiling takes a minute or more",
@@ -250,15 +273,27 @@ def main() -> None:
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    precisions: list[str] = []
+    for name in args.precision:
+        if name == "auto":
+            from lmkit.plan.measure import auto_precision
+
+            name, why, _ = auto_precision("cpu", BATCH * SEQ, D)
+            print(f"precision auto -> {name} ({why})")
+        if name not in precisions:
+            precisions.append(name)
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads; batch {BATCH} x seq {SEQ}, "
-        f"vocab {VOCAB}, d_model {D}, {LAYERS} layers, {HEADS} heads, fp32, AdamW"
+        f"vocab {VOCAB}, d_model {D}, {LAYERS} layers, {HEADS} heads, AdamW"
     )
     benches = {"decoder": bench_decoder, "encoder": bench_encoder, "encdec": bench_encdec}
-    for family in args.family:
-        benches[family](args.steps, args.warmup)
-        if args.compile:
-            benches[family](args.steps, args.warmup, compile=True)
+    for precision in precisions:
+        PRECISION["dtype"] = torch.bfloat16 if precision == "bf16" else None
+        print(f"--- {precision}" + (" (bf16 autocast, both sides)" if precision == "bf16" else ""))
+        for family in args.family:
+            benches[family](args.steps, args.warmup)
+            if args.compile:
+                benches[family](args.steps, args.warmup, compile=True)
 
 
 if __name__ == "__main__":

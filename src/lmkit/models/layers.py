@@ -19,12 +19,15 @@
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lmkit.models.positions import alibi_slopes, apply_rope
+from lmkit.models.positions import alibi_bias, alibi_slopes, apply_rope
+
+Rope = tuple[torch.Tensor, torch.Tensor]  # cos, sin of the positions at hand
 
 
 class _RMSNorm(torch.autograd.Function):
@@ -224,35 +227,34 @@ class Attention(nn.Module):
         B, T, _ = x.shape
         return x.view(B, T, -1, self.head_dim).transpose(1, 2)  # (B, H or H_kv, T, hd)
 
-    def project_qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Self-attention's queries (B, H, T, hd), keys and values (B, H_kv, T, hd) of x (B, T, C).
-
-        Plain linear projections run as one matmul with their weights stacked: one pass over x
-        forward, and one matmul for x's gradient instead of three plus two sums. With as many
-        key/value heads as query heads the three come out of one copy into head-major order
-        (3, B, H, T, hd), which the attention matmuls then read without copying them again, forward
-        and backward. Other projections (int8 storage, adapters) run one by one.
-        """
-        projs = (self.q_proj, self.k_proj, self.v_proj)
-        if not all(type(p) is nn.Linear for p in projs):
-            q, k, v = (self.split_heads(p(x)) for p in projs)
-            return q, k, v
-        B, T, _ = x.shape
-        weight = torch.cat([p.weight for p in projs])  # (dq + 2·dkv, C)
-        bias = None if self.q_proj.bias is None else torch.cat([p.bias for p in projs])
-        qkv = F.linear(x, weight, bias)  # (B, T, dq + 2·dkv)
-        if self.n_kv_heads == self.n_heads:
-            q, k, v = qkv.view(B, T, 3, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4).contiguous().unbind(0)
-            return q, k, v  # each (B, H, T, hd), contiguous
-        dq, dkv = self.n_heads * self.head_dim, self.n_kv_heads * self.head_dim
-        q, k, v = qkv.split([dq, dkv, dkv], dim=-1)
-        return self.split_heads(q), self.split_heads(k), self.split_heads(v)
+    def project_qkv(self, x: torch.Tensor, rope: Rope | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Self-attention's queries (B, H, T, hd), keys and values (B, H_kv, T, hd) of x (B, T, C), queries
+        and keys turned by ``rope`` (cos, sin). Plain linear projections run as one matmul (weights
+        stacked: one matmul for x's gradient, not three and two sums); with H_kv = H one copy puts them
+        head-major (3, B, H, T, hd), which attention reads without further copies, forward and backward,
+        and rope turns queries and keys at once. Others (int8 storage, adapters) run one by one."""
+        projs, (B, T, _) = (self.q_proj, self.k_proj, self.v_proj), x.shape
+        if all(type(p) is nn.Linear for p in projs):
+            bias = None if self.q_proj.bias is None else torch.cat([p.bias for p in projs])
+            qkv = F.linear(x, torch.cat([p.weight for p in projs]), bias)  # (B, T, dq + 2·dkv)
+            if self.n_kv_heads == self.n_heads:
+                heads = qkv.view(B, T, 3, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4).contiguous()
+                qk, v = heads.split([2, 1])  # (2, B, H, T, hd), (1, B, H, T, hd)
+                q, k = (qk if rope is None else apply_rope(qk, *rope)).unbind(0)
+                return q, k, v[0]  # each (B, H, T, hd)
+            parts = qkv.split([p.out_features for p in projs], dim=-1)
+        else:
+            parts = tuple(p(x) for p in projs)
+        q, k, v = (self.split_heads(t) for t in parts)
+        if rope is not None:
+            q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+        return q, k, v
 
     def forward(
         self,
         x: torch.Tensor,  # (B, T, C)
         *,
-        rope: tuple[torch.Tensor, torch.Tensor] | None = None,  # cos, sin: (T, rd) for these positions
+        rope: Rope | None = None,  # cos, sin: (T, rd) for these positions
         causal: bool = False,
         attn_bias: torch.Tensor | None = None,  # additive (or boolean keep-) mask broadcast to (B, H, T, S)
         cache: KVCache | None = None,
@@ -263,17 +265,11 @@ class Attention(nn.Module):
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         B, T, _ = x.shape
         if context is None and context_kv is None:  # self-attention
-            q, k, v = self.project_qkv(x)  # (B, H, T, hd), (B, H_kv, T, hd) twice
-        else:
+            q, k, v = self.project_qkv(x, rope)  # (B, H, T, hd), (B, H_kv, T, hd) twice
+        else:  # cross-attention (no rotary positions): keys and values (B, H_kv, S, hd) given or of the context
             q = self.split_heads(self.q_proj(x))  # (B, H, T, hd)
-            if context_kv is not None:
-                k, v = context_kv
-            else:
-                k = self.split_heads(self.k_proj(context))  # (B, H_kv, S, hd)
-                v = self.split_heads(self.v_proj(context))
-        if rope is not None:
-            cos, sin = rope
-            q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+            c = cast(torch.Tensor, context)
+            k, v = context_kv or (self.split_heads(self.k_proj(c)), self.split_heads(self.v_proj(c)))
         past = 0
         mask = attn_bias
         if cache is not None and cache.lengths is not None:  # ragged rows, one new token each
@@ -291,7 +287,7 @@ class Attention(nn.Module):
             # queries at positions past..past+T-1 see keys up to their own position
             mask = torch.ones(T, k.shape[2], dtype=torch.bool, device=x.device).tril(diagonal=past)  # (T, S)
         if self.alibi is not None:
-            mask, is_causal = self.alibi_bias(mask, is_causal, T, k.shape[2]).to(q.dtype), False
+            mask, is_causal = alibi_bias(self.alibi, mask, is_causal, T, k.shape[2]).to(q.dtype), False
         if return_weights:
             weights = self.attention_weights(q, k, mask, causal and T > 1 and attn_bias is None and past == 0)
             y = weights @ v  # (B, H, T, hd)
@@ -299,8 +295,8 @@ class Attention(nn.Module):
             scale = self.scale if self.scale is not None else 1.0 / math.sqrt(self.head_dim)
             y = biased_attention(q, k, v, mask, scale)  # (B, H, T, hd)
         elif q.device.type == "cpu" and torch.is_grad_enabled() and torch.is_autocast_enabled("cpu"):
-            # CPU's bf16 flash-attention backward runs ~3x slower than its fp32 one (measured at
-            # 16x4x128x32): under bf16 autocast the matmuls around attention stay bf16, attention is fp32
+            # CPU's bf16 flash-attention backward runs ~3x slower than fp32's (at 16x4x128x32): under
+            # autocast the matmuls around attention stay bf16, attention runs in fp32
             with torch.autocast("cpu", enabled=False):  # autocast would cast the inputs back to bf16
                 y = F.scaled_dot_product_attention(
                     q.float(), k.float(), v.float(), attn_mask=mask, is_causal=is_causal, scale=self.scale
@@ -310,18 +306,6 @@ class Attention(nn.Module):
         y = y.transpose(1, 2).reshape(B, T, -1)  # (B, T, H·hd)
         out = self.o_proj(y)  # (B, T, C)
         return (out, weights) if return_weights else out
-
-    def alibi_bias(self, mask: torch.Tensor | None, causal: bool, T: int, S: int) -> torch.Tensor:
-        """ALiBi's additive bias slope_h · j for key positions j < S, with ``mask`` (a boolean keep-mask
-        or an additive one) and causality (query t at position S - T + t) folded in: (B or 1, H, T or 1, S)."""
-        assert self.alibi is not None
-        bias = self.alibi.view(-1, 1, 1) * torch.arange(S, dtype=torch.float32, device=self.alibi.device)  # (H, 1, S)
-        keep = mask if mask is not None and mask.dtype == torch.bool else None
-        if mask is not None and keep is None:
-            bias = bias + mask
-        if causal:
-            keep = torch.ones(T, S, dtype=torch.bool, device=bias.device).tril(diagonal=S - T)  # (T, S)
-        return bias if keep is None else bias.masked_fill(~keep, float("-inf"))
 
     def attention_weights(
         self, q: torch.Tensor, k: torch.Tensor, mask: torch.Tensor | None, causal: bool
@@ -382,14 +366,11 @@ class _BiasedAttention(torch.autograd.Function):
 def biased_attention(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor, scale: float
 ) -> torch.Tensor:
-    """Attention with an additive float bias (B or 1, H or 1, T, S) that may be learned (T5's
-    relative positions; −inf entries mask keys out). Same values and gradients as
-    ``F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=scale)``.
-
-    Hand-written for CPU (``Attention`` uses it there; other devices have fused SDPA kernels that
-    return the bias gradient). On CPU no fused SDPA kernel does, and the fallback makes extra passes
-    over the (B, H, T, S) scores (scaling q and k, checking for fully masked rows, selecting), which
-    this function does not (benchmarks/README.md has the timing).
+    """Attention with an additive float bias (B or 1, H or 1, T, S) that may be learned (T5's relative
+    positions; −inf entries mask keys out). Same values and gradients as
+    ``F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=scale)``. Hand-written for CPU
+    (``Attention`` uses it there): no fused CPU kernel returns the bias gradient, and SDPA's fallback
+    makes extra passes over the (B, H, T, S) scores, which this does not (benchmarks/README.md).
     """
     return _BiasedAttention.apply(q, k, v, bias, scale)
 

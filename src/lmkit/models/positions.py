@@ -5,7 +5,7 @@
   "rotate half" layout of Hugging Face's Llama and GPT-NeoX, so weights map over unchanged); the rest
   of the head (GPT-NeoX rotates a quarter) passes through. ``model.rope_scaling`` rewrites the
   inverse frequencies (linear interpolation, Llama 3's banded rule) exactly as transformers does.
-- ALiBi (``alibi_slopes``): no position vector at all; attention adds slope_h · j to the score of key
+- ALiBi (``alibi_slopes``, ``alibi_bias``): no position vector at all; attention adds slope_h · j to the score of key
   position j in head h (BLOOM; the softmax ignores the constant slope_h · i of the query's row).
 - Sinusoidal (``sinusoidal_table``): the original Transformer's fixed table; learned positions are a
   plain ``nn.Embedding`` (``pos_emb``).
@@ -62,8 +62,12 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     if rd < x.shape[-1]:
         return torch.cat([apply_rope(x[..., :rd], cos, sin), x[..., rd:]], dim=-1)  # (B, H, T, hd)
     half = rd // 2
-    rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)  # (B, H, T, hd)
-    return x * cos + rotated * sin
+    # rotate-half (−x₂, x₁) is the halves swapped, (x₂, x₁), with the first one negated: the sign goes into
+    # the small sin table, so the activations see one flip, two products and a sum, forward and backward
+    # (slicing and concatenating them costs zero-filled gradients and copies in the backward pass)
+    swapped = x.unflatten(-1, (2, half)).flip(-2).flatten(-2)  # (..., rd): (x₂, x₁)
+    signed_sin = torch.cat([-sin[..., :half], sin[..., half:]], dim=-1)  # (T, rd)
+    return x * cos + swapped * signed_sin
 
 
 def alibi_slopes(n_heads: int) -> torch.Tensor:
@@ -77,6 +81,18 @@ def alibi_slopes(n_heads: int) -> torch.Tensor:
         rest = min(closest, n_heads - closest)
         slopes = torch.cat([slopes, torch.pow(extra, torch.arange(1, 1 + 2 * rest, 2, dtype=torch.int32))])
     return slopes
+
+
+def alibi_bias(slopes: torch.Tensor, mask: torch.Tensor | None, causal: bool, T: int, S: int) -> torch.Tensor:
+    """ALiBi's additive bias slope_h · j for key positions j < S, slopes (H,), with ``mask`` (a boolean keep-mask
+    or an additive one) and causality (query t at position S - T + t) folded in: (B or 1, H, T or 1, S)."""
+    bias = slopes.view(-1, 1, 1) * torch.arange(S, dtype=torch.float32, device=slopes.device)  # (H, 1, S)
+    keep = mask if mask is not None and mask.dtype == torch.bool else None
+    if mask is not None and keep is None:
+        bias = bias + mask
+    if causal:
+        keep = torch.ones(T, S, dtype=torch.bool, device=bias.device).tril(diagonal=S - T)  # (T, S)
+    return bias if keep is None else bias.masked_fill(~keep, float("-inf"))
 
 
 def sinusoidal_table(max_len: int, dim: int) -> torch.Tensor:
@@ -110,4 +126,12 @@ def register_position_tables(module: nn.Module, cfg: ModelConfig) -> None:
         module.register_buffer("rope_sin", sin, persistent=False)
 
 
-__all__ = ["alibi_slopes", "apply_rope", "register_position_tables", "rope_inv_freq", "rope_tables", "sinusoidal_table"]
+__all__ = [
+    "alibi_bias",
+    "alibi_slopes",
+    "apply_rope",
+    "register_position_tables",
+    "rope_inv_freq",
+    "rope_tables",
+    "sinusoidal_table",
+]

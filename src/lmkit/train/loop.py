@@ -36,6 +36,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from lmkit import plan
 from lmkit.config import RunConfig, to_dict
 from lmkit.errors import LmkitError
 from lmkit.infer.evaluate import evaluate, token_byte_lengths, window_bytes
@@ -43,7 +44,6 @@ from lmkit.models import build_model, count_parameters
 from lmkit.models.checkpoint import CKPT_PREFIX, list_checkpoints, load_meta, load_weights_into, resolve_checkpoint
 from lmkit.models.sharded_checkpoint import is_sharded
 from lmkit.objectives import window_length
-from lmkit.plan import device_peak_flops, flops_per_token
 from lmkit.train.batches import NEW_RUN_ORDER, BatchOrder, recorded_order, step_divisors
 from lmkit.train.checkpoint import load_run_checkpoint, save_run_checkpoint
 from lmkit.train.continued import adopt_init_checkpoint
@@ -238,7 +238,7 @@ class Trainer:
         self.seq_len = cfg.model.max_seq_len
         self.window = window_length(cfg.model)
         self.tokens_per_step = cfg.train.batch_size * self.seq_len
-        self.flops_per_token = float(flops_per_token(cfg.model, self.seq_len))
+        self.flops_per_token = float(plan.flops_per_token(cfg.model, self.seq_len))
         self.horizon = plan_horizon(
             cfg.train, self.tokens_per_step, self.flops_per_token * self.tokens_per_step, self.n_params
         )
@@ -261,7 +261,7 @@ class Trainer:
 
     def _measure_peak(self) -> None:
         """The device's peak FLOP/s that MFU is reported against (the main rank logs it)."""
-        self.peak_flops = device_peak_flops(self.device, self.cfg.train.precision) if self.dist.main else 0.0
+        self.peak_flops = plan.device_peak_flops(self.device, self.cfg.train.precision) if self.dist.main else 0.0
 
     def _resume_state(self) -> None:
         """The data order (a new run's, or the resumed run's: ``lmkit.train.batches``); step, time,
