@@ -355,6 +355,10 @@ class EncoderDecoder(nn.Module):
         kv = F.linear(enc, weight, bias).split(attns[0].n_kv_heads * attns[0].head_dim, dim=-1)  # each (B, S, H·hd)
         return [(a.split_heads(kv[2 * i]), a.split_heads(kv[2 * i + 1])) for i, a in enumerate(attns)]
 
+    def _sharded(self) -> bool:
+        block = cast("Iterable[Block]", self.decoder.blocks)
+        return any(hasattr(p, "device_mesh") for p in next(iter(block)).parameters())
+
     def decode(
         self,
         decoder_input_ids: torch.Tensor,
@@ -368,8 +372,10 @@ class EncoderDecoder(nn.Module):
         Give ``cross_kv`` (from :meth:`cross_kv`) instead of ``enc`` to reuse the cross-attention
         keys/values; ``cache`` holds the decoder's self-attention keys/values between calls.
         """
-        if cross_kv is None and enc is not None and not self.activation_checkpointing:
-            cross_kv = self.cross_kv(enc)  # all layers' in one matmul (checkpointed blocks recompute their own)
+        # all layers' in one matmul, unless blocks must project their own: checkpointed ones recompute
+        # theirs, and FSDP-sharded ones (DTensor weights, having a device_mesh) hold whole weights only inside
+        if cross_kv is None and enc is not None and not self.activation_checkpointing and not self._sharded():
+            cross_kv = self.cross_kv(enc)
         return self.decoder(
             self.tok_emb(decoder_input_ids), context=enc, context_keep=attention_mask, context_kv=cross_kv, cache=cache
         )
