@@ -62,7 +62,7 @@ def add_plan(sub: Any) -> None:
         "  lmkit plan --config gpu-124m --gpus 8 --sharding fsdp --json   a shipped recipe, 8 GPUs\n"
         "  lmkit plan --measure tiny                   time a few real steps on this machine, predict the run\n"
         "  lmkit plan --known-models                   GPT-3, Chinchilla, LLaMA ... against the rule\n"
-        "  lmkit plan --scale --gpu H100               1B / 7B / 70B on 8, 64, 1,024 devices, FSDP and HSDP",
+        "  lmkit plan --scale --gpu H100               1B / 7B / 70B on 8, 64, 1,024 devices: FSDP, HSDP, FSDP x TP",
     )
     p.add_argument("--params", default=None, help="model size: 7e9, 1.5B, 125M (instead of --config); 1 to 1e15")
     p.add_argument("--tokens", default=None, help="training tokens: 300B, 1.4T, 2e12; 1 to 1e17")
@@ -435,7 +435,8 @@ def _print_scale(args: argparse.Namespace) -> int:
         fits = "" if r["fits"] is None else "yes" if r["fits"] else "no"
         row = f"  {r['model']:>5} {r['devices']:>8,}  {r['layout']:<15} {_gb(r['model_states']):>12} {_gb(r['gathered']):>9}"
         print(f"{row} {_gb(r['activations']):>12} {_gb(r['total']):>10}  {fits}")
-    print("  (states: 16 B/param over the shard group; gathered: 2 layers' weights, 1 layer's grads; + runtime)")
+    print("  (states: 16 B/param over the shard group; gathered: 2 layers' weights, 1 layer's grads; + runtime;")
+    print("   FSDP x TP 8: tensor parallelism inside each node of 8, each device's 1/8 fully sharded across nodes)")
     return 0
 
 

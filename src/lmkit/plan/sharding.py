@@ -7,6 +7,10 @@ and 70B that the scale-out table (``lmkit plan --scale``) is drawn for.
 What it owns:
 - a hybrid-sharded run's model states are a fully sharded run's over the shard group alone, so the
   per-device memory stops falling once the devices outnumber the group (:func:`hybrid_shard_memory`);
+- FSDP across tensor-parallel groups (2D, as torchtitan runs Llama 3.1 70B): Megatron-style tensor
+  parallelism (``lmkit.plan.fits_memory.tensor_parallel_memory``) with its 1/t of the model states
+  fully sharded over the n/t data-parallel ranks, plus the gathered layer of that 1/t
+  (:func:`fsdp_tensor_parallel_memory`);
 - a sharded run holds, besides its shards, the gathered 16-bit weights of the layer it computes and
   of the next one (prefetched), and one layer's unsharded fp32 gradients before they are
   reduce-scattered (:func:`gathered_layer_bytes`); one device (or DDP, ZeRO-1/2 with whole weights)
@@ -26,7 +30,7 @@ from typing import Any
 from lmkit.config import ModelConfig
 from lmkit.errors import LmkitError
 from lmkit.plan.compute import MAX_MICRO_BATCH, MAX_SEQ_LEN, count_params, plan_terms
-from lmkit.plan.fits_memory import DEVICE_MEMORY_GIB, device_memory_bytes
+from lmkit.plan.fits_memory import DEVICE_MEMORY_GIB, device_memory_bytes, tensor_parallel_memory
 from lmkit.plan.memory import FINISH_BASELINE_BYTES, RUNTIME_BASELINE_BYTES, training_memory
 
 SCALE_DEVICES = (8, 64, 1024)  # the device counts the scale-out table shows
@@ -109,6 +113,35 @@ def hybrid_shard_memory(
     return out
 
 
+def fsdp_tensor_parallel_memory(
+    cfg: ModelConfig,
+    params: float | None = None,
+    micro_batch: int = 1,
+    seq_len: int | None = None,
+    precision: str = "bf16",
+    n_gpus: int = 1,
+    checkpointing: bool = True,
+    tensor_parallel: int = 1,
+    runtime_bytes: float = RUNTIME_BASELINE_BYTES,
+    finish_bytes: float = FINISH_BASELINE_BYTES,
+) -> dict[str, float]:
+    """Training memory per device with tensor parallelism of degree ``tensor_parallel`` t inside
+    FSDP over ``n_gpus`` // t ranks (``tensor_parallel_memory``'s parts, plus ``gathered``): each
+    device holds 1/t of every layer, fully sharded over the data-parallel ranks, and gathers the
+    layer it computes from those ranks, so ``gathered`` is a whole layer's over t. t must divide
+    ``n_gpus``; t = 1 is plain FSDP."""
+    if tensor_parallel < 1 or n_gpus < 1 or n_gpus % tensor_parallel:
+        raise LmkitError(f"the tensor-parallel degree ({tensor_parallel}) must divide the number of devices ({n_gpus})")
+    n = float(params if params is not None else count_params(cfg).total)
+    s = seq_len or cfg.max_seq_len
+    out = tensor_parallel_memory(
+        cfg, n, micro_batch, s, precision, "fsdp", n_gpus, checkpointing, tensor_parallel, runtime_bytes, finish_bytes
+    )
+    out["gathered"] = gathered_layer_bytes(cfg, n / tensor_parallel, precision, "fsdp", n_gpus // tensor_parallel)
+    out["total"] += out["gathered"]
+    return out
+
+
 def scale_table(
     models: tuple[str, ...] = SCALE_TABLE_MODELS,
     devices: tuple[int, ...] = SCALE_DEVICES,
@@ -123,7 +156,8 @@ def scale_table(
     finish_bytes: float = FINISH_BASELINE_BYTES,
 ) -> list[dict[str, Any]]:
     """Per-device training memory of each preset in ``models`` on each count in ``devices``, fully
-    and hybrid sharded (groups of ``shard_group``; a count under the group shards fully): one row
+    sharded, hybrid sharded (groups of ``shard_group``) and fully sharded across tensor-parallel groups
+    of ``shard_group`` (FSDP x TP; the last two only above one group): one row
     each with ``model``, ``params``, ``devices``, ``layout``, ``model_states`` (weights + gradients +
     optimizer), ``gathered``, ``activations`` (with the loss), ``total`` and ``fits`` on one
     ``device`` (a name ``lmkit.plan.fits_memory`` knows; None for none or "here"). Unset: micro-batch
@@ -142,13 +176,37 @@ def scale_table(
         cfg = scale_preset(name)
         n_params = float(count_params(cfg).total)
         for n in devices:
-            layouts: list[tuple[str, int | None]] = [("full shard", None)]
+            layouts: list[tuple[str, int | None, int]] = [("full shard", None, 1)]  # (name, shard group, TP degree)
             if n > shard_group and n % shard_group == 0:
-                layouts.append((f"hybrid shard {shard_group}", shard_group))
-            for layout, group in layouts:
-                m = hybrid_shard_memory(
-                    cfg, n_params, micro_batch, seq_len, precision, n, checkpointing, group, runtime_bytes, finish_bytes
-                )
+                layouts.append((f"hybrid shard {shard_group}", shard_group, 1))
+                layouts.append((f"FSDP x TP {shard_group}", None, shard_group))  # TP inside a node, as torchtitan's 70B
+            for layout, group, tp in layouts:
+                if tp > 1:
+                    m = fsdp_tensor_parallel_memory(
+                        cfg,
+                        n_params,
+                        micro_batch,
+                        seq_len,
+                        precision,
+                        n,
+                        checkpointing,
+                        tp,
+                        runtime_bytes,
+                        finish_bytes,
+                    )
+                else:
+                    m = hybrid_shard_memory(
+                        cfg,
+                        n_params,
+                        micro_batch,
+                        seq_len,
+                        precision,
+                        n,
+                        checkpointing,
+                        group,
+                        runtime_bytes,
+                        finish_bytes,
+                    )
                 rows.append(
                     {
                         "model": name,
@@ -170,6 +228,7 @@ __all__ = [
     "SCALE_DEVICES",
     "SCALE_PRESETS",
     "SCALE_TABLE_MODELS",
+    "fsdp_tensor_parallel_memory",
     "gathered_layer_bytes",
     "hybrid_shard_memory",
     "scale_preset",
