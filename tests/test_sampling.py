@@ -18,7 +18,15 @@ import torch
 from lmkit.cli import main
 from lmkit.config import ModelConfig
 from lmkit.infer.generate import generate, generate_ids, generate_seq2seq_ids
-from lmkit.infer.sampling import GenerationConfig, within_vocabulary
+from lmkit.infer.sampling import (
+    GenerationConfig,
+    _draw,
+    _multinomial_draws_by_exponentials,
+    apply_temperature,
+    choose_next,
+    process_logits,
+    within_vocabulary,
+)
 from lmkit.models import build_model
 from lmkit.models.checkpoint import save_checkpoint
 from lmkit.tokenizer import Tokenizer, train_tokenizer
@@ -110,3 +118,55 @@ def test_lmkit_generate_on_a_padded_encoder_decoder(
     assert main(["generate", str(tmp_path / "ckpt"), "the cat sees", "--max-new-tokens", "5", "--json"]) == 0
     got = json.loads(capsys.readouterr().out)
     assert len(got["tokens"]) >= 1 and max(got["tokens"]) < tok.vocab_size
+
+
+# --------------------------------------------------------------------------- the lean sampling step
+
+
+def _by_definition(rows: torch.Tensor, g: GenerationConfig, seed: int) -> torch.Tensor:
+    """The token the straightforward definition draws: softmax over process_logits' filtered
+    full-vocabulary logits; the candidates (the top k with top-k, every id with top-p alone, ranked by
+    scaled logit; every id in vocabulary order otherwise) drawn from by torch.multinomial."""
+    probs = process_logits(rows, g).softmax(dim=-1)  # (B, V)
+    V = rows.shape[-1]
+    if g.top_k is None and g.top_p is None:
+        order = torch.arange(V).expand_as(rows)
+    else:
+        n = g.top_k if g.top_k is not None and g.top_k < V else V
+        order = apply_temperature(rows, g.temperature).sort(dim=-1, descending=True).indices[:, :n]
+    pick = torch.multinomial(probs.gather(-1, order), 1, generator=torch.Generator().manual_seed(seed))
+    return order.gather(-1, pick).squeeze(-1)
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"temperature": 0.8, "top_k": 50},
+        {"temperature": 1.0, "top_k": 7},
+        {"temperature": 1.3, "top_p": 0.9},
+        {"temperature": 0.8, "top_k": 50, "top_p": 0.95},
+        {"temperature": 2.0, "top_k": 12, "top_p": 0.5},
+        {"temperature": 0.7},
+    ],
+)
+@pytest.mark.parametrize("batch", [1, 4])
+def test_lean_sampling_picks_the_token_of_the_definition(settings: dict, batch: int) -> None:
+    g = GenerationConfig(do_sample=True, **settings)
+    rows = torch.randn(batch, 3000, generator=torch.Generator().manual_seed(batch)) * 3  # distinct logits
+    picks = []
+    for seed in range(60):
+        got, _ = choose_next(rows, g, torch.Generator().manual_seed(seed))
+        assert torch.equal(got, _by_definition(rows, g, seed)), (settings, seed)
+        picks.append(got)
+    assert len({tuple(p.tolist()) for p in picks}) > 2  # the seeds really draw different tokens
+
+
+def test_the_draw_is_torch_multinomial() -> None:
+    """The sampling step draws as torch.multinomial(probs, 1) does, seed for seed (it skips only its checks)."""
+    assert _multinomial_draws_by_exponentials()
+    for seed in range(50):
+        probs = torch.rand(3, 1 + seed * 7, generator=torch.Generator().manual_seed(seed)).softmax(dim=-1)
+        if probs.shape[-1] > 3:
+            probs[:, ::3] = 0.0  # as the tokens a filter cut: never drawn
+        want = torch.multinomial(probs, 1, generator=torch.Generator().manual_seed(seed))
+        assert torch.equal(_draw(probs, torch.Generator().manual_seed(seed)), want)

@@ -33,6 +33,7 @@ live in :mod:`lmkit.infer.generate`.
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 import os
@@ -180,9 +181,11 @@ def top_p_filter(logits: torch.Tensor, p: float) -> torch.Tensor:
 def _nucleus_of_sorted(sorted_logits: torch.Tensor, p: float) -> torch.Tensor:
     """top_p_filter for logits already sorted in descending order along the last dimension."""
     probs = sorted_logits.float().softmax(dim=-1)
-    mass_before = probs.cumsum(dim=-1) - probs  # probability of the tokens ranked above each one
+    # probability of the tokens ranked above each one; exactly 0 for the first
+    mass_before = probs.cumsum(dim=-1) - probs
     drop = mass_before >= p  # the set above already reaches p: this token is not needed
-    drop[..., 0] = False
+    if p <= 0:  # only then could the first be dropped (its mass before is 0 < p otherwise)
+        drop[..., 0] = False
     return sorted_logits.masked_fill(drop, float("-inf"))
 
 
@@ -267,20 +270,52 @@ def _sample(rows: torch.Tensor, gen_cfg: GenerationConfig, generator: torch.Gene
 
     The same distribution as filtering the whole vocabulary, computed on less: with top-k, only
     the k best logits (which ``topk`` returns sorted) are scaled, cut to the nucleus and drawn
-    from; with top-p alone, the sorted logits are; no full-vocabulary scatter.
+    from; with top-p alone, the sorted logits are; no full-vocabulary scatter. The draw is
+    torch.multinomial's own, without its checks (:func:`_draw`).
     """
     x = apply_temperature(rows.float(), gen_cfg.temperature)
     k, p = gen_cfg.top_k, gen_cfg.top_p
     if k is not None and k < x.shape[-1]:
+        # topk of the scaled logits, not of the raw ones: scaling keeps their order, but rounding can
+        # make two different logits equal, and topk's order among equal values then differs
         vals, idx = torch.topk(x, k, dim=-1)  # (B, k), descending
     elif p is not None and p < 1.0:
         vals, idx = torch.sort(x, dim=-1, descending=True)  # (B, V)
     else:
-        return torch.multinomial(x.softmax(dim=-1), 1, generator=generator).squeeze(-1)
+        return _draw(x.softmax(dim=-1), generator).squeeze(-1)
     if p is not None and p < 1.0:
         vals = _nucleus_of_sorted(vals, p)
-    pick = torch.multinomial(vals.softmax(dim=-1), 1, generator=generator)  # (B, 1) position among vals
+    pick = _draw(vals.softmax(dim=-1), generator)  # (B, 1) position among vals
     return idx.gather(-1, pick).squeeze(-1)
+
+
+def _draw(probs: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """One position per row of probabilities (B, n), (B, 1): ``torch.multinomial(probs, 1, generator=...)``.
+
+    torch draws a single sample as argmax(probs / q) with q ~ Exp(1) for every entry, from the
+    generator, after checking that probs hold no NaN, inf or negative value and no row sums to 0;
+    those checks cost more than the draw (~25 us on a CPU), and a softmax of finite logits passes
+    them (NaN logits, a broken model, are not refused here: greedy's argmax does not refuse them
+    either). The same draw is made here once :func:`_multinomial_draws_by_exponentials` has
+    confirmed that this torch draws that way; otherwise ``torch.multinomial`` is called.
+    """
+    if not _multinomial_draws_by_exponentials():
+        return torch.multinomial(probs, 1, generator=generator)
+    q = torch.empty_like(probs).exponential_(generator=generator)
+    return probs.div(q).argmax(dim=-1, keepdim=True)
+
+
+@functools.cache
+def _multinomial_draws_by_exponentials() -> bool:
+    """Whether ``torch.multinomial(probs, 1)`` picks what :func:`_draw` picks, from the same seeds
+    (checked once, on seeded rows of 40 categories, where a different rule would disagree at once)."""
+    probs = torch.rand(4, 40, generator=torch.Generator().manual_seed(0))
+    for seed in range(8):
+        want = torch.multinomial(probs, 1, generator=torch.Generator().manual_seed(seed))
+        q = torch.empty_like(probs).exponential_(generator=torch.Generator().manual_seed(seed))
+        if not torch.equal(probs.div(q).argmax(dim=-1, keepdim=True), want):
+            return False
+    return True
 
 
 # --------------------------------------------------------------------------- the --explain table
