@@ -21,7 +21,9 @@ checkpoint, Q8_0 from the int8 one.
   its server's engine: 8 slots decoded together, one ``llama_decode`` per step with one token of
   every busy slot and a finished slot's next prompt joining the batch (what ``llama-server -np 8``
   does per step), in process, without HTTP. With ``--llama-server PATH`` (a ``llama-server``
-  binary from a llama.cpp build) that server itself runs instead, over HTTP, with ``-np 8``.
+  binary from a llama.cpp build; ``--llama-server build`` builds it once into the cache from the
+  llama.cpp source inside the same source distribution) that server itself runs instead, over
+  HTTP, with ``-np 8``.
   Completion tokens per second, F32, each side ``--rounds`` times in turn (median); lmkit's serve
   engine driven in process by 8 threads (no HTTP) is timed too, the like of llama.cpp's side.
 
@@ -37,6 +39,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -151,6 +154,30 @@ def ensure_llamacpp(cache: Path, jobs: int) -> Path:
     pip = [str(py), "-m", "pip", "install", "--no-binary", "llama-cpp-python", f"llama-cpp-python=={VERSION}"]
     subprocess.run(pip, env=env, check=True)
     return py
+
+
+def ensure_llama_server(cache: Path, jobs: int) -> Path:
+    """A ``llama-server`` binary built once from the llama.cpp source that llama-cpp-python's source
+    distribution carries (``vendor/llama.cpp``, the same llama.cpp as the bindings), into the cache."""
+    binary = cache / "server-build" / "bin" / "llama-server"
+    if binary.is_file():
+        return binary
+    if os.environ.get("CI"):
+        raise SystemExit("llamacpp_speed: llama-server is built from source, which CI never does ($CI is set)")
+    py = ensure_llamacpp(cache, jobs)
+    sdist = cache / "sdist"
+    get = [str(py), "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", "-d", str(sdist)]
+    subprocess.run([*get, f"llama-cpp-python=={VERSION}"], check=True)
+    tarball = next(sdist.glob(f"llama_cpp_python-{VERSION}.tar.gz"))
+    shutil.unpack_archive(tarball, sdist)
+    source = sdist / f"llama_cpp_python-{VERSION}" / "vendor" / "llama.cpp"
+    build = cache / "server-build"
+    print(f"building llama-server from {source} into {build} (once; {jobs} compile job(s)) ...")
+    flags = ["-DGGML_NATIVE=ON", "-DLLAMA_BUILD_SERVER=ON", "-DLLAMA_BUILD_TESTS=OFF", "-DLLAMA_BUILD_EXAMPLES=OFF"]
+    flags += ["-DLLAMA_CURL=OFF", "-DCMAKE_BUILD_TYPE=Release"]
+    subprocess.run(["cmake", "-S", str(source), "-B", str(build), *flags], check=True)
+    subprocess.run(["cmake", "--build", str(build), "--target", "llama-server", "-j", str(jobs)], check=True)
+    return binary
 
 
 def license_texts() -> list[str]:
@@ -289,10 +316,17 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=2, help="rounds of the three concurrency-8 runs (median)")
     ap.add_argument("--cache", type=Path, default=CACHE, help="where llama-cpp-python is built and kept")
     ap.add_argument("--build-jobs", type=int, default=1, help="compile jobs of the one-time build (default 1)")
-    ap.add_argument("--llama-server", default=None, help="a llama-server binary: race it over HTTP instead")
+    ap.add_argument(
+        "--llama-server",
+        default=None,
+        help="a llama-server binary to race over HTTP instead, or 'build': build it once into the cache from "
+        "the llama.cpp source of llama-cpp-python's source distribution",
+    )
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     py = ensure_llamacpp(args.cache, args.build_jobs)
+    if args.llama_server == "build":
+        args.llama_server = str(ensure_llama_server(args.cache, args.build_jobs))
     torch.set_num_threads(args.threads)
     res: dict[str, Any] = {"threads": args.threads}
     with tempfile.TemporaryDirectory(prefix="lmkit-llamacpp-") as tmp:

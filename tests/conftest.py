@@ -24,6 +24,27 @@ def one_thread() -> Iterator[None]:
 
 
 @pytest.fixture(scope="session", autouse=True)
+def one_thread_per_worker() -> Iterator[None]:
+    """Under pytest-xdist with a worker per core, each worker (and what it starts) runs torch on one
+    thread: two workers of two threads each on two cores spin-wait on each other's cores."""
+    import os
+
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers < 2 or workers < (os.cpu_count() or 1):
+        yield
+        return
+    threads, env = torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS")
+    torch.set_num_threads(1)
+    os.environ["OMP_NUM_THREADS"] = "1"
+    yield
+    torch.set_num_threads(threads)
+    if env is None:
+        os.environ.pop("OMP_NUM_THREADS", None)
+    else:
+        os.environ["OMP_NUM_THREADS"] = env
+
+
+@pytest.fixture(scope="session", autouse=True)
 def own_lmkit_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """What lmkit measures about the machine (runtime baseline, past runs' memory) goes to a cache
     of the test session's own, so a developer's cache never changes a test's figures."""

@@ -9,11 +9,13 @@ import os
 import random
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from lmkit.demo import gather_default_corpus, run_demo
+from lmkit.demo import gather_default_corpus
 from lmkit.errors import LmkitError
 from lmkit.ship.card.render import parse_front_matter
 from lmkit.ship.hub import Hub
@@ -70,11 +72,38 @@ def write_fixture_corpus(folder: Path, docs: int = 1500, duplicates: int = 100) 
     return folder
 
 
+@dataclass(frozen=True)
+class DemoRun:
+    """One `lmkit demo --quick --json` run, shared by the tests below: what it wrote and printed."""
+
+    parent: Path  # the folder holding the demo's output folder
+    summary: dict[str, Any]  # the JSON summary on stdout
+    log: str  # the progress log on stderr
+
+
+@pytest.fixture(scope="module")
+def quick_demo(tmp_path_factory: pytest.TempPathFactory) -> DemoRun:
+    """The quick demo on the fixture corpus, run once as a piped subprocess (stdout and stderr apart)."""
+    parent = tmp_path_factory.mktemp("demo")
+    corpus = write_fixture_corpus(parent / "corpus")
+    r = subprocess.run(
+        [sys.executable, "-m", "lmkit.cli", "demo", "--quick", "--data", str(corpus), "--out", str(parent / "demo")]
+        + ["--json"],
+        capture_output=True,
+        text=True,
+        cwd=parent,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        timeout=300,
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    return DemoRun(parent=parent, summary=json.loads(r.stdout), log=r.stderr)
+
+
 @pytest.mark.slow
-def test_demo_quick_produces_every_artefact(tmp_path: Path) -> None:
-    corpus = write_fixture_corpus(tmp_path / "corpus")
-    s = run_demo(out=tmp_path / "demo", data=[str(corpus)], quick=True)
+def test_demo_quick_produces_every_artefact(quick_demo: DemoRun) -> None:
+    s = quick_demo.summary
     root = Path(s["out"])
+    assert root == quick_demo.parent / "demo"
     # curation kept something and said how much
     report = json.loads((root / "curated" / "report.json").read_text())
     assert 0 < report["totals"]["docs_out"] < report["totals"]["docs_in"]
@@ -99,7 +128,7 @@ def test_demo_quick_produces_every_artefact(tmp_path: Path) -> None:
     assert f"{tr['tokens']:,}" in body
     assert [m["name"] for m in search(Hub(str(root / "hub")), "family:decoder")] == ["demo/lmkit-demo-decoder"]
     # a second demo never overwrites the first
-    assert not (tmp_path / "demo-2").exists()
+    assert not (quick_demo.parent / "demo-2").exists()
 
 
 def test_gather_refuses_when_no_text_is_found(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -191,18 +220,8 @@ def test_demo_summary_has_one_set_of_held_out_tokens_and_no_blank_line(
 
 
 @pytest.mark.slow
-def test_piped_demo_log_stays_short(tmp_path: Path) -> None:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    r = subprocess.run(
-        [sys.executable, "-m", "lmkit.cli", "demo", "--quick", "--out", str(tmp_path / "d")],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        cwd=tmp_path,
-        env=env,
-        timeout=300,
-    )
-    log = r.stdout.decode()
-    assert r.returncode == 0, log[-2000:]
+def test_piped_demo_log_stays_short(quick_demo: DemoRun) -> None:
+    log = quick_demo.log
     assert "\r" not in log, "carriage-return redraws in a piped log"
     assert len(log.splitlines()) < 200, f"{len(log.splitlines())} lines"
     assert log.count("train: 100%") == 1 and log.count("curate: 100%") == 1, "a 100% line printed twice"

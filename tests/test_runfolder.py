@@ -271,7 +271,7 @@ def test_sigint_and_sigterm_save_a_checkpoint_and_exit_130(tmp_path: Path) -> No
 # --------------------------------------------------------------------------- the chaos test
 
 CHAOS = {
-    "train.max_steps": 60,
+    "train.max_steps": 36,
     "train.ckpt_every": 3,
     "train.keep_checkpoints": 2,
     "train.log_every": 1,
@@ -333,7 +333,7 @@ def test_chaos_sigkill_at_random_moments_resumes_onto_the_same_curve(tmp_path: P
     rng = random.Random(10)
     run = tmp_path / "killed"
     target, left_half_written = 3, []
-    for i in range(10):
+    for i in range(5):  # the last kill lands by step 28, so the final resume still has steps to run
         target += rng.randint(4, 5)  # each kill lands past the checkpoint the last one resumed from
         during_save = i % 2 == 1 or rng.random() < 0.3
         proc = subprocess.Popen(
@@ -348,12 +348,12 @@ def test_chaos_sigkill_at_random_moments_resumes_onto_the_same_curve(tmp_path: P
 
     a = [(r["step"], r["loss"]) for r in read_metrics(ref) if "loss" in r]
     b = [(r["step"], r["loss"]) for r in read_metrics(run) if "loss" in r]
-    assert [s for s, _ in a] == list(range(1, 61))
+    assert [s for s, _ in a] == list(range(1, 37))
     assert a == b  # fp32 on CPU, one thread: bit-identical
     assert any(left_half_written), "no kill struck during a checkpoint write"
     assert hidden(run) == []  # no orphaned temporary or moved-aside folder
     ckpts = list_checkpoints(run)
-    assert [c.name for c in ckpts] == ["ckpt-0000057", "ckpt-0000060"]
+    assert [c.name for c in ckpts] == ["ckpt-0000033", "ckpt-0000036"]
     assert all(is_checkpoint(c) for c in run.glob("ckpt-*"))
     for c in ckpts:
         load_model(c)  # complete and loadable

@@ -88,9 +88,9 @@ def test_kill_and_resume_continues_the_same_curve(tmp_path: Path) -> None:
         str(data),
         "--quiet",
         "--train.max_steps",
-        "60",
+        "30",
         "--train.ckpt_every",
-        "20",
+        "10",
         "--train.eval_every",
         "0",
         "--train.keep_checkpoints",
@@ -107,7 +107,7 @@ def test_kill_and_resume_continues_the_same_curve(tmp_path: Path) -> None:
     # the same run, killed (SIGKILL) once its first checkpoint exists, then resumed
     run = tmp_path / "killed"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "lmkit.cli", "pretrain", *common, "--out", str(run), "--train.max_steps", "60"],
+        [sys.executable, "-m", "lmkit.cli", "pretrain", *common, "--out", str(run)],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -118,7 +118,7 @@ def test_kill_and_resume_continues_the_same_curve(tmp_path: Path) -> None:
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     done = list_checkpoints(run)
-    assert done and done[-1].name != "ckpt-0000060", "the run finished before it could be killed"
+    assert done and done[-1].name != "ckpt-0000030", "the run finished before it could be killed"
     subprocess.run(
         [sys.executable, "-m", "lmkit.cli", "pretrain", *common, "--out", str(run), "--resume"],
         check=True,
@@ -127,7 +127,7 @@ def test_kill_and_resume_continues_the_same_curve(tmp_path: Path) -> None:
     )
     a = [(r["step"], r["loss"]) for r in read_metrics(ref) if "loss" in r]
     b = [(r["step"], r["loss"]) for r in read_metrics(run) if "loss" in r]
-    assert [s for s, _ in a] == list(range(1, 61)) == [s for s, _ in b]
+    assert [s for s, _ in a] == list(range(1, 31)) == [s for s, _ in b]
     assert a == b  # fp32 on CPU: bit-identical
     final_ref = load_model(ref)
     final_run = load_model(run)
@@ -219,7 +219,8 @@ def test_optimizer_does_not_decay_norms_biases_embeddings() -> None:
 @pytest.mark.slow
 def test_init_continues_pretraining_from_a_checkpoint(tmp_path: Path) -> None:
     data = learnable_corpus(tmp_path / "data", n_docs=150)
-    base = train(tiny_cfg(tmp_path, data, **{"train.max_steps": 60, "train.eval_every": 0}), show_progress=False)
+    # 40 steps: the continued run's first loss is 0.32-0.36 of the fresh run's (seeds 1337, 1, 2; at 30: 0.41-0.44)
+    base = train(tiny_cfg(tmp_path, data, **{"train.max_steps": 40, "train.eval_every": 0}), show_progress=False)
     more = learnable_corpus(tmp_path / "domain", n_docs=80, seed=1)
     cont = train(
         tiny_cfg(

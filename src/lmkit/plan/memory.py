@@ -36,7 +36,7 @@ FINISH_BASELINE_BYTES = 37_000_000
 # of glibc's run minus the lean run's, over the activations: 0.9-1.5 for test_plan's cpu-small-shaped
 # decoder, encoder and encoder-decoder cases with and without checkpointing (27-89 MB kept), a few MB
 # for the tiny ones, 0.7-1.1 for cpu-small itself on the demo corpus (micro-batch 16, 1-2 threads).
-# With 1.0, test_plan's twelve cases (glibc's and lean) were within -4.0% to +8.1% of the plan (one run;
+# With 1.0, the twelve cases test_plan then held (glibc's and lean) were within -4.0% to +8.1% of the plan (one run;
 # the encoder's +5-8%: its kernels map ~10 MB more of torch's code than the probe's decoder (RssFile
 # after three steps, 116.9 against 107.4 MB), and glibc keeps 1.27x its activations).
 # train.memory lean maps and unmaps every large block on its own (lmkit.train.rss): no heap is kept.
