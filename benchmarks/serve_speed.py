@@ -48,6 +48,7 @@ from lmkit.config import ModelConfig
 from lmkit.models import build_model
 from lmkit.models.hf_adapters.llama import config_to_hf as hf_config
 from lmkit.models.hf_adapters.llama import llama_like_rules
+from lmkit.models.registry import spec_of
 from lmkit.serve.batcher import Engine, Event, Job, QueueFull, TokenInfo
 from lmkit.serve.local import background_server
 from lmkit.serve.stream import TextStream
@@ -96,6 +97,7 @@ class HFEngine:
 
     def __init__(self, hf: torch.nn.Module, tokenizer: Tokenizer, window: int, max_queue: int = 64) -> None:
         self.model, self.tokenizer, self.window, self.family = hf, tokenizer, window, "decoder"
+        self.spec = spec_of(self.family)  # what the app asks of the family, as an Engine's
         self.max_queue = max_queue
         self.plain = set(tokenizer.special_ids)
         self._jobs: list[Job] = []
@@ -175,7 +177,13 @@ async def load(base: str, concurrency: int, seconds: float, prompt: list[int]) -
 
 
 def run_load(base: str, concurrency: int, seconds: float, prompt: list[int]) -> dict[str, float]:
-    return asyncio.run(load(base, concurrency, seconds, prompt))
+    """``load`` in the clients' process. A failure comes back as a RuntimeError naming it: httpx's
+    own errors do not survive the trip back (unpickling one kills the pool's result thread: a hang)."""
+    try:
+        return asyncio.run(load(base, concurrency, seconds, prompt))
+    except Exception as e:
+        detail = e.response.text[:300] if isinstance(e, httpx.HTTPStatusError) else ""
+        raise RuntimeError(f"{base}: {type(e).__name__}: {e} {detail}") from None
 
 
 def main() -> None:
