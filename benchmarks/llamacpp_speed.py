@@ -305,7 +305,11 @@ def serve_load(cmd: list[str], base: str, seconds: float, body: dict[str, Any]) 
         return asyncio.run(_load(base, SLOTS, seconds, body))
     finally:
         proc.terminate()
-        proc.wait(timeout=30)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:  # llama-server may linger over its slots after SIGTERM
+            proc.kill()
+            proc.wait()
 
 
 def main() -> None:
