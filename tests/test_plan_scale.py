@@ -27,14 +27,7 @@ from lmkit.cli import main
 from lmkit.errors import LmkitError
 from lmkit.plan.compute import count_params
 from lmkit.plan.memory import model_state_bytes
-from lmkit.plan.sharding import (
-    SCALE_PRESETS,
-    fsdp_tensor_parallel_memory,
-    gathered_layer_bytes,
-    hybrid_shard_memory,
-    scale_preset,
-    scale_table,
-)
+from lmkit.plan.sharding import SCALE_PRESETS, gathered_layer_bytes, hybrid_shard_memory, scale_preset, scale_table
 
 GiB = 2.0**30
 STAGES = ("zero1", "zero2", "zero3")  # the paper's P_os, P_os+g, P_os+g+p
@@ -101,14 +94,14 @@ def test_llama_3_70b_on_fsdp_32_by_tp_8_beside_torchtitans_measurements() -> Non
     cfg = SCALE_PRESETS["70B"]
     n = float(count_params(cfg).total)
     assert n == pytest.approx(70.6e9, rel=1e-3)  # Llama 3.1 70B's published count
-    plan = fsdp_tensor_parallel_memory(cfg, None, 16, 8192, "bf16", 256, True, 8, 0.0, 0.0)
+    plan = hybrid_shard_memory(cfg, None, 16, 8192, "bf16", 256, True, None, 0.0, 0.0, tensor_parallel=8)
     # What the 2D layout itself decides, exactly: ZeRO's 16 bytes per parameter over all 256 devices
     # (1/8 of each layer by TP, that 1/8 over 32 FSDP ranks), the gathered layer of a TP shard (two
     # layers' bf16 weights + one layer's fp32 gradients, over 8), and activations and loss of one
     # device split 8 ways (sequence-parallel layer inputs).
     assert plan["weights"] + plan["gradients"] + plan["optimizer"] == pytest.approx(16 * n / 256)
     assert plan["gathered"] == pytest.approx(n / 80 / 8 * 8)
-    one = fsdp_tensor_parallel_memory(cfg, None, 16, 8192, "bf16", 32, True, 1, 0.0, 0.0)
+    one = hybrid_shard_memory(cfg, None, 16, 8192, "bf16", 32, True, None, 0.0, 0.0, tensor_parallel=1)
     assert plan["activations"] == pytest.approx(one["activations"] / 8)
     # Table 4: 71.9 GiB (2D), 67.6 GiB (2D + AsyncTP); lmkit 52.7 GiB, 27% and 22% under. Two known
     # differences of the models roughly cancel, in GiB per GPU: torchtitan keeps bf16 layer inputs
@@ -126,7 +119,7 @@ def test_llama_3_70b_on_fsdp_32_by_tp_8_beside_torchtitans_measurements() -> Non
         hybrid_shard_memory(cfg, None, 16, 8192, "bf16", 32, True, None, 0, 0)["total"]
     )
     with pytest.raises(LmkitError, match="tensor-parallel degree \\(8\\) must divide the number of devices \\(12\\)"):
-        fsdp_tensor_parallel_memory(cfg, n_gpus=12, tensor_parallel=8)
+        hybrid_shard_memory(cfg, n_gpus=12, tensor_parallel=8)
 
 
 def test_hybrid_sharding_holds_what_a_full_shard_over_its_group_holds() -> None:

@@ -10,7 +10,7 @@ What it owns:
 - FSDP across tensor-parallel groups (2D, as torchtitan runs Llama 3.1 70B): Megatron-style tensor
   parallelism (``lmkit.plan.fits_memory.tensor_parallel_memory``) with its 1/t of the model states
   fully sharded over the n/t data-parallel ranks, plus the gathered layer of that 1/t
-  (:func:`fsdp_tensor_parallel_memory`);
+  (:func:`hybrid_shard_memory` with ``tensor_parallel``);
 - a sharded run holds, besides its shards, the gathered 16-bit weights of the layer it computes and
   of the next one (prefetched), and one layer's unsharded fp32 gradients before they are
   reduce-scattered (:func:`gathered_layer_bytes`); one device (or DDP, ZeRO-1/2 with whole weights)
@@ -94,14 +94,33 @@ def hybrid_shard_memory(
     shard_group: int | None = None,
     runtime_bytes: float = RUNTIME_BASELINE_BYTES,
     finish_bytes: float = FINISH_BASELINE_BYTES,
+    *,
+    tensor_parallel: int = 1,
 ) -> dict[str, float]:
     """Training memory per device under FSDP (``training_memory``'s parts, plus ``gathered``):
     fully sharded over all ``n_gpus`` devices (``shard_group`` None), or hybrid: fully sharded within
     groups of ``shard_group`` devices (which must divide ``n_gpus``) and replicated across them, so
     each device holds what a fully sharded run on ``shard_group`` devices holds (the gradients are
-    then all-reduced across the groups; no extra memory)."""
+    then all-reduced across the groups; no extra memory). With ``tensor_parallel`` t > 1 (dividing
+    ``n_gpus``; full sharding only): tensor parallelism inside FSDP over the n/t ranks
+    (``tensor_parallel_memory``'s parts): each device holds 1/t of every layer, fully sharded over the
+    data-parallel ranks, and gathers the layer it computes from them, so ``gathered`` is a layer's over t."""
     if n_gpus < 1:
         raise LmkitError(f"the number of devices must be at least 1, got {n_gpus}")
+    if tensor_parallel != 1:
+        if tensor_parallel < 1 or n_gpus % tensor_parallel or shard_group is not None:
+            raise LmkitError(
+                f"the tensor-parallel degree ({tensor_parallel}) must divide the number of devices ({n_gpus}), "
+                "with full sharding"
+            )
+        n = float(params if params is not None else count_params(cfg).total)
+        out = tensor_parallel_memory(
+            cfg, n, micro_batch, seq_len or cfg.max_seq_len, precision, "fsdp", n_gpus, checkpointing,
+            tensor_parallel, runtime_bytes, finish_bytes,
+        )  # fmt: skip
+        out["gathered"] = gathered_layer_bytes(cfg, n / tensor_parallel, precision, "fsdp", n_gpus // tensor_parallel)
+        out["total"] += out["gathered"]
+        return out
     group = n_gpus if shard_group is None else shard_group
     if group < 1 or n_gpus % group:
         raise LmkitError(f"the shard group ({group}) must divide the number of devices ({n_gpus})")
@@ -109,35 +128,6 @@ def hybrid_shard_memory(
         cfg, params, micro_batch, seq_len, precision, "fsdp", group, checkpointing, runtime_bytes, finish_bytes
     )
     out["gathered"] = gathered_layer_bytes(cfg, params, precision, "fsdp", group)
-    out["total"] += out["gathered"]
-    return out
-
-
-def fsdp_tensor_parallel_memory(
-    cfg: ModelConfig,
-    params: float | None = None,
-    micro_batch: int = 1,
-    seq_len: int | None = None,
-    precision: str = "bf16",
-    n_gpus: int = 1,
-    checkpointing: bool = True,
-    tensor_parallel: int = 1,
-    runtime_bytes: float = RUNTIME_BASELINE_BYTES,
-    finish_bytes: float = FINISH_BASELINE_BYTES,
-) -> dict[str, float]:
-    """Training memory per device with tensor parallelism of degree ``tensor_parallel`` t inside
-    FSDP over ``n_gpus`` // t ranks (``tensor_parallel_memory``'s parts, plus ``gathered``): each
-    device holds 1/t of every layer, fully sharded over the data-parallel ranks, and gathers the
-    layer it computes from those ranks, so ``gathered`` is a whole layer's over t. t must divide
-    ``n_gpus``; t = 1 is plain FSDP."""
-    if tensor_parallel < 1 or n_gpus < 1 or n_gpus % tensor_parallel:
-        raise LmkitError(f"the tensor-parallel degree ({tensor_parallel}) must divide the number of devices ({n_gpus})")
-    n = float(params if params is not None else count_params(cfg).total)
-    s = seq_len or cfg.max_seq_len
-    out = tensor_parallel_memory(
-        cfg, n, micro_batch, s, precision, "fsdp", n_gpus, checkpointing, tensor_parallel, runtime_bytes, finish_bytes
-    )
-    out["gathered"] = gathered_layer_bytes(cfg, n / tensor_parallel, precision, "fsdp", n_gpus // tensor_parallel)
     out["total"] += out["gathered"]
     return out
 
@@ -181,32 +171,10 @@ def scale_table(
                 layouts.append((f"hybrid shard {shard_group}", shard_group, 1))
                 layouts.append((f"FSDP x TP {shard_group}", None, shard_group))  # TP inside a node, as torchtitan's 70B
             for layout, group, tp in layouts:
-                if tp > 1:
-                    m = fsdp_tensor_parallel_memory(
-                        cfg,
-                        n_params,
-                        micro_batch,
-                        seq_len,
-                        precision,
-                        n,
-                        checkpointing,
-                        tp,
-                        runtime_bytes,
-                        finish_bytes,
-                    )
-                else:
-                    m = hybrid_shard_memory(
-                        cfg,
-                        n_params,
-                        micro_batch,
-                        seq_len,
-                        precision,
-                        n,
-                        checkpointing,
-                        group,
-                        runtime_bytes,
-                        finish_bytes,
-                    )
+                m = hybrid_shard_memory(
+                    cfg, n_params, micro_batch, seq_len, precision, n, checkpointing, group, runtime_bytes,
+                    finish_bytes, tensor_parallel=tp,
+                )  # fmt: skip
                 rows.append(
                     {
                         "model": name,
@@ -228,7 +196,6 @@ __all__ = [
     "SCALE_DEVICES",
     "SCALE_PRESETS",
     "SCALE_TABLE_MODELS",
-    "fsdp_tensor_parallel_memory",
     "gathered_layer_bytes",
     "hybrid_shard_memory",
     "scale_preset",
