@@ -13,7 +13,7 @@ from lmkit.cli import main
 from lmkit.config import ModelConfig
 from lmkit.errors import LmkitError
 from lmkit.infer.generate import generate, generate_ids, generate_seq2seq_ids
-from lmkit.infer.packed import packed_decoder
+from lmkit.infer.packed import PackedDecoder, packed_decoder
 from lmkit.infer.sampling import (
     GenerationConfig,
     choose_next,
@@ -526,3 +526,23 @@ def test_cli_generate_errors(ckpt: Path, tmp_path: Path, capsys: pytest.CaptureF
     save_checkpoint(tmp_path / "enc", build_model(enc_cfg), enc_cfg, meta={})
     assert main(["generate", str(tmp_path / "enc"), "x"]) == 2
     assert "encoder models do not generate text; use `lmkit fill-mask`" in capsys.readouterr().err
+
+
+def test_the_product_kernel_follows_threads_and_rows() -> None:
+    from lmkit.infer.packed import product_form
+
+    # MKL for one row on one thread; oneDNN's blocked products for more threads or more rows
+    assert product_form(1, threads=1) == "mm"
+    if torch.backends.mkldnn.is_available():
+        assert product_form(1, threads=2) == product_form(8, threads=1) == "onednn"
+    model = tiny_decoder()
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one, many = packed_decoder(model, rows=1), packed_decoder(model, rows=4)
+        assert one is not None and many is not None and one.form == "mm"
+        assert packed_decoder(model, rows=1) is one  # each form built once
+    finally:
+        torch.set_num_threads(threads)
+    with pytest.raises(ValueError, match="product form"):
+        PackedDecoder(model, "blas")

@@ -24,7 +24,7 @@ from foundation_models import build_hf, tol  # noqa: E402
 from lmkit.config import ConfigError, ModelConfig, model_config_from_dict  # noqa: E402
 from lmkit.errors import LmkitError  # noqa: E402
 from lmkit.infer.generate import generate_ids  # noqa: E402
-from lmkit.infer.packed import packed_decoder  # noqa: E402
+from lmkit.infer.packed import PRODUCT_FORMS, PackedDecoder, packed_decoder  # noqa: E402
 from lmkit.infer.sampling import GenerationConfig  # noqa: E402
 from lmkit.infer.viz import capture_attention  # noqa: E402
 from lmkit.model_variants import RopeScaling  # noqa: E402
@@ -305,15 +305,16 @@ def test_cached_decoding_equals_a_full_forward(imported: dict[str, Any]) -> None
         assert kv.k[0].shape[1] == model.cfg.kv_heads  # grouped-query attention caches the key/value heads only
         steps = [model(seq[:, :8], kv)] + [model(seq[:, t : t + 1], kv) for t in range(8, 20)]
     assert float((torch.cat(steps, dim=1) - full).abs().max()) <= tol(full)
-    # the packed CPU step: prefill, a second chunk after it, then one token at a time
-    packed = packed_decoder(model)
-    assert packed is not None
-    session = packed.start(2, 20)
-    with torch.no_grad():
-        got = [session.forward(seq[:, :6]), session.forward(seq[:, 6:9])]
-        got += [session.forward(seq[:, t : t + 1]) for t in range(9, 20)]
+    # the packed CPU step with each kernel (MKL on (in, out) weights, oneDNN on blocked ones):
+    # prefill, a second chunk after it, then one token at a time
+    assert packed_decoder(model) is not None
     want = full[:, [5, 8, *range(9, 20)]]  # (2, 13, V): the logits after each call's last token
-    assert float((torch.stack(got, dim=1) - want).abs().max()) <= tol(full)
+    for form in PRODUCT_FORMS:
+        session = PackedDecoder(model, form).start(2, 20)
+        with torch.no_grad():
+            got = [session.forward(seq[:, :6]), session.forward(seq[:, 6:9])]
+            got += [session.forward(seq[:, t : t + 1]) for t in range(9, 20)]
+        assert float((torch.stack(got, dim=1) - want).abs().max()) <= tol(full), form
 
 
 def test_a_right_padded_batch_and_ragged_rows_equal_each_sequence_alone(imported: dict[str, Any]) -> None:

@@ -13,6 +13,7 @@ import torch
 
 from lmkit.config import ModelConfig
 from lmkit.infer.generate import generate_ids, generate_seq2seq_ids
+from lmkit.infer.packed import PRODUCT_FORMS, PackedDecoder
 from lmkit.infer.sampling import GenerationConfig
 from lmkit.model_variants import RopeScaling
 from lmkit.models import build_model
@@ -73,14 +74,20 @@ def _decoder(layout: str) -> Decoder:
     return model
 
 
-@pytest.mark.parametrize("layout", sorted(LAYOUTS))
-def test_rows_joining_and_leaving_equal_each_request_alone(layout: str) -> None:
+@pytest.mark.parametrize(
+    ("layout", "form"), [(a, f) for a in sorted(LAYOUTS) for f in PRODUCT_FORMS if a != "alibi-gqa" or f == "mm"]
+)
+def test_rows_joining_and_leaving_equal_each_request_alone(layout: str, form: str) -> None:
     model = _decoder(layout)
     pool: DecoderRows = decoder_rows(model, capacity=4, max_len=40)
     kind = ModuleRows if layout == "alibi-gqa" else PackedRows
     assert type(pool).__name__ == kind.__name__  # (isinstance would narrow pool's type for what follows)
-    if isinstance(pool, PackedRows):  # room for 4 positions at first: the pool grows as rows do
-        pool = PackedRows(pool.packed, capacity=4, max_len=40, start_len=4)
+    if isinstance(pool, PackedRows):  # each product kernel, a lone row stepped with the other one;
+        # room for 4 positions at first: the pool grows as rows do
+        other = next(f for f in PRODUCT_FORMS if f != form)
+        pool = PackedRows(
+            PackedDecoder(model, form), capacity=4, max_len=40, start_len=4, one_row=PackedDecoder(model, other)
+        )
     g = torch.Generator().manual_seed(1)
     prompts = [torch.randint(0, 300, (1, n), generator=g) for n in (3, 9, 5, 7, 6)]
     seqs: list[torch.Tensor] = []

@@ -184,7 +184,7 @@ def _decoder_loop(
             seq = torch.cat([seq, tok], dim=1)  # (B, T + n)
             return model(seq)[:, -1]
     else:
-        packed = packed_decoder(model)
+        packed = packed_decoder(model, rows=B)
         if packed is not None:
             session = packed.start(B, T + n_max)
 

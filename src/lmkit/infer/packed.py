@@ -8,9 +8,17 @@ Hugging Face's ``generate``). ``PackedDecoder`` is an inference-only copy of a
 :class:`~lmkit.models.decoder.Decoder`'s weights, laid out once, that does the same maths with
 fewer, cheaper operations:
 
-* every weight is stored transposed, (in, out) contiguous: a one-row product streams that layout
-  faster than ``F.linear``'s (out, in) on CPU (most of all for the vocabulary
-  projection, the largest matrix);
+* every product goes through one of two kernels, chosen once per copy by :func:`product_form`
+  (outputs agree to float32 rounding, not bit for bit): MKL's ``addmm`` on the weight stored
+  transposed, (in, out) contiguous (a one-row product streams that layout faster than
+  ``F.linear``'s (out, in); most of all the vocabulary projection), or oneDNN's matmul on weights
+  reordered once into its blocked layout (``torch.ops.mkldnn``, what ``torch.compile``'s CPU
+  freezing packs linear weights with). MKL runs a product of one to a few rows on one thread and
+  streams the weights no faster with two; oneDNN splits even a one-row product across the threads
+  and keeps its blocked kernel efficient at a handful of rows, so it is used whenever there is more
+  than one thread or more than one row to decode (a batch, a server), and MKL for one row on one
+  thread, where oneDNN's blocked product is the slower (measured on a 2-core Zen 3 in
+  ``../shared/notes/speed.md``; ``benchmarks/generate_speed.py`` races the result);
 * q, k, v are one product, and so are a gated MLP's gate and up projections; each norm's weight is
   folded into the rows of the product that follows it (RMSNorm's with a factor √d, leaving only
   x·rsqrt(Σx² + d·eps) to compute; a LayerNorm's bias b becomes the product's bias b·W, added with
@@ -88,9 +96,12 @@ class PackedDecoder:
     its group of query heads at once (the group as the query length: no copies).
     """
 
-    def __init__(self, model: Decoder) -> None:
+    def __init__(self, model: Decoder, form: str = "mm") -> None:
+        if form not in PRODUCT_FORMS:
+            raise ValueError(f"product form {form!r} is not one of {PRODUCT_FORMS}")
         cfg = model.cfg
         self.cfg = cfg
+        self.form = form  # "mm": MKL addmm on (in, out) weights; "onednn": oneDNN on blocked weights
         self.d, self.H, self.hd, self.Hkv = cfg.d_model, cfg.n_heads, cfg.head_dim, cfg.kv_heads
         self.dq, self.dkv = self.H * self.hd, self.Hkv * self.hd  # widths of q and of k (= v)
         self.d_eps = torch.tensor(cfg.d_model * cfg.norm_eps, dtype=model.tok_emb.weight.dtype)  # a tensor: adding
@@ -127,7 +138,10 @@ class PackedDecoder:
                 wt = w.t()  # (in, out)
                 if norm is not None:
                     wt = wt * (norm.weight[:, None] * (math.sqrt(self.d) if self.rms else 1.0))
-                return wt.contiguous(), None if bias is None else bias.contiguous()
+                b = None if bias is None else bias.contiguous()
+                if self.form == "onednn":  # oneDNN's own blocked layout of the (out, in) matrix
+                    return torch.ops.mkldnn._reorder_linear_weight(wt.t().contiguous(), _BLOCK_ROWS), b
+                return wt.contiguous(), b
 
             rot = int(model.rope_cos.shape[-1]) if self.rotary else 0  # rotated dimensions of each head
             self.layers: list[dict[str, torch.Tensor]] = []  # per layer: the matrices, (in, out)
@@ -231,15 +245,23 @@ class PackedDecoder:
             return x * (x * x).sum(-1, keepdim=True).add_(self.d_eps).rsqrt_()
         return F.layer_norm(x, (self.d,), eps=self.cfg.norm_eps)
 
-    @staticmethod
     def _mm(
-        x: torch.Tensor, w: torch.Tensor | None, b: torch.Tensor | None, out: torch.Tensor | None = None
+        self, x: torch.Tensor, w: torch.Tensor | None, b: torch.Tensor | None, out: torch.Tensor | None = None
     ) -> torch.Tensor:
         """x · w (+ b), into ``out`` when given."""
         assert w is not None
+        if self.form == "onednn":
+            y = _ONEDNN_LINEAR(x, w, b, "none", [], "")
+            return y if out is None else out.copy_(y)
         if b is None:
             return torch.mm(x, w, out=out) if out is not None else torch.mm(x, w)
         return torch.addmm(b, x, w, out=out) if out is not None else torch.addmm(b, x, w)
+
+    def _add_mm(self, acc: torch.Tensor, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        """acc += x · w, in place (a residual addition fused into the product where the kernel can)."""
+        if self.form == "onednn":
+            return acc.add_(_ONEDNN_LINEAR(x, w, None, "none", [], ""))
+        return acc.addmm_(x, w)
 
     def _embed(self, ids: torch.Tensor, start: int, B: int, T: int) -> torch.Tensor:
         """Token (+ position) embeddings of ids (B, T) at positions start.., (B·T, d), rows ordered (b, t)."""
@@ -283,12 +305,12 @@ class PackedDecoder:
             )  # (B, H, T, hd)
             attn = y.transpose(1, 2).reshape(B * T, dq)
             mlp_in = h if self.parallel else None  # parallel residual: the MLP reads the block's input too
-            x = torch.addmm(x, attn, layer["o"])  # x + o_proj(y)
+            x = self._add_mm(x, attn, layer["o"])  # x + o_proj(y)
             if bias["o"] is not None:
                 x += bias["o"]
             up = self._mm(self._norm(x) if mlp_in is None else mlp_in, layer["up"], bias["up"])  # (N, f or 2f)
             a = self.act(up[:, : self.ffn]).mul_(up[:, self.ffn :]) if self.gated else self.act(up)
-            x = torch.addmm(x, a, layer["down"])  # x + down_proj(act(...))
+            x = self._add_mm(x, a, layer["down"])  # x + down_proj(act(...))
             if bias["down"] is not None:
                 x += bias["down"]
         self.length = end
@@ -307,11 +329,13 @@ class PackedDecoder:
         self.length = pos + 1
         return self._one_token(x, self._rows(B), freqs, pos, pos + 1, mask)
 
-    def step_rows(self, ids: torch.Tensor, at: list[int]) -> torch.Tensor:
+    def step_rows(self, ids: torch.Tensor, at: list[int], weights: PackedDecoder | None = None) -> torch.Tensor:
         """One new token for each of the first n rows, row b at its own position ``at[b]`` (a
         server's requests, each as long as it is): ids (n, 1) -> logits (n, V). Row b attends to its
         positions 0..at[b]; the later positions of the longest row are masked out for the others
-        (start the session ``zeroed``). ``length`` is left alone: the caller keeps each row's."""
+        (start the session ``zeroed``). ``length`` is left alone: the caller keeps each row's.
+        ``weights``: another packed copy of the same model (another product form) to multiply with
+        in this step, e.g. MKL's for a lone row where this session's are oneDNN's."""
         n = ids.shape[0]
         end = max(at) + 1
         if end > self.max_len:
@@ -320,7 +344,7 @@ class PackedDecoder:
             x = self._embed(ids, end - 1, n, 1)
             freqs = self.freqs[end - 1] if self.rotary else None
             mask = self.alibi[:, :, :end] if self.alibi is not None else None
-            return self._one_token(x, self._rows(n), freqs, end - 1, end, mask)
+            return self._one_token(x, self._rows(n), freqs, end - 1, end, mask, weights)
         pos = torch.tensor(at, device=self.emb.device)  # (n,)
         x = F.embedding(ids.reshape(-1), self.emb)  # (n, d)
         if self.pos is not None:
@@ -330,7 +354,7 @@ class PackedDecoder:
         keep = (torch.arange(end, device=pos.device) <= pos[:, None])[:, None, None, :]  # (n, 1, 1, S)
         mask = keep if self.alibi is None else self.alibi[:, :, :end].masked_fill(~keep, float("-inf"))  # (n, H, 1, S)
         slots = torch.arange(n, device=pos.device) * self.max_len + pos  # each row's new position, rows of (n·L, 2dkv)
-        return self._one_token(x, self._rows(n), self.freqs[pos] if self.rotary else None, slots, end, mask)
+        return self._one_token(x, self._rows(n), self.freqs[pos] if self.rotary else None, slots, end, mask, weights)
 
     def _one_token(
         self,
@@ -340,14 +364,17 @@ class PackedDecoder:
         at: int | torch.Tensor,
         end: int,
         mask: torch.Tensor | None,
+        weights: PackedDecoder | None = None,
     ) -> torch.Tensor:
         """The layers for one new token per row, in place: x (n, d) its embedding, written into the
         cache at position ``at`` (every row) or at the flat slots ``at`` (n,) (a row each), attending
-        to the first ``end`` positions under ``mask``; the logits (n, V)."""
+        to the first ``end`` positions under ``mask``; the logits (n, V). The products use the
+        matrices and kernel of ``weights`` (default: this copy's)."""
         n = x.shape[0]
-        for layer, bias, kv, kh, vh in zip(self.layers, self.biases, r.kv, r.k, r.v):
+        w = self if weights is None else weights
+        for layer, bias, kv, kh, vh in zip(w.layers, w.biases, r.kv, r.k, r.v):
             h = self._norm(x)
-            self._mm(h, layer["qkv"], bias["qkv"], out=r.qkv)  # (n, width)
+            w._mm(h, layer["qkv"], bias["qkv"], out=r.qkv)  # (n, width)
             if r.complex is not None:  # rotary: freqs set
                 torch.mul(r.complex[0], cast(torch.Tensor, freqs), out=r.complex[1])  # rot_buf = [q_rot | k_rot | v]
             if isinstance(at, int):
@@ -357,20 +384,20 @@ class PackedDecoder:
             # each key/value head attends for its group of query heads: (n, Hkv, group, hd)
             y = F.scaled_dot_product_attention(r.q, kh.narrow(2, 0, end), vh.narrow(2, 0, end), attn_mask=mask)
             mlp_in = h if self.parallel else None
-            x.addmm_(y.view(n, self.dq), layer["o"])  # x += o_proj(y)
+            w._add_mm(x, y.view(n, self.dq), layer["o"])  # x += o_proj(y)
             if bias["o"] is not None:
                 x += bias["o"]
-            self._mm(self._norm(x) if mlp_in is None else mlp_in, layer["up"], bias["up"], out=r.gu)
+            w._mm(self._norm(x) if mlp_in is None else mlp_in, layer["up"], bias["up"], out=r.gu)
             if not self.gated:
                 a = self.act(r.gu)  # (n, f)
             elif self.act is F.silu:
                 a = F.silu(r.gate, inplace=True).mul_(r.up)  # silu(gate) * up, in the gate's buffer
             else:
                 a = self.act(r.gate).mul_(r.up)
-            x.addmm_(a, layer["down"])  # x += down_proj(act(...))
+            w._add_mm(x, a, layer["down"])  # x += down_proj(act(...))
             if bias["down"] is not None:
                 x += bias["down"]
-        return self._mm(self._norm(x), self.out, self.out_b)  # (n, V)
+        return w._mm(self._norm(x), w.out, w.out_b)  # (n, V)
 
 
 @dataclass
@@ -389,7 +416,24 @@ class _StepViews:
     v: list[torch.Tensor]
 
 
-_PACKED: weakref.WeakKeyDictionary[nn.Module, tuple[tuple[Any, ...], PackedDecoder]] = weakref.WeakKeyDictionary()
+PRODUCT_FORMS = ("mm", "onednn")
+_BLOCK_ROWS = 8  # the rows oneDNN's blocked layout is tuned for (a server's batch; one row runs well on it too)
+_ONEDNN_LINEAR = torch.ops.mkldnn._linear_pointwise.default
+
+
+def product_form(rows: int, threads: int | None = None) -> str:
+    """How the packed step multiplies (see the module docstring): "onednn" for more than one thread
+    or more than one row when this PyTorch has oneDNN on the CPU, "mm" (MKL) otherwise. ``threads``
+    defaults to PyTorch's intra-op threads now."""
+    threads = torch.get_num_threads() if threads is None else threads
+    if not (torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled):
+        return "mm"
+    return "onednn" if threads > 1 or rows > 1 else "mm"
+
+
+_PACKED: weakref.WeakKeyDictionary[nn.Module, tuple[tuple[Any, ...], dict[str, PackedDecoder]]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def _packable(model: nn.Module) -> TypeGuard[Decoder]:
@@ -427,15 +471,18 @@ def _packable(model: nn.Module) -> TypeGuard[Decoder]:
     return True
 
 
-def packed_decoder(model: nn.Module) -> PackedDecoder | None:
-    """The model's packed inference weights (built once, rebuilt if parameters changed), or None
-    when the model is not a plain lmkit ``Decoder``."""
+def packed_decoder(model: nn.Module, rows: int = 1) -> PackedDecoder | None:
+    """The model's packed inference weights for decoding ``rows`` sequences at once with the
+    current threads (:func:`product_form`; built once per form, rebuilt if parameters changed), or
+    None when the model is not a plain lmkit ``Decoder``."""
     if not _packable(model):
         return None
     key = tuple((p.data_ptr(), p._version, p.dtype) for p in model.parameters())
+    form = product_form(rows)
     hit = _PACKED.get(model)
-    if hit is not None and hit[0] == key:
-        return hit[1]
-    packed = PackedDecoder(model)
-    _PACKED[model] = (key, packed)
+    if hit is None or hit[0] != key:
+        hit = _PACKED[model] = (key, {})
+    packed = hit[1].get(form)
+    if packed is None:
+        packed = hit[1][form] = PackedDecoder(model, form)
     return packed

@@ -70,10 +70,20 @@ def _compact(lengths: list[int], rows: list[int], move: Any) -> list[tuple[int, 
 class PackedRows:
     """Rows over a :class:`PackedDecoder` session of ``capacity`` rows and up to ``max_len``
     positions. The session starts with room for ``start_len`` positions and doubles when a row
-    needs more, so memory follows the longest running request, not the context window."""
+    needs more, so memory follows the longest running request, not the context window.
+    ``one_row``: the model's packed copy to step a lone row with, where its product kernel is
+    faster for one row than ``packed``'s (:func:`~lmkit.infer.packed.product_form`)."""
 
-    def __init__(self, packed: PackedDecoder, capacity: int, max_len: int, start_len: int = 256) -> None:
+    def __init__(
+        self,
+        packed: PackedDecoder,
+        capacity: int,
+        max_len: int,
+        start_len: int = 256,
+        one_row: PackedDecoder | None = None,
+    ) -> None:
         self.packed, self.capacity, self.max_len = packed, capacity, max_len
+        self.one_row = one_row if one_row is not None and one_row is not packed else None
         self.session = packed.start(capacity, min(start_len, max_len), zeroed=True)
         self.lengths: list[int] = []
 
@@ -112,7 +122,8 @@ class PackedRows:
 
     def step(self, ids: torch.Tensor) -> torch.Tensor:
         self._room(max(self.lengths) + 1)
-        logits = self.session.step_rows(ids, self.lengths)
+        alone = self.one_row if len(self.lengths) == 1 else None
+        logits = self.session.step_rows(ids, self.lengths, weights=alone)
         self.lengths = [n + 1 for n in self.lengths]
         return logits
 
@@ -143,8 +154,10 @@ class ModuleRows:
 
 
 def decoder_rows(model: Decoder, capacity: int, max_len: int) -> DecoderRows:
-    """The pool for this decoder: packed when the packed step takes the model, its modules otherwise."""
-    packed = packed_decoder(model)
+    """The pool for this decoder: packed when the packed step takes the model, its modules otherwise.
+    A lone row steps with the one-row product kernel where that differs (one thread: MKL's, at the
+    cost of a second packed copy of the weights)."""
+    packed = packed_decoder(model, rows=capacity)
     if packed is not None:
-        return PackedRows(packed, capacity, max_len)
+        return PackedRows(packed, capacity, max_len, one_row=packed_decoder(model, rows=1))
     return ModuleRows(model, capacity, max_len)
