@@ -13,12 +13,13 @@ fewer, cheaper operations:
   transposed, (in, out) contiguous (a one-row product streams that layout faster than
   ``F.linear``'s (out, in); most of all the vocabulary projection), or oneDNN's matmul on weights
   reordered once into its blocked layout (``torch.ops.mkldnn``, what ``torch.compile``'s CPU
-  freezing packs linear weights with). MKL runs a product of one to a few rows on one thread and
-  streams the weights no faster with two; oneDNN splits even a one-row product across the threads
-  and keeps its blocked kernel efficient at a handful of rows, so it is used whenever there is more
-  than one thread or more than one row to decode (a batch, a server), and MKL for one row on one
-  thread, where oneDNN's blocked product is the slower (measured on a 2-core Zen 3 in
-  ``../shared/notes/speed.md``; ``benchmarks/generate_speed.py`` races the result);
+  freezing packs linear weights with). MKL runs a product of one to a few rows on one thread,
+  however many there are, and slowly at a handful of rows; oneDNN keeps a handful of rows
+  efficient and splits even one row across the threads, at a higher fixed cost per product. So a
+  batch or a server's rows use oneDNN, and one row uses it only with more than one thread and
+  weights too large for the last-level cache (where each product streams its matrix from memory
+  and more threads stream faster); otherwise MKL. ``benchmarks/generate_speed.py`` and
+  ``benchmarks/serve_speed.py`` race the result against ``transformers``;
 * q, k, v are one product, and so are a gated MLP's gate and up projections; each norm's weight is
   folded into the rows of the product that follows it (RMSNorm's with a factor √d, leaving only
   x·rsqrt(Σx² + d·eps) to compute; a LayerNorm's bias b becomes the product's bias b·W, added with
@@ -421,14 +422,22 @@ _BLOCK_ROWS = 8  # the rows oneDNN's blocked layout is tuned for (a server's bat
 _ONEDNN_LINEAR = torch.ops.mkldnn._linear_pointwise.default
 
 
-def product_form(rows: int, threads: int | None = None) -> str:
-    """How the packed step multiplies (see the module docstring): "onednn" for more than one thread
-    or more than one row when this PyTorch has oneDNN on the CPU, "mm" (MKL) otherwise. ``threads``
-    defaults to PyTorch's intra-op threads now."""
-    threads = torch.get_num_threads() if threads is None else threads
+def product_form(rows: int, weight_bytes: int, threads: int | None = None, cache_bytes: int | None = None) -> str:
+    """How the packed step multiplies (see the module docstring) when it decodes ``rows`` sequences
+    of a model of ``weight_bytes``: "onednn" for more than one row, or for one row on more than one
+    thread when the weights do not fit in the last-level cache (``cache_bytes``, default this
+    machine's; each product then streams its matrix from memory, and oneDNN streams it with every
+    thread); "mm" (MKL) otherwise, and wherever this PyTorch lacks oneDNN. ``threads`` defaults to
+    PyTorch's intra-op threads now."""
+    from lmkit.plan.measure import last_level_cache_bytes
+
     if not (torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled):
         return "mm"
-    return "onednn" if threads > 1 or rows > 1 else "mm"
+    if rows > 1:
+        return "onednn"
+    threads = torch.get_num_threads() if threads is None else threads
+    cache = last_level_cache_bytes() if cache_bytes is None else cache_bytes
+    return "onednn" if threads > 1 and cache is not None and weight_bytes > cache else "mm"
 
 
 _PACKED: weakref.WeakKeyDictionary[nn.Module, tuple[tuple[Any, ...], dict[str, PackedDecoder]]] = (
@@ -478,7 +487,7 @@ def packed_decoder(model: nn.Module, rows: int = 1) -> PackedDecoder | None:
     if not _packable(model):
         return None
     key = tuple((p.data_ptr(), p._version, p.dtype) for p in model.parameters())
-    form = product_form(rows)
+    form = product_form(rows, sum(p.numel() * p.element_size() for p in model.parameters()))
     hit = _PACKED.get(model)
     if hit is None or hit[0] != key:
         hit = _PACKED[model] = (key, {})

@@ -187,6 +187,27 @@ def probe_shape(tokens: int, d_model: int) -> tuple[int, int, int]:
     return m, k, n
 
 
+@functools.cache
+def last_level_cache_bytes() -> int | None:
+    """The largest CPU cache of this machine in bytes (Linux: the highest-level cache sysfs lists
+    for CPU 0), or None where the machine does not say."""
+    best: tuple[int, int] | None = None  # (level, bytes)
+    for index in Path("/sys/devices/system/cpu/cpu0/cache").glob("index*"):
+        try:
+            level = int((index / "level").read_text())
+            size = (index / "size").read_text().strip().upper()
+        except (OSError, ValueError):
+            continue
+        scale = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(size[-1:], 1)
+        try:
+            n = int(size.rstrip("KMG")) * scale
+        except ValueError:
+            continue
+        if best is None or (level, n) > best:
+            best = (level, n)
+    return None if best is None else best[1]
+
+
 def cpu_key() -> str:
     """What a precision probe depends on: the CPU's model and 16-bit flags and torch's version (the
     probe runs on one thread whatever the run's thread count: see ``_probe_rates``)."""
