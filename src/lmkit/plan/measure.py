@@ -191,21 +191,14 @@ def probe_shape(tokens: int, d_model: int) -> tuple[int, int, int]:
 def last_level_cache_bytes() -> int | None:
     """The largest CPU cache of this machine in bytes (Linux: the highest-level cache sysfs lists
     for CPU 0), or None where the machine does not say."""
-    best: tuple[int, int] | None = None  # (level, bytes)
+    caches = []  # (level, bytes)
     for index in Path("/sys/devices/system/cpu/cpu0/cache").glob("index*"):
         try:
-            level = int((index / "level").read_text())
-            size = (index / "size").read_text().strip().upper()
+            level, size = int((index / "level").read_text()), (index / "size").read_text().strip()
+            caches.append((level, int(size.rstrip("KMG")) << {"K": 10, "M": 20, "G": 30}.get(size[-1:], 0)))
         except (OSError, ValueError):
             continue
-        scale = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(size[-1:], 1)
-        try:
-            n = int(size.rstrip("KMG")) * scale
-        except ValueError:
-            continue
-        if best is None or (level, n) > best:
-            best = (level, n)
-    return None if best is None else best[1]
+    return max(caches)[1] if caches else None
 
 
 def cpu_key() -> str:
@@ -458,17 +451,9 @@ def record_memory(predicted: float, measured: float, what: str) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         lines = path.read_text().splitlines()[-(HISTORY_KEEP - 1) :] if path.exists() else []
-        lines.append(
-            json.dumps(
-                {
-                    "key": machine_key(),
-                    "predicted": predicted,
-                    "measured": measured,
-                    "what": what,
-                    "when": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                }
-            )
-        )
+        when = time.strftime("%Y-%m-%dT%H:%M:%S")
+        rec = {"key": machine_key(), "predicted": predicted, "measured": measured, "what": what, "when": when}
+        lines.append(json.dumps(rec))
         tmp = path.with_suffix(".tmp")
         tmp.write_text("\n".join(lines) + "\n")
         tmp.replace(path)
@@ -501,6 +486,7 @@ __all__ = [
     "check_predicted_time",
     "choose_cpu_precision",
     "cpu_key",
+    "last_level_cache_bytes",
     "device_peak_flops",
     "machine_key",
     "measure_matmul_peak",
