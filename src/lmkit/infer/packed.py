@@ -100,6 +100,8 @@ class PackedDecoder:
     def __init__(self, model: Decoder, form: str = "mm") -> None:
         if form not in PRODUCT_FORMS:
             raise ValueError(f"product form {form!r} is not one of {PRODUCT_FORMS}")
+        if form == "onednn" and not _ONEDNN_OPS:
+            raise ValueError("product form 'onednn': this PyTorch build has no oneDNN linear operators")
         cfg = model.cfg
         self.cfg = cfg
         self.form = form  # "mm": MKL addmm on (in, out) weights; "onednn": oneDNN on blocked weights
@@ -419,7 +421,8 @@ class _StepViews:
 
 PRODUCT_FORMS = ("mm", "onednn")
 _BLOCK_ROWS = 8  # the rows oneDNN's blocked layout is tuned for (a server's batch; one row runs well on it too)
-_ONEDNN_LINEAR = torch.ops.mkldnn._linear_pointwise.default
+_ONEDNN_LINEAR: Any = getattr(getattr(torch.ops.mkldnn, "_linear_pointwise", None), "default", None)
+_ONEDNN_OPS = _ONEDNN_LINEAR is not None and hasattr(torch.ops.mkldnn, "_reorder_linear_weight")  # else only "mm"
 
 
 def product_form(rows: int, weight_bytes: int, threads: int | None = None, cache_bytes: int | None = None) -> str:
@@ -431,13 +434,12 @@ def product_form(rows: int, weight_bytes: int, threads: int | None = None, cache
     PyTorch's intra-op threads now."""
     from lmkit.plan.measure import last_level_cache_bytes
 
-    if not (torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled):
+    if not (_ONEDNN_OPS and torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled):
         return "mm"
-    if rows > 1:
-        return "onednn"
     threads = torch.get_num_threads() if threads is None else threads
     cache = last_level_cache_bytes() if cache_bytes is None else cache_bytes
-    return "onednn" if threads > 1 and cache is not None and weight_bytes > cache else "mm"
+    past_cache = threads > 1 and cache is not None and weight_bytes > cache
+    return "onednn" if rows > 1 or past_cache else "mm"
 
 
 _PACKED: weakref.WeakKeyDictionary[nn.Module, tuple[tuple[Any, ...], dict[str, PackedDecoder]]] = (
