@@ -84,7 +84,7 @@ def test_rows_joining_and_leaving_equal_each_request_alone(layout: str, form: st
     assert type(pool).__name__ == kind.__name__  # (isinstance would narrow pool's type for what follows)
     if isinstance(pool, PackedRows):  # each product kernel, a lone row stepped with the other one;
         # room for 4 positions at first: the pool grows as rows do
-        other = next(f for f in PRODUCT_FORMS if f != form)
+        other = next((f for f in PRODUCT_FORMS if f != form), form)
         pool = PackedRows(
             PackedDecoder(model, form), capacity=4, max_len=40, start_len=4, one_row=PackedDecoder(model, other)
         )
@@ -121,6 +121,29 @@ def test_rows_joining_and_leaving_equal_each_request_alone(layout: str, form: st
                 seqs[i] = torch.cat([s, nxt[i : i + 1]], dim=1)
                 alone = model(seqs[i])[0, -1]
                 assert float((out[i] - alone).abs().max()) < 1e-5, (layout, step, i)
+
+
+def test_a_lone_row_steps_with_the_one_row_kernel_on_the_pool_cache() -> None:
+    model = _decoder("llama-gqa")
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)  # one thread: MKL for one row, oneDNN for the pool's rows
+        pool = decoder_rows(model, capacity=4, max_len=40)
+    finally:
+        torch.set_num_threads(threads)
+    assert isinstance(pool, PackedRows)
+    if "onednn" in PRODUCT_FORMS:
+        assert pool.packed.form == "onednn" and pool.one_row is not None and pool.one_row.form == "mm"
+    # the step really multiplies with the given copy: one whose vocabulary projection is doubled
+    doubled = PackedDecoder(model, "mm")
+    doubled.out = doubled.out * 2.0
+    ids = torch.randint(0, 300, (1, 5), generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        a, b = (PackedRows(PackedDecoder(model, "mm"), 2, 40, one_row=w) for w in (None, doubled))
+        for pool_ in (a, b):
+            pool_.add(pool_.prefill(ids, every=False)[1], 0)
+        nxt = torch.tensor([[7]])
+        torch.testing.assert_close(b.step(nxt), 2.0 * a.step(nxt), rtol=1e-5, atol=1e-5)
 
 
 def _run(engine: Engine, jobs: list[Job]) -> None:

@@ -24,7 +24,7 @@ fewer, cheaper operations:
   folded into the rows of the product that follows it (RMSNorm's with a factor √d, leaving only
   x·rsqrt(Σx² + d·eps) to compute; a LayerNorm's bias b becomes the product's bias b·W, added with
   the layer's own bias in one ``addmm``); the residual additions are fused into the output
-  products (``addmm``);
+  products (``addmm``; oneDNN's form adds its product in place);
 * rotary positions are one complex multiply: the rows of W_q and W_k are reordered (per head,
   identically for both, which leaves every q·k dot product unchanged) so that the pairs that
   "rotate half" turns together sit side by side as one complex number (GPT-NeoX rotates only the
@@ -42,8 +42,9 @@ fewer, cheaper operations:
   the block's input, normalised once), BLOOM (embedding LayerNorm, ALiBi's slope·key-position
   added to the scores).
 The model's own modules, weight names and training path are untouched; tests check the packed
-path against the plain forward pass, logits and tokens, for every layout. The copy costs one more
-set of the model's weights in memory and is rebuilt when the parameters change (an optimizer step).
+path against the plain forward pass, logits and tokens, for every layout. Each form in use costs one
+more set of the model's weights in memory (a process decoding both one row and several may hold
+two: a one-thread server does) and is rebuilt when the parameters change (an optimizer step).
 :func:`packed_decoder` returns None for models it does not recognise (a quantized or 16-bit
 checkpoint, another class, ALiBi with grouped-query attention, rotary heads of odd width): those use
 the model's own ``forward`` with a :class:`~lmkit.models.layers.KVCache`.
@@ -99,9 +100,7 @@ class PackedDecoder:
 
     def __init__(self, model: Decoder, form: str = "mm") -> None:
         if form not in PRODUCT_FORMS:
-            raise ValueError(f"product form {form!r} is not one of {PRODUCT_FORMS}")
-        if form == "onednn" and not _ONEDNN_OPS:
-            raise ValueError("product form 'onednn': this PyTorch build has no oneDNN linear operators")
+            raise ValueError(f"product form {form!r} is not one of this PyTorch build's {PRODUCT_FORMS}")
         cfg = model.cfg
         self.cfg = cfg
         self.form = form  # "mm": MKL addmm on (in, out) weights; "onednn": oneDNN on blocked weights
@@ -147,7 +146,7 @@ class PackedDecoder:
                 return wt.contiguous(), b
 
             rot = int(model.rope_cos.shape[-1]) if self.rotary else 0  # rotated dimensions of each head
-            self.layers: list[dict[str, torch.Tensor]] = []  # per layer: the matrices, (in, out)
+            self.layers: list[dict[str, torch.Tensor]] = []  # per layer: the matrices, (in, out) or blocked
             self.biases: list[dict[str, torch.Tensor | None]] = []  # and the bias of each product, if any
             for block in cast("Iterable[DecoderBlock]", model.blocks):  # a ModuleList yields Module
                 a, m = block.attn, block.mlp
@@ -169,7 +168,7 @@ class PackedDecoder:
                 layer["down"], bias["down"] = packed(None, [m.down_proj.weight], [m.down_proj.bias])  # (f, d)
                 self.layers.append(layer)
                 self.biases.append(bias)
-            self.out, self.out_b = packed(model.norm, [model.output_weight])  # (d, V)
+            self.out, self.out_b = packed(model.norm, [model.output_weight])  # (d, V) or blocked
             if self.rotary:
                 # e^{i·pos·θ_j} for each complex pair of [q | k | v]: the rotated pairs of q and k heads
                 # turn, the rest of each head and all of v are multiplied by 1 (exactly).
@@ -375,6 +374,7 @@ class PackedDecoder:
         matrices and kernel of ``weights`` (default: this copy's)."""
         n = x.shape[0]
         w = self if weights is None else weights
+        assert w.emb.data_ptr() == self.emb.data_ptr(), "step weights packed from another model"
         for layer, bias, kv, kh, vh in zip(w.layers, w.biases, r.kv, r.k, r.v):
             h = self._norm(x)
             w._mm(h, layer["qkv"], bias["qkv"], out=r.qkv)  # (n, width)
@@ -419,22 +419,21 @@ class _StepViews:
     v: list[torch.Tensor]
 
 
-PRODUCT_FORMS = ("mm", "onednn")
 _BLOCK_ROWS = 8  # the rows oneDNN's blocked layout is tuned for (a server's batch; one row runs well on it too)
 _ONEDNN_LINEAR: Any = getattr(getattr(torch.ops.mkldnn, "_linear_pointwise", None), "default", None)
-_ONEDNN_OPS = _ONEDNN_LINEAR is not None and hasattr(torch.ops.mkldnn, "_reorder_linear_weight")  # else only "mm"
+_ONEDNN_OPS = _ONEDNN_LINEAR is not None and hasattr(torch.ops.mkldnn, "_reorder_linear_weight")
+PRODUCT_FORMS = ("mm", "onednn") if _ONEDNN_OPS else ("mm",)  # the forms this PyTorch build can run
 
 
 def product_form(rows: int, weight_bytes: int, threads: int | None = None, cache_bytes: int | None = None) -> str:
-    """How the packed step multiplies (see the module docstring) when it decodes ``rows`` sequences
-    of a model of ``weight_bytes``: "onednn" for more than one row, or for one row on more than one
-    thread when the weights do not fit in the last-level cache (``cache_bytes``, default this
-    machine's; each product then streams its matrix from memory, and oneDNN streams it with every
-    thread); "mm" (MKL) otherwise, and wherever this PyTorch lacks oneDNN. ``threads`` defaults to
-    PyTorch's intra-op threads now."""
+    """How the packed step multiplies (module docstring) ``rows`` sequences of a model streaming
+    ``weight_bytes``: "onednn" for several rows, or for one row on several ``threads`` (default:
+    PyTorch's now) with weights past the last-level cache (``cache_bytes``, default this machine's:
+    each product then streams its matrix from memory, which oneDNN does on every thread); "mm"
+    (MKL) otherwise, and wherever this PyTorch lacks oneDNN."""
     from lmkit.plan.measure import last_level_cache_bytes
 
-    if not (_ONEDNN_OPS and torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled):
+    if not ("onednn" in PRODUCT_FORMS and torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled):
         return "mm"
     threads = torch.get_num_threads() if threads is None else threads
     cache = last_level_cache_bytes() if cache_bytes is None else cache_bytes
@@ -489,7 +488,9 @@ def packed_decoder(model: nn.Module, rows: int = 1) -> PackedDecoder | None:
     if not _packable(model):
         return None
     key = tuple((p.data_ptr(), p._version, p.dtype) for p in model.parameters())
-    form = product_form(rows, sum(p.numel() * p.element_size() for p in model.parameters()))
+    # the matrices a step streams: an untied embedding is only indexed
+    streamed = [p for n, p in model.named_parameters() if n != "tok_emb.weight" or model.lm_head is None]
+    form = product_form(rows, sum(p.numel() * p.element_size() for p in streamed))
     hit = _PACKED.get(model)
     if hit is None or hit[0] != key:
         hit = _PACKED[model] = (key, {})
