@@ -374,7 +374,7 @@ class PackedDecoder:
         matrices and kernel of ``weights`` (default: this copy's)."""
         n = x.shape[0]
         w = self if weights is None else weights
-        assert w.emb.data_ptr() == self.emb.data_ptr(), "step weights packed from another model"
+        assert weights is None or w.emb.data_ptr() == self.emb.data_ptr(), "step weights packed from another model"
         for layer, bias, kv, kh, vh in zip(w.layers, w.biases, r.kv, r.k, r.v):
             h = self._norm(x)
             w._mm(h, layer["qkv"], bias["qkv"], out=r.qkv)  # (n, width)

@@ -295,8 +295,9 @@ def _draw(probs: torch.Tensor, generator: torch.Generator | None) -> torch.Tenso
     torch draws a single sample as argmax(probs / q) with q ~ Exp(1) for every entry, from the
     generator, after checking that probs hold no NaN, inf or negative value and no row sums to 0;
     those checks are several passes over the row where the draw is one (a decode step's sampling
-    cost, ``benchmarks/generate_speed.py``), and a softmax of finite logits passes them (NaN logits, a broken model, are not refused here: greedy's argmax does not refuse them
-    either). The same draw is made here once :func:`_multinomial_draws_by_exponentials` has
+    cost, ``benchmarks/generate_speed.py``), and a softmax of finite logits passes them (NaN
+    logits, a broken model, are not refused here: greedy's argmax does not refuse them either).
+    The same draw is made here once :func:`_multinomial_draws_by_exponentials` has
     confirmed that this torch draws that way; otherwise ``torch.multinomial`` is called.
     """
     if not _multinomial_draws_by_exponentials():
