@@ -35,8 +35,7 @@ fewer, cheaper operations:
   and a one-token step lets each key/value head attend for its group of query heads at once.
 * :meth:`PackedDecoder.step_rows` is the same one-token step for rows at different positions (a
   server's requests, each as long as it is, ``lmkit.serve.rows``): each row's key/value goes to its own
-  position, rotary angles and learned positions are gathered per row, and a keep-mask hides the
-  positions past each row's own.
+  position, rotary angles and learned positions are gathered per row, and -inf hides what lies past it.
 * Every layout variant of the decoder is covered: Llama/Qwen2 (RMSNorm, SwiGLU, biases), GPT-2
   (learned positions, LayerNorm, plain tanh-GELU MLP), GPT-NeoX (parallel residual: the MLP reads
   the block's input, normalised once), BLOOM (embedding LayerNorm, ALiBi's slope·key-position
@@ -353,8 +352,9 @@ class PackedDecoder:
             x += self.pos[pos]
         if self.emb_norm is not None:
             x = self.emb_norm(x)
-        keep = (torch.arange(end, device=pos.device) <= pos[:, None])[:, None, None, :]  # (n, 1, 1, S)
-        mask = keep if self.alibi is None else self.alibi[:, :, :end].masked_fill(~keep, float("-inf"))  # (n, H, 1, S)
+        hide = (torch.arange(end, device=pos.device) > pos[:, None])[:, None, None, :]  # (n, 1, 1, S)
+        bias = self.alibi[:, :, :end] if self.alibi is not None else x.new_zeros(1, 1, 1, end)  # (1 or H, 1, S)
+        mask = bias.masked_fill(hide, float("-inf"))  # additive: SDPA runs it faster than a boolean mask
         slots = torch.arange(n, device=pos.device) * self.max_len + pos  # each row's new position, rows of (n·L, 2dkv)
         return self._one_token(x, self._rows(n), self.freqs[pos] if self.rotary else None, slots, end, mask, weights)
 
