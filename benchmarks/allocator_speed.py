@@ -42,7 +42,7 @@ def demo_shards(work: Path, config: str) -> Path:
     """The demo's curated corpus, packed with the recipe's vocabulary (built once into ``work``)."""
     from lmkit.config import load_run_config
     from lmkit.data.curate import curate
-    from lmkit.data.pack import prepare
+    from lmkit.data.prepare import prepare
     from lmkit.demo import gather_default_corpus
 
     curated, packed = work / "curated", work / "packed"

@@ -201,7 +201,7 @@ def test_cli_card_writes_appends_sections_and_refuses_overwrite(
 def test_curation_survival_as_the_trainer_records_it(tmp_path: Path) -> None:
     """`lmkit curate`'s report, summarised by the trainer into meta.json, reaches the card."""
     from lmkit.data.curate import curate
-    from lmkit.train.loop import curation_summary
+    from lmkit.train.record import curation_summary
 
     src = corpus(tmp_path / "raw")
     report = curate([src], tmp_path / "curated", workers=1, progress=False)

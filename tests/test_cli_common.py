@@ -145,7 +145,7 @@ def test_the_cli_docstring_lists_every_command_group_and_command() -> None:
 
     doc = lmkit.cli.__doc__ or ""
     groups = sorted(p.stem for p in CLI.glob("*.py") if p.stem not in ("__init__", "__main__", "common"))
-    assert len(groups) == 12
+    assert len(groups) == 13
     for group in groups:
         assert f"``{group}``" in doc, f"lmkit.cli's docstring does not list the {group} group"
     commands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices

@@ -737,7 +737,7 @@ def test_tokens_counted_with_a_given_tokenizer(tmp_path: Path) -> None:
 def test_curated_output_feeds_tokenizer_train_and_packing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from lmkit.cli import main
     from lmkit.config import DataConfig
-    from lmkit.data.pack import prepare
+    from lmkit.data.prepare import prepare
     from lmkit.tokenizer import Tokenizer
 
     make_corpus(tmp_path / "raw")

@@ -15,8 +15,9 @@ import torch.nn.functional as F
 from lmkit.cli import main
 from lmkit.config import ModelConfig, load_run_config
 from lmkit.data.shards import TokenShards
-from lmkit.infer.generate import generate, generate_seq2seq_ids
+from lmkit.infer.generate import generate_seq2seq_ids
 from lmkit.infer.sampling import GenerationConfig
+from lmkit.infer.text import generate
 from lmkit.models import build_model, count_parameters
 from lmkit.models import encdec as ED
 from lmkit.models.checkpoint import load_model, load_tokenizer

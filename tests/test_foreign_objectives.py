@@ -24,7 +24,8 @@ import torch
 from tokenizers import AddedToken, decoders, models, normalizers, pre_tokenizers, processors, trainers
 from tokenizers import Tokenizer as HFTokenizer
 
-from lmkit.config import ConfigError, ModelConfig, model_config_from_dict
+from lmkit.config import ModelConfig, model_config_from_dict
+from lmkit.config_io import ConfigError
 from lmkit.errors import LmkitError
 from lmkit.infer.fillmask import encode_with_masks, fill_mask
 from lmkit.models import build_model

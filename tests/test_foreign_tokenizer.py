@@ -28,8 +28,8 @@ from lmkit.data.pack import pack
 from lmkit.data.shards import TokenShards
 from lmkit.errors import LmkitError
 from lmkit.infer.evaluate import evaluate_checkpoint
-from lmkit.infer.generate import generate
 from lmkit.infer.sampling import GenerationConfig
+from lmkit.infer.text import generate
 from lmkit.models import build_model
 from lmkit.models.checkpoint import load_meta, load_tokenizer, save_checkpoint
 from lmkit.token_roles import ROLES_FILE

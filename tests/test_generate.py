@@ -12,7 +12,7 @@ import torch
 from lmkit.cli import main
 from lmkit.config import ModelConfig
 from lmkit.errors import LmkitError
-from lmkit.infer.generate import generate, generate_ids, generate_seq2seq_ids
+from lmkit.infer.generate import generate_ids, generate_seq2seq_ids
 from lmkit.infer.packed import PackedDecoder, packed_decoder
 from lmkit.infer.sampling import (
     GenerationConfig,
@@ -23,6 +23,7 @@ from lmkit.infer.sampling import (
     top_k_filter,
     top_p_filter,
 )
+from lmkit.infer.text import generate
 from lmkit.models import build_model
 from lmkit.models.checkpoint import save_checkpoint
 from lmkit.models.decoder import Decoder

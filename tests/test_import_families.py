@@ -24,7 +24,8 @@ os.environ["TRANSFORMERS_OFFLINE"] = "1"
 import transformers  # noqa: E402
 
 from foundation_models import BART_BASE, DISTILROBERTA, FLAN_T5_SMALL, build_hf, tol  # noqa: E402
-from lmkit.config import ConfigError, ModelConfig, model_config_from_dict  # noqa: E402
+from lmkit.config import ModelConfig, model_config_from_dict  # noqa: E402
+from lmkit.config_io import ConfigError  # noqa: E402
 from lmkit.errors import LmkitError  # noqa: E402
 from lmkit.infer.generate import generate_seq2seq_ids  # noqa: E402
 from lmkit.infer.sampling import GenerationConfig  # noqa: E402
@@ -351,7 +352,7 @@ def test_bart_with_its_byte_level_bpe_tokenizer_decodes_from_eos_as_transformers
     """A BART import carrying its tokenizer (bart-base's kind: byte-level BPE, <s> <pad> </s> <unk>, <mask> last):
     generation starts from </s> (the config's decoder_start_token_id), greedy tokens equal transformers', and
     the export (verified with the tokenizer's ids) is BART again."""
-    from lmkit.infer.generate import generate_seq2seq
+    from lmkit.infer.text import generate_seq2seq
     from lmkit.models.checkpoint import load_tokenizer
     from test_foreign_objectives import _byte_bpe
 

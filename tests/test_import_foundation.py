@@ -21,7 +21,8 @@ os.environ["TRANSFORMERS_OFFLINE"] = "1"
 import transformers  # noqa: E402
 
 from foundation_models import build_hf, tol  # noqa: E402
-from lmkit.config import ConfigError, ModelConfig, model_config_from_dict  # noqa: E402
+from lmkit.config import ModelConfig, model_config_from_dict  # noqa: E402
+from lmkit.config_io import ConfigError  # noqa: E402
 from lmkit.errors import LmkitError  # noqa: E402
 from lmkit.infer.generate import generate_ids  # noqa: E402
 from lmkit.infer.packed import PRODUCT_FORMS, PackedDecoder, packed_decoder  # noqa: E402

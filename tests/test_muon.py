@@ -11,7 +11,8 @@ import torch
 from safetensors.torch import load_file
 
 from lmkit.cli import main
-from lmkit.config import ConfigError, ModelConfig, TrainConfig
+from lmkit.config import ModelConfig, TrainConfig
+from lmkit.config_io import ConfigError
 from lmkit.models import build_model
 from lmkit.train.muon import MuonWithAdamW
 from lmkit.train.steps import make_optimizer

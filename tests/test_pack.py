@@ -13,7 +13,8 @@ import torch
 
 from lmkit.config import DataConfig
 from lmkit.data.document import Document
-from lmkit.data.pack import in_val_split, pack, prepare
+from lmkit.data.pack import in_val_split, pack
+from lmkit.data.prepare import prepare
 from lmkit.data.shards import TokenShards
 from lmkit.errors import LmkitError
 from lmkit.tokenizer import Tokenizer, train_tokenizer

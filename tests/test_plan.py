@@ -497,7 +497,7 @@ def random_words_corpus(folder: Path, n_docs: int = 1200, seed: int = 0) -> Path
 def packed(tmp_path_factory: pytest.TempPathFactory) -> dict[int, Path]:
     """Packed shard folders (vocabulary 512, 4,096 and 8,192) of one small corpus."""
     from lmkit.config import DataConfig
-    from lmkit.data.pack import prepare
+    from lmkit.data.prepare import prepare
 
     root = tmp_path_factory.mktemp("plan_mem")
     data = random_words_corpus(root / "data")

@@ -253,12 +253,12 @@ def test_yes_starts_what_is_predicted_to_take_over_a_day(
 ) -> None:
     """1e14 FLOPs at an injected 1 GFLOP/s: 27.8 hours. Without --yes: one line; with it, the work
     starts (stopped here where it would pack the data or build the arms)."""
-    import lmkit.data.pack
+    import lmkit.data.prepare
     import lmkit.lab.adapt.experiment
     import lmkit.plan.measure
 
     monkeypatch.setattr(lmkit.plan.measure, "training_rate", lambda *a: (1e9, "an injected rate"))
-    monkeypatch.setattr(lmkit.data.pack, "prepare", _start)
+    monkeypatch.setattr(lmkit.data.prepare, "prepare", _start)
     monkeypatch.setattr(lmkit.lab.adapt.experiment, "open_experiment", _start)
     argv = [*_argv(command, inputs), "--out", str(tmp_path / "o")]
     assert main(argv) == 2

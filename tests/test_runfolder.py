@@ -282,7 +282,7 @@ TMP_CKPT = re.compile(r"^\.ckpt-(\d+)\.tmp-")
 
 def _packed(tmp_path: Path) -> Path:
     """Shards packed once, shared by the reference run and the killed one (no packing per start)."""
-    from lmkit.data.pack import prepare
+    from lmkit.data.prepare import prepare
 
     cfg = small_cfg(corpus(tmp_path / "data", n_docs=120), tmp_path / "prep")
     prepare(cfg.data, tmp_path / "prep", cfg.model.vocab_size, show_progress=False)

@@ -17,7 +17,7 @@ import torch
 
 from lmkit.cli import main
 from lmkit.config import ModelConfig
-from lmkit.infer.generate import generate, generate_ids, generate_seq2seq_ids
+from lmkit.infer.generate import generate_ids, generate_seq2seq_ids
 from lmkit.infer.sampling import (
     GenerationConfig,
     _draw,
@@ -27,6 +27,7 @@ from lmkit.infer.sampling import (
     process_logits,
     within_vocabulary,
 )
+from lmkit.infer.text import generate
 from lmkit.models import build_model
 from lmkit.models.checkpoint import save_checkpoint
 from lmkit.tokenizer import Tokenizer, train_tokenizer

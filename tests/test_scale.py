@@ -23,7 +23,8 @@ from lmkit.lab.scale.approach3 import (
     score,
     start_grid,
 )
-from lmkit.lab.scale.fit import Points, approach2, drop_highest, read_points
+from lmkit.lab.scale.fit import approach2
+from lmkit.lab.scale.points import Points, drop_highest, read_points
 from lmkit.plan import make_plan
 from lmkit.plan.chinchilla import ScalingFit, load_scaling_law
 
@@ -425,7 +426,7 @@ def test_sweep_trains_from_a_packed_shard_folder(tmp_path: Path, capsys: pytest.
     import random
 
     from lmkit.config import load_run_config
-    from lmkit.data.pack import prepare
+    from lmkit.data.prepare import prepare
     from lmkit.lab.scale.sweep import sweep
 
     rng = random.Random(1)

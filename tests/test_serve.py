@@ -117,8 +117,8 @@ def test_completion_stream_equals_non_stream(client: openai.OpenAI, tok: Tokeniz
 
 
 def test_greedy_matches_lmkit_generate(client: openai.OpenAI, model: torch.nn.Module, tok: Tokenizer) -> None:
-    from lmkit.infer.generate import generate
     from lmkit.infer.sampling import GenerationConfig
+    from lmkit.infer.text import generate
 
     ref = generate(model, tok, "a dog likes", GenerationConfig(max_new_tokens=10, stop_at_eos=True))
     r = client.completions.create(model="tiny", prompt="a dog likes", max_tokens=10, temperature=0)
@@ -328,8 +328,8 @@ def test_encoder_checkpoint_fills_masks_and_refuses_completions(tok: Tokenizer) 
 
 
 def test_encoder_decoder_checkpoint_completes(tok: Tokenizer) -> None:
-    from lmkit.infer.generate import generate
     from lmkit.infer.sampling import GenerationConfig
+    from lmkit.infer.text import generate
 
     cfg = ModelConfig(family="encdec", vocab_size=tok.vocab_size, d_model=32, n_layers=2, n_heads=4, max_seq_len=48)
     torch.manual_seed(0)

@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 import torch
 
-from lmkit.config import ConfigError, load_run_config
+from lmkit.config import load_run_config
+from lmkit.config_io import ConfigError
 from lmkit.data.shards import TokenShards
 from lmkit.errors import LmkitError
 from lmkit.models.checkpoint import list_checkpoints, load_meta, load_model, load_tokenizer

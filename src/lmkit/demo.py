@@ -223,8 +223,8 @@ def run_demo(
     from lmkit import plan
     from lmkit.data.curate import curate
     from lmkit.data.read import iter_documents
-    from lmkit.infer.generate import generate
     from lmkit.infer.sampling import GenerationConfig
+    from lmkit.infer.text import generate
     from lmkit.models import checkpoint
     from lmkit.ship.card.render import render_card
     from lmkit.ship.hub import Hub

@@ -16,7 +16,7 @@ What this module owns:
   (``torch.round`` then clamp) because torch's quantized-tensor API (``torch.quantize_per_channel``)
   is deprecated in the PyTorch this project pins.
 - ``report(value)``: everything ``lmkit numerics`` shows, as data (the command and its printing
-  live in ``lmkit.cli.plan``).
+  live in ``lmkit.cli.numerics``).
 
 Imports nothing from lmkit except ``lmkit.errors``.
 """

@@ -1,10 +1,11 @@
 """The ``lmkit`` command line: one entry point; each command group has its own module.
 
-The twelve groups, each holding its commands' flags, runners and printing:
+The thirteen groups, each holding its commands' flags, runners and printing:
 
 * ``data``: curate, mix, tokenizer (train, stats)
 * ``train``: pretrain, finetune-head, demo
-* ``plan``: plan, numerics
+* ``plan``: plan
+* ``numerics``: numerics
 * ``families``: families
 * ``infer``: generate, evaluate, fill-mask, viz (attention, embeddings)
 * ``ship``: quantize, export, import-hf, card
@@ -29,7 +30,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from lmkit.cli import adapt, compare, data, families, hub, icl, infer, plan, scale, serve, ship, train
+from lmkit.cli import adapt, compare, data, families, hub, icl, infer, numerics, plan, scale, serve, ship, train
 from lmkit.cli.common import check_shared_flags
 from lmkit.errors import LmkitError
 
@@ -76,7 +77,7 @@ ADDERS: tuple[Callable[[Any], None], ...] = (
     infer.add_generate,
     train.add_demo,
     plan.add_plan,
-    plan.add_numerics,
+    numerics.add_numerics,
     ship.add_quantize,
     infer.add_evaluate,
     ship.add_export,

@@ -184,7 +184,7 @@ def add_yes(
 
 def add_run_config(p: argparse.ArgumentParser, what: str, required: bool = False, note: str = "") -> None:
     """``--config``: the run config ``what`` a command trains from, a YAML file or a recipe lmkit ships
-    (``lmkit.config.resolve_recipe``)."""
+    (``lmkit.config_io.resolve_recipe``)."""
     p.add_argument(
         "--config",
         required=required,

@@ -102,8 +102,8 @@ def _style(text: str, code: str, on: bool) -> str:
 
 def _run_generate(args: argparse.Namespace) -> int:
     """``lmkit generate CKPT "prompt" [...]``: print the prompt followed by its completion."""
-    from lmkit.infer.generate import generate
     from lmkit.infer.sampling import N_CANDIDATES, GenerationConfig, format_step
+    from lmkit.infer.text import generate
     from lmkit.models.checkpoint import load_model, load_model_config, load_tokenizer
     from lmkit.models.registry import spec_of
 

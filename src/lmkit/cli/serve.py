@@ -74,8 +74,9 @@ def _run_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from lmkit.errors import LmkitError
-    from lmkit.serve.app import ServeOptions, create_app
+    from lmkit.serve.app import create_app
     from lmkit.serve.batcher import load_engine
+    from lmkit.serve.schema import ServeOptions
 
     if not 1 <= args.port <= 65535:
         raise LmkitError(f"--port must be 1..65535, got {args.port}")

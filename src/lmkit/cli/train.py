@@ -170,7 +170,7 @@ def _run_pretrain(args: argparse.Namespace) -> int:
         raise LmkitError(f"--collective-timeout must be a positive number of seconds, not {args.collective_timeout}")
     init_distributed(args.collective_timeout)  # under torchrun: joined here, with the timeout
     if args.resume:
-        from lmkit.config import load_yaml
+        from lmkit.config_io import load_yaml
         from lmkit.models.checkpoint import list_checkpoints
 
         out = Path(str(args.out or (load_yaml(args.config).get("out") if args.config else None) or RunConfig().out))

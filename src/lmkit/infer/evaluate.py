@@ -205,7 +205,7 @@ def held_out(
     resolved = ckpt / "resolved.yaml"
     if not resolved.is_file():
         return None
-    from lmkit.config import load_yaml
+    from lmkit.config_io import load_yaml
 
     raw = load_yaml(resolved)
     d = raw.get("data") or {}

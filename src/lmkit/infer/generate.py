@@ -1,13 +1,15 @@
-"""Text generation: greedy and sampled decoding with a KV cache, explained step by step.
+"""Token generation: greedy and sampled decoding with a KV cache, explained step by step.
 
 What this module owns:
 
-* The decode loops: :func:`generate` (prompt text in, :class:`GenerationResult` out) for decoder
-  and encoder-decoder checkpoints, :func:`generate_ids` (token ids in, token ids out) for
-  decoders, :func:`generate_seq2seq_ids` for encoder-decoders.
-* Not here: choosing each token (settings, temperature, top-k, top-p, an explanation and its table,
-  never an id past the tokenizer's: ``within_vocabulary``) is :mod:`lmkit.infer.sampling`; the hand-laid CPU
-  decode step is :mod:`lmkit.infer.packed`; the ``lmkit generate`` command is :mod:`lmkit.cli.infer`.
+* The decode loops over token ids: :func:`generate_ids` (token ids in, token ids out) for
+  decoders, :func:`generate_seq2seq_ids` for encoder-decoders, and the loops under them
+  (:func:`decode_loop`, :func:`decoder_loop`, :func:`seq2seq_loop`) that the text-level API runs too.
+* Not here: text in, text out (:func:`~lmkit.infer.text.generate`, its ``GenerationResult``) is
+  :mod:`lmkit.infer.text`; choosing each token (settings, temperature, top-k, top-p, an explanation
+  and its table, never an id past the tokenizer's: ``within_vocabulary``) is :mod:`lmkit.infer.sampling`;
+  the hand-laid CPU decode step is :mod:`lmkit.infer.packed`; the ``lmkit generate`` command is
+  :mod:`lmkit.cli.infer`.
 
 How decoding runs. A decoder reads the prompt once (the "prefill", which fills the key/value
 cache) and then feeds one new token per step, attending to the cached keys/values of everything
@@ -22,10 +24,9 @@ cross-attention keys/values once, and decodes from a start token with a self-att
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
-from typing import Any, Literal, cast
+from dataclasses import dataclass
+from typing import Literal, cast
 
 import torch
 from torch import nn
@@ -45,13 +46,15 @@ StopReason = Literal["eos", "max_new_tokens", "context window"]
 
 
 @dataclass
-class _LoopResult:
+class LoopResult:
+    """What one decode loop made, and why it stopped."""
+
     tokens: torch.Tensor  # (B, n) generated ids
     stop_reason: StopReason
     steps: list[StepExplanation]
 
 
-def _decode_loop(
+def decode_loop(
     prefill: Callable[[], torch.Tensor],
     step: Callable[[torch.Tensor], torch.Tensor],
     n_max: int,
@@ -62,7 +65,7 @@ def _decode_loop(
     explain: bool = False,
     on_token: Callable[[int], None] | None = None,
     vocab: int | None = None,
-) -> _LoopResult:
+) -> LoopResult:
     """Run choose_next / step until EOS (every row), ``n_max`` tokens or the context limit.
 
     ``prefill()`` returns the first next-token logits (B, V); ``step(tokens (B, 1))`` feeds the
@@ -105,13 +108,13 @@ def _decode_loop(
                     break
         if n < n_max:
             logits = within_vocabulary(step(token[:, None]), vocab)
-    return _LoopResult(out[:, :n], reason, steps)
+    return LoopResult(out[:, :n], reason, steps)
 
 
 # --------------------------------------------------------------------------- decoder
 
 
-class _EvalMode:
+class EvalMode:
     """Put a module in eval mode for a block and restore its previous mode after."""
 
     def __init__(self, model: nn.Module) -> None:
@@ -127,7 +130,7 @@ class _EvalMode:
             self.model.train()
 
 
-def _device(model: nn.Module) -> torch.device:
+def model_device(model: nn.Module) -> torch.device:
     """Where the model's tensors live (parameters, or buffers for a fully quantized model)."""
     for p in model.parameters():
         return p.device
@@ -136,7 +139,7 @@ def _device(model: nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
-def _decodes(model: nn.Module) -> Decodes:
+def decodes_of(model: nn.Module) -> Decodes:
     """How ``model`` writes text (``causal`` or ``seq2seq``: its family's), or one line saying it does not."""
     family = getattr(getattr(model, "cfg", None), "family", None)
     spec = SPECS.get(str(family))
@@ -148,7 +151,7 @@ def _decodes(model: nn.Module) -> Decodes:
     return spec.decodes
 
 
-def _decoder_loop(
+def decoder_loop(
     model: Decoder,
     input_ids: torch.Tensor,
     gen_cfg: GenerationConfig,
@@ -158,7 +161,9 @@ def _decoder_loop(
     explain: bool = False,
     on_token: Callable[[int], None] | None = None,
     vocab: int | None = None,
-) -> _LoopResult:
+) -> LoopResult:
+    """A decoder's loop over ``input_ids`` (B, T): prompt and new tokens in one context window,
+    through the packed step, the model's own KV cache, or (``cache=False``) the whole sequence."""
     window = model.cfg.max_seq_len
     B, T = input_ids.shape
     if T < 1:
@@ -201,7 +206,7 @@ def _decoder_loop(
             def step(tok: torch.Tensor) -> torch.Tensor:
                 return model(tok, kv)[:, -1]
 
-    return _decode_loop(prefill, step, n_max, limit, gen_cfg, generator, eos_id, explain, on_token, vocab)
+    return decode_loop(prefill, step, n_max, limit, gen_cfg, generator, eos_id, explain, on_token, vocab)
 
 
 def generate_ids(
@@ -222,22 +227,22 @@ def generate_ids(
     ``generator`` defaults to one seeded with ``gen_cfg.seed``.
     """
     gen_cfg.validate()
-    if _decodes(model) != "causal":
+    if decodes_of(model) != "causal":
         raise LmkitError("generate_ids is for decoder models; use generate_seq2seq_ids for encoder-decoders")
-    device = _device(model)
+    device = model_device(model)
     if generator is None and not gen_cfg.greedy:
         generator, _ = make_generator(gen_cfg.seed, device)
     ids = input_ids.to(device)
-    with torch.inference_mode(), _EvalMode(model):
+    with torch.inference_mode(), EvalMode(model):
         # a model that decodes causally (checked above) is a Decoder
-        res = _decoder_loop(cast(Decoder, model), ids, gen_cfg, cache, eos_id, generator, vocab=vocab)
+        res = decoder_loop(cast(Decoder, model), ids, gen_cfg, cache, eos_id, generator, vocab=vocab)
     return torch.cat([ids, res.tokens], dim=1)
 
 
 # --------------------------------------------------------------------------- encoder-decoder
 
 
-def _seq2seq_loop(
+def seq2seq_loop(
     model: EncoderDecoder,
     input_ids: torch.Tensor,
     gen_cfg: GenerationConfig,
@@ -249,7 +254,9 @@ def _seq2seq_loop(
     on_token: Callable[[int], None] | None = None,
     attention_mask: torch.Tensor | None = None,
     vocab: int | None = None,
-) -> _LoopResult:
+) -> LoopResult:
+    """An encoder-decoder's loop: encode ``input_ids`` (B, S) once, then decode from ``start_id``
+    (with ``cache``, the cross-attention keys/values projected once and a self-attention cache)."""
     B, S = input_ids.shape
     if S > model.cfg.max_seq_len:
         raise LmkitError(
@@ -280,7 +287,7 @@ def _seq2seq_loop(
             dec = torch.cat([dec, tok], dim=1)
             return model.logits(model.decode(dec, enc, attention_mask)[:, -1])
 
-    return _decode_loop(prefill, run, n_max, "max_new_tokens", gen_cfg, generator, eos_id, explain, on_token, vocab)
+    return decode_loop(prefill, run, n_max, "max_new_tokens", gen_cfg, generator, eos_id, explain, on_token, vocab)
 
 
 def generate_seq2seq_ids(
@@ -303,14 +310,14 @@ def generate_seq2seq_ids(
     (``lmkit.models.encdec.EncoderDecoder``).
     """
     gen_cfg.validate()
-    if _decodes(model) != "seq2seq":
+    if decodes_of(model) != "seq2seq":
         raise LmkitError("generate_seq2seq_ids is for encoder-decoder models")
-    device = _device(model)
+    device = model_device(model)
     if generator is None and not gen_cfg.greedy:
         generator, _ = make_generator(gen_cfg.seed, device)
-    with torch.inference_mode(), _EvalMode(model):
+    with torch.inference_mode(), EvalMode(model):
         # a model that decodes seq2seq (checked above) is an EncoderDecoder
-        res = _seq2seq_loop(
+        res = seq2seq_loop(
             cast(EncoderDecoder, model),
             input_ids.to(device),
             gen_cfg,
@@ -324,218 +331,4 @@ def generate_seq2seq_ids(
     return res.tokens
 
 
-# --------------------------------------------------------------------------- text in, text out
-
-
-@dataclass
-class GenerationResult:
-    """One generation: the prompt, what was added, and how it went."""
-
-    prompt: str
-    completion: str
-    text: str  # prompt + completion
-    prompt_ids: list[int]  # the ids the model read (after truncation)
-    token_ids: list[int]  # generated ids (including a final EOS when it stopped there)
-    stop_reason: StopReason
-    tokens_per_s: float
-    elapsed_s: float
-    truncated_tokens: int = 0  # prompt tokens dropped by truncate="left"
-    steps: list[StepExplanation] = field(default_factory=list)  # with explain=True
-    settings: dict[str, Any] = field(default_factory=dict)  # GenerationConfig fields, seed resolved
-
-    def to_dict(self) -> dict[str, Any]:
-        d = {
-            "prompt": self.prompt,
-            "completion": self.completion,
-            "text": self.text,
-            "tokens": self.token_ids,
-            "prompt_tokens": len(self.prompt_ids),
-            "new_tokens": len(self.token_ids),
-            "truncated_prompt_tokens": self.truncated_tokens,
-            "stop_reason": self.stop_reason,
-            "tokens_per_s": round(self.tokens_per_s, 2),
-            "elapsed_s": round(self.elapsed_s, 4),
-            "settings": self.settings,
-        }
-        if self.steps:
-            d["steps"] = [asdict(s) for s in self.steps]
-        return d
-
-
-def _completion_text(tokenizer: Any, prompt_ids: list[int], new_ids: list[int], seq2seq: bool = False) -> str:
-    """Text the new ids add after the prompt, decoded together with the prompt so that a character
-    whose bytes straddle the boundary comes out whole. An encoder-decoder's output keeps its
-    sentinels (``<extra_id_0> filled span <extra_id_1> ...``), which say which gap each span fills."""
-    if seq2seq:
-        plain = {tokenizer.pad_id, tokenizer.bos_id, tokenizer.eos_id}
-        return tokenizer.decode([i for i in new_ids if i not in plain], skip_special=False)
-    if not prompt_ids:
-        return tokenizer.decode(new_ids)
-    before = tokenizer.decode(prompt_ids)
-    full = tokenizer.decode(prompt_ids + new_ids)
-    return full[len(before) :] if full.startswith(before) else tokenizer.decode(new_ids)
-
-
-def generate(
-    model: LanguageModel,
-    tokenizer: Any,
-    prompt: str,
-    gen_cfg: GenerationConfig | None = None,
-    explain: bool = False,
-    stream: Callable[[str], None] | None = None,
-    start_id: int | None = None,
-) -> GenerationResult:
-    """Complete ``prompt`` with a decoder (or answer it with an encoder-decoder).
-
-    Decoder: the prompt (after BOS where the model's tokenizer adds one) is read once into the KV
-    cache, then one token is added per step until any of the model's eos ids; "" starts from BOS. A prompt longer than the context window is an
-    error, or with ``truncate="left"`` loses its first tokens so that the prompt and
-    ``max_new_tokens`` fit. Encoder-decoder: see :func:`generate_seq2seq`.
-    ``stream`` receives the completion piece by piece as it is generated.
-    """
-    gen_cfg = gen_cfg or GenerationConfig()
-    gen_cfg.validate()
-    if _decodes(model) == "seq2seq":
-        return generate_seq2seq(
-            cast(EncoderDecoder, model), tokenizer, prompt, gen_cfg, explain=explain, stream=stream, start_id=start_id
-        )
-    decoder = cast(Decoder, model)  # _decodes lets only the causal and seq2seq families through
-    ids = tokenizer.prompt_ids(prompt)  # BOS first where the model's tokenizer adds one; "" is BOS alone
-    window = model.cfg.max_seq_len
-    truncated = 0
-    if gen_cfg.truncate == "left":
-        keep = max(1, min(window - 1, window - gen_cfg.max_new_tokens))
-        if len(ids) > keep:
-            truncated = len(ids) - keep
-            ids = ids[truncated:]
-    elif len(ids) >= window:
-        raise LmkitError(
-            f"prompt is {len(ids)} tokens but the context window is {window} tokens "
-            f"(at most {window - 1} leave room for a new token); shorten it or use --truncate left"
-        )
-    return _run_text(
-        model,
-        tokenizer,
-        prompt,
-        ids,
-        truncated,
-        gen_cfg,
-        explain,
-        stream,
-        lambda inp, g, on_tok: _decoder_loop(
-            decoder, inp, gen_cfg, True, tokenizer.eos_ids, g, explain, on_tok, tokenizer.vocab_size
-        ),
-    )
-
-
-def generate_seq2seq(
-    model: EncoderDecoder,
-    tokenizer: Any,
-    prompt: str,
-    gen_cfg: GenerationConfig | None = None,
-    explain: bool = False,
-    stream: Callable[[str], None] | None = None,
-    start_id: int | None = None,
-) -> GenerationResult:
-    """Encoder-decoder generation from text: the encoder reads ``prompt`` + EOS once (inside the model's own
-    template where its tokenizer puts tokens before a text: BART's ``<s> .. </s>``), the decoder
-    writes from ``start_id`` (default: the pad token, T5's decoder start) until EOS.
-
-    The prompt may hold special tokens such as ``<extra_id_0>`` (span infilling); the result's
-    ``text`` is the prompt followed by the decoded output.
-    """
-    gen_cfg = gen_cfg or GenerationConfig()
-    gen_cfg.validate()
-    if start_id is None:
-        start_id = tokenizer.decoder_start_id
-    ids = tokenizer.encoder_ids(prompt)
-    window = model.cfg.max_seq_len
-    truncated = 0
-    if len(ids) > window:
-        if gen_cfg.truncate != "left":
-            raise LmkitError(
-                f"input is {len(ids)} tokens but the encoder's context window is {window} tokens; "
-                "shorten it or use --truncate left"
-            )
-        truncated = len(ids) - window
-        ids = ids[truncated:]
-    return _run_text(
-        model,
-        tokenizer,
-        prompt,
-        ids,
-        truncated,
-        gen_cfg,
-        explain,
-        stream,
-        lambda inp, g, on_tok: _seq2seq_loop(
-            model, inp, gen_cfg, start_id, True, tokenizer.eos_id, g, explain, on_tok, vocab=tokenizer.vocab_size
-        ),
-        seq2seq=True,
-    )
-
-
-def _run_text(
-    model: nn.Module,
-    tokenizer: Any,
-    prompt: str,
-    ids: list[int],
-    truncated: int,
-    gen_cfg: GenerationConfig,
-    explain: bool,
-    stream: Callable[[str], None] | None,
-    loop: Callable[[torch.Tensor, torch.Generator | None, Callable[[int], None] | None], _LoopResult],
-    seq2seq: bool = False,
-) -> GenerationResult:
-    device = _device(model)
-    generator, seed = make_generator(gen_cfg.seed, device) if not gen_cfg.greedy else (None, gen_cfg.seed)
-    context_ids = [] if seq2seq else ids  # what the completion text continues
-    on_token = None
-    if stream is not None:
-        made: list[int] = []
-        shown = [0]
-
-        def on_token(tok: int) -> None:
-            made.append(tok)
-            text = _completion_text(tokenizer, context_ids, made, seq2seq)
-            if text.endswith("\ufffd"):
-                return  # a character's bytes are not all there yet
-            if len(text) > shown[0]:
-                stream(text[shown[0] :])
-                shown[0] = len(text)
-
-    inp = torch.tensor([ids], dtype=torch.long, device=device)
-    t0 = time.perf_counter()
-    with torch.inference_mode(), _EvalMode(model):
-        res = loop(inp, generator, on_token)
-    elapsed = time.perf_counter() - t0
-    new = res.tokens[0].tolist()
-    text_ids = new[:-1] if new and res.stop_reason == "eos" else new
-    completion = _completion_text(tokenizer, context_ids, text_ids, seq2seq)
-    if stream is not None and len(completion) > shown[0]:
-        stream(completion[shown[0] :])
-    for s in res.steps:
-        for c in s.candidates:
-            c.token = tokenizer.token_str(c.token_id)
-    settings = asdict(gen_cfg)
-    settings["seed"] = seed
-    if seq2seq:
-        text = prompt + ("\n" if prompt and completion else "") + completion
-    else:
-        text = prompt + completion
-    return GenerationResult(
-        prompt=prompt,
-        completion=completion,
-        text=text,
-        prompt_ids=ids,
-        token_ids=new,
-        stop_reason=res.stop_reason,
-        tokens_per_s=len(new) / elapsed if elapsed > 0 else 0.0,
-        elapsed_s=elapsed,
-        truncated_tokens=truncated,
-        steps=res.steps,
-        settings=settings,
-    )
-
-
-__all__ = ["GenerationResult", "StopReason", "generate", "generate_ids", "generate_seq2seq", "generate_seq2seq_ids"]
+__all__ = ["StopReason", "generate_ids", "generate_seq2seq_ids"]

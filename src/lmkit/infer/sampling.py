@@ -43,7 +43,8 @@ from typing import Literal
 
 import torch
 
-from lmkit.config import SEED_MAX, ConfigError, validate_seed
+from lmkit.config import SEED_MAX, validate_seed
+from lmkit.config_io import ConfigError
 
 Truncate = Literal["error", "left"]
 N_CANDIDATES = 5  # candidates shown per step by --explain

@@ -48,16 +48,8 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from lmkit import __version__
-from lmkit.config import (
-    ModelConfig,
-    RunConfig,
-    TrainConfig,
-    apply_overrides,
-    load_run_config,
-    model_config_from_dict,
-    save_yaml,
-    to_dict,
-)
+from lmkit.config import ModelConfig, RunConfig, TrainConfig, load_run_config, model_config_from_dict, save_yaml
+from lmkit.config_io import apply_overrides, to_dict
 from lmkit.errors import LmkitError
 from lmkit.files import is_stamped, replace_dir, sha256_file, write_json_atomic
 from lmkit.models import LanguageModel

@@ -33,7 +33,7 @@ its adapter's (``lmkit.models.hf_adapters.bart``).
 
 Generation: ``encode`` runs once, ``cross_kv`` projects the encoder states to every decoder layer's
 cross-attention keys/values once, and ``decode`` advances the decoder with a ``KVCache`` for its
-self-attention (see ``lmkit.infer.generate.generate_seq2seq``).
+self-attention (see ``lmkit.infer.text.generate_seq2seq``).
 """
 
 from __future__ import annotations

@@ -13,7 +13,8 @@ from typing import Any
 import httpx
 import uvicorn
 
-from lmkit.serve.app import ServeOptions, create_app
+from lmkit.serve.app import create_app
+from lmkit.serve.schema import ServeOptions
 
 
 def free_port() -> int:
@@ -27,7 +28,7 @@ def free_port() -> int:
 @contextmanager
 def background_server(engine: Any, model_name: str = "model", **opts: Any) -> Iterator[str]:
     """Serve ``engine`` for the duration of the block; yields the base URL (``http://127.0.0.1:PORT``).
-    ``opts`` are further :class:`~lmkit.serve.app.ServeOptions` fields (api_key, cors_origins, ...)."""
+    ``opts`` are further :class:`~lmkit.serve.schema.ServeOptions` fields (api_key, cors_origins, ...)."""
     port = free_port()
     config = uvicorn.Config(
         create_app(engine, ServeOptions(model_name=model_name, **opts)),

@@ -4,11 +4,16 @@ A body that does not fit is answered with 400 in OpenAI's error shape naming the
 validation handler) before any route runs. Text fields must be valid Unicode (:data:`Text`): JSON can
 carry a lone UTF-16 surrogate (``"\\ud800"``) that no tokenizer can encode and no answer can echo.
 Settings whose range depends on the model or on each other (the context window, the seed, ``n``)
-are checked where the request becomes jobs (:func:`lmkit.serve.app.build_jobs`).
+are checked where the request becomes jobs (:func:`lmkit.serve.jobs.build_jobs`).
+
+:class:`ServeOptions` is the other side: what one server holds every request to (its model's name,
+the API key, the CORS origins, and the limits on ``n``, ``logprobs``, prompts per request and body
+size).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
@@ -68,3 +73,16 @@ class DetokenizeRequest(BaseModel):
 class FillMaskRequest(BaseModel):
     text: Text
     top_k: int = Field(5, ge=1, le=50)
+
+
+@dataclass
+class ServeOptions:
+    """Limits and access settings of one server."""
+
+    model_name: str
+    api_key: str | None = None
+    cors_origins: list[str] = field(default_factory=list)
+    max_n: int = 8
+    max_logprobs: int = 20
+    max_prompts: int = 64
+    max_body_bytes: int = 2 * 1024 * 1024

@@ -32,7 +32,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lmkit.config import ModelConfig, RunConfig, to_dict
+from lmkit.config import ModelConfig, RunConfig
+from lmkit.config_io import to_dict
 from lmkit.errors import LmkitError
 from lmkit.plan.chinchilla import ScalingFit
 from lmkit.plan.compute import check_run_time, count_params, flops_per_token

@@ -21,7 +21,6 @@ batch, and writes its own shards of each checkpoint.
 
 from __future__ import annotations
 
-import json
 import math
 import shlex
 import signal
@@ -37,7 +36,8 @@ import torch.distributed as dist
 from torch import nn
 
 from lmkit import plan
-from lmkit.config import RunConfig, to_dict
+from lmkit.config import RunConfig
+from lmkit.config_io import to_dict
 from lmkit.errors import LmkitError
 from lmkit.infer.evaluate import evaluate, token_byte_lengths, window_bytes
 from lmkit.models import build_model, count_parameters
@@ -50,34 +50,19 @@ from lmkit.train.continued import adopt_init_checkpoint
 from lmkit.train.distributed import (
     LossModule,
     autocast_for,
-    hardware_summary,
     init_distributed,
     resolve_device,
     settle_precision,
     wrap_for_processes,
 )
 from lmkit.train.metrics import Metrics, plot_loss_curve
+from lmkit.train.record import run_meta
 from lmkit.train.rss import memory_report, settle_memory
 from lmkit.train.runfolder import claim_run_folder, release_run_folder
 from lmkit.train.steps import lr_at, make_optimizer, plan_horizon
 from lmkit.train.stopping import StopSignals, TrainingInterrupted
 
 # --------------------------------------------------------------------------- the trainer
-
-
-def curation_summary(paths: list[str]) -> dict[str, Any] | None:
-    """The overall figures of ``lmkit curate``'s report.json for curated input folders, if any."""
-    totals: dict[str, Any] = {}
-    for p in paths:
-        report = Path(p) / "report.json"
-        if report.is_file():
-            try:
-                totals[str(p)] = json.loads(report.read_text(encoding="utf-8")).get("totals")
-            except (OSError, ValueError):
-                continue
-    if not totals:
-        return None
-    return next(iter(totals.values())) if len(totals) == 1 else totals
 
 
 class Trainer:
@@ -149,7 +134,7 @@ class Trainer:
     def _build_data(self) -> None:
         """Tokenizer and packed shards (packed by the main rank, opened by the others), the model's
         vocabulary set to the tokenizer's, and the data's fingerprint (checked on resume)."""
-        from lmkit.data.pack import prepare
+        from lmkit.data.prepare import prepare
         from lmkit.train.resume import check_resumed_data, data_fingerprint
 
         cfg = self.cfg
@@ -332,37 +317,8 @@ class Trainer:
         return save_run_checkpoint(self, last_metrics, elapsed)
 
     def meta(self, last: dict[str, Any], elapsed: float) -> dict[str, Any]:
-        tokens = self.step * self.tokens_per_step
-        return {
-            "step": self.step,
-            "tokens": tokens,
-            "flops": tokens * self.flops_per_token,
-            "flops_per_token": self.flops_per_token,
-            "params": self.n_params,
-            "family": self.cfg.model.family,
-            "objective": self.cfg.model.objective,
-            "wall_time_s": elapsed,
-            "precision": self.cfg.train.precision,
-            "precision_choice": self.precision_choice,
-            "hardware": hardware_summary(self.device, self.dist),
-            "horizon": {"steps": self.horizon.steps, "reason": self.horizon.reason},
-            "train_loss": last.get("loss"),
-            "eval": self.history.get("eval", {}),
-            "data": {
-                "paths": self.cfg.data.paths,
-                "train_tokens": self.train_shards.num_tokens,
-                "val_tokens": self.val_shards.num_tokens,
-                "sources": self.train_shards.meta.get("tokens_per_source", {}),
-                "bytes_per_token": self.train_shards.bytes_per_token,
-                "curation": curation_summary(self.cfg.data.paths),
-            },
-            "tokenizer_sha256": self.tokenizer.sha256,
-            "init_from": str(self.init_from) if self.init_from else None,
-            "base_model": self.base_model,  # the foundation model it descends from (lmkit.ship.hf_source)
-            "data_fingerprint": self.data_fingerprint,  # checked by --resume (lmkit.train.resume)
-            "data_changes": self.data_changes,  # each --resume --new-data that switched the data
-            "memory": self.memory_report(),  # measured peak beside lmkit plan's prediction
-        }
+        """meta.json's record of the run so far (``lmkit.train.record``)."""
+        return run_meta(self, last, elapsed)
 
     # ------------------------------------------------------------------ the loop
 

@@ -41,16 +41,8 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from lmkit.config import (
-    ConfigError,
-    DataConfig,
-    RunConfig,
-    apply_overrides,
-    from_dict,
-    load_run_config,
-    load_yaml,
-    to_dict,
-)
+from lmkit.config import DataConfig, RunConfig, load_run_config
+from lmkit.config_io import ConfigError, apply_overrides, from_dict, load_yaml, to_dict
 from lmkit.errors import LmkitError
 
 if TYPE_CHECKING:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
-from lmkit.config import ConfigError, apply_overrides, from_dict
+from lmkit.config_io import ConfigError, apply_overrides, from_dict
 from lmkit.data.dedup import check_minhash
 from lmkit.errors import LmkitError
 

@@ -157,8 +157,9 @@ def iter_texts(*folders: Path) -> Iterator[str]:
 
 def settings_record(s: AdaptSettings) -> dict[str, Any]:
     """What must be equal for a run to continue an experiment (all but ``terms``), JSON-comparable."""
-    from lmkit.config import load_run_config, to_dict
-    from lmkit.data.pack import inputs_fingerprint
+    from lmkit.config import load_run_config
+    from lmkit.config_io import to_dict
+    from lmkit.data.prepare import inputs_fingerprint
     from lmkit.data.read import list_files
 
     rec = asdict(s)

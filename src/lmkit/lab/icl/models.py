@@ -121,8 +121,8 @@ class LocalLM:
         return out
 
     def generate(self, prompts: Sequence[str], max_new_tokens: int, separator: str) -> list[str]:
-        from lmkit.infer.generate import generate
         from lmkit.infer.sampling import GenerationConfig
+        from lmkit.infer.text import generate
 
         cfg = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False)
         out = []

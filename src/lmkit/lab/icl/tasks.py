@@ -230,7 +230,7 @@ def format_from_dict(raw: dict[str, Any], base: PromptFormat, where: str) -> Pro
 def load_task(path: str | Path, overrides: dict[str, Any] | None = None) -> Task:
     """A task from a JSONL file; ``<name>.yaml`` beside it (if any) sets the format and may name a
     ``train`` JSONL (relative to the YAML) for the exemplars; ``overrides`` (the flags) win."""
-    from lmkit.config import load_yaml
+    from lmkit.config_io import load_yaml
 
     p = Path(path)
     items = read_examples(p)

@@ -45,8 +45,9 @@ def fit_into_folder(
     fit.json path and the plots' paths) added. The arguments are those of
     ``lmkit.lab.scale.fit.fit_points``; ``drop_highest`` leaves out that many highest-loss runs."""
     from lmkit.files import check_out_dir, write_json_atomic
-    from lmkit.lab.scale.fit import MAX_BOOTSTRAP, check_points_file, fit_points, json_ready, read_points
-    from lmkit.lab.scale.fit import drop_highest as without_highest
+    from lmkit.lab.scale.fit import MAX_BOOTSTRAP, fit_points, json_ready
+    from lmkit.lab.scale.points import check_points_file, read_points
+    from lmkit.lab.scale.points import drop_highest as without_highest
 
     if not 0 <= n_bootstrap <= MAX_BOOTSTRAP:  # before the file is read: a settings problem comes first
         raise LmkitError(f"--bootstrap must be 0 to {MAX_BOOTSTRAP:,} resamples, got {n_bootstrap:,}")

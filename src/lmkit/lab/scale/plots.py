@@ -13,7 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from lmkit.lab.scale.fit import CHINCHILLA_TOKENS_PER_PARAM, Points
+from lmkit.lab.scale.fit import CHINCHILLA_TOKENS_PER_PARAM
+from lmkit.lab.scale.points import Points
 
 
 def _tick_label(v: float, _pos: Any = None) -> str:

@@ -22,7 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from lmkit.config import ModelConfig, RunConfig, to_dict
+from lmkit.config import ModelConfig, RunConfig
+from lmkit.config_io import to_dict
 from lmkit.errors import LmkitError
 from lmkit.files import write_json_atomic
 from lmkit.plan.compute import MAX_FLOPS, count_params
@@ -80,7 +81,7 @@ def run_config(
     base: RunConfig, run: dict[str, Any], folder: Path, shards: Path, tokenizer: Path | None = None
 ) -> RunConfig:
     """The run config of one sub-run: the base with the run's shape, trained for its tokens."""
-    from lmkit.config import from_dict
+    from lmkit.config_io import from_dict
 
     cfg = copy.deepcopy(base)
     cfg.model = from_dict(ModelConfig, run["model"], "model")
@@ -114,7 +115,7 @@ def sweep(
     runs' FLOPs at its measured rate) is refused unless ``yes``; past ``NEVER_DAYS``, always."""
     import json
 
-    from lmkit.data.pack import prepare
+    from lmkit.data.prepare import prepare
     from lmkit.files import check_out_dir
     from lmkit.models.checkpoint import list_checkpoints
     from lmkit.plan.measure import check_predicted_time
