@@ -529,23 +529,30 @@ def test_cli_generate_errors(ckpt: Path, tmp_path: Path, capsys: pytest.CaptureF
     assert "encoder models do not generate text; use `lmkit fill-mask`" in capsys.readouterr().err
 
 
-def test_the_product_kernel_follows_rows_threads_and_the_cache() -> None:
-    from lmkit.infer.packed import PRODUCT_FORMS, product_form
+def test_the_product_kernel_follows_rows_threads_and_the_cache(monkeypatch: pytest.MonkeyPatch) -> None:
+    from lmkit.infer import rowkernel
+    from lmkit.infer.products import product_form, product_forms
     from lmkit.plan.measure import last_level_cache_bytes
 
-    # oneDNN's blocked products for several rows, or one row on several threads with weights past
-    # the cache; MKL for one row otherwise
-    assert product_form(1, 10**9, threads=1) == "mm"  # one thread
+    # MKL for one row on one thread, whatever else is there
+    assert product_form(1, 10**9, threads=1) == "mm"
+    # with the compiled kernel: panels for everything else
+    monkeypatch.setattr(rowkernel, "available", lambda: True)
+    assert product_form(8, 10, threads=1) == product_form(1, 10**6, threads=2) == "panels"
+    # without it: oneDNN's blocked products for several rows, or one row on several threads with
+    # weights past the cache; MKL for one row otherwise
+    monkeypatch.setattr(rowkernel, "available", lambda: False)
     assert product_form(1, 10**6, threads=2, cache_bytes=2 * 10**6) == "mm"  # weights inside the cache
-    if "onednn" in PRODUCT_FORMS and torch.backends.mkldnn.is_available():
+    if "onednn" in product_forms() and torch.backends.mkldnn.is_available():
         assert product_form(1, 10**9, threads=2, cache_bytes=10**6) == product_form(8, 10, threads=1) == "onednn"
+    monkeypatch.undo()
     model = tiny_decoder()
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
         one, many = packed_decoder(model, rows=1), packed_decoder(model, rows=4)
         assert one is not None and many is not None and one.form == "mm"
-        assert many.form == ("onednn" if "onednn" in PRODUCT_FORMS and torch.backends.mkldnn.is_available() else "mm")
+        assert many.form == product_form(4, 10**9, threads=1) and (many is one) == (many.form == "mm")
         assert packed_decoder(model, rows=1) is one  # each form built once
     finally:
         torch.set_num_threads(threads)

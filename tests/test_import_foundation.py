@@ -25,7 +25,8 @@ from lmkit.config import ModelConfig, model_config_from_dict  # noqa: E402
 from lmkit.config_io import ConfigError  # noqa: E402
 from lmkit.errors import LmkitError  # noqa: E402
 from lmkit.infer.generate import generate_ids  # noqa: E402
-from lmkit.infer.packed import PRODUCT_FORMS, PackedDecoder, packed_decoder  # noqa: E402
+from lmkit.infer.packed import PackedDecoder, packed_decoder  # noqa: E402
+from lmkit.infer.products import product_forms  # noqa: E402
 from lmkit.infer.sampling import GenerationConfig  # noqa: E402
 from lmkit.infer.viz import capture_attention  # noqa: E402
 from lmkit.model_variants import RopeScaling  # noqa: E402
@@ -310,7 +311,7 @@ def test_cached_decoding_equals_a_full_forward(imported: dict[str, Any]) -> None
     # prefill, a second chunk after it, then one token at a time
     assert packed_decoder(model) is not None
     want = full[:, [5, 8, *range(9, 20)]]  # (2, 13, V): the logits after each call's last token
-    for form in PRODUCT_FORMS:
+    for form in product_forms():
         session = PackedDecoder(model, form).start(2, 20)
         with torch.no_grad():
             got = [session.forward(seq[:, :6]), session.forward(seq[:, 6:9])]

@@ -13,7 +13,8 @@ import torch
 
 from lmkit.config import ModelConfig
 from lmkit.infer.generate import generate_ids, generate_seq2seq_ids
-from lmkit.infer.packed import PRODUCT_FORMS, PackedDecoder
+from lmkit.infer.packed import PackedDecoder
+from lmkit.infer.products import product_form, product_forms
 from lmkit.infer.sampling import GenerationConfig
 from lmkit.model_variants import RopeScaling
 from lmkit.models import build_model
@@ -75,7 +76,7 @@ def _decoder(layout: str) -> Decoder:
 
 
 @pytest.mark.parametrize(
-    ("layout", "form"), [(a, f) for a in sorted(LAYOUTS) for f in PRODUCT_FORMS if a != "alibi-gqa" or f == "mm"]
+    ("layout", "form"), [(a, f) for a in sorted(LAYOUTS) for f in product_forms() if a != "alibi-gqa" or f == "mm"]
 )
 def test_rows_joining_and_leaving_equal_each_request_alone(layout: str, form: str) -> None:
     model = _decoder(layout)
@@ -84,7 +85,7 @@ def test_rows_joining_and_leaving_equal_each_request_alone(layout: str, form: st
     assert type(pool).__name__ == kind.__name__  # (isinstance would narrow pool's type for what follows)
     if isinstance(pool, PackedRows):  # each product kernel, a lone row stepped with the other one;
         # room for 4 positions at first: the pool grows as rows do
-        other = next((f for f in PRODUCT_FORMS if f != form), form)
+        other = next((f for f in product_forms() if f != form), form)
         pool = PackedRows(
             PackedDecoder(model, form), capacity=4, max_len=40, start_len=4, one_row=PackedDecoder(model, other)
         )
@@ -127,13 +128,15 @@ def test_a_lone_row_steps_with_the_one_row_kernel_on_the_pool_cache() -> None:
     model = _decoder("llama-gqa")
     threads = torch.get_num_threads()
     try:
-        torch.set_num_threads(1)  # one thread: MKL for one row, oneDNN for the pool's rows
+        torch.set_num_threads(1)  # one thread: MKL for one row, panels (or oneDNN) for the pool's rows
         pool = decoder_rows(model, capacity=4, max_len=40)
+        rows_form = product_form(4, 10**9)
     finally:
         torch.set_num_threads(threads)
     assert isinstance(pool, PackedRows)
-    if "onednn" in PRODUCT_FORMS:
-        assert pool.packed.form == "onednn" and pool.one_row is not None and pool.one_row.form == "mm"
+    assert pool.packed.form == rows_form
+    if rows_form != "mm":
+        assert pool.one_row is not None and pool.one_row.form == "mm"
     # the step really multiplies with the given copy: one whose vocabulary projection is doubled
     doubled = PackedDecoder(model, "mm")
     doubled.out = doubled.out * 2.0

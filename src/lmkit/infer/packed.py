@@ -8,17 +8,10 @@ Hugging Face's ``generate``). ``PackedDecoder`` is an inference-only copy of a
 :class:`~lmkit.models.decoder.Decoder`'s weights, laid out once, that does the same maths with
 fewer, cheaper operations:
 
-* every product goes through one of two kernels, chosen once per copy by :func:`product_form`
-  (outputs agree to float32 rounding, not bit for bit): MKL's ``addmm`` on the weight stored
-  transposed, (in, out) contiguous (a one-row product streams that layout faster than
-  ``F.linear``'s (out, in); most of all the vocabulary projection), or oneDNN's matmul on weights
-  reordered once into its blocked layout (``torch.ops.mkldnn``, what ``torch.compile``'s CPU
-  freezing packs linear weights with). MKL runs a product of one to a few rows on one thread,
-  however many there are, and slowly at a handful of rows; oneDNN keeps a handful of rows
-  efficient and splits even one row across the threads, at a higher fixed cost per product. So a
-  batch or a server's rows use oneDNN, and one row uses it only with more than one thread and
-  weights too large for the last-level cache (where each product streams its matrix from memory
-  and more threads stream faster); otherwise MKL. ``benchmarks/generate_speed.py`` and
+* every product goes through one kernel ("form") chosen once per copy by
+  :func:`~lmkit.infer.products.product_form` (MKL, oneDNN, or a kernel compiled on this machine
+  for a few rows; :mod:`lmkit.infer.products` says which wins where). Outputs agree to float32
+  rounding across forms, not bit for bit. ``benchmarks/generate_speed.py`` and
   ``benchmarks/serve_speed.py`` race the result against ``transformers``;
 * q, k, v are one product, and so are a gated MLP's gate and up projections; each norm's weight is
   folded into the rows of the product that follows it (RMSNorm's with a factor √d, leaving only
@@ -62,6 +55,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lmkit.infer.products import add_mm, mm, pack_matrix, product_form, product_forms
+
 if TYPE_CHECKING:
     from lmkit.models.decoder import Decoder, DecoderBlock
     from lmkit.models.layers import RMSNorm
@@ -98,11 +93,11 @@ class PackedDecoder:
     """
 
     def __init__(self, model: Decoder, form: str = "mm") -> None:
-        if form not in PRODUCT_FORMS:
-            raise ValueError(f"product form {form!r} is not one of this PyTorch build's {PRODUCT_FORMS}")
+        if form not in product_forms():
+            raise ValueError(f"product form {form!r} is not one of those this machine runs: {product_forms()}")
         cfg = model.cfg
         self.cfg = cfg
-        self.form = form  # "mm": MKL addmm on (in, out) weights; "onednn": oneDNN on blocked weights
+        self.form = form  # how the matrices are stored and multiplied (lmkit.infer.products)
         self.d, self.H, self.hd, self.Hkv = cfg.d_model, cfg.n_heads, cfg.head_dim, cfg.kv_heads
         self.dq, self.dkv = self.H * self.hd, self.Hkv * self.hd  # widths of q and of k (= v)
         self.d_eps = torch.tensor(cfg.d_model * cfg.norm_eps, dtype=model.tok_emb.weight.dtype)  # a tensor: adding
@@ -124,7 +119,7 @@ class PackedDecoder:
 
             def packed(
                 norm: RMSNorm | nn.LayerNorm | None, ws: list[torch.Tensor], bs: list[torch.Tensor | None] | None = None
-            ) -> tuple[torch.Tensor, torch.Tensor | None]:
+            ) -> tuple[Any, torch.Tensor | None]:
                 # (in, out) contiguous: a one-row matmul streams it fastest (≈2x F.linear for the
                 # vocabulary projection here). The norm weight that precedes it scales its input
                 # dimension, so it folds into the rows (RMSNorm: with the √d of _rms); a LayerNorm's
@@ -139,13 +134,10 @@ class PackedDecoder:
                 wt = w.t()  # (in, out)
                 if norm is not None:
                     wt = wt * (norm.weight[:, None] * (math.sqrt(self.d) if self.rms else 1.0))
-                b = None if bias is None else bias.contiguous()
-                if self.form == "onednn":  # oneDNN's own blocked layout of the (out, in) matrix
-                    return torch.ops.mkldnn._reorder_linear_weight(wt.t().contiguous(), _BLOCK_ROWS), b
-                return wt.contiguous(), b
+                return pack_matrix(wt, self.form), None if bias is None else bias.contiguous()
 
             rot = int(model.rope_cos.shape[-1]) if self.rotary else 0  # rotated dimensions of each head
-            self.layers: list[dict[str, torch.Tensor]] = []  # per layer: the matrices, (in, out) or blocked
+            self.layers: list[dict[str, Any]] = []  # per layer: the matrices, stored for the form
             self.biases: list[dict[str, torch.Tensor | None]] = []  # and the bias of each product, if any
             for block in cast("Iterable[DecoderBlock]", model.blocks):  # a ModuleList yields Module
                 a, m = block.attn, block.mlp
@@ -157,7 +149,7 @@ class PackedDecoder:
                     wq, wk = _pair_rows(wq, self.H, rot), _pair_rows(wk, self.Hkv, rot)
                     bq = None if bq is None else _pair_rows(bq, self.H, rot)
                     bk = None if bk is None else _pair_rows(bk, self.Hkv, rot)
-                layer: dict[str, torch.Tensor] = {}
+                layer: dict[str, Any] = {}
                 bias: dict[str, torch.Tensor | None] = {}
                 layer["qkv"], bias["qkv"] = packed(block.attn_norm, [wq, wk, a.v_proj.weight], [bq, bk, a.v_proj.bias])
                 layer["o"], bias["o"] = packed(None, [a.o_proj.weight], [a.o_proj.bias])  # (dq, d)
@@ -167,7 +159,7 @@ class PackedDecoder:
                 layer["down"], bias["down"] = packed(None, [m.down_proj.weight], [m.down_proj.bias])  # (f, d)
                 self.layers.append(layer)
                 self.biases.append(bias)
-            self.out, self.out_b = packed(model.norm, [model.output_weight])  # (d, V) or blocked
+            self.out, self.out_b = packed(model.norm, [model.output_weight])  # (d, V), stored for the form
             if self.rotary:
                 # e^{i·pos·θ_j} for each complex pair of [q | k | v]: the rotated pairs of q and k heads
                 # turn, the rest of each head and all of v are multiplied by 1 (exactly).
@@ -246,23 +238,13 @@ class PackedDecoder:
             return x * (x * x).sum(-1, keepdim=True).add_(self.d_eps).rsqrt_()
         return F.layer_norm(x, (self.d,), eps=self.cfg.norm_eps)
 
-    def _mm(
-        self, x: torch.Tensor, w: torch.Tensor | None, b: torch.Tensor | None, out: torch.Tensor | None = None
-    ) -> torch.Tensor:
+    def _mm(self, x: torch.Tensor, w: Any, b: torch.Tensor | None, out: torch.Tensor | None = None) -> torch.Tensor:
         """x · w (+ b), into ``out`` when given."""
-        assert w is not None
-        if self.form == "onednn":
-            y = _ONEDNN_LINEAR(x, w, b, "none", [], "")
-            return y if out is None else out.copy_(y)
-        if b is None:
-            return torch.mm(x, w, out=out) if out is not None else torch.mm(x, w)
-        return torch.addmm(b, x, w, out=out) if out is not None else torch.addmm(b, x, w)
+        return mm(self.form, x, w, b, out)
 
-    def _add_mm(self, acc: torch.Tensor, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    def _add_mm(self, acc: torch.Tensor, x: torch.Tensor, w: Any) -> torch.Tensor:
         """acc += x · w, in place (a residual addition fused into the product where the kernel can)."""
-        if self.form == "onednn":
-            return acc.add_(_ONEDNN_LINEAR(x, w, None, "none", [], ""))
-        return acc.addmm_(x, w)
+        return add_mm(self.form, acc, x, w)
 
     def _embed(self, ids: torch.Tensor, start: int, B: int, T: int) -> torch.Tensor:
         """Token (+ position) embeddings of ids (B, T) at positions start.., (B·T, d), rows ordered (b, t)."""
@@ -419,35 +401,13 @@ class _StepViews:
     v: list[torch.Tensor]
 
 
-_BLOCK_ROWS = 8  # the rows oneDNN's blocked layout is tuned for (a server's batch; one row runs well on it too)
-_ONEDNN_LINEAR: Any = getattr(getattr(torch.ops.mkldnn, "_linear_pointwise", None), "default", None)
-_ONEDNN_OPS = _ONEDNN_LINEAR is not None and hasattr(torch.ops.mkldnn, "_reorder_linear_weight")
-PRODUCT_FORMS = ("mm", "onednn") if _ONEDNN_OPS else ("mm",)  # the forms this PyTorch build can run
-
-
-def product_form(rows: int, weight_bytes: int, threads: int | None = None, cache_bytes: int | None = None) -> str:
-    """How the packed step multiplies (module docstring) ``rows`` sequences of a model streaming
-    ``weight_bytes``: "onednn" for several rows, or for one row on several ``threads`` (default:
-    PyTorch's now) with weights past the last-level cache (``cache_bytes``, default this machine's:
-    each product then streams its matrix from memory, which oneDNN does on every thread); "mm"
-    (MKL) otherwise, and wherever this PyTorch lacks oneDNN."""
-    from lmkit.plan.measure import last_level_cache_bytes
-
-    if not ("onednn" in PRODUCT_FORMS and torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled):
-        return "mm"
-    threads = torch.get_num_threads() if threads is None else threads
-    cache = last_level_cache_bytes() if cache_bytes is None else cache_bytes
-    past_cache = threads > 1 and cache is not None and weight_bytes > cache
-    return "onednn" if rows > 1 or past_cache else "mm"
-
-
 _PACKED: weakref.WeakKeyDictionary[nn.Module, tuple[tuple[Any, ...], dict[str, PackedDecoder]]] = (
     weakref.WeakKeyDictionary()
 )
 
 
 def _packable(model: nn.Module) -> TypeGuard[Decoder]:
-    """Is this exactly lmkit's Decoder, with plain fp32 embedding, norm and Linear layers (any of its
+    """Is this exactly lmkit's Decoder on the CPU, with plain fp32 embedding, norm and Linear layers (any of its
     layout variants), in a layout the packed step computes? It declines ALiBi with grouped-query
     attention and rotary heads of odd width (no checkpoint has them): those, quantized and 16-bit
     models decode through the model's own forward and KV cache."""
@@ -459,11 +419,15 @@ def _packable(model: nn.Module) -> TypeGuard[Decoder]:
     c = model.cfg
     if (c.pos_encoding == "alibi" and c.kv_heads != c.n_heads) or (c.pos_encoding == "rotary" and c.head_dim % 2):
         return False
-    if model.tok_emb.weight.dtype != torch.float32 or (
-        model.lm_head is not None
-        and (type(model.lm_head) is not nn.Linear or model.lm_head.weight.dtype != torch.float32)
+    if (
+        model.tok_emb.weight.dtype != torch.float32
+        or model.tok_emb.weight.device.type != "cpu"
+        or (
+            model.lm_head is not None
+            and (type(model.lm_head) is not nn.Linear or model.lm_head.weight.dtype != torch.float32)
+        )
     ):
-        return False  # e.g. a quantized or 16-bit cast checkpoint: the model's own forward handles it
+        return False  # a quantized, 16-bit or GPU model: its own forward handles it
     norms = [cast(nn.Module, model.norm), *([cast(nn.Module, model.emb_norm)] if model.emb_norm is not None else [])]
     for block in model.blocks:
         if type(block.attn) is not Attention or type(block.mlp) is not FeedForward:
@@ -483,7 +447,7 @@ def _packable(model: nn.Module) -> TypeGuard[Decoder]:
 
 def packed_decoder(model: nn.Module, rows: int = 1) -> PackedDecoder | None:
     """The model's packed inference weights for decoding ``rows`` sequences at once with the
-    current threads (:func:`product_form`; built once per form, rebuilt if parameters changed), or
+    current threads (:func:`~lmkit.infer.products.product_form`; built once per form, rebuilt if parameters changed), or
     None when the model is not a plain lmkit ``Decoder``."""
     if not _packable(model):
         return None

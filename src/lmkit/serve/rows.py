@@ -72,7 +72,7 @@ class PackedRows:
     positions. The session starts with room for ``start_len`` positions and doubles when a row
     needs more, so memory follows the longest running request, not the context window.
     ``one_row``: the model's packed copy to step a lone row with, where its product kernel is
-    faster for one row than ``packed``'s (:func:`~lmkit.infer.packed.product_form`)."""
+    faster for one row than ``packed``'s (:func:`~lmkit.infer.products.product_form`)."""
 
     def __init__(
         self,
@@ -156,7 +156,7 @@ class ModuleRows:
 def decoder_rows(model: Decoder, capacity: int, max_len: int) -> DecoderRows:
     """The pool for this decoder: packed when the packed step takes the model, its modules otherwise.
     A lone row steps with the one-row product kernel where that differs (MKL's on one thread, or for
-    weights that fit in the cache: :func:`~lmkit.infer.packed.product_form`), at the cost of a
+    weights that fit in the cache: :func:`~lmkit.infer.products.product_form`), at the cost of a
     second packed copy of the weights."""
     packed = packed_decoder(model, rows=capacity)
     if packed is not None:

@@ -1,0 +1,218 @@
+"""A hand-written matrix product for a few rows: the decode step's products, compiled on this machine.
+
+Why by hand (measured in ``../shared/notes/speed.md``'s sense, on a 2-core Zen 3): a decode step
+multiplies 1 to 8 rows by each weight matrix, so its speed is how fast the weights stream from
+memory. MKL runs such a product on one thread and, from a few rows on, reaches only 7–9 GB/s of
+weights (21–27 GFLOP/s at 8 rows); oneDNN's blocked kernel 28–35 GFLOP/s. This kernel keeps one
+register accumulator per row and per 8 output columns, so every weight it loads feeds up to 8 rows
+while the next weights are prefetched: ~50 GFLOP/s at 8 rows on one thread, and one row streams as
+fast as MKL's gemv, on every thread (OpenMP, the runtime PyTorch itself uses).
+
+What this module owns:
+- the C source and its build: compiled once per machine with the system C compiler (``cc``,
+  ``-O3 -march=native -fopenmp``) into the user's cache (``$XDG_CACHE_HOME`` or ``~/.cache``,
+  ``lmkit/kernels``), keyed by the source, the flags and this CPU's model and feature flags, written
+  atomically; loaded with ``ctypes`` (the call releases the GIL, as PyTorch's operators do);
+- :func:`available`: whether it built (no compiler, an unsupported CPU, or ``LMKIT_ROW_KERNEL=0``
+  in the environment: no; :func:`unavailable_reason` says why), and then only on x86-64 with AVX2
+  and FMA;
+- :class:`Panels`, a (out, in) weight matrix laid out as panels of 16 output columns, each (in, 16)
+  contiguous, the last zero-padded; :func:`pack` makes one; :func:`panel_mm` computes
+  ``x · Wᵀ (+ bias)`` into a new or given output, or adds it to one (``accumulate``).
+Every output column is the sum over the input dimension in order, in float32, with fused
+multiply-adds: results agree with PyTorch's products to float32 rounding, not bit for bit.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+from functools import cache
+from pathlib import Path
+from typing import NamedTuple
+
+import torch
+
+COLUMNS = 16  # output columns per panel: two 8-float AVX vectors per row
+
+_SOURCE = r"""
+#include <immintrin.h>
+#include <stddef.h>
+
+#define P 16
+
+/* rb rows of x (row stride ldx) times one panel (K x 16, contiguous) into y (row stride ldy):
+   the first nc columns are written, or added to y with accumulate; bias (nc,) optional. */
+static inline __attribute__((always_inline)) void panel_rows(
+    const int rb, const float *x, long ldx, const float *w, int K,
+    float *y, long ldy, int nc, int accumulate, const float *bias)
+{
+    __m256 a[8], b[8];
+    #pragma GCC unroll 8
+    for (int r = 0; r < rb; r++) { a[r] = _mm256_setzero_ps(); b[r] = _mm256_setzero_ps(); }
+    for (int k = 0; k < K; k++) {
+        _mm_prefetch((const char *)(w + P * k + 256), _MM_HINT_T0);
+        __m256 w0 = _mm256_load_ps(w + P * k), w1 = _mm256_load_ps(w + P * k + 8);
+        #pragma GCC unroll 8
+        for (int r = 0; r < rb; r++) {
+            __m256 xb = _mm256_broadcast_ss(x + r * ldx + k);
+            a[r] = _mm256_fmadd_ps(xb, w0, a[r]);
+            b[r] = _mm256_fmadd_ps(xb, w1, b[r]);
+        }
+    }
+    float t[8][P];
+    #pragma GCC unroll 8
+    for (int r = 0; r < rb; r++) {
+        _mm256_storeu_ps(t[r], a[r]);
+        _mm256_storeu_ps(t[r] + 8, b[r]);
+    }
+    for (int r = 0; r < rb; r++) {
+        float *o = y + r * ldy;
+        for (int j = 0; j < nc; j++) {
+            float v = bias ? t[r][j] + bias[j] : t[r][j];
+            o[j] = accumulate ? o[j] + v : v;
+        }
+    }
+}
+
+void panel_mm(const float *x, long ldx, int R, const float *wp, int K, int N,
+              float *y, long ldy, int accumulate, const float *bias, int threads)
+{
+    int np = (N + P - 1) / P;
+    /* panels split across threads, each streaming a contiguous range; a panel stays in cache
+       while every block of 8 rows passes over it */
+    #pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1 && np > 1)
+    for (int p = 0; p < np; p++) {
+        const float *w = wp + (size_t)p * K * P;
+        int nc = N - p * P < P ? N - p * P : P;
+        const float *bp = bias ? bias + (size_t)p * P : NULL;
+        for (int r0 = 0; r0 < R; r0 += 8) {
+            const float *xr = x + r0 * ldx;
+            float *yr = y + r0 * ldy + (size_t)p * P;
+            switch (R - r0 < 8 ? R - r0 : 8) {
+            case 1: panel_rows(1, xr, ldx, w, K, yr, ldy, nc, accumulate, bp); break;
+            case 2: panel_rows(2, xr, ldx, w, K, yr, ldy, nc, accumulate, bp); break;
+            case 3: panel_rows(3, xr, ldx, w, K, yr, ldy, nc, accumulate, bp); break;
+            case 4: panel_rows(4, xr, ldx, w, K, yr, ldy, nc, accumulate, bp); break;
+            case 5: panel_rows(5, xr, ldx, w, K, yr, ldy, nc, accumulate, bp); break;
+            case 6: panel_rows(6, xr, ldx, w, K, yr, ldy, nc, accumulate, bp); break;
+            case 7: panel_rows(7, xr, ldx, w, K, yr, ldy, nc, accumulate, bp); break;
+            default: panel_rows(8, xr, ldx, w, K, yr, ldy, nc, accumulate, bp); break;
+            }
+        }
+    }
+}
+"""
+_FLAGS = ["-O3", "-march=native", "-fopenmp", "-shared", "-fPIC"]
+
+
+class Panels(NamedTuple):
+    """A (out, in) matrix as panels (ceil(out/16), in, 16), the last one zero-padded; ``n`` = out."""
+
+    data: torch.Tensor
+    n: int
+
+
+def _cpu_identity() -> str:
+    """This CPU's model name and feature flags (what ``-march=native`` compiles for)."""
+    try:
+        info = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return platform.processor()
+    wanted = [line for line in info if line.startswith(("model name", "flags"))]
+    return "\n".join(dict.fromkeys(wanted))  # the first core's lines (all cores say the same)
+
+
+def _cache_dir() -> Path:
+    root = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(root) / "lmkit" / "kernels"
+
+
+@cache
+def _build() -> tuple[ctypes.CDLL | None, str | None]:
+    """The compiled library, or None and why not (built once per process, cached per machine)."""
+    if os.environ.get("LMKIT_ROW_KERNEL", "1") == "0":
+        return None, "LMKIT_ROW_KERNEL=0"
+    if platform.machine() not in ("x86_64", "AMD64"):
+        return None, f"not an x86-64 CPU ({platform.machine()})"
+    cpu = _cpu_identity()
+    if not ({"avx2", "fma"} <= set(cpu.split())):
+        return None, "this CPU lacks AVX2 or FMA"
+    key = hashlib.sha256("\0".join([_SOURCE, *_FLAGS, cpu]).encode()).hexdigest()[:16]
+    lib = _cache_dir() / f"panel_mm-{key}.so"
+    if not lib.exists():
+        print("lmkit: compiling the decode kernel for this CPU (once; a few seconds)", file=sys.stderr, flush=True)
+        try:
+            lib.parent.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryDirectory(dir=lib.parent) as tmp:
+                src, out = Path(tmp) / "panel_mm.c", Path(tmp) / "panel_mm.so"
+                src.write_text(_SOURCE)
+                done = subprocess.run(
+                    [os.environ.get("CC", "cc"), *_FLAGS, str(src), "-o", str(out)], capture_output=True, text=True
+                )
+                if done.returncode != 0:
+                    return None, f"the C compiler failed: {done.stderr.strip().splitlines()[-1:]}"
+                os.replace(out, lib)  # atomic: another process never loads half a file
+        except (OSError, subprocess.SubprocessError) as e:
+            return None, f"no C compiler could build it ({e})"
+    try:
+        dll = ctypes.CDLL(str(lib))
+    except OSError as e:
+        return None, f"{lib} does not load ({e})"
+    dll.panel_mm.argtypes = [
+        ctypes.c_void_p, ctypes.c_long, ctypes.c_int, ctypes.c_void_p, ctypes.c_int, ctypes.c_int,
+        ctypes.c_void_p, ctypes.c_long, ctypes.c_int, ctypes.c_void_p, ctypes.c_int,
+    ]  # fmt: skip
+    dll.panel_mm.restype = None
+    return dll, None
+
+
+def available() -> bool:
+    """Can this process multiply with the kernel (built, or buildable now)?"""
+    return _build()[0] is not None
+
+
+def unavailable_reason() -> str | None:
+    """Why the kernel is not available here (None when it is)."""
+    return _build()[1]
+
+
+def pack(w: torch.Tensor) -> Panels:
+    """A float32 (out, in) matrix as :class:`Panels` (a new copy; ``w`` is left as it is)."""
+    out_f, in_f = w.shape
+    np_ = -(-out_f // COLUMNS)
+    padded = w.new_zeros(np_ * COLUMNS, in_f)
+    padded[:out_f] = w
+    return Panels(padded.view(np_, COLUMNS, in_f).transpose(1, 2).contiguous(), out_f)  # (np, in, 16)
+
+
+def panel_mm(
+    x: torch.Tensor,
+    w: Panels,
+    bias: torch.Tensor | None = None,
+    out: torch.Tensor | None = None,
+    accumulate: bool = False,
+) -> torch.Tensor:
+    """x (R, in) · Wᵀ (+ bias): a new (R, out) tensor, or written into ``out``, or added to ``out``
+    with ``accumulate``. x, out: float32 rows with unit column stride (any row stride). Runs on
+    PyTorch's thread count (passed explicitly: OpenMP's own setting is per calling thread)."""
+    dll = _build()[0]
+    assert dll is not None, "panel_mm called where the kernel is not available"
+    R, K = x.shape
+    if x.stride(1) != 1:
+        x = x.contiguous()
+    if out is None:
+        assert not accumulate
+        out = x.new_empty(R, w.n)
+    assert out.shape == (R, w.n) and out.stride(1) == 1 and w.data.shape[1] == K and x.dtype == torch.float32
+    assert bias is None or (bias.is_contiguous() and bias.numel() == w.n)
+    dll.panel_mm(
+        x.data_ptr(), x.stride(0), R, w.data.data_ptr(), K, w.n, out.data_ptr(), out.stride(0), int(accumulate),
+        None if bias is None else bias.data_ptr(), torch.get_num_threads(),
+    )  # fmt: skip
+    return out
