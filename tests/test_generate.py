@@ -534,14 +534,14 @@ def test_the_product_kernel_follows_rows_threads_and_the_cache(monkeypatch: pyte
     from lmkit.infer.products import product_form, product_forms
     from lmkit.plan.measure import last_level_cache_bytes
 
-    # MKL for one row on one thread, whatever else is there
-    assert product_form(1, 10**9, threads=1) == "mm"
-    # with the compiled kernel: panels for everything else
+    # with the compiled kernel: panels for every row and thread count
     monkeypatch.setattr(rowkernel, "available", lambda: True)
-    assert product_form(8, 10, threads=1) == product_form(1, 10**6, threads=2) == "panels"
+    assert product_form(8, 10, threads=1) == product_form(1, 10**6, threads=2) == product_form(1, 10, threads=1)
+    assert product_form(1, 10, threads=1) == "panels"
     # without it: oneDNN's blocked products for several rows, or one row on several threads with
     # weights past the cache; MKL for one row otherwise
     monkeypatch.setattr(rowkernel, "available", lambda: False)
+    assert product_form(1, 10**9, threads=1) == "mm"  # one thread
     assert product_form(1, 10**6, threads=2, cache_bytes=2 * 10**6) == "mm"  # weights inside the cache
     if "onednn" in product_forms() and torch.backends.mkldnn.is_available():
         assert product_form(1, 10**9, threads=2, cache_bytes=10**6) == product_form(8, 10, threads=1) == "onednn"
@@ -551,8 +551,9 @@ def test_the_product_kernel_follows_rows_threads_and_the_cache(monkeypatch: pyte
     try:
         torch.set_num_threads(1)
         one, many = packed_decoder(model, rows=1), packed_decoder(model, rows=4)
-        assert one is not None and many is not None and one.form == "mm"
-        assert many.form == product_form(4, 10**9, threads=1) and (many is one) == (many.form == "mm")
+        assert one is not None and many is not None
+        assert (one.form, many.form) == (product_form(1, 10**9, threads=1), product_form(4, 10**9, threads=1))
+        assert (many is one) == (many.form == one.form)  # one copy per form
         assert packed_decoder(model, rows=1) is one  # each form built once
     finally:
         torch.set_num_threads(threads)

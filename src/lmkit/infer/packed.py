@@ -36,7 +36,7 @@ fewer, cheaper operations:
 The model's own modules, weight names and training path are untouched; tests check the packed
 path against the plain forward pass, logits and tokens, for every layout. Each form in use costs one
 more set of the model's weights in memory (a process decoding both one row and several may hold
-two: a one-thread server does) and is rebuilt when the parameters change (an optimizer step).
+two: a one-thread server does without the compiled kernel) and is rebuilt when the parameters change (an optimizer step).
 :func:`packed_decoder` returns None for models it does not recognise (a quantized or 16-bit
 checkpoint, another class, ALiBi with grouped-query attention, rotary heads of odd width): those use
 the model's own ``forward`` with a :class:`~lmkit.models.layers.KVCache`.

@@ -5,14 +5,14 @@ and multiplies by it. A form is chosen once per packed copy (:func:`product_form
 product of that copy goes through it:
 
 * ``"mm"``: MKL's ``addmm`` on the matrix stored transposed, (in, out) contiguous. MKL runs a
-  product of one to a few rows on one thread whatever the thread count; for ONE row on one thread
-  it streams weights fastest (its matrix-vector kernel), and it is the form every build has;
+  product of one to a few rows on one thread whatever the thread count; of the two libraries it
+  is the faster for ONE row on one thread (its matrix-vector kernel), and every build has it;
 * ``"onednn"``: oneDNN's matmul on weights reordered once into its blocked layout
   (``torch.ops.mkldnn``, what ``torch.compile``'s CPU freezing packs linear weights with); it uses
   every thread and keeps a handful of rows efficient, at a higher fixed cost per product;
 * ``"panels"``: :mod:`lmkit.infer.rowkernel`'s kernel, compiled on this machine, on panels of 16
-  output columns: from 2 rows up, or one row on several threads, the fastest of the three
-  (8 rows on one thread ~1.5x oneDNN; see that module); only where it built.
+  output columns: the fastest of the three for 1 to 8 rows on one thread or several (8 rows on one
+  thread ~1.5x oneDNN, one row ~1.1-1.7x MKL; see that module); only where it built.
 
 Invariants: the forms agree to float32 rounding, not bit for bit; a product adds its bias and, for
 :func:`add_mm`, the residual it is fused with; outputs given are written in place.
@@ -41,21 +41,19 @@ def _onednn_usable() -> bool:
 
 
 def product_form(rows: int, weight_bytes: int, threads: int | None = None, cache_bytes: int | None = None) -> str:
-    """How a packed copy for ``rows`` sequences of a model streaming ``weight_bytes`` multiplies: MKL
-    ("mm") for one row on one thread (``threads``, default PyTorch's now); otherwise the compiled
-    panels where they built. Without them, oneDNN for several rows, or for one row on several
-    threads with weights past the last-level cache (``cache_bytes``, default this machine's: each
+    """How a packed copy for ``rows`` sequences of a model streaming ``weight_bytes`` multiplies: the
+    compiled panels wherever they built (the fastest at every row and thread count measured).
+    Without them: oneDNN for several rows, or for one row on several ``threads`` (default PyTorch's
+    now) with weights past the last-level cache (``cache_bytes``, default this machine's: each
     product then streams its matrix from memory, which oneDNN does on every thread); MKL otherwise,
     and wherever this PyTorch lacks oneDNN."""
     from lmkit.plan.measure import last_level_cache_bytes
 
-    threads = torch.get_num_threads() if threads is None else threads
-    if rows == 1 and threads == 1:
-        return "mm"
     if rowkernel.available():
         return "panels"
     if not _onednn_usable():
         return "mm"
+    threads = torch.get_num_threads() if threads is None else threads
     cache = last_level_cache_bytes() if cache_bytes is None else cache_bytes
     past_cache = threads > 1 and cache is not None and weight_bytes > cache
     return "onednn" if rows > 1 or past_cache else "mm"

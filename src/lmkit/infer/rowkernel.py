@@ -1,12 +1,14 @@
 """A hand-written matrix product for a few rows: the decode step's products, compiled on this machine.
 
-Why by hand (measured in ``../shared/notes/speed.md``'s sense, on a 2-core Zen 3): a decode step
-multiplies 1 to 8 rows by each weight matrix, so its speed is how fast the weights stream from
-memory. MKL runs such a product on one thread and, from a few rows on, reaches only 7–9 GB/s of
-weights (21–27 GFLOP/s at 8 rows); oneDNN's blocked kernel 28–35 GFLOP/s. This kernel keeps one
-register accumulator per row and per 8 output columns, so every weight it loads feeds up to 8 rows
-while the next weights are prefetched: ~50 GFLOP/s at 8 rows on one thread, and one row streams as
-fast as MKL's gemv, on every thread (OpenMP, the runtime PyTorch itself uses).
+Why by hand (measured on a 2-core Zen 3 with AVX2, no 16-bit hardware): a
+decode step multiplies 1 to 8 rows by each weight matrix, so its speed is how fast the weights
+stream from memory. MKL runs such a product on one thread and, from a few rows on, reaches only
+7-9 GB/s of weights (21-27 GFLOP/s at 8 rows); oneDNN's blocked kernel 28-35 GFLOP/s. This kernel
+keeps one register accumulator per row and per 8 output columns, so every weight it loads feeds up
+to 8 rows while the next ones are prefetched (~45-50 GFLOP/s at 8 rows on one thread); for one or two
+rows it reads 4 or 2 panels at once, memory streams in flight together (one row: 19-23 GB/s on one
+thread, where MKL's matrix-vector product reaches 12-17); and it splits the panels over every thread
+(OpenMP, the runtime PyTorch itself uses).
 
 What this module owns:
 - the C source and its build: compiled once per machine with the system C compiler (``cc``,
@@ -46,30 +48,47 @@ _SOURCE = r"""
 
 #define P 16
 
-/* rb rows of x (row stride ldx) times one panel (K x 16, contiguous) into y (row stride ldy):
-   the first nc columns are written, or added to y with accumulate; bias (nc,) optional. */
-static inline __attribute__((always_inline)) void panel_rows(
-    const int rb, const float *x, long ldx, const float *w, int K,
+/* rb rows of x (row stride ldx) times G consecutive panels (each K x 16, contiguous, starting at w)
+   into y (row stride ldy): the first nc columns of the group are written, or added to y with
+   accumulate; bias (nc,) optional. G panels at once are G memory streams: one row alone needs
+   several in flight to stream weights at the bus's speed. rb * G <= 8. */
+static inline __attribute__((always_inline)) void group_rows(
+    const int rb, const int G, const float *x, long ldx, const float *w, int K,
     float *y, long ldy, int nc, int accumulate, const float *bias)
 {
-    __m256 a[8], b[8];
+    __m256 a[8][4], b[8][4];
     #pragma GCC unroll 8
-    for (int r = 0; r < rb; r++) { a[r] = _mm256_setzero_ps(); b[r] = _mm256_setzero_ps(); }
+    for (int r = 0; r < rb; r++) {
+        #pragma GCC unroll 4
+        for (int g = 0; g < G; g++) { a[r][g] = _mm256_setzero_ps(); b[r][g] = _mm256_setzero_ps(); }
+    }
     for (int k = 0; k < K; k++) {
-        _mm_prefetch((const char *)(w + P * k + 256), _MM_HINT_T0);
-        __m256 w0 = _mm256_load_ps(w + P * k), w1 = _mm256_load_ps(w + P * k + 8);
+        __m256 w0[4], w1[4];
+        #pragma GCC unroll 4
+        for (int g = 0; g < G; g++) {
+            const float *wg = w + (size_t)g * K * P + P * k;
+            if (G == 1) _mm_prefetch((const char *)(wg + 256), _MM_HINT_T0);
+            w0[g] = _mm256_load_ps(wg);
+            w1[g] = _mm256_load_ps(wg + 8);
+        }
         #pragma GCC unroll 8
         for (int r = 0; r < rb; r++) {
             __m256 xb = _mm256_broadcast_ss(x + r * ldx + k);
-            a[r] = _mm256_fmadd_ps(xb, w0, a[r]);
-            b[r] = _mm256_fmadd_ps(xb, w1, b[r]);
+            #pragma GCC unroll 4
+            for (int g = 0; g < G; g++) {
+                a[r][g] = _mm256_fmadd_ps(xb, w0[g], a[r][g]);
+                b[r][g] = _mm256_fmadd_ps(xb, w1[g], b[r][g]);
+            }
         }
     }
-    float t[8][P];
+    float t[8][4 * P];
     #pragma GCC unroll 8
     for (int r = 0; r < rb; r++) {
-        _mm256_storeu_ps(t[r], a[r]);
-        _mm256_storeu_ps(t[r] + 8, b[r]);
+        #pragma GCC unroll 4
+        for (int g = 0; g < G; g++) {
+            _mm256_storeu_ps(t[r] + g * P, a[r][g]);
+            _mm256_storeu_ps(t[r] + g * P + 8, b[r][g]);
+        }
     }
     for (int r = 0; r < rb; r++) {
         float *o = y + r * ldy;
@@ -84,25 +103,40 @@ void panel_mm(const float *x, long ldx, int R, const float *wp, int K, int N,
               float *y, long ldy, int accumulate, const float *bias, int threads)
 {
     int np = (N + P - 1) / P;
-    /* panels split across threads, each streaming a contiguous range; a panel stays in cache
+    int G = R == 1 ? 4 : (R == 2 ? 2 : 1); /* panels per group: streams in flight for few rows */
+    int ng = (np + G - 1) / G;
+    /* groups split across threads, each streaming a contiguous range; a panel stays in cache
        while every block of 8 rows passes over it */
-    #pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1 && np > 1)
-    for (int p = 0; p < np; p++) {
-        const float *w = wp + (size_t)p * K * P;
-        int nc = N - p * P < P ? N - p * P : P;
-        const float *bp = bias ? bias + (size_t)p * P : NULL;
-        for (int r0 = 0; r0 < R; r0 += 8) {
-            const float *xr = x + r0 * ldx;
-            float *yr = y + r0 * ldy + (size_t)p * P;
-            switch (R - r0 < 8 ? R - r0 : 8) {
-            case 1: panel_rows(1, xr, ldx, w, K, yr, ldy, nc, accumulate, bp); break;
-            case 2: panel_rows(2, xr, ldx, w, K, yr, ldy, nc, accumulate, bp); break;
-            case 3: panel_rows(3, xr, ldx, w, K, yr, ldy, nc, accumulate, bp); break;
-            case 4: panel_rows(4, xr, ldx, w, K, yr, ldy, nc, accumulate, bp); break;
-            case 5: panel_rows(5, xr, ldx, w, K, yr, ldy, nc, accumulate, bp); break;
-            case 6: panel_rows(6, xr, ldx, w, K, yr, ldy, nc, accumulate, bp); break;
-            case 7: panel_rows(7, xr, ldx, w, K, yr, ldy, nc, accumulate, bp); break;
-            default: panel_rows(8, xr, ldx, w, K, yr, ldy, nc, accumulate, bp); break;
+    #pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1 && ng > 1)
+    for (int q = 0; q < ng; q++) {
+        int p0 = q * G, cols = N - p0 * P;
+        const float *w = wp + (size_t)p0 * K * P;
+        const float *bq = bias ? bias + (size_t)p0 * P : NULL;
+        if (G == 4 && p0 + 4 <= np) {
+            group_rows(1, 4, x, ldx, w, K, y + (size_t)p0 * P, ldy, cols < 4 * P ? cols : 4 * P, accumulate, bq);
+            continue;
+        }
+        if (G == 2 && p0 + 2 <= np) {
+            group_rows(2, 2, x, ldx, w, K, y + (size_t)p0 * P, ldy, cols < 2 * P ? cols : 2 * P, accumulate, bq);
+            continue;
+        }
+        for (int p = p0; p < p0 + G && p < np; p++) {
+            const float *wpn = wp + (size_t)p * K * P;
+            int nc = N - p * P < P ? N - p * P : P;
+            const float *bp = bias ? bias + (size_t)p * P : NULL;
+            for (int r0 = 0; r0 < R; r0 += 8) {
+                const float *xr = x + r0 * ldx;
+                float *yr = y + r0 * ldy + (size_t)p * P;
+                switch (R - r0 < 8 ? R - r0 : 8) {
+                case 1: group_rows(1, 1, xr, ldx, wpn, K, yr, ldy, nc, accumulate, bp); break;
+                case 2: group_rows(2, 1, xr, ldx, wpn, K, yr, ldy, nc, accumulate, bp); break;
+                case 3: group_rows(3, 1, xr, ldx, wpn, K, yr, ldy, nc, accumulate, bp); break;
+                case 4: group_rows(4, 1, xr, ldx, wpn, K, yr, ldy, nc, accumulate, bp); break;
+                case 5: group_rows(5, 1, xr, ldx, wpn, K, yr, ldy, nc, accumulate, bp); break;
+                case 6: group_rows(6, 1, xr, ldx, wpn, K, yr, ldy, nc, accumulate, bp); break;
+                case 7: group_rows(7, 1, xr, ldx, wpn, K, yr, ldy, nc, accumulate, bp); break;
+                default: group_rows(8, 1, xr, ldx, wpn, K, yr, ldy, nc, accumulate, bp); break;
+                }
             }
         }
     }

@@ -155,9 +155,9 @@ class ModuleRows:
 
 def decoder_rows(model: Decoder, capacity: int, max_len: int) -> DecoderRows:
     """The pool for this decoder: packed when the packed step takes the model, its modules otherwise.
-    A lone row steps with the one-row product kernel where that differs (MKL's on one thread, or for
-    weights that fit in the cache: :func:`~lmkit.infer.products.product_form`), at the cost of a
-    second packed copy of the weights."""
+    A lone row steps with the one-row product kernel where that differs (without the compiled
+    kernel: MKL's on one thread, or for weights that fit in the cache;
+    :func:`~lmkit.infer.products.product_form`), at the cost of a second packed copy of the weights."""
     packed = packed_decoder(model, rows=capacity)
     if packed is not None:
         return PackedRows(packed, capacity, max_len, one_row=packed_decoder(model, rows=1))
