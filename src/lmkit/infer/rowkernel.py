@@ -8,7 +8,8 @@ keeps one register accumulator per row and per 8 output columns, so every weight
 to 8 rows while the next ones are prefetched (~45-50 GFLOP/s at 8 rows on one thread); for one or two
 rows it reads 4 or 2 panels at once, memory streams in flight together (one row: 19-23 GB/s on one
 thread, where MKL's matrix-vector product reaches 12-17); and it splits the panels over every thread
-(OpenMP, the runtime PyTorch itself uses).
+(OpenMP, the runtime PyTorch itself uses). A prompt's many rows go in blocks of 6 (no register
+spills): 170 GFLOP/s on two threads in cache, where MKL's GEMM reaches 133-157.
 
 What this module owns:
 - the C source and its build: compiled once per machine with the system C compiler (``cc``,
@@ -124,10 +125,13 @@ void panel_mm(const float *x, long ldx, int R, const float *wp, int K, int N,
             const float *wpn = wp + (size_t)p * K * P;
             int nc = N - p * P < P ? N - p * P : P;
             const float *bp = bias ? bias + (size_t)p * P : NULL;
-            for (int r0 = 0; r0 < R; r0 += 8) {
+            /* up to 8 rows: one pass over the panel; more (a prompt): blocks of 6 rows, whose 12
+               accumulators, 2 weight vectors and a broadcast fit AVX2's 16 registers */
+            int rbk = R > 8 ? 6 : 8;
+            for (int r0 = 0; r0 < R; r0 += rbk) {
                 const float *xr = x + r0 * ldx;
                 float *yr = y + r0 * ldy + (size_t)p * P;
-                switch (R - r0 < 8 ? R - r0 : 8) {
+                switch (R - r0 < rbk ? R - r0 : rbk) {
                 case 1: group_rows(1, 1, xr, ldx, wpn, K, yr, ldy, nc, accumulate, bp); break;
                 case 2: group_rows(2, 1, xr, ldx, wpn, K, yr, ldy, nc, accumulate, bp); break;
                 case 3: group_rows(3, 1, xr, ldx, wpn, K, yr, ldy, nc, accumulate, bp); break;
