@@ -416,9 +416,9 @@ def closing_note(res: dict[str, Any]) -> list[str]:
         out.append(
             f"- F32, batch 1: each token reads all {mb['f32']:.0f} MB of weights once: lmkit sustains "
             f"{mb['f32'] * f['lmkit_tokens_per_s'] / 1e3:.2f} GB/s, llama.cpp {mb['f32'] * f['llamacpp_tokens_per_s'] / 1e3:.2f} "
-            "GB/s. With the same bytes to read, the difference is the step itself: lmkit's is PyTorch operators called "
-            "from Python (its packed decode path), llama.cpp's one compiled ggml graph with matrix-vector kernels of "
-            "its own."
+            "GB/s. With the same bytes to read, the difference is the step itself: lmkit's is Python calling its "
+            "products (the compiled panel kernel where it built, else MKL) and PyTorch operators for the rest, one "
+            "call each, llama.cpp's one compiled ggml graph."
         )
     if q["lmkit_tokens_per_s"] < q["llamacpp_tokens_per_s"]:
         vs = "slower than" if q["lmkit_tokens_per_s"] < f["lmkit_tokens_per_s"] else "hardly faster than"

@@ -65,9 +65,37 @@ def test_built_once_per_machine_into_the_cache(tmp_path: Path) -> None:
     stamp = built[0].stat().st_mtime_ns
     assert _probe({**env, "CC": "/nonexistent/cc"}) == "True None"  # reused: no compiler needed
     assert built[0].stat().st_mtime_ns == stamp
+    built[0].write_bytes(b"not a shared library")  # e.g. left by another toolchain: built again
+    assert _probe(env) == "True None" and built[0].read_bytes()[:4] == b"\x7fELF"
 
 
 def test_refused_with_a_reason(tmp_path: Path) -> None:
     assert _probe({"LMKIT_ROW_KERNEL": "0"}) == "False LMKIT_ROW_KERNEL=0"
-    out = _probe({"XDG_CACHE_HOME": str(tmp_path), "CC": "/nonexistent/cc"})
+    env = {"XDG_CACHE_HOME": str(tmp_path), "CC": "/nonexistent/cc"}
+    out = _probe(env)
     assert out.startswith("False ") and ("compiler" in out or "lacks" in out or "x86-64" in out)
+    if "compiler" in out:  # the failure is remembered: the next process does not try again
+        failed = list((tmp_path / "lmkit" / "kernels").glob("*.failed"))
+        assert len(failed) == 1 and "/nonexistent/cc" in failed[0].read_text()
+        assert _probe({**env, "CC": "cc"}).endswith(f"(delete {failed[0]} to try again)")
+
+
+@needs_kernel
+def test_bad_inputs_are_refused_before_the_kernel_sees_them() -> None:
+    w = rowkernel.pack(torch.randn(20, 8))
+    x = torch.randn(3, 8)
+    with pytest.raises(ValueError, match="float32 CPU rows"):
+        rowkernel.panel_mm(x, w, out=torch.empty(3, 20, dtype=torch.float64))
+    with pytest.raises(ValueError, match="float32 CPU rows"):
+        rowkernel.panel_mm(x.double(), w)
+    with pytest.raises(ValueError, match="bias"):
+        rowkernel.panel_mm(x, w, torch.zeros(20, dtype=torch.float64))
+    with pytest.raises(ValueError, match="shares memory"):
+        both = torch.randn(3, 28)
+        rowkernel.panel_mm(both[:, :8], w, out=both[:, 8:])
+    with pytest.raises(ValueError, match="panels of a"):
+        rowkernel.panel_mm(x, rowkernel.Panels(w.data[:1], 20))
+    with pytest.raises(ValueError, match="accumulate"):
+        rowkernel.panel_mm(x, w, accumulate=True)
+    with pytest.raises(ValueError, match="float32 CPU matrix"):
+        rowkernel.pack(torch.randn(4, 4, dtype=torch.float64))

@@ -55,7 +55,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lmkit.infer.products import add_mm, mm, pack_matrix, product_form, product_forms
+from lmkit.infer.products import add_mm, mm, pack_matrix, product_form, product_forms, runs_here
 
 if TYPE_CHECKING:
     from lmkit.models.decoder import Decoder, DecoderBlock
@@ -93,7 +93,7 @@ class PackedDecoder:
     """
 
     def __init__(self, model: Decoder, form: str = "mm") -> None:
-        if form not in product_forms():
+        if not runs_here(form):
             raise ValueError(f"product form {form!r} is not one of those this machine runs: {product_forms()}")
         cfg = model.cfg
         self.cfg = cfg

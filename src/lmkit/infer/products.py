@@ -33,7 +33,12 @@ _ONEDNN_OPS = _ONEDNN_LINEAR is not None and hasattr(torch.ops.mkldnn, "_reorder
 
 def product_forms() -> tuple[str, ...]:
     """The forms this PyTorch build and machine can run ("panels" is built on first use)."""
-    return ("mm",) + (("onednn",) if _ONEDNN_OPS else ()) + (("panels",) if rowkernel.available() else ())
+    return tuple(form for form in ("mm", "onednn", "panels") if runs_here(form))
+
+
+def runs_here(form: str) -> bool:
+    """Can this build and machine multiply in ``form`` (only "panels" builds anything to know)?"""
+    return form == "mm" or (form == "onednn" and _ONEDNN_OPS) or (form == "panels" and rowkernel.available())
 
 
 def _onednn_usable() -> bool:
@@ -72,7 +77,7 @@ def pack_matrix(wt: torch.Tensor, form: str) -> Any:
 def mm(form: str, x: torch.Tensor, w: Any, b: torch.Tensor | None, out: torch.Tensor | None = None) -> torch.Tensor:
     """x · w (+ b) for a matrix stored by :func:`pack_matrix`, into ``out`` when given."""
     if form == "panels":
-        return rowkernel.panel_mm(x, w, b, out=out)
+        return rowkernel.panel_mm_trusted(x, w, b, out)
     if form == "onednn":
         y = _ONEDNN_LINEAR(x, w, b, "none", [], "")
         return y if out is None else out.copy_(y)
@@ -84,7 +89,7 @@ def mm(form: str, x: torch.Tensor, w: Any, b: torch.Tensor | None, out: torch.Te
 def add_mm(form: str, acc: torch.Tensor, x: torch.Tensor, w: Any) -> torch.Tensor:
     """acc += x · w, in place (a residual addition fused into the product where the kernel can)."""
     if form == "panels":
-        return rowkernel.panel_mm(x, w, out=acc, accumulate=True)
+        return rowkernel.panel_mm_trusted(x, w, None, acc, True)
     if form == "onednn":
         return acc.add_(_ONEDNN_LINEAR(x, w, None, "none", [], ""))
     return acc.addmm_(x, w)

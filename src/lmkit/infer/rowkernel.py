@@ -12,16 +12,20 @@ thread, where MKL's matrix-vector product reaches 12-17); and it splits the pane
 spills): 170 GFLOP/s on two threads in cache, where MKL's GEMM reaches 133-157.
 
 What this module owns:
-- the C source and its build: compiled once per machine with the system C compiler (``cc``,
-  ``-O3 -march=native -fopenmp``) into the user's cache (``$XDG_CACHE_HOME`` or ``~/.cache``,
-  ``lmkit/kernels``), keyed by the source, the flags and this CPU's model and feature flags, written
-  atomically; loaded with ``ctypes`` (the call releases the GIL, as PyTorch's operators do);
-- :func:`available`: whether it built (no compiler, an unsupported CPU, or ``LMKIT_ROW_KERNEL=0``
-  in the environment: no; :func:`unavailable_reason` says why), and then only on x86-64 with AVX2
-  and FMA;
+- the C source and its build: compiled once per machine with the system C compiler (``$CC`` or
+  ``cc``, ``-O3 -march=native -fopenmp``) into the user's cache (``$XDG_CACHE_HOME`` or
+  ``~/.cache``, ``lmkit/kernels``), keyed by the source, the flags and this CPU's model and feature
+  flags, written atomically (older builds removed); loaded with ``ctypes`` (the call releases the
+  GIL, as PyTorch's operators do); a build that does not load is rebuilt, a failed build is
+  remembered in a ``.failed`` file with its reason until the user deletes it;
+- :func:`available`: x86-64 Linux with AVX2 and FMA, built and loaded, and ``LMKIT_ROW_KERNEL`` not
+  ``0``; :func:`unavailable_reason` says why not (and :func:`available` says it on stderr, once);
 - :class:`Panels`, a (out, in) weight matrix laid out as panels of 16 output columns, each (in, 16)
   contiguous, the last zero-padded; :func:`pack` makes one; :func:`panel_mm` computes
-  ``x · Wᵀ (+ bias)`` into a new or given output, or adds it to one (``accumulate``).
+  ``x · Wᵀ (+ bias)`` into a new or given output, or adds it to one (``accumulate``), after
+  checking every tensor it hands to C (float32, CPU, shapes, strides, no output sharing x's
+  memory); :func:`panel_mm_trusted` is the same call without the checks, for the packed decode
+  step, whose weights and buffers meet them by construction.
 Every output column is the sum over the input dimension in order, in float32, with fused
 multiply-adds: results agree with PyTorch's products to float32 rounding, not bit for bit.
 """
@@ -32,12 +36,13 @@ import ctypes
 import hashlib
 import os
 import platform
+import shlex
 import subprocess
 import sys
 import tempfile
 from functools import cache
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 
@@ -69,8 +74,8 @@ static inline __attribute__((always_inline)) void group_rows(
         for (int g = 0; g < G; g++) {
             const float *wg = w + (size_t)g * K * P + P * k;
             if (G == 1) _mm_prefetch((const char *)(wg + 256), _MM_HINT_T0);
-            w0[g] = _mm256_load_ps(wg);
-            w1[g] = _mm256_load_ps(wg + 8);
+            w0[g] = _mm256_loadu_ps(wg);
+            w1[g] = _mm256_loadu_ps(wg + 8);
         }
         #pragma GCC unroll 8
         for (int r = 0; r < rb; r++) {
@@ -171,48 +176,80 @@ def _cache_dir() -> Path:
     return Path(root) / "lmkit" / "kernels"
 
 
+def _compile(lib: Path, cc: list[str]) -> str | None:
+    """Compile the source into ``lib`` (atomically: another process never loads half a file), or
+    say why it failed."""
+    print(f"lmkit: compiling the decode kernel for this CPU into {lib.parent} (a few seconds)", file=sys.stderr)
+    with tempfile.TemporaryDirectory(dir=lib.parent) as tmp:
+        src, out = Path(tmp) / "panel_mm.c", Path(tmp) / "panel_mm.so"
+        src.write_text(_SOURCE)
+        try:
+            done = subprocess.run([*cc, *_FLAGS, str(src), "-o", str(out)], capture_output=True, text=True, timeout=300)
+        except (OSError, subprocess.SubprocessError) as e:
+            return f"the C compiler {' '.join(cc)!r} did not run ({e})"
+        if done.returncode != 0:
+            lines = done.stderr.strip().splitlines() or [f"exit status {done.returncode}"]
+            return f"the C compiler {' '.join(cc)!r} failed: " + next((x for x in lines if "error" in x), lines[-1])
+        os.replace(out, lib)
+    for old in lib.parent.glob("panel_mm-*.so"):  # builds for an older source, flags or compiler
+        if old != lib:
+            old.unlink(missing_ok=True)
+    return None
+
+
 @cache
 def _build() -> tuple[ctypes.CDLL | None, str | None]:
-    """The compiled library, or None and why not (built once per process, cached per machine)."""
+    """The compiled library, or None and why not (built once per machine, looked up once per process;
+    a build that no longer loads, e.g. made by another toolchain in a shared home, is rebuilt; a
+    failed build is remembered beside it, with its reason, until that file is deleted)."""
     if os.environ.get("LMKIT_ROW_KERNEL", "1") == "0":
         return None, "LMKIT_ROW_KERNEL=0"
-    if platform.machine() not in ("x86_64", "AMD64"):
-        return None, f"not an x86-64 CPU ({platform.machine()})"
+    if platform.machine() not in ("x86_64", "AMD64") or not Path("/proc/cpuinfo").exists():
+        return None, f"the kernel is built for x86-64 Linux only (this is {platform.system()} on {platform.machine()})"
     cpu = _cpu_identity()
     if not ({"avx2", "fma"} <= set(cpu.split())):
         return None, "this CPU lacks AVX2 or FMA"
     key = hashlib.sha256("\0".join([_SOURCE, *_FLAGS, cpu]).encode()).hexdigest()[:16]
     lib = _cache_dir() / f"panel_mm-{key}.so"
-    if not lib.exists():
-        print("lmkit: compiling the decode kernel for this CPU (once; a few seconds)", file=sys.stderr, flush=True)
-        try:
-            lib.parent.mkdir(parents=True, exist_ok=True)
-            with tempfile.TemporaryDirectory(dir=lib.parent) as tmp:
-                src, out = Path(tmp) / "panel_mm.c", Path(tmp) / "panel_mm.so"
-                src.write_text(_SOURCE)
-                done = subprocess.run(
-                    [os.environ.get("CC", "cc"), *_FLAGS, str(src), "-o", str(out)], capture_output=True, text=True
-                )
-                if done.returncode != 0:
-                    return None, f"the C compiler failed: {done.stderr.strip().splitlines()[-1:]}"
-                os.replace(out, lib)  # atomic: another process never loads half a file
-        except (OSError, subprocess.SubprocessError) as e:
-            return None, f"no C compiler could build it ({e})"
+    failed = lib.with_suffix(".failed")
+    dll = None
     try:
-        dll = ctypes.CDLL(str(lib))
+        if failed.exists():
+            return None, f"{failed.read_text().strip()} (delete {failed} to try again)"
+        if lib.exists():
+            try:
+                dll = ctypes.CDLL(str(lib))
+            except OSError:
+                pass  # built by another toolchain: build it again
+        if dll is None:
+            lib.parent.mkdir(parents=True, exist_ok=True)
+            why = _compile(lib, shlex.split(os.environ.get("CC", "cc")))
+            if why is not None:
+                failed.write_text(why + "\n")
+                return None, why
+            dll = ctypes.CDLL(str(lib))
     except OSError as e:
-        return None, f"{lib} does not load ({e})"
+        return None, f"the kernel cache {lib.parent} is not usable ({e})"
     dll.panel_mm.argtypes = [
         ctypes.c_void_p, ctypes.c_long, ctypes.c_int, ctypes.c_void_p, ctypes.c_int, ctypes.c_int,
         ctypes.c_void_p, ctypes.c_long, ctypes.c_int, ctypes.c_void_p, ctypes.c_int,
     ]  # fmt: skip
     dll.panel_mm.restype = None
+    _KERNEL.append(dll.panel_mm)
     return dll, None
 
 
 def available() -> bool:
-    """Can this process multiply with the kernel (built, or buildable now)?"""
-    return _build()[0] is not None
+    """Can this process multiply with the kernel (built, or buildable now)? Where it cannot, says
+    why on stderr, once."""
+    dll, why = _build()
+    if dll is None and why != "LMKIT_ROW_KERNEL=0" and not _TOLD:
+        _TOLD.append(why)
+        print(f"lmkit: decoding without the compiled kernel: {why}", file=sys.stderr)
+    return dll is not None
+
+
+_TOLD: list[str | None] = []
 
 
 def unavailable_reason() -> str | None:
@@ -221,12 +258,25 @@ def unavailable_reason() -> str | None:
 
 
 def pack(w: torch.Tensor) -> Panels:
-    """A float32 (out, in) matrix as :class:`Panels` (a new copy; ``w`` is left as it is)."""
+    """A float32 CPU (out, in) matrix as :class:`Panels` (a new copy; ``w`` is left as it is)."""
+    if w.dtype != torch.float32 or w.device.type != "cpu" or w.dim() != 2:
+        raise ValueError(f"panels hold a float32 CPU matrix, got {w.dtype} {tuple(w.shape)} on {w.device}")
     out_f, in_f = w.shape
     np_ = -(-out_f // COLUMNS)
     padded = w.new_zeros(np_ * COLUMNS, in_f)
     padded[:out_f] = w
     return Panels(padded.view(np_, COLUMNS, in_f).transpose(1, 2).contiguous(), out_f)  # (np, in, 16)
+
+
+def _rows_ok(t: torch.Tensor, rows: int, cols: int) -> bool:
+    """float32 CPU rows of ``cols`` with unit column stride and rows that do not overlap."""
+    return (
+        t.dtype == torch.float32
+        and t.device.type == "cpu"
+        and tuple(t.shape) == (rows, cols)
+        and (cols <= 1 or t.stride(1) == 1)
+        and (rows <= 1 or t.stride(0) >= cols)
+    )
 
 
 def panel_mm(
@@ -237,20 +287,50 @@ def panel_mm(
     accumulate: bool = False,
 ) -> torch.Tensor:
     """x (R, in) · Wᵀ (+ bias): a new (R, out) tensor, or written into ``out``, or added to ``out``
-    with ``accumulate``. x, out: float32 rows with unit column stride (any row stride). Runs on
-    PyTorch's thread count (passed explicitly: OpenMP's own setting is per calling thread)."""
+    with ``accumulate``. x: float32 CPU rows (copied if its columns are strided); ``out``: float32
+    CPU rows with unit column stride, not sharing memory with x; anything else is a ValueError. Runs
+    on PyTorch's thread count (passed explicitly: OpenMP's own setting is per calling thread)."""
     dll = _build()[0]
-    assert dll is not None, "panel_mm called where the kernel is not available"
+    if dll is None:
+        raise RuntimeError(f"the compiled kernel is not available: {unavailable_reason()}")
     R, K = x.shape
+    if x.stride(1) != 1 or (R > 1 and x.stride(0) < K):
+        x = x.contiguous()
+    d = w.data
+    if not (d.dtype == torch.float32 and d.is_contiguous() and tuple(d.shape) == (-(-w.n // COLUMNS), K, COLUMNS)):
+        raise ValueError(f"weights {tuple(d.shape)} {d.dtype} are not panels of a ({w.n}, {K}) float32 matrix")
+    if out is None:
+        if accumulate:
+            raise ValueError("accumulate needs an output to add to")
+        out = x.new_empty(R, w.n)
+    if not (_rows_ok(x, R, K) and _rows_ok(out, R, w.n)):
+        raise ValueError(f"x {x.dtype} {tuple(x.shape)} and out {out.dtype} {tuple(out.shape)}: float32 CPU rows")
+    if out.untyped_storage().data_ptr() == x.untyped_storage().data_ptr():
+        raise ValueError("out shares memory with x")
+    if bias is not None and not (bias.dtype == torch.float32 and bias.is_contiguous() and bias.numel() == w.n):
+        raise ValueError(f"bias {bias.dtype} {tuple(bias.shape)} is not ({w.n},) float32")
+    return panel_mm_trusted(x, w, bias, out, accumulate)
+
+
+def panel_mm_trusted(
+    x: torch.Tensor,
+    w: Panels,
+    bias: torch.Tensor | None = None,
+    out: torch.Tensor | None = None,
+    accumulate: bool = False,
+) -> torch.Tensor:
+    """:func:`panel_mm` without its checks, for a caller whose tensors meet them by construction (the
+    packed decode step's own weights and buffers: a few microseconds a call, tens of calls a token).
+    Only x's column stride is still looked at."""
     if x.stride(1) != 1:
         x = x.contiguous()
     if out is None:
-        assert not accumulate
-        out = x.new_empty(R, w.n)
-    assert out.shape == (R, w.n) and out.stride(1) == 1 and w.data.shape[1] == K and x.dtype == torch.float32
-    assert bias is None or (bias.is_contiguous() and bias.numel() == w.n)
-    dll.panel_mm(
-        x.data_ptr(), x.stride(0), R, w.data.data_ptr(), K, w.n, out.data_ptr(), out.stride(0), int(accumulate),
-        None if bias is None else bias.data_ptr(), torch.get_num_threads(),
+        out = x.new_empty(x.shape[0], w.n)
+    _KERNEL[0](
+        x.data_ptr(), x.stride(0), x.shape[0], w.data.data_ptr(), x.shape[1], w.n, out.data_ptr(), out.stride(0),
+        accumulate, None if bias is None else bias.data_ptr(), torch.get_num_threads(),
     )  # fmt: skip
     return out
+
+
+_KERNEL: list[Any] = []  # the loaded C function, once built
