@@ -19,7 +19,7 @@ What this module owns:
   GIL, as PyTorch's operators do); a build that does not load is rebuilt, a failed build is
   remembered in a ``.failed`` file with its reason until the user deletes it;
 - :func:`available`: x86-64 Linux with AVX2 and FMA, built and loaded, and ``LMKIT_ROW_KERNEL`` not
-  ``0``; :func:`unavailable_reason` says why not (and :func:`available` says it on stderr, once);
+  ``0``; :func:`unavailable_reason` says why not (and stderr says it once per process);
 - :class:`Panels`, a (out, in) weight matrix laid out as panels of 16 output columns, each (in, 16)
   contiguous, the last zero-padded; :func:`pack` makes one; :func:`panel_mm` computes
   ``x · Wᵀ (+ bias)`` into a new or given output, or adds it to one (``accumulate``), after
@@ -42,7 +42,7 @@ import sys
 import tempfile
 from functools import cache
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import NamedTuple, cast
 
 import torch
 
@@ -199,8 +199,16 @@ def _compile(lib: Path, cc: list[str]) -> str | None:
 
 @cache
 def _build() -> tuple[ctypes.CDLL | None, str | None]:
-    """The compiled library, or None and why not (built once per machine, looked up once per process;
-    a build that no longer loads, e.g. made by another toolchain in a shared home, is rebuilt; a
+    """The compiled library, or None and why not, looked up once per process (and why not said on
+    stderr then, unless the user turned it off)."""
+    dll, why = _load()
+    if dll is None and why != "LMKIT_ROW_KERNEL=0":
+        print(f"lmkit: decoding without the compiled kernel: {why}", file=sys.stderr)
+    return dll, why
+
+
+def _load() -> tuple[ctypes.CDLL | None, str | None]:
+    """The compiled library, or None and why not (built once per machine; a build that no longer loads, e.g. made by another toolchain in a shared home, is rebuilt; a
     failed build is remembered beside it, with its reason, until that file is deleted)."""
     if os.environ.get("LMKIT_ROW_KERNEL", "1") == "0":
         return None, "LMKIT_ROW_KERNEL=0"
@@ -235,21 +243,12 @@ def _build() -> tuple[ctypes.CDLL | None, str | None]:
         ctypes.c_void_p, ctypes.c_long, ctypes.c_int, ctypes.c_void_p, ctypes.c_int,
     ]  # fmt: skip
     dll.panel_mm.restype = None
-    _KERNEL.append(dll.panel_mm)
     return dll, None
 
 
 def available() -> bool:
-    """Can this process multiply with the kernel (built, or buildable now)? Where it cannot, says
-    why on stderr, once."""
-    dll, why = _build()
-    if dll is None and why != "LMKIT_ROW_KERNEL=0" and not _TOLD:
-        _TOLD.append(why)
-        print(f"lmkit: decoding without the compiled kernel: {why}", file=sys.stderr)
-    return dll is not None
-
-
-_TOLD: list[str | None] = []
+    """Can this process multiply with the kernel (built, or buildable now)?"""
+    return _build()[0] is not None
 
 
 def unavailable_reason() -> str | None:
@@ -290,8 +289,7 @@ def panel_mm(
     with ``accumulate``. x: float32 CPU rows (copied if its columns are strided); ``out``: float32
     CPU rows with unit column stride, not sharing memory with x; anything else is a ValueError. Runs
     on PyTorch's thread count (passed explicitly: OpenMP's own setting is per calling thread)."""
-    dll = _build()[0]
-    if dll is None:
+    if not available():
         raise RuntimeError(f"the compiled kernel is not available: {unavailable_reason()}")
     R, K = x.shape
     if x.stride(1) != 1 or (R > 1 and x.stride(0) < K):
@@ -326,11 +324,8 @@ def panel_mm_trusted(
         x = x.contiguous()
     if out is None:
         out = x.new_empty(x.shape[0], w.n)
-    _KERNEL[0](
+    cast(ctypes.CDLL, _build()[0]).panel_mm(
         x.data_ptr(), x.stride(0), x.shape[0], w.data.data_ptr(), x.shape[1], w.n, out.data_ptr(), out.stride(0),
         accumulate, None if bias is None else bias.data_ptr(), torch.get_num_threads(),
     )  # fmt: skip
     return out
-
-
-_KERNEL: list[Any] = []  # the loaded C function, once built
