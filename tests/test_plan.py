@@ -4,6 +4,8 @@ precise memory estimate against the measured peak of real lmkit training steps."
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import random
@@ -561,12 +563,11 @@ def _flags(overrides: dict[str, Any]) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def measured_peaks(
+def runs(
     lmkit_cache: Any, packed: dict[int, Path], tmp_path_factory: pytest.TempPathFactory
-) -> dict[str, tuple[float, str]]:
-    """Whole-process peak RSS (the child's own rusage, as /usr/bin/time reports it) of
-    `lmkit pretrain` of each case: 3 steps with an evaluation, a checkpoint, the TensorBoard
-    writer and the loss plot, run side by side (their time does not matter here, only memory)."""
+) -> dict[str, subprocess.Popen[str]]:
+    """`lmkit pretrain` of each case started, side by side (their time does not matter here, only
+    memory): 3 steps with an evaluation, a checkpoint, the TensorBoard writer and the loss plot."""
     root = tmp_path_factory.mktemp("plan_runs")
     procs = {}
     for i, (name, (config, vocab, overrides, mb, ckpt)) in enumerate(MEMORY_CASES.items()):
@@ -604,8 +605,14 @@ def measured_peaks(
         procs[name] = subprocess.Popen(
             [sys.executable, "-c", _LAUNCHER, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
         )
+    return procs
+
+
+@pytest.fixture(scope="module")
+def measured_peaks(runs: dict[str, subprocess.Popen[str]]) -> dict[str, tuple[float, str]]:
+    """Whole-process peak RSS (the child's own rusage, as /usr/bin/time reports it) of each run."""
     out = {}
-    for name, proc in procs.items():
+    for name, proc in runs.items():
         stdout, err = proc.communicate(timeout=1200)
         assert proc.returncode == 0, (name, err[-2000:])
         rec = json.loads(stdout.strip().splitlines()[-1])
@@ -626,11 +633,12 @@ print(json.dumps({"status": status, "maxrss_kib": usage.ru_maxrss}))
 
 
 @pytest.fixture(scope="module")
-def planned(lmkit_cache: Any, packed: dict[int, Path]) -> dict[str, float]:
-    """What `lmkit plan` prints for each case, after `lmkit plan --this-machine` measured (in its
-    own child process) and cached this machine's runtime baseline."""
-    import contextlib
-    import io
+def planned(lmkit_cache: Any, packed: dict[int, Path], runs: dict[str, Any]) -> dict[str, float]:
+    """What `lmkit plan` prints for each case, after `lmkit plan --this-machine` measured (in child
+    processes) and cached this machine's runtime baselines while the runs go: the pages of torch's
+    library a process maps beside those it touches vary with the kernel's page cache (the same
+    probe measured 360 and 414 MB on one machine an hour apart), so the baseline is measured in the
+    runs' conditions, not before them."""
 
     def plan_json(*argv: str) -> dict[str, Any]:
         buf = io.StringIO()
@@ -737,27 +745,55 @@ def test_the_run_end_counts_only_where_it_exceeds_a_step_and_muon_keeps_one_mome
         training_memory(big, optimizer="sgd")
 
 
-def test_runtime_baseline_cache_holds_both_figures_and_an_old_one_counts_as_unmeasured(
+def test_runtime_baseline_cache_holds_both_figures_per_family_and_an_old_one_counts_as_unmeasured(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from lmkit.plan.baseline import BASELINE_FILE, finish_baseline, runtime_baseline
+    from lmkit.plan.compute import PLAN_TERMS
     from lmkit.plan.measure import machine_key
-    from lmkit.plan.memory import FINISH_BASELINE_BYTES, RUNTIME_BASELINE_BYTES
+    from lmkit.plan.memory import FINISH_BASELINE_BYTES
 
     monkeypatch.setenv("LMKIT_CACHE", str(tmp_path))
     path = tmp_path / BASELINE_FILE
-    path.write_text(json.dumps({"key": machine_key(), "runtime_bytes": 4.1e8, "when": "2026-01-01"}))
-    assert runtime_baseline() == (
-        RUNTIME_BASELINE_BYTES,
-        "lmkit's default (lmkit plan --this-machine measures this machine's)",
-    )
-    assert finish_baseline() == FINISH_BASELINE_BYTES  # a whole-run peak from before is neither figure
-    path.write_text(
-        json.dumps({"key": machine_key(), "runtime_bytes": 3.4e8, "finish_bytes": 3e7, "when": "2026-01-02"})
-    )
-    assert runtime_baseline() == (3.4e8, "measured on this machine (2026-01-02)") and finish_baseline() == 3e7
-    path.write_text(json.dumps({"key": "another machine", "runtime_bytes": 3.4e8, "finish_bytes": 3e7}))
-    assert runtime_baseline()[0] == RUNTIME_BASELINE_BYTES and finish_baseline() == FINISH_BASELINE_BYTES
+    default = "lmkit's default (lmkit plan --this-machine measures this machine's)"
+    # a whole-run peak from before, and then one figure for every family: neither is a family's figure
+    for old in ({"runtime_bytes": 4.1e8}, {"runtime_bytes": 3.4e8, "finish_bytes": 3e7}):
+        path.write_text(json.dumps({"key": machine_key(), **old, "when": "2026-01-01"}))
+        for fam in ("decoder", "encoder"):
+            assert runtime_baseline(fam) == (PLAN_TERMS[fam].runtime_bytes, default)
+            assert finish_baseline(fam) == FINISH_BASELINE_BYTES
+    figures = {
+        "decoder": {"runtime_bytes": 3.4e8, "finish_bytes": 3e7},
+        "encoder": {"runtime_bytes": 3.5e8, "finish_bytes": 3.1e7},
+    }
+    path.write_text(json.dumps({"key": machine_key(), "families": figures, "when": "2026-01-02"}))
+    assert runtime_baseline("decoder") == (3.4e8, "measured on this machine (2026-01-02)") and finish_baseline() == 3e7
+    assert runtime_baseline("encoder")[0] == 3.5e8 and finish_baseline("encoder") == 3.1e7
+    assert runtime_baseline("encdec") == (PLAN_TERMS["encdec"].runtime_bytes, default)  # not in this cache
+    with pytest.raises(LmkitError, match="model.family must be one of"):
+        runtime_baseline("gpt")
+    path.write_text(json.dumps({"key": "another machine", "families": figures}))
+    assert runtime_baseline()[0] == PLAN_TERMS["decoder"].runtime_bytes and finish_baseline() == FINISH_BASELINE_BYTES
+
+
+def test_the_plan_counts_each_familys_own_runtime(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A family's measured runtime reaches its plan's total (and only its plan's), with or without a cache."""
+    from lmkit.plan.baseline import BASELINE_FILE
+    from lmkit.plan.compute import PLAN_TERMS
+    from lmkit.plan.measure import machine_key
+
+    monkeypatch.setenv("LMKIT_CACHE", str(tmp_path))
+
+    def runtime(family: str) -> float:
+        buf = io.StringIO()
+        with contextlib.redirect_stdout(buf):
+            assert main(["plan", "--config", str(TINY), "--model.family", family, "--json"]) == 0
+        return float(json.loads(buf.getvalue())["memory"]["training_breakdown"]["runtime"])
+
+    assert {f: runtime(f) for f in PLAN_TERMS} == {f: t.runtime_bytes for f, t in PLAN_TERMS.items()}
+    figures = {f: {"runtime_bytes": 3e8 + i * 1e7, "finish_bytes": 3e7} for i, f in enumerate(PLAN_TERMS)}
+    (tmp_path / BASELINE_FILE).write_text(json.dumps({"key": machine_key(), "families": figures, "when": "today"}))
+    assert {f: runtime(f) for f in PLAN_TERMS} == {f: v["runtime_bytes"] for f, v in figures.items()}
 
 
 def test_plan_reads_a_checkpoint_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

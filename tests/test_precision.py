@@ -199,7 +199,7 @@ def test_plan_this_machine_names_the_fp32_and_the_bf16_peak(
     monkeypatch.setattr(
         measure, "measure_matmul_peak", lambda dtype=None, *a, **k: {torch.float32: 100e9, torch.bfloat16: 500e9}[dtype]
     )
-    monkeypatch.setattr(cli_plan, "runtime_baseline", lambda measure=False: (4e8, "a test's figure"))
+    monkeypatch.setattr(cli_plan, "runtime_baseline", lambda family, measure=False: (4e8, "a test's figure"))
     assert main(["plan", "--params", "10M", "--this-machine"]) == 0
     text = capsys.readouterr().out
     assert "fp32 100 GFLOP/s, bf16 500 GFLOP/s (5.0×); a run here trains in bf16" in text

@@ -194,7 +194,8 @@ def _run_plan(args: argparse.Namespace) -> int:
     precision = args.precision
     if precision is None and train is not None and train.precision == "auto":
         precision = here["precision"] if here is not None and on_here else "bf16"
-    runtime, runtime_source = runtime_baseline(measure=args.this_machine)
+    family = cfg.family if cfg is not None else "decoder"  # --params alone plans a decoder's shape
+    runtime, runtime_source = runtime_baseline(family, measure=args.this_machine)
     memory = train.memory if train is not None else "auto"
     heap = None if not on_here else "lean" if memory == "lean" else "fast"  # the heap of a run on this CPU
     inputs: dict[str, Any] = dict(
@@ -217,7 +218,7 @@ def _run_plan(args: argparse.Namespace) -> int:
         this_machine_peak=here["peak_flops"] if here else None,
         source=source,
         runtime_bytes=runtime,
-        finish_bytes=finish_baseline(),
+        finish_bytes=finish_baseline(family),
     )
     plan = make_plan(**inputs, heap=heap)
     if on_here:  # train.memory settled as a run here would settle it (lmkit.train.rss.settle_memory)

@@ -308,6 +308,10 @@ class PlanTerms:
     cached: Callable[[ModelConfig, int], tuple[int, int]]  # (layers, positions) of the KV cache over a context
     blocks: Callable[[ModelConfig], int]  # transformer blocks (FSDP's unit of gathering)
     head_matmul: Callable[[ModelConfig], int]  # matmul parameters outside the blocks (the output head's)
+    # lmkit's default runtime baseline: what a process training the family holds beside its tensors
+    # (lmkit.plan.memory says what it holds and where these were measured; `lmkit plan --this-machine`
+    # measures this machine's own)
+    runtime_bytes: float
 
 
 PLAN_TERMS: dict[str, PlanTerms] = {
@@ -323,6 +327,7 @@ PLAN_TERMS: dict[str, PlanTerms] = {
             _encoder_cached,
             _one_stack,
             _mlm_head,
+            366e6,
         ),
         PlanTerms(
             "decoder",
@@ -334,6 +339,7 @@ PLAN_TERMS: dict[str, PlanTerms] = {
             _decoder_cached,
             _one_stack,
             _vocab_projection,
+            360e6,
         ),
         PlanTerms(
             "encdec",
@@ -345,6 +351,7 @@ PLAN_TERMS: dict[str, PlanTerms] = {
             _encdec_cached,
             _two_stacks,
             _vocab_projection,
+            361e6,
         ),
     )
 }

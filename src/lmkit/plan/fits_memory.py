@@ -23,9 +23,9 @@ from lmkit.config import ModelConfig
 from lmkit.errors import LmkitError
 from lmkit.plan.memory import (
     FINISH_BASELINE_BYTES,
-    RUNTIME_BASELINE_BYTES,
     model_state_bytes,
     optimizer_one_moment_params,
+    runtime_of,
     training_memory,
 )
 
@@ -53,7 +53,7 @@ def tensor_parallel_memory(
     n_gpus: int,
     checkpointing: bool,
     degree: int,
-    runtime_bytes: float = RUNTIME_BASELINE_BYTES,
+    runtime_bytes: float | None = None,
     finish_bytes: float = FINISH_BASELINE_BYTES,
     optimizer: str = "adamw",
 ) -> dict[str, float]:
@@ -73,7 +73,7 @@ def tensor_parallel_memory(
         **states,
         "activations": full["activations"] / degree,
         "loss": full["loss"] / degree,
-        "runtime": float(runtime_bytes),
+        "runtime": runtime_of(cfg, runtime_bytes),
         "finish": float(finish_bytes),
     }
     out["not_at_once"] = -min(out["gradients"] + out["activations"] + out["loss"], out["finish"])
@@ -101,7 +101,7 @@ def _min_devices_fsdp(
     precision: str,
     checkpointing: bool,
     capacity: float,
-    end: tuple[float, float, str],
+    end: tuple[float | None, float, str],
 ) -> int | None:
     """Fewest devices on which FSDP fits the run (model states split n ways); None if never. ``end``:
     the runtime's bytes, what the run's end adds and the optimizer (``training_memory``'s)."""
@@ -125,7 +125,7 @@ def memory_verdict(
     sharding: str,
     n_gpus: int,
     checkpointing: bool,
-    runtime_bytes: float = RUNTIME_BASELINE_BYTES,
+    runtime_bytes: float | None = None,
     finish_bytes: float = FINISH_BASELINE_BYTES,
     optimizer: str = "adamw",
 ) -> dict[str, Any] | None:

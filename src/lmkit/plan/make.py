@@ -44,10 +44,10 @@ from lmkit.plan.fits_memory import MAX_DEVICES, memory_verdict
 from lmkit.plan.measure import HERE_WORDS, measure_matmul_peak
 from lmkit.plan.memory import (
     FINISH_BASELINE_BYTES,
-    RUNTIME_BASELINE_BYTES,
     SHARDINGS,
     inference_memory,
     korthikanti_activation_bytes,
+    runtime_of,
     training_memory,
     training_rule_of_thumb_bytes,
     weights_bytes,
@@ -126,14 +126,14 @@ def make_plan(
     20-tokens rule in all of these and in the verdict. The memory verdict for ``gpu`` is
     ``memory.on_device`` (``lmkit.plan.fits_memory.memory_verdict``). ``runtime_bytes``: the runtime's
     own resident memory while it trains, and ``finish_bytes``: what the end of a run adds (this
-    machine's measured baseline, see ``lmkit.plan.baseline``); lmkit's defaults when None. The
+    machine's measured baseline for the model's family, see ``lmkit.plan.baseline``); lmkit's
+    defaults when None. The
     optimizer's states are ``train.optimizer``'s (AdamW without a run config). ``heap``: for a run on
     this machine's CPU, its settled ``train.memory`` (fast | lean: what the allocator keeps beside
     the tensors, ``lmkit.plan.memory.heap_bytes``); None for a GPU's memory.
     """
     f = get_fit(scaling_law)
     own_law = isinstance(scaling_law, ScalingFit)  # --scaling-law: the user's law sizes a budget, not the 20 rule
-    runtime = RUNTIME_BASELINE_BYTES if runtime_bytes is None else float(runtime_bytes)
     finish = FINISH_BASELINE_BYTES if finish_bytes is None else float(finish_bytes)
     if sharding not in SHARDINGS:
         raise LmkitError(f"--sharding must be one of {'|'.join(SHARDINGS)}, got {sharding!r}")
@@ -209,6 +209,7 @@ def make_plan(
                 "--gpu-hours); --known-models lists well-known models"
             )
     shape = cfg if cfg is not None else shape_for_params(n_params, seq_len=seq_len or 2048)
+    runtime = runtime_of(shape, runtime_bytes)
     if cfg is None:
         notes.append(
             f"no --config: memory assumes a Llama-like shape of this size (d_model {shape.d_model}, "

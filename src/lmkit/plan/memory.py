@@ -14,18 +14,21 @@ from lmkit.errors import LmkitError
 from lmkit.plan.compute import count_params, decoded_target_len, plan_terms
 
 RULE_OF_THUMB_EXTRA_BYTES = 20  # rule of thumb: gradients, 2 Adam states, activations, temporaries per parameter
-# Resident memory of an lmkit training process whatever its model, while it trains: Python, torch,
-# lmkit, the tokenizer, the memory-mapped shards, the kernels torch loads on the first steps, an
-# evaluation and the TensorBoard writer. Then what the end of a run adds on top (the final evaluation,
-# a checkpoint, the loss-curve plot, whose matplotlib alone is ~25 MB), once the steps' transient
-# tensors are gone. The defaults are what the probe (lmkit.train.rss_probe: a whole run of a
-# negligible model) measured on a 2-core AMD EPYC Linux machine with torch 2.13: 347.5-350.5 MB while
-# training (its resident size after the last step with glibc's free pages handed back) and 36.0-36.8
-# MB at the end, over ten runs; `lmkit plan --this-machine` measures and caches this machine's own.
-# (The probe's whole-run peak, 384-405 MB there, served as the one figure before; real runs peak in
-# their steps, and cpu-small's default run measured 7.6-12% under a plan that added its tensors to it.)
-# A CUDA context costs a similar few hundred MB of device memory (not in torch's allocator figures).
-RUNTIME_BASELINE_BYTES = 349_000_000
+# Resident memory of an lmkit training process beside its tensors while it trains (by model.family:
+# PlanTerms.runtime_bytes, lmkit's defaults, in lmkit.plan.compute.PLAN_TERMS):
+# Python, torch, lmkit, the tokenizer, the memory-mapped shards, the kernels torch loads on the first
+# steps (the code of a family's kernels: an encoder's map a few MB more of torch's library than a
+# decoder's), an evaluation and the TensorBoard writer. Then what the end of a run adds on top (the
+# final evaluation, a checkpoint, the loss-curve plot, whose matplotlib alone is ~25 MB), once the
+# steps' transient tensors are gone. The defaults are what the probe (lmkit.train.rss_probe: a whole
+# run of a negligible model of the family) measured on a 2-core AMD EPYC Linux machine (kernel 6.18)
+# with torch 2.13 and lmkit 0.1.0 on 2026-12-08, each family twice, one after the other: 360.0 MB for
+# a decoder, 366.1 for an encoder, 360.9-361.0 for an encoder-decoder, 36.6-36.7 MB at the end. The
+# part that is torch's library mapped from the page cache varies with the kernel's state: the same
+# probe measured 414-429 MB for a decoder on that machine 20 minutes earlier (RssFile 178-191 MB
+# against 125), and three probes side by side measure ~7 MB more each. `lmkit plan --this-machine`
+# measures and caches this machine's own. A CUDA context costs a similar few hundred MB of device
+# memory (not in torch's allocator figures).
 FINISH_BASELINE_BYTES = 37_000_000
 # glibc's malloc on a CPU (train.memory fast, the default): once a freed block has raised its mmap
 # threshold (up to 32 MiB), activations come from the heap, whose pages stay resident after they are
@@ -37,8 +40,10 @@ FINISH_BASELINE_BYTES = 37_000_000
 # decoder, encoder and encoder-decoder cases with and without checkpointing (27-89 MB kept), a few MB
 # for the tiny ones, 0.7-1.1 for cpu-small itself on the demo corpus (micro-batch 16, 1-2 threads).
 # With 1.0, the twelve cases test_plan then held (glibc's and lean) were within -4.0% to +8.1% of the plan (one run;
-# the encoder's +5-8%: its kernels map ~10 MB more of torch's code than the probe's decoder (RssFile
-# after three steps, 116.9 against 107.4 MB), and glibc keeps 1.27x its activations).
+# the encoder's +5-8%: its kernels mapped ~10 MB more of torch's code than the probe's decoder (RssFile
+# after three steps, 116.9 against 107.4 MB), and glibc keeps 1.27x its activations). With a baseline
+# per family, measured while the runs go, the nine cases it holds now were within -6.6% to +4.1%
+# over three runs (2026-12-08).
 # train.memory lean maps and unmaps every large block on its own (lmkit.train.rss): no heap is kept.
 GLIBC_HEAP_FACTOR = 1.0
 HEAPS = ("fast", "lean")  # train.memory, settled: glibc's malloc as it is, or large blocks returned on free
@@ -205,6 +210,12 @@ def activation_bytes(
     }
 
 
+def runtime_of(cfg: ModelConfig, runtime_bytes: float | None = None) -> float:
+    """The runtime's own resident memory for ``cfg``'s family: ``runtime_bytes`` as given (this
+    machine's measured figure), or lmkit's default for the family (``PlanTerms.runtime_bytes``)."""
+    return plan_terms(cfg.family).runtime_bytes if runtime_bytes is None else float(runtime_bytes)
+
+
 def heap_bytes(
     cfg: ModelConfig, micro_batch: int, seq_len: int | None = None, precision: str = "fp32", heap: str | None = None
 ) -> float:
@@ -253,7 +264,7 @@ def training_memory(
     sharding: str = "ddp",
     n_gpus: int = 1,
     checkpointing: bool = False,
-    runtime_bytes: float = RUNTIME_BASELINE_BYTES,
+    runtime_bytes: float | None = None,
     finish_bytes: float = FINISH_BASELINE_BYTES,
     optimizer: str = "adamw",
     heap: str | None = None,
@@ -262,7 +273,8 @@ def training_memory(
 
     weights + gradients + optimizer states (``model_state_bytes``, 16 B/parameter before sharding
     with AdamW, less with ``optimizer`` muon) + activations of one micro-batch (``activation_bytes``)
-    + the runtime's own memory while it trains + what the run's end adds (``finish_bytes``: final
+    + the runtime's own memory while it trains (``runtime_bytes``, the family's default
+    ``PlanTerms.runtime_bytes`` when None) + what the run's end adds (``finish_bytes``: final
     evaluation, checkpoint, plot) + an evaluation's blocks of logits (``activation_bytes``' eval) + on
     a CPU what the allocator keeps (``heap_bytes``; ``heap`` is the settled train.memory, None for
     tensors on a GPU).
@@ -287,7 +299,7 @@ def training_memory(
         **states,
         "activations": acts["layers"] + acts["outside"],
         "loss": acts["loss"],
-        "runtime": float(runtime_bytes),
+        "runtime": runtime_of(cfg, runtime_bytes),
         "finish": float(finish_bytes),
         "heap": heap_bytes(cfg, micro_batch, seq_len, precision, heap),
     }
@@ -320,7 +332,7 @@ def inference_memory(
     batch: int = 1,
     context: int | None = None,
     weight_format: str = "fp32",
-    runtime_bytes: float = RUNTIME_BASELINE_BYTES,
+    runtime_bytes: float | None = None,
 ) -> dict[str, float]:
     """Memory to run the model: weights in ``weight_format`` + KV cache + working space + runtime.
 
@@ -339,7 +351,7 @@ def inference_memory(
         "weights": n * DTYPE_BYTES[weight_format],
         "kv_cache": kv_cache_bytes(cfg, batch, T, act),
         "workspace": float(workspace),
-        "runtime": float(runtime_bytes),
+        "runtime": runtime_of(cfg, runtime_bytes),
     }
     out["total"] = sum(out.values())
     return out
@@ -356,7 +368,6 @@ __all__ = [
     "OPTIMIZERS",
     "PRECISIONS",
     "RULE_OF_THUMB_EXTRA_BYTES",
-    "RUNTIME_BASELINE_BYTES",
     "SHARDINGS",
     "activation_bytes",
     "choose_heap",
@@ -366,6 +377,7 @@ __all__ = [
     "kv_cache_bytes",
     "model_state_bytes",
     "optimizer_one_moment_params",
+    "runtime_of",
     "training_memory",
     "training_rule_of_thumb_bytes",
     "weights_bytes",

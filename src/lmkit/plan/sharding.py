@@ -31,7 +31,7 @@ from lmkit.config import ModelConfig
 from lmkit.errors import LmkitError
 from lmkit.plan.compute import MAX_MICRO_BATCH, MAX_SEQ_LEN, count_params, plan_terms
 from lmkit.plan.fits_memory import DEVICE_MEMORY_GIB, device_memory_bytes, tensor_parallel_memory
-from lmkit.plan.memory import FINISH_BASELINE_BYTES, RUNTIME_BASELINE_BYTES, training_memory
+from lmkit.plan.memory import FINISH_BASELINE_BYTES, training_memory
 
 SCALE_DEVICES = (8, 64, 1024)  # the device counts the scale-out table shows
 NODE_DEVICES = 8  # devices per node: the default shard group of hybrid sharding
@@ -92,7 +92,7 @@ def hybrid_shard_memory(
     n_gpus: int = 1,
     checkpointing: bool = True,
     shard_group: int | None = None,
-    runtime_bytes: float = RUNTIME_BASELINE_BYTES,
+    runtime_bytes: float | None = None,
     finish_bytes: float = FINISH_BASELINE_BYTES,
     *,
     tensor_parallel: int = 1,
@@ -142,7 +142,7 @@ def scale_table(
     checkpointing: bool = True,
     shard_group: int = NODE_DEVICES,
     device: str | None = None,
-    runtime_bytes: float = RUNTIME_BASELINE_BYTES,
+    runtime_bytes: float | None = None,
     finish_bytes: float = FINISH_BASELINE_BYTES,
 ) -> list[dict[str, Any]]:
     """Per-device training memory of each preset in ``models`` on each count in ``devices``, fully

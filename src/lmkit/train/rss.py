@@ -94,7 +94,7 @@ def predict_run_memory(
     from lmkit.plan.baseline import finish_baseline, runtime_baseline
 
     on_gpu = getattr(device, "type", str(device)) == "cuda"
-    runtime, source = (0.0, "not counted on a GPU") if on_gpu else runtime_baseline()
+    runtime, source = (0.0, "not counted on a GPU") if on_gpu else runtime_baseline(cfg.model.family)
     sharding = cfg.train.distributed if world > 1 else "ddp"
     out = training_memory(
         cfg.model,
@@ -106,7 +106,7 @@ def predict_run_memory(
         world,
         cfg.train.activation_checkpointing,
         runtime_bytes=runtime,
-        finish_bytes=0.0 if on_gpu else finish_baseline(),
+        finish_bytes=0.0 if on_gpu else finish_baseline(cfg.model.family),
         optimizer=cfg.train.optimizer,
         heap=None if on_gpu else (heap or cfg.train.memory),
     )

@@ -56,8 +56,8 @@ class CompareInputs:
     speed_new_tokens: int = 32  # 0: no speed measurement
     available_bytes: float | None = None  # this machine's memory still available
     peak_flops: float | None = None  # this machine's fp32 matmul peak, for lmkit plan's figure
-    runtime_bytes: float | None = None
-    finish_bytes: float | None = None
+    runtime_bytes: dict[str, float] | None = None  # by model.family: lmkit.plan.baseline's figures
+    finish_bytes: dict[str, float] | None = None
 
 
 def one_line(e: BaseException) -> str:
@@ -134,10 +134,10 @@ def memory_of(cfg: Any, params: float, fmt: str, inputs: CompareInputs) -> dict[
     """Inference memory at ``fmt`` and at int8, and continued pre-training's (``lmkit plan --gpu here``'s
     figure at fp32, micro-batch 1, the model's own window), each with whether it fits on this machine."""
     from lmkit.plan.make import make_plan
-    from lmkit.plan.memory import RUNTIME_BASELINE_BYTES, choose_heap, inference_memory
+    from lmkit.plan.memory import choose_heap, inference_memory
 
     fmt = fmt if fmt in ("fp32", "fp16", "bf16", "int8") else "fp32"
-    runtime = RUNTIME_BASELINE_BYTES if inputs.runtime_bytes is None else inputs.runtime_bytes
+    runtime = (inputs.runtime_bytes or {}).get(cfg.family)  # None: lmkit's default for the family
     infer_fmt = inference_memory(cfg, params, batch=1, weight_format=fmt, runtime_bytes=runtime)["total"]
     infer_int8 = inference_memory(cfg, params, batch=1, weight_format="int8", runtime_bytes=runtime)["total"]
     plan_in: dict[str, Any] = dict(
@@ -146,8 +146,8 @@ def memory_of(cfg: Any, params: float, fmt: str, inputs: CompareInputs) -> dict[
         precision="fp32",
         micro_batch=1,
         this_machine_peak=inputs.peak_flops,
-        runtime_bytes=inputs.runtime_bytes,
-        finish_bytes=inputs.finish_bytes,
+        runtime_bytes=runtime,
+        finish_bytes=(inputs.finish_bytes or {}).get(cfg.family),
     )
     plan = make_plan(**plan_in, heap="fast")
     fast = plan["memory"]["training_bytes"]

@@ -32,16 +32,17 @@ OUTPUT_NAMES = re.compile(r"compare\.json|compare\.png")
 def machine_figures() -> dict[str, Any]:
     """This machine's figures every row uses (see the module's docstring)."""
     from lmkit.plan.baseline import finish_baseline, runtime_baseline
+    from lmkit.plan.compute import PLAN_TERMS
     from lmkit.plan.measure import available_memory_bytes, measure_matmul_peak, training_rate
 
-    runtime, runtime_source = runtime_baseline()
+    runtime = {fam: runtime_baseline(fam) for fam in PLAN_TERMS}
     rate, rate_source = training_rate("auto", "auto")
     return {
         "available_bytes": available_memory_bytes(),
         "peak_flops": measure_matmul_peak(),
-        "runtime_bytes": runtime,
-        "runtime_source": runtime_source,
-        "finish_bytes": finish_baseline(),
+        "runtime_bytes": {fam: figure for fam, (figure, _) in runtime.items()},
+        "runtime_source": runtime["decoder"][1],
+        "finish_bytes": {fam: finish_baseline(fam) for fam in PLAN_TERMS},
         "training_rate_flops": rate,
         "training_rate_source": rate_source,
     }
