@@ -127,10 +127,10 @@ def make_plan(
     ``memory.on_device`` (``lmkit.plan.fits_memory.memory_verdict``). ``runtime_bytes``: the runtime's
     own resident memory while it trains, and ``finish_bytes``: what the end of a run adds (this
     machine's measured baseline for the model's family, see ``lmkit.plan.baseline``); lmkit's
-    defaults when None. The
-    optimizer's states are ``train.optimizer``'s (AdamW without a run config). ``heap``: for a run on
-    this machine's CPU, its settled ``train.memory`` (fast | lean: what the allocator keeps beside
-    the tensors, ``lmkit.plan.memory.heap_bytes``); None for a GPU's memory.
+    defaults when None. The optimizer's states are ``train.optimizer``'s (AdamW without a run
+    config). ``heap``: for a run on this machine's CPU, its settled ``train.memory`` (fast | lean:
+    what the allocator keeps beside the tensors, ``lmkit.plan.memory.heap_bytes``); None for a
+    GPU's memory.
     """
     f = get_fit(scaling_law)
     own_law = isinstance(scaling_law, ScalingFit)  # --scaling-law: the user's law sizes a budget, not the 20 rule
