@@ -153,11 +153,17 @@ def test_stop_string_across_tokens(client: openai.OpenAI, engine: Engine) -> Non
     assert streamed == want and reason == "stop"
 
 
-def test_seed_gives_same_tokens_alone_and_among_8(client: openai.OpenAI, engine: Engine) -> None:
+def test_seed_gives_same_tokens_alone_and_among_8(
+    client: openai.OpenAI, engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
     def ask(prompt: str, seed: int, n_tok: int = 16) -> str:
         r = client.completions.create(model="tiny", prompt=prompt, max_tokens=n_tok, temperature=1.0, seed=seed)
         return r.choices[0].text
 
+    # a step of this tiny model takes well under a millisecond, less than an HTTP request takes to
+    # arrive: each step takes 2 ms more here, as a real model's does, so that the 8 requests overlap
+    step = engine._step_batch
+    monkeypatch.setattr(engine, "_step_batch", lambda: (time.sleep(0.002), step())[1])
     alone = ask("the old man calls", 42)
     before = dict(engine.stats)
     prompts = [("the old man calls", 42)] + [
