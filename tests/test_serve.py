@@ -91,6 +91,14 @@ def client(url: str) -> openai.OpenAI:
     return openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0)
 
 
+def slow_steps(engine: Engine, monkeypatch: pytest.MonkeyPatch, seconds: float = 0.002) -> None:
+    """Each decode step of ``engine`` takes ``seconds`` more, as a real model's does: a step of these
+    tiny models takes well under a millisecond, less than an HTTP request takes to arrive or a
+    client's disconnection to be seen, so a test of what happens while others decode would be a race."""
+    step = engine._step_batch
+    monkeypatch.setattr(engine, "_step_batch", lambda: (time.sleep(seconds), step())[1])
+
+
 def _stream_text(client: openai.OpenAI, **kw: object) -> tuple[str, str | None]:
     text, reason = [], None
     for chunk in client.completions.create(model="tiny", stream=True, **kw):  # type: ignore[call-overload]
@@ -160,10 +168,7 @@ def test_seed_gives_same_tokens_alone_and_among_8(
         r = client.completions.create(model="tiny", prompt=prompt, max_tokens=n_tok, temperature=1.0, seed=seed)
         return r.choices[0].text
 
-    # a step of this tiny model takes well under a millisecond, less than an HTTP request takes to
-    # arrive: each step takes 2 ms more here, as a real model's does, so that the 8 requests overlap
-    step = engine._step_batch
-    monkeypatch.setattr(engine, "_step_batch", lambda: (time.sleep(0.002), step())[1])
+    slow_steps(engine, monkeypatch)  # so that the 8 requests overlap
     alone = ask("the old man calls", 42)
     before = dict(engine.stats)
     prompts = [("the old man calls", 42)] + [
@@ -299,7 +304,8 @@ def test_full_queue_answers_429(model: torch.nn.Module, tok: Tokenizer) -> None:
         eng.close()
 
 
-def test_disconnected_client_stops_its_generation(url: str, engine: Engine) -> None:
+def test_disconnected_client_stops_its_generation(url: str, engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    slow_steps(engine, monkeypatch, 0.005)  # so that the 45 tokens outlast the client
     assert wait_idle(engine)
     before = engine.stats["cancelled"]
     body = {"prompt": "a", "max_tokens": 45, "temperature": 0.8, "seed": 1, "stream": True}
