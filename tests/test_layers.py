@@ -13,7 +13,8 @@ import torch
 import torch.nn.functional as F
 
 from lmkit.model_variants import RopeScaling
-from lmkit.models.layers import _WORKSPACE, Attention, RMSNorm, _RMSNorm, biased_attention, linear_cross_entropy
+from lmkit.models.layers import Attention, RMSNorm, _RMSNorm, biased_attention
+from lmkit.models.loss import _WORKSPACE, linear_cross_entropy
 from lmkit.models.positions import alibi_slopes, apply_rope, rope_inv_freq, rope_tables
 
 
@@ -66,6 +67,30 @@ def test_linear_cross_entropy_reuses_its_scratch_block() -> None:
     first = linear_cross_entropy(hidden, weight, targets, chunk=16)
     assert _WORKSPACE[(hidden.device, torch.float32)].data_ptr() == block.data_ptr()
     assert torch.allclose(first, F.cross_entropy(hidden @ weight.t(), targets), rtol=1e-6)
+
+
+def test_linear_cross_entropy_under_bf16_autocast_is_as_close_to_fp32_as_autocasts_own_path() -> None:
+    """Under autocast the chunks run their three matmuls in bf16 (the weight's gradient too, summed over
+    chunks in fp32): loss and gradients stay as close to the fp32 truth as autocast's logits-then-loss."""
+    torch.manual_seed(0)
+    N, C, V = 300, 64, 500
+    hidden = torch.randn(N, C).requires_grad_()
+    weight = (torch.randn(V, C) * 0.3).requires_grad_()
+    targets = torch.randint(0, V, (N,))
+    targets[::7] = -100
+    truth = F.cross_entropy(hidden @ weight.t(), targets)
+    true_grads = torch.autograd.grad(truth, [hidden, weight])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        ours = linear_cross_entropy(hidden, weight, targets, chunk=64)
+        theirs = F.cross_entropy(F.linear(hidden, weight).float(), targets)
+    our_grads = torch.autograd.grad(ours, [hidden, weight])
+    their_grads = torch.autograd.grad(theirs, [hidden, weight])
+    assert (
+        ours.dtype == torch.float32 and abs(ours.item() - truth.item()) <= 2 * abs(theirs.item() - truth.item()) + 1e-3
+    )
+    for o, t, true in zip(our_grads, their_grads, true_grads):
+        assert o.dtype == torch.float32
+        assert (o - true).norm() <= 1.5 * (t - true).norm()  # bf16 rounding, no worse than autocast's
 
 
 @pytest.mark.parametrize("shape", [(4, 7, 16), (3, 32)])
@@ -174,6 +199,60 @@ def test_partial_rotary_turns_only_the_first_dimensions() -> None:
     assert not torch.allclose(y[:, :, 1:, :4], x[:, :, 1:, :4])
 
 
+@pytest.mark.parametrize("turned", [True, False])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_rope_heads_equals_splitting_heads_then_apply_rope(dtype: torch.dtype, turned: bool) -> None:
+    """The stacked projection's heads, turned in two passes each way, equal the composed ops in value and
+    gradient; under bf16 (a bf16 projection, fp32 heads) the gradient comes back in bf16, rounded once."""
+    from lmkit.models.positions import rope_heads
+
+    torch.manual_seed(0)
+    B, T, H, hd = 2, 7, 3, 8
+    cos, sin = (t[2 : 2 + T] for t in rope_tables(hd, 16, theta=100.0))  # positions 2..8
+    qkv = torch.randn(B, T, 3 * H * hd).to(dtype).requires_grad_()
+    ours = rope_heads(qkv, H, (cos, sin) if turned else None, torch.float32)
+    heads = qkv.view(B, T, 3, H, hd).permute(2, 0, 3, 1, 4).float()  # (3, B, H, T, hd)
+    ref = torch.cat([apply_rope(heads[:2], cos, sin), heads[2:]]) if turned else heads
+    assert ours.shape == (3, B, H, T, hd) and ours.is_contiguous() and torch.allclose(ours, ref, atol=1e-6)
+    dy = torch.randn(3, B, H, T, hd)
+    (ours_grad,), (ref_grad,) = torch.autograd.grad(ours, qkv, dy), torch.autograd.grad(ref, qkv, dy)
+    assert ours_grad.dtype == ref_grad.dtype == dtype
+    tol = 1e-6 if dtype == torch.float32 else 1e-2  # bf16: one rounding of the same fp32 value
+    assert torch.allclose(ours_grad.float(), ref_grad.float(), atol=tol, rtol=tol)
+
+
+def test_rope_heads_gradient_is_the_rotation_transposed() -> None:
+    from lmkit.models.positions import rope_heads
+
+    cos, sin = (t.double()[:5] for t in rope_tables(8, 5, theta=10.0))
+    qkv = torch.randn(2, 5, 3 * 2 * 8, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda x: rope_heads(x, 2, (cos, sin), torch.float64), qkv)
+
+
+@pytest.mark.parametrize("bias", ["causal", "learned"])
+def test_attention_trains_under_bf16_autocast_within_rounding_of_fp32(bias: str) -> None:
+    """Under CPU autocast the stacked projection runs in bf16; causal attention reads fp32 heads (made
+    in the head-major copy) and a learned bias's attention stays bf16: outputs and gradients (the
+    bias's too) stay within bf16 rounding of the fp32 module's."""
+    torch.manual_seed(0)
+    attn = Attention(32, 4)
+    x = torch.randn(2, 9, 32, requires_grad=True)
+    cos, sin = (t[:9] for t in rope_tables(8, 9))
+    table = torch.randn(1, 4, 9, 9, requires_grad=True)
+    kw = {"rope": (cos, sin), "causal": True} if bias == "causal" else {"attn_bias": table}
+    wrt = [x, attn.q_proj.weight] + ([table] if bias == "learned" else [])
+    ref = attn(x, **kw)
+    ref_grads = torch.autograd.grad(ref.square().sum(), wrt)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = attn(x, **kw)
+        q, k, v = attn.project_qkv(x, (cos, sin), torch.float32)
+    assert q.dtype == k.dtype == v.dtype == torch.float32 and q.is_contiguous()
+    grads = torch.autograd.grad(out.float().square().sum(), wrt)
+    assert torch.allclose(out.float(), ref, atol=5e-2, rtol=5e-2)
+    for g, r in zip(grads, ref_grads):
+        assert g.dtype == torch.float32 and (g - r).norm() <= 3e-2 * r.norm()
+
+
 def test_grouped_query_attention_is_attention_with_shared_key_value_heads() -> None:
     torch.manual_seed(0)
     gqa = Attention(24, 6, n_kv_heads=2, head_dim=8)  # query width 48 != d_model
@@ -184,8 +263,11 @@ def test_grouped_query_attention_is_attention_with_shared_key_value_heads() -> N
         # query head h reads key/value head h // 3: repeat each key/value head's rows 3 times
         for lin, src in ((full.k_proj, gqa.k_proj), (full.v_proj, gqa.v_proj)):
             lin.weight.copy_(src.weight.view(2, 1, 8, 24).expand(2, 3, 8, 24).reshape(48, 24))
-    x = torch.randn(2, 7, 24)
-    assert torch.allclose(gqa(x, causal=True), full(x, causal=True), atol=1e-6)
+    x = torch.randn(2, 7, 24, requires_grad=True)
+    ours, ref = gqa(x, causal=True), full(x, causal=True)  # on CPU gqa's kernel reads shared heads
+    assert torch.allclose(ours, ref, atol=1e-6)
+    dy = torch.randn_like(ref)
+    assert torch.allclose(*(torch.autograd.grad(y, x, dy)[0] for y in (ours, ref)), atol=1e-6)
     out, w = gqa(x, causal=True, return_weights=True)
     assert w.shape == (2, 6, 7, 7) and torch.allclose(out, gqa(x, causal=True), atol=1e-6)
 

@@ -31,7 +31,8 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from lmkit.config import ModelConfig
-from lmkit.models.layers import Attention, KVCache, RMSNorm, linear_cross_entropy
+from lmkit.models.layers import Attention, KVCache, RMSNorm
+from lmkit.models.loss import linear_cross_entropy
 from lmkit.models.positions import register_position_tables
 
 ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {

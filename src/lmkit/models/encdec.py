@@ -49,7 +49,8 @@ from torch.utils.checkpoint import checkpoint
 
 from lmkit.config import ModelConfig
 from lmkit.models.decoder import ACTIVATIONS
-from lmkit.models.layers import Attention, KVCache, RMSNorm, linear_cross_entropy
+from lmkit.models.layers import Attention, KVCache, RMSNorm
+from lmkit.models.loss import linear_cross_entropy
 
 REL_BUCKETS = 32  # T5's relative_attention_num_buckets
 REL_MAX_DISTANCE = 128  # T5's relative_attention_max_distance

@@ -33,7 +33,8 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from lmkit.config import ModelConfig
-from lmkit.models.layers import Attention, linear_cross_entropy
+from lmkit.models.layers import Attention
+from lmkit.models.loss import linear_cross_entropy
 from lmkit.models.positions import register_position_tables
 
 IGNORE_INDEX = -100

@@ -9,11 +9,7 @@
   ``scaled_dot_product_attention``, which picks a fused kernel for the device.
 - ``biased_attention``: attention with a learned additive bias (T5), with its own backward on CPU.
 - ``KVCache``: preallocated per-layer key/value tensors, written in place while decoding.
-- ``linear_cross_entropy``: the output projection and the softmax cross-entropy over the
-  vocabulary in one step, chunked over tokens. Written by hand because it is where time and memory
-  go at small sizes: the usual path materialises logits (tokens × vocab), their log-softmax and
-  their gradient as three full tensors; this computes the gradient of each chunk while its logits
-  are still hot in cache and never holds more than one chunk (see benchmarks/train_throughput.py).
+The output layer and its loss are ``lmkit.models.loss``'s.
 """
 
 from __future__ import annotations
@@ -25,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lmkit.models.positions import alibi_bias, alibi_slopes, apply_rope
+from lmkit.models.positions import alibi_bias, alibi_slopes, apply_rope, rope_heads
 
 Rope = tuple[torch.Tensor, torch.Tensor]  # cos, sin of the positions at hand
 
@@ -183,6 +179,13 @@ class KVCache:
         return moves
 
 
+def _fp32_attention_under_autocast(x: torch.Tensor) -> bool:
+    """Whether attention on ``x``'s device runs in fp32 while autocast runs the matmuls around it in
+    bf16: training on CPU, whose bf16 flash-attention backward ran ~3x slower than fp32's (at
+    16x4x128x32) on one machine and no faster on another."""
+    return x.device.type == "cpu" and torch.is_grad_enabled() and torch.is_autocast_enabled("cpu")
+
+
 class Attention(nn.Module):
     """Multi-head attention: project to queries, keys, values; attend per head; project back.
 
@@ -227,20 +230,29 @@ class Attention(nn.Module):
         B, T, _ = x.shape
         return x.view(B, T, -1, self.head_dim).transpose(1, 2)  # (B, H or H_kv, T, hd)
 
-    def project_qkv(self, x: torch.Tensor, rope: Rope | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def project_qkv(
+        self, x: torch.Tensor, rope: Rope | None = None, dtype: torch.dtype | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Self-attention's queries (B, H, T, hd), keys and values (B, H_kv, T, hd) of x (B, T, C), queries
         and keys turned by ``rope`` (cos, sin). Plain linear projections run as one matmul (weights
         stacked: one matmul for x's gradient, not three and two sums); with H_kv = H one copy puts them
         head-major (3, B, H, T, hd), which attention reads without further copies, forward and backward,
-        and rope turns queries and keys at once. Others (int8 storage, adapters) run one by one."""
+        and rope turns queries and keys at once. Others (int8 storage, adapters) run one by one.
+        ``dtype``: the head-major copy's dtype (default: the projection's), e.g. fp32 heads of a bf16
+        projection under autocast, cast in the same pass."""
         projs, (B, T, _) = (self.q_proj, self.k_proj, self.v_proj), x.shape
         if all(type(p) is nn.Linear for p in projs):
             bias = None if self.q_proj.bias is None else torch.cat([p.bias for p in projs])
             qkv = F.linear(x, torch.cat([p.weight for p in projs]), bias)  # (B, T, dq + 2·dkv)
             if self.n_kv_heads == self.n_heads:
-                heads = qkv.view(B, T, 3, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4).contiguous()
-                qk, v = heads.split([2, 1])  # (2, B, H, T, hd), (1, B, H, T, hd)
-                q, k = (qk if rope is None else apply_rope(qk, *rope)).unbind(0)
+                dtype = dtype or qkv.dtype
+                if rope is None or rope[0].shape[-1] == self.head_dim:
+                    q, k, v = rope_heads(qkv, self.n_heads, rope, dtype)  # each (B, H, T, hd)
+                    return q, k, v
+                heads = qkv.view(B, T, 3, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+                heads = heads.to(dtype, memory_format=torch.contiguous_format)  # (3, B, H, T, hd)
+                qk, v = heads.split([2, 1])  # partial rotary: (2, B, H, T, hd), (1, B, H, T, hd)
+                q, k = apply_rope(qk, *rope).unbind(0)
                 return q, k, v[0]  # each (B, H, T, hd)
             parts = qkv.split([p.out_features for p in projs], dim=-1)
         else:
@@ -265,7 +277,13 @@ class Attention(nn.Module):
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         B, T, _ = x.shape
         if context is None and context_kv is None:  # self-attention
-            q, k, v = self.project_qkv(x, rope)  # (B, H, T, hd), (B, H_kv, T, hd) twice
+            # where attention will run in fp32 under autocast (below), the heads are made fp32 in the
+            # copy that makes them head-major, so rope turns fp32 heads too
+            fp32 = _fp32_attention_under_autocast(x) and self.alibi is None and not return_weights
+            fp32 = fp32 and (attn_bias is None or attn_bias.dtype == torch.bool)
+            q, k, v = self.project_qkv(
+                x, rope, torch.float32 if fp32 else None
+            )  # (B, H, T, hd), (B, H_kv, T, hd) twice
         else:  # cross-attention (no rotary positions): keys and values (B, H_kv, S, hd) given or of the context
             q = self.split_heads(self.q_proj(x))  # (B, H, T, hd)
             c = cast(torch.Tensor, context)
@@ -278,9 +296,6 @@ class Attention(nn.Module):
         elif cache is not None:
             past = cache.length
             k, v = cache.write(layer, k, v)  # (B, H_kv, past+T, hd)
-        if self.n_kv_heads != self.n_heads:  # each key/value head serves a group of query heads
-            group = self.n_heads // self.n_kv_heads
-            k, v = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)  # (B, H, S, hd)
         # A caller passing attn_bias together with causal=True must fold causality into the bias.
         is_causal = causal and past == 0 and mask is None
         if causal and mask is None and past > 0 and T > 1:
@@ -288,21 +303,34 @@ class Attention(nn.Module):
             mask = torch.ones(T, k.shape[2], dtype=torch.bool, device=x.device).tril(diagonal=past)  # (T, S)
         if self.alibi is not None:
             mask, is_causal = alibi_bias(self.alibi, mask, is_causal, T, k.shape[2]).to(q.dtype), False
+        biased = mask is not None and mask.is_floating_point() and q.device.type == "cpu"
+        # each key/value head serves a group of query heads: the CPU's fused kernel reads them shared
+        # (enable_gqa), other paths get copies repeated per query head, (B, H, S, hd)
+        shared_kv = self.n_kv_heads != self.n_heads and q.device.type == "cpu" and not (return_weights or biased)
+        if self.n_kv_heads != self.n_heads and not shared_kv:
+            group = self.n_heads // self.n_kv_heads
+            k, v = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)
         if return_weights:
             weights = self.attention_weights(q, k, mask, causal and T > 1 and attn_bias is None and past == 0)
             y = weights @ v  # (B, H, T, hd)
-        elif mask is not None and mask.is_floating_point() and q.device.type == "cpu":
+        elif biased:
             scale = self.scale if self.scale is not None else 1.0 / math.sqrt(self.head_dim)
-            y = biased_attention(q, k, v, mask, scale)  # (B, H, T, hd)
-        elif q.device.type == "cpu" and torch.is_grad_enabled() and torch.is_autocast_enabled("cpu"):
-            # CPU's bf16 flash-attention backward runs ~3x slower than fp32's (at 16x4x128x32): under
-            # autocast the matmuls around attention stay bf16, attention runs in fp32
+            y = biased_attention(q, k, v, cast(torch.Tensor, mask), scale)  # (B, H, T, hd)
+        elif _fp32_attention_under_autocast(q):
             with torch.autocast("cpu", enabled=False):  # autocast would cast the inputs back to bf16
                 y = F.scaled_dot_product_attention(
-                    q.float(), k.float(), v.float(), attn_mask=mask, is_causal=is_causal, scale=self.scale
+                    q.float(),
+                    k.float(),
+                    v.float(),
+                    attn_mask=mask,
+                    is_causal=is_causal,
+                    scale=self.scale,
+                    enable_gqa=shared_kv,
                 ).to(v.dtype)
         else:
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal, scale=self.scale)
+            y = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=mask, is_causal=is_causal, scale=self.scale, enable_gqa=shared_kv
+            )
         y = y.transpose(1, 2).reshape(B, T, -1)  # (B, T, H·hd)
         out = self.o_proj(y)  # (B, T, C)
         return (out, weights) if return_weights else out
@@ -373,128 +401,3 @@ def biased_attention(
     makes extra passes over the (B, H, T, S) scores, which this does not (benchmarks/README.md).
     """
     return _BiasedAttention.apply(q, k, v, bias, scale)
-
-
-# --------------------------------------------------------------------------- output layer + loss
-
-
-_WORKSPACE: dict[tuple[torch.device, torch.dtype], torch.Tensor] = {}
-
-
-def _workspace(numel: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """A flat scratch tensor of ``numel`` elements, kept from one call to the next.
-
-    The chunked loss needs one (rows × vocab) fp32 block per step (chunk × vocab × 4 bytes, which
-    stays allocated). A fresh one on CPU is tens of MB that the kernel maps in page by page: 11k
-    page faults per step of the encoder-decoder benchmark before, 1k after, about 1% of its step
-    time. GPU allocators already reuse memory.
-    """
-    if torch.compiler.is_compiling():  # a compiled graph plans its own buffers
-        return torch.empty(numel, dtype=dtype, device=device)
-    buf = _WORKSPACE.get((device, dtype))
-    if buf is None or buf.numel() < numel:
-        buf = _WORKSPACE[(device, dtype)] = torch.empty(numel, dtype=dtype, device=device)
-    return buf[:numel]
-
-
-class _LinearCrossEntropy(torch.autograd.Function):
-    """mean cross-entropy of softmax(hidden · weightᵀ + bias) against targets, chunked.
-
-    The forward pass also computes the gradients (dL/dlogits = softmax − onehot), so backward
-    only scales them; logits never exist for more than ``chunk`` rows at a time. Per chunk, in
-    one scratch block kept between calls: one matmul for the logits, a read for their row maxima
-    and the target logits, PyTorch's row-wise softmax kernel in place, a read for the largest
-    probability (which gives the log-sum-exp), then two matmuls. Each row's 1/n_valid share of
-    the mean is applied on the small (rows × d_model) side, and subtracting the one-hot touches
-    one element per row.
-    """
-
-    @staticmethod
-    def forward(
-        ctx,
-        hidden: torch.Tensor,
-        weight: torch.Tensor,
-        bias: torch.Tensor | None,  # type: ignore[override]
-        targets: torch.Tensor,
-        ignore_index: int,
-        chunk: int,
-        compute_dtype: torch.dtype,
-    ) -> torch.Tensor:
-        N, V = hidden.shape[0], weight.shape[0]
-        valid_all = targets != ignore_index
-        share_all = valid_all.to(torch.float32) / valid_all.sum().clamp(min=1).to(torch.float32)  # (N,)
-        w = weight.to(compute_dtype)  # (V, C)
-        grad_hidden = torch.empty_like(hidden)  # (N, C)
-        grad_weight = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device)  # (V, C)
-        grad_bias = torch.zeros(bias.shape, dtype=torch.float32, device=bias.device) if bias is not None else None
-        total = torch.zeros((), dtype=torch.float32, device=hidden.device)
-        block = _workspace(min(chunk, N) * V, torch.float32, hidden.device)  # reused by every chunk
-        for s in range(0, N, chunk):
-            h = hidden[s : s + chunk].to(compute_dtype)  # (n, C)
-            n = h.shape[0]
-            tgt = targets[s : s + chunk].clamp(min=0)  # (n,)
-            share = share_all[s : s + chunk]  # (n,): 1/n_valid, or 0 where nothing is scored
-            rows = torch.arange(n, device=h.device)
-            logits = block[: n * V].view(n, V)
-            if compute_dtype == torch.float32:
-                torch.mm(h, w.t(), out=logits)  # (n, V)
-            else:
-                logits.copy_(h @ w.t())
-            if bias is not None:
-                logits += bias.float()
-            top = logits.amax(dim=-1)  # (n,)
-            target_logit = logits[rows, tgt]  # (n,)
-            probs = torch.softmax(logits, dim=-1, out=logits)  # in place: rows are independent
-            # log-sum-exp from the most likely token, whose probability (>= 1/V) cannot underflow:
-            # its probability is exp(top - lse)
-            lse = top - probs.amax(dim=-1).log()
-            total += ((lse - target_logit) * share).sum()
-            probs[rows, tgt] -= 1.0  # softmax − onehot: the gradient of each row's loss
-            g = probs.to(compute_dtype)  # no copy in fp32
-            grad_hidden[s : s + n] = (g @ w) * share[:, None].to(compute_dtype)
-            grad_weight.addmm_(g.t().to(torch.float32), h.to(torch.float32) * share[:, None])
-            if grad_bias is not None:
-                grad_bias += share @ probs
-        ctx.save_for_backward(
-            grad_hidden,
-            grad_weight.to(weight.dtype),
-            grad_bias.to(bias.dtype) if grad_bias is not None and bias is not None else None,
-        )
-        return total
-
-    @staticmethod
-    def backward(ctx, grad_out: torch.Tensor):  # type: ignore[override]
-        gh, gw, gb = ctx.saved_tensors
-        return gh * grad_out, gw * grad_out, (gb * grad_out if gb is not None else None), None, None, None, None
-
-
-def linear_cross_entropy(
-    hidden: torch.Tensor,
-    weight: torch.Tensor,
-    targets: torch.Tensor,
-    bias: torch.Tensor | None = None,
-    ignore_index: int = -100,
-    chunk: int = 1024,
-) -> torch.Tensor:
-    """Mean cross-entropy of the next-token (or masked-token) softmax, without full logits.
-
-    hidden (N, C), weight (V, C) (the output projection, often the tied embedding), targets (N,)
-    with ``ignore_index`` where no prediction is scored. Matches
-    ``F.cross_entropy(hidden @ weight.T + bias, targets)`` in value and gradients.
-    """
-    dtype = hidden.dtype
-    if torch.is_autocast_enabled(hidden.device.type):
-        dtype = torch.get_autocast_dtype(hidden.device.type)
-    needs_grad = torch.is_grad_enabled() and (
-        hidden.requires_grad or weight.requires_grad or (bias is not None and bias.requires_grad)
-    )
-    if not needs_grad:
-        total = torch.zeros((), dtype=torch.float32, device=hidden.device)
-        w = weight.to(dtype)
-        for s in range(0, hidden.shape[0], chunk):
-            logits = (hidden[s : s + chunk].to(dtype) @ w.t()).float()
-            if bias is not None:
-                logits += bias.float()
-            total += F.cross_entropy(logits, targets[s : s + chunk], ignore_index=ignore_index, reduction="sum")
-        return total / (targets != ignore_index).sum().clamp(min=1)
-    return _LinearCrossEntropy.apply(hidden, weight, bias, targets, ignore_index, chunk, dtype)

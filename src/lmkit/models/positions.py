@@ -1,6 +1,7 @@
 """Where a token is: the positional encodings every family draws from.
 
-- Rotary (``rope_inv_freq`` / ``rope_tables`` / ``apply_rope``): query and key dimensions i and
+- Rotary (``rope_inv_freq`` / ``rope_tables`` / ``apply_rope``, and ``rope_heads`` for a stacked
+  query/key/value projection): query and key dimensions i and
   i + rd/2 of each head's first rd = ``rotary_dim`` dimensions turn together by pos·inv_freq[i] (the
   "rotate half" layout of Hugging Face's Llama and GPT-NeoX, so weights map over unchanged); the rest
   of the head (GPT-NeoX rotates a quarter) passes through. ``model.rope_scaling`` rewrites the
@@ -68,6 +69,71 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     swapped = x.unflatten(-1, (2, half)).flip(-2).flatten(-2)  # (..., rd): (x₂, x₁)
     signed_sin = torch.cat([-sin[..., :half], sin[..., half:]], dim=-1)  # (T, rd)
     return x * cos + swapped * signed_sin
+
+
+def _turn(out: torch.Tensor, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, inverse: bool) -> None:
+    """out = x turned by rope (or back, ``inverse``: the transpose, which gives the gradient) in two
+    passes: out = x·cos, then each half of out adds the other half of x times its signed sin."""
+    half = x.shape[-1] // 2
+    x1, x2, o1, o2 = x[..., :half], x[..., half:], out[..., :half], out[..., half:]
+    s1, s2 = sin[..., :half], sin[..., half:]
+    torch.mul(x, cos, out=out)
+    o1.addcmul_(x2, s2 if inverse else s1, value=1 if inverse else -1)  # y₁ = x₁c − x₂s
+    o2.addcmul_(x1, s1 if inverse else s2, value=-1 if inverse else 1)  # y₂ = x₂c + x₁s
+
+
+class _RopeHeads(torch.autograd.Function):
+    """The stacked projection qkv (B, T, 3·H·hd) → (3, B, H, T, hd) head-major in one buffer, queries and
+    keys turned by rope over the whole head (cos and sin None: not turned). The layout change rides on
+    rope's first pass (it reads qkv's strided view and writes the contiguous output), and the backward
+    writes straight into the strided gradient of qkv: queries and keys take two passes each way,
+    values one copy (without rope: one copy each way). Composed of separate ops it took a copy, a
+    flip, two products and a sum forward, and the same plus a concatenation and a copy backward."""
+
+    @staticmethod
+    def forward(
+        ctx, qkv: torch.Tensor, cos: torch.Tensor | None, sin: torch.Tensor | None, n_heads: int, dtype: torch.dtype
+    ) -> torch.Tensor:  # type: ignore[override]
+        B, T, width = qkv.shape
+        src = qkv.view(B, T, 3, n_heads, width // (3 * n_heads)).permute(2, 0, 3, 1, 4)  # (3, B, H, T, hd) view
+        out = torch.empty(src.shape, dtype=dtype, device=qkv.device)  # (3, B, H, T, hd)
+        if cos is None or sin is None:
+            out.copy_(src)
+        else:
+            _turn(out[:2], src[:2], cos, sin, inverse=False)
+            out[2].copy_(src[2])
+        ctx.save_for_backward(cos, sin)
+        ctx.qkv_shape, ctx.qkv_dtype, ctx.n_heads = qkv.shape, qkv.dtype, n_heads
+        return out
+
+    @staticmethod
+    def backward(ctx, dout: torch.Tensor):  # type: ignore[override]
+        cos, sin = ctx.saved_tensors
+        B, T, width = ctx.qkv_shape
+        grad = torch.empty((B, T, 3, ctx.n_heads, width // (3 * ctx.n_heads)), dtype=ctx.qkv_dtype, device=dout.device)
+        g = grad.permute(2, 0, 3, 1, 4)  # (3, B, H, T, hd) view of the (B, T, 3, H, hd) gradient
+        if cos is None or sin is None:
+            g.copy_(dout)
+            return grad.view(B, T, width), None, None, None, None
+        if dout.dtype == grad.dtype:
+            _turn(g[:2], dout[:2], cos, sin, inverse=True)
+        else:  # turned in dout's precision, rounded once
+            turned = torch.empty_like(dout[:2])
+            _turn(turned, dout[:2], cos, sin, inverse=True)
+            g[:2].copy_(turned)
+        g[2].copy_(dout[2])
+        return grad.view(B, T, width), None, None, None, None
+
+
+def rope_heads(
+    qkv: torch.Tensor, n_heads: int, rope: tuple[torch.Tensor, torch.Tensor] | None, dtype: torch.dtype
+) -> torch.Tensor:
+    """Queries, keys and values of a stacked projection qkv (B, T, 3·H·hd), head-major, (3, B, H, T, hd)
+    in ``dtype``, queries and keys turned by ``rope`` (cos, sin: (T, hd), the whole head) when given.
+    Same values as splitting the heads and calling :func:`apply_rope`, in fewer passes over the
+    activations, forward and backward."""
+    cos, sin = rope if rope is not None else (None, None)
+    return _RopeHeads.apply(qkv, cos, sin, n_heads, dtype)
 
 
 def alibi_slopes(n_heads: int) -> torch.Tensor:

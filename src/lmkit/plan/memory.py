@@ -47,7 +47,7 @@ FINISH_BASELINE_BYTES = 37_000_000
 # train.memory lean maps and unmaps every large block on its own (lmkit.train.rss): no heap is kept.
 GLIBC_HEAP_FACTOR = 1.0
 HEAPS = ("fast", "lean")  # train.memory, settled: glibc's malloc as it is, or large blocks returned on free
-LOSS_CHUNK = 1024  # rows of logits lmkit's fused linear cross-entropy holds at a time (models.layers)
+LOSS_CHUNK = 1024  # rows of logits lmkit's fused linear cross-entropy holds at a time (models.loss)
 # glibc's ceiling for its mmap threshold (64-bit): a block this large is always mapped on its own, so
 # an evaluation's blocks of logits this large come on top of the heap a run's steps left resident
 # instead of reusing it (measured: +67 MB above the steps' peak for vocabulary 8,192, micro-batch 8).
@@ -145,11 +145,11 @@ def activation_bytes(
     (not at the same time as the loss workspace, so only the larger of the two counts).
     dropout > 0 adds a 1-byte mask per dropped element (2 per layer of width d).
     outside: the embedding output, the final norm's input and the loss's gradient w.r.t. the
-    hidden states. loss: lmkit's fused linear cross-entropy (models.layers) holds one block of at
-    most 1,024 rows of fp32 logits (the softmax runs in place; with 16-bit autocast also the 16-bit
-    product), plus an fp32 gradient of the output matrix (V·d); it never holds the full B·T·V
-    logits a plain cross-entropy would. Also, apart from ``total``: ``loss_block``, that fp32 block,
-    which the loss keeps from one step to the next (``models.layers._workspace``), and ``eval``, what
+    hidden states. loss: lmkit's fused linear cross-entropy (models.loss) holds one block of at
+    most 1,024 rows of fp32 logits (the softmax runs in place; with 16-bit autocast also a 16-bit
+    block for the product and the gradient), plus an fp32 gradient of the output matrix (V·d); it
+    never holds the full B·T·V logits a plain cross-entropy would. Also, apart from ``total``:
+    ``loss_block``, those blocks, which the loss keeps from one step to the next (``models.loss._workspace``), and ``eval``, what
     an evaluation's forward pass holds beside it: without gradients the loss takes a block of fp32
     logits and their log-softmax at a time.
 
@@ -193,7 +193,8 @@ def activation_bytes(
         one_layer = b * S * per_token_layer
         outside = b * S * d * 4.0 * 3
     rows = min(terms.predicted_tokens(cfg, S, b), LOSS_CHUNK)
-    loss = rows * V * (4.0 if precision == "fp32" else 6.0) + V * d * 4.0
+    block = rows * V * (4.0 if precision == "fp32" else 6.0)
+    loss = block + V * d * 4.0
     if checkpointing:
         # the loss workspace (end of the forward pass) and the one layer recomputed at a time (in the
         # backward pass) are never held together
@@ -205,7 +206,7 @@ def activation_bytes(
         "outside": outside,
         "loss": loss,
         "total": layers + outside + loss,
-        "loss_block": rows * V * 4.0,
+        "loss_block": block,
         "eval": rows * V * 8.0,
     }
 
@@ -307,7 +308,7 @@ def training_memory(
     step = out["gradients"] + out["activations"] + out["loss"]
     apart = min(out["gradients"], out["activations"] + out["loss"]) if n_gpus == 1 and not checkpointing else 0.0
     end = acts["loss_block"] + max(out["evaluation"], out["finish"])
-    mapped = out["evaluation"] if heap == "fast" and acts["loss_block"] >= GLIBC_MMAP_MAX else 0.0
+    mapped = out["evaluation"] if heap == "fast" and acts["eval"] / 2 >= GLIBC_MMAP_MAX else 0.0  # one fp32 block
     peak = max(step - apart + mapped, end)  # what a step, or the evaluations and the run's end, add at most
     out["not_at_once"] = peak - (step + out["evaluation"] + out["finish"])
     out["total"] = sum(out.values())
