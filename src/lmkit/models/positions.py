@@ -19,6 +19,7 @@ import math
 
 import torch
 from torch import nn
+from torch.autograd.function import once_differentiable
 
 from lmkit.config import ModelConfig
 from lmkit.model_variants import RopeScaling, rotary_dim
@@ -107,6 +108,7 @@ class _RopeHeads(torch.autograd.Function):
         return out
 
     @staticmethod
+    @once_differentiable  # written in place: no second derivative
     def backward(ctx, dout: torch.Tensor):  # type: ignore[override]
         cos, sin = ctx.saved_tensors
         B, T, width = ctx.qkv_shape
