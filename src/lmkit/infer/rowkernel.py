@@ -208,8 +208,9 @@ def _build() -> tuple[ctypes.CDLL | None, str | None]:
 
 
 def _load() -> tuple[ctypes.CDLL | None, str | None]:
-    """The compiled library, or None and why not (built once per machine; a build that no longer loads, e.g. made by another toolchain in a shared home, is rebuilt; a
-    failed build is remembered beside it, with its reason, until that file is deleted)."""
+    """The compiled library, or None and why not (built once per machine; a build that no longer
+    loads, e.g. made by another toolchain in a shared home, is rebuilt; a failed build is remembered
+    beside it, with its reason, until that file is deleted)."""
     if os.environ.get("LMKIT_ROW_KERNEL", "1") == "0":
         return None, "LMKIT_ROW_KERNEL=0"
     if platform.machine() not in ("x86_64", "AMD64") or not Path("/proc/cpuinfo").exists():

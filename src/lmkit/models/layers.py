@@ -281,9 +281,8 @@ class Attention(nn.Module):
             # copy that makes them head-major, so rope turns fp32 heads too
             fp32 = _fp32_attention_under_autocast(x) and self.alibi is None and not return_weights
             fp32 = fp32 and (attn_bias is None or attn_bias.dtype == torch.bool)
-            q, k, v = self.project_qkv(
-                x, rope, torch.float32 if fp32 else None
-            )  # (B, H, T, hd), (B, H_kv, T, hd) twice
+            # (B, H, T, hd), (B, H_kv, T, hd) twice
+            q, k, v = self.project_qkv(x, rope, torch.float32 if fp32 else None)
         else:  # cross-attention (no rotary positions): keys and values (B, H_kv, S, hd) given or of the context
             q = self.split_heads(self.q_proj(x))  # (B, H, T, hd)
             c = cast(torch.Tensor, context)

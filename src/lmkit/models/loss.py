@@ -77,10 +77,10 @@ class _LinearCrossEntropy(torch.autograd.Function):
             share = share_all[s : s + chunk]  # (n,): 1/n_valid, or 0 where nothing is scored
             rows = torch.arange(n, device=h.device)
             logits = block[: n * V].view(n, V)
-            if low is None:
-                torch.mm(h, w.t(), out=logits)  # (n, V)
-            else:
-                logits.copy_(torch.mm(h, w.t(), out=low[: n * V].view(n, V)))
+            product = logits if low is None else low[: n * V].view(n, V)  # (n, V) in the compute dtype
+            torch.mm(h, w.t(), out=product)
+            if product is not logits:
+                logits.copy_(product)
             if bias is not None:
                 logits += bias.float()
             top = logits.amax(dim=-1)  # (n,)
@@ -91,14 +91,15 @@ class _LinearCrossEntropy(torch.autograd.Function):
             lse = top - probs.amax(dim=-1).log()
             total += ((lse - target_logit) * share).sum()
             probs[rows, tgt] -= 1.0  # softmax − onehot: the gradient of each row's loss
-            g = probs if low is None else low[: n * V].view(n, V).copy_(probs)  # (n, V) in the compute dtype
-            grad_hidden[s : s + n] = (g @ w) * share[:, None].to(compute_dtype)
+            g = probs if product is logits else product.copy_(probs)  # (n, V) in the compute dtype
+            shared = share[:, None].to(compute_dtype)  # (n, 1)
+            grad_hidden[s : s + n] = (g @ w) * shared
             # the weight's gradient at the compute dtype's matmul speed (the chunk's share is rounded to
             # it once, as autocast's own backward rounds the whole product), summed over chunks in fp32
-            if low is None:
-                grad_weight.addmm_(g.t(), h * share[:, None])
+            if g.dtype == torch.float32:
+                grad_weight.addmm_(g.t(), h * shared)
             else:
-                grad_weight += g.t() @ (h * share[:, None].to(compute_dtype))
+                grad_weight += g.t() @ (h * shared)
             if grad_bias is not None:
                 grad_bias += share @ probs
         ctx.save_for_backward(

@@ -149,7 +149,8 @@ def activation_bytes(
     most 1,024 rows of fp32 logits (the softmax runs in place; with 16-bit autocast also a 16-bit
     block for the product and the gradient), plus an fp32 gradient of the output matrix (V·d); it
     never holds the full B·T·V logits a plain cross-entropy would. Also, apart from ``total``:
-    ``loss_block``, those blocks, which the loss keeps from one step to the next (``models.loss._workspace``), and ``eval``, what
+    ``loss_block``, those blocks, which the loss keeps from one step to the next
+    (``models.loss._workspace``), and ``eval``, what
     an evaluation's forward pass holds beside it: without gradients the loss takes a block of fp32
     logits and their log-softmax at a time.
 
@@ -308,7 +309,8 @@ def training_memory(
     step = out["gradients"] + out["activations"] + out["loss"]
     apart = min(out["gradients"], out["activations"] + out["loss"]) if n_gpus == 1 and not checkpointing else 0.0
     end = acts["loss_block"] + max(out["evaluation"], out["finish"])
-    mapped = out["evaluation"] if heap == "fast" and acts["eval"] / 2 >= GLIBC_MMAP_MAX else 0.0  # one fp32 block
+    # an evaluation takes two fp32 blocks of logits at a time: each one mapped on its own when this large
+    mapped = out["evaluation"] if heap == "fast" and acts["eval"] / 2 >= GLIBC_MMAP_MAX else 0.0
     peak = max(step - apart + mapped, end)  # what a step, or the evaluations and the run's end, add at most
     out["not_at_once"] = peak - (step + out["evaluation"] + out["finish"])
     out["total"] = sum(out.values())

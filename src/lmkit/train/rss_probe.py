@@ -1,6 +1,7 @@
-"""The runtime-baseline probe: ``python -m lmkit.train.rss_probe WORKDIR [FAMILY]`` trains a negligible
-model of ``FAMILY`` (decoder when not given) in a fresh process and prints, as JSON, what every training run holds beside its tensors
-while it trains (``runtime_bytes``) and what the end of the run adds on top (``finish_bytes``).
+"""The runtime-baseline probe: ``python -m lmkit.train.rss_probe WORKDIR [FAMILY]`` trains a
+negligible model of ``FAMILY`` (decoder when not given) in a fresh process and prints, as JSON, what
+every training run holds beside its tensors while it trains (``runtime_bytes``) and what the end of
+the run adds on top (``finish_bytes``).
 ``lmkit plan --this-machine`` runs it for each family (``lmkit.plan.baseline.measure_baselines``)
 and caches both figures per family, machine and library versions.
 
